@@ -1,0 +1,90 @@
+//! `spate-proto`: the frames spoken client → gateway → node.
+//!
+//! Pure: no I/O, no clock, no runtime. Every frame is a 16-byte header (length, api key,
+//! version, flags, correlation id) and a body. Decoding is incremental (a partial frame is
+//! "need more", never an error), every length is checked against a named limit before anything
+//! is allocated, and the routing fields of partition-scoped requests are readable without
+//! decoding the rest of the body. Specified in `docs/protocol.md`.
+
+pub mod codec;
+pub mod error;
+pub mod frame;
+pub mod limits;
+pub mod messages;
+
+pub use error::{ErrorCode, FrameError, ProtoError};
+pub use frame::{peek_frame, route, Frame, FrameDecoder, FrameHead, Peek, Route, VERSION};
+pub use messages::*;
+
+/// A partition's number within its topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct PartitionId(pub u32);
+
+/// A shard (one core's executor) of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ShardId(pub u16);
+
+impl std::fmt::Display for PartitionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Display for ShardId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The requests of the protocol. Numbers are stable and never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ApiKey {
+    CreateTopic,
+    DeleteTopic,
+    Metadata,
+    Produce,
+    Fetch,
+    ListOffsets,
+}
+
+impl ApiKey {
+    pub const ALL: [ApiKey; 6] = [
+        ApiKey::CreateTopic,
+        ApiKey::DeleteTopic,
+        ApiKey::Metadata,
+        ApiKey::Produce,
+        ApiKey::Fetch,
+        ApiKey::ListOffsets,
+    ];
+
+    pub fn to_u16(self) -> u16 {
+        match self {
+            ApiKey::CreateTopic => 1,
+            ApiKey::DeleteTopic => 2,
+            ApiKey::Metadata => 3,
+            ApiKey::Produce => 4,
+            ApiKey::Fetch => 5,
+            ApiKey::ListOffsets => 6,
+        }
+    }
+
+    pub fn from_u16(value: u16) -> Option<ApiKey> {
+        ApiKey::ALL.into_iter().find(|api| api.to_u16() == value)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ApiKey::CreateTopic => "CreateTopic",
+            ApiKey::DeleteTopic => "DeleteTopic",
+            ApiKey::Metadata => "Metadata",
+            ApiKey::Produce => "Produce",
+            ApiKey::Fetch => "Fetch",
+            ApiKey::ListOffsets => "ListOffsets",
+        }
+    }
+
+    /// Whether the request names one partition and must reach the shard that owns it.
+    pub fn is_partition_scoped(self) -> bool {
+        matches!(self, ApiKey::Produce | ApiKey::Fetch | ApiKey::ListOffsets)
+    }
+}

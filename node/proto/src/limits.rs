@@ -1,0 +1,47 @@
+//! Limits of the wire protocol, each with the reason for its value.
+
+use spate_format::limits::{BATCH_SIZE_MAX, TOPIC_NAME_LENGTH_MAX};
+
+/// Size of the fixed frame header: length, api key, version, flags, correlation id.
+pub const FRAME_HEADER_SIZE: u32 = 16;
+
+/// Largest request frame, header included: one batch of the largest size plus room for the
+/// routing fields and the largest metadata request.
+pub const REQUEST_SIZE_MAX: u32 = BATCH_SIZE_MAX + 64 * 1024;
+
+/// Largest response frame, header included: bounds what a client or gateway buffers for one
+/// response (a fetch of `FETCH_BYTES_MAX` plus at most one batch, or a large metadata answer).
+pub const RESPONSE_SIZE_MAX: u32 = 16 << 20;
+
+/// Largest `max_bytes` a fetch may ask for. A fetch always returns at least the batch that
+/// holds its offset, so a response may exceed `max_bytes` by up to one batch.
+pub const FETCH_BYTES_MAX: u32 = 8 << 20;
+
+/// Longest a fetch may wait for data (its `max_wait_ms`): one minute. Longer waits belong in
+/// a loop on the client, where a lost connection is noticed.
+pub const FETCH_WAIT_MS_MAX: u32 = 60_000;
+
+/// Most topics named in one metadata request.
+pub const TOPICS_PER_REQUEST_MAX: u32 = 200;
+
+/// Longest error message, in bytes.
+pub const ERROR_MESSAGE_SIZE_MAX: u32 = 4096;
+
+/// Longest shard endpoint (`host:port`), in bytes.
+pub const ENDPOINT_SIZE_MAX: u32 = 256;
+
+/// Most shards one node may have: shard ids are `u16`, and one shard per core.
+pub const SHARDS_MAX: u32 = 1024;
+
+/// Most topics in one metadata response.
+pub const TOPICS_PER_RESPONSE_MAX: u32 = 100_000;
+
+const _: () = assert!(
+    TOPICS_PER_REQUEST_MAX * (2 + TOPIC_NAME_LENGTH_MAX) + 4096
+        <= REQUEST_SIZE_MAX - BATCH_SIZE_MAX
+);
+const _: () = assert!(FETCH_BYTES_MAX + BATCH_SIZE_MAX + 4096 <= RESPONSE_SIZE_MAX);
+const _: () = assert!(REQUEST_SIZE_MAX <= RESPONSE_SIZE_MAX);
+const _: () = assert!(SHARDS_MAX <= u16::MAX as u32 + 1);
+const _: () = assert!(ERROR_MESSAGE_SIZE_MAX <= u16::MAX as u32);
+const _: () = assert!(ENDPOINT_SIZE_MAX <= u16::MAX as u32);

@@ -1,0 +1,694 @@
+//! Typed request and response bodies, their encoding into whole frames and their decoding
+//! from frames. Byte strings (record batches) are shared with the frame, never copied on
+//! decode.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::codec::{Reader, Writer};
+use crate::error::{ErrorCode, ProtoError};
+use crate::frame::{Frame, FrameHead, FLAGS_KNOWN, FLAG_ERROR, FLAG_RESPONSE, VERSION};
+use crate::limits::{
+    ENDPOINT_SIZE_MAX, ERROR_MESSAGE_SIZE_MAX, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX,
+    FRAME_HEADER_SIZE, RESPONSE_SIZE_MAX, SHARDS_MAX, TOPICS_PER_REQUEST_MAX,
+    TOPICS_PER_RESPONSE_MAX,
+};
+use crate::{ApiKey, PartitionId, ShardId};
+use spate_format::limits::{BATCH_SIZE_MAX, PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_LENGTH_MAX};
+
+/// When a produce request is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Durability {
+    /// When the shard accepted the batch (assigned offsets); lost if the node crashes first.
+    None,
+    /// When the batch's write to the segment file completed (in the device, not yet synced).
+    Write,
+    /// When `fdatasync` covering the batch returned: durable.
+    #[default]
+    Fsync,
+}
+
+impl Durability {
+    pub fn to_u8(self) -> u8 {
+        match self {
+            Durability::None => 0,
+            Durability::Write => 1,
+            Durability::Fsync => 2,
+        }
+    }
+
+    pub fn from_u8(value: u8) -> Option<Durability> {
+        match value {
+            0 => Some(Durability::None),
+            1 => Some(Durability::Write),
+            2 => Some(Durability::Fsync),
+            _ => None,
+        }
+    }
+}
+
+/// A numeric topic setting: the node's default, unlimited, or a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Setting {
+    #[default]
+    Default,
+    Unlimited,
+    Value(u64),
+}
+
+/// Where `ListOffsets` looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OffsetSpec {
+    /// The log start offset.
+    Earliest,
+    /// The high watermark (the offset the next durable record will get).
+    Latest,
+    /// The first offset whose record timestamp is at least this (ms since the epoch).
+    Timestamp(i64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateTopicRequest {
+    pub topic: String,
+    pub partitions: u32,
+    pub retention_ms: Setting,
+    pub retention_bytes: Setting,
+    pub segment_bytes: Setting,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateTopicResponse {
+    pub topic: String,
+    pub partitions: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteTopicRequest {
+    pub topic: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteTopicResponse {
+    pub topic: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataRequest {
+    /// Topics to describe; empty means all.
+    pub topics: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardInfo {
+    pub shard: ShardId,
+    /// `host:port` of the shard's listener.
+    pub endpoint: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionMetadata {
+    pub partition: PartitionId,
+    pub shard: ShardId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicMetadata {
+    pub name: String,
+    /// Effective settings (never `Setting::Default`).
+    pub retention_ms: Setting,
+    pub retention_bytes: Setting,
+    pub segment_bytes: Setting,
+    pub partitions: Vec<PartitionMetadata>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataResponse {
+    pub shards: Vec<ShardInfo>,
+    pub topics: Vec<TopicMetadata>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceRequest {
+    pub topic: String,
+    pub partition: PartitionId,
+    pub durability: Durability,
+    /// Exactly one record batch, as built by `spate_format::BatchBuilder`.
+    pub batch: Bytes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProduceResponse {
+    pub base_offset: u64,
+    /// The node's append time stamped into the batch.
+    pub append_time: i64,
+    pub log_start_offset: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchRequest {
+    pub topic: String,
+    pub partition: PartitionId,
+    pub offset: u64,
+    /// Soft limit on the returned bytes (at least the batch holding `offset` is returned).
+    pub max_bytes: u32,
+    /// How long to wait for `min_bytes` to be available.
+    pub max_wait_ms: u32,
+    pub min_bytes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchResponse {
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+    /// Whole record batches back to back; the first holds the requested offset.
+    pub records: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListOffsetsRequest {
+    pub topic: String,
+    pub partition: PartitionId,
+    pub spec: OffsetSpec,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListOffsetsResponse {
+    /// The offset found; for a timestamp with no record at or after it, the high watermark.
+    pub offset: u64,
+    pub log_start_offset: u64,
+    pub high_watermark: u64,
+}
+
+/// Machine-readable facts attached to an error.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ErrorDetail {
+    #[default]
+    None,
+    /// The shard that owns the partition.
+    NotOwner { shard: ShardId, endpoint: String },
+    /// The valid offset range of the partition.
+    OffsetRange {
+        log_start_offset: u64,
+        high_watermark: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorResponse {
+    pub code: ErrorCode,
+    pub message: String,
+    pub detail: ErrorDetail,
+}
+
+impl ErrorResponse {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        let mut message = message.into();
+        truncate_utf8(&mut message, ERROR_MESSAGE_SIZE_MAX as usize);
+        ErrorResponse {
+            code,
+            message,
+            detail: ErrorDetail::None,
+        }
+    }
+
+    pub fn with_detail(mut self, detail: ErrorDetail) -> Self {
+        self.detail = detail;
+        self
+    }
+}
+
+impl std::fmt::Display for ErrorResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+fn truncate_utf8(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    CreateTopic(CreateTopicRequest),
+    DeleteTopic(DeleteTopicRequest),
+    Metadata(MetadataRequest),
+    Produce(ProduceRequest),
+    Fetch(FetchRequest),
+    ListOffsets(ListOffsetsRequest),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    CreateTopic(CreateTopicResponse),
+    DeleteTopic(DeleteTopicResponse),
+    Metadata(MetadataResponse),
+    Produce(ProduceResponse),
+    Fetch(FetchResponse),
+    ListOffsets(ListOffsetsResponse),
+    /// An error answering a request with the raw api key `api_key`.
+    Error {
+        api_key: u16,
+        error: ErrorResponse,
+    },
+}
+
+/// Writes a whole frame: header, then the body `write_body` appends.
+fn encode_frame(
+    out: &mut BytesMut,
+    api_key: u16,
+    flags: u8,
+    correlation_id: u64,
+    write_body: impl FnOnce(&mut Writer<'_, BytesMut>),
+) {
+    let start = out.len();
+    out.put_bytes(0, FRAME_HEADER_SIZE as usize);
+    write_body(&mut Writer::new(out));
+    let body_length = out.len() - start - FRAME_HEADER_SIZE as usize;
+    let head = FrameHead {
+        api_key,
+        version: VERSION,
+        flags,
+        correlation_id,
+        // Bodies are bounded by the frame limits, far below u32::MAX.
+        body_length: u32::try_from(body_length).expect("frame body over 4 GiB"),
+    };
+    out[start..start + FRAME_HEADER_SIZE as usize].copy_from_slice(&head.encode());
+}
+
+fn write_setting<B: BufMut>(writer: &mut Writer<'_, B>, setting: Setting) {
+    let (tag, value) = match setting {
+        Setting::Default => (0, 0),
+        Setting::Unlimited => (1, 0),
+        Setting::Value(value) => (2, value),
+    };
+    writer.u8(tag);
+    writer.u64(value);
+}
+
+fn read_setting(reader: &mut Reader, field: &'static str) -> Result<Setting, ProtoError> {
+    let tag = reader.u8(field)?;
+    let value = reader.u64(field)?;
+    match (tag, value) {
+        (0, 0) => Ok(Setting::Default),
+        (1, 0) => Ok(Setting::Unlimited),
+        (2, value) => Ok(Setting::Value(value)),
+        (0 | 1, value) => Err(ProtoError::Value { field, value }),
+        (tag, _) => Err(ProtoError::Value {
+            field,
+            value: tag.into(),
+        }),
+    }
+}
+
+fn read_topic(reader: &mut Reader) -> Result<String, ProtoError> {
+    let topic = reader.str16("topic", TOPIC_NAME_LENGTH_MAX)?;
+    spate_format::validate_topic_name(topic)?;
+    Ok(topic.to_owned())
+}
+
+/// Smallest encoded topic name: its length and one character.
+const TOPIC_SIZE_MIN: usize = 3;
+
+impl Request {
+    pub fn api_key(&self) -> ApiKey {
+        match self {
+            Request::CreateTopic(_) => ApiKey::CreateTopic,
+            Request::DeleteTopic(_) => ApiKey::DeleteTopic,
+            Request::Metadata(_) => ApiKey::Metadata,
+            Request::Produce(_) => ApiKey::Produce,
+            Request::Fetch(_) => ApiKey::Fetch,
+            Request::ListOffsets(_) => ApiKey::ListOffsets,
+        }
+    }
+
+    /// Appends the request as a whole frame.
+    pub fn encode(&self, correlation_id: u64, out: &mut BytesMut) {
+        encode_frame(
+            out,
+            self.api_key().to_u16(),
+            0,
+            correlation_id,
+            |w| match self {
+                Request::CreateTopic(request) => {
+                    w.str16(&request.topic);
+                    w.u32(request.partitions);
+                    write_setting(w, request.retention_ms);
+                    write_setting(w, request.retention_bytes);
+                    write_setting(w, request.segment_bytes);
+                }
+                Request::DeleteTopic(request) => w.str16(&request.topic),
+                Request::Metadata(request) => {
+                    w.u32(u32::try_from(request.topics.len()).unwrap_or(u32::MAX));
+                    for topic in &request.topics {
+                        w.str16(topic);
+                    }
+                }
+                Request::Produce(request) => {
+                    w.str16(&request.topic);
+                    w.u32(request.partition.0);
+                    w.u8(request.durability.to_u8());
+                    w.bytes32(&request.batch);
+                }
+                Request::Fetch(request) => {
+                    w.str16(&request.topic);
+                    w.u32(request.partition.0);
+                    w.u64(request.offset);
+                    w.u32(request.max_bytes);
+                    w.u32(request.max_wait_ms);
+                    w.u32(request.min_bytes);
+                }
+                Request::ListOffsets(request) => {
+                    w.str16(&request.topic);
+                    w.u32(request.partition.0);
+                    let (tag, timestamp) = match request.spec {
+                        OffsetSpec::Earliest => (0, 0),
+                        OffsetSpec::Latest => (1, 0),
+                        OffsetSpec::Timestamp(timestamp) => (2, timestamp),
+                    };
+                    w.u8(tag);
+                    w.i64(timestamp);
+                }
+            },
+        );
+    }
+
+    /// Encodes the request as a frame of its own.
+    pub fn to_frame(&self, correlation_id: u64) -> Bytes {
+        let mut out = BytesMut::new();
+        self.encode(correlation_id, &mut out);
+        out.freeze()
+    }
+
+    /// Decodes a request frame, checking flags, version and every field.
+    pub fn decode(frame: &Frame) -> Result<Request, ProtoError> {
+        let api = frame.head.check_request()?;
+        let mut reader = Reader::new(frame.body());
+        let request = match api {
+            ApiKey::CreateTopic => Request::CreateTopic(CreateTopicRequest {
+                topic: read_topic(&mut reader)?,
+                partitions: reader.u32("partitions")?,
+                retention_ms: read_setting(&mut reader, "retention_ms")?,
+                retention_bytes: read_setting(&mut reader, "retention_bytes")?,
+                segment_bytes: read_setting(&mut reader, "segment_bytes")?,
+            }),
+            ApiKey::DeleteTopic => Request::DeleteTopic(DeleteTopicRequest {
+                topic: read_topic(&mut reader)?,
+            }),
+            ApiKey::Metadata => {
+                let count = reader.count("topics", TOPICS_PER_REQUEST_MAX, TOPIC_SIZE_MIN)?;
+                let mut topics = Vec::with_capacity(count);
+                for _ in 0..count {
+                    topics.push(read_topic(&mut reader)?);
+                }
+                Request::Metadata(MetadataRequest { topics })
+            }
+            ApiKey::Produce => {
+                let topic = read_topic(&mut reader)?;
+                let partition = PartitionId(reader.u32("partition")?);
+                let durability = reader.u8("durability")?;
+                let durability = Durability::from_u8(durability).ok_or(ProtoError::Value {
+                    field: "durability",
+                    value: durability.into(),
+                })?;
+                let batch = reader.bytes32("batch", BATCH_SIZE_MAX)?;
+                Request::Produce(ProduceRequest {
+                    topic,
+                    partition,
+                    durability,
+                    batch,
+                })
+            }
+            ApiKey::Fetch => {
+                let request = FetchRequest {
+                    topic: read_topic(&mut reader)?,
+                    partition: PartitionId(reader.u32("partition")?),
+                    offset: reader.u64("offset")?,
+                    max_bytes: reader.u32("max_bytes")?,
+                    max_wait_ms: reader.u32("max_wait_ms")?,
+                    min_bytes: reader.u32("min_bytes")?,
+                };
+                if request.max_bytes == 0 || request.max_bytes > FETCH_BYTES_MAX {
+                    let value = request.max_bytes.into();
+                    return Err(ProtoError::Value {
+                        field: "max_bytes",
+                        value,
+                    });
+                }
+                if request.max_wait_ms > FETCH_WAIT_MS_MAX {
+                    let value = request.max_wait_ms.into();
+                    return Err(ProtoError::Value {
+                        field: "max_wait_ms",
+                        value,
+                    });
+                }
+                if request.min_bytes > request.max_bytes {
+                    let value = request.min_bytes.into();
+                    return Err(ProtoError::Value {
+                        field: "min_bytes",
+                        value,
+                    });
+                }
+                Request::Fetch(request)
+            }
+            ApiKey::ListOffsets => {
+                let topic = read_topic(&mut reader)?;
+                let partition = PartitionId(reader.u32("partition")?);
+                let tag = reader.u8("spec")?;
+                let timestamp = reader.i64("timestamp")?;
+                let spec = match (tag, timestamp) {
+                    (0, 0) => OffsetSpec::Earliest,
+                    (1, 0) => OffsetSpec::Latest,
+                    (2, timestamp) => OffsetSpec::Timestamp(timestamp),
+                    _ => {
+                        return Err(ProtoError::Value {
+                            field: "spec",
+                            value: tag.into(),
+                        })
+                    }
+                };
+                Request::ListOffsets(ListOffsetsRequest {
+                    topic,
+                    partition,
+                    spec,
+                })
+            }
+        };
+        reader.finish()?;
+        Ok(request)
+    }
+}
+
+impl Response {
+    /// The raw api key the response answers.
+    pub fn api_key(&self) -> u16 {
+        match self {
+            Response::CreateTopic(_) => ApiKey::CreateTopic.to_u16(),
+            Response::DeleteTopic(_) => ApiKey::DeleteTopic.to_u16(),
+            Response::Metadata(_) => ApiKey::Metadata.to_u16(),
+            Response::Produce(_) => ApiKey::Produce.to_u16(),
+            Response::Fetch(_) => ApiKey::Fetch.to_u16(),
+            Response::ListOffsets(_) => ApiKey::ListOffsets.to_u16(),
+            Response::Error { api_key, .. } => *api_key,
+        }
+    }
+
+    /// An error answer to the request with `api_key`.
+    pub fn error(api_key: u16, code: ErrorCode, message: impl Into<String>) -> Response {
+        Response::Error {
+            api_key,
+            error: ErrorResponse::new(code, message),
+        }
+    }
+
+    /// Appends the response as a whole frame.
+    pub fn encode(&self, correlation_id: u64, out: &mut BytesMut) {
+        let flags = match self {
+            Response::Error { .. } => FLAG_RESPONSE | FLAG_ERROR,
+            _ => FLAG_RESPONSE,
+        };
+        encode_frame(out, self.api_key(), flags, correlation_id, |w| match self {
+            Response::CreateTopic(response) => {
+                w.str16(&response.topic);
+                w.u32(response.partitions);
+            }
+            Response::DeleteTopic(response) => w.str16(&response.topic),
+            Response::Metadata(response) => {
+                w.u32(u32::try_from(response.shards.len()).unwrap_or(u32::MAX));
+                for shard in &response.shards {
+                    w.u16(shard.shard.0);
+                    w.str16(&shard.endpoint);
+                }
+                w.u32(u32::try_from(response.topics.len()).unwrap_or(u32::MAX));
+                for topic in &response.topics {
+                    w.str16(&topic.name);
+                    write_setting(w, topic.retention_ms);
+                    write_setting(w, topic.retention_bytes);
+                    write_setting(w, topic.segment_bytes);
+                    w.u32(u32::try_from(topic.partitions.len()).unwrap_or(u32::MAX));
+                    for partition in &topic.partitions {
+                        w.u32(partition.partition.0);
+                        w.u16(partition.shard.0);
+                    }
+                }
+            }
+            Response::Produce(response) => {
+                w.u64(response.base_offset);
+                w.i64(response.append_time);
+                w.u64(response.log_start_offset);
+            }
+            Response::Fetch(response) => {
+                w.u64(response.high_watermark);
+                w.u64(response.log_start_offset);
+                w.bytes32(&response.records);
+            }
+            Response::ListOffsets(response) => {
+                w.u64(response.offset);
+                w.u64(response.log_start_offset);
+                w.u64(response.high_watermark);
+            }
+            Response::Error { error, .. } => {
+                w.u16(error.code.to_u16());
+                w.str16(&error.message);
+                match &error.detail {
+                    ErrorDetail::None => w.u8(0),
+                    ErrorDetail::NotOwner { shard, endpoint } => {
+                        w.u8(1);
+                        w.u16(shard.0);
+                        w.str16(endpoint);
+                    }
+                    ErrorDetail::OffsetRange {
+                        log_start_offset,
+                        high_watermark,
+                    } => {
+                        w.u8(2);
+                        w.u64(*log_start_offset);
+                        w.u64(*high_watermark);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Encodes the response as a frame of its own.
+    pub fn to_frame(&self, correlation_id: u64) -> Bytes {
+        let mut out = BytesMut::new();
+        self.encode(correlation_id, &mut out);
+        out.freeze()
+    }
+
+    /// Decodes a response frame, checking flags, version and every field.
+    pub fn decode(frame: &Frame) -> Result<Response, ProtoError> {
+        let mut reader = Reader::new(frame.body());
+        if frame.head.flags & !FLAGS_KNOWN != 0 {
+            return Err(ProtoError::Flags(frame.head.flags));
+        }
+        if frame.head.is_error() && frame.head.is_response() {
+            // An error may answer a request whose api key this peer does not know.
+            let api_key = frame.head.api_key;
+            let code = ErrorCode::from_u16(reader.u16("code")?);
+            let message = reader.string16("message", ERROR_MESSAGE_SIZE_MAX)?;
+            let detail = match reader.u8("detail")? {
+                0 => ErrorDetail::None,
+                1 => ErrorDetail::NotOwner {
+                    shard: ShardId(reader.u16("shard")?),
+                    endpoint: reader.string16("endpoint", ENDPOINT_SIZE_MAX)?,
+                },
+                2 => ErrorDetail::OffsetRange {
+                    log_start_offset: reader.u64("log_start_offset")?,
+                    high_watermark: reader.u64("high_watermark")?,
+                },
+                other => {
+                    return Err(ProtoError::Value {
+                        field: "detail",
+                        value: other.into(),
+                    })
+                }
+            };
+            if frame.head.version != VERSION {
+                return Err(ProtoError::UnsupportedVersion {
+                    api: "Error",
+                    found: frame.head.version,
+                    supported: VERSION,
+                });
+            }
+            reader.finish()?;
+            return Ok(Response::Error {
+                api_key,
+                error: ErrorResponse {
+                    code,
+                    message,
+                    detail,
+                },
+            });
+        }
+        let api = frame.head.check_response()?;
+        let response = match api {
+            ApiKey::CreateTopic => Response::CreateTopic(CreateTopicResponse {
+                topic: read_topic(&mut reader)?,
+                partitions: reader.u32("partitions")?,
+            }),
+            ApiKey::DeleteTopic => Response::DeleteTopic(DeleteTopicResponse {
+                topic: read_topic(&mut reader)?,
+            }),
+            ApiKey::Metadata => {
+                // A shard entry takes at least 4 bytes (id and an empty endpoint's length).
+                let count = reader.count("shards", SHARDS_MAX, 4)?;
+                let mut shards = Vec::with_capacity(count);
+                for _ in 0..count {
+                    shards.push(ShardInfo {
+                        shard: ShardId(reader.u16("shard")?),
+                        endpoint: reader.string16("endpoint", ENDPOINT_SIZE_MAX)?,
+                    });
+                }
+                // A topic entry takes at least its name, three settings and a count.
+                let count =
+                    reader.count("topics", TOPICS_PER_RESPONSE_MAX, TOPIC_SIZE_MIN + 27 + 4)?;
+                let mut topics = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let name = read_topic(&mut reader)?;
+                    let retention_ms = read_setting(&mut reader, "retention_ms")?;
+                    let retention_bytes = read_setting(&mut reader, "retention_bytes")?;
+                    let segment_bytes = read_setting(&mut reader, "segment_bytes")?;
+                    let count = reader.count("partitions", PARTITIONS_PER_TOPIC_MAX, 6)?;
+                    let mut partitions = Vec::with_capacity(count);
+                    for _ in 0..count {
+                        partitions.push(PartitionMetadata {
+                            partition: PartitionId(reader.u32("partition")?),
+                            shard: ShardId(reader.u16("shard")?),
+                        });
+                    }
+                    topics.push(TopicMetadata {
+                        name,
+                        retention_ms,
+                        retention_bytes,
+                        segment_bytes,
+                        partitions,
+                    });
+                }
+                Response::Metadata(MetadataResponse { shards, topics })
+            }
+            ApiKey::Produce => Response::Produce(ProduceResponse {
+                base_offset: reader.u64("base_offset")?,
+                append_time: reader.i64("append_time")?,
+                log_start_offset: reader.u64("log_start_offset")?,
+            }),
+            ApiKey::Fetch => Response::Fetch(FetchResponse {
+                high_watermark: reader.u64("high_watermark")?,
+                log_start_offset: reader.u64("log_start_offset")?,
+                records: reader.bytes32("records", RESPONSE_SIZE_MAX)?,
+            }),
+            ApiKey::ListOffsets => Response::ListOffsets(ListOffsetsResponse {
+                offset: reader.u64("offset")?,
+                log_start_offset: reader.u64("log_start_offset")?,
+                high_watermark: reader.u64("high_watermark")?,
+            }),
+        };
+        reader.finish()?;
+        Ok(response)
+    }
+}

@@ -1,0 +1,489 @@
+//! Frame tests: golden bytes of `docs/protocol.md`, round trips of every request and response,
+//! incremental decoding byte by byte, routing without decoding, and limits enforced before
+//! anything is buffered.
+
+use bytes::{Bytes, BytesMut};
+use proptest::prelude::*;
+use spate_proto::limits::{FRAME_HEADER_SIZE, REQUEST_SIZE_MAX, RESPONSE_SIZE_MAX};
+use spate_proto::*;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn decode_one(bytes: &Bytes, size_max: u32) -> Frame {
+    let mut buffer = BytesMut::from(&bytes[..]);
+    let frame = FrameDecoder::new(size_max)
+        .decode(&mut buffer)
+        .unwrap()
+        .unwrap();
+    assert!(buffer.is_empty());
+    frame
+}
+
+#[test]
+fn golden_fetch_request_matches_the_doc() {
+    let request = Request::Fetch(FetchRequest {
+        topic: "clicks".into(),
+        partition: PartitionId(3),
+        offset: 1000,
+        max_bytes: 1 << 20,
+        max_wait_ms: 500,
+        min_bytes: 1,
+    });
+    let bytes = request.to_frame(7);
+    let expected = concat!(
+        "2c000000",         // length: 44 bytes follow
+        "0500",             // api key 5 (Fetch)
+        "01",               // version 1
+        "00",               // flags: request
+        "0700000000000000", // correlation id 7
+        "0600",             // topic length 6
+        "636c69636b73",     // "clicks"
+        "03000000",         // partition 3
+        "e803000000000000", // offset 1000
+        "00001000",         // max_bytes 1 MiB
+        "f4010000",         // max_wait_ms 500
+        "01000000",         // min_bytes 1
+    );
+    assert_eq!(
+        hex(&bytes),
+        expected,
+        "update docs/protocol.md if the format changed"
+    );
+    let frame = decode_one(&bytes, REQUEST_SIZE_MAX);
+    assert_eq!(
+        frame.route().unwrap(),
+        Some(Route {
+            topic: "clicks",
+            partition: PartitionId(3)
+        })
+    );
+    assert_eq!(Request::decode(&frame).unwrap(), request);
+}
+
+#[test]
+fn golden_error_response_matches_the_doc() {
+    let response = Response::Error {
+        api_key: ApiKey::Produce.to_u16(),
+        error: ErrorResponse::new(ErrorCode::NotOwner, "shard 1 owns it").with_detail(
+            ErrorDetail::NotOwner {
+                shard: ShardId(1),
+                endpoint: "127.0.0.1:9093".into(),
+            },
+        ),
+    };
+    let bytes = response.to_frame(7);
+    let expected = concat!(
+        "32000000",                     // length: 50 bytes follow
+        "0400",                         // api key 4 (Produce)
+        "01",                           // version 1
+        "03",                           // flags: response | error
+        "0700000000000000",             // correlation id 7
+        "1400",                         // code 20 (NotOwner)
+        "0f00",                         // message length 15
+        "7368617264203120",             // "shard 1 "
+        "6f776e73206974",               // "owns it"
+        "01",                           // detail 1: NotOwner
+        "0100",                         // shard 1
+        "0e00",                         // endpoint length 14
+        "3132372e302e302e313a39303933", // "127.0.0.1:9093"
+    );
+    assert_eq!(
+        hex(&bytes),
+        expected,
+        "update docs/protocol.md if the format changed"
+    );
+    assert_eq!(
+        Response::decode(&decode_one(&bytes, RESPONSE_SIZE_MAX)).unwrap(),
+        response
+    );
+}
+
+#[test]
+fn partial_frames_need_more_at_every_split() {
+    let request = Request::Produce(ProduceRequest {
+        topic: "t".into(),
+        partition: PartitionId(0),
+        durability: Durability::Fsync,
+        batch: Bytes::from_static(b"not validated here"),
+    });
+    let mut stream = BytesMut::new();
+    request.encode(1, &mut stream);
+    request.encode(2, &mut stream);
+    let whole = stream.freeze();
+    let decoder = FrameDecoder::new(REQUEST_SIZE_MAX);
+    let mut buffer = BytesMut::new();
+    let mut ids = Vec::new();
+    for &byte in whole.iter() {
+        buffer.extend_from_slice(&[byte]);
+        while let Some(frame) = decoder.decode(&mut buffer).unwrap() {
+            assert_eq!(Request::decode(&frame).unwrap(), request);
+            ids.push(frame.head.correlation_id);
+        }
+        if !buffer.is_empty() {
+            assert!(decoder.needed(&buffer) > 0);
+        }
+    }
+    assert_eq!(ids, vec![1, 2]);
+    assert_eq!(
+        peek_frame(&[], REQUEST_SIZE_MAX),
+        Ok(Peek::NeedMore { needed: 16 })
+    );
+}
+
+#[test]
+fn oversized_frames_are_refused_from_the_header_alone() {
+    let head = FrameHead {
+        api_key: ApiKey::Produce.to_u16(),
+        version: VERSION,
+        flags: 0,
+        correlation_id: 9,
+        body_length: REQUEST_SIZE_MAX,
+    };
+    let mut buffer = BytesMut::from(&head.encode()[..]);
+    assert!(matches!(
+        FrameDecoder::new(REQUEST_SIZE_MAX).decode(&mut buffer),
+        Err(FrameError::TooLarge { .. })
+    ));
+    let short = [4u8, 0, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    assert_eq!(
+        peek_frame(&short, REQUEST_SIZE_MAX),
+        Err(FrameError::TooShort { length: 4 })
+    );
+}
+
+#[test]
+fn bad_headers_and_bodies_are_typed_errors() {
+    let request = Request::DeleteTopic(DeleteTopicRequest { topic: "t".into() });
+    let bytes = request.to_frame(1);
+    let with = |index: usize, value: u8| {
+        let mut copy = bytes.to_vec();
+        copy[index] = value;
+        Request::decode(&decode_one(&Bytes::from(copy), REQUEST_SIZE_MAX))
+    };
+    assert_eq!(with(4, 99), Err(ProtoError::UnknownApi(99)));
+    assert!(matches!(
+        with(6, 2),
+        Err(ProtoError::UnsupportedVersion { found: 2, .. })
+    ));
+    assert_eq!(with(7, 0x80), Err(ProtoError::Flags(0x80)));
+    assert!(matches!(with(7, 1), Err(ProtoError::Direction { .. })));
+    assert!(matches!(with(18, b'/'), Err(ProtoError::TopicName(_))));
+
+    let fetch = |max_bytes, max_wait_ms, min_bytes| {
+        let request = Request::Fetch(FetchRequest {
+            topic: "t".into(),
+            partition: PartitionId(0),
+            offset: 0,
+            max_bytes,
+            max_wait_ms,
+            min_bytes,
+        });
+        Request::decode(&decode_one(&request.to_frame(1), REQUEST_SIZE_MAX))
+    };
+    assert!(fetch(1024, 100, 1).is_ok());
+    assert!(matches!(
+        fetch(0, 100, 0),
+        Err(ProtoError::Value {
+            field: "max_bytes",
+            ..
+        })
+    ));
+    assert!(matches!(
+        fetch(1 << 30, 100, 1),
+        Err(ProtoError::Value {
+            field: "max_bytes",
+            ..
+        })
+    ));
+    assert!(matches!(
+        fetch(1024, 3_600_000, 1),
+        Err(ProtoError::Value { .. })
+    ));
+    assert!(matches!(
+        fetch(1024, 100, 2048),
+        Err(ProtoError::Value {
+            field: "min_bytes",
+            ..
+        })
+    ));
+
+    // A count that the body cannot hold is refused before allocating.
+    let mut body = BytesMut::new();
+    let head = FrameHead {
+        api_key: ApiKey::Metadata.to_u16(),
+        version: VERSION,
+        flags: 0,
+        correlation_id: 3,
+        body_length: 4,
+    };
+    body.extend_from_slice(&head.encode());
+    body.extend_from_slice(&u32::MAX.to_le_bytes());
+    let frame = decode_one(&body.freeze(), REQUEST_SIZE_MAX);
+    assert!(matches!(
+        Request::decode(&frame),
+        Err(ProtoError::Length {
+            field: "topics",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn routing_reads_only_the_routing_fields() {
+    let request = Request::Produce(ProduceRequest {
+        topic: "orders".into(),
+        partition: PartitionId(42),
+        durability: Durability::Write,
+        batch: Bytes::from_static(&[0xff; 100]),
+    });
+    let bytes = request.to_frame(5);
+    // Cut the frame right after the routing fields: routing still works on the prefix.
+    let routing_end = FRAME_HEADER_SIZE as usize + 2 + 6 + 4;
+    let frame = decode_one(&bytes, REQUEST_SIZE_MAX);
+    let prefix_head = frame.head;
+    assert_eq!(
+        route(
+            &prefix_head,
+            &bytes[FRAME_HEADER_SIZE as usize..routing_end]
+        )
+        .unwrap(),
+        Some(Route {
+            topic: "orders",
+            partition: PartitionId(42)
+        })
+    );
+    let metadata = Request::Metadata(MetadataRequest { topics: vec![] }).to_frame(6);
+    assert_eq!(
+        decode_one(&metadata, REQUEST_SIZE_MAX).route().unwrap(),
+        None
+    );
+}
+
+fn topic() -> impl Strategy<Value = String> {
+    "[a-zA-Z0-9._-]{1,40}".prop_filter("reserved names", |name| name != "." && name != "..")
+}
+
+fn setting() -> impl Strategy<Value = Setting> {
+    prop_oneof![
+        Just(Setting::Default),
+        Just(Setting::Unlimited),
+        any::<u64>().prop_map(Setting::Value),
+    ]
+}
+
+fn some_bytes(max: usize) -> impl Strategy<Value = Bytes> {
+    proptest::collection::vec(any::<u8>(), 0..max).prop_map(Bytes::from)
+}
+
+fn request() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        (topic(), any::<u32>(), setting(), setting(), setting()).prop_map(
+            |(topic, partitions, retention_ms, retention_bytes, segment_bytes)| {
+                Request::CreateTopic(CreateTopicRequest {
+                    topic,
+                    partitions,
+                    retention_ms,
+                    retention_bytes,
+                    segment_bytes,
+                })
+            }
+        ),
+        topic().prop_map(|topic| Request::DeleteTopic(DeleteTopicRequest { topic })),
+        proptest::collection::vec(topic(), 0..10)
+            .prop_map(|topics| Request::Metadata(MetadataRequest { topics })),
+        (topic(), any::<u32>(), 0u8..3, some_bytes(300)).prop_map(
+            |(topic, partition, durability, batch)| Request::Produce(ProduceRequest {
+                topic,
+                partition: PartitionId(partition),
+                durability: Durability::from_u8(durability).unwrap(),
+                batch,
+            })
+        ),
+        (
+            topic(),
+            any::<u32>(),
+            any::<u64>(),
+            1u32..=(8 << 20),
+            0u32..=60_000,
+            any::<u32>()
+        )
+            .prop_map(
+                |(topic, partition, offset, max_bytes, max_wait_ms, min_bytes)| {
+                    Request::Fetch(FetchRequest {
+                        topic,
+                        partition: PartitionId(partition),
+                        offset,
+                        max_bytes,
+                        max_wait_ms,
+                        min_bytes: min_bytes % (max_bytes + 1),
+                    })
+                }
+            ),
+        (
+            topic(),
+            any::<u32>(),
+            prop_oneof![
+                Just(OffsetSpec::Earliest),
+                Just(OffsetSpec::Latest),
+                any::<i64>().prop_map(OffsetSpec::Timestamp),
+            ]
+        )
+            .prop_map(|(topic, partition, spec)| Request::ListOffsets(
+                ListOffsetsRequest {
+                    topic,
+                    partition: PartitionId(partition),
+                    spec,
+                }
+            )),
+    ]
+}
+
+fn response() -> impl Strategy<Value = Response> {
+    let topic_metadata = (
+        topic(),
+        setting(),
+        setting(),
+        setting(),
+        proptest::collection::vec((any::<u32>(), any::<u16>()), 0..10),
+    )
+        .prop_map(
+            |(name, retention_ms, retention_bytes, segment_bytes, partitions)| TopicMetadata {
+                name,
+                retention_ms,
+                retention_bytes,
+                segment_bytes,
+                partitions: partitions
+                    .into_iter()
+                    .map(|(partition, shard)| PartitionMetadata {
+                        partition: PartitionId(partition),
+                        shard: ShardId(shard),
+                    })
+                    .collect(),
+            },
+        );
+    let detail = prop_oneof![
+        Just(ErrorDetail::None),
+        (any::<u16>(), "[0-9a-z.:]{0,30}").prop_map(|(shard, endpoint)| ErrorDetail::NotOwner {
+            shard: ShardId(shard),
+            endpoint
+        }),
+        (any::<u64>(), any::<u64>()).prop_map(|(log_start_offset, high_watermark)| {
+            ErrorDetail::OffsetRange {
+                log_start_offset,
+                high_watermark,
+            }
+        }),
+    ];
+    prop_oneof![
+        (topic(), any::<u32>()).prop_map(|(topic, partitions)| Response::CreateTopic(
+            CreateTopicResponse { topic, partitions }
+        )),
+        topic().prop_map(|topic| Response::DeleteTopic(DeleteTopicResponse { topic })),
+        (
+            proptest::collection::vec((any::<u16>(), "[0-9a-z.:]{0,30}"), 0..5),
+            proptest::collection::vec(topic_metadata, 0..5)
+        )
+            .prop_map(|(shards, topics)| Response::Metadata(MetadataResponse {
+                shards: shards
+                    .into_iter()
+                    .map(|(shard, endpoint)| ShardInfo {
+                        shard: ShardId(shard),
+                        endpoint
+                    })
+                    .collect(),
+                topics,
+            })),
+        (any::<u64>(), any::<i64>(), any::<u64>()).prop_map(
+            |(base_offset, append_time, log_start_offset)| Response::Produce(ProduceResponse {
+                base_offset,
+                append_time,
+                log_start_offset,
+            })
+        ),
+        (any::<u64>(), any::<u64>(), some_bytes(300)).prop_map(
+            |(high_watermark, log_start_offset, records)| Response::Fetch(FetchResponse {
+                high_watermark,
+                log_start_offset,
+                records,
+            })
+        ),
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+            |(offset, log_start_offset, high_watermark)| Response::ListOffsets(
+                ListOffsetsResponse {
+                    offset,
+                    log_start_offset,
+                    high_watermark
+                }
+            )
+        ),
+        (any::<u16>(), any::<u16>(), "\\PC{0,40}", detail).prop_map(
+            |(api_key, code, message, detail)| Response::Error {
+                api_key,
+                error: ErrorResponse::new(ErrorCode::from_u16(code), message).with_detail(detail),
+            }
+        ),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn any_request_round_trips(request in request(), correlation_id in any::<u64>()) {
+        let bytes = request.to_frame(correlation_id);
+        let frame = decode_one(&bytes, REQUEST_SIZE_MAX);
+        prop_assert_eq!(frame.head.correlation_id, correlation_id);
+        prop_assert_eq!(frame.bytes(), &bytes);
+        let decoded = Request::decode(&frame).unwrap();
+        let expected_route = match &request {
+            Request::Produce(r) => Some((r.topic.clone(), r.partition)),
+            Request::Fetch(r) => Some((r.topic.clone(), r.partition)),
+            Request::ListOffsets(r) => Some((r.topic.clone(), r.partition)),
+            _ => None,
+        };
+        let found_route = frame.route().unwrap().map(|r| (r.topic.to_owned(), r.partition));
+        prop_assert_eq!(found_route, expected_route);
+        prop_assert_eq!(decoded, request);
+    }
+
+    #[test]
+    fn any_response_round_trips(response in response(), correlation_id in any::<u64>()) {
+        let bytes = response.to_frame(correlation_id);
+        let frame = decode_one(&bytes, RESPONSE_SIZE_MAX);
+        prop_assert_eq!(Response::decode(&frame).unwrap(), response);
+    }
+
+    #[test]
+    fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let mut buffer = BytesMut::from(&bytes[..]);
+        let decoder = FrameDecoder::new(REQUEST_SIZE_MAX);
+        while let Ok(Some(frame)) = decoder.decode(&mut buffer) {
+            let _ = frame.route();
+            let _ = Request::decode(&frame);
+            let _ = Response::decode(&frame);
+        }
+    }
+
+    #[test]
+    fn valid_header_with_garbage_body_never_panics(
+        api_key in 0u16..8,
+        flags in 0u8..4,
+        body in proptest::collection::vec(any::<u8>(), 0..120),
+    ) {
+        let head = FrameHead {
+            api_key,
+            version: VERSION,
+            flags,
+            correlation_id: 1,
+            body_length: u32::try_from(body.len()).unwrap(),
+        };
+        let mut bytes = head.encode().to_vec();
+        bytes.extend_from_slice(&body);
+        let frame = decode_one(&Bytes::from(bytes), REQUEST_SIZE_MAX);
+        let _ = frame.route();
+        let _ = Request::decode(&frame);
+        let _ = Response::decode(&frame);
+    }
+}
