@@ -584,8 +584,15 @@ fn read_record<'a>(
             found: attributes,
         });
     }
+    let timestamp_delta = body.read_varlong()?;
+    // The header's first timestamp is the first record's: its delta is 0 (canonical form).
+    if index == 0 && timestamp_delta != 0 {
+        return Err(RecordError::FirstTimestampDelta {
+            found: timestamp_delta,
+        });
+    }
     let timestamp = first_timestamp
-        .checked_add(body.read_varlong()?)
+        .checked_add(timestamp_delta)
         .ok_or(RecordError::TimestampOverflow { index })?;
     let offset_delta = body.read_varint()?;
     if u32::try_from(offset_delta) != Ok(index) {

@@ -24,6 +24,8 @@ pub enum RecordError {
     RecordAttributes { index: u32, found: u8 },
     #[error("record {index}: offset delta {found}, expected {index}")]
     OffsetDelta { index: u32, found: i32 },
+    #[error("first record has timestamp delta {found}; it must be 0")]
+    FirstTimestampDelta { found: i64 },
     #[error("record {index}: timestamp overflows i64")]
     TimestampOverflow { index: u32 },
     #[error("record {index}: {field} length {length} is invalid (limit {max})")]

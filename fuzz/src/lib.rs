@@ -1,0 +1,38 @@
+//! Helpers shared by the fuzz targets.
+//!
+//! Random bytes almost never carry valid CRCs, so a fuzzer alone would rarely get past a
+//! batch header. `fix_crcs` writes correct CRCs into fuzzer-made batches so the targets also
+//! explore everything behind the checksums (records, offsets, lengths).
+
+use spate_format::batch::{HEADER_CRC_START, PRODUCER_CRC_START};
+use spate_format::limits::BATCH_HEADER_SIZE;
+
+const HEADER: usize = BATCH_HEADER_SIZE as usize;
+
+/// Rewrites both CRCs of the batch at the start of `bytes` to match its contents, using its
+/// declared length clamped to the bytes available. Returns the declared length, or `None` if
+/// fewer bytes than a header are available.
+pub fn fix_crcs(bytes: &mut [u8]) -> Option<usize> {
+    if bytes.len() < HEADER {
+        return None;
+    }
+    let declared = u32::from_le_bytes(bytes[PRODUCER_CRC_START..][..4].try_into().ok()?);
+    let declared = usize::try_from(declared).ok()?;
+    let end = declared.clamp(PRODUCER_CRC_START, bytes.len());
+    let producer_crc = crc32fast::hash(&bytes[PRODUCER_CRC_START..end]);
+    bytes[4..8].copy_from_slice(&producer_crc.to_le_bytes());
+    let header_crc = crc32fast::hash(&bytes[HEADER_CRC_START..HEADER]);
+    bytes[0..4].copy_from_slice(&header_crc.to_le_bytes());
+    Some(declared)
+}
+
+/// Fixes the CRCs of every batch in a fuzzer-made segment, walking by declared lengths.
+pub fn fix_segment_crcs(bytes: &mut [u8]) {
+    let mut position = 0;
+    while position < bytes.len() {
+        match fix_crcs(&mut bytes[position..]) {
+            Some(declared) => position += declared.max(HEADER),
+            None => break,
+        }
+    }
+}
