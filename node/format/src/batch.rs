@@ -150,6 +150,13 @@ fn len_u64(len: usize) -> u64 {
     u64::try_from(len).unwrap_or(u64::MAX)
 }
 
+/// The header at the start of `bytes` if it is complete and its header CRC holds, whatever
+/// else is wrong with the batch (recovery uses it to tell a torn batch from a garbage one).
+pub fn header_with_valid_crc(bytes: &[u8]) -> Option<&BatchHeader> {
+    let (header, _) = BatchHeader::ref_from_prefix(bytes).ok()?;
+    (header.header_crc.get() == header_crc_of(header.as_bytes())).then_some(header)
+}
+
 /// A record batch validated in place: the header and both CRCs are checked, the records are
 /// decoded lazily by [`BatchRef::records`].
 #[derive(Debug, Clone, Copy)]

@@ -24,7 +24,7 @@ pub const TIME_INDEX_EXTENSION: &str = "timeindex";
 pub const FILE_NAME_DIGITS: usize = 20;
 
 /// The kind of a file in a partition directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SegmentFileKind {
     Log,
     OffsetIndex,

@@ -1,0 +1,120 @@
+//! Per-partition settings of the log and the core's fixed limits.
+
+use spate_format::limits::{BATCH_SIZE_MAX, SECTOR_SIZE, SEGMENT_SIZE_DEFAULT, SEGMENT_SIZE_MAX};
+
+/// Most bytes one write round writes. Only one round is in flight per partition, so after a
+/// crash everything that was written but not synced lies within this many bytes (plus the
+/// rewritten partial sector) of the last durable point: recovery's torn-tail window. A
+/// constant, not a setting, because recovery must know it whatever the configuration was.
+pub const ROUND_BYTES_MAX: u32 = 8 << 20;
+
+/// The torn-tail window: bytes after the start of the sector holding the damage within which
+/// non-zero data may lie for the damage to count as a torn tail.
+pub const TORN_WINDOW_BYTES: u64 = ROUND_BYTES_MAX as u64 + SECTOR_SIZE as u64;
+
+/// Most bytes a partition buffers that are not yet written; appends beyond it are refused
+/// with back-pressure, so a partition's memory is bounded whatever producers do.
+pub const PARTITION_BUFFER_BYTES_MAX: u64 = 64 << 20;
+
+/// Bytes recovery reads at a time when it scans a segment.
+pub const RECOVERY_READ_BYTES: u64 = 4 << 20;
+
+const _: () = assert!(ROUND_BYTES_MAX % SECTOR_SIZE == 0);
+const _: () = assert!(ROUND_BYTES_MAX >= 2 * BATCH_SIZE_MAX);
+const _: () = assert!(PARTITION_BUFFER_BYTES_MAX >= ROUND_BYTES_MAX as u64);
+const _: () = assert!(RECOVERY_READ_BYTES >= 2 * BATCH_SIZE_MAX as u64);
+const _: () = assert!(RECOVERY_READ_BYTES % SECTOR_SIZE as u64 == 0);
+
+/// How a partition's log behaves. Every field has a default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Roll to a new segment before one grows past this many bytes.
+    pub segment_bytes: u32,
+    /// Roll to a new segment once the active one is this old (ms) and not empty.
+    pub segment_ms: i64,
+    /// Delete whole segments whose newest record is older than this (ms); `None`: never.
+    pub retention_ms: Option<i64>,
+    /// Delete the oldest segments while the log is larger than this; `None`: never.
+    pub retention_bytes: Option<u64>,
+    /// Data acknowledged with `none` or `write` is synced within this many ms.
+    pub flush_interval_ms: i64,
+    /// ... or as soon as this many bytes are waiting for a sync.
+    pub flush_bytes: u64,
+    /// Segment files grow in preallocated chunks of this many bytes.
+    pub preallocate_bytes: u64,
+    /// Recently written bytes of the active segment kept in memory to serve fetches.
+    pub tail_cache_bytes: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: SEGMENT_SIZE_DEFAULT,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            retention_ms: Some(7 * 24 * 3600 * 1000),
+            retention_bytes: None,
+            flush_interval_ms: 10,
+            flush_bytes: 1 << 20,
+            preallocate_bytes: 16 << 20,
+            tail_cache_bytes: 4 << 20,
+        }
+    }
+}
+
+/// Why a configuration is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid setting {field}: {value} (valid: {valid})")]
+pub struct ConfigError {
+    pub field: &'static str,
+    pub value: String,
+    pub valid: &'static str,
+}
+
+impl LogConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        use spate_format::limits::SEGMENT_SIZE_MIN;
+        let error = |field, value: String, valid| {
+            Err(ConfigError {
+                field,
+                value,
+                valid,
+            })
+        };
+        if !(SEGMENT_SIZE_MIN..=SEGMENT_SIZE_MAX).contains(&self.segment_bytes) {
+            return error(
+                "segment_bytes",
+                self.segment_bytes.to_string(),
+                "64 KiB to 2 GiB",
+            );
+        }
+        if self.segment_ms <= 0 {
+            return error("segment_ms", self.segment_ms.to_string(), "> 0");
+        }
+        if self.retention_ms.is_some_and(|ms| ms <= 0) {
+            return error(
+                "retention_ms",
+                format!("{:?}", self.retention_ms),
+                "> 0 or unlimited",
+            );
+        }
+        if self.flush_interval_ms <= 0 {
+            return error(
+                "flush_interval_ms",
+                self.flush_interval_ms.to_string(),
+                "> 0",
+            );
+        }
+        if self.flush_bytes == 0 {
+            return error("flush_bytes", "0".into(), "> 0");
+        }
+        let sector = u64::from(SECTOR_SIZE);
+        if self.preallocate_bytes < sector || self.preallocate_bytes % sector != 0 {
+            return error(
+                "preallocate_bytes",
+                self.preallocate_bytes.to_string(),
+                "a positive multiple of 4096",
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,24 @@
+//! `spate-core`: the pure, sans-IO state machines of Spate's storage — the partition log
+//! (appends, group commit, durability, segments, retention, fetch planning), its recovery,
+//! and the per-shard view of many partitions.
+//!
+//! No I/O, no clock (time is an argument), no async runtime: inputs are `handle_*` calls,
+//! outputs are polled (`poll_io`, `poll_event`). Shells (the glommio node, the simulator)
+//! run the storage requests. See `docs/ARCHITECTURE.md` and `docs/format/segment.md`.
+
+pub mod config;
+pub mod partition;
+pub mod recovery;
+pub mod storage;
+pub mod tail;
+
+pub use config::{LogConfig, ROUND_BYTES_MAX, TORN_WINDOW_BYTES};
+pub use partition::{
+    AppendError, AppendTicket, FenceReason, FetchError, FetchPlan, LogEvent, PartitionLog, ReadPlan,
+};
+pub use recovery::{Recovered, Recovery, RecoveryError, RecoveryReport, TornTail};
+pub use storage::{FileRef, IoDone, IoId, IoOutcome, IoRequest, ListedFile, Storage, StorageError};
+
+/// Milliseconds since the Unix epoch: the only notion of time the core has, always passed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Millis(pub i64);

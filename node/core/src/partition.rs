@@ -1,0 +1,1194 @@
+//! `PartitionLog`: the sans-IO state machine of one partition — appends, group commit,
+//! durability levels, segment rolling, indexes, retention and fetch planning.
+//!
+//! Inputs are `handle_*` calls with `now` passed in; outputs are polled: `poll_io` hands out
+//! storage requests, `poll_event` reports watermark moves (which are the acknowledgements).
+//!
+//! Invariants:
+//! - Offsets are dense and assigned once, in append order.
+//! - One write round is in flight at a time. A round runs in phases (prepare, write, trim,
+//!   sync, indexes); a phase is handed out only after the previous one completed, so a sync
+//!   never overtakes the writes it must cover (io_uring does not order them).
+//! - `written` and `durable` (the high watermark) only move forward; `durable` moves only
+//!   after an `fdatasync` (and a directory sync for a new file) covering the data returned.
+//! - A round writes at most `ROUND_BYTES_MAX` bytes, from the sector holding the durable end:
+//!   this bounds what a crash can tear (recovery's window).
+//! - Segments are written oldest first: a newer segment gets data on disk only after every
+//!   older one is fully written, synced, trimmed and indexed.
+//! - Any storage error fences the partition: no acknowledgement for anything not already
+//!   durable, no retry, every later append refused.
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::{Bytes, BytesMut};
+use spate_format::index::{lookup_offset, OffsetIndexEntry, TimeIndexEntry};
+use spate_format::limits::{BATCH_SIZE_MAX, INDEX_INTERVAL_BYTES, SECTOR_SIZE};
+use spate_format::segment::SegmentScanner;
+use spate_format::{stamp, BatchError, BatchRef, Offset};
+use spate_proto::Durability;
+use thiserror::Error;
+
+use crate::config::{LogConfig, PARTITION_BUFFER_BYTES_MAX, ROUND_BYTES_MAX};
+use crate::storage::{
+    align_down, align_up, FileRef, IoDone, IoId, IoOutcome, IoRequest, StorageError,
+};
+use crate::tail::{CachedBatch, TailCache};
+use crate::Millis;
+
+/// Why a partition stopped accepting writes.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum FenceReason {
+    #[error("storage error: {0}")]
+    Storage(StorageError),
+    #[error("a write to {file} at position {position} made no progress")]
+    WriteNoProgress { file: String, position: u64 },
+    #[error("corruption in segment {segment} at position {position}: {detail}")]
+    Corruption {
+        segment: String,
+        position: u64,
+        detail: String,
+    },
+}
+
+/// Something the shell must know: acknowledgements are watermark moves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogEvent {
+    /// Every offset below `up_to` is written to the segment file (acknowledges `write`).
+    Written { up_to: Offset },
+    /// Every offset below `up_to` is durable: the high watermark moved (acknowledges `fsync`).
+    Durable { up_to: Offset },
+    /// The partition is fenced: nothing at or above `durable` will ever be acknowledged.
+    Fenced {
+        durable: Offset,
+        reason: FenceReason,
+    },
+    /// A new segment starts at `base`.
+    SegmentRolled { base: Offset },
+    /// Retention deleted `segments` whole segments; the log now starts at `log_start`.
+    SegmentsDeleted { segments: u32, log_start: Offset },
+}
+
+/// Why an append was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum AppendError {
+    #[error("invalid batch: {0}")]
+    InvalidBatch(#[from] BatchError),
+    #[error("partition is fenced: {0}")]
+    Fenced(FenceReason),
+    #[error("{buffered} bytes are waiting to be written, the limit is {max}; retry later")]
+    BufferFull { buffered: u64, max: u64 },
+}
+
+/// What an accepted append was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendTicket {
+    pub base_offset: Offset,
+    pub last_offset: Offset,
+    pub append_time: Millis,
+    pub durability: Durability,
+}
+
+impl AppendTicket {
+    /// The offset after the batch: the ticket is acknowledged once the watermark of its
+    /// durability level reaches this.
+    pub fn next_offset(&self) -> Offset {
+        Offset(self.last_offset.0 + 1)
+    }
+}
+
+/// Why a fetch cannot be answered.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum FetchError {
+    #[error("offset {offset} is outside [{log_start}, {high_watermark}]")]
+    OutOfRange {
+        offset: Offset,
+        log_start: Offset,
+        high_watermark: Offset,
+    },
+    #[error("segment {segment} at position {position}: {detail}")]
+    Corrupt {
+        segment: String,
+        position: u64,
+        detail: String,
+    },
+}
+
+/// How to answer a fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchPlan {
+    /// The offset is the high watermark: nothing to return yet (a long poll parks here).
+    AtEnd,
+    /// Whole batches from the tail cache.
+    Ready(Bytes),
+    /// Read these bytes and pass them to [`ReadPlan::complete`].
+    Read(ReadPlan),
+}
+
+/// A disk read that answers a fetch. Position and length are sector-aligned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadPlan {
+    pub file: FileRef,
+    pub position: u64,
+    pub len: u64,
+    /// A batch boundary at or before the batch holding `offset`, and the offset it starts with.
+    scan_from: u64,
+    scan_offset: Offset,
+    offset: Offset,
+    max_bytes: u32,
+    /// Batches must end at or before this position (the segment's durable end).
+    limit: u64,
+}
+
+impl ReadPlan {
+    /// Cuts the answer out of the bytes read at `self.position`: whole batches from the one
+    /// holding the offset, within `max_bytes` (at least one) and the durable end.
+    pub fn complete(&self, data: &Bytes) -> Result<Bytes, FetchError> {
+        let corrupt = |position, detail: String| FetchError::Corrupt {
+            segment: self.file.file_name(),
+            position,
+            detail,
+        };
+        let skip = usize::try_from(self.scan_from - self.position).unwrap_or(usize::MAX);
+        let limit = usize::try_from(self.limit - self.position).unwrap_or(usize::MAX);
+        let available = data.len().min(limit);
+        if skip > available {
+            return Err(corrupt(self.scan_from, "short read".into()));
+        }
+        let mut scanner = SegmentScanner::new(
+            &data[skip..available],
+            self.scan_from,
+            Some(self.scan_offset),
+        );
+        let mut first: Option<u64> = None;
+        let mut end = 0;
+        for batch in scanner.by_ref() {
+            if batch.last_offset < self.offset {
+                continue;
+            }
+            let start = *first.get_or_insert(batch.position);
+            if batch.end_position() - start > u64::from(self.max_bytes) && end > start {
+                break;
+            }
+            end = batch.end_position();
+        }
+        // A damaged batch after some good ones ends the answer early; the next fetch starts
+        // at it and reports it.
+        let Some(start) = first else {
+            let detail = match scanner.end() {
+                Some(end) => format!("{:?}", end.reason),
+                None => "no batch".into(),
+            };
+            return Err(corrupt(
+                self.scan_from,
+                format!("offset {} not found: {detail}", self.offset),
+            ));
+        };
+        let from = usize::try_from(start - self.position).unwrap_or(usize::MAX);
+        let to = usize::try_from(end - self.position).unwrap_or(usize::MAX);
+        Ok(data.slice(from..to))
+    }
+}
+
+/// What recovery learned about one segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RecoveredSegment {
+    pub(crate) base: Offset,
+    pub(crate) size: u64,
+    pub(crate) file_len: u64,
+    pub(crate) next_offset: Offset,
+    pub(crate) last_batch_base: Offset,
+    pub(crate) max_timestamp: i64,
+    pub(crate) offset_index: Vec<OffsetIndexEntry>,
+    pub(crate) time_index: Vec<TimeIndexEntry>,
+}
+
+/// A batch appended but not yet durable: where it ends and the offset after it.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    end: u64,
+    next: Offset,
+}
+
+/// Bytes of a segment not yet written: the file's bytes from `start` (sector-aligned) on.
+#[derive(Debug)]
+struct WriteBuffer {
+    start: u64,
+    data: BytesMut,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileState {
+    /// Not created yet.
+    Missing,
+    /// Created; `dir_synced` once a directory sync after the creation returned.
+    Created { dir_synced: bool },
+}
+
+/// One segment as the log keeps it in memory.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub(crate) base: Offset,
+    /// Bytes of batches (the logical end of the data).
+    pub(crate) size: u64,
+    /// Offset after the segment's last record.
+    pub(crate) next_offset: Offset,
+    /// Base offset of the last batch, for the final time-index entry.
+    pub(crate) last_batch_base: Offset,
+    /// When the first batch was appended (for rolling by age).
+    pub(crate) created_at: Option<Millis>,
+    /// Largest record timestamp (for retention by time); `i64::MIN` if empty.
+    pub(crate) max_timestamp: i64,
+    pub(crate) offset_index: Vec<OffsetIndexEntry>,
+    pub(crate) time_index: Vec<TimeIndexEntry>,
+    pub(crate) last_index_position: u64,
+    file: FileState,
+    /// Bytes preallocated in the file.
+    allocated: u64,
+    written_pos: u64,
+    durable_pos: u64,
+    /// Whether the segment was trimmed, synced and indexed after its roll (or is active).
+    finalized: bool,
+    buffer: WriteBuffer,
+    marks: VecDeque<Mark>,
+}
+
+impl Segment {
+    fn new(base: Offset) -> Self {
+        Segment {
+            base,
+            size: 0,
+            next_offset: base,
+            last_batch_base: base,
+            created_at: None,
+            max_timestamp: i64::MIN,
+            offset_index: Vec::new(),
+            time_index: Vec::new(),
+            last_index_position: 0,
+            file: FileState::Missing,
+            allocated: 0,
+            written_pos: 0,
+            durable_pos: 0,
+            finalized: false,
+            buffer: WriteBuffer {
+                start: 0,
+                data: BytesMut::new(),
+            },
+            marks: VecDeque::new(),
+        }
+    }
+
+    /// A segment recovered from disk: every byte up to `size` is durable. `tail_sector` is
+    /// the bytes of the unfinished last sector (`[align_down(size), size)`) for the segment
+    /// that will be written to again; `None` for a segment that is complete.
+    pub(crate) fn recovered(recovered: RecoveredSegment, tail_sector: Option<&[u8]>) -> Self {
+        let RecoveredSegment {
+            base,
+            size,
+            file_len,
+            next_offset,
+            last_batch_base,
+            max_timestamp,
+            offset_index,
+            time_index,
+        } = recovered;
+        let last_index_position = offset_index
+            .last()
+            .map_or(0, |entry| u64::from(entry.position.get()));
+        let (buffer, finalized) = match tail_sector {
+            Some(tail) => {
+                assert_eq!(
+                    align_down(size) + tail.len() as u64,
+                    size,
+                    "tail sector ends at the data end"
+                );
+                let mut data =
+                    BytesMut::with_capacity(SECTOR_SIZE as usize + BATCH_SIZE_MAX as usize);
+                data.extend_from_slice(tail);
+                (
+                    WriteBuffer {
+                        start: align_down(size),
+                        data,
+                    },
+                    false,
+                )
+            }
+            None => (
+                WriteBuffer {
+                    start: size,
+                    data: BytesMut::new(),
+                },
+                true,
+            ),
+        };
+        Segment {
+            base,
+            size,
+            next_offset,
+            last_batch_base,
+            created_at: None,
+            max_timestamp,
+            offset_index,
+            time_index,
+            last_index_position,
+            file: FileState::Created { dir_synced: true },
+            allocated: file_len,
+            written_pos: size,
+            durable_pos: size,
+            finalized,
+            buffer,
+            marks: VecDeque::new(),
+        }
+    }
+
+    fn relative(&self, offset: Offset) -> u32 {
+        // Segments roll before relative offsets could leave u32 (checked on append).
+        u32::try_from(offset.0 - self.base.0).expect("relative offset fits u32")
+    }
+
+    fn has_work(&self, active: bool) -> bool {
+        self.size > self.durable_pos || (!active && !self.finalized)
+    }
+
+    /// Adds the final time-index entry so the last entry carries the segment's maximum.
+    pub(crate) fn seal_time_index(&mut self) {
+        if self.size == 0 {
+            return;
+        }
+        let relative = self.relative(self.last_batch_base);
+        match self.time_index.last() {
+            Some(last) if last.timestamp.get() >= self.max_timestamp => {}
+            Some(last) if last.relative_offset.get() >= relative => {}
+            _ => self
+                .time_index
+                .push(TimeIndexEntry::new(self.max_timestamp, relative)),
+        }
+    }
+}
+
+/// Adds the sparse index entries for a batch at `position` whose first offset is `relative`
+/// in its segment, where `running_max` is the segment's largest timestamp including it: an
+/// offset-index entry once `INDEX_INTERVAL_BYTES` passed since the last one, and with it a
+/// time-index entry if the running maximum grew. Appends and recovery share this rule, so a
+/// rebuilt index equals the one written at roll.
+pub(crate) fn add_index_entries(
+    offset_index: &mut Vec<OffsetIndexEntry>,
+    time_index: &mut Vec<TimeIndexEntry>,
+    last_index_position: &mut u64,
+    position: u64,
+    relative: u32,
+    running_max: i64,
+) {
+    if position == 0 || position < *last_index_position + u64::from(INDEX_INTERVAL_BYTES) {
+        return;
+    }
+    let position_u32 = u32::try_from(position).expect("segment positions fit u32");
+    offset_index.push(OffsetIndexEntry::new(relative, position_u32));
+    *last_index_position = position;
+    if time_index
+        .last()
+        .is_none_or(|last| last.timestamp.get() < running_max)
+    {
+        time_index.push(TimeIndexEntry::new(running_max, relative));
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PhaseKind {
+    Prepare,
+    Write,
+    Trim,
+    Sync,
+    Index,
+}
+
+#[derive(Debug)]
+struct Phase {
+    kind: PhaseKind,
+    requests: Vec<IoRequest>,
+}
+
+/// The write round in flight.
+#[derive(Debug)]
+struct Round {
+    segment: Offset,
+    phases: VecDeque<Phase>,
+    current: Option<PhaseKind>,
+    outstanding: usize,
+    /// Data end the write phase covers.
+    write_end: u64,
+    /// Data end the sync phase covers.
+    sync_end: u64,
+    syncs_dir: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    Round,
+    Maintenance,
+}
+
+/// The state machine of one partition's log.
+#[derive(Debug)]
+pub struct PartitionLog {
+    config: LogConfig,
+    segments: VecDeque<Segment>,
+    log_start: Offset,
+    next_offset: Offset,
+    written: Offset,
+    durable: Offset,
+    write_wanted: Offset,
+    fsync_wanted: Offset,
+    /// When the oldest byte not yet durable was appended.
+    unsynced_since: Option<Millis>,
+    fenced: Option<FenceReason>,
+    round: Option<Round>,
+    maintenance: VecDeque<Vec<IoRequest>>,
+    maintenance_outstanding: usize,
+    requests: VecDeque<IoRequest>,
+    outstanding: HashMap<IoId, (Owner, IoRequest)>,
+    next_io_id: u64,
+    events: VecDeque<LogEvent>,
+    tail: TailCache,
+}
+
+impl PartitionLog {
+    /// A new, empty partition whose first offset is `start`. Its first segment file is
+    /// created by the first write round.
+    pub fn new(config: LogConfig, start: Offset) -> Self {
+        let mut segments = VecDeque::new();
+        let mut first = Segment::new(start);
+        first.finalized = false;
+        segments.push_back(first);
+        Self::assemble(config, segments, start, None)
+    }
+
+    pub(crate) fn assemble(
+        config: LogConfig,
+        segments: VecDeque<Segment>,
+        log_start: Offset,
+        fenced: Option<FenceReason>,
+    ) -> Self {
+        assert!(!segments.is_empty(), "a log has at least one segment");
+        let next_offset = segments
+            .back()
+            .map_or(log_start, |segment| segment.next_offset);
+        let tail = TailCache::new(config.tail_cache_bytes);
+        PartitionLog {
+            config,
+            segments,
+            log_start,
+            next_offset,
+            written: next_offset,
+            durable: next_offset,
+            write_wanted: next_offset,
+            fsync_wanted: next_offset,
+            unsynced_since: None,
+            fenced,
+            round: None,
+            maintenance: VecDeque::new(),
+            maintenance_outstanding: 0,
+            requests: VecDeque::new(),
+            outstanding: HashMap::new(),
+            next_io_id: 0,
+            events: VecDeque::new(),
+            tail,
+        }
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Replaces the settings (topic configuration changed). Takes effect for later appends,
+    /// rolls and retention runs.
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.tail = TailCache::new(config.tail_cache_bytes);
+        self.config = config;
+    }
+
+    pub fn log_start(&self) -> Offset {
+        self.log_start
+    }
+
+    /// The high watermark: every offset below it is durable and visible.
+    pub fn high_watermark(&self) -> Offset {
+        self.durable
+    }
+
+    /// Every offset below this is written (maybe not yet durable).
+    pub fn written_end(&self) -> Offset {
+        self.written
+    }
+
+    /// The offset the next appended record gets.
+    pub fn next_offset(&self) -> Offset {
+        self.next_offset
+    }
+
+    pub fn fenced(&self) -> Option<&FenceReason> {
+        self.fenced.as_ref()
+    }
+
+    /// Bytes appended but not yet written (counted against the shard's budget).
+    pub fn unwritten_bytes(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|segment| segment.size - segment.written_pos)
+            .sum()
+    }
+
+    /// Bytes appended but not yet durable.
+    pub fn unsynced_bytes(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|segment| segment.size - segment.durable_pos)
+            .sum()
+    }
+
+    /// Bytes of all segments' data.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|segment| segment.size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_bases(&self) -> Vec<Offset> {
+        self.segments.iter().map(|segment| segment.base).collect()
+    }
+
+    /// Whether requests are in flight or waiting to be handed out.
+    pub fn is_idle(&self) -> bool {
+        self.outstanding.is_empty() && self.requests.is_empty()
+    }
+
+    /// When the shell must call [`PartitionLog::handle_tick`] next, if ever.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        if self.fenced.is_some() {
+            return None;
+        }
+        self.unsynced_since
+            .map(|since| Millis(since.0.saturating_add(self.config.flush_interval_ms)))
+    }
+
+    pub fn poll_io(&mut self) -> Option<IoRequest> {
+        self.requests.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<LogEvent> {
+        self.events.pop_front()
+    }
+
+    fn io_id(&mut self) -> IoId {
+        self.next_io_id += 1;
+        IoId(self.next_io_id)
+    }
+
+    /// Validates, stamps and buffers one batch, and starts a write round if one is due.
+    pub fn handle_append(
+        &mut self,
+        now: Millis,
+        batch: &[u8],
+        durability: Durability,
+    ) -> Result<AppendTicket, AppendError> {
+        if let Some(reason) = &self.fenced {
+            return Err(AppendError::Fenced(reason.clone()));
+        }
+        let parsed = BatchRef::parse_validated(batch)?;
+        let record_count = parsed.record_count();
+        let max_timestamp = parsed.max_timestamp();
+        let len = u64::from(parsed.len());
+        let buffered = self.unwritten_bytes();
+        if buffered + len > PARTITION_BUFFER_BYTES_MAX {
+            return Err(AppendError::BufferFull {
+                buffered,
+                max: PARTITION_BUFFER_BYTES_MAX,
+            });
+        }
+        let base_offset = self.next_offset;
+        let last_offset = Offset(base_offset.0 + u64::from(record_count) - 1);
+        // Checks the offset range before anything changes.
+        if base_offset.0 > spate_format::limits::OFFSET_MAX - u64::from(record_count - 1) {
+            return Err(AppendError::InvalidBatch(BatchError::OffsetOverflow {
+                base_offset: base_offset.0,
+                record_count,
+            }));
+        }
+        if self.must_roll(now, len, last_offset) {
+            self.roll();
+        }
+        let segment = self
+            .segments
+            .back_mut()
+            .expect("a log has at least one segment");
+        let position = segment.size;
+        let buffer_offset =
+            usize::try_from(position - segment.buffer.start).expect("buffer fits memory");
+        segment.buffer.data.extend_from_slice(batch);
+        let stamped = stamp(
+            &mut segment.buffer.data[buffer_offset..],
+            base_offset,
+            now.0,
+        );
+        // The batch was validated above and its offsets checked: stamping cannot fail.
+        assert!(
+            stamped.is_ok(),
+            "stamping a validated batch failed: {stamped:?}"
+        );
+        segment.size += len;
+        segment.next_offset = Offset(last_offset.0 + 1);
+        segment.last_batch_base = base_offset;
+        segment.created_at.get_or_insert(now);
+        segment.max_timestamp = segment.max_timestamp.max(max_timestamp);
+        let relative = segment.relative(base_offset);
+        add_index_entries(
+            &mut segment.offset_index,
+            &mut segment.time_index,
+            &mut segment.last_index_position,
+            position,
+            relative,
+            segment.max_timestamp,
+        );
+        segment.marks.push_back(Mark {
+            end: segment.size,
+            next: segment.next_offset,
+        });
+        let segment_base = segment.base;
+        self.tail.push_batch(CachedBatch {
+            segment: segment_base,
+            base_offset,
+            next_offset: Offset(last_offset.0 + 1),
+            position,
+            len: u32::try_from(len).expect("batch length fits u32"),
+        });
+        self.next_offset = Offset(last_offset.0 + 1);
+        match durability {
+            Durability::None => {}
+            Durability::Write => self.write_wanted = self.next_offset,
+            Durability::Fsync => self.fsync_wanted = self.next_offset,
+        }
+        self.unsynced_since.get_or_insert(now);
+        self.schedule(now);
+        Ok(AppendTicket {
+            base_offset,
+            last_offset,
+            append_time: now,
+            durability,
+        })
+    }
+
+    fn must_roll(&self, now: Millis, len: u64, last_offset: Offset) -> bool {
+        let active = self
+            .segments
+            .back()
+            .expect("a log has at least one segment");
+        if active.size == 0 {
+            return false;
+        }
+        let too_big = active.size + len > u64::from(self.config.segment_bytes);
+        let too_old = active
+            .created_at
+            .is_some_and(|created| now.0.saturating_sub(created.0) >= self.config.segment_ms);
+        let relative_overflow = last_offset.0 - active.base.0 > u64::from(u32::MAX);
+        too_big || too_old || relative_overflow
+    }
+
+    fn roll(&mut self) {
+        let base = self.next_offset;
+        if let Some(active) = self.segments.back_mut() {
+            active.seal_time_index();
+        }
+        self.segments.push_back(Segment::new(base));
+        self.events.push_back(LogEvent::SegmentRolled { base });
+    }
+
+    /// Lets time-based work happen: flushing `none`/`write` data after the flush interval.
+    pub fn handle_tick(&mut self, now: Millis) {
+        self.schedule(now);
+    }
+
+    /// Consumes the completion of a request this log handed out.
+    pub fn handle_io_done(&mut self, now: Millis, done: IoDone) {
+        let Some((owner, request)) = self.outstanding.remove(&done.id) else {
+            // Not ours (or already forgotten after a fence): nothing to do.
+            return;
+        };
+        if self.fenced.is_some() {
+            return;
+        }
+        let outcome = match done.result {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                self.fence(FenceReason::Storage(error));
+                return;
+            }
+        };
+        if let (
+            IoRequest::Write {
+                file,
+                position,
+                data,
+                ..
+            },
+            IoOutcome::Written { bytes },
+        ) = (&request, &outcome)
+        {
+            let total = data.len() as u64;
+            if *bytes < total {
+                // A short write: write the rest, from the sector boundary it reached.
+                let done_aligned = align_down(*bytes);
+                if done_aligned == 0 {
+                    let reason = FenceReason::WriteNoProgress {
+                        file: file.file_name(),
+                        position: *position,
+                    };
+                    self.fence(reason);
+                    return;
+                }
+                let id = self.io_id();
+                let from = usize::try_from(done_aligned).expect("write fits memory");
+                let rest = IoRequest::Write {
+                    id,
+                    file: *file,
+                    position: position + done_aligned,
+                    data: data.slice(from..),
+                };
+                self.outstanding.insert(id, (owner, rest.clone()));
+                self.requests.push_back(rest);
+                return;
+            }
+        }
+        match owner {
+            Owner::Round => {
+                let round = self
+                    .round
+                    .as_mut()
+                    .expect("round requests belong to a round");
+                round.outstanding -= 1;
+                if round.outstanding == 0 {
+                    self.finish_phase(now);
+                }
+            }
+            Owner::Maintenance => {
+                self.maintenance_outstanding -= 1;
+                self.start_maintenance();
+            }
+        }
+        self.schedule(now);
+    }
+
+    fn fence(&mut self, reason: FenceReason) {
+        self.fenced = Some(reason.clone());
+        self.round = None;
+        self.requests.clear();
+        self.maintenance.clear();
+        self.tail.clear();
+        self.events.push_back(LogEvent::Fenced {
+            durable: self.durable,
+            reason,
+        });
+    }
+
+    /// Starts the next write round if none is in flight and one is due.
+    fn schedule(&mut self, now: Millis) {
+        if self.fenced.is_some() || self.round.is_some() {
+            return;
+        }
+        let count = self.segments.len();
+        let Some(index) = self
+            .segments
+            .iter()
+            .enumerate()
+            .position(|(i, s)| s.has_work(i + 1 == count))
+        else {
+            if self.durable == self.next_offset {
+                self.unsynced_since = None;
+            }
+            return;
+        };
+        let active = index + 1 == count;
+        let flush_due = self
+            .unsynced_since
+            .is_some_and(|since| now.0.saturating_sub(since.0) >= self.config.flush_interval_ms);
+        let want_sync = !active
+            || self.fsync_wanted > self.durable
+            || self.unsynced_bytes() >= self.config.flush_bytes
+            || flush_due;
+        let segment = &self.segments[index];
+        let unwritten = segment.size - segment.written_pos;
+        let want_write = unwritten > 0
+            && (want_sync
+                || self.write_wanted > self.written
+                || unwritten >= self.config.flush_bytes);
+        if !want_sync && !want_write {
+            return;
+        }
+        let round = self.build_round(index, want_write, want_sync);
+        self.round = Some(round);
+        self.start_phase();
+    }
+
+    fn build_round(&mut self, index: usize, want_write: bool, want_sync: bool) -> Round {
+        let active = index + 1 == self.segments.len();
+        let preallocate = self.config.preallocate_bytes;
+        let mut ids: Vec<IoId> = Vec::new();
+        for _ in 0..8 {
+            ids.push(self.io_id());
+        }
+        let mut ids = ids.into_iter();
+        let mut next_id = || ids.next().expect("a round takes at most 8 requests");
+        let segment = &mut self.segments[index];
+        let file = FileRef::log(segment.base);
+        let mut phases = VecDeque::new();
+        let mut write_end = segment.written_pos;
+        if want_write && segment.size > segment.written_pos {
+            let buffer = &mut segment.buffer;
+            let pending = buffer.data.len() as u64;
+            let take = pending.min(u64::from(ROUND_BYTES_MAX));
+            let start = buffer.start;
+            let data = if take == pending {
+                // All of it: pad the unfinished last sector with zeros and keep a copy of its
+                // valid bytes, rewritten with the next round.
+                write_end = start + pending;
+                let padded = usize::try_from(align_up(pending)).expect("buffer fits memory");
+                buffer.data.resize(padded, 0);
+                let data = std::mem::take(&mut buffer.data).freeze();
+                let keep_from = usize::try_from(align_down(write_end) - start).expect("fits");
+                let keep_to = usize::try_from(write_end - start).expect("fits");
+                buffer.start = align_down(write_end);
+                buffer.data =
+                    BytesMut::with_capacity(SECTOR_SIZE as usize + BATCH_SIZE_MAX as usize);
+                buffer.data.extend_from_slice(&data[keep_from..keep_to]);
+                data
+            } else {
+                // A whole number of sectors (ROUND_BYTES_MAX is sector-aligned).
+                write_end = start + take;
+                let data = buffer
+                    .data
+                    .split_to(usize::try_from(take).expect("fits"))
+                    .freeze();
+                buffer.start += take;
+                data
+            };
+            let needed = align_up(write_end);
+            match segment.file {
+                FileState::Missing => {
+                    let allocate = needed.div_ceil(preallocate) * preallocate;
+                    segment.allocated = allocate;
+                    segment.file = FileState::Created { dir_synced: false };
+                    phases.push_back(Phase {
+                        kind: PhaseKind::Prepare,
+                        requests: vec![IoRequest::Create {
+                            id: next_id(),
+                            file,
+                            allocate,
+                        }],
+                    });
+                }
+                FileState::Created { .. } if needed > segment.allocated => {
+                    let len = needed.div_ceil(preallocate) * preallocate;
+                    segment.allocated = len;
+                    phases.push_back(Phase {
+                        kind: PhaseKind::Prepare,
+                        requests: vec![IoRequest::Allocate {
+                            id: next_id(),
+                            file,
+                            len,
+                        }],
+                    });
+                }
+                FileState::Created { .. } => {}
+            }
+            self.tail
+                .push_chunk(segment.base, start, write_end, data.clone());
+            phases.push_back(Phase {
+                kind: PhaseKind::Write,
+                requests: vec![IoRequest::Write {
+                    id: next_id(),
+                    file,
+                    position: start,
+                    data,
+                }],
+            });
+        }
+        let finishes = !active && write_end == segment.size;
+        let mut sync_end = segment.durable_pos;
+        let mut syncs_dir = false;
+        if want_sync {
+            if finishes {
+                // A rolled segment loses its preallocated tail so its length is its data.
+                phases.push_back(Phase {
+                    kind: PhaseKind::Trim,
+                    requests: vec![IoRequest::Truncate {
+                        id: next_id(),
+                        file,
+                        len: segment.size,
+                    }],
+                });
+                segment.allocated = segment.size;
+            }
+            let mut requests = vec![IoRequest::Sync {
+                id: next_id(),
+                file,
+            }];
+            if segment.file == (FileState::Created { dir_synced: false }) {
+                requests.push(IoRequest::SyncDir { id: next_id() });
+                syncs_dir = true;
+            }
+            phases.push_back(Phase {
+                kind: PhaseKind::Sync,
+                requests,
+            });
+            sync_end = write_end;
+            if finishes {
+                let offset_index = Bytes::copy_from_slice(spate_format::index::encode_index(
+                    &segment.offset_index,
+                ));
+                let time_index =
+                    Bytes::copy_from_slice(spate_format::index::encode_index(&segment.time_index));
+                phases.push_back(Phase {
+                    kind: PhaseKind::Index,
+                    requests: vec![
+                        IoRequest::WriteFile {
+                            id: next_id(),
+                            file: FileRef::offset_index(segment.base),
+                            data: offset_index,
+                        },
+                        IoRequest::WriteFile {
+                            id: next_id(),
+                            file: FileRef::time_index(segment.base),
+                            data: time_index,
+                        },
+                    ],
+                });
+            }
+        }
+        Round {
+            segment: segment.base,
+            phases,
+            current: None,
+            outstanding: 0,
+            write_end,
+            sync_end,
+            syncs_dir,
+        }
+    }
+
+    fn start_phase(&mut self) {
+        let Some(round) = self.round.as_mut() else {
+            return;
+        };
+        let Some(phase) = round.phases.pop_front() else {
+            self.round = None;
+            return;
+        };
+        round.current = Some(phase.kind);
+        round.outstanding = phase.requests.len();
+        for request in phase.requests {
+            self.outstanding
+                .insert(request.id(), (Owner::Round, request.clone()));
+            self.requests.push_back(request);
+        }
+    }
+
+    fn finish_phase(&mut self, now: Millis) {
+        let round = self.round.as_ref().expect("a phase belongs to a round");
+        let kind = round.current.expect("a started round has a phase");
+        let (segment_base, write_end, sync_end, syncs_dir) = (
+            round.segment,
+            round.write_end,
+            round.sync_end,
+            round.syncs_dir,
+        );
+        let index = self
+            .segments
+            .iter()
+            .position(|segment| segment.base == segment_base)
+            .expect("a round's segment stays until the round ends");
+        match kind {
+            PhaseKind::Prepare | PhaseKind::Trim => {}
+            PhaseKind::Write => {
+                let segment = &mut self.segments[index];
+                segment.written_pos = segment.written_pos.max(write_end);
+                let reached = segment
+                    .marks
+                    .partition_point(|mark| mark.end <= segment.written_pos);
+                if let Some(mark) = reached.checked_sub(1).map(|i| segment.marks[i]) {
+                    if mark.next > self.written {
+                        self.written = mark.next;
+                        self.events
+                            .push_back(LogEvent::Written { up_to: mark.next });
+                    }
+                }
+            }
+            PhaseKind::Sync => {
+                let segment = &mut self.segments[index];
+                assert!(
+                    sync_end <= segment.written_pos,
+                    "a sync covers only written data"
+                );
+                segment.durable_pos = segment.durable_pos.max(sync_end);
+                if syncs_dir {
+                    segment.file = FileState::Created { dir_synced: true };
+                }
+                let mut durable = None;
+                while segment
+                    .marks
+                    .front()
+                    .is_some_and(|mark| mark.end <= segment.durable_pos)
+                {
+                    durable = segment.marks.pop_front().map(|mark| mark.next);
+                }
+                if let Some(up_to) = durable {
+                    assert!(up_to <= self.written, "durable never passes written");
+                    if up_to > self.durable {
+                        self.durable = up_to;
+                        self.events.push_back(LogEvent::Durable { up_to });
+                    }
+                }
+                if self.durable == self.next_offset {
+                    self.unsynced_since = None;
+                } else if self.unsynced_since.is_some() {
+                    // Data appended during the round waits at most one more interval.
+                    self.unsynced_since = Some(now);
+                }
+            }
+            PhaseKind::Index => {
+                let segment = &mut self.segments[index];
+                segment.finalized = true;
+                segment.buffer = WriteBuffer {
+                    start: segment.size,
+                    data: BytesMut::new(),
+                };
+            }
+        }
+        self.start_phase();
+    }
+
+    /// Deletes whole segments beyond the retention limits, oldest first; never the active
+    /// segment, never one with writes still pending. Returns how many were deleted.
+    pub fn handle_retention(&mut self, now: Millis) -> u32 {
+        if self.fenced.is_some() {
+            return 0;
+        }
+        let mut deleted = 0;
+        while self.segments.len() > 1 {
+            let oldest = &self.segments[0];
+            if oldest.has_work(false)
+                || self
+                    .round
+                    .as_ref()
+                    .is_some_and(|r| r.segment == oldest.base)
+            {
+                break;
+            }
+            // The next segment's file name must be durable first: it carries the offsets on
+            // after a crash, when the deleted segment no longer can.
+            if self.segments[1].file != (FileState::Created { dir_synced: true }) {
+                break;
+            }
+            let expired = self.config.retention_ms.is_some_and(|ms| {
+                oldest.max_timestamp != i64::MIN && oldest.max_timestamp < now.0.saturating_sub(ms)
+            });
+            let total = self.size_bytes();
+            let oversized = self
+                .config
+                .retention_bytes
+                .is_some_and(|limit| total - oldest.size >= limit);
+            if !expired && !oversized {
+                break;
+            }
+            let base = oldest.base;
+            self.segments.pop_front();
+            // One segment at a time, each removal made durable before the next: a crash can
+            // then bring back only the oldest segments, never leave a gap in the offsets.
+            let removes = [
+                FileRef::log(base),
+                FileRef::offset_index(base),
+                FileRef::time_index(base),
+            ]
+            .map(|file| IoRequest::Remove {
+                id: self.io_id(),
+                file,
+            });
+            self.maintenance.push_back(removes.to_vec());
+            let sync = IoRequest::SyncDir { id: self.io_id() };
+            self.maintenance.push_back(vec![sync]);
+            deleted += 1;
+        }
+        if deleted > 0 {
+            self.log_start = self.segments[0].base;
+            self.tail.drop_segments_below(self.log_start);
+            self.start_maintenance();
+            self.events.push_back(LogEvent::SegmentsDeleted {
+                segments: deleted,
+                log_start: self.log_start,
+            });
+        }
+        deleted
+    }
+
+    fn start_maintenance(&mut self) {
+        if self.maintenance_outstanding > 0 {
+            return;
+        }
+        let Some(requests) = self.maintenance.pop_front() else {
+            return;
+        };
+        self.maintenance_outstanding = requests.len();
+        for request in requests {
+            self.outstanding
+                .insert(request.id(), (Owner::Maintenance, request.clone()));
+            self.requests.push_back(request);
+        }
+    }
+
+    /// Decides how to answer a fetch from `offset` of at most `max_bytes` (at least one batch).
+    pub fn handle_fetch(&self, offset: Offset, max_bytes: u32) -> Result<FetchPlan, FetchError> {
+        if offset < self.log_start || offset > self.durable {
+            return Err(FetchError::OutOfRange {
+                offset,
+                log_start: self.log_start,
+                high_watermark: self.durable,
+            });
+        }
+        if offset == self.durable {
+            return Ok(FetchPlan::AtEnd);
+        }
+        let index = self
+            .segments
+            .partition_point(|segment| segment.base <= offset)
+            - 1;
+        let segment = &self.segments[index];
+        let limit = segment.durable_pos;
+        if let Some(bytes) = self.tail.read(offset, limit, max_bytes) {
+            return Ok(FetchPlan::Ready(bytes));
+        }
+        let relative = segment.relative(offset);
+        let (scan_from, scan_offset) = match lookup_offset(&segment.offset_index, relative) {
+            Some(entry) => (
+                u64::from(entry.position.get()),
+                Offset(segment.base.0 + u64::from(entry.relative_offset.get())),
+            ),
+            None => (0, segment.base),
+        };
+        let position = align_down(scan_from);
+        let want = scan_from
+            + u64::from(INDEX_INTERVAL_BYTES)
+            + u64::from(max_bytes.max(BATCH_SIZE_MAX))
+            + u64::from(BATCH_SIZE_MAX);
+        let end = align_up(want.min(limit));
+        Ok(FetchPlan::Read(ReadPlan {
+            file: FileRef::log(segment.base),
+            position,
+            len: end - position,
+            scan_from,
+            scan_offset,
+            offset,
+            max_bytes,
+            limit,
+        }))
+    }
+}

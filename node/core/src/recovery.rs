@@ -1,0 +1,750 @@
+//! Recovery: rebuilding a partition's log from the files on disk, as a sans-IO state machine.
+//!
+//! Rules (specified case by case in `docs/format/segment.md`):
+//! - Every segment but the last was fully written and synced before the next one got data,
+//!   so its index files are validated (entries decode and increase, the batches at the last
+//!   entry and after it are valid and reach the next segment's base offset) and rebuilt by a
+//!   full scan on any mismatch. A segment that does not scan clean to the next base offset is
+//!   corruption.
+//! - The last (active) segment is scanned from its first byte. An invalid end is a **torn
+//!   tail** only if it looks like unwritten sectors (a sector of the damaged batch reads as
+//!   zeros, or the file ends inside it) and no non-zero byte lies further than
+//!   `TORN_WINDOW_BYTES` past the sector holding it: then it was never acknowledged, and it is
+//!   truncated. Anything else is **corruption**: nothing is truncated, the partition is fenced,
+//!   reads below the damage are served.
+//! - The recovered prefix is synced (file and directory) before the log is handed out, so the
+//!   high watermark never covers unsynced data; the next offset is the end of that prefix.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use spate_format::index::{decode_offset_index, decode_time_index, encode_index};
+use spate_format::limits::{BATCH_HEADER_SIZE, BATCH_SIZE_MAX, BATCH_SIZE_MIN, SECTOR_SIZE};
+use spate_format::segment::{parse_segment_file_name, EndReason, SegmentFileKind, SegmentScanner};
+use spate_format::{Offset, OffsetIndexEntry, TimeIndexEntry};
+use thiserror::Error;
+
+use crate::config::{LogConfig, RECOVERY_READ_BYTES, TORN_WINDOW_BYTES};
+use crate::partition::{add_index_entries, FenceReason, PartitionLog, RecoveredSegment, Segment};
+use crate::storage::{
+    align_down, align_up, FileRef, IoDone, IoId, IoOutcome, IoRequest, ListedFile, StorageError,
+};
+
+/// Why a partition could not be opened at all.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RecoveryError {
+    #[error("storage error during recovery: {0}")]
+    Storage(#[from] StorageError),
+    #[error("recovery got an unexpected completion {0:?}")]
+    Unexpected(IoId),
+}
+
+/// A torn tail that recovery truncated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    pub segment: Offset,
+    pub position: u64,
+    /// Bytes between the cut and the last non-zero byte of the file.
+    pub bytes_discarded: u64,
+    pub reason: String,
+}
+
+/// What recovery found and did, for the operator's log.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecoveryReport {
+    pub segments: u32,
+    pub torn_tail: Option<TornTail>,
+    /// Corruption of acknowledged data: the partition is fenced at this point.
+    pub corruption: Option<FenceReason>,
+    pub rebuilt_indexes: Vec<Offset>,
+    pub removed_files: Vec<String>,
+    pub ignored_files: Vec<String>,
+}
+
+/// A recovered partition: its log and what recovery did.
+#[derive(Debug)]
+pub struct Recovered {
+    pub log: PartitionLog,
+    pub report: RecoveryReport,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct SegmentFiles {
+    base: Offset,
+    log_len: Option<u64>,
+    has_offset_index: bool,
+    has_time_index: bool,
+}
+
+/// A chunked scan of one segment file.
+#[derive(Debug)]
+struct Scan {
+    index: usize,
+    file: FileRef,
+    file_len: u64,
+    active: bool,
+    /// The next batch boundary to scan from.
+    batch_pos: u64,
+    expected: Offset,
+    offset_index: Vec<OffsetIndexEntry>,
+    time_index: Vec<TimeIndexEntry>,
+    last_index_position: u64,
+    max_timestamp: i64,
+    last_batch_base: Offset,
+    /// Set once the valid prefix ended.
+    end: Option<(u64, EndReason)>,
+    torn_signature: bool,
+    tail_sector: Vec<u8>,
+    /// End of the last non-zero byte seen after the valid prefix.
+    nonzero_end: u64,
+    /// Where to read next while looking for non-zero bytes after the end.
+    probe_pos: u64,
+}
+
+#[derive(Debug)]
+enum Step {
+    /// Waiting for the segment's offset index.
+    OffsetIndex {
+        index: usize,
+    },
+    /// Waiting for the segment's time index.
+    TimeIndex {
+        index: usize,
+        offset_index: Vec<OffsetIndexEntry>,
+    },
+    /// Waiting for the bytes after the last offset-index entry.
+    Tail {
+        index: usize,
+        offset_index: Vec<OffsetIndexEntry>,
+        time_index: Vec<TimeIndexEntry>,
+        from: u64,
+    },
+    Scan(Box<Scan>),
+    /// Running the final requests (truncate, index writes, removals, syncs), one at a time.
+    Finish,
+    Done,
+}
+
+/// Recovers one partition. Drive it like the log: hand out `poll_io` requests, feed their
+/// completions to `handle_io_done`, until `poll_done` returns the result.
+#[derive(Debug)]
+pub struct Recovery {
+    config: LogConfig,
+    files: Vec<SegmentFiles>,
+    step: Step,
+    request: Option<IoRequest>,
+    waiting: Option<IoId>,
+    next_id: u64,
+    segments: VecDeque<Segment>,
+    /// Tail bytes of the last recovered segment, for its write buffer.
+    tail_sector: Option<Vec<u8>>,
+    finish: VecDeque<IoRequest>,
+    report: RecoveryReport,
+    fenced: Option<FenceReason>,
+    result: Option<Result<Recovered, RecoveryError>>,
+}
+
+impl Recovery {
+    /// Starts recovering from the listed files of the partition directory.
+    pub fn new(config: LogConfig, listing: &[ListedFile]) -> Self {
+        let mut report = RecoveryReport::default();
+        let mut files: Vec<SegmentFiles> = Vec::new();
+        for listed in listing {
+            let Ok((base, kind)) = parse_segment_file_name(&listed.name) else {
+                report.ignored_files.push(listed.name.clone());
+                continue;
+            };
+            let position = match files.iter().position(|files| files.base == base) {
+                Some(position) => position,
+                None => {
+                    files.push(SegmentFiles {
+                        base,
+                        ..SegmentFiles::default()
+                    });
+                    files.len() - 1
+                }
+            };
+            let entry = &mut files[position];
+            match kind {
+                SegmentFileKind::Log => entry.log_len = Some(listed.len),
+                SegmentFileKind::OffsetIndex => entry.has_offset_index = true,
+                SegmentFileKind::TimeIndex => entry.has_time_index = true,
+            }
+        }
+        files.sort_by_key(|files| files.base);
+        let mut finish = VecDeque::new();
+        let mut next_id = 0;
+        // Index files without a log are leftovers of a deletion that did not finish.
+        files.retain(|entry| {
+            if entry.log_len.is_some() {
+                return true;
+            }
+            for (present, file) in [
+                (entry.has_offset_index, FileRef::offset_index(entry.base)),
+                (entry.has_time_index, FileRef::time_index(entry.base)),
+            ] {
+                if present {
+                    next_id += 1;
+                    report.removed_files.push(file.file_name());
+                    finish.push_back(IoRequest::Remove {
+                        id: IoId(next_id),
+                        file,
+                    });
+                }
+            }
+            false
+        });
+        report.segments = u32::try_from(files.len()).unwrap_or(u32::MAX);
+        let mut recovery = Recovery {
+            config,
+            files,
+            step: Step::Done,
+            request: None,
+            waiting: None,
+            next_id,
+            segments: VecDeque::new(),
+            tail_sector: None,
+            finish,
+            report,
+            fenced: None,
+            result: None,
+        };
+        recovery.begin_segment(0);
+        recovery
+    }
+
+    pub fn poll_io(&mut self) -> Option<IoRequest> {
+        let request = self.request.take()?;
+        self.waiting = Some(request.id());
+        Some(request)
+    }
+
+    /// The result, once recovery is over.
+    pub fn poll_done(&mut self) -> Option<Result<Recovered, RecoveryError>> {
+        self.result.take()
+    }
+
+    fn io_id(&mut self) -> IoId {
+        self.next_id += 1;
+        IoId(self.next_id)
+    }
+
+    fn issue(&mut self, request: IoRequest) {
+        assert!(
+            self.request.is_none() && self.waiting.is_none(),
+            "one request at a time"
+        );
+        self.request = Some(request);
+    }
+
+    fn fail(&mut self, error: RecoveryError) {
+        self.step = Step::Done;
+        self.request = None;
+        self.result = Some(Err(error));
+    }
+
+    pub fn handle_io_done(&mut self, done: IoDone) {
+        if self.waiting != Some(done.id) {
+            self.fail(RecoveryError::Unexpected(done.id));
+            return;
+        }
+        self.waiting = None;
+        let outcome = match done.result {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                self.fail(RecoveryError::Storage(error));
+                return;
+            }
+        };
+        let data = match outcome {
+            IoOutcome::Read { data } => Some(data),
+            IoOutcome::Done | IoOutcome::Written { .. } => None,
+        };
+        match std::mem::replace(&mut self.step, Step::Done) {
+            Step::OffsetIndex { index } => self.on_offset_index(index, &data.unwrap_or_default()),
+            Step::TimeIndex {
+                index,
+                offset_index,
+            } => {
+                self.on_time_index(index, offset_index, &data.unwrap_or_default());
+            }
+            Step::Tail {
+                index,
+                offset_index,
+                time_index,
+                from,
+            } => {
+                self.on_tail(
+                    index,
+                    offset_index,
+                    time_index,
+                    from,
+                    &data.unwrap_or_default(),
+                );
+            }
+            Step::Scan(scan) => self.on_scan(*scan, &data.unwrap_or_default()),
+            Step::Finish => self.next_finish(),
+            Step::Done => self.fail(RecoveryError::Unexpected(done.id)),
+        }
+    }
+
+    fn next_base(&self, index: usize) -> Option<Offset> {
+        self.files.get(index + 1).map(|files| files.base)
+    }
+
+    fn begin_segment(&mut self, index: usize) {
+        let Some(files) = self.files.get(index).copied() else {
+            self.begin_finish();
+            return;
+        };
+        let last = index + 1 == self.files.len();
+        if last {
+            // Index files of the active segment are stale: the indexes live in memory.
+            for (present, file) in [
+                (files.has_offset_index, FileRef::offset_index(files.base)),
+                (files.has_time_index, FileRef::time_index(files.base)),
+            ] {
+                if present {
+                    let id = self.io_id();
+                    self.report.removed_files.push(file.file_name());
+                    self.finish.push_back(IoRequest::Remove { id, file });
+                }
+            }
+            self.begin_scan(index);
+        } else if files.has_offset_index && files.has_time_index {
+            self.step = Step::OffsetIndex { index };
+            let id = self.io_id();
+            self.issue(IoRequest::ReadFile {
+                id,
+                file: FileRef::offset_index(files.base),
+            });
+        } else {
+            self.rebuild(index);
+        }
+    }
+
+    fn rebuild(&mut self, index: usize) {
+        self.report.rebuilt_indexes.push(self.files[index].base);
+        self.begin_scan(index);
+    }
+
+    fn on_offset_index(&mut self, index: usize, data: &[u8]) {
+        let files = self.files[index];
+        let log_len = files.log_len.unwrap_or(0);
+        let span = self
+            .next_base(index)
+            .map_or(0, |next| next.0 - files.base.0);
+        let valid = decode_offset_index(data).ok().filter(|entries| {
+            entries.iter().all(|entry| {
+                u64::from(entry.position.get()) < log_len
+                    && u64::from(entry.relative_offset.get()) < span
+            })
+        });
+        match valid {
+            Some(entries) => {
+                let offset_index = entries.to_vec();
+                self.step = Step::TimeIndex {
+                    index,
+                    offset_index,
+                };
+                let id = self.io_id();
+                self.issue(IoRequest::ReadFile {
+                    id,
+                    file: FileRef::time_index(files.base),
+                });
+            }
+            None => self.rebuild(index),
+        }
+    }
+
+    fn on_time_index(&mut self, index: usize, offset_index: Vec<OffsetIndexEntry>, data: &[u8]) {
+        let files = self.files[index];
+        let span = self
+            .next_base(index)
+            .map_or(0, |next| next.0 - files.base.0);
+        let valid = decode_time_index(data).ok().filter(|entries| {
+            entries
+                .iter()
+                .all(|e| u64::from(e.relative_offset.get()) < span)
+        });
+        let Some(time_index) = valid.map(<[TimeIndexEntry]>::to_vec) else {
+            self.rebuild(index);
+            return;
+        };
+        let from = offset_index
+            .last()
+            .map_or(0, |entry| u64::from(entry.position.get()));
+        let log_len = files.log_len.unwrap_or(0);
+        let position = align_down(from);
+        let len = (align_up(log_len) - position).min(RECOVERY_READ_BYTES);
+        self.step = Step::Tail {
+            index,
+            offset_index,
+            time_index,
+            from,
+        };
+        let id = self.io_id();
+        self.issue(IoRequest::Read {
+            id,
+            file: FileRef::log(files.base),
+            position,
+            len,
+        });
+    }
+
+    /// Checks the batches after the last index entry: they must be valid, start at the
+    /// entry's offset and reach the next segment's base offset exactly.
+    fn on_tail(
+        &mut self,
+        index: usize,
+        offset_index: Vec<OffsetIndexEntry>,
+        time_index: Vec<TimeIndexEntry>,
+        from: u64,
+        data: &[u8],
+    ) {
+        let files = self.files[index];
+        let next_base = self
+            .next_base(index)
+            .expect("only rolled segments have index files");
+        let expected = match offset_index.last() {
+            Some(entry) => Offset(files.base.0 + u64::from(entry.relative_offset.get())),
+            None => files.base,
+        };
+        let position = align_down(from);
+        let skip = usize::try_from(from - position).unwrap_or(usize::MAX);
+        let Some(bytes) = data.get(skip..) else {
+            self.rebuild(index);
+            return;
+        };
+        let mut scanner = SegmentScanner::new(bytes, from, Some(expected));
+        let mut max_timestamp = time_index
+            .last()
+            .map_or(i64::MIN, |entry| entry.timestamp.get());
+        let mut last_batch_base = expected;
+        let mut end_position = from;
+        for batch in scanner.by_ref() {
+            max_timestamp = max_timestamp.max(batch.max_timestamp);
+            last_batch_base = batch.base_offset;
+            end_position = batch.end_position();
+        }
+        let clean = matches!(
+            scanner.end().map(|end| end.reason),
+            Some(EndReason::Clean | EndReason::ZeroPadding)
+        );
+        if !clean || scanner.next_offset() != Some(next_base) || end_position == from && from > 0 {
+            self.rebuild(index);
+            return;
+        }
+        let recovered = RecoveredSegment {
+            base: files.base,
+            size: end_position,
+            file_len: files.log_len.unwrap_or(0),
+            next_offset: next_base,
+            last_batch_base,
+            max_timestamp,
+            offset_index,
+            time_index,
+        };
+        self.segments.push_back(Segment::recovered(recovered, None));
+        self.begin_segment(index + 1);
+    }
+
+    fn begin_scan(&mut self, index: usize) {
+        let files = self.files[index];
+        let scan = Scan {
+            index,
+            file: FileRef::log(files.base),
+            file_len: files.log_len.unwrap_or(0),
+            active: index + 1 == self.files.len(),
+            batch_pos: 0,
+            expected: files.base,
+            offset_index: Vec::new(),
+            time_index: Vec::new(),
+            last_index_position: 0,
+            max_timestamp: i64::MIN,
+            last_batch_base: files.base,
+            end: None,
+            torn_signature: false,
+            tail_sector: Vec::new(),
+            nonzero_end: 0,
+            probe_pos: 0,
+        };
+        self.read_scan(scan);
+    }
+
+    fn read_scan(&mut self, scan: Scan) {
+        let position = match scan.end {
+            None => align_down(scan.batch_pos),
+            Some(_) => scan.probe_pos,
+        };
+        if position >= scan.file_len {
+            self.end_scan(scan);
+            return;
+        }
+        let len = (align_up(scan.file_len) - position).min(RECOVERY_READ_BYTES);
+        let file = scan.file;
+        self.step = Step::Scan(Box::new(scan));
+        let id = self.io_id();
+        self.issue(IoRequest::Read {
+            id,
+            file,
+            position,
+            len,
+        });
+    }
+
+    fn on_scan(&mut self, mut scan: Scan, data: &Bytes) {
+        let read_at = match scan.end {
+            None => align_down(scan.batch_pos),
+            Some(_) => scan.probe_pos,
+        };
+        // A file is never longer than listed; a short read ends it.
+        let chunk_end = (read_at + data.len() as u64).min(scan.file_len);
+        let data = data.slice(..usize::try_from(chunk_end - read_at).unwrap_or(0));
+        let at_eof = chunk_end >= scan.file_len || data.is_empty();
+        if scan.end.is_some() {
+            // Looking for non-zero bytes after the end of the valid prefix.
+            if let Some(last) = data.iter().rposition(|&byte| byte != 0) {
+                scan.nonzero_end = read_at + last as u64 + 1;
+            }
+            scan.probe_pos = chunk_end;
+            let beyond_window =
+                scan.nonzero_end > align_down(scan.end.map_or(0, |end| end.0)) + TORN_WINDOW_BYTES;
+            if at_eof || beyond_window {
+                self.end_scan(scan);
+            } else {
+                self.read_scan(scan);
+            }
+            return;
+        }
+        let skip = usize::try_from(scan.batch_pos - read_at).unwrap_or(usize::MAX);
+        let bytes = data.get(skip..).unwrap_or_default();
+        let mut scanner = SegmentScanner::new(bytes, scan.batch_pos, Some(scan.expected));
+        for batch in scanner.by_ref() {
+            scan.max_timestamp = scan.max_timestamp.max(batch.max_timestamp);
+            let relative = u32::try_from(batch.base_offset.0 - self.files[scan.index].base.0)
+                .unwrap_or(u32::MAX);
+            add_index_entries(
+                &mut scan.offset_index,
+                &mut scan.time_index,
+                &mut scan.last_index_position,
+                batch.position,
+                relative,
+                scan.max_timestamp,
+            );
+            scan.last_batch_base = batch.base_offset;
+            scan.expected = batch.next_offset();
+        }
+        let end = scanner.end().expect("an exhausted scanner has an end");
+        scan.batch_pos = end.position;
+        let continues = !at_eof
+            && matches!(
+                end.reason,
+                EndReason::Clean
+                    | EndReason::InvalidBatch(spate_format::BatchError::Truncated { .. })
+            );
+        if continues {
+            self.read_scan(scan);
+            return;
+        }
+        let p = end.position;
+        scan.end = Some((p, end.reason));
+        let local = |position: u64| usize::try_from(position - read_at).unwrap_or(usize::MAX);
+        scan.tail_sector = data
+            .get(local(align_down(p))..local(p))
+            .unwrap_or_default()
+            .to_vec();
+        if let Some(last) = data
+            .get(local(p)..)
+            .and_then(|rest| rest.iter().rposition(|&b| b != 0))
+        {
+            scan.nonzero_end = p + last as u64 + 1;
+        }
+        scan.torn_signature = looks_torn(&data, read_at, p, at_eof);
+        scan.probe_pos = chunk_end;
+        if scan.active && !at_eof && !matches!(end.reason, EndReason::Clean) {
+            self.read_scan(scan);
+        } else {
+            self.end_scan(scan);
+        }
+    }
+
+    fn end_scan(&mut self, scan: Scan) {
+        let base = self.files[scan.index].base;
+        let (p, reason) = scan.end.unwrap_or((scan.batch_pos, EndReason::Clean));
+        let window_end = align_down(p) + TORN_WINDOW_BYTES;
+        let damaged = match reason {
+            EndReason::Clean => false,
+            EndReason::ZeroPadding => scan.nonzero_end > p,
+            EndReason::InvalidBatch(_) | EndReason::OffsetMismatch { .. } => true,
+        };
+        let next_base = self.next_base(scan.index);
+        let recovered = RecoveredSegment {
+            base,
+            size: p,
+            file_len: scan.file_len,
+            next_offset: scan.expected,
+            last_batch_base: scan.last_batch_base,
+            max_timestamp: scan.max_timestamp,
+            offset_index: scan.offset_index,
+            time_index: scan.time_index,
+        };
+        let describe = |reason: &EndReason| match reason {
+            EndReason::ZeroPadding => {
+                "zeros where a batch should start, data after them".to_owned()
+            }
+            EndReason::InvalidBatch(error) => error.to_string(),
+            EndReason::OffsetMismatch { expected, found } => {
+                format!("batch starts at offset {found}, expected {expected}")
+            }
+            EndReason::Clean => "clean".to_owned(),
+        };
+        if scan.active {
+            let torn = damaged
+                && !matches!(reason, EndReason::OffsetMismatch { .. })
+                && (scan.torn_signature || matches!(reason, EndReason::ZeroPadding))
+                && scan.nonzero_end <= window_end;
+            if damaged && !torn {
+                self.fence_at(base, p, describe(&reason));
+            } else if torn {
+                self.report.torn_tail = Some(TornTail {
+                    segment: base,
+                    position: p,
+                    bytes_discarded: scan.nonzero_end.saturating_sub(p),
+                    reason: describe(&reason),
+                });
+                let id = self.io_id();
+                let file = FileRef::log(base);
+                self.finish
+                    .push_front(IoRequest::Truncate { id, file, len: p });
+            }
+            let mut recovered = recovered;
+            if torn {
+                recovered.file_len = p;
+            }
+            self.tail_sector = Some(scan.tail_sector);
+            self.segments
+                .push_back(Segment::recovered(recovered, self.tail_sector.as_deref()));
+            self.begin_finish();
+            return;
+        }
+        // A rolled segment must scan clean up to the next segment's base offset.
+        if damaged || Some(recovered.next_offset) != next_base {
+            let detail = if damaged {
+                describe(&reason)
+            } else {
+                format!(
+                    "segment ends at offset {}, the next segment starts at {}",
+                    recovered.next_offset,
+                    next_base.map_or(0, |next| next.0)
+                )
+            };
+            let mut recovered = recovered;
+            let tail = scan.tail_sector;
+            recovered.file_len = scan.file_len;
+            self.segments
+                .push_back(Segment::recovered(recovered, Some(&tail)));
+            self.tail_sector = Some(tail);
+            self.fence_at(base, p, detail);
+            self.begin_finish();
+            return;
+        }
+        let mut segment = Segment::recovered(recovered, None);
+        segment.seal_time_index();
+        if self.report.rebuilt_indexes.contains(&base) {
+            for (file, data) in [
+                (
+                    FileRef::offset_index(base),
+                    Bytes::copy_from_slice(encode_index(&segment.offset_index)),
+                ),
+                (
+                    FileRef::time_index(base),
+                    Bytes::copy_from_slice(encode_index(&segment.time_index)),
+                ),
+            ] {
+                let id = self.io_id();
+                self.finish
+                    .push_back(IoRequest::WriteFile { id, file, data });
+            }
+        }
+        self.segments.push_back(segment);
+        self.begin_segment(scan.index + 1);
+    }
+
+    fn fence_at(&mut self, base: Offset, position: u64, detail: String) {
+        let reason = FenceReason::Corruption {
+            segment: FileRef::log(base).file_name(),
+            position,
+            detail,
+        };
+        self.report.corruption = Some(reason.clone());
+        self.fenced = Some(reason);
+    }
+
+    fn begin_finish(&mut self) {
+        if let Some(last) = self.segments.back() {
+            let file = FileRef::log(last.base);
+            let id = self.io_id();
+            self.finish.push_back(IoRequest::Sync { id, file });
+        }
+        let id = self.io_id();
+        self.finish.push_back(IoRequest::SyncDir { id });
+        self.step = Step::Finish;
+        self.next_finish();
+    }
+
+    fn next_finish(&mut self) {
+        if let Some(request) = self.finish.pop_front() {
+            self.step = Step::Finish;
+            self.issue(request);
+            return;
+        }
+        self.step = Step::Done;
+        let config = self.config.clone();
+        let segments = std::mem::take(&mut self.segments);
+        let log = if segments.is_empty() {
+            PartitionLog::new(config, Offset(0))
+        } else {
+            let log_start = segments[0].base;
+            PartitionLog::assemble(config, segments, log_start, self.fenced.clone())
+        };
+        let report = std::mem::take(&mut self.report);
+        self.result = Some(Ok(Recovered { log, report }));
+    }
+}
+
+/// Whether the invalid batch at file position `p` looks like sectors that never reached the
+/// disk: a sector piece of it reads as zeros to the end of its sector, or the data ends inside
+/// it. `data` holds the file's bytes from `read_at`.
+pub fn looks_torn(data: &[u8], read_at: u64, p: u64, at_eof: bool) -> bool {
+    let chunk_end = read_at + data.len() as u64;
+    let Some(rest) = usize::try_from(p - read_at)
+        .ok()
+        .and_then(|from| data.get(from..))
+    else {
+        return true;
+    };
+    let header_len = u64::from(BATCH_HEADER_SIZE);
+    // The declared length only counts if the header's own CRC holds.
+    let declared = spate_format::batch::header_with_valid_crc(rest)
+        .map(|header| u64::from(header.batch_length.get()))
+        .filter(|&len| (u64::from(BATCH_SIZE_MIN)..=u64::from(BATCH_SIZE_MAX)).contains(&len));
+    let end = p + declared.unwrap_or(header_len);
+    if end > chunk_end {
+        return at_eof;
+    }
+    let mut sector = align_down(p);
+    while sector < end {
+        let from = sector.max(p);
+        let to = (sector + u64::from(SECTOR_SIZE)).min(chunk_end);
+        let local = |position: u64| usize::try_from(position - read_at).unwrap_or(usize::MAX);
+        if data
+            .get(local(from)..local(to))
+            .is_some_and(|piece| piece.iter().all(|&b| b == 0))
+        {
+            return true;
+        }
+        sector += u64::from(SECTOR_SIZE);
+    }
+    false
+}

@@ -1,0 +1,11 @@
+//! `spate-sim`: deterministic simulation of `spate-core` — `SimStorage` (in-memory storage
+//! that tracks synced versus written bytes, injects faults and produces crash images) and a
+//! seeded workload driver that checks the log's promises after every step. A failing run
+//! prints its seed; the same seed replays it exactly.
+
+pub mod rng;
+pub mod storage;
+pub mod workload;
+
+pub use storage::{Fault, SimStorage};
+pub use workload::{run_seed, run_seeds, Failure, Options, RunReport};

@@ -1,0 +1,748 @@
+//! The seeded workload: random appends, I/O completions in random order, time passing,
+//! fetches, retention, crashes (restart from a crash image), faults and bit flips, applied
+//! to a `PartitionLog` over `SimStorage`, with the invariants checked after every step.
+//!
+//! Invariants checked:
+//! - every offset below the highest high watermark ever reported survives every crash, at
+//!   its offset, with its bytes; fetches return exactly the appended bytes;
+//! - offsets are dense, assigned in order and never reused; the high watermark never moves
+//!   backwards and never covers data that is not synced (checked against the synced image);
+//! - acknowledgements never precede the event that covers them; a fenced partition never
+//!   acknowledges again and refuses appends;
+//! - corruption is reported, and never silently truncated beyond the torn-tail window.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use bytes::Bytes;
+use spate_core::recovery::{Recovered, Recovery, RecoveryError, RecoveryReport};
+use spate_core::storage::FileRef;
+use spate_core::{
+    AppendError, FetchError, FetchPlan, LogConfig, LogEvent, Millis, PartitionLog, Storage,
+    TORN_WINDOW_BYTES,
+};
+use spate_format::segment::{scan_segment, SegmentFileKind};
+use spate_format::{batches, BatchBuilder, Offset, Record};
+use spate_proto::Durability;
+
+use crate::rng::Rng;
+use crate::storage::{Fault, SimStorage};
+
+/// What kinds of trouble a run may meet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    pub steps: u32,
+    pub crashes: bool,
+    pub faults: bool,
+    pub bit_flips: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            steps: 600,
+            crashes: true,
+            faults: true,
+            bit_flips: true,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunReport {
+    pub appends: u64,
+    pub records: u64,
+    pub crashes: u64,
+    pub torn_tails: u64,
+    pub fences: u64,
+    pub corruptions_detected: u64,
+    pub fetches: u64,
+    pub segments_deleted: u64,
+    pub rolls: u64,
+    pub durable_events: u64,
+    pub high_watermark: u64,
+}
+
+/// A violated invariant, with the seed and step that replay it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub seed: u64,
+    pub step: u32,
+    pub message: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "seed {} failed at step {}: {} (replay: SPATE_SIM_SEED={} cargo test -p spate-sim replay -- --ignored)",
+            self.seed, self.step, self.message, self.seed
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ModelBatch {
+    next: Offset,
+    /// The producer's bytes (unstamped); bytes `[24..]` must match what is stored.
+    bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Ticket {
+    next: Offset,
+    durability: Durability,
+}
+
+struct Run {
+    step: u32,
+    options: Options,
+    rng: Rng,
+    config: LogConfig,
+    storage: SimStorage,
+    log: PartitionLog,
+    now: Millis,
+    batches: BTreeMap<u64, ModelBatch>,
+    tickets: Vec<Ticket>,
+    /// The highest high watermark reported: everything below must survive.
+    promised: Offset,
+    written_seen: Offset,
+    fenced: bool,
+    report: RunReport,
+}
+
+type Checked<T = ()> = Result<T, String>;
+
+fn ensure(condition: bool, message: impl FnOnce() -> String) -> Checked {
+    if condition {
+        Ok(())
+    } else {
+        Err(message())
+    }
+}
+
+/// Runs one seed; `Err` names the first violated invariant.
+pub fn run_seed(seed: u64, options: Options) -> Result<RunReport, Failure> {
+    let mut rng = Rng::new(seed);
+    let config = random_config(&mut rng);
+    let storage = SimStorage::new(rng.next_u64());
+    let log = PartitionLog::new(config.clone(), Offset(0));
+    let mut run = Run {
+        step: 0,
+        options,
+        rng,
+        config,
+        storage,
+        log,
+        now: Millis(1_700_000_000_000),
+        batches: BTreeMap::new(),
+        tickets: Vec::new(),
+        promised: Offset(0),
+        written_seen: Offset(0),
+        fenced: false,
+        report: RunReport::default(),
+    };
+    let outcome = run.execute();
+    match outcome {
+        Ok(()) => {
+            run.report.high_watermark = run.log.high_watermark().0;
+            Ok(run.report)
+        }
+        Err(message) => Err(Failure {
+            seed,
+            step: run.step,
+            message,
+        }),
+    }
+}
+
+fn random_config(rng: &mut Rng) -> LogConfig {
+    LogConfig {
+        segment_bytes: [64 << 10, 96 << 10, 256 << 10][rng.index(3)],
+        segment_ms: [50, 500, 1_000_000][rng.index(3)],
+        retention_ms: [None, Some(200), Some(5_000)][rng.index(3)],
+        retention_bytes: [None, Some(200 << 10), Some(1 << 20)][rng.index(3)],
+        flush_interval_ms: [1, 5, 50][rng.index(3)],
+        flush_bytes: [16 << 10, 1 << 20][rng.index(2)],
+        preallocate_bytes: [4096, 16 << 10, 64 << 10][rng.index(3)],
+        tail_cache_bytes: [0, 16 << 10, 1 << 20][rng.index(3)],
+    }
+}
+
+impl Run {
+    fn execute(&mut self) -> Checked {
+        // One seed in four meets one bit flip of synced data, late enough to have a log.
+        let flip_at = (self.options.bit_flips && self.options.crashes && self.rng.chance(1, 4))
+            .then(|| {
+                u32::try_from(self.rng.range(100, u64::from(self.options.steps.max(101))))
+                    .unwrap_or(u32::MAX)
+            });
+        while self.step < self.options.steps {
+            self.step += 1;
+            let roll = self.rng.below(100);
+            self.trace(format_args!(
+                "step {} roll {roll} now {:?} hwm {} next {}",
+                self.step,
+                self.now,
+                self.log.high_watermark(),
+                self.log.next_offset()
+            ));
+            match roll {
+                0..=37 => self.append()?,
+                38..=67 => self.pump()?,
+                68..=77 => self.tick()?,
+                78..=87 => self.fetch_random()?,
+                88..=92 => self.retention()?,
+                93..=95 if self.options.crashes => {
+                    self.crash_and_recover(false)?;
+                }
+                96 if self.options.faults => self.arm_fault(),
+                _ => self.pump()?,
+            }
+            if Some(self.step) == flip_at {
+                // Ends the run: after corruption the partition is fenced or cut short.
+                if self.flip_and_recover()? {
+                    return Ok(());
+                }
+            }
+            self.check_watermarks()?;
+        }
+        // Drain: let everything finish and check the whole log once more.
+        for _ in 0..1000 {
+            let settled = self.fenced || self.log.high_watermark() == self.log.next_offset();
+            if settled && self.log.is_idle() && self.storage.in_flight() == 0 {
+                break;
+            }
+            self.now = Millis(self.now.0 + 50);
+            self.log.handle_tick(self.now);
+            self.pump_all()?;
+        }
+        let (start, end) = (self.log.log_start(), self.log.high_watermark());
+        if !self.fenced {
+            // Liveness: once idle, everything appended is durable and acknowledged.
+            ensure(
+                end == self.log.next_offset() && self.tickets.is_empty(),
+                || {
+                    format!(
+                        "idle log left {} tickets; hwm {end}, next {}",
+                        self.tickets.len(),
+                        self.log.next_offset()
+                    )
+                },
+            )?;
+        }
+        self.verify_range(start, end, false)
+    }
+
+    #[allow(clippy::print_stderr)]
+    fn trace(&self, message: fmt::Arguments<'_>) {
+        if std::env::var_os("SPATE_SIM_TRACE").is_some() {
+            eprintln!("{message}");
+        }
+    }
+
+    fn random_batch(&mut self) -> Vec<u8> {
+        let mut builder = BatchBuilder::new();
+        let records = self.rng.range(1, 12);
+        let big = self.rng.chance(1, 20);
+        for _ in 0..records {
+            let size = if big {
+                self.rng.range(4000, 40_000)
+            } else {
+                self.rng.range(0, 600)
+            };
+            let mut value = vec![0u8; usize::try_from(size).expect("fits")];
+            self.rng.fill(&mut value);
+            let key = self.rng.next_u64().to_le_bytes();
+            let timestamp = self.now.0 + i64::try_from(self.rng.below(10)).expect("fits");
+            let record = Record {
+                timestamp,
+                key: self.rng.chance(1, 2).then_some(&key[..]),
+                value: Some(&value),
+                headers: &[],
+            };
+            if builder.push(&record).is_err() {
+                break;
+            }
+        }
+        builder.finish().expect("at least one record")
+    }
+
+    fn append(&mut self) -> Checked {
+        let bytes = self.random_batch();
+        let durability =
+            [Durability::None, Durability::Write, Durability::Fsync][self.rng.index(3)];
+        let expected = self.log.next_offset();
+        match self.log.handle_append(self.now, &bytes, durability) {
+            Ok(ticket) => {
+                ensure(!self.fenced, || {
+                    "a fenced partition accepted an append".into()
+                })?;
+                ensure(ticket.base_offset == expected, || {
+                    format!(
+                        "append got offset {}, expected {expected}",
+                        ticket.base_offset
+                    )
+                })?;
+                ensure(!self.batches.contains_key(&ticket.base_offset.0), || {
+                    format!("offset {} assigned twice", ticket.base_offset)
+                })?;
+                self.batches.insert(
+                    ticket.base_offset.0,
+                    ModelBatch {
+                        next: ticket.next_offset(),
+                        bytes,
+                    },
+                );
+                self.tickets.push(Ticket {
+                    next: ticket.next_offset(),
+                    durability,
+                });
+                self.report.appends += 1;
+                self.report.records += ticket.next_offset().0 - ticket.base_offset.0;
+            }
+            Err(AppendError::Fenced(_)) => {
+                ensure(self.fenced, || {
+                    "append refused as fenced, but no fence was reported".into()
+                })?;
+            }
+            Err(AppendError::BufferFull { .. }) => self.pump()?,
+            Err(error) => return Err(format!("valid batch refused: {error}")),
+        }
+        self.drain_events()
+    }
+
+    fn transfer(&mut self) {
+        while let Some(request) = self.log.poll_io() {
+            self.trace(format_args!("  io {}", describe(&request)));
+            self.storage.submit(request);
+        }
+    }
+
+    fn deliver(&mut self) -> Checked {
+        while let Some(done) = self.storage.poll_done() {
+            self.log.handle_io_done(self.now, done);
+            self.transfer();
+        }
+        self.drain_events()
+    }
+
+    fn pump(&mut self) -> Checked {
+        self.transfer();
+        let count = self.rng.range(1, 6);
+        for _ in 0..count {
+            if !self.storage.complete_one() {
+                break;
+            }
+        }
+        self.deliver()
+    }
+
+    fn pump_all(&mut self) -> Checked {
+        loop {
+            self.transfer();
+            if !self.storage.complete_one() {
+                return self.deliver();
+            }
+            self.deliver()?;
+        }
+    }
+
+    fn tick(&mut self) -> Checked {
+        self.now = Millis(self.now.0 + i64::try_from(self.rng.below(20)).expect("fits"));
+        self.log.handle_tick(self.now);
+        self.transfer();
+        self.drain_events()
+    }
+
+    fn drain_events(&mut self) -> Checked {
+        while let Some(event) = self.log.poll_event() {
+            self.trace(format_args!("  event {event:?}"));
+            match event {
+                LogEvent::Written { up_to } => {
+                    ensure(!self.fenced, || {
+                        "a fenced partition reported a write".into()
+                    })?;
+                    ensure(up_to > self.written_seen, || {
+                        format!("written moved back to {up_to}")
+                    })?;
+                    ensure(up_to <= self.log.next_offset(), || {
+                        format!("written {up_to} past the end")
+                    })?;
+                    self.written_seen = up_to;
+                    self.tickets.retain(|ticket| {
+                        ticket.durability != Durability::Write || ticket.next > up_to
+                    });
+                }
+                LogEvent::Durable { up_to } => {
+                    ensure(!self.fenced, || "a fenced partition acknowledged".into())?;
+                    ensure(up_to > self.promised, || {
+                        format!("high watermark moved back to {up_to}")
+                    })?;
+                    ensure(up_to <= self.written_seen, || {
+                        format!("durable {up_to} passed written {}", self.written_seen)
+                    })?;
+                    let synced = self.synced_end()?;
+                    ensure(synced >= up_to, || {
+                        format!("high watermark {up_to} covers unsynced data (synced image ends at {synced})")
+                    })?;
+                    self.promised = up_to;
+                    self.report.durable_events += 1;
+                    self.tickets.retain(|ticket| ticket.next > up_to);
+                }
+                LogEvent::Fenced { durable, .. } => {
+                    ensure(durable == self.promised, || {
+                        format!(
+                            "fenced at {durable}, but the high watermark is {}",
+                            self.promised
+                        )
+                    })?;
+                    self.fenced = true;
+                    self.report.fences += 1;
+                }
+                LogEvent::SegmentRolled { .. } => self.report.rolls += 1,
+                LogEvent::SegmentsDeleted {
+                    segments,
+                    log_start,
+                } => {
+                    self.report.segments_deleted += u64::from(segments);
+                    ensure(log_start <= self.log.high_watermark(), || {
+                        format!("log start {log_start} passed the high watermark")
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the offsets that the synced image holds end: scanning the synced contents of
+    /// every log file whose directory entry is durable, from the log start.
+    fn synced_end(&self) -> Checked<Offset> {
+        let mut end = self.log.log_start();
+        let mut logs: Vec<FileRef> = self
+            .storage
+            .file_refs()
+            .into_iter()
+            .filter(|file| file.kind == SegmentFileKind::Log && self.storage.is_dir_durable(file))
+            .collect();
+        logs.sort();
+        for file in logs {
+            if file.base > end {
+                break;
+            }
+            let data = self.storage.durable_contents(&file).unwrap_or_default();
+            let (found, _) = scan_segment(data, 0, Some(file.base));
+            if let Some(last) = found.last() {
+                end = end.max(last.next_offset());
+            }
+        }
+        Ok(end)
+    }
+
+    fn check_watermarks(&self) -> Checked {
+        let log = &self.log;
+        ensure(log.high_watermark() == self.promised, || {
+            format!(
+                "high watermark {} but last reported {}",
+                log.high_watermark(),
+                self.promised
+            )
+        })?;
+        ensure(log.log_start() <= log.high_watermark(), || {
+            "log start above high watermark".into()
+        })?;
+        ensure(log.high_watermark() <= log.written_end(), || {
+            "durable above written".into()
+        })?;
+        ensure(log.written_end() <= log.next_offset(), || {
+            "written above next offset".into()
+        })?;
+        if !self.fenced {
+            // A ticket still waiting is above the watermark of its level.
+            for ticket in &self.tickets {
+                let watermark = match ticket.durability {
+                    Durability::Write => self.written_seen,
+                    _ => self.promised,
+                };
+                ensure(ticket.next > watermark, || {
+                    "a covered ticket was not acknowledged".into()
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn fetch_random(&mut self) -> Checked {
+        let (start, end) = (self.log.log_start(), self.log.high_watermark());
+        if start >= end {
+            return Ok(());
+        }
+        let offset = Offset(self.rng.range(start.0, end.0 - 1));
+        let max_bytes = [1u32, 4096, 100_000][self.rng.index(3)];
+        let bytes = self.fetch(offset, max_bytes)?;
+        self.check_fetched(offset, &bytes).map(|_| ())
+    }
+
+    fn fetch(&mut self, offset: Offset, max_bytes: u32) -> Checked<Bytes> {
+        self.report.fetches += 1;
+        match self.log.handle_fetch(offset, max_bytes) {
+            Ok(FetchPlan::Ready(bytes)) => Ok(bytes),
+            Ok(FetchPlan::Read(plan)) => {
+                let data = self
+                    .storage
+                    .read_now(&plan.file, plan.position, plan.len)
+                    .ok_or_else(|| format!("fetch read of missing {}", plan.file))?;
+                plan.complete(&data)
+                    .map_err(|error| format!("fetch at {offset}: {error}"))
+            }
+            Ok(FetchPlan::AtEnd) => Err(format!(
+                "fetch at {offset} below the high watermark said at end"
+            )),
+            Err(error) => Err(format!("fetch at {offset}: {error}")),
+        }
+    }
+
+    /// Checks fetched bytes against the model; returns the offset after the last batch.
+    fn check_fetched(&self, offset: Offset, bytes: &[u8]) -> Checked<Offset> {
+        let mut next = None;
+        for batch in batches(bytes) {
+            let batch = batch.map_err(|error| format!("fetched an invalid batch: {error}"))?;
+            let base = batch.base_offset();
+            match next {
+                None => ensure(base <= offset && offset <= batch.last_offset(), || {
+                    format!(
+                        "fetch at {offset} started with batch {base}..{}",
+                        batch.last_offset()
+                    )
+                })?,
+                Some(expected) => ensure(base == expected, || {
+                    format!("fetched batches not contiguous: {base} after {expected}")
+                })?,
+            }
+            let model = self
+                .batches
+                .get(&base.0)
+                .ok_or_else(|| format!("fetched batch at {base}, which was never assigned"))?;
+            ensure(model.next == batch.next_offset(), || {
+                format!("batch {base} has the wrong length")
+            })?;
+            ensure(batch.as_bytes()[24..] == model.bytes[24..], || {
+                format!("batch {base} bytes differ from what was appended")
+            })?;
+            next = Some(batch.next_offset());
+        }
+        next.ok_or_else(|| format!("fetch at {offset} returned no batch"))
+    }
+
+    /// Fetches every offset in `[start, end)` and compares with the model. With
+    /// `corruption_possible` (after a bit flip), a fetch may instead report the damage (a
+    /// rolled segment is only fully checked when read), which ends the check; wrong bytes are
+    /// never allowed.
+    fn verify_range(&mut self, start: Offset, end: Offset, corruption_possible: bool) -> Checked {
+        let mut offset = start;
+        while offset < end {
+            let bytes = match self.log.handle_fetch(offset, 1 << 20) {
+                Ok(FetchPlan::Read(plan)) if corruption_possible => {
+                    let data = self
+                        .storage
+                        .read_now(&plan.file, plan.position, plan.len)
+                        .unwrap_or_default();
+                    match plan.complete(&data) {
+                        Ok(bytes) => bytes,
+                        Err(FetchError::Corrupt { .. }) => {
+                            self.report.corruptions_detected += 1;
+                            return Ok(());
+                        }
+                        Err(error) => return Err(format!("fetch at {offset}: {error}")),
+                    }
+                }
+                _ => self.fetch(offset, 1 << 20)?,
+            };
+            let next = self.check_fetched(offset, &bytes)?;
+            ensure(next > offset, || {
+                format!("fetch at {offset} made no progress")
+            })?;
+            offset = next;
+        }
+        Ok(())
+    }
+
+    fn retention(&mut self) -> Checked {
+        let before = self.log.log_start();
+        self.log.handle_retention(self.now);
+        let after = self.log.log_start();
+        ensure(after >= before, || "log start moved back".into())?;
+        ensure(
+            after == before || self.log.segment_bases().first() == Some(&after),
+            || "log start is not a segment base: retention deleted part of a segment".into(),
+        )?;
+        ensure(self.log.segment_count() >= 1, || {
+            "retention deleted the active segment".into()
+        })?;
+        self.transfer();
+        self.drain_events()
+    }
+
+    fn arm_fault(&mut self) {
+        let fault = [Fault::WriteError, Fault::SyncError, Fault::ShortWrite][self.rng.index(3)];
+        self.storage.inject(fault);
+    }
+
+    fn recover(&mut self, mut storage: SimStorage) -> Checked<(SimStorage, Recovered)> {
+        for attempt in 0..3 {
+            if attempt == 0 && self.options.faults && self.rng.chance(1, 10) {
+                storage.inject(Fault::ReadError);
+            }
+            let listing = storage.list().map_err(|error| error.to_string())?;
+            let mut recovery = Recovery::new(self.config.clone(), &listing);
+            let result = loop {
+                while let Some(request) = recovery.poll_io() {
+                    storage.submit(request);
+                }
+                if let Some(result) = recovery.poll_done() {
+                    break result;
+                }
+                if !storage.complete_one() {
+                    return Err("recovery is stuck: no request in flight and no result".into());
+                }
+                while let Some(done) = storage.poll_done() {
+                    recovery.handle_io_done(done);
+                }
+            };
+            match result {
+                Ok(recovered) => return Ok((storage, recovered)),
+                Err(RecoveryError::Storage(_)) => {
+                    // A failed read stops recovery; the node retries (a restart).
+                    storage.clear_faults();
+                    storage.complete_all();
+                    while storage.poll_done().is_some() {}
+                }
+                Err(error) => return Err(format!("recovery failed: {error}")),
+            }
+        }
+        Err("recovery failed three times".into())
+    }
+
+    fn crash_and_recover(&mut self, corrupted: bool) -> Checked<RecoveryReport> {
+        self.storage.clear_faults();
+        let image = self.storage.crash(self.rng.next_u64());
+        let (storage, Recovered { log, report }) = self.recover(image)?;
+        self.report.crashes += 1;
+        if report.torn_tail.is_some() {
+            self.report.torn_tails += 1;
+        }
+        if !corrupted {
+            ensure(report.corruption.is_none(), || {
+                format!(
+                    "a crash alone was reported as corruption: {:?}",
+                    report.corruption
+                )
+            })?;
+        }
+        let high = log.high_watermark();
+        if !corrupted {
+            ensure(high >= self.promised, || {
+                format!(
+                    "recovered high watermark {high} is below the promised {}",
+                    self.promised
+                )
+            })?;
+        }
+        ensure(
+            log.next_offset() == high && log.written_end() == high,
+            || "after recovery everything present must be durable".into(),
+        )?;
+        self.storage = storage;
+        self.log = log;
+        // Offsets at and above the recovered end were never durable: they may be assigned again.
+        self.batches.retain(|&base, _| base < high.0);
+        self.tickets.clear();
+        self.promised = high;
+        self.written_seen = high;
+        self.fenced = self.log.fenced().is_some();
+        let start = self.log.log_start();
+        self.verify_range(start, high, corrupted)?;
+        Ok(report)
+    }
+
+    /// Flips a bit of synced data, then crashes and recovers: the damage must be reported
+    /// (fenced), or, only inside the torn-tail window, truncated. Returns true to end the run.
+    fn flip_and_recover(&mut self) -> Checked<bool> {
+        let mut logs: Vec<FileRef> = self
+            .storage
+            .file_refs()
+            .into_iter()
+            .filter(|file| file.kind == SegmentFileKind::Log)
+            .collect();
+        logs.retain(|file| {
+            let data = self.storage.durable_contents(file).unwrap_or_default();
+            !scan_segment(data, 0, Some(file.base)).0.is_empty()
+        });
+        if logs.is_empty() {
+            return Ok(false);
+        }
+        let file = logs[self.rng.index(logs.len())];
+        let data = self.storage.durable_contents(&file).unwrap_or_default();
+        let (found, _) = scan_segment(data, 0, Some(file.base));
+        let end = found.last().map_or(0, |batch| batch.end_position());
+        let position = self.rng.below(end);
+        let bit = u8::try_from(self.rng.below(8)).expect("fits");
+        let last_file = self
+            .storage
+            .file_refs()
+            .into_iter()
+            .filter(|f| f.kind == SegmentFileKind::Log)
+            .max();
+        self.storage.flip_bit(&file, position, bit);
+        let report = self.crash_and_recover(true)?;
+        if let Some(torn) = &report.torn_tail {
+            if torn.segment == file.base && torn.position <= position {
+                // Truncated as torn: allowed only inside the window at the end of the log.
+                ensure(Some(file) == last_file, || {
+                    "a flip in a rolled segment was truncated".into()
+                })?;
+                ensure(
+                    position < (torn.position & !4095) + TORN_WINDOW_BYTES,
+                    || "a flip beyond the torn-tail window was truncated".into(),
+                )?;
+            }
+        }
+        self.report.corruptions_detected += u64::from(report.corruption.is_some());
+        Ok(true)
+    }
+}
+
+fn describe(request: &spate_core::IoRequest) -> String {
+    use spate_core::IoRequest;
+    match request {
+        IoRequest::Write {
+            file,
+            position,
+            data,
+            ..
+        } => format!("write {file} at {position} len {}", data.len()),
+        IoRequest::WriteFile { file, data, .. } => format!("write-file {file} len {}", data.len()),
+        IoRequest::Create { file, allocate, .. } => format!("create {file} allocate {allocate}"),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Runs `count` seeds from `first`; returns the reports or the first failure.
+pub fn run_seeds(first: u64, count: u64, options: Options) -> Result<RunReport, Failure> {
+    let mut total = RunReport::default();
+    for seed in first..first + count {
+        let report = run_seed(seed, options)?;
+        total.appends += report.appends;
+        total.records += report.records;
+        total.crashes += report.crashes;
+        total.torn_tails += report.torn_tails;
+        total.fences += report.fences;
+        total.corruptions_detected += report.corruptions_detected;
+        total.fetches += report.fetches;
+        total.segments_deleted += report.segments_deleted;
+        total.rolls += report.rolls;
+        total.durable_events += report.durable_events;
+    }
+    Ok(total)
+}

@@ -1,0 +1,37 @@
+//! The deterministic simulation of the partition log: a fixed set of seeds in the default
+//! suite, and an ignored test that replays one seed (the `spate-sim` binary runs many).
+
+#![allow(clippy::print_stderr)]
+
+use spate_sim::{run_seed, run_seeds, Options};
+
+/// Seeds the default suite runs. A failure prints the seed that replays it.
+const SEEDS: u64 = 300;
+
+#[test]
+fn fixed_seeds_keep_every_promise() {
+    match run_seeds(0, SEEDS, Options::default()) {
+        Ok(total) => {
+            eprintln!("{total:?}");
+            assert!(total.crashes > 100, "too few crashes simulated: {total:?}");
+            assert!(total.torn_tails > 0, "no torn tail simulated: {total:?}");
+            assert!(total.fences > 0, "no fence simulated: {total:?}");
+            assert!(total.rolls > 0 && total.segments_deleted > 0, "{total:?}");
+        }
+        Err(failure) => panic!("{failure}"),
+    }
+}
+
+/// `SPATE_SIM_SEED=N cargo test -p spate-sim replay -- --ignored` replays one seed.
+#[test]
+#[ignore = "replays SPATE_SIM_SEED"]
+fn replay() {
+    let seed = std::env::var("SPATE_SIM_SEED")
+        .expect("set SPATE_SIM_SEED")
+        .parse()
+        .expect("a number");
+    match run_seed(seed, Options::default()) {
+        Ok(report) => eprintln!("seed {seed} passed: {report:?}"),
+        Err(failure) => panic!("{failure}"),
+    }
+}
