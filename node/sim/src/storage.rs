@@ -50,7 +50,7 @@ pub struct SimStats {
     pub faults: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SimStorage {
     rng: Rng,
     files: BTreeMap<FileRef, SimFile>,
@@ -332,12 +332,18 @@ impl SimStorage {
         IoDone { id, result }
     }
 
-    /// A crash: returns the storage as it could be found after a power loss now. Requests in
-    /// flight may or may not have happened (a write: any subset of its sectors).
-    pub fn crash(&mut self, seed: u64) -> SimStorage {
+    /// The requests handed to the storage and not completed yet.
+    pub fn in_flight_requests(&self) -> &[IoRequest] {
+        &self.in_flight
+    }
+
+    /// A crash: returns the storage as it could be found after a power loss now, leaving this
+    /// one untouched. Requests in flight may or may not have happened (a write: any subset of
+    /// its sectors).
+    pub fn crash(&self, seed: u64) -> SimStorage {
         let mut rng = Rng::new(seed);
-        let in_flight = std::mem::take(&mut self.in_flight);
-        for request in in_flight {
+        let mut files_now = self.files.clone();
+        for request in &self.in_flight {
             match request {
                 IoRequest::Write {
                     file,
@@ -345,8 +351,8 @@ impl SimStorage {
                     data,
                     ..
                 } => {
-                    if let Some(sim) = self.files.get_mut(&file) {
-                        let start = usize::try_from(position).expect("fits");
+                    if let Some(sim) = files_now.get_mut(file) {
+                        let start = usize::try_from(*position).expect("fits");
                         for (index, sector) in data.chunks(SECTOR).enumerate() {
                             if rng.chance(1, 2) {
                                 let at = start + index * SECTOR;
@@ -360,7 +366,7 @@ impl SimStorage {
                 }
                 // A sync racing the crash may have reached the device.
                 IoRequest::Sync { file, .. } if rng.chance(1, 2) => {
-                    if let Some(sim) = self.files.get_mut(&file) {
+                    if let Some(sim) = files_now.get_mut(file) {
                         sim.durable = sim.data.clone();
                     }
                 }
@@ -368,7 +374,7 @@ impl SimStorage {
             }
         }
         let mut files = BTreeMap::new();
-        for (file, sim) in &self.files {
+        for (file, sim) in &files_now {
             if !self.dir_durable.contains(file) && rng.chance(1, 2) {
                 continue;
             }

@@ -1,0 +1,500 @@
+//! Focused tests of the partition log over simulated storage: group commit, acknowledgement
+//! order, torn tails, corruption, fencing on storage errors, retention and fetches.
+
+use bytes::Bytes;
+use spate_core::recovery::{Recovered, Recovery};
+use spate_core::storage::FileRef;
+use spate_core::{
+    AppendError, FenceReason, FetchPlan, IoRequest, LogConfig, LogEvent, Millis, PartitionLog,
+    Storage,
+};
+use spate_format::limits::SECTOR_SIZE;
+use spate_format::segment::SegmentFileKind;
+use spate_format::{batches, BatchBuilder, Offset, Record};
+use spate_proto::Durability;
+use spate_sim::{Fault, SimStorage};
+
+const T0: i64 = 1_700_000_000_000;
+
+fn config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 64 << 10,
+        segment_ms: 1_000_000,
+        retention_ms: None,
+        retention_bytes: None,
+        flush_interval_ms: 10,
+        flush_bytes: 1 << 20,
+        preallocate_bytes: 16 << 10,
+        tail_cache_bytes: 1 << 20,
+    }
+}
+
+fn batch(value_size: usize, records: u32, timestamp: i64) -> Vec<u8> {
+    let value = vec![0x5a; value_size];
+    let mut builder = BatchBuilder::new();
+    for _ in 0..records {
+        builder
+            .push(&Record {
+                timestamp,
+                value: Some(&value),
+                ..Record::default()
+            })
+            .unwrap();
+    }
+    builder.finish().unwrap()
+}
+
+struct Harness {
+    log: PartitionLog,
+    storage: SimStorage,
+    now: Millis,
+    /// Every request the log handed out, in order.
+    requests: Vec<IoRequest>,
+    events: Vec<LogEvent>,
+}
+
+impl Harness {
+    fn new(config: LogConfig) -> Self {
+        Harness {
+            log: PartitionLog::new(config, Offset(0)),
+            storage: SimStorage::new(7),
+            now: Millis(T0),
+            requests: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn append(&mut self, bytes: &[u8], durability: Durability) -> Offset {
+        let ticket = self.log.handle_append(self.now, bytes, durability).unwrap();
+        self.transfer();
+        ticket.next_offset()
+    }
+
+    fn transfer(&mut self) {
+        while let Some(request) = self.log.poll_io() {
+            self.requests.push(request.clone());
+            self.storage.submit(request);
+        }
+        while let Some(event) = self.log.poll_event() {
+            self.events.push(event);
+        }
+    }
+
+    /// Completes one in-flight request (random order) and delivers what completed.
+    fn step(&mut self) -> bool {
+        let progressed = self.storage.complete_one();
+        while let Some(done) = self.storage.poll_done() {
+            self.log.handle_io_done(self.now, done);
+        }
+        self.transfer();
+        progressed
+    }
+
+    fn settle(&mut self) {
+        while self.step() {}
+    }
+
+    fn count(&self, predicate: impl Fn(&IoRequest) -> bool) -> usize {
+        self.requests
+            .iter()
+            .filter(|request| predicate(request))
+            .count()
+    }
+
+    fn fetch_all(&self) -> Vec<Offset> {
+        let mut bases = Vec::new();
+        let mut offset = self.log.log_start();
+        while offset < self.log.high_watermark() {
+            let bytes = match self.log.handle_fetch(offset, 1 << 20).unwrap() {
+                FetchPlan::Ready(bytes) => bytes,
+                FetchPlan::Read(plan) => plan
+                    .complete(
+                        &self
+                            .storage
+                            .read_now(&plan.file, plan.position, plan.len)
+                            .unwrap(),
+                    )
+                    .unwrap(),
+                FetchPlan::AtEnd => panic!("at end below the high watermark"),
+            };
+            for batch in batches(&bytes) {
+                let batch = batch.unwrap();
+                bases.push(batch.base_offset());
+                offset = batch.next_offset();
+            }
+        }
+        bases
+    }
+}
+
+fn is_sync(request: &IoRequest) -> bool {
+    matches!(request, IoRequest::Sync { .. })
+}
+
+fn is_write(request: &IoRequest) -> bool {
+    matches!(request, IoRequest::Write { .. })
+}
+
+fn recover(storage: &mut SimStorage, config: LogConfig) -> Recovered {
+    let listing = storage.list().unwrap();
+    let mut recovery = Recovery::new(config, &listing);
+    loop {
+        while let Some(request) = recovery.poll_io() {
+            storage.submit(request);
+        }
+        if let Some(result) = recovery.poll_done() {
+            return result.unwrap();
+        }
+        assert!(storage.complete_one(), "recovery stuck");
+        while let Some(done) = storage.poll_done() {
+            recovery.handle_io_done(done);
+        }
+    }
+}
+
+#[test]
+fn group_commit_coalesces_appends_into_one_sync_per_round() {
+    let mut harness = Harness::new(config());
+    let first = harness.append(&batch(100, 1, T0), Durability::Fsync);
+    // The first round is in flight; 50 more producers append meanwhile.
+    let mut last = first;
+    for _ in 0..50 {
+        last = harness.append(&batch(100, 1, T0), Durability::Fsync);
+    }
+    assert_eq!(
+        harness.count(is_sync),
+        0,
+        "no sync before the round's write completed"
+    );
+    harness.settle();
+    // Round 1: the first batch. Round 2: all 50 others, one write and one sync.
+    assert_eq!(harness.count(is_write), 2);
+    assert_eq!(harness.count(is_sync), 2);
+    assert_eq!(harness.log.high_watermark(), last);
+    let durable: Vec<Offset> = harness
+        .events
+        .iter()
+        .filter_map(|event| match event {
+            LogEvent::Durable { up_to } => Some(*up_to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(durable, vec![first, last]);
+}
+
+#[test]
+fn acknowledgements_never_precede_the_sync_that_covers_them() {
+    let mut harness = Harness::new(config());
+    let up_to = harness.append(&batch(5000, 3, T0), Durability::Fsync);
+    // Complete requests one at a time and watch for the first Durable event.
+    let mut synced = false;
+    loop {
+        let before = harness.requests.len();
+        let pending_sync_ids: Vec<_> = harness
+            .requests
+            .iter()
+            .filter(|r| is_sync(r))
+            .map(IoRequest::id)
+            .collect();
+        if !harness.step() {
+            break;
+        }
+        let _ = before;
+        if !pending_sync_ids.is_empty() {
+            synced = true;
+        }
+        let durable = harness
+            .events
+            .iter()
+            .any(|event| matches!(event, LogEvent::Durable { .. }));
+        assert!(
+            !durable || synced,
+            "durable before any sync was even handed out"
+        );
+    }
+    assert_eq!(harness.log.high_watermark(), up_to);
+    // The synced image holds the batch: a crash now keeps it.
+    let mut image = harness.storage.crash(1);
+    let recovered = recover(&mut image, config());
+    assert_eq!(recovered.log.high_watermark(), up_to);
+}
+
+#[test]
+fn none_and_write_acks_become_durable_by_the_flush_interval() {
+    let mut harness = Harness::new(config());
+    let up_to = harness.append(&batch(10, 1, T0), Durability::None);
+    harness.settle();
+    assert_eq!(
+        harness.count(is_write),
+        0,
+        "`none` waits for the flush interval"
+    );
+    assert_eq!(harness.log.poll_timeout(), Some(Millis(T0 + 10)));
+    harness.now = Millis(T0 + 10);
+    harness.log.handle_tick(harness.now);
+    harness.transfer();
+    harness.settle();
+    assert_eq!(harness.log.high_watermark(), up_to);
+
+    let up_to = harness.append(&batch(10, 1, T0), Durability::Write);
+    harness.settle();
+    assert_eq!(
+        harness.log.written_end(),
+        up_to,
+        "`write` is written at once"
+    );
+    assert!(
+        harness.log.high_watermark() < up_to,
+        "but not synced before the interval"
+    );
+}
+
+#[test]
+fn a_sync_error_fences_the_partition() {
+    let mut harness = Harness::new(config());
+    let durable = harness.append(&batch(10, 1, T0), Durability::Fsync);
+    harness.settle();
+    harness.storage.inject(Fault::SyncError);
+    harness.append(&batch(10, 1, T0), Durability::Fsync);
+    harness.settle();
+    assert_eq!(
+        harness.log.high_watermark(),
+        durable,
+        "nothing acknowledged after the error"
+    );
+    assert!(matches!(
+        harness.events.last(),
+        Some(LogEvent::Fenced { durable: at, reason: FenceReason::Storage(_) }) if *at == durable
+    ));
+    let syncs = harness.count(is_sync);
+    assert!(matches!(
+        harness
+            .log
+            .handle_append(harness.now, &batch(10, 1, T0), Durability::Fsync),
+        Err(AppendError::Fenced(_))
+    ));
+    harness.settle();
+    assert_eq!(
+        harness.count(is_sync),
+        syncs,
+        "a failed sync is never retried"
+    );
+    // Reads below the fence still work.
+    assert_eq!(harness.fetch_all(), vec![Offset(0)]);
+}
+
+#[test]
+fn a_write_error_fences_and_a_short_write_is_completed() {
+    let mut harness = Harness::new(config());
+    harness.storage.inject(Fault::ShortWrite);
+    let up_to = harness.append(&batch(9000, 2, T0), Durability::Fsync);
+    harness.settle();
+    assert_eq!(
+        harness.log.high_watermark(),
+        up_to,
+        "the rest of a short write is written"
+    );
+    assert!(harness.log.fenced().is_none());
+    harness.storage.inject(Fault::WriteError);
+    harness.append(&batch(10, 1, T0), Durability::Fsync);
+    harness.settle();
+    assert_eq!(harness.log.high_watermark(), up_to);
+    assert!(harness.log.fenced().is_some());
+}
+
+#[test]
+fn a_torn_tail_is_truncated_at_the_last_whole_batch() {
+    let mut harness = Harness::new(config());
+    let durable = harness.append(&batch(3000, 2, T0), Durability::Fsync);
+    harness.settle();
+    // A large batch whose write is in flight at the crash: a crash image keeps any subset of
+    // its sectors.
+    let end = harness.append(&batch(9000, 3, T0), Durability::Fsync);
+    while !harness.storage.in_flight_requests().iter().any(is_write) {
+        assert!(harness.step(), "the write never went out");
+    }
+    let (mut torn, mut whole) = (0, 0);
+    for seed in 0..64 {
+        let mut image = harness.storage.crash(seed);
+        let recovered = recover(&mut image, config());
+        assert!(
+            recovered.report.corruption.is_none(),
+            "a crash alone is not corruption"
+        );
+        let high = recovered.log.high_watermark();
+        assert!(high == durable || high == end, "recovered to {high}");
+        if let Some(tail) = &recovered.report.torn_tail {
+            torn += 1;
+            assert_eq!(high, durable, "the torn batch is gone");
+            assert!(tail.bytes_discarded > 0);
+            let file = image.contents(&FileRef::log(Offset(0))).unwrap();
+            assert_eq!(
+                file.len() as u64,
+                tail.position,
+                "the file was cut at the last whole batch"
+            );
+        } else if high == end {
+            whole += 1;
+        }
+    }
+    // Each of the batch's sectors survives with probability 1/2: most images tear it, a few
+    // lose it whole (zeros: a clean end), hardly any keep all of it.
+    assert!(
+        torn > 32,
+        "{torn} torn and {whole} whole images out of 64"
+    );
+}
+
+#[test]
+fn corruption_of_acknowledged_data_fences_instead_of_truncating() {
+    let mut config = config();
+    config.segment_bytes = 64 << 10;
+    let mut harness = Harness::new(config.clone());
+    for _ in 0..40 {
+        harness.append(&batch(4000, 1, T0), Durability::Fsync);
+        harness.settle();
+    }
+    let end = harness.log.high_watermark();
+    let bases = harness.log.segment_bases();
+    assert!(bases.len() >= 2, "the log rolled");
+    // Flip a byte in the middle of the first, rolled segment and remove its indexes, so
+    // recovery must scan it.
+    let first = FileRef::log(bases[0]);
+    harness.storage.flip_bit(&first, 10_000, 3);
+    let mut image = harness.storage.crash(3);
+    for kind in [SegmentFileKind::OffsetIndex, SegmentFileKind::TimeIndex] {
+        image.submit(IoRequest::Remove {
+            id: spate_core::IoId(u64::MAX),
+            file: FileRef {
+                base: bases[0],
+                kind,
+            },
+        });
+        image.complete_all();
+        while image.poll_done().is_some() {}
+    }
+    let recovered = recover(&mut image, config);
+    let corruption = recovered
+        .report
+        .corruption
+        .clone()
+        .expect("corruption reported");
+    let FenceReason::Corruption {
+        segment, position, ..
+    } = &corruption
+    else {
+        panic!("{corruption:?}")
+    };
+    assert_eq!(segment, &first.file_name());
+    assert!(*position <= 10_000);
+    assert!(
+        recovered.report.torn_tail.is_none(),
+        "acknowledged data is never truncated"
+    );
+    let mut log = recovered.log;
+    assert!(log.fenced().is_some());
+    assert!(log.high_watermark() < end);
+    assert!(matches!(
+        log.handle_append(Millis(T0), &batch(1, 1, T0), Durability::Fsync),
+        Err(AppendError::Fenced(_))
+    ));
+    // Nothing on disk was cut.
+    assert_eq!(
+        image.contents(&first).unwrap().len() as u64,
+        harness.storage.contents(&first).unwrap().len() as u64
+    );
+}
+
+#[test]
+fn retention_deletes_whole_old_segments_only() {
+    let mut config = config();
+    config.retention_bytes = Some(150 << 10);
+    let mut harness = Harness::new(config);
+    for _ in 0..100 {
+        harness.append(&batch(4000, 1, T0), Durability::Fsync);
+        harness.settle();
+    }
+    let bases_before = harness.log.segment_bases();
+    let size_before = harness.log.size_bytes();
+    let deleted = harness.log.handle_retention(harness.now);
+    harness.transfer();
+    harness.settle();
+    assert!(deleted > 0);
+    let bases_after = harness.log.segment_bases();
+    assert_eq!(
+        &bases_before[deleted as usize..],
+        &bases_after[..],
+        "oldest segments go first"
+    );
+    assert_eq!(
+        harness.log.log_start(),
+        bases_after[0],
+        "the log starts at a segment base"
+    );
+    assert!(harness.log.size_bytes() >= 150 << 10 || bases_after.len() == 1);
+    assert!(harness.log.size_bytes() < size_before);
+    for base in &bases_before[..deleted as usize] {
+        assert!(
+            harness.storage.contents(&FileRef::log(*base)).is_none(),
+            "deleted segment file remains"
+        );
+    }
+    // Offsets below the log start are out of range; everything above is readable.
+    assert!(harness.log.handle_fetch(Offset(0), 100).is_err());
+    let fetched = harness.fetch_all();
+    assert_eq!(fetched.first(), Some(&bases_after[0]));
+
+    // By time: everything older than the retention goes, never the active segment.
+    let mut config = self::config();
+    config.retention_ms = Some(1000);
+    let mut harness = Harness::new(config);
+    for _ in 0..40 {
+        harness.append(&batch(4000, 1, T0), Durability::Fsync);
+        harness.settle();
+    }
+    harness.now = Millis(T0 + 5000);
+    harness.log.handle_retention(harness.now);
+    harness.transfer();
+    harness.settle();
+    assert_eq!(
+        harness.log.segment_count(),
+        1,
+        "only the active segment is kept"
+    );
+}
+
+#[test]
+fn fetches_come_from_the_tail_cache_or_aligned_reads() {
+    let mut config = config();
+    config.tail_cache_bytes = 8 << 10;
+    let mut harness = Harness::new(config);
+    for _ in 0..30 {
+        harness.append(&batch(1000, 2, T0), Durability::Fsync);
+        harness.settle();
+    }
+    let high = harness.log.high_watermark();
+    assert!(matches!(
+        harness.log.handle_fetch(Offset(high.0 - 1), 100),
+        Ok(FetchPlan::Ready(_))
+    ));
+    match harness.log.handle_fetch(Offset(1), 100) {
+        Ok(FetchPlan::Read(plan)) => {
+            assert_eq!(plan.position % u64::from(SECTOR_SIZE), 0);
+            assert_eq!(plan.len % u64::from(SECTOR_SIZE), 0);
+            let data = harness
+                .storage
+                .read_now(&plan.file, plan.position, plan.len)
+                .unwrap();
+            let bytes: Bytes = plan.complete(&data).unwrap();
+            let first = batches(&bytes).next().unwrap().unwrap();
+            assert_eq!(first.base_offset(), Offset(0), "the batch holding offset 1");
+        }
+        other => panic!("expected a read plan, got {other:?}"),
+    }
+    assert!(matches!(
+        harness.log.handle_fetch(high, 100),
+        Ok(FetchPlan::AtEnd)
+    ));
+    assert!(harness.log.handle_fetch(Offset(high.0 + 1), 100).is_err());
+    assert_eq!(harness.fetch_all().len(), 30);
+}
