@@ -8,4 +8,4 @@ pub mod storage;
 pub mod workload;
 
 pub use storage::{Fault, SimStorage};
-pub use workload::{run_seed, run_seeds, Failure, Options, RunReport};
+pub use workload::{run_seed, run_seeds, Failure, Op, Options, RunReport, Simulation};

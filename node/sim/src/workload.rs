@@ -95,6 +95,7 @@ struct Ticket {
     durability: Durability,
 }
 
+#[derive(Debug)]
 struct Run {
     step: u32,
     options: Options,
@@ -124,25 +125,7 @@ fn ensure(condition: bool, message: impl FnOnce() -> String) -> Checked {
 
 /// Runs one seed; `Err` names the first violated invariant.
 pub fn run_seed(seed: u64, options: Options) -> Result<RunReport, Failure> {
-    let mut rng = Rng::new(seed);
-    let config = random_config(&mut rng);
-    let storage = SimStorage::new(rng.next_u64());
-    let log = PartitionLog::new(config.clone(), Offset(0));
-    let mut run = Run {
-        step: 0,
-        options,
-        rng,
-        config,
-        storage,
-        log,
-        now: Millis(1_700_000_000_000),
-        batches: BTreeMap::new(),
-        tickets: Vec::new(),
-        promised: Offset(0),
-        written_seen: Offset(0),
-        fenced: false,
-        report: RunReport::default(),
-    };
+    let mut run = Run::new(seed, options);
     let outcome = run.execute();
     match outcome {
         Ok(()) => {
@@ -154,6 +137,73 @@ pub fn run_seed(seed: u64, options: Options) -> Result<RunReport, Failure> {
             step: run.step,
             message,
         }),
+    }
+}
+
+/// One step of a simulation, as the seeded driver or a fuzzer chooses it. Batch contents,
+/// completion order and crash images come from the run's seeded generator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Append a random batch with this durability.
+    Append(Durability),
+    /// Hand requests to the storage and complete a few, in random order.
+    Pump,
+    /// Let up to 20 ms pass.
+    Tick,
+    /// Fetch from a random offset and compare with what was appended.
+    Fetch,
+    /// Apply retention.
+    Retention,
+    /// Crash (power loss) and recover from a crash image.
+    Crash,
+    /// Arm a storage fault.
+    Fault(Fault),
+}
+
+impl Op {
+    /// Maps a byte to an operation (for fuzzers).
+    pub fn from_byte(byte: u8) -> Op {
+        match byte % 16 {
+            0 => Op::Append(Durability::None),
+            1 => Op::Append(Durability::Write),
+            2..=4 => Op::Append(Durability::Fsync),
+            5..=8 => Op::Pump,
+            9 => Op::Tick,
+            10 | 11 => Op::Fetch,
+            12 => Op::Retention,
+            13 => Op::Crash,
+            14 => Op::Fault(Fault::WriteError),
+            _ => Op::Fault(if byte & 0x80 == 0 {
+                Fault::SyncError
+            } else {
+                Fault::ShortWrite
+            }),
+        }
+    }
+}
+
+/// A simulation driven operation by operation (the fuzzer's entry point).
+#[derive(Debug)]
+pub struct Simulation {
+    run: Box<Run>,
+}
+
+impl Simulation {
+    pub fn new(seed: u64) -> Self {
+        Simulation {
+            run: Box::new(Run::new(seed, Options::default())),
+        }
+    }
+
+    /// Applies one operation and checks every invariant; `Err` names the violated one.
+    pub fn apply(&mut self, op: Op) -> Result<(), String> {
+        self.run.apply(op)
+    }
+
+    /// Lets all work finish and checks liveness and the whole log.
+    pub fn finish(mut self) -> Result<RunReport, String> {
+        self.run.finish()?;
+        Ok(self.run.report)
     }
 }
 
@@ -171,44 +221,90 @@ fn random_config(rng: &mut Rng) -> LogConfig {
 }
 
 impl Run {
+    fn new(seed: u64, options: Options) -> Self {
+        let mut rng = Rng::new(seed);
+        let config = random_config(&mut rng);
+        let storage = SimStorage::new(rng.next_u64());
+        let log = PartitionLog::new(config.clone(), Offset(0));
+        Run {
+            step: 0,
+            options,
+            rng,
+            config,
+            storage,
+            log,
+            now: Millis(1_700_000_000_000),
+            batches: BTreeMap::new(),
+            tickets: Vec::new(),
+            promised: Offset(0),
+            written_seen: Offset(0),
+            fenced: false,
+            report: RunReport::default(),
+        }
+    }
+
     fn execute(&mut self) -> Checked {
         // One seed in four meets one bit flip of synced data, late enough to have a log.
         let flip_at = (self.options.bit_flips && self.options.crashes && self.rng.chance(1, 4))
             .then(|| {
-                u32::try_from(self.rng.range(100, u64::from(self.options.steps.max(101))))
-                    .unwrap_or(u32::MAX)
+                let last = u64::from(self.options.steps.max(101));
+                u32::try_from(self.rng.range(100, last)).unwrap_or(u32::MAX)
             });
         while self.step < self.options.steps {
-            self.step += 1;
-            let roll = self.rng.below(100);
-            self.trace(format_args!(
-                "step {} roll {roll} now {:?} hwm {} next {}",
-                self.step,
-                self.now,
-                self.log.high_watermark(),
-                self.log.next_offset()
-            ));
-            match roll {
-                0..=37 => self.append()?,
-                38..=67 => self.pump()?,
-                68..=77 => self.tick()?,
-                78..=87 => self.fetch_random()?,
-                88..=92 => self.retention()?,
-                93..=95 if self.options.crashes => {
-                    self.crash_and_recover(false)?;
-                }
-                96 if self.options.faults => self.arm_fault(),
-                _ => self.pump()?,
-            }
+            let op = self.choose();
+            self.apply(op)?;
             if Some(self.step) == flip_at {
                 // Ends the run: after corruption the partition is fenced or cut short.
                 if self.flip_and_recover()? {
                     return Ok(());
                 }
             }
-            self.check_watermarks()?;
         }
-        // Drain: let everything finish and check the whole log once more.
+        self.finish()
+    }
+
+    fn choose(&mut self) -> Op {
+        match self.rng.below(100) {
+            0..=37 => {
+                let durability = [Durability::None, Durability::Write, Durability::Fsync];
+                Op::Append(durability[self.rng.index(3)])
+            }
+            68..=77 => Op::Tick,
+            78..=87 => Op::Fetch,
+            88..=92 => Op::Retention,
+            93..=95 if self.options.crashes => Op::Crash,
+            96 if self.options.faults => Op::Fault(
+                [Fault::WriteError, Fault::SyncError, Fault::ShortWrite][self.rng.index(3)],
+            ),
+            _ => Op::Pump,
+        }
+    }
+
+    fn apply(&mut self, op: Op) -> Checked {
+        self.step += 1;
+        self.trace(format_args!(
+            "step {} {op:?} now {:?} hwm {} next {}",
+            self.step,
+            self.now,
+            self.log.high_watermark(),
+            self.log.next_offset()
+        ));
+        match op {
+            Op::Append(durability) => self.append(durability)?,
+            Op::Pump => self.pump()?,
+            Op::Tick => self.tick()?,
+            Op::Fetch => self.fetch_random()?,
+            Op::Retention => self.retention()?,
+            Op::Crash => {
+                self.crash_and_recover(false)?;
+            }
+            Op::Fault(fault) => self.storage.inject(fault),
+        }
+        self.check_watermarks()
+    }
+
+    /// Lets everything finish, then checks liveness and the whole log once more.
+    fn finish(&mut self) -> Checked {
         for _ in 0..1000 {
             let settled = self.fenced || self.log.high_watermark() == self.log.next_offset();
             if settled && self.log.is_idle() && self.storage.in_flight() == 0 {
@@ -269,10 +365,8 @@ impl Run {
         builder.finish().expect("at least one record")
     }
 
-    fn append(&mut self) -> Checked {
+    fn append(&mut self, durability: Durability) -> Checked {
         let bytes = self.random_batch();
-        let durability =
-            [Durability::None, Durability::Write, Durability::Fsync][self.rng.index(3)];
         let expected = self.log.next_offset();
         match self.log.handle_append(self.now, &bytes, durability) {
             Ok(ticket) => {
@@ -584,10 +678,6 @@ impl Run {
         self.drain_events()
     }
 
-    fn arm_fault(&mut self) {
-        let fault = [Fault::WriteError, Fault::SyncError, Fault::ShortWrite][self.rng.index(3)];
-        self.storage.inject(fault);
-    }
 
     fn recover(&mut self, mut storage: SimStorage) -> Checked<(SimStorage, Recovered)> {
         for attempt in 0..3 {

@@ -339,10 +339,7 @@ fn a_torn_tail_is_truncated_at_the_last_whole_batch() {
     }
     // Each of the batch's sectors survives with probability 1/2: most images tear it, a few
     // lose it whole (zeros: a clean end), hardly any keep all of it.
-    assert!(
-        torn > 32,
-        "{torn} torn and {whole} whole images out of 64"
-    );
+    assert!(torn > 32, "{torn} torn and {whole} whole images out of 64");
 }
 
 #[test]
