@@ -9,6 +9,7 @@
 pub mod config;
 pub mod partition;
 pub mod recovery;
+pub mod shard;
 pub mod storage;
 pub mod tail;
 
@@ -17,6 +18,7 @@ pub use partition::{
     AppendError, AppendTicket, FenceReason, FetchError, FetchPlan, LogEvent, PartitionLog, ReadPlan,
 };
 pub use recovery::{Recovered, Recovery, RecoveryError, RecoveryReport, TornTail};
+pub use shard::{PartitionKey, ShardLogs};
 pub use storage::{FileRef, IoDone, IoId, IoOutcome, IoRequest, ListedFile, Storage, StorageError};
 
 /// Milliseconds since the Unix epoch: the only notion of time the core has, always passed in.

@@ -564,6 +564,11 @@ impl PartitionLog {
         self.outstanding.is_empty() && self.requests.is_empty()
     }
 
+    /// Whether requests or events are waiting to be polled.
+    pub fn has_output(&self) -> bool {
+        !self.requests.is_empty() || !self.events.is_empty()
+    }
+
     /// When the shell must call [`PartitionLog::handle_tick`] next, if ever.
     pub fn poll_timeout(&self) -> Option<Millis> {
         if self.fenced.is_some() {

@@ -30,7 +30,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// Crates that must stay pure (no I/O, no clock, no runtime).
-const PURE_CRATES: &[&str] = &["node/format/src", "node/proto/src"];
+const PURE_CRATES: &[&str] = &["node/format/src", "node/proto/src", "node/core/src"];
 
 const FORBIDDEN_IN_PURE: &[&str] = &[
     "std::fs",

@@ -678,7 +678,6 @@ impl Run {
         self.drain_events()
     }
 
-
     fn recover(&mut self, mut storage: SimStorage) -> Checked<(SimStorage, Recovered)> {
         for attempt in 0..3 {
             if attempt == 0 && self.options.faults && self.rng.chance(1, 10) {

@@ -495,3 +495,63 @@ fn fetches_come_from_the_tail_cache_or_aligned_reads() {
     assert!(harness.log.handle_fetch(Offset(high.0 + 1), 100).is_err());
     assert_eq!(harness.fetch_all().len(), 30);
 }
+
+#[test]
+fn a_shard_shares_one_budget_for_unsynced_bytes() {
+    use spate_core::{IoDone, PartitionKey, ShardLogs};
+    use std::collections::HashMap;
+
+    let mut shard = ShardLogs::new(12 << 10);
+    let keys: Vec<PartitionKey> = (0..2)
+        .map(|partition| PartitionKey {
+            topic: "t".into(),
+            partition,
+        })
+        .collect();
+    let mut storages: HashMap<PartitionKey, SimStorage> = HashMap::new();
+    for key in &keys {
+        shard.insert(key.clone(), PartitionLog::new(config(), Offset(0)));
+        storages.insert(key.clone(), SimStorage::new(1));
+    }
+    let now = Millis(T0);
+    for key in &keys {
+        shard
+            .with_partition(key, |log| {
+                log.handle_append(now, &batch(7000, 1, T0), Durability::Fsync)
+            })
+            .unwrap()
+            .unwrap();
+    }
+    assert!(shard.unsynced_bytes() > 14_000);
+    assert!(
+        shard.over_budget(),
+        "two partitions together exceed the shard's budget"
+    );
+    // Run the storage until everything is durable; the budget frees up.
+    loop {
+        while let Some((key, request)) = shard.poll_io() {
+            storages.get_mut(&key).unwrap().submit(request);
+        }
+        let mut progressed = false;
+        for key in &keys {
+            let storage = storages.get_mut(key).unwrap();
+            progressed |= storage.complete_one();
+            let done: Vec<IoDone> = std::iter::from_fn(|| storage.poll_done()).collect();
+            for done in done {
+                shard.with_partition(key, |log| log.handle_io_done(now, done));
+            }
+        }
+        if !progressed {
+            break;
+        }
+    }
+    assert_eq!(shard.unsynced_bytes(), 0);
+    assert!(!shard.over_budget());
+    let mut durable = 0;
+    while let Some((_, event)) = shard.poll_event() {
+        durable += usize::from(matches!(event, LogEvent::Durable { .. }));
+    }
+    assert_eq!(durable, 2);
+    assert!(shard.remove(&keys[0]).is_some());
+    assert_eq!(shard.len(), 1);
+}
