@@ -838,12 +838,12 @@ impl PartitionLog {
     fn build_round(&mut self, index: usize, want_write: bool, want_sync: bool) -> Round {
         let active = index + 1 == self.segments.len();
         let preallocate = self.config.preallocate_bytes;
-        let mut ids: Vec<IoId> = Vec::new();
-        for _ in 0..8 {
-            ids.push(self.io_id());
-        }
-        let mut ids = ids.into_iter();
-        let mut next_id = || ids.next().expect("a round takes at most 8 requests");
+        // Ids are taken from a copy of the counter while the segment is borrowed.
+        let mut last_id = self.next_io_id;
+        let mut next_id = || {
+            last_id += 1;
+            IoId(last_id)
+        };
         let segment = &mut self.segments[index];
         let file = FileRef::log(segment.base);
         let mut phases = VecDeque::new();
@@ -970,8 +970,10 @@ impl PartitionLog {
                 });
             }
         }
+        let segment_base = segment.base;
+        self.next_io_id = last_id;
         Round {
-            segment: segment.base,
+            segment: segment_base,
             phases,
             current: None,
             outstanding: 0,

@@ -537,7 +537,11 @@ impl Recovery {
         }
         let end = scanner.end().expect("an exhausted scanner has an end");
         scan.batch_pos = end.position;
+        // Reading on only helps if the next read starts further in (a short read that ends
+        // inside a batch would otherwise be read again and again).
+        let advances = align_down(end.position) > read_at;
         let continues = !at_eof
+            && advances
             && matches!(
                 end.reason,
                 EndReason::Clean
