@@ -570,8 +570,9 @@ impl PartitionLog {
     }
 
     /// When the shell must call [`PartitionLog::handle_tick`] next, if ever.
+    /// While a round is in flight there is none: its completions drive what comes next.
     pub fn poll_timeout(&self) -> Option<Millis> {
-        if self.fenced.is_some() {
+        if self.fenced.is_some() || self.round.is_some() {
             return None;
         }
         self.unsynced_since
@@ -1197,5 +1198,23 @@ impl PartitionLog {
             max_bytes,
             limit,
         }))
+    }
+
+    /// Where to start scanning for the first record with timestamp at least `timestamp`:
+    /// the first offset of the first durable segment whose newest record reaches it, moved
+    /// forward by the segment's time index. `None` if no durable record reaches it. Every
+    /// batch before the returned offset has only older records; the caller scans batches
+    /// from it for the first whose max timestamp reaches `timestamp`.
+    pub fn timestamp_scan_start(&self, timestamp: i64) -> Option<Offset> {
+        let segment = self
+            .segments
+            .iter()
+            .take_while(|segment| segment.base < self.durable)
+            .find(|segment| segment.max_timestamp >= timestamp)?;
+        let start = spate_format::index::lookup_time(&segment.time_index, timestamp)
+            .map_or(segment.base, |entry| {
+                Offset(segment.base.0 + u64::from(entry.relative_offset.get()))
+            });
+        Some(start.max(self.log_start))
     }
 }

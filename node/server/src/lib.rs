@@ -1,0 +1,14 @@
+//! `spate-node`: the storage node. One glommio executor (shard) per configured core, each
+//! owning disjoint partitions, driving their `spate-core` logs with O_DIRECT io_uring I/O and
+//! serving `spate-proto` frames over TCP. See `docs/operations.md`.
+
+pub mod config;
+pub mod coordinator;
+pub mod metadata;
+pub mod node;
+pub mod partition;
+pub mod shard;
+pub mod storage;
+
+pub use config::{Flags, NodeConfig};
+pub use node::{start, NodeError, NodeHandle};

@@ -1,0 +1,57 @@
+//! The `spate-node` binary: parses flags, starts the node, prints every shard's address once
+//! it serves, and shuts down gracefully on SIGTERM or Ctrl-C.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use spate_node::{Flags, NodeConfig};
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let flags = Flags::parse();
+    let config = match NodeConfig::resolve(flags) {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!("{error}");
+            return ExitCode::from(2);
+        }
+    };
+    // SIGTERM and SIGINT start a graceful shutdown instead of killing the process mid-sync.
+    let mut signals = match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ]) {
+        Ok(signals) => signals,
+        Err(error) => {
+            tracing::error!("cannot install signal handlers: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let node = match spate_node::start(config.clone()) {
+        Ok(node) => node,
+        Err(error) => {
+            tracing::error!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for (shard, endpoint) in node.endpoints.iter().enumerate() {
+        // The contract scripts and tests rely on: one line per shard on stdout.
+        #[allow(clippy::print_stdout)]
+        {
+            println!("shard {shard} listening on {endpoint}");
+        }
+    }
+    tracing::info!(shards = node.endpoints.len(), data_dir = %config.data_dir.display(), "spate-node ready");
+    let signal = signals.forever().next().unwrap_or(0);
+    tracing::info!(signal, "shutting down: finishing in-flight syncs");
+    node.shutdown();
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,271 @@
+//! The node's metadata: topics, their settings and the partition → shard assignment, stored in
+//! one CRC-checked file replaced atomically (write a temporary file, fsync it, rename it over
+//! the old one, fsync the directory).
+//!
+//! File layout (little-endian): magic `SPMD`, version u16 (1), reserved u16 (0), body length
+//! u32, CRC-32 of the body u32, then the body: topic count u32, and per topic its name
+//! (u16 length + UTF-8), partition count u32, retention_ms, retention_bytes and segment_bytes
+//! (each u8 tag + u64 as in the protocol's `setting`), and one u16 shard id per partition.
+//! The assignment is stored, not computed, so a restart with another shard count reassigns
+//! only what it must, deterministically.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use bytes::{Bytes, BytesMut};
+use spate_format::limits::{PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_LENGTH_MAX};
+use spate_proto::codec::{Reader, Writer};
+use spate_proto::limits::TOPICS_PER_RESPONSE_MAX;
+use spate_proto::{Setting, ShardId};
+use thiserror::Error;
+
+const MAGIC: &[u8; 4] = b"SPMD";
+const VERSION: u16 = 1;
+const HEADER_SIZE: usize = 16;
+/// The metadata file's name in the data directory.
+pub const FILE_NAME: &str = "metadata";
+
+/// One topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topic {
+    pub retention_ms: Setting,
+    pub retention_bytes: Setting,
+    pub segment_bytes: Setting,
+    /// The shard of each partition, by partition number.
+    pub shards: Vec<ShardId>,
+}
+
+/// All topics of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Metadata {
+    pub topics: BTreeMap<String, Topic>,
+}
+
+#[derive(Debug, Error)]
+pub enum MetadataError {
+    #[error("cannot read or write the metadata file {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the metadata file {path} is damaged: {detail}")]
+    Corrupt { path: String, detail: String },
+}
+
+/// The shard a partition goes to: spread from a hash of the topic name, so the partitions of
+/// many topics do not all start on shard 0.
+pub fn assign(topic: &str, partition: u32, shards: u32) -> ShardId {
+    let hash = crc32fast::hash(topic.as_bytes());
+    let shard = (u64::from(hash) + u64::from(partition)) % u64::from(shards.max(1));
+    ShardId(u16::try_from(shard).unwrap_or(0))
+}
+
+fn write_setting(writer: &mut Writer<'_, BytesMut>, setting: Setting) {
+    let (tag, value) = match setting {
+        Setting::Default => (0, 0),
+        Setting::Unlimited => (1, 0),
+        Setting::Value(value) => (2, value),
+    };
+    writer.u8(tag);
+    writer.u64(value);
+}
+
+fn read_setting(reader: &mut Reader, field: &'static str) -> Result<Setting, String> {
+    let tag = reader.u8(field).map_err(|e| e.to_string())?;
+    let value = reader.u64(field).map_err(|e| e.to_string())?;
+    match tag {
+        0 => Ok(Setting::Default),
+        1 => Ok(Setting::Unlimited),
+        2 => Ok(Setting::Value(value)),
+        other => Err(format!("{field}: unknown tag {other}")),
+    }
+}
+
+impl Metadata {
+    pub fn encode(&self) -> Bytes {
+        let mut body = BytesMut::new();
+        let mut writer = Writer::new(&mut body);
+        writer.u32(u32::try_from(self.topics.len()).expect("topic count fits u32"));
+        for (name, topic) in &self.topics {
+            writer.str16(name);
+            writer.u32(u32::try_from(topic.shards.len()).expect("partition count fits u32"));
+            write_setting(&mut writer, topic.retention_ms);
+            write_setting(&mut writer, topic.retention_bytes);
+            write_setting(&mut writer, topic.segment_bytes);
+            for shard in &topic.shards {
+                writer.u16(shard.0);
+            }
+        }
+        let mut out = BytesMut::with_capacity(HEADER_SIZE + body.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(
+            &u32::try_from(body.len())
+                .expect("metadata fits u32")
+                .to_le_bytes(),
+        );
+        out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        out.extend_from_slice(&body);
+        out.freeze()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Metadata, String> {
+        let header = bytes.get(..HEADER_SIZE).ok_or("shorter than its header")?;
+        if &header[..4] != MAGIC {
+            return Err("bad magic".into());
+        }
+        let version = u16::from_le_bytes([header[4], header[5]]);
+        if version != VERSION {
+            return Err(format!("unsupported version {version}"));
+        }
+        let length = u32::from_le_bytes([header[8], header[9], header[10], header[11]]) as usize;
+        let stored = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
+        let body = bytes.get(HEADER_SIZE..).ok_or("no body")?;
+        if body.len() != length {
+            return Err(format!(
+                "body is {} bytes, header says {length}",
+                body.len()
+            ));
+        }
+        let computed = crc32fast::hash(body);
+        if computed != stored {
+            return Err(format!(
+                "CRC mismatch: stored {stored:#010x}, computed {computed:#010x}"
+            ));
+        }
+        let mut reader = Reader::new(Bytes::copy_from_slice(body));
+        let count = reader
+            .count("topics", TOPICS_PER_RESPONSE_MAX, 3)
+            .map_err(|e| e.to_string())?;
+        let mut topics = BTreeMap::new();
+        for _ in 0..count {
+            let name = reader
+                .string16("topic", TOPIC_NAME_LENGTH_MAX)
+                .map_err(|e| e.to_string())?;
+            spate_format::validate_topic_name(&name).map_err(|e| e.to_string())?;
+            let partitions = reader
+                .count("partitions", PARTITIONS_PER_TOPIC_MAX, 0)
+                .map_err(|e| e.to_string())?;
+            let retention_ms = read_setting(&mut reader, "retention_ms")?;
+            let retention_bytes = read_setting(&mut reader, "retention_bytes")?;
+            let segment_bytes = read_setting(&mut reader, "segment_bytes")?;
+            let mut shards = Vec::with_capacity(partitions.min(PARTITIONS_PER_TOPIC_MAX as usize));
+            for _ in 0..partitions {
+                shards.push(ShardId(reader.u16("shard").map_err(|e| e.to_string())?));
+            }
+            topics.insert(
+                name,
+                Topic {
+                    retention_ms,
+                    retention_bytes,
+                    segment_bytes,
+                    shards,
+                },
+            );
+        }
+        reader.finish().map_err(|e| e.to_string())?;
+        Ok(Metadata { topics })
+    }
+
+    /// Loads the metadata of a data directory; a missing file is an empty node.
+    pub fn load(dir: &Path) -> Result<Metadata, MetadataError> {
+        let path = dir.join(FILE_NAME);
+        let display = path.display().to_string();
+        match fs::read(&path) {
+            Ok(bytes) => Metadata::decode(&bytes).map_err(|detail| MetadataError::Corrupt {
+                path: display,
+                detail,
+            }),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Metadata::default()),
+            Err(source) => Err(MetadataError::Io {
+                path: display,
+                source,
+            }),
+        }
+    }
+
+    /// Stores the metadata atomically: temporary file, fsync, rename, fsync of the directory.
+    pub fn store(&self, dir: &Path) -> Result<(), MetadataError> {
+        let path = dir.join(FILE_NAME);
+        let temporary = dir.join(format!("{FILE_NAME}.tmp"));
+        let io = |source| MetadataError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut file = fs::File::create(&temporary).map_err(io)?;
+        file.write_all(&self.encode()).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        drop(file);
+        fs::rename(&temporary, &path).map_err(io)?;
+        fs::File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io)?;
+        Ok(())
+    }
+
+    /// Moves every partition whose shard no longer exists to `assign`'s choice for the new
+    /// shard count. Returns how many moved.
+    pub fn reassign(&mut self, shards: u32) -> u32 {
+        let mut moved = 0;
+        for (name, topic) in &mut self.topics {
+            for (partition, shard) in topic.shards.iter_mut().enumerate() {
+                if u32::from(shard.0) >= shards {
+                    *shard = assign(name, u32::try_from(partition).unwrap_or(0), shards);
+                    moved += 1;
+                }
+            }
+        }
+        moved
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Metadata {
+        let mut metadata = Metadata::default();
+        metadata.topics.insert(
+            "clicks".into(),
+            Topic {
+                retention_ms: Setting::Value(1000),
+                retention_bytes: Setting::Unlimited,
+                segment_bytes: Setting::Default,
+                shards: vec![ShardId(0), ShardId(3), ShardId(1)],
+            },
+        );
+        metadata
+    }
+
+    #[test]
+    fn round_trips_and_detects_damage() {
+        let metadata = sample();
+        let bytes = metadata.encode();
+        assert_eq!(Metadata::decode(&bytes).unwrap(), metadata);
+        for position in 0..bytes.len() {
+            let mut damaged = bytes.to_vec();
+            damaged[position] ^= 0x10;
+            assert!(
+                Metadata::decode(&damaged).is_err(),
+                "flip at {position} undetected"
+            );
+        }
+        assert!(Metadata::decode(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn reassignment_moves_only_missing_shards() {
+        let mut metadata = sample();
+        assert_eq!(metadata.reassign(2), 1);
+        let shards = &metadata.topics["clicks"].shards;
+        assert_eq!(shards[0], ShardId(0));
+        assert_eq!(shards[2], ShardId(1));
+        assert!(shards[1].0 < 2);
+        let mut again = sample();
+        again.reassign(2);
+        assert_eq!(again, metadata, "deterministic");
+    }
+}

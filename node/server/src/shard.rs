@@ -1,0 +1,808 @@
+//! A shard: one glommio executor owning a disjoint set of partitions, its TCP listener, its
+//! connections, and its copy of the node's metadata.
+//!
+//! Invariants: nothing on the data path crosses shards or takes a lock — a request for a
+//! partition of another shard is answered `NotOwner` with that shard's endpoint; appends from
+//! one connection are applied in the order their frames arrived (the append happens before
+//! the next frame is read); no `RefCell` borrow is held across an await; every queue is
+//! bounded (frames in flight per connection, waiters per partition, connections per shard)
+//! and reading stops while the shard's unsynced bytes exceed its budget.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalSender};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::sync::Semaphore;
+use spate_core::recovery::Recovery;
+use spate_core::{FetchError, FetchPlan, Millis, PartitionKey, PartitionLog, ShardLogs, Storage};
+use spate_format::{batches, Offset};
+use spate_proto::{
+    ApiKey, ErrorCode, ErrorDetail, ErrorResponse, FetchRequest, FetchResponse, Frame,
+    FrameDecoder, ListOffsetsRequest, ListOffsetsResponse, MetadataResponse, OffsetSpec,
+    PartitionId, PartitionMetadata, ProduceRequest, ProduceResponse, Request, Response, Setting,
+    ShardId, ShardInfo, TopicMetadata,
+};
+
+use crate::config::NodeConfig;
+use crate::coordinator::{AdminClient, Update};
+use crate::metadata::{Metadata, Topic};
+use crate::partition::{Partition, PendingAck, ProduceResult};
+use crate::storage::list_dir;
+
+/// Milliseconds since the Unix epoch: the shell's clock, passed into the core.
+pub fn now() -> Millis {
+    let elapsed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Millis(i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The directory of a partition.
+pub fn partition_dir(data_dir: &std::path::Path, topic: &str, partition: u32) -> PathBuf {
+    data_dir.join("topics").join(format!("{topic}-{partition}"))
+}
+
+type Pending = Pin<Box<dyn Future<Output = Response>>>;
+
+/// What dispatching a frame produced: an answer now, or one to wait for.
+enum Dispatched {
+    Now(Response),
+    Later(Pending),
+}
+
+#[derive(Debug)]
+pub struct Shard {
+    pub id: ShardId,
+    pub config: Rc<NodeConfig>,
+    pub endpoints: Vec<String>,
+    metadata: RefCell<Rc<Metadata>>,
+    logs: RefCell<ShardLogs>,
+    partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
+    budget_waiters: RefCell<Vec<LocalSender<()>>>,
+    connections: Cell<u32>,
+    pub shutdown: Arc<AtomicBool>,
+    admin: AdminClient,
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> ErrorResponse {
+    ErrorResponse::new(code, message)
+}
+
+fn effective(setting: Setting, default: Option<u64>) -> Option<u64> {
+    match setting {
+        Setting::Default => default,
+        Setting::Unlimited => None,
+        Setting::Value(value) => Some(value),
+    }
+}
+
+impl Shard {
+    pub fn new(
+        id: ShardId,
+        config: Rc<NodeConfig>,
+        endpoints: Vec<String>,
+        metadata: Metadata,
+        shutdown: Arc<AtomicBool>,
+        admin: AdminClient,
+    ) -> Self {
+        let budget = config.unflushed_bytes;
+        Shard {
+            id,
+            config,
+            endpoints,
+            metadata: RefCell::new(Rc::new(metadata)),
+            logs: RefCell::new(ShardLogs::new(budget)),
+            partitions: RefCell::new(HashMap::new()),
+            budget_waiters: RefCell::new(Vec::new()),
+            connections: Cell::new(0),
+            shutdown,
+            admin,
+        }
+    }
+
+    /// Runs `f` on a partition's log (never across an await).
+    pub fn with_log<R>(
+        &self,
+        key: &PartitionKey,
+        f: impl FnOnce(&mut PartitionLog) -> R,
+    ) -> Option<R> {
+        self.logs.borrow_mut().with_partition(key, f)
+    }
+
+    pub fn metadata(&self) -> Rc<Metadata> {
+        self.metadata.borrow().clone()
+    }
+
+    pub fn wake_budget_waiters(&self) {
+        if self.logs.borrow().over_budget() {
+            return;
+        }
+        for waiter in self.budget_waiters.borrow_mut().drain(..) {
+            let _ = waiter.try_send(());
+        }
+    }
+
+    /// Waits until the shard's unsynced bytes are within its budget (back-pressure).
+    async fn within_budget(&self) {
+        while self.logs.borrow().over_budget() {
+            let (sender, receiver) = local_channel::new_bounded(1);
+            self.budget_waiters.borrow_mut().push(sender);
+            // The timer is a safety net; the wake comes from the next durable event.
+            future::or(
+                async { receiver.recv().await.map_or((), |_| ()) },
+                glommio::timer::sleep(Duration::from_millis(50)),
+            )
+            .await;
+        }
+    }
+
+    fn log_config(&self, topic: &Topic) -> spate_core::LogConfig {
+        let segment_bytes = match topic.segment_bytes {
+            Setting::Value(value) => u32::try_from(value).unwrap_or(self.config.segment_bytes),
+            _ => self.config.segment_bytes,
+        };
+        self.config.log_config(
+            effective(topic.retention_ms, self.config.retention_ms),
+            effective(topic.retention_bytes, self.config.retention_bytes),
+            segment_bytes,
+        )
+    }
+
+    /// Opens (recovering from disk) every partition this shard owns and does not have open,
+    /// and closes those it no longer owns. Called at startup and on every metadata update.
+    pub async fn apply_metadata(self: &Rc<Self>, metadata: Metadata) {
+        let metadata = Rc::new(metadata);
+        *self.metadata.borrow_mut() = metadata.clone();
+        let mut wanted = Vec::new();
+        for (name, topic) in &metadata.topics {
+            for (partition, shard) in topic.shards.iter().enumerate() {
+                if *shard == self.id {
+                    let key = PartitionKey {
+                        topic: name.clone(),
+                        partition: u32::try_from(partition).unwrap_or(0),
+                    };
+                    wanted.push((key, self.log_config(topic)));
+                }
+            }
+        }
+        let open: Vec<PartitionKey> = self.partitions.borrow().keys().cloned().collect();
+        for key in open {
+            let still = wanted.iter().any(|(wanted, _)| *wanted == key);
+            if !still {
+                self.close_partition(&key, metadata.topics.contains_key(&key.topic))
+                    .await;
+            }
+        }
+        for (key, config) in wanted {
+            let present = self.partitions.borrow().contains_key(&key);
+            if present {
+                self.with_log(&key, |log| log.set_config(config.clone()));
+            } else {
+                self.open_partition(key, config).await;
+            }
+        }
+    }
+
+    async fn close_partition(&self, key: &PartitionKey, keep_files: bool) {
+        let partition = self.partitions.borrow_mut().remove(key);
+        if let Some(partition) = partition {
+            partition.closing.set(true);
+            partition.ring();
+            // Give in-flight syncs a moment to finish before the files go.
+            for _ in 0..100 {
+                if self.with_log(key, |log| log.is_idle()).unwrap_or(true) {
+                    break;
+                }
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+            self.logs.borrow_mut().remove(key);
+            let reader = partition.storage.borrow().reader();
+            reader.close().await;
+        }
+        if !keep_files {
+            let dir = partition_dir(&self.config.data_dir, &key.topic, key.partition);
+            let shown = dir.display().to_string();
+            let removed = glommio::executor()
+                .spawn_blocking(move || std::fs::remove_dir_all(&dir))
+                .await;
+            match removed {
+                Ok(()) => tracing::info!(dir = %shown, "deleted partition directory"),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    tracing::error!(dir = %shown, "cannot delete partition directory: {error}");
+                }
+            }
+        }
+    }
+
+    async fn open_partition(self: &Rc<Self>, key: PartitionKey, config: spate_core::LogConfig) {
+        let dir = partition_dir(&self.config.data_dir, &key.topic, key.partition);
+        if let Err(error) = std::fs::create_dir_all(&dir) {
+            tracing::error!(dir = %dir.display(), "cannot create partition directory: {error}");
+            return;
+        }
+        let (partition, bell) = Partition::new(key.clone(), dir.clone());
+        let listing = match list_dir(&dir) {
+            Ok(listing) => listing,
+            Err(error) => {
+                tracing::error!(dir = %dir.display(), "cannot list partition directory: {error}");
+                return;
+            }
+        };
+        let mut recovery = Recovery::new(config, &listing);
+        let result = loop {
+            while let Some(request) = recovery.poll_io() {
+                partition.storage.borrow_mut().submit(request);
+            }
+            if let Some(result) = recovery.poll_done() {
+                break result;
+            }
+            if bell.recv().await.is_none() {
+                return;
+            }
+            loop {
+                let done = partition.storage.borrow_mut().poll_done();
+                let Some(done) = done else { break };
+                recovery.handle_io_done(done);
+            }
+        };
+        let recovered = match result {
+            Ok(recovered) => recovered,
+            Err(error) => {
+                tracing::error!(topic = %key.topic, partition = key.partition, "recovery failed, partition not served: {error}");
+                return;
+            }
+        };
+        let report = &recovered.report;
+        if let Some(torn) = &report.torn_tail {
+            tracing::warn!(
+                topic = %key.topic,
+                partition = key.partition,
+                segment = torn.segment.0,
+                position = torn.position,
+                discarded = torn.bytes_discarded,
+                "truncated a torn tail (never acknowledged): {}",
+                torn.reason
+            );
+        }
+        if let Some(corruption) = &report.corruption {
+            tracing::error!(
+                topic = %key.topic,
+                partition = key.partition,
+                "corruption of acknowledged data, partition fenced (reads below it still served): {corruption}"
+            );
+        }
+        for base in &report.rebuilt_indexes {
+            tracing::info!(topic = %key.topic, partition = key.partition, segment = base.0, "rebuilt segment indexes");
+        }
+        tracing::debug!(
+            topic = %key.topic,
+            partition = key.partition,
+            segments = report.segments,
+            high_watermark = recovered.log.high_watermark().0,
+            "partition open"
+        );
+        self.logs.borrow_mut().insert(key.clone(), recovered.log);
+        self.partitions.borrow_mut().insert(key, partition.clone());
+        glommio::spawn_local(partition.drive(self.clone(), bell)).detach();
+    }
+
+    /// Closes every partition after letting in-flight syncs finish.
+    pub async fn close_all(&self) {
+        let keys: Vec<PartitionKey> = self.partitions.borrow().keys().cloned().collect();
+        for key in keys {
+            self.close_partition(&key, true).await;
+        }
+    }
+
+    /// Applies retention to every partition.
+    pub fn retention(&self) {
+        let time = now();
+        let partitions: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
+        for partition in partitions {
+            let deleted = self
+                .with_log(&partition.key, |log| log.handle_retention(time))
+                .unwrap_or(0);
+            if deleted > 0 {
+                partition.ring();
+            }
+        }
+    }
+
+    // ---- Connections ----
+
+    /// Accepts connections until shutdown.
+    pub async fn accept(self: Rc<Self>, listener: TcpListener) {
+        loop {
+            let accepted = future::or(async { Some(listener.accept().await) }, async {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                None
+            })
+            .await;
+            if self.shutdown.load(Ordering::Relaxed) {
+                return;
+            }
+            let stream = match accepted {
+                None => continue,
+                Some(Ok(stream)) => stream,
+                Some(Err(error)) => {
+                    tracing::warn!("accept failed: {error}");
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            if self.connections.get() >= self.config.max_connections {
+                tracing::warn!(
+                    max = self.config.max_connections,
+                    "connection limit reached; refusing a connection"
+                );
+                let mut stream = stream;
+                let refusal =
+                    Response::error(0, ErrorCode::Busy, "connection limit reached").to_frame(0);
+                let _ = stream.write_all(&refusal).await;
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            self.connections.set(self.connections.get() + 1);
+            let shard = self.clone();
+            glommio::spawn_local(async move {
+                let peer = stream
+                    .peer_addr()
+                    .map(|addr| addr.to_string())
+                    .unwrap_or_default();
+                if let Err(error) = shard.clone().serve(stream).await {
+                    tracing::debug!(peer = %peer, "connection closed: {error}");
+                }
+                shard.connections.set(shard.connections.get() - 1);
+            })
+            .detach();
+        }
+    }
+
+    async fn serve(self: Rc<Self>, stream: TcpStream) -> std::io::Result<()> {
+        let (mut reader, mut writer) = futures_lite::io::split(stream);
+        let in_flight = self.config.frames_in_flight as usize;
+        let (responses, outgoing) = local_channel::new_bounded::<Bytes>(in_flight);
+        let responses = Rc::new(responses);
+        let writer_task = glommio::spawn_local(async move {
+            while let Some(bytes) = outgoing.recv().await {
+                if writer.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+            let _ = writer.close().await;
+        });
+        let permits = Rc::new(Semaphore::new(u64::from(self.config.frames_in_flight)));
+        let decoder = FrameDecoder::new(self.config.frame_size_max);
+        let mut buffer = BytesMut::with_capacity(64 * 1024);
+        let mut chunk = vec![0u8; 64 * 1024];
+        let result = 'connection: loop {
+            loop {
+                let frame = match decoder.decode(&mut buffer) {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(frame_error) => {
+                        // The stream cannot be resynchronised: answer and close.
+                        let api_key = u16::from_le_bytes([
+                            buffer.get(4).copied().unwrap_or(0),
+                            buffer.get(5).copied().unwrap_or(0),
+                        ]);
+                        let correlation = buffer
+                            .get(8..16)
+                            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+                        let code = match frame_error {
+                            spate_proto::FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+                            spate_proto::FrameError::TooShort { .. } => ErrorCode::Malformed,
+                        };
+                        let response = Response::error(api_key, code, frame_error.to_string());
+                        let _ = responses.send(response.to_frame(correlation)).await;
+                        break 'connection Ok(());
+                    }
+                };
+                self.within_budget().await;
+                let Ok(permit) = permits.clone().acquire_static_permit(1).await else {
+                    break 'connection Ok(());
+                };
+                let correlation = frame.head.correlation_id;
+                match self.dispatch(&frame) {
+                    Dispatched::Now(response) => {
+                        drop(permit);
+                        if responses
+                            .send(response.to_frame(correlation))
+                            .await
+                            .is_err()
+                        {
+                            break 'connection Ok(());
+                        }
+                    }
+                    Dispatched::Later(pending) => {
+                        let responses = responses.clone();
+                        glommio::spawn_local(async move {
+                            let response = pending.await;
+                            let _ = responses.send(response.to_frame(correlation)).await;
+                            drop(permit);
+                        })
+                        .detach();
+                    }
+                }
+            }
+            if self.shutdown.load(Ordering::Relaxed) {
+                break Ok(());
+            }
+            let read = match reader.read(&mut chunk).await {
+                Ok(0) => break Ok(()),
+                Ok(read) => read,
+                Err(error) => break Err(error),
+            };
+            buffer.extend_from_slice(&chunk[..read]);
+        };
+        // Let the answers already on their way go out, then close.
+        let _ = permits
+            .acquire(u64::from(self.config.frames_in_flight))
+            .await;
+        drop(responses);
+        writer_task.await;
+        result
+    }
+
+    fn dispatch(self: &Rc<Self>, frame: &Frame) -> Dispatched {
+        let api_key = frame.head.api_key;
+        let request = match Request::decode(frame) {
+            Ok(request) => request,
+            Err(problem) => {
+                return Dispatched::Now(Response::Error {
+                    api_key,
+                    error: error(ErrorCode::from(&problem), problem.to_string()),
+                })
+            }
+        };
+        let fail = move |error: ErrorResponse| Response::Error { api_key, error };
+        match request {
+            Request::Metadata(request) => Dispatched::Now(match self.describe(&request.topics) {
+                Ok(response) => Response::Metadata(response),
+                Err(error) => fail(error),
+            }),
+            Request::CreateTopic(_) | Request::DeleteTopic(_) => {
+                let admin = self.admin.clone();
+                Dispatched::Later(Box::pin(async move { admin.call(request, api_key).await }))
+            }
+            Request::Produce(request) => match self.produce(&request) {
+                Ok(Ok(response)) => Dispatched::Now(Response::Produce(response)),
+                Ok(Err(receiver)) => Dispatched::Later(Box::pin(async move {
+                    match receiver.recv().await {
+                        Some(Ok(response)) => Response::Produce(response),
+                        Some(Err(error)) => fail(error),
+                        None => fail(error(ErrorCode::ShuttingDown, "the partition closed")),
+                    }
+                })),
+                Err(error) => Dispatched::Now(fail(error)),
+            },
+            Request::Fetch(request) => {
+                let shard = self.clone();
+                Dispatched::Later(Box::pin(async move {
+                    match shard.fetch(request).await {
+                        Ok(response) => Response::Fetch(response),
+                        Err(error) => fail(error),
+                    }
+                }))
+            }
+            Request::ListOffsets(request) => {
+                let shard = self.clone();
+                Dispatched::Later(Box::pin(async move {
+                    match shard.list_offsets(request).await {
+                        Ok(response) => Response::ListOffsets(response),
+                        Err(error) => fail(error),
+                    }
+                }))
+            }
+        }
+    }
+
+    fn describe(&self, names: &[String]) -> Result<MetadataResponse, ErrorResponse> {
+        let metadata = self.metadata();
+        let shards = self
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(index, endpoint)| ShardInfo {
+                shard: ShardId(u16::try_from(index).unwrap_or(u16::MAX)),
+                endpoint: endpoint.clone(),
+            })
+            .collect();
+        let selected: Vec<&String> = if names.is_empty() {
+            metadata.topics.keys().collect()
+        } else {
+            names.iter().collect()
+        };
+        let mut topics = Vec::with_capacity(selected.len());
+        for name in selected {
+            let topic = metadata
+                .topics
+                .get(name)
+                .ok_or_else(|| error(ErrorCode::UnknownTopic, format!("unknown topic {name:?}")))?;
+            let resolve = |setting, default: Option<u64>| match effective(setting, default) {
+                Some(value) => Setting::Value(value),
+                None => Setting::Unlimited,
+            };
+            topics.push(TopicMetadata {
+                name: name.clone(),
+                retention_ms: resolve(topic.retention_ms, self.config.retention_ms),
+                retention_bytes: resolve(topic.retention_bytes, self.config.retention_bytes),
+                segment_bytes: resolve(
+                    topic.segment_bytes,
+                    Some(u64::from(self.config.segment_bytes)),
+                ),
+                partitions: topic
+                    .shards
+                    .iter()
+                    .enumerate()
+                    .map(|(partition, shard)| PartitionMetadata {
+                        partition: PartitionId(u32::try_from(partition).unwrap_or(u32::MAX)),
+                        shard: *shard,
+                    })
+                    .collect(),
+            });
+        }
+        Ok(MetadataResponse { shards, topics })
+    }
+
+    /// The partition, if this shard owns it; otherwise the error to answer with.
+    fn owned(&self, topic: &str, partition: PartitionId) -> Result<Rc<Partition>, ErrorResponse> {
+        let metadata = self.metadata();
+        let owner = metadata
+            .topics
+            .get(topic)
+            .ok_or_else(|| error(ErrorCode::UnknownTopic, format!("unknown topic {topic:?}")))?
+            .shards
+            .get(partition.0 as usize)
+            .copied()
+            .ok_or_else(|| {
+                error(
+                    ErrorCode::UnknownPartition,
+                    format!("topic {topic:?} has no partition {partition}"),
+                )
+            })?;
+        if owner != self.id {
+            let endpoint = self
+                .endpoints
+                .get(usize::from(owner.0))
+                .cloned()
+                .unwrap_or_default();
+            return Err(error(
+                ErrorCode::NotOwner,
+                format!("partition {topic}-{partition} is on shard {owner} at {endpoint}"),
+            )
+            .with_detail(ErrorDetail::NotOwner {
+                shard: owner,
+                endpoint,
+            }));
+        }
+        let key = PartitionKey {
+            topic: topic.to_owned(),
+            partition: partition.0,
+        };
+        self.partitions.borrow().get(&key).cloned().ok_or_else(|| {
+            error(
+                ErrorCode::Storage,
+                format!(
+                    "partition {topic}-{partition} could not be opened on this node; see its log"
+                ),
+            )
+        })
+    }
+
+    /// Appends now (so frames of one connection keep their order); the answer is immediate
+    /// for `none`, or comes when the watermark of the requested level passes the batch.
+    #[allow(clippy::type_complexity)]
+    fn produce(
+        &self,
+        request: &ProduceRequest,
+    ) -> Result<Result<ProduceResponse, local_channel::LocalReceiver<ProduceResult>>, ErrorResponse>
+    {
+        let partition = self.owned(&request.topic, request.partition)?;
+        let key = &partition.key;
+        let appended = self
+            .with_log(key, |log| {
+                let ticket = log.handle_append(now(), &request.batch, request.durability)?;
+                Ok::<_, spate_core::AppendError>((ticket, log.log_start()))
+            })
+            .ok_or_else(|| error(ErrorCode::Storage, "partition closed"))?;
+        let (ticket, log_start) = appended.map_err(|append| match append {
+            spate_core::AppendError::InvalidBatch(batch) => {
+                let code = match batch {
+                    spate_format::BatchError::Length { length, max, .. } if length > max => {
+                        ErrorCode::BatchTooLarge
+                    }
+                    _ => ErrorCode::InvalidBatch,
+                };
+                error(code, format!("invalid batch: {batch}"))
+            }
+            spate_core::AppendError::Fenced(reason) => error(
+                ErrorCode::PartitionFenced,
+                format!(
+                    "partition {}-{} is fenced: {reason}",
+                    key.topic, key.partition
+                ),
+            ),
+            spate_core::AppendError::BufferFull { .. } => {
+                error(ErrorCode::Busy, append.to_string())
+            }
+        })?;
+        let response = ProduceResponse {
+            base_offset: ticket.base_offset.0,
+            append_time: ticket.append_time.0,
+            log_start_offset: log_start.0,
+        };
+        partition.ring();
+        let queue = match request.durability {
+            spate_proto::Durability::None => return Ok(Ok(response)),
+            spate_proto::Durability::Write => &partition.write_acks,
+            spate_proto::Durability::Fsync => &partition.fsync_acks,
+        };
+        let (reply, receiver) = local_channel::new_bounded(1);
+        queue.borrow_mut().push_back(PendingAck {
+            next: ticket.next_offset(),
+            response,
+            reply,
+        });
+        Ok(Err(receiver))
+    }
+
+    async fn fetch(&self, request: FetchRequest) -> Result<FetchResponse, ErrorResponse> {
+        let partition = self.owned(&request.topic, request.partition)?;
+        let key = partition.key.clone();
+        let started = std::time::Instant::now();
+        let max_wait = Duration::from_millis(u64::from(request.max_wait_ms));
+        loop {
+            let plan = self
+                .with_log(&key, |log| {
+                    log.handle_fetch(Offset(request.offset), request.max_bytes)
+                        .map(|plan| (plan, log.high_watermark(), log.log_start()))
+                })
+                .ok_or_else(|| error(ErrorCode::Storage, "partition closed"))?;
+            let (plan, high_watermark, log_start) = plan.map_err(|fetch| match fetch {
+                FetchError::OutOfRange {
+                    log_start,
+                    high_watermark,
+                    ..
+                } => error(ErrorCode::OffsetOutOfRange, fetch.to_string()).with_detail(
+                    ErrorDetail::OffsetRange {
+                        log_start_offset: log_start.0,
+                        high_watermark: high_watermark.0,
+                    },
+                ),
+                FetchError::Corrupt { .. } => error(ErrorCode::Storage, fetch.to_string()),
+            })?;
+            let records = match plan {
+                FetchPlan::AtEnd => Bytes::new(),
+                FetchPlan::Ready(bytes) => bytes,
+                FetchPlan::Read(read) => {
+                    let reader = partition.storage.borrow().reader();
+                    let data = reader
+                        .read(read.file, read.position, read.len)
+                        .await
+                        .map_err(|storage| error(ErrorCode::Storage, storage.to_string()))?;
+                    read.complete(&data)
+                        .map_err(|fetch| error(ErrorCode::Storage, fetch.to_string()))?
+                }
+            };
+            let waited = started.elapsed();
+            if records.len() >= request.min_bytes.max(1) as usize
+                || waited >= max_wait
+                || self.shutdown.load(Ordering::Relaxed)
+            {
+                return Ok(FetchResponse {
+                    high_watermark: high_watermark.0,
+                    log_start_offset: log_start.0,
+                    records,
+                });
+            }
+            // Park until the high watermark moves or the wait is over.
+            if partition.waiters.borrow().len() >= self.config.fetch_waiters as usize {
+                return Err(error(
+                    ErrorCode::Busy,
+                    "too many fetches are waiting on this partition",
+                ));
+            }
+            let (sender, receiver) = local_channel::new_bounded(1);
+            partition.waiters.borrow_mut().push(sender);
+            let remaining = max_wait.saturating_sub(waited);
+            future::or(
+                async { receiver.recv().await.map_or((), |_| ()) },
+                glommio::timer::sleep(remaining),
+            )
+            .await;
+        }
+    }
+
+    async fn list_offsets(
+        &self,
+        request: ListOffsetsRequest,
+    ) -> Result<ListOffsetsResponse, ErrorResponse> {
+        let partition = self.owned(&request.topic, request.partition)?;
+        let key = partition.key.clone();
+        let (log_start, high_watermark, scan_from) = self
+            .with_log(&key, |log| {
+                let start = match request.spec {
+                    OffsetSpec::Timestamp(timestamp) => log.timestamp_scan_start(timestamp),
+                    _ => None,
+                };
+                (log.log_start(), log.high_watermark(), start)
+            })
+            .ok_or_else(|| error(ErrorCode::Storage, "partition closed"))?;
+        let offset = match request.spec {
+            OffsetSpec::Earliest => log_start,
+            OffsetSpec::Latest => high_watermark,
+            OffsetSpec::Timestamp(timestamp) => match scan_from {
+                None => high_watermark,
+                Some(mut offset) => loop {
+                    if offset >= high_watermark {
+                        break high_watermark;
+                    }
+                    let fetched = self
+                        .fetch(FetchRequest {
+                            topic: request.topic.clone(),
+                            partition: request.partition,
+                            offset: offset.0,
+                            max_bytes: 1 << 20,
+                            max_wait_ms: 0,
+                            min_bytes: 0,
+                        })
+                        .await?;
+                    let mut found = None;
+                    for batch in batches(&fetched.records) {
+                        let Ok(batch) = batch else { break };
+                        if batch.max_timestamp() >= timestamp && batch.last_offset() >= offset {
+                            // The first record of the batch at or after the asked time.
+                            found = batch
+                                .records()
+                                .flatten()
+                                .find(|record| record.timestamp >= timestamp)
+                                .map(|record| {
+                                    Offset(batch.base_offset().0 + u64::from(record.offset_delta))
+                                })
+                                .map(|found| found.max(offset));
+                            break;
+                        }
+                        offset = batch.next_offset();
+                    }
+                    if let Some(found) = found {
+                        break found;
+                    }
+                    if fetched.records.is_empty() {
+                        break high_watermark;
+                    }
+                },
+            },
+        };
+        Ok(ListOffsetsResponse {
+            offset: offset.0,
+            log_start_offset: log_start.0,
+            high_watermark: high_watermark.0,
+        })
+    }
+
+    /// Applies a metadata update from the coordinator.
+    pub async fn on_update(self: &Rc<Self>, update: Update) {
+        self.apply_metadata(update.metadata).await;
+    }
+
+    /// Which shard serves admin requests for this one.
+    pub fn is_coordinator(&self) -> bool {
+        self.id == ShardId(0)
+    }
+
+    pub fn api_name(api_key: u16) -> &'static str {
+        ApiKey::from_u16(api_key).map_or("unknown", ApiKey::name)
+    }
+}

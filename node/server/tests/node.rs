@@ -1,0 +1,328 @@
+//! In-process tests of the node: real glommio shards, real files under `target/`, real TCP on
+//! loopback.
+
+#![allow(clippy::cast_possible_truncation)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use spate_proto::*;
+
+#[test]
+fn produce_and_fetch_round_trip_across_shards_and_partitions() {
+    let dir = data_dir("round-trip");
+    let node = start(&dir, 2);
+    let mut admin = Client::connect(node.endpoints[1]);
+    assert!(matches!(
+        admin.create_topic("events", 4),
+        Response::CreateTopic(_)
+    ));
+    assert!(matches!(
+        admin.create_topic("events", 4),
+        Response::Error {
+            error: ErrorResponse {
+                code: ErrorCode::TopicAlreadyExists,
+                ..
+            },
+            ..
+        }
+    ));
+    let metadata = admin.metadata();
+    assert_eq!(metadata.shards.len(), 2);
+    let topic = &metadata.topics[0];
+    assert_eq!(topic.partitions.len(), 4);
+    let shards_used: std::collections::BTreeSet<u16> =
+        topic.partitions.iter().map(|p| p.shard.0).collect();
+    assert_eq!(shards_used.len(), 2, "partitions spread over both shards");
+    for partition in 0..4u32 {
+        let mut client = Client::connect(owner(&metadata, "events", partition));
+        for round in 0..3u8 {
+            let value = [partition as u8, round];
+            match client.produce("events", partition, &[&value, b"second"], Durability::Fsync) {
+                Response::Produce(produced) => {
+                    assert_eq!(produced.base_offset, u64::from(round) * 2);
+                }
+                other => panic!("produce failed: {other:?}"),
+            }
+        }
+        match client.fetch("events", partition, 0, 0) {
+            Response::Fetch(fetched) => {
+                assert_eq!(fetched.high_watermark, 6);
+                let values = records(&fetched.records);
+                assert_eq!(values.len(), 6);
+                assert_eq!(values[2], (2, vec![partition as u8, 1]));
+                assert_eq!(values[3], (3, b"second".to_vec()));
+            }
+            other => panic!("fetch failed: {other:?}"),
+        }
+        match client.fetch("events", partition, 4, 0) {
+            Response::Fetch(fetched) => assert_eq!(records(&fetched.records)[0].0, 4),
+            other => panic!("fetch failed: {other:?}"),
+        }
+    }
+    node.shutdown();
+}
+
+#[test]
+fn a_request_for_another_shards_partition_names_the_owner() {
+    let dir = data_dir("not-owner");
+    let node = start(&dir, 2);
+    let mut client = Client::connect(node.endpoints[0]);
+    client.create_topic("t", 8);
+    let metadata = client.metadata();
+    let partition = metadata.topics[0]
+        .partitions
+        .iter()
+        .find(|p| p.shard.0 == 1)
+        .unwrap()
+        .partition
+        .0;
+    match client.produce("t", partition, &[b"x"], Durability::Fsync) {
+        Response::Error { error, .. } => {
+            assert_eq!(error.code, ErrorCode::NotOwner);
+            assert_eq!(
+                error.detail,
+                ErrorDetail::NotOwner {
+                    shard: ShardId(1),
+                    endpoint: node.endpoints[1].to_string()
+                }
+            );
+        }
+        other => panic!("expected NotOwner, got {other:?}"),
+    }
+    assert!(matches!(
+        client.produce("missing", 0, &[b"x"], Durability::Fsync),
+        Response::Error {
+            error: ErrorResponse {
+                code: ErrorCode::UnknownTopic,
+                ..
+            },
+            ..
+        }
+    ));
+    assert!(matches!(
+        client.produce("t", 99, &[b"x"], Durability::Fsync),
+        Response::Error {
+            error: ErrorResponse {
+                code: ErrorCode::UnknownPartition,
+                ..
+            },
+            ..
+        }
+    ));
+    node.shutdown();
+}
+
+#[test]
+fn long_poll_wakes_on_append_and_times_out_at_max_wait() {
+    let dir = data_dir("long-poll");
+    let node = start(&dir, 1);
+    let mut admin = Client::connect(node.endpoints[0]);
+    admin.create_topic("t", 1);
+    // Times out empty.
+    let started = Instant::now();
+    match admin.fetch("t", 0, 0, 300) {
+        Response::Fetch(fetched) => assert!(fetched.records.is_empty()),
+        other => panic!("{other:?}"),
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(290),
+        "answered after {waited:?}, before max_wait"
+    );
+    // Wakes on append: a fetch waiting up to 30 s answers as soon as a record is durable.
+    let mut consumer = Client::connect(node.endpoints[0]);
+    let waiting = consumer.send(&Request::Fetch(FetchRequest {
+        topic: "t".into(),
+        partition: PartitionId(0),
+        offset: 0,
+        max_bytes: 1 << 20,
+        max_wait_ms: 30_000,
+        min_bytes: 1,
+    }));
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    assert!(matches!(
+        admin.produce("t", 0, &[b"wake"], Durability::Fsync),
+        Response::Produce(_)
+    ));
+    let (id, response) = consumer.receive().unwrap();
+    assert_eq!(id, waiting);
+    match response {
+        Response::Fetch(fetched) => {
+            assert_eq!(records(&fetched.records), vec![(0, b"wake".to_vec())]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the parked fetch was not woken by the append"
+    );
+    node.shutdown();
+}
+
+#[test]
+fn durability_levels_acknowledge_and_become_visible() {
+    let dir = data_dir("durability");
+    let node = start(&dir, 1);
+    let mut client = Client::connect(node.endpoints[0]);
+    client.create_topic("t", 1);
+    for (index, durability) in [Durability::None, Durability::Write, Durability::Fsync]
+        .into_iter()
+        .enumerate()
+    {
+        match client.produce("t", 0, &[b"v"], durability) {
+            Response::Produce(produced) => assert_eq!(produced.base_offset, index as u64),
+            other => panic!("{other:?}"),
+        }
+    }
+    // The fsync acknowledgement covers everything before it: all three are visible.
+    match client.fetch("t", 0, 0, 0) {
+        Response::Fetch(fetched) => {
+            assert_eq!(fetched.high_watermark, 3);
+            assert_eq!(records(&fetched.records).len(), 3);
+        }
+        other => panic!("{other:?}"),
+    }
+    // `none` alone becomes visible within the flush interval.
+    client.produce("t", 0, &[b"later"], Durability::None);
+    match client.fetch("t", 0, 3, 2000) {
+        Response::Fetch(fetched) => {
+            assert_eq!(records(&fetched.records), vec![(3, b"later".to_vec())]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Offsets out of range carry the valid range.
+    match client.fetch("t", 0, 99, 0) {
+        Response::Error { error, .. } => {
+            assert_eq!(error.code, ErrorCode::OffsetOutOfRange);
+            assert_eq!(
+                error.detail,
+                ErrorDetail::OffsetRange {
+                    log_start_offset: 0,
+                    high_watermark: 4
+                }
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let list =
+        |client: &mut Client, spec| match client.call(&Request::ListOffsets(ListOffsetsRequest {
+            topic: "t".into(),
+            partition: PartitionId(0),
+            spec,
+        })) {
+            Response::ListOffsets(listed) => listed.offset,
+            other => panic!("{other:?}"),
+        };
+    assert_eq!(list(&mut client, OffsetSpec::Earliest), 0);
+    assert_eq!(list(&mut client, OffsetSpec::Latest), 4);
+    assert_eq!(list(&mut client, OffsetSpec::Timestamp(0)), 0);
+    assert_eq!(list(&mut client, OffsetSpec::Timestamp(i64::MAX)), 4);
+    node.shutdown();
+}
+
+#[test]
+fn garbage_and_oversized_frames_get_errors_and_other_connections_keep_working() {
+    let dir = data_dir("garbage");
+    let node = start(&dir, 1);
+    let mut good = Client::connect(node.endpoints[0]);
+    good.create_topic("t", 1);
+    // An oversized length: an error frame, then the connection closes.
+    let mut bad = Client::connect(node.endpoints[0]);
+    let mut oversized = vec![0u8; 16];
+    oversized[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+    oversized[4] = 4;
+    oversized[6] = 1;
+    bad.send_raw(&oversized).unwrap();
+    match bad.receive() {
+        Some((_, Response::Error { error, .. })) => {
+            assert_eq!(error.code, ErrorCode::FrameTooLarge);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(bad.receive().is_none(), "the connection is closed");
+    // A well-framed body of garbage: an error, the connection stays usable.
+    let mut messy = Client::connect(node.endpoints[0]);
+    let head = FrameHead {
+        api_key: 4,
+        version: 1,
+        flags: 0,
+        correlation_id: 77,
+        body_length: 5,
+    };
+    let mut frame = head.encode().to_vec();
+    frame.extend_from_slice(&[1, 2, 3, 4, 5]);
+    messy.send_raw(&frame).unwrap();
+    match messy.receive() {
+        Some((77, Response::Error { error, .. })) => assert_eq!(error.code, ErrorCode::Malformed),
+        other => panic!("{other:?}"),
+    }
+    // A batch with a broken CRC is refused; nothing is stored.
+    let mut request = produce_request("t", 0, &[b"x"], Durability::Fsync);
+    if let Request::Produce(produce) = &mut request {
+        let mut bytes = produce.batch.to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        produce.batch = bytes.into();
+    }
+    match messy.call(&request) {
+        Response::Error { error, .. } => assert_eq!(error.code, ErrorCode::InvalidBatch),
+        other => panic!("{other:?}"),
+    }
+    // A truncated frame, then the peer goes away: no crash.
+    let mut truncated = Client::connect(node.endpoints[0]);
+    truncated
+        .send_raw(&produce_request("t", 0, &[b"x"], Durability::Fsync).to_frame(1)[..20])
+        .unwrap();
+    drop(truncated);
+    assert!(
+        matches!(good.produce("t", 0, &[b"still"], Durability::Fsync), Response::Produce(p) if p.base_offset == 0)
+    );
+    node.shutdown();
+}
+
+#[test]
+fn restart_with_another_shard_count_serves_all_data() {
+    let dir = data_dir("reshard");
+    let node = start(&dir, 2);
+    let mut client = Client::connect(node.endpoints[0]);
+    client.create_topic("t", 6);
+    let metadata = client.metadata();
+    for partition in 0..6 {
+        let mut owner_client = Client::connect(owner(&metadata, "t", partition));
+        let value = [partition as u8; 3];
+        assert!(matches!(
+            owner_client.produce("t", partition, &[&value], Durability::Fsync),
+            Response::Produce(_)
+        ));
+    }
+    node.shutdown();
+    let node = start(&dir, 1);
+    let mut client = Client::connect(node.endpoints[0]);
+    let metadata = client.metadata();
+    assert!(metadata.topics[0].partitions.iter().all(|p| p.shard.0 == 0));
+    for partition in 0..6 {
+        match client.fetch("t", partition, 0, 0) {
+            Response::Fetch(fetched) => assert_eq!(
+                records(&fetched.records),
+                vec![(0, vec![partition as u8; 3])]
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+    node.shutdown();
+    let node = start(&dir, 3);
+    let mut client = Client::connect(node.endpoints[2]);
+    let metadata = client.metadata();
+    for partition in 0..6 {
+        let mut owner_client = Client::connect(owner(&metadata, "t", partition));
+        match owner_client.fetch("t", partition, 0, 0) {
+            Response::Fetch(fetched) => assert_eq!(fetched.high_watermark, 1),
+            other => panic!("{other:?}"),
+        }
+    }
+    node.shutdown();
+}
