@@ -121,6 +121,9 @@ impl Metadata {
         if version != VERSION {
             return Err(format!("unsupported version {version}"));
         }
+        if header[6] != 0 || header[7] != 0 {
+            return Err("reserved header bytes are not zero".into());
+        }
         let length = u32::from_le_bytes([header[8], header[9], header[10], header[11]]) as usize;
         let stored = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
         let body = bytes.get(HEADER_SIZE..).ok_or("no body")?;
