@@ -785,6 +785,14 @@ impl PartitionLog {
         self.schedule(now);
     }
 
+    /// Fences the partition because damaged data was found outside recovery (a fetch read a
+    /// corrupt batch): writes stop, reads below the damage go on. Does nothing if fenced.
+    pub fn handle_corruption(&mut self, reason: FenceReason) {
+        if self.fenced.is_none() {
+            self.fence(reason);
+        }
+    }
+
     fn fence(&mut self, reason: FenceReason) {
         self.fenced = Some(reason.clone());
         self.round = None;

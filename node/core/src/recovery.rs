@@ -94,6 +94,9 @@ struct Scan {
     /// Set once the valid prefix ended.
     end: Option<(u64, EndReason)>,
     torn_signature: bool,
+    /// Whether a valid batch starts somewhere after the damage, up to `searched_to`.
+    valid_after: bool,
+    searched_to: u64,
     tail_sector: Vec<u8>,
     /// End of the last non-zero byte seen after the valid prefix.
     nonzero_end: u64,
@@ -465,6 +468,8 @@ impl Recovery {
             last_batch_base: files.base,
             end: None,
             torn_signature: false,
+            valid_after: false,
+            searched_to: 0,
             tail_sector: Vec::new(),
             nonzero_end: 0,
             probe_pos: 0,
@@ -565,6 +570,10 @@ impl Recovery {
             scan.nonzero_end = p + last as u64 + 1;
         }
         scan.torn_signature = looks_torn(&data, read_at, p, at_eof);
+        if scan.active && !matches!(end.reason, EndReason::Clean | EndReason::ZeroPadding) {
+            scan.valid_after = valid_batch_after(&data, read_at, p);
+            scan.searched_to = chunk_end;
+        }
         scan.probe_pos = chunk_end;
         if scan.active && !at_eof && !matches!(end.reason, EndReason::Clean) {
             self.read_scan(scan);
@@ -604,9 +613,14 @@ impl Recovery {
             EndReason::Clean => "clean".to_owned(),
         };
         if scan.active {
+            // Missing sectors look like zeros inside the batch; a garbage tail has no valid
+            // batch after it. Damage followed by valid data, without missing sectors, is not
+            // a torn write.
             let torn = damaged
                 && !matches!(reason, EndReason::OffsetMismatch { .. })
-                && (scan.torn_signature || matches!(reason, EndReason::ZeroPadding))
+                && (scan.torn_signature
+                    || matches!(reason, EndReason::ZeroPadding)
+                    || !(scan.valid_after || scan.nonzero_end > scan.searched_to))
                 && scan.nonzero_end <= window_end;
             if damaged && !torn {
                 self.fence_at(base, p, describe(&reason));
@@ -715,6 +729,22 @@ impl Recovery {
         let report = std::mem::take(&mut self.report);
         self.result = Some(Ok(Recovered { log, report }));
     }
+}
+
+/// Whether a valid batch starts anywhere after file position `p` in `data` (which holds the
+/// file's bytes from `read_at`): a sign that the damage at `p` is not the end of what was
+/// written.
+pub fn valid_batch_after(data: &[u8], read_at: u64, p: u64) -> bool {
+    let Ok(from) = usize::try_from(p - read_at) else {
+        return false;
+    };
+    let magic_at = 28;
+    (from + 1
+        ..data
+            .len()
+            .saturating_sub(usize::from(BATCH_HEADER_SIZE as u8)))
+        .filter(|&at| data[at + magic_at] == spate_format::batch::MAGIC)
+        .any(|at| spate_format::BatchRef::parse_prefix(&data[at..]).is_ok())
 }
 
 /// Whether the invalid batch at file position `p` looks like sectors that never reached the

@@ -692,8 +692,26 @@ impl Shard {
                         .read(read.file, read.position, read.len)
                         .await
                         .map_err(|storage| error(ErrorCode::Storage, storage.to_string()))?;
-                    read.complete(&data)
-                        .map_err(|fetch| error(ErrorCode::Storage, fetch.to_string()))?
+                    match read.complete(&data) {
+                        Ok(bytes) => bytes,
+                        Err(fetch) => {
+                            if let FetchError::Corrupt {
+                                segment,
+                                position,
+                                detail,
+                            } = &fetch
+                            {
+                                let reason = spate_core::FenceReason::Corruption {
+                                    segment: segment.clone(),
+                                    position: *position,
+                                    detail: detail.clone(),
+                                };
+                                self.with_log(&key, |log| log.handle_corruption(reason));
+                                partition.ring();
+                            }
+                            return Err(error(ErrorCode::Storage, fetch.to_string()));
+                        }
+                    }
                 }
             };
             let waited = started.elapsed();

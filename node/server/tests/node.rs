@@ -326,3 +326,99 @@ fn restart_with_another_shard_count_serves_all_data() {
     }
     node.shutdown();
 }
+
+fn segment_files(dir: &std::path::Path, topic: &str, partition: u32) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> =
+        std::fs::read_dir(dir.join("topics").join(format!("{topic}-{partition}")))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+            .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn offline_damage_truncates_a_garbage_tail_and_fences_only_the_corrupt_partition() {
+    let dir = data_dir("offline-damage");
+    let node = start(&dir, 1);
+    let mut client = Client::connect(node.endpoints[0]);
+    assert!(matches!(
+        client.call(&Request::CreateTopic(CreateTopicRequest {
+            topic: "c".into(),
+            partitions: 2,
+            retention_ms: Setting::Default,
+            retention_bytes: Setting::Default,
+            segment_bytes: Setting::Value(64 << 10),
+        })),
+        Response::CreateTopic(_)
+    ));
+    let value = vec![7u8; 3000];
+    for _ in 0..60 {
+        assert!(matches!(
+            client.produce("c", 0, &[&value, &value], Durability::Fsync),
+            Response::Produce(_)
+        ));
+    }
+    for round in 0..5u8 {
+        assert!(matches!(
+            client.produce("c", 1, &[&[round; 10]], Durability::Fsync),
+            Response::Produce(_)
+        ));
+    }
+    node.shutdown();
+
+    // Partition 1: garbage after the last batch of its active segment.
+    let active = segment_files(&dir, "c", 1).pop().unwrap();
+    let mut bytes = std::fs::read(&active).unwrap();
+    let (_, end) = spate_format::segment::scan_segment(&bytes, 0, None);
+    let end = end.position as usize;
+    bytes[end..end + 100].fill(0xab);
+    std::fs::write(&active, &bytes).unwrap();
+    // Partition 0: one flipped byte inside the last batch of its first, sealed segment.
+    let sealed_segments = segment_files(&dir, "c", 0);
+    assert!(sealed_segments.len() >= 3, "partition 0 rolled");
+    let sealed = &sealed_segments[0];
+    let mut bytes = std::fs::read(sealed).unwrap();
+    let (batches, _) = spate_format::segment::scan_segment(&bytes, 0, None);
+    let last = batches.last().unwrap();
+    let flip_at = (last.position + 100) as usize;
+    bytes[flip_at] ^= 0x04;
+    std::fs::write(sealed, &bytes).unwrap();
+
+    let node = start(&dir, 1);
+    let mut client = Client::connect(node.endpoints[0]);
+    // The garbage tail is gone; every acknowledged record of partition 1 is there and it
+    // takes writes again at the next offset.
+    match client.fetch("c", 1, 0, 0) {
+        Response::Fetch(fetched) => {
+            assert_eq!(fetched.high_watermark, 5);
+            assert_eq!(records(&fetched.records).len(), 5);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        matches!(client.produce("c", 1, &[b"after"], Durability::Fsync), Response::Produce(p) if p.base_offset == 5)
+    );
+    // Partition 0 is fenced: writes refused with the segment and position named...
+    match client.produce("c", 0, &[b"x"], Durability::Fsync) {
+        Response::Error { error, .. } => {
+            assert_eq!(error.code, ErrorCode::PartitionFenced);
+            assert!(
+                error.message.contains("00000000000000000000.log"),
+                "{}",
+                error.message
+            );
+        }
+        other => panic!("expected a fence, got {other:?}"),
+    }
+    // ...and the records below the damage are still served.
+    match client.fetch("c", 0, 0, 0) {
+        Response::Fetch(fetched) => {
+            assert_eq!(records(&fetched.records)[0].0, 0);
+            assert!(fetched.high_watermark <= last.base_offset.0);
+        }
+        other => panic!("{other:?}"),
+    }
+    node.shutdown();
+}
