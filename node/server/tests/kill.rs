@@ -23,6 +23,9 @@ use spate_proto::*;
 
 const PARTITIONS: u32 = 4;
 
+/// Requests in flight on one connection: correlation id -> (partition, values).
+type InFlight = BTreeMap<u64, (u32, Vec<Vec<u8>>)>;
+
 struct Rng(u64);
 
 impl Rng {
@@ -81,8 +84,7 @@ fn produce_until_killed(
     let mut clients: Vec<(u32, Client)> = (0..PARTITIONS)
         .map(|p| (p, Client::connect(owner(metadata, "k", p))))
         .collect();
-    let mut in_flight: Vec<BTreeMap<u64, (u32, Vec<Vec<u8>>)>> =
-        vec![BTreeMap::new(); clients.len()];
+    let mut in_flight: Vec<InFlight> = vec![BTreeMap::new(); clients.len()];
     loop {
         for (index, (partition, client)) in clients.iter_mut().enumerate() {
             while in_flight[index].len() < 8 {
