@@ -26,6 +26,9 @@ pub const FETCH_WAITERS_DEFAULT: u32 = 1024;
 pub const RETENTION_MS_DEFAULT: u64 = 7 * 24 * 3600 * 1000;
 /// How often each shard applies retention.
 pub const RETENTION_CHECK_MS_DEFAULT: u64 = 60_000;
+/// Recently written bytes each shard keeps in memory to serve consumers at the tail, shared
+/// by its partitions.
+pub const TAIL_CACHE_BYTES_DEFAULT: u64 = 64 << 20;
 /// Memory each shard registers with io_uring for I/O buffers. Small, so several shards run
 /// under the default locked-memory limit (`ulimit -l`, often 8 MiB or less).
 pub const IO_MEMORY_DEFAULT: usize = 512 << 10;
@@ -92,6 +95,10 @@ pub struct Flags {
     /// Memory per shard registered with io_uring, in bytes. [default: 512 KiB]
     #[arg(long, value_name = "BYTES")]
     pub io_memory: Option<usize>,
+    /// Recently written bytes each shard keeps in memory for consumers at the tail, shared by
+    /// its partitions. [default: 64 MiB]
+    #[arg(long, value_name = "BYTES")]
+    pub tail_cache_bytes: Option<u64>,
 }
 
 /// The same settings as the flags, read from a TOML file.
@@ -114,6 +121,7 @@ pub struct FileConfig {
     pub flush_interval_ms: Option<i64>,
     pub retention_check_ms: Option<u64>,
     pub io_memory: Option<usize>,
+    pub tail_cache_bytes: Option<u64>,
 }
 
 /// The resolved configuration of a node.
@@ -135,6 +143,7 @@ pub struct NodeConfig {
     pub flush_interval_ms: i64,
     pub retention_check_ms: u64,
     pub io_memory: usize,
+    pub tail_cache_bytes: u64,
 }
 
 #[derive(Debug, Error)]
@@ -319,6 +328,10 @@ impl NodeConfig {
                 .io_memory
                 .or(file.io_memory)
                 .unwrap_or(IO_MEMORY_DEFAULT),
+            tail_cache_bytes: flags
+                .tail_cache_bytes
+                .or(file.tail_cache_bytes)
+                .unwrap_or(TAIL_CACHE_BYTES_DEFAULT),
         };
         if config.flush_interval_ms <= 0 {
             return Err(invalid("flush_interval_ms", "must be positive"));

@@ -252,6 +252,7 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
                         )
                     }
                 };
+                tracing::debug!(shard = index, "channels connected; recovering partitions");
                 let shard = Rc::new(Shard::new(
                     id,
                     config.clone(),
@@ -261,6 +262,7 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
                     admin.clone(),
                 ));
                 shard.apply_metadata(metadata).await;
+                tracing::debug!(shard = index, "partitions recovered");
                 let _ = ready_tx.send((index, Ok(())));
                 glommio::spawn_local(shard.clone().accept(listener)).detach();
                 match role {

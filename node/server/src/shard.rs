@@ -146,16 +146,20 @@ impl Shard {
         }
     }
 
-    fn log_config(&self, topic: &Topic) -> spate_core::LogConfig {
+    /// The log settings of a partition of `topic`, when the shard owns `owned` partitions
+    /// (they share the shard's tail cache).
+    fn log_config(&self, topic: &Topic, owned: usize) -> spate_core::LogConfig {
         let segment_bytes = match topic.segment_bytes {
             Setting::Value(value) => u32::try_from(value).unwrap_or(self.config.segment_bytes),
             _ => self.config.segment_bytes,
         };
-        self.config.log_config(
+        let mut config = self.config.log_config(
             effective(topic.retention_ms, self.config.retention_ms),
             effective(topic.retention_bytes, self.config.retention_bytes),
             segment_bytes,
-        )
+        );
+        config.tail_cache_bytes = self.config.tail_cache_bytes / owned.max(1) as u64;
+        config
     }
 
     /// Opens (recovering from disk) every partition this shard owns and does not have open,
@@ -163,6 +167,17 @@ impl Shard {
     pub async fn apply_metadata(self: &Rc<Self>, metadata: Metadata) {
         let metadata = Rc::new(metadata);
         *self.metadata.borrow_mut() = metadata.clone();
+        let owned = metadata
+            .topics
+            .values()
+            .map(|topic| {
+                topic
+                    .shards
+                    .iter()
+                    .filter(|shard| **shard == self.id)
+                    .count()
+            })
+            .sum::<usize>();
         let mut wanted = Vec::new();
         for (name, topic) in &metadata.topics {
             for (partition, shard) in topic.shards.iter().enumerate() {
@@ -171,7 +186,7 @@ impl Shard {
                         topic: name.clone(),
                         partition: u32::try_from(partition).unwrap_or(0),
                     };
-                    wanted.push((key, self.log_config(topic)));
+                    wanted.push((key, self.log_config(topic, owned)));
                 }
             }
         }
@@ -239,6 +254,7 @@ impl Shard {
                 return;
             }
         };
+        tracing::debug!(topic = %key.topic, partition = key.partition, files = listing.len(), "recovering");
         let mut recovery = Recovery::new(config, &listing);
         let result = loop {
             while let Some(request) = recovery.poll_io() {
@@ -247,6 +263,7 @@ impl Shard {
             if let Some(result) = recovery.poll_done() {
                 break result;
             }
+            tracing::trace!(topic = %key.topic, partition = key.partition, "recovery waits for storage");
             if bell.recv().await.is_none() {
                 return;
             }

@@ -48,9 +48,18 @@ fn spawn(dir: &std::path::Path) -> Child {
             "2",
         ])
         .args(["--retention-check-ms", "3600000"])
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("SPATE_KILL_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(
+            std::fs::File::options()
+                .create(true)
+                .append(true)
+                .open(dir.join("node.log"))
+                .map_or_else(|_| Stdio::null(), Stdio::from),
+        )
         .spawn()
         .expect("start spate-node")
 }
@@ -96,7 +105,9 @@ fn produce_until_killed(
                     .collect();
                 let slices: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
                 let request = common::produce_request("k", *partition, &slices, Durability::Fsync);
-                let id = client.send(&request);
+                let Some(id) = client.try_send(&request) else {
+                    return;
+                };
                 in_flight[index].insert(id, (*partition, values));
             }
             let Some((id, response)) = client.receive() else {

@@ -72,6 +72,14 @@ impl Client {
         id
     }
 
+    /// Like `send`, but `None` if the connection is gone.
+    pub fn try_send(&mut self, request: &Request) -> Option<u64> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.stream.write_all(&request.to_frame(id)).ok()?;
+        Some(id)
+    }
+
     pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.stream.write_all(bytes)
     }
