@@ -5,6 +5,7 @@
 use bytes::{BufMut, Bytes};
 
 use crate::error::ProtoError;
+use crate::messages::Setting;
 
 /// Appends fields to a frame body.
 #[derive(Debug)]
@@ -43,6 +44,17 @@ impl<'a, B: BufMut> Writer<'a, B> {
         let length = u16::try_from(value.len()).expect("string field longer than u16::MAX");
         self.u16(length);
         self.out.put_slice(value.as_bytes());
+    }
+
+    /// A topic setting: a tag (0 default, 1 unlimited, 2 value) and a `u64`.
+    pub fn setting(&mut self, setting: Setting) {
+        let (tag, value) = match setting {
+            Setting::Default => (0, 0),
+            Setting::Unlimited => (1, 0),
+            Setting::Value(value) => (2, value),
+        };
+        self.u8(tag);
+        self.u64(value);
     }
 
     /// Bytes with a `u32` length.
@@ -106,6 +118,22 @@ impl Reader {
 
     pub fn i64(&mut self, field: &'static str) -> Result<i64, ProtoError> {
         Ok(i64::from_le_bytes(self.array(field)?))
+    }
+
+    /// A topic setting; only the canonical encoding is accepted (no value with tags 0 and 1).
+    pub fn setting(&mut self, field: &'static str) -> Result<Setting, ProtoError> {
+        let tag = self.u8(field)?;
+        let value = self.u64(field)?;
+        match (tag, value) {
+            (0, 0) => Ok(Setting::Default),
+            (1, 0) => Ok(Setting::Unlimited),
+            (2, value) => Ok(Setting::Value(value)),
+            (0 | 1, value) => Err(ProtoError::Value { field, value }),
+            (tag, _) => Err(ProtoError::Value {
+                field,
+                value: tag.into(),
+            }),
+        }
     }
 
     /// A `u16`-length UTF-8 string of at most `max` bytes, borrowed from the body.

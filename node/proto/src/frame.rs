@@ -77,37 +77,27 @@ impl FrameHead {
 
     /// Checks flags and version for a frame that should be a request.
     pub fn check_request(&self) -> Result<ApiKey, ProtoError> {
-        let api = self.api()?;
-        if self.flags & !FLAGS_KNOWN != 0 || self.is_error() {
-            return Err(ProtoError::Flags(self.flags));
-        }
-        if self.is_response() {
-            return Err(ProtoError::Direction {
-                expected: "request",
-                found: "response",
-            });
-        }
-        if self.version != VERSION {
-            return Err(ProtoError::UnsupportedVersion {
-                api: api.name(),
-                found: self.version,
-                supported: VERSION,
-            });
-        }
-        Ok(api)
+        self.check(false)
     }
 
     /// Checks flags and version for a frame that should be a response.
     pub fn check_response(&self) -> Result<ApiKey, ProtoError> {
+        self.check(true)
+    }
+
+    fn check(&self, response: bool) -> Result<ApiKey, ProtoError> {
         let api = self.api()?;
-        if self.flags & !FLAGS_KNOWN != 0 {
+        // Only a response may carry the error flag.
+        if self.flags & !FLAGS_KNOWN != 0 || (!response && self.is_error()) {
             return Err(ProtoError::Flags(self.flags));
         }
-        if !self.is_response() {
-            return Err(ProtoError::Direction {
-                expected: "response",
-                found: "request",
-            });
+        if self.is_response() != response {
+            let (expected, found) = if response {
+                ("response", "request")
+            } else {
+                ("request", "response")
+            };
+            return Err(ProtoError::Direction { expected, found });
         }
         if self.version != VERSION {
             return Err(ProtoError::UnsupportedVersion {

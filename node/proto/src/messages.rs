@@ -280,31 +280,6 @@ fn encode_frame(
     out[start..start + FRAME_HEADER_SIZE as usize].copy_from_slice(&head.encode());
 }
 
-fn write_setting<B: BufMut>(writer: &mut Writer<'_, B>, setting: Setting) {
-    let (tag, value) = match setting {
-        Setting::Default => (0, 0),
-        Setting::Unlimited => (1, 0),
-        Setting::Value(value) => (2, value),
-    };
-    writer.u8(tag);
-    writer.u64(value);
-}
-
-fn read_setting(reader: &mut Reader, field: &'static str) -> Result<Setting, ProtoError> {
-    let tag = reader.u8(field)?;
-    let value = reader.u64(field)?;
-    match (tag, value) {
-        (0, 0) => Ok(Setting::Default),
-        (1, 0) => Ok(Setting::Unlimited),
-        (2, value) => Ok(Setting::Value(value)),
-        (0 | 1, value) => Err(ProtoError::Value { field, value }),
-        (tag, _) => Err(ProtoError::Value {
-            field,
-            value: tag.into(),
-        }),
-    }
-}
-
 fn read_topic(reader: &mut Reader) -> Result<String, ProtoError> {
     let topic = reader.str16("topic", TOPIC_NAME_LENGTH_MAX)?;
     spate_format::validate_topic_name(topic)?;
@@ -337,9 +312,9 @@ impl Request {
                 Request::CreateTopic(request) => {
                     w.str16(&request.topic);
                     w.u32(request.partitions);
-                    write_setting(w, request.retention_ms);
-                    write_setting(w, request.retention_bytes);
-                    write_setting(w, request.segment_bytes);
+                    w.setting(request.retention_ms);
+                    w.setting(request.retention_bytes);
+                    w.setting(request.segment_bytes);
                 }
                 Request::DeleteTopic(request) => w.str16(&request.topic),
                 Request::Metadata(request) => {
@@ -392,9 +367,9 @@ impl Request {
             ApiKey::CreateTopic => Request::CreateTopic(CreateTopicRequest {
                 topic: read_topic(&mut reader)?,
                 partitions: reader.u32("partitions")?,
-                retention_ms: read_setting(&mut reader, "retention_ms")?,
-                retention_bytes: read_setting(&mut reader, "retention_bytes")?,
-                segment_bytes: read_setting(&mut reader, "segment_bytes")?,
+                retention_ms: reader.setting("retention_ms")?,
+                retention_bytes: reader.setting("retention_bytes")?,
+                segment_bytes: reader.setting("segment_bytes")?,
             }),
             ApiKey::DeleteTopic => Request::DeleteTopic(DeleteTopicRequest {
                 topic: read_topic(&mut reader)?,
@@ -526,9 +501,9 @@ impl Response {
                 w.u32(u32::try_from(response.topics.len()).unwrap_or(u32::MAX));
                 for topic in &response.topics {
                     w.str16(&topic.name);
-                    write_setting(w, topic.retention_ms);
-                    write_setting(w, topic.retention_bytes);
-                    write_setting(w, topic.segment_bytes);
+                    w.setting(topic.retention_ms);
+                    w.setting(topic.retention_bytes);
+                    w.setting(topic.segment_bytes);
                     w.u32(u32::try_from(topic.partitions.len()).unwrap_or(u32::MAX));
                     for partition in &topic.partitions {
                         w.u32(partition.partition.0);
@@ -651,9 +626,9 @@ impl Response {
                 let mut topics = Vec::with_capacity(count);
                 for _ in 0..count {
                     let name = read_topic(&mut reader)?;
-                    let retention_ms = read_setting(&mut reader, "retention_ms")?;
-                    let retention_bytes = read_setting(&mut reader, "retention_bytes")?;
-                    let segment_bytes = read_setting(&mut reader, "segment_bytes")?;
+                    let retention_ms = reader.setting("retention_ms")?;
+                    let retention_bytes = reader.setting("retention_bytes")?;
+                    let segment_bytes = reader.setting("segment_bytes")?;
                     let count = reader.count("partitions", PARTITIONS_PER_TOPIC_MAX, 6)?;
                     let mut partitions = Vec::with_capacity(count);
                     for _ in 0..count {

@@ -62,27 +62,6 @@ pub fn assign(topic: &str, partition: u32, shards: u32) -> ShardId {
     ShardId(u16::try_from(shard).unwrap_or(0))
 }
 
-fn write_setting(writer: &mut Writer<'_, BytesMut>, setting: Setting) {
-    let (tag, value) = match setting {
-        Setting::Default => (0, 0),
-        Setting::Unlimited => (1, 0),
-        Setting::Value(value) => (2, value),
-    };
-    writer.u8(tag);
-    writer.u64(value);
-}
-
-fn read_setting(reader: &mut Reader, field: &'static str) -> Result<Setting, String> {
-    let tag = reader.u8(field).map_err(|e| e.to_string())?;
-    let value = reader.u64(field).map_err(|e| e.to_string())?;
-    match tag {
-        0 => Ok(Setting::Default),
-        1 => Ok(Setting::Unlimited),
-        2 => Ok(Setting::Value(value)),
-        other => Err(format!("{field}: unknown tag {other}")),
-    }
-}
-
 impl Metadata {
     pub fn encode(&self) -> Bytes {
         let mut body = BytesMut::new();
@@ -91,9 +70,9 @@ impl Metadata {
         for (name, topic) in &self.topics {
             writer.str16(name);
             writer.u32(u32::try_from(topic.shards.len()).expect("partition count fits u32"));
-            write_setting(&mut writer, topic.retention_ms);
-            write_setting(&mut writer, topic.retention_bytes);
-            write_setting(&mut writer, topic.segment_bytes);
+            writer.setting(topic.retention_ms);
+            writer.setting(topic.retention_bytes);
+            writer.setting(topic.segment_bytes);
             for shard in &topic.shards {
                 writer.u16(shard.0);
             }
@@ -152,9 +131,11 @@ impl Metadata {
             let partitions = reader
                 .count("partitions", PARTITIONS_PER_TOPIC_MAX, 0)
                 .map_err(|e| e.to_string())?;
-            let retention_ms = read_setting(&mut reader, "retention_ms")?;
-            let retention_bytes = read_setting(&mut reader, "retention_bytes")?;
-            let segment_bytes = read_setting(&mut reader, "segment_bytes")?;
+            let retention_ms = reader.setting("retention_ms").map_err(|e| e.to_string())?;
+            let retention_bytes = reader
+                .setting("retention_bytes")
+                .map_err(|e| e.to_string())?;
+            let segment_bytes = reader.setting("segment_bytes").map_err(|e| e.to_string())?;
             let mut shards = Vec::with_capacity(partitions.min(PARTITIONS_PER_TOPIC_MAX as usize));
             for _ in 0..partitions {
                 shards.push(ShardId(reader.u16("shard").map_err(|e| e.to_string())?));

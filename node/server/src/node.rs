@@ -20,6 +20,9 @@ use crate::metadata::{Metadata, MetadataError};
 use crate::shard::Shard;
 use crate::storage::probe_direct_io;
 
+/// Longest a shard's reactor sleeps without a timer waking it (see the task queue note).
+const HEARTBEAT: Duration = Duration::from_millis(10);
+
 /// Messages in flight between the coordinator and one shard, each way.
 const SHARD_CHANNEL_MAX: usize = 64;
 
@@ -192,111 +195,142 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             .preempt_timer(Duration::from_millis(5));
         let handle = builder
             .spawn(move || async move {
-                let listener = match TcpListener::bind(address) {
-                    Ok(listener) => listener,
-                    Err(error) => {
-                        let _ = bound_tx
-                            .send((index, Err(format!("cannot listen on {address}: {error}"))));
-                        return;
+                // Everything runs in a latency-sensitive task queue: glommio then always
+                // signals the reactor when a blocking-pool operation (truncate, fallocate,
+                // directory sync) completes. With its default, a completion racing the
+                // reactor going to sleep can be missed and the shard stalls until a timer
+                // fires. The heartbeat below bounds any such stall whatever happens.
+                let queue = glommio::executor().create_task_queue(
+                    glommio::Shares::default(),
+                    glommio::Latency::Matters(Duration::from_millis(10)),
+                    "spate",
+                );
+                glommio::spawn_local(async {
+                    loop {
+                        glommio::timer::sleep(HEARTBEAT).await;
                     }
-                };
-                let local = listener.local_addr().map_err(|error| error.to_string());
-                let _ = bound_tx.send((index, local));
-                let Ok(endpoints) = endpoints_rx.recv() else {
-                    return;
-                };
-                let id = ShardId(u16::try_from(index).unwrap_or(u16::MAX));
-                let config = Rc::new((*config).clone());
-                // Connect the channel ends concurrently: each waits for its peer.
-                let (admin, role) = match coordinator {
-                    Some((senders, receivers)) => {
-                        let sending: Vec<_> = senders
-                            .into_iter()
-                            .map(|end| glommio::spawn_local(end.connect()))
-                            .collect();
-                        let receiving: Vec<_> = receivers
-                            .into_iter()
-                            .map(|end| glommio::spawn_local(end.connect()))
-                            .collect();
-                        let mut to_shards = Vec::new();
-                        for task in sending {
-                            to_shards.push(task.await);
-                        }
-                        let mut from_shards = Vec::new();
-                        for task in receiving {
-                            from_shards.push(task.await);
-                        }
-                        let (admin, queue) = coordinator::local_client();
-                        (
-                            admin,
+                })
+                .detach();
+                let Ok(body) = glommio::spawn_local_into(
+                    async move {
+                        let listener = match TcpListener::bind(address) {
+                            Ok(listener) => listener,
+                            Err(error) => {
+                                let _ = bound_tx.send((
+                                    index,
+                                    Err(format!("cannot listen on {address}: {error}")),
+                                ));
+                                return;
+                            }
+                        };
+                        let local = listener.local_addr().map_err(|error| error.to_string());
+                        let _ = bound_tx.send((index, local));
+                        let Ok(endpoints) = endpoints_rx.recv() else {
+                            return;
+                        };
+                        let id = ShardId(u16::try_from(index).unwrap_or(u16::MAX));
+                        let config = Rc::new((*config).clone());
+                        // Connect the channel ends concurrently: each waits for its peer.
+                        let (admin, role) = match coordinator {
+                            Some((senders, receivers)) => {
+                                let sending: Vec<_> = senders
+                                    .into_iter()
+                                    .map(|end| glommio::spawn_local(end.connect()))
+                                    .collect();
+                                let receiving: Vec<_> = receivers
+                                    .into_iter()
+                                    .map(|end| glommio::spawn_local(end.connect()))
+                                    .collect();
+                                let mut to_shards = Vec::new();
+                                for task in sending {
+                                    to_shards.push(task.await);
+                                }
+                                let mut from_shards = Vec::new();
+                                for task in receiving {
+                                    from_shards.push(task.await);
+                                }
+                                let (admin, queue) = coordinator::local_client();
+                                (
+                                    admin,
+                                    Role::Coordinator {
+                                        queue,
+                                        to_shards,
+                                        from_shards,
+                                    },
+                                )
+                            }
+                            None => {
+                                let (Some(sender), Some(receiver)) =
+                                    (to_coordinator, from_coordinator)
+                                else {
+                                    let _ = ready_tx.send((index, Err("channels missing".into())));
+                                    return;
+                                };
+                                let sending = glommio::spawn_local(sender.connect());
+                                let receiving = glommio::spawn_local(receiver.connect());
+                                let sender = sending.await;
+                                let receiver = receiving.await;
+                                (
+                                    coordinator::remote_client(sender),
+                                    Role::Follower { receiver },
+                                )
+                            }
+                        };
+                        tracing::debug!(shard = index, "channels connected; recovering partitions");
+                        let shard = Rc::new(Shard::new(
+                            id,
+                            config.clone(),
+                            endpoints,
+                            Metadata::default(),
+                            shutdown.clone(),
+                            admin.clone(),
+                        ));
+                        shard.apply_metadata(metadata).await;
+                        tracing::debug!(shard = index, "partitions recovered");
+                        let _ = ready_tx.send((index, Ok(())));
+                        glommio::spawn_local(shard.clone().accept(listener)).detach();
+                        match role {
                             Role::Coordinator {
                                 queue,
                                 to_shards,
                                 from_shards,
-                            },
-                        )
-                    }
-                    None => {
-                        let (Some(sender), Some(receiver)) = (to_coordinator, from_coordinator)
-                        else {
-                            let _ = ready_tx.send((index, Err("channels missing".into())));
-                            return;
-                        };
-                        let sending = glommio::spawn_local(sender.connect());
-                        let receiving = glommio::spawn_local(receiver.connect());
-                        let sender = sending.await;
-                        let receiver = receiving.await;
-                        (
-                            coordinator::remote_client(sender),
-                            Role::Follower { receiver },
-                        )
-                    }
-                };
-                tracing::debug!(shard = index, "channels connected; recovering partitions");
-                let shard = Rc::new(Shard::new(
-                    id,
-                    config.clone(),
-                    endpoints,
-                    Metadata::default(),
-                    shutdown.clone(),
-                    admin.clone(),
-                ));
-                shard.apply_metadata(metadata).await;
-                tracing::debug!(shard = index, "partitions recovered");
-                let _ = ready_tx.send((index, Ok(())));
-                glommio::spawn_local(shard.clone().accept(listener)).detach();
-                match role {
-                    Role::Coordinator {
-                        queue,
-                        to_shards,
-                        from_shards,
-                    } => {
-                        glommio::spawn_local(Coordinator::run(
-                            shard.clone(),
-                            queue,
-                            to_shards,
-                            from_shards,
-                        ))
+                            } => {
+                                glommio::spawn_local(Coordinator::run(
+                                    shard.clone(),
+                                    queue,
+                                    to_shards,
+                                    from_shards,
+                                ))
+                                .detach();
+                            }
+                            Role::Follower { receiver } => {
+                                glommio::spawn_local(coordinator::follow(
+                                    shard.clone(),
+                                    admin,
+                                    receiver,
+                                ))
+                                .detach();
+                            }
+                        }
+                        let retention_every = Duration::from_millis(config.retention_check_ms);
+                        let retention_shard = shard.clone();
+                        glommio::spawn_local(async move {
+                            loop {
+                                glommio::timer::sleep(retention_every).await;
+                                retention_shard.retention();
+                            }
+                        })
                         .detach();
-                    }
-                    Role::Follower { receiver } => {
-                        glommio::spawn_local(coordinator::follow(shard.clone(), admin, receiver))
-                            .detach();
-                    }
-                }
-                let retention_every = Duration::from_millis(config.retention_check_ms);
-                let retention_shard = shard.clone();
-                glommio::spawn_local(async move {
-                    loop {
-                        glommio::timer::sleep(retention_every).await;
-                        retention_shard.retention();
-                    }
-                })
-                .detach();
-                while !shutdown.load(Ordering::Relaxed) {
-                    glommio::timer::sleep(Duration::from_millis(20)).await;
-                }
-                shard.close_all().await;
+                        while !shutdown.load(Ordering::Relaxed) {
+                            glommio::timer::sleep(Duration::from_millis(20)).await;
+                        }
+                        shard.close_all().await;
+                    },
+                    queue,
+                ) else {
+                    return;
+                };
+                body.await;
             })
             .map_err(|error| NodeError::Shard {
                 shard: u16::try_from(index).unwrap_or(u16::MAX),

@@ -64,6 +64,23 @@ pub struct RunReport {
     pub high_watermark: u64,
 }
 
+impl RunReport {
+    /// Adds another run's counts to these.
+    pub fn add(&mut self, other: &RunReport) {
+        self.appends += other.appends;
+        self.records += other.records;
+        self.crashes += other.crashes;
+        self.torn_tails += other.torn_tails;
+        self.fences += other.fences;
+        self.corruptions_detected += other.corruptions_detected;
+        self.fetches += other.fetches;
+        self.segments_deleted += other.segments_deleted;
+        self.rolls += other.rolls;
+        self.durable_events += other.durable_events;
+        self.high_watermark = self.high_watermark.max(other.high_watermark);
+    }
+}
+
 /// A violated invariant, with the seed and step that replay it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
@@ -821,17 +838,7 @@ fn describe(request: &spate_core::IoRequest) -> String {
 pub fn run_seeds(first: u64, count: u64, options: Options) -> Result<RunReport, Failure> {
     let mut total = RunReport::default();
     for seed in first..first + count {
-        let report = run_seed(seed, options)?;
-        total.appends += report.appends;
-        total.records += report.records;
-        total.crashes += report.crashes;
-        total.torn_tails += report.torn_tails;
-        total.fences += report.fences;
-        total.corruptions_detected += report.corruptions_detected;
-        total.fetches += report.fetches;
-        total.segments_deleted += report.segments_deleted;
-        total.rolls += report.rolls;
-        total.durable_events += report.durable_events;
+        total.add(&run_seed(seed, options)?);
     }
     Ok(total)
 }

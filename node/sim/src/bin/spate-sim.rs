@@ -54,15 +54,7 @@ fn main() {
             break;
         }
         match run_seed(seed, options) {
-            Ok(report) => {
-                total.appends += report.appends;
-                total.crashes += report.crashes;
-                total.torn_tails += report.torn_tails;
-                total.fences += report.fences;
-                total.corruptions_detected += report.corruptions_detected;
-                total.rolls += report.rolls;
-                total.segments_deleted += report.segments_deleted;
-            }
+            Ok(report) => total.add(&report),
             Err(failure) => {
                 eprintln!("FAILED: {failure}");
                 std::process::exit(1);
