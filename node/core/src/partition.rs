@@ -440,6 +440,8 @@ pub struct PartitionLog {
     fsync_wanted: Offset,
     /// When the oldest byte not yet durable was appended.
     unsynced_since: Option<Millis>,
+    /// A flush was asked for (shutdown): sync everything now, whatever the interval says.
+    flush_requested: bool,
     fenced: Option<FenceReason>,
     round: Option<Round>,
     maintenance: VecDeque<Vec<IoRequest>>,
@@ -483,6 +485,7 @@ impl PartitionLog {
             write_wanted: next_offset,
             fsync_wanted: next_offset,
             unsynced_since: None,
+            flush_requested: false,
             fenced,
             round: None,
             maintenance: VecDeque::new(),
@@ -710,6 +713,15 @@ impl PartitionLog {
         self.events.push_back(LogEvent::SegmentRolled { base });
     }
 
+    /// Makes everything appended so far durable as soon as possible, without waiting for the
+    /// flush interval (a graceful shutdown asks for this).
+    pub fn handle_flush(&mut self, now: Millis) {
+        if self.durable < self.next_offset {
+            self.flush_requested = true;
+        }
+        self.schedule(now);
+    }
+
     /// Lets time-based work happen: flushing `none`/`write` data after the flush interval.
     pub fn handle_tick(&mut self, now: Millis) {
         self.schedule(now);
@@ -819,6 +831,7 @@ impl PartitionLog {
         else {
             if self.durable == self.next_offset {
                 self.unsynced_since = None;
+                self.flush_requested = false;
             }
             return;
         };
@@ -827,6 +840,7 @@ impl PartitionLog {
             .unsynced_since
             .is_some_and(|since| now.0.saturating_sub(since.0) >= self.config.flush_interval_ms);
         let want_sync = !active
+            || self.flush_requested
             || self.fsync_wanted > self.durable
             || self.unsynced_bytes() >= self.config.flush_bytes
             || flush_due;

@@ -36,6 +36,12 @@ pub enum NodeError {
          pass --allow-buffered-io to run without direct I/O (not durable in the same way)"
     )]
     NoDirectIo { dir: String, source: std::io::Error },
+    #[error(
+        "the data directory {dir} is on {fstype}, which keeps data in memory: nothing would \
+         survive a power loss. Put the data on a real filesystem (ext4, xfs), or pass \
+         --allow-buffered-io to run there anyway (for experiments)"
+    )]
+    MemoryFilesystem { dir: String, fstype: String },
     #[error(transparent)]
     Metadata(#[from] MetadataError),
     #[error("invalid listen address {address}: {reason}")]
@@ -127,6 +133,15 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         dir: shown.clone(),
         source,
     })?;
+    if let Some(fstype) = crate::storage::filesystem_type(&dir) {
+        if matches!(fstype.as_str(), "tmpfs" | "ramfs") {
+            if config.allow_buffered_io {
+                tracing::warn!(dir = %shown, fstype, "data directory in memory; running as asked");
+            } else {
+                return Err(NodeError::MemoryFilesystem { dir: shown, fstype });
+            }
+        }
+    }
     if let Err(source) = probe_direct_io(&dir) {
         if config.allow_buffered_io {
             tracing::warn!(dir = %shown, "O_DIRECT unavailable ({source}); running with buffered I/O as asked");

@@ -167,10 +167,13 @@ impl Partition {
     pub async fn drive(self: Rc<Self>, shard: Rc<Shard>, bell: LocalReceiver<()>) {
         loop {
             self.pump(&shard);
-            let idle = shard
-                .with_log(&self.key, |log| log.is_idle())
+            let settled = shard
+                .with_log(&self.key, |log| {
+                    log.is_idle()
+                        && (log.high_watermark() == log.next_offset() || log.fenced().is_some())
+                })
                 .unwrap_or(true);
-            if self.closing.get() && idle {
+            if self.closing.get() && settled {
                 break;
             }
             let wait = shard

@@ -211,11 +211,19 @@ impl Shard {
     async fn close_partition(&self, key: &PartitionKey, keep_files: bool) {
         let partition = self.partitions.borrow_mut().remove(key);
         if let Some(partition) = partition {
+            // Make everything appended durable before the files close.
+            self.with_log(key, |log| log.handle_flush(now()));
             partition.closing.set(true);
             partition.ring();
             // Give in-flight syncs a moment to finish before the files go.
-            for _ in 0..100 {
-                if self.with_log(key, |log| log.is_idle()).unwrap_or(true) {
+            for _ in 0..500 {
+                let settled = self
+                    .with_log(key, |log| {
+                        log.is_idle()
+                            && (log.high_watermark() == log.next_offset() || log.fenced().is_some())
+                    })
+                    .unwrap_or(true);
+                if settled {
                     break;
                 }
                 glommio::timer::sleep(Duration::from_millis(10)).await;

@@ -264,7 +264,14 @@ impl Storage for DmaStorage {
         let doorbell = self.doorbell.clone();
         glommio::spawn_local(async move {
             let id = request.id();
+            let kind = describe(&request);
+            tracing::trace!(id = id.0, "storage request {kind}");
             let result = execute(files, dir, request).await;
+            tracing::trace!(
+                id = id.0,
+                ok = result.is_ok(),
+                "storage request done {kind}"
+            );
             completed.borrow_mut().push_back(IoDone { id, result });
             // A full doorbell is already ringing.
             let _ = doorbell.try_send(());
@@ -278,6 +285,31 @@ impl Storage for DmaStorage {
 
     fn list(&mut self) -> Result<Vec<ListedFile>, StorageError> {
         list_dir(&self.dir)
+    }
+}
+
+fn describe(request: &IoRequest) -> String {
+    match request {
+        IoRequest::Create { file, .. } => format!("create {file}"),
+        IoRequest::Allocate { file, len, .. } => format!("allocate {file} {len}"),
+        IoRequest::Write {
+            file,
+            position,
+            data,
+            ..
+        } => format!("write {file} at {position} len {}", data.len()),
+        IoRequest::WriteFile { file, .. } => format!("write-file {file}"),
+        IoRequest::Sync { file, .. } => format!("sync {file}"),
+        IoRequest::SyncDir { .. } => "sync-dir".to_owned(),
+        IoRequest::Read {
+            file,
+            position,
+            len,
+            ..
+        } => format!("read {file} at {position} len {len}"),
+        IoRequest::ReadFile { file, .. } => format!("read-file {file}"),
+        IoRequest::Truncate { file, len, .. } => format!("truncate {file} {len}"),
+        IoRequest::Remove { file, .. } => format!("remove {file}"),
     }
 }
 
@@ -299,6 +331,28 @@ pub fn list_dir(dir: &Path) -> Result<Vec<ListedFile>, StorageError> {
         }
     }
     Ok(files)
+}
+
+/// The type of the filesystem holding `dir` (`ext4`, `xfs`, `tmpfs`, ...), from
+/// `/proc/self/mountinfo`: the mount with the longest mount point that contains the path.
+pub fn filesystem_type(dir: &Path) -> Option<String> {
+    let path = dir.canonicalize().ok()?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mut best: Option<(usize, String)> = None;
+    for line in mountinfo.lines() {
+        // ID PARENT MAJ:MIN ROOT MOUNT_POINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
+        let mut fields = line.split(' ');
+        let mount_point = fields.nth(4)?.replace("\\040", " ");
+        let fstype = line.split(" - ").nth(1)?.split(' ').next()?.to_owned();
+        if path.starts_with(&mount_point)
+            && best
+                .as_ref()
+                .is_none_or(|(len, _)| mount_point.len() >= *len)
+        {
+            best = Some((mount_point.len(), fstype));
+        }
+    }
+    best.map(|(_, fstype)| fstype)
 }
 
 /// Checks that `dir` supports O_DIRECT: tmpfs and some others silently do not, and glommio

@@ -422,3 +422,58 @@ fn offline_damage_truncates_a_garbage_tail_and_fences_only_the_corrupt_partition
     }
     node.shutdown();
 }
+
+#[test]
+fn retention_deletes_old_segments_on_its_schedule() {
+    let dir = data_dir("retention");
+    let node = start(&dir, 1);
+    let mut client = Client::connect(node.endpoints[0]);
+    assert!(matches!(
+        client.call(&Request::CreateTopic(CreateTopicRequest {
+            topic: "r".into(),
+            partitions: 1,
+            retention_ms: Setting::Unlimited,
+            retention_bytes: Setting::Value(128 << 10),
+            segment_bytes: Setting::Value(64 << 10),
+        })),
+        Response::CreateTopic(_)
+    ));
+    let value = vec![1u8; 4000];
+    for _ in 0..100 {
+        assert!(matches!(
+            client.produce("r", 0, &[&value], Durability::Fsync),
+            Response::Produce(_)
+        ));
+    }
+    // The test node checks retention every 100 ms.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log_start = loop {
+        let listed = client.call(&Request::ListOffsets(ListOffsetsRequest {
+            topic: "r".into(),
+            partition: PartitionId(0),
+            spec: OffsetSpec::Earliest,
+        }));
+        let Response::ListOffsets(listed) = listed else {
+            panic!("{listed:?}")
+        };
+        if listed.offset > 0 || Instant::now() > deadline {
+            break listed.offset;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(log_start > 0, "retention never ran");
+    // Whole segments went, oldest first: the first file left starts at the log start.
+    let files = segment_files(&dir, "r", 0);
+    let first = files[0].file_name().unwrap().to_str().unwrap().to_owned();
+    assert_eq!(first, format!("{log_start:020}.log"));
+    assert!(files.len() <= 4, "{} segments left", files.len());
+    match client.fetch("r", 0, 0, 0) {
+        Response::Error { error, .. } => assert_eq!(error.code, ErrorCode::OffsetOutOfRange),
+        other => panic!("{other:?}"),
+    }
+    match client.fetch("r", 0, log_start, 0) {
+        Response::Fetch(fetched) => assert_eq!(records(&fetched.records)[0].0, log_start),
+        other => panic!("{other:?}"),
+    }
+    node.shutdown();
+}
