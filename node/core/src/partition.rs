@@ -399,6 +399,8 @@ enum PhaseKind {
     Trim,
     Sync,
     Index,
+    /// A directory sync making the index files durable: the segment is then sealed.
+    Seal,
 }
 
 #[derive(Debug)]
@@ -693,6 +695,10 @@ impl PartitionLog {
             .segments
             .back()
             .expect("a log has at least one segment");
+        // A sealed segment (recovered with its index files) takes no more data.
+        if active.finalized {
+            return true;
+        }
         if active.size == 0 {
             return false;
         }
@@ -991,6 +997,10 @@ impl PartitionLog {
                         },
                     ],
                 });
+                phases.push_back(Phase {
+                    kind: PhaseKind::Seal,
+                    requests: vec![IoRequest::SyncDir { id: next_id() }],
+                });
             }
         }
         let segment_base = segment.base;
@@ -1085,7 +1095,8 @@ impl PartitionLog {
                     self.unsynced_since = Some(now);
                 }
             }
-            PhaseKind::Index => {
+            PhaseKind::Index => {}
+            PhaseKind::Seal => {
                 let segment = &mut self.segments[index];
                 segment.finalized = true;
                 segment.buffer = WriteBuffer {

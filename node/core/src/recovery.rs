@@ -302,15 +302,20 @@ impl Recovery {
         };
         let last = index + 1 == self.files.len();
         if last {
-            // Index files of the active segment are stale: the indexes live in memory.
-            for (present, file) in [
-                (files.has_offset_index, FileRef::offset_index(files.base)),
-                (files.has_time_index, FileRef::time_index(files.base)),
-            ] {
-                if present {
-                    let id = self.io_id();
-                    self.report.removed_files.push(file.file_name());
-                    self.finish.push_back(IoRequest::Remove { id, file });
+            // A last segment with both index files was sealed: completely written and synced
+            // before its indexes were made durable, so nothing in it can be torn. Without
+            // them it may have been in flight; a single leftover index file is stale.
+            let sealed = files.has_offset_index && files.has_time_index;
+            if !sealed {
+                for (present, file) in [
+                    (files.has_offset_index, FileRef::offset_index(files.base)),
+                    (files.has_time_index, FileRef::time_index(files.base)),
+                ] {
+                    if present {
+                        let id = self.io_id();
+                        self.report.removed_files.push(file.file_name());
+                        self.finish.push_back(IoRequest::Remove { id, file });
+                    }
                 }
             }
             self.begin_scan(index);
@@ -612,6 +617,38 @@ impl Recovery {
             }
             EndReason::Clean => "clean".to_owned(),
         };
+        let files = self.files[scan.index];
+        let sealed = files.has_offset_index && files.has_time_index;
+        if scan.active && sealed {
+            // The last segment was sealed: any damage is corruption; it takes no more data
+            // (the next append rolls), and its indexes are written again from the scan.
+            if damaged {
+                self.fence_at(base, p, describe(&reason));
+                self.tail_sector = Some(scan.tail_sector.clone());
+                self.segments
+                    .push_back(Segment::recovered(recovered, Some(&scan.tail_sector)));
+            } else {
+                let mut segment = Segment::recovered(recovered, None);
+                segment.seal_time_index();
+                for (file, data) in [
+                    (
+                        FileRef::offset_index(base),
+                        Bytes::copy_from_slice(encode_index(&segment.offset_index)),
+                    ),
+                    (
+                        FileRef::time_index(base),
+                        Bytes::copy_from_slice(encode_index(&segment.time_index)),
+                    ),
+                ] {
+                    let id = self.io_id();
+                    self.finish
+                        .push_back(IoRequest::WriteFile { id, file, data });
+                }
+                self.segments.push_back(segment);
+            }
+            self.begin_finish();
+            return;
+        }
         if scan.active {
             // Missing sectors look like zeros inside the batch; a garbage tail has no valid
             // batch after it. Damage followed by valid data, without missing sectors, is not

@@ -794,19 +794,20 @@ impl Run {
         let end = found.last().map_or(0, |batch| batch.end_position());
         let position = self.rng.below(end);
         let bit = u8::try_from(self.rng.below(8)).expect("fits");
-        let last_file = self
-            .storage
-            .file_refs()
-            .into_iter()
-            .filter(|f| f.kind == SegmentFileKind::Log)
-            .max();
+        // A segment whose index files are durable is sealed: recovery may never truncate it.
+        let sealed = [
+            FileRef::offset_index(file.base),
+            FileRef::time_index(file.base),
+        ]
+        .iter()
+        .all(|index| self.storage.is_dir_durable(index));
         self.storage.flip_bit(&file, position, bit);
         let report = self.crash_and_recover(true)?;
         if let Some(torn) = &report.torn_tail {
             if torn.segment == file.base && torn.position <= position {
-                // Truncated as torn: allowed only inside the window at the end of the log.
-                ensure(Some(file) == last_file, || {
-                    "a flip in a rolled segment was truncated".into()
+                // Truncated as torn: allowed only in an unsealed segment, inside the window.
+                ensure(!sealed, || {
+                    "a flip in a sealed segment was truncated".into()
                 })?;
                 ensure(
                     position < (torn.position & !4095) + TORN_WINDOW_BYTES,

@@ -152,12 +152,22 @@ impl Client {
     }
 }
 
+/// Milliseconds since the epoch now: records carry the time they are made, so retention by
+/// time (7 days by default) does not delete them under the test.
+pub fn now_ms() -> i64 {
+    let elapsed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(elapsed.as_millis()).unwrap()
+}
+
 pub fn batch(values: &[&[u8]]) -> bytes::Bytes {
     let mut builder = BatchBuilder::new();
+    let timestamp = now_ms();
     for value in values {
         builder
             .push(&Record {
-                timestamp: 1_700_000_000_000,
+                timestamp,
                 value: Some(value),
                 ..Record::default()
             })
