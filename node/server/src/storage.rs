@@ -17,6 +17,83 @@ use glommio::io::{DmaFile, OpenOptions};
 use spate_core::storage::FileRef;
 use spate_core::{IoDone, IoOutcome, IoRequest, ListedFile, Storage, StorageError};
 
+/// Largest single read or write handed to glommio. Larger requests can hang forever in the
+/// kernel when they exceed what one block request maps (glommio issue #633); 512 KiB is 128
+/// pages, below any device's segment limit seen in practice. Larger I/O is split into such
+/// chunks, all in flight at once.
+pub const IO_CHUNK_BYTES: usize = 512 << 10;
+
+/// Reads `len` bytes at `position` (both aligned) in chunks in flight together; stops at the
+/// first short chunk (the end of the file).
+async fn read_chunked(dma: &Rc<DmaFile>, position: u64, len: usize) -> std::io::Result<Bytes> {
+    let chunks: Vec<_> = (0..len)
+        .step_by(IO_CHUNK_BYTES)
+        .map(|offset| {
+            let dma = dma.clone();
+            let size = IO_CHUNK_BYTES.min(len - offset);
+            glommio::spawn_local(async move {
+                dma.read_at_aligned(position + offset as u64, size)
+                    .await
+                    .map(|read| (size, read))
+            })
+        })
+        .collect();
+    let mut out = bytes::BytesMut::with_capacity(len);
+    let mut short = false;
+    for chunk in chunks {
+        let (size, read) = chunk.await?;
+        if !short {
+            out.extend_from_slice(&read[..]);
+            short = read.len() < size;
+        }
+    }
+    Ok(out.freeze())
+}
+
+/// Writes `data` at `position` (both aligned) in chunks in flight together; returns the bytes
+/// written from the start up to the first short chunk.
+async fn write_chunked(dma: &Rc<DmaFile>, position: u64, data: &[u8]) -> std::io::Result<usize> {
+    let chunks: Vec<_> = data
+        .chunks(IO_CHUNK_BYTES)
+        .enumerate()
+        .map(|(index, piece)| {
+            let dma = dma.clone();
+            let mut buffer = dma.alloc_dma_buffer(piece.len());
+            buffer.as_bytes_mut().copy_from_slice(piece);
+            let at = position + (index * IO_CHUNK_BYTES) as u64;
+            let size = piece.len();
+            glommio::spawn_local(async move {
+                dma.write_at(buffer, at)
+                    .await
+                    .map(|written| (size, written))
+            })
+        })
+        .collect();
+    let mut total = 0;
+    let mut short = false;
+    let mut failure = None;
+    for chunk in chunks {
+        match chunk.await {
+            Ok((size, written)) if !short => {
+                total += written;
+                short = written < size;
+            }
+            Ok(_) => {}
+            Err(error) => {
+                if !short && failure.is_none() {
+                    failure = Some(error);
+                }
+                short = true;
+            }
+        }
+    }
+    match failure {
+        // Whatever was written before the failed chunk counts; a failure at the start is an error.
+        Some(error) if total == 0 => Err(error.into()),
+        _ => Ok(total),
+    }
+}
+
 /// Files of one partition directory, kept open.
 #[derive(Debug, Default)]
 struct Files {
@@ -85,11 +162,9 @@ impl DmaReader {
     ) -> Result<Bytes, StorageError> {
         let dma = open(&self.files, &self.dir, file).await?;
         let size = usize::try_from(len).unwrap_or(usize::MAX);
-        let read = dma
-            .read_at_aligned(position, size)
+        read_chunked(&dma, position, size)
             .await
-            .map_err(|error| storage_error("read", &file.file_name(), error))?;
-        Ok(Bytes::copy_from_slice(&read[..]))
+            .map_err(|error| storage_error("read", &file.file_name(), error))
     }
 
     /// Closes every open file (shutdown, topic deletion).
@@ -163,10 +238,7 @@ async fn execute(
             ..
         } => {
             let dma = open(&files, &dir, file).await?;
-            let mut buffer = dma.alloc_dma_buffer(data.len());
-            buffer.as_bytes_mut().copy_from_slice(&data);
-            let written = dma
-                .write_at(buffer, position)
+            let written = write_chunked(&dma, position, &data)
                 .await
                 .map_err(|error| storage_error("write", &file.file_name(), error))?;
             Ok(IoOutcome::Written {
@@ -211,13 +283,10 @@ async fn execute(
         } => {
             let dma = open(&files, &dir, file).await?;
             let size = usize::try_from(len).unwrap_or(usize::MAX);
-            let read = dma
-                .read_at_aligned(position, size)
+            let data = read_chunked(&dma, position, size)
                 .await
                 .map_err(|error| storage_error("read", &file.file_name(), error))?;
-            Ok(IoOutcome::Read {
-                data: Bytes::copy_from_slice(&read[..]),
-            })
+            Ok(IoOutcome::Read { data })
         }
         IoRequest::ReadFile { file, .. } => {
             let path = dir.join(file.file_name());
