@@ -27,10 +27,10 @@ use spate_core::recovery::Recovery;
 use spate_core::{FetchError, FetchPlan, Millis, PartitionKey, PartitionLog, ShardLogs, Storage};
 use spate_format::{batches, Offset};
 use spate_proto::{
-    ApiKey, ErrorCode, ErrorDetail, ErrorResponse, FetchRequest, FetchResponse, Frame,
-    FrameDecoder, ListOffsetsRequest, ListOffsetsResponse, MetadataResponse, OffsetSpec,
-    PartitionId, PartitionMetadata, ProduceRequest, ProduceResponse, Request, Response, Setting,
-    ShardId, ShardInfo, TopicMetadata,
+    ErrorCode, ErrorDetail, ErrorResponse, FetchRequest, FetchResponse, Frame, FrameDecoder,
+    ListOffsetsRequest, ListOffsetsResponse, MetadataResponse, OffsetSpec, PartitionId,
+    PartitionMetadata, ProduceRequest, ProduceResponse, Request, Response, Setting, ShardId,
+    ShardInfo, TopicMetadata,
 };
 
 use crate::config::NodeConfig;
@@ -838,14 +838,5 @@ impl Shard {
     /// Applies a metadata update from the coordinator.
     pub async fn on_update(self: &Rc<Self>, update: Update) {
         self.apply_metadata(update.metadata).await;
-    }
-
-    /// Which shard serves admin requests for this one.
-    pub fn is_coordinator(&self) -> bool {
-        self.id == ShardId(0)
-    }
-
-    pub fn api_name(api_key: u16) -> &'static str {
-        ApiKey::from_u16(api_key).map_or("unknown", ApiKey::name)
     }
 }
