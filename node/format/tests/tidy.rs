@@ -92,7 +92,7 @@ fn every_rust_file_starts_with_a_module_doc_and_has_no_dbg() {
             ));
         }
         if text.contains(concat!("dbg", "!(")) {
-            problems.push(format!("{}: dbg! left in", file.display()));
+            problems.push(format!("{}: a debug-print macro is left in", file.display()));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
