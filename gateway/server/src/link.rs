@@ -1,0 +1,120 @@
+//! `ShardLink`: one pipelined TCP connection from the gateway to one node shard. Frames go
+//! out with a correlation id unique on the link; responses come back in any order and are
+//! matched to their callers. A broken link fails its callers and is replaced on next use.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use spate_proto::limits::{FRAME_HEADER_SIZE, RESPONSE_SIZE_MAX};
+use spate_proto::{Frame, FrameDecoder};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+/// Frames queued for one shard connection before senders wait.
+pub const LINK_QUEUE_MAX: usize = 1024;
+
+type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Frame>>>>;
+
+#[derive(Debug)]
+pub struct ShardLink {
+    outgoing: mpsc::Sender<(Bytes, Bytes)>,
+    waiters: Waiters,
+    next_id: AtomicU64,
+    broken: Arc<AtomicBool>,
+}
+
+/// Sets the correlation id of a frame's header (bytes 8..16), copying only the header.
+fn with_correlation(frame: &Bytes, id: u64) -> (Bytes, Bytes) {
+    let mut header = BytesMut::from(&frame[..FRAME_HEADER_SIZE as usize]);
+    header[8..16].copy_from_slice(&id.to_le_bytes());
+    (header.freeze(), frame.slice(FRAME_HEADER_SIZE as usize..))
+}
+
+impl ShardLink {
+    pub async fn connect(address: SocketAddr) -> std::io::Result<ShardLink> {
+        let stream = TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        let (mut reader, mut writer) = stream.into_split();
+        let (outgoing, mut queue) = mpsc::channel::<(Bytes, Bytes)>(LINK_QUEUE_MAX);
+        let waiters: Waiters = Arc::new(Mutex::new(HashMap::new()));
+        let broken = Arc::new(AtomicBool::new(false));
+        let writer_broken = broken.clone();
+        tokio::spawn(async move {
+            // Header and body of one frame are written back to back by this one task, so
+            // frames never interleave on the socket.
+            while let Some((header, body)) = queue.recv().await {
+                if writer.write_all(&header).await.is_err()
+                    || writer.write_all(&body).await.is_err()
+                {
+                    writer_broken.store(true, Ordering::Relaxed);
+                    break;
+                }
+            }
+        });
+        let reader_waiters = waiters.clone();
+        let reader_broken = broken.clone();
+        tokio::spawn(async move {
+            let decoder = FrameDecoder::new(RESPONSE_SIZE_MAX);
+            let mut buffer = BytesMut::with_capacity(64 * 1024);
+            loop {
+                match decoder.decode(&mut buffer) {
+                    Ok(Some(frame)) => {
+                        let waiter = reader_waiters
+                            .lock()
+                            .map(|mut w| w.remove(&frame.head.correlation_id));
+                        if let Ok(Some(waiter)) = waiter {
+                            let _ = waiter.send(frame);
+                        }
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(_) => break,
+                }
+                match reader.read_buf(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            reader_broken.store(true, Ordering::Relaxed);
+            // Dropping the senders fails every caller still waiting.
+            if let Ok(mut waiters) = reader_waiters.lock() {
+                waiters.clear();
+            }
+        });
+        Ok(ShardLink {
+            outgoing,
+            waiters,
+            next_id: AtomicU64::new(1),
+            broken,
+        })
+    }
+
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed) || self.outgoing.is_closed()
+    }
+
+    /// Queues a whole frame (its correlation id rewritten; the body is not copied) and returns
+    /// where its response will arrive (with the link's correlation id). Frames queued by one
+    /// caller in order reach the shard in that order. `None` if the link is broken.
+    pub async fn send(&self, frame: &Bytes) -> Option<oneshot::Receiver<Frame>> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (sender, receiver) = oneshot::channel();
+        self.waiters.lock().ok()?.insert(id, sender);
+        if self
+            .outgoing
+            .send(with_correlation(frame, id))
+            .await
+            .is_err()
+        {
+            if let Ok(mut waiters) = self.waiters.lock() {
+                waiters.remove(&id);
+            }
+            return None;
+        }
+        Some(receiver)
+    }
+}

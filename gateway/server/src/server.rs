@@ -1,0 +1,226 @@
+//! The QUIC side: the endpoint, its limits, connections and streams. Every bidirectional
+//! stream carries request frames one way and their responses the other; frames of one stream
+//! are forwarded in order, their answers return as they come (matched by correlation id).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use quinn::crypto::rustls::QuicServerConfig;
+use quinn::{Endpoint, IdleTimeout, MtuDiscoveryConfig, TransportConfig, VarInt};
+use spate_proto::{ErrorCode, FrameDecoder, FrameError, Response};
+use thiserror::Error;
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::config::GatewayConfig;
+use crate::router::Router;
+use crate::tls;
+
+#[derive(Debug, Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("invalid listen address {0}")]
+    Listen(String),
+    #[error("cannot open the QUIC endpoint: {0}")]
+    Endpoint(std::io::Error),
+    #[error("QUIC configuration: {0}")]
+    Quic(String),
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    pub local_addr: SocketAddr,
+    /// The certificate clients must trust (the development one unless configured).
+    pub cert_path: PathBuf,
+    endpoint: Endpoint,
+    pub router: Arc<Router>,
+}
+
+impl Gateway {
+    /// Stops accepting and closes every connection.
+    pub fn close(&self) {
+        self.endpoint
+            .close(VarInt::from_u32(0), b"gateway shutting down");
+    }
+
+    /// Waits until every connection is closed.
+    pub async fn wait_idle(&self) {
+        self.endpoint.wait_idle().await;
+    }
+}
+
+fn transport(config: &GatewayConfig) -> Result<TransportConfig, GatewayError> {
+    let mut transport = TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(VarInt::from_u32(config.max_streams))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .stream_receive_window(VarInt::from_u32(config.stream_window))
+        .receive_window(VarInt::from_u32(config.connection_window))
+        .send_window(u64::from(config.connection_window))
+        .max_idle_timeout(Some(
+            IdleTimeout::try_from(config.idle_timeout)
+                .map_err(|error| GatewayError::Quic(error.to_string()))?,
+        ));
+    // Large datagrams where the path allows (loopback, jumbo frames): far fewer packets.
+    let mut mtu = MtuDiscoveryConfig::default();
+    mtu.upper_bound(16_384);
+    transport.mtu_discovery_config(Some(mtu));
+    Ok(transport)
+}
+
+/// Starts the gateway: TLS, the QUIC endpoint, the accept loop, the periodic metadata refresh.
+pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
+    let (cert, key) = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        _ => {
+            let (cert, key) = tls::ensure_dev_cert(&config.dev_cert_dir)?;
+            tracing::info!(cert = %cert.display(), "using the development certificate (trust it with --ca-cert)");
+            (cert, key)
+        }
+    };
+    let crypto = tls::server_config(&cert, &key)?;
+    let crypto = QuicServerConfig::try_from(crypto)
+        .map_err(|error| GatewayError::Quic(error.to_string()))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(Arc::new(transport(&config)?));
+    let address = config
+        .listen
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addresses| addresses.next())
+        .ok_or_else(|| GatewayError::Listen(config.listen.clone()))?;
+    let endpoint = Endpoint::server(server, address).map_err(GatewayError::Endpoint)?;
+    let local_addr = endpoint.local_addr().map_err(GatewayError::Endpoint)?;
+    let router = Arc::new(Router::new(config.node.clone()));
+    if let Err(error) = router.refresh().await {
+        tracing::warn!(node = %config.node, "cannot reach the node yet: {error}; will retry");
+    }
+    let refresher = router.clone();
+    let every = config.metadata_refresh;
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(error) = refresher.refresh().await {
+                tracing::warn!("metadata refresh failed: {error}");
+            }
+        }
+    });
+    let config = Arc::new(config);
+    tokio::spawn(accept(endpoint.clone(), router.clone(), config));
+    Ok(Gateway {
+        local_addr,
+        cert_path: cert,
+        endpoint,
+        router,
+    })
+}
+
+async fn accept(endpoint: Endpoint, router: Arc<Router>, config: Arc<GatewayConfig>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let open = endpoint.open_connections();
+        if open >= config.max_connections as usize {
+            incoming.refuse();
+            continue;
+        }
+        // Under load, make new clients prove their address first (a Retry round trip).
+        if open >= (config.max_connections as usize) / 2 && !incoming.remote_address_validated() {
+            let _ = incoming.retry();
+            continue;
+        }
+        let router = router.clone();
+        let config = config.clone();
+        tokio::spawn(async move {
+            let Ok(connection) = incoming.await else {
+                return;
+            };
+            let permits = Arc::new(Semaphore::new(config.frames_per_connection as usize));
+            while let Ok((send, receive)) = connection.accept_bi().await {
+                let router = router.clone();
+                let config = config.clone();
+                let permits = permits.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = serve_stream(router, config, permits, send, receive).await {
+                        tracing::debug!("stream closed: {error}");
+                    }
+                });
+            }
+        });
+    }
+}
+
+async fn serve_stream(
+    router: Arc<Router>,
+    config: Arc<GatewayConfig>,
+    connection_permits: Arc<Semaphore>,
+    mut send: quinn::SendStream,
+    mut receive: quinn::RecvStream,
+) -> Result<(), String> {
+    let per_stream = config.frames_per_stream as usize;
+    let (answers, mut outgoing) = mpsc::channel::<(Bytes, Bytes)>(per_stream);
+    let writer = tokio::spawn(async move {
+        while let Some((header, body)) = outgoing.recv().await {
+            if send.write_all(&header).await.is_err() || send.write_all(&body).await.is_err() {
+                return;
+            }
+        }
+        let _ = send.finish();
+    });
+    let stream_permits = Arc::new(Semaphore::new(per_stream));
+    let decoder = FrameDecoder::new(config.frame_size_max);
+    let mut buffer = BytesMut::with_capacity(64 * 1024);
+    let result = loop {
+        match decoder.decode(&mut buffer) {
+            Ok(Some(frame)) => {
+                let (Ok(stream_permit), Ok(connection_permit)) = (
+                    stream_permits.clone().acquire_owned().await,
+                    connection_permits.clone().acquire_owned().await,
+                ) else {
+                    break Ok(());
+                };
+                let api_key = frame.head.api_key;
+                let correlation_id = frame.head.correlation_id;
+                // Sent in stream order; the answer is awaited beside the next frames.
+                let pending = router.send(&frame).await;
+                let router = router.clone();
+                let answers = answers.clone();
+                tokio::spawn(async move {
+                    let answer = router.answer(pending, api_key, correlation_id).await;
+                    let _ = answers.send(answer).await;
+                    drop((stream_permit, connection_permit));
+                });
+                continue;
+            }
+            Ok(None) => {}
+            Err(error) => {
+                let api_key = u16::from_le_bytes([
+                    buffer.get(4).copied().unwrap_or(0),
+                    buffer.get(5).copied().unwrap_or(0),
+                ]);
+                let correlation = buffer
+                    .get(8..16)
+                    .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+                let code = match error {
+                    FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+                    FrameError::TooShort { .. } => ErrorCode::Malformed,
+                };
+                let frame = Response::error(api_key, code, error.to_string()).to_frame(correlation);
+                let _ = answers.send((frame, Bytes::new())).await;
+                break Err(error.to_string());
+            }
+        }
+        // Read only what the decoder needs next, bounded by the frame limit.
+        match receive.read_chunk(64 * 1024, true).await {
+            Ok(Some(chunk)) => buffer.extend_from_slice(&chunk.bytes),
+            Ok(None) => break Ok(()),
+            Err(error) => break Err(error.to_string()),
+        }
+    };
+    // Let the answers on their way go out, then finish the stream.
+    let _ = stream_permits.acquire_many(config.frames_per_stream).await;
+    drop(answers);
+    let _ = writer.await;
+    result
+}

@@ -1,0 +1,124 @@
+//! TLS for the QUIC endpoint: the operator's certificate and key from PEM files, or a
+//! development certificate for `localhost`/`127.0.0.1` created on first start.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use thiserror::Error;
+
+/// The ALPN protocol of Spate over QUIC.
+pub const ALPN: &[u8] = b"spate/1";
+
+/// File names of the development certificate in its directory.
+pub const DEV_CERT_FILE: &str = "cert.pem";
+pub const DEV_KEY_FILE: &str = "key.pem";
+
+#[derive(Debug, Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} holds no {what}")]
+    Missing { path: PathBuf, what: &'static str },
+    #[error("cannot create the development certificate: {0}")]
+    Generate(String),
+    #[error("invalid TLS setup: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut bytes.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|source| TlsError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Missing {
+            path: path.to_owned(),
+            what: "certificate",
+        });
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    rustls_pemfile::private_key(&mut bytes.as_slice())
+        .map_err(|source| TlsError::Read {
+            path: path.to_owned(),
+            source,
+        })?
+        .ok_or_else(|| TlsError::Missing {
+            path: path.to_owned(),
+            what: "private key",
+        })
+}
+
+/// Creates the development certificate in `dir` unless it is there; returns its path.
+pub fn ensure_dev_cert(dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
+    let cert = dir.join(DEV_CERT_FILE);
+    let key = dir.join(DEV_KEY_FILE);
+    if cert.exists() && key.exists() {
+        return Ok((cert, key));
+    }
+    std::fs::create_dir_all(dir).map_err(|source| TlsError::Write {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let generated = rcgen::generate_simple_self_signed(names)
+        .map_err(|error| TlsError::Generate(error.to_string()))?;
+    std::fs::write(&key, generated.key_pair.serialize_pem()).map_err(|source| TlsError::Write {
+        path: key.clone(),
+        source,
+    })?;
+    std::fs::write(&cert, generated.cert.pem()).map_err(|source| TlsError::Write {
+        path: cert.clone(),
+        source,
+    })?;
+    Ok((cert, key))
+}
+
+/// The TLS 1.3 server configuration for the QUIC endpoint: ALPN `spate/1`, no 0-RTT.
+pub fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(read_certs(cert)?, read_key(key)?)?;
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    // No request is ever accepted as 0-RTT data: it could be replayed.
+    config.max_early_data_size = 0;
+    Ok(config)
+}
+
+/// A TLS 1.3 client configuration trusting the certificate(s) in `ca` (for tests and tools).
+pub fn client_config(ca: &Path) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in read_certs(ca)? {
+        roots.add(cert)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(config)
+}

@@ -1,0 +1,191 @@
+//! The gateway in front of a real node (in process, on loopback): frames over QUIC streams
+//! reach the owning shard and come back with the client's correlation ids; garbage on one
+//! stream does not disturb others.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use spate_format::{BatchBuilder, Record};
+use spate_gateway::{Flags, GatewayConfig};
+use spate_proto::limits::RESPONSE_SIZE_MAX;
+use spate_proto::*;
+
+fn data_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("gateway-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn node(dir: &std::path::Path) -> spate_node::NodeHandle {
+    let flags = spate_node::Flags {
+        data_dir: Some(dir.join("node")),
+        listen: Some("127.0.0.1:0".into()),
+        shards: Some(2),
+        ..spate_node::Flags::default()
+    };
+    spate_node::start(spate_node::NodeConfig::resolve(flags).unwrap()).unwrap()
+}
+
+async fn gateway(dir: &std::path::Path, node: SocketAddr) -> spate_gateway::Gateway {
+    let flags = Flags {
+        listen: Some("127.0.0.1:0".into()),
+        node: Some(node.to_string()),
+        dev_cert_dir: Some(dir.join("tls")),
+        ..Flags::default()
+    };
+    spate_gateway::start(GatewayConfig::resolve(flags).unwrap())
+        .await
+        .unwrap()
+}
+
+async fn connect(gateway: &spate_gateway::Gateway) -> quinn::Connection {
+    let crypto = spate_gateway::tls::client_config(&gateway.cert_path).unwrap();
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    endpoint
+        .connect(gateway.local_addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap()
+}
+
+/// Sends frames on a new stream and collects one response per frame, by correlation id.
+async fn exchange(connection: &quinn::Connection, frames: &[Bytes]) -> Vec<(u64, Response)> {
+    let (mut send, mut receive) = connection.open_bi().await.unwrap();
+    for frame in frames {
+        send.write_all(frame).await.unwrap();
+    }
+    send.finish().unwrap();
+    let decoder = FrameDecoder::new(RESPONSE_SIZE_MAX);
+    let mut buffer = BytesMut::new();
+    let mut out = Vec::new();
+    while out.len() < frames.len() {
+        if let Some(frame) = decoder.decode(&mut buffer).unwrap() {
+            out.push((frame.head.correlation_id, Response::decode(&frame).unwrap()));
+            continue;
+        }
+        match receive.read_chunk(1 << 20, true).await.unwrap() {
+            Some(chunk) => buffer.extend_from_slice(&chunk.bytes),
+            None => break,
+        }
+    }
+    out
+}
+
+fn produce(topic: &str, partition: u32, value: &[u8]) -> Request {
+    let mut builder = BatchBuilder::new();
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    builder
+        .push(&Record {
+            timestamp: now,
+            value: Some(value),
+            ..Record::default()
+        })
+        .unwrap();
+    Request::Produce(ProduceRequest {
+        topic: topic.into(),
+        partition: PartitionId(partition),
+        durability: Durability::Fsync,
+        batch: Bytes::from(builder.finish().unwrap()),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_reach_the_owning_shard_and_answers_keep_their_ids() {
+    let dir = data_dir("round-trip");
+    let node = node(&dir);
+    let gateway = gateway(&dir, node.endpoints[0]).await;
+    let connection = connect(&gateway).await;
+    let create = Request::CreateTopic(CreateTopicRequest {
+        topic: "g".into(),
+        partitions: 4,
+        retention_ms: Setting::Default,
+        retention_bytes: Setting::Default,
+        segment_bytes: Setting::Default,
+    });
+    let answers = exchange(&connection, &[create.to_frame(900)]).await;
+    assert!(
+        matches!(answers[0], (900, Response::CreateTopic(_))),
+        "{answers:?}"
+    );
+    // Pipelined produces to every partition (both shards) on one stream, ids kept, and in
+    // order per partition.
+    let mut frames = Vec::new();
+    for round in 0..5u64 {
+        for partition in 0..4u32 {
+            let id = 1000 + round * 10 + u64::from(partition);
+            frames.push(
+                produce("g", partition, format!("{partition}-{round}").as_bytes()).to_frame(id),
+            );
+        }
+    }
+    let answers = exchange(&connection, &frames).await;
+    assert_eq!(answers.len(), 20);
+    for (id, response) in &answers {
+        let round = (id - 1000) / 10;
+        match response {
+            Response::Produce(produced) => assert_eq!(produced.base_offset, round, "id {id}"),
+            other => panic!("id {id}: {other:?}"),
+        }
+    }
+    for partition in 0..4u32 {
+        let fetch = Request::Fetch(FetchRequest {
+            topic: "g".into(),
+            partition: PartitionId(partition),
+            offset: 0,
+            max_bytes: 1 << 20,
+            max_wait_ms: 0,
+            min_bytes: 0,
+        });
+        let answers = exchange(&connection, &[fetch.to_frame(7)]).await;
+        match &answers[0] {
+            (7, Response::Fetch(fetched)) => {
+                let values: Vec<Vec<u8>> = spate_format::batches(&fetched.records)
+                    .flat_map(|batch| {
+                        batch
+                            .unwrap()
+                            .records()
+                            .map(|r| r.unwrap().value.unwrap().to_vec())
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                let expected: Vec<Vec<u8>> = (0..5)
+                    .map(|round| format!("{partition}-{round}").into_bytes())
+                    .collect();
+                assert_eq!(values, expected);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // Garbage on one stream: an error frame and the stream ends; the connection serves on.
+    let (mut send, mut receive) = connection.open_bi().await.unwrap();
+    let mut oversized = vec![0u8; 16];
+    oversized[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+    send.write_all(&oversized).await.unwrap();
+    let reply = receive.read_to_end(1 << 16).await.unwrap();
+    let mut buffer = BytesMut::from(&reply[..]);
+    let frame = FrameDecoder::new(RESPONSE_SIZE_MAX)
+        .decode(&mut buffer)
+        .unwrap()
+        .unwrap();
+    match Response::decode(&frame).unwrap() {
+        Response::Error { error, .. } => assert_eq!(error.code, ErrorCode::FrameTooLarge),
+        other => panic!("{other:?}"),
+    }
+    let metadata = Request::Metadata(MetadataRequest { topics: vec![] }).to_frame(3);
+    let answers = exchange(&connection, &[metadata]).await;
+    assert!(matches!(&answers[0], (3, Response::Metadata(m)) if m.topics.len() == 1));
+    gateway.close();
+    node.shutdown();
+}
