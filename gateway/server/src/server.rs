@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{Endpoint, IdleTimeout, MtuDiscoveryConfig, TransportConfig, VarInt};
-use spate_proto::{ErrorCode, FrameDecoder, FrameError, Response};
+use spate_proto::{FrameDecoder, Response};
 use thiserror::Error;
 use tokio::sync::{mpsc, Semaphore};
 
@@ -195,18 +195,7 @@ async fn serve_stream(
             }
             Ok(None) => {}
             Err(error) => {
-                let api_key = u16::from_le_bytes([
-                    buffer.get(4).copied().unwrap_or(0),
-                    buffer.get(5).copied().unwrap_or(0),
-                ]);
-                let correlation = buffer
-                    .get(8..16)
-                    .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
-                let code = match error {
-                    FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
-                    FrameError::TooShort { .. } => ErrorCode::Malformed,
-                };
-                let frame = Response::error(api_key, code, error.to_string()).to_frame(correlation);
+                let frame = Response::frame_error(&buffer, &error);
                 let _ = answers.send((frame, Bytes::new())).await;
                 break Err(error.to_string());
             }

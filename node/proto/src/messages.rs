@@ -459,6 +459,25 @@ impl Request {
 }
 
 impl Response {
+    /// The error frame answering a stream whose next frame has an unusable length (the
+    /// stream cannot go on after it): it carries the api key and correlation id of that frame
+    /// as far as its header arrived.
+    pub fn frame_error(buffer: &[u8], error: &crate::FrameError) -> Bytes {
+        let api_key = u16::from_le_bytes([
+            buffer.get(4).copied().unwrap_or(0),
+            buffer.get(5).copied().unwrap_or(0),
+        ]);
+        let mut correlation = [0u8; 8];
+        if let Some(bytes) = buffer.get(8..16) {
+            correlation.copy_from_slice(bytes);
+        }
+        let code = match error {
+            crate::FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+            crate::FrameError::TooShort { .. } => ErrorCode::Malformed,
+        };
+        Response::error(api_key, code, error.to_string()).to_frame(u64::from_le_bytes(correlation))
+    }
+
     /// The raw api key the response answers.
     pub fn api_key(&self) -> u16 {
         match self {

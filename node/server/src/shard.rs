@@ -418,19 +418,8 @@ impl Shard {
                     Ok(None) => break,
                     Err(frame_error) => {
                         // The stream cannot be resynchronised: answer and close.
-                        let api_key = u16::from_le_bytes([
-                            buffer.get(4).copied().unwrap_or(0),
-                            buffer.get(5).copied().unwrap_or(0),
-                        ]);
-                        let correlation = buffer
-                            .get(8..16)
-                            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
-                        let code = match frame_error {
-                            spate_proto::FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
-                            spate_proto::FrameError::TooShort { .. } => ErrorCode::Malformed,
-                        };
-                        let response = Response::error(api_key, code, frame_error.to_string());
-                        let _ = responses.send(response.to_frame(correlation)).await;
+                        let answer = Response::frame_error(&buffer, &frame_error);
+                        let _ = responses.send(answer).await;
                         break 'connection Ok(());
                     }
                 };
