@@ -349,6 +349,22 @@ impl Segment {
         self.size > self.durable_pos || (!active && !self.finalized)
     }
 
+    /// The segment's index files and their contents, as written when it is sealed (and by
+    /// recovery when it rebuilds them).
+    pub(crate) fn index_files(&self) -> [(FileRef, Bytes); 2] {
+        use spate_format::index::encode_index;
+        [
+            (
+                FileRef::offset_index(self.base),
+                Bytes::copy_from_slice(encode_index(&self.offset_index)),
+            ),
+            (
+                FileRef::time_index(self.base),
+                Bytes::copy_from_slice(encode_index(&self.time_index)),
+            ),
+        ]
+    }
+
     /// Adds the final time-index entry so the last entry carries the segment's maximum.
     pub(crate) fn seal_time_index(&mut self) {
         if self.size == 0 {
@@ -977,25 +993,18 @@ impl PartitionLog {
             });
             sync_end = write_end;
             if finishes {
-                let offset_index = Bytes::copy_from_slice(spate_format::index::encode_index(
-                    &segment.offset_index,
-                ));
-                let time_index =
-                    Bytes::copy_from_slice(spate_format::index::encode_index(&segment.time_index));
+                let requests = segment
+                    .index_files()
+                    .into_iter()
+                    .map(|(file, data)| IoRequest::WriteFile {
+                        id: next_id(),
+                        file,
+                        data,
+                    })
+                    .collect();
                 phases.push_back(Phase {
                     kind: PhaseKind::Index,
-                    requests: vec![
-                        IoRequest::WriteFile {
-                            id: next_id(),
-                            file: FileRef::offset_index(segment.base),
-                            data: offset_index,
-                        },
-                        IoRequest::WriteFile {
-                            id: next_id(),
-                            file: FileRef::time_index(segment.base),
-                            data: time_index,
-                        },
-                    ],
+                    requests,
                 });
                 phases.push_back(Phase {
                     kind: PhaseKind::Seal,

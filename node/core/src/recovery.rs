@@ -18,7 +18,7 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use spate_format::index::{decode_offset_index, decode_time_index, encode_index};
+use spate_format::index::{decode_offset_index, decode_time_index};
 use spate_format::limits::{BATCH_HEADER_SIZE, BATCH_SIZE_MAX, BATCH_SIZE_MIN, SECTOR_SIZE};
 use spate_format::segment::{parse_segment_file_name, EndReason, SegmentFileKind, SegmentScanner};
 use spate_format::{Offset, OffsetIndexEntry, TimeIndexEntry};
@@ -630,16 +630,7 @@ impl Recovery {
             } else {
                 let mut segment = Segment::recovered(recovered, None);
                 segment.seal_time_index();
-                for (file, data) in [
-                    (
-                        FileRef::offset_index(base),
-                        Bytes::copy_from_slice(encode_index(&segment.offset_index)),
-                    ),
-                    (
-                        FileRef::time_index(base),
-                        Bytes::copy_from_slice(encode_index(&segment.time_index)),
-                    ),
-                ] {
+                for (file, data) in segment.index_files() {
                     let id = self.io_id();
                     self.finish
                         .push_back(IoRequest::WriteFile { id, file, data });
@@ -707,16 +698,7 @@ impl Recovery {
         let mut segment = Segment::recovered(recovered, None);
         segment.seal_time_index();
         if self.report.rebuilt_indexes.contains(&base) {
-            for (file, data) in [
-                (
-                    FileRef::offset_index(base),
-                    Bytes::copy_from_slice(encode_index(&segment.offset_index)),
-                ),
-                (
-                    FileRef::time_index(base),
-                    Bytes::copy_from_slice(encode_index(&segment.time_index)),
-                ),
-            ] {
+            for (file, data) in segment.index_files() {
                 let id = self.io_id();
                 self.finish
                     .push_back(IoRequest::WriteFile { id, file, data });
