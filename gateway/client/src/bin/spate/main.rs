@@ -1,0 +1,133 @@
+//! The `spate` command-line tool: `spate up` runs a node and a gateway locally; `topic`,
+//! `produce` and `consume` talk to a gateway over QUIC through the SDK. Contract for scripts:
+//! results go to stdout, one clear line per failure to stderr, exit status 0 only on success
+//! (2 for unusable arguments).
+
+mod consume;
+mod produce;
+mod topic;
+mod up;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use spate_client::{Client, ClientError};
+
+/// Where `spate up` keeps its data (and the development certificate in `tls/`).
+pub const DATA_DIR_DEFAULT: &str = "./spate-data";
+/// The development certificate `spate up` writes, trusted by default.
+pub const CA_CERT_DEFAULT: &str = "./spate-data/tls/cert.pem";
+
+/// Spate command-line tool: start Spate locally, manage topics, produce and consume records.
+#[derive(Debug, Parser)]
+#[command(name = "spate", version, about, long_about = None)]
+struct Cli {
+    /// Gateway address (for `up`: the address to listen on).
+    #[arg(
+        long,
+        global = true,
+        env = "SPATE_GATEWAY",
+        default_value = "127.0.0.1:7447",
+        value_name = "HOST:PORT"
+    )]
+    gateway: String,
+    /// CA certificate (PEM) to trust for the gateway. [default: ./spate-data/tls/cert.pem,
+    /// the development certificate `spate up` writes]
+    #[arg(long, global = true, env = "SPATE_CA_CERT", value_name = "PATH")]
+    ca_cert: Option<PathBuf>,
+    /// Name to verify in the gateway's certificate. [default: the host of --gateway]
+    #[arg(long, global = true, env = "SPATE_SERVER_NAME", value_name = "NAME")]
+    server_name: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node and a gateway here with default settings until Ctrl-C.
+    Up(up::UpArgs),
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(topic::TopicCommand),
+    /// Send newline-delimited records from stdin to a topic.
+    Produce(produce::ProduceArgs),
+    /// Print records of a topic to stdout, one per line.
+    Consume(consume::ConsumeArgs),
+}
+
+/// Prints one error line to stderr.
+pub fn report(message: impl std::fmt::Display) {
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!("spate: error: {message}");
+    }
+}
+
+impl Cli {
+    fn address(&self) -> Result<SocketAddr, String> {
+        self.gateway
+            .to_socket_addrs()
+            .map_err(|error| format!("bad --gateway {}: {error}", self.gateway))?
+            .next()
+            .ok_or_else(|| format!("--gateway {} has no address", self.gateway))
+    }
+
+    async fn connect(&self) -> Result<Client, String> {
+        let address = self.address()?;
+        let ca_cert = self
+            .ca_cert
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(CA_CERT_DEFAULT));
+        let host = match self.gateway.rsplit_once(':') {
+            Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
+            None => self.gateway.as_str(),
+        };
+        let server_name = self.server_name.as_deref().unwrap_or(host);
+        Client::connect(address, &ca_cert, server_name)
+            .await
+            .map_err(|error| match error {
+                ClientError::Certificate { .. } if self.ca_cert.is_none() => format!(
+                    "{error} (start Spate with `spate up`, or give the gateway's CA with --ca-cert)"
+                ),
+                other => other.to_string(),
+            })
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Up(args) = &cli.command {
+        return up::run(args, &cli.gateway);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            report(format!("cannot start the async runtime: {error}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        let client = cli.connect().await?;
+        match &cli.command {
+            Command::Up(_) => Ok(()),
+            Command::Topic(command) => topic::run(&client, command).await,
+            Command::Produce(args) => produce::run(&client, args).await,
+            Command::Consume(args) => consume::run(&client, args).await,
+        }
+    });
+    // Tasks still waiting on the network must not hold the exit up.
+    runtime.shutdown_background();
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            report(message);
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! `spate up`: a node and a gateway in this process, with default settings, a data directory
+//! and the development certificate, until Ctrl-C or SIGTERM; then the gateway closes and the
+//! node finishes its in-flight syncs before the process exits.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Data directory of the node; the development certificate goes to its `tls/`.
+    #[arg(long, value_name = "DIR", default_value = crate::DATA_DIR_DEFAULT)]
+    data_dir: PathBuf,
+    /// Address of the node's first shard (port 0: every shard picks a free port). Only the
+    /// gateway needs it.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:0")]
+    node_listen: String,
+    /// Number of node shards. [default: one per available core]
+    #[arg(long, value_name = "N")]
+    shards: Option<u32>,
+}
+
+fn failed(message: impl std::fmt::Display) -> ExitCode {
+    crate::report(message);
+    ExitCode::FAILURE
+}
+
+pub fn run(args: &UpArgs, gateway_listen: &str) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let flags = spate_node::Flags {
+        data_dir: Some(args.data_dir.clone()),
+        listen: Some(args.node_listen.clone()),
+        shards: args.shards,
+        ..spate_node::Flags::default()
+    };
+    let config = match spate_node::NodeConfig::resolve(flags) {
+        Ok(config) => config,
+        Err(error) => return failed(error),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return failed(format!("cannot start the async runtime: {error}")),
+    };
+    let node = match spate_node::start(config) {
+        Ok(node) => node,
+        Err(error) => return failed(error),
+    };
+    let outcome = runtime.block_on(serve(args, gateway_listen, &node.endpoints));
+    tracing::info!("stopping the node: finishing in-flight syncs");
+    node.shutdown();
+    runtime.shutdown_background();
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => failed(message),
+    }
+}
+
+async fn serve(
+    args: &UpArgs,
+    gateway_listen: &str,
+    shards: &[std::net::SocketAddr],
+) -> Result<(), String> {
+    let first = shards
+        .first()
+        .ok_or_else(|| "the node started no shard".to_owned())?;
+    let flags = spate_gateway::Flags {
+        listen: Some(gateway_listen.to_owned()),
+        node: Some(first.to_string()),
+        dev_cert_dir: Some(args.data_dir.join("tls")),
+        ..spate_gateway::Flags::default()
+    };
+    let config = spate_gateway::GatewayConfig::resolve(flags).map_err(|error| error.to_string())?;
+    let gateway = spate_gateway::start(config)
+        .await
+        .map_err(|error| error.to_string())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|error| format!("cannot install a SIGTERM handler: {error}"))?;
+    let shards: Vec<String> = shards.iter().map(ToString::to_string).collect();
+    let certificate = gateway.cert_path.display();
+    #[allow(clippy::print_stdout)]
+    {
+        // The first line is the same contract as spate-gateway's.
+        println!(
+            "gateway listening on {} (certificate {certificate})",
+            gateway.local_addr
+        );
+        println!(
+            "node shards on {}; data in {}",
+            shards.join(", "),
+            args.data_dir.display()
+        );
+        if gateway.cert_path != std::path::Path::new(crate::CA_CERT_DEFAULT) {
+            println!("other spate commands need: --ca-cert {certificate} (or SPATE_CA_CERT)");
+        }
+        println!("spate is up; Ctrl-C stops it");
+    }
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down the gateway");
+    gateway.close();
+    gateway.wait_idle().await;
+    Ok(())
+}

@@ -1,0 +1,552 @@
+//! [`Client`]: one QUIC connection to a gateway, re-established on the next request after it
+//! breaks. Requests travel on a few long-lived bidirectional streams ("lanes"): lane 0 carries
+//! produce and admin requests, so a partition's batches keep their order; the fetch lanes
+//! carry fetches and offset lookups, so parked long polls never hold up produces. Answers are
+//! matched to requests by correlation id. Every request has a deadline.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use quinn::{IdleTimeout, VarInt};
+use spate_proto::limits::RESPONSE_SIZE_MAX;
+use spate_proto::{
+    CreateTopicRequest, DeleteTopicRequest, ErrorCode, ErrorResponse, FetchRequest, FetchResponse,
+    FrameDecoder, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
+    OffsetSpec, PartitionId, ProduceRequest, ProduceResponse, Request, Response, Setting,
+    TopicMetadata,
+};
+use thiserror::Error;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, oneshot};
+
+/// The ALPN protocol of Spate over QUIC.
+pub const ALPN: &[u8] = b"spate/1";
+
+/// Frames one lane queues before `request` waits (the gateway admits 64 in flight per stream
+/// by default; QUIC flow control bounds the rest).
+pub const LANE_QUEUE_MAX: usize = 256;
+
+/// Fetch lanes per connection: fetches of partition p use lane `1 + p % FETCH_LANES`. Each
+/// lane holds at most the gateway's per-stream limit of parked long polls.
+pub const FETCH_LANES: u32 = 8;
+
+/// How long connecting (QUIC and TLS handshakes) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Deadline of a request that does not wait at the server; a fetch gets its `max_wait` on top.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Keep-alive interval, well inside the gateway's idle timeout (30 s by default).
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Receive windows: one fetch answer (up to 16 MiB) per stream, a few at once per connection.
+pub const STREAM_WINDOW: u32 = 16 << 20;
+pub const CONNECTION_WINDOW: u32 = 64 << 20;
+
+#[derive(Debug, Clone, Error)]
+pub enum ClientError {
+    #[error("cannot read the CA certificate {path}: {reason}")]
+    Certificate { path: String, reason: String },
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("cannot connect to the gateway at {address}: {reason}")]
+    Connect { address: SocketAddr, reason: String },
+    /// The connection broke while the request was in flight: it may or may not have been
+    /// carried out.
+    #[error("the connection to the gateway broke: {0}")]
+    Connection(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Server(ErrorResponse),
+    #[error("unknown topic {0}")]
+    UnknownTopic(String),
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+    #[error("the producer is closed")]
+    Closed,
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
+}
+
+impl ClientError {
+    /// Whether sending the same request again later can succeed, and doing so is harmless for
+    /// a request that only reads (fetch, list offsets, metadata).
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            ClientError::Connect { .. } | ClientError::Connection(_) | ClientError::Timeout(_) => {
+                true
+            }
+            ClientError::Server(error) => error.code.is_retriable(),
+            _ => false,
+        }
+    }
+
+    /// The server's error code, if the server answered with an error.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Server(error) => Some(error.code),
+            _ => None,
+        }
+    }
+}
+
+type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
+
+/// One QUIC connection and its lanes.
+#[derive(Debug)]
+struct Session {
+    connection: quinn::Connection,
+    lanes: Vec<mpsc::Sender<Bytes>>,
+    waiters: Waiters,
+    broken: Arc<AtomicBool>,
+}
+
+impl Session {
+    fn is_usable(&self) -> bool {
+        !self.broken.load(Ordering::Relaxed) && self.connection.close_reason().is_none()
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    address: SocketAddr,
+    server_name: String,
+    endpoint: quinn::Endpoint,
+    session: tokio::sync::Mutex<Option<Arc<Session>>>,
+    next_id: AtomicU64,
+}
+
+/// A connection to a Spate gateway. Cheap to clone; clones share the connection. After the
+/// connection breaks, the next request connects again; requests in flight at the break fail
+/// with [`ClientError::Connection`].
+#[derive(Debug, Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+}
+
+/// A topic with, per partition, its owner and its offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicDescription {
+    pub name: String,
+    pub retention_ms: Setting,
+    pub retention_bytes: Setting,
+    pub segment_bytes: Setting,
+    pub partitions: Vec<PartitionDescription>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionDescription {
+    pub partition: u32,
+    /// The node shard that owns the partition.
+    pub shard: u16,
+    pub log_start_offset: u64,
+    /// The offset the next durable record gets.
+    pub high_watermark: u64,
+}
+
+fn client_config(ca: &Path) -> Result<quinn::ClientConfig, ClientError> {
+    let shown = ca.display().to_string();
+    let certificate_error = |reason: String| ClientError::Certificate {
+        path: shown.clone(),
+        reason,
+    };
+    let bytes = std::fs::read(ca).map_err(|error| certificate_error(error.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut bytes.as_slice()) {
+        let cert = cert.map_err(|error| certificate_error(error.to_string()))?;
+        roots
+            .add(cert)
+            .map_err(|error| ClientError::Tls(error.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(certificate_error("no PEM certificate in the file".into()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut crypto = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|error| ClientError::Tls(error.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    crypto.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
+        .map_err(|error| ClientError::Tls(error.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .keep_alive_interval(Some(KEEP_ALIVE_INTERVAL))
+        .max_idle_timeout(Some(
+            IdleTimeout::try_from(Duration::from_secs(30))
+                .map_err(|error| ClientError::Tls(error.to_string()))?,
+        ))
+        .stream_receive_window(VarInt::from_u32(STREAM_WINDOW))
+        .receive_window(VarInt::from_u32(CONNECTION_WINDOW))
+        .send_window(u64::from(CONNECTION_WINDOW));
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(16_384);
+    transport.mtu_discovery_config(Some(mtu));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+/// Reads answers from one lane and hands each to its waiter; when the lane ends, marks the
+/// session broken and fails every waiter.
+async fn read_lane(mut receive: quinn::RecvStream, waiters: Waiters, broken: Arc<AtomicBool>) {
+    let decoder = FrameDecoder::new(RESPONSE_SIZE_MAX);
+    let mut buffer = BytesMut::with_capacity(64 * 1024);
+    'read: loop {
+        loop {
+            match decoder.decode(&mut buffer) {
+                Ok(Some(frame)) => {
+                    let Ok(response) = Response::decode(&frame) else {
+                        break 'read;
+                    };
+                    let waiter = waiters
+                        .lock()
+                        .ok()
+                        .and_then(|mut waiters| waiters.remove(&frame.head.correlation_id));
+                    if let Some(waiter) = waiter {
+                        let _ = waiter.send(response);
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => break 'read,
+            }
+        }
+        match receive.read_chunk(1 << 20, true).await {
+            Ok(Some(chunk)) => buffer.extend_from_slice(&chunk.bytes),
+            _ => break,
+        }
+    }
+    broken.store(true, Ordering::Relaxed);
+    // Dropping the senders fails every caller still waiting.
+    if let Ok(mut waiters) = waiters.lock() {
+        waiters.clear();
+    }
+}
+
+impl Client {
+    /// Connects to the gateway at `address`, trusting the certificate(s) in `ca_cert` for the
+    /// server name `server_name` (`localhost` for the development certificate).
+    pub async fn connect(
+        address: SocketAddr,
+        ca_cert: &Path,
+        server_name: &str,
+    ) -> Result<Client, ClientError> {
+        let connect_error = |reason: String| ClientError::Connect { address, reason };
+        let bind: SocketAddr = if address.is_ipv6() {
+            SocketAddr::from(([0u16; 8], 0))
+        } else {
+            SocketAddr::from(([0u8; 4], 0))
+        };
+        let mut endpoint =
+            quinn::Endpoint::client(bind).map_err(|error| connect_error(error.to_string()))?;
+        endpoint.set_default_client_config(client_config(ca_cert)?);
+        let client = Client {
+            shared: Arc::new(Shared {
+                address,
+                server_name: server_name.to_owned(),
+                endpoint,
+                session: tokio::sync::Mutex::new(None),
+                next_id: AtomicU64::new(1),
+            }),
+        };
+        client.session().await?;
+        Ok(client)
+    }
+
+    /// The gateway's address.
+    pub fn address(&self) -> SocketAddr {
+        self.shared.address
+    }
+
+    /// The current session, or a new one when there is none or it broke.
+    async fn session(&self) -> Result<Arc<Session>, ClientError> {
+        let mut current = self.shared.session.lock().await;
+        if let Some(session) = current.as_ref().filter(|session| session.is_usable()) {
+            return Ok(session.clone());
+        }
+        if let Some(old) = current.take() {
+            old.connection.close(VarInt::from_u32(0), b"reconnecting");
+        }
+        let address = self.shared.address;
+        let connect_error = |reason: String| ClientError::Connect { address, reason };
+        let connecting = self
+            .shared
+            .endpoint
+            .connect(address, &self.shared.server_name)
+            .map_err(|error| connect_error(error.to_string()))?;
+        let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .map_err(|_| connect_error(format!("no handshake within {CONNECT_TIMEOUT:?}")))?
+            .map_err(|error| connect_error(error.to_string()))?;
+        let waiters: Waiters = Arc::new(Mutex::new(HashMap::new()));
+        let broken = Arc::new(AtomicBool::new(false));
+        let mut lanes = Vec::new();
+        for _ in 0..=FETCH_LANES {
+            let (mut send, receive) = connection
+                .open_bi()
+                .await
+                .map_err(|error| connect_error(error.to_string()))?;
+            let (lane, mut queue) = mpsc::channel::<Bytes>(LANE_QUEUE_MAX);
+            let writer_broken = broken.clone();
+            tokio::spawn(async move {
+                while let Some(frame) = queue.recv().await {
+                    if send.write_all(&frame).await.is_err() {
+                        writer_broken.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                }
+                let _ = send.shutdown().await;
+            });
+            tokio::spawn(read_lane(receive, waiters.clone(), broken.clone()));
+            lanes.push(lane);
+        }
+        let session = Arc::new(Session {
+            connection,
+            lanes,
+            waiters,
+            broken,
+        });
+        *current = Some(session.clone());
+        Ok(session)
+    }
+
+    /// Queues a request on its lane and returns where its answer arrives. Requests queued by
+    /// one caller on one lane reach the gateway in that order. Waits while the lane is full.
+    pub(crate) async fn submit(&self, request: &Request) -> Result<Submitted, ClientError> {
+        let lane = match request {
+            Request::Fetch(fetch) => 1 + fetch.partition.0 % FETCH_LANES,
+            Request::ListOffsets(list) => 1 + list.partition.0 % FETCH_LANES,
+            _ => 0,
+        };
+        let timeout = match request {
+            Request::Fetch(fetch) => {
+                REQUEST_TIMEOUT + Duration::from_millis(u64::from(fetch.max_wait_ms))
+            }
+            _ => REQUEST_TIMEOUT,
+        };
+        let session = self.session().await?;
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let (sender, receiver) = oneshot::channel();
+        session
+            .waiters
+            .lock()
+            .map_err(|_| ClientError::Connection("a lane task failed".into()))?
+            .insert(id, sender);
+        let queued = session.lanes[lane as usize]
+            .send(request.to_frame(id))
+            .await
+            .is_ok();
+        if !queued {
+            if let Ok(mut waiters) = session.waiters.lock() {
+                waiters.remove(&id);
+            }
+            session.broken.store(true, Ordering::Relaxed);
+            return Err(ClientError::Connection(
+                "the request stream is closed".into(),
+            ));
+        }
+        Ok(Submitted {
+            receiver,
+            timeout,
+            id,
+            session,
+        })
+    }
+
+    /// Sends a request and waits for its answer; an error answer becomes `ClientError::Server`.
+    pub async fn request(&self, request: &Request) -> Result<Response, ClientError> {
+        self.submit(request).await?.answer().await
+    }
+
+    pub async fn create_topic(
+        &self,
+        topic: &str,
+        partitions: u32,
+        retention_ms: Setting,
+        retention_bytes: Setting,
+    ) -> Result<(), ClientError> {
+        let request = Request::CreateTopic(CreateTopicRequest {
+            topic: topic.into(),
+            partitions,
+            retention_ms,
+            retention_bytes,
+            segment_bytes: Setting::Default,
+        });
+        match self.request(&request).await? {
+            Response::CreateTopic(_) => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn delete_topic(&self, topic: &str) -> Result<(), ClientError> {
+        let request = Request::DeleteTopic(DeleteTopicRequest {
+            topic: topic.into(),
+        });
+        match self.request(&request).await? {
+            Response::DeleteTopic(_) => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Topics, their settings and which shard owns each partition (all topics when `topics`
+    /// is empty).
+    pub async fn metadata(&self, topics: &[&str]) -> Result<MetadataResponse, ClientError> {
+        let request = Request::Metadata(MetadataRequest {
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+        });
+        match self.request(&request).await? {
+            Response::Metadata(metadata) => Ok(metadata),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Every topic, sorted by name.
+    pub async fn list_topics(&self) -> Result<Vec<TopicMetadata>, ClientError> {
+        let mut topics = self.metadata(&[]).await?.topics;
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(topics)
+    }
+
+    /// One topic's metadata; `ClientError::UnknownTopic` if it does not exist.
+    pub async fn topic(&self, topic: &str) -> Result<TopicMetadata, ClientError> {
+        let metadata = self.metadata(&[topic]).await.map_err(|error| match error {
+            ClientError::Server(ref answer) if answer.code == ErrorCode::UnknownTopic => {
+                ClientError::UnknownTopic(topic.to_owned())
+            }
+            other => other,
+        })?;
+        metadata
+            .topics
+            .into_iter()
+            .find(|found| found.name == topic)
+            .ok_or_else(|| ClientError::UnknownTopic(topic.to_owned()))
+    }
+
+    /// A topic with each partition's owner shard, log start offset and high watermark (the
+    /// offsets are asked of all partitions at once).
+    pub async fn describe_topic(&self, topic: &str) -> Result<TopicDescription, ClientError> {
+        let metadata = self.topic(topic).await?;
+        let mut asked = Vec::with_capacity(metadata.partitions.len());
+        for partition in &metadata.partitions {
+            let request = Request::ListOffsets(ListOffsetsRequest {
+                topic: topic.into(),
+                partition: partition.partition,
+                spec: OffsetSpec::Latest,
+            });
+            asked.push((*partition, self.submit(&request).await?));
+        }
+        let mut partitions = Vec::with_capacity(asked.len());
+        for (partition, submitted) in asked {
+            let Response::ListOffsets(offsets) = submitted.answer().await? else {
+                return Err(ClientError::Unexpected("not a list-offsets answer".into()));
+            };
+            partitions.push(PartitionDescription {
+                partition: partition.partition.0,
+                shard: partition.shard.0,
+                log_start_offset: offsets.log_start_offset,
+                high_watermark: offsets.high_watermark,
+            });
+        }
+        Ok(TopicDescription {
+            name: metadata.name,
+            retention_ms: metadata.retention_ms,
+            retention_bytes: metadata.retention_bytes,
+            segment_bytes: metadata.segment_bytes,
+            partitions,
+        })
+    }
+
+    /// Appends one batch (built with `spate_format::BatchBuilder`) to a partition. The
+    /// [`Producer`](crate::Producer) builds and pipelines batches for you.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partition: u32,
+        durability: spate_proto::Durability,
+        batch: Bytes,
+    ) -> Result<ProduceResponse, ClientError> {
+        let request = Request::Produce(ProduceRequest {
+            topic: topic.into(),
+            partition: PartitionId(partition),
+            durability,
+            batch,
+        });
+        match self.request(&request).await? {
+            Response::Produce(produced) => Ok(produced),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Fetches whole batches from `offset`, waiting up to `max_wait_ms` for `min_bytes`. Every
+    /// batch's CRCs are checked here, end to end.
+    pub async fn fetch(&self, request: FetchRequest) -> Result<FetchResponse, ClientError> {
+        match self.request(&Request::Fetch(request)).await? {
+            Response::Fetch(fetched) => {
+                for batch in spate_format::batches(&fetched.records) {
+                    batch.map_err(|error| {
+                        ClientError::Unexpected(format!("a fetched batch is invalid: {error}"))
+                    })?;
+                }
+                Ok(fetched)
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn list_offsets(
+        &self,
+        topic: &str,
+        partition: u32,
+        spec: OffsetSpec,
+    ) -> Result<ListOffsetsResponse, ClientError> {
+        let request = Request::ListOffsets(ListOffsetsRequest {
+            topic: topic.into(),
+            partition: PartitionId(partition),
+            spec,
+        });
+        match self.request(&request).await? {
+            Response::ListOffsets(listed) => Ok(listed),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+fn unexpected(response: &Response) -> ClientError {
+    let shown = format!("{response:?}");
+    ClientError::Unexpected(shown.chars().take(200).collect())
+}
+
+/// A request on its way; its answer arrives through [`Submitted::answer`].
+#[derive(Debug)]
+pub(crate) struct Submitted {
+    receiver: oneshot::Receiver<Response>,
+    timeout: Duration,
+    id: u64,
+    session: Arc<Session>,
+}
+
+impl Submitted {
+    /// Waits for the answer; an error answer becomes `ClientError::Server`.
+    pub(crate) async fn answer(self) -> Result<Response, ClientError> {
+        match tokio::time::timeout(self.timeout, self.receiver).await {
+            Ok(Ok(Response::Error { error, .. })) => Err(ClientError::Server(error)),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(_)) => Err(ClientError::Connection(
+                "the stream closed before the answer came".into(),
+            )),
+            Err(_) => {
+                if let Ok(mut waiters) = self.session.waiters.lock() {
+                    waiters.remove(&self.id);
+                }
+                Err(ClientError::Timeout(self.timeout))
+            }
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! [`Consumer`]: reads assigned partitions of a topic from a start position with long-poll
+//! fetches, prefetching the next fetch of each partition while the application works.
+//!
+//! Invariants:
+//! - Each partition is read by one task in offset order: every record is yielded once, in
+//!   order, with no gap (the task asks for exactly the offset after the last record it
+//!   yielded), and every batch's CRCs are checked before any of its records is yielded.
+//! - Fetches only read, so a fetch that fails for a passing reason (connection, timeout, a
+//!   restarting node) is sent again after a pause; errors that retrying cannot fix (the
+//!   offset fell below the log start, an invalid batch) end the partition and reach the
+//!   application.
+//! - Memory is bounded: each partition has at most one fetch in flight, and the fetched
+//!   chunks waiting for the application are bounded by `CHUNKS_BUFFERED_MAX`.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::Bytes;
+use spate_format::TimestampType;
+use spate_proto::{FetchRequest, OffsetSpec, PartitionId};
+use tokio::sync::mpsc;
+
+use crate::client::{Client, ClientError};
+
+/// Fetched chunks (each at most about `max_bytes`) queued for the application before the
+/// partition tasks wait.
+pub const CHUNKS_BUFFERED_MAX: usize = 16;
+
+/// Pause before retrying a failed fetch, doubling up to `RETRY_BACKOFF_MAX`.
+pub const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(20);
+pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Where a consumer starts in each partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartPosition {
+    /// The log start offset (the oldest record retention kept).
+    Earliest,
+    /// The high watermark: only records produced from now on.
+    Latest,
+    /// This offset. An offset below the log start (removed by retention) is an error rather
+    /// than a silent skip.
+    Offset(u64),
+    /// The first record whose timestamp is at least this (ms since the epoch).
+    Timestamp(i64),
+}
+
+/// Settings of a [`Consumer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerConfig {
+    pub start: StartPosition,
+    /// How long a fetch waits at the shard for new records. [default: 500 ms]
+    pub max_wait: Duration,
+    /// Soft limit of one fetch answer, in bytes. [default: 1 MiB]
+    pub max_bytes: u32,
+    /// Stop each partition at the high watermark it had when the consumer started; `next`
+    /// then returns `None` once every partition got there. [default: false (follow)]
+    pub stop_at_end: bool,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            start: StartPosition::Earliest,
+            max_wait: Duration::from_millis(500),
+            max_bytes: 1 << 20,
+            stop_at_end: false,
+        }
+    }
+}
+
+/// One consumed record. Key, value and header values share the fetched bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumedRecord {
+    pub partition: u32,
+    pub offset: u64,
+    /// ms since the epoch (the producer's, or the node's append time for topics that use it).
+    pub timestamp: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(String, Option<Bytes>)>,
+}
+
+enum Chunk {
+    Records(Vec<ConsumedRecord>),
+    /// The partition reached the end it was to stop at.
+    End,
+    Failed(u32, ClientError),
+}
+
+/// Reads partitions of one topic. Records of a partition come in offset order; partitions
+/// interleave as their fetches complete.
+#[derive(Debug)]
+pub struct Consumer {
+    chunks: mpsc::Receiver<Chunk>,
+    ready: VecDeque<ConsumedRecord>,
+    running: usize,
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl std::fmt::Debug for Chunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Chunk::Records(records) => write!(f, "Records({})", records.len()),
+            Chunk::End => write!(f, "End"),
+            Chunk::Failed(partition, error) => write!(f, "Failed({partition}, {error})"),
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Consumer {
+    /// Reads `partitions` of `topic` (all of them when `None`) from `config.start`.
+    pub async fn new(
+        client: &Client,
+        topic: &str,
+        partitions: Option<Vec<u32>>,
+        config: ConsumerConfig,
+    ) -> Result<Consumer, ClientError> {
+        let metadata = client.topic(topic).await?;
+        let count = u32::try_from(metadata.partitions.len()).unwrap_or(u32::MAX);
+        let partitions = partitions.unwrap_or_else(|| (0..count).collect());
+        if let Some(missing) = partitions.iter().find(|partition| **partition >= count) {
+            return Err(ClientError::InvalidRecord(format!(
+                "partition {missing} does not exist: {topic} has {count} partitions"
+            )));
+        }
+        let (sender, chunks) = mpsc::channel(CHUNKS_BUFFERED_MAX);
+        let mut tasks = Vec::with_capacity(partitions.len());
+        for partition in &partitions {
+            let reader = PartitionReader {
+                client: client.clone(),
+                topic: topic.to_owned(),
+                partition: *partition,
+                config,
+                sender: sender.clone(),
+            };
+            tasks.push(tokio::spawn(reader.run()).abort_handle());
+        }
+        Ok(Consumer {
+            chunks,
+            ready: VecDeque::new(),
+            running: partitions.len(),
+            tasks,
+        })
+    }
+
+    /// Records fetched and ready to be returned by `next` without waiting.
+    pub fn buffered(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// The next record, waiting for one; `None` once every partition reached its end (only
+    /// with `stop_at_end`). An error ends its partition; the others go on.
+    pub async fn next(&mut self) -> Result<Option<ConsumedRecord>, ClientError> {
+        loop {
+            if let Some(record) = self.ready.pop_front() {
+                return Ok(Some(record));
+            }
+            if self.running == 0 {
+                return Ok(None);
+            }
+            match self.chunks.recv().await {
+                Some(Chunk::Records(records)) => self.ready.extend(records),
+                Some(Chunk::End) => self.running -= 1,
+                Some(Chunk::Failed(partition, error)) => {
+                    self.running -= 1;
+                    return Err(with_partition(partition, error));
+                }
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+fn with_partition(partition: u32, error: ClientError) -> ClientError {
+    match error {
+        ClientError::Server(mut answer) => {
+            answer.message = format!("partition {partition}: {}", answer.message);
+            ClientError::Server(answer)
+        }
+        other => other,
+    }
+}
+
+struct PartitionReader {
+    client: Client,
+    topic: String,
+    partition: u32,
+    config: ConsumerConfig,
+    sender: mpsc::Sender<Chunk>,
+}
+
+impl PartitionReader {
+    async fn run(self) {
+        let outcome = self.read().await;
+        let chunk = match outcome {
+            Ok(()) => Chunk::End,
+            Err(error) => Chunk::Failed(self.partition, error),
+        };
+        let _ = self.sender.send(chunk).await;
+    }
+
+    /// Retries `attempt` while its error is retriable, with a growing pause.
+    async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T, ClientError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let mut backoff = RETRY_BACKOFF_MIN;
+        loop {
+            match attempt().await {
+                Err(error) if error.is_retriable() => {
+                    tracing::debug!(partition = self.partition, "retrying: {error}");
+                    if self.sender.is_closed() {
+                        return Err(error);
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn list(&self, spec: OffsetSpec) -> Result<u64, ClientError> {
+        self.retrying(|| self.client.list_offsets(&self.topic, self.partition, spec))
+            .await
+            .map(|listed| listed.offset)
+    }
+
+    async fn read(&self) -> Result<(), ClientError> {
+        let mut offset = match self.config.start {
+            StartPosition::Earliest => self.list(OffsetSpec::Earliest).await?,
+            StartPosition::Latest => self.list(OffsetSpec::Latest).await?,
+            StartPosition::Offset(offset) => offset,
+            StartPosition::Timestamp(timestamp) => {
+                self.list(OffsetSpec::Timestamp(timestamp)).await?
+            }
+        };
+        let end = if self.config.stop_at_end {
+            Some(self.list(OffsetSpec::Latest).await?)
+        } else {
+            None
+        };
+        let max_wait_ms = u32::try_from(self.config.max_wait.as_millis()).unwrap_or(u32::MAX);
+        loop {
+            if end.is_some_and(|end| offset >= end) {
+                return Ok(());
+            }
+            let request = FetchRequest {
+                topic: self.topic.clone(),
+                partition: PartitionId(self.partition),
+                offset,
+                max_bytes: self.config.max_bytes,
+                max_wait_ms,
+                min_bytes: 1,
+            };
+            let fetched = self.retrying(|| self.client.fetch(request.clone())).await?;
+            let mut records = Vec::new();
+            for batch in spate_format::batches(&fetched.records) {
+                let batch = batch.map_err(|error| {
+                    ClientError::Unexpected(format!("a fetched batch is invalid: {error}"))
+                })?;
+                let base = batch.base_offset().0;
+                for record in batch.records() {
+                    let record = record.map_err(|error| {
+                        ClientError::Unexpected(format!("a fetched record is invalid: {error}"))
+                    })?;
+                    let record_offset = base + u64::from(record.offset_delta);
+                    // The first batch may start before the asked offset; the end is where this
+                    // consumer was told to stop.
+                    if record_offset < offset || end.is_some_and(|end| record_offset >= end) {
+                        continue;
+                    }
+                    let share = |bytes: &[u8]| fetched.records.slice_ref(bytes);
+                    let timestamp = match batch.timestamp_type() {
+                        TimestampType::CreateTime => record.timestamp,
+                        TimestampType::LogAppendTime => batch.append_time(),
+                    };
+                    records.push(ConsumedRecord {
+                        partition: self.partition,
+                        offset: record_offset,
+                        timestamp,
+                        key: record.key.map(share),
+                        value: record.value.map(share),
+                        headers: record
+                            .headers
+                            .iter()
+                            .map(|header| (header.name.to_owned(), header.value.map(share)))
+                            .collect(),
+                    });
+                }
+                offset = offset.max(batch.next_offset().0);
+            }
+            if !records.is_empty() && self.sender.send(Chunk::Records(records)).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+}

@@ -1,0 +1,574 @@
+//! [`Producer`]: batches records per partition by size and linger time and pipelines the
+//! batches to the gateway, many in flight per partition, in order.
+//!
+//! Invariants:
+//! - One task owns the batches and sends them, so the batches of a partition go out in the
+//!   order their records were sent, on one lane of one connection; the gateway and the shard
+//!   keep that order. Acknowledged records of a partition therefore have increasing offsets in
+//!   the order `send` was called.
+//! - A batch is never sent twice. A batch whose answer is lost (the connection broke, the
+//!   deadline passed) may or may not be stored; resending it could store it twice or behind
+//!   later batches, so its records fail with the error and the application decides.
+//! - Records accepted but not yet answered are bounded by `buffer_bytes`: `send` waits for
+//!   room (back-pressure) instead of growing.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use spate_format::limits::{BATCH_HEADER_SIZE, BATCH_SIZE_MAX};
+use spate_format::{BatchBuilder, BuildError, Header, Record};
+use spate_proto::{Durability, PartitionId, ProduceRequest, Request, Response};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use crate::client::{Client, ClientError};
+
+/// Commands queued from `send` to the producer task before `send` waits.
+pub const COMMAND_QUEUE_MAX: usize = 1024;
+
+/// Settings of a [`Producer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerConfig {
+    /// When the node acknowledges a batch. [default: fsync]
+    pub durability: Durability,
+    /// A partition's batch is sent once it holds this many bytes (at most `BATCH_SIZE_MAX`).
+    /// [default: 256 KiB]
+    pub batch_bytes: u32,
+    /// A partition's batch is sent at the latest this long after its first record.
+    /// [default: 5 ms]
+    pub linger: Duration,
+    /// Bytes of records accepted by `send` and not yet answered; `send` waits beyond.
+    /// [default: 64 MiB]
+    pub buffer_bytes: u32,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            durability: Durability::Fsync,
+            batch_bytes: 256 << 10,
+            linger: Duration::from_millis(5),
+            buffer_bytes: 64 << 20,
+        }
+    }
+}
+
+/// A record to send. Without a partition, a keyed record goes to the partition its key hashes
+/// to and an unkeyed one to the partition currently filling a batch (switching after each
+/// batch).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProducerRecord {
+    pub partition: Option<u32>,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(String, Option<Bytes>)>,
+    /// ms since the epoch; the time of `send` when not given.
+    pub timestamp: Option<i64>,
+}
+
+impl ProducerRecord {
+    pub fn new(value: impl Into<Bytes>) -> Self {
+        ProducerRecord {
+            value: Some(value.into()),
+            ..ProducerRecord::default()
+        }
+    }
+
+    pub fn key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    pub fn partition(mut self, partition: u32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        self.headers.push((name.into(), Some(value.into())));
+        self
+    }
+
+    pub fn timestamp(mut self, timestamp: i64) -> Self {
+        self.timestamp = Some(timestamp);
+        self
+    }
+
+    /// Bytes the record holds, for the buffer budget.
+    fn size(&self) -> usize {
+        let field = |bytes: &Option<Bytes>| bytes.as_ref().map_or(0, Bytes::len);
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(name, value)| name.len() + field(value) + 8)
+            .sum();
+        field(&self.key) + field(&self.value) + headers + 32
+    }
+}
+
+/// Where an acknowledged record was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordMetadata {
+    pub partition: u32,
+    pub offset: u64,
+    pub timestamp: i64,
+}
+
+/// Resolves when the record's batch is answered: to its partition and offset, or the error.
+#[derive(Debug)]
+pub struct Delivery(oneshot::Receiver<Result<RecordMetadata, ClientError>>);
+
+impl Future for Delivery {
+    type Output = Result<RecordMetadata, ClientError>;
+
+    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(context)
+            .map(|result| result.unwrap_or(Err(ClientError::Closed)))
+    }
+}
+
+/// Kafka's murmur2 hash (the same partition for the same key as Kafka's default partitioner).
+pub fn murmur2(data: &[u8]) -> u32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    // Keys are at most 64 KiB; Kafka hashes the length as a 32-bit int.
+    let mut h = SEED ^ u32::try_from(data.len()).unwrap_or(u32::MAX);
+    let chunks = data.chunks_exact(4);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    if !tail.is_empty() {
+        for (index, byte) in tail.iter().enumerate().rev() {
+            h ^= u32::from(*byte) << (8 * index);
+        }
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+/// The partition of a key among `partitions` (Kafka's rule: positive murmur2 modulo count).
+pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
+    (murmur2(key) & 0x7fff_ffff) % partitions.max(1)
+}
+
+struct Pending {
+    partition: Option<u32>,
+    record: ProducerRecord,
+    timestamp: i64,
+    permit: OwnedSemaphorePermit,
+    reply: oneshot::Sender<Result<RecordMetadata, ClientError>>,
+}
+
+enum Command {
+    Send(Box<Pending>),
+    /// Send every open batch now; answer with a receiver that ends when every batch sent so
+    /// far is answered.
+    Flush(oneshot::Sender<mpsc::Receiver<()>>),
+}
+
+/// Sends records to one topic. Cheap to share by reference; `send` may be called from many
+/// tasks at once (records of one task keep their order).
+#[derive(Debug)]
+pub struct Producer {
+    topic: String,
+    partitions: u32,
+    commands: mpsc::Sender<Command>,
+    budget: Arc<Semaphore>,
+    budget_max: u32,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Producer {
+    /// A producer for `topic` (which must exist: its partition count is looked up now).
+    pub async fn new(
+        client: &Client,
+        topic: &str,
+        config: ProducerConfig,
+    ) -> Result<Producer, ClientError> {
+        if config.batch_bytes == 0 || config.batch_bytes > BATCH_SIZE_MAX {
+            return Err(ClientError::InvalidRecord(format!(
+                "batch_bytes {} must be in 1..={BATCH_SIZE_MAX}",
+                config.batch_bytes
+            )));
+        }
+        let metadata = client.topic(topic).await?;
+        let partitions = u32::try_from(metadata.partitions.len()).unwrap_or(u32::MAX);
+        let (commands, queue) = mpsc::channel(COMMAND_QUEUE_MAX);
+        let budget_max = config.buffer_bytes.max(BATCH_SIZE_MAX);
+        let task = Batcher {
+            client: client.clone(),
+            topic: topic.to_owned(),
+            config,
+            open: (0..partitions).map(|_| None).collect(),
+            deadlines: VecDeque::new(),
+            sticky: 0,
+            epoch: mpsc::channel(1),
+        };
+        let task = tokio::spawn(task.run(queue));
+        Ok(Producer {
+            topic: topic.to_owned(),
+            partitions,
+            commands,
+            budget: Arc::new(Semaphore::new(budget_max as usize)),
+            budget_max,
+            task,
+        })
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// Queues a record, waiting while the buffer is full; the returned [`Delivery`] resolves
+    /// once its batch is answered.
+    pub async fn send(&self, record: ProducerRecord) -> Result<Delivery, ClientError> {
+        let partition = match (record.partition, &record.key) {
+            (Some(partition), _) if partition >= self.partitions => {
+                return Err(ClientError::InvalidRecord(format!(
+                    "partition {partition} does not exist: {} has {} partitions",
+                    self.topic, self.partitions
+                )))
+            }
+            (Some(partition), _) => Some(partition),
+            (None, Some(key)) => Some(partition_for_key(key, self.partitions)),
+            (None, None) => None,
+        };
+        let size = u32::try_from(record.size())
+            .unwrap_or(u32::MAX)
+            .min(self.budget_max);
+        let permit = self
+            .budget
+            .clone()
+            .acquire_many_owned(size)
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        let timestamp = record.timestamp.unwrap_or_else(now_ms);
+        let (reply, delivery) = oneshot::channel();
+        let pending = Pending {
+            partition,
+            record,
+            timestamp,
+            permit,
+            reply,
+        };
+        self.commands
+            .send(Command::Send(Box::new(pending)))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        Ok(Delivery(delivery))
+    }
+
+    /// Sends every open batch now and waits until every record sent before is answered.
+    pub async fn flush(&self) -> Result<(), ClientError> {
+        let (reply, drained) = oneshot::channel();
+        self.commands
+            .send(Command::Flush(reply))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        let mut drained = drained.await.map_err(|_| ClientError::Closed)?;
+        while drained.recv().await.is_some() {}
+        Ok(())
+    }
+
+    /// Flushes and stops the producer.
+    pub async fn close(self) -> Result<(), ClientError> {
+        self.flush().await?;
+        drop(self.commands);
+        let _ = self.task.await;
+        Ok(())
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
+/// A partition's batch being filled.
+struct Open {
+    builder: BatchBuilder,
+    replies: Vec<(oneshot::Sender<Result<RecordMetadata, ClientError>>, i64)>,
+    permits: Option<OwnedSemaphorePermit>,
+    generation: u64,
+}
+
+/// The producer task: owns the open batches and sends them in order.
+struct Batcher {
+    client: Client,
+    topic: String,
+    config: ProducerConfig,
+    open: Vec<Option<Open>>,
+    /// (deadline, partition, generation) in creation order; linger is constant, so the
+    /// deadlines are in order too.
+    deadlines: VecDeque<(Instant, u32, u64)>,
+    sticky: u32,
+    /// Every batch in flight holds a clone of the sender; a flush swaps the pair and waits for
+    /// the old receiver to end.
+    epoch: (mpsc::Sender<()>, mpsc::Receiver<()>),
+}
+
+impl Batcher {
+    async fn run(mut self, mut queue: mpsc::Receiver<Command>) {
+        let mut generation = 0u64;
+        loop {
+            let deadline = self.deadlines.front().map(|(deadline, _, _)| *deadline);
+            let command = tokio::select! {
+                biased;
+                command = queue.recv() => command,
+                () = sleep_until(deadline) => {
+                    self.send_expired().await;
+                    continue;
+                }
+            };
+            match command {
+                None => break,
+                Some(Command::Send(pending)) => {
+                    generation += 1;
+                    self.append(*pending, generation).await;
+                }
+                Some(Command::Flush(reply)) => {
+                    self.send_all().await;
+                    let old = std::mem::replace(&mut self.epoch, mpsc::channel(1));
+                    let _ = reply.send(old.1);
+                }
+            }
+        }
+        self.send_all().await;
+    }
+
+    async fn send_expired(&mut self) {
+        let now = Instant::now();
+        while let Some(&(deadline, partition, generation)) = self.deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            let current = self.open[partition as usize]
+                .as_ref()
+                .map(|open| open.generation);
+            if current == Some(generation) {
+                self.send_batch(partition).await;
+            }
+        }
+    }
+
+    async fn send_all(&mut self) {
+        for partition in 0..self.open.len() {
+            // `open` has one entry per partition, a u32 count.
+            self.send_batch(u32::try_from(partition).unwrap_or(u32::MAX))
+                .await;
+        }
+        self.deadlines.clear();
+    }
+
+    async fn append(&mut self, pending: Pending, generation: u64) {
+        let partition = pending.partition.unwrap_or(self.sticky);
+        let Pending {
+            record,
+            timestamp,
+            permit,
+            reply,
+            ..
+        } = pending;
+        let headers: Vec<Header<'_>> = record
+            .headers
+            .iter()
+            .map(|(name, value)| Header {
+                name,
+                value: value.as_deref(),
+            })
+            .collect();
+        let encoded = Record {
+            timestamp,
+            key: record.key.as_deref(),
+            value: record.value.as_deref(),
+            headers: &headers,
+        };
+        for attempt in 0..2 {
+            let slot = &mut self.open[partition as usize];
+            let open = slot.get_or_insert_with(|| Open {
+                builder: BatchBuilder::new(),
+                replies: Vec::new(),
+                permits: None,
+                generation,
+            });
+            if open.replies.is_empty() {
+                open.generation = generation;
+                self.deadlines.push_back((
+                    Instant::now() + self.config.linger,
+                    partition,
+                    generation,
+                ));
+            }
+            match open.builder.push(&encoded) {
+                Ok(()) => {
+                    open.replies.push((reply, timestamp));
+                    match open.permits.as_mut() {
+                        Some(permits) => permits.merge(permit),
+                        None => open.permits = Some(permit),
+                    }
+                    if open.builder.len() >= self.config.batch_bytes {
+                        self.send_batch(partition).await;
+                    }
+                    return;
+                }
+                Err(BuildError::BatchFull { .. } | BuildError::TooManyRecords { .. })
+                    if attempt == 0 && !open.replies.is_empty() =>
+                {
+                    self.send_batch(partition).await;
+                }
+                Err(error) => {
+                    let reason = match error {
+                        BuildError::BatchFull { size, .. } => format!(
+                            "the record needs {} bytes, more than a batch holds ({BATCH_SIZE_MAX} bytes with its {BATCH_HEADER_SIZE}-byte header)",
+                            size.saturating_sub(u64::from(BATCH_HEADER_SIZE))
+                        ),
+                        other => other.to_string(),
+                    };
+                    let _ = reply.send(Err(ClientError::InvalidRecord(reason)));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Sends a partition's open batch, if any. Waits while the connection's lane is full.
+    async fn send_batch(&mut self, partition: u32) {
+        let Some(open) = self.open[partition as usize].take() else {
+            return;
+        };
+        if open.replies.is_empty() {
+            return;
+        }
+        if partition == self.sticky {
+            self.sticky = (self.sticky + 1) % u32::try_from(self.open.len()).unwrap_or(1).max(1);
+        }
+        let Open {
+            builder,
+            replies,
+            permits,
+            ..
+        } = open;
+        let batch = match builder.finish() {
+            Ok(batch) => Bytes::from(batch),
+            Err(error) => {
+                fail(replies, &ClientError::InvalidRecord(error.to_string()));
+                return;
+            }
+        };
+        let request = Request::Produce(ProduceRequest {
+            topic: self.topic.clone(),
+            partition: PartitionId(partition),
+            durability: self.config.durability,
+            batch,
+        });
+        let submitted = match self.client.submit(&request).await {
+            Ok(submitted) => submitted,
+            Err(error) => {
+                fail(replies, &error);
+                return;
+            }
+        };
+        let epoch = self.epoch.0.clone();
+        tokio::spawn(async move {
+            match submitted.answer().await {
+                Ok(Response::Produce(produced)) => {
+                    for (index, (reply, timestamp)) in replies.into_iter().enumerate() {
+                        let _ = reply.send(Ok(RecordMetadata {
+                            partition,
+                            offset: produced.base_offset + index as u64,
+                            timestamp,
+                        }));
+                    }
+                }
+                Ok(other) => fail(
+                    replies,
+                    &ClientError::Unexpected(format!("not a produce answer: {other:?}")),
+                ),
+                Err(error) => fail(replies, &error),
+            }
+            drop((permits, epoch));
+        });
+    }
+}
+
+fn fail(
+    replies: Vec<(oneshot::Sender<Result<RecordMetadata, ClientError>>, i64)>,
+    error: &ClientError,
+) {
+    for (reply, _) in replies {
+        let _ = reply.send(Err(error.clone()));
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The values Kafka's own tests expect of murmur2 (as Java ints).
+    #[test]
+    fn murmur2_matches_kafka() {
+        let cases: [(&[u8], i32); 6] = [
+            (b"21", -973_932_308),
+            (b"foobar", -790_332_482),
+            (b"a-little-bit-long-string", -985_981_536),
+            (b"a-little-bit-longer-string", -1_486_304_829),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
+            (b"abc", 479_470_107),
+        ];
+        for (key, expected) in cases {
+            assert_eq!(
+                murmur2(key).to_le_bytes(),
+                expected.to_le_bytes(),
+                "{key:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn keys_spread_over_partitions_and_stay_put() {
+        let mut seen = [0u32; 8];
+        for index in 0..8000u32 {
+            let key = format!("user-{index}");
+            let partition = partition_for_key(key.as_bytes(), 8);
+            assert_eq!(partition, partition_for_key(key.as_bytes(), 8));
+            seen[partition as usize] += 1;
+        }
+        assert!(
+            seen.iter().all(|count| (800..1200).contains(count)),
+            "{seen:?}"
+        );
+    }
+}
