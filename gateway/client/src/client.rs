@@ -44,6 +44,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Keep-alive interval, well inside the gateway's idle timeout (30 s by default).
 pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Largest UDP payload sent or accepted, the gateway's bound too (MTU discovery finds what
+/// the path carries; loopback carries all of it).
+pub const UDP_PAYLOAD_MAX: u16 = 16_384;
+
 /// Receive windows: one fetch answer (up to 16 MiB) per stream, a few at once per connection.
 pub const STREAM_WINDOW: u32 = 16 << 20;
 pub const CONNECTION_WINDOW: u32 = 64 << 20;
@@ -150,7 +154,10 @@ pub struct PartitionDescription {
     pub high_watermark: u64,
 }
 
-fn client_config(ca: &Path) -> Result<quinn::ClientConfig, ClientError> {
+/// The QUIC client configuration the SDK uses: TLS 1.3 trusting the certificates in `ca`,
+/// ALPN `spate/1`, keep-alives, and receive windows sized for fetch answers. Public for tools
+/// that speak the frames themselves (benchmarks, tests).
+pub fn quic_client_config(ca: &Path) -> Result<quinn::ClientConfig, ClientError> {
     let shown = ca.display().to_string();
     let certificate_error = |reason: String| ClientError::Certificate {
         path: shown.clone(),
@@ -188,7 +195,7 @@ fn client_config(ca: &Path) -> Result<quinn::ClientConfig, ClientError> {
         .receive_window(VarInt::from_u32(CONNECTION_WINDOW))
         .send_window(u64::from(CONNECTION_WINDOW));
     let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(16_384);
+    mtu.upper_bound(UDP_PAYLOAD_MAX);
     transport.mtu_discovery_config(Some(mtu));
     config.transport_config(Arc::new(transport));
     Ok(config)
@@ -244,9 +251,16 @@ impl Client {
         } else {
             SocketAddr::from(([0u8; 4], 0))
         };
+        let socket =
+            std::net::UdpSocket::bind(bind).map_err(|error| connect_error(error.to_string()))?;
+        let mut endpoint_config = quinn::EndpointConfig::default();
+        endpoint_config
+            .max_udp_payload_size(UDP_PAYLOAD_MAX)
+            .map_err(|error| connect_error(error.to_string()))?;
         let mut endpoint =
-            quinn::Endpoint::client(bind).map_err(|error| connect_error(error.to_string()))?;
-        endpoint.set_default_client_config(client_config(ca_cert)?);
+            quinn::Endpoint::new(endpoint_config, None, socket, Arc::new(quinn::TokioRuntime))
+                .map_err(|error| connect_error(error.to_string()))?;
+        endpoint.set_default_client_config(quic_client_config(ca_cert)?);
         let client = Client {
             shared: Arc::new(Shared {
                 address,

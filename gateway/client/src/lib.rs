@@ -17,8 +17,8 @@ mod consumer;
 mod producer;
 
 pub use client::{
-    Client, ClientError, PartitionDescription, TopicDescription, ALPN, CONNECT_TIMEOUT,
-    FETCH_LANES, KEEP_ALIVE_INTERVAL, LANE_QUEUE_MAX, REQUEST_TIMEOUT,
+    quic_client_config, Client, ClientError, PartitionDescription, TopicDescription, ALPN,
+    CONNECT_TIMEOUT, FETCH_LANES, KEEP_ALIVE_INTERVAL, LANE_QUEUE_MAX, REQUEST_TIMEOUT,
 };
 pub use consumer::{
     ConsumedRecord, Consumer, ConsumerConfig, StartPosition, CHUNKS_BUFFERED_MAX,

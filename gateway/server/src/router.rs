@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use bytes::Bytes;
 use spate_proto::{ErrorCode, Frame, MetadataRequest, Request, Response};
@@ -24,6 +24,8 @@ pub struct Router {
     routes: RwLock<Arc<Routes>>,
     links: Mutex<HashMap<SocketAddr, Arc<ShardLink>>>,
     refreshing: tokio::sync::Mutex<()>,
+    /// This router, for background refreshes started from `&self`.
+    me: Weak<Router>,
 }
 
 /// Where a forwarded frame's answer comes from.
@@ -43,13 +45,14 @@ fn resolve(address: &str) -> Option<SocketAddr> {
 }
 
 impl Router {
-    pub fn new(node: String) -> Self {
-        Router {
+    pub fn new(node: String) -> Arc<Self> {
+        Arc::new_cyclic(|me| Router {
             node,
             routes: RwLock::new(Arc::new(Routes::default())),
             links: Mutex::new(HashMap::new()),
             refreshing: tokio::sync::Mutex::new(()),
-        }
+            me: me.clone(),
+        })
     }
 
     fn routes(&self) -> Arc<Routes> {
@@ -168,6 +171,8 @@ impl Router {
             Err(response) => return Pending::Ready(response),
         };
         let Some(link) = self.link(target).await else {
+            // The node may have restarted elsewhere; learn its shards again.
+            self.refresh_soon();
             return unavailable(format!("the shard at {target} is not reachable"));
         };
         match link.send(frame.bytes()).await {
@@ -183,7 +188,7 @@ impl Router {
     /// partition map when the answer says it is stale.
     /// The answer is a header and a body, so a large fetch response is not copied.
     pub async fn answer(
-        self: &Arc<Self>,
+        &self,
         pending: Pending,
         api_key: u16,
         correlation_id: u64,
@@ -202,24 +207,37 @@ impl Router {
                                     if matches!(error.code, ErrorCode::NotOwner | ErrorCode::UnknownTopic)
                             ));
                     if stale {
-                        let router = self.clone();
-                        tokio::spawn(async move {
-                            let _ = router.refresh().await;
-                        });
+                        self.refresh_soon();
                     }
                     let mut header = bytes::BytesMut::from(&frame.bytes()[..header_size]);
                     header[8..16].copy_from_slice(&correlation_id.to_le_bytes());
                     (header.freeze(), frame.body())
                 }
-                Err(_) => split(
-                    Response::error(
-                        api_key,
-                        ErrorCode::Unavailable,
-                        "the connection to the shard broke",
+                Err(_) => {
+                    self.refresh_soon();
+                    split(
+                        Response::error(
+                            api_key,
+                            ErrorCode::Unavailable,
+                            "the connection to the shard broke",
+                        )
+                        .to_frame(correlation_id),
                     )
-                    .to_frame(correlation_id),
-                ),
+                }
             },
         }
+    }
+
+    /// Refreshes the partition map in the background, unless a refresh is running already.
+    fn refresh_soon(&self) {
+        if self.refreshing.try_lock().is_err() {
+            return;
+        }
+        let Some(router) = self.me.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let _ = router.refresh().await;
+        });
     }
 }

@@ -66,9 +66,31 @@ fn transport(config: &GatewayConfig) -> Result<TransportConfig, GatewayError> {
         ));
     // Large datagrams where the path allows (loopback, jumbo frames): far fewer packets.
     let mut mtu = MtuDiscoveryConfig::default();
-    mtu.upper_bound(16_384);
+    mtu.upper_bound(UDP_PAYLOAD_MAX);
     transport.mtu_discovery_config(Some(mtu));
     Ok(transport)
+}
+
+/// Largest UDP payload the gateway accepts, matching the MTU discovery bound: loopback and
+/// jumbo-frame paths carry far fewer packets. The client uses the same value.
+pub const UDP_PAYLOAD_MAX: u16 = 16_384;
+
+/// The endpoint configuration. Its stateless-reset key is derived from the TLS private key, so
+/// a restarted gateway (same key) answers packets of connections it forgot with a valid
+/// stateless reset: clients learn at once that their connection is gone and reconnect,
+/// instead of waiting for the idle timeout.
+fn endpoint_config(key: &std::path::Path) -> Result<quinn::EndpointConfig, GatewayError> {
+    let secret = std::fs::read(key)
+        .map_err(|error| GatewayError::Quic(format!("cannot read {}: {error}", key.display())))?;
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    context.update(b"spate-gateway stateless reset key v1\0");
+    context.update(&secret);
+    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, context.finish().as_ref());
+    let mut config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    config
+        .max_udp_payload_size(UDP_PAYLOAD_MAX)
+        .map_err(|error| GatewayError::Quic(error.to_string()))?;
+    Ok(config)
 }
 
 /// Starts the gateway: TLS, the QUIC endpoint, the accept loop, the periodic metadata refresh.
@@ -92,9 +114,16 @@ pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
         .ok()
         .and_then(|mut addresses| addresses.next())
         .ok_or_else(|| GatewayError::Listen(config.listen.clone()))?;
-    let endpoint = Endpoint::server(server, address).map_err(GatewayError::Endpoint)?;
+    let socket = std::net::UdpSocket::bind(address).map_err(GatewayError::Endpoint)?;
+    let endpoint = Endpoint::new(
+        endpoint_config(&key)?,
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(GatewayError::Endpoint)?;
     let local_addr = endpoint.local_addr().map_err(GatewayError::Endpoint)?;
-    let router = Arc::new(Router::new(config.node.clone()));
+    let router = Router::new(config.node.clone());
     if let Err(error) = router.refresh().await {
         tracing::warn!(node = %config.node, "cannot reach the node yet: {error}; will retry");
     }

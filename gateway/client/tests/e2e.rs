@@ -1,0 +1,937 @@
+//! End to end with real processes on loopback: the `spate-node` and `spate-gateway` binaries
+//! (and `spate up`), driven through the `spate` CLI and the SDK. Covers topic admin, round
+//! trips across shards, stable key partitioning, long-poll wake-up, pipelined order, a gateway
+//! restart while clients retry, a node `kill -9` under a running producer (every acknowledged
+//! record read back exactly once, in order), and abusive clients.
+//!
+//! The node and gateway binaries are found next to the `spate` binary; `cargo test
+//! --workspace` builds all three.
+
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::cast_possible_truncation,
+    clippy::cast_lossless
+)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use spate_client::{
+    partition_for_key, Client, ClientError, ConsumedRecord, Consumer, ConsumerConfig, Durability,
+    ErrorCode, Producer, ProducerConfig, ProducerRecord, Setting, StartPosition,
+};
+
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn binary(name: &str) -> PathBuf {
+    let spate = PathBuf::from(env!("CARGO_BIN_EXE_spate"));
+    if name == "spate" {
+        return spate;
+    }
+    let path = spate.with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo test --workspace` (or `cargo build --workspace`) so the \
+         node and gateway binaries are built",
+        path.display()
+    );
+    path
+}
+
+fn data_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A child process, killed when dropped; its stdout lines arrive on a channel and its stderr
+/// goes to a log file next to its data.
+struct Process {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: PathBuf,
+}
+
+impl Process {
+    fn spawn(command: &mut Command, log: PathBuf) -> Process {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Process { child, lines, log }
+    }
+
+    /// The next stdout line starting with `prefix`.
+    fn line(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = self.child.kill();
+                    let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                    panic!("no line starting with {prefix:?}; stderr:\n{log}");
+                }
+            }
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn terminate(&mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "no exit within 30 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A base port with `count` consecutive free TCP ports (the node puts shard i on base + i), so
+/// a restarted node keeps its addresses.
+fn free_ports(count: u16) -> u16 {
+    for _ in 0..100 {
+        let base = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if base > u16::MAX - count {
+            continue;
+        }
+        let all_free = (0..count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no {count} consecutive free ports");
+}
+
+struct Node {
+    process: Process,
+    endpoints: Vec<SocketAddr>,
+}
+
+impl Node {
+    fn start(dir: &Path, shards: u32, port: u16) -> Node {
+        let mut process = Process::spawn(
+            Command::new(binary("spate-node"))
+                .arg("--data-dir")
+                .arg(dir.join("node"))
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .args(["--shards", &shards.to_string()]),
+            dir.join("node.log"),
+        );
+        let endpoints = (0..shards)
+            .map(|shard| {
+                let line = process.line(&format!("shard {shard} listening on "));
+                line.rsplit(' ').next().unwrap().parse().unwrap()
+            })
+            .collect();
+        Node { process, endpoints }
+    }
+}
+
+struct Gateway {
+    process: Process,
+    address: SocketAddr,
+    cert: PathBuf,
+}
+
+impl Gateway {
+    fn start(dir: &Path, node: SocketAddr, listen: &str) -> Gateway {
+        let mut process = Process::spawn(
+            Command::new(binary("spate-gateway"))
+                .args(["--listen", listen])
+                .args(["--node", &node.to_string()])
+                .arg("--dev-cert-dir")
+                .arg(dir.join("tls"))
+                .args(["--metadata-refresh-ms", "1000"]),
+            dir.join("gateway.log"),
+        );
+        let (address, cert) = parse_gateway_line(&process.line("gateway listening on "));
+        Gateway {
+            process,
+            address,
+            cert,
+        }
+    }
+
+    async fn client(&self) -> Client {
+        Client::connect(self.address, &self.cert, "localhost")
+            .await
+            .unwrap()
+    }
+}
+
+/// `gateway listening on ADDR (certificate PATH)`.
+fn parse_gateway_line(line: &str) -> (SocketAddr, PathBuf) {
+    let rest = line.strip_prefix("gateway listening on ").unwrap();
+    let (address, cert) = rest.split_once(" (certificate ").unwrap();
+    (
+        address.parse().unwrap(),
+        PathBuf::from(cert.strip_suffix(')').unwrap()),
+    )
+}
+
+/// Runs the `spate` CLI against a gateway.
+struct Cli {
+    gateway: SocketAddr,
+    cert: PathBuf,
+}
+
+impl Cli {
+    fn run(&self, args: &[&str], input: &str) -> Output {
+        let mut child = Command::new(binary("spate"))
+            .args(["--gateway", &self.gateway.to_string()])
+            .arg("--ca-cert")
+            .arg(&self.cert)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let input = input.to_owned();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(input.as_bytes());
+        });
+        let output = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        output
+    }
+
+    /// Runs and expects success; returns stdout.
+    fn ok(&self, args: &[&str], input: &str) -> String {
+        let output = self.run(args, input);
+        assert!(
+            output.status.success(),
+            "spate {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// Runs and expects failure; returns stderr.
+    fn fails(&self, args: &[&str], input: &str) -> String {
+        let output = self.run(args, input);
+        assert!(!output.status.success(), "spate {args:?} succeeded");
+        String::from_utf8(output.stderr).unwrap()
+    }
+}
+
+/// `LINE<TAB>PARTITION<TAB>OFFSET` lines → line → (partition, offset).
+fn parse_acks(stdout: &str) -> BTreeMap<u64, (u32, u64)> {
+    let mut acks = BTreeMap::new();
+    for line in stdout.lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        assert_eq!(fields.len(), 3, "{line:?}");
+        let previous = acks.insert(
+            fields[0].parse().unwrap(),
+            (fields[1].parse().unwrap(), fields[2].parse().unwrap()),
+        );
+        assert!(previous.is_none(), "line acknowledged twice: {line}");
+    }
+    acks
+}
+
+#[test]
+fn cli_admin_produce_consume_across_shards() {
+    let dir = data_dir("cli");
+    let node = Node::start(&dir, 2, 0);
+    let gateway = Gateway::start(&dir, node.endpoints[1], "127.0.0.1:0");
+    let cli = Cli {
+        gateway: gateway.address,
+        cert: gateway.cert.clone(),
+    };
+
+    assert_eq!(
+        cli.ok(&["topic", "create", "events", "--partitions", "4"], ""),
+        "created topic events with 4 partitions\n"
+    );
+    cli.ok(
+        &[
+            "topic",
+            "create",
+            "audit",
+            "--partitions",
+            "1",
+            "--retention-ms",
+            "unlimited",
+            "--retention-bytes",
+            "1000000000",
+        ],
+        "",
+    );
+    let stderr = cli.fails(&["topic", "create", "events", "--partitions", "4"], "");
+    assert!(stderr.starts_with("spate: error: "), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let listed = cli.ok(&["topic", "list"], "");
+    let rows: Vec<Vec<&str>> = listed
+        .lines()
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            vec!["TOPIC", "PARTITIONS", "RETENTION_MS", "RETENTION_BYTES"],
+            vec!["audit", "1", "unlimited", "1000000000"],
+            vec!["events", "4", "604800000", "unlimited"],
+        ]
+    );
+
+    // Keyed lines: each key always lands on the partition its hash names, and each
+    // partition's offsets follow the input order.
+    let lines: Vec<(String, String)> = (1..=600)
+        .map(|i| (format!("user-{}", i % 7), format!("event {i} ünïcode")))
+        .collect();
+    let input: String = lines
+        .iter()
+        .map(|(key, value)| format!("{key}|{value}\n"))
+        .collect();
+    let acks = parse_acks(&cli.ok(
+        &["produce", "events", "--key-separator", "|", "--report-acks"],
+        &input,
+    ));
+    assert_eq!(acks.len(), 600);
+    let mut expected: Vec<Vec<&str>> = vec![Vec::new(); 4];
+    for (number, (partition, offset)) in &acks {
+        let (key, value) = &lines[(*number - 1) as usize];
+        assert_eq!(*partition, partition_for_key(key.as_bytes(), 4), "{key}");
+        assert_eq!(*offset, expected[*partition as usize].len() as u64);
+        expected[*partition as usize].push(value);
+    }
+    assert!(expected.iter().filter(|values| !values.is_empty()).count() >= 3);
+    for (partition, values) in expected.iter().enumerate() {
+        let consumed = cli.ok(
+            &["consume", "events", "--partition", &partition.to_string()],
+            "",
+        );
+        let consumed: Vec<&str> = consumed.lines().collect();
+        assert_eq!(&consumed, values, "partition {partition}");
+    }
+    assert_eq!(cli.ok(&["consume", "events"], "").lines().count(), 600);
+
+    // Describe: owners over both shards, high watermarks as produced.
+    let described = cli.ok(&["topic", "describe", "events"], "");
+    let mut described = described.lines();
+    assert!(described
+        .next()
+        .unwrap()
+        .starts_with("topic events: 4 partitions, retention_ms 604800000"));
+    assert_eq!(
+        described
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["PARTITION", "SHARD", "LOG_START", "HIGH_WATERMARK"]
+    );
+    let mut shards = HashSet::new();
+    for (partition, row) in described.enumerate() {
+        let row: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(row[0], partition.to_string());
+        shards.insert(row[1].to_owned());
+        assert_eq!(row[2], "0");
+        assert_eq!(row[3], expected[partition].len().to_string());
+    }
+    assert_eq!(shards.len(), 2, "partitions spread over both shards");
+
+    // JSON, positions and counts.
+    let busiest = (0..4).max_by_key(|p| expected[*p].len()).unwrap();
+    let partition = busiest.to_string();
+    let json = cli.ok(
+        &[
+            "consume",
+            "events",
+            "--partition",
+            &partition,
+            "--from",
+            "1",
+            "--count",
+            "2",
+            "--format",
+            "json",
+        ],
+        "",
+    );
+    let json: Vec<&str> = json.lines().collect();
+    assert_eq!(json.len(), 2);
+    let key = &lines[(*acks
+        .iter()
+        .find(|(_, at)| **at == (busiest as u32, 1))
+        .unwrap()
+        .0
+        - 1) as usize]
+        .0;
+    assert!(json[0].starts_with(&format!(
+        "{{\"partition\":{busiest},\"offset\":1,\"timestamp\":"
+    )));
+    assert!(
+        json[0].ends_with(&format!(
+            ",\"key\":\"{key}\",\"value\":\"{}\"}}",
+            expected[busiest][1]
+        )),
+        "{}",
+        json[0]
+    );
+    let future = (now_ms() + 3_600_000).to_string();
+    assert_eq!(
+        cli.ok(&["consume", "events", "--from", &format!("@{future}")], ""),
+        ""
+    );
+    assert_eq!(
+        cli.ok(&["consume", "events", "--from", "@0"], "")
+            .lines()
+            .count(),
+        600
+    );
+    assert_eq!(cli.ok(&["consume", "events", "--from", "latest"], ""), "");
+
+    // An explicit partition; binary-safe values come back as value_b64 in JSON.
+    let acks = parse_acks(&cli.ok(
+        &["produce", "audit", "--partition", "0", "--report-acks"],
+        "first\n\nthird\r\n",
+    ));
+    assert_eq!(
+        acks.into_iter().collect::<Vec<_>>(),
+        [(1, (0, 0)), (2, (0, 1)), (3, (0, 2))]
+    );
+    assert_eq!(cli.ok(&["consume", "audit"], ""), "first\n\nthird\n");
+
+    // Failures: one line on stderr, non-zero exit; the good lines still acknowledged.
+    let output = cli.run(
+        &["produce", "audit", "--key-separator", "=", "--report-acks"],
+        "a=1\nno separator\nb=2\n",
+    );
+    assert!(!output.status.success());
+    let acked = parse_acks(&String::from_utf8(output.stdout).unwrap());
+    assert_eq!(acked.keys().copied().collect::<Vec<_>>(), [1, 3]);
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("line 2 not acknowledged"), "{stderr}");
+    assert!(
+        stderr.contains("1 of 3 records were not acknowledged"),
+        "{stderr}"
+    );
+    let stderr = cli.fails(&["consume", "nothing"], "");
+    assert_eq!(stderr, "spate: error: unknown topic nothing\n");
+    let stderr = cli.fails(&["produce", "audit", "--partition", "5"], "x\n");
+    assert!(stderr.contains("partition 5 does not exist"), "{stderr}");
+
+    assert_eq!(
+        cli.ok(&["topic", "delete", "audit"], ""),
+        "deleted topic audit\n"
+    );
+    assert!(!cli.ok(&["topic", "list"], "").contains("audit"));
+    drop(gateway);
+    drop(node);
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[test]
+fn spate_up_serves_and_stops_cleanly() {
+    let dir = data_dir("up");
+    let start = || {
+        let mut up = Process::spawn(
+            Command::new(binary("spate"))
+                .args(["up", "--gateway", "127.0.0.1:0", "--shards", "2"])
+                .arg("--data-dir")
+                .arg(dir.join("data")),
+            dir.join("up.log"),
+        );
+        let (gateway, cert) = parse_gateway_line(&up.line("gateway listening on "));
+        assert_eq!(cert, dir.join("data").join("tls").join("cert.pem"));
+        up.line("spate is up");
+        (up, Cli { gateway, cert })
+    };
+    let (mut up, cli) = start();
+    cli.ok(&["topic", "create", "demo", "--partitions", "3"], "");
+    let input: String = (0..1000).map(|i| format!("record {i}\n")).collect();
+    cli.ok(&["produce", "demo"], &input);
+    let mut consumed: Vec<String> = cli
+        .ok(&["consume", "demo"], "")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    consumed.sort();
+    let mut sent: Vec<String> = input.lines().map(str::to_owned).collect();
+    sent.sort();
+    assert_eq!(consumed, sent);
+    assert!(up.terminate().success());
+
+    // The data and the certificate survive a restart.
+    let (mut up, cli) = start();
+    assert_eq!(cli.ok(&["consume", "demo"], "").lines().count(), 1000);
+    assert!(up.terminate().success());
+}
+
+async fn records(consumer: &mut Consumer, count: usize) -> Vec<ConsumedRecord> {
+    let mut records = Vec::with_capacity(count);
+    while records.len() < count {
+        let record = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+            .await
+            .expect("records within 30 s")
+            .unwrap()
+            .expect("a record");
+        records.push(record);
+    }
+    records
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_wakes_and_pipelined_batches_keep_order() {
+    let dir = data_dir("sdk");
+    let node = Node::start(&dir, 2, 0);
+    let gateway = Gateway::start(&dir, node.endpoints[0], "127.0.0.1:0");
+    let client = gateway.client().await;
+    client
+        .create_topic("metrics", 2, Setting::Default, Setting::Default)
+        .await
+        .unwrap();
+
+    // A follower parked in a long poll (10 s) is woken by a produce: the record arrives far
+    // sooner than the poll's timeout.
+    let config = ConsumerConfig {
+        start: StartPosition::Offset(0),
+        max_wait: Duration::from_secs(10),
+        ..ConsumerConfig::default()
+    };
+    let mut follower = Consumer::new(&client, "metrics", Some(vec![0]), config)
+        .await
+        .unwrap();
+    let producer = Producer::new(&client, "metrics", ProducerConfig::default())
+        .await
+        .unwrap();
+    let sent = Instant::now();
+    let delivery = producer
+        .send(
+            ProducerRecord::new("cpu=0.93")
+                .partition(0)
+                .key("host-1")
+                .header("unit", "ratio")
+                .timestamp(1_700_000_000_123),
+        )
+        .await
+        .unwrap();
+    let record = records(&mut follower, 1).await.remove(0);
+    let latency = sent.elapsed();
+    println!("long-poll consumer saw the record {latency:?} after it was sent");
+    assert!(latency < Duration::from_secs(5), "{latency:?}");
+    let acked = delivery.await.unwrap();
+    assert_eq!((acked.partition, acked.offset), (0, 0));
+    assert_eq!(
+        record,
+        ConsumedRecord {
+            partition: 0,
+            offset: 0,
+            timestamp: 1_700_000_000_123,
+            key: Some(Bytes::from_static(b"host-1")),
+            value: Some(Bytes::from_static(b"cpu=0.93")),
+            headers: vec![("unit".to_owned(), Some(Bytes::from_static(b"ratio")))],
+        }
+    );
+
+    // Small batches, many in flight on one partition: offsets follow the send order.
+    let config = ProducerConfig {
+        batch_bytes: 1024,
+        linger: Duration::ZERO,
+        durability: Durability::Write,
+        ..ProducerConfig::default()
+    };
+    let pipelined = Producer::new(&client, "metrics", config).await.unwrap();
+    let mut deliveries = Vec::new();
+    for i in 0..20_000u32 {
+        let record = ProducerRecord::new(format!("sample {i}")).partition(0);
+        deliveries.push(pipelined.send(record).await.unwrap());
+    }
+    pipelined.flush().await.unwrap();
+    for (i, delivery) in deliveries.into_iter().enumerate() {
+        let acked = delivery.await.unwrap();
+        assert_eq!((acked.partition, acked.offset), (0, 1 + i as u64));
+    }
+    let values: Vec<Bytes> = records(&mut follower, 20_000)
+        .await
+        .into_iter()
+        .map(|record| record.value.unwrap())
+        .collect();
+    for (i, value) in values.iter().enumerate() {
+        assert_eq!(value, format!("sample {i}").as_bytes());
+    }
+    // Reading from a timestamp and to the end.
+    let config = ConsumerConfig {
+        start: StartPosition::Timestamp(1_700_000_000_124),
+        stop_at_end: true,
+        ..ConsumerConfig::default()
+    };
+    let mut reader = Consumer::new(&client, "metrics", Some(vec![0]), config)
+        .await
+        .unwrap();
+    let mut count = 0;
+    while let Some(record) = reader.next().await.unwrap() {
+        assert_eq!(record.offset, 1 + count);
+        count += 1;
+    }
+    assert_eq!(count, 20_000);
+    drop(gateway);
+    drop(node);
+}
+
+/// Produces `values` one by one until each is acknowledged, reconnecting as needed; returns
+/// how many attempts failed.
+async fn produce_retrying(client: &Client, topic: &str, values: &[String]) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut failures = 0;
+    for value in values {
+        loop {
+            assert!(Instant::now() < deadline, "no acknowledgement within 60 s");
+            let batch = single_record_batch(value);
+            match client.produce(topic, 0, Durability::Fsync, batch).await {
+                Ok(_) => break,
+                Err(error) => {
+                    assert!(error.is_retriable(), "{error}");
+                    failures += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    failures
+}
+
+fn single_record_batch(value: &str) -> Bytes {
+    let mut builder = spate_format::BatchBuilder::new();
+    builder
+        .push(&spate_format::Record {
+            timestamp: now_ms(),
+            value: Some(value.as_bytes()),
+            ..spate_format::Record::default()
+        })
+        .unwrap();
+    Bytes::from(builder.finish().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_restart_while_clients_retry() {
+    let dir = data_dir("gateway-restart");
+    let node = Node::start(&dir, 1, 0);
+    let mut gateway = Gateway::start(&dir, node.endpoints[0], "127.0.0.1:0");
+    let address = gateway.address;
+    let client = gateway.client().await;
+    client
+        .create_topic("logs", 1, Setting::Default, Setting::Default)
+        .await
+        .unwrap();
+    let config = ConsumerConfig {
+        max_wait: Duration::from_secs(2),
+        ..ConsumerConfig::default()
+    };
+    let mut follower = Consumer::new(&client, "logs", None, config).await.unwrap();
+    let before: Vec<String> = (0..50).map(|i| format!("before {i}")).collect();
+    assert_eq!(produce_retrying(&client, "logs", &before).await, 0);
+
+    gateway.process.kill();
+    let restarted = Gateway::start(&dir, node.endpoints[0], &address.to_string());
+    assert_eq!(restarted.address, address);
+    let after: Vec<String> = (0..50).map(|i| format!("after {i}")).collect();
+    let failures = produce_retrying(&client, "logs", &after).await;
+    println!("{failures} produce attempts failed while the gateway restarted");
+
+    // The follower's fetches were retried across the restart: every record once, in order.
+    let values: Vec<String> = records(&mut follower, 100)
+        .await
+        .into_iter()
+        .map(|record| String::from_utf8(record.value.unwrap().to_vec()).unwrap())
+        .collect();
+    let expected: Vec<String> = before.into_iter().chain(after).collect();
+    assert_eq!(values, expected);
+    drop(restarted);
+    drop(node);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_kill_9_under_a_running_producer_loses_no_acknowledged_record() {
+    let dir = data_dir("node-kill");
+    let port = free_ports(2);
+    let mut node = Node::start(&dir, 2, port);
+    let gateway = Gateway::start(&dir, node.endpoints[0], "127.0.0.1:0");
+    let client = gateway.client().await;
+    client
+        .create_topic("orders", 4, Setting::Default, Setting::Default)
+        .await
+        .unwrap();
+    let config = ProducerConfig {
+        linger: Duration::from_millis(1),
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(&client, "orders", config).await.unwrap();
+
+    // Keeps producing numbered records and collects their outcomes until told to stop.
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let producing = tokio::spawn(async move {
+        let mut outcomes = Vec::new();
+        let mut in_flight = std::collections::VecDeque::new();
+        let mut sequence = 0u64;
+        while !*stopped.borrow_and_update() {
+            let record =
+                ProducerRecord::new(sequence.to_string()).key(format!("k{}", sequence % 13));
+            in_flight.push_back((sequence, producer.send(record).await.unwrap()));
+            sequence += 1;
+            while in_flight.len() > 2000 {
+                let (sequence, delivery) = in_flight.pop_front().unwrap();
+                outcomes.push((sequence, delivery.await));
+            }
+            if sequence % 200 == 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        producer.flush().await.unwrap();
+        for (sequence, delivery) in in_flight {
+            outcomes.push((sequence, delivery.await));
+        }
+        outcomes
+    });
+
+    let acked_before = wait_for_acks(&client, 5_000).await;
+    node.process.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let restarted = Node::start(&dir, 2, port);
+    assert_eq!(restarted.endpoints, node.endpoints);
+    // Acknowledgements resume through the same gateway.
+    wait_for_acks(&client, acked_before + 5_000).await;
+    stop.send(true).unwrap();
+    let outcomes = producing.await.unwrap();
+
+    let mut acked: HashMap<u64, (u32, u64)> = HashMap::new();
+    let mut failed = 0;
+    for (sequence, outcome) in &outcomes {
+        match outcome {
+            Ok(metadata) => {
+                acked.insert(*sequence, (metadata.partition, metadata.offset));
+            }
+            Err(error) => {
+                assert!(
+                    matches!(error, ClientError::Connection(_) | ClientError::Timeout(_))
+                        || error.code() == Some(ErrorCode::Unavailable)
+                        || error.code() == Some(ErrorCode::ShuttingDown),
+                    "{error}"
+                );
+                failed += 1;
+            }
+        }
+    }
+    println!(
+        "{} records sent, {} acknowledged, {failed} failed around the kill",
+        outcomes.len(),
+        acked.len()
+    );
+    assert!(failed > 0 || acked.len() == outcomes.len());
+
+    // Read everything back: every acknowledged record exactly once at its offset, acked
+    // records of a partition in send order, no record twice.
+    let config = ConsumerConfig {
+        stop_at_end: true,
+        ..ConsumerConfig::default()
+    };
+    let mut reader = Consumer::new(&client, "orders", None, config)
+        .await
+        .unwrap();
+    let mut seen: HashMap<u64, (u32, u64)> = HashMap::new();
+    let mut last_acked: HashMap<u32, u64> = HashMap::new();
+    while let Some(record) = reader.next().await.unwrap() {
+        let sequence: u64 = std::str::from_utf8(record.value.as_deref().unwrap())
+            .unwrap()
+            .parse()
+            .unwrap();
+        let at = (record.partition, record.offset);
+        assert!(
+            seen.insert(sequence, at).is_none(),
+            "record {sequence} stored twice"
+        );
+        if acked.get(&sequence) == Some(&at) {
+            if let Some(previous) = last_acked.insert(record.partition, sequence) {
+                assert!(previous < sequence, "acknowledged records out of order");
+            }
+        }
+    }
+    for (sequence, at) in &acked {
+        assert_eq!(
+            seen.get(sequence),
+            Some(at),
+            "acknowledged record {sequence}"
+        );
+    }
+    drop(gateway);
+    drop(restarted);
+}
+
+/// Waits until the topic's high watermarks add up to at least `count`; returns the sum.
+async fn wait_for_acks(client: &Client, count: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(topic) = client.describe_topic("orders").await {
+            let sum: u64 = topic.partitions.iter().map(|p| p.high_watermark).sum();
+            if sum >= count {
+                return sum;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {count} records in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abusive_clients_do_not_stop_the_gateway_serving_others() {
+    let dir = data_dir("abuse");
+    let node = Node::start(&dir, 1, 0);
+    let gateway = Gateway::start(&dir, node.endpoints[0], "127.0.0.1:0");
+    let client = gateway.client().await;
+    client
+        .create_topic("quiet", 1, Setting::Default, Setting::Default)
+        .await
+        .unwrap();
+    let quic = |name: &'static str| {
+        let cert = gateway.cert.clone();
+        let address = gateway.address;
+        async move {
+            let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+            endpoint.set_default_client_config(spate_client::quic_client_config(&cert).unwrap());
+            let connection = endpoint
+                .connect(address, "localhost")
+                .unwrap()
+                .await
+                .unwrap_or_else(|error| panic!("{name}: {error}"));
+            (endpoint, connection)
+        }
+    };
+
+    // Garbage (a frame of an unknown api and version): an error frame comes back.
+    let (_endpoint, garbage) = quic("garbage").await;
+    let (mut send, mut receive) = garbage.open_bi().await.unwrap();
+    let mut junk = vec![0xAB; 64];
+    junk[..4].copy_from_slice(&60u32.to_le_bytes());
+    send.write_all(&junk).await.unwrap();
+    send.finish().unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), receive.read_to_end(1 << 16))
+        .await
+        .unwrap()
+        .unwrap();
+    let frame = spate_proto::Frame::parse(Bytes::from(answer), 1 << 16).unwrap();
+    let spate_proto::Response::Error { error, .. } = spate_proto::Response::decode(&frame).unwrap()
+    else {
+        panic!("not an error answer");
+    };
+    println!("garbage answered with {error}");
+    assert_ne!(error.code, ErrorCode::Internal);
+
+    // An oversized length prefix: FrameTooLarge, without the gateway waiting for 4 GiB.
+    let (mut send, mut receive) = garbage.open_bi().await.unwrap();
+    let mut header = [0u8; 16];
+    header[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+    send.write_all(&header).await.unwrap();
+    send.finish().unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), receive.read_to_end(1 << 16))
+        .await
+        .unwrap()
+        .unwrap();
+    let frame = spate_proto::Frame::parse(Bytes::from(answer), 1 << 16).unwrap();
+    let spate_proto::Response::Error { error, .. } = spate_proto::Response::decode(&frame).unwrap()
+    else {
+        panic!("not an error answer");
+    };
+    assert_eq!(error.code, ErrorCode::FrameTooLarge);
+
+    // Many streams, each holding half a frame, and many idle connections.
+    let (_many_endpoint, many) = quic("many streams").await;
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        let (mut send, receive) = many.open_bi().await.unwrap();
+        send.write_all(&[40, 0, 0, 0, 4, 0]).await.unwrap();
+        held.push((send, receive));
+    }
+    let mut idle = Vec::new();
+    for _ in 0..50 {
+        idle.push(quic("idle").await);
+    }
+
+    // A well-behaved client still gets its work done.
+    let started = Instant::now();
+    let producer = Producer::new(&client, "quiet", ProducerConfig::default())
+        .await
+        .unwrap();
+    let delivery = producer
+        .send(ProducerRecord::new("still here"))
+        .await
+        .unwrap();
+    assert_eq!(delivery.await.unwrap().offset, 0);
+    let config = ConsumerConfig {
+        stop_at_end: true,
+        ..ConsumerConfig::default()
+    };
+    let mut reader = Consumer::new(&client, "quiet", None, config).await.unwrap();
+    let record = reader.next().await.unwrap().unwrap();
+    assert_eq!(record.value.as_deref(), Some(&b"still here"[..]));
+    println!(
+        "served a normal client in {:?} under abuse",
+        started.elapsed()
+    );
+    // New connections are still accepted.
+    let (_endpoint, fresh) = quic("fresh").await;
+    drop(fresh);
+    drop(held);
+    drop(idle);
+}
