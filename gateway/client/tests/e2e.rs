@@ -685,8 +685,13 @@ async fn gateway_restart_while_clients_retry() {
     let restarted = Gateway::start(&dir, node.endpoints[0], &address.to_string());
     assert_eq!(restarted.address, address);
     let after: Vec<String> = (0..50).map(|i| format!("after {i}")).collect();
+    let resumed = Instant::now();
     let failures = produce_retrying(&client, "logs", &after).await;
-    println!("{failures} produce attempts failed while the gateway restarted");
+    let took = resumed.elapsed();
+    println!("{failures} produce attempts failed while the gateway restarted; {took:?}");
+    // The restarted gateway resets the old connection (stateless reset), so the client does
+    // not sit out the 30 s idle timeout.
+    assert!(took < Duration::from_secs(15), "{took:?}");
 
     // The follower's fetches were retried across the restart: every record once, in order.
     let values: Vec<String> = records(&mut follower, 100)

@@ -82,12 +82,25 @@ pub const UDP_PAYLOAD_MAX: u16 = 16_384;
 fn endpoint_config(key: &std::path::Path) -> Result<quinn::EndpointConfig, GatewayError> {
     let secret = std::fs::read(key)
         .map_err(|error| GatewayError::Quic(format!("cannot read {}: {error}", key.display())))?;
-    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-    context.update(b"spate-gateway stateless reset key v1\0");
-    context.update(&secret);
-    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, context.finish().as_ref());
+    let derive = |label: &[u8]| {
+        let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+        context.update(label);
+        context.update(&secret);
+        context.finish()
+    };
+    let reset_key = derive(b"spate-gateway stateless reset key v1\0");
+    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_key.as_ref());
     let mut config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    // The connection ids carry a keyed check; with the default random key a restarted
+    // gateway would drop the old connections' packets as invalid instead of resetting them.
+    let cid_key = derive(b"spate-gateway connection id key v1\0");
+    let mut cid_key_bytes = [0u8; 8];
+    cid_key_bytes.copy_from_slice(&cid_key.as_ref()[..8]);
+    let cid_key = u64::from_le_bytes(cid_key_bytes);
     config
+        .cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+        })
         .max_udp_payload_size(UDP_PAYLOAD_MAX)
         .map_err(|error| GatewayError::Quic(error.to_string()))?;
     Ok(config)

@@ -1,6 +1,7 @@
 //! TLS for the QUIC endpoint: the operator's certificate and key from PEM files, or a
 //! development certificate for `localhost`/`127.0.0.1` created on first start.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -84,7 +85,17 @@ pub fn ensure_dev_cert(dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
     let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
     let generated = rcgen::generate_simple_self_signed(names)
         .map_err(|error| TlsError::Generate(error.to_string()))?;
-    std::fs::write(&key, generated.key_pair.serialize_pem()).map_err(|source| TlsError::Write {
+    // The private key is readable by its owner only.
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&key)
+        .and_then(|mut file| {
+            std::io::Write::write_all(&mut file, generated.key_pair.serialize_pem().as_bytes())
+        });
+    written.map_err(|source| TlsError::Write {
         path: key.clone(),
         source,
     })?;
