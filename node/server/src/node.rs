@@ -300,6 +300,18 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
                             shutdown.clone(),
                             admin.clone(),
                         ));
+                        if let Err(error) =
+                            crate::storage::probe_polled_io(&config.data_dir, id.0).await
+                        {
+                            let _ = ready_tx.send((
+                                index,
+                                Err(format!(
+                                    "cannot read with O_DIRECT in {}: {error}",
+                                    config.data_dir.display()
+                                )),
+                            ));
+                            return;
+                        }
                         shard.apply_metadata(metadata).await;
                         tracing::debug!(shard = index, "partitions recovered");
                         let _ = ready_tx.send((index, Ok(())));

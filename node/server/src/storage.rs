@@ -446,3 +446,25 @@ pub fn probe_direct_io(dir: &Path) -> Result<(), std::io::Error> {
     let _ = std::fs::remove_file(&path);
     result
 }
+
+/// Makes glommio learn, on the calling executor thread, whether the data directory's device
+/// supports polled I/O, by opening a file that has data. glommio probes on the first file it
+/// opens per device and thread with a one-sector read; on an empty file (a new segment) that
+/// read ends at end-of-file without touching the device, so the probe wrongly reports polled
+/// I/O as supported, and every later read of real data fails with EOPNOTSUPP on devices
+/// without it (virtio disks, for one). Call before any other file is opened on the thread.
+pub async fn probe_polled_io(dir: &Path, shard: u16) -> Result<(), std::io::Error> {
+    let path = dir.join(format!(".polled-io-probe-{shard}"));
+    std::fs::write(&path, vec![0u8; 4096])?;
+    let result = match OpenOptions::new().read(true).dma_open(&path).await {
+        Ok(file) => {
+            let read = file.read_at_aligned(0, 4096).await;
+            let _ = file.close().await;
+            read.map(|_| ())
+                .map_err(|error| std::io::Error::other(error.to_string()))
+        }
+        Err(error) => Err(std::io::Error::other(error.to_string())),
+    };
+    let _ = std::fs::remove_file(&path);
+    result
+}

@@ -479,3 +479,42 @@ fn retention_deletes_old_segments_on_its_schedule() {
     }
     node.shutdown();
 }
+
+/// A fresh node's first files are empty segments; fetches that miss the tail cache must still
+/// read from disk (glommio's polled-I/O probe misjudged such devices when its first file was
+/// empty, and every disk read then failed with EOPNOTSUPP).
+#[test]
+fn fetches_beyond_the_tail_cache_read_from_disk_on_a_fresh_node() {
+    let dir = data_dir("disk-reads");
+    let mut config = config(&dir, 1);
+    config.tail_cache_bytes = 0;
+    let node = spate_node::start(config).unwrap();
+    let mut client = Client::connect(node.endpoints[0]);
+    assert!(matches!(
+        client.create_topic("cold", 1),
+        Response::CreateTopic(_)
+    ));
+    let value = vec![7u8; 100_000];
+    for round in 0..20u64 {
+        match client.produce("cold", 0, &[&value, &value], Durability::Fsync) {
+            Response::Produce(produced) => assert_eq!(produced.base_offset, round * 2),
+            other => panic!("produce failed: {other:?}"),
+        }
+    }
+    let mut offset = 0;
+    while offset < 40 {
+        match client.fetch("cold", 0, offset, 0) {
+            Response::Fetch(fetched) => {
+                let values = records(&fetched.records);
+                assert!(!values.is_empty());
+                for (at, bytes) in &values {
+                    assert_eq!(*at, offset);
+                    assert_eq!(bytes, &value);
+                    offset += 1;
+                }
+            }
+            other => panic!("fetch from disk failed: {other:?}"),
+        }
+    }
+    node.shutdown();
+}
