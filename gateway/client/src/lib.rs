@@ -18,7 +18,8 @@ mod producer;
 
 pub use client::{
     quic_client_config, Client, ClientError, PartitionDescription, TopicDescription, ALPN,
-    CONNECT_TIMEOUT, FETCH_LANES, KEEP_ALIVE_INTERVAL, LANE_QUEUE_MAX, REQUEST_TIMEOUT,
+    CONNECTION_WINDOW, CONNECT_TIMEOUT, FETCH_LANES, KEEP_ALIVE_INTERVAL, LANE_QUEUE_MAX,
+    REQUEST_TIMEOUT, STREAM_WINDOW, UDP_PAYLOAD_MAX,
 };
 pub use consumer::{
     ConsumedRecord, Consumer, ConsumerConfig, StartPosition, CHUNKS_BUFFERED_MAX,

@@ -52,7 +52,7 @@ impl Gateway {
     }
 }
 
-fn transport(config: &GatewayConfig) -> Result<TransportConfig, GatewayError> {
+pub fn transport(config: &GatewayConfig) -> Result<TransportConfig, GatewayError> {
     let mut transport = TransportConfig::default();
     transport
         .max_concurrent_bidi_streams(VarInt::from_u32(config.max_streams))
@@ -79,7 +79,7 @@ pub const UDP_PAYLOAD_MAX: u16 = 16_384;
 /// a restarted gateway (same key) answers packets of connections it forgot with a valid
 /// stateless reset: clients learn at once that their connection is gone and reconnect,
 /// instead of waiting for the idle timeout.
-fn endpoint_config(key: &std::path::Path) -> Result<quinn::EndpointConfig, GatewayError> {
+pub fn endpoint_config(key: &std::path::Path) -> Result<quinn::EndpointConfig, GatewayError> {
     let secret = std::fs::read(key)
         .map_err(|error| GatewayError::Quic(format!("cannot read {}: {error}", key.display())))?;
     let derive = |label: &[u8]| {

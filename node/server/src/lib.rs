@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod coordinator;
+pub mod engine;
 pub mod metadata;
 pub mod node;
 pub mod partition;

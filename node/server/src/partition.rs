@@ -96,7 +96,11 @@ impl Partition {
 
     fn handle_event(&self, shard: &Shard, event: LogEvent) {
         match event {
-            LogEvent::Written { up_to } => Self::resolve(&self.write_acks, up_to),
+            LogEvent::Written { up_to } => {
+                Self::resolve(&self.write_acks, up_to);
+                // Written bytes left the partition's write buffer: room for waiting produces.
+                shard.wake_budget_waiters();
+            }
             LogEvent::Durable { up_to } => {
                 Self::resolve(&self.write_acks, up_to);
                 Self::resolve(&self.fsync_acks, up_to);

@@ -133,11 +133,53 @@ impl Shard {
     }
 
     /// Waits until the shard's unsynced bytes are within its budget (back-pressure).
-    async fn within_budget(&self) {
+    pub(crate) async fn within_budget(&self) {
         while self.logs.borrow().over_budget() {
             let (sender, receiver) = local_channel::new_bounded(1);
             self.budget_waiters.borrow_mut().push(sender);
             // The timer is a safety net; the wake comes from the next durable event.
+            future::or(
+                async { receiver.recv().await.map_or((), |_| ()) },
+                glommio::timer::sleep(Duration::from_millis(50)),
+            )
+            .await;
+        }
+    }
+
+    /// Waits while a produce frame's batch would not fit in its partition's write buffer
+    /// (`PARTITION_BUFFER_BYTES_MAX`): the connection stops reading (back-pressure) instead
+    /// of the producer getting `Busy`. Other frames pass at once.
+    pub(crate) async fn within_partition_buffer(&self, frame: &Frame) {
+        if frame.head.api_key != spate_proto::ApiKey::Produce.to_u16() {
+            return;
+        }
+        let Ok(Some(route)) = frame.route() else {
+            return;
+        };
+        let key = PartitionKey {
+            topic: route.topic.to_owned(),
+            partition: route.partition.0,
+        };
+        self.within_partition_room(&key, frame.body().len() as u64)
+            .await;
+    }
+
+    /// Waits while `len` more bytes would not fit in the partition's write buffer.
+    pub(crate) async fn within_partition_room(&self, key: &PartitionKey, len: u64) {
+        loop {
+            let full = self
+                .with_log(key, |log| {
+                    log.fenced().is_none()
+                        && log.unwritten_bytes() + len
+                            > spate_core::config::PARTITION_BUFFER_BYTES_MAX
+                })
+                .unwrap_or(false);
+            if !full {
+                return;
+            }
+            let (sender, receiver) = local_channel::new_bounded(1);
+            self.budget_waiters.borrow_mut().push(sender);
+            // Woken when the partition's writes complete; the timer is a safety net.
             future::or(
                 async { receiver.recv().await.map_or((), |_| ()) },
                 glommio::timer::sleep(Duration::from_millis(50)),
@@ -427,6 +469,9 @@ impl Shard {
                 let Ok(permit) = permits.clone().acquire_static_permit(1).await else {
                     break 'connection Ok(());
                 };
+                // Nothing awaits between this and the append below, so the room it found is
+                // still there.
+                self.within_partition_buffer(&frame).await;
                 let correlation = frame.head.correlation_id;
                 match self.dispatch(&frame) {
                     Dispatched::Now(response) => {
@@ -618,7 +663,7 @@ impl Shard {
     /// Appends now (so frames of one connection keep their order); the answer is immediate
     /// for `none`, or comes when the watermark of the requested level passes the batch.
     #[allow(clippy::type_complexity)]
-    fn produce(
+    pub(crate) fn produce(
         &self,
         request: &ProduceRequest,
     ) -> Result<Result<ProduceResponse, local_channel::LocalReceiver<ProduceResult>>, ErrorResponse>

@@ -1,0 +1,87 @@
+//! The Spate under test: a node and a gateway started in this process on a fresh data
+//! directory (what `spate up` runs), or an existing gateway given by address.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use spate_client::{Client, Setting};
+
+/// Where clients connect.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub address: SocketAddr,
+    pub cert: PathBuf,
+    pub server_name: String,
+}
+
+/// A node and a gateway running in this process; stopped on drop.
+#[derive(Debug)]
+pub struct Local {
+    pub target: Target,
+    node: Option<spate_node::NodeHandle>,
+    gateway: spate_gateway::Gateway,
+}
+
+impl Local {
+    /// Starts a node (one shard per core unless `shards`) on `data_dir/node` (emptied first)
+    /// and a gateway in front of it.
+    pub async fn start(data_dir: &Path, shards: Option<u32>) -> Result<Local, String> {
+        let node_dir = data_dir.join("node");
+        let _ = std::fs::remove_dir_all(&node_dir);
+        let flags = spate_node::Flags {
+            data_dir: Some(node_dir),
+            listen: Some("127.0.0.1:0".into()),
+            shards,
+            ..spate_node::Flags::default()
+        };
+        let config = spate_node::NodeConfig::resolve(flags).map_err(|error| error.to_string())?;
+        let node = spate_node::start(config).map_err(|error| error.to_string())?;
+        let flags = spate_gateway::Flags {
+            listen: Some("127.0.0.1:0".into()),
+            node: Some(node.endpoints[0].to_string()),
+            dev_cert_dir: Some(data_dir.join("tls")),
+            ..spate_gateway::Flags::default()
+        };
+        let config =
+            spate_gateway::GatewayConfig::resolve(flags).map_err(|error| error.to_string())?;
+        let gateway = spate_gateway::start(config)
+            .await
+            .map_err(|error| error.to_string())?;
+        Ok(Local {
+            target: Target {
+                address: gateway.local_addr,
+                cert: gateway.cert_path.clone(),
+                server_name: "localhost".into(),
+            },
+            node: Some(node),
+            gateway,
+        })
+    }
+
+    pub async fn stop(mut self) {
+        self.gateway.close();
+        self.gateway.wait_idle().await;
+        if let Some(node) = self.node.take() {
+            // Joining the shard threads blocks; do it off the async threads.
+            let _ = tokio::task::spawn_blocking(move || node.shutdown()).await;
+        }
+    }
+}
+
+impl Target {
+    pub async fn client(&self) -> Result<Client, String> {
+        Client::connect(self.address, &self.cert, &self.server_name)
+            .await
+            .map_err(|error| error.to_string())
+    }
+
+    /// Creates `topic` afresh (deleting an old one) with unlimited retention.
+    pub async fn fresh_topic(&self, topic: &str, partitions: u32) -> Result<(), String> {
+        let client = self.client().await?;
+        let _ = client.delete_topic(topic).await;
+        client
+            .create_topic(topic, partitions, Setting::Unlimited, Setting::Unlimited)
+            .await
+            .map_err(|error| format!("cannot create topic {topic}: {error}"))
+    }
+}

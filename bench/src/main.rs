@@ -1,0 +1,506 @@
+//! `spate-bench`: Spate's throughput and latency benchmarks, each run beside the baselines it
+//! is compared with (raw O_DIRECT disk writes with `tokio-uring`, raw QUIC with quinn),
+//! measured in the same process on the same machine. Every command prints a summary table and
+//! writes `report.json`, `throughput.svg` and `latency.svg` into the output directory.
+//! Speed claims come from these ratios only.
+
+mod charts;
+mod cluster;
+mod disk;
+mod quic;
+mod report;
+mod scenarios;
+mod storage;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::cluster::{Local, Target};
+use crate::disk::DiskArgs;
+use crate::quic::QuicArgs;
+use crate::report::{Report, Run};
+use crate::scenarios::{ConsumeArgs, DurabilityArg, ProduceArgs};
+use crate::storage::StorageArgs;
+
+/// spate-bench: Spate benchmarks with same-run baselines, a JSON report and charts.
+#[derive(Debug, Parser)]
+#[command(name = "spate-bench", version, about, long_about = None)]
+struct Cli {
+    /// Where report.json, throughput.svg and latency.svg go. [default:
+    /// ./bench-results/UNIX_TIME]
+    #[arg(long, global = true, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Data directory for the node, the storage engine and the disk baseline; must be on a
+    /// real filesystem (O_DIRECT), and it is emptied.
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        default_value = "./target/bench-data"
+    )]
+    data_dir: PathBuf,
+    /// Benchmark a running gateway (produce, consume, e2e) instead of starting a node and a
+    /// gateway in this process.
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    gateway: Option<SocketAddr>,
+    /// CA certificate of `--gateway`. [default: ./spate-data/tls/cert.pem]
+    #[arg(long, global = true, value_name = "PATH")]
+    ca_cert: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Producers through the gateway: MB/s, records/s, acknowledgement latency.
+    Produce {
+        #[command(flatten)]
+        args: ProduceArgs,
+        /// Also run the baselines it is compared with (raw QUIC; raw disk with fdatasync
+        /// for fsync durability) and print the ratios.
+        #[arg(long)]
+        baseline: bool,
+    },
+    /// Catch-up read of a backlog from the earliest offset.
+    Consume(ConsumeArgs),
+    /// Produce and consume together: publish-to-consume latency.
+    E2e(ProduceArgs),
+    /// The storage engine alone (a glommio shard, real files, no network).
+    Storage {
+        #[command(flatten)]
+        args: StorageArgs,
+        /// Also run the raw disk baseline of the same block size and queue depth.
+        #[arg(long)]
+        baseline: bool,
+    },
+    /// A baseline alone.
+    #[command(subcommand)]
+    Baseline(Baseline),
+    /// The fixed, documented set of runs (about 5 minutes; `--quick`: about 1 minute),
+    /// baselines alternating with Spate runs, with the ratios.
+    Suite {
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Baseline {
+    /// O_DIRECT sequential writes with tokio-uring, with or without fdatasync per round.
+    Disk(DiskArgs),
+    /// A quinn bulk transfer over loopback with the gateway's TLS and transport settings.
+    Quic(QuicArgs),
+}
+
+fn say(message: impl std::fmt::Display) {
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!("{message}");
+    }
+}
+
+/// The Spate under test for scenarios that go through the gateway.
+enum Under {
+    Local(Box<Local>),
+    Remote(Target),
+}
+
+impl Under {
+    fn target(&self) -> &Target {
+        match self {
+            Under::Local(local) => &local.target,
+            Under::Remote(target) => target,
+        }
+    }
+
+    async fn stop(self) {
+        if let Under::Local(local) = self {
+            (*local).stop().await;
+        }
+    }
+}
+
+impl Cli {
+    async fn under(&self) -> Result<Under, String> {
+        match self.gateway {
+            Some(address) => Ok(Under::Remote(Target {
+                address,
+                cert: self
+                    .ca_cert
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("./spate-data/tls/cert.pem")),
+                server_name: "localhost".into(),
+            })),
+            None => Local::start(&self.data_dir, None)
+                .await
+                .map(|local| Under::Local(Box::new(local))),
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start the async runtime: {error}"))
+}
+
+/// One step of a suite.
+enum Step {
+    Disk(&'static str, DiskArgs),
+    Storage(&'static str, StorageArgs),
+    Quic(&'static str, QuicArgs),
+    Produce(&'static str, ProduceArgs),
+    E2e(&'static str, ProduceArgs),
+    Consume(&'static str, ConsumeArgs),
+}
+
+fn produce_args(seconds: f64, partitions: u32, durability: DurabilityArg) -> ProduceArgs {
+    ProduceArgs {
+        producers: 1,
+        partitions,
+        message_size: 1024,
+        batch_bytes: 256 << 10,
+        linger_ms: 5,
+        durability,
+        seconds,
+        count: None,
+        rate: None,
+    }
+}
+
+fn storage_args(seconds: f64, durability: DurabilityArg) -> StorageArgs {
+    StorageArgs {
+        partitions: 1,
+        batch_bytes: 256 << 10,
+        message_size: 1024,
+        in_flight: 8,
+        durability,
+        seconds,
+    }
+}
+
+fn disk_args(seconds: f64, sync: bool) -> DiskArgs {
+    DiskArgs {
+        block_bytes: 256 << 10,
+        queue_depth: 8,
+        sync,
+        seconds,
+    }
+}
+
+/// The suite, in order: each Spate run right after the baseline it is compared with.
+fn suite(quick: bool) -> Vec<Step> {
+    let seconds = if quick { 4.0 } else { 15.0 };
+    let mut steps = vec![
+        Step::Disk("disk-odirect-fdatasync", disk_args(seconds, true)),
+        Step::Storage("storage-fsync", storage_args(seconds, DurabilityArg::Fsync)),
+        Step::Disk("disk-odirect", disk_args(seconds, false)),
+        Step::Storage("storage-none", storage_args(seconds, DurabilityArg::None)),
+        Step::Quic(
+            "quic-raw",
+            QuicArgs {
+                message_size: 64 << 10,
+                streams: 1,
+                seconds,
+            },
+        ),
+        Step::Produce(
+            "produce-none-4p",
+            produce_args(seconds, 4, DurabilityArg::None),
+        ),
+        Step::Produce(
+            "produce-fsync-4p",
+            produce_args(seconds, 4, DurabilityArg::Fsync),
+        ),
+        Step::E2e(
+            "e2e-fsync-20k-per-s",
+            ProduceArgs {
+                rate: Some(20_000.0),
+                ..produce_args(seconds, 4, DurabilityArg::Fsync)
+            },
+        ),
+        Step::Consume(
+            "consume-catch-up",
+            ConsumeArgs {
+                partitions: 4,
+                message_size: 1024,
+                backlog_bytes: if quick { 100_000_000 } else { 1_000_000_000 },
+                fetch_bytes: 1 << 20,
+            },
+        ),
+    ];
+    if !quick {
+        steps.extend([
+            Step::Storage("storage-write", storage_args(10.0, DurabilityArg::Write)),
+            Step::Produce(
+                "produce-fsync-16p",
+                produce_args(10.0, 16, DurabilityArg::Fsync),
+            ),
+            Step::Produce(
+                "produce-fsync-1000p",
+                produce_args(10.0, 1000, DurabilityArg::Fsync),
+            ),
+            Step::Produce(
+                "produce-fsync-4conn",
+                ProduceArgs {
+                    producers: 4,
+                    ..produce_args(10.0, 16, DurabilityArg::Fsync)
+                },
+            ),
+            // The first pair again: how much the same run varies.
+            Step::Disk("disk-odirect-fdatasync-2", disk_args(seconds, true)),
+            Step::Storage(
+                "storage-fsync-2",
+                storage_args(seconds, DurabilityArg::Fsync),
+            ),
+        ]);
+    }
+    steps
+}
+
+/// The ratios the suite reports (those whose runs are present).
+fn ratios(report: &mut Report) {
+    let mb = |run: &Run| Some(run.mb_per_s);
+    report.ratio(
+        "storage fsync ÷ raw O_DIRECT+fdatasync",
+        "storage-fsync",
+        "disk-odirect-fdatasync",
+        mb,
+        "throughput of durable appends vs the disk's own write+sync rounds",
+    );
+    report.ratio(
+        "storage none ÷ raw O_DIRECT",
+        "storage-none",
+        "disk-odirect",
+        mb,
+        "throughput without waiting for syncs vs plain O_DIRECT writes",
+    );
+    report.ratio(
+        "produce none ÷ raw QUIC",
+        "produce-none-4p",
+        "quic-raw",
+        mb,
+        "end-to-end produce throughput vs a bare QUIC transfer",
+    );
+    report.ratio(
+        "produce fsync ÷ raw O_DIRECT+fdatasync",
+        "produce-fsync-4p",
+        "disk-odirect-fdatasync",
+        mb,
+        "end-to-end durable produce throughput vs the disk",
+    );
+    report.ratio(
+        "storage batch-ack p99 ÷ raw write+fdatasync round p99",
+        "storage-fsync",
+        "disk-odirect-fdatasync",
+        |run: &Run| {
+            run.latency("batch ack")
+                .or_else(|| run.latency("round"))
+                .map(|l| l.p("p99") as f64)
+        },
+        "a durable batch's wait vs one raw round of the same size and depth (lower is better)",
+    );
+    report.ratio(
+        "produce ack p99 at 20k/s ÷ raw fdatasync p99",
+        "e2e-fsync-20k-per-s",
+        "disk-odirect-fdatasync",
+        |run: &Run| {
+            run.latency("ack")
+                .or_else(|| run.latency("fdatasync"))
+                .map(|l| l.p("p99") as f64)
+        },
+        "end-to-end durable ack latency at a fixed rate vs one raw sync (lower is better)",
+    );
+    report.ratio(
+        "consume catch-up ÷ raw QUIC",
+        "consume-catch-up",
+        "quic-raw",
+        mb,
+        "catch-up read throughput vs a bare QUIC transfer",
+    );
+}
+
+impl Cli {
+    fn out_dir(&self) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_secs());
+            Path::new("./bench-results").join(now.to_string())
+        })
+    }
+
+    fn steps(&self) -> Vec<Step> {
+        match &self.command {
+            Command::Produce { args, baseline } => {
+                let mut steps = Vec::new();
+                if *baseline {
+                    steps.push(Step::Quic(
+                        "quic-raw",
+                        QuicArgs {
+                            message_size: 64 << 10,
+                            streams: 1,
+                            seconds: args.seconds,
+                        },
+                    ));
+                    if args.durability == DurabilityArg::Fsync {
+                        steps.push(Step::Disk(
+                            "disk-odirect-fdatasync",
+                            disk_args(args.seconds, true),
+                        ));
+                    }
+                }
+                let name = if args.durability == DurabilityArg::Fsync {
+                    "produce-fsync-4p"
+                } else {
+                    "produce-none-4p"
+                };
+                // Named as in the suite only when the parameters are the suite's.
+                let suite_like = args.partitions == 4 && args.producers == 1;
+                steps.push(Step::Produce(
+                    if suite_like { name } else { "produce" },
+                    args.clone(),
+                ));
+                steps
+            }
+            Command::Consume(args) => vec![Step::Consume("consume-catch-up", args.clone())],
+            Command::E2e(args) => vec![Step::E2e("e2e", args.clone())],
+            Command::Storage { args, baseline } => {
+                let mut steps = Vec::new();
+                let sync = args.durability != DurabilityArg::None;
+                if *baseline {
+                    let disk = DiskArgs {
+                        block_bytes: args.batch_bytes as usize,
+                        queue_depth: args.in_flight * args.partitions,
+                        sync,
+                        seconds: args.seconds,
+                    };
+                    let name = if sync {
+                        "disk-odirect-fdatasync"
+                    } else {
+                        "disk-odirect"
+                    };
+                    steps.push(Step::Disk(name, disk));
+                }
+                let name = match args.durability {
+                    DurabilityArg::Fsync => "storage-fsync",
+                    DurabilityArg::Write => "storage-write",
+                    DurabilityArg::None => "storage-none",
+                };
+                steps.push(Step::Storage(name, args.clone()));
+                steps
+            }
+            Command::Baseline(Baseline::Disk(args)) => {
+                let name = if args.sync {
+                    "disk-odirect-fdatasync"
+                } else {
+                    "disk-odirect"
+                };
+                vec![Step::Disk(name, args.clone())]
+            }
+            Command::Baseline(Baseline::Quic(args)) => vec![Step::Quic("quic-raw", args.clone())],
+            Command::Suite { quick } => suite(*quick),
+        }
+    }
+}
+
+fn execute(cli: &Cli) -> Result<Report, String> {
+    std::fs::create_dir_all(&cli.data_dir)
+        .map_err(|error| format!("cannot create {}: {error}", cli.data_dir.display()))?;
+    let command: Vec<String> = std::env::args().collect();
+    let mut report = Report::new(command.join(" "), &cli.data_dir);
+    let steps = cli.steps();
+    let needs_cluster = steps
+        .iter()
+        .any(|step| matches!(step, Step::Produce(..) | Step::E2e(..) | Step::Consume(..)));
+    let runtime = runtime()?;
+    let under = if needs_cluster {
+        Some(runtime.block_on(cli.under())?)
+    } else {
+        None
+    };
+    let total = steps.len();
+    for (index, step) in steps.into_iter().enumerate() {
+        let name = match &step {
+            Step::Disk(name, _)
+            | Step::Storage(name, _)
+            | Step::Quic(name, _)
+            | Step::Produce(name, _)
+            | Step::E2e(name, _)
+            | Step::Consume(name, _) => *name,
+        };
+        say(format!("[{}/{total}] {name} ...", index + 1));
+        let target = under.as_ref().map(Under::target);
+        let no_target = || "no Spate to benchmark".to_owned();
+        let run = match step {
+            // tokio-uring and glommio run their own runtimes on this thread / their own.
+            Step::Disk(name, args) => disk::run(&cli.data_dir, name, &args)?,
+            Step::Storage(name, args) => storage::run(&cli.data_dir, name, &args)?,
+            Step::Quic(name, args) => runtime.block_on(quic::run(&cli.data_dir, name, &args))?,
+            Step::Produce(name, args) => runtime.block_on(scenarios::produce(
+                target.ok_or_else(no_target)?,
+                name,
+                &args,
+            ))?,
+            Step::E2e(name, args) => {
+                runtime.block_on(scenarios::e2e(target.ok_or_else(no_target)?, name, &args))?
+            }
+            Step::Consume(name, args) => runtime.block_on(scenarios::consume(
+                target.ok_or_else(no_target)?,
+                name,
+                &args,
+            ))?,
+        };
+        say(format!(
+            "      {:.1} MB/s, {:.0} ops/s{}",
+            run.mb_per_s,
+            run.operations_per_s,
+            run.latency
+                .first()
+                .map(|l| format!(", {} p99 {} µs", l.what, l.p("p99")))
+                .unwrap_or_default()
+        ));
+        report.runs.push(run);
+    }
+    if let Some(under) = under {
+        runtime.block_on(under.stop());
+    }
+    ratios(&mut report);
+    Ok(report)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut report = match execute(&cli) {
+        Ok(report) => report,
+        Err(message) => {
+            say(format!("spate-bench: error: {message}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let out = cli.out_dir();
+    let written = report.write(&out);
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{}", report.table());
+        match written {
+            Ok(path) => println!(
+                "report: {} (charts: throughput.svg, latency.svg)",
+                path.display()
+            ),
+            Err(error) => {
+                say(format!(
+                    "spate-bench: error: cannot write the report to {}: {error}",
+                    out.display()
+                ));
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}

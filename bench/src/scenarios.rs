@@ -1,0 +1,425 @@
+//! The scenarios that go through the whole system (SDK → QUIC → gateway → TCP → node):
+//! `produce` (closed loop, or open loop at `--rate`), `consume` (catch-up reads of a
+//! backlog) and `e2e` (publish-to-consume latency while producing).
+//!
+//! Latency is measured per record. Closed loop: from the `send` call to the moment the
+//! acknowledgement is observed (acknowledgements are collected in send order per producer,
+//! so a record acknowledged before an earlier one is observed with it). Open loop: from the
+//! record's *intended* send time, so a stall that delays sending is counted in full
+//! (coordinated omission). End to end: from the time stamped into the record's value just
+//! before `send` to the moment the consumer yields it.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use spate_client::{
+    Consumer, ConsumerConfig, Delivery, Durability, Producer, ProducerConfig, ProducerRecord,
+    StartPosition,
+};
+use tokio::sync::mpsc;
+
+use crate::cluster::Target;
+use crate::report::{histogram, micros, params, Latency, Meter, Run};
+
+/// Acknowledgements awaited per producer before it stops sending (bounded; the producer's
+/// own buffer bounds bytes).
+const DELIVERIES_PENDING_MAX: usize = 1 << 16;
+
+/// Sampling interval of the throughput timeline.
+pub const TIMELINE_INTERVAL: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityArg {
+    Fsync,
+    Write,
+    None,
+}
+
+impl DurabilityArg {
+    pub fn level(self) -> Durability {
+        match self {
+            DurabilityArg::Fsync => Durability::Fsync,
+            DurabilityArg::Write => Durability::Write,
+            DurabilityArg::None => Durability::None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DurabilityArg::Fsync => "fsync",
+            DurabilityArg::Write => "write",
+            DurabilityArg::None => "none",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProduceArgs {
+    /// Producers, each with its own QUIC connection.
+    #[arg(long, default_value = "1")]
+    pub producers: u32,
+    #[arg(long, default_value = "4")]
+    pub partitions: u32,
+    /// Value bytes per record.
+    #[arg(long, default_value = "1024")]
+    pub message_size: usize,
+    /// A partition's batch is sent at this many bytes.
+    #[arg(long, default_value = "262144")]
+    pub batch_bytes: u32,
+    #[arg(long, default_value = "5")]
+    pub linger_ms: u64,
+    #[arg(long, value_enum, default_value = "fsync")]
+    pub durability: DurabilityArg,
+    /// How long to send.
+    #[arg(long, default_value = "10")]
+    pub seconds: f64,
+    /// Stop after this many records in total (instead of at `--seconds`).
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Open loop: send this many records per second in total, latency from each record's
+    /// intended send time.
+    #[arg(long)]
+    pub rate: Option<f64>,
+}
+
+impl ProduceArgs {
+    fn params(&self) -> std::collections::BTreeMap<String, String> {
+        params([
+            ("producers", self.producers.to_string()),
+            ("partitions", self.partitions.to_string()),
+            ("message_size", self.message_size.to_string()),
+            ("batch_bytes", self.batch_bytes.to_string()),
+            ("linger_ms", self.linger_ms.to_string()),
+            ("durability", self.durability.name().to_owned()),
+            ("seconds", self.seconds.to_string()),
+            (
+                "rate",
+                self.rate
+                    .map_or_else(|| "closed loop".to_owned(), |r| r.to_string()),
+            ),
+        ])
+    }
+
+    fn config(&self) -> ProducerConfig {
+        ProducerConfig {
+            durability: self.durability.level(),
+            batch_bytes: self.batch_bytes,
+            linger: Duration::from_millis(self.linger_ms),
+            ..ProducerConfig::default()
+        }
+    }
+}
+
+/// What one producer task did.
+struct Produced {
+    latency: Histogram<u64>,
+    sent: u64,
+    errors: u64,
+}
+
+/// A record value of `size` bytes whose first 8 bytes (if it has them) carry `stamp`.
+fn value(template: &Bytes, stamp: Option<u64>) -> Bytes {
+    match stamp {
+        Some(stamp) if template.len() >= 8 => {
+            let mut value = BytesMut::from(&template[..]);
+            value[..8].copy_from_slice(&stamp.to_le_bytes());
+            value.freeze()
+        }
+        _ => template.clone(),
+    }
+}
+
+/// One producer: sends until the deadline (or its share of `count`), at `rate` if given.
+async fn produce_one(
+    target: Target,
+    topic: String,
+    args: ProduceArgs,
+    share: (Option<u64>, Option<f64>),
+    meter: Meter,
+    epoch: Instant,
+) -> Result<Produced, String> {
+    let client = target.client().await?;
+    let producer = Producer::new(&client, &topic, args.config())
+        .await
+        .map_err(|error| error.to_string())?;
+    let (pending, mut acknowledged) = mpsc::channel::<(Instant, Delivery)>(DELIVERIES_PENDING_MAX);
+    let size = args.message_size as u64;
+    let collector = tokio::spawn(async move {
+        let mut latency = histogram();
+        let mut errors = 0;
+        while let Some((start, delivery)) = acknowledged.recv().await {
+            match delivery.await {
+                Ok(_) => {
+                    let _ = latency.record(micros(start.elapsed()));
+                    meter.add(1, size);
+                }
+                Err(_) => errors += 1,
+            }
+        }
+        (latency, errors)
+    });
+    let template = Bytes::from(vec![b'x'; args.message_size]);
+    let (count, rate) = share;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(args.seconds);
+    let mut sent = 0u64;
+    loop {
+        if count.map_or(Instant::now() >= deadline, |count| sent >= count) {
+            break;
+        }
+        let start = match rate {
+            Some(rate) => {
+                let intended = started + Duration::from_secs_f64(sent as f64 / rate);
+                if intended >= deadline && count.is_none() {
+                    break;
+                }
+                tokio::time::sleep_until(intended.into()).await;
+                intended
+            }
+            None => Instant::now(),
+        };
+        let stamp = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let record = ProducerRecord {
+            value: Some(value(&template, Some(stamp))),
+            ..ProducerRecord::default()
+        };
+        let delivery = producer
+            .send(record)
+            .await
+            .map_err(|error| error.to_string())?;
+        if pending.send((start, delivery)).await.is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    producer.close().await.map_err(|error| error.to_string())?;
+    drop(pending);
+    let (latency, errors) = collector
+        .await
+        .map_err(|error| format!("collector failed: {error}"))?;
+    Ok(Produced {
+        latency,
+        sent,
+        errors,
+    })
+}
+
+/// Runs the producers and merges what they measured into `run`.
+async fn run_producers(
+    target: &Target,
+    topic: &str,
+    args: &ProduceArgs,
+    meter: &Meter,
+    epoch: Instant,
+) -> Result<(Histogram<u64>, u64, u64), String> {
+    let producers = u64::from(args.producers.max(1));
+    let mut tasks = Vec::new();
+    for index in 0..producers {
+        let count = args
+            .count
+            .map(|count| count / producers + u64::from(index < count % producers));
+        let rate = args.rate.map(|rate| rate / producers as f64);
+        tasks.push(tokio::spawn(produce_one(
+            target.clone(),
+            topic.to_owned(),
+            args.clone(),
+            (count, rate),
+            meter.clone(),
+            epoch,
+        )));
+    }
+    let mut latency = histogram();
+    let mut sent = 0;
+    let mut errors = 0;
+    for task in tasks {
+        let produced = task
+            .await
+            .map_err(|error| format!("producer task failed: {error}"))??;
+        latency
+            .add(&produced.latency)
+            .map_err(|error| error.to_string())?;
+        sent += produced.sent;
+        errors += produced.errors;
+    }
+    Ok((latency, sent, errors))
+}
+
+/// `produce`: throughput and acknowledgement latency.
+pub async fn produce(target: &Target, name: &str, args: &ProduceArgs) -> Result<Run, String> {
+    let topic = "bench-produce";
+    target.fresh_topic(topic, args.partitions).await?;
+    let mut run = Run::new(name, "spate", "produce", args.params());
+    let meter = Meter::start(TIMELINE_INTERVAL);
+    let started = Instant::now();
+    let (latency, _, errors) = run_producers(target, topic, args, &meter, started).await?;
+    let elapsed = started.elapsed();
+    let (operations, bytes, timeline) = meter.stop();
+    run.finish(elapsed, operations, bytes);
+    run.errors = errors;
+    run.timeline = timeline;
+    let what = if args.rate.is_some() {
+        "ack (from intended send time)"
+    } else {
+        "ack"
+    };
+    run.latency.push(Latency::from_histogram(what, &latency));
+    Ok(run)
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConsumeArgs {
+    #[arg(long, default_value = "4")]
+    pub partitions: u32,
+    #[arg(long, default_value = "1024")]
+    pub message_size: usize,
+    /// Bytes of record values produced before the timed read.
+    #[arg(long, default_value = "256000000")]
+    pub backlog_bytes: u64,
+    /// Soft limit of one fetch answer.
+    #[arg(long, default_value = "1048576")]
+    pub fetch_bytes: u32,
+}
+
+/// `consume`: catch-up read of a backlog from the earliest offset to the high watermark.
+pub async fn consume(target: &Target, name: &str, args: &ConsumeArgs) -> Result<Run, String> {
+    let topic = "bench-consume";
+    target.fresh_topic(topic, args.partitions).await?;
+    let records = args.backlog_bytes / args.message_size.max(1) as u64;
+    let backlog = ProduceArgs {
+        producers: 1,
+        partitions: args.partitions,
+        message_size: args.message_size,
+        batch_bytes: 1 << 20,
+        linger_ms: 5,
+        durability: DurabilityArg::Write,
+        seconds: 3600.0,
+        count: Some(records),
+        rate: None,
+    };
+    let quiet = Meter::start(Duration::from_secs(1));
+    let (_, _, errors) = run_producers(target, topic, &backlog, &quiet, Instant::now()).await?;
+    quiet.stop();
+    if errors > 0 {
+        return Err(format!("{errors} backlog records were not acknowledged"));
+    }
+    let mut run = Run::new(
+        name,
+        "spate",
+        "consume",
+        params([
+            ("partitions", args.partitions.to_string()),
+            ("message_size", args.message_size.to_string()),
+            ("backlog_bytes", args.backlog_bytes.to_string()),
+            ("fetch_bytes", args.fetch_bytes.to_string()),
+        ]),
+    );
+    let client = target.client().await?;
+    let config = ConsumerConfig {
+        start: StartPosition::Earliest,
+        max_bytes: args.fetch_bytes,
+        stop_at_end: true,
+        ..ConsumerConfig::default()
+    };
+    let meter = Meter::start(TIMELINE_INTERVAL);
+    let started = Instant::now();
+    let mut consumer = Consumer::new(&client, topic, None, config)
+        .await
+        .map_err(|error| error.to_string())?;
+    while let Some(record) = consumer.next().await.map_err(|error| error.to_string())? {
+        meter.add(1, record.value.map_or(0, |value| value.len() as u64));
+    }
+    let elapsed = started.elapsed();
+    let (operations, bytes, timeline) = meter.stop();
+    if operations != records {
+        return Err(format!("read {operations} records, produced {records}"));
+    }
+    run.finish(elapsed, operations, bytes);
+    run.timeline = timeline;
+    Ok(run)
+}
+
+/// `e2e`: producers (closed loop, or open loop at `--rate`) and a consumer following all
+/// partitions; publish-to-consume latency of every record.
+pub async fn e2e(target: &Target, name: &str, args: &ProduceArgs) -> Result<Run, String> {
+    if args.message_size < 8 {
+        return Err("e2e needs --message-size of at least 8 (the send time is stamped in)".into());
+    }
+    let topic = "bench-e2e";
+    target.fresh_topic(topic, args.partitions).await?;
+    let mut parameters = args.params();
+    parameters.insert("consumers".into(), "1".into());
+    let mut run = Run::new(name, "spate", "e2e", parameters);
+    let epoch = Instant::now();
+    let client = target.client().await?;
+    let config = ConsumerConfig {
+        start: StartPosition::Offset(0),
+        max_wait: Duration::from_millis(500),
+        ..ConsumerConfig::default()
+    };
+    let mut consumer = Consumer::new(&client, topic, None, config)
+        .await
+        .map_err(|error| error.to_string())?;
+    let (total, mut total_known) = tokio::sync::watch::channel(None::<u64>);
+    let meter = Meter::start(TIMELINE_INTERVAL);
+    let consumer_meter = meter.clone();
+    let consuming = tokio::spawn(async move {
+        let mut latency = histogram();
+        let mut received = 0u64;
+        loop {
+            if total_known.borrow().is_some_and(|total| received >= total) {
+                break;
+            }
+            let next = tokio::select! {
+                next = consumer.next() => next,
+                changed = total_known.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let Some(record) = next.map_err(|error| error.to_string())? else {
+                break;
+            };
+            let now = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let value = record.value.unwrap_or_default();
+            let mut stamp = [0u8; 8];
+            stamp.copy_from_slice(&value[..8]);
+            let sent = u64::from_le_bytes(stamp);
+            let _ = latency.record((now.saturating_sub(sent) / 1000).max(1));
+            consumer_meter.add(1, value.len() as u64);
+            received += 1;
+        }
+        Ok::<_, String>((latency, received))
+    });
+    let quiet = Meter::start(Duration::from_secs(1));
+    let started = Instant::now();
+    let (ack_latency, _, errors) = run_producers(target, topic, args, &quiet, epoch).await?;
+    let (_, produced_bytes, _) = quiet.stop();
+    let acked = ack_latency.len();
+    let _ = total.send(Some(acked));
+    let consumed = tokio::time::timeout(Duration::from_secs(60), consuming)
+        .await
+        .map_err(|_| "the consumer did not catch up within 60 s".to_owned())?
+        .map_err(|error| format!("consumer task failed: {error}"))??;
+    let elapsed = started.elapsed();
+    let (operations, bytes, timeline) = meter.stop();
+    let (latency, received) = consumed;
+    if received < acked {
+        return Err(format!(
+            "consumed {received} records of {acked} acknowledged"
+        ));
+    }
+    run.finish(elapsed, operations, bytes);
+    run.errors = errors;
+    run.timeline = timeline;
+    run.latency
+        .push(Latency::from_histogram("publish-to-consume", &latency));
+    run.latency
+        .push(Latency::from_histogram("ack", &ack_latency));
+    run.params
+        .insert("produced_bytes".into(), produced_bytes.to_string());
+    Ok(run)
+}

@@ -1,0 +1,101 @@
+//! `Engine`: the node's storage engine without the network, for `spate-bench storage`. One
+//! shard on the calling glommio executor owns every partition of one topic and appends
+//! through exactly the path a produce frame takes (validation, `PartitionLog`, `DmaStorage`,
+//! group commit, acknowledgements by durability level), minus the TCP connection.
+
+use std::rc::Rc;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use spate_proto::{
+    Durability, ErrorCode, ErrorResponse, PartitionId, ProduceRequest, ProduceResponse, Setting,
+    ShardId,
+};
+
+use crate::config::NodeConfig;
+use crate::coordinator::local_client;
+use crate::metadata::{Metadata, Topic};
+use crate::shard::Shard;
+
+#[derive(Debug)]
+pub struct Engine {
+    shard: Rc<Shard>,
+    topic: String,
+}
+
+impl Engine {
+    /// Opens (recovering if present) `partitions` partitions of `topic` under
+    /// `config.data_dir`. Must run inside a glommio executor, which then owns them.
+    pub async fn open(
+        config: NodeConfig,
+        topic: &str,
+        partitions: u32,
+    ) -> Result<Engine, std::io::Error> {
+        crate::storage::probe_polled_io(&config.data_dir, 0).await?;
+        let mut metadata = Metadata::default();
+        metadata.topics.insert(
+            topic.to_owned(),
+            Topic {
+                retention_ms: Setting::Unlimited,
+                retention_bytes: Setting::Unlimited,
+                segment_bytes: Setting::Default,
+                shards: vec![ShardId(0); partitions as usize],
+            },
+        );
+        // No coordinator runs: the engine takes no admin requests.
+        let (admin, _queue) = local_client();
+        let shard = Rc::new(Shard::new(
+            ShardId(0),
+            Rc::new(config),
+            Vec::new(),
+            metadata.clone(),
+            Arc::new(AtomicBool::new(false)),
+            admin,
+        ));
+        shard.apply_metadata(metadata).await;
+        Ok(Engine {
+            shard,
+            topic: topic.to_owned(),
+        })
+    }
+
+    /// Appends one batch and waits for its acknowledgement at `durability`. Waits first, as a
+    /// connection does, while the shard's unsynced bytes are over budget or the partition's
+    /// write buffer is full.
+    pub async fn append(
+        &self,
+        partition: u32,
+        durability: Durability,
+        batch: Bytes,
+    ) -> Result<ProduceResponse, ErrorResponse> {
+        self.shard.within_budget().await;
+        let key = spate_core::PartitionKey {
+            topic: self.topic.clone(),
+            partition,
+        };
+        self.shard
+            .within_partition_room(&key, batch.len() as u64)
+            .await;
+        let request = ProduceRequest {
+            topic: self.topic.clone(),
+            partition: PartitionId(partition),
+            durability,
+            batch,
+        };
+        match self.shard.produce(&request)? {
+            Ok(response) => Ok(response),
+            Err(receiver) => receiver.recv().await.unwrap_or_else(|| {
+                Err(ErrorResponse::new(
+                    ErrorCode::ShuttingDown,
+                    "the partition closed",
+                ))
+            }),
+        }
+    }
+
+    /// Makes everything durable and closes the partitions.
+    pub async fn close(&self) {
+        self.shard.close_all().await;
+    }
+}
