@@ -121,6 +121,7 @@ pub fn run(data_dir: &std::path::Path, name: &str, args: &DiskArgs) -> Result<Ru
         Ok::<_, String>((rounds, syncs, elapsed))
     });
     let _ = std::fs::remove_file(&path);
+    crate::cluster::settle_filesystem();
     let (rounds, syncs, elapsed) = outcome?;
     let (operations, bytes, timeline) = meter.stop();
     run.finish(elapsed, operations, bytes);

@@ -170,6 +170,7 @@ fn produce_args(seconds: f64, partitions: u32, durability: DurabilityArg) -> Pro
         seconds,
         count: None,
         rate: None,
+        buffer_bytes: 8 << 20,
     }
 }
 

@@ -82,6 +82,10 @@ pub struct ProduceArgs {
     /// intended send time.
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Bytes each producer holds unacknowledged before `send` waits. In a closed loop the
+    /// acknowledgement latency is about this divided by the throughput (queueing).
+    #[arg(long, default_value = "8388608")]
+    pub buffer_bytes: u32,
 }
 
 impl ProduceArgs {
@@ -93,6 +97,7 @@ impl ProduceArgs {
             ("batch_bytes", self.batch_bytes.to_string()),
             ("linger_ms", self.linger_ms.to_string()),
             ("durability", self.durability.name().to_owned()),
+            ("buffer_bytes", self.buffer_bytes.to_string()),
             ("seconds", self.seconds.to_string()),
             (
                 "rate",
@@ -107,7 +112,7 @@ impl ProduceArgs {
             durability: self.durability.level(),
             batch_bytes: self.batch_bytes,
             linger: Duration::from_millis(self.linger_ms),
-            ..ProducerConfig::default()
+            buffer_bytes: self.buffer_bytes,
         }
     }
 }
@@ -293,10 +298,12 @@ pub async fn consume(target: &Target, name: &str, args: &ConsumeArgs) -> Result<
         message_size: args.message_size,
         batch_bytes: 1 << 20,
         linger_ms: 5,
-        durability: DurabilityArg::Write,
+        // Durable before the timed read: the consumer reads up to the high watermark.
+        durability: DurabilityArg::Fsync,
         seconds: 3600.0,
         count: Some(records),
         rate: None,
+        buffer_bytes: 64 << 20,
     };
     let quiet = Meter::start(Duration::from_secs(1));
     let (_, _, errors) = run_producers(target, topic, &backlog, &quiet, Instant::now()).await?;

@@ -157,5 +157,6 @@ pub fn run(data_dir: &std::path::Path, name: &str, args: &StorageArgs) -> Result
     run.latency
         .push(Latency::from_histogram("batch ack", &latency));
     let _ = std::fs::remove_dir_all(&dir);
+    crate::cluster::settle_filesystem();
     Ok(run)
 }

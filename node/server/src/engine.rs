@@ -69,6 +69,9 @@ impl Engine {
         durability: Durability,
         batch: Bytes,
     ) -> Result<ProduceResponse, ErrorResponse> {
+        // A `none` append completes without awaiting anything: let the driver and the other
+        // appenders run (a connection yields the same way when it reads its socket).
+        futures_lite::future::yield_now().await;
         self.shard.within_budget().await;
         let key = spate_core::PartitionKey {
             topic: self.topic.clone(),

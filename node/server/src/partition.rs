@@ -39,6 +39,9 @@ pub struct Partition {
     pub waiters: RefCell<Vec<LocalSender<()>>>,
     /// Set to stop the driver once the log is idle (shutdown, deletion).
     pub closing: Cell<bool>,
+    /// Produces waiting for room in the write buffer pass one at a time, first come first
+    /// served, so no connection is starved by others that keep finding room.
+    pub room_gate: Rc<glommio::sync::Semaphore>,
 }
 
 impl Partition {
@@ -57,6 +60,7 @@ impl Partition {
             fsync_acks: RefCell::new(VecDeque::new()),
             waiters: RefCell::new(Vec::new()),
             closing: Cell::new(false),
+            room_gate: Rc::new(glommio::sync::Semaphore::new(1)),
         };
         (Rc::new(partition), bell)
     }

@@ -164,8 +164,21 @@ impl Shard {
             .await;
     }
 
-    /// Waits while `len` more bytes would not fit in the partition's write buffer.
+    /// Waits while `len` more bytes would not fit in the partition's write buffer. Waiters
+    /// queue in arrival order (the partition's room gate).
     pub(crate) async fn within_partition_room(&self, key: &PartitionKey, len: u64) {
+        let Some(gate) = self
+            .partitions
+            .borrow()
+            .get(key)
+            .map(|partition| partition.room_gate.clone())
+        else {
+            return;
+        };
+        // Held until the room is there; the caller appends before awaiting anything else.
+        let Ok(_turn) = gate.acquire_static_permit(1).await else {
+            return;
+        };
         loop {
             let full = self
                 .with_log(key, |log| {

@@ -1,0 +1,115 @@
+//! Smoke test of `spate-bench`: every scenario and baseline runs briefly on a real data
+//! directory under `target/` and writes a report with its runs and ratios and both charts.
+//! (Figures from a debug build under a parallel test suite mean nothing; only that it works.)
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn bench(out: &std::path::Path, data: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_spate-bench"))
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "spate-bench {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let table = String::from_utf8(output.stdout).unwrap();
+    assert!(table.contains("report: "), "{table}");
+    assert!(out.join("throughput.svg").exists());
+    assert!(out.join("latency.svg").exists());
+    serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
+}
+
+fn names(report: &serde_json::Value) -> Vec<String> {
+    report["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| run["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn every_scenario_runs_and_reports() {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("bench-smoke-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let data = root.join("data");
+
+    let report = bench(
+        &root.join("storage"),
+        &data,
+        &["storage", "--seconds", "0.5", "--baseline"],
+    );
+    assert_eq!(names(&report), ["disk-odirect-fdatasync", "storage-fsync"]);
+    let storage = &report["runs"][1];
+    assert!(storage["operations"].as_u64().unwrap() > 0);
+    assert!(
+        storage["latency"][0]["percentiles_us"]["p99"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert_eq!(report["ratios"].as_array().unwrap().len(), 2);
+
+    let report = bench(
+        &root.join("produce"),
+        &data,
+        &[
+            "produce",
+            "--seconds",
+            "0.5",
+            "--baseline",
+            "--durability",
+            "none",
+        ],
+    );
+    assert_eq!(names(&report), ["quic-raw", "produce-none-4p"]);
+    assert!(report["runs"][1]["bytes"].as_u64().unwrap() > 0);
+    assert_eq!(report["runs"][1]["errors"].as_u64().unwrap(), 0);
+    assert_eq!(report["ratios"][0]["name"], "produce none ÷ raw QUIC");
+
+    let report = bench(
+        &root.join("e2e"),
+        &data,
+        &[
+            "e2e",
+            "--seconds",
+            "0.5",
+            "--rate",
+            "2000",
+            "--message-size",
+            "64",
+        ],
+    );
+    let e2e = &report["runs"][0];
+    assert_eq!(e2e["latency"][0]["what"], "publish-to-consume");
+    assert!(e2e["operations"].as_u64().unwrap() >= 500);
+
+    let report = bench(
+        &root.join("consume"),
+        &data,
+        &[
+            "consume",
+            "--backlog-bytes",
+            "2000000",
+            "--message-size",
+            "100",
+        ],
+    );
+    assert_eq!(report["runs"][0]["operations"].as_u64().unwrap(), 20_000);
+
+    let report = bench(
+        &root.join("disk"),
+        &data,
+        &["baseline", "disk", "--seconds", "0.3", "--queue-depth", "2"],
+    );
+    assert_eq!(names(&report), ["disk-odirect"]);
+    let _ = std::fs::remove_dir_all(&root);
+}
