@@ -171,6 +171,7 @@ fn produce_args(seconds: f64, partitions: u32, durability: DurabilityArg) -> Pro
         count: None,
         rate: None,
         buffer_bytes: 8 << 20,
+        warmup_seconds: 1.0,
     }
 }
 
@@ -476,6 +477,14 @@ fn execute(cli: &Cli) -> Result<Report, String> {
 }
 
 fn main() -> ExitCode {
+    // The node and the gateway under test log their warnings (RUST_LOG for more).
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
     let cli = Cli::parse();
     let mut report = match execute(&cli) {
         Ok(report) => report,

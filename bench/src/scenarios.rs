@@ -82,6 +82,10 @@ pub struct ProduceArgs {
     /// intended send time.
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Latency is not recorded for records sent in this first part of the run (connections,
+    /// the topic's first segments); the throughput timeline still shows it.
+    #[arg(long, default_value = "1")]
+    pub warmup_seconds: f64,
     /// Bytes each producer holds unacknowledged before `send` waits. In a closed loop the
     /// acknowledgement latency is about this divided by the throughput (queueing).
     #[arg(long, default_value = "8388608")]
@@ -98,6 +102,7 @@ impl ProduceArgs {
             ("linger_ms", self.linger_ms.to_string()),
             ("durability", self.durability.name().to_owned()),
             ("buffer_bytes", self.buffer_bytes.to_string()),
+            ("warmup_seconds", self.warmup_seconds.to_string()),
             ("seconds", self.seconds.to_string()),
             (
                 "rate",
@@ -151,13 +156,16 @@ async fn produce_one(
         .map_err(|error| error.to_string())?;
     let (pending, mut acknowledged) = mpsc::channel::<(Instant, Delivery)>(DELIVERIES_PENDING_MAX);
     let size = args.message_size as u64;
+    let measured_from = epoch + Duration::from_secs_f64(args.warmup_seconds);
     let collector = tokio::spawn(async move {
         let mut latency = histogram();
         let mut errors = 0;
         while let Some((start, delivery)) = acknowledged.recv().await {
             match delivery.await {
                 Ok(_) => {
-                    let _ = latency.record(micros(start.elapsed()));
+                    if start >= measured_from {
+                        let _ = latency.record(micros(start.elapsed()));
+                    }
                     meter.add(1, size);
                 }
                 Err(_) => errors += 1,
@@ -304,6 +312,7 @@ pub async fn consume(target: &Target, name: &str, args: &ConsumeArgs) -> Result<
         count: Some(records),
         rate: None,
         buffer_bytes: 64 << 20,
+        warmup_seconds: 0.0,
     };
     let quiet = Meter::start(Duration::from_secs(1));
     let (_, _, errors) = run_producers(target, topic, &backlog, &quiet, Instant::now()).await?;
@@ -371,6 +380,8 @@ pub async fn e2e(target: &Target, name: &str, args: &ProduceArgs) -> Result<Run,
     let (total, mut total_known) = tokio::sync::watch::channel(None::<u64>);
     let meter = Meter::start(TIMELINE_INTERVAL);
     let consumer_meter = meter.clone();
+    let warmup_nanos =
+        u64::try_from(Duration::from_secs_f64(args.warmup_seconds).as_nanos()).unwrap_or(u64::MAX);
     let consuming = tokio::spawn(async move {
         let mut latency = histogram();
         let mut received = 0u64;
@@ -395,7 +406,9 @@ pub async fn e2e(target: &Target, name: &str, args: &ProduceArgs) -> Result<Run,
             let mut stamp = [0u8; 8];
             stamp.copy_from_slice(&value[..8]);
             let sent = u64::from_le_bytes(stamp);
-            let _ = latency.record((now.saturating_sub(sent) / 1000).max(1));
+            if sent >= warmup_nanos {
+                let _ = latency.record((now.saturating_sub(sent) / 1000).max(1));
+            }
             consumer_meter.add(1, value.len() as u64);
             received += 1;
         }
@@ -404,8 +417,7 @@ pub async fn e2e(target: &Target, name: &str, args: &ProduceArgs) -> Result<Run,
     let quiet = Meter::start(Duration::from_secs(1));
     let started = Instant::now();
     let (ack_latency, _, errors) = run_producers(target, topic, args, &quiet, epoch).await?;
-    let (_, produced_bytes, _) = quiet.stop();
-    let acked = ack_latency.len();
+    let (acked, produced_bytes, _) = quiet.stop();
     let _ = total.send(Some(acked));
     let consumed = tokio::time::timeout(Duration::from_secs(60), consuming)
         .await

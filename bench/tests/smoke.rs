@@ -68,6 +68,8 @@ fn every_scenario_runs_and_reports() {
             "--baseline",
             "--durability",
             "none",
+            "--warmup-seconds",
+            "0",
         ],
     );
     assert_eq!(names(&report), ["quic-raw", "produce-none-4p"]);
@@ -86,10 +88,13 @@ fn every_scenario_runs_and_reports() {
             "2000",
             "--message-size",
             "64",
+            "--warmup-seconds",
+            "0",
         ],
     );
     let e2e = &report["runs"][0];
     assert_eq!(e2e["latency"][0]["what"], "publish-to-consume");
+    assert!(e2e["latency"][0]["count"].as_u64().unwrap() >= 500);
     assert!(e2e["operations"].as_u64().unwrap() >= 500);
 
     let report = bench(
