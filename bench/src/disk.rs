@@ -120,10 +120,10 @@ pub fn run(data_dir: &std::path::Path, name: &str, args: &DiskArgs) -> Result<Ru
         let elapsed = started.elapsed();
         Ok::<_, String>((rounds, syncs, elapsed))
     });
+    let (operations, bytes, timeline) = meter.stop();
     let _ = std::fs::remove_file(&path);
     crate::cluster::settle_filesystem();
     let (rounds, syncs, elapsed) = outcome?;
-    let (operations, bytes, timeline) = meter.stop();
     run.finish(elapsed, operations, bytes);
     run.timeline = timeline;
     run.latency.push(Latency::from_histogram("round", &rounds));
