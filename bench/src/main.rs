@@ -186,6 +186,15 @@ fn storage_args(seconds: f64, durability: DurabilityArg) -> StorageArgs {
     }
 }
 
+/// The name a disk baseline run gets in reports (ratios refer to runs by name).
+fn disk_name(sync: bool) -> &'static str {
+    if sync {
+        "disk-odirect-fdatasync"
+    } else {
+        "disk-odirect"
+    }
+}
+
 fn disk_args(seconds: f64, sync: bool) -> DiskArgs {
     DiskArgs {
         block_bytes: 256 << 10,
@@ -296,26 +305,27 @@ fn ratios(report: &mut Report) {
         mb,
         "end-to-end durable produce throughput vs the disk",
     );
+    // A latency percentile of the first of `names` the run has.
+    let p99 = |names: [&'static str; 2]| {
+        move |run: &Run| {
+            names
+                .iter()
+                .find_map(|name| run.latency(name))
+                .map(|latency| latency.p("p99") as f64)
+        }
+    };
     report.ratio(
         "storage batch-ack p99 ÷ raw write+fdatasync round p99",
         "storage-fsync",
         "disk-odirect-fdatasync",
-        |run: &Run| {
-            run.latency("batch ack")
-                .or_else(|| run.latency("round"))
-                .map(|l| l.p("p99") as f64)
-        },
+        p99(["batch ack", "round"]),
         "a durable batch's wait vs one raw round of the same size and depth (lower is better)",
     );
     report.ratio(
         "produce ack p99 at 20k/s ÷ raw fdatasync p99",
         "e2e-fsync-20k-per-s",
         "disk-odirect-fdatasync",
-        |run: &Run| {
-            run.latency("ack")
-                .or_else(|| run.latency("fdatasync"))
-                .map(|l| l.p("p99") as f64)
-        },
+        p99(["ack", "fdatasync"]),
         "end-to-end durable ack latency at a fixed rate vs one raw sync (lower is better)",
     );
     report.ratio(
@@ -382,12 +392,7 @@ impl Cli {
                         sync,
                         seconds: args.seconds,
                     };
-                    let name = if sync {
-                        "disk-odirect-fdatasync"
-                    } else {
-                        "disk-odirect"
-                    };
-                    steps.push(Step::Disk(name, disk));
+                    steps.push(Step::Disk(disk_name(sync), disk));
                 }
                 let name = match args.durability {
                     DurabilityArg::Fsync => "storage-fsync",
@@ -398,12 +403,7 @@ impl Cli {
                 steps
             }
             Command::Baseline(Baseline::Disk(args)) => {
-                let name = if args.sync {
-                    "disk-odirect-fdatasync"
-                } else {
-                    "disk-odirect"
-                };
-                vec![Step::Disk(name, args.clone())]
+                vec![Step::Disk(disk_name(args.sync), args.clone())]
             }
             Command::Baseline(Baseline::Quic(args)) => vec![Step::Quic("quic-raw", args.clone())],
             Command::Suite { quick } => suite(*quick),

@@ -209,6 +209,25 @@ impl Gateway {
     }
 }
 
+/// A node (`shards` shards from `port`, 0 for free ports), a gateway in front of it, an SDK
+/// client, and `topic` created with `partitions` partitions.
+async fn cluster(
+    dir: &Path,
+    shards: u32,
+    port: u16,
+    topic: &str,
+    partitions: u32,
+) -> (Node, Gateway, Client) {
+    let node = Node::start(dir, shards, port);
+    let gateway = Gateway::start(dir, node.endpoints[0], "127.0.0.1:0");
+    let client = gateway.client().await;
+    client
+        .create_topic(topic, partitions, Setting::Default, Setting::Default)
+        .await
+        .unwrap();
+    (node, gateway, client)
+}
+
 /// `gateway listening on ADDR (certificate PATH)`.
 fn parse_gateway_line(line: &str) -> (SocketAddr, PathBuf) {
     let rest = line.strip_prefix("gateway listening on ").unwrap();
@@ -533,13 +552,7 @@ async fn records(consumer: &mut Consumer, count: usize) -> Vec<ConsumedRecord> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_poll_wakes_and_pipelined_batches_keep_order() {
     let dir = data_dir("sdk");
-    let node = Node::start(&dir, 2, 0);
-    let gateway = Gateway::start(&dir, node.endpoints[0], "127.0.0.1:0");
-    let client = gateway.client().await;
-    client
-        .create_topic("metrics", 2, Setting::Default, Setting::Default)
-        .await
-        .unwrap();
+    let (node, gateway, client) = cluster(&dir, 2, 0, "metrics", 2).await;
 
     // A follower parked in a long poll (10 s) is woken by a produce: the record arrives far
     // sooner than the poll's timeout.
@@ -665,14 +678,8 @@ fn single_record_batch(value: &str) -> Bytes {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_restart_while_clients_retry() {
     let dir = data_dir("gateway-restart");
-    let node = Node::start(&dir, 1, 0);
-    let mut gateway = Gateway::start(&dir, node.endpoints[0], "127.0.0.1:0");
+    let (node, mut gateway, client) = cluster(&dir, 1, 0, "logs", 1).await;
     let address = gateway.address;
-    let client = gateway.client().await;
-    client
-        .create_topic("logs", 1, Setting::Default, Setting::Default)
-        .await
-        .unwrap();
     let config = ConsumerConfig {
         max_wait: Duration::from_secs(2),
         ..ConsumerConfig::default()
@@ -709,13 +716,7 @@ async fn gateway_restart_while_clients_retry() {
 async fn node_kill_9_under_a_running_producer_loses_no_acknowledged_record() {
     let dir = data_dir("node-kill");
     let port = free_ports(2);
-    let mut node = Node::start(&dir, 2, port);
-    let gateway = Gateway::start(&dir, node.endpoints[0], "127.0.0.1:0");
-    let client = gateway.client().await;
-    client
-        .create_topic("orders", 4, Setting::Default, Setting::Default)
-        .await
-        .unwrap();
+    let (mut node, gateway, client) = cluster(&dir, 2, port, "orders", 4).await;
     let config = ProducerConfig {
         linger: Duration::from_millis(1),
         ..ProducerConfig::default()
@@ -839,16 +840,26 @@ async fn wait_for_acks(client: &Client, count: u64) -> u64 {
     }
 }
 
+/// Writes `bytes` on a new stream, finishes it, and returns the error frame that comes back.
+async fn error_answer(connection: &quinn::Connection, bytes: &[u8]) -> spate_proto::ErrorResponse {
+    let (mut send, mut receive) = connection.open_bi().await.unwrap();
+    send.write_all(bytes).await.unwrap();
+    send.finish().unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), receive.read_to_end(1 << 16))
+        .await
+        .unwrap()
+        .unwrap();
+    let frame = spate_proto::Frame::parse(Bytes::from(answer), 1 << 16).unwrap();
+    match spate_proto::Response::decode(&frame).unwrap() {
+        spate_proto::Response::Error { error, .. } => error,
+        other => panic!("not an error answer: {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abusive_clients_do_not_stop_the_gateway_serving_others() {
     let dir = data_dir("abuse");
-    let node = Node::start(&dir, 1, 0);
-    let gateway = Gateway::start(&dir, node.endpoints[0], "127.0.0.1:0");
-    let client = gateway.client().await;
-    client
-        .create_topic("quiet", 1, Setting::Default, Setting::Default)
-        .await
-        .unwrap();
+    let (_node, gateway, client) = cluster(&dir, 1, 0, "quiet", 1).await;
     let quic = |name: &'static str| {
         let cert = gateway.cert.clone();
         let address = gateway.address;
@@ -866,38 +877,16 @@ async fn abusive_clients_do_not_stop_the_gateway_serving_others() {
 
     // Garbage (a frame of an unknown api and version): an error frame comes back.
     let (_endpoint, garbage) = quic("garbage").await;
-    let (mut send, mut receive) = garbage.open_bi().await.unwrap();
     let mut junk = vec![0xAB; 64];
     junk[..4].copy_from_slice(&60u32.to_le_bytes());
-    send.write_all(&junk).await.unwrap();
-    send.finish().unwrap();
-    let answer = tokio::time::timeout(Duration::from_secs(10), receive.read_to_end(1 << 16))
-        .await
-        .unwrap()
-        .unwrap();
-    let frame = spate_proto::Frame::parse(Bytes::from(answer), 1 << 16).unwrap();
-    let spate_proto::Response::Error { error, .. } = spate_proto::Response::decode(&frame).unwrap()
-    else {
-        panic!("not an error answer");
-    };
+    let error = error_answer(&garbage, &junk).await;
     println!("garbage answered with {error}");
     assert_ne!(error.code, ErrorCode::Internal);
 
     // An oversized length prefix: FrameTooLarge, without the gateway waiting for 4 GiB.
-    let (mut send, mut receive) = garbage.open_bi().await.unwrap();
     let mut header = [0u8; 16];
     header[..4].copy_from_slice(&u32::MAX.to_le_bytes());
-    send.write_all(&header).await.unwrap();
-    send.finish().unwrap();
-    let answer = tokio::time::timeout(Duration::from_secs(10), receive.read_to_end(1 << 16))
-        .await
-        .unwrap()
-        .unwrap();
-    let frame = spate_proto::Frame::parse(Bytes::from(answer), 1 << 16).unwrap();
-    let spate_proto::Response::Error { error, .. } = spate_proto::Response::decode(&frame).unwrap()
-    else {
-        panic!("not an error answer");
-    };
+    let error = error_answer(&garbage, &header).await;
     assert_eq!(error.code, ErrorCode::FrameTooLarge);
 
     // Many streams, each holding half a frame, and many idle connections.

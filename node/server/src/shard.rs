@@ -135,15 +135,20 @@ impl Shard {
     /// Waits until the shard's unsynced bytes are within its budget (back-pressure).
     pub(crate) async fn within_budget(&self) {
         while self.logs.borrow().over_budget() {
-            let (sender, receiver) = local_channel::new_bounded(1);
-            self.budget_waiters.borrow_mut().push(sender);
-            // The timer is a safety net; the wake comes from the next durable event.
-            future::or(
-                async { receiver.recv().await.map_or((), |_| ()) },
-                glommio::timer::sleep(Duration::from_millis(50)),
-            )
-            .await;
+            self.wait_for_progress().await;
         }
+    }
+
+    /// Waits for the next write or sync progress of any partition of the shard (or 50 ms, a
+    /// safety net against a missed wake).
+    async fn wait_for_progress(&self) {
+        let (sender, receiver) = local_channel::new_bounded(1);
+        self.budget_waiters.borrow_mut().push(sender);
+        future::or(
+            async { receiver.recv().await.map_or((), |_| ()) },
+            glommio::timer::sleep(Duration::from_millis(50)),
+        )
+        .await;
     }
 
     /// Waits while a produce frame's batch would not fit in its partition's write buffer
@@ -190,14 +195,7 @@ impl Shard {
             if !full {
                 return;
             }
-            let (sender, receiver) = local_channel::new_bounded(1);
-            self.budget_waiters.borrow_mut().push(sender);
-            // Woken when the partition's writes complete; the timer is a safety net.
-            future::or(
-                async { receiver.recv().await.map_or((), |_| ()) },
-                glommio::timer::sleep(Duration::from_millis(50)),
-            )
-            .await;
+            self.wait_for_progress().await;
         }
     }
 
