@@ -100,6 +100,9 @@ struct Files {
     open: HashMap<FileRef, Rc<DmaFile>>,
 }
 
+/// A storage request taking this long is logged as a warning with what it was.
+pub const SLOW_IO: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Storage of one partition directory.
 #[derive(Debug)]
 pub struct DmaStorage {
@@ -335,7 +338,18 @@ impl Storage for DmaStorage {
             let id = request.id();
             let kind = describe(&request);
             tracing::trace!(id = id.0, "storage request {kind}");
+            let started = std::time::Instant::now();
+            let shown_dir = dir.display().to_string();
             let result = execute(files, dir, request).await;
+            let took = started.elapsed();
+            if took >= SLOW_IO {
+                // Stalls of the device or filesystem show up here, named.
+                tracing::warn!(
+                    dir = %shown_dir,
+                    took_ms = took.as_millis(),
+                    "slow storage request: {kind}"
+                );
+            }
             tracing::trace!(
                 id = id.0,
                 ok = result.is_ok(),
