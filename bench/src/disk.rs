@@ -91,6 +91,8 @@ pub fn run(data_dir: &std::path::Path, name: &str, args: &DiskArgs) -> Result<Ru
             let round = Instant::now();
             let mut writes = Vec::with_capacity(depth as usize);
             for index in 0..u64::from(depth) {
+                // `depth` buffers exist and every write of the previous round gave its buffer
+                // back (a failed write ends the run), so one is always there.
                 let (buffer, range) = buffers.pop().expect("one buffer per write in flight");
                 let file = file.clone();
                 let at = position + index * block as u64;

@@ -478,13 +478,7 @@ fn execute(cli: &Cli) -> Result<Report, String> {
 
 fn main() -> ExitCode {
     // The node and the gateway under test log their warnings (RUST_LOG for more).
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    spate_node::logging::init("warn");
     let cli = Cli::parse();
     let mut report = match execute(&cli) {
         Ok(report) => report,

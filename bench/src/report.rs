@@ -13,6 +13,7 @@ use serde::Serialize;
 
 /// Latencies are recorded in microseconds, from 1 µs to 100 s, with 3 significant digits.
 pub fn histogram() -> Histogram<u64> {
+    // Constant bounds that hdrhistogram accepts (low >= 1, high >= 2 * low, 3 digits <= 5).
     Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds")
 }
 

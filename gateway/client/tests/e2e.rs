@@ -133,17 +133,22 @@ impl Drop for Process {
 }
 
 /// A base port with `count` consecutive free TCP ports (the node puts shard i on base + i), so
-/// a restarted node keeps its addresses.
+/// a restarted node keeps its addresses. Chosen below the ephemeral port range, so no
+/// outgoing connection (the gateway reconnecting while the node is down) takes it meanwhile.
 fn free_ports(count: u16) -> u16 {
-    for _ in 0..100 {
-        let base = TcpListener::bind("127.0.0.1:0")
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let low = 10_000u16;
+    let span = u32::from(ephemeral_low.saturating_sub(low + count).max(1));
+    let seed = std::process::id()
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if base > u16::MAX - count {
-            continue;
-        }
+            .subsec_nanos();
+    for attempt in 0..100u32 {
+        let base = low + u16::try_from((seed.wrapping_add(attempt * 7919)) % span).unwrap();
         let all_free = (0..count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
         if all_free {
             return base;

@@ -37,6 +37,15 @@ fn with_correlation(frame: &Bytes, id: u64) -> (Bytes, Bytes) {
 impl ShardLink {
     pub async fn connect(address: SocketAddr) -> std::io::Result<ShardLink> {
         let stream = TcpStream::connect(address).await?;
+        // With nothing listening on a port of the ephemeral range, Linux can connect a socket
+        // to itself (simultaneous open); that "shard" would echo our own frames back and hold
+        // the port a restarting node needs.
+        if stream.local_addr()? == stream.peer_addr()? {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                format!("nothing listens on {address} (the connection reached itself)"),
+            ));
+        }
         stream.set_nodelay(true)?;
         let (mut reader, mut writer) = stream.into_split();
         let (outgoing, mut queue) = mpsc::channel::<(Bytes, Bytes)>(LINK_QUEUE_MAX);

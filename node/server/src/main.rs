@@ -7,14 +7,7 @@ use clap::Parser;
 use spate_node::{Flags, NodeConfig};
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    spate_node::logging::init("info");
     let flags = Flags::parse();
     let config = match NodeConfig::resolve(flags) {
         Ok(config) => config,

@@ -206,7 +206,7 @@ async fn open(
 
 async fn execute(
     files: Rc<RefCell<Files>>,
-    dir: PathBuf,
+    dir: &Path,
     request: IoRequest,
 ) -> Result<IoOutcome, StorageError> {
     match request {
@@ -228,7 +228,7 @@ async fn execute(
             Ok(IoOutcome::Done)
         }
         IoRequest::Allocate { file, len, .. } => {
-            let dma = open(&files, &dir, file).await?;
+            let dma = open(&files, dir, file).await?;
             dma.pre_allocate(len, false)
                 .await
                 .map_err(|error| storage_error("fallocate", &file.file_name(), error))?;
@@ -240,7 +240,7 @@ async fn execute(
             data,
             ..
         } => {
-            let dma = open(&files, &dir, file).await?;
+            let dma = open(&files, dir, file).await?;
             let written = write_chunked(&dma, position, &data)
                 .await
                 .map_err(|error| storage_error("write", &file.file_name(), error))?;
@@ -264,7 +264,7 @@ async fn execute(
             Ok(IoOutcome::Done)
         }
         IoRequest::Sync { file, .. } => {
-            let dma = open(&files, &dir, file).await?;
+            let dma = open(&files, dir, file).await?;
             dma.fdatasync()
                 .await
                 .map_err(|error| storage_error("fdatasync", &file.file_name(), error))?;
@@ -272,6 +272,7 @@ async fn execute(
         }
         IoRequest::SyncDir { .. } => {
             let shown = dir.display().to_string();
+            let dir = dir.to_owned();
             glommio::executor()
                 .spawn_blocking(move || std::fs::File::open(&dir).and_then(|dir| dir.sync_all()))
                 .await
@@ -284,7 +285,7 @@ async fn execute(
             len,
             ..
         } => {
-            let dma = open(&files, &dir, file).await?;
+            let dma = open(&files, dir, file).await?;
             let size = usize::try_from(len).unwrap_or(usize::MAX);
             let data = read_chunked(&dma, position, size)
                 .await
@@ -303,7 +304,7 @@ async fn execute(
             })
         }
         IoRequest::Truncate { file, len, .. } => {
-            let dma = open(&files, &dir, file).await?;
+            let dma = open(&files, dir, file).await?;
             dma.truncate(len)
                 .await
                 .map_err(|error| storage_error("truncate", &file.file_name(), error))?;
@@ -339,13 +340,12 @@ impl Storage for DmaStorage {
             let kind = describe(&request);
             tracing::trace!(id = id.0, "storage request {kind}");
             let started = std::time::Instant::now();
-            let shown_dir = dir.display().to_string();
-            let result = execute(files, dir, request).await;
+            let result = execute(files, &dir, request).await;
             let took = started.elapsed();
             if took >= SLOW_IO {
                 // Stalls of the device or filesystem show up here, named.
                 tracing::warn!(
-                    dir = %shown_dir,
+                    dir = %dir.display(),
                     took_ms = took.as_millis(),
                     "slow storage request: {kind}"
                 );

@@ -27,14 +27,7 @@ fn failed(message: impl std::fmt::Display) -> ExitCode {
 }
 
 pub fn run(args: &UpArgs, gateway_listen: &str) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    spate_node::logging::init("info");
     let flags = spate_node::Flags {
         data_dir: Some(args.data_dir.clone()),
         listen: Some(args.node_listen.clone()),
