@@ -5,6 +5,7 @@
 pub mod config;
 pub mod coordinator;
 pub mod engine;
+pub mod lock;
 pub mod logging;
 pub mod metadata;
 pub mod node;

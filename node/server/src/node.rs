@@ -16,6 +16,7 @@ use thiserror::Error;
 
 use crate::config::NodeConfig;
 use crate::coordinator::{self, Coordinator, ToCoordinator, ToShard};
+use crate::lock::{DataDirLock, LockError};
 use crate::metadata::{Metadata, MetadataError};
 use crate::shard::Shard;
 use crate::storage::probe_direct_io;
@@ -43,6 +44,8 @@ pub enum NodeError {
     )]
     MemoryFilesystem { dir: String, fstype: String },
     #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
     Metadata(#[from] MetadataError),
     #[error("invalid listen address {address}: {reason}")]
     Listen { address: String, reason: String },
@@ -57,6 +60,8 @@ pub struct NodeHandle {
     pub endpoints: Vec<SocketAddr>,
     shutdown: Arc<AtomicBool>,
     executors: Vec<glommio::ExecutorJoinHandle<()>>,
+    /// Held until every shard stopped: dropped last, after `executors` were joined.
+    _lock: DataDirLock,
 }
 
 impl NodeHandle {
@@ -129,6 +134,12 @@ fn remove_orphans(config: &NodeConfig, metadata: &Metadata) {
 pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let dir = config.data_dir.clone();
     let shown = dir.display().to_string();
+    std::fs::create_dir_all(&dir).map_err(|source| NodeError::DataDir {
+        dir: shown.clone(),
+        source,
+    })?;
+    // First of all: nothing in the directory is read or written before it is ours.
+    let lock = DataDirLock::acquire(&dir)?;
     std::fs::create_dir_all(dir.join("topics")).map_err(|source| NodeError::DataDir {
         dir: shown.clone(),
         source,
@@ -428,6 +439,7 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         endpoints,
         shutdown,
         executors,
+        _lock: lock,
     })
 }
 

@@ -143,3 +143,91 @@ fn sigterm_shuts_down_gracefully_and_keeps_acknowledged_records() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn a_second_node_on_the_same_data_directory_exits_before_touching_it() {
+    let dir = data_dir("locked");
+    let (mut first, address) = start(&dir);
+    let mut client = Client::connect(address);
+    client.create_topic("t", 1);
+    assert!(matches!(
+        client.produce("t", 0, &[b"kept"], Durability::Fsync),
+        Response::Produce(_)
+    ));
+    let before = snapshot(&dir);
+    let mut second = binary()
+        .args([
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--shards",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while second.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            let _ = first.kill();
+            panic!("a second node runs on the same data directory");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let second = second.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "a second node started: {stderr}");
+    assert!(second.stdout.is_empty(), "the second node listened");
+    assert!(
+        stderr.contains(&format!(
+            "in use by another spate process (PID {})",
+            first.id()
+        )),
+        "{stderr}"
+    );
+    // Not a byte of the first node's files was read into a recovery or written.
+    assert!(!stderr.contains("recover"), "{stderr}");
+    assert_eq!(snapshot(&dir), before);
+    // The first node still serves what it acknowledged.
+    match client.fetch("t", 0, 0, 0) {
+        Response::Fetch(fetched) => assert_eq!(records(&fetched.records), [(0, b"kept".to_vec())]),
+        other => panic!("{other:?}"),
+    }
+    let _ = first.kill();
+    let _ = first.wait();
+    // Once the holder is gone (even by SIGKILL) the directory can be opened again.
+    let (mut third, address) = start(&dir);
+    let mut client = Client::connect(address);
+    match client.fetch("t", 0, 0, 0) {
+        Response::Fetch(fetched) => assert_eq!(records(&fetched.records), [(0, b"kept".to_vec())]),
+        other => panic!("{other:?}"),
+    }
+    let _ = third.kill();
+    let _ = third.wait();
+}
+
+/// Every file under `dir` with its length and modification time.
+fn snapshot(dir: &std::path::Path) -> Vec<(String, u64, std::time::SystemTime)> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next).unwrap() {
+            let entry = entry.unwrap();
+            let metadata = entry.metadata().unwrap();
+            if metadata.is_dir() {
+                pending.push(entry.path());
+            } else {
+                found.push((
+                    entry.path().display().to_string(),
+                    metadata.len(),
+                    metadata.modified().unwrap(),
+                ));
+            }
+        }
+    }
+    found.sort();
+    found
+}
