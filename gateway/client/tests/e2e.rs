@@ -743,7 +743,7 @@ async fn node_kill_9_under_a_running_producer_loses_no_acknowledged_record() {
                 let (sequence, delivery) = in_flight.pop_front().unwrap();
                 outcomes.push((sequence, delivery.await));
             }
-            if sequence % 200 == 0 {
+            if sequence.is_multiple_of(200) {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }

@@ -19,11 +19,11 @@ pub const PARTITION_BUFFER_BYTES_MAX: u64 = 64 << 20;
 /// Bytes recovery reads at a time when it scans a segment.
 pub const RECOVERY_READ_BYTES: u64 = 4 << 20;
 
-const _: () = assert!(ROUND_BYTES_MAX % SECTOR_SIZE == 0);
+const _: () = assert!(ROUND_BYTES_MAX.is_multiple_of(SECTOR_SIZE));
 const _: () = assert!(ROUND_BYTES_MAX >= 2 * BATCH_SIZE_MAX);
 const _: () = assert!(PARTITION_BUFFER_BYTES_MAX >= ROUND_BYTES_MAX as u64);
 const _: () = assert!(RECOVERY_READ_BYTES >= 2 * BATCH_SIZE_MAX as u64);
-const _: () = assert!(RECOVERY_READ_BYTES % SECTOR_SIZE as u64 == 0);
+const _: () = assert!(RECOVERY_READ_BYTES.is_multiple_of(SECTOR_SIZE as u64));
 
 /// How a partition's log behaves. Every field has a default.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +108,7 @@ impl LogConfig {
             return error("flush_bytes", "0".into(), "> 0");
         }
         let sector = u64::from(SECTOR_SIZE);
-        if self.preallocate_bytes < sector || self.preallocate_bytes % sector != 0 {
+        if self.preallocate_bytes < sector || !self.preallocate_bytes.is_multiple_of(sector) {
             return error(
                 "preallocate_bytes",
                 self.preallocate_bytes.to_string(),

@@ -60,7 +60,7 @@ impl TimeIndexEntry {
 
 fn check_length(length: usize, entry_size: u32) -> Result<(), IndexError> {
     let length_u64 = u64::try_from(length).unwrap_or(u64::MAX);
-    if length % entry_size as usize != 0 {
+    if !length.is_multiple_of(entry_size as usize) {
         return Err(IndexError::PartialEntry {
             length: length_u64,
             entry_size,

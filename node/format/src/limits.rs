@@ -82,7 +82,7 @@ pub const INDEX_ENTRIES_MAX: u32 =
 pub const OFFSET_MAX: u64 = i64::MAX as u64;
 
 const _: () = assert!(SECTOR_SIZE.is_power_of_two());
-const _: () = assert!(BATCH_HEADER_SIZE % 8 == 0);
+const _: () = assert!(BATCH_HEADER_SIZE.is_multiple_of(8));
 const _: () = assert!(BATCH_SIZE_MIN <= BATCH_SIZE_MAX);
 const _: () = assert!(KEY_SIZE_MAX <= VALUE_SIZE_MAX);
 const _: () = assert!(HEADER_VALUE_SIZE_MAX <= VALUE_SIZE_MAX);
@@ -93,7 +93,7 @@ const _: () =
 const _: () = assert!(SEGMENT_SIZE_MIN >= 2 * SECTOR_SIZE);
 const _: () = assert!(SEGMENT_SIZE_MIN <= SEGMENT_SIZE_DEFAULT);
 const _: () = assert!(SEGMENT_SIZE_DEFAULT <= SEGMENT_SIZE_MAX);
-const _: () = assert!(SEGMENT_SIZE_MIN % SECTOR_SIZE == 0 && SEGMENT_SIZE_MAX % SECTOR_SIZE == 0);
+const _: () = assert!(SEGMENT_SIZE_MIN.is_multiple_of(SECTOR_SIZE) && SEGMENT_SIZE_MAX.is_multiple_of(SECTOR_SIZE));
 // Positions inside a segment fit the index's u32 even with one batch past the roll point.
 const _: () = assert!(SEGMENT_SIZE_MAX as u64 + BATCH_SIZE_MAX as u64 <= u32::MAX as u64);
 // Relative offsets inside a segment fit the index's u32: every record takes at least

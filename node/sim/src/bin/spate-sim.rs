@@ -61,7 +61,7 @@ fn main() {
             }
         }
         ran += 1;
-        if ran % 10_000 == 0 {
+        if ran.is_multiple_of(10_000) {
             println!(
                 "{ran} seeds passed ({:.0} s)",
                 started.elapsed().as_secs_f64()
