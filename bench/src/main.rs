@@ -9,6 +9,7 @@ mod cluster;
 mod disk;
 mod quic;
 mod report;
+mod restart;
 mod scenarios;
 mod storage;
 
@@ -22,6 +23,7 @@ use crate::cluster::{Local, Target};
 use crate::disk::DiskArgs;
 use crate::quic::QuicArgs;
 use crate::report::{Report, Run};
+use crate::restart::RestartArgs;
 use crate::scenarios::{ConsumeArgs, DurabilityArg, ProduceArgs};
 use crate::storage::StorageArgs;
 
@@ -76,9 +78,15 @@ enum Command {
         #[arg(long)]
         baseline: bool,
     },
+    /// A node with many one-record partitions killed with SIGKILL and restarted: time until
+    /// it serves, its memory and the disk the partitions take.
+    Restart(RestartArgs),
     /// A baseline alone.
     #[command(subcommand)]
     Baseline(Baseline),
+    /// Runs a node in this process until killed (the restart scenario's child process).
+    #[command(hide = true)]
+    Node(spate_node::Flags),
     /// The fixed, documented set of runs (about 5 minutes; `--quick`: about 1 minute),
     /// baselines alternating with Spate runs, with the ratios.
     Suite {
@@ -157,6 +165,7 @@ enum Step {
     Produce(&'static str, ProduceArgs),
     E2e(&'static str, ProduceArgs),
     Consume(&'static str, ConsumeArgs),
+    Restart(&'static str, RestartArgs),
 }
 
 fn produce_args(seconds: f64, partitions: u32, durability: DurabilityArg) -> ProduceArgs {
@@ -407,6 +416,8 @@ impl Cli {
             }
             Command::Baseline(Baseline::Quic(args)) => vec![Step::Quic("quic-raw", args.clone())],
             Command::Suite { quick } => suite(*quick),
+            Command::Restart(args) => vec![Step::Restart("restart", args.clone())],
+            Command::Node(_) => Vec::new(),
         }
     }
 }
@@ -434,7 +445,8 @@ fn execute(cli: &Cli) -> Result<Report, String> {
             | Step::Quic(name, _)
             | Step::Produce(name, _)
             | Step::E2e(name, _)
-            | Step::Consume(name, _) => *name,
+            | Step::Consume(name, _)
+            | Step::Restart(name, _) => *name,
         };
         say(format!("[{}/{total}] {name} ...", index + 1));
         let target = under.as_ref().map(Under::target);
@@ -457,6 +469,9 @@ fn execute(cli: &Cli) -> Result<Report, String> {
                 name,
                 &args,
             ))?,
+            Step::Restart(name, args) => {
+                runtime.block_on(restart::run(&cli.data_dir, name, &args))?
+            }
         };
         say(format!(
             "      {:.1} MB/s, {:.0} ops/s{}",
@@ -467,6 +482,9 @@ fn execute(cli: &Cli) -> Result<Report, String> {
                 .map(|l| format!(", {} p99 {} µs", l.what, l.p("p99")))
                 .unwrap_or_default()
         ));
+        for (figure, value) in &run.figures {
+            say(format!("      {figure}: {value:.2}"));
+        }
         report.runs.push(run);
     }
     if let Some(under) = under {
@@ -480,6 +498,15 @@ fn main() -> ExitCode {
     // The node and the gateway under test log their warnings (RUST_LOG for more).
     spate_node::logging::init("warn");
     let cli = Cli::parse();
+    if let Command::Node(flags) = cli.command {
+        return match restart::serve(flags) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                say(format!("spate-bench node: error: {message}"));
+                ExitCode::FAILURE
+            }
+        };
+    }
     let mut report = match execute(&cli) {
         Ok(report) => report,
         Err(message) => {

@@ -91,6 +91,9 @@ pub struct Run {
     pub latency: Vec<Latency>,
     /// (seconds since the start, MB/s over the sampling interval).
     pub timeline: Vec<(f64, f64)>,
+    /// Other measured figures of the scenario by name, with the unit in the name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub figures: BTreeMap<String, f64>,
 }
 
 impl Run {
@@ -113,6 +116,7 @@ impl Run {
             errors: 0,
             latency: Vec::new(),
             timeline: Vec::new(),
+            figures: BTreeMap::new(),
         }
     }
 

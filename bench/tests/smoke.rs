@@ -118,3 +118,26 @@ fn every_scenario_runs_and_reports() {
     assert_eq!(names(&report), ["disk-odirect"]);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[test]
+fn the_restart_scenario_kills_and_restarts_a_node() {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("bench-smoke-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let report = bench(
+        &root.join("restart"),
+        &root.join("data"),
+        &["restart", "--partitions", "20", "--shards", "2"],
+    );
+    let run = &report["runs"][0];
+    assert_eq!(run["scenario"], "restart");
+    assert_eq!(run["operations"].as_u64().unwrap(), 20);
+    for figure in [
+        "restart_seconds",
+        "rss_after_restart_mib",
+        "disk_allocated_after_restart_mib",
+    ] {
+        assert!(run["figures"][figure].as_f64().unwrap() > 0.0, "{figure}");
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -22,7 +22,7 @@ use std::collections::{HashMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
 use spate_format::index::{lookup_offset, OffsetIndexEntry, TimeIndexEntry};
-use spate_format::limits::{BATCH_SIZE_MAX, INDEX_INTERVAL_BYTES, SECTOR_SIZE};
+use spate_format::limits::{BATCH_SIZE_MAX, INDEX_INTERVAL_BYTES};
 use spate_format::segment::SegmentScanner;
 use spate_format::{stamp, BatchError, BatchRef, Offset};
 use spate_proto::Durability;
@@ -301,9 +301,10 @@ impl Segment {
                     size,
                     "tail sector ends at the data end"
                 );
-                let mut data =
-                    BytesMut::with_capacity(SECTOR_SIZE as usize + BATCH_SIZE_MAX as usize);
-                data.extend_from_slice(tail);
+                // Only the tail sector: the buffer grows on the first append, so a partition
+                // that is never written again holds no more (10,000 recovered partitions
+                // with a batch-sized buffer each cost gigabytes).
+                let data = BytesMut::from(tail);
                 (
                     WriteBuffer {
                         start: align_down(size),
@@ -882,7 +883,6 @@ impl PartitionLog {
 
     fn build_round(&mut self, index: usize, want_write: bool, want_sync: bool) -> Round {
         let active = index + 1 == self.segments.len();
-        let preallocate = self.config.preallocate_bytes;
         // Ids are taken from a copy of the counter while the segment is borrowed.
         let mut last_id = self.next_io_id;
         let mut next_id = || {
@@ -908,9 +908,8 @@ impl PartitionLog {
                 let keep_from = usize::try_from(align_down(write_end) - start).expect("fits");
                 let keep_to = usize::try_from(write_end - start).expect("fits");
                 buffer.start = align_down(write_end);
-                buffer.data =
-                    BytesMut::with_capacity(SECTOR_SIZE as usize + BATCH_SIZE_MAX as usize);
-                buffer.data.extend_from_slice(&data[keep_from..keep_to]);
+                // Just the unfinished sector; the next append grows it (see `recovered`).
+                buffer.data = BytesMut::from(&data[keep_from..keep_to]);
                 data
             } else {
                 // A whole number of sectors (ROUND_BYTES_MAX is sector-aligned).
@@ -925,7 +924,7 @@ impl PartitionLog {
             let needed = align_up(write_end);
             match segment.file {
                 FileState::Missing => {
-                    let allocate = needed.div_ceil(preallocate) * preallocate;
+                    let allocate = self.config.allocation_for(0, needed);
                     segment.allocated = allocate;
                     segment.file = FileState::Created { dir_synced: false };
                     phases.push_back(Phase {
@@ -938,7 +937,7 @@ impl PartitionLog {
                     });
                 }
                 FileState::Created { .. } if needed > segment.allocated => {
-                    let len = needed.div_ceil(preallocate) * preallocate;
+                    let len = self.config.allocation_for(segment.allocated, needed);
                     segment.allocated = len;
                     phases.push_back(Phase {
                         kind: PhaseKind::Prepare,

@@ -72,6 +72,8 @@ pub struct Recovered {
 struct SegmentFiles {
     base: Offset,
     log_len: Option<u64>,
+    /// Where the log file's data ends; zeros after it (see `ListedFile::data_end`).
+    log_data_end: u64,
     has_offset_index: bool,
     has_time_index: bool,
 }
@@ -82,6 +84,9 @@ struct Scan {
     index: usize,
     file: FileRef,
     file_len: u64,
+    /// Scanning stops here: the rest of the file reads as zeros (never written), which is
+    /// what reading it would find, so the outcome is the same without the reads.
+    scan_end: u64,
     active: bool,
     /// The next batch boundary to scan from.
     batch_pos: u64,
@@ -169,7 +174,10 @@ impl Recovery {
             };
             let entry = &mut files[position];
             match kind {
-                SegmentFileKind::Log => entry.log_len = Some(listed.len),
+                SegmentFileKind::Log => {
+                    entry.log_len = Some(listed.len);
+                    entry.log_data_end = listed.data_end.min(listed.len);
+                }
                 SegmentFileKind::OffsetIndex => entry.has_offset_index = true,
                 SegmentFileKind::TimeIndex => entry.has_time_index = true,
             }
@@ -463,6 +471,7 @@ impl Recovery {
             index,
             file: FileRef::log(files.base),
             file_len: files.log_len.unwrap_or(0),
+            scan_end: align_up(files.log_data_end).min(files.log_len.unwrap_or(0)),
             active: index + 1 == self.files.len(),
             batch_pos: 0,
             expected: files.base,
@@ -491,7 +500,18 @@ impl Recovery {
             self.end_scan(scan);
             return;
         }
-        let len = (align_up(scan.file_len) - position).min(RECOVERY_READ_BYTES);
+        if position >= scan.scan_end {
+            if scan.end.is_some() {
+                // Looking for non-zero bytes after the end: the rest reads as zeros.
+                self.end_scan(scan);
+            } else {
+                // A batch would start in space never written: zeros, as a read would return
+                // (`zero_filled` supplies them).
+                self.on_scan(scan, &Bytes::new());
+            }
+            return;
+        }
+        let len = (align_up(scan.scan_end) - position).min(RECOVERY_READ_BYTES);
         let file = scan.file;
         self.step = Step::Scan(Box::new(scan));
         let id = self.io_id();
@@ -508,6 +528,7 @@ impl Recovery {
             None => align_down(scan.batch_pos),
             Some(_) => scan.probe_pos,
         };
+        let data = zero_filled(&scan, read_at, data);
         // A file is never longer than listed; a short read ends it.
         let chunk_end = (read_at + data.len() as u64).min(scan.file_len);
         let data = data.slice(..usize::try_from(chunk_end - read_at).unwrap_or(0));
@@ -748,6 +769,32 @@ impl Recovery {
         let report = std::mem::take(&mut self.report);
         self.result = Some(Ok(Recovered { log, report }));
     }
+}
+
+/// Zeros recovery supplies after `scan_end` instead of reading them: enough to finish any
+/// batch that started before it (a batch's last sectors may hold zeros) and to see a zero
+/// header after it.
+const ZERO_FILL_BYTES: u64 = BATCH_SIZE_MAX as u64 + SECTOR_SIZE as u64;
+
+/// `data` read at `read_at`, with the space from `scan_end` on (never written, so zeros) filled
+/// in with zeros up to `ZERO_FILL_BYTES` past it, when the read reached it. The scan then sees
+/// what reading those zeros would show, without the reads.
+fn zero_filled(scan: &Scan, read_at: u64, data: &Bytes) -> Bytes {
+    let read_end = read_at + data.len() as u64;
+    if scan.scan_end >= scan.file_len || read_end < scan.scan_end {
+        return data.clone();
+    }
+    let real = usize::try_from(scan.scan_end.saturating_sub(read_at))
+        .unwrap_or(usize::MAX)
+        .min(data.len());
+    let end = (read_at.max(scan.scan_end) + ZERO_FILL_BYTES).min(scan.file_len);
+    let Ok(len) = usize::try_from(end.saturating_sub(read_at)) else {
+        return data.clone();
+    };
+    let mut filled = bytes::BytesMut::with_capacity(len.max(real));
+    filled.extend_from_slice(&data[..real]);
+    filled.resize(len.max(real), 0);
+    filled.freeze()
 }
 
 /// Whether a valid batch starts anywhere after file position `p` in `data` (which holds the

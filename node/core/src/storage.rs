@@ -172,6 +172,9 @@ pub struct IoDone {
 pub struct ListedFile {
     pub name: String,
     pub len: u64,
+    /// Every byte from here to `len` reads as zeros (preallocated, never written), as the
+    /// filesystem reports it (`SEEK_HOLE`): recovery need not read them. `len` where unknown.
+    pub data_end: u64,
 }
 
 /// Storage that runs requests and reports completions; implemented by the node's glommio

@@ -93,7 +93,9 @@ const _: () =
 const _: () = assert!(SEGMENT_SIZE_MIN >= 2 * SECTOR_SIZE);
 const _: () = assert!(SEGMENT_SIZE_MIN <= SEGMENT_SIZE_DEFAULT);
 const _: () = assert!(SEGMENT_SIZE_DEFAULT <= SEGMENT_SIZE_MAX);
-const _: () = assert!(SEGMENT_SIZE_MIN.is_multiple_of(SECTOR_SIZE) && SEGMENT_SIZE_MAX.is_multiple_of(SECTOR_SIZE));
+const _: () = assert!(
+    SEGMENT_SIZE_MIN.is_multiple_of(SECTOR_SIZE) && SEGMENT_SIZE_MAX.is_multiple_of(SECTOR_SIZE)
+);
 // Positions inside a segment fit the index's u32 even with one batch past the roll point.
 const _: () = assert!(SEGMENT_SIZE_MAX as u64 + BATCH_SIZE_MAX as u64 <= u32::MAX as u64);
 // Relative offsets inside a segment fit the index's u32: every record takes at least

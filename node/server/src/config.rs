@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use serde::Deserialize;
+use spate_core::config::PREALLOCATE_BYTES_DEFAULT;
 use spate_core::LogConfig;
 use spate_format::limits::{SEGMENT_SIZE_DEFAULT, SEGMENT_SIZE_MAX, SEGMENT_SIZE_MIN};
 use spate_proto::limits::{REQUEST_SIZE_MAX, SHARDS_MAX};
@@ -99,6 +100,10 @@ pub struct Flags {
     /// its partitions. [default: 64 MiB]
     #[arg(long, value_name = "BYTES")]
     pub tail_cache_bytes: Option<u64>,
+    /// First preallocation of a segment file in bytes (a multiple of 4096); each extension
+    /// doubles the file, up to the segment size. [default: 65536]
+    #[arg(long, value_name = "BYTES")]
+    pub preallocate_bytes: Option<u64>,
 }
 
 /// The same settings as the flags, read from a TOML file.
@@ -122,6 +127,7 @@ pub struct FileConfig {
     pub retention_check_ms: Option<u64>,
     pub io_memory: Option<usize>,
     pub tail_cache_bytes: Option<u64>,
+    pub preallocate_bytes: Option<u64>,
 }
 
 /// The resolved configuration of a node.
@@ -144,6 +150,7 @@ pub struct NodeConfig {
     pub retention_check_ms: u64,
     pub io_memory: usize,
     pub tail_cache_bytes: u64,
+    pub preallocate_bytes: u64,
 }
 
 #[derive(Debug, Error)]
@@ -250,6 +257,18 @@ impl NodeConfig {
                 format!("{segment_bytes} (valid: 64 KiB to 2 GiB)"),
             ));
         }
+        let preallocate_bytes = flags
+            .preallocate_bytes
+            .or(file.preallocate_bytes)
+            .unwrap_or(PREALLOCATE_BYTES_DEFAULT);
+        if !(4096..=u64::from(SEGMENT_SIZE_MAX)).contains(&preallocate_bytes)
+            || !preallocate_bytes.is_multiple_of(4096)
+        {
+            return Err(invalid(
+                "preallocate_bytes",
+                format!("{preallocate_bytes} (valid: a multiple of 4096 up to 2 GiB)"),
+            ));
+        }
         let positive = |field: &'static str, value: u64| {
             if value == 0 {
                 Err(invalid(field, "must be positive"))
@@ -332,6 +351,7 @@ impl NodeConfig {
                 .tail_cache_bytes
                 .or(file.tail_cache_bytes)
                 .unwrap_or(TAIL_CACHE_BYTES_DEFAULT),
+            preallocate_bytes,
         };
         if config.flush_interval_ms <= 0 {
             return Err(invalid("flush_interval_ms", "must be positive"));
@@ -351,6 +371,7 @@ impl NodeConfig {
             retention_ms: retention_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)),
             retention_bytes,
             flush_interval_ms: self.flush_interval_ms,
+            preallocate_bytes: self.preallocate_bytes,
             ..LogConfig::default()
         }
     }

@@ -39,6 +39,10 @@ use crate::metadata::{Metadata, Topic};
 use crate::partition::{Partition, PendingAck, ProduceResult};
 use crate::storage::list_dir;
 
+/// Partitions one shard recovers at a time (at startup and when metadata changes). Each reads
+/// at most `RECOVERY_READ_BYTES` (4 MiB) at once, so recovery holds at most 64 MiB of reads.
+const RECOVERY_CONCURRENCY: u64 = 16;
+
 /// Milliseconds since the Unix epoch: the shell's clock, passed into the core.
 pub fn now() -> Millis {
     let elapsed = SystemTime::now()
@@ -251,13 +255,28 @@ impl Shard {
                     .await;
             }
         }
+        // Partitions recover concurrently, a bounded number at a time: a restart with many
+        // partitions waits for the disk's queue, not for each partition's round trips, and
+        // the memory recovery reads into stays bounded.
+        let permits = Rc::new(Semaphore::new(RECOVERY_CONCURRENCY));
+        let mut opening = Vec::new();
         for (key, config) in wanted {
             let present = self.partitions.borrow().contains_key(&key);
             if present {
                 self.with_log(&key, |log| log.set_config(config.clone()));
-            } else {
-                self.open_partition(key, config).await;
+                continue;
             }
+            let Ok(permit) = permits.clone().acquire_static_permit(1).await else {
+                break;
+            };
+            let shard = self.clone();
+            opening.push(glommio::spawn_local(async move {
+                shard.open_partition(key, config).await;
+                drop(permit);
+            }));
+        }
+        for task in opening {
+            task.await;
         }
     }
 

@@ -410,11 +410,48 @@ pub fn list_dir(dir: &Path) -> Result<Vec<ListedFile>, StorageError> {
             files.push(ListedFile {
                 name: entry.file_name().to_string_lossy().into_owned(),
                 len: metadata.len(),
+                data_end: data_end(&entry.path(), metadata.len()),
             });
         }
     }
     Ok(files)
 }
+
+/// Where the data of a file ends: the end of its last data region as the filesystem reports
+/// it with `SEEK_DATA`/`SEEK_HOLE`; preallocated extents that were never written count as
+/// holes on ext4 and xfs, and a hole reads as zeros. A filesystem may report a hole as data,
+/// never data as a hole, so this is never short of real data. `len` on any error.
+pub fn data_end(path: &Path, len: u64) -> u64 {
+    use nix::unistd::{lseek, Whence};
+    use std::os::fd::AsRawFd;
+    let Ok(file) = std::fs::File::open(path) else {
+        return len;
+    };
+    let fd = file.as_raw_fd();
+    let mut end = 0u64;
+    let mut position = 0i64;
+    // A file has few regions (written extents and preallocated ones), but bound the walk.
+    for _ in 0..DATA_REGIONS_MAX {
+        let data = match lseek(fd, position, Whence::SeekData) {
+            Ok(data) => data,
+            // ENXIO: no data at or after `position`.
+            Err(nix::errno::Errno::ENXIO) => return end,
+            Err(_) => return len,
+        };
+        let Ok(hole) = lseek(fd, data, Whence::SeekHole) else {
+            return len;
+        };
+        end = u64::try_from(hole).unwrap_or(len);
+        if end >= len {
+            return len;
+        }
+        position = hole;
+    }
+    len
+}
+
+/// Data regions `data_end` walks before it gives up and reports the whole file.
+const DATA_REGIONS_MAX: usize = 1024;
 
 /// The type of the filesystem holding `dir` (`ext4`, `xfs`, `tmpfs`, ...), from
 /// `/proc/self/mountinfo`: the mount with the longest mount point that contains the path.

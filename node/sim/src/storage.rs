@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
-use spate_core::storage::FileRef;
+use spate_core::storage::{align_up, FileRef};
 use spate_core::{IoDone, IoOutcome, IoRequest, ListedFile, Storage, StorageError};
 use spate_format::limits::SECTOR_SIZE;
 
@@ -440,6 +440,14 @@ impl Storage for SimStorage {
             .map(|(file, sim)| ListedFile {
                 name: file.file_name(),
                 len: sim.data.len() as u64,
+                // The tightest bound a filesystem could report: the sector after the last
+                // non-zero byte (real ones report whole extents, never less).
+                data_end: sim
+                    .data
+                    .iter()
+                    .rposition(|&byte| byte != 0)
+                    .map_or(0, |last| align_up(last as u64 + 1))
+                    .min(sim.data.len() as u64),
             })
             .collect())
     }
