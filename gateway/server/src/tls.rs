@@ -71,12 +71,20 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         })
 }
 
-/// Creates the development certificate in `dir` unless it is there; returns its path.
+/// Creates the development certificate in `dir` unless a usable one is there; returns the
+/// paths of the certificate and its key. A pair that does not load (empty or torn files after
+/// a crash, a key that does not match) is replaced, with a warning.
 pub fn ensure_dev_cert(dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
     let cert = dir.join(DEV_CERT_FILE);
     let key = dir.join(DEV_KEY_FILE);
-    if cert.exists() && key.exists() {
-        return Ok((cert, key));
+    if cert.exists() || key.exists() {
+        match server_config(&cert, &key) {
+            Ok(_) => return Ok((cert, key)),
+            Err(error) => tracing::warn!(
+                dir = %dir.display(),
+                "the development certificate does not load ({error}); creating a new one"
+            ),
+        }
     }
     std::fs::create_dir_all(dir).map_err(|source| TlsError::Write {
         path: dir.to_owned(),
@@ -85,25 +93,41 @@ pub fn ensure_dev_cert(dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
     let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
     let generated = rcgen::generate_simple_self_signed(names)
         .map_err(|error| TlsError::Generate(error.to_string()))?;
-    // The private key is readable by its owner only.
+    // Each file is written whole or not at all: a temporary file, fsync, rename, then an
+    // fsync of the directory. A crash leaves the old file, the new one, or (between the two
+    // renames) a pair that does not match, which the check above replaces.
+    write_atomically(&key, generated.key_pair.serialize_pem().as_bytes(), 0o600)?;
+    write_atomically(&cert, generated.cert.pem().as_bytes(), 0o644)?;
+    std::fs::File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|source| TlsError::Write {
+            path: dir.to_owned(),
+            source,
+        })?;
+    Ok((cert, key))
+}
+
+/// Replaces `path` with `bytes` (file mode `mode`) through a temporary file that is synced
+/// before the rename.
+fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
     let written = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
-        .open(&key)
+        .mode(mode)
+        .open(&temporary)
         .and_then(|mut file| {
-            std::io::Write::write_all(&mut file, generated.key_pair.serialize_pem().as_bytes())
-        });
+            std::io::Write::write_all(&mut file, bytes)?;
+            file.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&temporary, path));
     written.map_err(|source| TlsError::Write {
-        path: key.clone(),
+        path: path.to_owned(),
         source,
-    })?;
-    std::fs::write(&cert, generated.cert.pem()).map_err(|source| TlsError::Write {
-        path: cert.clone(),
-        source,
-    })?;
-    Ok((cert, key))
+    })
 }
 
 /// The TLS 1.3 server configuration for the QUIC endpoint: ALPN `spate/1`, no 0-RTT.

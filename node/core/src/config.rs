@@ -86,7 +86,8 @@ impl LogConfig {
     /// log2(segment size / preallocation) times.
     pub fn allocation_for(&self, allocated: u64, needed: u64) -> u64 {
         let cap = align_up(u64::from(self.segment_bytes)).max(self.preallocate_bytes);
-        let grown = allocated
+        // Aligned, also when recovery left the file at an unaligned length (a torn tail cut).
+        let grown = align_up(allocated)
             .saturating_mul(2)
             .max(self.preallocate_bytes)
             .min(cap);

@@ -671,7 +671,27 @@ impl Recovery {
                     || matches!(reason, EndReason::ZeroPadding)
                     || !(scan.valid_after || scan.nonzero_end > scan.searched_to))
                 && scan.nonzero_end <= window_end;
-            if damaged && !torn {
+            // Spate leaves an unsealed segment's file at a multiple of the sector size (writes
+            // are whole sectors into preallocated space), except where it cut a torn tail or
+            // trimmed a rolled segment, and those end at a batch boundary. A file that ends
+            // inside a batch at any other length was cut by something else, possibly through
+            // acknowledged records: their offsets must not be issued again, so fence.
+            let cut_outside = matches!(
+                reason,
+                EndReason::InvalidBatch(spate_format::BatchError::Truncated { .. })
+            ) && !scan.file_len.is_multiple_of(u64::from(SECTOR_SIZE));
+            if cut_outside {
+                self.fence_at(
+                    base,
+                    p,
+                    format!(
+                        "possibly acknowledged records lost: the file is {} bytes, a length \
+                         Spate never leaves, and ends inside the batch at {p} (truncated \
+                         outside Spate?)",
+                        scan.file_len
+                    ),
+                );
+            } else if damaged && !torn {
                 self.fence_at(base, p, describe(&reason));
             } else if torn {
                 self.report.torn_tail = Some(TornTail {
@@ -686,8 +706,22 @@ impl Recovery {
                     .push_front(IoRequest::Truncate { id, file, len: p });
             }
             let mut recovered = recovered;
-            if torn {
+            if torn && !cut_outside {
                 recovered.file_len = p;
+            }
+            // The segment takes data again: give its file a whole number of sectors (a cut
+            // torn tail or a trimmed rolled segment that is last again end anywhere), so a
+            // file that ends off a sector boundary always means a cut from outside.
+            let fenced = cut_outside || (damaged && !torn);
+            if !fenced && !recovered.file_len.is_multiple_of(u64::from(SECTOR_SIZE)) {
+                let len = align_up(recovered.file_len);
+                let id = self.io_id();
+                self.finish.push_back(IoRequest::Allocate {
+                    id,
+                    file: FileRef::log(base),
+                    len,
+                });
+                recovered.file_len = len;
             }
             self.tail_sector = Some(scan.tail_sector);
             self.segments

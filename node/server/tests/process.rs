@@ -309,3 +309,55 @@ fn many_small_partitions_take_little_disk_and_memory_across_a_kill() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn an_active_segment_cut_from_outside_fences_instead_of_reissuing_offsets() {
+    let dir = data_dir("cut-outside");
+    let (mut child, address) = start(&dir);
+    let mut client = Client::connect(address);
+    client.create_topic("t", 1);
+    for index in 0..10u8 {
+        let value = [index; 300];
+        assert!(matches!(
+            client.produce("t", 0, &[&value], Durability::Fsync),
+            Response::Produce(_)
+        ));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    // Someone cuts the file in the middle of the seventh acknowledged batch.
+    let segment = dir.join("topics/t-0/00000000000000000000.log");
+    let bytes = std::fs::read(&segment).unwrap();
+    let (batches, _) = spate_format::segment::scan_segment(&bytes, 0, None);
+    assert_eq!(batches.len(), 10);
+    let cut = batches[6].position + 100;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+
+    let (mut child, address) = start(&dir);
+    let mut client = Client::connect(address);
+    // Offsets 6.. were acknowledged once: a new record must not get offset 6.
+    match client.produce("t", 0, &[b"after"], Durability::Fsync) {
+        Response::Error { error, .. } => {
+            assert_eq!(error.code, ErrorCode::PartitionFenced);
+            assert!(
+                error.message.contains("possibly acknowledged records lost"),
+                "{}",
+                error.message
+            );
+        }
+        other => panic!("expected a fence, got {other:?}"),
+    }
+    // What is left below the cut is still served, and the file was not cut further.
+    match client.fetch("t", 0, 0, 0) {
+        Response::Fetch(fetched) => assert_eq!(records(&fetched.records).len(), 6),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), cut);
+    let _ = child.kill();
+    let _ = child.wait();
+}
