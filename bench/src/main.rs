@@ -86,7 +86,7 @@ enum Command {
     Baseline(Baseline),
     /// Runs a node in this process until killed (the restart scenario's child process).
     #[command(hide = true)]
-    Node(spate_node::Flags),
+    Node(Box<spate_node::Flags>),
     /// The fixed, documented set of runs (about 5 minutes; `--quick`: about 1 minute),
     /// baselines alternating with Spate runs, with the ratios.
     Suite {
@@ -499,7 +499,7 @@ fn main() -> ExitCode {
     spate_node::logging::init("warn");
     let cli = Cli::parse();
     if let Command::Node(flags) = cli.command {
-        return match restart::serve(flags) {
+        return match restart::serve(*flags) {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {
                 say(format!("spate-bench node: error: {message}"));

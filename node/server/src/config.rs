@@ -30,6 +30,12 @@ pub const RETENTION_CHECK_MS_DEFAULT: u64 = 60_000;
 /// Recently written bytes each shard keeps in memory to serve consumers at the tail, shared
 /// by its partitions.
 pub const TAIL_CACHE_BYTES_DEFAULT: u64 = 64 << 20;
+/// A started request frame whose bytes stop arriving for this long closes its connection:
+/// a frame of 1 MiB takes milliseconds on any working link.
+pub const FRAME_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// A connection with nothing in flight that stays silent this long is closed; gateways keep
+/// their links busy or reconnect.
+pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 600_000;
 /// Memory each shard registers with io_uring for I/O buffers. Small, so several shards run
 /// under the default locked-memory limit (`ulimit -l`, often 8 MiB or less).
 pub const IO_MEMORY_DEFAULT: usize = 512 << 10;
@@ -104,6 +110,14 @@ pub struct Flags {
     /// doubles the file, up to the segment size. [default: 65536]
     #[arg(long, value_name = "BYTES")]
     pub preallocate_bytes: Option<u64>,
+    /// A connection whose started request frame stops arriving for this many ms is closed.
+    /// [default: 10000]
+    #[arg(long, value_name = "MS")]
+    pub frame_timeout_ms: Option<u64>,
+    /// A connection with no request in flight that sends nothing for this many ms is closed
+    /// (the gateway reconnects when it needs the shard again). [default: 600000]
+    #[arg(long, value_name = "MS")]
+    pub idle_timeout_ms: Option<u64>,
 }
 
 /// The same settings as the flags, read from a TOML file.
@@ -128,6 +142,8 @@ pub struct FileConfig {
     pub io_memory: Option<usize>,
     pub tail_cache_bytes: Option<u64>,
     pub preallocate_bytes: Option<u64>,
+    pub frame_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
 }
 
 /// The resolved configuration of a node.
@@ -151,6 +167,8 @@ pub struct NodeConfig {
     pub io_memory: usize,
     pub tail_cache_bytes: u64,
     pub preallocate_bytes: u64,
+    pub frame_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
 }
 
 #[derive(Debug, Error)]
@@ -352,6 +370,20 @@ impl NodeConfig {
                 .or(file.tail_cache_bytes)
                 .unwrap_or(TAIL_CACHE_BYTES_DEFAULT),
             preallocate_bytes,
+            frame_timeout_ms: positive(
+                "frame_timeout_ms",
+                flags
+                    .frame_timeout_ms
+                    .or(file.frame_timeout_ms)
+                    .unwrap_or(FRAME_TIMEOUT_MS_DEFAULT),
+            )?,
+            idle_timeout_ms: positive(
+                "idle_timeout_ms",
+                flags
+                    .idle_timeout_ms
+                    .or(file.idle_timeout_ms)
+                    .unwrap_or(IDLE_TIMEOUT_MS_DEFAULT),
+            )?,
         };
         if config.flush_interval_ms <= 0 {
             return Err(invalid("flush_interval_ms", "must be positive"));

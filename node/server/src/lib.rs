@@ -3,6 +3,7 @@
 //! serving `spate-proto` frames over TCP. See `docs/operations.md`.
 
 pub mod config;
+pub mod connections;
 pub mod coordinator;
 pub mod engine;
 pub mod lock;

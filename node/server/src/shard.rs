@@ -8,7 +8,7 @@
 //! bounded (frames in flight per connection, waiters per partition, connections per shard)
 //! and reading stops while the shard's unsynced bytes exceed its budget.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
@@ -34,6 +34,7 @@ use spate_proto::{
 };
 
 use crate::config::NodeConfig;
+use crate::connections::{Connections, Registration};
 use crate::coordinator::{AdminClient, Update};
 use crate::metadata::{Metadata, Topic};
 use crate::partition::{Partition, PendingAck, ProduceResult};
@@ -58,6 +59,17 @@ pub fn partition_dir(data_dir: &std::path::Path, topic: &str, partition: u32) ->
 
 type Pending = Pin<Box<dyn Future<Output = Response>>>;
 
+/// Longest a connection waits for bytes before it checks its timeouts again (requests that
+/// finish while it waits make it idle).
+const TIMEOUT_CHECK: Duration = Duration::from_secs(1);
+
+/// What ended a connection's wait for bytes.
+enum Wake {
+    Read(std::io::Result<usize>),
+    Evicted,
+    Timer,
+}
+
 /// What dispatching a frame produced: an answer now, or one to wait for.
 enum Dispatched {
     Now(Response),
@@ -73,7 +85,7 @@ pub struct Shard {
     logs: RefCell<ShardLogs>,
     partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
     budget_waiters: RefCell<Vec<LocalSender<()>>>,
-    connections: Cell<u32>,
+    connections: Rc<Connections>,
     pub shutdown: Arc<AtomicBool>,
     admin: AdminClient,
 }
@@ -108,7 +120,7 @@ impl Shard {
             logs: RefCell::new(ShardLogs::new(budget)),
             partitions: RefCell::new(HashMap::new()),
             budget_waiters: RefCell::new(Vec::new()),
-            connections: Cell::new(0),
+            connections: Rc::new(Connections::default()),
             shutdown,
             admin,
         }
@@ -438,11 +450,18 @@ impl Shard {
                     continue;
                 }
             };
-            if self.connections.get() >= self.config.max_connections {
-                tracing::warn!(
-                    max = self.config.max_connections,
-                    "connection limit reached; refusing a connection"
-                );
+            let max = self.config.max_connections as usize;
+            // At the limit, the connection silent longest makes room (silent ones cannot
+            // hold the port forever, and a reconnecting gateway always gets in).
+            if self.connections.len() >= max && !self.connections.evict_longest_silent() {
+                let refused = self.connections.refused();
+                if refused > 0 {
+                    tracing::warn!(
+                        max = self.config.max_connections,
+                        refused,
+                        "connection limit reached and every connection is active; refusing connections"
+                    );
+                }
                 let mut stream = stream;
                 let refusal =
                     Response::error(0, ErrorCode::Busy, "connection limit reached").to_frame(0);
@@ -450,23 +469,27 @@ impl Shard {
                 continue;
             }
             let _ = stream.set_nodelay(true);
-            self.connections.set(self.connections.get() + 1);
+            let registration = self.connections.register();
             let shard = self.clone();
             glommio::spawn_local(async move {
                 let peer = stream
                     .peer_addr()
                     .map(|addr| addr.to_string())
                     .unwrap_or_default();
-                if let Err(error) = shard.clone().serve(stream).await {
+                if let Err(error) = shard.clone().serve(stream, &registration).await {
                     tracing::debug!(peer = %peer, "connection closed: {error}");
                 }
-                shard.connections.set(shard.connections.get() - 1);
+                drop(registration);
             })
             .detach();
         }
     }
 
-    async fn serve(self: Rc<Self>, stream: TcpStream) -> std::io::Result<()> {
+    async fn serve(
+        self: Rc<Self>,
+        stream: TcpStream,
+        registration: &Registration,
+    ) -> std::io::Result<()> {
         let (mut reader, mut writer) = futures_lite::io::split(stream);
         let in_flight = self.config.frames_in_flight as usize;
         let (responses, outgoing) = local_channel::new_bounded::<Bytes>(in_flight);
@@ -483,6 +506,7 @@ impl Shard {
         let decoder = FrameDecoder::new(self.config.frame_size_max);
         let mut buffer = BytesMut::with_capacity(64 * 1024);
         let mut chunk = vec![0u8; 64 * 1024];
+        let mut last_read = Instant::now();
         let result = 'connection: loop {
             loop {
                 let frame = match decoder.decode(&mut buffer) {
@@ -528,11 +552,54 @@ impl Shard {
             if self.shutdown.load(Ordering::Relaxed) {
                 break Ok(());
             }
-            let read = match reader.read(&mut chunk).await {
-                Ok(0) => break Ok(()),
-                Ok(read) => read,
-                Err(error) => break Err(error),
+            let in_flight = self.config.frames_in_flight
+                - u32::try_from(permits.available()).unwrap_or(self.config.frames_in_flight);
+            registration.in_flight.set(in_flight);
+            let silent = last_read.elapsed();
+            let frame_timeout = Duration::from_millis(self.config.frame_timeout_ms);
+            let idle_timeout = Duration::from_millis(self.config.idle_timeout_ms);
+            // A started frame must keep arriving; a connection with nothing to do goes away.
+            let (limit, why) = if buffer.is_empty() {
+                (idle_timeout, "idle")
+            } else {
+                (frame_timeout, "a started frame stalled")
             };
+            if silent >= limit && (in_flight == 0 || !buffer.is_empty()) {
+                tracing::debug!(
+                    silent_ms = silent.as_millis(),
+                    "closing a connection: {why}"
+                );
+                break Ok(());
+            }
+            let wait = limit
+                .saturating_sub(silent)
+                .clamp(Duration::from_millis(1), TIMEOUT_CHECK);
+            let woke = future::or(
+                async { Wake::Read(reader.read(&mut chunk).await) },
+                future::or(
+                    async {
+                        let _ = registration.closed.recv().await;
+                        Wake::Evicted
+                    },
+                    async {
+                        glommio::timer::sleep(wait).await;
+                        Wake::Timer
+                    },
+                ),
+            )
+            .await;
+            let read = match woke {
+                Wake::Read(Ok(0)) => break Ok(()),
+                Wake::Read(Ok(read)) => read,
+                Wake::Read(Err(error)) => break Err(error),
+                Wake::Evicted => {
+                    tracing::debug!("closing the connection silent longest to make room");
+                    break Ok(());
+                }
+                Wake::Timer => continue,
+            };
+            last_read = Instant::now();
+            registration.touch();
             buffer.extend_from_slice(&chunk[..read]);
         };
         // Let the answers already on their way go out, then close.
@@ -750,7 +817,7 @@ impl Shard {
     async fn fetch(&self, request: FetchRequest) -> Result<FetchResponse, ErrorResponse> {
         let partition = self.owned(&request.topic, request.partition)?;
         let key = partition.key.clone();
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let max_wait = Duration::from_millis(u64::from(request.max_wait_ms));
         loop {
             let plan = self

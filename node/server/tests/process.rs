@@ -39,6 +39,8 @@ fn help_documents_every_option() {
         "--io-memory",
         "--tail-cache-bytes",
         "--preallocate-bytes",
+        "--frame-timeout-ms",
+        "--idle-timeout-ms",
     ] {
         assert!(help.contains(flag), "--help does not mention {flag}");
     }
@@ -88,6 +90,10 @@ fn a_data_directory_in_memory_is_refused() {
 }
 
 fn start(dir: &std::path::Path) -> (std::process::Child, SocketAddr) {
+    start_with(dir, &[])
+}
+
+fn start_with(dir: &std::path::Path, extra: &[&str]) -> (std::process::Child, SocketAddr) {
     let mut child = binary()
         .args([
             "--data-dir",
@@ -97,6 +103,7 @@ fn start(dir: &std::path::Path) -> (std::process::Child, SocketAddr) {
             "--shards",
             "1",
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -358,6 +365,70 @@ fn an_active_segment_cut_from_outside_fences_instead_of_reissuing_offsets() {
         other => panic!("{other:?}"),
     }
     assert_eq!(std::fs::metadata(&segment).unwrap().len(), cut);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Reads until the peer closes; panics if it sends anything or stays open for `limit`.
+fn closed_within(stream: &mut std::net::TcpStream, limit: std::time::Duration) {
+    use std::io::Read;
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the connection was not closed: {other:?}"),
+    }
+}
+
+#[test]
+fn silent_connections_cannot_lock_a_reconnecting_client_out() {
+    let dir = data_dir("silent-connections");
+    let (mut child, address) = start_with(&dir, &["--max-connections", "4"]);
+    let mut silent: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| std::net::TcpStream::connect(address).unwrap())
+        .collect();
+    // Connections silent for less than a second are never pushed out.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let mut client = Client::connect(address);
+    assert!(matches!(
+        client.create_topic("t", 1),
+        Response::CreateTopic(_)
+    ));
+    // The one silent longest made room.
+    closed_within(&mut silent[0], std::time::Duration::from_secs(5));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn stalled_frames_and_idle_connections_are_closed() {
+    use std::io::Write;
+    let dir = data_dir("stalled-connections");
+    let (mut child, address) = start_with(
+        &dir,
+        &["--frame-timeout-ms", "300", "--idle-timeout-ms", "1500"],
+    );
+    let started = std::time::Instant::now();
+    let mut stalled = std::net::TcpStream::connect(address).unwrap();
+    let mut idle = std::net::TcpStream::connect(address).unwrap();
+    // Half of a frame header, then nothing.
+    stalled.write_all(&[0x10, 0, 0, 0, 1, 0, 0, 0]).unwrap();
+    closed_within(&mut stalled, std::time::Duration::from_secs(5));
+    let stalled_after = started.elapsed();
+    closed_within(&mut idle, std::time::Duration::from_secs(10));
+    let idle_after = started.elapsed();
+    assert!(
+        stalled_after < idle_after,
+        "the stalled frame ({stalled_after:?}) outlived the idle connection ({idle_after:?})"
+    );
+    assert!(idle_after >= std::time::Duration::from_millis(1500));
+    // The node serves on.
+    let mut client = Client::connect(address);
+    assert!(matches!(
+        client.create_topic("t", 1),
+        Response::CreateTopic(_)
+    ));
     let _ = child.kill();
     let _ = child.wait();
 }
