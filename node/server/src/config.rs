@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use serde::Deserialize;
 use spate_core::config::PREALLOCATE_BYTES_DEFAULT;
 use spate_core::LogConfig;
@@ -46,6 +46,8 @@ pub const IO_MEMORY_DEFAULT: usize = 512 << 10;
 #[derive(Debug, Clone, Parser, Default)]
 #[command(name = "spate-node", version, about, long_about = None)]
 pub struct Flags {
+    #[command(subcommand)]
+    pub command: Option<NodeCommand>,
     /// Data directory (topics, segments, metadata). Must be on a filesystem with O_DIRECT.
     /// [default: ./spate-data]
     #[arg(long, value_name = "DIR")]
@@ -118,6 +120,21 @@ pub struct Flags {
     /// (the gateway reconnects when it needs the shard again). [default: 600000]
     #[arg(long, value_name = "MS")]
     pub idle_timeout_ms: Option<u64>,
+}
+
+/// Commands other than running the node.
+#[derive(Debug, Clone, Subcommand)]
+pub enum NodeCommand {
+    /// Inspects a data directory offline and changes nothing: every partition, its segments
+    /// and offsets, what the next start would repair (torn tails, indexes) and any damage to
+    /// acknowledged data (every batch checksum of every segment is checked). Exit status 0:
+    /// no damage; 1: damage found; 2: the check could not run (a node uses the directory,
+    /// unreadable metadata).
+    Check {
+        /// The data directory. [default: ./spate-data]
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 /// The same settings as the flags, read from a TOML file.

@@ -2,6 +2,7 @@
 //! owning disjoint partitions, driving their `spate-core` logs with O_DIRECT io_uring I/O and
 //! serving `spate-proto` frames over TCP. See `docs/operations.md`.
 
+pub mod check;
 pub mod config;
 pub mod connections;
 pub mod coordinator;
@@ -14,5 +15,5 @@ pub mod partition;
 pub mod shard;
 pub mod storage;
 
-pub use config::{Flags, NodeConfig};
+pub use config::{Flags, NodeCommand, NodeConfig};
 pub use node::{start, NodeError, NodeHandle};

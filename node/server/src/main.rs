@@ -4,11 +4,34 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use spate_node::{Flags, NodeConfig};
+use spate_node::{Flags, NodeCommand, NodeConfig};
 
 fn main() -> ExitCode {
     spate_node::logging::init("info");
     let flags = Flags::parse();
+    if let Some(NodeCommand::Check { data_dir }) = &flags.command {
+        let dir = data_dir
+            .clone()
+            .unwrap_or_else(|| spate_node::config::DATA_DIR_DEFAULT.into());
+        return match spate_node::check::check(&dir, &mut std::io::stdout().lock()) {
+            Ok(summary) => {
+                tracing::info!(
+                    partitions = summary.partitions,
+                    damaged = summary.damaged,
+                    "check finished"
+                );
+                if summary.damaged > 0 {
+                    ExitCode::from(1)
+                } else {
+                    ExitCode::SUCCESS
+                }
+            }
+            Err(error) => {
+                tracing::error!("{error}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let config = match NodeConfig::resolve(flags) {
         Ok(config) => config,
         Err(error) => {
