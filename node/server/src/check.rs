@@ -134,6 +134,9 @@ fn check_partition(dir: &Path) -> Findings {
     if let Some(corruption) = &report.corruption {
         findings.damage.push(corruption.to_string());
     }
+    if let Some(fence) = crate::fence::load(dir) {
+        findings.damage.push(format!("fenced: {fence}"));
+    }
     // Rolled segments in full: a start checks only their ends.
     let bases = recovered.log.segment_bases();
     for (index, base) in bases.iter().enumerate() {

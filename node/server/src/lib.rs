@@ -7,6 +7,7 @@ pub mod config;
 pub mod connections;
 pub mod coordinator;
 pub mod engine;
+pub mod fence;
 pub mod lock;
 pub mod logging;
 pub mod metadata;

@@ -390,6 +390,7 @@ impl Shard {
                 partition = key.partition,
                 "corruption of acknowledged data, partition fenced (reads below it still served): {corruption}"
             );
+            self.persist_fence(&key, corruption).await;
         }
         for base in &report.rebuilt_indexes {
             tracing::info!(topic = %key.topic, partition = key.partition, segment = base.0, "rebuilt segment indexes");
@@ -401,9 +402,33 @@ impl Shard {
             high_watermark = recovered.log.high_watermark().0,
             "partition open"
         );
+        let mut recovered = recovered;
+        if recovered.log.fenced().is_none() {
+            if let Some(reason) = crate::fence::load(&dir) {
+                tracing::error!(
+                    topic = %key.topic,
+                    partition = key.partition,
+                    "partition fenced: {reason}"
+                );
+                recovered.log.handle_corruption(reason);
+            }
+        }
         self.logs.borrow_mut().insert(key.clone(), recovered.log);
         self.partitions.borrow_mut().insert(key, partition.clone());
         glommio::spawn_local(partition.drive(self.clone(), bell)).detach();
+    }
+
+    /// Records a corruption fence in the partition's directory so a restart keeps it.
+    async fn persist_fence(&self, key: &PartitionKey, reason: &spate_core::FenceReason) {
+        let dir = partition_dir(&self.config.data_dir, &key.topic, key.partition);
+        let reason = reason.clone();
+        let shown = dir.display().to_string();
+        let stored = glommio::executor()
+            .spawn_blocking(move || crate::fence::persist(&dir, &reason))
+            .await;
+        if let Err(error) = stored {
+            tracing::error!(dir = %shown, "cannot record the fence (a restart would lift it): {error}");
+        }
     }
 
     /// Closes every partition after letting in-flight syncs finish.
@@ -862,6 +887,7 @@ impl Shard {
                                     position: *position,
                                     detail: detail.clone(),
                                 };
+                                self.persist_fence(&key, &reason).await;
                                 self.with_log(&key, |log| log.handle_corruption(reason));
                                 partition.ring();
                             }

@@ -511,3 +511,95 @@ fn check_finds_damage_inside_a_sealed_segment_that_a_start_does_not_read() {
     // Nothing was changed.
     assert_eq!(std::fs::read(&segment).unwrap(), bytes);
 }
+
+fn terminate(mut child: std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn a_fence_found_while_running_survives_restarts_until_its_marker_is_removed() {
+    let dir = data_dir("persisted-fence");
+    let (child, address) = start(&dir);
+    let mut client = Client::connect(address);
+    assert!(matches!(
+        client.call(&Request::CreateTopic(CreateTopicRequest {
+            topic: "c".into(),
+            partitions: 1,
+            retention_ms: Setting::Default,
+            retention_bytes: Setting::Default,
+            segment_bytes: Setting::Value(64 << 10),
+        })),
+        Response::CreateTopic(_)
+    ));
+    let value = vec![7u8; 3000];
+    for _ in 0..60 {
+        assert!(matches!(
+            client.produce("c", 0, &[&value, &value], Durability::Fsync),
+            Response::Produce(_)
+        ));
+    }
+    terminate(child);
+    // Damage inside a sealed segment: a start does not read it.
+    let segment = dir.join("topics/c-0/00000000000000000000.log");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let (batches, _) = spate_format::segment::scan_segment(&bytes, 0, None);
+    let flip_at = usize::try_from(batches[2].position + 200).unwrap();
+    bytes[flip_at] ^= 0x10;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let (child, address) = start(&dir);
+    let mut client = Client::connect(address);
+    assert!(
+        matches!(
+            client.produce("c", 0, &[b"before"], Durability::Fsync),
+            Response::Produce(_)
+        ),
+        "nothing is known of the damage yet"
+    );
+    // A consumer reaching it fences the partition (the batches before it are served)...
+    assert!(matches!(client.fetch("c", 0, 0, 0), Response::Fetch(_)));
+    let damaged = batches[2].base_offset.0;
+    assert!(matches!(
+        client.fetch("c", 0, damaged, 0),
+        Response::Error { .. }
+    ));
+    let fenced = |client: &mut Client| match client.produce("c", 0, &[b"x"], Durability::Fsync) {
+        Response::Error { error, .. } => {
+            assert_eq!(error.code, ErrorCode::PartitionFenced);
+            error.message
+        }
+        other => panic!("expected a fence, got {other:?}"),
+    };
+    fenced(&mut client);
+    terminate(child);
+    // ...and the fence holds across a restart, naming the marker to remove.
+    let (child, address) = start(&dir);
+    let mut client = Client::connect(address);
+    let message = fenced(&mut client);
+    assert!(message.contains("found before a restart"), "{message}");
+    assert!(message.contains("FENCED"), "{message}");
+    terminate(child);
+    let check = binary()
+        .args(["check", "--data-dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&check.stdout).contains("fenced: "));
+    // After a repair (here: the byte put back), removing the marker lifts the fence.
+    bytes[flip_at] ^= 0x10;
+    std::fs::write(&segment, &bytes).unwrap();
+    std::fs::remove_file(dir.join("topics/c-0/FENCED")).unwrap();
+    let (mut child, address) = start(&dir);
+    let mut client = Client::connect(address);
+    assert!(matches!(
+        client.produce("c", 0, &[b"after"], Durability::Fsync),
+        Response::Produce(_)
+    ));
+    let _ = child.kill();
+    let _ = child.wait();
+}
