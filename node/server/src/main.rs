@@ -43,6 +43,7 @@ fn main() -> ExitCode {
     let mut signals = match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
     ]) {
         Ok(signals) => signals,
         Err(error) => {
@@ -65,7 +66,17 @@ fn main() -> ExitCode {
         }
     }
     tracing::info!(shards = node.endpoints.len(), data_dir = %config.data_dir.display(), "spate-node ready");
-    let signal = signals.forever().next().unwrap_or(0);
+    // SIGHUP: re-run recovery of fenced partitions (the operator fixed the disk).
+    let mut signal = 0;
+    for received in signals.forever() {
+        if received == signal_hook::consts::SIGHUP {
+            tracing::info!("SIGHUP: re-running recovery of fenced partitions");
+            node.retry_fenced();
+            continue;
+        }
+        signal = received;
+        break;
+    }
     tracing::info!(signal, "shutting down: finishing in-flight syncs");
     node.shutdown();
     tracing::info!("stopped");

@@ -4,7 +4,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -59,6 +59,8 @@ pub struct NodeHandle {
     /// The address each shard listens on, by shard id.
     pub endpoints: Vec<SocketAddr>,
     shutdown: Arc<AtomicBool>,
+    /// Raised once per operator request to re-run recovery of fenced partitions.
+    retry_fenced: Arc<AtomicU64>,
     executors: Vec<glommio::ExecutorJoinHandle<()>>,
     /// Held until every shard stopped: dropped last, after `executors` were joined.
     _lock: DataDirLock,
@@ -72,6 +74,12 @@ impl NodeHandle {
         for executor in self.executors {
             let _ = executor.join();
         }
+    }
+
+    /// Asks every shard to re-run recovery, from the media, of its fenced partitions (after
+    /// the operator fixed the disk; SIGHUP in `spate-node`).
+    pub fn retry_fenced(&self) {
+        self.retry_fenced.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A flag that stops the node when set (for signal handlers).
@@ -174,6 +182,7 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let addresses = listen_addresses(&config)?;
     let shards = config.shards as usize;
     let shutdown = Arc::new(AtomicBool::new(false));
+    let retry_fenced = Arc::new(AtomicU64::new(0));
 
     // Channels between the coordinator (shard 0) and shards 1..N, each way.
     let mut to_coordinator_senders: Vec<Option<SharedSender<ToCoordinator>>> = vec![None];
@@ -206,6 +215,7 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         let config = config.clone();
         let metadata = metadata.clone();
         let shutdown = shutdown.clone();
+        let retry_asked = retry_fenced.clone();
         let bound_tx = bound_tx.clone();
         let ready_tx = ready_tx.clone();
         let to_coordinator = to_coordinator_senders[index].take();
@@ -350,6 +360,17 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
                                 .detach();
                             }
                         }
+                        let fence_shard = shard.clone();
+                        glommio::spawn_local(async move {
+                            let mut seen = 0;
+                            loop {
+                                glommio::timer::sleep(crate::shard::FENCE_CHECK).await;
+                                let asked = retry_asked.load(Ordering::Relaxed);
+                                fence_shard.retry_fenced(asked != seen).await;
+                                seen = asked;
+                            }
+                        })
+                        .detach();
                         let retention_every = Duration::from_millis(config.retention_check_ms);
                         let retention_shard = shard.clone();
                         glommio::spawn_local(async move {
@@ -438,6 +459,7 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     Ok(NodeHandle {
         endpoints,
         shutdown,
+        retry_fenced,
         executors,
         _lock: lock,
     })

@@ -63,6 +63,13 @@ type Pending = Pin<Box<dyn Future<Output = Response>>>;
 /// finish while it waits make it idle).
 const TIMEOUT_CHECK: Duration = Duration::from_secs(1);
 
+/// Free space in the data directory before a partition fenced by ENOSPC is recovered by
+/// itself: room for several preallocation steps, so it does not fence again at once.
+pub const RECOVERY_FREE_BYTES_MIN: u64 = 4 << 20;
+
+/// How often each shard looks for fenced partitions to recover.
+pub const FENCE_CHECK: Duration = Duration::from_secs(2);
+
 /// What ended a connection's wait for bytes.
 enum Wake {
     Read(std::io::Result<usize>),
@@ -85,6 +92,8 @@ pub struct Shard {
     logs: RefCell<ShardLogs>,
     partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
     budget_waiters: RefCell<Vec<LocalSender<()>>>,
+    /// Partitions being opened (recovering) right now.
+    opening: RefCell<std::collections::HashSet<PartitionKey>>,
     connections: Rc<Connections>,
     pub shutdown: Arc<AtomicBool>,
     admin: AdminClient,
@@ -120,6 +129,7 @@ impl Shard {
             logs: RefCell::new(ShardLogs::new(budget)),
             partitions: RefCell::new(HashMap::new()),
             budget_waiters: RefCell::new(Vec::new()),
+            opening: RefCell::new(std::collections::HashSet::new()),
             connections: Rc::new(Connections::default()),
             shutdown,
             admin,
@@ -332,7 +342,24 @@ impl Shard {
         }
     }
 
+    /// Opens a partition unless it is being opened already (a metadata update and a retried
+    /// recovery may both want it; two drivers on one directory would corrupt it).
     async fn open_partition(self: &Rc<Self>, key: PartitionKey, config: spate_core::LogConfig) {
+        if !self.opening.borrow_mut().insert(key.clone()) {
+            return;
+        }
+        self.open_partition_once(key.clone(), config).await;
+        self.opening.borrow_mut().remove(&key);
+    }
+
+    async fn open_partition_once(
+        self: &Rc<Self>,
+        key: PartitionKey,
+        config: spate_core::LogConfig,
+    ) {
+        if self.partitions.borrow().contains_key(&key) {
+            return;
+        }
         let dir = partition_dir(&self.config.data_dir, &key.topic, key.partition);
         if let Err(error) = std::fs::create_dir_all(&dir) {
             tracing::error!(dir = %dir.display(), "cannot create partition directory: {error}");
@@ -416,6 +443,48 @@ impl Shard {
         self.logs.borrow_mut().insert(key.clone(), recovered.log);
         self.partitions.borrow_mut().insert(key, partition.clone());
         glommio::spawn_local(partition.drive(self.clone(), bell)).detach();
+    }
+
+    /// Re-runs recovery, from what is on the media, for fenced partitions: all of them when
+    /// `requested` (the operator's SIGHUP), otherwise those fenced by ENOSPC once the data
+    /// directory has `RECOVERY_FREE_BYTES_MIN` free. A failed `fdatasync` is never retried:
+    /// the partition's files are closed and everything is read back from the disk, as at a
+    /// start. A recorded corruption fence (`FENCED`) is found again by the new recovery.
+    pub async fn retry_fenced(self: &Rc<Self>, requested: bool) {
+        let fenced: Vec<(PartitionKey, spate_core::FenceReason)> = {
+            let keys: Vec<PartitionKey> = self.partitions.borrow().keys().cloned().collect();
+            keys.into_iter()
+                .filter_map(|key| {
+                    let reason = self.with_log(&key, |log| log.fenced().cloned()).flatten()?;
+                    Some((key, reason))
+                })
+                .collect()
+        };
+        if fenced.is_empty() {
+            return;
+        }
+        let free = crate::storage::free_bytes(&self.config.data_dir);
+        let mut closed = 0;
+        for (key, reason) in fenced {
+            let no_space = matches!(&reason, spate_core::FenceReason::Storage(error)
+                if error.errno == Some(libc::ENOSPC));
+            let retry = requested || (no_space && free >= RECOVERY_FREE_BYTES_MIN);
+            if !retry {
+                continue;
+            }
+            tracing::warn!(
+                topic = %key.topic,
+                partition = key.partition,
+                free_bytes = free,
+                "re-running recovery of a fenced partition ({reason})"
+            );
+            self.close_partition(&key, true).await;
+            closed += 1;
+        }
+        if closed > 0 {
+            let metadata = (*self.metadata()).clone();
+            self.apply_metadata(metadata).await;
+        }
     }
 
     /// Records a corruption fence in the partition's directory so a restart keeps it.

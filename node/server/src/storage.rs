@@ -112,14 +112,22 @@ pub struct DmaStorage {
     doorbell: Rc<LocalSender<()>>,
 }
 
-fn storage_error(
+fn storage_error<E: Into<std::io::Error> + std::any::Any>(
     operation: &'static str,
     file: &str,
-    error: impl Into<std::io::Error>,
+    error: E,
 ) -> StorageError {
+    // glommio's conversion to io::Error keeps the kind but drops the OS error number, which
+    // the shard needs (an ENOSPC fence is recovered by itself once space is back).
+    let glommio_errno =
+        match (&error as &dyn std::any::Any).downcast_ref::<glommio::GlommioError<()>>() {
+            Some(glommio::GlommioError::EnhancedIoError { source, .. }) => source.raw_os_error(),
+            Some(glommio::GlommioError::IoError(source)) => source.raw_os_error(),
+            _ => None,
+        };
     let error: std::io::Error = error.into();
     let mut storage = StorageError::new(operation, file, error.to_string());
-    storage.errno = error.raw_os_error();
+    storage.errno = error.raw_os_error().or(glommio_errno);
     storage
 }
 
@@ -452,6 +460,16 @@ pub fn data_end(path: &Path, len: u64) -> u64 {
 
 /// Data regions `data_end` walks before it gives up and reports the whole file.
 const DATA_REGIONS_MAX: usize = 1024;
+
+/// Bytes an unprivileged writer can still allocate on the filesystem holding `dir` (0 if
+/// unknown).
+pub fn free_bytes(dir: &Path) -> u64 {
+    nix::sys::statvfs::statvfs(dir).map_or(0, |stats| {
+        stats
+            .blocks_available()
+            .saturating_mul(stats.fragment_size())
+    })
+}
 
 /// The type of the filesystem holding `dir` (`ext4`, `xfs`, `tmpfs`, ...), from
 /// `/proc/self/mountinfo`: the mount with the longest mount point that contains the path.

@@ -105,7 +105,11 @@ fn start_with(dir: &std::path::Path, extra: &[&str]) -> (std::process::Child, So
         ])
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(if std::env::var_os("SPATE_TEST_NODE_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .unwrap();
     let line = BufReader::new(child.stdout.take().unwrap())
@@ -600,6 +604,151 @@ fn a_fence_found_while_running_survives_restarts_until_its_marker_is_removed() {
         client.produce("c", 0, &[b"after"], Durability::Fsync),
         Response::Produce(_)
     ));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A small tmpfs mounted for one test (a real ENOSPC), unmounted when dropped.
+struct SmallFilesystem {
+    path: std::path::PathBuf,
+}
+
+impl SmallFilesystem {
+    fn mount(name: &str, size: &str) -> SmallFilesystem {
+        let path = data_dir(name);
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "cannot mount a tmpfs (the test needs root)"
+        );
+        SmallFilesystem { path }
+    }
+}
+
+impl Drop for SmallFilesystem {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+#[test]
+fn a_partition_fenced_by_enospc_recovers_by_itself_once_space_is_back() {
+    let filesystem = SmallFilesystem::mount("enospc", "16m");
+    let filler = filesystem.path.join("filler");
+    std::fs::write(&filler, vec![1u8; 12 << 20]).unwrap();
+    let data = filesystem.path.join("data");
+    // tmpfs keeps data in memory: allowed here, only to run out of space for real.
+    let (mut child, address) = start_with(&data, &["--allow-buffered-io"]);
+    let mut client = Client::connect(address);
+    client.create_topic("t", 1);
+    let value = vec![5u8; 60_000];
+    let mut acknowledged = 0u64;
+    let fence = loop {
+        match client.produce("t", 0, &[&value], Durability::Fsync) {
+            Response::Produce(produced) => {
+                assert_eq!(produced.base_offset, acknowledged);
+                acknowledged += 1;
+                assert!(acknowledged < 1000, "the filesystem never filled up");
+            }
+            Response::Error { error, .. } => break error,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(fence.code, ErrorCode::PartitionFenced);
+    assert!(fence.message.contains("No space left"), "{}", fence.message);
+    // Space comes back: the shard re-runs the partition's recovery by itself.
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let next = loop {
+        match client.produce("t", 0, &[b"after"], Durability::Fsync) {
+            Response::Produce(produced) => break produced.base_offset,
+            Response::Error { .. } => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "still fenced after space came back"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    // Every acknowledged record is there, offsets were not reused.
+    assert!(next >= acknowledged, "offset {next} issued again");
+    let mut offset = 0;
+    let mut found = Vec::new();
+    while offset <= next {
+        match client.fetch("t", 0, offset, 0) {
+            Response::Fetch(fetched) => {
+                let batch = records(&fetched.records);
+                assert!(!batch.is_empty());
+                offset = batch.last().unwrap().0 + 1;
+                found.extend(batch);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    for (index, (at, bytes)) in found.iter().enumerate() {
+        assert_eq!(*at, index as u64, "offsets are dense");
+        if *at < acknowledged {
+            assert_eq!(bytes, &value);
+        }
+    }
+    assert_eq!(found.last().unwrap(), &(next, b"after".to_vec()));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn sighup_re_runs_recovery_of_fenced_partitions() {
+    let filesystem = SmallFilesystem::mount("sighup", "16m");
+    let filler = filesystem.path.join("filler");
+    std::fs::write(&filler, vec![1u8; 12 << 20]).unwrap();
+    let data = filesystem.path.join("data");
+    let (mut child, address) = start_with(&data, &["--allow-buffered-io"]);
+    let mut client = Client::connect(address);
+    client.create_topic("t", 1);
+    let value = vec![5u8; 60_000];
+    let mut acknowledged = 0u64;
+    loop {
+        match client.produce("t", 0, &[&value], Durability::Fsync) {
+            Response::Produce(_) => acknowledged += 1,
+            Response::Error { error, .. } => {
+                assert_eq!(error.code, ErrorCode::PartitionFenced);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(acknowledged < 1000, "the filesystem never filled up");
+    }
+    // Some space back, less than the node waits for before it retries by itself.
+    std::fs::write(&filler, vec![1u8; 11 << 20]).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(matches!(
+        client.produce("t", 0, &[b"x"], Durability::Fsync),
+        Response::Error { .. }
+    ));
+    // The operator asks.
+    let status = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let next = loop {
+        match client.produce("t", 0, &[b"after"], Durability::Fsync) {
+            Response::Produce(produced) => break produced.base_offset,
+            Response::Error { .. } => {
+                assert!(std::time::Instant::now() < deadline, "still fenced");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(next >= acknowledged, "offset {next} issued again");
     let _ = child.kill();
     let _ = child.wait();
 }
