@@ -3,6 +3,7 @@
 //! the owning shard over pooled, pipelined TCP links, rewriting only the frame header's
 //! correlation id. Record batches are never decoded here.
 
+pub mod budget;
 pub mod config;
 pub mod link;
 pub mod router;

@@ -52,7 +52,6 @@ async fn main() -> ExitCode {
         _ = terminate.recv() => {}
     }
     tracing::info!("shutting down");
-    gateway.close();
-    gateway.wait_idle().await;
+    gateway.shutdown().await;
     ExitCode::SUCCESS
 }
