@@ -3,7 +3,8 @@
 //! streams, announce large frames, send half of each and stall keep the gateway's memory
 //! within its buffer budget plus the QUIC windows and a constant, a well-behaved client on the
 //! same gateway is still served, a stalled frame is answered `Timeout` and its budget freed,
-//! and SIGTERM stops the gateway promptly with the stalled streams open.
+//! and SIGTERM stops the gateway promptly with the stalled streams open; the budget is given
+//! back when attackers close.
 
 #![allow(clippy::print_stdout, clippy::cast_possible_truncation)]
 
@@ -95,16 +96,7 @@ impl GatewayProcess {
     }
 
     async fn connect(&self) -> (quinn::Endpoint, quinn::Connection) {
-        let crypto = spate_gateway::tls::client_config(&self.cert).unwrap();
-        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap();
-        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-        let connection = endpoint
-            .connect(self.address, "localhost")
-            .unwrap()
-            .await
-            .unwrap();
-        (endpoint, connection)
+        connect(self.address, &self.cert).await
     }
 
     /// Sends SIGTERM and returns how long the process took to exit.
@@ -134,6 +126,19 @@ impl Drop for GatewayProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+async fn connect(address: SocketAddr, cert: &Path) -> (quinn::Endpoint, quinn::Connection) {
+    let crypto = spate_gateway::tls::client_config(cert).unwrap();
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let connection = endpoint
+        .connect(address, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    (endpoint, connection)
 }
 
 /// The 16-byte header of a produce request announcing a frame of `size` bytes.
@@ -383,5 +388,66 @@ async fn a_stalled_frame_is_answered_timeout_and_its_budget_freed() {
         "answered after {waited:?}: the request did not wait for the stalled frame's budget"
     );
     println!("stall answered after {stall_answered:?}");
+    node.shutdown();
+}
+
+/// Waits until `condition` holds, checking every 20 ms, at most 20 s.
+async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// In process, to read the budget: every reservation is given back when the attackers'
+/// connections close (their streams stalled mid-frame or waiting for budget).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_budget_is_given_back_when_attackers_close() {
+    let dir = data_dir("release");
+    let node = node(&dir);
+    let flags = spate_gateway::Flags {
+        listen: Some("127.0.0.1:0".into()),
+        node: Some(node.endpoints[0].to_string()),
+        dev_cert_dir: Some(dir.join("tls")),
+        buffer_budget: Some(16 << 20),
+        connection_buffer_budget: Some(4 << 20),
+        ..spate_gateway::Flags::default()
+    };
+    let gateway = spate_gateway::start(spate_gateway::GatewayConfig::resolve(flags).unwrap())
+        .await
+        .unwrap();
+    let mut attackers = Vec::new();
+    let mut writers = Vec::new();
+    for _ in 0..4 {
+        let (endpoint, connection) = connect(gateway.local_addr, &gateway.cert_path).await;
+        for stream in 0..32u64 {
+            let (mut attack, held) = connection.open_bi().await.unwrap();
+            writers.push(tokio::spawn(async move {
+                let mut bytes = announce(1 << 20, stream).to_vec();
+                bytes.resize(16 + (512 << 10), 0xEE);
+                let _ = attack.write_all(&bytes).await;
+                (attack, held)
+            }));
+        }
+        attackers.push((endpoint, connection));
+    }
+    // The attackers fill the shared part of the budget (12 MiB) with 1 MiB frames.
+    until("the attackers hold most of the budget", || {
+        gateway.budget.used() >= 10 << 20
+    })
+    .await;
+    assert!(gateway.budget.used() <= 16 << 20);
+    for (_, connection) in &attackers {
+        connection.close(quinn::VarInt::from_u32(0), b"bye");
+    }
+    until("every reservation is given back", || {
+        gateway.budget.used() == 0
+    })
+    .await;
+    for writer in writers {
+        writer.abort();
+    }
+    gateway.close();
     node.shutdown();
 }
