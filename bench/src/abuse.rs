@@ -61,6 +61,10 @@ pub struct AbuseArgs {
     /// The gateway's --frame-stall-timeout-ms. [default: the gateway's]
     #[arg(long, value_name = "MS")]
     pub frame_stall_timeout_ms: Option<u64>,
+    /// Attacks one after another (each with the producer beside it): a second round shows
+    /// whether memory the allocator kept after the first is reused rather than grown.
+    #[arg(long, default_value = "1")]
+    pub rounds: u32,
     /// A `spate-gateway` binary to run instead of this binary's `gateway-process`.
     #[arg(long, value_name = "PATH")]
     pub gateway_bin: Option<PathBuf>,
@@ -306,8 +310,8 @@ fn mib(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / f64::from(1u32 << 20))
 }
 
-/// Runs the scenario; returns the producer's runs, unloaded and under attack (the attack's
-/// figures are in the second one's parameters).
+/// Runs the scenario; returns the producer's runs, unloaded and under attack in each round
+/// (each round's figures are in its run's parameters).
 pub fn run(
     runtime: &tokio::runtime::Runtime,
     data_dir: &Path,
@@ -361,16 +365,106 @@ fn run_against(
         args.connections,
         args.streams
     ));
+    let budget = args
+        .buffer_budget
+        .unwrap_or(spate_gateway::config::BUFFER_BUDGET_DEFAULT);
+    let connections = args.connections + produce.producers + 1;
+    let windows =
+        u64::from(connections) * u64::from(spate_gateway::config::CONNECTION_WINDOW_DEFAULT);
+    let mut runs = vec![unloaded];
+    for round in 1..=args.rounds.max(1) {
+        let name = if round == 1 {
+            "abuse-attacked".to_owned()
+        } else {
+            format!("abuse-attacked-{round}")
+        };
+        let (mut attacked, figures) = attack_round(runtime, &target, pid, args, &produce, &name)?;
+        crate::say(format!(
+            "      round {round} under attack: {:.1} MB/s ({:.2} of unloaded); gateway peak RSS {} \
+             MiB (budget {} MiB + windows of {connections} connections {} MiB); after the \
+             attackers closed {} MiB",
+            attacked.mb_per_s,
+            attacked.mb_per_s / runs[0].mb_per_s.max(1e-9),
+            mib(figures.peak),
+            mib(budget),
+            mib(windows),
+            mib(figures.after),
+        ));
+        let params = [
+            ("attack_connections", args.connections.to_string()),
+            ("attack_streams", args.streams.to_string()),
+            ("attack_announced_bytes", args.announced_bytes.to_string()),
+            ("attack_sent_bytes", args.sent_bytes.to_string()),
+            ("attack_bytes_sent_total", figures.sent.to_string()),
+            ("gateway_buffer_budget", budget.to_string()),
+            ("gateway_connection_windows_total", windows.to_string()),
+            ("gateway_rss_before_attack", figures.before.to_string()),
+            (
+                "gateway_rss_max_under_attack",
+                figures.attack_max.to_string(),
+            ),
+            ("gateway_rss_peak_vmhwm", figures.peak.to_string()),
+            (
+                "gateway_rss_after_attackers_closed",
+                figures.after.to_string(),
+            ),
+            (
+                "gateway_process",
+                args.gateway_bin.as_ref().map_or_else(
+                    || "spate-bench gateway-process".to_owned(),
+                    |path| path.display().to_string(),
+                ),
+            ),
+        ];
+        for (name, value) in params {
+            attacked.params.insert(name.to_owned(), value);
+        }
+        runs.push(attacked);
+    }
+    let exit = gateway.terminate()?;
+    crate::say(format!(
+        "      gateway exited {} ms after SIGTERM",
+        exit.as_millis()
+    ));
+    for run in runs.iter_mut().skip(1) {
+        run.params.insert(
+            "gateway_exit_after_sigterm_ms".into(),
+            exit.as_millis().to_string(),
+        );
+    }
+    Ok(runs)
+}
+
+/// What one attack round measured of the gateway, in bytes.
+struct RoundFigures {
+    sent: u64,
+    before: u64,
+    attack_max: u64,
+    peak: u64,
+    after: u64,
+}
+
+/// One attack with the producer beside it; the attackers close at the end and the
+/// gateway's memory is read once it settles.
+fn attack_round(
+    runtime: &tokio::runtime::Runtime,
+    target: &Target,
+    pid: u32,
+    args: &AbuseArgs,
+    produce: &ProduceArgs,
+    name: &str,
+) -> Result<(Run, RoundFigures), String> {
+    let before = memory(pid, "VmRSS:");
     let sampler = RssSampler::start(pid);
-    let attack = runtime.block_on(Attack::open(&target, args))?;
-    let attack_sent = runtime.block_on(attack.landed());
+    let attack = runtime.block_on(Attack::open(target, args))?;
+    let sent = runtime.block_on(attack.landed());
     crate::say(format!(
         "      attack landed: {} MiB sent; gateway RSS {} MiB",
-        mib(attack_sent),
+        mib(sent),
         mib(memory(pid, "VmRSS:"))
     ));
-    let attacked = runtime.block_on(scenarios::produce(&target, "abuse-attacked", &produce));
-    let attack_rss_max = sampler.stop();
+    let attacked = runtime.block_on(scenarios::produce(target, name, produce));
+    let attack_max = sampler.stop();
     let peak = memory(pid, "VmHWM:");
     runtime.block_on(attack.close());
     // Memory after the attackers left, once it stops moving.
@@ -385,52 +479,14 @@ fn run_against(
         }
         after = now;
     }
-    let exit = gateway.terminate()?;
-    let mut attacked = attacked?;
-    let budget = args
-        .buffer_budget
-        .unwrap_or(spate_gateway::config::BUFFER_BUDGET_DEFAULT);
-    let windows = u64::from(args.connections + produce.producers + 1)
-        * u64::from(spate_gateway::config::CONNECTION_WINDOW_DEFAULT);
-    let figures = [
-        ("attack_connections", args.connections.to_string()),
-        ("attack_streams", args.streams.to_string()),
-        ("attack_announced_bytes", args.announced_bytes.to_string()),
-        ("attack_sent_bytes", args.sent_bytes.to_string()),
-        ("attack_bytes_sent_total", attack_sent.to_string()),
-        ("gateway_buffer_budget", budget.to_string()),
-        ("gateway_connection_windows_total", windows.to_string()),
-        ("gateway_rss_before_attack", before.to_string()),
-        ("gateway_rss_max_under_attack", attack_rss_max.to_string()),
-        ("gateway_rss_peak_vmhwm", peak.to_string()),
-        ("gateway_rss_after_attackers_closed", after.to_string()),
-        (
-            "gateway_exit_after_sigterm_ms",
-            exit.as_millis().to_string(),
-        ),
-        (
-            "gateway_process",
-            args.gateway_bin.as_ref().map_or_else(
-                || "spate-bench gateway-process".to_owned(),
-                |path| path.display().to_string(),
-            ),
-        ),
-    ];
-    for (name, value) in figures {
-        attacked.params.insert(name.to_owned(), value);
-    }
-    crate::say(format!(
-        "      under attack: {:.1} MB/s ({:.2} of unloaded); gateway peak RSS {} MiB (budget {} MiB \
-         + windows of {} connections {} MiB); after the attackers closed {} MiB; exit {} ms \
-         after SIGTERM",
-        attacked.mb_per_s,
-        attacked.mb_per_s / unloaded.mb_per_s.max(1e-9),
-        mib(peak),
-        mib(budget),
-        args.connections + produce.producers + 1,
-        mib(windows),
-        mib(after),
-        exit.as_millis()
-    ));
-    Ok(vec![unloaded, attacked])
+    Ok((
+        attacked?,
+        RoundFigures {
+            sent,
+            before,
+            attack_max,
+            peak,
+            after,
+        },
+    ))
 }
