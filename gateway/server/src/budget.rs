@@ -148,9 +148,11 @@ impl Budget {
                 used,
                 budget = self.limits.global,
                 "buffer budget spent: partially received frames hold {used} of {} bytes; \
-                 streams wait before reading more (stalled frames are reset after the frame \
-                 stall timeout)",
-                self.limits.global
+                 streams wait before reading more (the last {} bytes serve only connections \
+                 holding at most one frame; stalled frames are reset after the frame stall \
+                 timeout)",
+                self.limits.global,
+                self.limits.reserve()
             );
         }
     }
