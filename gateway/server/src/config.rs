@@ -377,3 +377,64 @@ impl GatewayConfig {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(flags: Flags) -> &'static str {
+        match GatewayConfig::resolve(flags) {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("expected an invalid setting, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_defaults_agree_with_each_other() {
+        let config = GatewayConfig::resolve(Flags::default()).unwrap();
+        assert_eq!(config.buffer_budget, BUFFER_BUDGET_DEFAULT);
+        assert!(u64::from(config.frame_size_max) <= config.connection_buffer_budget);
+    }
+
+    #[test]
+    fn limits_that_depend_on_each_other_are_checked() {
+        let frame = u64::from(REQUEST_SIZE_MAX);
+        assert_eq!(
+            field_of(Flags {
+                connection_buffer_budget: Some(frame - 1),
+                ..Flags::default()
+            }),
+            "connection_buffer_budget"
+        );
+        assert_eq!(
+            field_of(Flags {
+                buffer_budget: Some(4 << 20),
+                connection_buffer_budget: Some(8 << 20),
+                ..Flags::default()
+            }),
+            "connection_buffer_budget"
+        );
+        assert_eq!(
+            field_of(Flags {
+                buffer_budget: Some(4 * frame - 1),
+                connection_buffer_budget: Some(frame),
+                ..Flags::default()
+            }),
+            "buffer_budget"
+        );
+        assert_eq!(
+            field_of(Flags {
+                stream_window: Some(8 << 20),
+                ..Flags::default()
+            }),
+            "stream_window"
+        );
+        assert_eq!(
+            field_of(Flags {
+                frames_per_stream: Some(2048),
+                ..Flags::default()
+            }),
+            "frames_per_stream"
+        );
+    }
+}

@@ -184,7 +184,8 @@ pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
         connection_buffer_budget = config.connection_buffer_budget,
         client_bytes_max = config.client_bytes_max(),
         "client request bytes held at most: the buffer budget for partial frames plus \
-         max_connections × connection_window unread in QUIC"
+         max_connections × connection_window unread in QUIC (whose memory can reach 2.5 \
+         times that)"
     );
     let budget = Budget::new(config.budget_limits());
     let config = Arc::new(config);
