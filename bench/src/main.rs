@@ -4,6 +4,7 @@
 //! writes `report.json`, `throughput.svg` and `latency.svg` into the output directory.
 //! Speed claims come from these ratios only.
 
+mod abuse;
 mod charts;
 mod cluster;
 mod disk;
@@ -19,6 +20,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::abuse::AbuseArgs;
 use crate::cluster::{Local, Target};
 use crate::disk::DiskArgs;
 use crate::quic::QuicArgs;
@@ -81,6 +83,10 @@ enum Command {
     /// A node with many one-record partitions killed with SIGKILL and restarted: time until
     /// it serves, its memory and the disk the partitions take.
     Restart(RestartArgs),
+    /// A well-behaved producer alone, then beside attackers that hold partial frames on
+    /// many streams, against a gateway process: throughput ratio, the gateway's memory
+    /// against its budget, after the attack, and its exit time after SIGTERM.
+    Abuse(AbuseArgs),
     /// A baseline alone.
     #[command(subcommand)]
     Baseline(Baseline),
@@ -93,6 +99,10 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Runs a gateway in this process, exactly as `spate-gateway` does (for `abuse`, which
+    /// then needs no separately built gateway binary).
+    #[command(hide = true)]
+    GatewayProcess(spate_gateway::Flags),
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,6 +176,7 @@ enum Step {
     E2e(&'static str, ProduceArgs),
     Consume(&'static str, ConsumeArgs),
     Restart(&'static str, RestartArgs),
+    Abuse(AbuseArgs),
 }
 
 fn produce_args(seconds: f64, partitions: u32, durability: DurabilityArg) -> ProduceArgs {
@@ -338,6 +349,13 @@ fn ratios(report: &mut Report) {
         "end-to-end durable ack latency at a fixed rate vs one raw sync (lower is better)",
     );
     report.ratio(
+        "producer under attack ÷ unloaded",
+        "abuse-attacked",
+        "abuse-unloaded",
+        mb,
+        "a well-behaved producer's throughput while attackers hold partial frames vs alone",
+    );
+    report.ratio(
         "consume catch-up ÷ raw QUIC",
         "consume-catch-up",
         "quic-raw",
@@ -418,6 +436,8 @@ impl Cli {
             Command::Suite { quick } => suite(*quick),
             Command::Restart(args) => vec![Step::Restart("restart", args.clone())],
             Command::Node(_) => Vec::new(),
+            Command::Abuse(args) => vec![Step::Abuse(args.clone())],
+            Command::GatewayProcess(_) => Vec::new(),
         }
     }
 }
@@ -447,51 +467,81 @@ fn execute(cli: &Cli) -> Result<Report, String> {
             | Step::E2e(name, _)
             | Step::Consume(name, _)
             | Step::Restart(name, _) => *name,
+            Step::Abuse(_) => "abuse",
         };
         say(format!("[{}/{total}] {name} ...", index + 1));
         let target = under.as_ref().map(Under::target);
         let no_target = || "no Spate to benchmark".to_owned();
-        let run = match step {
+        let runs = match step {
             // tokio-uring and glommio run their own runtimes on this thread / their own.
-            Step::Disk(name, args) => disk::run(&cli.data_dir, name, &args)?,
-            Step::Storage(name, args) => storage::run(&cli.data_dir, name, &args)?,
-            Step::Quic(name, args) => runtime.block_on(quic::run(&cli.data_dir, name, &args))?,
-            Step::Produce(name, args) => runtime.block_on(scenarios::produce(
-                target.ok_or_else(no_target)?,
-                name,
-                &args,
-            ))?,
-            Step::E2e(name, args) => {
-                runtime.block_on(scenarios::e2e(target.ok_or_else(no_target)?, name, &args))?
+            Step::Disk(name, args) => vec![disk::run(&cli.data_dir, name, &args)?],
+            Step::Storage(name, args) => vec![storage::run(&cli.data_dir, name, &args)?],
+            Step::Quic(name, args) => {
+                vec![runtime.block_on(quic::run(&cli.data_dir, name, &args))?]
             }
-            Step::Consume(name, args) => runtime.block_on(scenarios::consume(
+            Step::Produce(name, args) => vec![runtime.block_on(scenarios::produce(
                 target.ok_or_else(no_target)?,
                 name,
                 &args,
-            ))?,
+            ))?],
+            Step::E2e(name, args) => vec![runtime.block_on(scenarios::e2e(
+                target.ok_or_else(no_target)?,
+                name,
+                &args,
+            ))?],
+            Step::Consume(name, args) => vec![runtime.block_on(scenarios::consume(
+                target.ok_or_else(no_target)?,
+                name,
+                &args,
+            ))?],
+            Step::Abuse(args) => abuse::run(&runtime, &cli.data_dir, &args)?,
             Step::Restart(name, args) => {
-                runtime.block_on(restart::run(&cli.data_dir, name, &args))?
+                vec![runtime.block_on(restart::run(&cli.data_dir, name, &args))?]
             }
         };
-        say(format!(
-            "      {:.1} MB/s, {:.0} ops/s{}",
-            run.mb_per_s,
-            run.operations_per_s,
-            run.latency
-                .first()
-                .map(|l| format!(", {} p99 {} µs", l.what, l.p("p99")))
-                .unwrap_or_default()
-        ));
-        for (figure, value) in &run.figures {
-            say(format!("      {figure}: {value:.2}"));
+        for run in runs {
+            say(format!(
+                "      {}: {:.1} MB/s, {:.0} ops/s{}",
+                run.name,
+                run.mb_per_s,
+                run.operations_per_s,
+                run.latency
+                    .first()
+                    .map(|l| format!(", {} p99 {} µs", l.what, l.p("p99")))
+                    .unwrap_or_default()
+            ));
+            for (figure, value) in &run.figures {
+                say(format!("      {figure}: {value:.2}"));
+            }
+            report.runs.push(run);
         }
-        report.runs.push(run);
     }
     if let Some(under) = under {
         runtime.block_on(under.stop());
     }
     ratios(&mut report);
     Ok(report)
+}
+
+/// `gateway-process`: the gateway exactly as the `spate-gateway` binary runs it.
+fn gateway_process(flags: spate_gateway::Flags) -> ExitCode {
+    let config = match spate_gateway::GatewayConfig::resolve(flags) {
+        Ok(config) => config,
+        Err(error) => {
+            say(format!("spate-gateway: error: {error}"));
+            return ExitCode::from(2);
+        }
+    };
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(spate_gateway::run(config)),
+        Err(error) => {
+            say(format!("cannot start the async runtime: {error}"));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -506,6 +556,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    if let Command::GatewayProcess(flags) = &cli.command {
+        return gateway_process(flags.clone());
     }
     let mut report = match execute(&cli) {
         Ok(report) => report,

@@ -1,5 +1,6 @@
-//! Smoke test of `spate-bench`: every scenario and baseline runs briefly on a real data
-//! directory under `target/` and writes a report with its runs and ratios and both charts.
+//! Smoke test of `spate-bench`: every scenario (`abuse` against a tiny attack) and baseline
+//! runs briefly on a real data directory under `target/` and writes a report with its runs
+//! and ratios and both charts.
 //! (Figures from a debug build under a parallel test suite mean nothing; only that it works.)
 
 use std::path::PathBuf;
@@ -109,6 +110,41 @@ fn every_scenario_runs_and_reports() {
         ],
     );
     assert_eq!(report["runs"][0]["operations"].as_u64().unwrap(), 20_000);
+
+    let report = bench(
+        &root.join("abuse"),
+        &data,
+        &[
+            "abuse",
+            "--connections",
+            "2",
+            "--streams",
+            "8",
+            "--announced-bytes",
+            "65536",
+            "--sent-bytes",
+            "16384",
+            "--seconds",
+            "0.5",
+            "--buffer-budget",
+            "8388608",
+            "--connection-buffer-budget",
+            "2097152",
+        ],
+    );
+    assert_eq!(names(&report), ["abuse-unloaded", "abuse-attacked"]);
+    let attacked = &report["runs"][1];
+    assert!(attacked["bytes"].as_u64().unwrap() > 0);
+    let figure =
+        |name: &str| -> u64 { attacked["params"][name].as_str().unwrap().parse().unwrap() };
+    assert!(figure("attack_bytes_sent_total") > 0);
+    assert!(figure("gateway_rss_peak_vmhwm") > 0);
+    assert!(figure("gateway_rss_after_attackers_closed") > 0);
+    assert!(figure("gateway_exit_after_sigterm_ms") < 5000);
+    assert_eq!(
+        report["ratios"][0]["name"],
+        "producer under attack ÷ unloaded"
+    );
 
     let report = bench(
         &root.join("disk"),

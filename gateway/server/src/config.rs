@@ -9,9 +9,28 @@ use serde::Deserialize;
 use spate_proto::limits::REQUEST_SIZE_MAX;
 use thiserror::Error;
 
+use crate::budget::BUDGET_RESERVE_DIVISOR;
+
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:7447";
 pub const NODE_DEFAULT: &str = "127.0.0.1:9092";
 pub const DEV_CERT_DIR_DEFAULT: &str = "./spate-data/tls";
+
+/// Receive window per stream: 2 MiB carries about 1 GB/s at a 2 ms round trip (a data
+/// centre), and is what one stream can make QUIC hold unread.
+pub const STREAM_WINDOW_DEFAULT: u32 = 2 << 20;
+/// Receive window per connection: the produce stream and a few small ones at full speed.
+/// It is what a client can make QUIC hold unread while the gateway does not read, so the
+/// worst case over all connections is `max_connections` times this.
+pub const CONNECTION_WINDOW_DEFAULT: u32 = 4 << 20;
+/// Partially received frames over all connections: a fixed, modest share of a gateway host's
+/// memory that still lets about 60 connections fill their own budget at once.
+pub const BUFFER_BUDGET_DEFAULT: u64 = 512 << 20;
+/// Partially received frames of one connection: seven largest frames, far more than a
+/// client writing one frame at a time per stream needs to reach full speed.
+pub const CONNECTION_BUFFER_BUDGET_DEFAULT: u64 = 8 << 20;
+/// A started frame with no new bytes for this long belongs to a dead or abusive client: a
+/// healthy one sends a whole frame in milliseconds, and QUIC retransmits within a second.
+pub const FRAME_STALL_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 
 /// `spate-gateway`: the Spate gateway. Terminates QUIC (TLS 1.3, ALPN `spate/1`), learns which
 /// node shard owns each partition, and forwards every frame to it without decoding batches.
@@ -43,10 +62,11 @@ pub struct Flags {
     /// Concurrent bidirectional streams per connection. [default: 256]
     #[arg(long, value_name = "N")]
     pub max_streams: Option<u32>,
-    /// Receive window per stream, in bytes. [default: 8 MiB]
+    /// Receive window per stream, in bytes. [default: 2 MiB]
     #[arg(long, value_name = "BYTES")]
     pub stream_window: Option<u32>,
-    /// Receive window per connection, in bytes. [default: 32 MiB]
+    /// Receive window per connection, in bytes: what a client can make QUIC hold unread.
+    /// [default: 4 MiB]
     #[arg(long, value_name = "BYTES")]
     pub connection_window: Option<u32>,
     /// Close a connection idle for this long, in ms. [default: 30000]
@@ -64,6 +84,18 @@ pub struct Flags {
     /// How often to refresh the partition map from the node, in ms. [default: 10000]
     #[arg(long, value_name = "MS")]
     pub metadata_refresh_ms: Option<u64>,
+    /// Bytes of partially received request frames the gateway holds over all connections;
+    /// when spent, streams stop reading until frames complete. [default: 512 MiB]
+    #[arg(long, value_name = "BYTES")]
+    pub buffer_budget: Option<u64>,
+    /// Bytes of partially received request frames one connection may hold.
+    /// [default: 8 MiB]
+    #[arg(long, value_name = "BYTES")]
+    pub connection_buffer_budget: Option<u64>,
+    /// A started frame whose bytes stop arriving for this long is dropped and its stream
+    /// reset, freeing its budget, in ms. [default: 10000]
+    #[arg(long, value_name = "MS")]
+    pub frame_stall_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -83,6 +115,9 @@ pub struct FileConfig {
     pub frames_per_connection: Option<u32>,
     pub frame_size_max: Option<u32>,
     pub metadata_refresh_ms: Option<u64>,
+    pub buffer_budget: Option<u64>,
+    pub connection_buffer_budget: Option<u64>,
+    pub frame_stall_timeout_ms: Option<u64>,
 }
 
 /// The resolved configuration of a gateway.
@@ -102,6 +137,9 @@ pub struct GatewayConfig {
     pub frames_per_connection: u32,
     pub frame_size_max: u32,
     pub metadata_refresh: Duration,
+    pub buffer_budget: u64,
+    pub connection_buffer_budget: u64,
+    pub frame_stall_timeout: Duration,
 }
 
 #[derive(Debug, Error)]
@@ -170,7 +208,7 @@ impl GatewayConfig {
                 message: format!("{frame_size_max} (valid: 4096 to {REQUEST_SIZE_MAX})"),
             });
         }
-        Ok(GatewayConfig {
+        let config = GatewayConfig {
             listen: flags
                 .listen
                 .or(file.listen)
@@ -201,14 +239,14 @@ impl GatewayConfig {
                 flags
                     .stream_window
                     .or(file.stream_window)
-                    .unwrap_or(8 << 20),
+                    .unwrap_or(STREAM_WINDOW_DEFAULT),
             )?,
             connection_window: positive(
                 "connection_window",
                 flags
                     .connection_window
                     .or(file.connection_window)
-                    .unwrap_or(32 << 20),
+                    .unwrap_or(CONNECTION_WINDOW_DEFAULT),
             )?,
             idle_timeout: Duration::from_millis(positive(
                 "idle_timeout_ms",
@@ -239,6 +277,164 @@ impl GatewayConfig {
                     .or(file.metadata_refresh_ms)
                     .unwrap_or(10_000),
             )?),
-        })
+            buffer_budget: positive(
+                "buffer_budget",
+                flags
+                    .buffer_budget
+                    .or(file.buffer_budget)
+                    .unwrap_or(BUFFER_BUDGET_DEFAULT),
+            )?,
+            connection_buffer_budget: positive(
+                "connection_buffer_budget",
+                flags
+                    .connection_buffer_budget
+                    .or(file.connection_buffer_budget)
+                    .unwrap_or(CONNECTION_BUFFER_BUDGET_DEFAULT),
+            )?,
+            frame_stall_timeout: Duration::from_millis(positive(
+                "frame_stall_timeout_ms",
+                flags
+                    .frame_stall_timeout_ms
+                    .or(file.frame_stall_timeout_ms)
+                    .unwrap_or(FRAME_STALL_TIMEOUT_MS_DEFAULT),
+            )?),
+        };
+        config.check_related_limits()?;
+        Ok(config)
+    }
+
+    /// Limits that depend on each other. Each failure names the setting to change.
+    fn check_related_limits(&self) -> Result<(), ConfigError> {
+        let invalid =
+            |field: &'static str, message: String| Err(ConfigError::Invalid { field, message });
+        let frame = u64::from(self.frame_size_max);
+        if self.stream_window > self.connection_window {
+            return invalid(
+                "stream_window",
+                format!(
+                    "{} is above connection_window {}: one stream could never use it",
+                    self.stream_window, self.connection_window
+                ),
+            );
+        }
+        // A frame is read only once all of it is reserved, so the largest one must fit in a
+        // connection's budget, or a client sending it would wait forever.
+        if frame > self.connection_buffer_budget {
+            return invalid(
+                "connection_buffer_budget",
+                format!(
+                    "{} is below frame_size_max {frame}: the largest frame could never be read",
+                    self.connection_buffer_budget
+                ),
+            );
+        }
+        if self.connection_buffer_budget > self.buffer_budget {
+            return invalid(
+                "connection_buffer_budget",
+                format!(
+                    "{} is above buffer_budget {}",
+                    self.connection_buffer_budget, self.buffer_budget
+                ),
+            );
+        }
+        // The reserve (the budget's last quarter, kept for connections holding at most one
+        // frame) must hold a largest frame, so such a connection always makes progress.
+        if frame > self.buffer_budget / BUDGET_RESERVE_DIVISOR {
+            return invalid(
+                "buffer_budget",
+                format!(
+                    "{} is below {BUDGET_RESERVE_DIVISOR} × frame_size_max ({frame})",
+                    self.buffer_budget
+                ),
+            );
+        }
+        if self.frames_per_stream > self.frames_per_connection {
+            return invalid(
+                "frames_per_stream",
+                format!(
+                    "{} is above frames_per_connection {}",
+                    self.frames_per_stream, self.frames_per_connection
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// The budget limits this configuration sets.
+    pub fn budget_limits(&self) -> crate::budget::Limits {
+        crate::budget::Limits {
+            global: self.buffer_budget,
+            connection: self.connection_buffer_budget,
+            frame: u64::from(self.frame_size_max),
+        }
+    }
+
+    /// The most client request bytes the gateway can be made to hold: partial frames up to
+    /// the buffer budget, plus each connection's QUIC receive window unread.
+    pub fn client_bytes_max(&self) -> u64 {
+        self.buffer_budget.saturating_add(
+            u64::from(self.max_connections).saturating_mul(u64::from(self.connection_window)),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(flags: Flags) -> &'static str {
+        match GatewayConfig::resolve(flags) {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("expected an invalid setting, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_defaults_agree_with_each_other() {
+        let config = GatewayConfig::resolve(Flags::default()).unwrap();
+        assert_eq!(config.buffer_budget, BUFFER_BUDGET_DEFAULT);
+        assert!(u64::from(config.frame_size_max) <= config.connection_buffer_budget);
+    }
+
+    #[test]
+    fn limits_that_depend_on_each_other_are_checked() {
+        let frame = u64::from(REQUEST_SIZE_MAX);
+        assert_eq!(
+            field_of(Flags {
+                connection_buffer_budget: Some(frame - 1),
+                ..Flags::default()
+            }),
+            "connection_buffer_budget"
+        );
+        assert_eq!(
+            field_of(Flags {
+                buffer_budget: Some(4 << 20),
+                connection_buffer_budget: Some(8 << 20),
+                ..Flags::default()
+            }),
+            "connection_buffer_budget"
+        );
+        assert_eq!(
+            field_of(Flags {
+                buffer_budget: Some(4 * frame - 1),
+                connection_buffer_budget: Some(frame),
+                ..Flags::default()
+            }),
+            "buffer_budget"
+        );
+        assert_eq!(
+            field_of(Flags {
+                stream_window: Some(8 << 20),
+                ..Flags::default()
+            }),
+            "stream_window"
+        );
+        assert_eq!(
+            field_of(Flags {
+                frames_per_stream: Some(2048),
+                ..Flags::default()
+            }),
+            "frames_per_stream"
+        );
     }
 }

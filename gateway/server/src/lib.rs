@@ -3,6 +3,7 @@
 //! the owning shard over pooled, pipelined TCP links, rewriting only the frame header's
 //! correlation id. Record batches are never decoded here.
 
+pub mod budget;
 pub mod config;
 pub mod link;
 pub mod router;
@@ -11,3 +12,43 @@ pub mod tls;
 
 pub use config::{Flags, GatewayConfig};
 pub use server::{start, Gateway, GatewayError};
+
+use std::process::ExitCode;
+
+/// What the `spate-gateway` binary does once configured: starts the gateway, prints its
+/// address and the certificate clients must trust, and closes gracefully on SIGTERM or
+/// Ctrl-C. (A library function so that tools can run the same gateway in a process of
+/// their own.)
+pub async fn run(config: GatewayConfig) -> ExitCode {
+    let gateway = match start(config).await {
+        Ok(gateway) => gateway,
+        Err(error) => {
+            tracing::error!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The contract scripts rely on: one line on stdout once the gateway serves.
+    #[allow(clippy::print_stdout)]
+    {
+        println!(
+            "gateway listening on {} (certificate {})",
+            gateway.local_addr,
+            gateway.cert_path.display()
+        );
+    }
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::error!("cannot install a SIGTERM handler: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down");
+    gateway.shutdown().await;
+    ExitCode::SUCCESS
+}

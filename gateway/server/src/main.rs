@@ -1,5 +1,5 @@
-//! The `spate-gateway` binary: parses flags, starts the QUIC endpoint, prints its address and
-//! the certificate clients must trust, and closes gracefully on SIGTERM or Ctrl-C.
+//! The `spate-gateway` binary: parses flags and runs the gateway until SIGTERM or Ctrl-C
+//! ([`spate_gateway::run`]).
 
 use std::process::ExitCode;
 
@@ -23,36 +23,5 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let gateway = match spate_gateway::start(config).await {
-        Ok(gateway) => gateway,
-        Err(error) => {
-            tracing::error!("{error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // The contract scripts rely on: one line on stdout once the gateway serves.
-    #[allow(clippy::print_stdout)]
-    {
-        println!(
-            "gateway listening on {} (certificate {})",
-            gateway.local_addr,
-            gateway.cert_path.display()
-        );
-    }
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::error!("cannot install a SIGTERM handler: {error}");
-                return ExitCode::FAILURE;
-            }
-        };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
-    tracing::info!("shutting down");
-    gateway.close();
-    gateway.wait_idle().await;
-    ExitCode::SUCCESS
+    spate_gateway::run(config).await
 }

@@ -6,13 +6,16 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use bytes::{Bytes, BytesMut};
 use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{Endpoint, IdleTimeout, MtuDiscoveryConfig, TransportConfig, VarInt};
-use spate_proto::{FrameDecoder, Response};
+use spate_proto::{ErrorCode, Frame, FrameDecoder, FrameError, Response};
 use thiserror::Error;
 use tokio::sync::{mpsc, Semaphore};
 
+use crate::budget::{Budget, Charge};
 use crate::config::GatewayConfig;
 use crate::router::Router;
 use crate::tls;
@@ -37,6 +40,8 @@ pub struct Gateway {
     pub cert_path: PathBuf,
     endpoint: Endpoint,
     pub router: Arc<Router>,
+    /// The budget of partially received frames (its `used()` is what they hold now).
+    pub budget: Arc<Budget>,
 }
 
 impl Gateway {
@@ -50,7 +55,26 @@ impl Gateway {
     pub async fn wait_idle(&self) {
         self.endpoint.wait_idle().await;
     }
+
+    /// Closes every connection and waits for clients to acknowledge, at most
+    /// [`SHUTDOWN_DRAIN_MAX`]. Streams waiting for budget or stalled mid-frame end with their
+    /// connection, so they do not hold the shutdown up.
+    pub async fn shutdown(&self) {
+        self.close();
+        if tokio::time::timeout(SHUTDOWN_DRAIN_MAX, self.wait_idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "connections still draining after {SHUTDOWN_DRAIN_MAX:?}; exiting anyway"
+            );
+        }
+    }
 }
+
+/// How long a shutdown waits for clients to acknowledge the close: every client has been
+/// sent the close by then; waiting longer only answers late packets of unresponsive ones.
+pub const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(2);
 
 pub fn transport(config: &GatewayConfig) -> Result<TransportConfig, GatewayError> {
     let mut transport = TransportConfig::default();
@@ -59,7 +83,7 @@ pub fn transport(config: &GatewayConfig) -> Result<TransportConfig, GatewayError
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .stream_receive_window(VarInt::from_u32(config.stream_window))
         .receive_window(VarInt::from_u32(config.connection_window))
-        .send_window(u64::from(config.connection_window))
+        .send_window(SEND_WINDOW)
         .max_idle_timeout(Some(
             IdleTimeout::try_from(config.idle_timeout)
                 .map_err(|error| GatewayError::Quic(error.to_string()))?,
@@ -70,6 +94,11 @@ pub fn transport(config: &GatewayConfig) -> Result<TransportConfig, GatewayError
     transport.mtu_discovery_config(Some(mtu));
     Ok(transport)
 }
+
+/// Answer bytes in flight to one client unacknowledged: fetch answers of up to 16 MiB go out
+/// at full speed on fast paths. (Receive windows are settings: they bound what clients can
+/// make the gateway hold.)
+pub const SEND_WINDOW: u64 = 32 << 20;
 
 /// Largest UDP payload the gateway accepts, matching the MTU discovery bound: loopback and
 /// jumbo-frame paths carry far fewer packets. The client uses the same value.
@@ -150,17 +179,37 @@ pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
             }
         }
     });
+    tracing::info!(
+        buffer_budget = config.buffer_budget,
+        connection_buffer_budget = config.connection_buffer_budget,
+        client_bytes_max = config.client_bytes_max(),
+        "client request bytes held at most: the buffer budget for partial frames plus \
+         max_connections × connection_window unread in QUIC (whose memory can reach 2.5 \
+         times that)"
+    );
+    let budget = Budget::new(config.budget_limits());
     let config = Arc::new(config);
-    tokio::spawn(accept(endpoint.clone(), router.clone(), config));
+    tokio::spawn(accept(
+        endpoint.clone(),
+        router.clone(),
+        config,
+        budget.clone(),
+    ));
     Ok(Gateway {
         local_addr,
         cert_path: cert,
         endpoint,
         router,
+        budget,
     })
 }
 
-async fn accept(endpoint: Endpoint, router: Arc<Router>, config: Arc<GatewayConfig>) {
+async fn accept(
+    endpoint: Endpoint,
+    router: Arc<Router>,
+    config: Arc<GatewayConfig>,
+    budget: Arc<Budget>,
+) {
     while let Some(incoming) = endpoint.accept().await {
         let open = endpoint.open_connections();
         if open >= config.max_connections as usize {
@@ -174,17 +223,22 @@ async fn accept(endpoint: Endpoint, router: Arc<Router>, config: Arc<GatewayConf
         }
         let router = router.clone();
         let config = config.clone();
+        let connection_budget = budget.connection();
         tokio::spawn(async move {
             let Ok(connection) = incoming.await else {
                 return;
             };
             let permits = Arc::new(Semaphore::new(config.frames_per_connection as usize));
             while let Ok((send, receive)) = connection.accept_bi().await {
-                let router = router.clone();
-                let config = config.clone();
-                let permits = permits.clone();
+                let stream = Stream {
+                    router: router.clone(),
+                    config: config.clone(),
+                    connection_permits: permits.clone(),
+                    charge: connection_budget.charge(),
+                    connection: connection.clone(),
+                };
                 tokio::spawn(async move {
-                    if let Err(error) = serve_stream(router, config, permits, send, receive).await {
+                    if let Err(error) = stream.serve(send, receive).await {
                         tracing::debug!("stream closed: {error}");
                     }
                 });
@@ -193,65 +247,195 @@ async fn accept(endpoint: Endpoint, router: Arc<Router>, config: Arc<GatewayConf
     }
 }
 
-async fn serve_stream(
+/// Bytes asked of QUIC per read: large enough to move a frame in a few calls.
+const READ_CHUNK_MAX: usize = 64 * 1024;
+
+/// QUIC application error code with which a stream is stopped after a stalled frame.
+pub const STREAM_STALLED: u32 = 1;
+
+/// Why a stream's serving ended early.
+#[derive(Debug, Error)]
+pub enum StreamError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("reading the stream failed: {0}")]
+    Read(#[from] quinn::ReadError),
+    #[error("frame stalled: {received} of {size} bytes received and none for {waited:?}")]
+    Stalled {
+        received: usize,
+        size: usize,
+        waited: Duration,
+    },
+    #[error("the connection closed")]
+    ConnectionClosed,
+}
+
+/// One client stream being served.
+struct Stream {
     router: Arc<Router>,
     config: Arc<GatewayConfig>,
     connection_permits: Arc<Semaphore>,
-    mut send: quinn::SendStream,
-    mut receive: quinn::RecvStream,
-) -> Result<(), String> {
-    let per_stream = config.frames_per_stream as usize;
-    let (answers, mut outgoing) = mpsc::channel::<(Bytes, Bytes)>(per_stream);
-    let writer = tokio::spawn(async move {
-        while let Some((header, body)) = outgoing.recv().await {
-            if send.write_all(&header).await.is_err() || send.write_all(&body).await.is_err() {
-                return;
+    /// The budget bytes this stream holds: always at least the bytes in its frame buffer.
+    charge: Charge,
+    connection: quinn::Connection,
+}
+
+impl Stream {
+    async fn serve(
+        mut self,
+        mut send: quinn::SendStream,
+        mut receive: quinn::RecvStream,
+    ) -> Result<(), StreamError> {
+        let per_stream = self.config.frames_per_stream as usize;
+        let (answers, mut outgoing) = mpsc::channel::<(Bytes, Bytes)>(per_stream);
+        let writer = tokio::spawn(async move {
+            while let Some((header, body)) = outgoing.recv().await {
+                if send.write_all(&header).await.is_err() || send.write_all(&body).await.is_err() {
+                    return;
+                }
+            }
+            let _ = send.finish();
+        });
+        let stream_permits = Arc::new(Semaphore::new(per_stream));
+        let result = self
+            .read_frames(&mut receive, &answers, &stream_permits)
+            .await;
+        if matches!(
+            result,
+            Err(StreamError::Frame(_) | StreamError::Stalled { .. })
+        ) {
+            // Tell the client to stop sending: nothing more is read from this stream.
+            let _ = receive.stop(VarInt::from_u32(STREAM_STALLED));
+        }
+        // Give the budget back before waiting for answers to go out.
+        drop(self.charge);
+        drop(receive);
+        // Let the answers on their way go out, then finish the stream.
+        let _ = stream_permits
+            .acquire_many(self.config.frames_per_stream)
+            .await;
+        drop(answers);
+        let _ = writer.await;
+        result
+    }
+
+    /// Reads and forwards frames until the stream ends or fails. Bytes are read from QUIC
+    /// only once the budget covers them: the header first, then exactly the rest of the frame
+    /// it announces, so the buffer never holds more than the charge.
+    async fn read_frames(
+        &mut self,
+        receive: &mut quinn::RecvStream,
+        answers: &mpsc::Sender<(Bytes, Bytes)>,
+        stream_permits: &Arc<Semaphore>,
+    ) -> Result<(), StreamError> {
+        let decoder = FrameDecoder::new(self.config.frame_size_max);
+        let mut buffer = BytesMut::new();
+        loop {
+            assert!(buffer.len() as u64 <= self.charge.bytes());
+            match decoder.decode(&mut buffer) {
+                Ok(Some(frame)) => {
+                    let size = frame.bytes().len() as u64;
+                    self.forward(frame, answers, stream_permits).await?;
+                    self.charge.release(size);
+                    continue;
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    let frame = Response::frame_error(&buffer, &error);
+                    let _ = answers.send((frame, Bytes::new())).await;
+                    return Err(error.into());
+                }
+            }
+            // The header, or the rest of the frame it announced.
+            let unit = buffer.len() + decoder.needed(&buffer);
+            assert!(unit > buffer.len() && unit <= self.config.frame_size_max as usize);
+            if self.charge.bytes() < unit as u64 {
+                tokio::select! {
+                    () = self.charge.grow_to(unit as u64) => {}
+                    _ = self.connection.closed() => return Err(StreamError::ConnectionClosed),
+                }
+            }
+            if buffer.is_empty() {
+                // A fresh buffer for each frame, sized by its header: a buffer split after a
+                // frame would reserve its old capacity again.
+                buffer = BytesMut::new();
+            }
+            buffer.reserve(unit - buffer.len());
+            let want = (unit - buffer.len()).min(READ_CHUNK_MAX);
+            let read = receive.read_chunk(want, true);
+            let chunk = if buffer.is_empty() {
+                // Between frames a stream may idle as long as its connection lives.
+                read.await?
+            } else {
+                let stall = self.config.frame_stall_timeout;
+                match tokio::time::timeout(stall, read).await {
+                    Ok(chunk) => chunk?,
+                    Err(_) => {
+                        let error = StreamError::Stalled {
+                            received: buffer.len(),
+                            size: unit,
+                            waited: stall,
+                        };
+                        let answer = Response::error(
+                            api_key_of(&buffer),
+                            ErrorCode::Timeout,
+                            error.to_string(),
+                        )
+                        .to_frame(correlation_id_of(&buffer));
+                        let _ = answers.send((answer, Bytes::new())).await;
+                        return Err(error);
+                    }
+                }
+            };
+            match chunk {
+                Some(chunk) => buffer.extend_from_slice(&chunk.bytes),
+                // The client finished the stream (a partial frame at its end is dropped).
+                None => return Ok(()),
             }
         }
-        let _ = send.finish();
-    });
-    let stream_permits = Arc::new(Semaphore::new(per_stream));
-    let decoder = FrameDecoder::new(config.frame_size_max);
-    let mut buffer = BytesMut::with_capacity(64 * 1024);
-    let result = loop {
-        match decoder.decode(&mut buffer) {
-            Ok(Some(frame)) => {
-                let (Ok(stream_permit), Ok(connection_permit)) = (
-                    stream_permits.clone().acquire_owned().await,
-                    connection_permits.clone().acquire_owned().await,
-                ) else {
-                    break Ok(());
-                };
-                let api_key = frame.head.api_key;
-                let correlation_id = frame.head.correlation_id;
-                // Sent in stream order; the answer is awaited beside the next frames.
-                let pending = router.send(&frame).await;
-                let router = router.clone();
-                let answers = answers.clone();
-                tokio::spawn(async move {
-                    let answer = router.answer(pending, api_key, correlation_id).await;
-                    let _ = answers.send(answer).await;
-                    drop((stream_permit, connection_permit));
-                });
-                continue;
-            }
-            Ok(None) => {}
-            Err(error) => {
-                let frame = Response::frame_error(&buffer, &error);
-                let _ = answers.send((frame, Bytes::new())).await;
-                break Err(error.to_string());
-            }
-        }
-        // Read only what the decoder needs next, bounded by the frame limit.
-        match receive.read_chunk(64 * 1024, true).await {
-            Ok(Some(chunk)) => buffer.extend_from_slice(&chunk.bytes),
-            Ok(None) => break Ok(()),
-            Err(error) => break Err(error.to_string()),
-        }
-    };
-    // Let the answers on their way go out, then finish the stream.
-    let _ = stream_permits.acquire_many(config.frames_per_stream).await;
-    drop(answers);
-    let _ = writer.await;
-    result
+    }
+
+    /// Sends a whole frame towards its shard (in stream order) and arranges for its answer.
+    async fn forward(
+        &self,
+        frame: Frame,
+        answers: &mpsc::Sender<(Bytes, Bytes)>,
+        stream_permits: &Arc<Semaphore>,
+    ) -> Result<(), StreamError> {
+        let (Ok(stream_permit), Ok(connection_permit)) = (
+            stream_permits.clone().acquire_owned().await,
+            self.connection_permits.clone().acquire_owned().await,
+        ) else {
+            return Err(StreamError::ConnectionClosed);
+        };
+        let api_key = frame.head.api_key;
+        let correlation_id = frame.head.correlation_id;
+        // Sent in stream order; the answer is awaited beside the next frames.
+        let pending = self.router.send(&frame).await;
+        let router = self.router.clone();
+        let answers = answers.clone();
+        tokio::spawn(async move {
+            let answer = router.answer(pending, api_key, correlation_id).await;
+            let _ = answers.send(answer).await;
+            drop((stream_permit, connection_permit));
+        });
+        Ok(())
+    }
+}
+
+/// The api key of a partial frame's header (0 when it has not arrived).
+fn api_key_of(buffer: &[u8]) -> u16 {
+    u16::from_le_bytes([
+        buffer.get(4).copied().unwrap_or(0),
+        buffer.get(5).copied().unwrap_or(0),
+    ])
+}
+
+/// The correlation id of a partial frame's header (0 when it has not arrived).
+fn correlation_id_of(buffer: &[u8]) -> u64 {
+    let mut id = [0u8; 8];
+    if let Some(bytes) = buffer.get(8..16) {
+        id.copy_from_slice(bytes);
+    }
+    u64::from_le_bytes(id)
 }

@@ -116,7 +116,7 @@ impl Partition {
                     topic = %self.key.topic,
                     partition = self.key.partition,
                     durable = durable.0,
-                    "partition fenced: {reason}; writes are refused until the node restarts"
+                    "partition fenced: {reason}; writes are refused until its recovery runs again (by itself after ENOSPC once space is free, on SIGHUP, or at a restart)"
                 );
                 let error = ErrorResponse::new(
                     ErrorCode::PartitionFenced,

@@ -104,7 +104,7 @@ async fn serve(
         _ = terminate.recv() => {}
     }
     tracing::info!("shutting down the gateway");
-    gateway.close();
-    gateway.wait_idle().await;
+    // Bounded: clients stalled mid-frame must not hold `spate up` open.
+    gateway.shutdown().await;
     Ok(())
 }
