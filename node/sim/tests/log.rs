@@ -555,3 +555,172 @@ fn a_shard_shares_one_budget_for_unsynced_bytes() {
     assert!(shard.remove(&keys[0]).is_some());
     assert_eq!(shard.len(), 1);
 }
+
+/// A bit flip in an acknowledged batch in the middle of the active (unsealed) segment, with
+/// acknowledged batches after it, is corruption: fenced and reported at the damaged batch,
+/// never truncated as if it were a torn tail.
+#[test]
+fn a_flip_inside_the_active_segment_is_fenced_not_truncated() {
+    let mut harness = Harness::new(config());
+    for _ in 0..6 {
+        harness.append(&batch(1000, 2, T0), Durability::Fsync);
+        harness.settle();
+    }
+    let end = harness.log.high_watermark();
+    assert_eq!(harness.log.segment_count(), 1, "one active segment");
+    let file = FileRef::log(Offset(0));
+    let (found, _) = spate_format::segment::scan_segment(
+        harness.storage.durable_contents(&file).unwrap(),
+        0,
+        Some(Offset(0)),
+    );
+    assert_eq!(found.len(), 6);
+    let damaged = found[2];
+    harness
+        .storage
+        .flip_bit(&file, damaged.position + u64::from(damaged.length) / 2, 5);
+    let mut image = harness.storage.crash(11);
+    let file_len = image.contents(&file).unwrap().len();
+    let recovered = recover(&mut image, config());
+    assert!(
+        recovered.report.torn_tail.is_none(),
+        "acknowledged data in the middle of the active segment was truncated: {:?}",
+        recovered.report.torn_tail
+    );
+    match &recovered.report.corruption {
+        Some(FenceReason::Corruption {
+            segment, position, ..
+        }) => {
+            assert_eq!(segment, &file.file_name());
+            assert_eq!(*position, damaged.position, "fenced at the damaged batch");
+        }
+        other => panic!("corruption not reported: {other:?}"),
+    }
+    assert!(recovered.log.fenced().is_some());
+    assert_eq!(recovered.log.high_watermark(), damaged.base_offset);
+    assert!(recovered.log.high_watermark() < end);
+    assert_eq!(
+        image.contents(&file).unwrap().len(),
+        file_len,
+        "nothing on disk was cut"
+    );
+}
+
+/// Retention never deletes the newest segment, even when all its records are past
+/// `retention_ms`: the log keeps its base, its records, and its offsets across a crash.
+#[test]
+fn retention_never_deletes_the_newest_segment() {
+    let mut config = config();
+    config.retention_ms = Some(1000);
+    let mut harness = Harness::new(config.clone());
+    for _ in 0..40 {
+        harness.append(&batch(4000, 1, T0), Durability::Fsync);
+        harness.settle();
+    }
+    let end = harness.log.high_watermark();
+    let bases = harness.log.segment_bases();
+    let newest = *bases.last().unwrap();
+    assert!(bases.len() >= 2, "the log rolled");
+    harness.now = Millis(T0 + 5000);
+    let deleted = harness.log.handle_retention(harness.now);
+    harness.transfer();
+    harness.settle();
+    assert_eq!(deleted as usize, bases.len() - 1);
+    assert_eq!(
+        harness.log.segment_bases(),
+        vec![newest],
+        "the newest segment stays"
+    );
+    assert_eq!(harness.log.log_start(), newest);
+    assert_eq!(harness.log.high_watermark(), end);
+    let fetched = harness.fetch_all();
+    assert_eq!(
+        fetched.first(),
+        Some(&newest),
+        "its records are still served"
+    );
+    assert!(harness.storage.contents(&FileRef::log(newest)).is_some());
+    let mut image = harness.storage.crash(5);
+    let recovered = recover(&mut image, config);
+    assert_eq!(recovered.log.log_start(), newest);
+    assert_eq!(
+        recovered.log.high_watermark(),
+        end,
+        "no offset lost or reused"
+    );
+}
+
+/// Retention by time deletes a segment only once its newest record is older than
+/// `retention_ms`: segments holding newer records stay, whatever their first record's age.
+#[test]
+fn retention_by_time_keeps_segments_with_recent_records() {
+    let mut config = config();
+    config.retention_ms = Some(2000);
+    let mut harness = Harness::new(config);
+    // Old records fill the first segments; the segment holding the switch gets a recent one.
+    for index in 0..40 {
+        let timestamp = if index < 24 { T0 } else { T0 + 4000 };
+        harness.append(&batch(4000, 1, timestamp), Durability::Fsync);
+        harness.settle();
+    }
+    let bases = harness.log.segment_bases();
+    assert!(bases.len() >= 3, "{bases:?}");
+    // The first segments hold only T0 records; from offset 24 on records are recent.
+    let keep: Vec<Offset> = bases
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| bases.get(index + 1).is_none_or(|next| next.0 > 24))
+        .map(|(_, base)| *base)
+        .collect();
+    harness.now = Millis(T0 + 5000);
+    harness.log.handle_retention(harness.now);
+    harness.transfer();
+    harness.settle();
+    assert_eq!(harness.log.segment_bases(), keep);
+    assert!(keep.len() < bases.len(), "the old segments went");
+}
+
+/// A fetch returns only durable batches: data written (or only appended) above the high
+/// watermark is not served, from the tail cache or from disk.
+#[test]
+fn fetches_never_return_data_above_the_high_watermark() {
+    let mut harness = Harness::new(config());
+    let durable = harness.append(&batch(500, 2, T0), Durability::Fsync);
+    harness.settle();
+    let written = harness.append(&batch(500, 2, T0), Durability::Write);
+    harness.settle();
+    harness.append(&batch(500, 2, T0), Durability::None);
+    assert_eq!(harness.log.high_watermark(), durable);
+    assert_eq!(harness.log.written_end(), written, "written, not durable");
+    match harness.log.handle_fetch(Offset(0), 1 << 20).unwrap() {
+        FetchPlan::Ready(bytes) => {
+            let bases: Vec<Offset> = batches(&bytes).map(|b| b.unwrap().base_offset()).collect();
+            assert_eq!(bases, vec![Offset(0)], "only the durable batch");
+        }
+        FetchPlan::Read(plan) => {
+            let data = harness
+                .storage
+                .read_now(&plan.file, plan.position, plan.len)
+                .unwrap();
+            let bytes = plan.complete(&data).unwrap();
+            let bases: Vec<Offset> = batches(&bytes).map(|b| b.unwrap().base_offset()).collect();
+            assert_eq!(bases, vec![Offset(0)], "only the durable batch");
+        }
+        FetchPlan::AtEnd => panic!("at end below the high watermark"),
+    }
+    assert!(matches!(
+        harness.log.handle_fetch(durable, 1 << 20),
+        Ok(FetchPlan::AtEnd)
+    ));
+    assert!(harness.log.handle_fetch(written, 1 << 20).is_err());
+    // Without the tail cache the answer comes from disk, with the same bound.
+    let mut config = config();
+    config.tail_cache_bytes = 0;
+    let mut harness = Harness::new(config);
+    let durable = harness.append(&batch(500, 2, T0), Durability::Fsync);
+    harness.settle();
+    harness.append(&batch(500, 2, T0), Durability::Write);
+    harness.settle();
+    assert_eq!(harness.fetch_all(), vec![Offset(0)]);
+    assert_eq!(harness.log.high_watermark(), durable);
+}
