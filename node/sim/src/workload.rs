@@ -208,7 +208,7 @@ pub enum Op {
     Append(Durability),
     /// Hand requests to the storage and complete a few, in random order.
     Pump,
-    /// Let up to 20 ms pass.
+    /// Let time pass: up to 20 ms, or (one tick in 16) a pause of up to 6 s.
     Tick,
     /// Fetch from a random offset and compare with what was appended.
     Fetch,
@@ -403,6 +403,13 @@ impl Run {
         let mut builder = BatchBuilder::new();
         let records = self.rng.range(1, 12);
         let big = self.rng.chance(1, 20);
+        // One batch in 8 comes from a late producer: its records are up to 6 s old, so a
+        // segment's newest record and its age differ (retention goes by the newest record).
+        let late = if self.rng.chance(1, 8) {
+            i64::try_from(self.rng.below(6_000)).expect("fits")
+        } else {
+            0
+        };
         for _ in 0..records {
             let size = if big {
                 self.rng.range(4000, 40_000)
@@ -412,7 +419,7 @@ impl Run {
             let mut value = vec![0u8; usize::try_from(size).expect("fits")];
             self.rng.fill(&mut value);
             let key = self.rng.next_u64().to_le_bytes();
-            let timestamp = self.now.0 + i64::try_from(self.rng.below(10)).expect("fits");
+            let timestamp = self.now.0 - late + i64::try_from(self.rng.below(10)).expect("fits");
             let record = Record {
                 timestamp,
                 key: self.rng.chance(1, 2).then_some(&key[..]),
@@ -509,7 +516,14 @@ impl Run {
     }
 
     fn tick(&mut self) -> Checked {
-        self.now = Millis(self.now.0 + i64::try_from(self.rng.below(20)).expect("fits"));
+        // Mostly a few ms; one tick in 16 is a pause long enough to cross the retention and
+        // roll limits (the configurations use 50 ms to 5 s), so segments expire mid-run.
+        let elapsed = if self.rng.chance(1, 16) {
+            self.rng.range(100, 6_000)
+        } else {
+            self.rng.below(20)
+        };
+        self.now = Millis(self.now.0 + i64::try_from(elapsed).expect("fits"));
         self.log.handle_tick(self.now);
         self.transfer();
         self.drain_events()
@@ -641,7 +655,19 @@ impl Run {
         let offset = Offset(self.rng.range(start.0, end.0 - 1));
         let max_bytes = [1u32, 4096, 100_000][self.rng.index(3)];
         let bytes = self.fetch(offset, max_bytes)?;
-        self.check_fetched(offset, &bytes).map(|_| ())
+        self.check_fetched(offset, &bytes)?;
+        // At most `max_bytes`, unless the first batch alone is larger (a fetch always makes
+        // progress).
+        let first = batches(&bytes)
+            .next()
+            .and_then(Result::ok)
+            .map_or(0, |batch| batch.as_bytes().len());
+        ensure(bytes.len() <= first.max(max_bytes as usize), || {
+            format!(
+                "fetch at {offset} of at most {max_bytes} bytes returned {}",
+                bytes.len()
+            )
+        })
     }
 
     fn fetch(&mut self, offset: Offset, max_bytes: u32) -> Checked<Bytes> {
