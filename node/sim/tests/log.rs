@@ -724,3 +724,42 @@ fn fetches_never_return_data_above_the_high_watermark() {
     assert_eq!(harness.fetch_all(), vec![Offset(0)]);
     assert_eq!(harness.log.high_watermark(), durable);
 }
+
+/// A read that returns fewer bytes than planned (a file shorter than the log believes) is
+/// answered with whole batches that were read, or reported as corruption: never a panic,
+/// never a partial batch.
+#[test]
+fn a_short_read_is_reported_never_a_panic() {
+    let mut config = config();
+    config.tail_cache_bytes = 0;
+    let mut harness = Harness::new(config);
+    for _ in 0..12 {
+        harness.append(&batch(1000, 2, T0), Durability::Fsync);
+        harness.settle();
+    }
+    let high = harness.log.high_watermark();
+    for offset in 0..high.0 {
+        let FetchPlan::Read(plan) = harness.log.handle_fetch(Offset(offset), 1 << 20).unwrap()
+        else {
+            panic!("expected a disk read without a tail cache");
+        };
+        let data = harness
+            .storage
+            .read_now(&plan.file, plan.position, plan.len)
+            .unwrap();
+        for cut in [0, 1, 100, 4096, data.len() / 2] {
+            let short = data.slice(..cut.min(data.len()));
+            match plan.complete(&short) {
+                Ok(bytes) => {
+                    let first = batches(&bytes).next().unwrap().unwrap();
+                    assert!(first.base_offset().0 <= offset && offset <= first.last_offset().0);
+                    for batch in batches(&bytes) {
+                        batch.unwrap();
+                    }
+                }
+                Err(spate_core::FetchError::Corrupt { .. }) => {}
+                Err(other) => panic!("a short read answered {other:?}"),
+            }
+        }
+    }
+}
