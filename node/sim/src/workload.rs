@@ -655,7 +655,27 @@ impl Run {
         let offset = Offset(self.rng.range(start.0, end.0 - 1));
         let max_bytes = [1u32, 4096, 100_000][self.rng.index(3)];
         let bytes = self.fetch(offset, max_bytes)?;
-        self.check_fetched(offset, &bytes)?;
+        let next = self.check_fetched(offset, &bytes)?;
+        // As much as fits: the batch after the answer, if it is visible and in the same
+        // segment, would have taken the answer past `max_bytes`.
+        let segment_end = self
+            .log
+            .segment_bases()
+            .into_iter()
+            .find(|&base| base > offset);
+        if next < end && segment_end.is_none_or(|segment_end| next < segment_end) {
+            let following = self
+                .batches
+                .get(&next.0)
+                .map_or(0, |batch| batch.bytes.len());
+            ensure(bytes.len() + following > max_bytes as usize, || {
+                format!(
+                    "fetch at {offset} of at most {max_bytes} bytes returned {} and left out \
+                     the next batch ({following} bytes), which fits",
+                    bytes.len()
+                )
+            })?;
+        }
         // At most `max_bytes`, unless the first batch alone is larger (a fetch always makes
         // progress).
         let first = batches(&bytes)

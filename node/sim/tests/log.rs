@@ -763,3 +763,47 @@ fn a_short_read_is_reported_never_a_panic() {
         }
     }
 }
+
+/// A fetch returns every whole batch that fits `max_bytes`, inclusive: an answer of exactly
+/// `max_bytes` keeps its last batch, from the tail cache and from disk.
+#[test]
+fn a_fetch_fills_max_bytes_exactly() {
+    for tail_cache_bytes in [1 << 20, 0] {
+        let mut config = config();
+        config.tail_cache_bytes = tail_cache_bytes;
+        let mut harness = Harness::new(config);
+        for _ in 0..6 {
+            harness.append(&batch(1000, 2, T0), Durability::Fsync);
+            harness.settle();
+        }
+        let fetch = |harness: &Harness, offset: u64, max_bytes: u32| -> Bytes {
+            match harness.log.handle_fetch(Offset(offset), max_bytes).unwrap() {
+                FetchPlan::Ready(bytes) => bytes,
+                FetchPlan::Read(plan) => plan
+                    .complete(
+                        &harness
+                            .storage
+                            .read_now(&plan.file, plan.position, plan.len)
+                            .unwrap(),
+                    )
+                    .unwrap(),
+                FetchPlan::AtEnd => panic!("at end below the high watermark"),
+            }
+        };
+        let one = fetch(&harness, 2, 1).len();
+        for (offset, count) in [(2u64, 3usize), (0, 2), (4, 1)] {
+            let max_bytes = u32::try_from(one * count).unwrap();
+            let bytes = fetch(&harness, offset, max_bytes);
+            assert_eq!(
+                bytes.len(),
+                one * count,
+                "cache {tail_cache_bytes}, offset {offset}"
+            );
+            assert_eq!(
+                fetch(&harness, offset, max_bytes - 1).len(),
+                one * count.saturating_sub(1).max(1),
+                "one byte less leaves the last batch out"
+            );
+        }
+    }
+}
