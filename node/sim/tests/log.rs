@@ -807,3 +807,32 @@ fn a_fetch_fills_max_bytes_exactly() {
         }
     }
 }
+
+/// Retention does not wait for the active segment: old sealed segments past their limit are
+/// deleted while a write round of the active segment is in flight.
+#[test]
+fn retention_runs_while_the_active_segment_is_being_written() {
+    let mut config = config();
+    config.retention_ms = Some(1000);
+    let mut harness = Harness::new(config);
+    for _ in 0..40 {
+        harness.append(&batch(4000, 1, T0), Durability::Fsync);
+        harness.settle();
+    }
+    let bases = harness.log.segment_bases();
+    assert!(bases.len() >= 3, "{bases:?}");
+    harness.now = Millis(T0 + 5000);
+    // A round of the active segment is in flight (not settled).
+    harness.append(&batch(100, 1, T0 + 5000), Durability::Fsync);
+    assert!(!harness.log.is_idle(), "a round is in flight");
+    assert_eq!(harness.log.segment_bases(), bases, "no roll");
+    let deleted = harness.log.handle_retention(harness.now);
+    assert_eq!(
+        deleted as usize,
+        bases.len() - 1,
+        "every sealed segment went"
+    );
+    harness.transfer();
+    harness.settle();
+    assert_eq!(harness.log.segment_bases(), vec![*bases.last().unwrap()]);
+}
