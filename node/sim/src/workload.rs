@@ -580,6 +580,13 @@ impl Run {
                     log_start,
                 } => {
                     self.report.segments_deleted += u64::from(segments);
+                    ensure(segments > 0 && log_start == self.log.log_start(), || {
+                        format!(
+                            "retention reported {segments} deletions up to {log_start}, the log \
+                             starts at {}",
+                            self.log.log_start()
+                        )
+                    })?;
                     ensure(log_start <= self.log.high_watermark(), || {
                         format!("log start {log_start} passed the high watermark")
                     })?;
@@ -927,7 +934,17 @@ impl Run {
             })?;
         }
         self.transfer();
-        self.drain_events()
+        let reported = self.report.segments_deleted;
+        self.drain_events()?;
+        ensure(
+            self.report.segments_deleted - reported == deleted as u64,
+            || {
+                format!(
+                    "retention deleted {deleted} segments but reported {}",
+                    self.report.segments_deleted - reported
+                )
+            },
+        )
     }
 
     fn recover(&mut self, mut storage: SimStorage) -> Checked<(SimStorage, Recovered)> {
