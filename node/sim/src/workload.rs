@@ -1058,6 +1058,12 @@ impl Run {
                     torn.bytes_discarded, torn.position, torn.segment
                 )
             })?;
+            ensure(torn.bytes_discarded > 0, || {
+                format!(
+                    "recovery reported a torn tail in segment {} at {} that discarded nothing",
+                    torn.segment, torn.position
+                )
+            })?;
             if flipped_last.is_some() && torn.position < synced_end {
                 self.report.flips_truncated += 1;
             }
@@ -1076,7 +1082,33 @@ impl Run {
         self.fenced = self.log.fenced().is_some();
         let start = self.log.log_start();
         self.verify_range(start, high, flip.is_some())?;
+        if !self.fenced {
+            self.check_no_stale_bytes()?;
+        }
         Ok(report)
+    }
+
+    /// After a recovery that did not fence, nothing but zeros lies past the end of the last
+    /// segment's data: a torn or garbage tail was cut, so no stale bytes of a write that
+    /// never completed remain to be mistaken for data (or damage) later.
+    fn check_no_stale_bytes(&self) -> Checked {
+        let Some(last) = self.model_segments().pop() else {
+            return Ok(());
+        };
+        let file = FileRef::log(last.base);
+        let Some(contents) = self.storage.contents(&file) else {
+            return Ok(());
+        };
+        let end = usize::try_from(last.size).expect("fits");
+        let stale = contents
+            .get(end..)
+            .and_then(|rest| rest.iter().position(|&byte| byte != 0));
+        ensure(stale.is_none(), || {
+            format!(
+                "after recovery, {file} holds non-zero bytes at {} past its data end {end}",
+                end + stale.unwrap_or(0)
+            )
+        })
     }
 
     /// After a bit flip: every acknowledged offset before the damaged batch survives; the

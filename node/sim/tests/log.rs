@@ -836,3 +836,89 @@ fn retention_runs_while_the_active_segment_is_being_written() {
     harness.settle();
     assert_eq!(harness.log.segment_bases(), vec![*bases.last().unwrap()]);
 }
+
+/// A fetch from disk reads a bounded number of bytes however large the segment: from the
+/// sector holding the offset's index entry, at most one index interval, `max_bytes` (or one
+/// largest batch) and one largest batch more, sector-aligned. The answer is still complete.
+#[test]
+fn a_fetch_reads_a_bounded_number_of_bytes() {
+    use spate_format::limits::{BATCH_SIZE_MAX, INDEX_INTERVAL_BYTES};
+    let mut config = config();
+    config.segment_bytes = 16 << 20;
+    config.tail_cache_bytes = 0;
+    let mut harness = Harness::new(config);
+    // About 6 MiB in one segment: far more than one read may take.
+    for _ in 0..60 {
+        harness.append(&batch(50_000, 2, T0), Durability::Fsync);
+        harness.settle();
+    }
+    assert_eq!(harness.log.segment_count(), 1);
+    let high = harness.log.high_watermark();
+    let sector = u64::from(SECTOR_SIZE);
+    for offset in [0, 1, 2, 9, 40, high.0 - 1] {
+        for max_bytes in [1u32, 300_000, 3 << 20] {
+            let FetchPlan::Read(plan) =
+                harness.log.handle_fetch(Offset(offset), max_bytes).unwrap()
+            else {
+                panic!("expected a disk read");
+            };
+            let bound = u64::from(INDEX_INTERVAL_BYTES)
+                + u64::from(max_bytes.max(BATCH_SIZE_MAX))
+                + u64::from(BATCH_SIZE_MAX)
+                + 2 * sector;
+            assert!(
+                plan.len <= bound,
+                "fetch at {offset} (max {max_bytes}) reads {} bytes, more than {bound}",
+                plan.len
+            );
+            let data = harness
+                .storage
+                .read_now(&plan.file, plan.position, plan.len)
+                .unwrap();
+            let bytes = plan.complete(&data).unwrap();
+            let first = batches(&bytes).next().unwrap().unwrap();
+            assert!(first.base_offset().0 <= offset && offset <= first.last_offset().0);
+            let batch_len = first.as_bytes().len();
+            let expected = (max_bytes as usize / batch_len).max(1) * batch_len;
+            let left = usize::try_from(high.0 - first.base_offset().0).unwrap() / 2 * batch_len;
+            assert_eq!(
+                bytes.len(),
+                expected.min(left),
+                "fetch at {offset}, max {max_bytes}"
+            );
+        }
+    }
+}
+
+/// A single index file left next to the last segment (a crash in the middle of sealing it)
+/// is stale: recovery removes it and the segment stays active, taking the next appends.
+#[test]
+fn a_lone_index_file_of_the_last_segment_is_removed() {
+    let mut harness = Harness::new(config());
+    for _ in 0..4 {
+        harness.append(&batch(1000, 2, T0), Durability::Fsync);
+        harness.settle();
+    }
+    let end = harness.log.high_watermark();
+    let mut image = harness.storage.crash(2);
+    let index = FileRef::offset_index(Offset(0));
+    image.submit(IoRequest::WriteFile {
+        id: spate_core::IoId(u64::MAX),
+        file: index,
+        data: Bytes::from_static(&[]),
+    });
+    image.complete_all();
+    while image.poll_done().is_some() {}
+    let recovered = recover(&mut image, config());
+    assert_eq!(recovered.report.removed_files, vec![index.file_name()]);
+    assert!(recovered.report.corruption.is_none());
+    assert!(
+        image.contents(&index).is_none(),
+        "the stale index file is gone"
+    );
+    let mut log = recovered.log;
+    assert_eq!(log.high_watermark(), end);
+    log.handle_append(Millis(T0), &batch(10, 1, T0), Durability::Fsync)
+        .unwrap();
+    assert_eq!(log.segment_count(), 1, "the segment was not sealed");
+}
