@@ -5,7 +5,9 @@
 //! The crash model: a crash image holds every synced byte, plus any subset of the 4 KiB
 //! sectors written (or in flight) since the last sync of their file, each sector either all
 //! new or all old; a file created or removed since the last directory sync may or may not
-//! exist. Sectors are atomic; writes are not. The storage also enforces the O_DIRECT contract
+//! exist. Sectors are atomic; writes are not. The one exception: the last sector written
+//! since a file's last sync, if it holds no synced byte, may come back as garbage (a device
+//! tearing the sector it was writing), which recovery must treat as a garbage tail. The storage also enforces the O_DIRECT contract
 //! (sector-aligned positions and lengths) with assertions: breaking it is a bug in the core.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -18,6 +20,9 @@ use spate_format::limits::SECTOR_SIZE;
 use crate::rng::Rng;
 
 const SECTOR: usize = SECTOR_SIZE as usize;
+
+/// One crash image in this many turns the last unsynced sector of a file into garbage.
+const GARBAGE_SECTOR_ONE_IN: u64 = 8;
 
 /// A fault to inject into the next matching request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -384,6 +389,8 @@ impl SimStorage {
                 sim.durable.len()
             };
             let mut image = vec![0u8; len];
+            // The last sector written since the file's last sync, if it held no synced byte.
+            let mut last_unsynced = None;
             for start in (0..len).step_by(SECTOR) {
                 let end = (start + SECTOR).min(len);
                 let old = sim
@@ -391,12 +398,23 @@ impl SimStorage {
                     .get(start..end.min(sim.durable.len()))
                     .unwrap_or(&[]);
                 let new = sim.data.get(start..end.min(sim.data.len())).unwrap_or(&[]);
+                if old != new {
+                    last_unsynced = old.iter().all(|&byte| byte == 0).then_some(start..end);
+                }
                 let source = if old == new || rng.chance(1, 2) {
                     old
                 } else {
                     new
                 };
                 image[start..start + source.len()].copy_from_slice(source);
+            }
+            // A device may tear the last sector it was writing into garbage rather than
+            // leave it old or new; only a sector without synced data, and only the last one
+            // (so nothing valid can follow it): a garbage tail.
+            if let Some(sector) = last_unsynced {
+                if rng.chance(1, GARBAGE_SECTOR_ONE_IN) {
+                    rng.fill(&mut image[sector]);
+                }
             }
             files.insert(
                 *file,
