@@ -922,3 +922,52 @@ fn a_lone_index_file_of_the_last_segment_is_removed() {
         .unwrap();
     assert_eq!(log.segment_count(), 1, "the segment was not sealed");
 }
+
+/// A rolled segment whose full scan does not end clean is corruption, even when every offset
+/// up to the next segment is there: non-zero bytes after its end fence the partition.
+#[test]
+fn trailing_bytes_after_a_rolled_segment_are_corruption() {
+    let mut harness = Harness::new(config());
+    for _ in 0..40 {
+        harness.append(&batch(4000, 1, T0), Durability::Fsync);
+        harness.settle();
+    }
+    let bases = harness.log.segment_bases();
+    assert!(bases.len() >= 3, "{bases:?}");
+    let first = FileRef::log(bases[0]);
+    let len = harness.storage.contents(&first).unwrap().len() as u64;
+    let mut image = harness.storage.crash(4);
+    // Garbage a sector past the end of the first segment, and its indexes gone so recovery
+    // scans it in full.
+    let sector = u64::from(SECTOR_SIZE);
+    let position = len.div_ceil(sector) * sector + sector;
+    image.submit(IoRequest::Write {
+        id: spate_core::IoId(u64::MAX - 2),
+        file: first,
+        position,
+        data: Bytes::from(vec![0xa5; SECTOR_SIZE as usize]),
+    });
+    for kind in [SegmentFileKind::OffsetIndex, SegmentFileKind::TimeIndex] {
+        image.submit(IoRequest::Remove {
+            id: spate_core::IoId(u64::MAX),
+            file: FileRef {
+                base: bases[0],
+                kind,
+            },
+        });
+    }
+    image.complete_all();
+    while image.poll_done().is_some() {}
+    let recovered = recover(&mut image, config());
+    match &recovered.report.corruption {
+        Some(FenceReason::Corruption {
+            segment, position, ..
+        }) => {
+            assert_eq!(segment, &first.file_name());
+            assert_eq!(*position, len, "at the end of the segment's data");
+        }
+        other => panic!("corruption not reported: {other:?}"),
+    }
+    assert!(recovered.log.fenced().is_some());
+    assert_eq!(recovered.log.high_watermark(), bases[1]);
+}
