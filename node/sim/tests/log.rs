@@ -971,3 +971,65 @@ fn trailing_bytes_after_a_rolled_segment_are_corruption() {
     assert!(recovered.log.fenced().is_some());
     assert_eq!(recovered.log.high_watermark(), bases[1]);
 }
+
+/// A batch with one byte of its records flipped: its header (and declared length) is intact,
+/// its producer CRC fails, and none of its bytes are zero.
+fn damaged_batch(value_size: usize) -> Vec<u8> {
+    let mut bytes = batch(value_size, 1, T0);
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    assert!(spate_format::BatchRef::parse_prefix(&bytes).is_err());
+    bytes
+}
+
+/// The torn-write signature, case by case, on the pure functions recovery uses: a damaged
+/// batch is torn only if a sector piece of it reads as zeros to its sector's end or the file
+/// ends inside it; the chunk may start anywhere in the file.
+#[test]
+fn looks_torn_only_for_missing_sectors_or_a_cut_file() {
+    use spate_core::recovery::looks_torn;
+    let sector = SECTOR_SIZE as usize;
+    let damaged = damaged_batch(3000);
+    // Whole and damaged, every byte present, in a chunk read from 8 KiB on: not torn.
+    let read_at = 2 * sector as u64;
+    let mut data = vec![0x11; 100];
+    data.extend_from_slice(&damaged);
+    data.extend_from_slice(&[0x11; 10]);
+    assert!(!looks_torn(&data, read_at, read_at + 100, false));
+    // Ending exactly at the end of the file is not the file ending inside it.
+    let exact = &data[..100 + damaged.len()];
+    assert!(!looks_torn(exact, read_at, read_at + 100, true));
+    // The file ends inside it: torn (only if this is the end of the file).
+    let cut = &data[..100 + damaged.len() / 2];
+    assert!(looks_torn(cut, read_at, read_at + 100, true));
+    assert!(!looks_torn(cut, read_at, read_at + 100, false));
+    // Ending exactly at a sector boundary with zeros after it: the zeros are not its own.
+    let p = 2 * sector - damaged.len();
+    let mut data = vec![0x11; p];
+    data.extend_from_slice(&damaged);
+    data.extend_from_slice(&vec![0; sector]);
+    assert!(!looks_torn(&data, 0, p as u64, false));
+    // A sector piece of it reads as zeros to the sector's end: torn.
+    let mut missing = data.clone();
+    missing[sector..2 * sector].fill(0);
+    assert!(looks_torn(&missing, 0, p as u64, false));
+}
+
+/// `valid_batch_after` finds a valid batch that starts after the damage, not at it, in a
+/// chunk read from anywhere in the file.
+#[test]
+fn a_valid_batch_after_the_damage_is_found_after_it_only() {
+    use spate_core::recovery::valid_batch_after;
+    let good = batch(200, 1, T0);
+    let mut data = vec![0x11; 300];
+    data.extend_from_slice(&good);
+    data.extend_from_slice(&[0; 100]);
+    let read_at = 3 * u64::from(SECTOR_SIZE);
+    assert!(valid_batch_after(&data, read_at, read_at + 10));
+    assert!(valid_batch_after(&data, read_at, read_at + 299));
+    assert!(
+        !valid_batch_after(&data, read_at, read_at + 300),
+        "at the damage is not after it"
+    );
+    assert!(!valid_batch_after(&data, read_at, read_at + 301));
+}
