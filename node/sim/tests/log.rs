@@ -1013,6 +1013,10 @@ fn looks_torn_only_for_missing_sectors_or_a_cut_file() {
     let mut missing = data.clone();
     missing[sector..2 * sector].fill(0);
     assert!(looks_torn(&missing, 0, p as u64, false));
+    // The same, in a chunk read from 32 KiB on.
+    let read_at = 8 * sector as u64;
+    assert!(looks_torn(&missing, read_at, read_at + p as u64, false));
+    assert!(!looks_torn(&data, read_at, read_at + p as u64, false));
 }
 
 /// `valid_batch_after` finds a valid batch that starts after the damage, not at it, in a
@@ -1032,4 +1036,46 @@ fn a_valid_batch_after_the_damage_is_found_after_it_only() {
         "at the damage is not after it"
     );
     assert!(!valid_batch_after(&data, read_at, read_at + 301));
+}
+
+/// Retention over a shard reaches every partition and counts what they deleted.
+#[test]
+fn a_shard_applies_retention_to_every_partition() {
+    use spate_core::{PartitionKey, ShardLogs};
+    let mut config = config();
+    config.retention_ms = Some(1000);
+    let mut shard = ShardLogs::new(1 << 20);
+    let mut expected = 0;
+    for (partition, appends) in [(0u32, 40), (1, 60)] {
+        let mut harness = Harness::new(config.clone());
+        for _ in 0..appends {
+            harness.append(&batch(4000, 1, T0), Durability::Fsync);
+            harness.settle();
+        }
+        expected += harness.log.segment_count() - 1;
+        let key = PartitionKey {
+            topic: "t".into(),
+            partition,
+        };
+        shard.insert(
+            key,
+            std::mem::replace(
+                &mut harness.log,
+                PartitionLog::new(config.clone(), Offset(0)),
+            ),
+        );
+    }
+    assert!(expected >= 4, "{expected}");
+    let deleted = shard.handle_retention(Millis(T0 + 5000));
+    assert_eq!(deleted as usize, expected);
+    for partition in [0, 1] {
+        let key = PartitionKey {
+            topic: "t".into(),
+            partition,
+        };
+        assert_eq!(
+            shard.with_partition(&key, |log| log.segment_count()),
+            Some(1)
+        );
+    }
 }
