@@ -117,11 +117,14 @@ impl Harness {
                     .unwrap(),
                 FetchPlan::AtEnd => panic!("at end below the high watermark"),
             };
+            let before = offset;
             for batch in batches(&bytes) {
                 let batch = batch.unwrap();
                 bases.push(batch.base_offset());
                 offset = batch.next_offset();
             }
+            // An answer without a batch would loop forever (a mutant would time out).
+            assert!(offset > before, "a fetch at {before} returned no batch");
         }
         bases
     }
