@@ -31,8 +31,8 @@ use bytes::Bytes;
 use spate_core::recovery::{Recovered, Recovery, RecoveryError, RecoveryReport};
 use spate_core::storage::FileRef;
 use spate_core::{
-    AppendError, FenceReason, FetchError, FetchPlan, LogConfig, LogEvent, Millis, PartitionLog,
-    Storage, TORN_WINDOW_BYTES,
+    AppendError, FenceReason, FetchError, FetchPlan, IoRequest, LogConfig, LogEvent, Millis,
+    PartitionLog, Storage, TORN_WINDOW_BYTES,
 };
 use spate_format::limits::SECTOR_SIZE;
 use spate_format::segment::{scan_segment, SegmentFileKind};
@@ -1015,6 +1015,10 @@ impl Run {
             self.report.torn_tails += 1;
         }
         let high = log.high_watermark();
+        self.trace(format_args!(
+            "  recovered to {high}: torn {:?}, corruption {:?}, synced ends {synced:?}",
+            report.torn_tail, report.corruption
+        ));
         match flip {
             None => {
                 ensure(report.corruption.is_none(), || {
@@ -1180,7 +1184,28 @@ impl Run {
         let file = logs[self.rng.index(logs.len())];
         let data = self.storage.durable_contents(&file).unwrap_or_default();
         let (found, _) = scan_segment(data, 0, Some(file.base));
-        let end = found.last().map_or(0, |batch| batch.end_position());
+        // Media damage below any write still in flight to the file: a write over the damaged
+        // sector would heal it in the crash image, and the flip would not be there to find.
+        let in_flight_from = self
+            .storage
+            .in_flight_requests()
+            .iter()
+            .filter_map(|request| match request {
+                IoRequest::Write {
+                    file: written,
+                    position,
+                    ..
+                } if *written == file => Some(*position),
+                _ => None,
+            })
+            .min();
+        let end = found
+            .last()
+            .map_or(0, |batch| batch.end_position())
+            .min(in_flight_from.unwrap_or(u64::MAX));
+        if end == 0 {
+            return Ok(false);
+        }
         let position = self.rng.below(end);
         let bit = u8::try_from(self.rng.below(8)).expect("fits");
         let damaged = found
@@ -1209,8 +1234,7 @@ impl Run {
     }
 }
 
-fn describe(request: &spate_core::IoRequest) -> String {
-    use spate_core::IoRequest;
+fn describe(request: &IoRequest) -> String {
     match request {
         IoRequest::Write {
             file,
