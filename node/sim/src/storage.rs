@@ -5,7 +5,9 @@
 //! The crash model: a crash image holds every synced byte, plus any subset of the 4 KiB
 //! sectors written (or in flight) since the last sync of their file, each sector either all
 //! new or all old; a file created or removed since the last directory sync may or may not
-//! exist. Sectors are atomic; writes are not. The storage also enforces the O_DIRECT contract
+//! exist. Sectors are atomic; writes are not. The one exception: the last sector written
+//! since a file's last sync, if no synced write reached it, may come back as garbage (a
+//! device tearing the sector it was writing), which recovery must treat as a garbage tail. The storage also enforces the O_DIRECT contract
 //! (sector-aligned positions and lengths) with assertions: breaking it is a bug in the core.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -18,6 +20,9 @@ use spate_format::limits::SECTOR_SIZE;
 use crate::rng::Rng;
 
 const SECTOR: usize = SECTOR_SIZE as usize;
+
+/// One crash image in this many turns the last unsynced sector of a file into garbage.
+const GARBAGE_SECTOR_ONE_IN: u64 = 8;
 
 /// A fault to inject into the next matching request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +43,10 @@ struct SimFile {
     data: Vec<u8>,
     /// What survives a crash for sure: the contents at the last sync.
     durable: Vec<u8>,
+    /// End of the sectors written by `Write`s so far, and at the last sync: a sector at or
+    /// past `synced_written_end` holds no synced byte (whatever its bytes' values).
+    written_end: usize,
+    synced_written_end: usize,
 }
 
 /// Counters of what the storage did, for reports.
@@ -184,6 +193,8 @@ impl SimStorage {
                         SimFile {
                             data: vec![0; allocate],
                             durable: Vec::new(),
+                            written_end: 0,
+                            synced_written_end: 0,
                         },
                     );
                     Ok(IoOutcome::Done)
@@ -235,6 +246,7 @@ impl SimStorage {
                                 sim.data.resize(start + written, 0);
                             }
                             sim.data[start..start + written].copy_from_slice(&data[..written]);
+                            sim.written_end = sim.written_end.max(start + written);
                             Ok(IoOutcome::Written {
                                 bytes: written as u64,
                             })
@@ -252,6 +264,8 @@ impl SimStorage {
                     let sim = self.files.entry(file).or_default();
                     sim.data = data.to_vec();
                     sim.durable = data.to_vec();
+                    sim.written_end = data.len();
+                    sim.synced_written_end = data.len();
                     Ok(IoOutcome::Done)
                 }
             }
@@ -263,6 +277,7 @@ impl SimStorage {
                     match self.files.get_mut(&file) {
                         Some(sim) => {
                             sim.durable = sim.data.clone();
+                            sim.synced_written_end = sim.written_end;
                             Ok(IoOutcome::Done)
                         }
                         None => Err(error("fdatasync", &file, "no such file")),
@@ -368,6 +383,7 @@ impl SimStorage {
                 IoRequest::Sync { file, .. } if rng.chance(1, 2) => {
                     if let Some(sim) = files_now.get_mut(file) {
                         sim.durable = sim.data.clone();
+                        sim.synced_written_end = sim.written_end;
                     }
                 }
                 _ => {}
@@ -384,6 +400,8 @@ impl SimStorage {
                 sim.durable.len()
             };
             let mut image = vec![0u8; len];
+            // The last sector written since the file's last sync, if no synced write reached it.
+            let mut last_unsynced = None;
             for start in (0..len).step_by(SECTOR) {
                 let end = (start + SECTOR).min(len);
                 let old = sim
@@ -391,6 +409,9 @@ impl SimStorage {
                     .get(start..end.min(sim.durable.len()))
                     .unwrap_or(&[]);
                 let new = sim.data.get(start..end.min(sim.data.len())).unwrap_or(&[]);
+                if old != new {
+                    last_unsynced = (start >= sim.synced_written_end).then_some(start..end);
+                }
                 let source = if old == new || rng.chance(1, 2) {
                     old
                 } else {
@@ -398,11 +419,23 @@ impl SimStorage {
                 };
                 image[start..start + source.len()].copy_from_slice(source);
             }
+            // A device may tear the last sector it was writing into garbage rather than
+            // leave it old or new; only a sector no synced write reached (its bytes' values
+            // say nothing: a synced batch may end in a zero byte), and only the last one (so
+            // nothing valid can follow it): a garbage tail.
+            if let Some(sector) = last_unsynced {
+                if rng.chance(1, GARBAGE_SECTOR_ONE_IN) {
+                    rng.fill(&mut image[sector]);
+                }
+            }
+            let len = image.len();
             files.insert(
                 *file,
                 SimFile {
                     data: image.clone(),
                     durable: image,
+                    written_end: len,
+                    synced_written_end: len,
                 },
             );
         }
@@ -413,6 +446,8 @@ impl SimStorage {
                     SimFile {
                         data: durable.clone(),
                         durable: durable.clone(),
+                        written_end: durable.len(),
+                        synced_written_end: durable.len(),
                     },
                 );
             }

@@ -9,7 +9,20 @@
 //!   backwards and never covers data that is not synced (checked against the synced image);
 //! - acknowledgements never precede the event that covers them; a fenced partition never
 //!   acknowledges again and refuses appends;
-//! - corruption is reported, and never silently truncated beyond the torn-tail window.
+//! - fetches return only durable data: every fetched batch ends at or below the high
+//!   watermark, a fetch at the high watermark is at its end, and offsets outside
+//!   `[log start, high watermark]` are out of range;
+//! - recovery truncates only what a crash could have torn: never a byte of a segment below
+//!   its synced data end (the torn-tail window starts there), with one documented exception
+//!   after a bit flip (the last synced batch of the active segment, damaged, cannot be told
+//!   from a garbage tail);
+//! - after a bit flip every acknowledged offset before the damaged batch survives, the
+//!   damage is fenced at the damaged batch and reported (at recovery or, in a rolled
+//!   segment, by the fetch that reads it), and a sealed segment is never truncated;
+//! - retention deletes only whole segments, oldest first, each past its limit when deleted
+//!   (by time: its newest record older than `now - retention_ms`; by size: the log without
+//!   it still at least `retention_bytes`), never the newest segment, and, on an idle and
+//!   fully durable log, leaves no oldest segment past its limit behind.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,9 +31,10 @@ use bytes::Bytes;
 use spate_core::recovery::{Recovered, Recovery, RecoveryError, RecoveryReport};
 use spate_core::storage::FileRef;
 use spate_core::{
-    AppendError, FetchError, FetchPlan, LogConfig, LogEvent, Millis, PartitionLog, Storage,
-    TORN_WINDOW_BYTES,
+    AppendError, FenceReason, FetchError, FetchPlan, IoRequest, LogConfig, LogEvent, Millis,
+    PartitionLog, Storage, TORN_WINDOW_BYTES,
 };
+use spate_format::limits::SECTOR_SIZE;
 use spate_format::segment::{scan_segment, SegmentFileKind};
 use spate_format::{batches, BatchBuilder, Offset, Record};
 use spate_proto::Durability;
@@ -62,6 +76,9 @@ pub struct RunReport {
     pub rolls: u64,
     pub durable_events: u64,
     pub high_watermark: u64,
+    /// Bit flips in the last synced batch of the active segment that recovery truncated as a
+    /// garbage tail (the documented limit of telling damage from a torn write).
+    pub flips_truncated: u64,
 }
 
 impl RunReport {
@@ -77,6 +94,7 @@ impl RunReport {
         self.segments_deleted += other.segments_deleted;
         self.rolls += other.rolls;
         self.durable_events += other.durable_events;
+        self.flips_truncated += other.flips_truncated;
         self.high_watermark = self.high_watermark.max(other.high_watermark);
     }
 }
@@ -104,6 +122,31 @@ struct ModelBatch {
     next: Offset,
     /// The producer's bytes (unstamped); bytes `[24..]` must match what is stored.
     bytes: Vec<u8>,
+    /// The batch's newest record timestamp (for the retention model).
+    max_timestamp: i64,
+}
+
+/// A segment as the model sees it: its base offset, bytes and newest record timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ModelSegment {
+    base: Offset,
+    size: u64,
+    /// `None` for a segment without records (never expires by time).
+    max_timestamp: Option<i64>,
+}
+
+/// The batch a bit flip damaged, located in the synced contents before the flip.
+#[derive(Debug, Clone, Copy)]
+struct Flip {
+    segment: Offset,
+    /// The flipped byte's file position.
+    position: u64,
+    batch_start: u64,
+    batch_base: Offset,
+    /// Whether the damaged batch was the last one in the segment's synced contents.
+    last_synced: bool,
+    /// Whether the segment's index files were durable (sealed: never truncated).
+    sealed: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -165,7 +208,7 @@ pub enum Op {
     Append(Durability),
     /// Hand requests to the storage and complete a few, in random order.
     Pump,
-    /// Let up to 20 ms pass.
+    /// Let time pass: up to 20 ms, or (one tick in 16) a pause of up to 6 s.
     Tick,
     /// Fetch from a random offset and compare with what was appended.
     Fetch,
@@ -313,7 +356,8 @@ impl Run {
             Op::Fetch => self.fetch_random()?,
             Op::Retention => self.retention()?,
             Op::Crash => {
-                self.crash_and_recover(false)?;
+                let synced = self.synced_ends();
+                self.crash_and_recover(&synced, None)?;
             }
             Op::Fault(fault) => self.storage.inject(fault),
         }
@@ -359,6 +403,13 @@ impl Run {
         let mut builder = BatchBuilder::new();
         let records = self.rng.range(1, 12);
         let big = self.rng.chance(1, 20);
+        // One batch in 8 comes from a late producer: its records are up to 6 s old, so a
+        // segment's newest record and its age differ (retention goes by the newest record).
+        let late = if self.rng.chance(1, 8) {
+            i64::try_from(self.rng.below(6_000)).expect("fits")
+        } else {
+            0
+        };
         for _ in 0..records {
             let size = if big {
                 self.rng.range(4000, 40_000)
@@ -368,7 +419,7 @@ impl Run {
             let mut value = vec![0u8; usize::try_from(size).expect("fits")];
             self.rng.fill(&mut value);
             let key = self.rng.next_u64().to_le_bytes();
-            let timestamp = self.now.0 + i64::try_from(self.rng.below(10)).expect("fits");
+            let timestamp = self.now.0 - late + i64::try_from(self.rng.below(10)).expect("fits");
             let record = Record {
                 timestamp,
                 key: self.rng.chance(1, 2).then_some(&key[..]),
@@ -399,11 +450,15 @@ impl Run {
                 ensure(!self.batches.contains_key(&ticket.base_offset.0), || {
                     format!("offset {} assigned twice", ticket.base_offset)
                 })?;
+                let max_timestamp = spate_format::BatchRef::parse(&bytes)
+                    .map_err(|error| format!("the workload built an invalid batch: {error}"))?
+                    .max_timestamp();
                 self.batches.insert(
                     ticket.base_offset.0,
                     ModelBatch {
                         next: ticket.next_offset(),
                         bytes,
+                        max_timestamp,
                     },
                 );
                 self.tickets.push(Ticket {
@@ -461,7 +516,14 @@ impl Run {
     }
 
     fn tick(&mut self) -> Checked {
-        self.now = Millis(self.now.0 + i64::try_from(self.rng.below(20)).expect("fits"));
+        // Mostly a few ms; one tick in 16 is a pause long enough to cross the retention and
+        // roll limits (the configurations use 50 ms to 5 s), so segments expire mid-run.
+        let elapsed = if self.rng.chance(1, 16) {
+            self.rng.range(100, 6_000)
+        } else {
+            self.rng.below(20)
+        };
+        self.now = Millis(self.now.0 + i64::try_from(elapsed).expect("fits"));
         self.log.handle_tick(self.now);
         self.transfer();
         self.drain_events()
@@ -518,6 +580,13 @@ impl Run {
                     log_start,
                 } => {
                     self.report.segments_deleted += u64::from(segments);
+                    ensure(segments > 0 && log_start == self.log.log_start(), || {
+                        format!(
+                            "retention reported {segments} deletions up to {log_start}, the log \
+                             starts at {}",
+                            self.log.log_start()
+                        )
+                    })?;
                     ensure(log_start <= self.log.high_watermark(), || {
                         format!("log start {log_start} passed the high watermark")
                     })?;
@@ -586,13 +655,46 @@ impl Run {
 
     fn fetch_random(&mut self) -> Checked {
         let (start, end) = (self.log.log_start(), self.log.high_watermark());
+        self.check_fetch_bounds()?;
         if start >= end {
             return Ok(());
         }
         let offset = Offset(self.rng.range(start.0, end.0 - 1));
         let max_bytes = [1u32, 4096, 100_000][self.rng.index(3)];
         let bytes = self.fetch(offset, max_bytes)?;
-        self.check_fetched(offset, &bytes).map(|_| ())
+        let next = self.check_fetched(offset, &bytes)?;
+        // As much as fits: the batch after the answer, if it is visible and in the same
+        // segment, would have taken the answer past `max_bytes`.
+        let segment_end = self
+            .log
+            .segment_bases()
+            .into_iter()
+            .find(|&base| base > offset);
+        if next < end && segment_end.is_none_or(|segment_end| next < segment_end) {
+            let following = self
+                .batches
+                .get(&next.0)
+                .map_or(0, |batch| batch.bytes.len());
+            ensure(bytes.len() + following > max_bytes as usize, || {
+                format!(
+                    "fetch at {offset} of at most {max_bytes} bytes returned {} and left out \
+                     the next batch ({following} bytes), which fits",
+                    bytes.len()
+                )
+            })?;
+        }
+        // At most `max_bytes`, unless the first batch alone is larger (a fetch always makes
+        // progress).
+        let first = batches(&bytes)
+            .next()
+            .and_then(Result::ok)
+            .map_or(0, |batch| batch.as_bytes().len());
+        ensure(bytes.len() <= first.max(max_bytes as usize), || {
+            format!(
+                "fetch at {offset} of at most {max_bytes} bytes returned {}",
+                bytes.len()
+            )
+        })
     }
 
     fn fetch(&mut self, offset: Offset, max_bytes: u32) -> Checked<Bytes> {
@@ -614,12 +716,53 @@ impl Run {
         }
     }
 
+    /// Fetches at the edges of the visible range: the high watermark is the end (nothing to
+    /// return yet, even if later offsets are written), and offsets above it or below the log
+    /// start are out of range. Uses no randomness, so it changes no seed's course.
+    fn check_fetch_bounds(&self) -> Checked {
+        let (start, end) = (self.log.log_start(), self.log.high_watermark());
+        match self.log.handle_fetch(end, 1 << 20) {
+            Ok(FetchPlan::AtEnd) => {}
+            other => {
+                return Err(format!(
+                    "fetch at the high watermark {end} returned {other:?}, not its end"
+                ))
+            }
+        }
+        let mut outside = vec![Offset(end.0 + 1), self.log.next_offset()];
+        if start.0 > 0 {
+            outside.push(Offset(start.0 - 1));
+        }
+        for offset in outside {
+            if offset == end {
+                continue;
+            }
+            ensure(
+                matches!(
+                    self.log.handle_fetch(offset, 1 << 20),
+                    Err(FetchError::OutOfRange { .. })
+                ),
+                || format!("fetch at {offset} outside [{start}, {end}] was not out of range"),
+            )?;
+        }
+        Ok(())
+    }
+
     /// Checks fetched bytes against the model; returns the offset after the last batch.
+    /// Every batch must end at or below the high watermark: consumers never see what a
+    /// crash could take back.
     fn check_fetched(&self, offset: Offset, bytes: &[u8]) -> Checked<Offset> {
         let mut next = None;
+        let high = self.log.high_watermark();
         for batch in batches(bytes) {
             let batch = batch.map_err(|error| format!("fetched an invalid batch: {error}"))?;
             let base = batch.base_offset();
+            ensure(batch.next_offset() <= high, || {
+                format!(
+                    "fetch at {offset} returned batch {base}..{} above the high watermark {high}",
+                    batch.last_offset()
+                )
+            })?;
             match next {
                 None => ensure(base <= offset && offset <= batch.last_offset(), || {
                     format!(
@@ -679,9 +822,63 @@ impl Run {
         Ok(())
     }
 
+    /// The log's segments as the model sees them: the appended batches between each
+    /// segment's base and the next one's (the last ends at the next offset).
+    fn model_segments(&self) -> Vec<ModelSegment> {
+        let bases = self.log.segment_bases();
+        let mut segments = Vec::with_capacity(bases.len());
+        for (index, &base) in bases.iter().enumerate() {
+            let end = bases
+                .get(index + 1)
+                .copied()
+                .unwrap_or(self.log.next_offset());
+            let mut segment = ModelSegment {
+                base,
+                size: 0,
+                max_timestamp: None,
+            };
+            for batch in self.batches.range(base.0..end.0).map(|(_, batch)| batch) {
+                segment.size += batch.bytes.len() as u64;
+                segment.max_timestamp = segment.max_timestamp.max(Some(batch.max_timestamp));
+            }
+            segments.push(segment);
+        }
+        segments
+    }
+
+    /// Whether retention may delete `segment` (the oldest left) when the log's segments
+    /// together hold `total` bytes: by time, its newest record is older than
+    /// `now - retention_ms`; by size, the log without it still holds `retention_bytes`.
+    fn past_retention(&self, segment: &ModelSegment, total: u64) -> bool {
+        let expired = self.config.retention_ms.is_some_and(|ms| {
+            segment
+                .max_timestamp
+                .is_some_and(|newest| newest < self.now.0.saturating_sub(ms))
+        });
+        let oversized = self
+            .config
+            .retention_bytes
+            .is_some_and(|limit| total - segment.size >= limit);
+        expired || oversized
+    }
+
+    /// Applies retention and checks it against the model: only whole segments, oldest first,
+    /// each past its limit, never the newest; on an idle, fully durable log nothing past its
+    /// limit is left behind (but the newest segment).
     fn retention(&mut self) -> Checked {
         let before = self.log.log_start();
-        self.log.handle_retention(self.now);
+        let segments = self.model_segments();
+        let total: u64 = segments.iter().map(|segment| segment.size).sum();
+        ensure(total == self.log.size_bytes(), || {
+            format!(
+                "the log holds {} bytes, the model {total}",
+                self.log.size_bytes()
+            )
+        })?;
+        let busy = self.fenced
+            || !self.log.is_idle()
+            || self.log.high_watermark() != self.log.next_offset();
+        let deleted = self.log.handle_retention(self.now);
         let after = self.log.log_start();
         ensure(after >= before, || "log start moved back".into())?;
         ensure(
@@ -691,8 +888,63 @@ impl Run {
         ensure(self.log.segment_count() >= 1, || {
             "retention deleted the active segment".into()
         })?;
+        let bases: Vec<Offset> = segments.iter().map(|segment| segment.base).collect();
+        let deleted = usize::try_from(deleted).expect("fits");
+        ensure(
+            deleted < bases.len() && self.log.segment_bases() == bases[deleted..],
+            || {
+                format!(
+                    "retention reported {deleted} deletions of {bases:?}, leaving {:?}: \
+                     not the oldest whole segments, or the newest one",
+                    self.log.segment_bases()
+                )
+            },
+        )?;
+        let mut remaining = total;
+        for segment in &segments[..deleted] {
+            ensure(self.past_retention(segment, remaining), || {
+                format!(
+                    "retention at {:?} deleted segment {} ({} bytes, newest record {:?}) \
+                     within its limits (retention_ms {:?}, retention_bytes {:?}, log {remaining} bytes)",
+                    self.now,
+                    segment.base,
+                    segment.size,
+                    segment.max_timestamp,
+                    self.config.retention_ms,
+                    self.config.retention_bytes
+                )
+            })?;
+            remaining -= segment.size;
+        }
+        if !busy && segments.len() - deleted > 1 {
+            // Idle and durable: nothing holds the oldest segment back (no writes pending, the
+            // next segment's name is durable), so it must be within its limits now.
+            let oldest = &segments[deleted];
+            ensure(!self.past_retention(oldest, remaining), || {
+                format!(
+                    "retention at {:?} kept segment {} ({} bytes, newest record {:?}) past its \
+                     limits (retention_ms {:?}, retention_bytes {:?}, log {remaining} bytes)",
+                    self.now,
+                    oldest.base,
+                    oldest.size,
+                    oldest.max_timestamp,
+                    self.config.retention_ms,
+                    self.config.retention_bytes
+                )
+            })?;
+        }
         self.transfer();
-        self.drain_events()
+        let reported = self.report.segments_deleted;
+        self.drain_events()?;
+        ensure(
+            self.report.segments_deleted - reported == deleted as u64,
+            || {
+                format!(
+                    "retention deleted {deleted} segments but reported {}",
+                    self.report.segments_deleted - reported
+                )
+            },
+        )
     }
 
     fn recover(&mut self, mut storage: SimStorage) -> Checked<(SimStorage, Recovered)> {
@@ -730,7 +982,31 @@ impl Run {
         Err("recovery failed three times".into())
     }
 
-    fn crash_and_recover(&mut self, corrupted: bool) -> Checked<RecoveryReport> {
+    /// Where each log file's synced batches end (a crash keeps at least these bytes): the
+    /// torn-tail window of a segment starts there.
+    fn synced_ends(&self) -> BTreeMap<Offset, u64> {
+        self.storage
+            .file_refs()
+            .into_iter()
+            .filter(|file| file.kind == SegmentFileKind::Log)
+            .map(|file| {
+                let data = self.storage.durable_contents(&file).unwrap_or_default();
+                let (found, _) = scan_segment(data, 0, Some(file.base));
+                (
+                    file.base,
+                    found.last().map_or(0, |batch| batch.end_position()),
+                )
+            })
+            .collect()
+    }
+
+    /// Crashes and recovers. `synced` holds the synced data ends taken before any bit flip;
+    /// `flip` says which batch a flip damaged, if any.
+    fn crash_and_recover(
+        &mut self,
+        synced: &BTreeMap<Offset, u64>,
+        flip: Option<&Flip>,
+    ) -> Checked<RecoveryReport> {
         self.storage.clear_faults();
         let image = self.storage.crash(self.rng.next_u64());
         let (storage, Recovered { log, report }) = self.recover(image)?;
@@ -738,22 +1014,63 @@ impl Run {
         if report.torn_tail.is_some() {
             self.report.torn_tails += 1;
         }
-        if !corrupted {
-            ensure(report.corruption.is_none(), || {
-                format!(
-                    "a crash alone was reported as corruption: {:?}",
-                    report.corruption
-                )
-            })?;
-        }
         let high = log.high_watermark();
-        if !corrupted {
-            ensure(high >= self.promised, || {
+        self.trace(format_args!(
+            "  recovered to {high}: torn {:?}, corruption {:?}, synced ends {synced:?}",
+            report.torn_tail, report.corruption
+        ));
+        match flip {
+            None => {
+                ensure(report.corruption.is_none(), || {
+                    format!(
+                        "a crash alone was reported as corruption: {:?}",
+                        report.corruption
+                    )
+                })?;
+                ensure(high >= self.promised, || {
+                    format!(
+                        "recovered high watermark {high} is below the promised {}",
+                        self.promised
+                    )
+                })?;
+            }
+            Some(flip) => self.check_flip_recovery(flip, &report, high)?,
+        }
+        if let Some(torn) = &report.torn_tail {
+            // Only bytes a crash could have torn may go: those after the segment's synced
+            // data end. The one exception: a flip in the last synced batch of the active
+            // segment looks like a garbage tail (the documented limit).
+            let synced_end = synced.get(&torn.segment).copied().ok_or_else(|| {
+                format!("torn tail in segment {}, which had no file", torn.segment)
+            })?;
+            let flipped_last = flip.filter(|flip| flip.segment == torn.segment && flip.last_synced);
+            let allowed = flipped_last.map_or(synced_end, |flip| flip.batch_start);
+            ensure(torn.position >= allowed, || {
                 format!(
-                    "recovered high watermark {high} is below the promised {}",
-                    self.promised
+                    "recovery truncated segment {} at {}, below its synced data end {synced_end}: \
+                     acknowledged data silently cut ({})",
+                    torn.segment, torn.position, torn.reason
                 )
             })?;
+            // Everything discarded lies in the window a crash can tear (one round, from the
+            // sector holding the durable end).
+            let window_end = (allowed & !(u64::from(SECTOR_SIZE) - 1)) + TORN_WINDOW_BYTES;
+            ensure(torn.position + torn.bytes_discarded <= window_end, || {
+                format!(
+                    "recovery discarded {} bytes from {} in segment {}, beyond the torn-tail \
+                     window ending at {window_end}",
+                    torn.bytes_discarded, torn.position, torn.segment
+                )
+            })?;
+            ensure(torn.bytes_discarded > 0, || {
+                format!(
+                    "recovery reported a torn tail in segment {} at {} that discarded nothing",
+                    torn.segment, torn.position
+                )
+            })?;
+            if flipped_last.is_some() && torn.position < synced_end {
+                self.report.flips_truncated += 1;
+            }
         }
         ensure(
             log.next_offset() == high && log.written_end() == high,
@@ -768,12 +1085,87 @@ impl Run {
         self.written_seen = high;
         self.fenced = self.log.fenced().is_some();
         let start = self.log.log_start();
-        self.verify_range(start, high, corrupted)?;
+        self.verify_range(start, high, flip.is_some())?;
+        if !self.fenced {
+            self.check_no_stale_bytes()?;
+        }
         Ok(report)
     }
 
+    /// After a recovery that did not fence, nothing but zeros lies past the end of the last
+    /// segment's data: a torn or garbage tail was cut, so no stale bytes of a write that
+    /// never completed remain to be mistaken for data (or damage) later.
+    fn check_no_stale_bytes(&self) -> Checked {
+        let Some(last) = self.model_segments().pop() else {
+            return Ok(());
+        };
+        let file = FileRef::log(last.base);
+        let Some(contents) = self.storage.contents(&file) else {
+            return Ok(());
+        };
+        let end = usize::try_from(last.size).expect("fits");
+        let stale = contents
+            .get(end..)
+            .and_then(|rest| rest.iter().position(|&byte| byte != 0));
+        ensure(stale.is_none(), || {
+            format!(
+                "after recovery, {file} holds non-zero bytes at {} past its data end {end}",
+                end + stale.unwrap_or(0)
+            )
+        })
+    }
+
+    /// After a bit flip: every acknowledged offset before the damaged batch survives; the
+    /// damage, if recovery found it, is fenced exactly at the damaged batch; a sealed segment
+    /// is never truncated, and a truncation never starts after the damage.
+    fn check_flip_recovery(&self, flip: &Flip, report: &RecoveryReport, high: Offset) -> Checked {
+        let kept = self.promised.min(flip.batch_base);
+        ensure(high >= kept, || {
+            format!(
+                "after a flip at {} in segment {}, the recovered high watermark {high} lost \
+                 acknowledged offsets before the damaged batch (at {}, promised {})",
+                flip.position, flip.segment, flip.batch_base, self.promised
+            )
+        })?;
+        if let Some(corruption) = &report.corruption {
+            let at = (
+                FileRef::log(flip.segment).file_name(),
+                flip.batch_start,
+                flip.batch_base,
+            );
+            let reported = match corruption {
+                FenceReason::Corruption {
+                    segment, position, ..
+                } => Some((segment.clone(), *position, high)),
+                _ => None,
+            };
+            ensure(reported.as_ref() == Some(&at), || {
+                format!(
+                    "a flip at {} damaged the batch at {} (offset {}) of {}, but recovery \
+                     reported {corruption:?} and recovered to {high}",
+                    flip.position, flip.batch_start, flip.batch_base, at.0
+                )
+            })?;
+        }
+        if let Some(torn) = report.torn_tail.as_ref() {
+            if torn.segment == flip.segment {
+                ensure(!flip.sealed, || {
+                    "a flip in a sealed segment was truncated".into()
+                })?;
+                ensure(torn.position <= flip.position, || {
+                    format!(
+                        "recovery truncated at {} after the flip at {} and did not report it",
+                        torn.position, flip.position
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Flips a bit of synced data, then crashes and recovers: the damage must be reported
-    /// (fenced), or, only inside the torn-tail window, truncated. Returns true to end the run.
+    /// (fenced), or, only for the last synced batch of the active segment, truncated.
+    /// Returns true to end the run.
     fn flip_and_recover(&mut self) -> Checked<bool> {
         let mut logs: Vec<FileRef> = self
             .storage
@@ -788,12 +1180,38 @@ impl Run {
         if logs.is_empty() {
             return Ok(false);
         }
+        let synced = self.synced_ends();
         let file = logs[self.rng.index(logs.len())];
         let data = self.storage.durable_contents(&file).unwrap_or_default();
         let (found, _) = scan_segment(data, 0, Some(file.base));
-        let end = found.last().map_or(0, |batch| batch.end_position());
+        // Media damage below any write still in flight to the file: a write over the damaged
+        // sector would heal it in the crash image, and the flip would not be there to find.
+        let in_flight_from = self
+            .storage
+            .in_flight_requests()
+            .iter()
+            .filter_map(|request| match request {
+                IoRequest::Write {
+                    file: written,
+                    position,
+                    ..
+                } if *written == file => Some(*position),
+                _ => None,
+            })
+            .min();
+        let end = found
+            .last()
+            .map_or(0, |batch| batch.end_position())
+            .min(in_flight_from.unwrap_or(u64::MAX));
+        if end == 0 {
+            return Ok(false);
+        }
         let position = self.rng.below(end);
         let bit = u8::try_from(self.rng.below(8)).expect("fits");
+        let damaged = found
+            .iter()
+            .position(|batch| batch.position <= position && position < batch.end_position())
+            .expect("the synced batches tile the synced data");
         // A segment whose index files are durable is sealed: recovery may never truncate it.
         let sealed = [
             FileRef::offset_index(file.base),
@@ -801,27 +1219,22 @@ impl Run {
         ]
         .iter()
         .all(|index| self.storage.is_dir_durable(index));
+        let flip = Flip {
+            segment: file.base,
+            position,
+            batch_start: found[damaged].position,
+            batch_base: found[damaged].base_offset,
+            last_synced: damaged + 1 == found.len(),
+            sealed,
+        };
         self.storage.flip_bit(&file, position, bit);
-        let report = self.crash_and_recover(true)?;
-        if let Some(torn) = &report.torn_tail {
-            if torn.segment == file.base && torn.position <= position {
-                // Truncated as torn: allowed only in an unsealed segment, inside the window.
-                ensure(!sealed, || {
-                    "a flip in a sealed segment was truncated".into()
-                })?;
-                ensure(
-                    position < (torn.position & !4095) + TORN_WINDOW_BYTES,
-                    || "a flip beyond the torn-tail window was truncated".into(),
-                )?;
-            }
-        }
+        let report = self.crash_and_recover(&synced, Some(&flip))?;
         self.report.corruptions_detected += u64::from(report.corruption.is_some());
         Ok(true)
     }
 }
 
-fn describe(request: &spate_core::IoRequest) -> String {
-    use spate_core::IoRequest;
+fn describe(request: &IoRequest) -> String {
     match request {
         IoRequest::Write {
             file,

@@ -117,11 +117,14 @@ impl Harness {
                     .unwrap(),
                 FetchPlan::AtEnd => panic!("at end below the high watermark"),
             };
+            let before = offset;
             for batch in batches(&bytes) {
                 let batch = batch.unwrap();
                 bases.push(batch.base_offset());
                 offset = batch.next_offset();
             }
+            // An answer without a batch would loop forever (a mutant would time out).
+            assert!(offset > before, "a fetch at {before} returned no batch");
         }
         bases
     }
@@ -481,6 +484,13 @@ fn fetches_come_from_the_tail_cache_or_aligned_reads() {
         harness.log.handle_fetch(Offset(high.0 - 1), 100),
         Ok(FetchPlan::Ready(_))
     ));
+    // Consumers fetch at batch boundaries: the last batches' base offsets are cache hits too.
+    for back in [2, 4] {
+        assert!(matches!(
+            harness.log.handle_fetch(Offset(high.0 - back), 100),
+            Ok(FetchPlan::Ready(_))
+        ));
+    }
     match harness.log.handle_fetch(Offset(1), 100) {
         Ok(FetchPlan::Read(plan)) => {
             assert_eq!(plan.position % u64::from(SECTOR_SIZE), 0);
@@ -561,4 +571,528 @@ fn a_shard_shares_one_budget_for_unsynced_bytes() {
     assert_eq!(durable, 2);
     assert!(shard.remove(&keys[0]).is_some());
     assert_eq!(shard.len(), 1);
+}
+
+/// A bit flip in an acknowledged batch in the middle of the active (unsealed) segment, with
+/// acknowledged batches after it, is corruption: fenced and reported at the damaged batch,
+/// never truncated as if it were a torn tail.
+#[test]
+fn a_flip_inside_the_active_segment_is_fenced_not_truncated() {
+    let mut harness = Harness::new(config());
+    for _ in 0..6 {
+        harness.append(&batch(1000, 2, T0), Durability::Fsync);
+        harness.settle();
+    }
+    let end = harness.log.high_watermark();
+    assert_eq!(harness.log.segment_count(), 1, "one active segment");
+    let file = FileRef::log(Offset(0));
+    let (found, _) = spate_format::segment::scan_segment(
+        harness.storage.durable_contents(&file).unwrap(),
+        0,
+        Some(Offset(0)),
+    );
+    assert_eq!(found.len(), 6);
+    let damaged = found[2];
+    harness
+        .storage
+        .flip_bit(&file, damaged.position + u64::from(damaged.length) / 2, 5);
+    let mut image = harness.storage.crash(11);
+    let file_len = image.contents(&file).unwrap().len();
+    let recovered = recover(&mut image, config());
+    assert!(
+        recovered.report.torn_tail.is_none(),
+        "acknowledged data in the middle of the active segment was truncated: {:?}",
+        recovered.report.torn_tail
+    );
+    match &recovered.report.corruption {
+        Some(FenceReason::Corruption {
+            segment, position, ..
+        }) => {
+            assert_eq!(segment, &file.file_name());
+            assert_eq!(*position, damaged.position, "fenced at the damaged batch");
+        }
+        other => panic!("corruption not reported: {other:?}"),
+    }
+    assert!(recovered.log.fenced().is_some());
+    assert_eq!(recovered.log.high_watermark(), damaged.base_offset);
+    assert!(recovered.log.high_watermark() < end);
+    assert_eq!(
+        image.contents(&file).unwrap().len(),
+        file_len,
+        "nothing on disk was cut"
+    );
+}
+
+/// Retention never deletes the newest segment, even when all its records are past
+/// `retention_ms`: the log keeps its base, its records, and its offsets across a crash.
+#[test]
+fn retention_never_deletes_the_newest_segment() {
+    let mut config = config();
+    config.retention_ms = Some(1000);
+    let mut harness = Harness::new(config.clone());
+    for _ in 0..40 {
+        harness.append(&batch(4000, 1, T0), Durability::Fsync);
+        harness.settle();
+    }
+    let end = harness.log.high_watermark();
+    let bases = harness.log.segment_bases();
+    let newest = *bases.last().unwrap();
+    assert!(bases.len() >= 2, "the log rolled");
+    harness.now = Millis(T0 + 5000);
+    let deleted = harness.log.handle_retention(harness.now);
+    harness.transfer();
+    harness.settle();
+    assert_eq!(deleted as usize, bases.len() - 1);
+    assert_eq!(
+        harness.log.segment_bases(),
+        vec![newest],
+        "the newest segment stays"
+    );
+    assert_eq!(harness.log.log_start(), newest);
+    assert_eq!(harness.log.high_watermark(), end);
+    let fetched = harness.fetch_all();
+    assert_eq!(
+        fetched.first(),
+        Some(&newest),
+        "its records are still served"
+    );
+    assert!(harness.storage.contents(&FileRef::log(newest)).is_some());
+    let mut image = harness.storage.crash(5);
+    let recovered = recover(&mut image, config);
+    assert_eq!(recovered.log.log_start(), newest);
+    assert_eq!(
+        recovered.log.high_watermark(),
+        end,
+        "no offset lost or reused"
+    );
+}
+
+/// Retention by time deletes a segment only once its newest record is older than
+/// `retention_ms`: segments holding newer records stay, whatever their first record's age.
+#[test]
+fn retention_by_time_keeps_segments_with_recent_records() {
+    let mut config = config();
+    config.retention_ms = Some(2000);
+    let mut harness = Harness::new(config);
+    // Old records fill the first segments; the segment holding the switch gets a recent one.
+    for index in 0..40 {
+        let timestamp = if index < 24 { T0 } else { T0 + 4000 };
+        harness.append(&batch(4000, 1, timestamp), Durability::Fsync);
+        harness.settle();
+    }
+    let bases = harness.log.segment_bases();
+    assert!(bases.len() >= 3, "{bases:?}");
+    // The first segments hold only T0 records; from offset 24 on records are recent.
+    let keep: Vec<Offset> = bases
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| bases.get(index + 1).is_none_or(|next| next.0 > 24))
+        .map(|(_, base)| *base)
+        .collect();
+    harness.now = Millis(T0 + 5000);
+    harness.log.handle_retention(harness.now);
+    harness.transfer();
+    harness.settle();
+    assert_eq!(harness.log.segment_bases(), keep);
+    assert!(keep.len() < bases.len(), "the old segments went");
+}
+
+/// A fetch returns only durable batches: data written (or only appended) above the high
+/// watermark is not served, from the tail cache or from disk.
+#[test]
+fn fetches_never_return_data_above_the_high_watermark() {
+    let mut harness = Harness::new(config());
+    let durable = harness.append(&batch(500, 2, T0), Durability::Fsync);
+    harness.settle();
+    let written = harness.append(&batch(500, 2, T0), Durability::Write);
+    harness.settle();
+    harness.append(&batch(500, 2, T0), Durability::None);
+    assert_eq!(harness.log.high_watermark(), durable);
+    assert_eq!(harness.log.written_end(), written, "written, not durable");
+    match harness.log.handle_fetch(Offset(0), 1 << 20).unwrap() {
+        FetchPlan::Ready(bytes) => {
+            let bases: Vec<Offset> = batches(&bytes).map(|b| b.unwrap().base_offset()).collect();
+            assert_eq!(bases, vec![Offset(0)], "only the durable batch");
+        }
+        FetchPlan::Read(plan) => {
+            let data = harness
+                .storage
+                .read_now(&plan.file, plan.position, plan.len)
+                .unwrap();
+            let bytes = plan.complete(&data).unwrap();
+            let bases: Vec<Offset> = batches(&bytes).map(|b| b.unwrap().base_offset()).collect();
+            assert_eq!(bases, vec![Offset(0)], "only the durable batch");
+        }
+        FetchPlan::AtEnd => panic!("at end below the high watermark"),
+    }
+    assert!(matches!(
+        harness.log.handle_fetch(durable, 1 << 20),
+        Ok(FetchPlan::AtEnd)
+    ));
+    assert!(harness.log.handle_fetch(written, 1 << 20).is_err());
+    // Without the tail cache the answer comes from disk, with the same bound.
+    let mut config = config();
+    config.tail_cache_bytes = 0;
+    let mut harness = Harness::new(config);
+    let durable = harness.append(&batch(500, 2, T0), Durability::Fsync);
+    harness.settle();
+    harness.append(&batch(500, 2, T0), Durability::Write);
+    harness.settle();
+    assert_eq!(harness.fetch_all(), vec![Offset(0)]);
+    assert_eq!(harness.log.high_watermark(), durable);
+}
+
+/// A read that returns fewer bytes than planned (a file shorter than the log believes) is
+/// answered with whole batches that were read, or reported as corruption: never a panic,
+/// never a partial batch.
+#[test]
+fn a_short_read_is_reported_never_a_panic() {
+    let mut config = config();
+    config.tail_cache_bytes = 0;
+    let mut harness = Harness::new(config);
+    for _ in 0..12 {
+        harness.append(&batch(1000, 2, T0), Durability::Fsync);
+        harness.settle();
+    }
+    let high = harness.log.high_watermark();
+    for offset in 0..high.0 {
+        let FetchPlan::Read(plan) = harness.log.handle_fetch(Offset(offset), 1 << 20).unwrap()
+        else {
+            panic!("expected a disk read without a tail cache");
+        };
+        let data = harness
+            .storage
+            .read_now(&plan.file, plan.position, plan.len)
+            .unwrap();
+        for cut in [0, 1, 100, 4096, data.len() / 2] {
+            let short = data.slice(..cut.min(data.len()));
+            match plan.complete(&short) {
+                Ok(bytes) => {
+                    let first = batches(&bytes).next().unwrap().unwrap();
+                    assert!(first.base_offset().0 <= offset && offset <= first.last_offset().0);
+                    for batch in batches(&bytes) {
+                        batch.unwrap();
+                    }
+                }
+                Err(spate_core::FetchError::Corrupt { .. }) => {}
+                Err(other) => panic!("a short read answered {other:?}"),
+            }
+        }
+    }
+}
+
+/// A fetch returns every whole batch that fits `max_bytes`, inclusive: an answer of exactly
+/// `max_bytes` keeps its last batch, from the tail cache and from disk.
+#[test]
+fn a_fetch_fills_max_bytes_exactly() {
+    for tail_cache_bytes in [1 << 20, 0] {
+        let mut config = config();
+        config.tail_cache_bytes = tail_cache_bytes;
+        let mut harness = Harness::new(config);
+        for _ in 0..6 {
+            harness.append(&batch(1000, 2, T0), Durability::Fsync);
+            harness.settle();
+        }
+        let fetch = |harness: &Harness, offset: u64, max_bytes: u32| -> Bytes {
+            match harness.log.handle_fetch(Offset(offset), max_bytes).unwrap() {
+                FetchPlan::Ready(bytes) => bytes,
+                FetchPlan::Read(plan) => plan
+                    .complete(
+                        &harness
+                            .storage
+                            .read_now(&plan.file, plan.position, plan.len)
+                            .unwrap(),
+                    )
+                    .unwrap(),
+                FetchPlan::AtEnd => panic!("at end below the high watermark"),
+            }
+        };
+        let one = fetch(&harness, 2, 1).len();
+        for (offset, count) in [(2u64, 3usize), (0, 2), (4, 1)] {
+            let max_bytes = u32::try_from(one * count).unwrap();
+            let bytes = fetch(&harness, offset, max_bytes);
+            assert_eq!(
+                bytes.len(),
+                one * count,
+                "cache {tail_cache_bytes}, offset {offset}"
+            );
+            assert_eq!(
+                fetch(&harness, offset, max_bytes - 1).len(),
+                one * count.saturating_sub(1).max(1),
+                "one byte less leaves the last batch out"
+            );
+        }
+    }
+}
+
+/// Retention does not wait for the active segment: old sealed segments past their limit are
+/// deleted while a write round of the active segment is in flight.
+#[test]
+fn retention_runs_while_the_active_segment_is_being_written() {
+    let mut config = config();
+    config.retention_ms = Some(1000);
+    let mut harness = Harness::new(config);
+    for _ in 0..40 {
+        harness.append(&batch(4000, 1, T0), Durability::Fsync);
+        harness.settle();
+    }
+    let bases = harness.log.segment_bases();
+    assert!(bases.len() >= 3, "{bases:?}");
+    harness.now = Millis(T0 + 5000);
+    // A round of the active segment is in flight (not settled).
+    harness.append(&batch(100, 1, T0 + 5000), Durability::Fsync);
+    assert!(!harness.log.is_idle(), "a round is in flight");
+    assert_eq!(harness.log.segment_bases(), bases, "no roll");
+    let deleted = harness.log.handle_retention(harness.now);
+    assert_eq!(
+        deleted as usize,
+        bases.len() - 1,
+        "every sealed segment went"
+    );
+    harness.transfer();
+    harness.settle();
+    assert_eq!(harness.log.segment_bases(), vec![*bases.last().unwrap()]);
+}
+
+/// A fetch from disk reads a bounded number of bytes however large the segment: from the
+/// sector holding the offset's index entry, at most one index interval, `max_bytes` (or one
+/// largest batch) and one largest batch more, sector-aligned. The answer is still complete.
+#[test]
+fn a_fetch_reads_a_bounded_number_of_bytes() {
+    use spate_format::limits::{BATCH_SIZE_MAX, INDEX_INTERVAL_BYTES};
+    let mut config = config();
+    config.segment_bytes = 16 << 20;
+    config.tail_cache_bytes = 0;
+    let mut harness = Harness::new(config);
+    // About 6 MiB in one segment: far more than one read may take.
+    for _ in 0..60 {
+        harness.append(&batch(50_000, 2, T0), Durability::Fsync);
+        harness.settle();
+    }
+    assert_eq!(harness.log.segment_count(), 1);
+    let high = harness.log.high_watermark();
+    let sector = u64::from(SECTOR_SIZE);
+    for offset in [0, 1, 2, 9, 40, high.0 - 1] {
+        for max_bytes in [1u32, 300_000, 3 << 20] {
+            let FetchPlan::Read(plan) =
+                harness.log.handle_fetch(Offset(offset), max_bytes).unwrap()
+            else {
+                panic!("expected a disk read");
+            };
+            let bound = u64::from(INDEX_INTERVAL_BYTES)
+                + u64::from(max_bytes.max(BATCH_SIZE_MAX))
+                + u64::from(BATCH_SIZE_MAX)
+                + 2 * sector;
+            assert!(
+                plan.len <= bound,
+                "fetch at {offset} (max {max_bytes}) reads {} bytes, more than {bound}",
+                plan.len
+            );
+            let data = harness
+                .storage
+                .read_now(&plan.file, plan.position, plan.len)
+                .unwrap();
+            let bytes = plan.complete(&data).unwrap();
+            let first = batches(&bytes).next().unwrap().unwrap();
+            assert!(first.base_offset().0 <= offset && offset <= first.last_offset().0);
+            let batch_len = first.as_bytes().len();
+            let expected = (max_bytes as usize / batch_len).max(1) * batch_len;
+            let left = usize::try_from(high.0 - first.base_offset().0).unwrap() / 2 * batch_len;
+            assert_eq!(
+                bytes.len(),
+                expected.min(left),
+                "fetch at {offset}, max {max_bytes}"
+            );
+        }
+    }
+}
+
+/// A single index file left next to the last segment (a crash in the middle of sealing it)
+/// is stale: recovery removes it and the segment stays active, taking the next appends.
+#[test]
+fn a_lone_index_file_of_the_last_segment_is_removed() {
+    let mut harness = Harness::new(config());
+    for _ in 0..4 {
+        harness.append(&batch(1000, 2, T0), Durability::Fsync);
+        harness.settle();
+    }
+    let end = harness.log.high_watermark();
+    let mut image = harness.storage.crash(2);
+    let index = FileRef::offset_index(Offset(0));
+    image.submit(IoRequest::WriteFile {
+        id: spate_core::IoId(u64::MAX),
+        file: index,
+        data: Bytes::from_static(&[]),
+    });
+    image.complete_all();
+    while image.poll_done().is_some() {}
+    let recovered = recover(&mut image, config());
+    assert_eq!(recovered.report.removed_files, vec![index.file_name()]);
+    assert!(recovered.report.corruption.is_none());
+    assert!(
+        image.contents(&index).is_none(),
+        "the stale index file is gone"
+    );
+    let mut log = recovered.log;
+    assert_eq!(log.high_watermark(), end);
+    log.handle_append(Millis(T0), &batch(10, 1, T0), Durability::Fsync)
+        .unwrap();
+    assert_eq!(log.segment_count(), 1, "the segment was not sealed");
+}
+
+/// A rolled segment whose full scan does not end clean is corruption, even when every offset
+/// up to the next segment is there: non-zero bytes after its end fence the partition.
+#[test]
+fn trailing_bytes_after_a_rolled_segment_are_corruption() {
+    let mut harness = Harness::new(config());
+    for _ in 0..40 {
+        harness.append(&batch(4000, 1, T0), Durability::Fsync);
+        harness.settle();
+    }
+    let bases = harness.log.segment_bases();
+    assert!(bases.len() >= 3, "{bases:?}");
+    let first = FileRef::log(bases[0]);
+    let len = harness.storage.contents(&first).unwrap().len() as u64;
+    let mut image = harness.storage.crash(4);
+    // Garbage a sector past the end of the first segment, and its indexes gone so recovery
+    // scans it in full.
+    let sector = u64::from(SECTOR_SIZE);
+    let position = len.div_ceil(sector) * sector + sector;
+    image.submit(IoRequest::Write {
+        id: spate_core::IoId(u64::MAX - 2),
+        file: first,
+        position,
+        data: Bytes::from(vec![0xa5; SECTOR_SIZE as usize]),
+    });
+    for kind in [SegmentFileKind::OffsetIndex, SegmentFileKind::TimeIndex] {
+        image.submit(IoRequest::Remove {
+            id: spate_core::IoId(u64::MAX),
+            file: FileRef {
+                base: bases[0],
+                kind,
+            },
+        });
+    }
+    image.complete_all();
+    while image.poll_done().is_some() {}
+    let recovered = recover(&mut image, config());
+    match &recovered.report.corruption {
+        Some(FenceReason::Corruption {
+            segment, position, ..
+        }) => {
+            assert_eq!(segment, &first.file_name());
+            assert_eq!(*position, len, "at the end of the segment's data");
+        }
+        other => panic!("corruption not reported: {other:?}"),
+    }
+    assert!(recovered.log.fenced().is_some());
+    assert_eq!(recovered.log.high_watermark(), bases[1]);
+}
+
+/// A batch with one byte of its records flipped: its header (and declared length) is intact,
+/// its producer CRC fails, and none of its bytes are zero.
+fn damaged_batch(value_size: usize) -> Vec<u8> {
+    let mut bytes = batch(value_size, 1, T0);
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    assert!(spate_format::BatchRef::parse_prefix(&bytes).is_err());
+    bytes
+}
+
+/// The torn-write signature, case by case, on the pure functions recovery uses: a damaged
+/// batch is torn only if a sector piece of it reads as zeros to its sector's end or the file
+/// ends inside it; the chunk may start anywhere in the file.
+#[test]
+fn looks_torn_only_for_missing_sectors_or_a_cut_file() {
+    use spate_core::recovery::looks_torn;
+    let sector = SECTOR_SIZE as usize;
+    let damaged = damaged_batch(3000);
+    // Whole and damaged, every byte present, in a chunk read from 8 KiB on: not torn.
+    let read_at = 2 * sector as u64;
+    let mut data = vec![0x11; 100];
+    data.extend_from_slice(&damaged);
+    data.extend_from_slice(&[0x11; 10]);
+    assert!(!looks_torn(&data, read_at, read_at + 100, false));
+    // Ending exactly at the end of the file is not the file ending inside it.
+    let exact = &data[..100 + damaged.len()];
+    assert!(!looks_torn(exact, read_at, read_at + 100, true));
+    // The file ends inside it: torn (only if this is the end of the file).
+    let cut = &data[..100 + damaged.len() / 2];
+    assert!(looks_torn(cut, read_at, read_at + 100, true));
+    assert!(!looks_torn(cut, read_at, read_at + 100, false));
+    // Ending exactly at a sector boundary with zeros after it: the zeros are not its own.
+    let p = 2 * sector - damaged.len();
+    let mut data = vec![0x11; p];
+    data.extend_from_slice(&damaged);
+    data.extend_from_slice(&vec![0; sector]);
+    assert!(!looks_torn(&data, 0, p as u64, false));
+    // A sector piece of it reads as zeros to the sector's end: torn.
+    let mut missing = data.clone();
+    missing[sector..2 * sector].fill(0);
+    assert!(looks_torn(&missing, 0, p as u64, false));
+    // The same, in a chunk read from 32 KiB on.
+    let read_at = 8 * sector as u64;
+    assert!(looks_torn(&missing, read_at, read_at + p as u64, false));
+    assert!(!looks_torn(&data, read_at, read_at + p as u64, false));
+}
+
+/// `valid_batch_after` finds a valid batch that starts after the damage, not at it, in a
+/// chunk read from anywhere in the file.
+#[test]
+fn a_valid_batch_after_the_damage_is_found_after_it_only() {
+    use spate_core::recovery::valid_batch_after;
+    let good = batch(200, 1, T0);
+    let mut data = vec![0x11; 300];
+    data.extend_from_slice(&good);
+    data.extend_from_slice(&[0; 100]);
+    let read_at = 3 * u64::from(SECTOR_SIZE);
+    assert!(valid_batch_after(&data, read_at, read_at + 10));
+    assert!(valid_batch_after(&data, read_at, read_at + 299));
+    assert!(
+        !valid_batch_after(&data, read_at, read_at + 300),
+        "at the damage is not after it"
+    );
+    assert!(!valid_batch_after(&data, read_at, read_at + 301));
+}
+
+/// Retention over a shard reaches every partition and counts what they deleted.
+#[test]
+fn a_shard_applies_retention_to_every_partition() {
+    use spate_core::{PartitionKey, ShardLogs};
+    let mut config = config();
+    config.retention_ms = Some(1000);
+    let mut shard = ShardLogs::new(1 << 20);
+    let mut expected = 0;
+    for (partition, appends) in [(0u32, 40), (1, 60)] {
+        let mut harness = Harness::new(config.clone());
+        for _ in 0..appends {
+            harness.append(&batch(4000, 1, T0), Durability::Fsync);
+            harness.settle();
+        }
+        expected += harness.log.segment_count() - 1;
+        let key = PartitionKey {
+            topic: "t".into(),
+            partition,
+        };
+        shard.insert(
+            key,
+            std::mem::replace(
+                &mut harness.log,
+                PartitionLog::new(config.clone(), Offset(0)),
+            ),
+        );
+    }
+    assert!(expected >= 4, "{expected}");
+    let deleted = shard.handle_retention(Millis(T0 + 5000));
+    assert_eq!(deleted as usize, expected);
+    for partition in [0, 1] {
+        let key = PartitionKey {
+            topic: "t".into(),
+            partition,
+        };
+        assert_eq!(
+            shard.with_partition(&key, |log| log.segment_count()),
+            Some(1)
+        );
+    }
 }

@@ -2,8 +2,11 @@
 //! given time, and prints the first failing seed (which replays the failure exactly).
 //!
 //! ```text
-//! spate-sim [--from SEED] [--seeds N] [--seconds S] [--steps N]
+//! spate-sim [--from SEED] [--seeds N] [--seconds S] [--steps N] [--keep-going]
 //! ```
+//!
+//! With `--keep-going` it runs every seed, prints the first few failures and counts the
+//! failing seeds (how often a deliberately injected bug is caught).
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -11,11 +14,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use spate_sim::{run_seed, Options, RunReport};
 
+/// Failures printed with `--keep-going`; the rest are only counted.
+const FAILURES_SHOWN: u64 = 3;
+
 fn main() {
     let mut from: Option<u64> = None;
     let mut seeds: Option<u64> = None;
     let mut seconds: Option<u64> = None;
     let mut options = Options::default();
+    let mut keep_going = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = |name: &str| -> u64 {
@@ -30,6 +37,7 @@ fn main() {
             "--seeds" => seeds = Some(value("--seeds")),
             "--seconds" => seconds = Some(value("--seconds")),
             "--steps" => options.steps = u32::try_from(value("--steps")).unwrap_or(u32::MAX),
+            "--keep-going" => keep_going = true,
             "--help" | "-h" => usage(""),
             other => usage(&format!("unknown argument {other}")),
         }
@@ -45,6 +53,7 @@ fn main() {
     let started = Instant::now();
     let mut total = RunReport::default();
     let mut ran = 0u64;
+    let mut failed = 0u64;
     println!(
         "spate-sim: seeds from {first}, {} steps each",
         options.steps
@@ -55,6 +64,12 @@ fn main() {
         }
         match run_seed(seed, options) {
             Ok(report) => total.add(&report),
+            Err(failure) if keep_going => {
+                failed += 1;
+                if failed <= FAILURES_SHOWN {
+                    eprintln!("FAILED: {failure}");
+                }
+            }
             Err(failure) => {
                 eprintln!("FAILED: {failure}");
                 std::process::exit(1);
@@ -63,10 +78,19 @@ fn main() {
         ran += 1;
         if ran.is_multiple_of(10_000) {
             println!(
-                "{ran} seeds passed ({:.0} s)",
+                "{} seeds passed ({:.0} s)",
+                ran - failed,
                 started.elapsed().as_secs_f64()
             );
         }
+    }
+    if failed > 0 {
+        println!(
+            "{failed} of {ran} seeds failed in {:.1} s (seeds {first}..{})",
+            started.elapsed().as_secs_f64(),
+            first + ran
+        );
+        std::process::exit(1);
     }
     println!(
         "{ran} seeds passed in {:.1} s (seeds {first}..{}): {} appends, {} crashes, {} torn tails, \
@@ -87,6 +111,8 @@ fn usage(problem: &str) -> ! {
     if !problem.is_empty() {
         eprintln!("spate-sim: {problem}");
     }
-    eprintln!("usage: spate-sim [--from SEED] [--seeds N] [--seconds S] [--steps N]");
+    eprintln!(
+        "usage: spate-sim [--from SEED] [--seeds N] [--seconds S] [--steps N] [--keep-going]"
+    );
     std::process::exit(2);
 }
