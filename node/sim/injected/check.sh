@@ -19,7 +19,9 @@ fi
 if [ "$#" -gt 0 ]; then patches=("$@"); else patches=("$here"/*.patch); fi
 applied=""
 revert() { if [ -n "$applied" ]; then git apply -R "$applied"; applied=""; fi; }
-trap revert EXIT
+# The release binary is left built from the clean tree, not from the last patch.
+finish() { revert; cargo build --release -q -p spate-sim || true; }
+trap finish EXIT
 escaped=0
 for patch in "${patches[@]}"; do
   [ -f "$patch" ] || patch="$here/$patch"
