@@ -175,7 +175,7 @@ impl Drop for GatewayProcess {
 }
 
 /// A field of /proc/PID/status in bytes (`VmRSS`, `VmHWM`); 0 if unreadable.
-fn memory(pid: u32, field: &str) -> u64 {
+pub fn memory(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {

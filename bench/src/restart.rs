@@ -90,22 +90,11 @@ impl NodeProcess {
 
     /// (current, peak) resident memory in bytes, from `/proc/PID/status`.
     fn memory(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix(name))
-                .and_then(|rest| {
-                    rest.trim()
-                        .trim_end_matches(" kB")
-                        .trim()
-                        .parse::<u64>()
-                        .ok()
-                })
-                .map_or(0, |kib| kib * 1024)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        let pid = self.child.id();
+        (
+            crate::abuse::memory(pid, "VmRSS:"),
+            crate::abuse::memory(pid, "VmHWM:"),
+        )
     }
 }
 
