@@ -442,23 +442,7 @@ fn check_finds_damage_inside_a_sealed_segment_that_a_start_does_not_read() {
     let dir = data_dir("check");
     let (mut child, address) = start(&dir);
     let mut client = Client::connect(address);
-    assert!(matches!(
-        client.call(&Request::CreateTopic(CreateTopicRequest {
-            topic: "c".into(),
-            partitions: 2,
-            retention_ms: Setting::Default,
-            retention_bytes: Setting::Default,
-            segment_bytes: Setting::Value(64 << 10),
-        })),
-        Response::CreateTopic(_)
-    ));
-    let value = vec![7u8; 3000];
-    for _ in 0..60 {
-        assert!(matches!(
-            client.produce("c", 0, &[&value, &value], Durability::Fsync),
-            Response::Produce(_)
-        ));
-    }
+    rolled_topic(&mut client, 2);
     let check = |dir: &std::path::Path| {
         let output = binary()
             .args(["check", "--data-dir", dir.to_str().unwrap()])
@@ -530,23 +514,7 @@ fn a_fence_found_while_running_survives_restarts_until_its_marker_is_removed() {
     let dir = data_dir("persisted-fence");
     let (child, address) = start(&dir);
     let mut client = Client::connect(address);
-    assert!(matches!(
-        client.call(&Request::CreateTopic(CreateTopicRequest {
-            topic: "c".into(),
-            partitions: 1,
-            retention_ms: Setting::Default,
-            retention_bytes: Setting::Default,
-            segment_bytes: Setting::Value(64 << 10),
-        })),
-        Response::CreateTopic(_)
-    ));
-    let value = vec![7u8; 3000];
-    for _ in 0..60 {
-        assert!(matches!(
-            client.produce("c", 0, &[&value, &value], Durability::Fsync),
-            Response::Produce(_)
-        ));
-    }
+    rolled_topic(&mut client, 1);
     terminate(child);
     // Damage inside a sealed segment: a start does not read it.
     let segment = dir.join("topics/c-0/00000000000000000000.log");
@@ -751,4 +719,26 @@ fn sighup_re_runs_recovery_of_fenced_partitions() {
     assert!(next >= acknowledged, "offset {next} issued again");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Creates topic `c` with `partitions` partitions and 64 KiB segments, and writes 60 batches
+/// of two 3,000-byte records to partition 0, so it has several rolled (sealed) segments.
+fn rolled_topic(client: &mut Client, partitions: u32) {
+    assert!(matches!(
+        client.call(&Request::CreateTopic(CreateTopicRequest {
+            topic: "c".into(),
+            partitions,
+            retention_ms: Setting::Default,
+            retention_bytes: Setting::Default,
+            segment_bytes: Setting::Value(64 << 10),
+        })),
+        Response::CreateTopic(_)
+    ));
+    let value = vec![7u8; 3000];
+    for _ in 0..60 {
+        assert!(matches!(
+            client.produce("c", 0, &[&value, &value], Durability::Fsync),
+            Response::Produce(_)
+        ));
+    }
 }
