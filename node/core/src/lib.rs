@@ -12,6 +12,7 @@ pub mod recovery;
 pub mod shard;
 pub mod storage;
 pub mod tail;
+pub mod verify;
 
 pub use config::{LogConfig, ROUND_BYTES_MAX, TORN_WINDOW_BYTES};
 pub use partition::{
@@ -19,6 +20,7 @@ pub use partition::{
 };
 pub use recovery::{Recovered, Recovery, RecoveryError, RecoveryReport, TornTail};
 pub use shard::{PartitionKey, ShardLogs};
+pub use verify::{Damage, SealedSegment, SegmentVerifier, VerifyRead};
 pub use storage::{FileRef, IoDone, IoId, IoOutcome, IoRequest, ListedFile, Storage, StorageError};
 
 /// Milliseconds since the Unix epoch: the only notion of time the core has, always passed in.

@@ -581,6 +581,21 @@ impl PartitionLog {
         self.segments.iter().map(|segment| segment.base).collect()
     }
 
+    /// The segments no longer written to, fully durable and finalized after their roll (the
+    /// active segment and one still being finalized are not included).
+    pub fn sealed_segments(&self) -> Vec<crate::verify::SealedSegment> {
+        self.segments
+            .iter()
+            .zip(self.segments.iter().skip(1))
+            .filter(|(segment, _)| segment.finalized && segment.durable_pos >= segment.size)
+            .map(|(segment, next)| crate::verify::SealedSegment {
+                base: segment.base,
+                next: next.base,
+                size: segment.size,
+            })
+            .collect()
+    }
+
     /// Whether requests are in flight or waiting to be handed out.
     pub fn is_idle(&self) -> bool {
         self.outstanding.is_empty() && self.requests.is_empty()

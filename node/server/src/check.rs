@@ -1,9 +1,8 @@
 //! `spate-node check`: an offline inspection of a data directory. For every partition it runs
 //! the same `Recovery` a start would run, on a storage that reads the files and only records
-//! the writes recovery would make (nothing is changed), then scans every rolled segment in
-//! full, checking every batch's checksums and that offsets continue across segments (a start
-//! reads only the end of a rolled segment whose indexes are valid, so damage inside it is
-//! otherwise found only by a fetch that reaches it).
+//! the writes recovery would make (nothing is changed), then verifies every sealed segment in
+//! full with `spate_core::verify` (every batch's checksums, offsets continuing across
+//! segments): a start reads only the end of a sealed segment whose indexes are valid.
 //!
 //! It takes the data-directory lock, so it never reads files a running node is writing.
 
@@ -14,9 +13,9 @@ use std::path::Path;
 use bytes::Bytes;
 use spate_core::recovery::Recovery;
 use spate_core::storage::FileRef;
-use spate_core::{IoDone, IoOutcome, IoRequest, LogConfig, StorageError};
-use spate_format::limits::BATCH_SIZE_MAX;
-use spate_format::segment::{EndReason, SegmentScanner};
+use spate_core::{
+    IoDone, IoOutcome, IoRequest, LogConfig, SealedSegment, SegmentVerifier, StorageError,
+};
 use spate_format::Offset;
 use thiserror::Error;
 
@@ -24,9 +23,6 @@ use crate::lock::{DataDirLock, LockError};
 use crate::metadata::{Metadata, MetadataError};
 use crate::shard::partition_dir;
 use crate::storage::list_dir;
-
-/// Bytes of a rolled segment read at a time by the full scan (plus room for one batch).
-const CHECK_READ_BYTES: u64 = 8 << 20;
 
 #[derive(Debug, Error)]
 pub enum CheckError {
@@ -137,73 +133,30 @@ fn check_partition(dir: &Path) -> Findings {
     if let Some(fence) = crate::fence::load(dir) {
         findings.damage.push(format!("fenced: {fence}"));
     }
-    // Rolled segments in full: a start checks only their ends.
-    let bases = recovered.log.segment_bases();
-    for (index, base) in bases.iter().enumerate() {
-        let Some(next) = bases.get(index + 1) else {
-            break;
-        };
-        if let Err(damage) = scan_rolled(dir, *base, *next) {
+    // Sealed segments in full: a start checks only their ends.
+    for segment in recovered.log.sealed_segments() {
+        if let Err(damage) = verify_file(dir, segment) {
             findings.damage.push(damage);
         }
     }
     findings
 }
 
-/// Scans a rolled segment from its first byte: every batch valid, offsets from `base` up to
-/// `next`, nothing after the last batch.
-fn scan_rolled(dir: &Path, base: Offset, next: Offset) -> Result<(), String> {
-    let name = FileRef::log(base).file_name();
+/// Verifies a sealed segment from its first byte (every batch valid, offsets from its base
+/// up to the next segment's, exactly the bytes the log holds for it).
+fn verify_file(dir: &Path, segment: SealedSegment) -> Result<(), String> {
+    let name = segment.file().file_name();
     let file = std::fs::File::open(dir.join(&name)).map_err(|error| format!("{name}: {error}"))?;
-    let len = file
-        .metadata()
-        .map_err(|error| format!("{name}: {error}"))?
-        .len();
-    let mut position = 0u64;
-    let mut expected = base;
-    loop {
-        let want = (CHECK_READ_BYTES + u64::from(BATCH_SIZE_MAX)).min(len - position);
-        let bytes = read_at(&file, position, want).map_err(|error| format!("{name}: {error}"))?;
-        let mut scanner = SegmentScanner::new(&bytes, position, Some(expected));
-        for batch in scanner.by_ref() {
-            expected = batch.next_offset();
-        }
-        let end = scanner.end().expect("an exhausted scanner has an end");
-        let at_eof = position + bytes.len() as u64 >= len;
-        match end.reason {
-            EndReason::Clean if at_eof => break,
-            EndReason::Clean
-            | EndReason::InvalidBatch(spate_format::BatchError::Truncated { .. })
-                if !at_eof && end.position > position =>
-            {
-                position = end.position;
-            }
-            EndReason::OffsetMismatch { expected, found } => {
-                return Err(format!(
-                    "{name} at {}: a batch starts at offset {found}, expected {expected}",
-                    end.position
-                ));
-            }
-            EndReason::ZeroPadding => {
-                return Err(format!(
-                    "{name} at {}: zeros where a batch should start (the segment ends at offset {expected}, the next one starts at {next})",
-                    end.position
-                ));
-            }
-            EndReason::InvalidBatch(error) => {
-                return Err(format!("{name} at {}: {error}", end.position));
-            }
-            EndReason::Clean => {
-                return Err(format!("{name} at {}: cannot read on", end.position));
-            }
-        }
+    let mut verifier = SegmentVerifier::new(segment);
+    while let Some(read) = verifier.next_read() {
+        let data =
+            read_at(&file, read.position, read.len).map_err(|error| format!("{name}: {error}"))?;
+        verifier.handle_read(read, &data);
     }
-    if expected != next {
-        return Err(format!(
-            "{name}: ends at offset {expected}, the next segment starts at {next}"
-        ));
+    match verifier.outcome() {
+        Some(Err(damage)) => Err(damage.to_string()),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 fn read_at(file: &std::fs::File, position: u64, len: u64) -> std::io::Result<Vec<u8>> {

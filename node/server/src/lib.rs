@@ -15,6 +15,7 @@ pub mod node;
 pub mod partition;
 pub mod shard;
 pub mod storage;
+pub mod verify;
 
 pub use config::{Flags, NodeCommand, NodeConfig};
 pub use node::{start, NodeError, NodeHandle};

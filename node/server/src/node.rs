@@ -371,6 +371,7 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
                             }
                         })
                         .detach();
+                        glommio::spawn_local(crate::verify::run(shard.clone())).detach();
                         let retention_every = Duration::from_millis(config.retention_check_ms);
                         let retention_shard = shard.clone();
                         glommio::spawn_local(async move {

@@ -487,6 +487,31 @@ impl Shard {
         }
     }
 
+    /// Fences a partition for damage found in acknowledged data (a fetch or the background
+    /// verification met it), recording the fence first so a restart keeps it.
+    pub(crate) async fn fence_corrupt(
+        &self,
+        partition: &Partition,
+        reason: spate_core::FenceReason,
+    ) {
+        self.persist_fence(&partition.key, &reason).await;
+        self.with_log(&partition.key, |log| log.handle_corruption(reason));
+        partition.ring();
+    }
+
+    /// The partitions open on this shard now.
+    pub(crate) fn partition_list(&self) -> Vec<Rc<Partition>> {
+        self.partitions.borrow().values().cloned().collect()
+    }
+
+    /// Whether `partition` is still open (not closed, deleted or re-opened since).
+    pub(crate) fn is_current(&self, partition: &Rc<Partition>) -> bool {
+        self.partitions
+            .borrow()
+            .get(&partition.key)
+            .is_some_and(|open| Rc::ptr_eq(open, partition))
+    }
+
     /// Records a corruption fence in the partition's directory so a restart keeps it.
     async fn persist_fence(&self, key: &PartitionKey, reason: &spate_core::FenceReason) {
         let dir = partition_dir(&self.config.data_dir, &key.topic, key.partition);
@@ -956,9 +981,7 @@ impl Shard {
                                     position: *position,
                                     detail: detail.clone(),
                                 };
-                                self.persist_fence(&key, &reason).await;
-                                self.with_log(&key, |log| log.handle_corruption(reason));
-                                partition.ring();
+                                self.fence_corrupt(&partition, reason).await;
                             }
                             return Err(error(ErrorCode::Storage, fetch.to_string()));
                         }

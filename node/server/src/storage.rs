@@ -156,6 +156,27 @@ impl DmaStorage {
     }
 }
 
+/// A file open for one pass; closed by [`PassReader::close`] (or when dropped).
+#[derive(Debug)]
+pub struct PassReader {
+    name: String,
+    dma: Rc<DmaFile>,
+}
+
+impl PassReader {
+    /// Reads `len` bytes at `position` (both sector-aligned); shorter at the end of the file.
+    pub async fn read(&self, position: u64, len: u64) -> Result<Bytes, StorageError> {
+        let size = usize::try_from(len).unwrap_or(usize::MAX);
+        read_chunked(&self.dma, position, size)
+            .await
+            .map_err(|error| storage_error("read", &self.name, error))
+    }
+
+    pub async fn close(self) {
+        let _ = self.dma.close_rc().await;
+    }
+}
+
 /// Reads a partition's files for fetches; shares the open files with its `DmaStorage`.
 #[derive(Debug, Clone)]
 pub struct DmaReader {
@@ -176,6 +197,21 @@ impl DmaReader {
         read_chunked(&dma, position, size)
             .await
             .map_err(|error| storage_error("read", &file.file_name(), error))
+    }
+
+    /// Opens a file for one sequential pass (background verification), read-only and
+    /// outside the partition's open files, so a pass over every segment holds one descriptor.
+    pub async fn open_for_pass(&self, file: FileRef) -> Result<PassReader, StorageError> {
+        let name = file.file_name();
+        let dma = OpenOptions::new()
+            .read(true)
+            .dma_open(self.dir.join(&name))
+            .await
+            .map_err(|error| storage_error("open", &name, error))?;
+        Ok(PassReader {
+            name,
+            dma: Rc::new(dma),
+        })
     }
 
     /// Closes every open file (shutdown, topic deletion).

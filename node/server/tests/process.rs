@@ -41,6 +41,8 @@ fn help_documents_every_option() {
         "--preallocate-bytes",
         "--frame-timeout-ms",
         "--idle-timeout-ms",
+        "--verify-bytes-per-second",
+        "--verify-interval-ms",
     ] {
         assert!(help.contains(flag), "--help does not mention {flag}");
     }
@@ -524,7 +526,8 @@ fn a_fence_found_while_running_survives_restarts_until_its_marker_is_removed() {
     bytes[flip_at] ^= 0x10;
     std::fs::write(&segment, &bytes).unwrap();
 
-    let (child, address) = start(&dir);
+    // Background verification off: here a consumer finds the damage first.
+    let (child, address) = start_with(&dir, &["--verify-bytes-per-second", "0"]);
     let mut client = Client::connect(address);
     assert!(
         matches!(
@@ -572,6 +575,60 @@ fn a_fence_found_while_running_survives_restarts_until_its_marker_is_removed() {
         client.produce("c", 0, &[b"after"], Durability::Fsync),
         Response::Produce(_)
     ));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn background_verification_fences_damage_inside_a_sealed_segment_after_a_start() {
+    let dir = data_dir("background-verification");
+    let (child, address) = start(&dir);
+    let mut client = Client::connect(address);
+    rolled_topic(&mut client, 1);
+    terminate(child);
+    // A flipped bit inside the first sealed segment: a start reads only a sealed segment's
+    // end, and no consumer will read it.
+    let segment = dir.join("topics/c-0/00000000000000000000.log");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let (batches, _) = spate_format::segment::scan_segment(&bytes, 0, None);
+    let flip_at = usize::try_from(batches[3].position + 100).unwrap();
+    bytes[flip_at] ^= 0x04;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    // Default settings: the first pass starts with the node.
+    let (mut child, address) = start(&dir);
+    let mut client = Client::connect(address);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let message = loop {
+        match client.produce("c", 0, &[b"x"], Durability::Fsync) {
+            Response::Error { error, .. } if error.code == ErrorCode::PartitionFenced => {
+                break error.message;
+            }
+            Response::Produce(_) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the damage was not found in 30 s"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(message.contains("background verification"), "{message}");
+    assert!(
+        message.contains(&format!(
+            "00000000000000000000.log at position {}",
+            batches[3].position
+        )),
+        "{message}"
+    );
+    // Recorded: a restart keeps the fence.
+    assert!(dir.join("topics/c-0/FENCED").exists());
+    // The records before the damage are still served.
+    match client.fetch("c", 0, 0, 0) {
+        Response::Fetch(fetched) => assert!(!records(&fetched.records).is_empty()),
+        other => panic!("{other:?}"),
+    }
     let _ = child.kill();
     let _ = child.wait();
 }
