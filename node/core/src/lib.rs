@@ -20,8 +20,8 @@ pub use partition::{
 };
 pub use recovery::{Recovered, Recovery, RecoveryError, RecoveryReport, TornTail};
 pub use shard::{PartitionKey, ShardLogs};
-pub use verify::{Damage, SealedSegment, SegmentVerifier, VerifyRead};
 pub use storage::{FileRef, IoDone, IoId, IoOutcome, IoRequest, ListedFile, Storage, StorageError};
+pub use verify::{Damage, SealedSegment, SegmentVerifier, VerifyRead};
 
 /// Milliseconds since the Unix epoch: the only notion of time the core has, always passed in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

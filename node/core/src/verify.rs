@@ -144,9 +144,7 @@ impl SegmentVerifier {
                 // The read ended inside a batch: read on from its start.
                 self.position = scan.position;
             }
-            EndReason::Clean | EndReason::InvalidBatch(BatchError::Truncated { .. })
-                if !at_end =>
-            {
+            EndReason::Clean | EndReason::InvalidBatch(BatchError::Truncated { .. }) if !at_end => {
                 // Nothing valid fits in a read larger than any batch: the file ends early.
                 self.position = scan.position;
                 let damage = self.damage(format!(
@@ -158,8 +156,9 @@ impl SegmentVerifier {
             }
             EndReason::OffsetMismatch { expected, found } => {
                 self.position = scan.position;
-                let damage =
-                    self.damage(format!("a batch starts at offset {found}, expected {expected}"));
+                let damage = self.damage(format!(
+                    "a batch starts at offset {found}, expected {expected}"
+                ));
                 self.outcome = Some(Err(damage));
             }
             EndReason::ZeroPadding => {

@@ -212,7 +212,10 @@ mod tests {
     #[test]
     fn pacing_follows_the_rate() {
         assert_eq!(pace(2 << 20, 2 << 20), Duration::from_secs(1));
-        assert_eq!(pace(1 << 20, 16 << 20), Duration::from_millis(62_500) / 1000);
+        assert_eq!(
+            pace(1 << 20, 16 << 20),
+            Duration::from_millis(62_500) / 1000
+        );
         assert_eq!(pace(0, 1), Duration::ZERO);
         // Never a division by zero.
         assert_eq!(pace(1, 0), Duration::from_secs(1));

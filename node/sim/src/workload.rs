@@ -22,7 +22,10 @@
 //! - retention deletes only whole segments, oldest first, each past its limit when deleted
 //!   (by time: its newest record older than `now - retention_ms`; by size: the log without
 //!   it still at least `retention_bytes`), never the newest segment, and, on an idle and
-//!   fully durable log, leaves no oldest segment past its limit behind.
+//!   fully durable log, leaves no oldest segment past its limit behind;
+//! - background verification of every sealed segment (over its synced contents, after each
+//!   recovery and at the end) finds nothing on a log that met no bit flip, and after a flip
+//!   at most the flipped batch.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -32,7 +35,7 @@ use spate_core::recovery::{Recovered, Recovery, RecoveryError, RecoveryReport};
 use spate_core::storage::FileRef;
 use spate_core::{
     AppendError, FenceReason, FetchError, FetchPlan, IoRequest, LogConfig, LogEvent, Millis,
-    PartitionLog, Storage, TORN_WINDOW_BYTES,
+    PartitionLog, SegmentVerifier, Storage, TORN_WINDOW_BYTES,
 };
 use spate_format::limits::SECTOR_SIZE;
 use spate_format::segment::{scan_segment, SegmentFileKind};
@@ -79,6 +82,8 @@ pub struct RunReport {
     /// Bit flips in the last synced batch of the active segment that recovery truncated as a
     /// garbage tail (the documented limit of telling damage from a torn write).
     pub flips_truncated: u64,
+    /// Bit flips in a sealed segment found by verifying it in full after the recovery.
+    pub flips_found_by_verification: u64,
 }
 
 impl RunReport {
@@ -95,6 +100,7 @@ impl RunReport {
         self.rolls += other.rolls;
         self.durable_events += other.durable_events;
         self.flips_truncated += other.flips_truncated;
+        self.flips_found_by_verification += other.flips_found_by_verification;
         self.high_watermark = self.high_watermark.max(other.high_watermark);
     }
 }
@@ -389,7 +395,8 @@ impl Run {
                 },
             )?;
         }
-        self.verify_range(start, end, false)
+        self.verify_range(start, end, false)?;
+        self.check_sealed_verification(None)
     }
 
     #[allow(clippy::print_stderr)]
@@ -1089,7 +1096,48 @@ impl Run {
         if !self.fenced {
             self.check_no_stale_bytes()?;
         }
+        self.check_sealed_verification(flip)?;
         Ok(report)
+    }
+
+    /// Background verification (`spate_core::verify`) of every sealed segment, over its
+    /// synced contents: a log that met no bit flip verifies intact (no false alarm, and
+    /// every sealed segment is durable in full); after a flip, the only damage it may find is
+    /// the flipped batch.
+    fn check_sealed_verification(&mut self, flip: Option<&Flip>) -> Checked {
+        for segment in self.log.sealed_segments() {
+            let file = segment.file();
+            let contents = self.storage.durable_contents(&file).unwrap_or(&[]);
+            let mut verifier = SegmentVerifier::new(segment);
+            while let Some(read) = verifier.next_read() {
+                let start = usize::try_from(read.position)
+                    .unwrap_or(usize::MAX)
+                    .min(contents.len());
+                let end = usize::try_from(read.position + read.len)
+                    .unwrap_or(usize::MAX)
+                    .min(contents.len());
+                verifier.handle_read(read, &contents[start..end]);
+            }
+            match verifier.outcome() {
+                Some(Ok(())) => {}
+                Some(Err(damage))
+                    if flip.is_some_and(|flip| {
+                        flip.segment == segment.base && flip.batch_start == damage.position
+                    }) =>
+                {
+                    self.report.flips_found_by_verification += 1;
+                }
+                Some(Err(damage)) => {
+                    return Err(format!(
+                        "verification of sealed segment {} ({} bytes, offsets up to {}) found \
+                         damage that no flip made: {damage}",
+                        segment.base, segment.size, segment.next
+                    ));
+                }
+                None => return Err("the verifier stopped without an outcome".into()),
+            }
+        }
+        Ok(())
     }
 
     /// After a recovery that did not fence, nothing but zeros lies past the end of the last

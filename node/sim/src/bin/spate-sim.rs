@@ -94,7 +94,8 @@ fn main() {
     }
     println!(
         "{ran} seeds passed in {:.1} s (seeds {first}..{}): {} appends, {} crashes, {} torn tails, \
-         {} fences, {} corruptions detected, {} rolls, {} segments deleted",
+         {} fences, {} corruptions detected ({} flips in sealed segments found by verification), \
+         {} rolls, {} segments deleted",
         started.elapsed().as_secs_f64(),
         first + ran,
         total.appends,
@@ -102,6 +103,7 @@ fn main() {
         total.torn_tails,
         total.fences,
         total.corruptions_detected,
+        total.flips_found_by_verification,
         total.rolls,
         total.segments_deleted,
     );
