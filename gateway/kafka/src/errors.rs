@@ -1,0 +1,66 @@
+//! Spate's error codes as Kafka error codes (issue 11, item 6). The message of Spate's error
+//! goes into the response's error-message field where the version has one.
+
+use kafka_protocol::ResponseError;
+use spate_proto::ErrorCode;
+
+/// The Kafka error for a Spate error code.
+pub fn kafka_error(code: ErrorCode) -> ResponseError {
+    match code {
+        ErrorCode::UnknownTopic | ErrorCode::UnknownPartition => {
+            ResponseError::UnknownTopicOrPartition
+        }
+        ErrorCode::TopicAlreadyExists => ResponseError::TopicAlreadyExists,
+        ErrorCode::InvalidTopicName => ResponseError::InvalidTopicException,
+        ErrorCode::InvalidPartitionCount => ResponseError::InvalidPartitions,
+        ErrorCode::InvalidConfig => ResponseError::InvalidConfig,
+        // The partition map changed: the client refreshes its metadata and retries.
+        ErrorCode::NotOwner => ResponseError::NotLeaderOrFollower,
+        // The shard (or the node) cannot be reached, or is stopping: retriable.
+        ErrorCode::Unavailable | ErrorCode::ShuttingDown => ResponseError::LeaderNotAvailable,
+        ErrorCode::OffsetOutOfRange => ResponseError::OffsetOutOfRange,
+        ErrorCode::InvalidBatch => ResponseError::CorruptMessage,
+        ErrorCode::BatchTooLarge | ErrorCode::FrameTooLarge => ResponseError::MessageTooLarge,
+        ErrorCode::PartitionFenced | ErrorCode::Storage => ResponseError::KafkaStorageError,
+        // A limit was reached (retry later) or the node did not answer in time: retriable.
+        ErrorCode::Busy | ErrorCode::Timeout => ResponseError::RequestTimedOut,
+        ErrorCode::UnsupportedVersion => ResponseError::UnsupportedVersion,
+        ErrorCode::Malformed | ErrorCode::InvalidRequest | ErrorCode::UnknownApi => {
+            ResponseError::InvalidRequest
+        }
+        ErrorCode::Internal | ErrorCode::Other(_) => ResponseError::UnknownServerError,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retriable_spate_errors_stay_retriable_for_kafka_clients() {
+        for code in [
+            ErrorCode::NotOwner,
+            ErrorCode::Unavailable,
+            ErrorCode::ShuttingDown,
+            ErrorCode::Busy,
+            ErrorCode::Timeout,
+            ErrorCode::UnknownTopic,
+            ErrorCode::Storage,
+            ErrorCode::PartitionFenced,
+        ] {
+            assert!(kafka_error(code).is_retriable(), "{code:?}");
+        }
+        // Kafka retries CORRUPT_MESSAGE (the bytes may have been damaged on the way).
+        assert_eq!(kafka_error(ErrorCode::InvalidBatch).code(), 2);
+        for code in [
+            ErrorCode::BatchTooLarge,
+            ErrorCode::TopicAlreadyExists,
+            ErrorCode::InvalidConfig,
+            ErrorCode::InvalidRequest,
+        ] {
+            assert!(!kafka_error(code).is_retriable(), "{code:?}");
+        }
+        assert_eq!(kafka_error(ErrorCode::UnknownPartition).code(), 3);
+        assert_eq!(kafka_error(ErrorCode::PartitionFenced).code(), 56);
+    }
+}

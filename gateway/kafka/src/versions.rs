@@ -1,0 +1,80 @@
+//! The APIs and versions Spate serves on its Kafka port, advertised in ApiVersions exactly as
+//! implemented. Versions follow the needs of the oldest client Spate supports (Debian 12's
+//! librdkafka 2.0.2 behind `kcat` 1.7 sends ApiVersions v3, Metadata v4, Produce v7,
+//! ListOffsets v2 and Fetch v11) and stop before topic ids (Produce and Fetch v13), which
+//! Spate does not have.
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+
+/// (API, lowest, highest version) served.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 12),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+];
+
+/// The range served for `key`, if it is served.
+pub fn supported(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(served, _, _)| *served == key)
+        .map(|(_, min, max)| (*min, *max))
+}
+
+/// The ApiVersions answer body (`error_code` 0, or UNSUPPORTED_VERSION for the fallback).
+pub fn api_versions_body(error_code: i16) -> ApiVersionsResponse {
+    ApiVersionsResponse::default()
+        .with_error_code(error_code)
+        .with_api_keys(
+            SUPPORTED
+                .iter()
+                .map(|(key, min, max)| {
+                    ApiVersion::default()
+                        .with_api_key(*key as i16)
+                        .with_min_version(*min)
+                        .with_max_version(*max)
+                })
+                .collect(),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_served_range_is_one_the_schemas_know() {
+        for (key, min, max) in SUPPORTED {
+            let known = key.valid_versions();
+            assert!(min <= max, "{key:?}");
+            assert!(
+                known.min <= *min && *max <= known.max,
+                "{key:?} {min}..={max} outside {known:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_versions_old_librdkafka_sends_are_served() {
+        // librdkafka 2.0.2 (Debian 12): MsgVer2 needs Produce 3 and Fetch 4.
+        for (key, version) in [
+            (ApiKey::ApiVersions, 3),
+            (ApiKey::Metadata, 4),
+            (ApiKey::Produce, 3),
+            (ApiKey::Produce, 7),
+            (ApiKey::ListOffsets, 1),
+            (ApiKey::ListOffsets, 2),
+            (ApiKey::Fetch, 4),
+            (ApiKey::Fetch, 11),
+        ] {
+            let (min, max) = supported(key).unwrap();
+            assert!((min..=max).contains(&version), "{key:?} v{version}");
+        }
+        // Produce and Fetch v13 name topics by id, which Spate does not have.
+        assert!(supported(ApiKey::Produce).unwrap().1 < 13);
+        assert!(supported(ApiKey::Fetch).unwrap().1 < 13);
+    }
+}
