@@ -10,4 +10,5 @@
 pub mod errors;
 pub mod frame;
 pub mod limits;
+pub mod translate;
 pub mod versions;

@@ -1,0 +1,398 @@
+//! Kafka requests as Spate node requests, and node answers as Kafka responses: which node
+//! request each part of a Kafka request becomes, and how the answers assemble. Pure; the
+//! gateway's `kafka` module sends the node requests and waits for their answers.
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::FetchRequest;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId, FetchResponse, ListOffsetsResponse, MetadataRequest, MetadataResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use spate_proto::{Durability, ErrorResponse, OffsetSpec};
+
+use crate::errors::kafka_error;
+
+/// The one broker a Kafka client sees: this gateway, at its advertised address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    pub host: String,
+    pub port: i32,
+}
+
+/// The broker id Spate's gateway answers with (one broker: itself).
+pub const BROKER_ID: i32 = 0;
+
+/// The cluster id in Metadata and DescribeCluster answers.
+pub const CLUSTER_ID: &str = "spate";
+
+fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_owned()))
+}
+
+/// The durability a produce's `acks` asks for: all (-1) → `fsync`, the leader (1) →
+/// `write`, none (0) → `none` (and no answer). Anything else is INVALID_REQUIRED_ACKS.
+pub fn durability(acks: i16) -> Result<Durability, ResponseError> {
+    match acks {
+        -1 => Ok(Durability::Fsync),
+        1 => Ok(Durability::Write),
+        0 => Ok(Durability::None),
+        _ => Err(ResponseError::InvalidRequiredAcks),
+    }
+}
+
+/// The Metadata answer. `node` is the node's whole partition map (or why it could not be
+/// had). Every topic is asked for by `topics` null (v1+) or empty (v0).
+pub fn metadata_response(
+    version: i16,
+    request: &MetadataRequest,
+    node: Result<&spate_proto::MetadataResponse, &ErrorResponse>,
+    broker: &Broker,
+) -> MetadataResponse {
+    let brokers = vec![MetadataResponseBroker::default()
+        .with_node_id(BrokerId(BROKER_ID))
+        .with_host(StrBytes::from_string(broker.host.clone()))
+        .with_port(broker.port)];
+    let known = |name: &str| match node {
+        Ok(map) => map.topics.iter().find(|topic| topic.name == name),
+        Err(_) => None,
+    };
+    let describe = |topic: &spate_proto::TopicMetadata| {
+        MetadataResponseTopic::default()
+            .with_name(Some(topic_name(&topic.name)))
+            .with_partitions(
+                topic
+                    .partitions
+                    .iter()
+                    .map(|partition| {
+                        MetadataResponsePartition::default()
+                            .with_partition_index(
+                                i32::try_from(partition.partition.0).unwrap_or(i32::MAX),
+                            )
+                            .with_leader_id(BrokerId(BROKER_ID))
+                            .with_leader_epoch(-1)
+                            .with_replica_nodes(vec![BrokerId(BROKER_ID)])
+                            .with_isr_nodes(vec![BrokerId(BROKER_ID)])
+                    })
+                    .collect(),
+            )
+    };
+    let unavailable = match node {
+        Ok(_) => None,
+        Err(error) => Some(kafka_error(error.code)),
+    };
+    let every = match &request.topics {
+        None => None,
+        Some(topics) if version == 0 && topics.is_empty() => None,
+        Some(topics) => Some(topics),
+    };
+    let topics = match every {
+        None => match node {
+            Ok(map) => map.topics.iter().map(describe).collect(),
+            Err(_) => Vec::new(),
+        },
+        Some(wanted) => wanted
+            .iter()
+            .filter_map(|wanted| wanted.name.as_ref())
+            .map(|name| match known(name.as_str()) {
+                Some(topic) => describe(topic),
+                None => MetadataResponseTopic::default()
+                    .with_name(Some(name.clone()))
+                    .with_error_code(
+                        unavailable
+                            .unwrap_or(ResponseError::UnknownTopicOrPartition)
+                            .code(),
+                    ),
+            })
+            .collect(),
+    };
+    MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id(Some(StrBytes::from_static_str(CLUSTER_ID)))
+        .with_controller_id(BrokerId(BROKER_ID))
+        .with_topics(topics)
+}
+
+/// What a ListOffsets timestamp asks for: latest (-1), earliest (-2), or the first record
+/// at or after a time. Others (-3 max timestamp and later ones) are not served yet.
+pub fn offset_spec(timestamp: i64) -> Result<OffsetSpec, ResponseError> {
+    match timestamp {
+        -1 => Ok(OffsetSpec::Latest),
+        -2 => Ok(OffsetSpec::Earliest),
+        time if time >= 0 => Ok(OffsetSpec::Timestamp(time)),
+        _ => Err(ResponseError::InvalidRequest),
+    }
+}
+
+/// One partition's ListOffsets answer from the node's. No record at or after a timestamp is
+/// offset -1 (Kafka's answer), where the node answers with the high watermark.
+pub fn list_offsets_partition(
+    index: i32,
+    spec: Result<OffsetSpec, ResponseError>,
+    answer: Result<spate_proto::ListOffsetsResponse, ErrorResponse>,
+) -> ListOffsetsPartitionResponse {
+    let partition = ListOffsetsPartitionResponse::default().with_partition_index(index);
+    let spec = match spec {
+        Ok(spec) => spec,
+        Err(error) => return partition.with_error_code(error.code()),
+    };
+    match answer {
+        Err(error) => partition
+            .with_error_code(kafka_error(error.code).code())
+            .with_offset(-1)
+            .with_timestamp(-1),
+        Ok(found) => {
+            let offset = i64::try_from(found.offset).unwrap_or(i64::MAX);
+            let offset = match spec {
+                OffsetSpec::Timestamp(_) if found.offset >= found.high_watermark => -1,
+                _ => offset,
+            };
+            partition.with_offset(offset).with_timestamp(-1)
+        }
+    }
+}
+
+/// Assembles ListOffsets topics from per-partition answers in request order.
+pub fn list_offsets_response(
+    topics: Vec<(TopicName, Vec<ListOffsetsPartitionResponse>)>,
+) -> ListOffsetsResponse {
+    ListOffsetsResponse::default().with_topics(
+        topics
+            .into_iter()
+            .map(|(name, partitions)| {
+                ListOffsetsTopicResponse::default()
+                    .with_name(name)
+                    .with_partitions(partitions)
+            })
+            .collect(),
+    )
+}
+
+/// One partition of a Kafka Fetch as the node's Fetch asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchPart {
+    pub topic: TopicName,
+    pub partition: i32,
+    pub offset: i64,
+    pub max_bytes: u32,
+}
+
+/// The partitions a Fetch asks for, in request order (at most `partitions_max`; more is an
+/// INVALID_REQUEST for the whole fetch).
+pub fn fetch_parts(
+    request: &FetchRequest,
+    partitions_max: usize,
+) -> Result<Vec<FetchPart>, ResponseError> {
+    let mut parts = Vec::new();
+    for topic in &request.topics {
+        for partition in &topic.partitions {
+            if parts.len() == partitions_max {
+                return Err(ResponseError::InvalidRequest);
+            }
+            parts.push(FetchPart {
+                topic: topic.topic.clone(),
+                partition: partition.partition,
+                offset: partition.fetch_offset,
+                max_bytes: u32::try_from(partition.partition_max_bytes.max(0)).unwrap_or(0),
+            });
+        }
+    }
+    Ok(parts)
+}
+
+/// One partition's fetched data: Kafka record batches (already converted), the high
+/// watermark and log start, or an error.
+#[derive(Debug, Clone)]
+pub enum Fetched {
+    Data {
+        records: Bytes,
+        high_watermark: u64,
+        log_start_offset: u64,
+    },
+    Error(ResponseError),
+}
+
+/// Assembles a Fetch answer in request order, within the request's `max_bytes` (the first
+/// non-empty partition is answered whole even if larger, as KIP-74 allows; later ones that
+/// would pass the limit are answered empty, and the client fetches them again).
+pub fn fetch_response(parts: &[FetchPart], fetched: Vec<Fetched>, max_bytes: i32) -> FetchResponse {
+    let max_bytes = usize::try_from(max_bytes.max(0)).unwrap_or(0);
+    let mut total = 0usize;
+    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    for (part, fetched) in parts.iter().zip(fetched) {
+        let data = PartitionData::default().with_partition_index(part.partition);
+        let data = match fetched {
+            Fetched::Error(error) => data.with_error_code(error.code()),
+            Fetched::Data {
+                records,
+                high_watermark,
+                log_start_offset,
+            } => {
+                let records = if total > 0 && total + records.len() > max_bytes {
+                    Bytes::new()
+                } else {
+                    total += records.len();
+                    records
+                };
+                let high_watermark = i64::try_from(high_watermark).unwrap_or(i64::MAX);
+                data.with_high_watermark(high_watermark)
+                    .with_last_stable_offset(high_watermark)
+                    .with_log_start_offset(i64::try_from(log_start_offset).unwrap_or(i64::MAX))
+                    .with_records(Some(records))
+            }
+        };
+        match topics.last_mut() {
+            Some(last) if last.topic == part.topic => last.partitions.push(data),
+            _ => topics.push(
+                FetchableTopicResponse::default()
+                    .with_topic(part.topic.clone())
+                    .with_partitions(vec![data]),
+            ),
+        }
+    }
+    FetchResponse::default().with_responses(topics)
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use spate_proto::{ErrorCode, PartitionId, PartitionMetadata, Setting, ShardId, TopicMetadata};
+
+    use super::*;
+
+    fn node_map() -> spate_proto::MetadataResponse {
+        spate_proto::MetadataResponse {
+            shards: vec![],
+            topics: vec![TopicMetadata {
+                name: "clicks".into(),
+                retention_ms: Setting::Default,
+                retention_bytes: Setting::Default,
+                segment_bytes: Setting::Default,
+                partitions: (0..3)
+                    .map(|partition| PartitionMetadata {
+                        partition: PartitionId(partition),
+                        shard: ShardId(0),
+                    })
+                    .collect(),
+            }],
+        }
+    }
+
+    fn broker() -> Broker {
+        Broker {
+            host: "example.org".into(),
+            port: 9092,
+        }
+    }
+
+    #[test]
+    fn metadata_names_this_gateway_and_every_partition() {
+        let map = node_map();
+        let all = metadata_response(
+            4,
+            &MetadataRequest::default().with_topics(None),
+            Ok(&map),
+            &broker(),
+        );
+        assert_eq!(
+            metadata_response(0, &MetadataRequest::default(), Ok(&map), &broker()).topics,
+            all.topics
+        );
+        assert!(
+            metadata_response(1, &MetadataRequest::default(), Ok(&map), &broker())
+                .topics
+                .is_empty()
+        );
+        assert_eq!(all.brokers.len(), 1);
+        assert_eq!(all.brokers[0].host.as_str(), "example.org");
+        assert_eq!(all.brokers[0].port, 9092);
+        assert_eq!(all.topics.len(), 1);
+        assert_eq!(all.topics[0].partitions.len(), 3);
+        assert!(all.topics[0]
+            .partitions
+            .iter()
+            .all(|partition| partition.leader_id == BrokerId(BROKER_ID)));
+
+        let one = MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(topic_name("clicks"))),
+            MetadataRequestTopic::default().with_name(Some(topic_name("nope"))),
+        ]));
+        let answer = metadata_response(4, &one, Ok(&map), &broker());
+        assert_eq!(answer.topics.len(), 2);
+        assert_eq!(answer.topics[0].error_code, 0);
+        assert_eq!(
+            answer.topics[1].error_code,
+            ResponseError::UnknownTopicOrPartition.code()
+        );
+        // The node unreachable: a retriable error per topic.
+        let down = ErrorResponse::new(ErrorCode::Unavailable, "down");
+        let answer = metadata_response(4, &one, Err(&down), &broker());
+        assert_eq!(
+            answer.topics[0].error_code,
+            ResponseError::LeaderNotAvailable.code()
+        );
+    }
+
+    #[test]
+    fn acks_map_to_durability() {
+        assert_eq!(durability(-1), Ok(Durability::Fsync));
+        assert_eq!(durability(1), Ok(Durability::Write));
+        assert_eq!(durability(0), Ok(Durability::None));
+        assert_eq!(durability(2), Err(ResponseError::InvalidRequiredAcks));
+    }
+
+    #[test]
+    fn list_offsets_by_time_past_the_end_is_minus_one() {
+        let answer = spate_proto::ListOffsetsResponse {
+            offset: 10,
+            log_start_offset: 0,
+            high_watermark: 10,
+        };
+        let by_time = list_offsets_partition(0, offset_spec(5), Ok(answer));
+        assert_eq!(by_time.offset, -1);
+        let latest = list_offsets_partition(0, offset_spec(-1), Ok(answer));
+        assert_eq!(latest.offset, 10);
+        assert_eq!(
+            list_offsets_partition(0, offset_spec(-3), Ok(answer)).error_code,
+            ResponseError::InvalidRequest.code()
+        );
+    }
+
+    #[test]
+    fn a_fetch_answer_keeps_to_max_bytes_after_its_first_batch() {
+        let parts: Vec<FetchPart> = (0..3)
+            .map(|partition| FetchPart {
+                topic: topic_name("t"),
+                partition,
+                offset: 0,
+                max_bytes: 100,
+            })
+            .collect();
+        let data = |len: usize| Fetched::Data {
+            records: Bytes::from(vec![1u8; len]),
+            high_watermark: 7,
+            log_start_offset: 0,
+        };
+        let answer = fetch_response(&parts, vec![data(150), data(10), data(10)], 100);
+        let partitions = &answer.responses[0].partitions;
+        assert_eq!(partitions.len(), 3);
+        // The first is whole although larger; the others would pass the limit.
+        assert_eq!(partitions[0].records.as_ref().unwrap().len(), 150);
+        assert!(partitions[1].records.as_ref().unwrap().is_empty());
+        assert_eq!(partitions[1].high_watermark, 7);
+        let answer = fetch_response(&parts, vec![data(0), data(40), data(50)], 100);
+        let sizes: Vec<usize> = answer.responses[0]
+            .partitions
+            .iter()
+            .map(|partition| partition.records.as_ref().unwrap().len())
+            .collect();
+        assert_eq!(sizes, vec![0, 40, 50]);
+    }
+}
