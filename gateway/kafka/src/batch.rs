@@ -615,12 +615,6 @@ pub enum SpateBatchError {
         position: u64,
         error: BatchError,
     },
-    #[error("batch {index} at byte {position} uses compression codec {codec}, not supported yet")]
-    Compressed {
-        index: u32,
-        position: u64,
-        codec: u8,
-    },
 }
 
 /// Kafka record batches built from a node Fetch answer: for each batch a 61-byte Kafka header
@@ -674,7 +668,8 @@ impl KafkaRecords {
 /// Kafka CRC-32C is computed: the new CRC would otherwise vouch for damaged bytes, and a Kafka
 /// consumer could not tell. The records themselves are not decoded again: the node validated
 /// them when the batch was produced. A partial batch at the end is an error, since the node
-/// never sends one.
+/// never sends one. The attributes are copied as they are: a compressed batch (format v2) has
+/// the same layout in both formats, its records section compressed as a whole.
 pub fn spate_to_kafka(records: &Bytes) -> Result<KafkaRecords, SpateBatchError> {
     let mut out = KafkaRecords::default();
     let mut position = 0usize;
@@ -687,16 +682,6 @@ pub fn spate_to_kafka(records: &Bytes) -> Result<KafkaRecords, SpateBatchError> 
                 error,
             }
         })?;
-        let header = batch.header();
-        let codec = (header.attributes.get() & ATTRIBUTE_COMPRESSION_MASK) as u8;
-        if codec != 0 {
-            // Spate v1 refuses compressed batches at parse; this guards the day it does not.
-            return Err(SpateBatchError::Compressed {
-                index,
-                position: len_u64(position),
-                codec,
-            });
-        }
         let length = batch.as_bytes().len();
         let section = records.slice(position + BATCH_HEADER_SIZE as usize..position + length);
         let kafka_header = kafka_header(&batch, &section);
