@@ -511,12 +511,17 @@ fn spate_up_serves_and_stops_cleanly() {
         let mut up = Process::spawn(
             Command::new(binary("spate"))
                 .args(["up", "--gateway", "127.0.0.1:0", "--shards", "2"])
+                .args(["--kafka-listen", "127.0.0.1:0"])
                 .arg("--data-dir")
                 .arg(dir.join("data")),
             dir.join("up.log"),
         );
         let (gateway, cert) = parse_gateway_line(&up.line("gateway listening on "));
         assert_eq!(cert, dir.join("data").join("tls").join("cert.pem"));
+        // Kafka clients are served too (on port 9092 by default).
+        assert!(up
+            .line("kafka listening on ")
+            .contains("(advertised as 127.0.0.1:"));
         up.line("spate is up");
         (up, Cli { gateway, cert })
     };
@@ -933,4 +938,218 @@ async fn abusive_clients_do_not_stop_the_gateway_serving_others() {
     drop(fresh);
     drop(held);
     drop(idle);
+}
+
+/// The Kafka client the tests drive: Debian 12's `kcat` 1.7.1 with librdkafka 2.0.2, the
+/// oldest librdkafka in common distributions (the current one is tested through
+/// confluent-kafka's wheel).
+const KCAT_PACKAGE: &str = "kcat=1.7.1-2";
+
+/// Installs `kcat` with apt when it is missing (`.ci/run` does the same first), once per
+/// test process, so `cargo test --workspace` runs on a fresh machine.
+fn ensure_kcat() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let present = Command::new("kcat")
+            .arg("-V")
+            .output()
+            .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains("1.7.1"));
+        if present {
+            return;
+        }
+        let install = |update: bool| {
+            if update {
+                let _ = Command::new("apt-get").arg("update").status();
+            }
+            Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends", KCAT_PACKAGE])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .is_ok_and(|status| status.success())
+        };
+        assert!(
+            install(false) || install(true),
+            "cannot install {KCAT_PACKAGE} with apt-get (needs root and the Debian archive)"
+        );
+    });
+}
+
+/// Runs `kcat` with `input` on stdin; returns stdout, panicking with stderr on failure.
+fn kcat(args: &[&str], input: &str) -> String {
+    ensure_kcat();
+    let mut child = Command::new("kcat")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kcat is installed (.ci/run installs Debian's kcat 1.7.1)");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_owned();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(
+        output.status.success(),
+        "kcat {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn kcat_lists_produces_and_consumes_across_protocols() {
+    let dir = data_dir("kcat");
+    let mut up = Process::spawn(
+        Command::new(binary("spate"))
+            .args(["up", "--gateway", "127.0.0.1:0", "--shards", "2"])
+            .args(["--kafka-listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(dir.join("data")),
+        dir.join("up.log"),
+    );
+    let (gateway, cert) = parse_gateway_line(&up.line("gateway listening on "));
+    let kafka_line = up.line("kafka listening on ");
+    let broker = kafka_line
+        .strip_prefix("kafka listening on ")
+        .and_then(|rest| rest.split_once(' '))
+        .map(|(address, _)| address.to_owned())
+        .unwrap();
+    up.line("spate is up");
+    let cli = Cli { gateway, cert };
+    cli.ok(&["topic", "create", "demo", "--partitions", "2"], "");
+
+    // Metadata: the one broker (this gateway) and both partitions.
+    let listed = kcat(&["-b", &broker, "-L", "-t", "demo"], "");
+    assert!(
+        listed.contains(&format!("broker 0 at {broker}")),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("topic \"demo\" with 2 partitions"),
+        "{listed}"
+    );
+
+    // Written with kcat (keys and headers, acks=all), read with kcat and with spate.
+    let input: String = (0..200).map(|i| format!("key-{i}:value {i}\n")).collect();
+    kcat(
+        &[
+            "-b",
+            &broker,
+            "-t",
+            "demo",
+            "-P",
+            "-K:",
+            "-H",
+            "trace=7",
+            "-X",
+            "acks=all",
+            "-X",
+            "partitioner=murmur2_random",
+        ],
+        &input,
+    );
+    let consumed = kcat(
+        &[
+            "-b",
+            &broker,
+            "-t",
+            "demo",
+            "-C",
+            "-e",
+            "-o",
+            "beginning",
+            "-f",
+            "%p %o %k=%s %h\n",
+        ],
+        "",
+    );
+    let mut by_partition: HashMap<u32, Vec<(u64, String)>> = HashMap::new();
+    for line in consumed.lines() {
+        let (partition, rest) = line.split_once(' ').unwrap();
+        let (offset, rest) = rest.split_once(' ').unwrap();
+        assert!(rest.ends_with(" trace=7"), "{line}");
+        by_partition
+            .entry(partition.parse().unwrap())
+            .or_default()
+            .push((
+                offset.parse().unwrap(),
+                rest.trim_end_matches(" trace=7").to_owned(),
+            ));
+    }
+    let mut all: Vec<String> = Vec::new();
+    for (partition, records) in &by_partition {
+        // Offsets dense from 0, each key on the partition Kafka's partitioner chose (the same
+        // murmur2 as the SDK's).
+        for (expected, (offset, record)) in records.iter().enumerate() {
+            assert_eq!(*offset, expected as u64);
+            let (key, _) = record.split_once('=').unwrap();
+            assert_eq!(partition_for_key(key.as_bytes(), 2), *partition, "{key}");
+        }
+        all.extend(records.iter().map(|(_, record)| record.clone()));
+    }
+    let mut sent: Vec<String> = input
+        .lines()
+        .map(|line| line.replacen(':', "=", 1))
+        .collect();
+    sent.sort();
+    all.sort();
+    assert_eq!(all, sent);
+    let json = cli.ok(&["consume", "demo", "--format", "json"], "");
+    let mut via_spate: Vec<String> = json
+        .lines()
+        .map(|line| {
+            let key = line
+                .split("\"key\":\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            let value = line
+                .split("\"value\":\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            format!("{key}={value}")
+        })
+        .collect();
+    via_spate.sort();
+    assert_eq!(via_spate, sent);
+
+    // Written with spate, read with kcat (partition 1 now holds more).
+    let before = by_partition.get(&1).map_or(0, Vec::len);
+    cli.ok(
+        &["produce", "demo", "--partition", "1"],
+        "from spate 1\nfrom spate 2\n",
+    );
+    let tail = kcat(
+        &[
+            "-b",
+            &broker,
+            "-t",
+            "demo",
+            "-p",
+            "1",
+            "-C",
+            "-e",
+            "-o",
+            &before.to_string(),
+            "-f",
+            "%o %s\n",
+        ],
+        "",
+    );
+    assert_eq!(
+        tail,
+        format!("{before} from spate 1\n{} from spate 2\n", before + 1)
+    );
+    // Offsets by time and at the ends.
+    let ends = kcat(&["-b", &broker, "-Q", "-t", "demo:1:-1"], "");
+    assert!(ends.contains(&format!("offset {}", before + 2)), "{ends}");
+    assert!(up.terminate().success());
 }

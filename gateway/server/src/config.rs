@@ -12,7 +12,7 @@ use thiserror::Error;
 use crate::budget::BUDGET_RESERVE_DIVISOR;
 
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:7447";
-pub const NODE_DEFAULT: &str = "127.0.0.1:9092";
+pub const NODE_DEFAULT: &str = "127.0.0.1:7460";
 pub const DEV_CERT_DIR_DEFAULT: &str = "./spate-data/tls";
 
 /// Receive window per stream: 2 MiB carries about 1 GB/s at a 2 ms round trip (a data
@@ -28,6 +28,13 @@ pub const BUFFER_BUDGET_DEFAULT: u64 = 512 << 20;
 /// Partially received frames of one connection: seven largest frames, far more than a
 /// client writing one frame at a time per stream needs to reach full speed.
 pub const CONNECTION_BUFFER_BUDGET_DEFAULT: u64 = 8 << 20;
+/// Kafka requests in flight per connection: deep enough for librdkafka's pipelining of
+/// produce requests to many partitions, small enough to bound what one client holds.
+pub const KAFKA_IN_FLIGHT_DEFAULT: u32 = 64;
+pub const KAFKA_MAX_CONNECTIONS_DEFAULT: u32 = 1024;
+/// Kafka request bytes held over all connections: with the 100 MiB request limit, its last
+/// quarter still holds one largest request.
+pub const KAFKA_BUFFER_BUDGET_DEFAULT: u64 = 512 << 20;
 /// A started frame with no new bytes for this long belongs to a dead or abusive client: a
 /// healthy one sends a whole frame in milliseconds, and QUIC retransmits within a second.
 pub const FRAME_STALL_TIMEOUT_MS_DEFAULT: u64 = 10_000;
@@ -40,7 +47,7 @@ pub struct Flags {
     /// UDP address to listen on for QUIC. [default: 127.0.0.1:7447]
     #[arg(long, value_name = "HOST:PORT")]
     pub listen: Option<String>,
-    /// Address of any shard of the node. [default: 127.0.0.1:9092]
+    /// Address of any shard of the node. [default: 127.0.0.1:7460]
     #[arg(long, value_name = "HOST:PORT")]
     pub node: Option<String>,
     /// TOML file with any of these settings (flags override it).
@@ -96,6 +103,30 @@ pub struct Flags {
     /// reset, freeing its budget, in ms. [default: 10000]
     #[arg(long, value_name = "MS")]
     pub frame_stall_timeout_ms: Option<u64>,
+    /// TCP address for Kafka clients (the Kafka wire protocol, docs/kafka.md). [default: no
+    /// Kafka listener]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub kafka_listen: Option<String>,
+    /// The address Kafka clients are told to connect to (Metadata answers), when it differs
+    /// from --kafka-listen (containers, NAT). [default: the listen address]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub kafka_advertise: Option<String>,
+    /// Largest Kafka request in bytes (Kafka's socket.request.max.bytes), checked before
+    /// anything is allocated. [default: 104857600 (100 MiB)]
+    #[arg(long, value_name = "BYTES")]
+    pub kafka_request_bytes_max: Option<u32>,
+    /// Kafka requests one connection may have in flight; beyond it the gateway stops reading
+    /// the connection until answers go out. [default: 64]
+    #[arg(long, value_name = "N")]
+    pub kafka_in_flight: Option<u32>,
+    /// Kafka connections accepted at once. [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub kafka_max_connections: Option<u32>,
+    /// Bytes of Kafka requests being received or waiting to be forwarded, over all Kafka
+    /// connections; when spent, connections stop reading. At least 4 × the largest request.
+    /// [default: 512 MiB]
+    #[arg(long, value_name = "BYTES")]
+    pub kafka_buffer_budget: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -118,6 +149,12 @@ pub struct FileConfig {
     pub buffer_budget: Option<u64>,
     pub connection_buffer_budget: Option<u64>,
     pub frame_stall_timeout_ms: Option<u64>,
+    pub kafka_listen: Option<String>,
+    pub kafka_advertise: Option<String>,
+    pub kafka_request_bytes_max: Option<u32>,
+    pub kafka_in_flight: Option<u32>,
+    pub kafka_max_connections: Option<u32>,
+    pub kafka_buffer_budget: Option<u64>,
 }
 
 /// The resolved configuration of a gateway.
@@ -140,6 +177,31 @@ pub struct GatewayConfig {
     pub buffer_budget: u64,
     pub connection_buffer_budget: u64,
     pub frame_stall_timeout: Duration,
+    /// The Kafka listener, if one is configured.
+    pub kafka: Option<KafkaConfig>,
+}
+
+/// The Kafka listener's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaConfig {
+    pub listen: String,
+    /// What Metadata answers name as the broker's address; `None`: the bound address.
+    pub advertise: Option<String>,
+    pub request_bytes_max: u32,
+    pub in_flight: u32,
+    pub max_connections: u32,
+    pub buffer_budget: u64,
+}
+
+impl KafkaConfig {
+    /// The budget limits of Kafka requests: one connection holds at most one largest request.
+    pub fn budget_limits(&self) -> crate::budget::Limits {
+        crate::budget::Limits {
+            global: self.buffer_budget,
+            connection: u64::from(self.request_bytes_max),
+            frame: u64::from(self.request_bytes_max),
+        }
+    }
 }
 
 #[derive(Debug, Error)]
@@ -298,6 +360,41 @@ impl GatewayConfig {
                     .or(file.frame_stall_timeout_ms)
                     .unwrap_or(FRAME_STALL_TIMEOUT_MS_DEFAULT),
             )?),
+            kafka: match flags.kafka_listen.or(file.kafka_listen) {
+                None => None,
+                Some(listen) => Some(KafkaConfig {
+                    advertise: flags.kafka_advertise.or(file.kafka_advertise),
+                    listen,
+                    request_bytes_max: positive(
+                        "kafka_request_bytes_max",
+                        flags
+                            .kafka_request_bytes_max
+                            .or(file.kafka_request_bytes_max)
+                            .unwrap_or(spate_kafka::limits::REQUEST_SIZE_MAX_DEFAULT),
+                    )?,
+                    in_flight: positive(
+                        "kafka_in_flight",
+                        flags
+                            .kafka_in_flight
+                            .or(file.kafka_in_flight)
+                            .unwrap_or(KAFKA_IN_FLIGHT_DEFAULT),
+                    )?,
+                    max_connections: positive(
+                        "kafka_max_connections",
+                        flags
+                            .kafka_max_connections
+                            .or(file.kafka_max_connections)
+                            .unwrap_or(KAFKA_MAX_CONNECTIONS_DEFAULT),
+                    )?,
+                    buffer_budget: positive(
+                        "kafka_buffer_budget",
+                        flags
+                            .kafka_buffer_budget
+                            .or(file.kafka_buffer_budget)
+                            .unwrap_or(KAFKA_BUFFER_BUDGET_DEFAULT),
+                    )?,
+                }),
+            },
         };
         config.check_related_limits()?;
         Ok(config)
@@ -347,6 +444,20 @@ impl GatewayConfig {
                     self.buffer_budget
                 ),
             );
+        }
+        if let Some(kafka) = &self.kafka {
+            // As for QUIC frames: a request is read once all of it is reserved, and the
+            // budget's reserve must hold the largest one.
+            let request = u64::from(kafka.request_bytes_max);
+            if request > kafka.buffer_budget / BUDGET_RESERVE_DIVISOR {
+                return invalid(
+                    "kafka_buffer_budget",
+                    format!(
+                        "{} is below {BUDGET_RESERVE_DIVISOR} × kafka_request_bytes_max ({request})",
+                        kafka.buffer_budget
+                    ),
+                );
+            }
         }
         if self.frames_per_stream > self.frames_per_connection {
             return invalid(

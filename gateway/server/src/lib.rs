@@ -1,10 +1,12 @@
 //! `spate-gateway`: the stateless QUIC front. It terminates QUIC and TLS 1.3 (ALPN
 //! `spate/1`), learns the partition → shard map from the node, and forwards every frame to
 //! the owning shard over pooled, pipelined TCP links, rewriting only the frame header's
-//! correlation id. Record batches are never decoded here.
+//! correlation id. Record batches are never decoded on the QUIC path; the Kafka listener
+//! (`kafka`) swaps batch headers between Kafka's format and Spate's (`spate_kafka`).
 
 pub mod budget;
 pub mod config;
+pub mod kafka;
 pub mod link;
 pub mod router;
 pub mod server;
@@ -35,6 +37,12 @@ pub async fn run(config: GatewayConfig) -> ExitCode {
             gateway.local_addr,
             gateway.cert_path.display()
         );
+        if let Some(kafka) = &gateway.kafka {
+            println!(
+                "kafka listening on {} (advertised as {})",
+                kafka.local_addr, kafka.advertised
+            );
+        }
     }
     let mut terminate =
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -228,6 +228,38 @@ impl Router {
         }
     }
 
+    /// Waits for the shard's answer and decodes it (for requests the gateway made itself,
+    /// such as the Kafka listener's); refreshes the partition map when the answer says it is
+    /// stale, as [`Router::answer`] does.
+    pub async fn response(&self, pending: Pending) -> Response {
+        let (receiver, admin) = match pending {
+            Pending::Ready(response) => return response,
+            Pending::Shard { receiver, admin } => (receiver, admin),
+        };
+        let Ok(frame) = receiver.await else {
+            self.refresh_soon();
+            return Response::error(
+                0,
+                ErrorCode::Unavailable,
+                "the connection to the shard broke",
+            );
+        };
+        let response = Response::decode(&frame).unwrap_or_else(|error| {
+            Response::error(
+                frame.head.api_key,
+                ErrorCode::Internal,
+                format!("the shard's answer does not decode: {error}"),
+            )
+        });
+        let stale = admin
+            || matches!(&response, Response::Error { error, .. }
+                if matches!(error.code, ErrorCode::NotOwner | ErrorCode::UnknownTopic));
+        if stale {
+            self.refresh_soon();
+        }
+        response
+    }
+
     /// Refreshes the partition map in the background, unless a refresh is running already.
     fn refresh_soon(&self) {
         if self.refreshing.try_lock().is_err() {

@@ -30,6 +30,8 @@ pub enum GatewayError {
     Endpoint(std::io::Error),
     #[error("QUIC configuration: {0}")]
     Quic(String),
+    #[error("{0}")]
+    Kafka(String),
 }
 
 /// A running gateway.
@@ -42,6 +44,8 @@ pub struct Gateway {
     pub router: Arc<Router>,
     /// The budget of partially received frames (its `used()` is what they hold now).
     pub budget: Arc<Budget>,
+    /// The Kafka listener, when configured.
+    pub kafka: Option<crate::kafka::KafkaListener>,
 }
 
 impl Gateway {
@@ -60,6 +64,9 @@ impl Gateway {
     /// [`SHUTDOWN_DRAIN_MAX`]. Streams waiting for budget or stalled mid-frame end with their
     /// connection, so they do not hold the shutdown up.
     pub async fn shutdown(&self) {
+        if let Some(kafka) = &self.kafka {
+            kafka.shutdown().await;
+        }
         self.close();
         if tokio::time::timeout(SHUTDOWN_DRAIN_MAX, self.wait_idle())
             .await
@@ -188,6 +195,14 @@ pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
          times that)"
     );
     let budget = Budget::new(config.budget_limits());
+    let kafka = match &config.kafka {
+        None => None,
+        Some(kafka) => Some(
+            crate::kafka::start(kafka.clone(), router.clone(), config.frame_stall_timeout)
+                .await
+                .map_err(GatewayError::Kafka)?,
+        ),
+    };
     let config = Arc::new(config);
     tokio::spawn(accept(
         endpoint.clone(),
@@ -201,6 +216,7 @@ pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
         endpoint,
         router,
         budget,
+        kafka,
     })
 }
 

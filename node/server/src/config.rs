@@ -14,7 +14,7 @@ use thiserror::Error;
 /// Default data directory.
 pub const DATA_DIR_DEFAULT: &str = "./spate-data";
 /// Default listen address of shard 0 (shard i listens on port + i).
-pub const LISTEN_DEFAULT: &str = "127.0.0.1:9092";
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:7460";
 /// Connections one shard accepts at once.
 pub const CONNECTIONS_MAX_DEFAULT: u32 = 1024;
 /// Requests one connection may have in flight (pipelining depth).
@@ -58,7 +58,7 @@ pub struct Flags {
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Address of shard 0; shard i listens on port + i (port 0: every shard picks a free
-    /// port). [default: 127.0.0.1:9092]
+    /// port). [default: 127.0.0.1:7460]
     #[arg(long, value_name = "HOST:PORT")]
     pub listen: Option<String>,
     /// Number of shards (executor threads). [default: one per available core]

@@ -19,6 +19,16 @@ pub struct UpArgs {
     /// Number of node shards. [default: one per available core]
     #[arg(long, value_name = "N")]
     shards: Option<u32>,
+    /// TCP address for Kafka clients (kcat, librdkafka, kafka-python, ...).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
+    kafka_listen: String,
+    /// The address Kafka clients are told to connect to, when it differs from
+    /// --kafka-listen (containers, NAT). [default: the listen address]
+    #[arg(long, value_name = "HOST:PORT")]
+    kafka_advertise: Option<String>,
+    /// Serve no Kafka listener.
+    #[arg(long, conflicts_with_all = ["kafka_listen", "kafka_advertise"])]
+    no_kafka: bool,
 }
 
 fn failed(message: impl std::fmt::Display) -> ExitCode {
@@ -72,6 +82,8 @@ async fn serve(
         listen: Some(gateway_listen.to_owned()),
         node: Some(first.to_string()),
         dev_cert_dir: Some(args.data_dir.join("tls")),
+        kafka_listen: (!args.no_kafka).then(|| args.kafka_listen.clone()),
+        kafka_advertise: args.kafka_advertise.clone(),
         ..spate_gateway::Flags::default()
     };
     let config = spate_gateway::GatewayConfig::resolve(flags).map_err(|error| error.to_string())?;
@@ -89,6 +101,12 @@ async fn serve(
             "gateway listening on {} (certificate {certificate})",
             gateway.local_addr
         );
+        if let Some(kafka) = &gateway.kafka {
+            println!(
+                "kafka listening on {} (advertised as {})",
+                kafka.local_addr, kafka.advertised
+            );
+        }
         println!(
             "node shards on {}; data in {}",
             shards.join(", "),

@@ -1,0 +1,746 @@
+//! The Kafka listener: Kafka clients over TCP, translated to node requests and routed to the
+//! owning shard like QUIC requests (docs/kafka.md). The gateway stays stateless: every
+//! acknowledgement comes from the node.
+//!
+//! One task reads a connection's requests in order: it checks each request's size before
+//! reading it, reserves its bytes in the Kafka budget (so requests being received or waiting
+//! to be forwarded never exceed `kafka_buffer_budget`), decodes it and sends its node
+//! requests at once, so requests to one partition reach the shard in the order they came.
+//! The answers are awaited in tasks of their own and written by a writer task in request
+//! order (Kafka's rule), at most `kafka_in_flight` at a time: beyond that the reader stops
+//! reading, and TCP carries the back-pressure to the client. What the request means and how
+//! answers assemble is `spate_kafka` (pure); this module moves the bytes.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{
+    ApiKey, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, ProduceResponse,
+    RequestKind, TopicName,
+};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::ResponseError;
+use spate_kafka::frame::{decode_request, encode_response, request_size, Decoded, Request};
+use spate_kafka::translate::{self, Broker, FetchPart, Fetched};
+use spate_kafka::versions::api_versions_body;
+use spate_proto::{
+    ErrorCode, ErrorResponse, Frame, PartitionId, Request as NodeRequest, Response as NodeResponse,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::budget::Budget;
+use crate::config::KafkaConfig;
+use crate::router::{Pending, Router};
+
+/// Partitions one Fetch may name: each becomes a node request.
+pub const FETCH_PARTITIONS_MAX: usize = 1024;
+
+/// Longest a Fetch may park waiting for data (the node's own limit on a long poll).
+pub const FETCH_WAIT_MAX: Duration = Duration::from_secs(60);
+
+/// Largest fetch asked of one shard for one partition, whatever the client asks: answers
+/// stay within the node's frame limits.
+pub const FETCH_PARTITION_BYTES_MAX: u32 = 8 << 20;
+
+/// At most one log line per this interval for refused connections and bad requests: a flood
+/// must not flood the log.
+pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What the writer does with one request's outcome.
+#[derive(Debug)]
+enum Reply {
+    /// Write these bytes (a framed response).
+    Bytes(Bytes),
+    /// Nothing to write (a produce with `acks=0`).
+    Nothing,
+    /// Close the connection after the answers before it (an `acks=0` produce failed: the
+    /// client learns it only this way, as with Kafka).
+    Close(String),
+}
+
+type Answer = Pin<Box<dyn std::future::Future<Output = Reply> + Send>>;
+
+/// A rate-limited log line.
+#[derive(Debug)]
+struct Throttled {
+    started: Instant,
+    last: AtomicU64,
+}
+
+impl Throttled {
+    fn new() -> Self {
+        Throttled {
+            started: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn allow(&self) -> bool {
+        let now = u64::try_from(self.started.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        let last = self.last.load(Ordering::Relaxed);
+        let interval = u64::try_from(LOG_INTERVAL.as_millis()).unwrap_or(u64::MAX);
+        if last != 0 && now.saturating_sub(last) < interval {
+            return false;
+        }
+        self.last.store(now, Ordering::Relaxed);
+        true
+    }
+}
+
+#[derive(Debug)]
+struct Context {
+    router: Arc<Router>,
+    broker: Broker,
+    config: KafkaConfig,
+    budget: Arc<Budget>,
+    stall_timeout: Duration,
+    refused_log: Throttled,
+    closed_log: Throttled,
+}
+
+/// A running Kafka listener.
+#[derive(Debug)]
+pub struct KafkaListener {
+    pub local_addr: SocketAddr,
+    /// What Metadata answers advertise.
+    pub advertised: String,
+    stop: watch::Sender<bool>,
+    accept: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl KafkaListener {
+    /// Stops accepting and closes every Kafka connection (answers in flight are dropped; the
+    /// clients retry elsewhere or later, as after any broker restart).
+    pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        if let Some(accept) = self.accept.lock().await.take() {
+            let _ = accept.await;
+        }
+    }
+}
+
+/// Splits `HOST:PORT` (`[v6]:PORT` too) for Metadata answers.
+fn host_port(address: &str) -> Option<Broker> {
+    let (host, port) = address.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port: u16 = port.parse().ok()?;
+    (!host.is_empty()).then(|| Broker {
+        host: host.to_owned(),
+        port: i32::from(port),
+    })
+}
+
+/// Binds the Kafka listener and starts accepting.
+pub async fn start(
+    config: KafkaConfig,
+    router: Arc<Router>,
+    stall_timeout: Duration,
+) -> Result<KafkaListener, String> {
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .map_err(|error| format!("cannot listen for Kafka on {}: {error}", config.listen))?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|error| format!("the Kafka listener has no address: {error}"))?;
+    let advertised = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| local_addr.to_string());
+    let broker = host_port(&advertised)
+        .ok_or_else(|| format!("invalid Kafka advertised address {advertised}: HOST:PORT"))?;
+    let (stop, stopped) = watch::channel(false);
+    let context = Arc::new(Context {
+        router,
+        broker,
+        budget: Budget::new(config.budget_limits()),
+        config,
+        stall_timeout,
+        refused_log: Throttled::new(),
+        closed_log: Throttled::new(),
+    });
+    let accept = tokio::spawn(accept(listener, context, stopped));
+    Ok(KafkaListener {
+        local_addr,
+        advertised,
+        stop,
+        accept: tokio::sync::Mutex::new(Some(accept)),
+    })
+}
+
+async fn accept(listener: TcpListener, context: Arc<Context>, mut stopped: watch::Receiver<bool>) {
+    let connections = Arc::new(Semaphore::new(context.config.max_connections as usize));
+    let mut open = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped.changed() => break,
+        };
+        let (socket, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of descriptors and the like: wait a little instead of spinning.
+                if context.refused_log.allow() {
+                    tracing::warn!("cannot accept a Kafka connection: {error}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            if context.refused_log.allow() {
+                tracing::warn!(
+                    %peer,
+                    limit = context.config.max_connections,
+                    "Kafka connection refused: kafka_max_connections reached"
+                );
+            }
+            continue;
+        };
+        let context = context.clone();
+        let stopped = stopped.clone();
+        open.spawn(async move {
+            serve(socket, peer, context, stopped).await;
+            drop(permit);
+        });
+        // Reap finished connections so the set stays as large as the open ones.
+        while open.try_join_next().is_some() {}
+    }
+    open.shutdown().await;
+}
+
+/// Serves one connection until the client closes it, it breaks a rule, or shutdown.
+async fn serve(
+    socket: TcpStream,
+    peer: SocketAddr,
+    context: Arc<Context>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let _ = socket.set_nodelay(true);
+    let (mut reader, mut writer) = socket.into_split();
+    let in_flight = context.config.in_flight as usize;
+    let (replies, mut pending) = mpsc::channel::<JoinHandle<Reply>>(in_flight);
+    let (closed_tx, mut closed) = watch::channel(false);
+    let writer_task = tokio::spawn(async move {
+        while let Some(reply) = pending.recv().await {
+            match reply.await {
+                Ok(Reply::Bytes(bytes)) => {
+                    if writer.write_all(&bytes).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(Reply::Nothing) => {}
+                Ok(Reply::Close(reason)) => {
+                    tracing::debug!(%peer, "closing a Kafka connection: {reason}");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let _ = writer.shutdown().await;
+        let _ = closed_tx.send(true);
+    });
+    let connection_budget = context.budget.connection();
+    let mut charge = connection_budget.charge();
+    loop {
+        let mut prefix = [0u8; 4];
+        let read = tokio::select! {
+            read = reader.read_exact(&mut prefix) => read,
+            _ = closed.changed() => break,
+            _ = stopped.changed() => break,
+        };
+        if read.is_err() {
+            break;
+        }
+        let size = match request_size(prefix, context.config.request_bytes_max) {
+            Ok(size) => size,
+            Err(error) => {
+                closing(&context, peer, &error.to_string());
+                break;
+            }
+        };
+        // Reserve the request's bytes before reading them: while the budget is spent, the
+        // request stays in the socket.
+        tokio::select! {
+            () = charge.grow_to(size as u64) => {}
+            _ = closed.changed() => break,
+            _ = stopped.changed() => break,
+        }
+        let Some(frame) = read_body(&mut reader, size, context.stall_timeout).await else {
+            closing(
+                &context,
+                peer,
+                "the request stopped arriving (or the client left)",
+            );
+            break;
+        };
+        let reply = match decode_request(frame) {
+            Ok(Decoded::Answer(bytes)) => tokio::spawn(async move { Reply::Bytes(bytes) }),
+            Ok(Decoded::Request(request)) => {
+                let answer = dispatch(&context, *request).await;
+                tokio::spawn(answer)
+            }
+            Err(error) => {
+                closing(&context, peer, &error.to_string());
+                break;
+            }
+        };
+        // Forwarded (or answered): the bytes are no longer held for it.
+        charge.release(size as u64);
+        if replies.send(reply).await.is_err() {
+            break;
+        }
+    }
+    drop(charge);
+    drop(replies);
+    let _ = writer_task.await;
+}
+
+fn closing(context: &Context, peer: SocketAddr, reason: &str) {
+    if context.closed_log.allow() {
+        tracing::info!(%peer, "closing a Kafka connection: {reason}");
+    }
+}
+
+/// Reads exactly `size` bytes; `None` if the client leaves or stops sending for longer than
+/// `stall` in the middle of the request.
+async fn read_body(
+    reader: &mut tokio::net::tcp::OwnedReadHalf,
+    size: usize,
+    stall: Duration,
+) -> Option<Bytes> {
+    let mut buffer = BytesMut::with_capacity(size);
+    while buffer.len() < size {
+        let mut limited = (&mut *reader).take((size - buffer.len()) as u64);
+        match tokio::time::timeout(stall, limited.read_buf(&mut buffer)).await {
+            Ok(Ok(read)) if read > 0 => {}
+            _ => return None,
+        }
+    }
+    Some(buffer.freeze())
+}
+
+fn respond<R: Encodable>(api: ApiKey, version: i16, correlation_id: i32, body: &R) -> Reply {
+    Reply::Bytes(encode_response(api, version, correlation_id, body))
+}
+
+/// Sends a request's node requests (now, in order) and returns the future of its answer.
+async fn dispatch(context: &Arc<Context>, request: Request) -> Answer {
+    let Request {
+        api,
+        version,
+        header,
+        body,
+    } = request;
+    let correlation_id = header.correlation_id;
+    match body {
+        RequestKind::ApiVersions(_) => {
+            let reply = respond(api, version, correlation_id, &api_versions_body(0));
+            Box::pin(async move { reply })
+        }
+        RequestKind::Metadata(request) => {
+            let context = context.clone();
+            Box::pin(async move {
+                let answer = metadata(&context, version, &request).await;
+                respond(api, version, correlation_id, &answer)
+            })
+        }
+        RequestKind::Produce(request) => produce(context, version, correlation_id, request).await,
+        RequestKind::ListOffsets(request) => {
+            list_offsets(context, version, correlation_id, request).await
+        }
+        RequestKind::Fetch(request) => fetch(context, version, correlation_id, request).await,
+        other => {
+            // Only served APIs decode (`spate_kafka::versions`); nothing else reaches here.
+            let reason = format!("{api:?} is not served: {other:?}");
+            Box::pin(async move { Reply::Close(reason) })
+        }
+    }
+}
+
+/// Sends one node request towards its shard.
+async fn send(router: &Router, request: &NodeRequest) -> Pending {
+    let bytes = request.to_frame(0);
+    match Frame::parse(bytes, u32::MAX) {
+        Ok(frame) => router.send(&frame).await,
+        Err(error) => Pending::Ready(NodeResponse::error(
+            0,
+            ErrorCode::Internal,
+            format!("a request the gateway built does not frame: {error}"),
+        )),
+    }
+}
+
+fn unexpected(response: NodeResponse) -> ErrorResponse {
+    match response {
+        NodeResponse::Error { error, .. } => error,
+        other => ErrorResponse::new(
+            ErrorCode::Internal,
+            format!("unexpected answer from the node: {other:?}"),
+        ),
+    }
+}
+
+async fn metadata(
+    context: &Context,
+    version: i16,
+    request: &MetadataRequest,
+) -> kafka_protocol::messages::MetadataResponse {
+    let pending = send(
+        &context.router,
+        &NodeRequest::Metadata(spate_proto::MetadataRequest { topics: vec![] }),
+    )
+    .await;
+    let node = match context.router.response(pending).await {
+        NodeResponse::Metadata(map) => Ok(map),
+        other => Err(unexpected(other)),
+    };
+    translate::metadata_response(version, request, node.as_ref(), &context.broker)
+}
+
+fn partition_id(index: i32) -> Option<PartitionId> {
+    u32::try_from(index).ok().map(PartitionId)
+}
+
+async fn produce(
+    context: &Arc<Context>,
+    version: i16,
+    correlation_id: i32,
+    request: ProduceRequest,
+) -> Answer {
+    let acks = request.acks;
+    let durability = translate::durability(acks);
+    let timeout = Duration::from_millis(u64::try_from(request.timeout_ms.max(0)).unwrap_or(0));
+    // Per partition, in request order: the node's answer to wait for, or the error now.
+    type Refused = (ResponseError, Option<String>);
+    let mut parts: Vec<(TopicName, i32, Result<Pending, Refused>)> = Vec::new();
+    for topic in request.topic_data {
+        for partition in topic.partition_data {
+            let index = partition.index;
+            let outcome = match (durability, partition_id(index)) {
+                (Err(error), _) => Err((error, None)),
+                (_, None) => Err((ResponseError::UnknownTopicOrPartition, None)),
+                (Ok(durability), Some(id)) => match batch_for_node(partition.records.as_ref()) {
+                    Err(error) => Err(error),
+                    Ok(batch) => Ok(send(
+                        &context.router,
+                        &NodeRequest::Produce(spate_proto::ProduceRequest {
+                            topic: topic.name.0.to_string(),
+                            partition: id,
+                            durability,
+                            batch,
+                        }),
+                    )
+                    .await),
+                },
+            };
+            parts.push((topic.name.clone(), index, outcome));
+        }
+    }
+    let context = context.clone();
+    Box::pin(async move {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut failed = None;
+        let mut topics: Vec<TopicProduceResponse> = Vec::new();
+        for (topic, index, outcome) in parts {
+            let answer = PartitionProduceResponse::default().with_index(index);
+            let answer = match outcome {
+                Err((error, message)) => answer
+                    .with_error_code(error.code())
+                    .with_error_message(message.map(StrBytes::from_string)),
+                Ok(pending) => {
+                    let waited =
+                        tokio::time::timeout_at(deadline, context.router.response(pending)).await;
+                    match waited {
+                        Err(_) => answer
+                            .with_error_code(ResponseError::RequestTimedOut.code())
+                            .with_error_message(Some(StrBytes::from_static_str(
+                                "the node did not answer within the request's timeout",
+                            ))),
+                        Ok(NodeResponse::Produce(stored)) => answer
+                            .with_base_offset(i64::try_from(stored.base_offset).unwrap_or(-1))
+                            .with_log_start_offset(
+                                i64::try_from(stored.log_start_offset).unwrap_or(-1),
+                            ),
+                        Ok(other) => {
+                            let error = unexpected(other);
+                            answer
+                                .with_error_code(
+                                    spate_kafka::errors::kafka_error(error.code).code(),
+                                )
+                                .with_error_message(Some(StrBytes::from_string(error.message)))
+                        }
+                    }
+                }
+            };
+            if answer.error_code != 0 && failed.is_none() {
+                failed = Some(format!(
+                    "acks=0 produce to {}-{index} failed with error {}",
+                    topic.0.as_str(),
+                    answer.error_code
+                ));
+            }
+            match topics.last_mut() {
+                Some(last) if last.name == topic => last.partition_responses.push(answer),
+                _ => topics.push(
+                    TopicProduceResponse::default()
+                        .with_name(topic)
+                        .with_partition_responses(vec![answer]),
+                ),
+            }
+        }
+        if acks == 0 {
+            return failed.map_or(Reply::Nothing, Reply::Close);
+        }
+        let answer = ProduceResponse::default().with_responses(topics);
+        respond(ApiKey::Produce, version, correlation_id, &answer)
+    })
+}
+
+/// The node batch for a Kafka produce's records (one Kafka v2 batch): a Spate header and
+/// the records section, made contiguous for the node frame (one copy).
+fn batch_for_node(records: Option<&Bytes>) -> Result<Bytes, (ResponseError, Option<String>)> {
+    let Some(records) = records else {
+        return Err((
+            ResponseError::InvalidRecord,
+            Some("a produce without records".into()),
+        ));
+    };
+    spate_kafka::batch::kafka_to_spate(records)
+        .map(|batch| batch.to_contiguous())
+        .map_err(|error| {
+            (
+                ResponseError::try_from_code(error.kafka_error_code())
+                    .unwrap_or(ResponseError::CorruptMessage),
+                Some(error.to_string()),
+            )
+        })
+}
+
+async fn list_offsets(
+    context: &Arc<Context>,
+    version: i16,
+    correlation_id: i32,
+    request: ListOffsetsRequest,
+) -> Answer {
+    type Part = (
+        i32,
+        Result<spate_proto::OffsetSpec, ResponseError>,
+        Option<Pending>,
+    );
+    let mut topics: Vec<(TopicName, Vec<Part>)> = Vec::new();
+    for topic in request.topics {
+        let mut parts = Vec::new();
+        for partition in topic.partitions {
+            let spec = translate::offset_spec(partition.timestamp);
+            let pending = match (&spec, partition_id(partition.partition_index)) {
+                (Ok(spec), Some(id)) => Some(
+                    send(
+                        &context.router,
+                        &NodeRequest::ListOffsets(spate_proto::ListOffsetsRequest {
+                            topic: topic.name.0.to_string(),
+                            partition: id,
+                            spec: *spec,
+                        }),
+                    )
+                    .await,
+                ),
+                _ => None,
+            };
+            parts.push((partition.partition_index, spec, pending));
+        }
+        topics.push((topic.name, parts));
+    }
+    let context = context.clone();
+    Box::pin(async move {
+        let mut answered = Vec::new();
+        for (name, parts) in topics {
+            let mut partitions = Vec::new();
+            for (index, spec, pending) in parts {
+                let answer = match pending {
+                    None => Err(ErrorResponse::new(
+                        ErrorCode::UnknownPartition,
+                        "no such partition",
+                    )),
+                    Some(pending) => match context.router.response(pending).await {
+                        NodeResponse::ListOffsets(found) => Ok(found),
+                        other => Err(unexpected(other)),
+                    },
+                };
+                partitions.push(translate::list_offsets_partition(index, spec, answer));
+            }
+            answered.push((name, partitions));
+        }
+        let answer = translate::list_offsets_response(answered);
+        respond(ApiKey::ListOffsets, version, correlation_id, &answer)
+    })
+}
+
+async fn fetch(
+    context: &Arc<Context>,
+    version: i16,
+    correlation_id: i32,
+    request: FetchRequest,
+) -> Answer {
+    let context = context.clone();
+    Box::pin(async move {
+        let parts = match translate::fetch_parts(&request, FETCH_PARTITIONS_MAX) {
+            Ok(parts) => parts,
+            Err(error) => {
+                let answer = kafka_protocol::messages::FetchResponse::default()
+                    .with_error_code(error.code());
+                return respond(ApiKey::Fetch, version, correlation_id, &answer);
+            }
+        };
+        let max_wait =
+            Duration::from_millis(u64::try_from(request.max_wait_ms.max(0)).unwrap_or(0))
+                .min(FETCH_WAIT_MAX);
+        let min_bytes = usize::try_from(request.min_bytes.max(0)).unwrap_or(0);
+        let started = tokio::time::Instant::now();
+        // First every partition at once without waiting; then, if that is not enough, one
+        // long poll per partition, answered when the first brings data or the wait is over.
+        let mut fetched = fetch_round(&context, &parts, 0).await;
+        let bytes = |fetched: &[Fetched]| -> usize {
+            fetched
+                .iter()
+                .map(|fetched| match fetched {
+                    Fetched::Data { records, .. } => records.len(),
+                    Fetched::Error(_) => 0,
+                })
+                .sum()
+        };
+        let errors = fetched
+            .iter()
+            .any(|fetched| matches!(fetched, Fetched::Error(_)));
+        if bytes(&fetched) < min_bytes.max(1) && !errors && !max_wait.is_zero() {
+            let remaining = max_wait.saturating_sub(started.elapsed());
+            let wait_ms = u32::try_from(remaining.as_millis()).unwrap_or(u32::MAX);
+            fetched = long_poll(&context, &parts, fetched, wait_ms, remaining).await;
+        }
+        let answer = translate::fetch_response(&parts, fetched, request.max_bytes);
+        respond(ApiKey::Fetch, version, correlation_id, &answer)
+    })
+}
+
+fn fetch_request(part: &FetchPart, wait_ms: u32) -> Option<NodeRequest> {
+    Some(NodeRequest::Fetch(spate_proto::FetchRequest {
+        topic: part.topic.0.to_string(),
+        partition: partition_id(part.partition)?,
+        offset: u64::try_from(part.offset).ok()?,
+        max_bytes: part.max_bytes.clamp(1, FETCH_PARTITION_BYTES_MAX),
+        max_wait_ms: wait_ms,
+        min_bytes: 1,
+    }))
+}
+
+/// One node fetch per partition, all in flight at once.
+async fn fetch_round(context: &Context, parts: &[FetchPart], wait_ms: u32) -> Vec<Fetched> {
+    let mut pending = Vec::with_capacity(parts.len());
+    for part in parts {
+        pending.push(match fetch_request(part, wait_ms) {
+            Some(request) => Some(send(&context.router, &request).await),
+            None => None,
+        });
+    }
+    let mut fetched = Vec::with_capacity(parts.len());
+    for pending in pending {
+        fetched.push(match pending {
+            None => Fetched::Error(ResponseError::OffsetOutOfRange),
+            Some(pending) => fetched_from(context.router.response(pending).await),
+        });
+    }
+    fetched
+}
+
+/// Parks one long poll per partition that had no data; returns when the first of them
+/// brings data (or all end, or `remaining` passes). Polls still parked are dropped: the
+/// node answers them at their deadline and the link discards the answers.
+async fn long_poll(
+    context: &Context,
+    parts: &[FetchPart],
+    mut fetched: Vec<Fetched>,
+    wait_ms: u32,
+    remaining: Duration,
+) -> Vec<Fetched> {
+    let mut polls = tokio::task::JoinSet::new();
+    for (index, part) in parts.iter().enumerate() {
+        let Some(request) = fetch_request(part, wait_ms) else {
+            continue;
+        };
+        let pending = send(&context.router, &request).await;
+        let router = context.router.clone();
+        polls.spawn(async move { (index, router.response(pending).await) });
+    }
+    let deadline = tokio::time::Instant::now() + remaining;
+    while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, polls.join_next()).await {
+        let Ok((index, response)) = joined else {
+            continue;
+        };
+        let answer = fetched_from(response);
+        let has_data = matches!(&answer, Fetched::Data { records, .. } if !records.is_empty());
+        if let Some(slot) = fetched.get_mut(index) {
+            *slot = answer;
+        }
+        if has_data {
+            break;
+        }
+    }
+    polls.abort_all();
+    fetched
+}
+
+fn fetched_from(response: NodeResponse) -> Fetched {
+    match response {
+        NodeResponse::Fetch(data) => match spate_kafka::batch::spate_to_kafka(&data.records) {
+            Ok(records) => Fetched::Data {
+                records: records.to_contiguous(),
+                high_watermark: data.high_watermark,
+                log_start_offset: data.log_start_offset,
+            },
+            Err(error) => {
+                // The node sends only whole, checked batches: damage on the way or a bug.
+                tracing::error!("a fetch answer from the node does not convert: {error}");
+                Fetched::Error(ResponseError::CorruptMessage)
+            }
+        },
+        other => {
+            let error = unexpected(other);
+            Fetched::Error(spate_kafka::errors::kafka_error(error.code))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertised_addresses_split_into_host_and_port() {
+        assert_eq!(
+            host_port("kafka.example.org:9092"),
+            Some(Broker {
+                host: "kafka.example.org".into(),
+                port: 9092
+            })
+        );
+        assert_eq!(
+            host_port("[::1]:19092"),
+            Some(Broker {
+                host: "::1".into(),
+                port: 19092
+            })
+        );
+        assert_eq!(host_port("nohost"), None);
+        assert_eq!(host_port(":9092"), None);
+        assert_eq!(host_port("h:99999"), None);
+    }
+}
