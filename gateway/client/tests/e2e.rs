@@ -1153,3 +1153,92 @@ fn kcat_lists_produces_and_consumes_across_protocols() {
     assert!(ends.contains(&format!("offset {}", before + 2)), "{ends}");
     assert!(up.terminate().success());
 }
+
+/// Python Kafka clients, pinned: kafka-python (pure Python) and confluent-kafka (whose wheel
+/// bundles a current librdkafka).
+const PYTHON_KAFKA_CLIENTS: [&str; 2] = ["kafka-python==3.0.12", "confluent-kafka==2.16.1"];
+
+/// A virtual environment under `target/` with the pinned Python Kafka clients, made once per
+/// test process (`python3 -m venv`, then pip from PyPI).
+fn python_with_kafka_clients() -> PathBuf {
+    static READY: std::sync::Once = std::sync::Once::new();
+    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kafka-clients-venv");
+    let python = venv.join("bin").join("python");
+    READY.call_once(|| {
+        let pinned = |python: &Path| {
+            Command::new(python)
+                .args(["-m", "pip", "freeze"])
+                .output()
+                .is_ok_and(|output| {
+                    let frozen = String::from_utf8_lossy(&output.stdout).to_lowercase();
+                    PYTHON_KAFKA_CLIENTS
+                        .iter()
+                        .all(|package| frozen.contains(&package.to_lowercase()))
+                })
+        };
+        if pinned(&python) {
+            return;
+        }
+        let status = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 runs");
+        assert!(status.success(), "python3 -m venv failed");
+        let status = Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(PYTHON_KAFKA_CLIENTS)
+            .status()
+            .expect("pip runs");
+        assert!(
+            status.success(),
+            "pip install {PYTHON_KAFKA_CLIENTS:?} failed"
+        );
+    });
+    python
+}
+
+#[test]
+fn python_kafka_clients_administer_produce_and_consume() {
+    let python = python_with_kafka_clients();
+    let dir = data_dir("python-kafka");
+    let mut up = Process::spawn(
+        Command::new(binary("spate"))
+            .args(["up", "--gateway", "127.0.0.1:0", "--shards", "2"])
+            .args(["--kafka-listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(dir.join("data")),
+        dir.join("up.log"),
+    );
+    let kafka_line = up.line("kafka listening on ");
+    let broker = kafka_line
+        .strip_prefix("kafka listening on ")
+        .and_then(|rest| rest.split_once(' '))
+        .map(|(address, _)| address.to_owned())
+        .unwrap();
+    up.line("spate is up");
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_clients");
+    for (script, topic) in [
+        ("kafka_python.py", "py-topic"),
+        ("confluent.py", "ck-topic"),
+    ] {
+        let output = Command::new(&python)
+            .arg(scripts.join(script))
+            .args([broker.as_str(), topic])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{script} failed:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    assert!(up.terminate().success());
+}

@@ -4,7 +4,7 @@
 //! schemas prescribe (ApiVersions answers always use header v0, also for the flexible v3+
 //! body: an old librdkafka fails its very first exchange otherwise).
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::ResponseError;
@@ -117,12 +117,8 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, FrameError> {
         .map_err(|error| malformed(format!("header: {error}")))?;
     let body = RequestKind::decode(api, &mut frame, version)
         .map_err(|error| malformed(error.to_string()))?;
-    if frame.has_remaining() {
-        return Err(malformed(format!(
-            "{} bytes after the request",
-            frame.remaining()
-        )));
-    }
+    // Bytes after the request are ignored, as Kafka's brokers do: librdkafka 2.16 sends a
+    // Metadata v12 request with three more bytes than the schema has.
     Ok(Decoded::Request(Box::new(Request {
         api,
         version,
@@ -158,6 +154,7 @@ pub fn encode_response<R: Encodable>(
 
 #[cfg(test)]
 mod tests {
+    use bytes::Buf;
     use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse, MetadataRequest};
     use kafka_protocol::protocol::encode_request_header_into_buffer;
 
@@ -255,11 +252,19 @@ mod tests {
             0x00, 0x03, 0x00, 0x0c, 0, 0, 0, 1, 0xff, 0xff, 0x00, 0xb6, 0xff, 0xff, 0xff, 0x0f,
         ]);
         assert!(decode_request(repro).is_err());
-        // Trailing bytes.
-        let mut trailing =
-            BytesMut::from(&request(ApiKey::Metadata, 4, &MetadataRequest::default())[..]);
-        trailing.put_u8(0);
-        assert!(decode_request(trailing.freeze()).is_err());
+        // Bytes after the request are ignored, as Kafka does (librdkafka 2.16's Metadata
+        // v12 for every topic, captured).
+        let librdkafka = [
+            0x00, 0x03, 0x00, 0x0c, 0, 0, 0, 3, 0x00, 0x07, b'r', b'd', b'k', b'a', b'f', b'k',
+            b'a', 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00,
+        ];
+        let Ok(Decoded::Request(metadata)) = decode_request(Bytes::copy_from_slice(&librdkafka))
+        else {
+            panic!("librdkafka's Metadata v12 was refused");
+        };
+        assert!(
+            matches!(&metadata.body, RequestKind::Metadata(request) if request.topics.is_none())
+        );
     }
 
     proptest::proptest! {

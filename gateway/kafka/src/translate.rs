@@ -260,6 +260,118 @@ pub fn fetch_response(parts: &[FetchPart], fetched: Vec<Fetched>, max_bytes: i32
     FetchResponse::default().with_responses(topics)
 }
 
+/// Refused with this Kafka error and message.
+pub type Refusal = (ResponseError, String);
+
+/// Partitions of a topic created without a count (`num_partitions` -1): Kafka's
+/// `num.partitions` default.
+pub const DEFAULT_PARTITIONS: u32 = 1;
+
+/// A CreateTopics topic as the node's CreateTopic request. Spate keeps one copy of every
+/// partition (replication factor -1 or 1), places partitions itself, and knows the topic
+/// settings `retention.ms`, `retention.bytes`, `segment.bytes` (and `cleanup.policy=delete`,
+/// what it always does); anything else is refused with INVALID_CONFIG rather than ignored.
+pub fn create_topic(
+    topic: &kafka_protocol::messages::create_topics_request::CreatableTopic,
+) -> Result<spate_proto::CreateTopicRequest, Refusal> {
+    let partitions = match topic.num_partitions {
+        -1 => DEFAULT_PARTITIONS,
+        count => u32::try_from(count)
+            .ok()
+            .filter(|count| *count > 0)
+            .ok_or_else(|| {
+                (
+                    ResponseError::InvalidPartitions,
+                    format!("{count} partitions: a topic has at least one"),
+                )
+            })?,
+    };
+    if !matches!(topic.replication_factor, -1 | 1) {
+        return Err((
+            ResponseError::InvalidReplicationFactor,
+            format!(
+                "replication factor {}: this Spate node keeps one copy of each partition (use 1 or -1)",
+                topic.replication_factor
+            ),
+        ));
+    }
+    if !topic.assignments.is_empty() {
+        return Err((
+            ResponseError::InvalidRequest,
+            "manual replica assignment is not supported: Spate places partitions on its shards"
+                .into(),
+        ));
+    }
+    let mut request = spate_proto::CreateTopicRequest {
+        topic: topic.name.0.to_string(),
+        partitions,
+        retention_ms: spate_proto::Setting::Default,
+        retention_bytes: spate_proto::Setting::Default,
+        segment_bytes: spate_proto::Setting::Default,
+    };
+    for config in &topic.configs {
+        let name = config.name.as_str();
+        let value = config
+            .value
+            .as_ref()
+            .map(|value| value.as_str())
+            .unwrap_or("");
+        let invalid = |why: &str| {
+            (
+                ResponseError::InvalidConfig,
+                format!("{name}={value}: {why}"),
+            )
+        };
+        let limit = |value: &str| -> Result<spate_proto::Setting, Refusal> {
+            match value.parse::<i64>() {
+                Ok(-1) => Ok(spate_proto::Setting::Unlimited),
+                Ok(number) if number >= 0 => Ok(spate_proto::Setting::Value(number.unsigned_abs())),
+                _ => Err(invalid("expected -1 (unlimited) or a number ≥ 0")),
+            }
+        };
+        match name {
+            "retention.ms" => request.retention_ms = limit(value)?,
+            "retention.bytes" => request.retention_bytes = limit(value)?,
+            "segment.bytes" => {
+                let bytes = value
+                    .parse::<u64>()
+                    .map_err(|_| invalid("expected a number of bytes"))?;
+                request.segment_bytes = spate_proto::Setting::Value(bytes);
+            }
+            "cleanup.policy" if value == "delete" => {}
+            "cleanup.policy" => {
+                return Err(invalid(
+                    "Spate deletes by retention only; compaction is not supported",
+                ))
+            }
+            _ => {
+                return Err(invalid(
+                    "not a setting Spate has (it has retention.ms, retention.bytes, segment.bytes, cleanup.policy=delete)",
+                ))
+            }
+        }
+    }
+    Ok(request)
+}
+
+/// The FindCoordinator error until consumer groups and transactions are served: not
+/// retriable, so clients report it at once instead of retrying forever.
+pub fn no_coordinator(key_type: i8) -> Refusal {
+    if key_type == 1 {
+        (
+            ResponseError::TransactionalIdAuthorizationFailed,
+            "transactions are not supported by Spate".into(),
+        )
+    } else {
+        (
+            ResponseError::GroupAuthorizationFailed,
+            "consumer groups are not served by Spate yet: assign partitions (assign()) and keep \
+             offsets in the client (docs/kafka.md)"
+                .into(),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -338,6 +450,74 @@ mod tests {
             answer.topics[0].error_code,
             ResponseError::LeaderNotAvailable.code()
         );
+    }
+
+    #[test]
+    fn create_topics_takes_spate_settings_and_refuses_the_rest() {
+        use kafka_protocol::messages::create_topics_request::{
+            CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
+        };
+        let config = |name: &'static str, value: &'static str| {
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_static_str(name))
+                .with_value(Some(StrBytes::from_static_str(value)))
+        };
+        let topic = CreatableTopic::default()
+            .with_name(topic_name("t"))
+            .with_num_partitions(-1)
+            .with_replication_factor(-1)
+            .with_configs(vec![
+                config("retention.ms", "-1"),
+                config("retention.bytes", "1000000"),
+                config("segment.bytes", "1048576"),
+                config("cleanup.policy", "delete"),
+            ]);
+        let request = create_topic(&topic).unwrap();
+        assert_eq!(request.partitions, DEFAULT_PARTITIONS);
+        assert_eq!(request.retention_ms, Setting::Unlimited);
+        assert_eq!(request.retention_bytes, Setting::Value(1_000_000));
+        assert_eq!(request.segment_bytes, Setting::Value(1 << 20));
+        let refused = |topic: CreatableTopic| create_topic(&topic).unwrap_err();
+        let base = CreatableTopic::default()
+            .with_name(topic_name("t"))
+            .with_num_partitions(3)
+            .with_replication_factor(1);
+        let (error, message) = refused(
+            base.clone()
+                .with_configs(vec![config("cleanup.policy", "compact")]),
+        );
+        assert_eq!(error, ResponseError::InvalidConfig);
+        assert!(message.contains("compaction"), "{message}");
+        assert_eq!(
+            refused(
+                base.clone()
+                    .with_configs(vec![config("min.insync.replicas", "2")])
+            )
+            .0,
+            ResponseError::InvalidConfig
+        );
+        assert_eq!(
+            refused(
+                base.clone()
+                    .with_configs(vec![config("retention.ms", "soon")])
+            )
+            .0,
+            ResponseError::InvalidConfig
+        );
+        assert_eq!(
+            refused(base.clone().with_replication_factor(3)).0,
+            ResponseError::InvalidReplicationFactor
+        );
+        assert_eq!(
+            refused(base.clone().with_num_partitions(0)).0,
+            ResponseError::InvalidPartitions
+        );
+        assert_eq!(
+            refused(base.with_assignments(vec![CreatableReplicaAssignment::default()])).0,
+            ResponseError::InvalidRequest
+        );
+        assert!(!no_coordinator(0).0.is_retriable());
+        assert!(!no_coordinator(1).0.is_retriable());
     }
 
     #[test]

@@ -18,10 +18,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    ApiKey, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, ProduceResponse,
-    RequestKind, TopicName,
+    ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
+    DeleteTopicsResponse, FetchRequest, FindCoordinatorRequest, FindCoordinatorResponse,
+    ListOffsetsRequest, MetadataRequest, ProduceRequest, ProduceResponse, RequestKind, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::ResponseError;
@@ -359,6 +363,25 @@ async fn dispatch(context: &Arc<Context>, request: Request) -> Answer {
             list_offsets(context, version, correlation_id, request).await
         }
         RequestKind::Fetch(request) => fetch(context, version, correlation_id, request).await,
+        RequestKind::CreateTopics(request) => {
+            let context = context.clone();
+            Box::pin(async move {
+                let answer = create_topics(&context, version, request).await;
+                respond(api, version, correlation_id, &answer)
+            })
+        }
+        RequestKind::DeleteTopics(request) => {
+            let context = context.clone();
+            Box::pin(async move {
+                let answer = delete_topics(&context, version, request).await;
+                respond(api, version, correlation_id, &answer)
+            })
+        }
+        RequestKind::FindCoordinator(request) => {
+            let answer = find_coordinator(version, &request);
+            let reply = respond(api, version, correlation_id, &answer);
+            Box::pin(async move { reply })
+        }
         other => {
             // Only served APIs decode (`spate_kafka::versions`); nothing else reaches here.
             let reason = format!("{api:?} is not served: {other:?}");
@@ -405,6 +428,133 @@ async fn metadata(
         other => Err(unexpected(other)),
     };
     translate::metadata_response(version, request, node.as_ref(), &context.broker)
+}
+
+async fn create_topics(
+    context: &Context,
+    version: i16,
+    request: CreateTopicsRequest,
+) -> CreateTopicsResponse {
+    let mut results = Vec::with_capacity(request.topics.len());
+    for topic in &request.topics {
+        let outcome = match translate::create_topic(topic) {
+            Err(refusal) => Err(refusal),
+            // Validated as far as the gateway can (the node checks names and limits when it
+            // creates); nothing is created.
+            Ok(_) if request.validate_only => Ok(()),
+            Ok(create) => {
+                let pending = send(&context.router, &NodeRequest::CreateTopic(create)).await;
+                match context.router.response(pending).await {
+                    NodeResponse::CreateTopic(_) => Ok(()),
+                    other => {
+                        let error = unexpected(other);
+                        Err((spate_kafka::errors::kafka_error(error.code), error.message))
+                    }
+                }
+            }
+        };
+        let mut result = CreatableTopicResult::default().with_name(topic.name.clone());
+        match outcome {
+            Ok(()) => {
+                if version >= 5 {
+                    let partitions = match topic.num_partitions {
+                        -1 => i32::try_from(translate::DEFAULT_PARTITIONS).unwrap_or(1),
+                        count => count,
+                    };
+                    result = result
+                        .with_num_partitions(partitions)
+                        .with_replication_factor(1);
+                }
+            }
+            Err((error, message)) => {
+                result = result
+                    .with_error_code(error.code())
+                    .with_error_message(Some(StrBytes::from_string(message)));
+            }
+        }
+        results.push(result);
+    }
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+async fn delete_topics(
+    context: &Context,
+    version: i16,
+    request: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
+    // v6 names topics in `topics` (by name or id), earlier versions in `topic_names`.
+    let names: Vec<Option<TopicName>> = if version >= 6 {
+        request
+            .topics
+            .iter()
+            .map(|topic| topic.name.clone())
+            .collect()
+    } else {
+        request.topic_names.iter().cloned().map(Some).collect()
+    };
+    let mut results = Vec::with_capacity(names.len());
+    for name in names {
+        let mut result = DeletableTopicResult::default().with_name(name.clone());
+        let outcome = match &name {
+            None => Err((
+                ResponseError::UnknownTopicId,
+                "Spate has no topic ids: name the topic".to_owned(),
+            )),
+            Some(name) => {
+                let pending = send(
+                    &context.router,
+                    &NodeRequest::DeleteTopic(spate_proto::DeleteTopicRequest {
+                        topic: name.0.to_string(),
+                    }),
+                )
+                .await;
+                match context.router.response(pending).await {
+                    NodeResponse::DeleteTopic(_) => Ok(()),
+                    other => {
+                        let error = unexpected(other);
+                        Err((spate_kafka::errors::kafka_error(error.code), error.message))
+                    }
+                }
+            }
+        };
+        if let Err((error, message)) = outcome {
+            result = result.with_error_code(error.code());
+            if version >= 5 {
+                result = result.with_error_message(Some(StrBytes::from_string(message)));
+            }
+        }
+        results.push(result);
+    }
+    DeleteTopicsResponse::default().with_responses(results)
+}
+
+fn find_coordinator(version: i16, request: &FindCoordinatorRequest) -> FindCoordinatorResponse {
+    let (error, message) = translate::no_coordinator(request.key_type);
+    let message = Some(StrBytes::from_string(message));
+    if version >= 4 {
+        let coordinators = request
+            .coordinator_keys
+            .iter()
+            .map(|key| {
+                Coordinator::default()
+                    .with_key(key.clone())
+                    .with_node_id(BrokerId(-1))
+                    .with_port(-1)
+                    .with_error_code(error.code())
+                    .with_error_message(message.clone())
+            })
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    let answer = FindCoordinatorResponse::default()
+        .with_error_code(error.code())
+        .with_node_id(BrokerId(-1))
+        .with_port(-1);
+    if version >= 1 {
+        answer.with_error_message(message)
+    } else {
+        answer
+    }
 }
 
 fn partition_id(index: i32) -> Option<PartitionId> {
