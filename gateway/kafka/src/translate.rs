@@ -372,6 +372,30 @@ pub fn no_coordinator(key_type: i8) -> Refusal {
     }
 }
 
+/// Producer ids a gateway takes from the node at a time (as Kafka's brokers take blocks from
+/// their controller): ids of a block not used before the gateway stops are never used.
+pub const PRODUCER_ID_BLOCK: u32 = 1000;
+
+/// What an InitProducerId request gets, when no new id is needed: a producer that names its
+/// id and epoch (v3+, after a fatal error) gets the next epoch of the same id; a transactional
+/// producer is refused (Spate has no transactions).
+pub fn init_producer_id(
+    request: &kafka_protocol::messages::InitProducerIdRequest,
+) -> Result<Option<(i64, i16)>, ResponseError> {
+    if request.transactional_id.is_some() {
+        return Err(ResponseError::TransactionalIdAuthorizationFailed);
+    }
+    let producer_id = request.producer_id.0;
+    if producer_id < 0 {
+        return Ok(None);
+    }
+    match request.producer_epoch.checked_add(1) {
+        Some(epoch) if request.producer_epoch >= 0 => Ok(Some((producer_id, epoch))),
+        // The epoch is exhausted (or invalid): a new id.
+        _ => Ok(None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -518,6 +542,27 @@ mod tests {
         );
         assert!(!no_coordinator(0).0.is_retriable());
         assert!(!no_coordinator(1).0.is_retriable());
+    }
+
+    #[test]
+    fn init_producer_id_bumps_a_known_producer_and_refuses_transactions() {
+        use kafka_protocol::messages::{InitProducerIdRequest, ProducerId, TransactionalId};
+        let fresh = InitProducerIdRequest::default()
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        assert_eq!(init_producer_id(&fresh), Ok(None));
+        let known = InitProducerIdRequest::default()
+            .with_producer_id(ProducerId(42))
+            .with_producer_epoch(3);
+        assert_eq!(init_producer_id(&known), Ok(Some((42, 4))));
+        let exhausted = known.with_producer_epoch(i16::MAX);
+        assert_eq!(init_producer_id(&exhausted), Ok(None));
+        let transactional =
+            fresh.with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("tx"))));
+        assert_eq!(
+            init_producer_id(&transactional),
+            Err(ResponseError::TransactionalIdAuthorizationFailed)
+        );
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
+    // Idempotent producers (the default of current clients) start with it; v5+ are
+    // transaction (KIP-890) additions.
+    (ApiKey::InitProducerId, 0, 4),
 ];
 
 /// The range served for `key`, if it is served.

@@ -25,7 +25,8 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{
     ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
     DeleteTopicsResponse, FetchRequest, FindCoordinatorRequest, FindCoordinatorResponse,
-    ListOffsetsRequest, MetadataRequest, ProduceRequest, ProduceResponse, RequestKind, TopicName,
+    InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, MetadataRequest,
+    ProduceRequest, ProduceResponse, ProducerId, RequestKind, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::ResponseError;
@@ -110,6 +111,8 @@ struct Context {
     stall_timeout: Duration,
     refused_log: Throttled,
     closed_log: Throttled,
+    /// The rest of the block of producer ids taken from the node.
+    producer_ids: tokio::sync::Mutex<std::ops::Range<u64>>,
 }
 
 /// A running Kafka listener.
@@ -171,6 +174,7 @@ pub async fn start(
         stall_timeout,
         refused_log: Throttled::new(),
         closed_log: Throttled::new(),
+        producer_ids: tokio::sync::Mutex::new(0..0),
     });
     let accept = tokio::spawn(accept(listener, context, stopped));
     Ok(KafkaListener {
@@ -377,6 +381,13 @@ async fn dispatch(context: &Arc<Context>, request: Request) -> Answer {
                 respond(api, version, correlation_id, &answer)
             })
         }
+        RequestKind::InitProducerId(request) => {
+            let context = context.clone();
+            Box::pin(async move {
+                let answer = init_producer_id(&context, &request).await;
+                respond(api, version, correlation_id, &answer)
+            })
+        }
         RequestKind::FindCoordinator(request) => {
             let answer = find_coordinator(version, &request);
             let reply = respond(api, version, correlation_id, &answer);
@@ -526,6 +537,58 @@ async fn delete_topics(
         results.push(result);
     }
     DeleteTopicsResponse::default().with_responses(results)
+}
+
+/// Producer ids: a known producer gets its next epoch; a new one the next id of the block the
+/// gateway took from the node (a new block when it is used up). The node never hands out an
+/// id twice, also across crashes, so ids are unique over gateway restarts.
+async fn init_producer_id(
+    context: &Context,
+    request: &InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let answer = InitProducerIdResponse::default();
+    match translate::init_producer_id(request) {
+        Err(error) => {
+            return answer
+                .with_error_code(error.code())
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1)
+        }
+        Ok(Some((id, epoch))) => {
+            return answer
+                .with_producer_id(ProducerId(id))
+                .with_producer_epoch(epoch)
+        }
+        Ok(None) => {}
+    }
+    let mut ids = context.producer_ids.lock().await;
+    if ids.start >= ids.end {
+        let pending = send(
+            &context.router,
+            &NodeRequest::AllocateProducerIds(spate_proto::AllocateProducerIdsRequest {
+                count: translate::PRODUCER_ID_BLOCK,
+            }),
+        )
+        .await;
+        match context.router.response(pending).await {
+            NodeResponse::AllocateProducerIds(block) => {
+                *ids = block.first..block.first.saturating_add(u64::from(block.count));
+            }
+            other => {
+                let error = unexpected(other);
+                tracing::warn!("cannot get producer ids from the node: {}", error.message);
+                return answer
+                    .with_error_code(spate_kafka::errors::kafka_error(error.code).code())
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1);
+            }
+        }
+    }
+    let id = ids.start;
+    ids.start += 1;
+    answer
+        .with_producer_id(ProducerId(i64::try_from(id).unwrap_or(-1)))
+        .with_producer_epoch(0)
 }
 
 fn find_coordinator(version: i16, request: &FindCoordinatorRequest) -> FindCoordinatorResponse {

@@ -45,16 +45,18 @@ pub enum ApiKey {
     Produce,
     Fetch,
     ListOffsets,
+    AllocateProducerIds,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 6] = [
+    pub const ALL: [ApiKey; 7] = [
         ApiKey::CreateTopic,
         ApiKey::DeleteTopic,
         ApiKey::Metadata,
         ApiKey::Produce,
         ApiKey::Fetch,
         ApiKey::ListOffsets,
+        ApiKey::AllocateProducerIds,
     ];
 
     pub fn to_u16(self) -> u16 {
@@ -65,6 +67,7 @@ impl ApiKey {
             ApiKey::Produce => 4,
             ApiKey::Fetch => 5,
             ApiKey::ListOffsets => 6,
+            ApiKey::AllocateProducerIds => 7,
         }
     }
 
@@ -80,6 +83,7 @@ impl ApiKey {
             ApiKey::Produce => "Produce",
             ApiKey::Fetch => "Fetch",
             ApiKey::ListOffsets => "ListOffsets",
+            ApiKey::AllocateProducerIds => "AllocateProducerIds",
         }
     }
 

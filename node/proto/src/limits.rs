@@ -45,3 +45,7 @@ const _: () = assert!(REQUEST_SIZE_MAX <= RESPONSE_SIZE_MAX);
 const _: () = assert!(SHARDS_MAX <= u16::MAX as u32 + 1);
 const _: () = assert!(ERROR_MESSAGE_SIZE_MAX <= u16::MAX as u32);
 const _: () = assert!(ENDPOINT_SIZE_MAX <= u16::MAX as u32);
+
+/// Producer ids one AllocateProducerIds request may take: a gateway takes blocks of 1,000, as
+/// Kafka's brokers do from their controller.
+pub const PRODUCER_IDS_PER_REQUEST_MAX: u32 = 1_000_000;

@@ -9,8 +9,8 @@ use crate::error::{ErrorCode, ProtoError};
 use crate::frame::{Frame, FrameHead, FLAGS_KNOWN, FLAG_ERROR, FLAG_RESPONSE, VERSION};
 use crate::limits::{
     ENDPOINT_SIZE_MAX, ERROR_MESSAGE_SIZE_MAX, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX,
-    FRAME_HEADER_SIZE, RESPONSE_SIZE_MAX, SHARDS_MAX, TOPICS_PER_REQUEST_MAX,
-    TOPICS_PER_RESPONSE_MAX,
+    FRAME_HEADER_SIZE, PRODUCER_IDS_PER_REQUEST_MAX, RESPONSE_SIZE_MAX, SHARDS_MAX,
+    TOPICS_PER_REQUEST_MAX, TOPICS_PER_RESPONSE_MAX,
 };
 use crate::{ApiKey, PartitionId, ShardId};
 use spate_format::limits::{BATCH_SIZE_MAX, PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_LENGTH_MAX};
@@ -89,6 +89,21 @@ pub struct DeleteTopicRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeleteTopicResponse {
     pub topic: String,
+}
+
+/// A block of producer ids for the gateway to hand to (idempotent) Kafka producers: never
+/// handed out twice by a node, also across crashes (stored before the answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllocateProducerIdsRequest {
+    /// 1 to `PRODUCER_IDS_PER_REQUEST_MAX`.
+    pub count: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllocateProducerIdsResponse {
+    /// The ids `first .. first + count` are the caller's.
+    pub first: u64,
+    pub count: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,6 +255,7 @@ pub enum Request {
     Produce(ProduceRequest),
     Fetch(FetchRequest),
     ListOffsets(ListOffsetsRequest),
+    AllocateProducerIds(AllocateProducerIdsRequest),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,6 +266,7 @@ pub enum Response {
     Produce(ProduceResponse),
     Fetch(FetchResponse),
     ListOffsets(ListOffsetsResponse),
+    AllocateProducerIds(AllocateProducerIdsResponse),
     /// An error answering a request with the raw api key `api_key`.
     Error {
         api_key: u16,
@@ -298,6 +315,7 @@ impl Request {
             Request::Produce(_) => ApiKey::Produce,
             Request::Fetch(_) => ApiKey::Fetch,
             Request::ListOffsets(_) => ApiKey::ListOffsets,
+            Request::AllocateProducerIds(_) => ApiKey::AllocateProducerIds,
         }
     }
 
@@ -348,6 +366,7 @@ impl Request {
                     w.u8(tag);
                     w.i64(timestamp);
                 }
+                Request::AllocateProducerIds(request) => w.u32(request.count),
             },
         );
     }
@@ -452,6 +471,16 @@ impl Request {
                     spec,
                 })
             }
+            ApiKey::AllocateProducerIds => {
+                let count = reader.u32("count")?;
+                if count == 0 || count > PRODUCER_IDS_PER_REQUEST_MAX {
+                    return Err(ProtoError::Value {
+                        field: "count",
+                        value: count.into(),
+                    });
+                }
+                Request::AllocateProducerIds(AllocateProducerIdsRequest { count })
+            }
         };
         reader.finish()?;
         Ok(request)
@@ -487,6 +516,7 @@ impl Response {
             Response::Produce(_) => ApiKey::Produce.to_u16(),
             Response::Fetch(_) => ApiKey::Fetch.to_u16(),
             Response::ListOffsets(_) => ApiKey::ListOffsets.to_u16(),
+            Response::AllocateProducerIds(_) => ApiKey::AllocateProducerIds.to_u16(),
             Response::Error { api_key, .. } => *api_key,
         }
     }
@@ -544,6 +574,10 @@ impl Response {
                 w.u64(response.offset);
                 w.u64(response.log_start_offset);
                 w.u64(response.high_watermark);
+            }
+            Response::AllocateProducerIds(response) => {
+                w.u64(response.first);
+                w.u32(response.count);
             }
             Response::Error { error, .. } => {
                 w.u16(error.code.to_u16());
@@ -681,6 +715,12 @@ impl Response {
                 log_start_offset: reader.u64("log_start_offset")?,
                 high_watermark: reader.u64("high_watermark")?,
             }),
+            ApiKey::AllocateProducerIds => {
+                Response::AllocateProducerIds(AllocateProducerIdsResponse {
+                    first: reader.u64("first")?,
+                    count: reader.u32("count")?,
+                })
+            }
         };
         reader.finish()?;
         Ok(response)

@@ -337,6 +337,8 @@ fn request() -> impl Strategy<Value = Request> {
                     spec,
                 }
             )),
+        (1u32..=1_000_000)
+            .prop_map(|count| Request::AllocateProducerIds(AllocateProducerIdsRequest { count })),
     ]
 }
 
@@ -418,6 +420,9 @@ fn response() -> impl Strategy<Value = Response> {
                 }
             )
         ),
+        (any::<u64>(), any::<u32>()).prop_map(|(first, count)| Response::AllocateProducerIds(
+            AllocateProducerIdsResponse { first, count }
+        )),
         (any::<u16>(), any::<u16>(), "\\PC{0,40}", detail).prop_map(
             |(api_key, code, message, detail)| Response::Error {
                 api_key,

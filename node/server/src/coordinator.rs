@@ -1,7 +1,7 @@
 //! Metadata changes, coordinated between shards over bounded glommio channels.
 //!
-//! Shard 0 is the coordinator: it applies topic creations and deletions one at a time, stores
-//! the new metadata durably, sends it to every shard, and answers the request only after every
+//! Shard 0 is the coordinator: it applies topic creations and deletions (and hands out blocks
+//! of producer ids) one at a time, stores the new metadata durably, sends it to every shard, and answers the request only after every
 //! shard has applied it (opened or closed its partitions), so a topic that was created can be
 //! used at once on any shard. Other shards forward admin requests to it and apply the updates
 //! it sends. The data path never goes through here.
@@ -16,8 +16,8 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use spate_format::limits::{PARTITIONS_PER_TOPIC_MAX, SEGMENT_SIZE_MAX, SEGMENT_SIZE_MIN};
 use spate_proto::{
-    CreateTopicRequest, CreateTopicResponse, DeleteTopicResponse, ErrorCode, ErrorResponse,
-    Request, Response, Setting, ShardId,
+    AllocateProducerIdsResponse, CreateTopicRequest, CreateTopicResponse, DeleteTopicResponse,
+    ErrorCode, ErrorResponse, Request, Response, Setting, ShardId,
 };
 
 use crate::metadata::{assign, Metadata, Topic};
@@ -304,6 +304,24 @@ impl Coordinator {
                 }
                 Response::DeleteTopic(DeleteTopicResponse {
                     topic: delete.topic,
+                })
+            }
+            Request::AllocateProducerIds(allocate) => {
+                let first = metadata.next_producer_id;
+                // Producer ids are i64 in Kafka: never hand out one above i64::MAX.
+                let end = first
+                    .checked_add(u64::from(allocate.count))
+                    .filter(|end| i64::try_from(*end).is_ok());
+                let Some(end) = end else {
+                    return fail(
+                        ErrorCode::InvalidRequest,
+                        "the node has handed out every producer id".into(),
+                    );
+                };
+                metadata.next_producer_id = end;
+                Response::AllocateProducerIds(AllocateProducerIdsResponse {
+                    first,
+                    count: allocate.count,
                 })
             }
             _ => return fail(ErrorCode::InvalidRequest, "not an admin request".into()),

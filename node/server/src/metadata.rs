@@ -2,10 +2,12 @@
 //! one CRC-checked file replaced atomically (write a temporary file, fsync it, rename it over
 //! the old one, fsync the directory).
 //!
-//! File layout (little-endian): magic `SPMD`, version u16 (1), reserved u16 (0), body length
+//! File layout (little-endian): magic `SPMD`, version u16 (2), reserved u16 (0), body length
 //! u32, CRC-32 of the body u32, then the body: topic count u32, and per topic its name
 //! (u16 length + UTF-8), partition count u32, retention_ms, retention_bytes and segment_bytes
-//! (each u8 tag + u64 as in the protocol's `setting`), and one u16 shard id per partition.
+//! (each u8 tag + u64 as in the protocol's `setting`), and one u16 shard id per partition;
+//! then (version 2) the next producer id never handed out, u64. Version 1 files (without it)
+//! are read as next producer id 0 and written back as version 2 at the next change.
 //! The assignment is stored, not computed, so a restart with another shard count reassigns
 //! only what it must, deterministically.
 
@@ -22,7 +24,9 @@ use spate_proto::{Setting, ShardId};
 use thiserror::Error;
 
 const MAGIC: &[u8; 4] = b"SPMD";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
+/// The first version, without the producer id counter: still read.
+const VERSION_1: u16 = 1;
 const HEADER_SIZE: usize = 16;
 /// The metadata file's name in the data directory.
 pub const FILE_NAME: &str = "metadata";
@@ -41,6 +45,9 @@ pub struct Topic {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Metadata {
     pub topics: BTreeMap<String, Topic>,
+    /// Producer ids below this were handed out (AllocateProducerIds) and are never handed
+    /// out again.
+    pub next_producer_id: u64,
 }
 
 #[derive(Debug, Error)]
@@ -77,6 +84,7 @@ impl Metadata {
                 writer.u16(shard.0);
             }
         }
+        writer.u64(self.next_producer_id);
         let mut out = BytesMut::with_capacity(HEADER_SIZE + body.len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
@@ -97,7 +105,7 @@ impl Metadata {
             return Err("bad magic".into());
         }
         let version = u16::from_le_bytes([header[4], header[5]]);
-        if version != VERSION {
+        if version != VERSION && version != VERSION_1 {
             return Err(format!("unsupported version {version}"));
         }
         if header[6] != 0 || header[7] != 0 {
@@ -150,8 +158,16 @@ impl Metadata {
                 },
             );
         }
+        let next_producer_id = if version == VERSION_1 {
+            0
+        } else {
+            reader.u64("next_producer_id").map_err(|e| e.to_string())?
+        };
         reader.finish().map_err(|e| e.to_string())?;
-        Ok(Metadata { topics })
+        Ok(Metadata {
+            topics,
+            next_producer_id,
+        })
     }
 
     /// Loads the metadata of a data directory; a missing file is an empty node.
@@ -238,6 +254,26 @@ mod tests {
             );
         }
         assert!(Metadata::decode(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn version_1_files_are_read_with_no_producer_ids_handed_out() {
+        let mut metadata = sample();
+        metadata.next_producer_id = 7000;
+        let bytes = metadata.encode();
+        assert_eq!(Metadata::decode(&bytes).unwrap(), metadata);
+        // The same topics as written by version 1: no counter after them.
+        let mut body = bytes[HEADER_SIZE..bytes.len() - 8].to_vec();
+        let mut old = Vec::new();
+        old.extend_from_slice(MAGIC);
+        old.extend_from_slice(&VERSION_1.to_le_bytes());
+        old.extend_from_slice(&0u16.to_le_bytes());
+        old.extend_from_slice(&u32::try_from(body.len()).unwrap().to_le_bytes());
+        old.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        old.append(&mut body);
+        let read = Metadata::decode(&old).unwrap();
+        assert_eq!(read.topics, metadata.topics);
+        assert_eq!(read.next_producer_id, 0);
     }
 
     #[test]

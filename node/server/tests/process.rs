@@ -633,6 +633,41 @@ fn background_verification_fences_damage_inside_a_sealed_segment_after_a_start()
     let _ = child.wait();
 }
 
+#[test]
+fn producer_ids_are_never_handed_out_twice_across_a_kill() {
+    let dir = data_dir("producer-ids");
+    let allocate = |client: &mut Client, count: u32| match client.call(
+        &Request::AllocateProducerIds(AllocateProducerIdsRequest { count }),
+    ) {
+        Response::AllocateProducerIds(block) => {
+            assert_eq!(block.count, count);
+            block.first..block.first + u64::from(count)
+        }
+        other => panic!("{other:?}"),
+    };
+    let (mut child, address) = start(&dir);
+    let mut client = Client::connect(address);
+    let first = allocate(&mut client, 1000);
+    let second = allocate(&mut client, 10);
+    assert_eq!(first, 0..1000);
+    assert_eq!(second.start, first.end);
+    // Answered means stored: after kill -9 the next block starts after both.
+    let _ = child.kill();
+    let _ = child.wait();
+    let (mut child, address) = start(&dir);
+    let mut client = Client::connect(address);
+    let third = allocate(&mut client, 1000);
+    assert_eq!(third.start, second.end);
+    assert!(matches!(
+        client.call(&Request::AllocateProducerIds(AllocateProducerIdsRequest {
+            count: 0
+        })),
+        Response::Error { .. }
+    ));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// A small tmpfs mounted for one test (a real ENOSPC), unmounted when dropped.
 struct SmallFilesystem {
     path: std::path::PathBuf,

@@ -1,6 +1,6 @@
 """confluent-kafka (librdkafka 2.16, pinned in e2e.rs) against Spate's Kafka listener: admin
-create and delete, a producer (acks=all) with keys and headers whose delivery reports give
-dense offsets, and a consumer with assign() reading everything back. Usage:
+create and delete, producers (acks=all; plain and idempotent) with keys and headers whose
+delivery reports give dense offsets, and a consumer with assign() reading everything back. Usage:
 confluent.py BROKER TOPIC"""
 import sys
 import time
@@ -15,12 +15,15 @@ for future in admin.create_topics([NewTopic(topic, num_partitions=3, replication
 assert topic in admin.list_topics(timeout=20).topics
 
 delivered = []
-producer = Producer({"bootstrap.servers": broker, "acks": "all", "linger.ms": 5})
+plain = Producer({"bootstrap.servers": broker, "acks": "all", "linger.ms": 5})
+idempotent = Producer({"bootstrap.servers": broker, "enable.idempotence": True, "linger.ms": 5})
 for i in range(300):
+    producer = idempotent if i % 2 else plain
     producer.produce(topic, key=b"k%d" % i, value=b"v%d" % i, headers=[("h", b"x")],
                      on_delivery=lambda error, message: delivered.append(
                          (error, message.partition(), message.offset())))
-assert producer.flush(30) == 0
+assert plain.flush(30) == 0
+assert idempotent.flush(30) == 0
 assert [d for d in delivered if d[0] is not None] == [], delivered[:3]
 for partition in range(3):
     offsets = sorted(offset for _, p, offset in delivered if p == partition)

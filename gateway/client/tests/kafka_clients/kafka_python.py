@@ -1,6 +1,7 @@
 """kafka-python (pinned in e2e.rs) against Spate's Kafka listener: admin (create with a
-setting, compaction refused, exists, delete), a producer (idempotence off until Spate
-serves InitProducerId) with keys and headers, and a consumer without a group (assign).
+setting, compaction refused, exists, delete), a producer with its defaults (idempotent since
+kafka-python 3: InitProducerId) with keys and headers, and a consumer without a group
+(assign).
 Exits non-zero on the first broken expectation. Usage: kafka_python.py BROKER TOPIC"""
 import sys
 
@@ -23,7 +24,7 @@ try:
 except TopicAlreadyExistsError:
     pass
 
-producer = KafkaProducer(bootstrap_servers=broker, acks="all", enable_idempotence=False)
+producer = KafkaProducer(bootstrap_servers=broker, acks="all")
 sent = [
     producer.send(topic, key=b"k%d" % i, value=b"v%d" % i, headers=[("h", b"x%d" % i)])
     for i in range(200)
