@@ -382,8 +382,11 @@ pub const PRODUCER_ID_BLOCK: u32 = 1000;
 pub fn init_producer_id(
     request: &kafka_protocol::messages::InitProducerIdRequest,
 ) -> Result<Option<(i64, i16)>, ResponseError> {
-    if request.transactional_id.is_some() {
-        return Err(ResponseError::TransactionalIdAuthorizationFailed);
+    match &request.transactional_id {
+        None => {}
+        // Kafka's answer to an empty transactional id.
+        Some(id) if id.0.is_empty() => return Err(ResponseError::InvalidRequest),
+        Some(_) => return Err(ResponseError::TransactionalIdAuthorizationFailed),
     }
     let producer_id = request.producer_id.0;
     if producer_id < 0 {
@@ -548,10 +551,12 @@ mod tests {
     fn init_producer_id_bumps_a_known_producer_and_refuses_transactions() {
         use kafka_protocol::messages::{InitProducerIdRequest, ProducerId, TransactionalId};
         let fresh = InitProducerIdRequest::default()
+            .with_transactional_id(None)
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1);
         assert_eq!(init_producer_id(&fresh), Ok(None));
         let known = InitProducerIdRequest::default()
+            .with_transactional_id(None)
             .with_producer_id(ProducerId(42))
             .with_producer_epoch(3);
         assert_eq!(init_producer_id(&known), Ok(Some((42, 4))));
@@ -563,6 +568,9 @@ mod tests {
             init_producer_id(&transactional),
             Err(ResponseError::TransactionalIdAuthorizationFailed)
         );
+        let empty = transactional
+            .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str(""))));
+        assert_eq!(init_producer_id(&empty), Err(ResponseError::InvalidRequest));
     }
 
     #[test]
