@@ -4,8 +4,8 @@
 //! can be read from /proc. A well-behaved producer runs alone, then again while attacker
 //! connections each open streams that announce large frames, send part of each and stall.
 //! Reported: the producer's throughput unloaded and under attack (and their ratio), the
-//! gateway's peak RSS against its budget, its RSS after the attackers close, and how long it
-//! takes to exit after SIGTERM.
+//! gateway's peak RSS against its budget, its RSS once settled after the attackers close and
+//! again `--linger-seconds` later, and how long it takes to exit after SIGTERM.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -66,8 +66,10 @@ pub struct AbuseArgs {
     #[arg(long, default_value = "1")]
     pub rounds: u32,
     /// How long to keep watching the gateway's RSS after the attackers closed and it settled,
-    /// in seconds; the RSS at the end is reported beside the settled one.
-    #[arg(long, default_value = "5")]
+    /// in seconds; the RSS at the end is reported beside the settled one. The default outlasts
+    /// the gateway's idle timeout (30 s), which forgets connections whose close it never
+    /// received, and its allocator's decay time (10 s).
+    #[arg(long, default_value = "35")]
     pub linger_seconds: f64,
     /// A `spate-gateway` binary to run instead of this binary's `gateway-process`.
     #[arg(long, value_name = "PATH")]
@@ -414,10 +416,7 @@ fn run_against(
                 "gateway_rss_after_attackers_closed",
                 figures.after.to_string(),
             ),
-            (
-                "gateway_rss_after_linger",
-                figures.lingered.to_string(),
-            ),
+            ("gateway_rss_after_linger", figures.lingered.to_string()),
             ("linger_seconds", args.linger_seconds.to_string()),
             (
                 "gateway_process",

@@ -7,11 +7,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use spate_gateway::{Flags, GatewayConfig};
 
-/// jemalloc, not the system allocator. Under a partial-frame attack quinn holds unread data
-/// in the datagrams it arrived in, about a gigabyte of 16–64 KiB buffers by default, and
-/// frees them when the attackers close. glibc kept all but 1 MiB of it free in its per-thread
-/// arenas (RSS 0.89–1.06 GiB with 0.7 MiB in use, 13 MiB after a `malloc_trim(0)`), and would
-/// only trim an arena's top. jemalloc returns freed pages within its dirty decay time (10 s),
+/// jemalloc, not the system allocator. Under a partial-frame attack the gateway holds about a
+/// gigabyte by default (partial frames, and unread data in the datagrams quinn received, at
+/// most 16 KiB each), freed when the attackers close. glibc kept it free in its per-thread
+/// arenas (RSS 0.87–1.06 GiB with 0.7 MiB in use, 13 MiB after a `malloc_trim(0)`), as it
+/// returns an arena's memory only from its top. jemalloc returns freed pages within its dirty decay time (10 s),
 /// from a background thread even when the gateway is idle, without unsafe code here.
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
