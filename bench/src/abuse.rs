@@ -4,8 +4,8 @@
 //! can be read from /proc. A well-behaved producer runs alone, then again while attacker
 //! connections each open streams that announce large frames, send part of each and stall.
 //! Reported: the producer's throughput unloaded and under attack (and their ratio), the
-//! gateway's peak RSS against its budget, its RSS after the attackers close, and how long it
-//! takes to exit after SIGTERM.
+//! gateway's peak RSS against its budget, its RSS once settled after the attackers close and
+//! again `--linger-seconds` later, and how long it takes to exit after SIGTERM.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -65,6 +65,12 @@ pub struct AbuseArgs {
     /// whether memory the allocator kept after the first is reused rather than grown.
     #[arg(long, default_value = "1")]
     pub rounds: u32,
+    /// How long to keep watching the gateway's RSS after the attackers closed and it settled,
+    /// in seconds; the RSS at the end is reported beside the settled one. The default outlasts
+    /// the gateway's idle timeout (30 s), which forgets connections whose close it never
+    /// received, and its allocator's decay time (10 s).
+    #[arg(long, default_value = "35")]
+    pub linger_seconds: f64,
     /// A `spate-gateway` binary to run instead of this binary's `gateway-process`.
     #[arg(long, value_name = "PATH")]
     pub gateway_bin: Option<PathBuf>,
@@ -382,13 +388,15 @@ fn run_against(
         crate::say(format!(
             "      round {round} under attack: {:.1} MB/s ({:.2} of unloaded); gateway peak RSS {} \
              MiB (budget {} MiB + windows of {connections} connections {} MiB); after the \
-             attackers closed {} MiB",
+             attackers closed {} MiB, {} s later {} MiB",
             attacked.mb_per_s,
             attacked.mb_per_s / runs[0].mb_per_s.max(1e-9),
             mib(figures.peak),
             mib(budget),
             mib(windows),
             mib(figures.after),
+            args.linger_seconds,
+            mib(figures.lingered),
         ));
         let params = [
             ("attack_connections", args.connections.to_string()),
@@ -408,6 +416,8 @@ fn run_against(
                 "gateway_rss_after_attackers_closed",
                 figures.after.to_string(),
             ),
+            ("gateway_rss_after_linger", figures.lingered.to_string()),
+            ("linger_seconds", args.linger_seconds.to_string()),
             (
                 "gateway_process",
                 args.gateway_bin.as_ref().map_or_else(
@@ -442,6 +452,8 @@ struct RoundFigures {
     attack_max: u64,
     peak: u64,
     after: u64,
+    /// RSS `--linger-seconds` after `after` was read.
+    lingered: u64,
 }
 
 /// One attack with the producer beside it; the attackers close at the end and the
@@ -479,6 +491,13 @@ fn attack_round(
         }
         after = now;
     }
+    crate::say(format!(
+        "      attackers closed; gateway RSS settled at {} MiB; watching it for {} s",
+        mib(after),
+        args.linger_seconds
+    ));
+    std::thread::sleep(Duration::from_secs_f64(args.linger_seconds.max(0.0)));
+    let lingered = memory(pid, "VmRSS:");
     Ok((
         attacked?,
         RoundFigures {
@@ -487,6 +506,7 @@ fn attack_round(
             attack_max,
             peak,
             after,
+            lingered,
         },
     ))
 }

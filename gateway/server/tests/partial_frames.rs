@@ -4,7 +4,7 @@
 //! within its buffer budget plus the QUIC windows and a constant, a well-behaved client on the
 //! same gateway is still served, a stalled frame is answered `Timeout` and its budget freed,
 //! and SIGTERM stops the gateway promptly with the stalled streams open; the budget is given
-//! back when attackers close.
+//! back when attackers close, and the memory they took goes back to the system.
 
 #![allow(clippy::print_stdout, clippy::cast_possible_truncation)]
 
@@ -203,8 +203,6 @@ async fn stalled_partial_frames_stay_within_the_budget_and_others_are_served() {
     const CONNECTION_WINDOW: u64 = 4 << 20;
     const ATTACKERS: usize = 8;
     const STREAMS: usize = 64;
-    const ANNOUNCED: u32 = 1 << 20;
-    const SENT: usize = 512 << 10;
     let dir = data_dir("budget");
     let node = node(&dir);
     let mut gateway = GatewayProcess::start(
@@ -244,42 +242,18 @@ async fn stalled_partial_frames_stay_within_the_budget_and_others_are_served() {
 
     // The attack: every stream announces 1 MiB, sends half of it and stalls. Without a
     // budget the gateway reads it all: 8 × 64 × 512 KiB = 256 MiB.
-    let mut attackers = Vec::new();
-    let mut writers = Vec::new();
-    for _ in 0..ATTACKERS {
-        let (endpoint, connection) = gateway.connect().await;
-        for stream in 0..STREAMS {
-            let (mut attack, held) = connection.open_bi().await.unwrap();
-            writers.push(tokio::spawn(async move {
-                let mut bytes = announce(ANNOUNCED, stream as u64).to_vec();
-                bytes.resize(16 + SENT, 0xEE);
-                // Blocks for good once the gateway withholds credit.
-                let _ = attack.write_all(&bytes).await;
-                (attack, held)
-            }));
-        }
-        attackers.push((endpoint, connection));
-    }
-    let connections: Vec<quinn::Connection> = attackers.iter().map(|(_, c)| c.clone()).collect();
+    let attack = Attack::open(&gateway, ATTACKERS, STREAMS).await;
     // Until the attackers can send no more (flow control holds them), watching the
     // gateway's memory all along.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last = sent(&connections);
-    let mut quiet_since = Instant::now();
-    while quiet_since.elapsed() < Duration::from_millis(750) {
-        assert!(Instant::now() < deadline, "the attack never settled");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let rss = gateway.memory("VmRSS:");
-        assert!(
-            rss <= bound,
-            "gateway RSS {rss} above budget + QUIC windows + base = {bound}"
-        );
-        let now = sent(&connections);
-        if now > last {
-            last = now;
-            quiet_since = Instant::now();
-        }
-    }
+    let last = attack
+        .landed(|| {
+            let rss = gateway.memory("VmRSS:");
+            assert!(
+                rss <= bound,
+                "gateway RSS {rss} above budget + QUIC windows + base = {bound}"
+            );
+        })
+        .await;
     assert!(
         last > BUDGET,
         "the attackers sent only {last} bytes: the attack did not reach the budget"
@@ -312,9 +286,140 @@ async fn stalled_partial_frames_stay_within_the_budget_and_others_are_served() {
     let took = gateway.terminate();
     println!("gateway exited {took:?} after SIGTERM");
     assert!(took < Duration::from_secs(5), "exit took {took:?}");
-    for writer in writers {
-        writer.abort();
+    drop(attack);
+    node.shutdown();
+}
+
+/// Attacker connections whose streams each announce a 1 MiB frame, send half of it and
+/// stall.
+struct Attack {
+    connections: Vec<(quinn::Endpoint, quinn::Connection)>,
+    /// Each stream's writer; a stream stays open (not finished) while its handles live.
+    writers: Vec<tokio::task::JoinHandle<(quinn::SendStream, quinn::RecvStream)>>,
+}
+
+impl Attack {
+    async fn open(gateway: &GatewayProcess, connections: usize, streams: usize) -> Attack {
+        let mut attack = Attack {
+            connections: Vec::new(),
+            writers: Vec::new(),
+        };
+        for _ in 0..connections {
+            let (endpoint, connection) = gateway.connect().await;
+            for stream in 0..streams {
+                let (mut send, held) = connection.open_bi().await.unwrap();
+                attack.writers.push(tokio::spawn(async move {
+                    let mut bytes = announce(1 << 20, stream as u64).to_vec();
+                    bytes.resize(16 + (512 << 10), 0xEE);
+                    // Blocks for good once the gateway withholds credit.
+                    let _ = send.write_all(&bytes).await;
+                    (send, held)
+                }));
+            }
+            attack.connections.push((endpoint, connection));
+        }
+        attack
     }
+
+    /// Waits until the attackers can send no more (flow control holds them), calling
+    /// `watch` every 50 ms; returns the bytes they sent.
+    async fn landed(&self, mut watch: impl FnMut()) -> u64 {
+        let connections: Vec<quinn::Connection> = self
+            .connections
+            .iter()
+            .map(|(_, connection)| connection.clone())
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = sent(&connections);
+        let mut quiet_since = Instant::now();
+        while quiet_since.elapsed() < Duration::from_millis(750) {
+            assert!(Instant::now() < deadline, "the attack never settled");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            watch();
+            let now = sent(&connections);
+            if now > last {
+                last = now;
+                quiet_since = Instant::now();
+            }
+        }
+        last
+    }
+
+    /// Closes every attacker connection and waits until the closes are sent.
+    async fn close(self) {
+        for (_, connection) in &self.connections {
+            connection.close(quinn::VarInt::from_u32(0), b"bye");
+        }
+        for (endpoint, _) in &self.connections {
+            endpoint.wait_idle().await;
+        }
+    }
+}
+
+impl Drop for Attack {
+    fn drop(&mut self) {
+        for writer in &self.writers {
+            writer.abort();
+        }
+    }
+}
+
+/// Memory the gateway may keep after attackers closed, above its RSS before the attack:
+/// tables that grew with the connections and streams, the allocator's metadata and caches.
+/// Measured at 21–23 MiB once it stops falling, after a 1.1 GiB attack (`spate-bench abuse`,
+/// not growing over three rounds). (This test stops at the first reading under the bound,
+/// while jemalloc's decay is still returning pages.)
+const RETAINED_AFTER_ATTACK_MAX: u64 = 40 << 20;
+
+/// After the attackers close, the memory their partial frames and unread QUIC data took is
+/// given back to the system, not kept by the allocator for later: the gateway's RSS returns
+/// to near what it was before the attack. (An attacker whose close is lost is forgotten at
+/// the idle timeout, shortened here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_is_given_back_to_the_system_after_attackers_close() {
+    const ATTACKERS: usize = 24;
+    const STREAMS: usize = 64;
+    let dir = data_dir("returned");
+    let node = node(&dir);
+    let gateway = GatewayProcess::start(
+        &dir,
+        node.endpoints[0],
+        &[
+            "--buffer-budget",
+            &(128u64 << 20).to_string(),
+            "--idle-timeout-ms",
+            "5000",
+            // Longer than the test: only the close frees the attackers' frames.
+            "--frame-stall-timeout-ms",
+            "600000",
+        ],
+    );
+    let before = gateway.memory("VmRSS:");
+    let attack = Attack::open(&gateway, ATTACKERS, STREAMS).await;
+    let sent = attack.landed(|| {}).await;
+    let peak = gateway.memory("VmHWM:");
+    // The attack must have taken far more than what may be kept, or the test proves nothing.
+    assert!(
+        peak >= before + 4 * RETAINED_AFTER_ATTACK_MAX,
+        "the attack took the gateway only from {before} to {peak} bytes"
+    );
+    attack.close().await;
+    let bound = before + RETAINED_AFTER_ATTACK_MAX;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut rss = gateway.memory("VmRSS:");
+    while rss > bound {
+        assert!(
+            Instant::now() < deadline,
+            "gateway RSS {rss} still above {bound} (before the attack {before}, peak {peak}) \
+             90 s after the attackers closed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        rss = gateway.memory("VmRSS:");
+    }
+    println!(
+        "attackers sent {sent} bytes; gateway RSS {before} before, peak {peak}, {rss} after \
+         they closed"
+    );
     node.shutdown();
 }
 
