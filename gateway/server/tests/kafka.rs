@@ -12,10 +12,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
-    RequestHeader,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader, TopicName,
 };
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::protocol::{encode_request_header_into_buffer, Decodable, Encodable};
 
 fn data_dir(name: &str) -> PathBuf {
@@ -242,5 +245,72 @@ fn versions_order_limits_and_garbage_over_raw_sockets() {
     assert_eq!(api_versions(&mut client, 3, 9).error_code, 0);
     assert!(gateway.is_running());
     let _ = gateway.quic;
+    drop(node);
+}
+
+/// A real batch: two records kcat (librdkafka 2.0.2) sent.
+const KCAT_BATCH: &[u8] = include_bytes!("../../kafka/testdata/kcat-keys-headers.bin");
+
+fn produce_request(topic: &'static str, acks: i16) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str(topic)))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(Bytes::from_static(KCAT_BATCH)))])])
+}
+
+#[test]
+fn acks_zero_is_never_answered_and_its_failure_closes_the_connection() {
+    let dir = data_dir("acks");
+    let node = node(&dir, 1);
+    let gateway = Gateway::start(&dir, node.endpoints[0], &[]);
+    let mut client = connect(gateway.kafka);
+    let create = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str("t")))
+        .with_num_partitions(1)
+        .with_replication_factor(1)]);
+    client
+        .write_all(&frame(ApiKey::CreateTopics, 7, 1, &create))
+        .unwrap();
+    let mut answer = read_response(&mut client);
+    assert_eq!(answer.get_i32(), 1);
+    answer.advance(1); // response header v1: tagged fields
+    let created = CreateTopicsResponse::decode(&mut answer, 7).unwrap();
+    assert_eq!(created.topics[0].error_code, 0, "{created:?}");
+
+    // acks=0 then ApiVersions, pipelined: only the second is answered.
+    let mut both = frame(ApiKey::Produce, 7, 2, &produce_request("t", 0));
+    both.extend(frame(
+        ApiKey::ApiVersions,
+        3,
+        3,
+        &ApiVersionsRequest::default(),
+    ));
+    client.write_all(&both).unwrap();
+    let mut answer = read_response(&mut client);
+    assert_eq!(answer.get_i32(), 3, "the acks=0 produce was answered");
+    // A failing acks=0 produce (unknown topic): the connection closes after the answers
+    // before it, so the client learns of the failure.
+    let mut both = frame(ApiKey::ApiVersions, 3, 4, &ApiVersionsRequest::default());
+    both.extend(frame(ApiKey::Produce, 7, 5, &produce_request("nope", 0)));
+    client.write_all(&both).unwrap();
+    let mut answer = read_response(&mut client);
+    assert_eq!(answer.get_i32(), 4);
+    assert!(is_closed(&mut client));
+
+    // The acks=0 batch was stored: an acks=all produce of the same batch comes after it.
+    let mut client = connect(gateway.kafka);
+    client
+        .write_all(&frame(ApiKey::Produce, 7, 6, &produce_request("t", -1)))
+        .unwrap();
+    let mut answer = read_response(&mut client);
+    assert_eq!(answer.get_i32(), 6);
+    let produced = ProduceResponse::decode(&mut answer, 7).unwrap();
+    let partition = &produced.responses[0].partition_responses[0];
+    assert_eq!(partition.error_code, 0, "{partition:?}");
+    assert_eq!(partition.base_offset, 2, "kcat's batch holds two records");
     drop(node);
 }
