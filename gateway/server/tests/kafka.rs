@@ -100,9 +100,7 @@ fn frame(api: ApiKey, version: i16, correlation_id: i32, body: &impl Encodable) 
         .with_request_api_key(api as i16)
         .with_request_api_version(version)
         .with_correlation_id(correlation_id)
-        .with_client_id(Some(kafka_protocol::protocol::StrBytes::from_static_str(
-            "raw-test",
-        )));
+        .with_client_id(Some(StrBytes::from_static_str("raw-test")));
     encode_request_header_into_buffer(&mut out, &header).unwrap();
     body.encode(&mut out, version).unwrap();
     let size = (out.len() - 4) as i32;
