@@ -1151,6 +1151,25 @@ fn kcat_lists_produces_and_consumes_across_protocols() {
     // Offsets by time and at the ends.
     let ends = kcat(&["-b", &broker, "-Q", "-t", "demo:1:-1"], "");
     assert!(ends.contains(&format!("offset {}", before + 2)), "{ends}");
+    // `spate up` creates a topic a producer names (development mode, --auto-create-topics).
+    kcat(&["-b", &broker, "-t", "fresh", "-P"], "first\nsecond\n");
+    let fresh = kcat(
+        &[
+            "-b",
+            &broker,
+            "-t",
+            "fresh",
+            "-C",
+            "-e",
+            "-o",
+            "beginning",
+            "-f",
+            "%s\n",
+        ],
+        "",
+    );
+    assert_eq!(fresh, "first\nsecond\n");
+    assert!(cli.ok(&["topic", "list"], "").contains("fresh"));
     assert!(up.terminate().success());
 }
 

@@ -45,6 +45,10 @@ use crate::budget::Budget;
 use crate::config::KafkaConfig;
 use crate::router::{Pending, Router};
 
+/// Topics one Metadata request may have created automatically (the rest stay unknown and the
+/// client asks again).
+pub const AUTO_CREATE_PER_REQUEST_MAX: usize = 16;
+
 /// Partitions one Fetch may name: each becomes a node request.
 pub const FETCH_PARTITIONS_MAX: usize = 1024;
 
@@ -429,16 +433,46 @@ async fn metadata(
     version: i16,
     request: &MetadataRequest,
 ) -> kafka_protocol::messages::MetadataResponse {
+    let mut node = node_metadata(context).await;
+    // Topics named but unknown are created if the client allows it (always before v4) and
+    // the node does (`--auto-create-topics`; otherwise it refuses and they stay unknown).
+    let allowed = version < 4 || request.allow_auto_topic_creation;
+    if let (true, Ok(map), Some(named)) = (allowed, &node, &request.topics) {
+        let missing: Vec<String> = named
+            .iter()
+            .filter_map(|topic| topic.name.as_ref())
+            .map(|name| name.0.to_string())
+            .filter(|name| !map.topics.iter().any(|topic| &topic.name == name))
+            .take(AUTO_CREATE_PER_REQUEST_MAX)
+            .collect();
+        if !missing.is_empty() {
+            for topic in missing {
+                let pending = send(
+                    &context.router,
+                    &NodeRequest::AutoCreateTopic(spate_proto::AutoCreateTopicRequest { topic }),
+                )
+                .await;
+                if let NodeResponse::Error { error, .. } = context.router.response(pending).await {
+                    tracing::debug!("automatic topic creation refused: {}", error.message);
+                }
+            }
+            node = node_metadata(context).await;
+        }
+    }
+    translate::metadata_response(version, request, node.as_ref(), &context.broker)
+}
+
+/// The node's whole partition map.
+async fn node_metadata(context: &Context) -> Result<spate_proto::MetadataResponse, ErrorResponse> {
     let pending = send(
         &context.router,
         &NodeRequest::Metadata(spate_proto::MetadataRequest { topics: vec![] }),
     )
     .await;
-    let node = match context.router.response(pending).await {
+    match context.router.response(pending).await {
         NodeResponse::Metadata(map) => Ok(map),
         other => Err(unexpected(other)),
-    };
-    translate::metadata_response(version, request, node.as_ref(), &context.broker)
+    }
 }
 
 async fn create_topics(

@@ -178,7 +178,8 @@ impl Router {
         match link.send(frame.bytes()).await {
             Some(receiver) => Pending::Shard {
                 receiver,
-                admin: matches!(api_key, 1 | 2),
+                // Topic changes (create, delete, automatic creation) change the map.
+                admin: matches!(api_key, 1 | 2 | 8),
             },
             None => unavailable(format!("the connection to the shard at {target} broke")),
         }

@@ -214,6 +214,23 @@ fn versions_order_limits_and_garbage_over_raw_sockets() {
         }
     }
 
+    // A node without --auto-create-topics: a topic a client names stays unknown.
+    let named = MetadataRequest::default()
+        .with_topics(Some(vec![
+            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_static_str("unnamed")))),
+        ]))
+        .with_allow_auto_topic_creation(true);
+    client
+        .write_all(&frame(ApiKey::Metadata, 12, 500, &named))
+        .unwrap();
+    let mut answer = read_response(&mut client);
+    assert_eq!(answer.get_i32(), 500);
+    answer.advance(1); // response header v1: tagged fields
+    let metadata = MetadataResponse::decode(&mut answer, 12).unwrap();
+    assert_eq!(metadata.topics.len(), 1);
+    assert_eq!(metadata.topics[0].error_code, 3, "{metadata:?}");
+
     // A request larger than the limit: closed before anything is read.
     let mut large = connect(gateway.kafka);
     large.write_all(&(2_000_000i32).to_be_bytes()).unwrap();

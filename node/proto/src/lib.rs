@@ -46,10 +46,11 @@ pub enum ApiKey {
     Fetch,
     ListOffsets,
     AllocateProducerIds,
+    AutoCreateTopic,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 7] = [
+    pub const ALL: [ApiKey; 8] = [
         ApiKey::CreateTopic,
         ApiKey::DeleteTopic,
         ApiKey::Metadata,
@@ -57,6 +58,7 @@ impl ApiKey {
         ApiKey::Fetch,
         ApiKey::ListOffsets,
         ApiKey::AllocateProducerIds,
+        ApiKey::AutoCreateTopic,
     ];
 
     pub fn to_u16(self) -> u16 {
@@ -68,6 +70,7 @@ impl ApiKey {
             ApiKey::Fetch => 5,
             ApiKey::ListOffsets => 6,
             ApiKey::AllocateProducerIds => 7,
+            ApiKey::AutoCreateTopic => 8,
         }
     }
 
@@ -84,6 +87,7 @@ impl ApiKey {
             ApiKey::Fetch => "Fetch",
             ApiKey::ListOffsets => "ListOffsets",
             ApiKey::AllocateProducerIds => "AllocateProducerIds",
+            ApiKey::AutoCreateTopic => "AutoCreateTopic",
         }
     }
 

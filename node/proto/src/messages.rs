@@ -91,6 +91,13 @@ pub struct DeleteTopicResponse {
     pub topic: String,
 }
 
+/// Creates a topic a client asked for by name, with the node's defaults, if the node allows
+/// automatic creation (`--auto-create-topics`); a topic that exists is answered as created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoCreateTopicRequest {
+    pub topic: String,
+}
+
 /// A block of producer ids for the gateway to hand to (idempotent) Kafka producers: never
 /// handed out twice by a node, also across crashes (stored before the answer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,6 +263,7 @@ pub enum Request {
     Fetch(FetchRequest),
     ListOffsets(ListOffsetsRequest),
     AllocateProducerIds(AllocateProducerIdsRequest),
+    AutoCreateTopic(AutoCreateTopicRequest),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -267,6 +275,8 @@ pub enum Response {
     Fetch(FetchResponse),
     ListOffsets(ListOffsetsResponse),
     AllocateProducerIds(AllocateProducerIdsResponse),
+    /// The topic (created now or before) and its partition count.
+    AutoCreateTopic(CreateTopicResponse),
     /// An error answering a request with the raw api key `api_key`.
     Error {
         api_key: u16,
@@ -316,6 +326,7 @@ impl Request {
             Request::Fetch(_) => ApiKey::Fetch,
             Request::ListOffsets(_) => ApiKey::ListOffsets,
             Request::AllocateProducerIds(_) => ApiKey::AllocateProducerIds,
+            Request::AutoCreateTopic(_) => ApiKey::AutoCreateTopic,
         }
     }
 
@@ -367,6 +378,7 @@ impl Request {
                     w.i64(timestamp);
                 }
                 Request::AllocateProducerIds(request) => w.u32(request.count),
+                Request::AutoCreateTopic(request) => w.str16(&request.topic),
             },
         );
     }
@@ -481,6 +493,9 @@ impl Request {
                 }
                 Request::AllocateProducerIds(AllocateProducerIdsRequest { count })
             }
+            ApiKey::AutoCreateTopic => Request::AutoCreateTopic(AutoCreateTopicRequest {
+                topic: read_topic(&mut reader)?,
+            }),
         };
         reader.finish()?;
         Ok(request)
@@ -517,6 +532,7 @@ impl Response {
             Response::Fetch(_) => ApiKey::Fetch.to_u16(),
             Response::ListOffsets(_) => ApiKey::ListOffsets.to_u16(),
             Response::AllocateProducerIds(_) => ApiKey::AllocateProducerIds.to_u16(),
+            Response::AutoCreateTopic(_) => ApiKey::AutoCreateTopic.to_u16(),
             Response::Error { api_key, .. } => *api_key,
         }
     }
@@ -578,6 +594,10 @@ impl Response {
             Response::AllocateProducerIds(response) => {
                 w.u64(response.first);
                 w.u32(response.count);
+            }
+            Response::AutoCreateTopic(response) => {
+                w.str16(&response.topic);
+                w.u32(response.partitions);
             }
             Response::Error { error, .. } => {
                 w.u16(error.code.to_u16());
@@ -721,6 +741,10 @@ impl Response {
                     count: reader.u32("count")?,
                 })
             }
+            ApiKey::AutoCreateTopic => Response::AutoCreateTopic(CreateTopicResponse {
+                topic: read_topic(&mut reader)?,
+                partitions: reader.u32("partitions")?,
+            }),
         };
         reader.finish()?;
         Ok(response)

@@ -423,6 +423,9 @@ fn response() -> impl Strategy<Value = Response> {
         (any::<u64>(), any::<u32>()).prop_map(|(first, count)| Response::AllocateProducerIds(
             AllocateProducerIdsResponse { first, count }
         )),
+        (topic(), any::<u32>()).prop_map(|(topic, partitions)| Response::AutoCreateTopic(
+            CreateTopicResponse { topic, partitions }
+        )),
         (any::<u16>(), any::<u16>(), "\\PC{0,40}", detail).prop_map(
             |(api_key, code, message, detail)| Response::Error {
                 api_key,

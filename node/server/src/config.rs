@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand};
 use serde::Deserialize;
 use spate_core::config::PREALLOCATE_BYTES_DEFAULT;
 use spate_core::LogConfig;
-use spate_format::limits::{SEGMENT_SIZE_DEFAULT, SEGMENT_SIZE_MAX, SEGMENT_SIZE_MIN};
+use spate_format::limits::{
+    PARTITIONS_PER_TOPIC_MAX, SEGMENT_SIZE_DEFAULT, SEGMENT_SIZE_MAX, SEGMENT_SIZE_MIN,
+};
 use spate_proto::limits::{REQUEST_SIZE_MAX, SHARDS_MAX};
 use thiserror::Error;
 
@@ -134,6 +136,14 @@ pub struct Flags {
     /// ms (a pass that takes longer is followed at once by the next). [default: 86400000 (1 day)]
     #[arg(long, value_name = "MS")]
     pub verify_interval_ms: Option<u64>,
+    /// Create a topic that a client names but that does not exist (a Kafka client's
+    /// metadata request allowing it), with --auto-create-partitions partitions and the
+    /// default settings. Off unless given (`spate up` turns it on).
+    #[arg(long)]
+    pub auto_create_topics: bool,
+    /// Partitions of an automatically created topic. [default: 1]
+    #[arg(long, value_name = "N")]
+    pub auto_create_partitions: Option<u32>,
 }
 
 /// Commands other than running the node.
@@ -177,6 +187,8 @@ pub struct FileConfig {
     pub idle_timeout_ms: Option<u64>,
     pub verify_bytes_per_second: Option<u64>,
     pub verify_interval_ms: Option<u64>,
+    pub auto_create_topics: Option<bool>,
+    pub auto_create_partitions: Option<u32>,
 }
 
 /// The resolved configuration of a node.
@@ -205,6 +217,8 @@ pub struct NodeConfig {
     /// 0: background verification off.
     pub verify_bytes_per_second: u64,
     pub verify_interval_ms: u64,
+    pub auto_create_topics: bool,
+    pub auto_create_partitions: u32,
 }
 
 #[derive(Debug, Error)]
@@ -431,7 +445,27 @@ impl NodeConfig {
                     .or(file.verify_interval_ms)
                     .unwrap_or(VERIFY_INTERVAL_MS_DEFAULT),
             )?,
+            auto_create_topics: flags.auto_create_topics
+                || file.auto_create_topics.unwrap_or(false),
+            auto_create_partitions: u32::try_from(positive(
+                "auto_create_partitions",
+                flags
+                    .auto_create_partitions
+                    .or(file.auto_create_partitions)
+                    .unwrap_or(1)
+                    .into(),
+            )?)
+            .unwrap_or(1),
         };
+        if config.auto_create_partitions > PARTITIONS_PER_TOPIC_MAX {
+            return Err(invalid(
+                "auto_create_partitions",
+                format!(
+                    "{} (valid: 1 to {PARTITIONS_PER_TOPIC_MAX})",
+                    config.auto_create_partitions
+                ),
+            ));
+        }
         if config.flush_interval_ms <= 0 {
             return Err(invalid("flush_interval_ms", "must be positive"));
         }

@@ -306,6 +306,53 @@ impl Coordinator {
                     topic: delete.topic,
                 })
             }
+            Request::AutoCreateTopic(auto) => {
+                if let Some(topic) = metadata.topics.get(&auto.topic) {
+                    // Created meanwhile (another client named it too): nothing to change.
+                    return Response::AutoCreateTopic(CreateTopicResponse {
+                        partitions: u32::try_from(topic.shards.len()).unwrap_or(u32::MAX),
+                        topic: auto.topic,
+                    });
+                }
+                if !self.shard.config.auto_create_topics {
+                    return fail(
+                        ErrorCode::UnknownTopic,
+                        format!(
+                            "unknown topic {:?}, and automatic creation is off on this node \
+                             (--auto-create-topics); create it with `spate topic create {} \
+                             --partitions N` or a Kafka admin client",
+                            auto.topic, auto.topic
+                        ),
+                    );
+                }
+                let create = CreateTopicRequest {
+                    topic: auto.topic,
+                    partitions: self.shard.config.auto_create_partitions,
+                    retention_ms: Setting::Default,
+                    retention_bytes: Setting::Default,
+                    segment_bytes: Setting::Default,
+                };
+                if let Err((code, message)) = validate_create(&create) {
+                    return fail(code, message);
+                }
+                let shards = u32::try_from(self.shard.endpoints.len()).unwrap_or(1);
+                metadata.topics.insert(
+                    create.topic.clone(),
+                    Topic {
+                        retention_ms: create.retention_ms,
+                        retention_bytes: create.retention_bytes,
+                        segment_bytes: create.segment_bytes,
+                        shards: (0..create.partitions)
+                            .map(|p| assign(&create.topic, p, shards))
+                            .collect(),
+                    },
+                );
+                tracing::info!(topic = %create.topic, partitions = create.partitions, "created a topic a client named (--auto-create-topics)");
+                Response::AutoCreateTopic(CreateTopicResponse {
+                    topic: create.topic,
+                    partitions: create.partitions,
+                })
+            }
             Request::AllocateProducerIds(allocate) => {
                 let first = metadata.next_producer_id;
                 // Producer ids are i64 in Kafka: never hand out one above i64::MAX.

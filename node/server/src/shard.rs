@@ -747,7 +747,10 @@ impl Shard {
                 Ok(response) => Response::Metadata(response),
                 Err(error) => fail(error),
             }),
-            Request::CreateTopic(_) | Request::DeleteTopic(_) | Request::AllocateProducerIds(_) => {
+            Request::CreateTopic(_)
+            | Request::DeleteTopic(_)
+            | Request::AllocateProducerIds(_)
+            | Request::AutoCreateTopic(_) => {
                 let admin = self.admin.clone();
                 Dispatched::Later(Box::pin(async move { admin.call(request, api_key).await }))
             }

@@ -43,6 +43,8 @@ fn help_documents_every_option() {
         "--idle-timeout-ms",
         "--verify-bytes-per-second",
         "--verify-interval-ms",
+        "--auto-create-topics",
+        "--auto-create-partitions",
     ] {
         assert!(help.contains(flag), "--help does not mention {flag}");
     }

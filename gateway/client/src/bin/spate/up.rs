@@ -1,5 +1,5 @@
-//! `spate up`: a node and a gateway in this process, with default settings, a data directory
-//! and the development certificate, until Ctrl-C or SIGTERM; then the gateway closes and the
+//! `spate up`: a node and a gateway in this process, with default settings (and automatic
+//! topic creation, as a development mode), a data directory and the development certificate, until Ctrl-C or SIGTERM; then the gateway closes and the
 //! node finishes its in-flight syncs before the process exits.
 
 use std::path::PathBuf;
@@ -42,6 +42,8 @@ pub fn run(args: &UpArgs, gateway_listen: &str) -> ExitCode {
         data_dir: Some(args.data_dir.clone()),
         listen: Some(args.node_listen.clone()),
         shards: args.shards,
+        // Development mode: a Kafka client naming a new topic creates it (as kcat -P does).
+        auto_create_topics: true,
         ..spate_node::Flags::default()
     };
     let config = match spate_node::NodeConfig::resolve(flags) {
