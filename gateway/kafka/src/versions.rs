@@ -18,6 +18,12 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
+    // Topics' settings and the gateway's (`admin`); v0 was removed from Kafka 4.
+    (ApiKey::DescribeConfigs, 1, 4),
+    // Answered INVALID_PARTITIONS: partitions are fixed at creation.
+    (ApiKey::CreatePartitions, 0, 3),
+    // One broker (this gateway); v2 adds fenced brokers, which Spate does not have.
+    (ApiKey::DescribeCluster, 0, 1),
 ];
 
 /// The range served for `key`, if it is served.
