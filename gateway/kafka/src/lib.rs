@@ -7,6 +7,7 @@
 //! codes and converts record batches between Kafka's v2 format and Spate's without
 //! re-encoding records. Specified in `docs/kafka.md`.
 
+pub mod admin;
 pub mod batch;
 pub mod errors;
 pub mod frame;

@@ -21,6 +21,12 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // Idempotent producers (the default of current clients) start with it; v5+ are
     // transaction (KIP-890) additions.
     (ApiKey::InitProducerId, 0, 4),
+    // Topics' settings and the gateway's (`admin`); v0 was removed from Kafka 4.
+    (ApiKey::DescribeConfigs, 1, 4),
+    // Answered INVALID_PARTITIONS: partitions are fixed at creation.
+    (ApiKey::CreatePartitions, 0, 3),
+    // One broker (this gateway); v2 adds fenced brokers, which Spate does not have.
+    (ApiKey::DescribeCluster, 0, 1),
 ];
 
 /// The range served for `key`, if it is served.

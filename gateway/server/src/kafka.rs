@@ -392,6 +392,36 @@ async fn dispatch(context: &Arc<Context>, request: Request) -> Answer {
                 respond(api, version, correlation_id, &answer)
             })
         }
+        RequestKind::DescribeConfigs(request) => {
+            let context = context.clone();
+            Box::pin(async move {
+                let facts = spate_kafka::admin::BrokerFacts {
+                    broker: context.broker.clone(),
+                    request_bytes_max: context.config.request_bytes_max,
+                    max_connections: context.config.max_connections,
+                };
+                let answer = crate::kafka_admin::describe_configs(
+                    &context.router,
+                    &facts,
+                    version,
+                    &request,
+                )
+                .await;
+                respond(api, version, correlation_id, &answer)
+            })
+        }
+        RequestKind::DescribeCluster(request) => {
+            let answer = spate_kafka::admin::describe_cluster(version, &request, &context.broker);
+            let reply = respond(api, version, correlation_id, &answer);
+            Box::pin(async move { reply })
+        }
+        RequestKind::CreatePartitions(request) => {
+            let context = context.clone();
+            Box::pin(async move {
+                let answer = crate::kafka_admin::create_partitions(&context.router, &request).await;
+                respond(api, version, correlation_id, &answer)
+            })
+        }
         RequestKind::FindCoordinator(request) => {
             let answer = find_coordinator(version, &request);
             let reply = respond(api, version, correlation_id, &answer);
@@ -406,7 +436,7 @@ async fn dispatch(context: &Arc<Context>, request: Request) -> Answer {
 }
 
 /// Sends one node request towards its shard.
-async fn send(router: &Router, request: &NodeRequest) -> Pending {
+pub(crate) async fn send(router: &Router, request: &NodeRequest) -> Pending {
     let bytes = request.to_frame(0);
     match Frame::parse(bytes, u32::MAX) {
         Ok(frame) => router.send(&frame).await,
@@ -418,7 +448,7 @@ async fn send(router: &Router, request: &NodeRequest) -> Pending {
     }
 }
 
-fn unexpected(response: NodeResponse) -> ErrorResponse {
+pub(crate) fn unexpected(response: NodeResponse) -> ErrorResponse {
     match response {
         NodeResponse::Error { error, .. } => error,
         other => ErrorResponse::new(

@@ -7,6 +7,7 @@
 pub mod budget;
 pub mod config;
 pub mod kafka;
+pub mod kafka_admin;
 pub mod link;
 pub mod router;
 pub mod server;

@@ -1,0 +1,749 @@
+//! Kafka admin APIs answered from what the gateway knows: DescribeConfigs (a topic's
+//! settings from the node's Metadata answer, plus facts fixed by Spate), DescribeCluster (one
+//! broker: this gateway) and CreatePartitions (refused: partitions are fixed at creation).
+//! Pure: the gateway's `kafka_admin` module asks the node for its Metadata and passes it in.
+//!
+//! Invariants: nothing is stated that Spate does not do (a value the gateway cannot know is
+//! reported with source UNKNOWN, not guessed as a default), and only fields that exist at the
+//! request's version are set (the encoders refuse others).
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use kafka_protocol::messages::{
+    BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, DescribeClusterRequest,
+    DescribeClusterResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use spate_proto::{ErrorResponse, MetadataResponse, Setting, TopicMetadata};
+
+use crate::batch::KAFKA_BATCH_SIZE_MAX;
+use crate::errors::kafka_error;
+use crate::translate::{Broker, BROKER_ID, CLUSTER_ID};
+
+/// DescribeConfigs resource types (Kafka's `ConfigResource.Type`).
+pub const RESOURCE_TOPIC: i8 = 2;
+pub const RESOURCE_BROKER: i8 = 4;
+
+/// Kafka's config sources (`DescribeConfigsResponse.ConfigSource`) that Spate answers with.
+pub const SOURCE_UNKNOWN: i8 = 0;
+pub const SOURCE_STATIC_BROKER_CONFIG: i8 = 4;
+pub const SOURCE_DEFAULT_CONFIG: i8 = 5;
+
+/// Kafka's config types (`DescribeConfigsResponse.ConfigType`, v3+) that Spate answers with.
+pub const TYPE_STRING: i8 = 2;
+pub const TYPE_INT: i8 = 3;
+pub const TYPE_LONG: i8 = 5;
+pub const TYPE_LIST: i8 = 7;
+
+/// The node's default `retention.ms` (`spate_node::config::RETENTION_MS_DEFAULT`, which the
+/// gateway may not depend on; a test in the gateway checks they agree). Used only if a node
+/// answers a topic's setting as "the node's default" instead of its effective value.
+pub const RETENTION_MS_NODE_DEFAULT: u64 = 7 * 24 * 3600 * 1000;
+
+/// The node's default `segment.bytes`, for the same case.
+pub const SEGMENT_BYTES_NODE_DEFAULT: u64 = spate_format::limits::SEGMENT_SIZE_DEFAULT as u64;
+
+/// The message CreatePartitions answers every existing topic with.
+pub const PARTITIONS_FIXED: &str = "partitions are fixed at creation in this Spate version";
+
+/// Kafka's cluster operations (`AclOperation` codes) a DescribeCluster reports as authorized
+/// when asked: Spate has no authorizer, and Kafka without one answers every operation the
+/// cluster resource supports (ALTER 7, CREATE 5, CLUSTER_ACTION 9, DESCRIBE 8,
+/// DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11, IDEMPOTENT_WRITE 12). Authorized is not served: an
+/// API not in ApiVersions stays unserved.
+pub const CLUSTER_AUTHORIZED_OPERATIONS: i32 =
+    (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
+
+/// What DescribeCluster's `cluster_authorized_operations` is when not asked for (Kafka's
+/// "omitted").
+pub const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
+/// DescribeCluster endpoint type of brokers (v1+; 2 would be controllers).
+pub const ENDPOINT_TYPE_BROKERS: i8 = 1;
+
+/// The gateway settings a broker DescribeConfigs states.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerFacts {
+    /// The advertised address (what Metadata answers name).
+    pub broker: Broker,
+    /// `--kafka-request-bytes-max`.
+    pub request_bytes_max: u32,
+    /// `--kafka-max-connections`.
+    pub max_connections: u32,
+}
+
+/// One configuration entry as Spate states it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    name: &'static str,
+    value: String,
+    source: i8,
+    read_only: bool,
+    config_type: i8,
+    documentation: &'static str,
+}
+
+fn setting_value(setting: Setting, default: Option<u64>) -> (String, i8) {
+    match setting {
+        // The node answers effective values; whether one is the topic's own or the node's
+        // default, it does not say, so the source is unknown.
+        Setting::Value(value) => (value.to_string(), SOURCE_UNKNOWN),
+        Setting::Unlimited => ("-1".to_owned(), SOURCE_UNKNOWN),
+        // Not sent by current nodes ("never Default" in spate_proto); the documented default.
+        Setting::Default => (
+            default.map_or_else(|| "-1".to_owned(), |value| value.to_string()),
+            SOURCE_DEFAULT_CONFIG,
+        ),
+    }
+}
+
+/// A topic's entries: its three settings, then the facts every Spate topic shares. All are
+/// read-only: Spate cannot change a topic's settings after creation yet.
+fn topic_entries(topic: &TopicMetadata) -> Vec<Entry> {
+    let setting = |name, setting, default, config_type, documentation| {
+        let (value, source) = setting_value(setting, default);
+        Entry {
+            name,
+            value,
+            source,
+            read_only: true,
+            config_type,
+            documentation,
+        }
+    };
+    let fact = |name, value: String, config_type, documentation| Entry {
+        name,
+        value,
+        source: SOURCE_DEFAULT_CONFIG,
+        read_only: true,
+        config_type,
+        documentation,
+    };
+    vec![
+        setting(
+            "retention.ms",
+            topic.retention_ms,
+            Some(RETENTION_MS_NODE_DEFAULT),
+            TYPE_LONG,
+            "How long records are kept, in milliseconds, before their segment may be deleted \
+             (-1: forever).",
+        ),
+        setting(
+            "retention.bytes",
+            topic.retention_bytes,
+            None,
+            TYPE_LONG,
+            "The size a partition may reach before its oldest segments are deleted (-1: \
+             unlimited).",
+        ),
+        setting(
+            "segment.bytes",
+            topic.segment_bytes,
+            Some(SEGMENT_BYTES_NODE_DEFAULT),
+            TYPE_INT,
+            "The size of a segment file; retention deletes whole segments.",
+        ),
+        fact(
+            "cleanup.policy",
+            "delete".to_owned(),
+            TYPE_LIST,
+            "Spate deletes by retention only; it does not compact.",
+        ),
+        fact(
+            "max.message.bytes",
+            KAFKA_BATCH_SIZE_MAX.to_string(),
+            TYPE_INT,
+            "The largest Kafka record batch Spate accepts (its 1 MiB batch limit less the 11 \
+             bytes Spate's batch header has more).",
+        ),
+        fact(
+            "message.timestamp.type",
+            "CreateTime".to_owned(),
+            TYPE_STRING,
+            "Records keep the timestamps their producer gave them.",
+        ),
+        fact(
+            "compression.type",
+            "producer".to_owned(),
+            TYPE_STRING,
+            "Batches are stored as the producer sent them, never recompressed.",
+        ),
+    ]
+}
+
+/// Broker `0`'s entries: the gateway's own Kafka settings, fixed when it starts.
+fn broker_entries(facts: &BrokerFacts) -> Vec<Entry> {
+    let host = if facts.broker.host.contains(':') {
+        format!("[{}]", facts.broker.host)
+    } else {
+        facts.broker.host.clone()
+    };
+    let entry = |name, value: String, source, config_type, documentation| Entry {
+        name,
+        value,
+        source,
+        read_only: true,
+        config_type,
+        documentation,
+    };
+    vec![
+        entry(
+            "broker.id",
+            BROKER_ID.to_string(),
+            SOURCE_DEFAULT_CONFIG,
+            TYPE_INT,
+            "Every Spate gateway is broker 0 to its Kafka clients.",
+        ),
+        entry(
+            "advertised.listeners",
+            format!("PLAINTEXT://{host}:{}", facts.broker.port),
+            SOURCE_STATIC_BROKER_CONFIG,
+            TYPE_STRING,
+            "The address Metadata answers name (--kafka-advertise, else the listen address).",
+        ),
+        entry(
+            "message.max.bytes",
+            KAFKA_BATCH_SIZE_MAX.to_string(),
+            SOURCE_DEFAULT_CONFIG,
+            TYPE_INT,
+            "The largest Kafka record batch Spate accepts.",
+        ),
+        entry(
+            "socket.request.max.bytes",
+            facts.request_bytes_max.to_string(),
+            SOURCE_STATIC_BROKER_CONFIG,
+            TYPE_INT,
+            "The largest Kafka request the gateway reads (--kafka-request-bytes-max).",
+        ),
+        entry(
+            "max.connections",
+            facts.max_connections.to_string(),
+            SOURCE_STATIC_BROKER_CONFIG,
+            TYPE_INT,
+            "Kafka connections the gateway serves at once (--kafka-max-connections).",
+        ),
+    ]
+}
+
+fn config_result(
+    version: i16,
+    entry: Entry,
+    include_synonyms: bool,
+    include_documentation: bool,
+) -> DescribeConfigsResourceResult {
+    let value = Some(StrBytes::from_string(entry.value));
+    // Kafka lists an entry's synonyms in order of precedence, the entry itself first; Spate
+    // has no other names for its settings.
+    let synonyms = if include_synonyms {
+        vec![DescribeConfigsSynonym::default()
+            .with_name(StrBytes::from_static_str(entry.name))
+            .with_value(value.clone())
+            .with_source(entry.source)]
+    } else {
+        Vec::new()
+    };
+    let result = DescribeConfigsResourceResult::default()
+        .with_name(StrBytes::from_static_str(entry.name))
+        .with_value(value)
+        .with_read_only(entry.read_only)
+        .with_config_source(entry.source)
+        .with_is_sensitive(false)
+        .with_synonyms(synonyms);
+    if version >= 3 {
+        result
+            .with_config_type(entry.config_type)
+            .with_documentation(
+                include_documentation.then(|| StrBytes::from_static_str(entry.documentation)),
+            )
+    } else {
+        result
+    }
+}
+
+/// Whether a DescribeConfigs names a topic (then the node's Metadata is needed).
+pub fn asks_for_topics(request: &DescribeConfigsRequest) -> bool {
+    request
+        .resources
+        .iter()
+        .any(|resource| resource.resource_type == RESOURCE_TOPIC)
+}
+
+/// The DescribeConfigs answer, resource by resource in request order. `node` is the node's
+/// whole Metadata answer (or why it could not be had); it is read only for topics.
+pub fn describe_configs(
+    version: i16,
+    request: &DescribeConfigsRequest,
+    node: Result<&MetadataResponse, &ErrorResponse>,
+    facts: &BrokerFacts,
+) -> DescribeConfigsResponse {
+    // Documentation exists from v3; a v1/v2 request has no such flag (it decodes as false).
+    let include_documentation = version >= 3 && request.include_documentation;
+    let results = request
+        .resources
+        .iter()
+        .map(|resource| {
+            let name = resource.resource_name.as_str();
+            let entries: Result<Vec<Entry>, (ResponseError, String)> = match resource.resource_type
+            {
+                RESOURCE_TOPIC => match node {
+                    Err(error) => Err((kafka_error(error.code), error.message.clone())),
+                    Ok(map) => map
+                        .topics
+                        .iter()
+                        .find(|topic| topic.name == name)
+                        .map(topic_entries)
+                        .ok_or_else(|| {
+                            (
+                                ResponseError::UnknownTopicOrPartition,
+                                format!("unknown topic {name:?}"),
+                            )
+                        }),
+                },
+                // As Kafka: the empty name asks for the cluster-wide dynamic defaults
+                // (Spate has none), a broker id for that broker's settings.
+                RESOURCE_BROKER if name.is_empty() => Ok(Vec::new()),
+                RESOURCE_BROKER if name == BROKER_ID.to_string() => Ok(broker_entries(facts)),
+                RESOURCE_BROKER => Err((
+                    ResponseError::InvalidRequest,
+                    format!(
+                        "unexpected broker id {name:?}: this gateway is broker {BROKER_ID} \
+                             (or use the empty name)"
+                    ),
+                )),
+                other => Err((
+                    ResponseError::InvalidRequest,
+                    format!(
+                        "resource type {other} is not described by Spate (TOPIC \
+                             {RESOURCE_TOPIC} and BROKER {RESOURCE_BROKER} are)"
+                    ),
+                )),
+            };
+            let result = DescribeConfigsResult::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name.clone());
+            match entries {
+                Err((error, message)) => result
+                    .with_error_code(error.code())
+                    .with_error_message(Some(StrBytes::from_string(message))),
+                Ok(entries) => {
+                    // Null or empty: every entry (as Kafka's brokers answer); else those named
+                    // (names Spate does not have are left out, as Kafka does).
+                    let wanted = |entry: &Entry| match &resource.configuration_keys {
+                        None => true,
+                        Some(keys) => {
+                            keys.is_empty() || keys.iter().any(|key| key.as_str() == entry.name)
+                        }
+                    };
+                    result.with_configs(
+                        entries
+                            .into_iter()
+                            .filter(wanted)
+                            .map(|entry| {
+                                config_result(
+                                    version,
+                                    entry,
+                                    request.include_synonyms,
+                                    include_documentation,
+                                )
+                            })
+                            .collect(),
+                    )
+                }
+            }
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+/// The DescribeCluster answer: cluster `spate`, one broker (this gateway, id 0) which is
+/// also the controller. Asking for controllers (endpoint type 2, v1+) is refused as Kafka's
+/// brokers refuse it.
+pub fn describe_cluster(
+    version: i16,
+    request: &DescribeClusterRequest,
+    broker: &Broker,
+) -> DescribeClusterResponse {
+    let answer = DescribeClusterResponse::default()
+        .with_cluster_id(StrBytes::from_static_str(CLUSTER_ID))
+        .with_controller_id(BrokerId(BROKER_ID));
+    if version >= 1 && request.endpoint_type != ENDPOINT_TYPE_BROKERS {
+        return answer
+            .with_endpoint_type(request.endpoint_type)
+            .with_controller_id(BrokerId(-1))
+            .with_error_code(ResponseError::UnsupportedEndpointType.code())
+            .with_error_message(Some(StrBytes::from_string(format!(
+                "endpoint type {}: Spate's gateway describes brokers only (type {ENDPOINT_TYPE_BROKERS})",
+                request.endpoint_type
+            ))));
+    }
+    let authorized = if request.include_cluster_authorized_operations {
+        CLUSTER_AUTHORIZED_OPERATIONS
+    } else {
+        AUTHORIZED_OPERATIONS_OMITTED
+    };
+    answer
+        .with_brokers(vec![DescribeClusterBroker::default()
+            .with_broker_id(BrokerId(BROKER_ID))
+            .with_host(StrBytes::from_string(broker.host.clone()))
+            .with_port(broker.port)])
+        .with_cluster_authorized_operations(authorized)
+}
+
+/// The CreatePartitions answer: every existing topic is refused with INVALID_PARTITIONS
+/// (Spate cannot add partitions to a topic yet, DESIGN §3), an unknown one with
+/// UNKNOWN_TOPIC_OR_PARTITION, a topic named twice with INVALID_REQUEST (Kafka's rule).
+/// Nothing changes, so `validate_only` answers the same.
+pub fn create_partitions(
+    request: &CreatePartitionsRequest,
+    node: Result<&MetadataResponse, &ErrorResponse>,
+) -> CreatePartitionsResponse {
+    let results = request
+        .topics
+        .iter()
+        .map(|topic| {
+            let name = topic.name.0.as_str();
+            let named = request
+                .topics
+                .iter()
+                .filter(|other| other.name == topic.name)
+                .count();
+            let (error, message) = if named > 1 {
+                (
+                    ResponseError::InvalidRequest,
+                    format!("topic {name:?} is named more than once in the request"),
+                )
+            } else {
+                match node {
+                    Err(error) => (kafka_error(error.code), error.message.clone()),
+                    Ok(map) => match map.topics.iter().find(|known| known.name == name) {
+                        None => (
+                            ResponseError::UnknownTopicOrPartition,
+                            format!("unknown topic {name:?}"),
+                        ),
+                        Some(known) => (
+                            ResponseError::InvalidPartitions,
+                            format!(
+                                "topic {name:?} has {} partitions (asked for {}): \
+                                 {PARTITIONS_FIXED}",
+                                known.partitions.len(),
+                                topic.count
+                            ),
+                        ),
+                    },
+                }
+            };
+            CreatePartitionsTopicResult::default()
+                .with_name(topic.name.clone())
+                .with_error_code(error.code())
+                .with_error_message(Some(StrBytes::from_string(message)))
+        })
+        .collect();
+    CreatePartitionsResponse::default().with_results(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::{ApiKey, TopicName};
+    use kafka_protocol::protocol::{Decodable, Encodable};
+    use spate_proto::{ErrorCode, PartitionId, PartitionMetadata, ShardId};
+
+    use super::*;
+    use crate::versions::supported;
+
+    fn node_map() -> MetadataResponse {
+        MetadataResponse {
+            shards: vec![],
+            topics: vec![TopicMetadata {
+                name: "clicks".into(),
+                retention_ms: Setting::Value(3_600_000),
+                retention_bytes: Setting::Unlimited,
+                segment_bytes: Setting::Value(1 << 20),
+                partitions: (0..2)
+                    .map(|partition| PartitionMetadata {
+                        partition: PartitionId(partition),
+                        shard: ShardId(0),
+                    })
+                    .collect(),
+            }],
+        }
+    }
+
+    fn facts() -> BrokerFacts {
+        BrokerFacts {
+            broker: Broker {
+                host: "::1".into(),
+                port: 19092,
+            },
+            request_bytes_max: 100 << 20,
+            max_connections: 1024,
+        }
+    }
+
+    fn resource(resource_type: i8, name: &'static str) -> DescribeConfigsResource {
+        DescribeConfigsResource::default()
+            .with_resource_type(resource_type)
+            .with_resource_name(StrBytes::from_static_str(name))
+            .with_configuration_keys(None)
+    }
+
+    fn versions(key: ApiKey) -> std::ops::RangeInclusive<i16> {
+        let (min, max) = supported(key).unwrap();
+        min..=max
+    }
+
+    /// Encodes `body` at `version` and decodes it back (with the crate's client half).
+    fn round_trip<T: Encodable + Decodable>(body: &T, version: i16) -> T {
+        let mut bytes = BytesMut::new();
+        body.encode(&mut bytes, version)
+            .unwrap_or_else(|error| panic!("v{version} does not encode: {error}"));
+        let mut bytes = bytes.freeze();
+        let decoded = T::decode(&mut bytes, version).unwrap();
+        assert!(bytes.is_empty(), "v{version}: bytes left after decoding");
+        decoded
+    }
+
+    fn value<'a>(result: &'a DescribeConfigsResult, name: &str) -> Option<&'a str> {
+        result
+            .configs
+            .iter()
+            .find(|config| config.name.as_str() == name)
+            .and_then(|config| config.value.as_ref())
+            .map(|value| value.as_str())
+    }
+
+    #[test]
+    fn a_topic_is_described_with_its_settings_and_spates_facts() {
+        let map = node_map();
+        let request = DescribeConfigsRequest::default().with_resources(vec![
+            resource(RESOURCE_TOPIC, "clicks"),
+            resource(RESOURCE_TOPIC, "nope"),
+        ]);
+        let answer = describe_configs(4, &request, Ok(&map), &facts());
+        let clicks = &answer.results[0];
+        assert_eq!(clicks.error_code, 0);
+        assert_eq!(clicks.resource_type, RESOURCE_TOPIC);
+        assert_eq!(clicks.resource_name.as_str(), "clicks");
+        assert_eq!(value(clicks, "retention.ms"), Some("3600000"));
+        assert_eq!(value(clicks, "retention.bytes"), Some("-1"));
+        assert_eq!(value(clicks, "segment.bytes"), Some("1048576"));
+        assert_eq!(value(clicks, "cleanup.policy"), Some("delete"));
+        assert_eq!(value(clicks, "max.message.bytes"), Some("1048565"));
+        assert_eq!(value(clicks, "message.timestamp.type"), Some("CreateTime"));
+        assert_eq!(value(clicks, "compression.type"), Some("producer"));
+        assert_eq!(clicks.configs.len(), 7);
+        // The node says the effective value, not whose it is.
+        let retention = &clicks.configs[0];
+        assert_eq!(retention.config_source, SOURCE_UNKNOWN);
+        assert!(retention.read_only && !retention.is_sensitive);
+        assert!(retention.synonyms.is_empty() && retention.documentation.is_none());
+        assert_eq!(retention.config_type, TYPE_LONG);
+        let policy = &clicks.configs[3];
+        assert_eq!(policy.config_source, SOURCE_DEFAULT_CONFIG);
+
+        let nope = &answer.results[1];
+        assert_eq!(
+            nope.error_code,
+            ResponseError::UnknownTopicOrPartition.code()
+        );
+        assert!(nope.configs.is_empty());
+        assert!(nope.error_message.as_ref().unwrap().contains("nope"));
+
+        // The node unreachable: its retriable error, per topic.
+        let down = ErrorResponse::new(ErrorCode::Unavailable, "down");
+        let answer = describe_configs(4, &request, Err(&down), &facts());
+        assert!(answer
+            .results
+            .iter()
+            .all(|result| result.error_code == ResponseError::LeaderNotAvailable.code()));
+    }
+
+    #[test]
+    fn a_settings_node_default_is_reported_as_the_documented_default() {
+        let mut map = node_map();
+        map.topics[0].retention_ms = Setting::Default;
+        map.topics[0].retention_bytes = Setting::Default;
+        map.topics[0].segment_bytes = Setting::Default;
+        let request = DescribeConfigsRequest::default()
+            .with_resources(vec![resource(RESOURCE_TOPIC, "clicks")]);
+        let answer = describe_configs(1, &request, Ok(&map), &facts());
+        let clicks = &answer.results[0];
+        assert_eq!(value(clicks, "retention.ms"), Some("604800000"));
+        assert_eq!(value(clicks, "retention.bytes"), Some("-1"));
+        assert_eq!(value(clicks, "segment.bytes"), Some("1073741824"));
+        assert!(clicks.configs[..3]
+            .iter()
+            .all(|config| config.config_source == SOURCE_DEFAULT_CONFIG));
+    }
+
+    #[test]
+    fn keys_synonyms_and_documentation_are_honoured() {
+        let map = node_map();
+        let keys = |keys: Option<Vec<&'static str>>| {
+            resource(RESOURCE_TOPIC, "clicks").with_configuration_keys(
+                keys.map(|keys| keys.into_iter().map(StrBytes::from_static_str).collect()),
+            )
+        };
+        let request = DescribeConfigsRequest::default()
+            .with_resources(vec![
+                keys(Some(vec!["segment.bytes", "min.insync.replicas"])),
+                keys(Some(vec![])),
+            ])
+            .with_include_synonyms(true)
+            .with_include_documentation(true);
+        let answer = describe_configs(3, &request, Ok(&map), &facts());
+        let named = &answer.results[0].configs;
+        assert_eq!(named.len(), 1);
+        assert_eq!(named[0].name.as_str(), "segment.bytes");
+        assert_eq!(named[0].synonyms.len(), 1);
+        assert_eq!(named[0].synonyms[0].name.as_str(), "segment.bytes");
+        assert_eq!(named[0].synonyms[0].value, named[0].value);
+        assert!(named[0].documentation.is_some());
+        assert_eq!(named[0].config_type, TYPE_INT);
+        assert_eq!(answer.results[1].configs.len(), 7);
+        // v1/v2 have no documentation or type: they keep the crate's defaults.
+        let answer = describe_configs(2, &request, Ok(&map), &facts());
+        let named = &answer.results[0].configs;
+        let absent = DescribeConfigsResourceResult::default();
+        assert_eq!(named[0].documentation, absent.documentation);
+        assert_eq!(named[0].config_type, absent.config_type);
+        assert_eq!(named[0].synonyms.len(), 1);
+    }
+
+    #[test]
+    fn the_broker_states_the_gateways_settings_and_other_types_are_refused() {
+        let request = DescribeConfigsRequest::default().with_resources(vec![
+            resource(RESOURCE_BROKER, "0"),
+            resource(RESOURCE_BROKER, ""),
+            resource(RESOURCE_BROKER, "3"),
+            resource(8, "0"),
+        ]);
+        // No topic named: the node is not asked (an error there changes nothing).
+        assert!(!asks_for_topics(&request));
+        let down = ErrorResponse::new(ErrorCode::Unavailable, "down");
+        let answer = describe_configs(4, &request, Err(&down), &facts());
+        let broker = &answer.results[0];
+        assert_eq!(broker.error_code, 0);
+        assert_eq!(value(broker, "broker.id"), Some("0"));
+        assert_eq!(
+            value(broker, "advertised.listeners"),
+            Some("PLAINTEXT://[::1]:19092")
+        );
+        assert_eq!(value(broker, "message.max.bytes"), Some("1048565"));
+        assert_eq!(value(broker, "socket.request.max.bytes"), Some("104857600"));
+        assert_eq!(value(broker, "max.connections"), Some("1024"));
+        assert_eq!(answer.results[1].error_code, 0);
+        assert!(answer.results[1].configs.is_empty());
+        for refused in &answer.results[2..] {
+            assert_eq!(refused.error_code, ResponseError::InvalidRequest.code());
+            assert!(refused.error_message.is_some());
+            assert!(refused.configs.is_empty());
+        }
+    }
+
+    #[test]
+    fn describe_configs_encodes_at_every_served_version() {
+        let map = node_map();
+        let request = DescribeConfigsRequest::default()
+            .with_resources(vec![
+                resource(RESOURCE_TOPIC, "clicks"),
+                resource(RESOURCE_TOPIC, "nope"),
+                resource(RESOURCE_BROKER, "0"),
+                resource(16, "x"),
+            ])
+            .with_include_synonyms(true)
+            .with_include_documentation(true);
+        for version in versions(ApiKey::DescribeConfigs) {
+            let answer = describe_configs(version, &request, Ok(&map), &facts());
+            let decoded = round_trip(&answer, version);
+            assert_eq!(decoded, answer, "v{version}");
+            assert_eq!(decoded.results.len(), 4);
+        }
+        let known = ApiKey::DescribeConfigs.valid_versions();
+        assert_eq!(
+            (known.min, known.max),
+            supported(ApiKey::DescribeConfigs).unwrap()
+        );
+    }
+
+    #[test]
+    fn describe_cluster_names_this_gateway_at_every_served_version() {
+        let broker = facts().broker;
+        for version in versions(ApiKey::DescribeCluster) {
+            for asked in [false, true] {
+                let request = DescribeClusterRequest::default()
+                    .with_include_cluster_authorized_operations(asked);
+                let answer = round_trip(&describe_cluster(version, &request, &broker), version);
+                assert_eq!(answer.error_code, 0);
+                assert_eq!(answer.cluster_id.as_str(), CLUSTER_ID);
+                assert_eq!(answer.controller_id, BrokerId(BROKER_ID));
+                assert_eq!(answer.brokers.len(), 1);
+                assert_eq!(answer.brokers[0].broker_id, BrokerId(BROKER_ID));
+                assert_eq!(answer.brokers[0].host.as_str(), "::1");
+                assert_eq!(answer.brokers[0].port, 19092);
+                assert_eq!(answer.endpoint_type, ENDPOINT_TYPE_BROKERS);
+                let authorized = if asked {
+                    CLUSTER_AUTHORIZED_OPERATIONS
+                } else {
+                    i32::MIN
+                };
+                assert_eq!(answer.cluster_authorized_operations, authorized);
+            }
+        }
+        let controllers = DescribeClusterRequest::default().with_endpoint_type(2);
+        let answer = round_trip(&describe_cluster(1, &controllers, &broker), 1);
+        assert_eq!(
+            answer.error_code,
+            ResponseError::UnsupportedEndpointType.code()
+        );
+        assert!(answer.brokers.is_empty());
+        // DescribeCluster v2 adds fenced brokers, not served.
+        assert_eq!(supported(ApiKey::DescribeCluster), Some((0, 1)));
+    }
+
+    #[test]
+    fn create_partitions_is_refused_with_a_clear_error_at_every_served_version() {
+        let map = node_map();
+        let topic = |name: &'static str, count| {
+            CreatePartitionsTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str(name)))
+                .with_count(count)
+        };
+        let request = CreatePartitionsRequest::default()
+            .with_topics(vec![topic("clicks", 4), topic("nope", 2)])
+            .with_validate_only(true);
+        for version in versions(ApiKey::CreatePartitions) {
+            let answer = round_trip(&create_partitions(&request, Ok(&map)), version);
+            let clicks = &answer.results[0];
+            assert_eq!(clicks.name.0.as_str(), "clicks");
+            assert_eq!(clicks.error_code, ResponseError::InvalidPartitions.code());
+            let message = clicks.error_message.as_ref().unwrap();
+            assert!(message.contains(PARTITIONS_FIXED), "{message}");
+            assert!(message.contains("has 2 partitions"), "{message}");
+            assert!(!ResponseError::InvalidPartitions.is_retriable());
+            assert_eq!(
+                answer.results[1].error_code,
+                ResponseError::UnknownTopicOrPartition.code()
+            );
+        }
+        let twice = CreatePartitionsRequest::default()
+            .with_topics(vec![topic("clicks", 4), topic("clicks", 5)]);
+        let answer = create_partitions(&twice, Ok(&map));
+        assert!(answer
+            .results
+            .iter()
+            .all(|result| result.error_code == ResponseError::InvalidRequest.code()));
+        let down = ErrorResponse::new(ErrorCode::Unavailable, "down");
+        let answer = create_partitions(&request, Err(&down));
+        assert_eq!(
+            answer.results[0].error_code,
+            ResponseError::LeaderNotAvailable.code()
+        );
+    }
+}

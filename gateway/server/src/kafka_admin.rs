@@ -1,0 +1,71 @@
+//! The shell of the Kafka admin APIs answered in `spate_kafka::admin` (DescribeConfigs,
+//! CreatePartitions; DescribeCluster needs nothing from the node): it asks the node for its
+//! Metadata when an answer needs it, through the router like every Kafka request, and
+//! keeps nothing.
+
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreatePartitionsResponse, DescribeConfigsRequest,
+    DescribeConfigsResponse,
+};
+use spate_kafka::admin::{self, BrokerFacts};
+use spate_proto::{ErrorResponse, MetadataResponse, Request as NodeRequest, Response};
+
+use crate::kafka::{send, unexpected};
+use crate::router::Router;
+
+/// The node's whole Metadata answer (every topic: asking for named ones fails the whole
+/// request on the first unknown name).
+async fn node_metadata(router: &Router) -> Result<MetadataResponse, ErrorResponse> {
+    let pending = send(
+        router,
+        &NodeRequest::Metadata(spate_proto::MetadataRequest { topics: vec![] }),
+    )
+    .await;
+    match router.response(pending).await {
+        Response::Metadata(map) => Ok(map),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// DescribeConfigs: the node is asked only if a topic is named.
+pub async fn describe_configs(
+    router: &Router,
+    facts: &BrokerFacts,
+    version: i16,
+    request: &DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
+    let node = if admin::asks_for_topics(request) {
+        node_metadata(router).await
+    } else {
+        Ok(MetadataResponse {
+            shards: vec![],
+            topics: vec![],
+        })
+    };
+    admin::describe_configs(version, request, node.as_ref(), facts)
+}
+
+/// CreatePartitions: refused per topic; the node's Metadata tells an unknown topic from one
+/// whose partitions cannot change.
+pub async fn create_partitions(
+    router: &Router,
+    request: &CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let node = node_metadata(router).await;
+    admin::create_partitions(request, node.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_gateways_copy_of_node_defaults_agrees_with_the_node() {
+        assert_eq!(
+            spate_kafka::admin::RETENTION_MS_NODE_DEFAULT,
+            spate_node::config::RETENTION_MS_DEFAULT
+        );
+        assert_eq!(
+            spate_kafka::admin::SEGMENT_BYTES_NODE_DEFAULT,
+            u64::from(spate_format::limits::SEGMENT_SIZE_DEFAULT)
+        );
+    }
+}
