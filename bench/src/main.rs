@@ -102,7 +102,7 @@ enum Command {
     /// Runs a gateway in this process, exactly as `spate-gateway` does (for `abuse`, which
     /// then needs no separately built gateway binary).
     #[command(hide = true)]
-    GatewayProcess(spate_gateway::Flags),
+    GatewayProcess(Box<spate_gateway::Flags>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -558,7 +558,7 @@ fn main() -> ExitCode {
         };
     }
     if let Command::GatewayProcess(flags) = &cli.command {
-        return gateway_process(flags.clone());
+        return gateway_process((**flags).clone());
     }
     let mut report = match execute(&cli) {
         Ok(report) => report,

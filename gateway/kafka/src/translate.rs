@@ -184,23 +184,40 @@ pub struct FetchPart {
     pub max_bytes: u32,
 }
 
+/// Bytes of records one Fetch asks of the node over all its partitions (its `max_bytes`,
+/// at most this): what one fetch answer can make the gateway hold, plus one batch per
+/// partition (the node always answers a partition's first batch whole).
+pub const FETCH_RESPONSE_BYTES_MAX: u32 = 64 << 20;
+
+/// Largest read of one partition in one Fetch (the node's `FETCH_BYTES_MAX`).
+pub const FETCH_PARTITION_BYTES_MAX: u32 = 8 << 20;
+
 /// The partitions a Fetch asks for, in request order (at most `partitions_max`; more is an
-/// INVALID_REQUEST for the whole fetch).
+/// INVALID_REQUEST for the whole fetch). Each asks the node for at most its
+/// `partition_max_bytes` and what is left of the request's `max_bytes` (at most
+/// [`FETCH_RESPONSE_BYTES_MAX`]) after the partitions before it; once that is spent, one
+/// byte (the node still answers one whole batch, so no partition starves).
 pub fn fetch_parts(
     request: &FetchRequest,
     partitions_max: usize,
 ) -> Result<Vec<FetchPart>, ResponseError> {
+    let mut left = u32::try_from(request.max_bytes.max(0))
+        .unwrap_or(0)
+        .min(FETCH_RESPONSE_BYTES_MAX);
     let mut parts = Vec::new();
     for topic in &request.topics {
         for partition in &topic.partitions {
             if parts.len() == partitions_max {
                 return Err(ResponseError::InvalidRequest);
             }
+            let asked = u32::try_from(partition.partition_max_bytes.max(0)).unwrap_or(0);
+            let max_bytes = asked.min(left).clamp(1, FETCH_PARTITION_BYTES_MAX);
+            left = left.saturating_sub(max_bytes);
             parts.push(FetchPart {
                 topic: topic.topic.clone(),
                 partition: partition.partition,
                 offset: partition.fetch_offset,
-                max_bytes: u32::try_from(partition.partition_max_bytes.max(0)).unwrap_or(0),
+                max_bytes,
             });
         }
     }
@@ -595,6 +612,46 @@ mod tests {
         assert_eq!(
             list_offsets_partition(0, offset_spec(-3), Ok(answer)).error_code,
             ResponseError::InvalidRequest.code()
+        );
+    }
+
+    #[test]
+    fn a_fetch_asks_the_node_for_at_most_its_max_bytes_in_all() {
+        use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+        let request = |max_bytes: i32, partitions: i32, each: i32| {
+            FetchRequest::default()
+                .with_max_bytes(max_bytes)
+                .with_topics(vec![FetchTopic::default()
+                    .with_topic(topic_name("t"))
+                    .with_partitions(
+                        (0..partitions)
+                            .map(|partition| {
+                                FetchPartition::default()
+                                    .with_partition(partition)
+                                    .with_partition_max_bytes(each)
+                            })
+                            .collect(),
+                    )])
+        };
+        let sizes = |request: &FetchRequest| -> Vec<u32> {
+            fetch_parts(request, 100)
+                .unwrap()
+                .iter()
+                .map(|part| part.max_bytes)
+                .collect()
+        };
+        assert_eq!(sizes(&request(2500, 4, 1000)), vec![1000, 1000, 500, 1]);
+        // The request's own limit is capped, and so is each partition.
+        let huge = sizes(&request(i32::MAX, 12, i32::MAX));
+        assert_eq!(huge[..8], [FETCH_PARTITION_BYTES_MAX; 8]);
+        assert_eq!(huge[8..], [1; 4]);
+        assert_eq!(
+            huge.iter().map(|bytes| u64::from(*bytes)).sum::<u64>(),
+            (64 << 20) + 4
+        );
+        assert_eq!(
+            fetch_parts(&request(100, 101, 1), 100),
+            Err(ResponseError::InvalidRequest)
         );
     }
 

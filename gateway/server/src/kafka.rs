@@ -55,10 +55,6 @@ pub const FETCH_PARTITIONS_MAX: usize = 1024;
 /// Longest a Fetch may park waiting for data (the node's own limit on a long poll).
 pub const FETCH_WAIT_MAX: Duration = Duration::from_secs(60);
 
-/// Largest fetch asked of one shard for one partition, whatever the client asks: answers
-/// stay within the node's frame limits.
-pub const FETCH_PARTITION_BYTES_MAX: u32 = 8 << 20;
-
 /// At most one log line per this interval for refused connections and bad requests: a flood
 /// must not flood the log.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -913,7 +909,9 @@ fn fetch_request(part: &FetchPart, wait_ms: u32) -> Option<NodeRequest> {
         topic: part.topic.0.to_string(),
         partition: partition_id(part.partition)?,
         offset: u64::try_from(part.offset).ok()?,
-        max_bytes: part.max_bytes.clamp(1, FETCH_PARTITION_BYTES_MAX),
+        max_bytes: part
+            .max_bytes
+            .clamp(1, translate::FETCH_PARTITION_BYTES_MAX),
         max_wait_ms: wait_ms,
         min_bytes: 1,
     }))
@@ -929,8 +927,9 @@ async fn fetch_round(context: &Context, parts: &[FetchPart], wait_ms: u32) -> Ve
         });
     }
     let mut fetched = Vec::with_capacity(parts.len());
-    for pending in pending {
+    for (part, pending) in parts.iter().zip(pending) {
         fetched.push(match pending {
+            None if part.partition < 0 => Fetched::Error(ResponseError::UnknownTopicOrPartition),
             None => Fetched::Error(ResponseError::OffsetOutOfRange),
             Some(pending) => fetched_from(context.router.response(pending).await),
         });
