@@ -1261,3 +1261,61 @@ fn python_kafka_clients_administer_produce_and_consume() {
     }
     assert!(up.terminate().success());
 }
+
+/// A directory under `target/` with the pinned kafkajs (`tests/kafka_clients/package.json`
+/// and its lockfile, `npm ci`) and the test script next to it, made once per test process.
+fn kafkajs_dir() -> PathBuf {
+    static READY: std::sync::Once = std::sync::Once::new();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kafkajs");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_clients");
+    READY.call_once(|| {
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in ["package.json", "package-lock.json", "kafkajs.js"] {
+            std::fs::copy(source.join(file), dir.join(file)).unwrap();
+        }
+        if dir.join("node_modules/kafkajs/package.json").exists() {
+            return;
+        }
+        let status = Command::new("npm")
+            .args(["ci", "--silent", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .expect("npm runs");
+        assert!(status.success(), "npm ci (kafkajs) failed");
+    });
+    dir
+}
+
+#[test]
+fn kafkajs_administers_and_produces() {
+    let dir = kafkajs_dir();
+    let data = data_dir("kafkajs");
+    let mut up = Process::spawn(
+        Command::new(binary("spate"))
+            .args(["up", "--gateway", "127.0.0.1:0", "--shards", "2"])
+            .args(["--kafka-listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(data.join("data")),
+        data.join("up.log"),
+    );
+    let kafka_line = up.line("kafka listening on ");
+    let broker = kafka_line
+        .strip_prefix("kafka listening on ")
+        .and_then(|rest| rest.split_once(' '))
+        .map(|(address, _)| address.to_owned())
+        .unwrap();
+    up.line("spate is up");
+    let output = Command::new("node")
+        .arg(dir.join("kafkajs.js"))
+        .args([broker.as_str(), "js-topic"])
+        .env("KAFKAJS_NO_PARTITIONER_WARNING", "1")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "kafkajs.js failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(up.terminate().success());
+}
