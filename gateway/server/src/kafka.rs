@@ -49,6 +49,9 @@ use crate::router::{Pending, Router};
 /// client asks again).
 pub const AUTO_CREATE_PER_REQUEST_MAX: usize = 16;
 
+/// The shortest wait for the node's answer to a produce, whatever its `timeout_ms` says.
+pub const PRODUCE_TIMEOUT_MIN: Duration = Duration::from_secs(1);
+
 /// Partitions one Fetch may name: each becomes a node request.
 pub const FETCH_PARTITIONS_MAX: usize = 1024;
 
@@ -692,7 +695,10 @@ async fn produce(
 ) -> Answer {
     let acks = request.acks;
     let durability = translate::durability(acks);
-    let timeout = Duration::from_millis(u64::try_from(request.timeout_ms.max(0)).unwrap_or(0));
+    // Kafka's timeout bounds the wait for replicas, not the leader's own write: a short one
+    // must not fail a write that is merely being synced.
+    let timeout = Duration::from_millis(u64::try_from(request.timeout_ms.max(0)).unwrap_or(0))
+        .max(PRODUCE_TIMEOUT_MIN);
     // Per partition, in request order: the node's answer to wait for, or the error now.
     type Refused = (ResponseError, Option<String>);
     let mut parts: Vec<(TopicName, i32, Result<Pending, Refused>)> = Vec::new();
