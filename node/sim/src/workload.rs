@@ -33,6 +33,7 @@ use std::fmt;
 use bytes::Bytes;
 use spate_core::recovery::{Recovered, Recovery, RecoveryError, RecoveryReport};
 use spate_core::storage::FileRef;
+use spate_core::verify::VERIFY_READ_BYTES;
 use spate_core::{
     AppendError, FenceReason, FetchError, FetchPlan, IoRequest, LogConfig, LogEvent, Millis,
     PartitionLog, SegmentVerifier, Storage, TORN_WINDOW_BYTES,
@@ -44,6 +45,10 @@ use spate_proto::Durability;
 
 use crate::rng::Rng;
 use crate::storage::{Fault, SimStorage};
+
+/// Steps between checks that every sealed segment verifies (also after every recovery and
+/// at the end of a run).
+const SEALED_CHECK_EVERY: u32 = 25;
 
 /// What kinds of trouble a run may meet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -366,6 +371,9 @@ impl Run {
                 self.crash_and_recover(&synced, None)?;
             }
             Op::Fault(fault) => self.storage.inject(fault),
+        }
+        if self.step % SEALED_CHECK_EVERY == 0 {
+            self.check_sealed_verification(None)?;
         }
         self.check_watermarks()
     }
@@ -1105,11 +1113,17 @@ impl Run {
     /// every sealed segment is durable in full); after a flip, the only damage it may find is
     /// the flipped batch.
     fn check_sealed_verification(&mut self, flip: Option<&Flip>) -> Checked {
-        for segment in self.log.sealed_segments() {
+        let sealed = self.log.sealed_segments();
+        let mut flip_found = false;
+        for segment in sealed.iter().copied() {
             let file = segment.file();
             let contents = self.storage.durable_contents(&file).unwrap_or(&[]);
             let mut verifier = SegmentVerifier::new(segment);
             while let Some(read) = verifier.next_read() {
+                ensure(
+                    read.len <= VERIFY_READ_BYTES + u64::from(SECTOR_SIZE),
+                    || format!("the verifier asked for a read of {} bytes", read.len),
+                )?;
                 let start = usize::try_from(read.position)
                     .unwrap_or(usize::MAX)
                     .min(contents.len());
@@ -1126,6 +1140,7 @@ impl Run {
                     }) =>
                 {
                     self.report.flips_found_by_verification += 1;
+                    flip_found = true;
                 }
                 Some(Err(damage)) => {
                     return Err(format!(
@@ -1136,6 +1151,30 @@ impl Run {
                 }
                 None => return Err("the verifier stopped without an outcome".into()),
             }
+        }
+        // Verification covers every segment the log no longer writes: after a recovery or
+        // at the end of a run, all but the last (everything present is durable then).
+        let bases = self.log.segment_bases();
+        if !self.fenced && self.log.is_idle() && self.storage.in_flight() == 0 {
+            ensure(sealed.len() + 1 >= bases.len(), || {
+                format!(
+                    "{} segments, but only {} are verified as sealed",
+                    bases.len(),
+                    sealed.len()
+                )
+            })?;
+        }
+        // A flip in a sealed segment that recovery did not fence is found by verification.
+        if let Some(flip) = flip {
+            let covered = sealed
+                .iter()
+                .any(|segment| segment.base == flip.segment && flip.batch_start < segment.size);
+            ensure(!covered || self.fenced || flip_found, || {
+                format!(
+                    "a bit flip in sealed segment {} at {} was not found by verification",
+                    flip.segment, flip.position
+                )
+            })?;
         }
         Ok(())
     }
