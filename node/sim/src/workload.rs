@@ -372,7 +372,7 @@ impl Run {
             }
             Op::Fault(fault) => self.storage.inject(fault),
         }
-        if self.step % SEALED_CHECK_EVERY == 0 {
+        if self.step.is_multiple_of(SEALED_CHECK_EVERY) {
             self.check_sealed_verification(None)?;
         }
         self.check_watermarks()
