@@ -999,26 +999,51 @@ fn kcat(args: &[&str], input: &str) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
-#[test]
-fn kcat_lists_produces_and_consumes_across_protocols() {
-    let dir = data_dir("kcat");
+/// `spate up` with `shards` shards and a Kafka listener on a free port; returns the process,
+/// the Kafka address and a CLI for its gateway.
+fn up_with_kafka(dir: &Path, shards: u32) -> (Process, String, Cli) {
     let mut up = Process::spawn(
         Command::new(binary("spate"))
-            .args(["up", "--gateway", "127.0.0.1:0", "--shards", "2"])
+            .args([
+                "up",
+                "--gateway",
+                "127.0.0.1:0",
+                "--shards",
+                &shards.to_string(),
+            ])
             .args(["--kafka-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(dir.join("data")),
         dir.join("up.log"),
     );
     let (gateway, cert) = parse_gateway_line(&up.line("gateway listening on "));
-    let kafka_line = up.line("kafka listening on ");
-    let broker = kafka_line
+    // `kafka listening on ADDRESS (advertised as HOST:PORT)`
+    let broker = up
+        .line("kafka listening on ")
         .strip_prefix("kafka listening on ")
         .and_then(|rest| rest.split_once(' '))
         .map(|(address, _)| address.to_owned())
         .unwrap();
     up.line("spate is up");
-    let cli = Cli { gateway, cert };
+    (up, broker, Cli { gateway, cert })
+}
+
+/// Runs a Kafka client script (`command` names the program and script) with the broker and
+/// topic as arguments, and expects it to succeed.
+fn run_client(command: &mut Command, broker: &str, topic: &str) {
+    let output = command.args([broker, topic]).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{command:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn kcat_lists_produces_and_consumes_across_protocols() {
+    let dir = data_dir("kcat");
+    let (mut up, broker, cli) = up_with_kafka(&dir, 2);
     cli.ok(&["topic", "create", "demo", "--partitions", "2"], "");
 
     // Metadata: the one broker (this gateway) and both partitions.
@@ -1227,36 +1252,16 @@ fn python_with_kafka_clients() -> PathBuf {
 fn python_kafka_clients_administer_produce_and_consume() {
     let python = python_with_kafka_clients();
     let dir = data_dir("python-kafka");
-    let mut up = Process::spawn(
-        Command::new(binary("spate"))
-            .args(["up", "--gateway", "127.0.0.1:0", "--shards", "2"])
-            .args(["--kafka-listen", "127.0.0.1:0"])
-            .arg("--data-dir")
-            .arg(dir.join("data")),
-        dir.join("up.log"),
-    );
-    let kafka_line = up.line("kafka listening on ");
-    let broker = kafka_line
-        .strip_prefix("kafka listening on ")
-        .and_then(|rest| rest.split_once(' '))
-        .map(|(address, _)| address.to_owned())
-        .unwrap();
-    up.line("spate is up");
+    let (mut up, broker, _cli) = up_with_kafka(&dir, 2);
     let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_clients");
     for (script, topic) in [
         ("kafka_python.py", "py-topic"),
         ("confluent.py", "ck-topic"),
     ] {
-        let output = Command::new(&python)
-            .arg(scripts.join(script))
-            .args([broker.as_str(), topic])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{script} failed:\n{}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
+        run_client(
+            Command::new(&python).arg(scripts.join(script)),
+            &broker,
+            topic,
         );
     }
     assert!(up.terminate().success());
@@ -1290,32 +1295,36 @@ fn kafkajs_dir() -> PathBuf {
 fn kafkajs_administers_and_produces() {
     let dir = kafkajs_dir();
     let data = data_dir("kafkajs");
-    let mut up = Process::spawn(
-        Command::new(binary("spate"))
-            .args(["up", "--gateway", "127.0.0.1:0", "--shards", "2"])
-            .args(["--kafka-listen", "127.0.0.1:0"])
-            .arg("--data-dir")
-            .arg(data.join("data")),
-        data.join("up.log"),
+    let (mut up, broker, _cli) = up_with_kafka(&data, 2);
+    run_client(
+        Command::new("node")
+            .arg(dir.join("kafkajs.js"))
+            .env("KAFKAJS_NO_PARTITIONER_WARNING", "1"),
+        &broker,
+        "js-topic",
     );
-    let kafka_line = up.line("kafka listening on ");
-    let broker = kafka_line
-        .strip_prefix("kafka listening on ")
-        .and_then(|rest| rest.split_once(' '))
-        .map(|(address, _)| address.to_owned())
-        .unwrap();
-    up.line("spate is up");
-    let output = Command::new("node")
-        .arg(dir.join("kafkajs.js"))
-        .args([broker.as_str(), "js-topic"])
-        .env("KAFKAJS_NO_PARTITIONER_WARNING", "1")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "kafkajs.js failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+    assert!(up.terminate().success());
+}
+
+#[test]
+fn kafka_admin_clients_describe_configs_and_cluster_and_are_refused_new_partitions() {
+    let python = python_with_kafka_clients();
+    let dir = data_dir("kafka-admin");
+    let (mut up, broker, cli) = up_with_kafka(&dir, 1);
+    let topic = "admin-topic";
+    cli.ok(
+        &[
+            "topic",
+            "create",
+            topic,
+            "--partitions",
+            "2",
+            "--retention-ms",
+            "3600000",
+        ],
+        "",
     );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_clients/admin.py");
+    run_client(Command::new(&python).arg(script), &broker, topic);
     assert!(up.terminate().success());
 }
