@@ -118,6 +118,7 @@ impl ProduceArgs {
             batch_bytes: self.batch_bytes,
             linger: Duration::from_millis(self.linger_ms),
             buffer_bytes: self.buffer_bytes,
+            ..ProducerConfig::default()
         }
     }
 }

@@ -91,7 +91,14 @@ fn fetch(input: Bytes) {
             let mut again = again.to_contiguous().to_vec();
             stamp(&mut again, original.base_offset(), original.append_time())
                 .expect("the original's offsets are valid");
-            assert_eq!(&again[..], original.as_bytes(), "round trip");
+            if original.magic() == spate_format::batch::MAGIC {
+                assert_eq!(&again[..], original.as_bytes(), "round trip");
+            } else {
+                // A version 1 batch comes back as version 2: another magic, so other CRCs.
+                let original = original.as_bytes();
+                assert_eq!(again[8..28], original[8..28], "round trip");
+                assert_eq!(again[29..], original[29..], "round trip");
+            }
         }
         spate_position += length;
         kafka_position += kafka_length;

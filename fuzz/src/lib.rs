@@ -36,3 +36,24 @@ pub fn fix_segment_crcs(bytes: &mut [u8]) {
         }
     }
 }
+
+/// Output limit of the decompression targets: small, so an input that expands far is found
+/// quickly (the bound is the same code path as `DECOMPRESSED_SIZE_MAX`).
+pub const DECOMPRESS_FUZZ_LIMIT: usize = 1 << 20;
+
+/// The body of the `decompress_*` targets: any bytes given to `codec`'s bounded decoder never
+/// panic and never give more than the limit; and the bytes compressed by Spate's encoder
+/// decompress back to themselves.
+pub fn decompress_target(codec: spate_format::Compression, input: &[u8]) {
+    use spate_format::compression::{compress, decompress_limited, DecompressError};
+    match decompress_limited(codec, input, DECOMPRESS_FUZZ_LIMIT) {
+        Ok(plain) => assert!(plain.len() <= DECOMPRESS_FUZZ_LIMIT),
+        Err(DecompressError::TooLarge { max, .. }) => {
+            assert_eq!(max as usize, DECOMPRESS_FUZZ_LIMIT);
+        }
+        Err(DecompressError::Corrupt { .. }) => {}
+    }
+    let compressed = compress(codec, input).expect("in-memory codecs do not fail");
+    let back = decompress_limited(codec, &compressed, input.len()).expect("round trip");
+    assert_eq!(back, input, "{codec} does not round-trip");
+}

@@ -12,6 +12,7 @@
 //! - Memory is bounded: each partition has at most one fetch in flight, and the fetched
 //!   chunks waiting for the application are bounded by `CHUNKS_BUFFERED_MAX`.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -269,7 +270,15 @@ impl PartitionReader {
                     ClientError::Unexpected(format!("a fetched batch is invalid: {error}"))
                 })?;
                 let base = batch.base_offset().0;
-                for record in batch.records() {
+                // Records are shared with the fetched bytes, or with the decompressed section
+                // of a compressed batch (bounded by spate-format's DECOMPRESSED_SIZE_MAX).
+                let section = match batch.records_section().map_err(|error| {
+                    ClientError::Unexpected(format!("a fetched batch does not decompress: {error}"))
+                })? {
+                    Cow::Borrowed(section) => fetched.records.slice_ref(section),
+                    Cow::Owned(section) => Bytes::from(section),
+                };
+                for record in batch.records_in(&section) {
                     let record = record.map_err(|error| {
                         ClientError::Unexpected(format!("a fetched record is invalid: {error}"))
                     })?;
@@ -279,7 +288,7 @@ impl PartitionReader {
                     if record_offset < offset || end.is_some_and(|end| record_offset >= end) {
                         continue;
                     }
-                    let share = |bytes: &[u8]| fetched.records.slice_ref(bytes);
+                    let share = |bytes: &[u8]| section.slice_ref(bytes);
                     let timestamp = match batch.timestamp_type() {
                         TimestampType::CreateTime => record.timestamp,
                         TimestampType::LogAppendTime => batch.append_time(),

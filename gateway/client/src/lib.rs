@@ -29,4 +29,5 @@ pub use producer::{
     murmur2, partition_for_key, Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
     COMMAND_QUEUE_MAX,
 };
+pub use spate_format::Compression;
 pub use spate_proto::{Durability, ErrorCode, Setting};

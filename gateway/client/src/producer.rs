@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use spate_format::limits::{BATCH_HEADER_SIZE, BATCH_SIZE_MAX};
-use spate_format::{BatchBuilder, BuildError, Header, Record};
+use spate_format::{BatchBuilder, BuildError, Compression, Header, Record};
 use spate_proto::{Durability, PartitionId, ProduceRequest, Request, Response};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -45,6 +45,10 @@ pub struct ProducerConfig {
     /// Bytes of records accepted by `send` and not yet answered; `send` waits beyond.
     /// [default: 64 MiB]
     pub buffer_bytes: u32,
+    /// Codec each batch is compressed with when it is sent (`batch_bytes` counts the records
+    /// before compression; a batch that would not shrink is sent uncompressed). Consumers of
+    /// every kind decompress. [default: none]
+    pub compression: Compression,
 }
 
 impl Default for ProducerConfig {
@@ -54,6 +58,7 @@ impl Default for ProducerConfig {
             batch_bytes: 256 << 10,
             linger: Duration::from_millis(5),
             buffer_bytes: 64 << 20,
+            compression: Compression::None,
         }
     }
 }
@@ -409,7 +414,7 @@ impl Batcher {
         for attempt in 0..2 {
             let slot = &mut self.open[partition as usize];
             let open = slot.get_or_insert_with(|| Open {
-                builder: BatchBuilder::new(),
+                builder: BatchBuilder::new().compression(self.config.compression),
                 replies: Vec::new(),
                 permits: None,
                 generation,

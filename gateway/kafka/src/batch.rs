@@ -2,8 +2,9 @@
 //! section is carried over as a zero-copy slice and never re-encoded.
 //!
 //! Invariants: [`kafka_to_spate`] returns only batches that `spate_format::BatchRef::
-//! parse_validated` accepts (its record checks mirror spate-format's rule for rule, and the
-//! fuzz target `kafka_batch` asserts it on every input), and [`spate_to_kafka`] returns only
+//! parse_validated` accepts (it checks the records with spate-format's own
+//! `validate_records_section`, decompressed when the batch is compressed, and the fuzz target
+//! `kafka_batch` asserts it on every input), and [`spate_to_kafka`] returns only
 //! batches whose CRC-32C holds over exactly the bytes it checked Spate's CRCs on. Neither
 //! panics or allocates in proportion to a length read from its input. Specified in
 //! `docs/format/kafka-batch.md`.
@@ -12,17 +13,17 @@ use core::mem::offset_of;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use spate_format::batch::{
-    BatchHeader, ATTRIBUTE_COMPRESSION_MASK, ATTRIBUTE_TIMESTAMP_TYPE, HEADER_CRC_START, MAGIC,
-    PRODUCER_CRC_START,
+    validate_records_section, BatchHeader, ATTRIBUTE_COMPRESSION_MASK, ATTRIBUTE_TIMESTAMP_TYPE,
+    HEADER_CRC_START, MAGIC, PRODUCER_CRC_START,
 };
-use spate_format::error::{Field, RecordError};
+use spate_format::compression::decompress;
+use spate_format::error::RecordError;
 use spate_format::limits::{
-    BATCH_HEADER_SIZE, BATCH_SIZE_MAX, BATCH_SIZE_MIN, HEADERS_PER_RECORD_MAX,
-    HEADER_NAME_SIZE_MAX, HEADER_VALUE_SIZE_MAX, KEY_SIZE_MAX, RECORDS_PER_BATCH_MAX,
-    VALUE_SIZE_MAX,
+    BATCH_HEADER_SIZE, BATCH_SIZE_MAX, BATCH_SIZE_MIN, RECORDS_PER_BATCH_MAX,
 };
-use spate_format::varint::Cursor;
-use spate_format::{BatchError, BatchRef, ProducerFields, TimestampType};
+use spate_format::{
+    BatchError, BatchRef, Compression, DecompressError, ProducerFields, TimestampType,
+};
 use thiserror::Error;
 
 // ------------------------------------------------------------------------------------------
@@ -99,7 +100,6 @@ pub mod kafka_error_code {
     pub const MESSAGE_TOO_LARGE: i16 = 10;
     pub const RECORD_LIST_TOO_LARGE: i16 = 18;
     pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
-    pub const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
     pub const INVALID_RECORD: i16 = 87;
 }
 
@@ -122,8 +122,6 @@ pub enum KafkaBatchError {
     SecondBatch { count: u64 },
     #[error("{count} bytes follow the record batch")]
     TrailingBytes { count: u64 },
-    #[error("compressed batches (codec {codec}) are not supported yet")]
-    Compressed { codec: u8 },
     #[error("transactional batches are not supported (attributes {attributes:#06x})")]
     Transactional { attributes: u16 },
     #[error("control batches cannot be produced (attributes {attributes:#06x})")]
@@ -154,7 +152,6 @@ impl KafkaBatchError {
             KafkaBatchError::LegacyMagic { .. } => UNSUPPORTED_FOR_MESSAGE_FORMAT,
             KafkaBatchError::TooLarge { .. } => MESSAGE_TOO_LARGE,
             KafkaBatchError::TooManyRecords { .. } => RECORD_LIST_TOO_LARGE,
-            KafkaBatchError::Compressed { .. } => UNSUPPORTED_COMPRESSION_TYPE,
             // Kafka's own answers: one batch per partition entry, no control batches from
             // clients, and record rules are INVALID_RECORD (`InvalidRecordException`).
             KafkaBatchError::SecondBatch { .. }
@@ -170,9 +167,14 @@ impl KafkaBatchError {
                 | RecordError::BadRecordLength { .. }
                 | RecordError::RecordLengthMismatch { .. }
                 | RecordError::RecordCount { .. }
-                | RecordError::TrailingBytes { .. } => CORRUPT_MESSAGE,
+                | RecordError::TrailingBytes { .. }
+                | RecordError::Compressed { .. }
+                | RecordError::Decompress(DecompressError::Corrupt { .. }) => CORRUPT_MESSAGE,
+                // A batch that decompresses past Spate's limit ("zip bomb").
+                RecordError::Decompress(DecompressError::TooLarge { .. }) => MESSAGE_TOO_LARGE,
                 // Rules about the content, which Kafka reports as INVALID_RECORD; some are
-                // Spate's own (first timestamp delta 0, limits, UTF-8 header names).
+                // Spate's own (limits, UTF-8 header names; the first timestamp delta 0 only
+                // in format version 1, which the listener does not write).
                 RecordError::RecordAttributes { .. }
                 | RecordError::OffsetDelta { .. }
                 | RecordError::FirstTimestampDelta { .. }
@@ -276,13 +278,15 @@ fn len_u64(len: usize) -> u64 {
 }
 
 /// Converts the `records` of one Kafka Produce partition entry, which must hold exactly one
-/// uncompressed v2 record batch, into a Spate batch the node accepts.
+/// v2 record batch, into a Spate batch (format version 2) the node accepts.
 ///
 /// Checks, in this order (the first failure is returned): enough bytes for the magic; magic
 /// 2 (0/1 are [`KafkaBatchError::LegacyMagic`]); `batchLength` at least a minimal batch and
 /// the batch within Spate's size limit; the whole batch present; the CRC-32C; nothing after
-/// the batch; the attributes (no codec, transactional, control or other bits); the record
-/// count and `lastOffsetDelta`; then every record, by spate-format's rules.
+/// the batch; the attributes (a known codec and the timestamp type; no transactional,
+/// control or other bits); the record count and `lastOffsetDelta`; then every record, by
+/// spate-format's rules, after a bounded decompression if the batch is compressed (the
+/// compressed bytes are what is stored; the decompressed ones are dropped).
 ///
 /// The Spate header's `max_timestamp` is the records' maximum, computed here, as a Kafka
 /// broker rewrites `maxTimestamp` when it validates a batch; a producer's wrong value is
@@ -351,14 +355,11 @@ pub fn kafka_to_spate(records: &Bytes) -> Result<SpateBatch, KafkaBatchError> {
     if attributes & KAFKA_ATTRIBUTE_TRANSACTIONAL != 0 {
         return Err(KafkaBatchError::Transactional { attributes });
     }
-    // Both constants are below 8, so the codec fits u8.
-    let codec = (attributes & ATTRIBUTE_COMPRESSION_MASK) as u8;
-    if (1..=4).contains(&codec) {
-        return Err(KafkaBatchError::Compressed { codec });
-    }
-    if codec != 0 || attributes & !ATTRIBUTE_TIMESTAMP_TYPE != 0 {
+    let codec = Compression::from_bits(attributes & ATTRIBUTE_COMPRESSION_MASK);
+    let known = ATTRIBUTE_COMPRESSION_MASK | ATTRIBUTE_TIMESTAMP_TYPE;
+    let Some(codec) = codec.filter(|_| attributes & !known == 0) else {
         return Err(KafkaBatchError::Attributes { found: attributes });
-    }
+    };
     let count = read_be_i32(batch, kafka_offset::RECORDS_COUNT);
     let record_count = match u32::try_from(count) {
         Ok(0) | Err(_) => return Err(KafkaBatchError::RecordCount { count }),
@@ -379,7 +380,15 @@ pub fn kafka_to_spate(records: &Bytes) -> Result<SpateBatch, KafkaBatchError> {
     }
     let first_timestamp = read_be_i64(batch, kafka_offset::BASE_TIMESTAMP);
     let section = &batch[kafka_offset::RECORDS..];
-    let max_timestamp = check_records(section, record_count, first_timestamp)?;
+    let max_timestamp = match codec {
+        Compression::None => {
+            validate_records_section(section, record_count, first_timestamp, MAGIC)?
+        }
+        codec => {
+            let plain = decompress(codec, section).map_err(RecordError::from)?;
+            validate_records_section(&plain, record_count, first_timestamp, MAGIC)?
+        }
+    };
     let producer = ProducerFields {
         producer_id: read_be_i64(batch, kafka_offset::PRODUCER_ID),
         producer_epoch: read_be_u16(batch, kafka_offset::PRODUCER_EPOCH) as i16,
@@ -476,128 +485,6 @@ fn spate_header(fields: &SpateHeaderFields<'_>) -> [u8; BATCH_HEADER_SIZE as usi
         &header_crc.to_le_bytes(),
     );
     header
-}
-
-// ------------------------------------------------------------------------------------------
-// The records section, checked by spate-format's rules (`batch.rs::read_record`). spate-format
-// only validates records inside a contiguous batch, and building one here would copy every
-// produced batch; so the rules are repeated, and the fuzz target `kafka_batch` and the tests
-// check that this walk and `BatchRef::parse_validated` agree on every batch.
-// ------------------------------------------------------------------------------------------
-
-/// Walks `count` records relative to `first_timestamp`; returns their largest timestamp.
-fn check_records(section: &[u8], count: u32, first_timestamp: i64) -> Result<i64, RecordError> {
-    let mut cursor = Cursor::new(section);
-    let mut max_timestamp = i64::MIN;
-    for index in 0..count {
-        let timestamp = check_record(&mut cursor, index, first_timestamp)?;
-        max_timestamp = max_timestamp.max(timestamp);
-    }
-    if cursor.remaining() != 0 {
-        let count = u32::try_from(cursor.remaining()).unwrap_or(u32::MAX);
-        return Err(RecordError::TrailingBytes { count });
-    }
-    Ok(max_timestamp)
-}
-
-fn check_length(
-    cursor: &mut Cursor<'_>,
-    index: u32,
-    field: Field,
-    max: u32,
-    nullable: bool,
-) -> Result<usize, RecordError> {
-    let length = cursor.read_varint()?;
-    if length == -1 && nullable {
-        return Ok(0);
-    }
-    match u32::try_from(length) {
-        Ok(size) if size <= max => Ok(size as usize),
-        _ => Err(RecordError::FieldLength {
-            index,
-            field,
-            length,
-            max,
-        }),
-    }
-}
-
-fn check_record(
-    cursor: &mut Cursor<'_>,
-    index: u32,
-    first_timestamp: i64,
-) -> Result<i64, RecordError> {
-    let length = cursor.read_varint()?;
-    let declared = match u32::try_from(length) {
-        Ok(declared) if declared as usize <= cursor.remaining() => declared,
-        _ => return Err(RecordError::BadRecordLength { index, length }),
-    };
-    let mut body = Cursor::new(cursor.read_slice(declared as usize)?);
-    let attributes = body.read_u8()?;
-    if attributes != 0 {
-        return Err(RecordError::RecordAttributes {
-            index,
-            found: attributes,
-        });
-    }
-    let timestamp_delta = body.read_varlong()?;
-    if index == 0 && timestamp_delta != 0 {
-        return Err(RecordError::FirstTimestampDelta {
-            found: timestamp_delta,
-        });
-    }
-    let timestamp = first_timestamp
-        .checked_add(timestamp_delta)
-        .ok_or(RecordError::TimestampOverflow { index })?;
-    let offset_delta = body.read_varint()?;
-    if u32::try_from(offset_delta) != Ok(index) {
-        return Err(RecordError::OffsetDelta {
-            index,
-            found: offset_delta,
-        });
-    }
-    let key = check_length(&mut body, index, Field::Key, KEY_SIZE_MAX, true)?;
-    body.read_slice(key)?;
-    let value = check_length(&mut body, index, Field::Value, VALUE_SIZE_MAX, true)?;
-    body.read_slice(value)?;
-    let header_count = body.read_varint()?;
-    let headers = match u32::try_from(header_count) {
-        Ok(headers) if headers <= HEADERS_PER_RECORD_MAX => headers,
-        _ => {
-            return Err(RecordError::HeaderCount {
-                index,
-                count: header_count,
-                max: HEADERS_PER_RECORD_MAX,
-            })
-        }
-    };
-    for _ in 0..headers {
-        let name = check_length(
-            &mut body,
-            index,
-            Field::HeaderName,
-            HEADER_NAME_SIZE_MAX,
-            false,
-        )?;
-        core::str::from_utf8(body.read_slice(name)?)
-            .map_err(|_| RecordError::HeaderNameUtf8 { index })?;
-        let value = check_length(
-            &mut body,
-            index,
-            Field::HeaderValue,
-            HEADER_VALUE_SIZE_MAX,
-            true,
-        )?;
-        body.read_slice(value)?;
-    }
-    if body.remaining() != 0 {
-        return Err(RecordError::RecordLengthMismatch {
-            index,
-            declared,
-            used: u32::try_from(body.position()).unwrap_or(u32::MAX),
-        });
-    }
-    Ok(timestamp)
 }
 
 // ------------------------------------------------------------------------------------------

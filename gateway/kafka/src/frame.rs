@@ -5,7 +5,9 @@
 //! body: an old librdkafka fails its very first exchange otherwise).
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};
+use kafka_protocol::messages::{
+    ApiKey, ProduceRequest, ProduceResponse, RequestHeader, RequestKind, ResponseHeader,
+};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::ResponseError;
 use thiserror::Error;
@@ -115,8 +117,12 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, FrameError> {
     };
     let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
         .map_err(|error| malformed(format!("header: {error}")))?;
-    let body = RequestKind::decode(api, &mut frame, version)
-        .map_err(|error| malformed(error.to_string()))?;
+    let body = if api == ApiKey::Produce && version < PRODUCE_SCHEMA_MIN {
+        decode_legacy_produce(&frame).map_err(|error| malformed(error.to_string()))?
+    } else {
+        RequestKind::decode(api, &mut frame, version)
+            .map_err(|error| malformed(error.to_string()))?
+    };
     // Bytes after the request are ignored, as Kafka's brokers do: librdkafka 2.16 sends a
     // Metadata v12 request with three more bytes than the schema has.
     Ok(Decoded::Request(Box::new(Request {
@@ -125,6 +131,59 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, FrameError> {
         header,
         body,
     })))
+}
+
+/// The lowest Produce version kafka-protocol's schemas know (Kafka 4 removed v0-v2, KIP-896).
+pub const PRODUCE_SCHEMA_MIN: i16 = 3;
+
+/// Produce v0-v2, served only so that librdkafka before 2.11.1 compresses (it turns gzip,
+/// snappy and lz4 on only if the broker advertises Produce v0; it never sends v0-v2 itself
+/// once it has magic-2 batches). Their request is v3's without the leading
+/// `transactional_id`, so it is decoded as v3 behind a null string; their records are magic
+/// 0/1 message sets, which the gateway refuses per partition
+/// (UNSUPPORTED_FOR_MESSAGE_FORMAT).
+fn decode_legacy_produce(body: &[u8]) -> anyhow::Result<RequestKind> {
+    let mut v3 = BytesMut::with_capacity(2 + body.len());
+    v3.put_i16(-1);
+    v3.put_slice(body);
+    let mut v3 = v3.freeze();
+    Ok(RequestKind::Produce(ProduceRequest::decode(
+        &mut v3,
+        PRODUCE_SCHEMA_MIN,
+    )?))
+}
+
+/// Frames a Produce response of any served version: v3+ by the schemas; v2 as v3 (the same
+/// fields); v1 and v0 by hand (v3's fields without each partition's `log_append_time_ms`, and
+/// v0 also without `throttle_time_ms`), as the schemas no longer have them. The response
+/// header of v0-v2 is v0, as v3's.
+pub fn encode_produce_response(version: i16, correlation_id: i32, body: &ProduceResponse) -> Bytes {
+    if version >= 2 {
+        return encode_response(ApiKey::Produce, version.max(3), correlation_id, body);
+    }
+    let mut out = BytesMut::with_capacity(64);
+    out.put_i32(0);
+    out.put_i32(correlation_id);
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    out.put_i32(count(body.responses.len()));
+    for topic in &body.responses {
+        let name = topic.name.as_bytes();
+        // Topic names are at most 249 bytes (Spate's rule), far inside i16.
+        out.put_i16(i16::try_from(name.len()).unwrap_or(i16::MAX));
+        out.put_slice(name);
+        out.put_i32(count(topic.partition_responses.len()));
+        for partition in &topic.partition_responses {
+            out.put_i32(partition.index);
+            out.put_i16(partition.error_code);
+            out.put_i64(partition.base_offset);
+        }
+    }
+    if version == 1 {
+        out.put_i32(body.throttle_time_ms);
+    }
+    let size = i32::try_from(out.len() - 4).unwrap_or(i32::MAX);
+    out[..4].copy_from_slice(&size.to_be_bytes());
+    out.freeze()
 }
 
 /// Frames a response: size, header (of the version the schemas prescribe for `api` at

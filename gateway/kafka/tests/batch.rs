@@ -10,8 +10,10 @@ use kafka_protocol::records::{
 };
 use proptest::prelude::*;
 use spate_format::batch::{BatchHeader, HEADER_CRC_START, PRODUCER_CRC_START};
+use spate_format::compression::{compress, decompress};
 use spate_format::error::RecordError;
 use spate_format::limits::{BATCH_HEADER_SIZE, RECORDS_PER_BATCH_MAX};
+use spate_format::Compression as SpateCodec;
 use spate_format::{
     stamp, BatchBuilder, BatchError, BatchRef, Offset, ProducerFields, Record, TimestampType,
 };
@@ -47,8 +49,9 @@ struct Plain {
 
 fn spate_records(bytes: &[u8]) -> Vec<Plain> {
     let batch = BatchRef::parse_validated(bytes).expect("the node accepts the batch");
+    let section = batch.records_section().expect("records decompress");
     batch
-        .records()
+        .records_in(&section)
         .map(|record| {
             let record = record.expect("validated");
             Plain {
@@ -66,11 +69,30 @@ fn spate_records(bytes: &[u8]) -> Vec<Plain> {
         .collect()
 }
 
+/// Spate's codec for kafka-protocol's.
+fn spate_codec(codec: Compression) -> SpateCodec {
+    match codec {
+        Compression::None => SpateCodec::None,
+        Compression::Gzip => SpateCodec::Gzip,
+        Compression::Snappy => SpateCodec::Snappy,
+        Compression::Lz4 => SpateCodec::Lz4,
+        Compression::Zstd => SpateCodec::Zstd,
+    }
+}
+
+/// Decodes Kafka batches with kafka-protocol's decoder, decompressing with spate-format.
 fn decode_kafka(bytes: &[u8]) -> Vec<KafkaRecord> {
     let mut buf = Bytes::copy_from_slice(bytes);
     let mut records = Vec::new();
     while !buf.is_empty() {
-        let set = RecordBatchDecoder::decode(&mut buf).expect("kafka-protocol decodes the batch");
+        let set = RecordBatchDecoder::decode_with_custom_compression(
+            &mut buf,
+            Some(|bytes: &mut Bytes, codec: Compression| {
+                let plain = decompress(spate_codec(codec), bytes)?;
+                Ok(Bytes::from(plain))
+            }),
+        )
+        .expect("kafka-protocol decodes the batch");
         records.extend(set.records);
     }
     records
@@ -225,13 +247,31 @@ fn golden_confluent_out_of_order_timestamps_and_nulls() {
 }
 
 #[test]
-fn golden_confluent_gzip_is_refused_as_compressed() {
-    let error = convert(CONFLUENT_GZIP).unwrap_err();
-    assert_eq!(error, KafkaBatchError::Compressed { codec: 1 });
+fn golden_confluent_gzip_is_stored_compressed_as_sent() {
+    let spate = convert(CONFLUENT_GZIP).unwrap();
+    let batch = BatchRef::parse_validated(&spate).unwrap();
+    assert_eq!(batch.compression(), SpateCodec::Gzip);
+    // The records section is the producer's gzip stream, byte for byte.
     assert_eq!(
-        error.kafka_error_code(),
-        kafka_error_code::UNSUPPORTED_COMPRESSION_TYPE
+        batch.raw_records(),
+        &CONFLUENT_GZIP[kafka_offset::RECORDS..]
     );
+    let records = spate_records(&spate);
+    assert_eq!(records.len(), 3);
+    let value = "a".repeat(500);
+    for (index, record) in records.iter().enumerate() {
+        assert_eq!(record.offset, index as i64);
+        assert_eq!(record.key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(record.value.as_deref(), Some(value.as_bytes()));
+    }
+    // And it comes back from a fetch as the producer sent it.
+    let mut stamped = spate.clone();
+    stamp(&mut stamped, Offset(0), 1).unwrap();
+    let back = spate_to_kafka(&Bytes::from(stamped))
+        .unwrap()
+        .to_contiguous();
+    assert_eq!(&back[16..], &CONFLUENT_GZIP[16..]);
+    assert_eq!(decode_kafka(&back).len(), 3);
 }
 
 /// Kafka → Spate → stamped by the node → Kafka gives the producer's bytes back, with the
@@ -458,14 +498,19 @@ fn with_attributes(attributes: u16) -> Bytes {
 }
 
 #[test]
-fn compressed_transactional_and_control_batches_are_refused() {
-    for codec in 1..=4u8 {
-        let error = kafka_to_spate(&with_attributes(u16::from(codec))).unwrap_err();
-        assert_eq!(error, KafkaBatchError::Compressed { codec });
-        assert_eq!(
-            error.kafka_error_code(),
-            kafka_error_code::UNSUPPORTED_COMPRESSION_TYPE
+fn codec_bits_on_plain_records_transactional_and_control_batches_are_refused() {
+    for codec in &SpateCodec::ALL[1..] {
+        let error = kafka_to_spate(&with_attributes(codec.bits())).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                KafkaBatchError::Records(RecordError::Decompress(
+                    spate_format::DecompressError::Corrupt { .. }
+                ))
+            ),
+            "{codec}: {error:?}"
         );
+        assert_eq!(error.kafka_error_code(), kafka_error_code::CORRUPT_MESSAGE);
     }
     let error = kafka_to_spate(&with_attributes(1 << 4)).unwrap_err();
     assert_eq!(error, KafkaBatchError::Transactional { attributes: 1 << 4 });
@@ -552,32 +597,104 @@ fn kafka_record(offset: i64, timestamp: i64, value: &'static [u8]) -> KafkaRecor
 }
 
 fn encode(records: &[KafkaRecord]) -> Bytes {
+    encode_with(records, Compression::None)
+}
+
+/// kafka-protocol's encoder, compressing with spate-format's encoders (the Java client's
+/// stream formats).
+fn encode_with(records: &[KafkaRecord], codec: Compression) -> Bytes {
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
+    RecordBatchEncoder::encode_with_custom_compression(
         &mut buf,
         records,
         &RecordEncodeOptions {
             version: 2,
-            compression: Compression::None,
+            compression: codec,
         },
+        Some(
+            |plain: &mut BytesMut, out: &mut BytesMut, codec: Compression| {
+                let compressed = compress(spate_codec(codec), plain).expect("in-memory codec");
+                out.extend_from_slice(&compressed);
+                Ok(())
+            },
+        ),
     )
     .unwrap();
     buf.freeze()
 }
 
-/// Spate v1 requires the first record's timestamp delta to be 0. Producers that set
-/// baseTimestamp to the smallest timestamp (kafka-protocol's encoder, kafkajs) break it when
-/// the first record is not the oldest; records cannot be re-encoded, so the batch is refused.
+/// Producers that set baseTimestamp to the smallest timestamp (kafka-protocol's encoder,
+/// kafkajs) send a non-zero first timestamp delta when the first record is not the oldest.
+/// Spate format version 1 refused that; version 2, which the listener writes, takes it.
 #[test]
-fn a_first_record_that_is_not_the_oldest_from_a_min_base_producer_is_refused() {
+fn a_first_record_that_is_not_the_oldest_from_a_min_base_producer_is_accepted() {
     let input = encode(&[kafka_record(0, 200, b"a"), kafka_record(1, 100, b"b")]);
     assert_eq!(be_i64(&input, kafka_offset::BASE_TIMESTAMP), 100);
+    let spate = kafka_to_spate(&input).unwrap().to_contiguous();
+    let timestamps: Vec<i64> = spate_records(&spate).iter().map(|r| r.timestamp).collect();
+    assert_eq!(timestamps, vec![200, 100]);
+    assert_eq!(BatchRef::parse(&spate).unwrap().first_timestamp(), 100);
+}
+
+/// Every codec, as kafka-protocol's encoder frames it: stored as sent, read back equal,
+/// fetched back as the producer's bytes.
+#[test]
+fn compressed_batches_of_every_codec_convert_both_ways() {
+    let records: Vec<KafkaRecord> = (0..50)
+        .map(|i| {
+            kafka_record(
+                i,
+                1_767_225_600_000 + i,
+                b"a reading of 21.5 C from sensor 7",
+            )
+        })
+        .collect();
+    let plain = encode(&records);
+    for codec in [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let input = encode_with(&records, codec);
+        assert!(input.len() < plain.len() / 2, "{codec:?}: {}", input.len());
+        let spate = kafka_to_spate(&input).unwrap().to_contiguous();
+        let batch = BatchRef::parse_validated(&spate).unwrap();
+        assert_eq!(batch.compression(), spate_codec(codec));
+        assert_eq!(batch.raw_records(), &input[kafka_offset::RECORDS..]);
+        let expected: Vec<Plain> = records.iter().map(kafka_plain).collect();
+        assert_eq!(spate_records(&spate), expected);
+        let mut stamped = spate.to_vec();
+        stamp(&mut stamped, Offset(0), 1).unwrap();
+        let back = spate_to_kafka(&Bytes::from(stamped))
+            .unwrap()
+            .to_contiguous();
+        assert_eq!(&back[16..], &input[16..], "{codec:?}");
+        assert_eq!(decode_kafka(&back).len(), records.len());
+    }
+}
+
+/// A compressed batch that expands past Spate's limit is refused before the node sees it.
+#[test]
+fn a_compressed_batch_that_expands_too_far_is_refused() {
+    let big: &'static [u8] = Vec::leak(vec![b'x'; 1_000_000]);
+    let records: Vec<KafkaRecord> = (0..40).map(|i| kafka_record(i, 1, big)).collect();
+    let input = encode_with(&records, Compression::Zstd);
+    assert!(input.len() < 100_000, "{}", input.len());
     let error = kafka_to_spate(&input).unwrap_err();
-    assert_eq!(
-        error,
-        KafkaBatchError::Records(RecordError::FirstTimestampDelta { found: 100 })
+    assert!(
+        matches!(
+            error,
+            KafkaBatchError::Records(RecordError::Decompress(
+                spate_format::DecompressError::TooLarge { .. }
+            ))
+        ),
+        "{error:?}"
     );
-    assert_eq!(error.kafka_error_code(), kafka_error_code::INVALID_RECORD);
+    assert_eq!(
+        error.kafka_error_code(),
+        kafka_error_code::MESSAGE_TOO_LARGE
+    );
 }
 
 #[test]
@@ -658,7 +775,11 @@ fn reference_spate(kafka: &[u8]) -> Option<Result<Vec<u8>, BatchError>> {
         offset_of!(BatchHeader, batch_length),
         &length.to_le_bytes(),
     );
-    put(&mut bytes, offset_of!(BatchHeader, magic), &[1]);
+    put(
+        &mut bytes,
+        offset_of!(BatchHeader, magic),
+        &[spate_format::batch::MAGIC],
+    );
     let attributes = u16::from_be_bytes(kafka[21..23].try_into().ok()?);
     put(
         &mut bytes,
@@ -800,19 +921,17 @@ proptest! {
             (0i64..i64::MAX, 0i16..i16::MAX, 0i32..1_000_000),
         ],
         base_offset in 0u64..(1 << 62),
+        codec in prop_oneof![
+            Just(Compression::None),
+            Just(Compression::Gzip),
+            Just(Compression::Snappy),
+            Just(Compression::Lz4),
+            Just(Compression::Zstd),
+        ],
     ) {
         let kafka = to_kafka_records(&records, base_timestamp, producer);
-        let input = encode(&kafka);
-        let first_is_oldest = kafka.iter().all(|r| r.timestamp >= kafka[0].timestamp);
-        let converted = kafka_to_spate(&input);
-        if !first_is_oldest {
-            prop_assert!(matches!(
-                converted,
-                Err(KafkaBatchError::Records(RecordError::FirstTimestampDelta { .. }))
-            ), "{:?}", converted);
-            return Ok(());
-        }
-        let batch = converted.unwrap();
+        let input = encode_with(&kafka, codec);
+        let batch = kafka_to_spate(&input).unwrap();
         let mut spate = batch.to_contiguous().to_vec();
         let (head, body) = batch.into_parts();
         prop_assert_eq!([&head[..], &body[..]].concat(), spate.clone());

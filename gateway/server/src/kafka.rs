@@ -30,7 +30,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::ResponseError;
-use spate_kafka::frame::{decode_request, encode_response, request_size, Decoded, Request};
+use spate_kafka::frame::{
+    decode_request, encode_produce_response, encode_response, request_size, Decoded, Request,
+};
 use spate_kafka::translate::{self, Broker, FetchPart, Fetched};
 use spate_kafka::versions::api_versions_body;
 use spate_proto::{
@@ -731,7 +733,10 @@ async fn produce(
         let mut failed = None;
         let mut topics: Vec<TopicProduceResponse> = Vec::new();
         for (topic, index, outcome) in parts {
-            let answer = PartitionProduceResponse::default().with_index(index);
+            // Kafka answers a failed partition with base offset -1 (`INVALID_OFFSET`).
+            let answer = PartitionProduceResponse::default()
+                .with_index(index)
+                .with_base_offset(-1);
             let answer = match outcome {
                 Err((error, message)) => answer
                     .with_error_code(error.code())
@@ -781,7 +786,7 @@ async fn produce(
             return failed.map_or(Reply::Nothing, Reply::Close);
         }
         let answer = ProduceResponse::default().with_responses(topics);
-        respond(ApiKey::Produce, version, correlation_id, &answer)
+        Reply::Bytes(encode_produce_response(version, correlation_id, &answer))
     })
 }
 

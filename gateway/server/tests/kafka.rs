@@ -169,7 +169,8 @@ fn versions_order_limits_and_garbage_over_raw_sockets() {
             .iter()
             .find(|key| key.api_key == ApiKey::Produce as i16)
             .unwrap();
-        assert_eq!((produce.min_version, produce.max_version), (3, 12));
+        // From v0 only so that librdkafka before 2.11.1 compresses (docs/kafka.md).
+        assert_eq!((produce.min_version, produce.max_version), (0, 12));
     }
 
     // A version from the future: a v0 answer naming the served range, connection kept.
@@ -327,5 +328,86 @@ fn acks_zero_is_never_answered_and_its_failure_closes_the_connection() {
     let partition = &produced.responses[0].partition_responses[0];
     assert_eq!(partition.error_code, 0, "{partition:?}");
     assert_eq!(partition.base_offset, 2, "kcat's batch holds two records");
+    drop(node);
+}
+
+/// Produce v0-v2 are advertised (old librdkafka compresses only then) and answered in their
+/// own layout; what they carry, magic 0/1 message sets, is refused per partition with
+/// UNSUPPORTED_FOR_MESSAGE_FORMAT, and the connection stays usable.
+#[test]
+fn produce_v0_to_v2_refuse_legacy_message_sets_in_their_own_layout() {
+    let dir = data_dir("legacy-produce");
+    let node = node(&dir, 1);
+    let gateway = Gateway::start(&dir, node.endpoints[0], &[]);
+    let mut client = connect(gateway.kafka);
+    let create = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str("old")))
+        .with_num_partitions(1)
+        .with_replication_factor(1)]);
+    client
+        .write_all(&frame(ApiKey::CreateTopics, 7, 1, &create))
+        .unwrap();
+    read_response(&mut client);
+    // A v1 message (magic 1) of one record: offset, size, crc, magic, attributes,
+    // timestamp, key -1, value "x".
+    let mut message_set = BytesMut::new();
+    message_set.put_i64(0);
+    message_set.put_i32(27);
+    message_set.put_u32(0);
+    message_set.put_u8(1);
+    message_set.put_u8(0);
+    message_set.put_i64(1_767_225_600_000);
+    message_set.put_i32(-1);
+    message_set.put_i32(1);
+    message_set.put_u8(b'x');
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("old")))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(message_set.freeze()))])]);
+    for version in 0..=2i16 {
+        let correlation_id = 10 + i32::from(version);
+        // v0-v2 are v3 without the leading transactional id (a null string, `ff ff`, right
+        // after the 18-byte request header v1 with client id "raw-test").
+        let mut bytes = frame(ApiKey::Produce, 3, correlation_id, &request);
+        assert_eq!(&bytes[22..24], &[0xff, 0xff]);
+        bytes.drain(22..24);
+        bytes[6..8].copy_from_slice(&version.to_be_bytes());
+        let size = (bytes.len() - 4) as i32;
+        bytes[..4].copy_from_slice(&size.to_be_bytes());
+        client.write_all(&bytes).unwrap();
+        let mut answer = read_response(&mut client);
+        assert_eq!(answer.get_i32(), correlation_id);
+        assert_eq!(answer.get_i32(), 1, "v{version}: one topic");
+        assert_eq!(answer.get_i16(), 3);
+        assert_eq!(&answer.split_to(3)[..], b"old");
+        assert_eq!(answer.get_i32(), 1, "v{version}: one partition");
+        assert_eq!(answer.get_i32(), 0);
+        assert_eq!(
+            answer.get_i16(),
+            43,
+            "v{version}: UNSUPPORTED_FOR_MESSAGE_FORMAT"
+        );
+        assert_eq!(answer.get_i64(), -1);
+        if version == 2 {
+            answer.get_i64(); // log_append_time_ms
+        }
+        if version >= 1 {
+            assert_eq!(answer.get_i32(), 0, "v{version}: throttle time");
+        }
+        assert!(answer.is_empty(), "v{version}: {} bytes left", answer.len());
+    }
+    // The connection still serves: a v7 produce of a real batch is stored at offset 0.
+    client
+        .write_all(&frame(ApiKey::Produce, 7, 20, &produce_request("old", -1)))
+        .unwrap();
+    let mut answer = read_response(&mut client);
+    assert_eq!(answer.get_i32(), 20);
+    let produced = ProduceResponse::decode(&mut answer, 7).unwrap();
+    let partition = &produced.responses[0].partition_responses[0];
+    assert_eq!((partition.error_code, partition.base_offset), (0, 0));
     drop(node);
 }

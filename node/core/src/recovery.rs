@@ -840,7 +840,7 @@ pub fn valid_batch_after(data: &[u8], read_at: u64, p: u64) -> bool {
     };
     let magic_at = 28;
     (from + 1..data.len().saturating_sub(BATCH_HEADER_SIZE as usize))
-        .filter(|&at| data[at + magic_at] == spate_format::batch::MAGIC)
+        .filter(|&at| spate_format::batch::is_known_magic(data[at + magic_at]))
         .any(|at| spate_format::BatchRef::parse_prefix(&data[at..]).is_ok())
 }
 

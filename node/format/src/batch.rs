@@ -7,11 +7,14 @@
 //! exactly `record_count` records with dense offset deltas. Nothing here panics or allocates in
 //! proportion to a length read from the input. Specified in `docs/format/record-batch.md`.
 
+use std::borrow::Cow;
+
 use core::mem::{offset_of, size_of};
 
 use zerocopy::little_endian::{I16, I32, I64, U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
+use crate::compression::{compress, decompress, Compression};
 use crate::error::{BatchError, BuildError, Field, RecordError};
 use crate::limits::{
     BATCH_HEADER_SIZE, BATCH_SIZE_MAX, BATCH_SIZE_MIN, HEADERS_PER_RECORD_MAX,
@@ -21,8 +24,18 @@ use crate::limits::{
 use crate::varint::{varint_size, varlong_size, write_varint, write_varlong, Cursor};
 use crate::Offset;
 
-/// The value of the `magic` byte for this version of the format.
-pub const MAGIC: u8 = 1;
+/// The value of the `magic` byte of the format version written now (2: compressed records
+/// allowed, any first timestamp delta).
+pub const MAGIC: u8 = 2;
+
+/// Format version 1 (no compression; the first record's timestamp delta is 0). Still read and
+/// accepted: data directories and producers of version 1 stay valid.
+pub const MAGIC_V1: u8 = 1;
+
+/// Whether `magic` is a format version this code reads.
+pub fn is_known_magic(magic: u8) -> bool {
+    magic == MAGIC || magic == MAGIC_V1
+}
 
 /// First header byte covered by the header CRC (everything after the CRC itself).
 pub const HEADER_CRC_START: usize = offset_of!(BatchHeader, producer_crc);
@@ -31,7 +44,7 @@ pub const HEADER_CRC_START: usize = offset_of!(BatchHeader, producer_crc);
 /// node-assigned fields (base offset, append time) can be stamped without touching it.
 pub const PRODUCER_CRC_START: usize = offset_of!(BatchHeader, batch_length);
 
-/// Attribute bits 0-2: compression codec. Only [`Compression::None`] exists in this version.
+/// Attribute bits 0-2: compression codec ([`Compression`]; only `None` in format version 1).
 pub const ATTRIBUTE_COMPRESSION_MASK: u16 = 0b0111;
 /// Attribute bit 3: timestamp type (0 = create time set by the producer, 1 = log append time).
 pub const ATTRIBUTE_TIMESTAMP_TYPE: u16 = 0b1000;
@@ -60,7 +73,7 @@ pub struct BatchHeader {
     pub append_time: I64,
     /// Total bytes of the batch, this header included.
     pub batch_length: U32,
-    /// Format version: [`MAGIC`].
+    /// Format version: [`MAGIC`] or [`MAGIC_V1`].
     pub magic: u8,
     /// Must be 0.
     pub reserved0: u8,
@@ -70,7 +83,8 @@ pub struct BatchHeader {
     pub record_count: U32,
     /// Offset delta of the last record: `record_count - 1` in this version.
     pub last_offset_delta: U32,
-    /// Timestamp the records' timestamp deltas are relative to (the first record's).
+    /// Timestamp the records' timestamp deltas are relative to (the first record's in version
+    /// 1; any in version 2, as Kafka's `baseTimestamp`).
     pub first_timestamp: I64,
     /// Largest record timestamp in the batch.
     pub max_timestamp: I64,
@@ -102,12 +116,6 @@ const _: () = assert!(offset_of!(BatchHeader, producer_epoch) == 64);
 const _: () = assert!(offset_of!(BatchHeader, reserved1) == 66);
 const _: () = assert!(offset_of!(BatchHeader, base_sequence) == 68);
 const _: () = assert!(PRODUCER_CRC_START > offset_of!(BatchHeader, append_time));
-
-/// Compression codec of a batch (attribute bits 0-2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    None,
-}
 
 /// What a batch's record timestamps mean (attribute bit 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -182,7 +190,7 @@ impl<'a> BatchRef<'a> {
         if stored != computed {
             return Err(BatchError::HeaderCrc { stored, computed });
         }
-        if header.magic != MAGIC {
+        if !is_known_magic(header.magic) {
             return Err(BatchError::Magic {
                 expected: MAGIC,
                 found: header.magic,
@@ -209,7 +217,11 @@ impl<'a> BatchRef<'a> {
             });
         }
         let attributes = header.attributes.get();
-        if attributes & !ATTRIBUTES_KNOWN != 0 || attributes & ATTRIBUTE_COMPRESSION_MASK != 0 {
+        let codec = attributes & ATTRIBUTE_COMPRESSION_MASK;
+        if attributes & !ATTRIBUTES_KNOWN != 0
+            || Compression::from_bits(codec).is_none()
+            || (header.magic == MAGIC_V1 && codec != 0)
+        {
             return Err(BatchError::Attributes { found: attributes });
         }
         let count = header.record_count.get();
@@ -266,27 +278,16 @@ impl<'a> BatchRef<'a> {
     }
 
     /// Decodes every record and checks the count, the offset deltas, that the records end
-    /// exactly at the batch's end, and that the header's max timestamp is their maximum.
+    /// exactly at the batch's end, and that the header's max timestamp is their maximum. A
+    /// compressed batch is decompressed first (bounded by `DECOMPRESSED_SIZE_MAX`).
     pub fn validate_records(&self) -> Result<(), RecordError> {
-        let mut records = self.records();
-        let mut found: u32 = 0;
-        let mut max_timestamp = i64::MIN;
-        for record in &mut records {
-            let record = record?;
-            max_timestamp = max_timestamp.max(record.timestamp);
-            found += 1;
-        }
-        if let Some(error) = records.failure {
-            return Err(error);
-        }
-        let declared = self.record_count();
-        if found != declared {
-            return Err(RecordError::RecordCount { declared, found });
-        }
-        if records.cursor.remaining() != 0 {
-            let count = u32::try_from(records.cursor.remaining()).unwrap_or(u32::MAX);
-            return Err(RecordError::TrailingBytes { count });
-        }
+        let section = self.records_section()?;
+        let max_timestamp = validate_records_section(
+            &section,
+            self.record_count(),
+            self.first_timestamp(),
+            self.header.magic,
+        )?;
         let declared = self.header.max_timestamp.get();
         if declared != max_timestamp {
             return Err(RecordError::MaxTimestamp {
@@ -347,7 +348,14 @@ impl<'a> BatchRef<'a> {
     }
 
     pub fn compression(&self) -> Compression {
-        Compression::None
+        // Checked by `parse_prefix`.
+        Compression::from_bits(self.header.attributes.get() & ATTRIBUTE_COMPRESSION_MASK)
+            .unwrap_or(Compression::None)
+    }
+
+    /// Format version of the batch ([`MAGIC`] or [`MAGIC_V1`]).
+    pub fn magic(&self) -> u8 {
+        self.header.magic
     }
 
     pub fn timestamp_type(&self) -> TimestampType {
@@ -366,17 +374,91 @@ impl<'a> BatchRef<'a> {
         }
     }
 
-    /// Iterates the records without allocating. After the first error the iterator yields
-    /// that error once and then ends.
-    pub fn records(&self) -> Records<'a> {
+    /// The bytes after the header as stored: the records, or their compressed form.
+    pub fn raw_records(&self) -> &'a [u8] {
+        &self.bytes[BATCH_HEADER_SIZE as usize..]
+    }
+
+    /// The records section to decode with [`BatchRef::records_in`]: borrowed from the batch
+    /// when it is not compressed, decompressed (at most `DECOMPRESSED_SIZE_MAX` bytes)
+    /// otherwise.
+    pub fn records_section(&self) -> Result<Cow<'a, [u8]>, RecordError> {
+        match self.compression() {
+            Compression::None => Ok(Cow::Borrowed(self.raw_records())),
+            codec => Ok(Cow::Owned(decompress(codec, self.raw_records())?)),
+        }
+    }
+
+    /// Iterates the records of `section` (what [`BatchRef::records_section`] gave for this
+    /// batch) without allocating. After the first error the iterator yields that error once
+    /// and then ends.
+    pub fn records_in<'s>(&self, section: &'s [u8]) -> Records<'s> {
         Records {
-            cursor: Cursor::new(&self.bytes[BATCH_HEADER_SIZE as usize..]),
+            cursor: Cursor::new(section),
             index: 0,
             count: self.record_count(),
             first_timestamp: self.first_timestamp(),
+            first_delta_zero: self.header.magic == MAGIC_V1,
             failure: None,
+            pending: false,
         }
     }
+
+    /// Iterates the records of a batch that is not compressed, without allocating. A
+    /// compressed batch yields `RecordError::Compressed` (use [`BatchRef::records_section`]).
+    pub fn records(&self) -> Records<'a> {
+        let mut records = self.records_in(self.raw_records());
+        let codec = self.compression();
+        if codec != Compression::None {
+            records.failure = Some(RecordError::Compressed { codec });
+            records.pending = true;
+        }
+        records
+    }
+}
+
+/// Decodes the `count` records of an uncompressed records section (`section`, of a batch of
+/// format version `magic` whose first timestamp is `first_timestamp`) by the rules of
+/// `docs/format/record-batch.md`: exactly `count` records, nothing after them. Returns the
+/// records' largest timestamp. [`BatchRef::validate_records`] uses it, and so does a front
+/// that builds a batch's header from another format's (the Kafka listener) and must not copy
+/// the records into a contiguous batch first.
+pub fn validate_records_section(
+    section: &[u8],
+    count: u32,
+    first_timestamp: i64,
+    magic: u8,
+) -> Result<i64, RecordError> {
+    let mut records = Records {
+        cursor: Cursor::new(section),
+        index: 0,
+        count,
+        first_timestamp,
+        first_delta_zero: magic == MAGIC_V1,
+        failure: None,
+        pending: false,
+    };
+    let mut found: u32 = 0;
+    let mut max_timestamp = i64::MIN;
+    for record in &mut records {
+        let record = record?;
+        max_timestamp = max_timestamp.max(record.timestamp);
+        found += 1;
+    }
+    if let Some(error) = records.failure {
+        return Err(error);
+    }
+    if found != count {
+        return Err(RecordError::RecordCount {
+            declared: count,
+            found,
+        });
+    }
+    if records.cursor.remaining() != 0 {
+        let count = u32::try_from(records.cursor.remaining()).unwrap_or(u32::MAX);
+        return Err(RecordError::TrailingBytes { count });
+    }
+    Ok(max_timestamp)
 }
 
 /// Iterator over concatenated whole batches, as in a fetch response or a segment. It stops at
@@ -501,17 +583,30 @@ pub struct Records<'a> {
     index: u32,
     count: u32,
     first_timestamp: i64,
+    /// Format version 1: the first record's timestamp delta must be 0.
+    first_delta_zero: bool,
     failure: Option<RecordError>,
+    /// `failure` is set but not yielded yet.
+    pending: bool,
 }
 
 impl<'a> Iterator for Records<'a> {
     type Item = Result<RecordRef<'a>, RecordError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if self.pending {
+            self.pending = false;
+            return self.failure.map(Err);
+        }
         if self.index >= self.count || self.failure.is_some() {
             return None;
         }
-        match read_record(&mut self.cursor, self.index, self.first_timestamp) {
+        match read_record(
+            &mut self.cursor,
+            self.index,
+            self.first_timestamp,
+            self.first_delta_zero,
+        ) {
             Ok(record) => {
                 self.index += 1;
                 Some(Ok(record))
@@ -577,6 +672,7 @@ fn read_record<'a>(
     cursor: &mut Cursor<'a>,
     index: u32,
     first_timestamp: i64,
+    first_delta_zero: bool,
 ) -> Result<RecordRef<'a>, RecordError> {
     let length = cursor.read_varint()?;
     let declared = match u32::try_from(length) {
@@ -592,8 +688,8 @@ fn read_record<'a>(
         });
     }
     let timestamp_delta = body.read_varlong()?;
-    // The header's first timestamp is the first record's: its delta is 0 (canonical form).
-    if index == 0 && timestamp_delta != 0 {
+    // Version 1: the header's first timestamp is the first record's, its delta is 0.
+    if first_delta_zero && index == 0 && timestamp_delta != 0 {
         return Err(RecordError::FirstTimestampDelta {
             found: timestamp_delta,
         });
@@ -676,6 +772,7 @@ pub struct BatchBuilder {
     max_timestamp: i64,
     timestamp_type: TimestampType,
     producer: ProducerFields,
+    compression: Compression,
 }
 
 impl Default for BatchBuilder {
@@ -724,7 +821,15 @@ impl BatchBuilder {
             max_timestamp: i64::MIN,
             timestamp_type: TimestampType::CreateTime,
             producer: ProducerFields::default(),
+            compression: Compression::None,
         }
+    }
+
+    /// Compresses the records with `codec` when the batch is finished (kept uncompressed if
+    /// that would not make it smaller). The size limits apply to the uncompressed records.
+    pub fn compression(mut self, codec: Compression) -> Self {
+        self.compression = codec;
+        self
     }
 
     pub fn timestamp_type(mut self, timestamp_type: TimestampType) -> Self {
@@ -737,7 +842,7 @@ impl BatchBuilder {
         self
     }
 
-    /// Bytes the batch would have if finished now.
+    /// Bytes the batch would have if finished now without compression.
     pub fn len(&self) -> u32 {
         // The buffer never grows past BATCH_SIZE_MAX, which fits u32.
         u32::try_from(self.buffer.len()).unwrap_or(u32::MAX)
@@ -836,15 +941,26 @@ impl BatchBuilder {
         Ok(())
     }
 
-    /// Writes the header and both CRCs and returns the batch's bytes.
+    /// Compresses the records if asked, writes the header and both CRCs and returns the
+    /// batch's bytes.
     pub fn finish(mut self) -> Result<Vec<u8>, BuildError> {
         if self.record_count == 0 {
             return Err(BuildError::Empty);
         }
-        let attributes = match self.timestamp_type {
+        let mut attributes = match self.timestamp_type {
             TimestampType::CreateTime => 0,
             TimestampType::LogAppendTime => ATTRIBUTE_TIMESTAMP_TYPE,
         };
+        let codec = self.compression;
+        if codec != Compression::None {
+            let records = &self.buffer[BATCH_HEADER_SIZE as usize..];
+            let compressed = compress(codec, records).ok_or(BuildError::Compress { codec })?;
+            if compressed.len() < records.len() {
+                self.buffer.truncate(BATCH_HEADER_SIZE as usize);
+                self.buffer.extend_from_slice(&compressed);
+                attributes |= codec.bits();
+            }
+        }
         let header = BatchHeader {
             header_crc: U32::new(0),
             producer_crc: U32::new(0),

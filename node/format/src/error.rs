@@ -3,6 +3,8 @@
 
 use thiserror::Error;
 
+use crate::compression::{Compression, DecompressError};
+
 /// Why the records section of a batch could not be decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum RecordError {
@@ -24,7 +26,7 @@ pub enum RecordError {
     RecordAttributes { index: u32, found: u8 },
     #[error("record {index}: offset delta {found}, expected {index}")]
     OffsetDelta { index: u32, found: i32 },
-    #[error("first record has timestamp delta {found}; it must be 0")]
+    #[error("first record has timestamp delta {found}; it must be 0 in format version 1")]
     FirstTimestampDelta { found: i64 },
     #[error("record {index}: timestamp overflows i64")]
     TimestampOverflow { index: u32 },
@@ -45,6 +47,12 @@ pub enum RecordError {
     TrailingBytes { count: u32 },
     #[error("batch declares max timestamp {declared} but its records' maximum is {computed}")]
     MaxTimestamp { declared: i64, computed: i64 },
+    #[error(
+        "the records are {codec}-compressed: decompress them first (BatchRef::records_section)"
+    )]
+    Compressed { codec: Compression },
+    #[error(transparent)]
+    Decompress(#[from] DecompressError),
 }
 
 /// A length-prefixed field of a record, for error messages.
@@ -109,6 +117,8 @@ pub enum BuildError {
     TimestampRange { timestamp: i64, first: i64 },
     #[error("a batch needs at least one record")]
     Empty,
+    #[error("the {codec} codec failed")]
+    Compress { codec: Compression },
 }
 
 /// Why bytes are not a valid index file.

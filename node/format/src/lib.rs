@@ -7,6 +7,7 @@
 //! it to this code.
 
 pub mod batch;
+pub mod compression;
 pub mod error;
 pub mod index;
 pub mod limits;
@@ -14,9 +15,10 @@ pub mod segment;
 pub mod varint;
 
 pub use batch::{
-    batches, stamp, BatchBuilder, BatchHeader, BatchRef, Compression, Header, HeaderRef, Headers,
+    batches, stamp, BatchBuilder, BatchHeader, BatchRef, Header, HeaderRef, Headers,
     ProducerFields, Record, RecordRef, TimestampType,
 };
+pub use compression::{Compression, DecompressError};
 pub use error::{BatchError, BuildError, FileNameError, IndexError, RecordError, TopicNameError};
 pub use index::{OffsetIndexEntry, TimeIndexEntry};
 pub use segment::{BatchInfo, EndReason, ScanEnd, SegmentFileKind, SegmentScanner};

@@ -25,6 +25,11 @@ pub const BATCH_SIZE_MAX: u32 = 1 << 20;
 /// the byte size, and keeps offset deltas far inside `u32`.
 pub const RECORDS_PER_BATCH_MAX: u32 = 1 << 16;
 
+/// Largest records section a compressed batch may decompress to (32 MiB: 32 times the largest
+/// batch). Bounds the memory of validating or reading one batch; a batch that expands beyond
+/// it is refused ("zip bomb").
+pub const DECOMPRESSED_SIZE_MAX: u32 = 32 << 20;
+
 /// Largest record key. Keys are hashed for partitioning and will be held in memory by log
 /// compaction, so they are kept small.
 pub const KEY_SIZE_MAX: u32 = 64 * 1024;

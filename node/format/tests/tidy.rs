@@ -54,6 +54,13 @@ const FORBIDDEN_IN_PURE: &[&str] = &[
     "eprintln!",
 ];
 
+/// Exact lines allowed in spite of `FORBIDDEN_IN_PURE`, with the file they may appear in:
+/// the codec crates stream through `Read`/`Write` over slices and `Vec`s, which is no I/O.
+const ALLOWED_IN_PURE: &[(&str, &str)] = &[(
+    "node/format/src/compression.rs",
+    "use std::io::{Read, Write};",
+)];
+
 #[test]
 fn pure_crates_do_no_io_and_read_no_clock() {
     let root = root();
@@ -66,6 +73,12 @@ fn pure_crates_do_no_io_and_read_no_clock() {
             let text = fs::read_to_string(&file).unwrap();
             for (number, line) in text.lines().enumerate() {
                 let code = line.split("//").next().unwrap_or("");
+                if ALLOWED_IN_PURE
+                    .iter()
+                    .any(|(allowed_file, allowed)| file.ends_with(allowed_file) && line == *allowed)
+                {
+                    continue;
+                }
                 for word in FORBIDDEN_IN_PURE {
                     if code.contains(word) {
                         problems.push(format!("{}:{}: {word}", file.display(), number + 1));

@@ -1058,9 +1058,16 @@ impl Shard {
                     for batch in batches(&fetched.records) {
                         let Ok(batch) = batch else { break };
                         if batch.max_timestamp() >= timestamp && batch.last_offset() >= offset {
-                            // The first record of the batch at or after the asked time.
+                            // The first record of the batch at or after the asked time (a
+                            // compressed batch is decompressed, bounded, to find it; it was
+                            // validated when produced, so this does not fail, and if it did
+                            // the batch's start is the answer).
+                            let Ok(section) = batch.records_section() else {
+                                found = Some(batch.base_offset().max(offset));
+                                break;
+                            };
                             found = batch
-                                .records()
+                                .records_in(&section)
                                 .flatten()
                                 .find(|record| record.timestamp >= timestamp)
                                 .map(|record| {

@@ -8,7 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use spate_client::{
-    Client, ClientError, Delivery, Durability, Producer, ProducerConfig, ProducerRecord,
+    Client, ClientError, Compression, Delivery, Durability, Producer, ProducerConfig,
+    ProducerRecord,
 };
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
@@ -48,9 +49,34 @@ pub struct ProduceArgs {
     /// Wait up to this long for more records before sending a partition's batch.
     #[arg(long, value_name = "MS", default_value = "5")]
     linger_ms: u64,
-    /// Send a partition's batch once it holds this many bytes.
+    /// Send a partition's batch once it holds this many bytes (before compression).
     #[arg(long, value_name = "BYTES", default_value = "262144")]
     batch_bytes: u32,
+    /// Compress each batch with this codec (Kafka's; a batch that would not shrink is sent
+    /// uncompressed). Every client reads every codec.
+    #[arg(long, value_enum, default_value = "none")]
+    compression: CompressionArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CompressionArg {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl CompressionArg {
+    fn codec(self) -> Compression {
+        match self {
+            CompressionArg::None => Compression::None,
+            CompressionArg::Gzip => Compression::Gzip,
+            CompressionArg::Snappy => Compression::Snappy,
+            CompressionArg::Lz4 => Compression::Lz4,
+            CompressionArg::Zstd => Compression::Zstd,
+        }
+    }
 }
 
 /// One line's outcome on its way to the printer.
@@ -83,6 +109,7 @@ pub async fn run(client: &Client, args: &ProduceArgs) -> Result<(), String> {
         },
         batch_bytes: args.batch_bytes,
         linger: Duration::from_millis(args.linger_ms),
+        compression: args.compression.codec(),
         ..ProducerConfig::default()
     };
     let producer = Producer::new(client, &args.topic, config)
