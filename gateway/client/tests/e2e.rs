@@ -1307,6 +1307,56 @@ fn compressed_batches_of_every_codec_cross_protocols() {
     assert!(up.terminate().success());
 }
 
+/// A gateway restart (SIGTERM, then a new process on the same ports) while a librdkafka
+/// producer (confluent-kafka, idempotent, acks=all) sends: it reconnects, every record is
+/// delivered, stored exactly once and in order. The stopping gateway answers every request it
+/// forwarded before it closes, and never forwards one it will not answer.
+#[test]
+fn kafka_gateway_restart_under_a_running_librdkafka_producer() {
+    let python = python_with_kafka_clients();
+    let dir = data_dir("kafka-restart");
+    let node = Node::start(&dir, 1, 0);
+    let ports = free_ports(2);
+    let start_gateway = || {
+        let mut process = Process::spawn(
+            Command::new(binary("spate-gateway"))
+                .args(["--listen", &format!("127.0.0.1:{ports}")])
+                .args(["--kafka-listen", &format!("127.0.0.1:{}", ports + 1)])
+                .args(["--node", &node.endpoints[0].to_string()])
+                .arg("--dev-cert-dir")
+                .arg(dir.join("tls"))
+                .args(["--metadata-refresh-ms", "1000"]),
+            dir.join("gateway.log"),
+        );
+        process.line("kafka listening on ");
+        process
+    };
+    let mut gateway = start_gateway();
+    let broker = format!("127.0.0.1:{}", ports + 1);
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_clients/confluent_restart.py");
+    let mut producer = Command::new(&python)
+        .arg(script)
+        .args([broker.as_str(), "restarts", "30000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(producer.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "producing");
+    assert!(gateway.terminate().success(), "the gateway stops cleanly");
+    let restarted = start_gateway();
+    let output = producer.wait_with_output().unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        output.status.success() && rest.contains(&"restart ok".to_owned()),
+        "{rest:?}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    drop(restarted);
+    drop(node);
+}
+
 /// Python Kafka clients, pinned: kafka-python (pure Python) and confluent-kafka (whose wheel
 /// bundles a current librdkafka).
 const PYTHON_KAFKA_CLIENTS: [&str; 2] = ["kafka-python==3.0.12", "confluent-kafka==2.16.1"];

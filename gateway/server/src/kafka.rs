@@ -64,6 +64,16 @@ pub const FETCH_WAIT_MAX: Duration = Duration::from_secs(60);
 /// must not flood the log.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How long a shutdown waits for Kafka connections to write the answers of the requests they
+/// already forwarded to the node; connections still busy then are closed anyway.
+pub const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(5);
+
+/// After the gateway wrote a connection's last answer and its FIN, how long it keeps reading
+/// (and dropping) what the client still sends, until the client closes too. Closing a socket
+/// with unread bytes sends a reset, which can make the client's kernel drop answers the client
+/// has not read yet: a producer would then resend batches that were stored.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
 /// What the writer does with one request's outcome.
 #[derive(Debug)]
 enum Reply {
@@ -131,8 +141,10 @@ pub struct KafkaListener {
 }
 
 impl KafkaListener {
-    /// Stops accepting and closes every Kafka connection (answers in flight are dropped; the
-    /// clients retry elsewhere or later, as after any broker restart).
+    /// Stops accepting and reading requests, writes the answers of the requests already
+    /// forwarded (for at most [`SHUTDOWN_DRAIN_MAX`]), and closes every Kafka connection.
+    /// Requests not read yet were never forwarded: clients send them again after they
+    /// reconnect, so a restart neither loses nor duplicates a produce.
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
         if let Some(accept) = self.accept.lock().await.take() {
@@ -228,6 +240,16 @@ async fn accept(listener: TcpListener, context: Arc<Context>, mut stopped: watch
         // Reap finished connections so the set stays as large as the open ones.
         while open.try_join_next().is_some() {}
     }
+    let drained = tokio::time::timeout(SHUTDOWN_DRAIN_MAX, async {
+        while open.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = open.len(),
+            "Kafka connections still answering after {SHUTDOWN_DRAIN_MAX:?}; closing them"
+        );
+    }
     open.shutdown().await;
 }
 
@@ -315,7 +337,14 @@ async fn serve(
     }
     drop(charge);
     drop(replies);
+    // Every answer written, then the FIN; see CLOSE_LINGER for why the socket is not dropped
+    // at once.
     let _ = writer_task.await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while let Ok(1..) = reader.read(&mut sink).await {}
+    })
+    .await;
 }
 
 fn closing(context: &Context, peer: SocketAddr, reason: &str) {
