@@ -27,6 +27,11 @@ use crate::client::{Client, ClientError};
 /// partition tasks wait.
 pub const CHUNKS_BUFFERED_MAX: usize = 16;
 
+/// Decompressed bytes one fetch's chunk may hold before the rest of the fetched batches is
+/// left for the next fetch: a chunk holds at most this plus one batch (spate-format's
+/// `DECOMPRESSED_SIZE_MAX`), however far the fetched batches expand.
+pub const DECOMPRESSED_PER_CHUNK_MAX: usize = 32 << 20;
+
 /// Pause before retrying a failed fetch, doubling up to `RETRY_BACKOFF_MAX`.
 pub const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(20);
 pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -265,7 +270,12 @@ impl PartitionReader {
             };
             let fetched = self.retrying(|| self.client.fetch(request.clone())).await?;
             let mut records = Vec::new();
+            let mut decompressed = 0usize;
             for batch in spate_format::batches(&fetched.records) {
+                if decompressed >= DECOMPRESSED_PER_CHUNK_MAX {
+                    // The next fetch starts at `offset`, this batch's start at the latest.
+                    break;
+                }
                 let batch = batch.map_err(|error| {
                     ClientError::Unexpected(format!("a fetched batch is invalid: {error}"))
                 })?;
@@ -276,7 +286,10 @@ impl PartitionReader {
                     ClientError::Unexpected(format!("a fetched batch does not decompress: {error}"))
                 })? {
                     Cow::Borrowed(section) => fetched.records.slice_ref(section),
-                    Cow::Owned(section) => Bytes::from(section),
+                    Cow::Owned(section) => {
+                        decompressed += section.len();
+                        Bytes::from(section)
+                    }
                 };
                 for record in batch.records_in(&section) {
                     let record = record.map_err(|error| {

@@ -23,7 +23,7 @@ pub use client::{
 };
 pub use consumer::{
     ConsumedRecord, Consumer, ConsumerConfig, StartPosition, CHUNKS_BUFFERED_MAX,
-    RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN,
+    DECOMPRESSED_PER_CHUNK_MAX, RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN,
 };
 pub use producer::{
     murmur2, partition_for_key, Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
