@@ -1,6 +1,7 @@
 //! Kafka admin APIs answered from what the gateway knows: DescribeConfigs (a topic's
 //! settings from the node's Metadata answer, plus facts fixed by Spate), DescribeCluster (one
-//! broker: this gateway) and CreatePartitions (refused: partitions are fixed at creation).
+//! broker: this gateway) and CreatePartitions (refused: partitions are fixed at creation);
+//! and IncrementalAlterConfigs translated to the node's AlterTopic.
 //! Pure: the gateway's `kafka_admin` module asks the node for its Metadata and passes it in.
 //!
 //! Invariants: nothing is stated that Spate does not do (a value the gateway cannot know is
@@ -445,6 +446,111 @@ pub fn create_partitions(
     CreatePartitionsResponse::default().with_results(results)
 }
 
+/// IncrementalAlterConfigs operations (Kafka's `AlterConfigOp.OpType`).
+pub const OP_SET: i8 = 0;
+pub const OP_DELETE: i8 = 1;
+pub const OP_APPEND: i8 = 2;
+pub const OP_SUBTRACT: i8 = 3;
+
+/// An IncrementalAlterConfigs resource as the node's AlterTopic request. Spate changes a
+/// topic's `retention.ms` and `retention.bytes` (SET a value, -1 for unlimited; DELETE back to
+/// the node's default); `cleanup.policy` may be set to `delete`, what it is; everything else
+/// is refused with a message rather than ignored: `segment.bytes` is fixed at creation,
+/// APPEND/SUBTRACT apply to list settings (Spate has none), a broker's settings are the
+/// gateway's command line. A setting named twice is INVALID_REQUEST, as in Kafka.
+pub fn alter_topic(
+    resource: &kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource,
+    validate_only: bool,
+) -> Result<spate_proto::AlterTopicRequest, crate::translate::Refusal> {
+    match resource.resource_type {
+        RESOURCE_TOPIC => {}
+        RESOURCE_BROKER => {
+            return Err((
+                ResponseError::InvalidRequest,
+                "the broker's settings are the gateway's command-line settings; they cannot be \
+                 changed over Kafka"
+                    .into(),
+            ))
+        }
+        other => {
+            return Err((
+                ResponseError::InvalidRequest,
+                format!("resource type {other} has no settings in Spate (topics do)"),
+            ))
+        }
+    }
+    let mut request = spate_proto::AlterTopicRequest {
+        topic: resource.resource_name.to_string(),
+        retention_ms: None,
+        retention_bytes: None,
+        validate_only,
+    };
+    for (index, config) in resource.configs.iter().enumerate() {
+        let name = config.name.as_str();
+        if resource.configs[..index]
+            .iter()
+            .any(|earlier| earlier.name == config.name)
+        {
+            return Err((
+                ResponseError::InvalidRequest,
+                format!("{name} is named more than once"),
+            ));
+        }
+        let value = config.value.as_ref().map_or("", |value| value.as_str());
+        let invalid = |why: &str| (ResponseError::InvalidConfig, format!("{name}: {why}"));
+        let setting = match config.config_operation {
+            OP_SET => match value.parse::<i64>() {
+                Ok(-1) => Some(Setting::Unlimited),
+                Ok(number) if number >= 0 => Some(Setting::Value(number.unsigned_abs())),
+                _ => None,
+            },
+            OP_DELETE => Some(Setting::Default),
+            OP_APPEND | OP_SUBTRACT => {
+                return Err(invalid(
+                    "APPEND and SUBTRACT apply to list settings; Spate's are single values",
+                ))
+            }
+            other => {
+                return Err((
+                    ResponseError::InvalidRequest,
+                    format!("{name}: unknown operation {other}"),
+                ))
+            }
+        };
+        match name {
+            "retention.ms" | "retention.bytes" => {
+                let setting = setting.ok_or_else(|| {
+                    invalid(&format!(
+                        "{value:?}: expected -1 (unlimited) or a number ≥ 0"
+                    ))
+                })?;
+                if name == "retention.ms" {
+                    request.retention_ms = Some(setting);
+                } else {
+                    request.retention_bytes = Some(setting);
+                }
+            }
+            "cleanup.policy" if config.config_operation == OP_DELETE || value == "delete" => {}
+            "cleanup.policy" => {
+                return Err(invalid(
+                    "Spate deletes by retention only; compaction is not supported",
+                ))
+            }
+            "segment.bytes" => {
+                return Err(invalid(
+                    "a topic's segment size is fixed when it is created in this Spate version",
+                ))
+            }
+            _ => {
+                return Err(invalid(
+                    "not a setting Spate can change (it changes retention.ms and retention.bytes)",
+                ))
+            }
+        }
+    }
+    Ok(request)
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::BytesMut;
@@ -745,5 +851,107 @@ mod tests {
             answer.results[0].error_code,
             ResponseError::LeaderNotAvailable.code()
         );
+    }
+
+    fn alterable(
+        resource_type: i8,
+        configs: &[(&'static str, Option<&'static str>, i8)],
+    ) -> kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource {
+        use kafka_protocol::messages::incremental_alter_configs_request::{
+            AlterConfigsResource, AlterableConfig,
+        };
+        AlterConfigsResource::default()
+            .with_resource_type(resource_type)
+            .with_resource_name(StrBytes::from_static_str("t"))
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(name, value, op)| {
+                        AlterableConfig::default()
+                            .with_name(StrBytes::from_static_str(name))
+                            .with_value(value.map(StrBytes::from_static_str))
+                            .with_config_operation(*op)
+                    })
+                    .collect(),
+            )
+    }
+
+    #[test]
+    fn incremental_alter_configs_changes_retention_and_refuses_the_rest_with_reasons() {
+        let alter = alter_topic(
+            &alterable(
+                RESOURCE_TOPIC,
+                &[
+                    ("retention.ms", Some("60000"), OP_SET),
+                    ("retention.bytes", None, OP_DELETE),
+                    ("cleanup.policy", Some("delete"), OP_SET),
+                ],
+            ),
+            true,
+        )
+        .unwrap();
+        assert_eq!(alter.retention_ms, Some(Setting::Value(60_000)));
+        assert_eq!(alter.retention_bytes, Some(Setting::Default));
+        assert!(alter.validate_only);
+        let unlimited = alter_topic(
+            &alterable(RESOURCE_TOPIC, &[("retention.bytes", Some("-1"), OP_SET)]),
+            false,
+        )
+        .unwrap();
+        assert_eq!(unlimited.retention_ms, None, "untouched settings stay");
+        assert_eq!(unlimited.retention_bytes, Some(Setting::Unlimited));
+        for (resource, error) in [
+            (
+                alterable(
+                    RESOURCE_TOPIC,
+                    &[("segment.bytes", Some("1048576"), OP_SET)],
+                ),
+                ResponseError::InvalidConfig,
+            ),
+            (
+                alterable(RESOURCE_TOPIC, &[("retention.ms", Some("-5"), OP_SET)]),
+                ResponseError::InvalidConfig,
+            ),
+            (
+                alterable(
+                    RESOURCE_TOPIC,
+                    &[("cleanup.policy", Some("compact"), OP_SET)],
+                ),
+                ResponseError::InvalidConfig,
+            ),
+            (
+                alterable(RESOURCE_TOPIC, &[("retention.ms", Some("1"), OP_APPEND)]),
+                ResponseError::InvalidConfig,
+            ),
+            (
+                alterable(
+                    RESOURCE_TOPIC,
+                    &[("min.insync.replicas", Some("2"), OP_SET)],
+                ),
+                ResponseError::InvalidConfig,
+            ),
+            (
+                alterable(RESOURCE_TOPIC, &[("retention.ms", Some("1"), 9)]),
+                ResponseError::InvalidRequest,
+            ),
+            (
+                alterable(
+                    RESOURCE_TOPIC,
+                    &[
+                        ("retention.ms", Some("1"), OP_SET),
+                        ("retention.ms", Some("2"), OP_SET),
+                    ],
+                ),
+                ResponseError::InvalidRequest,
+            ),
+            (
+                alterable(RESOURCE_BROKER, &[("log.retention.ms", Some("1"), OP_SET)]),
+                ResponseError::InvalidRequest,
+            ),
+        ] {
+            let (code, message) = alter_topic(&resource, false).unwrap_err();
+            assert_eq!(code, error, "{message}");
+            assert!(!message.is_empty());
+        }
     }
 }

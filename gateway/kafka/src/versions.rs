@@ -26,6 +26,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     // Answered INVALID_PARTITIONS: partitions are fixed at creation.
     (ApiKey::CreatePartitions, 0, 3),
+    // A topic's retention.ms and retention.bytes (the node's AlterTopic).
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
     // One broker (this gateway); v2 adds fenced brokers, which Spate does not have.
     (ApiKey::DescribeCluster, 0, 1),
 ];

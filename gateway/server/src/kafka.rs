@@ -445,6 +445,14 @@ async fn dispatch(context: &Arc<Context>, request: Request) -> Answer {
             let reply = respond(api, version, correlation_id, &answer);
             Box::pin(async move { reply })
         }
+        RequestKind::IncrementalAlterConfigs(request) => {
+            let context = context.clone();
+            Box::pin(async move {
+                let answer =
+                    crate::kafka_admin::incremental_alter_configs(&context.router, &request).await;
+                respond(api, version, correlation_id, &answer)
+            })
+        }
         RequestKind::CreatePartitions(request) => {
             let context = context.clone();
             Box::pin(async move {

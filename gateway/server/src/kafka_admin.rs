@@ -1,12 +1,14 @@
 //! The shell of the Kafka admin APIs answered in `spate_kafka::admin` (DescribeConfigs,
-//! CreatePartitions; DescribeCluster needs nothing from the node): it asks the node for its
-//! Metadata when an answer needs it, through the router like every Kafka request, and
-//! keeps nothing.
+//! CreatePartitions, IncrementalAlterConfigs; DescribeCluster needs nothing from the node):
+//! it asks the node for its Metadata when an answer needs it, or sends it the AlterTopic
+//! requests, through the router like every Kafka request, and keeps nothing.
 
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
     CreatePartitionsRequest, CreatePartitionsResponse, DescribeConfigsRequest,
-    DescribeConfigsResponse,
+    DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
+use kafka_protocol::protocol::StrBytes;
 use spate_kafka::admin::{self, BrokerFacts};
 use spate_proto::{ErrorResponse, MetadataResponse, Request as NodeRequest, Response};
 
@@ -53,6 +55,40 @@ pub async fn create_partitions(
 ) -> CreatePartitionsResponse {
     let node = node_metadata(router).await;
     admin::create_partitions(request, node.as_ref())
+}
+
+/// IncrementalAlterConfigs: each resource becomes one AlterTopic request to the node (in
+/// request order; `validate_only` is passed on), or is refused as it is.
+pub async fn incremental_alter_configs(
+    router: &Router,
+    request: &IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let mut responses = Vec::with_capacity(request.resources.len());
+    for resource in &request.resources {
+        let outcome = match admin::alter_topic(resource, request.validate_only) {
+            Err(refusal) => Err(refusal),
+            Ok(alter) => {
+                let pending = send(router, &NodeRequest::AlterTopic(alter)).await;
+                match router.response(pending).await {
+                    Response::AlterTopic(_) => Ok(()),
+                    other => {
+                        let error = unexpected(other);
+                        Err((spate_kafka::errors::kafka_error(error.code), error.message))
+                    }
+                }
+            }
+        };
+        let answer = AlterConfigsResourceResponse::default()
+            .with_resource_type(resource.resource_type)
+            .with_resource_name(resource.resource_name.clone());
+        responses.push(match outcome {
+            Ok(()) => answer,
+            Err((error, message)) => answer
+                .with_error_code(error.code())
+                .with_error_message(Some(StrBytes::from_string(message))),
+        });
+    }
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
 #[cfg(test)]

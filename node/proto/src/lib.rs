@@ -47,10 +47,11 @@ pub enum ApiKey {
     ListOffsets,
     AllocateProducerIds,
     AutoCreateTopic,
+    AlterTopic,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 8] = [
+    pub const ALL: [ApiKey; 9] = [
         ApiKey::CreateTopic,
         ApiKey::DeleteTopic,
         ApiKey::Metadata,
@@ -59,6 +60,7 @@ impl ApiKey {
         ApiKey::ListOffsets,
         ApiKey::AllocateProducerIds,
         ApiKey::AutoCreateTopic,
+        ApiKey::AlterTopic,
     ];
 
     pub fn to_u16(self) -> u16 {
@@ -71,6 +73,7 @@ impl ApiKey {
             ApiKey::ListOffsets => 6,
             ApiKey::AllocateProducerIds => 7,
             ApiKey::AutoCreateTopic => 8,
+            ApiKey::AlterTopic => 9,
         }
     }
 
@@ -88,6 +91,7 @@ impl ApiKey {
             ApiKey::ListOffsets => "ListOffsets",
             ApiKey::AllocateProducerIds => "AllocateProducerIds",
             ApiKey::AutoCreateTopic => "AutoCreateTopic",
+            ApiKey::AlterTopic => "AlterTopic",
         }
     }
 

@@ -75,6 +75,25 @@ pub struct CreateTopicRequest {
     pub segment_bytes: Setting,
 }
 
+/// Changes a topic's retention settings; `None` keeps a setting as it is. The segment size
+/// of an existing topic does not change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterTopicRequest {
+    pub topic: String,
+    pub retention_ms: Option<Setting>,
+    pub retention_bytes: Option<Setting>,
+    /// Check and answer, change nothing.
+    pub validate_only: bool,
+}
+
+/// A topic's settings after an `AlterTopic`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterTopicResponse {
+    pub topic: String,
+    pub retention_ms: Setting,
+    pub retention_bytes: Setting,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateTopicResponse {
     pub topic: String,
@@ -264,6 +283,7 @@ pub enum Request {
     ListOffsets(ListOffsetsRequest),
     AllocateProducerIds(AllocateProducerIdsRequest),
     AutoCreateTopic(AutoCreateTopicRequest),
+    AlterTopic(AlterTopicRequest),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -277,6 +297,7 @@ pub enum Response {
     AllocateProducerIds(AllocateProducerIdsResponse),
     /// The topic (created now or before) and its partition count.
     AutoCreateTopic(CreateTopicResponse),
+    AlterTopic(AlterTopicResponse),
     /// An error answering a request with the raw api key `api_key`.
     Error {
         api_key: u16,
@@ -313,6 +334,21 @@ fn read_topic(reader: &mut Reader) -> Result<String, ProtoError> {
     Ok(topic.to_owned())
 }
 
+/// A presence byte (0 or 1), then the setting if present.
+fn read_optional_setting(
+    reader: &mut Reader,
+    field: &'static str,
+) -> Result<Option<Setting>, ProtoError> {
+    match reader.u8(field)? {
+        0 => Ok(None),
+        1 => Ok(Some(reader.setting(field)?)),
+        other => Err(ProtoError::Value {
+            field,
+            value: other.into(),
+        }),
+    }
+}
+
 /// Smallest encoded topic name: its length and one character.
 const TOPIC_SIZE_MIN: usize = 3;
 
@@ -327,6 +363,7 @@ impl Request {
             Request::ListOffsets(_) => ApiKey::ListOffsets,
             Request::AllocateProducerIds(_) => ApiKey::AllocateProducerIds,
             Request::AutoCreateTopic(_) => ApiKey::AutoCreateTopic,
+            Request::AlterTopic(_) => ApiKey::AlterTopic,
         }
     }
 
@@ -379,6 +416,19 @@ impl Request {
                 }
                 Request::AllocateProducerIds(request) => w.u32(request.count),
                 Request::AutoCreateTopic(request) => w.str16(&request.topic),
+                Request::AlterTopic(request) => {
+                    w.str16(&request.topic);
+                    w.u8(u8::from(request.validate_only));
+                    for setting in [request.retention_ms, request.retention_bytes] {
+                        match setting {
+                            None => w.u8(0),
+                            Some(setting) => {
+                                w.u8(1);
+                                w.setting(setting);
+                            }
+                        }
+                    }
+                }
             },
         );
     }
@@ -496,6 +546,21 @@ impl Request {
             ApiKey::AutoCreateTopic => Request::AutoCreateTopic(AutoCreateTopicRequest {
                 topic: read_topic(&mut reader)?,
             }),
+            ApiKey::AlterTopic => Request::AlterTopic(AlterTopicRequest {
+                topic: read_topic(&mut reader)?,
+                validate_only: match reader.u8("validate_only")? {
+                    0 => false,
+                    1 => true,
+                    other => {
+                        return Err(ProtoError::Value {
+                            field: "validate_only",
+                            value: other.into(),
+                        })
+                    }
+                },
+                retention_ms: read_optional_setting(&mut reader, "retention_ms")?,
+                retention_bytes: read_optional_setting(&mut reader, "retention_bytes")?,
+            }),
         };
         reader.finish()?;
         Ok(request)
@@ -533,6 +598,7 @@ impl Response {
             Response::ListOffsets(_) => ApiKey::ListOffsets.to_u16(),
             Response::AllocateProducerIds(_) => ApiKey::AllocateProducerIds.to_u16(),
             Response::AutoCreateTopic(_) => ApiKey::AutoCreateTopic.to_u16(),
+            Response::AlterTopic(_) => ApiKey::AlterTopic.to_u16(),
             Response::Error { api_key, .. } => *api_key,
         }
     }
@@ -598,6 +664,11 @@ impl Response {
             Response::AutoCreateTopic(response) => {
                 w.str16(&response.topic);
                 w.u32(response.partitions);
+            }
+            Response::AlterTopic(response) => {
+                w.str16(&response.topic);
+                w.setting(response.retention_ms);
+                w.setting(response.retention_bytes);
             }
             Response::Error { error, .. } => {
                 w.u16(error.code.to_u16());
@@ -744,6 +815,11 @@ impl Response {
             ApiKey::AutoCreateTopic => Response::AutoCreateTopic(CreateTopicResponse {
                 topic: read_topic(&mut reader)?,
                 partitions: reader.u32("partitions")?,
+            }),
+            ApiKey::AlterTopic => Response::AlterTopic(AlterTopicResponse {
+                topic: read_topic(&mut reader)?,
+                retention_ms: reader.setting("retention_ms")?,
+                retention_bytes: reader.setting("retention_bytes")?,
             }),
         };
         reader.finish()?;

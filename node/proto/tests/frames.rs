@@ -339,6 +339,21 @@ fn request() -> impl Strategy<Value = Request> {
             )),
         (1u32..=1_000_000)
             .prop_map(|count| Request::AllocateProducerIds(AllocateProducerIdsRequest { count })),
+        topic().prop_map(|topic| Request::AutoCreateTopic(AutoCreateTopicRequest { topic })),
+        (
+            topic(),
+            proptest::option::of(setting()),
+            proptest::option::of(setting()),
+            any::<bool>()
+        )
+            .prop_map(|(topic, retention_ms, retention_bytes, validate_only)| {
+                Request::AlterTopic(AlterTopicRequest {
+                    topic,
+                    retention_ms,
+                    retention_bytes,
+                    validate_only,
+                })
+            }),
     ]
 }
 
@@ -426,6 +441,13 @@ fn response() -> impl Strategy<Value = Response> {
         (topic(), any::<u32>()).prop_map(|(topic, partitions)| Response::AutoCreateTopic(
             CreateTopicResponse { topic, partitions }
         )),
+        (topic(), setting(), setting()).prop_map(|(topic, retention_ms, retention_bytes)| {
+            Response::AlterTopic(AlterTopicResponse {
+                topic,
+                retention_ms,
+                retention_bytes,
+            })
+        }),
         (any::<u16>(), any::<u16>(), "\\PC{0,40}", detail).prop_map(
             |(api_key, code, message, detail)| Response::Error {
                 api_key,

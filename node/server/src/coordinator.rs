@@ -16,8 +16,8 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use spate_format::limits::{PARTITIONS_PER_TOPIC_MAX, SEGMENT_SIZE_MAX, SEGMENT_SIZE_MIN};
 use spate_proto::{
-    AllocateProducerIdsResponse, CreateTopicRequest, CreateTopicResponse, DeleteTopicResponse,
-    ErrorCode, ErrorResponse, Request, Response, Setting, ShardId,
+    AllocateProducerIdsResponse, AlterTopicResponse, CreateTopicRequest, CreateTopicResponse,
+    DeleteTopicResponse, ErrorCode, ErrorResponse, Request, Response, Setting, ShardId,
 };
 
 use crate::metadata::{assign, Metadata, Topic};
@@ -352,6 +352,37 @@ impl Coordinator {
                     topic: create.topic,
                     partitions: create.partitions,
                 })
+            }
+            Request::AlterTopic(alter) => {
+                let Some(topic) = metadata.topics.get_mut(&alter.topic) else {
+                    return fail(
+                        ErrorCode::UnknownTopic,
+                        format!("unknown topic {:?}", alter.topic),
+                    );
+                };
+                // The same rules as at creation, for the settings as they would become.
+                let check = CreateTopicRequest {
+                    topic: alter.topic.clone(),
+                    partitions: u32::try_from(topic.shards.len()).unwrap_or(u32::MAX),
+                    retention_ms: alter.retention_ms.unwrap_or(topic.retention_ms),
+                    retention_bytes: alter.retention_bytes.unwrap_or(topic.retention_bytes),
+                    segment_bytes: topic.segment_bytes,
+                };
+                if let Err((code, message)) = validate_create(&check) {
+                    return fail(code, message);
+                }
+                let answer = Response::AlterTopic(AlterTopicResponse {
+                    topic: alter.topic.clone(),
+                    retention_ms: check.retention_ms,
+                    retention_bytes: check.retention_bytes,
+                });
+                if alter.validate_only {
+                    return answer;
+                }
+                topic.retention_ms = check.retention_ms;
+                topic.retention_bytes = check.retention_bytes;
+                tracing::info!(topic = %alter.topic, retention_ms = ?check.retention_ms, retention_bytes = ?check.retention_bytes, "changed a topic's retention");
+                answer
             }
             Request::AllocateProducerIds(allocate) => {
                 let first = metadata.next_producer_id;

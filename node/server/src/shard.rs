@@ -750,7 +750,8 @@ impl Shard {
             Request::CreateTopic(_)
             | Request::DeleteTopic(_)
             | Request::AllocateProducerIds(_)
-            | Request::AutoCreateTopic(_) => {
+            | Request::AutoCreateTopic(_)
+            | Request::AlterTopic(_) => {
                 let admin = self.admin.clone();
                 Dispatched::Later(Box::pin(async move { admin.call(request, api_key).await }))
             }

@@ -1,13 +1,15 @@
 """Kafka admin clients against Spate's Kafka listener: DescribeConfigs (a topic's settings
 and Spate's fixed facts, the broker's settings, an unknown topic), DescribeCluster (one
-broker, cluster "spate") and CreatePartitions (refused: partitions are fixed at creation),
+broker, cluster "spate"), CreatePartitions (refused: partitions are fixed at creation) and
+IncrementalAlterConfigs (retention changed, validated only, back to the default; refusals),
 with kafka-python 3.0.12 and confluent-kafka 2.16.1 (pinned in tests/kafka_admin.rs).
 TOPIC must exist with 2 partitions and retention.ms 3600000. Exits non-zero on the first
 broken expectation. Usage: admin.py BROKER TOPIC"""
 import sys
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource as CkConfigResource, NewPartitions
+from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry,
+                                  ConfigResource as CkConfigResource, NewPartitions)
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import InvalidPartitionsError
@@ -89,4 +91,42 @@ for name, future in ck.create_partitions([NewPartitions(topic, 3)], request_time
     except KafkaException as error:
         assert error.args[0].code() == KafkaError.INVALID_PARTITIONS, error
         assert "fixed at creation" in error.args[0].str(), error
+
+
+def alter(name, *entries, validate_only=False):
+    """incremental_alter_configs of one topic; returns the error code (0 for success)."""
+    configs = [ConfigEntry(key, value, incremental_operation=op) for key, value, op in entries]
+    resource = CkConfigResource("topic", name, incremental_configs=configs)
+    for _, future in ck.incremental_alter_configs([resource], validate_only=validate_only).items():
+        try:
+            future.result(timeout=20)
+            return 0
+        except KafkaException as error:
+            return error.args[0].code()
+
+
+def described(name):
+    for _, future in ck.describe_configs([CkConfigResource("topic", name)]).items():
+        return {key: entry.value for key, entry in future.result(timeout=20).items()}
+
+
+SET, DELETE = AlterConfigOpType.SET, AlterConfigOpType.DELETE
+assert alter(topic, ("retention.ms", "7200000", SET), ("retention.bytes", "1000000000", SET)) == 0
+now = described(topic)
+assert (now["retention.ms"], now["retention.bytes"]) == ("7200000", "1000000000"), now
+# validate_only checks and changes nothing.
+assert alter(topic, ("retention.ms", "60000", SET), validate_only=True) == 0
+assert described(topic)["retention.ms"] == "7200000"
+assert alter(topic, ("retention.ms", "0", SET), validate_only=True) == KafkaError.INVALID_CONFIG
+# DELETE goes back to the node's default (retention.bytes: unlimited); -1 is unlimited.
+assert alter(topic, ("retention.bytes", None, DELETE), ("retention.ms", "-1", SET)) == 0
+now = described(topic)
+assert (now["retention.ms"], now["retention.bytes"]) == ("-1", "-1"), now
+# Refused with a reason, the topic unchanged.
+assert alter(topic, ("segment.bytes", "1048576", SET)) == KafkaError.INVALID_CONFIG
+assert alter(topic, ("retention.ms", "soon", SET)) == KafkaError.INVALID_CONFIG
+assert alter(topic, ("cleanup.policy", "compact", SET)) == KafkaError.INVALID_CONFIG
+assert alter(topic, ("retention.ms", "0", SET)) == KafkaError.INVALID_CONFIG
+assert alter(topic + "-nope", ("retention.ms", "1000", SET)) == KafkaError.UNKNOWN_TOPIC_OR_PART
+assert described(topic)["retention.ms"] == "-1"
 print("admin ok")
