@@ -1096,3 +1096,79 @@ fn a_shard_applies_retention_to_every_partition() {
         );
     }
 }
+
+/// The configuration contract the log relies on, checked here so that the mutation oracle
+/// (spate-sim's tests) sees it: every field outside its range is refused, every boundary
+/// value inside it is accepted, and preallocation grows geometrically from its first chunk
+/// to the segment size.
+#[test]
+fn configurations_outside_their_ranges_are_refused_and_preallocation_doubles() {
+    use spate_core::config::{PREALLOCATE_BYTES_DEFAULT, ROUND_BYTES_MAX, TORN_WINDOW_BYTES};
+    use spate_format::limits::{SEGMENT_SIZE_MAX, SEGMENT_SIZE_MIN};
+
+    assert_eq!(LogConfig::default().validate(), Ok(()));
+    assert_eq!(PREALLOCATE_BYTES_DEFAULT, 64 << 10);
+    assert_eq!(
+        TORN_WINDOW_BYTES,
+        u64::from(ROUND_BYTES_MAX) + u64::from(SECTOR_SIZE)
+    );
+    let base = config();
+    assert_eq!(base.validate(), Ok(()));
+    let with = |change: &dyn Fn(&mut LogConfig)| {
+        let mut config = config();
+        change(&mut config);
+        config
+    };
+    let valid = [
+        with(&|c| c.segment_bytes = SEGMENT_SIZE_MIN),
+        with(&|c| c.segment_bytes = SEGMENT_SIZE_MAX),
+        with(&|c| c.segment_ms = 1),
+        with(&|c| c.retention_ms = Some(1)),
+        with(&|c| c.flush_interval_ms = 1),
+        with(&|c| c.flush_bytes = 1),
+        with(&|c| c.preallocate_bytes = u64::from(SECTOR_SIZE)),
+    ];
+    for config in valid {
+        assert_eq!(config.validate(), Ok(()), "{config:?}");
+    }
+    let invalid = [
+        (
+            "segment_bytes",
+            with(&|c| c.segment_bytes = SEGMENT_SIZE_MIN - 1),
+        ),
+        (
+            "segment_bytes",
+            with(&|c| c.segment_bytes = SEGMENT_SIZE_MAX + 1),
+        ),
+        ("segment_ms", with(&|c| c.segment_ms = 0)),
+        ("retention_ms", with(&|c| c.retention_ms = Some(0))),
+        ("flush_interval_ms", with(&|c| c.flush_interval_ms = 0)),
+        ("flush_bytes", with(&|c| c.flush_bytes = 0)),
+        ("preallocate_bytes", with(&|c| c.preallocate_bytes = 0)),
+        (
+            "preallocate_bytes",
+            with(&|c| c.preallocate_bytes = u64::from(SECTOR_SIZE) - 1),
+        ),
+        (
+            "preallocate_bytes",
+            with(&|c| c.preallocate_bytes = u64::from(SECTOR_SIZE) + 1),
+        ),
+    ];
+    for (field, config) in invalid {
+        let error = config.validate().expect_err(field);
+        assert_eq!(error.field, field, "{config:?}");
+    }
+
+    let growing = LogConfig {
+        segment_bytes: 1 << 20,
+        preallocate_bytes: 64 << 10,
+        ..base
+    };
+    assert_eq!(growing.allocation_for(0, 100), 64 << 10);
+    assert_eq!(growing.allocation_for(64 << 10, 65 << 10), 128 << 10);
+    assert_eq!(growing.allocation_for(512 << 10, 513 << 10), 1 << 20);
+    assert_eq!(
+        growing.allocation_for(1 << 20, (1 << 20) + 1),
+        (1 << 20) + 4096
+    );
+}
