@@ -15,10 +15,10 @@ use bytes::{Bytes, BytesMut};
 use quinn::{IdleTimeout, VarInt};
 use spate_proto::limits::RESPONSE_SIZE_MAX;
 use spate_proto::{
-    CreateTopicRequest, DeleteTopicRequest, ErrorCode, ErrorResponse, FetchRequest, FetchResponse,
-    FrameDecoder, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
-    OffsetSpec, PartitionId, ProduceRequest, ProduceResponse, Request, Response, Setting,
-    TopicMetadata,
+    AlterTopicRequest, CreateTopicRequest, DeleteTopicRequest, ErrorCode, ErrorResponse,
+    FetchRequest, FetchResponse, FrameDecoder, ListOffsetsRequest, ListOffsetsResponse,
+    MetadataRequest, MetadataResponse, OffsetSpec, PartitionId, ProduceRequest, ProduceResponse,
+    Request, Response, Setting, TopicMetadata,
 };
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
@@ -395,6 +395,27 @@ impl Client {
         });
         match self.request(&request).await? {
             Response::CreateTopic(_) => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Changes a topic's retention (`None` keeps a setting; `Setting::Default` goes back to
+    /// the node's). Every shard applies it before the answer, which is the topic's
+    /// `(retention_ms, retention_bytes)` as they are now.
+    pub async fn alter_topic(
+        &self,
+        topic: &str,
+        retention_ms: Option<Setting>,
+        retention_bytes: Option<Setting>,
+    ) -> Result<(Setting, Setting), ClientError> {
+        let request = Request::AlterTopic(AlterTopicRequest {
+            topic: topic.into(),
+            retention_ms,
+            retention_bytes,
+            validate_only: false,
+        });
+        match self.request(&request).await? {
+            Response::AlterTopic(altered) => Ok((altered.retention_ms, altered.retention_bytes)),
             other => Err(unexpected(&other)),
         }
     }

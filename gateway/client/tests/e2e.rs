@@ -349,6 +349,37 @@ fn cli_admin_produce_consume_across_shards() {
             vec!["events", "4", "604800000", "unlimited"],
         ]
     );
+    // Retention changes on a live topic; what is not named stays.
+    assert_eq!(
+        cli.ok(
+            &["topic", "alter", "audit", "--retention-ms", "3600000"],
+            ""
+        ),
+        "topic audit: retention_ms 3600000, retention_bytes 1000000000\n"
+    );
+    assert_eq!(
+        cli.ok(
+            &["topic", "alter", "audit", "--retention-bytes", "default"],
+            ""
+        ),
+        "topic audit: retention_ms 3600000, retention_bytes default\n"
+    );
+    assert!(cli
+        .ok(&["topic", "list"], "")
+        .lines()
+        .any(|line| line.split_whitespace().collect::<Vec<_>>()
+            == ["audit", "1", "3600000", "unlimited"]));
+    for refused in [
+        &["topic", "alter", "audit"][..],
+        &["topic", "alter", "audit", "--retention-ms", "0"],
+        &["topic", "alter", "nope", "--retention-ms", "1000"],
+    ] {
+        let stderr = cli.fails(refused, "");
+        assert!(
+            stderr.starts_with("spate: error: "),
+            "{refused:?}: {stderr}"
+        );
+    }
 
     // Keyed lines: each key always lands on the partition its hash names, and each
     // partition's offsets follow the input order.

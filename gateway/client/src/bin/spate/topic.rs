@@ -1,4 +1,4 @@
-//! `spate topic create|list|describe|delete`: admin calls, printed as aligned columns.
+//! `spate topic create|alter|list|describe|delete`: admin calls, printed as aligned columns.
 
 use std::io::Write;
 
@@ -21,6 +21,17 @@ pub enum TopicCommand {
         #[arg(long, value_name = "BYTES", value_parser = setting)]
         retention_bytes: Option<Setting>,
     },
+    /// Change a topic's retention (settings not given stay as they are).
+    Alter {
+        name: String,
+        /// Delete records older than this, in ms; `unlimited`; or `default` (the node's).
+        #[arg(long, value_name = "MS", value_parser = setting)]
+        retention_ms: Option<Setting>,
+        /// Delete the oldest segments while a partition holds more than this, in bytes;
+        /// `unlimited`; or `default` (the node's).
+        #[arg(long, value_name = "BYTES", value_parser = setting)]
+        retention_bytes: Option<Setting>,
+    },
     /// List topics with their partition counts and retention.
     List,
     /// Show a topic's partitions: owner shard, log start offset, high watermark.
@@ -33,9 +44,12 @@ fn setting(text: &str) -> Result<Setting, String> {
     if text.eq_ignore_ascii_case("unlimited") {
         return Ok(Setting::Unlimited);
     }
+    if text.eq_ignore_ascii_case("default") {
+        return Ok(Setting::Default);
+    }
     text.parse::<u64>()
         .map(Setting::Value)
-        .map_err(|_| format!("`{text}` is neither a number nor `unlimited`"))
+        .map_err(|_| format!("`{text}` is neither a number nor `unlimited` or `default`"))
 }
 
 fn shown(setting: Setting) -> String {
@@ -85,6 +99,27 @@ pub async fn run(client: &Client, command: &TopicCommand) -> Result<(), String> 
                 .await
                 .map_err(|error| error.to_string())?;
             writeln!(out, "created topic {name} with {partitions} partitions")
+        }
+        TopicCommand::Alter {
+            name,
+            retention_ms,
+            retention_bytes,
+        } => {
+            if retention_ms.is_none() && retention_bytes.is_none() {
+                return Err(
+                    "nothing to change: give --retention-ms and/or --retention-bytes".into(),
+                );
+            }
+            let (ms, bytes) = client
+                .alter_topic(name, *retention_ms, *retention_bytes)
+                .await
+                .map_err(|error| error.to_string())?;
+            writeln!(
+                out,
+                "topic {name}: retention_ms {}, retention_bytes {}",
+                shown(ms),
+                shown(bytes)
+            )
         }
         TopicCommand::List => {
             let topics = client
