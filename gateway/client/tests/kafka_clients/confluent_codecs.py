@@ -1,7 +1,7 @@
 """confluent-kafka (librdkafka 2.16, pinned in e2e.rs) producing with each codec against Spate's
 Kafka listener: for gzip, snappy, lz4 and zstd, a topic TOPIC-CODEC with one partition, 200
 compressible records (keys, values, a header) produced with compression.type=CODEC and
-acks=all, every delivery report an offset in order, and a consumer with assign() reading them
+acks=all (idempotent for snappy and zstd), every delivery report an offset in order, and a consumer with assign() reading them
 back. The topics are left for the caller, which reads them with `spate consume` and checks that
 the stored batches are compressed. Usage: confluent_codecs.py BROKER TOPIC"""
 import sys
@@ -24,8 +24,10 @@ def value(i):
 
 for codec, topic in zip(codecs, topics):
     delivered = []
+    # Idempotence off for gzip and lz4, on for snappy and zstd.
     producer = Producer({"bootstrap.servers": broker, "acks": "all", "linger.ms": 50,
-                         "compression.type": codec})
+                         "compression.type": codec,
+                         "enable.idempotence": codec in ("snappy", "zstd")})
     for i in range(200):
         producer.produce(topic, key=b"sensor-%d" % (i % 4), value=value(i), headers=[("codec", codec.encode())],
                          on_delivery=lambda error, message: delivered.append((error, message.offset())))
