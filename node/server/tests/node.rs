@@ -459,7 +459,13 @@ fn retention_deletes_old_segments_on_its_schedule() {
             panic!("{listed:?}")
         };
         let files = segment_files(&dir, "r", 0);
-        if (listed.offset > 0 && files.len() <= 4) || Instant::now() > deadline {
+        // The log start moves when the shard decides a deletion; the file goes when the
+        // unlink completes, a moment later: wait for both.
+        let settled = files.first().is_some_and(|first| {
+            first.file_name().and_then(|name| name.to_str())
+                == Some(format!("{:020}.log", listed.offset).as_str())
+        });
+        if (listed.offset > 0 && files.len() <= 4 && settled) || Instant::now() > deadline {
             break (listed.offset, files);
         }
         std::thread::sleep(Duration::from_millis(50));
