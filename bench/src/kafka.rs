@@ -118,9 +118,9 @@ pub struct KafkaConsumeArgs {
     /// Bytes of record values produced (acks=all, untimed) before the timed read.
     #[arg(long, default_value = "256000000")]
     pub backlog_bytes: u64,
-    /// librdkafka's `fetch.max.bytes` and `max.partition.fetch.bytes`: the soft limit of one
-    /// fetch answer and of one partition in it. At least librdkafka's `message.max.bytes`
-    /// (1000000).
+    /// librdkafka's `max.partition.fetch.bytes`: the soft limit of one partition in one fetch
+    /// answer, as `consume`'s per-partition fetches (a whole answer holds at most
+    /// `fetch.max.bytes`, librdkafka's default of 50 MiB).
     #[arg(long, default_value = "1048576")]
     pub fetch_bytes: u32,
     /// Compression of the backlog's batches. Against Spate today only `none` runs.

@@ -64,6 +64,11 @@ const QUEUE_MESSAGES_MAX: u64 = 10_000_000;
 /// consumed, at most; librdkafka's default, stated.
 const CONSUMER_QUEUE_BYTES_MAX: u32 = 64 << 20;
 
+/// One fetch answer at most (`fetch.max.bytes`): librdkafka's default, stated. It is below
+/// [`CONSUMER_QUEUE_BYTES_MAX`], so librdkafka does not lower it.
+const FETCH_BYTES_MAX: u32 = 50 << 20;
+const _: () = assert!(FETCH_BYTES_MAX <= CONSUMER_QUEUE_BYTES_MAX);
+
 /// A catch-up read that receives nothing for this long fails.
 const CONSUME_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -752,7 +757,7 @@ pub fn consume(
         .set("group.id", CONSUMER_GROUP)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("fetch.max.bytes", args.fetch_bytes.to_string())
+        .set("fetch.max.bytes", FETCH_BYTES_MAX.to_string())
         .set("max.partition.fetch.bytes", args.fetch_bytes.to_string())
         .set(
             "queued.max.messages.kbytes",
@@ -787,6 +792,7 @@ pub fn consume(
             ("message_size", args.message_size.to_string()),
             ("backlog_bytes", args.backlog_bytes.to_string()),
             ("fetch_bytes", args.fetch_bytes.to_string()),
+            ("fetch_max_bytes", FETCH_BYTES_MAX.to_string()),
             ("compression", args.compression.setting().to_owned()),
             ("client", client_version()),
             ("broker", broker.description()),
