@@ -30,7 +30,10 @@ impl Local {
     /// and a gateway in front of it, serving QUIC and Kafka on loopback ports of its choice.
     pub async fn start(data_dir: &Path, shards: Option<u32>) -> Result<Local, String> {
         let node_dir = data_dir.join("node");
-        let _ = std::fs::remove_dir_all(&node_dir);
+        if std::fs::remove_dir_all(&node_dir).is_ok() {
+            // A previous run's gigabytes: see `settle_filesystem`.
+            settle_filesystem();
+        }
         let flags = spate_node::Flags {
             data_dir: Some(node_dir),
             listen: Some("127.0.0.1:0".into()),
