@@ -56,8 +56,8 @@ const QUEUE_FULL_WAIT: Duration = Duration::from_millis(100);
 /// Records sent between two polls that serve delivery reports without waiting.
 const SENDS_PER_POLL: u64 = 64;
 
-/// librdkafka's own maximum of `queue.buffering.max.messages` (1.9 and 2.0): records are
-/// bounded by `--buffer-bytes`, never by their count.
+/// librdkafka's own maximum of `queue.buffering.max.messages` (1.9 and 2.0), which is set to
+/// `--buffer-bytes` ÷ `--message-size` so that the bytes bind, not the count.
 const QUEUE_MESSAGES_MAX: u64 = 10_000_000;
 
 /// The consumer's prefetch (`queued.max.messages.kbytes`): bytes fetched and not yet
