@@ -51,10 +51,9 @@ pub enum Acks {
     NoAnswer,
 }
 
-/// librdkafka's `compression.type`. Against Spate today only `none` runs: Spate refuses
-/// compressed batches (UNSUPPORTED_COMPRESSION_TYPE) until its batch format carries codecs
-/// (docs/kafka.md), and librdkafka does not even compress gzip, snappy or lz4 for it (it
-/// sends those uncompressed, which the run detects and stops on, saying why).
+/// librdkafka's `compression.type`. librdkafka before 2.11.1 compresses gzip, snappy and lz4
+/// only for a broker that lists Produce v0 (Spate does, for this reason) and otherwise sends
+/// them uncompressed, which the run detects and stops on, saying why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Compression {
     None,
@@ -83,8 +82,7 @@ pub struct KafkaProduceArgs {
     pub linger_ms: u64,
     #[arg(long, value_enum, default_value = "all")]
     pub acks: Acks,
-    /// librdkafka's `compression.type`. Against Spate today only `none` runs (see
-    /// docs/benchmarks.md).
+    /// librdkafka's `compression.type` (see docs/benchmarks.md).
     #[arg(long, value_enum, default_value = "none")]
     pub compression: Compression,
     /// How long to send.
@@ -123,7 +121,7 @@ pub struct KafkaConsumeArgs {
     /// `fetch.max.bytes`, librdkafka's default of 50 MiB).
     #[arg(long, default_value = "1048576")]
     pub fetch_bytes: u32,
-    /// Compression of the backlog's batches. Against Spate today only `none` runs.
+    /// Compression of the backlog's batches (librdkafka's `compression.type`).
     #[arg(long, value_enum, default_value = "none")]
     pub compression: Compression,
     /// Replication factor of the topic the scenario creates (-1: the broker's default).

@@ -217,6 +217,25 @@ fn the_kafka_scenarios_run_against_a_spate_they_start() {
     assert_eq!(report["ratios"][0]["name"], "kafka produce ÷ raw TCP");
     assert_eq!(report["ratios"][0]["numerator"], "kafka-produce-acks1-4p");
 
+    // Compressed batches: librdkafka compresses for Spate (the run stops if it does not).
+    let report = bench(
+        &root.join("kafka-produce-lz4"),
+        &data,
+        &[
+            "kafka-produce",
+            "--seconds",
+            "0.2",
+            "--acks",
+            "1",
+            "--compression",
+            "lz4",
+        ],
+    );
+    let compressed = &report["runs"][0];
+    assert_eq!(compressed["params"]["compression"], "lz4");
+    assert!(compressed["operations"].as_u64().unwrap() > 0);
+    assert_eq!(compressed["errors"].as_u64().unwrap(), 0);
+
     let report = bench(
         &root.join("kafka-consume"),
         &data,
