@@ -1,5 +1,6 @@
-//! The Spate under test: a node and a gateway started in this process on a fresh data
-//! directory (what `spate up` runs), or an existing gateway given by address.
+//! The Spate under test: a node and a gateway (with its Kafka listener) started in this
+//! process on a fresh data directory (what `spate up` runs), or an existing gateway given by
+//! address.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,16 +19,21 @@ pub struct Target {
 #[derive(Debug)]
 pub struct Local {
     pub target: Target,
+    /// The gateway's Kafka listener (`bootstrap.servers` for the Kafka scenarios).
+    pub kafka: Option<SocketAddr>,
     node: Option<spate_node::NodeHandle>,
     gateway: spate_gateway::Gateway,
 }
 
 impl Local {
     /// Starts a node (one shard per core unless `shards`) on `data_dir/node` (emptied first)
-    /// and a gateway in front of it.
+    /// and a gateway in front of it, serving QUIC and Kafka on loopback ports of its choice.
     pub async fn start(data_dir: &Path, shards: Option<u32>) -> Result<Local, String> {
         let node_dir = data_dir.join("node");
-        let _ = std::fs::remove_dir_all(&node_dir);
+        if std::fs::remove_dir_all(&node_dir).is_ok() {
+            // A previous run's gigabytes: see `settle_filesystem`.
+            settle_filesystem();
+        }
         let flags = spate_node::Flags {
             data_dir: Some(node_dir),
             listen: Some("127.0.0.1:0".into()),
@@ -40,6 +46,7 @@ impl Local {
             listen: Some("127.0.0.1:0".into()),
             node: Some(node.endpoints[0].to_string()),
             dev_cert_dir: Some(data_dir.join("tls")),
+            kafka_listen: Some("127.0.0.1:0".into()),
             ..spate_gateway::Flags::default()
         };
         let config =
@@ -53,12 +60,16 @@ impl Local {
                 cert: gateway.cert_path.clone(),
                 server_name: "localhost".into(),
             },
+            kafka: gateway.kafka.as_ref().map(|kafka| kafka.local_addr),
             node: Some(node),
             gateway,
         })
     }
 
     pub async fn stop(mut self) {
+        if let Some(kafka) = &self.gateway.kafka {
+            kafka.shutdown().await;
+        }
         self.gateway.close();
         self.gateway.wait_idle().await;
         if let Some(node) = self.node.take() {

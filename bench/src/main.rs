@@ -1,6 +1,6 @@
 //! `spate-bench`: Spate's throughput and latency benchmarks, each run beside the baselines it
-//! is compared with (raw O_DIRECT disk writes with `tokio-uring`, raw QUIC with quinn),
-//! measured in the same process on the same machine. Every command prints a summary table and
+//! is compared with (raw O_DIRECT disk writes with `tokio-uring`, raw QUIC with quinn, raw
+//! TCP for the Kafka scenarios), measured in the same process on the same machine. Every command prints a summary table and
 //! writes `report.json`, `throughput.svg` and `latency.svg` into the output directory.
 //! Speed claims come from these ratios only.
 
@@ -8,11 +8,13 @@ mod abuse;
 mod charts;
 mod cluster;
 mod disk;
+mod kafka;
 mod quic;
 mod report;
 mod restart;
 mod scenarios;
 mod storage;
+mod tcp;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,11 +25,13 @@ use clap::{Parser, Subcommand};
 use crate::abuse::AbuseArgs;
 use crate::cluster::{Local, Target};
 use crate::disk::DiskArgs;
+use crate::kafka::{Acks, Broker, Compression, KafkaConsumeArgs, KafkaProduceArgs};
 use crate::quic::QuicArgs;
 use crate::report::{Report, Run};
 use crate::restart::RestartArgs;
 use crate::scenarios::{ConsumeArgs, DurabilityArg, ProduceArgs};
 use crate::storage::StorageArgs;
+use crate::tcp::TcpArgs;
 
 /// spate-bench: Spate benchmarks with same-run baselines, a JSON report and charts.
 #[derive(Debug, Parser)]
@@ -53,6 +57,10 @@ struct Cli {
     /// CA certificate of `--gateway`. [default: ./spate-data/tls/cert.pem]
     #[arg(long, global = true, value_name = "PATH")]
     ca_cert: Option<PathBuf>,
+    /// Run the Kafka scenarios against this Kafka-compatible broker (librdkafka's
+    /// `bootstrap.servers`) instead of the Kafka listener of a Spate started in this process.
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    bootstrap: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -72,6 +80,25 @@ enum Command {
     Consume(ConsumeArgs),
     /// Produce and consume together: publish-to-consume latency.
     E2e(ProduceArgs),
+    /// Kafka producers (librdkafka) through the gateway's Kafka listener, or to any broker
+    /// given by `--bootstrap`: MB/s, records/s, acknowledgement latency. Needs the `kafka`
+    /// feature.
+    KafkaProduce {
+        #[command(flatten)]
+        args: KafkaProduceArgs,
+        /// Also run the raw TCP baseline and print the ratio.
+        #[arg(long)]
+        baseline: bool,
+    },
+    /// Kafka (librdkafka, `assign()`) catch-up read of a backlog from the earliest offset.
+    /// Needs the `kafka` feature.
+    KafkaConsume {
+        #[command(flatten)]
+        args: KafkaConsumeArgs,
+        /// Also run the raw TCP baseline and print the ratio.
+        #[arg(long)]
+        baseline: bool,
+    },
     /// The storage engine alone (a glommio shard, real files, no network).
     Storage {
         #[command(flatten)]
@@ -111,6 +138,8 @@ enum Baseline {
     Disk(DiskArgs),
     /// A quinn bulk transfer over loopback with the gateway's TLS and transport settings.
     Quic(QuicArgs),
+    /// A plain TCP bulk transfer over loopback on one connection.
+    Tcp(TcpArgs),
 }
 
 fn say(message: impl std::fmt::Display) {
@@ -142,6 +171,30 @@ impl Under {
 }
 
 impl Cli {
+    /// The broker of the Kafka scenarios: `--bootstrap`, or the local Spate's Kafka listener.
+    fn broker(&self, under: Option<&Under>) -> Result<Broker, String> {
+        if let Some(bootstrap) = &self.bootstrap {
+            return Ok(Broker {
+                bootstrap: bootstrap.clone(),
+                local: false,
+            });
+        }
+        match under {
+            Some(Under::Local(local)) => local
+                .kafka
+                .map(|address| Broker {
+                    bootstrap: address.to_string(),
+                    local: true,
+                })
+                .ok_or_else(|| "the gateway started without its Kafka listener".to_owned()),
+            Some(Under::Remote(_)) => Err(
+                "--gateway names a QUIC address: give the Kafka runs theirs with --bootstrap"
+                    .to_owned(),
+            ),
+            None => Err("no Kafka broker to benchmark".to_owned()),
+        }
+    }
+
     async fn under(&self) -> Result<Under, String> {
         match self.gateway {
             Some(address) => Ok(Under::Remote(Target {
@@ -175,8 +228,30 @@ enum Step {
     Produce(&'static str, ProduceArgs),
     E2e(&'static str, ProduceArgs),
     Consume(&'static str, ConsumeArgs),
+    Tcp(&'static str, TcpArgs),
+    KafkaProduce(&'static str, KafkaProduceArgs),
+    KafkaConsume(&'static str, KafkaConsumeArgs),
     Restart(&'static str, RestartArgs),
     Abuse(AbuseArgs),
+}
+
+impl Step {
+    /// The run's name in reports (ratios refer to runs by name).
+    fn name(&self) -> &'static str {
+        match self {
+            Step::Disk(name, _)
+            | Step::Storage(name, _)
+            | Step::Quic(name, _)
+            | Step::Produce(name, _)
+            | Step::E2e(name, _)
+            | Step::Consume(name, _)
+            | Step::Tcp(name, _)
+            | Step::KafkaProduce(name, _)
+            | Step::KafkaConsume(name, _)
+            | Step::Restart(name, _) => name,
+            Step::Abuse(_) => "abuse",
+        }
+    }
 }
 
 fn produce_args(seconds: f64, partitions: u32, durability: DurabilityArg) -> ProduceArgs {
@@ -206,6 +281,51 @@ fn storage_args(seconds: f64, durability: DurabilityArg) -> StorageArgs {
     }
 }
 
+/// How long `kafka-consume --baseline` runs the raw TCP baseline (a quick suite's length;
+/// the catch-up read itself has no duration to match).
+const CONSUME_BASELINE_SECONDS: f64 = 4.0;
+
+fn tcp_args(seconds: f64) -> TcpArgs {
+    TcpArgs {
+        message_size: 64 << 10,
+        seconds,
+    }
+}
+
+/// The Kafka produce runs of the suite: `produce_args`' shape (1 producer, 4 partitions,
+/// 1 KiB records, 256 KiB batches, 5 ms linger, 8 MiB buffer).
+fn kafka_produce_args(seconds: f64, acks: Acks) -> KafkaProduceArgs {
+    KafkaProduceArgs {
+        producers: 1,
+        partitions: 4,
+        message_size: 1024,
+        batch_bytes: 256 << 10,
+        linger_ms: 5,
+        acks,
+        compression: Compression::None,
+        seconds,
+        count: None,
+        rate: None,
+        warmup_seconds: 1.0,
+        buffer_bytes: 8 << 20,
+        replication_factor: -1,
+    }
+}
+
+/// The name a Kafka produce run gets: the suite's when its shape is the suite's.
+fn kafka_produce_name(args: &KafkaProduceArgs) -> &'static str {
+    let suite_like = args.partitions == 4
+        && args.producers == 1
+        && args.compression == Compression::None
+        && args.rate.is_none();
+    match (suite_like, args.acks) {
+        (false, _) => "kafka-produce",
+        (true, Acks::All) => "kafka-produce-all-4p",
+        (true, Acks::Leader) => "kafka-produce-acks1-4p",
+        (true, Acks::NoAnswer) => "kafka-produce-acks0-4p",
+    }
+}
+
 /// The name a disk baseline run gets in reports (ratios refer to runs by name).
 fn disk_name(sync: bool) -> &'static str {
     if sync {
@@ -227,6 +347,7 @@ fn disk_args(seconds: f64, sync: bool) -> DiskArgs {
 /// The suite, in order: each Spate run right after the baseline it is compared with.
 fn suite(quick: bool) -> Vec<Step> {
     let seconds = if quick { 4.0 } else { 15.0 };
+    let backlog_bytes = if quick { 100_000_000 } else { 1_000_000_000 };
     let mut steps = vec![
         Step::Disk("disk-odirect-fdatasync", disk_args(seconds, true)),
         Step::Storage("storage-fsync", storage_args(seconds, DurabilityArg::Fsync)),
@@ -260,11 +381,35 @@ fn suite(quick: bool) -> Vec<Step> {
             ConsumeArgs {
                 partitions: 4,
                 message_size: 1024,
-                backlog_bytes: if quick { 100_000_000 } else { 1_000_000_000 },
+                backlog_bytes,
                 fetch_bytes: 1 << 20,
             },
         ),
     ];
+    if kafka::ENABLED {
+        steps.extend([
+            Step::Tcp("tcp-raw", tcp_args(seconds)),
+            Step::KafkaProduce(
+                "kafka-produce-acks1-4p",
+                kafka_produce_args(seconds, Acks::Leader),
+            ),
+            Step::KafkaProduce(
+                "kafka-produce-all-4p",
+                kafka_produce_args(seconds, Acks::All),
+            ),
+            Step::KafkaConsume(
+                "kafka-consume-catch-up",
+                KafkaConsumeArgs {
+                    partitions: 4,
+                    message_size: 1024,
+                    backlog_bytes,
+                    fetch_bytes: 1 << 20,
+                    compression: Compression::None,
+                    replication_factor: -1,
+                },
+            ),
+        ]);
+    }
     if !quick {
         steps.extend([
             Step::Storage("storage-write", storage_args(10.0, DurabilityArg::Write)),
@@ -362,6 +507,47 @@ fn ratios(report: &mut Report) {
         mb,
         "catch-up read throughput vs a bare QUIC transfer",
     );
+    // The suite's acks=1 run, or the one Kafka produce run a `kafka-produce --baseline` made.
+    if let Some(numerator) = [
+        "kafka-produce-acks1-4p",
+        "kafka-produce-all-4p",
+        "kafka-produce-acks0-4p",
+        "kafka-produce",
+    ]
+    .into_iter()
+    .find(|name| report.run(name).is_some())
+    {
+        report.ratio(
+            "kafka produce ÷ raw TCP",
+            numerator,
+            "tcp-raw",
+            mb,
+            "Kafka produce (librdkafka, acks as the run's name says) vs a bare TCP transfer",
+        );
+    }
+    report.ratio(
+        "kafka consume catch-up ÷ raw TCP",
+        "kafka-consume-catch-up",
+        "tcp-raw",
+        mb,
+        "Kafka catch-up read (librdkafka, assign()) vs a bare TCP transfer",
+    );
+    // Kafka against QUIC only when both ran against the same Spate (not --bootstrap).
+    let spate = |run: &Run| (run.kind == "spate").then_some(run.mb_per_s);
+    report.ratio(
+        "kafka produce acks=all ÷ produce fsync (QUIC)",
+        "kafka-produce-all-4p",
+        "produce-fsync-4p",
+        spate,
+        "durable produce through the Kafka listener vs through QUIC and the SDK, same node and shape",
+    );
+    report.ratio(
+        "kafka consume catch-up ÷ consume catch-up (QUIC)",
+        "kafka-consume-catch-up",
+        "consume-catch-up",
+        spate,
+        "catch-up read through the Kafka listener vs through QUIC and the SDK, same backlog",
+    );
 }
 
 impl Cli {
@@ -408,6 +594,22 @@ impl Cli {
                 steps
             }
             Command::Consume(args) => vec![Step::Consume("consume-catch-up", args.clone())],
+            Command::KafkaProduce { args, baseline } => {
+                let mut steps = Vec::new();
+                if *baseline {
+                    steps.push(Step::Tcp("tcp-raw", tcp_args(args.seconds)));
+                }
+                steps.push(Step::KafkaProduce(kafka_produce_name(args), args.clone()));
+                steps
+            }
+            Command::KafkaConsume { args, baseline } => {
+                let mut steps = Vec::new();
+                if *baseline {
+                    steps.push(Step::Tcp("tcp-raw", tcp_args(CONSUME_BASELINE_SECONDS)));
+                }
+                steps.push(Step::KafkaConsume("kafka-consume-catch-up", args.clone()));
+                steps
+            }
             Command::E2e(args) => vec![Step::E2e("e2e", args.clone())],
             Command::Storage { args, baseline } => {
                 let mut steps = Vec::new();
@@ -433,6 +635,7 @@ impl Cli {
                 vec![Step::Disk(disk_name(args.sync), args.clone())]
             }
             Command::Baseline(Baseline::Quic(args)) => vec![Step::Quic("quic-raw", args.clone())],
+            Command::Baseline(Baseline::Tcp(args)) => vec![Step::Tcp("tcp-raw", args.clone())],
             Command::Suite { quick } => suite(*quick),
             Command::Restart(args) => vec![Step::Restart("restart", args.clone())],
             Command::Node(_) => Vec::new(),
@@ -448,9 +651,22 @@ fn execute(cli: &Cli) -> Result<Report, String> {
     let command: Vec<String> = std::env::args().collect();
     let mut report = Report::new(command.join(" "), &cli.data_dir);
     let steps = cli.steps();
-    let needs_cluster = steps
+    let kafka_steps = steps
         .iter()
-        .any(|step| matches!(step, Step::Produce(..) | Step::E2e(..) | Step::Consume(..)));
+        .any(|step| matches!(step, Step::KafkaProduce(..) | Step::KafkaConsume(..)));
+    if kafka_steps && !kafka::ENABLED {
+        return Err(kafka::FEATURE_OFF.to_owned());
+    }
+    if matches!(cli.command, Command::Suite { .. }) && !kafka::ENABLED {
+        let note = format!("the Kafka runs were skipped: {}", kafka::FEATURE_OFF);
+        say(&note);
+        report.notes.push(note);
+    }
+    let needs_cluster = steps.iter().any(|step| match step {
+        Step::Produce(..) | Step::E2e(..) | Step::Consume(..) => true,
+        Step::KafkaProduce(..) | Step::KafkaConsume(..) => cli.bootstrap.is_none(),
+        _ => false,
+    });
     let runtime = runtime()?;
     let under = if needs_cluster {
         Some(runtime.block_on(cli.under())?)
@@ -459,19 +675,10 @@ fn execute(cli: &Cli) -> Result<Report, String> {
     };
     let total = steps.len();
     for (index, step) in steps.into_iter().enumerate() {
-        let name = match &step {
-            Step::Disk(name, _)
-            | Step::Storage(name, _)
-            | Step::Quic(name, _)
-            | Step::Produce(name, _)
-            | Step::E2e(name, _)
-            | Step::Consume(name, _)
-            | Step::Restart(name, _) => *name,
-            Step::Abuse(_) => "abuse",
-        };
-        say(format!("[{}/{total}] {name} ...", index + 1));
+        say(format!("[{}/{total}] {} ...", index + 1, step.name()));
         let target = under.as_ref().map(Under::target);
         let no_target = || "no Spate to benchmark".to_owned();
+        let broker = || cli.broker(under.as_ref());
         let runs = match step {
             // tokio-uring and glommio run their own runtimes on this thread / their own.
             Step::Disk(name, args) => vec![disk::run(&cli.data_dir, name, &args)?],
@@ -494,6 +701,15 @@ fn execute(cli: &Cli) -> Result<Report, String> {
                 name,
                 &args,
             ))?],
+            Step::Tcp(name, args) => vec![runtime.block_on(tcp::run(name, &args))?],
+            // librdkafka's clients block: they run on this thread and threads of their own,
+            // beside the runtime that serves the Spate under test.
+            Step::KafkaProduce(name, args) => {
+                vec![kafka::produce(&runtime, &broker()?, name, &args)?]
+            }
+            Step::KafkaConsume(name, args) => {
+                vec![kafka::consume(&runtime, &broker()?, name, &args)?]
+            }
             Step::Abuse(args) => abuse::run(&runtime, &cli.data_dir, &args)?,
             Step::Restart(name, args) => {
                 vec![runtime.block_on(restart::run(&cli.data_dir, name, &args))?]
@@ -587,4 +803,52 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_suite_has_the_kafka_runs_right_after_their_baseline_only_with_the_feature() {
+        for quick in [true, false] {
+            let names: Vec<&str> = suite(quick).iter().map(Step::name).collect();
+            let kafka_runs: Vec<&str> = names
+                .iter()
+                .copied()
+                .skip_while(|name| *name != "tcp-raw")
+                .take(4)
+                .collect();
+            if kafka::ENABLED {
+                assert_eq!(
+                    kafka_runs,
+                    [
+                        "tcp-raw",
+                        "kafka-produce-acks1-4p",
+                        "kafka-produce-all-4p",
+                        "kafka-consume-catch-up"
+                    ]
+                );
+            } else {
+                assert!(kafka_runs.is_empty(), "{names:?}");
+                assert!(!names.iter().any(|name| name.starts_with("kafka")));
+            }
+        }
+    }
+
+    #[test]
+    fn kafka_produce_runs_are_named_as_in_the_suite_only_in_the_suite_shape() {
+        let suite_shape = kafka_produce_args(1.0, Acks::Leader);
+        assert_eq!(kafka_produce_name(&suite_shape), "kafka-produce-acks1-4p");
+        let compressed = KafkaProduceArgs {
+            compression: Compression::Zstd,
+            ..suite_shape
+        };
+        assert_eq!(kafka_produce_name(&compressed), "kafka-produce");
+        let wider = KafkaProduceArgs {
+            partitions: 16,
+            ..suite_shape
+        };
+        assert_eq!(kafka_produce_name(&wider), "kafka-produce");
+    }
 }

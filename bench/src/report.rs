@@ -262,6 +262,9 @@ pub struct Report {
     pub machine: Machine,
     pub runs: Vec<Run>,
     pub ratios: Vec<Ratio>,
+    /// What the reader should know about runs left out (e.g. a cargo feature off).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -273,6 +276,7 @@ impl Report {
             machine: Machine::read(data_dir),
             runs: Vec::new(),
             ratios: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
@@ -375,9 +379,15 @@ impl Report {
             out.push_str("\nratios (same run, same machine):\n");
             for ratio in &self.ratios {
                 out.push_str(&format!(
-                    "  {:<40} {:>7.3}   {} ÷ {} — {}\n",
+                    "  {:<48} {:>7.3}   {} ÷ {} — {}\n",
                     ratio.name, ratio.value, ratio.numerator, ratio.denominator, ratio.meaning
                 ));
+            }
+        }
+        if !self.notes.is_empty() {
+            out.push('\n');
+            for note in &self.notes {
+                out.push_str(&format!("note: {note}\n"));
             }
         }
         out

@@ -1,5 +1,5 @@
-//! Smoke test of `spate-bench`: every scenario (`abuse` against a tiny attack) and baseline
-//! runs briefly on a real data directory under `target/` and writes a report with its runs
+//! Smoke test of `spate-bench`: every scenario (`abuse` against a tiny attack; the Kafka ones
+//! when the `kafka` feature is on) and baseline runs briefly on a real data directory under `target/` and writes a report with its runs
 //! and ratios and both charts.
 //! (Figures from a debug build under a parallel test suite mean nothing; only that it works.)
 
@@ -175,5 +175,108 @@ fn the_restart_scenario_kills_and_restarts_a_node() {
     ] {
         assert!(run["figures"][figure].as_f64().unwrap() > 0.0, "{figure}");
     }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// The Kafka scenarios (librdkafka) against a Spate they start (node and gateway on port 0)
+/// and the raw TCP baseline, briefly.
+#[cfg(feature = "kafka")]
+#[test]
+fn the_kafka_scenarios_run_against_a_spate_they_start() {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("bench-smoke-kafka-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let data = root.join("data");
+
+    let report = bench(
+        &root.join("kafka-produce"),
+        &data,
+        &[
+            "kafka-produce",
+            "--seconds",
+            "0.3",
+            "--acks",
+            "1",
+            "--warmup-seconds",
+            "0",
+            "--baseline",
+        ],
+    );
+    assert_eq!(names(&report), ["tcp-raw", "kafka-produce-acks1-4p"]);
+    assert!(report["runs"][0]["bytes"].as_u64().unwrap() > 0);
+    let produce = &report["runs"][1];
+    assert!(produce["operations"].as_u64().unwrap() > 0);
+    assert_eq!(produce["errors"].as_u64().unwrap(), 0);
+    assert_eq!(produce["kind"], "spate");
+    assert_eq!(produce["latency"][0]["what"], "ack");
+    assert!(produce["latency"][0]["count"].as_u64().unwrap() > 0);
+    assert!(produce["params"]["client"]
+        .as_str()
+        .unwrap()
+        .starts_with("librdkafka "));
+    assert_eq!(report["ratios"][0]["name"], "kafka produce ÷ raw TCP");
+    assert_eq!(report["ratios"][0]["numerator"], "kafka-produce-acks1-4p");
+
+    // Compressed batches: librdkafka compresses for Spate (the run stops if it does not).
+    let report = bench(
+        &root.join("kafka-produce-lz4"),
+        &data,
+        &[
+            "kafka-produce",
+            "--seconds",
+            "0.2",
+            "--acks",
+            "1",
+            "--compression",
+            "lz4",
+        ],
+    );
+    let compressed = &report["runs"][0];
+    assert_eq!(compressed["params"]["compression"], "lz4");
+    assert!(compressed["operations"].as_u64().unwrap() > 0);
+    assert_eq!(compressed["errors"].as_u64().unwrap(), 0);
+
+    let report = bench(
+        &root.join("kafka-consume"),
+        &data,
+        &[
+            "kafka-consume",
+            "--backlog-bytes",
+            "2000000",
+            "--message-size",
+            "100",
+        ],
+    );
+    let consume = &report["runs"][0];
+    assert_eq!(consume["name"], "kafka-consume-catch-up");
+    assert_eq!(consume["operations"].as_u64().unwrap(), 20_000);
+    assert_eq!(consume["bytes"].as_u64().unwrap(), 2_000_000);
+    assert_eq!(consume["errors"].as_u64().unwrap(), 0);
+
+    let report = bench(
+        &root.join("tcp"),
+        &data,
+        &["baseline", "tcp", "--seconds", "0.2"],
+    );
+    assert_eq!(names(&report), ["tcp-raw"]);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Without the feature the Kafka commands exist and say how to get them.
+#[cfg(not(feature = "kafka"))]
+#[test]
+fn the_kafka_scenarios_say_when_the_feature_is_off() {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("bench-smoke-no-kafka-{}", std::process::id()));
+    let output = Command::new(env!("CARGO_BIN_EXE_spate-bench"))
+        .args(["kafka-produce", "--seconds", "0.1", "--data-dir"])
+        .arg(root.join("data"))
+        .arg("--out")
+        .arg(root.join("out"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--features kafka"), "{stderr}");
     let _ = std::fs::remove_dir_all(&root);
 }
