@@ -16,7 +16,8 @@ pub mod verify;
 
 pub use config::{LogConfig, ROUND_BYTES_MAX, TORN_WINDOW_BYTES};
 pub use partition::{
-    AppendError, AppendTicket, FenceReason, FetchError, FetchPlan, LogEvent, PartitionLog, ReadPlan,
+    AppendError, AppendTicket, DeleteRecordsError, FenceReason, FetchError, FetchPlan, LogEvent,
+    PartitionLog, ReadPlan,
 };
 pub use recovery::{Recovered, Recovery, RecoveryError, RecoveryReport, TornTail};
 pub use shard::{PartitionKey, ShardLogs};

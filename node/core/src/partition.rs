@@ -66,6 +66,22 @@ pub enum LogEvent {
     SegmentRolled { base: Offset },
     /// Retention deleted `segments` whole segments; the log now starts at `log_start`.
     SegmentsDeleted { segments: u32, log_start: Offset },
+    /// The log start moved to `log_start` (DeleteRecords), durably (its marker is): this
+    /// acknowledges every [`PartitionLog::handle_delete_records`] up to it. The log may start
+    /// further on, where retention deleted more.
+    LogStartMoved { log_start: Offset },
+}
+
+/// Why the log start cannot move where asked.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DeleteRecordsError {
+    #[error("offset {offset} is above the high watermark {high_watermark}")]
+    AboveHighWatermark {
+        offset: Offset,
+        high_watermark: Offset,
+    },
+    #[error("partition is fenced: {0}")]
+    Fenced(FenceReason),
 }
 
 /// Why an append was refused.
@@ -446,6 +462,15 @@ enum Owner {
     Maintenance,
 }
 
+/// One step of the maintenance queue, run in order, each after the one before completed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Maintenance {
+    /// Requests that may complete in any order.
+    Io(Vec<IoRequest>),
+    /// The log-start marker for this offset is durable: move the log start.
+    MoveStart(Offset),
+}
+
 /// The state machine of one partition's log.
 #[derive(Debug)]
 pub struct PartitionLog {
@@ -463,8 +488,12 @@ pub struct PartitionLog {
     flush_requested: bool,
     fenced: Option<FenceReason>,
     round: Option<Round>,
-    maintenance: VecDeque<Vec<IoRequest>>,
+    maintenance: VecDeque<Maintenance>,
     maintenance_outstanding: usize,
+    /// The log-start markers in the directory (normally one), oldest first.
+    start_markers: Vec<Offset>,
+    /// The highest log start asked for (equal to `log_start` when no move is pending).
+    start_target: Offset,
     requests: VecDeque<IoRequest>,
     outstanding: HashMap<IoId, (Owner, IoRequest)>,
     next_io_id: u64,
@@ -476,17 +505,27 @@ impl PartitionLog {
     /// A new, empty partition whose first offset is `start`. Its first segment file is
     /// created by the first write round.
     pub fn new(config: LogConfig, start: Offset) -> Self {
+        Self::starting_at(config, start, Vec::new())
+    }
+
+    /// A new, empty partition at `start` whose directory holds these log-start markers.
+    pub(crate) fn starting_at(
+        config: LogConfig,
+        start: Offset,
+        start_markers: Vec<Offset>,
+    ) -> Self {
         let mut segments = VecDeque::new();
         let mut first = Segment::new(start);
         first.finalized = false;
         segments.push_back(first);
-        Self::assemble(config, segments, start, None)
+        Self::assemble(config, segments, start, start_markers, None)
     }
 
     pub(crate) fn assemble(
         config: LogConfig,
         segments: VecDeque<Segment>,
         log_start: Offset,
+        start_markers: Vec<Offset>,
         fenced: Option<FenceReason>,
     ) -> Self {
         assert!(!segments.is_empty(), "a log has at least one segment");
@@ -509,6 +548,8 @@ impl PartitionLog {
             round: None,
             maintenance: VecDeque::new(),
             maintenance_outstanding: 0,
+            start_markers,
+            start_target: log_start,
             requests: VecDeque::new(),
             outstanding: HashMap::new(),
             next_io_id: 0,
@@ -1153,6 +1194,8 @@ impl PartitionLog {
             if self.segments[1].file != (FileState::Created { dir_synced: true }) {
                 break;
             }
+            // Every record of the segment lies below the log start (DeleteRecords).
+            let below_start = self.segments[1].base <= self.log_start;
             let expired = self.config.retention_ms.is_some_and(|ms| {
                 oldest.max_timestamp != i64::MIN && oldest.max_timestamp < now.0.saturating_sub(ms)
             });
@@ -1161,7 +1204,7 @@ impl PartitionLog {
                 .config
                 .retention_bytes
                 .is_some_and(|limit| total - oldest.size >= limit);
-            if !expired && !oversized {
+            if !expired && !oversized && !below_start {
                 break;
             }
             let base = oldest.base;
@@ -1177,14 +1220,16 @@ impl PartitionLog {
                 id: self.io_id(),
                 file,
             });
-            self.maintenance.push_back(removes.to_vec());
+            self.maintenance
+                .push_back(Maintenance::Io(removes.to_vec()));
             let sync = IoRequest::SyncDir { id: self.io_id() };
-            self.maintenance.push_back(vec![sync]);
+            self.maintenance.push_back(Maintenance::Io(vec![sync]));
             deleted += 1;
         }
         if deleted > 0 {
-            self.log_start = self.segments[0].base;
-            self.tail.drop_segments_below(self.log_start);
+            self.log_start = self.log_start.max(self.segments[0].base);
+            self.start_target = self.start_target.max(self.log_start);
+            self.tail.drop_segments_below(self.segments[0].base);
             self.start_maintenance();
             self.events.push_back(LogEvent::SegmentsDeleted {
                 segments: deleted,
@@ -1194,18 +1239,87 @@ impl PartitionLog {
         deleted
     }
 
-    fn start_maintenance(&mut self) {
-        if self.maintenance_outstanding > 0 {
-            return;
+    /// Moves the log start forward to `offset` (Kafka's DeleteRecords): the records below it
+    /// are no longer readable, and the segments wholly below it are deleted by the next
+    /// [`PartitionLog::handle_retention`]. The move is durable before it is visible: a
+    /// marker file named by the offset is created and the directory synced first; then
+    /// [`LogEvent::LogStartMoved`] reports it. Returns `Ok(true)` if the log already starts
+    /// at or above `offset` (nothing to wait for), `Ok(false)` if the move is under way (an
+    /// event with a log start at or above `offset` follows, or `Fenced`).
+    pub fn handle_delete_records(&mut self, offset: Offset) -> Result<bool, DeleteRecordsError> {
+        if let Some(reason) = &self.fenced {
+            return Err(DeleteRecordsError::Fenced(reason.clone()));
         }
-        let Some(requests) = self.maintenance.pop_front() else {
-            return;
+        if offset > self.durable {
+            return Err(DeleteRecordsError::AboveHighWatermark {
+                offset,
+                high_watermark: self.durable,
+            });
+        }
+        if offset <= self.log_start {
+            return Ok(true);
+        }
+        if offset <= self.start_target {
+            // A move at least this far is under way.
+            return Ok(false);
+        }
+        self.start_target = offset;
+        let create = IoRequest::Create {
+            id: self.io_id(),
+            file: FileRef::log_start(offset),
+            allocate: 0,
         };
-        self.maintenance_outstanding = requests.len();
-        for request in requests {
-            self.outstanding
-                .insert(request.id(), (Owner::Maintenance, request.clone()));
-            self.requests.push_back(request);
+        let sync = IoRequest::SyncDir { id: self.io_id() };
+        self.maintenance.push_back(Maintenance::Io(vec![create]));
+        self.maintenance.push_back(Maintenance::Io(vec![sync]));
+        self.maintenance.push_back(Maintenance::MoveStart(offset));
+        self.start_maintenance();
+        Ok(false)
+    }
+
+    /// The marker for `offset` is durable: the log starts there now, and older markers go
+    /// (their removal need not be durable: recovery takes the highest marker).
+    fn move_start(&mut self, offset: Offset) {
+        let stale: Vec<Offset> = self
+            .start_markers
+            .iter()
+            .copied()
+            .filter(|&marker| marker < offset)
+            .collect();
+        self.start_markers.retain(|&marker| marker >= offset);
+        self.start_markers.push(offset);
+        if !stale.is_empty() {
+            let removes = stale
+                .into_iter()
+                .map(|marker| IoRequest::Remove {
+                    id: self.io_id(),
+                    file: FileRef::log_start(marker),
+                })
+                .collect();
+            self.maintenance.push_front(Maintenance::Io(removes));
+        }
+        // Retention may have moved the log start further meanwhile.
+        self.log_start = self.log_start.max(offset);
+        self.events
+            .push_back(LogEvent::LogStartMoved { log_start: offset });
+    }
+
+    fn start_maintenance(&mut self) {
+        while self.maintenance_outstanding == 0 {
+            let requests = match self.maintenance.pop_front() {
+                None => return,
+                Some(Maintenance::MoveStart(offset)) => {
+                    self.move_start(offset);
+                    continue;
+                }
+                Some(Maintenance::Io(requests)) => requests,
+            };
+            self.maintenance_outstanding = requests.len();
+            for request in requests {
+                self.outstanding
+                    .insert(request.id(), (Owner::Maintenance, request.clone()));
+                self.requests.push_back(request);
+            }
         }
     }
 

@@ -149,6 +149,8 @@ pub struct Recovery {
     finish: VecDeque<IoRequest>,
     report: RecoveryReport,
     fenced: Option<FenceReason>,
+    /// Log-start markers found in the directory (DeleteRecords).
+    start_markers: Vec<Offset>,
     result: Option<Result<Recovered, RecoveryError>>,
 }
 
@@ -157,11 +159,16 @@ impl Recovery {
     pub fn new(config: LogConfig, listing: &[ListedFile]) -> Self {
         let mut report = RecoveryReport::default();
         let mut files: Vec<SegmentFiles> = Vec::new();
+        let mut start_markers = Vec::new();
         for listed in listing {
             let Ok((base, kind)) = parse_segment_file_name(&listed.name) else {
                 report.ignored_files.push(listed.name.clone());
                 continue;
             };
+            if kind == SegmentFileKind::LogStart {
+                start_markers.push(base);
+                continue;
+            }
             let position = match files.iter().position(|files| files.base == base) {
                 Some(position) => position,
                 None => {
@@ -180,6 +187,7 @@ impl Recovery {
                 }
                 SegmentFileKind::OffsetIndex => entry.has_offset_index = true,
                 SegmentFileKind::TimeIndex => entry.has_time_index = true,
+                SegmentFileKind::LogStart => {}
             }
         }
         files.sort_by_key(|files| files.base);
@@ -218,8 +226,10 @@ impl Recovery {
             finish,
             report,
             fenced: None,
+            start_markers,
             result: None,
         };
+        recovery.start_markers.sort_unstable();
         recovery.begin_segment(0);
         recovery
     }
@@ -774,6 +784,37 @@ impl Recovery {
     }
 
     fn begin_finish(&mut self) {
+        // The highest log-start marker holds; the others go. One above the recovered end
+        // means durable records were lost after the log start was moved past them (damage:
+        // a corruption cut the log short): the log then starts at its end, recorded by a
+        // marker of its own first, so the records deleted never come back and no stale
+        // marker above the end remains to swallow records appended later.
+        let end = self.segments.back().map(|segment| segment.next_offset);
+        let highest = self.start_markers.iter().copied().max();
+        let kept = match (highest, end) {
+            (Some(highest), Some(end)) if highest > end => {
+                if !self.start_markers.contains(&end) {
+                    let id = self.io_id();
+                    self.finish.push_back(IoRequest::Create {
+                        id,
+                        file: FileRef::log_start(end),
+                        allocate: 0,
+                    });
+                }
+                Some(end)
+            }
+            (highest, _) => highest,
+        };
+        for marker in std::mem::take(&mut self.start_markers) {
+            if Some(marker) == kept {
+                continue;
+            }
+            let file = FileRef::log_start(marker);
+            self.report.removed_files.push(file.file_name());
+            let id = self.io_id();
+            self.finish.push_back(IoRequest::Remove { id, file });
+        }
+        self.start_markers.extend(kept);
         if let Some(last) = self.segments.back() {
             let file = FileRef::log(last.base);
             let id = self.io_id();
@@ -794,11 +835,19 @@ impl Recovery {
         self.step = Step::Done;
         let config = self.config.clone();
         let segments = std::mem::take(&mut self.segments);
-        let log = if segments.is_empty() {
-            PartitionLog::new(config, Offset(0))
-        } else {
-            let log_start = segments[0].base;
-            PartitionLog::assemble(config, segments, log_start, self.fenced.clone())
+        let markers = std::mem::take(&mut self.start_markers);
+        let marked = markers.iter().copied().max();
+        let log = match segments.back() {
+            // No segment (a new partition, or one whose files are all gone): the marker
+            // still says which offsets were given out.
+            None => PartitionLog::starting_at(config, marked.unwrap_or(Offset(0)), markers),
+            Some(last) => {
+                let end = last.next_offset;
+                let log_start = marked.map_or(segments[0].base, |marked| {
+                    marked.max(segments[0].base).min(end)
+                });
+                PartitionLog::assemble(config, segments, log_start, markers, self.fenced.clone())
+            }
         };
         let report = std::mem::take(&mut self.report);
         self.result = Some(Ok(Recovered { log, report }));

@@ -42,6 +42,14 @@ impl FileRef {
         }
     }
 
+    /// The log-start marker recording that the log starts at `start`.
+    pub fn log_start(start: Offset) -> Self {
+        FileRef {
+            base: start,
+            kind: SegmentFileKind::LogStart,
+        }
+    }
+
     /// The file's name in the partition directory.
     pub fn file_name(&self) -> String {
         segment_file_name(self.base, self.kind)

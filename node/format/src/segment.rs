@@ -19,6 +19,9 @@ pub const LOG_EXTENSION: &str = "log";
 pub const OFFSET_INDEX_EXTENSION: &str = "index";
 /// Extension of time-index files.
 pub const TIME_INDEX_EXTENSION: &str = "timeindex";
+/// Extension of log-start markers: an empty file whose name is the partition's log start
+/// (moved forward by DeleteRecords); the name is the whole content, so creating it is atomic.
+pub const LOG_START_EXTENSION: &str = "start";
 
 /// Number of digits of the base offset in a segment file name.
 pub const FILE_NAME_DIGITS: usize = 20;
@@ -29,6 +32,8 @@ pub enum SegmentFileKind {
     Log,
     OffsetIndex,
     TimeIndex,
+    /// A log-start marker: its "base" is the log start it records.
+    LogStart,
 }
 
 impl SegmentFileKind {
@@ -37,6 +42,7 @@ impl SegmentFileKind {
             SegmentFileKind::Log => LOG_EXTENSION,
             SegmentFileKind::OffsetIndex => OFFSET_INDEX_EXTENSION,
             SegmentFileKind::TimeIndex => TIME_INDEX_EXTENSION,
+            SegmentFileKind::LogStart => LOG_START_EXTENSION,
         }
     }
 }
@@ -58,6 +64,7 @@ pub fn parse_segment_file_name(name: &str) -> Result<(Offset, SegmentFileKind), 
         LOG_EXTENSION => SegmentFileKind::Log,
         OFFSET_INDEX_EXTENSION => SegmentFileKind::OffsetIndex,
         TIME_INDEX_EXTENSION => SegmentFileKind::TimeIndex,
+        LOG_START_EXTENSION => SegmentFileKind::LogStart,
         _ => return Err(unrecognised()),
     };
     let base: u64 = digits.parse().map_err(|_| unrecognised())?;

@@ -23,6 +23,11 @@
 //!   (by time: its newest record older than `now - retention_ms`; by size: the log without
 //!   it still at least `retention_bytes`), never the newest segment, and, on an idle and
 //!   fully durable log, leaves no oldest segment past its limit behind;
+//! - DeleteRecords moves the log start only forward, never past the high watermark, and
+//!   reports a move only once its marker is durable: every reported log start survives
+//!   every crash (the recovered log starts at or above it), and a move that was refused or
+//!   is still under way changes nothing visible; segments wholly below the log start are
+//!   deleted by retention like expired ones;
 //! - background verification of every sealed segment (over its synced contents, after each
 //!   recovery and at the end) finds nothing on a log that met no bit flip, and after a flip
 //!   at most the flipped batch.
@@ -35,8 +40,8 @@ use spate_core::recovery::{Recovered, Recovery, RecoveryError, RecoveryReport};
 use spate_core::storage::FileRef;
 use spate_core::verify::VERIFY_READ_BYTES;
 use spate_core::{
-    AppendError, FenceReason, FetchError, FetchPlan, IoRequest, LogConfig, LogEvent, Millis,
-    PartitionLog, SegmentVerifier, Storage, TORN_WINDOW_BYTES,
+    AppendError, DeleteRecordsError, FenceReason, FetchError, FetchPlan, IoRequest, LogConfig,
+    LogEvent, Millis, PartitionLog, SegmentVerifier, Storage, TORN_WINDOW_BYTES,
 };
 use spate_format::limits::SECTOR_SIZE;
 use spate_format::segment::{scan_segment, SegmentFileKind};
@@ -81,6 +86,8 @@ pub struct RunReport {
     pub corruptions_detected: u64,
     pub fetches: u64,
     pub segments_deleted: u64,
+    /// Log-start moves (DeleteRecords) reported durable.
+    pub log_start_moves: u64,
     pub rolls: u64,
     pub durable_events: u64,
     pub high_watermark: u64,
@@ -102,6 +109,7 @@ impl RunReport {
         self.corruptions_detected += other.corruptions_detected;
         self.fetches += other.fetches;
         self.segments_deleted += other.segments_deleted;
+        self.log_start_moves += other.log_start_moves;
         self.rolls += other.rolls;
         self.durable_events += other.durable_events;
         self.flips_truncated += other.flips_truncated;
@@ -181,6 +189,10 @@ struct Run {
     promised: Offset,
     written_seen: Offset,
     fenced: bool,
+    /// The highest log start reported moved (DeleteRecords): every recovery must keep it.
+    start_promised: Offset,
+    /// DeleteRecords offsets waiting for their `LogStartMoved`.
+    start_asked: Vec<Offset>,
     report: RunReport,
 }
 
@@ -225,6 +237,8 @@ pub enum Op {
     Fetch,
     /// Apply retention.
     Retention,
+    /// Move the log start (DeleteRecords) to a random offset, sometimes past the end.
+    DeleteRecords,
     /// Crash (power loss) and recover from a crash image.
     Crash,
     /// Arm a storage fault.
@@ -241,7 +255,8 @@ impl Op {
             5..=8 => Op::Pump,
             9 => Op::Tick,
             10 | 11 => Op::Fetch,
-            12 => Op::Retention,
+            12 if byte & 0x80 == 0 => Op::Retention,
+            12 => Op::DeleteRecords,
             13 => Op::Crash,
             14 => Op::Fault(Fault::WriteError),
             _ => Op::Fault(if byte & 0x80 == 0 {
@@ -310,6 +325,8 @@ impl Run {
             promised: Offset(0),
             written_seen: Offset(0),
             fenced: false,
+            start_promised: Offset(0),
+            start_asked: Vec::new(),
             report: RunReport::default(),
         }
     }
@@ -342,7 +359,8 @@ impl Run {
             }
             68..=77 => Op::Tick,
             78..=87 => Op::Fetch,
-            88..=92 => Op::Retention,
+            88..=90 => Op::Retention,
+            91 | 92 => Op::DeleteRecords,
             93..=95 if self.options.crashes => Op::Crash,
             96 if self.options.faults => Op::Fault(
                 [Fault::WriteError, Fault::SyncError, Fault::ShortWrite][self.rng.index(3)],
@@ -366,6 +384,7 @@ impl Run {
             Op::Tick => self.tick()?,
             Op::Fetch => self.fetch_random()?,
             Op::Retention => self.retention()?,
+            Op::DeleteRecords => self.delete_records()?,
             Op::Crash => {
                 let synced = self.synced_ends();
                 self.crash_and_recover(&synced, None)?;
@@ -392,6 +411,12 @@ impl Run {
         let (start, end) = (self.log.log_start(), self.log.high_watermark());
         if !self.fenced {
             // Liveness: once idle, everything appended is durable and acknowledged.
+            ensure(self.start_asked.is_empty(), || {
+                format!(
+                    "idle log left log-start moves to {:?} unreported; it starts at {start}",
+                    self.start_asked
+                )
+            })?;
             ensure(
                 end == self.log.next_offset() && self.tickets.is_empty(),
                 || {
@@ -605,6 +630,37 @@ impl Run {
                     ensure(log_start <= self.log.high_watermark(), || {
                         format!("log start {log_start} passed the high watermark")
                     })?;
+                }
+                LogEvent::LogStartMoved { log_start } => {
+                    ensure(!self.fenced, || {
+                        "a fenced partition moved its log start".into()
+                    })?;
+                    ensure(log_start > self.start_promised, || {
+                        format!(
+                            "log start reported moved to {log_start}, not past {}",
+                            self.start_promised
+                        )
+                    })?;
+                    ensure(
+                        log_start <= self.log.log_start() && log_start <= self.log.high_watermark(),
+                        || {
+                            format!(
+                                "log start reported at {log_start}; the log starts at {} and \
+                                 its high watermark is {}",
+                                self.log.log_start(),
+                                self.log.high_watermark()
+                            )
+                        },
+                    )?;
+                    let marker = FileRef::log_start(log_start);
+                    ensure(
+                        self.storage.durable_contents(&marker).is_some()
+                            && self.storage.is_dir_durable(&marker),
+                        || format!("log start reported at {log_start} before {marker} is durable"),
+                    )?;
+                    self.start_promised = log_start;
+                    self.report.log_start_moves += 1;
+                    self.start_asked.retain(|&asked| asked > log_start);
                 }
             }
         }
@@ -864,7 +920,11 @@ impl Run {
     /// Whether retention may delete `segment` (the oldest left) when the log's segments
     /// together hold `total` bytes: by time, its newest record is older than
     /// `now - retention_ms`; by size, the log without it still holds `retention_bytes`.
-    fn past_retention(&self, segment: &ModelSegment, total: u64) -> bool {
+    fn past_retention(&self, segment: &ModelSegment, total: u64, next_base: Offset) -> bool {
+        if next_base <= self.log.log_start() {
+            // Wholly below the log start (DeleteRecords).
+            return true;
+        }
         let expired = self.config.retention_ms.is_some_and(|ms| {
             segment
                 .max_timestamp
@@ -916,8 +976,9 @@ impl Run {
             },
         )?;
         let mut remaining = total;
-        for segment in &segments[..deleted] {
-            ensure(self.past_retention(segment, remaining), || {
+        for (index, segment) in segments[..deleted].iter().enumerate() {
+            let next_base = segments[index + 1].base;
+            ensure(self.past_retention(segment, remaining, next_base), || {
                 format!(
                     "retention at {:?} deleted segment {} ({} bytes, newest record {:?}) \
                      within its limits (retention_ms {:?}, retention_bytes {:?}, log {remaining} bytes)",
@@ -935,7 +996,8 @@ impl Run {
             // Idle and durable: nothing holds the oldest segment back (no writes pending, the
             // next segment's name is durable), so it must be within its limits now.
             let oldest = &segments[deleted];
-            ensure(!self.past_retention(oldest, remaining), || {
+            let next_base = segments[deleted + 1].base;
+            ensure(!self.past_retention(oldest, remaining, next_base), || {
                 format!(
                     "retention at {:?} kept segment {} ({} bytes, newest record {:?}) past its \
                      limits (retention_ms {:?}, retention_bytes {:?}, log {remaining} bytes)",
@@ -960,6 +1022,50 @@ impl Run {
                 )
             },
         )
+    }
+
+    /// Moves the log start (DeleteRecords) and checks the answer: done at once only if the
+    /// log already starts there, refused past the high watermark or when fenced, otherwise
+    /// under way (nothing visible changes until its event).
+    fn delete_records(&mut self) -> Checked {
+        let (start, end) = (self.log.log_start(), self.log.high_watermark());
+        let offset = if self.rng.chance(1, 8) {
+            Offset(end.0 + self.rng.range(1, 3))
+        } else if self.rng.chance(1, 8) || start == end {
+            Offset(self.rng.range(start.0.saturating_sub(2), end.0))
+        } else {
+            // Mostly a short way forward, so the log keeps records to read.
+            Offset(
+                self.rng
+                    .range(start.0, start.0 + (end.0 - start.0).div_ceil(4)),
+            )
+        };
+        match self.log.handle_delete_records(offset) {
+            Ok(true) => ensure(offset <= start, || {
+                format!("log start move to {offset} answered at once; the log starts at {start}")
+            })?,
+            Ok(false) => {
+                ensure(offset > start && offset <= end && !self.fenced, || {
+                    format!(
+                        "log start move to {offset} accepted with the log at [{start}, {end}], \
+                         fenced {}",
+                        self.fenced
+                    )
+                })?;
+                self.start_asked.push(offset);
+            }
+            Err(DeleteRecordsError::AboveHighWatermark { .. }) => ensure(offset > end, || {
+                format!("log start move to {offset} refused, below the high watermark {end}")
+            })?,
+            Err(DeleteRecordsError::Fenced(_)) => ensure(self.fenced, || {
+                "log start move refused as fenced, but no fence was reported".into()
+            })?,
+        }
+        ensure(self.log.log_start() == start, || {
+            "DeleteRecords moved the log start before its marker was durable".into()
+        })?;
+        self.transfer();
+        self.drain_events()
     }
 
     fn recover(&mut self, mut storage: SimStorage) -> Checked<(SimStorage, Recovered)> {
@@ -1091,8 +1197,19 @@ impl Run {
             log.next_offset() == high && log.written_end() == high,
             || "after recovery everything present must be durable".into(),
         )?;
+        // (After a bit flip the log may end below a reported log start: it then starts at
+        // its end.)
+        ensure(log.log_start() >= self.start_promised.min(high), || {
+            format!(
+                "recovered log start {} is below the reported move to {}",
+                log.log_start(),
+                self.start_promised
+            )
+        })?;
         self.storage = storage;
         self.log = log;
+        // Moves under way are lost or done; the recovered log start says which.
+        self.start_asked.clear();
         // Offsets at and above the recovered end were never durable: they may be assigned again.
         self.batches.retain(|&base, _| base < high.0);
         self.tickets.clear();

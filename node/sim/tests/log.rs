@@ -5,8 +5,8 @@ use bytes::Bytes;
 use spate_core::recovery::{Recovered, Recovery};
 use spate_core::storage::FileRef;
 use spate_core::{
-    AppendError, FenceReason, FetchPlan, IoRequest, LogConfig, LogEvent, Millis, PartitionLog,
-    Storage,
+    AppendError, DeleteRecordsError, FenceReason, FetchPlan, IoRequest, LogConfig, LogEvent,
+    Millis, PartitionLog, Storage,
 };
 use spate_format::limits::SECTOR_SIZE;
 use spate_format::segment::SegmentFileKind;
@@ -1171,4 +1171,106 @@ fn configurations_outside_their_ranges_are_refused_and_preallocation_doubles() {
         growing.allocation_for(1 << 20, (1 << 20) + 1),
         (1 << 20) + 4096
     );
+}
+
+#[test]
+fn delete_records_moves_the_log_start_durably_and_retention_frees_the_segments_below() {
+    let config = config();
+    let mut harness = Harness::new(config.clone());
+    // 40 batches of one 4000-byte record: several 64 KiB segments.
+    for _ in 0..40 {
+        harness.append(&batch(4000, 1, T0), Durability::Fsync);
+        harness.settle();
+    }
+    let bases = harness.log.segment_bases();
+    assert!(bases.len() >= 3, "{bases:?}");
+    let high = harness.log.high_watermark();
+
+    // Past the high watermark: refused, nothing written.
+    assert!(matches!(
+        harness.log.handle_delete_records(Offset(high.0 + 1)),
+        Err(DeleteRecordsError::AboveHighWatermark { .. })
+    ));
+    // Inside the second segment: under way until its marker is durable.
+    let target = Offset(bases[1].0 + 1);
+    assert_eq!(harness.log.handle_delete_records(target), Ok(false));
+    harness.transfer();
+    assert_eq!(harness.log.log_start(), Offset(0), "visible before durable");
+    // A smaller move is covered by the one under way.
+    assert_eq!(harness.log.handle_delete_records(Offset(1)), Ok(false));
+    harness.settle();
+    assert_eq!(harness.log.log_start(), target);
+    assert!(harness
+        .events
+        .contains(&LogEvent::LogStartMoved { log_start: target }));
+    let marker = FileRef::log_start(target);
+    assert!(harness.storage.is_dir_durable(&marker));
+    // Already there: answered at once.
+    assert_eq!(harness.log.handle_delete_records(Offset(1)), Ok(true));
+    assert_eq!(harness.log.handle_delete_records(target), Ok(true));
+
+    // Below the log start is out of range; reads start at the batch holding it.
+    assert!(harness.log.handle_fetch(bases[1], 100).is_err());
+    assert_eq!(harness.fetch_all().first(), Some(&target));
+
+    // Retention (without limits) deletes the first segment only: the second holds records
+    // at and above the log start.
+    assert_eq!(harness.log.handle_retention(harness.now), 1);
+    harness.transfer();
+    harness.settle();
+    assert_eq!(&harness.log.segment_bases()[..], &bases[1..]);
+    assert_eq!(harness.log.log_start(), target, "still mid-segment");
+
+    // A crash keeps the move; recovery starts the log there.
+    let mut image = harness.storage.crash(3);
+    let Recovered { log, .. } = recover(&mut image, config.clone());
+    assert_eq!(log.log_start(), target);
+    assert_eq!(log.high_watermark(), high);
+
+    // A second move removes the first marker; recovery honours the highest marker and
+    // removes any other.
+    let second = Offset(bases[2].0);
+    assert_eq!(harness.log.handle_delete_records(second), Ok(false));
+    harness.transfer();
+    harness.settle();
+    assert_eq!(harness.log.log_start(), second);
+    assert!(
+        harness.storage.contents(&marker).is_none(),
+        "old marker left"
+    );
+    assert_eq!(harness.log.handle_retention(harness.now), 1);
+    harness.transfer();
+    harness.settle();
+    assert_eq!(harness.log.segment_bases()[0], second);
+    let mut image = harness.storage.crash(4);
+    image.submit(IoRequest::Create {
+        id: spate_core::IoId(u64::MAX),
+        file: FileRef::log_start(Offset(2)),
+        allocate: 0,
+    });
+    image.complete_all();
+    while image.poll_done().is_some() {}
+    let Recovered { log, report } = recover(&mut image, config.clone());
+    assert_eq!(log.log_start(), second);
+    assert_eq!(
+        report.removed_files,
+        vec![FileRef::log_start(Offset(2)).file_name()]
+    );
+    assert!(image.contents(&FileRef::log_start(Offset(2))).is_none());
+
+    // A marker above the end (durable records lost after the move): the log starts at its
+    // end, recorded by a marker of its own, and the stale one goes.
+    let above = Offset(high.0 + 100);
+    image.submit(IoRequest::Create {
+        id: spate_core::IoId(u64::MAX - 1),
+        file: FileRef::log_start(above),
+        allocate: 0,
+    });
+    image.complete_all();
+    while image.poll_done().is_some() {}
+    let Recovered { log, .. } = recover(&mut image, config);
+    assert_eq!(log.log_start(), high);
+    assert_eq!(log.next_offset(), high);
+    assert!(image.contents(&FileRef::log_start(above)).is_none());
+    assert!(image.contents(&FileRef::log_start(high)).is_some());
 }

@@ -17,6 +17,10 @@ fn fixed_seeds_keep_every_promise() {
             assert!(total.torn_tails > 0, "no torn tail simulated: {total:?}");
             assert!(total.fences > 0, "no fence simulated: {total:?}");
             assert!(total.rolls > 0 && total.segments_deleted > 0, "{total:?}");
+            assert!(
+                total.log_start_moves > 100,
+                "too few log-start moves: {total:?}"
+            );
         }
         Err(failure) => panic!("{failure}"),
     }

@@ -95,7 +95,7 @@ fn main() {
     println!(
         "{ran} seeds passed in {:.1} s (seeds {first}..{}): {} appends, {} crashes, {} torn tails, \
          {} fences, {} corruptions detected ({} flips in sealed segments found by verification), \
-         {} rolls, {} segments deleted",
+         {} rolls, {} segments deleted, {} log-start moves",
         started.elapsed().as_secs_f64(),
         first + ran,
         total.appends,
@@ -106,6 +106,7 @@ fn main() {
         total.flips_found_by_verification,
         total.rolls,
         total.segments_deleted,
+        total.log_start_moves,
     );
 }
 
