@@ -48,10 +48,11 @@ pub enum ApiKey {
     AllocateProducerIds,
     AutoCreateTopic,
     AlterTopic,
+    DeleteRecords,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 9] = [
+    pub const ALL: [ApiKey; 10] = [
         ApiKey::CreateTopic,
         ApiKey::DeleteTopic,
         ApiKey::Metadata,
@@ -61,6 +62,7 @@ impl ApiKey {
         ApiKey::AllocateProducerIds,
         ApiKey::AutoCreateTopic,
         ApiKey::AlterTopic,
+        ApiKey::DeleteRecords,
     ];
 
     pub fn to_u16(self) -> u16 {
@@ -74,6 +76,7 @@ impl ApiKey {
             ApiKey::AllocateProducerIds => 7,
             ApiKey::AutoCreateTopic => 8,
             ApiKey::AlterTopic => 9,
+            ApiKey::DeleteRecords => 10,
         }
     }
 
@@ -92,11 +95,15 @@ impl ApiKey {
             ApiKey::AllocateProducerIds => "AllocateProducerIds",
             ApiKey::AutoCreateTopic => "AutoCreateTopic",
             ApiKey::AlterTopic => "AlterTopic",
+            ApiKey::DeleteRecords => "DeleteRecords",
         }
     }
 
     /// Whether the request names one partition and must reach the shard that owns it.
     pub fn is_partition_scoped(self) -> bool {
-        matches!(self, ApiKey::Produce | ApiKey::Fetch | ApiKey::ListOffsets)
+        matches!(
+            self,
+            ApiKey::Produce | ApiKey::Fetch | ApiKey::ListOffsets | ApiKey::DeleteRecords
+        )
     }
 }

@@ -219,6 +219,26 @@ pub struct ListOffsetsResponse {
     pub high_watermark: u64,
 }
 
+/// Moves a partition's log start forward to `offset` (Kafka's DeleteRecords): the records
+/// below it are no longer readable and their segments are deleted. Answered once the move
+/// is durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteRecordsRequest {
+    pub topic: String,
+    pub partition: PartitionId,
+    /// The new log start; [`DELETE_RECORDS_TO_HIGH_WATERMARK`] for the high watermark.
+    pub offset: u64,
+}
+
+/// `DeleteRecordsRequest::offset` meaning "up to the high watermark" (Kafka's -1).
+pub const DELETE_RECORDS_TO_HIGH_WATERMARK: u64 = u64::MAX;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeleteRecordsResponse {
+    /// The partition's log start after the move (Kafka's low watermark).
+    pub log_start_offset: u64,
+}
+
 /// Machine-readable facts attached to an error.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum ErrorDetail {
@@ -284,6 +304,7 @@ pub enum Request {
     AllocateProducerIds(AllocateProducerIdsRequest),
     AutoCreateTopic(AutoCreateTopicRequest),
     AlterTopic(AlterTopicRequest),
+    DeleteRecords(DeleteRecordsRequest),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -298,6 +319,7 @@ pub enum Response {
     /// The topic (created now or before) and its partition count.
     AutoCreateTopic(CreateTopicResponse),
     AlterTopic(AlterTopicResponse),
+    DeleteRecords(DeleteRecordsResponse),
     /// An error answering a request with the raw api key `api_key`.
     Error {
         api_key: u16,
@@ -364,6 +386,7 @@ impl Request {
             Request::AllocateProducerIds(_) => ApiKey::AllocateProducerIds,
             Request::AutoCreateTopic(_) => ApiKey::AutoCreateTopic,
             Request::AlterTopic(_) => ApiKey::AlterTopic,
+            Request::DeleteRecords(_) => ApiKey::DeleteRecords,
         }
     }
 
@@ -413,6 +436,11 @@ impl Request {
                     };
                     w.u8(tag);
                     w.i64(timestamp);
+                }
+                Request::DeleteRecords(request) => {
+                    w.str16(&request.topic);
+                    w.u32(request.partition.0);
+                    w.u64(request.offset);
                 }
                 Request::AllocateProducerIds(request) => w.u32(request.count),
                 Request::AutoCreateTopic(request) => w.str16(&request.topic),
@@ -533,6 +561,11 @@ impl Request {
                     spec,
                 })
             }
+            ApiKey::DeleteRecords => Request::DeleteRecords(DeleteRecordsRequest {
+                topic: read_topic(&mut reader)?,
+                partition: PartitionId(reader.u32("partition")?),
+                offset: reader.u64("offset")?,
+            }),
             ApiKey::AllocateProducerIds => {
                 let count = reader.u32("count")?;
                 if count == 0 || count > PRODUCER_IDS_PER_REQUEST_MAX {
@@ -599,6 +632,7 @@ impl Response {
             Response::AllocateProducerIds(_) => ApiKey::AllocateProducerIds.to_u16(),
             Response::AutoCreateTopic(_) => ApiKey::AutoCreateTopic.to_u16(),
             Response::AlterTopic(_) => ApiKey::AlterTopic.to_u16(),
+            Response::DeleteRecords(_) => ApiKey::DeleteRecords.to_u16(),
             Response::Error { api_key, .. } => *api_key,
         }
     }
@@ -657,6 +691,7 @@ impl Response {
                 w.u64(response.log_start_offset);
                 w.u64(response.high_watermark);
             }
+            Response::DeleteRecords(response) => w.u64(response.log_start_offset),
             Response::AllocateProducerIds(response) => {
                 w.u64(response.first);
                 w.u32(response.count);
@@ -753,6 +788,9 @@ impl Response {
             }),
             ApiKey::DeleteTopic => Response::DeleteTopic(DeleteTopicResponse {
                 topic: read_topic(&mut reader)?,
+            }),
+            ApiKey::DeleteRecords => Response::DeleteRecords(DeleteRecordsResponse {
+                log_start_offset: reader.u64("log_start_offset")?,
             }),
             ApiKey::Metadata => {
                 // A shard entry takes at least 4 bytes (id and an empty endpoint's length).

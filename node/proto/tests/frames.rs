@@ -337,6 +337,13 @@ fn request() -> impl Strategy<Value = Request> {
                     spec,
                 }
             )),
+        (topic(), any::<u32>(), any::<u64>()).prop_map(|(topic, partition, offset)| {
+            Request::DeleteRecords(DeleteRecordsRequest {
+                topic,
+                partition: PartitionId(partition),
+                offset,
+            })
+        }),
         (1u32..=1_000_000)
             .prop_map(|count| Request::AllocateProducerIds(AllocateProducerIdsRequest { count })),
         topic().prop_map(|topic| Request::AutoCreateTopic(AutoCreateTopicRequest { topic })),
@@ -435,6 +442,9 @@ fn response() -> impl Strategy<Value = Response> {
                 }
             )
         ),
+        any::<u64>().prop_map(
+            |log_start_offset| Response::DeleteRecords(DeleteRecordsResponse { log_start_offset })
+        ),
         (any::<u64>(), any::<u32>()).prop_map(|(first, count)| Response::AllocateProducerIds(
             AllocateProducerIdsResponse { first, count }
         )),
@@ -471,6 +481,7 @@ proptest! {
             Request::Produce(r) => Some((r.topic.clone(), r.partition)),
             Request::Fetch(r) => Some((r.topic.clone(), r.partition)),
             Request::ListOffsets(r) => Some((r.topic.clone(), r.partition)),
+            Request::DeleteRecords(r) => Some((r.topic.clone(), r.partition)),
             _ => None,
         };
         let found_route = frame.route().unwrap().map(|r| (r.topic.to_owned(), r.partition));

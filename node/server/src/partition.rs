@@ -11,13 +11,16 @@ use futures_lite::future;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use spate_core::{LogEvent, PartitionKey, Storage};
 use spate_format::Offset;
-use spate_proto::{ErrorCode, ErrorResponse, ProduceResponse};
+use spate_proto::{DeleteRecordsResponse, ErrorCode, ErrorResponse, ProduceResponse};
 
 use crate::shard::{now, Shard};
 use crate::storage::DmaStorage;
 
 /// The answer a producer waits for.
 pub type ProduceResult = Result<ProduceResponse, ErrorResponse>;
+
+/// The answer a DeleteRecords waits for.
+pub type DeleteRecordsResult = Result<DeleteRecordsResponse, ErrorResponse>;
 
 #[derive(Debug)]
 pub struct PendingAck {
@@ -35,6 +38,9 @@ pub struct Partition {
     pub write_acks: RefCell<VecDeque<PendingAck>>,
     /// `fsync` acknowledgements in offset order.
     pub fsync_acks: RefCell<VecDeque<PendingAck>>,
+    /// DeleteRecords waiting for their log start to be durable: the offset each asked for.
+    /// Bounded like produces: by the connections and their frames in flight.
+    pub start_waiters: RefCell<Vec<(Offset, LocalSender<DeleteRecordsResult>)>>,
     /// Parked long-poll fetches, woken when the high watermark moves.
     pub waiters: RefCell<Vec<LocalSender<()>>>,
     /// Set to stop the driver once the log is idle (shutdown, deletion).
@@ -58,6 +64,7 @@ impl Partition {
             doorbell,
             write_acks: RefCell::new(VecDeque::new()),
             fsync_acks: RefCell::new(VecDeque::new()),
+            start_waiters: RefCell::new(Vec::new()),
             waiters: RefCell::new(Vec::new()),
             closing: Cell::new(false),
             room_gate: Rc::new(glommio::sync::Semaphore::new(1)),
@@ -96,6 +103,9 @@ impl Partition {
                 let _ = ack.reply.try_send(Err(error.clone()));
             }
         }
+        for (_, reply) in self.start_waiters.borrow_mut().drain(..) {
+            let _ = reply.try_send(Err(error.clone()));
+        }
     }
 
     fn handle_event(&self, shard: &Shard, event: LogEvent) {
@@ -131,6 +141,30 @@ impl Partition {
             }
             LogEvent::SegmentRolled { base } => {
                 tracing::debug!(topic = %self.key.topic, partition = self.key.partition, base = base.0, "segment rolled");
+            }
+            LogEvent::LogStartMoved { log_start } => {
+                let current = shard
+                    .with_log(&self.key, |log| log.log_start())
+                    .unwrap_or(log_start);
+                self.start_waiters.borrow_mut().retain(|(asked, reply)| {
+                    if *asked > log_start {
+                        return true;
+                    }
+                    let response = DeleteRecordsResponse {
+                        log_start_offset: current.0,
+                    };
+                    let _ = reply.try_send(Ok(response));
+                    false
+                });
+                tracing::info!(
+                    topic = %self.key.topic,
+                    partition = self.key.partition,
+                    log_start = log_start.0,
+                    "log start moved (DeleteRecords)"
+                );
+                // The segments wholly below the new start go now, not at the next retention
+                // check.
+                shard.with_log(&self.key, |log| log.handle_retention(now()));
             }
             LogEvent::SegmentsDeleted {
                 segments,

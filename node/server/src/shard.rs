@@ -24,20 +24,24 @@ use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
 use spate_core::recovery::Recovery;
-use spate_core::{FetchError, FetchPlan, Millis, PartitionKey, PartitionLog, ShardLogs, Storage};
+use spate_core::{
+    DeleteRecordsError, FetchError, FetchPlan, Millis, PartitionKey, PartitionLog, ShardLogs,
+    Storage,
+};
 use spate_format::{batches, Offset};
 use spate_proto::{
-    ErrorCode, ErrorDetail, ErrorResponse, FetchRequest, FetchResponse, Frame, FrameDecoder,
-    ListOffsetsRequest, ListOffsetsResponse, MetadataResponse, OffsetSpec, PartitionId,
-    PartitionMetadata, ProduceRequest, ProduceResponse, Request, Response, Setting, ShardId,
-    ShardInfo, TopicMetadata,
+    DeleteRecordsRequest, DeleteRecordsResponse, ErrorCode, ErrorDetail, ErrorResponse,
+    FetchRequest, FetchResponse, Frame, FrameDecoder, ListOffsetsRequest, ListOffsetsResponse,
+    MetadataResponse, OffsetSpec, PartitionId, PartitionMetadata, ProduceRequest, ProduceResponse,
+    Request, Response, Setting, ShardId, ShardInfo, TopicMetadata,
+    DELETE_RECORDS_TO_HIGH_WATERMARK,
 };
 
 use crate::config::NodeConfig;
 use crate::connections::{Connections, Registration};
 use crate::coordinator::{AdminClient, Update};
 use crate::metadata::{Metadata, Topic};
-use crate::partition::{Partition, PendingAck, ProduceResult};
+use crate::partition::{DeleteRecordsResult, Partition, PendingAck, ProduceResult};
 use crate::storage::list_dir;
 
 /// Partitions one shard recovers at a time (at startup and when metadata changes). Each reads
@@ -784,6 +788,17 @@ impl Shard {
                     }
                 }))
             }
+            Request::DeleteRecords(request) => match self.delete_records(&request) {
+                Ok(Ok(response)) => Dispatched::Now(Response::DeleteRecords(response)),
+                Ok(Err(receiver)) => Dispatched::Later(Box::pin(async move {
+                    match receiver.recv().await {
+                        Some(Ok(response)) => Response::DeleteRecords(response),
+                        Some(Err(error)) => fail(error),
+                        None => fail(error(ErrorCode::ShuttingDown, "the partition closed")),
+                    }
+                })),
+                Err(error) => Dispatched::Now(fail(error)),
+            },
         }
     }
 
@@ -934,6 +949,62 @@ impl Shard {
             response,
             reply,
         });
+        Ok(Err(receiver))
+    }
+
+    /// Moves the log start (DeleteRecords). The answer is immediate if the log already starts
+    /// there, or comes once the move is durable (the partition's `LogStartMoved`).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn delete_records(
+        &self,
+        request: &DeleteRecordsRequest,
+    ) -> Result<
+        Result<DeleteRecordsResponse, local_channel::LocalReceiver<DeleteRecordsResult>>,
+        ErrorResponse,
+    > {
+        let partition = self.owned(&request.topic, request.partition)?;
+        let key = &partition.key;
+        let moved = self
+            .with_log(key, |log| {
+                let offset = if request.offset == DELETE_RECORDS_TO_HIGH_WATERMARK {
+                    log.high_watermark()
+                } else {
+                    Offset(request.offset)
+                };
+                log.handle_delete_records(offset)
+                    .map(|done| (offset, done, log.log_start()))
+            })
+            .ok_or_else(|| error(ErrorCode::Storage, "partition closed"))?;
+        let (offset, done, log_start) = moved.map_err(|refused| match refused {
+            DeleteRecordsError::AboveHighWatermark { high_watermark, .. } => error(
+                ErrorCode::OffsetOutOfRange,
+                format!(
+                    "cannot delete the records of {}-{} before {}: {refused}",
+                    key.topic, key.partition, request.offset
+                ),
+            )
+            .with_detail(ErrorDetail::OffsetRange {
+                log_start_offset: self
+                    .with_log(key, |log| log.log_start().0)
+                    .unwrap_or_default(),
+                high_watermark: high_watermark.0,
+            }),
+            DeleteRecordsError::Fenced(reason) => error(
+                ErrorCode::PartitionFenced,
+                format!(
+                    "partition {}-{} is fenced: {reason}",
+                    key.topic, key.partition
+                ),
+            ),
+        })?;
+        if done {
+            return Ok(Ok(DeleteRecordsResponse {
+                log_start_offset: log_start.0,
+            }));
+        }
+        partition.ring();
+        let (reply, receiver) = local_channel::new_bounded(1);
+        partition.start_waiters.borrow_mut().push((offset, reply));
         Ok(Err(receiver))
     }
 

@@ -16,6 +16,7 @@ use glommio::channels::local_channel::LocalSender;
 use glommio::io::{DmaFile, OpenOptions};
 use spate_core::storage::FileRef;
 use spate_core::{IoDone, IoOutcome, IoRequest, ListedFile, Storage, StorageError};
+use spate_format::segment::SegmentFileKind;
 
 /// Largest single read or write handed to glommio. Larger requests can hang forever in the
 /// kernel when they exceed what one block request maps (glommio issue #633); 512 KiB is 128
@@ -268,7 +269,12 @@ async fn execute(
                     .await
                     .map_err(|error| storage_error("fallocate", &name, error))?;
             }
-            files.borrow_mut().open.insert(file, Rc::new(dma));
+            if file.kind == SegmentFileKind::LogStart {
+                // A marker: its name is all it holds, nothing reads or writes it.
+                let _ = dma.close().await;
+            } else {
+                files.borrow_mut().open.insert(file, Rc::new(dma));
+            }
             Ok(IoOutcome::Done)
         }
         IoRequest::Allocate { file, len, .. } => {

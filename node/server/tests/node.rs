@@ -524,3 +524,131 @@ fn fetches_beyond_the_tail_cache_read_from_disk_on_a_fresh_node() {
     }
     node.shutdown();
 }
+
+/// DeleteRecords moves the log start, answers once the move is durable, deletes the whole
+/// segments below it, and the move survives a restart.
+#[test]
+fn delete_records_moves_the_log_start_durably_and_frees_whole_segments() {
+    let dir = data_dir("delete-records");
+    let node = start(&dir, 1);
+    let mut client = Client::connect(node.endpoints[0]);
+    assert!(matches!(
+        client.call(&Request::CreateTopic(CreateTopicRequest {
+            topic: "d".into(),
+            partitions: 1,
+            retention_ms: Setting::Unlimited,
+            retention_bytes: Setting::Unlimited,
+            segment_bytes: Setting::Value(64 << 10),
+        })),
+        Response::CreateTopic(_)
+    ));
+    let value = vec![3u8; 4000];
+    for _ in 0..60 {
+        assert!(matches!(
+            client.produce("d", 0, &[&value], Durability::Fsync),
+            Response::Produce(_)
+        ));
+    }
+    let delete = |client: &mut Client, offset: u64| {
+        client.call(&Request::DeleteRecords(DeleteRecordsRequest {
+            topic: "d".into(),
+            partition: PartitionId(0),
+            offset,
+        }))
+    };
+    let earliest =
+        |client: &mut Client| match client.call(&Request::ListOffsets(ListOffsetsRequest {
+            topic: "d".into(),
+            partition: PartitionId(0),
+            spec: OffsetSpec::Earliest,
+        })) {
+            Response::ListOffsets(listed) => listed.offset,
+            other => panic!("{other:?}"),
+        };
+    let before = segment_files(&dir, "d", 0);
+    assert!(before.len() >= 3, "{before:?}");
+
+    assert_eq!(
+        delete(&mut client, 30),
+        Response::DeleteRecords(DeleteRecordsResponse {
+            log_start_offset: 30
+        })
+    );
+    assert_eq!(earliest(&mut client), 30);
+    let partition_dir = dir.join("topics").join("d-0");
+    assert!(partition_dir.join(format!("{:020}.start", 30)).exists());
+    match client.fetch("d", 0, 29, 0) {
+        Response::Error { error, .. } => assert_eq!(error.code, ErrorCode::OffsetOutOfRange),
+        other => panic!("{other:?}"),
+    }
+    match client.fetch("d", 0, 30, 0) {
+        Response::Fetch(fetched) => {
+            assert_eq!(fetched.log_start_offset, 30);
+            assert_eq!(records(&fetched.records)[0].0, 30);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Below the log start: answered at once with the log start. Past the end: refused.
+    assert_eq!(
+        delete(&mut client, 5),
+        Response::DeleteRecords(DeleteRecordsResponse {
+            log_start_offset: 30
+        })
+    );
+    match delete(&mut client, 61) {
+        Response::Error { error, .. } => assert_eq!(error.code, ErrorCode::OffsetOutOfRange),
+        other => panic!("{other:?}"),
+    }
+    // The segments wholly below the log start go (the one holding it stays).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let files = loop {
+        let files = segment_files(&dir, "d", 0);
+        let first: u64 = files[0]
+            .file_stem()
+            .and_then(|stem| stem.to_str())
+            .and_then(|stem| stem.parse().ok())
+            .unwrap();
+        let second: u64 = files.get(1).map_or(u64::MAX, |file| {
+            file.file_stem().unwrap().to_str().unwrap().parse().unwrap()
+        });
+        if (first <= 30 && second > 30) || Instant::now() > deadline {
+            break files;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(files.len() < before.len(), "{files:?}");
+    node.shutdown();
+
+    // The move survives a restart; -1 (u64::MAX here) deletes up to the high watermark.
+    let node = start(&dir, 1);
+    let mut client = Client::connect(node.endpoints[0]);
+    assert_eq!(earliest(&mut client), 30);
+    assert_eq!(
+        delete(&mut client, DELETE_RECORDS_TO_HIGH_WATERMARK),
+        Response::DeleteRecords(DeleteRecordsResponse {
+            log_start_offset: 60
+        })
+    );
+    match client.produce("d", 0, &[&value], Durability::Fsync) {
+        Response::Produce(produced) => {
+            assert_eq!(produced.base_offset, 60);
+            assert_eq!(produced.log_start_offset, 60);
+        }
+        other => panic!("{other:?}"),
+    }
+    node.shutdown();
+    let node = start(&dir, 1);
+    let mut client = Client::connect(node.endpoints[0]);
+    assert_eq!(earliest(&mut client), 60);
+    // One marker is left: the newest.
+    let markers: Vec<_> = std::fs::read_dir(&partition_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "start"))
+        .collect();
+    assert_eq!(
+        markers,
+        vec![partition_dir.join(format!("{:020}.start", 60))]
+    );
+    node.shutdown();
+}
