@@ -15,10 +15,10 @@ use bytes::{Bytes, BytesMut};
 use quinn::{IdleTimeout, VarInt};
 use spate_proto::limits::RESPONSE_SIZE_MAX;
 use spate_proto::{
-    AlterTopicRequest, CreateTopicRequest, DeleteTopicRequest, ErrorCode, ErrorResponse,
-    FetchRequest, FetchResponse, FrameDecoder, ListOffsetsRequest, ListOffsetsResponse,
-    MetadataRequest, MetadataResponse, OffsetSpec, PartitionId, ProduceRequest, ProduceResponse,
-    Request, Response, Setting, TopicMetadata,
+    AlterTopicRequest, CreateTopicRequest, DeleteRecordsRequest, DeleteTopicRequest, ErrorCode,
+    ErrorResponse, FetchRequest, FetchResponse, FrameDecoder, ListOffsetsRequest,
+    ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetSpec, PartitionId,
+    ProduceRequest, ProduceResponse, Request, Response, Setting, TopicMetadata,
 };
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
@@ -416,6 +416,28 @@ impl Client {
         });
         match self.request(&request).await? {
             Response::AlterTopic(altered) => Ok((altered.retention_ms, altered.retention_bytes)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Deletes a partition's records before `before` (Kafka's DeleteRecords): its log start
+    /// moves there, durably, before the answer; `None` deletes up to the high watermark.
+    /// Returns the log start now (higher than asked if the log already started further on).
+    /// Offsets past the high watermark are refused (`ErrorCode::OffsetOutOfRange`). The
+    /// segments wholly below the new start are deleted right after.
+    pub async fn delete_records(
+        &self,
+        topic: &str,
+        partition: u32,
+        before: Option<u64>,
+    ) -> Result<u64, ClientError> {
+        let request = Request::DeleteRecords(DeleteRecordsRequest {
+            topic: topic.into(),
+            partition: PartitionId(partition),
+            offset: before.unwrap_or(spate_proto::DELETE_RECORDS_TO_HIGH_WATERMARK),
+        });
+        match self.request(&request).await? {
+            Response::DeleteRecords(moved) => Ok(moved.log_start_offset),
             other => Err(unexpected(&other)),
         }
     }

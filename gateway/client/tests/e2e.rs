@@ -500,6 +500,22 @@ fn cli_admin_produce_consume_across_shards() {
     );
     assert_eq!(cli.ok(&["consume", "audit"], ""), "first\n\nthird\n");
 
+    // Trim: the records before an offset go (DeleteRecords); past the end is refused.
+    let trimmed = cli.ok(&["topic", "trim", "audit", "--before", "1"], "");
+    let rows: Vec<Vec<&str>> = trimmed
+        .lines()
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows, [vec!["PARTITION", "LOG_START"], vec!["0", "1"]]);
+    assert_eq!(cli.ok(&["consume", "audit"], ""), "\nthird\n");
+    let stderr = cli.fails(&["topic", "trim", "audit", "--before", "99"], "");
+    assert!(
+        stderr.starts_with("spate: error: partition 0: ") && stderr.contains("99"),
+        "{stderr}"
+    );
+    let stderr = cli.fails(&["topic", "trim", "audit", "--before", "soon"], "");
+    assert!(stderr.contains("neither an offset nor `end`"), "{stderr}");
+
     // Failures: one line on stderr, non-zero exit; the good lines still acknowledged.
     let output = cli.run(
         &["produce", "audit", "--key-separator", "=", "--report-acks"],
@@ -1497,7 +1513,7 @@ fn kafkajs_administers_and_produces() {
 }
 
 #[test]
-fn kafka_admin_clients_describe_configs_and_cluster_and_are_refused_new_partitions() {
+fn kafka_admin_clients_describe_alter_configs_and_delete_records() {
     let python = python_with_kafka_clients();
     let dir = data_dir("kafka-admin");
     let (mut up, broker, cli) = up_with_kafka(&dir, 1);

@@ -102,8 +102,8 @@ fn setting_value(setting: Setting, default: Option<u64>) -> (String, i8) {
     }
 }
 
-/// A topic's entries: its three settings, then the facts every Spate topic shares. All are
-/// read-only: Spate cannot change a topic's settings after creation yet.
+/// A topic's entries: its three settings, then the facts every Spate topic shares. Only the
+/// retention settings can change (IncrementalAlterConfigs); the rest are read-only.
 fn topic_entries(topic: &TopicMetadata) -> Vec<Entry> {
     let setting = |name, setting, default, config_type, documentation| {
         let (value, source) = setting_value(setting, default);
@@ -111,7 +111,7 @@ fn topic_entries(topic: &TopicMetadata) -> Vec<Entry> {
             name,
             value,
             source,
-            read_only: true,
+            read_only: name == "segment.bytes",
             config_type,
             documentation,
         }
@@ -647,7 +647,11 @@ mod tests {
         // The node says the effective value, not whose it is.
         let retention = &clicks.configs[0];
         assert_eq!(retention.config_source, SOURCE_UNKNOWN);
-        assert!(retention.read_only && !retention.is_sensitive);
+        // Retention changes with IncrementalAlterConfigs; the segment size and the facts do
+        // not.
+        assert!(!retention.read_only && !retention.is_sensitive);
+        assert!(!clicks.configs[1].read_only);
+        assert!(clicks.configs[2..].iter().all(|entry| entry.read_only));
         assert!(retention.synonyms.is_empty() && retention.documentation.is_none());
         assert_eq!(retention.config_type, TYPE_LONG);
         let policy = &clicks.configs[3];

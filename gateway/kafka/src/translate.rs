@@ -3,6 +3,9 @@
 //! gateway's `kafka` module sends the node requests and waits for their answers.
 
 use bytes::Bytes;
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
 use kafka_protocol::messages::fetch_request::FetchRequest;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::list_offsets_response::{
@@ -12,7 +15,8 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
-    BrokerId, FetchResponse, ListOffsetsResponse, MetadataRequest, MetadataResponse, TopicName,
+    BrokerId, DeleteRecordsResponse, FetchResponse, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -129,6 +133,52 @@ pub fn offset_spec(timestamp: i64) -> Result<OffsetSpec, ResponseError> {
         time if time >= 0 => Ok(OffsetSpec::Timestamp(time)),
         _ => Err(ResponseError::InvalidRequest),
     }
+}
+
+/// The node's DeleteRecords offset for Kafka's: -1 is the high watermark; other negative
+/// offsets are OFFSET_OUT_OF_RANGE (Kafka's answer).
+pub fn delete_records_offset(offset: i64) -> Result<u64, ResponseError> {
+    match offset {
+        -1 => Ok(spate_proto::DELETE_RECORDS_TO_HIGH_WATERMARK),
+        offset => u64::try_from(offset).map_err(|_| ResponseError::OffsetOutOfRange),
+    }
+}
+
+/// One partition's DeleteRecords answer from the node's: the new log start as the low
+/// watermark, or the error (-1 as the low watermark then, as Kafka answers).
+pub fn delete_records_partition(
+    index: i32,
+    offset: Result<u64, ResponseError>,
+    answer: Result<spate_proto::DeleteRecordsResponse, ErrorResponse>,
+) -> DeleteRecordsPartitionResult {
+    let partition = DeleteRecordsPartitionResult::default()
+        .with_partition_index(index)
+        .with_low_watermark(-1);
+    if let Err(error) = offset {
+        return partition.with_error_code(error.code());
+    }
+    match answer {
+        Err(error) => partition.with_error_code(kafka_error(error.code).code()),
+        Ok(moved) => {
+            partition.with_low_watermark(i64::try_from(moved.log_start_offset).unwrap_or(i64::MAX))
+        }
+    }
+}
+
+/// Assembles DeleteRecords topics from per-partition answers in request order.
+pub fn delete_records_response(
+    topics: Vec<(TopicName, Vec<DeleteRecordsPartitionResult>)>,
+) -> DeleteRecordsResponse {
+    DeleteRecordsResponse::default().with_topics(
+        topics
+            .into_iter()
+            .map(|(name, partitions)| {
+                DeleteRecordsTopicResult::default()
+                    .with_name(name)
+                    .with_partitions(partitions)
+            })
+            .collect(),
+    )
 }
 
 /// One partition's ListOffsets answer from the node's. No record at or after a timestamp is
@@ -613,6 +663,55 @@ mod tests {
             list_offsets_partition(0, offset_spec(-3), Ok(answer)).error_code,
             ResponseError::InvalidRequest.code()
         );
+    }
+
+    #[test]
+    fn delete_records_maps_minus_one_to_the_high_watermark_and_errors_to_kafka_codes() {
+        assert_eq!(
+            delete_records_offset(-1),
+            Ok(spate_proto::DELETE_RECORDS_TO_HIGH_WATERMARK)
+        );
+        assert_eq!(delete_records_offset(0), Ok(0));
+        assert_eq!(delete_records_offset(42), Ok(42));
+        assert_eq!(
+            delete_records_offset(-2),
+            Err(ResponseError::OffsetOutOfRange)
+        );
+        let moved = spate_proto::DeleteRecordsResponse {
+            log_start_offset: 7,
+        };
+        let answered = delete_records_partition(3, Ok(7), Ok(moved));
+        assert_eq!(
+            (
+                answered.partition_index,
+                answered.low_watermark,
+                answered.error_code
+            ),
+            (3, 7, 0)
+        );
+        let refused = delete_records_partition(
+            0,
+            Ok(99),
+            Err(ErrorResponse::new(
+                ErrorCode::OffsetOutOfRange,
+                "past the end",
+            )),
+        );
+        assert_eq!(
+            (refused.low_watermark, refused.error_code),
+            (-1, ResponseError::OffsetOutOfRange.code())
+        );
+        let fenced = delete_records_partition(
+            0,
+            Ok(1),
+            Err(ErrorResponse::new(
+                ErrorCode::PartitionFenced,
+                "fenced",
+            )),
+        );
+        assert_eq!(fenced.error_code, ResponseError::KafkaStorageError.code());
+        let negative = delete_records_partition(0, delete_records_offset(-5), Ok(moved));
+        assert_eq!(negative.error_code, ResponseError::OffsetOutOfRange.code());
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     // A topic's retention.ms and retention.bytes (the node's AlterTopic).
     (ApiKey::IncrementalAlterConfigs, 0, 1),
+    // Moves partitions' log starts (the node's DeleteRecords).
+    (ApiKey::DeleteRecords, 0, 2),
     // One broker (this gateway); v2 adds fenced brokers, which Spate does not have.
     (ApiKey::DescribeCluster, 0, 1),
 ];

@@ -23,10 +23,10 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
-    DeleteTopicsResponse, FetchRequest, FindCoordinatorRequest, FindCoordinatorResponse,
-    InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, MetadataRequest,
-    ProduceRequest, ProduceResponse, ProducerId, RequestKind, TopicName,
+    ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteRecordsRequest,
+    DeleteTopicsRequest, DeleteTopicsResponse, FetchRequest, FindCoordinatorRequest,
+    FindCoordinatorResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
+    MetadataRequest, ProduceRequest, ProduceResponse, ProducerId, RequestKind, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::ResponseError;
@@ -401,6 +401,9 @@ async fn dispatch(context: &Arc<Context>, request: Request) -> Answer {
             list_offsets(context, version, correlation_id, request).await
         }
         RequestKind::Fetch(request) => fetch(context, version, correlation_id, request).await,
+        RequestKind::DeleteRecords(request) => {
+            delete_records(context, version, correlation_id, request).await
+        }
         RequestKind::CreateTopics(request) => {
             let context = context.clone();
             Box::pin(async move {
@@ -903,6 +906,63 @@ async fn list_offsets(
         }
         let answer = translate::list_offsets_response(answered);
         respond(ApiKey::ListOffsets, version, correlation_id, &answer)
+    })
+}
+
+/// DeleteRecords: each partition's move goes to its shard now; the answer assembles once
+/// every move is durable (or refused).
+async fn delete_records(
+    context: &Arc<Context>,
+    version: i16,
+    correlation_id: i32,
+    request: DeleteRecordsRequest,
+) -> Answer {
+    type Part = (i32, Result<u64, ResponseError>, Option<Pending>);
+    let mut topics: Vec<(TopicName, Vec<Part>)> = Vec::new();
+    for topic in request.topics {
+        let mut parts = Vec::new();
+        for partition in topic.partitions {
+            let offset = translate::delete_records_offset(partition.offset);
+            let pending = match (&offset, partition_id(partition.partition_index)) {
+                (Ok(offset), Some(id)) => Some(
+                    send(
+                        &context.router,
+                        &NodeRequest::DeleteRecords(spate_proto::DeleteRecordsRequest {
+                            topic: topic.name.0.to_string(),
+                            partition: id,
+                            offset: *offset,
+                        }),
+                    )
+                    .await,
+                ),
+                _ => None,
+            };
+            parts.push((partition.partition_index, offset, pending));
+        }
+        topics.push((topic.name, parts));
+    }
+    let context = context.clone();
+    Box::pin(async move {
+        let mut answered = Vec::new();
+        for (name, parts) in topics {
+            let mut partitions = Vec::new();
+            for (index, offset, pending) in parts {
+                let answer = match pending {
+                    None => Err(ErrorResponse::new(
+                        ErrorCode::UnknownPartition,
+                        "no such partition",
+                    )),
+                    Some(pending) => match context.router.response(pending).await {
+                        NodeResponse::DeleteRecords(moved) => Ok(moved),
+                        other => Err(unexpected(other)),
+                    },
+                };
+                partitions.push(translate::delete_records_partition(index, offset, answer));
+            }
+            answered.push((name, partitions));
+        }
+        let answer = translate::delete_records_response(answered);
+        respond(ApiKey::DeleteRecords, version, correlation_id, &answer)
     })
 }
 

@@ -1,18 +1,22 @@
 """Kafka admin clients against Spate's Kafka listener: DescribeConfigs (a topic's settings
 and Spate's fixed facts, the broker's settings, an unknown topic), DescribeCluster (one
 broker, cluster "spate"), CreatePartitions (refused: partitions are fixed at creation) and
-IncrementalAlterConfigs (retention changed, validated only, back to the default; refusals),
+IncrementalAlterConfigs (retention changed, validated only, back to the default; refusals)
+and DeleteRecords (to an offset, to the high watermark, past it; a consumer reading from 0
+afterwards resets to the new log start),
 with kafka-python 3.0.12 and confluent-kafka 2.16.1 (pinned in tests/kafka_admin.rs).
 TOPIC must exist with 2 partitions and retention.ms 3600000. Exits non-zero on the first
 broken expectation. Usage: admin.py BROKER TOPIC"""
 import sys
+import time
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import (OFFSET_END, Consumer, KafkaError, KafkaException, Producer,
+                             TopicPartition as CkTopicPartition)
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry,
                                   ConfigResource as CkConfigResource, NewPartitions)
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
-from kafka.errors import InvalidPartitionsError
+from kafka.errors import InvalidPartitionsError, OffsetOutOfRangeError
 
 broker, topic = sys.argv[1], sys.argv[2]
 port = int(broker.rsplit(":", 1)[1])
@@ -129,4 +133,40 @@ assert alter(topic, ("cleanup.policy", "compact", SET)) == KafkaError.INVALID_CO
 assert alter(topic, ("retention.ms", "0", SET)) == KafkaError.INVALID_CONFIG
 assert alter(topic + "-nope", ("retention.ms", "1000", SET)) == KafkaError.UNKNOWN_TOPIC_OR_PART
 assert described(topic)["retention.ms"] == "-1"
+
+# DeleteRecords: 10 records in each partition, then the log start moves.
+producer = Producer({"bootstrap.servers": broker, "acks": "all"})
+for partition in (0, 1):
+    for i in range(10):
+        producer.produce(topic, value=b"r%d" % i, partition=partition)
+assert producer.flush(20) == 0
+admin = KafkaAdminClient(bootstrap_servers=broker, request_timeout_ms=20000)
+deleted = admin.delete_records({TopicPartition(topic, 0): 4})
+assert deleted[TopicPartition(topic, 0)]["low_watermark"] == 4, deleted
+try:
+    admin.delete_records({TopicPartition(topic, 0): 11})
+    raise AssertionError("deleting past the high watermark succeeded")
+except OffsetOutOfRangeError:
+    pass
+admin.close()
+# librdkafka: to an offset, and to the high watermark (OFFSET_END, -1).
+moves = ck.delete_records([CkTopicPartition(topic, 1, 6), CkTopicPartition(topic, 0, OFFSET_END)],
+                          request_timeout=20)
+lows = {tp.partition: future.result().low_watermark for tp, future in moves.items()}
+assert lows == {0: 10, 1: 6}, lows
+consumer = Consumer({"bootstrap.servers": broker, "group.id": "unused",
+                     "auto.offset.reset": "earliest", "enable.auto.commit": False})
+assert consumer.get_watermark_offsets(CkTopicPartition(topic, 1), timeout=20) == (6, 10)
+assert consumer.get_watermark_offsets(CkTopicPartition(topic, 0), timeout=20) == (10, 10)
+# Reading from 0 is out of range now: the consumer resets to the log start.
+consumer.assign([CkTopicPartition(topic, 1, 0)])
+read = []
+deadline = time.monotonic() + 20
+while len(read) < 4 and time.monotonic() < deadline:
+    message = consumer.poll(1)
+    # Errors are events here (librdkafka's coordinator lookup: Spate has no groups yet).
+    if message is not None and message.error() is None:
+        read.append((message.offset(), message.value()))
+assert read == [(6, b"r6"), (7, b"r7"), (8, b"r8"), (9, b"r9")], read
+consumer.close()
 print("admin ok")

@@ -1,4 +1,5 @@
-//! `spate topic create|alter|list|describe|delete`: admin calls, printed as aligned columns.
+//! `spate topic create|alter|list|describe|trim|delete`: admin calls, printed as aligned
+//! columns.
 
 use std::io::Write;
 
@@ -36,8 +37,33 @@ pub enum TopicCommand {
     List,
     /// Show a topic's partitions: owner shard, log start offset, high watermark.
     Describe { name: String },
+    /// Delete the records before an offset (the partition's log start moves there; Kafka's
+    /// DeleteRecords). Prints each partition's log start after the move.
+    Trim {
+        name: String,
+        /// Delete the records before this offset, or `end`: all records (up to the high
+        /// watermark).
+        #[arg(long, value_name = "OFFSET", value_parser = trim_point)]
+        before: TrimPoint,
+        /// The partitions to trim (repeat the flag for several). [default: every partition]
+        #[arg(long = "partition", value_name = "N")]
+        partitions: Vec<u32>,
+    },
     /// Delete a topic and all its records.
     Delete { name: String },
+}
+
+/// `--before`: an offset, or `end` (`None`: up to the high watermark).
+#[derive(Debug, Clone, Copy)]
+pub struct TrimPoint(Option<u64>);
+
+fn trim_point(text: &str) -> Result<TrimPoint, String> {
+    if text.eq_ignore_ascii_case("end") {
+        return Ok(TrimPoint(None));
+    }
+    text.parse::<u64>()
+        .map(|offset| TrimPoint(Some(offset)))
+        .map_err(|_| format!("`{text}` is neither an offset nor `end`"))
 }
 
 fn setting(text: &str) -> Result<Setting, String> {
@@ -171,6 +197,30 @@ pub async fn run(client: &Client, command: &TopicCommand) -> Result<(), String> 
                 shown(topic.segment_bytes)
             )
             .and_then(|()| table(&mut out, &rows))
+        }
+        TopicCommand::Trim {
+            name,
+            before,
+            partitions,
+        } => {
+            let partitions = if partitions.is_empty() {
+                let topic = client
+                    .topic(name)
+                    .await
+                    .map_err(|error| error.to_string())?;
+                (0..u32::try_from(topic.partitions.len()).unwrap_or(u32::MAX)).collect()
+            } else {
+                partitions.clone()
+            };
+            let mut rows = vec![vec!["PARTITION".to_owned(), "LOG_START".to_owned()]];
+            for partition in partitions {
+                let log_start = client
+                    .delete_records(name, partition, before.0)
+                    .await
+                    .map_err(|error| format!("partition {partition}: {error}"))?;
+                rows.push(vec![partition.to_string(), log_start.to_string()]);
+            }
+            table(&mut out, &rows)
         }
         TopicCommand::Delete { name } => {
             client
