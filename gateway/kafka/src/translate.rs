@@ -704,10 +704,7 @@ mod tests {
         let fenced = delete_records_partition(
             0,
             Ok(1),
-            Err(ErrorResponse::new(
-                ErrorCode::PartitionFenced,
-                "fenced",
-            )),
+            Err(ErrorResponse::new(ErrorCode::PartitionFenced, "fenced")),
         );
         assert_eq!(fenced.error_code, ResponseError::KafkaStorageError.code());
         let negative = delete_records_partition(0, delete_records_offset(-5), Ok(moved));

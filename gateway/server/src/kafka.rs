@@ -478,7 +478,11 @@ async fn dispatch(context: &Arc<Context>, request: Request) -> Answer {
 
 /// Sends one node request towards its shard.
 pub(crate) async fn send(router: &Router, request: &NodeRequest) -> Pending {
-    let bytes = request.to_frame(0);
+    send_frame(router, request.to_frame(0)).await
+}
+
+/// Sends a node request frame the gateway built (correlation id 0: the link sets its own).
+async fn send_frame(router: &Router, bytes: Bytes) -> Pending {
     match Frame::parse(bytes, u32::MAX) {
         Ok(frame) => router.send(&frame).await,
         Err(error) => Pending::Ready(NodeResponse::error(
@@ -752,16 +756,18 @@ async fn produce(
                 (_, None) => Err((ResponseError::UnknownTopicOrPartition, None)),
                 (Ok(durability), Some(id)) => match batch_for_node(partition.records.as_ref()) {
                     Err(error) => Err(error),
-                    Ok(batch) => Ok(send(
-                        &context.router,
-                        &NodeRequest::Produce(spate_proto::ProduceRequest {
-                            topic: topic.name.0.to_string(),
-                            partition: id,
+                    Ok(batch) => {
+                        // The records go into the node's frame with one copy, the only one
+                        // the gateway makes of them on the way in.
+                        let frame = spate_proto::produce_frame_from_parts(
+                            0,
+                            topic.name.0.as_str(),
+                            id,
                             durability,
-                            batch,
-                        }),
-                    )
-                    .await),
+                            &[batch.header(), batch.records()],
+                        );
+                        Ok(send_frame(&context.router, frame).await)
+                    }
                 },
             };
             parts.push((topic.name.clone(), index, outcome));
@@ -831,23 +837,23 @@ async fn produce(
 }
 
 /// The node batch for a Kafka produce's records (one Kafka v2 batch): a Spate header and
-/// the records section, made contiguous for the node frame (one copy).
-fn batch_for_node(records: Option<&Bytes>) -> Result<Bytes, (ResponseError, Option<String>)> {
+/// the records section, a slice of the request (no copy yet).
+fn batch_for_node(
+    records: Option<&Bytes>,
+) -> Result<spate_kafka::batch::SpateBatch, (ResponseError, Option<String>)> {
     let Some(records) = records else {
         return Err((
             ResponseError::InvalidRecord,
             Some("a produce without records".into()),
         ));
     };
-    spate_kafka::batch::kafka_to_spate(records)
-        .map(|batch| batch.to_contiguous())
-        .map_err(|error| {
-            (
-                ResponseError::try_from_code(error.kafka_error_code())
-                    .unwrap_or(ResponseError::CorruptMessage),
-                Some(error.to_string()),
-            )
-        })
+    spate_kafka::batch::kafka_to_spate(records).map_err(|error| {
+        (
+            ResponseError::try_from_code(error.kafka_error_code())
+                .unwrap_or(ResponseError::CorruptMessage),
+            Some(error.to_string()),
+        )
+    })
 }
 
 async fn list_offsets(

@@ -58,6 +58,11 @@ impl<'a, B: BufMut> Writer<'a, B> {
     }
 
     /// Bytes with a `u32` length.
+    /// Bytes as they are, without a length (a part of a field whose length was written).
+    pub fn raw(&mut self, value: &[u8]) {
+        self.out.put_slice(value);
+    }
+
     pub fn bytes32(&mut self, value: &[u8]) {
         let length = u32::try_from(value.len()).expect("bytes field longer than u32::MAX");
         self.u32(length);

@@ -490,6 +490,34 @@ proptest! {
     }
 
     #[test]
+    fn a_produce_frame_from_parts_is_the_frame_of_the_joined_batch(
+        topic in topic(),
+        partition in any::<u32>(),
+        durability in 0u8..3,
+        batch in some_bytes(300),
+        split in any::<proptest::sample::Index>(),
+        correlation_id in any::<u64>(),
+    ) {
+        let durability = Durability::from_u8(durability).unwrap();
+        let at = split.index(batch.len() + 1);
+        let from_parts = produce_frame_from_parts(
+            correlation_id,
+            &topic,
+            PartitionId(partition),
+            durability,
+            &[&batch[..at], &batch[at..]],
+        );
+        let joined = Request::Produce(ProduceRequest {
+            topic,
+            partition: PartitionId(partition),
+            durability,
+            batch,
+        })
+        .to_frame(correlation_id);
+        prop_assert_eq!(from_parts, joined);
+    }
+
+    #[test]
     fn any_response_round_trips(response in response(), correlation_id in any::<u64>()) {
         let bytes = response.to_frame(correlation_id);
         let frame = decode_one(&bytes, RESPONSE_SIZE_MAX);
