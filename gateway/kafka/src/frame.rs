@@ -194,7 +194,10 @@ pub fn encode_response<R: Encodable>(
     correlation_id: i32,
     body: &R,
 ) -> Bytes {
-    let mut out = BytesMut::with_capacity(64);
+    // Sized up front: a fetch answer of many MiB grown by doubling would be copied again at
+    // every step.
+    let body_size = body.compute_size(version).unwrap_or(0);
+    let mut out = BytesMut::with_capacity(64 + body_size);
     out.put_i32(0);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     // Encoding our own structures fails only for a field set that the version lacks, a bug
