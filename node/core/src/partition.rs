@@ -225,6 +225,15 @@ struct Mark {
     next: Offset,
 }
 
+/// A batch that raised its segment's newest timestamp: its first offset, the offset after
+/// it, and the timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Raise {
+    base: Offset,
+    next: Offset,
+    timestamp: i64,
+}
+
 /// Bytes of a segment not yet written: the file's bytes from `start` (sector-aligned) on.
 #[derive(Debug)]
 struct WriteBuffer {
@@ -266,6 +275,13 @@ pub(crate) struct Segment {
     finalized: bool,
     buffer: WriteBuffer,
     marks: VecDeque<Mark>,
+    /// The newest timestamp of what recovery found (all durable); `i64::MIN` for a segment
+    /// created since.
+    recovered_max_timestamp: i64,
+    /// Batches appended since that raised the newest timestamp, oldest first; all but the
+    /// last durable one are dropped as the high watermark passes them, so this holds the
+    /// durable maximum and the raises still in flight (bounded by the unsynced bytes).
+    raises: VecDeque<Raise>,
 }
 
 impl Segment {
@@ -290,6 +306,8 @@ impl Segment {
                 data: BytesMut::new(),
             },
             marks: VecDeque::new(),
+            recovered_max_timestamp: i64::MIN,
+            raises: VecDeque::new(),
         }
     }
 
@@ -354,6 +372,8 @@ impl Segment {
             finalized,
             buffer,
             marks: VecDeque::new(),
+            recovered_max_timestamp: max_timestamp,
+            raises: VecDeque::new(),
         }
     }
 
@@ -725,6 +745,13 @@ impl PartitionLog {
         segment.next_offset = Offset(last_offset.0 + 1);
         segment.last_batch_base = base_offset;
         segment.created_at.get_or_insert(now);
+        if max_timestamp > segment.max_timestamp {
+            segment.raises.push_back(Raise {
+                base: base_offset,
+                next: segment.next_offset,
+                timestamp: max_timestamp,
+            });
+        }
         segment.max_timestamp = segment.max_timestamp.max(max_timestamp);
         let relative = segment.relative(base_offset);
         add_index_entries(
@@ -1152,6 +1179,11 @@ impl PartitionLog {
                         self.events.push_back(LogEvent::Durable { up_to });
                     }
                 }
+                let durable = self.durable;
+                let raises = &mut self.segments[index].raises;
+                while raises.get(1).is_some_and(|raise| raise.next <= durable) {
+                    raises.pop_front();
+                }
                 if self.durable == self.next_offset {
                     self.unsynced_since = None;
                 } else if self.unsynced_since.is_some() {
@@ -1368,6 +1400,46 @@ impl PartitionLog {
             max_bytes,
             limit,
         }))
+    }
+
+    /// The newest timestamp among the durable records and where to start scanning for the
+    /// first record that has it (every batch before the returned offset has only older
+    /// records); `None` if no durable record has a timestamp. The start is at least the log
+    /// start: if the newest record lies below it (DeleteRecords), a scan from there does not
+    /// find it.
+    pub fn max_timestamp_scan_start(&self) -> Option<(i64, Offset)> {
+        let mut best: Option<(i64, Offset)> = None;
+        for segment in self
+            .segments
+            .iter()
+            .take_while(|segment| segment.base < self.durable)
+        {
+            let raised = segment
+                .raises
+                .front()
+                .filter(|raise| raise.next <= self.durable)
+                .map(|raise| (raise.timestamp, raise.base));
+            let recovered = (segment.recovered_max_timestamp != i64::MIN).then(|| {
+                let timestamp = segment.recovered_max_timestamp;
+                let start = spate_format::index::lookup_time(&segment.time_index, timestamp)
+                    .map_or(segment.base, |entry| {
+                        Offset(segment.base.0 + u64::from(entry.relative_offset.get()))
+                    });
+                (timestamp, start)
+            });
+            // Raises come after what recovery found, so they win only when newer.
+            let candidate = match (recovered, raised) {
+                (Some(recovered), Some(raised)) if raised.0 > recovered.0 => Some(raised),
+                (Some(recovered), _) => Some(recovered),
+                (None, raised) => raised,
+            };
+            if let Some(candidate) = candidate {
+                if best.is_none_or(|best| candidate.0 > best.0) {
+                    best = Some(candidate);
+                }
+            }
+        }
+        best.map(|(timestamp, start)| (timestamp, start.max(self.log_start)))
     }
 
     /// Where to start scanning for the first record with timestamp at least `timestamp`:

@@ -727,6 +727,7 @@ impl Run {
     fn fetch_random(&mut self) -> Checked {
         let (start, end) = (self.log.log_start(), self.log.high_watermark());
         self.check_fetch_bounds()?;
+        self.check_max_timestamp()?;
         if start >= end {
             return Ok(());
         }
@@ -785,6 +786,53 @@ impl Run {
             )),
             Err(error) => Err(format!("fetch at {offset}: {error}")),
         }
+    }
+
+    /// The newest durable timestamp and where a scan for it starts (ListOffsets -3), against
+    /// the model: the newest timestamp of the batches in the log below the high watermark,
+    /// and a start at or before the first batch that has it (or at the log start, if that
+    /// batch lies below it), with only older batches in between. Uses no randomness.
+    fn check_max_timestamp(&self) -> Checked {
+        let (start, end) = (self.log.log_start(), self.log.high_watermark());
+        let first = self.log.segment_bases().first().copied().unwrap_or(start);
+        let durable: Vec<(&u64, &ModelBatch)> = self
+            .batches
+            .range(first.0..end.0)
+            .filter(|(_, batch)| batch.next <= end)
+            .collect();
+        let newest = durable.iter().map(|(_, batch)| batch.max_timestamp).max();
+        let found = self.log.max_timestamp_scan_start();
+        let Some(newest) = newest else {
+            return ensure(found.is_none(), || {
+                format!("newest timestamp {found:?} on a log without durable records")
+            });
+        };
+        let Some((timestamp, scan_from)) = found else {
+            return Err(format!("no newest timestamp found; the model's is {newest}"));
+        };
+        ensure(timestamp == newest, || {
+            format!("newest timestamp {timestamp}, the model's is {newest}")
+        })?;
+        let holder = durable
+            .iter()
+            .find(|(_, batch)| batch.max_timestamp == newest)
+            .map_or(0, |(base, _)| **base);
+        ensure(scan_from >= start, || {
+            format!("newest-timestamp scan starts at {scan_from}, below the log start {start}")
+        })?;
+        if holder >= start.0 {
+            ensure(scan_from.0 <= holder, || {
+                format!("newest-timestamp scan starts at {scan_from}, after its batch {holder}")
+            })?;
+            let earlier_newest = durable
+                .iter()
+                .filter(|(base, batch)| **base < holder && batch.next > scan_from)
+                .any(|(_, batch)| batch.max_timestamp >= newest);
+            ensure(!earlier_newest, || {
+                "a batch before the newest one already has its timestamp".into()
+            })?;
+        }
+        Ok(())
     }
 
     /// Fetches at the edges of the visible range: the high watermark is the end (nothing to
