@@ -20,7 +20,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use spate_proto::{Durability, ErrorResponse, OffsetSpec};
+use spate_proto::{Durability, ErrorResponse, OffsetSpec, RecordTarget};
 
 use crate::errors::kafka_error;
 
@@ -124,14 +124,55 @@ pub fn metadata_response(
         .with_topics(topics)
 }
 
-/// What a ListOffsets timestamp asks for: latest (-1), earliest (-2), or the first record
-/// at or after a time. Others (-3 max timestamp and later ones) are not served yet.
-pub fn offset_spec(timestamp: i64) -> Result<OffsetSpec, ResponseError> {
+/// What a ListOffsets partition asks the node for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// The node's ListOffsets: earliest or latest.
+    Offsets(OffsetSpec),
+    /// A record by time (the node's FindRecord, which also says the record's timestamp).
+    Record(RecordTarget),
+}
+
+/// What a ListOffsets timestamp asks for: latest (-1), earliest (-2), the record with the
+/// newest timestamp (-3, KIP-734), or the first record at or after a time. The later special
+/// values (-4 earliest local, -5 latest tiered) are for tiered storage, which Spate does
+/// not have (their versions are not served).
+pub fn offset_spec(timestamp: i64) -> Result<Lookup, ResponseError> {
     match timestamp {
-        -1 => Ok(OffsetSpec::Latest),
-        -2 => Ok(OffsetSpec::Earliest),
-        time if time >= 0 => Ok(OffsetSpec::Timestamp(time)),
+        -1 => Ok(Lookup::Offsets(OffsetSpec::Latest)),
+        -2 => Ok(Lookup::Offsets(OffsetSpec::Earliest)),
+        -3 => Ok(Lookup::Record(RecordTarget::Newest)),
+        time if time >= 0 => Ok(Lookup::Record(RecordTarget::AtOrAfter(time))),
         _ => Err(ResponseError::InvalidRequest),
+    }
+}
+
+/// A node's answer to a ListOffsets partition: the offset found, its record's timestamp
+/// (-1 where the node does not say), and the high watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    pub offset: u64,
+    pub timestamp: i64,
+    pub high_watermark: u64,
+}
+
+impl From<spate_proto::ListOffsetsResponse> for Found {
+    fn from(found: spate_proto::ListOffsetsResponse) -> Self {
+        Found {
+            offset: found.offset,
+            timestamp: -1,
+            high_watermark: found.high_watermark,
+        }
+    }
+}
+
+impl From<spate_proto::FindRecordResponse> for Found {
+    fn from(found: spate_proto::FindRecordResponse) -> Self {
+        Found {
+            offset: found.offset,
+            timestamp: found.timestamp,
+            high_watermark: found.high_watermark,
+        }
     }
 }
 
@@ -185,8 +226,8 @@ pub fn delete_records_response(
 /// offset -1 (Kafka's answer), where the node answers with the high watermark.
 pub fn list_offsets_partition(
     index: i32,
-    spec: Result<OffsetSpec, ResponseError>,
-    answer: Result<spate_proto::ListOffsetsResponse, ErrorResponse>,
+    spec: Result<Lookup, ResponseError>,
+    answer: Result<Found, ErrorResponse>,
 ) -> ListOffsetsPartitionResponse {
     let partition = ListOffsetsPartitionResponse::default().with_partition_index(index);
     let spec = match spec {
@@ -200,11 +241,14 @@ pub fn list_offsets_partition(
             .with_timestamp(-1),
         Ok(found) => {
             let offset = i64::try_from(found.offset).unwrap_or(i64::MAX);
-            let offset = match spec {
-                OffsetSpec::Timestamp(_) if found.offset >= found.high_watermark => -1,
-                _ => offset,
-            };
-            partition.with_offset(offset).with_timestamp(-1)
+            // By time or newest time with no such record: -1 (Kafka's answer).
+            let searched = matches!(spec, Lookup::Record(_));
+            if searched && found.offset >= found.high_watermark {
+                return partition.with_offset(-1).with_timestamp(-1);
+            }
+            partition
+                .with_offset(offset)
+                .with_timestamp(found.timestamp)
         }
     }
 }
@@ -649,20 +693,47 @@ mod tests {
     }
 
     #[test]
-    fn list_offsets_by_time_past_the_end_is_minus_one() {
+    fn list_offsets_answers_offsets_and_record_timestamps_and_minus_one_past_the_end() {
         let answer = spate_proto::ListOffsetsResponse {
             offset: 10,
             log_start_offset: 0,
             high_watermark: 10,
         };
-        let by_time = list_offsets_partition(0, offset_spec(5), Ok(answer));
+        let by_time = list_offsets_partition(0, offset_spec(5), Ok(answer.into()));
         assert_eq!(by_time.offset, -1);
-        let latest = list_offsets_partition(0, offset_spec(-1), Ok(answer));
-        assert_eq!(latest.offset, 10);
+        // Found by time: the record's offset and its own timestamp.
+        let record = spate_proto::FindRecordResponse {
+            offset: 3,
+            timestamp: 77,
+            log_start_offset: 0,
+            high_watermark: 10,
+        };
+        let by_time = list_offsets_partition(0, offset_spec(5), Ok(record.into()));
+        assert_eq!((by_time.offset, by_time.timestamp), (3, 77));
+        let latest = list_offsets_partition(0, offset_spec(-1), Ok(answer.into()));
+        assert_eq!((latest.offset, latest.timestamp), (10, -1));
         assert_eq!(
-            list_offsets_partition(0, offset_spec(-3), Ok(answer)).error_code,
+            list_offsets_partition(0, offset_spec(-4), Ok(answer.into())).error_code,
             ResponseError::InvalidRequest.code()
         );
+        // The newest timestamp: its record's offset and time, or -1 on an empty partition.
+        assert_eq!(offset_spec(-3), Ok(Lookup::Record(RecordTarget::Newest)));
+        let newest = spate_proto::FindRecordResponse {
+            offset: 4,
+            timestamp: 1_700_000_000_000,
+            log_start_offset: 0,
+            high_watermark: 10,
+        };
+        let found = list_offsets_partition(0, offset_spec(-3), Ok(newest.into()));
+        assert_eq!((found.offset, found.timestamp), (4, 1_700_000_000_000));
+        let empty = spate_proto::FindRecordResponse {
+            offset: 0,
+            timestamp: -1,
+            log_start_offset: 0,
+            high_watermark: 0,
+        };
+        let none = list_offsets_partition(0, offset_spec(-3), Ok(empty.into()));
+        assert_eq!((none.offset, none.timestamp, none.error_code), (-1, -1, 0));
     }
 
     #[test]

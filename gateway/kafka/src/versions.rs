@@ -12,7 +12,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // v0-v2 only so that librdkafka before 2.11.1 compresses (`frame::decode_legacy_produce`).
     (ApiKey::Produce, 0, 12),
     (ApiKey::Fetch, 4, 12),
-    (ApiKey::ListOffsets, 1, 6),
+    // v7 adds the newest timestamp (-3); v8+ are for tiered storage.
+    (ApiKey::ListOffsets, 1, 7),
     (ApiKey::Metadata, 0, 12),
     // Answered with a clear, non-retriable error until consumer groups are served.
     (ApiKey::FindCoordinator, 0, 4),

@@ -864,7 +864,7 @@ async fn list_offsets(
 ) -> Answer {
     type Part = (
         i32,
-        Result<spate_proto::OffsetSpec, ResponseError>,
+        Result<translate::Lookup, ResponseError>,
         Option<Pending>,
     );
     let mut topics: Vec<(TopicName, Vec<Part>)> = Vec::new();
@@ -873,17 +873,26 @@ async fn list_offsets(
         for partition in topic.partitions {
             let spec = translate::offset_spec(partition.timestamp);
             let pending = match (&spec, partition_id(partition.partition_index)) {
-                (Ok(spec), Some(id)) => Some(
-                    send(
-                        &context.router,
-                        &NodeRequest::ListOffsets(spate_proto::ListOffsetsRequest {
-                            topic: topic.name.0.to_string(),
-                            partition: id,
-                            spec: *spec,
-                        }),
-                    )
-                    .await,
-                ),
+                (Ok(spec), Some(id)) => {
+                    let topic = topic.name.0.to_string();
+                    let request = match *spec {
+                        translate::Lookup::Offsets(spec) => {
+                            NodeRequest::ListOffsets(spate_proto::ListOffsetsRequest {
+                                topic,
+                                partition: id,
+                                spec,
+                            })
+                        }
+                        translate::Lookup::Record(target) => {
+                            NodeRequest::FindRecord(spate_proto::FindRecordRequest {
+                                topic,
+                                partition: id,
+                                target,
+                            })
+                        }
+                    };
+                    Some(send(&context.router, &request).await)
+                }
                 _ => None,
             };
             parts.push((partition.partition_index, spec, pending));
@@ -902,7 +911,8 @@ async fn list_offsets(
                         "no such partition",
                     )),
                     Some(pending) => match context.router.response(pending).await {
-                        NodeResponse::ListOffsets(found) => Ok(found),
+                        NodeResponse::ListOffsets(found) => Ok(found.into()),
+                        NodeResponse::FindRecord(found) => Ok(found.into()),
                         other => Err(unexpected(other)),
                     },
                 };

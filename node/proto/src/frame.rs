@@ -263,7 +263,7 @@ pub struct Route<'a> {
 }
 
 /// Reads the routing fields (topic, partition) at the start of the body of a `Produce`,
-/// `Fetch`, `ListOffsets` or `DeleteRecords` request; `Ok(None)` for requests any shard can answer. Nothing
+/// `Fetch`, `ListOffsets`, `DeleteRecords` or `FindRecord` request; `Ok(None)` for requests any shard can answer. Nothing
 /// after the routing fields is read.
 pub fn route<'a>(head: &FrameHead, body: &'a [u8]) -> Result<Option<Route<'a>>, ProtoError> {
     if head.is_response() || !head.api()?.is_partition_scoped() {

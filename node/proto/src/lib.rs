@@ -49,10 +49,11 @@ pub enum ApiKey {
     AutoCreateTopic,
     AlterTopic,
     DeleteRecords,
+    FindRecord,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 10] = [
+    pub const ALL: [ApiKey; 11] = [
         ApiKey::CreateTopic,
         ApiKey::DeleteTopic,
         ApiKey::Metadata,
@@ -63,6 +64,7 @@ impl ApiKey {
         ApiKey::AutoCreateTopic,
         ApiKey::AlterTopic,
         ApiKey::DeleteRecords,
+        ApiKey::FindRecord,
     ];
 
     pub fn to_u16(self) -> u16 {
@@ -77,6 +79,7 @@ impl ApiKey {
             ApiKey::AutoCreateTopic => 8,
             ApiKey::AlterTopic => 9,
             ApiKey::DeleteRecords => 10,
+            ApiKey::FindRecord => 11,
         }
     }
 
@@ -96,6 +99,7 @@ impl ApiKey {
             ApiKey::AutoCreateTopic => "AutoCreateTopic",
             ApiKey::AlterTopic => "AlterTopic",
             ApiKey::DeleteRecords => "DeleteRecords",
+            ApiKey::FindRecord => "FindRecord",
         }
     }
 
@@ -103,7 +107,11 @@ impl ApiKey {
     pub fn is_partition_scoped(self) -> bool {
         matches!(
             self,
-            ApiKey::Produce | ApiKey::Fetch | ApiKey::ListOffsets | ApiKey::DeleteRecords
+            ApiKey::Produce
+                | ApiKey::Fetch
+                | ApiKey::ListOffsets
+                | ApiKey::DeleteRecords
+                | ApiKey::FindRecord
         )
     }
 }

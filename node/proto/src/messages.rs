@@ -239,6 +239,34 @@ pub struct DeleteRecordsResponse {
     pub log_start_offset: u64,
 }
 
+/// Which record `FindRecord` looks for, by timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordTarget {
+    /// The first record whose timestamp is at least this (tag 0).
+    AtOrAfter(i64),
+    /// The first record with the newest timestamp (tag 1; Kafka's ListOffsets -3).
+    Newest,
+}
+
+/// Finds a record by its timestamp and says its offset and timestamp (Kafka's ListOffsets
+/// by time and by newest time, which answer both).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindRecordRequest {
+    pub topic: String,
+    pub partition: PartitionId,
+    pub target: RecordTarget,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FindRecordResponse {
+    /// The record found, or the high watermark if there is none.
+    pub offset: u64,
+    /// Its timestamp; -1 if there is none.
+    pub timestamp: i64,
+    pub log_start_offset: u64,
+    pub high_watermark: u64,
+}
+
 /// Machine-readable facts attached to an error.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum ErrorDetail {
@@ -305,6 +333,7 @@ pub enum Request {
     AutoCreateTopic(AutoCreateTopicRequest),
     AlterTopic(AlterTopicRequest),
     DeleteRecords(DeleteRecordsRequest),
+    FindRecord(FindRecordRequest),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -320,6 +349,7 @@ pub enum Response {
     AutoCreateTopic(CreateTopicResponse),
     AlterTopic(AlterTopicResponse),
     DeleteRecords(DeleteRecordsResponse),
+    FindRecord(FindRecordResponse),
     /// An error answering a request with the raw api key `api_key`.
     Error {
         api_key: u16,
@@ -413,6 +443,7 @@ impl Request {
             Request::AutoCreateTopic(_) => ApiKey::AutoCreateTopic,
             Request::AlterTopic(_) => ApiKey::AlterTopic,
             Request::DeleteRecords(_) => ApiKey::DeleteRecords,
+            Request::FindRecord(_) => ApiKey::FindRecord,
         }
     }
 
@@ -467,6 +498,16 @@ impl Request {
                     w.str16(&request.topic);
                     w.u32(request.partition.0);
                     w.u64(request.offset);
+                }
+                Request::FindRecord(request) => {
+                    w.str16(&request.topic);
+                    w.u32(request.partition.0);
+                    let (tag, timestamp) = match request.target {
+                        RecordTarget::AtOrAfter(timestamp) => (0, timestamp),
+                        RecordTarget::Newest => (1, 0),
+                    };
+                    w.u8(tag);
+                    w.i64(timestamp);
                 }
                 Request::AllocateProducerIds(request) => w.u32(request.count),
                 Request::AutoCreateTopic(request) => w.str16(&request.topic),
@@ -587,6 +628,27 @@ impl Request {
                     spec,
                 })
             }
+            ApiKey::FindRecord => {
+                let topic = read_topic(&mut reader)?;
+                let partition = PartitionId(reader.u32("partition")?);
+                let tag = reader.u8("target")?;
+                let timestamp = reader.i64("timestamp")?;
+                let target = match (tag, timestamp) {
+                    (0, timestamp) => RecordTarget::AtOrAfter(timestamp),
+                    (1, 0) => RecordTarget::Newest,
+                    _ => {
+                        return Err(ProtoError::Value {
+                            field: "target",
+                            value: tag.into(),
+                        })
+                    }
+                };
+                Request::FindRecord(FindRecordRequest {
+                    topic,
+                    partition,
+                    target,
+                })
+            }
             ApiKey::DeleteRecords => Request::DeleteRecords(DeleteRecordsRequest {
                 topic: read_topic(&mut reader)?,
                 partition: PartitionId(reader.u32("partition")?),
@@ -659,6 +721,7 @@ impl Response {
             Response::AutoCreateTopic(_) => ApiKey::AutoCreateTopic.to_u16(),
             Response::AlterTopic(_) => ApiKey::AlterTopic.to_u16(),
             Response::DeleteRecords(_) => ApiKey::DeleteRecords.to_u16(),
+            Response::FindRecord(_) => ApiKey::FindRecord.to_u16(),
             Response::Error { api_key, .. } => *api_key,
         }
     }
@@ -718,6 +781,12 @@ impl Response {
                 w.u64(response.high_watermark);
             }
             Response::DeleteRecords(response) => w.u64(response.log_start_offset),
+            Response::FindRecord(response) => {
+                w.u64(response.offset);
+                w.i64(response.timestamp);
+                w.u64(response.log_start_offset);
+                w.u64(response.high_watermark);
+            }
             Response::AllocateProducerIds(response) => {
                 w.u64(response.first);
                 w.u32(response.count);
@@ -817,6 +886,12 @@ impl Response {
             }),
             ApiKey::DeleteRecords => Response::DeleteRecords(DeleteRecordsResponse {
                 log_start_offset: reader.u64("log_start_offset")?,
+            }),
+            ApiKey::FindRecord => Response::FindRecord(FindRecordResponse {
+                offset: reader.u64("offset")?,
+                timestamp: reader.i64("timestamp")?,
+                log_start_offset: reader.u64("log_start_offset")?,
+                high_watermark: reader.u64("high_watermark")?,
             }),
             ApiKey::Metadata => {
                 // A shard entry takes at least 4 bytes (id and an empty endpoint's length).

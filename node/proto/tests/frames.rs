@@ -337,6 +337,21 @@ fn request() -> impl Strategy<Value = Request> {
                     spec,
                 }
             )),
+        (
+            topic(),
+            any::<u32>(),
+            prop_oneof![
+                Just(RecordTarget::Newest),
+                any::<i64>().prop_map(RecordTarget::AtOrAfter),
+            ]
+        )
+            .prop_map(|(topic, partition, target)| {
+                Request::FindRecord(FindRecordRequest {
+                    topic,
+                    partition: PartitionId(partition),
+                    target,
+                })
+            }),
         (topic(), any::<u32>(), any::<u64>()).prop_map(|(topic, partition, offset)| {
             Request::DeleteRecords(DeleteRecordsRequest {
                 topic,
@@ -442,6 +457,16 @@ fn response() -> impl Strategy<Value = Response> {
                 }
             )
         ),
+        (any::<u64>(), any::<i64>(), any::<u64>(), any::<u64>()).prop_map(
+            |(offset, timestamp, log_start_offset, high_watermark)| Response::FindRecord(
+                FindRecordResponse {
+                    offset,
+                    timestamp,
+                    log_start_offset,
+                    high_watermark,
+                }
+            )
+        ),
         any::<u64>().prop_map(
             |log_start_offset| Response::DeleteRecords(DeleteRecordsResponse { log_start_offset })
         ),
@@ -482,6 +507,7 @@ proptest! {
             Request::Fetch(r) => Some((r.topic.clone(), r.partition)),
             Request::ListOffsets(r) => Some((r.topic.clone(), r.partition)),
             Request::DeleteRecords(r) => Some((r.topic.clone(), r.partition)),
+            Request::FindRecord(r) => Some((r.topic.clone(), r.partition)),
             _ => None,
         };
         let found_route = frame.route().unwrap().map(|r| (r.topic.to_owned(), r.partition));

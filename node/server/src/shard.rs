@@ -31,10 +31,10 @@ use spate_core::{
 use spate_format::{batches, Offset};
 use spate_proto::{
     DeleteRecordsRequest, DeleteRecordsResponse, ErrorCode, ErrorDetail, ErrorResponse,
-    FetchRequest, FetchResponse, Frame, FrameDecoder, ListOffsetsRequest, ListOffsetsResponse,
-    MetadataResponse, OffsetSpec, PartitionId, PartitionMetadata, ProduceRequest, ProduceResponse,
-    Request, Response, Setting, ShardId, ShardInfo, TopicMetadata,
-    DELETE_RECORDS_TO_HIGH_WATERMARK,
+    FetchRequest, FetchResponse, FindRecordRequest, FindRecordResponse, Frame, FrameDecoder,
+    ListOffsetsRequest, ListOffsetsResponse, MetadataResponse, OffsetSpec, PartitionId,
+    PartitionMetadata, ProduceRequest, ProduceResponse, RecordTarget, Request, Response, Setting,
+    ShardId, ShardInfo, TopicMetadata, DELETE_RECORDS_TO_HIGH_WATERMARK,
 };
 
 use crate::config::NodeConfig;
@@ -788,6 +788,15 @@ impl Shard {
                     }
                 }))
             }
+            Request::FindRecord(request) => {
+                let shard = self.clone();
+                Dispatched::Later(Box::pin(async move {
+                    match shard.find_record(request).await {
+                        Ok(response) => Response::FindRecord(response),
+                        Err(error) => fail(error),
+                    }
+                }))
+            }
             Request::DeleteRecords(request) => match self.delete_records(&request) {
                 Ok(Ok(response)) => Dispatched::Now(Response::DeleteRecords(response)),
                 Ok(Err(receiver)) => Dispatched::Later(Box::pin(async move {
@@ -1112,55 +1121,124 @@ impl Shard {
             OffsetSpec::Latest => high_watermark,
             OffsetSpec::Timestamp(timestamp) => match scan_from {
                 None => high_watermark,
-                Some(mut offset) => loop {
-                    if offset >= high_watermark {
-                        break high_watermark;
-                    }
-                    let fetched = self
-                        .fetch(FetchRequest {
-                            topic: request.topic.clone(),
-                            partition: request.partition,
-                            offset: offset.0,
-                            max_bytes: 1 << 20,
-                            max_wait_ms: 0,
-                            min_bytes: 0,
-                        })
-                        .await?;
-                    let mut found = None;
-                    for batch in batches(&fetched.records) {
-                        let Ok(batch) = batch else { break };
-                        if batch.max_timestamp() >= timestamp && batch.last_offset() >= offset {
-                            // The first record of the batch at or after the asked time (a
-                            // compressed batch is decompressed, bounded, to find it; it was
-                            // validated when produced, so this does not fail, and if it did
-                            // the batch's start is the answer).
-                            let Ok(section) = batch.records_section() else {
-                                found = Some(batch.base_offset().max(offset));
-                                break;
-                            };
-                            found = batch
-                                .records_in(&section)
-                                .flatten()
-                                .find(|record| record.timestamp >= timestamp)
-                                .map(|record| {
-                                    Offset(batch.base_offset().0 + u64::from(record.offset_delta))
-                                })
-                                .map(|found| found.max(offset));
-                            break;
-                        }
-                        offset = batch.next_offset();
-                    }
-                    if let Some(found) = found {
-                        break found;
-                    }
-                    if fetched.records.is_empty() {
-                        break high_watermark;
-                    }
-                },
+                Some(from) => self
+                    .first_record_at_or_after(
+                        &request.topic,
+                        request.partition,
+                        from,
+                        timestamp,
+                        high_watermark,
+                    )
+                    .await?
+                    .map_or(high_watermark, |(offset, _)| offset),
             },
         };
         Ok(ListOffsetsResponse {
             offset: offset.0,
+            log_start_offset: log_start.0,
+            high_watermark: high_watermark.0,
+        })
+    }
+
+    /// The first durable record at or after `from` whose timestamp is at least `timestamp`,
+    /// with its timestamp, scanning batches up to the high watermark; `None` if there is none.
+    async fn first_record_at_or_after(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        from: Offset,
+        timestamp: i64,
+        high_watermark: Offset,
+    ) -> Result<Option<(Offset, i64)>, ErrorResponse> {
+        let mut offset = from;
+        loop {
+            if offset >= high_watermark {
+                return Ok(None);
+            }
+            let fetched = self
+                .fetch(FetchRequest {
+                    topic: topic.to_owned(),
+                    partition,
+                    offset: offset.0,
+                    max_bytes: 1 << 20,
+                    max_wait_ms: 0,
+                    min_bytes: 0,
+                })
+                .await?;
+            for batch in batches(&fetched.records) {
+                let Ok(batch) = batch else { break };
+                if batch.max_timestamp() >= timestamp && batch.last_offset() >= offset {
+                    // The first record of the batch at or after the asked time (a compressed
+                    // batch is decompressed, bounded, to find it; it was validated when
+                    // produced, so this does not fail, and if it did the batch's start and
+                    // newest timestamp are the answer).
+                    let Ok(section) = batch.records_section() else {
+                        return Ok(Some((
+                            batch.base_offset().max(offset),
+                            batch.max_timestamp(),
+                        )));
+                    };
+                    let found = batch
+                        .records_in(&section)
+                        .flatten()
+                        .map(|record| {
+                            (
+                                Offset(batch.base_offset().0 + u64::from(record.offset_delta)),
+                                record.timestamp,
+                            )
+                        })
+                        .find(|(at, time)| *time >= timestamp && *at >= offset);
+                    if found.is_some() {
+                        return Ok(found);
+                    }
+                }
+                offset = batch.next_offset();
+            }
+            if fetched.records.is_empty() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// A record by timestamp with its offset and time (Kafka's ListOffsets by time and by
+    /// newest time): the log says where to start (and, for the newest, which time); the scan
+    /// finds the first record.
+    async fn find_record(
+        &self,
+        request: FindRecordRequest,
+    ) -> Result<FindRecordResponse, ErrorResponse> {
+        let partition = self.owned(&request.topic, request.partition)?;
+        let key = partition.key.clone();
+        let (log_start, high_watermark, target) = self
+            .with_log(&key, |log| {
+                let target = match request.target {
+                    RecordTarget::Newest => log.max_timestamp_scan_start(),
+                    RecordTarget::AtOrAfter(timestamp) => log
+                        .timestamp_scan_start(timestamp)
+                        .map(|from| (timestamp, from)),
+                };
+                (log.log_start(), log.high_watermark(), target)
+            })
+            .ok_or_else(|| error(ErrorCode::Storage, "partition closed"))?;
+        let found = match target {
+            None => None,
+            Some((timestamp, from)) => {
+                self.first_record_at_or_after(
+                    &request.topic,
+                    request.partition,
+                    from,
+                    timestamp,
+                    high_watermark,
+                )
+                .await?
+            }
+        };
+        let (offset, timestamp) = found.map_or((high_watermark.0, -1), |(offset, timestamp)| {
+            (offset.0, timestamp)
+        });
+        Ok(FindRecordResponse {
+            offset,
+            timestamp,
             log_start_offset: log_start.0,
             high_watermark: high_watermark.0,
         })

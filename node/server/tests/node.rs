@@ -652,3 +652,89 @@ fn delete_records_moves_the_log_start_durably_and_frees_whole_segments() {
     );
     node.shutdown();
 }
+
+/// FindRecord: the first record at or after a time, and the first with the newest durable
+/// timestamp (Kafka's ListOffsets -3), inside a batch, across a restart and after the log
+/// start moved past it.
+#[test]
+fn find_record_by_time_and_the_newest_time() {
+    use spate_format::{BatchBuilder, Record};
+    let dir = data_dir("max-timestamp");
+    let node = start(&dir, 1);
+    let mut client = Client::connect(node.endpoints[0]);
+    client.create_topic("m", 1);
+    let find =
+        |client: &mut Client, target| match client.call(&Request::FindRecord(FindRecordRequest {
+            topic: "m".into(),
+            partition: PartitionId(0),
+            target,
+        })) {
+            Response::FindRecord(found) => (found.offset, found.timestamp),
+            other => panic!("{other:?}"),
+        };
+    let newest = |client: &mut Client| find(client, RecordTarget::Newest);
+    assert_eq!(
+        newest(&mut client),
+        (0, -1),
+        "empty: the high watermark, no time"
+    );
+    let now = now_ms();
+    // Batches of three records; the newest time is the middle record of the second batch
+    // (offset 4), and a later record has the same time (offset 7).
+    for times in [
+        [now - 30, now - 10, now - 20],
+        [now - 5, now, now - 1],
+        [now - 3, now, now - 2],
+    ] {
+        let mut builder = BatchBuilder::new();
+        for timestamp in times {
+            builder
+                .push(&Record {
+                    timestamp,
+                    value: Some(b"v"),
+                    ..Record::default()
+                })
+                .unwrap();
+        }
+        let batch = bytes::Bytes::from(builder.finish().unwrap());
+        assert!(matches!(
+            client.call(&Request::Produce(ProduceRequest {
+                topic: "m".into(),
+                partition: PartitionId(0),
+                durability: Durability::Fsync,
+                batch,
+            })),
+            Response::Produce(_)
+        ));
+    }
+    assert_eq!(newest(&mut client), (4, now));
+    // By time: the first record at or after it, with its own time.
+    assert_eq!(
+        find(&mut client, RecordTarget::AtOrAfter(now - 4)),
+        (4, now)
+    );
+    assert_eq!(
+        find(&mut client, RecordTarget::AtOrAfter(now - 15)),
+        (1, now - 10)
+    );
+    assert_eq!(
+        find(&mut client, RecordTarget::AtOrAfter(now + 1)),
+        (9, -1),
+        "none: the high watermark, no time"
+    );
+    node.shutdown();
+    let node = start(&dir, 1);
+    let mut client = Client::connect(node.endpoints[0]);
+    assert_eq!(newest(&mut client), (4, now), "the same after recovery");
+    // Once the log starts after it, the next record with that time is the answer.
+    assert!(matches!(
+        client.call(&Request::DeleteRecords(DeleteRecordsRequest {
+            topic: "m".into(),
+            partition: PartitionId(0),
+            offset: 5,
+        })),
+        Response::DeleteRecords(_)
+    ));
+    assert_eq!(newest(&mut client), (7, now));
+    node.shutdown();
+}

@@ -808,7 +808,9 @@ impl Run {
             });
         };
         let Some((timestamp, scan_from)) = found else {
-            return Err(format!("no newest timestamp found; the model's is {newest}"));
+            return Err(format!(
+                "no newest timestamp found; the model's is {newest}"
+            ));
         };
         ensure(timestamp == newest, || {
             format!("newest timestamp {timestamp}, the model's is {newest}")

@@ -3,7 +3,8 @@ and Spate's fixed facts, the broker's settings, an unknown topic), DescribeClust
 broker, cluster "spate"), CreatePartitions (refused: partitions are fixed at creation) and
 IncrementalAlterConfigs (retention changed, validated only, back to the default; refusals)
 and DeleteRecords (to an offset, to the high watermark, past it; a consumer reading from 0
-afterwards resets to the new log start),
+afterwards resets to the new log start) and ListOffsets by time and by the newest time
+(-3) with the records' timestamps,
 with kafka-python 3.0.12 and confluent-kafka 2.16.1 (pinned in tests/kafka_admin.rs).
 TOPIC must exist with 2 partitions and retention.ms 3600000. Exits non-zero on the first
 broken expectation. Usage: admin.py BROKER TOPIC"""
@@ -13,7 +14,7 @@ import time
 from confluent_kafka import (OFFSET_END, Consumer, KafkaError, KafkaException, Producer,
                              TopicPartition as CkTopicPartition)
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry,
-                                  ConfigResource as CkConfigResource, NewPartitions)
+                                  ConfigResource as CkConfigResource, NewPartitions, OffsetSpec)
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import InvalidPartitionsError, OffsetOutOfRangeError
@@ -169,4 +170,24 @@ while len(read) < 4 and time.monotonic() < deadline:
         read.append((message.offset(), message.value()))
 assert read == [(6, b"r6"), (7, b"r7"), (8, b"r8"), (9, b"r9")], read
 consumer.close()
+
+# ListOffsets by time and by the newest time (-3, v7): the record's offset and its timestamp.
+t0 = int(time.time() * 1000)
+for delta in (1000, 5000, 3000):
+    producer.produce(topic, value=b"t", partition=1, timestamp=t0 + delta)
+assert producer.flush(20) == 0
+
+
+def listed(spec):
+    tp = CkTopicPartition(topic, 1)
+    result = ck.list_offsets({tp: spec}, request_timeout=20)[tp].result()
+    return (result.offset, result.timestamp)
+
+
+assert listed(OffsetSpec.max_timestamp()) == (11, t0 + 5000), listed(OffsetSpec.max_timestamp())
+assert listed(OffsetSpec.for_timestamp(t0 + 2000)) == (11, t0 + 5000)
+assert listed(OffsetSpec.for_timestamp(t0 + 4000)) == (11, t0 + 5000)
+assert listed(OffsetSpec.for_timestamp(t0 + 100000))[0] == -1
+assert listed(OffsetSpec.earliest())[0] == 6
+assert listed(OffsetSpec.latest())[0] == 13
 print("admin ok")
