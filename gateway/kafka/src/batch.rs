@@ -513,6 +513,17 @@ pub struct KafkaRecords {
 }
 
 impl KafkaRecords {
+    /// Bytes that already are Kafka record batches, as one part.
+    pub fn from_kafka_bytes(bytes: Bytes) -> KafkaRecords {
+        let len = bytes.len();
+        let parts = if bytes.is_empty() {
+            Vec::new()
+        } else {
+            vec![bytes]
+        };
+        KafkaRecords { parts, len }
+    }
+
     /// Header, records, header, records…: written back to back they are the Kafka
     /// `records` field (with `write_vectored`, no copy at all).
     pub fn parts(&self) -> &[Bytes] {

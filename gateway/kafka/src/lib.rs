@@ -12,5 +12,6 @@ pub mod batch;
 pub mod errors;
 pub mod frame;
 pub mod limits;
+pub mod splice;
 pub mod translate;
 pub mod versions;

@@ -22,6 +22,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use spate_proto::{Durability, ErrorResponse, OffsetSpec, RecordTarget};
 
+use crate::batch::KafkaRecords;
 use crate::errors::kafka_error;
 
 /// The one broker a Kafka client sees: this gateway, at its advertised address.
@@ -323,7 +324,7 @@ pub fn fetch_parts(
 #[derive(Debug, Clone)]
 pub enum Fetched {
     Data {
-        records: Bytes,
+        records: KafkaRecords,
         high_watermark: u64,
         log_start_offset: u64,
     },
@@ -333,30 +334,43 @@ pub enum Fetched {
 /// Assembles a Fetch answer in request order, within the request's `max_bytes` (the first
 /// non-empty partition is answered whole even if larger, as KIP-74 allows; later ones that
 /// would pass the limit are answered empty, and the client fetches them again).
-pub fn fetch_response(parts: &[FetchPart], fetched: Vec<Fetched>, max_bytes: i32) -> FetchResponse {
+/// A Fetch answer from the node's, and each partition's records in response order (`None`
+/// for a partition answered with an error). The records are not in the response yet: write
+/// them around it ([`crate::splice::encode_fetch_response`]) or put them in
+/// ([`records_in_place`]).
+pub fn fetch_response(
+    parts: &[FetchPart],
+    fetched: Vec<Fetched>,
+    max_bytes: i32,
+) -> (FetchResponse, Vec<Option<KafkaRecords>>) {
     let max_bytes = usize::try_from(max_bytes.max(0)).unwrap_or(0);
     let mut total = 0usize;
     let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    let mut all_records = Vec::with_capacity(parts.len());
     for (part, fetched) in parts.iter().zip(fetched) {
         let data = PartitionData::default().with_partition_index(part.partition);
         let data = match fetched {
-            Fetched::Error(error) => data.with_error_code(error.code()),
+            Fetched::Error(error) => {
+                all_records.push(None);
+                data.with_error_code(error.code())
+            }
             Fetched::Data {
                 records,
                 high_watermark,
                 log_start_offset,
             } => {
                 let records = if total > 0 && total + records.len() > max_bytes {
-                    Bytes::new()
+                    KafkaRecords::default()
                 } else {
                     total += records.len();
                     records
                 };
+                all_records.push(Some(records));
                 let high_watermark = i64::try_from(high_watermark).unwrap_or(i64::MAX);
                 data.with_high_watermark(high_watermark)
                     .with_last_stable_offset(high_watermark)
                     .with_log_start_offset(i64::try_from(log_start_offset).unwrap_or(i64::MAX))
-                    .with_records(Some(records))
+                    .with_records(Some(Bytes::new()))
             }
         };
         match topics.last_mut() {
@@ -368,7 +382,24 @@ pub fn fetch_response(parts: &[FetchPart], fetched: Vec<Fetched>, max_bytes: i32
             ),
         }
     }
-    FetchResponse::default().with_responses(topics)
+    (FetchResponse::default().with_responses(topics), all_records)
+}
+
+/// The Fetch response with each partition's records in place (one copy of them): for an
+/// encoder that needs them inside the response.
+pub fn records_in_place(
+    mut response: FetchResponse,
+    records: &[Option<KafkaRecords>],
+) -> FetchResponse {
+    let mut all = records.iter();
+    for topic in &mut response.responses {
+        for partition in &mut topic.partitions {
+            if let Some(Some(records)) = all.next() {
+                partition.records = Some(records.to_contiguous());
+            }
+        }
+    }
+    response
 }
 
 /// Refused with this Kafka error and message.
@@ -833,18 +864,20 @@ mod tests {
             })
             .collect();
         let data = |len: usize| Fetched::Data {
-            records: Bytes::from(vec![1u8; len]),
+            records: KafkaRecords::from_kafka_bytes(Bytes::from(vec![1u8; len])),
             high_watermark: 7,
             log_start_offset: 0,
         };
-        let answer = fetch_response(&parts, vec![data(150), data(10), data(10)], 100);
+        let (answer, records) = fetch_response(&parts, vec![data(150), data(10), data(10)], 100);
+        let answer = records_in_place(answer, &records);
         let partitions = &answer.responses[0].partitions;
         assert_eq!(partitions.len(), 3);
         // The first is whole although larger; the others would pass the limit.
         assert_eq!(partitions[0].records.as_ref().unwrap().len(), 150);
         assert!(partitions[1].records.as_ref().unwrap().is_empty());
         assert_eq!(partitions[1].high_watermark, 7);
-        let answer = fetch_response(&parts, vec![data(0), data(40), data(50)], 100);
+        let (answer, records) = fetch_response(&parts, vec![data(0), data(40), data(50)], 100);
+        let answer = records_in_place(answer, &records);
         let sizes: Vec<usize> = answer.responses[0]
             .partitions
             .iter()

@@ -79,6 +79,8 @@ pub const CLOSE_LINGER: Duration = Duration::from_secs(1);
 enum Reply {
     /// Write these bytes (a framed response).
     Bytes(Bytes),
+    /// Write these back to back (a framed response around records it shares).
+    Pieces(Vec<Bytes>),
     /// Nothing to write (a produce with `acks=0`).
     Nothing,
     /// Close the connection after the answers before it (an `acks=0` produce failed: the
@@ -273,6 +275,11 @@ async fn serve(
                         break;
                     }
                 }
+                Ok(Reply::Pieces(pieces)) => {
+                    if write_pieces(&mut writer, &pieces).await.is_err() {
+                        break;
+                    }
+                }
                 Ok(Reply::Nothing) => {}
                 Ok(Reply::Close(reason)) => {
                     tracing::debug!(%peer, "closing a Kafka connection: {reason}");
@@ -369,6 +376,39 @@ async fn read_body(
         }
     }
     Some(buffer.freeze())
+}
+
+/// Writes `pieces` back to back, several per call (vectored).
+async fn write_pieces(
+    writer: &mut tokio::net::tcp::OwnedWriteHalf,
+    pieces: &[Bytes],
+) -> std::io::Result<()> {
+    let mut index = 0;
+    let mut skip = 0;
+    while index < pieces.len() {
+        let slices: Vec<std::io::IoSlice<'_>> = pieces[index..]
+            .iter()
+            .take(64)
+            .enumerate()
+            .map(|(at, piece)| std::io::IoSlice::new(if at == 0 { &piece[skip..] } else { piece }))
+            .collect();
+        let mut written = writer.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while index < pieces.len() && written > 0 {
+            let left = pieces[index].len() - skip;
+            if written >= left {
+                written -= left;
+                index += 1;
+                skip = 0;
+            } else {
+                skip += written;
+                written = 0;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn respond<R: Encodable>(api: ApiKey, version: i16, correlation_id: i32, body: &R) -> Reply {
@@ -1023,8 +1063,17 @@ async fn fetch(
             let wait_ms = u32::try_from(remaining.as_millis()).unwrap_or(u32::MAX);
             fetched = long_poll(&context, &parts, fetched, wait_ms, remaining).await;
         }
-        let answer = translate::fetch_response(&parts, fetched, request.max_bytes);
-        respond(ApiKey::Fetch, version, correlation_id, &answer)
+        let (answer, records) = translate::fetch_response(&parts, fetched, request.max_bytes);
+        // The records go to the socket as slices of the node's answers; the response is
+        // written around them.
+        match spate_kafka::splice::encode_fetch_response(version, correlation_id, &answer, &records)
+        {
+            Some(pieces) => Reply::Pieces(pieces),
+            None => {
+                let answer = translate::records_in_place(answer, &records);
+                respond(ApiKey::Fetch, version, correlation_id, &answer)
+            }
+        }
     })
 }
 
@@ -1102,7 +1151,7 @@ fn fetched_from(response: NodeResponse) -> Fetched {
     match response {
         NodeResponse::Fetch(data) => match spate_kafka::batch::spate_to_kafka(&data.records) {
             Ok(records) => Fetched::Data {
-                records: records.to_contiguous(),
+                records,
                 high_watermark: data.high_watermark,
                 log_start_offset: data.log_start_offset,
             },
