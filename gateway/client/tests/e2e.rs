@@ -1534,3 +1534,74 @@ fn kafka_admin_clients_describe_alter_configs_and_delete_records() {
     run_client(Command::new(&python).arg(script), &broker, topic);
     assert!(up.terminate().success());
 }
+
+/// rsyslog's Kafka output (omkafka; Debian 12: rsyslog 8.2302 on librdkafka 2.0.2, installed
+/// by `.ci/run`) ships the lines appended to a file to Spate: each arrives once and in order,
+/// readable with `spate consume`; on SIGTERM rsyslog stops cleanly.
+#[test]
+fn rsyslog_ships_a_file_to_spate_over_kafka() {
+    let dir = data_dir("rsyslog");
+    let (mut up, broker, cli) = up_with_kafka(&dir, 1);
+    cli.ok(&["topic", "create", "syslog", "--partitions", "1"], "");
+    let input = dir.join("app.log");
+    std::fs::write(&input, "").unwrap();
+    let work = dir.join("rsyslog-work");
+    std::fs::create_dir_all(&work).unwrap();
+    let config = dir.join("rsyslog.conf");
+    std::fs::write(
+        &config,
+        format!(
+            r#"global(workDirectory="{work}")
+module(load="imfile")
+module(load="omkafka")
+template(name="line" type="string" string="%msg%")
+input(type="imfile" file="{input}" tag="app" ruleset="ship" freshStartTail="off")
+ruleset(name="ship") {{
+  action(type="omkafka" broker=["{broker}"] topic="syslog" template="line"
+         confParam=["queue.buffering.max.ms=5", "request.required.acks=-1"])
+}}
+"#,
+            work = work.display(),
+            input = input.display(),
+        ),
+    )
+    .unwrap();
+    let mut rsyslog = Process::spawn(
+        Command::new("rsyslogd")
+            .arg("-n")
+            .arg("-f")
+            .arg(&config)
+            .arg("-i")
+            .arg(dir.join("rsyslog.pid")),
+        dir.join("rsyslog.log"),
+    );
+    let lines: Vec<String> = (0..1000)
+        .map(|i| format!("event {i} from the app"))
+        .collect();
+    {
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&input)
+            .unwrap();
+        for line in &lines {
+            writeln!(file, "{line}").unwrap();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let consumed = loop {
+        let consumed = cli.ok(&["consume", "syslog"], "");
+        if consumed.lines().count() >= lines.len() || Instant::now() > deadline {
+            break consumed;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let log = || std::fs::read_to_string(dir.join("rsyslog.log")).unwrap_or_default();
+    assert_eq!(
+        consumed.lines().collect::<Vec<_>>(),
+        lines,
+        "rsyslog's log:\n{}",
+        log()
+    );
+    assert!(rsyslog.terminate().success(), "{}", log());
+    assert!(up.terminate().success());
+}
