@@ -1155,6 +1155,7 @@ impl Shard {
             if offset >= high_watermark {
                 return Ok(None);
             }
+            let before = offset;
             let fetched = self
                 .fetch(FetchRequest {
                     topic: topic.to_owned(),
@@ -1194,7 +1195,8 @@ impl Shard {
                 }
                 offset = batch.next_offset();
             }
-            if fetched.records.is_empty() {
+            if offset == before {
+                // Nothing more to read (or nothing readable): never loop without progress.
                 return Ok(None);
             }
         }
