@@ -512,8 +512,12 @@ pub struct PartitionLog {
     maintenance_outstanding: usize,
     /// The log-start markers in the directory (normally one), oldest first.
     start_markers: Vec<Offset>,
-    /// The highest log start asked for (equal to `log_start` when no move is pending).
+    /// The highest log start asked for (equal to `durable_start` when no move is pending).
     start_target: Offset,
+    /// The log start that a crash cannot take back: recovery's, or the newest marker made
+    /// durable since. Retention's deletions raise `log_start` before their removals are
+    /// synced, so `log_start` may be above it.
+    durable_start: Offset,
     requests: VecDeque<IoRequest>,
     outstanding: HashMap<IoId, (Owner, IoRequest)>,
     next_io_id: u64,
@@ -570,6 +574,7 @@ impl PartitionLog {
             maintenance_outstanding: 0,
             start_markers,
             start_target: log_start,
+            durable_start: log_start,
             requests: VecDeque::new(),
             outstanding: HashMap::new(),
             next_io_id: 0,
@@ -1260,7 +1265,6 @@ impl PartitionLog {
         }
         if deleted > 0 {
             self.log_start = self.log_start.max(self.segments[0].base);
-            self.start_target = self.start_target.max(self.log_start);
             self.tail.drop_segments_below(self.segments[0].base);
             self.start_maintenance();
             self.events.push_back(LogEvent::SegmentsDeleted {
@@ -1276,8 +1280,9 @@ impl PartitionLog {
     /// [`PartitionLog::handle_retention`]. The move is durable before it is visible: a
     /// marker file named by the offset is created and the directory synced first; then
     /// [`LogEvent::LogStartMoved`] reports it. Returns `Ok(true)` if the log already starts
-    /// at or above `offset` (nothing to wait for), `Ok(false)` if the move is under way (an
-    /// event with a log start at or above `offset` follows, or `Fenced`).
+    /// at or above `offset` durably (nothing to wait for), `Ok(false)` if the move is under
+    /// way (an event with a log start at or above `offset` follows, or `Fenced`); a start
+    /// that retention raised but whose deletion is not yet synced gets a marker too.
     pub fn handle_delete_records(&mut self, offset: Offset) -> Result<bool, DeleteRecordsError> {
         if let Some(reason) = &self.fenced {
             return Err(DeleteRecordsError::Fenced(reason.clone()));
@@ -1288,7 +1293,7 @@ impl PartitionLog {
                 high_watermark: self.durable,
             });
         }
-        if offset <= self.log_start {
+        if offset <= self.durable_start {
             return Ok(true);
         }
         if offset <= self.start_target {
@@ -1332,6 +1337,7 @@ impl PartitionLog {
         }
         // Retention may have moved the log start further meanwhile.
         self.log_start = self.log_start.max(offset);
+        self.durable_start = self.durable_start.max(offset);
         self.events
             .push_back(LogEvent::LogStartMoved { log_start: offset });
     }
@@ -1409,10 +1415,12 @@ impl PartitionLog {
     /// find it.
     pub fn max_timestamp_scan_start(&self) -> Option<(i64, Offset)> {
         let mut best: Option<(i64, Offset)> = None;
+        // Segments wholly below the log start (not deleted yet) are not readable.
         for segment in self
             .segments
             .iter()
             .take_while(|segment| segment.base < self.durable)
+            .filter(|segment| segment.next_offset > self.log_start)
         {
             let raised = segment
                 .raises
@@ -1452,6 +1460,7 @@ impl PartitionLog {
             .segments
             .iter()
             .take_while(|segment| segment.base < self.durable)
+            .filter(|segment| segment.next_offset > self.log_start)
             .find(|segment| segment.max_timestamp >= timestamp)?;
         let start = spate_format::index::lookup_time(&segment.time_index, timestamp)
             .map_or(segment.base, |entry| {

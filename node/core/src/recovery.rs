@@ -791,6 +791,13 @@ impl Recovery {
         // marker above the end remains to swallow records appended later.
         let end = self.segments.back().map(|segment| segment.next_offset);
         let highest = self.start_markers.iter().copied().max();
+        if self.fenced.is_some() {
+            // Damage cut the log short: the segments after it stay on disk for a repair, so
+            // the end is not the log's. The markers stay as they are; the log start is only
+            // clamped in memory (`next_finish`).
+            self.begin_sync_and_done();
+            return;
+        }
         let kept = match (highest, end) {
             (Some(highest), Some(end)) if highest > end => {
                 if !self.start_markers.contains(&end) {
@@ -800,6 +807,9 @@ impl Recovery {
                         file: FileRef::log_start(end),
                         allocate: 0,
                     });
+                    // Durable before the marker above it goes.
+                    let id = self.io_id();
+                    self.finish.push_back(IoRequest::SyncDir { id });
                 }
                 Some(end)
             }
@@ -815,6 +825,11 @@ impl Recovery {
             self.finish.push_back(IoRequest::Remove { id, file });
         }
         self.start_markers.extend(kept);
+        self.begin_sync_and_done();
+    }
+
+    /// The last segment synced, then the directory; then the result.
+    fn begin_sync_and_done(&mut self) {
         if let Some(last) = self.segments.back() {
             let file = FileRef::log(last.base);
             let id = self.io_id();

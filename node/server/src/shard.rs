@@ -1156,7 +1156,7 @@ impl Shard {
                 return Ok(None);
             }
             let before = offset;
-            let fetched = self
+            let fetched = match self
                 .fetch(FetchRequest {
                     topic: topic.to_owned(),
                     partition,
@@ -1165,7 +1165,24 @@ impl Shard {
                     max_wait_ms: 0,
                     min_bytes: 0,
                 })
-                .await?;
+                .await
+            {
+                Ok(fetched) => fetched,
+                // The log start moved past the scan meanwhile (retention, DeleteRecords): go
+                // on from it.
+                Err(ErrorResponse {
+                    code: ErrorCode::OffsetOutOfRange,
+                    detail:
+                        ErrorDetail::OffsetRange {
+                            log_start_offset, ..
+                        },
+                    ..
+                }) if log_start_offset > offset.0 => {
+                    offset = Offset(log_start_offset);
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
             for batch in batches(&fetched.records) {
                 let Ok(batch) = batch else { break };
                 if batch.max_timestamp() >= timestamp && batch.last_offset() >= offset {

@@ -635,9 +635,9 @@ impl Run {
                     ensure(!self.fenced, || {
                         "a fenced partition moved its log start".into()
                     })?;
-                    ensure(log_start > self.start_promised, || {
+                    ensure(log_start >= self.start_promised, || {
                         format!(
-                            "log start reported moved to {log_start}, not past {}",
+                            "log start reported moved to {log_start}, below {}",
                             self.start_promised
                         )
                     })?;
@@ -794,7 +794,14 @@ impl Run {
     /// batch lies below it), with only older batches in between. Uses no randomness.
     fn check_max_timestamp(&self) -> Checked {
         let (start, end) = (self.log.log_start(), self.log.high_watermark());
-        let first = self.log.segment_bases().first().copied().unwrap_or(start);
+        // The segments not wholly below the log start: from the one holding it.
+        let bases = self.log.segment_bases();
+        let next = self.log.next_offset();
+        let first = bases
+            .iter()
+            .enumerate()
+            .find(|(index, _)| bases.get(index + 1).copied().unwrap_or(next) > start)
+            .map_or(start, |(_, base)| *base);
         let durable: Vec<(&u64, &ModelBatch)> = self
             .batches
             .range(first.0..end.0)
@@ -1091,11 +1098,18 @@ impl Run {
             )
         };
         match self.log.handle_delete_records(offset) {
-            Ok(true) => ensure(offset <= start, || {
-                format!("log start move to {offset} answered at once; the log starts at {start}")
-            })?,
+            Ok(true) => {
+                ensure(offset <= start, || {
+                    format!(
+                        "log start move to {offset} answered at once; the log starts at {start}"
+                    )
+                })?;
+                // Answered at once only where the start is durable: a crash keeps it.
+                self.start_promised = self.start_promised.max(offset);
+            }
             Ok(false) => {
-                ensure(offset > start && offset <= end && !self.fenced, || {
+                // Also at or below a start that retention raised but has not synced yet.
+                ensure(offset <= end && !self.fenced, || {
                     format!(
                         "log start move to {offset} accepted with the log at [{start}, {end}], \
                          fenced {}",
