@@ -20,6 +20,8 @@ fuzz_target!(|data: &[u8]| {
                 Request::Produce(r) => Some((r.topic.as_str(), r.partition)),
                 Request::Fetch(r) => Some((r.topic.as_str(), r.partition)),
                 Request::ListOffsets(r) => Some((r.topic.as_str(), r.partition)),
+                Request::DeleteRecords(r) => Some((r.topic.as_str(), r.partition)),
+                Request::FindRecord(r) => Some((r.topic.as_str(), r.partition)),
                 _ => None,
             };
             let found = route
