@@ -896,70 +896,119 @@ fn batch_for_node(
     })
 }
 
+/// Each partition of a request with a node request per partition (ListOffsets,
+/// DeleteRecords): its index, what it asks (`Err`: answered without the node), and the node's
+/// answer on its way (`None`: not sent).
+type Sent<S> = Vec<(
+    TopicName,
+    Vec<(i32, Result<S, ResponseError>, Option<Pending>)>,
+)>;
+
+/// Each partition of such a request: its index and what it asks (`Err`: answered without
+/// the node).
+type Asked<S> = Vec<(TopicName, Vec<(i32, Result<S, ResponseError>)>)>;
+
+/// Sends one node request per partition now, in request order (`request` builds it from the
+/// topic, the partition and what the partition asks).
+async fn send_each<S>(
+    context: &Context,
+    asked: Asked<S>,
+    request: impl Fn(&TopicName, PartitionId, &S) -> NodeRequest,
+) -> Sent<S> {
+    let mut sent = Vec::with_capacity(asked.len());
+    for (name, partitions) in asked {
+        let mut parts = Vec::with_capacity(partitions.len());
+        for (index, asks) in partitions {
+            let pending = match (&asks, partition_id(index)) {
+                (Ok(what), Some(id)) => {
+                    Some(send(&context.router, &request(&name, id, what)).await)
+                }
+                _ => None,
+            };
+            parts.push((index, asks, pending));
+        }
+        sent.push((name, parts));
+    }
+    sent
+}
+
+/// Waits for every answer of [`send_each`] in request order and makes each partition's
+/// Kafka answer with `answer` (index, what it asked, the node's answer).
+async fn gather<S, P>(
+    context: &Context,
+    sent: Sent<S>,
+    answer: impl Fn(i32, Result<S, ResponseError>, Result<NodeResponse, ErrorResponse>) -> P,
+) -> Vec<(TopicName, Vec<P>)> {
+    let mut answered = Vec::with_capacity(sent.len());
+    for (name, parts) in sent {
+        let mut partitions = Vec::with_capacity(parts.len());
+        for (index, asks, pending) in parts {
+            let response = match pending {
+                None => Err(ErrorResponse::new(
+                    ErrorCode::UnknownPartition,
+                    "no such partition",
+                )),
+                Some(pending) => Ok(context.router.response(pending).await),
+            };
+            partitions.push(answer(index, asks, response));
+        }
+        answered.push((name, partitions));
+    }
+    answered
+}
+
 async fn list_offsets(
     context: &Arc<Context>,
     version: i16,
     correlation_id: i32,
     request: ListOffsetsRequest,
 ) -> Answer {
-    type Part = (
-        i32,
-        Result<translate::Lookup, ResponseError>,
-        Option<Pending>,
-    );
-    let mut topics: Vec<(TopicName, Vec<Part>)> = Vec::new();
-    for topic in request.topics {
-        let mut parts = Vec::new();
-        for partition in topic.partitions {
-            let spec = translate::offset_spec(partition.timestamp);
-            let pending = match (&spec, partition_id(partition.partition_index)) {
-                (Ok(spec), Some(id)) => {
-                    let topic = topic.name.0.to_string();
-                    let request = match *spec {
-                        translate::Lookup::Offsets(spec) => {
-                            NodeRequest::ListOffsets(spate_proto::ListOffsetsRequest {
-                                topic,
-                                partition: id,
-                                spec,
-                            })
-                        }
-                        translate::Lookup::Record(target) => {
-                            NodeRequest::FindRecord(spate_proto::FindRecordRequest {
-                                topic,
-                                partition: id,
-                                target,
-                            })
-                        }
-                    };
-                    Some(send(&context.router, &request).await)
-                }
-                _ => None,
-            };
-            parts.push((partition.partition_index, spec, pending));
+    let asked = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|partition| {
+                    let spec = translate::offset_spec(partition.timestamp);
+                    (partition.partition_index, spec)
+                })
+                .collect();
+            (topic.name, partitions)
+        })
+        .collect();
+    let sent = send_each(context, asked, |topic, partition, lookup| {
+        let topic = topic.0.to_string();
+        match *lookup {
+            translate::Lookup::Offsets(spec) => {
+                NodeRequest::ListOffsets(spate_proto::ListOffsetsRequest {
+                    topic,
+                    partition,
+                    spec,
+                })
+            }
+            translate::Lookup::Record(target) => {
+                NodeRequest::FindRecord(spate_proto::FindRecordRequest {
+                    topic,
+                    partition,
+                    target,
+                })
+            }
         }
-        topics.push((topic.name, parts));
-    }
+    })
+    .await;
     let context = context.clone();
     Box::pin(async move {
-        let mut answered = Vec::new();
-        for (name, parts) in topics {
-            let mut partitions = Vec::new();
-            for (index, spec, pending) in parts {
-                let answer = match pending {
-                    None => Err(ErrorResponse::new(
-                        ErrorCode::UnknownPartition,
-                        "no such partition",
-                    )),
-                    Some(pending) => match context.router.response(pending).await {
-                        NodeResponse::ListOffsets(found) => Ok(found.into()),
-                        NodeResponse::FindRecord(found) => Ok(found.into()),
-                        other => Err(unexpected(other)),
-                    },
-                };
-                partitions.push(translate::list_offsets_partition(index, spec, answer));
-            }
-            answered.push((name, partitions));
-        }
+        let answered = gather(&context, sent, |index, spec, response| {
+            let answer = response.and_then(|response| match response {
+                NodeResponse::ListOffsets(found) => Ok(found.into()),
+                NodeResponse::FindRecord(found) => Ok(found.into()),
+                other => Err(unexpected(other)),
+            });
+            translate::list_offsets_partition(index, spec, answer)
+        })
+        .await;
         let answer = translate::list_offsets_response(answered);
         respond(ApiKey::ListOffsets, version, correlation_id, &answer)
     })
@@ -973,50 +1022,39 @@ async fn delete_records(
     correlation_id: i32,
     request: DeleteRecordsRequest,
 ) -> Answer {
-    type Part = (i32, Result<u64, ResponseError>, Option<Pending>);
-    let mut topics: Vec<(TopicName, Vec<Part>)> = Vec::new();
-    for topic in request.topics {
-        let mut parts = Vec::new();
-        for partition in topic.partitions {
-            let offset = translate::delete_records_offset(partition.offset);
-            let pending = match (&offset, partition_id(partition.partition_index)) {
-                (Ok(offset), Some(id)) => Some(
-                    send(
-                        &context.router,
-                        &NodeRequest::DeleteRecords(spate_proto::DeleteRecordsRequest {
-                            topic: topic.name.0.to_string(),
-                            partition: id,
-                            offset: *offset,
-                        }),
-                    )
-                    .await,
-                ),
-                _ => None,
-            };
-            parts.push((partition.partition_index, offset, pending));
-        }
-        topics.push((topic.name, parts));
-    }
+    let asked = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|partition| {
+                    let offset = translate::delete_records_offset(partition.offset);
+                    (partition.partition_index, offset)
+                })
+                .collect();
+            (topic.name, partitions)
+        })
+        .collect();
+    let sent = send_each(context, asked, |topic, partition, offset| {
+        NodeRequest::DeleteRecords(spate_proto::DeleteRecordsRequest {
+            topic: topic.0.to_string(),
+            partition,
+            offset: *offset,
+        })
+    })
+    .await;
     let context = context.clone();
     Box::pin(async move {
-        let mut answered = Vec::new();
-        for (name, parts) in topics {
-            let mut partitions = Vec::new();
-            for (index, offset, pending) in parts {
-                let answer = match pending {
-                    None => Err(ErrorResponse::new(
-                        ErrorCode::UnknownPartition,
-                        "no such partition",
-                    )),
-                    Some(pending) => match context.router.response(pending).await {
-                        NodeResponse::DeleteRecords(moved) => Ok(moved),
-                        other => Err(unexpected(other)),
-                    },
-                };
-                partitions.push(translate::delete_records_partition(index, offset, answer));
-            }
-            answered.push((name, partitions));
-        }
+        let answered = gather(&context, sent, |index, offset, response| {
+            let answer = response.and_then(|response| match response {
+                NodeResponse::DeleteRecords(moved) => Ok(moved),
+                other => Err(unexpected(other)),
+            });
+            translate::delete_records_partition(index, offset, answer)
+        })
+        .await;
         let answer = translate::delete_records_response(answered);
         respond(ApiKey::DeleteRecords, version, correlation_id, &answer)
     })

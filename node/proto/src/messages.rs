@@ -383,7 +383,8 @@ fn encode_frame(
 /// A `Produce` request frame whose batch is `parts` back to back (a batch header and its
 /// records held apart, as the gateway's Kafka listener has them), written with one copy of
 /// each part: the same bytes as `Request::Produce` with the parts joined, encoded by
-/// [`Request::to_frame`].
+/// [`Request::to_frame`]. The parts are one batch, at most `BATCH_SIZE_MAX` bytes (more
+/// than 4 GiB panics).
 pub fn produce_frame_from_parts(
     correlation_id: u64,
     topic: &str,
@@ -398,7 +399,9 @@ pub fn produce_frame_from_parts(
         w.str16(topic);
         w.u32(partition.0);
         w.u8(durability.to_u8());
-        w.u32(u32::try_from(batch_len).expect("batch longer than u32::MAX"));
+        // A batch is at most `BATCH_SIZE_MAX` (1 MiB): the gateway passes batches that
+        // `kafka_to_spate` accepted, which checks that bound, so this cannot fail.
+        w.u32(u32::try_from(batch_len).expect("a batch is at most 1 MiB"));
         for part in parts {
             w.raw(part);
         }

@@ -87,6 +87,47 @@ enum Dispatched {
     Later(Pending),
 }
 
+/// An answer that comes from `answer` (an async operation of the shard).
+fn later<T: 'static>(
+    api_key: u16,
+    answer: impl Future<Output = Result<T, ErrorResponse>> + 'static,
+    wrap: fn(T) -> Response,
+) -> Dispatched {
+    Dispatched::Later(Box::pin(async move {
+        match answer.await {
+            Ok(response) => wrap(response),
+            Err(error) => Response::Error { api_key, error },
+        }
+    }))
+}
+
+/// An answer now, or one a partition sends once an acknowledgement is due (produce,
+/// DeleteRecords); a closed channel means the partition closed.
+#[allow(clippy::type_complexity)]
+fn now_or_waited<T: 'static>(
+    api_key: u16,
+    outcome: Result<
+        Result<T, local_channel::LocalReceiver<Result<T, ErrorResponse>>>,
+        ErrorResponse,
+    >,
+    wrap: fn(T) -> Response,
+) -> Dispatched {
+    match outcome {
+        Ok(Ok(response)) => Dispatched::Now(wrap(response)),
+        Ok(Err(receiver)) => later(
+            api_key,
+            async move {
+                receiver
+                    .recv()
+                    .await
+                    .unwrap_or_else(|| Err(error(ErrorCode::ShuttingDown, "the partition closed")))
+            },
+            wrap,
+        ),
+        Err(error) => Dispatched::Now(Response::Error { api_key, error }),
+    }
+}
+
 #[derive(Debug)]
 pub struct Shard {
     pub id: ShardId,
@@ -759,55 +800,38 @@ impl Shard {
                 let admin = self.admin.clone();
                 Dispatched::Later(Box::pin(async move { admin.call(request, api_key).await }))
             }
-            Request::Produce(request) => match self.produce(&request) {
-                Ok(Ok(response)) => Dispatched::Now(Response::Produce(response)),
-                Ok(Err(receiver)) => Dispatched::Later(Box::pin(async move {
-                    match receiver.recv().await {
-                        Some(Ok(response)) => Response::Produce(response),
-                        Some(Err(error)) => fail(error),
-                        None => fail(error(ErrorCode::ShuttingDown, "the partition closed")),
-                    }
-                })),
-                Err(error) => Dispatched::Now(fail(error)),
-            },
+            Request::Produce(request) => {
+                now_or_waited(api_key, self.produce(&request), Response::Produce)
+            }
             Request::Fetch(request) => {
                 let shard = self.clone();
-                Dispatched::Later(Box::pin(async move {
-                    match shard.fetch(request).await {
-                        Ok(response) => Response::Fetch(response),
-                        Err(error) => fail(error),
-                    }
-                }))
+                later(
+                    api_key,
+                    async move { shard.fetch(request).await },
+                    Response::Fetch,
+                )
             }
             Request::ListOffsets(request) => {
                 let shard = self.clone();
-                Dispatched::Later(Box::pin(async move {
-                    match shard.list_offsets(request).await {
-                        Ok(response) => Response::ListOffsets(response),
-                        Err(error) => fail(error),
-                    }
-                }))
+                later(
+                    api_key,
+                    async move { shard.list_offsets(request).await },
+                    Response::ListOffsets,
+                )
             }
             Request::FindRecord(request) => {
                 let shard = self.clone();
-                Dispatched::Later(Box::pin(async move {
-                    match shard.find_record(request).await {
-                        Ok(response) => Response::FindRecord(response),
-                        Err(error) => fail(error),
-                    }
-                }))
+                later(
+                    api_key,
+                    async move { shard.find_record(request).await },
+                    Response::FindRecord,
+                )
             }
-            Request::DeleteRecords(request) => match self.delete_records(&request) {
-                Ok(Ok(response)) => Dispatched::Now(Response::DeleteRecords(response)),
-                Ok(Err(receiver)) => Dispatched::Later(Box::pin(async move {
-                    match receiver.recv().await {
-                        Some(Ok(response)) => Response::DeleteRecords(response),
-                        Some(Err(error)) => fail(error),
-                        None => fail(error(ErrorCode::ShuttingDown, "the partition closed")),
-                    }
-                })),
-                Err(error) => Dispatched::Now(fail(error)),
-            },
+            Request::DeleteRecords(request) => now_or_waited(
+                api_key,
+                self.delete_records(&request),
+                Response::DeleteRecords,
+            ),
         }
     }
 
