@@ -21,7 +21,9 @@ pub use partition::{
 };
 pub use recovery::{Recovered, Recovery, RecoveryError, RecoveryReport, TornTail};
 pub use shard::{PartitionKey, ShardLogs};
-pub use storage::{FileRef, IoDone, IoId, IoOutcome, IoRequest, ListedFile, Storage, StorageError};
+pub use storage::{
+    FileRef, IoDone, IoId, IoOutcome, IoRequest, ListedFile, Storage, StorageError, WriteData,
+};
 pub use verify::{Damage, SealedSegment, SegmentVerifier, VerifyRead};
 
 /// Milliseconds since the Unix epoch: the only notion of time the core has, always passed in.

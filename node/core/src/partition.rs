@@ -22,17 +22,18 @@ use std::collections::{HashMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
 use spate_format::index::{lookup_offset, OffsetIndexEntry, TimeIndexEntry};
-use spate_format::limits::{BATCH_SIZE_MAX, INDEX_INTERVAL_BYTES};
+use spate_format::limits::{BATCH_HEADER_SIZE, BATCH_SIZE_MAX, INDEX_INTERVAL_BYTES, SECTOR_SIZE};
 use spate_format::segment::SegmentScanner;
 use spate_format::{stamp, BatchError, BatchRef, Offset};
 use spate_proto::Durability;
 use thiserror::Error;
 
 use crate::config::{LogConfig, PARTITION_BUFFER_BYTES_MAX, ROUND_BYTES_MAX};
+use crate::storage::WriteData;
 use crate::storage::{
     align_down, align_up, FileRef, IoDone, IoId, IoOutcome, IoRequest, StorageError,
 };
-use crate::tail::{CachedBatch, TailCache};
+use crate::tail::{CachedBatch, TailBatch, TailCache};
 use crate::Millis;
 
 /// Why a partition stopped accepting writes.
@@ -234,11 +235,104 @@ struct Raise {
     timestamp: i64,
 }
 
-/// Bytes of a segment not yet written: the file's bytes from `start` (sector-aligned) on.
+/// Bytes of a segment not yet handed to a write round: the file's bytes from `start`
+/// (sector-aligned) on, as the valid bytes of the unfinished sector at `start` (rewritten with
+/// the next round) followed by whole batches. The batches are the producers' bytes, shared,
+/// never copied here: each is its stamped header (a copy of 72 bytes) and the rest of the
+/// frame it came in.
 #[derive(Debug)]
 struct WriteBuffer {
     start: u64,
-    data: BytesMut,
+    /// Shorter than a sector; its own small allocation, so an idle partition keeps no
+    /// producer's buffer alive.
+    carry: Bytes,
+    batches: VecDeque<PendingBatch>,
+    /// Bytes of `batches` together.
+    batch_bytes: u64,
+}
+
+const HEADER_SIZE: usize = BATCH_HEADER_SIZE as usize;
+
+/// Takes the next write round's bytes out of `buffer`: the carried partial sector, then
+/// whole batches, as many as fit in [`ROUND_BYTES_MAX`] (at least one: a batch and a carry
+/// always fit), padded with zeros to a whole sector. The batches enter the tail cache as they
+/// are handed to the round. Returns the write's data and the data end it reaches; the buffer
+/// then starts at that end's sector, whose valid bytes (fewer than a sector, copied) are the
+/// new carry, rewritten with the next round.
+fn take_round(buffer: &mut WriteBuffer, tail: &mut TailCache) -> (WriteData, u64) {
+    let start = buffer.start;
+    assert_eq!(start, align_down(start), "a round starts on a sector");
+    assert!(
+        !buffer.batches.is_empty(),
+        "a round writes at least one batch"
+    );
+    let mut pieces = Vec::with_capacity(1 + 2 * buffer.batches.len());
+    if !buffer.carry.is_empty() {
+        pieces.push(buffer.carry.clone());
+    }
+    let mut end = start + buffer.carry.len() as u64;
+    let mut taken = 0usize;
+    while let Some(next) = buffer.batches.front() {
+        let len = u64::from(next.cached.len);
+        if taken > 0 && end + len - start > u64::from(ROUND_BYTES_MAX) {
+            break;
+        }
+        let Some(batch) = buffer.batches.pop_front() else {
+            break;
+        };
+        assert_eq!(batch.cached.position, end, "batches lie back to back");
+        pieces.push(batch.header.clone());
+        pieces.push(batch.rest.clone());
+        tail.push(TailBatch {
+            batch: batch.cached,
+            header: batch.header,
+            rest: batch.rest,
+        });
+        buffer.batch_bytes -= len;
+        end += len;
+        taken += 1;
+    }
+    let data = WriteData::new(pieces, align_up(end) - start);
+    assert!(
+        data.len() <= u64::from(ROUND_BYTES_MAX),
+        "a round writes at most ROUND_BYTES_MAX"
+    );
+    let carry_from = align_down(end);
+    let mut carry = vec![0; usize::try_from(end - carry_from).expect("less than a sector")];
+    data.copy_to(carry_from - start, &mut carry);
+    buffer.start = carry_from;
+    buffer.carry = Bytes::from(carry);
+    (data, end)
+}
+
+/// A batch appended and not yet part of a write round.
+#[derive(Debug)]
+struct PendingBatch {
+    cached: CachedBatch,
+    header: Bytes,
+    rest: Bytes,
+}
+
+impl WriteBuffer {
+    /// An empty buffer at `start` whose unfinished sector holds `carry` (`start` is
+    /// sector-aligned except in a sealed segment, which is never written again).
+    fn at(start: u64, carry: &[u8]) -> Self {
+        assert!(
+            carry.len() < SECTOR_SIZE as usize,
+            "the carry is a partial sector"
+        );
+        WriteBuffer {
+            start,
+            carry: Bytes::copy_from_slice(carry),
+            batches: VecDeque::new(),
+            batch_bytes: 0,
+        }
+    }
+
+    /// The file position after the buffer's last byte.
+    fn end(&self) -> u64 {
+        self.start + self.carry.len() as u64 + self.batch_bytes
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,10 +395,7 @@ impl Segment {
             written_pos: 0,
             durable_pos: 0,
             finalized: false,
-            buffer: WriteBuffer {
-                start: 0,
-                data: BytesMut::new(),
-            },
+            buffer: WriteBuffer::at(0, &[]),
             marks: VecDeque::new(),
             recovered_max_timestamp: i64::MIN,
             raises: VecDeque::new(),
@@ -335,25 +426,11 @@ impl Segment {
                     size,
                     "tail sector ends at the data end"
                 );
-                // Only the tail sector: the buffer grows on the first append, so a partition
-                // that is never written again holds no more (10,000 recovered partitions
-                // with a batch-sized buffer each cost gigabytes).
-                let data = BytesMut::from(tail);
-                (
-                    WriteBuffer {
-                        start: align_down(size),
-                        data,
-                    },
-                    false,
-                )
+                // Only the tail sector: a partition that is never written again holds no more
+                // (10,000 recovered partitions with a batch-sized buffer each cost gigabytes).
+                (WriteBuffer::at(align_down(size), tail), false)
             }
-            None => (
-                WriteBuffer {
-                    start: size,
-                    data: BytesMut::new(),
-                },
-                true,
-            ),
+            None => (WriteBuffer::at(size, &[]), true),
         };
         Segment {
             base,
@@ -696,10 +773,13 @@ impl PartitionLog {
     }
 
     /// Validates, stamps and buffers one batch, and starts a write round if one is due.
+    ///
+    /// The batch's bytes are kept as they are (shared with the caller's buffer) until they are
+    /// written; only its header is copied, to be stamped.
     pub fn handle_append(
         &mut self,
         now: Millis,
-        batch: &[u8],
+        batch: &Bytes,
         durability: Durability,
     ) -> Result<AppendTicket, AppendError> {
         if let Some(reason) = &self.fenced {
@@ -733,14 +813,13 @@ impl PartitionLog {
             .back_mut()
             .expect("a log has at least one segment");
         let position = segment.size;
-        let buffer_offset =
-            usize::try_from(position - segment.buffer.start).expect("buffer fits memory");
-        segment.buffer.data.extend_from_slice(batch);
-        let stamped = stamp(
-            &mut segment.buffer.data[buffer_offset..],
-            base_offset,
-            now.0,
+        assert_eq!(
+            segment.buffer.end(),
+            position,
+            "the write buffer ends at the data end"
         );
+        let mut header = BytesMut::from(&batch[..HEADER_SIZE]);
+        let stamped = stamp(&mut header, base_offset, now.0);
         // The batch was validated above and its offsets checked: stamping cannot fail.
         assert!(
             stamped.is_ok(),
@@ -771,14 +850,18 @@ impl PartitionLog {
             end: segment.size,
             next: segment.next_offset,
         });
-        let segment_base = segment.base;
-        self.tail.push_batch(CachedBatch {
-            segment: segment_base,
-            base_offset,
-            next_offset: Offset(last_offset.0 + 1),
-            position,
-            len: u32::try_from(len).expect("batch length fits u32"),
+        segment.buffer.batches.push_back(PendingBatch {
+            cached: CachedBatch {
+                segment: segment.base,
+                base_offset,
+                next_offset: Offset(last_offset.0 + 1),
+                position,
+                len: u32::try_from(len).expect("batch length fits u32"),
+            },
+            header: header.freeze(),
+            rest: batch.slice(HEADER_SIZE..),
         });
+        segment.buffer.batch_bytes += len;
         self.next_offset = Offset(last_offset.0 + 1);
         match durability {
             Durability::None => {}
@@ -864,8 +947,7 @@ impl PartitionLog {
             IoOutcome::Written { bytes },
         ) = (&request, &outcome)
         {
-            let total = data.len() as u64;
-            if *bytes < total {
+            if *bytes < data.len() {
                 // A short write: write the rest, from the sector boundary it reached.
                 let done_aligned = align_down(*bytes);
                 if done_aligned == 0 {
@@ -877,12 +959,11 @@ impl PartitionLog {
                     return;
                 }
                 let id = self.io_id();
-                let from = usize::try_from(done_aligned).expect("write fits memory");
                 let rest = IoRequest::Write {
                     id,
                     file: *file,
                     position: position + done_aligned,
-                    data: data.slice(from..),
+                    data: data.skip(done_aligned),
                 };
                 self.outstanding.insert(id, (owner, rest.clone()));
                 self.requests.push_back(rest);
@@ -982,34 +1063,10 @@ impl PartitionLog {
         let mut phases = VecDeque::new();
         let mut write_end = segment.written_pos;
         if want_write && segment.size > segment.written_pos {
-            let buffer = &mut segment.buffer;
-            let pending = buffer.data.len() as u64;
-            let take = pending.min(u64::from(ROUND_BYTES_MAX));
-            let start = buffer.start;
-            let data = if take == pending {
-                // All of it: pad the unfinished last sector with zeros and keep a copy of its
-                // valid bytes, rewritten with the next round.
-                write_end = start + pending;
-                let padded = usize::try_from(align_up(pending)).expect("buffer fits memory");
-                buffer.data.resize(padded, 0);
-                let data = std::mem::take(&mut buffer.data).freeze();
-                let keep_from = usize::try_from(align_down(write_end) - start).expect("fits");
-                let keep_to = usize::try_from(write_end - start).expect("fits");
-                buffer.start = align_down(write_end);
-                // Just the unfinished sector; the next append grows it (see `recovered`).
-                buffer.data = BytesMut::from(&data[keep_from..keep_to]);
-                data
-            } else {
-                // A whole number of sectors (ROUND_BYTES_MAX is sector-aligned).
-                write_end = start + take;
-                let data = buffer
-                    .data
-                    .split_to(usize::try_from(take).expect("fits"))
-                    .freeze();
-                buffer.start += take;
-                data
-            };
-            let needed = align_up(write_end);
+            let start = segment.buffer.start;
+            let (data, end) = take_round(&mut segment.buffer, &mut self.tail);
+            write_end = end;
+            let needed = start + data.len();
             match segment.file {
                 FileState::Missing => {
                     let allocate = self.config.allocation_for(0, needed);
@@ -1038,8 +1095,6 @@ impl PartitionLog {
                 }
                 FileState::Created { .. } => {}
             }
-            self.tail
-                .push_chunk(segment.base, start, write_end, data.clone());
             phases.push_back(Phase {
                 kind: PhaseKind::Write,
                 requests: vec![IoRequest::Write {
@@ -1200,10 +1255,7 @@ impl PartitionLog {
             PhaseKind::Seal => {
                 let segment = &mut self.segments[index];
                 segment.finalized = true;
-                segment.buffer = WriteBuffer {
-                    start: segment.size,
-                    data: BytesMut::new(),
-                };
+                segment.buffer = WriteBuffer::at(segment.size, &[]);
             }
         }
         self.start_phase();

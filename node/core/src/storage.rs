@@ -83,7 +83,7 @@ pub enum IoRequest {
         id: IoId,
         file: FileRef,
         position: u64,
-        data: Bytes,
+        data: WriteData,
     },
     /// Replace the whole file with `data` (created if missing) and sync it. For small files
     /// (indexes); the shell may use buffered I/O.
@@ -126,6 +126,122 @@ impl IoRequest {
             | IoRequest::Remove { id, .. } => *id,
         }
     }
+}
+
+/// The bytes of one `Write`: pieces laid end to end, then zeros up to [`WriteData::len`], a
+/// whole number of sectors. The pieces are shared with the producers' frames and the tail
+/// cache: the log never copies record bytes into a write buffer of its own; the shell copies
+/// them once, into the memory it hands to the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteData {
+    pieces: Vec<Bytes>,
+    /// Bytes of the pieces together (the rest of `len` is zeros).
+    filled: u64,
+    len: u64,
+}
+
+impl WriteData {
+    /// `pieces`, padded with zeros to `len`. `len` must be a non-zero multiple of
+    /// [`SECTOR_SIZE`] and hold every piece.
+    pub fn new(pieces: Vec<Bytes>, len: u64) -> Self {
+        let filled = pieces.iter().map(|piece| piece.len() as u64).sum();
+        assert!(len > 0, "an empty write");
+        assert_eq!(
+            len % u64::from(SECTOR_SIZE),
+            0,
+            "write length {len} unaligned"
+        );
+        assert!(
+            filled <= len,
+            "{filled} bytes of pieces exceed the write's {len}"
+        );
+        WriteData {
+            pieces,
+            filled,
+            len,
+        }
+    }
+
+    /// One contiguous piece (tests, index files); `data.len()` must be sector-aligned.
+    pub fn contiguous(data: Bytes) -> Self {
+        let len = data.len() as u64;
+        Self::new(vec![data], len)
+    }
+
+    /// Bytes written, including the zero padding: a multiple of [`SECTOR_SIZE`].
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Never true: a write has at least one sector.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes of data before the zero padding.
+    pub fn filled(&self) -> u64 {
+        self.filled
+    }
+
+    pub fn pieces(&self) -> &[Bytes] {
+        &self.pieces
+    }
+
+    /// Copies the write's bytes `[from, from + out.len())` (padding included) into `out`:
+    /// the one copy a shell makes into its device buffer.
+    pub fn copy_to(&self, from: u64, out: &mut [u8]) {
+        let end = from + out.len() as u64;
+        assert!(
+            end <= self.len,
+            "copy of [{from}, {end}) beyond a {}-byte write",
+            self.len
+        );
+        let mut written = 0usize;
+        let mut piece_start = 0u64;
+        for piece in &self.pieces {
+            let piece_end = piece_start + piece.len() as u64;
+            if piece_end > from && piece_start < end {
+                let lo = from.max(piece_start);
+                let hi = end.min(piece_end);
+                let source = &piece[to_usize(lo - piece_start)..to_usize(hi - piece_start)];
+                out[written..written + source.len()].copy_from_slice(source);
+                written += source.len();
+            }
+            if piece_end >= end {
+                break;
+            }
+            piece_start = piece_end;
+        }
+        out[written..].fill(0);
+    }
+
+    /// The write's bytes as one buffer (a copy: simulated storage and tests).
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = vec![0; to_usize(self.len)];
+        self.copy_to(0, &mut out);
+        Bytes::from(out)
+    }
+
+    /// What is left to write after the first `done` bytes (a sector multiple below `len`)
+    /// were written: the rest of a short write.
+    pub fn skip(&self, done: u64) -> WriteData {
+        assert_eq!(done % u64::from(SECTOR_SIZE), 0, "skip {done} unaligned");
+        assert!(done < self.len, "skip {done} of a {}-byte write", self.len);
+        let mut pieces = Vec::new();
+        let mut piece_start = 0u64;
+        for piece in &self.pieces {
+            let piece_end = piece_start + piece.len() as u64;
+            if piece_end > done {
+                pieces.push(piece.slice(to_usize(done.saturating_sub(piece_start))..));
+            }
+            piece_start = piece_end;
+        }
+        WriteData::new(pieces, self.len - done)
+    }
+}
+
+fn to_usize(value: u64) -> usize {
+    usize::try_from(value).expect("a write fits in memory")
 }
 
 /// What a successful request produced.
@@ -203,4 +319,61 @@ pub fn align_down(position: u64) -> u64 {
 /// Rounds `position` up to a sector boundary.
 pub fn align_up(position: u64) -> u64 {
     align_down(position + u64::from(SECTOR_SIZE) - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pieces() -> WriteData {
+        let pieces = vec![
+            Bytes::from_static(b"abc"),
+            Bytes::from(vec![7u8; 5000]),
+            Bytes::from_static(b"xyz"),
+        ];
+        WriteData::new(pieces, 8192)
+    }
+
+    #[test]
+    fn write_data_copies_pieces_then_zeros() {
+        let data = pieces();
+        assert_eq!((data.len(), data.filled()), (8192, 5006));
+        let whole = data.to_bytes();
+        assert_eq!(&whole[..3], b"abc");
+        assert!(whole[3..5003].iter().all(|&byte| byte == 7));
+        assert_eq!(&whole[5003..5006], b"xyz");
+        assert!(whole[5006..].iter().all(|&byte| byte == 0));
+        // Any window equals the same window of the whole.
+        for (from, len) in [
+            (0usize, 1usize),
+            (2, 2),
+            (4999, 10),
+            (5005, 100),
+            (6000, 2192),
+            (0, 8192),
+        ] {
+            let mut out = vec![0xff; len];
+            data.copy_to(u64::try_from(from).unwrap(), &mut out);
+            assert_eq!(&out[..], &whole[from..from + len], "{from}+{len}");
+        }
+    }
+
+    #[test]
+    fn write_data_skips_a_written_prefix() {
+        let data = pieces();
+        let rest = data.skip(4096);
+        assert_eq!((rest.len(), rest.filled()), (4096, 5006 - 4096));
+        assert_eq!(&rest.to_bytes()[..], &data.to_bytes()[4096..]);
+        let contiguous = WriteData::contiguous(Bytes::from(vec![1u8; 8192]));
+        assert_eq!(
+            contiguous.skip(4096).to_bytes(),
+            Bytes::from(vec![1u8; 4096])
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "unaligned")]
+    fn write_data_refuses_an_unaligned_length() {
+        let _ = WriteData::new(vec![Bytes::from_static(b"a")], 100);
+    }
 }

@@ -1,24 +1,26 @@
-//! The tail cache: recently written bytes of a partition kept in memory, so consumers at the
-//! tail are served without disk reads.
+//! The tail cache: recently written batches of a partition kept in memory, so consumers at
+//! the tail are served without disk reads.
 //!
-//! Invariants: the cache holds at most its byte budget plus one write round; chunks of one
-//! segment are in position order and each next chunk starts at or before the end of the one
-//! before (write rounds rewrite the unfinished last sector), so any covered range is found by
-//! walking chunks forward; a batch is listed in `batches` only while its bytes are cached.
+//! Invariants: the cache holds at most its byte budget plus one batch; batches are in offset
+//! order, each segment's batches in position order and back to back; a batch enters when the
+//! write round that writes it is built, never before (its bytes are final then).
+//!
+//! A batch is kept as the pieces the log appended (its stamped header and the rest, shared
+//! with the producer's frame), not copied into a buffer of the cache. A rest shorter than
+//! [`TAIL_SHARED_BYTES_MIN`] is copied into its own allocation instead: a small slice of a
+//! connection's read buffer would keep the whole buffer alive for as long as the batch stays
+//! cached, and small copies cost less than that memory.
 
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 use spate_format::Offset;
 
-/// Bytes of one write round: the segment's bytes `[start, end)` are `data[..end - start]`.
-#[derive(Debug, Clone)]
-struct Chunk {
-    segment: Offset,
-    start: u64,
-    end: u64,
-    data: Bytes,
-}
+/// Batches whose bytes after the header are at least this long are cached as shared slices
+/// of the producer's frame; shorter ones are copied (see the module documentation). With
+/// frames read into buffers of at most two frames plus 64 KiB, a shared slice keeps at most
+/// about six times its own size alive.
+pub const TAIL_SHARED_BYTES_MIN: usize = 16 << 10;
 
 /// Where a cached batch lies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,141 +39,111 @@ impl CachedBatch {
     }
 }
 
+/// A batch and its bytes: the stamped header, then the rest.
+#[derive(Debug, Clone)]
+pub struct TailBatch {
+    pub batch: CachedBatch,
+    pub header: Bytes,
+    pub rest: Bytes,
+}
+
+impl TailBatch {
+    fn bytes(&self) -> u64 {
+        u64::from(self.batch.len)
+    }
+}
+
 #[derive(Debug)]
 pub struct TailCache {
     budget: u64,
-    chunks: VecDeque<Chunk>,
-    chunk_bytes: u64,
-    batches: VecDeque<CachedBatch>,
+    batches: VecDeque<TailBatch>,
+    bytes: u64,
 }
 
 impl TailCache {
     pub fn new(budget: u64) -> Self {
         TailCache {
             budget,
-            chunks: VecDeque::new(),
-            chunk_bytes: 0,
             batches: VecDeque::new(),
+            bytes: 0,
         }
     }
 
-    /// Records a batch appended at `position` of `segment`; its bytes arrive with the round
-    /// that writes them.
-    pub fn push_batch(&mut self, batch: CachedBatch) {
-        if self.budget > 0 {
-            self.batches.push_back(batch);
-        }
-    }
-
-    /// Adds the bytes of a write round and evicts the oldest chunks beyond the budget.
-    pub fn push_chunk(&mut self, segment: Offset, start: u64, end: u64, data: Bytes) {
+    /// Adds a batch a write round is about to write, and evicts the oldest beyond the budget.
+    pub fn push(&mut self, batch: TailBatch) {
         if self.budget == 0 {
             return;
         }
-        self.chunk_bytes += data.len() as u64;
-        self.chunks.push_back(Chunk {
-            segment,
-            start,
-            end,
-            data,
-        });
-        while self.chunk_bytes > self.budget && self.chunks.len() > 1 {
-            if let Some(chunk) = self.chunks.pop_front() {
-                self.chunk_bytes -= chunk.data.len() as u64;
+        assert_eq!(
+            batch.header.len() + batch.rest.len(),
+            batch.batch.len as usize,
+            "a cached batch's pieces make up the batch"
+        );
+        let batch = if batch.rest.len() < TAIL_SHARED_BYTES_MIN {
+            TailBatch {
+                rest: Bytes::copy_from_slice(&batch.rest),
+                ..batch
+            }
+        } else {
+            batch
+        };
+        self.bytes += batch.bytes();
+        self.batches.push_back(batch);
+        while self.bytes > self.budget && self.batches.len() > 1 {
+            if let Some(evicted) = self.batches.pop_front() {
+                self.bytes -= evicted.bytes();
             }
         }
-        self.drop_uncovered();
     }
 
     /// Forgets everything of the segments below `log_start` (deleted by retention).
     pub fn drop_segments_below(&mut self, log_start: Offset) {
         while self
-            .chunks
-            .front()
-            .is_some_and(|chunk| chunk.segment < log_start)
-        {
-            if let Some(chunk) = self.chunks.pop_front() {
-                self.chunk_bytes -= chunk.data.len() as u64;
-            }
-        }
-        while self
             .batches
             .front()
-            .is_some_and(|batch| batch.segment < log_start)
+            .is_some_and(|cached| cached.batch.segment < log_start)
         {
-            self.batches.pop_front();
+            if let Some(evicted) = self.batches.pop_front() {
+                self.bytes -= evicted.bytes();
+            }
         }
-        self.drop_uncovered();
     }
 
     pub fn clear(&mut self) {
-        self.chunks.clear();
-        self.chunk_bytes = 0;
         self.batches.clear();
-    }
-
-    /// Drops batch entries whose first byte is no longer cached: everything before the oldest
-    /// chunk (chunks cover each segment contiguously from their first one on).
-    fn drop_uncovered(&mut self) {
-        let Some(oldest) = self.chunks.front() else {
-            return;
-        };
-        let (segment, start) = (oldest.segment, oldest.start);
-        while self.batches.front().is_some_and(|batch| {
-            batch.segment < segment || (batch.segment == segment && batch.position < start)
-        }) {
-            self.batches.pop_front();
-        }
+        self.bytes = 0;
     }
 
     /// The cached batches from the one holding `offset` on, as long as they are in the same
-    /// segment, end at or before `limit`, and fit `max_bytes` (the first always counts).
+    /// segment, end at or before `limit`, and fit `max_bytes` (the first always counts),
+    /// joined into one buffer.
     pub fn read(&self, offset: Offset, limit: u64, max_bytes: u32) -> Option<Bytes> {
         let first = self
             .batches
-            .partition_point(|batch| batch.next_offset <= offset);
-        let head = self.batches.get(first)?;
+            .partition_point(|cached| cached.batch.next_offset <= offset);
+        let head = self.batches.get(first)?.batch;
         if head.base_offset > offset || head.end() > limit {
             return None;
         }
+        let mut count = 1;
         let mut end = head.end();
-        for batch in self.batches.range(first + 1..) {
+        for cached in self.batches.range(first + 1..) {
+            let batch = cached.batch;
             if batch.segment != head.segment
                 || batch.end() > limit
                 || batch.end() - head.position > u64::from(max_bytes)
             {
                 break;
             }
+            assert_eq!(batch.position, end, "cached batches lie back to back");
             end = batch.end();
+            count += 1;
         }
-        self.bytes(head.segment, head.position, end)
-    }
-
-    /// The segment's bytes `[start, end)`, if all are cached.
-    fn bytes(&self, segment: Offset, start: u64, end: u64) -> Option<Bytes> {
-        let mut pieces: Vec<Bytes> = Vec::new();
-        let mut cursor = start;
-        // The latest chunk that starts at or before the cursor has the newest copy of it.
-        while cursor < end {
-            let chunk = self.chunks.iter().rev().find(|chunk| {
-                chunk.segment == segment && chunk.start <= cursor && cursor < chunk.end
-            })?;
-            let piece_end = end.min(chunk.end);
-            let from = usize::try_from(cursor - chunk.start).ok()?;
-            let to = usize::try_from(piece_end - chunk.start).ok()?;
-            pieces.push(chunk.data.slice(from..to));
-            cursor = piece_end;
+        let mut joined = BytesMut::with_capacity(usize::try_from(end - head.position).ok()?);
+        for cached in self.batches.range(first..first + count) {
+            joined.extend_from_slice(&cached.header);
+            joined.extend_from_slice(&cached.rest);
         }
-        match pieces.len() {
-            0 => None,
-            1 => pieces.pop(),
-            _ => {
-                let mut joined = BytesMut::with_capacity(usize::try_from(end - start).ok()?);
-                for piece in pieces {
-                    joined.extend_from_slice(&piece);
-                }
-                Some(joined.freeze())
-            }
-        }
+        Some(joined.freeze())
     }
 }

@@ -433,6 +433,10 @@ fn read_optional_setting(
 /// Smallest encoded topic name: its length and one character.
 const TOPIC_SIZE_MIN: usize = 3;
 
+/// Room for a response's frame header and fields other than a fetch's records: every answer
+/// but a metadata listing fits.
+const RESPONSE_SIZE_SMALL: usize = 512;
+
 impl Request {
     pub fn api_key(&self) -> ApiKey {
         match self {
@@ -826,9 +830,16 @@ impl Response {
         });
     }
 
-    /// Encodes the response as a frame of its own.
+    /// Encodes the response as a frame of its own, in a buffer sized for it up front (a
+    /// fetch answer of a megabyte would otherwise be copied each time the buffer grows).
     pub fn to_frame(&self, correlation_id: u64) -> Bytes {
-        let mut out = BytesMut::new();
+        // Everything but a fetch's records fits in a few hundred bytes; the encoder grows
+        // the buffer if a metadata answer needs more.
+        let records = match self {
+            Response::Fetch(fetch) => fetch.records.len(),
+            _ => 0,
+        };
+        let mut out = BytesMut::with_capacity(RESPONSE_SIZE_SMALL + records);
         self.encode(correlation_id, &mut out);
         out.freeze()
     }

@@ -207,9 +207,7 @@ fn dry_run(dir: &Path, request: IoRequest, notes: &mut Vec<String>) -> IoDone {
             notes.push(format!("a start removes the leftover {file}"));
             Ok(IoOutcome::Done)
         }
-        IoRequest::Write { data, .. } => Ok(IoOutcome::Written {
-            bytes: data.len() as u64,
-        }),
+        IoRequest::Write { data, .. } => Ok(IoOutcome::Written { bytes: data.len() }),
         IoRequest::Create { .. }
         | IoRequest::Allocate { .. }
         | IoRequest::WriteFile { .. }

@@ -8,6 +8,7 @@ pub mod connections;
 pub mod coordinator;
 pub mod engine;
 pub mod fence;
+pub mod inbound;
 pub mod lock;
 pub mod logging;
 pub mod metadata;

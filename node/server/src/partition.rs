@@ -14,7 +14,7 @@ use spate_format::Offset;
 use spate_proto::{DeleteRecordsResponse, ErrorCode, ErrorResponse, ProduceResponse};
 
 use crate::shard::{now, Shard};
-use crate::storage::DmaStorage;
+use crate::storage::{DmaStorage, WriteBuffers};
 
 /// The answer a producer waits for.
 pub type ProduceResult = Result<ProduceResponse, ErrorResponse>;
@@ -54,10 +54,11 @@ impl Partition {
     pub fn new(
         key: PartitionKey,
         storage_dir: std::path::PathBuf,
+        write_buffers: Rc<WriteBuffers>,
     ) -> (Rc<Partition>, LocalReceiver<()>) {
         let (doorbell, bell) = local_channel::new_bounded(1);
         let doorbell = Rc::new(doorbell);
-        let storage = DmaStorage::new(storage_dir, doorbell.clone());
+        let storage = DmaStorage::new(storage_dir, doorbell.clone(), write_buffers);
         let partition = Partition {
             key,
             storage: RefCell::new(storage),

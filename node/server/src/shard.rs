@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use futures_lite::{future, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
@@ -40,6 +40,7 @@ use spate_proto::{
 use crate::config::NodeConfig;
 use crate::connections::{Connections, Registration};
 use crate::coordinator::{AdminClient, Update};
+use crate::inbound::Inbound;
 use crate::metadata::{Metadata, Topic};
 use crate::partition::{DeleteRecordsResult, Partition, PendingAck, ProduceResult};
 use crate::storage::list_dir;
@@ -142,6 +143,8 @@ pub struct Shard {
     connections: Rc<Connections>,
     pub shutdown: Arc<AtomicBool>,
     admin: AdminClient,
+    /// The device buffers every partition's writes are copied into.
+    write_buffers: Rc<crate::storage::WriteBuffers>,
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> ErrorResponse {
@@ -178,6 +181,7 @@ impl Shard {
             connections: Rc::new(Connections::default()),
             shutdown,
             admin,
+            write_buffers: Rc::default(),
         }
     }
 
@@ -410,7 +414,8 @@ impl Shard {
             tracing::error!(dir = %dir.display(), "cannot create partition directory: {error}");
             return;
         }
-        let (partition, bell) = Partition::new(key.clone(), dir.clone());
+        let (partition, bell) =
+            Partition::new(key.clone(), dir.clone(), self.write_buffers.clone());
         let listing = match list_dir(&dir) {
             Ok(listing) => listing,
             Err(error) => {
@@ -668,17 +673,16 @@ impl Shard {
         });
         let permits = Rc::new(Semaphore::new(u64::from(self.config.frames_in_flight)));
         let decoder = FrameDecoder::new(self.config.frame_size_max);
-        let mut buffer = BytesMut::with_capacity(64 * 1024);
-        let mut chunk = vec![0u8; 64 * 1024];
+        let mut inbound = Inbound::default();
         let mut last_read = Instant::now();
         let result = 'connection: loop {
             loop {
-                let frame = match decoder.decode(&mut buffer) {
+                let frame = match inbound.next_frame(&decoder) {
                     Ok(Some(frame)) => frame,
                     Ok(None) => break,
                     Err(frame_error) => {
                         // The stream cannot be resynchronised: answer and close.
-                        let answer = Response::frame_error(&buffer, &frame_error);
+                        let answer = Response::frame_error(inbound.buffered(), &frame_error);
                         let _ = responses.send(answer).await;
                         break 'connection Ok(());
                     }
@@ -723,12 +727,12 @@ impl Shard {
             let frame_timeout = Duration::from_millis(self.config.frame_timeout_ms);
             let idle_timeout = Duration::from_millis(self.config.idle_timeout_ms);
             // A started frame must keep arriving; a connection with nothing to do goes away.
-            let (limit, why) = if buffer.is_empty() {
+            let (limit, why) = if inbound.is_empty() {
                 (idle_timeout, "idle")
             } else {
                 (frame_timeout, "a started frame stalled")
             };
-            if silent >= limit && (in_flight == 0 || !buffer.is_empty()) {
+            if silent >= limit && (in_flight == 0 || !inbound.is_empty()) {
                 tracing::debug!(
                     silent_ms = silent.as_millis(),
                     "closing a connection: {why}"
@@ -739,7 +743,7 @@ impl Shard {
                 .saturating_sub(silent)
                 .clamp(Duration::from_millis(1), TIMEOUT_CHECK);
             let woke = future::or(
-                async { Wake::Read(reader.read(&mut chunk).await) },
+                async { Wake::Read(inbound.read(&mut reader, &decoder).await) },
                 future::or(
                     async {
                         let _ = registration.closed.recv().await;
@@ -752,19 +756,18 @@ impl Shard {
                 ),
             )
             .await;
-            let read = match woke {
+            match woke {
                 Wake::Read(Ok(0)) => break Ok(()),
-                Wake::Read(Ok(read)) => read,
+                Wake::Read(Ok(_)) => {}
                 Wake::Read(Err(error)) => break Err(error),
                 Wake::Evicted => {
                     tracing::debug!("closing the connection silent longest to make room");
                     break Ok(());
                 }
                 Wake::Timer => continue,
-            };
+            }
             last_read = Instant::now();
             registration.touch();
-            buffer.extend_from_slice(&chunk[..read]);
         };
         // Let the answers already on their way go out, then close.
         let _ = permits

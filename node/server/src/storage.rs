@@ -15,7 +15,7 @@ use bytes::Bytes;
 use glommio::channels::local_channel::LocalSender;
 use glommio::io::{DmaFile, OpenOptions};
 use spate_core::storage::FileRef;
-use spate_core::{IoDone, IoOutcome, IoRequest, ListedFile, Storage, StorageError};
+use spate_core::{IoDone, IoOutcome, IoRequest, ListedFile, Storage, StorageError, WriteData};
 use spate_format::segment::SegmentFileKind;
 
 /// Largest single read or write handed to glommio. Larger requests can hang forever in the
@@ -51,22 +51,113 @@ async fn read_chunked(dma: &Rc<DmaFile>, position: u64, len: usize) -> std::io::
     Ok(out.freeze())
 }
 
-/// Writes `data` at `position` (both aligned) in chunks in flight together; returns the bytes
-/// written from the start up to the first short chunk.
-async fn write_chunked(dma: &Rc<DmaFile>, position: u64, data: &[u8]) -> std::io::Result<usize> {
-    let chunks: Vec<_> = data
-        .chunks(IO_CHUNK_BYTES)
-        .enumerate()
-        .map(|(index, piece)| {
+/// Writes below this size take their device buffer from glommio's registered I/O memory
+/// each time (cheap: a small allocator over memory mapped once); larger ones are made of
+/// pooled buffers (see [`WriteBuffers`]).
+const POOLED_WRITE_BYTES_MIN: usize = 64 << 10;
+
+/// Size classes of the pooled write buffers: powers of two from [`POOLED_WRITE_BYTES_MIN`] to
+/// [`IO_CHUNK_BYTES`].
+const POOL_CLASSES: usize = (IO_CHUNK_BYTES / POOLED_WRITE_BYTES_MIN).trailing_zeros() as usize + 1;
+const _: () = assert!(IO_CHUNK_BYTES.is_power_of_two() && POOLED_WRITE_BYTES_MIN.is_power_of_two());
+
+/// Bytes of free write buffers a shard keeps for reuse: two rounds of the largest size
+/// (`ROUND_BYTES_MAX`, 8 MiB) in flight. Buffers beyond it are freed when their write ends.
+pub const WRITE_BUFFERS_FREE_BYTES_MAX: usize = 16 << 20;
+
+/// The device buffers a shard's writes are copied into, reused from write to write: a fresh
+/// DMA allocation per write (beyond glommio's small registered memory, each a new mapping of
+/// zeroed pages, faulted in and unmapped again) cost more CPU than the copy itself. One per
+/// shard (glommio executor): a buffer belongs to the executor that allocated it.
+#[derive(Debug, Default)]
+pub struct WriteBuffers {
+    free: RefCell<[Vec<glommio::io::DmaBuffer>; POOL_CLASSES]>,
+    free_bytes: std::cell::Cell<usize>,
+}
+
+impl WriteBuffers {
+    fn class(size: usize) -> usize {
+        (size / POOLED_WRITE_BYTES_MIN).trailing_zeros() as usize
+    }
+
+    /// A buffer of exactly `size` bytes (a pooled size class) for `dma`'s executor.
+    fn take(&self, dma: &DmaFile, size: usize) -> glommio::io::DmaBuffer {
+        assert!(
+            size.is_power_of_two() && (POOLED_WRITE_BYTES_MIN..=IO_CHUNK_BYTES).contains(&size)
+        );
+        match self.free.borrow_mut()[Self::class(size)].pop() {
+            Some(buffer) => {
+                self.free_bytes.set(self.free_bytes.get() - size);
+                buffer
+            }
+            None => dma.alloc_dma_buffer(size),
+        }
+    }
+
+    /// Returns a buffer whose write has ended, unless the pool holds enough.
+    fn give_back(&self, buffer: glommio::io::DmaBuffer) {
+        let size = buffer.len();
+        if self.free_bytes.get() + size <= WRITE_BUFFERS_FREE_BYTES_MAX {
+            self.free_bytes.set(self.free_bytes.get() + size);
+            self.free.borrow_mut()[Self::class(size)].push(buffer);
+        }
+    }
+}
+
+/// How a write of `len` bytes (sector-aligned) is cut into device buffers: whole
+/// [`IO_CHUNK_BYTES`] pieces, then the rest as its pooled power-of-two parts, largest first,
+/// then what is left below [`POOLED_WRITE_BYTES_MIN`] as one piece. Each piece is one write,
+/// all in flight together.
+fn write_pieces(len: usize) -> Vec<usize> {
+    let mut pieces = vec![IO_CHUNK_BYTES; len / IO_CHUNK_BYTES];
+    let mut rest = len % IO_CHUNK_BYTES;
+    let mut size = IO_CHUNK_BYTES / 2;
+    while size >= POOLED_WRITE_BYTES_MIN {
+        if rest >= size {
+            pieces.push(size);
+            rest -= size;
+        }
+        size /= 2;
+    }
+    if rest > 0 {
+        pieces.push(rest);
+    }
+    pieces
+}
+
+/// Writes `data` at `position` (both aligned), copied into device buffers (the one copy of
+/// the bytes on the node) that are in flight together; returns the bytes written from the
+/// start up to the first short piece.
+async fn write_chunked(
+    dma: &Rc<DmaFile>,
+    buffers: &Rc<WriteBuffers>,
+    position: u64,
+    data: &WriteData,
+) -> std::io::Result<usize> {
+    let len = usize::try_from(data.len()).expect("a write fits in memory");
+    let mut from = 0usize;
+    let chunks: Vec<_> = write_pieces(len)
+        .into_iter()
+        .map(|size| {
             let dma = dma.clone();
-            let mut buffer = dma.alloc_dma_buffer(piece.len());
-            buffer.as_bytes_mut().copy_from_slice(piece);
-            let at = position + (index * IO_CHUNK_BYTES) as u64;
-            let size = piece.len();
+            let buffers = buffers.clone();
+            let mut buffer = if size >= POOLED_WRITE_BYTES_MIN {
+                buffers.take(&dma, size)
+            } else {
+                dma.alloc_dma_buffer(size)
+            };
+            data.copy_to(from as u64, buffer.as_bytes_mut());
+            let at = position + from as u64;
+            from += size;
             glommio::spawn_local(async move {
-                dma.write_at(buffer, at)
-                    .await
-                    .map(|written| (size, written))
+                let buffer = Rc::new(buffer);
+                let result = dma.write_rc_at(buffer.clone(), at).await;
+                if let Ok(buffer) = Rc::try_unwrap(buffer) {
+                    if buffer.len() >= POOLED_WRITE_BYTES_MIN {
+                        buffers.give_back(buffer);
+                    }
+                }
+                result.map(|written| (size, written))
             })
         })
         .collect();
@@ -109,6 +200,7 @@ pub const SLOW_IO: std::time::Duration = std::time::Duration::from_millis(500);
 pub struct DmaStorage {
     dir: PathBuf,
     files: Rc<RefCell<Files>>,
+    buffers: Rc<WriteBuffers>,
     completed: Rc<RefCell<VecDeque<IoDone>>>,
     doorbell: Rc<LocalSender<()>>,
 }
@@ -133,11 +225,13 @@ fn storage_error<E: Into<std::io::Error> + std::any::Any>(
 }
 
 impl DmaStorage {
-    /// `doorbell` is rung (without blocking) whenever a request completes.
-    pub fn new(dir: PathBuf, doorbell: Rc<LocalSender<()>>) -> Self {
+    /// `doorbell` is rung (without blocking) whenever a request completes; writes copy into
+    /// the shard's `buffers`.
+    pub fn new(dir: PathBuf, doorbell: Rc<LocalSender<()>>, buffers: Rc<WriteBuffers>) -> Self {
         DmaStorage {
             dir,
             files: Rc::new(RefCell::new(Files::default())),
+            buffers,
             completed: Rc::new(RefCell::new(VecDeque::new())),
             doorbell,
         }
@@ -251,6 +345,7 @@ async fn open(
 
 async fn execute(
     files: Rc<RefCell<Files>>,
+    buffers: Rc<WriteBuffers>,
     dir: &Path,
     request: IoRequest,
 ) -> Result<IoOutcome, StorageError> {
@@ -291,7 +386,7 @@ async fn execute(
             ..
         } => {
             let dma = open(&files, dir, file).await?;
-            let written = write_chunked(&dma, position, &data)
+            let written = write_chunked(&dma, &buffers, position, &data)
                 .await
                 .map_err(|error| storage_error("write", &file.file_name(), error))?;
             Ok(IoOutcome::Written {
@@ -382,6 +477,7 @@ async fn execute(
 impl Storage for DmaStorage {
     fn submit(&mut self, request: IoRequest) {
         let files = self.files.clone();
+        let buffers = self.buffers.clone();
         let dir = self.dir.clone();
         let completed = self.completed.clone();
         let doorbell = self.doorbell.clone();
@@ -390,7 +486,7 @@ impl Storage for DmaStorage {
             let kind = describe(&request);
             tracing::trace!(id = id.0, "storage request {kind}");
             let started = std::time::Instant::now();
-            let result = execute(files, &dir, request).await;
+            let result = execute(files, buffers, &dir, request).await;
             let took = started.elapsed();
             if took >= SLOW_IO {
                 // Stalls of the device or filesystem show up here, named.

@@ -216,6 +216,7 @@ impl SimStorage {
                 data,
                 ..
             } => {
+                let data = data.to_bytes();
                 assert_eq!(
                     position % u64::from(SECTOR_SIZE),
                     0,
@@ -368,7 +369,7 @@ impl SimStorage {
                 } => {
                     if let Some(sim) = files_now.get_mut(file) {
                         let start = usize::try_from(*position).expect("fits");
-                        for (index, sector) in data.chunks(SECTOR).enumerate() {
+                        for (index, sector) in data.to_bytes().chunks(SECTOR).enumerate() {
                             if rng.chance(1, 2) {
                                 let at = start + index * SECTOR;
                                 if sim.data.len() < at + SECTOR {

@@ -476,7 +476,10 @@ impl Run {
     fn append(&mut self, durability: Durability) -> Checked {
         let bytes = self.random_batch();
         let expected = self.log.next_offset();
-        match self.log.handle_append(self.now, &bytes, durability) {
+        match self
+            .log
+            .handle_append(self.now, &Bytes::from(bytes.clone()), durability)
+        {
             Ok(ticket) => {
                 ensure(!self.fenced, || {
                     "a fenced partition accepted an append".into()

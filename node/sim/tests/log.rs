@@ -65,7 +65,10 @@ impl Harness {
     }
 
     fn append(&mut self, bytes: &[u8], durability: Durability) -> Offset {
-        let ticket = self.log.handle_append(self.now, bytes, durability).unwrap();
+        let ticket = self
+            .log
+            .handle_append(self.now, &Bytes::copy_from_slice(bytes), durability)
+            .unwrap();
         self.transfer();
         ticket.next_offset()
     }
@@ -271,9 +274,11 @@ fn a_sync_error_fences_the_partition() {
     ));
     let syncs = harness.count(is_sync);
     assert!(matches!(
-        harness
-            .log
-            .handle_append(harness.now, &batch(10, 1, T0), Durability::Fsync),
+        harness.log.handle_append(
+            harness.now,
+            &Bytes::from(batch(10, 1, T0)),
+            Durability::Fsync
+        ),
         Err(AppendError::Fenced(_))
     ));
     harness.settle();
@@ -402,7 +407,7 @@ fn corruption_of_acknowledged_data_fences_instead_of_truncating() {
     assert!(log.fenced().is_some());
     assert!(log.high_watermark() < end);
     assert!(matches!(
-        log.handle_append(Millis(T0), &batch(1, 1, T0), Durability::Fsync),
+        log.handle_append(Millis(T0), &Bytes::from(batch(1, 1, T0)), Durability::Fsync),
         Err(AppendError::Fenced(_))
     ));
     // Nothing on disk was cut.
@@ -534,7 +539,7 @@ fn a_shard_shares_one_budget_for_unsynced_bytes() {
     for key in &keys {
         shard
             .with_partition(key, |log| {
-                log.handle_append(now, &batch(7000, 1, T0), Durability::Fsync)
+                log.handle_append(now, &Bytes::from(batch(7000, 1, T0)), Durability::Fsync)
             })
             .unwrap()
             .unwrap();
@@ -935,8 +940,12 @@ fn a_lone_index_file_of_the_last_segment_is_removed() {
     );
     let mut log = recovered.log;
     assert_eq!(log.high_watermark(), end);
-    log.handle_append(Millis(T0), &batch(10, 1, T0), Durability::Fsync)
-        .unwrap();
+    log.handle_append(
+        Millis(T0),
+        &Bytes::from(batch(10, 1, T0)),
+        Durability::Fsync,
+    )
+    .unwrap();
     assert_eq!(log.segment_count(), 1, "the segment was not sealed");
 }
 
@@ -962,7 +971,7 @@ fn trailing_bytes_after_a_rolled_segment_are_corruption() {
         id: spate_core::IoId(u64::MAX - 2),
         file: first,
         position,
-        data: Bytes::from(vec![0xa5; SECTOR_SIZE as usize]),
+        data: spate_core::WriteData::contiguous(Bytes::from(vec![0xa5; SECTOR_SIZE as usize])),
     });
     for kind in [SegmentFileKind::OffsetIndex, SegmentFileKind::TimeIndex] {
         image.submit(IoRequest::Remove {
@@ -1273,4 +1282,116 @@ fn delete_records_moves_the_log_start_durably_and_retention_frees_the_segments_b
     assert_eq!(log.next_offset(), high);
     assert!(image.contents(&FileRef::log_start(above)).is_none());
     assert!(image.contents(&FileRef::log_start(high)).is_some());
+}
+
+#[test]
+fn a_round_writes_the_appended_bytes_without_copying_them() {
+    let mut harness = Harness::new(config());
+    let first = Bytes::from(batch(3000, 3, T0));
+    let second = Bytes::from(batch(5000, 1, T0));
+    for bytes in [&first, &second] {
+        harness
+            .log
+            .handle_append(harness.now, bytes, Durability::Fsync)
+            .unwrap();
+    }
+    harness.transfer();
+    harness.settle();
+    let writes: Vec<spate_core::WriteData> = harness
+        .requests
+        .iter()
+        .filter_map(|request| match request {
+            IoRequest::Write { data, .. } => Some(data.clone()),
+            _ => None,
+        })
+        .collect();
+    // Each batch is its stamped header (a copy) and the rest of the producer's buffer, the
+    // same memory, not a copy of it.
+    let header = spate_format::limits::BATCH_HEADER_SIZE as usize;
+    for bytes in [&first, &second] {
+        let rest = &bytes[header..];
+        assert!(
+            writes
+                .iter()
+                .flat_map(|data| data.pieces())
+                .any(|piece| { piece.as_ptr() == rest.as_ptr() && piece.len() == rest.len() }),
+            "a round shares the batch's bytes"
+        );
+    }
+    // The first round writes the first batch; the second rewrites its unfinished sector
+    // (copied, fewer than 4096 bytes) and adds the second batch.
+    assert_eq!(writes.len(), 2);
+    let first_len = first.len() as u64;
+    assert_eq!(writes[0].filled(), first_len);
+    assert_eq!(writes[1].filled(), first_len % 4096 + second.len() as u64);
+    for data in &writes {
+        assert_eq!(
+            data.len(),
+            data.filled().div_ceil(4096) * 4096,
+            "padded to a sector"
+        );
+    }
+    // What reached the disk and what the tail cache answers are the stamped batches.
+    assert_eq!(harness.fetch_all(), vec![Offset(0), Offset(3)]);
+    let FetchPlan::Ready(cached) = harness.log.handle_fetch(Offset(0), 1 << 20).unwrap() else {
+        panic!("the tail cache holds both batches");
+    };
+    let stored = harness
+        .storage
+        .read_now(&FileRef::log(Offset(0)), 0, 16 << 10)
+        .unwrap();
+    assert_eq!(&stored[..cached.len()], &cached[..]);
+    assert_eq!(&cached[header..first.len()], &first[header..]);
+    let bases: Vec<Offset> = batches(&cached)
+        .map(|batch| batch.unwrap().base_offset())
+        .collect();
+    assert_eq!(bases, vec![Offset(0), Offset(3)]);
+}
+
+#[test]
+fn rounds_take_whole_batches_up_to_the_round_limit_and_rewrite_the_unfinished_sector() {
+    let mut config = config();
+    config.segment_bytes = 64 << 20;
+    config.flush_bytes = 32 << 20;
+    config.tail_cache_bytes = 0;
+    let mut harness = Harness::new(config);
+    // 40 batches of about 300 KiB at `none`: more than one round's limit before anything
+    // is due, so the flush takes several rounds.
+    let one = batch(300 << 10, 1, T0);
+    for _ in 0..40 {
+        harness
+            .log
+            .handle_append(harness.now, &Bytes::from(one.clone()), Durability::None)
+            .unwrap();
+    }
+    harness.log.handle_flush(harness.now);
+    harness.transfer();
+    harness.settle();
+    let writes: Vec<(u64, u64, u64)> = harness
+        .requests
+        .iter()
+        .filter_map(|request| match request {
+            IoRequest::Write { position, data, .. } => Some((*position, data.len(), data.filled())),
+            _ => None,
+        })
+        .collect();
+    assert!(writes.len() >= 2, "several rounds: {writes:?}");
+    let limit = u64::from(spate_core::ROUND_BYTES_MAX);
+    let mut end = 0;
+    for &(position, len, filled) in &writes {
+        assert!(len <= limit, "a round of {len} bytes");
+        assert_eq!(position % 4096, 0);
+        // Each round starts at the sector where the one before ended, rewriting it.
+        assert_eq!(position, end / 4096 * 4096);
+        let data_end = position + filled;
+        let carried = end - position;
+        assert_eq!(
+            (data_end - position - carried) % one.len() as u64,
+            0,
+            "whole batches after the carried sector"
+        );
+        end = data_end;
+    }
+    assert_eq!(end, 40 * one.len() as u64);
+    assert_eq!(harness.fetch_all().len(), 40);
 }
