@@ -226,7 +226,12 @@ async fn read_lane(mut receive: quinn::RecvStream, waiters: Waiters, broken: Arc
             }
         }
         match receive.read_chunk(1 << 20, true).await {
-            Ok(Some(chunk)) => buffer.extend_from_slice(&chunk.bytes),
+            Ok(Some(chunk)) => {
+                // Room for the rest of the answer being read, reserved at once: a fetch answer
+                // of a megabyte would otherwise be moved each time the buffer doubles.
+                buffer.reserve(decoder.needed(&buffer).max(chunk.bytes.len()));
+                buffer.extend_from_slice(&chunk.bytes);
+            }
             _ => break,
         }
     }
@@ -311,7 +316,8 @@ impl Client {
             let writer_broken = broken.clone();
             tokio::spawn(async move {
                 while let Some(frame) = queue.recv().await {
-                    if send.write_all(&frame).await.is_err() {
+                    // The frame is handed to quinn as it is, not copied into its buffer.
+                    if send.write_chunk(frame).await.is_err() {
                         writer_broken.store(true, Ordering::Relaxed);
                         break;
                     }
@@ -345,6 +351,38 @@ impl Client {
             }
             _ => REQUEST_TIMEOUT,
         };
+        self.submit_frame(lane, timeout, |id| request.to_frame(id))
+            .await
+    }
+
+    /// Queues a `Produce` frame built around a batch in place (see
+    /// `spate_proto::produce_frame_in_place`) on the produce lane.
+    pub(crate) async fn submit_produce(
+        &self,
+        batch: (Vec<u8>, usize),
+        topic: &str,
+        partition: PartitionId,
+        durability: spate_proto::Durability,
+    ) -> Result<Submitted, ClientError> {
+        let (buffer, start) = batch;
+        assert_eq!(
+            start,
+            spate_proto::produce_frame_headroom(topic),
+            "the batch was built behind a produce frame's headroom"
+        );
+        self.submit_frame(0, REQUEST_TIMEOUT, |id| {
+            spate_proto::produce_frame_in_place(buffer, id, topic, partition, durability)
+        })
+        .await
+    }
+
+    /// Queues the frame `encode` makes for the correlation id it is given on `lane`.
+    async fn submit_frame(
+        &self,
+        lane: u32,
+        timeout: Duration,
+        encode: impl FnOnce(u64) -> Bytes,
+    ) -> Result<Submitted, ClientError> {
         let session = self.session().await?;
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = oneshot::channel();
@@ -353,10 +391,7 @@ impl Client {
             .lock()
             .map_err(|_| ClientError::Connection("a lane task failed".into()))?
             .insert(id, sender);
-        let queued = session.lanes[lane as usize]
-            .send(request.to_frame(id))
-            .await
-            .is_ok();
+        let queued = session.lanes[lane as usize].send(encode(id)).await.is_ok();
         if !queued {
             if let Ok(mut waiters) = session.waiters.lock() {
                 waiters.remove(&id);

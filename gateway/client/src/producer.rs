@@ -22,7 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use spate_format::limits::{BATCH_HEADER_SIZE, BATCH_SIZE_MAX};
 use spate_format::{BatchBuilder, BuildError, Compression, Header, Record};
-use spate_proto::{Durability, PartitionId, ProduceRequest, Request, Response};
+use spate_proto::{Durability, PartitionId, Response};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
@@ -30,6 +30,11 @@ use crate::client::{Client, ClientError};
 
 /// Commands queued from `send` to the producer task before `send` waits.
 pub const COMMAND_QUEUE_MAX: usize = 1024;
+
+/// Room a new batch's buffer has beyond `batch_bytes`, for the record that crosses it (a
+/// larger one moves the buffer once). The buffer is reserved, not touched: memory is used as
+/// records fill it.
+const BATCH_GROWTH_BYTES: usize = 16 << 10;
 
 /// Settings of a [`Producer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -414,7 +419,14 @@ impl Batcher {
         for attempt in 0..2 {
             let slot = &mut self.open[partition as usize];
             let open = slot.get_or_insert_with(|| Open {
-                builder: BatchBuilder::new().compression(self.config.compression),
+                // Built behind room for the frame's header, and big enough for a full batch
+                // and one more record, so it is neither moved as it grows nor copied into a
+                // frame.
+                builder: BatchBuilder::with_headroom(
+                    spate_proto::produce_frame_headroom(&self.topic),
+                    self.config.batch_bytes as usize + BATCH_GROWTH_BYTES,
+                )
+                .compression(self.config.compression),
                 replies: Vec::new(),
                 permits: None,
                 generation,
@@ -476,20 +488,23 @@ impl Batcher {
             permits,
             ..
         } = open;
-        let batch = match builder.finish() {
-            Ok(batch) => Bytes::from(batch),
+        let batch = match builder.finish_with_headroom() {
+            Ok(batch) => batch,
             Err(error) => {
                 fail(replies, &ClientError::InvalidRecord(error.to_string()));
                 return;
             }
         };
-        let request = Request::Produce(ProduceRequest {
-            topic: self.topic.clone(),
-            partition: PartitionId(partition),
-            durability: self.config.durability,
-            batch,
-        });
-        let submitted = match self.client.submit(&request).await {
+        let submitted = self
+            .client
+            .submit_produce(
+                batch,
+                &self.topic,
+                PartitionId(partition),
+                self.config.durability,
+            )
+            .await;
+        let submitted = match submitted {
             Ok(submitted) => submitted,
             Err(error) => {
                 fail(replies, &error);

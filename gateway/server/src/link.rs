@@ -17,6 +17,9 @@ use tokio::sync::{mpsc, oneshot};
 /// Frames queued for one shard connection before senders wait.
 pub const LINK_QUEUE_MAX: usize = 1024;
 
+/// Bytes read from a shard's connection at least per read.
+const LINK_READ_BYTES: usize = 64 << 10;
+
 type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Frame>>>>;
 
 #[derive(Debug)]
@@ -27,10 +30,10 @@ pub struct ShardLink {
     broken: Arc<AtomicBool>,
 }
 
-/// Sets the correlation id of a frame's header (bytes 8..16), copying only the header.
+/// Sets the correlation id of a frame's header, copying only the header.
 fn with_correlation(frame: &Bytes, id: u64) -> (Bytes, Bytes) {
     let mut header = BytesMut::from(&frame[..FRAME_HEADER_SIZE as usize]);
-    header[8..16].copy_from_slice(&id.to_le_bytes());
+    spate_proto::frame::FrameHeader::set_correlation_id(&mut header, id);
     (header.freeze(), frame.slice(FRAME_HEADER_SIZE as usize..))
 }
 
@@ -68,7 +71,7 @@ impl ShardLink {
         let reader_broken = broken.clone();
         tokio::spawn(async move {
             let decoder = FrameDecoder::new(RESPONSE_SIZE_MAX);
-            let mut buffer = BytesMut::with_capacity(64 * 1024);
+            let mut buffer = BytesMut::with_capacity(LINK_READ_BYTES);
             loop {
                 match decoder.decode(&mut buffer) {
                     Ok(Some(frame)) => {
@@ -83,6 +86,9 @@ impl ShardLink {
                     Ok(None) => {}
                     Err(_) => break,
                 }
+                // Room for the rest of the frame being read, reserved at once: a fetch answer
+                // of a megabyte would otherwise be moved each time the buffer doubles.
+                buffer.reserve(decoder.needed(&buffer).max(LINK_READ_BYTES));
                 match reader.read_buf(&mut buffer).await {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {}

@@ -211,7 +211,10 @@ impl Router {
                         self.refresh_soon();
                     }
                     let mut header = bytes::BytesMut::from(&frame.bytes()[..header_size]);
-                    header[8..16].copy_from_slice(&correlation_id.to_le_bytes());
+                    spate_proto::frame::FrameHeader::set_correlation_id(
+                        &mut header,
+                        correlation_id,
+                    );
                     (header.freeze(), frame.body())
                 }
                 Err(_) => {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{Endpoint, IdleTimeout, MtuDiscoveryConfig, TransportConfig, VarInt};
+use spate_proto::frame::FrameHeader;
 use spate_proto::{ErrorCode, Frame, FrameDecoder, FrameError, Response};
 use thiserror::Error;
 use tokio::sync::{mpsc, Semaphore};
@@ -306,7 +307,8 @@ impl Stream {
         let (answers, mut outgoing) = mpsc::channel::<(Bytes, Bytes)>(per_stream);
         let writer = tokio::spawn(async move {
             while let Some((header, body)) = outgoing.recv().await {
-                if send.write_all(&header).await.is_err() || send.write_all(&body).await.is_err() {
+                // Handed to quinn as they are: a fetch answer's records are not copied here.
+                if send.write_all_chunks(&mut [header, body]).await.is_err() {
                     return;
                 }
             }
@@ -393,11 +395,11 @@ impl Stream {
                             waited: stall,
                         };
                         let answer = Response::error(
-                            api_key_of(&buffer),
+                            FrameHeader::api_key_of(&buffer),
                             ErrorCode::Timeout,
                             error.to_string(),
                         )
-                        .to_frame(correlation_id_of(&buffer));
+                        .to_frame(FrameHeader::correlation_id_of(&buffer));
                         let _ = answers.send((answer, Bytes::new())).await;
                         return Err(error);
                     }
@@ -437,21 +439,4 @@ impl Stream {
         });
         Ok(())
     }
-}
-
-/// The api key of a partial frame's header (0 when it has not arrived).
-fn api_key_of(buffer: &[u8]) -> u16 {
-    u16::from_le_bytes([
-        buffer.get(4).copied().unwrap_or(0),
-        buffer.get(5).copied().unwrap_or(0),
-    ])
-}
-
-/// The correlation id of a partial frame's header (0 when it has not arrived).
-fn correlation_id_of(buffer: &[u8]) -> u64 {
-    let mut id = [0u8; 8];
-    if let Some(bytes) = buffer.get(8..16) {
-        id.copy_from_slice(bytes);
-    }
-    u64::from_le_bytes(id)
 }

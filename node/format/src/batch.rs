@@ -766,7 +766,9 @@ pub struct Header<'a> {
 /// [`finish`]: BatchBuilder::finish
 #[derive(Debug, Clone)]
 pub struct BatchBuilder {
+    /// `headroom` bytes left for the caller, then the batch.
     buffer: Vec<u8>,
+    headroom: usize,
     record_count: u32,
     first_timestamp: i64,
     max_timestamp: i64,
@@ -812,10 +814,19 @@ fn check_size(field: Field, size: usize, max: u32) -> Result<(), BuildError> {
 
 impl BatchBuilder {
     pub fn new() -> Self {
-        let mut buffer = Vec::with_capacity(4096);
-        buffer.resize(BATCH_HEADER_SIZE as usize, 0);
+        Self::with_headroom(0, 4096)
+    }
+
+    /// A builder whose buffer starts with `headroom` bytes for the caller (a request frame's
+    /// header and fields, written around the batch without copying it: see
+    /// [`BatchBuilder::finish_with_headroom`]) and has room for a batch of `capacity` bytes,
+    /// so a batch of up to that size is never moved as it grows.
+    pub fn with_headroom(headroom: usize, capacity: usize) -> Self {
+        let mut buffer = Vec::with_capacity(headroom + capacity.max(BATCH_HEADER_SIZE as usize));
+        buffer.resize(headroom + BATCH_HEADER_SIZE as usize, 0);
         BatchBuilder {
             buffer,
+            headroom,
             record_count: 0,
             first_timestamp: 0,
             max_timestamp: i64::MIN,
@@ -844,8 +855,8 @@ impl BatchBuilder {
 
     /// Bytes the batch would have if finished now without compression.
     pub fn len(&self) -> u32 {
-        // The buffer never grows past BATCH_SIZE_MAX, which fits u32.
-        u32::try_from(self.buffer.len()).unwrap_or(u32::MAX)
+        // The batch never grows past BATCH_SIZE_MAX, which fits u32.
+        u32::try_from(self.buffer.len() - self.headroom).unwrap_or(u32::MAX)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -907,7 +918,7 @@ impl BatchBuilder {
         }
         // Every field is bounded above, so the body is far below i32::MAX.
         let total = varint_size(i32::try_from(body).unwrap_or(i32::MAX)) + body;
-        let size = self.buffer.len() + total;
+        let size = self.buffer.len() - self.headroom + total;
         if size > BATCH_SIZE_MAX as usize {
             return Err(BuildError::BatchFull {
                 size: len_u64(size),
@@ -943,7 +954,15 @@ impl BatchBuilder {
 
     /// Compresses the records if asked, writes the header and both CRCs and returns the
     /// batch's bytes.
-    pub fn finish(mut self) -> Result<Vec<u8>, BuildError> {
+    pub fn finish(self) -> Result<Vec<u8>, BuildError> {
+        let (mut buffer, headroom) = self.finish_with_headroom()?;
+        buffer.drain(..headroom);
+        Ok(buffer)
+    }
+
+    /// As [`BatchBuilder::finish`], returning the whole buffer: the headroom the builder was
+    /// made with (its bytes as the caller left them), then the batch from that index on.
+    pub fn finish_with_headroom(mut self) -> Result<(Vec<u8>, usize), BuildError> {
         if self.record_count == 0 {
             return Err(BuildError::Empty);
         }
@@ -952,11 +971,12 @@ impl BatchBuilder {
             TimestampType::LogAppendTime => ATTRIBUTE_TIMESTAMP_TYPE,
         };
         let codec = self.compression;
+        let start = self.headroom;
         if codec != Compression::None {
-            let records = &self.buffer[BATCH_HEADER_SIZE as usize..];
+            let records = &self.buffer[start + BATCH_HEADER_SIZE as usize..];
             let compressed = compress(codec, records).ok_or(BuildError::Compress { codec })?;
             if compressed.len() < records.len() {
-                self.buffer.truncate(BATCH_HEADER_SIZE as usize);
+                self.buffer.truncate(start + BATCH_HEADER_SIZE as usize);
                 self.buffer.extend_from_slice(&compressed);
                 attributes |= codec.bits();
             }
@@ -979,13 +999,14 @@ impl BatchBuilder {
             reserved1: U16::new(0),
             base_sequence: I32::new(self.producer.base_sequence),
         };
-        self.buffer[..BATCH_HEADER_SIZE as usize].copy_from_slice(header.as_bytes());
-        let producer_crc = crc(&self.buffer[PRODUCER_CRC_START..]);
-        self.buffer[offset_of!(BatchHeader, producer_crc)..][..4]
+        let batch = &mut self.buffer[start..];
+        batch[..BATCH_HEADER_SIZE as usize].copy_from_slice(header.as_bytes());
+        let producer_crc = crc(&batch[PRODUCER_CRC_START..]);
+        batch[offset_of!(BatchHeader, producer_crc)..][..4]
             .copy_from_slice(&producer_crc.to_le_bytes());
-        let header_crc = header_crc_of(&self.buffer);
-        self.buffer[..4].copy_from_slice(&header_crc.to_le_bytes());
-        Ok(self.buffer)
+        let header_crc = header_crc_of(batch);
+        batch[..4].copy_from_slice(&header_crc.to_le_bytes());
+        Ok((self.buffer, start))
     }
 }
 

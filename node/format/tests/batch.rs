@@ -25,7 +25,12 @@ fn build(records: &[Owned]) -> Vec<u8> {
 }
 
 fn build_with(records: &[Owned], codec: Compression) -> Vec<u8> {
-    let mut builder = BatchBuilder::new().compression(codec);
+    fill(BatchBuilder::new().compression(codec), records)
+        .finish()
+        .expect("batch is not empty")
+}
+
+fn fill(mut builder: BatchBuilder, records: &[Owned]) -> BatchBuilder {
     for record in records {
         let headers: Vec<Header<'_>> = record
             .headers
@@ -44,7 +49,7 @@ fn build_with(records: &[Owned], codec: Compression) -> Vec<u8> {
             })
             .expect("record fits");
     }
-    builder.finish().expect("batch is not empty")
+    builder
 }
 
 fn read_back(bytes: &[u8]) -> Vec<Owned> {
@@ -681,3 +686,32 @@ const GOLDEN_ZSTD: &[&str] = &[
     "24ddb7547d91e4f3b9b4bc8fc97b783e3e978bf7b1cc275b072e1a44dac70344b28847fd107a6c7c",
     "1c1102b2b8f1076ffcc1197f70a39f22d0121f7615",
 ];
+
+#[test]
+fn a_batch_built_behind_headroom_is_the_same_batch() {
+    let records = golden_records();
+    for codec in Compression::ALL {
+        let plain = build_with(&records, codec);
+        for (headroom, capacity) in [(0, 0), (37, 16), (40, 1 << 20)] {
+            let builder = fill(
+                BatchBuilder::with_headroom(headroom, capacity).compression(codec),
+                &records,
+            );
+            if codec == Compression::None {
+                assert_eq!(
+                    builder.len() as usize,
+                    plain.len(),
+                    "len counts the batch only"
+                );
+            }
+            let (buffer, start) = builder.finish_with_headroom().unwrap();
+            assert_eq!(start, headroom);
+            assert!(buffer[..headroom].iter().all(|&byte| byte == 0));
+            assert_eq!(
+                &buffer[start..],
+                &plain[..],
+                "{codec:?} behind {headroom} bytes"
+            );
+        }
+    }
+}

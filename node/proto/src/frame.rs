@@ -42,6 +42,37 @@ pub struct FrameHeader {
 }
 
 const _: () = assert!(size_of::<FrameHeader>() == FRAME_HEADER_SIZE as usize);
+/// Where each field of [`FrameHeader`] lies; the only place the layout is spelled out in
+/// bytes for code that edits or reads a header it has not decoded (a gateway rewriting
+/// correlation ids, an error answering a frame whose header is only partly there).
+const API_KEY_AT: usize = offset_of!(FrameHeader, api_key);
+const CORRELATION_ID_AT: usize = offset_of!(FrameHeader, correlation_id);
+
+impl FrameHeader {
+    /// Rewrites the correlation id of the frame header at the start of `frame`.
+    pub fn set_correlation_id(frame: &mut [u8], correlation_id: u64) {
+        frame[CORRELATION_ID_AT..CORRELATION_ID_AT + 8]
+            .copy_from_slice(&correlation_id.to_le_bytes());
+    }
+
+    /// The api key of a header that may be partial (0 when it has not arrived).
+    pub fn api_key_of(partial: &[u8]) -> u16 {
+        match partial.get(API_KEY_AT..API_KEY_AT + 2) {
+            Some(bytes) => u16::from_le_bytes([bytes[0], bytes[1]]),
+            None => 0,
+        }
+    }
+
+    /// The correlation id of a header that may be partial (0 when it has not arrived).
+    pub fn correlation_id_of(partial: &[u8]) -> u64 {
+        let mut id = [0u8; 8];
+        if let Some(bytes) = partial.get(CORRELATION_ID_AT..CORRELATION_ID_AT + 8) {
+            id.copy_from_slice(bytes);
+        }
+        u64::from_le_bytes(id)
+    }
+}
+
 const _: () = assert!(offset_of!(FrameHeader, api_key) == 4);
 const _: () = assert!(offset_of!(FrameHeader, version) == 6);
 const _: () = assert!(offset_of!(FrameHeader, flags) == 7);

@@ -409,6 +409,56 @@ pub fn produce_frame_from_parts(
     out.freeze()
 }
 
+/// Bytes before the batch in a `Produce` request frame for `topic`: the frame header, then
+/// the topic, partition, durability and batch length.
+pub fn produce_frame_headroom(topic: &str) -> usize {
+    FRAME_HEADER_SIZE as usize + 2 + topic.len() + 4 + 1 + 4
+}
+
+/// A `Produce` request frame around a batch that was built in place behind
+/// [`produce_frame_headroom`]`(topic)` bytes of `buffer` (with
+/// `spate_format::BatchBuilder::with_headroom`): the frame's header and fields are written
+/// into the headroom and the batch is not copied. The same bytes as [`Request::to_frame`] of
+/// the equivalent request. The batch is at most `BATCH_SIZE_MAX` bytes (more than 4 GiB
+/// panics).
+pub fn produce_frame_in_place(
+    mut buffer: Vec<u8>,
+    correlation_id: u64,
+    topic: &str,
+    partition: PartitionId,
+    durability: Durability,
+) -> Bytes {
+    let headroom = produce_frame_headroom(topic);
+    assert!(buffer.len() >= headroom, "the buffer holds its headroom");
+    let batch_len = u32::try_from(buffer.len() - headroom).expect("a batch is at most 1 MiB");
+    let mut prefix = BytesMut::with_capacity(headroom);
+    encode_frame(
+        &mut prefix,
+        ApiKey::Produce.to_u16(),
+        0,
+        correlation_id,
+        |w| {
+            w.str16(topic);
+            w.u32(partition.0);
+            w.u8(durability.to_u8());
+            w.u32(batch_len);
+        },
+    );
+    assert_eq!(prefix.len(), headroom, "the prefix fills the headroom");
+    // The header was encoded for a body without the batch: count the batch in.
+    let head = FrameHead {
+        api_key: ApiKey::Produce.to_u16(),
+        version: VERSION,
+        flags: 0,
+        correlation_id,
+        body_length: u32::try_from(buffer.len() - FRAME_HEADER_SIZE as usize)
+            .expect("a frame is far below 4 GiB"),
+    };
+    prefix[..FRAME_HEADER_SIZE as usize].copy_from_slice(&head.encode());
+    buffer[..headroom].copy_from_slice(&prefix);
+    Bytes::from(buffer)
+}
+
 fn read_topic(reader: &mut Reader) -> Result<String, ProtoError> {
     let topic = reader.str16("topic", TOPIC_NAME_LENGTH_MAX)?;
     spate_format::validate_topic_name(topic)?;
@@ -700,19 +750,13 @@ impl Response {
     /// stream cannot go on after it): it carries the api key and correlation id of that frame
     /// as far as its header arrived.
     pub fn frame_error(buffer: &[u8], error: &crate::FrameError) -> Bytes {
-        let api_key = u16::from_le_bytes([
-            buffer.get(4).copied().unwrap_or(0),
-            buffer.get(5).copied().unwrap_or(0),
-        ]);
-        let mut correlation = [0u8; 8];
-        if let Some(bytes) = buffer.get(8..16) {
-            correlation.copy_from_slice(bytes);
-        }
+        let api_key = crate::frame::FrameHeader::api_key_of(buffer);
+        let correlation = crate::frame::FrameHeader::correlation_id_of(buffer);
         let code = match error {
             crate::FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
             crate::FrameError::TooShort { .. } => ErrorCode::Malformed,
         };
-        Response::error(api_key, code, error.to_string()).to_frame(u64::from_le_bytes(correlation))
+        Response::error(api_key, code, error.to_string()).to_frame(correlation)
     }
 
     /// The raw api key the response answers.
@@ -828,6 +872,43 @@ impl Response {
                 }
             }
         });
+    }
+
+    /// Encodes the response as a frame in two parts to be sent back to back: everything
+    /// before a fetch's records, then the records themselves, shared rather than copied (for
+    /// every other response the second part is empty). The parts joined are the bytes of
+    /// [`Response::to_frame`].
+    pub fn to_frame_parts(&self, correlation_id: u64) -> (Bytes, Bytes) {
+        let Response::Fetch(fetch) = self else {
+            return (self.to_frame(correlation_id), Bytes::new());
+        };
+        // Records are bounded by RESPONSE_SIZE_MAX, far below 4 GiB.
+        let records_len =
+            u32::try_from(fetch.records.len()).expect("fetched records longer than u32::MAX");
+        let mut head = BytesMut::with_capacity(RESPONSE_SIZE_SMALL);
+        encode_frame(
+            &mut head,
+            ApiKey::Fetch.to_u16(),
+            FLAG_RESPONSE,
+            correlation_id,
+            |w| {
+                w.u64(fetch.high_watermark);
+                w.u64(fetch.log_start_offset);
+                w.u32(records_len);
+            },
+        );
+        // The header was encoded for a body without the records: count them in.
+        let frame_head = FrameHead {
+            api_key: ApiKey::Fetch.to_u16(),
+            version: VERSION,
+            flags: FLAG_RESPONSE,
+            correlation_id,
+            body_length: u32::try_from(head.len() - FRAME_HEADER_SIZE as usize)
+                .expect("a short body")
+                + records_len,
+        };
+        head[..FRAME_HEADER_SIZE as usize].copy_from_slice(&frame_head.encode());
+        (head.freeze(), fetch.records.clone())
     }
 
     /// Encodes the response as a frame of its own, in a buffer sized for it up front (a

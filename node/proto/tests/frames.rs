@@ -544,6 +544,46 @@ proptest! {
     }
 
     #[test]
+    fn a_produce_frame_built_in_place_is_the_frame_of_its_batch(
+        topic in topic(),
+        partition in any::<u32>(),
+        durability in 0u8..3,
+        batch in some_bytes(300),
+        correlation_id in any::<u64>(),
+    ) {
+        let durability = Durability::from_u8(durability).unwrap();
+        let headroom = produce_frame_headroom(&topic);
+        let mut buffer = vec![0xee; headroom];
+        buffer.extend_from_slice(&batch);
+        let in_place = produce_frame_in_place(
+            buffer,
+            correlation_id,
+            &topic,
+            PartitionId(partition),
+            durability,
+        );
+        let whole = Request::Produce(ProduceRequest {
+            topic,
+            partition: PartitionId(partition),
+            durability,
+            batch,
+        })
+        .to_frame(correlation_id);
+        prop_assert_eq!(in_place, whole);
+    }
+
+    #[test]
+    fn a_response_in_parts_is_the_whole_frame(
+        response in response(),
+        correlation_id in any::<u64>(),
+    ) {
+        let (head, rest) = response.to_frame_parts(correlation_id);
+        let mut joined = head.to_vec();
+        joined.extend_from_slice(&rest);
+        prop_assert_eq!(&joined[..], &response.to_frame(correlation_id)[..]);
+    }
+
+    #[test]
     fn any_response_round_trips(response in response(), correlation_id in any::<u64>()) {
         let bytes = response.to_frame(correlation_id);
         let frame = decode_one(&bytes, RESPONSE_SIZE_MAX);

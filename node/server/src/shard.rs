@@ -147,6 +147,20 @@ pub struct Shard {
     write_buffers: Rc<crate::storage::WriteBuffers>,
 }
 
+/// Fetched records at least this long are written to the connection as they are, after the
+/// answer's header (a second write); shorter ones are copied behind it (one write).
+const SHARED_ANSWER_BYTES_MIN: usize = 16 << 10;
+
+/// An answer's frame as the connection's writer sends it: a head and the records after it.
+fn answer_frame(response: &Response, correlation: u64) -> (Bytes, Bytes) {
+    match response {
+        Response::Fetch(fetch) if fetch.records.len() >= SHARED_ANSWER_BYTES_MIN => {
+            response.to_frame_parts(correlation)
+        }
+        _ => (response.to_frame(correlation), Bytes::new()),
+    }
+}
+
 fn error(code: ErrorCode, message: impl Into<String>) -> ErrorResponse {
     ErrorResponse::new(code, message)
 }
@@ -661,11 +675,12 @@ impl Shard {
     ) -> std::io::Result<()> {
         let (mut reader, mut writer) = futures_lite::io::split(stream);
         let in_flight = self.config.frames_in_flight as usize;
-        let (responses, outgoing) = local_channel::new_bounded::<Bytes>(in_flight);
+        let (responses, outgoing) = local_channel::new_bounded::<(Bytes, Bytes)>(in_flight);
         let responses = Rc::new(responses);
         let writer_task = glommio::spawn_local(async move {
-            while let Some(bytes) = outgoing.recv().await {
-                if writer.write_all(&bytes).await.is_err() {
+            while let Some((head, rest)) = outgoing.recv().await {
+                if writer.write_all(&head).await.is_err() || writer.write_all(&rest).await.is_err()
+                {
                     break;
                 }
             }
@@ -683,7 +698,7 @@ impl Shard {
                     Err(frame_error) => {
                         // The stream cannot be resynchronised: answer and close.
                         let answer = Response::frame_error(inbound.buffered(), &frame_error);
-                        let _ = responses.send(answer).await;
+                        let _ = responses.send((answer, Bytes::new())).await;
                         break 'connection Ok(());
                     }
                 };
@@ -699,7 +714,7 @@ impl Shard {
                     Dispatched::Now(response) => {
                         drop(permit);
                         if responses
-                            .send(response.to_frame(correlation))
+                            .send(answer_frame(&response, correlation))
                             .await
                             .is_err()
                         {
@@ -710,7 +725,7 @@ impl Shard {
                         let responses = responses.clone();
                         glommio::spawn_local(async move {
                             let response = pending.await;
-                            let _ = responses.send(response.to_frame(correlation)).await;
+                            let _ = responses.send(answer_frame(&response, correlation)).await;
                             drop(permit);
                         })
                         .detach();

@@ -675,3 +675,30 @@ pub async fn probe_polled_io(dir: &Path, shard: u16) -> Result<(), std::io::Erro
     let _ = std::fs::remove_file(&path);
     result
 }
+
+#[cfg(test)]
+mod write_piece_tests {
+    use super::*;
+
+    #[test]
+    fn a_write_is_cut_into_pooled_sizes_and_one_small_rest() {
+        for sectors in [1usize, 15, 16, 17, 100, 127, 128, 129, 300, 2048, 2049] {
+            let len = sectors * 4096;
+            let pieces = write_pieces(len);
+            assert_eq!(pieces.iter().sum::<usize>(), len, "{len}");
+            let small: Vec<_> = pieces
+                .iter()
+                .filter(|&&size| size < POOLED_WRITE_BYTES_MIN)
+                .collect();
+            assert!(small.len() <= 1, "{len}: {pieces:?}");
+            for &size in &pieces {
+                assert_eq!(size % 4096, 0);
+                if size >= POOLED_WRITE_BYTES_MIN {
+                    assert!(size.is_power_of_two() && size <= IO_CHUNK_BYTES, "{size}");
+                    assert!(WriteBuffers::class(size) < POOL_CLASSES);
+                }
+            }
+        }
+        assert_eq!(write_pieces(300 << 10), vec![256 << 10, 44 << 10]);
+    }
+}
