@@ -23,6 +23,24 @@ pub struct Local {
     pub kafka: Option<SocketAddr>,
     node: Option<spate_node::NodeHandle>,
     gateway: spate_gateway::Gateway,
+    /// The gateway runs on a runtime of its own, as the `spate-gateway` process does beside
+    /// its clients, with threads named `gateway` so its CPU time is told apart
+    /// (`cpu::CpuTime`). Taken by `stop` or `drop`.
+    gateway_runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// Worker threads of the gateway's runtime (the machine's CPUs, at least two).
+fn gateway_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |count| count.get().max(2))
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        // Not blocking: a runtime dropped on an async thread would panic.
+        if let Some(runtime) = self.gateway_runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl Local {
@@ -51,8 +69,16 @@ impl Local {
         };
         let config =
             spate_gateway::GatewayConfig::resolve(flags).map_err(|error| error.to_string())?;
-        let gateway = spate_gateway::start(config)
+        let gateway_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(gateway_threads())
+            .thread_name("gateway")
+            .enable_all()
+            .build()
+            .map_err(|error| format!("cannot start the gateway's runtime: {error}"))?;
+        let gateway = gateway_runtime
+            .spawn(spate_gateway::start(config))
             .await
+            .map_err(|error| format!("the gateway's start failed: {error}"))?
             .map_err(|error| error.to_string())?;
         Ok(Local {
             target: Target {
@@ -63,10 +89,12 @@ impl Local {
             kafka: gateway.kafka.as_ref().map(|kafka| kafka.local_addr),
             node: Some(node),
             gateway,
+            gateway_runtime: Some(gateway_runtime),
         })
     }
 
     pub async fn stop(mut self) {
+        // Waiting for the gateway's tasks works from this runtime; they run on their own.
         if let Some(kafka) = &self.gateway.kafka {
             kafka.shutdown().await;
         }

@@ -21,6 +21,7 @@ use spate_client::{
 use tokio::sync::mpsc;
 
 use crate::cluster::Target;
+use crate::cpu::CpuTime;
 use crate::report::{histogram, micros, params, Latency, Meter, Run};
 
 /// Acknowledgements awaited per producer before it stops sending (bounded; the producer's
@@ -266,11 +267,13 @@ pub async fn produce(target: &Target, name: &str, args: &ProduceArgs) -> Result<
     target.fresh_topic(topic, args.partitions).await?;
     let mut run = Run::new(name, "spate", "produce", args.params());
     let meter = Meter::start(TIMELINE_INTERVAL);
+    let cpu = CpuTime::now();
     let started = Instant::now();
     let (latency, _, errors) = run_producers(target, topic, args, &meter, started).await?;
     let elapsed = started.elapsed();
     let (operations, bytes, timeline) = meter.stop();
     run.finish(elapsed, operations, bytes);
+    CpuTime::since(cpu).record(&mut run);
     run.errors = errors;
     run.timeline = timeline;
     let what = if args.rate.is_some() {
@@ -340,6 +343,7 @@ pub async fn consume(target: &Target, name: &str, args: &ConsumeArgs) -> Result<
         ..ConsumerConfig::default()
     };
     let meter = Meter::start(TIMELINE_INTERVAL);
+    let cpu = CpuTime::now();
     let started = Instant::now();
     let mut consumer = Consumer::new(&client, topic, None, config)
         .await
@@ -353,6 +357,7 @@ pub async fn consume(target: &Target, name: &str, args: &ConsumeArgs) -> Result<
         return Err(format!("read {operations} records, produced {records}"));
     }
     run.finish(elapsed, operations, bytes);
+    CpuTime::since(cpu).record(&mut run);
     run.timeline = timeline;
     Ok(run)
 }
@@ -416,6 +421,7 @@ pub async fn e2e(target: &Target, name: &str, args: &ProduceArgs) -> Result<Run,
         Ok::<_, String>((latency, received))
     });
     let quiet = Meter::start(Duration::from_secs(1));
+    let cpu = CpuTime::now();
     let started = Instant::now();
     let (ack_latency, _, errors) = run_producers(target, topic, args, &quiet, epoch).await?;
     let (acked, produced_bytes, _) = quiet.stop();
@@ -433,6 +439,7 @@ pub async fn e2e(target: &Target, name: &str, args: &ProduceArgs) -> Result<Run,
         ));
     }
     run.finish(elapsed, operations, bytes);
+    CpuTime::since(cpu).record(&mut run);
     run.errors = errors;
     run.timeline = timeline;
     run.latency

@@ -23,6 +23,7 @@ use tokio::runtime::Runtime;
 
 use super::{Acks, Broker, Compression, KafkaConsumeArgs, KafkaProduceArgs};
 use crate::cluster::settle_filesystem;
+use crate::cpu::CpuTime;
 use crate::report::{histogram, params, Latency, Meter, Run};
 use crate::say;
 use crate::scenarios::TIMELINE_INTERVAL;
@@ -639,6 +640,7 @@ pub fn produce(
         ]),
     );
     let meter = Meter::start(TIMELINE_INTERVAL);
+    let cpu = CpuTime::now();
     let started = Instant::now();
     let produced = run_producers(broker, &settings, plan, &meter);
     let elapsed = started.elapsed();
@@ -658,6 +660,7 @@ pub fn produce(
         ));
     }
     run.finish(elapsed, operations, bytes);
+    CpuTime::since(cpu).record(&mut run);
     run.errors = produced.errors;
     run.timeline = timeline;
     let what = if args.rate.is_some() {
@@ -799,6 +802,7 @@ pub fn consume(
         ]),
     );
     let meter = Meter::start(TIMELINE_INTERVAL);
+    let cpu = CpuTime::now();
     let read = read_to_ends(&consumer, topic, &ends, &meter);
     let (operations, bytes, timeline) = meter.stop();
     let elapsed = read?;
@@ -808,6 +812,7 @@ pub fn consume(
         ));
     }
     run.finish(elapsed, operations, bytes);
+    CpuTime::since(cpu).record(&mut run);
     run.errors = consumer.context().errors.load(Ordering::Relaxed);
     run.timeline = timeline;
     Ok(run)
