@@ -600,6 +600,8 @@ pub struct PartitionLog {
     next_io_id: u64,
     events: VecDeque<LogEvent>,
     tail: TailCache,
+    /// Appends since the last `schedule`, at this time: the next `poll_io` schedules.
+    deferred_schedule: Option<Millis>,
 }
 
 impl PartitionLog {
@@ -657,6 +659,7 @@ impl PartitionLog {
             next_io_id: 0,
             events: VecDeque::new(),
             tail,
+            deferred_schedule: None,
         }
     }
 
@@ -741,12 +744,12 @@ impl PartitionLog {
 
     /// Whether requests are in flight or waiting to be handed out.
     pub fn is_idle(&self) -> bool {
-        self.outstanding.is_empty() && self.requests.is_empty()
+        self.outstanding.is_empty() && self.requests.is_empty() && self.deferred_schedule.is_none()
     }
 
     /// Whether requests or events are waiting to be polled.
     pub fn has_output(&self) -> bool {
-        !self.requests.is_empty() || !self.events.is_empty()
+        !self.requests.is_empty() || !self.events.is_empty() || self.deferred_schedule.is_some()
     }
 
     /// When the shell must call [`PartitionLog::handle_tick`] next, if ever.
@@ -759,7 +762,14 @@ impl PartitionLog {
             .map(|since| Millis(since.0.saturating_add(self.config.flush_interval_ms)))
     }
 
+    /// The next storage request. A write round that appends made due starts here (see
+    /// [`PartitionLog::handle_append`]).
     pub fn poll_io(&mut self) -> Option<IoRequest> {
+        if self.requests.is_empty() {
+            if let Some(now) = self.deferred_schedule.take() {
+                self.schedule(now);
+            }
+        }
         self.requests.pop_front()
     }
 
@@ -869,7 +879,10 @@ impl PartitionLog {
             Durability::Fsync => self.fsync_wanted = self.next_offset,
         }
         self.unsynced_since.get_or_insert(now);
-        self.schedule(now);
+        // The round starts when the shell next polls for requests, not now: appends that
+        // arrive together (the frames of one read, producers woken by one acknowledgement)
+        // then share it instead of the first going out alone.
+        self.deferred_schedule = Some(now);
         Ok(AppendTicket {
             base_offset,
             last_offset,
@@ -1011,6 +1024,8 @@ impl PartitionLog {
 
     /// Starts the next write round if none is in flight and one is due.
     fn schedule(&mut self, now: Millis) {
+        // Whatever an append deferred is decided now.
+        self.deferred_schedule = None;
         if self.fenced.is_some() || self.round.is_some() {
             return;
         }

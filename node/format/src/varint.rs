@@ -101,6 +101,14 @@ impl<'a> Cursor<'a> {
     }
 
     fn read_unsigned(&mut self, size_max: usize, bits: u32) -> Result<u64, RecordError> {
+        // Most varints of a record (attributes, small deltas, header counts) are one byte: a
+        // byte without the continuation bit is the whole value, and always minimal.
+        if let Some(&byte) = self.bytes.get(self.position) {
+            if byte & 0x80 == 0 {
+                self.position += 1;
+                return Ok(u64::from(byte));
+            }
+        }
         let mut value: u64 = 0;
         for (index, shift) in (0..size_max).zip((0..bits).step_by(7)) {
             let byte = self.read_u8()?;

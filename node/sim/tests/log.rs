@@ -1289,12 +1289,20 @@ fn a_round_writes_the_appended_bytes_without_copying_them() {
     let mut harness = Harness::new(config());
     let first = Bytes::from(batch(3000, 3, T0));
     let second = Bytes::from(batch(5000, 1, T0));
+    let third = Bytes::from(batch(2000, 2, T0));
+    // Appended before the shell polls: one round takes both.
     for bytes in [&first, &second] {
         harness
             .log
             .handle_append(harness.now, bytes, Durability::Fsync)
             .unwrap();
     }
+    harness.transfer();
+    harness.settle();
+    harness
+        .log
+        .handle_append(harness.now, &third, Durability::Fsync)
+        .unwrap();
     harness.transfer();
     harness.settle();
     let writes: Vec<spate_core::WriteData> = harness
@@ -1308,7 +1316,7 @@ fn a_round_writes_the_appended_bytes_without_copying_them() {
     // Each batch is its stamped header (a copy) and the rest of the producer's buffer, the
     // same memory, not a copy of it.
     let header = spate_format::limits::BATCH_HEADER_SIZE as usize;
-    for bytes in [&first, &second] {
+    for bytes in [&first, &second, &third] {
         let rest = &bytes[header..];
         assert!(
             writes
@@ -1318,12 +1326,12 @@ fn a_round_writes_the_appended_bytes_without_copying_them() {
             "a round shares the batch's bytes"
         );
     }
-    // The first round writes the first batch; the second rewrites its unfinished sector
-    // (copied, fewer than 4096 bytes) and adds the second batch.
+    // The first round writes the first two batches; the second rewrites their unfinished
+    // sector (copied, fewer than 4096 bytes) and adds the third.
     assert_eq!(writes.len(), 2);
-    let first_len = first.len() as u64;
-    assert_eq!(writes[0].filled(), first_len);
-    assert_eq!(writes[1].filled(), first_len % 4096 + second.len() as u64);
+    let two = (first.len() + second.len()) as u64;
+    assert_eq!(writes[0].filled(), two);
+    assert_eq!(writes[1].filled(), two % 4096 + third.len() as u64);
     for data in &writes {
         assert_eq!(
             data.len(),
@@ -1332,20 +1340,20 @@ fn a_round_writes_the_appended_bytes_without_copying_them() {
         );
     }
     // What reached the disk and what the tail cache answers are the stamped batches.
-    assert_eq!(harness.fetch_all(), vec![Offset(0), Offset(3)]);
+    assert_eq!(harness.fetch_all(), vec![Offset(0), Offset(3), Offset(4)]);
     let FetchPlan::Ready(cached) = harness.log.handle_fetch(Offset(0), 1 << 20).unwrap() else {
-        panic!("the tail cache holds both batches");
+        panic!("the tail cache holds the batches");
     };
     let stored = harness
         .storage
-        .read_now(&FileRef::log(Offset(0)), 0, 16 << 10)
+        .read_now(&FileRef::log(Offset(0)), 0, 32 << 10)
         .unwrap();
     assert_eq!(&stored[..cached.len()], &cached[..]);
     assert_eq!(&cached[header..first.len()], &first[header..]);
     let bases: Vec<Offset> = batches(&cached)
         .map(|batch| batch.unwrap().base_offset())
         .collect();
-    assert_eq!(bases, vec![Offset(0), Offset(3)]);
+    assert_eq!(bases, vec![Offset(0), Offset(3), Offset(4)]);
 }
 
 #[test]
