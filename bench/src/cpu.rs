@@ -4,9 +4,10 @@
 //! Threads are told apart by name: the node's shards (`shard-*`, and the kernel's io_uring
 //! workers `iou-*` that run their blocking requests), the gateway's runtime (`gateway*`,
 //! given by `cluster::Local`), and everything else (the benchmark, the SDK's runtime,
-//! librdkafka's threads). Times come from `/proc/self/task/*/stat` (user + system); a thread
-//! that ended during the run takes its time with it, which is why the parts' runtimes are
-//! started before the timed part and kept.
+//! librdkafka's threads). The node's and the gateway's times come from their threads'
+//! `/proc/self/task/*/stat` (user + system; those threads live as long as the run), the
+//! client's is the whole process's (`/proc/self/stat`, which keeps the time of threads that
+//! ended, such as librdkafka's) minus those two.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +30,10 @@ impl CpuTime {
     /// The threads' CPU time now (zero where `/proc` cannot be read).
     pub fn now() -> CpuTime {
         let mut time = CpuTime::default();
+        let process = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|stat| parse_stat(&stat, USER_HZ).map(|(_, seconds)| seconds))
+            .unwrap_or(0.0);
         let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
             return time;
         };
@@ -42,9 +47,10 @@ impl CpuTime {
             match part(name) {
                 Part::Node => time.node += seconds,
                 Part::Gateway => time.gateway += seconds,
-                Part::Client => time.client += seconds,
+                Part::Client => {}
             }
         }
+        time.client = (process - time.node - time.gateway).max(0.0);
         time
     }
 
