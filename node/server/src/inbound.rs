@@ -5,7 +5,8 @@
 //! exactly its size: nothing copies its bytes between the socket and the partition's write
 //! round (the round's device buffer is the one copy on the node), no buffer regrows under it,
 //! and the batch that the log keeps until it is written (and the tail cache after) keeps only
-//! its own frame's memory alive.
+//! its own frame's memory alive. Memory is touched as bytes arrive, never for what a header
+//! only announced.
 
 use bytes::BytesMut;
 use futures_lite::{AsyncRead, AsyncReadExt};
@@ -19,13 +20,24 @@ pub const READ_CHUNK_BYTES: usize = 64 << 10;
 /// buffer's zeroing and allocation.
 pub const DIRECT_READ_BYTES_MIN: usize = 64 << 10;
 
+/// A large frame being read into a buffer reserved for all of it: its bytes so far are
+/// `frame[..filled]`. The buffer is zeroed (so it can be read into) only a chunk ahead of what
+/// arrived: a peer that sends a header announcing a megabyte and stalls makes the node touch
+/// no more memory than if it had sent a small frame.
+#[derive(Debug)]
+struct Large {
+    frame: BytesMut,
+    filled: usize,
+    size: usize,
+}
+
 #[derive(Debug)]
 pub struct Inbound {
     /// Received bytes not yet split into frames (when no large frame is being read).
     buffer: BytesMut,
     chunk: Vec<u8>,
-    /// A large frame being read into its own buffer: its bytes so far are `frame[..filled]`.
-    large: Option<(BytesMut, usize)>,
+    /// A large frame being read into its own buffer.
+    large: Option<Large>,
 }
 
 impl Default for Inbound {
@@ -72,16 +84,23 @@ impl Inbound {
             let mut frame = BytesMut::with_capacity(size);
             frame.extend_from_slice(&self.buffer);
             let filled = frame.len();
-            frame.resize(size, 0);
             self.buffer.clear();
-            self.large = Some((frame, filled));
+            self.large = Some(Large {
+                frame,
+                filled,
+                size,
+            });
         }
-        if let Some((frame, filled)) = &mut self.large {
-            let read = reader.read(&mut frame[*filled..]).await?;
-            *filled += read;
-            if *filled == frame.len() {
-                if let Some((frame, _)) = self.large.take() {
-                    self.buffer = frame;
+        if let Some(large) = &mut self.large {
+            let until = (large.filled + READ_CHUNK_BYTES).min(large.size);
+            if large.frame.len() < until {
+                large.frame.resize(until, 0);
+            }
+            let read = reader.read(&mut large.frame[large.filled..until]).await?;
+            large.filled += read;
+            if large.filled == large.size {
+                if let Some(large) = self.large.take() {
+                    self.buffer = large.frame;
                 }
             }
             return Ok(read);
@@ -126,6 +145,26 @@ mod tests {
             self.at += n;
             std::task::Poll::Ready(Ok(n))
         }
+    }
+
+    #[test]
+    fn a_large_frame_touches_memory_only_as_its_bytes_arrive() {
+        let frame = produce_frame(1, 1_000_000);
+        let decoder = FrameDecoder::new(spate_proto::limits::REQUEST_SIZE_MAX);
+        // The header and 100 KB of the body arrive, then the peer stalls.
+        let mut reader = Trickle {
+            data: frame[..100_000].to_vec(),
+            at: 0,
+            step: 1 << 20,
+        };
+        let mut inbound = Inbound::default();
+        futures_lite::future::block_on(async {
+            while inbound.read(&mut reader, &decoder).await.unwrap() > 0 {}
+        });
+        let large = inbound.large.as_ref().expect("reading a large frame");
+        assert_eq!((large.filled, large.size), (100_000, frame.len()));
+        assert!(large.frame.len() <= large.filled + READ_CHUNK_BYTES);
+        assert!(inbound.next_frame(&decoder).unwrap().is_none());
     }
 
     #[test]
