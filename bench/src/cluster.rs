@@ -75,11 +75,19 @@ impl Local {
             .enable_all()
             .build()
             .map_err(|error| format!("cannot start the gateway's runtime: {error}"))?;
-        let gateway = gateway_runtime
+        let started = gateway_runtime
             .spawn(spate_gateway::start(config))
             .await
-            .map_err(|error| format!("the gateway's start failed: {error}"))?
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| format!("the gateway's start failed: {error}"))
+            .and_then(|started| started.map_err(|error| error.to_string()));
+        let gateway = match started {
+            Ok(gateway) => gateway,
+            Err(error) => {
+                // Not blocking: a runtime dropped on an async thread would panic.
+                gateway_runtime.shutdown_background();
+                return Err(error);
+            }
+        };
         Ok(Local {
             target: Target {
                 address: gateway.local_addr,

@@ -4,10 +4,12 @@
 //! Threads are told apart by name: the node's shards (`shard-*`, and the kernel's io_uring
 //! workers `iou-*` that run their blocking requests), the gateway's runtime (`gateway*`,
 //! given by `cluster::Local`), and everything else (the benchmark, the SDK's runtime,
-//! librdkafka's threads). The node's and the gateway's times come from their threads'
-//! `/proc/self/task/*/stat` (user + system; those threads live as long as the run), the
-//! client's is the whole process's (`/proc/self/stat`, which keeps the time of threads that
-//! ended, such as librdkafka's) minus those two.
+//! librdkafka's threads). The node's and the gateway's times come from their live threads'
+//! `/proc/self/task/*/stat` (user + system), the client's is the whole process's
+//! (`/proc/self/stat`, which keeps the time of threads that ended, such as librdkafka's)
+//! minus those two. A node or gateway thread that ends during a run (an io_uring worker idle
+//! for seconds, a blocking-pool thread) moves its lifetime's time to the client's column: the
+//! parts are estimates, their sum is exact.
 
 use std::collections::BTreeMap;
 

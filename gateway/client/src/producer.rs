@@ -31,10 +31,18 @@ use crate::client::{Client, ClientError};
 /// Commands queued from `send` to the producer task before `send` waits.
 pub const COMMAND_QUEUE_MAX: usize = 1024;
 
-/// Room a new batch's buffer has beyond `batch_bytes`, for the record that crosses it (a
-/// larger one moves the buffer once). The buffer is reserved, not touched: memory is used as
-/// records fill it.
+/// Room a new batch's buffer has beyond its partition's last batch (at most `batch_bytes`),
+/// for the record that crosses the batch size (a larger one moves the buffer once).
 const BATCH_GROWTH_BYTES: usize = 16 << 10;
+
+/// What a partition's first batch is reserved for.
+const BATCH_RESERVE_FIRST: usize = 4 << 10;
+
+/// The capacity of a new batch's buffer after one of `last` bytes, with batches sent at
+/// `batch_bytes`.
+fn reserve_for(last: usize, batch_bytes: u32) -> usize {
+    last.min(batch_bytes as usize) + BATCH_GROWTH_BYTES
+}
 
 /// Settings of a [`Producer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,6 +233,7 @@ impl Producer {
             topic: topic.to_owned(),
             config,
             open: (0..partitions).map(|_| None).collect(),
+            last_batch_bytes: vec![BATCH_RESERVE_FIRST; partitions as usize],
             deadlines: VecDeque::new(),
             sticky: 0,
             epoch: mpsc::channel(1),
@@ -330,6 +339,9 @@ struct Batcher {
     topic: String,
     config: ProducerConfig,
     open: Vec<Option<Open>>,
+    /// Per partition, the size of its last batch: a new batch's buffer is reserved for that
+    /// much (see `BATCH_GROWTH_BYTES`).
+    last_batch_bytes: Vec<usize>,
     /// (deadline, partition, generation) in creation order; linger is constant, so the
     /// deadlines are in order too.
     deadlines: VecDeque<(Instant, u32, u64)>,
@@ -419,12 +431,16 @@ impl Batcher {
         for attempt in 0..2 {
             let slot = &mut self.open[partition as usize];
             let open = slot.get_or_insert_with(|| Open {
-                // Built behind room for the frame's header, and big enough for a full batch
-                // and one more record, so it is neither moved as it grows nor copied into a
-                // frame.
+                // Built behind room for the frame's header, so it is not copied into a frame,
+                // and as big as this partition's last batch, so a busy partition's batch is
+                // not moved as it grows while a quiet one's does not hold a full batch's
+                // memory in flight.
                 builder: BatchBuilder::with_headroom(
                     spate_proto::produce_frame_headroom(&self.topic),
-                    self.config.batch_bytes as usize + BATCH_GROWTH_BYTES,
+                    reserve_for(
+                        self.last_batch_bytes[partition as usize],
+                        self.config.batch_bytes,
+                    ),
                 )
                 .compression(self.config.compression),
                 replies: Vec::new(),
@@ -488,6 +504,7 @@ impl Batcher {
             permits,
             ..
         } = open;
+        self.last_batch_bytes[partition as usize] = builder.len() as usize;
         let batch = match builder.finish_with_headroom() {
             Ok(batch) => batch,
             Err(error) => {

@@ -239,7 +239,7 @@ struct Raise {
 /// (sector-aligned) on, as the valid bytes of the unfinished sector at `start` (rewritten with
 /// the next round) followed by whole batches. The batches are the producers' bytes, shared,
 /// never copied here: each is its stamped header (a copy of 72 bytes) and the rest of the
-/// frame it came in.
+/// frame it came in (small batches are copied whole: [`SHARED_BATCH_BYTES_MIN`]).
 #[derive(Debug)]
 struct WriteBuffer {
     start: u64,
@@ -252,6 +252,15 @@ struct WriteBuffer {
 }
 
 const HEADER_SIZE: usize = BATCH_HEADER_SIZE as usize;
+
+/// Batches at least this long are kept as shared slices of the frame they arrived in until
+/// they are written (and in the tail cache after); shorter ones are copied whole into their
+/// own allocation. A small slice would keep its whole read buffer alive (a connection reads
+/// small frames into shared 64 KiB buffers, and one slow partition's batch would pin the
+/// others' bytes, uncounted by any budget), and copying a few kilobytes costs less than that.
+/// A shared slice keeps at most its frame's buffer alive: its own exact buffer for a frame
+/// read straight in, or a shared read buffer of at most about 192 KiB.
+pub const SHARED_BATCH_BYTES_MIN: usize = 16 << 10;
 
 /// Takes the next write round's bytes out of `buffer`: the carried partial sector, then
 /// whole batches, as many as fit in [`ROUND_BYTES_MAX`] (at least one: a batch and a carry
@@ -266,7 +275,7 @@ fn take_round(buffer: &mut WriteBuffer, tail: &mut TailCache) -> (WriteData, u64
         !buffer.batches.is_empty(),
         "a round writes at least one batch"
     );
-    let mut pieces = Vec::with_capacity(1 + 2 * buffer.batches.len());
+    let mut pieces = Vec::new();
     if !buffer.carry.is_empty() {
         pieces.push(buffer.carry.clone());
     }
@@ -282,7 +291,9 @@ fn take_round(buffer: &mut WriteBuffer, tail: &mut TailCache) -> (WriteData, u64
         };
         assert_eq!(batch.cached.position, end, "batches lie back to back");
         pieces.push(batch.header.clone());
-        pieces.push(batch.rest.clone());
+        if !batch.rest.is_empty() {
+            pieces.push(batch.rest.clone());
+        }
         tail.push(TailBatch {
             batch: batch.cached,
             header: batch.header,
@@ -782,10 +793,12 @@ impl PartitionLog {
         IoId(self.next_io_id)
     }
 
-    /// Validates, stamps and buffers one batch, and starts a write round if one is due.
+    /// Validates, stamps and buffers one batch; the write round that takes it starts at the
+    /// shell's next [`PartitionLog::poll_io`].
     ///
-    /// The batch's bytes are kept as they are (shared with the caller's buffer) until they are
-    /// written; only its header is copied, to be stamped.
+    /// A batch of at least [`SHARED_BATCH_BYTES_MIN`] is kept as it is (shared with the
+    /// caller's buffer) until written, only its header copied to be stamped; a smaller one is
+    /// copied whole into an allocation of its own (see the constant).
     pub fn handle_append(
         &mut self,
         now: Millis,
@@ -828,7 +841,12 @@ impl PartitionLog {
             position,
             "the write buffer ends at the data end"
         );
-        let mut header = BytesMut::from(&batch[..HEADER_SIZE]);
+        let shared = batch.len() >= SHARED_BATCH_BYTES_MIN;
+        let mut header = if shared {
+            BytesMut::from(&batch[..HEADER_SIZE])
+        } else {
+            BytesMut::from(&batch[..])
+        };
         let stamped = stamp(&mut header, base_offset, now.0);
         // The batch was validated above and its offsets checked: stamping cannot fail.
         assert!(
@@ -869,7 +887,11 @@ impl PartitionLog {
                 len: u32::try_from(len).expect("batch length fits u32"),
             },
             header: header.freeze(),
-            rest: batch.slice(HEADER_SIZE..),
+            rest: if shared {
+                batch.slice(HEADER_SIZE..)
+            } else {
+                Bytes::new()
+            },
         });
         segment.buffer.batch_bytes += len;
         self.next_offset = Offset(last_offset.0 + 1);

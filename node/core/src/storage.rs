@@ -215,6 +215,36 @@ impl WriteData {
         out[written..].fill(0);
     }
 
+    /// Copies the whole write (padding included) into `outs`, laid end to end (their lengths
+    /// must add up to [`WriteData::len`]), in one pass over the pieces.
+    pub fn copy_into(&self, outs: &mut [&mut [u8]]) {
+        let total: usize = outs.iter().map(|out| out.len()).sum();
+        assert_eq!(total as u64, self.len, "the outputs hold the write exactly");
+        let mut pieces = self.pieces.iter().map(|piece| &piece[..]);
+        let mut piece: &[u8] = pieces.next().unwrap_or(&[]);
+        for out in outs.iter_mut() {
+            let mut at = 0;
+            while at < out.len() {
+                if piece.is_empty() {
+                    match pieces.next() {
+                        Some(next) => {
+                            piece = next;
+                            continue;
+                        }
+                        None => {
+                            out[at..].fill(0);
+                            break;
+                        }
+                    }
+                }
+                let take = piece.len().min(out.len() - at);
+                out[at..at + take].copy_from_slice(&piece[..take]);
+                piece = &piece[take..];
+                at += take;
+            }
+        }
+    }
+
     /// The write's bytes as one buffer (a copy: simulated storage and tests).
     pub fn to_bytes(&self) -> Bytes {
         let mut out = vec![0; to_usize(self.len)];
@@ -355,6 +385,23 @@ mod tests {
             let mut out = vec![0xff; len];
             data.copy_to(u64::try_from(from).unwrap(), &mut out);
             assert_eq!(&out[..], &whole[from..from + len], "{from}+{len}");
+        }
+    }
+
+    #[test]
+    fn write_data_copies_into_consecutive_outputs() {
+        let data = pieces();
+        let whole = data.to_bytes();
+        for cuts in [
+            vec![8192],
+            vec![4096, 4096],
+            vec![1, 5002, 3, 3186],
+            vec![5006, 3186],
+        ] {
+            let mut buffers: Vec<Vec<u8>> = cuts.iter().map(|&len| vec![0xff; len]).collect();
+            let mut outs: Vec<&mut [u8]> = buffers.iter_mut().map(|b| &mut b[..]).collect();
+            data.copy_into(&mut outs);
+            assert_eq!(buffers.concat(), whole.to_vec(), "{cuts:?}");
         }
     }
 

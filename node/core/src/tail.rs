@@ -6,21 +6,13 @@
 //! write round that writes it is built, never before (its bytes are final then).
 //!
 //! A batch is kept as the pieces the log appended (its stamped header and the rest, shared
-//! with the producer's frame), not copied into a buffer of the cache. A rest shorter than
-//! [`TAIL_SHARED_BYTES_MIN`] is copied into its own allocation instead: a small slice of a
-//! connection's read buffer would keep the whole buffer alive for as long as the batch stays
-//! cached, and small copies cost less than that memory.
+//! with the producer's frame; a small batch whole, in an allocation of its own: see
+//! `partition::SHARED_BATCH_BYTES_MIN`), not copied into a buffer of the cache.
 
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 use spate_format::Offset;
-
-/// Batches whose bytes after the header are at least this long are cached as shared slices
-/// of the producer's frame; shorter ones are copied (see the module documentation). With
-/// frames read into buffers of at most two frames plus 64 KiB, a shared slice keeps at most
-/// about six times its own size alive.
-pub const TAIL_SHARED_BYTES_MIN: usize = 16 << 10;
 
 /// Where a cached batch lies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,14 +71,6 @@ impl TailCache {
             batch.batch.len as usize,
             "a cached batch's pieces make up the batch"
         );
-        let batch = if batch.rest.len() < TAIL_SHARED_BYTES_MIN {
-            TailBatch {
-                rest: Bytes::copy_from_slice(&batch.rest),
-                ..batch
-            }
-        } else {
-            batch
-        };
         self.bytes += batch.bytes();
         self.batches.push_back(batch);
         while self.bytes > self.budget && self.batches.len() > 1 {
@@ -138,6 +122,10 @@ impl TailCache {
             assert_eq!(batch.position, end, "cached batches lie back to back");
             end = batch.end();
             count += 1;
+        }
+        if count == 1 && self.batches[first].rest.is_empty() {
+            // A small batch is one piece already.
+            return Some(self.batches[first].header.clone());
         }
         let mut joined = BytesMut::with_capacity(usize::try_from(end - head.position).ok()?);
         for cached in self.batches.range(first..first + count) {

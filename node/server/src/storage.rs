@@ -135,18 +135,30 @@ async fn write_chunked(
     data: &WriteData,
 ) -> std::io::Result<usize> {
     let len = usize::try_from(data.len()).expect("a write fits in memory");
-    let mut from = 0usize;
-    let chunks: Vec<_> = write_pieces(len)
+    let mut devices: Vec<_> = write_pieces(len)
         .into_iter()
         .map(|size| {
-            let dma = dma.clone();
-            let buffers = buffers.clone();
-            let mut buffer = if size >= POOLED_WRITE_BYTES_MIN {
-                buffers.take(&dma, size)
+            if size >= POOLED_WRITE_BYTES_MIN {
+                buffers.take(dma, size)
             } else {
                 dma.alloc_dma_buffer(size)
-            };
-            data.copy_to(from as u64, buffer.as_bytes_mut());
+            }
+        })
+        .collect();
+    {
+        let mut outs: Vec<&mut [u8]> = devices
+            .iter_mut()
+            .map(|device| device.as_bytes_mut())
+            .collect();
+        data.copy_into(&mut outs);
+    }
+    let mut from = 0usize;
+    let chunks: Vec<_> = devices
+        .into_iter()
+        .map(|buffer| {
+            let dma = dma.clone();
+            let buffers = buffers.clone();
+            let size = buffer.len();
             let at = position + from as u64;
             from += size;
             glommio::spawn_local(async move {

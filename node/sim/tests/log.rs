@@ -1287,9 +1287,13 @@ fn delete_records_moves_the_log_start_durably_and_retention_frees_the_segments_b
 #[test]
 fn a_round_writes_the_appended_bytes_without_copying_them() {
     let mut harness = Harness::new(config());
-    let first = Bytes::from(batch(3000, 3, T0));
-    let second = Bytes::from(batch(5000, 1, T0));
+    // Two batches large enough to be shared, and a small one, copied whole.
+    let first = Bytes::from(batch(10000, 2, T0));
+    let second = Bytes::from(batch(17000, 1, T0));
     let third = Bytes::from(batch(2000, 2, T0));
+    let shared_min = spate_core::partition::SHARED_BATCH_BYTES_MIN;
+    assert!(first.len() >= shared_min && second.len() >= shared_min);
+    assert!(third.len() < shared_min);
     // Appended before the shell polls: one round takes both.
     for bytes in [&first, &second] {
         harness
@@ -1316,7 +1320,7 @@ fn a_round_writes_the_appended_bytes_without_copying_them() {
     // Each batch is its stamped header (a copy) and the rest of the producer's buffer, the
     // same memory, not a copy of it.
     let header = spate_format::limits::BATCH_HEADER_SIZE as usize;
-    for bytes in [&first, &second, &third] {
+    for bytes in [&first, &second] {
         let rest = &bytes[header..];
         assert!(
             writes
@@ -1326,6 +1330,12 @@ fn a_round_writes_the_appended_bytes_without_copying_them() {
             "a round shares the batch's bytes"
         );
     }
+    // The small batch is one piece of its own: the whole batch, stamped.
+    assert!(writes[1].pieces().iter().any(|piece| {
+        piece.len() == third.len()
+            && piece.as_ptr() != third.as_ptr()
+            && piece[header..] == third[header..]
+    }));
     // The first round writes the first two batches; the second rewrites their unfinished
     // sector (copied, fewer than 4096 bytes) and adds the third.
     assert_eq!(writes.len(), 2);
@@ -1340,20 +1350,20 @@ fn a_round_writes_the_appended_bytes_without_copying_them() {
         );
     }
     // What reached the disk and what the tail cache answers are the stamped batches.
-    assert_eq!(harness.fetch_all(), vec![Offset(0), Offset(3), Offset(4)]);
+    assert_eq!(harness.fetch_all(), vec![Offset(0), Offset(2), Offset(3)]);
     let FetchPlan::Ready(cached) = harness.log.handle_fetch(Offset(0), 1 << 20).unwrap() else {
         panic!("the tail cache holds the batches");
     };
     let stored = harness
         .storage
-        .read_now(&FileRef::log(Offset(0)), 0, 32 << 10)
+        .read_now(&FileRef::log(Offset(0)), 0, 64 << 10)
         .unwrap();
     assert_eq!(&stored[..cached.len()], &cached[..]);
     assert_eq!(&cached[header..first.len()], &first[header..]);
     let bases: Vec<Offset> = batches(&cached)
         .map(|batch| batch.unwrap().base_offset())
         .collect();
-    assert_eq!(bases, vec![Offset(0), Offset(3), Offset(4)]);
+    assert_eq!(bases, vec![Offset(0), Offset(2), Offset(3)]);
 }
 
 #[test]
