@@ -980,8 +980,17 @@ impl Run {
     /// Whether retention may delete `segment` (the oldest left) when the log's segments
     /// together hold `total` bytes: by time, its newest record is older than
     /// `now - retention_ms`; by size, the log without it still holds `retention_bytes`.
-    fn past_retention(&self, segment: &ModelSegment, total: u64, next_base: Offset) -> bool {
-        if next_base <= self.log.log_start() {
+    /// `log_start` is the log start before the retention run being judged: the run itself
+    /// raises the start to the first segment it keeps, after which every deleted segment
+    /// would look wholly below it (that hid early deletions from this check).
+    fn past_retention(
+        &self,
+        segment: &ModelSegment,
+        total: u64,
+        next_base: Offset,
+        log_start: Offset,
+    ) -> bool {
+        if next_base <= log_start {
             // Wholly below the log start (DeleteRecords).
             return true;
         }
@@ -1038,8 +1047,10 @@ impl Run {
         let mut remaining = total;
         for (index, segment) in segments[..deleted].iter().enumerate() {
             let next_base = segments[index + 1].base;
-            ensure(self.past_retention(segment, remaining, next_base), || {
-                format!(
+            ensure(
+                self.past_retention(segment, remaining, next_base, before),
+                || {
+                    format!(
                     "retention at {:?} deleted segment {} ({} bytes, newest record {:?}) \
                      within its limits (retention_ms {:?}, retention_bytes {:?}, log {remaining} bytes)",
                     self.now,
@@ -1049,7 +1060,8 @@ impl Run {
                     self.config.retention_ms,
                     self.config.retention_bytes
                 )
-            })?;
+                },
+            )?;
             remaining -= segment.size;
         }
         if !busy && segments.len() - deleted > 1 {
@@ -1057,8 +1069,10 @@ impl Run {
             // next segment's name is durable), so it must be within its limits now.
             let oldest = &segments[deleted];
             let next_base = segments[deleted + 1].base;
-            ensure(!self.past_retention(oldest, remaining, next_base), || {
-                format!(
+            ensure(
+                !self.past_retention(oldest, remaining, next_base, before),
+                || {
+                    format!(
                     "retention at {:?} kept segment {} ({} bytes, newest record {:?}) past its \
                      limits (retention_ms {:?}, retention_bytes {:?}, log {remaining} bytes)",
                     self.now,
@@ -1068,7 +1082,8 @@ impl Run {
                     self.config.retention_ms,
                     self.config.retention_bytes
                 )
-            })?;
+                },
+            )?;
         }
         self.transfer();
         let reported = self.report.segments_deleted;
