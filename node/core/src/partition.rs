@@ -309,6 +309,7 @@ fn take_round(buffer: &mut WriteBuffer, tail: &mut TailCache) -> (WriteData, u64
         "a round writes at most ROUND_BYTES_MAX"
     );
     let carry_from = align_down(end);
+    // `carry_from` is `end` rounded down to a sector: the difference is below 4096.
     let mut carry = vec![0; usize::try_from(end - carry_from).expect("less than a sector")];
     data.copy_to(carry_from - start, &mut carry);
     buffer.start = carry_from;
@@ -884,6 +885,7 @@ impl PartitionLog {
                 base_offset,
                 next_offset: Offset(last_offset.0 + 1),
                 position,
+                // Validated above: a batch is at most BATCH_SIZE_MAX (1 MiB).
                 len: u32::try_from(len).expect("batch length fits u32"),
             },
             header: header.freeze(),

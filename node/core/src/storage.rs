@@ -270,6 +270,8 @@ impl WriteData {
     }
 }
 
+/// A length or position inside a write, which the log builds from batches in memory (at most
+/// `ROUND_BYTES_MAX`): it always fits `usize`.
 fn to_usize(value: u64) -> usize {
     usize::try_from(value).expect("a write fits in memory")
 }

@@ -64,9 +64,16 @@ impl<'a, B: BufMut> Writer<'a, B> {
     }
 
     pub fn bytes32(&mut self, value: &[u8]) {
+        self.length32(value);
+        self.out.put_slice(value);
+    }
+
+    /// The length prefix of a `bytes32` field whose bytes the caller sends after the frame's
+    /// start (`Response::to_frame_parts`).
+    pub fn length32(&mut self, value: &[u8]) {
+        // Fields are bounded by the frame limits, far below u32::MAX.
         let length = u32::try_from(value.len()).expect("bytes field longer than u32::MAX");
         self.u32(length);
-        self.out.put_slice(value);
     }
 }
 

@@ -365,19 +365,51 @@ fn encode_frame(
     correlation_id: u64,
     write_body: impl FnOnce(&mut Writer<'_, BytesMut>),
 ) {
+    encode_frame_before(out, api_key, flags, correlation_id, 0, write_body);
+}
+
+/// Appends a frame's header and the start of its body, where `trailing` more body bytes
+/// follow that the caller sends after it (or already holds behind it): the header's length
+/// counts them.
+fn encode_frame_before(
+    out: &mut BytesMut,
+    api_key: u16,
+    flags: u8,
+    correlation_id: u64,
+    trailing: usize,
+    write_body: impl FnOnce(&mut Writer<'_, BytesMut>),
+) {
     let start = out.len();
     out.put_bytes(0, FRAME_HEADER_SIZE as usize);
     write_body(&mut Writer::new(out));
-    let body_length = out.len() - start - FRAME_HEADER_SIZE as usize;
+    let body_length = out.len() - start - FRAME_HEADER_SIZE as usize + trailing;
     let head = FrameHead {
         api_key,
         version: VERSION,
         flags,
         correlation_id,
-        // Bodies are bounded by the frame limits, far below u32::MAX.
+        // Bodies are bounded by the frame limits (`REQUEST_SIZE_MAX`, `RESPONSE_SIZE_MAX`),
+        // far below u32::MAX.
         body_length: u32::try_from(body_length).expect("frame body over 4 GiB"),
     };
     out[start..start + FRAME_HEADER_SIZE as usize].copy_from_slice(&head.encode());
+}
+
+/// The fields of a `Produce` request before its batch of `batch_len` bytes.
+fn write_produce_fields(
+    w: &mut Writer<'_, BytesMut>,
+    topic: &str,
+    partition: PartitionId,
+    durability: Durability,
+    batch_len: usize,
+) {
+    w.str16(topic);
+    w.u32(partition.0);
+    w.u8(durability.to_u8());
+    // A batch is at most `BATCH_SIZE_MAX` (1 MiB): the gateway passes batches that
+    // `kafka_to_spate` accepted and the SDK batches that `BatchBuilder` bounded, so this
+    // cannot fail.
+    w.u32(u32::try_from(batch_len).expect("a batch is at most 1 MiB"));
 }
 
 /// A `Produce` request frame whose batch is `parts` back to back (a batch header and its
@@ -396,12 +428,7 @@ pub fn produce_frame_from_parts(
     let mut out =
         BytesMut::with_capacity(FRAME_HEADER_SIZE as usize + 2 + topic.len() + 9 + batch_len);
     encode_frame(&mut out, ApiKey::Produce.to_u16(), 0, correlation_id, |w| {
-        w.str16(topic);
-        w.u32(partition.0);
-        w.u8(durability.to_u8());
-        // A batch is at most `BATCH_SIZE_MAX` (1 MiB): the gateway passes batches that
-        // `kafka_to_spate` accepted, which checks that bound, so this cannot fail.
-        w.u32(u32::try_from(batch_len).expect("a batch is at most 1 MiB"));
+        write_produce_fields(w, topic, partition, durability, batch_len);
         for part in parts {
             w.raw(part);
         }
@@ -430,31 +457,17 @@ pub fn produce_frame_in_place(
 ) -> Bytes {
     let headroom = produce_frame_headroom(topic);
     assert!(buffer.len() >= headroom, "the buffer holds its headroom");
-    let batch_len = u32::try_from(buffer.len() - headroom).expect("a batch is at most 1 MiB");
+    let batch_len = buffer.len() - headroom;
     let mut prefix = BytesMut::with_capacity(headroom);
-    encode_frame(
+    encode_frame_before(
         &mut prefix,
         ApiKey::Produce.to_u16(),
         0,
         correlation_id,
-        |w| {
-            w.str16(topic);
-            w.u32(partition.0);
-            w.u8(durability.to_u8());
-            w.u32(batch_len);
-        },
+        batch_len,
+        |w| write_produce_fields(w, topic, partition, durability, batch_len),
     );
     assert_eq!(prefix.len(), headroom, "the prefix fills the headroom");
-    // The header was encoded for a body without the batch: count the batch in.
-    let head = FrameHead {
-        api_key: ApiKey::Produce.to_u16(),
-        version: VERSION,
-        flags: 0,
-        correlation_id,
-        body_length: u32::try_from(buffer.len() - FRAME_HEADER_SIZE as usize)
-            .expect("a frame is far below 4 GiB"),
-    };
-    prefix[..FRAME_HEADER_SIZE as usize].copy_from_slice(&head.encode());
     buffer[..headroom].copy_from_slice(&prefix);
     Bytes::from(buffer)
 }
@@ -882,32 +895,19 @@ impl Response {
         let Response::Fetch(fetch) = self else {
             return (self.to_frame(correlation_id), Bytes::new());
         };
-        // Records are bounded by RESPONSE_SIZE_MAX, far below 4 GiB.
-        let records_len =
-            u32::try_from(fetch.records.len()).expect("fetched records longer than u32::MAX");
         let mut head = BytesMut::with_capacity(RESPONSE_SIZE_SMALL);
-        encode_frame(
+        encode_frame_before(
             &mut head,
             ApiKey::Fetch.to_u16(),
             FLAG_RESPONSE,
             correlation_id,
+            fetch.records.len(),
             |w| {
                 w.u64(fetch.high_watermark);
                 w.u64(fetch.log_start_offset);
-                w.u32(records_len);
+                w.length32(&fetch.records);
             },
         );
-        // The header was encoded for a body without the records: count them in.
-        let frame_head = FrameHead {
-            api_key: ApiKey::Fetch.to_u16(),
-            version: VERSION,
-            flags: FLAG_RESPONSE,
-            correlation_id,
-            body_length: u32::try_from(head.len() - FRAME_HEADER_SIZE as usize)
-                .expect("a short body")
-                + records_len,
-        };
-        head[..FRAME_HEADER_SIZE as usize].copy_from_slice(&frame_head.encode());
         (head.freeze(), fetch.records.clone())
     }
 

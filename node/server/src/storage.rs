@@ -134,6 +134,7 @@ async fn write_chunked(
     position: u64,
     data: &WriteData,
 ) -> std::io::Result<usize> {
+    // The log built the write from batches in memory (at most ROUND_BYTES_MAX).
     let len = usize::try_from(data.len()).expect("a write fits in memory");
     let mut devices: Vec<_> = write_pieces(len)
         .into_iter()
