@@ -32,6 +32,9 @@ const _: () = assert!(RECOVERY_READ_BYTES.is_multiple_of(SECTOR_SIZE as u64));
 /// growth is geometric, so a busy partition still extends its file only a few times.
 pub const PREALLOCATE_BYTES_DEFAULT: u64 = 64 << 10;
 
+/// Long-poll fetches parked on one partition at once, unless configured otherwise.
+pub const FETCH_WAITERS_DEFAULT: u32 = 1024;
+
 /// How a partition's log behaves. Every field has a default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
@@ -52,6 +55,8 @@ pub struct LogConfig {
     pub preallocate_bytes: u64,
     /// Recently written bytes of the active segment kept in memory to serve fetches.
     pub tail_cache_bytes: u64,
+    /// Long-poll fetches parked on the log at once (each holds a reply channel in the shell).
+    pub fetch_waiters_max: u32,
 }
 
 impl Default for LogConfig {
@@ -65,6 +70,7 @@ impl Default for LogConfig {
             flush_bytes: 1 << 20,
             preallocate_bytes: PREALLOCATE_BYTES_DEFAULT,
             tail_cache_bytes: 4 << 20,
+            fetch_waiters_max: FETCH_WAITERS_DEFAULT,
         }
     }
 }

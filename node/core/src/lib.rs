@@ -1,6 +1,7 @@
 //! `spate-core`: the pure, sans-IO state machines of Spate's storage — the partition log
 //! (appends, group commit, durability, segments, retention, fetch planning), its recovery,
-//! and the per-shard view of many partitions.
+//! the requests waiting on it (acknowledgements, parked fetches), and the byte budget a
+//! shard's partitions share.
 //!
 //! No I/O, no clock (time is an argument), no async runtime: inputs are `handle_*` calls,
 //! outputs are polled (`poll_io`, `poll_event`). Shells (the glommio node, the simulator)
@@ -13,18 +14,20 @@ pub mod shard;
 pub mod storage;
 pub mod tail;
 pub mod verify;
+pub mod waiters;
 
-pub use config::{LogConfig, ROUND_BYTES_MAX, TORN_WINDOW_BYTES};
+pub use config::{LogConfig, FETCH_WAITERS_DEFAULT, ROUND_BYTES_MAX, TORN_WINDOW_BYTES};
 pub use partition::{
     AppendError, AppendTicket, DeleteRecordsError, FenceReason, FetchError, FetchPlan, LogEvent,
     PartitionLog, ReadPlan,
 };
 pub use recovery::{Recovered, Recovery, RecoveryError, RecoveryReport, TornTail};
-pub use shard::{PartitionKey, ShardLogs};
+pub use shard::{PartitionKey, ShardBudget};
 pub use storage::{
     FileRef, IoDone, IoId, IoOutcome, IoRequest, ListedFile, Storage, StorageError, WriteData,
 };
 pub use verify::{Damage, SealedSegment, SegmentVerifier, VerifyRead};
+pub use waiters::{FetchWaitError, Ticket};
 
 /// Milliseconds since the Unix epoch: the only notion of time the core has, always passed in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

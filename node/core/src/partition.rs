@@ -34,6 +34,7 @@ use crate::storage::{
     align_down, align_up, FileRef, IoDone, IoId, IoOutcome, IoRequest, StorageError,
 };
 use crate::tail::{CachedBatch, TailBatch, TailCache};
+use crate::waiters::{FetchWaitError, Ticket, Waiters};
 use crate::Millis;
 
 /// Why a partition stopped accepting writes.
@@ -71,6 +72,16 @@ pub enum LogEvent {
     /// acknowledges every [`PartitionLog::handle_delete_records`] up to it. The log may start
     /// further on, where retention deleted more.
     LogStartMoved { log_start: Offset },
+    /// A waiting request is answered: a produce's durability level covers its batch (emitted
+    /// right after the `Written` or `Durable` that covers it, in offset order per level), or
+    /// a DeleteRecords' log start is durable (right after `LogStartMoved`).
+    Acked { ticket: Ticket },
+    /// A waiting produce or DeleteRecords will never be acknowledged: the log is fenced
+    /// (right after `Fenced`; its reason is [`PartitionLog::fenced`]).
+    Refused { ticket: Ticket },
+    /// A parked fetch should look again: the high watermark or the log start passed its
+    /// offset, the log was fenced, or its deadline came.
+    FetchReady { ticket: Ticket },
 }
 
 /// Why the log start cannot move where asked.
@@ -103,6 +114,9 @@ pub struct AppendTicket {
     pub last_offset: Offset,
     pub append_time: Millis,
     pub durability: Durability,
+    /// For `write` and `fsync`: the acknowledgement to wait for ([`LogEvent::Acked`] or
+    /// [`LogEvent::Refused`]). `none` is acknowledged by the append itself.
+    pub waiter: Option<Ticket>,
 }
 
 impl AppendTicket {
@@ -614,6 +628,8 @@ pub struct PartitionLog {
     tail: TailCache,
     /// Appends since the last `schedule`, at this time: the next `poll_io` schedules.
     deferred_schedule: Option<Millis>,
+    /// Acknowledgements and parked fetches waiting on the watermarks.
+    waiters: Waiters,
 }
 
 impl PartitionLog {
@@ -672,6 +688,7 @@ impl PartitionLog {
             events: VecDeque::new(),
             tail,
             deferred_schedule: None,
+            waiters: Waiters::default(),
         }
     }
 
@@ -766,12 +783,65 @@ impl PartitionLog {
 
     /// When the shell must call [`PartitionLog::handle_tick`] next, if ever.
     /// While a round is in flight there is none: its completions drive what comes next.
+    /// A parked fetch's deadline counts too.
     pub fn poll_timeout(&self) -> Option<Millis> {
+        let fetch = self.waiters.next_deadline();
         if self.fenced.is_some() || self.round.is_some() {
-            return None;
+            return fetch;
         }
-        self.unsynced_since
-            .map(|since| Millis(since.0.saturating_add(self.config.flush_interval_ms)))
+        let flush = self
+            .unsynced_since
+            .map(|since| Millis(since.0.saturating_add(self.config.flush_interval_ms)));
+        match (flush, fetch) {
+            (Some(flush), Some(fetch)) => Some(flush.min(fetch)),
+            (flush, fetch) => flush.or(fetch),
+        }
+    }
+
+    /// Produce acknowledgements and DeleteRecords waiting on this log.
+    pub fn acks_waiting(&self) -> usize {
+        self.waiters.acks_waiting()
+    }
+
+    /// Fetches parked on this log.
+    pub fn fetches_parked(&self) -> usize {
+        self.waiters.fetches_parked()
+    }
+
+    /// Whether an append of `len` bytes fits in the write buffer now (at most
+    /// `PARTITION_BUFFER_BYTES_MAX` bytes wait to be written); a fenced log has room (its
+    /// appends fail at once).
+    pub fn has_room(&self, len: u64) -> bool {
+        self.fenced.is_some() || self.unwritten_bytes() + len <= PARTITION_BUFFER_BYTES_MAX
+    }
+
+    /// Parks a fetch from `offset` that found too little to answer with the high watermark
+    /// at `seen`, for at most `max_wait_ms`: [`LogEvent::FetchReady`] follows once the high
+    /// watermark passes `seen` or the log start passes `offset`, the log is fenced, or the
+    /// wait is over (at once if one of these happened already). At most
+    /// `LogConfig::fetch_waiters_max` fetches are parked at once.
+    pub fn handle_fetch_wait(
+        &mut self,
+        now: Millis,
+        offset: Offset,
+        seen: Offset,
+        max_wait_ms: u32,
+    ) -> Result<Ticket, FetchWaitError> {
+        let deadline = Millis(now.0.saturating_add(i64::from(max_wait_ms)));
+        let ticket =
+            self.waiters
+                .park_fetch(offset, seen, deadline, self.config.fetch_waiters_max)?;
+        if self.fenced.is_some() || offset < self.log_start || seen < self.durable {
+            // Ready already (something moved since the caller looked): it looks again.
+            self.waiters.cancel_fetch(ticket);
+            self.events.push_back(LogEvent::FetchReady { ticket });
+        }
+        Ok(ticket)
+    }
+
+    /// Withdraws a parked fetch whose requester gave up; no event follows for it.
+    pub fn cancel_fetch_wait(&mut self, ticket: Ticket) {
+        self.waiters.cancel_fetch(ticket);
     }
 
     /// The next storage request. A write round that appends made due starts here (see
@@ -897,11 +967,17 @@ impl PartitionLog {
         });
         segment.buffer.batch_bytes += len;
         self.next_offset = Offset(last_offset.0 + 1);
-        match durability {
-            Durability::None => {}
-            Durability::Write => self.write_wanted = self.next_offset,
-            Durability::Fsync => self.fsync_wanted = self.next_offset,
-        }
+        let waiter = match durability {
+            Durability::None => None,
+            Durability::Write => {
+                self.write_wanted = self.next_offset;
+                Some(self.waiters.wait_written(self.next_offset))
+            }
+            Durability::Fsync => {
+                self.fsync_wanted = self.next_offset;
+                Some(self.waiters.wait_durable(self.next_offset))
+            }
+        };
         self.unsynced_since.get_or_insert(now);
         // The round starts when the shell next polls for requests, not now: appends that
         // arrive together (the frames of one read, producers woken by one acknowledgement)
@@ -912,6 +988,7 @@ impl PartitionLog {
             last_offset,
             append_time: now,
             durability,
+            waiter,
         })
     }
 
@@ -953,8 +1030,10 @@ impl PartitionLog {
         self.schedule(now);
     }
 
-    /// Lets time-based work happen: flushing `none`/`write` data after the flush interval.
+    /// Lets time-based work happen: flushing `none`/`write` data after the flush interval,
+    /// waking parked fetches whose wait is over.
     pub fn handle_tick(&mut self, now: Millis) {
+        self.waiters.tick(now, &mut self.events);
         self.schedule(now);
     }
 
@@ -1044,6 +1123,7 @@ impl PartitionLog {
             durable: self.durable,
             reason,
         });
+        self.waiters.fence(&mut self.events);
     }
 
     /// Starts the next write round if none is in flight and one is due.
@@ -1250,6 +1330,7 @@ impl PartitionLog {
                         self.written = mark.next;
                         self.events
                             .push_back(LogEvent::Written { up_to: mark.next });
+                        self.waiters.written(mark.next, &mut self.events);
                     }
                 }
             }
@@ -1276,6 +1357,7 @@ impl PartitionLog {
                     if up_to > self.durable {
                         self.durable = up_to;
                         self.events.push_back(LogEvent::Durable { up_to });
+                        self.waiters.durable(up_to, &mut self.events);
                     }
                 }
                 let durable = self.durable;
@@ -1362,6 +1444,7 @@ impl PartitionLog {
                 segments: deleted,
                 log_start: self.log_start,
             });
+            self.waiters.start_moved(self.log_start, &mut self.events);
         }
         deleted
     }
@@ -1370,11 +1453,15 @@ impl PartitionLog {
     /// are no longer readable, and the segments wholly below it are deleted by the next
     /// [`PartitionLog::handle_retention`]. The move is durable before it is visible: a
     /// marker file named by the offset is created and the directory synced first; then
-    /// [`LogEvent::LogStartMoved`] reports it. Returns `Ok(true)` if the log already starts
-    /// at or above `offset` durably (nothing to wait for), `Ok(false)` if the move is under
-    /// way (an event with a log start at or above `offset` follows, or `Fenced`); a start
-    /// that retention raised but whose deletion is not yet synced gets a marker too.
-    pub fn handle_delete_records(&mut self, offset: Offset) -> Result<bool, DeleteRecordsError> {
+    /// [`LogEvent::LogStartMoved`] reports it. Returns `Ok(None)` if the log already starts
+    /// at or above `offset` durably (nothing to wait for), or the ticket of the answer if the
+    /// move is under way ([`LogEvent::Acked`] follows the `LogStartMoved` at or above
+    /// `offset`, or [`LogEvent::Refused`] a fence); a start that retention raised but whose
+    /// deletion is not yet synced gets a marker too.
+    pub fn handle_delete_records(
+        &mut self,
+        offset: Offset,
+    ) -> Result<Option<Ticket>, DeleteRecordsError> {
         if let Some(reason) = &self.fenced {
             return Err(DeleteRecordsError::Fenced(reason.clone()));
         }
@@ -1385,11 +1472,12 @@ impl PartitionLog {
             });
         }
         if offset <= self.durable_start {
-            return Ok(true);
+            return Ok(None);
         }
+        let ticket = self.waiters.wait_start(offset);
         if offset <= self.start_target {
             // A move at least this far is under way.
-            return Ok(false);
+            return Ok(Some(ticket));
         }
         self.start_target = offset;
         let create = IoRequest::Create {
@@ -1402,7 +1490,7 @@ impl PartitionLog {
         self.maintenance.push_back(Maintenance::Io(vec![sync]));
         self.maintenance.push_back(Maintenance::MoveStart(offset));
         self.start_maintenance();
-        Ok(false)
+        Ok(Some(ticket))
     }
 
     /// The marker for `offset` is durable: the log starts there now, and older markers go
@@ -1431,6 +1519,9 @@ impl PartitionLog {
         self.durable_start = self.durable_start.max(offset);
         self.events
             .push_back(LogEvent::LogStartMoved { log_start: offset });
+        self.waiters
+            .start_durable(self.durable_start, &mut self.events);
+        self.waiters.start_moved(self.log_start, &mut self.events);
     }
 
     fn start_maintenance(&mut self) {

@@ -24,7 +24,7 @@ pub const FRAMES_IN_FLIGHT_DEFAULT: u32 = 256;
 /// Bytes appended but not yet durable, per shard, before it stops reading its connections.
 pub const UNFLUSHED_BYTES_DEFAULT: u64 = 128 << 20;
 /// Long-poll fetches parked on one partition at once.
-pub const FETCH_WAITERS_DEFAULT: u32 = 1024;
+pub const FETCH_WAITERS_DEFAULT: u32 = spate_core::FETCH_WAITERS_DEFAULT;
 /// Default topic retention: 7 days.
 pub const RETENTION_MS_DEFAULT: u64 = 7 * 24 * 3600 * 1000;
 /// How often each shard applies retention.
@@ -485,6 +485,7 @@ impl NodeConfig {
             retention_bytes,
             flush_interval_ms: self.flush_interval_ms,
             preallocate_bytes: self.preallocate_bytes,
+            fetch_waiters_max: self.fetch_waiters,
             ..LogConfig::default()
         }
     }

@@ -1,20 +1,20 @@
-//! A partition on its shard: the log (inside the shard's `ShardLogs`), its `DmaStorage`, the
-//! produce requests waiting for their acknowledgement, the fetches parked on its high
-//! watermark, and the driver task that moves requests and completions between log and disk.
+//! A partition on its shard: the driver task owns the partition's `PartitionLog` and its
+//! `DmaStorage`, moves requests and completions between them, and answers the requests
+//! waiting on the log. Which request waits for what (acknowledgements by durability level,
+//! DeleteRecords, parked fetches) is the log's business (`spate_core::waiters`, simulated);
+//! here each of the log's tickets maps to the reply channel of its request.
 
-use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::cell::{Cell, Ref, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
 use futures_lite::future;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
-use spate_core::{LogEvent, PartitionKey, Storage};
-use spate_format::Offset;
+use spate_core::{LogEvent, Millis, PartitionKey, PartitionLog, ShardBudget, Storage, Ticket};
 use spate_proto::{DeleteRecordsResponse, ErrorCode, ErrorResponse, ProduceResponse};
 
-use crate::shard::{now, Shard};
-use crate::storage::{DmaStorage, WriteBuffers};
+use crate::storage::DmaStorage;
 
 /// The answer a producer waits for.
 pub type ProduceResult = Result<ProduceResponse, ErrorResponse>;
@@ -22,55 +22,159 @@ pub type ProduceResult = Result<ProduceResponse, ErrorResponse>;
 /// The answer a DeleteRecords waits for.
 pub type DeleteRecordsResult = Result<DeleteRecordsResponse, ErrorResponse>;
 
+/// The wall clock, as the core takes it.
+pub fn now() -> Millis {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Millis(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The longest a driver sleeps without a reason (a safety net against a missed doorbell).
+const DRIVER_IDLE_WAKE: Duration = Duration::from_millis(500);
+
+/// Back-pressure waits look again at least this often (a safety net against a missed wake).
+const PROGRESS_RECHECK: Duration = Duration::from_millis(50);
+
+/// The shard's unsynced-bytes budget, shared by its partitions, and the connections waiting
+/// for it (or for room in a partition's write buffer) to free up.
 #[derive(Debug)]
-pub struct PendingAck {
-    pub next: Offset,
-    pub response: ProduceResponse,
-    pub reply: LocalSender<ProduceResult>,
+pub struct Budget {
+    bytes: RefCell<ShardBudget>,
+    /// Bounded by the shard's connections (each waits for one frame at a time).
+    waiters: RefCell<Vec<LocalSender<()>>>,
+}
+
+impl Budget {
+    pub fn new(bytes: u64) -> Self {
+        Budget {
+            bytes: RefCell::new(ShardBudget::new(bytes)),
+            waiters: RefCell::new(Vec::new()),
+        }
+    }
+
+    pub fn over_budget(&self) -> bool {
+        self.bytes.borrow().over_budget()
+    }
+
+    /// Wakes everyone waiting for progress (bytes were written or became durable).
+    fn wake(&self) {
+        for waiter in self.waiters.borrow_mut().drain(..) {
+            let _ = waiter.try_send(());
+        }
+    }
+
+    /// Waits until the shard's unsynced bytes are within its budget (back-pressure).
+    pub async fn within(&self) {
+        while self.over_budget() {
+            self.wait_for_progress().await;
+        }
+    }
+
+    /// Waits for the next write or sync progress of any partition of the shard.
+    pub async fn wait_for_progress(&self) {
+        let (sender, receiver) = local_channel::new_bounded(1);
+        self.waiters.borrow_mut().push(sender);
+        future::or(
+            async { receiver.recv().await.map_or((), |_| ()) },
+            glommio::timer::sleep(PROGRESS_RECHECK),
+        )
+        .await;
+    }
+}
+
+/// A request waiting on the log, by the ticket the log gave it.
+#[derive(Debug)]
+enum Waiting {
+    Produce {
+        response: ProduceResponse,
+        reply: LocalSender<ProduceResult>,
+    },
+    DeleteRecords {
+        reply: LocalSender<DeleteRecordsResult>,
+    },
+    Fetch {
+        reply: LocalSender<()>,
+    },
 }
 
 #[derive(Debug)]
 pub struct Partition {
     pub key: PartitionKey,
+    log: RefCell<PartitionLog>,
+    /// The log's unsynced bytes as last reported to the shard's budget.
+    accounted: Cell<u64>,
+    budget: Rc<Budget>,
     pub storage: RefCell<DmaStorage>,
-    pub doorbell: Rc<LocalSender<()>>,
-    /// `write` acknowledgements in offset order.
-    pub write_acks: RefCell<VecDeque<PendingAck>>,
-    /// `fsync` acknowledgements in offset order.
-    pub fsync_acks: RefCell<VecDeque<PendingAck>>,
-    /// DeleteRecords waiting for their log start to be durable: the offset each asked for.
-    /// Bounded like produces: by the connections and their frames in flight.
-    pub start_waiters: RefCell<Vec<(Offset, LocalSender<DeleteRecordsResult>)>>,
-    /// Parked long-poll fetches, woken when the high watermark moves.
-    pub waiters: RefCell<Vec<LocalSender<()>>>,
+    doorbell: Rc<LocalSender<()>>,
+    /// Requests waiting on the log. Bounded by the connections and their frames in flight
+    /// (acknowledgements) and by `fetch_waiters_max` (parked fetches, counted by the log).
+    waiting: RefCell<HashMap<Ticket, Waiting>>,
     /// Set to stop the driver once the log is idle (shutdown, deletion).
-    pub closing: Cell<bool>,
+    closing: Cell<bool>,
+    /// Set when the driver stopped: nothing waiting will be answered by the log any more.
+    stopped: Cell<bool>,
+    /// Set when the partition left its shard: its bytes no longer count against the budget.
+    released: Cell<bool>,
     /// Produces waiting for room in the write buffer pass one at a time, first come first
     /// served, so no connection is starved by others that keep finding room.
     pub room_gate: Rc<glommio::sync::Semaphore>,
 }
 
 impl Partition {
+    /// A partition serving `log` (new or recovered) over `storage`, whose doorbell is
+    /// `doorbell`; its unsynced bytes count against `budget`.
     pub fn new(
         key: PartitionKey,
-        storage_dir: std::path::PathBuf,
-        write_buffers: Rc<WriteBuffers>,
-    ) -> (Rc<Partition>, LocalReceiver<()>) {
-        let (doorbell, bell) = local_channel::new_bounded(1);
-        let doorbell = Rc::new(doorbell);
-        let storage = DmaStorage::new(storage_dir, doorbell.clone(), write_buffers);
-        let partition = Partition {
+        log: PartitionLog,
+        storage: DmaStorage,
+        doorbell: Rc<LocalSender<()>>,
+        budget: Rc<Budget>,
+    ) -> Rc<Partition> {
+        let accounted = log.unsynced_bytes();
+        budget.bytes.borrow_mut().update(0, accounted);
+        Rc::new(Partition {
             key,
+            log: RefCell::new(log),
+            accounted: Cell::new(accounted),
+            budget,
             storage: RefCell::new(storage),
             doorbell,
-            write_acks: RefCell::new(VecDeque::new()),
-            fsync_acks: RefCell::new(VecDeque::new()),
-            start_waiters: RefCell::new(Vec::new()),
-            waiters: RefCell::new(Vec::new()),
+            waiting: RefCell::new(HashMap::new()),
             closing: Cell::new(false),
+            stopped: Cell::new(false),
+            released: Cell::new(false),
             room_gate: Rc::new(glommio::sync::Semaphore::new(1)),
+        })
+    }
+
+    /// Runs `f` on the log (never across an await) and reports its unsynced bytes to the
+    /// shard's budget afterwards.
+    pub fn with_log<R>(&self, f: impl FnOnce(&mut PartitionLog) -> R) -> R {
+        let (result, unsynced) = {
+            let mut log = self.log.borrow_mut();
+            let result = f(&mut log);
+            (result, log.unsynced_bytes())
         };
-        (Rc::new(partition), bell)
+        if !self.released.get() {
+            let before = self.accounted.replace(unsynced);
+            self.budget.bytes.borrow_mut().update(before, unsynced);
+        }
+        result
+    }
+
+    /// The log, to read (never across an await).
+    pub fn log(&self) -> Ref<'_, PartitionLog> {
+        self.log.borrow()
+    }
+
+    /// Takes the partition's bytes out of the shard's budget (it was closed or deleted).
+    pub fn release_budget(&self) {
+        if !self.released.replace(true) {
+            let before = self.accounted.replace(0);
+            self.budget.bytes.borrow_mut().update(before, 0);
+            self.budget.wake();
+        }
     }
 
     /// Wakes the driver (an append happened, time passed, shutdown).
@@ -78,49 +182,130 @@ impl Partition {
         let _ = self.doorbell.try_send(());
     }
 
-    fn wake_waiters(&self) {
-        for waiter in self.waiters.borrow_mut().drain(..) {
-            let _ = waiter.try_send(());
-        }
+    /// Whether the log is idle and everything appended is durable (or never will be).
+    pub fn settled(&self) -> bool {
+        let log = self.log.borrow();
+        log.is_idle() && (log.high_watermark() == log.next_offset() || log.fenced().is_some())
     }
 
-    fn resolve(queue: &RefCell<VecDeque<PendingAck>>, up_to: Offset) {
-        loop {
-            let ack = {
-                let mut queue = queue.borrow_mut();
-                match queue.front() {
-                    Some(ack) if ack.next <= up_to => queue.pop_front(),
-                    _ => None,
-                }
-            };
-            let Some(ack) = ack else { break };
-            let _ = ack.reply.try_send(Ok(ack.response));
-        }
+    /// Stops the driver once the log is settled.
+    pub fn close(&self) {
+        self.closing.set(true);
+        self.ring();
     }
 
-    fn fail_all(&self, error: &ErrorResponse) {
-        for queue in [&self.write_acks, &self.fsync_acks] {
-            for ack in queue.borrow_mut().drain(..) {
-                let _ = ack.reply.try_send(Err(error.clone()));
+    /// Whether the driver stopped (the partition was closed).
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.get()
+    }
+
+    /// The produce with this ticket is answered with `response` once acknowledged.
+    pub fn wait_ack(
+        &self,
+        ticket: Ticket,
+        response: ProduceResponse,
+    ) -> LocalReceiver<ProduceResult> {
+        let (reply, receiver) = local_channel::new_bounded(1);
+        self.wait(ticket, Waiting::Produce { response, reply });
+        receiver
+    }
+
+    /// The DeleteRecords with this ticket is answered once its log start is durable.
+    pub fn wait_start(&self, ticket: Ticket) -> LocalReceiver<DeleteRecordsResult> {
+        let (reply, receiver) = local_channel::new_bounded(1);
+        self.wait(ticket, Waiting::DeleteRecords { reply });
+        receiver
+    }
+
+    /// The parked fetch with this ticket is woken when the log says so (or the driver stops).
+    pub fn wait_fetch(&self, ticket: Ticket) -> LocalReceiver<()> {
+        let (reply, receiver) = local_channel::new_bounded(1);
+        self.wait(ticket, Waiting::Fetch { reply });
+        // The driver's next timeout is this fetch's deadline, if it is the earliest.
+        self.ring();
+        receiver
+    }
+
+    fn wait(&self, ticket: Ticket, waiting: Waiting) {
+        if self.stopped.get() {
+            Self::answer_closed(waiting);
+            return;
+        }
+        self.waiting.borrow_mut().insert(ticket, waiting);
+    }
+
+    fn answer_closed(waiting: Waiting) {
+        let error = ErrorResponse::new(ErrorCode::ShuttingDown, "the partition is closing");
+        match waiting {
+            Waiting::Produce { reply, .. } => {
+                let _ = reply.try_send(Err(error));
+            }
+            Waiting::DeleteRecords { reply } => {
+                let _ = reply.try_send(Err(error));
+            }
+            Waiting::Fetch { reply } => {
+                let _ = reply.try_send(());
             }
         }
-        for (_, reply) in self.start_waiters.borrow_mut().drain(..) {
-            let _ = reply.try_send(Err(error.clone()));
-        }
     }
 
-    fn handle_event(&self, shard: &Shard, event: LogEvent) {
+    fn fenced_error(&self) -> ErrorResponse {
+        let reason = self
+            .log
+            .borrow()
+            .fenced()
+            .map_or_else(|| "unknown reason".to_owned(), ToString::to_string);
+        ErrorResponse::new(
+            ErrorCode::PartitionFenced,
+            format!(
+                "partition {}-{} is fenced: {reason}",
+                self.key.topic, self.key.partition
+            ),
+        )
+    }
+
+    fn handle_event(&self, event: LogEvent) {
         match event {
-            LogEvent::Written { up_to } => {
-                Self::resolve(&self.write_acks, up_to);
-                // Written bytes left the partition's write buffer: room for waiting produces.
-                shard.wake_budget_waiters();
+            LogEvent::Written { .. } | LogEvent::Durable { .. } => {
+                // Bytes left the write buffer or the unsynced budget: room for waiting
+                // produces.
+                self.budget.wake();
             }
-            LogEvent::Durable { up_to } => {
-                Self::resolve(&self.write_acks, up_to);
-                Self::resolve(&self.fsync_acks, up_to);
-                self.wake_waiters();
-                shard.wake_budget_waiters();
+            LogEvent::Acked { ticket } => {
+                let waiting = self.waiting.borrow_mut().remove(&ticket);
+                match waiting {
+                    Some(Waiting::Produce { response, reply }) => {
+                        let _ = reply.try_send(Ok(response));
+                    }
+                    Some(Waiting::DeleteRecords { reply }) => {
+                        let log_start_offset = self.log.borrow().log_start().0;
+                        let _ = reply.try_send(Ok(DeleteRecordsResponse { log_start_offset }));
+                    }
+                    Some(Waiting::Fetch { reply }) => {
+                        let _ = reply.try_send(());
+                    }
+                    None => {}
+                }
+            }
+            LogEvent::Refused { ticket } => {
+                let waiting = self.waiting.borrow_mut().remove(&ticket);
+                match waiting {
+                    Some(Waiting::Produce { reply, .. }) => {
+                        let _ = reply.try_send(Err(self.fenced_error()));
+                    }
+                    Some(Waiting::DeleteRecords { reply }) => {
+                        let _ = reply.try_send(Err(self.fenced_error()));
+                    }
+                    Some(Waiting::Fetch { reply }) => {
+                        let _ = reply.try_send(());
+                    }
+                    None => {}
+                }
+            }
+            LogEvent::FetchReady { ticket } => {
+                if let Some(Waiting::Fetch { reply }) = self.waiting.borrow_mut().remove(&ticket) {
+                    let _ = reply.try_send(());
+                }
             }
             LogEvent::Fenced { durable, reason } => {
                 tracing::error!(
@@ -129,34 +314,12 @@ impl Partition {
                     durable = durable.0,
                     "partition fenced: {reason}; writes are refused until its recovery runs again (by itself after ENOSPC once space is free, on SIGHUP, or at a restart)"
                 );
-                let error = ErrorResponse::new(
-                    ErrorCode::PartitionFenced,
-                    format!(
-                        "partition {}-{} is fenced: {reason}",
-                        self.key.topic, self.key.partition
-                    ),
-                );
-                self.fail_all(&error);
-                self.wake_waiters();
-                shard.wake_budget_waiters();
+                self.budget.wake();
             }
             LogEvent::SegmentRolled { base } => {
                 tracing::debug!(topic = %self.key.topic, partition = self.key.partition, base = base.0, "segment rolled");
             }
             LogEvent::LogStartMoved { log_start } => {
-                let current = shard
-                    .with_log(&self.key, |log| log.log_start())
-                    .unwrap_or(log_start);
-                self.start_waiters.borrow_mut().retain(|(asked, reply)| {
-                    if *asked > log_start {
-                        return true;
-                    }
-                    let response = DeleteRecordsResponse {
-                        log_start_offset: current.0,
-                    };
-                    let _ = reply.try_send(Ok(response));
-                    false
-                });
                 tracing::info!(
                     topic = %self.key.topic,
                     partition = self.key.partition,
@@ -165,7 +328,7 @@ impl Partition {
                 );
                 // The segments wholly below the new start go now, not at the next retention
                 // check.
-                shard.with_log(&self.key, |log| log.handle_retention(now()));
+                self.with_log(|log| log.handle_retention(now()));
             }
             LogEvent::SegmentsDeleted {
                 segments,
@@ -183,21 +346,21 @@ impl Partition {
     }
 
     /// Moves requests to the disk and completions and events back until nothing moves.
-    fn pump(&self, shard: &Shard) {
+    fn pump(&self) {
         loop {
             let mut moved = false;
             loop {
                 let done = self.storage.borrow_mut().poll_done();
                 let Some(done) = done else { break };
-                shard.with_log(&self.key, |log| log.handle_io_done(now(), done));
+                self.with_log(|log| log.handle_io_done(now(), done));
                 moved = true;
             }
-            while let Some(request) = shard.with_log(&self.key, |log| log.poll_io()).flatten() {
+            while let Some(request) = self.with_log(PartitionLog::poll_io) {
                 self.storage.borrow_mut().submit(request);
                 moved = true;
             }
-            while let Some(event) = shard.with_log(&self.key, |log| log.poll_event()).flatten() {
-                self.handle_event(shard, event);
+            while let Some(event) = self.with_log(PartitionLog::poll_event) {
+                self.handle_event(event);
                 moved = true;
             }
             if !moved {
@@ -206,23 +369,18 @@ impl Partition {
         }
     }
 
-    /// The driver: runs until the partition is closing and its log is idle.
-    pub async fn drive(self: Rc<Self>, shard: Rc<Shard>, bell: LocalReceiver<()>) {
+    /// The driver: runs until the partition is closing and its log is settled.
+    pub async fn drive(self: Rc<Self>, bell: LocalReceiver<()>) {
         loop {
-            self.pump(&shard);
-            let settled = shard
-                .with_log(&self.key, |log| {
-                    log.is_idle()
-                        && (log.high_watermark() == log.next_offset() || log.fenced().is_some())
-                })
-                .unwrap_or(true);
-            if self.closing.get() && settled {
+            self.pump();
+            if self.closing.get() && self.settled() {
                 break;
             }
-            let wait = shard
-                .with_log(&self.key, |log| log.poll_timeout())
-                .flatten()
-                .map_or(Duration::from_millis(500), |at| {
+            let wait = self
+                .log
+                .borrow()
+                .poll_timeout()
+                .map_or(DRIVER_IDLE_WAKE, |at| {
                     // At least a millisecond, so the driver always yields to the reactor.
                     Duration::from_millis(u64::try_from((at.0 - now().0).max(1)).unwrap_or(1))
                 });
@@ -234,12 +392,15 @@ impl Partition {
             if !rang {
                 break;
             }
-            shard.with_log(&self.key, |log| log.handle_tick(now()));
+            self.with_log(|log| log.handle_tick(now()));
         }
-        // Anything still waiting will never be acknowledged by this process.
-        let error = ErrorResponse::new(ErrorCode::ShuttingDown, "the partition is closing");
-        self.fail_all(&error);
-        self.wake_waiters();
+        // Anything still waiting will never be answered by this process.
+        self.stopped.set(true);
+        let waiting: Vec<Waiting> = self.waiting.borrow_mut().drain().map(|(_, w)| w).collect();
+        for waiting in waiting {
+            Self::answer_closed(waiting);
+        }
+        self.budget.wake();
         let reader = self.storage.borrow().reader();
         reader.close().await;
     }

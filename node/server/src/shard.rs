@@ -16,17 +16,16 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_lite::{future, AsyncWriteExt};
-use glommio::channels::local_channel::{self, LocalSender};
+use glommio::channels::local_channel;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
 use spate_core::recovery::Recovery;
 use spate_core::{
-    DeleteRecordsError, FetchError, FetchPlan, Millis, PartitionKey, PartitionLog, ShardLogs,
-    Storage,
+    DeleteRecordsError, FetchError, FetchPlan, FetchWaitError, PartitionKey, PartitionLog, Storage,
 };
 use spate_format::{batches, Offset};
 use spate_proto::{
@@ -42,20 +41,17 @@ use crate::connections::{Connections, Registration};
 use crate::coordinator::{AdminClient, Update};
 use crate::inbound::Inbound;
 use crate::metadata::{Metadata, Topic};
-use crate::partition::{DeleteRecordsResult, Partition, PendingAck, ProduceResult};
-use crate::storage::list_dir;
+use crate::partition::{now, Budget, DeleteRecordsResult, Partition, ProduceResult};
+use crate::storage::{list_dir, DmaStorage};
 
 /// Partitions one shard recovers at a time (at startup and when metadata changes). Each reads
 /// at most `RECOVERY_READ_BYTES` (4 MiB) at once, so recovery holds at most 64 MiB of reads.
 const RECOVERY_CONCURRENCY: u64 = 16;
 
-/// Milliseconds since the Unix epoch: the shell's clock, passed into the core.
-pub fn now() -> Millis {
-    let elapsed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    Millis(i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
-}
+/// A closing partition's in-flight writes and syncs get up to 500 × 10 ms = 5 s to finish
+/// before its files close (what is not durable by then is not acknowledged).
+const CLOSE_SETTLE_CHECKS: u32 = 500;
+const CLOSE_SETTLE_CHECK: Duration = Duration::from_millis(10);
 
 /// The directory of a partition.
 pub fn partition_dir(data_dir: &std::path::Path, topic: &str, partition: u32) -> PathBuf {
@@ -135,9 +131,9 @@ pub struct Shard {
     pub config: Rc<NodeConfig>,
     pub endpoints: Vec<String>,
     metadata: RefCell<Rc<Metadata>>,
-    logs: RefCell<ShardLogs>,
+    /// The unsynced bytes of the shard's partitions against `unflushed_bytes`.
+    budget: Rc<Budget>,
     partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
-    budget_waiters: RefCell<Vec<LocalSender<()>>>,
     /// Partitions being opened (recovering) right now.
     opening: RefCell<std::collections::HashSet<PartitionKey>>,
     connections: Rc<Connections>,
@@ -188,9 +184,8 @@ impl Shard {
             config,
             endpoints,
             metadata: RefCell::new(Rc::new(metadata)),
-            logs: RefCell::new(ShardLogs::new(budget)),
+            budget: Rc::new(Budget::new(budget)),
             partitions: RefCell::new(HashMap::new()),
-            budget_waiters: RefCell::new(Vec::new()),
             opening: RefCell::new(std::collections::HashSet::new()),
             connections: Rc::new(Connections::default()),
             shutdown,
@@ -199,45 +194,23 @@ impl Shard {
         }
     }
 
-    /// Runs `f` on a partition's log (never across an await).
+    /// Runs `f` on a partition's log (never across an await), if the partition is open.
     pub fn with_log<R>(
         &self,
         key: &PartitionKey,
         f: impl FnOnce(&mut PartitionLog) -> R,
     ) -> Option<R> {
-        self.logs.borrow_mut().with_partition(key, f)
+        let partition = self.partitions.borrow().get(key).cloned()?;
+        Some(partition.with_log(f))
     }
 
     pub fn metadata(&self) -> Rc<Metadata> {
         self.metadata.borrow().clone()
     }
 
-    pub fn wake_budget_waiters(&self) {
-        if self.logs.borrow().over_budget() {
-            return;
-        }
-        for waiter in self.budget_waiters.borrow_mut().drain(..) {
-            let _ = waiter.try_send(());
-        }
-    }
-
     /// Waits until the shard's unsynced bytes are within its budget (back-pressure).
     pub(crate) async fn within_budget(&self) {
-        while self.logs.borrow().over_budget() {
-            self.wait_for_progress().await;
-        }
-    }
-
-    /// Waits for the next write or sync progress of any partition of the shard (or 50 ms, a
-    /// safety net against a missed wake).
-    async fn wait_for_progress(&self) {
-        let (sender, receiver) = local_channel::new_bounded(1);
-        self.budget_waiters.borrow_mut().push(sender);
-        future::or(
-            async { receiver.recv().await.map_or((), |_| ()) },
-            glommio::timer::sleep(Duration::from_millis(50)),
-        )
-        .await;
+        self.budget.within().await;
     }
 
     /// Waits while a produce frame's batch would not fit in its partition's write buffer
@@ -261,30 +234,15 @@ impl Shard {
     /// Waits while `len` more bytes would not fit in the partition's write buffer. Waiters
     /// queue in arrival order (the partition's room gate).
     pub(crate) async fn within_partition_room(&self, key: &PartitionKey, len: u64) {
-        let Some(gate) = self
-            .partitions
-            .borrow()
-            .get(key)
-            .map(|partition| partition.room_gate.clone())
-        else {
+        let Some(partition) = self.partitions.borrow().get(key).cloned() else {
             return;
         };
         // Held until the room is there; the caller appends before awaiting anything else.
-        let Ok(_turn) = gate.acquire_static_permit(1).await else {
+        let Ok(_turn) = partition.room_gate.clone().acquire_static_permit(1).await else {
             return;
         };
-        loop {
-            let full = self
-                .with_log(key, |log| {
-                    log.fenced().is_none()
-                        && log.unwritten_bytes() + len
-                            > spate_core::config::PARTITION_BUFFER_BYTES_MAX
-                })
-                .unwrap_or(false);
-            if !full {
-                return;
-            }
-            self.wait_for_progress().await;
+        while !partition.log().has_room(len) && !partition.is_stopped() {
+            self.budget.wait_for_progress().await;
         }
     }
 
@@ -369,23 +327,16 @@ impl Shard {
         let partition = self.partitions.borrow_mut().remove(key);
         if let Some(partition) = partition {
             // Make everything appended durable before the files close.
-            self.with_log(key, |log| log.handle_flush(now()));
-            partition.closing.set(true);
-            partition.ring();
+            partition.with_log(|log| log.handle_flush(now()));
+            partition.close();
             // Give in-flight syncs a moment to finish before the files go.
-            for _ in 0..500 {
-                let settled = self
-                    .with_log(key, |log| {
-                        log.is_idle()
-                            && (log.high_watermark() == log.next_offset() || log.fenced().is_some())
-                    })
-                    .unwrap_or(true);
-                if settled {
+            for _ in 0..CLOSE_SETTLE_CHECKS {
+                if partition.settled() {
                     break;
                 }
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                glommio::timer::sleep(CLOSE_SETTLE_CHECK).await;
             }
-            self.logs.borrow_mut().remove(key);
+            partition.release_budget();
             let reader = partition.storage.borrow().reader();
             reader.close().await;
         }
@@ -428,8 +379,10 @@ impl Shard {
             tracing::error!(dir = %dir.display(), "cannot create partition directory: {error}");
             return;
         }
-        let (partition, bell) =
-            Partition::new(key.clone(), dir.clone(), self.write_buffers.clone());
+        let (doorbell, bell) = local_channel::new_bounded(1);
+        let doorbell = Rc::new(doorbell);
+        let mut storage =
+            DmaStorage::new(dir.clone(), doorbell.clone(), self.write_buffers.clone());
         let listing = match list_dir(&dir) {
             Ok(listing) => listing,
             Err(error) => {
@@ -441,7 +394,7 @@ impl Shard {
         let mut recovery = Recovery::new(config, &listing);
         let result = loop {
             while let Some(request) = recovery.poll_io() {
-                partition.storage.borrow_mut().submit(request);
+                storage.submit(request);
             }
             if let Some(result) = recovery.poll_done() {
                 break result;
@@ -450,9 +403,7 @@ impl Shard {
             if bell.recv().await.is_none() {
                 return;
             }
-            loop {
-                let done = partition.storage.borrow_mut().poll_done();
-                let Some(done) = done else { break };
+            while let Some(done) = storage.poll_done() {
                 recovery.handle_io_done(done);
             }
         };
@@ -504,9 +455,15 @@ impl Shard {
                 recovered.log.handle_corruption(reason);
             }
         }
-        self.logs.borrow_mut().insert(key.clone(), recovered.log);
+        let partition = Partition::new(
+            key.clone(),
+            recovered.log,
+            storage,
+            doorbell,
+            self.budget.clone(),
+        );
         self.partitions.borrow_mut().insert(key, partition.clone());
-        glommio::spawn_local(partition.drive(self.clone(), bell)).detach();
+        glommio::spawn_local(partition.drive(bell)).detach();
     }
 
     /// Re-runs recovery, from what is on the media, for fenced partitions: all of them when
@@ -559,7 +516,7 @@ impl Shard {
         reason: spate_core::FenceReason,
     ) {
         self.persist_fence(&partition.key, &reason).await;
-        self.with_log(&partition.key, |log| log.handle_corruption(reason));
+        partition.with_log(|log| log.handle_corruption(reason));
         partition.ring();
     }
 
@@ -602,9 +559,7 @@ impl Shard {
         let time = now();
         let partitions: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
         for partition in partitions {
-            let deleted = self
-                .with_log(&partition.key, |log| log.handle_retention(time))
-                .unwrap_or(0);
+            let deleted = partition.with_log(|log| log.handle_retention(time));
             if deleted > 0 {
                 partition.ring();
             }
@@ -956,12 +911,10 @@ impl Shard {
     {
         let partition = self.owned(&request.topic, request.partition)?;
         let key = &partition.key;
-        let appended = self
-            .with_log(key, |log| {
-                let ticket = log.handle_append(now(), &request.batch, request.durability)?;
-                Ok::<_, spate_core::AppendError>((ticket, log.log_start()))
-            })
-            .ok_or_else(|| error(ErrorCode::Storage, "partition closed"))?;
+        let appended = partition.with_log(|log| {
+            let ticket = log.handle_append(now(), &request.batch, request.durability)?;
+            Ok::<_, spate_core::AppendError>((ticket, log.log_start()))
+        });
         let (ticket, log_start) = appended.map_err(|append| match append {
             spate_core::AppendError::InvalidBatch(batch) => {
                 let code = match batch {
@@ -989,18 +942,10 @@ impl Shard {
             log_start_offset: log_start.0,
         };
         partition.ring();
-        let queue = match request.durability {
-            spate_proto::Durability::None => return Ok(Ok(response)),
-            spate_proto::Durability::Write => &partition.write_acks,
-            spate_proto::Durability::Fsync => &partition.fsync_acks,
-        };
-        let (reply, receiver) = local_channel::new_bounded(1);
-        queue.borrow_mut().push_back(PendingAck {
-            next: ticket.next_offset(),
-            response,
-            reply,
-        });
-        Ok(Err(receiver))
+        match ticket.waiter {
+            None => Ok(Ok(response)),
+            Some(waiter) => Ok(Err(partition.wait_ack(waiter, response))),
+        }
     }
 
     /// Moves the log start (DeleteRecords). The answer is immediate if the log already starts
@@ -1015,18 +960,16 @@ impl Shard {
     > {
         let partition = self.owned(&request.topic, request.partition)?;
         let key = &partition.key;
-        let moved = self
-            .with_log(key, |log| {
-                let offset = if request.offset == DELETE_RECORDS_TO_HIGH_WATERMARK {
-                    log.high_watermark()
-                } else {
-                    Offset(request.offset)
-                };
-                log.handle_delete_records(offset)
-                    .map(|done| (offset, done, log.log_start()))
-            })
-            .ok_or_else(|| error(ErrorCode::Storage, "partition closed"))?;
-        let (offset, done, log_start) = moved.map_err(|refused| match refused {
+        let moved = partition.with_log(|log| {
+            let offset = if request.offset == DELETE_RECORDS_TO_HIGH_WATERMARK {
+                log.high_watermark()
+            } else {
+                Offset(request.offset)
+            };
+            log.handle_delete_records(offset)
+                .map(|waiter| (waiter, log.log_start()))
+        });
+        let (waiter, log_start) = moved.map_err(|refused| match refused {
             DeleteRecordsError::AboveHighWatermark { high_watermark, .. } => error(
                 ErrorCode::OffsetOutOfRange,
                 format!(
@@ -1035,9 +978,7 @@ impl Shard {
                 ),
             )
             .with_detail(ErrorDetail::OffsetRange {
-                log_start_offset: self
-                    .with_log(key, |log| log.log_start().0)
-                    .unwrap_or_default(),
+                log_start_offset: partition.log().log_start().0,
                 high_watermark: high_watermark.0,
             }),
             DeleteRecordsError::Fenced(reason) => error(
@@ -1048,29 +989,28 @@ impl Shard {
                 ),
             ),
         })?;
-        if done {
+        let Some(waiter) = waiter else {
             return Ok(Ok(DeleteRecordsResponse {
                 log_start_offset: log_start.0,
             }));
-        }
+        };
         partition.ring();
-        let (reply, receiver) = local_channel::new_bounded(1);
-        partition.start_waiters.borrow_mut().push((offset, reply));
-        Ok(Err(receiver))
+        Ok(Err(partition.wait_start(waiter)))
     }
 
     async fn fetch(&self, request: FetchRequest) -> Result<FetchResponse, ErrorResponse> {
         let partition = self.owned(&request.topic, request.partition)?;
-        let key = partition.key.clone();
         let started = Instant::now();
         let max_wait = Duration::from_millis(u64::from(request.max_wait_ms));
         loop {
-            let plan = self
-                .with_log(&key, |log| {
-                    log.handle_fetch(Offset(request.offset), request.max_bytes)
-                        .map(|plan| (plan, log.high_watermark(), log.log_start()))
-                })
-                .ok_or_else(|| error(ErrorCode::Storage, "partition closed"))?;
+            if partition.is_stopped() {
+                return Err(error(ErrorCode::ShuttingDown, "the partition closed"));
+            }
+            let plan = {
+                let log = partition.log();
+                log.handle_fetch(Offset(request.offset), request.max_bytes)
+                    .map(|plan| (plan, log.high_watermark(), log.log_start()))
+            };
             let (plan, high_watermark, log_start) = plan.map_err(|fetch| match fetch {
                 FetchError::OutOfRange {
                     log_start,
@@ -1125,21 +1065,21 @@ impl Shard {
                     records,
                 });
             }
-            // Park until the high watermark moves or the wait is over.
-            if partition.waiters.borrow().len() >= self.config.fetch_waiters as usize {
-                return Err(error(
-                    ErrorCode::Busy,
-                    "too many fetches are waiting on this partition",
-                ));
-            }
-            let (sender, receiver) = local_channel::new_bounded(1);
-            partition.waiters.borrow_mut().push(sender);
-            let remaining = max_wait.saturating_sub(waited);
-            future::or(
-                async { receiver.recv().await.map_or((), |_| ()) },
-                glommio::timer::sleep(remaining),
-            )
-            .await;
+            // Park until the high watermark moves or the wait is over (the log decides).
+            let remaining = u32::try_from(max_wait.saturating_sub(waited).as_millis())
+                .unwrap_or(u32::MAX)
+                .max(1);
+            let ticket = partition
+                .with_log(|log| {
+                    log.handle_fetch_wait(now(), Offset(request.offset), high_watermark, remaining)
+                })
+                .map_err(|FetchWaitError::TooMany { parked }| {
+                    error(
+                        ErrorCode::Busy,
+                        format!("{parked} fetches are waiting on this partition (the limit)"),
+                    )
+                })?;
+            let _ = partition.wait_fetch(ticket).recv().await;
         }
     }
 
@@ -1148,16 +1088,14 @@ impl Shard {
         request: ListOffsetsRequest,
     ) -> Result<ListOffsetsResponse, ErrorResponse> {
         let partition = self.owned(&request.topic, request.partition)?;
-        let key = partition.key.clone();
-        let (log_start, high_watermark, scan_from) = self
-            .with_log(&key, |log| {
-                let start = match request.spec {
-                    OffsetSpec::Timestamp(timestamp) => log.timestamp_scan_start(timestamp),
-                    _ => None,
-                };
-                (log.log_start(), log.high_watermark(), start)
-            })
-            .ok_or_else(|| error(ErrorCode::Storage, "partition closed"))?;
+        let (log_start, high_watermark, scan_from) = {
+            let log = partition.log();
+            let start = match request.spec {
+                OffsetSpec::Timestamp(timestamp) => log.timestamp_scan_start(timestamp),
+                _ => None,
+            };
+            (log.log_start(), log.high_watermark(), start)
+        };
         let offset = match request.spec {
             OffsetSpec::Earliest => log_start,
             OffsetSpec::Latest => high_watermark,
@@ -1269,18 +1207,16 @@ impl Shard {
         request: FindRecordRequest,
     ) -> Result<FindRecordResponse, ErrorResponse> {
         let partition = self.owned(&request.topic, request.partition)?;
-        let key = partition.key.clone();
-        let (log_start, high_watermark, target) = self
-            .with_log(&key, |log| {
-                let target = match request.target {
-                    RecordTarget::Newest => log.max_timestamp_scan_start(),
-                    RecordTarget::AtOrAfter(timestamp) => log
-                        .timestamp_scan_start(timestamp)
-                        .map(|from| (timestamp, from)),
-                };
-                (log.log_start(), log.high_watermark(), target)
-            })
-            .ok_or_else(|| error(ErrorCode::Storage, "partition closed"))?;
+        let (log_start, high_watermark, target) = {
+            let log = partition.log();
+            let target = match request.target {
+                RecordTarget::Newest => log.max_timestamp_scan_start(),
+                RecordTarget::AtOrAfter(timestamp) => log
+                    .timestamp_scan_start(timestamp)
+                    .map(|from| (timestamp, from)),
+            };
+            (log.log_start(), log.high_watermark(), target)
+        };
         let found = match target {
             None => None,
             Some((timestamp, from)) => {

@@ -87,15 +87,14 @@ pub async fn pass(shard: &Rc<Shard>, rate: u64) -> PassSummary {
             break;
         }
         summary.partitions += 1;
-        let segments = shard
-            .with_log(&partition.key, |log| {
-                if log.fenced().is_some() {
-                    Vec::new()
-                } else {
-                    log.sealed_segments()
-                }
-            })
-            .unwrap_or_default();
+        let segments = {
+            let log = partition.log();
+            if log.fenced().is_some() {
+                Vec::new()
+            } else {
+                log.sealed_segments()
+            }
+        };
         for segment in segments {
             if stopping(shard) || !still_sealed(shard, &partition, segment) {
                 break;
@@ -124,12 +123,10 @@ enum Verified {
 
 /// Whether the partition is still open, not fenced, and still holds `segment` as sealed.
 fn still_sealed(shard: &Shard, partition: &Rc<Partition>, segment: SealedSegment) -> bool {
-    shard.is_current(partition)
-        && shard
-            .with_log(&partition.key, |log| {
-                log.fenced().is_none() && log.sealed_segments().contains(&segment)
-            })
-            .unwrap_or(false)
+    shard.is_current(partition) && {
+        let log = partition.log();
+        log.fenced().is_none() && log.sealed_segments().contains(&segment)
+    }
 }
 
 async fn verify_segment(

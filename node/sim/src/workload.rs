@@ -9,6 +9,17 @@
 //!   backwards and never covers data that is not synced (checked against the synced image);
 //! - acknowledgements never precede the event that covers them; a fenced partition never
 //!   acknowledges again and refuses appends;
+//! - the log's waiters (`spate_core::waiters`): every `write`/`fsync` append gets a ticket,
+//!   acknowledged exactly once (`Acked`), in offset order per level, right after the watermark
+//!   move that covers it (a covered ticket never stays waiting), or refused (`Refused`) only
+//!   when the log is fenced; DeleteRecords tickets likewise, once their start is durable;
+//!   a parked fetch is woken (`FetchReady`) exactly once and only when the high watermark
+//!   passed what it saw, the log start passed its offset, the log was fenced or its deadline
+//!   came, never later than its deadline (the log's timeout covers it), and a withdrawn one
+//!   never; at most `fetch_waiters_max` fetches are parked; an idle log leaves nothing waiting;
+//! - back-pressure: the bytes waiting to be written never exceed
+//!   `PARTITION_BUFFER_BYTES_MAX`, and an append is refused as `BufferFull` exactly when it
+//!   would not fit (`has_room`);
 //! - fetches return only durable data: every fetched batch ends at or below the high
 //!   watermark, a fetch at the high watermark is at its end, and offsets outside
 //!   `[log start, high watermark]` are out of range;
@@ -36,12 +47,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use bytes::Bytes;
+use spate_core::config::PARTITION_BUFFER_BYTES_MAX;
 use spate_core::recovery::{Recovered, Recovery, RecoveryError, RecoveryReport};
 use spate_core::storage::FileRef;
 use spate_core::verify::VERIFY_READ_BYTES;
 use spate_core::{
-    AppendError, DeleteRecordsError, FenceReason, FetchError, FetchPlan, IoRequest, LogConfig,
-    LogEvent, Millis, PartitionLog, SegmentVerifier, Storage, TORN_WINDOW_BYTES,
+    AppendError, DeleteRecordsError, FenceReason, FetchError, FetchPlan, FetchWaitError, IoRequest,
+    LogConfig, LogEvent, Millis, PartitionLog, SegmentVerifier, Storage, Ticket, TORN_WINDOW_BYTES,
 };
 use spate_format::limits::SECTOR_SIZE;
 use spate_format::segment::{scan_segment, SegmentFileKind};
@@ -88,6 +100,10 @@ pub struct RunReport {
     pub segments_deleted: u64,
     /// Log-start moves (DeleteRecords) reported durable.
     pub log_start_moves: u64,
+    /// Acknowledgements (produce and DeleteRecords) the log emitted.
+    pub acks: u64,
+    /// Parked fetches the log woke.
+    pub fetches_woken: u64,
     pub rolls: u64,
     pub durable_events: u64,
     pub high_watermark: u64,
@@ -110,6 +126,8 @@ impl RunReport {
         self.fetches += other.fetches;
         self.segments_deleted += other.segments_deleted;
         self.log_start_moves += other.log_start_moves;
+        self.acks += other.acks;
+        self.fetches_woken += other.fetches_woken;
         self.rolls += other.rolls;
         self.durable_events += other.durable_events;
         self.flips_truncated += other.flips_truncated;
@@ -168,10 +186,19 @@ struct Flip {
     sealed: bool,
 }
 
+/// A produce waiting for its acknowledgement.
 #[derive(Debug, Clone, Copy)]
-struct Ticket {
+struct AckWait {
     next: Offset,
     durability: Durability,
+}
+
+/// A fetch parked on the log.
+#[derive(Debug, Clone, Copy)]
+struct ParkedFetch {
+    offset: Offset,
+    seen: Offset,
+    deadline: Millis,
 }
 
 #[derive(Debug)]
@@ -184,15 +211,21 @@ struct Run {
     log: PartitionLog,
     now: Millis,
     batches: BTreeMap<u64, ModelBatch>,
-    tickets: Vec<Ticket>,
+    /// Produces waiting for their acknowledgement, by the log's ticket.
+    tickets: BTreeMap<Ticket, AckWait>,
+    /// The offset after the last acknowledged batch, per level (`write`, `fsync`): each
+    /// acknowledgement of a level must come after it (offset order).
+    last_acked: [Offset; 2],
+    /// Fetches parked on the log.
+    parked: BTreeMap<Ticket, ParkedFetch>,
     /// The highest high watermark reported: everything below must survive.
     promised: Offset,
     written_seen: Offset,
     fenced: bool,
     /// The highest log start reported moved (DeleteRecords): every recovery must keep it.
     start_promised: Offset,
-    /// DeleteRecords offsets waiting for their `LogStartMoved`.
-    start_asked: Vec<Offset>,
+    /// DeleteRecords waiting for their `LogStartMoved`: the offset each asked for.
+    start_asked: BTreeMap<Ticket, Offset>,
     report: RunReport,
 }
 
@@ -303,6 +336,7 @@ fn random_config(rng: &mut Rng) -> LogConfig {
         flush_bytes: [16 << 10, 1 << 20][rng.index(2)],
         preallocate_bytes: [4096, 16 << 10, 64 << 10][rng.index(3)],
         tail_cache_bytes: [0, 16 << 10, 1 << 20][rng.index(3)],
+        fetch_waiters_max: [1, 3, 1024][rng.index(3)],
     }
 }
 
@@ -321,12 +355,14 @@ impl Run {
             log,
             now: Millis(1_700_000_000_000),
             batches: BTreeMap::new(),
-            tickets: Vec::new(),
+            tickets: BTreeMap::new(),
+            last_acked: [Offset(0); 2],
+            parked: BTreeMap::new(),
             promised: Offset(0),
             written_seen: Offset(0),
             fenced: false,
             start_promised: Offset(0),
-            start_asked: Vec::new(),
+            start_asked: BTreeMap::new(),
             report: RunReport::default(),
         }
     }
@@ -399,6 +435,13 @@ impl Run {
 
     /// Lets everything finish, then checks liveness and the whole log once more.
     fn finish(&mut self) -> Checked {
+        // Time passes beyond every parked fetch's deadline.
+        if let Some(last) = self.parked.values().map(|parked| parked.deadline).max() {
+            self.now = self.now.max(last);
+            self.log.handle_tick(self.now);
+            self.transfer();
+            self.drain_events()?;
+        }
         for _ in 0..1000 {
             let settled = self.fenced || self.log.high_watermark() == self.log.next_offset();
             if settled && self.log.is_idle() && self.storage.in_flight() == 0 {
@@ -414,20 +457,34 @@ impl Run {
             ensure(self.start_asked.is_empty(), || {
                 format!(
                     "idle log left log-start moves to {:?} unreported; it starts at {start}",
-                    self.start_asked
+                    self.start_asked.values()
                 )
             })?;
             ensure(
-                end == self.log.next_offset() && self.tickets.is_empty(),
+                end == self.log.next_offset()
+                    && self.tickets.is_empty()
+                    && self.log.acks_waiting() == 0,
                 || {
                     format!(
-                        "idle log left {} tickets; hwm {end}, next {}",
+                        "idle log left {} tickets ({} in the log); hwm {end}, next {}",
                         self.tickets.len(),
+                        self.log.acks_waiting(),
                         self.log.next_offset()
                     )
                 },
             )?;
         }
+        // Every parked fetch was woken by its deadline at the latest.
+        ensure(
+            self.parked.is_empty() && self.log.fetches_parked() == 0,
+            || {
+                format!(
+                    "{} fetches still parked at the end ({} in the log)",
+                    self.parked.len(),
+                    self.log.fetches_parked()
+                )
+            },
+        )?;
         self.verify_range(start, end, false)?;
         self.check_sealed_verification(None)
     }
@@ -476,6 +533,7 @@ impl Run {
     fn append(&mut self, durability: Durability) -> Checked {
         let bytes = self.random_batch();
         let expected = self.log.next_offset();
+        let room = self.log.has_room(bytes.len() as u64);
         match self
             .log
             .handle_append(self.now, &Bytes::from(bytes.clone()), durability)
@@ -504,10 +562,26 @@ impl Run {
                         max_timestamp,
                     },
                 );
-                self.tickets.push(Ticket {
-                    next: ticket.next_offset(),
-                    durability,
-                });
+                ensure(room, || {
+                    "an append was accepted where the log said there was no room".into()
+                })?;
+                match (durability, ticket.waiter) {
+                    (Durability::None, None) => {}
+                    (Durability::Write | Durability::Fsync, Some(waiter)) => {
+                        let wait = AckWait {
+                            next: ticket.next_offset(),
+                            durability,
+                        };
+                        ensure(self.tickets.insert(waiter, wait).is_none(), || {
+                            format!("ticket {waiter:?} given twice")
+                        })?;
+                    }
+                    (durability, waiter) => {
+                        return Err(format!(
+                            "an append at {durability:?} got the waiter {waiter:?}"
+                        ))
+                    }
+                }
                 self.report.appends += 1;
                 self.report.records += ticket.next_offset().0 - ticket.base_offset.0;
             }
@@ -516,7 +590,20 @@ impl Run {
                     "append refused as fenced, but no fence was reported".into()
                 })?;
             }
-            Err(AppendError::BufferFull { .. }) => self.pump()?,
+            Err(AppendError::BufferFull { buffered, max }) => {
+                ensure(
+                    !room
+                        && buffered + bytes.len() as u64 > max
+                        && max == PARTITION_BUFFER_BYTES_MAX,
+                    || {
+                        format!(
+                            "an append of {} bytes was refused with {buffered} of {max} buffered",
+                            bytes.len()
+                        )
+                    },
+                )?;
+                self.pump()?;
+            }
             Err(error) => return Err(format!("valid batch refused: {error}")),
         }
         self.drain_events()
@@ -587,9 +674,6 @@ impl Run {
                         format!("written {up_to} past the end")
                     })?;
                     self.written_seen = up_to;
-                    self.tickets.retain(|ticket| {
-                        ticket.durability != Durability::Write || ticket.next > up_to
-                    });
                 }
                 LogEvent::Durable { up_to } => {
                     ensure(!self.fenced, || "a fenced partition acknowledged".into())?;
@@ -605,7 +689,6 @@ impl Run {
                     })?;
                     self.promised = up_to;
                     self.report.durable_events += 1;
-                    self.tickets.retain(|ticket| ticket.next > up_to);
                 }
                 LogEvent::Fenced { durable, .. } => {
                     ensure(durable == self.promised, || {
@@ -663,7 +746,37 @@ impl Run {
                     )?;
                     self.start_promised = log_start;
                     self.report.log_start_moves += 1;
-                    self.start_asked.retain(|&asked| asked > log_start);
+                }
+                LogEvent::Acked { ticket } => self.acked(ticket)?,
+                LogEvent::Refused { ticket } => {
+                    ensure(self.fenced, || {
+                        format!("ticket {ticket:?} refused, but the log is not fenced")
+                    })?;
+                    let known = self.tickets.remove(&ticket).is_some()
+                        || self.start_asked.remove(&ticket).is_some();
+                    ensure(known, || {
+                        format!("refused ticket {ticket:?} is not waiting")
+                    })?;
+                }
+                LogEvent::FetchReady { ticket } => {
+                    self.report.fetches_woken += 1;
+                    let parked = self.parked.remove(&ticket).ok_or_else(|| {
+                        format!("woken fetch {ticket:?} is not parked (or was withdrawn)")
+                    })?;
+                    let (start, high) = (self.log.log_start(), self.log.high_watermark());
+                    ensure(
+                        self.fenced
+                            || high > parked.seen
+                            || start > parked.offset
+                            || self.now >= parked.deadline,
+                        || {
+                            format!(
+                                "fetch {ticket:?} woken for nothing: {parked:?}, log [{start}, \
+                                 {high}], now {:?}",
+                                self.now
+                            )
+                        },
+                    )?;
                 }
             }
         }
@@ -714,20 +827,155 @@ impl Run {
         })?;
         if !self.fenced {
             // A ticket still waiting is above the watermark of its level.
-            for ticket in &self.tickets {
-                let watermark = match ticket.durability {
+            for (ticket, wait) in &self.tickets {
+                let watermark = match wait.durability {
                     Durability::Write => self.written_seen,
                     _ => self.promised,
                 };
-                ensure(ticket.next > watermark, || {
-                    "a covered ticket was not acknowledged".into()
+                ensure(wait.next > watermark, || {
+                    format!("covered ticket {ticket:?} ({wait:?}) was not acknowledged")
                 })?;
             }
+            for (ticket, asked) in &self.start_asked {
+                ensure(*asked > self.start_promised, || {
+                    format!("DeleteRecords {ticket:?} to {asked} was not answered")
+                })?;
+            }
+        } else {
+            ensure(
+                self.tickets.is_empty() && self.start_asked.is_empty(),
+                || "a fenced log kept acknowledgements waiting".into(),
+            )?;
         }
+        ensure(
+            self.log.acks_waiting() == self.tickets.len() + self.start_asked.len(),
+            || {
+                format!(
+                    "the log has {} acknowledgements waiting, the model {}",
+                    self.log.acks_waiting(),
+                    self.tickets.len() + self.start_asked.len()
+                )
+            },
+        )?;
+        // Parked fetches: within the limit, none left that should have been woken, and the
+        // log's timeout no later than the earliest deadline.
+        ensure(
+            self.log.fetches_parked() == self.parked.len()
+                && self.parked.len() <= self.config.fetch_waiters_max as usize,
+            || {
+                format!(
+                    "{} fetches parked in the log, {} in the model, limit {}",
+                    self.log.fetches_parked(),
+                    self.parked.len(),
+                    self.config.fetch_waiters_max
+                )
+            },
+        )?;
+        for (ticket, parked) in &self.parked {
+            ensure(
+                !self.fenced
+                    && log.high_watermark() <= parked.seen
+                    && log.log_start() <= parked.offset,
+                || format!("fetch {ticket:?} ({parked:?}) should have been woken"),
+            )?;
+            ensure(
+                log.poll_timeout().is_some_and(|at| at <= parked.deadline),
+                || {
+                    format!(
+                        "fetch {ticket:?} waits until {:?}, the log's timeout is {:?}",
+                        parked.deadline,
+                        log.poll_timeout()
+                    )
+                },
+            )?;
+        }
+        ensure(log.unwritten_bytes() <= PARTITION_BUFFER_BYTES_MAX, || {
+            format!("{} bytes wait to be written", log.unwritten_bytes())
+        })?;
         Ok(())
     }
 
+    /// A produce or DeleteRecords acknowledged: exactly once, covered, in offset order.
+    fn acked(&mut self, ticket: Ticket) -> Checked {
+        ensure(!self.fenced, || {
+            format!("a fenced log acknowledged {ticket:?}")
+        })?;
+        self.report.acks += 1;
+        if let Some(asked) = self.start_asked.remove(&ticket) {
+            return ensure(asked <= self.start_promised, || {
+                format!(
+                    "DeleteRecords to {asked} answered with the log start durable at {}",
+                    self.start_promised
+                )
+            });
+        }
+        let wait = self
+            .tickets
+            .remove(&ticket)
+            .ok_or_else(|| format!("acknowledged ticket {ticket:?} is not waiting"))?;
+        let (watermark, level) = match wait.durability {
+            Durability::Write => (self.written_seen, 0),
+            _ => (self.promised, 1),
+        };
+        ensure(wait.next <= watermark, || {
+            format!("{ticket:?} ({wait:?}) acknowledged before its watermark ({watermark})")
+        })?;
+        ensure(wait.next > self.last_acked[level], || {
+            format!(
+                "{ticket:?} ({wait:?}) acknowledged after a later batch of its level ({})",
+                self.last_acked[level]
+            )
+        })?;
+        self.last_acked[level] = wait.next;
+        Ok(())
+    }
+
+    /// Parks a fetch (a long poll that found too little), or withdraws a parked one.
+    fn park_fetch(&mut self) -> Checked {
+        if !self.parked.is_empty() && self.rng.chance(1, 4) {
+            let tickets: Vec<Ticket> = self.parked.keys().copied().collect();
+            let ticket = tickets[self.rng.index(tickets.len())];
+            self.log.cancel_fetch_wait(ticket);
+            self.parked.remove(&ticket);
+            return Ok(());
+        }
+        let (start, end) = (self.log.log_start(), self.log.high_watermark());
+        let offset = Offset(self.rng.range(start.0, end.0));
+        let max_wait_ms = [0u32, 1, 30, 500][self.rng.index(4)];
+        match self
+            .log
+            .handle_fetch_wait(self.now, offset, end, max_wait_ms)
+        {
+            Ok(ticket) => {
+                let parked = ParkedFetch {
+                    offset,
+                    seen: end,
+                    deadline: Millis(self.now.0 + i64::from(max_wait_ms)),
+                };
+                ensure(self.parked.insert(ticket, parked).is_none(), || {
+                    format!("ticket {ticket:?} given twice")
+                })?;
+            }
+            Err(FetchWaitError::TooMany { parked }) => {
+                ensure(
+                    parked == self.parked.len() && parked >= self.config.fetch_waiters_max as usize,
+                    || {
+                        format!(
+                            "fetch refused with {parked} parked ({} in the model, limit {})",
+                            self.parked.len(),
+                            self.config.fetch_waiters_max
+                        )
+                    },
+                )?;
+            }
+        }
+        self.drain_events()
+    }
+
     fn fetch_random(&mut self) -> Checked {
+        if self.rng.chance(1, 3) {
+            return self.park_fetch();
+        }
         let (start, end) = (self.log.log_start(), self.log.high_watermark());
         self.check_fetch_bounds()?;
         self.check_max_timestamp()?;
@@ -1116,7 +1364,7 @@ impl Run {
             )
         };
         match self.log.handle_delete_records(offset) {
-            Ok(true) => {
+            Ok(None) => {
                 ensure(offset <= start, || {
                     format!(
                         "log start move to {offset} answered at once; the log starts at {start}"
@@ -1125,7 +1373,7 @@ impl Run {
                 // Answered at once only where the start is durable: a crash keeps it.
                 self.start_promised = self.start_promised.max(offset);
             }
-            Ok(false) => {
+            Ok(Some(ticket)) => {
                 // Also at or below a start that retention raised but has not synced yet.
                 ensure(offset <= end && !self.fenced, || {
                     format!(
@@ -1134,7 +1382,9 @@ impl Run {
                         self.fenced
                     )
                 })?;
-                self.start_asked.push(offset);
+                ensure(self.start_asked.insert(ticket, offset).is_none(), || {
+                    format!("ticket {ticket:?} given twice")
+                })?;
             }
             Err(DeleteRecordsError::AboveHighWatermark { .. }) => ensure(offset > end, || {
                 format!("log start move to {offset} refused, below the high watermark {end}")
@@ -1292,6 +1542,8 @@ impl Run {
         self.log = log;
         // Moves under way are lost or done; the recovered log start says which.
         self.start_asked.clear();
+        self.parked.clear();
+        self.last_acked = [Offset(0); 2];
         // Offsets at and above the recovered end were never durable: they may be assigned again.
         self.batches.retain(|&base, _| base < high.0);
         self.tickets.clear();

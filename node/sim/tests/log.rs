@@ -26,6 +26,7 @@ fn config() -> LogConfig {
         flush_bytes: 1 << 20,
         preallocate_bytes: 16 << 10,
         tail_cache_bytes: 1 << 20,
+        fetch_waiters_max: 2,
     }
 }
 
@@ -268,9 +269,14 @@ fn a_sync_error_fences_the_partition() {
         durable,
         "nothing acknowledged after the error"
     );
+    // The fence, then the refusal of the acknowledgement that was waiting.
+    let n = harness.events.len();
     assert!(matches!(
-        harness.events.last(),
-        Some(LogEvent::Fenced { durable: at, reason: FenceReason::Storage(_) }) if *at == durable
+        &harness.events[n - 2..],
+        [
+            LogEvent::Fenced { durable: at, reason: FenceReason::Storage(_) },
+            LogEvent::Refused { .. }
+        ] if *at == durable
     ));
     let syncs = harness.count(is_sync);
     assert!(matches!(
@@ -520,62 +526,175 @@ fn fetches_come_from_the_tail_cache_or_aligned_reads() {
 
 #[test]
 fn a_shard_shares_one_budget_for_unsynced_bytes() {
-    use spate_core::{IoDone, PartitionKey, ShardLogs};
-    use std::collections::HashMap;
+    use spate_core::{IoDone, ShardBudget};
 
-    let mut shard = ShardLogs::new(12 << 10);
-    let keys: Vec<PartitionKey> = (0..2)
-        .map(|partition| PartitionKey {
-            topic: "t".into(),
-            partition,
+    let mut budget = ShardBudget::new(12 << 10);
+    let mut logs: Vec<(PartitionLog, SimStorage, u64)> = (0..2)
+        .map(|_| {
+            (
+                PartitionLog::new(config(), Offset(0)),
+                SimStorage::new(1),
+                0,
+            )
         })
         .collect();
-    let mut storages: HashMap<PartitionKey, SimStorage> = HashMap::new();
-    for key in &keys {
-        shard.insert(key.clone(), PartitionLog::new(config(), Offset(0)));
-        storages.insert(key.clone(), SimStorage::new(1));
-    }
+    // What a shard's driver does after every call on a log: report its unsynced bytes.
+    let report = |budget: &mut ShardBudget, log: &PartitionLog, accounted: &mut u64| {
+        let now = log.unsynced_bytes();
+        budget.update(*accounted, now);
+        *accounted = now;
+    };
     let now = Millis(T0);
-    for key in &keys {
-        shard
-            .with_partition(key, |log| {
-                log.handle_append(now, &Bytes::from(batch(7000, 1, T0)), Durability::Fsync)
-            })
-            .unwrap()
+    for (log, _, accounted) in &mut logs {
+        log.handle_append(now, &Bytes::from(batch(7000, 1, T0)), Durability::Fsync)
             .unwrap();
+        report(&mut budget, log, accounted);
     }
-    assert!(shard.unsynced_bytes() > 14_000);
+    assert!(budget.unsynced_bytes() > 14_000);
     assert!(
-        shard.over_budget(),
+        budget.over_budget(),
         "two partitions together exceed the shard's budget"
     );
     // Run the storage until everything is durable; the budget frees up.
+    let mut durable = 0;
     loop {
-        while let Some((key, request)) = shard.poll_io() {
-            storages.get_mut(&key).unwrap().submit(request);
-        }
         let mut progressed = false;
-        for key in &keys {
-            let storage = storages.get_mut(key).unwrap();
+        for (log, storage, accounted) in &mut logs {
+            while let Some(request) = log.poll_io() {
+                storage.submit(request);
+            }
             progressed |= storage.complete_one();
             let done: Vec<IoDone> = std::iter::from_fn(|| storage.poll_done()).collect();
             for done in done {
-                shard.with_partition(key, |log| log.handle_io_done(now, done));
+                log.handle_io_done(now, done);
             }
+            while let Some(event) = log.poll_event() {
+                durable += usize::from(matches!(event, LogEvent::Durable { .. }));
+            }
+            report(&mut budget, log, accounted);
         }
         if !progressed {
             break;
         }
     }
-    assert_eq!(shard.unsynced_bytes(), 0);
-    assert!(!shard.over_budget());
-    let mut durable = 0;
-    while let Some((_, event)) = shard.poll_event() {
-        durable += usize::from(matches!(event, LogEvent::Durable { .. }));
-    }
+    assert_eq!(budget.unsynced_bytes(), 0);
+    assert!(!budget.over_budget());
     assert_eq!(durable, 2);
-    assert!(shard.remove(&keys[0]).is_some());
-    assert_eq!(shard.len(), 1);
+    // A partition closed with unsynced bytes takes them out of the budget.
+    let (log, _, accounted) = &mut logs[0];
+    log.handle_append(now, &Bytes::from(batch(7000, 1, T0)), Durability::None)
+        .unwrap();
+    report(&mut budget, log, accounted);
+    assert!(budget.unsynced_bytes() > 7000);
+    budget.update(*accounted, 0);
+    assert_eq!(budget.unsynced_bytes(), 0);
+}
+
+/// Acknowledgements come from the log, by ticket: `write` ones right after the `Written`
+/// that covers them, `fsync` ones right after `Durable`, in offset order per level; `none`
+/// gets no ticket.
+#[test]
+fn acknowledgements_follow_the_watermark_of_their_level_in_order() {
+    let mut harness = Harness::new(config());
+    let append = |harness: &mut Harness, durability| {
+        harness
+            .log
+            .handle_append(harness.now, &Bytes::from(batch(100, 1, T0)), durability)
+            .unwrap()
+            .waiter
+    };
+    let a = append(&mut harness, Durability::Fsync).unwrap();
+    let b = append(&mut harness, Durability::Write).unwrap();
+    assert_eq!(append(&mut harness, Durability::None), None);
+    let c = append(&mut harness, Durability::Fsync).unwrap();
+    assert_eq!(harness.log.acks_waiting(), 3);
+    harness.transfer();
+    harness.settle();
+    assert_eq!(harness.log.acks_waiting(), 0);
+    let acked: Vec<&LogEvent> = harness
+        .events
+        .iter()
+        .filter(|event| {
+            matches!(
+                event,
+                LogEvent::Acked { .. } | LogEvent::Written { .. } | LogEvent::Durable { .. }
+            )
+        })
+        .collect();
+    assert_eq!(
+        acked,
+        [
+            &LogEvent::Written { up_to: Offset(4) },
+            &LogEvent::Acked { ticket: b },
+            &LogEvent::Durable { up_to: Offset(4) },
+            &LogEvent::Acked { ticket: a },
+            &LogEvent::Acked { ticket: c },
+        ]
+    );
+}
+
+/// A parked fetch is woken when the high watermark passes what it saw or its deadline
+/// comes (the log's timeout covers the deadline), at most `fetch_waiters_max` are parked,
+/// and a withdrawn one is never woken.
+#[test]
+fn parked_fetches_wake_on_progress_or_deadline_within_their_limit() {
+    use spate_core::FetchWaitError;
+
+    let mut harness = Harness::new(config());
+    harness.append(&batch(100, 1, T0), Durability::Fsync);
+    harness.settle();
+    let high = harness.log.high_watermark();
+    let now = harness.now;
+    let soon = harness.log.handle_fetch_wait(now, high, high, 30).unwrap();
+    let later = harness
+        .log
+        .handle_fetch_wait(now, high, high, 1000)
+        .unwrap();
+    assert_eq!(
+        harness.log.handle_fetch_wait(now, high, high, 1000),
+        Err(FetchWaitError::TooMany { parked: 2 })
+    );
+    assert_eq!(harness.log.poll_timeout(), Some(Millis(now.0 + 30)));
+    // The deadline of the first comes.
+    harness.now = Millis(now.0 + 30);
+    harness.log.handle_tick(harness.now);
+    harness.transfer();
+    assert_eq!(
+        harness.events.last(),
+        Some(&LogEvent::FetchReady { ticket: soon })
+    );
+    // Progress wakes the second; a withdrawn third never wakes.
+    let withdrawn = harness
+        .log
+        .handle_fetch_wait(now, high, high, 1000)
+        .unwrap();
+    harness.log.cancel_fetch_wait(withdrawn);
+    harness.append(&batch(100, 1, T0), Durability::Fsync);
+    harness.settle();
+    let woken: Vec<&LogEvent> = harness
+        .events
+        .iter()
+        .filter(|event| matches!(event, LogEvent::FetchReady { .. }))
+        .collect();
+    assert_eq!(
+        woken,
+        [
+            &LogEvent::FetchReady { ticket: soon },
+            &LogEvent::FetchReady { ticket: later }
+        ]
+    );
+    assert_eq!(harness.log.fetches_parked(), 0);
+    // A fetch that saw an older high watermark is ready at once.
+    let stale = harness
+        .log
+        .handle_fetch_wait(harness.now, high, high, 1000)
+        .unwrap();
+    harness.transfer();
+    assert_eq!(
+        harness.events.last(),
+        Some(&LogEvent::FetchReady { ticket: stale })
+    );
+    assert_eq!(harness.log.fetches_parked(), 0);
 }
 
 /// A bit flip in an acknowledged batch in the middle of the active (unsealed) segment, with
@@ -1064,48 +1183,6 @@ fn a_valid_batch_after_the_damage_is_found_after_it_only() {
     assert!(!valid_batch_after(&data, read_at, read_at + 301));
 }
 
-/// Retention over a shard reaches every partition and counts what they deleted.
-#[test]
-fn a_shard_applies_retention_to_every_partition() {
-    use spate_core::{PartitionKey, ShardLogs};
-    let mut config = config();
-    config.retention_ms = Some(1000);
-    let mut shard = ShardLogs::new(1 << 20);
-    let mut expected = 0;
-    for (partition, appends) in [(0u32, 40), (1, 60)] {
-        let mut harness = Harness::new(config.clone());
-        for _ in 0..appends {
-            harness.append(&batch(4000, 1, T0), Durability::Fsync);
-            harness.settle();
-        }
-        expected += harness.log.segment_count() - 1;
-        let key = PartitionKey {
-            topic: "t".into(),
-            partition,
-        };
-        shard.insert(
-            key,
-            std::mem::replace(
-                &mut harness.log,
-                PartitionLog::new(config.clone(), Offset(0)),
-            ),
-        );
-    }
-    assert!(expected >= 4, "{expected}");
-    let deleted = shard.handle_retention(Millis(T0 + 5000));
-    assert_eq!(deleted as usize, expected);
-    for partition in [0, 1] {
-        let key = PartitionKey {
-            topic: "t".into(),
-            partition,
-        };
-        assert_eq!(
-            shard.with_partition(&key, |log| log.segment_count()),
-            Some(1)
-        );
-    }
-}
-
 /// The configuration contract the log relies on, checked here so that the mutation oracle
 /// (spate-sim's tests) sees it: every field outside its range is refused, every boundary
 /// value inside it is accepted, and preallocation grows geometrically from its first chunk
@@ -1202,21 +1279,40 @@ fn delete_records_moves_the_log_start_durably_and_retention_frees_the_segments_b
     ));
     // Inside the second segment: under way until its marker is durable.
     let target = Offset(bases[1].0 + 1);
-    assert_eq!(harness.log.handle_delete_records(target), Ok(false));
+    let first = harness.log.handle_delete_records(target).unwrap().unwrap();
     harness.transfer();
     assert_eq!(harness.log.log_start(), Offset(0), "visible before durable");
     // A smaller move is covered by the one under way.
-    assert_eq!(harness.log.handle_delete_records(Offset(1)), Ok(false));
+    let smaller = harness
+        .log
+        .handle_delete_records(Offset(1))
+        .unwrap()
+        .unwrap();
+    assert_ne!(first, smaller);
     harness.settle();
     assert_eq!(harness.log.log_start(), target);
-    assert!(harness
+    // Both are answered right after the move is reported.
+    let moved = harness
         .events
-        .contains(&LogEvent::LogStartMoved { log_start: target }));
+        .iter()
+        .position(|event| *event == LogEvent::LogStartMoved { log_start: target })
+        .unwrap();
+    let answered: Vec<&LogEvent> = harness.events[moved + 1..]
+        .iter()
+        .filter(|event| matches!(event, LogEvent::Acked { .. }))
+        .collect();
+    assert_eq!(
+        answered,
+        [
+            &LogEvent::Acked { ticket: first },
+            &LogEvent::Acked { ticket: smaller }
+        ]
+    );
     let marker = FileRef::log_start(target);
     assert!(harness.storage.is_dir_durable(&marker));
     // Already there: answered at once.
-    assert_eq!(harness.log.handle_delete_records(Offset(1)), Ok(true));
-    assert_eq!(harness.log.handle_delete_records(target), Ok(true));
+    assert_eq!(harness.log.handle_delete_records(Offset(1)), Ok(None));
+    assert_eq!(harness.log.handle_delete_records(target), Ok(None));
 
     // Below the log start is out of range; reads start at the batch holding it.
     assert!(harness.log.handle_fetch(bases[1], 100).is_err());
@@ -1239,7 +1335,7 @@ fn delete_records_moves_the_log_start_durably_and_retention_frees_the_segments_b
     // A second move removes the first marker; recovery honours the highest marker and
     // removes any other.
     let second = Offset(bases[2].0);
-    assert_eq!(harness.log.handle_delete_records(second), Ok(false));
+    assert!(harness.log.handle_delete_records(second).unwrap().is_some());
     harness.transfer();
     harness.settle();
     assert_eq!(harness.log.log_start(), second);

@@ -95,7 +95,8 @@ fn main() {
     println!(
         "{ran} seeds passed in {:.1} s (seeds {first}..{}): {} appends, {} crashes, {} torn tails, \
          {} fences, {} corruptions detected ({} flips in sealed segments found by verification), \
-         {} rolls, {} segments deleted, {} log-start moves",
+         {} rolls, {} segments deleted, {} log-start moves, {} acknowledgements, {} parked fetches \
+         woken",
         started.elapsed().as_secs_f64(),
         first + ran,
         total.appends,
@@ -107,6 +108,8 @@ fn main() {
         total.rolls,
         total.segments_deleted,
         total.log_start_moves,
+        total.acks,
+        total.fetches_woken,
     );
 }
 

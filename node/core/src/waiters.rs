@@ -1,0 +1,212 @@
+//! The requests waiting on one partition's log: produce acknowledgements by durability level,
+//! DeleteRecords waiting for their log start to be durable, and long-poll fetches parked
+//! until the high watermark moves. The log resolves them as its watermarks move and emits
+//! one event per waiter ([`LogEvent::Acked`], [`LogEvent::Refused`],
+//! [`LogEvent::FetchReady`]); the shell only maps each [`Ticket`] to its reply channel.
+//!
+//! Invariants:
+//! - a waiter is resolved exactly once (acknowledged, refused or woken), except a parked fetch
+//!   the shell withdrew ([`Waiters::cancel_fetch`]), which is never resolved;
+//! - the acknowledgements of one durability level are emitted in offset order, in the same
+//!   step as the watermark move that covers them (`write` at [`LogEvent::Written`] or
+//!   [`LogEvent::Durable`], `fsync` at `Durable`), never before it;
+//! - a fenced log refuses every waiting acknowledgement and DeleteRecords, and wakes every
+//!   parked fetch; it takes no new waiters;
+//! - at most [`crate::LogConfig::fetch_waiters_max`] fetches are parked at once; a parked
+//!   fetch is woken at the latest at its deadline. The number of acknowledgements waiting is
+//!   bounded by the shell (connections × frames in flight), not here.
+
+use std::collections::VecDeque;
+
+use spate_format::Offset;
+
+use crate::partition::LogEvent;
+use crate::Millis;
+
+/// Names one waiting request of a partition. Tickets of one log are never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ticket(pub u64);
+
+/// Why a fetch cannot be parked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchWaitError {
+    #[error("{parked} fetches are already waiting on this partition (the limit)")]
+    TooMany { parked: usize },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ParkedFetch {
+    ticket: Ticket,
+    /// The offset the fetch reads from: it is ready once the log start passes it.
+    offset: Offset,
+    /// The high watermark the fetch saw: it is ready once the high watermark passes it.
+    seen: Offset,
+    deadline: Millis,
+}
+
+/// The waiters of one log (see the module documentation).
+#[derive(Debug, Default)]
+pub(crate) struct Waiters {
+    next_ticket: u64,
+    /// `write` acknowledgements: the offset after each batch, in offset order.
+    write: VecDeque<(Offset, Ticket)>,
+    /// `fsync` acknowledgements, likewise.
+    fsync: VecDeque<(Offset, Ticket)>,
+    /// DeleteRecords: the log start each asked for.
+    starts: Vec<(Offset, Ticket)>,
+    fetches: Vec<ParkedFetch>,
+}
+
+impl Waiters {
+    fn ticket(&mut self) -> Ticket {
+        self.next_ticket += 1;
+        Ticket(self.next_ticket)
+    }
+
+    /// A `write` acknowledgement due once everything below `next` is written.
+    pub(crate) fn wait_written(&mut self, next: Offset) -> Ticket {
+        let ticket = self.ticket();
+        debug_assert!(self.write.back().is_none_or(|(last, _)| *last < next));
+        self.write.push_back((next, ticket));
+        ticket
+    }
+
+    /// An `fsync` acknowledgement due once everything below `next` is durable.
+    pub(crate) fn wait_durable(&mut self, next: Offset) -> Ticket {
+        let ticket = self.ticket();
+        debug_assert!(self.fsync.back().is_none_or(|(last, _)| *last < next));
+        self.fsync.push_back((next, ticket));
+        ticket
+    }
+
+    /// A DeleteRecords answered once the log start is durably at or above `offset`.
+    pub(crate) fn wait_start(&mut self, offset: Offset) -> Ticket {
+        let ticket = self.ticket();
+        self.starts.push((offset, ticket));
+        ticket
+    }
+
+    /// Parks a fetch from `offset` that saw the high watermark at `seen` until the high
+    /// watermark passes `seen`, the log start passes `offset`, the log is fenced, or
+    /// `deadline`.
+    pub(crate) fn park_fetch(
+        &mut self,
+        offset: Offset,
+        seen: Offset,
+        deadline: Millis,
+        max: u32,
+    ) -> Result<Ticket, FetchWaitError> {
+        if self.fetches.len() >= max as usize {
+            return Err(FetchWaitError::TooMany {
+                parked: self.fetches.len(),
+            });
+        }
+        let ticket = self.ticket();
+        self.fetches.push(ParkedFetch {
+            ticket,
+            offset,
+            seen,
+            deadline,
+        });
+        Ok(ticket)
+    }
+
+    /// Withdraws a parked fetch (its requester went away); no event follows for it.
+    pub(crate) fn cancel_fetch(&mut self, ticket: Ticket) {
+        self.fetches.retain(|fetch| fetch.ticket != ticket);
+    }
+
+    /// Acknowledgements (produce and DeleteRecords) not yet resolved.
+    pub(crate) fn acks_waiting(&self) -> usize {
+        self.write.len() + self.fsync.len() + self.starts.len()
+    }
+
+    pub(crate) fn fetches_parked(&self) -> usize {
+        self.fetches.len()
+    }
+
+    /// The earliest deadline of a parked fetch.
+    pub(crate) fn next_deadline(&self) -> Option<Millis> {
+        self.fetches.iter().map(|fetch| fetch.deadline).min()
+    }
+
+    fn resolve(
+        queue: &mut VecDeque<(Offset, Ticket)>,
+        up_to: Offset,
+        out: &mut VecDeque<LogEvent>,
+    ) {
+        while let Some(&(next, ticket)) = queue.front() {
+            if next > up_to {
+                break;
+            }
+            queue.pop_front();
+            out.push_back(LogEvent::Acked { ticket });
+        }
+    }
+
+    fn wake_fetches(&mut self, out: &mut VecDeque<LogEvent>, ready: impl Fn(&ParkedFetch) -> bool) {
+        self.fetches.retain(|fetch| {
+            if ready(fetch) {
+                out.push_back(LogEvent::FetchReady {
+                    ticket: fetch.ticket,
+                });
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Everything below `up_to` is written.
+    pub(crate) fn written(&mut self, up_to: Offset, out: &mut VecDeque<LogEvent>) {
+        Self::resolve(&mut self.write, up_to, out);
+    }
+
+    /// Everything below `up_to` is durable: the high watermark is `up_to`.
+    pub(crate) fn durable(&mut self, up_to: Offset, out: &mut VecDeque<LogEvent>) {
+        Self::resolve(&mut self.write, up_to, out);
+        Self::resolve(&mut self.fsync, up_to, out);
+        self.wake_fetches(out, |fetch| fetch.seen < up_to);
+    }
+
+    /// The log start is durably at `durable_start`: the DeleteRecords that asked for no
+    /// more are answered.
+    pub(crate) fn start_durable(&mut self, durable_start: Offset, out: &mut VecDeque<LogEvent>) {
+        self.starts.retain(|&(asked, ticket)| {
+            if asked <= durable_start {
+                out.push_back(LogEvent::Acked { ticket });
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// The log start is now `log_start`: fetches below it look again (they are out of range).
+    pub(crate) fn start_moved(&mut self, log_start: Offset, out: &mut VecDeque<LogEvent>) {
+        self.wake_fetches(out, |fetch| fetch.offset < log_start);
+    }
+
+    /// The log is fenced: no waiting acknowledgement will ever come.
+    pub(crate) fn fence(&mut self, out: &mut VecDeque<LogEvent>) {
+        let mut refused: Vec<Ticket> = self
+            .write
+            .drain(..)
+            .chain(self.fsync.drain(..))
+            .chain(self.starts.drain(..))
+            .map(|(_, ticket)| ticket)
+            .collect();
+        refused.sort_unstable();
+        out.extend(
+            refused
+                .into_iter()
+                .map(|ticket| LogEvent::Refused { ticket }),
+        );
+        self.wake_fetches(out, |_| true);
+    }
+
+    /// Wakes the parked fetches whose deadline has come.
+    pub(crate) fn tick(&mut self, now: Millis, out: &mut VecDeque<LogEvent>) {
+        self.wake_fetches(out, |fetch| fetch.deadline <= now);
+    }
+}
