@@ -1,7 +1,9 @@
 //! `Engine`: the node's storage engine without the network, for `spate-bench storage`. One
 //! shard on the calling glommio executor owns every partition of one topic and appends
-//! through exactly the path a produce frame takes (validation, `PartitionLog`, `DmaStorage`,
-//! group commit, acknowledgements by durability level), minus the TCP connection.
+//! through exactly the functions a produce frame goes through (`Shard::within_budget`,
+//! `Shard::owned`, `Shard::within_room`, `Shard::produce`: validation, `PartitionLog`,
+//! `DmaStorage`, group commit, acknowledgements by ticket), minus the TCP connection and the
+//! frame decoding.
 
 use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
@@ -73,20 +75,17 @@ impl Engine {
         // appenders run (a connection yields the same way when it reads its socket).
         futures_lite::future::yield_now().await;
         self.shard.within_budget().await;
-        let key = spate_core::PartitionKey {
-            topic: self.topic.clone(),
-            partition,
-        };
-        self.shard
-            .within_partition_room(&key, batch.len() as u64)
-            .await;
         let request = ProduceRequest {
             topic: self.topic.clone(),
             partition: PartitionId(partition),
             durability,
             batch,
         };
-        match self.shard.produce(&request)? {
+        let partition = self.shard.owned(&request.topic, request.partition)?;
+        self.shard
+            .within_room(&partition, request.batch.len() as u64)
+            .await;
+        match self.shard.produce(&partition, &request)? {
             Ok(response) => Ok(response),
             Err(receiver) => receiver.recv().await.unwrap_or_else(|| {
                 Err(ErrorResponse::new(

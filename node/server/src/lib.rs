@@ -13,6 +13,7 @@ pub mod lock;
 pub mod logging;
 pub mod metadata;
 pub mod node;
+pub mod ownership;
 pub mod partition;
 pub mod shard;
 pub mod storage;

@@ -194,6 +194,11 @@ impl Partition {
         self.ring();
     }
 
+    /// Whether the partition is closing or closed (no new appends belong in it).
+    pub fn is_closing(&self) -> bool {
+        self.closing.get()
+    }
+
     /// Whether the driver stopped (the partition was closed).
     pub fn is_stopped(&self) -> bool {
         self.stopped.get()

@@ -9,7 +9,6 @@
 //! and reading stops while the shard's unsynced bytes exceed its budget.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -41,6 +40,7 @@ use crate::connections::{Connections, Registration};
 use crate::coordinator::{AdminClient, Update};
 use crate::inbound::Inbound;
 use crate::metadata::{Metadata, Topic};
+use crate::ownership::PartitionTable;
 use crate::partition::{now, Budget, DeleteRecordsResult, Partition, ProduceResult};
 use crate::storage::{list_dir, DmaStorage};
 
@@ -76,6 +76,13 @@ enum Wake {
     Read(std::io::Result<usize>),
     Evicted,
     Timer,
+}
+
+/// A decoded request, with the partition it names when it names one (resolved once, at
+/// arrival, and carried to the answer).
+enum Resolved {
+    Partition(Rc<Partition>, Request),
+    Shard(Request),
 }
 
 /// What dispatching a frame produced: an answer now, or one to wait for.
@@ -133,7 +140,7 @@ pub struct Shard {
     metadata: RefCell<Rc<Metadata>>,
     /// The unsynced bytes of the shard's partitions against `unflushed_bytes`.
     budget: Rc<Budget>,
-    partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
+    partitions: RefCell<PartitionTable>,
     /// Partitions being opened (recovering) right now.
     opening: RefCell<std::collections::HashSet<PartitionKey>>,
     connections: Rc<Connections>,
@@ -185,7 +192,7 @@ impl Shard {
             endpoints,
             metadata: RefCell::new(Rc::new(metadata)),
             budget: Rc::new(Budget::new(budget)),
-            partitions: RefCell::new(HashMap::new()),
+            partitions: RefCell::new(PartitionTable::default()),
             opening: RefCell::new(std::collections::HashSet::new()),
             connections: Rc::new(Connections::default()),
             shutdown,
@@ -200,7 +207,11 @@ impl Shard {
         key: &PartitionKey,
         f: impl FnOnce(&mut PartitionLog) -> R,
     ) -> Option<R> {
-        let partition = self.partitions.borrow().get(key).cloned()?;
+        let partition = self
+            .partitions
+            .borrow()
+            .get(&key.topic, key.partition)
+            .cloned()?;
         Some(partition.with_log(f))
     }
 
@@ -213,31 +224,12 @@ impl Shard {
         self.budget.within().await;
     }
 
-    /// Waits while a produce frame's batch would not fit in its partition's write buffer
-    /// (`PARTITION_BUFFER_BYTES_MAX`): the connection stops reading (back-pressure) instead
-    /// of the producer getting `Busy`. Other frames pass at once.
-    pub(crate) async fn within_partition_buffer(&self, frame: &Frame) {
-        if frame.head.api_key != spate_proto::ApiKey::Produce.to_u16() {
-            return;
-        }
-        let Ok(Some(route)) = frame.route() else {
-            return;
-        };
-        let key = PartitionKey {
-            topic: route.topic.to_owned(),
-            partition: route.partition.0,
-        };
-        self.within_partition_room(&key, frame.body().len() as u64)
-            .await;
-    }
-
-    /// Waits while `len` more bytes would not fit in the partition's write buffer. Waiters
-    /// queue in arrival order (the partition's room gate).
-    pub(crate) async fn within_partition_room(&self, key: &PartitionKey, len: u64) {
-        let Some(partition) = self.partitions.borrow().get(key).cloned() else {
-            return;
-        };
-        // Held until the room is there; the caller appends before awaiting anything else.
+    /// Waits while `len` more bytes would not fit in the partition's write buffer
+    /// (`PARTITION_BUFFER_BYTES_MAX`, the log's `has_room`): the connection stops reading
+    /// (back-pressure) instead of the producer getting `Busy`. Waiters queue in arrival
+    /// order (the partition's room gate); the caller appends before awaiting anything else,
+    /// so the room found is still there.
+    pub(crate) async fn within_room(&self, partition: &Partition, len: u64) {
         let Ok(_turn) = partition.room_gate.clone().acquire_static_permit(1).await else {
             return;
         };
@@ -290,7 +282,7 @@ impl Shard {
                 }
             }
         }
-        let open: Vec<PartitionKey> = self.partitions.borrow().keys().cloned().collect();
+        let open: Vec<PartitionKey> = self.partitions.borrow().keys();
         for key in open {
             let still = wanted.iter().any(|(wanted, _)| *wanted == key);
             if !still {
@@ -304,7 +296,7 @@ impl Shard {
         let permits = Rc::new(Semaphore::new(RECOVERY_CONCURRENCY));
         let mut opening = Vec::new();
         for (key, config) in wanted {
-            let present = self.partitions.borrow().contains_key(&key);
+            let present = self.partitions.borrow().contains(&key);
             if present {
                 self.with_log(&key, |log| log.set_config(config.clone()));
                 continue;
@@ -371,7 +363,7 @@ impl Shard {
         key: PartitionKey,
         config: spate_core::LogConfig,
     ) {
-        if self.partitions.borrow().contains_key(&key) {
+        if self.partitions.borrow().contains(&key) {
             return;
         }
         let dir = partition_dir(&self.config.data_dir, &key.topic, key.partition);
@@ -462,7 +454,7 @@ impl Shard {
             doorbell,
             self.budget.clone(),
         );
-        self.partitions.borrow_mut().insert(key, partition.clone());
+        self.partitions.borrow_mut().insert(partition.clone());
         glommio::spawn_local(partition.drive(bell)).detach();
     }
 
@@ -473,7 +465,7 @@ impl Shard {
     /// start. A recorded corruption fence (`FENCED`) is found again by the new recovery.
     pub async fn retry_fenced(self: &Rc<Self>, requested: bool) {
         let fenced: Vec<(PartitionKey, spate_core::FenceReason)> = {
-            let keys: Vec<PartitionKey> = self.partitions.borrow().keys().cloned().collect();
+            let keys: Vec<PartitionKey> = self.partitions.borrow().keys();
             keys.into_iter()
                 .filter_map(|key| {
                     let reason = self.with_log(&key, |log| log.fenced().cloned()).flatten()?;
@@ -522,14 +514,14 @@ impl Shard {
 
     /// The partitions open on this shard now.
     pub(crate) fn partition_list(&self) -> Vec<Rc<Partition>> {
-        self.partitions.borrow().values().cloned().collect()
+        self.partitions.borrow().partitions().cloned().collect()
     }
 
     /// Whether `partition` is still open (not closed, deleted or re-opened since).
     pub(crate) fn is_current(&self, partition: &Rc<Partition>) -> bool {
         self.partitions
             .borrow()
-            .get(&partition.key)
+            .get(&partition.key.topic, partition.key.partition)
             .is_some_and(|open| Rc::ptr_eq(open, partition))
     }
 
@@ -548,7 +540,7 @@ impl Shard {
 
     /// Closes every partition after letting in-flight syncs finish.
     pub async fn close_all(&self) {
-        let keys: Vec<PartitionKey> = self.partitions.borrow().keys().cloned().collect();
+        let keys: Vec<PartitionKey> = self.partitions.borrow().keys();
         for key in keys {
             self.close_partition(&key, true).await;
         }
@@ -557,7 +549,8 @@ impl Shard {
     /// Applies retention to every partition.
     pub fn retention(&self) {
         let time = now();
-        let partitions: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
+        let partitions: Vec<Rc<Partition>> =
+            self.partitions.borrow().partitions().cloned().collect();
         for partition in partitions {
             let deleted = partition.with_log(|log| log.handle_retention(time));
             if deleted > 0 {
@@ -661,11 +654,15 @@ impl Shard {
                 let Ok(permit) = permits.clone().acquire_static_permit(1).await else {
                     break 'connection Ok(());
                 };
-                // Nothing awaits between this and the append below, so the room it found is
-                // still there.
-                self.within_partition_buffer(&frame).await;
                 let correlation = frame.head.correlation_id;
-                match self.dispatch(&frame) {
+                let resolved = self.resolve(&frame);
+                if let Ok(Resolved::Partition(partition, Request::Produce(produce))) = &resolved {
+                    // Nothing awaits between this and the append below, so the room it found
+                    // is still there.
+                    self.within_room(partition, produce.batch.len() as u64)
+                        .await;
+                }
+                match self.dispatch(frame.head.api_key, resolved) {
                     Dispatched::Now(response) => {
                         drop(permit);
                         if responses
@@ -748,63 +745,94 @@ impl Shard {
         result
     }
 
-    fn dispatch(self: &Rc<Self>, frame: &Frame) -> Dispatched {
-        let api_key = frame.head.api_key;
-        let request = match Request::decode(frame) {
-            Ok(request) => request,
-            Err(problem) => {
-                return Dispatched::Now(Response::Error {
-                    api_key,
-                    error: error(ErrorCode::from(&problem), problem.to_string()),
-                })
-            }
-        };
-        let fail = move |error: ErrorResponse| Response::Error { api_key, error };
-        match request {
-            Request::Metadata(request) => Dispatched::Now(match self.describe(&request.topics) {
-                Ok(response) => Response::Metadata(response),
-                Err(error) => fail(error),
-            }),
-            Request::CreateTopic(_)
+    /// Decodes a frame (once) and finds the partition it names (once); the error to answer
+    /// with otherwise.
+    fn resolve(&self, frame: &Frame) -> Result<Resolved, ErrorResponse> {
+        let request = Request::decode(frame)
+            .map_err(|problem| error(ErrorCode::from(&problem), problem.to_string()))?;
+        let (topic, partition) = match &request {
+            Request::Produce(request) => (&request.topic, request.partition),
+            Request::Fetch(request) => (&request.topic, request.partition),
+            Request::ListOffsets(request) => (&request.topic, request.partition),
+            Request::FindRecord(request) => (&request.topic, request.partition),
+            Request::DeleteRecords(request) => (&request.topic, request.partition),
+            Request::Metadata(_)
+            | Request::CreateTopic(_)
             | Request::DeleteTopic(_)
             | Request::AllocateProducerIds(_)
             | Request::AutoCreateTopic(_)
-            | Request::AlterTopic(_) => {
+            | Request::AlterTopic(_) => return Ok(Resolved::Shard(request)),
+        };
+        let partition = self.owned(topic, partition)?;
+        Ok(Resolved::Partition(partition, request))
+    }
+
+    fn dispatch(
+        self: &Rc<Self>,
+        api_key: u16,
+        resolved: Result<Resolved, ErrorResponse>,
+    ) -> Dispatched {
+        let resolved = match resolved {
+            Ok(resolved) => resolved,
+            Err(error) => return Dispatched::Now(Response::Error { api_key, error }),
+        };
+        let fail = move |error: ErrorResponse| Response::Error { api_key, error };
+        match resolved {
+            Resolved::Shard(Request::Metadata(request)) => {
+                Dispatched::Now(match self.describe(&request.topics) {
+                    Ok(response) => Response::Metadata(response),
+                    Err(error) => fail(error),
+                })
+            }
+            Resolved::Shard(
+                request @ (Request::CreateTopic(_)
+                | Request::DeleteTopic(_)
+                | Request::AllocateProducerIds(_)
+                | Request::AutoCreateTopic(_)
+                | Request::AlterTopic(_)),
+            ) => {
                 let admin = self.admin.clone();
                 Dispatched::Later(Box::pin(async move { admin.call(request, api_key).await }))
             }
-            Request::Produce(request) => {
-                now_or_waited(api_key, self.produce(&request), Response::Produce)
-            }
-            Request::Fetch(request) => {
+            Resolved::Partition(partition, Request::Produce(request)) => now_or_waited(
+                api_key,
+                self.produce(&partition, &request),
+                Response::Produce,
+            ),
+            Resolved::Partition(partition, Request::Fetch(request)) => {
                 let shard = self.clone();
                 later(
                     api_key,
-                    async move { shard.fetch(request).await },
+                    async move { shard.fetch(&partition, &request).await },
                     Response::Fetch,
                 )
             }
-            Request::ListOffsets(request) => {
+            Resolved::Partition(partition, Request::ListOffsets(request)) => {
                 let shard = self.clone();
                 later(
                     api_key,
-                    async move { shard.list_offsets(request).await },
+                    async move { shard.list_offsets(&partition, request).await },
                     Response::ListOffsets,
                 )
             }
-            Request::FindRecord(request) => {
+            Resolved::Partition(partition, Request::FindRecord(request)) => {
                 let shard = self.clone();
                 later(
                     api_key,
-                    async move { shard.find_record(request).await },
+                    async move { shard.find_record(&partition, request).await },
                     Response::FindRecord,
                 )
             }
-            Request::DeleteRecords(request) => now_or_waited(
+            Resolved::Partition(partition, Request::DeleteRecords(request)) => now_or_waited(
                 api_key,
-                self.delete_records(&request),
+                self.delete_records(&partition, &request),
                 Response::DeleteRecords,
             ),
+            // `resolve` never pairs these.
+            Resolved::Shard(_) | Resolved::Partition(..) => Dispatched::Now(fail(error(
+                ErrorCode::Internal,
+                "request routed to the wrong handler",
+            ))),
         }
     }
 
@@ -857,7 +885,11 @@ impl Shard {
     }
 
     /// The partition, if this shard owns it; otherwise the error to answer with.
-    fn owned(&self, topic: &str, partition: PartitionId) -> Result<Rc<Partition>, ErrorResponse> {
+    pub(crate) fn owned(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+    ) -> Result<Rc<Partition>, ErrorResponse> {
         let metadata = self.metadata();
         let owner = metadata
             .topics
@@ -887,18 +919,18 @@ impl Shard {
                 endpoint,
             }));
         }
-        let key = PartitionKey {
-            topic: topic.to_owned(),
-            partition: partition.0,
-        };
-        self.partitions.borrow().get(&key).cloned().ok_or_else(|| {
-            error(
-                ErrorCode::Storage,
-                format!(
+        self.partitions
+            .borrow()
+            .get(topic, partition.0)
+            .cloned()
+            .ok_or_else(|| {
+                error(
+                    ErrorCode::Storage,
+                    format!(
                     "partition {topic}-{partition} could not be opened on this node; see its log"
                 ),
-            )
-        })
+                )
+            })
     }
 
     /// Appends now (so frames of one connection keep their order); the answer is immediate
@@ -906,11 +938,15 @@ impl Shard {
     #[allow(clippy::type_complexity)]
     pub(crate) fn produce(
         &self,
+        partition: &Partition,
         request: &ProduceRequest,
     ) -> Result<Result<ProduceResponse, local_channel::LocalReceiver<ProduceResult>>, ErrorResponse>
     {
-        let partition = self.owned(&request.topic, request.partition)?;
         let key = &partition.key;
+        if partition.is_closing() {
+            // Closed (deleted, moved, shutting down) while this request waited for room.
+            return Err(error(ErrorCode::ShuttingDown, "the partition closed"));
+        }
         let appended = partition.with_log(|log| {
             let ticket = log.handle_append(now(), &request.batch, request.durability)?;
             Ok::<_, spate_core::AppendError>((ticket, log.log_start()))
@@ -953,12 +989,12 @@ impl Shard {
     #[allow(clippy::type_complexity)]
     pub(crate) fn delete_records(
         &self,
+        partition: &Partition,
         request: &DeleteRecordsRequest,
     ) -> Result<
         Result<DeleteRecordsResponse, local_channel::LocalReceiver<DeleteRecordsResult>>,
         ErrorResponse,
     > {
-        let partition = self.owned(&request.topic, request.partition)?;
         let key = &partition.key;
         let moved = partition.with_log(|log| {
             let offset = if request.offset == DELETE_RECORDS_TO_HIGH_WATERMARK {
@@ -998,8 +1034,11 @@ impl Shard {
         Ok(Err(partition.wait_start(waiter)))
     }
 
-    async fn fetch(&self, request: FetchRequest) -> Result<FetchResponse, ErrorResponse> {
-        let partition = self.owned(&request.topic, request.partition)?;
+    async fn fetch(
+        &self,
+        partition: &Rc<Partition>,
+        request: &FetchRequest,
+    ) -> Result<FetchResponse, ErrorResponse> {
         let started = Instant::now();
         let max_wait = Duration::from_millis(u64::from(request.max_wait_ms));
         loop {
@@ -1047,7 +1086,7 @@ impl Shard {
                                     position: *position,
                                     detail: detail.clone(),
                                 };
-                                self.fence_corrupt(&partition, reason).await;
+                                self.fence_corrupt(partition, reason).await;
                             }
                             return Err(error(ErrorCode::Storage, fetch.to_string()));
                         }
@@ -1085,9 +1124,9 @@ impl Shard {
 
     async fn list_offsets(
         &self,
+        partition: &Rc<Partition>,
         request: ListOffsetsRequest,
     ) -> Result<ListOffsetsResponse, ErrorResponse> {
-        let partition = self.owned(&request.topic, request.partition)?;
         let (log_start, high_watermark, scan_from) = {
             let log = partition.log();
             let start = match request.spec {
@@ -1103,6 +1142,7 @@ impl Shard {
                 None => high_watermark,
                 Some(from) => self
                     .first_record_at_or_after(
+                        partition,
                         &request.topic,
                         request.partition,
                         from,
@@ -1124,6 +1164,7 @@ impl Shard {
     /// with its timestamp, scanning batches up to the high watermark; `None` if there is none.
     async fn first_record_at_or_after(
         &self,
+        target: &Rc<Partition>,
         topic: &str,
         partition: PartitionId,
         from: Offset,
@@ -1136,17 +1177,15 @@ impl Shard {
                 return Ok(None);
             }
             let before = offset;
-            let fetched = match self
-                .fetch(FetchRequest {
-                    topic: topic.to_owned(),
-                    partition,
-                    offset: offset.0,
-                    max_bytes: 1 << 20,
-                    max_wait_ms: 0,
-                    min_bytes: 0,
-                })
-                .await
-            {
+            let request = FetchRequest {
+                topic: topic.to_owned(),
+                partition,
+                offset: offset.0,
+                max_bytes: 1 << 20,
+                max_wait_ms: 0,
+                min_bytes: 0,
+            };
+            let fetched = match self.fetch(target, &request).await {
                 Ok(fetched) => fetched,
                 // The log start moved past the scan meanwhile (retention, DeleteRecords): go
                 // on from it.
@@ -1204,9 +1243,9 @@ impl Shard {
     /// finds the first record.
     async fn find_record(
         &self,
+        partition: &Rc<Partition>,
         request: FindRecordRequest,
     ) -> Result<FindRecordResponse, ErrorResponse> {
-        let partition = self.owned(&request.topic, request.partition)?;
         let (log_start, high_watermark, target) = {
             let log = partition.log();
             let target = match request.target {
@@ -1221,6 +1260,7 @@ impl Shard {
             None => None,
             Some((timestamp, from)) => {
                 self.first_record_at_or_after(
+                    partition,
                     &request.topic,
                     request.partition,
                     from,

@@ -163,6 +163,57 @@ fn long_poll_wakes_on_append_and_times_out_at_max_wait() {
     node.shutdown();
 }
 
+/// The parked-fetch limit (`fetch_waiters`) is the log's: one more long poll than it allows
+/// gets `Busy` at once, and the parked ones are all woken by one durable append.
+#[test]
+fn parked_fetches_beyond_the_limit_get_busy_and_the_rest_wake_together() {
+    let dir = data_dir("fetch-waiters");
+    let mut config = config(&dir, 1);
+    config.fetch_waiters = 2;
+    let node = spate_node::start(config).unwrap();
+    let mut admin = Client::connect(node.endpoints[0]);
+    admin.create_topic("t", 1);
+    let park = |client: &mut Client| {
+        client.send(&Request::Fetch(FetchRequest {
+            topic: "t".into(),
+            partition: PartitionId(0),
+            offset: 0,
+            max_bytes: 1 << 20,
+            max_wait_ms: 30_000,
+            min_bytes: 1,
+        }))
+    };
+    let mut parked: Vec<Client> = (0..2).map(|_| Client::connect(node.endpoints[0])).collect();
+    let ids: Vec<u64> = parked.iter_mut().map(park).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = Client::connect(node.endpoints[0]);
+    park(&mut third);
+    match third.receive().unwrap().1 {
+        Response::Error { error, .. } => {
+            assert_eq!(error.code, ErrorCode::Busy, "{error:?}");
+            assert!(error.message.contains("(the limit)"), "{error:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let started = Instant::now();
+    assert!(matches!(
+        admin.produce("t", 0, &[b"wake"], Durability::Fsync),
+        Response::Produce(_)
+    ));
+    for (client, id) in parked.iter_mut().zip(ids) {
+        let (answered, response) = client.receive().unwrap();
+        assert_eq!(answered, id);
+        match response {
+            Response::Fetch(fetched) => {
+                assert_eq!(records(&fetched.records), vec![(0, b"wake".to_vec())]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    node.shutdown();
+}
+
 #[test]
 fn durability_levels_acknowledge_and_become_visible() {
     let dir = data_dir("durability");
