@@ -126,6 +126,46 @@ impl IoRequest {
             | IoRequest::Remove { id, .. } => *id,
         }
     }
+
+    /// Asserts the O_DIRECT contract that every shell relies on (the simulator's storage and
+    /// the node's `DmaStorage` both check it before running a request): writes and reads at
+    /// sector-aligned positions with non-empty, sector-aligned lengths. Breaking it is a bug
+    /// in the core, never caused by input.
+    pub fn assert_aligned(&self) {
+        let sector = u64::from(SECTOR_SIZE);
+        match self {
+            IoRequest::Write { position, data, .. } => {
+                assert_eq!(
+                    position % sector,
+                    0,
+                    "O_DIRECT write position {position} unaligned"
+                );
+                assert_eq!(
+                    data.len() % sector,
+                    0,
+                    "O_DIRECT write length {} unaligned",
+                    data.len()
+                );
+                assert!(!data.is_empty(), "empty write");
+            }
+            IoRequest::Read { position, len, .. } => {
+                assert_eq!(
+                    position % sector,
+                    0,
+                    "O_DIRECT read position {position} unaligned"
+                );
+                assert_eq!(len % sector, 0, "O_DIRECT read length {len} unaligned");
+            }
+            IoRequest::Create { .. }
+            | IoRequest::Allocate { .. }
+            | IoRequest::WriteFile { .. }
+            | IoRequest::Sync { .. }
+            | IoRequest::SyncDir { .. }
+            | IoRequest::ReadFile { .. }
+            | IoRequest::Truncate { .. }
+            | IoRequest::Remove { .. } => {}
+        }
+    }
 }
 
 /// The bytes of one `Write`: pieces laid end to end, then zeros up to [`WriteData::len`], a

@@ -489,6 +489,7 @@ async fn execute(
 
 impl Storage for DmaStorage {
     fn submit(&mut self, request: IoRequest) {
+        request.assert_aligned();
         let files = self.files.clone();
         let buffers = self.buffers.clone();
         let dir = self.dir.clone();

@@ -216,19 +216,8 @@ impl SimStorage {
                 data,
                 ..
             } => {
+                // Aligned: checked at `submit` (`IoRequest::assert_aligned`).
                 let data = data.to_bytes();
-                assert_eq!(
-                    position % u64::from(SECTOR_SIZE),
-                    0,
-                    "O_DIRECT write position {position} unaligned"
-                );
-                assert_eq!(
-                    data.len() % SECTOR,
-                    0,
-                    "O_DIRECT write length {} unaligned",
-                    data.len()
-                );
-                assert!(!data.is_empty(), "empty write");
                 self.stats.writes += 1;
                 if self.take_fault(Fault::WriteError) {
                     Err(error("write", &file, "injected EIO"))
@@ -297,16 +286,7 @@ impl SimStorage {
                 len,
                 ..
             } => {
-                assert_eq!(
-                    position % u64::from(SECTOR_SIZE),
-                    0,
-                    "O_DIRECT read position unaligned"
-                );
-                assert_eq!(
-                    len % u64::from(SECTOR_SIZE),
-                    0,
-                    "O_DIRECT read length unaligned"
-                );
+                // Aligned: checked at `submit` (`IoRequest::assert_aligned`).
                 self.stats.reads += 1;
                 if self.take_fault(Fault::ReadError) {
                     Err(error("read", &file, "injected EIO"))
@@ -462,6 +442,7 @@ impl SimStorage {
 
 impl Storage for SimStorage {
     fn submit(&mut self, request: IoRequest) {
+        request.assert_aligned();
         self.in_flight.push(request);
     }
 
