@@ -15,6 +15,7 @@ pub mod storage;
 pub mod tail;
 pub mod verify;
 pub mod waiters;
+pub mod wire;
 
 pub use config::{LogConfig, FETCH_WAITERS_DEFAULT, ROUND_BYTES_MAX, TORN_WINDOW_BYTES};
 pub use partition::{

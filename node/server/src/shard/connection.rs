@@ -1,0 +1,394 @@
+//! A shard's connections: accepting them (within the connection limit), reading frames
+//! (bounded in flight, back-pressure while the shard is over its budget or a partition's
+//! write buffer is full, stalled-frame and idle timeouts), decoding each frame once and
+//! resolving its partition once, and writing the answers back in any order (each carries its
+//! correlation id).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_lite::{future, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalSender};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::sync::{Semaphore, StaticPermit};
+use spate_proto::{ErrorCode, ErrorResponse, Frame, FrameDecoder, Request, Response};
+
+use super::{error, Shard};
+use crate::connections::Registration;
+use crate::inbound::Inbound;
+use crate::partition::Partition;
+
+type Pending = Pin<Box<dyn Future<Output = Response>>>;
+
+/// Longest a connection waits for bytes before it checks its timeouts again (requests that
+/// finish while it waits make it idle).
+const TIMEOUT_CHECK: Duration = Duration::from_secs(1);
+
+/// What ended a connection's wait for bytes.
+enum Wake {
+    Read(std::io::Result<usize>),
+    Evicted,
+    Timer,
+}
+
+/// A decoded request, with the partition it names when it names one (resolved once, at
+/// arrival, and carried to the answer).
+enum Resolved {
+    Partition(Rc<Partition>, Request),
+    Shard(Request),
+}
+
+/// What dispatching a frame produced: an answer now, or one to wait for.
+enum Dispatched {
+    Now(Response),
+    Later(Pending),
+}
+
+/// An answer that comes from `answer` (an async operation of the shard).
+fn later<T: 'static>(
+    api_key: u16,
+    answer: impl Future<Output = Result<T, ErrorResponse>> + 'static,
+    wrap: fn(T) -> Response,
+) -> Dispatched {
+    Dispatched::Later(Box::pin(async move {
+        match answer.await {
+            Ok(response) => wrap(response),
+            Err(error) => Response::Error { api_key, error },
+        }
+    }))
+}
+
+/// An answer now, or one a partition sends once an acknowledgement is due (produce,
+/// DeleteRecords); a closed channel means the partition closed.
+#[allow(clippy::type_complexity)]
+fn now_or_waited<T: 'static>(
+    api_key: u16,
+    outcome: Result<
+        Result<T, local_channel::LocalReceiver<Result<T, ErrorResponse>>>,
+        ErrorResponse,
+    >,
+    wrap: fn(T) -> Response,
+) -> Dispatched {
+    match outcome {
+        Ok(Ok(response)) => Dispatched::Now(wrap(response)),
+        Ok(Err(receiver)) => later(
+            api_key,
+            async move {
+                receiver
+                    .recv()
+                    .await
+                    .unwrap_or_else(|| Err(error(ErrorCode::ShuttingDown, "the partition closed")))
+            },
+            wrap,
+        ),
+        Err(error) => Dispatched::Now(Response::Error { api_key, error }),
+    }
+}
+
+/// Fetched records at least this long are written to the connection as they are, after the
+/// answer's header (a second write); shorter ones are copied behind it (one write).
+const SHARED_ANSWER_BYTES_MIN: usize = 16 << 10;
+
+/// An answer's frame as the connection's writer sends it: a head and the records after it.
+fn answer_frame(response: &Response, correlation: u64) -> (Bytes, Bytes) {
+    match response {
+        Response::Fetch(fetch) if fetch.records.len() >= SHARED_ANSWER_BYTES_MIN => {
+            response.to_frame_parts(correlation)
+        }
+        _ => (response.to_frame(correlation), Bytes::new()),
+    }
+}
+
+impl Shard {
+    /// Accepts connections until shutdown.
+    pub async fn accept(self: Rc<Self>, listener: TcpListener) {
+        loop {
+            let accepted = future::or(async { Some(listener.accept().await) }, async {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                None
+            })
+            .await;
+            if self.shutdown.load(Ordering::Relaxed) {
+                return;
+            }
+            let stream = match accepted {
+                None => continue,
+                Some(Ok(stream)) => stream,
+                Some(Err(error)) => {
+                    tracing::warn!("accept failed: {error}");
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let max = self.config.max_connections as usize;
+            // At the limit, the connection silent longest makes room (silent ones cannot
+            // hold the port forever, and a reconnecting gateway always gets in).
+            if self.connections.len() >= max && !self.connections.evict_longest_silent() {
+                let refused = self.connections.refused();
+                if refused > 0 {
+                    tracing::warn!(
+                        max = self.config.max_connections,
+                        refused,
+                        "connection limit reached and every connection is active; refusing connections"
+                    );
+                }
+                let mut stream = stream;
+                let refusal =
+                    Response::error(0, ErrorCode::Busy, "connection limit reached").to_frame(0);
+                let _ = stream.write_all(&refusal).await;
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let registration = self.connections.register();
+            let shard = self.clone();
+            glommio::spawn_local(async move {
+                let peer = stream
+                    .peer_addr()
+                    .map(|addr| addr.to_string())
+                    .unwrap_or_default();
+                if let Err(error) = shard.clone().serve(stream, &registration).await {
+                    tracing::debug!(peer = %peer, "connection closed: {error}");
+                }
+                drop(registration);
+            })
+            .detach();
+        }
+    }
+
+    /// Answers one frame, holding its in-flight permit until the answer is queued: at once
+    /// (queued in order with the frames before it) or, for answers that wait (acknowledgements,
+    /// long polls, admin requests), from a task of its own. `false` once the connection's
+    /// writer is gone.
+    async fn answer(
+        self: &Rc<Self>,
+        frame: &Frame,
+        permit: StaticPermit,
+        responses: &Rc<LocalSender<(Bytes, Bytes)>>,
+    ) -> bool {
+        let correlation = frame.head.correlation_id;
+        let resolved = self.resolve(frame);
+        if let Ok(Resolved::Partition(partition, Request::Produce(produce))) = &resolved {
+            // Nothing awaits between this and the append below, so the room it found is
+            // still there.
+            self.within_room(partition, produce.batch.len() as u64)
+                .await;
+        }
+        match self.dispatch(frame.head.api_key, resolved) {
+            Dispatched::Now(response) => {
+                drop(permit);
+                responses
+                    .send(answer_frame(&response, correlation))
+                    .await
+                    .is_ok()
+            }
+            Dispatched::Later(pending) => {
+                let responses = responses.clone();
+                glommio::spawn_local(async move {
+                    let response = pending.await;
+                    let _ = responses.send(answer_frame(&response, correlation)).await;
+                    drop(permit);
+                })
+                .detach();
+                true
+            }
+        }
+    }
+
+    async fn serve(
+        self: Rc<Self>,
+        stream: TcpStream,
+        registration: &Registration,
+    ) -> std::io::Result<()> {
+        let (mut reader, mut writer) = futures_lite::io::split(stream);
+        let in_flight = self.config.frames_in_flight as usize;
+        let (responses, outgoing) = local_channel::new_bounded::<(Bytes, Bytes)>(in_flight);
+        let responses = Rc::new(responses);
+        let writer_task = glommio::spawn_local(async move {
+            while let Some((head, rest)) = outgoing.recv().await {
+                if writer.write_all(&head).await.is_err() || writer.write_all(&rest).await.is_err()
+                {
+                    break;
+                }
+            }
+            let _ = writer.close().await;
+        });
+        let permits = Rc::new(Semaphore::new(u64::from(self.config.frames_in_flight)));
+        let decoder = FrameDecoder::new(self.config.frame_size_max);
+        let mut inbound = Inbound::default();
+        let mut last_read = Instant::now();
+        let result = 'connection: loop {
+            loop {
+                let frame = match inbound.next_frame(&decoder) {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(frame_error) => {
+                        // The stream cannot be resynchronised: answer and close.
+                        let answer = Response::frame_error(inbound.buffered(), &frame_error);
+                        let _ = responses.send((answer, Bytes::new())).await;
+                        break 'connection Ok(());
+                    }
+                };
+                self.within_budget().await;
+                let Ok(permit) = permits.clone().acquire_static_permit(1).await else {
+                    break 'connection Ok(());
+                };
+                if !self.answer(&frame, permit, &responses).await {
+                    break 'connection Ok(());
+                }
+            }
+            if self.shutdown.load(Ordering::Relaxed) {
+                break Ok(());
+            }
+            let in_flight = self.config.frames_in_flight
+                - u32::try_from(permits.available()).unwrap_or(self.config.frames_in_flight);
+            registration.in_flight.set(in_flight);
+            let silent = last_read.elapsed();
+            let frame_timeout = Duration::from_millis(self.config.frame_timeout_ms);
+            let idle_timeout = Duration::from_millis(self.config.idle_timeout_ms);
+            // A started frame must keep arriving; a connection with nothing to do goes away.
+            let (limit, why) = if inbound.is_empty() {
+                (idle_timeout, "idle")
+            } else {
+                (frame_timeout, "a started frame stalled")
+            };
+            if silent >= limit && (in_flight == 0 || !inbound.is_empty()) {
+                tracing::debug!(
+                    silent_ms = silent.as_millis(),
+                    "closing a connection: {why}"
+                );
+                break Ok(());
+            }
+            let wait = limit
+                .saturating_sub(silent)
+                .clamp(Duration::from_millis(1), TIMEOUT_CHECK);
+            let woke = future::or(
+                async { Wake::Read(inbound.read(&mut reader, &decoder).await) },
+                future::or(
+                    async {
+                        let _ = registration.closed.recv().await;
+                        Wake::Evicted
+                    },
+                    async {
+                        glommio::timer::sleep(wait).await;
+                        Wake::Timer
+                    },
+                ),
+            )
+            .await;
+            match woke {
+                Wake::Read(Ok(0)) => break Ok(()),
+                Wake::Read(Ok(_)) => {}
+                Wake::Read(Err(error)) => break Err(error),
+                Wake::Evicted => {
+                    tracing::debug!("closing the connection silent longest to make room");
+                    break Ok(());
+                }
+                Wake::Timer => continue,
+            }
+            last_read = Instant::now();
+            registration.touch();
+        };
+        // Let the answers already on their way go out, then close.
+        let _ = permits
+            .acquire(u64::from(self.config.frames_in_flight))
+            .await;
+        drop(responses);
+        writer_task.await;
+        result
+    }
+
+    /// Decodes a frame (once) and finds the partition it names (once); the error to answer
+    /// with otherwise.
+    fn resolve(&self, frame: &Frame) -> Result<Resolved, ErrorResponse> {
+        let request = Request::decode(frame)
+            .map_err(|problem| error(ErrorCode::from(&problem), problem.to_string()))?;
+        let (topic, partition) = match &request {
+            Request::Produce(request) => (&request.topic, request.partition),
+            Request::Fetch(request) => (&request.topic, request.partition),
+            Request::ListOffsets(request) => (&request.topic, request.partition),
+            Request::FindRecord(request) => (&request.topic, request.partition),
+            Request::DeleteRecords(request) => (&request.topic, request.partition),
+            Request::Metadata(_)
+            | Request::CreateTopic(_)
+            | Request::DeleteTopic(_)
+            | Request::AllocateProducerIds(_)
+            | Request::AutoCreateTopic(_)
+            | Request::AlterTopic(_) => return Ok(Resolved::Shard(request)),
+        };
+        let partition = self.owned(topic, partition)?;
+        Ok(Resolved::Partition(partition, request))
+    }
+
+    fn dispatch(
+        self: &Rc<Self>,
+        api_key: u16,
+        resolved: Result<Resolved, ErrorResponse>,
+    ) -> Dispatched {
+        let resolved = match resolved {
+            Ok(resolved) => resolved,
+            Err(error) => return Dispatched::Now(Response::Error { api_key, error }),
+        };
+        let fail = move |error: ErrorResponse| Response::Error { api_key, error };
+        match resolved {
+            Resolved::Shard(Request::Metadata(request)) => {
+                Dispatched::Now(match self.describe(&request.topics) {
+                    Ok(response) => Response::Metadata(response),
+                    Err(error) => fail(error),
+                })
+            }
+            Resolved::Shard(
+                request @ (Request::CreateTopic(_)
+                | Request::DeleteTopic(_)
+                | Request::AllocateProducerIds(_)
+                | Request::AutoCreateTopic(_)
+                | Request::AlterTopic(_)),
+            ) => {
+                let admin = self.admin.clone();
+                Dispatched::Later(Box::pin(async move { admin.call(request, api_key).await }))
+            }
+            Resolved::Partition(partition, Request::Produce(request)) => now_or_waited(
+                api_key,
+                self.produce(&partition, &request),
+                Response::Produce,
+            ),
+            Resolved::Partition(partition, Request::Fetch(request)) => {
+                let shard = self.clone();
+                later(
+                    api_key,
+                    async move { shard.fetch(&partition, &request).await },
+                    Response::Fetch,
+                )
+            }
+            Resolved::Partition(partition, Request::ListOffsets(request)) => {
+                let shard = self.clone();
+                later(
+                    api_key,
+                    async move { shard.list_offsets(&partition, request).await },
+                    Response::ListOffsets,
+                )
+            }
+            Resolved::Partition(partition, Request::FindRecord(request)) => {
+                let shard = self.clone();
+                later(
+                    api_key,
+                    async move { shard.find_record(&partition, request).await },
+                    Response::FindRecord,
+                )
+            }
+            Resolved::Partition(partition, Request::DeleteRecords(request)) => now_or_waited(
+                api_key,
+                self.delete_records(&partition, &request),
+                Response::DeleteRecords,
+            ),
+            // `resolve` never pairs these.
+            Resolved::Shard(_) | Resolved::Partition(..) => Dispatched::Now(fail(error(
+                ErrorCode::Internal,
+                "request routed to the wrong handler",
+            ))),
+        }
+    }
+}

@@ -1,0 +1,465 @@
+//! The request handlers of a shard: metadata, produce, fetch (long poll), list-offsets,
+//! find-record and DeleteRecords, each on the partition the request resolved to, and the
+//! mapping of the core's errors to wire errors (`ErrorCode::from`, plus the partition named in
+//! the message).
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use glommio::channels::local_channel;
+use spate_core::{AppendError, DeleteRecordsError, FetchError, FetchPlan};
+use spate_format::{batches, Offset};
+use spate_proto::{
+    DeleteRecordsRequest, DeleteRecordsResponse, ErrorCode, ErrorDetail, ErrorResponse,
+    FetchRequest, FetchResponse, FindRecordRequest, FindRecordResponse, ListOffsetsRequest,
+    ListOffsetsResponse, MetadataResponse, OffsetSpec, PartitionId, PartitionMetadata,
+    ProduceRequest, ProduceResponse, RecordTarget, Setting, ShardId, ShardInfo, TopicMetadata,
+    DELETE_RECORDS_TO_HIGH_WATERMARK,
+};
+
+use super::{effective, error, Shard};
+use crate::partition::{now, DeleteRecordsResult, Partition, ProduceResult};
+
+impl Shard {
+    pub(super) fn describe(&self, names: &[String]) -> Result<MetadataResponse, ErrorResponse> {
+        let metadata = self.metadata();
+        let shards = self
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(index, endpoint)| ShardInfo {
+                shard: ShardId(u16::try_from(index).unwrap_or(u16::MAX)),
+                endpoint: endpoint.clone(),
+            })
+            .collect();
+        let selected: Vec<&String> = if names.is_empty() {
+            metadata.topics.keys().collect()
+        } else {
+            names.iter().collect()
+        };
+        let mut topics = Vec::with_capacity(selected.len());
+        for name in selected {
+            let topic = metadata
+                .topics
+                .get(name)
+                .ok_or_else(|| error(ErrorCode::UnknownTopic, format!("unknown topic {name:?}")))?;
+            let resolve = |setting, default: Option<u64>| match effective(setting, default) {
+                Some(value) => Setting::Value(value),
+                None => Setting::Unlimited,
+            };
+            topics.push(TopicMetadata {
+                name: name.clone(),
+                retention_ms: resolve(topic.retention_ms, self.config.retention_ms),
+                retention_bytes: resolve(topic.retention_bytes, self.config.retention_bytes),
+                segment_bytes: resolve(
+                    topic.segment_bytes,
+                    Some(u64::from(self.config.segment_bytes)),
+                ),
+                partitions: topic
+                    .shards
+                    .iter()
+                    .enumerate()
+                    .map(|(partition, shard)| PartitionMetadata {
+                        partition: PartitionId(u32::try_from(partition).unwrap_or(u32::MAX)),
+                        shard: *shard,
+                    })
+                    .collect(),
+            });
+        }
+        Ok(MetadataResponse { shards, topics })
+    }
+
+    /// The partition, if this shard owns it; otherwise the error to answer with.
+    pub(crate) fn owned(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+    ) -> Result<Rc<Partition>, ErrorResponse> {
+        let metadata = self.metadata();
+        let owner = metadata
+            .topics
+            .get(topic)
+            .ok_or_else(|| error(ErrorCode::UnknownTopic, format!("unknown topic {topic:?}")))?
+            .shards
+            .get(partition.0 as usize)
+            .copied()
+            .ok_or_else(|| {
+                error(
+                    ErrorCode::UnknownPartition,
+                    format!("topic {topic:?} has no partition {partition}"),
+                )
+            })?;
+        if owner != self.id {
+            let endpoint = self
+                .endpoints
+                .get(usize::from(owner.0))
+                .cloned()
+                .unwrap_or_default();
+            return Err(error(
+                ErrorCode::NotOwner,
+                format!("partition {topic}-{partition} is on shard {owner} at {endpoint}"),
+            )
+            .with_detail(ErrorDetail::NotOwner {
+                shard: owner,
+                endpoint,
+            }));
+        }
+        self.partitions
+            .borrow()
+            .get(topic, partition.0)
+            .cloned()
+            .ok_or_else(|| {
+                error(
+                    ErrorCode::Storage,
+                    format!(
+                    "partition {topic}-{partition} could not be opened on this node; see its log"
+                ),
+                )
+            })
+    }
+
+    /// Appends now (so frames of one connection keep their order); the answer is immediate
+    /// for `none`, or comes when the watermark of the requested level passes the batch.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn produce(
+        &self,
+        partition: &Partition,
+        request: &ProduceRequest,
+    ) -> Result<Result<ProduceResponse, local_channel::LocalReceiver<ProduceResult>>, ErrorResponse>
+    {
+        let key = &partition.key;
+        if partition.is_closing() {
+            // Closed (deleted, moved, shutting down) while this request waited for room.
+            return Err(error(ErrorCode::ShuttingDown, "the partition closed"));
+        }
+        let appended = partition.with_log(|log| {
+            let ticket = log.handle_append(now(), &request.batch, request.durability)?;
+            Ok::<_, AppendError>((ticket, log.log_start()))
+        });
+        let (ticket, log_start) = appended.map_err(|refused| {
+            error(
+                ErrorCode::from(&refused),
+                format!("partition {}-{}: {refused}", key.topic, key.partition),
+            )
+        })?;
+        let response = ProduceResponse {
+            base_offset: ticket.base_offset.0,
+            append_time: ticket.append_time.0,
+            log_start_offset: log_start.0,
+        };
+        partition.ring();
+        match ticket.waiter {
+            None => Ok(Ok(response)),
+            Some(waiter) => Ok(Err(partition.wait_ack(waiter, response))),
+        }
+    }
+
+    /// Moves the log start (DeleteRecords). The answer is immediate if the log already starts
+    /// there, or comes once the move is durable (the partition's `LogStartMoved`).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn delete_records(
+        &self,
+        partition: &Partition,
+        request: &DeleteRecordsRequest,
+    ) -> Result<
+        Result<DeleteRecordsResponse, local_channel::LocalReceiver<DeleteRecordsResult>>,
+        ErrorResponse,
+    > {
+        let key = &partition.key;
+        let moved = partition.with_log(|log| {
+            let offset = if request.offset == DELETE_RECORDS_TO_HIGH_WATERMARK {
+                log.high_watermark()
+            } else {
+                Offset(request.offset)
+            };
+            log.handle_delete_records(offset)
+                .map(|waiter| (waiter, log.log_start()))
+        });
+        let (waiter, log_start) = moved.map_err(|refused| {
+            let answer = error(
+                ErrorCode::from(&refused),
+                format!(
+                    "cannot delete the records of {}-{} before {}: {refused}",
+                    key.topic, key.partition, request.offset
+                ),
+            );
+            match refused {
+                DeleteRecordsError::AboveHighWatermark { high_watermark, .. } => answer
+                    .with_detail(ErrorDetail::OffsetRange {
+                        log_start_offset: partition.log().log_start().0,
+                        high_watermark: high_watermark.0,
+                    }),
+                DeleteRecordsError::Fenced(_) => answer,
+            }
+        })?;
+        let Some(waiter) = waiter else {
+            return Ok(Ok(DeleteRecordsResponse {
+                log_start_offset: log_start.0,
+            }));
+        };
+        partition.ring();
+        Ok(Err(partition.wait_start(waiter)))
+    }
+
+    /// A fetch: answered at once when it finds at least `min_bytes` (or `max_wait_ms` is 0),
+    /// otherwise parked on the log until the high watermark moves or the wait is over.
+    pub(super) async fn fetch(
+        &self,
+        partition: &Rc<Partition>,
+        request: &FetchRequest,
+    ) -> Result<FetchResponse, ErrorResponse> {
+        let started = Instant::now();
+        let max_wait = Duration::from_millis(u64::from(request.max_wait_ms));
+        let offset = Offset(request.offset);
+        loop {
+            if partition.is_stopped() {
+                return Err(error(ErrorCode::ShuttingDown, "the partition closed"));
+            }
+            let plan = {
+                let log = partition.log();
+                log.handle_fetch(offset, request.max_bytes)
+                    .map(|plan| (plan, log.high_watermark(), log.log_start()))
+            };
+            let (plan, high_watermark, log_start) = plan.map_err(|refused| {
+                let answer = error(ErrorCode::from(&refused), refused.to_string());
+                match refused {
+                    FetchError::OutOfRange {
+                        log_start,
+                        high_watermark,
+                        ..
+                    } => answer.with_detail(ErrorDetail::OffsetRange {
+                        log_start_offset: log_start.0,
+                        high_watermark: high_watermark.0,
+                    }),
+                    FetchError::Corrupt { .. } => answer,
+                }
+            })?;
+            let records = self.fetch_records(partition, plan).await?;
+            let waited = started.elapsed();
+            if records.len() >= request.min_bytes.max(1) as usize
+                || waited >= max_wait
+                || self.shutdown.load(Ordering::Relaxed)
+            {
+                return Ok(FetchResponse {
+                    high_watermark: high_watermark.0,
+                    log_start_offset: log_start.0,
+                    records,
+                });
+            }
+            // Park until the high watermark moves or the wait is over (the log decides).
+            let remaining = u32::try_from(max_wait.saturating_sub(waited).as_millis())
+                .unwrap_or(u32::MAX)
+                .max(1);
+            let ticket = partition
+                .with_log(|log| log.handle_fetch_wait(now(), offset, high_watermark, remaining))
+                .map_err(|refused| {
+                    error(
+                        ErrorCode::from(&refused),
+                        format!(
+                            "partition {}-{}: {refused}",
+                            partition.key.topic, partition.key.partition
+                        ),
+                    )
+                })?;
+            let _ = partition.wait_fetch(ticket).recv().await;
+        }
+    }
+
+    /// The records a fetch plan names: at hand, or read from the segment file (damage found
+    /// there fences the partition before the error is answered).
+    async fn fetch_records(
+        &self,
+        partition: &Rc<Partition>,
+        plan: FetchPlan,
+    ) -> Result<Bytes, ErrorResponse> {
+        let read = match plan {
+            FetchPlan::AtEnd => return Ok(Bytes::new()),
+            FetchPlan::Ready(bytes) => return Ok(bytes),
+            FetchPlan::Read(read) => read,
+        };
+        let reader = partition.storage.borrow().reader();
+        let data = reader
+            .read(read.file, read.position, read.len)
+            .await
+            .map_err(|storage| error(ErrorCode::Storage, storage.to_string()))?;
+        let refused = match read.complete(&data) {
+            Ok(bytes) => return Ok(bytes),
+            Err(refused) => refused,
+        };
+        if let FetchError::Corrupt {
+            segment,
+            position,
+            detail,
+        } = &refused
+        {
+            let reason = spate_core::FenceReason::Corruption {
+                segment: segment.clone(),
+                position: *position,
+                detail: detail.clone(),
+            };
+            self.fence_corrupt(partition, reason).await;
+        }
+        Err(error(ErrorCode::from(&refused), refused.to_string()))
+    }
+
+    pub(super) async fn list_offsets(
+        &self,
+        partition: &Rc<Partition>,
+        request: ListOffsetsRequest,
+    ) -> Result<ListOffsetsResponse, ErrorResponse> {
+        let (log_start, high_watermark, scan_from) = {
+            let log = partition.log();
+            let start = match request.spec {
+                OffsetSpec::Timestamp(timestamp) => log.timestamp_scan_start(timestamp),
+                _ => None,
+            };
+            (log.log_start(), log.high_watermark(), start)
+        };
+        let offset = match request.spec {
+            OffsetSpec::Earliest => log_start,
+            OffsetSpec::Latest => high_watermark,
+            OffsetSpec::Timestamp(timestamp) => match scan_from {
+                None => high_watermark,
+                Some(from) => self
+                    .first_record_at_or_after(
+                        partition,
+                        &request.topic,
+                        request.partition,
+                        from,
+                        timestamp,
+                        high_watermark,
+                    )
+                    .await?
+                    .map_or(high_watermark, |(offset, _)| offset),
+            },
+        };
+        Ok(ListOffsetsResponse {
+            offset: offset.0,
+            log_start_offset: log_start.0,
+            high_watermark: high_watermark.0,
+        })
+    }
+
+    /// The first durable record at or after `from` whose timestamp is at least `timestamp`,
+    /// with its timestamp, scanning batches up to the high watermark; `None` if there is none.
+    async fn first_record_at_or_after(
+        &self,
+        target: &Rc<Partition>,
+        topic: &str,
+        partition: PartitionId,
+        from: Offset,
+        timestamp: i64,
+        high_watermark: Offset,
+    ) -> Result<Option<(Offset, i64)>, ErrorResponse> {
+        let mut offset = from;
+        loop {
+            if offset >= high_watermark {
+                return Ok(None);
+            }
+            let before = offset;
+            let request = FetchRequest {
+                topic: topic.to_owned(),
+                partition,
+                offset: offset.0,
+                max_bytes: 1 << 20,
+                max_wait_ms: 0,
+                min_bytes: 0,
+            };
+            let fetched = match self.fetch(target, &request).await {
+                Ok(fetched) => fetched,
+                // The log start moved past the scan meanwhile (retention, DeleteRecords): go
+                // on from it.
+                Err(ErrorResponse {
+                    code: ErrorCode::OffsetOutOfRange,
+                    detail:
+                        ErrorDetail::OffsetRange {
+                            log_start_offset, ..
+                        },
+                    ..
+                }) if log_start_offset > offset.0 => {
+                    offset = Offset(log_start_offset);
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            for batch in batches(&fetched.records) {
+                let Ok(batch) = batch else { break };
+                if batch.max_timestamp() >= timestamp && batch.last_offset() >= offset {
+                    // The first record of the batch at or after the asked time (a compressed
+                    // batch is decompressed, bounded, to find it; it was validated when
+                    // produced, so this does not fail, and if it did the batch's start and
+                    // newest timestamp are the answer).
+                    let Ok(section) = batch.records_section() else {
+                        return Ok(Some((
+                            batch.base_offset().max(offset),
+                            batch.max_timestamp(),
+                        )));
+                    };
+                    let found = batch
+                        .records_in(&section)
+                        .flatten()
+                        .map(|record| {
+                            (
+                                Offset(batch.base_offset().0 + u64::from(record.offset_delta)),
+                                record.timestamp,
+                            )
+                        })
+                        .find(|(at, time)| *time >= timestamp && *at >= offset);
+                    if found.is_some() {
+                        return Ok(found);
+                    }
+                }
+                offset = batch.next_offset();
+            }
+            if offset == before {
+                // Nothing more to read (or nothing readable): never loop without progress.
+                return Ok(None);
+            }
+        }
+    }
+
+    /// A record by timestamp with its offset and time (Kafka's ListOffsets by time and by
+    /// newest time): the log says where to start (and, for the newest, which time); the scan
+    /// finds the first record.
+    pub(super) async fn find_record(
+        &self,
+        partition: &Rc<Partition>,
+        request: FindRecordRequest,
+    ) -> Result<FindRecordResponse, ErrorResponse> {
+        let (log_start, high_watermark, target) = {
+            let log = partition.log();
+            let target = match request.target {
+                RecordTarget::Newest => log.max_timestamp_scan_start(),
+                RecordTarget::AtOrAfter(timestamp) => log
+                    .timestamp_scan_start(timestamp)
+                    .map(|from| (timestamp, from)),
+            };
+            (log.log_start(), log.high_watermark(), target)
+        };
+        let found = match target {
+            None => None,
+            Some((timestamp, from)) => {
+                self.first_record_at_or_after(
+                    partition,
+                    &request.topic,
+                    request.partition,
+                    from,
+                    timestamp,
+                    high_watermark,
+                )
+                .await?
+            }
+        };
+        let (offset, timestamp) = found.map_or((high_watermark.0, -1), |(offset, timestamp)| {
+            (offset.0, timestamp)
+        });
+        Ok(FindRecordResponse {
+            offset,
+            timestamp,
+            log_start_offset: log_start.0,
+            high_watermark: high_watermark.0,
+        })
+    }
+}

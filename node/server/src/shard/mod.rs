@@ -1,0 +1,473 @@
+//! A shard: one glommio executor owning a disjoint set of partitions, its TCP listener, its
+//! connections, and its copy of the node's metadata.
+//!
+//! Invariants: nothing on the data path crosses shards or takes a lock — a request for a
+//! partition of another shard is answered `NotOwner` with that shard's endpoint; appends from
+//! one connection are applied in the order their frames arrived (the append happens before
+//! the next frame is read); no `RefCell` borrow is held across an await; every queue is
+//! bounded (frames in flight per connection, waiters per partition, connections per shard)
+//! and reading stops while the shard's unsynced bytes exceed its budget.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::channels::local_channel;
+use glommio::sync::Semaphore;
+use spate_core::recovery::Recovery;
+use spate_core::{PartitionKey, PartitionLog, Storage};
+use spate_proto::{ErrorCode, ErrorResponse, Setting, ShardId};
+
+use crate::config::NodeConfig;
+use crate::connections::Connections;
+use crate::coordinator::{AdminClient, Update};
+use crate::metadata::{Metadata, Topic};
+use crate::ownership::PartitionTable;
+use crate::partition::{now, Budget, Partition};
+use crate::storage::{list_dir, DmaStorage};
+
+mod connection;
+mod handlers;
+
+/// Partitions one shard recovers at a time (at startup and when metadata changes). Each reads
+/// at most `RECOVERY_READ_BYTES` (4 MiB) at once, so recovery holds at most 64 MiB of reads.
+const RECOVERY_CONCURRENCY: u64 = 16;
+
+/// A closing partition's in-flight writes and syncs get up to 500 × 10 ms = 5 s to finish
+/// before its files close (what is not durable by then is not acknowledged).
+const CLOSE_SETTLE_CHECKS: u32 = 500;
+const CLOSE_SETTLE_CHECK: Duration = Duration::from_millis(10);
+
+/// The directory of a partition.
+pub fn partition_dir(data_dir: &std::path::Path, topic: &str, partition: u32) -> PathBuf {
+    data_dir.join("topics").join(format!("{topic}-{partition}"))
+}
+
+/// Free space in the data directory before a partition fenced by ENOSPC is recovered by
+/// itself: room for several preallocation steps, so it does not fence again at once.
+pub const RECOVERY_FREE_BYTES_MIN: u64 = 4 << 20;
+
+/// How often each shard looks for fenced partitions to recover.
+pub const FENCE_CHECK: Duration = Duration::from_secs(2);
+
+#[derive(Debug)]
+pub struct Shard {
+    pub id: ShardId,
+    pub config: Rc<NodeConfig>,
+    pub endpoints: Vec<String>,
+    metadata: RefCell<Rc<Metadata>>,
+    /// The unsynced bytes of the shard's partitions against `unflushed_bytes`.
+    budget: Rc<Budget>,
+    partitions: RefCell<PartitionTable>,
+    /// Partitions being opened (recovering) right now.
+    opening: RefCell<std::collections::HashSet<PartitionKey>>,
+    connections: Rc<Connections>,
+    pub shutdown: Arc<AtomicBool>,
+    admin: AdminClient,
+    /// The device buffers every partition's writes are copied into.
+    write_buffers: Rc<crate::storage::WriteBuffers>,
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> ErrorResponse {
+    ErrorResponse::new(code, message)
+}
+
+fn effective(setting: Setting, default: Option<u64>) -> Option<u64> {
+    match setting {
+        Setting::Default => default,
+        Setting::Unlimited => None,
+        Setting::Value(value) => Some(value),
+    }
+}
+
+impl Shard {
+    pub fn new(
+        id: ShardId,
+        config: Rc<NodeConfig>,
+        endpoints: Vec<String>,
+        metadata: Metadata,
+        shutdown: Arc<AtomicBool>,
+        admin: AdminClient,
+    ) -> Self {
+        let budget = config.unflushed_bytes;
+        Shard {
+            id,
+            config,
+            endpoints,
+            metadata: RefCell::new(Rc::new(metadata)),
+            budget: Rc::new(Budget::new(budget)),
+            partitions: RefCell::new(PartitionTable::default()),
+            opening: RefCell::new(std::collections::HashSet::new()),
+            connections: Rc::new(Connections::default()),
+            shutdown,
+            admin,
+            write_buffers: Rc::default(),
+        }
+    }
+
+    /// Runs `f` on a partition's log (never across an await), if the partition is open.
+    pub fn with_log<R>(
+        &self,
+        key: &PartitionKey,
+        f: impl FnOnce(&mut PartitionLog) -> R,
+    ) -> Option<R> {
+        let partition = self
+            .partitions
+            .borrow()
+            .get(&key.topic, key.partition)
+            .cloned()?;
+        Some(partition.with_log(f))
+    }
+
+    pub fn metadata(&self) -> Rc<Metadata> {
+        self.metadata.borrow().clone()
+    }
+
+    /// Waits until the shard's unsynced bytes are within its budget (back-pressure).
+    pub(crate) async fn within_budget(&self) {
+        self.budget.within().await;
+    }
+
+    /// Waits while `len` more bytes would not fit in the partition's write buffer
+    /// (`PARTITION_BUFFER_BYTES_MAX`, the log's `has_room`): the connection stops reading
+    /// (back-pressure) instead of the producer getting `Busy`. Waiters queue in arrival
+    /// order (the partition's room gate); the caller appends before awaiting anything else,
+    /// so the room found is still there.
+    pub(crate) async fn within_room(&self, partition: &Partition, len: u64) {
+        let Ok(_turn) = partition.room_gate.clone().acquire_static_permit(1).await else {
+            return;
+        };
+        while !partition.log().has_room(len) && !partition.is_stopped() {
+            self.budget.wait_for_progress().await;
+        }
+    }
+
+    /// The log settings of a partition of `topic`, when the shard owns `owned` partitions
+    /// (they share the shard's tail cache).
+    fn log_config(&self, topic: &Topic, owned: usize) -> spate_core::LogConfig {
+        let segment_bytes = match topic.segment_bytes {
+            Setting::Value(value) => u32::try_from(value).unwrap_or(self.config.segment_bytes),
+            _ => self.config.segment_bytes,
+        };
+        let mut config = self.config.log_config(
+            effective(topic.retention_ms, self.config.retention_ms),
+            effective(topic.retention_bytes, self.config.retention_bytes),
+            segment_bytes,
+        );
+        config.tail_cache_bytes = self.config.tail_cache_bytes / owned.max(1) as u64;
+        config
+    }
+
+    /// Opens (recovering from disk) every partition this shard owns and does not have open,
+    /// and closes those it no longer owns. Called at startup and on every metadata update.
+    pub async fn apply_metadata(self: &Rc<Self>, metadata: Metadata) {
+        let metadata = Rc::new(metadata);
+        *self.metadata.borrow_mut() = metadata.clone();
+        let owned = metadata
+            .topics
+            .values()
+            .map(|topic| {
+                topic
+                    .shards
+                    .iter()
+                    .filter(|shard| **shard == self.id)
+                    .count()
+            })
+            .sum::<usize>();
+        let mut wanted = Vec::new();
+        for (name, topic) in &metadata.topics {
+            for (partition, shard) in topic.shards.iter().enumerate() {
+                if *shard == self.id {
+                    let key = PartitionKey {
+                        topic: name.clone(),
+                        partition: u32::try_from(partition).unwrap_or(0),
+                    };
+                    wanted.push((key, self.log_config(topic, owned)));
+                }
+            }
+        }
+        let open: Vec<PartitionKey> = self.partitions.borrow().keys();
+        for key in open {
+            let still = wanted.iter().any(|(wanted, _)| *wanted == key);
+            if !still {
+                self.close_partition(&key, metadata.topics.contains_key(&key.topic))
+                    .await;
+            }
+        }
+        // Partitions recover concurrently, a bounded number at a time: a restart with many
+        // partitions waits for the disk's queue, not for each partition's round trips, and
+        // the memory recovery reads into stays bounded.
+        let permits = Rc::new(Semaphore::new(RECOVERY_CONCURRENCY));
+        let mut opening = Vec::new();
+        for (key, config) in wanted {
+            let present = self.partitions.borrow().contains(&key);
+            if present {
+                self.with_log(&key, |log| log.set_config(config.clone()));
+                continue;
+            }
+            let Ok(permit) = permits.clone().acquire_static_permit(1).await else {
+                break;
+            };
+            let shard = self.clone();
+            opening.push(glommio::spawn_local(async move {
+                shard.open_partition(key, config).await;
+                drop(permit);
+            }));
+        }
+        for task in opening {
+            task.await;
+        }
+    }
+
+    async fn close_partition(&self, key: &PartitionKey, keep_files: bool) {
+        let partition = self.partitions.borrow_mut().remove(key);
+        if let Some(partition) = partition {
+            // Make everything appended durable before the files close.
+            partition.with_log(|log| log.handle_flush(now()));
+            partition.close();
+            // Give in-flight syncs a moment to finish before the files go.
+            for _ in 0..CLOSE_SETTLE_CHECKS {
+                if partition.settled() {
+                    break;
+                }
+                glommio::timer::sleep(CLOSE_SETTLE_CHECK).await;
+            }
+            partition.release_budget();
+            let reader = partition.storage.borrow().reader();
+            reader.close().await;
+        }
+        if !keep_files {
+            let dir = partition_dir(&self.config.data_dir, &key.topic, key.partition);
+            let shown = dir.display().to_string();
+            let removed = glommio::executor()
+                .spawn_blocking(move || std::fs::remove_dir_all(&dir))
+                .await;
+            match removed {
+                Ok(()) => tracing::info!(dir = %shown, "deleted partition directory"),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    tracing::error!(dir = %shown, "cannot delete partition directory: {error}");
+                }
+            }
+        }
+    }
+
+    /// Opens a partition unless it is being opened already (a metadata update and a retried
+    /// recovery may both want it; two drivers on one directory would corrupt it).
+    async fn open_partition(self: &Rc<Self>, key: PartitionKey, config: spate_core::LogConfig) {
+        if !self.opening.borrow_mut().insert(key.clone()) {
+            return;
+        }
+        self.open_partition_once(key.clone(), config).await;
+        self.opening.borrow_mut().remove(&key);
+    }
+
+    async fn open_partition_once(
+        self: &Rc<Self>,
+        key: PartitionKey,
+        config: spate_core::LogConfig,
+    ) {
+        if self.partitions.borrow().contains(&key) {
+            return;
+        }
+        let dir = partition_dir(&self.config.data_dir, &key.topic, key.partition);
+        if let Err(error) = std::fs::create_dir_all(&dir) {
+            tracing::error!(dir = %dir.display(), "cannot create partition directory: {error}");
+            return;
+        }
+        let (doorbell, bell) = local_channel::new_bounded(1);
+        let doorbell = Rc::new(doorbell);
+        let mut storage =
+            DmaStorage::new(dir.clone(), doorbell.clone(), self.write_buffers.clone());
+        let listing = match list_dir(&dir) {
+            Ok(listing) => listing,
+            Err(error) => {
+                tracing::error!(dir = %dir.display(), "cannot list partition directory: {error}");
+                return;
+            }
+        };
+        tracing::debug!(topic = %key.topic, partition = key.partition, files = listing.len(), "recovering");
+        let mut recovery = Recovery::new(config, &listing);
+        let result = loop {
+            while let Some(request) = recovery.poll_io() {
+                storage.submit(request);
+            }
+            if let Some(result) = recovery.poll_done() {
+                break result;
+            }
+            tracing::trace!(topic = %key.topic, partition = key.partition, "recovery waits for storage");
+            if bell.recv().await.is_none() {
+                return;
+            }
+            while let Some(done) = storage.poll_done() {
+                recovery.handle_io_done(done);
+            }
+        };
+        let recovered = match result {
+            Ok(recovered) => recovered,
+            Err(error) => {
+                tracing::error!(topic = %key.topic, partition = key.partition, "recovery failed, partition not served: {error}");
+                return;
+            }
+        };
+        let report = &recovered.report;
+        if let Some(torn) = &report.torn_tail {
+            tracing::warn!(
+                topic = %key.topic,
+                partition = key.partition,
+                segment = torn.segment.0,
+                position = torn.position,
+                discarded = torn.bytes_discarded,
+                "truncated a torn tail (never acknowledged): {}",
+                torn.reason
+            );
+        }
+        if let Some(corruption) = &report.corruption {
+            tracing::error!(
+                topic = %key.topic,
+                partition = key.partition,
+                "corruption of acknowledged data, partition fenced (reads below it still served): {corruption}"
+            );
+            self.persist_fence(&key, corruption).await;
+        }
+        for base in &report.rebuilt_indexes {
+            tracing::info!(topic = %key.topic, partition = key.partition, segment = base.0, "rebuilt segment indexes");
+        }
+        tracing::debug!(
+            topic = %key.topic,
+            partition = key.partition,
+            segments = report.segments,
+            high_watermark = recovered.log.high_watermark().0,
+            "partition open"
+        );
+        let mut recovered = recovered;
+        if recovered.log.fenced().is_none() {
+            if let Some(reason) = crate::fence::load(&dir) {
+                tracing::error!(
+                    topic = %key.topic,
+                    partition = key.partition,
+                    "partition fenced: {reason}"
+                );
+                recovered.log.handle_corruption(reason);
+            }
+        }
+        let partition = Partition::new(
+            key.clone(),
+            recovered.log,
+            storage,
+            doorbell,
+            self.budget.clone(),
+        );
+        self.partitions.borrow_mut().insert(partition.clone());
+        glommio::spawn_local(partition.drive(bell)).detach();
+    }
+
+    /// Re-runs recovery, from what is on the media, for fenced partitions: all of them when
+    /// `requested` (the operator's SIGHUP), otherwise those fenced by ENOSPC once the data
+    /// directory has `RECOVERY_FREE_BYTES_MIN` free. A failed `fdatasync` is never retried:
+    /// the partition's files are closed and everything is read back from the disk, as at a
+    /// start. A recorded corruption fence (`FENCED`) is found again by the new recovery.
+    pub async fn retry_fenced(self: &Rc<Self>, requested: bool) {
+        let fenced: Vec<(PartitionKey, spate_core::FenceReason)> = {
+            let keys: Vec<PartitionKey> = self.partitions.borrow().keys();
+            keys.into_iter()
+                .filter_map(|key| {
+                    let reason = self.with_log(&key, |log| log.fenced().cloned()).flatten()?;
+                    Some((key, reason))
+                })
+                .collect()
+        };
+        if fenced.is_empty() {
+            return;
+        }
+        let free = crate::storage::free_bytes(&self.config.data_dir);
+        let mut closed = 0;
+        for (key, reason) in fenced {
+            let no_space = matches!(&reason, spate_core::FenceReason::Storage(error)
+                if error.errno == Some(libc::ENOSPC));
+            let retry = requested || (no_space && free >= RECOVERY_FREE_BYTES_MIN);
+            if !retry {
+                continue;
+            }
+            tracing::warn!(
+                topic = %key.topic,
+                partition = key.partition,
+                free_bytes = free,
+                "re-running recovery of a fenced partition ({reason})"
+            );
+            self.close_partition(&key, true).await;
+            closed += 1;
+        }
+        if closed > 0 {
+            let metadata = (*self.metadata()).clone();
+            self.apply_metadata(metadata).await;
+        }
+    }
+
+    /// Fences a partition for damage found in acknowledged data (a fetch or the background
+    /// verification met it), recording the fence first so a restart keeps it.
+    pub(crate) async fn fence_corrupt(
+        &self,
+        partition: &Partition,
+        reason: spate_core::FenceReason,
+    ) {
+        self.persist_fence(&partition.key, &reason).await;
+        partition.with_log(|log| log.handle_corruption(reason));
+        partition.ring();
+    }
+
+    /// The partitions open on this shard now.
+    pub(crate) fn partition_list(&self) -> Vec<Rc<Partition>> {
+        self.partitions.borrow().partitions().cloned().collect()
+    }
+
+    /// Whether `partition` is still open (not closed, deleted or re-opened since).
+    pub(crate) fn is_current(&self, partition: &Rc<Partition>) -> bool {
+        self.partitions
+            .borrow()
+            .get(&partition.key.topic, partition.key.partition)
+            .is_some_and(|open| Rc::ptr_eq(open, partition))
+    }
+
+    /// Records a corruption fence in the partition's directory so a restart keeps it.
+    async fn persist_fence(&self, key: &PartitionKey, reason: &spate_core::FenceReason) {
+        let dir = partition_dir(&self.config.data_dir, &key.topic, key.partition);
+        let reason = reason.clone();
+        let shown = dir.display().to_string();
+        let stored = glommio::executor()
+            .spawn_blocking(move || crate::fence::persist(&dir, &reason))
+            .await;
+        if let Err(error) = stored {
+            tracing::error!(dir = %shown, "cannot record the fence (a restart would lift it): {error}");
+        }
+    }
+
+    /// Closes every partition after letting in-flight syncs finish.
+    pub async fn close_all(&self) {
+        let keys: Vec<PartitionKey> = self.partitions.borrow().keys();
+        for key in keys {
+            self.close_partition(&key, true).await;
+        }
+    }
+
+    /// Applies retention to every partition.
+    pub fn retention(&self) {
+        let time = now();
+        let partitions: Vec<Rc<Partition>> =
+            self.partitions.borrow().partitions().cloned().collect();
+        for partition in partitions {
+            let deleted = partition.with_log(|log| log.handle_retention(time));
+            if deleted > 0 {
+                partition.ring();
+            }
+        }
+    }
+
+    /// Applies a metadata update from the coordinator.
+    pub async fn on_update(self: &Rc<Self>, update: Update) {
+        self.apply_metadata(update.metadata).await;
+    }
+}
