@@ -1,0 +1,683 @@
+//! `PartitionLog`: the sans-IO state machine of one partition — appends, group commit,
+//! durability levels, segment rolling, indexes, retention and fetch planning.
+//!
+//! Inputs are `handle_*` calls with `now` passed in; outputs are polled: `poll_io` hands out
+//! storage requests, `poll_event` reports watermark moves (which are the acknowledgements).
+//!
+//! Invariants:
+//! - Offsets are dense and assigned once, in append order.
+//! - One write round is in flight at a time. A round runs in phases (prepare, write, trim,
+//!   sync, indexes); a phase is handed out only after the previous one completed, so a sync
+//!   never overtakes the writes it must cover (io_uring does not order them).
+//! - `written` and `durable` (the high watermark) only move forward; `durable` moves only
+//!   after an `fdatasync` (and a directory sync for a new file) covering the data returned.
+//! - A round writes at most `ROUND_BYTES_MAX` bytes, from the sector holding the durable end:
+//!   this bounds what a crash can tear (recovery's window).
+//! - Segments are written oldest first: a newer segment gets data on disk only after every
+//!   older one is fully written, synced, trimmed and indexed.
+//! - Any storage error fences the partition: no acknowledgement for anything not already
+//!   durable, no retry, every later append refused.
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::{Bytes, BytesMut};
+use spate_format::{stamp, BatchError, BatchRef, Offset};
+use spate_proto::Durability;
+use thiserror::Error;
+
+use crate::config::{LogConfig, PARTITION_BUFFER_BYTES_MAX};
+use crate::storage::{align_down, IoDone, IoId, IoOutcome, IoRequest, StorageError};
+use crate::tail::{CachedBatch, TailCache};
+use crate::waiters::{FetchWaitError, Ticket, Waiters};
+use crate::Millis;
+
+mod fetch;
+mod retention;
+mod round;
+mod segment;
+
+pub use fetch::{FetchError, FetchPlan, ReadPlan};
+use round::Round;
+pub use segment::SHARED_BATCH_BYTES_MIN;
+pub(crate) use segment::{add_index_entries, RecoveredSegment, Segment};
+use segment::{take_round, FileState, Mark, PendingBatch, Raise, WriteBuffer, HEADER_SIZE};
+
+/// Why a partition stopped accepting writes.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum FenceReason {
+    #[error("storage error: {0}")]
+    Storage(StorageError),
+    #[error("a write to {file} at position {position} made no progress")]
+    WriteNoProgress { file: String, position: u64 },
+    #[error("corruption in segment {segment} at position {position}: {detail}")]
+    Corruption {
+        segment: String,
+        position: u64,
+        detail: String,
+    },
+}
+
+/// Something the shell must know: acknowledgements are watermark moves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogEvent {
+    /// Every offset below `up_to` is written to the segment file (acknowledges `write`).
+    Written { up_to: Offset },
+    /// Every offset below `up_to` is durable: the high watermark moved (acknowledges `fsync`).
+    Durable { up_to: Offset },
+    /// The partition is fenced: nothing at or above `durable` will ever be acknowledged.
+    Fenced {
+        durable: Offset,
+        reason: FenceReason,
+    },
+    /// A new segment starts at `base`.
+    SegmentRolled { base: Offset },
+    /// Retention deleted `segments` whole segments; the log now starts at `log_start`.
+    SegmentsDeleted { segments: u32, log_start: Offset },
+    /// The log start moved to `log_start` (DeleteRecords), durably (its marker is): this
+    /// acknowledges every [`PartitionLog::handle_delete_records`] up to it. The log may start
+    /// further on, where retention deleted more.
+    LogStartMoved { log_start: Offset },
+    /// A waiting request is answered: a produce's durability level covers its batch (emitted
+    /// right after the `Written` or `Durable` that covers it, in offset order per level), or
+    /// a DeleteRecords' log start is durable (right after `LogStartMoved`).
+    Acked { ticket: Ticket },
+    /// A waiting produce or DeleteRecords will never be acknowledged: the log is fenced
+    /// (right after `Fenced`; its reason is [`PartitionLog::fenced`]).
+    Refused { ticket: Ticket },
+    /// A parked fetch should look again: the high watermark or the log start passed its
+    /// offset, the log was fenced, or its deadline came.
+    FetchReady { ticket: Ticket },
+}
+
+/// Why the log start cannot move where asked.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DeleteRecordsError {
+    #[error("offset {offset} is above the high watermark {high_watermark}")]
+    AboveHighWatermark {
+        offset: Offset,
+        high_watermark: Offset,
+    },
+    #[error("partition is fenced: {0}")]
+    Fenced(FenceReason),
+}
+
+/// Why an append was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum AppendError {
+    #[error("invalid batch: {0}")]
+    InvalidBatch(#[from] BatchError),
+    #[error("partition is fenced: {0}")]
+    Fenced(FenceReason),
+    #[error("{buffered} bytes are waiting to be written, the limit is {max}; retry later")]
+    BufferFull { buffered: u64, max: u64 },
+}
+
+/// What an accepted append was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendTicket {
+    pub base_offset: Offset,
+    pub last_offset: Offset,
+    pub append_time: Millis,
+    pub durability: Durability,
+    /// For `write` and `fsync`: the acknowledgement to wait for ([`LogEvent::Acked`] or
+    /// [`LogEvent::Refused`]). `none` is acknowledged by the append itself.
+    pub waiter: Option<Ticket>,
+}
+
+impl AppendTicket {
+    /// The offset after the batch: the ticket is acknowledged once the watermark of its
+    /// durability level reaches this.
+    pub fn next_offset(&self) -> Offset {
+        Offset(self.last_offset.0 + 1)
+    }
+}
+
+/// Why a fetch cannot be answered.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    Round,
+    Maintenance,
+}
+
+/// One step of the maintenance queue, run in order, each after the one before completed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Maintenance {
+    /// Requests that may complete in any order.
+    Io(Vec<IoRequest>),
+    /// The log-start marker for this offset is durable: move the log start.
+    MoveStart(Offset),
+}
+
+/// The state machine of one partition's log.
+#[derive(Debug)]
+pub struct PartitionLog {
+    config: LogConfig,
+    segments: VecDeque<Segment>,
+    log_start: Offset,
+    next_offset: Offset,
+    written: Offset,
+    durable: Offset,
+    write_wanted: Offset,
+    fsync_wanted: Offset,
+    /// When the oldest byte not yet durable was appended.
+    unsynced_since: Option<Millis>,
+    /// A flush was asked for (shutdown): sync everything now, whatever the interval says.
+    flush_requested: bool,
+    fenced: Option<FenceReason>,
+    round: Option<Round>,
+    maintenance: VecDeque<Maintenance>,
+    maintenance_outstanding: usize,
+    /// The log-start markers in the directory (normally one), oldest first.
+    start_markers: Vec<Offset>,
+    /// The highest log start asked for (equal to `durable_start` when no move is pending).
+    start_target: Offset,
+    /// The log start that a crash cannot take back: recovery's, or the newest marker made
+    /// durable since. Retention's deletions raise `log_start` before their removals are
+    /// synced, so `log_start` may be above it.
+    durable_start: Offset,
+    requests: VecDeque<IoRequest>,
+    outstanding: HashMap<IoId, (Owner, IoRequest)>,
+    next_io_id: u64,
+    events: VecDeque<LogEvent>,
+    tail: TailCache,
+    /// Appends since the last `schedule`, at this time: the next `poll_io` schedules.
+    deferred_schedule: Option<Millis>,
+    /// Acknowledgements and parked fetches waiting on the watermarks.
+    waiters: Waiters,
+}
+
+impl PartitionLog {
+    /// A new, empty partition whose first offset is `start`. Its first segment file is
+    /// created by the first write round.
+    pub fn new(config: LogConfig, start: Offset) -> Self {
+        Self::starting_at(config, start, Vec::new())
+    }
+
+    /// A new, empty partition at `start` whose directory holds these log-start markers.
+    pub(crate) fn starting_at(
+        config: LogConfig,
+        start: Offset,
+        start_markers: Vec<Offset>,
+    ) -> Self {
+        let mut segments = VecDeque::new();
+        let mut first = Segment::new(start);
+        first.finalized = false;
+        segments.push_back(first);
+        Self::assemble(config, segments, start, start_markers, None)
+    }
+
+    pub(crate) fn assemble(
+        config: LogConfig,
+        segments: VecDeque<Segment>,
+        log_start: Offset,
+        start_markers: Vec<Offset>,
+        fenced: Option<FenceReason>,
+    ) -> Self {
+        assert!(!segments.is_empty(), "a log has at least one segment");
+        let next_offset = segments
+            .back()
+            .map_or(log_start, |segment| segment.next_offset);
+        let tail = TailCache::new(config.tail_cache_bytes);
+        PartitionLog {
+            config,
+            segments,
+            log_start,
+            next_offset,
+            written: next_offset,
+            durable: next_offset,
+            write_wanted: next_offset,
+            fsync_wanted: next_offset,
+            unsynced_since: None,
+            flush_requested: false,
+            fenced,
+            round: None,
+            maintenance: VecDeque::new(),
+            maintenance_outstanding: 0,
+            start_markers,
+            start_target: log_start,
+            durable_start: log_start,
+            requests: VecDeque::new(),
+            outstanding: HashMap::new(),
+            next_io_id: 0,
+            events: VecDeque::new(),
+            tail,
+            deferred_schedule: None,
+            waiters: Waiters::default(),
+        }
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Replaces the settings (topic configuration changed). Takes effect for later appends,
+    /// rolls and retention runs.
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.tail = TailCache::new(config.tail_cache_bytes);
+        self.config = config;
+    }
+
+    pub fn log_start(&self) -> Offset {
+        self.log_start
+    }
+
+    /// The high watermark: every offset below it is durable and visible.
+    pub fn high_watermark(&self) -> Offset {
+        self.durable
+    }
+
+    /// Every offset below this is written (maybe not yet durable).
+    pub fn written_end(&self) -> Offset {
+        self.written
+    }
+
+    /// The offset the next appended record gets.
+    pub fn next_offset(&self) -> Offset {
+        self.next_offset
+    }
+
+    pub fn fenced(&self) -> Option<&FenceReason> {
+        self.fenced.as_ref()
+    }
+
+    /// Bytes appended but not yet written (counted against the shard's budget).
+    pub fn unwritten_bytes(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|segment| segment.size - segment.written_pos)
+            .sum()
+    }
+
+    /// Bytes appended but not yet durable.
+    pub fn unsynced_bytes(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|segment| segment.size - segment.durable_pos)
+            .sum()
+    }
+
+    /// Bytes of all segments' data.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|segment| segment.size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_bases(&self) -> Vec<Offset> {
+        self.segments.iter().map(|segment| segment.base).collect()
+    }
+
+    /// The segments no longer written to, fully durable and finalized after their roll (the
+    /// active segment and one still being finalized are not included).
+    pub fn sealed_segments(&self) -> Vec<crate::verify::SealedSegment> {
+        self.segments
+            .iter()
+            .zip(self.segments.iter().skip(1))
+            .filter(|(segment, _)| segment.finalized && segment.durable_pos >= segment.size)
+            .map(|(segment, next)| crate::verify::SealedSegment {
+                base: segment.base,
+                next: next.base,
+                size: segment.size,
+            })
+            .collect()
+    }
+
+    /// Whether requests are in flight or waiting to be handed out.
+    pub fn is_idle(&self) -> bool {
+        self.outstanding.is_empty() && self.requests.is_empty() && self.deferred_schedule.is_none()
+    }
+
+    /// Whether requests or events are waiting to be polled.
+    pub fn has_output(&self) -> bool {
+        !self.requests.is_empty() || !self.events.is_empty() || self.deferred_schedule.is_some()
+    }
+
+    /// When the shell must call [`PartitionLog::handle_tick`] next, if ever.
+    /// While a round is in flight there is none: its completions drive what comes next.
+    /// A parked fetch's deadline counts too.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let fetch = self.waiters.next_deadline();
+        if self.fenced.is_some() || self.round.is_some() {
+            return fetch;
+        }
+        let flush = self
+            .unsynced_since
+            .map(|since| Millis(since.0.saturating_add(self.config.flush_interval_ms)));
+        match (flush, fetch) {
+            (Some(flush), Some(fetch)) => Some(flush.min(fetch)),
+            (flush, fetch) => flush.or(fetch),
+        }
+    }
+
+    /// Produce acknowledgements and DeleteRecords waiting on this log.
+    pub fn acks_waiting(&self) -> usize {
+        self.waiters.acks_waiting()
+    }
+
+    /// Fetches parked on this log.
+    pub fn fetches_parked(&self) -> usize {
+        self.waiters.fetches_parked()
+    }
+
+    /// Whether an append of `len` bytes fits in the write buffer now (at most
+    /// `PARTITION_BUFFER_BYTES_MAX` bytes wait to be written); a fenced log has room (its
+    /// appends fail at once).
+    pub fn has_room(&self, len: u64) -> bool {
+        self.fenced.is_some() || self.unwritten_bytes() + len <= PARTITION_BUFFER_BYTES_MAX
+    }
+
+    /// Parks a fetch from `offset` that found too little to answer with the high watermark
+    /// at `seen`, for at most `max_wait_ms`: [`LogEvent::FetchReady`] follows once the high
+    /// watermark passes `seen` or the log start passes `offset`, the log is fenced, or the
+    /// wait is over (at once if one of these happened already). At most
+    /// `LogConfig::fetch_waiters_max` fetches are parked at once.
+    pub fn handle_fetch_wait(
+        &mut self,
+        now: Millis,
+        offset: Offset,
+        seen: Offset,
+        max_wait_ms: u32,
+    ) -> Result<Ticket, FetchWaitError> {
+        let deadline = Millis(now.0.saturating_add(i64::from(max_wait_ms)));
+        let ticket =
+            self.waiters
+                .park_fetch(offset, seen, deadline, self.config.fetch_waiters_max)?;
+        if self.fenced.is_some() || offset < self.log_start || seen < self.durable {
+            // Ready already (something moved since the caller looked): it looks again.
+            self.waiters.cancel_fetch(ticket);
+            self.events.push_back(LogEvent::FetchReady { ticket });
+        }
+        Ok(ticket)
+    }
+
+    /// Withdraws a parked fetch whose requester gave up; no event follows for it.
+    pub fn cancel_fetch_wait(&mut self, ticket: Ticket) {
+        self.waiters.cancel_fetch(ticket);
+    }
+
+    /// The next storage request. A write round that appends made due starts here (see
+    /// [`PartitionLog::handle_append`]).
+    pub fn poll_io(&mut self) -> Option<IoRequest> {
+        if self.requests.is_empty() {
+            if let Some(now) = self.deferred_schedule.take() {
+                self.schedule(now);
+            }
+        }
+        self.requests.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<LogEvent> {
+        self.events.pop_front()
+    }
+
+    fn io_id(&mut self) -> IoId {
+        self.next_io_id += 1;
+        IoId(self.next_io_id)
+    }
+
+    /// Validates, stamps and buffers one batch; the write round that takes it starts at the
+    /// shell's next [`PartitionLog::poll_io`].
+    ///
+    /// A batch of at least [`SHARED_BATCH_BYTES_MIN`] is kept as it is (shared with the
+    /// caller's buffer) until written, only its header copied to be stamped; a smaller one is
+    /// copied whole into an allocation of its own (see the constant).
+    pub fn handle_append(
+        &mut self,
+        now: Millis,
+        batch: &Bytes,
+        durability: Durability,
+    ) -> Result<AppendTicket, AppendError> {
+        if let Some(reason) = &self.fenced {
+            return Err(AppendError::Fenced(reason.clone()));
+        }
+        let parsed = BatchRef::parse_validated(batch)?;
+        let record_count = parsed.record_count();
+        let max_timestamp = parsed.max_timestamp();
+        let len = u64::from(parsed.len());
+        let buffered = self.unwritten_bytes();
+        if buffered + len > PARTITION_BUFFER_BYTES_MAX {
+            return Err(AppendError::BufferFull {
+                buffered,
+                max: PARTITION_BUFFER_BYTES_MAX,
+            });
+        }
+        let base_offset = self.next_offset;
+        let last_offset = Offset(base_offset.0 + u64::from(record_count) - 1);
+        // Checks the offset range before anything changes.
+        if base_offset.0 > spate_format::limits::OFFSET_MAX - u64::from(record_count - 1) {
+            return Err(AppendError::InvalidBatch(BatchError::OffsetOverflow {
+                base_offset: base_offset.0,
+                record_count,
+            }));
+        }
+        if self.must_roll(now, len, last_offset) {
+            self.roll();
+        }
+        let segment = self
+            .segments
+            .back_mut()
+            .expect("a log has at least one segment");
+        let position = segment.size;
+        assert_eq!(
+            segment.buffer.end(),
+            position,
+            "the write buffer ends at the data end"
+        );
+        let shared = batch.len() >= SHARED_BATCH_BYTES_MIN;
+        let mut header = if shared {
+            BytesMut::from(&batch[..HEADER_SIZE])
+        } else {
+            BytesMut::from(&batch[..])
+        };
+        let stamped = stamp(&mut header, base_offset, now.0);
+        // The batch was validated above and its offsets checked: stamping cannot fail.
+        assert!(
+            stamped.is_ok(),
+            "stamping a validated batch failed: {stamped:?}"
+        );
+        segment.size += len;
+        segment.next_offset = Offset(last_offset.0 + 1);
+        segment.last_batch_base = base_offset;
+        segment.created_at.get_or_insert(now);
+        if max_timestamp > segment.max_timestamp {
+            segment.raises.push_back(Raise {
+                base: base_offset,
+                next: segment.next_offset,
+                timestamp: max_timestamp,
+            });
+        }
+        segment.max_timestamp = segment.max_timestamp.max(max_timestamp);
+        let relative = segment.relative(base_offset);
+        add_index_entries(
+            &mut segment.offset_index,
+            &mut segment.time_index,
+            &mut segment.last_index_position,
+            position,
+            relative,
+            segment.max_timestamp,
+        );
+        segment.marks.push_back(Mark {
+            end: segment.size,
+            next: segment.next_offset,
+        });
+        segment.buffer.batches.push_back(PendingBatch {
+            cached: CachedBatch {
+                segment: segment.base,
+                base_offset,
+                next_offset: Offset(last_offset.0 + 1),
+                position,
+                // Validated above: a batch is at most BATCH_SIZE_MAX (1 MiB).
+                len: u32::try_from(len).expect("batch length fits u32"),
+            },
+            header: header.freeze(),
+            rest: if shared {
+                batch.slice(HEADER_SIZE..)
+            } else {
+                Bytes::new()
+            },
+        });
+        segment.buffer.batch_bytes += len;
+        self.next_offset = Offset(last_offset.0 + 1);
+        let waiter = match durability {
+            Durability::None => None,
+            Durability::Write => {
+                self.write_wanted = self.next_offset;
+                Some(self.waiters.wait_written(self.next_offset))
+            }
+            Durability::Fsync => {
+                self.fsync_wanted = self.next_offset;
+                Some(self.waiters.wait_durable(self.next_offset))
+            }
+        };
+        self.unsynced_since.get_or_insert(now);
+        // The round starts when the shell next polls for requests, not now: appends that
+        // arrive together (the frames of one read, producers woken by one acknowledgement)
+        // then share it instead of the first going out alone.
+        self.deferred_schedule = Some(now);
+        Ok(AppendTicket {
+            base_offset,
+            last_offset,
+            append_time: now,
+            durability,
+            waiter,
+        })
+    }
+
+    fn must_roll(&self, now: Millis, len: u64, last_offset: Offset) -> bool {
+        let active = self
+            .segments
+            .back()
+            .expect("a log has at least one segment");
+        // A sealed segment (recovered with its index files) takes no more data.
+        if active.finalized {
+            return true;
+        }
+        if active.size == 0 {
+            return false;
+        }
+        let too_big = active.size + len > u64::from(self.config.segment_bytes);
+        let too_old = active
+            .created_at
+            .is_some_and(|created| now.0.saturating_sub(created.0) >= self.config.segment_ms);
+        let relative_overflow = last_offset.0 - active.base.0 > u64::from(u32::MAX);
+        too_big || too_old || relative_overflow
+    }
+
+    fn roll(&mut self) {
+        let base = self.next_offset;
+        if let Some(active) = self.segments.back_mut() {
+            active.seal_time_index();
+        }
+        self.segments.push_back(Segment::new(base));
+        self.events.push_back(LogEvent::SegmentRolled { base });
+    }
+
+    /// Makes everything appended so far durable as soon as possible, without waiting for the
+    /// flush interval (a graceful shutdown asks for this).
+    pub fn handle_flush(&mut self, now: Millis) {
+        if self.durable < self.next_offset {
+            self.flush_requested = true;
+        }
+        self.schedule(now);
+    }
+
+    /// Lets time-based work happen: flushing `none`/`write` data after the flush interval,
+    /// waking parked fetches whose wait is over.
+    pub fn handle_tick(&mut self, now: Millis) {
+        self.waiters.tick(now, &mut self.events);
+        self.schedule(now);
+    }
+
+    /// Consumes the completion of a request this log handed out.
+    pub fn handle_io_done(&mut self, now: Millis, done: IoDone) {
+        let Some((owner, request)) = self.outstanding.remove(&done.id) else {
+            // Not ours (or already forgotten after a fence): nothing to do.
+            return;
+        };
+        if self.fenced.is_some() {
+            return;
+        }
+        let outcome = match done.result {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                self.fence(FenceReason::Storage(error));
+                return;
+            }
+        };
+        if let (
+            IoRequest::Write {
+                file,
+                position,
+                data,
+                ..
+            },
+            IoOutcome::Written { bytes },
+        ) = (&request, &outcome)
+        {
+            if *bytes < data.len() {
+                // A short write: write the rest, from the sector boundary it reached.
+                let done_aligned = align_down(*bytes);
+                if done_aligned == 0 {
+                    let reason = FenceReason::WriteNoProgress {
+                        file: file.file_name(),
+                        position: *position,
+                    };
+                    self.fence(reason);
+                    return;
+                }
+                let id = self.io_id();
+                let rest = IoRequest::Write {
+                    id,
+                    file: *file,
+                    position: position + done_aligned,
+                    data: data.skip(done_aligned),
+                };
+                self.outstanding.insert(id, (owner, rest.clone()));
+                self.requests.push_back(rest);
+                return;
+            }
+        }
+        match owner {
+            Owner::Round => {
+                let round = self
+                    .round
+                    .as_mut()
+                    .expect("round requests belong to a round");
+                round.outstanding -= 1;
+                if round.outstanding == 0 {
+                    self.finish_phase(now);
+                }
+            }
+            Owner::Maintenance => {
+                self.maintenance_outstanding -= 1;
+                self.start_maintenance();
+            }
+        }
+        self.schedule(now);
+    }
+
+    /// Fences the partition because damaged data was found outside recovery (a fetch read a
+    /// corrupt batch): writes stop, reads below the damage go on. Does nothing if fenced.
+    pub fn handle_corruption(&mut self, reason: FenceReason) {
+        if self.fenced.is_none() {
+            self.fence(reason);
+        }
+    }
+
+    fn fence(&mut self, reason: FenceReason) {
+        self.fenced = Some(reason.clone());
+        self.round = None;
+        self.requests.clear();
+        self.maintenance.clear();
+        self.tail.clear();
+        self.events.push_back(LogEvent::Fenced {
+            durable: self.durable,
+            reason,
+        });
+        self.waiters.fence(&mut self.events);
+    }
+}
