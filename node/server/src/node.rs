@@ -27,6 +27,9 @@ const HEARTBEAT: Duration = Duration::from_millis(10);
 /// Messages in flight between the coordinator and one shard, each way.
 const SHARD_CHANNEL_MAX: usize = 64;
 
+/// How often a shard looks at the shutdown flag (a graceful stop starts within this).
+const SHUTDOWN_CHECK: Duration = Duration::from_millis(20);
+
 #[derive(Debug, Error)]
 pub enum NodeError {
     #[error("cannot create the data directory {dir}: {source}")]
@@ -139,20 +142,80 @@ fn remove_orphans(config: &NodeConfig, metadata: &Metadata) {
 }
 
 /// Starts a node; returns once every shard recovered its partitions and is listening.
+/// Starts a node: the data directory is checked and locked, the metadata loaded, one
+/// executor per shard started (each binds its listener, connects its coordinator channels,
+/// recovers its partitions and serves), and the call returns once every shard serves.
 pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
-    let dir = config.data_dir.clone();
+    let lock = prepare_data_dir(&config)?;
+    let metadata = load_metadata(&config)?;
+    let addresses = listen_addresses(&config)?;
+    let shards = config.shards as usize;
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let retry_fenced = Arc::new(AtomicU64::new(0));
+    let mut channels = ShardChannels::new(shards);
+    let (bound_tx, bound_rx) = mpsc::channel::<(usize, Result<SocketAddr, String>)>();
+    let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
+    let mut endpoint_senders = Vec::new();
+    let mut executors = Vec::new();
+    let config = Arc::new(config);
+    for (index, &address) in addresses.iter().enumerate() {
+        let (endpoints_tx, endpoints_rx) = mpsc::channel::<Vec<String>>();
+        endpoint_senders.push(endpoints_tx);
+        let start = ShardStart {
+            index,
+            address,
+            config: config.clone(),
+            metadata: metadata.clone(),
+            shutdown: shutdown.clone(),
+            retry_fenced: retry_fenced.clone(),
+            bound: bound_tx.clone(),
+            endpoints: endpoints_rx,
+            ready: ready_tx.clone(),
+            channels: channels.take(index),
+        };
+        match spawn_shard(start) {
+            Ok(handle) => executors.push(handle),
+            Err(failure) => return stop_started(failure, endpoint_senders, executors, &shutdown),
+        }
+    }
+    drop(bound_tx);
+    drop(ready_tx);
+    let endpoints = match await_bound(&bound_rx, shards) {
+        Ok(endpoints) => endpoints,
+        Err(failure) => return stop_started(failure, endpoint_senders, executors, &shutdown),
+    };
+    let names: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
+    for sender in &endpoint_senders {
+        let _ = sender.send(names.clone());
+    }
+    if let Err(failure) = await_ready(&ready_rx, shards) {
+        return stop_started(failure, endpoint_senders, executors, &shutdown);
+    }
+    Ok(NodeHandle {
+        endpoints,
+        shutdown,
+        retry_fenced,
+        executors,
+        _lock: lock,
+    })
+}
+
+/// Creates and locks the data directory (before anything in it is read or written) and
+/// checks that it is on a filesystem that keeps data and honours O_DIRECT.
+fn prepare_data_dir(config: &NodeConfig) -> Result<DataDirLock, NodeError> {
+    let dir = &config.data_dir;
     let shown = dir.display().to_string();
-    std::fs::create_dir_all(&dir).map_err(|source| NodeError::DataDir {
+    std::fs::create_dir_all(dir).map_err(|source| NodeError::DataDir {
         dir: shown.clone(),
         source,
     })?;
     // First of all: nothing in the directory is read or written before it is ours.
-    let lock = DataDirLock::acquire(&dir)?;
+    let lock = DataDirLock::acquire(dir)?;
     std::fs::create_dir_all(dir.join("topics")).map_err(|source| NodeError::DataDir {
         dir: shown.clone(),
         source,
     })?;
-    if let Some(fstype) = crate::storage::filesystem_type(&dir) {
+    if let Some(fstype) = crate::storage::filesystem_type(dir) {
         if matches!(fstype.as_str(), "tmpfs" | "ramfs") {
             if config.allow_buffered_io {
                 tracing::warn!(dir = %shown, fstype, "data directory in memory; running as asked");
@@ -161,14 +224,20 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             }
         }
     }
-    if let Err(source) = probe_direct_io(&dir) {
+    if let Err(source) = probe_direct_io(dir) {
         if config.allow_buffered_io {
             tracing::warn!(dir = %shown, "O_DIRECT unavailable ({source}); running with buffered I/O as asked");
         } else {
             return Err(NodeError::NoDirectIo { dir: shown, source });
         }
     }
-    let mut metadata = Metadata::load(&dir)?;
+    Ok(lock)
+}
+
+/// The node's metadata, its partitions reassigned to the configured shard count (stored if
+/// that moved any), with the directories of deleted topics removed.
+fn load_metadata(config: &NodeConfig) -> Result<Metadata, NodeError> {
+    let mut metadata = Metadata::load(&config.data_dir)?;
     let moved = metadata.reassign(config.shards);
     if moved > 0 {
         tracing::info!(
@@ -176,234 +245,283 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             shards = config.shards,
             "reassigned partitions to the new shard count"
         );
-        metadata.store(&dir)?;
+        metadata.store(&config.data_dir)?;
     }
-    remove_orphans(&config, &metadata);
-    let addresses = listen_addresses(&config)?;
-    let shards = config.shards as usize;
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let retry_fenced = Arc::new(AtomicU64::new(0));
+    remove_orphans(config, &metadata);
+    Ok(metadata)
+}
 
-    // Channels between the coordinator (shard 0) and shards 1..N, each way.
-    let mut to_coordinator_senders: Vec<Option<SharedSender<ToCoordinator>>> = vec![None];
-    let mut to_coordinator_receivers = Vec::new();
-    let mut to_shard_senders = Vec::new();
-    let mut to_shard_receivers: Vec<Option<SharedReceiver<ToShard>>> = vec![None];
-    for _ in 1..shards {
-        let (sender, receiver) = shared_channel::new_bounded(SHARD_CHANNEL_MAX);
-        to_coordinator_senders.push(Some(sender));
-        to_coordinator_receivers.push(receiver);
-        let (sender, receiver) = shared_channel::new_bounded(SHARD_CHANNEL_MAX);
-        to_shard_senders.push(sender);
-        to_shard_receivers.push(Some(receiver));
+/// The ends of the channels between the coordinator (shard 0) and shards 1..N, each way,
+/// before each shard takes its own.
+struct ShardChannels {
+    to_coordinator: Vec<Option<SharedSender<ToCoordinator>>>,
+    from_coordinator: Vec<Option<SharedReceiver<ToShard>>>,
+    /// The coordinator's ends (`ShardEnds::Coordinator`) until shard 0 takes them.
+    coordinator: ShardEnds,
+}
+
+/// One shard's ends.
+enum ShardEnds {
+    Coordinator(
+        Vec<SharedSender<ToShard>>,
+        Vec<SharedReceiver<ToCoordinator>>,
+    ),
+    Follower(SharedSender<ToCoordinator>, SharedReceiver<ToShard>),
+    /// Taken already (a programming error, answered as a failed start).
+    Missing,
+}
+
+impl ShardChannels {
+    fn new(shards: usize) -> Self {
+        let mut to_coordinator = vec![None];
+        let mut from_coordinator = vec![None];
+        let mut to_shards = Vec::new();
+        let mut from_shards = Vec::new();
+        for _ in 1..shards {
+            let (sender, receiver) = shared_channel::new_bounded(SHARD_CHANNEL_MAX);
+            to_coordinator.push(Some(sender));
+            from_shards.push(receiver);
+            let (sender, receiver) = shared_channel::new_bounded(SHARD_CHANNEL_MAX);
+            to_shards.push(sender);
+            from_coordinator.push(Some(receiver));
+        }
+        ShardChannels {
+            to_coordinator,
+            from_coordinator,
+            coordinator: ShardEnds::Coordinator(to_shards, from_shards),
+        }
     }
-    let mut coordinator_ends = Some((to_shard_senders, to_coordinator_receivers));
 
-    let (bound_tx, bound_rx) = mpsc::channel::<(usize, Result<SocketAddr, String>)>();
-    let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
-    let mut endpoint_senders = Vec::new();
-    let mut executors = Vec::new();
-    let config = Arc::new(config);
-    for index in 0..shards {
-        let (endpoints_tx, endpoints_rx) = mpsc::channel::<Vec<String>>();
-        endpoint_senders.push(endpoints_tx);
-        let placement = match &config.cpus {
-            Some(cpus) => Placement::Fixed(cpus[index]),
-            None => Placement::Unbound,
-        };
-        let address = addresses[index];
-        let config = config.clone();
-        let metadata = metadata.clone();
-        let shutdown = shutdown.clone();
-        let retry_asked = retry_fenced.clone();
-        let bound_tx = bound_tx.clone();
-        let ready_tx = ready_tx.clone();
-        let to_coordinator = to_coordinator_senders[index].take();
-        let from_coordinator = to_shard_receivers[index].take();
-        let coordinator = if index == 0 {
-            coordinator_ends.take()
-        } else {
-            None
-        };
-        let builder = LocalExecutorBuilder::new(placement)
-            .name(&format!("shard-{index}"))
-            .io_memory(config.io_memory)
-            .preempt_timer(Duration::from_millis(5));
-        let handle = builder
-            .spawn(move || async move {
-                // Everything runs in a latency-sensitive task queue: glommio then always
-                // signals the reactor when a blocking-pool operation (truncate, fallocate,
-                // directory sync) completes. With its default, a completion racing the
-                // reactor going to sleep can be missed and the shard stalls until a timer
-                // fires. The heartbeat below bounds any such stall whatever happens.
-                let queue = glommio::executor().create_task_queue(
-                    glommio::Shares::default(),
-                    glommio::Latency::Matters(Duration::from_millis(10)),
-                    "spate",
-                );
-                glommio::spawn_local(async {
-                    loop {
-                        glommio::timer::sleep(HEARTBEAT).await;
-                    }
-                })
-                .detach();
-                let Ok(body) = glommio::spawn_local_into(
-                    async move {
-                        let listener = match TcpListener::bind(address) {
-                            Ok(listener) => listener,
-                            Err(error) => {
-                                let _ = bound_tx.send((
-                                    index,
-                                    Err(format!("cannot listen on {address}: {error}")),
-                                ));
-                                return;
-                            }
-                        };
-                        let local = listener.local_addr().map_err(|error| error.to_string());
-                        let _ = bound_tx.send((index, local));
-                        let Ok(endpoints) = endpoints_rx.recv() else {
-                            return;
-                        };
-                        let id = ShardId(u16::try_from(index).unwrap_or(u16::MAX));
-                        let config = Rc::new((*config).clone());
-                        // Connect the channel ends concurrently: each waits for its peer.
-                        let (admin, role) = match coordinator {
-                            Some((senders, receivers)) => {
-                                let sending: Vec<_> = senders
-                                    .into_iter()
-                                    .map(|end| glommio::spawn_local(end.connect()))
-                                    .collect();
-                                let receiving: Vec<_> = receivers
-                                    .into_iter()
-                                    .map(|end| glommio::spawn_local(end.connect()))
-                                    .collect();
-                                let mut to_shards = Vec::new();
-                                for task in sending {
-                                    to_shards.push(task.await);
-                                }
-                                let mut from_shards = Vec::new();
-                                for task in receiving {
-                                    from_shards.push(task.await);
-                                }
-                                let (admin, queue) = coordinator::local_client();
-                                (
-                                    admin,
-                                    Role::Coordinator {
-                                        queue,
-                                        to_shards,
-                                        from_shards,
-                                    },
-                                )
-                            }
-                            None => {
-                                let (Some(sender), Some(receiver)) =
-                                    (to_coordinator, from_coordinator)
-                                else {
-                                    let _ = ready_tx.send((index, Err("channels missing".into())));
-                                    return;
-                                };
-                                let sending = glommio::spawn_local(sender.connect());
-                                let receiving = glommio::spawn_local(receiver.connect());
-                                let sender = sending.await;
-                                let receiver = receiving.await;
-                                (
-                                    coordinator::remote_client(sender),
-                                    Role::Follower { receiver },
-                                )
-                            }
-                        };
-                        tracing::debug!(shard = index, "channels connected; recovering partitions");
-                        let shard = Rc::new(Shard::new(
-                            id,
-                            config.clone(),
-                            endpoints,
-                            Metadata::default(),
-                            shutdown.clone(),
-                            admin.clone(),
-                        ));
-                        if let Err(error) =
-                            crate::storage::probe_polled_io(&config.data_dir, id.0).await
-                        {
-                            let _ = ready_tx.send((
-                                index,
-                                Err(format!(
-                                    "cannot read with O_DIRECT in {}: {error}",
-                                    config.data_dir.display()
-                                )),
-                            ));
-                            return;
-                        }
-                        shard.apply_metadata(metadata).await;
-                        tracing::debug!(shard = index, "partitions recovered");
-                        let _ = ready_tx.send((index, Ok(())));
-                        glommio::spawn_local(shard.clone().accept(listener)).detach();
-                        match role {
-                            Role::Coordinator {
-                                queue,
-                                to_shards,
-                                from_shards,
-                            } => {
-                                glommio::spawn_local(Coordinator::run(
-                                    shard.clone(),
-                                    queue,
-                                    to_shards,
-                                    from_shards,
-                                ))
-                                .detach();
-                            }
-                            Role::Follower { receiver } => {
-                                glommio::spawn_local(coordinator::follow(
-                                    shard.clone(),
-                                    admin,
-                                    receiver,
-                                ))
-                                .detach();
-                            }
-                        }
-                        let fence_shard = shard.clone();
-                        glommio::spawn_local(async move {
-                            let mut seen = 0;
-                            loop {
-                                glommio::timer::sleep(crate::shard::FENCE_CHECK).await;
-                                let asked = retry_asked.load(Ordering::Relaxed);
-                                fence_shard.retry_fenced(asked != seen).await;
-                                seen = asked;
-                            }
-                        })
-                        .detach();
-                        glommio::spawn_local(crate::verify::run(shard.clone())).detach();
-                        let retention_every = Duration::from_millis(config.retention_check_ms);
-                        let retention_shard = shard.clone();
-                        glommio::spawn_local(async move {
-                            loop {
-                                glommio::timer::sleep(retention_every).await;
-                                retention_shard.retention();
-                            }
-                        })
-                        .detach();
-                        while !shutdown.load(Ordering::Relaxed) {
-                            glommio::timer::sleep(Duration::from_millis(20)).await;
-                        }
-                        shard.close_all().await;
-                    },
-                    queue,
-                ) else {
-                    return;
-                };
-                body.await;
+    fn take(&mut self, index: usize) -> ShardEnds {
+        if index == 0 {
+            return std::mem::replace(&mut self.coordinator, ShardEnds::Missing);
+        }
+        let sender = self.to_coordinator.get_mut(index).and_then(Option::take);
+        let receiver = self.from_coordinator.get_mut(index).and_then(Option::take);
+        match (sender, receiver) {
+            (Some(sender), Some(receiver)) => ShardEnds::Follower(sender, receiver),
+            _ => ShardEnds::Missing,
+        }
+    }
+}
+
+/// Everything one shard's executor starts from.
+struct ShardStart {
+    index: usize,
+    address: SocketAddr,
+    config: Arc<NodeConfig>,
+    metadata: Metadata,
+    shutdown: Arc<AtomicBool>,
+    retry_fenced: Arc<AtomicU64>,
+    /// Where the shard reports the address it bound (or why it could not).
+    bound: mpsc::Sender<(usize, Result<SocketAddr, String>)>,
+    /// Every shard's endpoint, once all are bound.
+    endpoints: mpsc::Receiver<Vec<String>>,
+    /// Where the shard reports that it serves (or why it cannot).
+    ready: mpsc::Sender<(usize, Result<(), String>)>,
+    channels: ShardEnds,
+}
+
+/// Starts one shard's executor.
+fn spawn_shard(start: ShardStart) -> Result<glommio::ExecutorJoinHandle<()>, NodeError> {
+    let index = start.index;
+    let placement = match &start.config.cpus {
+        Some(cpus) => Placement::Fixed(cpus[index]),
+        None => Placement::Unbound,
+    };
+    let builder = LocalExecutorBuilder::new(placement)
+        .name(&format!("shard-{index}"))
+        .io_memory(start.config.io_memory)
+        .preempt_timer(Duration::from_millis(5));
+    builder
+        .spawn(move || async move {
+            // Everything runs in a latency-sensitive task queue: glommio then always signals
+            // the reactor when a blocking-pool operation (truncate, fallocate, directory
+            // sync) completes. With its default, a completion racing the reactor going to
+            // sleep can be missed and the shard stalls until a timer fires. The heartbeat
+            // below bounds any such stall whatever happens.
+            let queue = glommio::executor().create_task_queue(
+                glommio::Shares::default(),
+                glommio::Latency::Matters(Duration::from_millis(10)),
+                "spate",
+            );
+            glommio::spawn_local(async {
+                loop {
+                    glommio::timer::sleep(HEARTBEAT).await;
+                }
             })
-            .map_err(|error| NodeError::Shard {
-                shard: u16::try_from(index).unwrap_or(u16::MAX),
-                reason: error.to_string(),
-            })?;
-        executors.push(handle);
+            .detach();
+            if let Ok(body) = glommio::spawn_local_into(run_shard(start), queue) {
+                body.await;
+            }
+        })
+        .map_err(|error| NodeError::Shard {
+            shard: u16::try_from(index).unwrap_or(u16::MAX),
+            reason: error.to_string(),
+        })
+}
+
+/// A shard's life inside its executor: bind, learn every shard's endpoint, connect to the
+/// coordinator, recover its partitions, serve until shutdown, close its partitions.
+async fn run_shard(start: ShardStart) {
+    let ShardStart {
+        index,
+        address,
+        config,
+        metadata,
+        shutdown,
+        retry_fenced,
+        bound,
+        endpoints,
+        ready,
+        channels,
+    } = start;
+    let listener = match TcpListener::bind(address) {
+        Ok(listener) => listener,
+        Err(error) => {
+            let _ = bound.send((index, Err(format!("cannot listen on {address}: {error}"))));
+            return;
+        }
+    };
+    let _ = bound.send((
+        index,
+        listener.local_addr().map_err(|error| error.to_string()),
+    ));
+    let Ok(endpoints) = endpoints.recv() else {
+        return;
+    };
+    let id = ShardId(u16::try_from(index).unwrap_or(u16::MAX));
+    let config = Rc::new((*config).clone());
+    let Some((admin, role)) = connect_role(channels).await else {
+        let _ = ready.send((index, Err("channels missing".into())));
+        return;
+    };
+    tracing::debug!(shard = index, "channels connected; recovering partitions");
+    let shard = Rc::new(Shard::new(
+        id,
+        config.clone(),
+        endpoints,
+        Metadata::default(),
+        shutdown.clone(),
+        admin.clone(),
+    ));
+    if let Err(error) = crate::storage::probe_polled_io(&config.data_dir, id.0).await {
+        let reason = format!(
+            "cannot read with O_DIRECT in {}: {error}",
+            config.data_dir.display()
+        );
+        let _ = ready.send((index, Err(reason)));
+        return;
     }
-    drop(bound_tx);
-    drop(ready_tx);
+    shard.apply_metadata(metadata).await;
+    tracing::debug!(shard = index, "partitions recovered");
+    let _ = ready.send((index, Ok(())));
+    glommio::spawn_local(shard.clone().accept(listener)).detach();
+    match role {
+        Role::Coordinator {
+            queue,
+            to_shards,
+            from_shards,
+        } => {
+            glommio::spawn_local(Coordinator::run(
+                shard.clone(),
+                queue,
+                to_shards,
+                from_shards,
+            ))
+            .detach();
+        }
+        Role::Follower { receiver } => {
+            glommio::spawn_local(coordinator::follow(shard.clone(), admin, receiver)).detach();
+        }
+    }
+    spawn_maintenance(&shard, retry_fenced);
+    while !shutdown.load(Ordering::Relaxed) {
+        glommio::timer::sleep(SHUTDOWN_CHECK).await;
+    }
+    shard.close_all().await;
+}
+
+/// Connects a shard's channel ends (each waits for its peer, so all connect concurrently) and
+/// makes its admin client: local on the coordinator, through the channel on the others.
+async fn connect_role(channels: ShardEnds) -> Option<(coordinator::AdminClient, Role)> {
+    match channels {
+        ShardEnds::Coordinator(senders, receivers) => {
+            let sending: Vec<_> = senders
+                .into_iter()
+                .map(|end| glommio::spawn_local(end.connect()))
+                .collect();
+            let receiving: Vec<_> = receivers
+                .into_iter()
+                .map(|end| glommio::spawn_local(end.connect()))
+                .collect();
+            let mut to_shards = Vec::new();
+            for task in sending {
+                to_shards.push(task.await);
+            }
+            let mut from_shards = Vec::new();
+            for task in receiving {
+                from_shards.push(task.await);
+            }
+            let (admin, queue) = coordinator::local_client();
+            Some((
+                admin,
+                Role::Coordinator {
+                    queue,
+                    to_shards,
+                    from_shards,
+                },
+            ))
+        }
+        ShardEnds::Follower(sender, receiver) => {
+            let sending = glommio::spawn_local(sender.connect());
+            let receiving = glommio::spawn_local(receiver.connect());
+            let sender = sending.await;
+            let receiver = receiving.await;
+            Some((
+                coordinator::remote_client(sender),
+                Role::Follower { receiver },
+            ))
+        }
+        ShardEnds::Missing => None,
+    }
+}
+
+/// A shard's background work: re-running recovery of fenced partitions (on SIGHUP, or by
+/// itself after ENOSPC), background verification, retention.
+fn spawn_maintenance(shard: &Rc<Shard>, retry_fenced: Arc<AtomicU64>) {
+    let fence_shard = shard.clone();
+    glommio::spawn_local(async move {
+        let mut seen = 0;
+        loop {
+            glommio::timer::sleep(crate::shard::FENCE_CHECK).await;
+            let asked = retry_fenced.load(Ordering::Relaxed);
+            fence_shard.retry_fenced(asked != seen).await;
+            seen = asked;
+        }
+    })
+    .detach();
+    glommio::spawn_local(crate::verify::run(shard.clone())).detach();
+    let retention_every = Duration::from_millis(shard.config.retention_check_ms);
+    let retention_shard = shard.clone();
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(retention_every).await;
+            retention_shard.retention();
+        }
+    })
+    .detach();
+}
+
+/// Every shard's bound address, by shard id, or the first failure.
+fn await_bound(
+    bound: &mpsc::Receiver<(usize, Result<SocketAddr, String>)>,
+    shards: usize,
+) -> Result<Vec<SocketAddr>, NodeError> {
     let mut endpoints: Vec<Option<SocketAddr>> = vec![None; shards];
     let mut failure = None;
     for _ in 0..shards {
-        match bound_rx.recv() {
+        match bound.recv() {
             Ok((index, Ok(address))) => endpoints[index] = Some(address),
             Ok((index, Err(reason))) => {
                 failure = Some(NodeError::Shard {
@@ -419,51 +537,50 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             }
         }
     }
-    let fail = |failure: NodeError,
-                senders: Vec<mpsc::Sender<Vec<String>>>,
-                executors: Vec<glommio::ExecutorJoinHandle<()>>,
-                shutdown: &AtomicBool| {
-        shutdown.store(true, Ordering::Relaxed);
-        drop(senders);
-        for executor in executors {
-            let _ = executor.join();
-        }
-        Err(failure)
-    };
-    if let Some(failure) = failure {
-        return fail(failure, endpoint_senders, executors, &shutdown);
+    match failure {
+        Some(failure) => Err(failure),
+        None => Ok(endpoints.into_iter().flatten().collect()),
     }
-    let endpoints: Vec<SocketAddr> = endpoints.into_iter().flatten().collect();
-    let names: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
-    for sender in &endpoint_senders {
-        let _ = sender.send(names.clone());
-    }
+}
+
+/// Waits until every shard serves, or the first failure.
+fn await_ready(
+    ready: &mpsc::Receiver<(usize, Result<(), String>)>,
+    shards: usize,
+) -> Result<(), NodeError> {
     for _ in 0..shards {
-        match ready_rx.recv() {
+        match ready.recv() {
             Ok((_, Ok(()))) => {}
             Ok((index, Err(reason))) => {
-                let failure = NodeError::Shard {
+                return Err(NodeError::Shard {
                     shard: u16::try_from(index).unwrap_or(u16::MAX),
                     reason,
-                };
-                return fail(failure, endpoint_senders, executors, &shutdown);
+                });
             }
             Err(_) => {
-                let failure = NodeError::Shard {
+                return Err(NodeError::Shard {
                     shard: 0,
                     reason: "a shard stopped while starting".into(),
-                };
-                return fail(failure, endpoint_senders, executors, &shutdown);
+                });
             }
         }
     }
-    Ok(NodeHandle {
-        endpoints,
-        shutdown,
-        retry_fenced,
-        executors,
-        _lock: lock,
-    })
+    Ok(())
+}
+
+/// A failed start: stops the shards already started and answers the failure.
+fn stop_started(
+    failure: NodeError,
+    endpoint_senders: Vec<mpsc::Sender<Vec<String>>>,
+    executors: Vec<glommio::ExecutorJoinHandle<()>>,
+    shutdown: &AtomicBool,
+) -> Result<NodeHandle, NodeError> {
+    shutdown.store(true, Ordering::Relaxed);
+    drop(endpoint_senders);
+    for executor in executors {
+        let _ = executor.join();
+    }
+    Err(failure)
 }
 
 enum Role {
