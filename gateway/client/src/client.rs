@@ -4,11 +4,10 @@
 //! carry fetches and offset lookups, so parked long polls never hold up produces. Answers are
 //! matched to requests by correlation id. Every request has a deadline.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -17,15 +16,14 @@ use spate_proto::limits::RESPONSE_SIZE_MAX;
 use spate_proto::{
     AlterTopicRequest, CreateTopicRequest, DeleteRecordsRequest, DeleteTopicRequest, ErrorCode,
     ErrorResponse, FetchRequest, FetchResponse, FrameDecoder, ListOffsetsRequest,
-    ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetSpec, PartitionId,
+    ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetSpec, PartitionId, Pipeline,
     ProduceRequest, ProduceResponse, Request, Response, Setting, TopicMetadata,
 };
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
-/// The ALPN protocol of Spate over QUIC.
-pub const ALPN: &[u8] = b"spate/1";
+pub use spate_proto::ALPN;
 
 /// Frames one lane queues before `request` waits (the gateway admits 64 in flight per stream
 /// by default; QUIC flow control bounds the rest).
@@ -100,7 +98,8 @@ impl ClientError {
     }
 }
 
-type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
+/// The requests in flight on a session, by correlation id (ids are per session).
+type Waiters = Arc<Pipeline<oneshot::Sender<Response>>>;
 
 /// One QUIC connection and its lanes.
 #[derive(Debug)]
@@ -123,7 +122,6 @@ struct Shared {
     server_name: String,
     endpoint: quinn::Endpoint,
     session: tokio::sync::Mutex<Option<Arc<Session>>>,
-    next_id: AtomicU64,
 }
 
 /// A connection to a Spate gateway. Cheap to clone; clones share the connection. After the
@@ -213,11 +211,7 @@ async fn read_lane(mut receive: quinn::RecvStream, waiters: Waiters, broken: Arc
                     let Ok(response) = Response::decode(&frame) else {
                         break 'read;
                     };
-                    let waiter = waiters
-                        .lock()
-                        .ok()
-                        .and_then(|mut waiters| waiters.remove(&frame.head.correlation_id));
-                    if let Some(waiter) = waiter {
+                    if let Some(waiter) = waiters.take(frame.head.correlation_id) {
                         let _ = waiter.send(response);
                     }
                 }
@@ -237,9 +231,7 @@ async fn read_lane(mut receive: quinn::RecvStream, waiters: Waiters, broken: Arc
     }
     broken.store(true, Ordering::Relaxed);
     // Dropping the senders fails every caller still waiting.
-    if let Ok(mut waiters) = waiters.lock() {
-        waiters.clear();
-    }
+    waiters.close();
 }
 
 impl Client {
@@ -272,7 +264,6 @@ impl Client {
                 server_name: server_name.to_owned(),
                 endpoint,
                 session: tokio::sync::Mutex::new(None),
-                next_id: AtomicU64::new(1),
             }),
         };
         client.session().await?;
@@ -304,7 +295,7 @@ impl Client {
             .await
             .map_err(|_| connect_error(format!("no handshake within {CONNECT_TIMEOUT:?}")))?
             .map_err(|error| connect_error(error.to_string()))?;
-        let waiters: Waiters = Arc::new(Mutex::new(HashMap::new()));
+        let waiters: Waiters = Arc::default();
         let broken = Arc::new(AtomicBool::new(false));
         let mut lanes = Vec::new();
         for _ in 0..=FETCH_LANES {
@@ -384,18 +375,16 @@ impl Client {
         encode: impl FnOnce(u64) -> Bytes,
     ) -> Result<Submitted, ClientError> {
         let session = self.session().await?;
-        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = oneshot::channel();
-        session
-            .waiters
-            .lock()
-            .map_err(|_| ClientError::Connection("a lane task failed".into()))?
-            .insert(id, sender);
+        let Some(id) = session.waiters.register(sender) else {
+            session.broken.store(true, Ordering::Relaxed);
+            return Err(ClientError::Connection(
+                "the connection broke (its answers stopped)".into(),
+            ));
+        };
         let queued = session.lanes[lane as usize].send(encode(id)).await.is_ok();
         if !queued {
-            if let Ok(mut waiters) = session.waiters.lock() {
-                waiters.remove(&id);
-            }
+            session.waiters.cancel(id);
             session.broken.store(true, Ordering::Relaxed);
             return Err(ClientError::Connection(
                 "the request stream is closed".into(),
@@ -634,9 +623,7 @@ impl Submitted {
                 "the stream closed before the answer came".into(),
             )),
             Err(_) => {
-                if let Ok(mut waiters) = self.session.waiters.lock() {
-                    waiters.remove(&self.id);
-                }
+                self.session.waiters.cancel(self.id);
                 Err(ClientError::Timeout(self.timeout))
             }
         }

@@ -2,14 +2,13 @@
 //! out with a correlation id unique on the link; responses come back in any order and are
 //! matched to their callers. A broken link fails its callers and is replaced on next use.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use spate_proto::limits::{FRAME_HEADER_SIZE, RESPONSE_SIZE_MAX};
-use spate_proto::{Frame, FrameDecoder};
+use spate_proto::{Frame, FrameDecoder, Pipeline};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -20,13 +19,12 @@ pub const LINK_QUEUE_MAX: usize = 1024;
 /// Bytes read from a shard's connection at least per read.
 const LINK_READ_BYTES: usize = 64 << 10;
 
-type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Frame>>>>;
+type Waiters = Arc<Pipeline<oneshot::Sender<Frame>>>;
 
 #[derive(Debug)]
 pub struct ShardLink {
     outgoing: mpsc::Sender<(Bytes, Bytes)>,
     waiters: Waiters,
-    next_id: AtomicU64,
     broken: Arc<AtomicBool>,
 }
 
@@ -52,7 +50,7 @@ impl ShardLink {
         stream.set_nodelay(true)?;
         let (mut reader, mut writer) = stream.into_split();
         let (outgoing, mut queue) = mpsc::channel::<(Bytes, Bytes)>(LINK_QUEUE_MAX);
-        let waiters: Waiters = Arc::new(Mutex::new(HashMap::new()));
+        let waiters: Waiters = Arc::default();
         let broken = Arc::new(AtomicBool::new(false));
         let writer_broken = broken.clone();
         tokio::spawn(async move {
@@ -75,10 +73,7 @@ impl ShardLink {
             loop {
                 match decoder.decode(&mut buffer) {
                     Ok(Some(frame)) => {
-                        let waiter = reader_waiters
-                            .lock()
-                            .map(|mut w| w.remove(&frame.head.correlation_id));
-                        if let Ok(Some(waiter)) = waiter {
+                        if let Some(waiter) = reader_waiters.take(frame.head.correlation_id) {
                             let _ = waiter.send(frame);
                         }
                         continue;
@@ -95,15 +90,12 @@ impl ShardLink {
                 }
             }
             reader_broken.store(true, Ordering::Relaxed);
-            // Dropping the senders fails every caller still waiting.
-            if let Ok(mut waiters) = reader_waiters.lock() {
-                waiters.clear();
-            }
+            // Dropping the senders fails every caller still waiting; later ones are refused.
+            reader_waiters.close();
         });
         Ok(ShardLink {
             outgoing,
             waiters,
-            next_id: AtomicU64::new(1),
             broken,
         })
     }
@@ -116,18 +108,15 @@ impl ShardLink {
     /// where its response will arrive (with the link's correlation id). Frames queued by one
     /// caller in order reach the shard in that order. `None` if the link is broken.
     pub async fn send(&self, frame: &Bytes) -> Option<oneshot::Receiver<Frame>> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = oneshot::channel();
-        self.waiters.lock().ok()?.insert(id, sender);
+        let id = self.waiters.register(sender)?;
         if self
             .outgoing
             .send(with_correlation(frame, id))
             .await
             .is_err()
         {
-            if let Ok(mut waiters) = self.waiters.lock() {
-                waiters.remove(&id);
-            }
+            self.waiters.cancel(id);
             return None;
         }
         Some(receiver)

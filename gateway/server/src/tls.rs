@@ -8,8 +8,7 @@ use std::sync::Arc;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use thiserror::Error;
 
-/// The ALPN protocol of Spate over QUIC.
-pub const ALPN: &[u8] = b"spate/1";
+pub use spate_proto::ALPN;
 
 /// File names of the development certificate in its directory.
 pub const DEV_CERT_FILE: &str = "cert.pem";

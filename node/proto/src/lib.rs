@@ -11,10 +11,15 @@ pub mod error;
 pub mod frame;
 pub mod limits;
 pub mod messages;
+pub mod pipeline;
 
 pub use error::{ErrorCode, FrameError, ProtoError};
 pub use frame::{peek_frame, route, Frame, FrameDecoder, FrameHead, Peek, Route, VERSION};
 pub use messages::*;
+pub use pipeline::Pipeline;
+
+/// The ALPN protocol of Spate over QUIC, offered by the SDK and required by the gateway.
+pub const ALPN: &[u8] = b"spate/1";
 
 /// A partition's number within its topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
