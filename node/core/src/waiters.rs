@@ -32,6 +32,10 @@ pub struct Ticket(pub u64);
 pub enum FetchWaitError {
     #[error("{parked} fetches are already waiting on this partition (the limit)")]
     TooMany { parked: usize },
+    /// Nothing more will become visible until the partition's recovery runs again: answer
+    /// with what was found.
+    #[error("the partition is fenced: nothing more will become visible")]
+    Fenced,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +113,13 @@ impl Waiters {
             deadline,
         });
         Ok(ticket)
+    }
+
+    /// A fetch that need not park (something it waits for happened already): woken at once.
+    pub(crate) fn ready_now(&mut self, out: &mut VecDeque<LogEvent>) -> Ticket {
+        let ticket = self.ticket();
+        out.push_back(LogEvent::FetchReady { ticket });
+        ticket
     }
 
     /// Withdraws a parked fetch (its requester went away); no event follows for it.

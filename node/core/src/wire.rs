@@ -43,6 +43,7 @@ impl From<&FetchWaitError> for ErrorCode {
     fn from(refused: &FetchWaitError) -> ErrorCode {
         match refused {
             FetchWaitError::TooMany { .. } => ErrorCode::Busy,
+            FetchWaitError::Fenced => ErrorCode::PartitionFenced,
         }
     }
 }

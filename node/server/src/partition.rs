@@ -36,12 +36,16 @@ const DRIVER_IDLE_WAKE: Duration = Duration::from_millis(500);
 /// Back-pressure waits look again at least this often (a safety net against a missed wake).
 const PROGRESS_RECHECK: Duration = Duration::from_millis(50);
 
+/// Senders kept for back-pressure waiters before all are woken (see `Budget::waiters`).
+const BUDGET_WAITERS_MAX: usize = 4096;
+
 /// The shard's unsynced-bytes budget, shared by its partitions, and the connections waiting
 /// for it (or for room in a partition's write buffer) to free up.
 #[derive(Debug)]
 pub struct Budget {
     bytes: RefCell<ShardBudget>,
-    /// Bounded by the shard's connections (each waits for one frame at a time).
+    /// At most `BUDGET_WAITERS_MAX`: a waiter that gives up at its recheck leaves its
+    /// sender behind until the next wake.
     waiters: RefCell<Vec<LocalSender<()>>>,
 }
 
@@ -74,6 +78,11 @@ impl Budget {
     /// Waits for the next write or sync progress of any partition of the shard.
     pub async fn wait_for_progress(&self) {
         let (sender, receiver) = local_channel::new_bounded(1);
+        if self.waiters.borrow().len() >= BUDGET_WAITERS_MAX {
+            // Mostly senders whose waiter gave up at its recheck: waking them all empties
+            // the list (a live waiter woken early looks again and waits anew).
+            self.wake();
+        }
         self.waiters.borrow_mut().push(sender);
         future::or(
             async { receiver.recv().await.map_or((), |_| ()) },
@@ -112,6 +121,8 @@ pub struct Partition {
     waiting: RefCell<HashMap<Ticket, Waiting>>,
     /// Set to stop the driver once the log is idle (shutdown, deletion).
     closing: Cell<bool>,
+    /// Set to stop the driver at once, settled or not (its close waited long enough).
+    abandoned: Cell<bool>,
     /// Set when the driver stopped: nothing waiting will be answered by the log any more.
     stopped: Cell<bool>,
     /// Set when the partition left its shard: its bytes no longer count against the budget.
@@ -142,6 +153,7 @@ impl Partition {
             doorbell,
             waiting: RefCell::new(HashMap::new()),
             closing: Cell::new(false),
+            abandoned: Cell::new(false),
             stopped: Cell::new(false),
             released: Cell::new(false),
             room_gate: Rc::new(glommio::sync::Semaphore::new(1)),
@@ -194,6 +206,15 @@ impl Partition {
         self.ring();
     }
 
+    /// Stops the driver now, whatever is still in flight (a close that waited long enough
+    /// for it to settle): nothing more is submitted, and everything waiting is answered
+    /// `ShuttingDown`.
+    pub fn abandon(&self) {
+        self.closing.set(true);
+        self.abandoned.set(true);
+        self.ring();
+    }
+
     /// Whether the partition is closing or closed (no new appends belong in it).
     pub fn is_closing(&self) -> bool {
         self.closing.get()
@@ -229,6 +250,12 @@ impl Partition {
         // The driver's next timeout is this fetch's deadline, if it is the earliest.
         self.ring();
         receiver
+    }
+
+    /// Withdraws a parked fetch whose requester stopped waiting.
+    pub fn cancel_fetch(&self, ticket: Ticket) {
+        self.with_log(|log| log.cancel_fetch_wait(ticket));
+        self.waiting.borrow_mut().remove(&ticket);
     }
 
     fn wait(&self, ticket: Ticket, waiting: Waiting) {
@@ -377,6 +404,9 @@ impl Partition {
     /// The driver: runs until the partition is closing and its log is settled.
     pub async fn drive(self: Rc<Self>, bell: LocalReceiver<()>) {
         loop {
+            if self.abandoned.get() {
+                break;
+            }
             self.pump();
             if self.closing.get() && self.settled() {
                 break;
@@ -386,8 +416,10 @@ impl Partition {
                 .borrow()
                 .poll_timeout()
                 .map_or(DRIVER_IDLE_WAKE, |at| {
-                    // At least a millisecond, so the driver always yields to the reactor.
+                    // At least a millisecond, so the driver always yields to the reactor; at
+                    // most the idle wake, so a wall clock stepped back delays nothing long.
                     Duration::from_millis(u64::try_from((at.0 - now().0).max(1)).unwrap_or(1))
+                        .min(DRIVER_IDLE_WAKE)
                 });
             let rang = future::or(async { bell.recv().await.is_some() }, async {
                 glommio::timer::sleep(wait).await;

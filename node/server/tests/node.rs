@@ -464,13 +464,26 @@ fn offline_damage_truncates_a_garbage_tail_and_fences_only_the_corrupt_partition
         other => panic!("expected a fence, got {other:?}"),
     }
     // ...and the records below the damage are still served.
-    match client.fetch("c", 0, 0, 0) {
+    let high = match client.fetch("c", 0, 0, 0) {
         Response::Fetch(fetched) => {
             assert_eq!(records(&fetched.records)[0].0, 0);
             assert!(fetched.high_watermark <= last.base_offset.0);
+            fetched.high_watermark
         }
         other => panic!("{other:?}"),
+    };
+    // A long poll at the end of a fenced partition is answered at once: nothing more will
+    // become visible there, so it neither parks nor spins until its wait is over.
+    let started = Instant::now();
+    match client.fetch("c", 0, high, 20_000) {
+        Response::Fetch(fetched) => assert!(fetched.records.is_empty()),
+        other => panic!("{other:?}"),
     }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a long poll on a fenced partition waited {:?}",
+        started.elapsed()
+    );
     node.shutdown();
 }
 

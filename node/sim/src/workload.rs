@@ -656,7 +656,17 @@ impl Run {
         self.now = Millis(self.now.0 + i64::try_from(elapsed).expect("fits"));
         self.log.handle_tick(self.now);
         self.transfer();
-        self.drain_events()
+        self.drain_events()?;
+        // A tick wakes every parked fetch whose deadline came.
+        for (ticket, parked) in &self.parked {
+            ensure(parked.deadline > self.now, || {
+                format!(
+                    "fetch {ticket:?} ({parked:?}) still parked after a tick at {:?}",
+                    self.now
+                )
+            })?;
+        }
+        Ok(())
     }
 
     fn drain_events(&mut self) -> Checked {
@@ -939,35 +949,65 @@ impl Run {
             self.parked.remove(&ticket);
             return Ok(());
         }
+        // Mostly a fetch that saw the current high watermark; sometimes one that looked before
+        // the log moved on (an older high watermark, an offset the log start has passed), as
+        // a fetch that read from disk meanwhile does.
         let (start, end) = (self.log.log_start(), self.log.high_watermark());
-        let offset = Offset(self.rng.range(start.0, end.0));
+        let (offset, seen) = if self.rng.chance(1, 4) {
+            let seen = Offset(self.rng.range(start.0.saturating_sub(3), end.0));
+            (
+                Offset(self.rng.range(seen.0.saturating_sub(3), seen.0)),
+                seen,
+            )
+        } else {
+            (Offset(self.rng.range(start.0, end.0)), end)
+        };
         let max_wait_ms = [0u32, 1, 30, 500][self.rng.index(4)];
+        let deadline = Millis(self.now.0 + i64::from(max_wait_ms));
+        let ready_now = offset < start || seen < end || deadline <= self.now;
         match self
             .log
-            .handle_fetch_wait(self.now, offset, end, max_wait_ms)
+            .handle_fetch_wait(self.now, offset, seen, max_wait_ms)
         {
             Ok(ticket) => {
+                ensure(!self.fenced, || "a fenced log parked a fetch".into())?;
                 let parked = ParkedFetch {
                     offset,
-                    seen: end,
-                    deadline: Millis(self.now.0 + i64::from(max_wait_ms)),
+                    seen,
+                    deadline,
                 };
                 ensure(self.parked.insert(ticket, parked).is_none(), || {
                     format!("ticket {ticket:?} given twice")
                 })?;
+                if ready_now {
+                    // Woken at once, without parking: the event is already out.
+                    let woken = self.log.poll_event();
+                    ensure(woken == Some(LogEvent::FetchReady { ticket }), || {
+                        format!("fetch {parked:?} was ready at once, but the log said {woken:?}")
+                    })?;
+                    self.report.fetches_woken += 1;
+                    self.parked.remove(&ticket);
+                }
             }
             Err(FetchWaitError::TooMany { parked }) => {
                 ensure(
-                    parked == self.parked.len() && parked >= self.config.fetch_waiters_max as usize,
+                    !self.fenced
+                        && !ready_now
+                        && parked == self.parked.len()
+                        && parked >= self.config.fetch_waiters_max as usize,
                     || {
                         format!(
-                            "fetch refused with {parked} parked ({} in the model, limit {})",
+                            "fetch refused with {parked} parked ({} in the model, limit {}, \
+                             ready at once {ready_now})",
                             self.parked.len(),
                             self.config.fetch_waiters_max
                         )
                     },
                 )?;
             }
+            Err(FetchWaitError::Fenced) => ensure(self.fenced, || {
+                "a fetch was refused as fenced, but no fence was reported".into()
+            })?,
         }
         self.drain_events()
     }

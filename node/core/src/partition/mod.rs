@@ -373,8 +373,9 @@ impl PartitionLog {
     /// Parks a fetch from `offset` that found too little to answer with the high watermark
     /// at `seen`, for at most `max_wait_ms`: [`LogEvent::FetchReady`] follows once the high
     /// watermark passes `seen` or the log start passes `offset`, the log is fenced, or the
-    /// wait is over (at once if one of these happened already). At most
-    /// `LogConfig::fetch_waiters_max` fetches are parked at once.
+    /// wait is over — at once, without parking, if one of these happened already. At most
+    /// `LogConfig::fetch_waiters_max` fetches are parked at once. A fenced log parks none
+    /// (`FetchWaitError::Fenced`: nothing more will become visible; answer now).
     pub fn handle_fetch_wait(
         &mut self,
         now: Millis,
@@ -382,16 +383,17 @@ impl PartitionLog {
         seen: Offset,
         max_wait_ms: u32,
     ) -> Result<Ticket, FetchWaitError> {
-        let deadline = Millis(now.0.saturating_add(i64::from(max_wait_ms)));
-        let ticket =
-            self.waiters
-                .park_fetch(offset, seen, deadline, self.config.fetch_waiters_max)?;
-        if self.fenced.is_some() || offset < self.log_start || seen < self.durable {
-            // Ready already (something moved since the caller looked): it looks again.
-            self.waiters.cancel_fetch(ticket);
-            self.events.push_back(LogEvent::FetchReady { ticket });
+        if self.fenced.is_some() {
+            return Err(FetchWaitError::Fenced);
         }
-        Ok(ticket)
+        let deadline = Millis(now.0.saturating_add(i64::from(max_wait_ms)));
+        if offset < self.log_start || seen < self.durable || deadline <= now {
+            // Ready already (something moved since the caller looked, or no wait): it looks
+            // again at once.
+            return Ok(self.waiters.ready_now(&mut self.events));
+        }
+        self.waiters
+            .park_fetch(offset, seen, deadline, self.config.fetch_waiters_max)
     }
 
     /// Withdraws a parked fetch whose requester gave up; no event follows for it.

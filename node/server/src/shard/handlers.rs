@@ -8,8 +8,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_lite::future;
 use glommio::channels::local_channel;
-use spate_core::{AppendError, DeleteRecordsError, FetchError, FetchPlan};
+use spate_core::{AppendError, DeleteRecordsError, FetchError, FetchPlan, FetchWaitError};
 use spate_format::{batches, Offset};
 use spate_proto::{
     DeleteRecordsRequest, DeleteRecordsResponse, ErrorCode, ErrorDetail, ErrorResponse,
@@ -20,6 +21,10 @@ use spate_proto::{
 };
 
 use super::{effective, error, Shard};
+
+/// A parked fetch whose log has not woken it this long after its wait ended is answered by
+/// the shell's own timer (the log's deadline follows the wall clock, which can step back).
+const FETCH_DEADLINE_GRACE: Duration = Duration::from_millis(50);
 use crate::partition::{now, DeleteRecordsResult, Partition, ProduceResult};
 
 impl Shard {
@@ -238,32 +243,49 @@ impl Shard {
             })?;
             let records = self.fetch_records(partition, plan).await?;
             let waited = started.elapsed();
-            if records.len() >= request.min_bytes.max(1) as usize
+            let answer = FetchResponse {
+                high_watermark: high_watermark.0,
+                log_start_offset: log_start.0,
+                records,
+            };
+            if answer.records.len() >= request.min_bytes.max(1) as usize
                 || waited >= max_wait
                 || self.shutdown.load(Ordering::Relaxed)
             {
-                return Ok(FetchResponse {
-                    high_watermark: high_watermark.0,
-                    log_start_offset: log_start.0,
-                    records,
-                });
+                return Ok(answer);
             }
             // Park until the high watermark moves or the wait is over (the log decides).
-            let remaining = u32::try_from(max_wait.saturating_sub(waited).as_millis())
+            let remaining = max_wait.saturating_sub(waited);
+            let remaining_ms = u32::try_from(remaining.as_millis())
                 .unwrap_or(u32::MAX)
                 .max(1);
-            let ticket = partition
-                .with_log(|log| log.handle_fetch_wait(now(), offset, high_watermark, remaining))
-                .map_err(|refused| {
-                    error(
+            let parked = partition
+                .with_log(|log| log.handle_fetch_wait(now(), offset, high_watermark, remaining_ms));
+            let ticket = match parked {
+                Ok(ticket) => ticket,
+                // Nothing more will become visible: what was found is the answer.
+                Err(FetchWaitError::Fenced) => return Ok(answer),
+                Err(refused) => {
+                    return Err(error(
                         ErrorCode::from(&refused),
                         format!(
                             "partition {}-{}: {refused}",
                             partition.key.topic, partition.key.partition
                         ),
-                    )
-                })?;
-            let _ = partition.wait_fetch(ticket).recv().await;
+                    ))
+                }
+            };
+            let woken = partition.wait_fetch(ticket);
+            // The log's deadline follows the wall clock; this one does not (a clock stepped
+            // back must not hold a long poll past its wait).
+            let in_time = future::or(async { woken.recv().await.is_some() }, async {
+                glommio::timer::sleep(remaining + FETCH_DEADLINE_GRACE).await;
+                false
+            })
+            .await;
+            if !in_time {
+                partition.cancel_fetch(ticket);
+            }
         }
     }
 

@@ -140,7 +140,7 @@ impl Shard {
         let Ok(_turn) = partition.room_gate.clone().acquire_static_permit(1).await else {
             return;
         };
-        while !partition.log().has_room(len) && !partition.is_stopped() {
+        while !partition.log().has_room(len) && !partition.is_closing() {
             self.budget.wait_for_progress().await;
         }
     }
@@ -235,6 +235,8 @@ impl Shard {
                 }
                 glommio::timer::sleep(CLOSE_SETTLE_CHECK).await;
             }
+            // What has not settled by now is not acknowledged: the driver stops at once.
+            partition.abandon();
             partition.release_budget();
             let reader = partition.storage.borrow().reader();
             reader.close().await;
@@ -361,7 +363,14 @@ impl Shard {
             doorbell,
             self.budget.clone(),
         );
-        self.partitions.borrow_mut().insert(partition.clone());
+        let replaced = self.partitions.borrow_mut().insert(partition.clone());
+        if let Some(old) = replaced {
+            // `opening` keeps two drivers off one directory; should one slip through, the
+            // old one stops and leaves the budget.
+            tracing::error!(topic = %old.key.topic, partition = old.key.partition, "a partition was opened twice; the older driver stops");
+            old.abandon();
+            old.release_budget();
+        }
         glommio::spawn_local(partition.drive(bell)).detach();
     }
 
