@@ -256,6 +256,21 @@ fn none_and_write_acks_become_durable_by_the_flush_interval() {
     );
 }
 
+/// A wall clock stepped back does not hold `none`/`write` data unsynced until it catches up:
+/// a tick earlier than the oldest unsynced append flushes at once.
+#[test]
+fn a_clock_stepped_back_flushes_at_once() {
+    let mut harness = Harness::new(config());
+    let up_to = harness.append(&batch(10, 1, T0), Durability::None);
+    harness.settle();
+    assert!(harness.log.high_watermark() < up_to, "not due yet");
+    harness.now = Millis(T0 - 3_600_000);
+    harness.log.handle_tick(harness.now);
+    harness.transfer();
+    harness.settle();
+    assert_eq!(harness.log.high_watermark(), up_to);
+}
+
 #[test]
 fn a_sync_error_fences_the_partition() {
     let mut harness = Harness::new(config());
@@ -269,6 +284,10 @@ fn a_sync_error_fences_the_partition() {
         durable,
         "nothing acknowledged after the error"
     );
+    // A fenced log syncs nothing more: its bytes leave the shard's budget and its write
+    // buffer.
+    assert_eq!(harness.log.unsynced_bytes(), 0);
+    assert_eq!(harness.log.unwritten_bytes(), 0);
     // The fence, then the refusal of the acknowledgement that was waiting.
     let n = harness.events.len();
     assert!(matches!(

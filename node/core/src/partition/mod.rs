@@ -281,16 +281,25 @@ impl PartitionLog {
         self.fenced.as_ref()
     }
 
-    /// Bytes appended but not yet written (counted against the shard's budget).
+    /// Bytes appended but not yet written (counted against the partition's write buffer).
+    /// None on a fenced log: it writes nothing more, and dropped what it held.
     pub fn unwritten_bytes(&self) -> u64 {
+        if self.fenced.is_some() {
+            return 0;
+        }
         self.segments
             .iter()
             .map(|segment| segment.size - segment.written_pos)
             .sum()
     }
 
-    /// Bytes appended but not yet durable.
+    /// Bytes appended but not yet durable (counted against the shard's budget). None on a
+    /// fenced log: it syncs nothing more, so they would hold the shard's budget, and with
+    /// it every producer of the shard, until the partition's recovery runs again.
     pub fn unsynced_bytes(&self) -> u64 {
+        if self.fenced.is_some() {
+            return 0;
+        }
         self.segments
             .iter()
             .map(|segment| segment.size - segment.durable_pos)
@@ -676,6 +685,11 @@ impl PartitionLog {
         self.requests.clear();
         self.maintenance.clear();
         self.tail.clear();
+        // Nothing more is written: the batches waiting for a round (shared with producers'
+        // frames, up to `PARTITION_BUFFER_BYTES_MAX`) are let go.
+        for segment in &mut self.segments {
+            segment.buffer = WriteBuffer::at(segment.written_pos, &[]);
+        }
         self.events.push_back(LogEvent::Fenced {
             durable: self.durable,
             reason,

@@ -64,9 +64,11 @@ impl PartitionLog {
             return;
         };
         let active = index + 1 == count;
-        let flush_due = self
-            .unsynced_since
-            .is_some_and(|since| now.0.saturating_sub(since.0) >= self.config.flush_interval_ms);
+        // A wall clock stepped back (`now` before `since`) makes the flush due at once: an
+        // early sync is harmless, one held back until the clock catches up is not.
+        let flush_due = self.unsynced_since.is_some_and(|since| {
+            now < since || now.0.saturating_sub(since.0) >= self.config.flush_interval_ms
+        });
         let want_sync = !active
             || self.flush_requested
             || self.fsync_wanted > self.durable
