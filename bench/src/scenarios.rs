@@ -129,6 +129,10 @@ struct Produced {
     latency: Histogram<u64>,
     sent: u64,
     errors: u64,
+    /// From the run's start until its QUIC connection and producer were ready.
+    setup: Duration,
+    /// From the run's start until its first acknowledgement, if any came.
+    first_ack: Option<Duration>,
 }
 
 /// A record value of `size` bytes whose first 8 bytes (if it has them) carry `stamp`.
@@ -156,15 +160,18 @@ async fn produce_one(
     let producer = Producer::new(&client, &topic, args.config())
         .await
         .map_err(|error| error.to_string())?;
+    let setup = epoch.elapsed();
     let (pending, mut acknowledged) = mpsc::channel::<(Instant, Delivery)>(DELIVERIES_PENDING_MAX);
     let size = args.message_size as u64;
     let measured_from = epoch + Duration::from_secs_f64(args.warmup_seconds);
     let collector = tokio::spawn(async move {
         let mut latency = histogram();
         let mut errors = 0;
+        let mut first_ack = None;
         while let Some((start, delivery)) = acknowledged.recv().await {
             match delivery.await {
                 Ok(_) => {
+                    first_ack.get_or_insert_with(|| epoch.elapsed());
                     if start >= measured_from {
                         let _ = latency.record(micros(start.elapsed()));
                     }
@@ -173,7 +180,7 @@ async fn produce_one(
                 Err(_) => errors += 1,
             }
         }
-        (latency, errors)
+        (latency, errors, first_ack)
     });
     let template = Bytes::from(vec![b'x'; args.message_size]);
     let (count, rate) = share;
@@ -211,14 +218,34 @@ async fn produce_one(
     }
     producer.close().await.map_err(|error| error.to_string())?;
     drop(pending);
-    let (latency, errors) = collector
+    let (latency, errors, first_ack) = collector
         .await
         .map_err(|error| format!("collector failed: {error}"))?;
     Ok(Produced {
         latency,
         sent,
         errors,
+        setup,
+        first_ack,
     })
+}
+
+/// When the producers of a run were ready and first acknowledged, the slowest of them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Startup {
+    setup: Duration,
+    first_ack: Duration,
+}
+
+impl Startup {
+    /// Adds the figures that tell a slow start's place: connecting and describing the topic
+    /// (`setup`), or the first acknowledgement after it.
+    fn record(self, run: &mut Run) {
+        run.figures
+            .insert("setup_seconds_max".into(), self.setup.as_secs_f64());
+        run.figures
+            .insert("first_ack_seconds_max".into(), self.first_ack.as_secs_f64());
+    }
 }
 
 /// Runs the producers and merges what they measured into `run`.
@@ -228,7 +255,7 @@ async fn run_producers(
     args: &ProduceArgs,
     meter: &Meter,
     epoch: Instant,
-) -> Result<(Histogram<u64>, u64, u64), String> {
+) -> Result<(Histogram<u64>, u64, u64, Startup), String> {
     let producers = u64::from(args.producers.max(1));
     let mut tasks = Vec::new();
     for index in 0..producers {
@@ -248,6 +275,7 @@ async fn run_producers(
     let mut latency = histogram();
     let mut sent = 0;
     let mut errors = 0;
+    let mut startup = Startup::default();
     for task in tasks {
         let produced = task
             .await
@@ -257,8 +285,12 @@ async fn run_producers(
             .map_err(|error| error.to_string())?;
         sent += produced.sent;
         errors += produced.errors;
+        startup.setup = startup.setup.max(produced.setup);
+        if let Some(first_ack) = produced.first_ack {
+            startup.first_ack = startup.first_ack.max(first_ack);
+        }
     }
-    Ok((latency, sent, errors))
+    Ok((latency, sent, errors, startup))
 }
 
 /// `produce`: throughput and acknowledgement latency.
@@ -269,11 +301,12 @@ pub async fn produce(target: &Target, name: &str, args: &ProduceArgs) -> Result<
     let meter = Meter::start(TIMELINE_INTERVAL);
     let cpu = CpuTime::now();
     let started = Instant::now();
-    let (latency, _, errors) = run_producers(target, topic, args, &meter, started).await?;
+    let (latency, _, errors, startup) = run_producers(target, topic, args, &meter, started).await?;
     let elapsed = started.elapsed();
     let (operations, bytes, timeline) = meter.stop();
     run.finish(elapsed, operations, bytes);
     CpuTime::since(cpu).record(&mut run);
+    startup.record(&mut run);
     run.errors = errors;
     run.timeline = timeline;
     let what = if args.rate.is_some() {
@@ -319,7 +352,7 @@ pub async fn consume(target: &Target, name: &str, args: &ConsumeArgs) -> Result<
         warmup_seconds: 0.0,
     };
     let quiet = Meter::start(Duration::from_secs(1));
-    let (_, _, errors) = run_producers(target, topic, &backlog, &quiet, Instant::now()).await?;
+    let (_, _, errors, _) = run_producers(target, topic, &backlog, &quiet, Instant::now()).await?;
     quiet.stop();
     if errors > 0 {
         return Err(format!("{errors} backlog records were not acknowledged"));
@@ -423,7 +456,7 @@ pub async fn e2e(target: &Target, name: &str, args: &ProduceArgs) -> Result<Run,
     let quiet = Meter::start(Duration::from_secs(1));
     let cpu = CpuTime::now();
     let started = Instant::now();
-    let (ack_latency, _, errors) = run_producers(target, topic, args, &quiet, epoch).await?;
+    let (ack_latency, _, errors, _) = run_producers(target, topic, args, &quiet, epoch).await?;
     let (acked, produced_bytes, _) = quiet.stop();
     let _ = total.send(Some(acked));
     let consumed = tokio::time::timeout(Duration::from_secs(60), consuming)
