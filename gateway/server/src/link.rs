@@ -16,6 +16,9 @@ use tokio::sync::{mpsc, oneshot};
 /// Frames queued for one shard connection before senders wait.
 pub const LINK_QUEUE_MAX: usize = 1024;
 
+/// A connection to a shard that takes this long is logged (with what it took).
+const SLOW_CONNECT: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Bytes read from a shard's connection at least per read.
 const LINK_READ_BYTES: usize = 64 << 10;
 
@@ -37,7 +40,15 @@ fn with_correlation(frame: &Bytes, id: u64) -> (Bytes, Bytes) {
 
 impl ShardLink {
     pub async fn connect(address: SocketAddr) -> std::io::Result<ShardLink> {
+        let started = std::time::Instant::now();
         let stream = TcpStream::connect(address).await?;
+        let took = started.elapsed();
+        if took >= SLOW_CONNECT {
+            // On loopback a connection takes microseconds; a second means a dropped SYN
+            // (TCP retries after its initial 1 s timeout), which stalls every request on
+            // the link meanwhile.
+            tracing::warn!(%address, took_ms = took.as_millis(), "slow connection to a shard");
+        }
         // With nothing listening on a port of the ephemeral range, Linux can connect a socket
         // to itself (simultaneous open); that "shard" would echo our own frames back and hold
         // the port a restarting node needs.
