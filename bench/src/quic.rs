@@ -63,7 +63,10 @@ pub async fn run(data_dir: &std::path::Path, name: &str, args: &QuicArgs) -> Res
     let crypto = QuicServerConfig::try_from(crypto).map_err(|error| error.to_string())?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(transport));
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|error| error.to_string())?;
+    // The same sockets as the gateway's and the SDK's, so the baseline moves bytes as they do.
+    let socket =
+        spate_gateway::server::quic_socket(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+            .map_err(|error| error.to_string())?;
     let endpoint_config =
         spate_gateway::server::endpoint_config(&key).map_err(|error| error.to_string())?;
     let server = quinn::Endpoint::new(
@@ -80,7 +83,8 @@ pub async fn run(data_dir: &std::path::Path, name: &str, args: &QuicArgs) -> Res
     client_config
         .max_udp_payload_size(spate_client::UDP_PAYLOAD_MAX)
         .map_err(|error| error.to_string())?;
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|error| error.to_string())?;
+    let socket = spate_client::quic_socket(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .map_err(|error| error.to_string())?;
     let mut client =
         quinn::Endpoint::new(client_config, None, socket, Arc::new(quinn::TokioRuntime))
             .map_err(|error| error.to_string())?;

@@ -199,6 +199,18 @@ pub fn quic_client_config(ca: &Path) -> Result<quinn::ClientConfig, ClientError>
     Ok(config)
 }
 
+/// A client's UDP socket, bound to `bind`, with `QUIC_SOCKET_BUFFER_BYTES` of receive and
+/// send buffer asked for (best effort: the kernel caps it at `net.core.rmem_max`/`wmem_max`).
+/// Public for tools that run QUIC beside the SDK (the benchmark's baseline).
+pub fn quic_socket(bind: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(bind)?;
+    let state = quinn::udp::UdpSocketState::new((&socket).into())?;
+    let wanted = spate_proto::limits::QUIC_SOCKET_BUFFER_BYTES;
+    let _ = state.set_recv_buffer_size((&socket).into(), wanted);
+    let _ = state.set_send_buffer_size((&socket).into(), wanted);
+    Ok(socket)
+}
+
 /// Reads answers from one lane and hands each to its waiter; when the lane ends, marks the
 /// session broken and fails every waiter.
 async fn read_lane(mut receive: quinn::RecvStream, waiters: Waiters, broken: Arc<AtomicBool>) {
@@ -248,8 +260,7 @@ impl Client {
         } else {
             SocketAddr::from(([0u8; 4], 0))
         };
-        let socket =
-            std::net::UdpSocket::bind(bind).map_err(|error| connect_error(error.to_string()))?;
+        let socket = quic_socket(bind).map_err(|error| connect_error(error.to_string()))?;
         let mut endpoint_config = quinn::EndpointConfig::default();
         endpoint_config
             .max_udp_payload_size(UDP_PAYLOAD_MAX)

@@ -116,6 +116,27 @@ pub const UDP_PAYLOAD_MAX: u16 = 16_384;
 /// a restarted gateway (same key) answers packets of connections it forgot with a valid
 /// stateless reset: clients learn at once that their connection is gone and reconnect,
 /// instead of waiting for the idle timeout.
+/// The gateway's UDP socket, bound to `address`, with `QUIC_SOCKET_BUFFER_BYTES` of receive
+/// and send buffer asked for (a smaller grant, capped by `net.core.rmem_max`, is logged: raise
+/// the sysctl, docs/operations.md).
+pub fn quic_socket(address: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(address)?;
+    let state = quinn::udp::UdpSocketState::new((&socket).into())?;
+    let wanted = spate_proto::limits::QUIC_SOCKET_BUFFER_BYTES;
+    // Best effort: the socket works with the default buffers, only less well.
+    let _ = state.set_recv_buffer_size((&socket).into(), wanted);
+    let _ = state.set_send_buffer_size((&socket).into(), wanted);
+    let granted = state.recv_buffer_size((&socket).into()).unwrap_or(0);
+    if granted < wanted {
+        tracing::info!(
+            wanted,
+            granted,
+            "the UDP receive buffer is smaller than asked (net.core.rmem_max); datagrams are dropped under load"
+        );
+    }
+    Ok(socket)
+}
+
 pub fn endpoint_config(key: &std::path::Path) -> Result<quinn::EndpointConfig, GatewayError> {
     let secret = std::fs::read(key)
         .map_err(|error| GatewayError::Quic(format!("cannot read {}: {error}", key.display())))?;
@@ -164,7 +185,7 @@ pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
         .ok()
         .and_then(|mut addresses| addresses.next())
         .ok_or_else(|| GatewayError::Listen(config.listen.clone()))?;
-    let socket = std::net::UdpSocket::bind(address).map_err(GatewayError::Endpoint)?;
+    let socket = quic_socket(address).map_err(GatewayError::Endpoint)?;
     let endpoint = Endpoint::new(
         endpoint_config(&key)?,
         Some(server),

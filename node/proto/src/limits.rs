@@ -33,6 +33,13 @@ pub const ENDPOINT_SIZE_MAX: u32 = 256;
 /// Most shards one node may have: shard ids are `u16`, and one shard per core.
 pub const SHARDS_MAX: u32 = 1024;
 
+/// Receive and send buffer asked for each QUIC socket (SDK and gateway). The kernel's default
+/// (208 KiB) drops datagrams whenever a few hundred arrive while the endpoint is busy —
+/// hundreds a second under load, even on loopback — and a packet lost at the start of a
+/// connection costs QUIC a probe timeout (seen as a 1.5 s stall before the first answer).
+/// The kernel grants at most `net.core.rmem_max` / `wmem_max`.
+pub const QUIC_SOCKET_BUFFER_BYTES: usize = 4 << 20;
+
 /// Most topics in one metadata response.
 pub const TOPICS_PER_RESPONSE_MAX: u32 = 100_000;
 
