@@ -191,7 +191,9 @@ pub fn quic_client_config(ca: &Path) -> Result<quinn::ClientConfig, ClientError>
         ))
         .stream_receive_window(VarInt::from_u32(STREAM_WINDOW))
         .receive_window(VarInt::from_u32(CONNECTION_WINDOW))
-        .send_window(u64::from(CONNECTION_WINDOW));
+        .send_window(u64::from(CONNECTION_WINDOW))
+        .packet_threshold(spate_proto::limits::QUIC_PACKET_THRESHOLD)
+        .time_threshold(spate_proto::limits::QUIC_TIME_THRESHOLD);
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(UDP_PAYLOAD_MAX);
     transport.mtu_discovery_config(Some(mtu));

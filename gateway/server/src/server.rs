@@ -92,6 +92,8 @@ pub fn transport(config: &GatewayConfig) -> Result<TransportConfig, GatewayError
         .stream_receive_window(VarInt::from_u32(config.stream_window))
         .receive_window(VarInt::from_u32(config.connection_window))
         .send_window(SEND_WINDOW)
+        .packet_threshold(spate_proto::limits::QUIC_PACKET_THRESHOLD)
+        .time_threshold(spate_proto::limits::QUIC_TIME_THRESHOLD)
         .max_idle_timeout(Some(
             IdleTimeout::try_from(config.idle_timeout)
                 .map_err(|error| GatewayError::Quic(error.to_string()))?,

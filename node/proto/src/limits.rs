@@ -40,6 +40,17 @@ pub const SHARDS_MAX: u32 = 1024;
 /// The kernel grants at most `net.core.rmem_max` / `wmem_max`.
 pub const QUIC_SOCKET_BUFFER_BYTES: usize = 4 << 20;
 
+/// QUIC loss detection on both ends (SDK and gateway): a packet is declared lost once this
+/// many later packets were acknowledged (QUIC's default: 3) or after this many round trips
+/// (default: 9/8). At loopback and LAN round trips of about 100 µs the defaults declared
+/// packets lost whenever an acknowledgement came a little late (hundreds in a second, none
+/// dropped), and each "loss" halved the congestion window: a produce run then moved almost
+/// nothing for 1.5 s (docs/benchmarks.md, the start-of-run stall). Real losses are still
+/// found, a few packets or a fraction of a millisecond later.
+pub const QUIC_PACKET_THRESHOLD: u32 = 10;
+/// See [`QUIC_PACKET_THRESHOLD`].
+pub const QUIC_TIME_THRESHOLD: f32 = 2.0;
+
 /// Most topics in one metadata response.
 pub const TOPICS_PER_RESPONSE_MAX: u32 = 100_000;
 
