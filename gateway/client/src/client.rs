@@ -5,13 +5,14 @@
 //! matched to requests by correlation id. Every request has a deadline.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use quinn::{IdleTimeout, VarInt};
+use spate_format::{BatchError, BuildError, RecordError};
 use spate_proto::limits::RESPONSE_SIZE_MAX;
 use spate_proto::{
     AlterTopicRequest, CreateTopicRequest, DeleteRecordsRequest, DeleteTopicRequest, ErrorCode,
@@ -39,6 +40,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Deadline of a request that does not wait at the server; a fetch gets its `max_wait` on top.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A connection that hears nothing from the gateway for this long is closed (keep-alives
+/// every `KEEP_ALIVE_INTERVAL` keep a healthy one open).
+pub const IDLE_TIMEOUT_MS: u32 = 30_000;
+
 /// Keep-alive interval, well inside the gateway's idle timeout (30 s by default).
 pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -46,34 +51,116 @@ pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
 /// the path carries; loopback carries all of it).
 pub const UDP_PAYLOAD_MAX: u16 = 16_384;
 
+/// A lane's read buffer starts this large; it grows to the answer being read.
+const LANE_BUFFER_START: usize = 64 << 10;
+
+/// Most bytes taken from quinn per read of a lane.
+const LANE_READ_MAX: usize = 1 << 20;
+
 /// Receive windows: one fetch answer (up to 16 MiB) per stream, a few at once per connection.
 pub const STREAM_WINDOW: u32 = 16 << 20;
 pub const CONNECTION_WINDOW: u32 = 64 << 20;
 
 #[derive(Debug, Clone, Error)]
 pub enum ClientError {
-    #[error("cannot read the CA certificate {path}: {reason}")]
-    Certificate { path: String, reason: String },
+    #[error("cannot use the CA certificate {}: {source}", path.display())]
+    Certificate {
+        path: PathBuf,
+        source: CertificateError,
+    },
     #[error("TLS: {0}")]
-    Tls(String),
-    #[error("cannot connect to the gateway at {address}: {reason}")]
-    Connect { address: SocketAddr, reason: String },
+    Tls(#[from] rustls::Error),
+    #[error("cannot connect to the gateway at {address}: {source}")]
+    Connect {
+        address: SocketAddr,
+        source: ConnectError,
+    },
     /// The connection broke while the request was in flight: it may or may not have been
     /// carried out.
     #[error("the connection to the gateway broke: {0}")]
-    Connection(String),
+    Connection(ConnectionLost),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     #[error("{0}")]
     Server(ErrorResponse),
     #[error("unknown topic {0}")]
     UnknownTopic(String),
+    #[error("partition {partition} does not exist: {topic} has {partitions} partitions")]
+    NoSuchPartition {
+        topic: String,
+        partition: u32,
+        partitions: u32,
+    },
     #[error("invalid record: {0}")]
-    InvalidRecord(String),
+    InvalidRecord(#[from] BuildError),
+    #[error(
+        "invalid record: it needs {size} bytes, more than a batch holds ({} bytes with its \
+         {}-byte header)",
+        spate_format::limits::BATCH_SIZE_MAX,
+        spate_format::limits::BATCH_HEADER_SIZE
+    )]
+    RecordTooLarge { size: u64 },
+    #[error("invalid setting {field}: {value} (valid: {valid})")]
+    InvalidSetting {
+        field: &'static str,
+        value: u64,
+        valid: String,
+    },
     #[error("the producer is closed")]
     Closed,
-    #[error("unexpected answer: {0}")]
-    Unexpected(String),
+    /// An answer the SDK cannot use: a version mismatch or a bug, not worth a retry.
+    #[error("invalid answer from the gateway: {0}")]
+    InvalidAnswer(InvalidAnswer),
+}
+
+/// Why the CA certificate file cannot be used.
+#[derive(Debug, Clone, Error)]
+pub enum CertificateError {
+    #[error("{0}")]
+    Read(Arc<std::io::Error>),
+    #[error("not PEM: {0}")]
+    Pem(Arc<std::io::Error>),
+    #[error("no PEM certificate in the file")]
+    Empty,
+    #[error("{0}")]
+    Rejected(rustls::Error),
+}
+
+/// Why a connection could not be set up.
+#[derive(Debug, Clone, Error)]
+pub enum ConnectError {
+    #[error("cannot open the UDP socket: {0}")]
+    Socket(Arc<std::io::Error>),
+    #[error("{0}")]
+    Start(quinn::ConnectError),
+    #[error("no handshake within {0:?}")]
+    HandshakeTimeout(Duration),
+    #[error("{0}")]
+    Handshake(quinn::ConnectionError),
+    #[error("the QUIC configuration is refused: {0}")]
+    Config(String),
+}
+
+/// How a connection failed a request in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum ConnectionLost {
+    #[error("its answers stopped")]
+    AnswersStopped,
+    #[error("the request stream is closed")]
+    StreamClosed,
+    #[error("the stream closed before the answer came")]
+    NoAnswer,
+}
+
+/// What is wrong with an answer.
+#[derive(Debug, Clone, Error)]
+pub enum InvalidAnswer {
+    #[error("an answer of api key {api_key} to a different request")]
+    WrongKind { api_key: u16 },
+    #[error("a fetched batch is invalid: {0}")]
+    Batch(BatchError),
+    #[error("a fetched batch's records are invalid: {0}")]
+    Records(RecordError),
 }
 
 impl ClientError {
@@ -156,39 +243,36 @@ pub struct PartitionDescription {
 /// ALPN `spate/1`, keep-alives, and receive windows sized for fetch answers. Public for tools
 /// that speak the frames themselves (benchmarks, tests).
 pub fn quic_client_config(ca: &Path) -> Result<quinn::ClientConfig, ClientError> {
-    let shown = ca.display().to_string();
-    let certificate_error = |reason: String| ClientError::Certificate {
-        path: shown.clone(),
-        reason,
+    let certificate_error = |source: CertificateError| ClientError::Certificate {
+        path: ca.to_owned(),
+        source,
     };
-    let bytes = std::fs::read(ca).map_err(|error| certificate_error(error.to_string()))?;
+    let bytes = std::fs::read(ca)
+        .map_err(|error| certificate_error(CertificateError::Read(error.into())))?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut bytes.as_slice()) {
-        let cert = cert.map_err(|error| certificate_error(error.to_string()))?;
+        let cert = cert.map_err(|error| certificate_error(CertificateError::Pem(error.into())))?;
         roots
             .add(cert)
-            .map_err(|error| ClientError::Tls(error.to_string()))?;
+            .map_err(|error| certificate_error(CertificateError::Rejected(error)))?;
     }
     if roots.is_empty() {
-        return Err(certificate_error("no PEM certificate in the file".into()));
+        return Err(certificate_error(CertificateError::Empty));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut crypto = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|error| ClientError::Tls(error.to_string()))?
+        .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots)
         .with_no_client_auth();
     crypto.alpn_protocols = vec![ALPN.to_vec()];
+    // Fails only for a crypto provider without TLS 1.3's initial cipher suite; ring has it.
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
-        .map_err(|error| ClientError::Tls(error.to_string()))?;
+        .map_err(|_| ClientError::Tls(rustls::Error::General("no initial cipher suite".into())))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
     transport
         .keep_alive_interval(Some(KEEP_ALIVE_INTERVAL))
-        .max_idle_timeout(Some(
-            IdleTimeout::try_from(Duration::from_secs(30))
-                .map_err(|error| ClientError::Tls(error.to_string()))?,
-        ))
+        .max_idle_timeout(Some(IdleTimeout::from(VarInt::from_u32(IDLE_TIMEOUT_MS))))
         .stream_receive_window(VarInt::from_u32(STREAM_WINDOW))
         .receive_window(VarInt::from_u32(CONNECTION_WINDOW))
         .send_window(u64::from(CONNECTION_WINDOW))
@@ -217,7 +301,7 @@ pub fn quic_socket(bind: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
 /// session broken and fails every waiter.
 async fn read_lane(mut receive: quinn::RecvStream, waiters: Waiters, broken: Arc<AtomicBool>) {
     let decoder = FrameDecoder::new(RESPONSE_SIZE_MAX);
-    let mut buffer = BytesMut::with_capacity(64 * 1024);
+    let mut buffer = BytesMut::with_capacity(LANE_BUFFER_START);
     'read: loop {
         loop {
             match decoder.decode(&mut buffer) {
@@ -233,7 +317,7 @@ async fn read_lane(mut receive: quinn::RecvStream, waiters: Waiters, broken: Arc
                 Err(_) => break 'read,
             }
         }
-        match receive.read_chunk(1 << 20, true).await {
+        match receive.read_chunk(LANE_READ_MAX, true).await {
             Ok(Some(chunk)) => {
                 // Room for the rest of the answer being read, reserved at once: a fetch answer
                 // of a megabyte would otherwise be moved each time the buffer doubles.
@@ -256,20 +340,22 @@ impl Client {
         ca_cert: &Path,
         server_name: &str,
     ) -> Result<Client, ClientError> {
-        let connect_error = |reason: String| ClientError::Connect { address, reason };
+        let connect_error = |source: ConnectError| ClientError::Connect { address, source };
         let bind: SocketAddr = if address.is_ipv6() {
             SocketAddr::from(([0u16; 8], 0))
         } else {
             SocketAddr::from(([0u8; 4], 0))
         };
-        let socket = quic_socket(bind).map_err(|error| connect_error(error.to_string()))?;
+        let socket_error =
+            |error: std::io::Error| connect_error(ConnectError::Socket(error.into()));
+        let socket = quic_socket(bind).map_err(socket_error)?;
         let mut endpoint_config = quinn::EndpointConfig::default();
         endpoint_config
             .max_udp_payload_size(UDP_PAYLOAD_MAX)
-            .map_err(|error| connect_error(error.to_string()))?;
+            .map_err(|error| connect_error(ConnectError::Config(error.to_string())))?;
         let mut endpoint =
             quinn::Endpoint::new(endpoint_config, None, socket, Arc::new(quinn::TokioRuntime))
-                .map_err(|error| connect_error(error.to_string()))?;
+                .map_err(socket_error)?;
         endpoint.set_default_client_config(quic_client_config(ca_cert)?);
         let client = Client {
             shared: Arc::new(Shared {
@@ -298,16 +384,16 @@ impl Client {
             old.connection.close(VarInt::from_u32(0), b"reconnecting");
         }
         let address = self.shared.address;
-        let connect_error = |reason: String| ClientError::Connect { address, reason };
+        let connect_error = |source: ConnectError| ClientError::Connect { address, source };
         let connecting = self
             .shared
             .endpoint
             .connect(address, &self.shared.server_name)
-            .map_err(|error| connect_error(error.to_string()))?;
+            .map_err(|error| connect_error(ConnectError::Start(error)))?;
         let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
-            .map_err(|_| connect_error(format!("no handshake within {CONNECT_TIMEOUT:?}")))?
-            .map_err(|error| connect_error(error.to_string()))?;
+            .map_err(|_| connect_error(ConnectError::HandshakeTimeout(CONNECT_TIMEOUT)))?
+            .map_err(|error| connect_error(ConnectError::Handshake(error)))?;
         let waiters: Waiters = Arc::default();
         let broken = Arc::new(AtomicBool::new(false));
         let mut lanes = Vec::new();
@@ -315,7 +401,7 @@ impl Client {
             let (mut send, receive) = connection
                 .open_bi()
                 .await
-                .map_err(|error| connect_error(error.to_string()))?;
+                .map_err(|error| connect_error(ConnectError::Handshake(error)))?;
             let (lane, mut queue) = mpsc::channel::<Bytes>(LANE_QUEUE_MAX);
             let writer_broken = broken.clone();
             tokio::spawn(async move {
@@ -391,17 +477,13 @@ impl Client {
         let (sender, receiver) = oneshot::channel();
         let Some(id) = session.waiters.register(sender) else {
             session.broken.store(true, Ordering::Relaxed);
-            return Err(ClientError::Connection(
-                "the connection broke (its answers stopped)".into(),
-            ));
+            return Err(ClientError::Connection(ConnectionLost::AnswersStopped));
         };
         let queued = session.lanes[lane as usize].send(encode(id)).await.is_ok();
         if !queued {
             session.waiters.cancel(id);
             session.broken.store(true, Ordering::Relaxed);
-            return Err(ClientError::Connection(
-                "the request stream is closed".into(),
-            ));
+            return Err(ClientError::Connection(ConnectionLost::StreamClosed));
         }
         Ok(Submitted {
             receiver,
@@ -538,8 +620,9 @@ impl Client {
         }
         let mut partitions = Vec::with_capacity(asked.len());
         for (partition, submitted) in asked {
-            let Response::ListOffsets(offsets) = submitted.answer().await? else {
-                return Err(ClientError::Unexpected("not a list-offsets answer".into()));
+            let offsets = match submitted.answer().await? {
+                Response::ListOffsets(offsets) => offsets,
+                other => return Err(unexpected(&other)),
             };
             partitions.push(PartitionDescription {
                 partition: partition.partition.0,
@@ -584,9 +667,8 @@ impl Client {
         match self.request(&Request::Fetch(request)).await? {
             Response::Fetch(fetched) => {
                 for batch in spate_format::batches(&fetched.records) {
-                    batch.map_err(|error| {
-                        ClientError::Unexpected(format!("a fetched batch is invalid: {error}"))
-                    })?;
+                    batch
+                        .map_err(|error| ClientError::InvalidAnswer(InvalidAnswer::Batch(error)))?;
                 }
                 Ok(fetched)
             }
@@ -612,9 +694,11 @@ impl Client {
     }
 }
 
-fn unexpected(response: &Response) -> ClientError {
-    let shown = format!("{response:?}");
-    ClientError::Unexpected(shown.chars().take(200).collect())
+/// The error for an answer of another kind than the request's.
+pub(crate) fn unexpected(response: &Response) -> ClientError {
+    ClientError::InvalidAnswer(InvalidAnswer::WrongKind {
+        api_key: response.api_key(),
+    })
 }
 
 /// A request on its way; its answer arrives through [`Submitted::answer`].
@@ -632,9 +716,7 @@ impl Submitted {
         match tokio::time::timeout(self.timeout, self.receiver).await {
             Ok(Ok(Response::Error { error, .. })) => Err(ClientError::Server(error)),
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(_)) => Err(ClientError::Connection(
-                "the stream closed before the answer came".into(),
-            )),
+            Ok(Err(_)) => Err(ClientError::Connection(ConnectionLost::NoAnswer)),
             Err(_) => {
                 self.session.waiters.cancel(self.id);
                 Err(ClientError::Timeout(self.timeout))

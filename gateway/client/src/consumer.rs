@@ -21,7 +21,7 @@ use spate_format::TimestampType;
 use spate_proto::{FetchRequest, OffsetSpec, PartitionId};
 use tokio::sync::mpsc;
 
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, InvalidAnswer};
 
 /// Fetched chunks (each at most about `max_bytes`) queued for the application before the
 /// partition tasks wait.
@@ -133,9 +133,11 @@ impl Consumer {
         let count = u32::try_from(metadata.partitions.len()).unwrap_or(u32::MAX);
         let partitions = partitions.unwrap_or_else(|| (0..count).collect());
         if let Some(missing) = partitions.iter().find(|partition| **partition >= count) {
-            return Err(ClientError::InvalidRecord(format!(
-                "partition {missing} does not exist: {topic} has {count} partitions"
-            )));
+            return Err(ClientError::NoSuchPartition {
+                topic: topic.to_owned(),
+                partition: *missing,
+                partitions: count,
+            });
         }
         let (sender, chunks) = mpsc::channel(CHUNKS_BUFFERED_MAX);
         let mut tasks = Vec::with_capacity(partitions.len());
@@ -276,15 +278,15 @@ impl PartitionReader {
                     // The next fetch starts at `offset`, this batch's start at the latest.
                     break;
                 }
-                let batch = batch.map_err(|error| {
-                    ClientError::Unexpected(format!("a fetched batch is invalid: {error}"))
-                })?;
+                let batch = batch
+                    .map_err(|error| ClientError::InvalidAnswer(InvalidAnswer::Batch(error)))?;
                 let base = batch.base_offset().0;
                 // Records are shared with the fetched bytes, or with the decompressed section
                 // of a compressed batch (bounded by spate-format's DECOMPRESSED_SIZE_MAX).
-                let section = match batch.records_section().map_err(|error| {
-                    ClientError::Unexpected(format!("a fetched batch does not decompress: {error}"))
-                })? {
+                let section = match batch
+                    .records_section()
+                    .map_err(|error| ClientError::InvalidAnswer(InvalidAnswer::Records(error)))?
+                {
                     Cow::Borrowed(section) => fetched.records.slice_ref(section),
                     Cow::Owned(section) => {
                         decompressed += section.len();
@@ -293,7 +295,7 @@ impl PartitionReader {
                 };
                 for record in batch.records_in(&section) {
                     let record = record.map_err(|error| {
-                        ClientError::Unexpected(format!("a fetched record is invalid: {error}"))
+                        ClientError::InvalidAnswer(InvalidAnswer::Records(error))
                     })?;
                     let record_offset = base + u64::from(record.offset_delta);
                     // The first batch may start before the asked offset; the end is where this

@@ -26,7 +26,7 @@ use spate_proto::{Durability, PartitionId, Response};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::client::{Client, ClientError};
+use crate::client::{unexpected, Client, ClientError};
 
 /// Commands queued from `send` to the producer task before `send` waits.
 pub const COMMAND_QUEUE_MAX: usize = 1024;
@@ -219,10 +219,11 @@ impl Producer {
         config: ProducerConfig,
     ) -> Result<Producer, ClientError> {
         if config.batch_bytes == 0 || config.batch_bytes > BATCH_SIZE_MAX {
-            return Err(ClientError::InvalidRecord(format!(
-                "batch_bytes {} must be in 1..={BATCH_SIZE_MAX}",
-                config.batch_bytes
-            )));
+            return Err(ClientError::InvalidSetting {
+                field: "batch_bytes",
+                value: u64::from(config.batch_bytes),
+                valid: format!("1 to {BATCH_SIZE_MAX}"),
+            });
         }
         let metadata = client.topic(topic).await?;
         let partitions = u32::try_from(metadata.partitions.len()).unwrap_or(u32::MAX);
@@ -262,10 +263,11 @@ impl Producer {
     pub async fn send(&self, record: ProducerRecord) -> Result<Delivery, ClientError> {
         let partition = match (record.partition, &record.key) {
             (Some(partition), _) if partition >= self.partitions => {
-                return Err(ClientError::InvalidRecord(format!(
-                    "partition {partition} does not exist: {} has {} partitions",
-                    self.topic, self.partitions
-                )))
+                return Err(ClientError::NoSuchPartition {
+                    topic: self.topic.clone(),
+                    partition,
+                    partitions: self.partitions,
+                })
             }
             (Some(partition), _) => Some(partition),
             (None, Some(key)) => Some(partition_for_key(key, self.partitions)),
@@ -473,14 +475,13 @@ impl Batcher {
                     self.send_batch(partition).await;
                 }
                 Err(error) => {
-                    let reason = match error {
-                        BuildError::BatchFull { size, .. } => format!(
-                            "the record needs {} bytes, more than a batch holds ({BATCH_SIZE_MAX} bytes with its {BATCH_HEADER_SIZE}-byte header)",
-                            size.saturating_sub(u64::from(BATCH_HEADER_SIZE))
-                        ),
-                        other => other.to_string(),
+                    let error = match error {
+                        BuildError::BatchFull { size, .. } => ClientError::RecordTooLarge {
+                            size: size.saturating_sub(u64::from(BATCH_HEADER_SIZE)),
+                        },
+                        other => ClientError::InvalidRecord(other),
                     };
-                    let _ = reply.send(Err(ClientError::InvalidRecord(reason)));
+                    let _ = reply.send(Err(error));
                     return;
                 }
             }
@@ -508,7 +509,7 @@ impl Batcher {
         let batch = match builder.finish_with_headroom() {
             Ok(batch) => batch,
             Err(error) => {
-                fail(replies, &ClientError::InvalidRecord(error.to_string()));
+                fail(replies, &ClientError::InvalidRecord(error));
                 return;
             }
         };
@@ -540,10 +541,7 @@ impl Batcher {
                         }));
                     }
                 }
-                Ok(other) => fail(
-                    replies,
-                    &ClientError::Unexpected(format!("not a produce answer: {other:?}")),
-                ),
+                Ok(other) => fail(replies, &unexpected(&other)),
                 Err(error) => fail(replies, &error),
             }
             drop((permits, epoch));

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use serde::Deserialize;
 use spate_proto::limits::REQUEST_SIZE_MAX;
 use thiserror::Error;
 
@@ -14,6 +13,21 @@ use crate::budget::BUDGET_RESERVE_DIVISOR;
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:7447";
 pub const NODE_DEFAULT: &str = "127.0.0.1:7460";
 pub const DEV_CERT_DIR_DEFAULT: &str = "./spate-data/tls";
+/// QUIC connections accepted at once: with the default windows, at most 16 GiB of unread
+/// client bytes in the worst case (`client_bytes_max`).
+pub const MAX_CONNECTIONS_DEFAULT: u32 = 4096;
+/// Concurrent bidirectional streams per connection: one per partition a client writes or
+/// reads at once, for clients that give each partition its own stream.
+pub const MAX_STREAMS_DEFAULT: u32 = 256;
+/// A QUIC connection with no packet for this long is closed; clients keep theirs alive.
+pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// Requests one stream may have in flight: enough to keep one partition's pipeline full.
+pub const FRAMES_PER_STREAM_DEFAULT: u32 = 64;
+/// Requests one connection may have in flight over all its streams.
+pub const FRAMES_PER_CONNECTION_DEFAULT: u32 = 1024;
+/// How often the partition map is refreshed from the node (it is also refreshed at once when
+/// a shard answers that it does not own a partition).
+pub const METADATA_REFRESH_MS_DEFAULT: u64 = 10_000;
 
 /// Receive window per stream: 2 MiB carries about 1 GB/s at a 2 ms round trip (a data
 /// centre), and is what one stream can make QUIC hold unread.
@@ -39,146 +53,101 @@ pub const KAFKA_BUFFER_BUDGET_DEFAULT: u64 = 512 << 20;
 /// healthy one sends a whole frame in milliseconds, and QUIC retransmits within a second.
 pub const FRAME_STALL_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 
-/// `spate-gateway`: the Spate gateway. Terminates QUIC (TLS 1.3, ALPN `spate/1`), learns which
-/// node shard owns each partition, and forwards every frame to it without decoding batches.
-#[derive(Debug, Clone, Parser, Default)]
-#[command(name = "spate-gateway", version, about, long_about = None)]
-pub struct Flags {
-    /// UDP address to listen on for QUIC. [default: 127.0.0.1:7447]
-    #[arg(long, value_name = "HOST:PORT")]
-    pub listen: Option<String>,
-    /// Address of any shard of the node. [default: 127.0.0.1:7460]
-    #[arg(long, value_name = "HOST:PORT")]
-    pub node: Option<String>,
-    /// TOML file with any of these settings (flags override it).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// TLS certificate chain (PEM). Without it, a development certificate is used.
-    #[arg(long, value_name = "FILE")]
-    pub tls_cert: Option<PathBuf>,
-    /// TLS private key (PEM), with --tls-cert.
-    #[arg(long, value_name = "FILE")]
-    pub tls_key: Option<PathBuf>,
-    /// Where the development certificate for localhost/127.0.0.1 is kept (created on first
-    /// start when no --tls-cert is given). [default: ./spate-data/tls]
-    #[arg(long, value_name = "DIR")]
-    pub dev_cert_dir: Option<PathBuf>,
-    /// QUIC connections accepted at once. [default: 4096]
-    #[arg(long, value_name = "N")]
-    pub max_connections: Option<u32>,
-    /// Concurrent bidirectional streams per connection. [default: 256]
-    #[arg(long, value_name = "N")]
-    pub max_streams: Option<u32>,
-    /// Receive window per stream, in bytes. [default: 2 MiB]
-    #[arg(long, value_name = "BYTES")]
-    pub stream_window: Option<u32>,
-    /// Receive window per connection, in bytes: what a client can make QUIC hold unread.
-    /// [default: 4 MiB]
-    #[arg(long, value_name = "BYTES")]
-    pub connection_window: Option<u32>,
-    /// Close a connection idle for this long, in ms. [default: 30000]
-    #[arg(long, value_name = "MS")]
-    pub idle_timeout_ms: Option<u64>,
-    /// Requests one stream may have in flight. [default: 64]
-    #[arg(long, value_name = "N")]
-    pub frames_per_stream: Option<u32>,
-    /// Requests one connection may have in flight over all its streams. [default: 1024]
-    #[arg(long, value_name = "N")]
-    pub frames_per_connection: Option<u32>,
-    /// Largest request frame in bytes. [default: 1 MiB + 64 KiB]
-    #[arg(long, value_name = "BYTES")]
-    pub frame_size_max: Option<u32>,
-    /// How often to refresh the partition map from the node, in ms. [default: 10000]
-    #[arg(long, value_name = "MS")]
-    pub metadata_refresh_ms: Option<u64>,
-    /// Bytes of partially received request frames the gateway holds over all connections;
-    /// when spent, streams stop reading until frames complete. [default: 512 MiB]
-    #[arg(long, value_name = "BYTES")]
-    pub buffer_budget: Option<u64>,
-    /// Bytes of partially received request frames one connection may hold.
-    /// [default: 8 MiB]
-    #[arg(long, value_name = "BYTES")]
-    pub connection_buffer_budget: Option<u64>,
-    /// A started frame whose bytes stop arriving for this long is dropped and its stream
-    /// reset, freeing its budget, in ms. [default: 10000]
-    #[arg(long, value_name = "MS")]
-    pub frame_stall_timeout_ms: Option<u64>,
-    /// TCP address for Kafka clients (the Kafka wire protocol, docs/kafka.md). [default: no
-    /// Kafka listener]
-    #[arg(long, value_name = "HOST:PORT")]
-    pub kafka_listen: Option<String>,
-    /// The address Kafka clients are told to connect to (Metadata answers), when it differs
-    /// from --kafka-listen (containers, NAT). [default: the listen address]
-    #[arg(long, value_name = "HOST:PORT")]
-    pub kafka_advertise: Option<String>,
-    /// Largest Kafka request in bytes (Kafka's socket.request.max.bytes), checked before
-    /// anything is allocated. [default: 104857600 (100 MiB)]
-    #[arg(long, value_name = "BYTES")]
-    pub kafka_request_bytes_max: Option<u32>,
-    /// Kafka requests one connection may have in flight; beyond it the gateway stops reading
-    /// the connection until answers go out. [default: 64]
-    #[arg(long, value_name = "N")]
-    pub kafka_in_flight: Option<u32>,
-    /// Kafka connections accepted at once. [default: 1024]
-    #[arg(long, value_name = "N")]
-    pub kafka_max_connections: Option<u32>,
-    /// Bytes of Kafka requests being received or waiting to be forwarded, over all Kafka
-    /// connections; when spent, connections stop reading. At least 4 × the largest request.
-    /// [default: 512 MiB]
-    #[arg(long, value_name = "BYTES")]
-    pub kafka_buffer_budget: Option<u64>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub listen: Option<String>,
-    pub node: Option<String>,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    pub dev_cert_dir: Option<PathBuf>,
-    pub max_connections: Option<u32>,
-    pub max_streams: Option<u32>,
-    pub stream_window: Option<u32>,
-    pub connection_window: Option<u32>,
-    pub idle_timeout_ms: Option<u64>,
-    pub frames_per_stream: Option<u32>,
-    pub frames_per_connection: Option<u32>,
-    pub frame_size_max: Option<u32>,
-    pub metadata_refresh_ms: Option<u64>,
-    pub buffer_budget: Option<u64>,
-    pub connection_buffer_budget: Option<u64>,
-    pub frame_stall_timeout_ms: Option<u64>,
-    pub kafka_listen: Option<String>,
-    pub kafka_advertise: Option<String>,
-    pub kafka_request_bytes_max: Option<u32>,
-    pub kafka_in_flight: Option<u32>,
-    pub kafka_max_connections: Option<u32>,
-    pub kafka_buffer_budget: Option<u64>,
-}
-
-/// The resolved configuration of a gateway.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GatewayConfig {
-    pub listen: String,
-    pub node: String,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    pub dev_cert_dir: PathBuf,
-    pub max_connections: u32,
-    pub max_streams: u32,
-    pub stream_window: u32,
-    pub connection_window: u32,
-    pub idle_timeout: Duration,
-    pub frames_per_stream: u32,
-    pub frames_per_connection: u32,
-    pub frame_size_max: u32,
-    pub metadata_refresh: Duration,
-    pub buffer_budget: u64,
-    pub connection_buffer_budget: u64,
-    pub frame_stall_timeout: Duration,
-    /// The Kafka listener, if one is configured.
-    pub kafka: Option<KafkaConfig>,
+spate_proto::settings! {
+    /// `spate-gateway`: the Spate gateway. Terminates QUIC (TLS 1.3, ALPN `spate/1`), learns
+    /// which node shard owns each partition, and forwards every frame to it without decoding
+    /// batches.
+    #[derive(Parser)]
+    #[command(name = "spate-gateway", version, about, long_about = None)]
+    pub struct Flags {
+        /// TOML file with any of these settings (flags override it).
+        #[arg(long, value_name = "FILE")]
+        pub config: Option<PathBuf>,
+    }
+    /// The resolved configuration of a gateway: every setting, with its default where none
+    /// was given.
+    pub struct GatewayConfig {
+        /// UDP address to listen on for QUIC. [default: 127.0.0.1:7447]
+        #[arg(long, value_name = "HOST:PORT")]
+        listen: String = LISTEN_DEFAULT.into(),
+        /// Address of any shard of the node. [default: 127.0.0.1:7460]
+        #[arg(long, value_name = "HOST:PORT")]
+        node: String = NODE_DEFAULT.into(),
+        /// TLS certificate chain (PEM). Without it, a development certificate is used.
+        #[arg(long, value_name = "FILE")]
+        tls_cert: PathBuf,
+        /// TLS private key (PEM), with --tls-cert.
+        #[arg(long, value_name = "FILE")]
+        tls_key: PathBuf,
+        /// Where the development certificate for localhost/127.0.0.1 is kept (created on first
+        /// start when no --tls-cert is given). [default: ./spate-data/tls]
+        #[arg(long, value_name = "DIR")]
+        dev_cert_dir: PathBuf = DEV_CERT_DIR_DEFAULT.into(),
+        /// QUIC connections accepted at once. [default: 4096]
+        #[arg(long, value_name = "N")]
+        max_connections: u32 = MAX_CONNECTIONS_DEFAULT,
+        /// Concurrent bidirectional streams per connection. [default: 256]
+        #[arg(long, value_name = "N")]
+        max_streams: u32 = MAX_STREAMS_DEFAULT,
+        /// Receive window per stream, in bytes. [default: 2 MiB]
+        #[arg(long, value_name = "BYTES")]
+        stream_window: u32 = STREAM_WINDOW_DEFAULT,
+        /// Receive window per connection, in bytes: what a client can make QUIC hold unread.
+        /// [default: 4 MiB]
+        #[arg(long, value_name = "BYTES")]
+        connection_window: u32 = CONNECTION_WINDOW_DEFAULT,
+        /// Close a connection idle for this long, in ms. [default: 30000]
+        #[arg(long, value_name = "MS")]
+        idle_timeout_ms: u64 = IDLE_TIMEOUT_MS_DEFAULT,
+        /// Requests one stream may have in flight. [default: 64]
+        #[arg(long, value_name = "N")]
+        frames_per_stream: u32 = FRAMES_PER_STREAM_DEFAULT,
+        /// Requests one connection may have in flight over all its streams. [default: 1024]
+        #[arg(long, value_name = "N")]
+        frames_per_connection: u32 = FRAMES_PER_CONNECTION_DEFAULT,
+        /// Largest request frame in bytes. [default: 1 MiB + 64 KiB]
+        #[arg(long, value_name = "BYTES")]
+        frame_size_max: u32 = REQUEST_SIZE_MAX,
+        /// How often to refresh the partition map from the node, in ms. [default: 10000]
+        #[arg(long, value_name = "MS")]
+        metadata_refresh_ms: u64 = METADATA_REFRESH_MS_DEFAULT,
+        /// Bytes of partially received request frames the gateway holds over all connections;
+        /// when spent, streams stop reading until frames complete. [default: 512 MiB]
+        #[arg(long, value_name = "BYTES")]
+        buffer_budget: u64 = BUFFER_BUDGET_DEFAULT,
+        /// Bytes of partially received request frames one connection may hold.
+        /// [default: 8 MiB]
+        #[arg(long, value_name = "BYTES")]
+        connection_buffer_budget: u64 = CONNECTION_BUFFER_BUDGET_DEFAULT,
+        /// A started frame whose bytes stop arriving for this long is dropped and its stream
+        /// reset, freeing its budget, in ms. [default: 10000]
+        #[arg(long, value_name = "MS")]
+        frame_stall_timeout_ms: u64 = FRAME_STALL_TIMEOUT_MS_DEFAULT,
+        /// TCP address for Kafka clients (the Kafka wire protocol, docs/kafka.md). [default: no
+        /// Kafka listener]
+        #[arg(long, value_name = "HOST:PORT")]
+        kafka_listen: String,
+        /// The address Kafka clients are told to connect to (Metadata answers), when it differs
+        /// from --kafka-listen (containers, NAT). [default: the listen address]
+        #[arg(long, value_name = "HOST:PORT")]
+        kafka_advertise: String,
+        /// Largest Kafka request in bytes (Kafka's socket.request.max.bytes), checked before
+        /// anything is allocated. [default: 104857600 (100 MiB)]
+        #[arg(long, value_name = "BYTES")]
+        kafka_request_bytes_max: u32 = spate_kafka::limits::REQUEST_SIZE_MAX_DEFAULT,
+        /// Kafka requests one connection may have in flight; beyond it the gateway stops reading
+        /// the connection until answers go out. [default: 64]
+        #[arg(long, value_name = "N")]
+        kafka_in_flight: u32 = KAFKA_IN_FLIGHT_DEFAULT,
+        /// Kafka connections accepted at once. [default: 1024]
+        #[arg(long, value_name = "N")]
+        kafka_max_connections: u32 = KAFKA_MAX_CONNECTIONS_DEFAULT,
+        /// Bytes of Kafka requests being received or waiting to be forwarded, over all Kafka
+        /// connections; when spent, connections stop reading. At least 4 × the largest request.
+        /// [default: 512 MiB]
+        #[arg(long, value_name = "BYTES")]
+        kafka_buffer_budget: u64 = KAFKA_BUFFER_BUDGET_DEFAULT,
+    }
 }
 
 /// The Kafka listener's settings.
@@ -223,21 +192,8 @@ pub enum ConfigError {
     },
 }
 
-fn positive<T: PartialOrd + Default + std::fmt::Display>(
-    field: &'static str,
-    value: T,
-) -> Result<T, ConfigError> {
-    if value > T::default() {
-        Ok(value)
-    } else {
-        Err(ConfigError::Invalid {
-            field,
-            message: format!("{value} must be positive"),
-        })
-    }
-}
-
 impl GatewayConfig {
+    /// Resolves flags over the file (if any) over defaults, and checks every setting.
     pub fn resolve(flags: Flags) -> Result<GatewayConfig, ConfigError> {
         let file = match &flags.config {
             Some(path) => {
@@ -250,154 +206,92 @@ impl GatewayConfig {
                     source,
                 })?
             }
-            None => FileConfig::default(),
+            None => Flags::default(),
         };
-        let tls_cert = flags.tls_cert.or(file.tls_cert);
-        let tls_key = flags.tls_key.or(file.tls_key);
-        if tls_cert.is_some() != tls_key.is_some() {
+        let config = flags.or(file).with_defaults();
+        config.check()?;
+        config.check_related_limits()?;
+        Ok(config)
+    }
+
+    /// Checks each setting against its valid range. Each failure names the setting.
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError::Invalid {
                 field: "tls_cert",
                 message: "--tls-cert and --tls-key go together".into(),
             });
         }
-        let frame_size_max = flags
-            .frame_size_max
-            .or(file.frame_size_max)
-            .unwrap_or(REQUEST_SIZE_MAX);
-        if !(4096..=REQUEST_SIZE_MAX).contains(&frame_size_max) {
+        if !(4096..=REQUEST_SIZE_MAX).contains(&self.frame_size_max) {
             return Err(ConfigError::Invalid {
                 field: "frame_size_max",
-                message: format!("{frame_size_max} (valid: 4096 to {REQUEST_SIZE_MAX})"),
+                message: format!(
+                    "{} (valid: 4096 to {REQUEST_SIZE_MAX})",
+                    self.frame_size_max
+                ),
             });
         }
-        let config = GatewayConfig {
-            listen: flags
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| LISTEN_DEFAULT.into()),
-            node: flags
-                .node
-                .or(file.node)
-                .unwrap_or_else(|| NODE_DEFAULT.into()),
-            tls_cert,
-            tls_key,
-            dev_cert_dir: flags
-                .dev_cert_dir
-                .or(file.dev_cert_dir)
-                .unwrap_or_else(|| DEV_CERT_DIR_DEFAULT.into()),
-            max_connections: positive(
-                "max_connections",
-                flags
-                    .max_connections
-                    .or(file.max_connections)
-                    .unwrap_or(4096),
-            )?,
-            max_streams: positive(
-                "max_streams",
-                flags.max_streams.or(file.max_streams).unwrap_or(256),
-            )?,
-            stream_window: positive(
-                "stream_window",
-                flags
-                    .stream_window
-                    .or(file.stream_window)
-                    .unwrap_or(STREAM_WINDOW_DEFAULT),
-            )?,
-            connection_window: positive(
-                "connection_window",
-                flags
-                    .connection_window
-                    .or(file.connection_window)
-                    .unwrap_or(CONNECTION_WINDOW_DEFAULT),
-            )?,
-            idle_timeout: Duration::from_millis(positive(
-                "idle_timeout_ms",
-                flags
-                    .idle_timeout_ms
-                    .or(file.idle_timeout_ms)
-                    .unwrap_or(30_000),
-            )?),
-            frames_per_stream: positive(
-                "frames_per_stream",
-                flags
-                    .frames_per_stream
-                    .or(file.frames_per_stream)
-                    .unwrap_or(64),
-            )?,
-            frames_per_connection: positive(
+        let positive = [
+            ("max_connections", u64::from(self.max_connections)),
+            ("max_streams", u64::from(self.max_streams)),
+            ("stream_window", u64::from(self.stream_window)),
+            ("connection_window", u64::from(self.connection_window)),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            ("frames_per_stream", u64::from(self.frames_per_stream)),
+            (
                 "frames_per_connection",
-                flags
-                    .frames_per_connection
-                    .or(file.frames_per_connection)
-                    .unwrap_or(1024),
-            )?,
-            frame_size_max,
-            metadata_refresh: Duration::from_millis(positive(
-                "metadata_refresh_ms",
-                flags
-                    .metadata_refresh_ms
-                    .or(file.metadata_refresh_ms)
-                    .unwrap_or(10_000),
-            )?),
-            buffer_budget: positive(
-                "buffer_budget",
-                flags
-                    .buffer_budget
-                    .or(file.buffer_budget)
-                    .unwrap_or(BUFFER_BUDGET_DEFAULT),
-            )?,
-            connection_buffer_budget: positive(
-                "connection_buffer_budget",
-                flags
-                    .connection_buffer_budget
-                    .or(file.connection_buffer_budget)
-                    .unwrap_or(CONNECTION_BUFFER_BUDGET_DEFAULT),
-            )?,
-            frame_stall_timeout: Duration::from_millis(positive(
-                "frame_stall_timeout_ms",
-                flags
-                    .frame_stall_timeout_ms
-                    .or(file.frame_stall_timeout_ms)
-                    .unwrap_or(FRAME_STALL_TIMEOUT_MS_DEFAULT),
-            )?),
-            kafka: match flags.kafka_listen.or(file.kafka_listen) {
-                None => None,
-                Some(listen) => Some(KafkaConfig {
-                    advertise: flags.kafka_advertise.or(file.kafka_advertise),
-                    listen,
-                    request_bytes_max: positive(
-                        "kafka_request_bytes_max",
-                        flags
-                            .kafka_request_bytes_max
-                            .or(file.kafka_request_bytes_max)
-                            .unwrap_or(spate_kafka::limits::REQUEST_SIZE_MAX_DEFAULT),
-                    )?,
-                    in_flight: positive(
-                        "kafka_in_flight",
-                        flags
-                            .kafka_in_flight
-                            .or(file.kafka_in_flight)
-                            .unwrap_or(KAFKA_IN_FLIGHT_DEFAULT),
-                    )?,
-                    max_connections: positive(
-                        "kafka_max_connections",
-                        flags
-                            .kafka_max_connections
-                            .or(file.kafka_max_connections)
-                            .unwrap_or(KAFKA_MAX_CONNECTIONS_DEFAULT),
-                    )?,
-                    buffer_budget: positive(
-                        "kafka_buffer_budget",
-                        flags
-                            .kafka_buffer_budget
-                            .or(file.kafka_buffer_budget)
-                            .unwrap_or(KAFKA_BUFFER_BUDGET_DEFAULT),
-                    )?,
-                }),
-            },
-        };
-        config.check_related_limits()?;
-        Ok(config)
+                u64::from(self.frames_per_connection),
+            ),
+            ("metadata_refresh_ms", self.metadata_refresh_ms),
+            ("buffer_budget", self.buffer_budget),
+            ("connection_buffer_budget", self.connection_buffer_budget),
+            ("frame_stall_timeout_ms", self.frame_stall_timeout_ms),
+            (
+                "kafka_request_bytes_max",
+                u64::from(self.kafka_request_bytes_max),
+            ),
+            ("kafka_in_flight", u64::from(self.kafka_in_flight)),
+            (
+                "kafka_max_connections",
+                u64::from(self.kafka_max_connections),
+            ),
+            ("kafka_buffer_budget", self.kafka_buffer_budget),
+        ];
+        match positive.iter().find(|(_, value)| *value == 0) {
+            Some((field, value)) => Err(ConfigError::Invalid {
+                field,
+                message: format!("{value} must be positive"),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The Kafka listener, if one is configured.
+    pub fn kafka(&self) -> Option<KafkaConfig> {
+        let listen = self.kafka_listen.clone()?;
+        Some(KafkaConfig {
+            listen,
+            advertise: self.kafka_advertise.clone(),
+            request_bytes_max: self.kafka_request_bytes_max,
+            in_flight: self.kafka_in_flight,
+            max_connections: self.kafka_max_connections,
+            buffer_budget: self.kafka_buffer_budget,
+        })
+    }
+
+    /// A QUIC connection with no packet for this long is closed.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// How often the partition map is refreshed from the node.
+    pub fn metadata_refresh(&self) -> Duration {
+        Duration::from_millis(self.metadata_refresh_ms)
+    }
+
+    /// A started frame with no new bytes for this long is dropped.
+    pub fn frame_stall_timeout(&self) -> Duration {
+        Duration::from_millis(self.frame_stall_timeout_ms)
     }
 
     /// Limits that depend on each other. Each failure names the setting to change.
@@ -445,7 +339,7 @@ impl GatewayConfig {
                 ),
             );
         }
-        if let Some(kafka) = &self.kafka {
+        if let Some(kafka) = self.kafka() {
             // As for QUIC frames: a request is read once all of it is reserved, and the
             // budget's reserve must hold the largest one.
             let request = u64::from(kafka.request_bytes_max);

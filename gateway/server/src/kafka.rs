@@ -74,6 +74,9 @@ pub const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(5);
 /// has not read yet: a producer would then resend batches that were stored.
 pub const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
+/// Pause after a failed accept (out of descriptors and the like) instead of spinning.
+pub const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+
 /// What the writer does with one request's outcome.
 #[derive(Debug)]
 enum Reply {
@@ -166,24 +169,39 @@ fn host_port(address: &str) -> Option<Broker> {
     })
 }
 
+/// Why the Kafka listener cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("cannot listen for Kafka on {address}: {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("invalid Kafka advertised address {0}: HOST:PORT expected")]
+    Advertise(String),
+}
+
 /// Binds the Kafka listener and starts accepting.
 pub async fn start(
     config: KafkaConfig,
     router: Arc<Router>,
     stall_timeout: Duration,
-) -> Result<KafkaListener, String> {
+) -> Result<KafkaListener, ListenError> {
+    let listen_error = |source| ListenError::Listen {
+        address: config.listen.clone(),
+        source,
+    };
     let listener = TcpListener::bind(&config.listen)
         .await
-        .map_err(|error| format!("cannot listen for Kafka on {}: {error}", config.listen))?;
-    let local_addr = listener
-        .local_addr()
-        .map_err(|error| format!("the Kafka listener has no address: {error}"))?;
+        .map_err(listen_error)?;
+    let local_addr = listener.local_addr().map_err(listen_error)?;
     let advertised = config
         .advertise
         .clone()
         .unwrap_or_else(|| local_addr.to_string());
-    let broker = host_port(&advertised)
-        .ok_or_else(|| format!("invalid Kafka advertised address {advertised}: HOST:PORT"))?;
+    let Some(broker) = host_port(&advertised) else {
+        return Err(ListenError::Advertise(advertised));
+    };
     let (stop, stopped) = watch::channel(false);
     let context = Arc::new(Context {
         router,
@@ -219,7 +237,7 @@ async fn accept(listener: TcpListener, context: Arc<Context>, mut stopped: watch
                 if context.refused_log.allow() {
                     tracing::warn!("cannot accept a Kafka connection: {error}");
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(ACCEPT_RETRY).await;
                 continue;
             }
         };

@@ -7,10 +7,39 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use bytes::Bytes;
-use spate_proto::{ErrorCode, Frame, MetadataRequest, Request, Response};
+use spate_proto::{
+    ErrorCode, ErrorResponse, Frame, MetadataRequest, ProtoError, Request, Response,
+};
+use thiserror::Error;
 use tokio::sync::oneshot;
 
 use crate::link::ShardLink;
+
+/// Why the partition map could not be refreshed.
+#[derive(Debug, Error)]
+pub enum RefreshError {
+    #[error("no address for the node {0}")]
+    NoAddress(String),
+    #[error("cannot connect to the shard at {address}: {source}")]
+    Connect {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the link to the shard at {0} broke before the answer")]
+    LinkBroke(SocketAddr),
+    #[error("the shard at {address} refused the metadata request: {error}")]
+    Refused {
+        address: SocketAddr,
+        error: ErrorResponse,
+    },
+    #[error("the shard at {address} answered the metadata request with api key {api_key}")]
+    WrongAnswer { address: SocketAddr, api_key: u16 },
+    #[error("the shard at {address} sent an invalid answer: {source}")]
+    Invalid {
+        address: SocketAddr,
+        source: ProtoError,
+    },
+}
 
 #[derive(Debug, Default)]
 struct Routes {
@@ -63,37 +92,45 @@ impl Router {
     }
 
     /// The link to a shard, connecting (or reconnecting a broken one) when needed.
-    async fn link(&self, address: SocketAddr) -> Option<Arc<ShardLink>> {
+    async fn link(&self, address: SocketAddr) -> std::io::Result<Arc<ShardLink>> {
         if let Ok(links) = self.links.lock() {
             if let Some(link) = links.get(&address).filter(|link| !link.is_broken()) {
-                return Some(link.clone());
+                return Ok(link.clone());
             }
         }
-        let link = Arc::new(ShardLink::connect(address).await.ok()?);
+        let link = Arc::new(ShardLink::connect(address).await?);
         if let Ok(mut links) = self.links.lock() {
             links.insert(address, link.clone());
         }
-        Some(link)
+        Ok(link)
     }
 
-    /// Asks the node for the partition map (any shard answers) and replaces the cache.
-    pub async fn refresh(&self) -> Result<(), String> {
+    /// Asks the node for the partition map (any shard answers) and replaces the cache. The
+    /// error is the last candidate's.
+    pub async fn refresh(&self) -> Result<(), RefreshError> {
         let _one_at_a_time = self.refreshing.lock().await;
         let mut candidates: Vec<SocketAddr> = self.routes().endpoints.clone();
         if let Some(node) = resolve(&self.node) {
             candidates.insert(0, node);
         }
         let request = Request::Metadata(MetadataRequest { topics: vec![] }).to_frame(0);
-        let mut last_error = format!("no address for the node {}", self.node);
+        let mut last_error = RefreshError::NoAddress(self.node.clone());
         for address in candidates {
-            let Some(link) = self.link(address).await else {
-                last_error = format!("cannot connect to {address}");
-                continue;
+            let link = match self.link(address).await {
+                Ok(link) => link,
+                Err(source) => {
+                    last_error = RefreshError::Connect { address, source };
+                    continue;
+                }
             };
             let Some(receiver) = link.send(&request).await else {
+                last_error = RefreshError::LinkBroke(address);
                 continue;
             };
-            let Ok(frame) = receiver.await else { continue };
+            let Ok(frame) = receiver.await else {
+                last_error = RefreshError::LinkBroke(address);
+                continue;
+            };
             match Response::decode(&frame) {
                 Ok(Response::Metadata(metadata)) => {
                     let endpoints = metadata
@@ -116,8 +153,16 @@ impl Router {
                     }
                     return Ok(());
                 }
-                Ok(other) => last_error = format!("unexpected metadata answer {other:?}"),
-                Err(error) => last_error = error.to_string(),
+                Ok(Response::Error { error, .. }) => {
+                    last_error = RefreshError::Refused { address, error }
+                }
+                Ok(other) => {
+                    last_error = RefreshError::WrongAnswer {
+                        address,
+                        api_key: other.api_key(),
+                    }
+                }
+                Err(source) => last_error = RefreshError::Invalid { address, source },
             }
         }
         Err(last_error)
@@ -170,10 +215,13 @@ impl Router {
             Ok(None) => return unavailable(format!("the node at {} is not reachable", self.node)),
             Err(response) => return Pending::Ready(response),
         };
-        let Some(link) = self.link(target).await else {
-            // The node may have restarted elsewhere; learn its shards again.
-            self.refresh_soon();
-            return unavailable(format!("the shard at {target} is not reachable"));
+        let link = match self.link(target).await {
+            Ok(link) => link,
+            Err(error) => {
+                // The node may have restarted elsewhere; learn its shards again.
+                self.refresh_soon();
+                return unavailable(format!("the shard at {target} is not reachable: {error}"));
+            }
         };
         match link.send(frame.bytes()).await {
             Some(receiver) => Pending::Shard {

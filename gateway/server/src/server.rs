@@ -29,10 +29,19 @@ pub enum GatewayError {
     Listen(String),
     #[error("cannot open the QUIC endpoint: {0}")]
     Endpoint(std::io::Error),
+    #[error("idle_timeout_ms {0:?} is too large for QUIC (at most 2^62 ms)")]
+    IdleTimeout(Duration),
+    #[error("cannot read the key {} that seeds stateless resets: {source}", path.display())]
+    ResetKey {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("QUIC configuration: {0}")]
-    Quic(String),
-    #[error("{0}")]
-    Kafka(String),
+    Quic(#[from] quinn::ConfigError),
+    #[error("the TLS configuration has no initial cipher suite for QUIC: {0}")]
+    CipherSuite(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
+    #[error(transparent)]
+    Kafka(#[from] crate::kafka::ListenError),
 }
 
 /// A running gateway.
@@ -95,8 +104,8 @@ pub fn transport(config: &GatewayConfig) -> Result<TransportConfig, GatewayError
         .packet_threshold(spate_proto::limits::QUIC_PACKET_THRESHOLD)
         .time_threshold(spate_proto::limits::QUIC_TIME_THRESHOLD)
         .max_idle_timeout(Some(
-            IdleTimeout::try_from(config.idle_timeout)
-                .map_err(|error| GatewayError::Quic(error.to_string()))?,
+            IdleTimeout::try_from(config.idle_timeout())
+                .map_err(|_| GatewayError::IdleTimeout(config.idle_timeout()))?,
         ));
     // Large datagrams where the path allows (loopback, jumbo frames): far fewer packets.
     let mut mtu = MtuDiscoveryConfig::default();
@@ -140,8 +149,10 @@ pub fn quic_socket(address: SocketAddr) -> std::io::Result<std::net::UdpSocket> 
 }
 
 pub fn endpoint_config(key: &std::path::Path) -> Result<quinn::EndpointConfig, GatewayError> {
-    let secret = std::fs::read(key)
-        .map_err(|error| GatewayError::Quic(format!("cannot read {}: {error}", key.display())))?;
+    let secret = std::fs::read(key).map_err(|source| GatewayError::ResetKey {
+        path: key.to_owned(),
+        source,
+    })?;
     let derive = |label: &[u8]| {
         let mut context = ring::digest::Context::new(&ring::digest::SHA256);
         context.update(label);
@@ -161,8 +172,7 @@ pub fn endpoint_config(key: &std::path::Path) -> Result<quinn::EndpointConfig, G
         .cid_generator(move || {
             Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
         })
-        .max_udp_payload_size(UDP_PAYLOAD_MAX)
-        .map_err(|error| GatewayError::Quic(error.to_string()))?;
+        .max_udp_payload_size(UDP_PAYLOAD_MAX)?;
     Ok(config)
 }
 
@@ -177,8 +187,7 @@ pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
         }
     };
     let crypto = tls::server_config(&cert, &key)?;
-    let crypto = QuicServerConfig::try_from(crypto)
-        .map_err(|error| GatewayError::Quic(error.to_string()))?;
+    let crypto = QuicServerConfig::try_from(crypto)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(transport(&config)?));
     let address = config
@@ -201,7 +210,7 @@ pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
         tracing::warn!(node = %config.node, "cannot reach the node yet: {error}; will retry");
     }
     let refresher = router.clone();
-    let every = config.metadata_refresh;
+    let every = config.metadata_refresh();
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;
@@ -219,13 +228,11 @@ pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
          times that)"
     );
     let budget = Budget::new(config.budget_limits());
-    let kafka = match &config.kafka {
+    let kafka = match config.kafka() {
         None => None,
-        Some(kafka) => Some(
-            crate::kafka::start(kafka.clone(), router.clone(), config.frame_stall_timeout)
-                .await
-                .map_err(GatewayError::Kafka)?,
-        ),
+        Some(kafka) => {
+            Some(crate::kafka::start(kafka, router.clone(), config.frame_stall_timeout()).await?)
+        }
     };
     let config = Arc::new(config);
     tokio::spawn(accept(
@@ -408,7 +415,7 @@ impl Stream {
                 // Between frames a stream may idle as long as its connection lives.
                 read.await?
             } else {
-                let stall = self.config.frame_stall_timeout;
+                let stall = self.config.frame_stall_timeout();
                 match tokio::time::timeout(stall, read).await {
                     Ok(chunk) => chunk?,
                     Err(_) => {

@@ -12,6 +12,7 @@ pub mod frame;
 pub mod limits;
 pub mod messages;
 pub mod pipeline;
+pub mod settings;
 
 pub use error::{ErrorCode, FrameError, ProtoError};
 pub use frame::{peek_frame, route, Frame, FrameDecoder, FrameHead, Peek, Route, VERSION};

@@ -28,6 +28,14 @@ const HEARTBEAT: Duration = Duration::from_millis(10);
 const SHARD_CHANNEL_MAX: usize = 64;
 
 /// How often a shard looks at the shutdown flag (a graceful stop starts within this).
+/// How long a task may run before glommio's scheduler preempts it for another queue: a long
+/// recovery scan or checksum pass never holds up a shard's connections for more.
+const PREEMPT_TIMER: Duration = Duration::from_millis(5);
+
+/// The latency the shard's task queue asks of glommio (`Latency::Matters`), which makes the
+/// reactor wake for blocking-pool completions (see `spawn_shard`).
+const TASK_QUEUE_LATENCY: Duration = Duration::from_millis(10);
+
 const SHUTDOWN_CHECK: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Error)]
@@ -325,14 +333,25 @@ struct ShardStart {
 /// Starts one shard's executor.
 fn spawn_shard(start: ShardStart) -> Result<glommio::ExecutorJoinHandle<()>, NodeError> {
     let index = start.index;
-    let placement = match &start.config.cpus {
-        Some(cpus) => Placement::Fixed(cpus[index]),
+    let shard_error = |reason: String| NodeError::Shard {
+        shard: u16::try_from(index).unwrap_or(u16::MAX),
+        reason,
+    };
+    let cpus = start
+        .config
+        .cpu_list()
+        .map_err(|error| shard_error(error.to_string()))?;
+    let placement = match cpus {
         None => Placement::Unbound,
+        Some(cpus) => match cpus.get(index) {
+            Some(&cpu) => Placement::Fixed(cpu),
+            None => return Err(shard_error(format!("no CPU listed for shard {index}"))),
+        },
     };
     let builder = LocalExecutorBuilder::new(placement)
         .name(&format!("shard-{index}"))
         .io_memory(start.config.io_memory)
-        .preempt_timer(Duration::from_millis(5));
+        .preempt_timer(PREEMPT_TIMER);
     builder
         .spawn(move || async move {
             // Everything runs in a latency-sensitive task queue: glommio then always signals
@@ -342,7 +361,7 @@ fn spawn_shard(start: ShardStart) -> Result<glommio::ExecutorJoinHandle<()>, Nod
             // below bounds any such stall whatever happens.
             let queue = glommio::executor().create_task_queue(
                 glommio::Shares::default(),
-                glommio::Latency::Matters(Duration::from_millis(10)),
+                glommio::Latency::Matters(TASK_QUEUE_LATENCY),
                 "spate",
             );
             glommio::spawn_local(async {
@@ -355,10 +374,7 @@ fn spawn_shard(start: ShardStart) -> Result<glommio::ExecutorJoinHandle<()>, Nod
                 body.await;
             }
         })
-        .map_err(|error| NodeError::Shard {
-            shard: u16::try_from(index).unwrap_or(u16::MAX),
-            reason: error.to_string(),
-        })
+        .map_err(|error| shard_error(error.to_string()))
 }
 
 /// A shard's life inside its executor: bind, learn every shard's endpoint, connect to the

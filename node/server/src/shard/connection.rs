@@ -28,6 +28,13 @@ type Pending = Pin<Box<dyn Future<Output = Response>>>;
 /// finish while it waits make it idle).
 const TIMEOUT_CHECK: Duration = Duration::from_secs(1);
 
+/// How long `accept` waits before it looks at the shutdown flag again: a stopping node
+/// closes its listeners within this.
+const ACCEPT_POLL: Duration = Duration::from_millis(50);
+
+/// Pause after a failed accept (out of descriptors and the like) instead of spinning.
+const ACCEPT_RETRY: Duration = Duration::from_millis(10);
+
 /// What ended a connection's wait for bytes.
 enum Wake {
     Read(std::io::Result<usize>),
@@ -108,7 +115,7 @@ impl Shard {
     pub async fn accept(self: Rc<Self>, listener: TcpListener) {
         loop {
             let accepted = future::or(async { Some(listener.accept().await) }, async {
-                glommio::timer::sleep(Duration::from_millis(50)).await;
+                glommio::timer::sleep(ACCEPT_POLL).await;
                 None
             })
             .await;
@@ -120,7 +127,7 @@ impl Shard {
                 Some(Ok(stream)) => stream,
                 Some(Err(error)) => {
                     tracing::warn!("accept failed: {error}");
-                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                    glommio::timer::sleep(ACCEPT_RETRY).await;
                     continue;
                 }
             };

@@ -25,6 +25,10 @@ use super::{effective, error, Shard};
 /// A parked fetch whose log has not woken it this long after its wait ended is answered by
 /// the shell's own timer (the log's deadline follows the wall clock, which can step back).
 const FETCH_DEADLINE_GRACE: Duration = Duration::from_millis(50);
+
+/// Bytes a timestamp search reads per step: large enough that a partition is scanned in few
+/// reads, small enough that one step never holds much memory.
+const FIND_STEP_BYTES: u32 = 1 << 20;
 use crate::partition::{now, DeleteRecordsResult, Partition, ProduceResult};
 
 impl Shard {
@@ -56,7 +60,7 @@ impl Shard {
             };
             topics.push(TopicMetadata {
                 name: name.clone(),
-                retention_ms: resolve(topic.retention_ms, self.config.retention_ms),
+                retention_ms: resolve(topic.retention_ms, Some(self.config.retention_ms)),
                 retention_bytes: resolve(topic.retention_bytes, self.config.retention_bytes),
                 segment_bytes: resolve(
                     topic.segment_bytes,
@@ -385,7 +389,7 @@ impl Shard {
                 topic: topic.to_owned(),
                 partition,
                 offset: offset.0,
-                max_bytes: 1 << 20,
+                max_bytes: FIND_STEP_BYTES,
                 max_wait_ms: 0,
                 min_bytes: 0,
             };

@@ -153,7 +153,7 @@ impl Shard {
             _ => self.config.segment_bytes,
         };
         let mut config = self.config.log_config(
-            effective(topic.retention_ms, self.config.retention_ms),
+            effective(topic.retention_ms, Some(self.config.retention_ms)),
             effective(topic.retention_bytes, self.config.retention_bytes),
             segment_bytes,
         );

@@ -43,7 +43,7 @@ pub fn run(args: &UpArgs, gateway_listen: &str) -> ExitCode {
         listen: Some(args.node_listen.clone()),
         shards: args.shards,
         // Development mode: a Kafka client naming a new topic creates it (as kcat -P does).
-        auto_create_topics: true,
+        auto_create_topics: Some(true),
         ..spate_node::Flags::default()
     };
     let config = match spate_node::NodeConfig::resolve(flags) {
