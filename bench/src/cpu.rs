@@ -66,11 +66,29 @@ impl CpuTime {
         }
     }
 
-    /// Adds the parts' CPU seconds per gigabyte the run moved (`run.bytes`) to its figures.
+    /// The whole process's CPU time.
+    pub fn total(self) -> f64 {
+        self.node + self.gateway + self.client
+    }
+
+    /// Adds the process's CPU seconds per gigabyte the run moved (`run.bytes`) to its figures,
+    /// not split by part: for baselines and in-process runs, whose threads are all the
+    /// benchmark's own.
+    pub fn record_total(self, run: &mut Run) {
+        if run.bytes > 0 {
+            let gigabytes = run.bytes as f64 / 1e9;
+            run.figures
+                .insert("cpu_seconds_per_gb".to_owned(), self.total() / gigabytes);
+        }
+    }
+
+    /// Adds the parts' CPU seconds per gigabyte the run moved (`run.bytes`) to its figures,
+    /// and their sum.
     pub fn record(self, run: &mut Run) {
         if run.bytes == 0 {
             return;
         }
+        self.record_total(run);
         let gigabytes = run.bytes as f64 / 1e9;
         let figures = BTreeMap::from([
             ("cpu_node_seconds_per_gb".to_owned(), self.node / gigabytes),

@@ -58,6 +58,7 @@ pub fn run(data_dir: &std::path::Path, name: &str, args: &DiskArgs) -> Result<Ru
         ]),
     );
     let meter = Meter::start(TIMELINE_INTERVAL);
+    let cpu = crate::cpu::CpuTime::now();
     let writer_meter = meter.clone();
     let seconds = args.seconds;
     let sync = args.sync;
@@ -127,6 +128,7 @@ pub fn run(data_dir: &std::path::Path, name: &str, args: &DiskArgs) -> Result<Ru
     crate::cluster::settle_filesystem();
     let (rounds, syncs, elapsed) = outcome?;
     run.finish(elapsed, operations, bytes);
+    crate::cpu::CpuTime::since(cpu).record_total(&mut run);
     run.timeline = timeline;
     run.latency.push(Latency::from_histogram("round", &rounds));
     if sync {

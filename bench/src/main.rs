@@ -758,17 +758,20 @@ fn execute(cli: &Cli) -> Result<Report, String> {
     Ok(report)
 }
 
-/// Adds to a Spate run's figures how many of its throughput intervals after the first second
-/// moved nothing (the last, possibly cut short by the run's end, not counted): stalls that a
-/// run's average hides.
+/// Adds to a Spate run's figures how many of its throughput intervals that start after the
+/// first second moved nothing (the last, possibly cut short by the run's end, not counted):
+/// stalls that a run's average hides. (A timeline entry is an interval's end; the interval
+/// ending just after 1 s still belongs to the start-up, when clients connect and learn
+/// metadata.)
 fn count_stalls(run: &mut Run) {
     if run.kind != "spate" || run.timeline.is_empty() {
         return;
     }
     let intervals = &run.timeline[..run.timeline.len() - 1];
-    let stalls = intervals
-        .iter()
-        .filter(|(at, mb_per_s)| *at > 1.0 && *mb_per_s == 0.0)
+    let starts = std::iter::once(0.0).chain(intervals.iter().map(|(end, _)| *end));
+    let stalls = starts
+        .zip(intervals)
+        .filter(|(start, (_, mb_per_s))| *start >= 1.0 && *mb_per_s == 0.0)
         .count();
     run.figures
         .insert("zero_throughput_intervals_after_1s".into(), stalls as f64);
@@ -843,6 +846,30 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stalls_are_the_empty_intervals_that_start_after_the_first_second() {
+        let mut run = Run::new(
+            "produce",
+            "spate",
+            "produce",
+            std::collections::BTreeMap::new(),
+        );
+        // Interval ends: start-up until just past 1 s, one empty interval at 1.25-1.5 s,
+        // and an empty last one (cut by the run's end).
+        run.timeline = vec![
+            (0.25, 0.0),
+            (0.5, 0.0),
+            (0.75, 0.0),
+            (1.0006, 0.0),
+            (1.25, 5.0),
+            (1.5, 0.0),
+            (1.75, 5.0),
+            (2.0, 0.0),
+        ];
+        count_stalls(&mut run);
+        assert_eq!(run.figures["zero_throughput_intervals_after_1s"], 1.0);
+    }
 
     #[test]
     fn the_suite_has_the_kafka_runs_right_after_their_baseline_only_with_the_feature() {

@@ -108,6 +108,7 @@ pub async fn run(data_dir: &std::path::Path, name: &str, args: &QuicArgs) -> Res
         ]),
     );
     let meter = Meter::start(TIMELINE_INTERVAL);
+    let cpu = crate::cpu::CpuTime::now();
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.seconds);
     let chunk = bytes::Bytes::from(vec![b'x'; args.message_size]);
@@ -152,6 +153,7 @@ pub async fn run(data_dir: &std::path::Path, name: &str, args: &QuicArgs) -> Res
     let elapsed = started.elapsed();
     let (operations, _, timeline) = meter.stop();
     run.finish(elapsed, operations, received);
+    crate::cpu::CpuTime::since(cpu).record_total(&mut run);
     run.timeline = timeline;
     connection.close(0u32.into(), b"done");
     client.wait_idle().await;

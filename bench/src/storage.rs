@@ -99,6 +99,7 @@ pub fn run(data_dir: &std::path::Path, name: &str, args: &StorageArgs) -> Result
     );
     let args = args.clone();
     let meter = Meter::start(TIMELINE_INTERVAL);
+    let cpu = crate::cpu::CpuTime::now();
     let task_meter = meter.clone();
     let io_memory = config.io_memory;
     let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
@@ -152,6 +153,7 @@ pub fn run(data_dir: &std::path::Path, name: &str, args: &StorageArgs) -> Result
         .map_err(|error| format!("the storage executor failed: {error}"))??;
     let (operations, bytes, timeline) = meter.stop();
     run.finish(elapsed, operations, bytes);
+    crate::cpu::CpuTime::since(cpu).record_total(&mut run);
     run.errors = errors;
     run.timeline = timeline;
     run.latency

@@ -82,6 +82,7 @@ pub async fn run(name: &str, args: &TcpArgs) -> Result<Run, String> {
         ]),
     );
     let meter = Meter::start(TIMELINE_INTERVAL);
+    let cpu = crate::cpu::CpuTime::now();
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.seconds);
     let chunk = vec![b'x'; args.message_size];
@@ -115,6 +116,7 @@ pub async fn run(name: &str, args: &TcpArgs) -> Result<Run, String> {
     }
     let (operations, _, timeline) = meter.stop();
     run.finish(elapsed, operations, received);
+    crate::cpu::CpuTime::since(cpu).record_total(&mut run);
     run.timeline = timeline;
     Ok(run)
 }

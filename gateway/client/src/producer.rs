@@ -558,8 +558,13 @@ fn fail(
     }
 }
 
+/// Waits until `deadline` (forever for `None`). A deadline already passed is ready at once:
+/// tokio's timer would round it up to its next 1 ms tick, so a zero `linger` would still wait
+/// up to a millisecond. With the batcher's `biased` select this makes a zero linger send a
+/// partition's batch as soon as no more records are queued (as Kafka's `linger.ms=0` does).
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
+        Some(deadline) if deadline <= Instant::now() => {}
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
