@@ -544,6 +544,149 @@ fn cli_admin_produce_consume_across_shards() {
     drop(node);
 }
 
+/// Issue 18, point 2: the first SIGINT stops reading, drains the records in flight and
+/// prints what is stored; every line it reports stored is stored, once and in order.
+#[test]
+fn an_interrupted_produce_drains_and_reports_what_is_stored() {
+    let dir = data_dir("interrupt");
+    let node = Node::start(&dir, 1, 0);
+    let gateway = Gateway::start(&dir, node.endpoints[0], "127.0.0.1:0");
+    let cli = Cli {
+        gateway: gateway.address,
+        cert: gateway.cert.clone(),
+    };
+    cli.ok(&["topic", "create", "lines", "--partitions", "1"], "");
+    let mut child = Command::new(binary("spate"))
+        .args(["--gateway", &gateway.address.to_string()])
+        .arg("--ca-cert")
+        .arg(&gateway.cert)
+        .args(["produce", "lines", "--linger-ms", "1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Lines keep coming and stdin stays open: only the interrupt ends the run.
+    let mut stdin = child.stdin.take().unwrap();
+    let (written_sender, written) = mpsc::channel();
+    std::thread::spawn(move || {
+        for number in 1u64.. {
+            if stdin
+                .write_all(format!("line-{number}\n").as_bytes())
+                .is_err()
+            {
+                break;
+            }
+            if number % 10_000 == 0 {
+                let _ = written_sender.send(number);
+            }
+        }
+    });
+    // Interrupt mid-run, once some 50,000 lines went in.
+    while written.recv_timeout(STARTUP_TIMEOUT).unwrap() < 50_000 {}
+    send_signal(child.id(), "-INT");
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    let summary = stderr
+        .lines()
+        .find(|line| line.contains("lines read"))
+        .unwrap_or_else(|| panic!("no summary: {stderr}"));
+    assert!(summary.starts_with("spate: interrupted: "), "{summary}");
+    let stored: u64 = summary
+        .rsplit("every line up to line ")
+        .next()
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("no stored line in {summary:?}"));
+    assert!(stored >= 1, "{summary}");
+    // Nothing failed and the drain finished: every line read is stored.
+    assert!(
+        summary.contains(" 0 failed, 0 not known stored"),
+        "{summary}"
+    );
+    let consumed = cli.ok(&["consume", "lines"], "");
+    let consumed: Vec<&str> = consumed.lines().collect();
+    assert!(consumed.len() as u64 >= stored, "{summary}");
+    for (index, line) in consumed.iter().enumerate() {
+        assert_eq!(*line, format!("line-{}", index + 1), "{summary}");
+    }
+    assert_eq!(consumed.len() as u64, stored, "{summary}");
+}
+
+/// Sends `signal` (`-INT`, `-STOP`, ...) to a process.
+fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// Issue 18, point 2: when the records in flight cannot be answered (the gateway is frozen),
+/// a second SIGINT ends the drain at once, with the summary of what is known.
+#[test]
+fn a_second_interrupt_stops_the_drain_at_once() {
+    let dir = data_dir("interrupt-twice");
+    let node = Node::start(&dir, 1, 0);
+    let gateway = Gateway::start(&dir, node.endpoints[0], "127.0.0.1:0");
+    let cli = Cli {
+        gateway: gateway.address,
+        cert: gateway.cert.clone(),
+    };
+    cli.ok(&["topic", "create", "lines", "--partitions", "1"], "");
+    let mut child = Command::new(binary("spate"))
+        .args(["--gateway", &gateway.address.to_string()])
+        .arg("--ca-cert")
+        .arg(&gateway.cert)
+        .args(["produce", "lines"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let (written_sender, written) = mpsc::channel();
+    std::thread::spawn(move || {
+        for number in 1u64.. {
+            if stdin
+                .write_all(format!("line-{number}\n").as_bytes())
+                .is_err()
+            {
+                break;
+            }
+            if number % 10_000 == 0 {
+                let _ = written_sender.send(number);
+            }
+        }
+    });
+    while written.recv_timeout(STARTUP_TIMEOUT).unwrap() < 20_000 {}
+    let gateway_pid = gateway.process.child.id();
+    send_signal(gateway_pid, "-STOP");
+    send_signal(child.id(), "-INT");
+    // The drain waits (nothing can be answered); the second interrupt ends it.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the first interrupt did not drain"
+    );
+    let second = Instant::now();
+    send_signal(child.id(), "-INT");
+    let output = child.wait_with_output().unwrap();
+    let took = second.elapsed();
+    send_signal(gateway_pid, "-CONT");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(took < Duration::from_secs(5), "took {took:?}: {stderr}");
+    let summary = stderr
+        .lines()
+        .find(|line| line.contains("lines read"))
+        .unwrap_or_else(|| panic!("no summary: {stderr}"));
+    assert!(summary.starts_with("spate: interrupted: "), "{summary}");
+    // With the last of the records unanswered, not all that was read is known stored.
+    assert!(!summary.contains(" 0 not known stored"), "{summary}");
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -1,7 +1,8 @@
 //! The `spate` command-line tool: `spate up` runs a node and a gateway locally; `topic`,
 //! `produce` and `consume` talk to a gateway over QUIC through the SDK. Contract for scripts:
-//! results go to stdout, one clear line per failure to stderr, exit status 0 only on success
-//! (2 for unusable arguments).
+//! results go to stdout, one clear line per failure to stderr, exit status 0 only on success,
+//! 1 on failure, 2 for unusable arguments; `produce` exits 130 after SIGINT or SIGTERM, once
+//! it has waited for the records in flight and printed what is stored.
 
 mod consume;
 mod produce;
@@ -55,6 +56,32 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print records of a topic to stdout, one per line.
     Consume(consume::ConsumeArgs),
+}
+
+/// Exit status of a command stopped by SIGINT or SIGTERM (the shells' 128 + SIGINT).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// How a command that did not succeed ends.
+#[derive(Debug)]
+pub enum Failure {
+    /// One error line on stderr, exit status 1.
+    Error(String),
+    /// Stopped by an interrupt, whose summary is printed already: exit status 130.
+    Interrupted,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure::Error(message)
+    }
+}
+
+/// Prints one line to stderr that is not an error (an interrupt's summary).
+pub fn notice(message: impl std::fmt::Display) {
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!("spate: {message}");
+    }
 }
 
 /// Prints one error line to stderr.
@@ -116,18 +143,19 @@ fn main() -> ExitCode {
         let client = cli.connect().await?;
         match &cli.command {
             Command::Up(_) => Ok(()),
-            Command::Topic(command) => topic::run(&client, command).await,
+            Command::Topic(command) => Ok(topic::run(&client, command).await?),
             Command::Produce(args) => produce::run(&client, args).await,
-            Command::Consume(args) => consume::run(&client, args).await,
+            Command::Consume(args) => Ok(consume::run(&client, args).await?),
         }
     });
     // Tasks still waiting on the network must not hold the exit up.
     runtime.shutdown_background();
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
+        Err(Failure::Error(message)) => {
             report(message);
             ExitCode::FAILURE
         }
+        Err(Failure::Interrupted) => ExitCode::from(EXIT_INTERRUPTED),
     }
 }

@@ -1,8 +1,15 @@
 //! `spate produce`: one record per stdin line, pipelined through the SDK producer. With
 //! `--report-acks`, one `LINE<TAB>PARTITION<TAB>OFFSET` line per acknowledged record, flushed
 //! as acknowledgements arrive, so an interrupted script knows exactly what was stored.
+//!
+//! The first SIGINT (Ctrl-C) or SIGTERM stops reading stdin, waits up to `--drain-timeout-ms`
+//! for the records in flight, and prints one summary line: lines read, stored, failed, not
+//! known stored, and the last line up to which every line is stored. A second one exits at
+//! once (with the same summary, as far as it is known). Either way the exit status is 130.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,7 +19,10 @@ use spate_client::{
     ProducerRecord,
 };
 use tokio::io::AsyncBufReadExt;
-use tokio::sync::mpsc;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::{mpsc, Notify};
+
+use crate::{notice, Failure};
 
 /// Records read ahead of their acknowledgements (the producer's buffer bounds bytes too).
 const ACKS_PENDING_MAX: usize = 64 * 1024;
@@ -56,6 +66,10 @@ pub struct ProduceArgs {
     /// uncompressed). Every client reads every codec.
     #[arg(long, value_enum, default_value = "none")]
     compression: CompressionArg,
+    /// After an interrupt, wait this long for the records in flight before giving up on them
+    /// (a second interrupt gives up at once).
+    #[arg(long, value_name = "MS", default_value = "30000")]
+    drain_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -85,10 +99,58 @@ enum Outcome {
     Failed(u64, String),
 }
 
-struct Tally {
-    acknowledged: u64,
-    failed: u64,
-    first_failure: Option<String>,
+/// What happened to the input so far, shared with the printer so an interrupt can tell it
+/// even while acknowledgements are still awaited.
+#[derive(Debug, Default)]
+struct Progress {
+    read: AtomicU64,
+    acknowledged: AtomicU64,
+    failed: AtomicU64,
+    /// Every line up to this one (counted from 1) is acknowledged; 0: none known.
+    stored_through: AtomicU64,
+}
+
+impl Progress {
+    /// The interrupt's summary line.
+    fn summary(&self) -> String {
+        let read = self.read.load(Ordering::Relaxed);
+        let acknowledged = self.acknowledged.load(Ordering::Relaxed);
+        let failed = self.failed.load(Ordering::Relaxed);
+        let unknown = read.saturating_sub(acknowledged + failed);
+        let through = match self.stored_through.load(Ordering::Relaxed) {
+            0 => "no line is known stored".to_owned(),
+            line => format!("every line up to line {line} is stored"),
+        };
+        format!(
+            "interrupted: {read} lines read, {acknowledged} stored, {failed} failed, {unknown} \
+             not known stored; {through}"
+        )
+    }
+}
+
+/// SIGINT and SIGTERM, registered before the first line is read (from then on they no longer
+/// end the process by themselves).
+struct Interrupts {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Interrupts {
+    fn new() -> Result<Interrupts, String> {
+        let register =
+            |kind| signal(kind).map_err(|error| format!("cannot handle interrupts: {error}"));
+        Ok(Interrupts {
+            interrupt: register(SignalKind::interrupt())?,
+            terminate: register(SignalKind::terminate())?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
 }
 
 fn split_key(line: &[u8], separator: &[u8]) -> Option<(usize, usize)> {
@@ -100,7 +162,7 @@ fn split_key(line: &[u8], separator: &[u8]) -> Option<(usize, usize)> {
         .map(|at| (at, at + separator.len()))
 }
 
-pub async fn run(client: &Client, args: &ProduceArgs) -> Result<(), String> {
+pub async fn run(client: &Client, args: &ProduceArgs) -> Result<(), Failure> {
     let config = ProducerConfig {
         durability: match args.durability {
             DurabilityArg::Fsync => Durability::Fsync,
@@ -115,24 +177,83 @@ pub async fn run(client: &Client, args: &ProduceArgs) -> Result<(), String> {
     let producer = Producer::new(client, &args.topic, config)
         .await
         .map_err(|error| error.to_string())?;
+    let mut interrupts = Interrupts::new()?;
+    let progress = Arc::new(Progress::default());
     let (outcomes, pending) = mpsc::channel(ACKS_PENDING_MAX);
-    let printer = tokio::spawn(print_acks(pending, args.report_acks));
+    let mut printer = tokio::spawn(print_acks(pending, args.report_acks, progress.clone()));
+    let stop = Notify::new();
+    let reading = read_lines(&producer, outcomes, args, &progress, &stop);
+    tokio::pin!(reading);
+    let read = tokio::select! {
+        read = &mut reading => Some(read),
+        () = interrupts.next() => None,
+    };
+    let Some(read) = read else {
+        // The line being sent is finished; no other is read.
+        stop.notify_one();
+        let timeout = Duration::from_millis(args.drain_timeout_ms);
+        notice(format!(
+            "interrupted: no more lines are read; waiting up to {} ms for the records in \
+             flight (interrupt again to stop now)",
+            timeout.as_millis()
+        ));
+        let drain = async {
+            let _ = (&mut reading).await;
+            let _ = producer.flush().await;
+            let _ = (&mut printer).await;
+        };
+        tokio::select! {
+            () = drain => {}
+            () = tokio::time::sleep(timeout) => {}
+            () = interrupts.next() => {}
+        }
+        notice(progress.summary());
+        return Err(Failure::Interrupted);
+    };
+    let flushed = producer.flush().await;
+    let first_failure = printer
+        .await
+        .map_err(|error| format!("the acknowledgement printer failed: {error}"))??;
+    read?;
+    flushed.map_err(|error| error.to_string())?;
+    let failed = progress.failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        return Err(Failure::Error(format!(
+            "{failed} of {} records were not acknowledged (first: {})",
+            failed + progress.acknowledged.load(Ordering::Relaxed),
+            first_failure.unwrap_or_default()
+        )));
+    }
+    Ok(())
+}
+
+/// Reads stdin to its end (or until `stop` is notified, between lines), one record per line,
+/// handing each line's outcome to the printer.
+async fn read_lines(
+    producer: &Producer,
+    outcomes: mpsc::Sender<Outcome>,
+    args: &ProduceArgs,
+    progress: &Progress,
+    stop: &Notify,
+) -> Result<(), String> {
     let separator = args.key_separator.as_deref().map(str::as_bytes);
     let mut input = tokio::io::BufReader::with_capacity(1 << 20, tokio::io::stdin());
     let mut line = Vec::new();
     let mut number = 0u64;
-    let mut read_error = None;
     loop {
         line.clear();
-        match input.read_until(b'\n', &mut line).await {
-            Ok(0) => break,
+        let read = tokio::select! {
+            biased;
+            () = stop.notified() => return Ok(()),
+            read = input.read_until(b'\n', &mut line) => read,
+        };
+        match read {
+            Ok(0) => return Ok(()),
             Ok(_) => {}
-            Err(error) => {
-                read_error = Some(format!("cannot read stdin: {error}"));
-                break;
-            }
+            Err(error) => return Err(format!("cannot read stdin: {error}")),
         }
         number += 1;
+        progress.read.store(number, Ordering::Relaxed);
         if line.last() == Some(&b'\n') {
             line.pop();
             if line.last() == Some(&b'\r') {
@@ -143,65 +264,46 @@ pub async fn run(client: &Client, args: &ProduceArgs) -> Result<(), String> {
             partition: args.partition,
             ..ProducerRecord::default()
         };
-        match separator {
+        let outcome = match separator {
             Some(separator) => match split_key(&line, separator) {
                 Some((key_end, value_start)) => {
                     record.key = Some(Bytes::copy_from_slice(&line[..key_end]));
                     record.value = Some(Bytes::copy_from_slice(&line[value_start..]));
+                    None
                 }
-                None => {
-                    let message = "no key separator in the line".to_owned();
-                    if outcomes
-                        .send(Outcome::Failed(number, message))
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
-                    continue;
-                }
+                None => Some(Outcome::Failed(
+                    number,
+                    "no key separator in the line".to_owned(),
+                )),
             },
-            None => record.value = Some(Bytes::copy_from_slice(&line)),
-        }
-        let outcome = match producer.send(record).await {
-            Ok(delivery) => Outcome::Sent(number, delivery),
-            Err(error) => Outcome::Failed(number, error.to_string()),
+            None => {
+                record.value = Some(Bytes::copy_from_slice(&line));
+                None
+            }
+        };
+        let outcome = match outcome {
+            Some(failed) => failed,
+            None => match producer.send(record).await {
+                Ok(delivery) => Outcome::Sent(number, delivery),
+                Err(error) => Outcome::Failed(number, error.to_string()),
+            },
         };
         if outcomes.send(outcome).await.is_err() {
-            break;
+            return Ok(());
         }
     }
-    let closed = producer.close().await;
-    drop(outcomes);
-    let tally = printer
-        .await
-        .map_err(|error| format!("the acknowledgement printer failed: {error}"))??;
-    if let Some(error) = read_error {
-        return Err(error);
-    }
-    if let Err(error) = closed {
-        return Err(error.to_string());
-    }
-    if tally.failed > 0 {
-        return Err(format!(
-            "{} of {} records were not acknowledged (first: {})",
-            tally.failed,
-            tally.failed + tally.acknowledged,
-            tally.first_failure.unwrap_or_default()
-        ));
-    }
-    Ok(())
 }
 
-/// Awaits each line's acknowledgement in input order, printing it if asked; stdout is flushed
-/// whenever the next acknowledgement is not there yet.
-async fn print_acks(mut pending: mpsc::Receiver<Outcome>, report: bool) -> Result<Tally, String> {
+/// Awaits each line's acknowledgement in input order, printing it if asked and counting it
+/// in `progress`; stdout is flushed whenever the next acknowledgement is not there yet.
+/// Returns the first failure.
+async fn print_acks(
+    mut pending: mpsc::Receiver<Outcome>,
+    report: bool,
+    progress: Arc<Progress>,
+) -> Result<Option<String>, String> {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
-    let mut tally = Tally {
-        acknowledged: 0,
-        failed: 0,
-        first_failure: None,
-    };
+    let mut first_failure = None;
     let write_error = |error: std::io::Error| format!("cannot write to stdout: {error}");
     loop {
         let outcome = match pending.try_recv() {
@@ -233,25 +335,28 @@ async fn print_acks(mut pending: mpsc::Receiver<Outcome>, report: bool) -> Resul
         };
         match result {
             Ok(metadata) => {
-                tally.acknowledged += 1;
                 if report {
                     writeln!(out, "{number}\t{}\t{}", metadata.partition, metadata.offset)
                         .map_err(write_error)?;
                 }
+                progress.acknowledged.fetch_add(1, Ordering::Relaxed);
+                if first_failure.is_none() {
+                    progress.stored_through.store(number, Ordering::Relaxed);
+                }
             }
             Err(message) => {
-                tally.failed += 1;
-                if tally.first_failure.is_none() {
-                    tally.first_failure = Some(format!("line {number}: {message}"));
+                let failed = progress.failed.fetch_add(1, Ordering::Relaxed) + 1;
+                if first_failure.is_none() {
+                    first_failure = Some(format!("line {number}: {message}"));
                 }
-                if tally.failed <= FAILURES_SHOWN_MAX {
+                if failed <= FAILURES_SHOWN_MAX {
                     crate::report(format!("line {number} not acknowledged: {message}"));
                 }
             }
         }
     }
     out.flush().map_err(write_error)?;
-    Ok(tally)
+    Ok(first_failure)
 }
 
 #[cfg(test)]
