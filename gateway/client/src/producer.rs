@@ -236,7 +236,9 @@ impl Producer {
             open: (0..partitions).map(|_| None).collect(),
             last_batch_bytes: vec![BATCH_RESERVE_FIRST; partitions as usize],
             deadlines: VecDeque::new(),
-            sticky: 0,
+            // A random first partition: producers that send a few records each (one CLI run
+            // per line, short-lived jobs) would otherwise all fill partition 0.
+            sticky: fastrand::u32(0..partitions.max(1)),
             epoch: mpsc::channel(1),
         };
         let task = tokio::spawn(task.run(queue));

@@ -614,6 +614,40 @@ fn an_interrupted_produce_drains_and_reports_what_is_stored() {
     assert_eq!(consumed.len() as u64, stored, "{summary}");
 }
 
+/// Issue 18, point 6: unkeyed records of many short runs (one `spate produce` per line)
+/// spread over the partitions instead of all landing on partition 0.
+#[test]
+fn unkeyed_records_of_short_runs_spread_over_partitions() {
+    let dir = data_dir("spread");
+    let node = Node::start(&dir, 1, 0);
+    let gateway = Gateway::start(&dir, node.endpoints[0], "127.0.0.1:0");
+    let cli = Cli {
+        gateway: gateway.address,
+        cert: gateway.cert.clone(),
+    };
+    let _serving = gateway;
+    cli.ok(&["topic", "create", "spread", "--partitions", "4"], "");
+    // With a random first partition, one of 4 stays empty after 40 runs with probability
+    // 4 × (3/4)^40, about 4 in 100,000.
+    for run in 0..40 {
+        cli.ok(&["produce", "spread"], &format!("run-{run}\n"));
+    }
+    let mut total = 0;
+    for partition in 0..4 {
+        let records = cli.ok(
+            &["consume", "spread", "--partition", &partition.to_string()],
+            "",
+        );
+        let count = records.lines().count();
+        assert!(
+            count > 0,
+            "partition {partition} got none of the 40 records"
+        );
+        total += count;
+    }
+    assert_eq!(total, 40);
+}
+
 /// Sends `signal` (`-INT`, `-STOP`, ...) to a process.
 fn send_signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
