@@ -85,6 +85,9 @@ pub enum ClientError {
     Server(ErrorResponse),
     #[error("unknown topic {0}")]
     UnknownTopic(String),
+    /// A consumer's topic was deleted while it read it.
+    #[error("topic {0} was deleted")]
+    TopicDeleted(String),
     #[error("partition {partition} does not exist: {topic} has {partitions} partitions")]
     NoSuchPartition {
         topic: String,

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use spate_format::TimestampType;
-use spate_proto::{FetchRequest, OffsetSpec, PartitionId};
+use spate_proto::{ErrorCode, FetchRequest, OffsetSpec, PartitionId};
 use tokio::sync::mpsc;
 
 use crate::client::{Client, ClientError, InvalidAnswer};
@@ -210,6 +210,13 @@ impl PartitionReader {
         let outcome = self.read().await;
         let chunk = match outcome {
             Ok(()) => Chunk::End,
+            // The topic existed when the consumer started: it was deleted since.
+            Err(ClientError::Server(answer)) if answer.code == ErrorCode::UnknownTopic => {
+                Chunk::Failed(
+                    self.partition,
+                    ClientError::TopicDeleted(self.topic.clone()),
+                )
+            }
             Err(error) => Chunk::Failed(self.partition, error),
         };
         let _ = self.sender.send(chunk).await;

@@ -614,6 +614,111 @@ fn an_interrupted_produce_drains_and_reports_what_is_stored() {
     assert_eq!(consumed.len() as u64, stored, "{summary}");
 }
 
+/// Issue 18, point 1: `spate consume --follow` keeps printing across a graceful (SIGTERM)
+/// restart of the node and then of the gateway, without gaps or repeats.
+#[test]
+fn a_follower_survives_restarts_of_the_node_and_the_gateway() {
+    let dir = data_dir("follow-restarts");
+    let port = free_ports(2);
+    let mut node = Node::start(&dir, 2, port);
+    let mut gateway = Gateway::start(&dir, node.endpoints[0], "127.0.0.1:0");
+    let address = gateway.address;
+    let cli = Cli {
+        gateway: address,
+        cert: gateway.cert.clone(),
+    };
+    cli.ok(&["topic", "create", "follow", "--partitions", "2"], "");
+    let mut follower = Process::spawn(
+        Command::new(binary("spate"))
+            .args(["--gateway", &address.to_string()])
+            .arg("--ca-cert")
+            .arg(&gateway.cert)
+            .args(["consume", "follow", "--follow", "--max-wait-ms", "1000"]),
+        dir.join("follower.log"),
+    );
+    // Produces records [from, to) once the whole path answers again, and checks that the
+    // follower prints exactly them, in order (one key, so one partition).
+    let phase = |from: u32, to: u32| {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        while !cli
+            .run(&["topic", "describe", "follow"], "")
+            .status
+            .success()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the topic is not reachable again"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let input: String = (from..to).map(|i| format!("k:record-{i}\n")).collect();
+        cli.ok(&["produce", "follow", "--key-separator", ":"], &input);
+        for i in from..to {
+            let line = follower
+                .lines
+                .recv_timeout(STARTUP_TIMEOUT)
+                .unwrap_or_else(|_| {
+                    let log = std::fs::read_to_string(&follower.log).unwrap_or_default();
+                    panic!("the follower stopped before record-{i}; stderr:\n{log}")
+                });
+            assert_eq!(line, format!("record-{i}"));
+        }
+    };
+    phase(0, 100);
+    assert!(node.process.terminate().success());
+    node = Node::start(&dir, 2, port);
+    phase(100, 200);
+    assert!(gateway.process.terminate().success());
+    gateway = Gateway::start(&dir, node.endpoints[0], &address.to_string());
+    phase(200, 300);
+    // Nothing more than the 300 records was printed.
+    assert!(follower.lines.recv_timeout(Duration::from_secs(2)).is_err());
+    assert!(
+        follower.child.try_wait().unwrap().is_none(),
+        "the follower exited"
+    );
+    drop(gateway);
+}
+
+/// Issue 18, point 1: a follower whose topic is deleted says so and exits with an error.
+#[test]
+fn a_follower_reports_its_topic_deleted() {
+    let dir = data_dir("follow-deleted");
+    let node = Node::start(&dir, 2, 0);
+    let gateway = Gateway::start(&dir, node.endpoints[0], "127.0.0.1:0");
+    let cli = Cli {
+        gateway: gateway.address,
+        cert: gateway.cert.clone(),
+    };
+    cli.ok(&["topic", "create", "doomed", "--partitions", "2"], "");
+    cli.ok(&["produce", "doomed"], "one\n");
+    let mut follower = Command::new(binary("spate"))
+        .args(["--gateway", &gateway.address.to_string()])
+        .arg("--ca-cert")
+        .arg(&gateway.cert)
+        .args(["consume", "doomed", "--follow", "--max-wait-ms", "500"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    cli.ok(&["topic", "delete", "doomed"], "");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while follower.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the follower kept waiting on a deleted topic"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = follower.wait_with_output().unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), "one\n");
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr, "spate: error: topic doomed was deleted\n");
+}
+
 /// Issue 18, point 6: unkeyed records of many short runs (one `spate produce` per line)
 /// spread over the partitions instead of all landing on partition 0.
 #[test]
