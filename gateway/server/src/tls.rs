@@ -28,6 +28,14 @@ pub enum TlsError {
     },
     #[error("{path} holds no {what}")]
     Missing { path: PathBuf, what: &'static str },
+    #[error(
+        "{} holds an encrypted private key, which the gateway cannot use: give it the key \
+         unencrypted (`openssl pkey -in {} -out key.pem` asks for the passphrase once) and \
+         protect that file with its permissions (chmod 600)",
+        path.display(),
+        path.display()
+    )]
+    EncryptedKey { path: PathBuf },
     #[error("cannot create the development certificate: {0}")]
     Generate(String),
     #[error("invalid TLS setup: {0}")]
@@ -54,11 +62,26 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
+/// Markers of an encrypted private key in PEM: PKCS#8 (`openssl genpkey -aes256`) and the
+/// legacy OpenSSL form (`Proc-Type: 4,ENCRYPTED` in an RSA or EC key's headers).
+const ENCRYPTED_KEY_MARKERS: [&[u8]; 2] = [
+    b"-----BEGIN ENCRYPTED PRIVATE KEY-----",
+    b"Proc-Type: 4,ENCRYPTED",
+];
+
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
         path: path.to_owned(),
         source,
     })?;
+    let encrypted = ENCRYPTED_KEY_MARKERS
+        .iter()
+        .any(|marker| bytes.windows(marker.len()).any(|window| window == *marker));
+    if encrypted {
+        return Err(TlsError::EncryptedKey {
+            path: path.to_owned(),
+        });
+    }
     rustls_pemfile::private_key(&mut bytes.as_slice())
         .map_err(|source| TlsError::Read {
             path: path.to_owned(),
@@ -155,4 +178,43 @@ pub fn client_config(ca: &Path) -> Result<rustls::ClientConfig, TlsError> {
         .with_no_client_auth();
     config.alpn_protocols = vec![ALPN.to_vec()];
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_encrypted_key_is_reported_as_such() {
+        let dir = std::env::temp_dir().join(format!("spate-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pkcs8 = dir.join("pkcs8.pem");
+        std::fs::write(
+            &pkcs8,
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIHsMFcGCSqGSIb3DQEFDTBKMCkGCSqGSIb3DQEFDDAc\n\
+             -----END ENCRYPTED PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let legacy = dir.join("legacy.pem");
+        std::fs::write(
+            &legacy,
+            "-----BEGIN EC PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n\
+             DEK-Info: AES-256-CBC,00112233445566778899AABBCCDDEEFF\n\nAAAA\n\
+             -----END EC PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        for path in [&pkcs8, &legacy] {
+            let error = read_key(path).unwrap_err();
+            assert!(matches!(error, TlsError::EncryptedKey { .. }), "{error}");
+            assert!(
+                error.to_string().contains("encrypted private key"),
+                "{error}"
+            );
+        }
+        // A file with no key at all is still "holds no private key".
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        assert!(matches!(read_key(&empty), Err(TlsError::Missing { .. })));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
