@@ -719,6 +719,26 @@ fn a_follower_reports_its_topic_deleted() {
     assert_eq!(stderr, "spate: error: topic doomed was deleted\n");
 }
 
+/// Issue 18, point 7: a usage error has the one error form too, and exit status 2; help
+/// goes to stdout with status 0.
+#[test]
+fn usage_errors_have_the_one_error_form() {
+    let output = Command::new(binary("spate"))
+        .args(["produce", "--partition", "x", "events"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.starts_with("spate: error: "), "{stderr}");
+    assert!(stderr.contains("--partition"), "{stderr}");
+    let output = Command::new(binary("spate"))
+        .args(["produce", "--help"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert!(String::from_utf8(output.stdout).unwrap().contains("Usage:"));
+}
+
 /// Issue 18, point 6: unkeyed records of many short runs (one `spate produce` per line)
 /// spread over the partitions instead of all landing on partition 0.
 #[test]

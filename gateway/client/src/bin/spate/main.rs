@@ -58,6 +58,9 @@ enum Command {
     Consume(consume::ConsumeArgs),
 }
 
+/// Exit status of unusable arguments (clap's).
+pub const EXIT_USAGE: u8 = 2;
+
 /// Exit status of a command stopped by SIGINT or SIGTERM (the shells' 128 + SIGINT).
 pub const EXIT_INTERRUPTED: u8 = 130;
 
@@ -124,7 +127,24 @@ impl Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // `--help` and `--version` go to stdout as clap prints them.
+        Err(error) if !error.use_stderr() => {
+            let _ = error.print();
+            return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
+        }
+        // Usage errors in the one error form, then clap's usage lines: exit status 2.
+        Err(error) => {
+            let rendered = error.render().to_string();
+            let rendered = rendered.strip_prefix("error: ").unwrap_or(&rendered);
+            #[allow(clippy::print_stderr)]
+            {
+                eprint!("spate: error: {rendered}");
+            }
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     if let Command::Up(args) = &cli.command {
         return up::run(args, &cli.gateway);
     }
