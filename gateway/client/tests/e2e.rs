@@ -739,6 +739,26 @@ fn usage_errors_have_the_one_error_form() {
     assert!(String::from_utf8(output.stdout).unwrap().contains("Usage:"));
 }
 
+/// Issue 18, point 7: a port already taken is named in the error.
+#[test]
+fn a_gateway_port_clash_names_the_address() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap();
+    let output = Command::new(binary("spate-gateway"))
+        .args(["--listen", &address.to_string()])
+        .args(["--node", "127.0.0.1:9"])
+        .arg("--dev-cert-dir")
+        .arg(data_dir("port-clash").join("tls"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen for QUIC on {address} (UDP)")),
+        "{stderr}"
+    );
+}
+
 /// Issue 18, point 6: unkeyed records of many short runs (one `spate produce` per line)
 /// spread over the partitions instead of all landing on partition 0.
 #[test]

@@ -27,8 +27,11 @@ pub enum GatewayError {
     Tls(#[from] tls::TlsError),
     #[error("invalid listen address {0}")]
     Listen(String),
-    #[error("cannot open the QUIC endpoint: {0}")]
-    Endpoint(std::io::Error),
+    #[error("cannot listen for QUIC on {address} (UDP): {source}")]
+    Endpoint {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("idle_timeout_ms {0:?} is too large for QUIC (at most 2^62 ms)")]
     IdleTimeout(Duration),
     #[error("cannot read the key {} that seeds stateless resets: {source}", path.display())]
@@ -196,15 +199,16 @@ pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
         .ok()
         .and_then(|mut addresses| addresses.next())
         .ok_or_else(|| GatewayError::Listen(config.listen.clone()))?;
-    let socket = quic_socket(address).map_err(GatewayError::Endpoint)?;
+    let endpoint_error = |source| GatewayError::Endpoint { address, source };
+    let socket = quic_socket(address).map_err(endpoint_error)?;
     let endpoint = Endpoint::new(
         endpoint_config(&key)?,
         Some(server),
         socket,
         Arc::new(quinn::TokioRuntime),
     )
-    .map_err(GatewayError::Endpoint)?;
-    let local_addr = endpoint.local_addr().map_err(GatewayError::Endpoint)?;
+    .map_err(endpoint_error)?;
+    let local_addr = endpoint.local_addr().map_err(endpoint_error)?;
     let router = Router::new(config.node.clone());
     if let Err(error) = router.refresh().await {
         tracing::warn!(node = %config.node, "cannot reach the node yet: {error}; will retry");
