@@ -513,6 +513,8 @@ fn cli_admin_produce_consume_across_shards() {
         stderr.starts_with("spate: error: partition 0: ") && stderr.contains("99"),
         "{stderr}"
     );
+    // In the server's words, without its code name (issue 18, point 7).
+    assert!(!stderr.contains("OffsetOutOfRange"), "{stderr}");
     let stderr = cli.fails(&["topic", "trim", "audit", "--before", "soon"], "");
     assert!(stderr.contains("neither an offset nor `end`"), "{stderr}");
 

@@ -121,7 +121,7 @@ pub async fn run(client: &Client, args: &ConsumeArgs) -> Result<(), String> {
     };
     let mut consumer = Consumer::new(client, &args.topic, args.partition.map(|p| vec![p]), config)
         .await
-        .map_err(|error| error.to_string())?;
+        .map_err(|error| crate::describe(&error))?;
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
     let mut line = Vec::with_capacity(4096);
     let mut printed = 0u64;
@@ -139,7 +139,7 @@ pub async fn run(client: &Client, args: &ConsumeArgs) -> Result<(), String> {
             Ok(None) => break Ok(()),
             Err(error) => {
                 let _ = out.flush();
-                return Err(error.to_string());
+                return Err(crate::describe(&error));
             }
         };
         line.clear();

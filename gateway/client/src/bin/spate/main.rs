@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use spate_client::{Client, ClientError};
+use spate_client::{Client, ClientError, ErrorCode};
 
 /// Where `spate up` keeps its data (and the development certificate in `tls/`).
 pub const DATA_DIR_DEFAULT: &str = "./spate-data";
@@ -84,6 +84,23 @@ pub fn notice(message: impl std::fmt::Display) {
     #[allow(clippy::print_stderr)]
     {
         eprintln!("spate: {message}");
+    }
+}
+
+/// A client error in the CLI's words: an error answer in the server's own words (its code
+/// name, such as `Storage` or `UnknownTopic`, is for programs), prefixed where the words alone
+/// would not say what failed; any other error as it is.
+pub fn describe(error: &ClientError) -> String {
+    let ClientError::Server(answer) = error else {
+        return error.to_string();
+    };
+    let message = &answer.message;
+    match answer.code {
+        ErrorCode::Storage => format!("the node's storage failed: {message}"),
+        ErrorCode::PartitionFenced => format!("the partition is fenced: {message}"),
+        ErrorCode::Internal => format!("internal error on the server: {message}"),
+        ErrorCode::Busy => format!("the server is busy, try again: {message}"),
+        _ => message.clone(),
     }
 }
 

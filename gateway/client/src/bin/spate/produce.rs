@@ -176,7 +176,7 @@ pub async fn run(client: &Client, args: &ProduceArgs) -> Result<(), Failure> {
     };
     let producer = Producer::new(client, &args.topic, config)
         .await
-        .map_err(|error| error.to_string())?;
+        .map_err(|error| crate::describe(&error))?;
     let mut interrupts = Interrupts::new()?;
     let progress = Arc::new(Progress::default());
     let (outcomes, pending) = mpsc::channel(ACKS_PENDING_MAX);
@@ -215,7 +215,7 @@ pub async fn run(client: &Client, args: &ProduceArgs) -> Result<(), Failure> {
         .await
         .map_err(|error| format!("the acknowledgement printer failed: {error}"))??;
     read?;
-    flushed.map_err(|error| error.to_string())?;
+    flushed.map_err(|error| crate::describe(&error))?;
     let failed = progress.failed.load(Ordering::Relaxed);
     if failed > 0 {
         return Err(Failure::Error(format!(
@@ -285,7 +285,7 @@ async fn read_lines(
             Some(failed) => failed,
             None => match producer.send(record).await {
                 Ok(delivery) => Outcome::Sent(number, delivery),
-                Err(error) => Outcome::Failed(number, error.to_string()),
+                Err(error) => Outcome::Failed(number, crate::describe(&error)),
             },
         };
         if outcomes.send(outcome).await.is_err() {
@@ -329,7 +329,7 @@ async fn print_acks(
                 };
                 (
                     number,
-                    result.map_err(|error: ClientError| error.to_string()),
+                    result.map_err(|error: ClientError| crate::describe(&error)),
                 )
             }
         };

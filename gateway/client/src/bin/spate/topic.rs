@@ -123,7 +123,7 @@ pub async fn run(client: &Client, command: &TopicCommand) -> Result<(), String> 
                     retention_bytes.unwrap_or_default(),
                 )
                 .await
-                .map_err(|error| error.to_string())?;
+                .map_err(|error| crate::describe(&error))?;
             writeln!(out, "created topic {name} with {partitions} partitions")
         }
         TopicCommand::Alter {
@@ -139,7 +139,7 @@ pub async fn run(client: &Client, command: &TopicCommand) -> Result<(), String> 
             let (ms, bytes) = client
                 .alter_topic(name, *retention_ms, *retention_bytes)
                 .await
-                .map_err(|error| error.to_string())?;
+                .map_err(|error| crate::describe(&error))?;
             writeln!(
                 out,
                 "topic {name}: retention_ms {}, retention_bytes {}",
@@ -151,7 +151,7 @@ pub async fn run(client: &Client, command: &TopicCommand) -> Result<(), String> 
             let topics = client
                 .list_topics()
                 .await
-                .map_err(|error| error.to_string())?;
+                .map_err(|error| crate::describe(&error))?;
             let mut rows = vec![vec![
                 "TOPIC".to_owned(),
                 "PARTITIONS".to_owned(),
@@ -172,7 +172,7 @@ pub async fn run(client: &Client, command: &TopicCommand) -> Result<(), String> 
             let topic = client
                 .describe_topic(name)
                 .await
-                .map_err(|error| error.to_string())?;
+                .map_err(|error| crate::describe(&error))?;
             let mut rows = vec![vec![
                 "PARTITION".to_owned(),
                 "SHARD".to_owned(),
@@ -207,7 +207,7 @@ pub async fn run(client: &Client, command: &TopicCommand) -> Result<(), String> 
                 let topic = client
                     .topic(name)
                     .await
-                    .map_err(|error| error.to_string())?;
+                    .map_err(|error| crate::describe(&error))?;
                 (0..u32::try_from(topic.partitions.len()).unwrap_or(u32::MAX)).collect()
             } else {
                 partitions.clone()
@@ -217,7 +217,9 @@ pub async fn run(client: &Client, command: &TopicCommand) -> Result<(), String> 
                 let log_start = client
                     .delete_records(name, partition, before.0)
                     .await
-                    .map_err(|error| format!("partition {partition}: {error}"))?;
+                    .map_err(|error| {
+                        format!("partition {partition}: {}", crate::describe(&error))
+                    })?;
                 rows.push(vec![partition.to_string(), log_start.to_string()]);
             }
             table(&mut out, &rows)
@@ -226,7 +228,7 @@ pub async fn run(client: &Client, command: &TopicCommand) -> Result<(), String> 
             client
                 .delete_topic(name)
                 .await
-                .map_err(|error| error.to_string())?;
+                .map_err(|error| crate::describe(&error))?;
             writeln!(out, "deleted topic {name}")
         }
     };
