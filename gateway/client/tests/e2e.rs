@@ -616,6 +616,67 @@ fn an_interrupted_produce_drains_and_reports_what_is_stored() {
     assert_eq!(consumed.len() as u64, stored, "{summary}");
 }
 
+/// Issue 18, point 2: after stdin ended, an interrupt still stops a run whose last batches
+/// cannot be answered (the gateway frozen): the drain is announced and a second interrupt
+/// ends it at once.
+#[test]
+fn an_interrupt_after_the_input_ended_still_drains_and_stops() {
+    let dir = data_dir("interrupt-eof");
+    let node = Node::start(&dir, 1, 0);
+    let gateway = Gateway::start(&dir, node.endpoints[0], "127.0.0.1:0");
+    let cli = Cli {
+        gateway: gateway.address,
+        cert: gateway.cert.clone(),
+    };
+    cli.ok(&["topic", "create", "lines", "--partitions", "1"], "");
+    let mut child = Command::new(binary("spate"))
+        .args(["--gateway", &gateway.address.to_string()])
+        .arg("--ca-cert")
+        .arg(&gateway.cert)
+        .args(["produce", "lines", "--report-acks"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first line is acknowledged; then the gateway stops answering, the rest of the input
+    // goes in and stdin ends, so the run waits for its last batches.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"line-1\n").unwrap();
+    stdin.flush().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.starts_with("1\t0\t"), "{first}");
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let gateway_pid = gateway.process.child.id();
+    send_signal(gateway_pid, "-STOP");
+    let rest: String = (2..=1000).map(|i| format!("line-{i}\n")).collect();
+    stdin.write_all(rest.as_bytes()).unwrap();
+    drop(stdin);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run ended without its answers"
+    );
+    send_signal(child.id(), "-INT");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the interrupt did not drain"
+    );
+    let second = Instant::now();
+    send_signal(child.id(), "-INT");
+    let output = child.wait_with_output().unwrap();
+    let took = second.elapsed();
+    send_signal(gateway_pid, "-CONT");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(took < Duration::from_secs(5), "took {took:?}: {stderr}");
+    assert!(stderr.contains("waiting up to 30000 ms"), "{stderr}");
+    assert!(stderr.contains("spate: interrupted: "), "{stderr}");
+}
+
 /// Issue 18, point 1: `spate consume --follow` keeps printing across a graceful (SIGTERM)
 /// restart of the node and then of the gateway, without gaps or repeats.
 #[test]

@@ -188,33 +188,55 @@ pub async fn run(client: &Client, args: &ProduceArgs) -> Result<(), Failure> {
         read = &mut reading => Some(read),
         () = interrupts.next() => None,
     };
-    let Some(read) = read else {
-        // The line being sent is finished; no other is read.
-        stop.notify_one();
-        let timeout = Duration::from_millis(args.drain_timeout_ms);
+    let timeout = Duration::from_millis(args.drain_timeout_ms);
+    let announce = || {
         notice(format!(
             "interrupted: no more lines are read; waiting up to {} ms for the records in \
              flight (interrupt again to stop now)",
             timeout.as_millis()
         ));
-        let drain = async {
+    };
+    if read.is_none() {
+        // The line being sent is finished; no other is read.
+        stop.notify_one();
+        announce();
+    }
+    let reading_done = read.is_some();
+    let drain = async {
+        if !reading_done {
             let _ = (&mut reading).await;
-            let _ = producer.flush().await;
-            let _ = (&mut printer).await;
-        };
+        }
+        let flushed = producer.flush().await;
+        let printed = (&mut printer).await;
+        (flushed, printed)
+    };
+    tokio::pin!(drain);
+    // Without an interrupt while reading, the last batches are awaited; an interrupt then
+    // (a gateway that stopped answering) starts the same bounded drain.
+    let finished = match read {
+        None => None,
+        Some(_) => tokio::select! {
+            done = &mut drain => Some(done),
+            () = interrupts.next() => {
+                announce();
+                None
+            }
+        },
+    };
+    let Some((flushed, printed)) = finished else {
         tokio::select! {
-            () = drain => {}
+            _ = &mut drain => {}
             () = tokio::time::sleep(timeout) => {}
             () = interrupts.next() => {}
         }
         notice(progress.summary());
         return Err(Failure::Interrupted);
     };
-    let flushed = producer.flush().await;
-    let first_failure = printer
-        .await
-        .map_err(|error| format!("the acknowledgement printer failed: {error}"))??;
-    read?;
+    let first_failure =
+        printed.map_err(|error| format!("the acknowledgement printer failed: {error}"))??;
+    if let Some(read) = read {
+        read?;
+    }
     flushed.map_err(|error| crate::describe(&error))?;
     let failed = progress.failed.load(Ordering::Relaxed);
     if failed > 0 {
