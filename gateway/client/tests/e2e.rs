@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -250,17 +250,29 @@ struct Cli {
 }
 
 impl Cli {
-    fn run(&self, args: &[&str], input: &str) -> Output {
-        let mut child = Command::new(binary("spate"))
+    /// `spate` for this gateway, with `args`.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(binary("spate"));
+        command
             .args(["--gateway", &self.gateway.to_string()])
             .arg("--ca-cert")
             .arg(&self.cert)
-            .args(args)
+            .args(args);
+        command
+    }
+
+    /// Starts `spate` with `args`, its stdin, stdout and stderr piped.
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap();
+            .unwrap()
+    }
+
+    fn run(&self, args: &[&str], input: &str) -> Output {
+        let mut child = self.spawn(args);
         let mut stdin = child.stdin.take().unwrap();
         let input = input.to_owned();
         let writer = std::thread::spawn(move || {
@@ -546,30 +558,33 @@ fn cli_admin_produce_consume_across_shards() {
     drop(node);
 }
 
-/// Issue 18, point 2: the first SIGINT stops reading, drains the records in flight and
-/// prints what is stored; every line it reports stored is stored, once and in order.
-#[test]
-fn an_interrupted_produce_drains_and_reports_what_is_stored() {
-    let dir = data_dir("interrupt");
-    let node = Node::start(&dir, 1, 0);
+/// A node with `shards` shards on free ports, a gateway in front of it, the CLI for them, and
+/// `topic` created with `partitions` partitions.
+fn cli_cluster(name: &str, shards: u32, topic: &str, partitions: u32) -> (Node, Gateway, Cli) {
+    let dir = data_dir(name);
+    let node = Node::start(&dir, shards, 0);
     let gateway = Gateway::start(&dir, node.endpoints[0], "127.0.0.1:0");
     let cli = Cli {
         gateway: gateway.address,
         cert: gateway.cert.clone(),
     };
-    cli.ok(&["topic", "create", "lines", "--partitions", "1"], "");
-    let mut child = Command::new(binary("spate"))
-        .args(["--gateway", &gateway.address.to_string()])
-        .arg("--ca-cert")
-        .arg(&gateway.cert)
-        .args(["produce", "lines", "--linger-ms", "1"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
+    let partitions = partitions.to_string();
+    cli.ok(&["topic", "create", topic, "--partitions", &partitions], "");
+    (node, gateway, cli)
+}
+
+/// Sends `signal` (`-INT`, `-STOP`, ...) to a process.
+fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
         .unwrap();
-    // Lines keep coming and stdin stays open: only the interrupt ends the run.
-    let mut stdin = child.stdin.take().unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// Writes `line-1`, `line-2`, ... to `stdin` until the reader goes away; the receiver hears
+/// every 10,000 lines written.
+fn write_lines_endlessly(mut stdin: ChildStdin) -> mpsc::Receiver<u64> {
     let (written_sender, written) = mpsc::channel();
     std::thread::spawn(move || {
         for number in 1u64.. {
@@ -584,17 +599,53 @@ fn an_interrupted_produce_drains_and_reports_what_is_stored() {
             }
         }
     });
+    written
+}
+
+/// Checks that an interrupted `spate produce` is still draining, interrupts it again and
+/// returns its stderr once it exited with 130, which must come within 5 s.
+fn interrupt_again(child: Child) -> String {
+    std::thread::sleep(Duration::from_millis(500));
+    let mut child = child;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the interrupt did not drain"
+    );
+    let second = Instant::now();
+    send_signal(child.id(), "-INT");
+    let output = child.wait_with_output().unwrap();
+    let took = second.elapsed();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(took < Duration::from_secs(5), "took {took:?}: {stderr}");
+    stderr
+}
+
+/// The summary line an interrupted `spate produce` prints.
+fn interrupt_summary(stderr: &str) -> &str {
+    let summary = stderr
+        .lines()
+        .find(|line| line.contains("lines read"))
+        .unwrap_or_else(|| panic!("no summary: {stderr}"));
+    assert!(summary.starts_with("spate: interrupted: "), "{summary}");
+    summary
+}
+
+/// Issue 18, point 2: the first SIGINT stops reading, drains the records in flight and
+/// prints what is stored; every line it reports stored is stored, once and in order.
+#[test]
+fn an_interrupted_produce_drains_and_reports_what_is_stored() {
+    let (_node, _gateway, cli) = cli_cluster("interrupt", 1, "lines", 1);
+    let mut child = cli.spawn(&["produce", "lines", "--linger-ms", "1"]);
+    // Lines keep coming and stdin stays open: only the interrupt ends the run.
+    let written = write_lines_endlessly(child.stdin.take().unwrap());
     // Interrupt mid-run, once some 50,000 lines went in.
     while written.recv_timeout(STARTUP_TIMEOUT).unwrap() < 50_000 {}
     send_signal(child.id(), "-INT");
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert_eq!(output.status.code(), Some(130), "{stderr}");
-    let summary = stderr
-        .lines()
-        .find(|line| line.contains("lines read"))
-        .unwrap_or_else(|| panic!("no summary: {stderr}"));
-    assert!(summary.starts_with("spate: interrupted: "), "{summary}");
+    let summary = interrupt_summary(&stderr);
     let stored: u64 = summary
         .rsplit("every line up to line ")
         .next()
@@ -616,29 +667,32 @@ fn an_interrupted_produce_drains_and_reports_what_is_stored() {
     assert_eq!(consumed.len() as u64, stored, "{summary}");
 }
 
+/// Issue 18, point 2: when the records in flight cannot be answered (the gateway is frozen),
+/// a second SIGINT ends the drain at once, with the summary of what is known.
+#[test]
+fn a_second_interrupt_stops_the_drain_at_once() {
+    let (_node, gateway, cli) = cli_cluster("interrupt-twice", 1, "lines", 1);
+    let mut child = cli.spawn(&["produce", "lines"]);
+    let written = write_lines_endlessly(child.stdin.take().unwrap());
+    while written.recv_timeout(STARTUP_TIMEOUT).unwrap() < 20_000 {}
+    let gateway_pid = gateway.process.child.id();
+    send_signal(gateway_pid, "-STOP");
+    send_signal(child.id(), "-INT");
+    // The drain waits (nothing can be answered); the second interrupt ends it.
+    let stderr = interrupt_again(child);
+    send_signal(gateway_pid, "-CONT");
+    let summary = interrupt_summary(&stderr);
+    // With the last of the records unanswered, not all that was read is known stored.
+    assert!(!summary.contains(" 0 not known stored"), "{summary}");
+}
+
 /// Issue 18, point 2: after stdin ended, an interrupt still stops a run whose last batches
 /// cannot be answered (the gateway frozen): the drain is announced and a second interrupt
 /// ends it at once.
 #[test]
 fn an_interrupt_after_the_input_ended_still_drains_and_stops() {
-    let dir = data_dir("interrupt-eof");
-    let node = Node::start(&dir, 1, 0);
-    let gateway = Gateway::start(&dir, node.endpoints[0], "127.0.0.1:0");
-    let cli = Cli {
-        gateway: gateway.address,
-        cert: gateway.cert.clone(),
-    };
-    cli.ok(&["topic", "create", "lines", "--partitions", "1"], "");
-    let mut child = Command::new(binary("spate"))
-        .args(["--gateway", &gateway.address.to_string()])
-        .arg("--ca-cert")
-        .arg(&gateway.cert)
-        .args(["produce", "lines", "--report-acks"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (_node, gateway, cli) = cli_cluster("interrupt-eof", 1, "lines", 1);
+    let mut child = cli.spawn(&["produce", "lines", "--report-acks"]);
     // The first line is acknowledged; then the gateway stops answering, the rest of the input
     // goes in and stdin ends, so the run waits for its last batches.
     let mut stdin = child.stdin.take().unwrap();
@@ -660,21 +714,10 @@ fn an_interrupt_after_the_input_ended_still_drains_and_stops() {
         "the run ended without its answers"
     );
     send_signal(child.id(), "-INT");
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "the interrupt did not drain"
-    );
-    let second = Instant::now();
-    send_signal(child.id(), "-INT");
-    let output = child.wait_with_output().unwrap();
-    let took = second.elapsed();
+    let stderr = interrupt_again(child);
     send_signal(gateway_pid, "-CONT");
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert_eq!(output.status.code(), Some(130), "{stderr}");
-    assert!(took < Duration::from_secs(5), "took {took:?}: {stderr}");
     assert!(stderr.contains("waiting up to 30000 ms"), "{stderr}");
-    assert!(stderr.contains("spate: interrupted: "), "{stderr}");
+    interrupt_summary(&stderr);
 }
 
 /// Issue 18, point 1: `spate consume --follow` keeps printing across a graceful (SIGTERM)
@@ -692,11 +735,7 @@ fn a_follower_survives_restarts_of_the_node_and_the_gateway() {
     };
     cli.ok(&["topic", "create", "follow", "--partitions", "2"], "");
     let mut follower = Process::spawn(
-        Command::new(binary("spate"))
-            .args(["--gateway", &address.to_string()])
-            .arg("--ca-cert")
-            .arg(&gateway.cert)
-            .args(["consume", "follow", "--follow", "--max-wait-ms", "1000"]),
+        &mut cli.command(&["consume", "follow", "--follow", "--max-wait-ms", "1000"]),
         dir.join("follower.log"),
     );
     // Produces records [from, to) once the whole path answers again, and checks that the
@@ -746,25 +785,9 @@ fn a_follower_survives_restarts_of_the_node_and_the_gateway() {
 /// Issue 18, point 1: a follower whose topic is deleted says so and exits with an error.
 #[test]
 fn a_follower_reports_its_topic_deleted() {
-    let dir = data_dir("follow-deleted");
-    let node = Node::start(&dir, 2, 0);
-    let gateway = Gateway::start(&dir, node.endpoints[0], "127.0.0.1:0");
-    let cli = Cli {
-        gateway: gateway.address,
-        cert: gateway.cert.clone(),
-    };
-    cli.ok(&["topic", "create", "doomed", "--partitions", "2"], "");
+    let (_node, _gateway, cli) = cli_cluster("follow-deleted", 2, "doomed", 2);
     cli.ok(&["produce", "doomed"], "one\n");
-    let mut follower = Command::new(binary("spate"))
-        .args(["--gateway", &gateway.address.to_string()])
-        .arg("--ca-cert")
-        .arg(&gateway.cert)
-        .args(["consume", "doomed", "--follow", "--max-wait-ms", "500"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut follower = cli.spawn(&["consume", "doomed", "--follow", "--max-wait-ms", "500"]);
     std::thread::sleep(Duration::from_millis(500));
     cli.ok(&["topic", "delete", "doomed"], "");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -826,15 +849,7 @@ fn a_gateway_port_clash_names_the_address() {
 /// spread over the partitions instead of all landing on partition 0.
 #[test]
 fn unkeyed_records_of_short_runs_spread_over_partitions() {
-    let dir = data_dir("spread");
-    let node = Node::start(&dir, 1, 0);
-    let gateway = Gateway::start(&dir, node.endpoints[0], "127.0.0.1:0");
-    let cli = Cli {
-        gateway: gateway.address,
-        cert: gateway.cert.clone(),
-    };
-    let _serving = gateway;
-    cli.ok(&["topic", "create", "spread", "--partitions", "4"], "");
+    let (_node, _gateway, cli) = cli_cluster("spread", 1, "spread", 4);
     // With a random first partition, one of 4 stays empty after 40 runs with probability
     // 4 × (3/4)^40, about 4 in 100,000.
     for run in 0..40 {
@@ -854,79 +869,6 @@ fn unkeyed_records_of_short_runs_spread_over_partitions() {
         total += count;
     }
     assert_eq!(total, 40);
-}
-
-/// Sends `signal` (`-INT`, `-STOP`, ...) to a process.
-fn send_signal(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill {signal} {pid}");
-}
-
-/// Issue 18, point 2: when the records in flight cannot be answered (the gateway is frozen),
-/// a second SIGINT ends the drain at once, with the summary of what is known.
-#[test]
-fn a_second_interrupt_stops_the_drain_at_once() {
-    let dir = data_dir("interrupt-twice");
-    let node = Node::start(&dir, 1, 0);
-    let gateway = Gateway::start(&dir, node.endpoints[0], "127.0.0.1:0");
-    let cli = Cli {
-        gateway: gateway.address,
-        cert: gateway.cert.clone(),
-    };
-    cli.ok(&["topic", "create", "lines", "--partitions", "1"], "");
-    let mut child = Command::new(binary("spate"))
-        .args(["--gateway", &gateway.address.to_string()])
-        .arg("--ca-cert")
-        .arg(&gateway.cert)
-        .args(["produce", "lines"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let (written_sender, written) = mpsc::channel();
-    std::thread::spawn(move || {
-        for number in 1u64.. {
-            if stdin
-                .write_all(format!("line-{number}\n").as_bytes())
-                .is_err()
-            {
-                break;
-            }
-            if number % 10_000 == 0 {
-                let _ = written_sender.send(number);
-            }
-        }
-    });
-    while written.recv_timeout(STARTUP_TIMEOUT).unwrap() < 20_000 {}
-    let gateway_pid = gateway.process.child.id();
-    send_signal(gateway_pid, "-STOP");
-    send_signal(child.id(), "-INT");
-    // The drain waits (nothing can be answered); the second interrupt ends it.
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "the first interrupt did not drain"
-    );
-    let second = Instant::now();
-    send_signal(child.id(), "-INT");
-    let output = child.wait_with_output().unwrap();
-    let took = second.elapsed();
-    send_signal(gateway_pid, "-CONT");
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert_eq!(output.status.code(), Some(130), "{stderr}");
-    assert!(took < Duration::from_secs(5), "took {took:?}: {stderr}");
-    let summary = stderr
-        .lines()
-        .find(|line| line.contains("lines read"))
-        .unwrap_or_else(|| panic!("no summary: {stderr}"));
-    assert!(summary.starts_with("spate: interrupted: "), "{summary}");
-    // With the last of the records unanswered, not all that was read is known stored.
-    assert!(!summary.contains(" 0 not known stored"), "{summary}");
 }
 
 fn now_ms() -> i64 {
