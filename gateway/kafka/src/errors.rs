@@ -21,6 +21,8 @@ pub fn kafka_error(code: ErrorCode) -> ResponseError {
         ErrorCode::OffsetOutOfRange => ResponseError::OffsetOutOfRange,
         ErrorCode::InvalidBatch => ResponseError::CorruptMessage,
         ErrorCode::BatchTooLarge | ErrorCode::FrameTooLarge => ResponseError::MessageTooLarge,
+        ErrorCode::OutOfOrderSequence => ResponseError::OutOfOrderSequenceNumber,
+        ErrorCode::InvalidProducerEpoch => ResponseError::InvalidProducerEpoch,
         ErrorCode::PartitionFenced | ErrorCode::Storage => ResponseError::KafkaStorageError,
         // A limit was reached (retry later) or the node did not answer in time: retriable.
         ErrorCode::Busy | ErrorCode::Timeout => ResponseError::RequestTimedOut,

@@ -35,6 +35,9 @@ pub const PREALLOCATE_BYTES_DEFAULT: u64 = 64 << 10;
 /// Long-poll fetches parked on one partition at once, unless configured otherwise.
 pub const FETCH_WAITERS_DEFAULT: u32 = 1024;
 
+/// How long an idle idempotent producer is remembered, unless configured otherwise: 7 days.
+pub const PRODUCER_EXPIRY_MS_DEFAULT: i64 = 7 * 24 * 3600 * 1000;
+
 /// How a partition's log behaves. Every field has a default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
@@ -57,6 +60,9 @@ pub struct LogConfig {
     pub tail_cache_bytes: u64,
     /// Long-poll fetches parked on the log at once (each holds a reply channel in the shell).
     pub fetch_waiters_max: u32,
+    /// An idempotent producer that appended nothing for this long (ms) is forgotten: its
+    /// resends are no longer recognised (Kafka's `transactional.id.expiration.ms`, 7 days).
+    pub producer_expiry_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -71,6 +77,7 @@ impl Default for LogConfig {
             preallocate_bytes: PREALLOCATE_BYTES_DEFAULT,
             tail_cache_bytes: 4 << 20,
             fetch_waiters_max: FETCH_WAITERS_DEFAULT,
+            producer_expiry_ms: PRODUCER_EXPIRY_MS_DEFAULT,
         }
     }
 }
@@ -130,6 +137,13 @@ impl LogConfig {
             return error(
                 "flush_interval_ms",
                 self.flush_interval_ms.to_string(),
+                "> 0",
+            );
+        }
+        if self.producer_expiry_ms <= 0 {
+            return error(
+                "producer_expiry_ms",
+                self.producer_expiry_ms.to_string(),
                 "> 0",
             );
         }

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod partition;
+pub mod producers;
 pub mod recovery;
 pub mod shard;
 pub mod storage;
@@ -22,6 +23,7 @@ pub use partition::{
     AppendError, AppendTicket, DeleteRecordsError, FenceReason, FetchError, FetchPlan, LogEvent,
     PartitionLog, ReadPlan,
 };
+pub use producers::{ProducerError, ProducerStates};
 pub use recovery::{Recovered, Recovery, RecoveryError, RecoveryReport, TornTail};
 pub use shard::{PartitionKey, ShardBudget};
 pub use storage::{

@@ -26,9 +26,11 @@ use thiserror::Error;
 
 use crate::config::{LogConfig, RECOVERY_READ_BYTES, TORN_WINDOW_BYTES};
 use crate::partition::{add_index_entries, FenceReason, PartitionLog, RecoveredSegment, Segment};
+use crate::producers::{ProducedBatch, ProducerStates};
 use crate::storage::{
     align_down, align_up, FileRef, IoDone, IoId, IoOutcome, IoRequest, ListedFile, StorageError,
 };
+use crate::Millis;
 
 /// Why a partition could not be opened at all.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -59,6 +61,12 @@ pub struct RecoveryReport {
     pub rebuilt_indexes: Vec<Offset>,
     pub removed_files: Vec<String>,
     pub ignored_files: Vec<String>,
+    /// The producer snapshot the idempotent producers' state started from (named by its
+    /// segment), if any; the batches of every later segment were replayed into it.
+    pub producer_snapshot: Option<Offset>,
+    /// Producer snapshots that could not be used, and why (an older one, or the whole log,
+    /// was replayed instead).
+    pub invalid_snapshots: Vec<String>,
 }
 
 /// A recovered partition: its log and what recovery did.
@@ -76,6 +84,7 @@ struct SegmentFiles {
     log_data_end: u64,
     has_offset_index: bool,
     has_time_index: bool,
+    has_producers: bool,
 }
 
 /// A chunked scan of one segment file.
@@ -111,6 +120,10 @@ struct Scan {
 
 #[derive(Debug)]
 enum Step {
+    /// Waiting for a producer snapshot (the newest not yet tried).
+    Snapshot {
+        index: usize,
+    },
     /// Waiting for the segment's offset index.
     OffsetIndex {
         index: usize,
@@ -151,6 +164,12 @@ pub struct Recovery {
     fenced: Option<FenceReason>,
     /// Log-start markers found in the directory (DeleteRecords).
     start_markers: Vec<Offset>,
+    /// Segments with a producer snapshot not yet tried, oldest first (tried newest first).
+    snapshots: Vec<usize>,
+    /// The idempotent producers: from the snapshot, then the batches of the segments from
+    /// `replay_from` on, each scanned in full.
+    producers: ProducerStates,
+    replay_from: usize,
     result: Option<Result<Recovered, RecoveryError>>,
 }
 
@@ -187,6 +206,7 @@ impl Recovery {
                 }
                 SegmentFileKind::OffsetIndex => entry.has_offset_index = true,
                 SegmentFileKind::TimeIndex => entry.has_time_index = true,
+                SegmentFileKind::Producers => entry.has_producers = true,
                 SegmentFileKind::LogStart => {}
             }
         }
@@ -201,6 +221,7 @@ impl Recovery {
             for (present, file) in [
                 (entry.has_offset_index, FileRef::offset_index(entry.base)),
                 (entry.has_time_index, FileRef::time_index(entry.base)),
+                (entry.has_producers, FileRef::producers(entry.base)),
             ] {
                 if present {
                     next_id += 1;
@@ -214,6 +235,29 @@ impl Recovery {
             false
         });
         report.segments = u32::try_from(files.len()).unwrap_or(u32::MAX);
+        // A snapshot describes its segment's end, so it is valid once the segment is complete:
+        // every segment but the last, and the last if sealed. The snapshot of an unsealed
+        // last segment is stale (a roll's seal that a crash interrupted; the segment takes
+        // data again): removed.
+        let count = files.len();
+        let mut snapshots = Vec::new();
+        for (index, entry) in files.iter().enumerate() {
+            if !entry.has_producers {
+                continue;
+            }
+            let sealed = entry.has_offset_index && entry.has_time_index;
+            if index + 1 < count || sealed {
+                snapshots.push(index);
+            } else {
+                next_id += 1;
+                let file = FileRef::producers(entry.base);
+                report.removed_files.push(file.file_name());
+                finish.push_back(IoRequest::Remove {
+                    id: IoId(next_id),
+                    file,
+                });
+            }
+        }
         let mut recovery = Recovery {
             config,
             files,
@@ -227,11 +271,51 @@ impl Recovery {
             report,
             fenced: None,
             start_markers,
+            snapshots,
+            producers: ProducerStates::default(),
+            replay_from: 0,
             result: None,
         };
         recovery.start_markers.sort_unstable();
-        recovery.begin_segment(0);
+        recovery.next_snapshot();
         recovery
+    }
+
+    /// Reads the newest producer snapshot not yet tried; without one, the whole log is
+    /// replayed.
+    fn next_snapshot(&mut self) {
+        match self.snapshots.pop() {
+            Some(index) => {
+                self.step = Step::Snapshot { index };
+                let id = self.io_id();
+                self.issue(IoRequest::ReadFile {
+                    id,
+                    file: FileRef::producers(self.files[index].base),
+                });
+            }
+            None => {
+                self.replay_from = 0;
+                self.begin_segment(0);
+            }
+        }
+    }
+
+    fn on_snapshot(&mut self, index: usize, data: &[u8]) {
+        match ProducerStates::decode(data) {
+            Ok(producers) => {
+                self.producers = producers;
+                self.replay_from = index + 1;
+                self.report.producer_snapshot = Some(self.files[index].base);
+                self.begin_segment(0);
+            }
+            Err(error) => {
+                let file = FileRef::producers(self.files[index].base);
+                self.report
+                    .invalid_snapshots
+                    .push(format!("{file}: {error}"));
+                self.next_snapshot();
+            }
+        }
     }
 
     pub fn poll_io(&mut self) -> Option<IoRequest> {
@@ -282,6 +366,7 @@ impl Recovery {
             IoOutcome::Done | IoOutcome::Written { .. } => None,
         };
         match std::mem::replace(&mut self.step, Step::Done) {
+            Step::Snapshot { index } => self.on_snapshot(index, &data.unwrap_or_default()),
             Step::OffsetIndex { index } => self.on_offset_index(index, &data.unwrap_or_default()),
             Step::TimeIndex {
                 index,
@@ -337,15 +422,19 @@ impl Recovery {
                 }
             }
             self.begin_scan(index);
-        } else if files.has_offset_index && files.has_time_index {
+        } else if !(files.has_offset_index && files.has_time_index) {
+            self.rebuild(index);
+        } else if index >= self.replay_from {
+            // After the producer snapshot: its batches are replayed, so it is read in full
+            // (and validated as it is read, its index files are not needed).
+            self.begin_scan(index);
+        } else {
             self.step = Step::OffsetIndex { index };
             let id = self.io_id();
             self.issue(IoRequest::ReadFile {
                 id,
                 file: FileRef::offset_index(files.base),
             });
-        } else {
-            self.rebuild(index);
         }
     }
 
@@ -575,6 +664,16 @@ impl Recovery {
             );
             scan.last_batch_base = batch.base_offset;
             scan.expected = batch.next_offset();
+            if scan.index >= self.replay_from {
+                let replayed = ProducedBatch {
+                    base_offset: batch.base_offset,
+                    append_time: Millis(batch.append_time),
+                    base_sequence: batch.producer.base_sequence,
+                    record_count: batch.record_count,
+                };
+                self.producers
+                    .replay(batch.producer, replayed, self.config.producer_expiry_ms);
+            }
         }
         let end = scanner.end().expect("an exhausted scanner has an end");
         scan.batch_pos = end.position;
@@ -661,6 +760,8 @@ impl Recovery {
             } else {
                 let mut segment = Segment::recovered(recovered, None);
                 segment.seal_time_index();
+                // The producers as of its end: the snapshot plus every later batch replayed.
+                segment.producer_snapshot = Some(Bytes::from(self.producers.encode()));
                 for (file, data) in segment.index_files() {
                     let id = self.io_id();
                     self.finish
@@ -861,7 +962,14 @@ impl Recovery {
                 let log_start = marked.map_or(segments[0].base, |marked| {
                     marked.max(segments[0].base).min(end)
                 });
-                PartitionLog::assemble(config, segments, log_start, markers, self.fenced.clone())
+                PartitionLog::assemble(
+                    config,
+                    segments,
+                    log_start,
+                    markers,
+                    self.fenced.clone(),
+                    std::mem::take(&mut self.producers),
+                )
             }
         };
         let report = std::mem::take(&mut self.report);

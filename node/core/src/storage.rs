@@ -42,6 +42,14 @@ impl FileRef {
         }
     }
 
+    /// The producer snapshot as of the end of the segment at `base`.
+    pub fn producers(base: Offset) -> Self {
+        FileRef {
+            base,
+            kind: SegmentFileKind::Producers,
+        }
+    }
+
     /// The log-start marker recording that the log starts at `start`.
     pub fn log_start(start: Offset) -> Self {
         FileRef {

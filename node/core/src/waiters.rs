@@ -61,6 +61,13 @@ pub(crate) struct Waiters {
     fetches: Vec<ParkedFetch>,
 }
 
+/// Appends come in offset order; an idempotent producer's resend waits for an earlier batch,
+/// so it goes before the later ones (after those for the same offset).
+fn insert_in_offset_order(queue: &mut VecDeque<(Offset, Ticket)>, next: Offset, ticket: Ticket) {
+    let at = queue.partition_point(|(offset, _)| *offset <= next);
+    queue.insert(at, (next, ticket));
+}
+
 impl Waiters {
     fn ticket(&mut self) -> Ticket {
         self.next_ticket += 1;
@@ -70,16 +77,14 @@ impl Waiters {
     /// A `write` acknowledgement due once everything below `next` is written.
     pub(crate) fn wait_written(&mut self, next: Offset) -> Ticket {
         let ticket = self.ticket();
-        debug_assert!(self.write.back().is_none_or(|(last, _)| *last < next));
-        self.write.push_back((next, ticket));
+        insert_in_offset_order(&mut self.write, next, ticket);
         ticket
     }
 
     /// An `fsync` acknowledgement due once everything below `next` is durable.
     pub(crate) fn wait_durable(&mut self, next: Offset) -> Ticket {
         let ticket = self.ticket();
-        debug_assert!(self.fsync.back().is_none_or(|(last, _)| *last < next));
-        self.fsync.push_back((next, ticket));
+        insert_in_offset_order(&mut self.fsync, next, ticket);
         ticket
     }
 

@@ -6,6 +6,7 @@ use spate_format::BatchError;
 use spate_proto::ErrorCode;
 
 use crate::partition::{AppendError, DeleteRecordsError, FetchError};
+use crate::producers::ProducerError;
 use crate::waiters::FetchWaitError;
 
 impl From<&AppendError> for ErrorCode {
@@ -17,6 +18,13 @@ impl From<&AppendError> for ErrorCode {
             AppendError::InvalidBatch(_) => ErrorCode::InvalidBatch,
             AppendError::Fenced(_) => ErrorCode::PartitionFenced,
             AppendError::BufferFull { .. } => ErrorCode::Busy,
+            AppendError::Producer(ProducerError::OutOfOrderSequence { .. }) => {
+                ErrorCode::OutOfOrderSequence
+            }
+            AppendError::Producer(ProducerError::InvalidEpoch { .. }) => {
+                ErrorCode::InvalidProducerEpoch
+            }
+            AppendError::Producer(ProducerError::InvalidFields { .. }) => ErrorCode::InvalidBatch,
         }
     }
 }

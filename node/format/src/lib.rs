@@ -11,6 +11,7 @@ pub mod compression;
 pub mod error;
 pub mod index;
 pub mod limits;
+pub mod producers;
 pub mod segment;
 pub mod varint;
 

@@ -8,7 +8,7 @@
 //! (`spate-core`), because only it knows where the last durable point was. Specified in
 //! `docs/format/segment.md`.
 
-use crate::batch::BatchRef;
+use crate::batch::{BatchRef, ProducerFields};
 use crate::error::{BatchError, FileNameError};
 use crate::limits::BATCH_HEADER_SIZE;
 use crate::Offset;
@@ -22,6 +22,9 @@ pub const TIME_INDEX_EXTENSION: &str = "timeindex";
 /// Extension of log-start markers: an empty file whose name is the partition's log start
 /// (moved forward by DeleteRecords); the name is the whole content, so creating it is atomic.
 pub const LOG_START_EXTENSION: &str = "start";
+/// Extension of producer snapshots: the idempotent producers' state as of the end of the
+/// segment with the same base offset (`docs/format/producer-snapshot.md`).
+pub const PRODUCERS_EXTENSION: &str = "producers";
 
 /// Number of digits of the base offset in a segment file name.
 pub const FILE_NAME_DIGITS: usize = 20;
@@ -34,6 +37,8 @@ pub enum SegmentFileKind {
     TimeIndex,
     /// A log-start marker: its "base" is the log start it records.
     LogStart,
+    /// A producer snapshot, named by the segment whose end it describes.
+    Producers,
 }
 
 impl SegmentFileKind {
@@ -43,6 +48,7 @@ impl SegmentFileKind {
             SegmentFileKind::OffsetIndex => OFFSET_INDEX_EXTENSION,
             SegmentFileKind::TimeIndex => TIME_INDEX_EXTENSION,
             SegmentFileKind::LogStart => LOG_START_EXTENSION,
+            SegmentFileKind::Producers => PRODUCERS_EXTENSION,
         }
     }
 }
@@ -65,6 +71,7 @@ pub fn parse_segment_file_name(name: &str) -> Result<(Offset, SegmentFileKind), 
         OFFSET_INDEX_EXTENSION => SegmentFileKind::OffsetIndex,
         TIME_INDEX_EXTENSION => SegmentFileKind::TimeIndex,
         LOG_START_EXTENSION => SegmentFileKind::LogStart,
+        PRODUCERS_EXTENSION => SegmentFileKind::Producers,
         _ => return Err(unrecognised()),
     };
     let base: u64 = digits.parse().map_err(|_| unrecognised())?;
@@ -85,6 +92,8 @@ pub struct BatchInfo {
     pub record_count: u32,
     pub max_timestamp: i64,
     pub append_time: i64,
+    /// The idempotent producer's fields as the producer wrote them.
+    pub producer: ProducerFields,
 }
 
 impl BatchInfo {
@@ -217,6 +226,7 @@ impl Iterator for SegmentScanner<'_> {
             record_count: batch.record_count(),
             max_timestamp: batch.max_timestamp(),
             append_time: batch.append_time(),
+            producer: batch.producer(),
         };
         self.cursor += batch.len() as usize;
         self.next_offset = Some(info.next_offset());

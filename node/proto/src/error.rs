@@ -75,6 +75,12 @@ pub enum ErrorCode {
     /// The batch failed validation (CRC, header, records).
     InvalidBatch,
     BatchTooLarge,
+    /// An idempotent producer's batch does not follow its last one (a gap: an earlier batch
+    /// was not stored); the producer must not go on as if it had been.
+    OutOfOrderSequence,
+    /// An idempotent producer's epoch is older than the partition's: a newer instance of the
+    /// producer took over.
+    InvalidProducerEpoch,
     /// The partition is fenced after a storage error or corruption; writes are refused.
     PartitionFenced,
     /// A storage operation failed.
@@ -107,6 +113,8 @@ impl ErrorCode {
             ErrorCode::OffsetOutOfRange => 21,
             ErrorCode::InvalidBatch => 30,
             ErrorCode::BatchTooLarge => 31,
+            ErrorCode::OutOfOrderSequence => 32,
+            ErrorCode::InvalidProducerEpoch => 33,
             ErrorCode::PartitionFenced => 40,
             ErrorCode::Storage => 41,
             ErrorCode::Busy => 50,
@@ -135,6 +143,8 @@ impl ErrorCode {
             21 => ErrorCode::OffsetOutOfRange,
             30 => ErrorCode::InvalidBatch,
             31 => ErrorCode::BatchTooLarge,
+            32 => ErrorCode::OutOfOrderSequence,
+            33 => ErrorCode::InvalidProducerEpoch,
             40 => ErrorCode::PartitionFenced,
             41 => ErrorCode::Storage,
             50 => ErrorCode::Busy,

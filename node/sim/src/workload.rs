@@ -39,6 +39,13 @@
 //!   every crash (the recovered log starts at or above it), and a move that was refused or
 //!   is still under way changes nothing visible; segments wholly below the log start are
 //!   deleted by retention like expired ones;
+//! - idempotent producers (`spate_core::producers`): a producer's resend of any of its last
+//!   five batches that the log still holds (at or above the log start) is answered as a
+//!   duplicate with the first batch's offsets and stores nothing, also after any number of
+//!   crashes (the state is rebuilt from the producer snapshot and the log); a sequence gap
+//!   from a producer the log holds is refused as out of order, an older epoch as such, and
+//!   nothing refused is stored; after every crash each producer's last surviving batch is
+//!   resent and must be recognised;
 //! - background verification of every sealed segment (over its synced contents, after each
 //!   recovery and at the end) finds nothing on a log that met no bit flip, and after a flip
 //!   at most the flipped batch.
@@ -47,7 +54,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use bytes::Bytes;
-use spate_core::config::PARTITION_BUFFER_BYTES_MAX;
+use spate_core::config::{PARTITION_BUFFER_BYTES_MAX, PRODUCER_EXPIRY_MS_DEFAULT};
+use spate_core::producers::{sequence_after, ProducerError};
 use spate_core::recovery::{Recovered, Recovery, RecoveryError, RecoveryReport};
 use spate_core::storage::FileRef;
 use spate_core::verify::VERIFY_READ_BYTES;
@@ -57,7 +65,7 @@ use spate_core::{
 };
 use spate_format::limits::SECTOR_SIZE;
 use spate_format::segment::{scan_segment, SegmentFileKind};
-use spate_format::{batches, BatchBuilder, Offset, Record};
+use spate_format::{batches, BatchBuilder, Offset, ProducerFields, Record};
 use spate_proto::Durability;
 
 use crate::rng::Rng;
@@ -112,6 +120,10 @@ pub struct RunReport {
     pub flips_truncated: u64,
     /// Bit flips in a sealed segment found by verifying it in full after the recovery.
     pub flips_found_by_verification: u64,
+    /// Idempotent producers' resends answered as duplicates.
+    pub duplicates: u64,
+    /// Idempotent producers' batches refused for a sequence gap or an old epoch.
+    pub sequence_refusals: u64,
 }
 
 impl RunReport {
@@ -132,6 +144,8 @@ impl RunReport {
         self.durable_events += other.durable_events;
         self.flips_truncated += other.flips_truncated;
         self.flips_found_by_verification += other.flips_found_by_verification;
+        self.duplicates += other.duplicates;
+        self.sequence_refusals += other.sequence_refusals;
         self.high_watermark = self.high_watermark.max(other.high_watermark);
     }
 }
@@ -191,6 +205,48 @@ struct Flip {
 struct AckWait {
     next: Offset,
     durability: Durability,
+    /// A resend answered as a duplicate: it waits for an earlier batch, so its
+    /// acknowledgement may follow later batches' of its level.
+    duplicate: bool,
+}
+
+/// Idempotent producers the workload runs.
+const MODEL_PRODUCERS: usize = 3;
+
+/// A batch an idempotent producer got stored.
+#[derive(Debug, Clone)]
+struct SentBatch {
+    epoch: i16,
+    sequence: i32,
+    records: u32,
+    base: Offset,
+    bytes: Vec<u8>,
+}
+
+/// An idempotent producer as the model sees it.
+#[derive(Debug, Clone, Default)]
+struct ModelProducer {
+    /// Its stored batches that no crash took back, in offset order.
+    stored: Vec<SentBatch>,
+    /// `stored[..forgotten]` were stored before the log last forgot the producer (the log
+    /// start passed its last batch): a recovery may or may not bring them back into the
+    /// producer's state (the snapshot it starts from may be older or newer than the
+    /// forgetting), so they are never resent.
+    forgotten: usize,
+    epoch: i16,
+    next_sequence: i32,
+}
+
+/// How an idempotent producer's next batch is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Send {
+    Next,
+    /// A new epoch, from sequence 0.
+    NewEpoch,
+    /// A sequence past the next one.
+    Gap,
+    /// The epoch before the current one.
+    OldEpoch,
 }
 
 /// A fetch parked on the log.
@@ -226,6 +282,7 @@ struct Run {
     start_promised: Offset,
     /// DeleteRecords waiting for their `LogStartMoved`: the offset each asked for.
     start_asked: BTreeMap<Ticket, Offset>,
+    producers: Vec<ModelProducer>,
     report: RunReport,
 }
 
@@ -260,8 +317,10 @@ pub fn run_seed(seed: u64, options: Options) -> Result<RunReport, Failure> {
 /// completion order and crash images come from the run's seeded generator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
-    /// Append a random batch with this durability.
+    /// Append a random batch with this durability (half of them from an idempotent producer).
     Append(Durability),
+    /// An idempotent producer resends one of its last batches.
+    Resend,
     /// Hand requests to the storage and complete a few, in random order.
     Pump,
     /// Let time pass: up to 20 ms, or (one tick in 16) a pause of up to 6 s.
@@ -284,7 +343,8 @@ impl Op {
         match byte % 16 {
             0 => Op::Append(Durability::None),
             1 => Op::Append(Durability::Write),
-            2..=4 => Op::Append(Durability::Fsync),
+            2 | 3 => Op::Append(Durability::Fsync),
+            4 => Op::Resend,
             5..=8 => Op::Pump,
             9 => Op::Tick,
             10 | 11 => Op::Fetch,
@@ -337,6 +397,7 @@ fn random_config(rng: &mut Rng) -> LogConfig {
         preallocate_bytes: [4096, 16 << 10, 64 << 10][rng.index(3)],
         tail_cache_bytes: [0, 16 << 10, 1 << 20][rng.index(3)],
         fetch_waiters_max: [1, 3, 1024][rng.index(3)],
+        producer_expiry_ms: PRODUCER_EXPIRY_MS_DEFAULT,
     }
 }
 
@@ -363,6 +424,7 @@ impl Run {
             fenced: false,
             start_promised: Offset(0),
             start_asked: BTreeMap::new(),
+            producers: vec![ModelProducer::default(); MODEL_PRODUCERS],
             report: RunReport::default(),
         }
     }
@@ -393,6 +455,7 @@ impl Run {
                 let durability = [Durability::None, Durability::Write, Durability::Fsync];
                 Op::Append(durability[self.rng.index(3)])
             }
+            38..=41 => Op::Resend,
             68..=77 => Op::Tick,
             78..=87 => Op::Fetch,
             88..=90 => Op::Retention,
@@ -416,6 +479,7 @@ impl Run {
         ));
         match op {
             Op::Append(durability) => self.append(durability)?,
+            Op::Resend => self.resend()?,
             Op::Pump => self.pump()?,
             Op::Tick => self.tick()?,
             Op::Fetch => self.fetch_random()?,
@@ -427,6 +491,7 @@ impl Run {
             }
             Op::Fault(fault) => self.storage.inject(fault),
         }
+        self.update_forgotten();
         if self.step.is_multiple_of(SEALED_CHECK_EVERY) {
             self.check_sealed_verification(None)?;
         }
@@ -496,8 +561,8 @@ impl Run {
         }
     }
 
-    fn random_batch(&mut self) -> Vec<u8> {
-        let mut builder = BatchBuilder::new();
+    fn random_batch(&mut self, producer: ProducerFields) -> Vec<u8> {
+        let mut builder = BatchBuilder::new().producer(producer);
         let records = self.rng.range(1, 12);
         let big = self.rng.chance(1, 20);
         // One batch in 8 comes from a late producer: its records are up to 6 s old, so a
@@ -531,8 +596,18 @@ impl Run {
     }
 
     fn append(&mut self, durability: Durability) -> Checked {
-        let bytes = self.random_batch();
+        if self.rng.chance(1, 2) {
+            return self.idempotent_append(durability);
+        }
+        let bytes = self.random_batch(ProducerFields::default());
+        self.append_bytes(bytes, durability).map(|_| ())
+    }
+
+    /// Appends `bytes` that must be stored (no duplicate, no producer error): checks the
+    /// ticket and the model; the offset they got, if accepted.
+    fn append_bytes(&mut self, bytes: Vec<u8>, durability: Durability) -> Checked<Option<Offset>> {
         let expected = self.log.next_offset();
+        let mut stored = None;
         let room = self.log.has_room(bytes.len() as u64);
         match self
             .log
@@ -542,12 +617,13 @@ impl Run {
                 ensure(!self.fenced, || {
                     "a fenced partition accepted an append".into()
                 })?;
-                ensure(ticket.base_offset == expected, || {
+                ensure(ticket.base_offset == expected && !ticket.duplicate, || {
                     format!(
-                        "append got offset {}, expected {expected}",
-                        ticket.base_offset
+                        "append got offset {} (duplicate: {}), expected {expected}",
+                        ticket.base_offset, ticket.duplicate
                     )
                 })?;
+                stored = Some(ticket.base_offset);
                 ensure(!self.batches.contains_key(&ticket.base_offset.0), || {
                     format!("offset {} assigned twice", ticket.base_offset)
                 })?;
@@ -571,6 +647,7 @@ impl Run {
                         let wait = AckWait {
                             next: ticket.next_offset(),
                             durability,
+                            duplicate: false,
                         };
                         ensure(self.tickets.insert(waiter, wait).is_none(), || {
                             format!("ticket {waiter:?} given twice")
@@ -606,7 +683,210 @@ impl Run {
             }
             Err(error) => return Err(format!("valid batch refused: {error}")),
         }
+        self.drain_events()?;
+        Ok(stored)
+    }
+
+    /// Whether the log surely remembers producer `index`: it stored a batch since it was
+    /// last forgotten, and the log still holds it.
+    fn producer_known(&self, index: usize) -> bool {
+        let model = &self.producers[index];
+        model.stored.len() > model.forgotten
+            && model
+                .stored
+                .last()
+                .is_some_and(|last| last.base >= self.log.log_start())
+    }
+
+    /// Notes the producers the log forgot: the log start passed their last batch.
+    fn update_forgotten(&mut self) {
+        let start = self.log.log_start();
+        for model in &mut self.producers {
+            model.forgotten = model.forgotten.min(model.stored.len());
+            if model.stored.last().is_some_and(|last| last.base < start) {
+                model.forgotten = model.stored.len();
+            }
+        }
+    }
+
+    fn producer_id(index: usize) -> i64 {
+        1000 + i64::try_from(index).expect("few producers")
+    }
+
+    /// A batch from an idempotent producer: the next in sequence, or (rarely) a new epoch, a
+    /// gap or an old epoch, each with the answer the rules give.
+    fn idempotent_append(&mut self, durability: Durability) -> Checked {
+        self.update_forgotten();
+        let index = self.rng.index(MODEL_PRODUCERS);
+        let known = self.producer_known(index);
+        let send = match self.rng.below(40) {
+            0 | 1 => Send::NewEpoch,
+            2 if known => Send::Gap,
+            3 if known && self.producers[index].epoch > 0 => Send::OldEpoch,
+            _ => Send::Next,
+        };
+        let model = &self.producers[index];
+        let (epoch, sequence) = match send {
+            Send::Next => (model.epoch, model.next_sequence),
+            Send::NewEpoch => (model.epoch + 1, 0),
+            Send::Gap => (
+                model.epoch,
+                sequence_after(
+                    model.next_sequence,
+                    u32::try_from(self.rng.range(1, 6)).expect("small"),
+                ),
+            ),
+            Send::OldEpoch => (model.epoch - 1, model.next_sequence),
+        };
+        let fields = ProducerFields {
+            producer_id: Self::producer_id(index),
+            producer_epoch: epoch,
+            base_sequence: sequence,
+        };
+        let bytes = self.random_batch(fields);
+        let records = spate_format::BatchRef::parse(&bytes)
+            .map_err(|error| format!("the workload built an invalid batch: {error}"))?
+            .record_count();
+        if matches!(send, Send::Gap | Send::OldEpoch) && !self.fenced {
+            let next = self.log.next_offset();
+            let refused = self
+                .log
+                .handle_append(self.now, &Bytes::from(bytes), durability);
+            let expected_refusal = matches!(
+                (send, &refused),
+                (
+                    Send::Gap,
+                    Err(AppendError::Producer(
+                        ProducerError::OutOfOrderSequence { .. }
+                    )),
+                ) | (
+                    Send::OldEpoch,
+                    Err(AppendError::Producer(ProducerError::InvalidEpoch { .. })),
+                )
+            );
+            ensure(expected_refusal && self.log.next_offset() == next, || {
+                format!("producer {index} sent {send:?} (epoch {epoch}, sequence {sequence}): {refused:?}")
+            })?;
+            self.report.sequence_refusals += 1;
+            return self.drain_events();
+        }
+        let Some(base) = self.append_bytes(bytes.clone(), durability)? else {
+            return Ok(());
+        };
+        let model = &mut self.producers[index];
+        if epoch != model.epoch {
+            model.epoch = epoch;
+        }
+        model.next_sequence = sequence_after(sequence, records);
+        model.stored.push(SentBatch {
+            epoch,
+            sequence,
+            records,
+            base,
+            bytes,
+        });
+        Ok(())
+    }
+
+    /// A producer resends one of its last five batches of its epoch that the log holds: a
+    /// duplicate, answered with the first batch's offsets, storing nothing.
+    fn resend(&mut self) -> Checked {
+        self.update_forgotten();
+        let index = self.rng.index(MODEL_PRODUCERS);
+        if self.fenced || !self.producer_known(index) {
+            return Ok(());
+        }
+        let model = &self.producers[index];
+        let candidates: Vec<&SentBatch> = model.stored[model.forgotten..]
+            .iter()
+            .rev()
+            .take_while(|batch| batch.epoch == model.epoch)
+            .take(spate_core::producers::BATCHES_PER_PRODUCER)
+            .filter(|batch| batch.base >= self.log.log_start())
+            .collect();
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let batch = candidates[self.rng.index(candidates.len())].clone();
+        let durability =
+            [Durability::None, Durability::Write, Durability::Fsync][self.rng.index(3)];
+        self.resend_batch(index, &batch, durability)
+    }
+
+    fn resend_batch(&mut self, index: usize, batch: &SentBatch, durability: Durability) -> Checked {
+        let next = self.log.next_offset();
+        let answer =
+            self.log
+                .handle_append(self.now, &Bytes::from(batch.bytes.clone()), durability);
+        let ticket = answer.map_err(|error| {
+            format!(
+                "producer {index}'s resend of its batch at {} (epoch {}, sequence {}) was refused: {error}",
+                batch.base, batch.epoch, batch.sequence
+            )
+        })?;
+        ensure(
+            ticket.duplicate
+                && ticket.base_offset == batch.base
+                && ticket.next_offset() == Offset(batch.base.0 + u64::from(batch.records))
+                && self.log.next_offset() == next,
+            || {
+                format!(
+                    "producer {index}'s resend of its batch at {} was not a duplicate: {ticket:?}",
+                    batch.base
+                )
+            },
+        )?;
+        let covered = match durability {
+            Durability::None => true,
+            Durability::Write => self.written_seen >= ticket.next_offset(),
+            Durability::Fsync => self.promised >= ticket.next_offset(),
+        };
+        match ticket.waiter {
+            None => {
+                ensure(covered, || {
+                    format!("a duplicate at {durability:?} was answered at once before its batch got there")
+                })?;
+            }
+            Some(waiter) => {
+                ensure(!covered, || "a covered duplicate got a waiter".into())?;
+                let wait = AckWait {
+                    next: ticket.next_offset(),
+                    durability,
+                    duplicate: true,
+                };
+                ensure(self.tickets.insert(waiter, wait).is_none(), || {
+                    format!("ticket {waiter:?} given twice")
+                })?;
+            }
+        }
+        self.report.duplicates += 1;
         self.drain_events()
+    }
+
+    /// After a crash: the producers' batches the crash took back are gone (each producer
+    /// goes on after its last surviving batch, as a real one resending would), and each
+    /// producer's last surviving batch, resent, is recognised.
+    fn check_producers_after_recovery(&mut self) -> Checked {
+        let high = self.log.high_watermark();
+        for model in &mut self.producers {
+            model.stored.retain(|batch| batch.base < high);
+            if let Some(last) = model.stored.last() {
+                model.epoch = last.epoch;
+                model.next_sequence = sequence_after(last.sequence, last.records);
+            }
+        }
+        self.update_forgotten();
+        if self.fenced {
+            return Ok(());
+        }
+        for index in 0..MODEL_PRODUCERS {
+            if !self.producer_known(index) {
+                continue;
+            }
+            let last = self.producers[index].stored.last().cloned().expect("known");
+            self.resend_batch(index, &last, Durability::Fsync)?;
+        }
+        Ok(())
     }
 
     fn transfer(&mut self) {
@@ -930,6 +1210,9 @@ impl Run {
         ensure(wait.next <= watermark, || {
             format!("{ticket:?} ({wait:?}) acknowledged before its watermark ({watermark})")
         })?;
+        if wait.duplicate {
+            return Ok(());
+        }
         ensure(wait.next > self.last_acked[level], || {
             format!(
                 "{ticket:?} ({wait:?}) acknowledged after a later batch of its level ({})",
@@ -1596,6 +1879,7 @@ impl Run {
             self.check_no_stale_bytes()?;
         }
         self.check_sealed_verification(flip)?;
+        self.check_producers_after_recovery()?;
         Ok(report)
     }
 

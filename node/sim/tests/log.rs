@@ -27,6 +27,7 @@ fn config() -> LogConfig {
         preallocate_bytes: 16 << 10,
         tail_cache_bytes: 1 << 20,
         fetch_waiters_max: 2,
+        producer_expiry_ms: spate_core::config::PRODUCER_EXPIRY_MS_DEFAULT,
     }
 }
 

@@ -26,6 +26,7 @@ use spate_proto::Durability;
 use thiserror::Error;
 
 use crate::config::{LogConfig, PARTITION_BUFFER_BYTES_MAX};
+use crate::producers::{Check, ProducedBatch, ProducerError, ProducerStates};
 use crate::storage::{align_down, IoDone, IoId, IoOutcome, IoRequest, StorageError};
 use crate::tail::{CachedBatch, TailCache};
 use crate::waiters::{FetchWaitError, Ticket, Waiters};
@@ -110,6 +111,8 @@ pub enum AppendError {
     Fenced(FenceReason),
     #[error("{buffered} bytes are waiting to be written, the limit is {max}; retry later")]
     BufferFull { buffered: u64, max: u64 },
+    #[error("{0}")]
+    Producer(#[from] ProducerError),
 }
 
 /// What an accepted append was given.
@@ -120,8 +123,12 @@ pub struct AppendTicket {
     pub append_time: Millis,
     pub durability: Durability,
     /// For `write` and `fsync`: the acknowledgement to wait for ([`LogEvent::Acked`] or
-    /// [`LogEvent::Refused`]). `none` is acknowledged by the append itself.
+    /// [`LogEvent::Refused`]). `none` is acknowledged by the append itself, and so is a
+    /// duplicate whose first batch already reached the level.
     pub waiter: Option<Ticket>,
+    /// The batch is an idempotent producer's resend of one the log holds: nothing was
+    /// appended, the offsets and append time are the first one's.
+    pub duplicate: bool,
 }
 
 impl AppendTicket {
@@ -185,6 +192,8 @@ pub struct PartitionLog {
     deferred_schedule: Option<Millis>,
     /// Acknowledgements and parked fetches waiting on the watermarks.
     waiters: Waiters,
+    /// The idempotent producers' last batches (appended, maybe not yet durable).
+    producers: ProducerStates,
 }
 
 impl PartitionLog {
@@ -204,7 +213,14 @@ impl PartitionLog {
         let mut first = Segment::new(start);
         first.finalized = false;
         segments.push_back(first);
-        Self::assemble(config, segments, start, start_markers, None)
+        Self::assemble(
+            config,
+            segments,
+            start,
+            start_markers,
+            None,
+            ProducerStates::default(),
+        )
     }
 
     pub(crate) fn assemble(
@@ -213,8 +229,10 @@ impl PartitionLog {
         log_start: Offset,
         start_markers: Vec<Offset>,
         fenced: Option<FenceReason>,
+        mut producers: ProducerStates,
     ) -> Self {
         assert!(!segments.is_empty(), "a log has at least one segment");
+        producers.forget_below(log_start);
         let next_offset = segments
             .back()
             .map_or(log_start, |segment| segment.next_offset);
@@ -244,6 +262,7 @@ impl PartitionLog {
             tail,
             deferred_schedule: None,
             waiters: Waiters::default(),
+            producers,
         }
     }
 
@@ -362,6 +381,11 @@ impl PartitionLog {
         }
     }
 
+    /// The idempotent producers this partition remembers.
+    pub fn producers(&self) -> &ProducerStates {
+        &self.producers
+    }
+
     /// Produce acknowledgements and DeleteRecords waiting on this log.
     pub fn acks_waiting(&self) -> usize {
         self.waiters.acks_waiting()
@@ -447,6 +471,10 @@ impl PartitionLog {
         }
         let parsed = BatchRef::parse_validated(batch)?;
         let record_count = parsed.record_count();
+        let producer = parsed.producer();
+        if let Check::Duplicate(original) = self.producers.check(producer, record_count)? {
+            return Ok(self.duplicate(now, original, durability));
+        }
         let max_timestamp = parsed.max_timestamp();
         let len = u64::from(parsed.len());
         let buffered = self.unwritten_bytes();
@@ -466,7 +494,7 @@ impl PartitionLog {
             }));
         }
         if self.must_roll(now, len, last_offset) {
-            self.roll();
+            self.roll(now);
         }
         let segment = self
             .segments
@@ -533,6 +561,14 @@ impl PartitionLog {
         });
         segment.buffer.batch_bytes += len;
         self.next_offset = Offset(last_offset.0 + 1);
+        let appended = ProducedBatch {
+            base_offset,
+            append_time: now,
+            base_sequence: producer.base_sequence,
+            record_count,
+        };
+        self.producers
+            .record(producer, appended, self.config.producer_expiry_ms);
         let waiter = match durability {
             Durability::None => None,
             Durability::Write => {
@@ -555,7 +591,43 @@ impl PartitionLog {
             append_time: now,
             durability,
             waiter,
+            duplicate: false,
         })
+    }
+
+    /// The answer to an idempotent producer's resend of `original`: its offsets, acknowledged
+    /// once `original` reaches the durability asked for (at once if it has).
+    fn duplicate(
+        &mut self,
+        now: Millis,
+        original: ProducedBatch,
+        durability: Durability,
+    ) -> AppendTicket {
+        let next = Offset(original.last_offset().0 + 1);
+        let waiter = match durability {
+            Durability::None => None,
+            Durability::Write if self.written >= next => None,
+            Durability::Fsync if self.durable >= next => None,
+            Durability::Write => {
+                self.write_wanted = self.write_wanted.max(next);
+                Some(self.waiters.wait_written(next))
+            }
+            Durability::Fsync => {
+                self.fsync_wanted = self.fsync_wanted.max(next);
+                Some(self.waiters.wait_durable(next))
+            }
+        };
+        if waiter.is_some() {
+            self.deferred_schedule = Some(now);
+        }
+        AppendTicket {
+            base_offset: original.base_offset,
+            last_offset: original.last_offset(),
+            append_time: original.append_time,
+            durability,
+            waiter,
+            duplicate: true,
+        }
     }
 
     fn must_roll(&self, now: Millis, len: u64, last_offset: Offset) -> bool {
@@ -578,10 +650,15 @@ impl PartitionLog {
         too_big || too_old || relative_overflow
     }
 
-    fn roll(&mut self) {
+    fn roll(&mut self, now: Millis) {
         let base = self.next_offset;
+        self.producers.expire(now, self.config.producer_expiry_ms);
+        let snapshot = Bytes::from(self.producers.encode());
         if let Some(active) = self.segments.back_mut() {
             active.seal_time_index();
+            // The producers as of the end of the segment: written with its indexes when it is
+            // sealed, so recovery replays only the segments after it.
+            active.producer_snapshot = Some(snapshot);
         }
         self.segments.push_back(Segment::new(base));
         self.events.push_back(LogEvent::SegmentRolled { base });

@@ -54,6 +54,7 @@ impl PartitionLog {
                 FileRef::log(base),
                 FileRef::offset_index(base),
                 FileRef::time_index(base),
+                FileRef::producers(base),
             ]
             .map(|file| IoRequest::Remove {
                 id: self.io_id(),
@@ -67,6 +68,7 @@ impl PartitionLog {
         }
         if deleted > 0 {
             self.log_start = self.log_start.max(self.segments[0].base);
+            self.producers.forget_below(self.log_start);
             self.tail.drop_segments_below(self.segments[0].base);
             self.start_maintenance();
             self.events.push_back(LogEvent::SegmentsDeleted {
@@ -145,6 +147,7 @@ impl PartitionLog {
         }
         // Retention may have moved the log start further meanwhile.
         self.log_start = self.log_start.max(offset);
+        self.producers.forget_below(self.log_start);
         self.durable_start = self.durable_start.max(offset);
         self.events
             .push_back(LogEvent::LogStartMoved { log_start: offset });

@@ -197,6 +197,10 @@ pub(crate) struct Segment {
     /// last durable one are dropped as the high watermark passes them, so this holds the
     /// durable maximum and the raises still in flight (bounded by the unsynced bytes).
     pub(super) raises: VecDeque<Raise>,
+    /// The producer snapshot as of the segment's end, taken at its roll and written with its
+    /// index files when it is sealed (`None` for the active segment, and for a sealed one
+    /// whose snapshot is on disk already).
+    pub(crate) producer_snapshot: Option<Bytes>,
 }
 
 impl Segment {
@@ -220,6 +224,7 @@ impl Segment {
             marks: VecDeque::new(),
             recovered_max_timestamp: i64::MIN,
             raises: VecDeque::new(),
+            producer_snapshot: None,
         }
     }
 
@@ -272,6 +277,7 @@ impl Segment {
             marks: VecDeque::new(),
             recovered_max_timestamp: max_timestamp,
             raises: VecDeque::new(),
+            producer_snapshot: None,
         }
     }
 
@@ -284,11 +290,15 @@ impl Segment {
         self.size > self.durable_pos || (!active && !self.finalized)
     }
 
-    /// The segment's index files and their contents, as written when it is sealed (and by
-    /// recovery when it rebuilds them).
-    pub(crate) fn index_files(&self) -> [(FileRef, Bytes); 2] {
+    /// The segment's index files (and its producer snapshot, when it has one to write) and
+    /// their contents, as written when it is sealed (and by recovery when it rebuilds them).
+    pub(crate) fn index_files(&self) -> Vec<(FileRef, Bytes)> {
         use spate_format::index::encode_index;
-        [
+        let snapshot = self
+            .producer_snapshot
+            .clone()
+            .map(|data| (FileRef::producers(self.base), data));
+        let mut files = vec![
             (
                 FileRef::offset_index(self.base),
                 Bytes::copy_from_slice(encode_index(&self.offset_index)),
@@ -297,7 +307,9 @@ impl Segment {
                 FileRef::time_index(self.base),
                 Bytes::copy_from_slice(encode_index(&self.time_index)),
             ),
-        ]
+        ];
+        files.extend(snapshot);
+        files
     }
 
     /// Adds the final time-index entry so the last entry carries the segment's maximum.

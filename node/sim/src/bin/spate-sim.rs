@@ -96,7 +96,7 @@ fn main() {
         "{ran} seeds passed in {:.1} s (seeds {first}..{}): {} appends, {} crashes, {} torn tails, \
          {} fences, {} corruptions detected ({} flips in sealed segments found by verification), \
          {} rolls, {} segments deleted, {} log-start moves, {} acknowledgements, {} parked fetches \
-         woken",
+         woken, {} resends recognised as duplicates, {} sequence refusals",
         started.elapsed().as_secs_f64(),
         first + ran,
         total.appends,
@@ -110,6 +110,8 @@ fn main() {
         total.log_start_moves,
         total.acks,
         total.fetches_woken,
+        total.duplicates,
+        total.sequence_refusals,
     );
 }
 
