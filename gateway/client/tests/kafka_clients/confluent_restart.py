@@ -1,4 +1,5 @@
-"""confluent-kafka (librdkafka 2.16, pinned in e2e.rs) producing while the gateway restarts:
+"""confluent-kafka (librdkafka 2.16, pinned in e2e.rs) producing while the gateway restarts
+or the node is killed and restarted:
 creates TOPIC (one partition), produces COUNT records at several thousand a second with an
 idempotent producer (acks=all, librdkafka's retries), prints "producing" once the first
 records are delivered (the test then restarts the gateway), and checks that every record was

@@ -338,11 +338,15 @@ impl Shard {
         for base in &report.rebuilt_indexes {
             tracing::info!(topic = %key.topic, partition = key.partition, segment = base.0, "rebuilt segment indexes");
         }
+        for invalid in &report.invalid_snapshots {
+            tracing::warn!(topic = %key.topic, partition = key.partition, "producer snapshot not used, replayed more of the log instead: {invalid}");
+        }
         tracing::debug!(
             topic = %key.topic,
             partition = key.partition,
             segments = report.segments,
             high_watermark = recovered.log.high_watermark().0,
+            producers = recovered.log.producers().len(),
             "partition open"
         );
         let mut recovered = recovered;
