@@ -203,3 +203,65 @@ proptest! {
         prop_assert_eq!(end.position, u64::from(start) + covered);
     }
 }
+
+/// The producer snapshot of docs/format/producer-snapshot.md: one producer (id 42, epoch 1)
+/// with two batches.
+#[test]
+fn a_producer_snapshot_matches_the_golden_bytes_of_the_format_doc() {
+    use spate_format::producers::{decode_snapshot, encode_snapshot, SnapshotBatch, SnapshotEntry};
+    use zerocopy::little_endian::{I16, I32, I64, U32, U64};
+    use zerocopy::FromZeros;
+    let mut entry = SnapshotEntry::new_zeroed();
+    entry.producer_id = I64::new(42);
+    entry.producer_epoch = I16::new(1);
+    entry.batch_count = 2;
+    entry.batches[0] = SnapshotBatch {
+        base_offset: U64::new(100),
+        append_time: I64::new(1_700_000_000_000),
+        base_sequence: I32::new(0),
+        record_count: U32::new(3),
+    };
+    entry.batches[1] = SnapshotBatch {
+        base_offset: U64::new(107),
+        append_time: I64::new(1_700_000_000_005),
+        base_sequence: I32::new(3),
+        record_count: U32::new(2),
+    };
+    let bytes = encode_snapshot(&[entry]);
+    let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    assert_eq!(hex, GOLDEN_SNAPSHOT.concat());
+    assert_eq!(decode_snapshot(&bytes), Ok(&[entry][..]));
+}
+
+const GOLDEN_SNAPSHOT: [&str; 30] = [
+    "fe79c354",         // crc
+    "53505053",         // magic SPPS
+    "0100",             // version 1
+    "0000",             // reserved
+    "01000000",         // entry_count 1
+    "2a00000000000000", // producer_id 42
+    "0100",             // producer_epoch 1
+    "02",               // batch_count 2
+    "00",               // reserved0
+    "00000000",         // reserved1
+    "6400000000000000", // batch 0: base_offset
+    "0068e5cf8b010000", // batch 0: append_time
+    "00000000",         // batch 0: base_sequence
+    "03000000",         // batch 0: record_count
+    "6b00000000000000", // batch 1: base_offset
+    "0568e5cf8b010000", // batch 1: append_time
+    "03000000",         // batch 1: base_sequence
+    "02000000",         // batch 1: record_count
+    "0000000000000000", // batch 2: base_offset
+    "0000000000000000", // batch 2: append_time
+    "00000000",         // batch 2: base_sequence
+    "00000000",         // batch 2: record_count
+    "0000000000000000", // batch 3: base_offset
+    "0000000000000000", // batch 3: append_time
+    "00000000",         // batch 3: base_sequence
+    "00000000",         // batch 3: record_count
+    "0000000000000000", // batch 4: base_offset
+    "0000000000000000", // batch 4: append_time
+    "00000000",         // batch 4: base_sequence
+    "00000000",         // batch 4: record_count
+];
