@@ -30,6 +30,10 @@ pub const FETCH_WAITERS_DEFAULT: u32 = spate_core::FETCH_WAITERS_DEFAULT;
 pub const RETENTION_MS_DEFAULT: u64 = 7 * 24 * 3600 * 1000;
 /// How often each shard applies retention.
 pub const RETENTION_CHECK_MS_DEFAULT: u64 = 60_000;
+/// How long an idle idempotent producer is remembered per partition: 7 days (Kafka's
+/// `transactional.id.expiration.ms`).
+pub const PRODUCER_EXPIRY_MS_DEFAULT_U64: u64 =
+    spate_core::config::PRODUCER_EXPIRY_MS_DEFAULT.unsigned_abs();
 /// Recently written bytes each shard keeps in memory to serve consumers at the tail, shared
 /// by its partitions.
 pub const TAIL_CACHE_BYTES_DEFAULT: u64 = 64 << 20;
@@ -111,6 +115,10 @@ spate_proto::settings! {
         /// Data acknowledged with `none` or `write` is synced within this many ms. [default: 10]
         #[arg(long, value_name = "MS")]
         flush_interval_ms: i64 = FLUSH_INTERVAL_MS_DEFAULT,
+        /// An idempotent producer that sent nothing to a partition for this long (ms) is
+        /// forgotten there: its resends are no longer recognised. [default: 604800000 (7 days)]
+        #[arg(long, value_name = "MS")]
+        producer_expiry_ms: u64 = PRODUCER_EXPIRY_MS_DEFAULT_U64,
         /// How often each shard applies retention, in ms. [default: 60000]
         #[arg(long, value_name = "MS")]
         retention_check_ms: u64 = RETENTION_CHECK_MS_DEFAULT,
@@ -297,6 +305,7 @@ impl NodeConfig {
             ("unflushed_bytes", self.unflushed_bytes),
             ("fetch_waiters", u64::from(self.fetch_waiters)),
             ("retention_ms", self.retention_ms),
+            ("producer_expiry_ms", self.producer_expiry_ms),
             ("retention_check_ms", self.retention_check_ms),
             ("frame_timeout_ms", self.frame_timeout_ms),
             ("idle_timeout_ms", self.idle_timeout_ms),
@@ -330,6 +339,7 @@ impl NodeConfig {
             flush_interval_ms: self.flush_interval_ms,
             preallocate_bytes: self.preallocate_bytes,
             fetch_waiters_max: self.fetch_waiters,
+            producer_expiry_ms: i64::try_from(self.producer_expiry_ms).unwrap_or(i64::MAX),
             ..LogConfig::default()
         }
     }
