@@ -448,23 +448,23 @@ impl Client {
             .await
     }
 
-    /// Queues a `Produce` frame built around a batch in place (see
-    /// `spate_proto::produce_frame_in_place`) on the produce lane.
-    pub(crate) async fn submit_produce(
+    /// Queues a `Produce` frame (made by `spate_proto::produce_frame_in_place`) on the produce
+    /// lane under a fresh correlation id. `frame` becomes the bytes sent: rewritten in place
+    /// when no one else holds them (the first send), copied otherwise (a resend while quinn
+    /// may still hold the earlier bytes).
+    pub(crate) async fn submit_produce_frame(
         &self,
-        batch: (Vec<u8>, usize),
-        topic: &str,
-        partition: PartitionId,
-        durability: spate_proto::Durability,
+        frame: &mut Bytes,
     ) -> Result<Submitted, ClientError> {
-        let (buffer, start) = batch;
-        assert_eq!(
-            start,
-            spate_proto::produce_frame_headroom(topic),
-            "the batch was built behind a produce frame's headroom"
-        );
         self.submit_frame(0, REQUEST_TIMEOUT, |id| {
-            spate_proto::produce_frame_in_place(buffer, id, topic, partition, durability)
+            let mut bytes = match std::mem::take(frame).try_into_mut() {
+                Ok(unique) => unique,
+                Err(shared) => BytesMut::from(&shared[..]),
+            };
+            spate_proto::frame::FrameHeader::set_correlation_id(&mut bytes, id);
+            let sent = bytes.freeze();
+            *frame = sent.clone();
+            sent
         })
         .await
     }
@@ -491,6 +491,7 @@ impl Client {
         Ok(Submitted {
             receiver,
             timeout,
+            deadline: tokio::time::Instant::now() + timeout,
             id,
             session,
         })
@@ -709,14 +710,21 @@ pub(crate) fn unexpected(response: &Response) -> ClientError {
 pub(crate) struct Submitted {
     receiver: oneshot::Receiver<Response>,
     timeout: Duration,
+    deadline: tokio::time::Instant,
     id: u64,
     session: Arc<Session>,
 }
 
 impl Submitted {
     /// Waits for the answer; an error answer becomes `ClientError::Server`.
-    pub(crate) async fn answer(self) -> Result<Response, ClientError> {
-        match tokio::time::timeout(self.timeout, self.receiver).await {
+    pub(crate) async fn answer(mut self) -> Result<Response, ClientError> {
+        self.answer_ref().await
+    }
+
+    /// [`Submitted::answer`] without giving the request up: it can be awaited again after the
+    /// caller's `select!` took another branch (the deadline stays the one set at submit).
+    pub(crate) async fn answer_ref(&mut self) -> Result<Response, ClientError> {
+        match tokio::time::timeout_at(self.deadline, &mut self.receiver).await {
             Ok(Ok(Response::Error { error, .. })) => Err(ClientError::Server(error)),
             Ok(Ok(response)) => Ok(response),
             Ok(Err(_)) => Err(ClientError::Connection(ConnectionLost::NoAnswer)),

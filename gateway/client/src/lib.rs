@@ -5,7 +5,8 @@
 //!   (create, delete, list, describe topics) and the raw produce, fetch and list-offsets
 //!   requests.
 //! - [`Producer`]: batches records per partition by size and linger, partitions by key,
-//!   pipelines batches in order and resolves a [`Delivery`] per record to its offset.
+//!   pipelines batches in order, resends them after a lost answer (idempotent: stored once)
+//!   and resolves a [`Delivery`] per record to its offset.
 //! - [`Consumer`]: reads partitions from a start position with long polls and prefetch, checks
 //!   every batch's CRCs and yields records with all their fields.
 //!
@@ -28,7 +29,7 @@ pub use consumer::{
 };
 pub use producer::{
     murmur2, partition_for_key, Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
-    COMMAND_QUEUE_MAX,
+    COMMAND_QUEUE_MAX, IN_FLIGHT_MAX,
 };
 pub use spate_format::Compression;
 pub use spate_proto::{Durability, ErrorCode, Setting};

@@ -6,27 +6,47 @@
 //!   order their records were sent, on one lane of one connection; the gateway and the shard
 //!   keep that order. Acknowledged records of a partition therefore have increasing offsets in
 //!   the order `send` was called.
-//! - A batch is never sent twice. A batch whose answer is lost (the connection broke, the
-//!   deadline passed) may or may not be stored; resending it could store it twice or behind
-//!   later batches, so its records fail with the error and the application decides.
+//! - Idempotent (the default): the producer has a producer id from the node and numbers each
+//!   partition's records (Kafka's sequences). A batch whose answer is lost or says "retry"
+//!   (the connection broke, the gateway or the node restarted, a deadline passed, the shard
+//!   was busy) is sent again, with the batches after it, in order, with the same numbers, until
+//!   it is answered or `delivery_timeout` passes; the node stores what it lacks and answers the
+//!   rest with the offsets they already have, so nothing is stored twice or out of order.
+//!   At most `IN_FLIGHT_MAX` batches per partition are in flight (the node remembers a
+//!   producer's last five). When a batch fails for good, the batches of its partition sent
+//!   or built after it fail with it (the node refused them as out of order: nothing is stored
+//!   after a failed batch), and the partition goes on under a new producer id.
+//! - Not idempotent (`idempotent: false`): a batch is never sent twice. A batch whose answer
+//!   is lost may or may not be stored; its records fail with the error.
 //! - Records accepted but not yet answered are bounded by `buffer_bytes`: `send` waits for
 //!   room (back-pressure) instead of growing.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use spate_format::limits::{BATCH_HEADER_SIZE, BATCH_SIZE_MAX};
-use spate_format::{BatchBuilder, BuildError, Compression, Header, Record};
+use spate_format::{BatchBuilder, BuildError, Compression, Header, ProducerFields, Record};
 use spate_proto::{Durability, PartitionId, Response};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::client::{unexpected, Client, ClientError};
+use crate::client::{unexpected, Client, ClientError, Submitted};
+use crate::consumer::{RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN};
+
+/// Batches of one partition in flight at once: Kafka's limit for idempotent producers, since
+/// the node remembers a producer's last five batches per partition (a resend must be one of
+/// them to be recognised).
+pub const IN_FLIGHT_MAX: usize = spate_format::producers::BATCHES_PER_PRODUCER;
+
+/// Batches handed from the batcher to a partition's sender and not yet sent (the byte budget
+/// bounds them too).
+const SEALED_QUEUE_MAX: usize = 64;
 
 /// Commands queued from `send` to the producer task before `send` waits.
 pub const COMMAND_QUEUE_MAX: usize = 1024;
@@ -62,6 +82,12 @@ pub struct ProducerConfig {
     /// before compression; a batch that would not shrink is sent uncompressed). Consumers of
     /// every kind decompress. [default: none]
     pub compression: Compression,
+    /// Idempotent: batches whose answer is lost are sent again and stored once (see the
+    /// module documentation). [default: true]
+    pub idempotent: bool,
+    /// An idempotent producer gives up on a batch this long after it was sealed (Kafka's
+    /// `delivery.timeout.ms`). [default: 120 s]
+    pub delivery_timeout: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -72,6 +98,8 @@ impl Default for ProducerConfig {
             linger: Duration::from_millis(5),
             buffer_bytes: 64 << 20,
             compression: Compression::None,
+            idempotent: true,
+            delivery_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -227,6 +255,31 @@ impl Producer {
         }
         let metadata = client.topic(topic).await?;
         let partitions = u32::try_from(metadata.partitions.len()).unwrap_or(u32::MAX);
+        let producer_id = if config.idempotent {
+            allocate_producer_id(client).await?
+        } else {
+            spate_format::batch::NO_PRODUCER_ID
+        };
+        let senders = (0..partitions)
+            .map(|partition| {
+                let (queue, sealed) = mpsc::channel(SEALED_QUEUE_MAX);
+                let reset = Arc::new(AtomicBool::new(false));
+                let sender = PartitionSender {
+                    client: client.clone(),
+                    partition,
+                    config,
+                    reset: reset.clone(),
+                    failed: None,
+                };
+                tokio::spawn(sender.run(sealed));
+                Lane {
+                    queue,
+                    reset,
+                    producer_id,
+                    next_sequence: 0,
+                }
+            })
+            .collect();
         let (commands, queue) = mpsc::channel(COMMAND_QUEUE_MAX);
         let budget_max = config.buffer_bytes.max(BATCH_SIZE_MAX);
         let task = Batcher {
@@ -234,6 +287,7 @@ impl Producer {
             topic: topic.to_owned(),
             config,
             open: (0..partitions).map(|_| None).collect(),
+            lanes: senders,
             last_batch_bytes: vec![BATCH_RESERVE_FIRST; partitions as usize],
             deadlines: VecDeque::new(),
             // A random first partition: producers that send a few records each (one CLI run
@@ -353,6 +407,47 @@ struct Batcher {
     /// Every batch in flight holds a clone of the sender; a flush swaps the pair and waits for
     /// the old receiver to end.
     epoch: (mpsc::Sender<()>, mpsc::Receiver<()>),
+    /// Per partition, where its sealed batches go and the producer id and sequence of its next
+    /// batch.
+    lanes: Vec<Lane>,
+}
+
+/// The batcher's side of a partition's sender.
+struct Lane {
+    queue: mpsc::Sender<Sealed>,
+    /// Set by the sender when a batch failed for good: the next batch starts a new producer
+    /// id at sequence 0.
+    reset: Arc<AtomicBool>,
+    producer_id: i64,
+    next_sequence: i32,
+}
+
+/// A batch ready to go, with what its answer resolves.
+struct Sealed {
+    /// The whole produce frame (its correlation id is rewritten for each send).
+    frame: Bytes,
+    producer_id: i64,
+    replies: Vec<(oneshot::Sender<Result<RecordMetadata, ClientError>>, i64)>,
+    permits: Option<OwnedSemaphorePermit>,
+    epoch: mpsc::Sender<()>,
+    sealed_at: Instant,
+}
+
+/// A producer id of its own from the node (`AllocateProducerIds`, one id).
+async fn allocate_producer_id(client: &Client) -> Result<i64, ClientError> {
+    let request =
+        spate_proto::Request::AllocateProducerIds(spate_proto::AllocateProducerIdsRequest {
+            count: 1,
+        });
+    match client.request(&request).await? {
+        Response::AllocateProducerIds(block) if block.count >= 1 => i64::try_from(block.first)
+            .map_err(|_| {
+                ClientError::InvalidAnswer(crate::client::InvalidAnswer::WrongKind {
+                    api_key: spate_proto::ApiKey::AllocateProducerIds.to_u16(),
+                })
+            }),
+        other => Err(unexpected(&other)),
+    }
 }
 
 impl Batcher {
@@ -490,7 +585,8 @@ impl Batcher {
         }
     }
 
-    /// Sends a partition's open batch, if any. Waits while the connection's lane is full.
+    /// Seals a partition's open batch, if any, and hands it to the partition's sender. Waits
+    /// while the sender's queue is full.
     async fn send_batch(&mut self, partition: u32) {
         let Some(open) = self.open[partition as usize].take() else {
             return;
@@ -508,46 +604,255 @@ impl Batcher {
             ..
         } = open;
         self.last_batch_bytes[partition as usize] = builder.len() as usize;
-        let batch = match builder.finish_with_headroom() {
+        let record_count = builder.record_count();
+        let lane = &mut self.lanes[partition as usize];
+        if self.config.idempotent && lane.reset.swap(false, Ordering::AcqRel) {
+            // A batch failed for good: the node refused everything after it, and goes on
+            // with a new producer id.
+            match allocate_producer_id(&self.client).await {
+                Ok(id) => {
+                    lane.producer_id = id;
+                    lane.next_sequence = 0;
+                }
+                Err(error) => {
+                    lane.reset.store(true, Ordering::Release);
+                    fail(replies, &error);
+                    return;
+                }
+            }
+        }
+        let producer = if self.config.idempotent {
+            ProducerFields {
+                producer_id: lane.producer_id,
+                producer_epoch: 0,
+                base_sequence: lane.next_sequence,
+            }
+        } else {
+            ProducerFields::default()
+        };
+        let batch = match builder.producer(producer).finish_with_headroom() {
             Ok(batch) => batch,
             Err(error) => {
                 fail(replies, &ClientError::InvalidRecord(error));
                 return;
             }
         };
-        let submitted = self
-            .client
-            .submit_produce(
-                batch,
-                &self.topic,
-                PartitionId(partition),
-                self.config.durability,
-            )
-            .await;
-        let submitted = match submitted {
-            Ok(submitted) => submitted,
-            Err(error) => {
-                fail(replies, &error);
-                return;
-            }
+        lane.next_sequence = sequence_after(lane.next_sequence, record_count);
+        let (buffer, start) = batch;
+        assert_eq!(
+            start,
+            spate_proto::produce_frame_headroom(&self.topic),
+            "the batch was built behind a produce frame's headroom"
+        );
+        // The correlation id is set when the frame is sent.
+        let frame = spate_proto::produce_frame_in_place(
+            buffer,
+            0,
+            &self.topic,
+            PartitionId(partition),
+            self.config.durability,
+        );
+        let sealed = Sealed {
+            frame,
+            producer_id: producer.producer_id,
+            replies,
+            permits,
+            epoch: self.epoch.0.clone(),
+            sealed_at: Instant::now(),
         };
-        let epoch = self.epoch.0.clone();
-        tokio::spawn(async move {
-            match submitted.answer().await {
+        if let Err(refused) = lane.queue.send(sealed).await {
+            fail(refused.0.replies, &ClientError::Closed);
+        }
+    }
+}
+
+/// `sequence` advanced by `by`, wrapping from `i32::MAX` to 0 (Kafka's sequences).
+fn sequence_after(sequence: i32, by: u32) -> i32 {
+    let wrapped = (i64::from(sequence) + i64::from(by)) % (i64::from(i32::MAX) + 1);
+    i32::try_from(wrapped).unwrap_or(0)
+}
+
+/// A sealed batch sent and waiting for its answer.
+struct Flight {
+    sealed: Sealed,
+    submitted: Submitted,
+}
+
+/// Sends one partition's batches in order, at most `IN_FLIGHT_MAX` in flight, and resolves
+/// their records; an idempotent producer's batches are sent again after a lost answer (see
+/// the module documentation).
+struct PartitionSender {
+    client: Client,
+    partition: u32,
+    config: ProducerConfig,
+    reset: Arc<AtomicBool>,
+    /// A producer id whose batch failed for good, and why: its later batches fail too.
+    failed: Option<(i64, ClientError)>,
+}
+
+impl PartitionSender {
+    async fn run(mut self, mut sealed: mpsc::Receiver<Sealed>) {
+        let mut waiting: VecDeque<Sealed> = VecDeque::new();
+        let mut in_flight: VecDeque<Flight> = VecDeque::new();
+        let mut backoff = RETRY_BACKOFF_MIN;
+        let mut open = true;
+        loop {
+            // Send what waits, up to the limit, in order.
+            while in_flight.len() < IN_FLIGHT_MAX {
+                let Some(next) = waiting.pop_front() else {
+                    break;
+                };
+                if let Some(mut next) = self.refuse_after_failure(next) {
+                    match self.submit(&mut next).await {
+                        Ok(submitted) => in_flight.push_back(Flight {
+                            sealed: next,
+                            submitted,
+                        }),
+                        Err(error) => {
+                            waiting.push_front(next);
+                            self.retry_or_fail(error, &mut waiting, &mut in_flight, &mut backoff)
+                                .await;
+                            break;
+                        }
+                    }
+                }
+            }
+            let room = open && waiting.is_empty() && in_flight.len() < IN_FLIGHT_MAX;
+            let Some(front) = in_flight.front_mut() else {
+                if !waiting.is_empty() {
+                    continue;
+                }
+                if !open {
+                    return;
+                }
+                match sealed.recv().await {
+                    Some(next) => waiting.push_back(next),
+                    None => open = false,
+                }
+                continue;
+            };
+            let answer = tokio::select! {
+                biased;
+                answer = front.submitted.answer_ref() => answer,
+                next = sealed.recv(), if room => {
+                    match next {
+                        Some(next) => waiting.push_back(next),
+                        None => open = false,
+                    }
+                    continue;
+                }
+            };
+            let flight = in_flight.pop_front().expect("the front answered");
+            match answer {
                 Ok(Response::Produce(produced)) => {
+                    backoff = RETRY_BACKOFF_MIN;
+                    let Sealed {
+                        replies,
+                        permits,
+                        epoch,
+                        ..
+                    } = flight.sealed;
                     for (index, (reply, timestamp)) in replies.into_iter().enumerate() {
                         let _ = reply.send(Ok(RecordMetadata {
-                            partition,
+                            partition: self.partition,
                             offset: produced.base_offset + index as u64,
                             timestamp,
                         }));
                     }
+                    drop((permits, epoch));
                 }
-                Ok(other) => fail(replies, &unexpected(&other)),
-                Err(error) => fail(replies, &error),
+                Ok(other) => {
+                    let error = unexpected(&other);
+                    in_flight.push_front(flight);
+                    self.fail_all(&error, &mut waiting, &mut in_flight);
+                }
+                Err(error) => {
+                    in_flight.push_front(flight);
+                    self.retry_or_fail(error, &mut waiting, &mut in_flight, &mut backoff)
+                        .await;
+                }
             }
-            drop((permits, epoch));
-        });
+        }
+    }
+
+    /// Sends a sealed batch's frame under a fresh correlation id.
+    async fn submit(&self, sealed: &mut Sealed) -> Result<Submitted, ClientError> {
+        self.client.submit_produce_frame(&mut sealed.frame).await
+    }
+
+    /// A batch of a producer id whose earlier batch failed for good fails with it.
+    fn refuse_after_failure(&self, sealed: Sealed) -> Option<Sealed> {
+        match &self.failed {
+            Some((id, error)) if *id == sealed.producer_id && *id >= 0 => {
+                fail(sealed.replies, error);
+                None
+            }
+            _ => Some(sealed),
+        }
+    }
+
+    /// The front batch met `error`: an idempotent producer sends it and everything after it
+    /// again (after a pause) while the error is one a resend can cure and the delivery
+    /// timeout allows; otherwise they fail.
+    async fn retry_or_fail(
+        &mut self,
+        error: ClientError,
+        waiting: &mut VecDeque<Sealed>,
+        in_flight: &mut VecDeque<Flight>,
+        backoff: &mut Duration,
+    ) {
+        let curable = error.is_retriable()
+            || error.code() == Some(spate_proto::ErrorCode::OutOfOrderSequence);
+        let oldest = in_flight
+            .front()
+            .map(|flight| flight.sealed.sealed_at)
+            .or_else(|| waiting.front().map(|sealed| sealed.sealed_at));
+        let in_time =
+            oldest.is_some_and(|sealed_at| sealed_at.elapsed() < self.config.delivery_timeout);
+        if !self.config.idempotent {
+            // Never sent twice: the front fails alone (the others get their own answers).
+            if let Some(flight) = in_flight.pop_front() {
+                fail(flight.sealed.replies, &error);
+            } else if let Some(sealed) = waiting.pop_front() {
+                fail(sealed.replies, &error);
+            }
+            return;
+        }
+        if !(curable && in_time) {
+            self.fail_all(&error, waiting, in_flight);
+            return;
+        }
+        // Everything in flight goes back in front of what waits, in order; answers still on
+        // their way are not needed (a resend of a stored batch is answered with its offsets).
+        while let Some(flight) = in_flight.pop_back() {
+            waiting.push_front(flight.sealed);
+        }
+        tokio::time::sleep(*backoff).await;
+        *backoff = (*backoff * 2).min(RETRY_BACKOFF_MAX);
+    }
+
+    /// Fails every batch in flight and waiting with `error`; later batches of the same producer
+    /// id fail too, and the batcher starts a new one.
+    fn fail_all(
+        &mut self,
+        error: &ClientError,
+        waiting: &mut VecDeque<Sealed>,
+        in_flight: &mut VecDeque<Flight>,
+    ) {
+        let producer_id = in_flight
+            .front()
+            .map(|flight| flight.sealed.producer_id)
+            .or_else(|| waiting.front().map(|sealed| sealed.producer_id));
+        for flight in in_flight.drain(..) {
+            fail(flight.sealed.replies, error);
+        }
+        for sealed in waiting.drain(..) {
+            fail(sealed.replies, error);
+        }
+        if let Some(id) = producer_id.filter(|id| *id >= 0) {
+            self.failed = Some((id, error.clone()));
+            self.reset.store(true, Ordering::Release);
+        }
     }
 }
 

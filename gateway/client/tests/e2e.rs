@@ -1154,6 +1154,7 @@ async fn node_kill_9_under_a_running_producer_loses_no_acknowledged_record() {
                 assert!(
                     matches!(error, ClientError::Connection(_) | ClientError::Timeout(_))
                         || error.code() == Some(ErrorCode::Unavailable)
+                        || error.code() == Some(ErrorCode::OutcomeUnknown)
                         || error.code() == Some(ErrorCode::ShuttingDown),
                     "{error}"
                 );
@@ -1204,6 +1205,111 @@ async fn node_kill_9_under_a_running_producer_loses_no_acknowledged_record() {
     }
     drop(gateway);
     drop(restarted);
+}
+
+/// Issue 13, part 6: the SDK's producer is idempotent by default. While it sends, the gateway
+/// is killed (`kill -9`) with produces stranded at a frozen node (SIGSTOP; the node stores
+/// them after their answers' way back is gone) and restarted, then the node is killed and
+/// restarted, three times each. Every record is acknowledged (no "outcome unknown" reaches the
+/// application), stored exactly once, and a partition's records have offsets in send order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_producer_stores_each_record_once_across_kills() {
+    let dir = data_dir("sdk-idempotent-kills");
+    let port = free_ports(3);
+    let listen = format!("127.0.0.1:{}", port + 2);
+    let (mut node, mut gateway, _) = cluster(&dir, 2, port, "orders", 4).await;
+    gateway.process.kill();
+    gateway = Gateway::start(&dir, node.endpoints[0], &listen);
+    let client = gateway.client().await;
+    let config = ProducerConfig {
+        linger: Duration::from_millis(1),
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(&client, "orders", config).await.unwrap();
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let producing = tokio::spawn(async move {
+        let mut outcomes = Vec::new();
+        let mut in_flight = std::collections::VecDeque::new();
+        let mut sequence = 0u64;
+        while !*stopped.borrow_and_update() {
+            let record =
+                ProducerRecord::new(sequence.to_string()).key(format!("k{}", sequence % 13));
+            in_flight.push_back((sequence, producer.send(record).await.unwrap()));
+            sequence += 1;
+            while in_flight.len() > 2000 {
+                let (sequence, delivery) = in_flight.pop_front().unwrap();
+                outcomes.push((sequence, delivery.await));
+            }
+            if sequence.is_multiple_of(200) {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        producer.flush().await.unwrap();
+        for (sequence, delivery) in in_flight {
+            outcomes.push((sequence, delivery.await));
+        }
+        outcomes
+    });
+    let mut acked = wait_for_acks(&client, 3_000).await;
+    for _ in 0..3 {
+        let node_pid = node.process.child.id();
+        send_signal(node_pid, "-STOP");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        gateway.process.kill();
+        send_signal(node_pid, "-CONT");
+        gateway = Gateway::start(&dir, node.endpoints[0], &listen);
+        acked = wait_for_acks(&client, acked + 3_000).await;
+        node.process.kill();
+        node = Node::start(&dir, 2, port);
+        acked = wait_for_acks(&client, acked + 3_000).await;
+    }
+    stop.send(true).unwrap();
+    let outcomes = producing.await.unwrap();
+
+    let mut stored_at: HashMap<u64, (u32, u64)> = HashMap::new();
+    for (sequence, outcome) in &outcomes {
+        match outcome {
+            Ok(metadata) => {
+                stored_at.insert(*sequence, (metadata.partition, metadata.offset));
+            }
+            Err(error) => panic!("record {sequence} failed: {error}"),
+        }
+    }
+    let config = ConsumerConfig {
+        stop_at_end: true,
+        ..ConsumerConfig::default()
+    };
+    let mut reader = Consumer::new(&client, "orders", None, config)
+        .await
+        .unwrap();
+    let mut seen: HashMap<u64, (u32, u64)> = HashMap::new();
+    let mut last: HashMap<u32, u64> = HashMap::new();
+    while let Some(record) = reader.next().await.unwrap() {
+        let sequence: u64 = std::str::from_utf8(record.value.as_deref().unwrap())
+            .unwrap()
+            .parse()
+            .unwrap();
+        let at = (record.partition, record.offset);
+        assert!(
+            seen.insert(sequence, at).is_none(),
+            "record {sequence} stored twice"
+        );
+        if let Some(previous) = last.insert(record.partition, sequence) {
+            assert!(
+                previous < sequence,
+                "records of partition {} out of send order",
+                record.partition
+            );
+        }
+    }
+    assert_eq!(seen.len(), outcomes.len(), "every record stored once");
+    assert_eq!(
+        seen, stored_at,
+        "each record where its acknowledgement said"
+    );
+    println!("{} records, each stored once", outcomes.len());
+    drop(gateway);
+    drop(node);
 }
 
 /// Waits until the topic's high watermarks add up to at least `count`; returns the sum.

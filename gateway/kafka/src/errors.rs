@@ -25,7 +25,11 @@ pub fn kafka_error(code: ErrorCode) -> ResponseError {
         ErrorCode::InvalidProducerEpoch => ResponseError::InvalidProducerEpoch,
         ErrorCode::PartitionFenced | ErrorCode::Storage => ResponseError::KafkaStorageError,
         // A limit was reached (retry later) or the node did not answer in time: retriable.
-        ErrorCode::Busy | ErrorCode::Timeout => ResponseError::RequestTimedOut,
+        // A limit was reached (retry later), or the outcome is not known (Kafka's answer for
+        // a write that may have happened): retriable.
+        ErrorCode::Busy | ErrorCode::Timeout | ErrorCode::OutcomeUnknown => {
+            ResponseError::RequestTimedOut
+        }
         ErrorCode::UnsupportedVersion => ResponseError::UnsupportedVersion,
         ErrorCode::Malformed | ErrorCode::InvalidRequest | ErrorCode::UnknownApi => {
             ResponseError::InvalidRequest
@@ -43,6 +47,7 @@ mod tests {
         for code in [
             ErrorCode::NotOwner,
             ErrorCode::Unavailable,
+            ErrorCode::OutcomeUnknown,
             ErrorCode::ShuttingDown,
             ErrorCode::Busy,
             ErrorCode::Timeout,

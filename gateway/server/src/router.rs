@@ -204,7 +204,9 @@ impl Router {
             .or_else(|| resolve(&self.node)))
     }
 
-    /// Sends a client's frame towards its shard, in the caller's order.
+    /// Sends a client's frame towards its shard, in the caller's order. A frame that cannot
+    /// be handed to the shard's connection is answered `Unavailable` (not delivered); one
+    /// whose connection breaks before the answer, `OutcomeUnknown`.
     pub async fn send(&self, frame: &Frame) -> Pending {
         let api_key = frame.head.api_key;
         let unavailable = |message: String| {
@@ -268,12 +270,8 @@ impl Router {
                 Err(_) => {
                     self.refresh_soon();
                     split(
-                        Response::error(
-                            api_key,
-                            ErrorCode::Unavailable,
-                            "the connection to the shard broke",
-                        )
-                        .to_frame(correlation_id),
+                        Response::error(api_key, ErrorCode::OutcomeUnknown, OUTCOME_UNKNOWN)
+                            .to_frame(correlation_id),
                     )
                 }
             },
@@ -290,11 +288,7 @@ impl Router {
         };
         let Ok(frame) = receiver.await else {
             self.refresh_soon();
-            return Response::error(
-                0,
-                ErrorCode::Unavailable,
-                "the connection to the shard broke",
-            );
+            return Response::error(0, ErrorCode::OutcomeUnknown, OUTCOME_UNKNOWN);
         };
         let response = Response::decode(&frame).unwrap_or_else(|error| {
             Response::error(
@@ -325,3 +319,7 @@ impl Router {
         });
     }
 }
+
+/// The message of an `OutcomeUnknown` answer.
+const OUTCOME_UNKNOWN: &str =
+    "the connection to the shard broke after the request was sent: it may or may not have been carried out";

@@ -89,8 +89,13 @@ pub enum ErrorCode {
     Busy,
     Timeout,
     ShuttingDown,
-    /// The node is not reachable from the gateway.
+    /// The node is not reachable from the gateway: the request was not delivered (safe to
+    /// send again).
     Unavailable,
+    /// The gateway forwarded the request, then lost the connection to the shard before its
+    /// answer came: it may or may not have been carried out. Retriable for an idempotent
+    /// producer (a resend is recognised) and for reads.
+    OutcomeUnknown,
     Other(u16),
 }
 
@@ -121,6 +126,7 @@ impl ErrorCode {
             ErrorCode::Timeout => 51,
             ErrorCode::ShuttingDown => 52,
             ErrorCode::Unavailable => 53,
+            ErrorCode::OutcomeUnknown => 54,
             ErrorCode::Other(code) => code,
         }
     }
@@ -151,6 +157,7 @@ impl ErrorCode {
             51 => ErrorCode::Timeout,
             52 => ErrorCode::ShuttingDown,
             53 => ErrorCode::Unavailable,
+            54 => ErrorCode::OutcomeUnknown,
             other => ErrorCode::Other(other),
         }
     }
@@ -164,6 +171,7 @@ impl ErrorCode {
                 | ErrorCode::Timeout
                 | ErrorCode::ShuttingDown
                 | ErrorCode::Unavailable
+                | ErrorCode::OutcomeUnknown
         )
     }
 }
