@@ -114,6 +114,11 @@ pub enum ClientError {
     /// An answer the SDK cannot use: a version mismatch or a bug, not worth a retry.
     #[error("invalid answer from the gateway: {0}")]
     InvalidAnswer(InvalidAnswer),
+    /// A produce failed after one of its attempts may have reached the node (its answer was
+    /// lost): the records may or may not be stored. Any other produce failure means they are
+    /// not.
+    #[error("may or may not be stored (an answer was lost): {0}")]
+    MaybeStored(Box<ClientError>),
 }
 
 /// Why the CA certificate file cannot be used.
@@ -183,7 +188,21 @@ impl ClientError {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             ClientError::Server(error) => Some(error.code),
+            ClientError::MaybeStored(error) => error.code(),
             _ => None,
+        }
+    }
+
+    /// Whether a request that met this error may have been carried out: its answer was lost
+    /// (the connection broke, no answer in time, the gateway lost the shard after forwarding).
+    /// Every other error is a refusal, or was met before the request left.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            ClientError::Connection(_) | ClientError::Timeout(_) | ClientError::MaybeStored(_) => {
+                true
+            }
+            ClientError::Server(error) => error.code == ErrorCode::OutcomeUnknown,
+            _ => false,
         }
     }
 }

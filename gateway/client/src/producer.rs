@@ -431,6 +431,8 @@ struct Sealed {
     permits: Option<OwnedSemaphorePermit>,
     epoch: mpsc::Sender<()>,
     sealed_at: Instant,
+    /// An attempt's answer was lost: if the batch fails, it may be stored.
+    maybe_stored: bool,
 }
 
 /// A producer id of its own from the node (`AllocateProducerIds`, one id).
@@ -659,6 +661,7 @@ impl Batcher {
             permits,
             epoch: self.epoch.0.clone(),
             sealed_at: Instant::now(),
+            maybe_stored: false,
         };
         if let Err(refused) = lane.queue.send(sealed).await {
             fail(refused.0.replies, &ClientError::Closed);
@@ -803,6 +806,12 @@ impl PartitionSender {
     ) {
         let curable = error.is_retriable()
             || error.code() == Some(spate_proto::ErrorCode::OutOfOrderSequence);
+        if error.outcome_unknown() {
+            // The front's answer was lost; so may the answers of those sent after it be.
+            for flight in in_flight.iter_mut() {
+                flight.sealed.maybe_stored = true;
+            }
+        }
         let oldest = in_flight
             .front()
             .map(|flight| flight.sealed.sealed_at)
@@ -812,9 +821,9 @@ impl PartitionSender {
         if !self.config.idempotent {
             // Never sent twice: the front fails alone (the others get their own answers).
             if let Some(flight) = in_flight.pop_front() {
-                fail(flight.sealed.replies, &error);
+                fail_sealed(flight.sealed, &error);
             } else if let Some(sealed) = waiting.pop_front() {
-                fail(sealed.replies, &error);
+                fail_sealed(sealed, &error);
             }
             return;
         }
@@ -844,16 +853,27 @@ impl PartitionSender {
             .map(|flight| flight.sealed.producer_id)
             .or_else(|| waiting.front().map(|sealed| sealed.producer_id));
         for flight in in_flight.drain(..) {
-            fail(flight.sealed.replies, error);
+            fail_sealed(flight.sealed, error);
         }
         for sealed in waiting.drain(..) {
-            fail(sealed.replies, error);
+            fail_sealed(sealed, error);
         }
         if let Some(id) = producer_id.filter(|id| *id >= 0) {
             self.failed = Some((id, error.clone()));
             self.reset.store(true, Ordering::Release);
         }
     }
+}
+
+/// Fails a sealed batch's records with `error`, as `MaybeStored` if one of its attempts'
+/// answers was lost.
+fn fail_sealed(sealed: Sealed, error: &ClientError) {
+    let error = if sealed.maybe_stored && !matches!(error, ClientError::MaybeStored(_)) {
+        ClientError::MaybeStored(Box::new(error.clone()))
+    } else {
+        error.clone()
+    };
+    fail(sealed.replies, &error);
 }
 
 fn fail(

@@ -667,6 +667,105 @@ fn an_interrupted_produce_drains_and_reports_what_is_stored() {
     assert_eq!(consumed.len() as u64, stored, "{summary}");
 }
 
+/// Issue 18, point 3 (with issue 13's idempotent producer): when records fail for good (the
+/// node killed and not back within `--delivery-timeout-ms`), nothing of a partition is stored
+/// after its first failed batch, the lines surely not stored go to `--failed-lines` and those
+/// whose answer was lost to `--unknown-lines`. Producing the failed-lines file again stores
+/// exactly those lines: every line is then stored once, except unknown ones, at most once.
+#[test]
+fn failed_lines_are_written_out_and_a_rerun_of_them_fills_the_gap() {
+    let dir = data_dir("failed-lines");
+    let port = free_ports(2);
+    let mut node = Node::start(&dir, 2, port);
+    let gateway = Gateway::start(&dir, node.endpoints[0], "127.0.0.1:0");
+    let cli = Cli {
+        gateway: gateway.address,
+        cert: gateway.cert.clone(),
+    };
+    cli.ok(&["topic", "create", "lines", "--partitions", "2"], "");
+    let failed_path = dir.join("failed.txt");
+    let unknown_path = dir.join("unknown.txt");
+    let failed_arg = failed_path.to_str().unwrap().to_owned();
+    let unknown_arg = unknown_path.to_str().unwrap().to_owned();
+    let mut child = cli.spawn(&[
+        "produce",
+        "lines",
+        "--linger-ms",
+        "1",
+        "--delivery-timeout-ms",
+        "1500",
+        "--failed-lines",
+        &failed_arg,
+        "--unknown-lines",
+        &unknown_arg,
+    ]);
+    const TOTAL: u64 = 60_000;
+    let mut stdin = child.stdin.take().unwrap();
+    let (go_on, resume) = mpsc::channel::<()>();
+    let writer = std::thread::spawn(move || {
+        for number in 1..=TOTAL {
+            if number == 40_001 {
+                resume.recv().unwrap();
+            }
+            stdin
+                .write_all(format!("line-{number}\n").as_bytes())
+                .unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    node.process.kill();
+    go_on.send(()).unwrap();
+    writer.join().unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("records were not acknowledged"), "{stderr}");
+    node = Node::start(&dir, 2, port);
+
+    let lines_of = |text: &str| -> Vec<String> { text.lines().map(str::to_owned).collect() };
+    let failed = lines_of(&std::fs::read_to_string(&failed_path).unwrap());
+    let unknown = lines_of(&std::fs::read_to_string(&unknown_path).unwrap());
+    let stored = lines_of(&cli.ok(&["consume", "lines"], ""));
+    assert!(!failed.is_empty(), "{stderr}");
+    let stored_set: HashSet<&String> = stored.iter().collect();
+    assert_eq!(stored_set.len(), stored.len(), "a line stored twice");
+    assert!(
+        failed.iter().all(|line| !stored_set.contains(line)),
+        "a line in the failed-lines file is stored"
+    );
+    let mut all: HashSet<&String> = stored_set.clone();
+    all.extend(failed.iter());
+    all.extend(unknown.iter());
+    assert_eq!(
+        all.len() as u64,
+        TOTAL,
+        "every line is stored, failed or unknown"
+    );
+
+    let input: String = failed.iter().map(|line| format!("{line}\n")).collect();
+    cli.ok(&["produce", "lines"], &input);
+    let after = lines_of(&cli.ok(&["consume", "lines"], ""));
+    let mut counts: HashMap<&String, u32> = HashMap::new();
+    for line in &after {
+        *counts.entry(line).or_default() += 1;
+    }
+    assert!(
+        counts.values().all(|&count| count == 1),
+        "a line stored twice after the rerun"
+    );
+    for line in stored.iter().chain(&failed) {
+        assert_eq!(counts.get(line), Some(&1), "{line}");
+    }
+    println!(
+        "{} stored, {} failed then stored by the rerun, {} unknown",
+        stored.len(),
+        failed.len(),
+        unknown.len()
+    );
+    drop(gateway);
+    drop(node);
+}
+
 /// Issue 18, point 2: when the records in flight cannot be answered (the gateway is frozen),
 /// a second SIGINT ends the drain at once, with the summary of what is known.
 #[test]

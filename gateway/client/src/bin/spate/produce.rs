@@ -6,6 +6,12 @@
 //! for the records in flight, and prints one summary line: lines read, stored, failed, not
 //! known stored, and the last line up to which every line is stored. A second one exits at
 //! once (with the same summary, as far as it is known). Either way the exit status is 130.
+//!
+//! The producer is idempotent: records whose answer is lost are sent again until stored once
+//! or `--delivery-timeout-ms` passes. Lines that are surely not stored go to
+//! `--failed-lines FILE` (running `spate produce` again on that file is safe: within a
+//! partition nothing is stored after a failed batch), lines whose outcome stayed unknown to
+//! `--unknown-lines FILE`.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,6 +76,18 @@ pub struct ProduceArgs {
     /// (a second interrupt gives up at once).
     #[arg(long, value_name = "MS", default_value = "30000")]
     drain_timeout_ms: u64,
+    /// Give up on a record this long after its batch was sealed; until then a record whose
+    /// answer is lost (a gateway or node restart) is sent again and stored once.
+    #[arg(long, value_name = "MS", default_value = "120000")]
+    delivery_timeout_ms: u64,
+    /// Write each input line that is surely not stored to FILE (created or truncated), as
+    /// read: `spate produce TOPIC < FILE` then stores exactly those.
+    #[arg(long, value_name = "FILE")]
+    failed_lines: Option<std::path::PathBuf>,
+    /// Write each input line whose outcome is not known (its answer was lost and the
+    /// delivery timeout passed) to FILE.
+    #[arg(long, value_name = "FILE")]
+    unknown_lines: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -93,10 +111,52 @@ impl CompressionArg {
     }
 }
 
-/// One line's outcome on its way to the printer.
+/// One line's outcome on its way to the printer, with the line as read (shared with the
+/// record's key and value, not copied) for the failed-lines files.
 enum Outcome {
-    Sent(u64, Delivery),
-    Failed(u64, String),
+    Sent(u64, Delivery, Bytes),
+    Failed(u64, String, Bytes),
+}
+
+/// Where lines that are not stored are written.
+struct LineFiles {
+    failed: Option<std::fs::File>,
+    unknown: Option<std::fs::File>,
+}
+
+impl LineFiles {
+    fn open(args: &ProduceArgs) -> Result<LineFiles, String> {
+        let create = |path: &Option<std::path::PathBuf>| {
+            path.as_ref()
+                .map(|path| {
+                    std::fs::File::create(path)
+                        .map_err(|error| format!("cannot create {}: {error}", path.display()))
+                })
+                .transpose()
+        };
+        Ok(LineFiles {
+            failed: create(&args.failed_lines)?,
+            unknown: create(&args.unknown_lines)?,
+        })
+    }
+
+    /// Writes `line` to the file for its kind (unbuffered: an interrupted run keeps what it
+    /// wrote).
+    fn write(&mut self, unknown: bool, line: &[u8]) -> Result<(), String> {
+        let file = if unknown {
+            self.unknown.as_mut()
+        } else {
+            self.failed.as_mut()
+        };
+        let Some(file) = file else {
+            return Ok(());
+        };
+        let mut record = Vec::with_capacity(line.len() + 1);
+        record.extend_from_slice(line);
+        record.push(b'\n');
+        file.write_all(&record)
+            .map_err(|error| format!("cannot write a not-stored line: {error}"))
+    }
 }
 
 /// What happened to the input so far, shared with the printer so an interrupt can tell it
@@ -105,7 +165,10 @@ enum Outcome {
 struct Progress {
     read: AtomicU64,
     acknowledged: AtomicU64,
+    /// Surely not stored.
     failed: AtomicU64,
+    /// Given up with the outcome unknown (counted in `failed` too).
+    unknown: AtomicU64,
     /// Every line up to this one (counted from 1) is acknowledged; 0: none known.
     stored_through: AtomicU64,
 }
@@ -115,7 +178,11 @@ impl Progress {
     fn summary(&self) -> String {
         let read = self.read.load(Ordering::Relaxed);
         let acknowledged = self.acknowledged.load(Ordering::Relaxed);
-        let failed = self.failed.load(Ordering::Relaxed);
+        // Lines given up with their outcome unknown are not known stored, like those in flight.
+        let failed = self
+            .failed
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.unknown.load(Ordering::Relaxed));
         let unknown = read.saturating_sub(acknowledged + failed);
         let through = match self.stored_through.load(Ordering::Relaxed) {
             0 => "no line is known stored".to_owned(),
@@ -172,15 +239,22 @@ pub async fn run(client: &Client, args: &ProduceArgs) -> Result<(), Failure> {
         batch_bytes: args.batch_bytes,
         linger: Duration::from_millis(args.linger_ms),
         compression: args.compression.codec(),
+        delivery_timeout: Duration::from_millis(args.delivery_timeout_ms),
         ..ProducerConfig::default()
     };
+    let files = LineFiles::open(args)?;
     let producer = Producer::new(client, &args.topic, config)
         .await
         .map_err(|error| crate::describe(&error))?;
     let mut interrupts = Interrupts::new()?;
     let progress = Arc::new(Progress::default());
     let (outcomes, pending) = mpsc::channel(ACKS_PENDING_MAX);
-    let mut printer = tokio::spawn(print_acks(pending, args.report_acks, progress.clone()));
+    let mut printer = tokio::spawn(print_acks(
+        pending,
+        args.report_acks,
+        progress.clone(),
+        files,
+    ));
     let stop = Notify::new();
     let reading = read_lines(&producer, outcomes, args, &progress, &stop);
     tokio::pin!(reading);
@@ -240,8 +314,24 @@ pub async fn run(client: &Client, args: &ProduceArgs) -> Result<(), Failure> {
     flushed.map_err(|error| crate::describe(&error))?;
     let failed = progress.failed.load(Ordering::Relaxed);
     if failed > 0 {
+        let unknown = progress.unknown.load(Ordering::Relaxed);
+        let mut written = String::new();
+        if let Some(path) = &args.failed_lines {
+            written.push_str(&format!(
+                "; the {} lines surely not stored are in {}",
+                failed - unknown,
+                path.display()
+            ));
+        }
+        if let (Some(path), true) = (&args.unknown_lines, unknown > 0) {
+            written.push_str(&format!(
+                "; the {unknown} lines not known stored are in {}",
+                path.display()
+            ));
+        }
         return Err(Failure::Error(format!(
-            "{failed} of {} records were not acknowledged (first: {})",
+            "{failed} of {} records were not acknowledged, {unknown} of them may be stored \
+             (first: {}){written}",
             failed + progress.acknowledged.load(Ordering::Relaxed),
             first_failure.unwrap_or_default()
         )));
@@ -286,28 +376,31 @@ async fn read_lines(
             partition: args.partition,
             ..ProducerRecord::default()
         };
+        // One copy of the line; the key and value are slices of it.
+        let whole = Bytes::copy_from_slice(&line);
         let outcome = match separator {
-            Some(separator) => match split_key(&line, separator) {
+            Some(separator) => match split_key(&whole, separator) {
                 Some((key_end, value_start)) => {
-                    record.key = Some(Bytes::copy_from_slice(&line[..key_end]));
-                    record.value = Some(Bytes::copy_from_slice(&line[value_start..]));
+                    record.key = Some(whole.slice(..key_end));
+                    record.value = Some(whole.slice(value_start..));
                     None
                 }
                 None => Some(Outcome::Failed(
                     number,
                     "no key separator in the line".to_owned(),
+                    whole.clone(),
                 )),
             },
             None => {
-                record.value = Some(Bytes::copy_from_slice(&line));
+                record.value = Some(whole.clone());
                 None
             }
         };
         let outcome = match outcome {
             Some(failed) => failed,
             None => match producer.send(record).await {
-                Ok(delivery) => Outcome::Sent(number, delivery),
-                Err(error) => Outcome::Failed(number, crate::describe(&error)),
+                Ok(delivery) => Outcome::Sent(number, delivery, whole),
+                Err(error) => Outcome::Failed(number, crate::describe(&error), whole),
             },
         };
         if outcomes.send(outcome).await.is_err() {
@@ -323,6 +416,7 @@ async fn print_acks(
     mut pending: mpsc::Receiver<Outcome>,
     report: bool,
     progress: Arc<Progress>,
+    mut files: LineFiles,
 ) -> Result<Option<String>, String> {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
     let mut first_failure = None;
@@ -338,9 +432,9 @@ async fn print_acks(
                 }
             }
         };
-        let (number, result) = match outcome {
-            Outcome::Failed(number, message) => (number, Err(message)),
-            Outcome::Sent(number, mut delivery) => {
+        let (number, result, line) = match outcome {
+            Outcome::Failed(number, message, line) => (number, Err((false, message)), line),
+            Outcome::Sent(number, mut delivery, line) => {
                 let result = tokio::select! {
                     biased;
                     result = &mut delivery => result,
@@ -351,7 +445,10 @@ async fn print_acks(
                 };
                 (
                     number,
-                    result.map_err(|error: ClientError| crate::describe(&error)),
+                    result.map_err(|error: ClientError| {
+                        (error.outcome_unknown(), crate::describe(&error))
+                    }),
+                    line,
                 )
             }
         };
@@ -366,7 +463,11 @@ async fn print_acks(
                     progress.stored_through.store(number, Ordering::Relaxed);
                 }
             }
-            Err(message) => {
+            Err((unknown, message)) => {
+                files.write(unknown, &line)?;
+                if unknown {
+                    progress.unknown.fetch_add(1, Ordering::Relaxed);
+                }
                 let failed = progress.failed.fetch_add(1, Ordering::Relaxed) + 1;
                 if first_failure.is_none() {
                     first_failure = Some(format!("line {number}: {message}"));
