@@ -13,9 +13,13 @@
 //!   it is answered or `delivery_timeout` passes; the node stores what it lacks and answers the
 //!   rest with the offsets they already have, so nothing is stored twice or out of order.
 //!   At most `IN_FLIGHT_MAX` batches per partition are in flight (the node remembers a
-//!   producer's last five). When a batch fails for good, the batches of its partition sent
-//!   or built after it fail with it (the node refused them as out of order: nothing is stored
-//!   after a failed batch), and the partition goes on under a new producer id.
+//!   producer's last five), and only one until the partition acknowledged a batch of the
+//!   current producer id and epoch (a partition takes an unknown producer's first batch at
+//!   any sequence, so a second one must not overtake it). When a batch fails for good, the
+//!   batches of its partition sent or built after it fail with it (the node refused them as
+//!   out of order: nothing is stored after a failed batch), and the partition goes on under
+//!   the next epoch of the producer id, from sequence 0: the node then refuses the old
+//!   epoch's batches still on their way, so none is stored behind the new ones.
 //! - Not idempotent (`idempotent: false`): a batch is never sent twice. A batch whose answer
 //!   is lost may or may not be stored; its records fail with the error.
 //! - Records accepted but not yet answered are bounded by `buffer_bytes`: `send` waits for
@@ -270,12 +274,14 @@ impl Producer {
                     config,
                     reset: reset.clone(),
                     failed: None,
+                    confirmed: None,
                 };
                 tokio::spawn(sender.run(sealed));
                 Lane {
                     queue,
                     reset,
                     producer_id,
+                    epoch: 0,
                     next_sequence: 0,
                 }
             })
@@ -419,6 +425,7 @@ struct Lane {
     /// id at sequence 0.
     reset: Arc<AtomicBool>,
     producer_id: i64,
+    epoch: i16,
     next_sequence: i32,
 }
 
@@ -426,7 +433,8 @@ struct Lane {
 struct Sealed {
     /// The whole produce frame (its correlation id is rewritten for each send).
     frame: Bytes,
-    producer_id: i64,
+    /// Producer id and epoch (-1, -1 when not idempotent).
+    producer: (i64, i16),
     replies: Vec<(oneshot::Sender<Result<RecordMetadata, ClientError>>, i64)>,
     permits: Option<OwnedSemaphorePermit>,
     epoch: mpsc::Sender<()>,
@@ -609,24 +617,30 @@ impl Batcher {
         let record_count = builder.record_count();
         let lane = &mut self.lanes[partition as usize];
         if self.config.idempotent && lane.reset.swap(false, Ordering::AcqRel) {
-            // A batch failed for good: the node refused everything after it, and goes on
-            // with a new producer id.
-            match allocate_producer_id(&self.client).await {
-                Ok(id) => {
-                    lane.producer_id = id;
-                    lane.next_sequence = 0;
-                }
-                Err(error) => {
-                    lane.reset.store(true, Ordering::Release);
-                    fail(replies, &error);
-                    return;
+            // A batch failed for good: the node refused everything after it. The partition
+            // goes on under the next epoch (which fences the old one's batches still on their
+            // way), or a new producer id once the epochs are used up.
+            if lane.epoch < i16::MAX {
+                lane.epoch += 1;
+            } else {
+                match allocate_producer_id(&self.client).await {
+                    Ok(id) => {
+                        lane.producer_id = id;
+                        lane.epoch = 0;
+                    }
+                    Err(error) => {
+                        lane.reset.store(true, Ordering::Release);
+                        fail(replies, &error);
+                        return;
+                    }
                 }
             }
+            lane.next_sequence = 0;
         }
         let producer = if self.config.idempotent {
             ProducerFields {
                 producer_id: lane.producer_id,
-                producer_epoch: 0,
+                producer_epoch: lane.epoch,
                 base_sequence: lane.next_sequence,
             }
         } else {
@@ -656,7 +670,7 @@ impl Batcher {
         );
         let sealed = Sealed {
             frame,
-            producer_id: producer.producer_id,
+            producer: (producer.producer_id, producer.producer_epoch),
             replies,
             permits,
             epoch: self.epoch.0.clone(),
@@ -689,8 +703,12 @@ struct PartitionSender {
     partition: u32,
     config: ProducerConfig,
     reset: Arc<AtomicBool>,
-    /// A producer id whose batch failed for good, and why: its later batches fail too.
-    failed: Option<(i64, ClientError)>,
+    /// A producer id and epoch whose batch failed for good, and why: its later batches fail
+    /// too.
+    failed: Option<((i64, i16), ClientError)>,
+    /// The producer id and epoch of which this partition acknowledged a batch: until then
+    /// one batch is in flight at a time.
+    confirmed: Option<(i64, i16)>,
 }
 
 impl PartitionSender {
@@ -701,7 +719,7 @@ impl PartitionSender {
         let mut open = true;
         loop {
             // Send what waits, up to the limit, in order.
-            while in_flight.len() < IN_FLIGHT_MAX {
+            while in_flight.len() < self.window(&in_flight, &waiting) {
                 let Some(next) = waiting.pop_front() else {
                     break;
                 };
@@ -711,6 +729,10 @@ impl PartitionSender {
                             sealed: next,
                             submitted,
                         }),
+                        Err(error) if !self.config.idempotent => {
+                            // Never sent: it fails alone, surely not stored.
+                            fail_sealed(next, &error);
+                        }
                         Err(error) => {
                             waiting.push_front(next);
                             self.retry_or_fail(error, &mut waiting, &mut in_flight, &mut backoff)
@@ -720,7 +742,8 @@ impl PartitionSender {
                     }
                 }
             }
-            let room = open && waiting.is_empty() && in_flight.len() < IN_FLIGHT_MAX;
+            let room =
+                open && waiting.is_empty() && in_flight.len() < self.window(&in_flight, &waiting);
             let Some(front) = in_flight.front_mut() else {
                 if !waiting.is_empty() {
                     continue;
@@ -749,6 +772,7 @@ impl PartitionSender {
             match answer {
                 Ok(Response::Produce(produced)) => {
                     backoff = RETRY_BACKOFF_MIN;
+                    self.confirmed = Some(flight.sealed.producer);
                     let Sealed {
                         replies,
                         permits,
@@ -778,15 +802,38 @@ impl PartitionSender {
         }
     }
 
-    /// Sends a sealed batch's frame under a fresh correlation id.
+    /// How many batches may be in flight: `IN_FLIGHT_MAX`, or one while the next batch's
+    /// producer id and epoch have no acknowledged batch in this partition.
+    fn window(&self, in_flight: &VecDeque<Flight>, waiting: &VecDeque<Sealed>) -> usize {
+        let next = in_flight
+            .front()
+            .map(|flight| flight.sealed.producer)
+            .or_else(|| waiting.front().map(|sealed| sealed.producer));
+        match next {
+            Some(producer) if self.config.idempotent && self.confirmed != Some(producer) => 1,
+            _ => IN_FLIGHT_MAX,
+        }
+    }
+
+    /// Sends a sealed batch's frame under a fresh correlation id; gives up when the batch's
+    /// delivery timeout passes while the lane is full (a gateway that stopped reading).
     async fn submit(&self, sealed: &mut Sealed) -> Result<Submitted, ClientError> {
-        self.client.submit_produce_frame(&mut sealed.frame).await
+        let deadline = sealed.sealed_at + self.config.delivery_timeout;
+        match tokio::time::timeout_at(
+            deadline,
+            self.client.submit_produce_frame(&mut sealed.frame),
+        )
+        .await
+        {
+            Ok(submitted) => submitted,
+            Err(_) => Err(ClientError::Timeout(self.config.delivery_timeout)),
+        }
     }
 
     /// A batch of a producer id whose earlier batch failed for good fails with it.
     fn refuse_after_failure(&self, sealed: Sealed) -> Option<Sealed> {
         match &self.failed {
-            Some((id, error)) if *id == sealed.producer_id && *id >= 0 => {
+            Some((producer, error)) if *producer == sealed.producer && producer.0 >= 0 => {
                 fail(sealed.replies, error);
                 None
             }
@@ -804,8 +851,10 @@ impl PartitionSender {
         in_flight: &mut VecDeque<Flight>,
         backoff: &mut Duration,
     ) {
-        let curable = error.is_retriable()
-            || error.code() == Some(spate_proto::ErrorCode::OutOfOrderSequence);
+        // OutOfOrderSequence is not curable: only the front's answer is looked at, and every
+        // batch before it was acknowledged, so the gap is real (records acknowledged at
+        // `none` lost in a crash) and a resend would meet it again.
+        let curable = error.is_retriable();
         if error.outcome_unknown() {
             // The front's answer was lost; so may the answers of those sent after it be.
             for flight in in_flight.iter_mut() {
@@ -848,18 +897,18 @@ impl PartitionSender {
         waiting: &mut VecDeque<Sealed>,
         in_flight: &mut VecDeque<Flight>,
     ) {
-        let producer_id = in_flight
+        let producer = in_flight
             .front()
-            .map(|flight| flight.sealed.producer_id)
-            .or_else(|| waiting.front().map(|sealed| sealed.producer_id));
+            .map(|flight| flight.sealed.producer)
+            .or_else(|| waiting.front().map(|sealed| sealed.producer));
         for flight in in_flight.drain(..) {
             fail_sealed(flight.sealed, error);
         }
         for sealed in waiting.drain(..) {
             fail_sealed(sealed, error);
         }
-        if let Some(id) = producer_id.filter(|id| *id >= 0) {
-            self.failed = Some((id, error.clone()));
+        if let Some(producer) = producer.filter(|producer| producer.0 >= 0) {
+            self.failed = Some((producer, error.clone()));
             self.reset.store(true, Ordering::Release);
         }
     }

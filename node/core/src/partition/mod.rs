@@ -154,6 +154,10 @@ enum Maintenance {
     Io(Vec<IoRequest>),
     /// The log-start marker for this offset is durable: move the log start.
     MoveStart(Offset),
+    /// Retention's removal of the segments below this offset is durable: forget the
+    /// producers whose last batch lies below it (before, a crash could bring the segments
+    /// back while a newer producer snapshot lacks those producers).
+    ForgetProducersBelow(Offset),
 }
 
 /// The state machine of one partition's log.
@@ -653,12 +657,16 @@ impl PartitionLog {
     fn roll(&mut self, now: Millis) {
         let base = self.next_offset;
         self.producers.expire(now, self.config.producer_expiry_ms);
-        let snapshot = Bytes::from(self.producers.encode());
+        let sealed_already = self.segments.back().is_some_and(|active| active.finalized);
+        let snapshot = (!sealed_already).then(|| Bytes::from(self.producers.encode()));
         if let Some(active) = self.segments.back_mut() {
             active.seal_time_index();
             // The producers as of the end of the segment: written with its indexes when it is
-            // sealed, so recovery replays only the segments after it.
-            active.producer_snapshot = Some(snapshot);
+            // sealed, so recovery replays only the segments after it. A segment recovered
+            // sealed has its snapshot on disk already (recovery wrote it).
+            if snapshot.is_some() {
+                active.producer_snapshot = snapshot;
+            }
         }
         self.segments.push_back(Segment::new(base));
         self.events.push_back(LogEvent::SegmentRolled { base });

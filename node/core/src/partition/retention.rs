@@ -64,11 +64,13 @@ impl PartitionLog {
                 .push_back(Maintenance::Io(removes.to_vec()));
             let sync = IoRequest::SyncDir { id: self.io_id() };
             self.maintenance.push_back(Maintenance::Io(vec![sync]));
+            let next = self.segments[0].base;
+            self.maintenance
+                .push_back(Maintenance::ForgetProducersBelow(next));
             deleted += 1;
         }
         if deleted > 0 {
             self.log_start = self.log_start.max(self.segments[0].base);
-            self.producers.forget_below(self.log_start);
             self.tail.drop_segments_below(self.segments[0].base);
             self.start_maintenance();
             self.events.push_back(LogEvent::SegmentsDeleted {
@@ -162,6 +164,10 @@ impl PartitionLog {
                 None => return,
                 Some(Maintenance::MoveStart(offset)) => {
                     self.move_start(offset);
+                    continue;
+                }
+                Some(Maintenance::ForgetProducersBelow(offset)) => {
+                    self.producers.forget_below(offset);
                     continue;
                 }
                 Some(Maintenance::Io(requests)) => requests,

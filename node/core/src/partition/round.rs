@@ -295,6 +295,8 @@ impl PartitionLog {
             PhaseKind::Seal => {
                 let segment = &mut self.segments[index];
                 segment.finalized = true;
+                // Written with the index files: memory is not held for every sealed segment.
+                segment.producer_snapshot = None;
                 segment.buffer = WriteBuffer::at(segment.size, &[]);
             }
         }
