@@ -8,6 +8,7 @@
 //! run the storage requests. See `docs/ARCHITECTURE.md` and `docs/format/segment.md`.
 
 pub mod config;
+pub mod group;
 pub mod partition;
 pub mod producers;
 pub mod recovery;
