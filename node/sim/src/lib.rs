@@ -3,9 +3,11 @@
 //! seeded workload driver that checks the log's promises after every step. A failing run
 //! prints its seed; the same seed replays it exactly.
 
+pub mod groups;
 pub mod rng;
 pub mod storage;
 pub mod workload;
 
+pub use groups::{run_group_seed, run_group_seeds, GroupReport};
 pub use storage::{Fault, SimStorage};
 pub use workload::{run_seed, run_seeds, Failure, Op, Options, RunReport, Simulation};

@@ -3,7 +3,7 @@
 
 #![allow(clippy::print_stderr)]
 
-use spate_sim::{run_seed, run_seeds, Options};
+use spate_sim::{run_group_seeds, run_seed, run_seeds, Options};
 
 /// Seeds the default suite runs. A failure prints the seed that replays it.
 const SEEDS: u64 = 300;
@@ -36,6 +36,25 @@ fn replay() {
         .expect("a number");
     match run_seed(seed, Options::default()) {
         Ok(report) => eprintln!("seed {seed} passed: {report:?}"),
+        Err(failure) => panic!("{failure}"),
+    }
+}
+
+/// The consumer-group state machine (`spate_core::group`) under clients that join, sync,
+/// heartbeat, commit, leave, die and come back, and coordinator restarts.
+#[test]
+fn group_seeds_keep_every_promise() {
+    match run_group_seeds(0, 2_000, 400) {
+        Ok(total) => {
+            eprintln!("{total:?}");
+            assert!(total.generations > 1_000, "{total:?}");
+            assert!(total.stable_reached > 1_000, "{total:?}");
+            assert!(total.coordinator_restarts > 100, "{total:?}");
+            assert!(
+                total.commits_allowed > 0 && total.commits_refused > 0,
+                "{total:?}"
+            );
+        }
         Err(failure) => panic!("{failure}"),
     }
 }
