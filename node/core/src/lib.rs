@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod group;
+pub mod offsets;
 pub mod partition;
 pub mod producers;
 pub mod recovery;
