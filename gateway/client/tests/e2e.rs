@@ -766,6 +766,114 @@ fn failed_lines_are_written_out_and_a_rerun_of_them_fills_the_gap() {
     drop(node);
 }
 
+/// Issue 18, point 3: the gateway is killed (`kill -9`) mid-produce and started again a
+/// second later: the idempotent producer resends what was unanswered, `spate produce` exits 0
+/// and the topic holds exactly the input, once.
+#[test]
+fn a_gateway_kill_mid_produce_stores_the_input_exactly_once() {
+    let dir = data_dir("gateway-kill-produce");
+    let node = Node::start(&dir, 2, 0);
+    let port = free_ports(1);
+    let listen = format!("127.0.0.1:{port}");
+    let mut gateway = Gateway::start(&dir, node.endpoints[0], &listen);
+    let cli = Cli {
+        gateway: gateway.address,
+        cert: gateway.cert.clone(),
+    };
+    cli.ok(&["topic", "create", "lines", "--partitions", "2"], "");
+    let mut child = cli.spawn(&["produce", "lines", "--linger-ms", "1"]);
+    const TOTAL: u64 = 100_000;
+    let mut stdin = child.stdin.take().unwrap();
+    let (killed, resume) = mpsc::channel::<()>();
+    let writer = std::thread::spawn(move || {
+        for number in 1..=TOTAL {
+            if number == 50_001 {
+                resume.recv().unwrap();
+            }
+            stdin
+                .write_all(format!("line-{number}\n").as_bytes())
+                .unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    gateway.process.kill();
+    killed.send(()).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    gateway = Gateway::start(&dir, node.endpoints[0], &listen);
+    writer.join().unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(output.status.success(), "{stderr}");
+    let stored = cli.ok(&["consume", "lines"], "");
+    let mut seen = HashSet::new();
+    for line in stored.lines() {
+        let number: u64 = line.trim_start_matches("line-").parse().unwrap();
+        assert!(seen.insert(number), "line {number} stored twice");
+    }
+    assert_eq!(seen.len() as u64, TOTAL, "every line stored");
+    drop(gateway);
+    drop(node);
+}
+
+/// The README's "what to try next": `spate up` stopped (SIGTERM) in the middle of a
+/// `spate produce` and started again; the producer waits, resends what was unanswered and
+/// every line is stored exactly once.
+#[test]
+fn a_produce_rides_out_a_restart_of_spate_up() {
+    let dir = data_dir("up-restart-produce");
+    let port = free_ports(1);
+    let start = || {
+        let mut up = Process::spawn(
+            Command::new(binary("spate"))
+                .args([
+                    "up",
+                    "--gateway",
+                    &format!("127.0.0.1:{port}"),
+                    "--shards",
+                    "2",
+                ])
+                .args(["--kafka-listen", "127.0.0.1:0"])
+                .arg("--data-dir")
+                .arg(dir.join("data")),
+            dir.join("up.log"),
+        );
+        let (gateway, cert) = parse_gateway_line(&up.line("gateway listening on "));
+        up.line("spate is up");
+        (up, Cli { gateway, cert })
+    };
+    let (mut up, cli) = start();
+    cli.ok(&["topic", "create", "lines", "--partitions", "2"], "");
+    let mut child = cli.spawn(&["produce", "lines", "--linger-ms", "1"]);
+    const TOTAL: u64 = 60_000;
+    let mut stdin = child.stdin.take().unwrap();
+    let (restarted, resume) = mpsc::channel::<()>();
+    let writer = std::thread::spawn(move || {
+        for number in 1..=TOTAL {
+            if number == 30_001 {
+                resume.recv().unwrap();
+            }
+            stdin
+                .write_all(format!("line-{number}\n").as_bytes())
+                .unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(up.terminate().success());
+    let (mut up, _) = start();
+    restarted.send(()).unwrap();
+    writer.join().unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(output.status.success(), "{stderr}");
+    let stored = cli.ok(&["consume", "lines"], "");
+    let mut seen = HashSet::new();
+    for line in stored.lines() {
+        assert!(seen.insert(line.to_owned()), "{line} stored twice");
+    }
+    assert_eq!(seen.len() as u64, TOTAL, "every line stored");
+    assert!(up.terminate().success());
+}
+
 /// Issue 18, point 2: when the records in flight cannot be answered (the gateway is frozen),
 /// a second SIGINT ends the drain at once, with the summary of what is known.
 #[test]

@@ -23,7 +23,13 @@ pub const CA_CERT_DEFAULT: &str = "./spate-data/tls/cert.pem";
 
 /// Spate command-line tool: start Spate locally, manage topics, produce and consume records.
 #[derive(Debug, Parser)]
-#[command(name = "spate", version, about, long_about = None)]
+#[command(
+    name = "spate",
+    version,
+    about = "Spate command-line tool: start Spate locally, manage topics, produce and consume records.",
+    long_about = None,
+    after_help = "Examples:\n  spate up                                 # Spate here, with a development certificate\n  spate topic create clicks --partitions 4\n  seq 1000 | spate produce clicks          # one record per line\n  spate consume clicks --follow            # print records as they arrive\n\nExit status: 0 success, 1 failure (one `spate: error: ...` line on stderr), 2 unusable\narguments, 130 interrupted (`produce` drains first). Reference: docs/cli.md."
+)]
 struct Cli {
     /// Gateway address (for `up`: the address to listen on).
     #[arg(
@@ -48,13 +54,22 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a node and a gateway here with default settings until Ctrl-C.
+    #[command(
+        after_help = "Examples:\n  spate up                             # data in ./spate-data, QUIC on 127.0.0.1:7447, Kafka on 127.0.0.1:9092\n  spate up --data-dir /var/tmp/spate   # another data directory\n\nOther `spate` commands run from the same directory trust its development certificate\n(./spate-data/tls/cert.pem) without flags."
+    )]
     Up(up::UpArgs),
     /// Create, list, describe and delete topics.
     #[command(subcommand)]
     Topic(topic::TopicCommand),
     /// Send newline-delimited records from stdin to a topic.
+    #[command(
+        after_help = "Examples:\n  tail -F app.log | spate produce logs                  # ship a log, one record per line\n  printf 'sensor-7:21.5\\n' | spate produce readings --key-separator :\n  spate produce clicks --report-acks < events.txt > acks.tsv\n  spate produce clicks --failed-lines failed.txt < events.txt || spate produce clicks < failed.txt\n\nRecords whose answer is lost (a gateway or node restart) are sent again and stored once.\nCtrl-C stops reading, waits for the records in flight and says what is stored."
+    )]
     Produce(produce::ProduceArgs),
     /// Print records of a topic to stdout, one per line.
+    #[command(
+        after_help = "Examples:\n  spate consume clicks                       # everything stored, then stop\n  spate consume clicks --follow              # and keep printing new records\n  spate consume clicks --from latest --follow\n  spate consume clicks --from @1767225600000 --count 10   # from a time (ms)\n  spate consume clicks --format json         # key, value, headers, offset, timestamp"
+    )]
     Consume(consume::ConsumeArgs),
 }
 

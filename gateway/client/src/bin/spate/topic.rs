@@ -9,6 +9,9 @@ use spate_client::{Client, Setting};
 #[derive(Debug, Subcommand)]
 pub enum TopicCommand {
     /// Create a topic.
+    #[command(
+        after_help = "Examples:\n  spate topic create clicks --partitions 4\n  spate topic create audit --partitions 1 --retention-ms unlimited\n  spate topic create metrics --partitions 8 --retention-ms 86400000 --retention-bytes 10737418240"
+    )]
     Create {
         name: String,
         /// Number of partitions (fixed for the topic's life).
@@ -23,6 +26,9 @@ pub enum TopicCommand {
         retention_bytes: Option<Setting>,
     },
     /// Change a topic's retention (settings not given stay as they are).
+    #[command(
+        after_help = "Examples:\n  spate topic alter clicks --retention-ms 3600000     # keep one hour\n  spate topic alter clicks --retention-bytes default  # back to the node's setting"
+    )]
     Alter {
         name: String,
         /// Delete records older than this, in ms; `unlimited`; or `default` (the node's).
@@ -34,11 +40,16 @@ pub enum TopicCommand {
         retention_bytes: Option<Setting>,
     },
     /// List topics with their partition counts and retention.
+    #[command(after_help = "Example:\n  spate topic list")]
     List,
     /// Show a topic's partitions: owner shard, log start offset, high watermark.
+    #[command(after_help = "Example:\n  spate topic describe clicks")]
     Describe { name: String },
     /// Delete the records before an offset (the partition's log start moves there; Kafka's
     /// DeleteRecords). Prints each partition's log start after the move.
+    #[command(
+        after_help = "Examples:\n  spate topic trim clicks --before 1000              # every partition\n  spate topic trim clicks --before end --partition 0  # empty partition 0"
+    )]
     Trim {
         name: String,
         /// Delete the records before this offset, or `end`: all records (up to the high
@@ -50,6 +61,7 @@ pub enum TopicCommand {
         partitions: Vec<u32>,
     },
     /// Delete a topic and all its records.
+    #[command(after_help = "Example:\n  spate topic delete clicks")]
     Delete { name: String },
 }
 
