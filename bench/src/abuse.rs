@@ -146,6 +146,7 @@ impl GatewayProcess {
                 address,
                 cert,
                 server_name: "localhost".into(),
+                made: Default::default(),
             },
         })
     }

@@ -13,6 +13,9 @@ pub struct Target {
     pub address: SocketAddr,
     pub cert: PathBuf,
     pub server_name: String,
+    /// The topics this benchmark made there (deleted at the end on a gateway the user gave,
+    /// unless `--keep`).
+    pub made: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 /// A node and a gateway running in this process; stopped on drop.
@@ -93,6 +96,7 @@ impl Local {
                 address: gateway.local_addr,
                 cert: gateway.cert_path.clone(),
                 server_name: "localhost".into(),
+                made: Default::default(),
             },
             kafka: gateway.kafka.as_ref().map(|kafka| kafka.local_addr),
             node: Some(node),
@@ -131,7 +135,30 @@ impl Target {
         client
             .create_topic(topic, partitions, Setting::Unlimited, Setting::Unlimited)
             .await
-            .map_err(|error| format!("cannot create topic {topic}: {error}"))
+            .map_err(|error| format!("cannot create topic {topic}: {error}"))?;
+        if let Ok(mut made) = self.made.lock() {
+            made.insert(topic.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Deletes the topics this benchmark made; returns what could not be deleted.
+    pub async fn clean_up(&self) -> Vec<String> {
+        let made: Vec<String> = self
+            .made
+            .lock()
+            .map(|mut made| std::mem::take(&mut *made).into_iter().collect())
+            .unwrap_or_default();
+        let mut left = Vec::new();
+        let Ok(client) = self.client().await else {
+            return made;
+        };
+        for topic in made {
+            if let Err(error) = client.delete_topic(&topic).await {
+                left.push(format!("{topic} ({error})"));
+            }
+        }
+        left
     }
 }
 

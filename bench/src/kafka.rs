@@ -36,6 +36,8 @@ pub struct Broker {
     pub bootstrap: String,
     /// Started by this benchmark (a Spate in this process), rather than given by the user.
     pub local: bool,
+    /// Keep the topics a run makes (`--keep`; always for a local broker, which goes away).
+    pub keep: bool,
 }
 
 /// Kafka's `acks`.

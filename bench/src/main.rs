@@ -58,6 +58,10 @@ struct Cli {
     /// CA certificate of `--gateway`. [default: ./spate-data/tls/cert.pem]
     #[arg(long, global = true, value_name = "PATH")]
     ca_cert: Option<PathBuf>,
+    /// With `--gateway` or `--bootstrap`: keep the topics the benchmark made there (by
+    /// default they are deleted when it ends).
+    #[arg(long, global = true)]
+    keep: bool,
     /// Run the Kafka scenarios against this Kafka-compatible broker (librdkafka's
     /// `bootstrap.servers`) instead of the Kafka listener of a Spate started in this process.
     #[arg(long, global = true, value_name = "HOST:PORT")]
@@ -164,9 +168,17 @@ impl Under {
         }
     }
 
-    async fn stop(self) {
-        if let Under::Local(local) = self {
-            (*local).stop().await;
+    /// Stops a Spate this benchmark started; on a gateway the user gave, deletes the topics
+    /// the benchmark made unless `keep`.
+    async fn stop(self, keep: bool) {
+        match self {
+            Under::Local(local) => (*local).stop().await,
+            Under::Remote(target) if !keep => {
+                for left in target.clean_up().await {
+                    say(format!("could not delete the benchmark's topic {left}"));
+                }
+            }
+            Under::Remote(_) => {}
         }
     }
 }
@@ -178,6 +190,7 @@ impl Cli {
             return Ok(Broker {
                 bootstrap: bootstrap.clone(),
                 local: false,
+                keep: self.keep,
             });
         }
         match under {
@@ -186,6 +199,7 @@ impl Cli {
                 .map(|address| Broker {
                     bootstrap: address.to_string(),
                     local: true,
+                    keep: true,
                 })
                 .ok_or_else(|| "the gateway started without its Kafka listener".to_owned()),
             Some(Under::Remote(_)) => Err(
@@ -205,6 +219,7 @@ impl Cli {
                     .clone()
                     .unwrap_or_else(|| PathBuf::from("./spate-data/tls/cert.pem")),
                 server_name: "localhost".into(),
+                made: Default::default(),
             })),
             None => Local::start(&self.data_dir, None)
                 .await
@@ -752,7 +767,7 @@ fn execute(cli: &Cli) -> Result<Report, String> {
         }
     }
     if let Some(under) = under {
-        runtime.block_on(under.stop());
+        runtime.block_on(under.stop(cli.keep));
     }
     ratios(&mut report);
     Ok(report)

@@ -491,6 +491,31 @@ fn run_producers(
     Ok(merged)
 }
 
+/// Deletes a topic a run made on a broker the user gave, unless `--keep` (a failure is only
+/// reported: the run's figures stand).
+fn clean_up(runtime: &Runtime, broker: &Broker, topic: &str) {
+    if broker.local || broker.keep {
+        return;
+    }
+    let deleted = client_config(broker)
+        .create::<AdminClient<DefaultClientContext>>()
+        .map_err(|error| error.to_string())
+        .and_then(|admin| {
+            let options = AdminOptions::new()
+                .request_timeout(Some(REQUEST_TIMEOUT))
+                .operation_timeout(Some(REQUEST_TIMEOUT));
+            runtime
+                .block_on(admin.delete_topics(&[topic], &options))
+                .map_err(|error| error.to_string())
+        });
+    if let Err(error) = deleted {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("could not delete the benchmark's topic {topic}: {error}");
+        }
+    }
+}
+
 /// Deletes `topic` if it exists, creates it with `partitions` partitions and waits until
 /// every partition has a leader.
 fn fresh_topic(
@@ -670,6 +695,7 @@ pub fn produce(
     };
     run.latency
         .push(Latency::from_histogram(what, &produced.latency));
+    clean_up(runtime, broker, topic);
     Ok(run)
 }
 
@@ -815,6 +841,7 @@ pub fn consume(
     CpuTime::since(cpu).record(&mut run);
     run.errors = consumer.context().errors.load(Ordering::Relaxed);
     run.timeline = timeline;
+    clean_up(runtime, broker, topic);
     Ok(run)
 }
 
