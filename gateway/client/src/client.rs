@@ -34,8 +34,13 @@ pub const LANE_QUEUE_MAX: usize = 256;
 /// lane holds at most the gateway's per-stream limit of parked long polls.
 pub const FETCH_LANES: u32 = 8;
 
-/// How long connecting (QUIC and TLS handshakes) may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connecting (QUIC and TLS handshakes) may take. QUIC over UDP learns nothing from
+/// a port nobody listens on (quinn does not surface ICMP), so a wrong address is only known
+/// by this deadline: 2 s, so a mistyped address is named quickly, yet long enough for one
+/// retransmission of the first packet (quinn's first probe timeout is about 1 s) on a lossy
+/// path. The SDK retries a failed connection where it retries requests (producers,
+/// consumers), so a slow handshake costs a retry, not an error.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Deadline of a request that does not wait at the server; a fetch gets its `max_wait` on top.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

@@ -874,6 +874,30 @@ fn a_produce_rides_out_a_restart_of_spate_up() {
     assert!(up.terminate().success());
 }
 
+/// Issue 18, point 7: a wrong address (nothing listens on that UDP port) is answered within
+/// about 2 s, naming the address and what to check.
+#[test]
+fn a_wrong_gateway_address_is_named_fast() {
+    // A real gateway's certificate, and an address where no gateway listens.
+    let (_node, _gateway, real) = cli_cluster("wrong-address", 1, "t", 1);
+    let port = free_ports(1);
+    let address = format!("127.0.0.1:{port}");
+    let cli = Cli {
+        gateway: address.parse().unwrap(),
+        cert: real.cert.clone(),
+    };
+    let started = Instant::now();
+    let stderr = cli.fails(&["topic", "list"], "");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "took {took:?}: {stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "spate: error: no Spate gateway answered at {address} (QUIC, UDP) within 2 s"
+        )),
+        "{stderr}"
+    );
+}
+
 /// Issue 18, point 2: when the records in flight cannot be answered (the gateway is frozen),
 /// a second SIGINT ends the drain at once, with the summary of what is known.
 #[test]

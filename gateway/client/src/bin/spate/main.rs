@@ -106,6 +106,17 @@ pub fn notice(message: impl std::fmt::Display) {
 /// name, such as `Storage` or `UnknownTopic`, is for programs), prefixed where the words alone
 /// would not say what failed; any other error as it is.
 pub fn describe(error: &ClientError) -> String {
+    if let ClientError::Connect {
+        address,
+        source: spate_client::ConnectError::HandshakeTimeout(waited),
+    } = error
+    {
+        return format!(
+            "no Spate gateway answered at {address} (QUIC, UDP) within {} s; is it running, and \
+             is that its address (--gateway, SPATE_GATEWAY)?",
+            waited.as_secs()
+        );
+    }
     let ClientError::Server(answer) = error else {
         return error.to_string();
     };
@@ -153,7 +164,7 @@ impl Cli {
                 ClientError::Certificate { .. } if self.ca_cert.is_none() => format!(
                     "{error} (start Spate with `spate up`, or give the gateway's CA with --ca-cert)"
                 ),
-                other => other.to_string(),
+                other => describe(&other),
             })
     }
 }
