@@ -884,7 +884,7 @@ fn a_wrong_gateway_address_is_named_fast() {
     let address = format!("127.0.0.1:{port}");
     let cli = Cli {
         gateway: address.parse().unwrap(),
-        cert: real.cert.clone(),
+        cert: real.cert,
     };
     let started = Instant::now();
     let stderr = cli.fails(&["topic", "list"], "");
