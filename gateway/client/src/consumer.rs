@@ -48,6 +48,31 @@ pub enum StartPosition {
     Offset(u64),
     /// The first record whose timestamp is at least this (ms since the epoch).
     Timestamp(i64),
+    /// This many records before the high watermark (the log start if fewer are kept).
+    FromEnd(u64),
+}
+
+/// Where a consumer stops reading a partition (`ConsumerConfig::until`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndPosition {
+    /// Before this offset.
+    Offset(u64),
+    /// Before the first record whose timestamp is at least this (ms since the epoch).
+    Timestamp(i64),
+}
+
+/// What a consumer does when its offset is outside the partition's `[log start, high
+/// watermark]` (a start past the end, or records removed by retention while it lagged):
+/// Kafka's `auto.offset.reset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OffsetReset {
+    /// Go on from the log start.
+    Earliest,
+    /// Go on from the high watermark.
+    Latest,
+    /// Fail the partition with `OffsetOutOfRange` (the default: nothing is skipped silently).
+    #[default]
+    Error,
 }
 
 /// Settings of a [`Consumer`].
@@ -61,6 +86,11 @@ pub struct ConsumerConfig {
     /// Stop each partition at the high watermark it had when the consumer started; `next`
     /// then returns `None` once every partition got there. [default: false (follow)]
     pub stop_at_end: bool,
+    /// Stop each partition here (with `stop_at_end`, at whichever comes first).
+    /// [default: none]
+    pub until: Option<EndPosition>,
+    /// An offset outside the partition's records. [default: `OffsetReset::Error`]
+    pub offset_reset: OffsetReset,
 }
 
 impl Default for ConsumerConfig {
@@ -70,6 +100,8 @@ impl Default for ConsumerConfig {
             max_wait: Duration::from_millis(500),
             max_bytes: 1 << 20,
             stop_at_end: false,
+            until: None,
+            offset_reset: OffsetReset::Error,
         }
     }
 }
@@ -129,9 +161,31 @@ impl Consumer {
         partitions: Option<Vec<u32>>,
         config: ConsumerConfig,
     ) -> Result<Consumer, ClientError> {
+        let starts = partitions.map(|partitions| {
+            partitions
+                .into_iter()
+                .map(|partition| (partition, config.start))
+                .collect()
+        });
+        Consumer::starting_at(client, topic, starts, config).await
+    }
+
+    /// Reads each listed partition of `topic` from its own start (every partition from
+    /// `config.start` when `None`).
+    pub async fn starting_at(
+        client: &Client,
+        topic: &str,
+        starts: Option<Vec<(u32, StartPosition)>>,
+        config: ConsumerConfig,
+    ) -> Result<Consumer, ClientError> {
         let metadata = client.topic(topic).await?;
         let count = u32::try_from(metadata.partitions.len()).unwrap_or(u32::MAX);
-        let partitions = partitions.unwrap_or_else(|| (0..count).collect());
+        let starts = starts.unwrap_or_else(|| {
+            (0..count)
+                .map(|partition| (partition, config.start))
+                .collect()
+        });
+        let partitions: Vec<u32> = starts.iter().map(|(partition, _)| *partition).collect();
         if let Some(missing) = partitions.iter().find(|partition| **partition >= count) {
             return Err(ClientError::NoSuchPartition {
                 topic: topic.to_owned(),
@@ -141,11 +195,12 @@ impl Consumer {
         }
         let (sender, chunks) = mpsc::channel(CHUNKS_BUFFERED_MAX);
         let mut tasks = Vec::with_capacity(partitions.len());
-        for partition in &partitions {
+        for (partition, start) in &starts {
             let reader = PartitionReader {
                 client: client.clone(),
                 topic: topic.to_owned(),
                 partition: *partition,
+                start: *start,
                 config,
                 sender: sender.clone(),
             };
@@ -201,6 +256,7 @@ struct PartitionReader {
     client: Client,
     topic: String,
     partition: u32,
+    start: StartPosition,
     config: ConsumerConfig,
     sender: mpsc::Sender<Chunk>,
 }
@@ -250,20 +306,61 @@ impl PartitionReader {
             .map(|listed| listed.offset)
     }
 
+    /// Where `offset_reset` goes for an offset out of range, or the error.
+    async fn reset(&self, offset: u64, error: ClientError) -> Result<u64, ClientError> {
+        match self.config.offset_reset {
+            OffsetReset::Earliest => self.list(OffsetSpec::Earliest).await,
+            OffsetReset::Latest => self.list(OffsetSpec::Latest).await,
+            OffsetReset::Error => {
+                tracing::debug!(partition = self.partition, offset, "offset out of range");
+                Err(error)
+            }
+        }
+    }
+
     async fn read(&self) -> Result<(), ClientError> {
-        let mut offset = match self.config.start {
+        let mut offset = match self.start {
             StartPosition::Earliest => self.list(OffsetSpec::Earliest).await?,
             StartPosition::Latest => self.list(OffsetSpec::Latest).await?,
             StartPosition::Offset(offset) => offset,
             StartPosition::Timestamp(timestamp) => {
                 self.list(OffsetSpec::Timestamp(timestamp)).await?
             }
+            StartPosition::FromEnd(count) => {
+                let latest = self.list(OffsetSpec::Latest).await?;
+                let earliest = self.list(OffsetSpec::Earliest).await?;
+                latest.saturating_sub(count).max(earliest)
+            }
         };
-        let end = if self.config.stop_at_end {
+        // A start outside the records is treated the same with and without a stop at the
+        // end: by `offset_reset`.
+        if let StartPosition::Offset(start) = self.start {
+            let earliest = self.list(OffsetSpec::Earliest).await?;
+            let latest = self.list(OffsetSpec::Latest).await?;
+            if start < earliest || start > latest {
+                let error = ClientError::Server(spate_proto::ErrorResponse::new(
+                    ErrorCode::OffsetOutOfRange,
+                    format!(
+                        "offset {start} is outside the partition's records [{earliest}, {latest}]"
+                    ),
+                ));
+                offset = self.reset(start, error).await?;
+            }
+        }
+        let mut end = if self.config.stop_at_end {
             Some(self.list(OffsetSpec::Latest).await?)
         } else {
             None
         };
+        // A time end is met at the first record at or after it (also one produced later).
+        let mut until_time = None;
+        match self.config.until {
+            Some(EndPosition::Offset(until)) => {
+                end = Some(end.map_or(until, |end| end.min(until)));
+            }
+            Some(EndPosition::Timestamp(until)) => until_time = Some(until),
+            None => {}
+        }
         let max_wait_ms = u32::try_from(self.config.max_wait.as_millis()).unwrap_or(u32::MAX);
         loop {
             if end.is_some_and(|end| offset >= end) {
@@ -277,7 +374,15 @@ impl PartitionReader {
                 max_wait_ms,
                 min_bytes: 1,
             };
-            let fetched = self.retrying(|| self.client.fetch(request.clone())).await?;
+            let fetched = match self.retrying(|| self.client.fetch(request.clone())).await {
+                Ok(fetched) => fetched,
+                // Retention removed the records while this consumer lagged.
+                Err(error) if error.code() == Some(ErrorCode::OffsetOutOfRange) => {
+                    offset = self.reset(offset, error).await?;
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
             let mut records = Vec::new();
             let mut decompressed = 0usize;
             for batch in spate_format::batches(&fetched.records) {
@@ -315,6 +420,13 @@ impl PartitionReader {
                         TimestampType::CreateTime => record.timestamp,
                         TimestampType::LogAppendTime => batch.append_time(),
                     };
+                    if until_time.is_some_and(|until| timestamp >= until) {
+                        // The end: what came before goes out, then this partition is done.
+                        if !records.is_empty() {
+                            let _ = self.sender.send(Chunk::Records(records)).await;
+                        }
+                        return Ok(());
+                    }
                     records.push(ConsumedRecord {
                         partition: self.partition,
                         offset: record_offset,

@@ -24,8 +24,8 @@ pub use client::{
     REQUEST_TIMEOUT, STREAM_WINDOW, UDP_PAYLOAD_MAX,
 };
 pub use consumer::{
-    ConsumedRecord, Consumer, ConsumerConfig, StartPosition, CHUNKS_BUFFERED_MAX,
-    DECOMPRESSED_PER_CHUNK_MAX, RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN,
+    ConsumedRecord, Consumer, ConsumerConfig, EndPosition, OffsetReset, StartPosition,
+    CHUNKS_BUFFERED_MAX, DECOMPRESSED_PER_CHUNK_MAX, RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN,
 };
 pub use producer::{
     murmur2, partition_for_key, Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata,

@@ -898,6 +898,117 @@ fn a_wrong_gateway_address_is_named_fast() {
     );
 }
 
+/// Issue 18, point 4: records in full — headers and a custom delimiter on produce, kcat-style
+/// templates, JSON lines that `produce --input json` takes back unchanged (binary values,
+/// headers, timestamps, partitions), starts from the end and per partition, an end, and an
+/// offset past the end treated the same with and without `--follow`.
+#[test]
+fn records_in_full_round_trip_through_templates_and_json() {
+    let (_node, _gateway, cli) = cli_cluster("records-in-full", 1, "full", 2);
+    cli.ok(
+        &[
+            "produce",
+            "full",
+            "--partition",
+            "0",
+            "-H",
+            "src=test",
+            "-H",
+            "v=2",
+            "-D",
+            ";",
+        ],
+        "a;b;c",
+    );
+    let printed = cli.ok(&["consume", "full", "--format", "%p:%o %K %s [%h]\\n"], "");
+    assert_eq!(
+        printed,
+        "0:0 -1 a [src=test,v=2]\n0:1 -1 b [src=test,v=2]\n0:2 -1 c [src=test,v=2]\n"
+    );
+    // Binary values, keys, headers, timestamps and partitions in JSON lines.
+    let input = concat!(
+        r#"{"partition":1,"timestamp":1700000000000,"key":"k1","value_b64":"/wBB","headers":[{"name":"h","value":"x"},{"name":"n","value":null}]}"#,
+        "\n",
+        r#"{"partition":1,"timestamp":1700000000001,"key":null,"value":"plain"}"#,
+        "\n"
+    );
+    cli.ok(&["produce", "full", "--input", "json"], input);
+    let json = cli.ok(
+        &["consume", "full", "--partition", "1", "--format", "json"],
+        "",
+    );
+    assert_eq!(
+        json,
+        concat!(
+            r#"{"partition":1,"offset":0,"timestamp":1700000000000,"key":"k1","value_b64":"/wBB","headers":[{"name":"h","value":"x"},{"name":"n","value":null}]}"#,
+            "\n",
+            r#"{"partition":1,"offset":1,"timestamp":1700000000001,"key":null,"value":"plain","headers":[]}"#,
+            "\n"
+        )
+    );
+    // What consume prints, produce takes back: a copy prints the same.
+    cli.ok(&["topic", "create", "copy", "--partitions", "2"], "");
+    cli.ok(&["produce", "copy", "--input", "json"], &json);
+    assert_eq!(
+        cli.ok(
+            &["consume", "copy", "--partition", "1", "--format", "json"],
+            ""
+        ),
+        json
+    );
+    // Starts and ends.
+    let values = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["consume", "full"];
+        all.extend_from_slice(args);
+        cli.ok(&all, "").lines().map(str::to_owned).collect()
+    };
+    assert_eq!(values(&["--from", "-1", "--partition", "0"]), ["c"]);
+    assert_eq!(values(&["--from", "0=1"]), ["b", "c"]);
+    assert_eq!(values(&["--from", "0=1,1=-1"]).len(), 3);
+    assert_eq!(values(&["--partition", "0", "--until", "2"]), ["a", "b"]);
+    // Before the first record at or after that time: only the first of partition 1.
+    assert_eq!(
+        values(&[
+            "--partition",
+            "1",
+            "--until",
+            "@1700000000001",
+            "--format",
+            "%o\\n"
+        ]),
+        ["0"]
+    );
+    // An offset past the end: an error with and without --follow, unless told where to go.
+    for follow in [false, true] {
+        let mut args = vec!["consume", "full", "--partition", "0", "--from", "9"];
+        if follow {
+            args.push("--follow");
+        }
+        let stderr = cli.fails(&args, "");
+        assert!(stderr.contains("offset 9 is outside"), "{stderr}");
+    }
+    assert_eq!(
+        values(&[
+            "--partition",
+            "0",
+            "--from",
+            "9",
+            "--offset-reset",
+            "earliest"
+        ]),
+        ["a", "b", "c"]
+    );
+    assert!(values(&[
+        "--partition",
+        "0",
+        "--from",
+        "9",
+        "--offset-reset",
+        "latest"
+    ])
+    .is_empty());
+}
+
 /// Issue 18, point 2: when the records in flight cannot be answered (the gateway is frozen),
 /// a second SIGINT ends the drain at once, with the summary of what is known.
 #[test]

@@ -56,6 +56,19 @@ pub struct ProduceArgs {
     /// is an error (reported, not sent).
     #[arg(long, value_name = "SEP")]
     key_separator: Option<String>,
+    /// Add this header to every record (repeat for several).
+    #[arg(short = 'H', long = "header", value_name = "NAME=VALUE", value_parser = header)]
+    headers: Vec<(String, Bytes)>,
+    /// Records are separated by DELIM instead of a newline (escapes: \\n \\t \\r \\0 \\\\;
+    /// a `\\r` before a newline delimiter is removed too).
+    #[arg(short = 'D', long, value_name = "DELIM", default_value = "\\n", value_parser = delimiter)]
+    delimiter: Delimiter,
+    /// `lines`: each record's value (and key, with --key-separator) as read; `json`: one JSON
+    /// object per record, as `spate consume --format json` prints them: `value` or
+    /// `value_b64` (binary), `key` or `key_b64`, `headers` ([{"name":..,"value":..}]),
+    /// `timestamp` (ms), `partition`.
+    #[arg(long, value_enum, default_value = "lines")]
+    input: InputArg,
     /// When records are acknowledged.
     #[arg(long, value_enum, default_value = "fsync")]
     durability: DurabilityArg,
@@ -90,6 +103,116 @@ pub struct ProduceArgs {
     unknown_lines: Option<std::path::PathBuf>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InputArg {
+    Lines,
+    Json,
+}
+
+fn header(text: &str) -> Result<(String, Bytes), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not NAME=VALUE"))?;
+    Ok((name.to_owned(), Bytes::copy_from_slice(value.as_bytes())))
+}
+
+/// `--delimiter`: the bytes between records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delimiter(Vec<u8>);
+
+fn delimiter(text: &str) -> Result<Delimiter, String> {
+    let mut bytes = Vec::new();
+    let mut characters = text.chars();
+    while let Some(character) = characters.next() {
+        if character == '\\' {
+            match characters.next() {
+                Some('n') => bytes.push(b'\n'),
+                Some('t') => bytes.push(b'\t'),
+                Some('r') => bytes.push(b'\r'),
+                Some('0') => bytes.push(0),
+                Some('\\') => bytes.push(b'\\'),
+                other => {
+                    return Err(format!(
+                        "unknown escape \\{}",
+                        other.map(String::from).unwrap_or_default()
+                    ))
+                }
+            }
+        } else {
+            let mut buffer = [0u8; 4];
+            bytes.extend_from_slice(character.encode_utf8(&mut buffer).as_bytes());
+        }
+    }
+    if bytes.is_empty() {
+        return Err("the delimiter is empty".into());
+    }
+    Ok(Delimiter(bytes))
+}
+
+/// A record from one JSON line (the shape `spate consume --format json` prints).
+fn json_record(line: &[u8], partition: Option<u32>) -> Result<ProducerRecord, String> {
+    use base64::Engine;
+    let value: serde_json::Value =
+        serde_json::from_slice(line).map_err(|error| format!("not JSON: {error}"))?;
+    let object = value.as_object().ok_or("not a JSON object")?;
+    let bytes = |name: &str| -> Result<Option<Bytes>, String> {
+        if let Some(text) = object.get(name) {
+            return match text {
+                serde_json::Value::Null => Ok(None),
+                serde_json::Value::String(text) => Ok(Some(Bytes::from(text.clone()))),
+                _ => Err(format!("`{name}` is not a string")),
+            };
+        }
+        match object.get(&format!("{name}_b64")) {
+            None => Ok(None),
+            Some(serde_json::Value::String(encoded)) => base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .map(|decoded| Some(Bytes::from(decoded)))
+                .map_err(|error| format!("`{name}_b64` is not base64: {error}")),
+            Some(_) => Err(format!("`{name}_b64` is not a string")),
+        }
+    };
+    let mut record = ProducerRecord {
+        key: bytes("key")?,
+        value: bytes("value")?,
+        partition,
+        ..ProducerRecord::default()
+    };
+    if let Some(timestamp) = object.get("timestamp") {
+        record.timestamp = Some(timestamp.as_i64().ok_or("`timestamp` is not an integer")?);
+    }
+    if let Some(chosen) = object.get("partition") {
+        let chosen = chosen
+            .as_u64()
+            .and_then(|p| u32::try_from(p).ok())
+            .ok_or("`partition` is not a partition number")?;
+        record.partition = Some(partition.unwrap_or(chosen));
+    }
+    if let Some(headers) = object.get("headers") {
+        let headers = headers.as_array().ok_or("`headers` is not an array")?;
+        for header in headers {
+            let header = header.as_object().ok_or("a header is not an object")?;
+            let name = header
+                .get("name")
+                .and_then(serde_json::Value::as_str)
+                .ok_or("a header has no `name`")?;
+            let value = match (header.get("value"), header.get("value_b64")) {
+                (Some(serde_json::Value::String(text)), _) => Some(Bytes::from(text.clone())),
+                (_, Some(serde_json::Value::String(encoded))) => Some(Bytes::from(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(encoded)
+                        .map_err(|error| {
+                            format!("a header's `value_b64` is not base64: {error}")
+                        })?,
+                )),
+                _ => None,
+            };
+            record.headers.push((name.to_owned(), value));
+        }
+    }
+    Ok(record)
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum CompressionArg {
     None,
@@ -122,6 +245,8 @@ enum Outcome {
 struct LineFiles {
     failed: Option<std::fs::File>,
     unknown: Option<std::fs::File>,
+    /// Written after each line, as in the input.
+    delimiter: Vec<u8>,
 }
 
 impl LineFiles {
@@ -137,6 +262,7 @@ impl LineFiles {
         Ok(LineFiles {
             failed: create(&args.failed_lines)?,
             unknown: create(&args.unknown_lines)?,
+            delimiter: args.delimiter.0.clone(),
         })
     }
 
@@ -151,9 +277,9 @@ impl LineFiles {
         let Some(file) = file else {
             return Ok(());
         };
-        let mut record = Vec::with_capacity(line.len() + 1);
+        let mut record = Vec::with_capacity(line.len() + self.delimiter.len());
         record.extend_from_slice(line);
-        record.push(b'\n');
+        record.extend_from_slice(&self.delimiter);
         file.write_all(&record)
             .map_err(|error| format!("cannot write a not-stored line: {error}"))
     }
@@ -352,12 +478,13 @@ async fn read_lines(
     let mut input = tokio::io::BufReader::with_capacity(1 << 20, tokio::io::stdin());
     let mut line = Vec::new();
     let mut number = 0u64;
+    let delimiter = args.delimiter.0.as_slice();
     loop {
         line.clear();
         let read = tokio::select! {
             biased;
             () = stop.notified() => return Ok(()),
-            read = input.read_until(b'\n', &mut line) => read,
+            read = read_record(&mut input, delimiter, &mut line) => read,
         };
         match read {
             Ok(0) => return Ok(()),
@@ -366,9 +493,9 @@ async fn read_lines(
         }
         number += 1;
         progress.read.store(number, Ordering::Relaxed);
-        if line.last() == Some(&b'\n') {
-            line.pop();
-            if line.last() == Some(&b'\r') {
+        if line.ends_with(delimiter) {
+            line.truncate(line.len() - delimiter.len());
+            if delimiter == b"\n" && line.last() == Some(&b'\r') {
                 line.pop();
             }
         }
@@ -378,8 +505,15 @@ async fn read_lines(
         };
         // One copy of the line; the key and value are slices of it.
         let whole = Bytes::copy_from_slice(&line);
-        let outcome = match separator {
-            Some(separator) => match split_key(&whole, separator) {
+        let outcome = match (args.input, separator) {
+            (InputArg::Json, _) => match json_record(&whole, args.partition) {
+                Ok(parsed) => {
+                    record = parsed;
+                    None
+                }
+                Err(error) => Some(Outcome::Failed(number, error, whole.clone())),
+            },
+            (InputArg::Lines, Some(separator)) => match split_key(&whole, separator) {
                 Some((key_end, value_start)) => {
                     record.key = Some(whole.slice(..key_end));
                     record.value = Some(whole.slice(value_start..));
@@ -391,11 +525,14 @@ async fn read_lines(
                     whole.clone(),
                 )),
             },
-            None => {
+            (InputArg::Lines, None) => {
                 record.value = Some(whole.clone());
                 None
             }
         };
+        for (name, value) in &args.headers {
+            record.headers.push((name.clone(), Some(value.clone())));
+        }
         let outcome = match outcome {
             Some(failed) => failed,
             None => match producer.send(record).await {
@@ -405,6 +542,22 @@ async fn read_lines(
         };
         if outcomes.send(outcome).await.is_err() {
             return Ok(());
+        }
+    }
+}
+
+/// Reads one record into `line`: up to and including `delimiter`, or what is left at the end
+/// of the input. Returns the bytes read (0 at the end).
+async fn read_record(
+    input: &mut (impl tokio::io::AsyncBufRead + Unpin),
+    delimiter: &[u8],
+    line: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    let last = *delimiter.last().expect("a delimiter is not empty");
+    loop {
+        let read = input.read_until(last, line).await?;
+        if read == 0 || line.ends_with(delimiter) {
+            return Ok(line.len());
         }
     }
 }
