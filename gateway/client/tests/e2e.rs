@@ -1009,6 +1009,155 @@ fn records_in_full_round_trip_through_templates_and_json() {
     .is_empty());
 }
 
+/// Runs the openssl block of docs/tls.md in `dir` for `name` and `ip`.
+fn make_certificates_as_documented(dir: &Path, name: &str, ip: &str) {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/tls.md"))
+            .unwrap();
+    let block = doc
+        .split_once("<!-- tls-howto:")
+        .and_then(|(_, rest)| rest.split_once("```sh\n"))
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(block, _)| block.to_owned())
+        .expect("docs/tls.md has the how-to block");
+    std::fs::create_dir_all(dir).unwrap();
+    let output = Command::new("bash")
+        .args(["-e", "-c", &block])
+        .current_dir(dir)
+        .env("GATEWAY_NAME", name)
+        .env("GATEWAY_IP", ip)
+        .output()
+        .expect("bash runs");
+    assert!(
+        output.status.success(),
+        "the how-to of docs/tls.md failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Issue 18, point 9: the CA and leaf made with the commands of docs/tls.md are served by a
+/// gateway and trusted by `spate` (by IP and by name); another CA is refused; a renewal
+/// written over the files and a SIGHUP reach new connections while a connection opened
+/// before keeps working; a CA certificate used as the server's is refused as
+/// CaUsedAsEndEntity (the documented pitfall).
+#[test]
+fn a_certificate_made_as_documented_is_served_trusted_and_reloaded() {
+    let dir = data_dir("tls-howto");
+    let first = dir.join("first");
+    let second = dir.join("second");
+    make_certificates_as_documented(&first, "localhost", "127.0.0.1");
+    make_certificates_as_documented(&second, "localhost", "127.0.0.1");
+    let serving = dir.join("serving");
+    std::fs::create_dir_all(&serving).unwrap();
+    for file in ["gateway.pem", "gateway.key"] {
+        std::fs::copy(first.join(file), serving.join(file)).unwrap();
+    }
+    let node = Node::start(&dir, 1, 0);
+    let mut gateway = Process::spawn(
+        Command::new(binary("spate-gateway"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(["--node", &node.endpoints[0].to_string()])
+            .arg("--tls-cert")
+            .arg(serving.join("gateway.pem"))
+            .arg("--tls-key")
+            .arg(serving.join("gateway.key")),
+        dir.join("gateway.log"),
+    );
+    let (address, served) = parse_gateway_line(&gateway.line("gateway listening on "));
+    assert_eq!(served, serving.join("gateway.pem"));
+    let trusting = |ca: &Path| Cli {
+        gateway: address,
+        cert: ca.to_owned(),
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    trusting(&first.join("ca.pem")).ok(&["topic", "create", "tls", "--partitions", "1"], "");
+    trusting(&first.join("ca.pem")).ok(&["--server-name", "localhost", "topic", "list"], "");
+    let refused = trusting(&second.join("ca.pem")).fails(&["topic", "list"], "");
+    assert!(refused.contains("certificate"), "{refused}");
+    // A connection opened before the renewal.
+    let before = runtime
+        .block_on(Client::connect(address, &first.join("ca.pem"), "localhost"))
+        .unwrap();
+    // The renewal: the second CA's leaf over the served files, then SIGHUP.
+    for file in ["gateway.pem", "gateway.key"] {
+        let temporary = serving.join(format!("{file}.new"));
+        std::fs::copy(second.join(file), &temporary).unwrap();
+        std::fs::rename(&temporary, serving.join(file)).unwrap();
+    }
+    send_signal(gateway.child.id(), "-HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(dir.join("gateway.log")).unwrap_or_default();
+        if log.contains("reloaded the TLS certificate") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no reload logged: {log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    trusting(&second.join("ca.pem")).ok(&["topic", "list"], "");
+    let stale = trusting(&first.join("ca.pem")).fails(&["topic", "list"], "");
+    assert!(stale.contains("certificate"), "{stale}");
+    let listed = runtime.block_on(before.list_topics()).unwrap();
+    assert!(
+        listed.iter().any(|topic| topic.name == "tls"),
+        "the old connection goes on"
+    );
+    drop(gateway);
+
+    // The pitfall: a self-signed CA certificate as the server's own.
+    let pitfall = dir.join("pitfall");
+    std::fs::create_dir_all(&pitfall).unwrap();
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args([
+            "-nodes",
+            "-keyout",
+            "ca-as-leaf.key",
+            "-out",
+            "ca-as-leaf.pem",
+            "-days",
+            "30",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+        ])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .current_dir(&pitfall)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let mut wrong = Process::spawn(
+        Command::new(binary("spate-gateway"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(["--node", &node.endpoints[0].to_string()])
+            .arg("--tls-cert")
+            .arg(pitfall.join("ca-as-leaf.pem"))
+            .arg("--tls-key")
+            .arg(pitfall.join("ca-as-leaf.key")),
+        dir.join("gateway-pitfall.log"),
+    );
+    let (address, _) = parse_gateway_line(&wrong.line("gateway listening on "));
+    let refused = Cli {
+        gateway: address,
+        cert: pitfall.join("ca-as-leaf.pem"),
+    }
+    .fails(&["topic", "list"], "");
+    assert!(refused.contains("CaUsedAsEndEntity"), "{refused}");
+    drop(wrong);
+    drop(node);
+}
+
 /// Issue 18, point 2: when the records in flight cannot be answered (the gateway is frozen),
 /// a second SIGINT ends the drain at once, with the summary of what is known.
 #[test]

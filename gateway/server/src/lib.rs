@@ -19,8 +19,8 @@ pub use server::{start, Gateway, GatewayError};
 use std::process::ExitCode;
 
 /// What the `spate-gateway` binary does once configured: starts the gateway, prints its
-/// address and the certificate clients must trust, and closes gracefully on SIGTERM or
-/// Ctrl-C. (A library function so that tools can run the same gateway in a process of
+/// address and the certificate clients must trust, reloads its certificate on SIGHUP, and
+/// closes gracefully on SIGTERM or Ctrl-C. (A library function so that tools can run the same gateway in a process of
 /// their own.)
 pub async fn run(config: GatewayConfig) -> ExitCode {
     let gateway = match start(config).await {
@@ -53,9 +53,27 @@ pub async fn run(config: GatewayConfig) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::error!("cannot install a SIGHUP handler: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+            _ = hangup.recv() => match gateway.reload_tls() {
+                Ok(()) => tracing::info!(
+                    cert = %gateway.cert_path.display(),
+                    "reloaded the TLS certificate and key (new connections use them)"
+                ),
+                Err(error) => tracing::error!(
+                    "cannot reload the TLS certificate, the one in use stays: {error}"
+                ),
+            },
+        }
     }
     tracing::info!("shutting down");
     gateway.shutdown().await;

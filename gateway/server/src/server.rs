@@ -59,9 +59,25 @@ pub struct Gateway {
     pub budget: Arc<Budget>,
     /// The Kafka listener, when configured.
     pub kafka: Option<crate::kafka::KafkaListener>,
+    /// The private key beside `cert_path`, and the transport settings, for
+    /// [`Gateway::reload_tls`].
+    key_path: PathBuf,
+    transport: Arc<TransportConfig>,
 }
 
 impl Gateway {
+    /// Reads the certificate chain and key files again and serves them to new connections
+    /// (SIGHUP); connections already open keep theirs. On an error the files in use stay.
+    /// The stateless-reset key stays the one derived at start.
+    pub fn reload_tls(&self) -> Result<(), GatewayError> {
+        let crypto = tls::server_config(&self.cert_path, &self.key_path)?;
+        let crypto = QuicServerConfig::try_from(crypto)?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server.transport_config(self.transport.clone());
+        self.endpoint.set_server_config(Some(server));
+        Ok(())
+    }
+
     /// Stops accepting and closes every connection.
     pub fn close(&self) {
         self.endpoint
@@ -192,7 +208,8 @@ pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
     let crypto = tls::server_config(&cert, &key)?;
     let crypto = QuicServerConfig::try_from(crypto)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(Arc::new(transport(&config)?));
+    let transport_config = Arc::new(transport(&config)?);
+    server.transport_config(transport_config.clone());
     let address = config
         .listen
         .to_socket_addrs()
@@ -252,6 +269,8 @@ pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
         router,
         budget,
         kafka,
+        key_path: key,
+        transport: transport_config,
     })
 }
 
