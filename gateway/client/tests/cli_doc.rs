@@ -17,6 +17,7 @@ fn help(args: &[&str]) -> String {
         .env_remove("SPATE_GATEWAY")
         .env_remove("SPATE_CA_CERT")
         .env_remove("SPATE_SERVER_NAME")
+        .env_remove("SPATE_PROFILE")
         .env_remove("COLUMNS")
         .output()
         .expect("spate runs");

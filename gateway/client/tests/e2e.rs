@@ -45,6 +45,18 @@ fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// The `spate` binary with a config file of the tests' own (`spate up` records a profile;
+/// the user's ~/.config/spate stays untouched and unread).
+fn spate_command() -> Command {
+    let mut command = Command::new(binary("spate"));
+    command.env(
+        "SPATE_CONFIG",
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("spate-config-{}.toml", std::process::id())),
+    );
+    command
+}
+
 fn data_dir(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("e2e-{name}-{}", std::process::id()));
@@ -252,7 +264,7 @@ struct Cli {
 impl Cli {
     /// `spate` for this gateway, with `args`.
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(binary("spate"));
+        let mut command = spate_command();
         command
             .args(["--gateway", &self.gateway.to_string()])
             .arg("--ca-cert")
@@ -824,7 +836,7 @@ fn a_produce_rides_out_a_restart_of_spate_up() {
     let port = free_ports(1);
     let start = || {
         let mut up = Process::spawn(
-            Command::new(binary("spate"))
+            spate_command()
                 .args([
                     "up",
                     "--gateway",
@@ -1158,6 +1170,98 @@ fn a_certificate_made_as_documented_is_served_trusted_and_reloaded() {
     drop(node);
 }
 
+/// Issue 18, point 8: `spate up` records itself as the profile `local`, so commands work
+/// from any directory without flags; other profiles are set, listed, chosen (`--profile`,
+/// `profile use`) and deleted; flags win over the profile.
+#[test]
+fn profiles_follow_the_user_and_spate_up_records_itself() {
+    let dir = data_dir("profiles");
+    let config = dir.join("config.toml");
+    let here = dir.join("here");
+    let elsewhere = dir.join("elsewhere");
+    std::fs::create_dir_all(&here).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let spate = |args: &[&str]| -> Output {
+        Command::new(binary("spate"))
+            .env("SPATE_CONFIG", &config)
+            .env_remove("SPATE_GATEWAY")
+            .env_remove("SPATE_CA_CERT")
+            .env_remove("SPATE_SERVER_NAME")
+            .env_remove("SPATE_PROFILE")
+            .current_dir(&elsewhere)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let text = |output: &Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    };
+    let mut up = Process::spawn(
+        Command::new(binary("spate"))
+            .env("SPATE_CONFIG", &config)
+            .current_dir(&here)
+            .args([
+                "up",
+                "--gateway",
+                "127.0.0.1:0",
+                "--kafka-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--shards", "1", "--data-dir", "data"]),
+        dir.join("up.log"),
+    );
+    up.line("spate is up");
+    let created = spate(&["topic", "create", "p", "--partitions", "1"]);
+    assert!(created.status.success(), "{}", text(&created));
+    let written = std::fs::read_to_string(&config).unwrap();
+    assert!(written.contains("profile = \"local\""), "{written}");
+    assert!(written.contains("[profiles.local]"), "{written}");
+    let port = free_ports(1);
+    let nowhere = format!("127.0.0.1:{port}");
+    let cert = here.join("data").join("tls").join("cert.pem");
+    let cert = cert.to_str().unwrap();
+    let set = spate(&[
+        "profile",
+        "set",
+        "other",
+        "--gateway",
+        &nowhere,
+        "--ca-cert",
+        cert,
+    ]);
+    assert!(set.status.success(), "{}", text(&set));
+    let listed = text(&spate(&["profile", "list"]));
+    assert!(
+        listed
+            .lines()
+            .any(|line| line.starts_with('*') && line.contains("local")),
+        "{listed}"
+    );
+    assert!(listed.contains("other"), "{listed}");
+    let named = format!("no Spate gateway answered at {nowhere}");
+    let chosen = spate(&["--profile", "other", "topic", "list"]);
+    assert!(text(&chosen).contains(&named), "{}", text(&chosen));
+    assert!(spate(&["profile", "use", "other"]).status.success());
+    assert!(text(&spate(&["topic", "list"])).contains(&named));
+    assert!(spate(&["profile", "use", "local"]).status.success());
+    let listed = spate(&["topic", "list"]);
+    assert!(
+        listed.status.success() && text(&listed).contains('p'),
+        "{}",
+        text(&listed)
+    );
+    // A flag wins over the profile.
+    assert!(text(&spate(&["--gateway", &nowhere, "topic", "list"])).contains(&named));
+    assert!(spate(&["profile", "delete", "other"]).status.success());
+    let gone = spate(&["--profile", "other", "topic", "list"]);
+    assert!(text(&gone).contains("no profile other"), "{}", text(&gone));
+    assert!(up.terminate().success());
+}
+
 /// Issue 18, point 2: when the records in flight cannot be answered (the gateway is frozen),
 /// a second SIGINT ends the drain at once, with the summary of what is known.
 #[test]
@@ -1300,7 +1404,7 @@ fn a_follower_reports_its_topic_deleted() {
 /// goes to stdout with status 0.
 #[test]
 fn usage_errors_have_the_one_error_form() {
-    let output = Command::new(binary("spate"))
+    let output = spate_command()
         .args(["produce", "--partition", "x", "events"])
         .output()
         .unwrap();
@@ -1308,7 +1412,7 @@ fn usage_errors_have_the_one_error_form() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.starts_with("spate: error: "), "{stderr}");
     assert!(stderr.contains("--partition"), "{stderr}");
-    let output = Command::new(binary("spate"))
+    let output = spate_command()
         .args(["produce", "--help"])
         .output()
         .unwrap();
@@ -1374,7 +1478,7 @@ fn spate_up_serves_and_stops_cleanly() {
     let dir = data_dir("up");
     let start = || {
         let mut up = Process::spawn(
-            Command::new(binary("spate"))
+            spate_command()
                 .args(["up", "--gateway", "127.0.0.1:0", "--shards", "2"])
                 .args(["--kafka-listen", "127.0.0.1:0"])
                 .arg("--data-dir")
@@ -1974,7 +2078,7 @@ fn kcat(args: &[&str], input: &str) -> String {
 /// the Kafka address and a CLI for its gateway.
 fn up_with_kafka(dir: &Path, shards: u32) -> (Process, String, Cli) {
     let mut up = Process::spawn(
-        Command::new(binary("spate"))
+        spate_command()
             .args([
                 "up",
                 "--gateway",

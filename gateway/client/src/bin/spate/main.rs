@@ -6,10 +6,11 @@
 
 mod consume;
 mod produce;
+mod profile;
 mod topic;
 mod up;
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -31,22 +32,22 @@ pub const CA_CERT_DEFAULT: &str = "./spate-data/tls/cert.pem";
     after_help = "Examples:\n  spate up                                 # Spate here, with a development certificate\n  spate topic create clicks --partitions 4\n  seq 1000 | spate produce clicks          # one record per line\n  spate consume clicks --follow            # print records as they arrive\n\nExit status: 0 success, 1 failure (one `spate: error: ...` line on stderr), 2 unusable\narguments, 130 interrupted (`produce` drains first). Reference: docs/cli.md."
 )]
 struct Cli {
-    /// Gateway address (for `up`: the address to listen on).
-    #[arg(
-        long,
-        global = true,
-        env = "SPATE_GATEWAY",
-        default_value = "127.0.0.1:7447",
-        value_name = "HOST:PORT"
-    )]
-    gateway: String,
-    /// CA certificate (PEM) to trust for the gateway. [default: ./spate-data/tls/cert.pem,
-    /// the development certificate `spate up` writes]
+    /// Gateway address (for `up`: the address to listen on). [default: the profile's, else
+    /// 127.0.0.1:7447]
+    #[arg(long, global = true, env = "SPATE_GATEWAY", value_name = "HOST:PORT")]
+    gateway: Option<String>,
+    /// CA certificate (PEM) to trust for the gateway. [default: the profile's, else
+    /// ./spate-data/tls/cert.pem, the development certificate `spate up` writes]
     #[arg(long, global = true, env = "SPATE_CA_CERT", value_name = "PATH")]
     ca_cert: Option<PathBuf>,
-    /// Name to verify in the gateway's certificate. [default: the host of --gateway]
+    /// Name to verify in the gateway's certificate. [default: the profile's, else the host of
+    /// --gateway]
     #[arg(long, global = true, env = "SPATE_SERVER_NAME", value_name = "NAME")]
     server_name: Option<String>,
+    /// The profile (gateway, CA, server name) to use from the config file
+    /// (~/.config/spate/config.toml, or SPATE_CONFIG). [default: the file's current one]
+    #[arg(long, global = true, env = "SPATE_PROFILE", value_name = "NAME")]
+    profile: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -66,6 +67,9 @@ enum Command {
         after_help = "Examples:\n  tail -F app.log | spate produce logs                  # ship a log, one record per line\n  printf 'sensor-7:21.5\\n' | spate produce readings --key-separator :\n  spate produce clicks --report-acks < events.txt > acks.tsv\n  spate produce clicks --failed-lines failed.txt < events.txt || spate produce clicks < failed.txt\n\nRecords whose answer is lost (a gateway or node restart) are sent again and stored once.\nCtrl-C stops reading, waits for the records in flight and says what is stored."
     )]
     Produce(produce::ProduceArgs),
+    /// Save where gateways are (address, CA, server name) as named profiles.
+    #[command(subcommand)]
+    Profile(profile::ProfileCommand),
     /// Print records of a topic to stdout, one per line.
     #[command(
         after_help = "Examples:\n  spate consume clicks                       # everything stored, then stop\n  spate consume clicks --follow              # and keep printing new records\n  spate consume clicks --from latest --follow\n  spate consume clicks --from @1767225600000 --count 10   # from a time (ms)\n  spate consume clicks --format json         # key, value, headers, offset, timestamp"
@@ -138,30 +142,56 @@ pub fn report(message: impl std::fmt::Display) {
     }
 }
 
+/// The gateway's address when neither a flag nor a profile names one.
+pub const GATEWAY_DEFAULT: &str = "127.0.0.1:7447";
+
 impl Cli {
-    fn address(&self) -> Result<SocketAddr, String> {
-        self.gateway
-            .to_socket_addrs()
-            .map_err(|error| format!("bad --gateway {}: {error}", self.gateway))?
-            .next()
-            .ok_or_else(|| format!("--gateway {} has no address", self.gateway))
+    /// The profile in use: `--profile`, else the config file's current one, else none.
+    fn profile(&self) -> Result<profile::Profile, String> {
+        let Some(path) = profile::path() else {
+            return Ok(profile::Profile::default());
+        };
+        let config = profile::load(&path)?;
+        match (&self.profile, &config.profile) {
+            (Some(name), _) => config
+                .profiles
+                .get(name)
+                .cloned()
+                .ok_or_else(|| format!("no profile {name} in {}", path.display())),
+            (None, Some(name)) => Ok(config.profiles.get(name).cloned().unwrap_or_default()),
+            (None, None) => Ok(profile::Profile::default()),
+        }
     }
 
     async fn connect(&self) -> Result<Client, String> {
-        let address = self.address()?;
-        let ca_cert = self
-            .ca_cert
+        let profile = self.profile()?;
+        let gateway = self
+            .gateway
+            .clone()
+            .or(profile.gateway)
+            .unwrap_or_else(|| GATEWAY_DEFAULT.to_owned());
+        let address = gateway
+            .to_socket_addrs()
+            .map_err(|error| format!("bad --gateway {gateway}: {error}"))?
+            .next()
+            .ok_or_else(|| format!("--gateway {gateway} has no address"))?;
+        let chosen_ca = self.ca_cert.clone().or(profile.ca_cert);
+        let ca_cert = chosen_ca
             .clone()
             .unwrap_or_else(|| PathBuf::from(CA_CERT_DEFAULT));
-        let host = match self.gateway.rsplit_once(':') {
+        let host = match gateway.rsplit_once(':') {
             Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
-            None => self.gateway.as_str(),
+            None => gateway.as_str(),
         };
-        let server_name = self.server_name.as_deref().unwrap_or(host);
-        Client::connect(address, &ca_cert, server_name)
+        let server_name = self
+            .server_name
+            .clone()
+            .or(profile.server_name)
+            .unwrap_or_else(|| host.to_owned());
+        Client::connect(address, &ca_cert, &server_name)
             .await
             .map_err(|error| match error {
-                ClientError::Certificate { .. } if self.ca_cert.is_none() => format!(
+                ClientError::Certificate { .. } if chosen_ca.is_none() => format!(
                     "{error} (start Spate with `spate up`, or give the gateway's CA with --ca-cert)"
                 ),
                 other => describe(&other),
@@ -189,7 +219,21 @@ fn main() -> ExitCode {
         }
     };
     if let Command::Up(args) = &cli.command {
-        return up::run(args, &cli.gateway);
+        return up::run(args, cli.gateway.as_deref().unwrap_or(GATEWAY_DEFAULT));
+    }
+    if let Command::Profile(command) = &cli.command {
+        let given = profile::Profile {
+            gateway: cli.gateway.clone(),
+            ca_cert: cli.ca_cert.clone(),
+            server_name: cli.server_name.clone(),
+        };
+        return match profile::run(command, &given) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                report(message);
+                ExitCode::FAILURE
+            }
+        };
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -205,7 +249,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         let client = cli.connect().await?;
         match &cli.command {
-            Command::Up(_) => Ok(()),
+            Command::Up(_) | Command::Profile(_) => Ok(()),
             Command::Topic(command) => Ok(topic::run(&client, command).await?),
             Command::Produce(args) => produce::run(&client, args).await,
             Command::Consume(args) => Ok(consume::run(&client, args).await?),

@@ -99,7 +99,7 @@ fn shown(setting: Setting) -> String {
 }
 
 /// Writes rows as left-aligned columns separated by two spaces.
-fn table(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> {
+pub fn table(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> {
     let columns = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..columns)
         .map(|column| rows.iter().map(|row| row[column].len()).max().unwrap_or(0))

@@ -94,6 +94,11 @@ async fn serve(
         .map_err(|error| error.to_string())?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|error| format!("cannot install a SIGTERM handler: {error}"))?;
+    // Later commands find this Spate from any directory (before "spate is up": a script
+    // that waits for that line can rely on it).
+    if let Err(error) = crate::profile::record_local(gateway.local_addr, &gateway.cert_path) {
+        tracing::warn!("cannot record the profile `local`: {error}");
+    }
     let shards: Vec<String> = shards.iter().map(ToString::to_string).collect();
     let certificate = gateway.cert_path.display();
     #[allow(clippy::print_stdout)]
