@@ -494,7 +494,7 @@ fn cli_admin_produce_consume_across_shards() {
     )));
     assert!(
         json[0].ends_with(&format!(
-            ",\"key\":\"{key}\",\"value\":\"{}\"}}",
+            ",\"key\":\"{key}\",\"value\":\"{}\",\"headers\":[]}}",
             expected[busiest][1]
         )),
         "{}",
