@@ -34,6 +34,9 @@ pub const LANE_QUEUE_MAX: usize = 256;
 /// lane holds at most the gateway's per-stream limit of parked long polls.
 pub const FETCH_LANES: u32 = 8;
 
+/// The `ca_cert` that means the operating system's trusted CAs instead of a file.
+pub const SYSTEM_CA: &str = "system";
+
 /// How long connecting (QUIC and TLS handshakes) may take. QUIC over UDP learns nothing from
 /// a port nobody listens on (quinn does not surface ICMP), so a wrong address is only known
 /// by this deadline: 2 s, so a mistyped address is named quickly, yet long enough for one
@@ -135,6 +138,9 @@ pub enum CertificateError {
     Pem(Arc<std::io::Error>),
     #[error("no PEM certificate in the file")]
     Empty,
+    /// `system`: the operating system's trusted CAs could not be loaded.
+    #[error("the system's trusted certificates cannot be loaded: {0}")]
+    System(String),
     #[error("{0}")]
     Rejected(rustls::Error),
 }
@@ -274,14 +280,30 @@ pub fn quic_client_config(ca: &Path) -> Result<quinn::ClientConfig, ClientError>
         path: ca.to_owned(),
         source,
     };
-    let bytes = std::fs::read(ca)
-        .map_err(|error| certificate_error(CertificateError::Read(error.into())))?;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut bytes.as_slice()) {
-        let cert = cert.map_err(|error| certificate_error(CertificateError::Pem(error.into())))?;
-        roots
-            .add(cert)
-            .map_err(|error| certificate_error(CertificateError::Rejected(error)))?;
+    if ca == Path::new(SYSTEM_CA) {
+        // The operating system's trust store (a gateway with a certificate from a public CA
+        // or one the machine trusts); certificates it cannot parse are skipped.
+        let loaded = rustls_native_certs::load_native_certs();
+        let (added, _) = roots.add_parsable_certificates(loaded.certs);
+        if added == 0 {
+            let reasons: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
+            return Err(certificate_error(CertificateError::System(if reasons.is_empty() {
+                "the store is empty".to_owned()
+            } else {
+                reasons.join("; ")
+            })));
+        }
+    } else {
+        let bytes = std::fs::read(ca)
+            .map_err(|error| certificate_error(CertificateError::Read(error.into())))?;
+        for cert in rustls_pemfile::certs(&mut bytes.as_slice()) {
+            let cert =
+                cert.map_err(|error| certificate_error(CertificateError::Pem(error.into())))?;
+            roots
+                .add(cert)
+                .map_err(|error| certificate_error(CertificateError::Rejected(error)))?;
+        }
     }
     if roots.is_empty() {
         return Err(certificate_error(CertificateError::Empty));

@@ -1167,6 +1167,16 @@ fn a_certificate_made_as_documented_is_served_trusted_and_reloaded() {
     .fails(&["topic", "list"], "");
     assert!(refused.contains("CaUsedAsEndEntity"), "{refused}");
     drop(wrong);
+    // `--ca-cert system` trusts the machine's CAs (loaded: the answer is about the
+    // certificate the gateway sent, not about a file), which did not sign a private CA's leaf.
+    let gateway = Gateway::start(&dir, node.endpoints[0], "127.0.0.1:0");
+    let untrusted = Cli {
+        gateway: gateway.address,
+        cert: PathBuf::from("system"),
+    }
+    .fails(&["topic", "list"], "");
+    assert!(untrusted.contains("UnknownIssuer"), "{untrusted}");
+    drop(gateway);
     drop(node);
 }
 

@@ -36,8 +36,9 @@ struct Cli {
     /// 127.0.0.1:7447]
     #[arg(long, global = true, env = "SPATE_GATEWAY", value_name = "HOST:PORT")]
     gateway: Option<String>,
-    /// CA certificate (PEM) to trust for the gateway. [default: the profile's, else
-    /// ./spate-data/tls/cert.pem, the development certificate `spate up` writes]
+    /// CA certificate (PEM) to trust for the gateway, or `system` for the operating system's
+    /// trusted CAs. [default: the profile's, else ./spate-data/tls/cert.pem, the development
+    /// certificate `spate up` writes]
     #[arg(long, global = true, env = "SPATE_CA_CERT", value_name = "PATH")]
     ca_cert: Option<PathBuf>,
     /// Name to verify in the gateway's certificate. [default: the profile's, else the host of

@@ -138,8 +138,12 @@ pub fn run(command: &ProfileCommand, given: &Profile) -> Result<(), String> {
                 profile.gateway.clone_from(&given.gateway);
             }
             if let Some(ca_cert) = &given.ca_cert {
-                // Absolute, so the profile works from any directory.
-                profile.ca_cert = Some(std::path::absolute(ca_cert).unwrap_or(ca_cert.clone()));
+                // Absolute, so the profile works from any directory (`system` stays a word).
+                profile.ca_cert = Some(if ca_cert == Path::new(spate_client::SYSTEM_CA) {
+                    ca_cert.clone()
+                } else {
+                    std::path::absolute(ca_cert).unwrap_or(ca_cert.clone())
+                });
             }
             if given.server_name.is_some() {
                 profile.server_name.clone_from(&given.server_name);
