@@ -288,11 +288,13 @@ pub fn quic_client_config(ca: &Path) -> Result<quinn::ClientConfig, ClientError>
         let (added, _) = roots.add_parsable_certificates(loaded.certs);
         if added == 0 {
             let reasons: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
-            return Err(certificate_error(CertificateError::System(if reasons.is_empty() {
-                "the store is empty".to_owned()
-            } else {
-                reasons.join("; ")
-            })));
+            return Err(certificate_error(CertificateError::System(
+                if reasons.is_empty() {
+                    "the store is empty".to_owned()
+                } else {
+                    reasons.join("; ")
+                },
+            )));
         }
     } else {
         let bytes = std::fs::read(ca)
