@@ -754,6 +754,18 @@ fn failed_lines_are_written_out_and_a_rerun_of_them_fills_the_gap() {
         "every line is stored, failed or unknown"
     );
 
+    // The failed-lines file cannot also be the input (it would be emptied before it is read).
+    let same = cli
+        .command(&["produce", "lines", "--failed-lines", &failed_arg])
+        .stdin(std::fs::File::open(&failed_path).unwrap())
+        .output()
+        .unwrap();
+    assert!(!same.status.success());
+    assert!(String::from_utf8_lossy(&same.stderr).contains("is the input too"));
+    assert_eq!(
+        lines_of(&std::fs::read_to_string(&failed_path).unwrap()),
+        failed
+    );
     let input: String = failed.iter().map(|line| format!("{line}\n")).collect();
     cli.ok(&["produce", "lines"], &input);
     let after = lines_of(&cli.ok(&["consume", "lines"], ""));
@@ -1264,8 +1276,31 @@ fn profiles_follow_the_user_and_spate_up_records_itself() {
         "{}",
         text(&listed)
     );
-    // A flag wins over the profile.
-    assert!(text(&spate(&["--gateway", &nowhere, "topic", "list"])).contains(&named));
+    // A gateway on the command line wins over the profile (and does not take its CA).
+    let flagged = spate(&["--gateway", &nowhere, "--ca-cert", cert, "topic", "list"]);
+    assert!(text(&flagged).contains(&named), "{}", text(&flagged));
+    // `spate up` makes `local` current again, and says so.
+    assert!(spate(&["profile", "use", "other"]).status.success());
+    drop(up);
+    let mut up = Process::spawn(
+        Command::new(binary("spate"))
+            .env("SPATE_CONFIG", &config)
+            .current_dir(&here)
+            .args([
+                "up",
+                "--gateway",
+                "127.0.0.1:0",
+                "--kafka-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--shards", "1", "--data-dir", "data"]),
+        dir.join("up2.log"),
+    );
+    up.line("spate is up");
+    let log = std::fs::read_to_string(dir.join("up2.log")).unwrap();
+    assert!(log.contains("it was `other`"), "{log}");
+    let listed = spate(&["topic", "list"]);
+    assert!(listed.status.success(), "{}", text(&listed));
     assert!(spate(&["profile", "delete", "other"]).status.success());
     let gone = spate(&["--profile", "other", "topic", "list"]);
     assert!(text(&gone).contains("no profile other"), "{}", text(&gone));

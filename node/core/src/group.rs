@@ -263,9 +263,21 @@ impl Group {
 
     /// When [`Group::handle_tick`] must run next, if ever.
     pub fn poll_timeout(&self) -> Option<Millis> {
-        let sessions = self.members.values().map(|member| member.deadline);
+        // A member waiting in a join does not expire (the phase's end settles it).
+        let sessions = self
+            .members
+            .values()
+            .filter(|member| member.join.is_none())
+            .map(|member| member.deadline);
         let pending = self.pending.values().copied();
-        sessions.chain(pending).chain(self.join_deadline).min()
+        let delay = self
+            .delay_until
+            .filter(|_| self.state == GroupState::PreparingRebalance);
+        sessions
+            .chain(pending)
+            .chain(self.join_deadline)
+            .chain(delay)
+            .min()
     }
 
     fn new_member_id(&mut self, client_id: &str) -> String {
@@ -291,9 +303,17 @@ impl Group {
         let mut member_id = request.member_id.clone();
         if let Some(instance) = &request.group_instance_id {
             if let Some(known) = self.instances.get(instance).cloned() {
-                if member_id.is_empty() || member_id != known {
-                    // A static member restarted (or rejoined without its id): it takes over
-                    // the old member id's place under a new id; the old one is fenced.
+                if !member_id.is_empty() && member_id != known {
+                    // An older process of the instance (Kafka's validateExistingMember): the
+                    // live member stays, the stale one is fenced.
+                    return Reply::Now(Err(GroupError::FencedInstanceId {
+                        instance_id: instance.clone(),
+                    }));
+                }
+                if member_id.is_empty() {
+                    // A static member restarted: it takes over the old member id's place
+                    // under a new id; the old one is fenced.
+                    let was_leader = self.leader.as_deref() == Some(known.as_str());
                     let new_id = self.new_member_id(&request.client_id);
                     self.replace_static(now, &known, &new_id, instance);
                     member_id = new_id;
@@ -301,7 +321,9 @@ impl Group {
                         member.protocols == request.protocols
                             && member.protocol_type == request.protocol_type
                     });
-                    if self.state == GroupState::Stable && unchanged {
+                    // A restarted leader goes through a rebalance (it must assign again); an
+                    // unchanged follower of a stable group is answered at once.
+                    if self.state == GroupState::Stable && unchanged && !was_leader {
                         // Kafka: no rebalance; the member gets the current generation and
                         // syncs to fetch its assignment.
                         let member = self.members.get_mut(&member_id).expect("replaced");
@@ -310,7 +332,10 @@ impl Group {
                         return Reply::Now(Ok(self.joined_answer(&member_id)));
                     }
                 }
-            } else if member_id.is_empty() {
+            } else if !member_id.is_empty() {
+                // A member id for an instance the group does not know (expired, or made up).
+                return Reply::Now(Err(GroupError::UnknownMemberId { member_id }));
+            } else {
                 // First join of a static member: no MEMBER_ID_REQUIRED round.
                 member_id = self.new_member_id(&request.client_id);
                 if self.size() >= self.config.members_max {
@@ -1164,29 +1189,34 @@ mod tests {
     #[test]
     fn a_static_member_restarting_keeps_its_place_and_fences_its_old_id() {
         let mut group = group();
+        let leader = first_join(&mut group, Millis(0), 1, &["range"]);
         let mut request = join("", &["range"]);
         request.group_instance_id = Some("host-1".to_owned());
         assert_eq!(
-            group.handle_join(Millis(0), Ticket(1), request.clone()),
+            group.handle_join(Millis(0), Ticket(2), request.clone()),
             Reply::Later
         );
         group.handle_tick(Millis(3_000));
-        let first = joined(&outputs(&mut group)[0]).member_id.clone();
-        let _ = group.handle_sync(
-            Millis(3_000),
-            Ticket(2),
-            &first,
-            Some("host-1"),
-            1,
-            vec![(first.clone(), Bytes::from_static(b"all"))],
-        );
+        let answers = outputs(&mut group);
+        let first = answers
+            .iter()
+            .map(joined)
+            .find(|joined| joined.member_id != leader)
+            .expect("the static member joined")
+            .member_id
+            .clone();
+        let assignments = vec![(first.clone(), Bytes::from_static(b"all"))];
+        let _ = group.handle_sync(Millis(3_000), Ticket(3), &leader, None, 1, assignments);
         outputs(&mut group);
+        assert_eq!(group.state(), GroupState::Stable);
         // Restarted: joins again with no member id, same instance id and metadata.
-        let Reply::Now(Ok(again)) = group.handle_join(Millis(4_000), Ticket(3), request) else {
-            panic!("a static member rejoining a stable group unchanged is answered at once");
+        let Reply::Now(Ok(again)) = group.handle_join(Millis(4_000), Ticket(4), request.clone())
+        else {
+            panic!("a static follower rejoining a stable group unchanged is answered at once");
         };
         assert_eq!(again.generation, 1, "no rebalance");
         assert_ne!(again.member_id, first);
+        assert!(again.members.is_empty(), "it is not the leader");
         assert_eq!(
             group.handle_heartbeat(Millis(4_000), &first, Some("host-1"), 1),
             Err(GroupError::FencedInstanceId {
@@ -1195,7 +1225,7 @@ mod tests {
         );
         let Reply::Now(Ok(synced)) = group.handle_sync(
             Millis(4_000),
-            Ticket(4),
+            Ticket(5),
             &again.member_id,
             Some("host-1"),
             1,
@@ -1204,6 +1234,27 @@ mod tests {
             panic!("stable: the assignment at once");
         };
         assert_eq!(synced.assignment, Bytes::from_static(b"all"));
+        // The old process comes back with its old id: it is fenced, the live member stays.
+        let mut stale = request.clone();
+        stale.member_id = first.clone();
+        assert_eq!(
+            group.handle_join(Millis(4_100), Ticket(6), stale),
+            Reply::Now(Err(GroupError::FencedInstanceId {
+                instance_id: "host-1".to_owned()
+            }))
+        );
+        assert_eq!(
+            group.handle_heartbeat(Millis(4_100), &again.member_id, Some("host-1"), 1),
+            Ok(())
+        );
+        // An id made up for an unknown instance is refused.
+        let mut made_up = request;
+        made_up.group_instance_id = Some("host-2".to_owned());
+        made_up.member_id = "invented".to_owned();
+        assert!(matches!(
+            group.handle_join(Millis(4_100), Ticket(7), made_up),
+            Reply::Now(Err(GroupError::UnknownMemberId { .. }))
+        ));
     }
 
     #[test]

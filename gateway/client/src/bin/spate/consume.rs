@@ -191,8 +191,8 @@ pub struct ConsumeArgs {
     follow: bool,
     /// `value`, `json`, or a template: %t topic, %p partition, %o offset, %T timestamp
     /// (ms), %k key, %K key length (-1: none), %s value, %S value length, %h headers
-    /// (`name=value,...`), %% a percent sign; escapes \\n \\t \\r \\0 \\\\. A template
-    /// ends its own lines: '%p:%o %s\\n'.
+    /// (`name=value,...`), %% a percent sign; escapes \n \t \r \0 \\. A template
+    /// ends its own lines: '%p:%o %s\n'.
     #[arg(long, value_name = "FORMAT", default_value = "value", value_parser = format)]
     format: Format,
     /// How long each fetch waits at the node for new records.
@@ -223,7 +223,13 @@ fn starts(text: &str) -> Result<Starts, String> {
             Ok((partition, position(start.trim())?))
         })
         .collect::<Result<Vec<_>, String>>()
-        .map(Starts::Each)
+        .and_then(|each| {
+            let mut seen = std::collections::BTreeSet::new();
+            match each.iter().find(|(partition, _)| !seen.insert(*partition)) {
+                Some((partition, _)) => Err(format!("partition {partition} is given twice")),
+                None => Ok(Starts::Each(each)),
+            }
+        })
 }
 
 fn end_position(text: &str) -> Result<EndPosition, String> {
@@ -454,6 +460,10 @@ mod tests {
             ]))
         );
         assert!(starts("x=1").is_err());
+        assert_eq!(
+            starts("0=10,0=20"),
+            Err("partition 0 is given twice".to_owned())
+        );
         assert_eq!(end_position("@5"), Ok(EndPosition::Timestamp(5)));
         assert_eq!(end_position("9"), Ok(EndPosition::Offset(9)));
     }

@@ -32,8 +32,8 @@ pub const CA_CERT_DEFAULT: &str = "./spate-data/tls/cert.pem";
     after_help = "Examples:\n  spate up                                 # Spate here, with a development certificate\n  spate topic create clicks --partitions 4\n  seq 1000 | spate produce clicks          # one record per line\n  spate consume clicks --follow            # print records as they arrive\n\nExit status: 0 success, 1 failure (one `spate: error: ...` line on stderr), 2 unusable\narguments, 130 interrupted (`produce` drains first). Reference: docs/cli.md."
 )]
 struct Cli {
-    /// Gateway address (for `up`: the address to listen on). [default: the profile's, else
-    /// 127.0.0.1:7447]
+    /// Gateway address (for `up`: the address to listen on, default 127.0.0.1:7447).
+    /// [default: the profile's, else 127.0.0.1:7447]
     #[arg(long, global = true, env = "SPATE_GATEWAY", value_name = "HOST:PORT")]
     gateway: Option<String>,
     /// CA certificate (PEM) to trust for the gateway, or `system` for the operating system's
@@ -159,7 +159,15 @@ impl Cli {
                 .get(name)
                 .cloned()
                 .ok_or_else(|| format!("no profile {name} in {}", path.display())),
-            (None, Some(name)) => Ok(config.profiles.get(name).cloned().unwrap_or_default()),
+            // A gateway named on the command line is not the current profile's: its CA and
+            // server name would not fit it.
+            (None, _) if self.gateway.is_some() => Ok(profile::Profile::default()),
+            (None, Some(name)) => config.profiles.get(name).cloned().ok_or_else(|| {
+                format!(
+                    "the current profile {name} is not in {} (spate profile use NAME)",
+                    path.display()
+                )
+            }),
             (None, None) => Ok(profile::Profile::default()),
         }
     }

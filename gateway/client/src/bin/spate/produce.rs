@@ -59,8 +59,8 @@ pub struct ProduceArgs {
     /// Add this header to every record (repeat for several).
     #[arg(short = 'H', long = "header", value_name = "NAME=VALUE", value_parser = header)]
     headers: Vec<(String, Bytes)>,
-    /// Records are separated by DELIM instead of a newline (escapes: \\n \\t \\r \\0 \\\\;
-    /// a `\\r` before a newline delimiter is removed too).
+    /// Records are separated by DELIM instead of a newline (escapes: \n \t \r \0 \\;
+    /// a `\r` before a newline delimiter is removed too).
     #[arg(short = 'D', long, value_name = "DELIM", default_value = "\\n", value_parser = delimiter)]
     delimiter: Delimiter,
     /// `lines`: each record's value (and key, with --key-separator) as read; `json`: one JSON
@@ -94,7 +94,7 @@ pub struct ProduceArgs {
     #[arg(long, value_name = "MS", default_value = "120000")]
     delivery_timeout_ms: u64,
     /// Write each input line that is surely not stored to FILE (created or truncated), as
-    /// read: `spate produce TOPIC < FILE` then stores exactly those.
+    /// read: `spate produce TOPIC < FILE` with the same options then stores exactly those.
     #[arg(long, value_name = "FILE")]
     failed_lines: Option<std::path::PathBuf>,
     /// Write each input line whose outcome is not known (its answer was lost and the
@@ -251,9 +251,25 @@ struct LineFiles {
 
 impl LineFiles {
     fn open(args: &ProduceArgs) -> Result<LineFiles, String> {
+        use std::os::unix::fs::MetadataExt;
+        // The input itself (`--failed-lines failed.txt < failed.txt`) must not be emptied
+        // before it is read.
+        let input = std::fs::metadata("/proc/self/fd/0")
+            .ok()
+            .map(|input| (input.dev(), input.ino()));
         let create = |path: &Option<std::path::PathBuf>| {
             path.as_ref()
                 .map(|path| {
+                    let existing = std::fs::metadata(path)
+                        .ok()
+                        .map(|file| (file.dev(), file.ino()));
+                    if existing.is_some() && existing == input {
+                        return Err(format!(
+                            "{} is the input too: write the lines that are not stored to \
+                             another file",
+                            path.display()
+                        ));
+                    }
                     std::fs::File::create(path)
                         .map_err(|error| format!("cannot create {}: {error}", path.display()))
                 })
@@ -444,7 +460,8 @@ pub async fn run(client: &Client, args: &ProduceArgs) -> Result<(), Failure> {
         let mut written = String::new();
         if let Some(path) = &args.failed_lines {
             written.push_str(&format!(
-                "; the {} lines surely not stored are in {}",
+                "; the {} lines surely not stored are in {} (produce them again with the same \
+                 options)",
                 failed - unknown,
                 path.display()
             ));

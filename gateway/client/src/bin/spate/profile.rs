@@ -162,11 +162,15 @@ pub fn run(command: &ProfileCommand, given: &Profile) -> Result<(), String> {
     save(&path, &config)
 }
 
-/// `spate up` records where it serves and its certificate as the profile `local`, current
-/// when no profile is. Failing to is only worth a warning.
-pub fn record_local(gateway: std::net::SocketAddr, certificate: &Path) -> Result<(), String> {
+/// `spate up` records where it serves and its certificate as the profile `local` and makes
+/// it the current one (commands then reach this Spate, as `spate up` says); returns the
+/// profile that was current before, if another. Failing to is only worth a warning.
+pub fn record_local(
+    gateway: std::net::SocketAddr,
+    certificate: &Path,
+) -> Result<Option<String>, String> {
     let Some(path) = path() else {
-        return Ok(());
+        return Ok(None);
     };
     let mut config = load(&path)?;
     // A gateway on every address is reached on loopback from here.
@@ -182,6 +186,10 @@ pub fn record_local(gateway: std::net::SocketAddr, certificate: &Path) -> Result
             server_name: None,
         },
     );
-    config.profile.get_or_insert_with(|| LOCAL.to_owned());
-    save(&path, &config)
+    let previous = config
+        .profile
+        .replace(LOCAL.to_owned())
+        .filter(|previous| previous != LOCAL);
+    save(&path, &config)?;
+    Ok(previous)
 }

@@ -96,8 +96,13 @@ async fn serve(
         .map_err(|error| format!("cannot install a SIGTERM handler: {error}"))?;
     // Later commands find this Spate from any directory (before "spate is up": a script
     // that waits for that line can rely on it).
-    if let Err(error) = crate::profile::record_local(gateway.local_addr, &gateway.cert_path) {
-        tracing::warn!("cannot record the profile `local`: {error}");
+    match crate::profile::record_local(gateway.local_addr, &gateway.cert_path) {
+        Ok(Some(previous)) => crate::notice(format!(
+            "the current profile is now `local` (this Spate); it was `{previous}`: \
+             `spate profile use {previous}` goes back"
+        )),
+        Ok(None) => {}
+        Err(error) => tracing::warn!("cannot record the profile `local`: {error}"),
     }
     let shards: Vec<String> = shards.iter().map(ToString::to_string).collect();
     let certificate = gateway.cert_path.display();
