@@ -579,10 +579,7 @@ impl Group {
         self.delay_until = None;
         self.generation += 1;
         if self.members.is_empty() {
-            self.state = GroupState::Empty;
-            self.protocol = None;
-            self.protocol_type = None;
-            self.leader = None;
+            self.become_empty();
             return;
         }
         self.protocol = self.vote();
@@ -668,6 +665,14 @@ impl Group {
         }
     }
 
+    /// The last member is gone: no protocol, no leader.
+    fn become_empty(&mut self) {
+        self.state = GroupState::Empty;
+        self.protocol = None;
+        self.protocol_type = None;
+        self.leader = None;
+    }
+
     /// Removes a member, answering what it had waiting with `error`.
     fn remove_member(&mut self, member_id: &str, error: GroupError) {
         let Some(member) = self.members.remove(member_id) else {
@@ -702,10 +707,7 @@ impl Group {
             GroupState::Stable | GroupState::CompletingRebalance => {
                 if self.members.is_empty() {
                     self.generation += 1;
-                    self.state = GroupState::Empty;
-                    self.protocol = None;
-                    self.protocol_type = None;
-                    self.leader = None;
+                    self.become_empty();
                 } else {
                     self.prepare_rebalance(now, 0);
                 }

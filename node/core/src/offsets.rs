@@ -95,7 +95,8 @@ pub struct OffsetKey {
 }
 
 fn put_str(out: &mut BytesMut, value: &str) {
-    // Lengths are checked by the caller against limits far below u16::MAX.
+    // Every caller checked the length with `check_len` against a limit (at most 4096) far
+    // below u16::MAX, so the conversion cannot fail.
     out.put_u16_le(u16::try_from(value.len()).expect("bounded length"));
     out.put_slice(value.as_bytes());
 }
@@ -109,6 +110,16 @@ fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), OffsetR
         });
     }
     Ok(())
+}
+
+/// The encoded key of `group`'s offset of `topic`/`partition`.
+fn key_bytes(group: &str, topic: &str, partition: u32) -> Result<Bytes, OffsetRecordError> {
+    OffsetKey {
+        group: group.to_owned(),
+        topic: topic.to_owned(),
+        partition,
+    }
+    .encode()
 }
 
 impl OffsetKey {
@@ -279,12 +290,7 @@ impl OffsetStore {
         offsets
             .iter()
             .map(|(topic, partition, offset, leader_epoch, metadata)| {
-                let key = OffsetKey {
-                    group: group.to_owned(),
-                    topic: topic.clone(),
-                    partition: *partition,
-                }
-                .encode()?;
+                let key = key_bytes(group, topic, *partition)?;
                 let value = Committed {
                     offset: *offset,
                     leader_epoch: *leader_epoch,
@@ -359,13 +365,7 @@ impl OffsetStore {
             .into_iter()
             .filter(|(_, committed)| committed.is_some())
             .filter_map(|((topic, partition), _)| {
-                let key = OffsetKey {
-                    group: group.to_owned(),
-                    topic,
-                    partition,
-                }
-                .encode()
-                .ok()?;
+                let key = key_bytes(group, &topic, partition).ok()?;
                 Some(OffsetRecord { key, value: None })
             })
             .collect()
@@ -386,13 +386,7 @@ impl OffsetStore {
             }
             for ((topic, partition), committed) in offsets {
                 if now.0.saturating_sub(committed.commit_time.0) >= retention_ms {
-                    if let Ok(key) = (OffsetKey {
-                        group: group.clone(),
-                        topic: topic.clone(),
-                        partition: *partition,
-                    })
-                    .encode()
-                    {
+                    if let Ok(key) = key_bytes(group, topic, *partition) {
                         records.push(OffsetRecord { key, value: None });
                     }
                 }
@@ -409,12 +403,7 @@ impl OffsetStore {
         let mut records = Vec::with_capacity(self.len());
         for (group, offsets) in &self.groups {
             for ((topic, partition), committed) in offsets {
-                let key = OffsetKey {
-                    group: group.clone(),
-                    topic: topic.clone(),
-                    partition: *partition,
-                }
-                .encode();
+                let key = key_bytes(group, topic, *partition);
                 if let (Ok(key), Ok(value)) = (key, committed.encode()) {
                     records.push(OffsetRecord {
                         key,

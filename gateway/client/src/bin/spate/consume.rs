@@ -92,19 +92,7 @@ fn format(text: &str) -> Result<Format, String> {
                 flush(&mut literal, &mut pieces);
                 pieces.push(field);
             }
-            '\\' => match characters.next() {
-                Some('n') => literal.push(b'\n'),
-                Some('t') => literal.push(b'\t'),
-                Some('r') => literal.push(b'\r'),
-                Some('0') => literal.push(0),
-                Some('\\') => literal.push(b'\\'),
-                other => {
-                    return Err(format!(
-                        "unknown escape \\{} (known: \\n \\t \\r \\0 \\\\)",
-                        other.map(String::from).unwrap_or_default()
-                    ))
-                }
-            },
+            '\\' => crate::push_escaped(&mut characters, &mut literal)?,
             other => {
                 let mut buffer = [0u8; 4];
                 literal.extend_from_slice(other.encode_utf8(&mut buffer).as_bytes());

@@ -135,6 +135,25 @@ pub fn describe(error: &ClientError) -> String {
     }
 }
 
+/// Decodes the escape after a backslash (`\n \t \r \0 \\`, the ones `-D` and `--format`
+/// take) from `characters` onto `out`.
+pub fn push_escaped(characters: &mut std::str::Chars<'_>, out: &mut Vec<u8>) -> Result<(), String> {
+    match characters.next() {
+        Some('n') => out.push(b'\n'),
+        Some('t') => out.push(b'\t'),
+        Some('r') => out.push(b'\r'),
+        Some('0') => out.push(0),
+        Some('\\') => out.push(b'\\'),
+        other => {
+            return Err(format!(
+                "unknown escape \\{} (known: \\n \\t \\r \\0 \\\\)",
+                other.map(String::from).unwrap_or_default()
+            ))
+        }
+    }
+    Ok(())
+}
+
 /// Prints one error line to stderr.
 pub fn report(message: impl std::fmt::Display) {
     #[allow(clippy::print_stderr)]

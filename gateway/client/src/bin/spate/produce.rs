@@ -125,19 +125,7 @@ fn delimiter(text: &str) -> Result<Delimiter, String> {
     let mut characters = text.chars();
     while let Some(character) = characters.next() {
         if character == '\\' {
-            match characters.next() {
-                Some('n') => bytes.push(b'\n'),
-                Some('t') => bytes.push(b'\t'),
-                Some('r') => bytes.push(b'\r'),
-                Some('0') => bytes.push(0),
-                Some('\\') => bytes.push(b'\\'),
-                other => {
-                    return Err(format!(
-                        "unknown escape \\{}",
-                        other.map(String::from).unwrap_or_default()
-                    ))
-                }
-            }
+            crate::push_escaped(&mut characters, &mut bytes)?;
         } else {
             let mut buffer = [0u8; 4];
             bytes.extend_from_slice(character.encode_utf8(&mut buffer).as_bytes());
