@@ -699,8 +699,9 @@ pub fn produce(
     Ok(run)
 }
 
-/// The consumer's client errors: shown up to [`ERRORS_SHOWN_MAX`], counted; the one Spate
-/// answers every group lookup with is expected and only noted.
+/// The consumer's client errors: shown up to [`ERRORS_SHOWN_MAX`], counted (a group
+/// authorization refusal, which brokers with ACLs give to `assign()` consumers' group
+/// lookups, is only noted).
 struct ConsumerEvents {
     errors: AtomicU64,
     shown: AtomicU64,
@@ -709,8 +710,7 @@ struct ConsumerEvents {
 impl ConsumerEvents {
     fn report(&self, error: &KafkaError, reason: Option<&str>) {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::GroupAuthorizationFailed) {
-            // Spate has no consumer groups yet and says so to librdkafka's group lookup,
-            // which `assign()` does not need (docs/kafka.md).
+            // `assign()` does not need the group (a broker with ACLs may refuse it).
             return;
         }
         self.errors.fetch_add(1, Ordering::Relaxed);

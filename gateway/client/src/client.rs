@@ -625,12 +625,21 @@ impl Client {
 
     /// Topics, their settings and which shard owns each partition (all topics when `topics`
     /// is empty).
+    /// The partition maps of `topics`; of every topic when empty (the internal offsets
+    /// topic only when named).
     pub async fn metadata(&self, topics: &[&str]) -> Result<MetadataResponse, ClientError> {
         let request = Request::Metadata(MetadataRequest {
             topics: topics.iter().map(|t| (*t).to_owned()).collect(),
         });
         match self.request(&request).await? {
-            Response::Metadata(metadata) => Ok(metadata),
+            Response::Metadata(mut metadata) => {
+                if topics.is_empty() {
+                    metadata
+                        .topics
+                        .retain(|topic| topic.name != spate_proto::OFFSETS_TOPIC);
+                }
+                Ok(metadata)
+            }
             other => Err(unexpected(&other)),
         }
     }

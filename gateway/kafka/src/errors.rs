@@ -34,6 +34,18 @@ pub fn kafka_error(code: ErrorCode) -> ResponseError {
         ErrorCode::Malformed | ErrorCode::InvalidRequest | ErrorCode::UnknownApi => {
             ResponseError::InvalidRequest
         }
+        ErrorCode::MemberIdRequired => ResponseError::MemberIdRequired,
+        ErrorCode::UnknownMemberId => ResponseError::UnknownMemberId,
+        ErrorCode::IllegalGeneration => ResponseError::IllegalGeneration,
+        ErrorCode::RebalanceInProgress => ResponseError::RebalanceInProgress,
+        ErrorCode::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+        ErrorCode::GroupMaxSizeReached => ResponseError::GroupMaxSizeReached,
+        ErrorCode::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
+        ErrorCode::FencedInstanceId => ResponseError::FencedInstanceId,
+        ErrorCode::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
+        ErrorCode::NonEmptyGroup => ResponseError::NonEmptyGroup,
+        ErrorCode::GroupIdNotFound => ResponseError::GroupIdNotFound,
+        ErrorCode::InvalidGroupId => ResponseError::InvalidGroupId,
         ErrorCode::Internal | ErrorCode::Other(_) => ResponseError::UnknownServerError,
     }
 }

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod batch;
 pub mod errors;
 pub mod frame;
+pub mod groups;
 pub mod limits;
 pub mod splice;
 pub mod translate;

@@ -72,6 +72,7 @@ pub fn metadata_response(
     let describe = |topic: &spate_proto::TopicMetadata| {
         MetadataResponseTopic::default()
             .with_name(Some(topic_name(&topic.name)))
+            .with_is_internal(topic.name == spate_proto::OFFSETS_TOPIC)
             .with_partitions(
                 topic
                     .partitions
@@ -496,22 +497,13 @@ pub fn create_topic(
     Ok(request)
 }
 
-/// The FindCoordinator error until consumer groups and transactions are served: not
-/// retriable, so clients report it at once instead of retrying forever.
-pub fn no_coordinator(key_type: i8) -> Refusal {
-    if key_type == 1 {
-        (
-            ResponseError::TransactionalIdAuthorizationFailed,
-            "transactions are not supported by Spate".into(),
-        )
-    } else {
-        (
-            ResponseError::GroupAuthorizationFailed,
-            "consumer groups are not served by Spate yet: assign partitions (assign()) and keep \
-             offsets in the client (docs/kafka.md)"
-                .into(),
-        )
-    }
+/// The FindCoordinator error for a transaction coordinator (Spate has no transactions):
+/// not retriable, so clients report it at once instead of retrying forever.
+pub fn no_transaction_coordinator() -> Refusal {
+    (
+        ResponseError::TransactionalIdAuthorizationFailed,
+        "transactions are not supported by Spate".into(),
+    )
 }
 
 /// Producer ids a gateway takes from the node at a time (as Kafka's brokers take blocks from
@@ -685,8 +677,7 @@ mod tests {
             refused(base.with_assignments(vec![CreatableReplicaAssignment::default()])).0,
             ResponseError::InvalidRequest
         );
-        assert!(!no_coordinator(0).0.is_retriable());
-        assert!(!no_coordinator(1).0.is_retriable());
+        assert!(!no_transaction_coordinator().0.is_retriable());
     }
 
     #[test]

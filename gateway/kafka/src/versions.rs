@@ -15,8 +15,20 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // v7 adds the newest timestamp (-3); v8+ are for tiered storage.
     (ApiKey::ListOffsets, 1, 7),
     (ApiKey::Metadata, 0, 12),
-    // Answered with a clear, non-retriable error until consumer groups are served.
+    // Consumer groups (`groups`): the gateway is every group's coordinator; transactions
+    // are refused.
     (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    // v9 is for the KIP-848 protocol (member epochs), which Spate does not serve.
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),

@@ -20,13 +20,12 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteRecordsRequest,
-    DeleteTopicsRequest, DeleteTopicsResponse, FetchRequest, FindCoordinatorRequest,
-    FindCoordinatorResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
-    MetadataRequest, ProduceRequest, ProduceResponse, ProducerId, RequestKind, TopicName,
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, DeleteRecordsRequest, DeleteTopicsRequest,
+    DeleteTopicsResponse, FetchRequest, InitProducerIdRequest, InitProducerIdResponse,
+    ListOffsetsRequest, MetadataRequest, ProduceRequest, ProduceResponse, ProducerId, RequestKind,
+    TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::ResponseError;
@@ -45,6 +44,7 @@ use tokio::task::JoinHandle;
 
 use crate::budget::Budget;
 use crate::config::KafkaConfig;
+use crate::kafka_groups;
 use crate::router::{Pending, Router};
 
 /// Topics one Metadata request may have created automatically (the rest stay unknown and the
@@ -522,9 +522,85 @@ async fn dispatch(context: &Arc<Context>, request: Request) -> Answer {
             })
         }
         RequestKind::FindCoordinator(request) => {
-            let answer = find_coordinator(version, &request);
+            let answer = spate_kafka::groups::find_coordinator(version, &request, &context.broker);
             let reply = respond(api, version, correlation_id, &answer);
             Box::pin(async move { reply })
+        }
+        RequestKind::JoinGroup(request) => {
+            let context = context.clone();
+            let client_id = header
+                .client_id
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            Box::pin(async move {
+                let answer =
+                    kafka_groups::join(&context.router, version, &request, &client_id).await;
+                respond(api, version, correlation_id, &answer)
+            })
+        }
+        RequestKind::SyncGroup(request) => {
+            let context = context.clone();
+            Box::pin(async move {
+                let answer = kafka_groups::sync(&context.router, &request).await;
+                respond(api, version, correlation_id, &answer)
+            })
+        }
+        RequestKind::Heartbeat(request) => {
+            let context = context.clone();
+            Box::pin(async move {
+                let answer = kafka_groups::heartbeat(&context.router, &request).await;
+                respond(api, version, correlation_id, &answer)
+            })
+        }
+        RequestKind::LeaveGroup(request) => {
+            let context = context.clone();
+            Box::pin(async move {
+                let answer = kafka_groups::leave(&context.router, version, &request).await;
+                respond(api, version, correlation_id, &answer)
+            })
+        }
+        RequestKind::OffsetCommit(request) => {
+            let context = context.clone();
+            Box::pin(async move {
+                let answer = kafka_groups::commit(&context.router, version, &request).await;
+                respond(api, version, correlation_id, &answer)
+            })
+        }
+        RequestKind::OffsetFetch(request) => {
+            let context = context.clone();
+            Box::pin(async move {
+                let answer = kafka_groups::fetch(&context.router, version, &request).await;
+                respond(api, version, correlation_id, &answer)
+            })
+        }
+        RequestKind::ListGroups(request) => {
+            let context = context.clone();
+            Box::pin(async move {
+                let answer = kafka_groups::list(&context.router, &request).await;
+                respond(api, version, correlation_id, &answer)
+            })
+        }
+        RequestKind::DescribeGroups(request) => {
+            let context = context.clone();
+            Box::pin(async move {
+                let answer = kafka_groups::describe(&context.router, version, &request).await;
+                respond(api, version, correlation_id, &answer)
+            })
+        }
+        RequestKind::DeleteGroups(request) => {
+            let context = context.clone();
+            Box::pin(async move {
+                let answer = kafka_groups::delete(&context.router, &request).await;
+                respond(api, version, correlation_id, &answer)
+            })
+        }
+        RequestKind::OffsetDelete(request) => {
+            let context = context.clone();
+            Box::pin(async move {
+                let answer = kafka_groups::offset_delete(&context.router, &request).await;
+                respond(api, version, correlation_id, &answer)
+            })
         }
         other => {
             // Only served APIs decode (`spate_kafka::versions`); nothing else reaches here.
@@ -756,35 +832,6 @@ async fn init_producer_id(
     answer
         .with_producer_id(ProducerId(i64::try_from(id).unwrap_or(-1)))
         .with_producer_epoch(0)
-}
-
-fn find_coordinator(version: i16, request: &FindCoordinatorRequest) -> FindCoordinatorResponse {
-    let (error, message) = translate::no_coordinator(request.key_type);
-    let message = Some(StrBytes::from_string(message));
-    if version >= 4 {
-        let coordinators = request
-            .coordinator_keys
-            .iter()
-            .map(|key| {
-                Coordinator::default()
-                    .with_key(key.clone())
-                    .with_node_id(BrokerId(-1))
-                    .with_port(-1)
-                    .with_error_code(error.code())
-                    .with_error_message(message.clone())
-            })
-            .collect();
-        return FindCoordinatorResponse::default().with_coordinators(coordinators);
-    }
-    let answer = FindCoordinatorResponse::default()
-        .with_error_code(error.code())
-        .with_node_id(BrokerId(-1))
-        .with_port(-1);
-    if version >= 1 {
-        answer.with_error_message(message)
-    } else {
-        answer
-    }
 }
 
 fn partition_id(index: i32) -> Option<PartitionId> {

@@ -8,6 +8,7 @@ pub mod budget;
 pub mod config;
 pub mod kafka;
 pub mod kafka_admin;
+pub mod kafka_groups;
 pub mod link;
 pub mod router;
 pub mod server;

@@ -132,6 +132,17 @@ pub struct Joined {
     pub members: Vec<JoinedMember>,
 }
 
+/// A member as DescribeGroups shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescribedMember {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    /// Its metadata for the group's protocol (empty before one was chosen).
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
 /// The answer to a SyncGroup: the member's assignment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Synced {
@@ -163,6 +174,7 @@ pub enum Reply<T> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Member {
     instance_id: Option<String>,
+    client_id: String,
     session_timeout_ms: i32,
     rebalance_timeout_ms: i32,
     protocol_type: String,
@@ -255,6 +267,35 @@ impl Group {
                 &member.assignment,
             )
         })
+    }
+
+    /// Every member as DescribeGroups shows it, in id order.
+    pub fn describe(&self) -> Vec<DescribedMember> {
+        self.members
+            .iter()
+            .map(|(id, member)| DescribedMember {
+                member_id: id.clone(),
+                group_instance_id: member.instance_id.clone(),
+                client_id: member.client_id.clone(),
+                metadata: self
+                    .protocol
+                    .as_deref()
+                    .and_then(|chosen| {
+                        member
+                            .protocols
+                            .iter()
+                            .find(|(name, _)| name == chosen)
+                            .map(|(_, metadata)| metadata.clone())
+                    })
+                    .unwrap_or_default(),
+                assignment: member.assignment.clone(),
+            })
+            .collect()
+    }
+
+    /// Whether the group has members (or member ids handed out and not yet joined).
+    pub fn has_members(&self) -> bool {
+        self.size() > 0
     }
 
     pub fn poll_output(&mut self) -> Option<GroupOutput> {
@@ -464,6 +505,7 @@ impl Group {
             .entry(member_id.to_owned())
             .or_insert_with(|| Member {
                 instance_id: request.group_instance_id.clone(),
+                client_id: request.client_id.clone(),
                 session_timeout_ms: request.session_timeout_ms,
                 rebalance_timeout_ms: request.rebalance_timeout_ms,
                 protocol_type: request.protocol_type.clone(),

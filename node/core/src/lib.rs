@@ -8,6 +8,7 @@
 //! run the storage requests. See `docs/ARCHITECTURE.md` and `docs/format/segment.md`.
 
 pub mod config;
+pub mod coordinator;
 pub mod group;
 pub mod offsets;
 pub mod partition;

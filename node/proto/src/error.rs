@@ -96,6 +96,18 @@ pub enum ErrorCode {
     /// answer came: it may or may not have been carried out. Retriable for an idempotent
     /// producer (a resend is recognised) and for reads.
     OutcomeUnknown,
+    MemberIdRequired,
+    UnknownMemberId,
+    IllegalGeneration,
+    RebalanceInProgress,
+    InconsistentGroupProtocol,
+    GroupMaxSizeReached,
+    InvalidSessionTimeout,
+    FencedInstanceId,
+    CoordinatorLoadInProgress,
+    NonEmptyGroup,
+    GroupIdNotFound,
+    InvalidGroupId,
     Other(u16),
 }
 
@@ -127,6 +139,18 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => 52,
             ErrorCode::Unavailable => 53,
             ErrorCode::OutcomeUnknown => 54,
+            ErrorCode::MemberIdRequired => 60,
+            ErrorCode::UnknownMemberId => 61,
+            ErrorCode::IllegalGeneration => 62,
+            ErrorCode::RebalanceInProgress => 63,
+            ErrorCode::InconsistentGroupProtocol => 64,
+            ErrorCode::GroupMaxSizeReached => 65,
+            ErrorCode::InvalidSessionTimeout => 66,
+            ErrorCode::FencedInstanceId => 67,
+            ErrorCode::CoordinatorLoadInProgress => 68,
+            ErrorCode::NonEmptyGroup => 69,
+            ErrorCode::GroupIdNotFound => 70,
+            ErrorCode::InvalidGroupId => 71,
             ErrorCode::Other(code) => code,
         }
     }
@@ -158,6 +182,18 @@ impl ErrorCode {
             52 => ErrorCode::ShuttingDown,
             53 => ErrorCode::Unavailable,
             54 => ErrorCode::OutcomeUnknown,
+            60 => ErrorCode::MemberIdRequired,
+            61 => ErrorCode::UnknownMemberId,
+            62 => ErrorCode::IllegalGeneration,
+            63 => ErrorCode::RebalanceInProgress,
+            64 => ErrorCode::InconsistentGroupProtocol,
+            65 => ErrorCode::GroupMaxSizeReached,
+            66 => ErrorCode::InvalidSessionTimeout,
+            67 => ErrorCode::FencedInstanceId,
+            68 => ErrorCode::CoordinatorLoadInProgress,
+            69 => ErrorCode::NonEmptyGroup,
+            70 => ErrorCode::GroupIdNotFound,
+            71 => ErrorCode::InvalidGroupId,
             other => ErrorCode::Other(other),
         }
     }
@@ -172,6 +208,7 @@ impl ErrorCode {
                 | ErrorCode::ShuttingDown
                 | ErrorCode::Unavailable
                 | ErrorCode::OutcomeUnknown
+                | ErrorCode::CoordinatorLoadInProgress
         )
     }
 }

@@ -9,6 +9,7 @@
 pub mod codec;
 pub mod error;
 pub mod frame;
+pub mod group;
 pub mod limits;
 pub mod messages;
 pub mod pipeline;
@@ -16,6 +17,7 @@ pub mod settings;
 
 pub use error::{ErrorCode, FrameError, ProtoError};
 pub use frame::{peek_frame, route, Frame, FrameDecoder, FrameHead, Peek, Route, VERSION};
+pub use group::{GroupOp, GroupRequest, GroupResponse, OFFSETS_PARTITIONS, OFFSETS_TOPIC};
 pub use messages::*;
 pub use pipeline::Pipeline;
 
@@ -56,10 +58,11 @@ pub enum ApiKey {
     AlterTopic,
     DeleteRecords,
     FindRecord,
+    Group,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 11] = [
+    pub const ALL: [ApiKey; 12] = [
         ApiKey::CreateTopic,
         ApiKey::DeleteTopic,
         ApiKey::Metadata,
@@ -71,6 +74,7 @@ impl ApiKey {
         ApiKey::AlterTopic,
         ApiKey::DeleteRecords,
         ApiKey::FindRecord,
+        ApiKey::Group,
     ];
 
     pub fn to_u16(self) -> u16 {
@@ -86,6 +90,7 @@ impl ApiKey {
             ApiKey::AlterTopic => 9,
             ApiKey::DeleteRecords => 10,
             ApiKey::FindRecord => 11,
+            ApiKey::Group => 12,
         }
     }
 
@@ -106,6 +111,7 @@ impl ApiKey {
             ApiKey::AlterTopic => "AlterTopic",
             ApiKey::DeleteRecords => "DeleteRecords",
             ApiKey::FindRecord => "FindRecord",
+            ApiKey::Group => "Group",
         }
     }
 
@@ -118,6 +124,7 @@ impl ApiKey {
                 | ApiKey::ListOffsets
                 | ApiKey::DeleteRecords
                 | ApiKey::FindRecord
+                | ApiKey::Group
         )
     }
 }

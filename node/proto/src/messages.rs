@@ -7,6 +7,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::codec::{Reader, Writer};
 use crate::error::{ErrorCode, ProtoError};
 use crate::frame::{Frame, FrameHead, FLAGS_KNOWN, FLAG_ERROR, FLAG_RESPONSE, VERSION};
+use crate::group::{GroupRequest, GroupResponse};
 use crate::limits::{
     ENDPOINT_SIZE_MAX, ERROR_MESSAGE_SIZE_MAX, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX,
     FRAME_HEADER_SIZE, PRODUCER_IDS_PER_REQUEST_MAX, RESPONSE_SIZE_MAX, SHARDS_MAX,
@@ -279,6 +280,8 @@ pub enum ErrorDetail {
         log_start_offset: u64,
         high_watermark: u64,
     },
+    /// The member id to join with (`MemberIdRequired`).
+    MemberId { member_id: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -334,6 +337,7 @@ pub enum Request {
     AlterTopic(AlterTopicRequest),
     DeleteRecords(DeleteRecordsRequest),
     FindRecord(FindRecordRequest),
+    Group(GroupRequest),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -350,6 +354,7 @@ pub enum Response {
     AlterTopic(AlterTopicResponse),
     DeleteRecords(DeleteRecordsResponse),
     FindRecord(FindRecordResponse),
+    Group(GroupResponse),
     /// An error answering a request with the raw api key `api_key`.
     Error {
         api_key: u16,
@@ -514,6 +519,7 @@ impl Request {
             Request::AlterTopic(_) => ApiKey::AlterTopic,
             Request::DeleteRecords(_) => ApiKey::DeleteRecords,
             Request::FindRecord(_) => ApiKey::FindRecord,
+            Request::Group(_) => ApiKey::Group,
         }
     }
 
@@ -580,6 +586,7 @@ impl Request {
                     w.i64(timestamp);
                 }
                 Request::AllocateProducerIds(request) => w.u32(request.count),
+                Request::Group(request) => request.encode_body(w),
                 Request::AutoCreateTopic(request) => w.str16(&request.topic),
                 Request::AlterTopic(request) => {
                     w.str16(&request.topic);
@@ -719,6 +726,11 @@ impl Request {
                     target,
                 })
             }
+            ApiKey::Group => {
+                let topic = read_topic(&mut reader)?;
+                let partition = PartitionId(reader.u32("partition")?);
+                Request::Group(GroupRequest::decode_rest(topic, partition, &mut reader)?)
+            }
             ApiKey::DeleteRecords => Request::DeleteRecords(DeleteRecordsRequest {
                 topic: read_topic(&mut reader)?,
                 partition: PartitionId(reader.u32("partition")?),
@@ -786,6 +798,7 @@ impl Response {
             Response::AlterTopic(_) => ApiKey::AlterTopic.to_u16(),
             Response::DeleteRecords(_) => ApiKey::DeleteRecords.to_u16(),
             Response::FindRecord(_) => ApiKey::FindRecord.to_u16(),
+            Response::Group(_) => ApiKey::Group.to_u16(),
             Response::Error { api_key, .. } => *api_key,
         }
     }
@@ -845,6 +858,7 @@ impl Response {
                 w.u64(response.high_watermark);
             }
             Response::DeleteRecords(response) => w.u64(response.log_start_offset),
+            Response::Group(response) => response.encode_body(w),
             Response::FindRecord(response) => {
                 w.u64(response.offset);
                 w.i64(response.timestamp);
@@ -881,6 +895,10 @@ impl Response {
                         w.u8(2);
                         w.u64(*log_start_offset);
                         w.u64(*high_watermark);
+                    }
+                    ErrorDetail::MemberId { member_id } => {
+                        w.u8(3);
+                        w.str16(member_id);
                     }
                 }
             }
@@ -946,6 +964,9 @@ impl Response {
                     log_start_offset: reader.u64("log_start_offset")?,
                     high_watermark: reader.u64("high_watermark")?,
                 },
+                3 => ErrorDetail::MemberId {
+                    member_id: reader.string16("member_id", crate::group::GROUP_NAME_BYTES_MAX)?,
+                },
                 other => {
                     return Err(ProtoError::Value {
                         field: "detail",
@@ -979,6 +1000,7 @@ impl Response {
             ApiKey::DeleteTopic => Response::DeleteTopic(DeleteTopicResponse {
                 topic: read_topic(&mut reader)?,
             }),
+            ApiKey::Group => Response::Group(GroupResponse::decode_body(&mut reader)?),
             ApiKey::DeleteRecords => Response::DeleteRecords(DeleteRecordsResponse {
                 log_start_offset: reader.u64("log_start_offset")?,
             }),

@@ -34,6 +34,12 @@ pub const RETENTION_CHECK_MS_DEFAULT: u64 = 60_000;
 /// `transactional.id.expiration.ms`).
 pub const PRODUCER_EXPIRY_MS_DEFAULT_U64: u64 =
     spate_core::config::PRODUCER_EXPIRY_MS_DEFAULT.unsigned_abs();
+/// Committed offsets of groups without members are kept 7 days after their commit.
+pub const OFFSETS_RETENTION_MS_DEFAULT: u64 =
+    spate_core::offsets::OFFSETS_RETENTION_MS_DEFAULT.unsigned_abs();
+/// An empty group's first rebalance waits 3 s for more members.
+pub const GROUP_INITIAL_REBALANCE_DELAY_MS_DEFAULT: u64 =
+    spate_core::group::INITIAL_REBALANCE_DELAY_MS_DEFAULT.unsigned_abs();
 /// Recently written bytes each shard keeps in memory to serve consumers at the tail, shared
 /// by its partitions.
 pub const TAIL_CACHE_BYTES_DEFAULT: u64 = 64 << 20;
@@ -119,6 +125,14 @@ spate_proto::settings! {
         /// forgotten there: its resends are no longer recognised. [default: 604800000 (7 days)]
         #[arg(long, value_name = "MS")]
         producer_expiry_ms: u64 = PRODUCER_EXPIRY_MS_DEFAULT_U64,
+        /// Committed offsets of a consumer group without members are deleted this long (ms)
+        /// after their commit (Kafka's `offsets.retention.minutes`). [default: 604800000 (7 days)]
+        #[arg(long, value_name = "MS")]
+        offsets_retention_ms: u64 = OFFSETS_RETENTION_MS_DEFAULT,
+        /// How long (ms) an empty consumer group waits for more members before its first
+        /// rebalance ends (Kafka's `group.initial.rebalance.delay.ms`). [default: 3000]
+        #[arg(long, value_name = "MS")]
+        group_initial_rebalance_delay_ms: u64 = GROUP_INITIAL_REBALANCE_DELAY_MS_DEFAULT,
         /// How often each shard applies retention, in ms. [default: 60000]
         #[arg(long, value_name = "MS")]
         retention_check_ms: u64 = RETENTION_CHECK_MS_DEFAULT,

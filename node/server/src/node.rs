@@ -242,10 +242,36 @@ fn prepare_data_dir(config: &NodeConfig) -> Result<DataDirLock, NodeError> {
     Ok(lock)
 }
 
+/// Segment size of the offsets topic's partitions: small, so that snapshots let old
+/// segments go soon.
+const OFFSETS_SEGMENT_BYTES: u64 = 16 << 20;
+
 /// The node's metadata, its partitions reassigned to the configured shard count (stored if
 /// that moved any), with the directories of deleted topics removed.
 fn load_metadata(config: &NodeConfig) -> Result<Metadata, NodeError> {
     let mut metadata = Metadata::load(&config.data_dir)?;
+    if !metadata.topics.contains_key(spate_proto::OFFSETS_TOPIC) {
+        // Committed offsets of consumer groups: kept until deleted or expired (no
+        // retention), bounded by snapshots (docs/groups.md).
+        metadata.topics.insert(
+            spate_proto::OFFSETS_TOPIC.to_owned(),
+            crate::metadata::Topic {
+                retention_ms: spate_proto::Setting::Unlimited,
+                retention_bytes: spate_proto::Setting::Unlimited,
+                segment_bytes: spate_proto::Setting::Value(OFFSETS_SEGMENT_BYTES),
+                shards: (0..spate_proto::OFFSETS_PARTITIONS)
+                    .map(|partition| {
+                        crate::metadata::assign(
+                            spate_proto::OFFSETS_TOPIC,
+                            partition,
+                            config.shards,
+                        )
+                    })
+                    .collect(),
+            },
+        );
+        metadata.store(&config.data_dir)?;
+    }
     let moved = metadata.reassign(config.shards);
     if moved > 0 {
         tracing::info!(

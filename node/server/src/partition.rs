@@ -130,6 +130,9 @@ pub struct Partition {
     /// Produces waiting for room in the write buffer pass one at a time, first come first
     /// served, so no connection is starved by others that keep finding room.
     pub room_gate: Rc<glommio::sync::Semaphore>,
+    /// The consumer groups this partition coordinates (partitions of the offsets topic
+    /// only), set up at the first group request.
+    pub groups: RefCell<Option<Rc<crate::shard::groups::Coordinator>>>,
 }
 
 impl Partition {
@@ -157,6 +160,7 @@ impl Partition {
             stopped: Cell::new(false),
             released: Cell::new(false),
             room_gate: Rc::new(glommio::sync::Semaphore::new(1)),
+            groups: RefCell::new(None),
         })
     }
 

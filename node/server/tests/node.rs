@@ -31,7 +31,9 @@ fn produce_and_fetch_round_trip_across_shards_and_partitions() {
     ));
     let metadata = admin.metadata();
     assert_eq!(metadata.shards.len(), 2);
-    let topic = &metadata.topics[0];
+    // The node's topics: this one and the internal offsets topic.
+    assert_eq!(metadata.topics.len(), 2);
+    let topic = metadata.topics.iter().find(|t| t.name == "events").unwrap();
     assert_eq!(topic.partitions.len(), 4);
     let shards_used: std::collections::BTreeSet<u16> =
         topic.partitions.iter().map(|p| p.shard.0).collect();
@@ -72,7 +74,11 @@ fn a_request_for_another_shards_partition_names_the_owner() {
     let mut client = Client::connect(node.endpoints[0]);
     client.create_topic("t", 8);
     let metadata = client.metadata();
-    let partition = metadata.topics[0]
+    let partition = metadata
+        .topics
+        .iter()
+        .find(|t| t.name == "t")
+        .unwrap()
         .partitions
         .iter()
         .find(|p| p.shard.0 == 1)
@@ -354,7 +360,10 @@ fn restart_with_another_shard_count_serves_all_data() {
     let node = start(&dir, 1);
     let mut client = Client::connect(node.endpoints[0]);
     let metadata = client.metadata();
-    assert!(metadata.topics[0].partitions.iter().all(|p| p.shard.0 == 0));
+    assert!(metadata
+        .topics
+        .iter()
+        .all(|topic| topic.partitions.iter().all(|p| p.shard.0 == 0)));
     for partition in 0..6 {
         match client.fetch("t", partition, 0, 0) {
             Response::Fetch(fetched) => assert_eq!(

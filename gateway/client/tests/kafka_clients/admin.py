@@ -165,7 +165,7 @@ read = []
 deadline = time.monotonic() + 20
 while len(read) < 4 and time.monotonic() < deadline:
     message = consumer.poll(1)
-    # Errors are events here (librdkafka's coordinator lookup: Spate has no groups yet).
+    # Errors are events here; none is expected.
     if message is not None and message.error() is None:
         read.append((message.offset(), message.value()))
 assert read == [(6, b"r6"), (7, b"r7"), (8, b"r8"), (9, b"r9")], read

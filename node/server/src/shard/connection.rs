@@ -15,8 +15,12 @@ use futures_lite::{future, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::{Semaphore, StaticPermit};
-use spate_proto::{ErrorCode, ErrorResponse, Frame, FrameDecoder, Request, Response};
+use spate_proto::{
+    AlterTopicRequest, AutoCreateTopicRequest, CreateTopicRequest, DeleteTopicRequest, ErrorCode,
+    ErrorResponse, Frame, FrameDecoder, Request, Response, OFFSETS_TOPIC,
+};
 
+use super::groups::{self, GroupAnswer};
 use super::{error, Shard};
 use crate::connections::Registration;
 use crate::inbound::Inbound;
@@ -94,6 +98,14 @@ fn now_or_waited<T: 'static>(
         ),
         Err(error) => Dispatched::Now(Response::Error { api_key, error }),
     }
+}
+
+/// The refusal of a client's write, deletion or change of the internal offsets topic.
+fn internal_topic() -> ErrorResponse {
+    error(
+        ErrorCode::InvalidRequest,
+        format!("{OFFSETS_TOPIC} is internal: only the group coordinator writes it"),
+    )
 }
 
 /// Fetched records at least this long are written to the connection as they are, after the
@@ -319,6 +331,7 @@ impl Shard {
             Request::ListOffsets(request) => (&request.topic, request.partition),
             Request::FindRecord(request) => (&request.topic, request.partition),
             Request::DeleteRecords(request) => (&request.topic, request.partition),
+            Request::Group(request) => (&request.topic, request.partition),
             Request::Metadata(_)
             | Request::CreateTopic(_)
             | Request::DeleteTopic(_)
@@ -346,6 +359,34 @@ impl Shard {
                     Ok(response) => Response::Metadata(response),
                     Err(error) => fail(error),
                 })
+            }
+            Resolved::Shard(
+                Request::CreateTopic(CreateTopicRequest { topic, .. })
+                | Request::DeleteTopic(DeleteTopicRequest { topic })
+                | Request::AutoCreateTopic(AutoCreateTopicRequest { topic })
+                | Request::AlterTopic(AlterTopicRequest { topic, .. }),
+            ) if topic == OFFSETS_TOPIC => Dispatched::Now(fail(internal_topic())),
+            Resolved::Partition(partition, Request::Produce(_) | Request::DeleteRecords(_))
+                if partition.key.topic == OFFSETS_TOPIC =>
+            {
+                Dispatched::Now(fail(internal_topic()))
+            }
+            Resolved::Partition(partition, Request::Group(request)) => {
+                match self.group(&partition, request) {
+                    GroupAnswer::Now(answer) => Dispatched::Now(groups::wrap(answer, api_key)),
+                    GroupAnswer::Parked(receiver) => Dispatched::Later(Box::pin(async move {
+                        let answer = receiver.recv().await.unwrap_or_else(|| {
+                            Err(error(
+                                ErrorCode::ShuttingDown,
+                                "the group coordinator closed",
+                            ))
+                        });
+                        groups::wrap(answer, api_key)
+                    })),
+                    GroupAnswer::Appending(appending) => Dispatched::Later(Box::pin(async move {
+                        groups::wrap(appending.await, api_key)
+                    })),
+                }
             }
             Resolved::Shard(
                 request @ (Request::CreateTopic(_)

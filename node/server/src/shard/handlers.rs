@@ -295,7 +295,7 @@ impl Shard {
 
     /// The records a fetch plan names: at hand, or read from the segment file (damage found
     /// there fences the partition before the error is answered).
-    async fn fetch_records(
+    pub(super) async fn fetch_records(
         &self,
         partition: &Rc<Partition>,
         plan: FetchPlan,

@@ -30,6 +30,7 @@ use crate::partition::{now, Budget, Partition};
 use crate::storage::{list_dir, DmaStorage};
 
 mod connection;
+pub(crate) mod groups;
 mod handlers;
 
 /// Partitions one shard recovers at a time (at startup and when metadata changes). Each reads

@@ -1,0 +1,565 @@
+//! The consumer groups of one coordinator: one partition of the internal offsets topic, with
+//! the groups that hash to it (their membership, [`Group`]) and their committed offsets
+//! ([`OffsetStore`]). Pure: the shard that owns the partition appends the records this
+//! returns to the partition's log (durably) and says when each append was acknowledged; the
+//! offsets change only then, in append order. At recovery the shard replays the partition's
+//! log into [`GroupCoordinator::replay`].
+//!
+//! Invariants:
+//! - an append's records take effect (are fetched) only after the append was acknowledged
+//!   and every append before it was settled, so the offsets seen are those of a prefix of the
+//!   log, as a replay after `kill -9` would give;
+//! - a group is kept in memory while it has members; an empty group is forgotten at the next
+//!   tick (its offsets stay until deleted or expired);
+//! - at most [`GROUPS_IN_MEMORY_MAX`] groups with members, and the offset limits of
+//!   [`OffsetStore`].
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+use thiserror::Error;
+
+use crate::group::{
+    DescribedMember, Group, GroupConfig, GroupError, GroupOutput, GroupState, JoinRequest, Joined,
+    Reply, Synced, Ticket,
+};
+use crate::offsets::{CommitError, Committed, OffsetRecord, OffsetStore, GROUP_ID_BYTES_MAX};
+use crate::Millis;
+
+/// Groups with members one coordinator keeps in memory.
+pub const GROUPS_IN_MEMORY_MAX: usize = 10_000;
+/// Appends of offset records waiting for their acknowledgement, per coordinator: a bound on
+/// the records held before they take effect (commits beyond wait at the client: Busy).
+pub const PENDING_APPENDS_MAX: usize = 1_024;
+
+/// Why a group request is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CoordinatorError {
+    #[error(transparent)]
+    Group(#[from] GroupError),
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    #[error("invalid group id: {0}")]
+    InvalidGroupId(&'static str),
+    #[error("this coordinator has {GROUPS_IN_MEMORY_MAX} groups with members, the limit")]
+    TooManyGroups,
+    #[error("group {0} does not exist")]
+    GroupIdNotFound(String),
+    #[error("group {0} has members; stop them first")]
+    NonEmptyGroup(String),
+    #[error("{PENDING_APPENDS_MAX} offset commits wait for the disk; retry")]
+    Busy,
+}
+
+/// A group as DescribeGroups and ListGroups show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescribedGroup {
+    pub group: String,
+    /// `Empty`, `PreparingRebalance`, `CompletingRebalance`, `Stable`, or `Dead` for a group
+    /// the coordinator does not know.
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<DescribedMember>,
+}
+
+/// Kafka's name of a group state.
+pub fn state_name(state: GroupState) -> &'static str {
+    match state {
+        GroupState::Empty => "Empty",
+        GroupState::PreparingRebalance => "PreparingRebalance",
+        GroupState::CompletingRebalance => "CompletingRebalance",
+        GroupState::Stable => "Stable",
+    }
+}
+
+/// An append of offset records, named by the coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AppendId(pub u64);
+
+#[derive(Debug)]
+struct Pending {
+    id: AppendId,
+    records: Vec<OffsetRecord>,
+    /// `Some(true)` once acknowledged, `Some(false)` once failed.
+    settled: Option<bool>,
+}
+
+/// The groups of one coordinator (see the module documentation).
+#[derive(Debug)]
+pub struct GroupCoordinator {
+    config: GroupConfig,
+    nonce: u64,
+    groups: BTreeMap<String, Group>,
+    offsets: OffsetStore,
+    pending: VecDeque<Pending>,
+    next_append: u64,
+    /// Answers taken out of groups about to be forgotten.
+    outputs: VecDeque<GroupOutput>,
+}
+
+fn check_group_id(group: &str) -> Result<(), CoordinatorError> {
+    if group.is_empty() {
+        return Err(CoordinatorError::InvalidGroupId("empty"));
+    }
+    if group.len() > GROUP_ID_BYTES_MAX {
+        return Err(CoordinatorError::InvalidGroupId("longer than 255 bytes"));
+    }
+    Ok(())
+}
+
+impl GroupCoordinator {
+    /// `nonce` is random per start (member ids never repeat those handed out before).
+    pub fn new(config: GroupConfig, nonce: u64) -> GroupCoordinator {
+        GroupCoordinator {
+            config,
+            nonce,
+            groups: BTreeMap::new(),
+            offsets: OffsetStore::default(),
+            pending: VecDeque::new(),
+            next_append: 0,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// Takes in one record of the log at recovery (in log order). A record that cannot be
+    /// read is reported and skipped.
+    pub fn replay(
+        &mut self,
+        record: &OffsetRecord,
+    ) -> Result<(), crate::offsets::OffsetRecordError> {
+        self.offsets.apply(record)
+    }
+
+    pub fn offsets(&self) -> &OffsetStore {
+        &self.offsets
+    }
+
+    fn group_mut(&mut self, group: &str) -> Result<&mut Group, CoordinatorError> {
+        check_group_id(group)?;
+        if !self.groups.contains_key(group) {
+            let with_members = self.groups.values().filter(|g| g.has_members()).count();
+            if with_members >= GROUPS_IN_MEMORY_MAX {
+                return Err(CoordinatorError::TooManyGroups);
+            }
+            // Member ids differ between groups and between restarts.
+            let nonce = self.nonce ^ (self.groups.len() as u64).rotate_left(32);
+            self.groups
+                .insert(group.to_owned(), Group::new(group, self.config, nonce));
+        }
+        self.groups
+            .get_mut(group)
+            .ok_or(CoordinatorError::InvalidGroupId("vanished"))
+    }
+
+    fn unknown_member(member_id: &str) -> CoordinatorError {
+        CoordinatorError::Group(GroupError::UnknownMemberId {
+            member_id: member_id.to_owned(),
+        })
+    }
+
+    /// A JoinGroup (the group is created by its first join).
+    pub fn join(
+        &mut self,
+        now: Millis,
+        group: &str,
+        ticket: Ticket,
+        request: JoinRequest,
+    ) -> Result<Reply<Joined>, CoordinatorError> {
+        Ok(self.group_mut(group)?.handle_join(now, ticket, request))
+    }
+
+    /// A SyncGroup.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sync(
+        &mut self,
+        now: Millis,
+        group: &str,
+        ticket: Ticket,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+    ) -> Result<Reply<Synced>, CoordinatorError> {
+        let found = self
+            .groups
+            .get_mut(group)
+            .ok_or_else(|| Self::unknown_member(member_id))?;
+        Ok(found.handle_sync(now, ticket, member_id, instance_id, generation, assignments))
+    }
+
+    pub fn heartbeat(
+        &mut self,
+        now: Millis,
+        group: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), CoordinatorError> {
+        let found = self
+            .groups
+            .get_mut(group)
+            .ok_or_else(|| Self::unknown_member(member_id))?;
+        Ok(found.handle_heartbeat(now, member_id, instance_id, generation)?)
+    }
+
+    /// A LeaveGroup: one answer per leaving member.
+    pub fn leave(
+        &mut self,
+        now: Millis,
+        group: &str,
+        leaving: &[(String, Option<String>)],
+    ) -> Vec<Result<(), CoordinatorError>> {
+        match self.groups.get_mut(group) {
+            Some(found) => found
+                .handle_leave(now, leaving)
+                .into_iter()
+                .map(|answer| answer.map_err(CoordinatorError::from))
+                .collect(),
+            None => leaving
+                .iter()
+                .map(|(member_id, _)| Err(Self::unknown_member(member_id)))
+                .collect(),
+        }
+    }
+
+    fn start_append(&mut self, records: Vec<OffsetRecord>) -> Result<AppendId, CoordinatorError> {
+        if self.pending.len() >= PENDING_APPENDS_MAX {
+            return Err(CoordinatorError::Busy);
+        }
+        self.next_append += 1;
+        let id = AppendId(self.next_append);
+        self.pending.push_back(Pending {
+            id,
+            records,
+            settled: None,
+        });
+        Ok(id)
+    }
+
+    /// An OffsetCommit: the records to append (durably), or why not. The commit takes effect
+    /// when [`GroupCoordinator::appended`] says the append was acknowledged.
+    #[allow(clippy::too_many_arguments)]
+    pub fn commit(
+        &mut self,
+        now: Millis,
+        group: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        offsets: &[(String, u32, i64, i32, String)],
+    ) -> Result<(AppendId, Vec<OffsetRecord>), CoordinatorError> {
+        check_group_id(group)?;
+        match self.groups.get_mut(group) {
+            Some(found) => found.check_commit(now, member_id, instance_id, generation)?,
+            // A group nobody has joined takes commits at generation -1 without a member id
+            // (consumers that assign partitions themselves, admin tools).
+            None if generation < 0 && member_id.is_empty() => {}
+            None if generation < 0 => return Err(Self::unknown_member(member_id)),
+            None => {
+                return Err(CoordinatorError::Group(GroupError::IllegalGeneration {
+                    current: 0,
+                    found: generation,
+                }))
+            }
+        }
+        let records = self.offsets.commit_records(group, offsets, now)?;
+        let id = self.start_append(records.clone())?;
+        Ok((id, records))
+    }
+
+    /// Says how an append ended; the records of every settled append at the front of the
+    /// queue take effect (acknowledged ones) or are dropped (failed ones), in append order.
+    pub fn appended(&mut self, id: AppendId, acknowledged: bool) {
+        if let Some(pending) = self.pending.iter_mut().find(|pending| pending.id == id) {
+            pending.settled = Some(acknowledged);
+        }
+        while let Some(front) = self.pending.front() {
+            let Some(acknowledged) = front.settled else {
+                break;
+            };
+            let Some(done) = self.pending.pop_front() else {
+                break;
+            };
+            if acknowledged {
+                for record in &done.records {
+                    // The records were made by this store: they always read back.
+                    let _ = self.offsets.apply(record);
+                }
+            }
+        }
+    }
+
+    /// Appends not yet settled.
+    pub fn pending_appends(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// An OffsetFetch: the committed offset of each partition (all of the group's when
+    /// `partitions` is `None`).
+    pub fn fetch(
+        &self,
+        group: &str,
+        partitions: Option<&[(String, u32)]>,
+    ) -> Vec<((String, u32), Option<Committed>)> {
+        self.offsets.fetch(group, partitions)
+    }
+
+    /// Every group this coordinator knows: with members, or with committed offsets.
+    pub fn list(&self) -> Vec<DescribedGroup> {
+        let names: BTreeSet<&str> = self
+            .groups
+            .keys()
+            .map(String::as_str)
+            .chain(self.offsets.groups())
+            .collect();
+        names.into_iter().map(|name| self.describe(name)).collect()
+    }
+
+    /// A DescribeGroups of one group (`Dead` when unknown).
+    pub fn describe(&self, group: &str) -> DescribedGroup {
+        match self.groups.get(group) {
+            Some(found) => DescribedGroup {
+                group: group.to_owned(),
+                state: state_name(found.state()),
+                protocol_type: found.protocol_type().unwrap_or_default().to_owned(),
+                protocol: found.protocol().unwrap_or_default().to_owned(),
+                members: found.describe(),
+            },
+            None => DescribedGroup {
+                group: group.to_owned(),
+                state: if self.offsets.fetch(group, None).is_empty() {
+                    "Dead"
+                } else {
+                    "Empty"
+                },
+                protocol_type: String::new(),
+                protocol: String::new(),
+                members: Vec::new(),
+            },
+        }
+    }
+
+    fn has_members(&self, group: &str) -> bool {
+        self.groups.get(group).is_some_and(Group::has_members)
+    }
+
+    /// DeleteGroups of one group: the tombstones of all its offsets to append; refused while
+    /// it has members.
+    pub fn delete(
+        &mut self,
+        group: &str,
+    ) -> Result<(AppendId, Vec<OffsetRecord>), CoordinatorError> {
+        check_group_id(group)?;
+        if self.has_members(group) {
+            return Err(CoordinatorError::NonEmptyGroup(group.to_owned()));
+        }
+        let known = self.groups.remove(group).is_some();
+        let records = self.offsets.delete_records(group, None);
+        if records.is_empty() && !known {
+            return Err(CoordinatorError::GroupIdNotFound(group.to_owned()));
+        }
+        let id = self.start_append(records.clone())?;
+        Ok((id, records))
+    }
+
+    /// OffsetDelete (and offset resets' first step): tombstones of these partitions'
+    /// offsets; refused while the group has members.
+    pub fn delete_offsets(
+        &mut self,
+        group: &str,
+        partitions: &[(String, u32)],
+    ) -> Result<(AppendId, Vec<OffsetRecord>), CoordinatorError> {
+        check_group_id(group)?;
+        if self.has_members(group) {
+            return Err(CoordinatorError::NonEmptyGroup(group.to_owned()));
+        }
+        if !self.groups.contains_key(group) && self.offsets.fetch(group, None).is_empty() {
+            return Err(CoordinatorError::GroupIdNotFound(group.to_owned()));
+        }
+        let records = self.offsets.delete_records(group, Some(partitions));
+        let id = self.start_append(records.clone())?;
+        Ok((id, records))
+    }
+
+    /// Offsets of groups without members committed `retention_ms` before `now` or longer:
+    /// tombstones to append (none when there is nothing to expire, or appends are queued).
+    pub fn expire(
+        &mut self,
+        now: Millis,
+        retention_ms: i64,
+    ) -> Option<(AppendId, Vec<OffsetRecord>)> {
+        let groups = &self.groups;
+        let records = self.offsets.expired_records(now, retention_ms, |group| {
+            groups.get(group).is_some_and(Group::has_members)
+        });
+        if records.is_empty() {
+            return None;
+        }
+        let id = self.start_append(records.clone()).ok()?;
+        Some((id, records))
+    }
+
+    /// Every live offset as records, to append as a snapshot (see `OffsetStore`); `None`
+    /// while appends are unsettled (the snapshot must follow every record it replaces).
+    pub fn snapshot(&mut self) -> Option<(AppendId, Vec<OffsetRecord>)> {
+        if !self.pending.is_empty() {
+            return None;
+        }
+        let records = self.offsets.snapshot_records();
+        let id = self.start_append(records.clone()).ok()?;
+        Some((id, records))
+    }
+
+    /// Lets time pass for every group; forgets empty groups.
+    pub fn tick(&mut self, now: Millis) {
+        for group in self.groups.values_mut() {
+            group.handle_tick(now);
+            while let Some(output) = group.poll_output() {
+                self.outputs.push_back(output);
+            }
+        }
+        self.groups
+            .retain(|_, group| group.has_members() || group.state() != GroupState::Empty);
+    }
+
+    /// When [`GroupCoordinator::tick`] must run next, if ever.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        self.groups.values().filter_map(Group::poll_timeout).min()
+    }
+
+    /// The next answer to a JoinGroup or SyncGroup that waited.
+    pub fn poll_output(&mut self) -> Option<GroupOutput> {
+        if let Some(output) = self.outputs.pop_front() {
+            return Some(output);
+        }
+        self.groups.values_mut().find_map(Group::poll_output)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn join(member_id: &str) -> JoinRequest {
+        JoinRequest {
+            member_id: member_id.to_owned(),
+            group_instance_id: None,
+            client_id: "c".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"m"))],
+            require_known_member_id: true,
+        }
+    }
+
+    fn offsets(offset: i64) -> Vec<(String, u32, i64, i32, String)> {
+        vec![("t".into(), 0, offset, -1, String::new())]
+    }
+
+    #[test]
+    fn a_commit_takes_effect_when_acknowledged_in_append_order() {
+        let mut coordinator = GroupCoordinator::new(GroupConfig::default(), 7);
+        let (first, _) = coordinator
+            .commit(Millis(1), "g", "", None, -1, &offsets(10))
+            .unwrap();
+        let (second, _) = coordinator
+            .commit(Millis(2), "g", "", None, -1, &offsets(20))
+            .unwrap();
+        assert_eq!(coordinator.fetch("g", None), vec![]);
+        coordinator.appended(second, true);
+        // The second waits for the first.
+        assert_eq!(coordinator.fetch("g", None), vec![]);
+        coordinator.appended(first, true);
+        let fetched = coordinator.fetch("g", None);
+        assert_eq!(fetched[0].1.as_ref().unwrap().offset, 20);
+        // A failed append changes nothing.
+        let (third, _) = coordinator
+            .commit(Millis(3), "g", "", None, -1, &offsets(30))
+            .unwrap();
+        coordinator.appended(third, false);
+        assert_eq!(
+            coordinator.fetch("g", None)[0].1.as_ref().unwrap().offset,
+            20
+        );
+        assert_eq!(coordinator.pending_appends(), 0);
+    }
+
+    #[test]
+    fn members_commit_by_generation_and_groups_with_members_cannot_be_deleted() {
+        let mut coordinator = GroupCoordinator::new(GroupConfig::default(), 7);
+        let Ok(Reply::Now(Err(GroupError::MemberIdRequired { member_id }))) =
+            coordinator.join(Millis(0), "g", Ticket(1), join(""))
+        else {
+            panic!("member id required first");
+        };
+        assert!(matches!(
+            coordinator.join(Millis(0), "g", Ticket(2), join(&member_id)),
+            Ok(Reply::Later)
+        ));
+        coordinator.tick(Millis(3_000));
+        let Some(GroupOutput::Join {
+            answer: Ok(joined), ..
+        }) = coordinator.poll_output()
+        else {
+            panic!("the join phase ended");
+        };
+        assert_eq!(joined.generation, 1);
+        assert!(matches!(
+            coordinator.commit(Millis(3_001), "g", &member_id, None, 0, &offsets(1)),
+            Err(CoordinatorError::Group(
+                GroupError::IllegalGeneration { .. }
+            ))
+        ));
+        // While the leader's assignment is awaited, commits wait too.
+        assert_eq!(coordinator.describe("g").state, "CompletingRebalance");
+        assert!(matches!(
+            coordinator.commit(Millis(3_001), "g", &member_id, None, 1, &offsets(1)),
+            Err(CoordinatorError::Group(GroupError::RebalanceInProgress))
+        ));
+        let assignment = vec![(member_id.clone(), Bytes::from_static(b"a"))];
+        let synced = coordinator.sync(
+            Millis(3_001),
+            "g",
+            Ticket(3),
+            &member_id,
+            None,
+            1,
+            assignment,
+        );
+        match synced {
+            Ok(Reply::Now(Ok(_))) => {}
+            Ok(Reply::Later) => assert!(matches!(
+                coordinator.poll_output(),
+                Some(GroupOutput::Sync { answer: Ok(_), .. })
+            )),
+            other => panic!("sync refused: {other:?}"),
+        }
+        assert!(coordinator
+            .commit(Millis(3_001), "g", &member_id, None, 1, &offsets(1))
+            .is_ok());
+        assert!(matches!(
+            coordinator.delete("g"),
+            Err(CoordinatorError::NonEmptyGroup(_))
+        ));
+        assert_eq!(
+            coordinator.describe("g").members[0].assignment,
+            Bytes::from_static(b"a")
+        );
+        assert_eq!(coordinator.list().len(), 1);
+        assert_eq!(coordinator.describe("other").state, "Dead");
+        // Leaving empties the group; the tick forgets it, its offsets stay.
+        let left = coordinator.leave(Millis(3_002), "g", &[(member_id, None)]);
+        assert!(left[0].is_ok());
+        coordinator.appended(AppendId(1), true);
+        coordinator.tick(Millis(3_003));
+        assert_eq!(coordinator.describe("g").state, "Empty");
+        let (_, tombstones) = coordinator.delete("g").unwrap();
+        assert_eq!(tombstones.len(), 1);
+        assert!(matches!(
+            coordinator.delete(""),
+            Err(CoordinatorError::InvalidGroupId(_))
+        ));
+    }
+}

@@ -1,0 +1,700 @@
+//! The shell of a group coordinator: one per partition of the offsets topic, set up at the
+//! first group request to it. It replays the partition's log into a
+//! [`GroupCoordinator`] (answering `CoordinatorLoadInProgress` until done), answers group
+//! requests from it, appends the offset records it makes to the partition with `fsync` and
+//! tells it when they are acknowledged, parks JoinGroup and SyncGroup answers until the state
+//! machine gives them, and drives its timers. The behaviour is in `spate_core::coordinator`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use spate_core::coordinator::{AppendId, CoordinatorError, DescribedGroup, GroupCoordinator};
+use spate_core::group::{GroupConfig, GroupError, GroupOutput, JoinRequest, Reply, Ticket};
+use spate_core::offsets::OffsetRecord;
+use spate_format::batch::{BatchBuilder, Record};
+use spate_format::Offset;
+use spate_proto::group::{
+    group_partition, FetchedOffset, GroupInfo, JoinedMember, MemberInfo, OFFSETS_TOPIC,
+};
+use spate_proto::{
+    Durability, ErrorCode, ErrorDetail, ErrorResponse, GroupOp, GroupRequest, GroupResponse,
+    ProduceRequest, Response,
+};
+
+use super::{error, Shard};
+use crate::partition::{now, Partition};
+
+/// How often a coordinator lets time pass for its groups (sessions are seconds long).
+const TICK: Duration = Duration::from_millis(100);
+/// How often a coordinator looks for expired offsets and whether its log needs a snapshot.
+const MAINTENANCE: Duration = Duration::from_secs(30);
+/// Bytes of offset records per appended batch (a batch is at most 1 MiB).
+const BATCH_BYTES: usize = 256 << 10;
+/// Bytes a replay reads per step.
+const REPLAY_STEP_BYTES: u32 = 1 << 20;
+
+type Answer = Result<GroupResponse, ErrorResponse>;
+
+enum Load {
+    Loading,
+    Ready(GroupCoordinator),
+    Failed(String),
+}
+
+/// One partition's groups (see the module documentation).
+pub struct Coordinator {
+    state: RefCell<Load>,
+    /// Parked JoinGroup and SyncGroup requests.
+    waiting: RefCell<HashMap<Ticket, LocalSender<Answer>>>,
+    next_ticket: Cell<u64>,
+    /// The log offset where the live offsets were last written out whole (a snapshot).
+    snapshot_at: Cell<u64>,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator").finish_non_exhaustive()
+    }
+}
+
+fn refusal(refused: CoordinatorError) -> ErrorResponse {
+    let message = refused.to_string();
+    let code = match refused {
+        CoordinatorError::Group(group) => match group {
+            GroupError::MemberIdRequired { member_id } => {
+                return error(ErrorCode::MemberIdRequired, message)
+                    .with_detail(ErrorDetail::MemberId { member_id })
+            }
+            GroupError::UnknownMemberId { .. } => ErrorCode::UnknownMemberId,
+            GroupError::IllegalGeneration { .. } => ErrorCode::IllegalGeneration,
+            GroupError::RebalanceInProgress => ErrorCode::RebalanceInProgress,
+            GroupError::InconsistentGroupProtocol => ErrorCode::InconsistentGroupProtocol,
+            GroupError::GroupMaxSizeReached { .. } => ErrorCode::GroupMaxSizeReached,
+            GroupError::InvalidSessionTimeout { .. } => ErrorCode::InvalidSessionTimeout,
+            GroupError::FencedInstanceId { .. } => ErrorCode::FencedInstanceId,
+            GroupError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+        },
+        CoordinatorError::Commit(_) => ErrorCode::InvalidRequest,
+        CoordinatorError::InvalidGroupId(_) => ErrorCode::InvalidGroupId,
+        CoordinatorError::TooManyGroups | CoordinatorError::Busy => ErrorCode::Busy,
+        CoordinatorError::GroupIdNotFound(_) => ErrorCode::GroupIdNotFound,
+        CoordinatorError::NonEmptyGroup(_) => ErrorCode::NonEmptyGroup,
+    };
+    error(code, message)
+}
+
+fn group_info(described: DescribedGroup, with_members: bool) -> GroupInfo {
+    GroupInfo {
+        group: described.group,
+        state: described.state.to_owned(),
+        protocol_type: described.protocol_type,
+        protocol: described.protocol,
+        members: if with_members {
+            described
+                .members
+                .into_iter()
+                .map(|member| MemberInfo {
+                    member_id: member.member_id,
+                    instance_id: member.group_instance_id,
+                    client_id: member.client_id,
+                    metadata: member.metadata,
+                    assignment: member.assignment,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+fn answer_of(output: GroupOutput) -> (Ticket, Answer) {
+    match output {
+        GroupOutput::Join { ticket, answer } => (
+            ticket,
+            answer
+                .map(|joined| GroupResponse::Joined {
+                    generation: joined.generation,
+                    protocol_type: joined.protocol_type,
+                    protocol: joined.protocol,
+                    leader: joined.leader,
+                    member_id: joined.member_id,
+                    members: joined
+                        .members
+                        .into_iter()
+                        .map(|member| JoinedMember {
+                            member_id: member.member_id,
+                            instance_id: member.group_instance_id,
+                            metadata: member.metadata,
+                        })
+                        .collect(),
+                })
+                .map_err(|refused| refusal(refused.into())),
+        ),
+        GroupOutput::Sync { ticket, answer } => (
+            ticket,
+            answer
+                .map(|synced| GroupResponse::Synced {
+                    protocol_type: synced.protocol_type,
+                    protocol: synced.protocol,
+                    assignment: synced.assignment,
+                })
+                .map_err(|refused| refusal(refused.into())),
+        ),
+    }
+}
+
+/// Offset records as record batches of at most about `BATCH_BYTES` each.
+fn batches_of(records: &[OffsetRecord], timestamp: i64) -> Result<Vec<Bytes>, ErrorResponse> {
+    let mut batches = Vec::new();
+    let mut builder = BatchBuilder::new();
+    let mut bytes = 0;
+    for record in records {
+        if bytes >= BATCH_BYTES {
+            let full = std::mem::replace(&mut builder, BatchBuilder::new());
+            batches.push(Bytes::from(full.finish().map_err(|problem| {
+                error(ErrorCode::Internal, format!("offset batch: {problem}"))
+            })?));
+            bytes = 0;
+        }
+        builder
+            .push(&Record {
+                timestamp,
+                key: Some(&record.key),
+                value: record.value.as_deref(),
+                headers: &[],
+            })
+            .map_err(|problem| {
+                error(
+                    ErrorCode::InvalidRequest,
+                    format!("offset record: {problem}"),
+                )
+            })?;
+        bytes += record.key.len() + record.value.as_ref().map_or(0, Bytes::len) + 16;
+    }
+    if !builder.is_empty() {
+        batches.push(Bytes::from(builder.finish().map_err(|problem| {
+            error(ErrorCode::Internal, format!("offset batch: {problem}"))
+        })?));
+    }
+    Ok(batches)
+}
+
+impl Coordinator {
+    fn ticket(&self) -> Ticket {
+        let next = self.next_ticket.get() + 1;
+        self.next_ticket.set(next);
+        Ticket(next)
+    }
+
+    fn with<R>(
+        &self,
+        f: impl FnOnce(&mut GroupCoordinator) -> Result<R, ErrorResponse>,
+    ) -> Result<R, ErrorResponse> {
+        match &mut *self.state.borrow_mut() {
+            Load::Ready(coordinator) => f(coordinator),
+            Load::Loading => Err(error(
+                ErrorCode::CoordinatorLoadInProgress,
+                "the group coordinator is loading its offsets; retry",
+            )),
+            Load::Failed(why) => Err(error(
+                ErrorCode::Storage,
+                format!("the group coordinator could not load its offsets: {why}"),
+            )),
+        }
+    }
+
+    /// Sends the answers the state machine has ready to their parked requests.
+    fn deliver(&self) {
+        let outputs: Vec<GroupOutput> = match &mut *self.state.borrow_mut() {
+            Load::Ready(coordinator) => std::iter::from_fn(|| coordinator.poll_output()).collect(),
+            _ => return,
+        };
+        for output in outputs {
+            let (ticket, answer) = answer_of(output);
+            if let Some(reply) = self.waiting.borrow_mut().remove(&ticket) {
+                let _ = reply.try_send(answer);
+            }
+        }
+    }
+
+    fn park(&self, ticket: Ticket) -> LocalReceiver<Answer> {
+        let (reply, receiver) = local_channel::new_bounded(1);
+        self.waiting.borrow_mut().insert(ticket, reply);
+        receiver
+    }
+
+    fn settle(&self, id: AppendId, acknowledged: bool) {
+        if let Load::Ready(coordinator) = &mut *self.state.borrow_mut() {
+            coordinator.appended(id, acknowledged);
+        }
+    }
+}
+
+/// What a group request gets: its answer now, or a wait for it.
+pub(super) enum GroupAnswer {
+    Now(Answer),
+    Parked(LocalReceiver<Answer>),
+    Appending(std::pin::Pin<Box<dyn std::future::Future<Output = Answer>>>),
+}
+
+impl Shard {
+    /// The coordinator of an offsets partition, set up (and its replay started) if new.
+    fn coordinator(self: &Rc<Self>, partition: &Rc<Partition>) -> Rc<Coordinator> {
+        if let Some(existing) = partition.groups.borrow().as_ref() {
+            return existing.clone();
+        }
+        let coordinator = Rc::new(Coordinator {
+            state: RefCell::new(Load::Loading),
+            waiting: RefCell::new(HashMap::new()),
+            next_ticket: Cell::new(0),
+            snapshot_at: Cell::new(0),
+        });
+        *partition.groups.borrow_mut() = Some(coordinator.clone());
+        let shard = self.clone();
+        let partition = partition.clone();
+        let driven = coordinator.clone();
+        glommio::spawn_local(async move { shard.drive_coordinator(partition, driven).await })
+            .detach();
+        coordinator
+    }
+
+    /// Replays the partition's log, then lets time pass for the groups until the partition
+    /// closes.
+    async fn drive_coordinator(
+        self: Rc<Self>,
+        partition: Rc<Partition>,
+        coordinator: Rc<Coordinator>,
+    ) {
+        let config = GroupConfig {
+            initial_rebalance_delay_ms: i64::try_from(self.config.group_initial_rebalance_delay_ms)
+                .unwrap_or(i64::MAX),
+            ..GroupConfig::default()
+        };
+        let nonce = rand_nonce();
+        let loaded = self.replay_offsets(&partition, config, nonce).await;
+        let ready = match loaded {
+            Ok((loaded, records)) => {
+                tracing::info!(
+                    topic = %partition.key.topic,
+                    partition = partition.key.partition,
+                    records,
+                    offsets = loaded.offsets().len(),
+                    "group coordinator loaded"
+                );
+                Load::Ready(loaded)
+            }
+            Err(why) => {
+                tracing::error!(topic = %partition.key.topic, partition = partition.key.partition, "group coordinator cannot load its offsets: {why}");
+                Load::Failed(why)
+            }
+        };
+        *coordinator.state.borrow_mut() = ready;
+        coordinator.snapshot_at.set(partition.log().log_start().0);
+        let retention_ms = i64::try_from(self.config.offsets_retention_ms).unwrap_or(i64::MAX);
+        let mut since_maintenance = Duration::ZERO;
+        while self.is_current(&partition) && !partition.is_stopped() {
+            glommio::timer::sleep(TICK).await;
+            since_maintenance += TICK;
+            if let Load::Ready(groups) = &mut *coordinator.state.borrow_mut() {
+                groups.tick(now());
+            }
+            coordinator.deliver();
+            if since_maintenance >= MAINTENANCE {
+                since_maintenance = Duration::ZERO;
+                let expired = match &mut *coordinator.state.borrow_mut() {
+                    Load::Ready(groups) => groups.expire(now(), retention_ms),
+                    _ => None,
+                };
+                if let Some((id, records)) = expired {
+                    tracing::info!(
+                        offsets = records.len(),
+                        "expiring committed offsets of groups without members"
+                    );
+                    let _ = self
+                        .append_offsets(&partition, &coordinator, id, &records)
+                        .await;
+                }
+                self.compact_offsets(&partition, &coordinator).await;
+            }
+        }
+        // The partition closed: parked requests are answered (their senders dropped).
+        coordinator.waiting.borrow_mut().clear();
+    }
+
+    /// Reads the partition's log from its start to its high watermark into a new
+    /// coordinator: (the coordinator, records replayed).
+    async fn replay_offsets(
+        &self,
+        partition: &Rc<Partition>,
+        config: GroupConfig,
+        nonce: u64,
+    ) -> Result<(GroupCoordinator, u64), String> {
+        let mut coordinator = GroupCoordinator::new(config, nonce);
+        let mut offset = partition.log().log_start();
+        let mut records = 0u64;
+        loop {
+            let (plan, high_watermark) = {
+                let log = partition.log();
+                let high_watermark = log.high_watermark();
+                if offset >= high_watermark {
+                    break;
+                }
+                (
+                    log.handle_fetch(offset, REPLAY_STEP_BYTES)
+                        .map_err(|refused| refused.to_string())?,
+                    high_watermark,
+                )
+            };
+            let bytes = self
+                .fetch_records(partition, plan)
+                .await
+                .map_err(|refused| refused.message)?;
+            if bytes.is_empty() {
+                return Err(format!(
+                    "no records at offset {} below the high watermark {}",
+                    offset.0, high_watermark.0
+                ));
+            }
+            for batch in spate_format::batch::batches(&bytes) {
+                let batch = batch.map_err(|problem| problem.to_string())?;
+                let base = batch.base_offset();
+                for record in batch.records() {
+                    let record = record.map_err(|problem| problem.to_string())?;
+                    if base.0 + u64::from(record.offset_delta) < offset.0 {
+                        continue;
+                    }
+                    let record = OffsetRecord {
+                        key: Bytes::copy_from_slice(record.key.unwrap_or_default()),
+                        value: record.value.map(Bytes::copy_from_slice),
+                    };
+                    records += 1;
+                    if let Err(problem) = coordinator.replay(&record) {
+                        tracing::warn!(
+                            offset = base.0,
+                            "skipped an unreadable offset record: {problem}"
+                        );
+                    }
+                }
+                offset = Offset(offset.0.max(batch.next_offset().0));
+            }
+        }
+        Ok((coordinator, records))
+    }
+
+    /// Appends offset records with `fsync`; the coordinator learns the outcome (the records
+    /// take effect when acknowledged).
+    async fn append_offsets(
+        &self,
+        partition: &Rc<Partition>,
+        coordinator: &Rc<Coordinator>,
+        id: AppendId,
+        records: &[OffsetRecord],
+    ) -> Answer {
+        let outcome = self.append_durably(partition, records).await;
+        coordinator.settle(id, outcome.is_ok());
+        outcome.map(|()| GroupResponse::Done)
+    }
+
+    async fn append_durably(
+        &self,
+        partition: &Rc<Partition>,
+        records: &[OffsetRecord],
+    ) -> Result<(), ErrorResponse> {
+        let batches = batches_of(records, now().0)?;
+        let mut waits = Vec::with_capacity(batches.len());
+        for batch in batches {
+            self.within_room(partition, batch.len() as u64).await;
+            let request = ProduceRequest {
+                topic: partition.key.topic.clone(),
+                partition: spate_proto::PartitionId(partition.key.partition),
+                durability: Durability::Fsync,
+                batch,
+            };
+            match self.produce(partition, &request)? {
+                Ok(_) => {}
+                Err(receiver) => waits.push(receiver),
+            }
+        }
+        for wait in waits {
+            wait.recv()
+                .await
+                .unwrap_or_else(|| Err(error(ErrorCode::ShuttingDown, "the partition closed")))?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the offsets log within about twice its live state: when more than that was
+    /// appended since the last snapshot, every live offset is appended again (a snapshot)
+    /// and the log start moved to it.
+    async fn compact_offsets(&self, partition: &Rc<Partition>, coordinator: &Rc<Coordinator>) {
+        let (log_start, end) = {
+            let log = partition.log();
+            (log.log_start().0, log.high_watermark().0)
+        };
+        let live = match &*coordinator.state.borrow() {
+            Load::Ready(groups) => groups.offsets().len() as u64,
+            _ => return,
+        };
+        let appended_since = end.saturating_sub(coordinator.snapshot_at.get().max(log_start));
+        if appended_since <= 2 * live.max(COMPACT_RECORDS_MIN) {
+            return;
+        }
+        let snapshot = match &mut *coordinator.state.borrow_mut() {
+            Load::Ready(groups) => groups.snapshot(),
+            _ => None,
+        };
+        let Some((id, records)) = snapshot else {
+            return;
+        };
+        let first = partition.log().next_offset();
+        if self
+            .append_offsets(partition, coordinator, id, &records)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        coordinator.snapshot_at.set(first.0);
+        let moved = partition.with_log(|log| log.handle_delete_records(first));
+        match moved {
+            Ok(Some(_)) => partition.ring(),
+            Ok(None) => {}
+            Err(refused) => tracing::warn!("cannot move the offsets log start: {refused}"),
+        }
+        tracing::info!(
+            topic = %partition.key.topic,
+            partition = partition.key.partition,
+            live = records.len(),
+            log_start = first.0,
+            "offsets log compacted by a snapshot"
+        );
+    }
+
+    /// A group request on the offsets partition it was routed to.
+    pub(super) fn group(
+        self: &Rc<Self>,
+        partition: &Rc<Partition>,
+        request: GroupRequest,
+    ) -> GroupAnswer {
+        if partition.key.topic != OFFSETS_TOPIC {
+            return GroupAnswer::Now(Err(error(
+                ErrorCode::InvalidRequest,
+                format!("group requests go to the {OFFSETS_TOPIC} topic"),
+            )));
+        }
+        if request.op != GroupOp::List
+            && group_partition(&request.group).0 != partition.key.partition
+        {
+            return GroupAnswer::Now(Err(error(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "group {:?} belongs to partition {} of {OFFSETS_TOPIC}, not {}",
+                    request.group,
+                    group_partition(&request.group),
+                    partition.key.partition
+                ),
+            )));
+        }
+        let coordinator = self.coordinator(partition);
+        let answer = self.group_op(partition, &coordinator, request);
+        coordinator.deliver();
+        answer
+    }
+
+    fn group_op(
+        self: &Rc<Self>,
+        partition: &Rc<Partition>,
+        coordinator: &Rc<Coordinator>,
+        request: GroupRequest,
+    ) -> GroupAnswer {
+        let group = request.group;
+        let time = now();
+        let append =
+            |coordinator: &Rc<Coordinator>,
+             made: Result<(AppendId, Vec<OffsetRecord>), ErrorResponse>| {
+                let (id, records) = match made {
+                    Ok(made) => made,
+                    Err(refused) => return GroupAnswer::Now(Err(refused)),
+                };
+                let shard = self.clone();
+                let partition = partition.clone();
+                let coordinator = coordinator.clone();
+                GroupAnswer::Appending(Box::pin(async move {
+                    shard
+                        .append_offsets(&partition, &coordinator, id, &records)
+                        .await
+                }))
+            };
+        match request.op {
+            GroupOp::Join(join) => {
+                let ticket = coordinator.ticket();
+                let request = JoinRequest {
+                    member_id: join.member_id,
+                    group_instance_id: join.instance_id,
+                    client_id: join.client_id,
+                    session_timeout_ms: join.session_timeout_ms,
+                    rebalance_timeout_ms: join.rebalance_timeout_ms,
+                    protocol_type: join.protocol_type,
+                    protocols: join.protocols,
+                    require_known_member_id: join.require_known_member_id,
+                };
+                let reply = coordinator
+                    .with(|groups| groups.join(time, &group, ticket, request).map_err(refusal));
+                match reply {
+                    Err(refused) => GroupAnswer::Now(Err(refused)),
+                    Ok(Reply::Later) => GroupAnswer::Parked(coordinator.park(ticket)),
+                    Ok(Reply::Now(answer)) => {
+                        GroupAnswer::Now(answer_of(GroupOutput::Join { ticket, answer }).1)
+                    }
+                }
+            }
+            GroupOp::Sync {
+                member,
+                assignments,
+            } => {
+                let ticket = coordinator.ticket();
+                let reply = coordinator.with(|groups| {
+                    groups
+                        .sync(
+                            time,
+                            &group,
+                            ticket,
+                            &member.member_id,
+                            member.instance_id.as_deref(),
+                            member.generation,
+                            assignments,
+                        )
+                        .map_err(refusal)
+                });
+                match reply {
+                    Err(refused) => GroupAnswer::Now(Err(refused)),
+                    Ok(Reply::Later) => GroupAnswer::Parked(coordinator.park(ticket)),
+                    Ok(Reply::Now(answer)) => {
+                        GroupAnswer::Now(answer_of(GroupOutput::Sync { ticket, answer }).1)
+                    }
+                }
+            }
+            GroupOp::Heartbeat(member) => GroupAnswer::Now(coordinator.with(|groups| {
+                groups
+                    .heartbeat(
+                        time,
+                        &group,
+                        &member.member_id,
+                        member.instance_id.as_deref(),
+                        member.generation,
+                    )
+                    .map(|()| GroupResponse::Done)
+                    .map_err(refusal)
+            })),
+            GroupOp::Leave(members) => GroupAnswer::Now(coordinator.with(|groups| {
+                let results = groups
+                    .leave(time, &group, &members)
+                    .into_iter()
+                    .map(|result| match result {
+                        Ok(()) => (0, String::new()),
+                        Err(refused) => {
+                            let refused = refusal(refused);
+                            (refused.code.to_u16(), refused.message)
+                        }
+                    })
+                    .collect();
+                Ok(GroupResponse::Left(results))
+            })),
+            GroupOp::Commit { member, offsets } => {
+                let offsets: Vec<(String, u32, i64, i32, String)> = offsets
+                    .into_iter()
+                    .map(|o| (o.topic, o.partition, o.offset, o.leader_epoch, o.metadata))
+                    .collect();
+                let made = coordinator.with(|groups| {
+                    groups
+                        .commit(
+                            time,
+                            &group,
+                            &member.member_id,
+                            member.instance_id.as_deref(),
+                            member.generation,
+                            &offsets,
+                        )
+                        .map_err(refusal)
+                });
+                append(coordinator, made)
+            }
+            GroupOp::FetchOffsets(partitions) => GroupAnswer::Now(coordinator.with(|groups| {
+                let fetched = groups
+                    .fetch(&group, partitions.as_deref())
+                    .into_iter()
+                    .map(|((topic, partition), committed)| match committed {
+                        Some(committed) => FetchedOffset {
+                            topic,
+                            partition,
+                            offset: committed.offset,
+                            leader_epoch: committed.leader_epoch,
+                            metadata: committed.metadata,
+                        },
+                        None => FetchedOffset {
+                            topic,
+                            partition,
+                            offset: -1,
+                            leader_epoch: -1,
+                            metadata: String::new(),
+                        },
+                    })
+                    .collect();
+                Ok(GroupResponse::Offsets(fetched))
+            })),
+            GroupOp::List => GroupAnswer::Now(coordinator.with(|groups| {
+                Ok(GroupResponse::Groups(
+                    groups
+                        .list()
+                        .into_iter()
+                        .map(|described| group_info(described, false))
+                        .collect(),
+                ))
+            })),
+            GroupOp::Describe => GroupAnswer::Now(coordinator.with(|groups| {
+                Ok(GroupResponse::Groups(vec![group_info(
+                    groups.describe(&group),
+                    true,
+                )]))
+            })),
+            GroupOp::Delete => {
+                let made = coordinator.with(|groups| groups.delete(&group).map_err(refusal));
+                append(coordinator, made)
+            }
+            GroupOp::DeleteOffsets(partitions) => {
+                let made = coordinator
+                    .with(|groups| groups.delete_offsets(&group, &partitions).map_err(refusal));
+                append(coordinator, made)
+            }
+        }
+    }
+}
+
+/// Records appended since the last snapshot below which the offsets log is never compacted.
+const COMPACT_RECORDS_MIN: u64 = 10_000;
+
+/// A random number per coordinator start (member ids never repeat those handed out before
+/// a restart): std's hasher keys come from the operating system's random source.
+fn rand_nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_nanos())
+            .unwrap_or(0),
+    );
+    hasher.finish()
+}
+
+/// The node's answer to a group request.
+pub(super) fn wrap(answer: Answer, api_key: u16) -> Response {
+    match answer {
+        Ok(response) => Response::Group(response),
+        Err(error) => Response::Error { api_key, error },
+    }
+}
