@@ -16,9 +16,10 @@ use spate_format::{BatchError, BuildError, RecordError};
 use spate_proto::limits::RESPONSE_SIZE_MAX;
 use spate_proto::{
     AlterTopicRequest, CreateTopicRequest, DeleteRecordsRequest, DeleteTopicRequest, ErrorCode,
-    ErrorResponse, FetchRequest, FetchResponse, FrameDecoder, ListOffsetsRequest,
-    ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetSpec, PartitionId, Pipeline,
-    ProduceRequest, ProduceResponse, Request, Response, Setting, TopicMetadata,
+    ErrorResponse, FetchRequest, FetchResponse, FrameDecoder, GroupOp, GroupRequest, GroupResponse,
+    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetSpec,
+    PartitionId, Pipeline, ProduceRequest, ProduceResponse, Request, Response, Setting,
+    TopicMetadata,
 };
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
@@ -490,6 +491,19 @@ impl Client {
             Request::Fetch(fetch) => {
                 REQUEST_TIMEOUT + Duration::from_millis(u64::from(fetch.max_wait_ms))
             }
+            // A JoinGroup waits at the coordinator until the join phase ends (at most the
+            // largest rebalance timeout of the group); a SyncGroup until the leader's.
+            Request::Group(GroupRequest {
+                op: GroupOp::Join(join),
+                ..
+            }) => {
+                REQUEST_TIMEOUT
+                    + Duration::from_millis(u64::try_from(join.rebalance_timeout_ms).unwrap_or(0))
+            }
+            Request::Group(GroupRequest {
+                op: GroupOp::Sync { .. },
+                ..
+            }) => REQUEST_TIMEOUT + crate::group::SYNC_WAIT_MAX,
             _ => REQUEST_TIMEOUT,
         };
         self.submit_frame(lane, timeout, |id| request.to_frame(id))
@@ -640,6 +654,14 @@ impl Client {
                 }
                 Ok(metadata)
             }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sends a consumer-group request to the group's coordinator (through the gateway).
+    pub async fn group(&self, request: GroupRequest) -> Result<GroupResponse, ClientError> {
+        match self.request(&Request::Group(request)).await? {
+            Response::Group(answer) => Ok(answer),
             other => Err(unexpected(&other)),
         }
     }

@@ -9,12 +9,15 @@
 //!   and resolves a [`Delivery`] per record to its offset.
 //! - [`Consumer`]: reads partitions from a start position with long polls and prefetch, checks
 //!   every batch's CRCs and yields records with all their fields.
+//! - [`GroupConsumer`]: reads a topic as a member of a consumer group (the partitions split
+//!   among the members, committed offsets, rebalances), and the group admin calls.
 //!
 //! The library depends on the wire crates (`spate-format`, `spate-proto`) only; the node and
 //! gateway crates are linked into the `spate` binary for `spate up`, never used here.
 
 mod client;
 mod consumer;
+mod group;
 mod producer;
 
 pub use client::{
@@ -27,9 +30,15 @@ pub use consumer::{
     ConsumedRecord, Consumer, ConsumerConfig, EndPosition, OffsetReset, StartPosition,
     CHUNKS_BUFFERED_MAX, DECOMPRESSED_PER_CHUNK_MAX, RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN,
 };
+pub use group::{
+    decode_assignment, encode_assignment, range_assignment, GroupConfig, GroupConsumer,
+    PartitionLag, Rebalance, GROUP_RETRY_MAX, GROUP_RETRY_MIN, JOIN_ATTEMPTS_MAX, PROTOCOL,
+    PROTOCOL_TYPE, SYNC_WAIT_MAX,
+};
 pub use producer::{
     murmur2, partition_for_key, Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
     COMMAND_QUEUE_MAX, IN_FLIGHT_MAX,
 };
 pub use spate_format::Compression;
+pub use spate_proto::group::{FetchedOffset, GroupInfo, MemberInfo};
 pub use spate_proto::{Durability, ErrorCode, Setting};

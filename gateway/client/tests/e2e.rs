@@ -1422,6 +1422,250 @@ fn a_follower_survives_restarts_of_the_node_and_the_gateway() {
     drop(gateway);
 }
 
+/// `spate consume --group` in several processes: the group's members split the topic's
+/// partitions (the SDK's range assignment), a member killed with SIGKILL loses its partitions
+/// to the others after its session timeout, every record is printed, and a record is
+/// printed twice only if the killed member printed it after its last commit. At the end
+/// `spate group describe` shows every partition committed at its high watermark (lag 0).
+#[test]
+fn cli_group_members_split_a_topic_and_take_over_from_a_killed_one() {
+    let (_node, _gateway, cli) = cli_cluster("cli-group", 2, "jobs", 4);
+    let dir = data_dir("cli-group-members");
+    let produce = |from: u32, to: u32| {
+        let input: String = (from..to).map(|i| format!("k{i}:job-{i}\n")).collect();
+        cli.ok(&["produce", "jobs", "--key-separator", ":"], &input);
+    };
+    let member = |name: &str| {
+        Process::spawn(
+            &mut cli.command(&[
+                "consume",
+                "jobs",
+                "--group",
+                "workers",
+                "--format",
+                "%p %o %s\\n",
+            ]),
+            dir.join(format!("{name}.log")),
+        )
+    };
+    // (partition, offset, value) printed by each member.
+    let mut printed: BTreeMap<&str, Vec<(u32, u64, String)>> = BTreeMap::new();
+    let drain = |process: &Process,
+                 name: &'static str,
+                 printed: &mut BTreeMap<&str, Vec<(u32, u64, String)>>| {
+        while let Ok(line) = process.lines.try_recv() {
+            let mut fields = line.splitn(3, ' ');
+            let partition = fields.next().unwrap().parse().unwrap();
+            let offset = fields.next().unwrap().parse().unwrap();
+            let value = fields.next().unwrap().to_owned();
+            printed
+                .entry(name)
+                .or_default()
+                .push((partition, offset, value));
+        }
+    };
+    let all_printed = |printed: &BTreeMap<&str, Vec<(u32, u64, String)>>, count: u32| {
+        let seen: std::collections::BTreeSet<&str> = printed
+            .values()
+            .flatten()
+            .map(|(_, _, value)| value.as_str())
+            .collect();
+        seen.len() == count as usize
+    };
+    produce(0, 2000);
+    let mut a = member("a");
+    let b = member("b");
+    let deadline = Instant::now() + STARTUP_TIMEOUT * 2;
+    while !all_printed(&printed, 2000) {
+        assert!(
+            Instant::now() < deadline,
+            "2,000 records not printed by the two members"
+        );
+        drain(&a, "a", &mut printed);
+        drain(&b, "b", &mut printed);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The two members read disjoint partitions, and both read some.
+    let partitions = |name: &str,
+                      printed: &BTreeMap<&str, Vec<(u32, u64, String)>>|
+     -> std::collections::BTreeSet<u32> {
+        printed
+            .get(name)
+            .into_iter()
+            .flatten()
+            .map(|(partition, ..)| *partition)
+            .collect()
+    };
+    let (of_a, of_b) = (partitions("a", &printed), partitions("b", &printed));
+    assert!(of_a.is_disjoint(&of_b), "{of_a:?} {of_b:?}");
+    assert_eq!(of_a.len() + of_b.len(), 4, "{of_a:?} {of_b:?}");
+    // a is killed while new records arrive: b takes over a's partitions once a's session
+    // (10 s) times out.
+    produce(2000, 2500);
+    a.kill();
+    drain(&a, "a", &mut printed);
+    produce(2500, 3000);
+    let deadline = Instant::now() + STARTUP_TIMEOUT * 3;
+    while !all_printed(&printed, 3000) {
+        assert!(
+            Instant::now() < deadline,
+            "b did not take over a's partitions"
+        );
+        drain(&b, "b", &mut printed);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Twice only what a printed, and per partition at most what a printed after its last
+    // commit (a commits at least every second).
+    let mut times: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (name, records) in &printed {
+        for (_, _, value) in records {
+            times.entry(value.as_str()).or_default().push(name);
+        }
+    }
+    for (value, names) in &times {
+        assert!(
+            names.len() == 1 || (names.len() == 2 && names.contains(&"a")),
+            "{value}: {names:?}"
+        );
+    }
+    // b printed each partition's records in offset order.
+    let mut last: BTreeMap<u32, u64> = BTreeMap::new();
+    for (partition, offset, _) in &printed["b"] {
+        assert!(
+            last.get(partition).is_none_or(|before| before < offset),
+            "b: {partition} {offset}"
+        );
+        last.insert(*partition, *offset);
+    }
+    let mut b = b;
+    assert!(b.terminate().success());
+    let left = std::fs::read_to_string(dir.join("b.log")).unwrap();
+    assert!(left.contains("left group workers after"), "{left}");
+    // Lag 0 everywhere: the commits are the high watermarks.
+    let described = cli.ok(&["group", "describe", "workers"], "");
+    assert!(described.starts_with("group workers: Empty"), "{described}");
+    let rows: Vec<Vec<&str>> = described
+        .lines()
+        .skip_while(|line| !line.starts_with("TOPIC"))
+        .skip(1)
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 4, "{described}");
+    for row in &rows {
+        assert_eq!(
+            row[2], row[3],
+            "committed is the high watermark: {described}"
+        );
+        assert_eq!(row[4], "0", "{described}");
+    }
+    let total: u64 = rows.iter().map(|row| row[3].parse::<u64>().unwrap()).sum();
+    assert_eq!(total, 3000);
+    let listed = cli.ok(&["group", "list"], "");
+    assert!(
+        listed
+            .lines()
+            .any(|line| line.starts_with("workers ") && line.contains("Empty")),
+        "{listed}"
+    );
+    // Offsets move only while the group is empty; then the group can go.
+    cli.ok(
+        &[
+            "group",
+            "reset-offsets",
+            "workers",
+            "--topic",
+            "jobs",
+            "--to",
+            "earliest",
+        ],
+        "",
+    );
+    let reset = cli.ok(&["group", "describe", "workers"], "");
+    assert!(
+        reset
+            .lines()
+            .filter(|line| line.starts_with("jobs "))
+            .all(|line| line.split_whitespace().nth(2) == Some("0")),
+        "{reset}"
+    );
+    cli.ok(&["group", "delete", "workers"], "");
+    let gone = cli.fails(&["group", "describe", "workers"], "");
+    assert!(gone.contains("does not exist"), "{gone}");
+}
+
+/// Committed offsets survive `kill -9` of the node during commits: every commit that was
+/// acknowledged is there after the restart (a later one may be too, if it was in flight),
+/// and a commit never goes back.
+#[test]
+fn committed_offsets_survive_node_kills_during_commits() {
+    let dir = data_dir("commit-kills");
+    let port = free_ports(2);
+    let mut node = Node::start(&dir, 2, port);
+    let gateway = Gateway::start(&dir, node.endpoints[0], "127.0.0.1:0");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(gateway.client());
+    runtime
+        .block_on(client.create_topic("ledger", 2, Setting::Default, Setting::Default))
+        .unwrap();
+    let committed = |client: &Client| -> Option<u64> {
+        let found = runtime
+            .block_on(client.committed_offsets("auditors", Some(vec![("ledger".into(), 1)])))
+            .ok()?;
+        u64::try_from(found.first()?.offset).ok()
+    };
+    let mut acknowledged = 0u64;
+    let mut attempted = 0u64;
+    for cycle in 0..3 {
+        // Commit 1, 2, 3, ... as fast as answers come, while the node is killed.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let committer = {
+            let client = client.clone();
+            let stop = stop.clone();
+            let from = attempted;
+            runtime.spawn(async move {
+                let (mut acked, mut tried) = (None, from);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    tried += 1;
+                    match client
+                        .commit_offsets("auditors", vec![("ledger".into(), 1, tried)])
+                        .await
+                    {
+                        Ok(()) => acked = Some(tried),
+                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                }
+                (acked, tried)
+            })
+        };
+        std::thread::sleep(Duration::from_millis(300 + 200 * cycle));
+        node.process.kill();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (acked, tried) = runtime.block_on(committer).unwrap();
+        let acked = acked.expect("some commits were acknowledged before the kill");
+        assert!(acked > acknowledged);
+        acknowledged = acked;
+        attempted = tried;
+        node = Node::start(&dir, 2, port);
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let found = loop {
+            if let Some(found) = committed(&client) {
+                break found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no committed offset after the restart"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(
+            found >= acknowledged && found <= attempted,
+            "cycle {cycle}: committed {found}, acknowledged {acknowledged}, attempted {attempted}"
+        );
+        acknowledged = found;
+    }
+    drop(gateway);
+}
+
 /// Issue 18, point 1: a follower whose topic is deleted says so and exits with an error.
 #[test]
 fn a_follower_reports_its_topic_deleted() {
@@ -2591,6 +2835,35 @@ fn python_with_kafka_clients() -> PathBuf {
         );
     });
     python
+}
+
+/// Consumer groups with librdkafka (confluent-kafka), with each of its assignors: two
+/// consumers split a 4-partition topic and commit, a third joins, one is killed with SIGKILL
+/// while records flow; every record is processed, duplicates only from the killed consumer's
+/// last batch per partition, the commits end at the high watermarks, and the admin client
+/// lists, describes and deletes the group (`tests/kafka_clients/confluent_group.py`).
+#[test]
+fn kafka_consumer_groups_split_rebalance_and_survive_a_killed_member() {
+    let python = python_with_kafka_clients();
+    let dir = data_dir("kafka-groups");
+    let (mut up, broker, _cli) = up_with_kafka(&dir, 2);
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_clients/confluent_group.py");
+    for assignor in ["range", "roundrobin", "cooperative-sticky"] {
+        let output = Command::new(&python)
+            .arg(&script)
+            .args([&broker, &format!("groups-{assignor}"), assignor])
+            .env("SPATE_TEST_DIR", &dir)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{assignor}:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    assert!(up.terminate().success());
 }
 
 #[test]

@@ -187,7 +187,7 @@ async fn frames_reach_the_owning_shard_and_answers_keep_their_ids() {
     let answers = exchange(&connection, &[metadata]).await;
     // The node lists the user's topic and its internal offsets topic.
     assert!(matches!(&answers[0], (3, Response::Metadata(m))
-        if m.topics.len() == 2 && m.topics.iter().any(|t| t.name == spate_proto::OFFSETS_TOPIC)));
+        if m.topics.len() == 2 && m.topics.iter().any(|t| t.name == OFFSETS_TOPIC)));
     gateway.close();
     node.shutdown();
 }

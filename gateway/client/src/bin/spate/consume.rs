@@ -8,7 +8,8 @@ use std::time::Duration;
 use base64::Engine;
 use clap::{Args, ValueEnum};
 use spate_client::{
-    Client, ConsumedRecord, Consumer, ConsumerConfig, EndPosition, OffsetReset, StartPosition,
+    Client, ConsumedRecord, Consumer, ConsumerConfig, EndPosition, GroupConfig, GroupConsumer,
+    OffsetReset, StartPosition,
 };
 
 /// How each record is printed.
@@ -186,6 +187,13 @@ pub struct ConsumeArgs {
     /// How long each fetch waits at the node for new records.
     #[arg(long, value_name = "MS", default_value = "500")]
     max_wait_ms: u64,
+    /// Read as a member of this consumer group: the topic's partitions are split among the
+    /// group's members, each record printed is committed (at most a second later, and at
+    /// exit), and a restart goes on after the last commit. Runs until Ctrl-C or SIGTERM (or
+    /// --count), then leaves the group; --from applies to partitions the group never
+    /// committed.
+    #[arg(long, value_name = "GROUP")]
+    group: Option<String>,
 }
 
 /// `--from`: one start for every partition, or one per listed partition.
@@ -321,7 +329,108 @@ fn json_line(out: &mut Vec<u8>, record: &ConsumedRecord) {
     out.extend_from_slice(b"]}\n");
 }
 
+/// How often a group consumer flushes what it printed and commits it.
+const GROUP_COMMIT_EVERY: Duration = Duration::from_secs(1);
+
+/// Writes one record as `args.format` says.
+fn render(line: &mut Vec<u8>, args: &ConsumeArgs, record: &ConsumedRecord) {
+    line.clear();
+    match &args.format {
+        Format::Value => {
+            line.extend_from_slice(record.value.as_deref().unwrap_or_default());
+            line.push(b'\n');
+        }
+        Format::Json => json_line(line, record),
+        Format::Template(pieces) => template_line(line, pieces, &args.topic, record),
+    }
+}
+
+/// `spate consume --group`: prints the group's share of the topic for this member, commits
+/// what it printed (after flushing it), and leaves the group at the end.
+async fn run_group(client: &Client, args: &ConsumeArgs, group: &str) -> Result<(), String> {
+    let start = match &args.from {
+        Starts::All(start) => *start,
+        Starts::Each(_) => {
+            return Err(
+                "with --group, --from takes one position (the group assigns the partitions)".into(),
+            )
+        }
+    };
+    if args.partition.is_some() || args.until.is_some() {
+        return Err(
+            "--group assigns the partitions and follows them: drop --partition and --until".into(),
+        );
+    }
+    let config = GroupConfig {
+        start,
+        max_wait: Duration::from_millis(args.max_wait_ms),
+        auto_commit_interval: None,
+        offset_reset: match args.offset_reset {
+            ResetArg::Earliest => OffsetReset::Earliest,
+            ResetArg::Latest => OffsetReset::Latest,
+            ResetArg::Error => OffsetReset::Error,
+        },
+        client_id: format!("spate-consume-{}", std::process::id()),
+        ..GroupConfig::default()
+    };
+    let mut interrupts = crate::produce::Interrupts::new()?;
+    let mut consumer = GroupConsumer::join(client, group, &args.topic, config)
+        .await
+        .map_err(|error| crate::describe(&error))?;
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
+    let mut line = Vec::with_capacity(4096);
+    let mut printed = 0u64;
+    let mut last_commit = std::time::Instant::now();
+    let outcome: Result<(), String> = loop {
+        if args.count.is_some_and(|count| printed >= count) {
+            break Ok(());
+        }
+        if consumer.buffered() == 0 || last_commit.elapsed() >= GROUP_COMMIT_EVERY {
+            if let Err(error) = out.flush() {
+                break Err(format!("cannot write to stdout: {error}"));
+            }
+            if last_commit.elapsed() >= GROUP_COMMIT_EVERY {
+                last_commit = std::time::Instant::now();
+                if let Err(error) = consumer.commit().await {
+                    tracing::debug!("commit failed: {error}");
+                }
+            }
+        }
+        let record = tokio::select! {
+            record = consumer.poll(GROUP_COMMIT_EVERY) => record,
+            () = interrupts.next() => break Ok(()),
+        };
+        let record = match record {
+            Ok(Some(record)) => record,
+            Ok(None) => continue,
+            Err(error) => break Err(crate::describe(&error)),
+        };
+        render(&mut line, args, &record);
+        if let Err(error) = out.write_all(&line) {
+            break Err(format!("cannot write to stdout: {error}"));
+        }
+        printed += 1;
+    };
+    // Only what reached stdout is committed.
+    let flushed = out.flush();
+    if let Err(error) = &flushed {
+        if error.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(format!("cannot write to stdout: {error}"));
+        }
+    }
+    let closed = consumer.close().await;
+    outcome?;
+    closed.map_err(|error| format!("leaving group {group}: {}", crate::describe(&error)))?;
+    crate::notice(format!(
+        "left group {group} after {printed} records; offsets committed"
+    ));
+    Ok(())
+}
+
 pub async fn run(client: &Client, args: &ConsumeArgs) -> Result<(), String> {
+    if let Some(group) = &args.group {
+        return run_group(client, args, group).await;
+    }
     let start = match &args.from {
         Starts::All(start) => *start,
         Starts::Each(_) => StartPosition::Earliest,
@@ -371,15 +480,7 @@ pub async fn run(client: &Client, args: &ConsumeArgs) -> Result<(), String> {
                 return Err(crate::describe(&error));
             }
         };
-        line.clear();
-        match &args.format {
-            Format::Value => {
-                line.extend_from_slice(record.value.as_deref().unwrap_or_default());
-                line.push(b'\n');
-            }
-            Format::Json => json_line(&mut line, &record),
-            Format::Template(pieces) => template_line(&mut line, pieces, &args.topic, &record),
-        }
+        render(&mut line, args, &record);
         if let Err(error) = out.write_all(&line) {
             break Err(error);
         }

@@ -5,6 +5,7 @@
 //! it has waited for the records in flight and printed what is stored.
 
 mod consume;
+mod group;
 mod produce;
 mod profile;
 mod topic;
@@ -63,6 +64,9 @@ enum Command {
     /// Create, list, describe and delete topics.
     #[command(subcommand)]
     Topic(topic::TopicCommand),
+    /// List, describe (members, committed offsets, lag), reset and delete consumer groups.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
     /// Send newline-delimited records from stdin to a topic.
     #[command(
         after_help = "Examples:\n  tail -F app.log | spate produce logs                  # ship a log, one record per line\n  printf 'sensor-7:21.5\\n' | spate produce readings --key-separator :\n  spate produce clicks --report-acks < events.txt > acks.tsv\n  spate produce clicks --failed-lines failed.txt < events.txt || spate produce clicks < failed.txt\n\nRecords whose answer is lost (a gateway or node restart) are sent again and stored once.\nCtrl-C stops reading, waits for the records in flight and says what is stored."
@@ -73,7 +77,7 @@ enum Command {
     Profile(profile::ProfileCommand),
     /// Print records of a topic to stdout, one per line.
     #[command(
-        after_help = "Examples:\n  spate consume clicks                       # everything stored, then stop\n  spate consume clicks --follow              # and keep printing new records\n  spate consume clicks --from latest --follow\n  spate consume clicks --from @1767225600000 --count 10   # from a time (ms)\n  spate consume clicks --format json         # key, value, headers, offset, timestamp"
+        after_help = "Examples:\n  spate consume clicks                       # everything stored, then stop\n  spate consume clicks --follow              # and keep printing new records\n  spate consume clicks --from latest --follow\n  spate consume clicks --from @1767225600000 --count 10   # from a time (ms)\n  spate consume clicks --format json         # key, value, headers, offset, timestamp\n  spate consume clicks --group billing       # share the partitions with the group's other members"
     )]
     Consume(consume::ConsumeArgs),
 }
@@ -279,6 +283,7 @@ fn main() -> ExitCode {
         match &cli.command {
             Command::Up(_) | Command::Profile(_) => Ok(()),
             Command::Topic(command) => Ok(topic::run(&client, command).await?),
+            Command::Group(command) => Ok(group::run(&client, command).await?),
             Command::Produce(args) => produce::run(&client, args).await,
             Command::Consume(args) => Ok(consume::run(&client, args).await?),
         }

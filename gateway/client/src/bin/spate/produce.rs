@@ -327,13 +327,13 @@ impl Progress {
 
 /// SIGINT and SIGTERM, registered before the first line is read (from then on they no longer
 /// end the process by themselves).
-struct Interrupts {
+pub(crate) struct Interrupts {
     interrupt: Signal,
     terminate: Signal,
 }
 
 impl Interrupts {
-    fn new() -> Result<Interrupts, String> {
+    pub(crate) fn new() -> Result<Interrupts, String> {
         let register =
             |kind| signal(kind).map_err(|error| format!("cannot handle interrupts: {error}"));
         Ok(Interrupts {
@@ -342,7 +342,7 @@ impl Interrupts {
         })
     }
 
-    async fn next(&mut self) {
+    pub(crate) async fn next(&mut self) {
         tokio::select! {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}
