@@ -32,6 +32,17 @@ pub const GROUPS_IN_MEMORY_MAX: usize = 10_000;
 /// the records held before they take effect (commits beyond wait at the client: Busy).
 pub const PENDING_APPENDS_MAX: usize = 1_024;
 
+/// An offsets log is compacted only once it holds more than twice this many records beyond
+/// its last snapshot (unless configured otherwise).
+pub const SNAPSHOT_RECORDS_MIN_DEFAULT: u64 = 10_000;
+
+/// Whether an offsets log that had `appended_since` records appended since its last snapshot
+/// (or its start) should get a new one, with `live` offsets kept: when more than twice
+/// max(live, `min`) were appended. The log then holds at most about three times that.
+pub fn snapshot_due(live: u64, appended_since: u64, min: u64) -> bool {
+    appended_since > 2 * live.max(min)
+}
+
 /// Why a group request is refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum CoordinatorError {
@@ -456,6 +467,14 @@ mod tests {
 
     fn offsets(offset: i64) -> Vec<(String, u32, i64, i32, String)> {
         vec![("t".into(), 0, offset, -1, String::new())]
+    }
+
+    #[test]
+    fn snapshots_are_due_past_twice_the_live_state() {
+        assert!(!snapshot_due(10, 200, 100));
+        assert!(snapshot_due(10, 201, 100));
+        assert!(!snapshot_due(1_000, 2_000, 100));
+        assert!(snapshot_due(1_000, 2_001, 100));
     }
 
     #[test]

@@ -396,7 +396,7 @@ impl GroupRequest {
             }
             4 => {
                 let member = read_member(r)?;
-                let n = r.count("offsets", GROUP_OFFSETS_MAX, 22)?;
+                let n = r.count("offsets", GROUP_OFFSETS_MAX, 20)?;
                 let offsets = (0..n)
                     .map(|_| {
                         Ok(CommitOffset {
@@ -555,7 +555,7 @@ impl GroupResponse {
                 GroupResponse::Left(results)
             }
             4 => {
-                let n = r.count("offsets", GROUP_OFFSETS_MAX, 22)?;
+                let n = r.count("offsets", GROUP_OFFSETS_MAX, 20)?;
                 let offsets = (0..n)
                     .map(|_| {
                         Ok(FetchedOffset {
@@ -612,6 +612,105 @@ impl GroupResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::{Request, Response};
+
+    fn round_trip_request(op: GroupOp) {
+        let request = Request::Group(GroupRequest::new("", op));
+        let frame = crate::Frame::parse(request.to_frame(7), u32::MAX).unwrap();
+        assert_eq!(Request::decode(&frame).unwrap(), request);
+    }
+
+    fn round_trip_response(answer: GroupResponse) {
+        let response = Response::Group(answer);
+        let frame = crate::Frame::parse(response.to_frame(7), u32::MAX).unwrap();
+        assert_eq!(Response::decode(&frame).unwrap(), response);
+    }
+
+    #[test]
+    fn every_request_and_answer_round_trips_also_with_empty_fields() {
+        let member = MemberRef::default();
+        let offset = CommitOffset {
+            topic: String::new(),
+            partition: 0,
+            offset: -1,
+            leader_epoch: -1,
+            metadata: String::new(),
+        };
+        for op in [
+            GroupOp::Join(JoinOp {
+                member_id: String::new(),
+                instance_id: Some(String::new()),
+                client_id: String::new(),
+                session_timeout_ms: -1,
+                rebalance_timeout_ms: 0,
+                protocol_type: String::new(),
+                protocols: vec![(String::new(), Bytes::new())],
+                require_known_member_id: true,
+            }),
+            GroupOp::Sync {
+                member: member.clone(),
+                assignments: vec![(String::new(), Bytes::new())],
+            },
+            GroupOp::Heartbeat(member.clone()),
+            GroupOp::Leave(vec![(String::new(), None)]),
+            GroupOp::Commit {
+                member,
+                offsets: vec![offset.clone(), offset],
+            },
+            GroupOp::FetchOffsets(None),
+            GroupOp::FetchOffsets(Some(vec![(String::new(), 0)])),
+            GroupOp::List,
+            GroupOp::Describe,
+            GroupOp::Delete,
+            GroupOp::DeleteOffsets(vec![(String::new(), 1)]),
+        ] {
+            round_trip_request(op);
+        }
+        for answer in [
+            GroupResponse::Joined {
+                generation: -1,
+                protocol_type: String::new(),
+                protocol: String::new(),
+                leader: String::new(),
+                member_id: String::new(),
+                members: vec![JoinedMember {
+                    member_id: String::new(),
+                    instance_id: None,
+                    metadata: Bytes::new(),
+                }],
+            },
+            GroupResponse::Synced {
+                protocol_type: String::new(),
+                protocol: String::new(),
+                assignment: Bytes::new(),
+            },
+            GroupResponse::Done,
+            GroupResponse::Left(vec![(0, String::new())]),
+            GroupResponse::Offsets(vec![FetchedOffset {
+                topic: String::new(),
+                partition: 0,
+                offset: -1,
+                leader_epoch: -1,
+                metadata: String::new(),
+            }]),
+            GroupResponse::Groups(vec![GroupInfo {
+                group: String::new(),
+                state: String::new(),
+                protocol_type: String::new(),
+                protocol: String::new(),
+                members: vec![MemberInfo {
+                    member_id: String::new(),
+                    instance_id: None,
+                    client_id: String::new(),
+                    metadata: Bytes::new(),
+                    assignment: Bytes::new(),
+                }],
+            }]),
+        ] {
+            round_trip_response(answer);
+        }
+    }
 
     #[test]
     fn murmur2_matches_kafka() {

@@ -37,6 +37,9 @@ pub const PRODUCER_EXPIRY_MS_DEFAULT_U64: u64 =
 /// Committed offsets of groups without members are kept 7 days after their commit.
 pub const OFFSETS_RETENTION_MS_DEFAULT: u64 =
     spate_core::offsets::OFFSETS_RETENTION_MS_DEFAULT.unsigned_abs();
+/// Records of live offsets below which an offsets log is never compacted.
+pub const OFFSETS_SNAPSHOT_RECORDS_DEFAULT: u64 =
+    spate_core::coordinator::SNAPSHOT_RECORDS_MIN_DEFAULT;
 /// An empty group's first rebalance waits 3 s for more members.
 pub const GROUP_INITIAL_REBALANCE_DELAY_MS_DEFAULT: u64 =
     spate_core::group::INITIAL_REBALANCE_DELAY_MS_DEFAULT.unsigned_abs();
@@ -129,6 +132,12 @@ spate_proto::settings! {
         /// after their commit (Kafka's `offsets.retention.minutes`). [default: 604800000 (7 days)]
         #[arg(long, value_name = "MS")]
         offsets_retention_ms: u64 = OFFSETS_RETENTION_MS_DEFAULT,
+        /// The offsets log of a group coordinator is compacted (all live offsets written
+        /// again, everything before deleted) once more than twice max(live offsets, this)
+        /// records were appended since the last compaction. Checked every
+        /// --retention-check-ms. [default: 10000]
+        #[arg(long, value_name = "N")]
+        offsets_snapshot_records: u64 = OFFSETS_SNAPSHOT_RECORDS_DEFAULT,
         /// How long (ms) an empty consumer group waits for more members before its first
         /// rebalance ends (Kafka's `group.initial.rebalance.delay.ms`). [default: 3000]
         #[arg(long, value_name = "MS")]

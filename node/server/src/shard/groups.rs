@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
-use spate_core::coordinator::{AppendId, CoordinatorError, DescribedGroup, GroupCoordinator};
+use spate_core::coordinator::{
+    snapshot_due, AppendId, CoordinatorError, DescribedGroup, GroupCoordinator,
+};
 use spate_core::group::{GroupConfig, GroupError, GroupOutput, JoinRequest, Reply, Ticket};
 use spate_core::offsets::OffsetRecord;
 use spate_format::batch::{BatchBuilder, Record};
@@ -30,8 +32,6 @@ use crate::partition::{now, Partition};
 
 /// How often a coordinator lets time pass for its groups (sessions are seconds long).
 const TICK: Duration = Duration::from_millis(100);
-/// How often a coordinator looks for expired offsets and whether its log needs a snapshot.
-const MAINTENANCE: Duration = Duration::from_secs(30);
 /// Bytes of offset records per appended batch (a batch is at most 1 MiB).
 const BATCH_BYTES: usize = 256 << 10;
 /// Bytes a replay reads per step.
@@ -295,6 +295,7 @@ impl Shard {
         *coordinator.state.borrow_mut() = ready;
         coordinator.snapshot_at.set(partition.log().log_start().0);
         let retention_ms = i64::try_from(self.config.offsets_retention_ms).unwrap_or(i64::MAX);
+        let maintenance = Duration::from_millis(self.config.retention_check_ms);
         let mut since_maintenance = Duration::ZERO;
         while self.is_current(&partition) && !partition.is_stopped() {
             glommio::timer::sleep(TICK).await;
@@ -303,7 +304,7 @@ impl Shard {
                 groups.tick(now());
             }
             coordinator.deliver();
-            if since_maintenance >= MAINTENANCE {
+            if since_maintenance >= maintenance {
                 since_maintenance = Duration::ZERO;
                 let expired = match &mut *coordinator.state.borrow_mut() {
                     Load::Ready(groups) => groups.expire(now(), retention_ms),
@@ -440,7 +441,7 @@ impl Shard {
             _ => return,
         };
         let appended_since = end.saturating_sub(coordinator.snapshot_at.get().max(log_start));
-        if appended_since <= 2 * live.max(COMPACT_RECORDS_MIN) {
+        if !snapshot_due(live, appended_since, self.config.offsets_snapshot_records) {
             return;
         }
         let snapshot = match &mut *coordinator.state.borrow_mut() {
@@ -673,9 +674,6 @@ impl Shard {
         }
     }
 }
-
-/// Records appended since the last snapshot below which the offsets log is never compacted.
-const COMPACT_RECORDS_MIN: u64 = 10_000;
 
 /// A random number per coordinator start (member ids never repeat those handed out before
 /// a restart): std's hasher keys come from the operating system's random source.
