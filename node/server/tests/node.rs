@@ -813,7 +813,7 @@ fn find_record_by_time_and_the_newest_time() {
 }
 
 /// Sends a group request, retrying while the coordinator loads its offsets.
-fn group_call(client: &mut Client, group: &str, op: spate_proto::GroupOp) -> Response {
+fn group_call(client: &mut Client, group: &str, op: GroupOp) -> Response {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let answer = client.call(&Request::Group(GroupRequest::new(group, op.clone())));
@@ -831,12 +831,12 @@ fn group_call(client: &mut Client, group: &str, op: spate_proto::GroupOp) -> Res
 
 fn commit(client: &mut Client, group: &str, partition: u32, offset: i64) {
     let op = GroupOp::Commit {
-        member: spate_proto::group::MemberRef {
+        member: group::MemberRef {
             member_id: String::new(),
             instance_id: None,
             generation: -1,
         },
-        offsets: vec![spate_proto::group::CommitOffset {
+        offsets: vec![group::CommitOffset {
             topic: "t".into(),
             partition,
             offset,
@@ -874,7 +874,7 @@ fn the_offsets_log_is_compacted_by_snapshots_and_replays_after_a_restart() {
     let node = spate_node::start(config()).unwrap();
     let mut admin = Client::connect(node.endpoints[0]);
     let metadata = admin.metadata();
-    let partition = spate_proto::group::group_partition("g").0;
+    let partition = group::group_partition("g").0;
     let mut client = Client::connect(owner(&metadata, OFFSETS_TOPIC, partition));
     for offset in 1..=200 {
         commit(&mut client, "g", offset as u32 % 4, offset);
