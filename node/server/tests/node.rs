@@ -813,7 +813,7 @@ fn find_record_by_time_and_the_newest_time() {
 }
 
 /// Sends a group request, retrying while the coordinator loads its offsets.
-fn group_call(client: &mut Client, group: &str, op: GroupOp) -> Response {
+fn group_call(client: &mut Client, group: &str, op: &GroupOp) -> Response {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let answer = client.call(&Request::Group(GroupRequest::new(group, op.clone())));
@@ -845,13 +845,13 @@ fn commit(client: &mut Client, group: &str, partition: u32, offset: i64) {
         }],
     };
     assert_eq!(
-        group_call(client, group, op),
+        group_call(client, group, &op),
         Response::Group(GroupResponse::Done)
     );
 }
 
 fn committed(client: &mut Client, group: &str) -> Vec<(u32, i64)> {
-    match group_call(client, group, GroupOp::FetchOffsets(None)) {
+    match group_call(client, group, &GroupOp::FetchOffsets(None)) {
         Response::Group(GroupResponse::Offsets(offsets)) => offsets
             .into_iter()
             .map(|offset| (offset.partition, offset.offset))
