@@ -2837,7 +2837,8 @@ fn python_with_kafka_clients() -> PathBuf {
     python
 }
 
-/// Consumer groups with librdkafka (confluent-kafka), with each of its assignors: two
+/// Consumer groups with librdkafka (confluent-kafka, each of its assignors), kafka-python and
+/// kafkajs: two
 /// consumers split a 4-partition topic and commit, a third joins, one is killed with SIGKILL
 /// while records flow; every record is processed, duplicates only from the killed consumer's
 /// last batch per partition, the commits end at the high watermarks, and the admin client
@@ -2849,20 +2850,41 @@ fn kafka_consumer_groups_split_rebalance_and_survive_a_killed_member() {
     let (mut up, broker, _cli) = up_with_kafka(&dir, 2);
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_clients/confluent_group.py");
-    for assignor in ["range", "roundrobin", "cooperative-sticky"] {
-        let output = Command::new(&python)
-            .arg(&script)
-            .args([&broker, &format!("groups-{assignor}"), assignor])
-            .env("SPATE_TEST_DIR", &dir)
-            .output()
-            .unwrap();
+    let run = |command: &mut Command, what: &str| {
+        let output = command.env("SPATE_TEST_DIR", &dir).output().unwrap();
         assert!(
             output.status.success(),
-            "{assignor}:\n{}\n{}",
+            "{what}:\n{}\n{}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
+    };
+    for assignor in ["range", "roundrobin", "cooperative-sticky"] {
+        run(
+            Command::new(&python).arg(&script).args([
+                &broker,
+                &format!("groups-{assignor}"),
+                assignor,
+            ]),
+            assignor,
+        );
     }
+    // kafka-python's own group client (its sticky assignor) and kafkajs's (round robin).
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_clients");
+    run(
+        Command::new(&python)
+            .arg(scripts.join("kafka_python_group.py"))
+            .args([&broker, "groups-kafka-python", "sticky"]),
+        "kafka-python",
+    );
+    let kafkajs = kafkajs_dir();
+    run(
+        Command::new("node")
+            .arg(kafkajs.join("kafkajs_group.js"))
+            .args([&broker, "groups-kafkajs"])
+            .env("KAFKAJS_NO_PARTITIONER_WARNING", "1"),
+        "kafkajs",
+    );
     assert!(up.terminate().success());
 }
 
@@ -2893,7 +2915,12 @@ fn kafkajs_dir() -> PathBuf {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_clients");
     READY.call_once(|| {
         std::fs::create_dir_all(&dir).unwrap();
-        for file in ["package.json", "package-lock.json", "kafkajs.js"] {
+        for file in [
+            "package.json",
+            "package-lock.json",
+            "kafkajs.js",
+            "kafkajs_group.js",
+        ] {
             std::fs::copy(source.join(file), dir.join(file)).unwrap();
         }
         if dir.join("node_modules/kafkajs/package.json").exists() {

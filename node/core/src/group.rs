@@ -534,7 +534,7 @@ impl Group {
                 answer: Err(GroupError::RebalanceInProgress),
             });
         }
-        if self.protocol_type.is_none() {
+        if self.state == GroupState::Empty || self.protocol_type.is_none() {
             self.protocol_type = Some(request.protocol_type);
         }
         match self.state {
@@ -708,10 +708,12 @@ impl Group {
     }
 
     /// The last member is gone: no protocol, no leader.
+    /// The last member left: no protocol, no leader; the protocol type stays (Kafka's
+    /// `ClassicGroup` keeps it, so an empty consumer group still shows as one) until the next
+    /// first member sets its own.
     fn become_empty(&mut self) {
         self.state = GroupState::Empty;
         self.protocol = None;
-        self.protocol_type = None;
         self.leader = None;
     }
 

@@ -154,6 +154,7 @@ def main(broker, topic, assignor):
     assert group in [g.group_id for g in groups.valid], groups.valid
     described = admin.describe_consumer_groups([group], request_timeout=20)[group].result()
     assert described.members == [], described.members
+    assert not described.is_simple_consumer_group, "an empty consumer group keeps its protocol type"
     for future in admin.delete_consumer_groups([group], request_timeout=20).values():
         future.result()
     listed = admin.list_consumer_group_offsets(

@@ -158,6 +158,8 @@ def main(broker, topic, assignor):
     described = admin.describe_groups([group])[group]
     assert described["error"] is None and described["group_state"] == "Empty", described
     assert described["members"] == [], described
+    # An empty consumer group is still a consumer group (Kafka keeps the protocol type).
+    assert described["protocol_type"] == "consumer", described
     assert admin.delete_groups([group]) == {group: "OK"}
     assert group not in [g["group_id"] for g in admin.list_groups()]
     offsets = admin.list_group_offsets({group: partitions})[group]

@@ -145,6 +145,7 @@ async function main(broker, topic) {
     check(listed.some((g) => g.groupId === group), `listed: ${JSON.stringify(listed)}`);
     const [described] = (await admin.describeGroups([group])).groups;
     check(described.errorCode === 0 && described.state === 'Empty' && described.members.length === 0, `described: ${JSON.stringify(described)}`);
+    check(described.protocolType === 'consumer', `an empty consumer group keeps its protocol type: ${JSON.stringify(described)}`);
     const deleted = await admin.deleteGroups([group]);
     check(deleted.length === 1 && deleted[0].groupId === group && deleted[0].errorCode === 0, `deleted: ${JSON.stringify(deleted)}`);
     check(!(await admin.listGroups()).groups.some((g) => g.groupId === group), 'listed after delete');

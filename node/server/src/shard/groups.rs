@@ -386,29 +386,52 @@ impl Shard {
         Ok((coordinator, records))
     }
 
-    /// Appends offset records with `fsync`; the coordinator learns the outcome (the records
-    /// take effect when acknowledged).
-    async fn append_offsets(
+    /// Appends offset records with `fsync` at once, with no await between the coordinator
+    /// making them and the log taking them, so the log holds the appends in the order the
+    /// coordinator made them (and applies them): a replay gives what the coordinator shows.
+    /// The returned future tells the coordinator the outcome (the records take effect when
+    /// acknowledged) and is the answer. Should a later batch of a large append be refused
+    /// (a full write buffer), the append fails, its earlier batches may survive a restart
+    /// (as any unacknowledged commit may).
+    fn append_offsets(
         &self,
         partition: &Rc<Partition>,
         coordinator: &Rc<Coordinator>,
         id: AppendId,
         records: &[OffsetRecord],
-    ) -> Answer {
-        let outcome = self.append_durably(partition, records).await;
-        coordinator.settle(id, outcome.is_ok());
-        outcome.map(|()| GroupResponse::Done)
+    ) -> impl std::future::Future<Output = Answer> + 'static {
+        let submitted = self.submit_offsets(partition, records);
+        let coordinator = coordinator.clone();
+        async move {
+            let outcome = match submitted {
+                Ok(waits) => {
+                    let mut outcome = Ok(());
+                    for wait in waits {
+                        let acknowledged = wait.recv().await.unwrap_or_else(|| {
+                            Err(error(ErrorCode::ShuttingDown, "the partition closed"))
+                        });
+                        if let Err(refused) = acknowledged {
+                            outcome = Err(refused);
+                        }
+                    }
+                    outcome
+                }
+                Err(refused) => Err(refused),
+            };
+            coordinator.settle(id, outcome.is_ok());
+            outcome.map(|()| GroupResponse::Done)
+        }
     }
 
-    async fn append_durably(
+    #[allow(clippy::type_complexity)]
+    fn submit_offsets(
         &self,
         partition: &Rc<Partition>,
         records: &[OffsetRecord],
-    ) -> Result<(), ErrorResponse> {
+    ) -> Result<Vec<LocalReceiver<crate::partition::ProduceResult>>, ErrorResponse> {
         let batches = batches_of(records, now().0)?;
         let mut waits = Vec::with_capacity(batches.len());
         for batch in batches {
-            self.within_room(partition, batch.len() as u64).await;
             let request = ProduceRequest {
                 topic: partition.key.topic.clone(),
                 partition: spate_proto::PartitionId(partition.key.partition),
@@ -420,12 +443,7 @@ impl Shard {
                 Err(receiver) => waits.push(receiver),
             }
         }
-        for wait in waits {
-            wait.recv()
-                .await
-                .unwrap_or_else(|| Err(error(ErrorCode::ShuttingDown, "the partition closed")))?;
-        }
-        Ok(())
+        Ok(waits)
     }
 
     /// Keeps the offsets log within about twice its live state: when more than that was
@@ -521,14 +539,12 @@ impl Shard {
                     Ok(made) => made,
                     Err(refused) => return GroupAnswer::Now(Err(refused)),
                 };
-                let shard = self.clone();
-                let partition = partition.clone();
-                let coordinator = coordinator.clone();
-                GroupAnswer::Appending(Box::pin(async move {
-                    shard
-                        .append_offsets(&partition, &coordinator, id, &records)
-                        .await
-                }))
+                GroupAnswer::Appending(Box::pin(self.append_offsets(
+                    partition,
+                    coordinator,
+                    id,
+                    &records,
+                )))
             };
         match request.op {
             GroupOp::Join(join) => {

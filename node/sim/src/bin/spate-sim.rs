@@ -1,5 +1,6 @@
-//! `spate-sim`: runs the partition-log simulation over a range of seeds, or random seeds for a
-//! given time, and prints the first failing seed (which replays the failure exactly).
+//! `spate-sim`: runs the simulations over a range of seeds, or random seeds for a given time,
+//! and prints the first failing seed (which replays the failure exactly). Each seed runs the
+//! partition log, one consumer group, and a group coordinator's committed offsets.
 //!
 //! ```text
 //! spate-sim [--from SEED] [--seeds N] [--seconds S] [--steps N] [--keep-going]
@@ -12,7 +13,13 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use spate_sim::{run_seed, Options, RunReport};
+use spate_sim::{
+    run_group_seed, run_offsets_seed, run_seed, GroupReport, OffsetsReport, Options, RunReport,
+};
+
+/// Steps of each seed's group and offsets simulations.
+const GROUP_STEPS: u32 = 400;
+const OFFSETS_STEPS: u32 = 300;
 
 /// Failures printed with `--keep-going`; the rest are only counted.
 const FAILURES_SHOWN: u64 = 3;
@@ -52,6 +59,8 @@ fn main() {
     let count = seeds.unwrap_or(if deadline.is_some() { u64::MAX } else { 1000 });
     let started = Instant::now();
     let mut total = RunReport::default();
+    let mut groups = GroupReport::default();
+    let mut offsets = OffsetsReport::default();
     let mut ran = 0u64;
     let mut failed = 0u64;
     println!(
@@ -62,8 +71,19 @@ fn main() {
         if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             break;
         }
-        match run_seed(seed, options) {
-            Ok(report) => total.add(&report),
+        let outcome = run_seed(seed, options)
+            .map_err(|failure| failure.to_string())
+            .and_then(|report| {
+                let group = run_group_seed(seed, GROUP_STEPS)?;
+                let offset = run_offsets_seed(seed, OFFSETS_STEPS)?;
+                Ok((report, group, offset))
+            });
+        match outcome {
+            Ok((report, group, offset)) => {
+                total.add(&report);
+                groups.add(&group);
+                offsets.add(&offset);
+            }
             Err(failure) if keep_going => {
                 failed += 1;
                 if failed <= FAILURES_SHOWN {
@@ -112,6 +132,24 @@ fn main() {
         total.fetches_woken,
         total.duplicates,
         total.sequence_refusals,
+    );
+    println!(
+        "groups: {} generations, {} joins and {} syncs answered, {} commits allowed and {} \
+         refused, {} sessions expired, {} coordinator restarts; offsets: {} appends ({} \
+         acknowledged, {} failed), {} crashes, {} snapshots, {} expiries",
+        groups.generations,
+        groups.joins_answered,
+        groups.syncs_answered,
+        groups.commits_allowed,
+        groups.commits_refused,
+        groups.expirations,
+        groups.coordinator_restarts,
+        offsets.appends,
+        offsets.acknowledged,
+        offsets.failed,
+        offsets.crashes,
+        offsets.snapshots,
+        offsets.expiries,
     );
 }
 
