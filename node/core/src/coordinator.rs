@@ -9,8 +9,8 @@
 //! - an append's records take effect (are fetched) only after the append was acknowledged
 //!   and every append before it was settled, so the offsets seen are those of a prefix of the
 //!   log, as a replay after `kill -9` would give;
-//! - a group is kept in memory while it has members; an empty group is forgotten at the next
-//!   tick (its offsets stay until deleted or expired);
+//! - a group is kept in memory while it has members or committed offsets; an empty group
+//!   without offsets is forgotten at the next tick;
 //! - at most [`GROUPS_IN_MEMORY_MAX`] groups with members, and the offset limits of
 //!   [`OffsetStore`].
 
@@ -422,7 +422,7 @@ impl GroupCoordinator {
         Some((id, records))
     }
 
-    /// Lets time pass for every group; forgets empty groups.
+    /// Lets time pass for every group; forgets empty groups without offsets.
     pub fn tick(&mut self, now: Millis) {
         for group in self.groups.values_mut() {
             group.handle_tick(now);
@@ -430,8 +430,12 @@ impl GroupCoordinator {
                 self.outputs.push_back(output);
             }
         }
-        self.groups
-            .retain(|_, group| group.has_members() || group.state() != GroupState::Empty);
+        // An empty group is kept while it has offsets (DescribeGroups still shows its
+        // protocol type, as Kafka does), and forgotten with them.
+        let offsets = &self.offsets;
+        self.groups.retain(|id, group| {
+            group.has_members() || group.state() != GroupState::Empty || offsets.has_group(id)
+        });
     }
 
     /// When [`GroupCoordinator::tick`] must run next, if ever.

@@ -254,6 +254,11 @@ impl OffsetStore {
         self.groups.keys().map(String::as_str)
     }
 
+    /// Whether `group` has committed offsets.
+    pub fn has_group(&self, group: &str) -> bool {
+        self.groups.contains_key(group)
+    }
+
     /// Committed offsets in the store.
     pub fn len(&self) -> usize {
         self.groups.values().map(BTreeMap::len).sum()
