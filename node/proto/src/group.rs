@@ -152,15 +152,9 @@ pub struct JoinedMember {
     pub metadata: Bytes,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FetchedOffset {
-    pub topic: String,
-    pub partition: u32,
-    /// -1: nothing committed.
-    pub offset: i64,
-    pub leader_epoch: i32,
-    pub metadata: String,
-}
+/// A committed offset as OffsetFetch answers it (offset -1, epoch -1 and empty metadata:
+/// nothing committed).
+pub type FetchedOffset = CommitOffset;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberInfo {
@@ -251,6 +245,33 @@ fn read_member(r: &mut Reader) -> Result<MemberRef, ProtoError> {
     })
 }
 
+fn put_offsets<B: BufMut>(w: &mut Writer<'_, B>, offsets: &[CommitOffset]) {
+    w.u32(count(offsets.len()));
+    for offset in offsets {
+        w.str16(&offset.topic);
+        w.u32(offset.partition);
+        w.i64(offset.offset);
+        w.u32(offset.leader_epoch.cast_unsigned());
+        w.str16(&offset.metadata);
+    }
+}
+
+fn read_offsets(r: &mut Reader) -> Result<Vec<CommitOffset>, ProtoError> {
+    // An entry is at least 20 bytes: empty topic and metadata.
+    let n = r.count("offsets", GROUP_OFFSETS_MAX, 20)?;
+    (0..n)
+        .map(|_| {
+            Ok(CommitOffset {
+                topic: r.string16("topic", NAME)?,
+                partition: r.u32("partition")?,
+                offset: r.i64("offset")?,
+                leader_epoch: i32_of(r, "leader_epoch")?,
+                metadata: r.string16("metadata", OFFSET_METADATA_BYTES_MAX)?,
+            })
+        })
+        .collect()
+}
+
 fn put_partitions<B: BufMut>(w: &mut Writer<'_, B>, partitions: &[(String, u32)]) {
     w.u32(count(partitions.len()));
     for (topic, partition) in partitions {
@@ -330,14 +351,7 @@ impl GroupRequest {
             GroupOp::Commit { member, offsets } => {
                 w.u8(4);
                 put_member(w, member);
-                w.u32(count(offsets.len()));
-                for offset in offsets {
-                    w.str16(&offset.topic);
-                    w.u32(offset.partition);
-                    w.i64(offset.offset);
-                    w.u32(offset.leader_epoch.cast_unsigned());
-                    w.str16(&offset.metadata);
-                }
+                put_offsets(w, offsets);
             }
             GroupOp::FetchOffsets(partitions) => {
                 w.u8(5);
@@ -394,22 +408,10 @@ impl GroupRequest {
                     .collect::<Result<_, ProtoError>>()?;
                 GroupOp::Leave(members)
             }
-            4 => {
-                let member = read_member(r)?;
-                let n = r.count("offsets", GROUP_OFFSETS_MAX, 20)?;
-                let offsets = (0..n)
-                    .map(|_| {
-                        Ok(CommitOffset {
-                            topic: r.string16("topic", NAME)?,
-                            partition: r.u32("partition")?,
-                            offset: r.i64("offset")?,
-                            leader_epoch: i32_of(r, "leader_epoch")?,
-                            metadata: r.string16("metadata", OFFSET_METADATA_BYTES_MAX)?,
-                        })
-                    })
-                    .collect::<Result<_, ProtoError>>()?;
-                GroupOp::Commit { member, offsets }
-            }
+            4 => GroupOp::Commit {
+                member: read_member(r)?,
+                offsets: read_offsets(r)?,
+            },
             5 => GroupOp::FetchOffsets(match r.u8("all")? {
                 0 => None,
                 _ => Some(read_partitions(r)?),
@@ -479,14 +481,7 @@ impl GroupResponse {
             }
             GroupResponse::Offsets(offsets) => {
                 w.u8(4);
-                w.u32(count(offsets.len()));
-                for offset in offsets {
-                    w.str16(&offset.topic);
-                    w.u32(offset.partition);
-                    w.i64(offset.offset);
-                    w.u32(offset.leader_epoch.cast_unsigned());
-                    w.str16(&offset.metadata);
-                }
+                put_offsets(w, offsets);
             }
             GroupResponse::Groups(groups) => {
                 w.u8(5);
@@ -554,21 +549,7 @@ impl GroupResponse {
                     .collect::<Result<_, ProtoError>>()?;
                 GroupResponse::Left(results)
             }
-            4 => {
-                let n = r.count("offsets", GROUP_OFFSETS_MAX, 20)?;
-                let offsets = (0..n)
-                    .map(|_| {
-                        Ok(FetchedOffset {
-                            topic: r.string16("topic", NAME)?,
-                            partition: r.u32("partition")?,
-                            offset: r.i64("offset")?,
-                            leader_epoch: i32_of(r, "leader_epoch")?,
-                            metadata: r.string16("metadata", OFFSET_METADATA_BYTES_MAX)?,
-                        })
-                    })
-                    .collect::<Result<_, ProtoError>>()?;
-                GroupResponse::Offsets(offsets)
-            }
+            4 => GroupResponse::Offsets(read_offsets(r)?),
             5 => {
                 let n = r.count("groups", GROUPS_PER_ANSWER_MAX, 12)?;
                 let mut groups = Vec::with_capacity(n);

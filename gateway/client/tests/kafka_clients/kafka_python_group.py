@@ -12,15 +12,15 @@ Exits non-zero on the first broken expectation.
 """
 import os
 import signal
-import subprocess
 import sys
-import time
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
+
+import group_scenario
 
 BATCH = 50
 PARTITIONS = 4
@@ -52,14 +52,6 @@ def worker(broker, topic, group, assignor, output):
     consumer.close(autocommit=False)
 
 
-def processed(path):
-    try:
-        with open(path) as f:
-            return [line.split() for line in f.read().splitlines() if line]
-    except FileNotFoundError:
-        return []
-
-
 def main(broker, topic, assignor):
     assert assignor in ASSIGNORS, assignor
     group = "group-" + topic
@@ -78,68 +70,8 @@ def main(broker, topic, assignor):
         for future in futures:
             future.get(timeout=0)
 
-    here = os.path.abspath(__file__)
-    workdir = os.environ.get("SPATE_TEST_DIR", ".")
-    outputs = {}
-    workers = {}
-
-    def start(name):
-        outputs[name] = os.path.join(workdir, "%s-%s.out" % (topic, name))
-        workers[name] = subprocess.Popen(
-            [sys.executable, here, "worker", broker, topic, group, assignor, outputs[name]])
-
-    def unique():
-        return {value for path in outputs.values() for _, _, value in processed(path)}
-
-    def wait_all(what):
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if unique() >= set(sent):
-                return
-            for name, process in workers.items():
-                assert process.poll() is None or name == "a", "worker %s exited" % name
-            time.sleep(0.2)
-        missing = sorted(set(sent) - unique())
-        raise AssertionError("%s: %d records never processed, e.g. %s" % (what, len(missing), missing[:5]))
-
-    produce(2000)
-    start("a")
-    start("b")
-    wait_all("two consumers")
-    produce(1000)
-    start("c")
-    wait_all("after a third joined")
-    # a is killed while the consumers work through new records: what it processed after its
-    # last commit is processed again by the consumer that takes its partitions.
-    produce(1000)
-    time.sleep(0.05)
-    workers["a"].send_signal(signal.SIGKILL)
-    workers["a"].wait()
-    killed_at = len(processed(outputs["a"]))
-    produce(1000)
-    wait_all("after a consumer was killed")
-    for name in ("b", "c"):
-        workers[name].send_signal(signal.SIGTERM)
-    for name in ("b", "c"):
-        assert workers[name].wait(30) == 0, "worker %s failed" % name
-
-    # Duplicates: only records a processed (before it was killed) and processed again.
-    seen = {}
-    for name, path in outputs.items():
-        for partition, offset, value in processed(path):
-            seen.setdefault(value, []).append((name, int(partition), int(offset)))
-    duplicated = {value: places for value, places in seen.items() if len(places) > 1}
-    for value, places in duplicated.items():
-        assert any(name == "a" for name, _, _ in places), (value, places)
-    assert len(duplicated) <= BATCH * PARTITIONS, len(duplicated)
-    assert killed_at > 0
-    # Per partition, offsets are processed in order by each consumer that owned them.
-    for name, path in outputs.items():
-        last = {}
-        for partition, offset, _ in processed(path):
-            partition, offset = int(partition), int(offset)
-            assert offset > last.get(partition, -1) or name != "a", (name, partition, offset)
-            last[partition] = offset
+    duplicated = group_scenario.run(os.path.abspath(__file__), broker, topic, group, assignor,
+                                    produce, sent, BATCH, PARTITIONS)
 
     # The commits are the high watermarks, seen by a consumer of the group and by the admin.
     partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
