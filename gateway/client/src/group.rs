@@ -347,7 +347,8 @@ pub struct GroupConsumer {
     rejoin: Arc<AtomicBool>,
     wake: Arc<Notify>,
     heartbeat: Option<tokio::task::AbortHandle>,
-    on_rebalance: Option<Box<dyn FnMut(Rebalance) + Send>>,
+    /// In a mutex only so the consumer's futures are `Send` (it is never contended).
+    on_rebalance: Option<std::sync::Mutex<Box<dyn FnMut(Rebalance) + Send>>>,
 }
 
 impl std::fmt::Debug for GroupConsumer {
@@ -404,7 +405,7 @@ impl GroupConsumer {
 
     /// Calls `listener` after partitions are revoked and after new ones are assigned.
     pub fn on_rebalance(&mut self, listener: impl FnMut(Rebalance) + Send + 'static) {
-        self.on_rebalance = Some(Box::new(listener));
+        self.on_rebalance = Some(std::sync::Mutex::new(Box::new(listener)));
     }
 
     /// Records fetched and ready to be returned by `next` without waiting.
@@ -430,6 +431,15 @@ impl GroupConsumer {
             member_id: self.member_id.clone(),
             instance_id: self.config.instance_id.clone(),
             generation: self.generation,
+        }
+    }
+
+    fn tell(&mut self, change: Rebalance) {
+        if let Some(listener) = self.on_rebalance.as_mut() {
+            let listener = listener
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            listener(change);
         }
     }
 
@@ -574,9 +584,7 @@ impl GroupConsumer {
                 tracing::debug!(group = %self.group, "commit before rebalancing failed: {error}");
             }
             let revoked = std::mem::take(&mut self.assigned);
-            if let Some(listener) = self.on_rebalance.as_mut() {
-                listener(Rebalance::Revoked(revoked));
-            }
+            self.tell(Rebalance::Revoked(revoked));
         }
         self.consumer = None;
         self.processed.clear();
@@ -628,9 +636,7 @@ impl GroupConsumer {
         }
         self.rejoin.store(false, Ordering::Relaxed);
         self.start_heartbeat();
-        if let Some(listener) = self.on_rebalance.as_mut() {
-            listener(Rebalance::Assigned(partitions));
-        }
+        self.tell(Rebalance::Assigned(partitions));
         Ok(())
     }
 

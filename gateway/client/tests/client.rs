@@ -122,3 +122,129 @@ async fn admin_produce_and_fetch_through_the_gateway() {
     gateway.close();
     node.shutdown();
 }
+
+/// `GroupConsumer`: a second member splits the partitions with the first (rebalance
+/// callbacks in order: revoked after the commit, then assigned), the two read every record
+/// once between them (a graceful rebalance repeats nothing), and when one closes the other
+/// takes its partitions from its commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_consumers_split_partitions_and_hand_them_over_on_close() {
+    use spate_client::{GroupConfig, GroupConsumer, Rebalance};
+    use std::collections::BTreeSet;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    let dir = data_dir("group-consumers");
+    let flags = spate_node::Flags {
+        data_dir: Some(dir.join("node")),
+        listen: Some("127.0.0.1:0".into()),
+        shards: Some(2),
+        group_initial_rebalance_delay_ms: Some(100),
+        ..spate_node::Flags::default()
+    };
+    let node = spate_node::start(spate_node::NodeConfig::resolve(flags).unwrap()).unwrap();
+    let flags = spate_gateway::Flags {
+        listen: Some("127.0.0.1:0".into()),
+        node: Some(node.endpoints[0].to_string()),
+        dev_cert_dir: Some(dir.join("tls")),
+        ..spate_gateway::Flags::default()
+    };
+    let gateway = spate_gateway::start(spate_gateway::GatewayConfig::resolve(flags).unwrap())
+        .await
+        .unwrap();
+    let client = Client::connect(gateway.local_addr, &gateway.cert_path, "localhost")
+        .await
+        .unwrap();
+    client
+        .create_topic("tasks", 4, Setting::Default, Setting::Default)
+        .await
+        .unwrap();
+    let mut sent = BTreeSet::new();
+    for partition in 0..4u32 {
+        let values: Vec<String> = (0..25).map(|i| format!("p{partition}-{i}")).collect();
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        client
+            .produce("tasks", partition, Durability::Fsync, batch(&refs))
+            .await
+            .unwrap();
+        sent.extend(values);
+    }
+    let config = GroupConfig {
+        session_timeout: Duration::from_secs(6),
+        heartbeat_interval: Duration::from_millis(200),
+        auto_commit_interval: None,
+        ..GroupConfig::default()
+    };
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let mut first = GroupConsumer::join(&client, "crew", "tasks", config.clone())
+        .await
+        .unwrap();
+    assert_eq!(first.assignment(), &[0, 1, 2, 3]);
+    let heard = events.clone();
+    first.on_rebalance(move |change| heard.lock().unwrap().push(change));
+    let mut read = Vec::new();
+    for _ in 0..10 {
+        let record = first.next().await.unwrap();
+        read.push(String::from_utf8(record.value.unwrap().to_vec()).unwrap());
+    }
+    first.commit().await.unwrap();
+    // The second member's join waits until the first rejoins (inside its polls).
+    let joining = {
+        let client = client.clone();
+        let config = config.clone();
+        tokio::spawn(async move { GroupConsumer::join(&client, "crew", "tasks", config).await })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while first.assignment().len() != 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no rebalance");
+        if let Some(record) = first.poll(Duration::from_millis(100)).await.unwrap() {
+            read.push(String::from_utf8(record.value.unwrap().to_vec()).unwrap());
+        }
+    }
+    let mut second = joining.await.unwrap().unwrap();
+    let ours: BTreeSet<u32> = first.assignment().iter().copied().collect();
+    let theirs: BTreeSet<u32> = second.assignment().iter().copied().collect();
+    assert!(ours.is_disjoint(&theirs) && ours.len() + theirs.len() == 4);
+    {
+        let events = events.lock().unwrap();
+        assert_eq!(
+            events[0],
+            Rebalance::Revoked(vec![0, 1, 2, 3]),
+            "{events:?}"
+        );
+        assert_eq!(events[1], Rebalance::Assigned(first.assignment().to_vec()));
+    }
+    // Everything is read once between them.
+    let mut by_second = Vec::new();
+    while read.len() + by_second.len() < 100 {
+        assert!(tokio::time::Instant::now() < deadline, "records missing");
+        if let Some(record) = first.poll(Duration::from_millis(50)).await.unwrap() {
+            read.push(String::from_utf8(record.value.unwrap().to_vec()).unwrap());
+        }
+        if let Some(record) = second.poll(Duration::from_millis(50)).await.unwrap() {
+            by_second.push(String::from_utf8(record.value.unwrap().to_vec()).unwrap());
+        }
+    }
+    let all: Vec<&String> = read.iter().chain(&by_second).collect();
+    let unique: BTreeSet<&String> = all.iter().copied().collect();
+    assert_eq!(all.len(), unique.len(), "a record was read twice");
+    assert_eq!(unique.len(), sent.len());
+    // The first closes (commits, leaves): the second takes every partition, and finds
+    // nothing left to read.
+    first.close().await.unwrap();
+    while second.assignment().len() != 4 {
+        assert!(tokio::time::Instant::now() < deadline, "no takeover");
+        assert!(second
+            .poll(Duration::from_millis(100))
+            .await
+            .unwrap()
+            .is_none());
+    }
+    second.close().await.unwrap();
+    let (info, lags) = client.describe_group_offsets("crew").await.unwrap();
+    assert_eq!(info.state, "Empty");
+    assert_eq!(lags.len(), 4);
+    assert!(lags.iter().all(|lag| lag.lag == Some(0)), "{lags:?}");
+    gateway.close();
+    node.shutdown();
+}
