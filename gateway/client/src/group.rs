@@ -326,6 +326,9 @@ impl Client {
     }
 }
 
+/// What `on_rebalance` calls.
+type Listener = Box<dyn FnMut(Rebalance) + Send>;
+
 /// A member of a consumer group reading one topic (see the module documentation).
 pub struct GroupConsumer {
     client: Client,
@@ -348,7 +351,7 @@ pub struct GroupConsumer {
     wake: Arc<Notify>,
     heartbeat: Option<tokio::task::AbortHandle>,
     /// In a mutex only so the consumer's futures are `Send` (it is never contended).
-    on_rebalance: Option<std::sync::Mutex<Box<dyn FnMut(Rebalance) + Send>>>,
+    on_rebalance: Option<std::sync::Mutex<Listener>>,
 }
 
 impl std::fmt::Debug for GroupConsumer {
