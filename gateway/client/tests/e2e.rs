@@ -1762,6 +1762,58 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// Issue 18, point 8: `spate up --gateway 0.0.0.0:PORT` issues a development certificate
+/// that also names the machine's host name and the address it reaches others from, so
+/// clients on other machines verify it by either; back on loopback, the certificate names
+/// only `localhost` and `127.0.0.1` again.
+#[test]
+fn a_gateway_on_every_address_gets_a_certificate_for_the_machines_names() {
+    let dir = data_dir("up-all-addresses");
+    let outbound = std::net::UdpSocket::bind(("0.0.0.0", 0))
+        .and_then(|socket| {
+            socket.connect(("192.0.2.1", 9))?;
+            socket.local_addr()
+        })
+        .map(|address| address.ip());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let host = host.trim().to_owned();
+    let up = |listen: &str| {
+        let mut up = Process::spawn(
+            spate_command()
+                .args(["up", "--gateway", listen, "--shards", "1", "--no-kafka"])
+                .arg("--data-dir")
+                .arg(dir.join("data")),
+            dir.join("up.log"),
+        );
+        let (gateway, cert) = parse_gateway_line(&up.line("gateway listening on "));
+        up.line("spate is up");
+        (up, gateway, cert)
+    };
+    let (mut all, gateway, cert) = up("0.0.0.0:0");
+    let names = std::fs::read_to_string(dir.join("data/tls/names")).unwrap();
+    assert!(names.lines().any(|name| name == host), "{names}");
+    // Reached by the machine's address, verified by it (the server name defaults to the
+    // host of --gateway) or by the host name.
+    if let Some(ip) = outbound
+        .ok()
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+    {
+        assert!(names.lines().any(|name| name == ip.to_string()), "{names}");
+        let by_ip = Cli {
+            gateway: SocketAddr::new(ip, gateway.port()),
+            cert,
+        };
+        by_ip.ok(&["topic", "create", "anywhere", "--partitions", "1"], "");
+        let by_host = by_ip.ok(&["--server-name", &host, "topic", "list"], "");
+        assert!(by_host.contains("anywhere"), "{by_host}");
+    }
+    assert!(all.terminate().success());
+    let (mut local, _, _) = up("127.0.0.1:0");
+    let names = std::fs::read_to_string(dir.join("data/tls/names")).unwrap();
+    assert_eq!(names, "localhost\n127.0.0.1\n");
+    assert!(local.terminate().success());
+}
+
 #[test]
 fn spate_up_serves_and_stops_cleanly() {
     let dir = data_dir("up");

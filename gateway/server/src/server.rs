@@ -200,7 +200,15 @@ pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
     let (cert, key) = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => (cert.clone(), key.clone()),
         _ => {
-            let (cert, key) = tls::ensure_dev_cert(&config.dev_cert_dir)?;
+            // A gateway on every address is reached by other machines' names for it too.
+            let extra = config
+                .listen
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut addresses| addresses.next())
+                .map(tls::dev_names_for)
+                .unwrap_or_default();
+            let (cert, key) = tls::ensure_dev_cert_for(&config.dev_cert_dir, &extra)?;
             tracing::info!(cert = %cert.display(), "using the development certificate (trust it with --ca-cert)");
             (cert, key)
         }

@@ -93,15 +93,78 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         })
 }
 
+/// The file next to the development certificate that lists the names it was issued for.
+pub const DEV_NAMES_FILE: &str = "names";
+
+/// The names a development certificate always carries.
+const DEV_NAMES: [&str; 2] = ["localhost", "127.0.0.1"];
+
 /// Creates the development certificate in `dir` unless a usable one is there; returns the
-/// paths of the certificate and its key. A pair that does not load (empty or torn files after
-/// a crash, a key that does not match) is replaced, with a warning.
+/// paths of the certificate and its key. It names `localhost` and `127.0.0.1`.
 pub fn ensure_dev_cert(dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
+    ensure_dev_cert_for(dir, &[])
+}
+
+/// The extra names of the development certificate of a gateway listening on `listen`: on
+/// every address (`0.0.0.0`, `::`), the machine's host name and the address it reaches
+/// other machines from; on one address other than loopback, that address.
+pub fn dev_names_for(listen: std::net::SocketAddr) -> Vec<String> {
+    let ip = listen.ip();
+    if ip.is_loopback() {
+        return Vec::new();
+    }
+    if !ip.is_unspecified() {
+        return vec![ip.to_string()];
+    }
+    let mut names = Vec::new();
+    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let host = host.trim();
+        if !host.is_empty() && host != "localhost" {
+            names.push(host.to_owned());
+        }
+    }
+    // The source address of a route to a documentation address (RFC 5737): connecting a
+    // UDP socket sends nothing.
+    let outbound = std::net::UdpSocket::bind(("0.0.0.0", 0))
+        .and_then(|socket| {
+            socket.connect(("192.0.2.1", 9))?;
+            socket.local_addr()
+        })
+        .map(|address| address.ip());
+    if let Ok(outbound) = outbound {
+        if !outbound.is_unspecified() && !outbound.is_loopback() {
+            names.push(outbound.to_string());
+        }
+    }
+    names
+}
+
+/// Like [`ensure_dev_cert`], for a certificate that also names `extra` (host names or IP
+/// addresses). A certificate issued for other names (the `names` file next to it says which)
+/// is replaced; one that does not load (empty or torn files after a crash, a key that does not
+/// match) too, with a warning.
+pub fn ensure_dev_cert_for(dir: &Path, extra: &[String]) -> Result<(PathBuf, PathBuf), TlsError> {
     let cert = dir.join(DEV_CERT_FILE);
     let key = dir.join(DEV_KEY_FILE);
+    let names_file = dir.join(DEV_NAMES_FILE);
+    let mut names: Vec<String> = DEV_NAMES.iter().map(|name| (*name).to_owned()).collect();
+    for name in extra {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    let listed = names.join("\n") + "\n";
     if cert.exists() || key.exists() {
+        // A certificate from before the names file names the defaults.
+        let issued_for =
+            std::fs::read_to_string(&names_file).unwrap_or_else(|_| DEV_NAMES.join("\n") + "\n");
         match server_config(&cert, &key) {
-            Ok(_) => return Ok((cert, key)),
+            Ok(_) if issued_for == listed => return Ok((cert, key)),
+            Ok(_) => tracing::info!(
+                dir = %dir.display(),
+                names = %names.join(", "),
+                "issuing a new development certificate for these names"
+            ),
             Err(error) => tracing::warn!(
                 dir = %dir.display(),
                 "the development certificate does not load ({error}); creating a new one"
@@ -112,14 +175,15 @@ pub fn ensure_dev_cert(dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
         path: dir.to_owned(),
         source,
     })?;
-    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
     let generated = rcgen::generate_simple_self_signed(names)
         .map_err(|error| TlsError::Generate(error.to_string()))?;
     // Each file is written whole or not at all: a temporary file, fsync, rename, then an
-    // fsync of the directory. A crash leaves the old file, the new one, or (between the two
-    // renames) a pair that does not match, which the check above replaces.
+    // fsync of the directory. A crash leaves the old file, the new one, or (between the
+    // renames) a pair that does not match or names that differ, which the checks above
+    // replace.
     write_atomically(&key, generated.key_pair.serialize_pem().as_bytes(), 0o600)?;
     write_atomically(&cert, generated.cert.pem().as_bytes(), 0o644)?;
+    write_atomically(&names_file, listed.as_bytes(), 0o644)?;
     std::fs::File::open(dir)
         .and_then(|dir| dir.sync_all())
         .map_err(|source| TlsError::Write {

@@ -47,7 +47,7 @@ fn empty_development_certificate_files_are_replaced_at_start() {
         .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["cert.pem", "key.pem"]);
+    assert_eq!(names, ["cert.pem", "key.pem", "names"]);
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&key).unwrap().permissions().mode();
     assert_eq!(mode & 0o077, 0, "the key is readable by others: {mode:o}");
