@@ -68,6 +68,9 @@ pub struct GroupConfig {
     pub instance_id: Option<String>,
     /// Names the member in `spate group describe`. [default: `spate`]
     pub client_id: String,
+    /// The application says which records are processed (`mark_processed`) instead of a
+    /// record counting as processed when the next is asked for. [default: false]
+    pub manual_processing: bool,
 }
 
 impl Default for GroupConfig {
@@ -82,6 +85,7 @@ impl Default for GroupConfig {
             max_wait: Duration::from_millis(500),
             instance_id: None,
             client_id: "spate".into(),
+            manual_processing: false,
         }
     }
 }
@@ -448,7 +452,18 @@ impl GroupConsumer {
 
     fn settle_handed(&mut self) {
         if let Some((partition, offset)) = self.handed.take() {
-            self.processed.insert(partition, offset + 1);
+            if !self.config.manual_processing {
+                self.processed.insert(partition, offset + 1);
+            }
+        }
+    }
+
+    /// With `manual_processing`: the records of `partition` up to `offset` are processed
+    /// (the next commit covers them). A partition no longer assigned is ignored.
+    pub fn mark_processed(&mut self, partition: u32, offset: u64) {
+        if self.assigned.contains(&partition) {
+            let next = self.processed.entry(partition).or_insert(0);
+            *next = (*next).max(offset + 1);
         }
     }
 
@@ -495,7 +510,11 @@ impl GroupConsumer {
             // Waiting for records is the only step given up on: `Consumer::next` loses
             // nothing when dropped.
             tokio::select! {
-                next = consumer.next() => match next? {
+                next = consumer.next() => match next.inspect_err(|_| {
+                    // A partition's reader stopped: read the assignment again from the
+                    // commits (after the error reached the application).
+                    self.rejoin.store(true, Ordering::Relaxed);
+                })? {
                     Some(record) => {
                         self.handed = Some((record.partition, record.offset));
                         return Ok(Some(record));
@@ -774,6 +793,12 @@ impl GroupConsumer {
                 tokio::time::sleep(interval).await;
                 match client.group(request.clone()).await {
                     Ok(_) => {}
+                    // The group rebalances: rejoin at the next poll, and keep the session
+                    // alive until then (the rebalance timeout, not the session, bounds it).
+                    Err(error) if code(&error) == Some(ErrorCode::RebalanceInProgress) => {
+                        rejoin.store(true, Ordering::Relaxed);
+                        wake.notify_one();
+                    }
                     Err(error) if error.is_retriable() => {
                         tracing::debug!("heartbeat failed, retrying: {error}");
                     }

@@ -52,8 +52,31 @@ fn optional(value: Option<&StrBytes>) -> Option<String> {
     value.map(|value| value.to_string())
 }
 
+/// The Kafka error of a group request's failure. A coordinator that cannot be reached,
+/// is stopping, moved, is fenced or failed its storage, or an answer that was lost, is
+/// COORDINATOR_NOT_AVAILABLE (the client finds the coordinator again and retries, as Kafka's
+/// clients do); the rest as for every request.
 fn code_of(error: &ErrorResponse) -> i16 {
-    kafka_error(error.code).code()
+    match error.code {
+        ErrorCode::Unavailable
+        | ErrorCode::ShuttingDown
+        | ErrorCode::NotOwner
+        | ErrorCode::PartitionFenced
+        | ErrorCode::Storage
+        | ErrorCode::Busy
+        | ErrorCode::Timeout
+        | ErrorCode::OutcomeUnknown => ResponseError::CoordinatorNotAvailable.code(),
+        code => kafka_error(code).code(),
+    }
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn cut(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }
 
 /// The Kafka error code of an answer that should have been `Done`.
@@ -123,7 +146,8 @@ pub fn join_request(version: i16, request: &JoinGroupRequest, client_id: &str) -
         GroupOp::Join(JoinOp {
             member_id: request.member_id.to_string(),
             instance_id: optional(request.group_instance_id.as_ref()),
-            client_id: client_id.to_owned(),
+            // Kafka's client ids may be longer than the node keeps.
+            client_id: cut(client_id, spate_proto::group::GROUP_NAME_BYTES_MAX as usize),
             session_timeout_ms: request.session_timeout_ms,
             // v0 has one timeout for both.
             rebalance_timeout_ms: if version >= 1 {
@@ -372,6 +396,10 @@ pub fn commit_response(
     answer: &Answer,
 ) -> OffsetCommitResponse {
     let code = done_code(answer);
+    let refused: std::collections::HashMap<(&str, i32), i16> = refused
+        .iter()
+        .map(|(name, index, refusal)| ((name.as_str(), *index), *refusal))
+        .collect();
     let topics = request
         .topics
         .iter()
@@ -384,12 +412,9 @@ pub fn commit_response(
                         .iter()
                         .map(|partition| {
                             let own = refused
-                                .iter()
-                                .find(|(name, index, _)| {
-                                    name == topic.name.as_str()
-                                        && *index == partition.partition_index
-                                })
-                                .map_or(code, |(_, _, refusal)| *refusal);
+                                .get(&(topic.name.as_str(), partition.partition_index))
+                                .copied()
+                                .unwrap_or(code);
                             OffsetCommitResponsePartition::default()
                                 .with_partition_index(partition.partition_index)
                                 .with_error_code(own)

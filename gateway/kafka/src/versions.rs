@@ -24,7 +24,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::LeaveGroup, 0, 5),
     // v9 is for the KIP-848 protocol (member epochs), which Spate does not serve.
     (ApiKey::OffsetCommit, 2, 8),
-    (ApiKey::OffsetFetch, 1, 8),
+    // v1 has no error field: a coordinator still loading would read as "nothing committed".
+    (ApiKey::OffsetFetch, 2, 8),
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),

@@ -527,80 +527,49 @@ async fn dispatch(context: &Arc<Context>, request: Request) -> Answer {
             Box::pin(async move { reply })
         }
         RequestKind::JoinGroup(request) => {
-            let context = context.clone();
             let client_id = header
                 .client_id
                 .as_ref()
                 .map(ToString::to_string)
                 .unwrap_or_default();
-            Box::pin(async move {
-                let answer =
-                    kafka_groups::join(&context.router, version, &request, &client_id).await;
-                respond(api, version, correlation_id, &answer)
-            })
+            let answer = kafka_groups::join(&context.router, version, &request, &client_id).await;
+            Box::pin(async move { respond(api, version, correlation_id, &answer.await) })
         }
         RequestKind::SyncGroup(request) => {
-            let context = context.clone();
-            Box::pin(async move {
-                let answer = kafka_groups::sync(&context.router, &request).await;
-                respond(api, version, correlation_id, &answer)
-            })
+            let answer = kafka_groups::sync(&context.router, &request).await;
+            Box::pin(async move { respond(api, version, correlation_id, &answer.await) })
         }
         RequestKind::Heartbeat(request) => {
-            let context = context.clone();
-            Box::pin(async move {
-                let answer = kafka_groups::heartbeat(&context.router, &request).await;
-                respond(api, version, correlation_id, &answer)
-            })
+            let answer = kafka_groups::heartbeat(&context.router, &request).await;
+            Box::pin(async move { respond(api, version, correlation_id, &answer.await) })
         }
         RequestKind::LeaveGroup(request) => {
-            let context = context.clone();
-            Box::pin(async move {
-                let answer = kafka_groups::leave(&context.router, version, &request).await;
-                respond(api, version, correlation_id, &answer)
-            })
+            let answer = kafka_groups::leave(&context.router, version, request).await;
+            Box::pin(async move { respond(api, version, correlation_id, &answer.await) })
         }
         RequestKind::OffsetCommit(request) => {
-            let context = context.clone();
-            Box::pin(async move {
-                let answer = kafka_groups::commit(&context.router, version, &request).await;
-                respond(api, version, correlation_id, &answer)
-            })
+            let answer = kafka_groups::commit(&context.router, version, request).await;
+            Box::pin(async move { respond(api, version, correlation_id, &answer.await) })
         }
         RequestKind::OffsetFetch(request) => {
-            let context = context.clone();
-            Box::pin(async move {
-                let answer = kafka_groups::fetch(&context.router, version, &request).await;
-                respond(api, version, correlation_id, &answer)
-            })
+            let answer = kafka_groups::fetch(&context.router, version, &request).await;
+            Box::pin(async move { respond(api, version, correlation_id, &answer.await) })
         }
         RequestKind::ListGroups(request) => {
-            let context = context.clone();
-            Box::pin(async move {
-                let answer = kafka_groups::list(&context.router, &request).await;
-                respond(api, version, correlation_id, &answer)
-            })
+            let answer = kafka_groups::list(&context.router, request).await;
+            Box::pin(async move { respond(api, version, correlation_id, &answer.await) })
         }
         RequestKind::DescribeGroups(request) => {
-            let context = context.clone();
-            Box::pin(async move {
-                let answer = kafka_groups::describe(&context.router, version, &request).await;
-                respond(api, version, correlation_id, &answer)
-            })
+            let answer = kafka_groups::describe(&context.router, version, &request).await;
+            Box::pin(async move { respond(api, version, correlation_id, &answer.await) })
         }
         RequestKind::DeleteGroups(request) => {
-            let context = context.clone();
-            Box::pin(async move {
-                let answer = kafka_groups::delete(&context.router, &request).await;
-                respond(api, version, correlation_id, &answer)
-            })
+            let answer = kafka_groups::delete(&context.router, &request).await;
+            Box::pin(async move { respond(api, version, correlation_id, &answer.await) })
         }
         RequestKind::OffsetDelete(request) => {
-            let context = context.clone();
-            Box::pin(async move {
-                let answer = kafka_groups::offset_delete(&context.router, &request).await;
-                respond(api, version, correlation_id, &answer)
-            })
+            let answer = kafka_groups::offset_delete(&context.router, request).await;
+            Box::pin(async move { respond(api, version, correlation_id, &answer.await) })
         }
         other => {
             // Only served APIs decode (`spate_kafka::versions`); nothing else reaches here.
@@ -616,7 +585,7 @@ pub(crate) async fn send(router: &Router, request: &NodeRequest) -> Pending {
 }
 
 /// Sends a node request frame the gateway built (correlation id 0: the link sets its own).
-async fn send_frame(router: &Router, bytes: Bytes) -> Pending {
+pub(crate) async fn send_frame(router: &Router, bytes: Bytes) -> Pending {
     match Frame::parse(bytes, u32::MAX) {
         Ok(frame) => router.send(&frame).await,
         Err(error) => Pending::Ready(NodeResponse::error(

@@ -411,3 +411,107 @@ fn produce_v0_to_v2_refuse_legacy_message_sets_in_their_own_layout() {
     assert_eq!((partition.error_code, partition.base_offset), (0, 0));
     drop(node);
 }
+
+/// Group requests carry the client's names to the node: a name longer than the node reads
+/// (a 70,000-byte group id in JoinGroup v6, a flexible version with no i16 limit on strings)
+/// is refused with INVALID_REQUEST, and the gateway keeps serving; pipelined OffsetCommits of
+/// one connection are applied in their order (the last one is what OffsetFetch answers).
+#[test]
+fn group_requests_with_oversized_names_are_refused_and_commits_keep_their_order() {
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::{
+        GroupId, JoinGroupRequest, JoinGroupResponse, OffsetCommitRequest, OffsetCommitResponse,
+        OffsetFetchRequest, OffsetFetchResponse,
+    };
+    let dir = data_dir("group-limits");
+    let node = node(&dir, 2);
+    let mut gateway = Gateway::start(&dir, node.endpoints[0], &[]);
+    let mut client = connect(gateway.kafka);
+    let join = JoinGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string("g".repeat(70_000))))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![JoinGroupRequestProtocol::default()
+            .with_name(StrBytes::from_static_str("range"))
+            .with_metadata(Bytes::from_static(b"m"))]);
+    client
+        .write_all(&frame(ApiKey::JoinGroup, 6, 1, &join))
+        .unwrap();
+    let mut answer = read_response(&mut client);
+    assert_eq!(answer.get_i32(), 1);
+    answer.advance(1); // response header v1: tagged fields
+    let joined = JoinGroupResponse::decode(&mut answer, 6).unwrap();
+    assert_eq!(joined.error_code, 42, "INVALID_REQUEST: {joined:?}");
+    assert!(gateway.is_running());
+
+    // 50 commits of one partition at generation -1, pipelined, then a fetch.
+    let commit = |offset: i64| {
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("ordered")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(offset)])])
+    };
+    // The coordinator loads its offsets at the first request (COORDINATOR_LOAD_IN_PROGRESS,
+    // 14, until then).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        client
+            .write_all(&frame(ApiKey::OffsetCommit, 7, 2, &commit(0)))
+            .unwrap();
+        let mut answer = read_response(&mut client);
+        assert_eq!(answer.get_i32(), 2);
+        let committed = OffsetCommitResponse::decode(&mut answer, 7).unwrap();
+        match committed.topics[0].partitions[0].error_code {
+            0 => break,
+            14 if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => panic!("commit refused with {other}"),
+        }
+    }
+    let mut pipelined = Vec::new();
+    for offset in 1..=50i32 {
+        pipelined.extend(frame(
+            ApiKey::OffsetCommit,
+            7,
+            100 + offset,
+            &commit(i64::from(offset)),
+        ));
+    }
+    client.write_all(&pipelined).unwrap();
+    for offset in 1..=50i32 {
+        let mut answer = read_response(&mut client);
+        assert_eq!(answer.get_i32(), 100 + offset);
+        let committed = OffsetCommitResponse::decode(&mut answer, 7).unwrap();
+        assert_eq!(
+            committed.topics[0].partitions[0].error_code, 0,
+            "commit {offset}: {committed:?}"
+        );
+    }
+    let fetch = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("ordered")))
+        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("t")))
+            .with_partition_indexes(vec![0])]));
+    client
+        .write_all(&frame(ApiKey::OffsetFetch, 5, 200, &fetch))
+        .unwrap();
+    let mut answer = read_response(&mut client);
+    assert_eq!(answer.get_i32(), 200);
+    let fetched = OffsetFetchResponse::decode(&mut answer, 5).unwrap();
+    assert_eq!(fetched.error_code, 0, "{fetched:?}");
+    assert_eq!(
+        fetched.topics[0].partitions[0].committed_offset, 50,
+        "{fetched:?}"
+    );
+    drop(node);
+}

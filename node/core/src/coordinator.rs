@@ -23,7 +23,9 @@ use crate::group::{
     DescribedMember, Group, GroupConfig, GroupError, GroupOutput, GroupState, JoinRequest, Joined,
     Reply, Synced, Ticket,
 };
-use crate::offsets::{CommitError, Committed, OffsetRecord, OffsetStore, GROUP_ID_BYTES_MAX};
+use crate::offsets::{
+    CommitError, Committed, OffsetKey, OffsetRecord, OffsetStore, GROUP_ID_BYTES_MAX,
+};
 use crate::Millis;
 
 /// Groups with members one coordinator keeps in memory.
@@ -105,6 +107,9 @@ pub struct GroupCoordinator {
     offsets: OffsetStore,
     pending: VecDeque<Pending>,
     next_append: u64,
+    /// Groups created so far: each gets its own nonce (a group forgotten and created again
+    /// never hands out a member id it handed out before).
+    groups_created: u64,
     /// Answers taken out of groups about to be forgotten.
     outputs: VecDeque<GroupOutput>,
 }
@@ -129,6 +134,7 @@ impl GroupCoordinator {
             offsets: OffsetStore::default(),
             pending: VecDeque::new(),
             next_append: 0,
+            groups_created: 0,
             outputs: VecDeque::new(),
         }
     }
@@ -153,8 +159,10 @@ impl GroupCoordinator {
             if with_members >= GROUPS_IN_MEMORY_MAX {
                 return Err(CoordinatorError::TooManyGroups);
             }
-            // Member ids differ between groups and between restarts.
-            let nonce = self.nonce ^ (self.groups.len() as u64).rotate_left(32);
+            // Member ids differ between groups, between lives of one group, and between
+            // restarts.
+            self.groups_created += 1;
+            let nonce = self.nonce ^ self.groups_created.rotate_left(32);
             self.groups
                 .insert(group.to_owned(), Group::new(group, self.config, nonce));
         }
@@ -265,8 +273,7 @@ impl GroupCoordinator {
             Some(found) => found.check_commit(now, member_id, instance_id, generation)?,
             // A group nobody has joined takes commits at generation -1 without a member id
             // (consumers that assign partitions themselves, admin tools).
-            None if generation < 0 && member_id.is_empty() => {}
-            None if generation < 0 => return Err(Self::unknown_member(member_id)),
+            None if generation < 0 => {}
             None => {
                 return Err(CoordinatorError::Group(GroupError::IllegalGeneration {
                     current: 0,
@@ -299,6 +306,16 @@ impl GroupCoordinator {
                 }
             }
         }
+    }
+
+    /// Whether an unsettled append holds records of `group`.
+    fn pending_for(&self, group: &str) -> bool {
+        self.pending.iter().any(|pending| {
+            pending.settled.is_none()
+                && pending.records.iter().any(|record| {
+                    OffsetKey::decode(&record.key).is_ok_and(|key| key.group == group)
+                })
+        })
     }
 
     /// Appends not yet settled.
@@ -365,6 +382,11 @@ impl GroupCoordinator {
         if self.has_members(group) {
             return Err(CoordinatorError::NonEmptyGroup(group.to_owned()));
         }
+        // The tombstones are made from the offsets in effect: a commit still on its way
+        // would outlive them.
+        if self.pending_for(group) {
+            return Err(CoordinatorError::Busy);
+        }
         let known = self.groups.remove(group).is_some();
         let records = self.offsets.delete_records(group, None);
         if records.is_empty() && !known {
@@ -385,6 +407,9 @@ impl GroupCoordinator {
         if self.has_members(group) {
             return Err(CoordinatorError::NonEmptyGroup(group.to_owned()));
         }
+        if self.pending_for(group) {
+            return Err(CoordinatorError::Busy);
+        }
         if !self.groups.contains_key(group) && self.offsets.fetch(group, None).is_empty() {
             return Err(CoordinatorError::GroupIdNotFound(group.to_owned()));
         }
@@ -400,6 +425,11 @@ impl GroupCoordinator {
         now: Millis,
         retention_ms: i64,
     ) -> Option<(AppendId, Vec<OffsetRecord>)> {
+        // Tombstones are made from the offsets in effect: wait until no commit is on its way
+        // (one could be for an expiring key).
+        if !self.pending.is_empty() {
+            return None;
+        }
         let groups = &self.groups;
         let records = self.offsets.expired_records(now, retention_ms, |group| {
             groups.get(group).is_some_and(Group::has_members)
@@ -411,13 +441,24 @@ impl GroupCoordinator {
         Some((id, records))
     }
 
-    /// Every live offset as records, to append as a snapshot (see `OffsetStore`); `None`
-    /// while appends are unsettled (the snapshot must follow every record it replaces).
+    /// Every live offset as records, to append as a snapshot (see `OffsetStore`): the
+    /// offsets in effect with every unsettled append applied after them, in order — what a
+    /// replay of the log up to the snapshot gives (an unsettled append is in the log already;
+    /// should it fail, the partition is fenced and everything after it fails too).
     pub fn snapshot(&mut self) -> Option<(AppendId, Vec<OffsetRecord>)> {
-        if !self.pending.is_empty() {
-            return None;
-        }
-        let records = self.offsets.snapshot_records();
+        let records = if self.pending.is_empty() {
+            self.offsets.snapshot_records()
+        } else {
+            let mut ahead = self.offsets.clone();
+            for pending in &self.pending {
+                if pending.settled != Some(false) {
+                    for record in &pending.records {
+                        let _ = ahead.apply(record);
+                    }
+                }
+            }
+            ahead.snapshot_records()
+        };
         let id = self.start_append(records.clone()).ok()?;
         Some((id, records))
     }

@@ -38,6 +38,8 @@ pub const SESSION_TIMEOUT_MS_MAX: i32 = 30 * 60 * 1000;
 /// Members of one group, unless configured otherwise (Kafka's `group.max.size` is unlimited;
 /// a bound keeps one group's memory and every rebalance's answer size in check).
 pub const MEMBERS_MAX_DEFAULT: usize = 1_000;
+/// Bytes of the client id that go into a member id (the rest is cut).
+pub const CLIENT_ID_IN_MEMBER_ID_MAX: usize = 200;
 /// Protocols one member may offer, and bytes of its metadata and of an assignment.
 pub const PROTOCOLS_PER_MEMBER_MAX: usize = 16;
 pub const PROTOCOL_METADATA_BYTES_MAX: usize = 64 << 10;
@@ -304,11 +306,11 @@ impl Group {
 
     /// When [`Group::handle_tick`] must run next, if ever.
     pub fn poll_timeout(&self) -> Option<Millis> {
-        // A member waiting in a join does not expire (the phase's end settles it).
+        // A member waiting in a join or a sync does not expire (the phase's end settles it).
         let sessions = self
             .members
             .values()
-            .filter(|member| member.join.is_none())
+            .filter(|member| member.join.is_none() && member.sync.is_none())
             .map(|member| member.deadline);
         let pending = self.pending.values().copied();
         let delay = self
@@ -323,7 +325,17 @@ impl Group {
 
     fn new_member_id(&mut self, client_id: &str) -> String {
         self.next_member += 1;
-        format!("{client_id}-{:016x}-{}", self.nonce, self.next_member)
+        // A member id stays within 255 bytes: the client id's first 200, then 38 at most.
+        let mut end = client_id.len().min(CLIENT_ID_IN_MEMBER_ID_MAX);
+        while !client_id.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!(
+            "{}-{:016x}-{}",
+            &client_id[..end],
+            self.nonce,
+            self.next_member
+        )
     }
 
     fn size(&self) -> usize {
@@ -398,6 +410,8 @@ impl Group {
                 self.pending.insert(new_id.clone(), deadline);
                 return Reply::Now(Err(GroupError::MemberIdRequired { member_id: new_id }));
             }
+            // Before KIP-394 the new member joins at once under its new id.
+            self.pending.insert(new_id.clone(), now);
             member_id = new_id;
         }
         let known = self.members.contains_key(&member_id);
@@ -925,7 +939,9 @@ impl Group {
         instance_id: Option<&str>,
         generation: i32,
     ) -> Result<(), GroupError> {
-        if generation < 0 && member_id.is_empty() && self.members.is_empty() {
+        // Kafka's rule: a group without members takes commits at generation -1 (consumers
+        // that assign partitions themselves, admin tools), whatever member id they carry.
+        if generation < 0 && self.members.is_empty() {
             return Ok(());
         }
         self.known(member_id, instance_id)?;
@@ -950,7 +966,9 @@ impl Group {
         let expired: Vec<String> = self
             .members
             .iter()
-            .filter(|(_, member)| member.deadline <= now && member.join.is_none())
+            .filter(|(_, member)| {
+                member.deadline <= now && member.join.is_none() && member.sync.is_none()
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for id in &expired {
@@ -1022,6 +1040,20 @@ mod tests {
             } => joined,
             other => panic!("not a successful join: {other:?}"),
         }
+    }
+
+    #[test]
+    fn clients_before_kip_394_join_at_once_and_long_client_ids_are_cut() {
+        let mut group = group();
+        let mut old = join("", &["range"]);
+        old.require_known_member_id = false;
+        old.client_id = "x".repeat(300);
+        assert_eq!(group.handle_join(Millis(0), Ticket(1), old), Reply::Later);
+        group.handle_tick(Millis(3_000));
+        let outputs = outputs(&mut group);
+        let joined = joined(&outputs[0]);
+        assert_eq!(joined.generation, 1);
+        assert!(joined.member_id.len() <= 255, "{}", joined.member_id.len());
     }
 
     #[test]

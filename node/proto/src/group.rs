@@ -133,7 +133,101 @@ pub struct GroupRequest {
     pub op: GroupOp,
 }
 
+fn check_name(field: &'static str, value: &str, max: u32) -> Result<(), ProtoError> {
+    if value.len() > max as usize {
+        return Err(ProtoError::Length {
+            field,
+            length: value.len() as u64,
+            max: max.into(),
+        });
+    }
+    Ok(())
+}
+
+fn check_count(field: &'static str, count: usize, max: u32) -> Result<(), ProtoError> {
+    if count > max as usize {
+        return Err(ProtoError::Length {
+            field,
+            length: count as u64,
+            max: max.into(),
+        });
+    }
+    Ok(())
+}
+
+fn check_member(member: &MemberRef) -> Result<(), ProtoError> {
+    check_name("member_id", &member.member_id, NAME)?;
+    check_name(
+        "instance_id",
+        member.instance_id.as_deref().unwrap_or(""),
+        NAME,
+    )
+}
+
+fn check_partitions(partitions: &[(String, u32)]) -> Result<(), ProtoError> {
+    check_count("partitions", partitions.len(), GROUP_OFFSETS_MAX)?;
+    partitions
+        .iter()
+        .try_for_each(|(topic, _)| check_name("topic", topic, NAME))
+}
+
 impl GroupRequest {
+    /// Whether the request is within the limits its decoding checks (a request built from
+    /// a Kafka client's fields is checked before it is encoded: encoding assumes them).
+    pub fn check(&self) -> Result<(), ProtoError> {
+        check_name("topic", &self.topic, NAME)?;
+        check_name("group", &self.group, NAME)?;
+        match &self.op {
+            GroupOp::Join(join) => {
+                check_name("member_id", &join.member_id, NAME)?;
+                check_name(
+                    "instance_id",
+                    join.instance_id.as_deref().unwrap_or(""),
+                    NAME,
+                )?;
+                check_name("client_id", &join.client_id, NAME)?;
+                check_name("protocol_type", &join.protocol_type, NAME)?;
+                check_count("protocols", join.protocols.len(), GROUP_PROTOCOLS_MAX)?;
+                join.protocols.iter().try_for_each(|(name, metadata)| {
+                    check_name("protocols", name, NAME)?;
+                    check_count("metadata", metadata.len(), GROUP_METADATA_BYTES_MAX)
+                })
+            }
+            GroupOp::Sync {
+                member,
+                assignments,
+            } => {
+                check_member(member)?;
+                check_count("assignments", assignments.len(), GROUP_MEMBERS_MAX)?;
+                assignments.iter().try_for_each(|(member_id, assignment)| {
+                    check_name("assignments", member_id, NAME)?;
+                    check_count("assignment", assignment.len(), GROUP_METADATA_BYTES_MAX)
+                })
+            }
+            GroupOp::Heartbeat(member) => check_member(member),
+            GroupOp::Leave(members) => {
+                check_count("members", members.len(), GROUP_MEMBERS_MAX)?;
+                members.iter().try_for_each(|(member_id, instance_id)| {
+                    check_name("member_id", member_id, NAME)?;
+                    check_name("instance_id", instance_id.as_deref().unwrap_or(""), NAME)
+                })
+            }
+            GroupOp::Commit { member, offsets } => {
+                check_member(member)?;
+                check_count("offsets", offsets.len(), GROUP_OFFSETS_MAX)?;
+                offsets.iter().try_for_each(|offset| {
+                    check_name("topic", &offset.topic, NAME)?;
+                    check_name("metadata", &offset.metadata, OFFSET_METADATA_BYTES_MAX)
+                })
+            }
+            GroupOp::FetchOffsets(partitions) => {
+                partitions.as_deref().map_or(Ok(()), check_partitions)
+            }
+            GroupOp::DeleteOffsets(partitions) => check_partitions(partitions),
+            GroupOp::List | GroupOp::Describe | GroupOp::Delete => Ok(()),
+        }
+    }
+
     /// A request for `group`, routed to its coordinator partition.
     pub fn new(group: &str, op: GroupOp) -> GroupRequest {
         GroupRequest {

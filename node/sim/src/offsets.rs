@@ -69,10 +69,13 @@ struct Run {
     rng: Rng,
     now: Millis,
     coordinator: GroupCoordinator,
-    /// Appends of this coordinator life, in log order (those before the log start dropped).
+    /// Appends of this coordinator life, in log order.
     log: Vec<Append>,
     /// Records that survived earlier crashes, from the log start, in log order.
     base: Vec<OffsetRecord>,
+    /// The acknowledged snapshot the log starts at now (an index into `log`): what came
+    /// before it, `base` included, is deleted.
+    start: Option<usize>,
     next_offset: i64,
     report: OffsetsReport,
 }
@@ -120,6 +123,7 @@ pub fn run_offsets_seed(seed: u64, steps: u32) -> Result<OffsetsReport, String> 
         coordinator: GroupCoordinator::new(GroupConfig::default(), seed),
         log: Vec::new(),
         base: Vec::new(),
+        start: None,
         next_offset: 0,
         report: OffsetsReport::default(),
     };
@@ -257,13 +261,12 @@ impl Run {
         self.check_shown()
     }
 
-    /// A snapshot acknowledged: the log start moves to it (what is before is deleted).
+    /// A snapshot acknowledged: the log start moves to it (what is before is deleted; it is
+    /// all durable, as the disk keeps appends in order).
     fn after_acknowledged(&mut self, index: usize) {
-        if !self.log[index].snapshot {
-            return;
+        if self.log[index].snapshot && self.start.is_none_or(|start| start < index) {
+            self.start = Some(index);
         }
-        self.base.clear();
-        self.log.drain(..index);
     }
 
     /// What the coordinator must show: the base, then the appends in order while settled,
@@ -291,10 +294,24 @@ impl Run {
     /// (failed or unsettled appends may be on the disk); a new coordinator replays the log.
     fn crash(&mut self) -> Checked {
         self.report.crashes += 1;
-        let mut surviving = std::mem::take(&mut self.base);
+        let from = self.start.unwrap_or(0);
+        if self.log[..from].iter().any(|append| !append.durable) {
+            return Err("the log start moved past an append that is not durable".into());
+        }
+        // Everything ever written that survives, from before any log-start move: what the
+        // log would hold without compaction.
+        let old_base = std::mem::take(&mut self.base);
+        let mut full = old_base.clone();
+        for append in &self.log[..from] {
+            full.extend(append.records.iter().cloned());
+        }
+        let mut surviving = match self.start {
+            Some(_) => Vec::new(),
+            None => old_base,
+        };
         let mut keep_written = self.rng.chance(1, 2);
         let mut acknowledged_lost = false;
-        for append in &self.log {
+        for append in &self.log[from..] {
             let survives = append.durable || keep_written;
             if !append.durable && self.rng.chance(1, 3) {
                 keep_written = false;
@@ -305,6 +322,7 @@ impl Run {
                     break;
                 }
                 surviving.extend(append.records.iter().cloned());
+                full.extend(append.records.iter().cloned());
             } else {
                 acknowledged_lost = true;
             }
@@ -331,10 +349,18 @@ impl Run {
                 .replay(record)
                 .map_err(|error| format!("a record of the log does not replay: {error}"))?;
         }
-        // Replaying from the start of everything ever written gives the same as from the
-        // log start (the snapshots are full copies).
+        // Replaying from the log start gives what replaying everything ever written gives
+        // (a snapshot is a full copy of the offsets up to it).
+        if state_of(&replay(&surviving)) != state_of(&replay(&full)) {
+            return Err(format!(
+                "the compacted log replays to {:?}, the whole log to {:?}",
+                state_of(&replay(&surviving)),
+                state_of(&replay(&full))
+            ));
+        }
         self.coordinator = restarted;
         self.log.clear();
+        self.start = None;
         self.base = surviving;
         let expected = state_of(&replay(&self.base));
         if shown(&self.coordinator) != expected {

@@ -57,6 +57,11 @@ enum Resolved {
 enum Dispatched {
     Now(Response),
     Later(Pending),
+    /// An answer that may wait for minutes (a JoinGroup or SyncGroup parked at its group's
+    /// coordinator): it gives its in-flight slot back at once, so parked requests never stop
+    /// a connection (a gateway's link, shared by its clients) from being read; the
+    /// coordinator bounds them instead (`groups::PARKED_MAX`).
+    Parked(Pending),
 }
 
 /// An answer that comes from `answer` (an async operation of the shard).
@@ -210,6 +215,19 @@ impl Shard {
                     let response = pending.await;
                     let _ = responses.send(answer_frame(&response, correlation)).await;
                     drop(permit);
+                })
+                .detach();
+                true
+            }
+            Dispatched::Parked(pending) => {
+                drop(permit);
+                // Weak: a connection that closes does not wait for its parked answers.
+                let responses = Rc::downgrade(responses);
+                glommio::spawn_local(async move {
+                    let response = pending.await;
+                    if let Some(responses) = responses.upgrade() {
+                        let _ = responses.send(answer_frame(&response, correlation)).await;
+                    }
                 })
                 .detach();
                 true
@@ -374,7 +392,7 @@ impl Shard {
             Resolved::Partition(partition, Request::Group(request)) => {
                 match self.group(&partition, request) {
                     GroupAnswer::Now(answer) => Dispatched::Now(groups::wrap(answer, api_key)),
-                    GroupAnswer::Parked(receiver) => Dispatched::Later(Box::pin(async move {
+                    GroupAnswer::Parked(receiver) => Dispatched::Parked(Box::pin(async move {
                         let answer = receiver.recv().await.unwrap_or_else(|| {
                             Err(error(
                                 ErrorCode::ShuttingDown,

@@ -34,6 +34,15 @@ use crate::partition::{now, Partition};
 const TICK: Duration = Duration::from_millis(100);
 /// Bytes of offset records per appended batch (a batch is at most 1 MiB).
 const BATCH_BYTES: usize = 256 << 10;
+/// Pause before a failed load of the offsets is tried again.
+const LOAD_RETRY: Duration = Duration::from_secs(1);
+/// Parked JoinGroup and SyncGroup answers per coordinator (more: Busy). They hold no
+/// connection's in-flight slot, so this bounds them instead.
+pub(super) const PARKED_MAX: usize = 10_000;
+/// Largest group answer: a larger one (a leader's JoinGroup answer of many members with large
+/// metadata, an OffsetFetch of a huge group) is refused rather than sent, as it would not
+/// fit a response frame.
+const ANSWER_BYTES_MAX: usize = spate_proto::limits::RESPONSE_SIZE_MAX as usize - (64 << 10);
 /// Bytes a replay reads per step.
 const REPLAY_STEP_BYTES: u32 = 1 << 20;
 
@@ -227,6 +236,17 @@ impl Coordinator {
         receiver
     }
 
+    /// Whether another request may park.
+    fn may_park(&self) -> Result<(), ErrorResponse> {
+        if self.waiting.borrow().len() >= PARKED_MAX {
+            return Err(error(
+                ErrorCode::Busy,
+                format!("{PARKED_MAX} group requests wait at this coordinator; retry"),
+            ));
+        }
+        Ok(())
+    }
+
     fn settle(&self, id: AppendId, acknowledged: bool) {
         if let Load::Ready(coordinator) = &mut *self.state.borrow_mut() {
             coordinator.appended(id, acknowledged);
@@ -275,21 +295,27 @@ impl Shard {
             ..GroupConfig::default()
         };
         let nonce = rand_nonce();
-        let loaded = self.replay_offsets(&partition, config, nonce).await;
-        let ready = match loaded {
-            Ok((loaded, records)) => {
-                tracing::info!(
-                    topic = %partition.key.topic,
-                    partition = partition.key.partition,
-                    records,
-                    offsets = loaded.offsets().len(),
-                    "group coordinator loaded"
-                );
-                Load::Ready(loaded)
-            }
-            Err(why) => {
-                tracing::error!(topic = %partition.key.topic, partition = partition.key.partition, "group coordinator cannot load its offsets: {why}");
-                Load::Failed(why)
+        // A load that fails (a read error, a record batch that does not read) is tried again
+        // while the partition is open; clients meanwhile hear COORDINATOR_LOAD_IN_PROGRESS.
+        let ready = loop {
+            match self.replay_offsets(&partition, config, nonce).await {
+                Ok((loaded, records)) => {
+                    tracing::info!(
+                        topic = %partition.key.topic,
+                        partition = partition.key.partition,
+                        records,
+                        offsets = loaded.offsets().len(),
+                        "group coordinator loaded"
+                    );
+                    break Load::Ready(loaded);
+                }
+                Err(why) => {
+                    tracing::error!(topic = %partition.key.topic, partition = partition.key.partition, "group coordinator cannot load its offsets (trying again in {} s): {why}", LOAD_RETRY.as_secs());
+                    if !self.is_current(&partition) || partition.is_stopped() {
+                        break Load::Failed(why);
+                    }
+                    glommio::timer::sleep(LOAD_RETRY).await;
+                }
             }
         };
         *coordinator.state.borrow_mut() = ready;
@@ -430,6 +456,14 @@ impl Shard {
         records: &[OffsetRecord],
     ) -> Result<Vec<LocalReceiver<crate::partition::ProduceResult>>, ErrorResponse> {
         let batches = batches_of(records, now().0)?;
+        // All or nothing: a commit is never half in the log.
+        let total: u64 = batches.iter().map(|batch| batch.len() as u64).sum();
+        if !partition.log().has_room(total) {
+            return Err(error(
+                ErrorCode::Busy,
+                "the offsets partition's write buffer is full; retry",
+            ));
+        }
         let mut waits = Vec::with_capacity(batches.len());
         for batch in batches {
             let request = ProduceRequest {
@@ -548,6 +582,9 @@ impl Shard {
             };
         match request.op {
             GroupOp::Join(join) => {
+                if let Err(busy) = coordinator.may_park() {
+                    return GroupAnswer::Now(Err(busy));
+                }
                 let ticket = coordinator.ticket();
                 let request = JoinRequest {
                     member_id: join.member_id,
@@ -573,6 +610,9 @@ impl Shard {
                 member,
                 assignments,
             } => {
+                if let Err(busy) = coordinator.may_park() {
+                    return GroupAnswer::Now(Err(busy));
+                }
                 let ticket = coordinator.ticket();
                 let reply = coordinator.with(|groups| {
                     groups
@@ -705,10 +745,23 @@ fn rand_nonce() -> u64 {
     hasher.finish()
 }
 
-/// The node's answer to a group request.
+/// The node's answer to a group request; one too large for a response frame is refused.
 pub(super) fn wrap(answer: Answer, api_key: u16) -> Response {
     match answer {
-        Ok(response) => Response::Group(response),
+        Ok(response) => {
+            let answer = Response::Group(response);
+            let size = answer.to_frame(0).len();
+            if size > ANSWER_BYTES_MAX {
+                return Response::Error {
+                    api_key,
+                    error: error(
+                        ErrorCode::InvalidRequest,
+                        format!("the answer would be {size} bytes, over the limit of {ANSWER_BYTES_MAX}: ask for fewer offsets, or use smaller member metadata"),
+                    ),
+                };
+            }
+            answer
+        }
         Err(error) => Response::Error { api_key, error },
     }
 }

@@ -371,6 +371,8 @@ async fn run_group(client: &Client, args: &ConsumeArgs, group: &str) -> Result<(
             ResetArg::Error => OffsetReset::Error,
         },
         client_id: format!("spate-consume-{}", std::process::id()),
+        // Only what reached stdout counts as processed.
+        manual_processing: true,
         ..GroupConfig::default()
     };
     let mut interrupts = crate::produce::Interrupts::new()?;
@@ -381,13 +383,19 @@ async fn run_group(client: &Client, args: &ConsumeArgs, group: &str) -> Result<(
     let mut line = Vec::with_capacity(4096);
     let mut printed = 0u64;
     let mut last_commit = std::time::Instant::now();
+    // The last offset written to the buffer, per partition: processed once flushed.
+    let mut unflushed: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
     let outcome: Result<(), String> = loop {
         if args.count.is_some_and(|count| printed >= count) {
             break Ok(());
         }
+        // Flushed before every wait (a poll may rebalance, which commits).
         if consumer.buffered() == 0 || last_commit.elapsed() >= GROUP_COMMIT_EVERY {
             if let Err(error) = out.flush() {
                 break Err(format!("cannot write to stdout: {error}"));
+            }
+            for (partition, offset) in std::mem::take(&mut unflushed) {
+                consumer.mark_processed(partition, offset);
             }
             if last_commit.elapsed() >= GROUP_COMMIT_EVERY {
                 last_commit = std::time::Instant::now();
@@ -409,14 +417,18 @@ async fn run_group(client: &Client, args: &ConsumeArgs, group: &str) -> Result<(
         if let Err(error) = out.write_all(&line) {
             break Err(format!("cannot write to stdout: {error}"));
         }
+        unflushed.insert(record.partition, record.offset);
         printed += 1;
     };
     // Only what reached stdout is committed.
-    let flushed = out.flush();
-    if let Err(error) = &flushed {
-        if error.kind() != std::io::ErrorKind::BrokenPipe {
-            return Err(format!("cannot write to stdout: {error}"));
+    match out.flush() {
+        Ok(()) => {
+            for (partition, offset) in unflushed {
+                consumer.mark_processed(partition, offset);
+            }
         }
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(error) => return Err(format!("cannot write to stdout: {error}")),
     }
     let closed = consumer.close().await;
     outcome?;
