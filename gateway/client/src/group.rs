@@ -3,9 +3,11 @@
 //! plus the admin calls on groups ([`Client::list_groups`], [`Client::describe_group`],
 //! [`Client::committed_offsets`], [`Client::commit_offsets`], [`Client::delete_group`]).
 //!
-//! The group protocol is Kafka's classic one (the node's `spate_core::group`): members join,
-//! the leader's SDK assigns the partitions (ranges of partitions over the members sorted by
-//! id, so the application writes no assignor) and every member gets its share at the sync.
+//! The group protocol is Kafka's classic one (the node's `spate_core::group`): members join
+//! with protocol type `spate`, and the coordinator itself assigns the partitions of such a
+//! group (ranges of partitions over the members sorted by id, `spate_core::coordinator::
+//! range_assignment`), so the application writes no assignor; every member gets its share at
+//! the sync.
 //!
 //! Invariants:
 //! - at-least-once: a record counts as processed once the application asks for the next one
@@ -20,8 +22,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use spate_proto::group::{CommitOffset, FetchedOffset, GroupInfo, JoinOp, JoinedMember, MemberRef};
+use bytes::Bytes;
+pub use spate_proto::group::{decode_assignment, encode_assignment, PROTOCOL, PROTOCOL_TYPE};
+use spate_proto::group::{CommitOffset, FetchedOffset, GroupInfo, JoinOp, MemberRef};
 use spate_proto::{
     ErrorCode, ErrorDetail, GroupOp, GroupRequest, GroupResponse, OffsetSpec, OFFSETS_PARTITIONS,
     OFFSETS_TOPIC,
@@ -31,10 +34,6 @@ use tokio::sync::Notify;
 use crate::client::{Client, ClientError};
 use crate::consumer::{ConsumedRecord, Consumer, ConsumerConfig, OffsetReset, StartPosition};
 
-/// The protocol type of Spate's own consumers (Kafka clients use `consumer`).
-pub const PROTOCOL_TYPE: &str = "spate";
-/// The one assignment protocol they offer.
-pub const PROTOCOL: &str = "range";
 /// Longest a SyncGroup may wait for the leader's assignment.
 pub const SYNC_WAIT_MAX: Duration = Duration::from_secs(300);
 /// Pause before retrying a group request refused for a passing reason, doubling up to
@@ -111,56 +110,6 @@ pub struct PartitionLag {
     pub lag: Option<u64>,
     /// The member the partition is assigned to, if any.
     pub member: Option<String>,
-}
-
-/// The encoding of an assignment: the topic, then its partitions (u32 little-endian each).
-pub fn encode_assignment(topic: &str, partitions: &[u32]) -> Bytes {
-    let mut out = BytesMut::with_capacity(2 + topic.len() + 4 * partitions.len());
-    out.put_u16_le(u16::try_from(topic.len()).unwrap_or(u16::MAX));
-    out.put_slice(topic.as_bytes());
-    for partition in partitions {
-        out.put_u32_le(*partition);
-    }
-    out.freeze()
-}
-
-/// Reads an assignment made by [`encode_assignment`] (`None` if it is not one).
-pub fn decode_assignment(mut bytes: &[u8]) -> Option<(String, Vec<u32>)> {
-    if bytes.remaining() < 2 {
-        return None;
-    }
-    let length = usize::from(bytes.get_u16_le());
-    if bytes.remaining() < length || !(bytes.remaining() - length).is_multiple_of(4) {
-        return None;
-    }
-    let topic = std::str::from_utf8(&bytes[..length]).ok()?.to_owned();
-    bytes.advance(length);
-    let mut partitions = Vec::with_capacity(bytes.remaining() / 4);
-    while bytes.has_remaining() {
-        partitions.push(bytes.get_u32_le());
-    }
-    Some((topic, partitions))
-}
-
-/// The range assignment: members sorted by id, each gets a contiguous run of partitions, the
-/// first ones one more when they do not divide evenly.
-pub fn range_assignment(members: &[String], partitions: u32) -> Vec<(String, Vec<u32>)> {
-    let mut sorted: Vec<&String> = members.iter().collect();
-    sorted.sort();
-    let count = u32::try_from(sorted.len()).unwrap_or(u32::MAX).max(1);
-    let (each, extra) = (partitions / count, partitions % count);
-    let mut next = 0;
-    sorted
-        .into_iter()
-        .enumerate()
-        .map(|(index, member)| {
-            let index = u32::try_from(index).unwrap_or(u32::MAX);
-            let take = each + u32::from(index < extra);
-            let share = (next..next + take).collect();
-            next += take;
-            (member.clone(), share)
-        })
-        .collect()
 }
 
 fn code(error: &ClientError) -> Option<ErrorCode> {
@@ -707,11 +656,10 @@ impl GroupConsumer {
                     continue;
                 }
             };
-            let assignments = if leader == self.member_id {
-                self.assign(&members).await?
-            } else {
-                Vec::new()
-            };
+            // The coordinator assigns the partitions of Spate's own groups (the leader's
+            // SyncGroup carries nothing).
+            let _ = (members, leader);
+            let assignments = Vec::new();
             let sync = GroupRequest::new(
                 &self.group,
                 GroupOp::Sync {
@@ -760,28 +708,6 @@ impl GroupConsumer {
         }
     }
 
-    /// The leader's assignment: the topic's partitions in ranges over the members that read
-    /// it (a member reading another topic gets none of this one).
-    async fn assign(&self, members: &[JoinedMember]) -> Result<Vec<(String, Bytes)>, ClientError> {
-        let partitions = self.client.topic(&self.topic).await?.partitions.len();
-        let readers: Vec<String> = members
-            .iter()
-            .filter(|member| member.metadata.as_ref() == self.topic.as_bytes())
-            .map(|member| member.member_id.clone())
-            .collect();
-        let mut assignments: Vec<(String, Bytes)> =
-            range_assignment(&readers, u32::try_from(partitions).unwrap_or(u32::MAX))
-                .into_iter()
-                .map(|(member, share)| (member, encode_assignment(&self.topic, &share)))
-                .collect();
-        for member in members {
-            if !readers.contains(&member.member_id) {
-                assignments.push((member.member_id.clone(), Bytes::new()));
-            }
-        }
-        Ok(assignments)
-    }
-
     fn start_heartbeat(&mut self) {
         let client = self.client.clone();
         let request = GroupRequest::new(&self.group, GroupOp::Heartbeat(self.member()));
@@ -820,18 +746,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ranges_cover_every_partition_once_in_member_order() {
-        let members = vec!["b".to_owned(), "a".to_owned(), "c".to_owned()];
-        let assigned = range_assignment(&members, 8);
-        assert_eq!(
-            assigned,
-            vec![
-                ("a".to_owned(), vec![0, 1, 2]),
-                ("b".to_owned(), vec![3, 4, 5]),
-                ("c".to_owned(), vec![6, 7]),
-            ]
-        );
-        assert_eq!(range_assignment(&members, 1)[2].1, Vec::<u32>::new());
+    fn assignments_round_trip() {
         let bytes = encode_assignment("t", &[3, 4]);
         assert_eq!(
             decode_assignment(&bytes),

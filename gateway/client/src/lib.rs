@@ -31,9 +31,8 @@ pub use consumer::{
     CHUNKS_BUFFERED_MAX, DECOMPRESSED_PER_CHUNK_MAX, RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN,
 };
 pub use group::{
-    decode_assignment, encode_assignment, range_assignment, GroupConfig, GroupConsumer,
-    PartitionLag, Rebalance, GROUP_RETRY_MAX, GROUP_RETRY_MIN, JOIN_ATTEMPTS_MAX, PROTOCOL,
-    PROTOCOL_TYPE, SYNC_WAIT_MAX,
+    decode_assignment, encode_assignment, GroupConfig, GroupConsumer, PartitionLag, Rebalance,
+    GROUP_RETRY_MAX, GROUP_RETRY_MIN, JOIN_ATTEMPTS_MAX, PROTOCOL, PROTOCOL_TYPE, SYNC_WAIT_MAX,
 };
 pub use producer::{
     murmur2, partition_for_key, Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata,

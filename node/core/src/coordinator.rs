@@ -45,6 +45,27 @@ pub fn snapshot_due(live: u64, appended_since: u64, min: u64) -> bool {
     appended_since > 2 * live.max(min)
 }
 
+/// The range assignment: members sorted by id, each gets a contiguous run of partitions, the
+/// first ones one more when they do not divide evenly.
+pub fn range_assignment(members: &[String], partitions: u32) -> Vec<(String, Vec<u32>)> {
+    let mut sorted: Vec<&String> = members.iter().collect();
+    sorted.sort();
+    let count = u32::try_from(sorted.len()).unwrap_or(u32::MAX).max(1);
+    let (each, extra) = (partitions / count, partitions % count);
+    let mut next = 0;
+    sorted
+        .into_iter()
+        .enumerate()
+        .map(|(index, member)| {
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            let take = each + u32::from(index < extra);
+            let share = (next..next + take).collect();
+            next += take;
+            (member.clone(), share)
+        })
+        .collect()
+}
+
 /// Why a group request is refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum CoordinatorError {
@@ -150,6 +171,11 @@ impl GroupCoordinator {
 
     pub fn offsets(&self) -> &OffsetStore {
         &self.offsets
+    }
+
+    /// A group this coordinator has in memory.
+    pub fn group(&self, group: &str) -> Option<&Group> {
+        self.groups.get(group)
     }
 
     fn group_mut(&mut self, group: &str) -> Result<&mut Group, CoordinatorError> {
@@ -512,6 +538,21 @@ mod tests {
 
     fn offsets(offset: i64) -> Vec<(String, u32, i64, i32, String)> {
         vec![("t".into(), 0, offset, -1, String::new())]
+    }
+
+    #[test]
+    fn ranges_cover_every_partition_once_in_member_order() {
+        let members = vec!["b".to_owned(), "a".to_owned(), "c".to_owned()];
+        assert_eq!(
+            range_assignment(&members, 8),
+            vec![
+                ("a".to_owned(), vec![0, 1, 2]),
+                ("b".to_owned(), vec![3, 4, 5]),
+                ("c".to_owned(), vec![6, 7]),
+            ]
+        );
+        assert_eq!(range_assignment(&members, 1)[2].1, Vec::<u32>::new());
+        assert!(range_assignment(&[], 4).is_empty());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! and partition) come first, as in a produce, so a gateway routes it without decoding the
 //! rest. Specified in `docs/protocol.md`.
 
-use bytes::{BufMut, Bytes};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::codec::{Reader, Writer};
 use crate::error::ProtoError;
@@ -28,6 +28,41 @@ pub const GROUP_OFFSETS_MAX: u32 = 10_000;
 pub const GROUPS_PER_ANSWER_MAX: u32 = 100_000;
 /// Bytes of a committed offset's metadata string.
 pub const OFFSET_METADATA_BYTES_MAX: u32 = 4096;
+
+/// The protocol type of Spate's own consumers (Kafka clients use `consumer`): the
+/// coordinator assigns the partitions of such a group itself.
+pub const PROTOCOL_TYPE: &str = "spate";
+/// The one assignment protocol they offer; a member's metadata is the topic it reads.
+pub const PROTOCOL: &str = "range";
+
+/// The encoding of an assignment: the topic, then its partitions (u32 little-endian each).
+pub fn encode_assignment(topic: &str, partitions: &[u32]) -> Bytes {
+    let mut out = BytesMut::with_capacity(2 + topic.len() + 4 * partitions.len());
+    out.put_u16_le(u16::try_from(topic.len()).unwrap_or(u16::MAX));
+    out.put_slice(topic.as_bytes());
+    for partition in partitions {
+        out.put_u32_le(*partition);
+    }
+    out.freeze()
+}
+
+/// Reads an assignment made by [`encode_assignment`] (`None` if it is not one).
+pub fn decode_assignment(mut bytes: &[u8]) -> Option<(String, Vec<u32>)> {
+    if bytes.remaining() < 2 {
+        return None;
+    }
+    let length = usize::from(bytes.get_u16_le());
+    if bytes.remaining() < length || !(bytes.remaining() - length).is_multiple_of(4) {
+        return None;
+    }
+    let topic = std::str::from_utf8(&bytes[..length]).ok()?.to_owned();
+    bytes.advance(length);
+    let mut partitions = Vec::with_capacity(bytes.remaining() / 4);
+    while bytes.has_remaining() {
+        partitions.push(bytes.get_u32_le());
+    }
+    Some((topic, partitions))
+}
 
 /// Kafka's `murmur2` of the group id, positive, modulo [`OFFSETS_PARTITIONS`]: the group's
 /// partition of [`OFFSETS_TOPIC`] (and so its coordinator shard).

@@ -13,14 +13,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use spate_core::coordinator::{
-    snapshot_due, AppendId, CoordinatorError, DescribedGroup, GroupCoordinator,
+    range_assignment, snapshot_due, AppendId, CoordinatorError, DescribedGroup, GroupCoordinator,
 };
 use spate_core::group::{GroupConfig, GroupError, GroupOutput, JoinRequest, Reply, Ticket};
 use spate_core::offsets::OffsetRecord;
 use spate_format::batch::{BatchBuilder, Record};
 use spate_format::Offset;
 use spate_proto::group::{
-    group_partition, FetchedOffset, GroupInfo, JoinedMember, MemberInfo, OFFSETS_TOPIC,
+    encode_assignment, group_partition, FetchedOffset, GroupInfo, JoinedMember, MemberInfo,
+    OFFSETS_TOPIC, PROTOCOL_TYPE,
 };
 use spate_proto::{
     Durability, ErrorCode, ErrorDetail, ErrorResponse, GroupOp, GroupRequest, GroupResponse,
@@ -154,6 +155,37 @@ fn answer_of(output: GroupOutput) -> (Ticket, Answer) {
                 .map_err(|refused| refusal(refused.into())),
         ),
     }
+}
+
+/// The assignment of a group of Spate's own consumers (protocol type `spate`), made when its
+/// leader syncs: per topic its members read (their metadata), ranges of its partitions over
+/// them (`range_assignment`); a member reading an unknown topic gets nothing. `None` for
+/// other groups (their leader's assignment stands) and for followers.
+fn spate_assignments(
+    group: &spate_core::group::Group,
+    member_id: &str,
+    metadata: &crate::metadata::Metadata,
+) -> Option<Vec<(String, Bytes)>> {
+    if group.protocol_type() != Some(PROTOCOL_TYPE) || group.leader() != Some(member_id) {
+        return None;
+    }
+    let mut readers: std::collections::BTreeMap<String, Vec<String>> =
+        std::collections::BTreeMap::new();
+    for member in group.describe() {
+        let topic = String::from_utf8_lossy(&member.metadata).into_owned();
+        readers.entry(topic).or_default().push(member.member_id);
+    }
+    let mut assignments = Vec::new();
+    for (topic, members) in readers {
+        let partitions = metadata
+            .topics
+            .get(&topic)
+            .map_or(0, |known| u32::try_from(known.shards.len()).unwrap_or(0));
+        for (member, share) in range_assignment(&members, partitions) {
+            assignments.push((member, encode_assignment(&topic, &share)));
+        }
+    }
+    Some(assignments)
 }
 
 /// Offset records as record batches of at most about `BATCH_BYTES` each.
@@ -614,7 +646,14 @@ impl Shard {
                     return GroupAnswer::Now(Err(busy));
                 }
                 let ticket = coordinator.ticket();
+                let metadata = self.metadata();
                 let reply = coordinator.with(|groups| {
+                    // Spate's own groups are assigned here, at the leader's SyncGroup.
+                    let assignments = match groups.group(&group) {
+                        Some(found) => spate_assignments(found, &member.member_id, &metadata)
+                            .unwrap_or(assignments),
+                        None => assignments,
+                    };
                     groups
                         .sync(
                             time,
