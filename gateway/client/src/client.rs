@@ -15,11 +15,12 @@ use quinn::{IdleTimeout, VarInt};
 use spate_format::{BatchError, BuildError, RecordError};
 use spate_proto::limits::RESPONSE_SIZE_MAX;
 use spate_proto::{
-    AlterTopicRequest, CreateTopicRequest, DeleteRecordsRequest, DeleteTopicRequest, ErrorCode,
-    ErrorResponse, FetchRequest, FetchResponse, FrameDecoder, GroupOp, GroupRequest, GroupResponse,
+    AlterTopicRequest, CreateTopicRequest, DeleteRecordsRequest, DeleteTopicRequest,
+    DescribePartitionRequest, DescribePartitionResponse, ErrorCode, ErrorResponse, FetchRequest,
+    FetchResponse, FindRecordRequest, FrameDecoder, GroupOp, GroupRequest, GroupResponse,
     ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetSpec,
-    PartitionId, Pipeline, ProduceRequest, ProduceResponse, Request, Response, Setting,
-    TopicMetadata,
+    PartitionId, Pipeline, ProduceRequest, ProduceResponse, RecordTarget, Request, Response,
+    Setting, TopicMetadata,
 };
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
@@ -271,6 +272,28 @@ pub struct PartitionDescription {
     pub log_start_offset: u64,
     /// The offset the next durable record gets.
     pub high_watermark: u64,
+    /// Bytes of its segment files on the node.
+    pub size_bytes: u64,
+    pub segments: u32,
+    /// Why the node refuses writes to it, if it does.
+    pub fenced: Option<String>,
+    /// The timestamp of its oldest record (ms), if it has records.
+    pub first_timestamp: Option<i64>,
+    /// Its newest record timestamp (ms), if it has records.
+    pub last_timestamp: Option<i64>,
+    /// Records whose timestamp is in the last minute (the rate: this / 60 per second).
+    pub records_last_minute: u64,
+}
+
+/// The window `records_last_minute` counts over.
+pub const RATE_WINDOW_MS: i64 = 60_000;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
 }
 
 /// The QUIC client configuration the SDK uses: TLS 1.3 trusting the certificates in `ca`,
@@ -688,30 +711,69 @@ impl Client {
             .ok_or_else(|| ClientError::UnknownTopic(topic.to_owned()))
     }
 
-    /// A topic with each partition's owner shard, log start offset and high watermark (the
-    /// offsets are asked of all partitions at once).
+    /// A topic with, per partition, its owner shard, offsets, bytes on disk, segments, fence,
+    /// oldest and newest record timestamps, and the records appended in the last minute (the
+    /// requests of all partitions are sent at once).
     pub async fn describe_topic(&self, topic: &str) -> Result<TopicDescription, ClientError> {
         let metadata = self.topic(topic).await?;
+        let minute_ago = now_ms().saturating_sub(RATE_WINDOW_MS);
         let mut asked = Vec::with_capacity(metadata.partitions.len());
         for partition in &metadata.partitions {
-            let request = Request::ListOffsets(ListOffsetsRequest {
-                topic: topic.into(),
-                partition: partition.partition,
-                spec: OffsetSpec::Latest,
+            let (name, id) = (topic.to_owned(), partition.partition);
+            let describe = Request::DescribePartition(DescribePartitionRequest {
+                topic: name.clone(),
+                partition: id,
             });
-            asked.push((*partition, self.submit(&request).await?));
+            let oldest = Request::FindRecord(FindRecordRequest {
+                topic: name.clone(),
+                partition: id,
+                target: RecordTarget::AtOrAfter(0),
+            });
+            let newest = Request::FindRecord(FindRecordRequest {
+                topic: name.clone(),
+                partition: id,
+                target: RecordTarget::Newest,
+            });
+            let recent = Request::ListOffsets(ListOffsetsRequest {
+                topic: name,
+                partition: id,
+                spec: OffsetSpec::Timestamp(minute_ago),
+            });
+            asked.push((
+                *partition,
+                self.submit(&describe).await?,
+                self.submit(&oldest).await?,
+                self.submit(&newest).await?,
+                self.submit(&recent).await?,
+            ));
         }
+        let timestamp = |response: Response| match response {
+            Response::FindRecord(found) => Ok((found.timestamp >= 0).then_some(found.timestamp)),
+            other => Err(unexpected(&other)),
+        };
         let mut partitions = Vec::with_capacity(asked.len());
-        for (partition, submitted) in asked {
-            let offsets = match submitted.answer().await? {
-                Response::ListOffsets(offsets) => offsets,
+        for (partition, describe, oldest, newest, recent) in asked {
+            let facts = match describe.answer().await? {
+                Response::DescribePartition(facts) => facts,
+                other => return Err(unexpected(&other)),
+            };
+            let first_timestamp = timestamp(oldest.answer().await?)?;
+            let last_timestamp = timestamp(newest.answer().await?)?;
+            let since_minute = match recent.answer().await? {
+                Response::ListOffsets(found) => found.offset,
                 other => return Err(unexpected(&other)),
             };
             partitions.push(PartitionDescription {
                 partition: partition.partition.0,
                 shard: partition.shard.0,
-                log_start_offset: offsets.log_start_offset,
-                high_watermark: offsets.high_watermark,
+                log_start_offset: facts.log_start_offset,
+                high_watermark: facts.high_watermark,
+                size_bytes: facts.size_bytes,
+                segments: facts.segments,
+                fenced: (!facts.fenced.is_empty()).then_some(facts.fenced),
+                first_timestamp,
+                last_timestamp,
+                records_last_minute: facts.high_watermark.saturating_sub(since_minute),
             });
         }
         Ok(TopicDescription {
@@ -721,6 +783,30 @@ impl Client {
             segment_bytes: metadata.segment_bytes,
             partitions,
         })
+    }
+
+    /// The node's facts of each partition named (offsets, bytes on disk, segments, fence),
+    /// asked all at once.
+    pub async fn describe_partitions(
+        &self,
+        partitions: &[(String, u32)],
+    ) -> Result<Vec<DescribePartitionResponse>, ClientError> {
+        let mut asked = Vec::with_capacity(partitions.len());
+        for (topic, partition) in partitions {
+            let request = Request::DescribePartition(DescribePartitionRequest {
+                topic: topic.clone(),
+                partition: PartitionId(*partition),
+            });
+            asked.push(self.submit(&request).await?);
+        }
+        let mut facts = Vec::with_capacity(asked.len());
+        for submitted in asked {
+            match submitted.answer().await? {
+                Response::DescribePartition(found) => facts.push(found),
+                other => return Err(unexpected(&other)),
+            }
+        }
+        Ok(facts)
     }
 
     /// Appends one batch (built with `spate_format::BatchBuilder`) to a partition. The

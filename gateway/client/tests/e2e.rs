@@ -437,20 +437,33 @@ fn cli_admin_produce_consume_across_shards() {
     }
     assert_eq!(cli.ok(&["consume", "events"], "").lines().count(), 600);
 
-    // Describe: owners over both shards, high watermarks as produced.
+    // Describe: owners over both shards, high watermarks as produced, bytes and segments on
+    // disk, the records' times, and the last minute's rate (everything was just produced).
     let described = cli.ok(&["topic", "describe", "events"], "");
     let mut described = described.lines();
-    assert!(described
-        .next()
-        .unwrap()
-        .starts_with("topic events: 4 partitions, retention_ms 604800000"));
+    let heading = described.next().unwrap();
+    assert!(
+        heading.starts_with("topic events: 4 partitions, retention_ms 604800000"),
+        "{heading}"
+    );
+    assert!(heading.ends_with(" on disk"), "{heading}");
     assert_eq!(
         described
             .next()
             .unwrap()
             .split_whitespace()
             .collect::<Vec<_>>(),
-        ["PARTITION", "SHARD", "LOG_START", "HIGH_WATERMARK"]
+        [
+            "PARTITION",
+            "SHARD",
+            "LOG_START",
+            "HIGH_WATERMARK",
+            "SIZE",
+            "SEGMENTS",
+            "FIRST_TIMESTAMP",
+            "LAST_TIMESTAMP",
+            "RATE_1M"
+        ]
     );
     let mut shards = HashSet::new();
     for (partition, row) in described.enumerate() {
@@ -458,9 +471,61 @@ fn cli_admin_produce_consume_across_shards() {
         assert_eq!(row[0], partition.to_string());
         shards.insert(row[1].to_owned());
         assert_eq!(row[2], "0");
-        assert_eq!(row[3], expected[partition].len().to_string());
+        let count = expected[partition].len();
+        assert_eq!(row[3], count.to_string());
+        assert_eq!(row[5], "1", "one segment: {row:?}");
+        if count > 0 {
+            assert!(!row[4].ends_with("0B") || row[4] != "0B", "{row:?}");
+            assert!(row[6].starts_with("20") && row[6].ends_with('Z'), "{row:?}");
+            assert!(row[7] >= row[6], "{row:?}");
+            let rate: f64 = row[8].trim_end_matches("/s").parse().unwrap();
+            #[allow(clippy::cast_precision_loss)]
+            let expected_rate = count as f64 / 60.0;
+            assert!((rate - expected_rate).abs() < 0.1, "{row:?}");
+        } else {
+            assert_eq!((row[6], row[7], row[8]), ("-", "-", "0.0/s"), "{row:?}");
+        }
     }
     assert_eq!(shards.len(), 2, "partitions spread over both shards");
+    // The node at a glance: both shards, every partition (events, the 1-partition topic made
+    // above, and the 16 of the offsets topic).
+    let cluster = cli.ok(&["cluster", "info"], "");
+    assert!(
+        cluster.starts_with("node: 2 shards, 2 topics, 21 partitions (16 of them internal)"),
+        "{cluster}"
+    );
+    let owned: usize = cluster
+        .lines()
+        .skip(2)
+        .map(|line| {
+            line.split_whitespace()
+                .nth(2)
+                .unwrap()
+                .parse::<usize>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(owned, 21, "{cluster}");
+    // Durations and sizes take units.
+    cli.ok(
+        &[
+            "topic",
+            "alter",
+            "events",
+            "--retention-ms",
+            "2d",
+            "--retention-bytes",
+            "1GiB",
+        ],
+        "",
+    );
+    let altered = cli.ok(&["topic", "describe", "events"], "");
+    assert!(
+        altered.starts_with(
+            "topic events: 4 partitions, retention_ms 172800000, retention_bytes 1073741824,"
+        ),
+        "{altered}"
+    );
 
     // JSON, positions and counts.
     let busiest = (0..4).max_by_key(|p| expected[*p].len()).unwrap();

@@ -59,10 +59,11 @@ pub enum ApiKey {
     DeleteRecords,
     FindRecord,
     Group,
+    DescribePartition,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 12] = [
+    pub const ALL: [ApiKey; 13] = [
         ApiKey::CreateTopic,
         ApiKey::DeleteTopic,
         ApiKey::Metadata,
@@ -75,6 +76,7 @@ impl ApiKey {
         ApiKey::DeleteRecords,
         ApiKey::FindRecord,
         ApiKey::Group,
+        ApiKey::DescribePartition,
     ];
 
     pub fn to_u16(self) -> u16 {
@@ -91,6 +93,7 @@ impl ApiKey {
             ApiKey::DeleteRecords => 10,
             ApiKey::FindRecord => 11,
             ApiKey::Group => 12,
+            ApiKey::DescribePartition => 13,
         }
     }
 
@@ -112,6 +115,7 @@ impl ApiKey {
             ApiKey::DeleteRecords => "DeleteRecords",
             ApiKey::FindRecord => "FindRecord",
             ApiKey::Group => "Group",
+            ApiKey::DescribePartition => "DescribePartition",
         }
     }
 
@@ -125,6 +129,7 @@ impl ApiKey {
                 | ApiKey::DeleteRecords
                 | ApiKey::FindRecord
                 | ApiKey::Group
+                | ApiKey::DescribePartition
         )
     }
 }

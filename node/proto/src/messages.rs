@@ -240,6 +240,24 @@ pub struct DeleteRecordsResponse {
     pub log_start_offset: u64,
 }
 
+/// A partition's facts on the node: offsets, bytes on disk, segments, fence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescribePartitionRequest {
+    pub topic: String,
+    pub partition: PartitionId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescribePartitionResponse {
+    pub log_start_offset: u64,
+    pub high_watermark: u64,
+    /// Bytes of its segment files (what is written, not what is preallocated).
+    pub size_bytes: u64,
+    pub segments: u32,
+    /// Why writes are refused, if they are (empty: not fenced).
+    pub fenced: String,
+}
+
 /// Which record `FindRecord` looks for, by timestamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordTarget {
@@ -314,7 +332,7 @@ impl std::fmt::Display for ErrorResponse {
     }
 }
 
-fn truncate_utf8(text: &mut String, max: usize) {
+pub(crate) fn truncate_utf8(text: &mut String, max: usize) {
     if text.len() > max {
         let mut end = max;
         while !text.is_char_boundary(end) {
@@ -338,6 +356,7 @@ pub enum Request {
     DeleteRecords(DeleteRecordsRequest),
     FindRecord(FindRecordRequest),
     Group(GroupRequest),
+    DescribePartition(DescribePartitionRequest),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -355,6 +374,7 @@ pub enum Response {
     DeleteRecords(DeleteRecordsResponse),
     FindRecord(FindRecordResponse),
     Group(GroupResponse),
+    DescribePartition(DescribePartitionResponse),
     /// An error answering a request with the raw api key `api_key`.
     Error {
         api_key: u16,
@@ -520,6 +540,7 @@ impl Request {
             Request::DeleteRecords(_) => ApiKey::DeleteRecords,
             Request::FindRecord(_) => ApiKey::FindRecord,
             Request::Group(_) => ApiKey::Group,
+            Request::DescribePartition(_) => ApiKey::DescribePartition,
         }
     }
 
@@ -587,6 +608,10 @@ impl Request {
                 }
                 Request::AllocateProducerIds(request) => w.u32(request.count),
                 Request::Group(request) => request.encode_body(w),
+                Request::DescribePartition(request) => {
+                    w.str16(&request.topic);
+                    w.u32(request.partition.0);
+                }
                 Request::AutoCreateTopic(request) => w.str16(&request.topic),
                 Request::AlterTopic(request) => {
                     w.str16(&request.topic);
@@ -726,6 +751,10 @@ impl Request {
                     target,
                 })
             }
+            ApiKey::DescribePartition => Request::DescribePartition(DescribePartitionRequest {
+                topic: read_topic(&mut reader)?,
+                partition: PartitionId(reader.u32("partition")?),
+            }),
             ApiKey::Group => {
                 let topic = read_topic(&mut reader)?;
                 let partition = PartitionId(reader.u32("partition")?);
@@ -799,6 +828,7 @@ impl Response {
             Response::DeleteRecords(_) => ApiKey::DeleteRecords.to_u16(),
             Response::FindRecord(_) => ApiKey::FindRecord.to_u16(),
             Response::Group(_) => ApiKey::Group.to_u16(),
+            Response::DescribePartition(_) => ApiKey::DescribePartition.to_u16(),
             Response::Error { api_key, .. } => *api_key,
         }
     }
@@ -859,6 +889,15 @@ impl Response {
             }
             Response::DeleteRecords(response) => w.u64(response.log_start_offset),
             Response::Group(response) => response.encode_body(w),
+            Response::DescribePartition(response) => {
+                w.u64(response.log_start_offset);
+                w.u64(response.high_watermark);
+                w.u64(response.size_bytes);
+                w.u32(response.segments);
+                let mut fenced = response.fenced.clone();
+                truncate_utf8(&mut fenced, ERROR_MESSAGE_SIZE_MAX as usize);
+                w.str16(&fenced);
+            }
             Response::FindRecord(response) => {
                 w.u64(response.offset);
                 w.i64(response.timestamp);
@@ -1001,6 +1040,13 @@ impl Response {
                 topic: read_topic(&mut reader)?,
             }),
             ApiKey::Group => Response::Group(GroupResponse::decode_body(&mut reader)?),
+            ApiKey::DescribePartition => Response::DescribePartition(DescribePartitionResponse {
+                log_start_offset: reader.u64("log_start_offset")?,
+                high_watermark: reader.u64("high_watermark")?,
+                size_bytes: reader.u64("size_bytes")?,
+                segments: reader.u32("segments")?,
+                fenced: reader.string16("fenced", ERROR_MESSAGE_SIZE_MAX)?,
+            }),
             ApiKey::DeleteRecords => Response::DeleteRecords(DeleteRecordsResponse {
                 log_start_offset: reader.u64("log_start_offset")?,
             }),

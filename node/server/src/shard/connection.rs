@@ -16,8 +16,9 @@ use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::{Semaphore, StaticPermit};
 use spate_proto::{
-    AlterTopicRequest, AutoCreateTopicRequest, CreateTopicRequest, DeleteTopicRequest, ErrorCode,
-    ErrorResponse, Frame, FrameDecoder, Request, Response, OFFSETS_TOPIC,
+    AlterTopicRequest, AutoCreateTopicRequest, CreateTopicRequest, DeleteTopicRequest,
+    DescribePartitionResponse, ErrorCode, ErrorResponse, Frame, FrameDecoder, Request, Response,
+    OFFSETS_TOPIC,
 };
 
 use super::groups::{self, GroupAnswer};
@@ -350,6 +351,7 @@ impl Shard {
             Request::FindRecord(request) => (&request.topic, request.partition),
             Request::DeleteRecords(request) => (&request.topic, request.partition),
             Request::Group(request) => (&request.topic, request.partition),
+            Request::DescribePartition(request) => (&request.topic, request.partition),
             Request::Metadata(_)
             | Request::CreateTopic(_)
             | Request::DeleteTopic(_)
@@ -388,6 +390,16 @@ impl Shard {
                 if partition.key.topic == OFFSETS_TOPIC =>
             {
                 Dispatched::Now(fail(internal_topic()))
+            }
+            Resolved::Partition(partition, Request::DescribePartition(_)) => {
+                let log = partition.log();
+                Dispatched::Now(Response::DescribePartition(DescribePartitionResponse {
+                    log_start_offset: log.log_start().0,
+                    high_watermark: log.high_watermark().0,
+                    size_bytes: log.size_bytes(),
+                    segments: u32::try_from(log.segment_count()).unwrap_or(u32::MAX),
+                    fenced: log.fenced().map(ToString::to_string).unwrap_or_default(),
+                }))
             }
             Resolved::Partition(partition, Request::Group(request)) => {
                 match self.group(&partition, request) {

@@ -64,6 +64,9 @@ enum Command {
     /// Create, list, describe and delete topics.
     #[command(subcommand)]
     Topic(topic::TopicCommand),
+    /// The node at a glance: shards, partitions and bytes on disk per shard.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// List, describe (members, committed offsets, lag), reset and delete consumer groups.
     #[command(subcommand)]
     Group(group::GroupCommand),
@@ -80,6 +83,13 @@ enum Command {
         after_help = "Examples:\n  spate consume clicks                       # everything stored, then stop\n  spate consume clicks --follow              # and keep printing new records\n  spate consume clicks --from latest --follow\n  spate consume clicks --from @1767225600000 --count 10   # from a time (ms)\n  spate consume clicks --format json         # key, value, headers, offset, timestamp\n  spate consume clicks --group billing       # share the partitions with the group's other members"
     )]
     Consume(consume::ConsumeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Shards with their endpoints, partitions, bytes on disk, segments and fenced partitions.
+    #[command(after_help = "Example:\n  spate cluster info")]
+    Info,
 }
 
 /// Exit status of unusable arguments (clap's).
@@ -284,6 +294,7 @@ fn main() -> ExitCode {
             Command::Up(_) | Command::Profile(_) => Ok(()),
             Command::Topic(command) => Ok(topic::run(&client, command).await?),
             Command::Group(command) => Ok(group::run(&client, command).await?),
+            Command::Cluster(ClusterCommand::Info) => Ok(topic::cluster_info(&client).await?),
             Command::Produce(args) => produce::run(&client, args).await,
             Command::Consume(args) => Ok(consume::run(&client, args).await?),
         }

@@ -18,11 +18,11 @@ pub enum TopicCommand {
         #[arg(long, value_name = "N")]
         partitions: u32,
         /// Delete records older than this, in ms, or `unlimited`. [default: the node's]
-        #[arg(long, value_name = "MS", value_parser = setting)]
+        #[arg(long, value_name = "MS", value_parser = duration_setting)]
         retention_ms: Option<Setting>,
         /// Delete the oldest segments while a partition holds more than this, in bytes, or
         /// `unlimited`. [default: the node's]
-        #[arg(long, value_name = "BYTES", value_parser = setting)]
+        #[arg(long, value_name = "BYTES", value_parser = size_setting)]
         retention_bytes: Option<Setting>,
     },
     /// Change a topic's retention (settings not given stay as they are).
@@ -32,11 +32,11 @@ pub enum TopicCommand {
     Alter {
         name: String,
         /// Delete records older than this, in ms; `unlimited`; or `default` (the node's).
-        #[arg(long, value_name = "MS", value_parser = setting)]
+        #[arg(long, value_name = "MS", value_parser = duration_setting)]
         retention_ms: Option<Setting>,
         /// Delete the oldest segments while a partition holds more than this, in bytes;
         /// `unlimited`; or `default` (the node's).
-        #[arg(long, value_name = "BYTES", value_parser = setting)]
+        #[arg(long, value_name = "BYTES", value_parser = size_setting)]
         retention_bytes: Option<Setting>,
     },
     /// List topics with their partition counts and retention.
@@ -78,16 +78,118 @@ fn trim_point(text: &str) -> Result<TrimPoint, String> {
         .map_err(|_| format!("`{text}` is neither an offset nor `end`"))
 }
 
-fn setting(text: &str) -> Result<Setting, String> {
+/// A number with an optional unit from `units` (name, factor), case-insensitive.
+fn with_unit(text: &str, units: &[(&str, u64)], what: &str) -> Result<u64, String> {
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not {what}"))?;
+    let unit = unit.trim();
+    let factor = if unit.is_empty() {
+        1
+    } else {
+        units
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(unit))
+            .map(|(_, factor)| *factor)
+            .ok_or_else(|| format!("`{text}` is not {what}"))?
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// `unlimited`, `default`, or a value parsed by `value`.
+fn setting_of(text: &str, value: impl Fn(&str) -> Result<u64, String>) -> Result<Setting, String> {
     if text.eq_ignore_ascii_case("unlimited") {
         return Ok(Setting::Unlimited);
     }
     if text.eq_ignore_ascii_case("default") {
         return Ok(Setting::Default);
     }
-    text.parse::<u64>()
-        .map(Setting::Value)
-        .map_err(|_| format!("`{text}` is neither a number nor `unlimited` or `default`"))
+    value(text).map(Setting::Value)
+}
+
+/// A duration in ms: `3600000`, or with a unit: `500ms`, `30s`, `15m`, `12h`, `7d`.
+fn duration_setting(text: &str) -> Result<Setting, String> {
+    const UNITS: [(&str, u64); 5] = [
+        ("ms", 1),
+        ("s", 1_000),
+        ("m", 60_000),
+        ("h", 3_600_000),
+        ("d", 86_400_000),
+    ];
+    setting_of(text, |text| {
+        with_unit(
+            text,
+            &UNITS,
+            "a duration (ms, or 30s, 15m, 12h, 7d), `unlimited` or `default`",
+        )
+    })
+}
+
+/// A size in bytes: `1073741824`, or with a unit: `512KiB`, `100MB`, `1GiB`, `2TB`.
+fn size_setting(text: &str) -> Result<Setting, String> {
+    const UNITS: [(&str, u64); 9] = [
+        ("b", 1),
+        ("kb", 1_000),
+        ("kib", 1 << 10),
+        ("mb", 1_000_000),
+        ("mib", 1 << 20),
+        ("gb", 1_000_000_000),
+        ("gib", 1 << 30),
+        ("tb", 1_000_000_000_000),
+        ("tib", 1 << 40),
+    ];
+    setting_of(text, |text| {
+        with_unit(
+            text,
+            &UNITS,
+            "a size (bytes, or 512KiB, 100MB, 1GiB), `unlimited` or `default`",
+        )
+    })
+}
+
+/// Bytes as people read them: `512 B`, `1.5 KiB`, `20.0 MiB`, `3.2 GiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// A time in ms since the epoch as UTC, `2026-12-06T04:58:00.123Z`.
+pub fn utc(ms: i64) -> String {
+    let days = ms.div_euclid(86_400_000);
+    let rest = ms.rem_euclid(86_400_000);
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3_600_000,
+        rest / 60_000 % 60,
+        rest / 1000 % 60,
+        rest % 1000
+    )
 }
 
 fn shown(setting: Setting) -> String {
@@ -96,6 +198,80 @@ fn shown(setting: Setting) -> String {
         Setting::Unlimited => "unlimited".into(),
         Setting::Value(value) => value.to_string(),
     }
+}
+
+/// `spate cluster info`: the node's shards, with the partitions each owns and their bytes on
+/// disk (the internal offsets topic included).
+pub async fn cluster_info(client: &Client) -> Result<(), String> {
+    let describe = |error: spate_client::ClientError| crate::describe(&error);
+    let mut metadata = client.metadata(&[]).await.map_err(describe)?;
+    let topics = metadata.topics.len();
+    let internal = client
+        .metadata(&[spate_proto::OFFSETS_TOPIC])
+        .await
+        .map_err(describe)?;
+    metadata.topics.extend(internal.topics);
+    let mut owned: Vec<(String, u32, u16)> = Vec::new();
+    for topic in &metadata.topics {
+        for partition in &topic.partitions {
+            owned.push((topic.name.clone(), partition.partition.0, partition.shard.0));
+        }
+    }
+    let named: Vec<(String, u32)> = owned
+        .iter()
+        .map(|(topic, partition, _)| (topic.clone(), *partition))
+        .collect();
+    let facts = client.describe_partitions(&named).await.map_err(describe)?;
+    let mut rows = vec![[
+        "SHARD",
+        "ENDPOINT",
+        "PARTITIONS",
+        "SIZE",
+        "SEGMENTS",
+        "FENCED",
+    ]
+    .map(str::to_owned)
+    .to_vec()];
+    let mut total = 0u64;
+    for shard in &metadata.shards {
+        let mine: Vec<&spate_proto::DescribePartitionResponse> = owned
+            .iter()
+            .zip(&facts)
+            .filter(|((_, _, owner), _)| *owner == shard.shard.0)
+            .map(|(_, facts)| facts)
+            .collect();
+        let bytes: u64 = mine.iter().map(|facts| facts.size_bytes).sum();
+        total += bytes;
+        rows.push(vec![
+            shard.shard.0.to_string(),
+            shard.endpoint.clone(),
+            mine.len().to_string(),
+            human_bytes(bytes).replace(' ', ""),
+            mine.iter()
+                .map(|facts| u64::from(facts.segments))
+                .sum::<u64>()
+                .to_string(),
+            mine.iter()
+                .filter(|facts| !facts.fenced.is_empty())
+                .count()
+                .to_string(),
+        ]);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "node: {} shards, {topics} topics, {} partitions ({} of them internal), {} on disk",
+        metadata.shards.len(),
+        owned.len(),
+        owned.len()
+            - named
+                .iter()
+                .filter(|(topic, _)| topic != spate_proto::OFFSETS_TOPIC)
+                .count(),
+        human_bytes(total)
+    )
+    .and_then(|()| table(&mut out, &rows))
+    .map_err(|error| format!("cannot write to stdout: {error}"))
 }
 
 /// Writes rows as left-aligned columns separated by two spaces.
@@ -185,30 +361,57 @@ pub async fn run(client: &Client, command: &TopicCommand) -> Result<(), String> 
                 .describe_topic(name)
                 .await
                 .map_err(|error| crate::describe(&error))?;
-            let mut rows = vec![vec![
-                "PARTITION".to_owned(),
-                "SHARD".to_owned(),
-                "LOG_START".to_owned(),
-                "HIGH_WATERMARK".to_owned(),
-            ]];
+            let mut rows = vec![[
+                "PARTITION",
+                "SHARD",
+                "LOG_START",
+                "HIGH_WATERMARK",
+                "SIZE",
+                "SEGMENTS",
+                "FIRST_TIMESTAMP",
+                "LAST_TIMESTAMP",
+                "RATE_1M",
+            ]
+            .map(str::to_owned)
+            .to_vec()];
+            let time = |ms: Option<i64>| ms.map_or_else(|| "-".to_owned(), utc);
             for partition in &topic.partitions {
+                #[allow(clippy::cast_precision_loss)]
+                let rate = partition.records_last_minute as f64 / 60.0;
                 rows.push(vec![
                     partition.partition.to_string(),
                     partition.shard.to_string(),
                     partition.log_start_offset.to_string(),
                     partition.high_watermark.to_string(),
+                    human_bytes(partition.size_bytes).replace(' ', ""),
+                    partition.segments.to_string(),
+                    time(partition.first_timestamp),
+                    time(partition.last_timestamp),
+                    format!("{rate:.1}/s"),
                 ]);
             }
+            let total: u64 = topic.partitions.iter().map(|p| p.size_bytes).sum();
+            let fences: Vec<String> = topic
+                .partitions
+                .iter()
+                .filter_map(|p| {
+                    p.fenced
+                        .as_ref()
+                        .map(|why| format!("partition {} is fenced: {why}", p.partition))
+                })
+                .collect();
             writeln!(
                 out,
-                "topic {}: {} partitions, retention_ms {}, retention_bytes {}, segment_bytes {}",
+                "topic {}: {} partitions, retention_ms {}, retention_bytes {}, segment_bytes {}, {} on disk",
                 topic.name,
                 topic.partitions.len(),
                 shown(topic.retention_ms),
                 shown(topic.retention_bytes),
-                shown(topic.segment_bytes)
+                shown(topic.segment_bytes),
+                human_bytes(total)
             )
             .and_then(|()| table(&mut out, &rows))
+            .and_then(|()| fences.iter().try_for_each(|line| writeln!(out, "{line}")))
         }
         TopicCommand::Trim {
             name,
@@ -247,4 +450,27 @@ pub async fn run(client: &Client, command: &TopicCommand) -> Result<(), String> 
     written
         .and_then(|()| out.flush())
         .map_err(|error| format!("cannot write to stdout: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_sizes_and_times_read_and_print() {
+        assert_eq!(duration_setting("7d"), Ok(Setting::Value(604_800_000)));
+        assert_eq!(duration_setting("90s"), Ok(Setting::Value(90_000)));
+        assert_eq!(duration_setting("3600000"), Ok(Setting::Value(3_600_000)));
+        assert_eq!(duration_setting("unlimited"), Ok(Setting::Unlimited));
+        assert!(duration_setting("7 weeks").is_err());
+        assert_eq!(size_setting("1GiB"), Ok(Setting::Value(1 << 30)));
+        assert_eq!(size_setting("100MB"), Ok(Setting::Value(100_000_000)));
+        assert_eq!(size_setting("default"), Ok(Setting::Default));
+        assert!(size_setting("99999999999TiB").is_err());
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+        assert_eq!(utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(utc(1_796_531_387_123), "2026-12-06T04:29:47.123Z");
+    }
 }
