@@ -22,6 +22,8 @@ fuzz_target!(|data: &[u8]| {
                 Request::ListOffsets(r) => Some((r.topic.as_str(), r.partition)),
                 Request::DeleteRecords(r) => Some((r.topic.as_str(), r.partition)),
                 Request::FindRecord(r) => Some((r.topic.as_str(), r.partition)),
+                Request::Group(r) => Some((r.topic.as_str(), r.partition)),
+                Request::DescribePartition(r) => Some((r.topic.as_str(), r.partition)),
                 _ => None,
             };
             let found = route

@@ -1,14 +1,45 @@
 //! Fuzz target: any bytes after a Kafka request's size prefix decode to a request, an
 //! ApiVersions fallback answer or an error, never a panic or an unbounded allocation (the
 //! array-count abort of an unpatched kafka-protocol; its reproducers are among the seeds).
-//! What decodes is answered: encoding the ApiVersions answer for it must work too.
+//! What decodes is answered: encoding the ApiVersions answer for it must work too. A group
+//! request becomes the node's `Group` request: one that passes `check` must encode (the
+//! gateway encodes only such).
 
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use spate_kafka::frame::{decode_request, encode_response, request_size, Decoded};
+use spate_kafka::groups;
 use spate_kafka::versions::api_versions_body;
+use spate_proto::{GroupRequest, Request as NodeRequest};
+
+use kafka_protocol::messages::RequestKind;
+
+/// The node requests a Kafka group request becomes.
+fn node_requests(version: i16, body: &RequestKind) -> Vec<GroupRequest> {
+    match body {
+        RequestKind::JoinGroup(r) => vec![groups::join_request(version, r, "client")],
+        RequestKind::SyncGroup(r) => vec![groups::sync_request(r)],
+        RequestKind::Heartbeat(r) => vec![groups::heartbeat_request(r)],
+        RequestKind::LeaveGroup(r) => vec![groups::leave_request(version, r)],
+        RequestKind::OffsetCommit(r) => vec![groups::commit_request(version, r).0],
+        RequestKind::OffsetDelete(r) => vec![groups::offset_delete_request(r)],
+        RequestKind::DescribeGroups(r) => r.groups.iter().map(groups::describe_request).collect(),
+        RequestKind::DeleteGroups(r) => r.groups_names.iter().map(groups::delete_request).collect(),
+        RequestKind::OffsetFetch(r) => vec![groups::fetch_request(
+            r.group_id.as_str(),
+            r.topics.as_ref().map(|topics| {
+                groups::fetch_partitions(
+                    topics
+                        .iter()
+                        .map(|topic| (&topic.name, topic.partition_indexes.as_slice())),
+                )
+            }),
+        )],
+        _ => Vec::new(),
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
     if data.len() >= 4 {
@@ -23,6 +54,11 @@ fuzz_target!(|data: &[u8]| {
                 &api_versions_body(0),
             );
             assert!(answer.len() >= 8);
+            for node in node_requests(request.version, &request.body) {
+                if node.check().is_ok() {
+                    assert!(!NodeRequest::Group(node).to_frame(0).is_empty());
+                }
+            }
         }
         Ok(Decoded::Answer(answer)) => assert!(answer.len() >= 8),
         Err(_) => {}

@@ -356,6 +356,18 @@ fn read_option(r: &mut Reader, field: &'static str) -> Result<Option<String>, Pr
     }
 }
 
+/// A u8 that must be 0 or 1 (so every decoded request encodes back to its own bytes).
+fn read_flag(r: &mut Reader, field: &'static str) -> Result<bool, ProtoError> {
+    match r.u8(field)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        other => Err(ProtoError::Value {
+            field,
+            value: other.into(),
+        }),
+    }
+}
+
 fn i32_of(r: &mut Reader, field: &'static str) -> Result<i32, ProtoError> {
     Ok(r.u32(field)?.cast_signed())
 }
@@ -518,7 +530,7 @@ impl GroupRequest {
                 rebalance_timeout_ms: i32_of(r, "rebalance_timeout_ms")?,
                 protocol_type: r.string16("protocol_type", NAME)?,
                 protocols: read_named_bytes(r, "protocols", GROUP_PROTOCOLS_MAX)?,
-                require_known_member_id: r.u8("require_known_member_id")? != 0,
+                require_known_member_id: read_flag(r, "require_known_member_id")?,
             }),
             1 => GroupOp::Sync {
                 member: read_member(r)?,
@@ -541,9 +553,9 @@ impl GroupRequest {
                 member: read_member(r)?,
                 offsets: read_offsets(r)?,
             },
-            5 => GroupOp::FetchOffsets(match r.u8("all")? {
-                0 => None,
-                _ => Some(read_partitions(r)?),
+            5 => GroupOp::FetchOffsets(match read_flag(r, "all")? {
+                false => None,
+                true => Some(read_partitions(r)?),
             }),
             6 => GroupOp::List,
             7 => GroupOp::Describe,
