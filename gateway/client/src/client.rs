@@ -15,12 +15,12 @@ use quinn::{IdleTimeout, VarInt};
 use spate_format::{BatchError, BuildError, RecordError};
 use spate_proto::limits::RESPONSE_SIZE_MAX;
 use spate_proto::{
-    AlterTopicRequest, CreateTopicRequest, DeleteRecordsRequest, DeleteTopicRequest,
-    DescribePartitionRequest, DescribePartitionResponse, ErrorCode, ErrorResponse, FetchRequest,
-    FetchResponse, FindRecordRequest, FrameDecoder, GroupOp, GroupRequest, GroupResponse,
-    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetSpec,
-    PartitionId, Pipeline, ProduceRequest, ProduceResponse, RecordTarget, Request, Response,
-    Setting, TopicMetadata,
+    AlterTopicRequest, AlterTopicResponse, CreateTopicRequest, DeleteRecordsRequest,
+    DeleteTopicRequest, DescribePartitionRequest, DescribePartitionResponse, ErrorCode,
+    ErrorResponse, FetchRequest, FetchResponse, FindRecordRequest, FrameDecoder, GroupOp,
+    GroupRequest, GroupResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, OffsetSpec, PartitionId, Pipeline, ProduceRequest, ProduceResponse,
+    RecordTarget, Request, Response, Setting, TopicMetadata,
 };
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
@@ -607,23 +607,26 @@ impl Client {
         }
     }
 
-    /// Changes a topic's retention (`None` keeps a setting; `Setting::Default` goes back to
-    /// the node's). Every shard applies it before the answer, which is the topic's
-    /// `(retention_ms, retention_bytes)` as they are now.
+    /// Changes a topic's retention and segment size (`None` keeps a setting;
+    /// `Setting::Default` goes back to the node's; a new segment size applies from each
+    /// partition's next roll). Every shard applies it before the answer, which is the topic's
+    /// settings as they are now.
     pub async fn alter_topic(
         &self,
         topic: &str,
         retention_ms: Option<Setting>,
         retention_bytes: Option<Setting>,
-    ) -> Result<(Setting, Setting), ClientError> {
+        segment_bytes: Option<Setting>,
+    ) -> Result<AlterTopicResponse, ClientError> {
         let request = Request::AlterTopic(AlterTopicRequest {
             topic: topic.into(),
             retention_ms,
             retention_bytes,
+            segment_bytes,
             validate_only: false,
         });
         match self.request(&request).await? {
-            Response::AlterTopic(altered) => Ok((altered.retention_ms, altered.retention_bytes)),
+            Response::AlterTopic(altered) => Ok(altered),
             other => Err(unexpected(&other)),
         }
     }

@@ -379,14 +379,14 @@ fn cli_admin_produce_consume_across_shards() {
             &["topic", "alter", "audit", "--retention-ms", "3600000"],
             ""
         ),
-        "topic audit: retention_ms 3600000, retention_bytes 1000000000\n"
+        "topic audit: retention_ms 3600000, retention_bytes 1000000000, segment_bytes default\n"
     );
     assert_eq!(
         cli.ok(
             &["topic", "alter", "audit", "--retention-bytes", "default"],
             ""
         ),
-        "topic audit: retention_ms 3600000, retention_bytes default\n"
+        "topic audit: retention_ms 3600000, retention_bytes default, segment_bytes default\n"
     );
     assert!(cli
         .ok(&["topic", "list"], "")
@@ -526,6 +526,28 @@ fn cli_admin_produce_consume_across_shards() {
         ),
         "{altered}"
     );
+    // A smaller segment size applies from the next roll: 200 KB fill several 64 KiB
+    // segments.
+    cli.ok(&["topic", "create", "rolled", "--partitions", "1"], "");
+    let changed = cli.ok(
+        &["topic", "alter", "rolled", "--segment-bytes", "64KiB"],
+        "",
+    );
+    assert!(changed.ends_with("segment_bytes 65536\n"), "{changed}");
+    let filler: String = (0..2000).map(|i| format!("{i:0>99}\n")).collect();
+    cli.ok(&["produce", "rolled", "--batch-bytes", "16384"], &filler);
+    let rolled = cli.ok(&["topic", "describe", "rolled"], "");
+    let segments: u32 = rolled
+        .lines()
+        .find(|line| line.starts_with("0 "))
+        .and_then(|line| line.split_whitespace().nth(5))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(segments >= 3, "{rolled}");
+    assert!(rolled.contains("segment_bytes 65536"), "{rolled}");
+    assert_eq!(cli.ok(&["consume", "rolled"], ""), filler);
+    cli.ok(&["topic", "delete", "rolled"], "");
 
     // JSON, positions and counts.
     let busiest = (0..4).max_by_key(|p| expected[*p].len()).unwrap();

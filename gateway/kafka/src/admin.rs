@@ -455,7 +455,8 @@ pub const OP_SUBTRACT: i8 = 3;
 /// An IncrementalAlterConfigs resource as the node's AlterTopic request. Spate changes a
 /// topic's `retention.ms` and `retention.bytes` (SET a value, -1 for unlimited; DELETE back to
 /// the node's default); `cleanup.policy` may be set to `delete`, what it is; everything else
-/// is refused with a message rather than ignored: `segment.bytes` is fixed at creation,
+/// is refused with a message rather than ignored: `segment.bytes` (changed natively with
+/// `spate topic alter --segment-bytes`),
 /// APPEND/SUBTRACT apply to list settings (Spate has none), a broker's settings are the
 /// gateway's command line. A setting named twice is INVALID_REQUEST, as in Kafka.
 pub fn alter_topic(
@@ -483,6 +484,9 @@ pub fn alter_topic(
         topic: resource.resource_name.to_string(),
         retention_ms: None,
         retention_bytes: None,
+        // `segment.bytes` is refused below (Kafka clients change it with `spate topic
+        // alter --segment-bytes`).
+        segment_bytes: None,
         validate_only,
     };
     for (index, config) in resource.configs.iter().enumerate() {
@@ -538,7 +542,8 @@ pub fn alter_topic(
             }
             "segment.bytes" => {
                 return Err(invalid(
-                    "a topic's segment size is fixed when it is created in this Spate version",
+                    "not changed through Kafka in this Spate version; use `spate topic alter \
+                     --segment-bytes`",
                 ))
             }
             _ => {

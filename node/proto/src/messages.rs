@@ -76,13 +76,14 @@ pub struct CreateTopicRequest {
     pub segment_bytes: Setting,
 }
 
-/// Changes a topic's retention settings; `None` keeps a setting as it is. The segment size
-/// of an existing topic does not change.
+/// Changes a topic's settings; `None` keeps a setting as it is. A new segment size applies
+/// from each partition's next roll (segments written before keep their size).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlterTopicRequest {
     pub topic: String,
     pub retention_ms: Option<Setting>,
     pub retention_bytes: Option<Setting>,
+    pub segment_bytes: Option<Setting>,
     /// Check and answer, change nothing.
     pub validate_only: bool,
 }
@@ -93,6 +94,7 @@ pub struct AlterTopicResponse {
     pub topic: String,
     pub retention_ms: Setting,
     pub retention_bytes: Setting,
+    pub segment_bytes: Setting,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -616,7 +618,11 @@ impl Request {
                 Request::AlterTopic(request) => {
                     w.str16(&request.topic);
                     w.u8(u8::from(request.validate_only));
-                    for setting in [request.retention_ms, request.retention_bytes] {
+                    for setting in [
+                        request.retention_ms,
+                        request.retention_bytes,
+                        request.segment_bytes,
+                    ] {
                         match setting {
                             None => w.u8(0),
                             Some(setting) => {
@@ -792,6 +798,7 @@ impl Request {
                 },
                 retention_ms: read_optional_setting(&mut reader, "retention_ms")?,
                 retention_bytes: read_optional_setting(&mut reader, "retention_bytes")?,
+                segment_bytes: read_optional_setting(&mut reader, "segment_bytes")?,
             }),
         };
         reader.finish()?;
@@ -916,6 +923,7 @@ impl Response {
                 w.str16(&response.topic);
                 w.setting(response.retention_ms);
                 w.setting(response.retention_bytes);
+                w.setting(response.segment_bytes);
             }
             Response::Error { error, .. } => {
                 w.u16(error.code.to_u16());
@@ -1122,6 +1130,7 @@ impl Response {
                 topic: read_topic(&mut reader)?,
                 retention_ms: reader.setting("retention_ms")?,
                 retention_bytes: reader.setting("retention_bytes")?,
+                segment_bytes: reader.setting("segment_bytes")?,
             }),
         };
         reader.finish()?;

@@ -366,16 +366,20 @@ fn request() -> impl Strategy<Value = Request> {
             topic(),
             proptest::option::of(setting()),
             proptest::option::of(setting()),
+            proptest::option::of(setting()),
             any::<bool>()
         )
-            .prop_map(|(topic, retention_ms, retention_bytes, validate_only)| {
-                Request::AlterTopic(AlterTopicRequest {
-                    topic,
-                    retention_ms,
-                    retention_bytes,
-                    validate_only,
-                })
-            }),
+            .prop_map(
+                |(topic, retention_ms, retention_bytes, segment_bytes, validate_only)| {
+                    Request::AlterTopic(AlterTopicRequest {
+                        topic,
+                        retention_ms,
+                        retention_bytes,
+                        segment_bytes,
+                        validate_only,
+                    })
+                }
+            ),
     ]
 }
 
@@ -476,13 +480,16 @@ fn response() -> impl Strategy<Value = Response> {
         (topic(), any::<u32>()).prop_map(|(topic, partitions)| Response::AutoCreateTopic(
             CreateTopicResponse { topic, partitions }
         )),
-        (topic(), setting(), setting()).prop_map(|(topic, retention_ms, retention_bytes)| {
-            Response::AlterTopic(AlterTopicResponse {
-                topic,
-                retention_ms,
-                retention_bytes,
-            })
-        }),
+        (topic(), setting(), setting(), setting()).prop_map(
+            |(topic, retention_ms, retention_bytes, segment_bytes)| {
+                Response::AlterTopic(AlterTopicResponse {
+                    topic,
+                    retention_ms,
+                    retention_bytes,
+                    segment_bytes,
+                })
+            }
+        ),
         (any::<u16>(), any::<u16>(), "\\PC{0,40}", detail).prop_map(
             |(api_key, code, message, detail)| Response::Error {
                 api_key,

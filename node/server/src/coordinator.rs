@@ -366,7 +366,7 @@ impl Coordinator {
                     partitions: u32::try_from(topic.shards.len()).unwrap_or(u32::MAX),
                     retention_ms: alter.retention_ms.unwrap_or(topic.retention_ms),
                     retention_bytes: alter.retention_bytes.unwrap_or(topic.retention_bytes),
-                    segment_bytes: topic.segment_bytes,
+                    segment_bytes: alter.segment_bytes.unwrap_or(topic.segment_bytes),
                 };
                 if let Err((code, message)) = validate_create(&check) {
                     return fail(code, message);
@@ -375,13 +375,15 @@ impl Coordinator {
                     topic: alter.topic.clone(),
                     retention_ms: check.retention_ms,
                     retention_bytes: check.retention_bytes,
+                    segment_bytes: check.segment_bytes,
                 });
                 if alter.validate_only {
                     return answer;
                 }
                 topic.retention_ms = check.retention_ms;
                 topic.retention_bytes = check.retention_bytes;
-                tracing::info!(topic = %alter.topic, retention_ms = ?check.retention_ms, retention_bytes = ?check.retention_bytes, "changed a topic's retention");
+                topic.segment_bytes = check.segment_bytes;
+                tracing::info!(topic = %alter.topic, retention_ms = ?check.retention_ms, retention_bytes = ?check.retention_bytes, segment_bytes = ?check.segment_bytes, "changed a topic's settings");
                 answer
             }
             Request::AllocateProducerIds(allocate) => {

@@ -25,9 +25,9 @@ pub enum TopicCommand {
         #[arg(long, value_name = "BYTES", value_parser = size_setting)]
         retention_bytes: Option<Setting>,
     },
-    /// Change a topic's retention (settings not given stay as they are).
+    /// Change a topic's retention or segment size (settings not given stay as they are).
     #[command(
-        after_help = "Examples:\n  spate topic alter clicks --retention-ms 3600000     # keep one hour\n  spate topic alter clicks --retention-bytes default  # back to the node's setting"
+        after_help = "Examples:\n  spate topic alter clicks --retention-ms 3600000     # keep one hour\n  spate topic alter clicks --retention-ms 7d --retention-bytes 50GiB\n  spate topic alter clicks --retention-bytes default  # back to the node's setting\n  spate topic alter clicks --segment-bytes 256MiB     # smaller segments from the next roll"
     )]
     Alter {
         name: String,
@@ -38,11 +38,16 @@ pub enum TopicCommand {
         /// `unlimited`; or `default` (the node's).
         #[arg(long, value_name = "BYTES", value_parser = size_setting)]
         retention_bytes: Option<Setting>,
+        /// Roll each partition to a new segment file at this size (64 KiB to 2 GiB), from its
+        /// next roll on; or `default` (the node's).
+        #[arg(long, value_name = "BYTES", value_parser = size_setting)]
+        segment_bytes: Option<Setting>,
     },
     /// List topics with their partition counts and retention.
     #[command(after_help = "Example:\n  spate topic list")]
     List,
-    /// Show a topic's partitions: owner shard, log start offset, high watermark.
+    /// Show a topic's partitions: owner shard, offsets, bytes and segments on disk, record
+    /// times, the last minute's rate.
     #[command(after_help = "Example:\n  spate topic describe clicks")]
     Describe { name: String },
     /// Delete the records before an offset (the partition's log start moves there; Kafka's
@@ -318,21 +323,24 @@ pub async fn run(client: &Client, command: &TopicCommand) -> Result<(), String> 
             name,
             retention_ms,
             retention_bytes,
+            segment_bytes,
         } => {
-            if retention_ms.is_none() && retention_bytes.is_none() {
+            if retention_ms.is_none() && retention_bytes.is_none() && segment_bytes.is_none() {
                 return Err(
-                    "nothing to change: give --retention-ms and/or --retention-bytes".into(),
+                    "nothing to change: give --retention-ms, --retention-bytes or --segment-bytes"
+                        .into(),
                 );
             }
-            let (ms, bytes) = client
-                .alter_topic(name, *retention_ms, *retention_bytes)
+            let altered = client
+                .alter_topic(name, *retention_ms, *retention_bytes, *segment_bytes)
                 .await
                 .map_err(|error| crate::describe(&error))?;
             writeln!(
                 out,
-                "topic {name}: retention_ms {}, retention_bytes {}",
-                shown(ms),
-                shown(bytes)
+                "topic {name}: retention_ms {}, retention_bytes {}, segment_bytes {}",
+                shown(altered.retention_ms),
+                shown(altered.retention_bytes),
+                shown(altered.segment_bytes)
             )
         }
         TopicCommand::List => {
