@@ -1816,6 +1816,67 @@ fn a_gateway_port_clash_names_the_address() {
     );
 }
 
+/// Issue 18, point 7: a gateway given an encrypted private key (made with openssl, as a user
+/// would) says so, names the file and how to decrypt it, and exits non-zero.
+#[test]
+fn an_encrypted_key_is_named_as_such_by_the_gateway() {
+    let dir = data_dir("encrypted-key");
+    let openssl = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-aes256",
+        "-pass",
+        "pass:secret",
+        "-out",
+        "key.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-new",
+        "-x509",
+        "-key",
+        "key.pem",
+        "-passin",
+        "pass:secret",
+        "-subj",
+        "/CN=localhost",
+        "-days",
+        "1",
+        "-out",
+        "cert.pem",
+    ]);
+    let output = Command::new(binary("spate-gateway"))
+        .args(["--listen", "127.0.0.1:0", "--node", "127.0.0.1:9"])
+        .arg("--tls-cert")
+        .arg(dir.join("cert.pem"))
+        .arg("--tls-key")
+        .arg(dir.join("key.pem"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("holds an encrypted private key") && stderr.contains("key.pem"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one error line: {stderr}");
+}
+
 /// Issue 18, point 6: unkeyed records of many short runs (one `spate produce` per line)
 /// spread over the partitions instead of all landing on partition 0.
 #[test]
