@@ -1940,6 +1940,20 @@ fn a_gateway_on_every_address_gets_a_certificate_for_the_machines_names() {
     let (mut all, gateway, cert) = up("0.0.0.0:0");
     let names = std::fs::read_to_string(dir.join("data/tls/names")).unwrap();
     assert!(names.lines().any(|name| name == host), "{names}");
+    // Every IPv4 address of the machine (the kernel's local host routes) is named.
+    let trie = std::fs::read_to_string("/proc/net/fib_trie").unwrap_or_default();
+    let lines: Vec<&str> = trie.lines().collect();
+    for pair in lines.windows(2) {
+        if pair[1].trim() == "/32 host LOCAL" {
+            let address = pair[0].trim().trim_start_matches("|-- ");
+            if !address.starts_with("127.") {
+                assert!(
+                    names.lines().any(|name| name == address),
+                    "{address}: {names}"
+                );
+            }
+        }
+    }
     // Reached by the machine's address, verified by it (the server name defaults to the
     // host of --gateway) or by the host name.
     if let Some(ip) = outbound

@@ -106,8 +106,8 @@ pub fn ensure_dev_cert(dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
 }
 
 /// The extra names of the development certificate of a gateway listening on `listen`: on
-/// every address (`0.0.0.0`, `::`), the machine's host name and the address it reaches
-/// other machines from; on one address other than loopback, that address.
+/// every address (`0.0.0.0`, `::`), the machine's host name and addresses (loopback and
+/// link-local left out); on one address other than loopback, that address.
 pub fn dev_names_for(listen: std::net::SocketAddr) -> Vec<String> {
     let ip = listen.ip();
     if ip.is_loopback() {
@@ -123,8 +123,10 @@ pub fn dev_names_for(listen: std::net::SocketAddr) -> Vec<String> {
             names.push(host.to_owned());
         }
     }
-    // The source address of a route to a documentation address (RFC 5737): connecting a
-    // UDP socket sends nothing.
+    // Every address of the machine (Linux's tables; loopback and link-local left out), then
+    // the source address of a route to a documentation address (RFC 5737: connecting a UDP
+    // socket sends nothing), in case the tables are not readable.
+    let mut addresses = local_addresses();
     let outbound = std::net::UdpSocket::bind(("0.0.0.0", 0))
         .and_then(|socket| {
             socket.connect(("192.0.2.1", 9))?;
@@ -132,11 +134,50 @@ pub fn dev_names_for(listen: std::net::SocketAddr) -> Vec<String> {
         })
         .map(|address| address.ip());
     if let Ok(outbound) = outbound {
-        if !outbound.is_unspecified() && !outbound.is_loopback() {
-            names.push(outbound.to_string());
+        addresses.push(outbound);
+    }
+    for address in addresses {
+        let name = address.to_string();
+        if !address.is_unspecified() && !address.is_loopback() && !names.contains(&name) {
+            names.push(name);
         }
     }
     names
+}
+
+/// The machine's IPv4 addresses (`/proc/net/fib_trie`'s local host routes) and global IPv6
+/// addresses (`/proc/net/if_inet6`, scope 0), in the order listed, each once.
+fn local_addresses() -> Vec<std::net::IpAddr> {
+    let mut found: Vec<std::net::IpAddr> = Vec::new();
+    if let Ok(trie) = std::fs::read_to_string("/proc/net/fib_trie") {
+        let mut previous = "";
+        for line in trie.lines() {
+            if line.trim() == "/32 host LOCAL" {
+                let address = previous.trim().trim_start_matches("|-- ");
+                if let Ok(address) = address.parse::<std::net::Ipv4Addr>() {
+                    if !found.contains(&address.into()) {
+                        found.push(address.into());
+                    }
+                }
+            }
+            previous = line;
+        }
+    }
+    if let Ok(table) = std::fs::read_to_string("/proc/net/if_inet6") {
+        for line in table.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // address, interface index, prefix length, scope (0: global), flags, name
+            if fields.len() == 6 && fields[3] == "00" {
+                if let Ok(bits) = u128::from_str_radix(fields[0], 16) {
+                    let address = std::net::IpAddr::from(std::net::Ipv6Addr::from(bits));
+                    if !found.contains(&address) {
+                        found.push(address);
+                    }
+                }
+            }
+        }
+    }
+    found
 }
 
 /// Like [`ensure_dev_cert`], for a certificate that also names `extra` (host names or IP
