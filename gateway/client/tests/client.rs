@@ -37,19 +37,23 @@ fn batch(values: &[&str]) -> Bytes {
     Bytes::from(builder.finish().unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_produce_and_fetch_through_the_gateway() {
-    let dir = data_dir("round-trip");
+/// A node of 2 shards with `flags` (data directory and listener filled in), a gateway in
+/// front of it reaching it through shard `via`, and a client of the gateway.
+async fn node_and_gateway(
+    dir: &std::path::Path,
+    flags: spate_node::Flags,
+    via: usize,
+) -> (spate_node::NodeHandle, spate_gateway::Gateway, Client) {
     let flags = spate_node::Flags {
         data_dir: Some(dir.join("node")),
         listen: Some("127.0.0.1:0".into()),
         shards: Some(2),
-        ..spate_node::Flags::default()
+        ..flags
     };
     let node = spate_node::start(spate_node::NodeConfig::resolve(flags).unwrap()).unwrap();
     let flags = spate_gateway::Flags {
         listen: Some("127.0.0.1:0".into()),
-        node: Some(node.endpoints[1].to_string()),
+        node: Some(node.endpoints[via].to_string()),
         dev_cert_dir: Some(dir.join("tls")),
         ..spate_gateway::Flags::default()
     };
@@ -59,6 +63,13 @@ async fn admin_produce_and_fetch_through_the_gateway() {
     let client = Client::connect(gateway.local_addr, &gateway.cert_path, "localhost")
         .await
         .unwrap();
+    (node, gateway, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_produce_and_fetch_through_the_gateway() {
+    let dir = data_dir("round-trip");
+    let (node, gateway, client) = node_and_gateway(&dir, spate_node::Flags::default(), 1).await;
 
     client
         .create_topic("orders", 3, Setting::Default, Setting::Default)
@@ -136,25 +147,10 @@ async fn group_consumers_split_partitions_and_hand_them_over_on_close() {
 
     let dir = data_dir("group-consumers");
     let flags = spate_node::Flags {
-        data_dir: Some(dir.join("node")),
-        listen: Some("127.0.0.1:0".into()),
-        shards: Some(2),
         group_initial_rebalance_delay_ms: Some(100),
         ..spate_node::Flags::default()
     };
-    let node = spate_node::start(spate_node::NodeConfig::resolve(flags).unwrap()).unwrap();
-    let flags = spate_gateway::Flags {
-        listen: Some("127.0.0.1:0".into()),
-        node: Some(node.endpoints[0].to_string()),
-        dev_cert_dir: Some(dir.join("tls")),
-        ..spate_gateway::Flags::default()
-    };
-    let gateway = spate_gateway::start(spate_gateway::GatewayConfig::resolve(flags).unwrap())
-        .await
-        .unwrap();
-    let client = Client::connect(gateway.local_addr, &gateway.cert_path, "localhost")
-        .await
-        .unwrap();
+    let (node, gateway, client) = node_and_gateway(&dir, flags, 0).await;
     client
         .create_topic("tasks", 4, Setting::Default, Setting::Default)
         .await

@@ -382,7 +382,7 @@ impl GroupCoordinator {
             },
             None => DescribedGroup {
                 group: group.to_owned(),
-                state: if self.offsets.fetch(group, None).is_empty() {
+                state: if !self.offsets.has_group(group) {
                     "Dead"
                 } else {
                     "Empty"
@@ -398,27 +398,33 @@ impl GroupCoordinator {
         self.groups.get(group).is_some_and(Group::has_members)
     }
 
+    /// Whether `group`'s offsets may be deleted now: not while it has members, nor while a
+    /// commit of it is on its way (tombstones are made from the offsets in effect: the
+    /// commit would outlive them); an unknown group is `GroupIdNotFound`.
+    fn check_deletable(&self, group: &str) -> Result<(), CoordinatorError> {
+        check_group_id(group)?;
+        if self.has_members(group) {
+            return Err(CoordinatorError::NonEmptyGroup(group.to_owned()));
+        }
+        if self.pending_for(group) {
+            return Err(CoordinatorError::Busy);
+        }
+        if !self.groups.contains_key(group) && !self.offsets.has_group(group) {
+            return Err(CoordinatorError::GroupIdNotFound(group.to_owned()));
+        }
+        Ok(())
+    }
+
     /// DeleteGroups of one group: the tombstones of all its offsets to append; refused while
     /// it has members.
     pub fn delete(
         &mut self,
         group: &str,
     ) -> Result<(AppendId, Vec<OffsetRecord>), CoordinatorError> {
-        check_group_id(group)?;
-        if self.has_members(group) {
-            return Err(CoordinatorError::NonEmptyGroup(group.to_owned()));
-        }
-        // The tombstones are made from the offsets in effect: a commit still on its way
-        // would outlive them.
-        if self.pending_for(group) {
-            return Err(CoordinatorError::Busy);
-        }
-        let known = self.groups.remove(group).is_some();
+        self.check_deletable(group)?;
         let records = self.offsets.delete_records(group, None);
-        if records.is_empty() && !known {
-            return Err(CoordinatorError::GroupIdNotFound(group.to_owned()));
-        }
         let id = self.start_append(records.clone())?;
+        self.groups.remove(group);
         Ok((id, records))
     }
 
@@ -429,16 +435,7 @@ impl GroupCoordinator {
         group: &str,
         partitions: &[(String, u32)],
     ) -> Result<(AppendId, Vec<OffsetRecord>), CoordinatorError> {
-        check_group_id(group)?;
-        if self.has_members(group) {
-            return Err(CoordinatorError::NonEmptyGroup(group.to_owned()));
-        }
-        if self.pending_for(group) {
-            return Err(CoordinatorError::Busy);
-        }
-        if !self.groups.contains_key(group) && self.offsets.fetch(group, None).is_empty() {
-            return Err(CoordinatorError::GroupIdNotFound(group.to_owned()));
-        }
+        self.check_deletable(group)?;
         let records = self.offsets.delete_records(group, Some(partitions));
         let id = self.start_append(records.clone())?;
         Ok((id, records))

@@ -788,8 +788,18 @@ fn rand_nonce() -> u64 {
 pub(super) fn wrap(answer: Answer, api_key: u16) -> Response {
     match answer {
         Ok(response) => {
+            // Only answers that list members or offsets can grow large; the others (a
+            // heartbeat's, a commit's: the most frequent) are not encoded twice.
+            let may_be_large = matches!(
+                response,
+                GroupResponse::Joined { .. } | GroupResponse::Offsets(_) | GroupResponse::Groups(_)
+            );
             let answer = Response::Group(response);
-            let size = answer.to_frame(0).len();
+            let size = if may_be_large {
+                answer.to_frame(0).len()
+            } else {
+                0
+            };
             if size > ANSWER_BYTES_MAX {
                 return Response::Error {
                     api_key,
