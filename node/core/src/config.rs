@@ -32,6 +32,11 @@ const _: () = assert!(RECOVERY_READ_BYTES.is_multiple_of(SECTOR_SIZE as u64));
 /// growth is geometric, so a busy partition still extends its file only a few times.
 pub const PREALLOCATE_BYTES_DEFAULT: u64 = 64 << 10;
 
+/// A fetch's disk read covers at least this much after the batch holding its offset (more
+/// when the fetch asks for more), unless configured otherwise: a small fetch reads ahead for
+/// the ones that follow (`PartitionLog::handle_read` keeps the rest).
+pub const FETCH_READ_BYTES_DEFAULT: u32 = 512 << 10;
+
 /// Long-poll fetches parked on one partition at once, unless configured otherwise.
 pub const FETCH_WAITERS_DEFAULT: u32 = 1024;
 
@@ -58,6 +63,8 @@ pub struct LogConfig {
     pub preallocate_bytes: u64,
     /// Recently written bytes of the active segment kept in memory to serve fetches.
     pub tail_cache_bytes: u64,
+    /// A fetch's disk read covers at least this much after the batch holding its offset.
+    pub fetch_read_bytes: u32,
     /// Long-poll fetches parked on the log at once (each holds a reply channel in the shell).
     pub fetch_waiters_max: u32,
     /// An idempotent producer that appended nothing for this long (ms) is forgotten: its
@@ -76,6 +83,7 @@ impl Default for LogConfig {
             flush_bytes: 1 << 20,
             preallocate_bytes: PREALLOCATE_BYTES_DEFAULT,
             tail_cache_bytes: 4 << 20,
+            fetch_read_bytes: FETCH_READ_BYTES_DEFAULT,
             fetch_waiters_max: FETCH_WAITERS_DEFAULT,
             producer_expiry_ms: PRODUCER_EXPIRY_MS_DEFAULT,
         }

@@ -24,11 +24,11 @@ pub mod wire;
 pub use config::{LogConfig, FETCH_WAITERS_DEFAULT, ROUND_BYTES_MAX, TORN_WINDOW_BYTES};
 pub use partition::{
     AppendError, AppendTicket, DeleteRecordsError, FenceReason, FetchError, FetchPlan, LogEvent,
-    PartitionLog, ReadPlan,
+    PartitionLog, ReadDone, ReadPlan, READ_AHEAD_KEEP_MS,
 };
 pub use producers::{ProducerError, ProducerStates};
 pub use recovery::{Recovered, Recovery, RecoveryError, RecoveryReport, TornTail};
-pub use shard::{PartitionKey, ShardBudget};
+pub use shard::{PartitionKey, ShardBudget, READ_AHEAD_SHARD_BYTES_MAX};
 pub use storage::{
     FileRef, IoDone, IoId, IoOutcome, IoRequest, ListedFile, Storage, StorageError, WriteData,
 };

@@ -1,4 +1,5 @@
-//! What a shard's partitions share: one byte budget for data appended but not yet durable.
+//! What a shard's partitions share: one byte budget for data appended but not yet durable,
+//! and one bound on the bytes their fetches' reads keep for the next fetch (read-ahead).
 //!
 //! Each partition's driver owns its `PartitionLog`; after every call that can change the
 //! log's unsynced bytes it reports the change ([`ShardBudget::update`]), so the shard's total
@@ -13,11 +14,17 @@ pub struct PartitionKey {
     pub partition: u32,
 }
 
-/// The unsynced bytes of a shard's partitions against the shard's budget.
+/// Bytes of read-ahead (see `PartitionLog::handle_read`) a shard keeps over all its
+/// partitions: 64 fetches of a megabyte in flight, and no more however many partitions.
+pub const READ_AHEAD_SHARD_BYTES_MAX: u64 = 64 << 20;
+
+/// The unsynced bytes of a shard's partitions against the shard's budget, and their kept
+/// read-ahead against [`READ_AHEAD_SHARD_BYTES_MAX`].
 #[derive(Debug)]
 pub struct ShardBudget {
     budget: u64,
     unsynced: u64,
+    read_ahead: u64,
 }
 
 impl ShardBudget {
@@ -27,6 +34,7 @@ impl ShardBudget {
         ShardBudget {
             budget,
             unsynced: 0,
+            read_ahead: 0,
         }
     }
 
@@ -49,5 +57,24 @@ impl ShardBudget {
     pub fn update(&mut self, before: u64, after: u64) {
         debug_assert!(before <= self.unsynced, "a partition reports what it added");
         self.unsynced = self.unsynced - before.min(self.unsynced) + after;
+    }
+
+    /// Read-ahead kept across the shard.
+    pub fn read_ahead_bytes(&self) -> u64 {
+        self.read_ahead
+    }
+
+    /// One partition's kept read-ahead went from `before` to `after` (as with `update`).
+    pub fn update_read_ahead(&mut self, before: u64, after: u64) {
+        debug_assert!(
+            before <= self.read_ahead,
+            "a partition reports what it kept"
+        );
+        self.read_ahead = self.read_ahead - before.min(self.read_ahead) + after;
+    }
+
+    /// How much read-ahead a partition that keeps `own` now may keep (its own is replaced).
+    pub fn read_ahead_room(&self, own: u64) -> u64 {
+        READ_AHEAD_SHARD_BYTES_MAX.saturating_sub(self.read_ahead.saturating_sub(own))
     }
 }

@@ -113,6 +113,8 @@ pub struct Partition {
     log: RefCell<PartitionLog>,
     /// The log's unsynced bytes as last reported to the shard's budget.
     accounted: Cell<u64>,
+    /// The log's kept read-ahead as last reported to the shard's budget.
+    read_ahead_accounted: Cell<u64>,
     budget: Rc<Budget>,
     pub storage: RefCell<DmaStorage>,
     doorbell: Rc<LocalSender<()>>,
@@ -151,6 +153,7 @@ impl Partition {
             key,
             log: RefCell::new(log),
             accounted: Cell::new(accounted),
+            read_ahead_accounted: Cell::new(0),
             budget,
             storage: RefCell::new(storage),
             doorbell,
@@ -167,16 +170,28 @@ impl Partition {
     /// Runs `f` on the log (never across an await) and reports its unsynced bytes to the
     /// shard's budget afterwards.
     pub fn with_log<R>(&self, f: impl FnOnce(&mut PartitionLog) -> R) -> R {
-        let (result, unsynced) = {
+        let (result, unsynced, read_ahead) = {
             let mut log = self.log.borrow_mut();
             let result = f(&mut log);
-            (result, log.unsynced_bytes())
+            (result, log.unsynced_bytes(), log.read_ahead_bytes())
         };
         if !self.released.get() {
             let before = self.accounted.replace(unsynced);
-            self.budget.bytes.borrow_mut().update(before, unsynced);
+            let mut budget = self.budget.bytes.borrow_mut();
+            budget.update(before, unsynced);
+            let before = self.read_ahead_accounted.replace(read_ahead);
+            budget.update_read_ahead(before, read_ahead);
         }
         result
+    }
+
+    /// How much read-ahead this partition may keep within the shard's bound.
+    pub fn read_ahead_room(&self) -> u64 {
+        if self.released.get() {
+            return 0;
+        }
+        let own = self.read_ahead_accounted.get();
+        self.budget.bytes.borrow().read_ahead_room(own)
     }
 
     /// The log, to read (never across an await).
@@ -188,7 +203,11 @@ impl Partition {
     pub fn release_budget(&self) {
         if !self.released.replace(true) {
             let before = self.accounted.replace(0);
-            self.budget.bytes.borrow_mut().update(before, 0);
+            let mut budget = self.budget.bytes.borrow_mut();
+            budget.update(before, 0);
+            let before = self.read_ahead_accounted.replace(0);
+            budget.update_read_ahead(before, 0);
+            drop(budget);
             self.budget.wake();
         }
     }

@@ -61,7 +61,8 @@ use spate_core::storage::FileRef;
 use spate_core::verify::VERIFY_READ_BYTES;
 use spate_core::{
     AppendError, DeleteRecordsError, FenceReason, FetchError, FetchPlan, FetchWaitError, IoRequest,
-    LogConfig, LogEvent, Millis, PartitionLog, SegmentVerifier, Storage, Ticket, TORN_WINDOW_BYTES,
+    LogConfig, LogEvent, Millis, PartitionLog, ReadDone, ReadPlan, SegmentVerifier, Storage,
+    Ticket, TORN_WINDOW_BYTES,
 };
 use spate_format::limits::SECTOR_SIZE;
 use spate_format::segment::{scan_segment, SegmentFileKind};
@@ -112,6 +113,10 @@ pub struct RunReport {
     pub acks: u64,
     /// Parked fetches the log woke.
     pub fetches_woken: u64,
+    /// Fetches answered from an earlier read's read-ahead.
+    pub read_ahead_hits: u64,
+    /// Fetch reads that ended inside the batch holding the offset and were continued.
+    pub reads_continued: u64,
     pub rolls: u64,
     pub durable_events: u64,
     pub high_watermark: u64,
@@ -140,6 +145,8 @@ impl RunReport {
         self.log_start_moves += other.log_start_moves;
         self.acks += other.acks;
         self.fetches_woken += other.fetches_woken;
+        self.read_ahead_hits += other.read_ahead_hits;
+        self.reads_continued += other.reads_continued;
         self.rolls += other.rolls;
         self.durable_events += other.durable_events;
         self.flips_truncated += other.flips_truncated;
@@ -396,6 +403,8 @@ fn random_config(rng: &mut Rng) -> LogConfig {
         flush_bytes: [16 << 10, 1 << 20][rng.index(2)],
         preallocate_bytes: [4096, 16 << 10, 64 << 10][rng.index(3)],
         tail_cache_bytes: [0, 16 << 10, 1 << 20][rng.index(3)],
+        // Small reads end inside batches (continued reads); large ones read ahead.
+        fetch_read_bytes: [0, 4096, 512 << 10][rng.index(3)],
         fetch_waiters_max: [1, 3, 1024][rng.index(3)],
         producer_expiry_ms: PRODUCER_EXPIRY_MS_DEFAULT,
     }
@@ -1343,18 +1352,46 @@ impl Run {
         })
     }
 
+    /// Reads what a fetch plan names and completes it as the node does, following a read
+    /// that ended inside a batch with the one the log asks for (at most one). The bound on
+    /// kept read-ahead varies: none, a little, or any. A file missing is a failed check when
+    /// `must_exist`, otherwise an empty read.
+    fn read(&mut self, mut plan: ReadPlan, must_exist: bool) -> Checked<Result<Bytes, FetchError>> {
+        let keep_max = [0, 4096, u64::MAX][self.rng.index(3)];
+        for _ in 0..2 {
+            let data = match self.storage.read_now(&plan.file, plan.position, plan.len) {
+                Some(data) => data,
+                None if must_exist => return Err(format!("fetch read of missing {}", plan.file)),
+                None => Bytes::new(),
+            };
+            match self.log.handle_read(self.now, &plan, &data, keep_max) {
+                Ok(ReadDone::Answer(bytes)) => return Ok(Ok(bytes)),
+                Ok(ReadDone::More(more)) => {
+                    self.report.reads_continued += 1;
+                    plan = more;
+                }
+                Err(error) => return Ok(Err(error)),
+            }
+        }
+        Err(format!(
+            "a fetch's read was continued twice (at {})",
+            plan.position
+        ))
+    }
+
     fn fetch(&mut self, offset: Offset, max_bytes: u32) -> Checked<Bytes> {
         self.report.fetches += 1;
+        let kept = self.log.read_ahead_bytes();
         match self.log.handle_fetch(offset, max_bytes) {
-            Ok(FetchPlan::Ready(bytes)) => Ok(bytes),
-            Ok(FetchPlan::Read(plan)) => {
-                let data = self
-                    .storage
-                    .read_now(&plan.file, plan.position, plan.len)
-                    .ok_or_else(|| format!("fetch read of missing {}", plan.file))?;
-                plan.complete(&data)
-                    .map_err(|error| format!("fetch at {offset}: {error}"))
+            Ok(FetchPlan::Ready(bytes)) => {
+                if kept > 0 && self.log.read_ahead_bytes() != kept {
+                    self.report.read_ahead_hits += 1;
+                }
+                Ok(bytes)
             }
+            Ok(FetchPlan::Read(plan)) => self
+                .read(plan, true)?
+                .map_err(|error| format!("fetch at {offset}: {error}")),
             Ok(FetchPlan::AtEnd) => Err(format!(
                 "fetch at {offset} below the high watermark said at end"
             )),
@@ -1421,7 +1458,7 @@ impl Run {
     /// Fetches at the edges of the visible range: the high watermark is the end (nothing to
     /// return yet, even if later offsets are written), and offsets above it or below the log
     /// start are out of range. Uses no randomness, so it changes no seed's course.
-    fn check_fetch_bounds(&self) -> Checked {
+    fn check_fetch_bounds(&mut self) -> Checked {
         let (start, end) = (self.log.log_start(), self.log.high_watermark());
         match self.log.handle_fetch(end, 1 << 20) {
             Ok(FetchPlan::AtEnd) => {}
@@ -1500,11 +1537,7 @@ impl Run {
         while offset < end {
             let bytes = match self.log.handle_fetch(offset, 1 << 20) {
                 Ok(FetchPlan::Read(plan)) if corruption_possible => {
-                    let data = self
-                        .storage
-                        .read_now(&plan.file, plan.position, plan.len)
-                        .unwrap_or_default();
-                    match plan.complete(&data) {
+                    match self.read(plan, false)? {
                         Ok(bytes) => bytes,
                         Err(FetchError::Corrupt { .. }) => {
                             self.report.corruptions_detected += 1;

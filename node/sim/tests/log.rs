@@ -5,8 +5,8 @@ use bytes::Bytes;
 use spate_core::recovery::{Recovered, Recovery};
 use spate_core::storage::FileRef;
 use spate_core::{
-    AppendError, DeleteRecordsError, FenceReason, FetchPlan, IoRequest, LogConfig, LogEvent,
-    Millis, PartitionLog, Storage,
+    AppendError, DeleteRecordsError, FenceReason, FetchError, FetchPlan, IoRequest, LogConfig,
+    LogEvent, Millis, PartitionLog, ReadDone, ReadPlan, Storage,
 };
 use spate_format::limits::SECTOR_SIZE;
 use spate_format::segment::SegmentFileKind;
@@ -26,6 +26,7 @@ fn config() -> LogConfig {
         flush_bytes: 1 << 20,
         preallocate_bytes: 16 << 10,
         tail_cache_bytes: 1 << 20,
+        fetch_read_bytes: spate_core::config::FETCH_READ_BYTES_DEFAULT,
         fetch_waiters_max: 2,
         producer_expiry_ms: spate_core::config::PRODUCER_EXPIRY_MS_DEFAULT,
     }
@@ -106,22 +107,36 @@ impl Harness {
             .count()
     }
 
-    fn fetch_all(&self) -> Vec<Offset> {
+    /// Completes a fetch's read as the node does: reads what the plan names and passes it to
+    /// the log, following a read that ended inside a batch; keeps at most `keep_max` bytes of
+    /// read-ahead.
+    fn read(&mut self, mut plan: ReadPlan, keep_max: u64) -> Result<Bytes, FetchError> {
+        loop {
+            let data = self
+                .storage
+                .read_now(&plan.file, plan.position, plan.len)
+                .unwrap();
+            match self.log.handle_read(self.now, &plan, &data, keep_max)? {
+                ReadDone::Answer(bytes) => return Ok(bytes),
+                ReadDone::More(more) => plan = more,
+            }
+        }
+    }
+
+    /// A fetch answered as the node answers it (read-ahead kept without a bound).
+    fn fetch(&mut self, offset: Offset, max_bytes: u32) -> Bytes {
+        match self.log.handle_fetch(offset, max_bytes).unwrap() {
+            FetchPlan::Ready(bytes) => bytes,
+            FetchPlan::Read(plan) => self.read(plan, u64::MAX).unwrap(),
+            FetchPlan::AtEnd => panic!("at end below the high watermark"),
+        }
+    }
+
+    fn fetch_all(&mut self) -> Vec<Offset> {
         let mut bases = Vec::new();
         let mut offset = self.log.log_start();
         while offset < self.log.high_watermark() {
-            let bytes = match self.log.handle_fetch(offset, 1 << 20).unwrap() {
-                FetchPlan::Ready(bytes) => bytes,
-                FetchPlan::Read(plan) => plan
-                    .complete(
-                        &self
-                            .storage
-                            .read_now(&plan.file, plan.position, plan.len)
-                            .unwrap(),
-                    )
-                    .unwrap(),
-                FetchPlan::AtEnd => panic!("at end below the high watermark"),
-            };
+            let bytes = self.fetch(offset, 1 << 20);
             let before = offset;
             for batch in batches(&bytes) {
                 let batch = batch.unwrap();
@@ -526,11 +541,7 @@ fn fetches_come_from_the_tail_cache_or_aligned_reads() {
         Ok(FetchPlan::Read(plan)) => {
             assert_eq!(plan.position % u64::from(SECTOR_SIZE), 0);
             assert_eq!(plan.len % u64::from(SECTOR_SIZE), 0);
-            let data = harness
-                .storage
-                .read_now(&plan.file, plan.position, plan.len)
-                .unwrap();
-            let bytes: Bytes = plan.complete(&data).unwrap();
+            let bytes = harness.read(plan, u64::MAX).unwrap();
             let first = batches(&bytes).next().unwrap().unwrap();
             assert_eq!(first.base_offset(), Offset(0), "the batch holding offset 1");
         }
@@ -859,11 +870,7 @@ fn fetches_never_return_data_above_the_high_watermark() {
             assert_eq!(bases, vec![Offset(0)], "only the durable batch");
         }
         FetchPlan::Read(plan) => {
-            let data = harness
-                .storage
-                .read_now(&plan.file, plan.position, plan.len)
-                .unwrap();
-            let bytes = plan.complete(&data).unwrap();
+            let bytes = harness.read(plan, u64::MAX).unwrap();
             let bases: Vec<Offset> = batches(&bytes).map(|b| b.unwrap().base_offset()).collect();
             assert_eq!(bases, vec![Offset(0)], "only the durable batch");
         }
@@ -910,15 +917,31 @@ fn a_short_read_is_reported_never_a_panic() {
             .unwrap();
         for cut in [0, 1, 100, 4096, data.len() / 2] {
             let short = data.slice(..cut.min(data.len()));
-            match plan.complete(&short) {
-                Ok(bytes) => {
+            // The file ends here: a continued read finds it as short.
+            let file_end = plan.position + short.len() as u64;
+            let mut answer = harness.log.handle_read(harness.now, &plan, &short, 0);
+            if let Ok(ReadDone::More(more)) = &answer {
+                let again = harness
+                    .storage
+                    .read_now(&more.file, more.position, more.len)
+                    .unwrap()
+                    .slice(..usize::try_from(file_end.saturating_sub(more.position)).unwrap());
+                answer = harness.log.handle_read(harness.now, more, &again, 0);
+                assert!(
+                    !matches!(answer, Ok(ReadDone::More(_))),
+                    "a continued read is not continued again"
+                );
+            }
+            match answer {
+                Ok(ReadDone::Answer(bytes)) => {
                     let first = batches(&bytes).next().unwrap().unwrap();
                     assert!(first.base_offset().0 <= offset && offset <= first.last_offset().0);
                     for batch in batches(&bytes) {
                         batch.unwrap();
                     }
                 }
-                Err(spate_core::FetchError::Corrupt { .. }) => {}
+                Ok(ReadDone::More(_)) => unreachable!("checked above"),
+                Err(FetchError::Corrupt { .. }) => {}
                 Err(other) => panic!("a short read answered {other:?}"),
             }
         }
@@ -937,31 +960,17 @@ fn a_fetch_fills_max_bytes_exactly() {
             harness.append(&batch(1000, 2, T0), Durability::Fsync);
             harness.settle();
         }
-        let fetch = |harness: &Harness, offset: u64, max_bytes: u32| -> Bytes {
-            match harness.log.handle_fetch(Offset(offset), max_bytes).unwrap() {
-                FetchPlan::Ready(bytes) => bytes,
-                FetchPlan::Read(plan) => plan
-                    .complete(
-                        &harness
-                            .storage
-                            .read_now(&plan.file, plan.position, plan.len)
-                            .unwrap(),
-                    )
-                    .unwrap(),
-                FetchPlan::AtEnd => panic!("at end below the high watermark"),
-            }
-        };
-        let one = fetch(&harness, 2, 1).len();
+        let one = harness.fetch(Offset(2), 1).len();
         for (offset, count) in [(2u64, 3usize), (0, 2), (4, 1)] {
             let max_bytes = u32::try_from(one * count).unwrap();
-            let bytes = fetch(&harness, offset, max_bytes);
+            let bytes = harness.fetch(Offset(offset), max_bytes);
             assert_eq!(
                 bytes.len(),
                 one * count,
                 "cache {tail_cache_bytes}, offset {offset}"
             );
             assert_eq!(
-                fetch(&harness, offset, max_bytes - 1).len(),
+                harness.fetch(Offset(offset), max_bytes - 1).len(),
                 one * count.saturating_sub(1).max(1),
                 "one byte less leaves the last batch out"
             );
@@ -999,11 +1008,11 @@ fn retention_runs_while_the_active_segment_is_being_written() {
 }
 
 /// A fetch from disk reads a bounded number of bytes however large the segment: from the
-/// sector holding the offset's index entry, at most one index interval, `max_bytes` (or one
-/// largest batch) and one largest batch more, sector-aligned. The answer is still complete.
+/// sector holding the offset's index entry, at most one index interval and `max_bytes` (or
+/// `fetch_read_bytes`, if more), sector-aligned. The answer is still complete.
 #[test]
 fn a_fetch_reads_a_bounded_number_of_bytes() {
-    use spate_format::limits::{BATCH_SIZE_MAX, INDEX_INTERVAL_BYTES};
+    use spate_format::limits::INDEX_INTERVAL_BYTES;
     let mut config = config();
     config.segment_bytes = 16 << 20;
     config.tail_cache_bytes = 0;
@@ -1024,19 +1033,15 @@ fn a_fetch_reads_a_bounded_number_of_bytes() {
                 panic!("expected a disk read");
             };
             let bound = u64::from(INDEX_INTERVAL_BYTES)
-                + u64::from(max_bytes.max(BATCH_SIZE_MAX))
-                + u64::from(BATCH_SIZE_MAX)
+                + u64::from(max_bytes.max(harness.log.config().fetch_read_bytes))
                 + 2 * sector;
             assert!(
                 plan.len <= bound,
                 "fetch at {offset} (max {max_bytes}) reads {} bytes, more than {bound}",
                 plan.len
             );
-            let data = harness
-                .storage
-                .read_now(&plan.file, plan.position, plan.len)
-                .unwrap();
-            let bytes = plan.complete(&data).unwrap();
+            // Nothing is kept for the next fetch: every fetch of this test reads.
+            let bytes = harness.read(plan, 0).unwrap();
             let first = batches(&bytes).next().unwrap().unwrap();
             assert!(first.base_offset().0 <= offset && offset <= first.last_offset().0);
             let batch_len = first.as_bytes().len();
@@ -1528,4 +1533,197 @@ fn rounds_take_whole_batches_up_to_the_round_limit_and_rewrite_the_unfinished_se
     }
     assert_eq!(end, 40 * one.len() as u64);
     assert_eq!(harness.fetch_all().len(), 40);
+}
+
+/// A catch-up reader touches the file about once: a read covers the batch holding the offset
+/// and `max_bytes` after it (at least `fetch_read_bytes`), and what it brought in beyond its
+/// answer answers the next fetch without a read when it holds as much as a read would.
+#[test]
+fn a_catch_up_reader_takes_what_a_read_brought_in_beyond_its_answer() {
+    use spate_format::limits::INDEX_INTERVAL_BYTES;
+    let mut config = config();
+    config.segment_bytes = 16 << 20;
+    config.tail_cache_bytes = 0;
+    let mut harness = Harness::new(config);
+    // Big batches, each followed by a small one: a fetch that fits one big batch leaves the
+    // small one to the next, which its read already brought in.
+    let big = batch(300_000, 1, T0);
+    let small = batch(1_000, 1, T0);
+    for _ in 0..10 {
+        harness.append(&big, Durability::Fsync);
+        harness.append(&small, Durability::Fsync);
+        harness.settle();
+    }
+    let max_bytes = u32::try_from(big.len() + small.len() - 1).unwrap();
+    let window = u64::from(INDEX_INTERVAL_BYTES)
+        + u64::from(max_bytes.max(harness.log.config().fetch_read_bytes))
+        + 2 * u64::from(SECTOR_SIZE);
+    let (mut reads, mut from_read_ahead) = (0, 0);
+    let mut offset = Offset(0);
+    let mut lengths = Vec::new();
+    while offset < harness.log.high_watermark() {
+        let bytes = match harness.log.handle_fetch(offset, max_bytes).unwrap() {
+            FetchPlan::Ready(bytes) => {
+                from_read_ahead += 1;
+                bytes
+            }
+            FetchPlan::Read(plan) => {
+                assert!(plan.len <= window, "a read of {} bytes", plan.len);
+                reads += 1;
+                harness.read(plan, u64::MAX).unwrap()
+            }
+            FetchPlan::AtEnd => panic!("at end below the high watermark"),
+        };
+        for batch in batches(&bytes) {
+            let batch = batch.unwrap();
+            assert_eq!(batch.base_offset(), offset, "in order, nothing skipped");
+            lengths.push(batch.as_bytes().len());
+            offset = batch.next_offset();
+        }
+    }
+    let expected: Vec<usize> = (0..10).flat_map(|_| [big.len(), small.len()]).collect();
+    assert_eq!(lengths, expected, "every batch once, one answer each");
+    assert_eq!(
+        (reads, from_read_ahead),
+        (10, 10),
+        "each small batch without a read"
+    );
+    assert_eq!(
+        harness.log.read_ahead_bytes(),
+        0,
+        "nothing left past the end"
+    );
+}
+
+/// A read that ends inside the batch holding the offset (a batch larger than the read) is
+/// followed by one read that covers the batch; the answer is that whole batch.
+#[test]
+fn a_batch_larger_than_the_read_is_completed_by_one_more_read() {
+    let mut config = config();
+    config.segment_bytes = 16 << 20;
+    config.tail_cache_bytes = 0;
+    config.fetch_read_bytes = 0;
+    let mut harness = Harness::new(config);
+    let small = batch(100, 1, T0);
+    let big = batch(100_000, 2, T0);
+    harness.append(&small, Durability::Fsync);
+    harness.append(&big, Durability::Fsync);
+    harness.settle();
+    let FetchPlan::Read(plan) = harness.log.handle_fetch(Offset(2), 1).unwrap() else {
+        panic!("expected a read");
+    };
+    assert!(
+        plan.len < big.len() as u64,
+        "the read is smaller than the batch"
+    );
+    let data = harness
+        .storage
+        .read_now(&plan.file, plan.position, plan.len)
+        .unwrap();
+    let ReadDone::More(more) = harness
+        .log
+        .handle_read(harness.now, &plan, &data, 0)
+        .unwrap()
+    else {
+        panic!("expected a continued read");
+    };
+    assert!(more.position <= small.len() as u64 && more.position % 4096 == 0);
+    let data = harness
+        .storage
+        .read_now(&more.file, more.position, more.len)
+        .unwrap();
+    let ReadDone::Answer(bytes) = harness
+        .log
+        .handle_read(harness.now, &more, &data, 0)
+        .unwrap()
+    else {
+        panic!("a continued read is answered");
+    };
+    let got = batches(&bytes)
+        .map(|b| b.unwrap().base_offset())
+        .collect::<Vec<_>>();
+    assert_eq!(got, vec![Offset(1)], "the whole batch holding offset 2");
+    assert_eq!(bytes.len(), big.len());
+}
+
+/// Read-ahead is kept only within the caller's bound and only for `READ_AHEAD_KEEP_MS`; a
+/// fetch elsewhere drops it.
+#[test]
+fn read_ahead_is_bounded_and_dropped_after_its_time_or_a_jump() {
+    use spate_core::READ_AHEAD_KEEP_MS;
+    let mut config = config();
+    config.segment_bytes = 16 << 20;
+    config.tail_cache_bytes = 0;
+    let mut harness = Harness::new(config);
+    for _ in 0..20 {
+        harness.append(&batch(10_000, 1, T0), Durability::Fsync);
+        harness.settle();
+    }
+    let read = |harness: &mut Harness, offset: u64, keep_max: u64| {
+        let FetchPlan::Read(plan) = harness.log.handle_fetch(Offset(offset), 10_100).unwrap()
+        else {
+            panic!("expected a read at {offset}");
+        };
+        harness.read(plan, keep_max).unwrap()
+    };
+    read(&mut harness, 0, 1000);
+    assert_eq!(
+        harness.log.read_ahead_bytes(),
+        0,
+        "more than the bound is not kept"
+    );
+    read(&mut harness, 0, u64::MAX);
+    let kept = harness.log.read_ahead_bytes();
+    assert!(kept > 100_000, "the rest of the read is kept: {kept}");
+    assert!(matches!(
+        harness.log.handle_fetch(Offset(1), 10_100),
+        Ok(FetchPlan::Ready(_))
+    ));
+    assert!(
+        harness.log.read_ahead_bytes() < kept,
+        "what was answered left it"
+    );
+    harness
+        .log
+        .handle_tick(Millis(harness.now.0 + READ_AHEAD_KEEP_MS - 1));
+    assert!(harness.log.read_ahead_bytes() > 0);
+    harness
+        .log
+        .handle_tick(Millis(harness.now.0 + READ_AHEAD_KEEP_MS));
+    assert_eq!(harness.log.read_ahead_bytes(), 0, "dropped after its time");
+    read(&mut harness, 0, u64::MAX);
+    // A fetch further on, within what was read, is answered from it ...
+    assert!(matches!(
+        harness.log.handle_fetch(Offset(19), 10_100),
+        Ok(FetchPlan::Ready(_))
+    ));
+    assert_eq!(
+        harness.log.read_ahead_bytes(),
+        0,
+        "nothing after the last batch"
+    );
+    read(&mut harness, 0, u64::MAX);
+    assert!(matches!(
+        harness.log.handle_fetch(Offset(5), 10_100),
+        Ok(FetchPlan::Ready(_))
+    ));
+    // ... and one behind it (a reader that went back) reads from the file.
+    read(&mut harness, 2, u64::MAX);
+}
+
+/// The read-ahead a shard's partitions keep is bounded over all of them: a partition may keep
+/// what the others leave of `READ_AHEAD_SHARD_BYTES_MAX` (its own is replaced, not added).
+#[test]
+fn a_shard_bounds_the_read_ahead_of_all_its_partitions() {
+    use spate_core::{ShardBudget, READ_AHEAD_SHARD_BYTES_MAX as MAX};
+    let mut budget = ShardBudget::new(1 << 20);
+    assert_eq!(budget.read_ahead_room(0), MAX);
+    budget.update_read_ahead(0, MAX - 10);
+    assert_eq!(budget.read_ahead_room(0), 10, "another partition");
+    assert_eq!(budget.read_ahead_room(MAX - 10), MAX, "the one keeping it");
+    budget.update_read_ahead(0, 10);
+    assert_eq!(budget.read_ahead_room(0), 0);
+    budget.update_read_ahead(MAX - 10, 0);
+    budget.update_read_ahead(10, 0);
+    assert_eq!(budget.read_ahead_bytes(), 0);
 }

@@ -1,17 +1,27 @@
-//! Fetch planning: where a fetch's answer comes from (the tail cache or a segment file read)
-//! and how a read is cut to whole batches (`ReadPlan::complete`); the timestamp searches of
-//! ListOffsets.
+//! Fetch planning: where a fetch's answer comes from (the tail cache, the bytes an earlier
+//! read brought in beyond its answer, or a segment file read) and how a read is cut to whole
+//! batches (`PartitionLog::handle_read`); the timestamp searches of ListOffsets.
+//!
+//! A read covers the batch holding the offset and `max_bytes` after it (at least
+//! `LogConfig::fetch_read_bytes`), not more: catch-up reads touch each byte of the file about once.
+//! What a read brings in beyond its answer (whole batches that did not fit `max_bytes`, or a
+//! small fetch's read-ahead) is kept for the partition's next fetch ([`ReadAhead`]), bounded
+//! by the caller (`keep_max`) and dropped after `READ_AHEAD_KEEP_MS`.
 
 use bytes::Bytes;
 use spate_format::index::lookup_offset;
-use spate_format::limits::{BATCH_SIZE_MAX, INDEX_INTERVAL_BYTES};
-use spate_format::segment::SegmentScanner;
-use spate_format::Offset;
+use spate_format::limits::{BATCH_HEADER_SIZE, BATCH_SIZE_MAX, INDEX_INTERVAL_BYTES};
+use spate_format::segment::{EndReason, ScanEnd, SegmentScanner};
+use spate_format::{BatchError, Offset};
 use thiserror::Error;
 
 use crate::storage::{align_down, align_up, FileRef};
+use crate::Millis;
 
 use super::PartitionLog;
+
+/// How long the bytes a read brought in beyond its answer are kept for the next fetch.
+pub const READ_AHEAD_KEEP_MS: i64 = 1_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum FetchError {
@@ -34,9 +44,9 @@ pub enum FetchError {
 pub enum FetchPlan {
     /// The offset is the high watermark: nothing to return yet (a long poll parks here).
     AtEnd,
-    /// Whole batches from the tail cache.
+    /// Whole batches from the tail cache or from an earlier read's read-ahead.
     Ready(Bytes),
-    /// Read these bytes and pass them to [`ReadPlan::complete`].
+    /// Read these bytes and pass them to [`PartitionLog::handle_read`].
     Read(ReadPlan),
 }
 
@@ -53,12 +63,112 @@ pub struct ReadPlan {
     pub(super) max_bytes: u32,
     /// Batches must end at or before this position (the segment's durable end).
     pub(super) limit: u64,
+    /// This read continues one that ended inside the batch holding `offset`: it covers that
+    /// whole batch, so another continuation means damage.
+    pub(super) continued: bool,
+}
+
+/// What a completed read gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadDone {
+    /// The fetch's answer: whole batches from the one holding its offset.
+    Answer(Bytes),
+    /// The batch holding the offset goes on past the bytes read: read this as well (at most
+    /// once per fetch) and pass it to [`PartitionLog::handle_read`] again.
+    More(ReadPlan),
+}
+
+/// Bytes of a segment file that a read brought in beyond its answer, kept for the next fetch:
+/// they start at a batch boundary and lie below the segment's durable end as it was then
+/// (which only grows), so they stay true while the segment exists.
+#[derive(Debug, Clone)]
+pub(super) struct ReadAhead {
+    file: FileRef,
+    /// File position of `data`'s first byte.
+    position: u64,
+    /// The offset of the batch at `position`.
+    offset: Offset,
+    data: Bytes,
+    kept_at: Millis,
+}
+
+impl ReadAhead {
+    pub(super) fn len(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    pub(super) fn is_stale(&self, now: Millis) -> bool {
+        // A wall clock stepped back drops it too: it is only a cache.
+        now.0 < self.kept_at.0 || now.0 - self.kept_at.0 >= READ_AHEAD_KEEP_MS
+    }
+}
+
+/// The whole batches an answer takes from a scan: from the one holding `offset`, within
+/// `max_bytes` (at least one).
+#[derive(Debug, Clone, Copy)]
+struct Selected {
+    start: u64,
+    end: u64,
+    /// The offset after the last batch taken.
+    next: Offset,
+    /// The scan showed that the batch after the last one taken does not fit `max_bytes` (it
+    /// was read whole, or its header says its length).
+    full: bool,
+}
+
+fn select(scanner: &mut SegmentScanner<'_>, offset: Offset, max_bytes: u32) -> Option<Selected> {
+    let mut selected: Option<Selected> = None;
+    for batch in scanner.by_ref() {
+        if batch.last_offset < offset {
+            continue;
+        }
+        match &mut selected {
+            None => {
+                selected = Some(Selected {
+                    start: batch.position,
+                    end: batch.end_position(),
+                    next: batch.next_offset(),
+                    full: false,
+                });
+            }
+            Some(taken) => {
+                if batch.end_position() - taken.start > u64::from(max_bytes) {
+                    taken.full = true;
+                    break;
+                }
+                taken.end = batch.end_position();
+                taken.next = batch.next_offset();
+            }
+        }
+    }
+    let mut selected = selected?;
+    if let Some(ScanEnd {
+        reason: EndReason::InvalidBatch(BatchError::Truncated { needed, .. }),
+        ..
+    }) = scanner.end()
+    {
+        // The bytes ran out inside the next batch; its length (or the header's, a lower
+        // bound) says whether it would have fit.
+        selected.full |= selected.end - selected.start + needed > u64::from(max_bytes);
+    }
+    Some(selected)
+}
+
+/// A read cut into its answer and what is left over for the next fetch.
+enum Cut {
+    Answer {
+        answer: Bytes,
+        /// (position, offset, bytes) after the answer, within the durable end.
+        rest: Option<(u64, Offset, Bytes)>,
+    },
+    More(ReadPlan),
 }
 
 impl ReadPlan {
     /// Cuts the answer out of the bytes read at `self.position`: whole batches from the one
-    /// holding the offset, within `max_bytes` (at least one) and the durable end.
-    pub fn complete(&self, data: &Bytes) -> Result<Bytes, FetchError> {
+    /// holding the offset, within `max_bytes` (at least one) and the durable end; or, when
+    /// the read ended inside the batch holding the offset, the read that completes it.
+    fn cut(&self, data: &Bytes) -> Result<Cut, FetchError> {
         let corrupt = |position, detail: String| FetchError::Corrupt {
             segment: self.file.file_name(),
             position,
@@ -75,22 +185,30 @@ impl ReadPlan {
             self.scan_from,
             Some(self.scan_offset),
         );
-        let mut first: Option<u64> = None;
-        let mut end = 0;
-        for batch in scanner.by_ref() {
-            if batch.last_offset < self.offset {
-                continue;
-            }
-            let start = *first.get_or_insert(batch.position);
-            if batch.end_position() - start > u64::from(self.max_bytes) && end > start {
-                break;
-            }
-            end = batch.end_position();
-        }
         // A damaged batch after some good ones ends the answer early; the next fetch starts
         // at it and reports it.
-        let Some(start) = first else {
-            let detail = match scanner.end() {
+        let Some(selected) = select(&mut scanner, self.offset, self.max_bytes) else {
+            let end = scanner.end();
+            if let Some(end) = end.filter(|end| {
+                matches!(
+                    end.reason,
+                    EndReason::InvalidBatch(BatchError::Truncated { .. })
+                ) && !self.continued
+                    && available < limit
+            }) {
+                // The read stopped inside a batch, below the durable end: read that batch.
+                let position = align_down(end.position);
+                let want = end.position + u64::from(BATCH_SIZE_MAX);
+                return Ok(Cut::More(ReadPlan {
+                    position,
+                    len: align_up(want.min(self.limit)) - position,
+                    scan_from: end.position,
+                    scan_offset: scanner.next_offset().unwrap_or(self.scan_offset),
+                    continued: true,
+                    ..self.clone()
+                }));
+            }
+            let detail = match end {
                 Some(end) => format!("{:?}", end.reason),
                 None => "no batch".into(),
             };
@@ -99,15 +217,27 @@ impl ReadPlan {
                 format!("offset {} not found: {detail}", self.offset),
             ));
         };
-        let from = usize::try_from(start - self.position).unwrap_or(usize::MAX);
-        let to = usize::try_from(end - self.position).unwrap_or(usize::MAX);
-        Ok(data.slice(from..to))
+        let at = |position: u64| usize::try_from(position - self.position).unwrap_or(usize::MAX);
+        let answer = data.slice(at(selected.start)..at(selected.end));
+        let rest = (available - at(selected.end) >= BATCH_HEADER_SIZE as usize).then(|| {
+            (
+                selected.end,
+                selected.next,
+                data.slice(at(selected.end)..available),
+            )
+        });
+        Ok(Cut::Answer { answer, rest })
     }
 }
 
 impl PartitionLog {
     /// Decides how to answer a fetch from `offset` of at most `max_bytes` (at least one batch).
-    pub fn handle_fetch(&self, offset: Offset, max_bytes: u32) -> Result<FetchPlan, FetchError> {
+    /// Takes the answer from the read-ahead when it holds the batch at `offset`.
+    pub fn handle_fetch(
+        &mut self,
+        offset: Offset,
+        max_bytes: u32,
+    ) -> Result<FetchPlan, FetchError> {
         if offset < self.log_start || offset > self.durable {
             return Err(FetchError::OutOfRange {
                 offset,
@@ -127,6 +257,7 @@ impl PartitionLog {
         if let Some(bytes) = self.tail.read(offset, limit, max_bytes) {
             return Ok(FetchPlan::Ready(bytes));
         }
+        let file = FileRef::log(segment.base);
         let relative = segment.relative(offset);
         let (scan_from, scan_offset) = match lookup_offset(&segment.offset_index, relative) {
             Some(entry) => (
@@ -135,14 +266,18 @@ impl PartitionLog {
             ),
             None => (0, segment.base),
         };
+        if let Some(bytes) = self.take_read_ahead(&file, offset, max_bytes, limit) {
+            return Ok(FetchPlan::Ready(bytes));
+        }
+        // The batch holding `offset` starts less than an index interval after the entry
+        // (the index has an entry once an interval passed), so this covers the answer.
         let position = align_down(scan_from);
         let want = scan_from
             + u64::from(INDEX_INTERVAL_BYTES)
-            + u64::from(max_bytes.max(BATCH_SIZE_MAX))
-            + u64::from(BATCH_SIZE_MAX);
+            + u64::from(max_bytes.max(self.config.fetch_read_bytes));
         let end = align_up(want.min(limit));
         Ok(FetchPlan::Read(ReadPlan {
-            file: FileRef::log(segment.base),
+            file,
             position,
             len: end - position,
             scan_from,
@@ -150,7 +285,73 @@ impl PartitionLog {
             offset,
             max_bytes,
             limit,
+            continued: false,
         }))
+    }
+
+    /// The answer to a fetch from the bytes an earlier read brought in beyond its answer, if
+    /// they hold as much as a read would answer: whole batches from the one at `offset` up to
+    /// one that does not fit `max_bytes`, or up to the segment's durable end `limit`. What
+    /// stays is kept for the next fetch. Read-ahead that cannot answer is dropped (the reader
+    /// moved elsewhere, or it holds too little).
+    fn take_read_ahead(
+        &mut self,
+        file: &FileRef,
+        offset: Offset,
+        max_bytes: u32,
+        limit: u64,
+    ) -> Option<Bytes> {
+        let ahead = self.read_ahead.take()?;
+        if ahead.file != *file || offset < ahead.offset {
+            return None;
+        }
+        let mut scanner = SegmentScanner::new(&ahead.data, ahead.position, Some(ahead.offset));
+        let selected = select(&mut scanner, offset, max_bytes)
+            .filter(|selected| selected.full || selected.end == limit)?;
+        let at = |position: u64| usize::try_from(position - ahead.position).unwrap_or(usize::MAX);
+        let answer = ahead.data.slice(at(selected.start)..at(selected.end));
+        let rest = ahead.data.slice(at(selected.end)..);
+        if rest.len() >= BATCH_HEADER_SIZE as usize {
+            self.read_ahead = Some(ReadAhead {
+                position: selected.end,
+                offset: selected.next,
+                data: rest,
+                ..ahead
+            });
+        }
+        Some(answer)
+    }
+
+    /// Completes a fetch's read (`data`, read as `plan` said): its answer, or the read that
+    /// must follow. Bytes read beyond the answer are kept for the next fetch when there are
+    /// at most `keep_max` of them (the shell's bound over all its partitions).
+    pub fn handle_read(
+        &mut self,
+        now: Millis,
+        plan: &ReadPlan,
+        data: &Bytes,
+        keep_max: u64,
+    ) -> Result<ReadDone, FetchError> {
+        match plan.cut(data)? {
+            Cut::More(next) => Ok(ReadDone::More(next)),
+            Cut::Answer { answer, rest } => {
+                self.read_ahead = rest
+                    .filter(|(_, _, bytes)| bytes.len() as u64 <= keep_max)
+                    .map(|(position, offset, data)| ReadAhead {
+                        file: plan.file,
+                        position,
+                        offset,
+                        data,
+                        kept_at: now,
+                    });
+                Ok(ReadDone::Answer(answer))
+            }
+        }
+    }
+
+    /// Bytes kept from reads for the next fetch (the shell bounds their sum over a shard).
+    pub fn read_ahead_bytes(&self) -> u64 {
+        self.read_ahead.as_ref().map_or(0, ReadAhead::len)
     }
 
     /// The newest timestamp among the durable records and where to start scanning for the

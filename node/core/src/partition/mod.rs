@@ -37,7 +37,8 @@ mod retention;
 mod round;
 mod segment;
 
-pub use fetch::{FetchError, FetchPlan, ReadPlan};
+use fetch::ReadAhead;
+pub use fetch::{FetchError, FetchPlan, ReadDone, ReadPlan, READ_AHEAD_KEEP_MS};
 use round::Round;
 pub use segment::SHARED_BATCH_BYTES_MIN;
 pub(crate) use segment::{add_index_entries, RecoveredSegment, Segment};
@@ -192,6 +193,8 @@ pub struct PartitionLog {
     next_io_id: u64,
     events: VecDeque<LogEvent>,
     tail: TailCache,
+    /// What the last fetch's read brought in beyond its answer, for the next fetch.
+    read_ahead: Option<ReadAhead>,
     /// Appends since the last `schedule`, at this time: the next `poll_io` schedules.
     deferred_schedule: Option<Millis>,
     /// Acknowledgements and parked fetches waiting on the watermarks.
@@ -264,6 +267,7 @@ impl PartitionLog {
             next_io_id: 0,
             events: VecDeque::new(),
             tail,
+            read_ahead: None,
             deferred_schedule: None,
             waiters: Waiters::default(),
             producers,
@@ -682,8 +686,15 @@ impl PartitionLog {
     }
 
     /// Lets time-based work happen: flushing `none`/`write` data after the flush interval,
-    /// waking parked fetches whose wait is over.
+    /// waking parked fetches whose wait is over, dropping read-ahead kept too long.
     pub fn handle_tick(&mut self, now: Millis) {
+        if self
+            .read_ahead
+            .as_ref()
+            .is_some_and(|ahead| ahead.is_stale(now))
+        {
+            self.read_ahead = None;
+        }
         self.waiters.tick(now, &mut self.events);
         self.schedule(now);
     }

@@ -397,13 +397,13 @@ impl Shard {
         let mut records = 0u64;
         loop {
             let (plan, high_watermark) = {
-                let log = partition.log();
-                let high_watermark = log.high_watermark();
+                let high_watermark = partition.log().high_watermark();
                 if offset >= high_watermark {
                     break;
                 }
                 (
-                    log.handle_fetch(offset, REPLAY_STEP_BYTES)
+                    partition
+                        .with_log(|log| log.handle_fetch(offset, REPLAY_STEP_BYTES))
                         .map_err(|refused| refused.to_string())?,
                     high_watermark,
                 )

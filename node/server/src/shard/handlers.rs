@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_lite::future;
 use glommio::channels::local_channel;
-use spate_core::{AppendError, DeleteRecordsError, FetchError, FetchPlan, FetchWaitError};
+use spate_core::{
+    AppendError, DeleteRecordsError, FetchError, FetchPlan, FetchWaitError, ReadDone,
+};
 use spate_format::{batches, Offset};
 use spate_proto::{
     DeleteRecordsRequest, DeleteRecordsResponse, ErrorCode, ErrorDetail, ErrorResponse,
@@ -226,11 +228,10 @@ impl Shard {
             if partition.is_stopped() {
                 return Err(error(ErrorCode::ShuttingDown, "the partition closed"));
             }
-            let plan = {
-                let log = partition.log();
+            let plan = partition.with_log(|log| {
                 log.handle_fetch(offset, request.max_bytes)
                     .map(|plan| (plan, log.high_watermark(), log.log_start()))
-            };
+            });
             let (plan, high_watermark, log_start) = plan.map_err(|refused| {
                 let answer = error(ErrorCode::from(&refused), refused.to_string());
                 match refused {
@@ -294,25 +295,30 @@ impl Shard {
     }
 
     /// The records a fetch plan names: at hand, or read from the segment file (damage found
-    /// there fences the partition before the error is answered).
+    /// there fences the partition before the error is answered). A read that ends inside the
+    /// batch holding the offset is followed by one that covers it (the log says so once).
     pub(super) async fn fetch_records(
         &self,
         partition: &Rc<Partition>,
         plan: FetchPlan,
     ) -> Result<Bytes, ErrorResponse> {
-        let read = match plan {
+        let mut read = match plan {
             FetchPlan::AtEnd => return Ok(Bytes::new()),
             FetchPlan::Ready(bytes) => return Ok(bytes),
             FetchPlan::Read(read) => read,
         };
         let reader = partition.storage.borrow().reader();
-        let data = reader
-            .read(read.file, read.position, read.len)
-            .await
-            .map_err(|storage| error(ErrorCode::Storage, storage.to_string()))?;
-        let refused = match read.complete(&data) {
-            Ok(bytes) => return Ok(bytes),
-            Err(refused) => refused,
+        let refused = loop {
+            let data = reader
+                .read(read.file, read.position, read.len)
+                .await
+                .map_err(|storage| error(ErrorCode::Storage, storage.to_string()))?;
+            let keep_max = partition.read_ahead_room();
+            match partition.with_log(|log| log.handle_read(now(), &read, &data, keep_max)) {
+                Ok(ReadDone::Answer(bytes)) => return Ok(bytes),
+                Ok(ReadDone::More(more)) => read = more,
+                Err(refused) => break refused,
+            }
         };
         if let FetchError::Corrupt {
             segment,

@@ -116,7 +116,8 @@ fn main() {
         "{ran} seeds passed in {:.1} s (seeds {first}..{}): {} appends, {} crashes, {} torn tails, \
          {} fences, {} corruptions detected ({} flips in sealed segments found by verification), \
          {} rolls, {} segments deleted, {} log-start moves, {} acknowledgements, {} parked fetches \
-         woken, {} resends recognised as duplicates, {} sequence refusals",
+         woken, {} fetches answered from read-ahead, {} reads continued, {} resends recognised as \
+         duplicates, {} sequence refusals",
         started.elapsed().as_secs_f64(),
         first + ran,
         total.appends,
@@ -130,6 +131,8 @@ fn main() {
         total.log_start_moves,
         total.acks,
         total.fetches_woken,
+        total.read_ahead_hits,
+        total.reads_continued,
         total.duplicates,
         total.sequence_refusals,
     );
