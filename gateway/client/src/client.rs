@@ -836,14 +836,21 @@ impl Client {
     /// Fetches whole batches from `offset`, waiting up to `max_wait_ms` for `min_bytes`. Every
     /// batch's CRCs are checked here, end to end.
     pub async fn fetch(&self, request: FetchRequest) -> Result<FetchResponse, ClientError> {
+        let fetched = self.fetch_unchecked(request).await?;
+        for batch in spate_format::batches(&fetched.records) {
+            batch.map_err(|error| ClientError::InvalidAnswer(InvalidAnswer::Batch(error)))?;
+        }
+        Ok(fetched)
+    }
+
+    /// [`Client::fetch`] for a caller that checks every batch's CRCs itself before using it
+    /// (the consumer does, as it decodes), so the bytes are not checked twice.
+    pub(crate) async fn fetch_unchecked(
+        &self,
+        request: FetchRequest,
+    ) -> Result<FetchResponse, ClientError> {
         match self.request(&Request::Fetch(request)).await? {
-            Response::Fetch(fetched) => {
-                for batch in spate_format::batches(&fetched.records) {
-                    batch
-                        .map_err(|error| ClientError::InvalidAnswer(InvalidAnswer::Batch(error)))?;
-                }
-                Ok(fetched)
-            }
+            Response::Fetch(fetched) => Ok(fetched),
             other => Err(unexpected(&other)),
         }
     }

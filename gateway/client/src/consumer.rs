@@ -374,7 +374,12 @@ impl PartitionReader {
                 max_wait_ms,
                 min_bytes: 1,
             };
-            let fetched = match self.retrying(|| self.client.fetch(request.clone())).await {
+            // `spate_format::batches` below checks each batch's CRCs before its records are
+            // used; a damaged batch ends the partition as `Client::fetch` would.
+            let fetched = match self
+                .retrying(|| self.client.fetch_unchecked(request.clone()))
+                .await
+            {
                 Ok(fetched) => fetched,
                 // Retention removed the records while this consumer lagged.
                 Err(error) if error.code() == Some(ErrorCode::OffsetOutOfRange) => {
