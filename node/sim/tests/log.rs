@@ -1727,3 +1727,37 @@ fn a_shard_bounds_the_read_ahead_of_all_its_partitions() {
     budget.update_read_ahead(10, 0);
     assert_eq!(budget.read_ahead_bytes(), 0);
 }
+
+/// Read-ahead holds only what was durable when it was read: a fetch answered from it never
+/// returns a batch above the high watermark, though the read brought in written bytes after.
+#[test]
+fn read_ahead_never_answers_above_the_high_watermark() {
+    let mut config = config();
+    config.tail_cache_bytes = 0;
+    let mut harness = Harness::new(config);
+    let small = batch(500, 1, T0);
+    harness.append(&small, Durability::Fsync);
+    let durable = harness.append(&small, Durability::Fsync);
+    harness.settle();
+    harness.append(&small, Durability::Write);
+    harness.append(&batch(5000, 1, T0), Durability::Write);
+    harness.settle();
+    assert_eq!(harness.log.high_watermark(), durable);
+    assert!(
+        harness.log.written_end() > durable,
+        "batches written, not durable"
+    );
+    // The first fetch takes one batch; its read brought in the rest of the file.
+    let FetchPlan::Read(plan) = harness
+        .log
+        .handle_fetch(Offset(0), u32::try_from(small.len()).unwrap())
+        .unwrap()
+    else {
+        panic!("expected a read");
+    };
+    harness.read(plan, u64::MAX).unwrap();
+    // Room for two small batches, not for the large one after them.
+    let bytes = harness.fetch(Offset(1), u32::try_from(2 * small.len() + 100).unwrap());
+    let bases: Vec<Offset> = batches(&bytes).map(|b| b.unwrap().base_offset()).collect();
+    assert_eq!(bases, vec![Offset(1)], "only the durable batch");
+}
