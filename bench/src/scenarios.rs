@@ -2,9 +2,10 @@
 //! `produce` (closed loop, or open loop at `--rate`), `consume` (catch-up reads of a
 //! backlog) and `e2e` (publish-to-consume latency while producing).
 //!
-//! Latency is measured per record. Closed loop: from the `send` call to the moment the
-//! acknowledgement is observed (acknowledgements are collected in send order per producer,
-//! so a record acknowledged before an earlier one is observed with it). Open loop: from the
+//! Latency is measured per record. Closed loop: from the `send` call to the moment its
+//! acknowledgement arrives (each is observed as it completes, whatever the order of the
+//! others; before 2026-12-06 they were awaited in send order, so a record of a partition
+//! whose round ended early was observed only with the slower ones before it). Open loop: from the
 //! record's *intended* send time when the generator is behind schedule, so a stall that
 //! delays sending is counted in full (coordinated omission); when it is on time, from the
 //! moment its timer fires (tokio's timers fire up to 1 ms late: the generator's lateness, not
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use clap::{Args, ValueEnum};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use hdrhistogram::Histogram;
 use spate_client::{
     Consumer, ConsumerConfig, Delivery, Durability, Producer, ProducerConfig, ProducerRecord,
@@ -170,16 +172,33 @@ async fn produce_one(
         let mut latency = histogram();
         let mut errors = 0;
         let mut first_ack = None;
-        while let Some((start, delivery)) = acknowledged.recv().await {
-            match delivery.await {
-                Ok(_) => {
-                    first_ack.get_or_insert_with(|| epoch.elapsed());
-                    if start >= measured_from {
-                        let _ = latency.record(micros(start.elapsed()));
+        // Each acknowledgement is observed when it completes, at most
+        // `DELIVERIES_PENDING_MAX` at once (the channel holds the rest).
+        let mut waiting = FuturesUnordered::new();
+        let mut sending = true;
+        loop {
+            tokio::select! {
+                next = acknowledged.recv(), if sending && waiting.len() < DELIVERIES_PENDING_MAX => {
+                    match next {
+                        Some((start, delivery)) => waiting.push(async move {
+                            let outcome: Result<_, _> = delivery.await;
+                            (start, outcome.is_ok())
+                        }),
+                        None => sending = false,
                     }
-                    meter.add(1, size);
                 }
-                Err(_) => errors += 1,
+                Some((start, acknowledged)) = waiting.next(), if !waiting.is_empty() => {
+                    if acknowledged {
+                        first_ack.get_or_insert_with(|| epoch.elapsed());
+                        if start >= measured_from {
+                            let _ = latency.record(micros(start.elapsed()));
+                        }
+                        meter.add(1, size);
+                    } else {
+                        errors += 1;
+                    }
+                }
+                else => break,
             }
         }
         (latency, errors, first_ack)
