@@ -24,11 +24,16 @@
 //!   is lost may or may not be stored; its records fail with the error.
 //! - Records accepted but not yet answered are bounded by `buffer_bytes`: `send` waits for
 //!   room (back-pressure) instead of growing.
+//! - A batch whose linger ended is held open while its partition already has
+//!   `IN_FLIGHT_MAX` batches sealed and unanswered (Kafka's accumulator does the same): it
+//!   could not be sent sooner, and records arriving meanwhile join it instead of queueing as
+//!   batches of their own. It is sealed as soon as one of them is answered (or when it is
+//!   full, or at a flush).
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -37,7 +42,7 @@ use bytes::Bytes;
 use spate_format::limits::{BATCH_HEADER_SIZE, BATCH_SIZE_MAX};
 use spate_format::{BatchBuilder, BuildError, Compression, Header, ProducerFields, Record};
 use spate_proto::{Durability, PartitionId, Response};
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::client::{unexpected, Client, ClientError, Submitted};
@@ -264,9 +269,11 @@ impl Producer {
         } else {
             spate_format::batch::NO_PRODUCER_ID
         };
+        let answered = Arc::new(Notify::new());
         let senders = (0..partitions)
             .map(|partition| {
                 let (queue, sealed) = mpsc::channel(SEALED_QUEUE_MAX);
+                let unanswered = Arc::new(AtomicUsize::new(0));
                 let reset = Arc::new(AtomicBool::new(false));
                 let sender = PartitionSender {
                     client: client.clone(),
@@ -280,6 +287,7 @@ impl Producer {
                 Lane {
                     queue,
                     reset,
+                    unanswered,
                     producer_id,
                     epoch: 0,
                     next_sequence: 0,
@@ -294,6 +302,8 @@ impl Producer {
             config,
             open: (0..partitions).map(|_| None).collect(),
             lanes: senders,
+            held: Vec::new(),
+            answered,
             last_batch_bytes: vec![BATCH_RESERVE_FIRST; partitions as usize],
             deadlines: VecDeque::new(),
             // A random first partition: producers that send a few records each (one CLI run
@@ -395,6 +405,8 @@ struct Open {
     replies: Vec<(oneshot::Sender<Result<RecordMetadata, ClientError>>, i64)>,
     permits: Option<OwnedSemaphorePermit>,
     generation: u64,
+    /// Its linger ended while the partition was busy: it is in `Batcher::held`.
+    held: bool,
 }
 
 /// The producer task: owns the open batches and sends them in order.
@@ -416,6 +428,11 @@ struct Batcher {
     /// Per partition, where its sealed batches go and the producer id and sequence of its next
     /// batch.
     lanes: Vec<Lane>,
+    /// Partitions whose linger ended while they had `IN_FLIGHT_MAX` batches unanswered:
+    /// their open batch is sealed once one is answered.
+    held: Vec<u32>,
+    /// Signalled whenever a sealed batch of any partition is answered (or dropped).
+    answered: Arc<Notify>,
 }
 
 /// The batcher's side of a partition's sender.
@@ -424,6 +441,9 @@ struct Lane {
     /// Set by the sender when a batch failed for good: the next batch starts a new producer
     /// id at sequence 0.
     reset: Arc<AtomicBool>,
+    /// Batches sealed and not yet answered (queued, waiting or in flight): each `Sealed`
+    /// holds one (`Unanswered`).
+    unanswered: Arc<AtomicUsize>,
     producer_id: i64,
     epoch: i16,
     next_sequence: i32,
@@ -441,6 +461,32 @@ struct Sealed {
     sealed_at: Instant,
     /// An attempt's answer was lost: if the batch fails, it may be stored.
     maybe_stored: bool,
+    /// Counts the batch as unanswered in its lane until it is dropped (answered or failed).
+    _unanswered: Unanswered,
+}
+
+/// One sealed batch in its lane's count of unanswered batches; dropping it takes the batch
+/// out and tells the batcher (which may hold a batch for that).
+struct Unanswered {
+    count: Arc<AtomicUsize>,
+    answered: Arc<Notify>,
+}
+
+impl Unanswered {
+    fn new(count: &Arc<AtomicUsize>, answered: &Arc<Notify>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Unanswered {
+            count: count.clone(),
+            answered: answered.clone(),
+        }
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+        self.answered.notify_one();
+    }
 }
 
 /// A producer id of its own from the node (`AllocateProducerIds`, one id).
@@ -465,11 +511,16 @@ impl Batcher {
         let mut generation = 0u64;
         loop {
             let deadline = self.deadlines.front().map(|(deadline, _, _)| *deadline);
+            let answered = self.answered.clone();
             let command = tokio::select! {
                 biased;
                 command = queue.recv() => command,
                 () = sleep_until(deadline) => {
                     self.send_expired().await;
+                    continue;
+                }
+                () = answered.notified(), if !self.held.is_empty() => {
+                    self.send_held().await;
                     continue;
                 }
             };
@@ -500,6 +551,48 @@ impl Batcher {
                 .as_ref()
                 .map(|open| open.generation);
             if current == Some(generation) {
+                if self.is_busy(partition) {
+                    self.hold(partition);
+                } else {
+                    self.send_batch(partition).await;
+                }
+            }
+        }
+    }
+
+    /// Whether a partition has `IN_FLIGHT_MAX` batches sealed and unanswered: a batch sealed
+    /// now would wait behind them.
+    fn is_busy(&self, partition: u32) -> bool {
+        self.lanes[partition as usize]
+            .unanswered
+            .load(Ordering::Acquire)
+            >= IN_FLIGHT_MAX
+    }
+
+    /// Keeps a partition's open batch open until the partition has room (once in `held`).
+    fn hold(&mut self, partition: u32) {
+        if let Some(open) = self.open[partition as usize].as_mut() {
+            if !open.held {
+                open.held = true;
+                self.held.push(partition);
+            }
+        }
+    }
+
+    /// Seals the held batches whose partitions have room again. A held batch sealed since
+    /// (it filled up) is gone from `open`, and so is its entry here.
+    async fn send_held(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        for partition in held {
+            let still_held = self.open[partition as usize]
+                .as_ref()
+                .is_some_and(|open| open.held);
+            if !still_held {
+                continue;
+            }
+            if self.is_busy(partition) {
+                self.held.push(partition);
+            } else {
                 self.send_batch(partition).await;
             }
         }
@@ -512,6 +605,7 @@ impl Batcher {
                 .await;
         }
         self.deadlines.clear();
+        self.held.clear();
     }
 
     async fn append(&mut self, pending: Pending, generation: u64) {
@@ -555,6 +649,7 @@ impl Batcher {
                 replies: Vec::new(),
                 permits: None,
                 generation,
+                held: false,
             });
             if open.replies.is_empty() {
                 open.generation = generation;
@@ -676,6 +771,7 @@ impl Batcher {
             epoch: self.epoch.0.clone(),
             sealed_at: Instant::now(),
             maybe_stored: false,
+            _unanswered: Unanswered::new(&lane.unanswered, &self.answered),
         };
         if let Err(refused) = lane.queue.send(sealed).await {
             fail(refused.0.replies, &ClientError::Closed);

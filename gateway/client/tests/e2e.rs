@@ -3258,3 +3258,76 @@ ruleset(name="ship") {{
     assert!(rsyslog.terminate().success(), "{}", log());
     assert!(up.terminate().success());
 }
+
+/// Batches stored in a partition, as the node keeps them: the record count of each.
+async fn stored_batches(client: &Client, topic: &str, partition: u32) -> Vec<u32> {
+    let mut counts = Vec::new();
+    let mut offset = 0;
+    loop {
+        let fetched = client
+            .fetch(spate_proto::FetchRequest {
+                topic: topic.into(),
+                partition: spate_proto::PartitionId(partition),
+                offset,
+                max_bytes: 1 << 20,
+                max_wait_ms: 0,
+                min_bytes: 1,
+            })
+            .await
+            .unwrap();
+        if fetched.records.is_empty() {
+            return counts;
+        }
+        for batch in spate_format::batches(&fetched.records) {
+            let batch = batch.unwrap();
+            counts.push(batch.record_count());
+            offset = batch.next_offset().0;
+        }
+    }
+}
+
+/// Issue 12: with no linger, records sent while a partition already has `IN_FLIGHT_MAX`
+/// batches unanswered join one batch (held open until one is answered) instead of each
+/// queueing as a batch of its own; order and exactly-once storage are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_sent_while_a_partition_is_busy_join_one_batch() {
+    use spate_client::IN_FLIGHT_MAX;
+    let dir = data_dir("held-batches");
+    let (_node, gateway, client) = cluster(&dir, 1, 0, "held", 1).await;
+    let config = ProducerConfig {
+        linger: Duration::ZERO,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(&client, "held", config).await.unwrap();
+    let send = |value: String| {
+        let producer = &producer;
+        async move {
+            producer
+                .send(ProducerRecord::new(value).partition(0))
+                .await
+                .unwrap()
+        }
+    };
+    // The first batch is answered (the partition knows the producer: 5 may fly at once).
+    send("record-0".into()).await.await.unwrap();
+    let gateway_pid = gateway.process.child.id();
+    send_signal(gateway_pid, "-STOP");
+    let mut deliveries = Vec::new();
+    for number in 1..=30 {
+        deliveries.push(send(format!("record-{number}")).await);
+        // Each record alone: with no linger it is sealed unless the partition is busy.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    send_signal(gateway_pid, "-CONT");
+    for (number, delivery) in deliveries.into_iter().enumerate() {
+        let stored = delivery.await.unwrap();
+        assert_eq!(stored.offset, number as u64 + 1, "in order, once");
+    }
+    let batches = stored_batches(&client, "held", 0).await;
+    let mut expected = vec![1; 1 + IN_FLIGHT_MAX];
+    expected.push(30 - IN_FLIGHT_MAX as u32);
+    assert_eq!(
+        batches, expected,
+        "the first, five in flight, then the rest in one batch"
+    );
+}
