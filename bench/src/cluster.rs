@@ -142,6 +142,27 @@ impl Target {
         Ok(())
     }
 
+    /// Deletes every topic named `bench-…` (the QUIC and the Kafka runs' topics) from the
+    /// Spate this benchmark started, and lets the filesystem free their space.
+    pub async fn delete_bench_topics(&self) {
+        let Ok(client) = self.client().await else {
+            return;
+        };
+        let Ok(topics) = client.list_topics().await else {
+            return;
+        };
+        let mut deleted = false;
+        for topic in topics
+            .iter()
+            .filter(|topic| topic.name.starts_with("bench-"))
+        {
+            deleted |= client.delete_topic(&topic.name).await.is_ok();
+        }
+        if deleted {
+            settle_filesystem();
+        }
+    }
+
     /// Deletes the topics this benchmark made; returns what could not be deleted.
     pub async fn clean_up(&self) -> Vec<String> {
         let made: Vec<String> = self

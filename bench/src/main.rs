@@ -712,6 +712,12 @@ fn execute(cli: &Cli) -> Result<Report, String> {
         let target = under.as_ref().map(Under::target);
         let no_target = || "no Spate to benchmark".to_owned();
         let broker = || cli.broker(under.as_ref());
+        if let (Some(Under::Local(local)), Step::Disk(..) | Step::Storage(..)) = (&under, &step) {
+            // The disk and storage runs write gigabytes into the data directory that the
+            // Spate under test shares: the topics of the runs before them go first (a suite's
+            // closing disk run would otherwise find the disk full of them).
+            runtime.block_on(local.target.delete_bench_topics());
+        }
         let runs = match step {
             // tokio-uring and glommio run their own runtimes on this thread / their own.
             Step::Disk(name, args) => vec![disk::run(&cli.data_dir, name, &args)?],
