@@ -158,7 +158,7 @@ async fn produce_one(
     args: ProduceArgs,
     share: (Option<u64>, Option<f64>),
     meter: Meter,
-    epoch: Instant,
+    (epoch, stamped): (Instant, Stamped),
 ) -> Result<Produced, String> {
     let client = target.client().await?;
     let producer = Producer::new(&client, &topic, args.config())
@@ -242,9 +242,17 @@ async fn produce_one(
             }
             None => Instant::now(),
         };
-        let stamp = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let value = match stamped {
+            // Copied to carry its send time (e2e).
+            Stamped::Yes => {
+                let stamp = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                value(&template, Some(stamp))
+            }
+            // Shared: the benchmark's own work per record stays small.
+            Stamped::No => template.clone(),
+        };
         let record = ProducerRecord {
-            value: Some(value(&template, Some(stamp))),
+            value: Some(value),
             ..ProducerRecord::default()
         };
         let delivery = producer
@@ -288,13 +296,22 @@ impl Startup {
     }
 }
 
+/// Whether each record's value carries its send time (its first 8 bytes, nanoseconds since
+/// the run's epoch), for a consumer to measure publish-to-consume; otherwise every record
+/// shares one value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stamped {
+    Yes,
+    No,
+}
+
 /// Runs the producers and merges what they measured into `run`.
 async fn run_producers(
     target: &Target,
     topic: &str,
     args: &ProduceArgs,
     meter: &Meter,
-    epoch: Instant,
+    (epoch, stamped): (Instant, Stamped),
 ) -> Result<(Histogram<u64>, u64, u64, Startup), String> {
     let producers = u64::from(args.producers.max(1));
     let mut tasks = Vec::new();
@@ -309,7 +326,7 @@ async fn run_producers(
             args.clone(),
             (count, rate),
             meter.clone(),
-            epoch,
+            (epoch, stamped),
         )));
     }
     let mut latency = histogram();
@@ -341,7 +358,8 @@ pub async fn produce(target: &Target, name: &str, args: &ProduceArgs) -> Result<
     let meter = Meter::start(TIMELINE_INTERVAL);
     let cpu = CpuTime::now();
     let started = Instant::now();
-    let (latency, _, errors, startup) = run_producers(target, topic, args, &meter, started).await?;
+    let (latency, _, errors, startup) =
+        run_producers(target, topic, args, &meter, (started, Stamped::No)).await?;
     let elapsed = started.elapsed();
     let (operations, bytes, timeline) = meter.stop();
     run.finish(elapsed, operations, bytes);
@@ -392,7 +410,14 @@ pub async fn consume(target: &Target, name: &str, args: &ConsumeArgs) -> Result<
         warmup_seconds: 0.0,
     };
     let quiet = Meter::start(Duration::from_secs(1));
-    let (_, _, errors, _) = run_producers(target, topic, &backlog, &quiet, Instant::now()).await?;
+    let (_, _, errors, _) = run_producers(
+        target,
+        topic,
+        &backlog,
+        &quiet,
+        (Instant::now(), Stamped::No),
+    )
+    .await?;
     quiet.stop();
     if errors > 0 {
         return Err(format!("{errors} backlog records were not acknowledged"));
@@ -496,7 +521,8 @@ pub async fn e2e(target: &Target, name: &str, args: &ProduceArgs) -> Result<Run,
     let quiet = Meter::start(Duration::from_secs(1));
     let cpu = CpuTime::now();
     let started = Instant::now();
-    let (ack_latency, _, errors, _) = run_producers(target, topic, args, &quiet, epoch).await?;
+    let (ack_latency, _, errors, _) =
+        run_producers(target, topic, args, &quiet, (epoch, Stamped::Yes)).await?;
     let (acked, produced_bytes, _) = quiet.stop();
     let _ = total.send(Some(acked));
     let consumed = tokio::time::timeout(Duration::from_secs(60), consuming)
