@@ -3055,7 +3055,8 @@ fn python_with_kafka_clients() -> PathBuf {
 /// kafkajs: two
 /// consumers split a 4-partition topic and commit, a third joins, one is killed with SIGKILL
 /// while records flow; every record is processed, duplicates only from the killed consumer's
-/// last batch per partition, the commits end at the high watermarks, and the admin client
+/// last batch per partition or from a batch whose commit failed (a rebalance completed between
+/// its fetch and its commit: the client gives its assignment up), the commits end at the high watermarks, and the admin client
 /// lists, describes and deletes the group (`tests/kafka_clients/confluent_group.py`).
 #[test]
 fn kafka_consumer_groups_split_rebalance_and_survive_a_killed_member() {

@@ -2,7 +2,8 @@
 4-partition topic and commit; a third joins (a rebalance); one is killed with SIGKILL (its
 partitions move after its session times out); every record is processed, and a record is
 processed twice only if the killed consumer had processed it after its last commit (the
-at-least-once window: one batch per partition). Then the committed offsets equal the high
+at-least-once window: one batch per partition) or a consumer processed it in a batch whose
+commit failed (a rebalance completed between the batch's fetch and its commit). Then the committed offsets equal the high
 watermarks, the group is described and listed by the admin client, and deleted once empty.
 
 Usage: python confluent_group.py BROKER TOPIC ASSIGNOR
@@ -52,6 +53,7 @@ def worker(broker, topic, group, assignor, output):
                 consumer.commit(asynchronous=False)
             except Exception as error:  # a rebalance took the partitions: they are redone
                 print("commit failed:", error, file=sys.stderr, flush=True)
+                group_scenario.uncommitted(output, [m.value().decode() for m in good])
     consumer.close()
 
 

@@ -2,7 +2,8 @@
 split a 4-partition topic and commit after each batch; a third joins (a rebalance); one is
 killed with SIGKILL (its partitions move after its session times out); every record is
 processed, and a record is processed twice only if the killed consumer had processed it after
-its last commit (the at-least-once window: one batch per partition). Then the committed
+its last commit (the at-least-once window: one batch per partition) or a consumer processed it
+in a batch whose commit failed (a rebalance completed between its fetch and its commit). Then the committed
 offsets equal the high watermarks, and KafkaAdminClient lists and describes the group (empty)
 and deletes it.
 
@@ -49,6 +50,8 @@ def worker(broker, topic, group, assignor, output):
                 consumer.commit()
             except Exception as error:  # a rebalance took the partitions: they are redone
                 print("commit failed:", repr(error), file=sys.stderr, flush=True)
+                group_scenario.uncommitted(
+                    output, [r.value.decode() for records in batches.values() for r in records])
     consumer.close(autocommit=False)
 
 
