@@ -3300,22 +3300,14 @@ async fn records_sent_while_a_partition_is_busy_join_one_batch() {
         ..ProducerConfig::default()
     };
     let producer = Producer::new(&client, "held", config).await.unwrap();
-    let send = |value: String| {
-        let producer = &producer;
-        async move {
-            producer
-                .send(ProducerRecord::new(value).partition(0))
-                .await
-                .unwrap()
-        }
-    };
+    let record = |number: u32| ProducerRecord::new(format!("record-{number}")).partition(0);
     // The first batch is answered (the partition knows the producer: 5 may fly at once).
-    send("record-0".into()).await.await.unwrap();
+    producer.send(record(0)).await.unwrap().await.unwrap();
     let gateway_pid = gateway.process.child.id();
     send_signal(gateway_pid, "-STOP");
     let mut deliveries = Vec::new();
     for number in 1..=30 {
-        deliveries.push(send(format!("record-{number}")).await);
+        deliveries.push(producer.send(record(number)).await.unwrap());
         // Each record alone: with no linger it is sealed unless the partition is busy.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
