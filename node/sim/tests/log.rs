@@ -32,6 +32,16 @@ fn config() -> LogConfig {
     }
 }
 
+/// A log whose fetches are answered by reads of its file (no tail cache), with segments
+/// large enough to hold megabytes.
+fn reads_from_disk() -> LogConfig {
+    LogConfig {
+        segment_bytes: 16 << 20,
+        tail_cache_bytes: 0,
+        ..config()
+    }
+}
+
 fn batch(value_size: usize, records: u32, timestamp: i64) -> Vec<u8> {
     let value = vec![0x5a; value_size];
     let mut builder = BatchBuilder::new();
@@ -1013,10 +1023,7 @@ fn retention_runs_while_the_active_segment_is_being_written() {
 #[test]
 fn a_fetch_reads_a_bounded_number_of_bytes() {
     use spate_format::limits::INDEX_INTERVAL_BYTES;
-    let mut config = config();
-    config.segment_bytes = 16 << 20;
-    config.tail_cache_bytes = 0;
-    let mut harness = Harness::new(config);
+    let mut harness = Harness::new(reads_from_disk());
     // About 6 MiB in one segment: far more than one read may take.
     for _ in 0..60 {
         harness.append(&batch(50_000, 2, T0), Durability::Fsync);
@@ -1541,10 +1548,7 @@ fn rounds_take_whole_batches_up_to_the_round_limit_and_rewrite_the_unfinished_se
 #[test]
 fn a_catch_up_reader_takes_what_a_read_brought_in_beyond_its_answer() {
     use spate_format::limits::INDEX_INTERVAL_BYTES;
-    let mut config = config();
-    config.segment_bytes = 16 << 20;
-    config.tail_cache_bytes = 0;
-    let mut harness = Harness::new(config);
+    let mut harness = Harness::new(reads_from_disk());
     // Big batches, each followed by a small one: a fetch that fits one big batch leaves the
     // small one to the next, which its read already brought in.
     let big = batch(300_000, 1, T0);
@@ -1599,9 +1603,7 @@ fn a_catch_up_reader_takes_what_a_read_brought_in_beyond_its_answer() {
 /// followed by one read that covers the batch; the answer is that whole batch.
 #[test]
 fn a_batch_larger_than_the_read_is_completed_by_one_more_read() {
-    let mut config = config();
-    config.segment_bytes = 16 << 20;
-    config.tail_cache_bytes = 0;
+    let mut config = reads_from_disk();
     config.fetch_read_bytes = 0;
     let mut harness = Harness::new(config);
     let small = batch(100, 1, T0);
@@ -1651,10 +1653,7 @@ fn a_batch_larger_than_the_read_is_completed_by_one_more_read() {
 #[test]
 fn read_ahead_is_bounded_and_dropped_after_its_time_or_a_jump() {
     use spate_core::READ_AHEAD_KEEP_MS;
-    let mut config = config();
-    config.segment_bytes = 16 << 20;
-    config.tail_cache_bytes = 0;
-    let mut harness = Harness::new(config);
+    let mut harness = Harness::new(reads_from_disk());
     for _ in 0..20 {
         harness.append(&batch(10_000, 1, T0), Durability::Fsync);
         harness.settle();
