@@ -14,6 +14,7 @@ pub mod offsets;
 pub mod partition;
 pub mod producers;
 pub mod recovery;
+pub mod replica;
 pub mod shard;
 pub mod storage;
 pub mod tail;

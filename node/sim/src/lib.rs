@@ -7,11 +7,13 @@
 
 pub mod groups;
 pub mod offsets;
+pub mod replication;
 pub mod rng;
 pub mod storage;
 pub mod workload;
 
 pub use groups::{run_group_seed, run_group_seeds, GroupReport};
 pub use offsets::{run_offsets_seed, run_offsets_seeds, OffsetsReport};
+pub use replication::{run_replication_seed, run_replication_seeds, ReplicationReport};
 pub use storage::{Fault, SimStorage};
 pub use workload::{run_seed, run_seeds, Failure, Op, Options, RunReport, Simulation};

@@ -3,7 +3,7 @@
 
 #![allow(clippy::print_stderr)]
 
-use spate_sim::{run_group_seeds, run_seed, run_seeds, Options};
+use spate_sim::{run_group_seeds, run_replication_seeds, run_seed, run_seeds, Options};
 
 /// Seeds the default suite runs. A failure prints the seed that replays it.
 const SEEDS: u64 = 300;
@@ -52,6 +52,32 @@ fn group_seeds_keep_every_promise() {
             assert!(total.coordinator_restarts > 100, "{total:?}");
             assert!(
                 total.commits_allowed > 0 && total.commits_refused > 0,
+                "{total:?}"
+            );
+        }
+        Err(failure) => panic!("{failure}"),
+    }
+}
+
+/// Replication (`spate_core::replica`) with three to five replicas, a model of etcd, lossy
+/// links, crashes, replaced disks and replicas cut from etcd (`docs/cluster.md`).
+#[test]
+fn replication_seeds_keep_every_promise() {
+    match run_replication_seeds(0, 500, 2_000) {
+        Ok(total) => {
+            eprintln!("{total:?}");
+            assert!(total.acknowledged > 10_000, "{total:?}");
+            assert!(total.elections > 200 && total.truncations > 50, "{total:?}");
+            assert!(
+                total.isr_shrinks > 200 && total.isr_expansions > 200,
+                "{total:?}"
+            );
+            assert!(
+                total.disks_replaced > 20 && total.etcd_cuts > 200,
+                "{total:?}"
+            );
+            assert!(
+                total.refused_min_insync > 0 && total.reads > 1_000,
                 "{total:?}"
             );
         }

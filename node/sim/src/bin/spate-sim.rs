@@ -1,6 +1,7 @@
 //! `spate-sim`: runs the simulations over a range of seeds, or random seeds for a given time,
 //! and prints the first failing seed (which replays the failure exactly). Each seed runs the
-//! partition log, one consumer group, and a group coordinator's committed offsets.
+//! partition log, one consumer group, a group coordinator's committed offsets, and a
+//! replicated partition (replicas, a model of etcd, lossy links).
 //!
 //! ```text
 //! spate-sim [--from SEED] [--seeds N] [--seconds S] [--steps N] [--keep-going]
@@ -14,12 +15,15 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use spate_sim::{
-    run_group_seed, run_offsets_seed, run_seed, GroupReport, OffsetsReport, Options, RunReport,
+    run_group_seed, run_offsets_seed, run_replication_seed, run_seed, GroupReport, OffsetsReport,
+    Options, ReplicationReport, RunReport,
 };
 
 /// Steps of each seed's group and offsets simulations.
 const GROUP_STEPS: u32 = 400;
 const OFFSETS_STEPS: u32 = 300;
+/// Steps of each seed's replication simulation.
+const REPLICATION_STEPS: u32 = 2_000;
 
 /// Failures printed with `--keep-going`; the rest are only counted.
 const FAILURES_SHOWN: u64 = 3;
@@ -61,6 +65,7 @@ fn main() {
     let mut total = RunReport::default();
     let mut groups = GroupReport::default();
     let mut offsets = OffsetsReport::default();
+    let mut replication = ReplicationReport::default();
     let mut ran = 0u64;
     let mut failed = 0u64;
     println!(
@@ -76,13 +81,15 @@ fn main() {
             .and_then(|report| {
                 let group = run_group_seed(seed, GROUP_STEPS)?;
                 let offset = run_offsets_seed(seed, OFFSETS_STEPS)?;
-                Ok((report, group, offset))
+                let replicated = run_replication_seed(seed, REPLICATION_STEPS)?;
+                Ok((report, group, offset, replicated))
             });
         match outcome {
-            Ok((report, group, offset)) => {
+            Ok((report, group, offset, replicated)) => {
                 total.add(&report);
                 groups.add(&group);
                 offsets.add(&offset);
+                replication.add(&replicated);
             }
             Err(failure) if keep_going => {
                 failed += 1;
@@ -153,6 +160,23 @@ fn main() {
         offsets.crashes,
         offsets.snapshots,
         offsets.expiries,
+    );
+    println!(
+        "replication: {} writes ({} acknowledged, {} refused for min.insync.replicas), {} \
+         records committed, {} elections, ISR {} shrinks and {} expansions, {} truncations, {} \
+         crashes ({} with a replaced disk), {} replicas cut from etcd, {} consumer reads",
+        replication.writes,
+        replication.acknowledged,
+        replication.refused_min_insync,
+        replication.committed,
+        replication.elections,
+        replication.isr_shrinks,
+        replication.isr_expansions,
+        replication.truncations,
+        replication.crashes,
+        replication.disks_replaced,
+        replication.etcd_cuts,
+        replication.reads,
     );
 }
 

@@ -1,0 +1,1091 @@
+//! The seeded simulation of replication (`spate_core::replica`): one partition with three to
+//! five replicas, a model of etcd (the partition state changed only by compare-and-swap on
+//! its revision, member keys kept alive by leases, the controller electing leaders from the
+//! ISR), and links between the replicas that lose, duplicate, reorder and delay messages.
+//! Replicas crash (keeping what they synced and any prefix of the rest), restart, sometimes
+//! with a replaced disk (an empty log and a new storage id), and are cut from etcd for a
+//! while. Producers write to whichever replica acts as leader; consumers read from any that
+//! is ready, fencing older epochs as Kafka clients do (KIP-320).
+//!
+//! The replicas' logs are abstract — at each offset the epoch that wrote it and the write's
+//! id — because the protocol is under test here; the partition log under it has its own
+//! simulation (`workload`). Invariants checked after every step:
+//! - every write acknowledged at the `fsync` level is at its offset in the *committed* log
+//!   (the longest prefix any leader reported as below its high watermark), and that log
+//!   never changes: every leader's records below its high watermark agree with it;
+//! - every member of the ISR in etcd (with the data directory it joined with) holds the
+//!   whole committed log, durably;
+//! - no two replicas lead the same epoch, and the epoch in etcd only grows;
+//! - each replica's epoch chain describes its log (the epoch of every record is the chain's
+//!   epoch at its offset);
+//! - a consumer never sees the high watermark go back, nor a record change.
+
+use std::collections::BTreeMap;
+
+use spate_core::replica::{
+    check_agreement, AckState, Agreement, EpochEnd, EpochStart, Follower, IsrMember, Leader,
+    LeaderConfig, LeaderEpoch, LeaderEpochs, ReplicaError, ReplicaId, StorageId,
+};
+use spate_core::Millis;
+use spate_format::Offset;
+
+use crate::rng::Rng;
+
+/// A member key lives this long after its last renewal.
+const LEASE_TTL_MS: i64 = 1_000;
+/// A replica stops acting as leader this long before its lease could expire.
+const LEASE_MARGIN_MS: i64 = 200;
+/// A follower resends a fetch that got no answer after this long.
+const FETCH_RESEND_MS: i64 = 150;
+/// Records per fetch answer.
+const FETCH_RECORDS_MAX: u64 = 8;
+const LAG_MAX_MS: i64 = 400;
+
+/// What a replication run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplicationReport {
+    pub writes: u64,
+    pub acknowledged: u64,
+    pub refused_min_insync: u64,
+    pub elections: u64,
+    pub isr_shrinks: u64,
+    pub isr_expansions: u64,
+    pub truncations: u64,
+    pub crashes: u64,
+    pub disks_replaced: u64,
+    pub etcd_cuts: u64,
+    pub reads: u64,
+    pub committed: u64,
+}
+
+impl ReplicationReport {
+    pub fn add(&mut self, other: &ReplicationReport) {
+        self.writes += other.writes;
+        self.acknowledged += other.acknowledged;
+        self.refused_min_insync += other.refused_min_insync;
+        self.elections += other.elections;
+        self.isr_shrinks += other.isr_shrinks;
+        self.isr_expansions += other.isr_expansions;
+        self.truncations += other.truncations;
+        self.crashes += other.crashes;
+        self.disks_replaced += other.disks_replaced;
+        self.etcd_cuts += other.etcd_cuts;
+        self.reads += other.reads;
+        self.committed += other.committed;
+    }
+}
+
+/// The index of `offset` in a simulated log (which starts at offset 0).
+fn at(offset: Offset) -> usize {
+    usize::try_from(offset.0).expect("a simulated log fits in memory")
+}
+
+/// A small random number from the seed's generator, as a count.
+fn small(value: u64) -> u32 {
+    u32::try_from(value).expect("a small range")
+}
+
+/// One record of a replica's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    epoch: LeaderEpoch,
+    write: u64,
+}
+
+/// A replica's disk: survives crashes (all of it synced, a prefix of the rest), not a
+/// replacement.
+#[derive(Debug, Clone)]
+struct Disk {
+    storage: StorageId,
+    log: Vec<Entry>,
+    synced: usize,
+    /// Stored whole and synced at each change (the design's `leader-epochs` file).
+    epochs: LeaderEpochs,
+}
+
+impl Disk {
+    fn end(&self) -> Offset {
+        Offset(self.log.len() as u64)
+    }
+
+    fn durable(&self) -> Offset {
+        Offset(self.synced as u64)
+    }
+
+    fn truncate(&mut self, to: Offset) {
+        self.log.truncate(at(to));
+        self.synced = self.synced.min(at(to));
+        self.epochs.truncate_from_end(to);
+    }
+}
+
+/// The partition's state in etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PartitionState {
+    leader: Option<(ReplicaId, u64)>,
+    epoch: LeaderEpoch,
+    isr: Vec<IsrMember>,
+    revision: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    session: u64,
+    storage: StorageId,
+    expires: Millis,
+}
+
+struct Etcd {
+    partition: PartitionState,
+    members: BTreeMap<ReplicaId, Member>,
+}
+
+impl Etcd {
+    fn live(&self, member: &IsrMember) -> bool {
+        self.members
+            .get(&member.replica)
+            .is_some_and(|live| live.storage == member.storage)
+    }
+}
+
+enum Role {
+    None,
+    Leader {
+        core: Leader,
+        /// `fsync` writes waiting: the offset after each, its offset and write id.
+        acks: Vec<(Offset, Offset, u64)>,
+        /// The revision of the partition state the leader's ISR comes from.
+        revision: u64,
+        /// An ISR change sent to etcd: the proposal, the revision it compares (the one the
+        /// proposal was made from), and when it reaches etcd.
+        cas: Option<(Vec<IsrMember>, u64, Millis)>,
+    },
+    Follower {
+        core: Follower,
+        /// The fetch in flight: sent at, its offset and last epoch.
+        fetch: Option<(Millis, Offset, Option<LeaderEpoch>)>,
+        durable_sent: Offset,
+    },
+}
+
+struct Node {
+    id: ReplicaId,
+    disk: Disk,
+    up: bool,
+    down_until: Millis,
+    session: u64,
+    renewed: Option<Millis>,
+    etcd_cut_until: Millis,
+    view: Option<PartitionState>,
+    role: Role,
+    /// The high watermark this replica knew last (kept across roles, not across crashes).
+    high_watermark: Offset,
+}
+
+#[derive(Debug, Clone)]
+enum Message {
+    Fetch {
+        epoch: LeaderEpoch,
+        storage: StorageId,
+        fetch_offset: Offset,
+        last_epoch: Option<LeaderEpoch>,
+        durable_end: Offset,
+    },
+    Progress {
+        epoch: LeaderEpoch,
+        storage: StorageId,
+        log_end: Offset,
+        durable_end: Offset,
+    },
+    Records {
+        epoch: LeaderEpoch,
+        from: Offset,
+        entries: Vec<Entry>,
+        boundaries: Vec<EpochStart>,
+        high_watermark: Offset,
+    },
+    Diverging {
+        epoch: LeaderEpoch,
+        fetch_offset: Offset,
+        last_epoch: Option<LeaderEpoch>,
+        end: EpochEnd,
+    },
+    Refused,
+}
+
+struct Envelope {
+    at: Millis,
+    from: ReplicaId,
+    to: ReplicaId,
+    message: Message,
+}
+
+struct Consumer {
+    epoch: LeaderEpoch,
+    high_watermark: Offset,
+}
+
+struct Run {
+    rng: Rng,
+    now: Millis,
+    etcd: Etcd,
+    nodes: Vec<Node>,
+    replicas: Vec<ReplicaId>,
+    config: LeaderConfig,
+    links: Vec<Envelope>,
+    committed: Vec<u64>,
+    leaders_by_epoch: BTreeMap<LeaderEpoch, ReplicaId>,
+    consumers: Vec<Consumer>,
+    next_write: u64,
+    next_session: u64,
+    next_storage: u64,
+    report: ReplicationReport,
+}
+
+/// Runs one seed for `steps` steps; an invariant broken is an error naming the seed.
+pub fn run_replication_seed(seed: u64, steps: u32) -> Result<ReplicationReport, String> {
+    let mut run = Run::new(seed);
+    for step in 0..steps {
+        run.step()
+            .and_then(|()| run.check())
+            .map_err(|problem| format!("replication seed {seed}, step {step}: {problem}"))?;
+    }
+    run.report.committed = run.committed.len() as u64;
+    Ok(run.report)
+}
+
+pub fn run_replication_seeds(
+    first: u64,
+    count: u64,
+    steps: u32,
+) -> Result<ReplicationReport, String> {
+    let mut total = ReplicationReport::default();
+    for seed in first..first + count {
+        total.add(&run_replication_seed(seed, steps)?);
+    }
+    Ok(total)
+}
+
+impl Run {
+    fn new(seed: u64) -> Self {
+        let mut rng = Rng::new(seed ^ 0x5eed_0f2e_911c_a7e0);
+        let count = small(rng.range(3, 5));
+        let replicas: Vec<ReplicaId> = (1..=count).map(ReplicaId).collect();
+        let min_insync = small(rng.range(1, u64::from(count.min(3))));
+        let nodes = replicas
+            .iter()
+            .map(|&id| Node {
+                id,
+                disk: Disk {
+                    storage: StorageId(u64::from(id.0)),
+                    log: Vec::new(),
+                    synced: 0,
+                    epochs: LeaderEpochs::new(),
+                },
+                up: true,
+                down_until: Millis(0),
+                session: 0,
+                renewed: None,
+                etcd_cut_until: Millis(0),
+                view: None,
+                role: Role::None,
+                high_watermark: Offset(0),
+            })
+            .collect();
+        let isr = replicas
+            .iter()
+            .map(|&replica| IsrMember {
+                replica,
+                storage: StorageId(u64::from(replica.0)),
+            })
+            .collect();
+        Self {
+            rng,
+            now: Millis(0),
+            etcd: Etcd {
+                partition: PartitionState {
+                    leader: None,
+                    epoch: LeaderEpoch(0),
+                    isr,
+                    revision: 1,
+                },
+                members: BTreeMap::new(),
+            },
+            nodes,
+            replicas,
+            config: LeaderConfig {
+                min_insync,
+                lag_max_ms: LAG_MAX_MS,
+            },
+            links: Vec::new(),
+            committed: Vec::new(),
+            leaders_by_epoch: BTreeMap::new(),
+            consumers: (0..2)
+                .map(|_| Consumer {
+                    epoch: LeaderEpoch(0),
+                    high_watermark: Offset(0),
+                })
+                .collect(),
+            next_write: 0,
+            next_session: 1,
+            next_storage: 1_000,
+            report: ReplicationReport::default(),
+        }
+    }
+
+    fn step(&mut self) -> Result<(), String> {
+        self.now = Millis(self.now.0 + self.rng.range(1, 20) as i64);
+        self.faults();
+        self.etcd_tick();
+        if self.rng.chance(1, 3) {
+            self.controller();
+        }
+        for index in 0..self.nodes.len() {
+            self.node_tick(index)?;
+        }
+        self.deliver()?;
+        if self.rng.chance(1, 2) {
+            self.produce()?;
+        }
+        if self.rng.chance(1, 4) {
+            self.consume()?;
+        }
+        Ok(())
+    }
+
+    fn faults(&mut self) {
+        let index = self.rng.index(self.nodes.len());
+        let now = self.now;
+        if self.nodes[index].up && self.rng.chance(1, 400) {
+            self.crash(index);
+        } else if !self.nodes[index].up && now >= self.nodes[index].down_until {
+            self.restart(index);
+        }
+        if self.rng.chance(1, 500) {
+            let index = self.rng.index(self.nodes.len());
+            self.nodes[index].etcd_cut_until = Millis(now.0 + self.rng.range(100, 2_500) as i64);
+            self.report.etcd_cuts += 1;
+        }
+    }
+
+    fn crash(&mut self, index: usize) {
+        let now = self.now;
+        let keep_unsynced = {
+            let disk = &self.nodes[index].disk;
+            let unsynced = disk.log.len() - disk.synced;
+            at(Offset(self.rng.below(unsynced as u64 + 1)))
+        };
+        let down_for = self.rng.range(50, 2_000) as i64;
+        let node = &mut self.nodes[index];
+        let keep = node.disk.synced + keep_unsynced;
+        node.disk.log.truncate(keep);
+        // Recovery: the chain describes the surviving log.
+        node.disk.epochs.truncate_from_end(Offset(keep as u64));
+        node.disk.synced = keep;
+        node.up = false;
+        node.down_until = Millis(now.0 + down_for);
+        node.role = Role::None;
+        node.view = None;
+        node.renewed = None;
+        node.high_watermark = Offset(0);
+        self.links
+            .retain(|envelope| envelope.to != node.id && envelope.from != node.id);
+        self.report.crashes += 1;
+    }
+
+    /// A restarted replica revokes its previous lease (its id is stored in the data
+    /// directory) and registers a new session. Sometimes its disk was replaced: allowed only
+    /// while another ISR member holds the committed log on a disk of its own.
+    fn restart(&mut self, index: usize) {
+        let id = self.nodes[index].id;
+        let others_in_sync = self
+            .etcd
+            .partition
+            .isr
+            .iter()
+            .filter(|member| member.replica != id)
+            .filter(|member| {
+                self.nodes
+                    .iter()
+                    .any(|node| node.id == member.replica && node.disk.storage == member.storage)
+            })
+            .count();
+        if others_in_sync >= 1 && self.rng.chance(1, 8) {
+            self.next_storage += 1;
+            self.nodes[index].disk = Disk {
+                storage: StorageId(self.next_storage),
+                log: Vec::new(),
+                synced: 0,
+                epochs: LeaderEpochs::new(),
+            };
+            self.report.disks_replaced += 1;
+        }
+        self.etcd.members.remove(&id);
+        let node = &mut self.nodes[index];
+        node.up = true;
+        node.session = self.next_session;
+        self.next_session += 1;
+    }
+
+    /// Leases expire by etcd's clock; reachable replicas renew theirs (or register).
+    fn etcd_tick(&mut self) {
+        let now = self.now;
+        self.etcd.members.retain(|_, member| member.expires > now);
+        for node in &mut self.nodes {
+            if !node.up || now < node.etcd_cut_until {
+                continue;
+            }
+            match self.etcd.members.get_mut(&node.id) {
+                Some(member) if member.session == node.session => {
+                    member.expires = Millis(now.0 + LEASE_TTL_MS);
+                    node.renewed = Some(now);
+                }
+                Some(_) => {}
+                None => {
+                    self.etcd.members.insert(
+                        node.id,
+                        Member {
+                            session: node.session,
+                            storage: node.disk.storage,
+                            expires: Millis(now.0 + LEASE_TTL_MS),
+                        },
+                    );
+                    node.renewed = Some(now);
+                }
+            }
+            // The watch delivers the current state, sometimes late.
+            if self.rng.chance(2, 3) {
+                node.view = Some(self.etcd.partition.clone());
+            }
+        }
+    }
+
+    /// The controller: elects a leader from the live ISR when the leader's session is gone,
+    /// and removes dead members (keeping the last one: no unclean election).
+    fn controller(&mut self) {
+        let state = self.etcd.partition.clone();
+        let leader_alive = state.leader.is_some_and(|(leader, session)| {
+            self.etcd
+                .members
+                .get(&leader)
+                .is_some_and(|member| member.session == session)
+        });
+        let live: Vec<IsrMember> = state
+            .isr
+            .iter()
+            .filter(|member| self.etcd.live(member))
+            .copied()
+            .collect();
+        let mut next = state.clone();
+        if !leader_alive {
+            let candidate = self
+                .replicas
+                .iter()
+                .find_map(|replica| live.iter().find(|member| member.replica == *replica));
+            match candidate {
+                Some(chosen) => {
+                    let session = self.etcd.members[&chosen.replica].session;
+                    next.leader = Some((chosen.replica, session));
+                    next.epoch = LeaderEpoch(state.epoch.0 + 1);
+                    next.isr = live.clone();
+                    self.report.elections += 1;
+                }
+                None => next.leader = None,
+            }
+        } else if !live.is_empty() && live.len() < state.isr.len() {
+            next.isr = live;
+        }
+        if next != state {
+            next.revision = state.revision + 1;
+            self.etcd.partition = next;
+        }
+    }
+
+    fn node_tick(&mut self, index: usize) -> Result<(), String> {
+        if !self.nodes[index].up {
+            return Ok(());
+        }
+        self.adopt_view(index)?;
+        let now = self.now;
+        // The disk syncs now and then.
+        if self.rng.chance(1, 3) {
+            let node = &mut self.nodes[index];
+            node.disk.synced = node.disk.log.len();
+        }
+        let cas_delay = Millis(now.0 + self.rng.range(1, 50) as i64);
+        let reachable = now >= self.nodes[index].etcd_cut_until;
+        let node = &mut self.nodes[index];
+        let storage = node.disk.storage;
+        let id = node.id;
+        let durable = node.disk.durable();
+        let log_end = node.disk.end();
+        let last_epoch = node.disk.epochs.latest_epoch();
+        let mut outgoing = Vec::new();
+        match &mut node.role {
+            Role::None => {}
+            Role::Leader {
+                core,
+                cas,
+                revision,
+                ..
+            } => {
+                core.handle_durable(durable);
+                match cas.take() {
+                    None => {
+                        *cas = core
+                            .poll_isr_change(now)
+                            .map(|proposal| (proposal, *revision, cas_delay));
+                    }
+                    Some((proposal, compare, at)) if now >= at => {
+                        // The compare-and-swap reaches etcd only if the replica does, and
+                        // succeeds only on the revision the leader's ISR came from.
+                        let state = &mut self.etcd.partition;
+                        if reachable && state.revision == compare {
+                            if proposal.len() < state.isr.len() {
+                                self.report.isr_shrinks += 1;
+                            } else {
+                                self.report.isr_expansions += 1;
+                            }
+                            state.isr = proposal.clone();
+                            state.revision += 1;
+                            *revision = state.revision;
+                            core.handle_isr_changed(proposal);
+                        } else {
+                            core.handle_isr_change_failed();
+                        }
+                    }
+                    in_flight => *cas = in_flight,
+                }
+            }
+            Role::Follower {
+                core,
+                fetch,
+                durable_sent,
+            } => {
+                let leader = core.leader();
+                let epoch = core.epoch();
+                let resend = fetch.is_none_or(|(sent, ..)| now.0 - sent.0 >= FETCH_RESEND_MS);
+                if resend {
+                    *fetch = Some((now, log_end, last_epoch));
+                    *durable_sent = durable;
+                    outgoing.push((
+                        leader,
+                        Message::Fetch {
+                            epoch,
+                            storage,
+                            fetch_offset: log_end,
+                            last_epoch,
+                            durable_end: durable,
+                        },
+                    ));
+                } else if durable > *durable_sent {
+                    *durable_sent = durable;
+                    outgoing.push((
+                        leader,
+                        Message::Progress {
+                            epoch,
+                            storage,
+                            log_end,
+                            durable_end: durable,
+                        },
+                    ));
+                }
+            }
+        }
+        for (to, message) in outgoing {
+            self.send(id, to, &message);
+        }
+        self.settle_acks(index)
+    }
+
+    /// A replica acts on the newest partition state it saw: it leads an epoch it was given
+    /// (with the session it has now, while its lease holds), follows the leader otherwise.
+    fn adopt_view(&mut self, index: usize) -> Result<(), String> {
+        let now = self.now;
+        let node = &self.nodes[index];
+        let lease_holds = node
+            .renewed
+            .is_some_and(|renewed| now.0 < renewed.0 + LEASE_TTL_MS - LEASE_MARGIN_MS);
+        let Some(view) = node.view.clone() else {
+            return Ok(());
+        };
+        let current_epoch = match &node.role {
+            Role::None => None,
+            Role::Leader { core, .. } => Some(core.epoch()),
+            Role::Follower { core, .. } => Some(core.epoch()),
+        };
+        let leads = matches!(node.role, Role::Leader { .. });
+        if leads && !lease_holds {
+            // Its lease may be gone: stop leading before etcd can have given the partition
+            // to another replica.
+            self.step_down(index);
+            return Ok(());
+        }
+        if current_epoch.is_some_and(|epoch| epoch > view.epoch) {
+            return Ok(());
+        }
+        match view.leader {
+            Some((leader, session)) if leader == node.id => {
+                if session != node.session || !lease_holds {
+                    return Ok(());
+                }
+                if current_epoch == Some(view.epoch) && leads {
+                    // A newer state of this epoch (the controller removed a dead member):
+                    // any change in flight will fail on the revision.
+                    if let Role::Leader { core, revision, .. } = &mut self.nodes[index].role {
+                        if view.revision > *revision {
+                            *revision = view.revision;
+                            core.handle_isr_changed(view.isr.clone());
+                        }
+                    }
+                    return Ok(());
+                }
+                if current_epoch == Some(view.epoch) {
+                    return Ok(());
+                }
+                self.become_leader(index, &view)
+            }
+            Some((leader, _)) => {
+                if current_epoch == Some(view.epoch) && !leads {
+                    return Ok(());
+                }
+                self.step_down(index);
+                let node = &mut self.nodes[index];
+                node.role = Role::Follower {
+                    core: Follower::new(leader, view.epoch, node.high_watermark),
+                    fetch: None,
+                    durable_sent: Offset(0),
+                };
+                Ok(())
+            }
+            None => {
+                self.step_down(index);
+                Ok(())
+            }
+        }
+    }
+
+    fn become_leader(&mut self, index: usize, view: &PartitionState) -> Result<(), String> {
+        self.step_down(index);
+        let now = self.now;
+        let config = self.config;
+        let replicas = self.replicas.clone();
+        let node = &mut self.nodes[index];
+        if let Some(&other) = self.leaders_by_epoch.get(&view.epoch) {
+            if other != node.id {
+                return Err(format!(
+                    "replicas {other} and {} both lead epoch {}",
+                    node.id, view.epoch
+                ));
+            }
+        }
+        self.leaders_by_epoch.insert(view.epoch, node.id);
+        let log_end = node.disk.end();
+        node.disk
+            .epochs
+            .assign(view.epoch, log_end)
+            .map_err(|error| format!("replica {} taking epoch {}: {error}", node.id, view.epoch))?;
+        let me = IsrMember {
+            replica: node.id,
+            storage: node.disk.storage,
+        };
+        let core = Leader::new(
+            now,
+            me,
+            view.epoch,
+            replicas,
+            view.isr.clone(),
+            log_end,
+            node.disk.durable(),
+            node.high_watermark,
+            config,
+        );
+        node.role = Role::Leader {
+            core,
+            acks: Vec::new(),
+            revision: view.revision,
+            cas: None,
+        };
+        Ok(())
+    }
+
+    fn step_down(&mut self, index: usize) {
+        let node = &mut self.nodes[index];
+        node.high_watermark = match &node.role {
+            Role::None => node.high_watermark,
+            Role::Leader { core, .. } => core.high_watermark(),
+            Role::Follower { core, .. } => core.high_watermark(),
+        };
+        // Waiting acknowledgements are answered NOT_LEADER: their writes may or may not last.
+        node.role = Role::None;
+    }
+
+    fn send(&mut self, from: ReplicaId, to: ReplicaId, message: &Message) {
+        if self.rng.chance(1, 20) {
+            return;
+        }
+        let copies = if self.rng.chance(1, 30) { 2 } else { 1 };
+        for _ in 0..copies {
+            let at = Millis(self.now.0 + self.rng.range(1, 60) as i64);
+            self.links.push(Envelope {
+                at,
+                from,
+                to,
+                message: message.clone(),
+            });
+        }
+    }
+
+    fn deliver(&mut self) -> Result<(), String> {
+        let now = self.now;
+        let mut due = Vec::new();
+        let mut index = 0;
+        while index < self.links.len() {
+            if self.links[index].at <= now {
+                due.push(self.links.swap_remove(index));
+            } else {
+                index += 1;
+            }
+        }
+        // swap_remove and the random delays already mix the order.
+        for envelope in due {
+            let Some(to) = self.nodes.iter().position(|node| node.id == envelope.to) else {
+                continue;
+            };
+            if !self.nodes[to].up {
+                continue;
+            }
+            match envelope.message {
+                Message::Fetch { .. } | Message::Progress { .. } => {
+                    self.leader_receives(to, envelope.from, &envelope.message)?;
+                }
+                _ => self.follower_receives(to, envelope.from, envelope.message)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn leader_receives(
+        &mut self,
+        index: usize,
+        from: ReplicaId,
+        message: &Message,
+    ) -> Result<(), String> {
+        let now = self.now;
+        let node = &mut self.nodes[index];
+        let id = node.id;
+        let Role::Leader { core, .. } = &mut node.role else {
+            if matches!(message, Message::Fetch { .. }) {
+                self.send(id, from, &Message::Refused);
+            }
+            return Ok(());
+        };
+        let answer = match *message {
+            Message::Fetch {
+                epoch,
+                storage,
+                fetch_offset,
+                last_epoch,
+                durable_end,
+            } => {
+                if core.check_epoch(epoch).is_err() {
+                    Some(Message::Refused)
+                } else {
+                    let log_end = node.disk.end();
+                    match check_agreement(&node.disk.epochs, log_end, fetch_offset, last_epoch) {
+                        Agreement::Diverging(end) => Some(Message::Diverging {
+                            epoch,
+                            fetch_offset,
+                            last_epoch,
+                            end,
+                        }),
+                        Agreement::Agrees => {
+                            match core.handle_fetch(now, from, storage, fetch_offset, durable_end) {
+                                Err(ReplicaError::AboveLogEnd { .. }) => Some(Message::Refused),
+                                Err(error) => return Err(format!("leader {id}: {error}")),
+                                Ok(_) => {
+                                    let to =
+                                        log_end.min(Offset(fetch_offset.0 + FETCH_RECORDS_MAX));
+                                    let entries = node.disk.log[at(fetch_offset)..at(to)].to_vec();
+                                    Some(Message::Records {
+                                        epoch,
+                                        from: fetch_offset,
+                                        entries,
+                                        boundaries: node.disk.epochs.boundaries(fetch_offset, to),
+                                        high_watermark: core.high_watermark(),
+                                    })
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Message::Progress {
+                epoch,
+                storage,
+                log_end,
+                durable_end,
+            } => {
+                if core.check_epoch(epoch).is_ok() {
+                    // A report from before a crash may name more than the log now holds.
+                    let _ = core.handle_progress(from, storage, log_end, durable_end);
+                }
+                None
+            }
+            _ => None,
+        };
+        if let Some(answer) = answer {
+            self.send(id, from, &answer);
+        }
+        self.settle_acks(index)
+    }
+
+    fn follower_receives(
+        &mut self,
+        index: usize,
+        from: ReplicaId,
+        message: Message,
+    ) -> Result<(), String> {
+        let node = &mut self.nodes[index];
+        let Role::Follower { core, fetch, .. } = &mut node.role else {
+            return Ok(());
+        };
+        if core.leader() != from {
+            return Ok(());
+        }
+        match message {
+            Message::Records {
+                epoch,
+                from: first,
+                entries,
+                boundaries,
+                high_watermark,
+            } => {
+                if epoch != core.epoch() {
+                    return Ok(());
+                }
+                let to = Offset(first.0 + entries.len() as u64);
+                let log_end = node.disk.end();
+                if core
+                    .handle_records(
+                        &mut node.disk.epochs,
+                        log_end,
+                        first,
+                        to,
+                        &boundaries,
+                        high_watermark,
+                    )
+                    .is_err()
+                {
+                    // Not for this log any more (late, repeated): dropped.
+                    return Ok(());
+                }
+                node.disk.log.extend(entries);
+                *fetch = None;
+            }
+            Message::Diverging {
+                epoch,
+                fetch_offset,
+                last_epoch,
+                end,
+            } => {
+                let current = (node.disk.end(), node.disk.epochs.latest_epoch());
+                if epoch != core.epoch() || current != (fetch_offset, last_epoch) {
+                    return Ok(());
+                }
+                let truncation = core
+                    .handle_diverging(&node.disk.epochs, fetch_offset, end)
+                    .map_err(|error| format!("follower {}: {error}", node.id))?;
+                node.disk.truncate(truncation.to);
+                self.report.truncations += 1;
+                *fetch = None;
+            }
+            _ => {
+                *fetch = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// A leader answers its waiting `fsync` writes the high watermark covers.
+    fn settle_acks(&mut self, index: usize) -> Result<(), String> {
+        let node = &mut self.nodes[index];
+        let Role::Leader { core, acks, .. } = &mut node.role else {
+            return Ok(());
+        };
+        let high_watermark = core.high_watermark();
+        let log = &node.disk.log;
+        // The committed log grows with what this leader reports, and must agree with it.
+        for (offset, entry) in log.iter().enumerate().take(at(high_watermark)) {
+            match self.committed.get(offset) {
+                Some(&write) if write != entry.write => {
+                    return Err(format!(
+                        "replica {} reports offset {offset} committed with write {}, the committed log has {write}",
+                        node.id, entry.write
+                    ));
+                }
+                Some(_) => {}
+                None => self.committed.push(entry.write),
+            }
+        }
+        let mut settled = Vec::new();
+        acks.retain(|&(end, offset, write)| match core.ack_state(end) {
+            AckState::Waiting => true,
+            AckState::Acked => {
+                settled.push((offset, write));
+                false
+            }
+            AckState::NotEnoughReplicas(_) => false,
+        });
+        for (offset, write) in settled {
+            if self.committed.get(at(offset)) != Some(&write) {
+                return Err(format!(
+                    "write {write} acknowledged at offset {offset} is not in the committed log"
+                ));
+            }
+            self.report.acknowledged += 1;
+        }
+        Ok(())
+    }
+
+    fn produce(&mut self) -> Result<(), String> {
+        let index = self.rng.index(self.nodes.len());
+        let node = &mut self.nodes[index];
+        if !node.up {
+            return Ok(());
+        }
+        let Role::Leader { core, acks, .. } = &mut node.role else {
+            return Ok(());
+        };
+        if core.check_min_insync().is_err() {
+            self.report.refused_min_insync += 1;
+            return Ok(());
+        }
+        let write = self.next_write;
+        self.next_write += 1;
+        let offset = node.disk.end();
+        node.disk.log.push(Entry {
+            epoch: core.epoch(),
+            write,
+        });
+        core.handle_appended(node.disk.end());
+        acks.push((node.disk.end(), offset, write));
+        self.report.writes += 1;
+        Ok(())
+    }
+
+    /// A consumer reads what a ready leader shows, refusing leaders of older epochs than it
+    /// has seen (its fetches carry the epoch, KIP-320).
+    fn consume(&mut self) -> Result<(), String> {
+        let index = self.rng.index(self.nodes.len());
+        let which = self.rng.index(self.consumers.len());
+        let node = &self.nodes[index];
+        let Role::Leader { core, .. } = &node.role else {
+            return Ok(());
+        };
+        if !node.up || !core.is_ready() {
+            return Ok(());
+        }
+        let consumer = &mut self.consumers[which];
+        if core.epoch() < consumer.epoch {
+            return Ok(());
+        }
+        let high_watermark = core.high_watermark();
+        if high_watermark < consumer.high_watermark {
+            return Err(format!(
+                "a consumer saw the high watermark {} and then {high_watermark} from replica {} (epoch {})",
+                consumer.high_watermark, node.id, core.epoch()
+            ));
+        }
+        for (offset, entry) in node.disk.log.iter().enumerate().take(at(high_watermark)) {
+            if self.committed.get(offset) != Some(&entry.write) {
+                return Err(format!(
+                    "a consumer read offset {offset} from replica {} with a write not committed",
+                    node.id
+                ));
+            }
+        }
+        consumer.epoch = core.epoch();
+        consumer.high_watermark = high_watermark;
+        self.report.reads += 1;
+        Ok(())
+    }
+
+    /// The state of every replica and of etcd, for a failure's message.
+    fn describe(&self) -> String {
+        let mut out = format!(
+            "\netcd: {:?}, members {:?}",
+            self.etcd.partition, self.etcd.members
+        );
+        for node in &self.nodes {
+            let role = match &node.role {
+                Role::None => "none".to_string(),
+                Role::Leader { core, revision, cas, .. } => format!(
+                    "leader of {} (revision {revision}, HW {}, ISR {:?}, pending {:?}, cas {cas:?}, progress {:?})",
+                    core.epoch(),
+                    core.high_watermark(),
+                    core.isr(),
+                    core.pending_isr(),
+                    self.replicas.iter().map(|r| core.progress(*r).map(|p| (r.0, p.log_end.0, p.durable_end.0))).collect::<Vec<_>>()
+                ),
+                Role::Follower { core, .. } => format!("follower of {} in {}, HW {}", core.leader(), core.epoch(), core.high_watermark()),
+            };
+            out.push_str(&format!(
+                "\nreplica {} up {} session {} storage {:?} log {} synced {} chain {:?}: {role}",
+                node.id,
+                node.up,
+                node.session,
+                node.disk.storage,
+                node.disk.log.len(),
+                node.disk.synced,
+                node.disk.epochs.entries()
+            ));
+        }
+        out
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let state = &self.etcd.partition;
+        for member in &state.isr {
+            let Some(node) = self
+                .nodes
+                .iter()
+                .find(|node| node.id == member.replica && node.disk.storage == member.storage)
+            else {
+                continue;
+            };
+            if node.disk.synced < self.committed.len() {
+                return Err(format!(
+                    "ISR member {} has {} records durable, the committed log {}{}",
+                    node.id,
+                    node.disk.synced,
+                    self.committed.len(),
+                    self.describe()
+                ));
+            }
+            for (offset, &write) in self.committed.iter().enumerate() {
+                if node.disk.log[offset].write != write {
+                    return Err(format!(
+                        "ISR member {} holds write {} at committed offset {offset} (committed: {write})",
+                        node.id, node.disk.log[offset].write
+                    ));
+                }
+            }
+        }
+        for node in &self.nodes {
+            let epochs = &node.disk.epochs;
+            for (offset, entry) in node.disk.log.iter().enumerate() {
+                if epochs.epoch_at(Offset(offset as u64)) != Some(entry.epoch) {
+                    return Err(format!(
+                        "replica {}'s chain {:?} says epoch {:?} at {offset}, the record has {}",
+                        node.id,
+                        epochs.entries(),
+                        epochs.epoch_at(Offset(offset as u64)),
+                        entry.epoch
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
