@@ -519,6 +519,7 @@ impl GroupCoordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::group::SESSION_TIMEOUT_MS_MAX;
 
     fn join(member_id: &str) -> JoinRequest {
         JoinRequest {
@@ -663,5 +664,168 @@ mod tests {
             coordinator.delete(""),
             Err(CoordinatorError::InvalidGroupId(_))
         ));
+    }
+
+    fn member_id_required(coordinator: &mut GroupCoordinator, group: &str) -> String {
+        match coordinator.join(Millis(0), group, Ticket(1), join("")) {
+            Ok(Reply::Now(Err(GroupError::MemberIdRequired { member_id }))) => member_id,
+            other => panic!("expected MEMBER_ID_REQUIRED, got {other:?}"),
+        }
+    }
+
+    /// Mutation testing found these rules unpinned (docs/reliability.md).
+    #[test]
+    fn ranges_give_the_remainder_to_the_first_members() {
+        let members = vec!["b".to_owned(), "a".to_owned()];
+        assert_eq!(
+            range_assignment(&members, 5),
+            vec![
+                ("a".to_owned(), vec![0, 1, 2]),
+                ("b".to_owned(), vec![3, 4])
+            ]
+        );
+    }
+
+    #[test]
+    fn group_ids_are_one_to_255_bytes() {
+        let mut coordinator = GroupCoordinator::new(GroupConfig::default(), 7);
+        let longest = "g".repeat(GROUP_ID_BYTES_MAX);
+        member_id_required(&mut coordinator, &longest);
+        assert_eq!(
+            coordinator.group(&longest).map(Group::id),
+            Some(longest.as_str())
+        );
+        let too_long = "g".repeat(GROUP_ID_BYTES_MAX + 1);
+        assert!(matches!(
+            coordinator.join(Millis(0), &too_long, Ticket(2), join("")),
+            Err(CoordinatorError::InvalidGroupId(_))
+        ));
+        assert!(matches!(
+            coordinator.commit(Millis(0), &too_long, "", None, -1, &offsets(1)),
+            Err(CoordinatorError::InvalidGroupId(_))
+        ));
+    }
+
+    /// Member ids differ between groups (and lives of one group) whatever bits the
+    /// coordinator's nonce has.
+    #[test]
+    fn member_ids_differ_between_groups() {
+        for nonce in [7, 0xffff_ffff, u64::MAX, 1 << 40] {
+            let mut coordinator = GroupCoordinator::new(GroupConfig::default(), nonce);
+            let first = member_id_required(&mut coordinator, "g");
+            let second = member_id_required(&mut coordinator, "h");
+            let third = member_id_required(&mut coordinator, "i");
+            assert_ne!(first, second, "nonce {nonce:#x}");
+            assert_ne!(second, third, "nonce {nonce:#x}");
+            assert_ne!(first, third, "nonce {nonce:#x}");
+        }
+    }
+
+    #[test]
+    fn session_timeouts_up_to_thirty_minutes_are_taken() {
+        let mut coordinator = GroupCoordinator::new(GroupConfig::default(), 7);
+        let member_id = member_id_required(&mut coordinator, "g");
+        let mut request = join(&member_id);
+        request.session_timeout_ms = SESSION_TIMEOUT_MS_MAX + 1;
+        assert!(matches!(
+            coordinator.join(Millis(0), "g", Ticket(2), request.clone()),
+            Ok(Reply::Now(Err(GroupError::InvalidSessionTimeout { .. })))
+        ));
+        request.session_timeout_ms = 30 * 60 * 1000;
+        assert!(matches!(
+            coordinator.join(Millis(0), "g", Ticket(3), request),
+            Ok(Reply::Later)
+        ));
+        // The join phase ends after the initial delay: the coordinator asks for a tick then.
+        let due = coordinator.poll_timeout().expect("a deadline");
+        assert!(due > Millis(0) && due <= Millis(3_000), "{due:?}");
+    }
+
+    #[test]
+    fn heartbeats_and_commits_need_a_known_group_or_generation_minus_one() {
+        let mut coordinator = GroupCoordinator::new(GroupConfig::default(), 7);
+        assert!(matches!(
+            coordinator.heartbeat(Millis(0), "g", "m", None, 1),
+            Err(CoordinatorError::Group(GroupError::UnknownMemberId { .. }))
+        ));
+        assert!(matches!(
+            coordinator.commit(Millis(0), "g", "m", None, 0, &offsets(1)),
+            Err(CoordinatorError::Group(
+                GroupError::IllegalGeneration { .. }
+            ))
+        ));
+        assert!(coordinator
+            .commit(Millis(0), "g", "", None, -1, &offsets(1))
+            .is_ok());
+        assert_eq!(coordinator.pending_appends(), 1);
+    }
+
+    #[test]
+    fn offsets_are_deletable_unless_a_commit_of_the_group_is_on_its_way() {
+        let mut coordinator = GroupCoordinator::new(GroupConfig::default(), 7);
+        let (id, _) = coordinator
+            .commit(Millis(1), "g", "", None, -1, &offsets(10))
+            .unwrap();
+        assert!(matches!(
+            coordinator.delete("g"),
+            Err(CoordinatorError::Busy)
+        ));
+        coordinator.appended(id, true);
+        assert!(coordinator.offsets().has_group("g"));
+        // A commit of another group on its way does not hold "g" back.
+        let (other, _) = coordinator
+            .commit(Millis(2), "x", "", None, -1, &offsets(5))
+            .unwrap();
+        let (_, tombstones) = coordinator.delete_offsets("g", &[("t".into(), 0)]).unwrap();
+        assert_eq!(tombstones.len(), 1);
+        coordinator.appended(other, true);
+        // A group known only by its offsets can be deleted; one known nowhere cannot.
+        assert!(coordinator.group("x").is_none());
+        assert!(coordinator.delete("x").is_ok());
+        assert!(matches!(
+            coordinator.delete("nowhere"),
+            Err(CoordinatorError::GroupIdNotFound(_))
+        ));
+    }
+
+    #[test]
+    fn offsets_expire_once_nothing_is_on_its_way() {
+        let mut coordinator = GroupCoordinator::new(GroupConfig::default(), 7);
+        let (id, _) = coordinator
+            .commit(Millis(1), "g", "", None, -1, &offsets(10))
+            .unwrap();
+        assert_eq!(coordinator.expire(Millis(10_000), 100), None, "on its way");
+        coordinator.appended(id, true);
+        assert_eq!(coordinator.expire(Millis(50), 100), None, "not old enough");
+        let (_, tombstones) = coordinator.expire(Millis(10_000), 100).expect("expired");
+        assert_eq!(tombstones.len(), 1);
+    }
+
+    #[test]
+    fn a_tick_forgets_only_empty_groups_without_offsets() {
+        let mut coordinator = GroupCoordinator::new(GroupConfig::default(), 7);
+        // "pending" has a member id handed out, nobody joined with it: it is forgotten once
+        // that member id lapses.
+        member_id_required(&mut coordinator, "pending");
+        // "joined" has a member in its join phase.
+        let member_id = member_id_required(&mut coordinator, "joined");
+        assert!(matches!(
+            coordinator.join(Millis(0), "joined", Ticket(2), join(&member_id)),
+            Ok(Reply::Later)
+        ));
+        // "committed" has offsets and no members.
+        let (id, _) = coordinator
+            .commit(Millis(0), "committed", "", None, -1, &offsets(3))
+            .unwrap();
+        coordinator.appended(id, true);
+        member_id_required(&mut coordinator, "committed");
+        coordinator.tick(Millis(5_000));
+        while coordinator.poll_output().is_some() {}
+        coordinator.tick(Millis(9_000));
+        assert!(coordinator.group("joined").is_some());
+        assert!(coordinator.group("committed").is_some());
+        coordinator.tick(Millis(60_000));
+        assert!(coordinator.group("pending").is_none());
+        assert!(coordinator.group("committed").is_some());
     }
 }

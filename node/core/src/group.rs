@@ -1391,4 +1391,197 @@ mod tests {
             }]
         ));
     }
+
+    /// A stable group of a dynamic leader and a static member "host-1"; returns the group and
+    /// both member ids (leader first).
+    fn stable_with_static_member() -> (Group, String, String, JoinRequest) {
+        let mut group = group();
+        let leader = first_join(&mut group, Millis(0), 1, &["range"]);
+        let mut request = join("", &["range"]);
+        request.group_instance_id = Some("host-1".to_owned());
+        assert_eq!(
+            group.handle_join(Millis(0), Ticket(2), request.clone()),
+            Reply::Later
+        );
+        group.handle_tick(Millis(3_000));
+        let first = outputs(&mut group)
+            .iter()
+            .map(joined)
+            .find(|joined| joined.member_id != leader)
+            .expect("the static member joined")
+            .member_id
+            .clone();
+        let _ = group.handle_sync(Millis(3_000), Ticket(3), &leader, None, 1, Vec::new());
+        outputs(&mut group);
+        assert_eq!(group.state(), GroupState::Stable);
+        (group, leader, first, request)
+    }
+
+    /// Mutation testing found these rules unpinned (docs/reliability.md).
+    #[test]
+    fn a_static_member_rejoining_changed_or_as_leader_goes_through_a_rebalance() {
+        // Changed metadata: a rebalance.
+        let (mut group, _, _, request) = stable_with_static_member();
+        let mut changed = request.clone();
+        changed.protocols = vec![("range".to_owned(), Bytes::from_static(b"other"))];
+        assert_eq!(
+            group.handle_join(Millis(4_000), Ticket(4), changed),
+            Reply::Later
+        );
+        assert_eq!(group.state(), GroupState::PreparingRebalance);
+        // The static leader restarting: a rebalance (it must assign again).
+        let mut group = group_with_static_leader();
+        let mut again = join("", &["range"]);
+        again.group_instance_id = Some("host-0".to_owned());
+        assert_eq!(
+            group.handle_join(Millis(4_000), Ticket(9), again),
+            Reply::Later
+        );
+        // The only member rejoined: the join phase is over at once, a new generation.
+        assert_eq!(group.state(), GroupState::CompletingRebalance);
+        assert_eq!(group.generation(), 2);
+    }
+
+    fn group_with_static_leader() -> Group {
+        let mut group = group();
+        let mut request = join("", &["range"]);
+        request.group_instance_id = Some("host-0".to_owned());
+        assert_eq!(
+            group.handle_join(Millis(0), Ticket(1), request),
+            Reply::Later
+        );
+        group.handle_tick(Millis(3_000));
+        let leader = group.leader().expect("a leader").to_owned();
+        outputs(&mut group);
+        let _ = group.handle_sync(Millis(3_000), Ticket(2), &leader, None, 1, Vec::new());
+        outputs(&mut group);
+        assert_eq!(group.state(), GroupState::Stable);
+        group
+    }
+
+    #[test]
+    fn a_static_member_answered_at_once_gets_a_fresh_session() {
+        let (mut group, leader, _, request) = stable_with_static_member();
+        let Reply::Now(Ok(again)) = group.handle_join(Millis(4_000), Ticket(4), request) else {
+            panic!("answered at once");
+        };
+        // Its session runs from the rejoin: alive just before it ends, gone after.
+        assert_eq!(
+            group.handle_heartbeat(Millis(13_000), &leader, None, 1),
+            Ok(())
+        );
+        group.handle_tick(Millis(13_999));
+        assert!(group.members().any(|(id, ..)| id == again.member_id));
+        group.handle_tick(Millis(14_001));
+        assert!(!group.members().any(|(id, ..)| id == again.member_id));
+    }
+
+    #[test]
+    fn a_group_shows_its_id_protocol_and_each_members_chosen_metadata() {
+        let mut group = group();
+        assert_eq!(group.id(), "g");
+        assert_eq!((group.protocol(), group.protocol_type()), (None, None));
+        first_join(&mut group, Millis(0), 1, &["roundrobin", "range"]);
+        first_join(&mut group, Millis(0), 2, &["range", "roundrobin"]);
+        group.handle_tick(Millis(3_000));
+        outputs(&mut group);
+        assert_eq!(group.protocol_type(), Some("consumer"));
+        let chosen = group.protocol().expect("a protocol").to_owned();
+        for member in group.describe() {
+            assert_eq!(member.metadata, Bytes::from(format!("meta-{chosen}")));
+        }
+    }
+
+    #[test]
+    fn pending_member_ids_count_toward_the_size_limit_and_known_members_always_rejoin() {
+        let config = GroupConfig {
+            members_max: 2,
+            ..GroupConfig::default()
+        };
+        let mut group = Group::new("s", config, 1);
+        let a = first_join(&mut group, Millis(0), 1, &["range"]);
+        assert!(matches!(
+            group.handle_join(Millis(0), Ticket(2), join("", &["range"])),
+            Reply::Now(Err(GroupError::MemberIdRequired { .. }))
+        ));
+        assert_eq!(
+            group.handle_join(Millis(0), Ticket(3), join("", &["range"])),
+            Reply::Now(Err(GroupError::GroupMaxSizeReached { members: 2 }))
+        );
+        // A full group still takes a known member's rejoin.
+        assert_eq!(
+            group.handle_join(Millis(10), Ticket(4), join(&a, &["range"])),
+            Reply::Later
+        );
+    }
+
+    #[test]
+    fn a_long_client_id_is_cut_at_a_character_boundary_in_member_ids() {
+        let mut group = group();
+        let mut request = join("", &["range"]);
+        request.client_id = format!(
+            "{}é{}",
+            "a".repeat(CLIENT_ID_IN_MEMBER_ID_MAX - 1),
+            "b".repeat(9)
+        );
+        let Reply::Now(Err(GroupError::MemberIdRequired { member_id })) =
+            group.handle_join(Millis(0), Ticket(1), request)
+        else {
+            panic!("a member id");
+        };
+        let prefix = format!("{}-", "a".repeat(CLIENT_ID_IN_MEMBER_ID_MAX - 1));
+        assert!(member_id.starts_with(&prefix), "{member_id}");
+    }
+
+    #[test]
+    fn joins_outside_the_protocol_limits_are_refused_and_the_limits_themselves_taken() {
+        let mut group = group();
+        let member_id = first_join(&mut group, Millis(0), 1, &["range"]);
+        let with = |change: &dyn Fn(&mut JoinRequest)| {
+            let mut request = join(&member_id, &["range"]);
+            change(&mut request);
+            request
+        };
+        let names: Vec<String> = (0..=PROTOCOLS_PER_MEMBER_MAX)
+            .map(|n| format!("p{n}"))
+            .collect();
+        let refused = [
+            with(&|request| request.protocols.clear()),
+            with(&|request| request.protocol_type.clear()),
+            with(&|request| {
+                request.protocols = names
+                    .iter()
+                    .map(|name| (name.clone(), Bytes::new()))
+                    .collect();
+            }),
+            with(&|request| {
+                request.protocols = vec![(
+                    "range".to_owned(),
+                    Bytes::from(vec![0; PROTOCOL_METADATA_BYTES_MAX + 1]),
+                )];
+            }),
+        ];
+        for (n, request) in refused.into_iter().enumerate() {
+            assert!(
+                matches!(
+                    group.handle_join(Millis(1), Ticket(10), request),
+                    Reply::Now(Err(
+                        GroupError::InconsistentGroupProtocol | GroupError::InvalidRequest(_)
+                    ))
+                ),
+                "request {n} must be refused"
+            );
+        }
+        let mut most = with(&|request| {
+            request.protocols = names[..PROTOCOLS_PER_MEMBER_MAX]
+                .iter()
+                .map(|name| (name.clone(), Bytes::new()))
+                .collect();
+        });
+        most.protocols[0] = (
+            "range".to_owned(),
+            Bytes::from(vec![0; PROTOCOL_METADATA_BYTES_MAX]),
+        );
+        assert_eq!(group.handle_join(Millis(1), Ticket(11), most), Reply::Later);
+    }
 }

@@ -1225,6 +1225,8 @@ fn configurations_outside_their_ranges_are_refused_and_preallocation_doubles() {
     use spate_format::limits::{SEGMENT_SIZE_MAX, SEGMENT_SIZE_MIN};
 
     assert_eq!(LogConfig::default().validate(), Ok(()));
+    // Idle idempotent producers are remembered for 7 days by default (docs/kafka.md).
+    assert_eq!(LogConfig::default().producer_expiry_ms, 604_800_000);
     assert_eq!(PREALLOCATE_BYTES_DEFAULT, 64 << 10);
     assert_eq!(
         TORN_WINDOW_BYTES,
