@@ -1422,7 +1422,7 @@ mod tests {
     fn a_static_member_rejoining_changed_or_as_leader_goes_through_a_rebalance() {
         // Changed metadata: a rebalance.
         let (mut group, _, _, request) = stable_with_static_member();
-        let mut changed = request.clone();
+        let mut changed = request;
         changed.protocols = vec![("range".to_owned(), Bytes::from_static(b"other"))];
         assert_eq!(
             group.handle_join(Millis(4_000), Ticket(4), changed),

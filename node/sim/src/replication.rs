@@ -4,7 +4,8 @@
 //! ISR), and links between the replicas that lose, duplicate, reorder and delay messages.
 //! Replicas crash (keeping what they synced and any prefix of the rest), restart, sometimes
 //! with a replaced disk (an empty log and a new storage id), and are cut from etcd for a
-//! while. Producers write to whichever replica acts as leader; consumers read from any that
+//! while. The controller is the real one (`spate_core::replica::decide`). Producers write to
+//! whichever replica acts as leader; consumers read from any that
 //! is ready, fencing older epochs as Kafka clients do (KIP-320).
 //!
 //! The replicas' logs are abstract — at each offset the epoch that wrote it and the write's
@@ -23,8 +24,9 @@
 use std::collections::BTreeMap;
 
 use spate_core::replica::{
-    check_agreement, AckState, Agreement, EpochEnd, EpochStart, Follower, IsrMember, Leader,
-    LeaderConfig, LeaderEpoch, LeaderEpochs, ReplicaError, ReplicaId, StorageId,
+    check_agreement, decide, AckState, Agreement, EpochEnd, EpochStart, Follower, IsrMember,
+    Leader, LeaderConfig, LeaderEpoch, LeaderEpochs, LiveMember, PartitionState as ControlState,
+    ReplicaError, ReplicaId, SessionId, StorageId,
 };
 use spate_core::Millis;
 use spate_format::Offset;
@@ -138,14 +140,6 @@ struct Member {
 struct Etcd {
     partition: PartitionState,
     members: BTreeMap<ReplicaId, Member>,
-}
-
-impl Etcd {
-    fn live(&self, member: &IsrMember) -> bool {
-        self.members
-            .get(&member.replica)
-            .is_some_and(|live| live.storage == member.storage)
-    }
 }
 
 enum Role {
@@ -460,44 +454,41 @@ impl Run {
         }
     }
 
-    /// The controller: elects a leader from the live ISR when the leader's session is gone,
-    /// and removes dead members (keeping the last one: no unclean election).
+    /// The controller (`spate_core::replica::decide`, applied atomically: the model's
+    /// controller reads and writes at one revision): elects a leader from the live ISR when
+    /// the leader's session is gone, and removes dead members (keeping the last one).
     fn controller(&mut self) {
-        let state = self.etcd.partition.clone();
-        let leader_alive = state.leader.is_some_and(|(leader, session)| {
-            self.etcd
-                .members
-                .get(&leader)
-                .is_some_and(|member| member.session == session)
-        });
-        let live: Vec<IsrMember> = state
-            .isr
+        let state = &self.etcd.partition;
+        let current = ControlState {
+            leader: state
+                .leader
+                .map(|(leader, session)| (leader, SessionId(session))),
+            epoch: state.epoch,
+            isr: state.isr.clone(),
+        };
+        let members: BTreeMap<ReplicaId, LiveMember> = self
+            .etcd
+            .members
             .iter()
-            .filter(|member| self.etcd.live(member))
-            .copied()
+            .map(|(&replica, member)| {
+                let live = LiveMember {
+                    session: SessionId(member.session),
+                    storage: member.storage,
+                };
+                (replica, live)
+            })
             .collect();
-        let mut next = state.clone();
-        if !leader_alive {
-            let candidate = self
-                .replicas
-                .iter()
-                .find_map(|replica| live.iter().find(|member| member.replica == *replica));
-            match candidate {
-                Some(chosen) => {
-                    let session = self.etcd.members[&chosen.replica].session;
-                    next.leader = Some((chosen.replica, session));
-                    next.epoch = LeaderEpoch(state.epoch.0 + 1);
-                    next.isr = live.clone();
-                    self.report.elections += 1;
-                }
-                None => next.leader = None,
+        if let Some(next) = decide(&current, &self.replicas, &members) {
+            if next.epoch > current.epoch {
+                self.report.elections += 1;
             }
-        } else if !live.is_empty() && live.len() < state.isr.len() {
-            next.isr = live;
-        }
-        if next != state {
-            next.revision = state.revision + 1;
-            self.etcd.partition = next;
+            let revision = state.revision + 1;
+            self.etcd.partition = PartitionState {
+                leader: next.leader.map(|(leader, session)| (leader, session.0)),
+                epoch: next.epoch,
+                isr: next.isr,
+                revision,
+            };
         }
     }
 

@@ -1,13 +1,18 @@
 //! Replication of a partition over several nodes, pure: leader epochs and agreement between
 //! logs ([`epochs`]), the leader's view of its followers, the high watermark and the in-sync
-//! replica set ([`leader`]), and the follower's fetch state ([`follower`]). The design —
+//! replica set ([`leader`]), the follower's fetch state ([`follower`]), and the controller's
+//! decisions — elections and placement ([`control`]). The design —
 //! control plane on etcd, Kafka's replication protocol — is in `docs/cluster.md`; the
 //! simulation in `spate-sim` (`replication`) checks these against a model of etcd.
 
+pub mod control;
 pub mod epochs;
 pub mod follower;
 pub mod leader;
 
+pub use control::{
+    decide, place, LiveMember, PartitionState, Placeable, Placement, PlacementError, SessionId,
+};
 pub use epochs::{
     check_agreement, truncation_point, Agreement, EpochEnd, EpochError, EpochStart, LeaderEpoch,
     LeaderEpochs, Truncation,

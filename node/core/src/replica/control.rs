@@ -1,0 +1,307 @@
+//! The controller's decisions, pure: who leads a partition after a member is lost or comes
+//! back, which ISR entries no longer hold (a dead node, a replaced disk), and where the
+//! replicas of a new topic go. The node's controller applies a decision to etcd with a
+//! compare-and-swap on the revision it read (`docs/cluster.md`); the simulation runs the
+//! same functions against its model of etcd.
+//!
+//! Invariants:
+//! - a leader is only ever chosen from the ISR, among members alive with the data directory
+//!   their ISR entry names (no unclean election);
+//! - a new leader always gets a new epoch (one above the partition's), also when the same
+//!   node is chosen again (a restarted node lost its memory of the epochs it led);
+//! - the ISR never becomes empty: its last member stays, even dead (Kafka's "last replica
+//!   standing"), so the partition waits for it;
+//! - replicas of one partition are on distinct nodes.
+
+use std::collections::BTreeMap;
+
+use super::{IsrMember, LeaderEpoch, ReplicaId, StorageId};
+
+/// One registration of a node: a process start (its lease).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionId(pub u64);
+
+/// A live member as etcd shows it (its key exists: its lease holds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveMember {
+    pub session: SessionId,
+    pub storage: StorageId,
+}
+
+/// A partition's replication state as etcd holds it (without the revision, which the
+/// compare-and-swap carries).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionState {
+    /// The leader and the session it was elected in; `None`: offline.
+    pub leader: Option<(ReplicaId, SessionId)>,
+    pub epoch: LeaderEpoch,
+    pub isr: Vec<IsrMember>,
+}
+
+impl PartitionState {
+    /// A new partition: no leader yet, every assigned replica in sync (they are all empty).
+    pub fn new(isr: Vec<IsrMember>) -> Self {
+        Self {
+            leader: None,
+            epoch: LeaderEpoch(0),
+            isr,
+        }
+    }
+}
+
+fn alive(members: &BTreeMap<ReplicaId, LiveMember>, member: &IsrMember) -> bool {
+    members
+        .get(&member.replica)
+        .is_some_and(|live| live.storage == member.storage)
+}
+
+/// What the controller writes for a partition now, if anything: when the leader's session is
+/// gone (or there is no leader), the first replica in preference order that is in the ISR
+/// and alive leads with the next epoch, and the ISR keeps its live members; with a live
+/// leader, dead ISR members are removed (the last one stays).
+pub fn decide(
+    state: &PartitionState,
+    replicas: &[ReplicaId],
+    members: &BTreeMap<ReplicaId, LiveMember>,
+) -> Option<PartitionState> {
+    let leader_alive = state.leader.is_some_and(|(leader, session)| {
+        members
+            .get(&leader)
+            .is_some_and(|live| live.session == session)
+    });
+    let live: Vec<IsrMember> = state
+        .isr
+        .iter()
+        .filter(|member| alive(members, member))
+        .copied()
+        .collect();
+    let mut next = state.clone();
+    if leader_alive {
+        if !live.is_empty() && live.len() < state.isr.len() {
+            next.isr = live;
+        }
+    } else {
+        let chosen = replicas
+            .iter()
+            .find_map(|replica| live.iter().find(|member| member.replica == *replica));
+        match chosen {
+            Some(chosen) => {
+                let session = members[&chosen.replica].session;
+                next.leader = Some((chosen.replica, session));
+                next.epoch = LeaderEpoch(state.epoch.0 + 1);
+                next.isr = live;
+            }
+            None => next.leader = None,
+        }
+    }
+    (next != *state).then_some(next)
+}
+
+/// A node that can hold replicas, for placement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placeable {
+    pub node: ReplicaId,
+    pub shards: u16,
+}
+
+/// Where one replica goes: a node and one of its shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Placement {
+    pub node: ReplicaId,
+    pub shard: u16,
+}
+
+/// Why replicas cannot be placed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlacementError {
+    #[error("replication factor {factor} needs as many nodes with shards, {nodes} are alive")]
+    TooFewNodes { factor: usize, nodes: usize },
+    #[error("replication factor must be at least 1")]
+    ZeroFactor,
+}
+
+/// Replicas for `partitions` new partitions with `factor` copies each: partition `p`'s
+/// replicas are consecutive nodes (in node order, shards > 0 only) from `start + p`, so
+/// leaders (the first replica) spread over the nodes in turn; on each node, a replica goes to
+/// the shard holding the fewest of this topic's replicas there (`load` counts replicas the
+/// node's shards hold already, by node and shard, and is updated).
+pub fn place(
+    nodes: &[Placeable],
+    partitions: u32,
+    factor: usize,
+    start: usize,
+    load: &mut BTreeMap<Placement, u64>,
+) -> Result<Vec<Vec<Placement>>, PlacementError> {
+    if factor == 0 {
+        return Err(PlacementError::ZeroFactor);
+    }
+    let mut usable: Vec<&Placeable> = nodes.iter().filter(|node| node.shards > 0).collect();
+    usable.sort_by_key(|node| node.node);
+    usable.dedup_by_key(|node| node.node);
+    if usable.len() < factor {
+        return Err(PlacementError::TooFewNodes {
+            factor,
+            nodes: usable.len(),
+        });
+    }
+    let mut out = Vec::new();
+    for partition in 0..partitions {
+        let first = start.wrapping_add(partition as usize);
+        let replicas = (0..factor)
+            .map(|copy| {
+                let node = usable[first.wrapping_add(copy) % usable.len()];
+                let shard = (0..node.shards)
+                    .min_by_key(|&shard| {
+                        let at = Placement {
+                            node: node.node,
+                            shard,
+                        };
+                        (load.get(&at).copied().unwrap_or(0), shard)
+                    })
+                    .unwrap_or(0);
+                let placement = Placement {
+                    node: node.node,
+                    shard,
+                };
+                *load.entry(placement).or_insert(0) += 1;
+                placement
+            })
+            .collect();
+        out.push(replicas);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(replica: u32, storage: u64) -> IsrMember {
+        IsrMember {
+            replica: ReplicaId(replica),
+            storage: StorageId(storage),
+        }
+    }
+
+    fn live(entries: &[(u32, u64, u64)]) -> BTreeMap<ReplicaId, LiveMember> {
+        entries
+            .iter()
+            .map(|&(replica, session, storage)| {
+                (
+                    ReplicaId(replica),
+                    LiveMember {
+                        session: SessionId(session),
+                        storage: StorageId(storage),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    const REPLICAS: [ReplicaId; 3] = [ReplicaId(1), ReplicaId(2), ReplicaId(3)];
+
+    #[test]
+    fn a_lost_leader_is_replaced_by_the_first_live_isr_member_in_a_new_epoch() {
+        let state = PartitionState {
+            leader: Some((ReplicaId(1), SessionId(10))),
+            epoch: LeaderEpoch(4),
+            isr: vec![member(1, 1), member(2, 2), member(3, 3)],
+        };
+        // Everyone alive: nothing to do.
+        let all = live(&[(1, 10, 1), (2, 20, 2), (3, 30, 3)]);
+        assert_eq!(decide(&state, &REPLICAS, &all), None);
+        // The leader restarted (a new session): re-elected, in a new epoch.
+        let restarted = live(&[(1, 11, 1), (2, 20, 2), (3, 30, 3)]);
+        let next = decide(&state, &REPLICAS, &restarted).unwrap();
+        assert_eq!(next.leader, Some((ReplicaId(1), SessionId(11))));
+        assert_eq!(next.epoch, LeaderEpoch(5));
+        // The leader gone, replica 2's disk replaced: replica 3 leads, 2 leaves the ISR.
+        let members = live(&[(2, 21, 9), (3, 30, 3)]);
+        let next = decide(&state, &REPLICAS, &members).unwrap();
+        assert_eq!(next.leader, Some((ReplicaId(3), SessionId(30))));
+        assert_eq!(next.isr, vec![member(3, 3)]);
+    }
+
+    #[test]
+    fn without_a_live_isr_member_the_partition_waits_offline() {
+        let state = PartitionState {
+            leader: Some((ReplicaId(1), SessionId(10))),
+            epoch: LeaderEpoch(4),
+            isr: vec![member(1, 1)],
+        };
+        // Replica 2 is alive but was not in sync: no unclean election.
+        let members = live(&[(2, 20, 2)]);
+        let next = decide(&state, &REPLICAS, &members).unwrap();
+        assert_eq!(next.leader, None);
+        assert_eq!(next.epoch, LeaderEpoch(4));
+        assert_eq!(next.isr, vec![member(1, 1)], "the last replica stays");
+        assert_eq!(decide(&next, &REPLICAS, &members), None);
+        // It comes back: it leads again.
+        let back = live(&[(1, 12, 1), (2, 20, 2)]);
+        let again = decide(&next, &REPLICAS, &back).unwrap();
+        assert_eq!(again.leader, Some((ReplicaId(1), SessionId(12))));
+        assert_eq!(again.epoch, LeaderEpoch(5));
+    }
+
+    #[test]
+    fn dead_followers_leave_the_isr_while_the_leader_lives() {
+        let state = PartitionState {
+            leader: Some((ReplicaId(2), SessionId(20))),
+            epoch: LeaderEpoch(1),
+            isr: vec![member(1, 1), member(2, 2), member(3, 3)],
+        };
+        let members = live(&[(2, 20, 2), (3, 30, 3)]);
+        let next = decide(&state, &REPLICAS, &members).unwrap();
+        assert_eq!(next.leader, state.leader);
+        assert_eq!(next.epoch, state.epoch);
+        assert_eq!(next.isr, vec![member(2, 2), member(3, 3)]);
+    }
+
+    #[test]
+    fn placement_spreads_leaders_nodes_and_shards() {
+        let nodes = [
+            Placeable {
+                node: ReplicaId(3),
+                shards: 2,
+            },
+            Placeable {
+                node: ReplicaId(1),
+                shards: 2,
+            },
+            Placeable {
+                node: ReplicaId(2),
+                shards: 2,
+            },
+            Placeable {
+                node: ReplicaId(4),
+                shards: 0,
+            },
+        ];
+        let mut load = BTreeMap::new();
+        let placed = place(&nodes, 6, 3, 1, &mut load).unwrap();
+        let mut leaders = BTreeMap::new();
+        for replicas in &placed {
+            let mut distinct: Vec<ReplicaId> = replicas.iter().map(|at| at.node).collect();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(distinct.len(), 3, "{replicas:?}");
+            assert!(replicas.iter().all(|at| at.node != ReplicaId(4)));
+            *leaders.entry(replicas[0].node).or_insert(0) += 1;
+        }
+        assert_eq!(leaders.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
+        // 18 replicas on 6 shards: 3 each.
+        assert_eq!(load.len(), 6);
+        assert!(load.values().all(|&count| count == 3), "{load:?}");
+        assert_eq!(
+            place(&nodes, 1, 4, 0, &mut load),
+            Err(PlacementError::TooFewNodes {
+                factor: 4,
+                nodes: 3
+            })
+        );
+        assert_eq!(
+            place(&nodes, 1, 0, 0, &mut load),
+            Err(PlacementError::ZeroFactor)
+        );
+    }
+}
