@@ -265,3 +265,29 @@ const GOLDEN_SNAPSHOT: [&str; 30] = [
     "00000000",         // batch 4: base_sequence
     "00000000",         // batch 4: record_count
 ];
+
+/// The leader-epoch file of docs/format/leader-epochs.md: epoch 1 from offset 0, epoch 3
+/// from offset 1000.
+#[test]
+fn a_leader_epoch_file_matches_the_golden_bytes_of_the_format_doc() {
+    use spate_format::epochs::{decode_epochs, encode_epochs, epochs_entry};
+
+    let entries = [epochs_entry(1, 0), epochs_entry(3, 1000)];
+    let bytes = encode_epochs(&entries);
+    let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    let golden = [
+        "b51d31d2",         // crc
+        "53504c45",         // magic SPLE
+        "0100",             // version 1
+        "0000",             // reserved
+        "02000000",         // entry_count 2
+        "01000000",         // entry 0: epoch 1
+        "00000000",         // entry 0: reserved
+        "0000000000000000", // entry 0: start 0
+        "03000000",         // entry 1: epoch 3
+        "00000000",         // entry 1: reserved
+        "e803000000000000", // entry 1: start 1000
+    ];
+    assert_eq!(hex, golden.concat());
+    assert_eq!(decode_epochs(&bytes), Ok(&entries[..]));
+}

@@ -10,6 +10,9 @@
 //!   above `end` goes ([`LeaderEpochs::truncate_from_end`]); after the log start moves, the
 //!   entry covering it starts there ([`LeaderEpochs::truncate_from_start`]).
 
+use spate_format::epochs::{
+    decode_epochs, encode_epochs, epochs_entry, EpochsError, LEADER_EPOCHS_MAX,
+};
 use spate_format::Offset;
 use thiserror::Error;
 
@@ -58,6 +61,10 @@ pub enum EpochError {
         start: Offset,
         latest_start: Offset,
     },
+    #[error("the chain holds {LEADER_EPOCHS_MAX} epochs, the limit")]
+    TooMany,
+    #[error(transparent)]
+    File(#[from] EpochsError),
 }
 
 /// A replica's leader-epoch chain (see the module documentation).
@@ -117,8 +124,30 @@ impl LeaderEpochs {
                 self.entries.pop();
             }
         }
+        if self.entries.len() >= LEADER_EPOCHS_MAX {
+            return Err(EpochError::TooMany);
+        }
         self.entries.push(EpochStart { epoch, start });
         Ok(())
+    }
+
+    /// The chain as a `leader-epochs` file (`docs/format/leader-epochs.md`).
+    pub fn to_file(&self) -> Vec<u8> {
+        let entries: Vec<_> = self
+            .entries
+            .iter()
+            .map(|entry| epochs_entry(entry.epoch.0, entry.start.0))
+            .collect();
+        encode_epochs(&entries)
+    }
+
+    /// The chain a `leader-epochs` file holds.
+    pub fn from_file(bytes: &[u8]) -> Result<Self, EpochError> {
+        let mut chain = Self::new();
+        for entry in decode_epochs(bytes)? {
+            chain.assign(LeaderEpoch(entry.epoch.get()), Offset(entry.start.get()))?;
+        }
+        Ok(chain)
     }
 
     /// The epoch covering `offset` (the entry with the largest start at or below it).
@@ -308,6 +337,18 @@ mod tests {
         // Epoch 3 got no record before epoch 4 started at the same offset: it goes.
         epochs.assign(LeaderEpoch(4), Offset(10)).unwrap();
         assert_eq!(epochs, chain(&[(1, 0), (4, 10)]));
+    }
+
+    #[test]
+    fn the_chain_survives_its_file() {
+        let epochs = chain(&[(2, 5), (4, 10), (7, 30)]);
+        assert_eq!(LeaderEpochs::from_file(&epochs.to_file()), Ok(epochs));
+        let mut damaged = chain(&[(2, 5)]).to_file();
+        damaged[16] ^= 0x80;
+        assert!(matches!(
+            LeaderEpochs::from_file(&damaged),
+            Err(EpochError::File(EpochsError::Crc { .. }))
+        ));
     }
 
     #[test]
