@@ -25,6 +25,7 @@ impl From<&AppendError> for ErrorCode {
                 ErrorCode::InvalidProducerEpoch
             }
             AppendError::Producer(ProducerError::InvalidFields { .. }) => ErrorCode::InvalidBatch,
+            AppendError::NotContinuing { .. } => ErrorCode::OffsetOutOfRange,
         }
     }
 }

@@ -1762,3 +1762,106 @@ fn read_ahead_never_answers_above_the_high_watermark() {
     let bases: Vec<Offset> = batches(&bytes).map(|b| b.unwrap().base_offset()).collect();
     assert_eq!(bases, vec![Offset(1)], "only the durable batch");
 }
+
+/// A follower's log (`PartitionLog::handle_replicate`) holds the leader's batches byte for
+/// byte at the same offsets, syncs them without waiting for the flush interval, knows the
+/// leader's idempotent producers (a resend is recognised), and refuses a batch that does not
+/// continue it or whose stamped header is damaged (issue 14, docs/cluster.md).
+#[test]
+fn a_follower_keeps_the_leaders_batches_byte_for_byte() {
+    use spate_core::partition::SHARED_BATCH_BYTES_MIN;
+    use spate_format::ProducerFields;
+
+    let mut leader = Harness::new(config());
+    let producer = ProducerFields {
+        producer_id: 42,
+        producer_epoch: 0,
+        base_sequence: 0,
+    };
+    let idempotent = {
+        let mut builder = BatchBuilder::new().producer(producer);
+        builder
+            .push(&Record {
+                timestamp: T0,
+                value: Some(b"once"),
+                ..Record::default()
+            })
+            .unwrap();
+        builder.finish().unwrap()
+    };
+    leader.append(&batch(100, 3, T0), Durability::Fsync);
+    leader.append(&idempotent, Durability::Fsync);
+    leader.append(&batch(SHARED_BATCH_BYTES_MIN, 1, T0 + 1), Durability::Write);
+    leader.append(&batch(10, 1, T0 + 2), Durability::None);
+    leader.settle();
+    let end = leader.log.next_offset();
+    leader.log.handle_flush(leader.now);
+    leader.transfer();
+    leader.settle();
+    assert_eq!(leader.log.high_watermark(), end);
+    let mut stamped = Vec::new();
+    let mut offset = Offset(0);
+    while offset < end {
+        for batch in batches(&leader.fetch(offset, 1 << 20)) {
+            let batch = batch.unwrap();
+            offset = batch.next_offset();
+            stamped.push(Bytes::copy_from_slice(batch.as_bytes()));
+        }
+    }
+    assert_eq!(stamped.len(), 4);
+
+    let mut follower = Harness::new(config());
+    // A batch that does not start at the follower's end is refused.
+    assert!(matches!(
+        follower.log.handle_replicate(follower.now, &stamped[1]),
+        Err(AppendError::NotContinuing { .. })
+    ));
+    // So is one whose stamped header no longer matches its CRC.
+    let mut damaged = stamped[0].to_vec();
+    damaged[16] ^= 1;
+    assert!(matches!(
+        follower
+            .log
+            .handle_replicate(follower.now, &Bytes::from(damaged)),
+        Err(AppendError::InvalidBatch(_))
+    ));
+    for batch in &stamped {
+        follower.log.handle_replicate(follower.now, batch).unwrap();
+        follower.transfer();
+    }
+    assert!(matches!(
+        follower.log.handle_replicate(follower.now, &stamped[3]),
+        Err(AppendError::NotContinuing { .. })
+    ));
+    // Synced at once: the clock never moved past the flush interval.
+    follower.settle();
+    assert_eq!(follower.log.high_watermark(), end);
+    assert!(follower.events.contains(&LogEvent::Durable { up_to: end }));
+    let mut copied = Vec::new();
+    let mut offset = Offset(0);
+    while offset < end {
+        for batch in batches(&follower.fetch(offset, 1 << 20)) {
+            let batch = batch.unwrap();
+            offset = batch.next_offset();
+            copied.push(Bytes::copy_from_slice(batch.as_bytes()));
+        }
+    }
+    assert_eq!(copied, stamped, "the same bytes at the same offsets");
+    // The leader's producer is known: its resend to this replica (were it the leader) is a
+    // duplicate with the first offsets.
+    let resend = follower
+        .log
+        .handle_append(
+            follower.now,
+            &Bytes::from(idempotent.clone()),
+            Durability::Fsync,
+        )
+        .unwrap();
+    assert!(resend.duplicate);
+    assert_eq!(resend.base_offset, Offset(3));
+    // And so after a restart.
+    let mut image = follower.storage.crash(3);
+    let recovered = recover(&mut image, config());
+    assert_eq!(recovered.log.next_offset(), end);
+    assert!(recovered.log.producers().knows(42));
+}

@@ -114,6 +114,14 @@ pub enum AppendError {
     BufferFull { buffered: u64, max: u64 },
     #[error("{0}")]
     Producer(#[from] ProducerError),
+    /// A replicated batch that does not continue the log (a follower's append).
+    #[error(
+        "a batch at offset {base_offset} does not continue the log, which ends at {next_offset}"
+    )]
+    NotContinuing {
+        base_offset: Offset,
+        next_offset: Offset,
+    },
 }
 
 /// What an accepted append was given.
@@ -501,19 +509,6 @@ impl PartitionLog {
                 record_count,
             }));
         }
-        if self.must_roll(now, len, last_offset) {
-            self.roll(now);
-        }
-        let segment = self
-            .segments
-            .back_mut()
-            .expect("a log has at least one segment");
-        let position = segment.size;
-        assert_eq!(
-            segment.buffer.end(),
-            position,
-            "the write buffer ends at the data end"
-        );
         let shared = batch.len() >= SHARED_BATCH_BYTES_MIN;
         let mut header = if shared {
             BytesMut::from(&batch[..HEADER_SIZE])
@@ -525,6 +520,141 @@ impl PartitionLog {
         assert!(
             stamped.is_ok(),
             "stamping a validated batch failed: {stamped:?}"
+        );
+        self.buffer_batch(
+            now,
+            batch,
+            header.freeze(),
+            base_offset,
+            last_offset,
+            max_timestamp,
+        );
+        let appended = ProducedBatch {
+            base_offset,
+            append_time: now,
+            base_sequence: producer.base_sequence,
+            record_count,
+        };
+        self.producers
+            .record(producer, appended, self.config.producer_expiry_ms);
+        let waiter = match durability {
+            Durability::None => None,
+            Durability::Write => {
+                self.write_wanted = self.next_offset;
+                Some(self.waiters.wait_written(self.next_offset))
+            }
+            Durability::Fsync => {
+                self.fsync_wanted = self.next_offset;
+                Some(self.waiters.wait_durable(self.next_offset))
+            }
+        };
+        self.unsynced_since.get_or_insert(now);
+        // The round starts when the shell next polls for requests, not now: appends that
+        // arrive together (the frames of one read, producers woken by one acknowledgement)
+        // then share it instead of the first going out alone.
+        self.deferred_schedule = Some(now);
+        Ok(AppendTicket {
+            base_offset,
+            last_offset,
+            append_time: now,
+            durability,
+            waiter,
+            duplicate: false,
+        })
+    }
+
+    /// A follower's append: one batch of the leader's log, stamped there (base offset, append
+    /// time, header CRC), that continues this log exactly — its base offset is this log's next
+    /// offset. It is kept byte for byte (replicas hold the same bytes at the same offsets),
+    /// goes through the same write rounds and group commit as any append, and its producer
+    /// fields join the idempotent-producer state as recovery's replay takes them (the leader
+    /// checked them). Nothing waits on it here: the follower reports its durable end to the
+    /// leader as [`LogEvent::Durable`] moves. Returns the log's next offset.
+    pub fn handle_replicate(&mut self, now: Millis, batch: &Bytes) -> Result<Offset, AppendError> {
+        if let Some(reason) = &self.fenced {
+            return Err(AppendError::Fenced(reason.clone()));
+        }
+        let parsed = BatchRef::parse_validated(batch)?;
+        let base_offset = parsed.base_offset();
+        if base_offset != self.next_offset {
+            return Err(AppendError::NotContinuing {
+                base_offset,
+                next_offset: self.next_offset,
+            });
+        }
+        let record_count = parsed.record_count();
+        if base_offset.0 > spate_format::limits::OFFSET_MAX - u64::from(record_count - 1) {
+            return Err(AppendError::InvalidBatch(BatchError::OffsetOverflow {
+                base_offset: base_offset.0,
+                record_count,
+            }));
+        }
+        let len = u64::from(parsed.len());
+        let buffered = self.unwritten_bytes();
+        if buffered + len > PARTITION_BUFFER_BYTES_MAX {
+            return Err(AppendError::BufferFull {
+                buffered,
+                max: PARTITION_BUFFER_BYTES_MAX,
+            });
+        }
+        let last_offset = parsed.last_offset();
+        let header = if batch.len() >= SHARED_BATCH_BYTES_MIN {
+            batch.slice(..HEADER_SIZE)
+        } else {
+            Bytes::copy_from_slice(batch)
+        };
+        let producer = parsed.producer();
+        let appended = ProducedBatch {
+            base_offset,
+            append_time: Millis(parsed.append_time()),
+            base_sequence: producer.base_sequence,
+            record_count,
+        };
+        self.buffer_batch(
+            now,
+            batch,
+            header,
+            base_offset,
+            last_offset,
+            parsed.max_timestamp(),
+        );
+        self.producers
+            .replay(producer, appended, self.config.producer_expiry_ms);
+        // Synced as soon as a round can take it: the leader's `fsync` acknowledgements wait
+        // for this replica's durable end.
+        self.fsync_wanted = self.next_offset;
+        self.unsynced_since.get_or_insert(now);
+        self.deferred_schedule = Some(now);
+        Ok(self.next_offset)
+    }
+
+    /// Buffers one validated batch at `base_offset` whose (stamped) header, or whole bytes
+    /// when it is small, are `header`: the segment's marks, indexes and write buffer, and the
+    /// log's next offset. Shared by producers' appends and followers' appends.
+    fn buffer_batch(
+        &mut self,
+        now: Millis,
+        batch: &Bytes,
+        header: Bytes,
+        base_offset: Offset,
+        last_offset: Offset,
+        max_timestamp: i64,
+    ) {
+        let len = batch.len() as u64;
+        if self.must_roll(now, len, last_offset) {
+            self.roll(now);
+        }
+        let segment = self
+            .segments
+            .back_mut()
+            .expect("a log has at least one segment");
+        let position = segment.size;
+        // A batch kept as it is was given with its header alone; a small one whole.
+        let shared = header.len() == HEADER_SIZE && batch.len() > HEADER_SIZE;
+        assert_eq!(
+            segment.buffer.end(),
+            position,
+            "the write buffer ends at the data end"
         );
         segment.size += len;
         segment.next_offset = Offset(last_offset.0 + 1);
@@ -560,7 +690,7 @@ impl PartitionLog {
                 // Validated above: a batch is at most BATCH_SIZE_MAX (1 MiB).
                 len: u32::try_from(len).expect("batch length fits u32"),
             },
-            header: header.freeze(),
+            header,
             rest: if shared {
                 batch.slice(HEADER_SIZE..)
             } else {
@@ -569,38 +699,6 @@ impl PartitionLog {
         });
         segment.buffer.batch_bytes += len;
         self.next_offset = Offset(last_offset.0 + 1);
-        let appended = ProducedBatch {
-            base_offset,
-            append_time: now,
-            base_sequence: producer.base_sequence,
-            record_count,
-        };
-        self.producers
-            .record(producer, appended, self.config.producer_expiry_ms);
-        let waiter = match durability {
-            Durability::None => None,
-            Durability::Write => {
-                self.write_wanted = self.next_offset;
-                Some(self.waiters.wait_written(self.next_offset))
-            }
-            Durability::Fsync => {
-                self.fsync_wanted = self.next_offset;
-                Some(self.waiters.wait_durable(self.next_offset))
-            }
-        };
-        self.unsynced_since.get_or_insert(now);
-        // The round starts when the shell next polls for requests, not now: appends that
-        // arrive together (the frames of one read, producers woken by one acknowledgement)
-        // then share it instead of the first going out alone.
-        self.deferred_schedule = Some(now);
-        Ok(AppendTicket {
-            base_offset,
-            last_offset,
-            append_time: now,
-            durability,
-            waiter,
-            duplicate: false,
-        })
     }
 
     /// The answer to an idempotent producer's resend of `original`: its offsets, acknowledged
