@@ -39,6 +39,8 @@ pub enum RecoveryError {
     Storage(#[from] StorageError),
     #[error("recovery got an unexpected completion {0:?}")]
     Unexpected(IoId),
+    #[error("cannot cut the log at {to}: it starts at {log_start}")]
+    CutBelowStart { to: Offset, log_start: Offset },
 }
 
 /// A torn tail that recovery truncated.
@@ -67,6 +69,10 @@ pub struct RecoveryReport {
     /// Producer snapshots that could not be used, and why (an older one, or the whole log,
     /// was replayed instead).
     pub invalid_snapshots: Vec<String>,
+    /// A cut asked for ([`Recovery::truncating`]): where the log was cut, and the bytes of
+    /// records dropped from the segment holding the cut (whole segments after it are in
+    /// `removed_files`).
+    pub cut: Option<(Offset, u64)>,
 }
 
 /// A recovered partition: its log and what recovery did.
@@ -116,6 +122,8 @@ struct Scan {
     nonzero_end: u64,
     /// Where to read next while looking for non-zero bytes after the end.
     probe_pos: u64,
+    /// The scan stopped at the batch where a cut was asked for ([`Recovery::truncating`]).
+    cut: bool,
 }
 
 #[derive(Debug)]
@@ -171,11 +179,33 @@ pub struct Recovery {
     producers: ProducerStates,
     replay_from: usize,
     result: Option<Result<Recovered, RecoveryError>>,
+    /// The offset to cut the log at ([`Recovery::truncating`]).
+    cut: Option<Offset>,
+    /// The removals of the segments at and after the cut, then a directory sync: run first,
+    /// before the segment holding the cut is truncated, so a crash in between leaves a log
+    /// that is whole (only longer than asked).
+    cut_removals: Vec<IoRequest>,
 }
 
 impl Recovery {
     /// Starts recovering from the listed files of the partition directory.
     pub fn new(config: LogConfig, listing: &[ListedFile]) -> Self {
+        Self::start(config, listing, None)
+    }
+
+    /// Recovers the partition with its log cut at `to` (a follower's truncation after its
+    /// log diverged from the leader's, `docs/cluster.md`): the segments at and after the cut
+    /// are removed, the segment holding it loses its index files and producer snapshot (it is
+    /// the active segment again) and is truncated at the batch starting at `to`, which must
+    /// be a batch boundary (else the partition is fenced: the point came from damaged
+    /// data). A cut at or above the log's end changes nothing. The producers' state is
+    /// rebuilt as of the cut. Every change is durable when the result comes; a crash in
+    /// between leaves a whole log, at most as long as before.
+    pub fn truncating(config: LogConfig, listing: &[ListedFile], to: Offset) -> Self {
+        Self::start(config, listing, Some(to))
+    }
+
+    fn start(config: LogConfig, listing: &[ListedFile], cut: Option<Offset>) -> Self {
         let mut report = RecoveryReport::default();
         let mut files: Vec<SegmentFiles> = Vec::new();
         let mut start_markers = Vec::new();
@@ -234,6 +264,63 @@ impl Recovery {
             }
             false
         });
+        let mut cut_removals = Vec::new();
+        let mut cut_below_start = None;
+        if let (Some(to), Some(first)) = (cut, files.first().map(|files| files.base)) {
+            if to < first {
+                cut_below_start = Some(RecoveryError::CutBelowStart {
+                    to,
+                    log_start: first,
+                });
+            } else {
+                // Segments from the cut on go, newest first, each made durable (a directory
+                // sync) before the next, so a crash leaves older ones whole and contiguous;
+                // each log file before its index files (index files without a log are
+                // removed by the next recovery); the first segment always stays.
+                let keep = files.partition_point(|files| files.base < to).max(1);
+                for removed in files.drain(keep..).rev() {
+                    for (present, file) in [
+                        (removed.log_len.is_some(), FileRef::log(removed.base)),
+                        (
+                            removed.has_offset_index,
+                            FileRef::offset_index(removed.base),
+                        ),
+                        (removed.has_time_index, FileRef::time_index(removed.base)),
+                        (removed.has_producers, FileRef::producers(removed.base)),
+                    ] {
+                        if present {
+                            next_id += 1;
+                            report.removed_files.push(file.file_name());
+                            cut_removals.push(IoRequest::Remove {
+                                id: IoId(next_id),
+                                file,
+                            });
+                        }
+                    }
+                    next_id += 1;
+                    cut_removals.push(IoRequest::SyncDir { id: IoId(next_id) });
+                }
+                // The segment holding the cut takes data again: its index files describe
+                // records that may go, and its snapshot their end.
+                if let Some(last) = files.last_mut() {
+                    for (present, file) in [
+                        (last.has_offset_index, FileRef::offset_index(last.base)),
+                        (last.has_time_index, FileRef::time_index(last.base)),
+                    ] {
+                        if present {
+                            next_id += 1;
+                            report.removed_files.push(file.file_name());
+                            cut_removals.push(IoRequest::Remove {
+                                id: IoId(next_id),
+                                file,
+                            });
+                        }
+                    }
+                    last.has_offset_index = false;
+                    last.has_time_index = false;
+                }
+            }
+        }
         report.segments = u32::try_from(files.len()).unwrap_or(u32::MAX);
         // A snapshot describes its segment's end, so it is valid once the segment is complete:
         // every segment but the last, and the last if sealed. The snapshot of an unsealed
@@ -252,11 +339,21 @@ impl Recovery {
                 next_id += 1;
                 let file = FileRef::producers(entry.base);
                 report.removed_files.push(file.file_name());
-                finish.push_back(IoRequest::Remove {
+                let remove = IoRequest::Remove {
                     id: IoId(next_id),
                     file,
-                });
+                };
+                // A cut's changes wait for the scan (a fence keeps every file as it was).
+                if cut.is_some() {
+                    cut_removals.push(remove);
+                } else {
+                    finish.push_back(remove);
+                }
             }
+        }
+        if cut.is_some() && !cut_removals.is_empty() {
+            next_id += 1;
+            cut_removals.push(IoRequest::SyncDir { id: IoId(next_id) });
         }
         let mut recovery = Recovery {
             config,
@@ -275,7 +372,13 @@ impl Recovery {
             producers: ProducerStates::default(),
             replay_from: 0,
             result: None,
+            cut,
+            cut_removals,
         };
+        if let Some(error) = cut_below_start {
+            recovery.fail(error);
+            return recovery;
+        }
         recovery.start_markers.sort_unstable();
         recovery.next_snapshot();
         recovery
@@ -586,6 +689,7 @@ impl Recovery {
             tail_sector: Vec::new(),
             nonzero_end: 0,
             probe_pos: 0,
+            cut: false,
         };
         self.read_scan(scan);
     }
@@ -650,7 +754,25 @@ impl Recovery {
         let skip = usize::try_from(scan.batch_pos - read_at).unwrap_or(usize::MAX);
         let bytes = data.get(skip..).unwrap_or_default();
         let mut scanner = SegmentScanner::new(bytes, scan.batch_pos, Some(scan.expected));
+        let cut = self.cut.filter(|_| scan.active);
+        let mut cut_at = None;
         for batch in scanner.by_ref() {
+            if let Some(cut) = cut {
+                if batch.base_offset >= cut {
+                    cut_at = Some(batch.position);
+                    break;
+                }
+                if batch.next_offset() > cut {
+                    // The cut falls inside a batch: not a point any replica's log has.
+                    let detail = format!(
+                        "a cut at offset {cut} falls inside the batch at offset {}",
+                        batch.base_offset
+                    );
+                    self.fence_at(self.files[scan.index].base, batch.position, detail);
+                    cut_at = Some(batch.position);
+                    break;
+                }
+            }
             scan.max_timestamp = scan.max_timestamp.max(batch.max_timestamp);
             let relative = u32::try_from(batch.base_offset.0 - self.files[scan.index].base.0)
                 .unwrap_or(u32::MAX);
@@ -674,6 +796,18 @@ impl Recovery {
                 self.producers
                     .replay(batch.producer, replayed, self.config.producer_expiry_ms);
             }
+        }
+        if let Some(p) = cut_at {
+            scan.batch_pos = p;
+            scan.end = Some((p, EndReason::Clean));
+            scan.cut = true;
+            let local = |position: u64| usize::try_from(position - read_at).unwrap_or(usize::MAX);
+            scan.tail_sector = data
+                .get(local(align_down(p))..local(p))
+                .unwrap_or_default()
+                .to_vec();
+            self.end_scan(scan);
+            return;
         }
         let end = scanner.end().expect("an exhausted scanner has an end");
         scan.batch_pos = end.position;
@@ -770,6 +904,18 @@ impl Recovery {
                 self.segments.push_back(segment);
             }
             self.begin_finish();
+            return;
+        }
+        // A truncating recovery ends here, unless damage ended the scan before the cut (a
+        // torn tail or corruption is then handled as in any recovery, and nothing is cut).
+        if scan.active && self.cut.is_some() && (scan.cut || !damaged) {
+            self.end_cut(
+                scan.index,
+                scan.file_len,
+                scan.cut,
+                scan.tail_sector,
+                recovered,
+            );
             return;
         }
         if scan.active {
@@ -872,6 +1018,68 @@ impl Recovery {
         }
         self.segments.push_back(segment);
         self.begin_segment(scan.index + 1);
+    }
+
+    /// The end of a truncating recovery's scan of the segment holding the cut: later
+    /// segments removed (and the directory synced), then this file truncated at the cut and
+    /// given a whole number of sectors again, then synced (`begin_sync_and_done`).
+    fn end_cut(
+        &mut self,
+        index: usize,
+        file_len: u64,
+        cut: bool,
+        tail_sector: Vec<u8>,
+        mut recovered: RecoveredSegment,
+    ) {
+        let base = self.files[index].base;
+        let p = recovered.size;
+        let mut requests = std::mem::take(&mut self.cut_removals);
+        if self.fenced.is_none() {
+            let dropped = if cut {
+                file_len
+                    .min(align_up(self.files[index].log_data_end))
+                    .saturating_sub(p)
+            } else {
+                0
+            };
+            self.report.cut = Some((recovered.next_offset, dropped));
+            if cut {
+                let id = self.io_id();
+                requests.push(IoRequest::Truncate {
+                    id,
+                    file: FileRef::log(base),
+                    len: p,
+                });
+                recovered.file_len = p;
+            }
+            // The segment takes data again: a whole number of sectors (as after a torn tail).
+            let len = align_up(recovered.file_len);
+            if len != recovered.file_len {
+                let id = self.io_id();
+                requests.push(IoRequest::Allocate {
+                    id,
+                    file: FileRef::log(base),
+                    len,
+                });
+                recovered.file_len = len;
+            }
+        } else {
+            // Fenced: nothing is cut or removed; the damage stays for the operator.
+            for request in requests.drain(..) {
+                if let IoRequest::Remove { file, .. } = request {
+                    let name = file.file_name();
+                    self.report.removed_files.retain(|removed| *removed != name);
+                }
+            }
+            recovered.file_len = file_len;
+        }
+        for request in requests.into_iter().rev() {
+            self.finish.push_front(request);
+        }
+        self.tail_sector = Some(tail_sector);
+        self.segments
+            .push_back(Segment::recovered(recovered, self.tail_sector.as_deref()));
+        self.begin_finish();
     }
 
     fn fence_at(&mut self, base: Offset, position: u64, detail: String) {

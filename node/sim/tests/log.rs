@@ -1865,3 +1865,230 @@ fn a_follower_keeps_the_leaders_batches_byte_for_byte() {
     assert_eq!(recovered.log.next_offset(), end);
     assert!(recovered.log.producers().knows(42));
 }
+
+/// Recovers the partition in `storage` with its log cut at `to` (`Recovery::truncating`).
+fn recover_cut(
+    storage: &mut SimStorage,
+    config: LogConfig,
+    to: Offset,
+) -> Result<Recovered, spate_core::RecoveryError> {
+    let listing = storage.list().unwrap();
+    let mut recovery = Recovery::truncating(config, &listing, to);
+    loop {
+        while let Some(request) = recovery.poll_io() {
+            storage.submit(request);
+        }
+        if let Some(result) = recovery.poll_done() {
+            return result;
+        }
+        assert!(storage.complete_one(), "recovery stuck");
+        while let Some(done) = storage.poll_done() {
+            recovery.handle_io_done(done);
+        }
+    }
+}
+
+/// A log of several segments (the third batch has three records, the 41st is an idempotent
+/// producer's), all durable; returns it and every batch's base offset and bytes.
+fn several_segments() -> (Harness, Vec<(Offset, Bytes)>) {
+    use spate_format::ProducerFields;
+    let mut harness = Harness::new(config());
+    for n in 0..60i64 {
+        let bytes = match n {
+            2 => batch(100, 3, T0 + n),
+            40 => {
+                let producer = ProducerFields {
+                    producer_id: 42,
+                    producer_epoch: 0,
+                    base_sequence: 0,
+                };
+                let mut builder = BatchBuilder::new().producer(producer);
+                builder
+                    .push(&Record {
+                        timestamp: T0 + n,
+                        value: Some(&[7; 3_000]),
+                        ..Record::default()
+                    })
+                    .unwrap();
+                builder.finish().unwrap()
+            }
+            _ => batch(3_000, 1, T0 + n),
+        };
+        harness.append(&bytes, Durability::Fsync);
+        harness.settle();
+    }
+    assert!(harness.log.segment_count() >= 3, "several segments");
+    let end = harness.log.high_watermark();
+    let mut all = Vec::new();
+    let mut offset = Offset(0);
+    while offset < end {
+        for batch in batches(&harness.fetch(offset, 1 << 20)) {
+            let batch = batch.unwrap();
+            offset = batch.next_offset();
+            all.push((
+                batch.base_offset(),
+                Bytes::copy_from_slice(batch.as_bytes()),
+            ));
+        }
+    }
+    (harness, all)
+}
+
+/// Every batch of `harness`'s log, from its start, with its bytes.
+fn all_batches(harness: &mut Harness) -> Vec<(Offset, Bytes)> {
+    let mut all = Vec::new();
+    let mut offset = harness.log.log_start();
+    while offset < harness.log.high_watermark() {
+        for batch in batches(&harness.fetch(offset, 1 << 20)) {
+            let batch = batch.unwrap();
+            offset = batch.next_offset();
+            all.push((
+                batch.base_offset(),
+                Bytes::copy_from_slice(batch.as_bytes()),
+            ));
+        }
+    }
+    all
+}
+
+/// A follower's truncation (`Recovery::truncating`, issue 14): the log is cut at a batch
+/// boundary anywhere — inside the active segment, inside a sealed one, at a segment's base,
+/// at the log's start or end — and holds exactly the batches below the cut, with the
+/// producers' state as of the cut; it then takes appends at the cut, and a later recovery
+/// finds the same. A cut inside a batch fences instead.
+#[test]
+fn a_truncating_recovery_cuts_the_log_at_a_batch_boundary() {
+    let (harness, all) = several_segments();
+    let end = harness.log.high_watermark();
+    let bases = harness.log.segment_bases();
+    let producer_at = all[40].0;
+    let mut cuts = vec![
+        Offset(0),
+        all[1].0,
+        all[3].0,
+        bases[1],
+        all[all.len() - 2].0,
+        end,
+    ];
+    cuts.extend(bases.iter().skip(1).map(|base| Offset(base.0 + 2)));
+    cuts.push(Offset(producer_at.0 + 1));
+    for to in cuts {
+        let mut image = harness.storage.crash(1);
+        let recovered = recover_cut(&mut image, config(), to).unwrap();
+        assert_eq!(recovered.report.corruption, None, "cut at {to}");
+        assert_eq!(recovered.report.cut.map(|(at, _)| at), Some(to));
+        assert_eq!(recovered.log.next_offset(), to);
+        assert_eq!(recovered.log.high_watermark(), to);
+        assert_eq!(
+            recovered.log.producers().knows(42),
+            producer_at < to,
+            "cut at {to}"
+        );
+        for listed in image.list().unwrap() {
+            if let Ok((base, _)) = spate_format::segment::parse_segment_file_name(&listed.name) {
+                assert!(
+                    base < to || base == Offset(0),
+                    "{} left after a cut at {to}",
+                    listed.name
+                );
+            }
+        }
+        let mut follower = Harness {
+            log: recovered.log,
+            storage: image,
+            now: Millis(T0 + 1_000),
+            requests: Vec::new(),
+            events: Vec::new(),
+        };
+        let kept: Vec<_> = all.iter().filter(|(base, _)| *base < to).cloned().collect();
+        assert_eq!(all_batches(&mut follower), kept, "cut at {to}");
+        // Appends continue at the cut; a later recovery finds the same log.
+        for n in 0..3 {
+            follower.append(&batch(500, 1, T0 + 100 + n), Durability::Fsync);
+            follower.settle();
+        }
+        let expected = all_batches(&mut follower);
+        assert_eq!(expected.len(), kept.len() + 3);
+        let mut image = follower.storage.crash(2);
+        let again = recover(&mut image, config());
+        assert_eq!(again.report.corruption, None);
+        assert_eq!(again.report.torn_tail, None);
+        let mut reopened = Harness {
+            log: again.log,
+            storage: image,
+            now: Millis(T0 + 2_000),
+            requests: Vec::new(),
+            events: Vec::new(),
+        };
+        assert_eq!(
+            all_batches(&mut reopened),
+            expected,
+            "cut at {to}, reopened"
+        );
+    }
+    // Inside the batch of three records: not a boundary, fenced, nothing removed.
+    let mut image = harness.storage.crash(1);
+    let files_before = image.list().unwrap().len();
+    let recovered = recover_cut(&mut image, config(), Offset(all[2].0 .0 + 1)).unwrap();
+    assert!(recovered.report.corruption.is_some());
+    assert!(recovered.log.fenced().is_some());
+    assert_eq!(image.list().unwrap().len(), files_before);
+    assert!(recovered.report.removed_files.is_empty());
+    assert_eq!(recovered.report.cut, None);
+}
+
+/// A crash anywhere in a truncating recovery leaves a log that an ordinary recovery opens
+/// unfenced, holding a prefix of the batches it had, at least up to the cut.
+#[test]
+fn a_crash_during_a_truncating_recovery_leaves_a_whole_log() {
+    let (harness, all) = several_segments();
+    let bases = harness.log.segment_bases();
+    for to in [bases[1], all[3].0, Offset(bases[1].0 + 2)] {
+        for crash_after in 0.. {
+            let mut storage = harness.storage.crash(1);
+            let listing = storage.list().unwrap();
+            let mut recovery = Recovery::truncating(config(), &listing, to);
+            let mut completed = 0;
+            let mut finished = false;
+            while completed < crash_after {
+                while let Some(request) = recovery.poll_io() {
+                    storage.submit(request);
+                }
+                if recovery.poll_done().is_some() {
+                    finished = true;
+                    break;
+                }
+                assert!(storage.complete_one(), "recovery stuck");
+                completed += 1;
+                while let Some(done) = storage.poll_done() {
+                    recovery.handle_io_done(done);
+                }
+            }
+            while let Some(request) = recovery.poll_io() {
+                storage.submit(request);
+            }
+            for seed in 0..4 {
+                let mut image = storage.crash(seed);
+                let recovered = recover(&mut image, config());
+                assert_eq!(
+                    recovered.report.corruption, None,
+                    "cut at {to}, crash after {crash_after} requests (seed {seed})"
+                );
+                let end = recovered.log.next_offset();
+                assert!(end >= to, "cut at {to}: the log ends at {end}");
+                let mut reopened = Harness {
+                    log: recovered.log,
+                    storage: image,
+                    now: Millis(T0 + 1_000),
+                    requests: Vec::new(),
+                    events: Vec::new(),
+                };
+                let found = all_batches(&mut reopened);
+                assert_eq!(found[..], all[..found.len()], "a prefix of the log");
+            }
+            if finished {
+                break;
+            }
+        }
+    }
+}
