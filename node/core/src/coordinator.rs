@@ -819,6 +819,9 @@ mod tests {
             .unwrap();
         coordinator.appended(id, true);
         member_id_required(&mut coordinator, "committed");
+        // A member id handed out keeps its group until it lapses.
+        coordinator.tick(Millis(1_000));
+        assert!(coordinator.group("pending").is_some());
         coordinator.tick(Millis(5_000));
         while coordinator.poll_output().is_some() {}
         coordinator.tick(Millis(9_000));

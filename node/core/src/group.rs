@@ -1584,4 +1584,24 @@ mod tests {
         );
         assert_eq!(group.handle_join(Millis(1), Ticket(11), most), Reply::Later);
     }
+
+    #[test]
+    fn a_member_waiting_in_a_join_does_not_expire_meanwhile() {
+        let (mut group, ids) = stable(2);
+        assert_eq!(
+            group.handle_heartbeat(Millis(9_000), &ids[1], None, 1),
+            Ok(())
+        );
+        // The first member rejoins with a short session: while it waits in the join phase
+        // its session does not run, so the next deadline is the other member's (9 s + 10 s),
+        // not its own (9.5 s + 6 s).
+        let mut rejoin = join(&ids[0], &["range"]);
+        rejoin.session_timeout_ms = SESSION_TIMEOUT_MS_MIN;
+        assert_eq!(
+            group.handle_join(Millis(9_500), Ticket(20), rejoin),
+            Reply::Later
+        );
+        assert_eq!(group.state(), GroupState::PreparingRebalance);
+        assert_eq!(group.poll_timeout(), Some(Millis(19_000)));
+    }
 }
