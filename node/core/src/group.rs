@@ -961,7 +961,6 @@ impl Group {
     /// Lets time pass: member ids and members not heard from in their session timeout are
     /// removed; a join phase past its deadline (or initial delay) ends.
     pub fn handle_tick(&mut self, now: Millis) {
-        let before = self.pending.len();
         self.pending.retain(|_, deadline| *deadline > now);
         let expired: Vec<String> = self
             .members
@@ -981,9 +980,8 @@ impl Group {
         }
         if !expired.is_empty() {
             self.after_removal(now);
-        } else if self.pending.len() != before {
-            self.maybe_complete_join(now);
         }
+        // Lapsed member ids, or the deadline, may end a join phase.
         self.maybe_complete_join(now);
     }
 }
@@ -1603,5 +1601,120 @@ mod tests {
         );
         assert_eq!(group.state(), GroupState::PreparingRebalance);
         assert_eq!(group.poll_timeout(), Some(Millis(19_000)));
+    }
+
+    /// Who leads and who follows in a stable group of two.
+    fn leader_and_follower(group: &Group, ids: &[String]) -> (String, String) {
+        let leader = group.leader().expect("a leader").to_owned();
+        let follower = ids.iter().find(|id| **id != leader).expect("two").clone();
+        (leader, follower)
+    }
+
+    #[test]
+    fn only_an_unchanged_follower_rejoins_a_stable_group_without_a_rebalance() {
+        let (mut group, ids) = stable(2);
+        let (leader, follower) = leader_and_follower(&group, &ids);
+        assert_eq!(
+            group.handle_join(Millis(4_000), Ticket(30), join(&follower, &["range"])),
+            Reply::Later
+        );
+        let answers = outputs(&mut group);
+        assert_eq!(
+            joined(&answers[0]).generation,
+            1,
+            "answered at once, no rebalance"
+        );
+        assert_eq!(group.state(), GroupState::Stable);
+        // Changed metadata: a rebalance.
+        let mut changed = join(&follower, &["range"]);
+        changed.protocols[0].1 = Bytes::from_static(b"new metadata");
+        group.handle_join(Millis(4_100), Ticket(31), changed);
+        assert_eq!(group.state(), GroupState::PreparingRebalance);
+        // The leader rejoining, even unchanged: a rebalance (it must assign again).
+        let (mut group, ids) = stable(2);
+        let (leader_again, _) = leader_and_follower(&group, &ids);
+        group.handle_join(Millis(4_000), Ticket(32), join(&leader_again, &["range"]));
+        assert_eq!(group.state(), GroupState::PreparingRebalance);
+        assert!(!leader.is_empty());
+    }
+
+    #[test]
+    fn an_emptied_group_takes_the_protocol_type_of_its_next_member() {
+        let (mut group, ids) = stable(1);
+        assert_eq!(
+            group.handle_leave(Millis(4_000), &[(ids[0].clone(), None)]),
+            vec![Ok(())]
+        );
+        assert_eq!(group.state(), GroupState::Empty);
+        assert_eq!(
+            group.generation(),
+            2,
+            "the last member leaving ends generation 1"
+        );
+        let mut connect = join("", &["range"]);
+        connect.protocol_type = "connect".to_owned();
+        let Reply::Now(Err(GroupError::MemberIdRequired { member_id })) =
+            group.handle_join(Millis(5_000), Ticket(1), connect.clone())
+        else {
+            panic!("a member id");
+        };
+        connect.member_id = member_id;
+        assert_eq!(
+            group.handle_join(Millis(5_000), Ticket(2), connect),
+            Reply::Later
+        );
+        assert_eq!(group.protocol_type(), Some("connect"));
+        // A group without members takes commits at generation -1 only.
+        let mut empty = Group::new("e", GroupConfig::default(), 1);
+        assert_eq!(empty.check_commit(Millis(0), "", None, -1), Ok(()));
+        assert!(empty.check_commit(Millis(0), "", None, 0).is_err());
+    }
+
+    #[test]
+    fn the_protocol_most_members_prefer_wins() {
+        let mut group = group();
+        first_join(&mut group, Millis(0), 1, &["range", "roundrobin"]);
+        first_join(&mut group, Millis(0), 2, &["roundrobin", "range"]);
+        first_join(&mut group, Millis(0), 3, &["roundrobin", "range"]);
+        group.handle_tick(Millis(3_000));
+        outputs(&mut group);
+        assert_eq!(group.protocol(), Some("roundrobin"));
+    }
+
+    #[test]
+    fn sessions_start_when_the_join_phase_ends() {
+        let mut group = group();
+        let member = first_join(&mut group, Millis(0), 1, &["range"]);
+        group.handle_tick(Millis(3_000));
+        outputs(&mut group);
+        assert_eq!(group.state(), GroupState::CompletingRebalance);
+        // Its session (10 s) runs from the end of the join phase, not from before it.
+        group.handle_tick(Millis(12_999));
+        assert!(group.members().any(|(id, ..)| id == member));
+    }
+
+    #[test]
+    fn a_member_id_lapses_exactly_at_its_deadline() {
+        let mut group = group();
+        let Reply::Now(Err(GroupError::MemberIdRequired { .. })) =
+            group.handle_join(Millis(0), Ticket(1), join("", &["range"]))
+        else {
+            panic!("a member id");
+        };
+        group.handle_tick(Millis(i64::from(SESSION) - 1));
+        assert!(group.has_members());
+        group.handle_tick(Millis(i64::from(SESSION)));
+        assert!(!group.has_members());
+    }
+
+    #[test]
+    fn a_static_member_may_leave_by_its_instance_id_alone() {
+        let (mut group, _, _, _) = stable_with_static_member();
+        assert_eq!(
+            group.handle_leave(Millis(4_000), &[(String::new(), Some("host-1".to_owned()))]),
+            vec![Ok(())]
+        );
+        assert_eq!(group.members().count(), 1);
+        assert_eq!(group.state(), GroupState::PreparingRebalance);
     }
 }

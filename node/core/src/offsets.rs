@@ -476,6 +476,8 @@ mod tests {
 
     #[test]
     fn offsets_of_empty_groups_expire_and_limits_hold() {
+        // Kafka's offsets.retention.minutes: 7 days (docs/groups.md).
+        assert_eq!(OFFSETS_RETENTION_MS_DEFAULT, 604_800_000);
         let mut store = OffsetStore::default();
         for (group, at) in [("old", 0), ("new", 1_000), ("busy", 0)] {
             for record in store
