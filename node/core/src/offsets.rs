@@ -501,6 +501,13 @@ mod tests {
         assert!(store
             .commit_records("g2", &[("t".to_owned(), 0, 0, -1, long)], Millis(0))
             .is_err());
+        // Each limit itself is allowed.
+        let longest = "x".repeat(METADATA_BYTES_MAX);
+        let group = "g".repeat(GROUP_ID_BYTES_MAX);
+        let topic = "t".repeat(TOPIC_BYTES_MAX);
+        assert!(store
+            .commit_records(&group, &[(topic, 0, 0, -1, longest)], Millis(0))
+            .is_ok());
     }
 
     #[test]
