@@ -2092,3 +2092,74 @@ fn a_crash_during_a_truncating_recovery_leaves_a_whole_log() {
         }
     }
 }
+
+/// A replicated leader's log (`handle_replicated_high_watermark`, issue 14): consumers see,
+/// and `fsync` producers are acknowledged, only up to the smaller of the local durable end
+/// and the replicated high watermark — a fetch's answer is cut there even when the tail cache
+/// or a read holds more — while followers read up to the written end.
+#[test]
+fn a_replicated_leader_shows_only_what_its_replicas_hold() {
+    for config in [config(), reads_from_disk()] {
+        let mut leader = Harness::new(config);
+        leader.log.handle_replicated_high_watermark(Offset(0));
+        let mut tickets = Vec::new();
+        for n in 0..3 {
+            let ticket = leader
+                .log
+                .handle_append(leader.now, &Bytes::from(batch(1_000, 2, T0 + n)), Durability::Fsync)
+                .unwrap();
+            tickets.push(ticket);
+            leader.transfer();
+        }
+        leader.settle();
+        let end = Offset(6);
+        assert_eq!(leader.log.durable_end(), end);
+        assert_eq!(leader.log.high_watermark(), Offset(0));
+        let acked = |events: &[LogEvent]| {
+            events
+                .iter()
+                .filter(|event| matches!(event, LogEvent::Acked { .. }))
+                .count()
+        };
+        assert_eq!(acked(&leader.events), 0, "durable here is not enough");
+        assert!(matches!(
+            leader.log.handle_fetch(Offset(0), 1 << 20),
+            Ok(FetchPlan::AtEnd)
+        ));
+        // A follower reads everything written.
+        let replica = match leader.log.handle_fetch_replica(Offset(0), 1 << 20).unwrap() {
+            FetchPlan::Ready(bytes) => bytes,
+            FetchPlan::Read(plan) => leader.read(plan, 0).unwrap(),
+            FetchPlan::AtEnd => panic!("the follower is behind"),
+        };
+        assert_eq!(batches(&replica).count(), 3);
+        let parked = leader
+            .log
+            .handle_fetch_wait(leader.now, Offset(0), Offset(0), 1_000)
+            .unwrap();
+        // The replicas hold the first batch: it is visible and acknowledged, alone.
+        leader.log.handle_replicated_high_watermark(Offset(2));
+        leader.transfer();
+        assert_eq!(leader.log.high_watermark(), Offset(2));
+        assert_eq!(acked(&leader.events), 1);
+        assert!(leader.events.contains(&LogEvent::Acked {
+            ticket: tickets[0].waiter.unwrap()
+        }));
+        assert!(leader.events.contains(&LogEvent::FetchReady { ticket: parked }));
+        let answer = leader.fetch(Offset(0), 1 << 20);
+        let bases: Vec<Offset> = batches(&answer).map(|b| b.unwrap().base_offset()).collect();
+        assert_eq!(bases, vec![Offset(0)], "cut at the visible end");
+        assert!(matches!(
+            leader.log.handle_delete_records(Offset(4)),
+            Err(DeleteRecordsError::AboveHighWatermark { .. })
+        ));
+        // It never goes back; above the local durable end it is capped by it.
+        leader.log.handle_replicated_high_watermark(Offset(0));
+        assert_eq!(leader.log.high_watermark(), Offset(2));
+        leader.log.handle_replicated_high_watermark(Offset(100));
+        leader.transfer();
+        assert_eq!(leader.log.high_watermark(), end);
+        assert_eq!(acked(&leader.events), 3);
+        assert_eq!(leader.fetch_all(), vec![Offset(0), Offset(2), Offset(4)]);
+    }
+}

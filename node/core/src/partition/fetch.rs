@@ -14,6 +14,7 @@ use spate_format::limits::{BATCH_HEADER_SIZE, BATCH_SIZE_MAX, INDEX_INTERVAL_BYT
 use spate_format::segment::{EndReason, ScanEnd, SegmentScanner};
 use spate_format::{BatchError, Offset};
 use thiserror::Error;
+use zerocopy::FromBytes;
 
 use crate::storage::{align_down, align_up, FileRef};
 use crate::Millis;
@@ -63,6 +64,9 @@ pub struct ReadPlan {
     pub(super) max_bytes: u32,
     /// Batches must end at or before this position (the segment's durable end).
     pub(super) limit: u64,
+    /// The answer holds no batch that ends after this offset (the visible end for a
+    /// consumer, the written end for a replica).
+    pub(super) end: Offset,
     /// This read continues one that ended inside the batch holding `offset`: it covers that
     /// whole batch, so another continuation means damage.
     pub(super) continued: bool,
@@ -238,14 +242,38 @@ impl PartitionLog {
         offset: Offset,
         max_bytes: u32,
     ) -> Result<FetchPlan, FetchError> {
-        if offset < self.log_start || offset > self.durable {
+        let visible = self.high_watermark();
+        self.plan_fetch(offset, max_bytes, visible, false)
+    }
+
+    /// A follower's fetch: like [`PartitionLog::handle_fetch`] but bounded by the *written*
+    /// end, not the visible one (followers read past the high watermark: that is how it
+    /// moves), and never from the consumers' read-ahead. Pass the read's bytes to
+    /// [`PartitionLog::handle_read`] with `keep_max` 0.
+    pub fn handle_fetch_replica(
+        &mut self,
+        offset: Offset,
+        max_bytes: u32,
+    ) -> Result<FetchPlan, FetchError> {
+        let written = self.written;
+        self.plan_fetch(offset, max_bytes, written, true)
+    }
+
+    fn plan_fetch(
+        &mut self,
+        offset: Offset,
+        max_bytes: u32,
+        end: Offset,
+        replica: bool,
+    ) -> Result<FetchPlan, FetchError> {
+        if offset < self.log_start || offset > end {
             return Err(FetchError::OutOfRange {
                 offset,
                 log_start: self.log_start,
-                high_watermark: self.durable,
+                high_watermark: end,
             });
         }
-        if offset == self.durable {
+        if offset == end {
             return Ok(FetchPlan::AtEnd);
         }
         let index = self
@@ -253,9 +281,13 @@ impl PartitionLog {
             .partition_point(|segment| segment.base <= offset)
             - 1;
         let segment = &self.segments[index];
-        let limit = segment.durable_pos;
+        let limit = if replica {
+            segment.written_pos
+        } else {
+            segment.durable_pos
+        };
         if let Some(bytes) = self.tail.read(offset, limit, max_bytes) {
-            return Ok(FetchPlan::Ready(bytes));
+            return Ok(FetchPlan::Ready(cap_at(bytes, end)));
         }
         let file = FileRef::log(segment.base);
         let relative = segment.relative(offset);
@@ -266,8 +298,10 @@ impl PartitionLog {
             ),
             None => (0, segment.base),
         };
-        if let Some(bytes) = self.take_read_ahead(&file, offset, max_bytes, limit) {
-            return Ok(FetchPlan::Ready(bytes));
+        if !replica {
+            if let Some(bytes) = self.take_read_ahead(&file, offset, max_bytes, limit) {
+                return Ok(FetchPlan::Ready(cap_at(bytes, end)));
+            }
         }
         // The batch holding `offset` starts less than an index interval after the entry
         // (the index has an entry once an interval passed), so this covers the answer.
@@ -275,16 +309,17 @@ impl PartitionLog {
         let want = scan_from
             + u64::from(INDEX_INTERVAL_BYTES)
             + u64::from(max_bytes.max(self.config.fetch_read_bytes));
-        let end = align_up(want.min(limit));
+        let read_end = align_up(want.min(limit));
         Ok(FetchPlan::Read(ReadPlan {
             file,
             position,
-            len: end - position,
+            len: read_end - position,
             scan_from,
             scan_offset,
             offset,
             max_bytes,
             limit,
+            end,
             continued: false,
         }))
     }
@@ -335,6 +370,7 @@ impl PartitionLog {
         match plan.cut(data)? {
             Cut::More(next) => Ok(ReadDone::More(next)),
             Cut::Answer { answer, rest } => {
+                let answer = cap_at(answer, plan.end);
                 self.read_ahead = rest
                     .filter(|(_, _, bytes)| bytes.len() as u64 <= keep_max)
                     .map(|(position, offset, data)| ReadAhead {
@@ -365,13 +401,13 @@ impl PartitionLog {
         for segment in self
             .segments
             .iter()
-            .take_while(|segment| segment.base < self.durable)
+            .take_while(|segment| segment.base < self.high_watermark())
             .filter(|segment| segment.next_offset > self.log_start)
         {
             let raised = segment
                 .raises
                 .front()
-                .filter(|raise| raise.next <= self.durable)
+                .filter(|raise| raise.next <= self.high_watermark())
                 .map(|raise| (raise.timestamp, raise.base));
             let recovered = (segment.recovered_max_timestamp != i64::MIN).then(|| {
                 let timestamp = segment.recovered_max_timestamp;
@@ -405,7 +441,7 @@ impl PartitionLog {
         let segment = self
             .segments
             .iter()
-            .take_while(|segment| segment.base < self.durable)
+            .take_while(|segment| segment.base < self.high_watermark())
             .filter(|segment| segment.next_offset > self.log_start)
             .find(|segment| segment.max_timestamp >= timestamp)?;
         let start = spate_format::index::lookup_time(&segment.time_index, timestamp)
@@ -413,5 +449,28 @@ impl PartitionLog {
                 Offset(segment.base.0 + u64::from(entry.relative_offset.get()))
             });
         Some(start.max(self.log_start))
+    }
+}
+
+/// The whole batches of `bytes` (back to back, from this log) that end at or before `end`.
+/// A replicated leader's visible end can be below what a read or the tail cache holds; it is
+/// always a batch boundary, so the batch holding a fetch's offset below it is kept whole.
+fn cap_at(bytes: Bytes, end: Offset) -> Bytes {
+    let mut at = 0usize;
+    while let Some((header, _)) = bytes
+        .get(at..)
+        .and_then(|rest| spate_format::BatchHeader::ref_from_prefix(rest).ok())
+    {
+        let next = header.base_offset.get() + u64::from(header.last_offset_delta.get()) + 1;
+        let len = header.batch_length.get() as usize;
+        if next > end.0 || len == 0 || at + len > bytes.len() {
+            break;
+        }
+        at += len;
+    }
+    if at == bytes.len() {
+        bytes
+    } else {
+        bytes.slice(..at)
     }
 }

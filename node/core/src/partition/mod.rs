@@ -178,6 +178,10 @@ pub struct PartitionLog {
     next_offset: Offset,
     written: Offset,
     durable: Offset,
+    /// A replicated partition's high watermark from the replication protocol (the smallest
+    /// durable end over the ISR, `docs/cluster.md`); `None` on a single node. The visible
+    /// end is the smaller of it and `durable`.
+    replicated_end: Option<Offset>,
     write_wanted: Offset,
     fsync_wanted: Offset,
     /// When the oldest byte not yet durable was appended.
@@ -259,6 +263,7 @@ impl PartitionLog {
             next_offset,
             written: next_offset,
             durable: next_offset,
+            replicated_end: None,
             write_wanted: next_offset,
             fsync_wanted: next_offset,
             unsynced_since: None,
@@ -297,9 +302,42 @@ impl PartitionLog {
         self.log_start
     }
 
-    /// The high watermark: every offset below it is durable and visible.
+    /// The high watermark: every offset below it is durable and visible — on a single node the
+    /// durable end; on a replicated partition also at most the replicated high watermark
+    /// ([`PartitionLog::handle_replicated_high_watermark`]). Consumers' fetches, list-offsets,
+    /// DeleteRecords, parked fetches and `fsync` acknowledgements follow it.
     pub fn high_watermark(&self) -> Offset {
+        match self.replicated_end {
+            None => self.durable,
+            Some(replicated) => replicated.min(self.durable),
+        }
+    }
+
+    /// Every offset below this is durable in this replica's own files (what a follower
+    /// reports to its leader; on a single node, the high watermark).
+    pub fn durable_end(&self) -> Offset {
         self.durable
+    }
+
+    /// The partition is replicated and its high watermark, from the replication protocol, is
+    /// `high_watermark` (it only grows; a lower value changes nothing). The first call turns
+    /// the replicated mode on. What the visible end passes is acknowledged (`fsync`) and wakes
+    /// parked fetches, as a durable end does on a single node.
+    pub fn handle_replicated_high_watermark(&mut self, high_watermark: Offset) {
+        let before = self.high_watermark();
+        let replicated = self
+            .replicated_end
+            .map_or(high_watermark, |known| known.max(high_watermark));
+        self.replicated_end = Some(replicated);
+        self.settle_visible(before);
+    }
+
+    /// Answers what the visible end passed since it was `before`.
+    pub(super) fn settle_visible(&mut self, before: Offset) {
+        let visible = self.high_watermark();
+        if visible > before {
+            self.waiters.durable(visible, &mut self.events);
+        }
     }
 
     /// Every offset below this is written (maybe not yet durable).
@@ -436,7 +474,7 @@ impl PartitionLog {
             return Err(FetchWaitError::Fenced);
         }
         let deadline = Millis(now.0.saturating_add(i64::from(max_wait_ms)));
-        if offset < self.log_start || seen < self.durable || deadline <= now {
+        if offset < self.log_start || seen < self.high_watermark() || deadline <= now {
             // Ready already (something moved since the caller looked, or no wait): it looks
             // again at once.
             return Ok(self.waiters.ready_now(&mut self.events));
@@ -713,7 +751,7 @@ impl PartitionLog {
         let waiter = match durability {
             Durability::None => None,
             Durability::Write if self.written >= next => None,
-            Durability::Fsync if self.durable >= next => None,
+            Durability::Fsync if self.high_watermark() >= next => None,
             Durability::Write => {
                 self.write_wanted = self.write_wanted.max(next);
                 Some(self.waiters.wait_written(next))

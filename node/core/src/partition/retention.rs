@@ -98,10 +98,10 @@ impl PartitionLog {
         if let Some(reason) = &self.fenced {
             return Err(DeleteRecordsError::Fenced(reason.clone()));
         }
-        if offset > self.durable {
+        if offset > self.high_watermark() {
             return Err(DeleteRecordsError::AboveHighWatermark {
                 offset,
-                high_watermark: self.durable,
+                high_watermark: self.high_watermark(),
             });
         }
         if offset <= self.durable_start {

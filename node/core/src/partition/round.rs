@@ -274,9 +274,10 @@ impl PartitionLog {
                 if let Some(up_to) = durable {
                     assert!(up_to <= self.written, "durable never passes written");
                     if up_to > self.durable {
+                        let before = self.high_watermark();
                         self.durable = up_to;
                         self.events.push_back(LogEvent::Durable { up_to });
-                        self.waiters.durable(up_to, &mut self.events);
+                        self.settle_visible(before);
                     }
                 }
                 let durable = self.durable;
