@@ -501,13 +501,24 @@ mod tests {
         assert!(store
             .commit_records("g2", &[("t".to_owned(), 0, 0, -1, long)], Millis(0))
             .is_err());
-        // Each limit itself is allowed.
+        // Each limit itself is allowed, written and read back.
+        assert!(OffsetStore::default().is_empty());
+        let before = store.len();
+        assert_eq!(before, 3);
         let longest = "x".repeat(METADATA_BYTES_MAX);
         let group = "g".repeat(GROUP_ID_BYTES_MAX);
         let topic = "t".repeat(TOPIC_BYTES_MAX);
-        assert!(store
+        for record in store
             .commit_records(&group, &[(topic, 0, 0, -1, longest)], Millis(0))
-            .is_ok());
+            .unwrap()
+        {
+            store.apply(&record).unwrap();
+        }
+        assert!(store.has_group(&group));
+        assert_eq!(store.len(), before + 1);
+        assert!(!store.is_empty());
+        let groups: Vec<&str> = store.groups().collect();
+        assert_eq!(groups, vec!["busy", group.as_str(), "new", "old"]);
     }
 
     #[test]
