@@ -8,9 +8,15 @@
 //! whichever replica acts as leader; consumers read from any that
 //! is ready, fencing older epochs as Kafka clients do (KIP-320).
 //!
-//! The replicas' logs are abstract — at each offset the epoch that wrote it and the write's
-//! id — because the protocol is under test here; the partition log under it has its own
-//! simulation (`workload`). Invariants checked after every step:
+//! Each replica's log is a real `PartitionLog` on its own `SimStorage`: leaders append
+//! (`handle_append`) and serve followers up to their written end (`handle_fetch_replica`),
+//! followers append the leader's stamped batches (`handle_replicate`) and cut their logs
+//! with `Recovery::truncating`, a leader's visible end follows the replicated high watermark
+//! (`handle_replicated_high_watermark`), the disk completes requests in a random order, and a
+//! crash is the storage model's crash image (torn writes included) recovered by `Recovery`.
+//! Beside each log the run keeps its model (per offset, the epoch that wrote it and the
+//! write's id, which the record's timestamp carries), checked against the log's actual
+//! batches after every crash, truncation and transfer. Invariants checked after every step:
 //! - every write acknowledged at the `fsync` level is at its offset in the *committed* log
 //!   (the longest prefix any leader reported as below its high watermark), and that log
 //!   never changes: every leader's records below its high watermark agree with it;
@@ -23,15 +29,19 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
+use spate_core::recovery::{Recovered, Recovery};
 use spate_core::replica::{
     check_agreement, decide, AckState, Agreement, EpochEnd, EpochStart, Follower, IsrMember,
     Leader, LeaderConfig, LeaderEpoch, LeaderEpochs, LiveMember, PartitionState as ControlState,
     ReplicaError, ReplicaId, SessionId, StorageId,
 };
-use spate_core::Millis;
-use spate_format::Offset;
+use spate_core::{FetchPlan, LogConfig, Millis, PartitionLog, ReadDone, Storage};
+use spate_format::{batches, BatchBuilder, Offset, Record};
+use spate_proto::Durability;
 
 use crate::rng::Rng;
+use crate::storage::SimStorage;
 
 /// A member key lives this long after its last renewal.
 const LEASE_TTL_MS: i64 = 1_000;
@@ -39,8 +49,10 @@ const LEASE_TTL_MS: i64 = 1_000;
 const LEASE_MARGIN_MS: i64 = 200;
 /// A follower resends a fetch that got no answer after this long.
 const FETCH_RESEND_MS: i64 = 150;
-/// Records per fetch answer.
-const FETCH_RECORDS_MAX: u64 = 8;
+/// Bytes per fetch answer (at least one batch).
+const FETCH_BYTES_MAX: u32 = 2_048;
+/// A record's timestamp is this plus its write's id.
+const WRITE_TIME_BASE: i64 = 1_700_000_000_000;
 const LAG_MAX_MS: i64 = 400;
 
 /// What a replication run did.
@@ -94,31 +106,264 @@ struct Entry {
     write: u64,
 }
 
-/// A replica's disk: survives crashes (all of it synced, a prefix of the rest), not a
-/// replacement.
-#[derive(Debug, Clone)]
+/// The log settings of every replica: small segments (rolls and cuts across segments), a
+/// short flush interval.
+fn log_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 64 << 10,
+        segment_ms: 1_000_000,
+        retention_ms: None,
+        retention_bytes: None,
+        flush_interval_ms: 5,
+        flush_bytes: 16 << 10,
+        preallocate_bytes: 16 << 10,
+        tail_cache_bytes: 16 << 10,
+        fetch_read_bytes: 4 << 10,
+        fetch_waiters_max: 16,
+        producer_expiry_ms: spate_core::config::PRODUCER_EXPIRY_MS_DEFAULT,
+    }
+}
+
+/// A replica's disk and the log on it: what survives a crash is what the storage model keeps
+/// and recovery finds; a replacement starts empty.
 struct Disk {
     storage: StorageId,
+    files: SimStorage,
+    plog: PartitionLog,
+    /// The model: per offset, the epoch and the write.
     log: Vec<Entry>,
-    synced: usize,
     /// Stored whole and synced at each change (the design's `leader-epochs` file).
     epochs: LeaderEpochs,
 }
 
+/// Drives `recovery` on `files` to its end.
+fn drive(files: &mut SimStorage, mut recovery: Recovery) -> Result<Recovered, String> {
+    loop {
+        while let Some(request) = recovery.poll_io() {
+            files.submit(request);
+        }
+        if let Some(result) = recovery.poll_done() {
+            return result.map_err(|error| format!("recovery failed: {error}"));
+        }
+        if !files.complete_one() {
+            return Err("recovery stuck".to_owned());
+        }
+        while let Some(done) = files.poll_done() {
+            recovery.handle_io_done(done);
+        }
+    }
+}
+
 impl Disk {
+    fn new(storage: StorageId, seed: u64) -> Self {
+        Self {
+            storage,
+            files: SimStorage::new(seed),
+            plog: PartitionLog::new(log_config(), Offset(0)),
+            log: Vec::new(),
+            epochs: LeaderEpochs::new(),
+        }
+    }
+
     fn end(&self) -> Offset {
-        Offset(self.log.len() as u64)
+        self.plog.next_offset()
     }
 
     fn durable(&self) -> Offset {
-        Offset(self.synced as u64)
+        self.plog.durable_end()
     }
 
-    fn truncate(&mut self, to: Offset) {
-        self.log.truncate(at(to));
-        self.synced = self.synced.min(at(to));
-        self.epochs.truncate_from_end(to);
+    /// Records durable (the model's count).
+    fn synced(&self) -> usize {
+        at(self.durable())
     }
+
+    /// Hands the log's requests to the disk and up to `completions` completions back.
+    fn run(&mut self, now: Millis, completions: u64) {
+        self.plog.handle_tick(now);
+        for _ in 0..=completions {
+            while let Some(request) = self.plog.poll_io() {
+                self.files.submit(request);
+            }
+            while self.plog.poll_event().is_some() {}
+            if !self.files.complete_one() {
+                break;
+            }
+            while let Some(done) = self.files.poll_done() {
+                self.plog.handle_io_done(now, done);
+            }
+        }
+        while let Some(request) = self.plog.poll_io() {
+            self.files.submit(request);
+        }
+        while self.plog.poll_event().is_some() {}
+    }
+
+    /// Every request completed (a partition closing waits for this).
+    fn settle(&mut self, now: Millis) {
+        loop {
+            self.run(now, 64);
+            if self.files.in_flight() == 0 && self.plog.is_idle() {
+                return;
+            }
+        }
+    }
+
+    /// A leader's append of `write` in `epoch`; false when the log refuses it (back-pressure).
+    fn append(&mut self, now: Millis, epoch: LeaderEpoch, write: u64, value_len: usize) -> bool {
+        let mut builder = BatchBuilder::new();
+        let value = vec![0x5a; value_len];
+        let pushed = builder.push(&Record {
+            timestamp: WRITE_TIME_BASE + i64::try_from(write).unwrap_or(i64::MAX),
+            value: Some(&value),
+            ..Record::default()
+        });
+        let Ok(built) = pushed.and_then(|()| builder.finish()) else {
+            return false;
+        };
+        match self
+            .plog
+            .handle_append(now, &Bytes::from(built), Durability::Fsync)
+        {
+            Ok(ticket) => {
+                assert_eq!(
+                    at(ticket.base_offset),
+                    self.log.len(),
+                    "the model keeps pace"
+                );
+                self.log.push(Entry { epoch, write });
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// What a leader sends a follower fetching from `from`: whole batches up to its written
+    /// end, at most `FETCH_BYTES_MAX`.
+    fn read_for_replica(&mut self, now: Millis, from: Offset) -> Result<Vec<Bytes>, String> {
+        let bytes = match self.plog.handle_fetch_replica(from, FETCH_BYTES_MAX) {
+            Ok(FetchPlan::Ready(bytes)) => bytes,
+            Ok(FetchPlan::AtEnd) => Bytes::new(),
+            Ok(FetchPlan::Read(mut plan)) => loop {
+                let data = self
+                    .files
+                    .read_now(&plan.file, plan.position, plan.len)
+                    .ok_or("a read of a missing file")?;
+                match self.plog.handle_read(now, &plan, &data, 0) {
+                    Ok(ReadDone::Answer(bytes)) => break bytes,
+                    Ok(ReadDone::More(more)) => plan = more,
+                    Err(error) => return Err(format!("a replica read failed: {error}")),
+                }
+            },
+            Err(error) => return Err(format!("a replica fetch at {from} failed: {error}")),
+        };
+        let mut out = Vec::new();
+        for batch in batches(&bytes) {
+            let batch = batch.map_err(|error| format!("a fetched batch is damaged: {error}"))?;
+            out.push(bytes.slice_ref(batch.as_bytes()));
+        }
+        Ok(out)
+    }
+
+    /// A follower's append of the leader's batches (their model entries alongside).
+    fn replicate(
+        &mut self,
+        now: Millis,
+        batches: &[Bytes],
+        entries: &[Entry],
+    ) -> Result<(), String> {
+        for (batch, entry) in batches.iter().zip(entries) {
+            let parsed = spate_format::BatchRef::parse(batch)
+                .map_err(|error| format!("a replicated batch is damaged: {error}"))?;
+            if write_of(&parsed) != entry.write {
+                return Err(format!(
+                    "the leader sent write {} for the model's {}",
+                    write_of(&parsed),
+                    entry.write
+                ));
+            }
+            self.plog
+                .handle_replicate(now, batch)
+                .map_err(|error| format!("a follower refused a continuing batch: {error}"))?;
+            self.log.push(*entry);
+        }
+        Ok(())
+    }
+
+    /// A follower's truncation: the partition closes (its requests complete), is recovered
+    /// cut at `to`, and opens again.
+    fn truncate(&mut self, now: Millis, to: Offset) -> Result<(), String> {
+        self.settle(now);
+        let listing = self.files.list().map_err(|error| error.to_string())?;
+        let recovered = drive(
+            &mut self.files,
+            Recovery::truncating(log_config(), &listing, to),
+        )?;
+        if let Some(damage) = recovered.report.corruption {
+            return Err(format!("a truncation at {to} found damage: {damage}"));
+        }
+        self.plog = recovered.log;
+        self.log.truncate(at(to));
+        self.epochs.truncate_from_end(to);
+        self.check_contents(now)
+    }
+
+    /// A crash: what the disk keeps (the storage model's image), recovered.
+    fn crash(&mut self, now: Millis, seed: u64) -> Result<(), String> {
+        let durable = self.durable();
+        self.files = self.files.crash(seed);
+        let listing = self.files.list().map_err(|error| error.to_string())?;
+        let recovered = drive(&mut self.files, Recovery::new(log_config(), &listing))?;
+        if let Some(damage) = recovered.report.corruption {
+            return Err(format!("recovery after a crash found damage: {damage}"));
+        }
+        let end = recovered.log.next_offset();
+        if end < durable {
+            return Err(format!(
+                "a crash lost durable records: {end} survived of {durable}"
+            ));
+        }
+        self.plog = recovered.log;
+        self.log.truncate(at(end));
+        self.epochs.truncate_from_end(end);
+        self.check_contents(now)
+    }
+
+    /// The log's actual batches are the model's writes at the model's offsets.
+    fn check_contents(&mut self, now: Millis) -> Result<(), String> {
+        let mut offset = self.plog.log_start();
+        while offset < self.end() {
+            let fetched = self.read_for_replica(now, offset)?;
+            if fetched.is_empty() {
+                return Err(format!(
+                    "nothing to read at {offset} below the end {}",
+                    self.end()
+                ));
+            }
+            for batch in fetched {
+                let parsed = spate_format::BatchRef::parse(&batch)
+                    .map_err(|error| format!("a batch is damaged: {error}"))?;
+                let expected = self
+                    .log
+                    .get(at(parsed.base_offset()))
+                    .map(|entry| entry.write);
+                if parsed.base_offset() != offset || expected != Some(write_of(&parsed)) {
+                    return Err(format!(
+                        "the log holds write {} at {}, the model {expected:?} at {offset}",
+                        write_of(&parsed),
+                        parsed.base_offset()
+                    ));
+                }
+                offset = parsed.next_offset();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The write a batch carries (its timestamp).
+fn write_of(batch: &spate_format::BatchRef<'_>) -> u64 {
+    u64::try_from(batch.first_timestamp() - WRITE_TIME_BASE).unwrap_or(u64::MAX)
 }
 
 /// The partition's state in etcd.
@@ -194,6 +439,7 @@ enum Message {
     Records {
         epoch: LeaderEpoch,
         from: Offset,
+        batches: Vec<Bytes>,
         entries: Vec<Entry>,
         boundaries: Vec<EpochStart>,
         high_watermark: Offset,
@@ -270,12 +516,7 @@ impl Run {
             .iter()
             .map(|&id| Node {
                 id,
-                disk: Disk {
-                    storage: StorageId(u64::from(id.0)),
-                    log: Vec::new(),
-                    synced: 0,
-                    epochs: LeaderEpochs::new(),
-                },
+                disk: Disk::new(StorageId(u64::from(id.0)), seed ^ u64::from(id.0)),
                 up: true,
                 down_until: Millis(0),
                 session: 0,
@@ -329,7 +570,7 @@ impl Run {
 
     fn step(&mut self) -> Result<(), String> {
         self.now = Millis(self.now.0 + self.rng.range(1, 20) as i64);
-        self.faults();
+        self.faults()?;
         self.etcd_tick();
         if self.rng.chance(1, 3) {
             self.controller();
@@ -347,11 +588,11 @@ impl Run {
         Ok(())
     }
 
-    fn faults(&mut self) {
+    fn faults(&mut self) -> Result<(), String> {
         let index = self.rng.index(self.nodes.len());
         let now = self.now;
         if self.nodes[index].up && self.rng.chance(1, 400) {
-            self.crash(index);
+            self.crash(index)?;
         } else if !self.nodes[index].up && now >= self.nodes[index].down_until {
             self.restart(index);
         }
@@ -360,22 +601,19 @@ impl Run {
             self.nodes[index].etcd_cut_until = Millis(now.0 + self.rng.range(100, 2_500) as i64);
             self.report.etcd_cuts += 1;
         }
+        Ok(())
     }
 
-    fn crash(&mut self, index: usize) {
+    /// A crash: the disk keeps what the storage model's crash image keeps, recovered (the
+    /// chain describes the surviving log).
+    fn crash(&mut self, index: usize) -> Result<(), String> {
         let now = self.now;
-        let keep_unsynced = {
-            let disk = &self.nodes[index].disk;
-            let unsynced = disk.log.len() - disk.synced;
-            at(Offset(self.rng.below(unsynced as u64 + 1)))
-        };
+        let seed = self.rng.next_u64();
         let down_for = self.rng.range(50, 2_000) as i64;
         let node = &mut self.nodes[index];
-        let keep = node.disk.synced + keep_unsynced;
-        node.disk.log.truncate(keep);
-        // Recovery: the chain describes the surviving log.
-        node.disk.epochs.truncate_from_end(Offset(keep as u64));
-        node.disk.synced = keep;
+        node.disk
+            .crash(now, seed)
+            .map_err(|problem| format!("replica {}: {problem}", node.id))?;
         node.up = false;
         node.down_until = Millis(now.0 + down_for);
         node.role = Role::None;
@@ -385,6 +623,7 @@ impl Run {
         self.links
             .retain(|envelope| envelope.to != node.id && envelope.from != node.id);
         self.report.crashes += 1;
+        Ok(())
     }
 
     /// A restarted replica revokes its previous lease (its id is stored in the data
@@ -406,12 +645,8 @@ impl Run {
             .count();
         if others_in_sync >= 1 && self.rng.chance(1, 8) {
             self.next_storage += 1;
-            self.nodes[index].disk = Disk {
-                storage: StorageId(self.next_storage),
-                log: Vec::new(),
-                synced: 0,
-                epochs: LeaderEpochs::new(),
-            };
+            let seed = self.rng.next_u64();
+            self.nodes[index].disk = Disk::new(StorageId(self.next_storage), seed);
             self.report.disks_replaced += 1;
         }
         self.etcd.members.remove(&id);
@@ -498,11 +733,9 @@ impl Run {
         }
         self.adopt_view(index)?;
         let now = self.now;
-        // The disk syncs now and then.
-        if self.rng.chance(1, 3) {
-            let node = &mut self.nodes[index];
-            node.disk.synced = node.disk.log.len();
-        }
+        // The disk completes some of its requests.
+        let completions = self.rng.below(4);
+        self.nodes[index].disk.run(now, completions);
         let cas_delay = Millis(now.0 + self.rng.range(1, 50) as i64);
         let reachable = now >= self.nodes[index].etcd_cut_until;
         let node = &mut self.nodes[index];
@@ -520,7 +753,18 @@ impl Run {
                 revision,
                 ..
             } => {
+                core.handle_appended(log_end);
                 core.handle_durable(durable);
+                node.disk
+                    .plog
+                    .handle_replicated_high_watermark(core.high_watermark());
+                let visible = node.disk.plog.high_watermark();
+                if visible != core.high_watermark().min(durable) {
+                    return Err(format!(
+                        "leader {id}'s log shows {visible}, its high watermark is {} and its durable end {durable}",
+                        core.high_watermark()
+                    ));
+                }
                 match cas.take() {
                     None => {
                         *cas = core
@@ -676,6 +920,9 @@ impl Run {
             .epochs
             .assign(view.epoch, log_end)
             .map_err(|error| format!("replica {} taking epoch {}: {error}", node.id, view.epoch))?;
+        node.disk
+            .plog
+            .handle_replicated_high_watermark(node.high_watermark);
         let me = IsrMember {
             replica: node.id,
             storage: node.disk.storage,
@@ -795,12 +1042,13 @@ impl Run {
                                 Err(ReplicaError::AboveLogEnd { .. }) => Some(Message::Refused),
                                 Err(error) => return Err(format!("leader {id}: {error}")),
                                 Ok(_) => {
-                                    let to =
-                                        log_end.min(Offset(fetch_offset.0 + FETCH_RECORDS_MAX));
+                                    let batches = node.disk.read_for_replica(now, fetch_offset)?;
+                                    let to = Offset(fetch_offset.0 + batches.len() as u64);
                                     let entries = node.disk.log[at(fetch_offset)..at(to)].to_vec();
                                     Some(Message::Records {
                                         epoch,
                                         from: fetch_offset,
+                                        batches,
                                         entries,
                                         boundaries: node.disk.epochs.boundaries(fetch_offset, to),
                                         high_watermark: core.high_watermark(),
@@ -837,6 +1085,7 @@ impl Run {
         from: ReplicaId,
         message: Message,
     ) -> Result<(), String> {
+        let now = self.now;
         let node = &mut self.nodes[index];
         let Role::Follower { core, fetch, .. } = &mut node.role else {
             return Ok(());
@@ -848,6 +1097,7 @@ impl Run {
             Message::Records {
                 epoch,
                 from: first,
+                batches,
                 entries,
                 boundaries,
                 high_watermark,
@@ -871,7 +1121,9 @@ impl Run {
                     // Not for this log any more (late, repeated): dropped.
                     return Ok(());
                 }
-                node.disk.log.extend(entries);
+                node.disk
+                    .replicate(now, &batches, &entries)
+                    .map_err(|problem| format!("follower {}: {problem}", node.id))?;
                 *fetch = None;
             }
             Message::Diverging {
@@ -887,7 +1139,9 @@ impl Run {
                 let truncation = core
                     .handle_diverging(&node.disk.epochs, fetch_offset, end)
                     .map_err(|error| format!("follower {}: {error}", node.id))?;
-                node.disk.truncate(truncation.to);
+                node.disk
+                    .truncate(now, truncation.to)
+                    .map_err(|problem| format!("follower {}: {problem}", node.id))?;
                 self.report.truncations += 1;
                 *fetch = None;
             }
@@ -905,6 +1159,11 @@ impl Run {
             return Ok(());
         };
         let high_watermark = core.high_watermark();
+        // The log's visible end follows the replicated high watermark (as the node's shell
+        // will do after every step of the leader's state).
+        node.disk
+            .plog
+            .handle_replicated_high_watermark(high_watermark);
         let log = &node.disk.log;
         // The committed log grows with what this leader reports, and must agree with it.
         for (offset, entry) in log.iter().enumerate().take(at(high_watermark)) {
@@ -953,12 +1212,12 @@ impl Run {
             return Ok(());
         }
         let write = self.next_write;
-        self.next_write += 1;
         let offset = node.disk.end();
-        node.disk.log.push(Entry {
-            epoch: core.epoch(),
-            write,
-        });
+        let value_len = usize::try_from(self.rng.range(1, 600)).unwrap_or(1);
+        if !node.disk.append(self.now, core.epoch(), write, value_len) {
+            return Ok(());
+        }
+        self.next_write += 1;
         core.handle_appended(node.disk.end());
         acks.push((node.disk.end(), offset, write));
         self.report.writes += 1;
@@ -970,7 +1229,9 @@ impl Run {
     fn consume(&mut self) -> Result<(), String> {
         let index = self.rng.index(self.nodes.len());
         let which = self.rng.index(self.consumers.len());
-        let node = &self.nodes[index];
+        let from = self.rng.next_u64();
+        let now = self.now;
+        let node = &mut self.nodes[index];
         let Role::Leader { core, .. } = &node.role else {
             return Ok(());
         };
@@ -994,6 +1255,44 @@ impl Run {
                     "a consumer read offset {offset} from replica {} with a write not committed",
                     node.id
                 ));
+            }
+        }
+        // A real fetch from the leader's log, from somewhere below the high watermark: whole
+        // batches, none past it, each the committed write.
+        if high_watermark > Offset(0) {
+            let offset = Offset(from % high_watermark.0);
+            let bytes = match node.disk.plog.handle_fetch(offset, FETCH_BYTES_MAX) {
+                Ok(FetchPlan::Ready(bytes)) => bytes,
+                Ok(FetchPlan::Read(mut plan)) => loop {
+                    let data = node
+                        .disk
+                        .files
+                        .read_now(&plan.file, plan.position, plan.len)
+                        .ok_or("a read of a missing file")?;
+                    match node.disk.plog.handle_read(now, &plan, &data, 1 << 20) {
+                        Ok(ReadDone::Answer(bytes)) => break bytes,
+                        Ok(ReadDone::More(more)) => plan = more,
+                        Err(error) => return Err(format!("a consumer's read failed: {error}")),
+                    }
+                },
+                other => {
+                    return Err(format!(
+                        "a consumer's fetch at {offset} below the high watermark {high_watermark}: {other:?}"
+                    ))
+                }
+            };
+            for batch in batches(&bytes) {
+                let batch = batch.map_err(|error| format!("a consumer got damage: {error}"))?;
+                if batch.next_offset() > high_watermark
+                    || self.committed.get(at(batch.base_offset())) != Some(&write_of(&batch))
+                {
+                    return Err(format!(
+                        "a consumer got write {} at {} from replica {} (high watermark {high_watermark})",
+                        write_of(&batch),
+                        batch.base_offset(),
+                        node.id
+                    ));
+                }
             }
         }
         consumer.epoch = core.epoch();
@@ -1028,7 +1327,7 @@ impl Run {
                 node.session,
                 node.disk.storage,
                 node.disk.log.len(),
-                node.disk.synced,
+                node.disk.synced(),
                 node.disk.epochs.entries()
             ));
         }
@@ -1045,11 +1344,11 @@ impl Run {
             else {
                 continue;
             };
-            if node.disk.synced < self.committed.len() {
+            if node.disk.synced() < self.committed.len() {
                 return Err(format!(
                     "ISR member {} has {} records durable, the committed log {}{}",
                     node.id,
-                    node.disk.synced,
+                    node.disk.synced(),
                     self.committed.len(),
                     self.describe()
                 ));

@@ -2106,7 +2106,11 @@ fn a_replicated_leader_shows_only_what_its_replicas_hold() {
         for n in 0..3 {
             let ticket = leader
                 .log
-                .handle_append(leader.now, &Bytes::from(batch(1_000, 2, T0 + n)), Durability::Fsync)
+                .handle_append(
+                    leader.now,
+                    &Bytes::from(batch(1_000, 2, T0 + n)),
+                    Durability::Fsync,
+                )
                 .unwrap();
             tickets.push(ticket);
             leader.transfer();
@@ -2145,7 +2149,9 @@ fn a_replicated_leader_shows_only_what_its_replicas_hold() {
         assert!(leader.events.contains(&LogEvent::Acked {
             ticket: tickets[0].waiter.unwrap()
         }));
-        assert!(leader.events.contains(&LogEvent::FetchReady { ticket: parked }));
+        assert!(leader
+            .events
+            .contains(&LogEvent::FetchReady { ticket: parked }));
         let answer = leader.fetch(Offset(0), 1 << 20);
         let bases: Vec<Offset> = batches(&answer).map(|b| b.unwrap().base_offset()).collect();
         assert_eq!(bases, vec![Offset(0)], "cut at the visible end");
