@@ -1560,6 +1560,22 @@ mod tests {
             }),
         ];
         for (n, request) in refused.into_iter().enumerate() {
+            // A group's first join is checked on its own (no member's protocols to compare).
+            let mut first = request.clone();
+            first.member_id.clear();
+            assert!(
+                matches!(
+                    Group::new("fresh", GroupConfig::default(), 3).handle_join(
+                        Millis(1),
+                        Ticket(9),
+                        first
+                    ),
+                    Reply::Now(Err(
+                        GroupError::InconsistentGroupProtocol | GroupError::InvalidRequest(_)
+                    ))
+                ),
+                "request {n} must be refused as a first join"
+            );
             assert!(
                 matches!(
                     group.handle_join(Millis(1), Ticket(10), request),
