@@ -2169,3 +2169,95 @@ fn a_replicated_leader_shows_only_what_its_replicas_hold() {
         assert_eq!(leader.fetch_all(), vec![Offset(0), Offset(2), Offset(4)]);
     }
 }
+
+/// What the shell asks of a log between calls — idle, output waiting, when to tick, bytes
+/// unwritten and unsynced, room in the write buffer, its settings, its sealed segments —
+/// follows the log's state (mutation testing found these unpinned).
+#[test]
+fn what_the_shell_asks_of_a_log_follows_its_state() {
+    use spate_core::config::PARTITION_BUFFER_BYTES_MAX;
+    let mut harness = Harness::new(config());
+    assert!(harness.log.is_idle() && !harness.log.has_output());
+    assert_eq!(harness.log.poll_timeout(), None);
+    assert_eq!(harness.log.config(), &config());
+    let bytes = Bytes::from(batch(1_000, 1, T0));
+    let len = bytes.len() as u64;
+    harness
+        .log
+        .handle_append(harness.now, &bytes, Durability::Write)
+        .unwrap();
+    assert!(harness.log.has_output() && !harness.log.is_idle());
+    assert_eq!(harness.log.unwritten_bytes(), len);
+    assert_eq!(harness.log.unsynced_bytes(), len);
+    assert!(harness.log.has_room(PARTITION_BUFFER_BYTES_MAX - len));
+    assert!(!harness.log.has_room(PARTITION_BUFFER_BYTES_MAX - len + 1));
+    harness.transfer();
+    // A round in flight drives what comes next: no tick is asked for.
+    assert!(!harness.log.has_output() && !harness.log.is_idle());
+    assert_eq!(harness.log.poll_timeout(), None);
+    harness.settle();
+    assert!(harness.log.is_idle() && !harness.log.has_output());
+    assert_eq!(harness.log.unwritten_bytes(), 0);
+    assert_eq!(
+        harness.log.unsynced_bytes(),
+        len,
+        "`write` waits for the flush interval"
+    );
+    assert!(harness.log.has_room(PARTITION_BUFFER_BYTES_MAX));
+    assert!(!harness.log.has_room(PARTITION_BUFFER_BYTES_MAX + 1));
+    assert_eq!(harness.log.poll_timeout(), Some(Millis(T0 + 10)));
+    harness.now = Millis(T0 + 10);
+    harness.log.handle_tick(harness.now);
+    harness.transfer();
+    harness.settle();
+    assert_eq!(harness.log.unsynced_bytes(), 0);
+    assert_eq!(harness.log.poll_timeout(), None);
+    // New settings take effect: segments now roll after a millisecond.
+    let mut quick = config();
+    quick.segment_ms = 1;
+    harness.log.set_config(quick.clone());
+    assert_eq!(harness.log.config(), &quick);
+    harness.now = Millis(T0 + 20);
+    harness
+        .log
+        .handle_append(harness.now, &bytes, Durability::Fsync)
+        .unwrap();
+    assert_eq!(harness.log.segment_count(), 2);
+    // The rolled segment is durable but not yet sealed (its indexes are written next).
+    assert!(harness.log.sealed_segments().is_empty());
+    harness.transfer();
+    harness.settle();
+    assert_eq!(harness.log.sealed_segments().len(), 1);
+}
+
+/// Successive small fetches are answered from what one read brought in, each taking the
+/// next batches of the read-ahead (mutation testing found the read-ahead's position unpinned).
+#[test]
+fn one_read_answers_a_run_of_small_fetches() {
+    let mut harness = Harness::new(reads_from_disk());
+    for n in 0..40 {
+        harness.append(&batch(1_000, 1, T0 + n), Durability::Fsync);
+    }
+    harness.settle();
+    let small = u32::try_from(batch(1_000, 1, T0).len()).unwrap();
+    let (mut reads, mut ready) = (0, 0);
+    let mut offset = Offset(0);
+    while offset < harness.log.high_watermark() {
+        let bytes = match harness.log.handle_fetch(offset, small).unwrap() {
+            FetchPlan::Ready(bytes) => {
+                ready += 1;
+                bytes
+            }
+            FetchPlan::Read(plan) => {
+                reads += 1;
+                harness.read(plan, u64::MAX).unwrap()
+            }
+            FetchPlan::AtEnd => panic!("at end below the high watermark"),
+        };
+        let batches: Vec<_> = batches(&bytes).map(Result::unwrap).collect();
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].base_offset(), offset);
+        offset = batches[0].next_offset();
+    }
+    assert_eq!((reads, ready), (1, 39));
+}
