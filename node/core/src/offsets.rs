@@ -497,6 +497,14 @@ mod tests {
             store.commit_records("g2", &many, Millis(0)),
             Err(CommitError::TooManyOffsets { .. })
         ));
+        // Exactly the limit is taken, and committing those partitions again adds nothing.
+        let most = &many[..OFFSETS_PER_GROUP_MAX];
+        let mut full = OffsetStore::default();
+        for record in full.commit_records("g3", most, Millis(0)).unwrap() {
+            full.apply(&record).unwrap();
+        }
+        assert!(full.commit_records("g3", most, Millis(1)).is_ok());
+        assert!(full.commit_records("g3", &many[1..], Millis(1)).is_err());
         let long = "x".repeat(METADATA_BYTES_MAX + 1);
         assert!(store
             .commit_records("g2", &[("t".to_owned(), 0, 0, -1, long)], Millis(0))
