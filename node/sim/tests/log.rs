@@ -2261,3 +2261,56 @@ fn one_read_answers_a_run_of_small_fetches() {
     }
     assert_eq!((reads, ready), (1, 39));
 }
+
+/// The write buffer takes appends up to exactly its limit, and offsets up to exactly
+/// `OFFSET_MAX` (mutation testing found both boundaries unpinned).
+#[test]
+fn the_write_buffer_and_the_offsets_are_taken_up_to_their_limits() {
+    use spate_core::config::PARTITION_BUFFER_BYTES_MAX;
+    use spate_format::limits::OFFSET_MAX;
+    let mut harness = Harness::new(reads_from_disk());
+    let big = Bytes::from(batch(1_000_000, 1, T0));
+    let overhead = big.len() - 1_000_000;
+    let mut buffered = 0u64;
+    while buffered + big.len() as u64 <= PARTITION_BUFFER_BYTES_MAX {
+        harness
+            .log
+            .handle_append(harness.now, &big, Durability::None)
+            .unwrap();
+        buffered += big.len() as u64;
+    }
+    let rest = usize::try_from(PARTITION_BUFFER_BYTES_MAX - buffered).unwrap();
+    let last = Bytes::from(batch(rest - overhead - 1, 1, T0));
+    assert_eq!(harness.log.unwritten_bytes(), buffered);
+    if last.len() == rest {
+        harness
+            .log
+            .handle_append(harness.now, &last, Durability::None)
+            .unwrap();
+    } else {
+        // A record's length is a varint: one byte less of value may be two bytes less.
+        let last = Bytes::from(batch(rest - overhead, 1, T0));
+        assert_eq!(last.len(), rest);
+        harness
+            .log
+            .handle_append(harness.now, &last, Durability::None)
+            .unwrap();
+    }
+    assert_eq!(harness.log.unwritten_bytes(), PARTITION_BUFFER_BYTES_MAX);
+    assert!(matches!(
+        harness
+            .log
+            .handle_append(harness.now, &Bytes::from(batch(1, 1, T0)), Durability::None),
+        Err(AppendError::BufferFull { .. })
+    ));
+
+    let mut near_end = PartitionLog::new(config(), Offset(OFFSET_MAX - 1));
+    assert!(matches!(
+        near_end.handle_append(Millis(T0), &Bytes::from(batch(1, 3, T0)), Durability::None),
+        Err(AppendError::InvalidBatch(_))
+    ));
+    let ticket = near_end
+        .handle_append(Millis(T0), &Bytes::from(batch(1, 2, T0)), Durability::None)
+        .unwrap();
+    assert_eq!(ticket.last_offset, Offset(OFFSET_MAX));
+}
