@@ -656,7 +656,9 @@ impl Run {
         self.next_session += 1;
     }
 
-    /// Leases expire by etcd's clock; reachable replicas renew theirs (or register).
+    /// Leases expire by etcd's clock; reachable replicas renew theirs, or register with a new
+    /// lease once theirs is gone (a new session: leader entries naming the old one are dead,
+    /// to the controller and to the replica itself).
     fn etcd_tick(&mut self) {
         let now = self.now;
         self.etcd.members.retain(|_, member| member.expires > now);
@@ -671,6 +673,10 @@ impl Run {
                 }
                 Some(_) => {}
                 None => {
+                    if node.renewed.is_some() {
+                        node.session = self.next_session;
+                        self.next_session += 1;
+                    }
                     self.etcd.members.insert(
                         node.id,
                         Member {
@@ -1356,8 +1362,10 @@ impl Run {
             for (offset, &write) in self.committed.iter().enumerate() {
                 if node.disk.log[offset].write != write {
                     return Err(format!(
-                        "ISR member {} holds write {} at committed offset {offset} (committed: {write})",
-                        node.id, node.disk.log[offset].write
+                        "ISR member {} holds write {} at committed offset {offset} (committed: {write}){}",
+                        node.id,
+                        node.disk.log[offset].write,
+                        self.describe()
                     ));
                 }
             }

@@ -84,3 +84,18 @@ fn replication_seeds_keep_every_promise() {
         Err(failure) => panic!("{failure}"),
     }
 }
+
+/// `SPATE_SIM_SEED=N cargo test -p spate-sim replay_replication -- --ignored` replays one
+/// replication seed.
+#[test]
+#[ignore = "replays SPATE_SIM_SEED"]
+fn replay_replication() {
+    let seed = std::env::var("SPATE_SIM_SEED")
+        .expect("set SPATE_SIM_SEED")
+        .parse()
+        .expect("a number");
+    match spate_sim::run_replication_seed(seed, 2_000) {
+        Ok(report) => eprintln!("seed {seed} passed: {report:?}"),
+        Err(failure) => panic!("{failure}"),
+    }
+}
