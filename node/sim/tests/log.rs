@@ -2314,3 +2314,37 @@ fn the_write_buffer_and_the_offsets_are_taken_up_to_their_limits() {
         .unwrap();
     assert_eq!(ticket.last_offset, Offset(OFFSET_MAX));
 }
+
+/// A segment takes batches up to exactly its size, and offsets far from zero do not make it
+/// roll (mutation testing found both unpinned).
+#[test]
+fn a_segment_fills_to_exactly_its_size() {
+    let mut harness = Harness::new(config());
+    let size = u64::from(config().segment_bytes);
+    let unit = batch(1_000, 1, T0);
+    let overhead = unit.len() - 1_000;
+    let mut used = 0u64;
+    while used + 2 * unit.len() as u64 <= size {
+        harness.append(&unit, Durability::None);
+        used += unit.len() as u64;
+    }
+    let rest = usize::try_from(size - used).unwrap();
+    let mut last = batch(rest - overhead, 1, T0);
+    if last.len() != rest {
+        // A record's length is a varint: one byte less of value may be two bytes less.
+        last = batch(rest - overhead - 1, 1, T0);
+    }
+    assert_eq!(last.len(), rest);
+    harness.append(&last, Durability::None);
+    assert_eq!(harness.log.size_bytes(), size);
+    assert_eq!(harness.log.segment_count(), 1, "exactly full is not over");
+    harness.append(&unit, Durability::None);
+    assert_eq!(harness.log.segment_count(), 2);
+
+    let mut far = PartitionLog::new(config(), Offset(1 << 40));
+    for _ in 0..3 {
+        far.handle_append(Millis(T0), &Bytes::from(batch(10, 2, T0)), Durability::None)
+            .unwrap();
+    }
+    assert_eq!(far.segment_count(), 1);
+}
