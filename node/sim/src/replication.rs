@@ -688,7 +688,7 @@ impl Run {
                     node.renewed = Some(now);
                 }
             }
-            // The watch delivers the current state, sometimes late.
+            // The watch delivers the current state, sometimes late (never an older one).
             if self.rng.chance(2, 3) {
                 node.view = Some(self.etcd.partition.clone());
             }
@@ -751,6 +751,7 @@ impl Run {
         let log_end = node.disk.end();
         let last_epoch = node.disk.epochs.latest_epoch();
         let mut outgoing = Vec::new();
+        let mut wrote = None;
         match &mut node.role {
             Role::None => {}
             Role::Leader {
@@ -791,6 +792,7 @@ impl Run {
                             state.revision += 1;
                             *revision = state.revision;
                             core.handle_isr_changed(proposal);
+                            wrote = Some(state.clone());
                         } else {
                             core.handle_isr_change_failed();
                         }
@@ -831,6 +833,19 @@ impl Run {
                         },
                     ));
                 }
+            }
+        }
+        // A replica knows what it wrote: its view includes its own compare-and-swap (were it
+        // to step down and lead again before the watch delivers it, it must not lead with an
+        // older ISR).
+        if let Some(state) = wrote {
+            let node = &mut self.nodes[index];
+            if node
+                .view
+                .as_ref()
+                .is_none_or(|view| view.revision < state.revision)
+            {
+                node.view = Some(state);
             }
         }
         for (to, message) in outgoing {
