@@ -2348,3 +2348,48 @@ fn a_segment_fills_to_exactly_its_size() {
     }
     assert_eq!(far.segment_count(), 1);
 }
+
+/// A flush with nothing to flush leaves the flush interval as it was; a corruption the
+/// shell found (background verification) fences the log; a rolled segment's producer
+/// snapshot is what recovery starts from (mutation testing found these unpinned).
+#[test]
+fn flushes_corruption_reports_and_snapshots_do_what_they_say() {
+    let mut harness = Harness::new(config());
+    harness.append(&batch(100, 1, T0), Durability::Fsync);
+    harness.settle();
+    harness.log.handle_flush(harness.now);
+    harness.transfer();
+    harness.settle();
+    let bytes = batch(100, 1, T0);
+    harness.append(&bytes, Durability::None);
+    harness.settle();
+    assert_eq!(
+        harness.log.unsynced_bytes(),
+        bytes.len() as u64,
+        "an empty flush does not make the next append sync at once"
+    );
+    assert!(harness.log.producers().is_empty());
+
+    let (harness, _) = several_segments();
+    let mut image = harness.storage.crash(1);
+    let recovered = recover(&mut image, config());
+    assert!(recovered.report.producer_snapshot.is_some());
+    assert!(!recovered.log.producers().is_empty());
+
+    let mut fenced = Harness::new(config());
+    fenced.append(&batch(100, 1, T0), Durability::Fsync);
+    fenced.settle();
+    let reason = FenceReason::Corruption {
+        segment: "00000000000000000000.log".to_owned(),
+        position: 0,
+        detail: "found by verification".to_owned(),
+    };
+    fenced.log.handle_corruption(reason.clone());
+    assert_eq!(fenced.log.fenced(), Some(&reason));
+    assert!(matches!(
+        fenced
+            .log
+            .handle_append(fenced.now, &Bytes::from(batch(1, 1, T0)), Durability::None),
+        Err(AppendError::Fenced(_))
+    ));
+}
