@@ -368,7 +368,7 @@ impl Group {
                     // under a new id; the old one is fenced.
                     let was_leader = self.leader.as_deref() == Some(known.as_str());
                     let new_id = self.new_member_id(&request.client_id);
-                    self.replace_static(now, &known, &new_id, instance);
+                    self.replace_static(&known, &new_id, instance);
                     member_id = new_id;
                     let unchanged = self.members.get(&member_id).is_some_and(|member| {
                         member.protocols == request.protocols
@@ -475,7 +475,7 @@ impl Group {
         Ok(())
     }
 
-    fn replace_static(&mut self, now: Millis, old_id: &str, new_id: &str, instance: &str) {
+    fn replace_static(&mut self, old_id: &str, new_id: &str, instance: &str) {
         self.instances
             .insert(instance.to_owned(), new_id.to_owned());
         let Some(mut member) = self.members.remove(old_id) else {
@@ -496,7 +496,8 @@ impl Group {
                 answer: Err(fenced),
             });
         }
-        member.deadline = Millis(now.0 + i64::from(member.session_timeout_ms));
+        // Its session restarts where the join goes on: at once for an unchanged follower of a
+        // stable group, else in `add_or_update`.
         if self.leader.as_deref() == Some(old_id) {
             self.leader = Some(new_id.to_owned());
         }
@@ -1641,6 +1642,9 @@ mod tests {
             "answered at once, no rebalance"
         );
         assert_eq!(group.state(), GroupState::Stable);
+        // Its session restarted with the rejoin.
+        group.handle_tick(Millis(4_001));
+        assert!(group.members().any(|(id, ..)| *id == follower));
         // Changed metadata: a rebalance.
         let mut changed = join(&follower, &["range"]);
         changed.protocols[0].1 = Bytes::from_static(b"new metadata");
