@@ -435,4 +435,28 @@ mod tests {
             Ok(Check::Duplicate(batch(7, 5, 1, 13)))
         );
     }
+
+    /// Mutation testing found these rules unpinned.
+    #[test]
+    fn replay_and_record_take_only_real_producers_and_forgetting_follows_the_log_start() {
+        let mut states = ProducerStates::default();
+        // Producer id 0, epoch 0, sequence 0 are real values.
+        states.replay(fields(0, 0, 0), batch(0, 0, 1, 0), DAY);
+        assert!(states.knows(0));
+        states.record(fields(0, 0, 1), batch(1, 1, 1, 0), DAY);
+        assert_eq!(states.len(), 1);
+        // Any negative field: not an idempotent producer's batch.
+        for not_idempotent in [fields(-1, 0, 0), fields(7, -1, 0), fields(8, 0, -1)] {
+            states.replay(not_idempotent, batch(2, 0, 1, 0), DAY);
+        }
+        states.record(fields(-1, 0, 0), batch(3, 0, 1, 0), DAY);
+        assert_eq!(states.len(), 1);
+        assert!(!states.knows(7) && !states.knows(8) && !states.knows(-1));
+        // Forgotten once the log start passes its last batch (offset 1), not before.
+        states.forget_below(Offset(1));
+        assert!(states.knows(0));
+        states.forget_below(Offset(2));
+        assert!(!states.knows(0));
+        assert!(states.is_empty());
+    }
 }
