@@ -43,9 +43,12 @@ struct ParkedFetch {
     ticket: Ticket,
     /// The offset the fetch reads from: it is ready once the log start passes it.
     offset: Offset,
-    /// The high watermark the fetch saw: it is ready once the high watermark passes it.
+    /// The high watermark the fetch saw (a follower's: the written end): it is ready once
+    /// that passes it.
     seen: Offset,
     deadline: Millis,
+    /// A follower's fetch, which reads up to the written end, not the high watermark.
+    replica: bool,
 }
 
 /// The waiters of one log (see the module documentation).
@@ -104,6 +107,7 @@ impl Waiters {
         seen: Offset,
         deadline: Millis,
         max: u32,
+        replica: bool,
     ) -> Result<Ticket, FetchWaitError> {
         if self.fetches.len() >= max as usize {
             return Err(FetchWaitError::TooMany {
@@ -116,6 +120,7 @@ impl Waiters {
             offset,
             seen,
             deadline,
+            replica,
         });
         Ok(ticket)
     }
@@ -173,16 +178,18 @@ impl Waiters {
         });
     }
 
-    /// Everything below `up_to` is written.
+    /// Everything below `up_to` is written: followers' parked fetches that saw less look
+    /// again.
     pub(crate) fn written(&mut self, up_to: Offset, out: &mut VecDeque<LogEvent>) {
         Self::resolve(&mut self.write, up_to, out);
+        self.wake_fetches(out, |fetch| fetch.replica && fetch.seen < up_to);
     }
 
-    /// Everything below `up_to` is durable: the high watermark is `up_to`.
+    /// Everything below `up_to` is durable and visible: the high watermark is `up_to`.
     pub(crate) fn durable(&mut self, up_to: Offset, out: &mut VecDeque<LogEvent>) {
         Self::resolve(&mut self.write, up_to, out);
         Self::resolve(&mut self.fsync, up_to, out);
-        self.wake_fetches(out, |fetch| fetch.seen < up_to);
+        self.wake_fetches(out, |fetch| !fetch.replica && fetch.seen < up_to);
     }
 
     /// The log start is durably at `durable_start`: the DeleteRecords that asked for no

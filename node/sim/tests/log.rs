@@ -2393,3 +2393,48 @@ fn flushes_corruption_reports_and_snapshots_do_what_they_say() {
         Err(AppendError::Fenced(_))
     ));
 }
+
+/// A follower's parked fetch wakes when the leader's written end passes what it saw, while a
+/// consumer's waits for the (replicated) high watermark (issue 14).
+#[test]
+fn a_followers_parked_fetch_wakes_on_writes_a_consumers_on_the_high_watermark() {
+    let mut leader = Harness::new(config());
+    leader.log.handle_replicated_high_watermark(Offset(0));
+    leader.append(&batch(100, 1, T0), Durability::Fsync);
+    leader.settle();
+    let written = leader.log.written_end();
+    assert_eq!(written, Offset(1));
+    // Nothing new past what each saw: both park.
+    let follower = leader
+        .log
+        .handle_fetch_wait_replica(leader.now, written, written, 1_000)
+        .unwrap();
+    let consumer = leader
+        .log
+        .handle_fetch_wait(leader.now, Offset(0), Offset(0), 1_000)
+        .unwrap();
+    assert_eq!(leader.log.fetches_parked(), 2);
+    // A follower that saw less than the written end is answered at once.
+    let behind = leader
+        .log
+        .handle_fetch_wait_replica(leader.now, Offset(0), Offset(0), 1_000)
+        .unwrap();
+    leader.transfer();
+    assert!(leader
+        .events
+        .contains(&LogEvent::FetchReady { ticket: behind }));
+    leader.append(&batch(100, 1, T0), Durability::Fsync);
+    leader.settle();
+    assert!(leader
+        .events
+        .contains(&LogEvent::FetchReady { ticket: follower }));
+    assert!(!leader
+        .events
+        .contains(&LogEvent::FetchReady { ticket: consumer }));
+    leader.log.handle_replicated_high_watermark(Offset(1));
+    leader.transfer();
+    assert!(leader
+        .events
+        .contains(&LogEvent::FetchReady { ticket: consumer }));
+    assert_eq!(leader.log.fetches_parked(), 0);
+}

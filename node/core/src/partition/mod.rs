@@ -480,7 +480,30 @@ impl PartitionLog {
             return Ok(self.waiters.ready_now(&mut self.events));
         }
         self.waiters
-            .park_fetch(offset, seen, deadline, self.config.fetch_waiters_max)
+            .park_fetch(offset, seen, deadline, self.config.fetch_waiters_max, false)
+    }
+
+    /// Parks a follower's fetch (`docs/cluster.md`) from `offset` that found nothing new with
+    /// the written end at `seen`, for at most `max_wait_ms`: like
+    /// [`PartitionLog::handle_fetch_wait`], but woken when the *written* end passes `seen`
+    /// (followers read up to it, [`PartitionLog::handle_fetch_replica`]). Followers' parked
+    /// fetches count against the same `LogConfig::fetch_waiters_max`.
+    pub fn handle_fetch_wait_replica(
+        &mut self,
+        now: Millis,
+        offset: Offset,
+        seen: Offset,
+        max_wait_ms: u32,
+    ) -> Result<Ticket, FetchWaitError> {
+        if self.fenced.is_some() {
+            return Err(FetchWaitError::Fenced);
+        }
+        let deadline = Millis(now.0.saturating_add(i64::from(max_wait_ms)));
+        if offset < self.log_start || seen < self.written || deadline <= now {
+            return Ok(self.waiters.ready_now(&mut self.events));
+        }
+        self.waiters
+            .park_fetch(offset, seen, deadline, self.config.fetch_waiters_max, true)
     }
 
     /// Withdraws a parked fetch whose requester gave up; no event follows for it.
