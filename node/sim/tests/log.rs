@@ -2438,3 +2438,117 @@ fn a_followers_parked_fetch_wakes_on_writes_a_consumers_on_the_high_watermark() 
         .contains(&LogEvent::FetchReady { ticket: consumer }));
     assert_eq!(leader.log.fetches_parked(), 0);
 }
+
+/// Replaces `file`'s contents in `storage` (a test's damage).
+fn overwrite(storage: &mut SimStorage, file: FileRef, data: Vec<u8>) {
+    storage.submit(IoRequest::WriteFile {
+        id: spate_core::IoId(u64::MAX - 1),
+        file,
+        data: Bytes::from(data),
+    });
+    storage.complete_all();
+    while storage.poll_done().is_some() {}
+}
+
+/// A clean restart takes sealed segments' index files as they are (no rebuild); damage in a
+/// sealed segment's tail, or a damaged index file, makes recovery scan the segment instead,
+/// which finds the damage or rebuilds the same log (mutation testing found the index checks
+/// unpinned).
+#[test]
+fn a_restart_trusts_sound_index_files_and_scans_past_damaged_ones() {
+    use spate_format::limits::OFFSET_INDEX_ENTRY_SIZE;
+    let (harness, all) = several_segments();
+    let bases = harness.log.segment_bases();
+    let reopen = |mut image: SimStorage| {
+        let recovered = recover(&mut image, config());
+        let report = recovered.report.clone();
+        let mut reopened = Harness {
+            log: recovered.log,
+            storage: image,
+            now: Millis(T0 + 1_000),
+            requests: Vec::new(),
+            events: Vec::new(),
+        };
+        let found = if report.corruption.is_none() {
+            all_batches(&mut reopened)
+        } else {
+            Vec::new()
+        };
+        (report, found)
+    };
+    let (report, found) = reopen(harness.storage.crash(1));
+    assert_eq!(
+        report.rebuilt_indexes,
+        Vec::<Offset>::new(),
+        "sound indexes are used"
+    );
+    assert_eq!(report.corruption, None);
+    assert_eq!(found, all);
+
+    // Index files of the second segment (base above zero) that do not hold: rebuilt.
+    let second = bases[1];
+    let good = harness
+        .storage
+        .contents(&FileRef::offset_index(second))
+        .unwrap()
+        .to_vec();
+    assert!(
+        good.len() >= 2 * OFFSET_INDEX_ENTRY_SIZE as usize,
+        "entries to damage"
+    );
+    let log_len = u32::try_from(
+        harness
+            .storage
+            .contents(&FileRef::log(second))
+            .unwrap()
+            .len(),
+    )
+    .unwrap();
+    let span = u32::try_from(bases[2].0 - second.0).unwrap();
+    let last = good.len() - OFFSET_INDEX_ENTRY_SIZE as usize;
+    let mut damaged_indexes = Vec::new();
+    let mut odd = good.clone();
+    odd.pop();
+    damaged_indexes.push((FileRef::offset_index(second), odd));
+    let mut past_log = good.clone();
+    past_log[last + 4..last + 8].copy_from_slice(&log_len.to_le_bytes());
+    damaged_indexes.push((FileRef::offset_index(second), past_log));
+    let mut past_span = good;
+    past_span[last..last + 4].copy_from_slice(&span.to_le_bytes());
+    damaged_indexes.push((FileRef::offset_index(second), past_span));
+    let time = harness
+        .storage
+        .contents(&FileRef::time_index(second))
+        .unwrap()
+        .to_vec();
+    let time_last = time.len() - 12;
+    let mut time_past_span = time;
+    time_past_span[time_last + 8..time_last + 12].copy_from_slice(&span.to_le_bytes());
+    damaged_indexes.push((FileRef::time_index(second), time_past_span));
+    for (n, (file, data)) in damaged_indexes.into_iter().enumerate() {
+        let mut image = harness.storage.crash(1);
+        overwrite(&mut image, file, data);
+        let (report, found) = reopen(image);
+        assert_eq!(report.rebuilt_indexes, vec![second], "damage {n}");
+        assert_eq!(report.corruption, None, "damage {n}");
+        assert_eq!(found, all, "damage {n}");
+    }
+
+    // A flipped bit in the last batch of a sealed segment (after its last index entry): the
+    // tail check fails, the scan finds the damage, the partition is fenced.
+    let mut image = harness.storage.crash(1);
+    let file = FileRef::log(second);
+    let (found, _) = spate_format::segment::scan_segment(
+        harness.storage.durable_contents(&file).unwrap(),
+        0,
+        Some(second),
+    );
+    let last_batch = found.last().unwrap();
+    image.flip_bit(
+        &file,
+        last_batch.position + u64::from(last_batch.length) / 2,
+        3,
+    );
+    let (report, _) = reopen(image);
+    assert!(report.corruption.is_some(), "{report:?}");
+}
