@@ -169,14 +169,26 @@ fn is_write(request: &IoRequest) -> bool {
 }
 
 fn recover(storage: &mut SimStorage, config: LogConfig) -> Recovered {
+    recover_logged(storage, config).0
+}
+
+/// Recovers as [`recover`] does, and returns every request recovery made, in order; the
+/// requests' ids are distinct (completions are matched by them).
+fn recover_logged(storage: &mut SimStorage, config: LogConfig) -> (Recovered, Vec<IoRequest>) {
     let listing = storage.list().unwrap();
     let mut recovery = Recovery::new(config, &listing);
+    let mut requests: Vec<IoRequest> = Vec::new();
     loop {
         while let Some(request) = recovery.poll_io() {
+            assert!(
+                requests.iter().all(|earlier| earlier.id() != request.id()),
+                "request ids repeat"
+            );
+            requests.push(request.clone());
             storage.submit(request);
         }
         if let Some(result) = recovery.poll_done() {
-            return result.unwrap();
+            return (result.unwrap(), requests);
         }
         assert!(storage.complete_one(), "recovery stuck");
         while let Some(done) = storage.poll_done() {
@@ -2484,6 +2496,22 @@ fn a_restart_trusts_sound_index_files_and_scans_past_damaged_ones() {
     );
     assert_eq!(report.corruption, None);
     assert_eq!(found, all);
+    // Sealed segments up to the producer snapshot are read from their last index entry on,
+    // never from their start.
+    let (recovered, requests) = recover_logged(&mut harness.storage.crash(1), config());
+    let snapshot = recovered
+        .report
+        .producer_snapshot
+        .expect("a producer snapshot");
+    for base in bases.iter().filter(|base| **base <= snapshot) {
+        assert!(
+            !requests.iter().any(|request| matches!(
+                request,
+                IoRequest::Read { file, position: 0, .. } if *file == FileRef::log(*base)
+            )),
+            "segment {base} read from its start"
+        );
+    }
 
     // Index files of the second segment (base above zero) that do not hold: rebuilt.
     let second = bases[1];
