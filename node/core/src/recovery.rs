@@ -93,6 +93,31 @@ struct SegmentFiles {
     has_producers: bool,
 }
 
+impl SegmentFiles {
+    /// The files of this segment that exist: the log first, then its index files and its
+    /// producer snapshot.
+    fn present(&self) -> impl Iterator<Item = FileRef> {
+        [
+            (self.log_len.is_some(), FileRef::log(self.base)),
+            (self.has_offset_index, FileRef::offset_index(self.base)),
+            (self.has_time_index, FileRef::time_index(self.base)),
+            (self.has_producers, FileRef::producers(self.base)),
+        ]
+        .into_iter()
+        .filter_map(|(present, file)| present.then_some(file))
+    }
+}
+
+/// The removal of `file`, with the next request id, noted in the report.
+fn removal(next_id: &mut u64, report: &mut RecoveryReport, file: FileRef) -> IoRequest {
+    *next_id += 1;
+    report.removed_files.push(file.file_name());
+    IoRequest::Remove {
+        id: IoId(*next_id),
+        file,
+    }
+}
+
 /// A chunked scan of one segment file.
 #[derive(Debug)]
 struct Scan {
@@ -248,19 +273,8 @@ impl Recovery {
             if entry.log_len.is_some() {
                 return true;
             }
-            for (present, file) in [
-                (entry.has_offset_index, FileRef::offset_index(entry.base)),
-                (entry.has_time_index, FileRef::time_index(entry.base)),
-                (entry.has_producers, FileRef::producers(entry.base)),
-            ] {
-                if present {
-                    next_id += 1;
-                    report.removed_files.push(file.file_name());
-                    finish.push_back(IoRequest::Remove {
-                        id: IoId(next_id),
-                        file,
-                    });
-                }
+            for file in entry.present() {
+                finish.push_back(removal(&mut next_id, &mut report, file));
             }
             false
         });
@@ -279,23 +293,8 @@ impl Recovery {
                 // removed by the next recovery); the first segment always stays.
                 let keep = files.partition_point(|files| files.base < to).max(1);
                 for removed in files.drain(keep..).rev() {
-                    for (present, file) in [
-                        (removed.log_len.is_some(), FileRef::log(removed.base)),
-                        (
-                            removed.has_offset_index,
-                            FileRef::offset_index(removed.base),
-                        ),
-                        (removed.has_time_index, FileRef::time_index(removed.base)),
-                        (removed.has_producers, FileRef::producers(removed.base)),
-                    ] {
-                        if present {
-                            next_id += 1;
-                            report.removed_files.push(file.file_name());
-                            cut_removals.push(IoRequest::Remove {
-                                id: IoId(next_id),
-                                file,
-                            });
-                        }
+                    for file in removed.present() {
+                        cut_removals.push(removal(&mut next_id, &mut report, file));
                     }
                     next_id += 1;
                     cut_removals.push(IoRequest::SyncDir { id: IoId(next_id) });
@@ -303,18 +302,13 @@ impl Recovery {
                 // The segment holding the cut takes data again: its index files describe
                 // records that may go, and its snapshot their end.
                 if let Some(last) = files.last_mut() {
-                    for (present, file) in [
-                        (last.has_offset_index, FileRef::offset_index(last.base)),
-                        (last.has_time_index, FileRef::time_index(last.base)),
-                    ] {
-                        if present {
-                            next_id += 1;
-                            report.removed_files.push(file.file_name());
-                            cut_removals.push(IoRequest::Remove {
-                                id: IoId(next_id),
-                                file,
-                            });
-                        }
+                    let indexes = SegmentFiles {
+                        log_len: None,
+                        has_producers: false,
+                        ..*last
+                    };
+                    for file in indexes.present() {
+                        cut_removals.push(removal(&mut next_id, &mut report, file));
                     }
                     last.has_offset_index = false;
                     last.has_time_index = false;
@@ -336,13 +330,7 @@ impl Recovery {
             if index + 1 < count || sealed {
                 snapshots.push(index);
             } else {
-                next_id += 1;
-                let file = FileRef::producers(entry.base);
-                report.removed_files.push(file.file_name());
-                let remove = IoRequest::Remove {
-                    id: IoId(next_id),
-                    file,
-                };
+                let remove = removal(&mut next_id, &mut report, FileRef::producers(entry.base));
                 // A cut's changes wait for the scan (a fence keeps every file as it was).
                 if cut.is_some() {
                     cut_removals.push(remove);

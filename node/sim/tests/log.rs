@@ -1811,15 +1811,10 @@ fn a_follower_keeps_the_leaders_batches_byte_for_byte() {
     leader.transfer();
     leader.settle();
     assert_eq!(leader.log.high_watermark(), end);
-    let mut stamped = Vec::new();
-    let mut offset = Offset(0);
-    while offset < end {
-        for batch in batches(&leader.fetch(offset, 1 << 20)) {
-            let batch = batch.unwrap();
-            offset = batch.next_offset();
-            stamped.push(Bytes::copy_from_slice(batch.as_bytes()));
-        }
-    }
+    let stamped: Vec<Bytes> = all_batches(&mut leader)
+        .into_iter()
+        .map(|(_, bytes)| bytes)
+        .collect();
     assert_eq!(stamped.len(), 4);
 
     let mut follower = Harness::new(config());
@@ -1849,15 +1844,10 @@ fn a_follower_keeps_the_leaders_batches_byte_for_byte() {
     follower.settle();
     assert_eq!(follower.log.high_watermark(), end);
     assert!(follower.events.contains(&LogEvent::Durable { up_to: end }));
-    let mut copied = Vec::new();
-    let mut offset = Offset(0);
-    while offset < end {
-        for batch in batches(&follower.fetch(offset, 1 << 20)) {
-            let batch = batch.unwrap();
-            offset = batch.next_offset();
-            copied.push(Bytes::copy_from_slice(batch.as_bytes()));
-        }
-    }
+    let copied: Vec<Bytes> = all_batches(&mut follower)
+        .into_iter()
+        .map(|(_, bytes)| bytes)
+        .collect();
     assert_eq!(copied, stamped, "the same bytes at the same offsets");
     // The leader's producer is known: its resend to this replica (were it the leader) is a
     // duplicate with the first offsets.
@@ -1930,19 +1920,7 @@ fn several_segments() -> (Harness, Vec<(Offset, Bytes)>) {
         harness.settle();
     }
     assert!(harness.log.segment_count() >= 3, "several segments");
-    let end = harness.log.high_watermark();
-    let mut all = Vec::new();
-    let mut offset = Offset(0);
-    while offset < end {
-        for batch in batches(&harness.fetch(offset, 1 << 20)) {
-            let batch = batch.unwrap();
-            offset = batch.next_offset();
-            all.push((
-                batch.base_offset(),
-                Bytes::copy_from_slice(batch.as_bytes()),
-            ));
-        }
-    }
+    let all = all_batches(&mut harness);
     (harness, all)
 }
 

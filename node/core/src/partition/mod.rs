@@ -553,23 +553,9 @@ impl PartitionLog {
             return Ok(self.duplicate(now, original, durability));
         }
         let max_timestamp = parsed.max_timestamp();
-        let len = u64::from(parsed.len());
-        let buffered = self.unwritten_bytes();
-        if buffered + len > PARTITION_BUFFER_BYTES_MAX {
-            return Err(AppendError::BufferFull {
-                buffered,
-                max: PARTITION_BUFFER_BYTES_MAX,
-            });
-        }
         let base_offset = self.next_offset;
+        self.check_fits(u64::from(parsed.len()), base_offset, record_count)?;
         let last_offset = Offset(base_offset.0 + u64::from(record_count) - 1);
-        // Checks the offset range before anything changes.
-        if base_offset.0 > spate_format::limits::OFFSET_MAX - u64::from(record_count - 1) {
-            return Err(AppendError::InvalidBatch(BatchError::OffsetOverflow {
-                base_offset: base_offset.0,
-                record_count,
-            }));
-        }
         let shared = batch.len() >= SHARED_BATCH_BYTES_MIN;
         let mut header = if shared {
             BytesMut::from(&batch[..HEADER_SIZE])
@@ -644,20 +630,7 @@ impl PartitionLog {
             });
         }
         let record_count = parsed.record_count();
-        if base_offset.0 > spate_format::limits::OFFSET_MAX - u64::from(record_count - 1) {
-            return Err(AppendError::InvalidBatch(BatchError::OffsetOverflow {
-                base_offset: base_offset.0,
-                record_count,
-            }));
-        }
-        let len = u64::from(parsed.len());
-        let buffered = self.unwritten_bytes();
-        if buffered + len > PARTITION_BUFFER_BYTES_MAX {
-            return Err(AppendError::BufferFull {
-                buffered,
-                max: PARTITION_BUFFER_BYTES_MAX,
-            });
-        }
+        self.check_fits(u64::from(parsed.len()), base_offset, record_count)?;
         let last_offset = parsed.last_offset();
         let header = if batch.len() >= SHARED_BATCH_BYTES_MIN {
             batch.slice(..HEADER_SIZE)
@@ -687,6 +660,31 @@ impl PartitionLog {
         self.unsynced_since.get_or_insert(now);
         self.deferred_schedule = Some(now);
         Ok(self.next_offset)
+    }
+
+    /// Whether a batch of `len` bytes and `record_count` records at `base_offset` fits: the
+    /// write buffer has room (back-pressure otherwise) and its offsets stay within
+    /// `OFFSET_MAX`. Checked before anything changes.
+    fn check_fits(
+        &self,
+        len: u64,
+        base_offset: Offset,
+        record_count: u32,
+    ) -> Result<(), AppendError> {
+        let buffered = self.unwritten_bytes();
+        if buffered + len > PARTITION_BUFFER_BYTES_MAX {
+            return Err(AppendError::BufferFull {
+                buffered,
+                max: PARTITION_BUFFER_BYTES_MAX,
+            });
+        }
+        if base_offset.0 > spate_format::limits::OFFSET_MAX - u64::from(record_count - 1) {
+            return Err(AppendError::InvalidBatch(BatchError::OffsetOverflow {
+                base_offset: base_offset.0,
+                record_count,
+            }));
+        }
+        Ok(())
     }
 
     /// Buffers one validated batch at `base_offset` whose (stamped) header, or whole bytes
