@@ -470,17 +470,8 @@ impl PartitionLog {
         seen: Offset,
         max_wait_ms: u32,
     ) -> Result<Ticket, FetchWaitError> {
-        if self.fenced.is_some() {
-            return Err(FetchWaitError::Fenced);
-        }
-        let deadline = Millis(now.0.saturating_add(i64::from(max_wait_ms)));
-        if offset < self.log_start || seen < self.high_watermark() || deadline <= now {
-            // Ready already (something moved since the caller looked, or no wait): it looks
-            // again at once.
-            return Ok(self.waiters.ready_now(&mut self.events));
-        }
-        self.waiters
-            .park_fetch(offset, seen, deadline, self.config.fetch_waiters_max, false)
+        let end = self.high_watermark();
+        self.park(now, offset, seen, end, max_wait_ms, false)
     }
 
     /// Parks a follower's fetch (`docs/cluster.md`) from `offset` that found nothing new with
@@ -495,15 +486,36 @@ impl PartitionLog {
         seen: Offset,
         max_wait_ms: u32,
     ) -> Result<Ticket, FetchWaitError> {
+        let end = self.written;
+        self.park(now, offset, seen, end, max_wait_ms, true)
+    }
+
+    /// Parks a fetch that saw `seen` of an end that is `end` now.
+    fn park(
+        &mut self,
+        now: Millis,
+        offset: Offset,
+        seen: Offset,
+        end: Offset,
+        max_wait_ms: u32,
+        replica: bool,
+    ) -> Result<Ticket, FetchWaitError> {
         if self.fenced.is_some() {
             return Err(FetchWaitError::Fenced);
         }
         let deadline = Millis(now.0.saturating_add(i64::from(max_wait_ms)));
-        if offset < self.log_start || seen < self.written || deadline <= now {
+        if offset < self.log_start || seen < end || deadline <= now {
+            // Ready already (something moved since the caller looked, or no wait): it looks
+            // again at once.
             return Ok(self.waiters.ready_now(&mut self.events));
         }
-        self.waiters
-            .park_fetch(offset, seen, deadline, self.config.fetch_waiters_max, true)
+        self.waiters.park_fetch(
+            offset,
+            seen,
+            deadline,
+            self.config.fetch_waiters_max,
+            replica,
+        )
     }
 
     /// Withdraws a parked fetch whose requester gave up; no event follows for it.
