@@ -10,9 +10,10 @@
 
 use core::mem::{offset_of, size_of};
 
-use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
+use crate::entry_file::{decode_entries, encode_entries, EntryFileError, ENTRY_FILE_HEADER_SIZE};
 use crate::limits::OFFSET_MAX;
 
 /// Entries one file (and one replica's chain) holds at most: a leader change per entry, and
@@ -24,22 +25,6 @@ pub const LEADER_EPOCHS_MAX: usize = 1 << 20;
 pub const EPOCHS_MAGIC: [u8; 4] = *b"SPLE";
 /// The format version this code writes and reads.
 pub const EPOCHS_VERSION: u16 = 1;
-
-/// The fixed header of a leader-epoch file.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
-)]
-#[repr(C)]
-pub struct EpochsHeader {
-    /// CRC-32 (ISO-HDLC, as `crc32fast`) of every byte after this field.
-    pub crc: U32,
-    pub magic: [u8; 4],
-    pub version: U16,
-    /// Must be 0.
-    pub reserved: U16,
-    /// Number of entries after the header.
-    pub entry_count: U32,
-}
 
 /// One link of the chain: the records from `start` on were appended by the leader of
 /// `epoch` (up to the next entry's start).
@@ -55,13 +40,10 @@ pub struct EpochsEntry {
 }
 
 /// Bytes of the header.
-pub const EPOCHS_HEADER_SIZE: usize = 16;
+pub const EPOCHS_HEADER_SIZE: usize = ENTRY_FILE_HEADER_SIZE;
 /// Bytes of one entry.
 pub const EPOCHS_ENTRY_SIZE: usize = 16;
 
-const _: () = assert!(size_of::<EpochsHeader>() == EPOCHS_HEADER_SIZE);
-const _: () = assert!(offset_of!(EpochsHeader, magic) == 4);
-const _: () = assert!(offset_of!(EpochsHeader, entry_count) == 12);
 const _: () = assert!(size_of::<EpochsEntry>() == EPOCHS_ENTRY_SIZE);
 const _: () = assert!(offset_of!(EpochsEntry, start) == 8);
 
@@ -83,36 +65,22 @@ pub enum EpochsError {
     Entry { entry: u32, detail: &'static str },
 }
 
+impl From<EntryFileError> for EpochsError {
+    fn from(error: EntryFileError) -> Self {
+        match error {
+            EntryFileError::Length { len } => EpochsError::Length { len },
+            EntryFileError::Crc { stored, computed } => EpochsError::Crc { stored, computed },
+            EntryFileError::Magic { found } => EpochsError::Magic { found },
+            EntryFileError::Version { found } => EpochsError::Version { found },
+            EntryFileError::TooManyEntries { found } => EpochsError::TooManyEntries { found },
+        }
+    }
+}
+
 /// The entries of a valid leader-epoch file.
 pub fn decode_epochs(bytes: &[u8]) -> Result<&[EpochsEntry], EpochsError> {
-    let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
-    let (header, rest) =
-        EpochsHeader::ref_from_prefix(bytes).map_err(|_| EpochsError::Length { len })?;
-    let computed = crc32fast::hash(&bytes[4..]);
-    if header.crc.get() != computed {
-        return Err(EpochsError::Crc {
-            stored: header.crc.get(),
-            computed,
-        });
-    }
-    if header.magic != EPOCHS_MAGIC {
-        return Err(EpochsError::Magic {
-            found: header.magic,
-        });
-    }
-    if header.version.get() != EPOCHS_VERSION || header.reserved.get() != 0 {
-        return Err(EpochsError::Version {
-            found: header.version.get(),
-        });
-    }
-    let count = u64::from(header.entry_count.get());
-    if count > LEADER_EPOCHS_MAX as u64 {
-        return Err(EpochsError::TooManyEntries { found: count });
-    }
-    let entries = <[EpochsEntry]>::ref_from_bytes(rest).map_err(|_| EpochsError::Length { len })?;
-    if entries.len() as u64 != count {
-        return Err(EpochsError::Length { len });
-    }
+    let entries: &[EpochsEntry] =
+        decode_entries(bytes, EPOCHS_MAGIC, EPOCHS_VERSION, LEADER_EPOCHS_MAX)?;
     let mut previous: Option<&EpochsEntry> = None;
     for (number, entry) in entries.iter().enumerate() {
         let invalid = |detail| EpochsError::Entry {
@@ -140,20 +108,7 @@ pub fn decode_epochs(bytes: &[u8]) -> Result<&[EpochsEntry], EpochsError> {
 
 /// A leader-epoch file holding `entries` (valid ones: see the module invariants).
 pub fn encode_epochs(entries: &[EpochsEntry]) -> Vec<u8> {
-    assert!(entries.len() <= LEADER_EPOCHS_MAX);
-    let mut bytes = Vec::with_capacity(EPOCHS_HEADER_SIZE + entries.len() * EPOCHS_ENTRY_SIZE);
-    let header = EpochsHeader {
-        crc: U32::new(0),
-        magic: EPOCHS_MAGIC,
-        version: U16::new(EPOCHS_VERSION),
-        reserved: U16::new(0),
-        entry_count: U32::new(u32::try_from(entries.len()).expect("bounded above")),
-    };
-    bytes.extend_from_slice(header.as_bytes());
-    bytes.extend_from_slice(entries.as_bytes());
-    let crc = crc32fast::hash(&bytes[4..]);
-    bytes[..4].copy_from_slice(&crc.to_le_bytes());
-    bytes
+    encode_entries(entries, EPOCHS_MAGIC, EPOCHS_VERSION, LEADER_EPOCHS_MAX)
 }
 
 /// An entry from its fields.

@@ -8,6 +8,7 @@
 
 pub mod batch;
 pub mod compression;
+pub mod entry_file;
 pub mod epochs;
 pub mod error;
 pub mod index;

@@ -12,9 +12,10 @@
 
 use core::mem::{offset_of, size_of};
 
-use zerocopy::little_endian::{I16, I32, I64, U16, U32, U64};
+use zerocopy::little_endian::{I16, I32, I64, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
+use crate::entry_file::{decode_entries, encode_entries, EntryFileError, ENTRY_FILE_HEADER_SIZE};
 use crate::limits::OFFSET_MAX;
 
 /// Batches remembered per producer: Kafka's rule (a producer has at most five requests in
@@ -30,22 +31,6 @@ pub const PRODUCERS_PER_PARTITION_MAX: usize = 1024;
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"SPPS";
 /// The snapshot format version this code writes and reads.
 pub const SNAPSHOT_VERSION: u16 = 1;
-
-/// The fixed header of a snapshot file.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
-)]
-#[repr(C)]
-pub struct SnapshotHeader {
-    /// CRC-32 (ISO-HDLC, as `crc32fast`) of every byte after this field.
-    pub crc: U32,
-    pub magic: [u8; 4],
-    pub version: U16,
-    /// Must be 0.
-    pub reserved: U16,
-    /// Number of entries after the header.
-    pub entry_count: U32,
-}
 
 /// One batch a producer wrote.
 #[derive(
@@ -78,13 +63,10 @@ pub struct SnapshotEntry {
 }
 
 /// Bytes of the snapshot header.
-pub const SNAPSHOT_HEADER_SIZE: usize = 16;
+pub const SNAPSHOT_HEADER_SIZE: usize = ENTRY_FILE_HEADER_SIZE;
 /// Bytes of one entry.
 pub const SNAPSHOT_ENTRY_SIZE: usize = 136;
 
-const _: () = assert!(size_of::<SnapshotHeader>() == SNAPSHOT_HEADER_SIZE);
-const _: () = assert!(offset_of!(SnapshotHeader, magic) == 4);
-const _: () = assert!(offset_of!(SnapshotHeader, entry_count) == 12);
 const _: () = assert!(size_of::<SnapshotBatch>() == 24);
 const _: () = assert!(size_of::<SnapshotEntry>() == SNAPSHOT_ENTRY_SIZE);
 const _: () = assert!(offset_of!(SnapshotEntry, batches) == 16);
@@ -107,37 +89,26 @@ pub enum SnapshotError {
     Entry { entry: u32, detail: &'static str },
 }
 
+impl From<EntryFileError> for SnapshotError {
+    fn from(error: EntryFileError) -> Self {
+        match error {
+            EntryFileError::Length { len } => SnapshotError::Length { len },
+            EntryFileError::Crc { stored, computed } => SnapshotError::Crc { stored, computed },
+            EntryFileError::Magic { found } => SnapshotError::Magic { found },
+            EntryFileError::Version { found } => SnapshotError::Version { found },
+            EntryFileError::TooManyEntries { found } => SnapshotError::TooManyEntries { found },
+        }
+    }
+}
+
 /// The entries of a valid snapshot file.
 pub fn decode_snapshot(bytes: &[u8]) -> Result<&[SnapshotEntry], SnapshotError> {
-    let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
-    let (header, rest) =
-        SnapshotHeader::ref_from_prefix(bytes).map_err(|_| SnapshotError::Length { len })?;
-    let computed = crc32fast::hash(&bytes[4..]);
-    if header.crc.get() != computed {
-        return Err(SnapshotError::Crc {
-            stored: header.crc.get(),
-            computed,
-        });
-    }
-    if header.magic != SNAPSHOT_MAGIC {
-        return Err(SnapshotError::Magic {
-            found: header.magic,
-        });
-    }
-    if header.version.get() != SNAPSHOT_VERSION || header.reserved.get() != 0 {
-        return Err(SnapshotError::Version {
-            found: header.version.get(),
-        });
-    }
-    let count = u64::from(header.entry_count.get());
-    if count > PRODUCERS_PER_PARTITION_MAX as u64 {
-        return Err(SnapshotError::TooManyEntries { found: count });
-    }
-    let entries =
-        <[SnapshotEntry]>::ref_from_bytes(rest).map_err(|_| SnapshotError::Length { len })?;
-    if entries.len() as u64 != count {
-        return Err(SnapshotError::Length { len });
-    }
+    let entries: &[SnapshotEntry] = decode_entries(
+        bytes,
+        SNAPSHOT_MAGIC,
+        SNAPSHOT_VERSION,
+        PRODUCERS_PER_PARTITION_MAX,
+    )?;
     let mut ids: Vec<i64> = Vec::with_capacity(entries.len());
     for (number, entry) in entries.iter().enumerate() {
         let invalid = |detail| SnapshotError::Entry {
@@ -191,20 +162,12 @@ fn validate_entry(entry: &SnapshotEntry) -> Result<(), &'static str> {
 
 /// A snapshot file holding `entries` (valid ones: see the module invariants).
 pub fn encode_snapshot(entries: &[SnapshotEntry]) -> Vec<u8> {
-    assert!(entries.len() <= PRODUCERS_PER_PARTITION_MAX);
-    let mut bytes = Vec::with_capacity(SNAPSHOT_HEADER_SIZE + entries.len() * SNAPSHOT_ENTRY_SIZE);
-    let header = SnapshotHeader {
-        crc: U32::new(0),
-        magic: SNAPSHOT_MAGIC,
-        version: U16::new(SNAPSHOT_VERSION),
-        reserved: U16::new(0),
-        entry_count: U32::new(u32::try_from(entries.len()).expect("bounded above")),
-    };
-    bytes.extend_from_slice(header.as_bytes());
-    bytes.extend_from_slice(entries.as_bytes());
-    let crc = crc32fast::hash(&bytes[4..]);
-    bytes[..4].copy_from_slice(&crc.to_le_bytes());
-    bytes
+    encode_entries(
+        entries,
+        SNAPSHOT_MAGIC,
+        SNAPSHOT_VERSION,
+        PRODUCERS_PER_PARTITION_MAX,
+    )
 }
 
 #[cfg(test)]
