@@ -534,18 +534,19 @@ impl Recovery {
         self.begin_scan(index);
     }
 
+    /// Offsets a rolled segment holds: from its base to the next segment's.
+    fn span(&self, index: usize) -> u64 {
+        self.next_base(index)
+            .map_or(0, |next| next.0 - self.files[index].base.0)
+    }
+
     fn on_offset_index(&mut self, index: usize, data: &[u8]) {
         let files = self.files[index];
         let log_len = files.log_len.unwrap_or(0);
-        let span = self
-            .next_base(index)
-            .map_or(0, |next| next.0 - files.base.0);
-        let valid = decode_offset_index(data).ok().filter(|entries| {
-            entries.iter().all(|entry| {
-                u64::from(entry.position.get()) < log_len
-                    && u64::from(entry.relative_offset.get()) < span
-            })
-        });
+        let span = self.span(index);
+        let valid = decode_offset_index(data)
+            .ok()
+            .filter(|entries| offset_index_fits(entries, log_len, span));
         match valid {
             Some(entries) => {
                 let offset_index = entries.to_vec();
@@ -565,14 +566,10 @@ impl Recovery {
 
     fn on_time_index(&mut self, index: usize, offset_index: Vec<OffsetIndexEntry>, data: &[u8]) {
         let files = self.files[index];
-        let span = self
-            .next_base(index)
-            .map_or(0, |next| next.0 - files.base.0);
-        let valid = decode_time_index(data).ok().filter(|entries| {
-            entries
-                .iter()
-                .all(|e| u64::from(e.relative_offset.get()) < span)
-        });
+        let span = self.span(index);
+        let valid = decode_time_index(data)
+            .ok()
+            .filter(|entries| time_index_fits(entries, span));
         let Some(time_index) = valid.map(<[TimeIndexEntry]>::to_vec) else {
             self.rebuild(index);
             return;
@@ -1173,6 +1170,22 @@ impl Recovery {
     }
 }
 
+/// Whether a sealed segment's offset index fits its files: every entry points inside its log
+/// file (`log_len` bytes) and at one of its offsets (`span` of them). A later check (the scan
+/// from the last entry) rejects much of the same damage; this one rejects it first.
+fn offset_index_fits(entries: &[OffsetIndexEntry], log_len: u64, span: u64) -> bool {
+    entries.iter().all(|entry| {
+        u64::from(entry.position.get()) < log_len && u64::from(entry.relative_offset.get()) < span
+    })
+}
+
+/// Whether a sealed segment's time index names only its own offsets (`span` of them).
+fn time_index_fits(entries: &[TimeIndexEntry], span: u64) -> bool {
+    entries
+        .iter()
+        .all(|entry| u64::from(entry.relative_offset.get()) < span)
+}
+
 /// Zeros recovery supplies after `scan_end` instead of reading them: enough to finish any
 /// batch that started before it (a batch's last sectors may hold zeros) and to see a zero
 /// header after it.
@@ -1246,4 +1259,53 @@ pub fn looks_torn(data: &[u8], read_at: u64, p: u64, at_eof: bool) -> bool {
         sector += u64::from(SECTOR_SIZE);
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zerocopy::little_endian::{I64, U32};
+
+    fn entry(relative_offset: u32, position: u32) -> OffsetIndexEntry {
+        OffsetIndexEntry {
+            relative_offset: U32::new(relative_offset),
+            position: U32::new(position),
+        }
+    }
+
+    #[test]
+    fn index_entries_must_point_inside_their_segment() {
+        let entries = [entry(0, 0), entry(49, 999)];
+        assert!(offset_index_fits(&entries, 1_000, 50));
+        assert!(
+            !offset_index_fits(&entries, 999, 50),
+            "position at the file's end"
+        );
+        assert!(
+            !offset_index_fits(&entries, 1_000, 49),
+            "offset past the segment"
+        );
+        assert!(!offset_index_fits(&[entry(50, 0)], 1_000, 50));
+        let time = |relative: u32| TimeIndexEntry {
+            timestamp: I64::new(1),
+            relative_offset: U32::new(relative),
+        };
+        assert!(time_index_fits(&[time(0), time(49)], 50));
+        assert!(!time_index_fits(&[time(50)], 50));
+    }
+
+    #[test]
+    fn a_segment_spans_up_to_the_next_ones_base() {
+        let listing: Vec<ListedFile> = [100u64, 150]
+            .iter()
+            .map(|&base| ListedFile {
+                name: FileRef::log(Offset(base)).file_name(),
+                len: 4_096,
+                data_end: 4_096,
+            })
+            .collect();
+        let recovery = Recovery::new(LogConfig::default(), &listing);
+        assert_eq!(recovery.span(0), 50);
+        assert_eq!(recovery.span(1), 0, "the last segment has no next");
+    }
 }
