@@ -5,7 +5,10 @@
 //!
 //! ```text
 //! spate-sim [--from SEED] [--seeds N] [--seconds S] [--steps N] [--keep-going]
+//!           [--only log|groups|offsets|replication]
 //! ```
+//!
+//! `--only` runs one of the four simulations per seed (the others report zeros).
 //!
 //! With `--keep-going` it runs every seed, prints the first few failures and counts the
 //! failing seeds (how often a deliberately injected bug is caught).
@@ -34,6 +37,7 @@ fn main() {
     let mut seconds: Option<u64> = None;
     let mut options = Options::default();
     let mut keep_going = false;
+    let mut only: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = |name: &str| -> u64 {
@@ -49,6 +53,13 @@ fn main() {
             "--seconds" => seconds = Some(value("--seconds")),
             "--steps" => options.steps = u32::try_from(value("--steps")).unwrap_or(u32::MAX),
             "--keep-going" => keep_going = true,
+            "--only" => {
+                let name = args.next().unwrap_or_default();
+                if !["log", "groups", "offsets", "replication"].contains(&name.as_str()) {
+                    usage(&format!("--only: not a simulation: {name}"));
+                }
+                only = Some(name);
+            }
             "--help" | "-h" => usage(""),
             other => usage(&format!("unknown argument {other}")),
         }
@@ -76,14 +87,30 @@ fn main() {
         if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             break;
         }
-        let outcome = run_seed(seed, options)
-            .map_err(|failure| failure.to_string())
-            .and_then(|report| {
-                let group = run_group_seed(seed, GROUP_STEPS)?;
-                let offset = run_offsets_seed(seed, OFFSETS_STEPS)?;
-                let replicated = run_replication_seed(seed, REPLICATION_STEPS)?;
-                Ok((report, group, offset, replicated))
-            });
+        let runs = |name: &str| only.as_deref().is_none_or(|only| only == name);
+        let outcome = (|| -> Result<_, String> {
+            let report = if runs("log") {
+                run_seed(seed, options).map_err(|failure| failure.to_string())?
+            } else {
+                RunReport::default()
+            };
+            let group = if runs("groups") {
+                run_group_seed(seed, GROUP_STEPS)?
+            } else {
+                GroupReport::default()
+            };
+            let offset = if runs("offsets") {
+                run_offsets_seed(seed, OFFSETS_STEPS)?
+            } else {
+                OffsetsReport::default()
+            };
+            let replicated = if runs("replication") {
+                run_replication_seed(seed, REPLICATION_STEPS)?
+            } else {
+                ReplicationReport::default()
+            };
+            Ok((report, group, offset, replicated))
+        })();
         match outcome {
             Ok((report, group, offset, replicated)) => {
                 total.add(&report);
@@ -185,7 +212,8 @@ fn usage(problem: &str) -> ! {
         eprintln!("spate-sim: {problem}");
     }
     eprintln!(
-        "usage: spate-sim [--from SEED] [--seeds N] [--seconds S] [--steps N] [--keep-going]"
+        "usage: spate-sim [--from SEED] [--seeds N] [--seconds S] [--steps N] [--keep-going] \
+         [--only log|groups|offsets|replication]"
     );
     std::process::exit(2);
 }
