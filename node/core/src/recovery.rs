@@ -230,6 +230,89 @@ impl Recovery {
         Self::start(config, listing, Some(to))
     }
 
+    /// Empties the partition and starts it at `start`: what a follower does when its leader
+    /// no longer has the follower's position (retention moved the leader's log start past
+    /// the follower's end, `docs/cluster.md`). Nothing is read: a log-start marker at `start`
+    /// is made durable first, then every segment goes, newest first, each removal made
+    /// durable before the next (a crash in between leaves the marker, which already hides
+    /// what remains below it), then the older markers. The caller knows the partition holds
+    /// nothing at or above `start`.
+    pub fn resetting(config: LogConfig, listing: &[ListedFile], start: Offset) -> Self {
+        let mut report = RecoveryReport::default();
+        let mut next_id = 0;
+        let mut finish = VecDeque::new();
+        let mut bases: Vec<Offset> = Vec::new();
+        let mut markers: Vec<Offset> = Vec::new();
+        let mut others = Vec::new();
+        for listed in listing {
+            match parse_segment_file_name(&listed.name) {
+                Ok((base, SegmentFileKind::LogStart)) => markers.push(base),
+                Ok((base, kind)) => {
+                    bases.push(base);
+                    others.push(FileRef { base, kind });
+                }
+                Err(_) => report.ignored_files.push(listed.name.clone()),
+            }
+        }
+        if !markers.contains(&start) {
+            next_id += 1;
+            finish.push_back(IoRequest::Create {
+                id: IoId(next_id),
+                file: FileRef::log_start(start),
+                allocate: 0,
+            });
+            next_id += 1;
+            finish.push_back(IoRequest::SyncDir { id: IoId(next_id) });
+        }
+        bases.sort_unstable();
+        bases.dedup();
+        for base in bases.into_iter().rev() {
+            // The log file first: index files without a log are removed by any recovery.
+            let mut files: Vec<FileRef> = others
+                .iter()
+                .filter(|file| file.base == base)
+                .copied()
+                .collect();
+            files.sort_by_key(|file| file.kind != SegmentFileKind::Log);
+            for file in files {
+                finish.push_back(removal(&mut next_id, &mut report, file));
+            }
+            next_id += 1;
+            finish.push_back(IoRequest::SyncDir { id: IoId(next_id) });
+        }
+        for marker in markers.into_iter().filter(|marker| *marker != start) {
+            finish.push_back(removal(
+                &mut next_id,
+                &mut report,
+                FileRef::log_start(marker),
+            ));
+        }
+        next_id += 1;
+        finish.push_back(IoRequest::SyncDir { id: IoId(next_id) });
+        let mut recovery = Recovery {
+            config,
+            files: Vec::new(),
+            step: Step::Finish,
+            request: None,
+            waiting: None,
+            next_id,
+            segments: VecDeque::new(),
+            tail_sector: None,
+            finish,
+            report,
+            fenced: None,
+            start_markers: vec![start],
+            snapshots: Vec::new(),
+            producers: ProducerStates::default(),
+            replay_from: 0,
+            result: None,
+            cut: None,
+            cut_removals: Vec::new(),
+        };
+        recovery.next_finish();
+        recovery
+    }
+
     fn start(config: LogConfig, listing: &[ListedFile], cut: Option<Offset>) -> Self {
         let mut report = RecoveryReport::default();
         let mut files: Vec<SegmentFiles> = Vec::new();

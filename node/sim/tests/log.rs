@@ -2627,3 +2627,103 @@ fn a_segment_of_several_reads_recovers_across_them() {
         assert!(prefix > 0);
     }
 }
+
+/// A follower whose leader no longer has its position starts over at the leader's log start
+/// (`Recovery::resetting`, issue 14): no segment is left, the log starts (durably) at the new
+/// offset and takes appends there; a crash at any point leaves either that or the old log,
+/// which an ordinary recovery opens unfenced (the follower then resets again).
+#[test]
+fn a_reset_starts_the_log_over_at_the_leaders_log_start() {
+    let (harness, all) = several_segments();
+    let end = harness.log.next_offset();
+    let start = Offset(end.0 + 1_000);
+    let mut image = harness.storage.crash(1);
+    let listing = image.list().unwrap();
+    let recovered = {
+        let mut recovery = Recovery::resetting(config(), &listing, start);
+        loop {
+            while let Some(request) = recovery.poll_io() {
+                image.submit(request);
+            }
+            if let Some(result) = recovery.poll_done() {
+                break result.unwrap();
+            }
+            assert!(image.complete_one(), "reset stuck");
+            while let Some(done) = image.poll_done() {
+                recovery.handle_io_done(done);
+            }
+        }
+    };
+    assert_eq!(recovered.log.log_start(), start);
+    assert_eq!(recovered.log.next_offset(), start);
+    assert_eq!(recovered.log.high_watermark(), start);
+    let names: Vec<String> = image.list().unwrap().into_iter().map(|f| f.name).collect();
+    assert_eq!(names, vec![FileRef::log_start(start).file_name()]);
+    let mut follower = Harness {
+        log: recovered.log,
+        storage: image,
+        now: Millis(T0 + 1_000),
+        requests: Vec::new(),
+        events: Vec::new(),
+    };
+    follower.append(&batch(100, 1, T0), Durability::Fsync);
+    follower.settle();
+    let mut image = follower.storage.crash(2);
+    let again = recover(&mut image, config());
+    assert_eq!(again.log.log_start(), start);
+    assert_eq!(again.log.next_offset(), Offset(start.0 + 1));
+
+    for crash_after in 0..64 {
+        let mut storage = harness.storage.crash(1);
+        let listing = storage.list().unwrap();
+        let mut recovery = Recovery::resetting(config(), &listing, start);
+        let mut finished = false;
+        for _ in 0..crash_after {
+            while let Some(request) = recovery.poll_io() {
+                storage.submit(request);
+            }
+            if recovery.poll_done().is_some() {
+                finished = true;
+                break;
+            }
+            assert!(storage.complete_one());
+            while let Some(done) = storage.poll_done() {
+                recovery.handle_io_done(done);
+            }
+        }
+        for seed in 0..3 {
+            let mut image = storage.crash(seed);
+            let recovered = recover(&mut image, config());
+            assert_eq!(
+                recovered.report.corruption, None,
+                "crash after {crash_after}"
+            );
+            let next = recovered.log.next_offset();
+            if next == start {
+                assert_eq!(recovered.log.log_start(), start);
+            } else {
+                assert!(
+                    next <= end,
+                    "crash after {crash_after}: the log ends at {next}"
+                );
+                let mut reopened = Harness {
+                    log: recovered.log,
+                    storage: image,
+                    now: Millis(T0 + 1_000),
+                    requests: Vec::new(),
+                    events: Vec::new(),
+                };
+                let found = all_batches(&mut reopened);
+                let skipped = all.len() - found.len();
+                assert_eq!(
+                    found[..],
+                    all[skipped..],
+                    "what is left is the old log's end"
+                );
+            }
+        }
+        if finished {
+            break;
+        }
+    }
+}
