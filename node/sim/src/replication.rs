@@ -70,6 +70,8 @@ pub struct ReplicationReport {
     pub etcd_cuts: u64,
     pub reads: u64,
     pub committed: u64,
+    pub log_start_moves: u64,
+    pub resets: u64,
 }
 
 impl ReplicationReport {
@@ -86,6 +88,8 @@ impl ReplicationReport {
         self.etcd_cuts += other.etcd_cuts;
         self.reads += other.reads;
         self.committed += other.committed;
+        self.log_start_moves += other.log_start_moves;
+        self.resets += other.resets;
     }
 }
 
@@ -98,6 +102,10 @@ fn at(offset: Offset) -> usize {
 fn small(value: u64) -> u32 {
     u32::try_from(value).expect("a small range")
 }
+
+/// The model's entry for an offset below a replica's log start (deleted, or never fetched
+/// after a reset): it matches anything.
+const GONE: u64 = u64::MAX;
 
 /// One record of a replica's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +184,32 @@ impl Disk {
     /// Records durable (the model's count).
     fn synced(&self) -> usize {
         at(self.durable())
+    }
+
+    /// The log start: offsets below it are gone (DeleteRecords, or a reset).
+    fn start(&self) -> Offset {
+        self.plog.log_start()
+    }
+
+    /// A follower behind its leader's log start starts over there: the partition closes (its
+    /// requests complete) and is reset by `Recovery::resetting`.
+    fn reset(&mut self, now: Millis, start: Offset) -> Result<(), String> {
+        self.settle(now);
+        let listing = self.files.list().map_err(|error| error.to_string())?;
+        let recovered = drive(
+            &mut self.files,
+            Recovery::resetting(log_config(), &listing, start),
+        )?;
+        self.plog = recovered.log;
+        self.log = vec![
+            Entry {
+                epoch: LeaderEpoch(0),
+                write: GONE,
+            };
+            at(start)
+        ];
+        self.epochs = LeaderEpochs::new();
+        self.check_contents(now)
     }
 
     /// Hands the log's requests to the disk and up to `completions` completions back.
@@ -347,7 +381,9 @@ impl Disk {
                     .log
                     .get(at(parsed.base_offset()))
                     .map(|entry| entry.write);
-                if parsed.base_offset() != offset || expected != Some(write_of(&parsed)) {
+                if parsed.base_offset() != offset
+                    || (expected != Some(write_of(&parsed)) && expected != Some(GONE))
+                {
                     return Err(format!(
                         "the log holds write {} at {}, the model {expected:?} at {offset}",
                         write_of(&parsed),
@@ -449,6 +485,11 @@ enum Message {
         fetch_offset: Offset,
         last_epoch: Option<LeaderEpoch>,
         end: EpochEnd,
+    },
+    OutOfRange {
+        epoch: LeaderEpoch,
+        fetch_offset: Offset,
+        log_start: Offset,
     },
     Refused,
 }
@@ -743,6 +784,7 @@ impl Run {
         let completions = self.rng.below(4);
         self.nodes[index].disk.run(now, completions);
         let cas_delay = Millis(now.0 + self.rng.range(1, 50) as i64);
+        let delete_to = self.rng.chance(1, 150).then(|| self.rng.next_u64());
         let reachable = now >= self.nodes[index].etcd_cut_until;
         let node = &mut self.nodes[index];
         let storage = node.disk.storage;
@@ -762,6 +804,17 @@ impl Run {
             } => {
                 core.handle_appended(log_end);
                 core.handle_durable(durable);
+                // Now and then records are deleted below the high watermark (DeleteRecords):
+                // followers behind the new log start must start over.
+                if let Some(choice) = delete_to {
+                    let (start, high) = (node.disk.start(), core.high_watermark());
+                    if high > start {
+                        let to = Offset(start.0 + 1 + choice % (high.0 - start.0));
+                        if node.disk.plog.handle_delete_records(to).is_ok() {
+                            self.report.log_start_moves += 1;
+                        }
+                    }
+                }
                 node.disk
                     .plog
                     .handle_replicated_high_watermark(core.high_watermark());
@@ -1051,6 +1104,8 @@ impl Run {
                     Some(Message::Refused)
                 } else {
                     let log_end = node.disk.end();
+                    let log_start = node.disk.start();
+                    node.disk.epochs.truncate_from_start(log_start);
                     match check_agreement(&node.disk.epochs, log_end, fetch_offset, last_epoch) {
                         Agreement::Diverging(end) => Some(Message::Diverging {
                             epoch,
@@ -1058,6 +1113,13 @@ impl Run {
                             last_epoch,
                             end,
                         }),
+                        Agreement::Agrees if fetch_offset < node.disk.start() => {
+                            Some(Message::OutOfRange {
+                                epoch,
+                                fetch_offset,
+                                log_start: node.disk.start(),
+                            })
+                        }
                         Agreement::Agrees => {
                             match core.handle_fetch(now, from, storage, fetch_offset, durable_end) {
                                 Err(ReplicaError::AboveLogEnd { .. }) => Some(Message::Refused),
@@ -1166,6 +1228,22 @@ impl Run {
                 self.report.truncations += 1;
                 *fetch = None;
             }
+            Message::OutOfRange {
+                epoch,
+                fetch_offset,
+                log_start,
+            } => {
+                if epoch != core.epoch() || node.disk.end() != fetch_offset {
+                    return Ok(());
+                }
+                core.handle_out_of_range(fetch_offset, log_start)
+                    .map_err(|error| format!("follower {}: {error}", node.id))?;
+                node.disk
+                    .reset(now, log_start)
+                    .map_err(|problem| format!("follower {}: {problem}", node.id))?;
+                self.report.resets += 1;
+                *fetch = None;
+            }
             _ => {
                 *fetch = None;
             }
@@ -1189,7 +1267,7 @@ impl Run {
         // The committed log grows with what this leader reports, and must agree with it.
         for (offset, entry) in log.iter().enumerate().take(at(high_watermark)) {
             match self.committed.get(offset) {
-                Some(&write) if write != entry.write => {
+                Some(&write) if write != entry.write && entry.write != GONE && write != GONE => {
                     return Err(format!(
                         "replica {} reports offset {offset} committed with write {}, the committed log has {write}",
                         node.id, entry.write
@@ -1271,7 +1349,8 @@ impl Run {
             ));
         }
         for (offset, entry) in node.disk.log.iter().enumerate().take(at(high_watermark)) {
-            if self.committed.get(offset) != Some(&entry.write) {
+            let committed = self.committed.get(offset);
+            if entry.write != GONE && committed != Some(&entry.write) && committed != Some(&GONE) {
                 return Err(format!(
                     "a consumer read offset {offset} from replica {} with a write not committed",
                     node.id
@@ -1280,8 +1359,9 @@ impl Run {
         }
         // A real fetch from the leader's log, from somewhere below the high watermark: whole
         // batches, none past it, each the committed write.
-        if high_watermark > Offset(0) {
-            let offset = Offset(from % high_watermark.0);
+        let start = node.disk.start();
+        if high_watermark > start {
+            let offset = Offset(start.0 + from % (high_watermark.0 - start.0));
             let bytes = match node.disk.plog.handle_fetch(offset, FETCH_BYTES_MAX) {
                 Ok(FetchPlan::Ready(bytes)) => bytes,
                 Ok(FetchPlan::Read(mut plan)) => loop {
@@ -1304,8 +1384,9 @@ impl Run {
             };
             for batch in batches(&bytes) {
                 let batch = batch.map_err(|error| format!("a consumer got damage: {error}"))?;
+                let committed = self.committed.get(at(batch.base_offset()));
                 if batch.next_offset() > high_watermark
-                    || self.committed.get(at(batch.base_offset())) != Some(&write_of(&batch))
+                    || (committed != Some(&write_of(&batch)) && committed != Some(&GONE))
                 {
                     return Err(format!(
                         "a consumer got write {} at {} from replica {} (high watermark {high_watermark})",
@@ -1375,7 +1456,8 @@ impl Run {
                 ));
             }
             for (offset, &write) in self.committed.iter().enumerate() {
-                if node.disk.log[offset].write != write {
+                let held = node.disk.log[offset].write;
+                if held != write && held != GONE && write != GONE {
                     return Err(format!(
                         "ISR member {} holds write {} at committed offset {offset} (committed: {write}){}",
                         node.id,
@@ -1387,8 +1469,11 @@ impl Run {
         }
         for node in &self.nodes {
             let epochs = &node.disk.epochs;
-            for (offset, entry) in node.disk.log.iter().enumerate() {
-                if epochs.epoch_at(Offset(offset as u64)) != Some(entry.epoch) {
+            let start = at(node.disk.start());
+            for (offset, entry) in node.disk.log.iter().enumerate().skip(start) {
+                if entry.write != GONE
+                    && epochs.epoch_at(Offset(offset as u64)) != Some(entry.epoch)
+                {
                     return Err(format!(
                         "replica {}'s chain {:?} says epoch {:?} at {offset}, the record has {}",
                         node.id,
