@@ -80,6 +80,10 @@ fn replication_seeds_keep_every_promise() {
                 total.refused_min_insync > 0 && total.reads > 1_000,
                 "{total:?}"
             );
+            assert!(
+                total.log_start_moves > 1_000 && total.resets > 100,
+                "{total:?}"
+            );
         }
         Err(failure) => panic!("{failure}"),
     }

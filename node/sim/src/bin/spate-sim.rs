@@ -191,7 +191,8 @@ fn main() {
     println!(
         "replication: {} writes ({} acknowledged, {} refused for min.insync.replicas), {} \
          records committed, {} elections, ISR {} shrinks and {} expansions, {} truncations, {} \
-         crashes ({} with a replaced disk), {} replicas cut from etcd, {} consumer reads",
+         crashes ({} with a replaced disk), {} replicas cut from etcd, {} consumer reads, {} \
+         log-start moves on leaders, {} followers started over at a leader's log start",
         replication.writes,
         replication.acknowledged,
         replication.refused_min_insync,
@@ -204,6 +205,8 @@ fn main() {
         replication.disks_replaced,
         replication.etcd_cuts,
         replication.reads,
+        replication.log_start_moves,
+        replication.resets,
     );
 }
 
