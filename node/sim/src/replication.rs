@@ -1113,6 +1113,11 @@ impl Run {
                             last_epoch,
                             end,
                         }),
+                        Agreement::StartOver => Some(Message::OutOfRange {
+                            epoch,
+                            fetch_offset,
+                            log_start: node.disk.start(),
+                        }),
                         Agreement::Agrees if fetch_offset < node.disk.start() => {
                             Some(Message::OutOfRange {
                                 epoch,

@@ -223,6 +223,10 @@ pub enum Agreement {
     /// The follower's log differs at or after `end`: it must truncate (see
     /// [`truncation_point`]) and ask again.
     Diverging(EpochEnd),
+    /// The follower's last epoch precedes the leader's whole chain (retention or a reset cut
+    /// the leader's log, and its chain with it): the follower's records cannot be checked
+    /// against the leader's, so it starts over at the leader's log start.
+    StartOver,
 }
 
 /// The leader's check of a follower that has `fetch_offset` records' worth of log ending
@@ -246,11 +250,11 @@ pub fn check_agreement(
         });
     };
     match end.epoch {
-        // The follower's last epoch precedes the leader's whole chain: its records up to the
-        // chain's first start may still be the leader's (below the leader's log start they
-        // are judged by the log start), the rest are not.
-        None if fetch_offset <= end.end => Agreement::Agrees,
-        None => Agreement::Diverging(end),
+        // Nothing tells whether the follower's last records are the leader's: even those
+        // just below the chain's first start may belong to an epoch the chain no longer
+        // shows (the simulation found a follower keeping such a record when this was taken
+        // as agreement).
+        None => Agreement::StartOver,
         Some(epoch) if epoch == last_fetched_epoch && end.end >= fetch_offset => Agreement::Agrees,
         Some(_) => Agreement::Diverging(end),
     }
@@ -448,6 +452,7 @@ mod tests {
                     follower_end = cut.to;
                     follower.truncate_from_end(cut.to);
                 }
+                Agreement::StartOver => panic!("the chains share epoch 0"),
             }
         }
         // The leader's epoch 1 is unknown to the follower: the first cut goes to where the
@@ -464,14 +469,15 @@ mod tests {
 
     #[test]
     fn a_follower_whose_epoch_precedes_the_leaders_chain() {
-        // Retention left the leader with epoch 5 from 100; the follower's last epoch is 3.
+        // Retention left the leader with epoch 5 from 100; the follower's last epoch is 3:
+        // whatever its position, its records cannot be checked, it starts over.
         let leader = chain(&[(5, 100)]);
-        assert_eq!(
-            check_agreement(&leader, Offset(150), Offset(100), Some(LeaderEpoch(3))),
-            Agreement::Agrees
-        );
-        let answer = check_agreement(&leader, Offset(150), Offset(120), Some(LeaderEpoch(3)));
-        assert_eq!(answer, Agreement::Diverging(end(None, 100)));
+        for fetch_offset in [90, 100, 120] {
+            assert_eq!(
+                check_agreement(&leader, Offset(150), Offset(fetch_offset), Some(LeaderEpoch(3))),
+                Agreement::StartOver
+            );
+        }
         let follower = chain(&[(3, 0)]);
         assert_eq!(
             truncation_point(&follower, Offset(120), end(None, 100)),
