@@ -78,3 +78,24 @@ impl ShardBudget {
         READ_AHEAD_SHARD_BYTES_MAX.saturating_sub(self.read_ahead.saturating_sub(own))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Mutation testing found these unpinned.
+    #[test]
+    fn the_budget_is_over_only_past_its_limit_and_read_ahead_is_counted() {
+        let mut shard = ShardBudget::new(100);
+        assert_eq!(shard.budget(), 100);
+        shard.update(0, 100);
+        assert!(!shard.over_budget(), "at the limit is not over it");
+        shard.update(100, 101);
+        assert!(shard.over_budget());
+        assert_eq!(shard.unsynced_bytes(), 101);
+        shard.update_read_ahead(0, 7);
+        shard.update_read_ahead(0, 5);
+        assert_eq!(shard.read_ahead_bytes(), 12);
+        assert_eq!(shard.read_ahead_room(7), READ_AHEAD_SHARD_BYTES_MAX - 5);
+    }
+}

@@ -474,7 +474,12 @@ mod tests {
         let leader = chain(&[(5, 100)]);
         for fetch_offset in [90, 100, 120] {
             assert_eq!(
-                check_agreement(&leader, Offset(150), Offset(fetch_offset), Some(LeaderEpoch(3))),
+                check_agreement(
+                    &leader,
+                    Offset(150),
+                    Offset(fetch_offset),
+                    Some(LeaderEpoch(3))
+                ),
                 Agreement::StartOver
             );
         }

@@ -653,5 +653,13 @@ mod tests {
             })
         );
         assert_eq!(ME, member(1).replica);
+        // Errors name the replica (the operator reads them).
+        assert_eq!(
+            ReplicaError::NotAssigned {
+                replica: ReplicaId(9)
+            }
+            .to_string(),
+            "replica 9 is not assigned to this partition"
+        );
     }
 }
