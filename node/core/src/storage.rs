@@ -414,6 +414,27 @@ mod tests {
         WriteData::new(pieces, 8192)
     }
 
+    /// Mutation testing found these unpinned.
+    #[test]
+    fn a_file_shows_as_its_name_and_unaligned_requests_are_bugs() {
+        let file = FileRef::log(Offset(5));
+        assert_eq!(file.to_string(), file.file_name());
+        let aligned = IoRequest::Read {
+            id: IoId(1),
+            file,
+            position: 4096,
+            len: 4096,
+        };
+        aligned.assert_aligned();
+        let unaligned = IoRequest::Read {
+            id: IoId(2),
+            file,
+            position: 100,
+            len: 4096,
+        };
+        assert!(std::panic::catch_unwind(|| unaligned.assert_aligned()).is_err());
+    }
+
     #[test]
     fn write_data_copies_pieces_then_zeros() {
         let data = pieces();
