@@ -81,13 +81,14 @@ pub fn decide(
             next.isr = live;
         }
     } else {
-        let chosen = replicas
-            .iter()
-            .find_map(|replica| live.iter().find(|member| member.replica == *replica));
+        let chosen = replicas.iter().find_map(|replica| {
+            let member = live.iter().find(|member| member.replica == *replica)?;
+            let session = members.get(&member.replica)?.session;
+            Some((member.replica, session))
+        });
         match chosen {
             Some(chosen) => {
-                let session = members[&chosen.replica].session;
-                next.leader = Some((chosen.replica, session));
+                next.leader = Some(chosen);
                 next.epoch = LeaderEpoch(state.epoch.0 + 1);
                 next.isr = live;
             }
