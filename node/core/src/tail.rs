@@ -185,5 +185,11 @@ mod tests {
         assert!(cache.read(Offset(3), 100, 100).is_some());
         cache.drop_segments_below(Offset(3));
         assert!(cache.read(Offset(3), 100, 100).is_some(), "not below: kept");
+        // What was dropped no longer counts: the budget holds three batches again.
+        cache.push(batch(3, 4, 100));
+        cache.push(batch(3, 5, 200));
+        assert!(cache.read(Offset(3), 300, 100).is_some());
+        cache.clear();
+        assert!(cache.read(Offset(5), 300, 100).is_none());
     }
 }
