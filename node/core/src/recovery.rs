@@ -290,9 +290,26 @@ impl Recovery {
         next_id += 1;
         finish.push_back(IoRequest::SyncDir { id: IoId(next_id) });
         let mut recovery = Recovery {
+            step: Step::Finish,
+            start_markers: vec![start],
+            ..Recovery::planned(config, next_id, finish, report)
+        };
+        recovery.next_finish();
+        recovery
+    }
+
+    /// A recovery that has read nothing yet, with the requests planned so far (`finish`, the
+    /// last id handed out `next_id`) and what the listing told (`report`).
+    fn planned(
+        config: LogConfig,
+        next_id: u64,
+        finish: VecDeque<IoRequest>,
+        report: RecoveryReport,
+    ) -> Self {
+        Recovery {
             config,
             files: Vec::new(),
-            step: Step::Finish,
+            step: Step::Done,
             request: None,
             waiting: None,
             next_id,
@@ -301,16 +318,14 @@ impl Recovery {
             finish,
             report,
             fenced: None,
-            start_markers: vec![start],
+            start_markers: Vec::new(),
             snapshots: Vec::new(),
             producers: ProducerStates::default(),
             replay_from: 0,
             result: None,
             cut: None,
             cut_removals: Vec::new(),
-        };
-        recovery.next_finish();
-        recovery
+        }
     }
 
     fn start(config: LogConfig, listing: &[ListedFile], cut: Option<Offset>) -> Self {
@@ -427,24 +442,12 @@ impl Recovery {
             cut_removals.push(IoRequest::SyncDir { id: IoId(next_id) });
         }
         let mut recovery = Recovery {
-            config,
             files,
-            step: Step::Done,
-            request: None,
-            waiting: None,
-            next_id,
-            segments: VecDeque::new(),
-            tail_sector: None,
-            finish,
-            report,
-            fenced: None,
             start_markers,
             snapshots,
-            producers: ProducerStates::default(),
-            replay_from: 0,
-            result: None,
             cut,
             cut_removals,
+            ..Recovery::planned(config, next_id, finish, report)
         };
         if let Some(error) = cut_below_start {
             recovery.fail(error);

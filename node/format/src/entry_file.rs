@@ -97,6 +97,8 @@ where
         magic,
         version: U16::new(version),
         reserved: U16::new(0),
+        // Every caller's `max` (1,024 producers, 2^20 epochs) is far below u32::MAX, and the
+        // assertion above holds the count to it.
         entry_count: U32::new(u32::try_from(entries.len()).expect("bounded above")),
     };
     bytes.extend_from_slice(header.as_bytes());

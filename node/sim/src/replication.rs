@@ -95,11 +95,13 @@ impl ReplicationReport {
 
 /// The index of `offset` in a simulated log (which starts at offset 0).
 fn at(offset: Offset) -> usize {
+    // A seed writes a few thousand records: offsets stay far below usize::MAX.
     usize::try_from(offset.0).expect("a simulated log fits in memory")
 }
 
 /// A small random number from the seed's generator, as a count.
 fn small(value: u64) -> u32 {
+    // Only called with ranges of a few units (replica counts, min.insync.replicas).
     u32::try_from(value).expect("a small range")
 }
 
