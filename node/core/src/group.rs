@@ -1729,12 +1729,22 @@ mod tests {
 
     #[test]
     fn a_static_member_may_leave_by_its_instance_id_alone() {
-        let (mut group, _, _, _) = stable_with_static_member();
+        let (mut group, _, _, request) = stable_with_static_member();
         assert_eq!(
             group.handle_leave(Millis(4_000), &[(String::new(), Some("host-1".to_owned()))]),
             vec![Ok(())]
         );
         assert_eq!(group.members().count(), 1);
         assert_eq!(group.state(), GroupState::PreparingRebalance);
+        // The instance is forgotten with its member: a member id made up for it is unknown,
+        // not fenced by a stale mapping (which would also grow without bound).
+        let mut stale = request;
+        stale.member_id = "made-up".to_owned();
+        assert_eq!(
+            group.handle_join(Millis(4_100), Ticket(9), stale),
+            Reply::Now(Err(GroupError::UnknownMemberId {
+                member_id: "made-up".to_owned()
+            }))
+        );
     }
 }

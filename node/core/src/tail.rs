@@ -189,6 +189,10 @@ mod tests {
         cache.push(batch(3, 4, 100));
         cache.push(batch(3, 5, 200));
         assert!(cache.read(Offset(3), 300, 100).is_some());
+        // A fourth batch is over the budget: the oldest kept one goes.
+        cache.push(batch(3, 6, 300));
+        assert!(cache.read(Offset(3), 400, 100).is_none());
+        assert!(cache.read(Offset(4), 400, 100).is_some());
         cache.clear();
         assert!(cache.read(Offset(5), 300, 100).is_none());
     }
