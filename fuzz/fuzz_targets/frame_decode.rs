@@ -24,6 +24,8 @@ fuzz_target!(|data: &[u8]| {
                 Request::FindRecord(r) => Some((r.topic.as_str(), r.partition)),
                 Request::Group(r) => Some((r.topic.as_str(), r.partition)),
                 Request::DescribePartition(r) => Some((r.topic.as_str(), r.partition)),
+                Request::ReplicaFetch(r) => Some((r.topic.as_str(), r.partition)),
+                Request::ReplicaProgress(r) => Some((r.topic.as_str(), r.partition)),
                 _ => None,
             };
             let found = route

@@ -15,7 +15,10 @@ pub fn kafka_error(code: ErrorCode) -> ResponseError {
         ErrorCode::InvalidPartitionCount => ResponseError::InvalidPartitions,
         ErrorCode::InvalidConfig => ResponseError::InvalidConfig,
         // The partition map changed: the client refreshes its metadata and retries.
-        ErrorCode::NotOwner => ResponseError::NotLeaderOrFollower,
+        ErrorCode::NotOwner | ErrorCode::NotLeaderOrFollower => ResponseError::NotLeaderOrFollower,
+        ErrorCode::FencedLeaderEpoch => ResponseError::FencedLeaderEpoch,
+        ErrorCode::UnknownLeaderEpoch => ResponseError::UnknownLeaderEpoch,
+        ErrorCode::ReplicaNotAvailable => ResponseError::ReplicaNotAvailable,
         // The shard (or the node) cannot be reached, or is stopping: retriable.
         ErrorCode::Unavailable | ErrorCode::ShuttingDown => ResponseError::LeaderNotAvailable,
         ErrorCode::OffsetOutOfRange => ResponseError::OffsetOutOfRange,

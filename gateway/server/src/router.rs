@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use bytes::Bytes;
 use spate_proto::{
-    ErrorCode, ErrorResponse, Frame, MetadataRequest, ProtoError, Request, Response,
+    ApiKey, ErrorCode, ErrorResponse, Frame, MetadataRequest, ProtoError, Request, Response,
 };
 use thiserror::Error;
 use tokio::sync::oneshot;
@@ -209,6 +209,17 @@ impl Router {
     /// whose connection breaks before the answer, `OutcomeUnknown`.
     pub async fn send(&self, frame: &Frame) -> Pending {
         let api_key = frame.head.api_key;
+        if let Some(api) = ApiKey::from_u16(api_key).filter(|api| api.is_node_link_only()) {
+            // Replication between nodes: a client has no business sending it.
+            return Pending::Ready(Response::error(
+                api_key,
+                ErrorCode::InvalidRequest,
+                format!(
+                    "{} is spoken between nodes only; the gateway does not forward it",
+                    api.name()
+                ),
+            ));
+        }
         let unavailable = |message: String| {
             Pending::Ready(Response::error(api_key, ErrorCode::Unavailable, message))
         };

@@ -168,6 +168,29 @@ async fn frames_reach_the_owning_shard_and_answers_keep_their_ids() {
             other => panic!("{other:?}"),
         }
     }
+    // Replication frames are for nodes only: the gateway answers them itself.
+    let replica_fetch = Request::ReplicaFetch(ReplicaFetchRequest {
+        topic: "g".into(),
+        partition: PartitionId(0),
+        topic_id: 1,
+        replica: 2,
+        storage_id: 3,
+        leader_epoch: 1,
+        fetch_offset: 0,
+        last_fetched_epoch: None,
+        durable_end: 0,
+        max_bytes: 1 << 20,
+        max_wait_ms: 0,
+    });
+    let answers = exchange(&connection, &[replica_fetch.to_frame(11)]).await;
+    match &answers[0] {
+        (11, Response::Error { api_key, error }) => {
+            assert_eq!(*api_key, ApiKey::ReplicaFetch.to_u16());
+            assert_eq!(error.code, ErrorCode::InvalidRequest);
+            assert!(error.message.contains("between nodes only"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
     // Garbage on one stream: an error frame and the stream ends; the connection serves on.
     let (mut send, mut receive) = connection.open_bi().await.unwrap();
     let mut oversized = vec![0u8; 16];

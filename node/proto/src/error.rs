@@ -108,6 +108,16 @@ pub enum ErrorCode {
     NonEmptyGroup,
     GroupIdNotFound,
     InvalidGroupId,
+    /// This node does not lead the partition (or no longer does): ask the one that does.
+    NotLeaderOrFollower,
+    /// A replica request names a leader epoch older than the partition's: the sender was
+    /// deposed or has not seen the newer epoch.
+    FencedLeaderEpoch,
+    /// A replica request names a leader epoch newer than this node knows: it has not yet seen
+    /// the change.
+    UnknownLeaderEpoch,
+    /// The replica is not assigned to the partition (or the partition is not replicated).
+    ReplicaNotAvailable,
     Other(u16),
 }
 
@@ -151,6 +161,10 @@ impl ErrorCode {
             ErrorCode::NonEmptyGroup => 69,
             ErrorCode::GroupIdNotFound => 70,
             ErrorCode::InvalidGroupId => 71,
+            ErrorCode::NotLeaderOrFollower => 80,
+            ErrorCode::FencedLeaderEpoch => 81,
+            ErrorCode::UnknownLeaderEpoch => 82,
+            ErrorCode::ReplicaNotAvailable => 83,
             ErrorCode::Other(code) => code,
         }
     }
@@ -194,6 +208,10 @@ impl ErrorCode {
             69 => ErrorCode::NonEmptyGroup,
             70 => ErrorCode::GroupIdNotFound,
             71 => ErrorCode::InvalidGroupId,
+            80 => ErrorCode::NotLeaderOrFollower,
+            81 => ErrorCode::FencedLeaderEpoch,
+            82 => ErrorCode::UnknownLeaderEpoch,
+            83 => ErrorCode::ReplicaNotAvailable,
             other => ErrorCode::Other(other),
         }
     }
@@ -209,6 +227,8 @@ impl ErrorCode {
                 | ErrorCode::Unavailable
                 | ErrorCode::OutcomeUnknown
                 | ErrorCode::CoordinatorLoadInProgress
+                | ErrorCode::NotLeaderOrFollower
+                | ErrorCode::UnknownLeaderEpoch
         )
     }
 }

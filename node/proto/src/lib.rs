@@ -13,6 +13,7 @@ pub mod group;
 pub mod limits;
 pub mod messages;
 pub mod pipeline;
+pub mod replica;
 pub mod settings;
 
 pub use error::{ErrorCode, FrameError, ProtoError};
@@ -20,6 +21,10 @@ pub use frame::{peek_frame, route, Frame, FrameDecoder, FrameHead, Peek, Route, 
 pub use group::{GroupOp, GroupRequest, GroupResponse, OFFSETS_PARTITIONS, OFFSETS_TOPIC};
 pub use messages::*;
 pub use pipeline::Pipeline;
+pub use replica::{
+    DivergingEpoch, EpochBoundary, ReplicaFetchRequest, ReplicaFetchResponse,
+    ReplicaProgressRequest,
+};
 
 /// The ALPN protocol of Spate over QUIC, offered by the SDK and required by the gateway.
 pub const ALPN: &[u8] = b"spate/1";
@@ -60,10 +65,14 @@ pub enum ApiKey {
     FindRecord,
     Group,
     DescribePartition,
+    /// Node link only: a follower fetching from its partition's leader.
+    ReplicaFetch,
+    /// Node link only: a follower reporting its log end and durable end.
+    ReplicaProgress,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 13] = [
+    pub const ALL: [ApiKey; 15] = [
         ApiKey::CreateTopic,
         ApiKey::DeleteTopic,
         ApiKey::Metadata,
@@ -77,6 +86,8 @@ impl ApiKey {
         ApiKey::FindRecord,
         ApiKey::Group,
         ApiKey::DescribePartition,
+        ApiKey::ReplicaFetch,
+        ApiKey::ReplicaProgress,
     ];
 
     pub fn to_u16(self) -> u16 {
@@ -94,6 +105,8 @@ impl ApiKey {
             ApiKey::FindRecord => 11,
             ApiKey::Group => 12,
             ApiKey::DescribePartition => 13,
+            ApiKey::ReplicaFetch => 14,
+            ApiKey::ReplicaProgress => 15,
         }
     }
 
@@ -116,6 +129,8 @@ impl ApiKey {
             ApiKey::FindRecord => "FindRecord",
             ApiKey::Group => "Group",
             ApiKey::DescribePartition => "DescribePartition",
+            ApiKey::ReplicaFetch => "ReplicaFetch",
+            ApiKey::ReplicaProgress => "ReplicaProgress",
         }
     }
 
@@ -130,6 +145,14 @@ impl ApiKey {
                 | ApiKey::FindRecord
                 | ApiKey::Group
                 | ApiKey::DescribePartition
+                | ApiKey::ReplicaFetch
+                | ApiKey::ReplicaProgress
         )
+    }
+
+    /// Whether only nodes speak the request to each other (replication): a gateway refuses
+    /// it from clients rather than forward it.
+    pub fn is_node_link_only(self) -> bool {
+        matches!(self, ApiKey::ReplicaFetch | ApiKey::ReplicaProgress)
     }
 }

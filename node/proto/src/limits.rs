@@ -67,3 +67,8 @@ const _: () = assert!(ENDPOINT_SIZE_MAX <= u16::MAX as u32);
 /// Producer ids one AllocateProducerIds request may take: a gateway takes blocks of 1,000, as
 /// Kafka's brokers do from their controller.
 pub const PRODUCER_IDS_PER_REQUEST_MAX: u32 = 1_000_000;
+
+/// Leader-epoch boundaries in one `ReplicaFetch` answer: the leader answers the records up to
+/// the boundary where the limit is reached (a new epoch starts only with a leader election, so
+/// an answer of 8 MiB holds a handful).
+pub const REPLICA_FETCH_EPOCHS_MAX: u32 = 4096;

@@ -13,6 +13,7 @@ use crate::limits::{
     FRAME_HEADER_SIZE, PRODUCER_IDS_PER_REQUEST_MAX, RESPONSE_SIZE_MAX, SHARDS_MAX,
     TOPICS_PER_REQUEST_MAX, TOPICS_PER_RESPONSE_MAX,
 };
+use crate::replica::{ReplicaFetchRequest, ReplicaFetchResponse, ReplicaProgressRequest};
 use crate::{ApiKey, PartitionId, ShardId};
 use spate_format::limits::{BATCH_SIZE_MAX, PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_LENGTH_MAX};
 
@@ -359,6 +360,8 @@ pub enum Request {
     FindRecord(FindRecordRequest),
     Group(GroupRequest),
     DescribePartition(DescribePartitionRequest),
+    ReplicaFetch(ReplicaFetchRequest),
+    ReplicaProgress(ReplicaProgressRequest),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -377,6 +380,9 @@ pub enum Response {
     FindRecord(FindRecordResponse),
     Group(GroupResponse),
     DescribePartition(DescribePartitionResponse),
+    ReplicaFetch(ReplicaFetchResponse),
+    /// The leader took the report (an empty body).
+    ReplicaProgress,
     /// An error answering a request with the raw api key `api_key`.
     Error {
         api_key: u16,
@@ -543,6 +549,8 @@ impl Request {
             Request::FindRecord(_) => ApiKey::FindRecord,
             Request::Group(_) => ApiKey::Group,
             Request::DescribePartition(_) => ApiKey::DescribePartition,
+            Request::ReplicaFetch(_) => ApiKey::ReplicaFetch,
+            Request::ReplicaProgress(_) => ApiKey::ReplicaProgress,
         }
     }
 
@@ -615,6 +623,8 @@ impl Request {
                     w.u32(request.partition.0);
                 }
                 Request::AutoCreateTopic(request) => w.str16(&request.topic),
+                Request::ReplicaFetch(request) => request.encode_body(w),
+                Request::ReplicaProgress(request) => request.encode_body(w),
                 Request::AlterTopic(request) => {
                     w.str16(&request.topic);
                     w.u8(u8::from(request.validate_only));
@@ -766,6 +776,24 @@ impl Request {
                 let partition = PartitionId(reader.u32("partition")?);
                 Request::Group(GroupRequest::decode_rest(topic, partition, &mut reader)?)
             }
+            ApiKey::ReplicaFetch => {
+                let topic = read_topic(&mut reader)?;
+                let partition = PartitionId(reader.u32("partition")?);
+                Request::ReplicaFetch(ReplicaFetchRequest::decode_rest(
+                    topic,
+                    partition,
+                    &mut reader,
+                )?)
+            }
+            ApiKey::ReplicaProgress => {
+                let topic = read_topic(&mut reader)?;
+                let partition = PartitionId(reader.u32("partition")?);
+                Request::ReplicaProgress(ReplicaProgressRequest::decode_rest(
+                    topic,
+                    partition,
+                    &mut reader,
+                )?)
+            }
             ApiKey::DeleteRecords => Request::DeleteRecords(DeleteRecordsRequest {
                 topic: read_topic(&mut reader)?,
                 partition: PartitionId(reader.u32("partition")?),
@@ -836,6 +864,8 @@ impl Response {
             Response::FindRecord(_) => ApiKey::FindRecord.to_u16(),
             Response::Group(_) => ApiKey::Group.to_u16(),
             Response::DescribePartition(_) => ApiKey::DescribePartition.to_u16(),
+            Response::ReplicaFetch(_) => ApiKey::ReplicaFetch.to_u16(),
+            Response::ReplicaProgress => ApiKey::ReplicaProgress.to_u16(),
             Response::Error { api_key, .. } => *api_key,
         }
     }
@@ -895,6 +925,11 @@ impl Response {
                 w.u64(response.high_watermark);
             }
             Response::DeleteRecords(response) => w.u64(response.log_start_offset),
+            Response::ReplicaFetch(response) => {
+                response.encode_head(w);
+                w.raw(&response.records);
+            }
+            Response::ReplicaProgress => {}
             Response::Group(response) => response.encode_body(w),
             Response::DescribePartition(response) => {
                 w.u64(response.log_start_offset);
@@ -957,23 +992,37 @@ impl Response {
     /// every other response the second part is empty). The parts joined are the bytes of
     /// [`Response::to_frame`].
     pub fn to_frame_parts(&self, correlation_id: u64) -> (Bytes, Bytes) {
-        let Response::Fetch(fetch) = self else {
-            return (self.to_frame(correlation_id), Bytes::new());
-        };
         let mut head = BytesMut::with_capacity(RESPONSE_SIZE_SMALL);
-        encode_frame_before(
-            &mut head,
-            ApiKey::Fetch.to_u16(),
-            FLAG_RESPONSE,
-            correlation_id,
-            fetch.records.len(),
-            |w| {
-                w.u64(fetch.high_watermark);
-                w.u64(fetch.log_start_offset);
-                w.length32(&fetch.records);
-            },
-        );
-        (head.freeze(), fetch.records.clone())
+        let records = match self {
+            Response::Fetch(fetch) => {
+                encode_frame_before(
+                    &mut head,
+                    ApiKey::Fetch.to_u16(),
+                    FLAG_RESPONSE,
+                    correlation_id,
+                    fetch.records.len(),
+                    |w| {
+                        w.u64(fetch.high_watermark);
+                        w.u64(fetch.log_start_offset);
+                        w.length32(&fetch.records);
+                    },
+                );
+                &fetch.records
+            }
+            Response::ReplicaFetch(fetch) => {
+                encode_frame_before(
+                    &mut head,
+                    ApiKey::ReplicaFetch.to_u16(),
+                    FLAG_RESPONSE,
+                    correlation_id,
+                    fetch.records.len(),
+                    |w| fetch.encode_head(w),
+                );
+                &fetch.records
+            }
+            _ => return (self.to_frame(correlation_id), Bytes::new()),
+        };
+        (head.freeze(), records.clone())
     }
 
     /// Encodes the response as a frame of its own, in a buffer sized for it up front (a
@@ -983,6 +1032,7 @@ impl Response {
         // the buffer if a metadata answer needs more.
         let records = match self {
             Response::Fetch(fetch) => fetch.records.len(),
+            Response::ReplicaFetch(fetch) => fetch.records.len() + 12 * fetch.epochs.len(),
             _ => 0,
         };
         let mut out = BytesMut::with_capacity(RESPONSE_SIZE_SMALL + records);
@@ -1048,6 +1098,10 @@ impl Response {
                 topic: read_topic(&mut reader)?,
             }),
             ApiKey::Group => Response::Group(GroupResponse::decode_body(&mut reader)?),
+            ApiKey::ReplicaFetch => {
+                Response::ReplicaFetch(ReplicaFetchResponse::decode_body(&mut reader)?)
+            }
+            ApiKey::ReplicaProgress => Response::ReplicaProgress,
             ApiKey::DescribePartition => Response::DescribePartition(DescribePartitionResponse {
                 log_start_offset: reader.u64("log_start_offset")?,
                 high_watermark: reader.u64("high_watermark")?,

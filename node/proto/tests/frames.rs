@@ -261,6 +261,147 @@ fn routing_reads_only_the_routing_fields() {
     );
 }
 
+/// What a replica frame may not say: more synced than written, a bad presence tag, a chain
+/// that does not go up, records beside a divergence, more boundaries than the limit.
+#[test]
+fn replica_frames_refuse_what_no_replica_sends() {
+    let fetch = ReplicaFetchRequest {
+        topic: "t".into(),
+        partition: PartitionId(1),
+        topic_id: u128::MAX - 5,
+        replica: 2,
+        storage_id: 3,
+        leader_epoch: 4,
+        fetch_offset: 100,
+        last_fetched_epoch: Some(4),
+        durable_end: 100,
+        max_bytes: 1 << 20,
+        max_wait_ms: 500,
+    };
+    let decode_request =
+        |request: &Request| Request::decode(&decode_one(&request.to_frame(9), REQUEST_SIZE_MAX));
+    let fine = Request::ReplicaFetch(fetch.clone());
+    assert_eq!(decode_request(&fine).unwrap(), fine);
+    let field_of = |result: Result<Request, ProtoError>| match result {
+        Err(ProtoError::Value { field, .. }) => field,
+        other => panic!("{other:?}"),
+    };
+    let mut ahead = fetch.clone();
+    ahead.durable_end = 101;
+    assert_eq!(
+        field_of(decode_request(&Request::ReplicaFetch(ahead))),
+        "durable_end"
+    );
+    let mut empty = fetch.clone();
+    empty.max_bytes = 0;
+    assert_eq!(
+        field_of(decode_request(&Request::ReplicaFetch(empty))),
+        "max_bytes"
+    );
+    let mut long = fetch;
+    long.max_wait_ms = 60_001;
+    assert_eq!(
+        field_of(decode_request(&Request::ReplicaFetch(long))),
+        "max_wait_ms"
+    );
+    // The presence byte of `last_fetched_epoch` (after topic, partition, topic id, replica,
+    // storage id, leader epoch, fetch offset) is 0 or 1.
+    let mut bytes = BytesMut::from(&fine.to_frame(9)[..]);
+    let tag = FRAME_HEADER_SIZE as usize + 2 + 1 + 4 + 16 + 4 + 8 + 4 + 8;
+    assert_eq!(bytes[tag], 1);
+    bytes[tag] = 2;
+    let frame = decode_one(&bytes.freeze(), REQUEST_SIZE_MAX);
+    assert_eq!(field_of(Request::decode(&frame)), "last_fetched_epoch");
+    let progress = ReplicaProgressRequest {
+        topic: "t".into(),
+        partition: PartitionId(1),
+        topic_id: 7,
+        replica: 2,
+        storage_id: 3,
+        leader_epoch: 4,
+        log_end: 10,
+        durable_end: 11,
+    };
+    assert_eq!(
+        field_of(decode_request(&Request::ReplicaProgress(progress))),
+        "durable_end"
+    );
+
+    let answer = ReplicaFetchResponse {
+        high_watermark: 10,
+        log_start_offset: 0,
+        diverging: None,
+        epochs: vec![
+            EpochBoundary {
+                epoch: 3,
+                start_offset: 0,
+            },
+            EpochBoundary {
+                epoch: 5,
+                start_offset: 7,
+            },
+        ],
+        records: Bytes::from_static(b"batches"),
+    };
+    let decode_response = |response: ReplicaFetchResponse| {
+        Response::decode(&decode_one(
+            &Response::ReplicaFetch(response).to_frame(9),
+            RESPONSE_SIZE_MAX,
+        ))
+    };
+    assert!(decode_response(answer.clone()).is_ok());
+    for (epoch, start_offset) in [(5, 8), (6, 7), (4, 9)] {
+        let mut backwards = answer.clone();
+        backwards.epochs.push(EpochBoundary {
+            epoch,
+            start_offset,
+        });
+        assert!(
+            matches!(
+                decode_response(backwards),
+                Err(ProtoError::Value {
+                    field: "epochs",
+                    ..
+                })
+            ),
+            "({epoch}, {start_offset})"
+        );
+    }
+    let mut both = answer.clone();
+    both.diverging = Some(DivergingEpoch {
+        epoch: 3,
+        end_offset: 5,
+    });
+    assert!(matches!(
+        decode_response(both),
+        Err(ProtoError::Value {
+            field: "diverging",
+            ..
+        })
+    ));
+    let mut many = answer;
+    many.records = Bytes::new();
+    many.epochs = (0..=limits::REPLICA_FETCH_EPOCHS_MAX)
+        .map(|i| EpochBoundary {
+            epoch: i,
+            start_offset: u64::from(i),
+        })
+        .collect();
+    assert!(matches!(
+        decode_response(many),
+        Err(ProtoError::Length {
+            field: "epochs",
+            ..
+        })
+    ));
+    // Only these two are the node link's own.
+    let link_only: Vec<ApiKey> = ApiKey::ALL
+        .into_iter()
+        .filter(|api| api.is_node_link_only())
+        .collect();
+    assert_eq!(link_only, [ApiKey::ReplicaFetch, ApiKey::ReplicaProgress]);
+}
+
 fn topic() -> impl Strategy<Value = String> {
     "[a-zA-Z0-9._-]{1,40}".prop_filter("reserved names", |name| name != "." && name != "..")
 }
@@ -380,7 +521,119 @@ fn request() -> impl Strategy<Value = Request> {
                     })
                 }
             ),
+        replica_fetch_request().prop_map(Request::ReplicaFetch),
+        replica_progress_request().prop_map(Request::ReplicaProgress),
     ]
+}
+
+fn replica_fetch_request() -> impl Strategy<Value = ReplicaFetchRequest> {
+    (
+        (
+            topic(),
+            any::<u32>(),
+            any::<u128>(),
+            any::<u32>(),
+            any::<u64>(),
+        ),
+        (
+            any::<u32>(),
+            any::<u64>(),
+            proptest::option::of(any::<u32>()),
+            any::<u64>(),
+            1u32..=(8 << 20),
+            0u32..=60_000,
+        ),
+    )
+        .prop_map(
+            |(
+                (topic, partition, topic_id, replica, storage_id),
+                (leader_epoch, fetch_offset, last_fetched_epoch, durable, max_bytes, max_wait_ms),
+            )| ReplicaFetchRequest {
+                topic,
+                partition: PartitionId(partition),
+                topic_id,
+                replica,
+                storage_id,
+                leader_epoch,
+                fetch_offset,
+                last_fetched_epoch,
+                durable_end: durable % (fetch_offset.saturating_add(1)).max(1),
+                max_bytes,
+                max_wait_ms,
+            },
+        )
+}
+
+fn replica_progress_request() -> impl Strategy<Value = ReplicaProgressRequest> {
+    (
+        topic(),
+        any::<u32>(),
+        any::<u128>(),
+        any::<u32>(),
+        any::<u64>(),
+        any::<u32>(),
+        any::<u64>(),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(topic, partition, topic_id, replica, storage_id, leader_epoch, log_end, durable)| {
+                ReplicaProgressRequest {
+                    topic,
+                    partition: PartitionId(partition),
+                    topic_id,
+                    replica,
+                    storage_id,
+                    leader_epoch,
+                    log_end,
+                    durable_end: durable.min(log_end),
+                }
+            },
+        )
+}
+
+/// A leader's answer: where the follower diverges, or batches with the epoch boundaries
+/// inside them (increasing in epoch and start).
+fn replica_fetch_response() -> impl Strategy<Value = ReplicaFetchResponse> {
+    let boundaries =
+        proptest::collection::vec((1u32..1000, 1u64..1_000_000), 0..6).prop_map(|steps| {
+            let (mut epoch, mut start) = (0u32, 0u64);
+            steps
+                .into_iter()
+                .map(|(de, ds)| {
+                    epoch += de;
+                    start += ds;
+                    EpochBoundary {
+                        epoch,
+                        start_offset: start,
+                    }
+                })
+                .collect::<Vec<_>>()
+        });
+    (
+        any::<u64>(),
+        any::<u64>(),
+        proptest::option::of((any::<u32>(), any::<u64>())),
+        boundaries,
+        some_bytes(300),
+    )
+        .prop_map(
+            |(high_watermark, log_start_offset, diverging, epochs, records)| match diverging {
+                Some((epoch, end_offset)) => ReplicaFetchResponse {
+                    high_watermark,
+                    log_start_offset,
+                    diverging: Some(DivergingEpoch { epoch, end_offset }),
+                    epochs: Vec::new(),
+                    records: Bytes::new(),
+                },
+                None => ReplicaFetchResponse {
+                    high_watermark,
+                    log_start_offset,
+                    diverging: None,
+                    epochs,
+                    records,
+                },
+            },
+        )
 }
 
 fn response() -> impl Strategy<Value = Response> {
@@ -490,6 +743,8 @@ fn response() -> impl Strategy<Value = Response> {
                 })
             }
         ),
+        replica_fetch_response().prop_map(Response::ReplicaFetch),
+        Just(Response::ReplicaProgress),
         (any::<u16>(), any::<u16>(), "\\PC{0,40}", detail).prop_map(
             |(api_key, code, message, detail)| Response::Error {
                 api_key,
@@ -515,6 +770,8 @@ proptest! {
             Request::ListOffsets(r) => Some((r.topic.clone(), r.partition)),
             Request::DeleteRecords(r) => Some((r.topic.clone(), r.partition)),
             Request::FindRecord(r) => Some((r.topic.clone(), r.partition)),
+            Request::ReplicaFetch(r) => Some((r.topic.clone(), r.partition)),
+            Request::ReplicaProgress(r) => Some((r.topic.clone(), r.partition)),
             _ => None,
         };
         let found_route = frame.route().unwrap().map(|r| (r.topic.to_owned(), r.partition));
@@ -610,7 +867,7 @@ proptest! {
 
     #[test]
     fn valid_header_with_garbage_body_never_panics(
-        api_key in 0u16..8,
+        api_key in 0u16..17,
         flags in 0u8..4,
         body in proptest::collection::vec(any::<u8>(), 0..120),
     ) {

@@ -98,6 +98,49 @@ fn a_request_for_another_shards_partition_names_the_owner() {
         }
         other => panic!("expected NotOwner, got {other:?}"),
     }
+    // Replication frames reach the owning shard, which replicates nothing without a cluster.
+    let own = metadata
+        .topics
+        .iter()
+        .find(|t| t.name == "t")
+        .unwrap()
+        .partitions
+        .iter()
+        .find(|p| p.shard.0 == 0)
+        .unwrap()
+        .partition;
+    let replica_fetch = Request::ReplicaFetch(ReplicaFetchRequest {
+        topic: "t".into(),
+        partition: own,
+        topic_id: 1,
+        replica: 2,
+        storage_id: 3,
+        leader_epoch: 1,
+        fetch_offset: 0,
+        last_fetched_epoch: None,
+        durable_end: 0,
+        max_bytes: 1 << 20,
+        max_wait_ms: 0,
+    });
+    let progress = Request::ReplicaProgress(ReplicaProgressRequest {
+        topic: "t".into(),
+        partition: own,
+        topic_id: 1,
+        replica: 2,
+        storage_id: 3,
+        leader_epoch: 1,
+        log_end: 0,
+        durable_end: 0,
+    });
+    for request in [replica_fetch, progress] {
+        match client.call(&request) {
+            Response::Error { error, .. } => {
+                assert_eq!(error.code, ErrorCode::ReplicaNotAvailable, "{error}");
+                assert!(error.message.contains("not replicated"), "{error}");
+            }
+            other => panic!("expected ReplicaNotAvailable, got {other:?}"),
+        }
+    }
     assert!(matches!(
         client.produce("missing", 0, &[b"x"], Durability::Fsync),
         Response::Error {

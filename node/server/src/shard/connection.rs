@@ -352,6 +352,8 @@ impl Shard {
             Request::DeleteRecords(request) => (&request.topic, request.partition),
             Request::Group(request) => (&request.topic, request.partition),
             Request::DescribePartition(request) => (&request.topic, request.partition),
+            Request::ReplicaFetch(request) => (&request.topic, request.partition),
+            Request::ReplicaProgress(request) => (&request.topic, request.partition),
             Request::Metadata(_)
             | Request::CreateTopic(_)
             | Request::DeleteTopic(_)
@@ -400,6 +402,20 @@ impl Shard {
                     segments: u32::try_from(log.segment_count()).unwrap_or(u32::MAX),
                     fenced: log.fenced().map(ToString::to_string).unwrap_or_default(),
                 }))
+            }
+            Resolved::Partition(
+                partition,
+                Request::ReplicaFetch(_) | Request::ReplicaProgress(_),
+            ) => {
+                // A node without a cluster replicates nothing: it leads every partition it
+                // owns, and no replica is assigned to any (docs/cluster.md).
+                Dispatched::Now(fail(error(
+                    ErrorCode::ReplicaNotAvailable,
+                    format!(
+                        "{}/{} is not replicated: this node runs without a cluster",
+                        partition.key.topic, partition.key.partition
+                    ),
+                )))
             }
             Resolved::Partition(partition, Request::Group(request)) => {
                 match self.group(&partition, request) {
