@@ -289,8 +289,8 @@ impl Recovery {
         }
         next_id += 1;
         finish.push_back(IoRequest::SyncDir { id: IoId(next_id) });
+        // `next_finish` issues the plan's first request (its step: `Finish`).
         let mut recovery = Recovery {
-            step: Step::Finish,
             start_markers: vec![start],
             ..Recovery::planned(config, next_id, finish, report)
         };

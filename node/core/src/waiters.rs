@@ -233,3 +233,138 @@ impl Waiters {
         self.wake_fetches(out, |fetch| fetch.deadline <= now);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(out: &mut VecDeque<LogEvent>) -> Vec<LogEvent> {
+        out.drain(..).collect()
+    }
+
+    fn acked(ticket: Ticket) -> LogEvent {
+        LogEvent::Acked { ticket }
+    }
+
+    fn ready(ticket: Ticket) -> LogEvent {
+        LogEvent::FetchReady { ticket }
+    }
+
+    /// Acknowledgements come at their level's watermark, in offset order, each once; a resend
+    /// waiting for an earlier batch goes before the later ones.
+    #[test]
+    fn acknowledgements_resolve_at_their_watermark_in_offset_order() {
+        let mut waiters = Waiters::default();
+        let mut out = VecDeque::new();
+        let w5 = waiters.wait_written(Offset(5));
+        let f5 = waiters.wait_durable(Offset(5));
+        let w9 = waiters.wait_written(Offset(9));
+        let w3 = waiters.wait_written(Offset(3));
+        let w5b = waiters.wait_written(Offset(5));
+        assert_eq!(waiters.acks_waiting(), 5);
+        waiters.written(Offset(4), &mut out);
+        assert_eq!(drain(&mut out), [acked(w3)], "only what ends at or below 4");
+        waiters.written(Offset(5), &mut out);
+        assert_eq!(drain(&mut out), [acked(w5), acked(w5b)], "ends at 5: due");
+        // `fsync` acknowledgements wait for durability; durability also covers `write`.
+        assert_eq!(waiters.acks_waiting(), 2);
+        waiters.durable(Offset(9), &mut out);
+        assert_eq!(drain(&mut out), [acked(w9), acked(f5)]);
+        assert_eq!(waiters.acks_waiting(), 0);
+        waiters.durable(Offset(20), &mut out);
+        assert!(out.is_empty(), "each once");
+    }
+
+    /// A consumer's parked fetch wakes when the high watermark passes what it saw, a
+    /// follower's when the written end does; neither for the other's watermark, nor at the
+    /// same offset; both when the log start passes their offset, at their deadline, or on a
+    /// fence.
+    #[test]
+    fn parked_fetches_wake_on_their_own_watermark_passing_what_they_saw() {
+        let mut waiters = Waiters::default();
+        let mut out = VecDeque::new();
+        let consumer = waiters
+            .park_fetch(Offset(10), Offset(10), Millis(1_000), 8, false)
+            .unwrap();
+        let follower = waiters
+            .park_fetch(Offset(10), Offset(10), Millis(2_000), 8, true)
+            .unwrap();
+        assert_eq!(waiters.fetches_parked(), 2);
+        assert_eq!(waiters.next_deadline(), Some(Millis(1_000)));
+        waiters.written(Offset(10), &mut out);
+        waiters.durable(Offset(10), &mut out);
+        assert!(out.is_empty(), "nothing past what they saw");
+        waiters.durable(Offset(11), &mut out);
+        assert_eq!(
+            drain(&mut out),
+            [ready(consumer)],
+            "the follower waits on writes"
+        );
+        waiters.written(Offset(11), &mut out);
+        assert_eq!(drain(&mut out), [ready(follower)]);
+
+        let consumer = waiters
+            .park_fetch(Offset(11), Offset(11), Millis(1_000), 8, false)
+            .unwrap();
+        waiters.written(Offset(12), &mut out);
+        assert!(out.is_empty(), "a consumer waits on durability");
+        waiters.start_moved(Offset(11), &mut out);
+        assert!(
+            out.is_empty(),
+            "the log start reached its offset, not passed it"
+        );
+        waiters.start_moved(Offset(12), &mut out);
+        assert_eq!(drain(&mut out), [ready(consumer)]);
+
+        let first = waiters
+            .park_fetch(Offset(12), Offset(12), Millis(1_000), 2, false)
+            .unwrap();
+        let second = waiters
+            .park_fetch(Offset(12), Offset(12), Millis(1_500), 2, true)
+            .unwrap();
+        assert_eq!(
+            waiters.park_fetch(Offset(12), Offset(12), Millis(1_000), 2, false),
+            Err(FetchWaitError::TooMany { parked: 2 })
+        );
+        waiters.tick(Millis(999), &mut out);
+        assert!(out.is_empty());
+        waiters.tick(Millis(1_000), &mut out);
+        assert_eq!(drain(&mut out), [ready(first)], "at its deadline");
+        waiters.cancel_fetch(second);
+        assert_eq!(waiters.fetches_parked(), 0);
+        assert_eq!(waiters.next_deadline(), None);
+        waiters.fence(&mut out);
+        assert!(out.is_empty(), "a withdrawn fetch is never resolved");
+    }
+
+    /// DeleteRecords are answered once the durable log start reaches what they asked for;
+    /// a fence refuses every waiting acknowledgement, in ticket order, and wakes every fetch.
+    #[test]
+    fn delete_records_wait_for_the_durable_start_and_a_fence_refuses_everything() {
+        let mut waiters = Waiters::default();
+        let mut out = VecDeque::new();
+        let low = waiters.wait_start(Offset(5));
+        let high = waiters.wait_start(Offset(8));
+        waiters.start_durable(Offset(4), &mut out);
+        assert!(out.is_empty());
+        waiters.start_durable(Offset(5), &mut out);
+        assert_eq!(drain(&mut out), [acked(low)]);
+        let fsync = waiters.wait_durable(Offset(3));
+        let write = waiters.wait_written(Offset(3));
+        let fetch = waiters
+            .park_fetch(Offset(0), Offset(0), Millis(9_000), 8, false)
+            .unwrap();
+        assert_eq!(waiters.acks_waiting(), 3);
+        waiters.fence(&mut out);
+        let refused = |ticket| LogEvent::Refused { ticket };
+        assert_eq!(
+            drain(&mut out),
+            [refused(high), refused(fsync), refused(write), ready(fetch)]
+        );
+        assert_eq!(waiters.acks_waiting(), 0);
+        // Tickets are never reused.
+        let next = waiters.ready_now(&mut out);
+        assert!(next > fetch);
+        assert_eq!(drain(&mut out), [ready(next)]);
+    }
+}

@@ -56,3 +56,100 @@ impl From<&FetchWaitError> for ErrorCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::partition::FenceReason;
+    use spate_format::Offset;
+
+    /// Every refusal of the core maps to the code the docs give it (docs/protocol.md); a batch
+    /// over the size limit is `BatchTooLarge`, one under the minimum merely invalid.
+    #[test]
+    fn each_refusal_has_its_code() {
+        let fence = || FenceReason::Corruption {
+            segment: "0".into(),
+            position: 0,
+            detail: "x".into(),
+        };
+        let length = |length| {
+            AppendError::InvalidBatch(BatchError::Length {
+                length,
+                min: 61,
+                max: 1 << 20,
+            })
+        };
+        let appends = [
+            (length((1 << 20) + 1), ErrorCode::BatchTooLarge),
+            (length(1 << 20), ErrorCode::InvalidBatch),
+            (length(60), ErrorCode::InvalidBatch),
+            (AppendError::Fenced(fence()), ErrorCode::PartitionFenced),
+            (
+                AppendError::BufferFull {
+                    buffered: 2,
+                    max: 1,
+                },
+                ErrorCode::Busy,
+            ),
+            (
+                AppendError::Producer(ProducerError::OutOfOrderSequence {
+                    producer_id: 1,
+                    expected: 2,
+                    found: 3,
+                }),
+                ErrorCode::OutOfOrderSequence,
+            ),
+            (
+                AppendError::Producer(ProducerError::InvalidEpoch {
+                    producer_id: 1,
+                    current: 2,
+                    found: 1,
+                }),
+                ErrorCode::InvalidProducerEpoch,
+            ),
+            (
+                AppendError::Producer(ProducerError::InvalidFields {
+                    producer_id: -1,
+                    epoch: 0,
+                    sequence: 0,
+                }),
+                ErrorCode::InvalidBatch,
+            ),
+            (
+                AppendError::NotContinuing {
+                    base_offset: Offset(5),
+                    next_offset: Offset(4),
+                },
+                ErrorCode::OffsetOutOfRange,
+            ),
+        ];
+        for (refusal, code) in appends {
+            assert_eq!(ErrorCode::from(&refusal), code, "{refusal}");
+        }
+        let above = DeleteRecordsError::AboveHighWatermark {
+            offset: Offset(9),
+            high_watermark: Offset(8),
+        };
+        assert_eq!(ErrorCode::from(&above), ErrorCode::OffsetOutOfRange);
+        let fenced = DeleteRecordsError::Fenced(fence());
+        assert_eq!(ErrorCode::from(&fenced), ErrorCode::PartitionFenced);
+        let out = FetchError::OutOfRange {
+            offset: Offset(9),
+            log_start: Offset(0),
+            high_watermark: Offset(8),
+        };
+        assert_eq!(ErrorCode::from(&out), ErrorCode::OffsetOutOfRange);
+        let corrupt = FetchError::Corrupt {
+            segment: "0".into(),
+            position: 0,
+            detail: "x".into(),
+        };
+        assert_eq!(ErrorCode::from(&corrupt), ErrorCode::Storage);
+        let many = FetchWaitError::TooMany { parked: 1 };
+        assert_eq!(ErrorCode::from(&many), ErrorCode::Busy);
+        assert_eq!(
+            ErrorCode::from(&FetchWaitError::Fenced),
+            ErrorCode::PartitionFenced
+        );
+    }
+}
