@@ -11,6 +11,7 @@ pub mod compression;
 pub mod entry_file;
 pub mod epochs;
 pub mod error;
+pub mod identity;
 pub mod index;
 pub mod limits;
 pub mod producers;

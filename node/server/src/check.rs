@@ -39,6 +39,15 @@ pub enum CheckError {
 pub struct Summary {
     pub partitions: usize,
     pub damaged: usize,
+    /// The identity file is damaged (a start refuses the directory).
+    pub identity_damaged: bool,
+}
+
+impl Summary {
+    /// Whether anything needs the operator.
+    pub fn is_damaged(&self) -> bool {
+        self.damaged > 0 || self.identity_damaged
+    }
 }
 
 /// Checks every partition of the data directory `dir`, writing one line per partition (and
@@ -47,6 +56,29 @@ pub fn check(dir: &Path, out: &mut impl Write) -> Result<Summary, CheckError> {
     let _lock = DataDirLock::acquire(dir)?;
     let metadata = Metadata::load(dir)?;
     let mut summary = Summary::default();
+    match std::fs::read(dir.join(crate::identity::FILE_NAME)) {
+        Ok(bytes) => match spate_format::identity::decode_identity(&bytes) {
+            Ok(identity) => writeln!(
+                out,
+                "identity: storage id {:016x}, {}",
+                identity.storage_id,
+                identity
+                    .node_id
+                    .map_or("no node id".to_owned(), |id| format!("node {id}"))
+            )?,
+            Err(error) => {
+                summary.identity_damaged = true;
+                writeln!(out, "identity: DAMAGED: {error}")?;
+            }
+        },
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            writeln!(out, "identity: none yet (made at the next start)")?;
+        }
+        Err(error) => {
+            summary.identity_damaged = true;
+            writeln!(out, "identity: cannot be read: {error}")?;
+        }
+    }
     for (topic, described) in &metadata.topics {
         for partition in 0..described.shards.len() {
             let partition = u32::try_from(partition).unwrap_or(u32::MAX);

@@ -81,6 +81,11 @@ spate_proto::settings! {
         /// [default: ./spate-data]
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf = DATA_DIR_DEFAULT.into(),
+        /// This node's id in a cluster (docs/cluster.md). Recorded in the data directory at
+        /// the first start with one; a data directory is never served under another id.
+        /// [default: none (a single node)]
+        #[arg(long, value_name = "N")]
+        node_id: u32,
         /// Address of shard 0; shard i listens on port + i (port 0: every shard picks a free
         /// port). [default: 127.0.0.1:7460]
         #[arg(long, value_name = "HOST:PORT")]

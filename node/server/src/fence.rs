@@ -9,7 +9,6 @@
 //! Storage errors (EIO, ENOSPC) are not persisted: recovery from the media is the answer to
 //! them, and a restart runs it.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use spate_core::FenceReason;
@@ -35,14 +34,9 @@ pub fn persist(partition_dir: &Path, reason: &FenceReason) -> std::io::Result<()
     if path.exists() {
         return Ok(());
     }
-    let temporary = partition_dir.join(format!("{FENCE_FILE_NAME}.tmp"));
-    let mut file = std::fs::File::create(&temporary)?;
     // Line 1: segment, line 2: position, the rest: what was found.
-    write!(file, "{segment}\n{position}\n{detail}\n")?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&temporary, &path)?;
-    std::fs::File::open(partition_dir)?.sync_all()
+    let text = format!("{segment}\n{position}\n{detail}\n");
+    crate::durable::replace(partition_dir, FENCE_FILE_NAME, text.as_bytes())
 }
 
 /// The fence recorded in the partition directory, if any. A marker that does not parse

@@ -18,9 +18,10 @@ fn main() -> ExitCode {
                 tracing::info!(
                     partitions = summary.partitions,
                     damaged = summary.damaged,
+                    identity_damaged = summary.identity_damaged,
                     "check finished"
                 );
-                if summary.damaged > 0 {
+                if summary.is_damaged() {
                     ExitCode::from(1)
                 } else {
                     ExitCode::SUCCESS

@@ -13,7 +13,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use bytes::{Bytes, BytesMut};
@@ -189,21 +188,12 @@ impl Metadata {
 
     /// Stores the metadata atomically: temporary file, fsync, rename, fsync of the directory.
     pub fn store(&self, dir: &Path) -> Result<(), MetadataError> {
-        let path = dir.join(FILE_NAME);
-        let temporary = dir.join(format!("{FILE_NAME}.tmp"));
-        let io = |source| MetadataError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        let mut file = fs::File::create(&temporary).map_err(io)?;
-        file.write_all(&self.encode()).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        drop(file);
-        fs::rename(&temporary, &path).map_err(io)?;
-        fs::File::open(dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(io)?;
-        Ok(())
+        crate::durable::replace(dir, FILE_NAME, &self.encode()).map_err(|source| {
+            MetadataError::Io {
+                path: dir.join(FILE_NAME).display().to_string(),
+                source,
+            }
+        })
     }
 
     /// Moves every partition whose shard no longer exists to `assign`'s choice for the new

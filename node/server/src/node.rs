@@ -16,6 +16,7 @@ use thiserror::Error;
 
 use crate::config::NodeConfig;
 use crate::coordinator::{self, Coordinator, ToCoordinator, ToShard};
+use crate::identity::IdentityLoadError;
 use crate::lock::{DataDirLock, LockError};
 use crate::metadata::{Metadata, MetadataError};
 use crate::shard::Shard;
@@ -58,6 +59,8 @@ pub enum NodeError {
     Lock(#[from] LockError),
     #[error(transparent)]
     Metadata(#[from] MetadataError),
+    #[error(transparent)]
+    Identity(#[from] IdentityLoadError),
     #[error("invalid listen address {address}: {reason}")]
     Listen { address: String, reason: String },
     #[error("shard {shard} failed to start: {reason}")]
@@ -155,6 +158,12 @@ fn remove_orphans(config: &NodeConfig, metadata: &Metadata) {
 /// recovers its partitions and serves), and the call returns once every shard serves.
 pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let lock = prepare_data_dir(&config)?;
+    let identity = crate::identity::load_or_create(&config.data_dir, config.node_id)?;
+    let storage_id = format!("{:016x}", identity.storage_id);
+    match identity.node_id {
+        Some(node_id) => tracing::info!(node_id, storage_id, "identity"),
+        None => tracing::info!(storage_id, "identity (no node id: a single node)"),
+    }
     let metadata = load_metadata(&config)?;
     let addresses = listen_addresses(&config)?;
     let shards = config.shards as usize;

@@ -45,6 +45,7 @@ fn help_documents_every_option() {
         "--verify-interval-ms",
         "--auto-create-topics",
         "--auto-create-partitions",
+        "--node-id",
     ] {
         assert!(help.contains(flag), "--help does not mention {flag}");
     }
@@ -223,6 +224,102 @@ fn a_second_node_on_the_same_data_directory_exits_before_touching_it() {
     }
     let _ = third.kill();
     let _ = third.wait();
+}
+
+/// A data directory served as node 3 is never served as node 4: the start is refused with a
+/// message naming the directory's node, before anything else in it is read or written; the
+/// storage id made at the first start stays through restarts.
+#[test]
+fn a_data_directory_is_never_served_under_another_node_id() {
+    let dir = data_dir("node-id");
+    let (mut first, address) = start_with(&dir, &["--node-id", "3"]);
+    let mut client = Client::connect(address);
+    client.create_topic("t", 1);
+    assert!(matches!(
+        client.produce("t", 0, &[b"kept"], Durability::Fsync),
+        Response::Produce(_)
+    ));
+    terminate(first);
+    let identity = std::fs::read(dir.join("identity")).unwrap();
+    let decoded = spate_format::identity::decode_identity(&identity).unwrap();
+    assert_eq!(decoded.node_id, Some(3));
+    // The refused start takes the directory's lock (its `.lock` file), and nothing else.
+    let unlocked = |dir: &std::path::Path| {
+        let mut files = snapshot(dir);
+        files.retain(|(name, ..)| !name.ends_with(".lock"));
+        files
+    };
+    let before = unlocked(&dir);
+    let other = binary()
+        .args([
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--shards",
+            "1",
+            "--node-id",
+            "4",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success(), "served as node 4: {stderr}");
+    assert!(other.stdout.is_empty(), "node 4 listened");
+    assert!(stderr.contains("belongs to node 3, not node 4"), "{stderr}");
+    assert!(!stderr.contains("recover"), "{stderr}");
+    assert_eq!(unlocked(&dir), before);
+    // As node 3 (or without an id) it serves what it acknowledged, with the same identity.
+    for extra in [&["--node-id", "3"][..], &[]] {
+        let (child, address) = start_with(&dir, extra);
+        let mut client = Client::connect(address);
+        match client.fetch("t", 0, 0, 0) {
+            Response::Fetch(fetched) => {
+                assert_eq!(records(&fetched.records), [(0, b"kept".to_vec())]);
+            }
+            other => panic!("{other:?}"),
+        }
+        terminate(child);
+        assert_eq!(std::fs::read(dir.join("identity")).unwrap(), identity);
+    }
+    // The offline check shows the identity, and a damaged identity file needs the operator.
+    let check = || {
+        let output = binary()
+            .args(["check", "--data-dir", dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        (output.status.code(), stdout)
+    };
+    let (code, stdout) = check();
+    assert_eq!(code, Some(0), "{stdout}");
+    let shown = format!("identity: storage id {:016x}, node 3", decoded.storage_id);
+    assert!(stdout.contains(&shown), "{stdout}");
+    let mut damaged = identity.clone();
+    damaged[18] ^= 1;
+    std::fs::write(dir.join("identity"), &damaged).unwrap();
+    let (code, stdout) = check();
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("identity: DAMAGED"), "{stdout}");
+    let refused = binary()
+        .args([
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("remove the file"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    std::fs::write(dir.join("identity"), &identity).unwrap();
+    first = start_with(&dir, &["--node-id", "3"]).0;
+    let _ = first.kill();
+    let _ = first.wait();
 }
 
 /// Every file under `dir` with its length and modification time.
