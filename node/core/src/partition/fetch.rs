@@ -474,3 +474,68 @@ fn cap_at(bytes: Bytes, end: Offset) -> Bytes {
         bytes.slice(..at)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spate_format::batch::stamp;
+    use spate_format::{BatchBuilder, Record};
+
+    /// A stamped batch of one record with `value_len` bytes at `offset`.
+    fn stamped(offset: u64, value_len: usize) -> Vec<u8> {
+        let mut builder = BatchBuilder::new();
+        let value = vec![7u8; value_len];
+        builder
+            .push(&Record {
+                timestamp: 1,
+                value: Some(&value),
+                ..Record::default()
+            })
+            .unwrap();
+        let mut bytes = builder.finish().unwrap();
+        stamp(&mut bytes, Offset(offset), 1).unwrap();
+        bytes
+    }
+
+    /// Read-ahead is kept from the moment it was read for `READ_AHEAD_KEEP_MS`; a clock that
+    /// went back drops it (mutation testing found these bounds unpinned).
+    #[test]
+    fn read_ahead_goes_stale_after_its_time_or_when_the_clock_goes_back() {
+        let kept = ReadAhead {
+            file: FileRef::log(Offset(0)),
+            position: 0,
+            offset: Offset(0),
+            data: Bytes::new(),
+            kept_at: Millis(10_000),
+        };
+        assert!(!kept.is_stale(Millis(10_000)));
+        assert!(!kept.is_stale(Millis(10_000 + READ_AHEAD_KEEP_MS - 1)));
+        assert!(kept.is_stale(Millis(10_000 + READ_AHEAD_KEEP_MS)));
+        assert!(kept.is_stale(Millis(9_999)));
+    }
+
+    /// When the bytes end inside the batch after the ones taken, that batch's length (from its
+    /// header) says whether it would have fit `max_bytes`: `full` exactly when it would not.
+    #[test]
+    fn a_truncated_next_batch_counts_by_its_length() {
+        let first = stamped(0, 100);
+        let second = stamped(1, 300);
+        let mut bytes = first.clone();
+        bytes.extend_from_slice(&second[..second.len() - 10]);
+        let both = (first.len() + second.len()) as u32;
+        for (max_bytes, full) in [(both, false), (both - 1, true), (both + 1, false)] {
+            let mut scanner = SegmentScanner::new(&bytes, 0, Some(Offset(0)));
+            let selected = select(&mut scanner, Offset(0), max_bytes).unwrap();
+            assert_eq!(selected.end, first.len() as u64);
+            assert_eq!(selected.next, Offset(1));
+            assert_eq!(selected.full, full, "max_bytes {max_bytes}");
+        }
+        // A whole next batch that does not fit: full, and not taken.
+        let mut whole = first.clone();
+        whole.extend_from_slice(&second);
+        let mut scanner = SegmentScanner::new(&whole, 0, Some(Offset(0)));
+        let selected = select(&mut scanner, Offset(0), both - 1).unwrap();
+        assert!(selected.full);
+        assert_eq!(selected.end, first.len() as u64);
+    }
+}
