@@ -522,7 +522,7 @@ mod tests {
         let second = stamped(1, 300);
         let mut bytes = first.clone();
         bytes.extend_from_slice(&second[..second.len() - 10]);
-        let both = (first.len() + second.len()) as u32;
+        let both = u32::try_from(first.len() + second.len()).unwrap();
         for (max_bytes, full) in [(both, false), (both - 1, true), (both + 1, false)] {
             let mut scanner = SegmentScanner::new(&bytes, 0, Some(Offset(0)));
             let selected = select(&mut scanner, Offset(0), max_bytes).unwrap();
