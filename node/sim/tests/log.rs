@@ -1620,7 +1620,8 @@ fn a_batch_larger_than_the_read_is_completed_by_one_more_read() {
     let mut config = reads_from_disk();
     config.fetch_read_bytes = 0;
     let mut harness = Harness::new(config);
-    let small = batch(100, 1, T0);
+    // The big batch starts past the first sector, so the continued read starts inside.
+    let small = batch(5_000, 1, T0);
     let big = batch(100_000, 2, T0);
     harness.append(&small, Durability::Fsync);
     harness.append(&big, Durability::Fsync);
@@ -1644,6 +1645,14 @@ fn a_batch_larger_than_the_read_is_completed_by_one_more_read() {
         panic!("expected a continued read");
     };
     assert!(more.position <= small.len() as u64 && more.position % 4096 == 0);
+    assert!(more.position > 0);
+    let end = (small.len() + big.len()) as u64;
+    assert!(
+        more.position + more.len <= end.div_ceil(4096) * 4096,
+        "the continued read stays within the written data: {}+{} for {end}",
+        more.position,
+        more.len
+    );
     let data = harness
         .storage
         .read_now(&more.file, more.position, more.len)
