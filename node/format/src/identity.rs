@@ -1,6 +1,7 @@
 //! The identity file of a data directory (`identity`, beside `metadata`): the directory's
-//! storage id, random and made when the directory is first used, and the node id it is served
-//! under once one was given. Replaced whole (temporary file, sync, rename, directory sync).
+//! storage id, random and made when the directory is first used, the node id it is served
+//! under once one was given, and the etcd lease of its node's last session in a cluster (so a
+//! restart revokes it at once). Replaced whole (temporary file, sync, rename, directory sync).
 //!
 //! Invariants of a decoded file: its CRC covers every byte after the CRC field; it holds
 //! exactly one entry; the storage id is not 0; the flags hold no bit but
@@ -30,13 +31,16 @@ pub struct IdentityEntry {
     pub storage_id: U64,
     pub node_id: U32,
     pub flags: U32,
+    /// The etcd lease of the node's last session (0: none).
+    pub lease_id: U64,
 }
 
 /// Bytes of the entry.
-pub const IDENTITY_ENTRY_SIZE: usize = 16;
+pub const IDENTITY_ENTRY_SIZE: usize = 24;
 
 const _: () = assert!(size_of::<IdentityEntry>() == IDENTITY_ENTRY_SIZE);
 const _: () = assert!(offset_of!(IdentityEntry, node_id) == 8);
+const _: () = assert!(offset_of!(IdentityEntry, lease_id) == 16);
 
 /// A data directory's identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +49,9 @@ pub struct Identity {
     pub storage_id: u64,
     /// The node id the directory is served under, once one was given.
     pub node_id: Option<u32>,
+    /// The etcd lease of the node's last session in a cluster, if it had one (revoked at the
+    /// next start, so the old registration goes at once).
+    pub lease_id: Option<i64>,
 }
 
 /// Why an identity file cannot be used.
@@ -91,6 +98,12 @@ pub fn decode_identity(bytes: &[u8]) -> Result<Identity, IdentityError> {
     if entry.storage_id.get() == 0 {
         return Err(IdentityError::Entry("storage id 0"));
     }
+    // etcd's lease ids are positive i64s.
+    let lease_id = match i64::try_from(entry.lease_id.get()) {
+        Ok(0) => None,
+        Ok(id) => Some(id),
+        Err(_) => return Err(IdentityError::Entry("a lease id above i64::MAX")),
+    };
     let node_id = if flags & IDENTITY_HAS_NODE_ID != 0 {
         Some(entry.node_id.get())
     } else if entry.node_id.get() != 0 {
@@ -101,10 +114,12 @@ pub fn decode_identity(bytes: &[u8]) -> Result<Identity, IdentityError> {
     Ok(Identity {
         storage_id: entry.storage_id.get(),
         node_id,
+        lease_id,
     })
 }
 
-/// The file holding `identity` (a storage id of 0 is the caller's bug: refused by decoding).
+/// The file holding `identity` (a storage id of 0, or a lease id that is not positive, is the
+/// caller's bug: refused by decoding).
 pub fn encode_identity(identity: Identity) -> Vec<u8> {
     let entry = IdentityEntry {
         storage_id: U64::new(identity.storage_id),
@@ -114,6 +129,7 @@ pub fn encode_identity(identity: Identity) -> Vec<u8> {
         } else {
             0
         }),
+        lease_id: U64::new(identity.lease_id.map_or(0, i64::unsigned_abs)),
     };
     encode_entries(&[entry], IDENTITY_MAGIC, IDENTITY_VERSION, 1)
 }
@@ -123,11 +139,12 @@ mod tests {
     use super::*;
 
     /// The bytes of docs/format/identity.md's example.
-    const GOLDEN: [u8; 32] = [
-        0x4e, 0x26, 0xa1, 0x4c, b'S', b'P', b'I', b'D', 1, 0, 0, 0, 1, 0, 0, 0, // header
+    const GOLDEN: [u8; 40] = [
+        0xa8, 0xa2, 0x65, 0xdd, b'S', b'P', b'I', b'D', 1, 0, 0, 0, 1, 0, 0, 0, // header
         0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, // storage id
         3, 0, 0, 0, // node id
         1, 0, 0, 0, // flags: node id set
+        0x0b, 0x0a, 0, 0, 0, 0, 0, 0x07, // lease id 0x070000000000_0a0b
     ];
 
     #[test]
@@ -135,6 +152,7 @@ mod tests {
         let identity = Identity {
             storage_id: 0x1122_3344_5566_7788,
             node_id: Some(3),
+            lease_id: Some(0x0700_0000_0000_0a0b),
         };
         let bytes = encode_identity(identity);
         assert_eq!(bytes, GOLDEN);
@@ -142,11 +160,13 @@ mod tests {
         let anonymous = Identity {
             storage_id: 9,
             node_id: None,
+            lease_id: None,
         };
         assert_eq!(decode_identity(&encode_identity(anonymous)), Ok(anonymous));
         let zero = Identity {
             storage_id: 7,
             node_id: Some(0),
+            lease_id: None,
         };
         assert_eq!(decode_identity(&encode_identity(zero)), Ok(zero));
     }
@@ -156,6 +176,7 @@ mod tests {
         let good = encode_identity(Identity {
             storage_id: 5,
             node_id: Some(3),
+            lease_id: Some(8),
         });
         for at in 0..good.len() {
             let mut bad = good.clone();
@@ -170,6 +191,7 @@ mod tests {
             storage_id: U64::new(storage_id),
             node_id: U32::new(node_id),
             flags: U32::new(flags),
+            lease_id: U64::new(0),
         };
         assert_eq!(
             decode_identity(&reseal(entry(0, 0, 0))),
@@ -182,6 +204,12 @@ mod tests {
         assert_eq!(
             decode_identity(&reseal(entry(1, 4, 0))),
             Err(IdentityError::Entry("a node id without its flag"))
+        );
+        let mut negative = entry(1, 0, 0);
+        negative.lease_id = U64::new(1 << 63);
+        assert_eq!(
+            decode_identity(&reseal(negative)),
+            Err(IdentityError::Entry("a lease id above i64::MAX"))
         );
         let none: Vec<u8> =
             encode_entries::<IdentityEntry>(&[], IDENTITY_MAGIC, IDENTITY_VERSION, 1);

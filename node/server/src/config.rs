@@ -57,6 +57,11 @@ pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 600_000;
 pub const VERIFY_BYTES_PER_SECOND_DEFAULT: u64 = 16 << 20;
 /// A background verification pass starts at most once a day (and after every start).
 pub const VERIFY_INTERVAL_MS_DEFAULT: u64 = 24 * 3600 * 1000;
+/// The cluster name under which a node's keys live in etcd (`/spate/NAME/`).
+pub const CLUSTER_NAME_DEFAULT: &str = "spate";
+/// A node's etcd lease lives this long without renewal (Kafka's broker session timeout is
+/// 9 s with KRaft, 18 s with ZooKeeper).
+pub const SESSION_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 /// Memory each shard registers with io_uring for I/O buffers. Small, so several shards run
 /// under the default locked-memory limit (`ulimit -l`, often 8 MiB or less).
 pub const IO_MEMORY_DEFAULT: usize = 512 << 10;
@@ -86,6 +91,18 @@ spate_proto::settings! {
         /// [default: none (a single node)]
         #[arg(long, value_name = "N")]
         node_id: u32,
+        /// etcd endpoints of the cluster's control plane, comma-separated (e.g.
+        /// `http://10.0.0.1:2379,http://10.0.0.2:2379`); with them the node registers as a
+        /// member of the cluster (needs --node-id). [default: none (a single node, no etcd)]
+        #[arg(long, value_name = "URLS")]
+        etcd: String,
+        /// The cluster's name: its keys in etcd live under `/spate/NAME/`. [default: spate]
+        #[arg(long, value_name = "NAME")]
+        cluster_name: String = CLUSTER_NAME_DEFAULT.into(),
+        /// A node whose etcd lease is not renewed for this long is dead to the cluster; it is
+        /// renewed every third of it. [default: 10000]
+        #[arg(long, value_name = "MS")]
+        session_timeout_ms: u64 = SESSION_TIMEOUT_MS_DEFAULT,
         /// Address of shard 0; shard i listens on port + i (port 0: every shard picks a free
         /// port). [default: 127.0.0.1:7460]
         #[arg(long, value_name = "HOST:PORT")]
@@ -315,6 +332,50 @@ impl NodeConfig {
                 format!(
                     "{} (valid: a multiple of 4096 up to 2 GiB)",
                     self.preallocate_bytes
+                ),
+            ));
+        }
+        #[cfg(not(feature = "cluster"))]
+        if self.etcd.is_some() {
+            return Err(invalid(
+                "etcd",
+                "this spate-node was built without cluster support: build it with \
+                 `--features cluster` (which needs protoc, Debian's protobuf-compiler; \
+                 docs/cluster.md)",
+            ));
+        }
+        if self.etcd.is_some() && self.node_id.is_none() {
+            return Err(invalid(
+                "etcd",
+                "a node of a cluster needs its --node-id (node ids are how the cluster names \
+                 its members)",
+            ));
+        }
+        if self
+            .etcd
+            .as_deref()
+            .is_some_and(|urls| urls.split(',').any(|url| url.trim().is_empty()))
+        {
+            return Err(invalid("etcd", "an empty endpoint in the list"));
+        }
+        if !(3_000..=300_000).contains(&self.session_timeout_ms) {
+            return Err(invalid(
+                "session_timeout_ms",
+                format!("{} (valid: 3000 to 300000)", self.session_timeout_ms),
+            ));
+        }
+        if self.cluster_name.is_empty()
+            || self.cluster_name.len() > 64
+            || !self
+                .cluster_name
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte))
+        {
+            return Err(invalid(
+                "cluster_name",
+                format!(
+                    "{:?} (valid: 1 to 64 characters of [A-Za-z0-9._-])",
+                    self.cluster_name
                 ),
             ));
         }

@@ -37,8 +37,8 @@ pub enum IdentityLoadError {
     },
 }
 
-/// A random storage id (never 0).
-fn new_storage_id() -> std::io::Result<u64> {
+/// A random 64-bit id (never 0): storage ids, cluster sessions.
+pub fn random_id() -> std::io::Result<u64> {
     let mut urandom = std::fs::File::open("/dev/urandom")?;
     loop {
         let mut bytes = [0u8; 8];
@@ -85,12 +85,23 @@ pub fn load_or_create(dir: &Path, node_id: Option<u32>) -> Result<Identity, Iden
             ..stored
         },
         (None, given) => Identity {
-            storage_id: new_storage_id().map_err(io)?,
+            storage_id: random_id().map_err(io)?,
             node_id: given,
+            lease_id: None,
         },
     };
-    crate::durable::replace(dir, FILE_NAME, &encode_identity(identity)).map_err(io)?;
+    store(dir, identity)?;
     Ok(identity)
+}
+
+/// Replaces the directory's identity file (durably) with `identity`.
+pub fn store(dir: &Path, identity: Identity) -> Result<(), IdentityLoadError> {
+    crate::durable::replace(dir, FILE_NAME, &encode_identity(identity)).map_err(|source| {
+        IdentityLoadError::Io {
+            path: dir.join(FILE_NAME).display().to_string(),
+            source,
+        }
+    })
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! serving `spate-proto` frames over TCP. See `docs/operations.md`.
 
 pub mod check;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod coordinator;

@@ -14,6 +14,8 @@ use glommio::{LocalExecutorBuilder, Placement};
 use spate_proto::ShardId;
 use thiserror::Error;
 
+#[cfg(feature = "cluster")]
+use crate::cluster::{ClusterError, ClusterSession, ClusterSettings};
 use crate::config::NodeConfig;
 use crate::coordinator::{self, Coordinator, ToCoordinator, ToShard};
 use crate::identity::IdentityLoadError;
@@ -61,6 +63,9 @@ pub enum NodeError {
     Metadata(#[from] MetadataError),
     #[error(transparent)]
     Identity(#[from] IdentityLoadError),
+    #[cfg(feature = "cluster")]
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     #[error("invalid listen address {address}: {reason}")]
     Listen { address: String, reason: String },
     #[error("shard {shard} failed to start: {reason}")]
@@ -76,6 +81,8 @@ pub struct NodeHandle {
     /// Raised once per operator request to re-run recovery of fenced partitions.
     retry_fenced: Arc<AtomicU64>,
     executors: Vec<glommio::ExecutorJoinHandle<()>>,
+    /// The node's membership in a cluster (`--etcd`); left first on shutdown.
+    cluster: Option<Membership>,
     /// Held until every shard stopped: dropped last, after `executors` were joined.
     _lock: DataDirLock,
 }
@@ -84,6 +91,10 @@ impl NodeHandle {
     /// Stops accepting, lets in-flight syncs finish, closes every file, and waits for every
     /// shard to stop.
     pub fn shutdown(self) {
+        // A controlled shutdown: the cluster learns at once that this node is gone.
+        if let Some(cluster) = self.cluster {
+            leave(cluster);
+        }
         self.shutdown.store(true, Ordering::Relaxed);
         for executor in self.executors {
             let _ = executor.join();
@@ -208,13 +219,72 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     if let Err(failure) = await_ready(&ready_rx, shards) {
         return stop_started(failure, endpoint_senders, executors, &shutdown);
     }
+    let cluster = match join_cluster(&config, identity, &endpoints) {
+        Ok(cluster) => cluster,
+        Err(failure) => return stop_started(failure, endpoint_senders, executors, &shutdown),
+    };
     Ok(NodeHandle {
         endpoints,
         shutdown,
         retry_fenced,
         executors,
+        cluster,
         _lock: lock,
     })
+}
+
+/// The node's membership in a cluster, when built with the `cluster` feature.
+#[cfg(feature = "cluster")]
+type Membership = ClusterSession;
+/// Without the `cluster` feature a node is never a member (`NodeConfig::check` refuses
+/// `--etcd`).
+#[cfg(not(feature = "cluster"))]
+type Membership = std::convert::Infallible;
+
+/// Registers the node with its cluster (`--etcd`; `NodeConfig::check` made sure a node id
+/// comes with it), or nothing for a single node.
+#[cfg(feature = "cluster")]
+fn join_cluster(
+    config: &NodeConfig,
+    identity: spate_format::identity::Identity,
+    endpoints: &[SocketAddr],
+) -> Result<Option<Membership>, NodeError> {
+    let (Some(etcd), Some(node_id)) = (config.etcd.as_deref(), config.node_id) else {
+        return Ok(None);
+    };
+    let settings = ClusterSettings {
+        endpoints: etcd.split(',').map(|url| url.trim().to_owned()).collect(),
+        cluster_name: config.cluster_name.clone(),
+        node_id,
+        session_timeout: Duration::from_millis(config.session_timeout_ms),
+    };
+    let shards = endpoints.iter().map(ToString::to_string).collect();
+    Ok(Some(ClusterSession::join(
+        settings,
+        config.data_dir.clone(),
+        identity,
+        shards,
+    )?))
+}
+
+#[cfg(not(feature = "cluster"))]
+#[allow(clippy::unnecessary_wraps)]
+fn join_cluster(
+    _config: &NodeConfig,
+    _identity: spate_format::identity::Identity,
+    _endpoints: &[SocketAddr],
+) -> Result<Option<Membership>, NodeError> {
+    Ok(None)
+}
+
+#[cfg(feature = "cluster")]
+fn leave(membership: Membership) {
+    membership.leave();
+}
+
+#[cfg(not(feature = "cluster"))]
+fn leave(membership: Membership) {
+    match membership {}
 }
 
 /// Creates and locks the data directory (before anything in it is read or written) and

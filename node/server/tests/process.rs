@@ -46,6 +46,9 @@ fn help_documents_every_option() {
         "--auto-create-topics",
         "--auto-create-partitions",
         "--node-id",
+        "--etcd",
+        "--cluster-name",
+        "--session-timeout-ms",
     ] {
         assert!(help.contains(flag), "--help does not mention {flag}");
     }
@@ -932,4 +935,21 @@ fn rolled_topic(client: &mut Client, partitions: u32) {
             Response::Produce(_)
         ));
     }
+}
+
+/// A build without the `cluster` feature says how to get one rather than ignoring `--etcd`.
+#[cfg(not(feature = "cluster"))]
+#[test]
+fn a_build_without_cluster_support_refuses_etcd_and_says_how_to_build_it() {
+    let dir = data_dir("no-cluster");
+    let output = binary()
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["--node-id", "1", "--etcd", "http://127.0.0.1:2379"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--features cluster"), "{stderr}");
+    assert!(!dir.join("identity").exists(), "nothing was written");
 }

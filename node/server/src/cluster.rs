@@ -1,0 +1,411 @@
+//! The node's membership in a cluster whose control plane is etcd (docs/cluster.md, "Control
+//! plane: etcd"). With `--etcd`, a node registers `/spate/<cluster>/members/<node>` under an
+//! etcd lease of `--session-timeout-ms` and keeps the lease alive every third of it; the key
+//! holds the node's session (random per registration), its storage id and its shards'
+//! addresses. The registration is one transaction that succeeds only if no other process holds
+//! the node id. A restarting node first revokes the lease its data directory names (its last
+//! session's), so its old registration goes at once. A graceful stop revokes the lease (the
+//! key goes at once); a node that cannot renew within the timeout registers again under a new
+//! lease — a new session.
+//!
+//! The etcd client runs on a thread of its own (a current-thread tokio runtime), never on a
+//! shard's executor.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn,
+    TxnOp, TxnOpResponse,
+};
+use serde::{Deserialize, Serialize};
+use spate_format::identity::Identity;
+use thiserror::Error;
+use tokio::sync::oneshot;
+
+use crate::identity::IdentityLoadError;
+
+/// The version of the member record's JSON layout.
+pub const MEMBER_RECORD_VERSION: u32 = 1;
+
+/// How the node takes part in a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub endpoints: Vec<String>,
+    pub cluster_name: String,
+    pub node_id: u32,
+    pub session_timeout: Duration,
+}
+
+impl ClusterSettings {
+    /// The lease's time to live in whole seconds (etcd's unit), at least 1.
+    fn ttl_seconds(&self) -> i64 {
+        i64::try_from(self.session_timeout.as_millis().div_ceil(1000))
+            .unwrap_or(i64::MAX)
+            .max(1)
+    }
+}
+
+/// What a node publishes about itself under `members/<node>` (JSON, readable with `etcdctl`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// The layout's version ([`MEMBER_RECORD_VERSION`]).
+    pub v: u32,
+    pub node: u32,
+    /// Random per registration (16 hex digits): a node that registers again is a new session.
+    pub session: String,
+    /// The data directory's storage id (16 hex digits, docs/format/identity.md).
+    pub storage: String,
+    /// The address of each shard, by shard id.
+    pub shards: Vec<String>,
+    /// When this session registered (Unix time, ms).
+    pub since_ms: u64,
+}
+
+/// The etcd key of the members of `cluster`.
+pub fn members_prefix(cluster: &str) -> String {
+    format!("/spate/{cluster}/members/")
+}
+
+/// The etcd key of node `node` of `cluster`.
+pub fn member_key(cluster: &str, node: u32) -> String {
+    format!("{}{node}", members_prefix(cluster))
+}
+
+#[derive(Debug, Error)]
+pub enum ClusterError {
+    #[error("cannot reach etcd at {endpoints}: {detail}")]
+    Unreachable { endpoints: String, detail: String },
+    #[error(
+        "node id {node} is registered by another process (session {session}, since {since_ms} \
+         ms after the Unix epoch; etcd key {key}): two nodes must never share an id. Stop the \
+         other process, or give this node an id of its own"
+    )]
+    Taken {
+        node: u32,
+        session: String,
+        since_ms: u64,
+        key: String,
+    },
+    #[error("etcd refused the node's registration: {0}")]
+    Etcd(String),
+    #[error(transparent)]
+    Identity(#[from] IdentityLoadError),
+    #[error("the cluster session's thread failed: {0}")]
+    Thread(String),
+}
+
+/// The node's live membership: a thread keeping its lease alive until [`ClusterSession::leave`].
+#[derive(Debug)]
+pub struct ClusterSession {
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// The session the node registered with at its start (later ones are logged).
+    pub session: u64,
+}
+
+impl ClusterSession {
+    /// Registers the node (see the module documentation) and keeps its registration alive on
+    /// a thread of its own. Returns once registered, or why it could not be.
+    pub fn join(
+        settings: ClusterSettings,
+        data_dir: PathBuf,
+        identity: Identity,
+        shards: Vec<String>,
+    ) -> Result<ClusterSession, ClusterError> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("spate-cluster".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = ready_tx.send(Err(ClusterError::Thread(error.to_string())));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let mut member = Member {
+                        settings,
+                        data_dir,
+                        identity,
+                        shards,
+                    };
+                    let registered = match member.register().await {
+                        Ok(registered) => registered,
+                        Err(error) => {
+                            let _ = ready_tx.send(Err(error));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(registered.session));
+                    member.keep(registered, stop_rx).await;
+                });
+            })
+            .map_err(|error| ClusterError::Thread(error.to_string()))?;
+        match ready_rx.recv() {
+            Ok(Ok(session)) => Ok(ClusterSession {
+                stop: Some(stop_tx),
+                thread: Some(thread),
+                session,
+            }),
+            Ok(Err(error)) => {
+                let _ = thread.join();
+                Err(error)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(ClusterError::Thread("it stopped before registering".into()))
+            }
+        }
+    }
+
+    /// Leaves the cluster: the lease is revoked, so the node's registration goes at once (a
+    /// controlled shutdown), and the thread stops.
+    pub fn leave(mut self) {
+        self.stop_thread();
+    }
+
+    fn stop_thread(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ClusterSession {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
+
+/// A registration that holds: the lease that carries it and its keep-alive channel.
+struct Registered {
+    client: Client,
+    lease: i64,
+    session: u64,
+    keeper: LeaseKeeper,
+    responses: LeaseKeepAliveStream,
+}
+
+/// The node as a member: what it registers, from the thread that keeps it registered.
+struct Member {
+    settings: ClusterSettings,
+    data_dir: PathBuf,
+    identity: Identity,
+    shards: Vec<String>,
+}
+
+fn etcd_error(error: &etcd_client::Error) -> ClusterError {
+    ClusterError::Etcd(error.to_string())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+impl Member {
+    fn key(&self) -> String {
+        member_key(&self.settings.cluster_name, self.settings.node_id)
+    }
+
+    async fn connect(&self) -> Result<Client, ClusterError> {
+        let timeout = self.settings.session_timeout;
+        let options = ConnectOptions::new()
+            .with_connect_timeout(timeout)
+            .with_timeout(timeout);
+        let unreachable = |detail: String| ClusterError::Unreachable {
+            endpoints: self.settings.endpoints.join(","),
+            detail,
+        };
+        match tokio::time::timeout(
+            timeout,
+            Client::connect(&self.settings.endpoints, Some(options)),
+        )
+        .await
+        {
+            Ok(Ok(client)) => Ok(client),
+            Ok(Err(error)) => Err(unreachable(error.to_string())),
+            Err(_) => Err(unreachable(format!("no answer within {timeout:?}"))),
+        }
+    }
+
+    /// One registration: the previous session's lease revoked, a new lease granted and
+    /// recorded in the data directory, then the member key created under it if nobody holds
+    /// it.
+    async fn register(&mut self) -> Result<Registered, ClusterError> {
+        let mut client = self.connect().await?;
+        let unreachable = |error: etcd_client::Error| ClusterError::Unreachable {
+            endpoints: self.settings.endpoints.join(","),
+            detail: error.to_string(),
+        };
+        if let Some(previous) = self.identity.lease_id {
+            match client.lease_revoke(previous).await {
+                Ok(_) => tracing::info!(
+                    lease = previous,
+                    "revoked the lease of this node's previous session"
+                ),
+                // Expired already (or revoked by a graceful stop).
+                Err(etcd_client::Error::GRpcStatus(status))
+                    if status.message().contains("lease not found") => {}
+                Err(error) => return Err(unreachable(error)),
+            }
+        }
+        let grant = client
+            .lease_grant(self.settings.ttl_seconds(), None)
+            .await
+            .map_err(unreachable)?;
+        let lease = grant.id();
+        // Recorded (durably) before the key exists, so a crash from here on leaves the lease
+        // for the next start to revoke.
+        self.identity.lease_id = Some(lease);
+        crate::identity::store(&self.data_dir, self.identity)?;
+        let session = crate::identity::random_id()
+            .map_err(|error| ClusterError::Thread(format!("cannot draw a session id: {error}")))?;
+        let record = MemberRecord {
+            v: MEMBER_RECORD_VERSION,
+            node: self.settings.node_id,
+            session: format!("{session:016x}"),
+            storage: format!("{:016x}", self.identity.storage_id),
+            shards: self.shards.clone(),
+            since_ms: now_ms(),
+        };
+        let value = serde_json::to_vec(&record)
+            .map_err(|error| ClusterError::Thread(format!("cannot encode the member: {error}")))?;
+        let key = self.key();
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key.clone(),
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            )])
+            .or_else([TxnOp::get(key.clone(), None)]);
+        let answer = client.txn(txn).await.map_err(|error| etcd_error(&error))?;
+        if !answer.succeeded() {
+            let _ = client.lease_revoke(lease).await;
+            let holder = answer
+                .op_responses()
+                .into_iter()
+                .find_map(|response| match response {
+                    TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.value().to_vec()),
+                    _ => None,
+                });
+            let holder: Option<MemberRecord> =
+                holder.and_then(|value| serde_json::from_slice(&value).ok());
+            return Err(ClusterError::Taken {
+                node: self.settings.node_id,
+                session: holder
+                    .as_ref()
+                    .map_or_else(|| "unknown".to_owned(), |holder| holder.session.clone()),
+                since_ms: holder.map_or(0, |holder| holder.since_ms),
+                key,
+            });
+        }
+        let (keeper, responses) = client
+            .lease_keep_alive(lease)
+            .await
+            .map_err(|error| etcd_error(&error))?;
+        tracing::info!(
+            node = self.settings.node_id,
+            session = %record.session,
+            lease,
+            key = %key,
+            "registered with the cluster"
+        );
+        Ok(Registered {
+            client,
+            lease,
+            session,
+            keeper,
+            responses,
+        })
+    }
+
+    /// Renews the lease every third of the timeout until told to stop (then revokes it).
+    /// When it could not be renewed for a whole timeout, or etcd says it expired, the node
+    /// registers again: a new session.
+    async fn keep(&mut self, registered: Registered, mut stop: oneshot::Receiver<()>) {
+        let interval = self.settings.session_timeout / 3;
+        let mut current = Some(registered);
+        let mut renewed = Instant::now();
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                () = tokio::time::sleep(interval) => {}
+            }
+            let lapsed = match current.as_mut() {
+                Some(registered) => match renew(registered, interval).await {
+                    Ok(true) => {
+                        renewed = Instant::now();
+                        false
+                    }
+                    Ok(false) => {
+                        tracing::error!(
+                            lease = registered.lease,
+                            "etcd says this node's lease expired; registering again with a new \
+                             session"
+                        );
+                        true
+                    }
+                    Err(error) => {
+                        tracing::warn!(
+                            lease = registered.lease,
+                            "cannot renew this node's etcd lease: {error}"
+                        );
+                        renewed.elapsed() >= self.settings.session_timeout
+                    }
+                },
+                None => true,
+            };
+            if lapsed {
+                current = None;
+                match self.register().await {
+                    Ok(registered) => {
+                        renewed = Instant::now();
+                        current = Some(registered);
+                    }
+                    Err(error) => tracing::error!("cannot register with the cluster: {error}"),
+                }
+            }
+        }
+        if let Some(mut registered) = current {
+            match registered.client.lease_revoke(registered.lease).await {
+                Ok(_) => tracing::info!(
+                    node = self.settings.node_id,
+                    "left the cluster (lease revoked)"
+                ),
+                Err(error) => tracing::warn!(
+                    "cannot revoke this node's etcd lease ({error}); its registration goes \
+                     when the lease expires"
+                ),
+            }
+        }
+    }
+}
+
+/// One keep-alive round trip: `Ok(true)` renewed, `Ok(false)` the lease is gone.
+async fn renew(registered: &mut Registered, wait: Duration) -> Result<bool, String> {
+    registered
+        .keeper
+        .keep_alive()
+        .await
+        .map_err(|error| error.to_string())?;
+    match tokio::time::timeout(wait, registered.responses.message()).await {
+        Ok(Ok(Some(response))) => Ok(response.ttl() > 0),
+        Ok(Ok(None)) => Err("the keep-alive stream ended".into()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no answer within {wait:?}")),
+    }
+}

@@ -1,0 +1,299 @@
+//! A node's membership in a cluster, against a real etcd (Debian's `etcd-server`, started by
+//! each test on free loopback ports; `.ci/run` installs it): registration under a lease, a
+//! second process with the same node id refused, a graceful stop leaving at once, a killed
+//! node registering again at once (its data directory names the lease to revoke), and a
+//! lapsed lease answered by a new session. Built with the `cluster` feature
+//! (`cargo test -p spate-node --features cluster --test cluster`).
+
+#![cfg(feature = "cluster")]
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::data_dir;
+use etcd_client::{Client, GetOptions};
+use spate_node::cluster::{member_key, MemberRecord};
+use spate_node::{Flags, NodeConfig, NodeError};
+
+/// An etcd server of one member, stopped when dropped.
+struct Etcd {
+    child: Child,
+    url: String,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Etcd {
+    fn start(name: &str) -> Etcd {
+        let dir = data_dir(&format!("etcd-{name}"));
+        let url = format!("http://127.0.0.1:{}", free_port());
+        let peer = format!("http://127.0.0.1:{}", free_port());
+        let child = Command::new("etcd")
+            .args(["--name", name, "--data-dir"])
+            .arg(dir.join("etcd"))
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+                "--initial-cluster",
+                &format!("{name}={peer}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd must be installed (Debian's etcd-server; .ci/run installs it)");
+        let etcd = Etcd { child, url };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while etcd.get(&member_key("probe", 0)).is_err() {
+            assert!(Instant::now() < deadline, "etcd did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        etcd
+    }
+
+    fn run<T>(&self, work: impl AsyncFnOnce(&mut Client) -> T) -> T {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut client = Client::connect([&self.url], None).await.unwrap();
+            work(&mut client).await
+        })
+    }
+
+    /// The value and lease of `key`, if it exists.
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, i64)>, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let connect = Client::connect([&self.url], None);
+            let mut client = tokio::time::timeout(Duration::from_secs(2), connect)
+                .await
+                .map_err(|_| "timeout".to_owned())?
+                .map_err(|error| error.to_string())?;
+            let answer = tokio::time::timeout(
+                Duration::from_secs(2),
+                client.get(key, Some(GetOptions::new())),
+            )
+            .await
+            .map_err(|_| "timeout".to_owned())?
+            .map_err(|error| error.to_string())?;
+            Ok(answer
+                .kvs()
+                .first()
+                .map(|kv| (kv.value().to_vec(), kv.lease())))
+        })
+    }
+
+    fn member(&self, node: u32) -> Option<(MemberRecord, i64)> {
+        self.get(&member_key("spate", node))
+            .unwrap()
+            .map(|(value, lease)| (serde_json::from_slice(&value).unwrap(), lease))
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(dir: &Path, etcd: &Etcd, node: u32, session_timeout_ms: u64) -> NodeConfig {
+    NodeConfig::resolve(Flags {
+        data_dir: Some(dir.to_owned()),
+        listen: Some("127.0.0.1:0".into()),
+        shards: Some(2),
+        node_id: Some(node),
+        etcd: Some(etcd.url.clone()),
+        session_timeout_ms: Some(session_timeout_ms),
+        ..Flags::default()
+    })
+    .unwrap()
+}
+
+fn storage_id(dir: &Path) -> String {
+    let bytes = std::fs::read(dir.join("identity")).unwrap();
+    let identity = spate_format::identity::decode_identity(&bytes).unwrap();
+    format!("{:016x}", identity.storage_id)
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_node_registers_under_its_lease_and_its_id_is_never_shared() {
+    let etcd = Etcd::start("registers");
+    let dir = data_dir("member-1");
+    let node = spate_node::start(config(&dir, &etcd, 1, 3_000)).unwrap();
+    let (record, lease) = etcd.member(1).expect("registered");
+    assert_eq!(record.v, 1);
+    assert_eq!(record.node, 1);
+    assert_eq!(record.storage, storage_id(&dir));
+    let shards: Vec<String> = node.endpoints.iter().map(ToString::to_string).collect();
+    assert_eq!(record.shards, shards);
+    assert_eq!(record.session.len(), 16);
+    // Under a lease of the session timeout, which the data directory names.
+    let ttl = etcd.run(async |client| {
+        client
+            .lease_time_to_live(lease, None)
+            .await
+            .unwrap()
+            .granted_ttl()
+    });
+    assert_eq!(ttl, 3);
+    let identity = std::fs::read(dir.join("identity")).unwrap();
+    let identity = spate_format::identity::decode_identity(&identity).unwrap();
+    assert_eq!(identity.lease_id, Some(lease));
+    // Kept alive past its time to live.
+    std::thread::sleep(Duration::from_millis(4_500));
+    assert_eq!(
+        etcd.member(1).map(|(record, _)| record.session),
+        Some(record.session.clone())
+    );
+
+    // Another process (another data directory) with the same id is refused, and nothing of
+    // the first one's registration changes.
+    let other = data_dir("member-1-again");
+    match spate_node::start(config(&other, &etcd, 1, 3_000)) {
+        Err(NodeError::Cluster(error)) => {
+            let message = error.to_string();
+            assert!(
+                message.contains("node id 1 is registered by another process")
+                    && message.contains(&record.session),
+                "{message}"
+            );
+        }
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("two nodes registered with one id"),
+    }
+    assert_eq!(etcd.member(1), Some((record, lease)));
+
+    // A graceful stop leaves at once (the lease is revoked, not left to expire).
+    node.shutdown();
+    assert_eq!(etcd.member(1), None);
+}
+
+/// etcd dropping the lease (here revoked from outside, as an expiry would) makes the node
+/// register again, with a new session, within a renewal interval.
+#[test]
+fn a_lapsed_lease_is_answered_by_a_new_session() {
+    let etcd = Etcd::start("lapsed");
+    let dir = data_dir("member-2");
+    let node = spate_node::start(config(&dir, &etcd, 2, 3_000)).unwrap();
+    let (first, lease) = etcd.member(2).expect("registered");
+    etcd.run(async |client| client.lease_revoke(lease).await.unwrap());
+    let mut second = None;
+    wait_for("a new session", Duration::from_secs(10), || {
+        second = etcd.member(2);
+        second
+            .as_ref()
+            .is_some_and(|(record, _)| record.session != first.session)
+    });
+    let (second, new_lease) = second.unwrap();
+    assert_ne!(new_lease, lease);
+    assert_eq!(second.storage, first.storage);
+    node.shutdown();
+    assert_eq!(etcd.member(2), None);
+}
+
+fn spawn_node(dir: &Path, etcd: &Etcd, node: u32, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_spate-node"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--shards",
+            "1",
+            "--etcd",
+            &etcd.url,
+        ])
+        .args(["--node-id", &node.to_string()])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for the node's "listening" line, which comes once it is registered.
+fn wait_listening(child: &mut Child) {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    assert!(!line.is_empty(), "the node exited before listening");
+}
+
+/// A node killed with SIGKILL leaves its registration behind, under a lease of 30 s; started
+/// again it revokes that lease (its data directory names it) and registers at once, with a new
+/// session, instead of waiting for the old one to expire.
+#[test]
+fn a_killed_node_registers_again_at_once() {
+    let etcd = Etcd::start("killed");
+    let dir: PathBuf = data_dir("member-3");
+    let mut child = spawn_node(&dir, &etcd, 3, &["--session-timeout-ms", "30000"]);
+    wait_listening(&mut child);
+    let (first, _) = etcd.member(3).expect("registered");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        etcd.member(3).map(|(record, _)| record.session),
+        Some(first.session.clone())
+    );
+    let started = Instant::now();
+    let mut child = spawn_node(&dir, &etcd, 3, &["--session-timeout-ms", "30000"]);
+    wait_listening(&mut child);
+    let (second, _) = etcd.member(3).expect("registered again");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_ne!(second.session, first.session);
+    assert_eq!(second.storage, first.storage);
+    // SIGTERM: a graceful stop, which leaves the cluster.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success());
+    assert_eq!(etcd.member(3), None);
+    // A node of a cluster needs its id.
+    let refused = Command::new(env!("CARGO_BIN_EXE_spate-node"))
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["--etcd", &etcd.url])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("needs its --node-id"), "{stderr}");
+}
