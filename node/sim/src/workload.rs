@@ -1311,6 +1311,7 @@ impl Run {
         let (start, end) = (self.log.log_start(), self.log.high_watermark());
         self.check_fetch_bounds()?;
         self.check_max_timestamp()?;
+        self.check_timestamp_scan()?;
         if start >= end {
             return Ok(());
         }
@@ -1451,6 +1452,76 @@ impl Run {
             ensure(!earlier_newest, || {
                 "a batch before the newest one already has its timestamp".into()
             })?;
+        }
+        Ok(())
+    }
+
+    /// Where a scan for the first record at or after a timestamp starts (ListOffsets by
+    /// time, FindRecord), against the model, for the oldest, a middle and the newest durable
+    /// batch's timestamp and one past the newest: at or after the log start, at or before the
+    /// first durable batch reaching the timestamp (unless that lies below the log start), with
+    /// only older batches in between; none when no batch of the log reaches it (a segment
+    /// whose newest record is not durable yet may still give a start: the scan from it finds
+    /// nothing below the high watermark). Uses no randomness.
+    fn check_timestamp_scan(&self) -> Checked {
+        let (start, end) = (self.log.log_start(), self.log.high_watermark());
+        let bases = self.log.segment_bases();
+        let next = self.log.next_offset();
+        let first = bases
+            .iter()
+            .enumerate()
+            .find(|(index, _)| bases.get(index + 1).copied().unwrap_or(next) > start)
+            .map_or(start, |(_, base)| *base);
+        let durable: Vec<(&u64, &ModelBatch)> = self
+            .batches
+            .range(first.0..end.0)
+            .filter(|(_, batch)| batch.next <= end)
+            .collect();
+        let mut probes: Vec<i64> = durable
+            .iter()
+            .map(|(_, batch)| batch.max_timestamp)
+            .collect();
+        probes.sort_unstable();
+        let Some(&newest) = probes.last() else {
+            return Ok(());
+        };
+        let probes = [
+            probes[0],
+            probes[probes.len() / 2],
+            newest,
+            newest.saturating_add(1),
+        ];
+        for timestamp in probes {
+            let found = self.log.timestamp_scan_start(timestamp);
+            let holder = durable
+                .iter()
+                .find(|(_, batch)| batch.max_timestamp >= timestamp)
+                .map(|(base, _)| **base);
+            let Some(holder) = holder else {
+                let appended = self
+                    .batches
+                    .range(first.0..)
+                    .any(|(_, batch)| batch.max_timestamp >= timestamp);
+                ensure(found.is_none() || appended, || {
+                    format!("a scan for {timestamp} starts at {found:?}; no record reaches it")
+                })?;
+                continue;
+            };
+            let Some(scan_from) = found else {
+                return Err(format!(
+                    "no scan start for {timestamp}; the durable batch at {holder} reaches it"
+                ));
+            };
+            ensure(scan_from >= start, || {
+                format!("a scan for {timestamp} starts at {scan_from}, below the log start {start}")
+            })?;
+            if holder >= start.0 {
+                ensure(scan_from.0 <= holder, || {
+                    format!(
+                        "a scan for {timestamp} starts at {scan_from}, after its batch {holder}"
+                    )
+                })?;
+            }
         }
         Ok(())
     }
