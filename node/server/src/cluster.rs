@@ -335,65 +335,80 @@ impl Member {
 
     /// Renews the lease every third of the timeout until told to stop (then revokes it).
     /// When it could not be renewed for a whole timeout, or etcd says it expired, the node
-    /// registers again: a new session.
+    /// registers again: a new session. A stop is noticed at once, also while etcd does not
+    /// answer.
     async fn keep(&mut self, registered: Registered, mut stop: oneshot::Receiver<()>) {
-        let interval = self.settings.session_timeout / 3;
         let mut current = Some(registered);
         let mut renewed = Instant::now();
         loop {
             tokio::select! {
                 _ = &mut stop => break,
-                () = tokio::time::sleep(interval) => {}
-            }
-            let lapsed = match current.as_mut() {
-                Some(registered) => match renew(registered, interval).await {
-                    Ok(true) => {
-                        renewed = Instant::now();
-                        false
-                    }
-                    Ok(false) => {
-                        tracing::error!(
-                            lease = registered.lease,
-                            "etcd says this node's lease expired; registering again with a new \
-                             session"
-                        );
-                        true
-                    }
-                    Err(error) => {
-                        tracing::warn!(
-                            lease = registered.lease,
-                            "cannot renew this node's etcd lease: {error}"
-                        );
-                        renewed.elapsed() >= self.settings.session_timeout
-                    }
-                },
-                None => true,
-            };
-            if lapsed {
-                current = None;
-                match self.register().await {
-                    Ok(registered) => {
-                        renewed = Instant::now();
-                        current = Some(registered);
-                    }
-                    Err(error) => tracing::error!("cannot register with the cluster: {error}"),
-                }
+                () = self.renew_or_register(&mut current, &mut renewed) => {}
             }
         }
         if let Some(mut registered) = current {
-            match registered.client.lease_revoke(registered.lease).await {
-                Ok(_) => tracing::info!(
+            // Bounded: a stop does not wait long for an etcd that does not answer.
+            let revoke = registered.client.lease_revoke(registered.lease);
+            match tokio::time::timeout(REVOKE_WAIT, revoke).await {
+                Ok(Ok(_)) => tracing::info!(
                     node = self.settings.node_id,
                     "left the cluster (lease revoked)"
                 ),
-                Err(error) => tracing::warn!(
+                Ok(Err(error)) => tracing::warn!(
                     "cannot revoke this node's etcd lease ({error}); its registration goes \
                      when the lease expires"
+                ),
+                Err(_) => tracing::warn!(
+                    "etcd did not answer the lease's revocation within {REVOKE_WAIT:?}; the \
+                     node's registration goes when the lease expires"
                 ),
             }
         }
     }
+
+    /// One renewal interval: wait, renew, and register again if the lease lapsed.
+    async fn renew_or_register(&mut self, current: &mut Option<Registered>, renewed: &mut Instant) {
+        let interval = self.settings.session_timeout / 3;
+        tokio::time::sleep(interval).await;
+        let lapsed = match current.as_mut() {
+            Some(registered) => match renew(registered, interval).await {
+                Ok(true) => {
+                    *renewed = Instant::now();
+                    false
+                }
+                Ok(false) => {
+                    tracing::error!(
+                        lease = registered.lease,
+                        "etcd says this node's lease expired; registering again with a new \
+                         session"
+                    );
+                    true
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        lease = registered.lease,
+                        "cannot renew this node's etcd lease: {error}"
+                    );
+                    renewed.elapsed() >= self.settings.session_timeout
+                }
+            },
+            None => true,
+        };
+        if lapsed {
+            *current = None;
+            match self.register().await {
+                Ok(registered) => {
+                    *renewed = Instant::now();
+                    *current = Some(registered);
+                }
+                Err(error) => tracing::error!("cannot register with the cluster: {error}"),
+            }
+        }
+    }
 }
+
+/// How long a stopping node waits for etcd to revoke its lease.
+const REVOKE_WAIT: Duration = Duration::from_secs(2);
 
 /// One keep-alive round trip: `Ok(true)` renewed, `Ok(false)` the lease is gone.
 async fn renew(registered: &mut Registered, wait: Duration) -> Result<bool, String> {
