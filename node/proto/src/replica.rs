@@ -86,25 +86,49 @@ pub struct ReplicaProgressRequest {
     pub durable_end: u64,
 }
 
-fn write_topic_id(w: &mut Writer<'_, BytesMut>, topic_id: u128) {
-    w.raw(&topic_id.to_le_bytes());
+/// Who sends a replica request: the fields after the routing fields that both requests
+/// start with.
+struct Sender {
+    topic_id: u128,
+    replica: u32,
+    storage_id: u64,
+    leader_epoch: u32,
 }
 
-fn read_topic_id(reader: &mut Reader) -> Result<u128, ProtoError> {
-    let low = reader.u64("topic_id")?;
-    let high = reader.u64("topic_id")?;
-    Ok((u128::from(high) << 64) | u128::from(low))
+impl Sender {
+    /// Writes the routing fields, then the sender's.
+    fn write(&self, w: &mut Writer<'_, BytesMut>, topic: &str, partition: PartitionId) {
+        w.str16(topic);
+        w.u32(partition.0);
+        w.raw(&self.topic_id.to_le_bytes());
+        w.u32(self.replica);
+        w.u64(self.storage_id);
+        w.u32(self.leader_epoch);
+    }
+
+    /// Reads the sender's fields (after the routing fields, which the caller read).
+    fn read(reader: &mut Reader) -> Result<Sender, ProtoError> {
+        let low = reader.u64("topic_id")?;
+        let high = reader.u64("topic_id")?;
+        Ok(Sender {
+            topic_id: (u128::from(high) << 64) | u128::from(low),
+            replica: reader.u32("replica")?,
+            storage_id: reader.u64("storage_id")?,
+            leader_epoch: reader.u32("leader_epoch")?,
+        })
+    }
 }
 
 impl ReplicaFetchRequest {
     /// The body after the routing fields' topic.
     pub(crate) fn encode_body(&self, w: &mut Writer<'_, BytesMut>) {
-        w.str16(&self.topic);
-        w.u32(self.partition.0);
-        write_topic_id(w, self.topic_id);
-        w.u32(self.replica);
-        w.u64(self.storage_id);
-        w.u32(self.leader_epoch);
+        let sender = Sender {
+            topic_id: self.topic_id,
+            replica: self.replica,
+            storage_id: self.storage_id,
+            leader_epoch: self.leader_epoch,
+        };
+        sender.write(w, &self.topic, self.partition);
         w.u64(self.fetch_offset);
         match self.last_fetched_epoch {
             None => w.u8(0),
@@ -124,13 +148,14 @@ impl ReplicaFetchRequest {
         partition: PartitionId,
         reader: &mut Reader,
     ) -> Result<Self, ProtoError> {
+        let sender = Sender::read(reader)?;
         let request = ReplicaFetchRequest {
             topic,
             partition,
-            topic_id: read_topic_id(reader)?,
-            replica: reader.u32("replica")?,
-            storage_id: reader.u64("storage_id")?,
-            leader_epoch: reader.u32("leader_epoch")?,
+            topic_id: sender.topic_id,
+            replica: sender.replica,
+            storage_id: sender.storage_id,
+            leader_epoch: sender.leader_epoch,
             fetch_offset: reader.u64("fetch_offset")?,
             last_fetched_epoch: match reader.u8("last_fetched_epoch")? {
                 0 => None,
@@ -171,12 +196,13 @@ impl ReplicaFetchRequest {
 
 impl ReplicaProgressRequest {
     pub(crate) fn encode_body(&self, w: &mut Writer<'_, BytesMut>) {
-        w.str16(&self.topic);
-        w.u32(self.partition.0);
-        write_topic_id(w, self.topic_id);
-        w.u32(self.replica);
-        w.u64(self.storage_id);
-        w.u32(self.leader_epoch);
+        let sender = Sender {
+            topic_id: self.topic_id,
+            replica: self.replica,
+            storage_id: self.storage_id,
+            leader_epoch: self.leader_epoch,
+        };
+        sender.write(w, &self.topic, self.partition);
         w.u64(self.log_end);
         w.u64(self.durable_end);
     }
@@ -186,13 +212,14 @@ impl ReplicaProgressRequest {
         partition: PartitionId,
         reader: &mut Reader,
     ) -> Result<Self, ProtoError> {
+        let sender = Sender::read(reader)?;
         let request = ReplicaProgressRequest {
             topic,
             partition,
-            topic_id: read_topic_id(reader)?,
-            replica: reader.u32("replica")?,
-            storage_id: reader.u64("storage_id")?,
-            leader_epoch: reader.u32("leader_epoch")?,
+            topic_id: sender.topic_id,
+            replica: sender.replica,
+            storage_id: sender.storage_id,
+            leader_epoch: sender.leader_epoch,
             log_end: reader.u64("log_end")?,
             durable_end: reader.u64("durable_end")?,
         };

@@ -1400,13 +1400,11 @@ impl Run {
         }
     }
 
-    /// The newest durable timestamp and where a scan for it starts (ListOffsets -3), against
-    /// the model: the newest timestamp of the batches in the log below the high watermark,
-    /// and a start at or before the first batch that has it (or at the log start, if that
-    /// batch lies below it), with only older batches in between. Uses no randomness.
-    fn check_max_timestamp(&self) -> Checked {
+    /// The log start, the base of the segment holding it (segments wholly below it are not
+    /// readable), and the model's batches from that segment on that are durable (below the
+    /// high watermark), by base offset.
+    fn durable_batches(&self) -> (Offset, Offset, Vec<(&u64, &ModelBatch)>) {
         let (start, end) = (self.log.log_start(), self.log.high_watermark());
-        // The segments not wholly below the log start: from the one holding it.
         let bases = self.log.segment_bases();
         let next = self.log.next_offset();
         let first = bases
@@ -1414,11 +1412,20 @@ impl Run {
             .enumerate()
             .find(|(index, _)| bases.get(index + 1).copied().unwrap_or(next) > start)
             .map_or(start, |(_, base)| *base);
-        let durable: Vec<(&u64, &ModelBatch)> = self
+        let durable = self
             .batches
             .range(first.0..end.0)
             .filter(|(_, batch)| batch.next <= end)
             .collect();
+        (start, first, durable)
+    }
+
+    /// The newest durable timestamp and where a scan for it starts (ListOffsets -3), against
+    /// the model: the newest timestamp of the batches in the log below the high watermark,
+    /// and a start at or before the first batch that has it (or at the log start, if that
+    /// batch lies below it), with only older batches in between. Uses no randomness.
+    fn check_max_timestamp(&self) -> Checked {
+        let (start, _, durable) = self.durable_batches();
         let newest = durable.iter().map(|(_, batch)| batch.max_timestamp).max();
         let found = self.log.max_timestamp_scan_start();
         let Some(newest) = newest else {
@@ -1464,19 +1471,7 @@ impl Run {
     /// whose newest record is not durable yet may still give a start: the scan from it finds
     /// nothing below the high watermark). Uses no randomness.
     fn check_timestamp_scan(&self) -> Checked {
-        let (start, end) = (self.log.log_start(), self.log.high_watermark());
-        let bases = self.log.segment_bases();
-        let next = self.log.next_offset();
-        let first = bases
-            .iter()
-            .enumerate()
-            .find(|(index, _)| bases.get(index + 1).copied().unwrap_or(next) > start)
-            .map_or(start, |(_, base)| *base);
-        let durable: Vec<(&u64, &ModelBatch)> = self
-            .batches
-            .range(first.0..end.0)
-            .filter(|(_, batch)| batch.next <= end)
-            .collect();
+        let (start, first, durable) = self.durable_batches();
         let mut probes: Vec<i64> = durable
             .iter()
             .map(|(_, batch)| batch.max_timestamp)
