@@ -8,10 +8,17 @@
 //! key goes at once); a node that cannot renew within the timeout registers again under a new
 //! lease — a new session.
 //!
+//! Every member campaigns in etcd's election `/spate/<cluster>/controller` under its lease;
+//! etcd elects one at a time (the oldest campaign), and a controller whose lease goes (a
+//! stop, a crash, a lapse) is succeeded by the next. The controller's duties (docs/cluster.md,
+//! "The controller") are not built yet: for now the election says which node will carry them.
+//!
 //! The etcd client runs on a thread of its own (a current-thread tokio runtime), never on a
 //! shard's executor.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{
@@ -62,6 +69,21 @@ pub struct MemberRecord {
     pub since_ms: u64,
 }
 
+/// The etcd election of `cluster`'s controller.
+pub fn controller_election(cluster: &str) -> String {
+    format!("/spate/{cluster}/controller")
+}
+
+/// What the controller's campaign holds (JSON): who it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerRecord {
+    /// The layout's version ([`MEMBER_RECORD_VERSION`]).
+    pub v: u32,
+    pub node: u32,
+    /// The member's session (16 hex digits) the campaign runs under.
+    pub session: String,
+}
+
 /// The etcd key of the members of `cluster`.
 pub fn members_prefix(cluster: &str) -> String {
     format!("/spate/{cluster}/members/")
@@ -102,6 +124,7 @@ pub struct ClusterSession {
     thread: Option<std::thread::JoinHandle<()>>,
     /// The session the node registered with at its start (later ones are logged).
     pub session: u64,
+    controller: Arc<AtomicBool>,
 }
 
 impl ClusterSession {
@@ -115,6 +138,8 @@ impl ClusterSession {
     ) -> Result<ClusterSession, ClusterError> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel();
+        let controller = Arc::new(AtomicBool::new(false));
+        let elected = controller.clone();
         let thread = std::thread::Builder::new()
             .name("spate-cluster".into())
             .spawn(move || {
@@ -134,6 +159,7 @@ impl ClusterSession {
                         data_dir,
                         identity,
                         shards,
+                        controller: elected,
                     };
                     let registered = match member.register().await {
                         Ok(registered) => registered,
@@ -152,6 +178,7 @@ impl ClusterSession {
                 stop: Some(stop_tx),
                 thread: Some(thread),
                 session,
+                controller,
             }),
             Ok(Err(error)) => {
                 let _ = thread.join();
@@ -162,6 +189,11 @@ impl ClusterSession {
                 Err(ClusterError::Thread("it stopped before registering".into()))
             }
         }
+    }
+
+    /// Whether this node won the controller's election (under its current session).
+    pub fn is_controller(&self) -> bool {
+        self.controller.load(Ordering::Relaxed)
     }
 
     /// Leaves the cluster: the lease is revoked, so the node's registration goes at once (a
@@ -186,13 +218,22 @@ impl Drop for ClusterSession {
     }
 }
 
-/// A registration that holds: the lease that carries it and its keep-alive channel.
+/// A registration that holds: the lease that carries it, its keep-alive channel, and the
+/// controller campaign under it.
 struct Registered {
     client: Client,
     lease: i64,
     session: u64,
     keeper: LeaseKeeper,
     responses: LeaseKeepAliveStream,
+    campaign: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        // A campaign belongs to its lease: a new session campaigns anew.
+        self.campaign.abort();
+    }
 }
 
 /// The node as a member: what it registers, from the thread that keeps it registered.
@@ -201,6 +242,8 @@ struct Member {
     data_dir: PathBuf,
     identity: Identity,
     shards: Vec<String>,
+    /// Set while this node's campaign under its current session is the elected one.
+    controller: Arc<AtomicBool>,
 }
 
 fn etcd_error(error: &etcd_client::Error) -> ClusterError {
@@ -317,6 +360,7 @@ impl Member {
             .lease_keep_alive(lease)
             .await
             .map_err(|error| etcd_error(&error))?;
+        let campaign = self.campaign(client.clone(), lease, &record.session);
         tracing::info!(
             node = self.settings.node_id,
             session = %record.session,
@@ -330,6 +374,42 @@ impl Member {
             session,
             keeper,
             responses,
+            campaign,
+        })
+    }
+
+    /// Campaigns for the controller under `lease` until elected (then says so) or the lease
+    /// goes (the campaign then fails, and a new session campaigns anew).
+    fn campaign(
+        &self,
+        mut client: Client,
+        lease: i64,
+        session: &str,
+    ) -> tokio::task::JoinHandle<()> {
+        self.controller.store(false, Ordering::Relaxed);
+        let node = self.settings.node_id;
+        let name = controller_election(&self.settings.cluster_name);
+        let record = ControllerRecord {
+            v: MEMBER_RECORD_VERSION,
+            node,
+            session: session.to_owned(),
+        };
+        let controller = self.controller.clone();
+        tokio::spawn(async move {
+            let Ok(value) = serde_json::to_vec(&record) else {
+                return;
+            };
+            match client.campaign(name, value, lease).await {
+                Ok(elected) => {
+                    let revision = elected.leader().map_or(0, etcd_client::LeaderKey::rev);
+                    controller.store(true, Ordering::Relaxed);
+                    tracing::info!(node, revision, "this node is the cluster's controller");
+                }
+                Err(error) => tracing::warn!(
+                    node,
+                    "the campaign for the controller ended without an election: {error}"
+                ),
+            }
         })
     }
 
@@ -396,6 +476,7 @@ impl Member {
         };
         if lapsed {
             *current = None;
+            self.controller.store(false, Ordering::Relaxed);
             match self.register().await {
                 Ok(registered) => {
                     *renewed = Instant::now();

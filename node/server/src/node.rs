@@ -101,6 +101,14 @@ impl NodeHandle {
         }
     }
 
+    /// Whether this node is its cluster's elected controller (never without `--etcd`).
+    #[cfg(feature = "cluster")]
+    pub fn is_controller(&self) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(ClusterSession::is_controller)
+    }
+
     /// Asks every shard to re-run recovery, from the media, of its fenced partitions (after
     /// the operator fixed the disk; SIGHUP in `spate-node`).
     pub fn retry_fenced(&self) {

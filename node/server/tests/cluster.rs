@@ -1,8 +1,8 @@
 //! A node's membership in a cluster, against a real etcd (Debian's `etcd-server`, started by
 //! each test on free loopback ports; `.ci/run` installs it): registration under a lease, a
 //! second process with the same node id refused, a graceful stop leaving at once, a killed
-//! node registering again at once (its data directory names the lease to revoke), and a
-//! lapsed lease answered by a new session. Built with the `cluster` feature
+//! node registering again at once (its data directory names the lease to revoke), a
+//! lapsed lease answered by a new session, and one controller at a time. Built with the `cluster` feature
 //! (`cargo test -p spate-node --features cluster --test cluster`).
 
 #![cfg(feature = "cluster")]
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::data_dir;
 use etcd_client::{Client, GetOptions};
-use spate_node::cluster::{member_key, MemberRecord};
+use spate_node::cluster::{controller_election, member_key, ControllerRecord, MemberRecord};
 use spate_node::{Flags, NodeConfig, NodeError};
 
 /// An etcd server of one member, stopped when dropped.
@@ -311,4 +311,43 @@ fn a_killed_node_registers_again_at_once() {
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("needs its --node-id"), "{stderr}");
+}
+
+/// Of two members exactly one is the controller; when it stops, the other is elected.
+#[test]
+fn one_member_at_a_time_is_the_controller_and_a_successor_is_elected() {
+    let etcd = Etcd::start("controller");
+    let first = spate_node::start(config(&data_dir("member-11"), &etcd, 11, 3_000)).unwrap();
+    let second = spate_node::start(config(&data_dir("member-12"), &etcd, 12, 3_000)).unwrap();
+    let elected = || -> Option<u32> {
+        etcd.run(async |client| {
+            let answer = client.leader(controller_election("spate")).await.ok()?;
+            let record: ControllerRecord = serde_json::from_slice(answer.kv()?.value()).ok()?;
+            Some(record.node)
+        })
+    };
+    wait_for("a controller", Duration::from_secs(10), || {
+        first.is_controller() || second.is_controller()
+    });
+    // The first to campaign wins, and only one holds it.
+    assert!(first.is_controller() && !second.is_controller());
+    assert_eq!(elected(), Some(11));
+    let (record, _) = etcd.member(11).unwrap();
+    let session = etcd.run(async |client| {
+        let answer = client.leader(controller_election("spate")).await.unwrap();
+        let record: ControllerRecord =
+            serde_json::from_slice(answer.kv().unwrap().value()).unwrap();
+        record.session
+    });
+    assert_eq!(
+        session, record.session,
+        "the campaign runs under the member's session"
+    );
+    first.shutdown();
+    wait_for("the successor", Duration::from_secs(10), || {
+        second.is_controller()
+    });
+    assert_eq!(elected(), Some(12));
+    second.shutdown();
+    assert_eq!(elected(), None);
 }
