@@ -866,7 +866,11 @@ fn retention_by_time_keeps_segments_with_recent_records() {
         .filter(|(index, _)| bases.get(index + 1).is_none_or(|next| next.0 > 24))
         .map(|(_, base)| *base)
         .collect();
-    harness.now = Millis(T0 + 5000);
+    // Exactly `retention_ms` old, a segment stays; one millisecond more, and it goes.
+    harness.now = Millis(T0 + 2000);
+    assert_eq!(harness.log.handle_retention(harness.now), 0);
+    assert_eq!(harness.log.segment_bases(), bases);
+    harness.now = Millis(T0 + 2001);
     harness.log.handle_retention(harness.now);
     harness.transfer();
     harness.settle();
