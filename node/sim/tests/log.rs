@@ -1428,6 +1428,20 @@ fn delete_records_moves_the_log_start_durably_and_retention_frees_the_segments_b
     assert_eq!(log.next_offset(), high);
     assert!(image.contents(&FileRef::log_start(above)).is_none());
     assert!(image.contents(&FileRef::log_start(high)).is_some());
+
+    // A third move removes the second marker; each marker is removed once, not again at
+    // every later move.
+    let third = Offset(second.0 + 1);
+    assert!(harness.log.handle_delete_records(third).unwrap().is_some());
+    harness.transfer();
+    harness.settle();
+    assert_eq!(harness.log.log_start(), third);
+    for (marker, removed) in [(target, 1), (second, 1), (third, 0)] {
+        let removals = harness.count(|request| {
+            matches!(request, IoRequest::Remove { file, .. } if *file == FileRef::log_start(marker))
+        });
+        assert_eq!(removals, removed, "marker {marker}");
+    }
 }
 
 #[test]
