@@ -253,6 +253,21 @@ mod tests {
         (verifier.outcome().unwrap().clone(), reads)
     }
 
+    /// Damage names the segment's file, the position and what was found (operators read it
+    /// in the log and in `spate-node check`).
+    #[test]
+    fn damage_says_where_and_what() {
+        let damage = Damage {
+            segment: FileRef::log(Offset(100)).file_name(),
+            position: 40_960,
+            detail: "batch CRC mismatch".into(),
+        };
+        assert_eq!(
+            damage.to_string(),
+            "00000000000000000100.log at 40960: batch CRC mismatch"
+        );
+    }
+
     #[test]
     fn an_intact_segment_verifies_across_many_reads() {
         // ~6 MiB of batches of ~200 KiB: reads end inside batches.
