@@ -294,6 +294,31 @@ fn none_and_write_acks_become_durable_by_the_flush_interval() {
     );
 }
 
+/// What counts towards `flush_bytes` is what is not written yet, not what the segment holds:
+/// after a written batch, a small `none` append waits for the flush interval.
+#[test]
+fn the_flush_policy_counts_unwritten_bytes_only() {
+    let mut harness = Harness::new(LogConfig {
+        flush_bytes: 8 << 10,
+        ..config()
+    });
+    harness.append(&batch(9_000, 1, T0), Durability::Fsync);
+    harness.settle();
+    let writes = harness.count(is_write);
+    assert!(writes > 0);
+    harness.append(&batch(10, 1, T0), Durability::None);
+    harness.settle();
+    assert_eq!(
+        harness.count(is_write),
+        writes,
+        "80 bytes unwritten are below flush_bytes"
+    );
+    // Past flush_bytes, a write starts without waiting for the interval.
+    harness.append(&batch(9_000, 1, T0), Durability::None);
+    harness.settle();
+    assert!(harness.count(is_write) > writes);
+}
+
 /// A wall clock stepped back does not hold `none`/`write` data unsynced until it catches up:
 /// a tick earlier than the oldest unsynced append flushes at once.
 #[test]
