@@ -319,6 +319,41 @@ fn the_flush_policy_counts_unwritten_bytes_only() {
     assert!(harness.count(is_write) > writes);
 }
 
+/// The active segment's file is preallocated from `preallocate_bytes`, doubling, and grown
+/// only when a write needs more than it has (mutation testing found this unpinned).
+#[test]
+fn preallocation_grows_only_when_a_write_needs_more() {
+    let mut harness = Harness::new(config());
+    let allocations = |harness: &Harness| -> Vec<u64> {
+        harness
+            .requests
+            .iter()
+            .filter_map(|request| match request {
+                IoRequest::Create { allocate, .. } => Some(*allocate),
+                IoRequest::Allocate { len, .. } => Some(*len),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut written = 0;
+    for _ in 0..4 {
+        let bytes = batch(10_000, 1, T0);
+        written += bytes.len() as u64;
+        harness.append(&bytes, Durability::Fsync);
+        harness.settle();
+        let allocated = allocations(&harness);
+        let last = *allocated.last().unwrap();
+        assert!(last >= written, "{written} bytes in {last}");
+        assert!(
+            last / 2 < written.max(16 << 10),
+            "{written} bytes in {last}: grown early"
+        );
+    }
+    // 16 KiB at creation, 32 KiB for the second batch, none for the third, 64 KiB for the
+    // fourth.
+    assert_eq!(allocations(&harness), [16 << 10, 32 << 10, 64 << 10]);
+}
+
 /// A wall clock stepped back does not hold `none`/`write` data unsynced until it catches up:
 /// a tick earlier than the oldest unsynced append flushes at once.
 #[test]
