@@ -1631,6 +1631,13 @@ fn rounds_take_whole_batches_up_to_the_round_limit_and_rewrite_the_unfinished_se
         end = data_end;
     }
     assert_eq!(end, 40 * one.len() as u64);
+    // Every round but the last is as full as the limit allows: another batch would not fit.
+    for &(_, _, filled) in &writes[..writes.len() - 1] {
+        assert!(
+            filled + one.len() as u64 > limit,
+            "a round with room for another batch: {writes:?}"
+        );
+    }
     assert_eq!(harness.fetch_all().len(), 40);
 }
 
