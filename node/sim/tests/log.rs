@@ -1592,7 +1592,7 @@ fn rounds_take_whole_batches_up_to_the_round_limit_and_rewrite_the_unfinished_se
     config.segment_bytes = 64 << 20;
     config.flush_bytes = 32 << 20;
     config.tail_cache_bytes = 0;
-    let mut harness = Harness::new(config);
+    let mut harness = Harness::new(config.clone());
     // 40 batches of about 300 KiB at `none`: more than one round's limit before anything
     // is due, so the flush takes several rounds.
     let one = batch(300 << 10, 1, T0);
@@ -1639,6 +1639,32 @@ fn rounds_take_whole_batches_up_to_the_round_limit_and_rewrite_the_unfinished_se
         );
     }
     assert_eq!(harness.fetch_all().len(), 40);
+
+    // Batches of exactly 1 MiB fill a round of exactly `ROUND_BYTES_MAX`.
+    let mut harness = Harness::new(config);
+    let value = (1 << 20) - 200;
+    let value = (value..value + 200)
+        .find(|&size| batch(size, 1, T0).len() == 1 << 20)
+        .expect("a batch of exactly 1 MiB");
+    let exact = Bytes::from(batch(value, 1, T0));
+    for _ in 0..9 {
+        harness
+            .log
+            .handle_append(harness.now, &exact, Durability::None)
+            .unwrap();
+    }
+    harness.log.handle_flush(harness.now);
+    harness.transfer();
+    harness.settle();
+    let first = harness.requests.iter().find_map(|request| match request {
+        IoRequest::Write { data, .. } => Some(data.filled()),
+        _ => None,
+    });
+    assert_eq!(
+        first,
+        Some(limit),
+        "eight batches of 1 MiB in the first round"
+    );
 }
 
 /// A catch-up reader touches the file about once: a read covers the batch holding the offset
