@@ -223,6 +223,20 @@ mod tests {
         assert_eq!(next.isr, vec![member(3, 3)]);
     }
 
+    /// With a live leader whose ISR holds no live member (its own entry names a data
+    /// directory it no longer has), the ISR is kept as it is: never emptied (mutation testing
+    /// found this unpinned).
+    #[test]
+    fn a_live_leader_never_gets_an_empty_isr() {
+        let state = PartitionState {
+            leader: Some((ReplicaId(1), SessionId(10))),
+            epoch: LeaderEpoch(4),
+            isr: vec![member(1, 1)],
+        };
+        let replaced = live(&[(1, 10, 7)]);
+        assert_eq!(decide(&state, &REPLICAS, &replaced), None);
+    }
+
     #[test]
     fn without_a_live_isr_member_the_partition_waits_offline() {
         let state = PartitionState {

@@ -297,6 +297,12 @@ pub fn truncation_point(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_epoch_shows_as_its_number() {
+        assert_eq!(LeaderEpoch(7).to_string(), "7");
+    }
+
     use super::*;
 
     fn chain(entries: &[(u32, u64)]) -> LeaderEpochs {
