@@ -273,5 +273,7 @@ mod tests {
         assert!(follower
             .handle_out_of_range(Offset(15), Offset(11))
             .is_err());
+        // Exactly at the high watermark nothing committed is dropped.
+        assert!(follower.handle_out_of_range(Offset(15), Offset(12)).is_ok());
     }
 }

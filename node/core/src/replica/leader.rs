@@ -482,6 +482,40 @@ mod tests {
             .expect("a valid fetch")
     }
 
+    /// What a leader tells about itself is what it was made with and what it learned
+    /// (mutation testing found the accessors unpinned).
+    #[test]
+    fn a_leader_tells_its_epoch_start_replicas_isr_progress_and_settings() {
+        let mut leader = leader(&[1, 2], 10, 4);
+        assert_eq!(leader.epoch_start(), Offset(10));
+        assert_eq!(
+            leader.replicas(),
+            [ReplicaId(1), ReplicaId(2), ReplicaId(3)]
+        );
+        assert_eq!(leader.isr(), [member(1), member(2)]);
+        assert_eq!(
+            leader.config(),
+            LeaderConfig {
+                min_insync: 2,
+                lag_max_ms: 1_000,
+            }
+        );
+        assert_eq!(leader.progress(ReplicaId(3)).map(|p| p.storage), Some(None));
+        assert!(leader.progress(ReplicaId(9)).is_none(), "not a replica");
+        assert!(leader.pending_isr().is_none());
+        // Replica 3 catches up: its progress is known, and its addition is proposed.
+        leader.handle_appended(Offset(10));
+        leader.handle_durable(Offset(10));
+        fetch(&mut leader, 5, 3, 10, 10);
+        let progress = leader.progress(ReplicaId(3)).expect("reported");
+        assert_eq!(progress.log_end, Offset(10));
+        assert_eq!(progress.durable_end, Offset(10));
+        assert_eq!(progress.storage, Some(member(3).storage));
+        let proposed = leader.poll_isr_change(Millis(5)).expect("an addition");
+        assert_eq!(leader.pending_isr(), Some(&proposed[..]));
+        assert!(proposed.contains(&member(3)));
+    }
+
     #[test]
     fn the_high_watermark_is_the_lowest_durable_end_of_the_isr() {
         let mut leader = leader(&[1, 2, 3], 10, 4);
