@@ -516,6 +516,90 @@ mod tests {
         assert!(proposed.contains(&member(3)));
     }
 
+    /// A follower that always fetches from where the leader's log ended at its previous fetch
+    /// is caught up as of that fetch (Kafka's rule), so it stays in the ISR however busy the
+    /// leader is; a follower that stops fetching leaves it once `lag_max_ms` passed.
+    #[test]
+    fn a_follower_one_fetch_behind_a_busy_leader_stays_in_sync() {
+        let mut leader = leader(&[1, 2, 3], 10, 10);
+        leader.handle_durable(Offset(10));
+        fetch(&mut leader, 0, 3, 10, 10);
+        fetch(&mut leader, 0, 2, 10, 10);
+        let mut end = 10;
+        for now in [600, 1_200, 1_800] {
+            end += 10;
+            leader.handle_appended(Offset(end));
+            leader.handle_durable(Offset(end));
+            // Replica 2 fetches where the leader ended at its previous fetch.
+            fetch(&mut leader, now, 2, end - 10, end - 10);
+        }
+        let proposed = leader
+            .poll_isr_change(Millis(1_800))
+            .expect("replica 3 lags");
+        assert!(
+            proposed.contains(&member(2)),
+            "replica 2 kept up: {proposed:?}"
+        );
+        assert!(
+            !proposed.contains(&member(3)),
+            "replica 3 stopped: {proposed:?}"
+        );
+        // The proposal failed (another writer won): none is in flight, so it is proposed
+        // again; a committed ISR without the leader still holds the leader.
+        assert!(
+            leader.poll_isr_change(Millis(1_800)).is_none(),
+            "one at a time"
+        );
+        leader.handle_isr_change_failed();
+        assert_eq!(leader.poll_isr_change(Millis(1_800)), Some(proposed));
+        leader.handle_isr_changed(vec![member(2)]);
+        assert!(leader.isr().contains(&member(1)), "{:?}", leader.isr());
+        assert!(leader.pending_isr().is_none());
+    }
+
+    /// Progress reports count only for the data directory a fetch checked, never past the
+    /// leader's log end; an ISR member whose follower now reports another data directory (a
+    /// replaced disk) holds the high watermark where it was.
+    #[test]
+    fn progress_counts_only_for_the_checked_data_directory() {
+        let mut leader = leader(&[1, 2, 3], 20, 4);
+        leader.handle_durable(Offset(20));
+        fetch(&mut leader, 1, 3, 20, 20);
+        assert_eq!(
+            leader.handle_progress(ReplicaId(2), member(2).storage, Offset(30), Offset(30)),
+            Err(ReplicaError::AboveLogEnd {
+                offset: Offset(30),
+                log_end: Offset(20)
+            })
+        );
+        // Not fetched yet: a report changes nothing.
+        assert_eq!(
+            leader.handle_progress(ReplicaId(2), member(2).storage, Offset(20), Offset(20)),
+            Ok(false)
+        );
+        // Replica 2 comes back with a new disk: its fetch checks that directory, but the
+        // ISR names the old one, so its durable end does not count.
+        let moved = leader
+            .handle_fetch(
+                Millis(2),
+                ReplicaId(2),
+                StorageId(999),
+                Offset(20),
+                Offset(20),
+            )
+            .unwrap();
+        assert!(!moved);
+        assert_eq!(leader.high_watermark(), Offset(4));
+        assert_eq!(
+            leader.handle_progress(ReplicaId(2), StorageId(999), Offset(15), Offset(15)),
+            Ok(false),
+            "below the leader's end, taken, but still not counted"
+        );
+        // With the old directory (as in the ISR), it counts.
+        fetch(&mut leader, 3, 2, 20, 20);
+        assert_eq!(leader.high_watermark(), Offset(20));
+    }
+
     #[test]
     fn the_high_watermark_is_the_lowest_durable_end_of_the_isr() {
         let mut leader = leader(&[1, 2, 3], 10, 4);
