@@ -407,12 +407,12 @@ impl Shard {
                 partition,
                 Request::ReplicaFetch(_) | Request::ReplicaProgress(_),
             ) => {
-                // A node without a cluster replicates nothing: it leads every partition it
-                // owns, and no replica is assigned to any (docs/cluster.md).
+                // No partition is replicated yet (docs/cluster.md, "Build order"): this node
+                // leads every partition it owns, and no replica is assigned to any.
                 Dispatched::Now(fail(error(
                     ErrorCode::ReplicaNotAvailable,
                     format!(
-                        "{}/{} is not replicated: this node runs without a cluster",
+                        "{}/{} is not replicated: no replica is assigned to it",
                         partition.key.topic, partition.key.partition
                     ),
                 )))
