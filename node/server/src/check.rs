@@ -19,6 +19,7 @@ use spate_core::{
 use spate_format::Offset;
 use thiserror::Error;
 
+use crate::identity::IdentityLoadError;
 use crate::lock::{DataDirLock, LockError};
 use crate::metadata::{Metadata, MetadataError};
 use crate::shard::partition_dir;
@@ -56,23 +57,19 @@ pub fn check(dir: &Path, out: &mut impl Write) -> Result<Summary, CheckError> {
     let _lock = DataDirLock::acquire(dir)?;
     let metadata = Metadata::load(dir)?;
     let mut summary = Summary::default();
-    match std::fs::read(dir.join(crate::identity::FILE_NAME)) {
-        Ok(bytes) => match spate_format::identity::decode_identity(&bytes) {
-            Ok(identity) => writeln!(
-                out,
-                "identity: storage id {:016x}, {}",
-                identity.storage_id,
-                identity
-                    .node_id
-                    .map_or("no node id".to_owned(), |id| format!("node {id}"))
-            )?,
-            Err(error) => {
-                summary.identity_damaged = true;
-                writeln!(out, "identity: DAMAGED: {error}")?;
-            }
-        },
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            writeln!(out, "identity: none yet (made at the next start)")?;
+    match crate::identity::load(dir) {
+        Ok(Some(identity)) => writeln!(
+            out,
+            "identity: storage id {:016x}, {}",
+            identity.storage_id,
+            identity
+                .node_id
+                .map_or("no node id".to_owned(), |id| format!("node {id}"))
+        )?,
+        Ok(None) => writeln!(out, "identity: none yet (made at the next start)")?,
+        Err(IdentityLoadError::Damaged { source, .. }) => {
+            summary.identity_damaged = true;
+            writeln!(out, "identity: DAMAGED: {source}")?;
         }
         Err(error) => {
             summary.identity_damaged = true;

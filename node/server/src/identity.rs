@@ -54,23 +54,7 @@ pub fn random_id() -> std::io::Result<u64> {
 /// start: a directory that has none yet gets a new storage id; one that has no node id yet
 /// takes `node_id`; one that has another refuses. Written durably before the call returns.
 pub fn load_or_create(dir: &Path, node_id: Option<u32>) -> Result<Identity, IdentityLoadError> {
-    let path = dir.join(FILE_NAME);
-    let io = |source| IdentityLoadError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    let stored = match std::fs::read(&path) {
-        Ok(bytes) => {
-            Some(
-                decode_identity(&bytes).map_err(|source| IdentityLoadError::Damaged {
-                    path: path.display().to_string(),
-                    source,
-                })?,
-            )
-        }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
-        Err(error) => return Err(io(error)),
-    };
+    let stored = load(dir)?;
     let identity = match (stored, node_id) {
         (Some(stored), Some(given)) if stored.node_id.is_some_and(|id| id != given) => {
             return Err(IdentityLoadError::OtherNode {
@@ -85,13 +69,37 @@ pub fn load_or_create(dir: &Path, node_id: Option<u32>) -> Result<Identity, Iden
             ..stored
         },
         (None, given) => Identity {
-            storage_id: random_id().map_err(io)?,
+            storage_id: random_id().map_err(|source| IdentityLoadError::Io {
+                path: dir.join(FILE_NAME).display().to_string(),
+                source,
+            })?,
             node_id: given,
             lease_id: None,
         },
     };
     store(dir, identity)?;
     Ok(identity)
+}
+
+/// The directory's identity as stored, without changing anything; `None` before its first
+/// start with identities.
+pub fn load(dir: &Path) -> Result<Option<Identity>, IdentityLoadError> {
+    let path = dir.join(FILE_NAME);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            decode_identity(&bytes)
+                .map(Some)
+                .map_err(|source| IdentityLoadError::Damaged {
+                    path: path.display().to_string(),
+                    source,
+                })
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(IdentityLoadError::Io {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
 }
 
 /// Replaces the directory's identity file (durably) with `identity`.
