@@ -1359,6 +1359,46 @@ mod tests {
         }
     }
 
+    /// The zeros recovery supplies instead of reading never-written space reach
+    /// `ZERO_FILL_BYTES` past the written data, not the end of a large preallocated file (a
+    /// segment file can be a GiB of zeros; mutation testing found the bound unpinned).
+    #[test]
+    fn zero_fill_is_bounded_past_the_written_data() {
+        let scan = |scan_end: u64, file_len: u64| Scan {
+            index: 0,
+            file: FileRef::log(Offset(0)),
+            file_len,
+            scan_end,
+            active: true,
+            batch_pos: 0,
+            expected: Offset(0),
+            offset_index: Vec::new(),
+            time_index: Vec::new(),
+            last_index_position: 0,
+            max_timestamp: i64::MIN,
+            last_batch_base: Offset(0),
+            end: None,
+            torn_signature: false,
+            valid_after: false,
+            searched_to: 0,
+            tail_sector: Vec::new(),
+            nonzero_end: 0,
+            probe_pos: 0,
+            cut: false,
+        };
+        let written = Bytes::from(vec![7u8; 8192]);
+        // A read at 4 KiB that reached the written data's end (8 KiB) in a 1 GiB file.
+        let filled = zero_filled(&scan(8192, 1 << 30), 4096, &written.slice(..4096));
+        assert_eq!(filled.len() as u64, 4096 + ZERO_FILL_BYTES);
+        assert!(filled[..4096].iter().all(|&byte| byte == 7));
+        assert!(filled[4096..].iter().all(|&byte| byte == 0));
+        // Never past the file's end; untouched before the written data's end.
+        let filled = zero_filled(&scan(8192, 12_288), 0, &written);
+        assert_eq!(filled.len(), 12_288);
+        let filled = zero_filled(&scan(1 << 20, 1 << 30), 0, &written);
+        assert_eq!(filled, written);
+    }
+
     #[test]
     fn index_entries_must_point_inside_their_segment() {
         let entries = [entry(0, 0), entry(49, 999)];

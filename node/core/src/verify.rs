@@ -344,6 +344,71 @@ mod tests {
         assert!(damage.detail.contains("expected 1"), "{damage}");
     }
 
+    /// The value length that makes a one-record batch exactly `len` bytes long.
+    fn value_len_for(len: usize) -> usize {
+        (0..len)
+            .find(|&value_len| segment_bytes(0, 1, 1, value_len).0.len() == len)
+            .expect("some value length gives the batch length")
+    }
+
+    /// Reads that end exactly on a batch boundary in the middle of a segment (batches of one
+    /// sector: every read of 2 MiB ends between two batches) read on; the segment verifies
+    /// in as many reads as its size needs (mutation testing found the guards unpinned).
+    #[test]
+    fn reads_ending_on_a_batch_boundary_read_on() {
+        let value_len = value_len_for(4096);
+        // 3 MiB of batches of 4 KiB: the first read ends exactly between two batches.
+        let (file, next) = segment_bytes(0, 768, 1, value_len);
+        assert_eq!(file.len(), 3 << 20);
+        let segment = SealedSegment {
+            base: Offset(0),
+            next: Offset(next),
+            size: file.len() as u64,
+        };
+        let (outcome, reads) = verify(segment, &file);
+        assert_eq!(outcome, Ok(()));
+        assert_eq!(reads, 2, "2 MiB, then the last MiB");
+    }
+
+    /// A file cut inside the batch that a read ended in: the next read, from that batch's
+    /// start, brings less than the batch, and the verifier says the file ends early (it
+    /// neither reads the same bytes again and again nor calls it a bad batch); a segment
+    /// whose size ends inside its last batch is a bad batch, not a short file.
+    #[test]
+    fn a_file_cut_inside_a_batch_across_reads_ends_early() {
+        // Batches of ~300 KiB: the one holding 2 MiB starts before it and ends after it.
+        let (file, next) = segment_bytes(0, 12, 1, 300_000);
+        let batch_len = file.len() / 12;
+        let straddling = (2 << 20) / batch_len;
+        let start = straddling * batch_len;
+        assert!(start < 2 << 20 && start + batch_len > 2 << 20);
+        let segment = SealedSegment {
+            base: Offset(0),
+            next: Offset(next),
+            size: file.len() as u64,
+        };
+        let cut = (2 << 20) + 1_000;
+        let damage = verify(segment, &file[..cut]).0.unwrap_err();
+        assert_eq!(damage.position, start as u64, "{damage}");
+        assert_eq!(
+            damage.detail,
+            format!(
+                "the file ends at {cut}; the log holds {} bytes in it",
+                file.len()
+            )
+        );
+        // The log says the segment ends 1,000 bytes into its last batch.
+        let last = 11 * batch_len;
+        let short = SealedSegment {
+            size: last as u64 + 1_000,
+            ..segment
+        };
+        let damage = verify(short, &file).0.unwrap_err();
+        assert_eq!(damage.position, last as u64, "{damage}");
+        assert!(!damage.detail.contains("the file ends"), "{damage}");
+        assert!(damage.detail.ends_with("only 1000 available"), "{damage}");
+    }
+
     #[test]
     fn an_unexpected_read_is_ignored() {
         let (file, next) = segment_bytes(0, 2, 1, 10);

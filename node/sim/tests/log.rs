@@ -175,6 +175,17 @@ fn recover(storage: &mut SimStorage, config: LogConfig) -> Recovered {
 /// Recovers as [`recover`] does, and returns every request recovery made, in order; the
 /// requests' ids are distinct (completions are matched by them).
 fn recover_logged(storage: &mut SimStorage, config: LogConfig) -> (Recovered, Vec<IoRequest>) {
+    recover_reading(storage, config, u64::MAX)
+}
+
+/// Recovers as [`recover_logged`] does over a storage whose reads return at most
+/// `read_max` bytes each (short reads); fails, rather than hangs, when recovery makes more
+/// requests than any recovery of a test's log needs.
+fn recover_reading(
+    storage: &mut SimStorage,
+    config: LogConfig,
+    read_max: u64,
+) -> (Recovered, Vec<IoRequest>) {
     let listing = storage.list().unwrap();
     let mut recovery = Recovery::new(config, &listing);
     let mut requests: Vec<IoRequest> = Vec::new();
@@ -184,6 +195,7 @@ fn recover_logged(storage: &mut SimStorage, config: LogConfig) -> (Recovered, Ve
                 requests.iter().all(|earlier| earlier.id() != request.id()),
                 "request ids repeat"
             );
+            assert!(requests.len() < 10_000, "recovery asks without end");
             requests.push(request.clone());
             storage.submit(request);
         }
@@ -191,10 +203,32 @@ fn recover_logged(storage: &mut SimStorage, config: LogConfig) -> (Recovered, Ve
             return (result.unwrap(), requests);
         }
         assert!(storage.complete_one(), "recovery stuck");
-        while let Some(done) = storage.poll_done() {
+        while let Some(mut done) = storage.poll_done() {
+            if let Ok(spate_core::storage::IoOutcome::Read { data }) = &mut done.result {
+                let len = data
+                    .len()
+                    .min(usize::try_from(read_max).unwrap_or(usize::MAX));
+                data.truncate(len);
+            }
             recovery.handle_io_done(done);
         }
     }
+}
+
+/// The reads recovery made of `file`, as (position, length).
+fn reads_of(requests: &[IoRequest], file: FileRef) -> Vec<(u64, u64)> {
+    requests
+        .iter()
+        .filter_map(|request| match request {
+            IoRequest::Read {
+                file: read,
+                position,
+                len,
+                ..
+            } if *read == file => Some((*position, *len)),
+            _ => None,
+        })
+        .collect()
 }
 
 #[test]
@@ -2764,6 +2798,311 @@ fn a_segment_of_several_reads_recovers_across_them() {
         );
         assert!(prefix > 0);
     }
+}
+
+/// A log in one large segment whose batches (all durable) end exactly at file position `p`.
+fn log_ending_at(p: usize) -> Harness {
+    let config = LogConfig {
+        segment_bytes: 64 << 20,
+        ..reads_from_disk()
+    };
+    let mut harness = Harness::new(config);
+    let big = batch(1_000_000, 1, T0);
+    let mut written = 0;
+    while p - written > big.len() + 100_000 {
+        harness.append(&big, Durability::Fsync);
+        written += big.len();
+    }
+    let rest = p - written;
+    let value_len = (0..rest)
+        .find(|&len| batch(len, 1, T0).len() == rest)
+        .expect("a batch of the remaining length");
+    harness.append(&batch(value_len, 1, T0), Durability::Fsync);
+    harness.settle();
+    let file = FileRef::log(Offset(0));
+    let contents = harness.storage.contents(&file).unwrap();
+    assert!(contents[..p].iter().any(|&byte| byte != 0) && contents[p..].iter().all(|&b| b == 0));
+    harness
+}
+
+/// A crash image of `harness` whose first segment file is `len` bytes long, holding non-zero
+/// bytes at each `(position, count)` of `written` after the batches.
+fn with_bytes_after(harness: &Harness, len: usize, written: &[(u64, usize)]) -> SimStorage {
+    let mut image = harness.storage.crash(0);
+    let file = FileRef::log(Offset(0));
+    let mut data = image.contents(&file).unwrap().to_vec();
+    data.resize(len, 0);
+    for &(at, count) in written {
+        let at = usize::try_from(at).unwrap();
+        data[at..at + count].fill(0xa5);
+    }
+    overwrite(&mut image, file, data);
+    image
+}
+
+/// After the last whole batch of the active segment, recovery looks for written bytes read by
+/// read (4 MiB each) up to the torn window (one round and a sector past the sector of the
+/// end): written bytes inside it are a torn round, cut with their exact extent reported;
+/// one byte past it is damage (fenced, nothing cut), and the reads stop at the read that
+/// showed it. No read goes past the file's written data (mutation testing found the probe
+/// across reads unpinned).
+#[test]
+fn the_bytes_after_the_end_are_probed_read_by_read_up_to_the_torn_window() {
+    use spate_core::config::RECOVERY_READ_BYTES as READ;
+    use spate_core::storage::{align_down, align_up};
+    use spate_core::TORN_WINDOW_BYTES;
+    const MIB: u64 = 1 << 20;
+    let p = 10_000u64;
+    let harness = log_ending_at(10_000);
+    let config = harness.log.config().clone();
+    let end = harness.log.high_watermark();
+    let file = FileRef::log(Offset(0));
+    let window_end = align_down(p) + TORN_WINDOW_BYTES;
+    // Torn rounds: written bytes in the same read as the end, in a later read, and ending
+    // exactly at the window's end.
+    let cases = [
+        (p + 10_000, 100, vec![(0, align_up(p + 10_100))]),
+        (5 * MIB, 100, vec![(0, READ), (READ, MIB + 4096)]),
+        (
+            window_end - 100,
+            100,
+            vec![(0, READ), (READ, READ), (2 * READ, window_end - 2 * READ)],
+        ),
+    ];
+    for (at, count, reads) in cases {
+        let mut image = with_bytes_after(&harness, 24 << 20, &[(at, count)]);
+        let (recovered, requests) = recover_logged(&mut image, config.clone());
+        assert_eq!(recovered.report.corruption, None, "bytes at {at}");
+        let torn = recovered.report.torn_tail.clone().expect("a torn tail");
+        assert_eq!(
+            (torn.segment, torn.position, torn.bytes_discarded),
+            (Offset(0), p, at + count as u64 - p),
+            "bytes at {at}"
+        );
+        assert_eq!(recovered.log.high_watermark(), end);
+        assert!(recovered.log.fenced().is_none());
+        assert_eq!(reads_of(&requests, file), reads, "bytes at {at}");
+        let after = image.contents(&file).unwrap();
+        assert_eq!(after.len() as u64, align_up(p), "cut and realigned");
+    }
+    // One byte past the window: damage, though more is written much further on (never read).
+    let mut image = with_bytes_after(
+        &harness,
+        24 << 20,
+        &[(window_end - 100, 101), (20 * MIB, 100)],
+    );
+    let (recovered, requests) = recover_logged(&mut image, config.clone());
+    assert_eq!(recovered.report.torn_tail, None);
+    let Some(FenceReason::Corruption { position, .. }) = recovered.report.corruption else {
+        panic!("{:?}", recovered.report.corruption)
+    };
+    assert_eq!(position, p);
+    assert!(recovered.log.fenced().is_some());
+    assert_eq!(
+        reads_of(&requests, file),
+        vec![(0, READ), (READ, READ), (2 * READ, READ)]
+    );
+    assert_eq!(
+        image.contents(&file).unwrap().len(),
+        24 << 20,
+        "nothing cut"
+    );
+}
+
+/// The window's end falling exactly on a read's end: written bytes up to it are not yet past
+/// it, so recovery reads on and finds the byte beyond it in the next read.
+#[test]
+fn written_bytes_up_to_a_reads_end_at_the_window_are_followed_into_the_next_read() {
+    use spate_core::config::RECOVERY_READ_BYTES as READ;
+    use spate_core::storage::align_down;
+    use spate_core::TORN_WINDOW_BYTES;
+    // The end in the first read's last sector puts the window's end at the third read's end.
+    let p = READ - 2048;
+    let harness = log_ending_at(usize::try_from(p).unwrap());
+    let config = harness.log.config().clone();
+    let file = FileRef::log(Offset(0));
+    let window_end = align_down(p) + TORN_WINDOW_BYTES;
+    assert_eq!(window_end, 3 * READ);
+    let mut image = with_bytes_after(&harness, 16 << 20, &[(window_end - 100, 100)]);
+    let recovered = recover(&mut image, config.clone());
+    assert_eq!(
+        recovered.report.torn_tail.map(|torn| torn.bytes_discarded),
+        Some(window_end - p)
+    );
+    let mut image = with_bytes_after(
+        &harness,
+        16 << 20,
+        &[(window_end - 100, 100), (window_end + 4096, 10)],
+    );
+    let (recovered, requests) = recover_logged(&mut image, config);
+    assert_eq!(recovered.report.torn_tail, None);
+    assert!(matches!(
+        recovered.report.corruption,
+        Some(FenceReason::Corruption { position, .. }) if position == p
+    ));
+    assert_eq!(
+        reads_of(&requests, file),
+        vec![(0, READ), (READ, READ), (2 * READ, READ), (3 * READ, 8192)]
+    );
+}
+
+/// A segment file cut inside its last batch: at a sector boundary (where a crash can leave
+/// it) the batch is a torn tail, cut from one read of the file; at any other length the file
+/// was cut from outside and the partition is fenced, nothing cut.
+#[test]
+fn a_file_cut_inside_its_last_batch_is_read_once() {
+    let harness = log_ending_at(1_700_000);
+    let config = harness.log.config().clone();
+    let file = FileRef::log(Offset(0));
+    let full = harness.storage.contents(&file).unwrap()[..1_700_000].to_vec();
+    let bases = all_batches(&mut Harness {
+        log: recover(&mut harness.storage.crash(0), config.clone()).log,
+        storage: harness.storage.crash(0),
+        now: Millis(T0),
+        requests: Vec::new(),
+        events: Vec::new(),
+    });
+    let (last_base, last) = bases.last().cloned().unwrap();
+    let start = 1_700_000 - last.len() as u64;
+    assert!(start > 4096, "the last batch starts past the first sector");
+    for cut in [spate_core::storage::align_up(start + 1_000), start + 1_000] {
+        let mut image = harness.storage.crash(0);
+        overwrite(
+            &mut image,
+            file,
+            full[..usize::try_from(cut).unwrap()].to_vec(),
+        );
+        let (recovered, requests) = recover_logged(&mut image, config.clone());
+        assert_eq!(reads_of(&requests, file).len(), 1, "cut at {cut}");
+        assert_eq!(recovered.log.next_offset(), last_base, "cut at {cut}");
+        let truncated = requests
+            .iter()
+            .any(|request| matches!(request, IoRequest::Truncate { .. }));
+        if cut.is_multiple_of(u64::from(SECTOR_SIZE)) {
+            let torn = recovered.report.torn_tail.expect("torn");
+            assert_eq!((torn.position, torn.bytes_discarded), (start, cut - start));
+            assert!(truncated && recovered.log.fenced().is_none());
+        } else {
+            assert!(!truncated, "cut at {cut}");
+            let corruption = recovered.report.corruption.expect("fenced");
+            assert!(
+                corruption
+                    .to_string()
+                    .contains("possibly acknowledged records lost"),
+                "{corruption}"
+            );
+        }
+    }
+}
+
+/// Damage in a rolled segment larger than one read (its index files gone, so it is scanned)
+/// fences the partition at the damage, and the file is read no further than the read that
+/// found it: what follows damage in a rolled segment changes nothing.
+#[test]
+fn a_rolled_segment_is_read_no_further_than_its_damage() {
+    use spate_core::config::RECOVERY_READ_BYTES as READ;
+    let config = LogConfig {
+        segment_bytes: 6 << 20,
+        ..reads_from_disk()
+    };
+    let mut harness = Harness::new(config.clone());
+    while harness.log.segment_bases().len() < 2 {
+        harness.append(&batch(1_000_000, 1, T0), Durability::Fsync);
+        harness.settle();
+    }
+    let first = FileRef::log(Offset(0));
+    assert!(harness.storage.contents(&first).unwrap().len() as u64 > READ);
+    harness.storage.flip_bit(&first, 100_000, 2);
+    let mut image = harness.storage.crash(0);
+    for kind in [SegmentFileKind::OffsetIndex, SegmentFileKind::TimeIndex] {
+        image.submit(IoRequest::Remove {
+            id: spate_core::IoId(u64::MAX),
+            file: FileRef {
+                base: Offset(0),
+                kind,
+            },
+        });
+        image.complete_all();
+        while image.poll_done().is_some() {}
+    }
+    let (recovered, requests) = recover_logged(&mut image, config);
+    assert!(matches!(
+        recovered.report.corruption,
+        Some(FenceReason::Corruption { position: 0, .. })
+    ));
+    assert_eq!(reads_of(&requests, first), vec![(0, READ)]);
+}
+
+/// A storage whose reads come back short (64 KiB at most, far less than asked) never makes
+/// recovery read the same bytes without end or cut anything: a batch larger than what a
+/// read returns can't be told from damage, so the partition is fenced, nothing lost.
+#[test]
+fn short_reads_never_loop_or_cut() {
+    let mut harness = Harness::new(reads_from_disk());
+    harness.append(&batch(3_000, 2, T0), Durability::Fsync);
+    harness.append(&batch(300_000, 1, T0), Durability::Fsync);
+    harness.settle();
+    let config = harness.log.config().clone();
+    let mut image = harness.storage.crash(0);
+    let (recovered, requests) = recover_reading(&mut image, config, 64 << 10);
+    assert!(requests
+        .iter()
+        .all(|request| !matches!(request, IoRequest::Truncate { .. })));
+    assert_eq!(recovered.report.torn_tail, None);
+    assert!(recovered.log.fenced().is_some());
+}
+
+/// A truncating recovery whose cut lies in a later read of the segment, off a sector
+/// boundary: the sector before the cut keeps the batch bytes in it when the log is written
+/// again (the next round rewrites that sector).
+#[test]
+fn a_cut_in_a_later_read_keeps_the_sector_before_it() {
+    let config = LogConfig {
+        segment_bytes: 64 << 20,
+        ..reads_from_disk()
+    };
+    let mut harness = Harness::new(config.clone());
+    for n in 0..12 {
+        harness.append(&batch(500_000 + n * 7, 1, T0), Durability::Fsync);
+        harness.settle();
+    }
+    let mut image = harness.storage.crash(0);
+    let all = all_batches(&mut Harness {
+        log: recover(&mut image.crash(0), config.clone()).log,
+        storage: image.crash(0),
+        now: Millis(T0),
+        requests: Vec::new(),
+        events: Vec::new(),
+    });
+    // The batch starting past the first 4 MiB read.
+    let mut position = 0u64;
+    let (index, _) = all
+        .iter()
+        .enumerate()
+        .find(|(_, (_, bytes))| {
+            let start = position;
+            position += bytes.len() as u64;
+            start > spate_core::config::RECOVERY_READ_BYTES
+        })
+        .unwrap();
+    let to = all[index].0;
+    let recovered = recover_cut(&mut image, config.clone(), to).unwrap();
+    assert_eq!(recovered.log.next_offset(), to);
+    let mut follower = Harness {
+        log: recovered.log,
+        storage: image,
+        now: Millis(T0 + 1_000),
+        requests: Vec::new(),
+        events: Vec::new(),
+    };
+    follower.append(&batch(500, 1, T0 + 100), Durability::Fsync);
+    follower.settle();
+    let found = all_batches(&mut follower);
+    assert_eq!(found.len(), index + 1);
+    assert_eq!(found[..index], all[..index]);
+    let again = recover(&mut follower.storage.crash(1), config);
+    assert_eq!(again.report.corruption, None);
+    assert_eq!(again.log.next_offset(), Offset(to.0 + 1));
 }
 
 /// A follower whose leader no longer has its position starts over at the leader's log start

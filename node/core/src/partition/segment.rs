@@ -354,3 +354,108 @@ pub(crate) fn add_index_entries(
         time_index.push(TimeIndexEntry::new(running_max, relative));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(index: &[TimeIndexEntry]) -> Vec<(i64, u32)> {
+        index
+            .iter()
+            .map(|entry| (entry.timestamp.get(), entry.relative_offset.get()))
+            .collect()
+    }
+
+    /// A segment at base 100 of `size` bytes whose last batch starts at relative offset
+    /// `last_relative`, with the largest timestamp `max` and the time index `time_index`.
+    fn sealed(size: u64, last_relative: u64, max: i64, time_index: &[(i64, u32)]) -> Segment {
+        Segment::recovered(
+            RecoveredSegment {
+                base: Offset(100),
+                size,
+                file_len: size,
+                next_offset: Offset(100 + last_relative + 1),
+                last_batch_base: Offset(100 + last_relative),
+                max_timestamp: max,
+                offset_index: Vec::new(),
+                time_index: time_index
+                    .iter()
+                    .map(|&(timestamp, relative)| TimeIndexEntry::new(timestamp, relative))
+                    .collect(),
+            },
+            None,
+        )
+    }
+
+    /// Sealing ends a segment's time index with its largest timestamp at its last batch,
+    /// unless the last entry already holds it (or already is the last batch's): both fields
+    /// keep increasing strictly (docs/format/index.md; mutation testing found it unpinned).
+    #[test]
+    fn sealing_ends_the_time_index_with_the_segments_maximum() {
+        let seal = |mut segment: Segment| {
+            segment.seal_time_index();
+            entries(&segment.time_index)
+        };
+        assert_eq!(
+            seal(sealed(0, 0, i64::MIN, &[])),
+            vec![],
+            "an empty segment"
+        );
+        assert_eq!(seal(sealed(500, 7, 9, &[])), vec![(9, 7)]);
+        assert_eq!(seal(sealed(500, 7, 9, &[(5, 3)])), vec![(5, 3), (9, 7)]);
+        assert_eq!(
+            seal(sealed(500, 7, 9, &[(9, 3)])),
+            vec![(9, 3)],
+            "maximum held"
+        );
+        assert_eq!(
+            seal(sealed(500, 7, 9, &[(5, 7)])),
+            vec![(5, 7)],
+            "the last batch has its entry"
+        );
+    }
+
+    /// The sparse entries: none for the first batch; an offset-index entry for the first
+    /// batch at least `INDEX_INTERVAL_BYTES` after the previous entry (exactly there
+    /// included), with a time-index entry only if the running maximum grew.
+    #[test]
+    fn index_entries_come_every_interval_and_time_entries_when_the_maximum_grows() {
+        let interval = u64::from(INDEX_INTERVAL_BYTES);
+        let mut offsets = Vec::new();
+        let mut times = Vec::new();
+        let mut last = 0;
+        let mut add = |position: u64, relative: u32, max: i64| {
+            add_index_entries(&mut offsets, &mut times, &mut last, position, relative, max);
+            (
+                offsets
+                    .iter()
+                    .map(|entry: &OffsetIndexEntry| {
+                        (entry.relative_offset.get(), entry.position.get())
+                    })
+                    .collect::<Vec<_>>(),
+                entries(&times),
+            )
+        };
+        assert_eq!(add(0, 0, 10), (vec![], vec![]), "the first batch");
+        assert_eq!(add(100, 1, 11), (vec![], vec![]), "within the interval");
+        assert_eq!(
+            add(interval - 1, 2, 11),
+            (vec![], vec![]),
+            "one byte short of the interval"
+        );
+        let at = u32::try_from(interval).unwrap();
+        assert_eq!(add(interval, 3, 12), (vec![(3, at)], vec![(12, 3)]));
+        assert_eq!(
+            add(2 * interval, 4, 12),
+            (vec![(3, at), (4, 2 * at)], vec![(12, 3)]),
+            "the maximum did not grow"
+        );
+        assert_eq!(
+            add(3 * interval + 1, 5, 13),
+            (
+                vec![(3, at), (4, 2 * at), (5, 3 * at + 1)],
+                vec![(12, 3), (13, 5)]
+            )
+        );
+    }
+}
