@@ -684,6 +684,18 @@ impl Client {
         }
     }
 
+    /// What the node behind the gateway knows of its cluster: the registered members (with
+    /// their shards), the elected controller, and the answering node's id. A single node (no
+    /// `--etcd`) answers with an empty cluster name and itself as the one member.
+    pub async fn describe_cluster(
+        &self,
+    ) -> Result<spate_proto::DescribeClusterResponse, ClientError> {
+        match self.request(&Request::DescribeCluster).await? {
+            Response::DescribeCluster(cluster) => Ok(cluster),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Sends a consumer-group request to the group's coordinator (through the gateway).
     pub async fn group(&self, request: GroupRequest) -> Result<GroupResponse, ClientError> {
         match self.request(&Request::Group(request)).await? {

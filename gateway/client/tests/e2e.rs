@@ -506,6 +506,23 @@ fn cli_admin_produce_consume_across_shards() {
         })
         .sum();
     assert_eq!(owned, 21, "{cluster}");
+    // Without etcd the node is a single node, the one member, with both shards.
+    let status = cli.ok(&["cluster", "status"], "");
+    let shown: Vec<&str> = status.lines().collect();
+    assert!(
+        shown[0].starts_with("a single node (no cluster; answered by "),
+        "{status}"
+    );
+    assert_eq!(
+        shown.len(),
+        3,
+        "a heading, the columns, one member: {status}"
+    );
+    let us: Vec<&str> = shown[2].split_whitespace().collect();
+    assert_eq!(us[1], "-", "no session without a cluster: {status}");
+    assert_eq!(us[2].len(), 16, "the storage id: {status}");
+    assert!(us[3].ends_with('Z'), "the start in UTC: {status}");
+    assert_eq!(us[4].split(',').count(), 2, "both shards: {status}");
     // Durations and sizes take units.
     cli.ok(
         &[

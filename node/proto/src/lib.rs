@@ -65,6 +65,8 @@ pub enum ApiKey {
     FindRecord,
     Group,
     DescribePartition,
+    /// What the node knows of its cluster: its members and its controller.
+    DescribeCluster,
     /// Node link only: a follower fetching from its partition's leader.
     ReplicaFetch,
     /// Node link only: a follower reporting its log end and durable end.
@@ -72,7 +74,7 @@ pub enum ApiKey {
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 15] = [
+    pub const ALL: [ApiKey; 16] = [
         ApiKey::CreateTopic,
         ApiKey::DeleteTopic,
         ApiKey::Metadata,
@@ -86,6 +88,7 @@ impl ApiKey {
         ApiKey::FindRecord,
         ApiKey::Group,
         ApiKey::DescribePartition,
+        ApiKey::DescribeCluster,
         ApiKey::ReplicaFetch,
         ApiKey::ReplicaProgress,
     ];
@@ -107,6 +110,7 @@ impl ApiKey {
             ApiKey::DescribePartition => 13,
             ApiKey::ReplicaFetch => 14,
             ApiKey::ReplicaProgress => 15,
+            ApiKey::DescribeCluster => 16,
         }
     }
 
@@ -129,6 +133,7 @@ impl ApiKey {
             ApiKey::FindRecord => "FindRecord",
             ApiKey::Group => "Group",
             ApiKey::DescribePartition => "DescribePartition",
+            ApiKey::DescribeCluster => "DescribeCluster",
             ApiKey::ReplicaFetch => "ReplicaFetch",
             ApiKey::ReplicaProgress => "ReplicaProgress",
         }

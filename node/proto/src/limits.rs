@@ -72,3 +72,12 @@ pub const PRODUCER_IDS_PER_REQUEST_MAX: u32 = 1_000_000;
 /// the boundary where the limit is reached (a new epoch starts only with a leader election, so
 /// an answer of 8 MiB holds a handful).
 pub const REPLICA_FETCH_EPOCHS_MAX: u32 = 4096;
+
+/// Members a `DescribeCluster` answer lists (the cluster's nodes).
+pub const CLUSTER_MEMBERS_MAX: u32 = 1024;
+
+/// Bytes of a member's session or storage id (16 hex digits; room to grow).
+pub const CLUSTER_ID_SIZE_MAX: u32 = 64;
+
+/// Bytes of a cluster's name (`--cluster-name`).
+pub const CLUSTER_NAME_SIZE_MAX: u32 = 255;

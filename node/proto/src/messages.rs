@@ -9,9 +9,10 @@ use crate::error::{ErrorCode, ProtoError};
 use crate::frame::{Frame, FrameHead, FLAGS_KNOWN, FLAG_ERROR, FLAG_RESPONSE, VERSION};
 use crate::group::{GroupRequest, GroupResponse};
 use crate::limits::{
-    ENDPOINT_SIZE_MAX, ERROR_MESSAGE_SIZE_MAX, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX,
-    FRAME_HEADER_SIZE, PRODUCER_IDS_PER_REQUEST_MAX, RESPONSE_SIZE_MAX, SHARDS_MAX,
-    TOPICS_PER_REQUEST_MAX, TOPICS_PER_RESPONSE_MAX,
+    CLUSTER_ID_SIZE_MAX, CLUSTER_MEMBERS_MAX, CLUSTER_NAME_SIZE_MAX, ENDPOINT_SIZE_MAX,
+    ERROR_MESSAGE_SIZE_MAX, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, FRAME_HEADER_SIZE,
+    PRODUCER_IDS_PER_REQUEST_MAX, RESPONSE_SIZE_MAX, SHARDS_MAX, TOPICS_PER_REQUEST_MAX,
+    TOPICS_PER_RESPONSE_MAX,
 };
 use crate::replica::{ReplicaFetchRequest, ReplicaFetchResponse, ReplicaProgressRequest};
 use crate::{ApiKey, PartitionId, ShardId};
@@ -261,6 +262,104 @@ pub struct DescribePartitionResponse {
     pub fenced: String,
 }
 
+/// What a node knows of its cluster: the answer to `DescribeCluster` (whose request has no
+/// body). A single node (no `--etcd`) answers with an empty cluster name, no controller and
+/// itself as the one member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescribeClusterResponse {
+    /// The cluster's name (`--cluster-name`); empty for a single node.
+    pub cluster: String,
+    /// The answering node's id (`--node-id`), if it has one.
+    pub node: Option<u32>,
+    /// The elected controller's node id, if one is elected.
+    pub controller: Option<u32>,
+    /// The registered members, by node id.
+    pub members: Vec<ClusterMember>,
+}
+
+/// One member of a cluster, as it registered (docs/cluster.md, "Membership").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterMember {
+    pub node: u32,
+    /// The member's session (16 hex digits; empty for a single node, which has none).
+    pub session: String,
+    /// Its data directory's storage id (16 hex digits).
+    pub storage: String,
+    /// When its session began (Unix time, ms).
+    pub since_ms: u64,
+    /// The address of each of its shards, by shard id.
+    pub shards: Vec<String>,
+}
+
+impl DescribeClusterResponse {
+    fn encode_body(&self, w: &mut Writer<'_, BytesMut>) {
+        let optional = |w: &mut Writer<'_, BytesMut>, value: Option<u32>| match value {
+            None => w.u8(0),
+            Some(value) => {
+                w.u8(1);
+                w.u32(value);
+            }
+        };
+        w.str16(&self.cluster);
+        optional(w, self.node);
+        optional(w, self.controller);
+        w.u32(u32::try_from(self.members.len()).unwrap_or(u32::MAX));
+        for member in &self.members {
+            w.u32(member.node);
+            w.str16(&member.session);
+            w.str16(&member.storage);
+            w.u64(member.since_ms);
+            w.u32(u32::try_from(member.shards.len()).unwrap_or(u32::MAX));
+            for shard in &member.shards {
+                w.str16(shard);
+            }
+        }
+    }
+
+    fn decode_body(reader: &mut Reader) -> Result<Self, ProtoError> {
+        fn optional(reader: &mut Reader, field: &'static str) -> Result<Option<u32>, ProtoError> {
+            match reader.u8(field)? {
+                0 => Ok(None),
+                1 => Ok(Some(reader.u32(field)?)),
+                other => Err(ProtoError::Value {
+                    field,
+                    value: other.into(),
+                }),
+            }
+        }
+        let cluster = reader.string16("cluster", CLUSTER_NAME_SIZE_MAX)?;
+        let node = optional(reader, "node")?;
+        let controller = optional(reader, "controller")?;
+        // A member takes at least its id, two empty ids, its start and a shard count.
+        let count = reader.count("members", CLUSTER_MEMBERS_MAX, 4 + 2 + 2 + 8 + 4)?;
+        let mut members = Vec::with_capacity(count);
+        for _ in 0..count {
+            let node = reader.u32("member")?;
+            let session = reader.string16("session", CLUSTER_ID_SIZE_MAX)?;
+            let storage = reader.string16("storage", CLUSTER_ID_SIZE_MAX)?;
+            let since_ms = reader.u64("since_ms")?;
+            let shards = reader.count("shards", SHARDS_MAX, 2)?;
+            let mut endpoints = Vec::with_capacity(shards);
+            for _ in 0..shards {
+                endpoints.push(reader.string16("shard", ENDPOINT_SIZE_MAX)?);
+            }
+            members.push(ClusterMember {
+                node,
+                session,
+                storage,
+                since_ms,
+                shards: endpoints,
+            });
+        }
+        Ok(DescribeClusterResponse {
+            cluster,
+            node,
+            controller,
+            members,
+        })
+    }
+}
+
 /// Which record `FindRecord` looks for, by timestamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordTarget {
@@ -360,6 +459,7 @@ pub enum Request {
     FindRecord(FindRecordRequest),
     Group(GroupRequest),
     DescribePartition(DescribePartitionRequest),
+    DescribeCluster,
     ReplicaFetch(ReplicaFetchRequest),
     ReplicaProgress(ReplicaProgressRequest),
 }
@@ -380,6 +480,7 @@ pub enum Response {
     FindRecord(FindRecordResponse),
     Group(GroupResponse),
     DescribePartition(DescribePartitionResponse),
+    DescribeCluster(DescribeClusterResponse),
     ReplicaFetch(ReplicaFetchResponse),
     /// The leader took the report (an empty body).
     ReplicaProgress,
@@ -549,6 +650,7 @@ impl Request {
             Request::FindRecord(_) => ApiKey::FindRecord,
             Request::Group(_) => ApiKey::Group,
             Request::DescribePartition(_) => ApiKey::DescribePartition,
+            Request::DescribeCluster => ApiKey::DescribeCluster,
             Request::ReplicaFetch(_) => ApiKey::ReplicaFetch,
             Request::ReplicaProgress(_) => ApiKey::ReplicaProgress,
         }
@@ -622,6 +724,7 @@ impl Request {
                     w.str16(&request.topic);
                     w.u32(request.partition.0);
                 }
+                Request::DescribeCluster => {}
                 Request::AutoCreateTopic(request) => w.str16(&request.topic),
                 Request::ReplicaFetch(request) => request.encode_body(w),
                 Request::ReplicaProgress(request) => request.encode_body(w),
@@ -771,6 +874,7 @@ impl Request {
                 topic: read_topic(&mut reader)?,
                 partition: PartitionId(reader.u32("partition")?),
             }),
+            ApiKey::DescribeCluster => Request::DescribeCluster,
             ApiKey::Group => {
                 let topic = read_topic(&mut reader)?;
                 let partition = PartitionId(reader.u32("partition")?);
@@ -864,6 +968,7 @@ impl Response {
             Response::FindRecord(_) => ApiKey::FindRecord.to_u16(),
             Response::Group(_) => ApiKey::Group.to_u16(),
             Response::DescribePartition(_) => ApiKey::DescribePartition.to_u16(),
+            Response::DescribeCluster(_) => ApiKey::DescribeCluster.to_u16(),
             Response::ReplicaFetch(_) => ApiKey::ReplicaFetch.to_u16(),
             Response::ReplicaProgress => ApiKey::ReplicaProgress.to_u16(),
             Response::Error { api_key, .. } => *api_key,
@@ -940,6 +1045,7 @@ impl Response {
                 truncate_utf8(&mut fenced, ERROR_MESSAGE_SIZE_MAX as usize);
                 w.str16(&fenced);
             }
+            Response::DescribeCluster(response) => response.encode_body(w),
             Response::FindRecord(response) => {
                 w.u64(response.offset);
                 w.i64(response.timestamp);
@@ -1102,6 +1208,9 @@ impl Response {
                 Response::ReplicaFetch(ReplicaFetchResponse::decode_body(&mut reader)?)
             }
             ApiKey::ReplicaProgress => Response::ReplicaProgress,
+            ApiKey::DescribeCluster => {
+                Response::DescribeCluster(DescribeClusterResponse::decode_body(&mut reader)?)
+            }
             ApiKey::DescribePartition => Response::DescribePartition(DescribePartitionResponse {
                 log_start_offset: reader.u64("log_start_offset")?,
                 high_watermark: reader.u64("high_watermark")?,

@@ -434,6 +434,7 @@ fn request() -> impl Strategy<Value = Request> {
         topic().prop_map(|topic| Request::DeleteTopic(DeleteTopicRequest { topic })),
         proptest::collection::vec(topic(), 0..10)
             .prop_map(|topics| Request::Metadata(MetadataRequest { topics })),
+        Just(Request::DescribeCluster),
         (topic(), any::<u32>(), 0u8..3, some_bytes(300)).prop_map(
             |(topic, partition, durability, batch)| Request::Produce(ProduceRequest {
                 topic,
@@ -745,6 +746,38 @@ fn response() -> impl Strategy<Value = Response> {
         ),
         replica_fetch_response().prop_map(Response::ReplicaFetch),
         Just(Response::ReplicaProgress),
+        (
+            "[a-z0-9-]{0,20}",
+            proptest::option::of(any::<u32>()),
+            proptest::option::of(any::<u32>()),
+            proptest::collection::vec(
+                (
+                    any::<u32>(),
+                    "[0-9a-f]{0,16}",
+                    "[0-9a-f]{16}",
+                    any::<u64>(),
+                    proptest::collection::vec("[0-9a-z.:]{0,30}", 0..4)
+                ),
+                0..4
+            )
+        )
+            .prop_map(|(cluster, node, controller, members)| {
+                Response::DescribeCluster(DescribeClusterResponse {
+                    cluster,
+                    node,
+                    controller,
+                    members: members
+                        .into_iter()
+                        .map(|(node, session, storage, since_ms, shards)| ClusterMember {
+                            node,
+                            session,
+                            storage,
+                            since_ms,
+                            shards,
+                        })
+                        .collect(),
+                })
+            }),
         (any::<u16>(), any::<u16>(), "\\PC{0,40}", detail).prop_map(
             |(api_key, code, message, detail)| Response::Error {
                 api_key,

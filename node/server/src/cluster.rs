@@ -17,13 +17,13 @@
 //! shard's executor.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn,
-    TxnOp, TxnOpResponse,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper,
+    PutOptions, Txn, TxnOp, TxnOpResponse,
 };
 use serde::{Deserialize, Serialize};
 use spate_format::identity::Identity;
@@ -125,6 +125,7 @@ pub struct ClusterSession {
     /// The session the node registered with at its start (later ones are logged).
     pub session: u64,
     controller: Arc<AtomicBool>,
+    query: ClusterQuery,
 }
 
 impl ClusterSession {
@@ -139,6 +140,7 @@ impl ClusterSession {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel();
         let controller = Arc::new(AtomicBool::new(false));
+        let asked = settings.clone();
         let elected = controller.clone();
         let thread = std::thread::Builder::new()
             .name("spate-cluster".into())
@@ -153,6 +155,7 @@ impl ClusterSession {
                         return;
                     }
                 };
+                let handle = runtime.handle().clone();
                 runtime.block_on(async move {
                     let mut member = Member {
                         settings,
@@ -168,17 +171,22 @@ impl ClusterSession {
                             return;
                         }
                     };
-                    let _ = ready_tx.send(Ok(registered.session));
+                    let _ = ready_tx.send(Ok((registered.session, handle)));
                     member.keep(registered, stop_rx).await;
                 });
             })
             .map_err(|error| ClusterError::Thread(error.to_string()))?;
         match ready_rx.recv() {
-            Ok(Ok(session)) => Ok(ClusterSession {
+            Ok(Ok((session, runtime))) => Ok(ClusterSession {
                 stop: Some(stop_tx),
                 thread: Some(thread),
                 session,
                 controller,
+                query: ClusterQuery {
+                    runtime,
+                    settings: asked,
+                    in_flight: Arc::new(AtomicUsize::new(0)),
+                },
             }),
             Ok(Err(error)) => {
                 let _ = thread.join();
@@ -189,6 +197,11 @@ impl ClusterSession {
                 Err(ClusterError::Thread("it stopped before registering".into()))
             }
         }
+    }
+
+    /// Reads the cluster's members and controller for `DescribeCluster`.
+    pub fn query(&self) -> ClusterQuery {
+        self.query.clone()
     }
 
     /// Whether this node won the controller's election (under its current session).
@@ -216,6 +229,105 @@ impl Drop for ClusterSession {
     fn drop(&mut self) {
         self.stop_thread();
     }
+}
+
+/// Queries about `DescribeCluster` asked of etcd at once; more are refused (busy).
+pub const CLUSTER_QUERIES_MAX: usize = 16;
+
+/// How long a `DescribeCluster` waits for etcd.
+pub const CLUSTER_QUERY_WAIT: Duration = Duration::from_secs(2);
+
+/// Reads the cluster's state from etcd on the cluster session's thread, for any shard.
+#[derive(Debug, Clone)]
+pub struct ClusterQuery {
+    runtime: tokio::runtime::Handle,
+    settings: ClusterSettings,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl ClusterQuery {
+    /// The registered members (by node id) and the elected controller, read from etcd within
+    /// [`CLUSTER_QUERY_WAIT`]; at most [`CLUSTER_QUERIES_MAX`] at once.
+    pub async fn describe(&self) -> Result<spate_proto::DescribeClusterResponse, String> {
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= CLUSTER_QUERIES_MAX {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return Err(format!(
+                "{CLUSTER_QUERIES_MAX} queries of the cluster are in flight already; ask again"
+            ));
+        }
+        let (answer_tx, answer_rx) = oneshot::channel();
+        let settings = self.settings.clone();
+        let in_flight = self.in_flight.clone();
+        self.runtime.spawn(async move {
+            let answer = tokio::time::timeout(CLUSTER_QUERY_WAIT, read_cluster(&settings))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!("etcd did not answer within {CLUSTER_QUERY_WAIT:?}"))
+                });
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+            let _ = answer_tx.send(answer);
+        });
+        answer_rx
+            .await
+            .unwrap_or_else(|_| Err("the node is leaving the cluster".into()))
+    }
+}
+
+/// The members and the controller as etcd holds them now.
+async fn read_cluster(
+    settings: &ClusterSettings,
+) -> Result<spate_proto::DescribeClusterResponse, String> {
+    let options = ConnectOptions::new()
+        .with_connect_timeout(CLUSTER_QUERY_WAIT)
+        .with_timeout(CLUSTER_QUERY_WAIT);
+    let mut client = Client::connect(&settings.endpoints, Some(options))
+        .await
+        .map_err(|error| error.to_string())?;
+    let name = &settings.cluster_name;
+    let listed = client
+        .get(members_prefix(name), Some(GetOptions::new().with_prefix()))
+        .await
+        .map_err(|error| error.to_string())?;
+    let mut members: Vec<spate_proto::ClusterMember> = listed
+        .kvs()
+        .iter()
+        .filter_map(
+            |kv| match serde_json::from_slice::<MemberRecord>(kv.value()) {
+                Ok(record) => Some(spate_proto::ClusterMember {
+                    node: record.node,
+                    session: record.session,
+                    storage: record.storage,
+                    since_ms: record.since_ms,
+                    shards: record.shards,
+                }),
+                Err(error) => {
+                    tracing::warn!(
+                        key = %String::from_utf8_lossy(kv.key()),
+                        "a member record that does not decode is left out: {error}"
+                    );
+                    None
+                }
+            },
+        )
+        .collect();
+    members.sort_by_key(|member| member.node);
+    let controller = match client.leader(controller_election(name)).await {
+        Ok(leader) => leader
+            .kv()
+            .and_then(|kv| serde_json::from_slice::<ControllerRecord>(kv.value()).ok())
+            .map(|record| record.node),
+        // etcd answers "election: no leader" while nobody is elected.
+        Err(etcd_client::Error::GRpcStatus(status)) if status.message().contains("no leader") => {
+            None
+        }
+        Err(error) => return Err(error.to_string()),
+    };
+    Ok(spate_proto::DescribeClusterResponse {
+        cluster: name.clone(),
+        node: Some(settings.node_id),
+        controller,
+        members,
+    })
 }
 
 /// A registration that holds: the lease that carries it, its keep-alive channel, and the

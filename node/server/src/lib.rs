@@ -15,6 +15,7 @@ pub mod identity;
 pub mod inbound;
 pub mod lock;
 pub mod logging;
+pub mod membership;
 pub mod metadata;
 pub mod node;
 pub mod ownership;

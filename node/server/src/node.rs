@@ -185,6 +185,15 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     }
     let metadata = load_metadata(&config)?;
     let addresses = listen_addresses(&config)?;
+    let cluster_view = Arc::new(crate::membership::ClusterView::new(
+        identity.node_id,
+        identity.storage_id,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| {
+                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+            }),
+    ));
     let shards = config.shards as usize;
     let shutdown = Arc::new(AtomicBool::new(false));
     let retry_fenced = Arc::new(AtomicU64::new(0));
@@ -208,6 +217,7 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             endpoints: endpoints_rx,
             ready: ready_tx.clone(),
             channels: channels.take(index),
+            cluster: cluster_view.clone(),
         };
         match spawn_shard(start) {
             Ok(handle) => executors.push(handle),
@@ -231,6 +241,10 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         Ok(cluster) => cluster,
         Err(failure) => return stop_started(failure, endpoint_senders, executors, &shutdown),
     };
+    #[cfg(feature = "cluster")]
+    if let Some(session) = &cluster {
+        cluster_view.attach(session.query());
+    }
     Ok(NodeHandle {
         endpoints,
         shutdown,
@@ -441,6 +455,7 @@ struct ShardStart {
     /// Where the shard reports that it serves (or why it cannot).
     ready: mpsc::Sender<(usize, Result<(), String>)>,
     channels: ShardEnds,
+    cluster: Arc<crate::membership::ClusterView>,
 }
 
 /// Starts one shard's executor.
@@ -504,6 +519,7 @@ async fn run_shard(start: ShardStart) {
         endpoints,
         ready,
         channels,
+        cluster,
     } = start;
     let listener = match TcpListener::bind(address) {
         Ok(listener) => listener,
@@ -526,14 +542,17 @@ async fn run_shard(start: ShardStart) {
         return;
     };
     tracing::debug!(shard = index, "channels connected; recovering partitions");
-    let shard = Rc::new(Shard::new(
-        id,
-        config.clone(),
-        endpoints,
-        Metadata::default(),
-        shutdown.clone(),
-        admin.clone(),
-    ));
+    let shard = Rc::new(
+        Shard::new(
+            id,
+            config.clone(),
+            endpoints,
+            Metadata::default(),
+            shutdown.clone(),
+            admin.clone(),
+        )
+        .with_cluster(cluster.clone()),
+    );
     if let Err(error) = crate::storage::probe_polled_io(&config.data_dir, id.0).await {
         let reason = format!(
             "cannot read with O_DIRECT in {}: {error}",

@@ -14,10 +14,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::data_dir;
+use common::{data_dir, Client as NodeClient};
 use etcd_client::{Client, GetOptions};
 use spate_node::cluster::{controller_election, member_key, ControllerRecord, MemberRecord};
-use spate_node::{Flags, NodeConfig, NodeError};
+use spate_node::{Flags, NodeConfig, NodeError, NodeHandle};
+use spate_proto::{DescribeClusterResponse, ErrorCode, Request, Response};
 
 /// An etcd server of one member, stopped when dropped.
 struct Etcd {
@@ -136,6 +137,19 @@ fn storage_id(dir: &Path) -> String {
     format!("{:016x}", identity.storage_id)
 }
 
+/// What `node` answers to `DescribeCluster` (any shard answers).
+fn describe(node: &NodeHandle) -> Result<DescribeClusterResponse, spate_proto::ErrorResponse> {
+    match NodeClient::connect(node.endpoints[1]).call(&Request::DescribeCluster) {
+        Response::DescribeCluster(cluster) => Ok(cluster),
+        Response::Error { error, .. } => Err(error),
+        other => panic!("expected DescribeCluster, got {other:?}"),
+    }
+}
+
+fn endpoints(node: &NodeHandle) -> Vec<String> {
+    node.endpoints.iter().map(ToString::to_string).collect()
+}
+
 fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !done() {
@@ -221,10 +235,10 @@ fn a_lapsed_lease_is_answered_by_a_new_session() {
     // attempts is bounded).
     drop(etcd);
     std::thread::sleep(Duration::from_millis(1_500));
-    let mut client = common::Client::connect(node.endpoints[0]);
+    let mut client = NodeClient::connect(node.endpoints[0]);
     assert!(matches!(
         client.create_topic("t", 1),
-        spate_proto::Response::CreateTopic(_)
+        Response::CreateTopic(_)
     ));
     let stopping = Instant::now();
     node.shutdown();
@@ -317,7 +331,8 @@ fn a_killed_node_registers_again_at_once() {
 #[test]
 fn one_member_at_a_time_is_the_controller_and_a_successor_is_elected() {
     let etcd = Etcd::start("controller");
-    let first = spate_node::start(config(&data_dir("member-11"), &etcd, 11, 3_000)).unwrap();
+    let first_dir = data_dir("member-11");
+    let first = spate_node::start(config(&first_dir, &etcd, 11, 3_000)).unwrap();
     let second = spate_node::start(config(&data_dir("member-12"), &etcd, 12, 3_000)).unwrap();
     let elected = || -> Option<u32> {
         etcd.run(async |client| {
@@ -343,11 +358,66 @@ fn one_member_at_a_time_is_the_controller_and_a_successor_is_elected() {
         session, record.session,
         "the campaign runs under the member's session"
     );
+    // Either node describes the cluster as etcd holds it: both members with their sessions,
+    // storage ids and shards, and the controller.
+    let seen = describe(&second).unwrap();
+    assert_eq!(
+        (seen.cluster.as_str(), seen.node, seen.controller),
+        ("spate", Some(12), Some(11))
+    );
+    assert_eq!(
+        seen.members
+            .iter()
+            .map(|member| member.node)
+            .collect::<Vec<_>>(),
+        vec![11, 12]
+    );
+    assert_eq!(seen.members[0].session, record.session);
+    assert_eq!(seen.members[0].storage, storage_id(&first_dir));
+    assert_eq!(seen.members[0].since_ms, record.since_ms);
+    assert_eq!(seen.members[0].shards, endpoints(&first));
+    assert_eq!(seen.members[1].shards, endpoints(&second));
+    assert_eq!(describe(&first).unwrap().node, Some(11));
     first.shutdown();
     wait_for("the successor", Duration::from_secs(10), || {
         second.is_controller()
     });
     assert_eq!(elected(), Some(12));
+    let seen = describe(&second).unwrap();
+    assert_eq!(seen.controller, Some(12));
+    assert_eq!(
+        seen.members
+            .iter()
+            .map(|member| member.node)
+            .collect::<Vec<_>>(),
+        vec![12]
+    );
     second.shutdown();
     assert_eq!(elected(), None);
+}
+
+/// With etcd gone, a node still serves, and `DescribeCluster` says in a bounded time that
+/// the cluster cannot be read (`Unavailable`) rather than hang.
+#[test]
+fn describe_cluster_says_when_etcd_cannot_be_read() {
+    let mut etcd = Etcd::start("describe");
+    let node = spate_node::start(config(&data_dir("member-21"), &etcd, 21, 3_000)).unwrap();
+    assert_eq!(describe(&node).unwrap().members.len(), 1);
+    etcd.child.kill().unwrap();
+    etcd.child.wait().unwrap();
+    let asked = Instant::now();
+    let error = describe(&node).unwrap_err();
+    assert_eq!(error.code, ErrorCode::Unavailable, "{error}");
+    assert!(
+        error
+            .message
+            .contains("cannot read the cluster's members from etcd"),
+        "{error}"
+    );
+    assert!(
+        asked.elapsed() < spate_node::cluster::CLUSTER_QUERY_WAIT + Duration::from_secs(2),
+        "answered after {:?}",
+        asked.elapsed()
+    );
+    node.shutdown();
 }

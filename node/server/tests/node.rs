@@ -141,6 +141,21 @@ fn a_request_for_another_shards_partition_names_the_owner() {
             other => panic!("expected ReplicaNotAvailable, got {other:?}"),
         }
     }
+    // A single node describes itself as the one member of no cluster, with its shards.
+    match client.call(&Request::DescribeCluster) {
+        Response::DescribeCluster(cluster) => {
+            assert_eq!((cluster.cluster.as_str(), cluster.controller), ("", None));
+            assert_eq!(cluster.members.len(), 1);
+            let me = &cluster.members[0];
+            assert_eq!(me.node, cluster.node.unwrap_or(0));
+            assert_eq!(me.session, "");
+            assert_eq!(me.storage.len(), 16, "{me:?}");
+            let shards: Vec<String> = node.endpoints.iter().map(ToString::to_string).collect();
+            assert_eq!(me.shards, shards);
+            assert!(me.since_ms > 1_700_000_000_000, "{me:?}");
+        }
+        other => panic!("expected DescribeCluster, got {other:?}"),
+    }
     assert!(matches!(
         client.produce("missing", 0, &[b"x"], Durability::Fsync),
         Response::Error {

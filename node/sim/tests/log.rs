@@ -2891,7 +2891,7 @@ fn the_bytes_after_the_end_are_probed_read_by_read_up_to_the_torn_window() {
         24 << 20,
         &[(window_end - 100, 101), (20 * MIB, 100)],
     );
-    let (recovered, requests) = recover_logged(&mut image, config.clone());
+    let (recovered, requests) = recover_logged(&mut image, config);
     assert_eq!(recovered.report.torn_tail, None);
     let Some(FenceReason::Corruption { position, .. }) = recovered.report.corruption else {
         panic!("{:?}", recovered.report.corruption)

@@ -355,6 +355,7 @@ impl Shard {
             Request::ReplicaFetch(request) => (&request.topic, request.partition),
             Request::ReplicaProgress(request) => (&request.topic, request.partition),
             Request::Metadata(_)
+            | Request::DescribeCluster
             | Request::CreateTopic(_)
             | Request::DeleteTopic(_)
             | Request::AllocateProducerIds(_)
@@ -381,6 +382,15 @@ impl Shard {
                     Ok(response) => Response::Metadata(response),
                     Err(error) => fail(error),
                 })
+            }
+            Resolved::Shard(Request::DescribeCluster) => {
+                let describe = self.cluster.clone().describe(self.endpoints.clone());
+                Dispatched::Later(Box::pin(async move {
+                    match describe.await {
+                        Ok(response) => Response::DescribeCluster(response),
+                        Err(error) => fail(error),
+                    }
+                }))
             }
             Resolved::Shard(
                 Request::CreateTopic(CreateTopicRequest { topic, .. })

@@ -70,6 +70,8 @@ pub struct Shard {
     admin: AdminClient,
     /// The device buffers every partition's writes are copied into.
     write_buffers: Rc<crate::storage::WriteBuffers>,
+    /// What the node tells of its cluster (`DescribeCluster`).
+    pub cluster: Arc<crate::membership::ClusterView>,
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> ErrorResponse {
@@ -106,7 +108,15 @@ impl Shard {
             shutdown,
             admin,
             write_buffers: Rc::default(),
+            cluster: Arc::default(),
         }
+    }
+
+    /// The shard, telling `cluster` of its node's cluster.
+    #[must_use]
+    pub fn with_cluster(mut self, cluster: Arc<crate::membership::ClusterView>) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     /// Runs `f` on a partition's log (never across an await), if the partition is open.

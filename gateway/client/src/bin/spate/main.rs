@@ -90,6 +90,10 @@ enum ClusterCommand {
     /// Shards with their endpoints, partitions, bytes on disk, segments and fenced partitions.
     #[command(after_help = "Example:\n  spate cluster info")]
     Info,
+    /// The cluster's members (nodes registered in etcd, with their shards) and its elected
+    /// controller; a single node lists itself.
+    #[command(after_help = "Example:\n  spate cluster status")]
+    Status,
 }
 
 /// Exit status of unusable arguments (clap's).
@@ -295,6 +299,7 @@ fn main() -> ExitCode {
             Command::Topic(command) => Ok(topic::run(&client, command).await?),
             Command::Group(command) => Ok(group::run(&client, command).await?),
             Command::Cluster(ClusterCommand::Info) => Ok(topic::cluster_info(&client).await?),
+            Command::Cluster(ClusterCommand::Status) => Ok(topic::cluster_status(&client).await?),
             Command::Produce(args) => produce::run(&client, args).await,
             Command::Consume(args) => Ok(consume::run(&client, args).await?),
         }

@@ -279,6 +279,61 @@ pub async fn cluster_info(client: &Client) -> Result<(), String> {
     .map_err(|error| format!("cannot write to stdout: {error}"))
 }
 
+/// `spate cluster status`: the cluster's name and controller, then one row per member.
+pub async fn cluster_status(client: &Client) -> Result<(), String> {
+    let cluster = client
+        .describe_cluster()
+        .await
+        .map_err(|error| crate::describe(&error))?;
+    let mut out = std::io::stdout().lock();
+    let answering = cluster.node.map_or_else(
+        || "a node without an id".to_owned(),
+        |node| format!("node {node}"),
+    );
+    let heading = if cluster.cluster.is_empty() {
+        format!("a single node (no cluster; answered by {answering})")
+    } else {
+        format!(
+            "cluster {}: {} members, controller {} (answered by {answering})",
+            cluster.cluster,
+            cluster.members.len(),
+            cluster
+                .controller
+                .map_or_else(|| "none elected".to_owned(), |node| format!("node {node}"))
+        )
+    };
+    let mut rows = vec![["NODE", "SESSION", "STORAGE", "SINCE", "SHARDS"]
+        .map(str::to_owned)
+        .to_vec()];
+    for member in &cluster.members {
+        let controller = if cluster.controller == Some(member.node) {
+            " (controller)"
+        } else {
+            ""
+        };
+        rows.push(vec![
+            format!("{}{controller}", member.node),
+            if member.session.is_empty() {
+                "-".to_owned()
+            } else {
+                member.session.clone()
+            },
+            member.storage.clone(),
+            since(member.since_ms),
+            member.shards.join(","),
+        ]);
+    }
+    writeln!(out, "{heading}")
+        .and_then(|()| table(&mut out, &rows))
+        .map_err(|error| format!("cannot write to stdout: {error}"))
+}
+
+/// A Unix time in ms as UTC `YYYY-MM-DDTHH:MM:SSZ`.
+fn since(ms: u64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
 /// Writes rows as left-aligned columns separated by two spaces.
 pub fn table(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> {
     let columns = rows.first().map_or(0, Vec::len);

@@ -1,0 +1,66 @@
+//! What a node tells about its cluster (`DescribeCluster`, docs/protocol.md): a single node
+//! (no `--etcd`) describes itself, the one member of a cluster without a name; a member of a
+//! cluster asks etcd, on the cluster session's thread (never on a shard's executor), for the
+//! registered members and the elected controller.
+
+use std::sync::Arc;
+
+use spate_proto::{ClusterMember, DescribeClusterResponse, ErrorResponse};
+
+/// What a shard knows for `DescribeCluster`, shared by the node's shards.
+#[derive(Debug, Default)]
+pub struct ClusterView {
+    node: Option<u32>,
+    storage: String,
+    since_ms: u64,
+    #[cfg(feature = "cluster")]
+    query: std::sync::OnceLock<crate::cluster::ClusterQuery>,
+}
+
+impl ClusterView {
+    /// The view of a node with id `node` (if any) whose data directory has `storage_id`,
+    /// started at `since_ms` (Unix time).
+    pub fn new(node: Option<u32>, storage_id: u64, since_ms: u64) -> Self {
+        ClusterView {
+            node,
+            storage: format!("{storage_id:016x}"),
+            since_ms,
+            #[cfg(feature = "cluster")]
+            query: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// From now on, answers come from the cluster (etcd) through `query`.
+    #[cfg(feature = "cluster")]
+    pub fn attach(&self, query: crate::cluster::ClusterQuery) {
+        let _ = self.query.set(query);
+    }
+
+    /// The answer to `DescribeCluster`; `shards` are this node's shard addresses.
+    pub async fn describe(
+        self: Arc<Self>,
+        shards: Vec<String>,
+    ) -> Result<DescribeClusterResponse, ErrorResponse> {
+        #[cfg(feature = "cluster")]
+        if let Some(query) = self.query.get() {
+            return query.describe().await.map_err(|detail| {
+                ErrorResponse::new(
+                    spate_proto::ErrorCode::Unavailable,
+                    format!("cannot read the cluster's members from etcd: {detail}"),
+                )
+            });
+        }
+        Ok(DescribeClusterResponse {
+            cluster: String::new(),
+            node: self.node,
+            controller: None,
+            members: vec![ClusterMember {
+                node: self.node.unwrap_or(0),
+                session: String::new(),
+                storage: self.storage.clone(),
+                since_ms: self.since_ms,
+                shards,
+            }],
+        })
+    }
+}
