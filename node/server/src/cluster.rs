@@ -10,8 +10,8 @@
 //!
 //! Every member campaigns in etcd's election `/spate/<cluster>/controller` under its lease;
 //! etcd elects one at a time (the oldest campaign), and a controller whose lease goes (a
-//! stop, a crash, a lapse) is succeeded by the next. The controller's duties (docs/cluster.md,
-//! "The controller") are not built yet: for now the election says which node will carry them.
+//! stop, a crash, a lapse) is succeeded by the next, which then carries the controller's
+//! duties (`crate::controller`).
 //!
 //! The etcd client runs on a thread of its own (a current-thread tokio runtime), never on a
 //! shard's executor.
@@ -507,15 +507,25 @@ impl Member {
             session: session.to_owned(),
         };
         let controller = self.controller.clone();
+        let cluster = self.settings.cluster_name.clone();
         tokio::spawn(async move {
             let Ok(value) = serde_json::to_vec(&record) else {
                 return;
             };
             match client.campaign(name, value, lease).await {
                 Ok(elected) => {
-                    let revision = elected.leader().map_or(0, etcd_client::LeaderKey::rev);
+                    let Some(leader) = elected.leader().cloned() else {
+                        tracing::warn!(node, "etcd elected this node without a leader key");
+                        return;
+                    };
                     controller.store(true, Ordering::Relaxed);
-                    tracing::info!(node, revision, "this node is the cluster's controller");
+                    tracing::info!(
+                        node,
+                        revision = leader.rev(),
+                        "this node is the cluster's controller"
+                    );
+                    // Until the session goes (the task is aborted with it).
+                    crate::controller::lead(client, cluster, leader).await;
                 }
                 Err(error) => tracing::warn!(
                     node,

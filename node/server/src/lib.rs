@@ -7,6 +7,8 @@ pub mod check;
 pub mod cluster;
 pub mod config;
 pub mod connections;
+#[cfg(feature = "cluster")]
+pub mod controller;
 pub mod coordinator;
 pub mod durable;
 pub mod engine;

@@ -17,6 +17,10 @@ use std::time::{Duration, Instant};
 use common::{data_dir, Client as NodeClient};
 use etcd_client::{Client, GetOptions};
 use spate_node::cluster::{controller_election, member_key, ControllerRecord, MemberRecord};
+use spate_node::controller::{
+    partition_key, topic_key, IsrRecord, LeaderRecord, PartitionRecord, ReplicaPlacement,
+    TopicRecord,
+};
 use spate_node::{Flags, NodeConfig, NodeError, NodeHandle};
 use spate_proto::{DescribeClusterResponse, ErrorCode, Request, Response};
 
@@ -420,4 +424,137 @@ fn describe_cluster_says_when_etcd_cannot_be_read() {
         asked.elapsed()
     );
     node.shutdown();
+}
+
+/// The partition key `t/0` as etcd holds it.
+fn partition_record(etcd: &Etcd) -> PartitionRecord {
+    let (value, _) = etcd
+        .get(&partition_key("spate", "t", 0))
+        .unwrap()
+        .expect("the partition key exists");
+    serde_json::from_slice(&value).unwrap()
+}
+
+fn isr_nodes(record: &PartitionRecord) -> Vec<u32> {
+    record.isr.iter().map(|member| member.node).collect()
+}
+
+/// The controller's duties against a real etcd: with a topic whose partition is led by one
+/// member and replicated on three, it moves leadership to the next in-sync replica in
+/// preference order (in a new epoch) when the leader leaves, removes a dead follower from the
+/// ISR (done here by the successor controller, after the first one left), keeps the last
+/// in-sync replica when it too is gone (the partition waits offline, nobody out of sync is
+/// elected), and elects it again, in a new epoch, when it returns under a new session.
+#[test]
+fn the_controller_elects_leaders_from_the_isr_as_members_come_and_go() {
+    let etcd = Etcd::start("duties");
+    let dirs: Vec<PathBuf> = (31..=33)
+        .map(|node| data_dir(&format!("member-{node}")))
+        .collect();
+    let first = spate_node::start(config(&dirs[0], &etcd, 31, 3_000)).unwrap();
+    wait_for("a controller", Duration::from_secs(10), || {
+        first.is_controller()
+    });
+    let second = spate_node::start(config(&dirs[1], &etcd, 32, 3_000)).unwrap();
+    let third = spate_node::start(config(&dirs[2], &etcd, 33, 3_000)).unwrap();
+    let member = |node: u32| etcd.member(node).unwrap().0;
+    let in_sync = |node: u32| IsrRecord {
+        node,
+        storage: member(node).storage,
+    };
+    let topic = TopicRecord {
+        v: 1,
+        id: format!("{:032x}", 7),
+        partitions: 1,
+        replication_factor: 3,
+        replicas: vec![[32, 33, 31]
+            .iter()
+            .map(|&node| ReplicaPlacement { node, shard: 0 })
+            .collect()],
+    };
+    let partition = PartitionRecord {
+        v: 1,
+        topic_id: topic.id.clone(),
+        leader: Some(LeaderRecord {
+            node: 32,
+            session: member(32).session,
+        }),
+        epoch: 1,
+        isr: vec![in_sync(32), in_sync(33), in_sync(31)],
+        partition_epoch: 1,
+    };
+    etcd.run(async |client| {
+        client
+            .put(
+                partition_key("spate", "t", 0),
+                serde_json::to_vec(&partition).unwrap(),
+                None,
+            )
+            .await
+            .unwrap();
+        client
+            .put(
+                topic_key("spate", "t"),
+                serde_json::to_vec(&topic).unwrap(),
+                None,
+            )
+            .await
+            .unwrap();
+    });
+    // Every member alive and in sync: nothing to change.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(partition_record(&etcd), partition);
+    // The leader leaves: the next in-sync replica in preference order leads, one epoch on.
+    second.shutdown();
+    wait_for("a new leader", Duration::from_secs(10), || {
+        partition_record(&etcd).epoch == 2
+    });
+    let record = partition_record(&etcd);
+    assert_eq!(
+        record.leader,
+        Some(LeaderRecord {
+            node: 33,
+            session: member(33).session
+        })
+    );
+    assert_eq!(isr_nodes(&record), vec![33, 31]);
+    assert_eq!(record.partition_epoch, 2);
+    // The controller leaves too: its successor removes it from the ISR (the leader stays).
+    first.shutdown();
+    wait_for("the successor", Duration::from_secs(10), || {
+        third.is_controller()
+    });
+    wait_for("the ISR without 31", Duration::from_secs(10), || {
+        isr_nodes(&partition_record(&etcd)) == vec![33]
+    });
+    let record = partition_record(&etcd);
+    assert_eq!((record.leader.unwrap().node, record.epoch), (33, 2));
+    // 32 returns (out of sync) and the last in-sync replica leaves: the partition waits
+    // offline for it rather than elect 32.
+    let second = spate_node::start(config(&dirs[1], &etcd, 32, 3_000)).unwrap();
+    third.shutdown();
+    wait_for("32 controlling", Duration::from_secs(10), || {
+        second.is_controller()
+    });
+    wait_for("the partition offline", Duration::from_secs(10), || {
+        partition_record(&etcd).leader.is_none()
+    });
+    let record = partition_record(&etcd);
+    assert_eq!((isr_nodes(&record), record.epoch), (vec![33], 2));
+    // 33 returns under a new session with its data directory: it leads again, a new epoch.
+    let third = spate_node::start(config(&dirs[2], &etcd, 33, 3_000)).unwrap();
+    wait_for("33 leading again", Duration::from_secs(10), || {
+        partition_record(&etcd).epoch == 3
+    });
+    let record = partition_record(&etcd);
+    assert_eq!(
+        record.leader,
+        Some(LeaderRecord {
+            node: 33,
+            session: member(33).session
+        })
+    );
+    assert_eq!(isr_nodes(&record), vec![33]);
+    second.shutdown();
+    third.shutdown();
 }

@@ -1,0 +1,322 @@
+//! The controller's duties on etcd (docs/cluster.md, "The controller"), run by the member that
+//! won the election for as long as its campaign holds: it reads the members, the topics and
+//! the partitions at one revision, applies the pure decision of
+//! [`spate_core::replica::control::decide`] to every partition (a leader whose session is gone
+//! is replaced by the first live in-sync replica in preference order, in a new epoch; dead
+//! in-sync replicas leave the ISR, the last one stays; a partition whose ISR members are all
+//! gone waits offline), writes each change as a compare-and-swap on the partition key's
+//! revision and on the controller's own election key, and starts over whenever etcd shows a
+//! change under the cluster's prefix (a watch from the next revision) or every
+//! [`CONTROLLER_RESYNC`]. A deposed controller's writes fail on the election key's compare, so
+//! two controllers never both write.
+//!
+//! The keys are JSON with a `"v": 1` field, readable with `etcdctl`:
+//! `/spate/<cluster>/topics/<name>` ([`TopicRecord`]) and
+//! `/spate/<cluster>/partitions/<name>/<n>` ([`PartitionRecord`]).
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, GetOptions, LeaderKey, Txn, TxnOp, WatchOptions};
+use serde::{Deserialize, Serialize};
+use spate_core::replica::{
+    decide, IsrMember, LeaderEpoch, LiveMember, PartitionState, ReplicaId, SessionId, StorageId,
+};
+
+use crate::cluster::{members_prefix, MemberRecord};
+
+/// The version of the topic and partition records' JSON layout.
+pub const RECORD_VERSION: u32 = 1;
+
+/// How often the controller reads everything again without a change shown by its watch
+/// (a safety net: a watch that silently stalled never leaves a partition without a leader
+/// for longer).
+pub const CONTROLLER_RESYNC: Duration = Duration::from_secs(5);
+
+/// How long the controller waits after a failed read or write before it tries again.
+const CONTROLLER_RETRY: Duration = Duration::from_secs(1);
+
+/// A topic as the cluster holds it: `/spate/<cluster>/topics/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicRecord {
+    /// The layout's version (1).
+    pub v: u32,
+    /// Random 128-bit id (32 hex digits): tells a re-created topic apart.
+    pub id: String,
+    pub partitions: u32,
+    pub replication_factor: u32,
+    /// Per partition, its replicas in preference order (the first is the preferred leader).
+    pub replicas: Vec<Vec<ReplicaPlacement>>,
+}
+
+/// Where one replica of a partition lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaPlacement {
+    pub node: u32,
+    pub shard: u16,
+}
+
+/// A partition's replication state: `/spate/<cluster>/partitions/<name>/<n>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionRecord {
+    /// The layout's version (1).
+    pub v: u32,
+    /// The id of the topic it belongs to (a partition of an older topic of the same name is
+    /// ignored).
+    pub topic_id: String,
+    /// The leader and the member session it was elected in; `null`: offline.
+    pub leader: Option<LeaderRecord>,
+    /// The leader epoch (bumped by every election).
+    pub epoch: u32,
+    /// The in-sync replicas, each with the storage id it was in sync with (KIP-903).
+    pub isr: Vec<IsrRecord>,
+    /// Bumped by every change of this record.
+    pub partition_epoch: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderRecord {
+    pub node: u32,
+    /// The member's session (16 hex digits).
+    pub session: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IsrRecord {
+    pub node: u32,
+    /// The storage id (16 hex digits) of the data directory that was in sync.
+    pub storage: String,
+}
+
+/// The key of topic `name` of `cluster`.
+pub fn topic_key(cluster: &str, name: &str) -> String {
+    format!("{}{name}", topics_prefix(cluster))
+}
+
+/// The prefix of the topic keys of `cluster`.
+pub fn topics_prefix(cluster: &str) -> String {
+    format!("/spate/{cluster}/topics/")
+}
+
+/// The key of partition `partition` of topic `name` of `cluster`.
+pub fn partition_key(cluster: &str, name: &str, partition: u32) -> String {
+    format!("{}{name}/{partition}", partitions_prefix(cluster))
+}
+
+/// The prefix of the partition keys of `cluster`.
+pub fn partitions_prefix(cluster: &str) -> String {
+    format!("/spate/{cluster}/partitions/")
+}
+
+fn hex(value: &str) -> Option<u64> {
+    u64::from_str_radix(value, 16).ok()
+}
+
+impl PartitionRecord {
+    /// The state [`decide`] works on; `None` if an id is not hex.
+    fn state(&self) -> Option<PartitionState> {
+        let leader = match &self.leader {
+            None => None,
+            Some(leader) => Some((ReplicaId(leader.node), SessionId(hex(&leader.session)?))),
+        };
+        let isr = self
+            .isr
+            .iter()
+            .map(|member| {
+                Some(IsrMember {
+                    replica: ReplicaId(member.node),
+                    storage: StorageId(hex(&member.storage)?),
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(PartitionState {
+            leader,
+            epoch: LeaderEpoch(self.epoch),
+            isr,
+        })
+    }
+
+    /// This record changed to `state`, one partition epoch later.
+    fn with_state(&self, state: &PartitionState) -> PartitionRecord {
+        PartitionRecord {
+            v: RECORD_VERSION,
+            topic_id: self.topic_id.clone(),
+            leader: state.leader.map(|(node, session)| LeaderRecord {
+                node: node.0,
+                session: format!("{:016x}", session.0),
+            }),
+            epoch: state.epoch.0,
+            isr: state
+                .isr
+                .iter()
+                .map(|member| IsrRecord {
+                    node: member.replica.0,
+                    storage: format!("{:016x}", member.storage.0),
+                })
+                .collect(),
+            partition_epoch: self.partition_epoch + 1,
+        }
+    }
+}
+
+/// Runs the controller's duties while `leader` (this node's won campaign) holds; returns
+/// never (the campaign's task is aborted when the session goes).
+pub async fn lead(mut client: Client, cluster: String, leader: LeaderKey) {
+    let mut warned = HashSet::new();
+    loop {
+        let revision = match reconcile(&mut client, &cluster, &leader, &mut warned).await {
+            Ok(revision) => revision,
+            Err(error) => {
+                tracing::warn!("the controller cannot apply its decisions: {error}");
+                tokio::time::sleep(CONTROLLER_RETRY).await;
+                continue;
+            }
+        };
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(revision + 1);
+        let mut watch = match client
+            .watch(format!("/spate/{cluster}/"), Some(options))
+            .await
+        {
+            Ok(watch) => watch,
+            Err(error) => {
+                tracing::warn!("the controller cannot watch etcd: {error}");
+                tokio::time::sleep(CONTROLLER_RETRY).await;
+                continue;
+            }
+        };
+        // Wait for a change (or the resync), then read everything again.
+        loop {
+            match tokio::time::timeout(CONTROLLER_RESYNC, watch.message()).await {
+                Ok(Ok(Some(answer))) if answer.events().is_empty() => continue,
+                Ok(Ok(Some(_))) | Err(_) => {}
+                Ok(Ok(None) | Err(_)) => break,
+            }
+            match reconcile(&mut client, &cluster, &leader, &mut warned).await {
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!("the controller cannot apply its decisions: {error}");
+                    tokio::time::sleep(CONTROLLER_RETRY).await;
+                }
+            }
+        }
+    }
+}
+
+/// One pass: everything read at one revision, every partition decided, each change written
+/// by compare-and-swap. Returns the revision read.
+async fn reconcile(
+    client: &mut Client,
+    cluster: &str,
+    leader: &LeaderKey,
+    warned: &mut HashSet<String>,
+) -> Result<i64, etcd_client::Error> {
+    let members_read = client
+        .get(
+            members_prefix(cluster),
+            Some(GetOptions::new().with_prefix()),
+        )
+        .await?;
+    let revision = members_read
+        .header()
+        .map_or(0, etcd_client::ResponseHeader::revision);
+    let at = || GetOptions::new().with_prefix().with_revision(revision);
+    let topics_read = client.get(topics_prefix(cluster), Some(at())).await?;
+    let partitions_read = client.get(partitions_prefix(cluster), Some(at())).await?;
+    let mut undecodable = |key: &[u8], what: &str, error: &dyn std::fmt::Display| {
+        let key = String::from_utf8_lossy(key).into_owned();
+        if warned.insert(key.clone()) {
+            tracing::warn!(key = %key, "the controller ignores a {what} it cannot read: {error}");
+        }
+    };
+    let mut members = BTreeMap::new();
+    for kv in members_read.kvs() {
+        match serde_json::from_slice::<MemberRecord>(kv.value()) {
+            Ok(record) => match (hex(&record.session), hex(&record.storage)) {
+                (Some(session), Some(storage)) => {
+                    members.insert(
+                        ReplicaId(record.node),
+                        LiveMember {
+                            session: SessionId(session),
+                            storage: StorageId(storage),
+                        },
+                    );
+                }
+                _ => undecodable(kv.key(), "member", &"an id is not hexadecimal"),
+            },
+            Err(error) => undecodable(kv.key(), "member", &error),
+        }
+    }
+    let topics_at = topics_prefix(cluster);
+    let mut topics = BTreeMap::new();
+    for kv in topics_read.kvs() {
+        let name = String::from_utf8_lossy(kv.key())
+            .trim_start_matches(topics_at.as_str())
+            .to_owned();
+        match serde_json::from_slice::<TopicRecord>(kv.value()) {
+            Ok(record) => {
+                topics.insert(name, record);
+            }
+            Err(error) => undecodable(kv.key(), "topic", &error),
+        }
+    }
+    let partitions_at = partitions_prefix(cluster);
+    for kv in partitions_read.kvs() {
+        let key = String::from_utf8_lossy(kv.key()).into_owned();
+        let Some((topic, partition)) = key
+            .trim_start_matches(partitions_at.as_str())
+            .rsplit_once('/')
+            .and_then(|(topic, n)| Some((topic.to_owned(), n.parse::<usize>().ok()?)))
+        else {
+            undecodable(kv.key(), "partition key", &"no topic/partition in its name");
+            continue;
+        };
+        let record = match serde_json::from_slice::<PartitionRecord>(kv.value()) {
+            Ok(record) => record,
+            Err(error) => {
+                undecodable(kv.key(), "partition", &error);
+                continue;
+            }
+        };
+        // A partition counts only once its topic exists with the same id (a half-created
+        // or re-created topic is not acted on).
+        let Some(replicas) = topics
+            .get(&topic)
+            .filter(|topic| topic.id == record.topic_id)
+            .and_then(|topic| topic.replicas.get(partition))
+        else {
+            continue;
+        };
+        let Some(state) = record.state() else {
+            undecodable(kv.key(), "partition", &"an id is not hexadecimal");
+            continue;
+        };
+        let replicas: Vec<ReplicaId> = replicas.iter().map(|at| ReplicaId(at.node)).collect();
+        let Some(next) = decide(&state, &replicas, &members) else {
+            continue;
+        };
+        let written = record.with_state(&next);
+        let Ok(value) = serde_json::to_vec(&written) else {
+            continue;
+        };
+        let txn = Txn::new()
+            .when([
+                Compare::create_revision(leader.key(), CompareOp::Equal, leader.rev()),
+                Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision()),
+            ])
+            .and_then([TxnOp::put(key.clone(), value, None)]);
+        if client.txn(txn).await?.succeeded() {
+            tracing::info!(
+                partition = %key,
+                leader = ?written.leader.as_ref().map(|leader| leader.node),
+                epoch = written.epoch,
+                isr = ?written.isr.iter().map(|member| member.node).collect::<Vec<_>>(),
+                "the controller changed a partition"
+            );
+        }
+        // A failed compare: the key changed (the next pass sees it) or this node is no
+        // longer the controller (its successor decides).
+    }
+    Ok(revision)
+}
