@@ -76,8 +76,23 @@ pub const REPLICA_FETCH_EPOCHS_MAX: u32 = 4096;
 /// Members a `DescribeCluster` answer lists (the cluster's nodes).
 pub const CLUSTER_MEMBERS_MAX: u32 = 1024;
 
+/// Shard addresses a `DescribeCluster` answer lists, over all its members (so the largest
+/// answer stays well inside `RESPONSE_SIZE_MAX`).
+pub const CLUSTER_SHARDS_MAX: u32 = 32_768;
+
 /// Bytes of a member's session or storage id (16 hex digits; room to grow).
 pub const CLUSTER_ID_SIZE_MAX: u32 = 64;
 
 /// Bytes of a cluster's name (`--cluster-name`).
 pub const CLUSTER_NAME_SIZE_MAX: u32 = 255;
+
+// The largest `DescribeCluster` answer fits a response: the name, every member's fixed
+// fields and ids, and every shard address at its largest.
+const _: () = assert!(
+    2 + CLUSTER_NAME_SIZE_MAX as u64
+        + 10
+        + 4
+        + CLUSTER_MEMBERS_MAX as u64 * (4 + 2 * (2 + CLUSTER_ID_SIZE_MAX as u64) + 8 + 4)
+        + CLUSTER_SHARDS_MAX as u64 * (2 + ENDPOINT_SIZE_MAX as u64)
+        <= RESPONSE_SIZE_MAX as u64 - FRAME_HEADER_SIZE as u64
+);

@@ -9,10 +9,10 @@ use crate::error::{ErrorCode, ProtoError};
 use crate::frame::{Frame, FrameHead, FLAGS_KNOWN, FLAG_ERROR, FLAG_RESPONSE, VERSION};
 use crate::group::{GroupRequest, GroupResponse};
 use crate::limits::{
-    CLUSTER_ID_SIZE_MAX, CLUSTER_MEMBERS_MAX, CLUSTER_NAME_SIZE_MAX, ENDPOINT_SIZE_MAX,
-    ERROR_MESSAGE_SIZE_MAX, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, FRAME_HEADER_SIZE,
-    PRODUCER_IDS_PER_REQUEST_MAX, RESPONSE_SIZE_MAX, SHARDS_MAX, TOPICS_PER_REQUEST_MAX,
-    TOPICS_PER_RESPONSE_MAX,
+    CLUSTER_ID_SIZE_MAX, CLUSTER_MEMBERS_MAX, CLUSTER_NAME_SIZE_MAX, CLUSTER_SHARDS_MAX,
+    ENDPOINT_SIZE_MAX, ERROR_MESSAGE_SIZE_MAX, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX,
+    FRAME_HEADER_SIZE, PRODUCER_IDS_PER_REQUEST_MAX, RESPONSE_SIZE_MAX, SHARDS_MAX,
+    TOPICS_PER_REQUEST_MAX, TOPICS_PER_RESPONSE_MAX,
 };
 use crate::replica::{ReplicaFetchRequest, ReplicaFetchResponse, ReplicaProgressRequest};
 use crate::{ApiKey, PartitionId, ShardId};
@@ -292,6 +292,28 @@ pub struct ClusterMember {
 }
 
 impl DescribeClusterResponse {
+    /// The answer cut to what a decoder takes (`CLUSTER_*` limits): strings shortened, members
+    /// and shard addresses beyond the limits left out. A node builds it from etcd's records,
+    /// which nothing else bounds.
+    pub fn within_limits(mut self) -> Self {
+        let clamp = |text: &mut String, max: u32| truncate_utf8(text, max as usize);
+        clamp(&mut self.cluster, CLUSTER_NAME_SIZE_MAX);
+        self.members.truncate(CLUSTER_MEMBERS_MAX as usize);
+        let mut shards_left = CLUSTER_SHARDS_MAX as usize;
+        for member in &mut self.members {
+            clamp(&mut member.session, CLUSTER_ID_SIZE_MAX);
+            clamp(&mut member.storage, CLUSTER_ID_SIZE_MAX);
+            member
+                .shards
+                .truncate((SHARDS_MAX as usize).min(shards_left));
+            shards_left -= member.shards.len();
+            for shard in &mut member.shards {
+                clamp(shard, ENDPOINT_SIZE_MAX);
+            }
+        }
+        self
+    }
+
     fn encode_body(&self, w: &mut Writer<'_, BytesMut>) {
         let optional = |w: &mut Writer<'_, BytesMut>, value: Option<u32>| match value {
             None => w.u8(0),
@@ -300,11 +322,13 @@ impl DescribeClusterResponse {
                 w.u32(value);
             }
         };
-        w.str16(&self.cluster);
-        optional(w, self.node);
-        optional(w, self.controller);
-        w.u32(u32::try_from(self.members.len()).unwrap_or(u32::MAX));
-        for member in &self.members {
+        // Whatever built it, only what a decoder takes goes out.
+        let this = self.clone().within_limits();
+        w.str16(&this.cluster);
+        optional(w, this.node);
+        optional(w, this.controller);
+        w.u32(u32::try_from(this.members.len()).unwrap_or(u32::MAX));
+        for member in &this.members {
             w.u32(member.node);
             w.str16(&member.session);
             w.str16(&member.storage);
@@ -333,12 +357,14 @@ impl DescribeClusterResponse {
         // A member takes at least its id, two empty ids, its start and a shard count.
         let count = reader.count("members", CLUSTER_MEMBERS_MAX, 4 + 2 + 2 + 8 + 4)?;
         let mut members = Vec::with_capacity(count);
+        let mut shards_left = CLUSTER_SHARDS_MAX;
         for _ in 0..count {
             let node = reader.u32("member")?;
             let session = reader.string16("session", CLUSTER_ID_SIZE_MAX)?;
             let storage = reader.string16("storage", CLUSTER_ID_SIZE_MAX)?;
             let since_ms = reader.u64("since_ms")?;
-            let shards = reader.count("shards", SHARDS_MAX, 2)?;
+            let shards = reader.count("shards", SHARDS_MAX.min(shards_left), 2)?;
+            shards_left -= u32::try_from(shards).unwrap_or(u32::MAX).min(shards_left);
             let mut endpoints = Vec::with_capacity(shards);
             for _ in 0..shards {
                 endpoints.push(reader.string16("shard", ENDPOINT_SIZE_MAX)?);

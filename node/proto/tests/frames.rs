@@ -21,6 +21,48 @@ fn decode_one(bytes: &Bytes, size_max: u32) -> Frame {
     frame
 }
 
+/// A node builds its `DescribeCluster` answer from etcd's records, which nothing bounds: an
+/// answer past every limit (ids of 70,000 bytes, addresses of 300, 1,100 members, a member
+/// with 2,000 shards) encodes without a panic to what a decoder takes, cut to the limits.
+#[test]
+fn a_describe_cluster_answer_beyond_the_limits_is_cut_to_them() {
+    use spate_proto::limits::{
+        CLUSTER_ID_SIZE_MAX, CLUSTER_MEMBERS_MAX, CLUSTER_NAME_SIZE_MAX, CLUSTER_SHARDS_MAX,
+        ENDPOINT_SIZE_MAX, SHARDS_MAX,
+    };
+    let member = |node: u32, shards: usize| ClusterMember {
+        node,
+        session: "s".repeat(70_000),
+        storage: "é".repeat(100),
+        since_ms: 1,
+        shards: vec!["a".repeat(300); shards],
+    };
+    let mut members = vec![member(0, 2_000)];
+    members.extend((1..1_100).map(|node| member(node, 40)));
+    let response = Response::DescribeCluster(DescribeClusterResponse {
+        cluster: "c".repeat(1_000),
+        node: Some(1),
+        controller: None,
+        members,
+    });
+    let bytes = response.to_frame(7);
+    assert!(bytes.len() <= RESPONSE_SIZE_MAX as usize);
+    let Response::DescribeCluster(cut) =
+        Response::decode(&decode_one(&bytes, RESPONSE_SIZE_MAX)).unwrap()
+    else {
+        panic!("not a DescribeCluster answer")
+    };
+    assert_eq!(cut.cluster.len(), CLUSTER_NAME_SIZE_MAX as usize);
+    assert_eq!(cut.members.len(), CLUSTER_MEMBERS_MAX as usize);
+    assert_eq!(cut.members[0].shards.len(), SHARDS_MAX as usize);
+    assert_eq!(cut.members[0].session.len(), CLUSTER_ID_SIZE_MAX as usize);
+    // Cut on a character boundary: 32 two-byte characters.
+    assert_eq!(cut.members[0].storage, "é".repeat(32));
+    assert_eq!(cut.members[0].shards[0].len(), ENDPOINT_SIZE_MAX as usize);
+    let shards: usize = cut.members.iter().map(|member| member.shards.len()).sum();
+    assert_eq!(shards, CLUSTER_SHARDS_MAX as usize);
+}
+
 #[test]
 fn golden_fetch_request_matches_the_doc() {
     let request = Request::Fetch(FetchRequest {

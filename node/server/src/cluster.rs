@@ -255,22 +255,53 @@ impl ClusterQuery {
                 "{CLUSTER_QUERIES_MAX} queries of the cluster are in flight already; ask again"
             ));
         }
+        // Given back when the query ends, also if its task is dropped unrun (a stopping
+        // runtime).
+        let in_flight = InFlight(self.in_flight.clone());
         let (answer_tx, answer_rx) = oneshot::channel();
         let settings = self.settings.clone();
-        let in_flight = self.in_flight.clone();
         self.runtime.spawn(async move {
             let answer = tokio::time::timeout(CLUSTER_QUERY_WAIT, read_cluster(&settings))
                 .await
                 .unwrap_or_else(|_| {
                     Err(format!("etcd did not answer within {CLUSTER_QUERY_WAIT:?}"))
                 });
-            in_flight.fetch_sub(1, Ordering::Relaxed);
+            drop(in_flight);
             let _ = answer_tx.send(answer);
         });
         answer_rx
             .await
             .unwrap_or_else(|_| Err("the node is leaving the cluster".into()))
     }
+}
+
+/// One query of the cluster counted in flight until dropped.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A member record as etcd holds it under `key`, if it is one this version reads and it is
+/// the member its key names (a record under `members/5` must say node 5).
+pub fn member_record(cluster: &str, key: &[u8], value: &[u8]) -> Result<MemberRecord, String> {
+    let record: MemberRecord = serde_json::from_slice(value).map_err(|error| error.to_string())?;
+    if record.v != MEMBER_RECORD_VERSION {
+        return Err(format!(
+            "its layout version is {}, not {MEMBER_RECORD_VERSION}",
+            record.v
+        ));
+    }
+    let named = std::str::from_utf8(key)
+        .ok()
+        .and_then(|key| key.strip_prefix(members_prefix(cluster).as_str()))
+        .and_then(|node| node.parse::<u32>().ok());
+    if named != Some(record.node) {
+        return Err(format!("it says node {}, its key another", record.node));
+    }
+    Ok(record)
 }
 
 /// The members and the controller as etcd holds them now.
@@ -291,24 +322,22 @@ async fn read_cluster(
     let mut members: Vec<spate_proto::ClusterMember> = listed
         .kvs()
         .iter()
-        .filter_map(
-            |kv| match serde_json::from_slice::<MemberRecord>(kv.value()) {
-                Ok(record) => Some(spate_proto::ClusterMember {
-                    node: record.node,
-                    session: record.session,
-                    storage: record.storage,
-                    since_ms: record.since_ms,
-                    shards: record.shards,
-                }),
-                Err(error) => {
-                    tracing::warn!(
-                        key = %String::from_utf8_lossy(kv.key()),
-                        "a member record that does not decode is left out: {error}"
-                    );
-                    None
-                }
-            },
-        )
+        .filter_map(|kv| match member_record(name, kv.key(), kv.value()) {
+            Ok(record) => Some(spate_proto::ClusterMember {
+                node: record.node,
+                session: record.session,
+                storage: record.storage,
+                since_ms: record.since_ms,
+                shards: record.shards,
+            }),
+            Err(error) => {
+                tracing::warn!(
+                    key = %String::from_utf8_lossy(kv.key()),
+                    "a member record that does not decode is left out: {error}"
+                );
+                None
+            }
+        })
         .collect();
     members.sort_by_key(|member| member.node);
     let controller = match client.leader(controller_election(name)).await {
@@ -472,7 +501,7 @@ impl Member {
             .lease_keep_alive(lease)
             .await
             .map_err(|error| etcd_error(&error))?;
-        let campaign = self.campaign(client.clone(), lease, &record.session);
+        let campaign = self.campaign(lease, &record.session);
         tracing::info!(
             node = self.settings.node_id,
             session = %record.session,
@@ -490,14 +519,12 @@ impl Member {
         })
     }
 
-    /// Campaigns for the controller under `lease` until elected (then says so) or the lease
-    /// goes (the campaign then fails, and a new session campaigns anew).
-    fn campaign(
-        &self,
-        mut client: Client,
-        lease: i64,
-        session: &str,
-    ) -> tokio::task::JoinHandle<()> {
+    /// Campaigns for the controller under `lease` until elected, then carries the
+    /// controller's duties while the election holds; campaigns again if a campaign fails or
+    /// this node is deposed while its lease lives. The task is aborted when the lease goes (a
+    /// new session campaigns anew). The campaign's client has no per-request timeout: etcd
+    /// answers a campaign only when it is won, which may be long after the session timeout.
+    fn campaign(&self, lease: i64, session: &str) -> tokio::task::JoinHandle<()> {
         self.controller.store(false, Ordering::Relaxed);
         let node = self.settings.node_id;
         let name = controller_election(&self.settings.cluster_name);
@@ -508,29 +535,48 @@ impl Member {
         };
         let controller = self.controller.clone();
         let cluster = self.settings.cluster_name.clone();
+        let endpoints = self.settings.endpoints.clone();
+        let connect_timeout = self.settings.session_timeout;
         tokio::spawn(async move {
             let Ok(value) = serde_json::to_vec(&record) else {
                 return;
             };
-            match client.campaign(name, value, lease).await {
-                Ok(elected) => {
-                    let Some(leader) = elected.leader().cloned() else {
-                        tracing::warn!(node, "etcd elected this node without a leader key");
-                        return;
-                    };
-                    controller.store(true, Ordering::Relaxed);
-                    tracing::info!(
+            loop {
+                let options = ConnectOptions::new().with_connect_timeout(connect_timeout);
+                let elected = match Client::connect(&endpoints, Some(options)).await {
+                    Ok(mut client) => client
+                        .campaign(name.clone(), value.clone(), lease)
+                        .await
+                        .map(|elected| (client, elected)),
+                    Err(error) => Err(error),
+                };
+                match elected {
+                    Ok((client, elected)) => {
+                        let Some(leader) = elected.leader().cloned() else {
+                            tracing::warn!(node, "etcd elected this node without a leader key");
+                            tokio::time::sleep(CAMPAIGN_RETRY).await;
+                            continue;
+                        };
+                        controller.store(true, Ordering::Relaxed);
+                        tracing::info!(
+                            node,
+                            revision = leader.rev(),
+                            "this node is the cluster's controller"
+                        );
+                        crate::controller::lead(client, cluster.clone(), leader).await;
+                        controller.store(false, Ordering::Relaxed);
+                        tracing::warn!(
+                            node,
+                            "this node is no longer the cluster's controller; campaigning again"
+                        );
+                    }
+                    Err(error) => tracing::warn!(
                         node,
-                        revision = leader.rev(),
-                        "this node is the cluster's controller"
-                    );
-                    // Until the session goes (the task is aborted with it).
-                    crate::controller::lead(client, cluster, leader).await;
+                        "the campaign for the controller ended without an election ({error}); \
+                         campaigning again"
+                    ),
                 }
-                Err(error) => tracing::warn!(
-                    node,
-                    "the campaign for the controller ended without an election: {error}"
-                ),
+                tokio::time::sleep(CAMPAIGN_RETRY).await;
             }
         })
     }
@@ -609,6 +655,10 @@ impl Member {
         }
     }
 }
+
+/// How long a member waits before campaigning again after a campaign failed or it was
+/// deposed.
+const CAMPAIGN_RETRY: Duration = Duration::from_secs(1);
 
 /// How long a stopping node waits for etcd to revoke its lease.
 const REVOKE_WAIT: Duration = Duration::from_secs(2);

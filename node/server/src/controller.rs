@@ -23,7 +23,7 @@ use spate_core::replica::{
     decide, IsrMember, LeaderEpoch, LiveMember, PartitionState, ReplicaId, SessionId, StorageId,
 };
 
-use crate::cluster::{members_prefix, MemberRecord};
+use crate::cluster::{member_record, members_prefix};
 
 /// The version of the topic and partition records' JSON layout.
 pub const RECORD_VERSION: u32 = 1;
@@ -136,9 +136,10 @@ impl PartitionRecord {
         })
     }
 
-    /// This record changed to `state`, one partition epoch later.
-    fn with_state(&self, state: &PartitionState) -> PartitionRecord {
-        PartitionRecord {
+    /// This record changed to `state`, one partition epoch later (`None` if the partition
+    /// epoch cannot grow).
+    fn with_state(&self, state: &PartitionState) -> Option<PartitionRecord> {
+        Some(PartitionRecord {
             v: RECORD_VERSION,
             topic_id: self.topic_id.clone(),
             leader: state.leader.map(|(node, session)| LeaderRecord {
@@ -154,31 +155,47 @@ impl PartitionRecord {
                     storage: format!("{:016x}", member.storage.0),
                 })
                 .collect(),
-            partition_epoch: self.partition_epoch + 1,
-        }
+            partition_epoch: self.partition_epoch.checked_add(1)?,
+        })
     }
 }
 
-/// Runs the controller's duties while `leader` (this node's won campaign) holds; returns
-/// never (the campaign's task is aborted when the session goes).
+/// Keys of one kind (members, topics, partitions) a pass reads; past it, a pass acts on the
+/// first ones in key order and says so (an etcd answer holds at most 4 MiB, which about
+/// 14,000 partition records fill).
+pub const CONTROLLER_KEYS_MAX: i64 = 10_000;
+
+/// Watch messages taken together before a pass (a burst, such as a node's loss changing many
+/// partitions, makes one pass, not one per message).
+const WATCH_BURST_MAX: usize = 1_000;
+
+/// How long the controller waits for more of a burst before its pass.
+const WATCH_BURST_WAIT: Duration = Duration::from_millis(20);
+
+/// How one pass ended.
+enum Pass {
+    /// Done, at this revision.
+    Done(i64),
+    /// This node's election key is gone: it is no longer the controller.
+    Deposed,
+}
+
+/// Runs the controller's duties while `leader` (this node's won campaign) holds; returns when
+/// this node is deposed (its election key is gone while its lease lives). The task running it
+/// is aborted when the session goes.
 pub async fn lead(mut client: Client, cluster: String, leader: LeaderKey) {
     let mut warned = HashSet::new();
     loop {
         let revision = match reconcile(&mut client, &cluster, &leader, &mut warned).await {
-            Ok(revision) => revision,
+            Ok(Pass::Done(revision)) => revision,
+            Ok(Pass::Deposed) => return,
             Err(error) => {
                 tracing::warn!("the controller cannot apply its decisions: {error}");
                 tokio::time::sleep(CONTROLLER_RETRY).await;
                 continue;
             }
         };
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(revision + 1);
-        let mut watch = match client
-            .watch(format!("/spate/{cluster}/"), Some(options))
-            .await
-        {
+        let mut watch = match watch_from(&mut client, &cluster, &leader, revision + 1).await {
             Ok(watch) => watch,
             Err(error) => {
                 tracing::warn!("the controller cannot watch etcd: {error}");
@@ -189,91 +206,188 @@ pub async fn lead(mut client: Client, cluster: String, leader: LeaderKey) {
         // Wait for a change (or the resync), then read everything again.
         loop {
             match tokio::time::timeout(CONTROLLER_RESYNC, watch.message()).await {
+                Ok(Ok(Some(answer))) if answer.canceled() || answer.compact_revision() > 0 => {
+                    tracing::warn!(
+                        compacted = answer.compact_revision(),
+                        reason = answer.cancel_reason(),
+                        "etcd ended the controller's watch; reading everything again"
+                    );
+                    break;
+                }
                 Ok(Ok(Some(answer))) if answer.events().is_empty() => continue,
-                Ok(Ok(Some(_))) | Err(_) => {}
-                Ok(Ok(None) | Err(_)) => break,
+                Ok(Ok(Some(_))) => {
+                    // The rest of a burst, briefly.
+                    for _ in 0..WATCH_BURST_MAX {
+                        match tokio::time::timeout(WATCH_BURST_WAIT, watch.message()).await {
+                            Ok(Ok(Some(_))) => {}
+                            _ => break,
+                        }
+                    }
+                }
+                Err(_) => {}
+                Ok(Ok(None) | Err(_)) => {
+                    tracing::warn!("the controller's watch ended; reading everything again");
+                    break;
+                }
             }
             match reconcile(&mut client, &cluster, &leader, &mut warned).await {
-                Ok(_) => {}
+                Ok(Pass::Done(_)) => {}
+                Ok(Pass::Deposed) => return,
                 Err(error) => {
                     tracing::warn!("the controller cannot apply its decisions: {error}");
                     tokio::time::sleep(CONTROLLER_RETRY).await;
                 }
             }
         }
+        tokio::time::sleep(CONTROLLER_RETRY).await;
     }
 }
 
+/// One watch stream over the members, the topics and the partitions of `cluster`, and this
+/// node's election key (its deletion deposes it), from `revision` on.
+async fn watch_from(
+    client: &mut Client,
+    cluster: &str,
+    leader: &LeaderKey,
+    revision: i64,
+) -> Result<etcd_client::WatchStream, etcd_client::Error> {
+    let options = || {
+        WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(revision)
+    };
+    let mut watch = client
+        .watch(members_prefix(cluster), Some(options()))
+        .await?;
+    watch.watch(topics_prefix(cluster), Some(options())).await?;
+    watch
+        .watch(partitions_prefix(cluster), Some(options()))
+        .await?;
+    let exact = WatchOptions::new().with_start_revision(revision);
+    watch.watch(leader.key(), Some(exact)).await?;
+    Ok(watch)
+}
+
 /// One pass: everything read at one revision, every partition decided, each change written
-/// by compare-and-swap. Returns the revision read.
+/// by compare-and-swap. `warned` holds the keys already warned about (a key that is bad
+/// again after it was fixed is warned about again).
 async fn reconcile(
     client: &mut Client,
     cluster: &str,
     leader: &LeaderKey,
     warned: &mut HashSet<String>,
-) -> Result<i64, etcd_client::Error> {
-    let members_read = client
-        .get(
-            members_prefix(cluster),
-            Some(GetOptions::new().with_prefix()),
-        )
-        .await?;
+) -> Result<Pass, etcd_client::Error> {
+    let limited = || {
+        GetOptions::new()
+            .with_prefix()
+            .with_limit(CONTROLLER_KEYS_MAX)
+    };
+    let members_read = client.get(members_prefix(cluster), Some(limited())).await?;
     let revision = members_read
         .header()
         .map_or(0, etcd_client::ResponseHeader::revision);
-    let at = || GetOptions::new().with_prefix().with_revision(revision);
+    let at = || limited().with_revision(revision);
+    let elected = client
+        .get(
+            leader.key(),
+            Some(GetOptions::new().with_revision(revision)),
+        )
+        .await?;
+    if !elected
+        .kvs()
+        .iter()
+        .any(|kv| kv.create_revision() == leader.rev())
+    {
+        tracing::warn!("this node's election key is gone: it is no longer the controller");
+        return Ok(Pass::Deposed);
+    }
     let topics_read = client.get(topics_prefix(cluster), Some(at())).await?;
     let partitions_read = client.get(partitions_prefix(cluster), Some(at())).await?;
+    let mut bad = HashSet::new();
     let mut undecodable = |key: &[u8], what: &str, error: &dyn std::fmt::Display| {
         let key = String::from_utf8_lossy(key).into_owned();
-        if warned.insert(key.clone()) {
+        if !warned.contains(&key) {
             tracing::warn!(key = %key, "the controller ignores a {what} it cannot read: {error}");
         }
+        bad.insert(key);
     };
+    for (read, what) in [
+        (&members_read, "members"),
+        (&topics_read, "topics"),
+        (&partitions_read, "partitions"),
+    ] {
+        if read.more() {
+            undecodable(
+                what.as_bytes(),
+                "part of the keys",
+                &format_args!(
+                    "more than {CONTROLLER_KEYS_MAX} {what}; the controller acts on the first \
+                     {CONTROLLER_KEYS_MAX} in key order"
+                ),
+            );
+        }
+    }
     let mut members = BTreeMap::new();
     for kv in members_read.kvs() {
-        match serde_json::from_slice::<MemberRecord>(kv.value()) {
-            Ok(record) => match (hex(&record.session), hex(&record.storage)) {
-                (Some(session), Some(storage)) => {
-                    members.insert(
-                        ReplicaId(record.node),
-                        LiveMember {
-                            session: SessionId(session),
-                            storage: StorageId(storage),
-                        },
-                    );
-                }
-                _ => undecodable(kv.key(), "member", &"an id is not hexadecimal"),
-            },
-            Err(error) => undecodable(kv.key(), "member", &error),
+        let record = match member_record(cluster, kv.key(), kv.value()) {
+            Ok(record) => record,
+            Err(error) => {
+                undecodable(kv.key(), "member", &error);
+                continue;
+            }
+        };
+        match (hex(&record.session), hex(&record.storage)) {
+            (Some(session), Some(storage)) => {
+                members.insert(
+                    ReplicaId(record.node),
+                    LiveMember {
+                        session: SessionId(session),
+                        storage: StorageId(storage),
+                    },
+                );
+            }
+            _ => undecodable(kv.key(), "member", &"an id is not hexadecimal"),
         }
     }
     let topics_at = topics_prefix(cluster);
     let mut topics = BTreeMap::new();
     for kv in topics_read.kvs() {
-        let name = String::from_utf8_lossy(kv.key())
-            .trim_start_matches(topics_at.as_str())
-            .to_owned();
+        let Some(name) = std::str::from_utf8(kv.key())
+            .ok()
+            .and_then(|key| key.strip_prefix(topics_at.as_str()))
+        else {
+            continue;
+        };
         match serde_json::from_slice::<TopicRecord>(kv.value()) {
-            Ok(record) => {
-                topics.insert(name, record);
+            Ok(record) if record.v == RECORD_VERSION => {
+                topics.insert(name.to_owned(), record);
             }
+            Ok(record) => undecodable(
+                kv.key(),
+                "topic",
+                &format_args!("its layout version is {}", record.v),
+            ),
             Err(error) => undecodable(kv.key(), "topic", &error),
         }
     }
     let partitions_at = partitions_prefix(cluster);
     for kv in partitions_read.kvs() {
-        let key = String::from_utf8_lossy(kv.key()).into_owned();
-        let Some((topic, partition)) = key
-            .trim_start_matches(partitions_at.as_str())
-            .rsplit_once('/')
+        let Some((topic, partition)) = std::str::from_utf8(kv.key())
+            .ok()
+            .and_then(|key| key.strip_prefix(partitions_at.as_str()))
+            .and_then(|rest| rest.rsplit_once('/'))
             .and_then(|(topic, n)| Some((topic.to_owned(), n.parse::<usize>().ok()?)))
         else {
             undecodable(kv.key(), "partition key", &"no topic/partition in its name");
             continue;
         };
         let record = match serde_json::from_slice::<PartitionRecord>(kv.value()) {
-            Ok(record) => record,
+            Ok(record) if record.v == RECORD_VERSION => record,
+            Ok(record) => {
+                let version = format!("its layout version is {}", record.v);
+                undecodable(kv.key(), "partition", &version);
+                continue;
+            }
             Err(error) => {
                 undecodable(kv.key(), "partition", &error);
                 continue;
@@ -296,27 +410,43 @@ async fn reconcile(
         let Some(next) = decide(&state, &replicas, &members) else {
             continue;
         };
-        let written = record.with_state(&next);
+        let Some(written) = record.with_state(&next) else {
+            undecodable(kv.key(), "partition", &"its partition epoch cannot grow");
+            continue;
+        };
         let Ok(value) = serde_json::to_vec(&written) else {
             continue;
         };
+        let key = kv.key().to_vec();
         let txn = Txn::new()
             .when([
                 Compare::create_revision(leader.key(), CompareOp::Equal, leader.rev()),
                 Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision()),
             ])
-            .and_then([TxnOp::put(key.clone(), value, None)]);
-        if client.txn(txn).await?.succeeded() {
+            .and_then([TxnOp::put(key.clone(), value, None)])
+            .or_else([TxnOp::get(leader.key(), None)]);
+        let answer = client.txn(txn).await?;
+        if answer.succeeded() {
             tracing::info!(
-                partition = %key,
+                partition = %String::from_utf8_lossy(&key),
                 leader = ?written.leader.as_ref().map(|leader| leader.node),
                 epoch = written.epoch,
                 isr = ?written.isr.iter().map(|member| member.node).collect::<Vec<_>>(),
                 "the controller changed a partition"
             );
+            continue;
         }
-        // A failed compare: the key changed (the next pass sees it) or this node is no
-        // longer the controller (its successor decides).
+        // The compare failed: the partition changed since the read (the next pass sees it),
+        // or this node's election key is gone (deposed: its successor decides).
+        let still_elected = answer.op_responses().into_iter().any(|response| {
+            matches!(response, etcd_client::TxnOpResponse::Get(get)
+                if get.kvs().iter().any(|kv| kv.create_revision() == leader.rev()))
+        });
+        if !still_elected {
+            tracing::warn!("this node's election key is gone: it is no longer the controller");
+            return Ok(Pass::Deposed);
+        }
     }
-    Ok(revision)
+    *warned = bad;
+    Ok(Pass::Done(revision))
 }

@@ -558,3 +558,52 @@ fn the_controller_elects_leaders_from_the_isr_as_members_come_and_go() {
     second.shutdown();
     third.shutdown();
 }
+
+/// etcd answers a campaign only when it is won: a member that waited longer than its session
+/// timeout in line still takes over when the controller goes.
+#[test]
+fn a_campaign_waiting_longer_than_the_session_timeout_still_wins() {
+    let etcd = Etcd::start("patient");
+    let first = spate_node::start(config(&data_dir("member-41"), &etcd, 41, 3_000)).unwrap();
+    wait_for("a controller", Duration::from_secs(10), || {
+        first.is_controller()
+    });
+    let second = spate_node::start(config(&data_dir("member-42"), &etcd, 42, 3_000)).unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(!second.is_controller());
+    first.shutdown();
+    wait_for("the successor", Duration::from_secs(10), || {
+        second.is_controller()
+    });
+    second.shutdown();
+}
+
+/// A controller whose election key is deleted while its lease lives (an operator's
+/// `etcdctl del`, a resignation) is deposed: the next in line takes over, and the deposed
+/// member stops acting as controller and campaigns again.
+#[test]
+fn a_controller_whose_election_key_goes_is_deposed() {
+    let etcd = Etcd::start("deposed");
+    let first = spate_node::start(config(&data_dir("member-51"), &etcd, 51, 3_000)).unwrap();
+    wait_for("a controller", Duration::from_secs(10), || {
+        first.is_controller()
+    });
+    let second = spate_node::start(config(&data_dir("member-52"), &etcd, 52, 3_000)).unwrap();
+    etcd.run(async |client| {
+        let leader = client.leader(controller_election("spate")).await.unwrap();
+        let key = leader.kv().unwrap().key().to_vec();
+        client.delete(key, None).await.unwrap();
+    });
+    wait_for("the successor", Duration::from_secs(10), || {
+        second.is_controller()
+    });
+    wait_for("the first deposed", Duration::from_secs(10), || {
+        !first.is_controller()
+    });
+    // It campaigns again, behind the new controller: it takes over when that one goes.
+    second.shutdown();
+    wait_for("the first again", Duration::from_secs(10), || {
+        first.is_controller()
+    });
+    first.shutdown();
+}

@@ -58,7 +58,8 @@ fn alive(members: &BTreeMap<ReplicaId, LiveMember>, member: &IsrMember) -> bool 
 /// What the controller writes for a partition now, if anything: when the leader's session is
 /// gone (or there is no leader), the first replica in preference order that is in the ISR
 /// and alive leads with the next epoch, and the ISR keeps its live members; with a live
-/// leader, dead ISR members are removed (the last one stays).
+/// leader, dead ISR members are removed (the last one stays). Nothing when a new leader is
+/// due but the epoch cannot grow (at `u32::MAX`, which only a damaged state holds).
 pub fn decide(
     state: &PartitionState,
     replicas: &[ReplicaId],
@@ -88,8 +89,10 @@ pub fn decide(
         });
         match chosen {
             Some(chosen) => {
+                // An epoch at its largest value cannot grow: electing in it again would let
+                // two leaders share an epoch, so the partition is left as it is.
                 next.leader = Some(chosen);
-                next.epoch = LeaderEpoch(state.epoch.0 + 1);
+                next.epoch = LeaderEpoch(state.epoch.0.checked_add(1)?);
                 next.isr = live;
             }
             None => next.leader = None,
@@ -200,6 +203,24 @@ mod tests {
     }
 
     const REPLICAS: [ReplicaId; 3] = [ReplicaId(1), ReplicaId(2), ReplicaId(3)];
+
+    /// A state read from etcd may hold any epoch: at the largest one no election can give a
+    /// new epoch, so none is made (no panic, no wrap to a lower epoch).
+    #[test]
+    fn an_epoch_that_cannot_grow_elects_nobody() {
+        let state = PartitionState {
+            leader: Some((ReplicaId(1), SessionId(10))),
+            epoch: LeaderEpoch(u32::MAX),
+            isr: vec![member(1, 1), member(2, 2)],
+        };
+        assert_eq!(decide(&state, &REPLICAS, &live(&[(2, 20, 2)])), None);
+        // The ISR still shrinks under a live leader (no new epoch needed).
+        let next = decide(&state, &REPLICAS, &live(&[(1, 10, 1)])).unwrap();
+        assert_eq!(
+            (next.epoch, next.isr),
+            (LeaderEpoch(u32::MAX), vec![member(1, 1)])
+        );
+    }
 
     #[test]
     fn a_lost_leader_is_replaced_by_the_first_live_isr_member_in_a_new_epoch() {

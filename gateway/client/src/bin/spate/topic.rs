@@ -328,8 +328,14 @@ pub async fn cluster_status(client: &Client) -> Result<(), String> {
         .map_err(|error| format!("cannot write to stdout: {error}"))
 }
 
-/// A Unix time in ms as UTC `YYYY-MM-DDTHH:MM:SSZ`.
+/// A Unix time in ms as UTC `YYYY-MM-DDTHH:MM:SSZ`; past the year 9999 (which RFC 3339
+/// cannot write, and only a damaged record holds), the milliseconds as they are.
 fn since(ms: u64) -> String {
+    /// 9999-12-31T23:59:59Z.
+    const RFC3339_SECONDS_MAX: u64 = 253_402_300_799;
+    if ms / 1000 > RFC3339_SECONDS_MAX {
+        return format!("{ms}ms");
+    }
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
     humantime::format_rfc3339_seconds(time).to_string()
 }
