@@ -151,6 +151,35 @@ struct Scan {
     cut: bool,
 }
 
+impl Scan {
+    /// The scan of segment `index` (based at `base`) from its first byte: its file is
+    /// `file_len` bytes, zeros from `scan_end` on; `active` if it is the last segment.
+    fn new(index: usize, base: Offset, file_len: u64, scan_end: u64, active: bool) -> Scan {
+        Scan {
+            index,
+            file: FileRef::log(base),
+            file_len,
+            scan_end,
+            active,
+            batch_pos: 0,
+            expected: base,
+            offset_index: Vec::new(),
+            time_index: Vec::new(),
+            last_index_position: 0,
+            max_timestamp: i64::MIN,
+            last_batch_base: base,
+            end: None,
+            torn_signature: false,
+            valid_after: false,
+            searched_to: 0,
+            tail_sector: Vec::new(),
+            nonzero_end: 0,
+            probe_pos: 0,
+            cut: false,
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Step {
     /// Waiting for a producer snapshot (the newest not yet tried).
@@ -740,28 +769,14 @@ impl Recovery {
 
     fn begin_scan(&mut self, index: usize) {
         let files = self.files[index];
-        let scan = Scan {
+        let file_len = files.log_len.unwrap_or(0);
+        let scan = Scan::new(
             index,
-            file: FileRef::log(files.base),
-            file_len: files.log_len.unwrap_or(0),
-            scan_end: align_up(files.log_data_end).min(files.log_len.unwrap_or(0)),
-            active: index + 1 == self.files.len(),
-            batch_pos: 0,
-            expected: files.base,
-            offset_index: Vec::new(),
-            time_index: Vec::new(),
-            last_index_position: 0,
-            max_timestamp: i64::MIN,
-            last_batch_base: files.base,
-            end: None,
-            torn_signature: false,
-            valid_after: false,
-            searched_to: 0,
-            tail_sector: Vec::new(),
-            nonzero_end: 0,
-            probe_pos: 0,
-            cut: false,
-        };
+            files.base,
+            file_len,
+            align_up(files.log_data_end).min(file_len),
+            index + 1 == self.files.len(),
+        );
         self.read_scan(scan);
     }
 
@@ -1364,28 +1379,7 @@ mod tests {
     /// segment file can be a GiB of zeros; mutation testing found the bound unpinned).
     #[test]
     fn zero_fill_is_bounded_past_the_written_data() {
-        let scan = |scan_end: u64, file_len: u64| Scan {
-            index: 0,
-            file: FileRef::log(Offset(0)),
-            file_len,
-            scan_end,
-            active: true,
-            batch_pos: 0,
-            expected: Offset(0),
-            offset_index: Vec::new(),
-            time_index: Vec::new(),
-            last_index_position: 0,
-            max_timestamp: i64::MIN,
-            last_batch_base: Offset(0),
-            end: None,
-            torn_signature: false,
-            valid_after: false,
-            searched_to: 0,
-            tail_sector: Vec::new(),
-            nonzero_end: 0,
-            probe_pos: 0,
-            cut: false,
-        };
+        let scan = |scan_end: u64, file_len: u64| Scan::new(0, Offset(0), file_len, scan_end, true);
         let written = Bytes::from(vec![7u8; 8192]);
         // A read at 4 KiB that reached the written data's end (8 KiB) in a 1 GiB file.
         let filled = zero_filled(&scan(8192, 1 << 30), 4096, &written.slice(..4096));

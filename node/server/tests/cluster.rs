@@ -458,6 +458,12 @@ fn the_controller_elects_leaders_from_the_isr_as_members_come_and_go() {
     let second = spate_node::start(config(&dirs[1], &etcd, 32, 3_000)).unwrap();
     let third = spate_node::start(config(&dirs[2], &etcd, 33, 3_000)).unwrap();
     let member = |node: u32| etcd.member(node).unwrap().0;
+    let led_by = |node: u32| {
+        Some(LeaderRecord {
+            node,
+            session: member(node).session,
+        })
+    };
     let in_sync = |node: u32| IsrRecord {
         node,
         storage: member(node).storage,
@@ -510,13 +516,7 @@ fn the_controller_elects_leaders_from_the_isr_as_members_come_and_go() {
         partition_record(&etcd).epoch == 2
     });
     let record = partition_record(&etcd);
-    assert_eq!(
-        record.leader,
-        Some(LeaderRecord {
-            node: 33,
-            session: member(33).session
-        })
-    );
+    assert_eq!(record.leader, led_by(33));
     assert_eq!(isr_nodes(&record), vec![33, 31]);
     assert_eq!(record.partition_epoch, 2);
     // The controller leaves too: its successor removes it from the ISR (the leader stays).
@@ -547,28 +547,30 @@ fn the_controller_elects_leaders_from_the_isr_as_members_come_and_go() {
         partition_record(&etcd).epoch == 3
     });
     let record = partition_record(&etcd);
-    assert_eq!(
-        record.leader,
-        Some(LeaderRecord {
-            node: 33,
-            session: member(33).session
-        })
-    );
+    assert_eq!(record.leader, led_by(33));
     assert_eq!(isr_nodes(&record), vec![33]);
     second.shutdown();
     third.shutdown();
+}
+
+/// An etcd, node `first` elected controller, then node `first + 1` in line behind it.
+fn controller_and_member(name: &str, first: u32) -> (Etcd, NodeHandle, NodeHandle) {
+    let etcd = Etcd::start(name);
+    let dir = data_dir(&format!("member-{first}"));
+    let controller = spate_node::start(config(&dir, &etcd, first, 3_000)).unwrap();
+    wait_for("a controller", Duration::from_secs(10), || {
+        controller.is_controller()
+    });
+    let dir = data_dir(&format!("member-{}", first + 1));
+    let member = spate_node::start(config(&dir, &etcd, first + 1, 3_000)).unwrap();
+    (etcd, controller, member)
 }
 
 /// etcd answers a campaign only when it is won: a member that waited longer than its session
 /// timeout in line still takes over when the controller goes.
 #[test]
 fn a_campaign_waiting_longer_than_the_session_timeout_still_wins() {
-    let etcd = Etcd::start("patient");
-    let first = spate_node::start(config(&data_dir("member-41"), &etcd, 41, 3_000)).unwrap();
-    wait_for("a controller", Duration::from_secs(10), || {
-        first.is_controller()
-    });
-    let second = spate_node::start(config(&data_dir("member-42"), &etcd, 42, 3_000)).unwrap();
+    let (_etcd, first, second) = controller_and_member("patient", 41);
     std::thread::sleep(Duration::from_secs(4));
     assert!(!second.is_controller());
     first.shutdown();
@@ -583,12 +585,7 @@ fn a_campaign_waiting_longer_than_the_session_timeout_still_wins() {
 /// member stops acting as controller and campaigns again.
 #[test]
 fn a_controller_whose_election_key_goes_is_deposed() {
-    let etcd = Etcd::start("deposed");
-    let first = spate_node::start(config(&data_dir("member-51"), &etcd, 51, 3_000)).unwrap();
-    wait_for("a controller", Duration::from_secs(10), || {
-        first.is_controller()
-    });
-    let second = spate_node::start(config(&data_dir("member-52"), &etcd, 52, 3_000)).unwrap();
+    let (etcd, first, second) = controller_and_member("deposed", 51);
     etcd.run(async |client| {
         let leader = client.leader(controller_election("spate")).await.unwrap();
         let key = leader.kv().unwrap().key().to_vec();

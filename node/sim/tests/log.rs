@@ -67,14 +67,19 @@ struct Harness {
 }
 
 impl Harness {
-    fn new(config: LogConfig) -> Self {
+    /// A harness over a recovered `log` and the storage it was recovered from, at `now`.
+    fn reopened(log: PartitionLog, storage: SimStorage, now: i64) -> Self {
         Harness {
-            log: PartitionLog::new(config, Offset(0)),
-            storage: SimStorage::new(7),
-            now: Millis(T0),
+            log,
+            storage,
+            now: Millis(now),
             requests: Vec::new(),
             events: Vec::new(),
         }
+    }
+
+    fn new(config: LogConfig) -> Self {
+        Harness::reopened(PartitionLog::new(config, Offset(0)), SimStorage::new(7), T0)
     }
 
     fn append(&mut self, bytes: &[u8], durability: Durability) -> Offset {
@@ -531,17 +536,7 @@ fn corruption_of_acknowledged_data_fences_instead_of_truncating() {
     let first = FileRef::log(bases[0]);
     harness.storage.flip_bit(&first, 10_000, 3);
     let mut image = harness.storage.crash(3);
-    for kind in [SegmentFileKind::OffsetIndex, SegmentFileKind::TimeIndex] {
-        image.submit(IoRequest::Remove {
-            id: spate_core::IoId(u64::MAX),
-            file: FileRef {
-                base: bases[0],
-                kind,
-            },
-        });
-        image.complete_all();
-        while image.poll_done().is_some() {}
-    }
+    remove_indexes(&mut image, bases[0]);
     let recovered = recover(&mut image, config);
     let corruption = recovered
         .report
@@ -1234,17 +1229,7 @@ fn trailing_bytes_after_a_rolled_segment_are_corruption() {
         position,
         data: spate_core::WriteData::contiguous(Bytes::from(vec![0xa5; SECTOR_SIZE as usize])),
     });
-    for kind in [SegmentFileKind::OffsetIndex, SegmentFileKind::TimeIndex] {
-        image.submit(IoRequest::Remove {
-            id: spate_core::IoId(u64::MAX),
-            file: FileRef {
-                base: bases[0],
-                kind,
-            },
-        });
-    }
-    image.complete_all();
-    while image.poll_done().is_some() {}
+    remove_indexes(&mut image, bases[0]);
     let recovered = recover(&mut image, config());
     match &recovered.report.corruption {
         Some(FenceReason::Corruption {
@@ -2137,13 +2122,7 @@ fn a_truncating_recovery_cuts_the_log_at_a_batch_boundary() {
                 );
             }
         }
-        let mut follower = Harness {
-            log: recovered.log,
-            storage: image,
-            now: Millis(T0 + 1_000),
-            requests: Vec::new(),
-            events: Vec::new(),
-        };
+        let mut follower = Harness::reopened(recovered.log, image, T0 + 1_000);
         let kept: Vec<_> = all.iter().filter(|(base, _)| *base < to).cloned().collect();
         assert_eq!(all_batches(&mut follower), kept, "cut at {to}");
         // Appends continue at the cut; a later recovery finds the same log.
@@ -2157,13 +2136,7 @@ fn a_truncating_recovery_cuts_the_log_at_a_batch_boundary() {
         let again = recover(&mut image, config());
         assert_eq!(again.report.corruption, None);
         assert_eq!(again.report.torn_tail, None);
-        let mut reopened = Harness {
-            log: again.log,
-            storage: image,
-            now: Millis(T0 + 2_000),
-            requests: Vec::new(),
-            events: Vec::new(),
-        };
+        let mut reopened = Harness::reopened(again.log, image, T0 + 2_000);
         assert_eq!(
             all_batches(&mut reopened),
             expected,
@@ -2220,13 +2193,7 @@ fn a_crash_during_a_truncating_recovery_leaves_a_whole_log() {
                 );
                 let end = recovered.log.next_offset();
                 assert!(end >= to, "cut at {to}: the log ends at {end}");
-                let mut reopened = Harness {
-                    log: recovered.log,
-                    storage: image,
-                    now: Millis(T0 + 1_000),
-                    requests: Vec::new(),
-                    events: Vec::new(),
-                };
+                let mut reopened = Harness::reopened(recovered.log, image, T0 + 1_000);
                 let found = all_batches(&mut reopened);
                 assert_eq!(found[..], all[..found.len()], "a prefix of the log");
             }
@@ -2602,6 +2569,18 @@ fn a_followers_parked_fetch_wakes_on_writes_a_consumers_on_the_high_watermark() 
 }
 
 /// Replaces `file`'s contents in `storage` (a test's damage).
+/// Removes the offset and time index files of the segment at `base` (so recovery scans it).
+fn remove_indexes(storage: &mut SimStorage, base: Offset) {
+    for kind in [SegmentFileKind::OffsetIndex, SegmentFileKind::TimeIndex] {
+        storage.submit(IoRequest::Remove {
+            id: spate_core::IoId(u64::MAX),
+            file: FileRef { base, kind },
+        });
+    }
+    storage.complete_all();
+    while storage.poll_done().is_some() {}
+}
+
 fn overwrite(storage: &mut SimStorage, file: FileRef, data: Vec<u8>) {
     storage.submit(IoRequest::WriteFile {
         id: spate_core::IoId(u64::MAX - 1),
@@ -2624,13 +2603,7 @@ fn a_restart_trusts_sound_index_files_and_scans_past_damaged_ones() {
     let reopen = |mut image: SimStorage| {
         let recovered = recover(&mut image, config());
         let report = recovered.report.clone();
-        let mut reopened = Harness {
-            log: recovered.log,
-            storage: image,
-            now: Millis(T0 + 1_000),
-            requests: Vec::new(),
-            events: Vec::new(),
-        };
+        let mut reopened = Harness::reopened(recovered.log, image, T0 + 1_000);
         let found = if report.corruption.is_none() {
             all_batches(&mut reopened)
         } else {
@@ -2763,13 +2736,11 @@ fn a_segment_of_several_reads_recovers_across_them() {
     for _ in 0..6 {
         harness.step();
     }
-    let expected = all_batches(&mut Harness {
-        log: recover(&mut harness.storage.crash(0), config.clone()).log,
-        storage: harness.storage.crash(0),
-        now: Millis(T0 + 1_000),
-        requests: Vec::new(),
-        events: Vec::new(),
-    });
+    let expected = all_batches(&mut Harness::reopened(
+        recover(&mut harness.storage.crash(0), config.clone()).log,
+        harness.storage.crash(0),
+        T0 + 1_000,
+    ));
     assert!(expected.len() >= 2, "a log to compare with");
     for seed in 0..24 {
         let mut image = harness.storage.crash(seed);
@@ -2780,13 +2751,7 @@ fn a_segment_of_several_reads_recovers_across_them() {
             end >= durable,
             "seed {seed}: {end} below the durable {durable}"
         );
-        let mut reopened = Harness {
-            log: recovered.log,
-            storage: image,
-            now: Millis(T0 + 1_000),
-            requests: Vec::new(),
-            events: Vec::new(),
-        };
+        let mut reopened = Harness::reopened(recovered.log, image, T0 + 1_000);
         let found = all_batches(&mut reopened);
         let prefix = found.len().min(expected.len());
         let durable_batches = expected.iter().filter(|(base, _)| *base < durable).count();
@@ -2955,13 +2920,11 @@ fn a_file_cut_inside_its_last_batch_is_read_once() {
     let config = harness.log.config().clone();
     let file = FileRef::log(Offset(0));
     let full = harness.storage.contents(&file).unwrap()[..1_700_000].to_vec();
-    let bases = all_batches(&mut Harness {
-        log: recover(&mut harness.storage.crash(0), config.clone()).log,
-        storage: harness.storage.crash(0),
-        now: Millis(T0),
-        requests: Vec::new(),
-        events: Vec::new(),
-    });
+    let bases = all_batches(&mut Harness::reopened(
+        recover(&mut harness.storage.crash(0), config.clone()).log,
+        harness.storage.crash(0),
+        T0,
+    ));
     let (last_base, last) = bases.last().cloned().unwrap();
     let start = 1_700_000 - last.len() as u64;
     assert!(start > 4096, "the last batch starts past the first sector");
@@ -3014,17 +2977,7 @@ fn a_rolled_segment_is_read_no_further_than_its_damage() {
     assert!(harness.storage.contents(&first).unwrap().len() as u64 > READ);
     harness.storage.flip_bit(&first, 100_000, 2);
     let mut image = harness.storage.crash(0);
-    for kind in [SegmentFileKind::OffsetIndex, SegmentFileKind::TimeIndex] {
-        image.submit(IoRequest::Remove {
-            id: spate_core::IoId(u64::MAX),
-            file: FileRef {
-                base: Offset(0),
-                kind,
-            },
-        });
-        image.complete_all();
-        while image.poll_done().is_some() {}
-    }
+    remove_indexes(&mut image, Offset(0));
     let (recovered, requests) = recover_logged(&mut image, config);
     assert!(matches!(
         recovered.report.corruption,
@@ -3067,13 +3020,11 @@ fn a_cut_in_a_later_read_keeps_the_sector_before_it() {
         harness.settle();
     }
     let mut image = harness.storage.crash(0);
-    let all = all_batches(&mut Harness {
-        log: recover(&mut image.crash(0), config.clone()).log,
-        storage: image.crash(0),
-        now: Millis(T0),
-        requests: Vec::new(),
-        events: Vec::new(),
-    });
+    let all = all_batches(&mut Harness::reopened(
+        recover(&mut image.crash(0), config.clone()).log,
+        image.crash(0),
+        T0,
+    ));
     // The batch starting past the first 4 MiB read.
     let mut position = 0u64;
     let (index, _) = all
@@ -3088,13 +3039,7 @@ fn a_cut_in_a_later_read_keeps_the_sector_before_it() {
     let to = all[index].0;
     let recovered = recover_cut(&mut image, config.clone(), to).unwrap();
     assert_eq!(recovered.log.next_offset(), to);
-    let mut follower = Harness {
-        log: recovered.log,
-        storage: image,
-        now: Millis(T0 + 1_000),
-        requests: Vec::new(),
-        events: Vec::new(),
-    };
+    let mut follower = Harness::reopened(recovered.log, image, T0 + 1_000);
     follower.append(&batch(500, 1, T0 + 100), Durability::Fsync);
     follower.settle();
     let found = all_batches(&mut follower);
@@ -3136,13 +3081,7 @@ fn a_reset_starts_the_log_over_at_the_leaders_log_start() {
     assert_eq!(recovered.log.high_watermark(), start);
     let names: Vec<String> = image.list().unwrap().into_iter().map(|f| f.name).collect();
     assert_eq!(names, vec![FileRef::log_start(start).file_name()]);
-    let mut follower = Harness {
-        log: recovered.log,
-        storage: image,
-        now: Millis(T0 + 1_000),
-        requests: Vec::new(),
-        events: Vec::new(),
-    };
+    let mut follower = Harness::reopened(recovered.log, image, T0 + 1_000);
     follower.append(&batch(100, 1, T0), Durability::Fsync);
     follower.settle();
     let mut image = follower.storage.crash(2);
@@ -3183,13 +3122,7 @@ fn a_reset_starts_the_log_over_at_the_leaders_log_start() {
                     next <= end,
                     "crash after {crash_after}: the log ends at {next}"
                 );
-                let mut reopened = Harness {
-                    log: recovered.log,
-                    storage: image,
-                    now: Millis(T0 + 1_000),
-                    requests: Vec::new(),
-                    events: Vec::new(),
-                };
+                let mut reopened = Harness::reopened(recovered.log, image, T0 + 1_000);
                 let found = all_batches(&mut reopened);
                 let skipped = all.len() - found.len();
                 assert_eq!(
