@@ -186,6 +186,7 @@ impl ClusterSession {
                     runtime,
                     settings: asked,
                     in_flight: Arc::new(AtomicUsize::new(0)),
+                    client: Arc::default(),
                 },
             }),
             Ok(Err(error)) => {
@@ -238,11 +239,22 @@ pub const CLUSTER_QUERIES_MAX: usize = 16;
 pub const CLUSTER_QUERY_WAIT: Duration = Duration::from_secs(2);
 
 /// Reads the cluster's state from etcd on the cluster session's thread, for any shard.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClusterQuery {
     runtime: tokio::runtime::Handle,
     settings: ClusterSettings,
     in_flight: Arc<AtomicUsize>,
+    /// The connection queries share (made at the first, dropped after a failure).
+    client: Arc<tokio::sync::Mutex<Option<Client>>>,
+}
+
+impl std::fmt::Debug for ClusterQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterQuery")
+            .field("settings", &self.settings)
+            .field("in_flight", &self.in_flight)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ClusterQuery {
@@ -260,8 +272,9 @@ impl ClusterQuery {
         let in_flight = InFlight(self.in_flight.clone());
         let (answer_tx, answer_rx) = oneshot::channel();
         let settings = self.settings.clone();
+        let client = self.client.clone();
         self.runtime.spawn(async move {
-            let answer = tokio::time::timeout(CLUSTER_QUERY_WAIT, read_cluster(&settings))
+            let answer = tokio::time::timeout(CLUSTER_QUERY_WAIT, read_cluster(&settings, &client))
                 .await
                 .unwrap_or_else(|_| {
                     Err(format!("etcd did not answer within {CLUSTER_QUERY_WAIT:?}"))
@@ -307,16 +320,44 @@ pub fn member_record(cluster: &str, key: &[u8], value: &[u8]) -> Result<MemberRe
 /// The members and the controller as etcd holds them now.
 async fn read_cluster(
     settings: &ClusterSettings,
+    shared: &tokio::sync::Mutex<Option<Client>>,
 ) -> Result<spate_proto::DescribeClusterResponse, String> {
-    let options = ConnectOptions::new()
-        .with_connect_timeout(CLUSTER_QUERY_WAIT)
-        .with_timeout(CLUSTER_QUERY_WAIT);
-    let mut client = Client::connect(&settings.endpoints, Some(options))
-        .await
-        .map_err(|error| error.to_string())?;
+    let mut client = {
+        let mut cached = shared.lock().await;
+        match cached.as_ref() {
+            Some(client) => client.clone(),
+            None => {
+                let options = ConnectOptions::new()
+                    .with_connect_timeout(CLUSTER_QUERY_WAIT)
+                    .with_timeout(CLUSTER_QUERY_WAIT);
+                let client = Client::connect(&settings.endpoints, Some(options))
+                    .await
+                    .map_err(|error| error.to_string())?;
+                *cached = Some(client.clone());
+                client
+            }
+        }
+    };
+    let answer = describe_from(&mut client, settings).await;
+    if answer.is_err() {
+        // A fresh connection for the next query.
+        *shared.lock().await = None;
+    }
+    answer
+}
+
+/// The members and the controller as `client` reads them from etcd.
+async fn describe_from(
+    client: &mut Client,
+    settings: &ClusterSettings,
+) -> Result<spate_proto::DescribeClusterResponse, String> {
     let name = &settings.cluster_name;
+    let members_max = i64::from(spate_proto::limits::CLUSTER_MEMBERS_MAX);
     let listed = client
-        .get(members_prefix(name), Some(GetOptions::new().with_prefix()))
+        .get(
+            members_prefix(name),
+            Some(GetOptions::new().with_prefix().with_limit(members_max)),
+        )
         .await
         .map_err(|error| error.to_string())?;
     let mut members: Vec<spate_proto::ClusterMember> = listed
