@@ -64,7 +64,8 @@ enum Command {
     /// Create, list, describe and delete topics.
     #[command(subcommand)]
     Topic(topic::TopicCommand),
-    /// The node at a glance: shards, partitions and bytes on disk per shard.
+    /// The node at a glance (shards, partitions and bytes on disk per shard) and the
+    /// cluster's members and controller.
     #[command(subcommand)]
     Cluster(ClusterCommand),
     /// List, describe (members, committed offsets, lag), reset and delete consumer groups.
