@@ -274,11 +274,17 @@ impl ClusterQuery {
         let settings = self.settings.clone();
         let client = self.client.clone();
         self.runtime.spawn(async move {
-            let answer = tokio::time::timeout(CLUSTER_QUERY_WAIT, read_cluster(&settings, &client))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(format!("etcd did not answer within {CLUSTER_QUERY_WAIT:?}"))
-                });
+            // The read resets the shared connection when it times out; this bounds the
+            // connect as well.
+            let answer =
+                tokio::time::timeout(2 * CLUSTER_QUERY_WAIT, read_cluster(&settings, &client))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!(
+                            "etcd did not answer within {:?}",
+                            2 * CLUSTER_QUERY_WAIT
+                        ))
+                    });
             drop(in_flight);
             let _ = answer_tx.send(answer);
         });
@@ -329,7 +335,8 @@ async fn read_cluster(
             None => {
                 let options = ConnectOptions::new()
                     .with_connect_timeout(CLUSTER_QUERY_WAIT)
-                    .with_timeout(CLUSTER_QUERY_WAIT);
+                    .with_timeout(CLUSTER_QUERY_WAIT)
+                    .with_keep_alive(ETCD_KEEPALIVE_INTERVAL, CLUSTER_QUERY_WAIT);
                 let client = Client::connect(&settings.endpoints, Some(options))
                     .await
                     .map_err(|error| error.to_string())?;
@@ -338,7 +345,9 @@ async fn read_cluster(
             }
         }
     };
-    let answer = describe_from(&mut client, settings).await;
+    let answer = tokio::time::timeout(CLUSTER_QUERY_WAIT, describe_from(&mut client, settings))
+        .await
+        .unwrap_or_else(|_| Err(format!("etcd did not answer within {CLUSTER_QUERY_WAIT:?}")));
     if answer.is_err() {
         // A fresh connection for the next query.
         *shared.lock().await = None;
@@ -583,7 +592,12 @@ impl Member {
                 return;
             };
             loop {
-                let options = ConnectOptions::new().with_connect_timeout(connect_timeout);
+                // No per-request timeout (etcd answers a campaign when it is won), but
+                // keep-alive pings, so a connection that died silently fails the campaign
+                // (and the controller's duties on it) instead of hanging it.
+                let options = ConnectOptions::new()
+                    .with_connect_timeout(connect_timeout)
+                    .with_keep_alive(ETCD_KEEPALIVE_INTERVAL, connect_timeout);
                 let elected = match Client::connect(&endpoints, Some(options)).await {
                     Ok(mut client) => client
                         .campaign(name.clone(), value.clone(), lease)
@@ -696,6 +710,11 @@ impl Member {
         }
     }
 }
+
+/// How often the campaign's and the queries' connections ping etcd (HTTP/2 keep-alive) to
+/// notice a connection that died silently; no more often than etcd's default
+/// `--grpc-keepalive-min-time` (5 s) allows.
+const ETCD_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How long a member waits before campaigning again after a campaign failed or it was
 /// deposed.

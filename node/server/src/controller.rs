@@ -6,9 +6,10 @@
 //! in-sync replicas leave the ISR, the last one stays; a partition whose ISR members are all
 //! gone waits offline), writes each change as a compare-and-swap on the partition key's
 //! revision and on the controller's own election key, and starts over whenever etcd shows a
-//! change under the cluster's prefix (a watch from the next revision) or every
-//! [`CONTROLLER_RESYNC`]. A deposed controller's writes fail on the election key's compare, so
-//! two controllers never both write.
+//! change to the members, topics, partitions or its election key (a watch from the next
+//! revision) or every [`CONTROLLER_RESYNC`] without one. A deposed controller's writes fail
+//! on the election key's compare, so two controllers never both write; it notices at its next
+//! pass and returns.
 //!
 //! The keys are JSON with a `"v": 1` field, readable with `etcdctl`:
 //! `/spate/<cluster>/topics/<name>` ([`TopicRecord`]) and
@@ -32,6 +33,11 @@ pub const RECORD_VERSION: u32 = 1;
 /// (a safety net: a watch that silently stalled never leaves a partition without a leader
 /// for longer).
 pub const CONTROLLER_RESYNC: Duration = Duration::from_secs(5);
+
+/// How long one pass (or opening the watch) may take before the controller gives it up and
+/// tries again: its connection has no per-request timeout (it is the campaign's), and a
+/// pass that hung would leave the cluster with an elected controller doing nothing.
+pub const CONTROLLER_PASS_WAIT: Duration = Duration::from_secs(10);
 
 /// How long the controller waits after a failed read or write before it tries again.
 const CONTROLLER_RETRY: Duration = Duration::from_secs(1);
@@ -186,7 +192,7 @@ enum Pass {
 pub async fn lead(mut client: Client, cluster: String, leader: LeaderKey) {
     let mut warned = HashSet::new();
     loop {
-        let revision = match reconcile(&mut client, &cluster, &leader, &mut warned).await {
+        let revision = match bounded(reconcile(&mut client, &cluster, &leader, &mut warned)).await {
             Ok(Pass::Done(revision)) => revision,
             Ok(Pass::Deposed) => return,
             Err(error) => {
@@ -195,14 +201,15 @@ pub async fn lead(mut client: Client, cluster: String, leader: LeaderKey) {
                 continue;
             }
         };
-        let mut watch = match watch_from(&mut client, &cluster, &leader, revision + 1).await {
-            Ok(watch) => watch,
-            Err(error) => {
-                tracing::warn!("the controller cannot watch etcd: {error}");
-                tokio::time::sleep(CONTROLLER_RETRY).await;
-                continue;
-            }
-        };
+        let mut watch =
+            match bounded(watch_from(&mut client, &cluster, &leader, revision + 1)).await {
+                Ok(watch) => watch,
+                Err(error) => {
+                    tracing::warn!("the controller cannot watch etcd: {error}");
+                    tokio::time::sleep(CONTROLLER_RETRY).await;
+                    continue;
+                }
+            };
         // Wait for a change (or the resync), then read everything again.
         loop {
             match tokio::time::timeout(CONTROLLER_RESYNC, watch.message()).await {
@@ -217,11 +224,28 @@ pub async fn lead(mut client: Client, cluster: String, leader: LeaderKey) {
                 Ok(Ok(Some(answer))) if answer.events().is_empty() => continue,
                 Ok(Ok(Some(_))) => {
                     // The rest of a burst, briefly.
+                    let mut ended = false;
                     for _ in 0..WATCH_BURST_MAX {
                         match tokio::time::timeout(WATCH_BURST_WAIT, watch.message()).await {
+                            Ok(Ok(Some(answer)))
+                                if answer.canceled() || answer.compact_revision() > 0 =>
+                            {
+                                ended = true;
+                                break;
+                            }
                             Ok(Ok(Some(_))) => {}
-                            _ => break,
+                            Ok(Ok(None) | Err(_)) => {
+                                ended = true;
+                                break;
+                            }
+                            Err(_) => break,
                         }
+                    }
+                    if ended {
+                        tracing::warn!(
+                            "the controller's watch ended in a burst; reading everything again"
+                        );
+                        break;
                     }
                 }
                 Err(_) => {}
@@ -230,7 +254,7 @@ pub async fn lead(mut client: Client, cluster: String, leader: LeaderKey) {
                     break;
                 }
             }
-            match reconcile(&mut client, &cluster, &leader, &mut warned).await {
+            match bounded(reconcile(&mut client, &cluster, &leader, &mut warned)).await {
                 Ok(Pass::Done(_)) => {}
                 Ok(Pass::Deposed) => return,
                 Err(error) => {
@@ -240,6 +264,19 @@ pub async fn lead(mut client: Client, cluster: String, leader: LeaderKey) {
             }
         }
         tokio::time::sleep(CONTROLLER_RETRY).await;
+    }
+}
+
+/// `work` within [`CONTROLLER_PASS_WAIT`] (its time out counts as an error).
+async fn bounded<T>(
+    work: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(CONTROLLER_PASS_WAIT, work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!(
+            "etcd did not answer within {CONTROLLER_PASS_WAIT:?}"
+        )),
     }
 }
 
@@ -317,21 +354,37 @@ async fn reconcile(
         (&partitions_read, "partitions"),
     ] {
         if read.more() {
+            let effect = if what == "members" {
+                "decides nothing until there are fewer"
+            } else {
+                "acts on the first ones in key order"
+            };
             undecodable(
                 what.as_bytes(),
                 "part of the keys",
-                &format_args!(
-                    "more than {CONTROLLER_KEYS_MAX} {what}; the controller acts on the first \
-                     {CONTROLLER_KEYS_MAX} in key order"
-                ),
+                &format_args!("more than {CONTROLLER_KEYS_MAX} {what}; the controller {effect}"),
             );
         }
     }
+    // Members whose records this node cannot read are not known to be dead: partitions that
+    // name them are left as they are (a newer node's record in a rolling upgrade, a damaged
+    // key). With more members than one pass reads, nobody is known to be dead.
+    if members_read.more() {
+        *warned = bad;
+        return Ok(Pass::Done(revision));
+    }
+    let members_at = members_prefix(cluster);
+    let mut unknown = HashSet::new();
     let mut members = BTreeMap::new();
     for kv in members_read.kvs() {
         let record = match member_record(cluster, kv.key(), kv.value()) {
             Ok(record) => record,
             Err(error) => {
+                let named = std::str::from_utf8(kv.key())
+                    .ok()
+                    .and_then(|key| key.strip_prefix(members_at.as_str()))
+                    .and_then(|node| node.parse::<u32>().ok());
+                unknown.extend(named);
                 undecodable(kv.key(), "member", &error);
                 continue;
             }
@@ -346,7 +399,10 @@ async fn reconcile(
                     },
                 );
             }
-            _ => undecodable(kv.key(), "member", &"an id is not hexadecimal"),
+            _ => {
+                unknown.insert(record.node);
+                undecodable(kv.key(), "member", &"an id is not hexadecimal");
+            }
         }
     }
     let topics_at = topics_prefix(cluster);
@@ -407,6 +463,14 @@ async fn reconcile(
             continue;
         };
         let replicas: Vec<ReplicaId> = replicas.iter().map(|at| ReplicaId(at.node)).collect();
+        let names_unknown = replicas
+            .iter()
+            .chain(state.leader.iter().map(|(leader, _)| leader))
+            .chain(state.isr.iter().map(|member| &member.replica))
+            .any(|replica| unknown.contains(&replica.0));
+        if names_unknown {
+            continue;
+        }
         let Some(next) = decide(&state, &replicas, &members) else {
             continue;
         };

@@ -604,3 +604,81 @@ fn a_controller_whose_election_key_goes_is_deposed() {
     });
     first.shutdown();
 }
+
+/// A member record the controller cannot read (here a newer layout version, as in a rolling
+/// upgrade) is not a dead member: a partition naming it is left as it is. Once the record is
+/// gone (the member is), the controller removes it from the ISR.
+#[test]
+fn the_controller_leaves_partitions_naming_an_unreadable_member_alone() {
+    let (etcd, controller, member) = controller_and_member("unreadable", 61);
+    let storage = |node: u32| etcd.member(node).unwrap().0.storage;
+    let topic = TopicRecord {
+        v: 1,
+        id: format!("{:032x}", 9),
+        partitions: 1,
+        replication_factor: 2,
+        replicas: vec![vec![
+            ReplicaPlacement { node: 62, shard: 0 },
+            ReplicaPlacement { node: 63, shard: 0 },
+        ]],
+    };
+    let partition = PartitionRecord {
+        v: 1,
+        topic_id: topic.id.clone(),
+        leader: Some(LeaderRecord {
+            node: 62,
+            session: etcd.member(62).unwrap().0.session,
+        }),
+        epoch: 1,
+        isr: vec![
+            IsrRecord {
+                node: 62,
+                storage: storage(62),
+            },
+            IsrRecord {
+                node: 63,
+                storage: "0000000000000063".into(),
+            },
+        ],
+        partition_epoch: 1,
+    };
+    let newer = serde_json::json!({
+        "v": 2, "node": 63, "session": "0000000000000001", "storage": "0000000000000063",
+        "shards": [], "since_ms": 1
+    })
+    .to_string();
+    etcd.run(async |client| {
+        client
+            .put(member_key("spate", 63), newer, None)
+            .await
+            .unwrap();
+        client
+            .put(
+                partition_key("spate", "t", 0),
+                serde_json::to_vec(&partition).unwrap(),
+                None,
+            )
+            .await
+            .unwrap();
+        client
+            .put(
+                topic_key("spate", "t"),
+                serde_json::to_vec(&topic).unwrap(),
+                None,
+            )
+            .await
+            .unwrap();
+    });
+    // Passes run (the puts above, and the 5 s resync): nothing changes.
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert_eq!(partition_record(&etcd), partition);
+    etcd.run(async |client| {
+        client.delete(member_key("spate", 63), None).await.unwrap();
+    });
+    wait_for("63 out of the ISR", Duration::from_secs(10), || {
+        isr_nodes(&partition_record(&etcd)) == vec![62]
+    });
+    assert_eq!(partition_record(&etcd).epoch, 1, "the leader stays");
+    member.shutdown();
+    controller.shutdown();
+}
