@@ -303,6 +303,15 @@ impl Drop for InFlight {
     }
 }
 
+/// The node a member key of `cluster` names (`/spate/<cluster>/members/<node>`).
+pub fn member_node(cluster: &str, key: &[u8]) -> Option<u32> {
+    std::str::from_utf8(key)
+        .ok()?
+        .strip_prefix(members_prefix(cluster).as_str())?
+        .parse()
+        .ok()
+}
+
 /// A member record as etcd holds it under `key`, if it is one this version reads and it is
 /// the member its key names (a record under `members/5` must say node 5).
 pub fn member_record(cluster: &str, key: &[u8], value: &[u8]) -> Result<MemberRecord, String> {
@@ -313,11 +322,7 @@ pub fn member_record(cluster: &str, key: &[u8], value: &[u8]) -> Result<MemberRe
             record.v
         ));
     }
-    let named = std::str::from_utf8(key)
-        .ok()
-        .and_then(|key| key.strip_prefix(members_prefix(cluster).as_str()))
-        .and_then(|node| node.parse::<u32>().ok());
-    if named != Some(record.node) {
+    if member_node(cluster, key) != Some(record.node) {
         return Err(format!("it says node {}, its key another", record.node));
     }
     Ok(record)

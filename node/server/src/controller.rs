@@ -24,7 +24,7 @@ use spate_core::replica::{
     decide, IsrMember, LeaderEpoch, LiveMember, PartitionState, ReplicaId, SessionId, StorageId,
 };
 
-use crate::cluster::{member_record, members_prefix};
+use crate::cluster::{member_node, member_record, members_prefix};
 
 /// The version of the topic and partition records' JSON layout.
 pub const RECORD_VERSION: u32 = 1;
@@ -373,18 +373,13 @@ async fn reconcile(
         *warned = bad;
         return Ok(Pass::Done(revision));
     }
-    let members_at = members_prefix(cluster);
     let mut unknown = HashSet::new();
     let mut members = BTreeMap::new();
     for kv in members_read.kvs() {
         let record = match member_record(cluster, kv.key(), kv.value()) {
             Ok(record) => record,
             Err(error) => {
-                let named = std::str::from_utf8(kv.key())
-                    .ok()
-                    .and_then(|key| key.strip_prefix(members_at.as_str()))
-                    .and_then(|node| node.parse::<u32>().ok());
-                unknown.extend(named);
+                unknown.extend(member_node(cluster, kv.key()));
                 undecodable(kv.key(), "member", &error);
                 continue;
             }

@@ -435,6 +435,29 @@ fn partition_record(etcd: &Etcd) -> PartitionRecord {
     serde_json::from_slice(&value).unwrap()
 }
 
+/// Writes topic `t` with its one partition as a controller creates a topic: the partition
+/// key first, the topic key last (docs/cluster.md, "Transactions").
+fn write_topic(etcd: &Etcd, topic: &TopicRecord, partition: &PartitionRecord) {
+    etcd.run(async |client| {
+        client
+            .put(
+                partition_key("spate", "t", 0),
+                serde_json::to_vec(&partition).unwrap(),
+                None,
+            )
+            .await
+            .unwrap();
+        client
+            .put(
+                topic_key("spate", "t"),
+                serde_json::to_vec(&topic).unwrap(),
+                None,
+            )
+            .await
+            .unwrap();
+    });
+}
+
 fn isr_nodes(record: &PartitionRecord) -> Vec<u32> {
     record.isr.iter().map(|member| member.node).collect()
 }
@@ -489,24 +512,7 @@ fn the_controller_elects_leaders_from_the_isr_as_members_come_and_go() {
         isr: vec![in_sync(32), in_sync(33), in_sync(31)],
         partition_epoch: 1,
     };
-    etcd.run(async |client| {
-        client
-            .put(
-                partition_key("spate", "t", 0),
-                serde_json::to_vec(&partition).unwrap(),
-                None,
-            )
-            .await
-            .unwrap();
-        client
-            .put(
-                topic_key("spate", "t"),
-                serde_json::to_vec(&topic).unwrap(),
-                None,
-            )
-            .await
-            .unwrap();
-    });
+    write_topic(&etcd, &topic, &partition);
     // Every member alive and in sync: nothing to change.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(partition_record(&etcd), partition);
@@ -652,23 +658,8 @@ fn the_controller_leaves_partitions_naming_an_unreadable_member_alone() {
             .put(member_key("spate", 63), newer, None)
             .await
             .unwrap();
-        client
-            .put(
-                partition_key("spate", "t", 0),
-                serde_json::to_vec(&partition).unwrap(),
-                None,
-            )
-            .await
-            .unwrap();
-        client
-            .put(
-                topic_key("spate", "t"),
-                serde_json::to_vec(&topic).unwrap(),
-                None,
-            )
-            .await
-            .unwrap();
     });
+    write_topic(&etcd, &topic, &partition);
     // Passes run (the puts above, and the 5 s resync): nothing changes.
     std::thread::sleep(Duration::from_millis(1_500));
     assert_eq!(partition_record(&etcd), partition);
