@@ -1,27 +1,32 @@
 //! The controller's duties on etcd (docs/cluster.md, "The controller"), run by the member that
-//! won the election for as long as its campaign holds: it reads the members, the topics and
-//! the partitions at one revision, applies the pure decision of
-//! [`spate_core::replica::control::decide`] to every partition (a leader whose session is gone
-//! is replaced by the first live in-sync replica in preference order, in a new epoch; dead
-//! in-sync replicas leave the ISR, the last one stays; a partition whose ISR members are all
-//! gone waits offline), writes each change as a compare-and-swap on the partition key's
-//! revision and on the controller's own election key, and starts over whenever etcd shows a
-//! change to the members, topics, partitions or its election key (a watch from the next
-//! revision) or every [`CONTROLLER_RESYNC`] without one. A deposed controller's writes fail
-//! on the election key's compare, so two controllers never both write; it notices at its next
-//! pass and returns.
+//! won the election for as long as its campaign holds: it reads the members, the topics, the
+//! partitions and the requests to create topics at one revision (in pages), takes the pure
+//! decisions of [`spate_core::replica::reconcile`] (requests accepted with their replicas
+//! placed, or refused; new partitions given their first state; a leader whose session is gone
+//! replaced by the first live in-sync replica in preference order, in a new epoch; dead
+//! in-sync replicas removed, the last one kept; partition states of deleted topics removed),
+//! writes each as a compare-and-swap on what it read and on the controller's own election
+//! key, and starts over whenever etcd shows a change under those prefixes or to its election
+//! key (a watch from the next revision) or every [`CONTROLLER_RESYNC`] without one. A deposed
+//! controller's writes fail on the election key's compare, so two controllers never both
+//! write; it notices at its next pass and returns.
 //!
 //! The keys are JSON with a `"v": 1` field, readable with `etcdctl`:
-//! `/spate/<cluster>/topics/<name>` ([`TopicRecord`]) and
-//! `/spate/<cluster>/partitions/<name>/<n>` ([`PartitionRecord`]).
+//! `/spate/<cluster>/topics/<name>` ([`TopicRecord`]),
+//! `/spate/<cluster>/partitions/<name>/<n>` ([`PartitionRecord`]) and
+//! `/spate/<cluster>/topic-requests/<name>` ([`TopicRequestRecord`]).
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, GetOptions, LeaderKey, Txn, TxnOp, WatchOptions};
+use etcd_client::{
+    Client, Compare, CompareOp, GetOptions, KeyValue, LeaderKey, Txn, TxnOp, WatchOptions,
+};
 use serde::{Deserialize, Serialize};
 use spate_core::replica::{
-    decide, IsrMember, LeaderEpoch, LiveMember, PartitionState, ReplicaId, SessionId, StorageId,
+    reconcile as reconcile_actions, Action, ClusterRead, CreationRequest, IsrMember, LeaderEpoch,
+    LiveMember, Member, PartitionEntry, PartitionName, PartitionState, Placement, Refusal,
+    ReplicaId, SessionId, StorageId, TopicAssignment, TopicId,
 };
 
 use crate::cluster::{member_node, member_record, members_prefix};
@@ -53,6 +58,50 @@ pub struct TopicRecord {
     pub replication_factor: u32,
     /// Per partition, its replicas in preference order (the first is the preferred leader).
     pub replicas: Vec<Vec<ReplicaPlacement>>,
+    /// The topic's settings as its creator gave them.
+    #[serde(flatten)]
+    pub settings: TopicSettings,
+}
+
+/// A topic's settings in its records: absent is the node's default, -1 unlimited (as
+/// Kafka writes it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TopicSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_bytes: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_bytes: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_insync_replicas: Option<u32>,
+}
+
+/// A request to create a topic: `/spate/<cluster>/topic-requests/<name>`, written by the node
+/// a client asked, accepted (the topic key written, the request removed) or refused (the
+/// request marked) by the controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicRequestRecord {
+    /// The layout's version (1).
+    pub v: u32,
+    /// The new topic's id (32 hex digits), chosen by the requester.
+    pub id: String,
+    pub partitions: u32,
+    pub replication_factor: u32,
+    #[serde(flatten)]
+    pub settings: TopicSettings,
+    /// Set by the controller when it cannot create the topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<RefusedRecord>,
+}
+
+/// Why the controller refused a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedRecord {
+    /// `exists`, `partitions` or `replication_factor`.
+    pub reason: String,
+    /// What an operator reads.
+    pub message: String,
 }
 
 /// Where one replica of a partition lives.
@@ -104,6 +153,16 @@ pub fn topics_prefix(cluster: &str) -> String {
     format!("/spate/{cluster}/topics/")
 }
 
+/// The key of the request to create topic `name` of `cluster`.
+pub fn topic_request_key(cluster: &str, name: &str) -> String {
+    format!("{}{name}", topic_requests_prefix(cluster))
+}
+
+/// The prefix of the requests to create topics of `cluster`.
+pub fn topic_requests_prefix(cluster: &str) -> String {
+    format!("/spate/{cluster}/topic-requests/")
+}
+
 /// The key of partition `partition` of topic `name` of `cluster`.
 pub fn partition_key(cluster: &str, name: &str, partition: u32) -> String {
     format!("{}{name}/{partition}", partitions_prefix(cluster))
@@ -145,9 +204,15 @@ impl PartitionRecord {
     /// This record changed to `state`, one partition epoch later (`None` if the partition
     /// epoch cannot grow).
     fn with_state(&self, state: &PartitionState) -> Option<PartitionRecord> {
-        Some(PartitionRecord {
+        let partition_epoch = self.partition_epoch.checked_add(1)?;
+        Some(PartitionRecord::new(&self.topic_id, state, partition_epoch))
+    }
+
+    /// The record of `state` for topic `topic_id`.
+    fn new(topic_id: &str, state: &PartitionState, partition_epoch: u64) -> PartitionRecord {
+        PartitionRecord {
             v: RECORD_VERSION,
-            topic_id: self.topic_id.clone(),
+            topic_id: topic_id.to_owned(),
             leader: state.leader.map(|(node, session)| LeaderRecord {
                 node: node.0,
                 session: format!("{:016x}", session.0),
@@ -161,9 +226,21 @@ impl PartitionRecord {
                     storage: format!("{:016x}", member.storage.0),
                 })
                 .collect(),
-            partition_epoch: self.partition_epoch.checked_add(1)?,
-        })
+            partition_epoch,
+        }
     }
+}
+
+/// A topic id as its records write it: 32 hex digits.
+pub fn topic_id_text(id: TopicId) -> String {
+    format!("{:032x}", id.0)
+}
+
+fn topic_id(text: &str) -> Option<TopicId> {
+    (text.len() == 32)
+        .then(|| u128::from_str_radix(text, 16).ok())
+        .flatten()
+        .map(TopicId)
 }
 
 /// Keys of one kind (members, topics, partitions) a pass reads; past it, a pass acts on the
@@ -280,7 +357,8 @@ async fn bounded<T>(
     }
 }
 
-/// One watch stream over the members, the topics and the partitions of `cluster`, and this
+/// One watch stream over the members, the topics, the partitions and the topic requests of
+/// `cluster`, and this
 /// node's election key (its deletion deposes it), from `revision` on.
 async fn watch_from(
     client: &mut Client,
@@ -300,30 +378,101 @@ async fn watch_from(
     watch
         .watch(partitions_prefix(cluster), Some(options()))
         .await?;
+    watch
+        .watch(topic_requests_prefix(cluster), Some(options()))
+        .await?;
     let exact = WatchOptions::new().with_start_revision(revision);
     watch.watch(leader.key(), Some(exact)).await?;
     Ok(watch)
 }
 
-/// One pass: everything read at one revision, every partition decided, each change written
-/// by compare-and-swap. `warned` holds the keys already warned about (a key that is bad
-/// again after it was fixed is warned about again).
-async fn reconcile(
+/// Keys one etcd answer carries at first when the controller reads a prefix; an answer too
+/// large for the client (4 MiB, as tonic decodes) is asked again with half as many, down to
+/// one key (a topic record is at most [`TOPIC_RECORD_SIZE_MAX`]).
+const READ_PAGE_KEYS: i64 = 1_000;
+
+/// The largest topic record the controller writes: well within etcd's default request limit
+/// (`--max-request-bytes`, 1.5 MiB) and one answer of the client (4 MiB).
+pub const TOPIC_RECORD_SIZE_MAX: usize = 1 << 20;
+
+/// Keys written or removed in one transaction (etcd allows 128 operations per transaction by
+/// default, `--max-txn-ops`; each key also has its compare, beside the controller's own).
+const TXN_KEYS_MAX: usize = 100;
+
+/// The keys under `prefix` at `revision` (0: the newest), at most `max`, read in pages; with
+/// whether there were more and the revision read.
+async fn read_prefix(
+    client: &mut Client,
+    prefix: &str,
+    revision: i64,
+    max: i64,
+) -> Result<(Vec<KeyValue>, bool, i64), etcd_client::Error> {
+    // Every prefix ends with '/': its range ends before the next byte value ('0').
+    let mut end = prefix.as_bytes().to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    let mut from = prefix.as_bytes().to_vec();
+    let mut revision = revision;
+    let mut page = READ_PAGE_KEYS.min(max);
+    let mut kvs = Vec::new();
+    loop {
+        let limit = page.min(max - i64::try_from(kvs.len()).unwrap_or(max));
+        let mut options = GetOptions::new().with_range(end.clone()).with_limit(limit);
+        if revision > 0 {
+            options = options.with_revision(revision);
+        }
+        let answer = match client.get(from.clone(), Some(options)).await {
+            Ok(answer) => answer,
+            // The answer was larger than the client takes: smaller pages.
+            Err(etcd_client::Error::GRpcStatus(status))
+                if page > 1 && status.message().contains("too large") =>
+            {
+                page /= 2;
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
+        if revision == 0 {
+            revision = answer
+                .header()
+                .map_or(0, etcd_client::ResponseHeader::revision);
+        }
+        let more = answer.more();
+        let last = answer.kvs().last().map(|kv| kv.key().to_vec());
+        kvs.extend(answer.kvs().iter().cloned());
+        let full = i64::try_from(kvs.len()).unwrap_or(max) >= max;
+        match last {
+            Some(mut last) if more && !full => {
+                last.push(0);
+                from = last;
+            }
+            _ => return Ok((kvs, more, revision)),
+        }
+    }
+}
+
+/// What a pass read besides the pure [`ClusterRead`]: the revisions and records its writes
+/// compare and build on.
+#[derive(Default)]
+struct Read {
+    cluster: ClusterRead,
+    /// Partition key → (mod revision, record).
+    partitions: BTreeMap<PartitionName, (i64, PartitionRecord)>,
+    /// Topic name → (mod revision, request).
+    requests: BTreeMap<String, (i64, TopicRequestRecord)>,
+}
+
+/// Reads everything at one revision into a [`Read`]; `None` if this node's election key is
+/// gone (deposed). Keys it cannot read are warned about once each (`bad` collects them).
+async fn read_all(
     client: &mut Client,
     cluster: &str,
     leader: &LeaderKey,
-    warned: &mut HashSet<String>,
-) -> Result<Pass, etcd_client::Error> {
-    let limited = || {
-        GetOptions::new()
-            .with_prefix()
-            .with_limit(CONTROLLER_KEYS_MAX)
-    };
-    let members_read = client.get(members_prefix(cluster), Some(limited())).await?;
-    let revision = members_read
-        .header()
-        .map_or(0, etcd_client::ResponseHeader::revision);
-    let at = || limited().with_revision(revision);
+    bad: &mut Vec<(String, String)>,
+) -> Result<Option<(Read, i64)>, etcd_client::Error> {
+    let (members_read, members_more, revision) =
+        read_prefix(client, &members_prefix(cluster), 0, CONTROLLER_KEYS_MAX).await?;
     let elected = client
         .get(
             leader.key(),
@@ -335,30 +484,58 @@ async fn reconcile(
         .iter()
         .any(|kv| kv.create_revision() == leader.rev())
     {
-        tracing::warn!("this node's election key is gone: it is no longer the controller");
-        return Ok(Pass::Deposed);
+        return Ok(None);
     }
-    let topics_read = client.get(topics_prefix(cluster), Some(at())).await?;
-    let partitions_read = client.get(partitions_prefix(cluster), Some(at())).await?;
-    let mut bad = HashSet::new();
+    let (topics_read, topics_more, _) = read_prefix(
+        client,
+        &topics_prefix(cluster),
+        revision,
+        CONTROLLER_KEYS_MAX,
+    )
+    .await?;
+    let (partitions_read, partitions_more, _) = read_prefix(
+        client,
+        &partitions_prefix(cluster),
+        revision,
+        CONTROLLER_KEYS_MAX,
+    )
+    .await?;
+    let (requests_read, requests_more, _) = read_prefix(
+        client,
+        &topic_requests_prefix(cluster),
+        revision,
+        CONTROLLER_KEYS_MAX,
+    )
+    .await?;
     let mut undecodable = |key: &[u8], what: &str, error: &dyn std::fmt::Display| {
-        let key = String::from_utf8_lossy(key).into_owned();
-        if !warned.contains(&key) {
-            tracing::warn!(key = %key, "the controller ignores a {what} it cannot read: {error}");
-        }
-        bad.insert(key);
+        bad.push((
+            String::from_utf8_lossy(key).into_owned(),
+            format!("the controller ignores a {what} it cannot read: {error}"),
+        ));
     };
-    for (read, what) in [
-        (&members_read, "members"),
-        (&topics_read, "topics"),
-        (&partitions_read, "partitions"),
+    for (more, what, effect) in [
+        (
+            members_more,
+            "members",
+            "decides nothing until there are fewer",
+        ),
+        (
+            topics_more,
+            "topics",
+            "acts on the first ones in key order and removes no partition",
+        ),
+        (
+            partitions_more,
+            "partitions",
+            "acts on the first ones in key order",
+        ),
+        (
+            requests_more,
+            "topic requests",
+            "acts on the first ones in key order",
+        ),
     ] {
-        if read.more() {
-            let effect = if what == "members" {
-                "decides nothing until there are fewer"
-            } else {
-                "acts on the first ones in key order"
-            };
+        if more {
             undecodable(
                 what.as_bytes(),
                 "part of the keys",
@@ -366,146 +543,558 @@ async fn reconcile(
             );
         }
     }
-    // Members whose records this node cannot read are not known to be dead: partitions that
-    // name them are left as they are (a newer node's record in a rolling upgrade, a damaged
-    // key). With more members than one pass reads, nobody is known to be dead.
-    if members_read.more() {
-        *warned = bad;
-        return Ok(Pass::Done(revision));
+    let mut read = Read::default();
+    // With more members than one pass reads, nobody is known to be dead: nothing is decided.
+    if members_more {
+        return Ok(Some((read, revision)));
     }
-    let mut unknown = HashSet::new();
-    let mut members = BTreeMap::new();
-    for kv in members_read.kvs() {
+    // Members whose records this node cannot read are not known to be dead: whatever names
+    // them is left as it is (a newer node's record in a rolling upgrade, a damaged key).
+    for kv in &members_read {
         let record = match member_record(cluster, kv.key(), kv.value()) {
             Ok(record) => record,
             Err(error) => {
-                unknown.extend(member_node(cluster, kv.key()));
+                read.cluster
+                    .unknown
+                    .extend(member_node(cluster, kv.key()).map(ReplicaId));
                 undecodable(kv.key(), "member", &error);
                 continue;
             }
         };
+        let shards = u16::try_from(record.shards.len()).unwrap_or(u16::MAX);
         match (hex(&record.session), hex(&record.storage)) {
             (Some(session), Some(storage)) => {
-                members.insert(
-                    ReplicaId(record.node),
-                    LiveMember {
-                        session: SessionId(session),
-                        storage: StorageId(storage),
-                    },
-                );
+                let live = LiveMember {
+                    session: SessionId(session),
+                    storage: StorageId(storage),
+                };
+                read.cluster
+                    .members
+                    .insert(ReplicaId(record.node), Member { live, shards });
             }
             _ => {
-                unknown.insert(record.node);
+                read.cluster.unknown.insert(ReplicaId(record.node));
                 undecodable(kv.key(), "member", &"an id is not hexadecimal");
             }
         }
     }
     let topics_at = topics_prefix(cluster);
-    let mut topics = BTreeMap::new();
-    for kv in topics_read.kvs() {
-        let Some(name) = std::str::from_utf8(kv.key())
-            .ok()
-            .and_then(|key| key.strip_prefix(topics_at.as_str()))
-        else {
+    read.cluster.topics_complete = !topics_more;
+    for kv in &topics_read {
+        let Some(name) = name_under(kv.key(), &topics_at) else {
             continue;
         };
-        match serde_json::from_slice::<TopicRecord>(kv.value()) {
-            Ok(record) if record.v == RECORD_VERSION => {
-                topics.insert(name.to_owned(), record);
+        let assignment = match serde_json::from_slice::<TopicRecord>(kv.value()) {
+            Ok(record) if record.v != RECORD_VERSION => {
+                let version = format!("its layout version is {}", record.v);
+                undecodable(kv.key(), "topic", &version);
+                None
             }
-            Ok(record) => undecodable(
-                kv.key(),
-                "topic",
-                &format_args!("its layout version is {}", record.v),
-            ),
-            Err(error) => undecodable(kv.key(), "topic", &error),
-        }
+            Ok(record) => match topic_id(&record.id) {
+                Some(id) => Some(TopicAssignment {
+                    id,
+                    replicas: record
+                        .replicas
+                        .iter()
+                        .map(|replicas| {
+                            replicas
+                                .iter()
+                                .map(|at| Placement {
+                                    node: ReplicaId(at.node),
+                                    shard: at.shard,
+                                })
+                                .collect()
+                        })
+                        .collect(),
+                }),
+                None => {
+                    undecodable(kv.key(), "topic", &"its id is not 32 hex digits");
+                    None
+                }
+            },
+            Err(error) => {
+                undecodable(kv.key(), "topic", &error);
+                None
+            }
+        };
+        read.cluster.topics.insert(name.to_owned(), assignment);
     }
     let partitions_at = partitions_prefix(cluster);
-    for kv in partitions_read.kvs() {
-        let Some((topic, partition)) = std::str::from_utf8(kv.key())
-            .ok()
-            .and_then(|key| key.strip_prefix(partitions_at.as_str()))
+    for kv in &partitions_read {
+        let Some(partition) = name_under(kv.key(), &partitions_at)
             .and_then(|rest| rest.rsplit_once('/'))
-            .and_then(|(topic, n)| Some((topic.to_owned(), n.parse::<usize>().ok()?)))
+            .and_then(|(topic, n)| Some((topic.to_owned(), n.parse::<u32>().ok()?)))
         else {
             undecodable(kv.key(), "partition key", &"no topic/partition in its name");
             continue;
         };
-        let record = match serde_json::from_slice::<PartitionRecord>(kv.value()) {
-            Ok(record) if record.v == RECORD_VERSION => record,
-            Ok(record) => {
+        let decoded = match serde_json::from_slice::<PartitionRecord>(kv.value()) {
+            Ok(record) if record.v != RECORD_VERSION => {
                 let version = format!("its layout version is {}", record.v);
-                undecodable(kv.key(), "partition", &version);
-                continue;
+                Err(version)
+            }
+            Ok(record) => match (topic_id(&record.topic_id), record.state()) {
+                (Some(topic_id), Some(state)) => Ok((topic_id, state, record)),
+                _ => Err("an id is not hexadecimal".to_owned()),
+            },
+            Err(error) => Err(error.to_string()),
+        };
+        match decoded {
+            Ok((topic_id, state, record)) => {
+                read.partitions
+                    .insert(partition.clone(), (kv.mod_revision(), record));
+                read.cluster
+                    .partitions
+                    .insert(partition, Some(PartitionEntry { topic_id, state }));
             }
             Err(error) => {
                 undecodable(kv.key(), "partition", &error);
-                continue;
+                read.cluster.partitions.insert(partition, None);
             }
-        };
-        // A partition counts only once its topic exists with the same id (a half-created
-        // or re-created topic is not acted on).
-        let Some(replicas) = topics
-            .get(&topic)
-            .filter(|topic| topic.id == record.topic_id)
-            .and_then(|topic| topic.replicas.get(partition))
-        else {
-            continue;
-        };
-        let Some(state) = record.state() else {
-            undecodable(kv.key(), "partition", &"an id is not hexadecimal");
-            continue;
-        };
-        let replicas: Vec<ReplicaId> = replicas.iter().map(|at| ReplicaId(at.node)).collect();
-        let names_unknown = replicas
-            .iter()
-            .chain(state.leader.iter().map(|(leader, _)| leader))
-            .chain(state.isr.iter().map(|member| &member.replica))
-            .any(|replica| unknown.contains(&replica.0));
-        if names_unknown {
-            continue;
-        }
-        let Some(next) = decide(&state, &replicas, &members) else {
-            continue;
-        };
-        let Some(written) = record.with_state(&next) else {
-            undecodable(kv.key(), "partition", &"its partition epoch cannot grow");
-            continue;
-        };
-        let Ok(value) = serde_json::to_vec(&written) else {
-            continue;
-        };
-        let key = kv.key().to_vec();
-        let txn = Txn::new()
-            .when([
-                Compare::create_revision(leader.key(), CompareOp::Equal, leader.rev()),
-                Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision()),
-            ])
-            .and_then([TxnOp::put(key.clone(), value, None)])
-            .or_else([TxnOp::get(leader.key(), None)]);
-        let answer = client.txn(txn).await?;
-        if answer.succeeded() {
-            tracing::info!(
-                partition = %String::from_utf8_lossy(&key),
-                leader = ?written.leader.as_ref().map(|leader| leader.node),
-                epoch = written.epoch,
-                isr = ?written.isr.iter().map(|member| member.node).collect::<Vec<_>>(),
-                "the controller changed a partition"
-            );
-            continue;
-        }
-        // The compare failed: the partition changed since the read (the next pass sees it),
-        // or this node's election key is gone (deposed: its successor decides).
-        let still_elected = answer.op_responses().into_iter().any(|response| {
-            matches!(response, etcd_client::TxnOpResponse::Get(get)
-                if get.kvs().iter().any(|kv| kv.create_revision() == leader.rev()))
-        });
-        if !still_elected {
-            tracing::warn!("this node's election key is gone: it is no longer the controller");
-            return Ok(Pass::Deposed);
         }
     }
-    *warned = bad;
+    let requests_at = topic_requests_prefix(cluster);
+    for kv in &requests_read {
+        let Some(name) = name_under(kv.key(), &requests_at) else {
+            continue;
+        };
+        let request = match serde_json::from_slice::<TopicRequestRecord>(kv.value()) {
+            Ok(record) if record.v != RECORD_VERSION => {
+                let version = format!("its layout version is {}", record.v);
+                undecodable(kv.key(), "topic request", &version);
+                None
+            }
+            // Refused already: for its requester to collect.
+            Ok(record) if record.refused.is_some() => continue,
+            Ok(record) => match topic_id(&record.id) {
+                Some(id) => {
+                    let request = CreationRequest {
+                        id,
+                        partitions: record.partitions,
+                        factor: record.replication_factor,
+                    };
+                    read.requests
+                        .insert(name.to_owned(), (kv.mod_revision(), record));
+                    Some(request)
+                }
+                None => {
+                    undecodable(kv.key(), "topic request", &"its id is not 32 hex digits");
+                    None
+                }
+            },
+            Err(error) => {
+                undecodable(kv.key(), "topic request", &error);
+                None
+            }
+        };
+        read.cluster.requests.insert(name.to_owned(), request);
+    }
+    Ok(Some((read, revision)))
+}
+
+/// The name after `prefix` in `key`, if it is under it and UTF-8.
+fn name_under<'a>(key: &'a [u8], prefix: &str) -> Option<&'a str> {
+    std::str::from_utf8(key).ok()?.strip_prefix(prefix)
+}
+
+/// One pass: everything read at one revision, the pure decisions of
+/// [`spate_core::replica::reconcile`] taken, each written by compare-and-swap. `warned` holds
+/// the keys already warned about (a key that is bad again after it was fixed is warned about
+/// again).
+async fn reconcile(
+    client: &mut Client,
+    cluster: &str,
+    leader: &LeaderKey,
+    warned: &mut HashSet<String>,
+) -> Result<Pass, etcd_client::Error> {
+    let mut bad = Vec::new();
+    let read = read_all(client, cluster, leader, &mut bad).await?;
+    let mut now_bad = HashSet::new();
+    for (key, warning) in bad {
+        if !warned.contains(&key) {
+            tracing::warn!(key = %key, "{warning}");
+        }
+        now_bad.insert(key);
+    }
+    *warned = now_bad;
+    let Some((read, revision)) = read else {
+        tracing::warn!("this node's election key is gone: it is no longer the controller");
+        return Ok(Pass::Deposed);
+    };
+    let guard = || Compare::create_revision(leader.key(), CompareOp::Equal, leader.rev());
+    let mut batch = Batch::default();
+    for action in reconcile_actions(&read.cluster) {
+        match action {
+            Action::Accept { topic, replicas } => {
+                let Some((mod_revision, request)) = read.requests.get(&topic) else {
+                    continue;
+                };
+                let record = TopicRecord {
+                    v: RECORD_VERSION,
+                    id: request.id.clone(),
+                    partitions: request.partitions,
+                    replication_factor: request.replication_factor,
+                    replicas: replicas
+                        .iter()
+                        .map(|replicas| {
+                            replicas
+                                .iter()
+                                .map(|at| ReplicaPlacement {
+                                    node: at.node.0,
+                                    shard: at.shard,
+                                })
+                                .collect()
+                        })
+                        .collect(),
+                    settings: request.settings,
+                };
+                let request_key = topic_request_key(cluster, &topic);
+                let value = json(&record);
+                if value.len() > TOPIC_RECORD_SIZE_MAX {
+                    let refused = RefusedRecord {
+                        reason: "partitions".into(),
+                        message: format!(
+                            "{} partitions with {} replicas each make a topic record of {} \
+                             bytes, more than the {TOPIC_RECORD_SIZE_MAX} a topic may have",
+                            request.partitions,
+                            request.replication_factor,
+                            value.len()
+                        ),
+                    };
+                    let txn = refusal_txn(leader, &request_key, *mod_revision, request, refused);
+                    if !apply(client, leader, txn).await? {
+                        return Ok(Pass::Deposed);
+                    }
+                    continue;
+                }
+                let key = topic_key(cluster, &topic);
+                let txn = Txn::new()
+                    .when([
+                        guard(),
+                        Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                        Compare::mod_revision(request_key.clone(), CompareOp::Equal, *mod_revision),
+                    ])
+                    .and_then([
+                        TxnOp::put(key, value, None),
+                        TxnOp::delete(request_key, None),
+                    ])
+                    .or_else([TxnOp::get(leader.key(), None)]);
+                if !apply(client, leader, txn).await? {
+                    return Ok(Pass::Deposed);
+                }
+                tracing::info!(
+                    topic = %topic,
+                    partitions = request.partitions,
+                    replication_factor = request.replication_factor,
+                    "the controller created a topic"
+                );
+            }
+            Action::Refuse { topic, refusal } => {
+                let Some((mod_revision, request)) = read.requests.get(&topic) else {
+                    continue;
+                };
+                let reason = match refusal {
+                    Refusal::Exists => "exists",
+                    Refusal::PartitionCount { .. } => "partitions",
+                    Refusal::Placement(_) => "replication_factor",
+                };
+                let refused = RefusedRecord {
+                    reason: reason.into(),
+                    message: format!("cannot create topic {topic:?}: {refusal}"),
+                };
+                let request_key = topic_request_key(cluster, &topic);
+                let txn = refusal_txn(leader, &request_key, *mod_revision, request, refused);
+                if !apply(client, leader, txn).await? {
+                    return Ok(Pass::Deposed);
+                }
+                tracing::info!(topic = %topic, "the controller refused to create a topic: {refusal}");
+            }
+            Action::Create {
+                partition,
+                topic_id,
+                state,
+            } => {
+                let key = partition_key(cluster, &partition.0, partition.1);
+                let record = PartitionRecord::new(&topic_id_text(topic_id), &state, 1);
+                let value = json(&record);
+                batch
+                    .compares
+                    .push(Compare::create_revision(key.clone(), CompareOp::Equal, 0));
+                batch.ops.push(TxnOp::put(key, value, None));
+                if batch.ops.len() == TXN_KEYS_MAX && !batch.write(client, leader).await? {
+                    return Ok(Pass::Deposed);
+                }
+            }
+            Action::Change { partition, state } => {
+                let Some((mod_revision, record)) = read.partitions.get(&partition) else {
+                    continue;
+                };
+                let key = partition_key(cluster, &partition.0, partition.1);
+                let Some(written) = record.with_state(&state) else {
+                    tracing::warn!(partition = %key, "a partition's epoch cannot grow: left as it is");
+                    continue;
+                };
+                let value = json(&written);
+                let txn = Txn::new()
+                    .when([
+                        guard(),
+                        Compare::mod_revision(key.clone(), CompareOp::Equal, *mod_revision),
+                    ])
+                    .and_then([TxnOp::put(key.clone(), value, None)])
+                    .or_else([TxnOp::get(leader.key(), None)]);
+                if !apply(client, leader, txn).await? {
+                    return Ok(Pass::Deposed);
+                }
+                tracing::info!(
+                    partition = %key,
+                    leader = ?written.leader.as_ref().map(|leader| leader.node),
+                    epoch = written.epoch,
+                    isr = ?written.isr.iter().map(|member| member.node).collect::<Vec<_>>(),
+                    "the controller changed a partition"
+                );
+            }
+            Action::Remove { partition } => {
+                let Some((mod_revision, _)) = read.partitions.get(&partition) else {
+                    continue;
+                };
+                let key = partition_key(cluster, &partition.0, partition.1);
+                batch.compares.push(Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    *mod_revision,
+                ));
+                batch.ops.push(TxnOp::delete(key, None));
+                if batch.ops.len() == TXN_KEYS_MAX && !batch.write(client, leader).await? {
+                    return Ok(Pass::Deposed);
+                }
+            }
+        }
+    }
+    if !batch.write(client, leader).await? {
+        return Ok(Pass::Deposed);
+    }
     Ok(Pass::Done(revision))
+}
+
+/// Partition keys created or removed together, in one transaction.
+#[derive(Default)]
+struct Batch {
+    compares: Vec<Compare>,
+    ops: Vec<TxnOp>,
+}
+
+impl Batch {
+    /// Writes what the batch holds (if anything); `false` if this node is deposed.
+    async fn write(
+        &mut self,
+        client: &mut Client,
+        leader: &LeaderKey,
+    ) -> Result<bool, etcd_client::Error> {
+        if self.ops.is_empty() {
+            return Ok(true);
+        }
+        let count = self.ops.len();
+        let mut compares = vec![Compare::create_revision(
+            leader.key(),
+            CompareOp::Equal,
+            leader.rev(),
+        )];
+        compares.append(&mut self.compares);
+        let txn = Txn::new()
+            .when(compares)
+            .and_then(std::mem::take(&mut self.ops))
+            .or_else([TxnOp::get(leader.key(), None)]);
+        let elected = apply(client, leader, txn).await?;
+        if elected {
+            tracing::debug!(
+                keys = count,
+                "the controller created or removed partition keys"
+            );
+        }
+        Ok(elected)
+    }
+}
+
+/// The transaction marking a request refused (if it is unchanged and `leader` elected).
+fn refusal_txn(
+    leader: &LeaderKey,
+    key: &str,
+    mod_revision: i64,
+    request: &TopicRequestRecord,
+    refused: RefusedRecord,
+) -> Txn {
+    let record = TopicRequestRecord {
+        refused: Some(refused),
+        ..request.clone()
+    };
+    Txn::new()
+        .when([
+            Compare::create_revision(leader.key(), CompareOp::Equal, leader.rev()),
+            Compare::mod_revision(key, CompareOp::Equal, mod_revision),
+        ])
+        .and_then([TxnOp::put(key, json(&record), None)])
+        .or_else([TxnOp::get(leader.key(), None)])
+}
+
+/// A record as JSON (the records are plain structs of strings and numbers: their encoding
+/// cannot fail).
+fn json(record: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(record).expect("a record of strings and numbers encodes")
+}
+
+/// Runs `txn`, whose failure branch reads this node's election key; `false` if the key is
+/// gone (deposed). A compare that failed otherwise (a key changed since the read) is left for
+/// the next pass, which the change itself brings.
+async fn apply(
+    client: &mut Client,
+    leader: &LeaderKey,
+    txn: Txn,
+) -> Result<bool, etcd_client::Error> {
+    let answer = client.txn(txn).await?;
+    if answer.succeeded() {
+        return Ok(true);
+    }
+    let still_elected = answer.op_responses().into_iter().any(|response| {
+        matches!(response, etcd_client::TxnOpResponse::Get(get)
+            if get.kvs().iter().any(|kv| kv.create_revision() == leader.rev()))
+    });
+    if !still_elected {
+        tracing::warn!("this node's election key is gone: it is no longer the controller");
+    }
+    Ok(still_elected)
+}
+
+/// Why a topic was not created.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicRequestError {
+    #[error("topic {0:?} exists")]
+    Exists(String),
+    #[error("topic {0:?} is being created (a request for it waits for the controller)")]
+    Pending(String),
+    /// Refused by the controller; `reason` is `exists`, `partitions` or
+    /// `replication_factor`.
+    #[error("{message}")]
+    Refused { reason: String, message: String },
+    #[error(
+        "the controller did not answer within {0:?}; the topic may still be created (its \
+         request stays in etcd until the controller takes it)"
+    )]
+    TimedOut(Duration),
+    #[error("etcd: {0}")]
+    Etcd(String),
+}
+
+impl From<etcd_client::Error> for TopicRequestError {
+    fn from(error: etcd_client::Error) -> Self {
+        TopicRequestError::Etcd(error.to_string())
+    }
+}
+
+/// Asks the controller of `cluster` to create topic `name` (`request` says how, with a fresh
+/// topic id) and waits up to `wait` for its answer: the topic's record once the controller
+/// wrote it, or why not. A request the controller refused earlier and nobody collected is
+/// replaced; a pending one is not (another creation of the name is under way).
+pub async fn request_topic(
+    client: &mut Client,
+    cluster: &str,
+    name: &str,
+    request: &TopicRequestRecord,
+    wait: Duration,
+) -> Result<TopicRecord, TopicRequestError> {
+    let topic = topic_key(cluster, name);
+    let key = topic_request_key(cluster, name);
+    let value = json(request);
+    let mut replace = 0;
+    let revision = loop {
+        let absent = if replace == 0 {
+            Compare::create_revision(key.clone(), CompareOp::Equal, 0)
+        } else {
+            Compare::mod_revision(key.clone(), CompareOp::Equal, replace)
+        };
+        let txn = Txn::new()
+            .when([
+                Compare::create_revision(topic.clone(), CompareOp::Equal, 0),
+                absent,
+            ])
+            .and_then([TxnOp::put(key.clone(), value.clone(), None)])
+            .or_else([
+                TxnOp::get(topic.clone(), None),
+                TxnOp::get(key.clone(), None),
+            ]);
+        let answer = client.txn(txn).await?;
+        if answer.succeeded() {
+            break answer
+                .header()
+                .map_or(0, etcd_client::ResponseHeader::revision);
+        }
+        let mut found = answer
+            .op_responses()
+            .into_iter()
+            .map(|response| match response {
+                etcd_client::TxnOpResponse::Get(get) => get.kvs().first().cloned(),
+                _ => None,
+            });
+        if found.next().flatten().is_some() {
+            return Err(TopicRequestError::Exists(name.to_owned()));
+        }
+        match found.next().flatten() {
+            Some(kv) => match serde_json::from_slice::<TopicRequestRecord>(kv.value()) {
+                Ok(old) if old.refused.is_some() && replace != kv.mod_revision() => {
+                    replace = kv.mod_revision();
+                }
+                _ => return Err(TopicRequestError::Pending(name.to_owned())),
+            },
+            // Gone meanwhile: try again as new.
+            None => replace = 0,
+        }
+    };
+    let options = || WatchOptions::new().with_start_revision(revision + 1);
+    let mut watch = client.watch(topic.clone(), Some(options())).await?;
+    watch.watch(key.clone(), Some(options())).await?;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let message = tokio::time::timeout_at(deadline, watch.message()).await;
+        let answer = match message {
+            Err(_) => return Err(TopicRequestError::TimedOut(wait)),
+            Ok(Err(error)) => return Err(error.into()),
+            Ok(Ok(None)) => return Err(TopicRequestError::Etcd("the watch ended".into())),
+            Ok(Ok(Some(answer))) => answer,
+        };
+        if answer.canceled() || answer.compact_revision() > 0 {
+            return Err(TopicRequestError::Etcd(format!(
+                "etcd ended the watch: {}",
+                answer.cancel_reason()
+            )));
+        }
+        for event in answer.events() {
+            let Some(kv) = event.kv() else { continue };
+            if event.event_type() != etcd_client::EventType::Put {
+                continue;
+            }
+            if kv.key() == topic.as_bytes() {
+                match serde_json::from_slice::<TopicRecord>(kv.value()) {
+                    Ok(record) if record.id == request.id => return Ok(record),
+                    // Created by someone else (another request of the name, a race lost).
+                    _ => return Err(TopicRequestError::Exists(name.to_owned())),
+                }
+            }
+            if let Ok(record) = serde_json::from_slice::<TopicRequestRecord>(kv.value()) {
+                if let (Some(refused), true) = (record.refused, record.id == request.id) {
+                    // Collected: the request goes (unless it changed meanwhile).
+                    let txn = Txn::new()
+                        .when([Compare::mod_revision(
+                            key.clone(),
+                            CompareOp::Equal,
+                            kv.mod_revision(),
+                        )])
+                        .and_then([TxnOp::delete(key.clone(), None)]);
+                    client.txn(txn).await?;
+                    return Err(TopicRequestError::Refused {
+                        reason: refused.reason,
+                        message: refused.message,
+                    });
+                }
+            }
+        }
+    }
 }

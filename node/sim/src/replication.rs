@@ -4,7 +4,7 @@
 //! ISR), and links between the replicas that lose, duplicate, reorder and delay messages.
 //! Replicas crash (keeping what they synced and any prefix of the rest), restart, sometimes
 //! with a replaced disk (an empty log and a new storage id), and are cut from etcd for a
-//! while. The controller is the real one (`spate_core::replica::decide`). Producers write to
+//! while. The controller is the real one (`spate_core::replica::reconcile`). Producers write to
 //! whichever replica acts as leader; consumers read from any that
 //! is ready, fencing older epochs as Kafka clients do (KIP-320).
 //!
@@ -32,9 +32,10 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use spate_core::recovery::{Recovered, Recovery};
 use spate_core::replica::{
-    check_agreement, decide, AckState, Agreement, EpochEnd, EpochStart, Follower, IsrMember,
-    Leader, LeaderConfig, LeaderEpoch, LeaderEpochs, LiveMember, PartitionState as ControlState,
-    ReplicaError, ReplicaId, SessionId, StorageId,
+    check_agreement, reconcile, AckState, Action, Agreement, ClusterRead, EpochEnd, EpochStart,
+    Follower, IsrMember, Leader, LeaderConfig, LeaderEpoch, LeaderEpochs, LiveMember,
+    Member as ClusterMember, PartitionEntry, PartitionState as ControlState, Placement,
+    ReplicaError, ReplicaId, SessionId, StorageId, TopicAssignment, TopicId,
 };
 use spate_core::{FetchPlan, LogConfig, Millis, PartitionLog, ReadDone, Storage};
 use spate_format::{batches, BatchBuilder, Offset, Record};
@@ -738,9 +739,10 @@ impl Run {
         }
     }
 
-    /// The controller (`spate_core::replica::decide`, applied atomically: the model's
-    /// controller reads and writes at one revision): elects a leader from the live ISR when
-    /// the leader's session is gone, and removes dead members (keeping the last one).
+    /// The controller (`spate_core::replica::reconcile`, over a read of the one topic and
+    /// its partition, applied atomically: the model's controller reads and writes at one
+    /// revision): elects a leader from the live ISR when the leader's session is gone, and
+    /// removes dead members (keeping the last one).
     fn controller(&mut self) {
         let state = &self.etcd.partition;
         let current = ControlState {
@@ -750,7 +752,7 @@ impl Run {
             epoch: state.epoch,
             isr: state.isr.clone(),
         };
-        let members: BTreeMap<ReplicaId, LiveMember> = self
+        let members = self
             .etcd
             .members
             .iter()
@@ -759,14 +761,40 @@ impl Run {
                     session: SessionId(member.session),
                     storage: member.storage,
                 };
-                (replica, live)
+                (replica, ClusterMember { live, shards: 1 })
             })
             .collect();
-        if let Some(next) = decide(&current, &self.replicas, &members) {
+        let topic = TopicAssignment {
+            id: TopicId(1),
+            replicas: vec![self
+                .replicas
+                .iter()
+                .map(|&node| Placement { node, shard: 0 })
+                .collect()],
+        };
+        let name = || String::from("t");
+        let read = ClusterRead {
+            members,
+            topics: [(name(), Some(topic))].into(),
+            topics_complete: true,
+            partitions: [(
+                (name(), 0),
+                Some(PartitionEntry {
+                    topic_id: TopicId(1),
+                    state: current.clone(),
+                }),
+            )]
+            .into(),
+            ..ClusterRead::default()
+        };
+        for action in reconcile(&read) {
+            let Action::Change { state: next, .. } = action else {
+                panic!("the controller of one existing partition did {action:?}");
+            };
             if next.epoch > current.epoch {
                 self.report.elections += 1;
             }
-            let revision = state.revision + 1;
+            let revision = self.etcd.partition.revision + 1;
             self.etcd.partition = PartitionState {
                 leader: next.leader.map(|(leader, session)| (leader, session.0)),
                 epoch: next.epoch,

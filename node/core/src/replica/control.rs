@@ -127,8 +127,8 @@ pub enum PlacementError {
 /// Replicas for `partitions` new partitions with `factor` copies each: partition `p`'s
 /// replicas are consecutive nodes (in node order, shards > 0 only) from `start + p`, so
 /// leaders (the first replica) spread over the nodes in turn; on each node, a replica goes to
-/// the shard holding the fewest of this topic's replicas there (`load` counts replicas the
-/// node's shards hold already, by node and shard, and is updated).
+/// the shard holding the fewest replicas there (`load` counts the replicas each shard holds
+/// already, by node and shard — of every topic, or of this one — and is updated).
 pub fn place(
     nodes: &[Placeable],
     partitions: u32,

@@ -1,7 +1,8 @@
 //! Replication of a partition over several nodes, pure: leader epochs and agreement between
 //! logs ([`epochs`]), the leader's view of its followers, the high watermark and the in-sync
 //! replica set ([`leader`]), the follower's fetch state ([`follower`]), and the controller's
-//! decisions — elections and placement ([`control`]). The design —
+//! decisions — elections and placement ([`control`]) and a whole pass of them over what
+//! the controller read ([`reconcile`]). The design —
 //! control plane on etcd, Kafka's replication protocol — is in `docs/cluster.md`; the
 //! simulation in `spate-sim` (`replication`) checks these against a model of etcd.
 
@@ -9,6 +10,7 @@ pub mod control;
 pub mod epochs;
 pub mod follower;
 pub mod leader;
+pub mod reconcile;
 
 pub use control::{
     decide, place, LiveMember, PartitionState, Placeable, Placement, PlacementError, SessionId,
@@ -21,6 +23,10 @@ pub use follower::{Follower, FollowerError};
 pub use leader::{
     AckState, Leader, LeaderConfig, NotEnoughReplicas, Progress, ReplicaError,
     REPLICA_LAG_MAX_MS_DEFAULT,
+};
+pub use reconcile::{
+    reconcile, Action, ClusterRead, CreationRequest, Member, PartitionEntry, PartitionName,
+    Refusal, TopicAssignment, TopicId,
 };
 
 /// A replica of a partition: the node that holds it (its node id).

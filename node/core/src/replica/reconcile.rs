@@ -1,0 +1,552 @@
+//! One pass of the controller, pure: from everything it read at one etcd revision (the
+//! members, the topics with their assignments, the partition states and the requests to
+//! create topics), what it writes. The node's controller (`node/server/src/controller.rs`)
+//! decodes the keys into a [`ClusterRead`], calls [`reconcile`] and applies each [`Action`]
+//! as a compare-and-swap on the revision it read; the simulation drives the same function.
+//!
+//! The rules (docs/cluster.md, "The controller"):
+//! - a request to create a topic is accepted with replicas placed over the live members and
+//!   their shards ([`place`], spread from a start the topic id gives, over the shards that
+//!   hold the fewest replicas of every topic), or refused (the topic exists; too few nodes;
+//!   a partition count out of range) — never both, and the topic key is written only by an
+//!   acceptance, so a topic appears whole, with its assignment;
+//! - a topic's partition without a state gets its first one: every assigned replica alive
+//!   with a readable record is in sync (they are all empty), and the first of them in
+//!   preference order leads, in epoch 1; with none alive it waits;
+//! - an existing partition changes as [`decide`] says;
+//! - a partition state whose topic is gone, was created again (another topic id) or has fewer
+//!   partitions is removed — only when every topic was read and its topic key was readable;
+//! - anything that names a member whose record cannot be read is left as it is (that member
+//!   is not known to be dead).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use spate_format::limits::PARTITIONS_PER_TOPIC_MAX;
+
+use super::control::{decide, place, LiveMember, PartitionState, Placeable, Placement};
+use super::{IsrMember, PlacementError, ReplicaId};
+
+/// A topic's identity: random, 128 bits, made when it is requested; tells a topic created
+/// again under the same name apart from the old one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicId(pub u128);
+
+/// A live member with a readable record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    pub live: LiveMember,
+    /// How many shards it runs (replicas are placed on shards `0..shards`).
+    pub shards: u16,
+}
+
+/// A topic as its key holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicAssignment {
+    pub id: TopicId,
+    /// Per partition, its replicas in preference order (the first is the preferred leader).
+    pub replicas: Vec<Vec<Placement>>,
+}
+
+/// A partition's state as its key holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionEntry {
+    pub topic_id: TopicId,
+    pub state: PartitionState,
+}
+
+/// A pending request to create a topic (a refused one is not passed in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreationRequest {
+    pub id: TopicId,
+    pub partitions: u32,
+    pub factor: u32,
+}
+
+/// A partition: its topic's name and its number.
+pub type PartitionName = (String, u32);
+
+/// Everything the controller read at one revision. A key that exists but cannot be read is
+/// present with `None`: it is neither created over nor taken for absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterRead {
+    /// The live members whose records it read.
+    pub members: BTreeMap<ReplicaId, Member>,
+    /// Members registered with a record it cannot read: not known to be dead.
+    pub unknown: BTreeSet<ReplicaId>,
+    pub topics: BTreeMap<String, Option<TopicAssignment>>,
+    /// Whether every topic key was read (a pass that read only the first ones removes no
+    /// partition state: its topic may be among the others).
+    pub topics_complete: bool,
+    pub partitions: BTreeMap<PartitionName, Option<PartitionEntry>>,
+    pub requests: BTreeMap<String, Option<CreationRequest>>,
+}
+
+/// Why a request to create a topic is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the topic exists")]
+    Exists,
+    #[error("{partitions} partitions (valid: 1 to {PARTITIONS_PER_TOPIC_MAX})")]
+    PartitionCount { partitions: u32 },
+    #[error(transparent)]
+    Placement(#[from] PlacementError),
+}
+
+/// What the controller writes, each a compare-and-swap on what it read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Write the topic key with this assignment and remove the request (only if the topic
+    /// key is still absent and the request unchanged).
+    Accept {
+        topic: String,
+        replicas: Vec<Vec<Placement>>,
+    },
+    /// Mark the request refused, saying why; the node that made it answers its client.
+    Refuse { topic: String, refusal: Refusal },
+    /// Write a partition's first state (only if its key is still absent).
+    Create {
+        partition: PartitionName,
+        topic_id: TopicId,
+        state: PartitionState,
+    },
+    /// Change a partition's state (only if its key is unchanged).
+    Change {
+        partition: PartitionName,
+        state: PartitionState,
+    },
+    /// Remove the state of a partition no topic has.
+    Remove { partition: PartitionName },
+}
+
+/// The actions of one pass over `read`: acceptances and refusals first (in topic order),
+/// then new partitions, changes and removals (in partition order).
+pub fn reconcile(read: &ClusterRead) -> Vec<Action> {
+    let mut actions = Vec::new();
+    let live: BTreeMap<ReplicaId, LiveMember> = read
+        .members
+        .iter()
+        .map(|(&replica, member)| (replica, member.live))
+        .collect();
+    let knows = |replica: &ReplicaId| !read.unknown.contains(replica);
+
+    // Requests. Placement counts the replicas every shard holds already, so new topics fill
+    // the emptiest shards.
+    let mut load: BTreeMap<Placement, u64> = BTreeMap::new();
+    for assignment in read.topics.values().flatten() {
+        for placement in assignment.replicas.iter().flatten() {
+            *load.entry(*placement).or_insert(0) += 1;
+        }
+    }
+    let placeable: Vec<Placeable> = read
+        .members
+        .iter()
+        .map(|(&node, member)| Placeable {
+            node,
+            shards: member.shards,
+        })
+        .collect();
+    for (topic, request) in &read.requests {
+        let Some(request) = request else { continue };
+        let refuse = |refusal| Action::Refuse {
+            topic: topic.clone(),
+            refusal,
+        };
+        if read.topics.contains_key(topic) {
+            actions.push(refuse(Refusal::Exists));
+            continue;
+        }
+        if request.partitions == 0 || request.partitions > PARTITIONS_PER_TOPIC_MAX {
+            actions.push(refuse(Refusal::PartitionCount {
+                partitions: request.partitions,
+            }));
+            continue;
+        }
+        let factor = usize::try_from(request.factor).unwrap_or(usize::MAX);
+        // The low bits of the random topic id: where the round of leaders starts.
+        let nodes = u128::try_from(placeable.len().max(1)).unwrap_or(1);
+        let start = usize::try_from(request.id.0 % nodes).unwrap_or(0);
+        let mut trial = load.clone();
+        match place(&placeable, request.partitions, factor, start, &mut trial) {
+            Ok(replicas) => {
+                load = trial;
+                actions.push(Action::Accept {
+                    topic: topic.clone(),
+                    replicas,
+                });
+            }
+            Err(error) => actions.push(refuse(error.into())),
+        }
+    }
+
+    // Partitions of the topics read: the missing ones created, the others decided.
+    for (name, assignment) in &read.topics {
+        let Some(assignment) = assignment else {
+            continue;
+        };
+        for (number, replicas) in (0u32..).zip(&assignment.replicas) {
+            let ids: Vec<ReplicaId> = replicas.iter().map(|at| at.node).collect();
+            let partition = (name.clone(), number);
+            match read.partitions.get(&partition) {
+                None => {
+                    if !ids.iter().all(knows) {
+                        continue;
+                    }
+                    let isr: Vec<IsrMember> = ids
+                        .iter()
+                        .filter_map(|replica| {
+                            let member = live.get(replica)?;
+                            Some(IsrMember {
+                                replica: *replica,
+                                storage: member.storage,
+                            })
+                        })
+                        .collect();
+                    if isr.is_empty() {
+                        continue;
+                    }
+                    if let Some(state) = decide(&PartitionState::new(isr), &ids, &live) {
+                        actions.push(Action::Create {
+                            partition,
+                            topic_id: assignment.id,
+                            state,
+                        });
+                    }
+                }
+                Some(None) => {}
+                Some(Some(entry)) => {
+                    if entry.topic_id != assignment.id {
+                        continue;
+                    }
+                    let state = &entry.state;
+                    let names_unknown = !ids
+                        .iter()
+                        .chain(state.leader.iter().map(|(leader, _)| leader))
+                        .chain(state.isr.iter().map(|member| &member.replica))
+                        .all(knows);
+                    if names_unknown {
+                        continue;
+                    }
+                    if let Some(state) = decide(state, &ids, &live) {
+                        actions.push(Action::Change { partition, state });
+                    }
+                }
+            }
+        }
+    }
+
+    // Partition states no topic has.
+    if read.topics_complete {
+        for (partition, entry) in &read.partitions {
+            let Some(entry) = entry else { continue };
+            let orphan = match read.topics.get(&partition.0) {
+                None => true,
+                Some(None) => false,
+                Some(Some(assignment)) => {
+                    assignment.id != entry.topic_id
+                        || usize::try_from(partition.1)
+                            .map_or(true, |number| number >= assignment.replicas.len())
+                }
+            };
+            if orphan {
+                actions.push(Action::Remove {
+                    partition: partition.clone(),
+                });
+            }
+        }
+    }
+    actions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replica::{LeaderEpoch, SessionId, StorageId};
+
+    fn member(node: u32, session: u64, shards: u16) -> (ReplicaId, Member) {
+        (
+            ReplicaId(node),
+            Member {
+                live: LiveMember {
+                    session: SessionId(session),
+                    storage: StorageId(u64::from(node) * 100),
+                },
+                shards,
+            },
+        )
+    }
+
+    fn isr(nodes: &[u32]) -> Vec<IsrMember> {
+        nodes
+            .iter()
+            .map(|&node| IsrMember {
+                replica: ReplicaId(node),
+                storage: StorageId(u64::from(node) * 100),
+            })
+            .collect()
+    }
+
+    fn at(node: u32, shard: u16) -> Placement {
+        Placement {
+            node: ReplicaId(node),
+            shard,
+        }
+    }
+
+    fn three_nodes() -> ClusterRead {
+        ClusterRead {
+            members: [member(1, 10, 2), member(2, 20, 2), member(3, 30, 2)].into(),
+            topics_complete: true,
+            ..ClusterRead::default()
+        }
+    }
+
+    fn request(id: u128, partitions: u32, factor: u32) -> Option<CreationRequest> {
+        Some(CreationRequest {
+            id: TopicId(id),
+            partitions,
+            factor,
+        })
+    }
+
+    #[test]
+    fn a_request_is_placed_over_live_members_and_the_emptiest_shards() {
+        let mut read = three_nodes();
+        // An existing topic fills shard 0 of every node.
+        read.topics.insert(
+            "old".into(),
+            Some(TopicAssignment {
+                id: TopicId(1),
+                replicas: vec![vec![at(1, 0), at(2, 0), at(3, 0)]],
+            }),
+        );
+        read.partitions.insert(
+            ("old".into(), 0),
+            Some(PartitionEntry {
+                topic_id: TopicId(1),
+                state: PartitionState {
+                    leader: Some((ReplicaId(1), SessionId(10))),
+                    epoch: LeaderEpoch(1),
+                    isr: isr(&[1, 2, 3]),
+                },
+            }),
+        );
+        // Topic id 4: the round of leaders starts at the second node (4 mod 3 = 1).
+        read.requests.insert("new".into(), request(4, 2, 2));
+        let actions = reconcile(&read);
+        assert_eq!(
+            actions,
+            vec![Action::Accept {
+                topic: "new".into(),
+                replicas: vec![vec![at(2, 1), at(3, 1)], vec![at(3, 0), at(1, 1)]],
+            }]
+        );
+    }
+
+    #[test]
+    fn requests_that_cannot_be_met_are_refused() {
+        let mut read = three_nodes();
+        read.topics.insert("taken".into(), None);
+        read.requests.insert("taken".into(), request(1, 1, 1));
+        read.requests.insert("too-wide".into(), request(2, 1, 4));
+        read.requests.insert("none".into(), request(3, 0, 1));
+        read.requests
+            .insert("many".into(), request(4, PARTITIONS_PER_TOPIC_MAX + 1, 1));
+        read.requests.insert("zero".into(), request(5, 1, 0));
+        // Unreadable: left for whoever can read it.
+        read.requests.insert("unreadable".into(), None);
+        let refusals: Vec<(String, Refusal)> = reconcile(&read)
+            .into_iter()
+            .map(|action| match action {
+                Action::Refuse { topic, refusal } => (topic, refusal),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            refusals,
+            vec![
+                (
+                    "many".into(),
+                    Refusal::PartitionCount {
+                        partitions: PARTITIONS_PER_TOPIC_MAX + 1
+                    }
+                ),
+                ("none".into(), Refusal::PartitionCount { partitions: 0 }),
+                ("taken".into(), Refusal::Exists),
+                (
+                    "too-wide".into(),
+                    Refusal::Placement(PlacementError::TooFewNodes {
+                        factor: 4,
+                        nodes: 3
+                    })
+                ),
+                (
+                    "zero".into(),
+                    Refusal::Placement(PlacementError::ZeroFactor)
+                ),
+            ]
+        );
+    }
+
+    /// Two topics requested in one pass see each other's replicas: the second fills the
+    /// shards the first left empty.
+    #[test]
+    fn requests_of_one_pass_share_the_load() {
+        let mut read = three_nodes();
+        read.requests.insert("a".into(), request(0, 3, 1));
+        read.requests.insert("b".into(), request(0, 3, 1));
+        let shards: Vec<BTreeSet<Placement>> = reconcile(&read)
+            .into_iter()
+            .map(|action| match action {
+                Action::Accept { replicas, .. } => replicas.into_iter().flatten().collect(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(shards.len(), 2);
+        assert!(shards[0].is_disjoint(&shards[1]), "{shards:?}");
+    }
+
+    #[test]
+    fn a_new_partition_starts_with_its_live_replicas_in_sync() {
+        let mut read = three_nodes();
+        read.members.remove(&ReplicaId(2));
+        read.topics.insert(
+            "t".into(),
+            Some(TopicAssignment {
+                id: TopicId(9),
+                replicas: vec![
+                    vec![at(2, 0), at(1, 0), at(3, 0)],
+                    vec![at(2, 1)],
+                    vec![at(3, 1), at(1, 1)],
+                ],
+            }),
+        );
+        let actions = reconcile(&read);
+        assert_eq!(
+            actions,
+            vec![
+                // Replica 2 is dead: the next in preference order leads, in epoch 1.
+                Action::Create {
+                    partition: ("t".into(), 0),
+                    topic_id: TopicId(9),
+                    state: PartitionState {
+                        leader: Some((ReplicaId(1), SessionId(10))),
+                        epoch: LeaderEpoch(1),
+                        isr: isr(&[1, 3]),
+                    },
+                },
+                // Partition 1's only replica is dead: it waits.
+                Action::Create {
+                    partition: ("t".into(), 2),
+                    topic_id: TopicId(9),
+                    state: PartitionState {
+                        leader: Some((ReplicaId(3), SessionId(30))),
+                        epoch: LeaderEpoch(1),
+                        isr: isr(&[3, 1]),
+                    },
+                },
+            ]
+        );
+        // A replica whose record cannot be read: nothing is created over it.
+        read.unknown.insert(ReplicaId(2));
+        assert_eq!(reconcile(&read).len(), 1);
+        // An existing but unreadable partition key is not created over.
+        read.partitions.insert(("t".into(), 2), None);
+        assert!(reconcile(&read).is_empty());
+    }
+
+    #[test]
+    fn partition_states_without_their_topic_are_removed() {
+        let mut read = three_nodes();
+        let entry = |topic_id| {
+            Some(PartitionEntry {
+                topic_id: TopicId(topic_id),
+                state: PartitionState {
+                    leader: Some((ReplicaId(1), SessionId(10))),
+                    epoch: LeaderEpoch(1),
+                    isr: isr(&[1]),
+                },
+            })
+        };
+        read.topics.insert(
+            "kept".into(),
+            Some(TopicAssignment {
+                id: TopicId(7),
+                replicas: vec![vec![at(1, 0)]],
+            }),
+        );
+        read.topics.insert("unreadable".into(), None);
+        read.partitions.insert(("kept".into(), 0), entry(7));
+        // Beyond the topic's partitions.
+        read.partitions.insert(("kept".into(), 1), entry(7));
+        // Of an older topic of the same name.
+        read.partitions.insert(("recreated".into(), 0), entry(3));
+        read.topics.insert(
+            "recreated".into(),
+            Some(TopicAssignment {
+                id: TopicId(8),
+                replicas: vec![vec![at(1, 0)]],
+            }),
+        );
+        // Of a deleted topic.
+        read.partitions.insert(("gone".into(), 0), entry(5));
+        // Of a topic whose key cannot be read: kept.
+        read.partitions.insert(("unreadable".into(), 0), entry(6));
+        let removed: Vec<PartitionName> = reconcile(&read)
+            .into_iter()
+            .filter_map(|action| match action {
+                Action::Remove { partition } => Some(partition),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            removed,
+            vec![
+                ("gone".into(), 0),
+                ("kept".into(), 1),
+                ("recreated".into(), 0)
+            ]
+        );
+        // Without every topic read, nothing is removed.
+        read.topics_complete = false;
+        assert!(!reconcile(&read)
+            .iter()
+            .any(|action| matches!(action, Action::Remove { .. })));
+    }
+
+    #[test]
+    fn existing_partitions_follow_decide_unless_they_name_an_unknown_member() {
+        let mut read = three_nodes();
+        read.members.remove(&ReplicaId(1));
+        read.topics.insert(
+            "t".into(),
+            Some(TopicAssignment {
+                id: TopicId(1),
+                replicas: vec![vec![at(1, 0), at(2, 0)]],
+            }),
+        );
+        read.partitions.insert(
+            ("t".into(), 0),
+            Some(PartitionEntry {
+                topic_id: TopicId(1),
+                state: PartitionState {
+                    leader: Some((ReplicaId(1), SessionId(10))),
+                    epoch: LeaderEpoch(3),
+                    isr: isr(&[1, 2]),
+                },
+            }),
+        );
+        assert_eq!(
+            reconcile(&read),
+            vec![Action::Change {
+                partition: ("t".into(), 0),
+                state: PartitionState {
+                    leader: Some((ReplicaId(2), SessionId(20))),
+                    epoch: LeaderEpoch(4),
+                    isr: isr(&[2]),
+                },
+            }]
+        );
+        read.unknown.insert(ReplicaId(1));
+        assert!(reconcile(&read).is_empty());
+    }
+}
