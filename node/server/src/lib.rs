@@ -22,6 +22,8 @@ pub mod metadata;
 pub mod node;
 pub mod ownership;
 pub mod partition;
+#[cfg(feature = "cluster")]
+pub mod records;
 pub mod shard;
 pub mod storage;
 pub mod verify;

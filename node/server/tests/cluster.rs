@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use common::{data_dir, Client as NodeClient};
 use etcd_client::{Client, GetOptions, Txn, TxnOp};
 use spate_node::cluster::{controller_election, member_key, ControllerRecord, MemberRecord};
-use spate_node::controller::{
+use spate_node::records::{
     partition_key, partitions_prefix, request_topic, topic_key, topic_request_key, IsrRecord,
     LeaderRecord, PartitionRecord, RefusedRecord, ReplicaPlacement, TopicRecord, TopicRequestError,
     TopicRequestRecord, TopicSettings,
