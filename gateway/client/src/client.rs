@@ -594,12 +594,28 @@ impl Client {
         retention_ms: Setting,
         retention_bytes: Setting,
     ) -> Result<(), ClientError> {
+        self.create_replicated_topic(topic, partitions, 0, retention_ms, retention_bytes)
+            .await
+    }
+
+    /// Creates a topic with `replication_factor` copies of each partition on distinct nodes
+    /// (0: the node's default, 1; a single node holds one copy, a cluster at most as many as
+    /// it has live nodes, else `InvalidReplicationFactor`).
+    pub async fn create_replicated_topic(
+        &self,
+        topic: &str,
+        partitions: u32,
+        replication_factor: u16,
+        retention_ms: Setting,
+        retention_bytes: Setting,
+    ) -> Result<(), ClientError> {
         let request = Request::CreateTopic(CreateTopicRequest {
             topic: topic.into(),
             partitions,
             retention_ms,
             retention_bytes,
             segment_bytes: Setting::Default,
+            replication_factor,
         });
         match self.request(&request).await? {
             Response::CreateTopic(_) => Ok(()),

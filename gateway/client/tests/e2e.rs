@@ -360,6 +360,21 @@ fn cli_admin_produce_consume_across_shards() {
     let stderr = cli.fails(&["topic", "create", "events", "--partitions", "4"], "");
     assert!(stderr.starts_with("spate: error: "), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    // A single node holds one copy of each partition: more is refused, and says why.
+    let stderr = cli.fails(
+        &[
+            "topic",
+            "create",
+            "copies",
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "2",
+        ],
+        "",
+    );
+    assert!(stderr.contains("replication needs a cluster"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
     let listed = cli.ok(&["topic", "list"], "");
     let rows: Vec<Vec<&str>> = listed
         .lines()

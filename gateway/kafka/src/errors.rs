@@ -14,6 +14,7 @@ pub fn kafka_error(code: ErrorCode) -> ResponseError {
         ErrorCode::InvalidTopicName => ResponseError::InvalidTopicException,
         ErrorCode::InvalidPartitionCount => ResponseError::InvalidPartitions,
         ErrorCode::InvalidConfig => ResponseError::InvalidConfig,
+        ErrorCode::InvalidReplicationFactor => ResponseError::InvalidReplicationFactor,
         // The partition map changed: the client refreshes its metadata and retries.
         ErrorCode::NotOwner | ErrorCode::NotLeaderOrFollower => ResponseError::NotLeaderOrFollower,
         ErrorCode::FencedLeaderEpoch => ResponseError::FencedLeaderEpoch,

@@ -410,8 +410,9 @@ pub type Refusal = (ResponseError, String);
 /// `num.partitions` default.
 pub const DEFAULT_PARTITIONS: u32 = 1;
 
-/// A CreateTopics topic as the node's CreateTopic request. Spate keeps one copy of every
-/// partition (replication factor -1 or 1), places partitions itself, and knows the topic
+/// A CreateTopics topic as the node's CreateTopic request. The replication factor goes to the
+/// node (-1: its default; a single node keeps one copy, a cluster as many as it has live
+/// nodes), which places partitions itself; Spate knows the topic
 /// settings `retention.ms`, `retention.bytes`, `segment.bytes` (and `cleanup.policy=delete`,
 /// what it always does); anything else is refused with INVALID_CONFIG rather than ignored.
 pub fn create_topic(
@@ -429,15 +430,19 @@ pub fn create_topic(
                 )
             })?,
     };
-    if !matches!(topic.replication_factor, -1 | 1) {
-        return Err((
-            ResponseError::InvalidReplicationFactor,
-            format!(
-                "replication factor {}: this Spate node keeps one copy of each partition (use 1 or -1)",
-                topic.replication_factor
-            ),
-        ));
-    }
+    // -1: the node's default; a factor the cluster cannot meet is refused by the node.
+    let replication_factor = match topic.replication_factor {
+        -1 => 0,
+        factor => u16::try_from(factor)
+            .ok()
+            .filter(|factor| *factor > 0)
+            .ok_or_else(|| {
+                (
+                    ResponseError::InvalidReplicationFactor,
+                    format!("replication factor {factor}: a topic has at least one copy"),
+                )
+            })?,
+    };
     if !topic.assignments.is_empty() {
         return Err((
             ResponseError::InvalidRequest,
@@ -451,6 +456,7 @@ pub fn create_topic(
         retention_ms: spate_proto::Setting::Default,
         retention_bytes: spate_proto::Setting::Default,
         segment_bytes: spate_proto::Setting::Default,
+        replication_factor,
     };
     for config in &topic.configs {
         let name = config.name.as_str();
@@ -665,10 +671,15 @@ mod tests {
             .0,
             ResponseError::InvalidConfig
         );
-        assert_eq!(
-            refused(base.clone().with_replication_factor(3)).0,
-            ResponseError::InvalidReplicationFactor
-        );
+        for factor in [0, -2] {
+            assert_eq!(
+                refused(base.clone().with_replication_factor(factor)).0,
+                ResponseError::InvalidReplicationFactor
+            );
+        }
+        // Any other factor is the node's to meet or refuse.
+        let replicated = create_topic(&base.clone().with_replication_factor(3)).unwrap();
+        assert_eq!(replicated.replication_factor, 3);
         assert_eq!(
             refused(base.clone().with_num_partitions(0)).0,
             ResponseError::InvalidPartitions

@@ -684,9 +684,14 @@ async fn create_topics(
                         -1 => i32::try_from(translate::DEFAULT_PARTITIONS).unwrap_or(1),
                         count => count,
                     };
+                    // -1 asked for the node's default, one copy.
+                    let factor = match topic.replication_factor {
+                        -1 => 1,
+                        factor => factor,
+                    };
                     result = result
                         .with_num_partitions(partitions)
-                        .with_replication_factor(1);
+                        .with_replication_factor(factor);
                 }
             }
             Err((error, message)) => {

@@ -113,6 +113,7 @@ async fn frames_reach_the_owning_shard_and_answers_keep_their_ids() {
         retention_ms: Setting::Default,
         retention_bytes: Setting::Default,
         segment_bytes: Setting::Default,
+        replication_factor: 0,
     });
     let answers = exchange(&connection, &[create.to_frame(900)]).await;
     assert!(

@@ -231,6 +231,7 @@ async fn stalled_partial_frames_stay_within_the_budget_and_others_are_served() {
         retention_ms: Setting::Default,
         retention_bytes: Setting::Default,
         segment_bytes: Setting::Default,
+        replication_factor: 0,
     });
     let (mut send, mut receive) = client.open_bi().await.unwrap();
     let mut buffer = BytesMut::new();

@@ -68,6 +68,8 @@ pub enum ErrorCode {
     InvalidTopicName,
     InvalidPartitionCount,
     InvalidConfig,
+    /// A replication factor the cluster cannot meet (0, or more than its live members).
+    InvalidReplicationFactor,
     /// The partition belongs to another shard; the detail names it.
     NotOwner,
     /// The offset is outside `[log start, high watermark]`; the detail carries the range.
@@ -136,6 +138,7 @@ impl ErrorCode {
             ErrorCode::InvalidTopicName => 13,
             ErrorCode::InvalidPartitionCount => 14,
             ErrorCode::InvalidConfig => 15,
+            ErrorCode::InvalidReplicationFactor => 16,
             ErrorCode::NotOwner => 20,
             ErrorCode::OffsetOutOfRange => 21,
             ErrorCode::InvalidBatch => 30,
@@ -183,6 +186,7 @@ impl ErrorCode {
             13 => ErrorCode::InvalidTopicName,
             14 => ErrorCode::InvalidPartitionCount,
             15 => ErrorCode::InvalidConfig,
+            16 => ErrorCode::InvalidReplicationFactor,
             20 => ErrorCode::NotOwner,
             21 => ErrorCode::OffsetOutOfRange,
             30 => ErrorCode::InvalidBatch,

@@ -76,6 +76,9 @@ pub struct CreateTopicRequest {
     pub retention_ms: Setting,
     pub retention_bytes: Setting,
     pub segment_bytes: Setting,
+    /// Copies of each partition, on distinct nodes; 0: the node's default (1). A single node
+    /// holds one.
+    pub replication_factor: u16,
 }
 
 /// Changes a topic's settings; `None` keeps a setting as it is. A new segment size applies
@@ -696,6 +699,7 @@ impl Request {
                     w.setting(request.retention_ms);
                     w.setting(request.retention_bytes);
                     w.setting(request.segment_bytes);
+                    w.u16(request.replication_factor);
                 }
                 Request::DeleteTopic(request) => w.str16(&request.topic),
                 Request::Metadata(request) => {
@@ -793,6 +797,7 @@ impl Request {
                 retention_ms: reader.setting("retention_ms")?,
                 retention_bytes: reader.setting("retention_bytes")?,
                 segment_bytes: reader.setting("segment_bytes")?,
+                replication_factor: reader.u16("replication_factor")?,
             }),
             ApiKey::DeleteTopic => Request::DeleteTopic(DeleteTopicRequest {
                 topic: read_topic(&mut reader)?,

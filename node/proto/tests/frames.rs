@@ -462,17 +462,26 @@ fn some_bytes(max: usize) -> impl Strategy<Value = Bytes> {
 
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
-        (topic(), any::<u32>(), setting(), setting(), setting()).prop_map(
-            |(topic, partitions, retention_ms, retention_bytes, segment_bytes)| {
-                Request::CreateTopic(CreateTopicRequest {
-                    topic,
-                    partitions,
-                    retention_ms,
-                    retention_bytes,
-                    segment_bytes,
-                })
-            }
-        ),
+        (
+            topic(),
+            any::<u32>(),
+            setting(),
+            setting(),
+            setting(),
+            any::<u16>()
+        )
+            .prop_map(
+                |(topic, partitions, retention_ms, retention_bytes, segment_bytes, factor)| {
+                    Request::CreateTopic(CreateTopicRequest {
+                        topic,
+                        partitions,
+                        retention_ms,
+                        retention_bytes,
+                        segment_bytes,
+                        replication_factor: factor,
+                    })
+                }
+            ),
         topic().prop_map(|topic| Request::DeleteTopic(DeleteTopicRequest { topic })),
         proptest::collection::vec(topic(), 0..10)
             .prop_map(|topics| Request::Metadata(MetadataRequest { topics })),

@@ -28,7 +28,9 @@ use etcd_client::{
 use serde::{Deserialize, Serialize};
 use spate_format::identity::Identity;
 use thiserror::Error;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
+
+use crate::assignment::ClusterMap;
 
 use crate::identity::IdentityLoadError;
 
@@ -142,6 +144,9 @@ impl ClusterSession {
         let controller = Arc::new(AtomicBool::new(false));
         let asked = settings.clone();
         let elected = controller.clone();
+        let (session_tx, session_rx) = watch::channel(None);
+        let (map_tx, map_rx) = watch::channel(Arc::new(ClusterMap::default()));
+        let mapped = settings.clone();
         let thread = std::thread::Builder::new()
             .name("spate-cluster".into())
             .spawn(move || {
@@ -163,6 +168,7 @@ impl ClusterSession {
                         identity,
                         shards,
                         controller: elected,
+                        session: session_tx,
                     };
                     let registered = match member.register().await {
                         Ok(registered) => registered,
@@ -172,7 +178,9 @@ impl ClusterSession {
                         }
                     };
                     let _ = ready_tx.send(Ok((registered.session, handle)));
+                    let map = tokio::spawn(crate::assignment::follow(mapped, map_tx));
                     member.keep(registered, stop_rx).await;
+                    map.abort();
                 });
             })
             .map_err(|error| ClusterError::Thread(error.to_string()))?;
@@ -187,6 +195,9 @@ impl ClusterSession {
                     settings: asked,
                     in_flight: Arc::new(AtomicUsize::new(0)),
                     client: Arc::default(),
+                    admin_client: Arc::default(),
+                    map: map_rx,
+                    session: session_rx,
                 },
             }),
             Ok(Err(error)) => {
@@ -246,6 +257,13 @@ pub struct ClusterQuery {
     in_flight: Arc<AtomicUsize>,
     /// The connection queries share (made at the first, dropped after a failure).
     client: Arc<tokio::sync::Mutex<Option<Client>>>,
+    /// The connection of topic changes and producer ids (no per-request timeout: a topic's
+    /// creation watches for the controller's answer; each call is bounded instead).
+    admin_client: Arc<tokio::sync::Mutex<Option<Client>>>,
+    /// The newest map of the cluster's assignments.
+    pub map: watch::Receiver<Arc<ClusterMap>>,
+    /// The session this node may lead under (`None` while its lease may have lapsed).
+    pub session: watch::Receiver<Option<u64>>,
 }
 
 impl std::fmt::Debug for ClusterQuery {
@@ -292,6 +310,262 @@ impl ClusterQuery {
             .await
             .unwrap_or_else(|_| Err("the node is leaving the cluster".into()))
     }
+}
+
+/// A refusal of a change asked of the cluster: the error code and message for the client.
+pub type Refused = (spate_proto::ErrorCode, String);
+
+/// How long a change of the cluster's topics or producer ids may take on etcd.
+pub const CLUSTER_CHANGE_WAIT: Duration = Duration::from_secs(10);
+
+/// The key of the cluster's producer id counter.
+pub fn producer_ids_key(cluster: &str) -> String {
+    format!("/spate/{cluster}/producer-ids")
+}
+
+/// The producer id counter (JSON): ids below `next` were handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerIdsRecord {
+    pub v: u32,
+    pub next: u64,
+}
+
+impl ClusterQuery {
+    /// Runs `work` on the cluster thread with the admin connection, within `wait`; the
+    /// connection is made again after a failure.
+    async fn admin<T, F, Fut>(&self, wait: Duration, work: F) -> Result<T, Refused>
+    where
+        T: Send + 'static,
+        F: FnOnce(Client) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, Refused>> + Send + 'static,
+    {
+        use spate_proto::ErrorCode;
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= CLUSTER_QUERIES_MAX {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return Err((
+                ErrorCode::Busy,
+                format!("{CLUSTER_QUERIES_MAX} queries of the cluster are in flight already"),
+            ));
+        }
+        let in_flight = InFlight(self.in_flight.clone());
+        let (answer_tx, answer_rx) = oneshot::channel();
+        let settings = self.settings.clone();
+        let slot = self.admin_client.clone();
+        self.runtime.spawn(async move {
+            let answer = tokio::time::timeout(wait, async {
+                let cached = slot.lock().await.clone();
+                let client = match cached {
+                    Some(client) => client,
+                    None => {
+                        let options = ConnectOptions::new()
+                            .with_connect_timeout(CLUSTER_QUERY_WAIT)
+                            .with_keep_alive(ETCD_KEEPALIVE_INTERVAL, CLUSTER_QUERY_WAIT);
+                        let client = Client::connect(&settings.endpoints, Some(options))
+                            .await
+                            .map_err(|error| {
+                                (
+                                    ErrorCode::Unavailable,
+                                    format!("cannot reach etcd: {error}"),
+                                )
+                            })?;
+                        *slot.lock().await = Some(client.clone());
+                        client
+                    }
+                };
+                work(client).await
+            })
+            .await
+            .unwrap_or_else(|_| {
+                Err((
+                    ErrorCode::Unavailable,
+                    format!("etcd did not answer within {wait:?}"),
+                ))
+            });
+            if matches!(&answer, Err((ErrorCode::Unavailable, _))) {
+                *slot.lock().await = None;
+            }
+            drop(in_flight);
+            let _ = answer_tx.send(answer);
+        });
+        answer_rx.await.unwrap_or_else(|_| {
+            Err((
+                ErrorCode::ShuttingDown,
+                "the node is leaving the cluster".into(),
+            ))
+        })
+    }
+
+    /// Asks the controller to create topic `name` (docs/cluster.md, "Creating a topic") and
+    /// waits up to `wait` for its answer: the topic's record and the revision it was
+    /// created at.
+    pub async fn create_topic(
+        &self,
+        name: String,
+        request: crate::records::TopicRequestRecord,
+        wait: Duration,
+    ) -> Result<(crate::records::TopicRecord, i64), Refused> {
+        use crate::records::TopicRequestError;
+        use spate_proto::ErrorCode;
+        let cluster = self.settings.cluster_name.clone();
+        self.admin(wait + CLUSTER_QUERY_WAIT, move |mut client| async move {
+            crate::records::request_topic(&mut client, &cluster, &name, &request, wait)
+                .await
+                .map_err(|error| {
+                    let code = match &error {
+                        TopicRequestError::Exists(_) | TopicRequestError::Pending(_) => {
+                            ErrorCode::TopicAlreadyExists
+                        }
+                        TopicRequestError::Refused { reason, .. } => match reason.as_str() {
+                            "exists" => ErrorCode::TopicAlreadyExists,
+                            "partitions" => ErrorCode::InvalidPartitionCount,
+                            _ => ErrorCode::InvalidReplicationFactor,
+                        },
+                        TopicRequestError::TimedOut(_) => ErrorCode::Timeout,
+                        TopicRequestError::Etcd(_) => ErrorCode::Unavailable,
+                    };
+                    (code, error.to_string())
+                })
+        })
+        .await
+    }
+
+    /// Deletes topic `name` (its key: nodes stop serving it and remove their replicas, the
+    /// controller removes its partition states); the revision of the deletion.
+    pub async fn delete_topic(&self, name: String) -> Result<i64, Refused> {
+        use spate_proto::ErrorCode;
+        let key = crate::records::topic_key(&self.settings.cluster_name, &name);
+        self.admin(CLUSTER_CHANGE_WAIT, move |mut client| async move {
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Greater, 0)])
+                .and_then([TxnOp::delete(key, None)]);
+            let answer = client.txn(txn).await.map_err(|error| unavailable(&error))?;
+            if !answer.succeeded() {
+                return Err((ErrorCode::UnknownTopic, format!("unknown topic {name:?}")));
+            }
+            Ok(answer
+                .header()
+                .map_or(0, etcd_client::ResponseHeader::revision))
+        })
+        .await
+    }
+
+    /// Changes topic `name`'s settings with `change` (from those it holds now, by
+    /// compare-and-swap, again if another change came between); the new settings and the
+    /// revision they were written at (none when `change` only checks).
+    pub async fn alter_topic(
+        &self,
+        name: String,
+        change: impl Fn(
+                crate::records::TopicSettings,
+            ) -> Result<Option<crate::records::TopicSettings>, Refused>
+            + Send
+            + 'static,
+    ) -> Result<(crate::records::TopicSettings, i64), Refused> {
+        use spate_proto::ErrorCode;
+        let key = crate::records::topic_key(&self.settings.cluster_name, &name);
+        self.admin(CLUSTER_CHANGE_WAIT, move |mut client| async move {
+            loop {
+                let read = client
+                    .get(key.clone(), None)
+                    .await
+                    .map_err(|error| unavailable(&error))?;
+                let Some(kv) = read.kvs().first() else {
+                    return Err((ErrorCode::UnknownTopic, format!("unknown topic {name:?}")));
+                };
+                let mut record: crate::records::TopicRecord = serde_json::from_slice(kv.value())
+                    .map_err(|error| {
+                        (
+                            ErrorCode::InvalidRequest,
+                            format!("the record of topic {name:?} cannot be read: {error}"),
+                        )
+                    })?;
+                let Some(settings) = change(record.settings)? else {
+                    return Ok((record.settings, 0));
+                };
+                record.settings = settings;
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(
+                        key.clone(),
+                        CompareOp::Equal,
+                        kv.mod_revision(),
+                    )])
+                    .and_then([TxnOp::put(key.clone(), crate::records::json(&record), None)]);
+                let answer = client.txn(txn).await.map_err(|error| unavailable(&error))?;
+                if answer.succeeded() {
+                    let revision = answer
+                        .header()
+                        .map_or(0, etcd_client::ResponseHeader::revision);
+                    return Ok((settings, revision));
+                }
+            }
+        })
+        .await
+    }
+
+    /// Hands out `count` producer ids, never handed out before anywhere in the cluster (the
+    /// counter in etcd moves by compare-and-swap before the answer); the first.
+    pub async fn allocate_producer_ids(&self, count: u32) -> Result<u64, Refused> {
+        use spate_proto::ErrorCode;
+        let key = producer_ids_key(&self.settings.cluster_name);
+        self.admin(CLUSTER_CHANGE_WAIT, move |mut client| async move {
+            loop {
+                let read = client
+                    .get(key.clone(), None)
+                    .await
+                    .map_err(|error| unavailable(&error))?;
+                let (first, compare) = match read.kvs().first() {
+                    None => (
+                        0,
+                        Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                    ),
+                    Some(kv) => {
+                        let record: ProducerIdsRecord = serde_json::from_slice(kv.value())
+                            .map_err(|error| {
+                                (
+                                    ErrorCode::InvalidRequest,
+                                    format!("the producer id counter cannot be read: {error}"),
+                                )
+                            })?;
+                        let compare =
+                            Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision());
+                        (record.next, compare)
+                    }
+                };
+                // Producer ids are i64 in Kafka: never one above i64::MAX.
+                let Some(next) = first
+                    .checked_add(u64::from(count))
+                    .filter(|next| i64::try_from(*next).is_ok())
+                else {
+                    return Err((
+                        ErrorCode::InvalidRequest,
+                        "the cluster has handed out every producer id".into(),
+                    ));
+                };
+                let record = ProducerIdsRecord { v: 1, next };
+                let txn = Txn::new().when([compare]).and_then([TxnOp::put(
+                    key.clone(),
+                    crate::records::json(&record),
+                    None,
+                )]);
+                if client
+                    .txn(txn)
+                    .await
+                    .map_err(|error| unavailable(&error))?
+                    .succeeded()
+                {
+                    return Ok(first);
+                }
+            }
+        })
+        .await
+    }
+}
+
+fn unavailable(error: &etcd_client::Error) -> Refused {
+    (
+        spate_proto::ErrorCode::Unavailable,
+        format!("etcd: {error}"),
+    )
 }
 
 /// One query of the cluster counted in flight until dropped.
@@ -440,6 +714,9 @@ struct Member {
     shards: Vec<String>,
     /// Set while this node's campaign under its current session is the elected one.
     controller: Arc<AtomicBool>,
+    /// The session whose lease holds (as far as this node can be sure), `None` while it may
+    /// have lapsed: the node leads only under it.
+    session: watch::Sender<Option<u64>>,
 }
 
 fn etcd_error(error: &etcd_client::Error) -> ClusterError {
@@ -557,6 +834,7 @@ impl Member {
             .await
             .map_err(|error| etcd_error(&error))?;
         let campaign = self.campaign(lease, &record.session);
+        self.session.send_replace(Some(session));
         tracing::info!(
             node = self.settings.node_id,
             session = %record.session,
@@ -678,10 +956,16 @@ impl Member {
     async fn renew_or_register(&mut self, current: &mut Option<Registered>, renewed: &mut Instant) {
         let interval = self.settings.session_timeout / 3;
         tokio::time::sleep(interval).await;
+        let sent = Instant::now();
         let lapsed = match current.as_mut() {
             Some(registered) => match renew(registered, interval).await {
                 Ok(true) => {
-                    *renewed = Instant::now();
+                    // etcd counts the lease from no earlier than the renewal's sending.
+                    *renewed = sent;
+                    if self.session.borrow().is_none() {
+                        tracing::info!("this node's lease was renewed in time: it leads again");
+                    }
+                    self.session.send_replace(Some(registered.session));
                     false
                 }
                 Ok(false) => {
@@ -697,12 +981,24 @@ impl Member {
                         lease = registered.lease,
                         "cannot renew this node's etcd lease: {error}"
                     );
+                    // Leadership ends well before the lease can have expired by etcd's clock
+                    // (docs/cluster.md, "Transactions").
+                    if renewed.elapsed() >= self.settings.session_timeout * 2 / 3
+                        && self.session.borrow().is_some()
+                    {
+                        tracing::warn!(
+                            "this node's lease may lapse soon: it stops leading until it is \
+                             renewed"
+                        );
+                        self.session.send_replace(None);
+                    }
                     renewed.elapsed() >= self.settings.session_timeout
                 }
             },
             None => true,
         };
         if lapsed {
+            self.session.send_replace(None);
             *current = None;
             self.controller.store(false, Ordering::Relaxed);
             match self.register().await {

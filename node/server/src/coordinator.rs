@@ -21,6 +21,9 @@ use spate_proto::{
 };
 
 use crate::metadata::{assign, Metadata, Topic};
+
+#[cfg(feature = "cluster")]
+mod cluster;
 use crate::shard::Shard;
 
 /// Admin requests waiting for the coordinator, per shard.
@@ -54,6 +57,16 @@ pub enum ToCoordinator {
 pub enum ToShard {
     Update(Update),
     Reply { id: u64, response: Response },
+}
+
+/// What the coordinator does next, one at a time.
+#[derive(Debug)]
+enum Work {
+    Admin(Box<AdminItem>),
+    /// The cluster's map or this node's session changed: the metadata is made again (only in
+    /// a cluster).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    Remap,
 }
 
 /// Where the coordinator sends an answer.
@@ -206,7 +219,7 @@ impl Coordinator {
             applied_bell,
             applied_rings,
         });
-        let (forward, items) = local_channel::new_bounded::<AdminItem>(ADMIN_QUEUE_MAX);
+        let (forward, items) = local_channel::new_bounded::<Work>(ADMIN_QUEUE_MAX);
         let forward = Rc::new(forward);
         // One task per shard turns its messages into queue items and acknowledgements.
         for (index, receiver) in from_shards.into_iter().enumerate() {
@@ -225,7 +238,7 @@ impl Coordinator {
                                 request,
                                 reply: ReplyTo::Remote { shard: index, id },
                             };
-                            if forward.send(item).await.is_err() {
+                            if forward.send(Work::Admin(Box::new(item))).await.is_err() {
                                 break;
                             }
                         }
@@ -241,14 +254,30 @@ impl Coordinator {
         let local = forward.clone();
         glommio::spawn_local(async move {
             while let Some(AdminItemHandle(item)) = queue.recv().await {
-                if local.send(item).await.is_err() {
+                if local.send(Work::Admin(Box::new(item))).await.is_err() {
                     break;
                 }
             }
         })
         .detach();
+        #[cfg(feature = "cluster")]
+        if coordinator.shard.config.etcd.is_some() {
+            glommio::spawn_local(cluster::follow_cluster(
+                coordinator.shard.clone(),
+                forward.clone(),
+            ))
+            .detach();
+        }
         drop(forward);
-        while let Some(item) = items.recv().await {
+        while let Some(work) = items.recv().await {
+            let item = match work {
+                Work::Admin(item) => item,
+                Work::Remap => {
+                    #[cfg(feature = "cluster")]
+                    coordinator.remap().await;
+                    continue;
+                }
+            };
             let response = coordinator.handle(item.api_key, item.request).await;
             match item.reply {
                 ReplyTo::Local(reply) => {
@@ -264,15 +293,35 @@ impl Coordinator {
     }
 
     async fn handle(&self, api_key: u16, request: Request) -> Response {
+        #[cfg(feature = "cluster")]
+        if let Some(query) = self.shard.cluster.query() {
+            return self.handle_cluster(query, api_key, request).await;
+        }
         let fail = |code, message: String| Response::Error {
             api_key,
             error: ErrorResponse::new(code, message),
         };
+        if self.shard.config.etcd.is_some() {
+            return fail(
+                ErrorCode::Unavailable,
+                "the node has not joined its cluster yet".into(),
+            );
+        }
         let mut metadata = (*self.shard.metadata()).clone();
         let response = match request {
             Request::CreateTopic(create) => {
                 if let Err((code, message)) = validate_create(&create) {
                     return fail(code, message);
+                }
+                if create.replication_factor > 1 {
+                    return fail(
+                        ErrorCode::InvalidReplicationFactor,
+                        format!(
+                            "replication factor {}: a single node holds one copy of each \
+                             partition; replication needs a cluster (--etcd, docs/cluster.md)",
+                            create.replication_factor
+                        ),
+                    );
                 }
                 if metadata.topics.contains_key(&create.topic) {
                     return fail(
@@ -331,6 +380,7 @@ impl Coordinator {
                     retention_ms: Setting::Default,
                     retention_bytes: Setting::Default,
                     segment_bytes: Setting::Default,
+                    replication_factor: 0,
                 };
                 if let Err((code, message)) = validate_create(&create) {
                     return fail(code, message);
@@ -367,6 +417,7 @@ impl Coordinator {
                     retention_ms: alter.retention_ms.unwrap_or(topic.retention_ms),
                     retention_bytes: alter.retention_bytes.unwrap_or(topic.retention_bytes),
                     segment_bytes: alter.segment_bytes.unwrap_or(topic.segment_bytes),
+                    replication_factor: 0,
                 };
                 if let Err((code, message)) = validate_create(&check) {
                     return fail(code, message);
@@ -418,6 +469,13 @@ impl Coordinator {
                 format!("cannot store metadata: {error}"),
             );
         }
+        self.publish(metadata).await;
+        response
+    }
+
+    /// Sends `metadata` to every shard and applies it here; returns once every shard applied
+    /// it (or after `APPLY_TIMEOUT`).
+    async fn publish(&self, metadata: Metadata) {
         let version = self.version.get() + 1;
         self.version.set(version);
         for sender in &self.to_shards {
@@ -443,7 +501,6 @@ impl Coordinator {
             .await;
         }
         self.applied.borrow_mut().remove(&version);
-        response
     }
 }
 

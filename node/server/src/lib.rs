@@ -2,6 +2,8 @@
 //! owning disjoint partitions, driving their `spate-core` logs with O_DIRECT io_uring I/O and
 //! serving `spate-proto` frames over TCP. See `docs/operations.md`.
 
+#[cfg(feature = "cluster")]
+pub mod assignment;
 pub mod check;
 #[cfg(feature = "cluster")]
 pub mod cluster;

@@ -36,6 +36,12 @@ impl ClusterView {
         let _ = self.query.set(query);
     }
 
+    /// The node's way to the cluster (etcd), once it registered.
+    #[cfg(feature = "cluster")]
+    pub fn query(&self) -> Option<&crate::cluster::ClusterQuery> {
+        self.query.get()
+    }
+
     /// The answer to `DescribeCluster`; `shards` are this node's shard addresses.
     pub async fn describe(
         self: Arc<Self>,

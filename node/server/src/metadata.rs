@@ -11,9 +11,10 @@
 //! The assignment is stored, not computed, so a restart with another shard count reassigns
 //! only what it must, deterministically.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use spate_format::limits::{PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_LENGTH_MAX};
@@ -47,6 +48,96 @@ pub struct Metadata {
     /// Producer ids below this were handed out (AllocateProducerIds) and are never handed
     /// out again.
     pub next_producer_id: u64,
+    /// In a cluster (`--etcd`): where every partition lives across the nodes, and this
+    /// node's replicas (never stored: the cluster's keys in etcd are the truth). Then each
+    /// topic's `shards` are indexes into [`ClusterRoutes::shards`], the leader's shard.
+    pub cluster: Option<Arc<ClusterRoutes>>,
+}
+
+/// A cluster's partitions as one node sees them (docs/cluster.md, "Roles").
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClusterRoutes {
+    /// Every member's shard endpoints, members in node order, each's shards in order; a
+    /// topic's `shards` index this list.
+    pub shards: Vec<String>,
+    /// Where this node's shards start in `shards` (they follow each other), if it is a
+    /// registered member.
+    pub first_local: Option<u16>,
+    /// The replicas this node holds, by partition.
+    pub local: HashMap<(String, u32), LocalReplica>,
+    /// Whether the topics were all read and readable: only then are the directories of
+    /// partitions this node no longer holds removed.
+    pub complete: bool,
+}
+
+/// A replica of a partition on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReplica {
+    /// The shard that holds it.
+    pub shard: ShardId,
+    /// The id of the topic it belongs to (32 hex digits), kept in its directory so a replica
+    /// of an older topic of the same name is never taken for it.
+    pub topic_id: String,
+    /// Whether it serves clients, and why not.
+    pub serving: Serving,
+}
+
+/// Whether a replica on this node serves produce and fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Serving {
+    /// It leads the partition's current epoch.
+    Leader { epoch: u32 },
+    /// It does not: the reason, for the client's error (NOT_LEADER_OR_FOLLOWER).
+    NotLeader(String),
+}
+
+impl ClusterRoutes {
+    /// The index in `shards` of this node's shard `shard`.
+    pub fn global(&self, shard: ShardId) -> Option<ShardId> {
+        Some(ShardId(self.first_local?.checked_add(shard.0)?))
+    }
+}
+
+impl Metadata {
+    /// The partitions shard `shard` holds, each with its topic.
+    pub fn local_partitions(&self, shard: ShardId) -> Vec<(String, u32, &Topic)> {
+        let mut out = Vec::new();
+        match &self.cluster {
+            None => {
+                for (name, topic) in &self.topics {
+                    for (partition, owner) in (0u32..).zip(&topic.shards) {
+                        if *owner == shard {
+                            out.push((name.clone(), partition, topic));
+                        }
+                    }
+                }
+            }
+            Some(routes) => {
+                for ((name, partition), replica) in &routes.local {
+                    if replica.shard != shard {
+                        continue;
+                    }
+                    if let Some(topic) = self.topics.get(name) {
+                        out.push((name.clone(), *partition, topic));
+                    }
+                }
+                out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+            }
+        }
+        out
+    }
+
+    /// Whether the files of a partition this node closes are kept: in a single node, while
+    /// its topic exists; in a cluster, unless every topic was read and this node no longer
+    /// holds a replica of it.
+    pub fn keeps_files(&self, topic: &str, partition: u32) -> bool {
+        match &self.cluster {
+            None => self.topics.contains_key(topic),
+            Some(routes) => {
+                !routes.complete || routes.local.contains_key(&(topic.to_owned(), partition))
+            }
+        }
+    }
 }
 
 #[derive(Debug, Error)]
@@ -166,6 +257,7 @@ impl Metadata {
         Ok(Metadata {
             topics,
             next_producer_id,
+            cluster: None,
         })
     }
 

@@ -183,7 +183,16 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         Some(node_id) => tracing::info!(node_id, storage_id, "identity"),
         None => tracing::info!(storage_id, "identity (no node id: a single node)"),
     }
-    let metadata = load_metadata(&config)?;
+    // A member of a cluster takes its topics from the cluster's keys (docs/cluster.md,
+    // "Roles"), once it joined; its metadata file is not used.
+    let metadata = if config.etcd.is_some() {
+        Metadata {
+            cluster: Some(Arc::default()),
+            ..Metadata::default()
+        }
+    } else {
+        load_metadata(&config)?
+    };
     let addresses = listen_addresses(&config)?;
     let cluster_view = Arc::new(crate::membership::ClusterView::new(
         identity.node_id,

@@ -316,7 +316,7 @@ impl From<etcd_client::Error> for TopicRequestError {
 
 /// Asks the controller of `cluster` to create topic `name` (`request` says how, with a fresh
 /// topic id) and waits up to `wait` for its answer: the topic's record once the controller
-/// wrote it, or why not. A request the controller refused earlier and nobody collected is
+/// wrote it (with the revision it was written at), or why not. A request the controller refused earlier and nobody collected is
 /// replaced; a pending one is not (another creation of the name is under way).
 pub async fn request_topic(
     client: &mut Client,
@@ -324,7 +324,7 @@ pub async fn request_topic(
     name: &str,
     request: &TopicRequestRecord,
     wait: Duration,
-) -> Result<TopicRecord, TopicRequestError> {
+) -> Result<(TopicRecord, i64), TopicRequestError> {
     let topic = topic_key(cluster, name);
     let key = topic_request_key(cluster, name);
     let value = json(request);
@@ -397,7 +397,9 @@ pub async fn request_topic(
             }
             if kv.key() == topic.as_bytes() {
                 match serde_json::from_slice::<TopicRecord>(kv.value()) {
-                    Ok(record) if record.id == request.id => return Ok(record),
+                    Ok(record) if record.id == request.id => {
+                        return Ok((record, kv.mod_revision()));
+                    }
                     // Created by someone else (another request of the name, a race lost).
                     _ => return Err(TopicRequestError::Exists(name.to_owned())),
                 }

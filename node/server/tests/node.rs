@@ -468,6 +468,7 @@ fn offline_damage_truncates_a_garbage_tail_and_fences_only_the_corrupt_partition
             retention_ms: Setting::Default,
             retention_bytes: Setting::Default,
             segment_bytes: Setting::Value(64 << 10),
+            replication_factor: 0,
         })),
         Response::CreateTopic(_)
     ));
@@ -566,6 +567,7 @@ fn retention_deletes_old_segments_on_its_schedule() {
             retention_ms: Setting::Unlimited,
             retention_bytes: Setting::Value(128 << 10),
             segment_bytes: Setting::Value(64 << 10),
+            replication_factor: 0,
         })),
         Response::CreateTopic(_)
     ));
@@ -670,6 +672,7 @@ fn delete_records_moves_the_log_start_durably_and_frees_whole_segments() {
             retention_ms: Setting::Unlimited,
             retention_bytes: Setting::Unlimited,
             segment_bytes: Setting::Value(64 << 10),
+            replication_factor: 0,
         })),
         Response::CreateTopic(_)
     ));

@@ -925,6 +925,7 @@ fn rolled_topic(client: &mut Client, partitions: u32) {
             retention_ms: Setting::Default,
             retention_bytes: Setting::Default,
             segment_bytes: Setting::Value(64 << 10),
+            replication_factor: 0,
         })),
         Response::CreateTopic(_)
     ));

@@ -101,6 +101,41 @@ pub fn decide(
     (next != *state).then_some(next)
 }
 
+/// What a node is for one partition it holds a replica of, by the partition's state in etcd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// It leads `epoch`: the leader entry names this node and its current session.
+    Leader { epoch: LeaderEpoch },
+    /// Another member leads `epoch`.
+    Follower {
+        leader: ReplicaId,
+        epoch: LeaderEpoch,
+    },
+    /// Nobody leads, or the leader entry names this node under a session it no longer has
+    /// (a restart, a lapsed lease: the controller elects anew in a new epoch) or while this
+    /// node has no session it can be sure of.
+    Offline,
+}
+
+/// The role of node `me` for a partition in `state`, while `session` is the session of its
+/// registration that still holds (`None`: its lease may have expired, so it leads nothing).
+pub fn role(state: &PartitionState, me: ReplicaId, session: Option<SessionId>) -> Role {
+    match state.leader {
+        Some((leader, led_in)) if leader == me => {
+            if session == Some(led_in) {
+                Role::Leader { epoch: state.epoch }
+            } else {
+                Role::Offline
+            }
+        }
+        Some((leader, _)) => Role::Follower {
+            leader,
+            epoch: state.epoch,
+        },
+        None => Role::Offline,
+    }
+}
+
 /// A node that can hold replicas, for placement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placeable {
@@ -291,6 +326,39 @@ mod tests {
         assert_eq!(next.leader, state.leader);
         assert_eq!(next.epoch, state.epoch);
         assert_eq!(next.isr, vec![member(2, 2), member(3, 3)]);
+    }
+
+    #[test]
+    fn a_node_leads_only_under_the_session_it_was_elected_in() {
+        let state = PartitionState {
+            leader: Some((ReplicaId(1), SessionId(10))),
+            epoch: LeaderEpoch(3),
+            isr: vec![member(1, 1), member(2, 2)],
+        };
+        let leader = Role::Leader {
+            epoch: LeaderEpoch(3),
+        };
+        assert_eq!(role(&state, ReplicaId(1), Some(SessionId(10))), leader);
+        // Restarted, or its lease in doubt: it leads nothing until elected again.
+        assert_eq!(
+            role(&state, ReplicaId(1), Some(SessionId(11))),
+            Role::Offline
+        );
+        assert_eq!(role(&state, ReplicaId(1), None), Role::Offline);
+        let follower = Role::Follower {
+            leader: ReplicaId(1),
+            epoch: LeaderEpoch(3),
+        };
+        assert_eq!(role(&state, ReplicaId(2), Some(SessionId(20))), follower);
+        assert_eq!(role(&state, ReplicaId(2), None), follower);
+        let offline = PartitionState {
+            leader: None,
+            ..state
+        };
+        assert_eq!(
+            role(&offline, ReplicaId(1), Some(SessionId(10))),
+            Role::Offline
+        );
     }
 
     #[test]

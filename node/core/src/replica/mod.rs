@@ -13,7 +13,8 @@ pub mod leader;
 pub mod reconcile;
 
 pub use control::{
-    decide, place, LiveMember, PartitionState, Placeable, Placement, PlacementError, SessionId,
+    decide, place, role, LiveMember, PartitionState, Placeable, Placement, PlacementError, Role,
+    SessionId,
 };
 pub use epochs::{
     check_agreement, truncation_point, Agreement, EpochEnd, EpochError, EpochStart, LeaderEpoch,

@@ -31,13 +31,18 @@ const FETCH_DEADLINE_GRACE: Duration = Duration::from_millis(50);
 /// Bytes a timestamp search reads per step: large enough that a partition is scanned in few
 /// reads, small enough that one step never holds much memory.
 const FIND_STEP_BYTES: u32 = 1 << 20;
+use crate::metadata::{ClusterRoutes, Serving};
 use crate::partition::{now, DeleteRecordsResult, Partition, ProduceResult};
 
 impl Shard {
     pub(super) fn describe(&self, names: &[String]) -> Result<MetadataResponse, ErrorResponse> {
         let metadata = self.metadata();
-        let shards = self
-            .endpoints
+        // In a cluster, every member's shards (a topic's `shards` index them).
+        let endpoints = match &metadata.cluster {
+            Some(routes) => &routes.shards,
+            None => &self.endpoints,
+        };
+        let shards = endpoints
             .iter()
             .enumerate()
             .map(|(index, endpoint)| ShardInfo {
@@ -102,6 +107,9 @@ impl Shard {
                     format!("topic {topic:?} has no partition {partition}"),
                 )
             })?;
+        if let Some(routes) = &metadata.cluster {
+            return self.replica(routes, topic, partition, owner);
+        }
         if owner != self.id {
             let endpoint = self
                 .endpoints
@@ -129,6 +137,65 @@ impl Shard {
                 ),
                 )
             })
+    }
+
+    /// In a cluster: the partition if this shard holds its replica and leads it; otherwise
+    /// where it is led (`owner`, an index into the members' shards) or why it is not served.
+    fn replica(
+        &self,
+        routes: &ClusterRoutes,
+        topic: &str,
+        partition: PartitionId,
+        owner: ShardId,
+    ) -> Result<Rc<Partition>, ErrorResponse> {
+        let not_owner = |shard: ShardId, endpoint: String| {
+            error(
+                ErrorCode::NotOwner,
+                format!("partition {topic}-{partition} is served by the shard at {endpoint}"),
+            )
+            .with_detail(ErrorDetail::NotOwner { shard, endpoint })
+        };
+        match routes.local.get(&(topic.to_owned(), partition.0)) {
+            Some(local) if local.shard == self.id => match &local.serving {
+                Serving::Leader { .. } => self
+                    .partitions
+                    .borrow()
+                    .get(topic, partition.0)
+                    .cloned()
+                    .ok_or_else(|| {
+                        error(
+                            ErrorCode::Storage,
+                            format!(
+                                "the replica of {topic}-{partition} on this node could not be \
+                                 opened; see its log"
+                            ),
+                        )
+                    }),
+                Serving::NotLeader(reason) => Err(error(
+                    ErrorCode::NotLeaderOrFollower,
+                    format!("partition {topic}-{partition}: {reason}"),
+                )),
+            },
+            Some(local) => {
+                let endpoint = self
+                    .endpoints
+                    .get(usize::from(local.shard.0))
+                    .cloned()
+                    .unwrap_or_default();
+                Err(not_owner(
+                    routes.global(local.shard).unwrap_or(owner),
+                    endpoint,
+                ))
+            }
+            None => {
+                let endpoint = routes
+                    .shards
+                    .get(usize::from(owner.0))
+                    .cloned()
+                    .unwrap_or_default();
+                Err(not_owner(owner, endpoint))
+            }
+        }
     }
 
     /// Appends now (so frames of one connection keep their order); the answer is immediate

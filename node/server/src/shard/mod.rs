@@ -47,6 +47,51 @@ pub fn partition_dir(data_dir: &std::path::Path, topic: &str, partition: u32) ->
     data_dir.join("topics").join(format!("{topic}-{partition}"))
 }
 
+/// The file in a replica's directory (in a cluster) naming the topic id it belongs to.
+pub const TOPIC_ID_FILE_NAME: &str = "topic-id";
+
+/// Makes `dir` the directory of a replica of topic `topic_id` before it is opened: a
+/// directory naming another id holds a replica of an older topic of the same name (deleted
+/// and created again while this node was away) and is emptied first; a new one gets the id
+/// (durably, before anything is written into it). A directory with files but no id (a
+/// single node's partition from before the node joined a cluster) is not taken: nothing a
+/// user stored is removed.
+fn claim_directory(dir: &std::path::Path, topic_id: &str) -> Result<(), String> {
+    let shown = dir.display();
+    match std::fs::read_to_string(dir.join(TOPIC_ID_FILE_NAME)) {
+        Ok(found) if found.trim() == topic_id => return Ok(()),
+        Ok(found) => {
+            std::fs::remove_dir_all(dir)
+                .and_then(|()| std::fs::create_dir_all(dir))
+                .map_err(|error| format!("cannot empty {shown}: {error}"))?;
+            tracing::info!(
+                dir = %shown,
+                old = found.trim(),
+                new = topic_id,
+                "removed the replica of an older topic of the same name"
+            );
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let used = std::fs::read_dir(dir)
+                .map_err(|error| format!("cannot list {shown}: {error}"))?
+                .flatten()
+                .any(|entry| {
+                    entry.file_name().to_string_lossy() != format!("{TOPIC_ID_FILE_NAME}.tmp")
+                });
+            if used {
+                return Err(format!(
+                    "{shown} holds a partition without a topic id (from before this node \
+                     joined a cluster?); it is not served and nothing in it is removed: move \
+                     it away to let this node hold the cluster's replica"
+                ));
+            }
+        }
+        Err(error) => return Err(format!("cannot read the topic id in {shown}: {error}")),
+    }
+    crate::durable::replace(dir, TOPIC_ID_FILE_NAME, topic_id.as_bytes())
+        .map_err(|error| format!("cannot record the topic id in {shown}: {error}"))
+}
+
 /// Free space in the data directory before a partition fenced by ENOSPC is recovered by
 /// itself: room for several preallocation steps, so it does not fence again at once.
 pub const RECOVERY_FREE_BYTES_MIN: u64 = 4 << 20;
@@ -177,34 +222,20 @@ impl Shard {
     pub async fn apply_metadata(self: &Rc<Self>, metadata: Metadata) {
         let metadata = Rc::new(metadata);
         *self.metadata.borrow_mut() = metadata.clone();
-        let owned = metadata
-            .topics
-            .values()
-            .map(|topic| {
-                topic
-                    .shards
-                    .iter()
-                    .filter(|shard| **shard == self.id)
-                    .count()
+        let local = metadata.local_partitions(self.id);
+        let owned = local.len();
+        let wanted: Vec<(PartitionKey, spate_core::LogConfig)> = local
+            .into_iter()
+            .map(|(topic, partition, settings)| {
+                let config = self.log_config(settings, owned);
+                (PartitionKey { topic, partition }, config)
             })
-            .sum::<usize>();
-        let mut wanted = Vec::new();
-        for (name, topic) in &metadata.topics {
-            for (partition, shard) in topic.shards.iter().enumerate() {
-                if *shard == self.id {
-                    let key = PartitionKey {
-                        topic: name.clone(),
-                        partition: u32::try_from(partition).unwrap_or(0),
-                    };
-                    wanted.push((key, self.log_config(topic, owned)));
-                }
-            }
-        }
+            .collect();
         let open: Vec<PartitionKey> = self.partitions.borrow().keys();
         for key in open {
             let still = wanted.iter().any(|(wanted, _)| *wanted == key);
             if !still {
-                self.close_partition(&key, metadata.topics.contains_key(&key.topic))
+                self.close_partition(&key, metadata.keeps_files(&key.topic, key.partition))
                     .await;
             }
         }
@@ -290,6 +321,20 @@ impl Shard {
         if let Err(error) = std::fs::create_dir_all(&dir) {
             tracing::error!(dir = %dir.display(), "cannot create partition directory: {error}");
             return;
+        }
+        let topic_id = self.metadata().cluster.as_ref().and_then(|routes| {
+            let local = routes.local.get(&(key.topic.clone(), key.partition))?;
+            Some(local.topic_id.clone())
+        });
+        if let Some(topic_id) = topic_id {
+            let claimed = dir.clone();
+            let claim = glommio::executor()
+                .spawn_blocking(move || claim_directory(&claimed, &topic_id))
+                .await;
+            if let Err(error) = claim {
+                tracing::error!(topic = %key.topic, partition = key.partition, "replica not opened: {error}");
+                return;
+            }
         }
         let (doorbell, bell) = local_channel::new_bounded(1);
         let doorbell = Rc::new(doorbell);

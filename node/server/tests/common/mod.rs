@@ -114,6 +114,7 @@ impl Client {
             retention_ms: Setting::Default,
             retention_bytes: Setting::Default,
             segment_bytes: Setting::Default,
+            replication_factor: 0,
         }))
     }
 

@@ -10,13 +10,17 @@ use spate_client::{Client, Setting};
 pub enum TopicCommand {
     /// Create a topic.
     #[command(
-        after_help = "Examples:\n  spate topic create clicks --partitions 4\n  spate topic create audit --partitions 1 --retention-ms unlimited\n  spate topic create metrics --partitions 8 --retention-ms 86400000 --retention-bytes 10737418240"
+        after_help = "Examples:\n  spate topic create clicks --partitions 4\n  spate topic create audit --partitions 1 --retention-ms unlimited\n  spate topic create metrics --partitions 8 --retention-ms 86400000 --retention-bytes 10737418240\n  spate topic create orders --partitions 6 --replication-factor 3   # a cluster of 3 nodes or more"
     )]
     Create {
         name: String,
         /// Number of partitions (fixed for the topic's life).
         #[arg(long, value_name = "N")]
         partitions: u32,
+        /// Copies of each partition, on distinct nodes (a cluster; a single node holds one).
+        /// [default: the node's, 1]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        replication_factor: Option<u16>,
         /// Delete records older than this, in ms, or `unlimited`. [default: the node's]
         #[arg(long, value_name = "MS", value_parser = duration_setting)]
         retention_ms: Option<Setting>,
@@ -366,13 +370,15 @@ pub async fn run(client: &Client, command: &TopicCommand) -> Result<(), String> 
         TopicCommand::Create {
             name,
             partitions,
+            replication_factor,
             retention_ms,
             retention_bytes,
         } => {
             client
-                .create_topic(
+                .create_replicated_topic(
                     name,
                     *partitions,
+                    replication_factor.unwrap_or(0),
                     retention_ms.unwrap_or_default(),
                     retention_bytes.unwrap_or_default(),
                 )

@@ -1,0 +1,479 @@
+//! A node's view of its cluster's assignments (docs/cluster.md, "Roles"): the members with
+//! their shards, the topics with their replicas and settings, and each partition's state,
+//! read from etcd at one revision on the cluster thread and again whenever a watch shows a
+//! change (or every [`MAP_RESYNC`]), published as a [`ClusterMap`]; and the node's metadata
+//! made from it ([`metadata_from`]): every partition routed to its leader's shard, the
+//! replicas this node holds opened on their shards, and each served only while this node
+//! leads its current epoch under the session it holds.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions};
+use spate_core::replica::{role, PartitionState, ReplicaId, Role, SessionId};
+use spate_proto::limits::SHARDS_MAX;
+use spate_proto::{Setting, ShardId};
+use tokio::sync::watch;
+
+use crate::cluster::{member_record, members_prefix, ClusterSettings};
+use crate::metadata::{ClusterRoutes, LocalReplica, Metadata, Serving, Topic};
+use crate::records::{
+    name_under, partitions_prefix, read_prefix, topic_id, topics_prefix, Change, Changes,
+    PartitionRecord, ReplicaPlacement, TopicRecord, TopicSettings, RECORD_VERSION,
+};
+
+/// Keys of one kind a node reads for its map (as many as the controller acts on).
+const MAP_KEYS_MAX: i64 = crate::controller::CONTROLLER_KEYS_MAX;
+
+/// How often a node reads the whole map again without a change shown by its watch.
+pub const MAP_RESYNC: Duration = Duration::from_secs(5);
+
+/// How long one read of the map (or opening its watch) may take.
+const MAP_READ_WAIT: Duration = Duration::from_secs(10);
+
+/// How long the node waits after a failed read before it tries again.
+const MAP_RETRY: Duration = Duration::from_secs(1);
+
+/// The cluster's assignments at one etcd revision.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterMap {
+    pub revision: i64,
+    /// The registered members (readable records) and their shard endpoints.
+    pub members: BTreeMap<u32, Vec<String>>,
+    /// The topics; `None`: a key this version cannot read.
+    pub topics: BTreeMap<String, Option<MappedTopic>>,
+    /// Whether every topic key was read and readable.
+    pub complete: bool,
+}
+
+/// A topic and its partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappedTopic {
+    /// Its id (32 hex digits).
+    pub id: String,
+    pub settings: TopicSettings,
+    pub partitions: Vec<MappedPartition>,
+}
+
+/// A partition: its replicas and its state (`None` until the controller wrote it, or when its
+/// key cannot be read or names another topic id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappedPartition {
+    pub replicas: Vec<ReplicaPlacement>,
+    pub state: Option<PartitionState>,
+}
+
+/// Reads the map at one revision (in pages).
+pub async fn read_map(
+    client: &mut Client,
+    cluster: &str,
+) -> Result<ClusterMap, etcd_client::Error> {
+    let (members_read, _, revision) =
+        read_prefix(client, &members_prefix(cluster), 0, MAP_KEYS_MAX).await?;
+    let (topics_read, topics_more, _) =
+        read_prefix(client, &topics_prefix(cluster), revision, MAP_KEYS_MAX).await?;
+    let (partitions_read, _, _) =
+        read_prefix(client, &partitions_prefix(cluster), revision, MAP_KEYS_MAX).await?;
+    let mut map = ClusterMap {
+        revision,
+        complete: !topics_more,
+        ..ClusterMap::default()
+    };
+    for kv in &members_read {
+        if let Ok(record) = member_record(cluster, kv.key(), kv.value()) {
+            map.members.insert(record.node, record.shards);
+        }
+    }
+    let topics_at = topics_prefix(cluster);
+    for kv in &topics_read {
+        let Some(name) = name_under(kv.key(), &topics_at) else {
+            continue;
+        };
+        let topic = serde_json::from_slice::<TopicRecord>(kv.value())
+            .ok()
+            .filter(|record| record.v == RECORD_VERSION && topic_id(&record.id).is_some())
+            .map(|record| MappedTopic {
+                id: record.id,
+                settings: record.settings,
+                partitions: record
+                    .replicas
+                    .into_iter()
+                    .map(|replicas| MappedPartition {
+                        replicas,
+                        state: None,
+                    })
+                    .collect(),
+            });
+        map.complete &= topic.is_some();
+        map.topics.insert(name.to_owned(), topic);
+    }
+    let partitions_at = partitions_prefix(cluster);
+    for kv in &partitions_read {
+        let Some((name, number)) = name_under(kv.key(), &partitions_at)
+            .and_then(|rest| rest.rsplit_once('/'))
+            .and_then(|(topic, n)| Some((topic, n.parse::<usize>().ok()?)))
+        else {
+            continue;
+        };
+        let Some(Some(topic)) = map.topics.get_mut(name) else {
+            continue;
+        };
+        let Ok(record) = serde_json::from_slice::<PartitionRecord>(kv.value()) else {
+            continue;
+        };
+        if record.v != RECORD_VERSION || record.topic_id != topic.id {
+            continue;
+        }
+        if let Some(partition) = topic.partitions.get_mut(number) {
+            partition.state = record.state();
+        }
+    }
+    Ok(map)
+}
+
+/// Keeps `sender` holding the newest map of `settings`' cluster: read, then watched, read
+/// again on every change and every [`MAP_RESYNC`]; reconnects after a failure. Runs on the
+/// cluster thread until aborted.
+pub async fn follow(settings: ClusterSettings, sender: watch::Sender<Arc<ClusterMap>>) {
+    let cluster = settings.cluster_name.clone();
+    let prefixes = [
+        members_prefix(&cluster),
+        topics_prefix(&cluster),
+        partitions_prefix(&cluster),
+    ];
+    loop {
+        // No per-request timeout (it would end the watch), but keep-alive pings and bounded
+        // reads.
+        let options = ConnectOptions::new()
+            .with_connect_timeout(settings.session_timeout)
+            .with_keep_alive(Duration::from_secs(10), settings.session_timeout);
+        let mut client = match Client::connect(&settings.endpoints, Some(options)).await {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::warn!("cannot connect to etcd for the cluster's map: {error}");
+                tokio::time::sleep(MAP_RETRY).await;
+                continue;
+            }
+        };
+        'read: loop {
+            let map = match bounded(read_map(&mut client, &cluster)).await {
+                Ok(map) => map,
+                Err(error) => {
+                    tracing::warn!("cannot read the cluster's map: {error}");
+                    break;
+                }
+            };
+            let revision = map.revision;
+            publish(&sender, map);
+            let opened = Changes::open(&mut client, &prefixes, &[], revision + 1);
+            let mut changes = match bounded(opened).await {
+                Ok(changes) => changes,
+                Err(error) => {
+                    tracing::warn!("cannot watch the cluster's map: {error}");
+                    break;
+                }
+            };
+            loop {
+                if let Change::Ended(why) = changes.next(MAP_RESYNC).await {
+                    tracing::warn!(
+                        "the watch of the cluster's map ended ({why}); reading it again"
+                    );
+                    continue 'read;
+                }
+                match bounded(read_map(&mut client, &cluster)).await {
+                    Ok(map) => publish(&sender, map),
+                    Err(error) => {
+                        tracing::warn!("cannot read the cluster's map: {error}");
+                        break 'read;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(MAP_RETRY).await;
+    }
+}
+
+/// Publishes `map` unless it says what the last one said.
+fn publish(sender: &watch::Sender<Arc<ClusterMap>>, map: ClusterMap) {
+    sender.send_if_modified(|current| {
+        let same = current.members == map.members
+            && current.topics == map.topics
+            && current.complete == map.complete;
+        *current = Arc::new(map);
+        !same
+    });
+}
+
+async fn bounded<T>(
+    work: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(MAP_READ_WAIT, work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("etcd did not answer within {MAP_READ_WAIT:?}")),
+    }
+}
+
+/// A topic setting as the records write it: absent is the default, -1 unlimited.
+fn setting(value: Option<i64>) -> Setting {
+    match value {
+        None => Setting::Default,
+        Some(-1) => Setting::Unlimited,
+        Some(value) => u64::try_from(value).map_or(Setting::Default, Setting::Value),
+    }
+}
+
+/// The routing index of a partition nobody can serve now (no leader among the members):
+/// past every shard, so a gateway sends it to any shard, which answers that it is not led.
+pub const NO_LEADER_SHARD: ShardId = ShardId(u16::MAX);
+
+/// The metadata of node `me` (with `shards` shards, registered under `session` while its
+/// lease holds) from `map`: every topic routed to its leaders' shards, the replicas `me`
+/// holds, and which of them it serves. `next_producer_id` is kept from the local metadata.
+pub fn metadata_from(
+    map: &ClusterMap,
+    me: u32,
+    session: Option<u64>,
+    shards: u16,
+    next_producer_id: u64,
+) -> Metadata {
+    let mut routes = ClusterRoutes {
+        complete: map.complete,
+        ..ClusterRoutes::default()
+    };
+    let mut first: HashMap<u32, u16> = HashMap::new();
+    for (node, endpoints) in &map.members {
+        // A `Metadata` answer lists at most `SHARDS_MAX` shards: members past it are not
+        // routed to (their partitions answer as not led).
+        let end = routes.shards.len() + endpoints.len();
+        let (Ok(start), true) = (
+            u16::try_from(routes.shards.len()),
+            end <= SHARDS_MAX as usize,
+        ) else {
+            tracing::warn!(
+                node,
+                "more shards in the cluster than a Metadata answer lists ({SHARDS_MAX}): this \
+                 member's partitions are not routed to"
+            );
+            continue;
+        };
+        first.insert(*node, start);
+        routes.shards.extend(endpoints.iter().cloned());
+    }
+    routes.first_local = first.get(&me).copied();
+    let index = |node: u32, shard: u16| -> Option<ShardId> {
+        let endpoints = map.members.get(&node)?;
+        (usize::from(shard) < endpoints.len())
+            .then(|| first.get(&node)?.checked_add(shard).map(ShardId))
+            .flatten()
+    };
+    let mut topics = BTreeMap::new();
+    for (name, topic) in &map.topics {
+        let Some(topic) = topic else { continue };
+        let mut owners = Vec::with_capacity(topic.partitions.len());
+        for (number, partition) in (0u32..).zip(&topic.partitions) {
+            let leader = partition
+                .state
+                .as_ref()
+                .and_then(|state| state.leader)
+                .and_then(|(leader, _)| {
+                    let at = partition.replicas.iter().find(|at| at.node == leader.0)?;
+                    index(at.node, at.shard)
+                });
+            owners.push(leader.unwrap_or(NO_LEADER_SHARD));
+            let Some(here) = partition.replicas.iter().find(|at| at.node == me) else {
+                continue;
+            };
+            if here.shard >= shards {
+                tracing::warn!(
+                    topic = %name,
+                    partition = number,
+                    shard = here.shard,
+                    "a replica is assigned to a shard this node does not run; not opened"
+                );
+                continue;
+            }
+            let serving = match &partition.state {
+                None => Serving::NotLeader("no leader yet (the partition is being created)".into()),
+                Some(state) => serving(state, me, session),
+            };
+            routes.local.insert(
+                (name.clone(), number),
+                LocalReplica {
+                    shard: ShardId(here.shard),
+                    topic_id: topic.id.clone(),
+                    serving,
+                },
+            );
+        }
+        topics.insert(
+            name.clone(),
+            Topic {
+                retention_ms: setting(topic.settings.retention_ms),
+                retention_bytes: setting(topic.settings.retention_bytes),
+                segment_bytes: setting(topic.settings.segment_bytes),
+                shards: owners,
+            },
+        );
+    }
+    Metadata {
+        topics,
+        next_producer_id,
+        cluster: Some(Arc::new(routes)),
+    }
+}
+
+/// Whether `me` serves a partition in `state`, and why not. Replication to followers is not
+/// built yet: a leader serves only while it is the partition's one in-sync replica (then its
+/// own durable end is the partition's, and no other replica can be elected in its place).
+fn serving(state: &PartitionState, me: u32, session: Option<u64>) -> Serving {
+    match role(state, ReplicaId(me), session.map(SessionId)) {
+        Role::Leader { epoch } => {
+            let alone = state.isr.len() == 1 && state.isr[0].replica == ReplicaId(me);
+            if alone {
+                Serving::Leader { epoch: epoch.0 }
+            } else {
+                Serving::NotLeader(format!(
+                    "this node leads epoch {} with {} in-sync replicas, and replication to \
+                     followers is not built yet (docs/cluster.md): only a partition whose one \
+                     in-sync replica is its leader is served",
+                    epoch.0,
+                    state.isr.len()
+                ))
+            }
+        }
+        Role::Follower { leader, epoch } => {
+            Serving::NotLeader(format!("led by node {leader} in epoch {}", epoch.0))
+        }
+        Role::Offline => Serving::NotLeader(match state.leader {
+            Some((leader, _)) if leader == ReplicaId(me) => {
+                "led by this node under an earlier session; waiting for the controller to \
+                 elect anew"
+                    .into()
+            }
+            _ => "no leader: every in-sync replica is gone".into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spate_core::replica::{IsrMember, LeaderEpoch, StorageId};
+
+    fn state(leader: Option<(u32, u64)>, isr: &[u32]) -> Option<PartitionState> {
+        Some(PartitionState {
+            leader: leader.map(|(node, session)| (ReplicaId(node), SessionId(session))),
+            epoch: LeaderEpoch(2),
+            isr: isr
+                .iter()
+                .map(|&node| IsrMember {
+                    replica: ReplicaId(node),
+                    storage: StorageId(u64::from(node)),
+                })
+                .collect(),
+        })
+    }
+
+    fn at(node: u32, shard: u16) -> ReplicaPlacement {
+        ReplicaPlacement { node, shard }
+    }
+
+    fn map() -> ClusterMap {
+        let endpoints = |node: u32| vec![format!("n{node}:0"), format!("n{node}:1")];
+        ClusterMap {
+            revision: 9,
+            members: [(1, endpoints(1)), (2, endpoints(2))].into(),
+            topics: [(
+                "t".to_owned(),
+                Some(MappedTopic {
+                    id: format!("{:032x}", 5),
+                    settings: TopicSettings {
+                        retention_ms: Some(-1),
+                        segment_bytes: Some(1 << 20),
+                        ..TopicSettings::default()
+                    },
+                    partitions: vec![
+                        // Led by node 2 on its shard 1.
+                        MappedPartition {
+                            replicas: vec![at(2, 1)],
+                            state: state(Some((2, 20)), &[2]),
+                        },
+                        // Led by node 1 alone: served.
+                        MappedPartition {
+                            replicas: vec![at(1, 1)],
+                            state: state(Some((1, 10)), &[1]),
+                        },
+                        // Led by node 1 with a follower in sync: not served yet.
+                        MappedPartition {
+                            replicas: vec![at(1, 0), at(2, 0)],
+                            state: state(Some((1, 10)), &[1, 2]),
+                        },
+                        // No state yet.
+                        MappedPartition {
+                            replicas: vec![at(1, 0)],
+                            state: None,
+                        },
+                        // Its leader (node 3) is not a member.
+                        MappedPartition {
+                            replicas: vec![at(3, 0), at(1, 1)],
+                            state: state(Some((3, 30)), &[3, 1]),
+                        },
+                    ],
+                }),
+            )]
+            .into(),
+            complete: true,
+        }
+    }
+
+    #[test]
+    fn partitions_route_to_their_leaders_shards_and_only_led_replicas_serve() {
+        let metadata = metadata_from(&map(), 1, Some(10), 2, 7);
+        let routes = metadata.cluster.as_ref().unwrap();
+        assert_eq!(routes.shards, ["n1:0", "n1:1", "n2:0", "n2:1"]);
+        assert_eq!(routes.first_local, Some(0));
+        let topic = &metadata.topics["t"];
+        assert_eq!(
+            topic.shards,
+            [
+                ShardId(3),
+                ShardId(1),
+                ShardId(0),
+                NO_LEADER_SHARD,
+                NO_LEADER_SHARD
+            ]
+        );
+        assert_eq!(topic.retention_ms, Setting::Unlimited);
+        assert_eq!(topic.segment_bytes, Setting::Value(1 << 20));
+        assert_eq!(topic.retention_bytes, Setting::Default);
+        assert_eq!(metadata.next_producer_id, 7);
+        let local = |partition: u32| routes.local.get(&("t".to_owned(), partition));
+        assert!(local(0).is_none());
+        assert_eq!(local(1).unwrap().serving, Serving::Leader { epoch: 2 });
+        assert_eq!(local(1).unwrap().shard, ShardId(1));
+        assert!(matches!(local(2).unwrap().serving, Serving::NotLeader(_)));
+        assert!(matches!(local(3).unwrap().serving, Serving::NotLeader(_)));
+        assert!(
+            matches!(local(4).unwrap().serving, Serving::NotLeader(ref why) if why.contains("node 3"))
+        );
+        assert_eq!(metadata.local_partitions(ShardId(1)).len(), 2);
+        // Under another session (or none: the lease in doubt) it serves nothing.
+        for session in [Some(11), None] {
+            let metadata = metadata_from(&map(), 1, session, 2, 7);
+            let routes = metadata.cluster.unwrap();
+            assert!(routes
+                .local
+                .values()
+                .all(|local| matches!(local.serving, Serving::NotLeader(_))));
+        }
+        // A replica on a shard this node does not run is not opened.
+        let metadata = metadata_from(&map(), 1, Some(10), 1, 7);
+        assert!(!metadata
+            .cluster
+            .unwrap()
+            .local
+            .contains_key(&("t".to_owned(), 1)));
+    }
+}

@@ -1,0 +1,389 @@
+//! The coordinator in a cluster (`--etcd`, feature `cluster`): the node's metadata follows the
+//! cluster's map (docs/cluster.md, "Roles"), made again whenever the map or this node's
+//! session changes, and admin requests change the cluster's keys in etcd instead of the
+//! node's metadata file — topics are created through the controller, deleted and altered by
+//! compare-and-swap, producer ids handed out from the cluster's counter. Each answer waits
+//! until this node's shards applied the change (bounded), so a topic that was created can be
+//! used at once through this node.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use glommio::channels::local_channel::LocalSender;
+use spate_proto::{
+    AllocateProducerIdsResponse, AlterTopicResponse, CreateTopicRequest, CreateTopicResponse,
+    DeleteTopicResponse, ErrorCode, ErrorResponse, Request, Response, Setting,
+};
+
+use super::{validate_create, Coordinator, Work};
+use crate::assignment::{metadata_from, ClusterMap};
+use crate::cluster::{ClusterQuery, Refused};
+use crate::metadata::ClusterRoutes;
+use crate::records::{TopicRequestRecord, TopicSettings, RECORD_VERSION};
+use crate::shard::Shard;
+use crate::shard::TOPIC_ID_FILE_NAME;
+
+/// How long a node waits for the controller to create a topic.
+const CREATE_WAIT: Duration = Duration::from_secs(10);
+
+/// How long an answer waits for this node's map to show a change it made (and, for a new
+/// topic, for its partitions' first states).
+const MAP_WAIT: Duration = Duration::from_secs(10);
+
+/// How often the coordinator looks whether the node joined its cluster yet.
+const JOIN_CHECK: Duration = Duration::from_millis(20);
+
+/// Copies of each partition of a topic created without a replication factor (Kafka's
+/// `default.replication.factor`).
+const REPLICATION_FACTOR_DEFAULT: u16 = 1;
+
+/// Once the node joined its cluster, asks the coordinator to remake the metadata whenever the
+/// cluster's map or the node's session changes.
+pub(super) async fn follow_cluster(shard: Rc<Shard>, work: Rc<LocalSender<Work>>) {
+    let query = loop {
+        if let Some(query) = shard.cluster.query() {
+            break query.clone();
+        }
+        if shard.shutdown.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        glommio::timer::sleep(JOIN_CHECK).await;
+    };
+    let mut map = query.map.clone();
+    let mut session = query.session.clone();
+    loop {
+        if work.send(Work::Remap).await.is_err() {
+            return;
+        }
+        let changed = future::or(async { map.changed().await.is_ok() }, async {
+            session.changed().await.is_ok()
+        })
+        .await;
+        if !changed {
+            return;
+        }
+    }
+}
+
+fn setting_record(setting: Setting) -> Option<i64> {
+    match setting {
+        Setting::Default => None,
+        Setting::Unlimited => Some(-1),
+        Setting::Value(value) => Some(i64::try_from(value).unwrap_or(i64::MAX)),
+    }
+}
+
+fn setting_of(record: Option<i64>) -> Setting {
+    match record {
+        None => Setting::Default,
+        Some(-1) => Setting::Unlimited,
+        Some(value) => u64::try_from(value).map_or(Setting::Default, Setting::Value),
+    }
+}
+
+/// Removes the replica directories (those with a topic id) of partitions this node does not
+/// hold; directories without one (a single node's, from before it joined) are left alone.
+fn remove_unheld(data_dir: &std::path::Path, routes: &ClusterRoutes) {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("topics")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !path.join(TOPIC_ID_FILE_NAME).exists() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let held = name.rsplit_once('-').is_some_and(|(topic, partition)| {
+            partition
+                .parse::<u32>()
+                .is_ok_and(|partition| routes.local.contains_key(&(topic.to_owned(), partition)))
+        });
+        if held {
+            continue;
+        }
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => {
+                tracing::info!(dir = %path.display(), "removed a replica this node no longer holds")
+            }
+            Err(error) => {
+                tracing::error!(dir = %path.display(), "cannot remove a replica this node no longer holds: {error}")
+            }
+        }
+    }
+}
+
+/// A random topic id (32 hex digits).
+fn new_topic_id() -> Result<String, String> {
+    let high = crate::identity::random_id().map_err(|error| error.to_string())?;
+    let low = crate::identity::random_id().map_err(|error| error.to_string())?;
+    Ok(format!("{high:016x}{low:016x}"))
+}
+
+impl Coordinator {
+    /// Makes the metadata from the newest map and session, and publishes it if it changed.
+    pub(super) async fn remap(&self) {
+        let Some(query) = self.shard.cluster.query() else {
+            return;
+        };
+        let map = query.map.borrow().clone();
+        let session = *query.session.borrow();
+        let Some(me) = self.shard.config.node_id else {
+            return;
+        };
+        let shards = u16::try_from(self.shard.endpoints.len()).unwrap_or(u16::MAX);
+        let current = self.shard.metadata();
+        let metadata = metadata_from(&map, me, session, shards, current.next_producer_id);
+        if metadata == *current {
+            return;
+        }
+        let routes = metadata.cluster.clone();
+        self.publish(metadata).await;
+        // Every shard closed what it no longer holds: replicas left on disk from before (a
+        // topic deleted while this node was away) go too.
+        if let Some(routes) = routes.filter(|routes| routes.complete) {
+            let dir = self.shard.config.data_dir.clone();
+            glommio::executor()
+                .spawn_blocking(move || remove_unheld(&dir, &routes))
+                .await;
+        }
+    }
+
+    /// Waits (up to [`MAP_WAIT`]) until this node's map is at `revision` or later and `done`
+    /// holds for it, then remakes the metadata; whether it got there.
+    async fn await_map(
+        &self,
+        query: &ClusterQuery,
+        revision: i64,
+        done: impl Fn(&ClusterMap) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + MAP_WAIT;
+        let mut receiver = query.map.clone();
+        let reached = loop {
+            let ready = {
+                let map = receiver.borrow_and_update();
+                map.revision >= revision && done(&map)
+            };
+            if ready {
+                break true;
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break false;
+            }
+            let changed = future::or(async { receiver.changed().await.is_ok() }, async {
+                glommio::timer::sleep(remaining).await;
+                true
+            })
+            .await;
+            if !changed {
+                break false;
+            }
+        };
+        self.remap().await;
+        reached
+    }
+
+    /// An admin request in a cluster.
+    pub(super) async fn handle_cluster(
+        &self,
+        query: &ClusterQuery,
+        api_key: u16,
+        request: Request,
+    ) -> Response {
+        let answer = match request {
+            Request::CreateTopic(create) => self.create(query, create, false).await,
+            Request::AutoCreateTopic(auto) => {
+                if let Some(topic) = self.shard.metadata().topics.get(&auto.topic) {
+                    return Response::AutoCreateTopic(CreateTopicResponse {
+                        partitions: u32::try_from(topic.shards.len()).unwrap_or(u32::MAX),
+                        topic: auto.topic,
+                    });
+                }
+                if !self.shard.config.auto_create_topics {
+                    Err((
+                        ErrorCode::UnknownTopic,
+                        format!(
+                            "unknown topic {:?}, and automatic creation is off on this node \
+                             (--auto-create-topics); create it with `spate topic create {} \
+                             --partitions N` or a Kafka admin client",
+                            auto.topic, auto.topic
+                        ),
+                    ))
+                } else {
+                    let create = CreateTopicRequest {
+                        topic: auto.topic,
+                        partitions: self.shard.config.auto_create_partitions,
+                        retention_ms: Setting::Default,
+                        retention_bytes: Setting::Default,
+                        segment_bytes: Setting::Default,
+                        replication_factor: 0,
+                    };
+                    self.create(query, create, true).await
+                }
+            }
+            Request::DeleteTopic(delete) => match query.delete_topic(delete.topic.clone()).await {
+                Ok(revision) => {
+                    let name = delete.topic.clone();
+                    self.await_map(query, revision, move |map| !map.topics.contains_key(&name))
+                        .await;
+                    Ok(Response::DeleteTopic(DeleteTopicResponse {
+                        topic: delete.topic,
+                    }))
+                }
+                Err(refused) => Err(refused),
+            },
+            Request::AlterTopic(alter) => {
+                let partitions = self
+                    .shard
+                    .metadata()
+                    .topics
+                    .get(&alter.topic)
+                    .map_or(1, |topic| u32::try_from(topic.shards.len()).unwrap_or(1));
+                let checked = alter.clone();
+                let change = move |settings: TopicSettings| {
+                    let check = CreateTopicRequest {
+                        topic: checked.topic.clone(),
+                        partitions,
+                        retention_ms: checked
+                            .retention_ms
+                            .unwrap_or(setting_of(settings.retention_ms)),
+                        retention_bytes: checked
+                            .retention_bytes
+                            .unwrap_or(setting_of(settings.retention_bytes)),
+                        segment_bytes: checked
+                            .segment_bytes
+                            .unwrap_or(setting_of(settings.segment_bytes)),
+                        replication_factor: 0,
+                    };
+                    validate_create(&check)?;
+                    let changed = TopicSettings {
+                        retention_ms: setting_record(check.retention_ms),
+                        retention_bytes: setting_record(check.retention_bytes),
+                        segment_bytes: setting_record(check.segment_bytes),
+                        ..settings
+                    };
+                    // Checked only: nothing is written (the answer shows the result).
+                    Ok((!checked.validate_only).then_some(changed))
+                };
+                match query.alter_topic(alter.topic.clone(), change).await {
+                    Ok((settings, revision)) => {
+                        if revision > 0 {
+                            self.await_map(query, revision, |_| true).await;
+                        }
+                        let (retention_ms, retention_bytes, segment_bytes) = if alter.validate_only
+                        {
+                            (
+                                alter
+                                    .retention_ms
+                                    .unwrap_or(setting_of(settings.retention_ms)),
+                                alter
+                                    .retention_bytes
+                                    .unwrap_or(setting_of(settings.retention_bytes)),
+                                alter
+                                    .segment_bytes
+                                    .unwrap_or(setting_of(settings.segment_bytes)),
+                            )
+                        } else {
+                            (
+                                setting_of(settings.retention_ms),
+                                setting_of(settings.retention_bytes),
+                                setting_of(settings.segment_bytes),
+                            )
+                        };
+                        Ok(Response::AlterTopic(AlterTopicResponse {
+                            topic: alter.topic,
+                            retention_ms,
+                            retention_bytes,
+                            segment_bytes,
+                        }))
+                    }
+                    Err(refused) => Err(refused),
+                }
+            }
+            Request::AllocateProducerIds(allocate) => query
+                .allocate_producer_ids(allocate.count)
+                .await
+                .map(|first| {
+                    Response::AllocateProducerIds(AllocateProducerIdsResponse {
+                        first,
+                        count: allocate.count,
+                    })
+                }),
+            _ => Err((ErrorCode::InvalidRequest, "not an admin request".into())),
+        };
+        answer.unwrap_or_else(|(code, message)| Response::Error {
+            api_key,
+            error: ErrorResponse::new(code, message),
+        })
+    }
+
+    /// Creates a topic through the controller and waits until this node's map shows it with
+    /// every partition's first state (bounded); `auto`: answered as `AutoCreateTopic`, and a
+    /// topic another client created meanwhile is no error.
+    async fn create(
+        &self,
+        query: &ClusterQuery,
+        create: CreateTopicRequest,
+        auto: bool,
+    ) -> Result<Response, Refused> {
+        validate_create(&create)?;
+        let factor = match create.replication_factor {
+            0 => REPLICATION_FACTOR_DEFAULT,
+            factor => factor,
+        };
+        let id = new_topic_id().map_err(|error| {
+            (
+                ErrorCode::Internal,
+                format!("cannot draw a topic id: {error}"),
+            )
+        })?;
+        let record = TopicRequestRecord {
+            v: RECORD_VERSION,
+            id,
+            partitions: create.partitions,
+            replication_factor: u32::from(factor),
+            settings: TopicSettings {
+                retention_ms: setting_record(create.retention_ms),
+                retention_bytes: setting_record(create.retention_bytes),
+                segment_bytes: setting_record(create.segment_bytes),
+                min_insync_replicas: None,
+            },
+            refused: None,
+        };
+        let name = create.topic.clone();
+        let revision = match query.create_topic(name.clone(), record, CREATE_WAIT).await {
+            Ok((_, revision)) => revision,
+            Err((ErrorCode::TopicAlreadyExists, _)) if auto => 0,
+            Err(refused) => return Err(refused),
+        };
+        let shown = name.clone();
+        let created = self
+            .await_map(query, revision, move |map| {
+                matches!(map.topics.get(&shown), Some(Some(topic))
+                    if topic.partitions.iter().all(|partition| partition.state.is_some()))
+            })
+            .await;
+        if !created {
+            tracing::warn!(topic = %name, "created, but this node's map did not show every partition led in time");
+        }
+        let partitions = self
+            .shard
+            .metadata()
+            .topics
+            .get(&name)
+            .map_or(create.partitions, |topic| {
+                u32::try_from(topic.shards.len()).unwrap_or(u32::MAX)
+            });
+        let response = CreateTopicResponse {
+            topic: name,
+            partitions,
+        };
+        tracing::info!(topic = %response.topic, partitions, replication_factor = factor, "created a topic through the controller");
+        Ok(if auto {
+            Response::AutoCreateTopic(response)
+        } else {
+            Response::CreateTopic(response)
+        })
+    }
+}
