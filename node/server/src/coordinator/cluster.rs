@@ -104,10 +104,10 @@ fn remove_unheld(data_dir: &std::path::Path, routes: &ClusterRoutes) {
         }
         match std::fs::remove_dir_all(&path) {
             Ok(()) => {
-                tracing::info!(dir = %path.display(), "removed a replica this node no longer holds")
+                tracing::info!(dir = %path.display(), "removed a replica this node no longer holds");
             }
             Err(error) => {
-                tracing::error!(dir = %path.display(), "cannot remove a replica this node no longer holds: {error}")
+                tracing::error!(dir = %path.display(), "cannot remove a replica this node no longer holds: {error}");
             }
         }
     }
