@@ -797,7 +797,12 @@ impl Request {
                 retention_ms: reader.setting("retention_ms")?,
                 retention_bytes: reader.setting("retention_bytes")?,
                 segment_bytes: reader.setting("segment_bytes")?,
-                replication_factor: reader.u16("replication_factor")?,
+                // Absent in requests of clients from before replication (their default).
+                replication_factor: if reader.remaining() == 0 {
+                    0
+                } else {
+                    reader.u16("replication_factor")?
+                },
             }),
             ApiKey::DeleteTopic => Request::DeleteTopic(DeleteTopicRequest {
                 topic: read_topic(&mut reader)?,

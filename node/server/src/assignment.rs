@@ -12,15 +12,17 @@ use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions};
 use spate_core::replica::{role, PartitionState, ReplicaId, Role, SessionId};
-use spate_proto::limits::SHARDS_MAX;
+use spate_format::limits::PARTITIONS_PER_TOPIC_MAX;
+use spate_proto::limits::{ENDPOINT_SIZE_MAX, SHARDS_MAX};
 use spate_proto::{Setting, ShardId};
 use tokio::sync::watch;
 
 use crate::cluster::{member_record, members_prefix, ClusterSettings};
 use crate::metadata::{ClusterRoutes, LocalReplica, Metadata, Serving, Topic};
 use crate::records::{
-    name_under, partitions_prefix, read_prefix, topic_id, topics_prefix, Change, Changes,
-    PartitionRecord, ReplicaPlacement, TopicRecord, TopicSettings, RECORD_VERSION,
+    cluster_id_key, name_under, partitions_prefix, read_prefix, topic_id, topics_prefix, Change,
+    Changes, ClusterIdRecord, PartitionRecord, ReplicaPlacement, TopicRecord, TopicSettings,
+    RECORD_VERSION,
 };
 
 /// Keys of one kind a node reads for its map (as many as the controller acts on).
@@ -45,6 +47,8 @@ pub struct ClusterMap {
     pub topics: BTreeMap<String, Option<MappedTopic>>,
     /// Whether every topic key was read and readable.
     pub complete: bool,
+    /// The cluster's id, once a member wrote it (every member does at registration).
+    pub cluster_id: Option<String>,
 }
 
 /// A topic and its partitions.
@@ -75,14 +79,36 @@ pub async fn read_map(
         read_prefix(client, &topics_prefix(cluster), revision, MAP_KEYS_MAX).await?;
     let (partitions_read, _, _) =
         read_prefix(client, &partitions_prefix(cluster), revision, MAP_KEYS_MAX).await?;
+    let id = client
+        .get(
+            cluster_id_key(cluster),
+            Some(etcd_client::GetOptions::new().with_revision(revision)),
+        )
+        .await?;
+    let cluster_id = id
+        .kvs()
+        .first()
+        .and_then(|kv| serde_json::from_slice::<ClusterIdRecord>(kv.value()).ok())
+        .filter(|record| record.v == RECORD_VERSION && topic_id(&record.id).is_some())
+        .map(|record| record.id);
     let mut map = ClusterMap {
         revision,
         complete: !topics_more,
+        cluster_id,
         ..ClusterMap::default()
     };
     for kv in &members_read {
+        // Only addresses a `Metadata` answer can carry: one bad record must not make every
+        // node's answer undecodable.
         if let Ok(record) = member_record(cluster, kv.key(), kv.value()) {
-            map.members.insert(record.node, record.shards);
+            let fits = record.shards.len() <= SHARDS_MAX as usize
+                && record
+                    .shards
+                    .iter()
+                    .all(|endpoint| endpoint.len() <= ENDPOINT_SIZE_MAX as usize);
+            if fits {
+                map.members.insert(record.node, record.shards);
+            }
         }
     }
     let topics_at = topics_prefix(cluster);
@@ -92,7 +118,13 @@ pub async fn read_map(
         };
         let topic = serde_json::from_slice::<TopicRecord>(kv.value())
             .ok()
-            .filter(|record| record.v == RECORD_VERSION && topic_id(&record.id).is_some())
+            .filter(|record| {
+                record.v == RECORD_VERSION
+                    && topic_id(&record.id).is_some()
+                    && spate_format::validate_topic_name(name).is_ok()
+                    && record.replicas.len() <= PARTITIONS_PER_TOPIC_MAX as usize
+                    && record.replicas.len() == record.partitions as usize
+            })
             .map(|record| MappedTopic {
                 id: record.id,
                 settings: record.settings,
@@ -197,9 +229,9 @@ pub async fn follow(settings: ClusterSettings, sender: watch::Sender<Arc<Cluster
 /// Publishes `map` unless it says what the last one said.
 fn publish(sender: &watch::Sender<Arc<ClusterMap>>, map: ClusterMap) {
     sender.send_if_modified(|current| {
-        let same = current.members == map.members
-            && current.topics == map.topics
-            && current.complete == map.complete;
+        // Every new revision is told (an answer waits for its own change's revision), even
+        // when nothing this node uses changed.
+        let same = **current == map;
         *current = Arc::new(map);
         !same
     });
@@ -213,6 +245,12 @@ async fn bounded<T>(
         Ok(Err(error)) => Err(error.to_string()),
         Err(_) => Err(format!("etcd did not answer within {MAP_READ_WAIT:?}")),
     }
+}
+
+/// The shard of a node with `shards` shards that holds a replica assigned to `shard`.
+fn effective_shard(shard: u16, shards: usize) -> Option<u16> {
+    let shards = u16::try_from(shards).ok().filter(|shards| *shards > 0)?;
+    Some(shard % shards)
 }
 
 /// A topic setting as the records write it: absent is the default, -1 unlimited.
@@ -238,8 +276,11 @@ pub fn metadata_from(
     shards: u16,
     next_producer_id: u64,
 ) -> Metadata {
+    // Without the cluster's id, nothing is opened or removed (a replica directory must name
+    // its cluster).
     let mut routes = ClusterRoutes {
-        complete: map.complete,
+        complete: map.complete && map.cluster_id.is_some(),
+        cluster_id: map.cluster_id.clone().unwrap_or_default(),
         ..ClusterRoutes::default()
     };
     let mut first: HashMap<u32, u16> = HashMap::new();
@@ -262,11 +303,12 @@ pub fn metadata_from(
         routes.shards.extend(endpoints.iter().cloned());
     }
     routes.first_local = first.get(&me).copied();
+    // A replica assigned to a shard its node no longer runs (restarted with fewer) lives on
+    // the shard its number wraps to: a replica's files are the node's, not a shard's.
     let index = |node: u32, shard: u16| -> Option<ShardId> {
         let endpoints = map.members.get(&node)?;
-        (usize::from(shard) < endpoints.len())
-            .then(|| first.get(&node)?.checked_add(shard).map(ShardId))
-            .flatten()
+        let shard = effective_shard(shard, endpoints.len())?;
+        first.get(&node)?.checked_add(shard).map(ShardId)
     };
     let mut topics = BTreeMap::new();
     for (name, topic) in &map.topics {
@@ -285,15 +327,12 @@ pub fn metadata_from(
             let Some(here) = partition.replicas.iter().find(|at| at.node == me) else {
                 continue;
             };
-            if here.shard >= shards {
-                tracing::warn!(
-                    topic = %name,
-                    partition = number,
-                    shard = here.shard,
-                    "a replica is assigned to a shard this node does not run; not opened"
-                );
+            if map.cluster_id.is_none() {
                 continue;
             }
+            let Some(shard) = effective_shard(here.shard, usize::from(shards)) else {
+                continue;
+            };
             let serving = match &partition.state {
                 None => Serving::NotLeader("no leader yet (the partition is being created)".into()),
                 Some(state) => serving(state, me, session),
@@ -301,7 +340,7 @@ pub fn metadata_from(
             routes.local.insert(
                 (name.clone(), number),
                 LocalReplica {
-                    shard: ShardId(here.shard),
+                    shard: ShardId(shard),
                     topic_id: topic.id.clone(),
                     serving,
                 },
@@ -425,6 +464,7 @@ mod tests {
             )]
             .into(),
             complete: true,
+            cluster_id: Some(format!("{:032x}", 77)),
         }
     }
 
@@ -468,12 +508,17 @@ mod tests {
                 .values()
                 .all(|local| matches!(local.serving, Serving::NotLeader(_))));
         }
-        // A replica on a shard this node does not run is not opened.
-        let metadata = metadata_from(&map(), 1, Some(10), 1, 7);
-        assert!(!metadata
-            .cluster
-            .unwrap()
-            .local
-            .contains_key(&("t".to_owned(), 1)));
+        // A replica assigned to a shard this node no longer runs lives on the shard its
+        // number wraps to (its files are the node's): opened and routed there.
+        let mut fewer = map();
+        fewer.members.insert(1, vec!["n1:0".into()]);
+        let metadata = metadata_from(&fewer, 1, Some(10), 1, 7);
+        let routes = metadata.cluster.as_ref().unwrap();
+        assert_eq!(routes.local[&("t".to_owned(), 1)].shard, ShardId(0));
+        assert_eq!(
+            routes.local[&("t".to_owned(), 1)].serving,
+            Serving::Leader { epoch: 2 }
+        );
+        assert_eq!(metadata.topics["t"].shards[1], ShardId(0));
     }
 }

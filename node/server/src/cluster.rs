@@ -145,6 +145,8 @@ impl ClusterSession {
         let asked = settings.clone();
         let elected = controller.clone();
         let (session_tx, session_rx) = watch::channel(None);
+        let session_tx = Arc::new(session_tx);
+        let renewed = Arc::new(std::sync::Mutex::new(Instant::now()));
         let (map_tx, map_rx) = watch::channel(Arc::new(ClusterMap::default()));
         let mapped = settings.clone();
         let thread = std::thread::Builder::new()
@@ -168,7 +170,8 @@ impl ClusterSession {
                         identity,
                         shards,
                         controller: elected,
-                        session: session_tx,
+                        session: session_tx.clone(),
+                        renewed: renewed.clone(),
                     };
                     let registered = match member.register().await {
                         Ok(registered) => registered,
@@ -179,8 +182,14 @@ impl ClusterSession {
                     };
                     let _ = ready_tx.send(Ok((registered.session, handle)));
                     let map = tokio::spawn(crate::assignment::follow(mapped, map_tx));
+                    let watchdog = tokio::spawn(withdraw_when_overdue(
+                        renewed,
+                        session_tx,
+                        member.settings.session_timeout,
+                    ));
                     member.keep(registered, stop_rx).await;
                     map.abort();
+                    watchdog.abort();
                 });
             })
             .map_err(|error| ClusterError::Thread(error.to_string()))?;
@@ -716,7 +725,10 @@ struct Member {
     controller: Arc<AtomicBool>,
     /// The session whose lease holds (as far as this node can be sure), `None` while it may
     /// have lapsed: the node leads only under it.
-    session: watch::Sender<Option<u64>>,
+    session: Arc<watch::Sender<Option<u64>>>,
+    /// When the last renewal etcd confirmed was sent (or the lease granted): etcd counts the
+    /// lease from no earlier than that.
+    renewed: Arc<std::sync::Mutex<Instant>>,
 }
 
 fn etcd_error(error: &etcd_client::Error) -> ClusterError {
@@ -778,6 +790,26 @@ impl Member {
                 Err(error) => return Err(unreachable(error)),
             }
         }
+        // The cluster's id, written by the first member ever to register (kept by a
+        // compare-and-swap on its absence).
+        let id_key = crate::records::cluster_id_key(&self.settings.cluster_name);
+        let drawn = (crate::identity::random_id(), crate::identity::random_id());
+        let (Ok(high), Ok(low)) = drawn else {
+            return Err(ClusterError::Thread("cannot draw a cluster id".into()));
+        };
+        let id = crate::records::ClusterIdRecord {
+            v: crate::records::RECORD_VERSION,
+            id: format!("{high:016x}{low:016x}"),
+        };
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                id_key.clone(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then([TxnOp::put(id_key, crate::records::json(&id), None)]);
+        client.txn(txn).await.map_err(unreachable)?;
+        let asked = Instant::now();
         let grant = client
             .lease_grant(self.settings.ttl_seconds(), None)
             .await
@@ -834,6 +866,9 @@ impl Member {
             .await
             .map_err(|error| etcd_error(&error))?;
         let campaign = self.campaign(lease, &record.session);
+        if let Ok(mut renewed) = self.renewed.lock() {
+            *renewed = asked;
+        }
         self.session.send_replace(Some(session));
         tracing::info!(
             node = self.settings.node_id,
@@ -925,11 +960,10 @@ impl Member {
     /// answer.
     async fn keep(&mut self, registered: Registered, mut stop: oneshot::Receiver<()>) {
         let mut current = Some(registered);
-        let mut renewed = Instant::now();
         loop {
             tokio::select! {
                 _ = &mut stop => break,
-                () = self.renew_or_register(&mut current, &mut renewed) => {}
+                () = self.renew_or_register(&mut current) => {}
             }
         }
         if let Some(mut registered) = current {
@@ -953,7 +987,7 @@ impl Member {
     }
 
     /// One renewal interval: wait, renew, and register again if the lease lapsed.
-    async fn renew_or_register(&mut self, current: &mut Option<Registered>, renewed: &mut Instant) {
+    async fn renew_or_register(&mut self, current: &mut Option<Registered>) {
         let interval = self.settings.session_timeout / 3;
         tokio::time::sleep(interval).await;
         let sent = Instant::now();
@@ -961,7 +995,9 @@ impl Member {
             Some(registered) => match renew(registered, interval).await {
                 Ok(true) => {
                     // etcd counts the lease from no earlier than the renewal's sending.
-                    *renewed = sent;
+                    if let Ok(mut renewed) = self.renewed.lock() {
+                        *renewed = sent;
+                    }
                     if self.session.borrow().is_none() {
                         tracing::info!("this node's lease was renewed in time: it leads again");
                     }
@@ -981,17 +1017,11 @@ impl Member {
                         lease = registered.lease,
                         "cannot renew this node's etcd lease: {error}"
                     );
-                    // Leadership ends well before the lease can have expired by etcd's clock
-                    // (docs/cluster.md, "Transactions").
-                    if renewed.elapsed() >= self.settings.session_timeout * 2 / 3
-                        && self.session.borrow().is_some()
-                    {
-                        tracing::warn!(
-                            "this node's lease may lapse soon: it stops leading until it is \
-                             renewed"
-                        );
-                        self.session.send_replace(None);
-                    }
+                    // Leadership ends earlier, on its own clock (`withdraw_when_overdue`).
+                    let renewed = self
+                        .renewed
+                        .lock()
+                        .map_or_else(|_| Instant::now(), |at| *at);
                     renewed.elapsed() >= self.settings.session_timeout
                 }
             },
@@ -1002,13 +1032,39 @@ impl Member {
             *current = None;
             self.controller.store(false, Ordering::Relaxed);
             match self.register().await {
-                Ok(registered) => {
-                    *renewed = Instant::now();
-                    *current = Some(registered);
-                }
+                Ok(registered) => *current = Some(registered),
                 Err(error) => tracing::error!("cannot register with the cluster: {error}"),
             }
         }
+    }
+}
+
+/// Withdraws the node's session (it then leads nothing) once two thirds of the session
+/// timeout passed since the last renewal etcd confirmed was sent, well before etcd can have
+/// expired the lease (it counts from no earlier than that sending), whatever the renewals
+/// are doing; a renewal that succeeds gives it back (docs/cluster.md, "Transactions").
+async fn withdraw_when_overdue(
+    renewed: Arc<std::sync::Mutex<Instant>>,
+    session: Arc<watch::Sender<Option<u64>>>,
+    timeout: Duration,
+) {
+    let lead_for = timeout * 2 / 3;
+    loop {
+        let last = renewed.lock().map_or_else(|_| Instant::now(), |at| *at);
+        let deadline = last + lead_for;
+        if Instant::now() < deadline {
+            tokio::time::sleep_until(deadline.into()).await;
+            continue;
+        }
+        if session.borrow().is_some() {
+            tracing::warn!(
+                "this node's lease was not renewed for two thirds of the session timeout: it \
+                 stops leading until a renewal succeeds"
+            );
+            session.send_replace(None);
+        }
+        // Looked at again soon: a renewal on its way may still succeed.
+        tokio::time::sleep(timeout / 20).await;
     }
 }
 

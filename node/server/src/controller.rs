@@ -262,6 +262,7 @@ async fn read_all(
     }
     let topics_at = topics_prefix(cluster);
     read.cluster.topics_complete = !topics_more;
+    read.cluster.partitions_complete = !partitions_more;
     for kv in &topics_read {
         let Some(name) = name_under(kv.key(), &topics_at) else {
             continue;

@@ -68,6 +68,9 @@ pub struct ClusterRoutes {
     /// Whether the topics were all read and readable: only then are the directories of
     /// partitions this node no longer holds removed.
     pub complete: bool,
+    /// The cluster's id (`/spate/NAME/cluster-id`): replica directories name it, so those of
+    /// another cluster (etcd replaced or emptied) are never taken or removed.
+    pub cluster_id: String,
 }
 
 /// A replica of a partition on this node.
@@ -125,18 +128,6 @@ impl Metadata {
             }
         }
         out
-    }
-
-    /// Whether the files of a partition this node closes are kept: in a single node, while
-    /// its topic exists; in a cluster, unless every topic was read and this node no longer
-    /// holds a replica of it.
-    pub fn keeps_files(&self, topic: &str, partition: u32) -> bool {
-        match &self.cluster {
-            None => self.topics.contains_key(topic),
-            Some(routes) => {
-                !routes.complete || routes.local.contains_key(&(topic.to_owned(), partition))
-            }
-        }
     }
 }
 

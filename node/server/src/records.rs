@@ -121,6 +121,21 @@ pub fn topics_prefix(cluster: &str) -> String {
     format!("/spate/{cluster}/topics/")
 }
 
+/// The key of the cluster's id (`{"v":1,"id":"<32 hex digits>"}`), written once by the first
+/// member to register: replica directories name it, so a node never takes or removes the
+/// replicas of another cluster (an etcd replaced or emptied under the same name).
+pub fn cluster_id_key(cluster: &str) -> String {
+    format!("/spate/{cluster}/cluster-id")
+}
+
+/// The cluster id record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterIdRecord {
+    pub v: u32,
+    /// 32 hex digits.
+    pub id: String,
+}
+
 /// The key of the request to create topic `name` of `cluster`.
 pub fn topic_request_key(cluster: &str, name: &str) -> String {
     format!("{}{name}", topic_requests_prefix(cluster))

@@ -247,11 +247,13 @@ fn a_lapsed_lease_is_answered_by_a_new_session() {
         produced(leader.produce("t", 0, &[b"led"], Durability::Fsync)),
         Ok(0)
     );
-    // With etcd gone, the node stops leading before its lease can have expired (two thirds
-    // of the session timeout after its last renewal), answers on, and still stops promptly
-    // (the revocation it attempts is bounded).
+    // With etcd gone, the node stops leading before its lease can have expired: two thirds
+    // of the 3 s session timeout after its last confirmed renewal, which was sent at most a
+    // renewal interval (1 s) before etcd went, so within about 1 s — etcd cannot have expired
+    // the lease within 2 s. It answers on, and still stops promptly (the revocation it
+    // attempts is bounded).
     drop(etcd);
-    wait_for("leadership given up", Duration::from_secs(5), || {
+    wait_for("leadership given up", Duration::from_secs(2), || {
         produced(leader.produce("t", 0, &[b"unled"], Durability::Fsync))
             == Err(ErrorCode::NotLeaderOrFollower)
     });
@@ -949,9 +951,6 @@ fn holds(dir: &Path, topic: &str, partition: u32) -> bool {
 /// removed from both nodes.
 #[test]
 fn a_cluster_serves_its_topics_across_its_nodes() {
-    if std::env::var_os("SPATE_TEST_LOG").is_some() {
-        spate_node::logging::init("info");
-    }
     let etcd = Etcd::start("serve");
     let first_dir = data_dir("member-101");
     let second_dir = data_dir("member-102");
@@ -1069,30 +1068,25 @@ fn a_cluster_serves_its_topics_across_its_nodes() {
         || !holds(&second_dir, "lonely", lonely),
     );
     let on_second = u32::try_from(on_first.iter().position(|on_first| !on_first).unwrap()).unwrap();
+    let mut second_client = NodeClient::connect(second.endpoints[0]);
+    let mut shards: std::collections::HashMap<std::net::SocketAddr, NodeClient> =
+        std::collections::HashMap::new();
     wait_for(
         "the restarted node leads again",
         Duration::from_secs(15),
         || {
-            let metadata = NodeClient::connect(second.endpoints[0]).metadata();
             // Not yet in its map, or not yet led (routed past every shard).
-            let Some(shard) = metadata
-                .topics
-                .iter()
-                .find(|t| t.name == "spread")
-                .map(|t| t.partitions[on_second as usize].shard)
-                .filter(|shard| usize::from(shard.0) < metadata.shards.len())
-            else {
+            let Some(leader) = routed(&second_client.metadata(), "spread", on_second) else {
                 return false;
             };
-            let leader = metadata.shards[usize::from(shard.0)]
-                .endpoint
-                .parse()
-                .unwrap();
-            let mut at_leader = NodeClient::connect(leader);
+            let at_leader = shards
+                .entry(leader)
+                .or_insert_with(|| NodeClient::connect(leader));
             matches!(at_leader.fetch("spread", on_second, 0, 0), Response::Fetch(fetched)
             if records(&fetched.records) == [(0, format!("record {on_second}").into_bytes())])
         },
     );
+    drop((second_client, shards));
     // Deleted: every replica goes, on both nodes.
     assert!(matches!(
         client.call(&Request::DeleteTopic(spate_proto::DeleteTopicRequest {
@@ -1106,4 +1100,215 @@ fn a_cluster_serves_its_topics_across_its_nodes() {
     });
     second.shutdown();
     first.shutdown();
+}
+
+/// The shard a partition is routed to, if it is led (a partition without a leader is routed
+/// past every shard).
+fn routed(
+    metadata: &spate_proto::MetadataResponse,
+    topic: &str,
+    partition: u32,
+) -> Option<std::net::SocketAddr> {
+    let shard = metadata
+        .topics
+        .iter()
+        .find(|t| t.name == topic)?
+        .partitions
+        .get(partition as usize)?
+        .shard;
+    metadata
+        .shards
+        .get(usize::from(shard.0))?
+        .endpoint
+        .parse()
+        .ok()
+}
+
+/// The records a fetch from offset 0 answers, as values.
+fn values_of(client: &mut NodeClient, topic: &str, partition: u32) -> Vec<Vec<u8>> {
+    match client.fetch(topic, partition, 0, 0) {
+        Response::Fetch(fetched) => records(&fetched.records)
+            .into_iter()
+            .map(|(_, value)| value)
+            .collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A node's replicas are removed only when its own cluster's complete map no longer gives
+/// them to it: a topic deleted and created again under the same name while the node serves
+/// starts empty (the old replica goes); a restart with fewer shards keeps and serves every
+/// replica (on the shard its number wraps to); a node brought to an empty etcd (another
+/// cluster id) neither serves nor removes the replicas of its old cluster.
+#[test]
+fn replicas_are_removed_only_when_their_cluster_gives_them_away() {
+    let etcd = Etcd::start("keep");
+    let dir = data_dir("member-111");
+    let node = spate_node::start(config(&dir, &etcd, 111, 3_000)).unwrap();
+    wait_for("a controller", Duration::from_secs(10), || {
+        node.is_controller()
+    });
+    let mut client = NodeClient::connect(node.endpoints[0]);
+    // Two partitions on one node of two shards: one on each shard.
+    assert!(matches!(
+        client.create_topic("kept", 2),
+        Response::CreateTopic(_)
+    ));
+    let metadata = client.metadata();
+    let shards: Vec<u16> = (0..2u32)
+        .map(|partition| {
+            metadata
+                .topics
+                .iter()
+                .find(|t| t.name == "kept")
+                .unwrap()
+                .partitions[partition as usize]
+                .shard
+                .0
+        })
+        .collect();
+    assert_eq!(shards, [0, 1]);
+    for partition in 0..2 {
+        let mut leader = NodeClient::connect(owner(&metadata, "kept", partition));
+        let value = format!("kept {partition}");
+        assert_eq!(
+            produced(leader.produce("kept", partition, &[value.as_bytes()], Durability::Fsync)),
+            Ok(0)
+        );
+    }
+    // Deleted and created again at once: the new topic starts empty.
+    assert!(matches!(
+        client.create_topic("again", 1),
+        Response::CreateTopic(_)
+    ));
+    let mut leader = NodeClient::connect(owner(&client.metadata(), "again", 0));
+    assert_eq!(
+        produced(leader.produce("again", 0, &[b"old"], Durability::Fsync)),
+        Ok(0)
+    );
+    // In one etcd transaction, so the node never sees the name without a topic: the old
+    // topic's key and partition state go, a new topic (another id, the same placement)
+    // comes.
+    let (value, _) = etcd.get(&topic_key("spate", "again")).unwrap().unwrap();
+    let mut record: TopicRecord = serde_json::from_slice(&value).unwrap();
+    record.id = format!("{:032x}", 0xa9a1u32);
+    etcd.run(async |client| {
+        let txn = Txn::new().and_then([
+            TxnOp::delete(partition_key("spate", "again", 0), None),
+            TxnOp::put(
+                topic_key("spate", "again"),
+                serde_json::to_vec(&record).unwrap(),
+                None,
+            ),
+        ]);
+        assert!(client.txn(txn).await.unwrap().succeeded());
+    });
+    // The old replica's records go with it: the partition answers again, empty.
+    let mut shards: std::collections::HashMap<std::net::SocketAddr, NodeClient> =
+        std::collections::HashMap::new();
+    wait_for(
+        "the new topic served, empty",
+        Duration::from_secs(10),
+        || {
+            let Some(leader) = routed(&client.metadata(), "again", 0) else {
+                return false;
+            };
+            let leader = shards
+                .entry(leader)
+                .or_insert_with(|| NodeClient::connect(leader));
+            matches!(leader.fetch("again", 0, 0, 0), Response::Fetch(fetched)
+            if fetched.high_watermark == 0 && fetched.records.is_empty())
+        },
+    );
+    drop(shards);
+    let mut leader = NodeClient::connect(owner(&client.metadata(), "again", 0));
+    assert_eq!(
+        produced(leader.produce("again", 0, &[b"new"], Durability::Fsync)),
+        Ok(0)
+    );
+    assert_eq!(values_of(&mut leader, "again", 0), [b"new".to_vec()]);
+    drop((client, leader));
+    node.shutdown();
+
+    // One shard now (a process of its own, as a restarted node is): both replicas kept and
+    // served there.
+    let (mut child, endpoint) = spawn_listening(&dir, &etcd, 111, &["--shards", "1"]);
+    let mut client = NodeClient::connect(endpoint);
+    wait_for(
+        "both partitions served again",
+        Duration::from_secs(15),
+        || {
+            (0..2).all(|partition| {
+                matches!(client.fetch("kept", partition, 0, 0), Response::Fetch(fetched)
+                if records(&fetched.records) == [(0, format!("kept {partition}").into_bytes())])
+            })
+        },
+    );
+    drop(client);
+    stop(&mut child);
+    drop(etcd);
+
+    // Another cluster (an empty etcd): the old replicas are neither served nor removed.
+    let other = Etcd::start("other");
+    let (mut child, endpoint) = spawn_listening(&dir, &other, 111, &["--shards", "1"]);
+    let mut client = NodeClient::connect(endpoint);
+    wait_for("the controller", Duration::from_secs(10), || {
+        matches!(client.create_topic("kept", 2), Response::CreateTopic(_))
+    });
+    // Past the map's resync: still there, still the old cluster's.
+    std::thread::sleep(Duration::from_millis(1_500));
+    for partition in 0..2 {
+        assert!(holds(&dir, "kept", partition));
+        let mut leader = NodeClient::connect(owner(&client.metadata(), "kept", partition));
+        match leader.fetch("kept", partition, 0, 0) {
+            Response::Error { error, .. } => assert_eq!(error.code, ErrorCode::Storage),
+            other => panic!("a replica of another cluster was served: {other:?}"),
+        }
+    }
+    stop(&mut child);
+}
+
+/// A `spate-node` process of `etcd`'s cluster on `dir`, once it listens, and its (first)
+/// shard's address.
+fn spawn_listening(
+    dir: &Path,
+    etcd: &Etcd,
+    node: u32,
+    extra: &[&str],
+) -> (Child, std::net::SocketAddr) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spate-node"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--listen", "127.0.0.1:0", "--etcd", &etcd.url])
+        .args([
+            "--node-id",
+            &node.to_string(),
+            "--session-timeout-ms",
+            "3000",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    let endpoint = line
+        .trim()
+        .rsplit_once(' ')
+        .and_then(|(_, address)| address.parse().ok())
+        .unwrap_or_else(|| panic!("the node said {line:?}"));
+    (child, endpoint)
+}
+
+/// Stops a node process gracefully (SIGTERM) and waits for it.
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
 }

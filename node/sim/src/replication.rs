@@ -777,6 +777,7 @@ impl Run {
             members,
             topics: [(name(), Some(topic))].into(),
             topics_complete: true,
+            partitions_complete: true,
             partitions: [(
                 (name(), 0),
                 Some(PartitionEntry {

@@ -78,6 +78,9 @@ pub struct ClusterRead {
     /// partition state: its topic may be among the others).
     pub topics_complete: bool,
     pub partitions: BTreeMap<PartitionName, Option<PartitionEntry>>,
+    /// Whether every partition key was read (a pass that read only the first ones creates
+    /// no partition state: the key may exist among the others).
+    pub partitions_complete: bool,
     pub requests: BTreeMap<String, Option<CreationRequest>>,
 }
 
@@ -188,7 +191,7 @@ pub fn reconcile(read: &ClusterRead) -> Vec<Action> {
             let partition = (name.clone(), number);
             match read.partitions.get(&partition) {
                 None => {
-                    if !ids.iter().all(knows) {
+                    if !read.partitions_complete || !ids.iter().all(knows) {
                         continue;
                     }
                     let isr: Vec<IsrMember> = ids
@@ -296,6 +299,7 @@ mod tests {
         ClusterRead {
             members: [member(1, 10, 2), member(2, 20, 2), member(3, 30, 2)].into(),
             topics_complete: true,
+            partitions_complete: true,
             ..ClusterRead::default()
         }
     }
@@ -449,6 +453,10 @@ mod tests {
         // A replica whose record cannot be read: nothing is created over it.
         read.unknown.insert(ReplicaId(2));
         assert_eq!(reconcile(&read).len(), 1);
+        // Nothing is created when some partition keys were not read (they may exist).
+        read.partitions_complete = false;
+        assert!(reconcile(&read).is_empty());
+        read.partitions_complete = true;
         // An existing but unreadable partition key is not created over.
         read.partitions.insert(("t".into(), 2), None);
         assert!(reconcile(&read).is_empty());

@@ -21,8 +21,8 @@ use crate::assignment::{metadata_from, ClusterMap};
 use crate::cluster::{ClusterQuery, Refused};
 use crate::metadata::ClusterRoutes;
 use crate::records::{TopicRequestRecord, TopicSettings, RECORD_VERSION};
+use crate::shard::ReplicaOf;
 use crate::shard::Shard;
-use crate::shard::TOPIC_ID_FILE_NAME;
 
 /// How long a node waits for the controller to create a topic.
 const CREATE_WAIT: Duration = Duration::from_secs(10);
@@ -82,15 +82,18 @@ fn setting_of(record: Option<i64>) -> Setting {
     }
 }
 
-/// Removes the replica directories (those with a topic id) of partitions this node does not
-/// hold; directories without one (a single node's, from before it joined) are left alone.
+/// Removes the replica directories of this cluster (their `replica-of` names its id) of
+/// partitions this node does not hold; directories of another cluster or without the file (a
+/// single node's, from before it joined) are left alone.
 fn remove_unheld(data_dir: &std::path::Path, routes: &ClusterRoutes) {
     let Ok(entries) = std::fs::read_dir(data_dir.join("topics")) else {
         return;
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if !path.join(TOPIC_ID_FILE_NAME).exists() {
+        let ours =
+            matches!(ReplicaOf::read(&path), Ok(Some(of)) if of.cluster == routes.cluster_id);
+        if !ours {
             continue;
         }
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -263,8 +266,9 @@ impl Coordinator {
                         segment_bytes: setting_record(check.segment_bytes),
                         ..settings
                     };
-                    // Checked only: nothing is written (the answer shows the result).
-                    Ok((!checked.validate_only).then_some(changed))
+                    // Checked only, or nothing changes: nothing is written (the answer shows
+                    // the result).
+                    Ok((!checked.validate_only && changed != settings).then_some(changed))
                 };
                 match query.alter_topic(alter.topic.clone(), change).await {
                     Ok((settings, revision)) => {

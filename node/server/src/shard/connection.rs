@@ -131,14 +131,22 @@ fn answer_frame(response: &Response, correlation: u64) -> (Bytes, Bytes) {
 impl Shard {
     /// Accepts connections until shutdown.
     pub async fn accept(self: Rc<Self>, listener: TcpListener) {
+        // One accept in flight, kept across the shutdown checks: an accept dropped by the
+        // timer after the kernel completed it would leave that connection open and never
+        // read (its client waits forever; this was seen in the cluster tests, where
+        // clients connect often).
+        let mut accepting = Box::pin(listener.accept());
         loop {
-            let accepted = future::or(async { Some(listener.accept().await) }, async {
+            let accepted = future::or(async { Some(accepting.as_mut().await) }, async {
                 glommio::timer::sleep(ACCEPT_POLL).await;
                 None
             })
             .await;
             if self.shutdown.load(Ordering::Relaxed) {
                 return;
+            }
+            if accepted.is_some() {
+                accepting = Box::pin(listener.accept());
             }
             let stream = match accepted {
                 None => continue,

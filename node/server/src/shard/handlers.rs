@@ -176,7 +176,8 @@ impl Shard {
                     format!("partition {topic}-{partition}: {reason}"),
                 )),
             },
-            Some(local) => {
+            // This node holds it on another shard: there if it leads it here.
+            Some(local) if matches!(local.serving, Serving::Leader { .. }) => {
                 let endpoint = self
                     .endpoints
                     .get(usize::from(local.shard.0))
@@ -187,14 +188,17 @@ impl Shard {
                     endpoint,
                 ))
             }
-            None => {
-                let endpoint = routes
-                    .shards
-                    .get(usize::from(owner.0))
-                    .cloned()
-                    .unwrap_or_default();
-                Err(not_owner(owner, endpoint))
-            }
+            // Led elsewhere (or by nobody): the leader's shard, if there is one.
+            Some(_) | None => match routes.shards.get(usize::from(owner.0)) {
+                Some(endpoint) => Err(not_owner(owner, endpoint.clone())),
+                None => Err(error(
+                    ErrorCode::NotLeaderOrFollower,
+                    format!(
+                        "partition {topic}-{partition} has no leader this node can route to \
+                         (being created, or every in-sync replica is gone)"
+                    ),
+                )),
+            },
         }
     }
 

@@ -47,49 +47,89 @@ pub fn partition_dir(data_dir: &std::path::Path, topic: &str, partition: u32) ->
     data_dir.join("topics").join(format!("{topic}-{partition}"))
 }
 
-/// The file in a replica's directory (in a cluster) naming the topic id it belongs to.
-pub const TOPIC_ID_FILE_NAME: &str = "topic-id";
+/// The file in a replica's directory (in a cluster) naming what it is a replica of:
+/// `<cluster id>/<topic id>` (32 hex digits each).
+pub const REPLICA_FILE_NAME: &str = "replica-of";
 
-/// Makes `dir` the directory of a replica of topic `topic_id` before it is opened: a
-/// directory naming another id holds a replica of an older topic of the same name (deleted
-/// and created again while this node was away) and is emptied first; a new one gets the id
-/// (durably, before anything is written into it). A directory with files but no id (a
-/// single node's partition from before the node joined a cluster) is not taken: nothing a
-/// user stored is removed.
-fn claim_directory(dir: &std::path::Path, topic_id: &str) -> Result<(), String> {
+/// What a replica directory is a replica of: the cluster's id and the topic's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaOf {
+    pub cluster: String,
+    pub topic: String,
+}
+
+impl ReplicaOf {
+    /// What `dir` says it is a replica of: `Ok(None)` without a file, `Err` for a file that
+    /// cannot be read or understood.
+    pub fn read(dir: &std::path::Path) -> Result<Option<ReplicaOf>, String> {
+        match std::fs::read_to_string(dir.join(REPLICA_FILE_NAME)) {
+            Ok(text) => match text.trim().split_once('/') {
+                Some((cluster, topic)) => Ok(Some(ReplicaOf {
+                    cluster: cluster.to_owned(),
+                    topic: topic.to_owned(),
+                })),
+                None => Err(format!(
+                    "{} says {text:?}, not <cluster id>/<topic id>",
+                    dir.join(REPLICA_FILE_NAME).display()
+                )),
+            },
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(format!(
+                "cannot read {}: {error}",
+                dir.join(REPLICA_FILE_NAME).display()
+            )),
+        }
+    }
+}
+
+/// Makes `dir` the directory of a replica of `of` before it is opened: a directory naming
+/// another topic of the same cluster holds a replica of an older topic of the same name
+/// (deleted and created again while this node was away) and is emptied first; a new one gets
+/// the file (durably, before anything is written into it). A directory of another cluster
+/// (etcd replaced or emptied, another `--cluster-name`), one with data but no file (a single
+/// node's partition from before the node joined a cluster), or one whose file cannot be read
+/// is not taken: nothing in it is removed.
+fn claim_directory(dir: &std::path::Path, of: &ReplicaOf) -> Result<(), String> {
     let shown = dir.display();
-    match std::fs::read_to_string(dir.join(TOPIC_ID_FILE_NAME)) {
-        Ok(found) if found.trim() == topic_id => return Ok(()),
-        Ok(found) => {
+    match ReplicaOf::read(dir)? {
+        Some(found) if found == *of => return Ok(()),
+        Some(found) if found.cluster != of.cluster => {
+            return Err(format!(
+                "{shown} holds a replica of cluster {} (this cluster is {}): it is not served \
+                 and nothing in it is removed; move it away if its data is not needed",
+                found.cluster, of.cluster
+            ));
+        }
+        Some(found) => {
             std::fs::remove_dir_all(dir)
                 .and_then(|()| std::fs::create_dir_all(dir))
                 .map_err(|error| format!("cannot empty {shown}: {error}"))?;
             tracing::info!(
                 dir = %shown,
-                old = found.trim(),
-                new = topic_id,
+                old = found.topic,
+                new = of.topic,
                 "removed the replica of an older topic of the same name"
             );
         }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+        None => {
             let used = std::fs::read_dir(dir)
                 .map_err(|error| format!("cannot list {shown}: {error}"))?
                 .flatten()
                 .any(|entry| {
-                    entry.file_name().to_string_lossy() != format!("{TOPIC_ID_FILE_NAME}.tmp")
+                    entry.file_name().to_string_lossy() != format!("{REPLICA_FILE_NAME}.tmp")
                 });
             if used {
                 return Err(format!(
-                    "{shown} holds a partition without a topic id (from before this node \
-                     joined a cluster?); it is not served and nothing in it is removed: move \
-                     it away to let this node hold the cluster's replica"
+                    "{shown} holds a partition without a `{REPLICA_FILE_NAME}` file (from \
+                     before this node joined a cluster?); it is not served and nothing in it is \
+                     removed: move it away to let this node hold the cluster's replica"
                 ));
             }
         }
-        Err(error) => return Err(format!("cannot read the topic id in {shown}: {error}")),
     }
-    crate::durable::replace(dir, TOPIC_ID_FILE_NAME, topic_id.as_bytes())
-        .map_err(|error| format!("cannot record the topic id in {shown}: {error}"))
+    let text = format!("{}/{}\n", of.cluster, of.topic);
+    crate::durable::replace(dir, REPLICA_FILE_NAME, text.as_bytes())
+        .map_err(|error| format!("cannot record what {shown} is a replica of: {error}"))
 }
 
 /// Free space in the data directory before a partition fenced by ENOSPC is recovered by
@@ -117,6 +157,8 @@ pub struct Shard {
     write_buffers: Rc<crate::storage::WriteBuffers>,
     /// What the node tells of its cluster (`DescribeCluster`).
     pub cluster: Arc<crate::membership::ClusterView>,
+    /// In a cluster: what each open replica was claimed as (its directory's `replica-of`).
+    claims: RefCell<std::collections::HashMap<PartitionKey, ReplicaOf>>,
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> ErrorResponse {
@@ -154,6 +196,7 @@ impl Shard {
             admin,
             write_buffers: Rc::default(),
             cluster: Arc::default(),
+            claims: RefCell::default(),
         }
     }
 
@@ -234,9 +277,33 @@ impl Shard {
         let open: Vec<PartitionKey> = self.partitions.borrow().keys();
         for key in open {
             let still = wanted.iter().any(|(wanted, _)| *wanted == key);
-            if !still {
-                self.close_partition(&key, metadata.keeps_files(&key.topic, key.partition))
-                    .await;
+            match &metadata.cluster {
+                None if !still => {
+                    let keep = metadata.topics.contains_key(&key.topic);
+                    self.close_partition(&key, keep).await;
+                }
+                None => {}
+                Some(routes) => {
+                    let claim = self.claims.borrow().get(&key).cloned();
+                    let wanted_topic = routes
+                        .local
+                        .get(&(key.topic.clone(), key.partition))
+                        .map(|local| &local.topic_id);
+                    let same_cluster = claim
+                        .as_ref()
+                        .is_some_and(|claim| claim.cluster == routes.cluster_id);
+                    // Another topic of the same name (deleted and created again): the old
+                    // replica goes, the new one opens below.
+                    let recreated =
+                        still && claim.as_ref().map(|claim| &claim.topic) != wanted_topic;
+                    if recreated || !still {
+                        // Files go only for what this cluster's complete map no longer
+                        // gives this node, or gives to another topic of the name.
+                        let keep = !(same_cluster && (recreated || routes.complete));
+                        self.close_partition(&key, keep).await;
+                        self.claims.borrow_mut().remove(&key);
+                    }
+                }
             }
         }
         // Partitions recover concurrently, a bounded number at a time: a restart with many
@@ -322,19 +389,24 @@ impl Shard {
             tracing::error!(dir = %dir.display(), "cannot create partition directory: {error}");
             return;
         }
-        let topic_id = self.metadata().cluster.as_ref().and_then(|routes| {
+        let claim = self.metadata().cluster.as_ref().and_then(|routes| {
             let local = routes.local.get(&(key.topic.clone(), key.partition))?;
-            Some(local.topic_id.clone())
+            Some(ReplicaOf {
+                cluster: routes.cluster_id.clone(),
+                topic: local.topic_id.clone(),
+            })
         });
-        if let Some(topic_id) = topic_id {
+        if let Some(of) = claim {
             let claimed = dir.clone();
-            let claim = glommio::executor()
-                .spawn_blocking(move || claim_directory(&claimed, &topic_id))
+            let wanted = of.clone();
+            let result = glommio::executor()
+                .spawn_blocking(move || claim_directory(&claimed, &wanted))
                 .await;
-            if let Err(error) = claim {
+            if let Err(error) = result {
                 tracing::error!(topic = %key.topic, partition = key.partition, "replica not opened: {error}");
                 return;
             }
+            self.claims.borrow_mut().insert(key.clone(), of);
         }
         let (doorbell, bell) = local_channel::new_bounded(1);
         let doorbell = Rc::new(doorbell);
