@@ -970,3 +970,39 @@ proptest! {
         let _ = Response::decode(&frame);
     }
 }
+
+/// `CreateTopic` from a client of before replication (no `replication_factor` at the end)
+/// is read with the default, 0; with it, the factor is read; anything after it is refused.
+#[test]
+fn a_create_topic_without_a_replication_factor_is_read_with_the_default() {
+    let request = Request::CreateTopic(CreateTopicRequest {
+        topic: "clicks".into(),
+        partitions: 3,
+        retention_ms: Setting::Default,
+        retention_bytes: Setting::Unlimited,
+        segment_bytes: Setting::Value(1 << 20),
+        replication_factor: 3,
+    });
+    let frame = decode_one(&request.to_frame(7), REQUEST_SIZE_MAX);
+    assert_eq!(Request::decode(&frame).unwrap(), request);
+    let body = frame.body();
+    let reframed = |body: &[u8]| {
+        let head = FrameHead {
+            body_length: u32::try_from(body.len()).unwrap(),
+            ..frame.head
+        };
+        let mut bytes = head.encode().to_vec();
+        bytes.extend_from_slice(body);
+        decode_one(&Bytes::from(bytes), REQUEST_SIZE_MAX)
+    };
+    let older = reframed(&body[..body.len() - 2]);
+    let Request::CreateTopic(read) = Request::decode(&older).unwrap() else {
+        panic!("not a CreateTopic");
+    };
+    assert_eq!(read.replication_factor, 0);
+    assert_eq!(read.segment_bytes, Setting::Value(1 << 20));
+    let mut longer = body.to_vec();
+    longer.push(0);
+    assert!(Request::decode(&reframed(&longer)).is_err());
+    assert!(Request::decode(&reframed(&body[..body.len() - 1])).is_err());
+}

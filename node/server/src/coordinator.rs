@@ -364,24 +364,10 @@ impl Coordinator {
                     });
                 }
                 if !self.shard.config.auto_create_topics {
-                    return fail(
-                        ErrorCode::UnknownTopic,
-                        format!(
-                            "unknown topic {:?}, and automatic creation is off on this node \
-                             (--auto-create-topics); create it with `spate topic create {} \
-                             --partitions N` or a Kafka admin client",
-                            auto.topic, auto.topic
-                        ),
-                    );
+                    let (code, message) = auto_create_off(&auto.topic);
+                    return fail(code, message);
                 }
-                let create = CreateTopicRequest {
-                    topic: auto.topic,
-                    partitions: self.shard.config.auto_create_partitions,
-                    retention_ms: Setting::Default,
-                    retention_bytes: Setting::Default,
-                    segment_bytes: Setting::Default,
-                    replication_factor: 0,
-                };
+                let create = auto_create(&self.shard.config, auto.topic);
                 if let Err((code, message)) = validate_create(&create) {
                     return fail(code, message);
                 }
@@ -501,6 +487,31 @@ impl Coordinator {
             .await;
         }
         self.applied.borrow_mut().remove(&version);
+    }
+}
+
+/// Why a topic a client named is not created: automatic creation is off on this node.
+fn auto_create_off(topic: &str) -> (ErrorCode, String) {
+    (
+        ErrorCode::UnknownTopic,
+        format!(
+            "unknown topic {topic:?}, and automatic creation is off on this node \
+             (--auto-create-topics); create it with `spate topic create {topic} --partitions N` \
+             or a Kafka admin client"
+        ),
+    )
+}
+
+/// The creation of a topic a client named, with the node's `--auto-create-partitions` and
+/// default settings.
+fn auto_create(config: &crate::config::NodeConfig, topic: String) -> CreateTopicRequest {
+    CreateTopicRequest {
+        topic,
+        partitions: config.auto_create_partitions,
+        retention_ms: Setting::Default,
+        retention_bytes: Setting::Default,
+        segment_bytes: Setting::Default,
+        replication_factor: 0,
     }
 }
 

@@ -16,7 +16,7 @@ use spate_proto::{
     DeleteTopicResponse, ErrorCode, ErrorResponse, Request, Response, Setting,
 };
 
-use super::{validate_create, Coordinator, Work};
+use super::{auto_create, auto_create_off, validate_create, Coordinator, Work};
 use crate::assignment::{metadata_from, ClusterMap};
 use crate::cluster::{ClusterQuery, Refused};
 use crate::metadata::ClusterRoutes;
@@ -203,26 +203,11 @@ impl Coordinator {
                         topic: auto.topic,
                     });
                 }
-                if !self.shard.config.auto_create_topics {
-                    Err((
-                        ErrorCode::UnknownTopic,
-                        format!(
-                            "unknown topic {:?}, and automatic creation is off on this node \
-                             (--auto-create-topics); create it with `spate topic create {} \
-                             --partitions N` or a Kafka admin client",
-                            auto.topic, auto.topic
-                        ),
-                    ))
-                } else {
-                    let create = CreateTopicRequest {
-                        topic: auto.topic,
-                        partitions: self.shard.config.auto_create_partitions,
-                        retention_ms: Setting::Default,
-                        retention_bytes: Setting::Default,
-                        segment_bytes: Setting::Default,
-                        replication_factor: 0,
-                    };
+                if self.shard.config.auto_create_topics {
+                    let create = auto_create(&self.shard.config, auto.topic);
                     self.create(query, create, true).await
+                } else {
+                    Err(auto_create_off(&auto.topic))
                 }
             }
             Request::DeleteTopic(delete) => match query.delete_topic(delete.topic.clone()).await {
