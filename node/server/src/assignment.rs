@@ -12,17 +12,16 @@ use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions};
 use spate_core::replica::{role, PartitionState, ReplicaId, Role, SessionId};
-use spate_format::limits::PARTITIONS_PER_TOPIC_MAX;
 use spate_proto::limits::{ENDPOINT_SIZE_MAX, SHARDS_MAX};
-use spate_proto::{Setting, ShardId};
+use spate_proto::ShardId;
 use tokio::sync::watch;
 
 use crate::cluster::{member_record, members_prefix, ClusterSettings};
 use crate::metadata::{ClusterRoutes, LocalReplica, Metadata, Serving, Topic};
 use crate::records::{
-    cluster_id_key, name_under, partitions_prefix, read_prefix, topic_id, topics_prefix, Change,
-    Changes, ClusterIdRecord, PartitionRecord, ReplicaPlacement, TopicRecord, TopicSettings,
-    RECORD_VERSION,
+    cluster_id_key, name_under, partition_under, partitions_prefix, read_partition, read_prefix,
+    read_topic, setting_of, topic_id, topic_id_text, topics_prefix, Change, Changes,
+    ClusterIdRecord, ReplicaPlacement, TopicSettings, RECORD_VERSION,
 };
 
 /// Keys of one kind a node reads for its map (as many as the controller acts on).
@@ -116,16 +115,9 @@ pub async fn read_map(
         let Some(name) = name_under(kv.key(), &topics_at) else {
             continue;
         };
-        let topic = serde_json::from_slice::<TopicRecord>(kv.value())
+        let topic = read_topic(name, kv.value())
             .ok()
-            .filter(|record| {
-                record.v == RECORD_VERSION
-                    && topic_id(&record.id).is_some()
-                    && spate_format::validate_topic_name(name).is_ok()
-                    && record.replicas.len() <= PARTITIONS_PER_TOPIC_MAX as usize
-                    && record.replicas.len() == record.partitions as usize
-            })
-            .map(|record| MappedTopic {
+            .map(|(_, record)| MappedTopic {
                 id: record.id,
                 settings: record.settings,
                 partitions: record
@@ -142,23 +134,23 @@ pub async fn read_map(
     }
     let partitions_at = partitions_prefix(cluster);
     for kv in &partitions_read {
-        let Some((name, number)) = name_under(kv.key(), &partitions_at)
-            .and_then(|rest| rest.rsplit_once('/'))
-            .and_then(|(topic, n)| Some((topic, n.parse::<usize>().ok()?)))
-        else {
+        let Some((name, number)) = partition_under(kv.key(), &partitions_at) else {
             continue;
         };
         let Some(Some(topic)) = map.topics.get_mut(name) else {
             continue;
         };
-        let Ok(record) = serde_json::from_slice::<PartitionRecord>(kv.value()) else {
+        let Ok((topic_id, state, _)) = read_partition(kv.value()) else {
             continue;
         };
-        if record.v != RECORD_VERSION || record.topic_id != topic.id {
+        if topic_id_text(topic_id) != topic.id {
             continue;
         }
-        if let Some(partition) = topic.partitions.get_mut(number) {
-            partition.state = record.state();
+        if let Some(partition) = usize::try_from(number)
+            .ok()
+            .and_then(|number| topic.partitions.get_mut(number))
+        {
+            partition.state = Some(state);
         }
     }
     Ok(map)
@@ -253,15 +245,6 @@ fn effective_shard(shard: u16, shards: usize) -> Option<u16> {
     Some(shard % shards)
 }
 
-/// A topic setting as the records write it: absent is the default, -1 unlimited.
-fn setting(value: Option<i64>) -> Setting {
-    match value {
-        None => Setting::Default,
-        Some(-1) => Setting::Unlimited,
-        Some(value) => u64::try_from(value).map_or(Setting::Default, Setting::Value),
-    }
-}
-
 /// The routing index of a partition nobody can serve now (no leader among the members):
 /// past every shard, so a gateway sends it to any shard, which answers that it is not led.
 pub const NO_LEADER_SHARD: ShardId = ShardId(u16::MAX);
@@ -337,8 +320,8 @@ pub fn metadata_from(
                 None => Serving::NotLeader("no leader yet (the partition is being created)".into()),
                 Some(state) => serving(state, me, session),
             };
-            routes.local.insert(
-                (name.clone(), number),
+            routes.local.entry(name.clone()).or_default().insert(
+                number,
                 LocalReplica {
                     shard: ShardId(shard),
                     topic_id: topic.id.clone(),
@@ -349,9 +332,9 @@ pub fn metadata_from(
         topics.insert(
             name.clone(),
             Topic {
-                retention_ms: setting(topic.settings.retention_ms),
-                retention_bytes: setting(topic.settings.retention_bytes),
-                segment_bytes: setting(topic.settings.segment_bytes),
+                retention_ms: setting_of(topic.settings.retention_ms),
+                retention_bytes: setting_of(topic.settings.retention_bytes),
+                segment_bytes: setting_of(topic.settings.segment_bytes),
                 shards: owners,
             },
         );
@@ -400,6 +383,7 @@ fn serving(state: &PartitionState, me: u32, session: Option<u64>) -> Serving {
 mod tests {
     use super::*;
     use spate_core::replica::{IsrMember, LeaderEpoch, StorageId};
+    use spate_proto::Setting;
 
     fn state(leader: Option<(u32, u64)>, isr: &[u32]) -> Option<PartitionState> {
         Some(PartitionState {
@@ -489,7 +473,7 @@ mod tests {
         assert_eq!(topic.segment_bytes, Setting::Value(1 << 20));
         assert_eq!(topic.retention_bytes, Setting::Default);
         assert_eq!(metadata.next_producer_id, 7);
-        let local = |partition: u32| routes.local.get(&("t".to_owned(), partition));
+        let local = |partition: u32| routes.replica("t", partition);
         assert!(local(0).is_none());
         assert_eq!(local(1).unwrap().serving, Serving::Leader { epoch: 2 });
         assert_eq!(local(1).unwrap().shard, ShardId(1));
@@ -506,6 +490,7 @@ mod tests {
             assert!(routes
                 .local
                 .values()
+                .flat_map(HashMap::values)
                 .all(|local| matches!(local.serving, Serving::NotLeader(_))));
         }
         // A replica assigned to a shard this node no longer runs lives on the shard its
@@ -514,9 +499,9 @@ mod tests {
         fewer.members.insert(1, vec!["n1:0".into()]);
         let metadata = metadata_from(&fewer, 1, Some(10), 1, 7);
         let routes = metadata.cluster.as_ref().unwrap();
-        assert_eq!(routes.local[&("t".to_owned(), 1)].shard, ShardId(0));
+        assert_eq!(routes.replica("t", 1).unwrap().shard, ShardId(0));
         assert_eq!(
-            routes.local[&("t".to_owned(), 1)].serving,
+            routes.replica("t", 1).unwrap().serving,
             Serving::Leader { epoch: 2 }
         );
         assert_eq!(metadata.topics["t"].shards[1], ShardId(0));

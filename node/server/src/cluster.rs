@@ -793,13 +793,11 @@ impl Member {
         // The cluster's id, written by the first member ever to register (kept by a
         // compare-and-swap on its absence).
         let id_key = crate::records::cluster_id_key(&self.settings.cluster_name);
-        let drawn = (crate::identity::random_id(), crate::identity::random_id());
-        let (Ok(high), Ok(low)) = drawn else {
-            return Err(ClusterError::Thread("cannot draw a cluster id".into()));
-        };
         let id = crate::records::ClusterIdRecord {
             v: crate::records::RECORD_VERSION,
-            id: format!("{high:016x}{low:016x}"),
+            id: crate::identity::random_id_hex128().map_err(|error| {
+                ClusterError::Thread(format!("cannot draw a cluster id: {error}"))
+            })?,
         };
         let txn = Txn::new()
             .when([Compare::create_revision(

@@ -24,10 +24,10 @@ use spate_core::replica::{
 
 use crate::cluster::{member_node, member_record, members_prefix};
 use crate::records::{
-    hex, json, name_under, partition_key, partitions_prefix, read_prefix, topic_id, topic_id_text,
-    topic_key, topic_request_key, topic_requests_prefix, topics_prefix, Change, Changes,
-    PartitionRecord, RefusedRecord, ReplicaPlacement, TopicRecord, TopicRequestRecord,
-    RECORD_VERSION, TOPIC_RECORD_SIZE_MAX,
+    hex, json, name_under, partition_key, partition_under, partitions_prefix, read_partition,
+    read_prefix, read_topic, topic_id, topic_id_text, topic_key, topic_request_key,
+    topic_requests_prefix, topics_prefix, Change, Changes, PartitionRecord, RefusedRecord,
+    ReplicaPlacement, TopicRecord, TopicRequestRecord, RECORD_VERSION, TOPIC_RECORD_SIZE_MAX,
 };
 
 /// How often the controller reads everything again without a change shown by its watch
@@ -267,34 +267,23 @@ async fn read_all(
         let Some(name) = name_under(kv.key(), &topics_at) else {
             continue;
         };
-        let assignment = match serde_json::from_slice::<TopicRecord>(kv.value()) {
-            Ok(record) if record.v != RECORD_VERSION => {
-                let version = format!("its layout version is {}", record.v);
-                undecodable(kv.key(), "topic", &version);
-                None
-            }
-            Ok(record) => match topic_id(&record.id) {
-                Some(id) => Some(TopicAssignment {
-                    id,
-                    replicas: record
-                        .replicas
-                        .iter()
-                        .map(|replicas| {
-                            replicas
-                                .iter()
-                                .map(|at| Placement {
-                                    node: ReplicaId(at.node),
-                                    shard: at.shard,
-                                })
-                                .collect()
-                        })
-                        .collect(),
-                }),
-                None => {
-                    undecodable(kv.key(), "topic", &"its id is not 32 hex digits");
-                    None
-                }
-            },
+        let assignment = match read_topic(name, kv.value()) {
+            Ok((id, record)) => Some(TopicAssignment {
+                id,
+                replicas: record
+                    .replicas
+                    .iter()
+                    .map(|replicas| {
+                        replicas
+                            .iter()
+                            .map(|at| Placement {
+                                node: ReplicaId(at.node),
+                                shard: at.shard,
+                            })
+                            .collect()
+                    })
+                    .collect(),
+            }),
             Err(error) => {
                 undecodable(kv.key(), "topic", &error);
                 None
@@ -304,24 +293,13 @@ async fn read_all(
     }
     let partitions_at = partitions_prefix(cluster);
     for kv in &partitions_read {
-        let Some(partition) = name_under(kv.key(), &partitions_at)
-            .and_then(|rest| rest.rsplit_once('/'))
-            .and_then(|(topic, n)| Some((topic.to_owned(), n.parse::<u32>().ok()?)))
+        let Some(partition) = partition_under(kv.key(), &partitions_at)
+            .map(|(topic, number)| (topic.to_owned(), number))
         else {
             undecodable(kv.key(), "partition key", &"no topic/partition in its name");
             continue;
         };
-        let decoded = match serde_json::from_slice::<PartitionRecord>(kv.value()) {
-            Ok(record) if record.v != RECORD_VERSION => {
-                let version = format!("its layout version is {}", record.v);
-                Err(version)
-            }
-            Ok(record) => match (topic_id(&record.topic_id), record.state()) {
-                (Some(topic_id), Some(state)) => Ok((topic_id, state, record)),
-                _ => Err("an id is not hexadecimal".to_owned()),
-            },
-            Err(error) => Err(error.to_string()),
-        };
+        let decoded = read_partition(kv.value());
         match decoded {
             Ok((topic_id, state, record)) => {
                 read.partitions

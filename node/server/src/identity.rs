@@ -37,6 +37,11 @@ pub enum IdentityLoadError {
     },
 }
 
+/// A random 128-bit id as 32 hex digits: topic ids, the cluster's id.
+pub fn random_id_hex128() -> std::io::Result<String> {
+    Ok(format!("{:016x}{:016x}", random_id()?, random_id()?))
+}
+
 /// A random 64-bit id (never 0): storage ids, cluster sessions.
 pub fn random_id() -> std::io::Result<u64> {
     let mut urandom = std::fs::File::open("/dev/urandom")?;

@@ -63,8 +63,9 @@ pub struct ClusterRoutes {
     /// Where this node's shards start in `shards` (they follow each other), if it is a
     /// registered member.
     pub first_local: Option<u16>,
-    /// The replicas this node holds, by partition.
-    pub local: HashMap<(String, u32), LocalReplica>,
+    /// The replicas this node holds, by topic then partition (looked up without building a
+    /// key: `replica`).
+    pub local: HashMap<String, HashMap<u32, LocalReplica>>,
     /// Whether the topics were all read and readable: only then are the directories of
     /// partitions this node no longer holds removed.
     pub complete: bool,
@@ -95,6 +96,11 @@ pub enum Serving {
 }
 
 impl ClusterRoutes {
+    /// This node's replica of partition `partition` of `topic`, if it holds one.
+    pub fn replica(&self, topic: &str, partition: u32) -> Option<&LocalReplica> {
+        self.local.get(topic)?.get(&partition)
+    }
+
     /// The index in `shards` of this node's shard `shard`.
     pub fn global(&self, shard: ShardId) -> Option<ShardId> {
         Some(ShardId(self.first_local?.checked_add(shard.0)?))
@@ -116,12 +122,14 @@ impl Metadata {
                 }
             }
             Some(routes) => {
-                for ((name, partition), replica) in &routes.local {
-                    if replica.shard != shard {
+                for (name, replicas) in &routes.local {
+                    let Some(topic) = self.topics.get(name) else {
                         continue;
-                    }
-                    if let Some(topic) = self.topics.get(name) {
-                        out.push((name.clone(), *partition, topic));
+                    };
+                    for (partition, replica) in replicas {
+                        if replica.shard == shard {
+                            out.push((name.clone(), *partition, topic));
+                        }
                     }
                 }
                 out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));

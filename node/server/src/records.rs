@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use spate_core::replica::{
     IsrMember, LeaderEpoch, PartitionState, ReplicaId, SessionId, StorageId, TopicId,
 };
+use spate_proto::Setting;
 
 /// The version of the topic and partition records' JSON layout.
 pub const RECORD_VERSION: u32 = 1;
@@ -43,6 +44,67 @@ pub struct TopicSettings {
     pub segment_bytes: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_insync_replicas: Option<u32>,
+}
+
+/// Topic `name`'s record, if this version reads it: its layout version, a topic id of 32 hex
+/// digits, a valid topic name, one replica list per partition and at most
+/// `PARTITIONS_PER_TOPIC_MAX` partitions (so it can be served and described); else why not.
+pub(crate) fn read_topic(name: &str, value: &[u8]) -> Result<(TopicId, TopicRecord), String> {
+    let record: TopicRecord = serde_json::from_slice(value).map_err(|error| error.to_string())?;
+    if record.v != RECORD_VERSION {
+        return Err(format!("its layout version is {}", record.v));
+    }
+    let id = topic_id(&record.id).ok_or("its id is not 32 hex digits")?;
+    spate_format::validate_topic_name(name).map_err(|error| error.to_string())?;
+    let partitions = record.replicas.len();
+    if partitions > spate_format::limits::PARTITIONS_PER_TOPIC_MAX as usize
+        || partitions != record.partitions as usize
+    {
+        return Err(format!(
+            "{} partitions with {partitions} replica lists",
+            record.partitions
+        ));
+    }
+    Ok((id, record))
+}
+
+/// A partition's record, if this version reads it: its topic id and state, and the record.
+pub(crate) fn read_partition(
+    value: &[u8],
+) -> Result<(TopicId, PartitionState, PartitionRecord), String> {
+    let record: PartitionRecord =
+        serde_json::from_slice(value).map_err(|error| error.to_string())?;
+    if record.v != RECORD_VERSION {
+        return Err(format!("its layout version is {}", record.v));
+    }
+    match (topic_id(&record.topic_id), record.state()) {
+        (Some(topic_id), Some(state)) => Ok((topic_id, state, record)),
+        _ => Err("an id is not hexadecimal".to_owned()),
+    }
+}
+
+/// The topic and the partition number a partition key under `prefix` names.
+pub(crate) fn partition_under<'a>(key: &'a [u8], prefix: &str) -> Option<(&'a str, u32)> {
+    let (topic, number) = name_under(key, prefix)?.rsplit_once('/')?;
+    Some((topic, number.parse().ok()?))
+}
+
+/// A topic setting as the records write it: absent is the node's default, -1 unlimited.
+pub fn setting_of(record: Option<i64>) -> Setting {
+    match record {
+        None => Setting::Default,
+        Some(-1) => Setting::Unlimited,
+        Some(value) => u64::try_from(value).map_or(Setting::Default, Setting::Value),
+    }
+}
+
+/// A topic setting as the records write it (values are checked to fit i64 before).
+pub fn setting_record(setting: Setting) -> Option<i64> {
+    match setting {
+        Setting::Default => None,
+        Setting::Unlimited => Some(-1),
+        Setting::Value(value) => Some(i64::try_from(value).unwrap_or(i64::MAX)),
+    }
 }
 
 /// A request to create a topic: `/spate/<cluster>/topic-requests/<name>`, written by the node
@@ -297,8 +359,10 @@ pub(crate) fn name_under<'a>(key: &'a [u8], prefix: &str) -> Option<&'a str> {
     std::str::from_utf8(key).ok()?.strip_prefix(prefix)
 }
 
-/// A record as JSON (the records are plain structs of strings and numbers: their encoding
-/// cannot fail).
+/// A record as JSON. The records are derived `Serialize` structs of strings, integers,
+/// options and vectors of such; serde_json fails only for maps with non-string keys or
+/// `Serialize` impls that return errors, neither of which they have, so the encoding cannot
+/// fail.
 pub(crate) fn json(record: &impl Serialize) -> Vec<u8> {
     serde_json::to_vec(record).expect("a record of strings and numbers encodes")
 }

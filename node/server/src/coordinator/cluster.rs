@@ -13,14 +13,16 @@ use futures_lite::future;
 use glommio::channels::local_channel::LocalSender;
 use spate_proto::{
     AllocateProducerIdsResponse, AlterTopicResponse, CreateTopicRequest, CreateTopicResponse,
-    DeleteTopicResponse, ErrorCode, ErrorResponse, Request, Response, Setting,
+    DeleteTopicResponse, ErrorCode, ErrorResponse, Request, Response,
 };
 
 use super::{auto_create, auto_create_off, validate_create, Coordinator, Work};
 use crate::assignment::{metadata_from, ClusterMap};
 use crate::cluster::{ClusterQuery, Refused};
 use crate::metadata::ClusterRoutes;
-use crate::records::{TopicRequestRecord, TopicSettings, RECORD_VERSION};
+use crate::records::{
+    setting_of, setting_record, TopicRequestRecord, TopicSettings, RECORD_VERSION,
+};
 use crate::shard::ReplicaOf;
 use crate::shard::Shard;
 
@@ -66,22 +68,6 @@ pub(super) async fn follow_cluster(shard: Rc<Shard>, work: Rc<LocalSender<Work>>
     }
 }
 
-fn setting_record(setting: Setting) -> Option<i64> {
-    match setting {
-        Setting::Default => None,
-        Setting::Unlimited => Some(-1),
-        Setting::Value(value) => Some(i64::try_from(value).unwrap_or(i64::MAX)),
-    }
-}
-
-fn setting_of(record: Option<i64>) -> Setting {
-    match record {
-        None => Setting::Default,
-        Some(-1) => Setting::Unlimited,
-        Some(value) => u64::try_from(value).map_or(Setting::Default, Setting::Value),
-    }
-}
-
 /// Removes the replica directories of this cluster (their `replica-of` names its id) of
 /// partitions this node does not hold; directories of another cluster or without the file (a
 /// single node's, from before it joined) are left alone.
@@ -100,7 +86,7 @@ fn remove_unheld(data_dir: &std::path::Path, routes: &ClusterRoutes) {
         let held = name.rsplit_once('-').is_some_and(|(topic, partition)| {
             partition
                 .parse::<u32>()
-                .is_ok_and(|partition| routes.local.contains_key(&(topic.to_owned(), partition)))
+                .is_ok_and(|partition| routes.replica(topic, partition).is_some())
         });
         if held {
             continue;
@@ -114,13 +100,6 @@ fn remove_unheld(data_dir: &std::path::Path, routes: &ClusterRoutes) {
             }
         }
     }
-}
-
-/// A random topic id (32 hex digits).
-fn new_topic_id() -> Result<String, String> {
-    let high = crate::identity::random_id().map_err(|error| error.to_string())?;
-    let low = crate::identity::random_id().map_err(|error| error.to_string())?;
-    Ok(format!("{high:016x}{low:016x}"))
 }
 
 impl Coordinator {
@@ -321,7 +300,7 @@ impl Coordinator {
             0 => REPLICATION_FACTOR_DEFAULT,
             factor => factor,
         };
-        let id = new_topic_id().map_err(|error| {
+        let id = crate::identity::random_id_hex128().map_err(|error| {
             (
                 ErrorCode::Internal,
                 format!("cannot draw a topic id: {error}"),

@@ -125,6 +125,11 @@ impl Shard {
                 endpoint,
             }));
         }
+        self.opened(topic, partition)
+    }
+
+    /// The open partition this shard owns, or why it is not open (its recovery failed).
+    fn opened(&self, topic: &str, partition: PartitionId) -> Result<Rc<Partition>, ErrorResponse> {
         self.partitions
             .borrow()
             .get(topic, partition.0)
@@ -155,22 +160,9 @@ impl Shard {
             )
             .with_detail(ErrorDetail::NotOwner { shard, endpoint })
         };
-        match routes.local.get(&(topic.to_owned(), partition.0)) {
+        match routes.replica(topic, partition.0) {
             Some(local) if local.shard == self.id => match &local.serving {
-                Serving::Leader { .. } => self
-                    .partitions
-                    .borrow()
-                    .get(topic, partition.0)
-                    .cloned()
-                    .ok_or_else(|| {
-                        error(
-                            ErrorCode::Storage,
-                            format!(
-                                "the replica of {topic}-{partition} on this node could not be \
-                                 opened; see its log"
-                            ),
-                        )
-                    }),
+                Serving::Leader { .. } => self.opened(topic, partition),
                 Serving::NotLeader(reason) => Err(error(
                     ErrorCode::NotLeaderOrFollower,
                     format!("partition {topic}-{partition}: {reason}"),

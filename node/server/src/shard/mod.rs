@@ -286,8 +286,7 @@ impl Shard {
                 Some(routes) => {
                     let claim = self.claims.borrow().get(&key).cloned();
                     let wanted_topic = routes
-                        .local
-                        .get(&(key.topic.clone(), key.partition))
+                        .replica(&key.topic, key.partition)
                         .map(|local| &local.topic_id);
                     let same_cluster = claim
                         .as_ref()
@@ -390,7 +389,7 @@ impl Shard {
             return;
         }
         let claim = self.metadata().cluster.as_ref().and_then(|routes| {
-            let local = routes.local.get(&(key.topic.clone(), key.partition))?;
+            let local = routes.replica(&key.topic, key.partition)?;
             Some(ReplicaOf {
                 cluster: routes.cluster_id.clone(),
                 topic: local.topic_id.clone(),
