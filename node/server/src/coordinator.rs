@@ -1,10 +1,13 @@
 //! Metadata changes, coordinated between shards over bounded glommio channels.
 //!
 //! Shard 0 is the coordinator: it applies topic creations and deletions (and hands out blocks
-//! of producer ids) one at a time, stores the new metadata durably, sends it to every shard, and answers the request only after every
-//! shard has applied it (opened or closed its partitions), so a topic that was created can be
-//! used at once on any shard. Other shards forward admin requests to it and apply the updates
-//! it sends. The data path never goes through here.
+//! of producer ids), stores the new metadata durably, sends it to every shard, and answers
+//! the request only after every shard has applied it (opened or closed its partitions), so a
+//! topic that was created can be used at once on any shard. A single node takes its admin
+//! requests one at a time; in a cluster they run side by side (each waits on etcd, not on the
+//! others), and the metadata made from the cluster's map is published in turn with them.
+//! Other shards forward admin requests to it and apply the updates it sends. The data path
+//! never goes through here.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -192,6 +195,12 @@ pub struct Coordinator {
     applied: RefCell<HashMap<u64, usize>>,
     applied_bell: LocalSender<()>,
     applied_rings: LocalReceiver<()>,
+    /// Held while the metadata is made and published: one version at a time, sent to every
+    /// shard in order, whichever task publishes it.
+    publishing: glommio::sync::Semaphore,
+    /// In a cluster, admin requests run side by side (they wait on etcd and the controller,
+    /// not on each other); at most `ADMIN_QUEUE_MAX` at once.
+    admin_slots: Rc<glommio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -218,6 +227,8 @@ impl Coordinator {
             applied: RefCell::new(HashMap::new()),
             applied_bell,
             applied_rings,
+            publishing: glommio::sync::Semaphore::new(1),
+            admin_slots: Rc::new(glommio::sync::Semaphore::new(ADMIN_QUEUE_MAX as u64)),
         });
         let (forward, items) = local_channel::new_bounded::<Work>(ADMIN_QUEUE_MAX);
         let forward = Rc::new(forward);
@@ -278,15 +289,36 @@ impl Coordinator {
                     continue;
                 }
             };
-            let response = coordinator.handle(item.api_key, item.request).await;
-            match item.reply {
-                ReplyTo::Local(reply) => {
-                    let _ = reply.try_send(response);
-                }
-                ReplyTo::Remote { shard, id } => {
-                    if let Some(sender) = coordinator.to_shards.get(shard) {
-                        let _ = sender.send(ToShard::Reply { id, response }).await;
-                    }
+            if coordinator.shard.config.etcd.is_none() {
+                // A single node changes its metadata file: one request after the other.
+                coordinator.answer(*item).await;
+                continue;
+            }
+            // In a cluster a request waits on etcd and on the controller (seconds, for a
+            // topic's creation): it must not hold back the next request, nor the remaps that
+            // follow the cluster's map while it waits.
+            let Ok(slot) = coordinator.admin_slots.acquire_static_permit(1).await else {
+                break;
+            };
+            let coordinator = coordinator.clone();
+            glommio::spawn_local(async move {
+                coordinator.answer(*item).await;
+                drop(slot);
+            })
+            .detach();
+        }
+    }
+
+    /// Handles an admin request and sends its answer.
+    async fn answer(&self, item: AdminItem) {
+        let response = self.handle(item.api_key, item.request).await;
+        match item.reply {
+            ReplyTo::Local(reply) => {
+                let _ = reply.try_send(response);
+            }
+            ReplyTo::Remote { shard, id } => {
+                if let Some(sender) = self.to_shards.get(shard) {
+                    let _ = sender.send(ToShard::Reply { id, response }).await;
                 }
             }
         }
@@ -462,6 +494,14 @@ impl Coordinator {
     /// Sends `metadata` to every shard and applies it here; returns once every shard applied
     /// it (or after `APPLY_TIMEOUT`).
     async fn publish(&self, metadata: Metadata) {
+        let Ok(_turn) = self.publishing.acquire_permit(1).await else {
+            return;
+        };
+        self.publish_in_turn(metadata).await;
+    }
+
+    /// [`Coordinator::publish`], by the holder of `publishing`.
+    async fn publish_in_turn(&self, metadata: Metadata) {
         let version = self.version.get() + 1;
         self.version.set(version);
         for sender in &self.to_shards {

@@ -1312,3 +1312,91 @@ fn stop(child: &mut Child) {
         .status();
     let _ = child.wait();
 }
+
+/// An admin request that waits (here a topic's creation, while the test holds the controller's
+/// election so that no member answers it) holds back neither the node's other admin requests
+/// nor its following of the cluster's map: a topic written meanwhile is served at once, and
+/// the waiting creation still gets its answer (`Timeout`, after the node's 10 s wait).
+#[test]
+fn a_waiting_admin_request_holds_back_nothing_else() {
+    let etcd = Etcd::start("unblocked");
+    // The test's own campaign wins first: no member becomes the controller.
+    etcd.run(async |client| {
+        let lease = client.lease_grant(60, None).await.unwrap().id();
+        client
+            .campaign(controller_election("spate"), "the test", lease)
+            .await
+            .unwrap();
+    });
+    let dir = data_dir("member-111");
+    let node = spate_node::start(config(&dir, &etcd, 111, 3_000)).unwrap();
+    wait_for("membership", Duration::from_secs(10), || {
+        etcd.member(111).is_some()
+    });
+    let endpoint = node.endpoints[0];
+    let waiting = std::thread::spawn(move || {
+        let mut client = NodeClient::connect(endpoint);
+        let started = Instant::now();
+        let answer = client.create_topic("waiting", 1);
+        (answer, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // Another admin request meanwhile is answered at once.
+    let mut client = NodeClient::connect(endpoint);
+    let asked = Instant::now();
+    match client.call(&Request::DeleteTopic(spate_proto::DeleteTopicRequest {
+        topic: "absent".into(),
+    })) {
+        Response::Error { error, .. } => assert_eq!(error.code, ErrorCode::UnknownTopic),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        asked.elapsed()
+    );
+    // A topic the (absent) controller would have made, written by hand.
+    let member = etcd.member(111).unwrap().0;
+    let topic = TopicRecord {
+        v: 1,
+        id: format!("{:032x}", 11),
+        partitions: 1,
+        replication_factor: 1,
+        replicas: vec![vec![ReplicaPlacement {
+            node: 111,
+            shard: 0,
+        }]],
+        settings: TopicSettings::default(),
+    };
+    let partition = PartitionRecord {
+        v: 1,
+        topic_id: topic.id.clone(),
+        leader: Some(LeaderRecord {
+            node: 111,
+            session: member.session.clone(),
+        }),
+        epoch: 1,
+        isr: vec![IsrRecord {
+            node: 111,
+            storage: member.storage.clone(),
+        }],
+        partition_epoch: 1,
+    };
+    write_topic(&etcd, &topic, &partition);
+    let written = Instant::now();
+    wait_for("t served", Duration::from_secs(5), || {
+        produced(client.produce("t", 0, &[b"now"], Durability::Fsync)) == Ok(0)
+    });
+    assert!(
+        !waiting.is_finished(),
+        "the creation was answered before the topic was served, after {:?}",
+        written.elapsed()
+    );
+    let (answer, took) = waiting.join().unwrap();
+    match answer {
+        Response::Error { error, .. } => assert_eq!(error.code, ErrorCode::Timeout, "{error}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(took >= Duration::from_secs(9), "{took:?}");
+    node.shutdown();
+}

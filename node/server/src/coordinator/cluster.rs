@@ -108,11 +108,16 @@ impl Coordinator {
         let Some(query) = self.shard.cluster.query() else {
             return;
         };
-        let map = query.map.borrow().clone();
-        let session = *query.session.borrow();
         let Some(me) = self.shard.config.node_id else {
             return;
         };
+        // Made and published in turn: a remap that started later never publishes an older
+        // map over a newer one.
+        let Ok(_turn) = self.publishing.acquire_permit(1).await else {
+            return;
+        };
+        let map = query.map.borrow().clone();
+        let session = *query.session.borrow();
         let shards = u16::try_from(self.shard.endpoints.len()).unwrap_or(u16::MAX);
         let current = self.shard.metadata();
         let metadata = metadata_from(&map, me, session, shards, current.next_producer_id);
@@ -120,7 +125,7 @@ impl Coordinator {
             return;
         }
         let routes = metadata.cluster.clone();
-        self.publish(metadata).await;
+        self.publish_in_turn(metadata).await;
         // Every shard closed what it no longer holds: replicas left on disk from before (a
         // topic deleted while this node was away) go too.
         if let Some(routes) = routes.filter(|routes| routes.complete) {
