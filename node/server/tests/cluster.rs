@@ -1378,7 +1378,7 @@ fn a_waiting_admin_request_holds_back_nothing_else() {
         epoch: 1,
         isr: vec![IsrRecord {
             node: 111,
-            storage: member.storage.clone(),
+            storage: member.storage,
         }],
         partition_epoch: 1,
     };
