@@ -17,7 +17,7 @@ use spate_proto::ShardId;
 use tokio::sync::watch;
 
 use crate::cluster::{member_record, members_prefix, ClusterSettings};
-use crate::metadata::{ClusterRoutes, LocalReplica, Metadata, Serving, Topic};
+use crate::metadata::{ClusterRoutes, Leads, LocalReplica, Metadata, Serving, Topic};
 use crate::records::{
     cluster_id_key, name_under, partition_under, partitions_prefix, read_partition, read_prefix,
     read_topic, setting_of, topic_id, topic_id_text, topics_prefix, Change, Changes,
@@ -320,12 +320,23 @@ pub fn metadata_from(
                 None => Serving::NotLeader("no leader yet (the partition is being created)".into()),
                 Some(state) => serving(state, me, session),
             };
+            let leads = partition.state.as_ref().and_then(|state| {
+                match role(state, ReplicaId(me), session.map(SessionId)) {
+                    Role::Leader { epoch } => Some(Leads {
+                        epoch: epoch.0,
+                        replicas: partition.replicas.iter().map(|at| at.node).collect(),
+                        isr: state.isr.clone(),
+                    }),
+                    Role::Follower { .. } | Role::Offline => None,
+                }
+            });
             routes.local.entry(name.clone()).or_default().insert(
                 number,
                 LocalReplica {
                     shard: ShardId(shard),
                     topic_id: topic.id.clone(),
                     serving,
+                    leads,
                 },
             );
         }

@@ -26,6 +26,7 @@ pub mod ownership;
 pub mod partition;
 #[cfg(feature = "cluster")]
 pub mod records;
+pub mod replica;
 pub mod shard;
 pub mod storage;
 pub mod verify;

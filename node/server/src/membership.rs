@@ -11,6 +11,7 @@ use spate_proto::{ClusterMember, DescribeClusterResponse, ErrorResponse};
 #[derive(Debug, Default)]
 pub struct ClusterView {
     node: Option<u32>,
+    storage_id: u64,
     storage: String,
     since_ms: u64,
     #[cfg(feature = "cluster")]
@@ -23,11 +24,17 @@ impl ClusterView {
     pub fn new(node: Option<u32>, storage_id: u64, since_ms: u64) -> Self {
         ClusterView {
             node,
+            storage_id,
             storage: format!("{storage_id:016x}"),
             since_ms,
             #[cfg(feature = "cluster")]
             query: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The node's storage id (its data directory's, docs/format/identity.md).
+    pub fn storage_id(&self) -> u64 {
+        self.storage_id
     }
 
     /// From now on, answers come from the cluster (etcd) through `query`.

@@ -84,6 +84,20 @@ pub struct LocalReplica {
     pub topic_id: String,
     /// Whether it serves clients, and why not.
     pub serving: Serving,
+    /// What it leads, when this node leads the partition's current epoch under its live
+    /// session (it then answers its followers' `ReplicaFetch`, whether or not it serves
+    /// clients yet).
+    pub leads: Option<Leads>,
+}
+
+/// A partition's current epoch as its leader (this node) holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leads {
+    pub epoch: u32,
+    /// Every replica, the leader included, in preference order.
+    pub replicas: Vec<u32>,
+    /// The in-sync replicas the control plane holds.
+    pub isr: Vec<spate_core::replica::IsrMember>,
 }
 
 /// Whether a replica on this node serves produce and fetch.

@@ -135,6 +135,9 @@ pub struct Partition {
     /// The consumer groups this partition coordinates (partitions of the offsets topic
     /// only), set up at the first group request.
     pub groups: RefCell<Option<Rc<crate::shard::groups::Coordinator>>>,
+    /// In a cluster, while this node leads the partition: the leader's replica state (its
+    /// high watermark is the log's visible end).
+    pub leading: RefCell<Option<crate::replica::Leading>>,
 }
 
 impl Partition {
@@ -164,6 +167,7 @@ impl Partition {
             released: Cell::new(false),
             room_gate: Rc::new(glommio::sync::Semaphore::new(1)),
             groups: RefCell::new(None),
+            leading: RefCell::new(None),
         })
     }
 
@@ -416,6 +420,11 @@ impl Partition {
             }
             while let Some(event) = self.with_log(PartitionLog::poll_event) {
                 self.handle_event(event);
+                moved = true;
+            }
+            // The log's ends moved the leader's high watermark: the log acknowledges and
+            // wakes what it passed.
+            if self.sync_replication() {
                 moved = true;
             }
             if !moved {

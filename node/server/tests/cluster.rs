@@ -1400,3 +1400,213 @@ fn a_waiting_admin_request_holds_back_nothing_else() {
     assert!(took >= Duration::from_secs(9), "{took:?}");
     node.shutdown();
 }
+
+/// Topic `t` with one partition on `replicas` (shard 0 each), led by `leader` (a live member)
+/// in `epoch` with `isr`, written by hand as the controller would.
+fn write_led_topic(etcd: &Etcd, id: u128, replicas: &[u32], leader: u32, epoch: u32, isr: &[u32]) {
+    let member = etcd.member(leader).unwrap().0;
+    let topic = TopicRecord {
+        v: 1,
+        id: format!("{id:032x}"),
+        partitions: 1,
+        replication_factor: u32::try_from(replicas.len()).unwrap(),
+        replicas: vec![replicas
+            .iter()
+            .map(|&node| ReplicaPlacement { node, shard: 0 })
+            .collect()],
+        settings: TopicSettings::default(),
+    };
+    let partition = PartitionRecord {
+        v: 1,
+        topic_id: topic.id.clone(),
+        leader: Some(LeaderRecord {
+            node: leader,
+            session: member.session,
+        }),
+        epoch,
+        isr: isr
+            .iter()
+            .map(|&node| IsrRecord {
+                node,
+                storage: etcd
+                    .member(node)
+                    .map_or_else(|| format!("{:016x}", 5), |(member, _)| member.storage),
+            })
+            .collect(),
+        partition_epoch: 1,
+    };
+    write_topic(etcd, &topic, &partition);
+}
+
+/// A follower's fetch of `t`/0 as replica `replica` (data directory 5).
+fn replica_fetch(
+    topic_id: u128,
+    replica: u32,
+    epoch: u32,
+    fetch_offset: u64,
+    last_fetched_epoch: Option<u32>,
+    max_wait_ms: u32,
+) -> Request {
+    Request::ReplicaFetch(spate_proto::ReplicaFetchRequest {
+        topic: "t".into(),
+        partition: spate_proto::PartitionId(0),
+        topic_id,
+        replica,
+        storage_id: 5,
+        leader_epoch: epoch,
+        fetch_offset,
+        last_fetched_epoch,
+        durable_end: fetch_offset,
+        max_bytes: 1 << 20,
+        max_wait_ms,
+    })
+}
+
+fn fetched(response: Response) -> spate_proto::ReplicaFetchResponse {
+    match response {
+        Response::ReplicaFetch(fetched) => fetched,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn refused_with(response: Response) -> ErrorCode {
+    match response {
+        Response::Error { error, .. } => error.code,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The leader's side of replication against a follower played by the test: the leader
+/// enters its epoch in the partition's `leader-epochs` file before it serves; a follower's
+/// `ReplicaFetch` gets the batches from its offset with the epoch boundaries inside them and
+/// the high watermark, is refused for a stale or unknown epoch, a replica not assigned, or
+/// another topic of the name, is told where it diverges or to start over, and is parked
+/// until a write reaches it; `ReplicaProgress` is taken. A leader whose ISR holds a follower
+/// answers the follower but not yet clients.
+#[test]
+fn a_leader_answers_its_followers_fetches() {
+    let etcd = Etcd::start("leader");
+    let dir = data_dir("member-121");
+    let node = spate_node::start(config(&dir, &etcd, 121, 3_000)).unwrap();
+    // A live member 122 (it does not fetch yet): the controller keeps it in the ISR below.
+    let other = spate_node::start(config(&data_dir("member-122"), &etcd, 122, 3_000)).unwrap();
+    wait_for("membership", Duration::from_secs(10), || {
+        etcd.member(121).is_some() && etcd.member(122).is_some()
+    });
+    let id = 0x1210_u128;
+    write_led_topic(&etcd, id, &[121, 122], 121, 3, &[121]);
+    let mut client = NodeClient::connect(node.endpoints[0]);
+    wait_for("t served", Duration::from_secs(5), || {
+        produced(client.produce("t", 0, &[b"a", b"b"], Durability::Fsync)) == Ok(0)
+    });
+    assert_eq!(
+        produced(client.produce("t", 0, &[b"c"], Durability::Fsync)),
+        Ok(2)
+    );
+    let chain = std::fs::read(dir.join("topics/t-0/leader-epochs")).unwrap();
+    let chain = spate_core::replica::LeaderEpochs::from_file(&chain).unwrap();
+    assert_eq!(chain.latest_epoch(), Some(spate_core::replica::LeaderEpoch(3)));
+    assert_eq!(chain.entries().len(), 1);
+    assert_eq!(chain.entries()[0].start.0, 0);
+
+    // From the start: every batch, the epoch they belong to, the high watermark.
+    let answer = fetched(client.call(&replica_fetch(id, 122, 3, 0, None, 0)));
+    assert_eq!(answer.diverging, None);
+    assert_eq!((answer.high_watermark, answer.log_start_offset), (3, 0));
+    assert_eq!(
+        answer.epochs,
+        vec![spate_proto::EpochBoundary {
+            epoch: 3,
+            start_offset: 0
+        }]
+    );
+    let values: Vec<Vec<u8>> = records(&answer.records)
+        .into_iter()
+        .map(|(_, value)| value)
+        .collect();
+    assert_eq!(values, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+    // Refusals.
+    let code = |request: Request, client: &mut NodeClient| refused_with(client.call(&request));
+    assert_eq!(
+        code(replica_fetch(id, 122, 2, 0, None, 0), &mut client),
+        ErrorCode::FencedLeaderEpoch
+    );
+    assert_eq!(
+        code(replica_fetch(id, 122, 4, 0, None, 0), &mut client),
+        ErrorCode::UnknownLeaderEpoch
+    );
+    assert_eq!(
+        code(replica_fetch(id, 123, 3, 0, None, 0), &mut client),
+        ErrorCode::ReplicaNotAvailable
+    );
+    assert_eq!(
+        code(replica_fetch(id + 1, 122, 3, 0, None, 0), &mut client),
+        ErrorCode::NotLeaderOrFollower
+    );
+    // A follower past the leader's end of its last epoch truncates there.
+    let answer = fetched(client.call(&replica_fetch(id, 122, 3, 9, Some(3), 0)));
+    assert_eq!(
+        answer.diverging,
+        Some(spate_proto::DivergingEpoch {
+            epoch: 3,
+            end_offset: 3
+        })
+    );
+    assert!(answer.records.is_empty());
+    // One whose last epoch precedes the leader's chain starts over at the log start.
+    match client.call(&replica_fetch(id, 122, 3, 2, Some(1), 0)) {
+        Response::Error { error, .. } => {
+            assert_eq!(error.code, ErrorCode::OffsetOutOfRange, "{error}");
+            assert_eq!(
+                error.detail,
+                spate_proto::ErrorDetail::OffsetRange {
+                    log_start_offset: 0,
+                    high_watermark: 3
+                }
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Progress reports are taken.
+    let progress = Request::ReplicaProgress(spate_proto::ReplicaProgressRequest {
+        topic: "t".into(),
+        partition: spate_proto::PartitionId(0),
+        topic_id: id,
+        replica: 122,
+        storage_id: 5,
+        leader_epoch: 3,
+        log_end: 3,
+        durable_end: 3,
+    });
+    assert!(matches!(client.call(&progress), Response::ReplicaProgress));
+    // A follower at the end is parked until a write reaches it.
+    let endpoint = node.endpoints[0];
+    let parked = std::thread::spawn(move || {
+        let mut follower = NodeClient::connect(endpoint);
+        let asked = Instant::now();
+        let answer = fetched(follower.call(&replica_fetch(id, 122, 3, 3, Some(3), 20_000)));
+        (answer, asked.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        produced(client.produce("t", 0, &[b"d"], Durability::Fsync)),
+        Ok(3)
+    );
+    let (answer, waited) = parked.join().unwrap();
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    assert_eq!(records(&answer.records), vec![(3, b"d".to_vec())]);
+    assert_eq!(answer.epochs[0].epoch, 3);
+
+    // With the follower in the ISR, clients wait for replication to be served; the follower
+    // is answered. (The probe asks for `Write`: one taken just before the change would wait
+    // for the follower's `fdatasync`.)
+    write_led_topic(&etcd, id, &[121, 122], 121, 3, &[121, 122]);
+    wait_for("t not served to clients", Duration::from_secs(5), || {
+        produced(client.produce("t", 0, &[b"e"], Durability::Write))
+            == Err(ErrorCode::NotLeaderOrFollower)
+    });
+    let answer = fetched(client.call(&replica_fetch(id, 122, 3, 4, Some(3), 0)));
+    assert_eq!(answer.diverging, None);
+    other.shutdown();
+    node.shutdown();
+}

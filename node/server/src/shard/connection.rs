@@ -17,7 +17,8 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::{Semaphore, StaticPermit};
 use spate_proto::{
     AlterTopicRequest, AutoCreateTopicRequest, CreateTopicRequest, DeleteTopicRequest,
-    DescribePartitionResponse, ErrorCode, ErrorResponse, Frame, FrameDecoder, Request, Response,
+    DescribePartitionResponse, ErrorCode, ErrorResponse, Frame, FrameDecoder, ReplicaFetchRequest,
+    ReplicaProgressRequest, Request, Response,
     OFFSETS_TOPIC,
 };
 
@@ -360,8 +361,20 @@ impl Shard {
             Request::DeleteRecords(request) => (&request.topic, request.partition),
             Request::Group(request) => (&request.topic, request.partition),
             Request::DescribePartition(request) => (&request.topic, request.partition),
-            Request::ReplicaFetch(request) => (&request.topic, request.partition),
-            Request::ReplicaProgress(request) => (&request.topic, request.partition),
+            Request::ReplicaFetch(ReplicaFetchRequest {
+                topic, partition, ..
+            })
+            | Request::ReplicaProgress(ReplicaProgressRequest {
+                topic, partition, ..
+            }) => {
+                // Followers reach the leader whether or not it serves clients yet.
+                let metadata = self.metadata();
+                let partition = match &metadata.cluster {
+                    Some(routes) => self.led(routes, topic, *partition)?,
+                    None => self.owned(topic, *partition)?,
+                };
+                return Ok(Resolved::Partition(partition, request));
+            }
             Request::Metadata(_)
             | Request::DescribeCluster
             | Request::CreateTopic(_)
@@ -424,16 +437,29 @@ impl Shard {
             Resolved::Partition(
                 partition,
                 Request::ReplicaFetch(_) | Request::ReplicaProgress(_),
-            ) => {
-                // No partition is replicated yet (docs/cluster.md, "Build order"): this node
-                // leads every partition it owns, and no replica is assigned to any.
+            ) if self.metadata().cluster.is_none() => {
+                // A single node: no replica is assigned to any partition.
                 Dispatched::Now(fail(error(
                     ErrorCode::ReplicaNotAvailable,
                     format!(
-                        "{}/{} is not replicated: no replica is assigned to it",
+                        "{}/{} is not replicated: this node is not in a cluster",
                         partition.key.topic, partition.key.partition
                     ),
                 )))
+            }
+            Resolved::Partition(partition, Request::ReplicaFetch(request)) => {
+                let shard = self.clone();
+                later(
+                    api_key,
+                    async move { shard.replica_fetch(&partition, &request).await },
+                    Response::ReplicaFetch,
+                )
+            }
+            Resolved::Partition(partition, Request::ReplicaProgress(request)) => {
+                Dispatched::Now(match self.replica_progress(&partition, &request) {
+                    Ok(()) => Response::ReplicaProgress,
+                    Err(error) => fail(error),
+                })
             }
             Resolved::Partition(partition, Request::Group(request)) => {
                 match self.group(&partition, request) {

@@ -144,6 +144,36 @@ impl Shard {
             })
     }
 
+    /// In a cluster: the partition a follower's replica request names, if this shard holds
+    /// it and this node leads its current epoch (whether or not it serves clients yet).
+    pub(crate) fn led(
+        &self,
+        routes: &ClusterRoutes,
+        topic: &str,
+        partition: PartitionId,
+    ) -> Result<Rc<Partition>, ErrorResponse> {
+        match routes.replica(topic, partition.0) {
+            Some(local) if local.shard == self.id && local.leads.is_some() => {
+                self.opened(topic, partition)
+            }
+            Some(local) if local.leads.is_some() => Err(error(
+                ErrorCode::NotLeaderOrFollower,
+                format!(
+                    "partition {topic}-{partition} is led from this node's shard {}",
+                    local.shard
+                ),
+            )),
+            Some(_) => Err(error(
+                ErrorCode::NotLeaderOrFollower,
+                format!("this node does not lead partition {topic}-{partition}"),
+            )),
+            None => Err(error(
+                ErrorCode::NotLeaderOrFollower,
+                format!("this node holds no replica of partition {topic}-{partition}"),
+            )),
+        }
+    }
+
     /// In a cluster: the partition if this shard holds its replica and leads it; otherwise
     /// where it is led (`owner`, an index into the members' shards) or why it is not served.
     fn replica(
@@ -162,7 +192,19 @@ impl Shard {
         };
         match routes.replica(topic, partition.0) {
             Some(local) if local.shard == self.id => match &local.serving {
-                Serving::Leader { .. } => self.opened(topic, partition),
+                Serving::Leader { epoch } => {
+                    let opened = self.opened(topic, partition)?;
+                    if opened.leading_epoch() != Some(*epoch) {
+                        return Err(error(
+                            ErrorCode::NotLeaderOrFollower,
+                            format!(
+                                "partition {topic}-{partition}: this node is taking the \
+                                 leadership of epoch {epoch}"
+                            ),
+                        ));
+                    }
+                    Ok(opened)
+                }
                 Serving::NotLeader(reason) => Err(error(
                     ErrorCode::NotLeaderOrFollower,
                     format!("partition {topic}-{partition}: {reason}"),
@@ -360,7 +402,7 @@ impl Shard {
     /// The records a fetch plan names: at hand, or read from the segment file (damage found
     /// there fences the partition before the error is answered). A read that ends inside the
     /// batch holding the offset is followed by one that covers it (the log says so once).
-    pub(super) async fn fetch_records(
+    pub(crate) async fn fetch_records(
         &self,
         partition: &Rc<Partition>,
         plan: FetchPlan,

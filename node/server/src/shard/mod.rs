@@ -328,6 +328,19 @@ impl Shard {
         for task in opening {
             task.await;
         }
+        // The partitions already open follow their leadership: a new epoch, a changed
+        // in-sync set, or none.
+        if let Some(routes) = &metadata.cluster {
+            for partition in self.partition_list() {
+                let key = &partition.key;
+                let Some(local) = routes.replica(&key.topic, key.partition) else {
+                    continue;
+                };
+                let dir = partition_dir(&self.config.data_dir, &key.topic, key.partition);
+                self.lead(&partition, &dir, &local.topic_id, local.leads.as_ref())
+                    .await;
+            }
+        }
     }
 
     async fn close_partition(&self, key: &PartitionKey, keep_files: bool) {
@@ -494,6 +507,15 @@ impl Shard {
             doorbell,
             self.budget.clone(),
         );
+        // A partition this node leads takes its epoch (the `leader-epochs` file) before anyone
+        // can reach it.
+        let led = self.metadata().cluster.as_ref().and_then(|routes| {
+            let local = routes.replica(&key.topic, key.partition)?;
+            Some((local.topic_id.clone(), local.leads.clone()))
+        });
+        if let Some((topic_id, leads)) = led {
+            self.lead(&partition, &dir, &topic_id, leads.as_ref()).await;
+        }
         let replaced = self.partitions.borrow_mut().insert(partition.clone());
         if let Some(old) = replaced {
             // `opening` keeps two drivers off one directory; should one slip through, the

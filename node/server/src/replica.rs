@@ -1,0 +1,489 @@
+//! A replicated partition's leader on its shard (docs/cluster.md, "Roles" and "ReplicaFetch
+//! and ReplicaProgress"): the partition's `leader-epochs` file, written durably before the
+//! leader of a new epoch takes a record; the pure `spate_core::replica::Leader` beside the
+//! log, fed with the log's ends and the followers' fetches and progress reports, whose high
+//! watermark (the smallest durable end over the in-sync replicas) is the log's visible end;
+//! and the answers to `ReplicaFetch` and `ReplicaProgress`. The rules are the core's; this
+//! module moves bytes and files.
+
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use spate_core::replica::{
+    check_agreement, Agreement, IsrMember, Leader, LeaderConfig, LeaderEpoch, LeaderEpochs,
+    ReplicaError, ReplicaId, StorageId,
+};
+use spate_core::{FetchError, FetchWaitError};
+use bytes::Bytes;
+use spate_format::Offset;
+use spate_proto::limits::REPLICA_FETCH_EPOCHS_MAX;
+use spate_proto::{
+    DivergingEpoch, EpochBoundary, ErrorCode, ErrorDetail, ErrorResponse, ReplicaFetchRequest,
+    ReplicaFetchResponse, ReplicaProgressRequest,
+};
+
+use crate::metadata::Leads;
+use crate::partition::{now, Partition};
+use crate::shard::Shard;
+
+/// The name of a replica's leader-epoch chain in its directory (docs/format/leader-epochs.md).
+pub const LEADER_EPOCHS_FILE: &str = "leader-epochs";
+
+/// How long past its own wait a follower's parked fetch is held (its deadline follows the
+/// wall clock; this one does not).
+const FETCH_DEADLINE_GRACE: Duration = Duration::from_millis(100);
+
+/// What a partition's leader holds beside its log.
+#[derive(Debug)]
+pub struct Leading {
+    /// The topic's id: a fetch for another topic of the same name is refused.
+    pub topic_id: u128,
+    pub core: Leader,
+    /// The partition's epoch chain, as its file holds it.
+    pub epochs: LeaderEpochs,
+}
+
+impl Leading {
+    pub fn epoch(&self) -> u32 {
+        self.core.epoch().0
+    }
+}
+
+/// The chain in `dir`'s `leader-epochs` file; empty when there is none.
+pub fn load_epochs(dir: &Path) -> Result<LeaderEpochs, String> {
+    let path = dir.join(LEADER_EPOCHS_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => LeaderEpochs::from_file(&bytes)
+            .map_err(|error| format!("{}: {error}", path.display())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(LeaderEpochs::new()),
+        Err(error) => Err(format!("cannot read {}: {error}", path.display())),
+    }
+}
+
+/// Replaces `dir`'s `leader-epochs` file with `epochs`, durably.
+fn store_epochs(dir: &Path, epochs: &LeaderEpochs) -> Result<(), String> {
+    crate::durable::replace(dir, LEADER_EPOCHS_FILE, &epochs.to_file()).map_err(|error| {
+        format!(
+            "cannot write {}: {error}",
+            dir.join(LEADER_EPOCHS_FILE).display()
+        )
+    })
+}
+
+fn hex_id(id: &str) -> Option<u128> {
+    u128::from_str_radix(id, 16).ok()
+}
+
+fn refused(code: ErrorCode, message: impl Into<String>) -> ErrorResponse {
+    ErrorResponse::new(code, message)
+}
+
+impl Partition {
+    /// The epoch this partition leads, once its leadership is taken.
+    pub fn leading_epoch(&self) -> Option<u32> {
+        self.leading.borrow().as_ref().map(Leading::epoch)
+    }
+
+    /// Feeds the log's ends to the leader and the leader's high watermark to the log (after
+    /// every step of either); `true` if the high watermark moved.
+    pub fn sync_replication(&self) -> bool {
+        let mut leading = self.leading.borrow_mut();
+        let Some(leading) = leading.as_mut() else {
+            return false;
+        };
+        let before = leading.core.high_watermark();
+        self.with_log(|log| {
+            leading.core.handle_appended(log.next_offset());
+            leading.core.handle_durable(log.durable_end());
+            log.handle_replicated_high_watermark(leading.core.high_watermark());
+        });
+        leading.core.high_watermark() != before
+    }
+}
+
+impl Shard {
+    /// Makes `partition` (in directory `dir`, of topic `topic_id`) the leader `leads` names,
+    /// or keeps it leading with the newer in-sync set: a new epoch is entered in the
+    /// partition's `leader-epochs` file, durably, before the leader takes anything; `None`
+    /// ends its leadership.
+    pub(crate) async fn lead(
+        &self,
+        partition: &Rc<Partition>,
+        dir: &Path,
+        topic_id: &str,
+        leads: Option<&Leads>,
+    ) {
+        let Some(leads) = leads else {
+            if partition.leading.borrow_mut().take().is_some() {
+                tracing::info!(topic = %partition.key.topic, partition = partition.key.partition, "no longer leads");
+            }
+            return;
+        };
+        let current = partition.leading_epoch();
+        if current == Some(leads.epoch) {
+            // The same epoch, a newer state: the controller changed the in-sync set.
+            let mut leading = partition.leading.borrow_mut();
+            if let Some(leading) = leading.as_mut() {
+                if leading.core.isr() != leads.isr.as_slice() {
+                    leading.core.handle_isr_changed(leads.isr.clone());
+                }
+            }
+            return;
+        }
+        partition.leading.borrow_mut().take();
+        let Some(topic_id) = hex_id(topic_id) else {
+            tracing::error!(topic = %partition.key.topic, partition = partition.key.partition, topic_id, "not led: the topic id is not 32 hex digits");
+            return;
+        };
+        let shown = dir.display().to_string();
+        let loaded = {
+            let dir = dir.to_owned();
+            glommio::executor()
+                .spawn_blocking(move || load_epochs(&dir))
+                .await
+        };
+        let mut epochs = match loaded {
+            Ok(epochs) => epochs,
+            Err(problem) => {
+                tracing::error!(dir = %shown, "not led: {problem}");
+                return;
+            }
+        };
+        // The chain describes the log as it is: entries past its end (a crash cut the log
+        // after the file was written) go.
+        let (log_start, log_end, durable_end, high_watermark) = {
+            let log = partition.log();
+            (
+                log.log_start(),
+                log.next_offset(),
+                log.durable_end(),
+                log.high_watermark(),
+            )
+        };
+        epochs.truncate_from_end(Offset(log_end.0.saturating_add(1)));
+        epochs.truncate_from_start(log_start);
+        let epoch = LeaderEpoch(leads.epoch);
+        if let Err(problem) = epochs.assign(epoch, log_end) {
+            tracing::error!(dir = %shown, epoch = leads.epoch, "not led: {problem}");
+            return;
+        }
+        let stored = {
+            let dir = dir.to_owned();
+            let epochs = epochs.clone();
+            glommio::executor()
+                .spawn_blocking(move || store_epochs(&dir, &epochs))
+                .await
+        };
+        if let Err(problem) = stored {
+            tracing::error!(dir = %shown, epoch = leads.epoch, "not led: {problem}");
+            return;
+        }
+        let me = IsrMember {
+            replica: ReplicaId(self.config.node_id.unwrap_or(0)),
+            storage: StorageId(self.cluster.storage_id()),
+        };
+        let core = Leader::new(
+            now(),
+            me,
+            epoch,
+            leads.replicas.iter().copied().map(ReplicaId).collect(),
+            leads.isr.clone(),
+            log_end,
+            durable_end,
+            high_watermark,
+            LeaderConfig::default(),
+        );
+        tracing::info!(
+            topic = %partition.key.topic,
+            partition = partition.key.partition,
+            epoch = leads.epoch,
+            start = log_end.0,
+            "leads a new epoch"
+        );
+        *partition.leading.borrow_mut() = Some(Leading {
+            topic_id,
+            core,
+            epochs,
+        });
+        partition.sync_replication();
+        partition.ring();
+    }
+
+    /// A follower's `ReplicaFetch` (docs/cluster.md, the checks in order).
+    pub(crate) async fn replica_fetch(
+        &self,
+        partition: &Rc<Partition>,
+        request: &ReplicaFetchRequest,
+    ) -> Result<ReplicaFetchResponse, ErrorResponse> {
+        let started = Instant::now();
+        let max_wait = Duration::from_millis(u64::from(request.max_wait_ms));
+        let offset = Offset(request.fetch_offset);
+        let name = format!("{}-{}", partition.key.topic, partition.key.partition);
+        loop {
+            if partition.is_stopped() {
+                return Err(refused(ErrorCode::ShuttingDown, "the partition closed"));
+            }
+            // Checked again after every wait: the epoch may have changed meanwhile.
+            let checked = {
+                let mut leading = partition.leading.borrow_mut();
+                let Some(leading) = leading.as_mut() else {
+                    return Err(refused(
+                        ErrorCode::NotLeaderOrFollower,
+                        format!("{name}: this node does not lead it"),
+                    ));
+                };
+                check_sender(
+                    leading,
+                    &name,
+                    request.topic_id,
+                    request.replica,
+                    request.leader_epoch,
+                )?;
+                let log = partition.log();
+                let (log_start, log_end) = (log.log_start(), log.next_offset());
+                drop(log);
+                leading.epochs.truncate_from_start(log_start);
+                let last = request.last_fetched_epoch.map(LeaderEpoch);
+                match check_agreement(&leading.epochs, log_end, offset, last) {
+                    Agreement::Diverging(end) => {
+                        return Ok(ReplicaFetchResponse {
+                            high_watermark: leading.core.high_watermark().0,
+                            log_start_offset: log_start.0,
+                            diverging: Some(DivergingEpoch {
+                                epoch: end.epoch.map_or(0, |epoch| epoch.0),
+                                end_offset: end.end.0,
+                            }),
+                            epochs: Vec::new(),
+                            records: Bytes::new(),
+                        });
+                    }
+                    Agreement::StartOver => {
+                        return Err(out_of_range(&name, offset, log_start, log_end));
+                    }
+                    Agreement::Agrees if offset < log_start => {
+                        return Err(out_of_range(&name, offset, log_start, log_end));
+                    }
+                    Agreement::Agrees => {}
+                }
+                let durable = Offset(request.durable_end.min(request.fetch_offset));
+                let storage = StorageId(request.storage_id);
+                match leading.core.handle_fetch(
+                    now(),
+                    ReplicaId(request.replica),
+                    storage,
+                    offset,
+                    durable,
+                ) {
+                    Ok(_) => {}
+                    Err(ReplicaError::AboveLogEnd { log_end, .. }) => {
+                        return Err(out_of_range(&name, offset, log_start, log_end));
+                    }
+                    Err(problem) => return Err(replica_error(&name, &problem)),
+                }
+                (log_start, leading.epochs.clone())
+            };
+            let (log_start, epochs) = checked;
+            if partition.sync_replication() {
+                partition.ring();
+            }
+            let plan = partition
+                .with_log(|log| log.handle_fetch_replica(offset, request.max_bytes))
+                .map_err(|problem| match problem {
+                    FetchError::OutOfRange {
+                        log_start,
+                        high_watermark,
+                        ..
+                    } => out_of_range(&name, offset, log_start, high_watermark),
+                    corrupt @ FetchError::Corrupt { .. } => {
+                        refused(ErrorCode::from(&corrupt), corrupt.to_string())
+                    }
+                })?;
+            let records = self.fetch_records(partition, plan).await?;
+            let waited = started.elapsed();
+            if !records.is_empty() || waited >= max_wait || self.shutdown.load(Ordering::Relaxed) {
+                let high_watermark = partition
+                    .leading
+                    .borrow()
+                    .as_ref()
+                    .map_or(0, |leading| leading.core.high_watermark().0);
+                let (records, epochs) = with_boundaries(records, offset, &epochs);
+                return Ok(ReplicaFetchResponse {
+                    high_watermark,
+                    log_start_offset: log_start.0,
+                    diverging: None,
+                    epochs,
+                    records,
+                });
+            }
+            // Nothing past the follower's end: parked until the written end moves.
+            let remaining = max_wait.saturating_sub(waited);
+            let remaining_ms = u32::try_from(remaining.as_millis())
+                .unwrap_or(u32::MAX)
+                .max(1);
+            let parked = partition.with_log(|log| {
+                let seen = log.written_end();
+                log.handle_fetch_wait_replica(now(), offset, seen, remaining_ms)
+            });
+            let ticket = match parked {
+                Ok(ticket) => ticket,
+                Err(FetchWaitError::Fenced) => {
+                    return Err(refused(
+                        ErrorCode::PartitionFenced,
+                        format!("{name} is fenced"),
+                    ))
+                }
+                Err(problem) => {
+                    return Err(refused(
+                        ErrorCode::from(&problem),
+                        format!("{name}: {problem}"),
+                    ))
+                }
+            };
+            let woken = partition.wait_fetch(ticket);
+            let in_time = future::or(async { woken.recv().await.is_some() }, async {
+                glommio::timer::sleep(remaining + FETCH_DEADLINE_GRACE).await;
+                false
+            })
+            .await;
+            if !in_time {
+                partition.cancel_fetch(ticket);
+            }
+        }
+    }
+
+    /// A follower's `ReplicaProgress`: its log and durable ends count at once.
+    pub(crate) fn replica_progress(
+        &self,
+        partition: &Rc<Partition>,
+        request: &ReplicaProgressRequest,
+    ) -> Result<(), ErrorResponse> {
+        let name = format!("{}-{}", partition.key.topic, partition.key.partition);
+        {
+            let mut leading = partition.leading.borrow_mut();
+            let Some(leading) = leading.as_mut() else {
+                return Err(refused(
+                    ErrorCode::NotLeaderOrFollower,
+                    format!("{name}: this node does not lead it"),
+                ));
+            };
+            check_sender(
+                leading,
+                &name,
+                request.topic_id,
+                request.replica,
+                request.leader_epoch,
+            )?;
+            leading
+                .core
+                .handle_progress(
+                    ReplicaId(request.replica),
+                    StorageId(request.storage_id),
+                    Offset(request.log_end),
+                    Offset(request.durable_end.min(request.log_end)),
+                )
+                .map_err(|problem| replica_error(&name, &problem))?;
+        }
+        if partition.sync_replication() {
+            partition.ring();
+        }
+        Ok(())
+    }
+}
+
+/// The checks every replica request passes first: the topic, the epoch, the replica.
+fn check_sender(
+    leading: &Leading,
+    name: &str,
+    topic_id: u128,
+    replica: u32,
+    epoch: u32,
+) -> Result<(), ErrorResponse> {
+    if topic_id != leading.topic_id {
+        return Err(refused(
+            ErrorCode::NotLeaderOrFollower,
+            format!(
+                "{name}: topic id {topic_id:032x} is not this partition's ({:032x}): the topic was deleted and created again",
+                leading.topic_id
+            ),
+        ));
+    }
+    leading
+        .core
+        .check_epoch(LeaderEpoch(epoch))
+        .map_err(|problem| replica_error(name, &problem))?;
+    if !leading.core.replicas().contains(&ReplicaId(replica)) {
+        return Err(replica_error(
+            name,
+            &ReplicaError::NotAssigned {
+                replica: ReplicaId(replica),
+            },
+        ));
+    }
+    Ok(())
+}
+
+fn replica_error(name: &str, problem: &ReplicaError) -> ErrorResponse {
+    let code = match problem {
+        ReplicaError::FencedLeaderEpoch { .. } => ErrorCode::FencedLeaderEpoch,
+        ReplicaError::UnknownLeaderEpoch { .. } => ErrorCode::UnknownLeaderEpoch,
+        ReplicaError::NotAssigned { .. } => ErrorCode::ReplicaNotAvailable,
+        ReplicaError::AboveLogEnd { .. } => ErrorCode::OffsetOutOfRange,
+    };
+    refused(code, format!("{name}: {problem}"))
+}
+
+/// The follower starts over at the leader's log start (or asked past the leader's end).
+fn out_of_range(name: &str, offset: Offset, log_start: Offset, log_end: Offset) -> ErrorResponse {
+    refused(
+        ErrorCode::OffsetOutOfRange,
+        format!(
+            "{name}: offset {offset} is outside the leader's log ({log_start} to {log_end}); start over at {log_start}"
+        ),
+    )
+    .with_detail(ErrorDetail::OffsetRange {
+        log_start_offset: log_start.0,
+        high_watermark: log_end.0,
+    })
+}
+
+/// The records of an answer from `from` on and the epoch boundaries inside them: at most
+/// `REPLICA_FETCH_EPOCHS_MAX` boundaries, the records cut at the first that does not fit.
+fn with_boundaries(
+    records: Bytes,
+    from: Offset,
+    epochs: &LeaderEpochs,
+) -> (Bytes, Vec<EpochBoundary>) {
+    let mut end = from;
+    for batch in spate_format::batches(&records) {
+        match batch {
+            Ok(batch) => end = batch.next_offset(),
+            Err(_) => break,
+        }
+    }
+    let mut boundaries = epochs.boundaries(from, end.max(Offset(from.0 + 1)));
+    let limit = REPLICA_FETCH_EPOCHS_MAX as usize;
+    let mut records = records;
+    if boundaries.len() > limit {
+        let cut_at = boundaries[limit].start;
+        boundaries.truncate(limit);
+        let mut keep = 0;
+        for batch in spate_format::batches(&records) {
+            match batch {
+                Ok(batch) if batch.base_offset() < cut_at => keep += batch.as_bytes().len(),
+                _ => break,
+            }
+        }
+        records = records.slice(..keep);
+    }
+    let boundaries = boundaries
+        .into_iter()
+        .map(|entry| EpochBoundary {
+            epoch: entry.epoch.0,
+            start_offset: entry.start.0,
+        })
+        .collect();
+    (records, boundaries)
+}
