@@ -228,6 +228,16 @@ impl Waiters {
         self.wake_fetches(out, |_| true);
     }
 
+    /// This replica no longer leads: the `fsync` acknowledgements, which wait for the
+    /// replicated high watermark, will not come from it.
+    pub(crate) fn deposed(&mut self, out: &mut VecDeque<LogEvent>) {
+        out.extend(
+            self.fsync
+                .drain(..)
+                .map(|(_, ticket)| LogEvent::Deposed { ticket }),
+        );
+    }
+
     /// Wakes the parked fetches whose deadline has come.
     pub(crate) fn tick(&mut self, now: Millis, out: &mut VecDeque<LogEvent>) {
         self.wake_fetches(out, |fetch| fetch.deadline <= now);

@@ -361,6 +361,21 @@ impl Partition {
                     None => {}
                 }
             }
+            LogEvent::Deposed { ticket } => {
+                if let Some(Waiting::Produce { reply, .. }) =
+                    self.waiting.borrow_mut().remove(&ticket)
+                {
+                    let _ = reply.try_send(Err(ErrorResponse::new(
+                        ErrorCode::NotLeaderOrFollower,
+                        format!(
+                            "partition {}-{}: this node stopped leading it before the batch \
+                             was replicated; it may or may not be kept (an idempotent \
+                             producer's retry is deduplicated)",
+                            self.key.topic, self.key.partition
+                        ),
+                    )));
+                }
+            }
             LogEvent::FetchReady { ticket } => {
                 if let Some(Waiting::Fetch { reply }) = self.waiting.borrow_mut().remove(&ticket) {
                     let _ = reply.try_send(());

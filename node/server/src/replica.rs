@@ -11,13 +11,13 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_lite::future;
 use spate_core::replica::{
     check_agreement, Agreement, IsrMember, Leader, LeaderConfig, LeaderEpoch, LeaderEpochs,
     ReplicaError, ReplicaId, StorageId,
 };
-use spate_core::{FetchError, FetchWaitError};
-use bytes::Bytes;
+use spate_core::{FetchError, FetchWaitError, PartitionLog};
 use spate_format::Offset;
 use spate_proto::limits::REPLICA_FETCH_EPOCHS_MAX;
 use spate_proto::{
@@ -56,8 +56,9 @@ impl Leading {
 pub fn load_epochs(dir: &Path) -> Result<LeaderEpochs, String> {
     let path = dir.join(LEADER_EPOCHS_FILE);
     match std::fs::read(&path) {
-        Ok(bytes) => LeaderEpochs::from_file(&bytes)
-            .map_err(|error| format!("{}: {error}", path.display())),
+        Ok(bytes) => {
+            LeaderEpochs::from_file(&bytes).map_err(|error| format!("{}: {error}", path.display()))
+        }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(LeaderEpochs::new()),
         Err(error) => Err(format!("cannot read {}: {error}", path.display())),
     }
@@ -119,6 +120,8 @@ impl Shard {
         let Some(leads) = leads else {
             if partition.leading.borrow_mut().take().is_some() {
                 tracing::info!(topic = %partition.key.topic, partition = partition.key.partition, "no longer leads");
+                partition.with_log(PartitionLog::handle_deposed);
+                partition.ring();
             }
             return;
         };
@@ -133,7 +136,12 @@ impl Shard {
             }
             return;
         }
-        partition.leading.borrow_mut().take();
+        if partition.leading.borrow_mut().take().is_some() {
+            // Another epoch: what waited for the old one's high watermark is not its to
+            // acknowledge.
+            partition.with_log(PartitionLog::handle_deposed);
+            partition.ring();
+        }
         let Some(topic_id) = hex_id(topic_id) else {
             tracing::error!(topic = %partition.key.topic, partition = partition.key.partition, topic_id, "not led: the topic id is not 32 hex digits");
             return;

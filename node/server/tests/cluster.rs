@@ -1505,7 +1505,10 @@ fn a_leader_answers_its_followers_fetches() {
     );
     let chain = std::fs::read(dir.join("topics/t-0/leader-epochs")).unwrap();
     let chain = spate_core::replica::LeaderEpochs::from_file(&chain).unwrap();
-    assert_eq!(chain.latest_epoch(), Some(spate_core::replica::LeaderEpoch(3)));
+    assert_eq!(
+        chain.latest_epoch(),
+        Some(spate_core::replica::LeaderEpoch(3))
+    );
     assert_eq!(chain.entries().len(), 1);
     assert_eq!(chain.entries()[0].start.0, 0);
 

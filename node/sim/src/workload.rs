@@ -1057,6 +1057,11 @@ impl Run {
                         format!("refused ticket {ticket:?} is not waiting")
                     })?;
                 }
+                LogEvent::Deposed { ticket } => {
+                    return Err(format!(
+                        "ticket {ticket:?} deposed, but this log is never led by a replica"
+                    ));
+                }
                 LogEvent::FetchReady { ticket } => {
                     self.report.fetches_woken += 1;
                     let parked = self.parked.remove(&ticket).ok_or_else(|| {

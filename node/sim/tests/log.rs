@@ -2281,6 +2281,60 @@ fn a_replicated_leader_shows_only_what_its_replicas_hold() {
     }
 }
 
+/// A leader that is deposed (`handle_deposed`): its `fsync` produces still waiting for the
+/// replicated high watermark are answered `Deposed`, in offset order, at once; a `write`
+/// acknowledgement, local, still comes from the write; what was acknowledged stays so.
+#[test]
+fn a_deposed_leader_answers_its_waiting_fsync_produces() {
+    let mut leader = Harness::new(config());
+    leader.log.handle_replicated_high_watermark(Offset(0));
+    let append = |leader: &mut Harness, n: i64, durability| {
+        let ticket = leader
+            .log
+            .handle_append(leader.now, &Bytes::from(batch(100, 1, T0 + n)), durability)
+            .unwrap()
+            .waiter
+            .unwrap();
+        leader.transfer();
+        ticket
+    };
+    let first = append(&mut leader, 0, Durability::Fsync);
+    let second = append(&mut leader, 1, Durability::Fsync);
+    let third = append(&mut leader, 2, Durability::Fsync);
+    leader.log.handle_replicated_high_watermark(Offset(1));
+    leader.settle();
+    assert!(leader.events.contains(&LogEvent::Acked { ticket: first }));
+    let written = leader
+        .log
+        .handle_append(
+            leader.now,
+            &Bytes::from(batch(100, 1, T0 + 3)),
+            Durability::Write,
+        )
+        .unwrap()
+        .waiter;
+    let before = leader.events.len();
+    leader.log.handle_deposed();
+    leader.transfer();
+    let deposed: Vec<&LogEvent> = leader.events[before..]
+        .iter()
+        .filter(|event| matches!(event, LogEvent::Deposed { .. }))
+        .collect();
+    assert_eq!(
+        deposed,
+        vec![
+            &LogEvent::Deposed { ticket: second },
+            &LogEvent::Deposed { ticket: third }
+        ]
+    );
+    leader.settle();
+    if let Some(written) = written {
+        assert!(leader.events.contains(&LogEvent::Acked { ticket: written }));
+    }
+    assert!(!leader.events.contains(&LogEvent::Acked { ticket: second }));
+    assert_eq!(leader.log.high_watermark(), Offset(1));
+}
+
 /// What the shell asks of a log between calls — idle, output waiting, when to tick, bytes
 /// unwritten and unsynced, room in the write buffer, its settings, its sealed segments —
 /// follows the log's state (mutation testing found these unpinned).

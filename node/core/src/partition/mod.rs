@@ -86,6 +86,11 @@ pub enum LogEvent {
     /// A waiting produce or DeleteRecords will never be acknowledged: the log is fenced
     /// (right after `Fenced`; its reason is [`PartitionLog::fenced`]).
     Refused { ticket: Ticket },
+    /// A waiting `fsync` produce will not be acknowledged by this replica: it no longer leads
+    /// the partition (right after [`PartitionLog::handle_deposed`]). Its batch may or may not
+    /// survive under the new leader (Kafka answers NOT_LEADER_OR_FOLLOWER; an idempotent
+    /// producer's resend is deduplicated).
+    Deposed { ticket: Ticket },
     /// A parked fetch should look again: the high watermark or the log start passed its
     /// offset, the log was fenced, or its deadline came.
     FetchReady { ticket: Ticket },
@@ -330,6 +335,13 @@ impl PartitionLog {
             .map_or(high_watermark, |known| known.max(high_watermark));
         self.replicated_end = Some(replicated);
         self.settle_visible(before);
+    }
+
+    /// This replica stopped leading its partition's epoch: every `fsync` produce still
+    /// waiting for the replicated high watermark gets [`LogEvent::Deposed`] (in offset order).
+    /// `write` acknowledgements and DeleteRecords are local and stay.
+    pub fn handle_deposed(&mut self) {
+        self.waiters.deposed(&mut self.events);
     }
 
     /// Answers what the visible end passed since it was `before`.

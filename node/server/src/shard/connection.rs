@@ -18,8 +18,7 @@ use glommio::sync::{Semaphore, StaticPermit};
 use spate_proto::{
     AlterTopicRequest, AutoCreateTopicRequest, CreateTopicRequest, DeleteTopicRequest,
     DescribePartitionResponse, ErrorCode, ErrorResponse, Frame, FrameDecoder, ReplicaFetchRequest,
-    ReplicaProgressRequest, Request, Response,
-    OFFSETS_TOPIC,
+    ReplicaProgressRequest, Request, Response, OFFSETS_TOPIC,
 };
 
 use super::groups::{self, GroupAnswer};
