@@ -65,6 +65,8 @@ pub struct MappedTopic {
 pub struct MappedPartition {
     pub replicas: Vec<ReplicaPlacement>,
     pub state: Option<PartitionState>,
+    /// The partition key's revision (a leader's ISR change compares it); 0 with no state.
+    pub revision: i64,
 }
 
 /// Reads the map at one revision (in pages).
@@ -126,6 +128,7 @@ pub async fn read_map(
                     .map(|replicas| MappedPartition {
                         replicas,
                         state: None,
+                        revision: 0,
                     })
                     .collect(),
             });
@@ -151,6 +154,7 @@ pub async fn read_map(
             .and_then(|number| topic.partitions.get_mut(number))
         {
             partition.state = Some(state);
+            partition.revision = kv.mod_revision();
         }
     }
     Ok(map)
@@ -326,6 +330,7 @@ pub fn metadata_from(
                         epoch: epoch.0,
                         replicas: partition.replicas.iter().map(|at| at.node).collect(),
                         isr: state.isr.clone(),
+                        revision: partition.revision,
                     }),
                     Role::Follower { .. } | Role::Offline => None,
                 }
@@ -433,26 +438,31 @@ mod tests {
                         MappedPartition {
                             replicas: vec![at(2, 1)],
                             state: state(Some((2, 20)), &[2]),
+                            revision: 0,
                         },
                         // Led by node 1 alone: served.
                         MappedPartition {
                             replicas: vec![at(1, 1)],
                             state: state(Some((1, 10)), &[1]),
+                            revision: 0,
                         },
                         // Led by node 1 with a follower in sync: not served yet.
                         MappedPartition {
                             replicas: vec![at(1, 0), at(2, 0)],
                             state: state(Some((1, 10)), &[1, 2]),
+                            revision: 0,
                         },
                         // No state yet.
                         MappedPartition {
                             replicas: vec![at(1, 0)],
                             state: None,
+                            revision: 0,
                         },
                         // Its leader (node 3) is not a member.
                         MappedPartition {
                             replicas: vec![at(3, 0), at(1, 1)],
                             state: state(Some((3, 30)), &[3, 1]),
+                            revision: 0,
                         },
                     ],
                 }),
@@ -493,6 +503,13 @@ mod tests {
         assert!(
             matches!(local(4).unwrap().serving, Serving::NotLeader(ref why) if why.contains("node 3"))
         );
+        // What it leads (and answers followers for), served to clients or not.
+        let leads = |partition: u32| local(partition).unwrap().leads.clone();
+        assert_eq!(leads(1).map(|l| (l.epoch, l.replicas)), Some((2, vec![1])));
+        let with_follower = leads(2).unwrap();
+        assert_eq!(with_follower.replicas, vec![1, 2]);
+        assert_eq!(with_follower.isr.len(), 2);
+        assert_eq!((leads(3), leads(4)), (None, None));
         assert_eq!(metadata.local_partitions(ShardId(1)).len(), 2);
         // Under another session (or none: the lease in doubt) it serves nothing.
         for session in [Some(11), None] {
@@ -502,7 +519,9 @@ mod tests {
                 .local
                 .values()
                 .flat_map(HashMap::values)
-                .all(|local| matches!(local.serving, Serving::NotLeader(_))));
+                .all(
+                    |local| matches!(local.serving, Serving::NotLeader(_)) && local.leads.is_none()
+                ));
         }
         // A replica assigned to a shard this node no longer runs lives on the shard its
         // number wraps to (its files are the node's): opened and routed there.

@@ -511,6 +511,66 @@ impl ClusterQuery {
         .await
     }
 
+    /// The leader's change of a partition's in-sync replicas (docs/cluster.md, "The in-sync
+    /// replica set"): written only if the partition key is still at `revision` (the state
+    /// the leader's ISR came from: a change by the controller or an election since makes it
+    /// fail), one partition epoch later; the key's new revision.
+    pub async fn change_isr(
+        &self,
+        topic: String,
+        partition: u32,
+        revision: i64,
+        isr: Vec<spate_core::replica::IsrMember>,
+    ) -> Result<i64, Refused> {
+        use spate_proto::ErrorCode;
+        let key = crate::records::partition_key(&self.settings.cluster_name, &topic, partition);
+        self.admin(CLUSTER_CHANGE_WAIT, move |mut client| async move {
+            let read = client
+                .get(key.clone(), None)
+                .await
+                .map_err(|error| unavailable(&error))?;
+            let Some(kv) = read.kvs().first() else {
+                return Err((ErrorCode::UnknownTopic, format!("{key} is gone")));
+            };
+            if kv.mod_revision() != revision {
+                return Err((
+                    ErrorCode::NotLeaderOrFollower,
+                    format!(
+                        "{key} changed since revision {revision} (now {})",
+                        kv.mod_revision()
+                    ),
+                ));
+            }
+            let (_, state, record) = crate::records::read_partition(kv.value())
+                .map_err(|problem| (ErrorCode::Internal, format!("{key}: {problem}")))?;
+            let changed = spate_core::replica::PartitionState { isr, ..state };
+            let Some(record) = record.with_state(&changed) else {
+                return Err((
+                    ErrorCode::Internal,
+                    format!("{key}: the partition epoch cannot grow"),
+                ));
+            };
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    revision,
+                )])
+                .and_then([TxnOp::put(key.clone(), crate::records::json(&record), None)]);
+            let answer = client.txn(txn).await.map_err(|error| unavailable(&error))?;
+            if !answer.succeeded() {
+                return Err((
+                    ErrorCode::NotLeaderOrFollower,
+                    format!("{key} changed since revision {revision}"),
+                ));
+            }
+            Ok(answer
+                .header()
+                .map_or(0, etcd_client::ResponseHeader::revision))
+        })
+        .await
+    }
+
     /// Hands out `count` producer ids, never handed out before anywhere in the cluster (the
     /// counter in etcd moves by compare-and-swap before the answer); the first.
     pub async fn allocate_producer_ids(&self, count: u32) -> Result<u64, Refused> {

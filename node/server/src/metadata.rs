@@ -98,6 +98,8 @@ pub struct Leads {
     pub replicas: Vec<u32>,
     /// The in-sync replicas the control plane holds.
     pub isr: Vec<spate_core::replica::IsrMember>,
+    /// The revision of the partition key that holds them.
+    pub revision: i64,
 }
 
 /// Whether a replica on this node serves produce and fetch.

@@ -659,6 +659,10 @@ fn spawn_maintenance(shard: &Rc<Shard>, retry_fenced: Arc<AtomicU64>) {
     })
     .detach();
     glommio::spawn_local(crate::verify::run(shard.clone())).detach();
+    #[cfg(feature = "cluster")]
+    if shard.config.etcd.is_some() {
+        glommio::spawn_local(crate::replica::propose_isr_changes(shard.clone())).detach();
+    }
     let retention_every = Duration::from_millis(shard.config.retention_check_ms);
     let retention_shard = shard.clone();
     glommio::spawn_local(async move {

@@ -44,6 +44,11 @@ pub struct Leading {
     pub core: Leader,
     /// The partition's epoch chain, as its file holds it.
     pub epochs: LeaderEpochs,
+    /// The revision of the partition key the core's ISR came from (an ISR change compares
+    /// it).
+    pub revision: i64,
+    /// An ISR change is on its way to etcd.
+    pub proposing: bool,
 }
 
 impl Leading {
@@ -127,12 +132,18 @@ impl Shard {
         };
         let current = partition.leading_epoch();
         if current == Some(leads.epoch) {
-            // The same epoch, a newer state: the controller changed the in-sync set.
+            // The same epoch, a newer state (the controller removed a member, or the map shows
+            // this leader's own change): any change in flight fails on the revision.
             let mut leading = partition.leading.borrow_mut();
             if let Some(leading) = leading.as_mut() {
-                if leading.core.isr() != leads.isr.as_slice() {
+                if leads.revision > leading.revision {
+                    leading.revision = leads.revision;
                     leading.core.handle_isr_changed(leads.isr.clone());
                 }
+            }
+            drop(leading);
+            if partition.sync_replication() {
+                partition.ring();
             }
             return;
         }
@@ -215,6 +226,8 @@ impl Shard {
             topic_id,
             core,
             epochs,
+            revision: leads.revision,
+            proposing: false,
         });
         partition.sync_replication();
         partition.ring();
@@ -398,6 +411,78 @@ impl Shard {
             partition.ring();
         }
         Ok(())
+    }
+}
+
+/// How often a shard's leaders look whether their ISR should change.
+#[cfg(feature = "cluster")]
+const ISR_CHECK: Duration = Duration::from_millis(250);
+
+/// A shard's leaders propose their ISR changes (a follower caught up joins, one that fell
+/// behind for `replica.lag.time.max` leaves, a member whose data directory changed leaves at
+/// once — the core decides) to etcd by compare-and-swap on the partition key's revision,
+/// one change in flight per partition; a change that fails (the key moved on) is dropped and
+/// the leader works from the newer state the map brings.
+#[cfg(feature = "cluster")]
+pub async fn propose_isr_changes(shard: Rc<Shard>) {
+    loop {
+        glommio::timer::sleep(ISR_CHECK).await;
+        if shard.shutdown.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(query) = shard.cluster.query().cloned() else {
+            continue;
+        };
+        for partition in shard.partition_list() {
+            let proposal = {
+                let mut leading = partition.leading.borrow_mut();
+                let Some(leading) = leading.as_mut().filter(|leading| !leading.proposing) else {
+                    continue;
+                };
+                let Some(isr) = leading.core.poll_isr_change(now()) else {
+                    continue;
+                };
+                leading.proposing = true;
+                (leading.epoch(), leading.revision, isr)
+            };
+            let query = query.clone();
+            glommio::spawn_local(propose(query, partition, proposal)).detach();
+        }
+    }
+}
+
+/// Writes one ISR change and tells the leader how it went.
+#[cfg(feature = "cluster")]
+async fn propose(
+    query: crate::cluster::ClusterQuery,
+    partition: Rc<Partition>,
+    (epoch, revision, isr): (u32, i64, Vec<IsrMember>),
+) {
+    let key = &partition.key;
+    let nodes: Vec<u32> = isr.iter().map(|member| member.replica.0).collect();
+    let written = query
+        .change_isr(key.topic.clone(), key.partition, revision, isr.clone())
+        .await;
+    {
+        let mut leading = partition.leading.borrow_mut();
+        let Some(leading) = leading.as_mut().filter(|leading| leading.epoch() == epoch) else {
+            return;
+        };
+        leading.proposing = false;
+        match written {
+            Ok(revision) => {
+                tracing::info!(topic = %key.topic, partition = key.partition, epoch, isr = ?nodes, "changed the in-sync replicas");
+                leading.revision = leading.revision.max(revision);
+                leading.core.handle_isr_changed(isr);
+            }
+            Err((_, problem)) => {
+                tracing::info!(topic = %key.topic, partition = key.partition, epoch, isr = ?nodes, "in-sync replicas not changed: {problem}");
+                leading.core.handle_isr_change_failed();
+            }
+        }
+    }
+    if partition.sync_replication() {
+        partition.ring();
     }
 }
 

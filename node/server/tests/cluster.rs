@@ -1438,7 +1438,12 @@ fn write_led_topic(etcd: &Etcd, id: u128, replicas: &[u32], leader: u32, epoch: 
     write_topic(etcd, &topic, &partition);
 }
 
-/// A follower's fetch of `t`/0 as replica `replica` (data directory 5).
+/// The storage id of the test's follower: member 122's (the controller keeps an ISR member
+/// only with its member's data directory).
+static FOLLOWER_STORAGE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(5);
+
+/// A follower's fetch of `t`/0 as replica `replica` (data directory `FOLLOWER_STORAGE`),
+/// with nothing synced.
 fn replica_fetch(
     topic_id: u128,
     replica: u32,
@@ -1452,11 +1457,12 @@ fn replica_fetch(
         partition: spate_proto::PartitionId(0),
         topic_id,
         replica,
-        storage_id: 5,
+        storage_id: FOLLOWER_STORAGE.load(std::sync::atomic::Ordering::Relaxed),
         leader_epoch: epoch,
         fetch_offset,
         last_fetched_epoch,
-        durable_end: fetch_offset,
+        // Nothing synced yet: the follower joins the ISR only once it reports it (below).
+        durable_end: 0,
         max_bytes: 1 << 20,
         max_wait_ms,
     })
@@ -1481,8 +1487,11 @@ fn refused_with(response: Response) -> ErrorCode {
 /// `ReplicaFetch` gets the batches from its offset with the epoch boundaries inside them and
 /// the high watermark, is refused for a stale or unknown epoch, a replica not assigned, or
 /// another topic of the name, is told where it diverges or to start over, and is parked
-/// until a write reaches it; `ReplicaProgress` is taken. A leader whose ISR holds a follower
-/// answers the follower but not yet clients.
+/// until a write reaches it; `ReplicaProgress` is taken. A follower that reports holding
+/// everything durably is added to the ISR by the leader (compare-and-swap in etcd, one
+/// partition epoch on), the high watermark is then the smallest durable end over both, and
+/// clients wait (until fetchers are built) while the follower is answered; a follower that
+/// stops fetching is removed after `replica.lag.time.max` and clients are served again.
 #[test]
 fn a_leader_answers_its_followers_fetches() {
     let etcd = Etcd::start("leader");
@@ -1493,6 +1502,8 @@ fn a_leader_answers_its_followers_fetches() {
     wait_for("membership", Duration::from_secs(10), || {
         etcd.member(121).is_some() && etcd.member(122).is_some()
     });
+    let follower_storage = u64::from_str_radix(&etcd.member(122).unwrap().0.storage, 16).unwrap();
+    FOLLOWER_STORAGE.store(follower_storage, std::sync::atomic::Ordering::Relaxed);
     let id = 0x1210_u128;
     write_led_topic(&etcd, id, &[121, 122], 121, 3, &[121]);
     let mut client = NodeClient::connect(node.endpoints[0]);
@@ -1576,10 +1587,10 @@ fn a_leader_answers_its_followers_fetches() {
         partition: spate_proto::PartitionId(0),
         topic_id: id,
         replica: 122,
-        storage_id: 5,
+        storage_id: FOLLOWER_STORAGE.load(std::sync::atomic::Ordering::Relaxed),
         leader_epoch: 3,
         log_end: 3,
-        durable_end: 3,
+        durable_end: 0,
     });
     assert!(matches!(client.call(&progress), Response::ReplicaProgress));
     // A follower at the end is parked until a write reaches it.
@@ -1600,16 +1611,40 @@ fn a_leader_answers_its_followers_fetches() {
     assert_eq!(records(&answer.records), vec![(3, b"d".to_vec())]);
     assert_eq!(answer.epochs[0].epoch, 3);
 
-    // With the follower in the ISR, clients wait for replication to be served; the follower
-    // is answered. (The probe asks for `Write`: one taken just before the change would wait
-    // for the follower's `fdatasync`.)
-    write_led_topic(&etcd, id, &[121, 122], 121, 3, &[121, 122]);
+    // The follower reports it holds everything, durably: caught up, the leader adds it to
+    // the ISR (by compare-and-swap in etcd). Clients then wait for replication to be served
+    // (the follower is still answered); the probe asks for `Write`, as one taken just before
+    // the change would wait for the follower's `fdatasync`.
+    let progress = Request::ReplicaProgress(spate_proto::ReplicaProgressRequest {
+        log_end: 4,
+        durable_end: 4,
+        ..match progress {
+            Request::ReplicaProgress(progress) => progress,
+            _ => unreachable!(),
+        }
+    });
+    assert!(matches!(client.call(&progress), Response::ReplicaProgress));
+    wait_for("122 in sync", Duration::from_secs(5), || {
+        isr_nodes(&partition_record(&etcd)) == vec![121, 122]
+    });
+    let record = partition_record(&etcd);
+    assert_eq!((record.epoch, record.partition_epoch), (3, 2));
+    assert_eq!(record.isr[1].storage, format!("{follower_storage:016x}"));
     wait_for("t not served to clients", Duration::from_secs(5), || {
         produced(client.produce("t", 0, &[b"e"], Durability::Write))
             == Err(ErrorCode::NotLeaderOrFollower)
     });
+    // The high watermark is the smallest durable end over the ISR.
     let answer = fetched(client.call(&replica_fetch(id, 122, 3, 4, Some(3), 0)));
-    assert_eq!(answer.diverging, None);
+    assert_eq!((answer.diverging, answer.high_watermark), (None, 4));
+    // It stops fetching: after `replica.lag.time.max` (10 s) the leader removes it, and
+    // serves clients again.
+    wait_for("122 out of sync", Duration::from_secs(20), || {
+        isr_nodes(&partition_record(&etcd)) == vec![121]
+    });
+    wait_for("t served again", Duration::from_secs(5), || {
+        produced(client.produce("t", 0, &[b"f"], Durability::Fsync)).is_ok()
+    });
     other.shutdown();
     node.shutdown();
 }
