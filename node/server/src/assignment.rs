@@ -17,7 +17,7 @@ use spate_proto::ShardId;
 use tokio::sync::watch;
 
 use crate::cluster::{member_record, members_prefix, ClusterSettings};
-use crate::metadata::{ClusterRoutes, Leads, LocalReplica, Metadata, Serving, Topic};
+use crate::metadata::{ClusterRoutes, Follows, Leads, LocalReplica, Metadata, Serving, Topic};
 use crate::records::{
     cluster_id_key, name_under, partition_under, partitions_prefix, read_partition, read_prefix,
     read_topic, setting_of, topic_id, topic_id_text, topics_prefix, Change, Changes,
@@ -335,6 +335,20 @@ pub fn metadata_from(
                     Role::Follower { .. } | Role::Offline => None,
                 }
             });
+            let follows = partition.state.as_ref().and_then(|state| {
+                let Role::Follower { leader, epoch } =
+                    role(state, ReplicaId(me), session.map(SessionId))
+                else {
+                    return None;
+                };
+                let at = partition.replicas.iter().find(|at| at.node == leader.0)?;
+                let shard = index(at.node, at.shard)?;
+                Some(Follows {
+                    leader: leader.0,
+                    epoch: epoch.0,
+                    endpoint: routes.shards.get(usize::from(shard.0))?.clone(),
+                })
+            });
             routes.local.entry(name.clone()).or_default().insert(
                 number,
                 LocalReplica {
@@ -342,6 +356,7 @@ pub fn metadata_from(
                     topic_id: topic.id.clone(),
                     serving,
                     leads,
+                    follows,
                 },
             );
         }
@@ -362,25 +377,11 @@ pub fn metadata_from(
     }
 }
 
-/// Whether `me` serves a partition in `state`, and why not. Replication to followers is not
-/// built yet: a leader serves only while it is the partition's one in-sync replica (then its
-/// own durable end is the partition's, and no other replica can be elected in its place).
+/// Whether `me` serves a partition in `state`, and why not: it leads the current epoch
+/// under its live session (its `fsync` acknowledgements then wait for every in-sync replica).
 fn serving(state: &PartitionState, me: u32, session: Option<u64>) -> Serving {
     match role(state, ReplicaId(me), session.map(SessionId)) {
-        Role::Leader { epoch } => {
-            let alone = state.isr.len() == 1 && state.isr[0].replica == ReplicaId(me);
-            if alone {
-                Serving::Leader { epoch: epoch.0 }
-            } else {
-                Serving::NotLeader(format!(
-                    "this node leads epoch {} with {} in-sync replicas, and replication to \
-                     followers is not built yet (docs/cluster.md): only a partition whose one \
-                     in-sync replica is its leader is served",
-                    epoch.0,
-                    state.isr.len()
-                ))
-            }
-        }
+        Role::Leader { epoch } => Serving::Leader { epoch: epoch.0 },
         Role::Follower { leader, epoch } => {
             Serving::NotLeader(format!("led by node {leader} in epoch {}", epoch.0))
         }
@@ -446,7 +447,7 @@ mod tests {
                             state: state(Some((1, 10)), &[1]),
                             revision: 0,
                         },
-                        // Led by node 1 with a follower in sync: not served yet.
+                        // Led by node 1 with a follower in sync: served.
                         MappedPartition {
                             replicas: vec![at(1, 0), at(2, 0)],
                             state: state(Some((1, 10)), &[1, 2]),
@@ -498,7 +499,7 @@ mod tests {
         assert!(local(0).is_none());
         assert_eq!(local(1).unwrap().serving, Serving::Leader { epoch: 2 });
         assert_eq!(local(1).unwrap().shard, ShardId(1));
-        assert!(matches!(local(2).unwrap().serving, Serving::NotLeader(_)));
+        assert_eq!(local(2).unwrap().serving, Serving::Leader { epoch: 2 });
         assert!(matches!(local(3).unwrap().serving, Serving::NotLeader(_)));
         assert!(
             matches!(local(4).unwrap().serving, Serving::NotLeader(ref why) if why.contains("node 3"))
@@ -511,6 +512,25 @@ mod tests {
         assert_eq!(with_follower.isr.len(), 2);
         assert_eq!((leads(3), leads(4)), (None, None));
         assert_eq!(metadata.local_partitions(ShardId(1)).len(), 2);
+        assert!(routes.local["t"]
+            .values()
+            .all(|local| local.follows.is_none()));
+        // Led by node 2: node 1 follows it, fetching from node 2's shard of the partition.
+        let mut led_by_2 = map();
+        if let Some(Some(topic)) = led_by_2.topics.get_mut("t") {
+            topic.partitions[2].state = state(Some((2, 20)), &[1, 2]);
+        }
+        let followed = metadata_from(&led_by_2, 1, Some(10), 2, 7);
+        let local = followed.cluster.as_ref().unwrap().replica("t", 2).unwrap();
+        assert_eq!(
+            local.follows,
+            Some(Follows {
+                leader: 2,
+                epoch: 2,
+                endpoint: "n2:0".into()
+            })
+        );
+        assert!(local.leads.is_none());
         // Under another session (or none: the lease in doubt) it serves nothing.
         for session in [Some(11), None] {
             let metadata = metadata_from(&map(), 1, session, 2, 7);

@@ -15,6 +15,7 @@ pub mod coordinator;
 pub mod durable;
 pub mod engine;
 pub mod fence;
+pub mod fetcher;
 pub mod identity;
 pub mod inbound;
 pub mod lock;

@@ -88,6 +88,17 @@ pub struct LocalReplica {
     /// session (it then answers its followers' `ReplicaFetch`, whether or not it serves
     /// clients yet).
     pub leads: Option<Leads>,
+    /// Whom it follows, when another member leads the partition's current epoch.
+    pub follows: Option<Follows>,
+}
+
+/// The leader a replica fetches from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Follows {
+    pub leader: u32,
+    pub epoch: u32,
+    /// The leader's shard for the partition (an endpoint of `ClusterRoutes::shards`).
+    pub endpoint: String,
 }
 
 /// A partition's current epoch as its leader (this node) holds it.

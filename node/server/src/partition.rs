@@ -138,6 +138,9 @@ pub struct Partition {
     /// In a cluster, while this node leads the partition: the leader's replica state (its
     /// high watermark is the log's visible end).
     pub leading: RefCell<Option<crate::replica::Leading>>,
+    /// In a cluster, while this node follows the partition: whom (its fetcher runs while
+    /// this names its generation).
+    pub following: RefCell<Option<crate::fetcher::Following>>,
 }
 
 impl Partition {
@@ -168,6 +171,7 @@ impl Partition {
             room_gate: Rc::new(glommio::sync::Semaphore::new(1)),
             groups: RefCell::new(None),
             leading: RefCell::new(None),
+            following: RefCell::new(None),
         })
     }
 
@@ -224,7 +228,9 @@ impl Partition {
     /// Whether the log is idle and everything appended is durable (or never will be).
     pub fn settled(&self) -> bool {
         let log = self.log.borrow();
-        log.is_idle() && (log.high_watermark() == log.next_offset() || log.fenced().is_some())
+        // The durable end, not the high watermark: a replicated log's waits on its
+        // replicas, which a close does not wait for.
+        log.is_idle() && (log.durable_end() == log.next_offset() || log.fenced().is_some())
     }
 
     /// Stops the driver once the log is settled.

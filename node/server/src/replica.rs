@@ -173,13 +173,18 @@ impl Shard {
         };
         // The chain describes the log as it is: entries past its end (a crash cut the log
         // after the file was written) go.
+        // The high watermark this replica learned (as a follower, or as an earlier leader);
+        // after a restart none: what it holds above its log start may never have been
+        // committed, and becomes visible only as the ISR holds it.
         let (log_start, log_end, durable_end, high_watermark) = {
             let log = partition.log();
             (
                 log.log_start(),
                 log.next_offset(),
                 log.durable_end(),
-                log.high_watermark(),
+                log.replicated_high_watermark()
+                    .unwrap_or(log.log_start())
+                    .min(log.next_offset()),
             )
         };
         epochs.truncate_from_end(Offset(log_end.0.saturating_add(1)));

@@ -945,8 +945,8 @@ fn holds(dir: &Path, topic: &str, partition: u32) -> bool {
 /// Two nodes serve the partitions of topics created through either of them: `Metadata`
 /// lists every member's shards and routes each partition to its leader's; a partition is
 /// produced to and fetched from its leader, a node that does not hold it answers `NotOwner`
-/// with the leader's shard; a replication factor the members cannot meet is refused, and one
-/// above 1 is not served yet (replication to followers is the next step); a node that
+/// with the leader's shard; a replication factor the members cannot meet is refused, one the
+/// members meet is served by the partition's leader; a node that
 /// restarts serves its partitions again, its records kept; a deleted topic's replicas are
 /// removed from both nodes.
 #[test]
@@ -1015,7 +1015,8 @@ fn a_cluster_serves_its_topics_across_its_nodes() {
             Err(ErrorCode::NotOwner)
         );
     }
-    // Two copies on two nodes: created, not served until followers replicate.
+    // Two copies on two nodes: created and served by its leader (replicated to the other:
+    // `a_replicated_partition_keeps_its_acknowledged_records_when_its_leader_goes`).
     let replicated = Request::CreateTopic(spate_proto::CreateTopicRequest {
         topic: "copies".into(),
         partitions: 1,
@@ -1028,10 +1029,9 @@ fn a_cluster_serves_its_topics_across_its_nodes() {
     assert!(matches!(answer, Response::CreateTopic(_)), "{answer:?}");
     let metadata = client.metadata();
     let mut at_leader = NodeClient::connect(owner(&metadata, "copies", 0));
-    assert_eq!(
-        produced(at_leader.produce("copies", 0, &[b"x"], Durability::Fsync)),
-        Err(ErrorCode::NotLeaderOrFollower)
-    );
+    wait_for("copies served", Duration::from_secs(10), || {
+        produced(at_leader.produce("copies", 0, &[b"x"], Durability::Fsync)) == Ok(0)
+    });
     let wide = Request::CreateTopic(spate_proto::CreateTopicRequest {
         topic: "wide".into(),
         replication_factor: 3,
@@ -1489,21 +1489,40 @@ fn refused_with(response: Response) -> ErrorCode {
 /// another topic of the name, is told where it diverges or to start over, and is parked
 /// until a write reaches it; `ReplicaProgress` is taken. A follower that reports holding
 /// everything durably is added to the ISR by the leader (compare-and-swap in etcd, one
-/// partition epoch on), the high watermark is then the smallest durable end over both, and
-/// clients wait (until fetchers are built) while the follower is answered; a follower that
-/// stops fetching is removed after `replica.lag.time.max` and clients are served again.
+/// partition epoch on), the high watermark is then the smallest durable end over both (an
+/// `fsync` produce waits for the follower's report); a follower that stops fetching is
+/// removed after `replica.lag.time.max` and the leader acknowledges alone again.
 #[test]
 fn a_leader_answers_its_followers_fetches() {
     let etcd = Etcd::start("leader");
     let dir = data_dir("member-121");
     let node = spate_node::start(config(&dir, &etcd, 121, 3_000)).unwrap();
-    // A live member 122 (it does not fetch yet): the controller keeps it in the ISR below.
-    let other = spate_node::start(config(&data_dir("member-122"), &etcd, 122, 3_000)).unwrap();
+    // Member 122 is the test: registered under a lease of its own (so the controller keeps
+    // it in the ISR below), fetching by hand.
+    let follower_storage = 0x0122_0122_u64;
+    FOLLOWER_STORAGE.store(follower_storage, std::sync::atomic::Ordering::Relaxed);
+    etcd.run(async |client| {
+        let lease = client.lease_grant(120, None).await.unwrap().id();
+        let record = MemberRecord {
+            v: 1,
+            node: 122,
+            session: format!("{:016x}", 0x122),
+            storage: format!("{follower_storage:016x}"),
+            shards: vec!["127.0.0.1:9".into()],
+            since_ms: 0,
+        };
+        client
+            .put(
+                member_key("spate", 122),
+                serde_json::to_vec(&record).unwrap(),
+                Some(etcd_client::PutOptions::new().with_lease(lease)),
+            )
+            .await
+            .unwrap();
+    });
     wait_for("membership", Duration::from_secs(10), || {
         etcd.member(121).is_some() && etcd.member(122).is_some()
     });
-    let follower_storage = u64::from_str_radix(&etcd.member(122).unwrap().0.storage, 16).unwrap();
-    FOLLOWER_STORAGE.store(follower_storage, std::sync::atomic::Ordering::Relaxed);
     let id = 0x1210_u128;
     write_led_topic(&etcd, id, &[121, 122], 121, 3, &[121]);
     let mut client = NodeClient::connect(node.endpoints[0]);
@@ -1612,9 +1631,7 @@ fn a_leader_answers_its_followers_fetches() {
     assert_eq!(answer.epochs[0].epoch, 3);
 
     // The follower reports it holds everything, durably: caught up, the leader adds it to
-    // the ISR (by compare-and-swap in etcd). Clients then wait for replication to be served
-    // (the follower is still answered); the probe asks for `Write`, as one taken just before
-    // the change would wait for the follower's `fdatasync`.
+    // the ISR (by compare-and-swap in etcd).
     let progress = Request::ReplicaProgress(spate_proto::ReplicaProgressRequest {
         log_end: 4,
         durable_end: 4,
@@ -1630,21 +1647,134 @@ fn a_leader_answers_its_followers_fetches() {
     let record = partition_record(&etcd);
     assert_eq!((record.epoch, record.partition_epoch), (3, 2));
     assert_eq!(record.isr[1].storage, format!("{follower_storage:016x}"));
-    wait_for("t not served to clients", Duration::from_secs(5), || {
-        produced(client.produce("t", 0, &[b"e"], Durability::Write))
-            == Err(ErrorCode::NotLeaderOrFollower)
+    // The high watermark is the smallest durable end over the ISR: a `fsync` produce waits
+    // for the follower, a `write` one does not.
+    let at_end = fetched(client.call(&replica_fetch(id, 122, 3, 4, Some(3), 0)));
+    assert_eq!((at_end.diverging, at_end.high_watermark), (None, 4));
+    assert_eq!(
+        produced(client.produce("t", 0, &[b"e"], Durability::Write)),
+        Ok(4)
+    );
+    let endpoint = node.endpoints[0];
+    let waiting = std::thread::spawn(move || {
+        let mut producer = NodeClient::connect(endpoint);
+        produced(producer.produce("t", 0, &[b"f"], Durability::Fsync))
     });
-    // The high watermark is the smallest durable end over the ISR.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !waiting.is_finished(),
+        "acknowledged before the follower held it"
+    );
+    // The follower fetches both and reports them durable: the produce is acknowledged.
     let answer = fetched(client.call(&replica_fetch(id, 122, 3, 4, Some(3), 0)));
-    assert_eq!((answer.diverging, answer.high_watermark), (None, 4));
+    assert_eq!(answer.diverging, None);
+    assert_eq!(records(&answer.records).len(), 2);
+    let progress = Request::ReplicaProgress(spate_proto::ReplicaProgressRequest {
+        log_end: 6,
+        durable_end: 6,
+        ..match progress {
+            Request::ReplicaProgress(progress) => progress,
+            _ => unreachable!(),
+        }
+    });
+    assert!(matches!(client.call(&progress), Response::ReplicaProgress));
+    assert_eq!(waiting.join().unwrap(), Ok(5));
+    let answer = fetched(client.call(&replica_fetch(id, 122, 3, 6, Some(3), 0)));
+    assert_eq!(answer.high_watermark, 6);
     // It stops fetching: after `replica.lag.time.max` (10 s) the leader removes it, and
-    // serves clients again.
+    // acknowledges alone again.
     wait_for("122 out of sync", Duration::from_secs(20), || {
         isr_nodes(&partition_record(&etcd)) == vec![121]
     });
-    wait_for("t served again", Duration::from_secs(5), || {
-        produced(client.produce("t", 0, &[b"f"], Durability::Fsync)).is_ok()
-    });
-    other.shutdown();
+    assert_eq!(
+        produced(client.produce("t", 0, &[b"g"], Durability::Fsync)),
+        Ok(6)
+    );
     node.shutdown();
+}
+
+/// Replication between two real nodes: a topic created with replication factor 2 has both
+/// replicas in its ISR; `fsync` produces to the leader are acknowledged once the follower
+/// (its fetcher) holds them durably; when the leader stops, the controller elects the
+/// follower, which serves every acknowledged record and takes new ones; the old leader,
+/// started again, follows the new one, catches up and rejoins the ISR, and serves what was
+/// written meanwhile once it leads again.
+#[test]
+fn a_replicated_partition_keeps_its_acknowledged_records_when_its_leader_goes() {
+    let etcd = Etcd::start("replicated");
+    let dirs = [data_dir("member-131"), data_dir("member-132")];
+    let mut nodes = vec![
+        Some(spate_node::start(config(&dirs[0], &etcd, 131, 3_000)).unwrap()),
+        None,
+    ];
+    wait_for("a controller", Duration::from_secs(10), || {
+        nodes[0].as_ref().unwrap().is_controller()
+    });
+    nodes[1] = Some(spate_node::start(config(&dirs[1], &etcd, 132, 3_000)).unwrap());
+    wait_for("membership", Duration::from_secs(10), || {
+        etcd.member(132).is_some()
+    });
+    let mut client = NodeClient::connect(nodes[0].as_ref().unwrap().endpoints[0]);
+    let create = Request::CreateTopic(spate_proto::CreateTopicRequest {
+        topic: "r".into(),
+        partitions: 1,
+        retention_ms: spate_proto::Setting::Default,
+        retention_bytes: spate_proto::Setting::Default,
+        segment_bytes: spate_proto::Setting::Default,
+        replication_factor: 2,
+    });
+    assert!(matches!(client.call(&create), Response::CreateTopic(_)));
+    let state = || partitions_of(&etcd, "r").remove(0);
+    let first = state();
+    assert_eq!(isr_nodes(&first).len(), 2, "{first:?}");
+    let leader = first.leader.unwrap().node;
+    let at = |node: u32| usize::try_from(node - 131).unwrap();
+    let follower = if leader == 131 { 132 } else { 131 };
+    let mut at_leader = NodeClient::connect(nodes[at(leader)].as_ref().unwrap().endpoints[0]);
+    let mut written = Vec::new();
+    for n in 0..20u32 {
+        let value = format!("record {n}");
+        let offset = produced(at_leader.produce("r", 0, &[value.as_bytes()], Durability::Fsync))
+            .unwrap_or_else(|code| panic!("produce {n}: {code:?}"));
+        assert_eq!(offset, u64::from(n));
+        written.push(value.into_bytes());
+    }
+    // Both replicas stayed in sync.
+    assert_eq!(isr_nodes(&state()).len(), 2);
+    // The leader goes: the follower leads the next epoch and serves every acknowledged record.
+    nodes[at(leader)].take().unwrap().shutdown();
+    wait_for("the follower leading", Duration::from_secs(15), || {
+        let record = state();
+        record.leader.as_ref().map(|leader| leader.node) == Some(follower) && record.epoch == 2
+    });
+    let mut at_follower = NodeClient::connect(nodes[at(follower)].as_ref().unwrap().endpoints[0]);
+    wait_for("the new leader serving", Duration::from_secs(10), || {
+        produced(at_follower.produce("r", 0, &[b"after"], Durability::Fsync)) == Ok(20)
+    });
+    written.push(b"after".to_vec());
+    assert_eq!(values_of(&mut at_follower, "r", 0), written);
+    // The old leader comes back: it follows, catches up, and rejoins the ISR.
+    nodes[at(leader)] =
+        Some(spate_node::start(config(&dirs[at(leader)], &etcd, leader, 3_000)).unwrap());
+    wait_for("both in sync again", Duration::from_secs(20), || {
+        isr_nodes(&state()).len() == 2
+    });
+    // The new leader goes too: the old one leads again, with everything.
+    nodes[at(follower)].take().unwrap().shutdown();
+    wait_for(
+        "the old leader leading again",
+        Duration::from_secs(15),
+        || {
+            let record = state();
+            record.leader.as_ref().map(|l| l.node) == Some(leader) && record.epoch == 3
+        },
+    );
+    let mut again = NodeClient::connect(nodes[at(leader)].as_ref().unwrap().endpoints[0]);
+    wait_for("the old leader serving", Duration::from_secs(10), || {
+        matches!(again.fetch("r", 0, 0, 0), Response::Fetch(_))
+    });
+    assert_eq!(values_of(&mut again, "r", 0), written);
+    for node in nodes.into_iter().flatten() {
+        node.shutdown();
+    }
 }

@@ -352,6 +352,12 @@ impl PartitionLog {
         }
     }
 
+    /// The high watermark the replication protocol gave this log, if it is replicated
+    /// ([`PartitionLog::handle_replicated_high_watermark`]).
+    pub fn replicated_high_watermark(&self) -> Option<Offset> {
+        self.replicated_end
+    }
+
     /// Every offset below this is written (maybe not yet durable).
     pub fn written_end(&self) -> Offset {
         self.written

@@ -24,7 +24,8 @@ use spate_proto::{ErrorCode, ErrorResponse, Setting, ShardId};
 use crate::config::NodeConfig;
 use crate::connections::Connections;
 use crate::coordinator::{AdminClient, Update};
-use crate::metadata::{Metadata, Topic};
+use crate::fetcher::{Following, Reopen};
+use crate::metadata::{Follows, Metadata, Topic};
 use crate::ownership::PartitionTable;
 use crate::partition::{now, Budget, Partition};
 use crate::storage::{list_dir, DmaStorage};
@@ -159,6 +160,8 @@ pub struct Shard {
     pub cluster: Arc<crate::membership::ClusterView>,
     /// In a cluster: what each open replica was claimed as (its directory's `replica-of`).
     claims: RefCell<std::collections::HashMap<PartitionKey, ReplicaOf>>,
+    /// Fetchers started on this shard (each one's generation).
+    fetchers: std::cell::Cell<u64>,
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> ErrorResponse {
@@ -197,6 +200,7 @@ impl Shard {
             write_buffers: Rc::default(),
             cluster: Arc::default(),
             claims: RefCell::default(),
+            fetchers: std::cell::Cell::new(0),
         }
     }
 
@@ -223,6 +227,11 @@ impl Shard {
 
     pub fn metadata(&self) -> Rc<Metadata> {
         self.metadata.borrow().clone()
+    }
+
+    /// Waits for the next write or sync progress of any of the shard's partitions.
+    pub(crate) async fn wait_for_progress(&self) {
+        self.budget.wait_for_progress().await;
     }
 
     /// Waits until the shard's unsynced bytes are within its budget (back-pressure).
@@ -339,6 +348,7 @@ impl Shard {
                 let dir = partition_dir(&self.config.data_dir, &key.topic, key.partition);
                 self.lead(&partition, &dir, &local.topic_id, local.leads.as_ref())
                     .await;
+                self.follow(&partition, &local.topic_id, local.follows.as_ref());
             }
         }
     }
@@ -381,17 +391,41 @@ impl Shard {
     /// Opens a partition unless it is being opened already (a metadata update and a retried
     /// recovery may both want it; two drivers on one directory would corrupt it).
     async fn open_partition(self: &Rc<Self>, key: PartitionKey, config: spate_core::LogConfig) {
+        self.open_partition_as(key, config, None).await;
+    }
+
+    /// [`Shard::open_partition`], its log cut or reset first when `reopen` says so.
+    async fn open_partition_as(
+        self: &Rc<Self>,
+        key: PartitionKey,
+        config: spate_core::LogConfig,
+        reopen: Option<Reopen>,
+    ) {
         if !self.opening.borrow_mut().insert(key.clone()) {
             return;
         }
-        self.open_partition_once(key.clone(), config).await;
+        self.open_partition_once(key.clone(), config, reopen).await;
         self.opening.borrow_mut().remove(&key);
+    }
+
+    /// A follower's replica whose log must be cut or started over (its fetcher found so):
+    /// closed, opened again through `Recovery::truncating` or `Recovery::resetting`, and
+    /// followed anew.
+    pub(crate) async fn reopen(self: &Rc<Self>, partition: &Rc<Partition>, how: Reopen) {
+        if !self.is_current(partition) {
+            return;
+        }
+        let key = partition.key.clone();
+        let config = partition.log().config().clone();
+        self.close_partition(&key, true).await;
+        self.open_partition_as(key, config, Some(how)).await;
     }
 
     async fn open_partition_once(
         self: &Rc<Self>,
         key: PartitionKey,
         config: spate_core::LogConfig,
+        reopen: Option<Reopen>,
     ) {
         if self.partitions.borrow().contains(&key) {
             return;
@@ -432,7 +466,11 @@ impl Shard {
             }
         };
         tracing::debug!(topic = %key.topic, partition = key.partition, files = listing.len(), "recovering");
-        let mut recovery = Recovery::new(config, &listing);
+        let mut recovery = match reopen {
+            None => Recovery::new(config, &listing),
+            Some(Reopen::Truncate(to)) => Recovery::truncating(config, &listing, to),
+            Some(Reopen::Reset(start)) => Recovery::resetting(config, &listing, start),
+        };
         let result = loop {
             while let Some(request) = recovery.poll_io() {
                 storage.submit(request);
@@ -509,12 +547,13 @@ impl Shard {
         );
         // A partition this node leads takes its epoch (the `leader-epochs` file) before anyone
         // can reach it.
-        let led = self.metadata().cluster.as_ref().and_then(|routes| {
+        let local = self.metadata().cluster.as_ref().and_then(|routes| {
             let local = routes.replica(&key.topic, key.partition)?;
-            Some((local.topic_id.clone(), local.leads.clone()))
+            Some(local.clone())
         });
-        if let Some((topic_id, leads)) = led {
-            self.lead(&partition, &dir, &topic_id, leads.as_ref()).await;
+        if let Some(local) = &local {
+            self.lead(&partition, &dir, &local.topic_id, local.leads.as_ref())
+                .await;
         }
         let replaced = self.partitions.borrow_mut().insert(partition.clone());
         if let Some(old) = replaced {
@@ -524,7 +563,57 @@ impl Shard {
             old.abandon();
             old.release_budget();
         }
-        glommio::spawn_local(partition.drive(bell)).detach();
+        glommio::spawn_local(partition.clone().drive(bell)).detach();
+        if let Some(local) = &local {
+            self.follow(&partition, &local.topic_id, local.follows.as_ref());
+        }
+    }
+
+    /// Starts (or ends) the fetcher of `partition` as `follows` says: a new leader, epoch or
+    /// endpoint ends the old fetcher and starts a new one.
+    fn follow(
+        self: &Rc<Self>,
+        partition: &Rc<Partition>,
+        topic_id: &str,
+        follows: Option<&Follows>,
+    ) {
+        let topic_id = u128::from_str_radix(topic_id, 16).ok();
+        let wanted = follows.zip(topic_id);
+        let same = {
+            let following = partition.following.borrow();
+            match (following.as_ref(), wanted) {
+                (None, None) => true,
+                (Some(following), Some((follows, topic_id))) => {
+                    following.leader == follows.leader
+                        && following.epoch == follows.epoch
+                        && following.endpoint == follows.endpoint
+                        && following.topic_id == topic_id
+                }
+                _ => false,
+            }
+        };
+        if same {
+            return;
+        }
+        let Some((follows, topic_id)) = wanted else {
+            partition.following.borrow_mut().take();
+            return;
+        };
+        let generation = self.fetchers.get() + 1;
+        self.fetchers.set(generation);
+        *partition.following.borrow_mut() = Some(Following {
+            leader: follows.leader,
+            epoch: follows.epoch,
+            endpoint: follows.endpoint.clone(),
+            topic_id,
+            generation,
+        });
+        glommio::spawn_local(crate::fetcher::run(
+            self.clone(),
+            partition.clone(),
+            generation,
+        ))
+        .detach();
     }
 
     /// Re-runs recovery, from what is on the media, for fenced partitions: all of them when

@@ -1,0 +1,446 @@
+//! A follower's fetcher (docs/cluster.md, "Roles" and "Truncation"): for each replica this
+//! node follows, a task on the replica's shard fetches from the leader's shard over the node
+//! link (TCP, the frames of docs/protocol.md), checks each answer with the pure
+//! `spate_core::replica::Follower`, enters new epoch boundaries in the replica's
+//! `leader-epochs` file (durably) before the records that carry them, and appends the
+//! leader's batches byte for byte through the log's group commit (`handle_replicate`). While
+//! its fetch is parked at the leader, it reports its durable end as it moves
+//! (`ReplicaProgress`), so an `acks=all` produce waits for the follower's `fdatasync`, not for
+//! its next fetch. A diverging answer cuts the log (`Recovery::truncating`) and an answer
+//! that the leader no longer has the follower's position starts it over there
+//! (`Recovery::resetting`): both close the partition and open it again, and a new fetcher
+//! takes over. The task ends when the replica's role changes.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use spate_core::replica::{EpochEnd, EpochStart, Follower, LeaderEpoch, LeaderEpochs, ReplicaId};
+use spate_core::{AppendError, PartitionLog};
+use spate_format::Offset;
+use spate_proto::limits::RESPONSE_SIZE_MAX;
+use spate_proto::{
+    ErrorCode, ErrorDetail, FrameDecoder, ReplicaFetchRequest, ReplicaFetchResponse,
+    ReplicaProgressRequest, Request, Response,
+};
+
+use crate::partition::{now, Partition};
+use crate::replica::load_epochs;
+use crate::shard::{partition_dir, Shard};
+
+/// The most a follower asks for in one fetch.
+pub const REPLICA_FETCH_BYTES: u32 = 1 << 20;
+
+/// How long the leader may park a follower's fetch.
+const REPLICA_FETCH_WAIT_MS: u32 = 500;
+
+/// How long past its wait a fetch's answer may take before the link is dropped and made again.
+const ANSWER_GRACE: Duration = Duration::from_secs(5);
+
+/// How long a follower waits before it connects again, at first and at most.
+const RECONNECT_FIRST: Duration = Duration::from_millis(50);
+const RECONNECT_MAX: Duration = Duration::from_secs(1);
+
+/// How long a follower waits after the leader refused it for an epoch or a role (the map
+/// will bring the change).
+const REFUSED_WAIT: Duration = Duration::from_millis(100);
+
+/// Whom a replica follows (set by the shard from the cluster's map; a new value ends the
+/// fetcher of the old one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Following {
+    pub leader: u32,
+    pub epoch: u32,
+    /// The leader's shard serving the partition.
+    pub endpoint: String,
+    pub topic_id: u128,
+    /// Told apart from an earlier fetcher of the same replica.
+    pub generation: u64,
+}
+
+/// How a replica's log must be opened again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reopen {
+    /// Cut at this offset (a diverging answer).
+    Truncate(Offset),
+    /// Emptied and started at this offset (the leader's log start passed the follower's end).
+    Reset(Offset),
+}
+
+/// Why a fetcher stops.
+enum Stop {
+    /// The role changed or the partition closed.
+    Done,
+    /// The log must be opened again so.
+    Reopen(Reopen),
+}
+
+/// Whether `generation` still follows on `partition`.
+fn current(shard: &Shard, partition: &Partition, generation: u64) -> Option<Following> {
+    if partition.is_closing() || shard.shutdown.load(Ordering::Relaxed) {
+        return None;
+    }
+    partition
+        .following
+        .borrow()
+        .as_ref()
+        .filter(|following| following.generation == generation)
+        .cloned()
+}
+
+/// The follower's chain as it describes its log: entries past the log's end (a crash cut the
+/// log after the file was written, or a truncation) go; an empty log has none.
+fn chain_of(mut epochs: LeaderEpochs, log: &PartitionLog) -> LeaderEpochs {
+    let (start, end) = (log.log_start(), log.next_offset());
+    if start >= end {
+        return LeaderEpochs::new();
+    }
+    epochs.truncate_from_end(end);
+    epochs.truncate_from_start(start);
+    epochs
+}
+
+/// Runs the fetcher of `partition` for `generation` (see the module documentation).
+pub async fn run(shard: Rc<Shard>, partition: Rc<Partition>, generation: u64) {
+    let key = partition.key.clone();
+    let dir = partition_dir(&shard.config.data_dir, &key.topic, key.partition);
+    let loaded = {
+        let dir = dir.clone();
+        glommio::executor()
+            .spawn_blocking(move || load_epochs(&dir))
+            .await
+    };
+    let epochs = match loaded {
+        Ok(epochs) => epochs,
+        Err(problem) => {
+            tracing::error!(topic = %key.topic, partition = key.partition, "not following: {problem}");
+            return;
+        }
+    };
+    let Some(following) = current(&shard, &partition, generation) else {
+        return;
+    };
+    let (epochs, high_watermark) = {
+        let log = partition.log();
+        let known = log.replicated_high_watermark().unwrap_or(log.log_start());
+        (chain_of(epochs, &log), known)
+    };
+    let mut fetcher = Fetcher {
+        shard: shard.clone(),
+        partition: partition.clone(),
+        generation,
+        core: Follower::new(
+            ReplicaId(following.leader),
+            LeaderEpoch(following.epoch),
+            high_watermark,
+        ),
+        epochs,
+        stored: None,
+        dir,
+        next_id: 1,
+    };
+    tracing::info!(topic = %key.topic, partition = key.partition, leader = following.leader, epoch = following.epoch, "following");
+    let mut backoff = RECONNECT_FIRST;
+    let stop = loop {
+        let Some(following) = current(&shard, &partition, generation) else {
+            break Stop::Done;
+        };
+        let address: Option<SocketAddr> = following.endpoint.parse().ok();
+        let stream = match address {
+            Some(address) => TcpStream::connect(address).await.ok(),
+            None => None,
+        };
+        let Some(stream) = stream else {
+            glommio::timer::sleep(backoff).await;
+            backoff = (backoff * 2).min(RECONNECT_MAX);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        backoff = RECONNECT_FIRST;
+        match fetcher.fetch_over(stream, &following).await {
+            Ok(stop) => break stop,
+            Err(problem) => {
+                tracing::debug!(topic = %key.topic, partition = key.partition, "the link to the leader failed: {problem}");
+                glommio::timer::sleep(backoff).await;
+            }
+        }
+    };
+    if let Stop::Reopen(how) = stop {
+        shard.reopen(&partition, how).await;
+    }
+}
+
+struct Fetcher {
+    shard: Rc<Shard>,
+    partition: Rc<Partition>,
+    generation: u64,
+    core: Follower,
+    epochs: LeaderEpochs,
+    /// The chain as its file last held it (`None`: not written by this fetcher yet).
+    stored: Option<LeaderEpochs>,
+    dir: std::path::PathBuf,
+    next_id: u64,
+}
+
+impl Fetcher {
+    /// Fetches over one connection until the role changes (`Ok`) or the link fails (`Err`).
+    async fn fetch_over(
+        &mut self,
+        stream: TcpStream,
+        following: &Following,
+    ) -> Result<Stop, String> {
+        let (mut reader, mut writer) = futures_lite::io::split(stream);
+        let decoder = FrameDecoder::new(RESPONSE_SIZE_MAX);
+        let mut buffer = BytesMut::new();
+        let mut chunk = vec![0u8; 64 << 10];
+        let storage_id = self.shard.cluster.storage_id();
+        let me = self.shard.config.node_id.unwrap_or(0);
+        let key = self.partition.key.clone();
+        loop {
+            if current(&self.shard, &self.partition, self.generation).as_ref() != Some(following) {
+                return Ok(Stop::Done);
+            }
+            let (fetch_offset, durable_end) = {
+                let log = self.partition.log();
+                (log.next_offset(), log.durable_end())
+            };
+            let request = Request::ReplicaFetch(ReplicaFetchRequest {
+                topic: key.topic.clone(),
+                partition: spate_proto::PartitionId(key.partition),
+                topic_id: following.topic_id,
+                replica: me,
+                storage_id,
+                leader_epoch: following.epoch,
+                fetch_offset: fetch_offset.0,
+                last_fetched_epoch: self.epochs.latest_epoch().map(|epoch| epoch.0),
+                durable_end: durable_end.0,
+                max_bytes: REPLICA_FETCH_BYTES,
+                max_wait_ms: REPLICA_FETCH_WAIT_MS,
+            });
+            let id = self.next_id;
+            self.next_id += 1;
+            writer
+                .write_all(&request.to_frame(id))
+                .await
+                .map_err(|error| error.to_string())?;
+            let mut reported = durable_end;
+            // While the fetch is parked, the durable end is reported as it moves.
+            let answer = {
+                let answered = async {
+                    loop {
+                        if let Some(frame) = decoder
+                            .decode(&mut buffer)
+                            .map_err(|error| error.to_string())?
+                        {
+                            if frame.head.correlation_id != id {
+                                continue; // a progress report's empty answer
+                            }
+                            return Response::decode(&frame).map_err(|error| error.to_string());
+                        }
+                        let read = reader
+                            .read(&mut chunk)
+                            .await
+                            .map_err(|error| error.to_string())?;
+                        if read == 0 {
+                            return Err("the leader closed the link".to_owned());
+                        }
+                        buffer.extend_from_slice(&chunk[..read]);
+                    }
+                };
+                let reporting = async {
+                    loop {
+                        self.shard.wait_for_progress().await;
+                        let (log_end, durable) = {
+                            let log = self.partition.log();
+                            (log.next_offset(), log.durable_end())
+                        };
+                        if durable <= reported {
+                            continue;
+                        }
+                        reported = durable;
+                        let progress = Request::ReplicaProgress(ReplicaProgressRequest {
+                            topic: key.topic.clone(),
+                            partition: spate_proto::PartitionId(key.partition),
+                            topic_id: following.topic_id,
+                            replica: me,
+                            storage_id,
+                            leader_epoch: following.epoch,
+                            log_end: log_end.0,
+                            durable_end: durable.0,
+                        });
+                        let id = self.next_id;
+                        self.next_id += 1;
+                        if let Err(error) = writer.write_all(&progress.to_frame(id)).await {
+                            return Err(error.to_string());
+                        }
+                    }
+                };
+                let deadline = async {
+                    glommio::timer::sleep(
+                        Duration::from_millis(u64::from(REPLICA_FETCH_WAIT_MS)) + ANSWER_GRACE,
+                    )
+                    .await;
+                    Err("the leader did not answer a fetch in time".to_owned())
+                };
+                future::or(answered, future::or(reporting, deadline)).await?
+            };
+            match answer {
+                Response::ReplicaFetch(answer) => {
+                    if let Some(stop) = self.take(fetch_offset, answer).await? {
+                        return Ok(stop);
+                    }
+                }
+                Response::Error { error, .. } => match error.code {
+                    ErrorCode::OffsetOutOfRange => {
+                        let ErrorDetail::OffsetRange {
+                            log_start_offset, ..
+                        } = error.detail
+                        else {
+                            return Err(format!("the leader refused: {error}"));
+                        };
+                        let start = Offset(log_start_offset);
+                        if let Err(problem) = self.core.handle_out_of_range(fetch_offset, start) {
+                            self.fence(&problem.to_string()).await;
+                            return Ok(Stop::Done);
+                        }
+                        tracing::warn!(topic = %key.topic, partition = key.partition, from = fetch_offset.0, to = start.0, "the leader no longer has this replica's position: starting over at its log start");
+                        return Ok(Stop::Reopen(Reopen::Reset(start)));
+                    }
+                    ErrorCode::FencedLeaderEpoch
+                    | ErrorCode::UnknownLeaderEpoch
+                    | ErrorCode::NotLeaderOrFollower
+                    | ErrorCode::ReplicaNotAvailable
+                    | ErrorCode::UnknownTopic
+                    | ErrorCode::NotOwner => {
+                        // The map will bring the change (or the leader will see it).
+                        glommio::timer::sleep(REFUSED_WAIT).await;
+                    }
+                    _ => return Err(format!("the leader refused: {error}")),
+                },
+                other => {
+                    return Err(format!(
+                        "the leader answered a fetch with {:?}",
+                        other.api_key()
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Takes an answer to a fetch from `from`: a divergence stops the fetcher for a cut,
+    /// records are appended (their boundaries entered first).
+    async fn take(
+        &mut self,
+        from: Offset,
+        answer: ReplicaFetchResponse,
+    ) -> Result<Option<Stop>, String> {
+        let key = self.partition.key.clone();
+        let log_end = self.partition.log().next_offset();
+        if log_end != from {
+            return Ok(None); // the log moved meanwhile: ask again
+        }
+        if let Some(diverging) = answer.diverging {
+            // Epochs start at 1: 0 says the leader's chain has none at or below ours.
+            let end = EpochEnd {
+                epoch: (diverging.epoch > 0).then_some(LeaderEpoch(diverging.epoch)),
+                end: Offset(diverging.end_offset),
+            };
+            return match self.core.handle_diverging(&self.epochs, log_end, end) {
+                Ok(truncation) => {
+                    tracing::warn!(topic = %key.topic, partition = key.partition, log_end = log_end.0, to = truncation.to.0, "this replica's log diverges from the leader's: cutting it");
+                    Ok(Some(Stop::Reopen(Reopen::Truncate(truncation.to))))
+                }
+                Err(problem) => {
+                    self.fence(&problem.to_string()).await;
+                    Ok(Some(Stop::Done))
+                }
+            };
+        }
+        let mut to = from;
+        let mut batches = Vec::new();
+        for batch in spate_format::batches(&answer.records) {
+            let batch = batch.map_err(|error| format!("a batch from the leader: {error}"))?;
+            to = batch.next_offset();
+            let bytes = answer.records.slice_ref(batch.as_bytes());
+            batches.push(bytes);
+        }
+        let boundaries: Vec<EpochStart> = answer
+            .epochs
+            .iter()
+            .map(|boundary| EpochStart {
+                epoch: LeaderEpoch(boundary.epoch),
+                start: Offset(boundary.start_offset),
+            })
+            .collect();
+        let mut chain = self.epochs.clone();
+        if let Err(problem) = self.core.handle_records(
+            &mut chain,
+            log_end,
+            from,
+            to,
+            &boundaries,
+            Offset(answer.high_watermark),
+        ) {
+            tracing::warn!(topic = %key.topic, partition = key.partition, "an answer from the leader not taken: {problem}");
+            return Ok(None);
+        }
+        // The chain describes the log: the boundaries are durable before their records (and
+        // the file no longer names epochs past a cut, once this fetcher wrote it).
+        if self.stored.as_ref() != Some(&chain) {
+            let dir = self.dir.clone();
+            let bytes = chain.to_file();
+            let written = glommio::executor()
+                .spawn_blocking(move || {
+                    crate::durable::replace(&dir, crate::replica::LEADER_EPOCHS_FILE, &bytes)
+                })
+                .await;
+            if let Err(error) = written {
+                return Err(format!("cannot write the leader-epochs file: {error}"));
+            }
+            self.stored = Some(chain.clone());
+        }
+        self.epochs = chain;
+        for batch in batches {
+            let len = batch.len() as u64;
+            loop {
+                if current(&self.shard, &self.partition, self.generation).is_none() {
+                    return Ok(Some(Stop::Done));
+                }
+                self.shard.within_budget().await;
+                self.shard.within_room(&self.partition, len).await;
+                let appended = self
+                    .partition
+                    .with_log(|log| log.handle_replicate(now(), &batch));
+                match appended {
+                    Ok(_) => break,
+                    Err(AppendError::BufferFull { .. }) => continue,
+                    Err(AppendError::Fenced(_)) => return Ok(Some(Stop::Done)),
+                    Err(problem) => {
+                        return Err(format!("a batch from the leader not appended: {problem}"))
+                    }
+                }
+            }
+            self.partition.ring();
+        }
+        let high_watermark = self.core.high_watermark();
+        self.partition
+            .with_log(|log| log.handle_replicated_high_watermark(high_watermark));
+        Ok(None)
+    }
+
+    /// The leader would have this replica drop what it must keep: one of the logs is damaged.
+    async fn fence(&self, problem: &str) {
+        let key = &self.partition.key;
+        tracing::error!(topic = %key.topic, partition = key.partition, "replica fenced: {problem}");
+        let reason = spate_core::FenceReason::Corruption {
+            segment: "replication".into(),
+            position: 0,
+            detail: problem.to_owned(),
+        };
+        self.shard.fence_corrupt(&self.partition, reason).await;
+    }
+}
