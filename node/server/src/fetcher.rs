@@ -339,6 +339,18 @@ impl Fetcher {
         answer: ReplicaFetchResponse,
     ) -> Result<Option<Stop>, String> {
         let key = self.partition.key.clone();
+        let Ok(_turn) = self
+            .partition
+            .replica_turn
+            .clone()
+            .acquire_static_permit(1)
+            .await
+        else {
+            return Ok(Some(Stop::Done));
+        };
+        if current(&self.shard, &self.partition, self.generation).is_none() {
+            return Ok(Some(Stop::Done));
+        }
         let log_end = self.partition.log().next_offset();
         if log_end != from {
             return Ok(None); // the log moved meanwhile: ask again
@@ -407,11 +419,13 @@ impl Fetcher {
         for batch in batches {
             let len = batch.len() as u64;
             loop {
+                self.shard.within_budget().await;
+                self.shard.within_room(&self.partition, len).await;
+                // Checked with nothing awaited before the append: a role change in between
+                // would otherwise let a follower's append land in a leader's epoch.
                 if current(&self.shard, &self.partition, self.generation).is_none() {
                     return Ok(Some(Stop::Done));
                 }
-                self.shard.within_budget().await;
-                self.shard.within_room(&self.partition, len).await;
                 let appended = self
                     .partition
                     .with_log(|log| log.handle_replicate(now(), &batch));

@@ -141,6 +141,10 @@ pub struct Partition {
     /// In a cluster, while this node follows the partition: whom (its fetcher runs while
     /// this names its generation).
     pub following: RefCell<Option<crate::fetcher::Following>>,
+    /// Held by whoever changes the replica's log or its `leader-epochs` file as a replica:
+    /// its fetcher while it takes an answer, the shard while it makes it the leader of an
+    /// epoch (so no follower's append lands after the new epoch's start was chosen).
+    pub replica_turn: Rc<glommio::sync::Semaphore>,
 }
 
 impl Partition {
@@ -172,6 +176,7 @@ impl Partition {
             groups: RefCell::new(None),
             leading: RefCell::new(None),
             following: RefCell::new(None),
+            replica_turn: Rc::new(glommio::sync::Semaphore::new(1)),
         })
     }
 

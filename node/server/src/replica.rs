@@ -122,6 +122,15 @@ impl Shard {
         topic_id: &str,
         leads: Option<&Leads>,
     ) {
+        // The replica's fetcher (stopped by now) finishes what it was taking first.
+        let Ok(_turn) = partition
+            .replica_turn
+            .clone()
+            .acquire_static_permit(1)
+            .await
+        else {
+            return;
+        };
         let Some(leads) = leads else {
             if partition.leading.borrow_mut().take().is_some() {
                 tracing::info!(topic = %partition.key.topic, partition = partition.key.partition, "no longer leads");

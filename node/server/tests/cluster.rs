@@ -1009,11 +1009,20 @@ fn a_cluster_serves_its_topics_across_its_nodes() {
         } else {
             first.endpoints[0]
         };
+        // (The creation was answered once the node asked knew it; the other learns it from
+        // its own watch.)
         let mut wrong = NodeClient::connect(elsewhere);
-        assert_eq!(
-            produced(wrong.produce("spread", partition, &[b"x"], Durability::Fsync)),
-            Err(ErrorCode::NotOwner)
-        );
+        let mut answered = None;
+        wait_for("the other node routing", Duration::from_secs(5), || {
+            answered = Some(produced(wrong.produce(
+                "spread",
+                partition,
+                &[b"x"],
+                Durability::Fsync,
+            )));
+            answered != Some(Err(ErrorCode::UnknownTopic))
+        });
+        assert_eq!(answered, Some(Err(ErrorCode::NotOwner)));
     }
     // Two copies on two nodes: created and served by its leader (replicated to the other:
     // `a_replicated_partition_keeps_its_acknowledged_records_when_its_leader_goes`).

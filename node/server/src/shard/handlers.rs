@@ -250,6 +250,7 @@ impl Shard {
             // Closed (deleted, moved, shutting down) while this request waited for room.
             return Err(error(ErrorCode::ShuttingDown, "the partition closed"));
         }
+        self.still_leads(partition)?;
         let appended = partition.with_log(|log| {
             let ticket = log.handle_append(now(), &request.batch, request.durability)?;
             Ok::<_, AppendError>((ticket, log.log_start()))
@@ -272,6 +273,22 @@ impl Shard {
         }
     }
 
+    /// In a cluster, a write goes only into a replica that leads (its leadership may have gone
+    /// while the request waited for room).
+    fn still_leads(&self, partition: &Partition) -> Result<(), ErrorResponse> {
+        if self.metadata().cluster.is_some() && partition.leading_epoch().is_none() {
+            let key = &partition.key;
+            return Err(error(
+                ErrorCode::NotLeaderOrFollower,
+                format!(
+                    "partition {}-{}: this node no longer leads it",
+                    key.topic, key.partition
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Moves the log start (DeleteRecords). The answer is immediate if the log already starts
     /// there, or comes once the move is durable (the partition's `LogStartMoved`).
     #[allow(clippy::type_complexity)]
@@ -284,6 +301,7 @@ impl Shard {
         ErrorResponse,
     > {
         let key = &partition.key;
+        self.still_leads(partition)?;
         let moved = partition.with_log(|log| {
             let offset = if request.offset == DELETE_RECORDS_TO_HIGH_WATERMARK {
                 log.high_watermark()

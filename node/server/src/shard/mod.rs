@@ -346,9 +346,10 @@ impl Shard {
                     continue;
                 };
                 let dir = partition_dir(&self.config.data_dir, &key.topic, key.partition);
+                // A fetcher stops before its replica leads.
+                self.follow(&partition, &local.topic_id, local.follows.as_ref());
                 self.lead(&partition, &dir, &local.topic_id, local.leads.as_ref())
                     .await;
-                self.follow(&partition, &local.topic_id, local.follows.as_ref());
             }
         }
     }
