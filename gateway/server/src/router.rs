@@ -1,5 +1,6 @@
 //! `Router`: the gateway's map of which shard owns which partition, learnt from the node with
-//! `Metadata` requests and refreshed on `NotOwner`, unknown topics, admin changes and a timer;
+//! `Metadata` requests and refreshed on `NotOwner`, `NotLeaderOrFollower`, unknown topics,
+//! admin changes and a timer;
 //! and the pooled links to the shards.
 
 use std::collections::HashMap;
@@ -265,8 +266,7 @@ impl Router {
                         || (frame.head.is_error()
                             && matches!(
                                 Response::decode(&frame),
-                                Ok(Response::Error { error, .. })
-                                    if matches!(error.code, ErrorCode::NotOwner | ErrorCode::UnknownTopic)
+                                Ok(Response::Error { error, .. }) if map_is_stale(error.code)
                             ));
                     if stale {
                         self.refresh_soon();
@@ -308,9 +308,8 @@ impl Router {
                 format!("the shard's answer does not decode: {error}"),
             )
         });
-        let stale = admin
-            || matches!(&response, Response::Error { error, .. }
-                if matches!(error.code, ErrorCode::NotOwner | ErrorCode::UnknownTopic));
+        let stale =
+            admin || matches!(&response, Response::Error { error, .. } if map_is_stale(error.code));
         if stale {
             self.refresh_soon();
         }
@@ -329,6 +328,16 @@ impl Router {
             let _ = router.refresh().await;
         });
     }
+}
+
+/// Whether an answer with `code` says the partition map is stale: the partition is on
+/// another shard, the topic is unknown (created or deleted since), or the node no longer
+/// leads it (in a cluster, leadership moved to another node).
+fn map_is_stale(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::NotOwner | ErrorCode::UnknownTopic | ErrorCode::NotLeaderOrFollower
+    )
 }
 
 /// The message of an `OutcomeUnknown` answer.

@@ -112,6 +112,13 @@ impl Connections {
         }
     }
 
+    /// Closes every connection (the shard is stopping); each unregisters when its task ends.
+    pub fn close_all(&self) {
+        for entry in self.open.borrow().values() {
+            let _ = entry.close.try_send(());
+        }
+    }
+
     /// Counts a refused connection; returns how many to log now (0: stay quiet).
     pub fn refused(&self) -> u64 {
         let count = self.refused_since_log.get() + 1;

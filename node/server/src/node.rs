@@ -573,7 +573,7 @@ async fn run_shard(start: ShardStart) {
     shard.apply_metadata(metadata).await;
     tracing::debug!(shard = index, "partitions recovered");
     let _ = ready.send((index, Ok(())));
-    glommio::spawn_local(shard.clone().accept(listener)).detach();
+    let accepting = glommio::spawn_local(shard.clone().accept(listener));
     match role {
         Role::Coordinator {
             queue,
@@ -596,8 +596,26 @@ async fn run_shard(start: ShardStart) {
     while !shutdown.load(Ordering::Relaxed) {
         glommio::timer::sleep(SHUTDOWN_CHECK).await;
     }
+    // The listener and the connections close before the executor ends, their reads in flight
+    // cancelled and the cancellations reaped: an io_uring operation keeps its socket open
+    // until then, and a node stopped inside a process (`spate up`, the tests) would otherwise
+    // leave a port that takes connections, and connections that take requests, nobody
+    // answers. Connections first send the answers already on their way.
+    accepting.await;
+    shard.connections.close_all();
+    let deadline = std::time::Instant::now() + CONNECTIONS_CLOSE_WAIT;
+    while !shard.connections.is_empty() && std::time::Instant::now() < deadline {
+        glommio::timer::sleep(SOCKETS_CLOSE_SETTLE).await;
+    }
+    glommio::timer::sleep(SOCKETS_CLOSE_SETTLE).await;
     shard.close_all().await;
 }
+
+/// How long a stopping shard waits for its connections to send what is on its way and close.
+const CONNECTIONS_CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a stopping shard lets its reactor reap the cancellations of its sockets' reads.
+const SOCKETS_CLOSE_SETTLE: Duration = Duration::from_millis(5);
 
 /// Connects a shard's channel ends (each waits for its peer, so all connect concurrently) and
 /// makes its admin client: local on the coordinator, through the channel on the others.

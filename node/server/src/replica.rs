@@ -94,19 +94,20 @@ impl Partition {
     }
 
     /// Feeds the log's ends to the leader and the leader's high watermark to the log (after
-    /// every step of either); `true` if the high watermark moved.
+    /// every step of either); `true` if the log's visible end moved (it then has
+    /// acknowledgements and wake-ups for the driver to deliver).
     pub fn sync_replication(&self) -> bool {
         let mut leading = self.leading.borrow_mut();
         let Some(leading) = leading.as_mut() else {
             return false;
         };
-        let before = leading.core.high_watermark();
         self.with_log(|log| {
+            let before = log.high_watermark();
             leading.core.handle_appended(log.next_offset());
             leading.core.handle_durable(log.durable_end());
             log.handle_replicated_high_watermark(leading.core.high_watermark());
-        });
-        leading.core.high_watermark() != before
+            log.high_watermark() != before
+        })
     }
 }
 

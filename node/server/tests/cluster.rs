@@ -8,13 +8,15 @@
 #![cfg(feature = "cluster")]
 
 mod common;
+#[path = "common/etcd.rs"]
+mod etcd;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{data_dir, owner, records, Client as NodeClient};
+use etcd::EtcdProcess;
 use etcd_client::{Client, GetOptions, Txn, TxnOp};
 use spate_node::cluster::{controller_election, member_key, ControllerRecord, MemberRecord};
 use spate_node::records::{
@@ -27,43 +29,17 @@ use spate_proto::{DescribeClusterResponse, Durability, ErrorCode, Request, Respo
 
 /// An etcd server of one member, stopped when dropped.
 struct Etcd {
-    child: Child,
+    process: EtcdProcess,
     url: String,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Etcd {
     fn start(name: &str) -> Etcd {
         let dir = data_dir(&format!("etcd-{name}"));
-        let url = format!("http://127.0.0.1:{}", free_port());
-        let peer = format!("http://127.0.0.1:{}", free_port());
-        let child = Command::new("etcd")
-            .args(["--name", name, "--data-dir"])
-            .arg(dir.join("etcd"))
-            .args([
-                "--listen-client-urls",
-                &url,
-                "--advertise-client-urls",
-                &url,
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-                "--initial-cluster",
-                &format!("{name}={peer}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("etcd must be installed (Debian's etcd-server; .ci/run installs it)");
-        let etcd = Etcd { child, url };
+        let process = EtcdProcess::spawn(name, &dir);
+        process.wait_listening();
+        let url = process.url.clone();
+        let etcd = Etcd { process, url };
         let deadline = Instant::now() + Duration::from_secs(30);
         while etcd.get(&member_key("probe", 0)).is_err() {
             assert!(Instant::now() < deadline, "etcd did not start");
@@ -113,13 +89,6 @@ impl Etcd {
         self.get(&member_key("spate", node))
             .unwrap()
             .map(|(value, lease)| (serde_json::from_slice(&value).unwrap(), lease))
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -421,8 +390,7 @@ fn describe_cluster_says_when_etcd_cannot_be_read() {
     let mut etcd = Etcd::start("describe");
     let node = spate_node::start(config(&data_dir("member-21"), &etcd, 21, 3_000)).unwrap();
     assert_eq!(describe(&node).unwrap().members.len(), 1);
-    etcd.child.kill().unwrap();
-    etcd.child.wait().unwrap();
+    etcd.process.stop();
     let asked = Instant::now();
     let error = describe(&node).unwrap_err();
     assert_eq!(error.code, ErrorCode::Unavailable, "{error}");

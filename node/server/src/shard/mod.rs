@@ -151,7 +151,7 @@ pub struct Shard {
     partitions: RefCell<PartitionTable>,
     /// Partitions being opened (recovering) right now.
     opening: RefCell<std::collections::HashSet<PartitionKey>>,
-    connections: Rc<Connections>,
+    pub(crate) connections: Rc<Connections>,
     pub shutdown: Arc<AtomicBool>,
     admin: AdminClient,
     /// The device buffers every partition's writes are copied into.
