@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::TcpStream;
 use spate_core::replica::{EpochEnd, EpochStart, Follower, LeaderEpoch, LeaderEpochs, ReplicaId};
 use spate_core::{AppendError, PartitionLog};
@@ -44,6 +45,12 @@ const ANSWER_GRACE: Duration = Duration::from_secs(5);
 /// How long a follower waits before it connects again, at first and at most.
 const RECONNECT_FIRST: Duration = Duration::from_millis(50);
 const RECONNECT_MAX: Duration = Duration::from_secs(1);
+
+/// How long a follower's connection to its leader may take.
+const CONNECT_WAIT: Duration = Duration::from_secs(2);
+
+/// Frames waiting for the link's writer (a fetch and a progress report or two).
+const LINK_FRAMES_MAX: usize = 4;
 
 /// How long a follower waits after the leader refused it for an epoch or a role (the map
 /// will bring the change).
@@ -151,7 +158,7 @@ pub async fn run(shard: Rc<Shard>, partition: Rc<Partition>, generation: u64) {
         };
         let address: Option<SocketAddr> = following.endpoint.parse().ok();
         let stream = match address {
-            Some(address) => TcpStream::connect(address).await.ok(),
+            Some(address) => TcpStream::connect_timeout(address, CONNECT_WAIT).await.ok(),
             None => None,
         };
         let Some(stream) = stream else {
@@ -170,7 +177,7 @@ pub async fn run(shard: Rc<Shard>, partition: Rc<Partition>, generation: u64) {
         }
     };
     if let Stop::Reopen(how) = stop {
-        shard.reopen(&partition, how).await;
+        shard.reopen(&partition, how, generation).await;
     }
 }
 
@@ -194,6 +201,30 @@ impl Fetcher {
         following: &Following,
     ) -> Result<Stop, String> {
         let (mut reader, mut writer) = futures_lite::io::split(stream);
+        // Frames go out whole, from a task of their own: a write interrupted halfway (a
+        // progress report when the fetch's answer arrived) would corrupt the link.
+        let (frames, outgoing) = local_channel::new_bounded::<bytes::Bytes>(LINK_FRAMES_MAX);
+        let writing = glommio::spawn_local(async move {
+            while let Some(frame) = outgoing.recv().await {
+                if writer.write_all(&frame).await.is_err() {
+                    return;
+                }
+            }
+            let _ = writer.close().await;
+        });
+        let result = self.fetch_frames(&mut reader, &frames, following).await;
+        drop(frames);
+        writing.await;
+        result
+    }
+
+    /// [`Fetcher::fetch_over`]'s loop: frames handed to `frames`, answers read from `reader`.
+    async fn fetch_frames(
+        &mut self,
+        reader: &mut futures_lite::io::ReadHalf<TcpStream>,
+        frames: &LocalSender<bytes::Bytes>,
+        following: &Following,
+    ) -> Result<Stop, String> {
         let decoder = FrameDecoder::new(RESPONSE_SIZE_MAX);
         let mut buffer = BytesMut::new();
         let mut chunk = vec![0u8; 64 << 10];
@@ -223,10 +254,10 @@ impl Fetcher {
             });
             let id = self.next_id;
             self.next_id += 1;
-            writer
-                .write_all(&request.to_frame(id))
+            frames
+                .send(request.to_frame(id))
                 .await
-                .map_err(|error| error.to_string())?;
+                .map_err(|_| "the link's writer stopped".to_owned())?;
             let mut reported = durable_end;
             // While the fetch is parked, the durable end is reported as it moves.
             let answer = {
@@ -274,8 +305,8 @@ impl Fetcher {
                         });
                         let id = self.next_id;
                         self.next_id += 1;
-                        if let Err(error) = writer.write_all(&progress.to_frame(id)).await {
-                            return Err(error.to_string());
+                        if frames.send(progress.to_frame(id)).await.is_err() {
+                            return Err("the link's writer stopped".to_owned());
                         }
                     }
                 };
@@ -302,13 +333,13 @@ impl Fetcher {
                         else {
                             return Err(format!("the leader refused: {error}"));
                         };
-                        let start = Offset(log_start_offset);
-                        if let Err(problem) = self.core.handle_out_of_range(fetch_offset, start) {
-                            self.fence(&problem.to_string()).await;
-                            return Ok(Stop::Done);
+                        if let Some(stop) = self
+                            .out_of_range(fetch_offset, Offset(log_start_offset))
+                            .await
+                        {
+                            return Ok(stop);
                         }
-                        tracing::warn!(topic = %key.topic, partition = key.partition, from = fetch_offset.0, to = start.0, "the leader no longer has this replica's position: starting over at its log start");
-                        return Ok(Stop::Reopen(Reopen::Reset(start)));
+                        glommio::timer::sleep(REFUSED_WAIT).await;
                     }
                     ErrorCode::FencedLeaderEpoch
                     | ErrorCode::UnknownLeaderEpoch
@@ -329,6 +360,36 @@ impl Fetcher {
                 }
             }
         }
+    }
+
+    /// The leader does not have this replica's position, `fetch_offset`: if its log starts
+    /// past it (retention, DeleteRecords), this replica starts over there — decided under the
+    /// replica's turn, while this fetcher is current and its log still ends where it asked.
+    /// Anything else (the leader's log ends below it) is waited out.
+    async fn out_of_range(&mut self, fetch_offset: Offset, start: Offset) -> Option<Stop> {
+        let key = self.partition.key.clone();
+        let Ok(_turn) = self
+            .partition
+            .replica_turn
+            .clone()
+            .acquire_static_permit(1)
+            .await
+        else {
+            return Some(Stop::Done);
+        };
+        if current(&self.shard, &self.partition, self.generation).is_none() {
+            return Some(Stop::Done);
+        }
+        if self.partition.log().next_offset() != fetch_offset || start <= fetch_offset {
+            tracing::debug!(topic = %key.topic, partition = key.partition, fetch_offset = fetch_offset.0, leader_start = start.0, "the leader refused this replica's offset; asking again");
+            return None;
+        }
+        if let Err(problem) = self.core.handle_out_of_range(fetch_offset, start) {
+            self.fence(&problem.to_string()).await;
+            return Some(Stop::Done);
+        }
+        tracing::warn!(topic = %key.topic, partition = key.partition, from = fetch_offset.0, to = start.0, "the leader no longer has this replica's position: starting over at its log start");
+        Some(Stop::Reopen(Reopen::Reset(start)))
     }
 
     /// Takes an answer to a fetch from `from`: a divergence stops the fetcher for a cut,
@@ -434,7 +495,12 @@ impl Fetcher {
                     Err(AppendError::BufferFull { .. }) => continue,
                     Err(AppendError::Fenced(_)) => return Ok(Some(Stop::Done)),
                     Err(problem) => {
-                        return Err(format!("a batch from the leader not appended: {problem}"))
+                        // The chain describes the log as it is, and the file is written
+                        // again before the next records.
+                        let log = self.partition.log();
+                        self.epochs = chain_of(self.epochs.clone(), &log);
+                        self.stored = None;
+                        return Err(format!("a batch from the leader not appended: {problem}"));
                     }
                 }
             }

@@ -145,6 +145,12 @@ pub struct Partition {
     /// its fetcher while it takes an answer, the shard while it makes it the leader of an
     /// epoch (so no follower's append lands after the new epoch's start was chosen).
     pub replica_turn: Rc<glommio::sync::Semaphore>,
+    /// The last ISR change this node wrote for the partition (epoch, the key's revision, the
+    /// ISR): a leader taking the epoch again starts from it when the map has not shown it
+    /// yet (a replica knows what it wrote).
+    pub isr_written: RefCell<Option<(u32, i64, Vec<spate_core::replica::IsrMember>)>>,
+    /// Leaderships taken, to tell an ISR change's answer from a later leadership's.
+    pub leaderships: Cell<u64>,
 }
 
 impl Partition {
@@ -177,6 +183,8 @@ impl Partition {
             leading: RefCell::new(None),
             following: RefCell::new(None),
             replica_turn: Rc::new(glommio::sync::Semaphore::new(1)),
+            isr_written: RefCell::new(None),
+            leaderships: Cell::new(0),
         })
     }
 

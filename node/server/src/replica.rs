@@ -49,6 +49,8 @@ pub struct Leading {
     pub revision: i64,
     /// An ISR change is on its way to etcd.
     pub proposing: bool,
+    /// Which of the partition's leaderships this is (`Partition::leaderships`).
+    pub instance: u64,
 }
 
 impl Leading {
@@ -91,6 +93,16 @@ impl Partition {
     /// The epoch this partition leads, once its leadership is taken.
     pub fn leading_epoch(&self) -> Option<u32> {
         self.leading.borrow().as_ref().map(Leading::epoch)
+    }
+
+    /// Whether consumers may read: not while this node leads an epoch whose high watermark
+    /// has not reached the epoch's start (it would show them an end below what an earlier
+    /// leader showed).
+    pub fn reads_ready(&self) -> bool {
+        self.leading
+            .borrow()
+            .as_ref()
+            .is_none_or(|leading| leading.core.is_ready())
     }
 
     /// Feeds the log's ends to the leader and the leader's high watermark to the log (after
@@ -219,12 +231,21 @@ impl Shard {
             replica: ReplicaId(self.config.node_id.unwrap_or(0)),
             storage: StorageId(self.cluster.storage_id()),
         };
+        // The ISR this node wrote for the epoch, if the map has not shown it yet.
+        let (isr, revision) = match partition.isr_written.borrow().as_ref() {
+            Some((written_epoch, written_revision, written))
+                if *written_epoch == leads.epoch && *written_revision > leads.revision =>
+            {
+                (written.clone(), *written_revision)
+            }
+            _ => (leads.isr.clone(), leads.revision),
+        };
         let core = Leader::new(
             now(),
             me,
             epoch,
             leads.replicas.iter().copied().map(ReplicaId).collect(),
-            leads.isr.clone(),
+            isr,
             log_end,
             durable_end,
             high_watermark,
@@ -237,12 +258,15 @@ impl Shard {
             start = log_end.0,
             "leads a new epoch"
         );
+        let instance = partition.leaderships.get() + 1;
+        partition.leaderships.set(instance);
         *partition.leading.borrow_mut() = Some(Leading {
             topic_id,
             core,
             epochs,
-            revision: leads.revision,
+            revision,
             proposing: false,
+            instance,
         });
         partition.sync_replication();
         partition.ring();
@@ -458,7 +482,7 @@ pub async fn propose_isr_changes(shard: Rc<Shard>) {
                     continue;
                 };
                 leading.proposing = true;
-                (leading.epoch(), leading.revision, isr)
+                (leading.instance, leading.epoch(), leading.revision, isr)
             };
             let query = query.clone();
             glommio::spawn_local(propose(query, partition, proposal)).detach();
@@ -471,7 +495,7 @@ pub async fn propose_isr_changes(shard: Rc<Shard>) {
 async fn propose(
     query: crate::cluster::ClusterQuery,
     partition: Rc<Partition>,
-    (epoch, revision, isr): (u32, i64, Vec<IsrMember>),
+    (instance, epoch, revision, isr): (u64, u32, i64, Vec<IsrMember>),
 ) {
     let key = &partition.key;
     let nodes: Vec<u32> = isr.iter().map(|member| member.replica.0).collect();
@@ -480,12 +504,28 @@ async fn propose(
         .await;
     {
         let mut leading = partition.leading.borrow_mut();
-        let Some(leading) = leading.as_mut().filter(|leading| leading.epoch() == epoch) else {
+        let Some(leading) = leading
+            .as_mut()
+            .filter(|leading| leading.instance == instance)
+        else {
+            if let Ok(revision) = written {
+                // Written, but this leadership ended: a later one of the epoch starts from it
+                // (or takes it now, if it began from an older state).
+                if let Some(later) = leading
+                    .as_mut()
+                    .filter(|later| later.epoch() == epoch && later.revision < revision)
+                {
+                    later.revision = revision;
+                    later.core.handle_isr_changed(isr.clone());
+                }
+                *partition.isr_written.borrow_mut() = Some((epoch, revision, isr));
+            }
             return;
         };
         leading.proposing = false;
         match written {
             Ok(revision) => {
+                *partition.isr_written.borrow_mut() = Some((epoch, revision, isr.clone()));
                 tracing::info!(topic = %key.topic, partition = key.partition, epoch, isr = ?nodes, "changed the in-sync replicas");
                 leading.revision = leading.revision.max(revision);
                 leading.core.handle_isr_changed(isr);

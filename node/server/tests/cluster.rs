@@ -1707,9 +1707,14 @@ fn a_replicated_partition_keeps_its_acknowledged_records_when_its_leader_goes() 
     let leader = first.leader.unwrap().node;
     let at = |node: u32| usize::try_from(node - 131).unwrap();
     let follower = if leader == 131 { 132 } else { 131 };
-    let mut at_leader = NodeClient::connect(nodes[at(leader)].as_ref().unwrap().endpoints[0]);
+    // The leader's shard for the partition, once the leader took its epoch.
+    let mut at_leader = NodeClient::connect(owner(&client.metadata(), "r", 0));
     let mut written = Vec::new();
-    for n in 0..20u32 {
+    wait_for("the leader serving", Duration::from_secs(10), || {
+        produced(at_leader.produce("r", 0, &[b"record 0"], Durability::Fsync)) == Ok(0)
+    });
+    written.push(b"record 0".to_vec());
+    for n in 1..20u32 {
         let value = format!("record {n}");
         let offset = produced(at_leader.produce("r", 0, &[value.as_bytes()], Durability::Fsync))
             .unwrap_or_else(|code| panic!("produce {n}: {code:?}"));
@@ -1724,7 +1729,15 @@ fn a_replicated_partition_keeps_its_acknowledged_records_when_its_leader_goes() 
         let record = state();
         record.leader.as_ref().map(|leader| leader.node) == Some(follower) && record.epoch == 2
     });
-    let mut at_follower = NodeClient::connect(nodes[at(follower)].as_ref().unwrap().endpoints[0]);
+    // Each node's shard holding its replica, as the controller placed it.
+    let (topic, _) = etcd.get(&topic_key("spate", "r")).unwrap().unwrap();
+    let topic: TopicRecord = serde_json::from_slice(&topic).unwrap();
+    let shard_of = |node: u32| -> usize {
+        let at = topic.replicas[0].iter().find(|at| at.node == node).unwrap();
+        usize::from(at.shard) % 2
+    };
+    let mut at_follower =
+        NodeClient::connect(nodes[at(follower)].as_ref().unwrap().endpoints[shard_of(follower)]);
     wait_for("the new leader serving", Duration::from_secs(10), || {
         produced(at_follower.produce("r", 0, &[b"after"], Durability::Fsync)) == Ok(20)
     });
@@ -1746,7 +1759,8 @@ fn a_replicated_partition_keeps_its_acknowledged_records_when_its_leader_goes() 
             record.leader.as_ref().map(|l| l.node) == Some(leader) && record.epoch == 3
         },
     );
-    let mut again = NodeClient::connect(nodes[at(leader)].as_ref().unwrap().endpoints[0]);
+    let mut again =
+        NodeClient::connect(nodes[at(leader)].as_ref().unwrap().endpoints[shard_of(leader)]);
     wait_for("the old leader serving", Duration::from_secs(10), || {
         matches!(again.fetch("r", 0, 0, 0), Response::Fetch(_))
     });

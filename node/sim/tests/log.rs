@@ -569,6 +569,30 @@ fn corruption_of_acknowledged_data_fences_instead_of_truncating() {
     );
 }
 
+/// A replicated log's retention deletes only segments wholly below its high watermark.
+#[test]
+fn a_replicated_logs_retention_stops_at_the_high_watermark() {
+    let mut config = config();
+    config.retention_bytes = Some(1);
+    let mut harness = Harness::new(config);
+    harness.log.handle_replicated_high_watermark(Offset(0));
+    for _ in 0..60 {
+        harness.append(&batch(4000, 1, T0), Durability::Write);
+        harness.settle();
+    }
+    let bases = harness.log.segment_bases();
+    assert!(bases.len() > 3, "{bases:?}");
+    assert_eq!(harness.log.handle_retention(harness.now), 0);
+    // The replicas hold everything up to the third segment's base: the first two may go.
+    harness.log.handle_replicated_high_watermark(bases[2]);
+    harness.transfer();
+    harness.settle();
+    assert_eq!(harness.log.handle_retention(harness.now), 2);
+    harness.transfer();
+    harness.settle();
+    assert_eq!(harness.log.log_start(), bases[2]);
+}
+
 #[test]
 fn retention_deletes_whole_old_segments_only() {
     let mut config = config();

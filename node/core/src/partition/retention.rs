@@ -33,6 +33,12 @@ impl PartitionLog {
             if self.segments[1].file != (FileState::Created { dir_synced: true }) {
                 break;
             }
+            // A replicated log keeps what its replicas may not hold yet: a segment goes only
+            // once it lies wholly below the high watermark (else a follower sent back to the
+            // new log start would report holding what no replica holds).
+            if self.replicated_end.is_some() && self.segments[1].base > self.high_watermark() {
+                break;
+            }
             // Every record of the segment lies below the log start (DeleteRecords).
             let below_start = self.segments[1].base <= self.log_start;
             let expired = self.config.retention_ms.is_some_and(|ms| {

@@ -492,6 +492,17 @@ impl Shard {
                 self.produce(&partition, &request),
                 Response::Produce,
             ),
+            Resolved::Partition(
+                partition,
+                Request::Fetch(_) | Request::ListOffsets(_) | Request::FindRecord(_),
+            ) if !partition.reads_ready() => Dispatched::Now(fail(error(
+                ErrorCode::NotLeaderOrFollower,
+                format!(
+                    "partition {}-{}: its new leader is not ready for reads yet (its high \
+                     watermark has not reached the start of its epoch); retry shortly",
+                    partition.key.topic, partition.key.partition
+                ),
+            ))),
             Resolved::Partition(partition, Request::Fetch(request)) => {
                 let shard = self.clone();
                 later(

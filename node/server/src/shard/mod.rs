@@ -338,8 +338,10 @@ impl Shard {
             task.await;
         }
         // The partitions already open follow their leadership: a new epoch, a changed
-        // in-sync set, or none.
-        if let Some(routes) = &metadata.cluster {
+        // in-sync set, or none — as the newest metadata says (another update may have
+        // come while this one opened partitions).
+        let newest = self.metadata();
+        if let Some(routes) = &newest.cluster {
             for partition in self.partition_list() {
                 let key = &partition.key;
                 let Some(local) = routes.replica(&key.topic, key.partition) else {
@@ -409,17 +411,41 @@ impl Shard {
         self.opening.borrow_mut().remove(&key);
     }
 
-    /// A follower's replica whose log must be cut or started over (its fetcher found so):
-    /// closed, opened again through `Recovery::truncating` or `Recovery::resetting`, and
-    /// followed anew.
-    pub(crate) async fn reopen(self: &Rc<Self>, partition: &Rc<Partition>, how: Reopen) {
-        if !self.is_current(partition) {
+    /// A follower's replica whose log must be cut or started over (its fetcher of
+    /// `generation` found so): closed, opened again through `Recovery::truncating` or
+    /// `Recovery::resetting`, and followed anew — only while that fetcher is still the
+    /// replica's (under the replica's turn, so no leadership is taken meanwhile), and with the
+    /// key claimed as opening throughout (no metadata update opens it in between).
+    pub(crate) async fn reopen(
+        self: &Rc<Self>,
+        partition: &Rc<Partition>,
+        how: Reopen,
+        generation: u64,
+    ) {
+        let Ok(turn) = partition
+            .replica_turn
+            .clone()
+            .acquire_static_permit(1)
+            .await
+        else {
+            return;
+        };
+        let still = self.is_current(partition)
+            && partition
+                .following
+                .borrow()
+                .as_ref()
+                .is_some_and(|following| following.generation == generation);
+        let key = partition.key.clone();
+        if !still || !self.opening.borrow_mut().insert(key.clone()) {
             return;
         }
-        let key = partition.key.clone();
         let config = partition.log().config().clone();
         self.close_partition(&key, true).await;
-        self.open_partition_as(key, config, Some(how)).await;
+        drop(turn);
+        self.open_partition_once(key.clone(), config, Some(how))
+            .await;
+        self.opening.borrow_mut().remove(&key);
     }
 
     async fn open_partition_once(
@@ -565,8 +591,16 @@ impl Shard {
             old.release_budget();
         }
         glommio::spawn_local(partition.clone().drive(bell)).detach();
+        // The role as the metadata says now (it may have changed while this partition
+        // opened and took its epoch).
+        let local = self.metadata().cluster.as_ref().and_then(|routes| {
+            let local = routes.replica(&key.topic, key.partition)?;
+            Some(local.clone())
+        });
         if let Some(local) = &local {
             self.follow(&partition, &local.topic_id, local.follows.as_ref());
+            self.lead(&partition, &dir, &local.topic_id, local.leads.as_ref())
+                .await;
         }
     }
 
