@@ -144,6 +144,10 @@ impl Shard {
         else {
             return;
         };
+        if partition.is_closing() {
+            // Closed meanwhile (a reopen, a deletion): its successor takes the role.
+            return;
+        }
         let Some(leads) = leads else {
             if partition.leading.borrow_mut().take().is_some() {
                 tracing::info!(topic = %partition.key.topic, partition = partition.key.partition, "no longer leads");
