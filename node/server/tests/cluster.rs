@@ -420,15 +420,20 @@ fn partition_record(etcd: &Etcd) -> PartitionRecord {
 /// Writes topic `t` with its one partition, both in one transaction (as if the controller had
 /// created the topic and its partition key at once).
 fn write_topic(etcd: &Etcd, topic: &TopicRecord, partition: &PartitionRecord) {
+    write_topic_named(etcd, "t", topic, partition);
+}
+
+/// [`write_topic`] for topic `name`.
+fn write_topic_named(etcd: &Etcd, name: &str, topic: &TopicRecord, partition: &PartitionRecord) {
     etcd.run(async |client| {
         let txn = Txn::new().and_then([
             TxnOp::put(
-                partition_key("spate", "t", 0),
+                partition_key("spate", name, 0),
                 serde_json::to_vec(&partition).unwrap(),
                 None,
             ),
             TxnOp::put(
-                topic_key("spate", "t"),
+                topic_key("spate", name),
                 serde_json::to_vec(&topic).unwrap(),
                 None,
             ),
@@ -1768,4 +1773,226 @@ fn a_replicated_partition_keeps_its_acknowledged_records_when_its_leader_goes() 
     for node in nodes.into_iter().flatten() {
         node.shutdown();
     }
+}
+
+/// A stamped one-record batch at `offset` with `value`.
+fn stamped(offset: u64, value: &str) -> Vec<u8> {
+    let mut batch = common::batch(&[value.as_bytes()]).to_vec();
+    spate_format::stamp(&mut batch, spate_format::Offset(offset), 1_765_000_000_000).unwrap();
+    batch
+}
+
+/// The test's side of a leader's link: answers each `ReplicaFetch` with what `answer` says
+/// for it (and each `ReplicaProgress` with an empty answer) until `answer` says stop.
+fn serve_as_leader(
+    listener: std::net::TcpListener,
+    mut answer: impl FnMut(&spate_proto::ReplicaFetchRequest) -> Option<Response> + Send + 'static,
+) -> std::thread::JoinHandle<Vec<spate_proto::ReplicaFetchRequest>> {
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut asked = Vec::new();
+        'links: for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            let decoder = spate_proto::FrameDecoder::new(1 << 24);
+            let mut buffer = bytes::BytesMut::new();
+            let mut chunk = vec![0u8; 1 << 16];
+            loop {
+                let frame = match decoder.decode(&mut buffer).unwrap() {
+                    Some(frame) => frame,
+                    None => match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => continue 'links,
+                        Ok(read) => {
+                            buffer.extend_from_slice(&chunk[..read]);
+                            continue;
+                        }
+                    },
+                };
+                let id = frame.head.correlation_id;
+                let response = match Request::decode(&frame).unwrap() {
+                    Request::ReplicaFetch(fetch) => {
+                        let response = answer(&fetch);
+                        asked.push(fetch);
+                        match response {
+                            Some(response) => response,
+                            None => break 'links,
+                        }
+                    }
+                    Request::ReplicaProgress(_) => Response::ReplicaProgress,
+                    other => panic!("a follower sent {other:?}"),
+                };
+                if stream.write_all(&response.to_frame(id)).is_err() {
+                    continue 'links;
+                }
+            }
+        }
+        asked
+    })
+}
+
+/// The follower's side of truncation, with the test as the leader: a follower that took
+/// records of epoch 1 and is told its log diverges at offset 3 cuts its log there
+/// (`Recovery::truncating`, the partition reopened), fetches on from 3 with its chain cut
+/// too, takes the leader's records of epoch 2, and, made the leader later, serves exactly
+/// the leader's log with the epochs that wrote it in its `leader-epochs` file.
+#[test]
+fn a_follower_cuts_its_log_where_its_leader_says_it_diverges() {
+    let etcd = Etcd::start("truncation");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let leader_endpoint = listener.local_addr().unwrap().to_string();
+    // Member 151 is the test.
+    let session = format!("{:016x}", 0x151);
+    etcd.run(async |client| {
+        let lease = client.lease_grant(120, None).await.unwrap().id();
+        let record = MemberRecord {
+            v: 1,
+            node: 151,
+            session: session.clone(),
+            storage: format!("{:016x}", 0x151),
+            shards: vec![leader_endpoint.clone()],
+            since_ms: 0,
+        };
+        client
+            .put(
+                member_key("spate", 151),
+                serde_json::to_vec(&record).unwrap(),
+                Some(etcd_client::PutOptions::new().with_lease(lease)),
+            )
+            .await
+            .unwrap();
+    });
+    let dir = data_dir("member-152");
+    let node = spate_node::start(config(&dir, &etcd, 152, 3_000)).unwrap();
+    wait_for("membership", Duration::from_secs(10), || {
+        etcd.member(152).is_some()
+    });
+    let follower_storage = etcd.member(152).unwrap().0.storage;
+    let topic = TopicRecord {
+        v: 1,
+        id: format!("{:032x}", 0x152),
+        partitions: 1,
+        replication_factor: 2,
+        replicas: vec![vec![
+            ReplicaPlacement {
+                node: 151,
+                shard: 0,
+            },
+            ReplicaPlacement {
+                node: 152,
+                shard: 0,
+            },
+        ]],
+        settings: TopicSettings::default(),
+    };
+    let in_sync = |node: u32, storage: String| IsrRecord { node, storage };
+    let led_by_test = PartitionRecord {
+        v: 1,
+        topic_id: topic.id.clone(),
+        leader: Some(LeaderRecord {
+            node: 151,
+            session,
+        }),
+        epoch: 2,
+        isr: vec![
+            in_sync(151, format!("{:016x}", 0x151)),
+            in_sync(152, follower_storage.clone()),
+        ],
+        partition_epoch: 1,
+    };
+    let records_answer = |from: u64, values: &[&str], epochs: Vec<(u32, u64)>, hw: u64| {
+        let mut records = Vec::new();
+        for (n, value) in values.iter().enumerate() {
+            records.extend(stamped(from + n as u64, value));
+        }
+        Response::ReplicaFetch(spate_proto::ReplicaFetchResponse {
+            high_watermark: hw,
+            log_start_offset: 0,
+            diverging: None,
+            epochs: epochs
+                .into_iter()
+                .map(|(epoch, start_offset)| spate_proto::EpochBoundary {
+                    epoch,
+                    start_offset,
+                })
+                .collect(),
+            records: records.into(),
+        })
+    };
+    let mut step = 0;
+    let leader = serve_as_leader(listener, move |fetch| {
+        assert_eq!((fetch.replica, fetch.leader_epoch), (152, 2));
+        let answer = match (fetch.fetch_offset, fetch.last_fetched_epoch) {
+            // First: five records of epoch 1 (the follower's high watermark becomes 2).
+            (0, None) => {
+                records_answer(0, &["r0", "r1", "r2", "stale3", "stale4"], vec![(1, 0)], 2)
+            }
+            // The follower's epoch 1 ends at 5; the leader's at 3 (its epoch 2 starts there).
+            (5, Some(1)) => Response::ReplicaFetch(spate_proto::ReplicaFetchResponse {
+                high_watermark: 2,
+                log_start_offset: 0,
+                diverging: Some(spate_proto::DivergingEpoch {
+                    epoch: 1,
+                    end_offset: 3,
+                }),
+                epochs: Vec::new(),
+                records: bytes::Bytes::new(),
+            }),
+            // Cut at 3: the leader's records of epoch 2.
+            (3, Some(1)) => {
+                step = 1;
+                records_answer(3, &["x3", "x4"], vec![(2, 3)], 5)
+            }
+            // Caught up: nothing more (the follower's fetches are answered at once).
+            (5, Some(2)) => {
+                std::thread::sleep(Duration::from_millis(50));
+                records_answer(5, &[], vec![(2, 5)], 5)
+            }
+            other => panic!("an unexpected fetch {other:?} after step {step}"),
+        };
+        Some(answer)
+    });
+    write_topic_named(&etcd, "d", &topic, &led_by_test);
+    // The follower's log: r0 r1 r2 x3 x4, its chain (1, 0), (2, 3).
+    let chain_path = dir.join("topics/d-0/leader-epochs");
+    wait_for("the follower caught up", Duration::from_secs(15), || {
+        std::fs::read(&chain_path)
+            .ok()
+            .and_then(|bytes| spate_core::replica::LeaderEpochs::from_file(&bytes).ok())
+            .is_some_and(|chain| chain.latest_epoch() == Some(spate_core::replica::LeaderEpoch(2)))
+    });
+    // The follower leads epoch 3: it serves the leader's log, not what it cut.
+    let member = etcd.member(152).unwrap().0;
+    let led_by_follower = PartitionRecord {
+        leader: Some(LeaderRecord {
+            node: 152,
+            session: member.session,
+        }),
+        epoch: 3,
+        isr: vec![in_sync(152, follower_storage)],
+        partition_epoch: 2,
+        ..led_by_test
+    };
+    write_topic_named(&etcd, "d", &topic, &led_by_follower);
+    let mut client = NodeClient::connect(node.endpoints[0]);
+    wait_for("the follower leading", Duration::from_secs(10), || {
+        matches!(client.fetch("d", 0, 0, 0), Response::Fetch(_))
+    });
+    let values: Vec<Vec<u8>> = values_of(&mut client, "d", 0);
+    let expected: Vec<Vec<u8>> = ["r0", "r1", "r2", "x3", "x4"]
+        .iter()
+        .map(|value| value.as_bytes().to_vec())
+        .collect();
+    assert_eq!(values, expected);
+    let chain =
+        spate_core::replica::LeaderEpochs::from_file(&std::fs::read(&chain_path).unwrap()).unwrap();
+    let entries: Vec<(u32, u64)> = chain
+        .entries()
+        .iter()
+        .map(|entry| (entry.epoch.0, entry.start.0))
+        .collect();
+    assert_eq!(entries, vec![(1, 0), (2, 3), (3, 5)]);
+    node.shutdown();
+    drop(leader);
 }
