@@ -1890,10 +1890,7 @@ fn a_follower_cuts_its_log_where_its_leader_says_it_diverges() {
     let led_by_test = PartitionRecord {
         v: 1,
         topic_id: topic.id.clone(),
-        leader: Some(LeaderRecord {
-            node: 151,
-            session,
-        }),
+        leader: Some(LeaderRecord { node: 151, session }),
         epoch: 2,
         isr: vec![
             in_sync(151, format!("{:016x}", 0x151)),
@@ -1993,6 +1990,149 @@ fn a_follower_cuts_its_log_where_its_leader_says_it_diverges() {
         .map(|entry| (entry.epoch.0, entry.start.0))
         .collect();
     assert_eq!(entries, vec![(1, 0), (2, 3), (3, 5)]);
+    node.shutdown();
+    drop(leader);
+}
+
+/// The follower's side of a reset, with the test as the leader: a follower whose position the
+/// leader no longer has (its log starts past the follower's end) empties its replica and
+/// starts at the leader's log start (`Recovery::resetting`), takes the records from there,
+/// and, made the leader, serves its log from that start.
+#[test]
+fn a_follower_starts_over_at_its_leaders_log_start() {
+    let etcd = Etcd::start("reset");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let leader_endpoint = listener.local_addr().unwrap().to_string();
+    let session = format!("{:016x}", 0x161);
+    etcd.run(async |client| {
+        let lease = client.lease_grant(120, None).await.unwrap().id();
+        let record = MemberRecord {
+            v: 1,
+            node: 161,
+            session: session.clone(),
+            storage: format!("{:016x}", 0x161),
+            shards: vec![leader_endpoint.clone()],
+            since_ms: 0,
+        };
+        client
+            .put(
+                member_key("spate", 161),
+                serde_json::to_vec(&record).unwrap(),
+                Some(etcd_client::PutOptions::new().with_lease(lease)),
+            )
+            .await
+            .unwrap();
+    });
+    let dir = data_dir("member-162");
+    let node = spate_node::start(config(&dir, &etcd, 162, 3_000)).unwrap();
+    wait_for("membership", Duration::from_secs(10), || {
+        etcd.member(162).is_some()
+    });
+    let follower_storage = etcd.member(162).unwrap().0.storage;
+    let topic = TopicRecord {
+        v: 1,
+        id: format!("{:032x}", 0x162),
+        partitions: 1,
+        replication_factor: 2,
+        replicas: vec![vec![
+            ReplicaPlacement {
+                node: 161,
+                shard: 0,
+            },
+            ReplicaPlacement {
+                node: 162,
+                shard: 0,
+            },
+        ]],
+        settings: TopicSettings::default(),
+    };
+    let in_sync = |node: u32, storage: String| IsrRecord { node, storage };
+    let led_by_test = PartitionRecord {
+        v: 1,
+        topic_id: topic.id.clone(),
+        leader: Some(LeaderRecord { node: 161, session }),
+        epoch: 4,
+        isr: vec![in_sync(161, format!("{:016x}", 0x161))],
+        partition_epoch: 1,
+    };
+    let answer_records = |from: u64, values: &[&str], hw: u64| {
+        let mut records = Vec::new();
+        for (n, value) in values.iter().enumerate() {
+            records.extend(stamped(from + n as u64, value));
+        }
+        Response::ReplicaFetch(spate_proto::ReplicaFetchResponse {
+            high_watermark: hw,
+            log_start_offset: if from >= 10 { 10 } else { 0 },
+            diverging: None,
+            epochs: vec![spate_proto::EpochBoundary {
+                epoch: 4,
+                start_offset: from,
+            }],
+            records: records.into(),
+        })
+    };
+    let mut reset = false;
+    let leader = serve_as_leader(listener, move |fetch| {
+        let answer = match (fetch.fetch_offset, fetch.last_fetched_epoch) {
+            // Two records from the start, then the leader's retention passes them.
+            (0, None) if !reset => answer_records(0, &["a0", "a1"], 2),
+            (2, Some(4)) => {
+                reset = true;
+                Response::Error {
+                    api_key: 14,
+                    error: spate_proto::ErrorResponse::new(
+                        ErrorCode::OffsetOutOfRange,
+                        "the leader's log starts at 10",
+                    )
+                    .with_detail(spate_proto::ErrorDetail::OffsetRange {
+                        log_start_offset: 10,
+                        high_watermark: 12,
+                    }),
+                }
+            }
+            (10, None) => answer_records(10, &["b10", "b11"], 12),
+            (12, Some(4)) => {
+                std::thread::sleep(Duration::from_millis(50));
+                answer_records(12, &[], 12)
+            }
+            other => panic!("an unexpected fetch {other:?}"),
+        };
+        Some(answer)
+    });
+    write_topic_named(&etcd, "s", &topic, &led_by_test);
+    let chain_path = dir.join("topics/s-0/leader-epochs");
+    wait_for("the follower started over", Duration::from_secs(15), || {
+        std::fs::read(&chain_path)
+            .ok()
+            .and_then(|bytes| spate_core::replica::LeaderEpochs::from_file(&bytes).ok())
+            .is_some_and(|chain| chain.entries().first().map(|entry| entry.start.0) == Some(10))
+    });
+    let member = etcd.member(162).unwrap().0;
+    let led_by_follower = PartitionRecord {
+        leader: Some(LeaderRecord {
+            node: 162,
+            session: member.session,
+        }),
+        epoch: 5,
+        isr: vec![in_sync(162, follower_storage)],
+        partition_epoch: 2,
+        ..led_by_test
+    };
+    write_topic_named(&etcd, "s", &topic, &led_by_follower);
+    let mut client = NodeClient::connect(node.endpoints[0]);
+    wait_for("the follower leading", Duration::from_secs(10), || {
+        matches!(client.fetch("s", 0, 10, 0), Response::Fetch(_))
+    });
+    match client.fetch("s", 0, 10, 0) {
+        Response::Fetch(fetched) => {
+            assert_eq!(fetched.log_start_offset, 10);
+            assert_eq!(
+                records(&fetched.records),
+                vec![(10, b"b10".to_vec()), (11, b"b11".to_vec())]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     node.shutdown();
     drop(leader);
 }
