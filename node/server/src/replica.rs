@@ -292,15 +292,9 @@ impl Shard {
             }
             // Checked again after every wait: the epoch may have changed meanwhile.
             let checked = {
-                let mut leading = partition.leading.borrow_mut();
-                let Some(leading) = leading.as_mut() else {
-                    return Err(refused(
-                        ErrorCode::NotLeaderOrFollower,
-                        format!("{name}: this node does not lead it"),
-                    ));
-                };
-                check_sender(
-                    leading,
+                let mut guard = partition.leading.borrow_mut();
+                let leading = check_sender(
+                    &mut guard,
                     &name,
                     request.topic_id,
                     request.replica,
@@ -426,15 +420,9 @@ impl Shard {
     ) -> Result<(), ErrorResponse> {
         let name = format!("{}-{}", partition.key.topic, partition.key.partition);
         {
-            let mut leading = partition.leading.borrow_mut();
-            let Some(leading) = leading.as_mut() else {
-                return Err(refused(
-                    ErrorCode::NotLeaderOrFollower,
-                    format!("{name}: this node does not lead it"),
-                ));
-            };
-            check_sender(
-                leading,
+            let mut guard = partition.leading.borrow_mut();
+            let leading = check_sender(
+                &mut guard,
                 &name,
                 request.topic_id,
                 request.replica,
@@ -545,14 +533,21 @@ async fn propose(
     }
 }
 
-/// The checks every replica request passes first: the topic, the epoch, the replica.
-fn check_sender(
-    leading: &Leading,
+/// The checks every replica request passes first: this node leads, the topic, the epoch,
+/// the replica; the leader's state if they pass.
+fn check_sender<'a>(
+    leading: &'a mut Option<Leading>,
     name: &str,
     topic_id: u128,
     replica: u32,
     epoch: u32,
-) -> Result<(), ErrorResponse> {
+) -> Result<&'a mut Leading, ErrorResponse> {
+    let Some(leading) = leading.as_mut() else {
+        return Err(refused(
+            ErrorCode::NotLeaderOrFollower,
+            format!("{name}: this node does not lead it"),
+        ));
+    };
     if topic_id != leading.topic_id {
         return Err(refused(
             ErrorCode::NotLeaderOrFollower,
@@ -574,7 +569,7 @@ fn check_sender(
             },
         ));
     }
-    Ok(())
+    Ok(leading)
 }
 
 fn replica_error(name: &str, problem: &ReplicaError) -> ErrorResponse {

@@ -1383,6 +1383,51 @@ fn a_waiting_admin_request_holds_back_nothing_else() {
     node.shutdown();
 }
 
+/// Registers member `node`, played by the test, under a lease of its own (120 s): session and
+/// storage id as given, its one shard at `endpoint`.
+fn register_test_member(etcd: &Etcd, node: u32, session: &str, storage: u64, endpoint: &str) {
+    etcd.run(async |client| {
+        let lease = client.lease_grant(120, None).await.unwrap().id();
+        let record = MemberRecord {
+            v: 1,
+            node,
+            session: session.to_owned(),
+            storage: format!("{storage:016x}"),
+            shards: vec![endpoint.to_owned()],
+            since_ms: 0,
+        };
+        client
+            .put(
+                member_key("spate", node),
+                serde_json::to_vec(&record).unwrap(),
+                Some(etcd_client::PutOptions::new().with_lease(lease)),
+            )
+            .await
+            .unwrap();
+    });
+}
+
+/// A topic of one partition with topic id `id` on `first` and `second` (shard 0 each).
+fn two_replica_topic(id: u128, first: u32, second: u32) -> TopicRecord {
+    TopicRecord {
+        v: 1,
+        id: format!("{id:032x}"),
+        partitions: 1,
+        replication_factor: 2,
+        replicas: vec![vec![
+            ReplicaPlacement {
+                node: first,
+                shard: 0,
+            },
+            ReplicaPlacement {
+                node: second,
+                shard: 0,
+            },
+        ]],
+        settings: TopicSettings::default(),
+    }
+}
+
 /// Topic `t` with one partition on `replicas` (shard 0 each), led by `leader` (a live member)
 /// in `epoch` with `isr`, written by hand as the controller would.
 fn write_led_topic(etcd: &Etcd, id: u128, replicas: &[u32], leader: u32, epoch: u32, isr: &[u32]) {
@@ -1483,25 +1528,13 @@ fn a_leader_answers_its_followers_fetches() {
     // it in the ISR below), fetching by hand.
     let follower_storage = 0x0122_0122_u64;
     FOLLOWER_STORAGE.store(follower_storage, std::sync::atomic::Ordering::Relaxed);
-    etcd.run(async |client| {
-        let lease = client.lease_grant(120, None).await.unwrap().id();
-        let record = MemberRecord {
-            v: 1,
-            node: 122,
-            session: format!("{:016x}", 0x122),
-            storage: format!("{follower_storage:016x}"),
-            shards: vec!["127.0.0.1:9".into()],
-            since_ms: 0,
-        };
-        client
-            .put(
-                member_key("spate", 122),
-                serde_json::to_vec(&record).unwrap(),
-                Some(etcd_client::PutOptions::new().with_lease(lease)),
-            )
-            .await
-            .unwrap();
-    });
+    register_test_member(
+        &etcd,
+        122,
+        &format!("{:016x}", 0x122),
+        follower_storage,
+        "127.0.0.1:9",
+    );
     wait_for("membership", Duration::from_secs(10), || {
         etcd.member(121).is_some() && etcd.member(122).is_some()
     });
@@ -1775,6 +1808,85 @@ fn a_replicated_partition_keeps_its_acknowledged_records_when_its_leader_goes() 
     }
 }
 
+/// A real follower node and the test as its partition's leader: etcd, the test's listener
+/// (its one shard), the follower node, its data directory, topic `id` on both, and the
+/// partition led by the test in `epoch` (written by the caller when its leader side runs).
+struct TestLeads {
+    etcd: Etcd,
+    listener: std::net::TcpListener,
+    node: NodeHandle,
+    dir: PathBuf,
+    topic: TopicRecord,
+    led_by_test: PartitionRecord,
+    follower_storage: String,
+}
+
+impl TestLeads {
+    fn start(name: &str, leader: u32, follower: u32, epoch: u32, leader_isr_only: bool) -> Self {
+        let etcd = Etcd::start(name);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = listener.local_addr().unwrap().to_string();
+        let session = format!("{leader:016x}");
+        register_test_member(&etcd, leader, &session, u64::from(leader), &endpoint);
+        let dir = data_dir(&format!("member-{follower}"));
+        let node = spate_node::start(config(&dir, &etcd, follower, 3_000)).unwrap();
+        wait_for("membership", Duration::from_secs(10), || {
+            etcd.member(follower).is_some()
+        });
+        let follower_storage = etcd.member(follower).unwrap().0.storage;
+        let topic = two_replica_topic(u128::from(follower), leader, follower);
+        let mut isr = vec![IsrRecord {
+            node: leader,
+            storage: format!("{leader:016x}"),
+        }];
+        if !leader_isr_only {
+            isr.push(IsrRecord {
+                node: follower,
+                storage: follower_storage.clone(),
+            });
+        }
+        let led_by_test = PartitionRecord {
+            v: 1,
+            topic_id: topic.id.clone(),
+            leader: Some(LeaderRecord {
+                node: leader,
+                session,
+            }),
+            epoch,
+            isr,
+            partition_epoch: 1,
+        };
+        TestLeads {
+            etcd,
+            listener,
+            node,
+            dir,
+            topic,
+            led_by_test,
+            follower_storage,
+        }
+    }
+
+    /// The follower leads `epoch`, alone in the ISR.
+    fn follower_leads(&self, name: &str, follower: u32, epoch: u32) {
+        let member = self.etcd.member(follower).unwrap().0;
+        let state = PartitionRecord {
+            leader: Some(LeaderRecord {
+                node: follower,
+                session: member.session,
+            }),
+            epoch,
+            isr: vec![IsrRecord {
+                node: follower,
+                storage: self.follower_storage.clone(),
+            }],
+            partition_epoch: self.led_by_test.partition_epoch + 1,
+            ..self.led_by_test.clone()
+        };
+        write_topic_named(&self.etcd, name, &self.topic, &state);
+    }
+}
+
 /// A stamped one-record batch at `offset` with `value`.
 fn stamped(offset: u64, value: &str) -> Vec<u8> {
     let mut batch = common::batch(&[value.as_bytes()]).to_vec();
@@ -1839,65 +1951,8 @@ fn serve_as_leader(
 /// the leader's log with the epochs that wrote it in its `leader-epochs` file.
 #[test]
 fn a_follower_cuts_its_log_where_its_leader_says_it_diverges() {
-    let etcd = Etcd::start("truncation");
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let leader_endpoint = listener.local_addr().unwrap().to_string();
     // Member 151 is the test.
-    let session = format!("{:016x}", 0x151);
-    etcd.run(async |client| {
-        let lease = client.lease_grant(120, None).await.unwrap().id();
-        let record = MemberRecord {
-            v: 1,
-            node: 151,
-            session: session.clone(),
-            storage: format!("{:016x}", 0x151),
-            shards: vec![leader_endpoint.clone()],
-            since_ms: 0,
-        };
-        client
-            .put(
-                member_key("spate", 151),
-                serde_json::to_vec(&record).unwrap(),
-                Some(etcd_client::PutOptions::new().with_lease(lease)),
-            )
-            .await
-            .unwrap();
-    });
-    let dir = data_dir("member-152");
-    let node = spate_node::start(config(&dir, &etcd, 152, 3_000)).unwrap();
-    wait_for("membership", Duration::from_secs(10), || {
-        etcd.member(152).is_some()
-    });
-    let follower_storage = etcd.member(152).unwrap().0.storage;
-    let topic = TopicRecord {
-        v: 1,
-        id: format!("{:032x}", 0x152),
-        partitions: 1,
-        replication_factor: 2,
-        replicas: vec![vec![
-            ReplicaPlacement {
-                node: 151,
-                shard: 0,
-            },
-            ReplicaPlacement {
-                node: 152,
-                shard: 0,
-            },
-        ]],
-        settings: TopicSettings::default(),
-    };
-    let in_sync = |node: u32, storage: String| IsrRecord { node, storage };
-    let led_by_test = PartitionRecord {
-        v: 1,
-        topic_id: topic.id.clone(),
-        leader: Some(LeaderRecord { node: 151, session }),
-        epoch: 2,
-        isr: vec![
-            in_sync(151, format!("{:016x}", 0x151)),
-            in_sync(152, follower_storage.clone()),
-        ],
-        partition_epoch: 1,
-    };
+    let leads = TestLeads::start("truncation", 151, 152, 2, false);
     let records_answer = |from: u64, values: &[&str], epochs: Vec<(u32, u64)>, hw: u64| {
         let mut records = Vec::new();
         for (n, value) in values.iter().enumerate() {
@@ -1918,7 +1973,7 @@ fn a_follower_cuts_its_log_where_its_leader_says_it_diverges() {
         })
     };
     let mut step = 0;
-    let leader = serve_as_leader(listener, move |fetch| {
+    let leader = serve_as_leader(leads.listener.try_clone().unwrap(), move |fetch| {
         assert_eq!((fetch.replica, fetch.leader_epoch), (152, 2));
         let answer = match (fetch.fetch_offset, fetch.last_fetched_epoch) {
             // First: five records of epoch 1 (the follower's high watermark becomes 2).
@@ -1950,9 +2005,9 @@ fn a_follower_cuts_its_log_where_its_leader_says_it_diverges() {
         };
         Some(answer)
     });
-    write_topic_named(&etcd, "d", &topic, &led_by_test);
+    write_topic_named(&leads.etcd, "d", &leads.topic, &leads.led_by_test);
     // The follower's log: r0 r1 r2 x3 x4, its chain (1, 0), (2, 3).
-    let chain_path = dir.join("topics/d-0/leader-epochs");
+    let chain_path = leads.dir.join("topics/d-0/leader-epochs");
     wait_for("the follower caught up", Duration::from_secs(15), || {
         std::fs::read(&chain_path)
             .ok()
@@ -1960,19 +2015,8 @@ fn a_follower_cuts_its_log_where_its_leader_says_it_diverges() {
             .is_some_and(|chain| chain.latest_epoch() == Some(spate_core::replica::LeaderEpoch(2)))
     });
     // The follower leads epoch 3: it serves the leader's log, not what it cut.
-    let member = etcd.member(152).unwrap().0;
-    let led_by_follower = PartitionRecord {
-        leader: Some(LeaderRecord {
-            node: 152,
-            session: member.session,
-        }),
-        epoch: 3,
-        isr: vec![in_sync(152, follower_storage)],
-        partition_epoch: 2,
-        ..led_by_test
-    };
-    write_topic_named(&etcd, "d", &topic, &led_by_follower);
-    let mut client = NodeClient::connect(node.endpoints[0]);
+    leads.follower_leads("d", 152, 3);
+    let mut client = NodeClient::connect(leads.node.endpoints[0]);
     wait_for("the follower leading", Duration::from_secs(10), || {
         matches!(client.fetch("d", 0, 0, 0), Response::Fetch(_))
     });
@@ -1990,7 +2034,7 @@ fn a_follower_cuts_its_log_where_its_leader_says_it_diverges() {
         .map(|entry| (entry.epoch.0, entry.start.0))
         .collect();
     assert_eq!(entries, vec![(1, 0), (2, 3), (3, 5)]);
-    node.shutdown();
+    leads.node.shutdown();
     drop(leader);
 }
 
@@ -2000,61 +2044,8 @@ fn a_follower_cuts_its_log_where_its_leader_says_it_diverges() {
 /// and, made the leader, serves its log from that start.
 #[test]
 fn a_follower_starts_over_at_its_leaders_log_start() {
-    let etcd = Etcd::start("reset");
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let leader_endpoint = listener.local_addr().unwrap().to_string();
-    let session = format!("{:016x}", 0x161);
-    etcd.run(async |client| {
-        let lease = client.lease_grant(120, None).await.unwrap().id();
-        let record = MemberRecord {
-            v: 1,
-            node: 161,
-            session: session.clone(),
-            storage: format!("{:016x}", 0x161),
-            shards: vec![leader_endpoint.clone()],
-            since_ms: 0,
-        };
-        client
-            .put(
-                member_key("spate", 161),
-                serde_json::to_vec(&record).unwrap(),
-                Some(etcd_client::PutOptions::new().with_lease(lease)),
-            )
-            .await
-            .unwrap();
-    });
-    let dir = data_dir("member-162");
-    let node = spate_node::start(config(&dir, &etcd, 162, 3_000)).unwrap();
-    wait_for("membership", Duration::from_secs(10), || {
-        etcd.member(162).is_some()
-    });
-    let follower_storage = etcd.member(162).unwrap().0.storage;
-    let topic = TopicRecord {
-        v: 1,
-        id: format!("{:032x}", 0x162),
-        partitions: 1,
-        replication_factor: 2,
-        replicas: vec![vec![
-            ReplicaPlacement {
-                node: 161,
-                shard: 0,
-            },
-            ReplicaPlacement {
-                node: 162,
-                shard: 0,
-            },
-        ]],
-        settings: TopicSettings::default(),
-    };
-    let in_sync = |node: u32, storage: String| IsrRecord { node, storage };
-    let led_by_test = PartitionRecord {
-        v: 1,
-        topic_id: topic.id.clone(),
-        leader: Some(LeaderRecord { node: 161, session }),
-        epoch: 4,
-        isr: vec![in_sync(161, format!("{:016x}", 0x161))],
-        partition_epoch: 1,
-    };
+    // Member 161 is the test, alone in the ISR.
+    let leads = TestLeads::start("reset", 161, 162, 4, true);
     let answer_records = |from: u64, values: &[&str], hw: u64| {
         let mut records = Vec::new();
         for (n, value) in values.iter().enumerate() {
@@ -2072,7 +2063,7 @@ fn a_follower_starts_over_at_its_leaders_log_start() {
         })
     };
     let mut reset = false;
-    let leader = serve_as_leader(listener, move |fetch| {
+    let leader = serve_as_leader(leads.listener.try_clone().unwrap(), move |fetch| {
         let answer = match (fetch.fetch_offset, fetch.last_fetched_epoch) {
             // Two records from the start, then the leader's retention passes them.
             (0, None) if !reset => answer_records(0, &["a0", "a1"], 2),
@@ -2099,27 +2090,16 @@ fn a_follower_starts_over_at_its_leaders_log_start() {
         };
         Some(answer)
     });
-    write_topic_named(&etcd, "s", &topic, &led_by_test);
-    let chain_path = dir.join("topics/s-0/leader-epochs");
+    write_topic_named(&leads.etcd, "s", &leads.topic, &leads.led_by_test);
+    let chain_path = leads.dir.join("topics/s-0/leader-epochs");
     wait_for("the follower started over", Duration::from_secs(15), || {
         std::fs::read(&chain_path)
             .ok()
             .and_then(|bytes| spate_core::replica::LeaderEpochs::from_file(&bytes).ok())
             .is_some_and(|chain| chain.entries().first().map(|entry| entry.start.0) == Some(10))
     });
-    let member = etcd.member(162).unwrap().0;
-    let led_by_follower = PartitionRecord {
-        leader: Some(LeaderRecord {
-            node: 162,
-            session: member.session,
-        }),
-        epoch: 5,
-        isr: vec![in_sync(162, follower_storage)],
-        partition_epoch: 2,
-        ..led_by_test
-    };
-    write_topic_named(&etcd, "s", &topic, &led_by_follower);
-    let mut client = NodeClient::connect(node.endpoints[0]);
+    leads.follower_leads("s", 162, 5);
+    let mut client = NodeClient::connect(leads.node.endpoints[0]);
     wait_for("the follower leading", Duration::from_secs(10), || {
         matches!(client.fetch("s", 0, 10, 0), Response::Fetch(_))
     });
@@ -2133,6 +2113,6 @@ fn a_follower_starts_over_at_its_leaders_log_start() {
         }
         other => panic!("{other:?}"),
     }
-    node.shutdown();
+    leads.node.shutdown();
     drop(leader);
 }
