@@ -17,10 +17,10 @@ use spate_proto::limits::RESPONSE_SIZE_MAX;
 use spate_proto::{
     AlterTopicRequest, AlterTopicResponse, CreateTopicRequest, DeleteRecordsRequest,
     DeleteTopicRequest, DescribePartitionRequest, DescribePartitionResponse, ErrorCode,
-    ErrorResponse, FetchRequest, FetchResponse, FindRecordRequest, FrameDecoder, GroupOp,
-    GroupRequest, GroupResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
-    MetadataResponse, OffsetSpec, PartitionId, Pipeline, ProduceRequest, ProduceResponse,
-    RecordTarget, Request, Response, Setting, TopicMetadata,
+    ErrorResponse, FetchRequest, FetchResponse, FindRecordRequest, FrameDecoder, GroupRequest,
+    GroupResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
+    OffsetSpec, PartitionId, Pipeline, ProduceRequest, ProduceResponse, RecordTarget, Request,
+    Response, Setting, TopicMetadata,
 };
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
@@ -261,6 +261,8 @@ pub struct TopicDescription {
     pub retention_ms: Setting,
     pub retention_bytes: Setting,
     pub segment_bytes: Setting,
+    /// `min.insync.replicas` (`Setting::Value`; `Default` from a node that does not say).
+    pub min_insync_replicas: Setting,
     pub partitions: Vec<PartitionDescription>,
 }
 
@@ -510,25 +512,10 @@ impl Client {
             Request::ListOffsets(list) => 1 + list.partition.0 % FETCH_LANES,
             _ => 0,
         };
-        let timeout = match request {
-            Request::Fetch(fetch) => {
-                REQUEST_TIMEOUT + Duration::from_millis(u64::from(fetch.max_wait_ms))
-            }
-            // A JoinGroup waits at the coordinator until the join phase ends (at most the
-            // largest rebalance timeout of the group); a SyncGroup until the leader's.
-            Request::Group(GroupRequest {
-                op: GroupOp::Join(join),
-                ..
-            }) => {
-                REQUEST_TIMEOUT
-                    + Duration::from_millis(u64::try_from(join.rebalance_timeout_ms).unwrap_or(0))
-            }
-            Request::Group(GroupRequest {
-                op: GroupOp::Sync { .. },
-                ..
-            }) => REQUEST_TIMEOUT + crate::group::SYNC_WAIT_MAX,
-            _ => REQUEST_TIMEOUT,
-        };
+        // A fetch waits at the node up to its `max_wait_ms`, a JoinGroup until the join phase
+        // ends (at most the largest rebalance timeout of the group), a SyncGroup until the
+        // leader's assignment.
+        let timeout = REQUEST_TIMEOUT + request.parked_wait();
         self.submit_frame(lane, timeout, |id| request.to_frame(id))
             .await
     }
@@ -609,15 +596,22 @@ impl Client {
         retention_ms: Setting,
         retention_bytes: Setting,
     ) -> Result<(), ClientError> {
-        let request = Request::CreateTopic(CreateTopicRequest {
+        self.create_topic_with(CreateTopicRequest {
             topic: topic.into(),
             partitions,
             retention_ms,
             retention_bytes,
             segment_bytes: Setting::Default,
             replication_factor,
-        });
-        match self.request(&request).await? {
+            min_insync_replicas: Setting::Default,
+        })
+        .await
+    }
+
+    /// Creates a topic with every setting the protocol has (segment size,
+    /// `min.insync.replicas`, …); `Setting::Default` takes the node's.
+    pub async fn create_topic_with(&self, request: CreateTopicRequest) -> Result<(), ClientError> {
+        match self.request(&Request::CreateTopic(request)).await? {
             Response::CreateTopic(_) => Ok(()),
             other => Err(unexpected(&other)),
         }
@@ -634,14 +628,25 @@ impl Client {
         retention_bytes: Option<Setting>,
         segment_bytes: Option<Setting>,
     ) -> Result<AlterTopicResponse, ClientError> {
-        let request = Request::AlterTopic(AlterTopicRequest {
+        self.alter_topic_with(AlterTopicRequest {
             topic: topic.into(),
             retention_ms,
             retention_bytes,
             segment_bytes,
+            min_insync_replicas: None,
             validate_only: false,
-        });
-        match self.request(&request).await? {
+        })
+        .await
+    }
+
+    /// Changes any of a topic's settings (`None` keeps one; `min_insync_replicas` too).
+    /// The answer names the retention and segment settings as they are now; read
+    /// `min.insync.replicas` back with [`Client::describe_topic`].
+    pub async fn alter_topic_with(
+        &self,
+        request: AlterTopicRequest,
+    ) -> Result<AlterTopicResponse, ClientError> {
+        match self.request(&Request::AlterTopic(request)).await? {
             Response::AlterTopic(altered) => Ok(altered),
             other => Err(unexpected(&other)),
         }
@@ -686,6 +691,7 @@ impl Client {
     pub async fn metadata(&self, topics: &[&str]) -> Result<MetadataResponse, ClientError> {
         let request = Request::Metadata(MetadataRequest {
             topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            settings: true,
         });
         match self.request(&request).await? {
             Response::Metadata(mut metadata) => {
@@ -812,6 +818,7 @@ impl Client {
             retention_ms: metadata.retention_ms,
             retention_bytes: metadata.retention_bytes,
             segment_bytes: metadata.segment_bytes,
+            min_insync_replicas: metadata.min_insync_replicas,
             partitions,
         })
     }

@@ -35,7 +35,8 @@ use crate::client::{Client, ClientError};
 use crate::consumer::{ConsumedRecord, Consumer, ConsumerConfig, OffsetReset, StartPosition};
 
 /// Longest a SyncGroup may wait for the leader's assignment.
-pub const SYNC_WAIT_MAX: Duration = Duration::from_secs(300);
+pub const SYNC_WAIT_MAX: Duration =
+    Duration::from_millis(spate_proto::limits::GROUP_SYNC_WAIT_MS_MAX as u64);
 /// Pause before retrying a group request refused for a passing reason, doubling up to
 /// `GROUP_RETRY_MAX`.
 pub const GROUP_RETRY_MIN: Duration = Duration::from_millis(50);

@@ -40,4 +40,4 @@ pub use producer::{
 };
 pub use spate_format::Compression;
 pub use spate_proto::group::{FetchedOffset, GroupInfo, MemberInfo};
-pub use spate_proto::{Durability, ErrorCode, Setting};
+pub use spate_proto::{AlterTopicRequest, CreateTopicRequest, Durability, ErrorCode, Setting};

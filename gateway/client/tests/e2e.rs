@@ -578,8 +578,57 @@ fn cli_admin_produce_consume_across_shards() {
         .unwrap();
     assert!(segments >= 3, "{rolled}");
     assert!(rolled.contains("segment_bytes 65536"), "{rolled}");
+    assert!(rolled.contains("min_insync_replicas 1,"), "{rolled}");
     assert_eq!(cli.ok(&["consume", "rolled"], ""), filler);
     cli.ok(&["topic", "delete", "rolled"], "");
+    // min.insync.replicas: a single node (one replica in sync) refuses `fsync` writes while
+    // it is above 1, with the reason; `write` ones are taken.
+    cli.ok(
+        &[
+            "topic",
+            "create",
+            "strict",
+            "--partitions",
+            "1",
+            "--min-insync-replicas",
+            "2",
+        ],
+        "",
+    );
+    assert!(cli
+        .ok(&["topic", "describe", "strict"], "")
+        .contains("min_insync_replicas 2,"));
+    // (Retriable: the producer tries again until its delivery timeout.)
+    let refused = cli.fails(
+        &[
+            "produce",
+            "strict",
+            "--durability",
+            "fsync",
+            "--delivery-timeout-ms",
+            "1500",
+        ],
+        "r\n",
+    );
+    assert!(refused.contains("min.insync.replicas is 2"), "{refused}");
+    cli.ok(&["produce", "strict", "--durability", "write"], "w\n");
+    assert_eq!(
+        cli.ok(
+            &[
+                "topic",
+                "alter",
+                "strict",
+                "--min-insync-replicas",
+                "default"
+            ],
+            ""
+        ),
+        "topic strict: retention_ms default, retention_bytes default, segment_bytes default, \
+         min_insync_replicas 1\n"
+    );
+    cli.ok(&["produce", "strict", "--durability", "fsync"], "f\n");
+    assert_eq!(cli.ok(&["consume", "strict"], ""), "w\nf\n");
+    cli.ok(&["topic", "delete", "strict"], "");
 
     // JSON, positions and counts.
     let busiest = (0..4).max_by_key(|p| expected[*p].len()).unwrap();

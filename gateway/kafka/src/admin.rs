@@ -102,8 +102,9 @@ fn setting_value(setting: Setting, default: Option<u64>) -> (String, i8) {
     }
 }
 
-/// A topic's entries: its three settings, then the facts every Spate topic shares. Only the
-/// retention settings can change (IncrementalAlterConfigs); the rest are read-only.
+/// A topic's entries: its four settings, then the facts every Spate topic shares. The
+/// retention settings and `min.insync.replicas` can change (IncrementalAlterConfigs); the
+/// rest are read-only.
 fn topic_entries(topic: &TopicMetadata) -> Vec<Entry> {
     let setting = |name, setting, default, config_type, documentation| {
         let (value, source) = setting_value(setting, default);
@@ -147,6 +148,14 @@ fn topic_entries(topic: &TopicMetadata) -> Vec<Entry> {
             Some(SEGMENT_BYTES_NODE_DEFAULT),
             TYPE_INT,
             "The size of a segment file; retention deletes whole segments.",
+        ),
+        setting(
+            "min.insync.replicas",
+            topic.min_insync_replicas,
+            Some(1),
+            TYPE_INT,
+            "With acks=all, a write is refused (NOT_ENOUGH_REPLICAS) while fewer replicas are \
+             in sync; a single node counts as one.",
         ),
         fact(
             "cleanup.policy",
@@ -454,7 +463,8 @@ pub const OP_SUBTRACT: i8 = 3;
 
 /// An IncrementalAlterConfigs resource as the node's AlterTopic request. Spate changes a
 /// topic's `retention.ms` and `retention.bytes` (SET a value, -1 for unlimited; DELETE back to
-/// the node's default); `cleanup.policy` may be set to `delete`, what it is; everything else
+/// the node's default) and `min.insync.replicas` (SET a count ≥ 1; DELETE back to 1);
+/// `cleanup.policy` may be set to `delete`, what it is; everything else
 /// is refused with a message rather than ignored: `segment.bytes` (changed natively with
 /// `spate topic alter --segment-bytes`),
 /// APPEND/SUBTRACT apply to list settings (Spate has none), a broker's settings are the
@@ -487,6 +497,7 @@ pub fn alter_topic(
         // `segment.bytes` is refused below (Kafka clients change it with `spate topic
         // alter --segment-bytes`).
         segment_bytes: None,
+        min_insync_replicas: None,
         validate_only,
     };
     for (index, config) in resource.configs.iter().enumerate() {
@@ -534,6 +545,14 @@ pub fn alter_topic(
                     request.retention_bytes = Some(setting);
                 }
             }
+            "min.insync.replicas" => {
+                let setting = setting
+                    .filter(|setting| !matches!(setting, Setting::Unlimited | Setting::Value(0)))
+                    .ok_or_else(|| {
+                        invalid(&format!("{value:?}: expected a number of replicas ≥ 1"))
+                    })?;
+                request.min_insync_replicas = Some(setting);
+            }
             "cleanup.policy" if config.config_operation == OP_DELETE || value == "delete" => {}
             "cleanup.policy" => {
                 return Err(invalid(
@@ -548,7 +567,8 @@ pub fn alter_topic(
             }
             _ => {
                 return Err(invalid(
-                    "not a setting Spate can change (it changes retention.ms and retention.bytes)",
+                    "not a setting Spate can change (it changes retention.ms, retention.bytes \
+                     and min.insync.replicas)",
                 ))
             }
         }
@@ -570,12 +590,14 @@ mod tests {
 
     fn node_map() -> MetadataResponse {
         MetadataResponse {
+            settings: false,
             shards: vec![],
             topics: vec![TopicMetadata {
                 name: "clicks".into(),
                 retention_ms: Setting::Value(3_600_000),
                 retention_bytes: Setting::Unlimited,
                 segment_bytes: Setting::Value(1 << 20),
+                min_insync_replicas: Setting::Value(2),
                 partitions: (0..2)
                     .map(|partition| PartitionMetadata {
                         partition: PartitionId(partition),
@@ -648,18 +670,22 @@ mod tests {
         assert_eq!(value(clicks, "max.message.bytes"), Some("1048565"));
         assert_eq!(value(clicks, "message.timestamp.type"), Some("CreateTime"));
         assert_eq!(value(clicks, "compression.type"), Some("producer"));
-        assert_eq!(clicks.configs.len(), 7);
+        assert_eq!(value(clicks, "min.insync.replicas"), Some("2"));
+        assert_eq!(clicks.configs.len(), 8);
         // The node says the effective value, not whose it is.
         let retention = &clicks.configs[0];
         assert_eq!(retention.config_source, SOURCE_UNKNOWN);
-        // Retention changes with IncrementalAlterConfigs; the segment size and the facts do
-        // not.
+        // Retention and min.insync.replicas change with IncrementalAlterConfigs; the segment
+        // size and the facts do not.
         assert!(!retention.read_only && !retention.is_sensitive);
         assert!(!clicks.configs[1].read_only);
-        assert!(clicks.configs[2..].iter().all(|entry| entry.read_only));
+        assert!(clicks.configs[2].read_only);
+        assert_eq!(clicks.configs[3].name.as_str(), "min.insync.replicas");
+        assert!(!clicks.configs[3].read_only);
+        assert!(clicks.configs[4..].iter().all(|entry| entry.read_only));
         assert!(retention.synonyms.is_empty() && retention.documentation.is_none());
         assert_eq!(retention.config_type, TYPE_LONG);
-        let policy = &clicks.configs[3];
+        let policy = &clicks.configs[4];
         assert_eq!(policy.config_source, SOURCE_DEFAULT_CONFIG);
 
         let nope = &answer.results[1];
@@ -707,7 +733,10 @@ mod tests {
         };
         let request = DescribeConfigsRequest::default()
             .with_resources(vec![
-                keys(Some(vec!["segment.bytes", "min.insync.replicas"])),
+                keys(Some(vec![
+                    "segment.bytes",
+                    "unclean.leader.election.enable",
+                ])),
                 keys(Some(vec![])),
             ])
             .with_include_synonyms(true)
@@ -721,7 +750,14 @@ mod tests {
         assert_eq!(named[0].synonyms[0].value, named[0].value);
         assert!(named[0].documentation.is_some());
         assert_eq!(named[0].config_type, TYPE_INT);
-        assert_eq!(answer.results[1].configs.len(), 7);
+        assert_eq!(answer.results[1].configs.len(), 8);
+        let all = &answer.results[1].configs;
+        let min_insync = all
+            .iter()
+            .find(|config| config.name.as_str() == "min.insync.replicas")
+            .unwrap();
+        assert_eq!(min_insync.value.as_deref(), Some("2"));
+        assert!(!min_insync.read_only);
         // v1/v2 have no documentation or type: they keep the crate's defaults.
         let answer = describe_configs(2, &request, Ok(&map), &facts());
         let named = &answer.results[0].configs;
@@ -909,6 +945,21 @@ mod tests {
         .unwrap();
         assert_eq!(unlimited.retention_ms, None, "untouched settings stay");
         assert_eq!(unlimited.retention_bytes, Some(Setting::Unlimited));
+        let min_insync = alter_topic(
+            &alterable(
+                RESOURCE_TOPIC,
+                &[("min.insync.replicas", Some("2"), OP_SET)],
+            ),
+            false,
+        )
+        .unwrap();
+        assert_eq!(min_insync.min_insync_replicas, Some(Setting::Value(2)));
+        let back = alter_topic(
+            &alterable(RESOURCE_TOPIC, &[("min.insync.replicas", None, OP_DELETE)]),
+            false,
+        )
+        .unwrap();
+        assert_eq!(back.min_insync_replicas, Some(Setting::Default));
         for (resource, error) in [
             (
                 alterable(
@@ -935,7 +986,21 @@ mod tests {
             (
                 alterable(
                     RESOURCE_TOPIC,
-                    &[("min.insync.replicas", Some("2"), OP_SET)],
+                    &[("min.insync.replicas", Some("0"), OP_SET)],
+                ),
+                ResponseError::InvalidConfig,
+            ),
+            (
+                alterable(
+                    RESOURCE_TOPIC,
+                    &[("min.insync.replicas", Some("-1"), OP_SET)],
+                ),
+                ResponseError::InvalidConfig,
+            ),
+            (
+                alterable(
+                    RESOURCE_TOPIC,
+                    &[("unclean.leader.election.enable", Some("true"), OP_SET)],
                 ),
                 ResponseError::InvalidConfig,
             ),

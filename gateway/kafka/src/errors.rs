@@ -20,6 +20,8 @@ pub fn kafka_error(code: ErrorCode) -> ResponseError {
         ErrorCode::FencedLeaderEpoch => ResponseError::FencedLeaderEpoch,
         ErrorCode::UnknownLeaderEpoch => ResponseError::UnknownLeaderEpoch,
         ErrorCode::ReplicaNotAvailable => ResponseError::ReplicaNotAvailable,
+        ErrorCode::NotEnoughReplicas => ResponseError::NotEnoughReplicas,
+        ErrorCode::NotEnoughReplicasAfterAppend => ResponseError::NotEnoughReplicasAfterAppend,
         // The shard (or the node) cannot be reached, or is stopping: retriable.
         ErrorCode::Unavailable | ErrorCode::ShuttingDown => ResponseError::LeaderNotAvailable,
         ErrorCode::OffsetOutOfRange => ResponseError::OffsetOutOfRange,

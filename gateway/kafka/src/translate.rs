@@ -413,8 +413,9 @@ pub const DEFAULT_PARTITIONS: u32 = 1;
 /// A CreateTopics topic as the node's CreateTopic request. The replication factor goes to the
 /// node (-1: its default; a single node keeps one copy, a cluster as many as it has live
 /// nodes), which places partitions itself; Spate knows the topic
-/// settings `retention.ms`, `retention.bytes`, `segment.bytes` (and `cleanup.policy=delete`,
-/// what it always does); anything else is refused with INVALID_CONFIG rather than ignored.
+/// settings `retention.ms`, `retention.bytes`, `segment.bytes`, `min.insync.replicas` (and
+/// `cleanup.policy=delete`, what it always does); anything else is refused with
+/// INVALID_CONFIG rather than ignored.
 pub fn create_topic(
     topic: &kafka_protocol::messages::create_topics_request::CreatableTopic,
 ) -> Result<spate_proto::CreateTopicRequest, Refusal> {
@@ -457,6 +458,7 @@ pub fn create_topic(
         retention_bytes: spate_proto::Setting::Default,
         segment_bytes: spate_proto::Setting::Default,
         replication_factor,
+        min_insync_replicas: spate_proto::Setting::Default,
     };
     for config in &topic.configs {
         let name = config.name.as_str();
@@ -487,6 +489,14 @@ pub fn create_topic(
                     .map_err(|_| invalid("expected a number of bytes"))?;
                 request.segment_bytes = spate_proto::Setting::Value(bytes);
             }
+            "min.insync.replicas" => {
+                let count = value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|count| *count > 0)
+                    .ok_or_else(|| invalid("expected a number of replicas ≥ 1"))?;
+                request.min_insync_replicas = spate_proto::Setting::Value(count);
+            }
             "cleanup.policy" if value == "delete" => {}
             "cleanup.policy" => {
                 return Err(invalid(
@@ -495,7 +505,7 @@ pub fn create_topic(
             }
             _ => {
                 return Err(invalid(
-                    "not a setting Spate has (it has retention.ms, retention.bytes, segment.bytes, cleanup.policy=delete)",
+                    "not a setting Spate has (it has retention.ms, retention.bytes, segment.bytes, min.insync.replicas, cleanup.policy=delete)",
                 ))
             }
         }
@@ -548,8 +558,10 @@ mod tests {
 
     fn node_map() -> spate_proto::MetadataResponse {
         spate_proto::MetadataResponse {
+            settings: false,
             shards: vec![],
             topics: vec![TopicMetadata {
+                min_insync_replicas: Setting::Default,
                 name: "clicks".into(),
                 retention_ms: Setting::Default,
                 retention_bytes: Setting::Default,
@@ -637,6 +649,7 @@ mod tests {
                 config("retention.ms", "-1"),
                 config("retention.bytes", "1000000"),
                 config("segment.bytes", "1048576"),
+                config("min.insync.replicas", "2"),
                 config("cleanup.policy", "delete"),
             ]);
         let request = create_topic(&topic).unwrap();
@@ -644,6 +657,7 @@ mod tests {
         assert_eq!(request.retention_ms, Setting::Unlimited);
         assert_eq!(request.retention_bytes, Setting::Value(1_000_000));
         assert_eq!(request.segment_bytes, Setting::Value(1 << 20));
+        assert_eq!(request.min_insync_replicas, Setting::Value(2));
         let refused = |topic: CreatableTopic| create_topic(&topic).unwrap_err();
         let base = CreatableTopic::default()
             .with_name(topic_name("t"))
@@ -655,10 +669,20 @@ mod tests {
         );
         assert_eq!(error, ResponseError::InvalidConfig);
         assert!(message.contains("compaction"), "{message}");
+        for count in ["0", "-1", "two"] {
+            assert_eq!(
+                refused(
+                    base.clone()
+                        .with_configs(vec![config("min.insync.replicas", count)])
+                )
+                .0,
+                ResponseError::InvalidConfig
+            );
+        }
         assert_eq!(
             refused(
                 base.clone()
-                    .with_configs(vec![config("min.insync.replicas", "2")])
+                    .with_configs(vec![config("unclean.leader.election.enable", "true")])
             )
             .0,
             ResponseError::InvalidConfig

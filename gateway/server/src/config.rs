@@ -52,6 +52,9 @@ pub const KAFKA_BUFFER_BUDGET_DEFAULT: u64 = 512 << 20;
 /// A started frame with no new bytes for this long belongs to a dead or abusive client: a
 /// healthy one sends a whole frame in milliseconds, and QUIC retransmits within a second.
 pub const FRAME_STALL_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// How long a shard may take to answer beyond the request's own wait: the SDK's request
+/// timeout (30 s) less a margin, so an SDK client gets the gateway's answer first.
+pub const SHARD_ANSWER_TIMEOUT_MS_DEFAULT: u64 = 25_000;
 
 spate_proto::settings! {
     /// `spate-gateway`: the Spate gateway. Terminates QUIC (TLS 1.3, ALPN `spate/1`), learns
@@ -123,6 +126,12 @@ spate_proto::settings! {
         /// reset, freeing its budget, in ms. [default: 10000]
         #[arg(long, value_name = "MS")]
         frame_stall_timeout_ms: u64 = FRAME_STALL_TIMEOUT_MS_DEFAULT,
+        /// A request forwarded to a shard is answered `Timeout` (Kafka: REQUEST_TIMED_OUT)
+        /// when the shard has not answered this long after its own wait (a fetch's
+        /// max_wait_ms, a group's rebalance), and the link to the shard is reconnected, in
+        /// ms. [default: 25000]
+        #[arg(long, value_name = "MS")]
+        shard_answer_timeout_ms: u64 = SHARD_ANSWER_TIMEOUT_MS_DEFAULT,
         /// TCP address for Kafka clients (the Kafka wire protocol, docs/kafka.md). [default: no
         /// Kafka listener]
         #[arg(long, value_name = "HOST:PORT")]
@@ -246,6 +255,7 @@ impl GatewayConfig {
             ("buffer_budget", self.buffer_budget),
             ("connection_buffer_budget", self.connection_buffer_budget),
             ("frame_stall_timeout_ms", self.frame_stall_timeout_ms),
+            ("shard_answer_timeout_ms", self.shard_answer_timeout_ms),
             (
                 "kafka_request_bytes_max",
                 u64::from(self.kafka_request_bytes_max),
@@ -287,6 +297,11 @@ impl GatewayConfig {
     /// How often the partition map is refreshed from the node.
     pub fn metadata_refresh(&self) -> Duration {
         Duration::from_millis(self.metadata_refresh_ms)
+    }
+
+    /// How long a shard may take to answer beyond the request's own wait.
+    pub fn shard_answer_timeout(&self) -> Duration {
+        Duration::from_millis(self.shard_answer_timeout_ms)
     }
 
     /// A started frame with no new bytes for this long is dropped.

@@ -644,7 +644,10 @@ async fn metadata(
 async fn node_metadata(context: &Context) -> Result<spate_proto::MetadataResponse, ErrorResponse> {
     let pending = send(
         &context.router,
-        &NodeRequest::Metadata(spate_proto::MetadataRequest { topics: vec![] }),
+        &NodeRequest::Metadata(spate_proto::MetadataRequest {
+            topics: vec![],
+            settings: false,
+        }),
     )
     .await;
     match context.router.response(pending).await {

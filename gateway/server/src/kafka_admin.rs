@@ -20,7 +20,10 @@ use crate::router::Router;
 async fn node_metadata(router: &Router) -> Result<MetadataResponse, ErrorResponse> {
     let pending = send(
         router,
-        &NodeRequest::Metadata(spate_proto::MetadataRequest { topics: vec![] }),
+        &NodeRequest::Metadata(spate_proto::MetadataRequest {
+            topics: vec![],
+            settings: true,
+        }),
     )
     .await;
     match router.response(pending).await {
@@ -42,6 +45,7 @@ pub async fn describe_configs(
         Ok(MetadataResponse {
             shards: vec![],
             topics: vec![],
+            settings: true,
         })
     };
     admin::describe_configs(version, request, node.as_ref(), facts)

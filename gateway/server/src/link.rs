@@ -29,6 +29,8 @@ pub struct ShardLink {
     outgoing: mpsc::Sender<(Bytes, Bytes)>,
     waiters: Waiters,
     broken: Arc<AtomicBool>,
+    /// The writer and reader tasks, stopped when the link is abandoned.
+    tasks: [tokio::task::AbortHandle; 2],
 }
 
 /// Sets the correlation id of a frame's header, copying only the header.
@@ -64,7 +66,7 @@ impl ShardLink {
         let waiters: Waiters = Arc::default();
         let broken = Arc::new(AtomicBool::new(false));
         let writer_broken = broken.clone();
-        tokio::spawn(async move {
+        let writing = tokio::spawn(async move {
             // Header and body of one frame are written back to back by this one task, so
             // frames never interleave on the socket.
             while let Some((header, body)) = queue.recv().await {
@@ -78,7 +80,7 @@ impl ShardLink {
         });
         let reader_waiters = waiters.clone();
         let reader_broken = broken.clone();
-        tokio::spawn(async move {
+        let reading = tokio::spawn(async move {
             let decoder = FrameDecoder::new(RESPONSE_SIZE_MAX);
             let mut buffer = BytesMut::with_capacity(LINK_READ_BYTES);
             loop {
@@ -108,11 +110,23 @@ impl ShardLink {
             outgoing,
             waiters,
             broken,
+            tasks: [writing.abort_handle(), reading.abort_handle()],
         })
     }
 
     pub fn is_broken(&self) -> bool {
         self.broken.load(Ordering::Relaxed) || self.outgoing.is_closed()
+    }
+
+    /// Gives the link up (a request on it passed its deadline: the shard stopped answering
+    /// without closing the connection): every caller still waiting fails as if the
+    /// connection broke, the connection is closed, and the next request connects anew.
+    pub fn abandon(&self) {
+        self.broken.store(true, Ordering::Relaxed);
+        self.waiters.close();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 
     /// Queues a whole frame (its correlation id rewritten; the body is not copied) and returns

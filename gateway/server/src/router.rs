@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use spate_proto::{
@@ -28,6 +29,11 @@ pub enum RefreshError {
     },
     #[error("the link to the shard at {0} broke before the answer")]
     LinkBroke(SocketAddr),
+    #[error("the shard at {address} did not answer within {waited:?} (its link is reconnected)")]
+    Silent {
+        address: SocketAddr,
+        waited: Duration,
+    },
     #[error("the shard at {address} refused the metadata request: {error}")]
     Refused {
         address: SocketAddr,
@@ -51,6 +57,9 @@ struct Routes {
 #[derive(Debug)]
 pub struct Router {
     node: String,
+    /// How long a shard may take to answer, beyond the wait the request itself asks for
+    /// (`--shard-answer-timeout-ms`).
+    answer_timeout: Duration,
     routes: RwLock<Arc<Routes>>,
     links: Mutex<HashMap<SocketAddr, Arc<ShardLink>>>,
     refreshing: tokio::sync::Mutex<()>,
@@ -63,10 +72,12 @@ pub struct Router {
 pub enum Pending {
     /// The answer is ready (an error made by the gateway).
     Ready(Response),
-    /// The shard will answer on this receiver.
+    /// The shard will answer on this receiver, by `deadline`, or its link is abandoned.
     Shard {
         receiver: oneshot::Receiver<Frame>,
         admin: bool,
+        deadline: Instant,
+        link: Arc<ShardLink>,
     },
 }
 
@@ -75,9 +86,10 @@ fn resolve(address: &str) -> Option<SocketAddr> {
 }
 
 impl Router {
-    pub fn new(node: String) -> Arc<Self> {
+    pub fn new(node: String, answer_timeout: Duration) -> Arc<Self> {
         Arc::new_cyclic(|me| Router {
             node,
+            answer_timeout,
             routes: RwLock::new(Arc::new(Routes::default())),
             links: Mutex::new(HashMap::new()),
             refreshing: tokio::sync::Mutex::new(()),
@@ -114,7 +126,11 @@ impl Router {
         if let Some(node) = resolve(&self.node) {
             candidates.insert(0, node);
         }
-        let request = Request::Metadata(MetadataRequest { topics: vec![] }).to_frame(0);
+        let request = Request::Metadata(MetadataRequest {
+            topics: vec![],
+            settings: false,
+        })
+        .to_frame(0);
         let mut last_error = RefreshError::NoAddress(self.node.clone());
         for address in candidates {
             let link = match self.link(address).await {
@@ -128,9 +144,20 @@ impl Router {
                 last_error = RefreshError::LinkBroke(address);
                 continue;
             };
-            let Ok(frame) = receiver.await else {
-                last_error = RefreshError::LinkBroke(address);
-                continue;
+            let frame = match tokio::time::timeout(self.answer_timeout, receiver).await {
+                Ok(Ok(frame)) => frame,
+                Ok(Err(_)) => {
+                    last_error = RefreshError::LinkBroke(address);
+                    continue;
+                }
+                Err(_) => {
+                    link.abandon();
+                    last_error = RefreshError::Silent {
+                        address,
+                        waited: self.answer_timeout,
+                    };
+                    continue;
+                }
             };
             match Response::decode(&frame) {
                 Ok(Response::Metadata(metadata)) => {
@@ -237,11 +264,16 @@ impl Router {
                 return unavailable(format!("the shard at {target} is not reachable: {error}"));
             }
         };
+        // The request's own wait (a fetch's, a group's) is the shard's to take, plus the
+        // answer timeout.
+        let deadline = Instant::now() + self.answer_timeout + spate_proto::parked_wait(frame);
         match link.send(frame.bytes()).await {
             Some(receiver) => Pending::Shard {
                 receiver,
                 // Topic changes (create, delete, automatic creation) change the map.
                 admin: matches!(api_key, 1 | 2 | 8),
+                deadline,
+                link,
             },
             None => unavailable(format!("the connection to the shard at {target} broke")),
         }
@@ -260,7 +292,12 @@ impl Router {
         let split = |bytes: Bytes| (bytes.slice(..header_size), bytes.slice(header_size..));
         match pending {
             Pending::Ready(response) => split(response.to_frame(correlation_id)),
-            Pending::Shard { receiver, admin } => match receiver.await {
+            Pending::Shard {
+                receiver,
+                admin,
+                deadline,
+                link,
+            } => match self.within_deadline(receiver, deadline, &link).await {
                 Ok(frame) => {
                     let stale = admin
                         || (frame.head.is_error()
@@ -278,28 +315,71 @@ impl Router {
                     );
                     (header.freeze(), frame.body())
                 }
-                Err(_) => {
-                    self.refresh_soon();
-                    split(
-                        Response::error(api_key, ErrorCode::OutcomeUnknown, OUTCOME_UNKNOWN)
-                            .to_frame(correlation_id),
-                    )
-                }
+                Err(error) => split(
+                    Response::Error {
+                        api_key,
+                        error: *error,
+                    }
+                    .to_frame(correlation_id),
+                ),
             },
         }
+    }
+
+    /// The shard's answer on `receiver`, or the error its absence gets: `OutcomeUnknown` when
+    /// the link broke, `Timeout` when `deadline` passed (the link is then abandoned: the
+    /// shard stopped answering without closing it). Either refreshes the map.
+    async fn within_deadline(
+        &self,
+        receiver: oneshot::Receiver<Frame>,
+        deadline: Instant,
+        link: &ShardLink,
+    ) -> Result<Frame, Box<ErrorResponse>> {
+        let error = match tokio::time::timeout_at(deadline.into(), receiver).await {
+            Ok(Ok(frame)) => return Ok(frame),
+            Ok(Err(_)) => ErrorResponse::new(ErrorCode::OutcomeUnknown, OUTCOME_UNKNOWN),
+            Err(_) => {
+                link.abandon();
+                tracing::warn!(
+                    node = %self.node,
+                    timeout_ms = self.answer_timeout.as_millis(),
+                    "a shard did not answer in time; its link is reconnected"
+                );
+                ErrorResponse::new(
+                    ErrorCode::Timeout,
+                    format!(
+                        "the shard did not answer within {} ms (beyond the request's own \
+                         wait): the request may or may not have been carried out",
+                        self.answer_timeout.as_millis()
+                    ),
+                )
+            }
+        };
+        self.refresh_soon();
+        Err(Box::new(error))
     }
 
     /// Waits for the shard's answer and decodes it (for requests the gateway made itself,
     /// such as the Kafka listener's); refreshes the partition map when the answer says it is
     /// stale, as [`Router::answer`] does.
     pub async fn response(&self, pending: Pending) -> Response {
-        let (receiver, admin) = match pending {
+        let (receiver, admin, deadline, link) = match pending {
             Pending::Ready(response) => return response,
-            Pending::Shard { receiver, admin } => (receiver, admin),
+            Pending::Shard {
+                receiver,
+                admin,
+                deadline,
+                link,
+            } => (receiver, admin, deadline, link),
         };
-        let Ok(frame) = receiver.await else {
-            self.refresh_soon();
-            return Response::error(0, ErrorCode::OutcomeUnknown, OUTCOME_UNKNOWN);
+        let frame = match self.within_deadline(receiver, deadline, &link).await {
+            Ok(frame) => frame,
+            Err(error) => {
+                return Response::Error {
+                    api_key: 0,
+                    error: *error,
+                }
+            }
         };
         let response = Response::decode(&frame).unwrap_or_else(|error| {
             Response::error(

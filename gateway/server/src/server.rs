@@ -234,7 +234,7 @@ pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
     )
     .map_err(endpoint_error)?;
     let local_addr = endpoint.local_addr().map_err(endpoint_error)?;
-    let router = Router::new(config.node.clone());
+    let router = Router::new(config.node.clone(), config.shard_answer_timeout());
     if let Err(error) = router.refresh().await {
         tracing::warn!(node = %config.node, "cannot reach the node yet: {error}; will retry");
     }

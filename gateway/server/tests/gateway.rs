@@ -108,6 +108,7 @@ async fn frames_reach_the_owning_shard_and_answers_keep_their_ids() {
     let gateway = gateway(&dir, node.endpoints[0]).await;
     let connection = connect(&gateway).await;
     let create = Request::CreateTopic(CreateTopicRequest {
+        min_insync_replicas: Setting::Default,
         topic: "g".into(),
         partitions: 4,
         retention_ms: Setting::Default,
@@ -207,11 +208,133 @@ async fn frames_reach_the_owning_shard_and_answers_keep_their_ids() {
         Response::Error { error, .. } => assert_eq!(error.code, ErrorCode::FrameTooLarge),
         other => panic!("{other:?}"),
     }
-    let metadata = Request::Metadata(MetadataRequest { topics: vec![] }).to_frame(3);
+    let metadata = Request::Metadata(MetadataRequest {
+        settings: false,
+        topics: vec![],
+    })
+    .to_frame(3);
     let answers = exchange(&connection, &[metadata]).await;
     // The node lists the user's topic and its internal offsets topic.
     assert!(matches!(&answers[0], (3, Response::Metadata(m))
         if m.topics.len() == 2 && m.topics.iter().any(|t| t.name == OFFSETS_TOPIC)));
     gateway.close();
     node.shutdown();
+}
+
+/// A "node" that answers `Metadata` (itself as shard 0 of topic `t`) and takes every other
+/// frame without ever answering, keeping its connections open; it counts the connections it
+/// accepted.
+fn silent_node() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let decoder = FrameDecoder::new(1 << 24);
+                let mut buffer = BytesMut::new();
+                let mut chunk = vec![0u8; 1 << 16];
+                loop {
+                    let Some(frame) = decoder.decode(&mut buffer).unwrap() else {
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(read) => buffer.extend_from_slice(&chunk[..read]),
+                        }
+                        continue;
+                    };
+                    if let Ok(Request::Metadata(_)) = Request::decode(&frame) {
+                        let answer = Response::Metadata(MetadataResponse {
+                            shards: vec![ShardInfo {
+                                shard: ShardId(0),
+                                endpoint: address.to_string(),
+                            }],
+                            topics: vec![TopicMetadata {
+                                name: "t".into(),
+                                retention_ms: Setting::Unlimited,
+                                retention_bytes: Setting::Unlimited,
+                                segment_bytes: Setting::Value(1 << 30),
+                                min_insync_replicas: Setting::Default,
+                                partitions: vec![PartitionMetadata {
+                                    partition: PartitionId(0),
+                                    shard: ShardId(0),
+                                }],
+                            }],
+                            settings: false,
+                        });
+                        if stream
+                            .write_all(&answer.to_frame(frame.head.correlation_id))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (address, accepted)
+}
+
+/// A shard that stops answering without closing its connection: each request forwarded to it
+/// is answered `Timeout` once `--shard-answer-timeout-ms` has passed beyond the request's own
+/// wait (a fetch's `max_wait_ms`), and the gateway gives the link up and connects anew
+/// rather than queueing more requests behind the silent one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_that_stops_answering_gets_timeouts_and_a_new_link() {
+    let dir = data_dir("silent-shard");
+    let (node, accepted) = silent_node();
+    let flags = Flags {
+        listen: Some("127.0.0.1:0".into()),
+        node: Some(node.to_string()),
+        dev_cert_dir: Some(dir.join("tls")),
+        shard_answer_timeout_ms: Some(400),
+        ..Flags::default()
+    };
+    let gateway = spate_gateway::start(GatewayConfig::resolve(flags).unwrap())
+        .await
+        .unwrap();
+    let connection = connect(&gateway).await;
+    let started = std::time::Instant::now();
+    let answers = exchange(&connection, &[produce("t", 0, b"lost?").to_frame(1)]).await;
+    let waited = started.elapsed();
+    match &answers[..] {
+        [(1, Response::Error { error, .. })] => {
+            assert_eq!(error.code, ErrorCode::Timeout, "{error:?}");
+            assert!(error.message.contains("400 ms"), "{error:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        waited >= std::time::Duration::from_millis(400),
+        "{waited:?}"
+    );
+    assert!(waited < std::time::Duration::from_secs(10), "{waited:?}");
+    // A fetch may wait at the shard as long as it asks (1 s here), then the timeout.
+    let fetch = Request::Fetch(FetchRequest {
+        topic: "t".into(),
+        partition: PartitionId(0),
+        offset: 0,
+        max_bytes: 1 << 20,
+        max_wait_ms: 1000,
+        min_bytes: 1,
+    });
+    let started = std::time::Instant::now();
+    let answers = exchange(&connection, &[fetch.to_frame(2)]).await;
+    let waited = started.elapsed();
+    assert!(
+        matches!(&answers[..], [(2, Response::Error { error, .. })] if error.code == ErrorCode::Timeout),
+        "{answers:?}"
+    );
+    assert!(
+        waited >= std::time::Duration::from_millis(1400),
+        "{waited:?}"
+    );
+    // Every timeout gave its link up: the gateway connected again for the next request.
+    let links = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(links >= 2, "{links} connections");
+    gateway.shutdown().await;
 }

@@ -226,6 +226,7 @@ async fn stalled_partial_frames_stay_within_the_budget_and_others_are_served() {
     let bound = BUDGET + quic + GATEWAY_BASE_RSS;
     let (_endpoint, client) = gateway.connect().await;
     let create = Request::CreateTopic(CreateTopicRequest {
+        min_insync_replicas: Setting::Default,
         topic: "calm".into(),
         partitions: 1,
         retention_ms: Setting::Default,
@@ -455,7 +456,11 @@ async fn a_stalled_frame_is_answered_timeout_and_its_budget_freed() {
     // The connection's budget is held by the stalled frame, so this request must wait for
     // the stall timeout to free it.
     let (mut send, mut receive) = connection.open_bi().await.unwrap();
-    let metadata = Request::Metadata(MetadataRequest { topics: vec![] }).to_frame(5);
+    let metadata = Request::Metadata(MetadataRequest {
+        settings: false,
+        topics: vec![],
+    })
+    .to_frame(5);
     send.write_all(&metadata).await.unwrap();
     let waiting = tokio::spawn(async move {
         let mut buffer = BytesMut::new();

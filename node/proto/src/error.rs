@@ -120,6 +120,13 @@ pub enum ErrorCode {
     UnknownLeaderEpoch,
     /// The replica is not assigned to the partition (or the partition is not replicated).
     ReplicaNotAvailable,
+    /// An `fsync` produce refused before it was appended: fewer replicas are in sync than
+    /// the topic's `min.insync.replicas`.
+    NotEnoughReplicas,
+    /// An `fsync` produce was appended and reached every in-sync replica, but the ISR had
+    /// shrunk below `min.insync.replicas` by then: the records are stored and will be read;
+    /// sending them again duplicates them unless the producer is idempotent.
+    NotEnoughReplicasAfterAppend,
     Other(u16),
 }
 
@@ -168,6 +175,8 @@ impl ErrorCode {
             ErrorCode::FencedLeaderEpoch => 81,
             ErrorCode::UnknownLeaderEpoch => 82,
             ErrorCode::ReplicaNotAvailable => 83,
+            ErrorCode::NotEnoughReplicas => 84,
+            ErrorCode::NotEnoughReplicasAfterAppend => 85,
             ErrorCode::Other(code) => code,
         }
     }
@@ -216,6 +225,8 @@ impl ErrorCode {
             81 => ErrorCode::FencedLeaderEpoch,
             82 => ErrorCode::UnknownLeaderEpoch,
             83 => ErrorCode::ReplicaNotAvailable,
+            84 => ErrorCode::NotEnoughReplicas,
+            85 => ErrorCode::NotEnoughReplicasAfterAppend,
             other => ErrorCode::Other(other),
         }
     }
@@ -233,6 +244,7 @@ impl ErrorCode {
                 | ErrorCode::CoordinatorLoadInProgress
                 | ErrorCode::NotLeaderOrFollower
                 | ErrorCode::UnknownLeaderEpoch
+                | ErrorCode::NotEnoughReplicas
         )
     }
 }

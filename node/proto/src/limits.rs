@@ -21,6 +21,10 @@ pub const FETCH_BYTES_MAX: u32 = 8 << 20;
 /// a loop on the client, where a lost connection is noticed.
 pub const FETCH_WAIT_MS_MAX: u32 = 60_000;
 
+/// Longest a SyncGroup may wait for its leader's assignment, as requesters count it (the SDK
+/// and a gateway add it to their deadline for such a request).
+pub const GROUP_SYNC_WAIT_MS_MAX: u32 = 300_000;
+
 /// Most topics named in one metadata request.
 pub const TOPICS_PER_REQUEST_MAX: u32 = 200;
 

@@ -2,17 +2,19 @@
 //! from frames. Byte strings (record batches) are shared with the frame, never copied on
 //! decode.
 
+use core::time::Duration;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::codec::{Reader, Writer};
 use crate::error::{ErrorCode, ProtoError};
 use crate::frame::{Frame, FrameHead, FLAGS_KNOWN, FLAG_ERROR, FLAG_RESPONSE, VERSION};
-use crate::group::{GroupRequest, GroupResponse};
+use crate::group::{GroupOp, GroupRequest, GroupResponse};
 use crate::limits::{
     CLUSTER_ID_SIZE_MAX, CLUSTER_MEMBERS_MAX, CLUSTER_NAME_SIZE_MAX, CLUSTER_SHARDS_MAX,
     ENDPOINT_SIZE_MAX, ERROR_MESSAGE_SIZE_MAX, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX,
-    FRAME_HEADER_SIZE, PRODUCER_IDS_PER_REQUEST_MAX, RESPONSE_SIZE_MAX, SHARDS_MAX,
-    TOPICS_PER_REQUEST_MAX, TOPICS_PER_RESPONSE_MAX,
+    FRAME_HEADER_SIZE, GROUP_SYNC_WAIT_MS_MAX, PRODUCER_IDS_PER_REQUEST_MAX, RESPONSE_SIZE_MAX,
+    SHARDS_MAX, TOPICS_PER_REQUEST_MAX, TOPICS_PER_RESPONSE_MAX,
 };
 use crate::replica::{ReplicaFetchRequest, ReplicaFetchResponse, ReplicaProgressRequest};
 use crate::{ApiKey, PartitionId, ShardId};
@@ -79,6 +81,9 @@ pub struct CreateTopicRequest {
     /// Copies of each partition, on distinct nodes; 0: the node's default (1). A single node
     /// holds one.
     pub replication_factor: u16,
+    /// `min.insync.replicas`: an `fsync` produce is refused (`NotEnoughReplicas`) while
+    /// fewer replicas are in sync. `Default` (1) is not sent, so older nodes take the request.
+    pub min_insync_replicas: Setting,
 }
 
 /// Changes a topic's settings; `None` keeps a setting as it is. A new segment size applies
@@ -89,6 +94,8 @@ pub struct AlterTopicRequest {
     pub retention_ms: Option<Setting>,
     pub retention_bytes: Option<Setting>,
     pub segment_bytes: Option<Setting>,
+    /// `min.insync.replicas`; sent only when set, so older nodes take the other changes.
+    pub min_insync_replicas: Option<Setting>,
     /// Check and answer, change nothing.
     pub validate_only: bool,
 }
@@ -144,6 +151,9 @@ pub struct AllocateProducerIdsResponse {
 pub struct MetadataRequest {
     /// Topics to describe; empty means all.
     pub topics: Vec<String>,
+    /// Ask for the settings added after the first version (`min_insync_replicas`); sent only
+    /// when set, and answered only when asked, so older peers keep working on either side.
+    pub settings: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,6 +176,8 @@ pub struct TopicMetadata {
     pub retention_ms: Setting,
     pub retention_bytes: Setting,
     pub segment_bytes: Setting,
+    /// `Default` when the answer does not carry it (the request did not ask for settings).
+    pub min_insync_replicas: Setting,
     pub partitions: Vec<PartitionMetadata>,
 }
 
@@ -173,6 +185,9 @@ pub struct TopicMetadata {
 pub struct MetadataResponse {
     pub shards: Vec<ShardInfo>,
     pub topics: Vec<TopicMetadata>,
+    /// The answer carries the later settings (a `1`, then `min_insync_replicas` of each topic,
+    /// after the topics): set when the request asked for them.
+    pub settings: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -663,7 +678,48 @@ const TOPIC_SIZE_MIN: usize = 3;
 /// but a metadata listing fits.
 const RESPONSE_SIZE_SMALL: usize = 512;
 
+/// [`Request::parked_wait`] of a request frame, reading only what it needs (a fetch's
+/// `max_wait_ms`; a group request is decoded); zero for any other frame, and for one that
+/// does not decode (the node refuses it at once).
+pub fn parked_wait(frame: &Frame) -> Duration {
+    match frame.head.api() {
+        Ok(ApiKey::Fetch) => {
+            // The routing fields, then offset u64 and max_bytes u32, then max_wait_ms.
+            let body = frame.body();
+            let wait = frame.route().ok().flatten().and_then(|route| {
+                let at = 2 + route.topic.len() + 4 + 8 + 4;
+                let field = body.get(at..at + 4)?;
+                Some(u32::from_le_bytes(field.try_into().ok()?))
+            });
+            Duration::from_millis(u64::from(wait.unwrap_or(0).min(FETCH_WAIT_MS_MAX)))
+        }
+        Ok(ApiKey::Group) => Request::decode(frame).map_or(Duration::ZERO, |r| r.parked_wait()),
+        _ => Duration::ZERO,
+    }
+}
+
 impl Request {
+    /// How long the node may hold this request before it answers, by the request's own terms:
+    /// a fetch's (or a replica fetch's) `max_wait_ms`, a JoinGroup's rebalance timeout, a
+    /// SyncGroup's wait for its leader (`GROUP_SYNC_WAIT_MS_MAX`); zero for the others. A
+    /// requester's deadline is its own allowance plus this.
+    pub fn parked_wait(&self) -> Duration {
+        let millis = match self {
+            Request::Fetch(fetch) => fetch.max_wait_ms.min(FETCH_WAIT_MS_MAX),
+            Request::ReplicaFetch(fetch) => fetch.max_wait_ms.min(FETCH_WAIT_MS_MAX),
+            Request::Group(GroupRequest {
+                op: GroupOp::Join(join),
+                ..
+            }) => u32::try_from(join.rebalance_timeout_ms).unwrap_or(0),
+            Request::Group(GroupRequest {
+                op: GroupOp::Sync { .. },
+                ..
+            }) => GROUP_SYNC_WAIT_MS_MAX,
+            _ => 0,
+        };
+        Duration::from_millis(u64::from(millis))
+    }
+
     pub fn api_key(&self) -> ApiKey {
         match self {
             Request::CreateTopic(_) => ApiKey::CreateTopic,
@@ -700,12 +756,18 @@ impl Request {
                     w.setting(request.retention_bytes);
                     w.setting(request.segment_bytes);
                     w.u16(request.replication_factor);
+                    if request.min_insync_replicas != Setting::Default {
+                        w.setting(request.min_insync_replicas);
+                    }
                 }
                 Request::DeleteTopic(request) => w.str16(&request.topic),
                 Request::Metadata(request) => {
                     w.u32(u32::try_from(request.topics.len()).unwrap_or(u32::MAX));
                     for topic in &request.topics {
                         w.str16(topic);
+                    }
+                    if request.settings {
+                        w.u8(1);
                     }
                 }
                 Request::Produce(request) => {
@@ -774,6 +836,10 @@ impl Request {
                             }
                         }
                     }
+                    if let Some(setting) = request.min_insync_replicas {
+                        w.u8(1);
+                        w.setting(setting);
+                    }
                 }
             },
         );
@@ -803,6 +869,12 @@ impl Request {
                 } else {
                     reader.u16("replication_factor")?
                 },
+                // Sent only when not the default.
+                min_insync_replicas: if reader.remaining() == 0 {
+                    Setting::Default
+                } else {
+                    reader.setting("min_insync_replicas")?
+                },
             }),
             ApiKey::DeleteTopic => Request::DeleteTopic(DeleteTopicRequest {
                 topic: read_topic(&mut reader)?,
@@ -813,7 +885,20 @@ impl Request {
                 for _ in 0..count {
                     topics.push(read_topic(&mut reader)?);
                 }
-                Request::Metadata(MetadataRequest { topics })
+                // Sent only when set.
+                let settings = match reader.remaining() {
+                    0 => false,
+                    _ => match reader.u8("settings")? {
+                        1 => true,
+                        other => {
+                            return Err(ProtoError::Value {
+                                field: "settings",
+                                value: other.into(),
+                            })
+                        }
+                    },
+                };
+                Request::Metadata(MetadataRequest { topics, settings })
             }
             ApiKey::Produce => {
                 let topic = read_topic(&mut reader)?;
@@ -967,6 +1052,12 @@ impl Request {
                 retention_ms: read_optional_setting(&mut reader, "retention_ms")?,
                 retention_bytes: read_optional_setting(&mut reader, "retention_bytes")?,
                 segment_bytes: read_optional_setting(&mut reader, "segment_bytes")?,
+                // Sent only when set.
+                min_insync_replicas: if reader.remaining() == 0 {
+                    None
+                } else {
+                    read_optional_setting(&mut reader, "min_insync_replicas")?
+                },
             }),
         };
         reader.finish()?;
@@ -1047,6 +1138,12 @@ impl Response {
                     for partition in &topic.partitions {
                         w.u32(partition.partition.0);
                         w.u16(partition.shard.0);
+                    }
+                }
+                if response.settings {
+                    w.u8(1);
+                    for topic in &response.topics {
+                        w.setting(topic.min_insync_replicas);
                     }
                 }
             }
@@ -1295,10 +1392,29 @@ impl Response {
                         retention_ms,
                         retention_bytes,
                         segment_bytes,
+                        min_insync_replicas: Setting::Default,
                         partitions,
                     });
                 }
-                Response::Metadata(MetadataResponse { shards, topics })
+                // Present when the request asked for it.
+                let settings = reader.remaining() > 0;
+                if settings {
+                    let marker = reader.u8("settings")?;
+                    if marker != 1 {
+                        return Err(ProtoError::Value {
+                            field: "settings",
+                            value: marker.into(),
+                        });
+                    }
+                    for topic in &mut topics {
+                        topic.min_insync_replicas = reader.setting("min_insync_replicas")?;
+                    }
+                }
+                Response::Metadata(MetadataResponse {
+                    shards,
+                    topics,
+                    settings,
+                })
             }
             ApiKey::Produce => Response::Produce(ProduceResponse {
                 base_offset: reader.u64("base_offset")?,

@@ -296,7 +296,11 @@ fn routing_reads_only_the_routing_fields() {
             partition: PartitionId(42)
         })
     );
-    let metadata = Request::Metadata(MetadataRequest { topics: vec![] }).to_frame(6);
+    let metadata = Request::Metadata(MetadataRequest {
+        topics: vec![],
+        settings: false,
+    })
+    .to_frame(6);
     assert_eq!(
         decode_one(&metadata, REQUEST_SIZE_MAX).route().unwrap(),
         None
@@ -468,10 +472,11 @@ fn request() -> impl Strategy<Value = Request> {
             setting(),
             setting(),
             setting(),
-            any::<u16>()
+            any::<u16>(),
+            setting()
         )
             .prop_map(
-                |(topic, partitions, retention_ms, retention_bytes, segment_bytes, factor)| {
+                |(topic, partitions, retention_ms, retention_bytes, segment_bytes, factor, min)| {
                     Request::CreateTopic(CreateTopicRequest {
                         topic,
                         partitions,
@@ -479,12 +484,13 @@ fn request() -> impl Strategy<Value = Request> {
                         retention_bytes,
                         segment_bytes,
                         replication_factor: factor,
+                        min_insync_replicas: min,
                     })
                 }
             ),
         topic().prop_map(|topic| Request::DeleteTopic(DeleteTopicRequest { topic })),
-        proptest::collection::vec(topic(), 0..10)
-            .prop_map(|topics| Request::Metadata(MetadataRequest { topics })),
+        (proptest::collection::vec(topic(), 0..10), any::<bool>())
+            .prop_map(|(topics, settings)| Request::Metadata(MetadataRequest { topics, settings })),
         Just(Request::DescribeCluster),
         (topic(), any::<u32>(), 0u8..3, some_bytes(300)).prop_map(
             |(topic, partition, durability, batch)| Request::Produce(ProduceRequest {
@@ -560,15 +566,17 @@ fn request() -> impl Strategy<Value = Request> {
             proptest::option::of(setting()),
             proptest::option::of(setting()),
             proptest::option::of(setting()),
+            proptest::option::of(setting()),
             any::<bool>()
         )
             .prop_map(
-                |(topic, retention_ms, retention_bytes, segment_bytes, validate_only)| {
+                |(topic, retention_ms, retention_bytes, segment_bytes, min, validate_only)| {
                     Request::AlterTopic(AlterTopicRequest {
                         topic,
                         retention_ms,
                         retention_bytes,
                         segment_bytes,
+                        min_insync_replicas: min,
                         validate_only,
                     })
                 }
@@ -694,14 +702,16 @@ fn response() -> impl Strategy<Value = Response> {
         setting(),
         setting(),
         setting(),
+        setting(),
         proptest::collection::vec((any::<u32>(), any::<u16>()), 0..10),
     )
         .prop_map(
-            |(name, retention_ms, retention_bytes, segment_bytes, partitions)| TopicMetadata {
+            |(name, retention_ms, retention_bytes, segment_bytes, min, partitions)| TopicMetadata {
                 name,
                 retention_ms,
                 retention_bytes,
                 segment_bytes,
+                min_insync_replicas: min,
                 partitions: partitions
                     .into_iter()
                     .map(|(partition, shard)| PartitionMetadata {
@@ -731,18 +741,28 @@ fn response() -> impl Strategy<Value = Response> {
         topic().prop_map(|topic| Response::DeleteTopic(DeleteTopicResponse { topic })),
         (
             proptest::collection::vec((any::<u16>(), "[0-9a-z.:]{0,30}"), 0..5),
-            proptest::collection::vec(topic_metadata, 0..5)
+            proptest::collection::vec(topic_metadata, 0..5),
+            any::<bool>()
         )
-            .prop_map(|(shards, topics)| Response::Metadata(MetadataResponse {
-                shards: shards
-                    .into_iter()
-                    .map(|(shard, endpoint)| ShardInfo {
-                        shard: ShardId(shard),
-                        endpoint
-                    })
-                    .collect(),
-                topics,
-            })),
+            .prop_map(|(shards, mut topics, settings)| {
+                if !settings {
+                    // Not carried: read back as the default.
+                    for topic in &mut topics {
+                        topic.min_insync_replicas = Setting::Default;
+                    }
+                }
+                Response::Metadata(MetadataResponse {
+                    shards: shards
+                        .into_iter()
+                        .map(|(shard, endpoint)| ShardInfo {
+                            shard: ShardId(shard),
+                            endpoint,
+                        })
+                        .collect(),
+                    topics,
+                    settings,
+                })
+            }),
         (any::<u64>(), any::<i64>(), any::<u64>()).prop_map(
             |(base_offset, append_time, log_start_offset)| Response::Produce(ProduceResponse {
                 base_offset,
@@ -982,6 +1002,7 @@ fn a_create_topic_without_a_replication_factor_is_read_with_the_default() {
         retention_bytes: Setting::Unlimited,
         segment_bytes: Setting::Value(1 << 20),
         replication_factor: 3,
+        min_insync_replicas: Setting::Default,
     });
     let frame = decode_one(&request.to_frame(7), REQUEST_SIZE_MAX);
     assert_eq!(Request::decode(&frame).unwrap(), request);
@@ -1005,4 +1026,141 @@ fn a_create_topic_without_a_replication_factor_is_read_with_the_default() {
     longer.push(0);
     assert!(Request::decode(&reframed(&longer)).is_err());
     assert!(Request::decode(&reframed(&body[..body.len() - 1])).is_err());
+}
+
+/// `min_insync_replicas` travels only where both sides know it: a `CreateTopic` or
+/// `AlterTopic` that leaves it alone has the bytes of before (an older node takes it), a
+/// `Metadata` answer carries it only when its request asked (an older client reads the
+/// answer it always did), and a newer client reads an older node's answer as "not said".
+#[test]
+fn min_insync_replicas_is_sent_only_to_peers_that_asked_for_it() {
+    let create = |min_insync_replicas| CreateTopicRequest {
+        topic: "clicks".into(),
+        partitions: 3,
+        retention_ms: Setting::Default,
+        retention_bytes: Setting::Default,
+        segment_bytes: Setting::Default,
+        replication_factor: 3,
+        min_insync_replicas,
+    };
+    let plain = Request::CreateTopic(create(Setting::Default)).to_frame(1);
+    let with = Request::CreateTopic(create(Setting::Value(2))).to_frame(1);
+    assert_eq!(
+        with.len(),
+        plain.len() + 9,
+        "one setting more, only when set"
+    );
+    let frame = decode_one(&with, REQUEST_SIZE_MAX);
+    assert_eq!(
+        Request::decode(&frame).unwrap(),
+        Request::CreateTopic(create(Setting::Value(2)))
+    );
+
+    let alter = |min_insync_replicas| AlterTopicRequest {
+        topic: "clicks".into(),
+        retention_ms: Some(Setting::Value(60_000)),
+        retention_bytes: None,
+        segment_bytes: None,
+        min_insync_replicas,
+        validate_only: false,
+    };
+    let plain = Request::AlterTopic(alter(None)).to_frame(1);
+    let with = Request::AlterTopic(alter(Some(Setting::Value(2)))).to_frame(1);
+    assert_eq!(with.len(), plain.len() + 10);
+    for (frame, request) in [(plain, alter(None)), (with, alter(Some(Setting::Value(2))))] {
+        let frame = decode_one(&frame, REQUEST_SIZE_MAX);
+        assert_eq!(
+            Request::decode(&frame).unwrap(),
+            Request::AlterTopic(request)
+        );
+    }
+
+    let answer = |settings| MetadataResponse {
+        shards: vec![],
+        topics: vec![TopicMetadata {
+            name: "clicks".into(),
+            retention_ms: Setting::Value(1),
+            retention_bytes: Setting::Unlimited,
+            segment_bytes: Setting::Value(1 << 20),
+            min_insync_replicas: if settings {
+                Setting::Value(2)
+            } else {
+                Setting::Default
+            },
+            partitions: vec![],
+        }],
+        settings,
+    };
+    let older = Response::Metadata(answer(false)).to_frame(1);
+    let newer = Response::Metadata(answer(true)).to_frame(1);
+    assert_eq!(newer.len(), older.len() + 1 + 9);
+    assert_eq!(
+        &newer[FRAME_HEADER_SIZE as usize..older.len()],
+        &older[FRAME_HEADER_SIZE as usize..],
+        "the answer of before, then the settings"
+    );
+    for (frame, expected) in [(older, answer(false)), (newer, answer(true))] {
+        let frame = decode_one(&frame, RESPONSE_SIZE_MAX);
+        assert_eq!(
+            Response::decode(&frame).unwrap(),
+            Response::Metadata(expected)
+        );
+    }
+    let asked = Request::Metadata(MetadataRequest {
+        topics: vec![],
+        settings: true,
+    })
+    .to_frame(1);
+    let unasked = Request::Metadata(MetadataRequest {
+        topics: vec![],
+        settings: false,
+    })
+    .to_frame(1);
+    assert_eq!(asked.len(), unasked.len() + 1);
+}
+
+/// The wait a node may take before answering, read from a frame as a gateway does, is the
+/// request's own: a fetch's `max_wait_ms`, a JoinGroup's rebalance timeout, a SyncGroup's
+/// `GROUP_SYNC_WAIT_MS_MAX`, nothing for the rest.
+#[test]
+fn a_frames_parked_wait_is_its_requests() {
+    use core::time::Duration;
+    let fetch = Request::Fetch(FetchRequest {
+        topic: "clicks".into(),
+        partition: PartitionId(3),
+        offset: 7,
+        max_bytes: 1 << 20,
+        max_wait_ms: 1234,
+        min_bytes: 1,
+    });
+    let join = Request::Group(GroupRequest {
+        topic: OFFSETS_TOPIC.into(),
+        partition: PartitionId(0),
+        group: "g".into(),
+        op: GroupOp::Join(group::JoinOp {
+            member_id: String::new(),
+            instance_id: None,
+            client_id: "c".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 45_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::new())],
+            require_known_member_id: false,
+        }),
+    });
+    let produce = Request::Produce(ProduceRequest {
+        topic: "clicks".into(),
+        partition: PartitionId(0),
+        durability: Durability::Fsync,
+        batch: Bytes::from_static(b"not looked at"),
+    });
+    for (request, wait) in [
+        (fetch, Duration::from_millis(1234)),
+        (join, Duration::from_secs(45)),
+        (produce, Duration::ZERO),
+    ] {
+        assert_eq!(request.parked_wait(), wait);
+        let frame = decode_one(&request.to_frame(9), REQUEST_SIZE_MAX);
+        assert_eq!(parked_wait(&frame), wait, "{request:?}");
+    }
 }

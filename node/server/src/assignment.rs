@@ -19,8 +19,8 @@ use tokio::sync::watch;
 use crate::cluster::{member_record, members_prefix, ClusterSettings};
 use crate::metadata::{ClusterRoutes, Follows, Leads, LocalReplica, Metadata, Serving, Topic};
 use crate::records::{
-    cluster_id_key, name_under, partition_under, partitions_prefix, read_partition, read_prefix,
-    read_topic, setting_of, topic_id, topic_id_text, topics_prefix, Change, Changes,
+    cluster_id_key, min_insync_of, name_under, partition_under, partitions_prefix, read_partition,
+    read_prefix, read_topic, setting_of, topic_id, topic_id_text, topics_prefix, Change, Changes,
     ClusterIdRecord, ReplicaPlacement, TopicSettings, RECORD_VERSION,
 };
 
@@ -366,6 +366,7 @@ pub fn metadata_from(
                 retention_ms: setting_of(topic.settings.retention_ms),
                 retention_bytes: setting_of(topic.settings.retention_bytes),
                 segment_bytes: setting_of(topic.settings.segment_bytes),
+                min_insync_replicas: min_insync_of(topic.settings.min_insync_replicas),
                 shards: owners,
             },
         );

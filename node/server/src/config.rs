@@ -103,6 +103,11 @@ spate_proto::settings! {
         /// renewed every third of it. [default: 10000]
         #[arg(long, value_name = "MS")]
         session_timeout_ms: u64 = SESSION_TIMEOUT_MS_DEFAULT,
+        /// In a cluster, the copies of each partition of a topic created without a replication
+        /// factor (automatic creation, Kafka's -1; Kafka's default.replication.factor).
+        /// [default: 1]
+        #[arg(long, value_name = "N")]
+        default_replication_factor: u16 = 1,
         /// Address of shard 0; shard i listens on port + i (port 0: every shard picks a free
         /// port). [default: 127.0.0.1:7460]
         #[arg(long, value_name = "HOST:PORT")]
@@ -342,6 +347,17 @@ impl NodeConfig {
                 "this spate-node was built without cluster support: build it with \
                  `--features cluster` (which needs protoc, Debian's protobuf-compiler; \
                  docs/cluster.md)",
+            ));
+        }
+        if self.default_replication_factor == 0
+            || (self.default_replication_factor > 1 && self.etcd.is_none())
+        {
+            return Err(invalid(
+                "default_replication_factor",
+                format!(
+                    "{} (valid: 1, or more in a cluster: --etcd)",
+                    self.default_replication_factor
+                ),
             ));
         }
         if self.etcd.is_some() && self.node_id.is_none() {

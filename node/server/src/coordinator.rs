@@ -366,6 +366,7 @@ impl Coordinator {
                     retention_ms: create.retention_ms,
                     retention_bytes: create.retention_bytes,
                     segment_bytes: create.segment_bytes,
+                    min_insync_replicas: create.min_insync_replicas,
                     shards: (0..create.partitions)
                         .map(|p| assign(&create.topic, p, shards))
                         .collect(),
@@ -410,6 +411,7 @@ impl Coordinator {
                         retention_ms: create.retention_ms,
                         retention_bytes: create.retention_bytes,
                         segment_bytes: create.segment_bytes,
+                        min_insync_replicas: create.min_insync_replicas,
                         shards: (0..create.partitions)
                             .map(|p| assign(&create.topic, p, shards))
                             .collect(),
@@ -436,6 +438,9 @@ impl Coordinator {
                     retention_bytes: alter.retention_bytes.unwrap_or(topic.retention_bytes),
                     segment_bytes: alter.segment_bytes.unwrap_or(topic.segment_bytes),
                     replication_factor: 0,
+                    min_insync_replicas: alter
+                        .min_insync_replicas
+                        .unwrap_or(topic.min_insync_replicas),
                 };
                 if let Err((code, message)) = validate_create(&check) {
                     return fail(code, message);
@@ -452,7 +457,8 @@ impl Coordinator {
                 topic.retention_ms = check.retention_ms;
                 topic.retention_bytes = check.retention_bytes;
                 topic.segment_bytes = check.segment_bytes;
-                tracing::info!(topic = %alter.topic, retention_ms = ?check.retention_ms, retention_bytes = ?check.retention_bytes, segment_bytes = ?check.segment_bytes, "changed a topic's settings");
+                topic.min_insync_replicas = check.min_insync_replicas;
+                tracing::info!(topic = %alter.topic, retention_ms = ?check.retention_ms, retention_bytes = ?check.retention_bytes, segment_bytes = ?check.segment_bytes, min_insync_replicas = ?check.min_insync_replicas, "changed a topic's settings");
                 answer
             }
             Request::AllocateProducerIds(allocate) => {
@@ -552,6 +558,7 @@ fn auto_create(config: &crate::config::NodeConfig, topic: String) -> CreateTopic
         retention_bytes: Setting::Default,
         segment_bytes: Setting::Default,
         replication_factor: 0,
+        min_insync_replicas: Setting::Default,
     }
 }
 
@@ -571,6 +578,23 @@ fn validate_create(create: &CreateTopicRequest) -> Result<(), (ErrorCode, String
                 ErrorCode::InvalidConfig,
                 format!("segment_bytes {bytes} (valid: 64 KiB to 2 GiB)"),
             ));
+        }
+    }
+    match create.min_insync_replicas {
+        Setting::Default => {}
+        Setting::Value(count) if (1..=u64::from(u16::MAX)).contains(&count) => {}
+        other => {
+            return Err((
+                ErrorCode::InvalidConfig,
+                format!(
+                    "min_insync_replicas {} (valid: 1 to {})",
+                    match other {
+                        Setting::Value(count) => count.to_string(),
+                        _ => "unlimited".into(),
+                    },
+                    u16::MAX
+                ),
+            ))
         }
     }
     if create.segment_bytes == Setting::Unlimited {

@@ -42,6 +42,7 @@ impl Engine {
                 retention_ms: Setting::Unlimited,
                 retention_bytes: Setting::Unlimited,
                 segment_bytes: Setting::Default,
+                min_insync_replicas: Setting::Default,
                 shards: vec![ShardId(0); partitions as usize],
             },
         );

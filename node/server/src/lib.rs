@@ -25,6 +25,7 @@ pub mod metadata;
 pub mod node;
 pub mod ownership;
 pub mod partition;
+pub mod process;
 #[cfg(feature = "cluster")]
 pub mod records;
 pub mod replica;

@@ -1,85 +1,11 @@
 //! The `spate-node` binary: parses flags, starts the node, prints every shard's address once
-//! it serves, and shuts down gracefully on SIGTERM or Ctrl-C.
+//! it serves, and shuts down gracefully on SIGTERM or Ctrl-C (`spate_node::process::run`).
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use spate_node::{Flags, NodeCommand, NodeConfig};
 
 fn main() -> ExitCode {
     spate_node::logging::init("info");
-    let flags = Flags::parse();
-    if let Some(NodeCommand::Check { data_dir }) = &flags.command {
-        let dir = data_dir
-            .clone()
-            .unwrap_or_else(|| spate_node::config::DATA_DIR_DEFAULT.into());
-        return match spate_node::check::check(&dir, &mut std::io::stdout().lock()) {
-            Ok(summary) => {
-                tracing::info!(
-                    partitions = summary.partitions,
-                    damaged = summary.damaged,
-                    identity_damaged = summary.identity_damaged,
-                    "check finished"
-                );
-                if summary.is_damaged() {
-                    ExitCode::from(1)
-                } else {
-                    ExitCode::SUCCESS
-                }
-            }
-            Err(error) => {
-                tracing::error!("{error}");
-                ExitCode::from(2)
-            }
-        };
-    }
-    let config = match NodeConfig::resolve(flags) {
-        Ok(config) => config,
-        Err(error) => {
-            tracing::error!("{error}");
-            return ExitCode::from(2);
-        }
-    };
-    // SIGTERM and SIGINT start a graceful shutdown instead of killing the process mid-sync.
-    let mut signals = match signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGHUP,
-    ]) {
-        Ok(signals) => signals,
-        Err(error) => {
-            tracing::error!("cannot install signal handlers: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let node = match spate_node::start(config.clone()) {
-        Ok(node) => node,
-        Err(error) => {
-            tracing::error!("{error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    for (shard, endpoint) in node.endpoints.iter().enumerate() {
-        // The contract scripts and tests rely on: one line per shard on stdout.
-        #[allow(clippy::print_stdout)]
-        {
-            println!("shard {shard} listening on {endpoint}");
-        }
-    }
-    tracing::info!(shards = node.endpoints.len(), data_dir = %config.data_dir.display(), "spate-node ready");
-    // SIGHUP: re-run recovery of fenced partitions (the operator fixed the disk).
-    let mut signal = 0;
-    for received in signals.forever() {
-        if received == signal_hook::consts::SIGHUP {
-            tracing::info!("SIGHUP: re-running recovery of fenced partitions");
-            node.retry_fenced();
-            continue;
-        }
-        signal = received;
-        break;
-    }
-    tracing::info!(signal, "shutting down: finishing in-flight syncs");
-    node.shutdown();
-    tracing::info!("stopped");
-    ExitCode::SUCCESS
+    spate_node::process::run(spate_node::Flags::parse())
 }

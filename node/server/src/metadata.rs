@@ -6,8 +6,11 @@
 //! u32, CRC-32 of the body u32, then the body: topic count u32, and per topic its name
 //! (u16 length + UTF-8), partition count u32, retention_ms, retention_bytes and segment_bytes
 //! (each u8 tag + u64 as in the protocol's `setting`), and one u16 shard id per partition;
-//! then (version 2) the next producer id never handed out, u64. Version 1 files (without it)
-//! are read as next producer id 0 and written back as version 2 at the next change.
+//! then (version 2) the next producer id never handed out, u64; then (version 3) per topic, in
+//! the same order, its `min_insync_replicas` (a setting). Version 1 files (without the
+//! counter) are read as next producer id 0, version 1 and 2 files with every topic's
+//! `min_insync_replicas` at the default; either is written back as version 3 at the next
+//! change.
 //! The assignment is stored, not computed, so a restart with another shard count reassigns
 //! only what it must, deterministically.
 
@@ -24,9 +27,11 @@ use spate_proto::{Setting, ShardId};
 use thiserror::Error;
 
 const MAGIC: &[u8; 4] = b"SPMD";
-const VERSION: u16 = 2;
+const VERSION: u16 = 3;
 /// The first version, without the producer id counter: still read.
 const VERSION_1: u16 = 1;
+/// The second version, without `min_insync_replicas`: still read.
+const VERSION_2: u16 = 2;
 const HEADER_SIZE: usize = 16;
 /// The metadata file's name in the data directory.
 pub const FILE_NAME: &str = "metadata";
@@ -37,8 +42,21 @@ pub struct Topic {
     pub retention_ms: Setting,
     pub retention_bytes: Setting,
     pub segment_bytes: Setting,
+    /// `min.insync.replicas` (`Default`: 1).
+    pub min_insync_replicas: Setting,
     /// The shard of each partition, by partition number.
     pub shards: Vec<ShardId>,
+}
+
+impl Topic {
+    /// `min.insync.replicas` in effect: an `fsync` produce is refused while fewer replicas
+    /// are in sync.
+    pub fn min_insync(&self) -> u32 {
+        match self.min_insync_replicas {
+            Setting::Value(count) => u32::try_from(count).unwrap_or(u32::MAX),
+            Setting::Default | Setting::Unlimited => 1,
+        }
+    }
 }
 
 /// All topics of a node.
@@ -201,6 +219,9 @@ impl Metadata {
             }
         }
         writer.u64(self.next_producer_id);
+        for topic in self.topics.values() {
+            writer.setting(topic.min_insync_replicas);
+        }
         let mut out = BytesMut::with_capacity(HEADER_SIZE + body.len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
@@ -221,7 +242,7 @@ impl Metadata {
             return Err("bad magic".into());
         }
         let version = u16::from_le_bytes([header[4], header[5]]);
-        if version != VERSION && version != VERSION_1 {
+        if ![VERSION, VERSION_1, VERSION_2].contains(&version) {
             return Err(format!("unsupported version {version}"));
         }
         if header[6] != 0 || header[7] != 0 {
@@ -270,6 +291,7 @@ impl Metadata {
                     retention_ms,
                     retention_bytes,
                     segment_bytes,
+                    min_insync_replicas: Setting::Default,
                     shards,
                 },
             );
@@ -279,6 +301,13 @@ impl Metadata {
         } else {
             reader.u64("next_producer_id").map_err(|e| e.to_string())?
         };
+        if version == VERSION {
+            for topic in topics.values_mut() {
+                topic.min_insync_replicas = reader
+                    .setting("min_insync_replicas")
+                    .map_err(|e| e.to_string())?;
+            }
+        }
         reader.finish().map_err(|e| e.to_string())?;
         Ok(Metadata {
             topics,
@@ -342,6 +371,7 @@ mod tests {
                 retention_ms: Setting::Value(1000),
                 retention_bytes: Setting::Unlimited,
                 segment_bytes: Setting::Default,
+                min_insync_replicas: Setting::Value(2),
                 shards: vec![ShardId(0), ShardId(3), ShardId(1)],
             },
         );
@@ -364,23 +394,45 @@ mod tests {
         assert!(Metadata::decode(&bytes[..bytes.len() - 1]).is_err());
     }
 
-    #[test]
-    fn version_1_files_are_read_with_no_producer_ids_handed_out() {
-        let mut metadata = sample();
-        metadata.next_producer_id = 7000;
-        let bytes = metadata.encode();
-        assert_eq!(Metadata::decode(&bytes).unwrap(), metadata);
-        // The same topics as written by version 1: no counter after them.
-        let mut body = bytes[HEADER_SIZE..bytes.len() - 8].to_vec();
+    /// A file of an older `version` with `body`.
+    fn old_file(version: u16, mut body: Vec<u8>) -> Vec<u8> {
         let mut old = Vec::new();
         old.extend_from_slice(MAGIC);
-        old.extend_from_slice(&VERSION_1.to_le_bytes());
+        old.extend_from_slice(&version.to_le_bytes());
         old.extend_from_slice(&0u16.to_le_bytes());
         old.extend_from_slice(&u32::try_from(body.len()).unwrap().to_le_bytes());
         old.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
         old.append(&mut body);
-        let read = Metadata::decode(&old).unwrap();
-        assert_eq!(read.topics, metadata.topics);
+        old
+    }
+
+    #[test]
+    fn older_files_are_read_with_what_they_did_not_hold_at_its_default() {
+        let mut metadata = sample();
+        metadata.next_producer_id = 7000;
+        let bytes = metadata.encode();
+        assert_eq!(Metadata::decode(&bytes).unwrap(), metadata);
+        let mut defaults = metadata.topics.clone();
+        for topic in defaults.values_mut() {
+            topic.min_insync_replicas = Setting::Default;
+        }
+        // The same topics as written by version 2: no min_insync_replicas after the counter
+        // (one setting of 9 bytes per topic).
+        let settings = 9 * metadata.topics.len();
+        let version_2 = old_file(
+            VERSION_2,
+            bytes[HEADER_SIZE..bytes.len() - settings].to_vec(),
+        );
+        let read = Metadata::decode(&version_2).unwrap();
+        assert_eq!(read.topics, defaults);
+        assert_eq!(read.next_producer_id, 7000);
+        // …and by version 1: no counter either.
+        let version_1 = old_file(
+            VERSION_1,
+            bytes[HEADER_SIZE..bytes.len() - settings - 8].to_vec(),
+        );
+        let read = Metadata::decode(&version_1).unwrap();
+        assert_eq!(read.topics, defaults);
         assert_eq!(read.next_producer_id, 0);
     }
 

@@ -369,6 +369,7 @@ fn load_metadata(config: &NodeConfig) -> Result<Metadata, NodeError> {
                 retention_ms: spate_proto::Setting::Unlimited,
                 retention_bytes: spate_proto::Setting::Unlimited,
                 segment_bytes: spate_proto::Setting::Value(OFFSETS_SEGMENT_BYTES),
+                min_insync_replicas: spate_proto::Setting::Default,
                 shards: (0..spate_proto::OFFSETS_PARTITIONS)
                     .map(|partition| {
                         crate::metadata::assign(

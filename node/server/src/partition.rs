@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use futures_lite::future;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use spate_core::replica::NotEnoughReplicas;
 use spate_core::{LogEvent, Millis, PartitionKey, PartitionLog, ShardBudget, Storage, Ticket};
 use spate_proto::{DeleteRecordsResponse, ErrorCode, ErrorResponse, ProduceResponse};
 
@@ -97,6 +98,8 @@ impl Budget {
 enum Waiting {
     Produce {
         response: ProduceResponse,
+        /// An `fsync` produce, whose acknowledgement checks `min.insync.replicas` again.
+        fsync: bool,
         reply: LocalSender<ProduceResult>,
     },
     DeleteRecords {
@@ -276,9 +279,17 @@ impl Partition {
         &self,
         ticket: Ticket,
         response: ProduceResponse,
+        fsync: bool,
     ) -> LocalReceiver<ProduceResult> {
         let (reply, receiver) = local_channel::new_bounded(1);
-        self.wait(ticket, Waiting::Produce { response, reply });
+        self.wait(
+            ticket,
+            Waiting::Produce {
+                response,
+                fsync,
+                reply,
+            },
+        );
         receiver
     }
 
@@ -342,6 +353,50 @@ impl Partition {
         )
     }
 
+    /// A leader's `fsync` produce reached every in-sync replica, but the ISR is smaller than
+    /// `min.insync.replicas` by now: Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND (the records
+    /// are kept).
+    fn shrunk_below_min_insync(&self, fsync: bool) -> Option<ErrorResponse> {
+        if !fsync {
+            return None;
+        }
+        let leading = self.leading.borrow();
+        let not_enough = leading.as_ref()?.core.check_min_insync().err()?;
+        Some(ErrorResponse::new(
+            ErrorCode::NotEnoughReplicasAfterAppend,
+            format!(
+                "partition {}-{}: the batch is stored on every in-sync replica, but {not_enough} \
+                 by now; sending it again stores it twice unless the producer is idempotent",
+                self.key.topic, self.key.partition
+            ),
+        ))
+    }
+
+    /// Whether an `fsync` produce may be appended under `min.insync.replicas` = `min_insync`:
+    /// a leader counts its ISR (a removal in flight counted as done), a single node itself.
+    pub fn check_min_insync(&self, min_insync: u32) -> Result<(), ErrorResponse> {
+        let refused = match self.leading.borrow_mut().as_mut() {
+            Some(leading) => {
+                leading.core.set_min_insync(min_insync);
+                leading.core.check_min_insync().err()
+            }
+            None => (min_insync > 1).then_some(NotEnoughReplicas {
+                in_sync: 1,
+                min_insync,
+            }),
+        };
+        match refused {
+            None => Ok(()),
+            Some(not_enough) => Err(ErrorResponse::new(
+                ErrorCode::NotEnoughReplicas,
+                format!(
+                    "partition {}-{}: {not_enough}; the batch was not appended",
+                    self.key.topic, self.key.partition
+                ),
+            )),
+        }
+    }
+
     fn handle_event(&self, event: LogEvent) {
         match event {
             LogEvent::Written { .. } | LogEvent::Durable { .. } => {
@@ -352,8 +407,15 @@ impl Partition {
             LogEvent::Acked { ticket } => {
                 let waiting = self.waiting.borrow_mut().remove(&ticket);
                 match waiting {
-                    Some(Waiting::Produce { response, reply }) => {
-                        let _ = reply.try_send(Ok(response));
+                    Some(Waiting::Produce {
+                        response,
+                        fsync,
+                        reply,
+                    }) => {
+                        let _ = reply.try_send(match self.shrunk_below_min_insync(fsync) {
+                            None => Ok(response),
+                            Some(error) => Err(error),
+                        });
                     }
                     Some(Waiting::DeleteRecords { reply }) => {
                         let log_start_offset = self.log.borrow().log_start().0;

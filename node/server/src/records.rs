@@ -107,6 +107,19 @@ pub fn setting_record(setting: Setting) -> Option<i64> {
     }
 }
 
+/// `min.insync.replicas` as the records hold it (`None`: the default, 1).
+pub fn min_insync_of(record: Option<u32>) -> Setting {
+    record.map_or(Setting::Default, |count| Setting::Value(u64::from(count)))
+}
+
+/// `min.insync.replicas` as the records write it (checked to be 1 to 65,535 before).
+pub fn min_insync_record(setting: Setting) -> Option<u32> {
+    match setting {
+        Setting::Value(count) => Some(u32::try_from(count).unwrap_or(u32::MAX)),
+        Setting::Default | Setting::Unlimited => None,
+    }
+}
+
 /// A request to create a topic: `/spate/<cluster>/topic-requests/<name>`, written by the node
 /// a client asked, accepted (the topic key written, the request removed) or refused (the
 /// request marked) by the controller.

@@ -1000,6 +1000,7 @@ fn a_cluster_serves_its_topics_across_its_nodes() {
     // Two copies on two nodes: created and served by its leader (replicated to the other:
     // `a_replicated_partition_keeps_its_acknowledged_records_when_its_leader_goes`).
     let replicated = Request::CreateTopic(spate_proto::CreateTopicRequest {
+        min_insync_replicas: spate_proto::Setting::Default,
         topic: "copies".into(),
         partitions: 1,
         retention_ms: spate_proto::Setting::Default,
@@ -1696,14 +1697,52 @@ fn a_leader_answers_its_followers_fetches() {
     assert_eq!(waiting.join().unwrap(), Ok(5));
     let answer = fetched(client.call(&replica_fetch(id, 122, 3, 6, Some(3), 0)));
     assert_eq!(answer.high_watermark, 6);
-    // It stops fetching: after `replica.lag.time.max` (10 s) the leader removes it, and
-    // acknowledges alone again.
+    // With `min.insync.replicas` 2, a produce is taken while both are in sync…
+    let alter = |client: &mut NodeClient, min_insync_replicas| {
+        client.call(&Request::AlterTopic(spate_proto::AlterTopicRequest {
+            topic: "t".into(),
+            retention_ms: None,
+            retention_bytes: None,
+            segment_bytes: None,
+            min_insync_replicas: Some(min_insync_replicas),
+            validate_only: false,
+        }))
+    };
+    assert!(matches!(
+        alter(&mut client, spate_proto::Setting::Value(2)),
+        Response::AlterTopic(_)
+    ));
+    let waiting = std::thread::spawn(move || {
+        let mut producer = NodeClient::connect(endpoint);
+        produced(producer.produce("t", 0, &[b"g"], Durability::Fsync))
+    });
+    // …then the follower stops fetching: after `replica.lag.time.max` (10 s) the leader
+    // removes it; the waiting produce is stored on every in-sync replica, but the ISR is below
+    // 2 by then (Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND)…
     wait_for("122 out of sync", Duration::from_secs(20), || {
         isr_nodes(&partition_record(&etcd)) == vec![121]
     });
     assert_eq!(
-        produced(client.produce("t", 0, &[b"g"], Durability::Fsync)),
-        Ok(6)
+        waiting.join().unwrap(),
+        Err(ErrorCode::NotEnoughReplicasAfterAppend)
+    );
+    // …and the next `fsync` produce is refused before it is appended; `write` is taken.
+    assert_eq!(
+        produced(client.produce("t", 0, &[b"h"], Durability::Fsync)),
+        Err(ErrorCode::NotEnoughReplicas)
+    );
+    assert_eq!(
+        produced(client.produce("t", 0, &[b"i"], Durability::Write)),
+        Ok(7)
+    );
+    // Back to 1: the leader acknowledges alone again.
+    assert!(matches!(
+        alter(&mut client, spate_proto::Setting::Default),
+        Response::AlterTopic(_)
+    ));
+    assert_eq!(
+        produced(client.produce("t", 0, &[b"j"], Durability::Fsync)),
+        Ok(8)
     );
     node.shutdown();
 }
@@ -1731,6 +1770,7 @@ fn a_replicated_partition_keeps_its_acknowledged_records_when_its_leader_goes() 
     });
     let mut client = NodeClient::connect(nodes[0].as_ref().unwrap().endpoints[0]);
     let create = Request::CreateTopic(spate_proto::CreateTopicRequest {
+        min_insync_replicas: spate_proto::Setting::Default,
         topic: "r".into(),
         partitions: 1,
         retention_ms: spate_proto::Setting::Default,

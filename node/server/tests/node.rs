@@ -463,6 +463,7 @@ fn offline_damage_truncates_a_garbage_tail_and_fences_only_the_corrupt_partition
     let mut client = Client::connect(node.endpoints[0]);
     assert!(matches!(
         client.call(&Request::CreateTopic(CreateTopicRequest {
+            min_insync_replicas: Setting::Default,
             topic: "c".into(),
             partitions: 2,
             retention_ms: Setting::Default,
@@ -562,6 +563,7 @@ fn retention_deletes_old_segments_on_its_schedule() {
     let mut client = Client::connect(node.endpoints[0]);
     assert!(matches!(
         client.call(&Request::CreateTopic(CreateTopicRequest {
+            min_insync_replicas: Setting::Default,
             topic: "r".into(),
             partitions: 1,
             retention_ms: Setting::Unlimited,
@@ -667,6 +669,7 @@ fn delete_records_moves_the_log_start_durably_and_frees_whole_segments() {
     let mut client = Client::connect(node.endpoints[0]);
     assert!(matches!(
         client.call(&Request::CreateTopic(CreateTopicRequest {
+            min_insync_replicas: Setting::Default,
             topic: "d".into(),
             partitions: 1,
             retention_ms: Setting::Unlimited,
@@ -981,5 +984,108 @@ fn the_offsets_log_is_compacted_by_snapshots_and_replays_after_a_restart() {
         client.produce(OFFSETS_TOPIC, partition, &[b"x"], Durability::Fsync),
         Response::Error { error, .. } if error.code == ErrorCode::InvalidRequest
     ));
+    node.shutdown();
+}
+
+/// `min.insync.replicas` on a single node (one replica in sync): a topic created with 2
+/// refuses `fsync` produces before appending (`NotEnoughReplicas`, retriable) and takes
+/// `write` ones; the setting is shown when asked for, kept across a restart, changed back
+/// with `AlterTopic`, and values outside 1 to 65,535 are refused.
+#[test]
+fn min_insync_replicas_refuses_fsync_writes_a_single_node_cannot_replicate() {
+    let dir = data_dir("min-insync");
+    let node = start(&dir, 1);
+    let mut client = Client::connect(node.endpoints[0]);
+    let create = |min_insync_replicas| {
+        Request::CreateTopic(CreateTopicRequest {
+            topic: "t".into(),
+            partitions: 1,
+            retention_ms: Setting::Default,
+            retention_bytes: Setting::Default,
+            segment_bytes: Setting::Default,
+            replication_factor: 0,
+            min_insync_replicas,
+        })
+    };
+    for invalid in [
+        Setting::Value(0),
+        Setting::Unlimited,
+        Setting::Value(65_536),
+    ] {
+        match client.call(&create(invalid)) {
+            Response::Error { error, .. } => {
+                assert_eq!(error.code, ErrorCode::InvalidConfig, "{error:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(matches!(
+        client.call(&create(Setting::Value(2))),
+        Response::CreateTopic(_)
+    ));
+    let shown = |client: &mut Client| match client.call(&Request::Metadata(MetadataRequest {
+        topics: vec!["t".into()],
+        settings: true,
+    })) {
+        Response::Metadata(metadata) => {
+            assert!(metadata.settings);
+            metadata.topics[0].min_insync_replicas
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(shown(&mut client), Setting::Value(2));
+    let refused = |client: &mut Client| match client.produce("t", 0, &[b"v"], Durability::Fsync) {
+        Response::Error { error, .. } => {
+            assert_eq!(error.code, ErrorCode::NotEnoughReplicas, "{error:?}");
+            assert!(error.code.is_retriable());
+            assert!(
+                error.message.contains("min.insync.replicas is 2"),
+                "{error:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    };
+    refused(&mut client);
+    // Not appended: the next record takes offset 0.
+    match client.produce("t", 0, &[b"w"], Durability::Write) {
+        Response::Produce(produced) => assert_eq!(produced.base_offset, 0),
+        other => panic!("{other:?}"),
+    }
+    node.shutdown();
+
+    let node = start(&dir, 1);
+    let mut client = Client::connect(node.endpoints[0]);
+    assert_eq!(
+        shown(&mut client),
+        Setting::Value(2),
+        "kept across a restart"
+    );
+    refused(&mut client);
+    // Asked without settings (a client of before): the answer of before.
+    let metadata = client.metadata();
+    assert!(!metadata.settings);
+    let alter = |client: &mut Client, min_insync_replicas| {
+        client.call(&Request::AlterTopic(AlterTopicRequest {
+            topic: "t".into(),
+            retention_ms: None,
+            retention_bytes: None,
+            segment_bytes: None,
+            min_insync_replicas: Some(min_insync_replicas),
+            validate_only: false,
+        }))
+    };
+    match alter(&mut client, Setting::Value(0)) {
+        Response::Error { error, .. } => assert_eq!(error.code, ErrorCode::InvalidConfig),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        alter(&mut client, Setting::Default),
+        Response::AlterTopic(_)
+    ));
+    assert_eq!(shown(&mut client), Setting::Value(1));
+    match client.produce("t", 0, &[b"x"], Durability::Fsync) {
+        Response::Produce(produced) => assert_eq!(produced.base_offset, 1),
+        other => panic!("{other:?}"),
+    }
     node.shutdown();
 }

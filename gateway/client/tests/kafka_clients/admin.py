@@ -1,7 +1,9 @@
 """Kafka admin clients against Spate's Kafka listener: DescribeConfigs (a topic's settings
 and Spate's fixed facts, the broker's settings, an unknown topic), DescribeCluster (one
 broker, cluster "spate"), CreatePartitions (refused: partitions are fixed at creation) and
-IncrementalAlterConfigs (retention changed, validated only, back to the default; refusals)
+IncrementalAlterConfigs (retention changed, validated only, back to the default; refusals),
+min.insync.replicas (created with it, changed, a single node refusing acks=all writes with
+NOT_ENOUGH_REPLICAS while it is above 1, taking acks=1 ones)
 and DeleteRecords (to an offset, to the high watermark, past it; a consumer reading from 0
 afterwards resets to the new log start) and ListOffsets by time and by the newest time
 (-3) with the records' timestamps,
@@ -14,7 +16,8 @@ import time
 from confluent_kafka import (OFFSET_END, Consumer, KafkaError, KafkaException, Producer,
                              TopicPartition as CkTopicPartition)
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry,
-                                  ConfigResource as CkConfigResource, NewPartitions, OffsetSpec)
+                                  ConfigResource as CkConfigResource, NewPartitions, NewTopic,
+                                  OffsetSpec)
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import InvalidPartitionsError, OffsetOutOfRangeError
@@ -40,7 +43,9 @@ assert configs["retention.ms"]["config_source"] == "UNKNOWN", configs
 assert configs["retention.ms"]["synonyms"][0]["name"] == "retention.ms", configs
 # The default filter leaves out what is a default: Spate's fixed facts.
 modified = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
-assert set(modified["topic"][topic]) == {"retention.ms", "retention.bytes", "segment.bytes"}, modified
+assert set(modified["topic"][topic]) == {"retention.ms", "retention.bytes", "segment.bytes",
+                                        "min.insync.replicas"}, modified
+assert configs["min.insync.replicas"]["value"] == "1", configs
 named = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic, {"cleanup.policy": None})],
                                config_filter="all")
 assert set(named["topic"][topic]) == {"cleanup.policy"}, named
@@ -134,6 +139,31 @@ assert alter(topic, ("cleanup.policy", "compact", SET)) == KafkaError.INVALID_CO
 assert alter(topic, ("retention.ms", "0", SET)) == KafkaError.INVALID_CONFIG
 assert alter(topic + "-nope", ("retention.ms", "1000", SET)) == KafkaError.UNKNOWN_TOPIC_OR_PART
 assert described(topic)["retention.ms"] == "-1"
+
+# min.insync.replicas: changed and described; then a topic created with 2 on a single node
+# (one replica in sync) refuses acks=all writes (NOT_ENOUGH_REPLICAS, nothing appended) and
+# takes acks=1 ones.
+assert alter(topic, ("min.insync.replicas", "0", SET)) == KafkaError.INVALID_CONFIG
+assert alter(topic, ("min.insync.replicas", "2", SET)) == 0
+assert described(topic)["min.insync.replicas"] == "2"
+assert alter(topic, ("min.insync.replicas", None, DELETE)) == 0
+assert described(topic)["min.insync.replicas"] == "1"
+strict_topic = topic + "-strict"
+created = ck.create_topics([NewTopic(strict_topic, 1, config={"min.insync.replicas": "2"})])
+for _, future in created.items():
+    future.result(timeout=20)
+assert described(strict_topic)["min.insync.replicas"] == "2"
+reports = []
+strict = Producer({"bootstrap.servers": broker, "acks": "all", "retries": 0})
+strict.produce(strict_topic, value=b"refused",
+               on_delivery=lambda error, message: reports.append(error))
+assert strict.flush(20) == 0
+assert [error.code() for error in reports] == [KafkaError.NOT_ENOUGH_REPLICAS], reports
+leader_only = Producer({"bootstrap.servers": broker, "acks": 1})
+leader_only.produce(strict_topic, value=b"taken",
+                    on_delivery=lambda error, message: reports.append((error, message.offset())))
+assert leader_only.flush(20) == 0
+assert reports[1:] == [(None, 0)], reports
 
 # DeleteRecords: 10 records in each partition, then the log start moves.
 producer = Producer({"bootstrap.servers": broker, "acks": "all"})

@@ -368,6 +368,12 @@ impl Leader {
         Some(proposal)
     }
 
+    /// Takes the topic's `min.insync.replicas` as it is now (a change applies to the next
+    /// produce and the next acknowledgement).
+    pub fn set_min_insync(&mut self, min_insync: u32) {
+        self.config.min_insync = min_insync;
+    }
+
     /// An `fsync` produce may be appended: enough replicas are in sync.
     pub fn check_min_insync(&self) -> Result<(), NotEnoughReplicas> {
         let in_sync = self.effective_isr_len();

@@ -21,7 +21,8 @@ use crate::assignment::{metadata_from, ClusterMap};
 use crate::cluster::{ClusterQuery, Refused};
 use crate::metadata::ClusterRoutes;
 use crate::records::{
-    setting_of, setting_record, TopicRequestRecord, TopicSettings, RECORD_VERSION,
+    min_insync_of, min_insync_record, setting_of, setting_record, TopicRequestRecord,
+    TopicSettings, RECORD_VERSION,
 };
 use crate::shard::ReplicaOf;
 use crate::shard::Shard;
@@ -35,10 +36,6 @@ const MAP_WAIT: Duration = Duration::from_secs(10);
 
 /// How often the coordinator looks whether the node joined its cluster yet.
 const JOIN_CHECK: Duration = Duration::from_millis(20);
-
-/// Copies of each partition of a topic created without a replication factor (Kafka's
-/// `default.replication.factor`).
-const REPLICATION_FACTOR_DEFAULT: u16 = 1;
 
 /// Once the node joined its cluster, asks the coordinator to remake the metadata whenever the
 /// cluster's map or the node's session changes.
@@ -227,13 +224,16 @@ impl Coordinator {
                             .segment_bytes
                             .unwrap_or(setting_of(settings.segment_bytes)),
                         replication_factor: 0,
+                        min_insync_replicas: checked
+                            .min_insync_replicas
+                            .unwrap_or(min_insync_of(settings.min_insync_replicas)),
                     };
                     validate_create(&check)?;
                     let changed = TopicSettings {
                         retention_ms: setting_record(check.retention_ms),
                         retention_bytes: setting_record(check.retention_bytes),
                         segment_bytes: setting_record(check.segment_bytes),
-                        ..settings
+                        min_insync_replicas: min_insync_record(check.min_insync_replicas),
                     };
                     // Checked only, or nothing changes: nothing is written (the answer shows
                     // the result).
@@ -302,7 +302,7 @@ impl Coordinator {
     ) -> Result<Response, Refused> {
         validate_create(&create)?;
         let factor = match create.replication_factor {
-            0 => REPLICATION_FACTOR_DEFAULT,
+            0 => self.shard.config.default_replication_factor,
             factor => factor,
         };
         let id = crate::identity::random_id_hex128().map_err(|error| {
@@ -320,7 +320,7 @@ impl Coordinator {
                 retention_ms: setting_record(create.retention_ms),
                 retention_bytes: setting_record(create.retention_bytes),
                 segment_bytes: setting_record(create.segment_bytes),
-                min_insync_replicas: None,
+                min_insync_replicas: min_insync_record(create.min_insync_replicas),
             },
             refused: None,
         };

@@ -398,7 +398,7 @@ impl Shard {
         let fail = move |error: ErrorResponse| Response::Error { api_key, error };
         match resolved {
             Resolved::Shard(Request::Metadata(request)) => {
-                Dispatched::Now(match self.describe(&request.topics) {
+                Dispatched::Now(match self.describe(&request) {
                     Ok(response) => Response::Metadata(response),
                     Err(error) => fail(error),
                 })

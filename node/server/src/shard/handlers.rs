@@ -15,11 +15,11 @@ use spate_core::{
 };
 use spate_format::{batches, Offset};
 use spate_proto::{
-    DeleteRecordsRequest, DeleteRecordsResponse, ErrorCode, ErrorDetail, ErrorResponse,
+    DeleteRecordsRequest, DeleteRecordsResponse, Durability, ErrorCode, ErrorDetail, ErrorResponse,
     FetchRequest, FetchResponse, FindRecordRequest, FindRecordResponse, ListOffsetsRequest,
-    ListOffsetsResponse, MetadataResponse, OffsetSpec, PartitionId, PartitionMetadata,
-    ProduceRequest, ProduceResponse, RecordTarget, Setting, ShardId, ShardInfo, TopicMetadata,
-    DELETE_RECORDS_TO_HIGH_WATERMARK,
+    ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetSpec, PartitionId,
+    PartitionMetadata, ProduceRequest, ProduceResponse, RecordTarget, Setting, ShardId, ShardInfo,
+    TopicMetadata, DELETE_RECORDS_TO_HIGH_WATERMARK,
 };
 
 use super::{effective, error, Shard};
@@ -31,11 +31,15 @@ const FETCH_DEADLINE_GRACE: Duration = Duration::from_millis(50);
 /// Bytes a timestamp search reads per step: large enough that a partition is scanned in few
 /// reads, small enough that one step never holds much memory.
 const FIND_STEP_BYTES: u32 = 1 << 20;
-use crate::metadata::{ClusterRoutes, Serving};
+use crate::metadata::{ClusterRoutes, Serving, Topic};
 use crate::partition::{now, DeleteRecordsResult, Partition, ProduceResult};
 
 impl Shard {
-    pub(super) fn describe(&self, names: &[String]) -> Result<MetadataResponse, ErrorResponse> {
+    pub(super) fn describe(
+        &self,
+        request: &MetadataRequest,
+    ) -> Result<MetadataResponse, ErrorResponse> {
+        let names = &request.topics;
         let metadata = self.metadata();
         // In a cluster, every member's shards (a topic's `shards` index them).
         let endpoints = match &metadata.cluster {
@@ -73,6 +77,11 @@ impl Shard {
                     topic.segment_bytes,
                     Some(u64::from(self.config.segment_bytes)),
                 ),
+                min_insync_replicas: if request.settings {
+                    Setting::Value(u64::from(topic.min_insync()))
+                } else {
+                    Setting::Default
+                },
                 partitions: topic
                     .shards
                     .iter()
@@ -84,7 +93,11 @@ impl Shard {
                     .collect(),
             });
         }
-        Ok(MetadataResponse { shards, topics })
+        Ok(MetadataResponse {
+            shards,
+            topics,
+            settings: request.settings,
+        })
     }
 
     /// The partition, if this shard owns it; otherwise the error to answer with.
@@ -251,6 +264,15 @@ impl Shard {
             return Err(error(ErrorCode::ShuttingDown, "the partition closed"));
         }
         self.still_leads(partition)?;
+        let fsync = request.durability == Durability::Fsync;
+        if fsync {
+            let min_insync = self
+                .metadata()
+                .topics
+                .get(&key.topic)
+                .map_or(1, Topic::min_insync);
+            partition.check_min_insync(min_insync)?;
+        }
         let appended = partition.with_log(|log| {
             let ticket = log.handle_append(now(), &request.batch, request.durability)?;
             Ok::<_, AppendError>((ticket, log.log_start()))
@@ -269,7 +291,7 @@ impl Shard {
         partition.ring();
         match ticket.waiter {
             None => Ok(Ok(response)),
-            Some(waiter) => Ok(Err(partition.wait_ack(waiter, response))),
+            Some(waiter) => Ok(Err(partition.wait_ack(waiter, response, fsync))),
         }
     }
 

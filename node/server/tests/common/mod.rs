@@ -109,6 +109,7 @@ impl Client {
 
     pub fn create_topic(&mut self, topic: &str, partitions: u32) -> Response {
         self.call(&Request::CreateTopic(CreateTopicRequest {
+            min_insync_replicas: Setting::Default,
             topic: topic.into(),
             partitions,
             retention_ms: Setting::Default,
@@ -119,7 +120,10 @@ impl Client {
     }
 
     pub fn metadata(&mut self) -> MetadataResponse {
-        match self.call(&Request::Metadata(MetadataRequest { topics: vec![] })) {
+        match self.call(&Request::Metadata(MetadataRequest {
+            settings: false,
+            topics: vec![],
+        })) {
             Response::Metadata(metadata) => metadata,
             other => panic!("metadata failed: {other:?}"),
         }

@@ -61,6 +61,10 @@ enum Command {
         after_help = "Examples:\n  spate up                             # data in ./spate-data, QUIC on 127.0.0.1:7447, Kafka on 127.0.0.1:9092\n  spate up --data-dir /var/tmp/spate   # another data directory\n\nOther `spate` commands run from the same directory trust its development certificate\n(./spate-data/tls/cert.pem) without flags."
     )]
     Up(up::UpArgs),
+    /// Run a node as `spate-node` does, with its flags (`spate up --nodes N` runs its members
+    /// this way; `spate-node --help` describes them).
+    #[command(hide = true)]
+    Node(Box<spate_node::Flags>),
     /// Create, list, describe and delete topics.
     #[command(subcommand)]
     Topic(topic::TopicCommand),
@@ -265,6 +269,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if let Command::Node(flags) = &cli.command {
+        spate_node::logging::init("info");
+        return spate_node::process::run((**flags).clone());
+    }
     if let Command::Up(args) = &cli.command {
         return up::run(args, cli.gateway.as_deref().unwrap_or(GATEWAY_DEFAULT));
     }
@@ -296,7 +304,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         let client = cli.connect().await?;
         match &cli.command {
-            Command::Up(_) | Command::Profile(_) => Ok(()),
+            Command::Up(_) | Command::Profile(_) | Command::Node(_) => Ok(()),
             Command::Topic(command) => Ok(topic::run(&client, command).await?),
             Command::Group(command) => Ok(group::run(&client, command).await?),
             Command::Cluster(ClusterCommand::Info) => Ok(topic::cluster_info(&client).await?),

@@ -4,13 +4,13 @@
 use std::io::Write;
 
 use clap::Subcommand;
-use spate_client::{Client, Setting};
+use spate_client::{AlterTopicRequest, Client, CreateTopicRequest, Setting};
 
 #[derive(Debug, Subcommand)]
 pub enum TopicCommand {
     /// Create a topic.
     #[command(
-        after_help = "Examples:\n  spate topic create clicks --partitions 4\n  spate topic create audit --partitions 1 --retention-ms unlimited\n  spate topic create metrics --partitions 8 --retention-ms 86400000 --retention-bytes 10737418240\n  spate topic create orders --partitions 6 --replication-factor 3   # a cluster of 3 nodes or more"
+        after_help = "Examples:\n  spate topic create clicks --partitions 4\n  spate topic create audit --partitions 1 --retention-ms unlimited\n  spate topic create metrics --partitions 8 --retention-ms 86400000 --retention-bytes 10737418240\n  spate topic create orders --partitions 6 --replication-factor 3 --min-insync-replicas 2   # a cluster of 3 nodes or more"
     )]
     Create {
         name: String,
@@ -28,10 +28,15 @@ pub enum TopicCommand {
         /// `unlimited`. [default: the node's]
         #[arg(long, value_name = "BYTES", value_parser = size_setting)]
         retention_bytes: Option<Setting>,
+        /// Refuse `fsync` writes (Kafka acks=all) while fewer replicas than this are in sync.
+        /// [default: 1]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        min_insync_replicas: Option<u16>,
     },
-    /// Change a topic's retention or segment size (settings not given stay as they are).
+    /// Change a topic's retention, segment size or min.insync.replicas (settings not given
+    /// stay as they are).
     #[command(
-        after_help = "Examples:\n  spate topic alter clicks --retention-ms 3600000     # keep one hour\n  spate topic alter clicks --retention-ms 7d --retention-bytes 50GiB\n  spate topic alter clicks --retention-bytes default  # back to the node's setting\n  spate topic alter clicks --segment-bytes 256MiB     # smaller segments from the next roll"
+        after_help = "Examples:\n  spate topic alter clicks --retention-ms 3600000     # keep one hour\n  spate topic alter clicks --retention-ms 7d --retention-bytes 50GiB\n  spate topic alter clicks --retention-bytes default  # back to the node's setting\n  spate topic alter clicks --segment-bytes 256MiB     # smaller segments from the next roll\n  spate topic alter orders --min-insync-replicas 2    # acks=all needs 2 replicas in sync"
     )]
     Alter {
         name: String,
@@ -46,6 +51,10 @@ pub enum TopicCommand {
         /// next roll on; or `default` (the node's).
         #[arg(long, value_name = "BYTES", value_parser = size_setting)]
         segment_bytes: Option<Setting>,
+        /// Refuse `fsync` writes (Kafka acks=all) while fewer replicas than this are in sync;
+        /// or `default` (1).
+        #[arg(long, value_name = "N", value_parser = count_setting)]
+        min_insync_replicas: Option<Setting>,
     },
     /// List topics with their partition counts and retention.
     #[command(after_help = "Example:\n  spate topic list")]
@@ -199,6 +208,19 @@ pub fn utc(ms: i64) -> String {
         rest / 1000 % 60,
         rest % 1000
     )
+}
+
+/// `--min-insync-replicas` of `alter`: a count ≥ 1, or `default`.
+fn count_setting(text: &str) -> Result<Setting, String> {
+    if text == "default" {
+        return Ok(Setting::Default);
+    }
+    match text.parse::<u16>() {
+        Ok(count) if count > 0 => Ok(Setting::Value(u64::from(count))),
+        _ => Err(format!(
+            "{text:?}: expected a number of replicas (1 to 65535) or `default`"
+        )),
+    }
 }
 
 fn shown(setting: Setting) -> String {
@@ -373,15 +395,19 @@ pub async fn run(client: &Client, command: &TopicCommand) -> Result<(), String> 
             replication_factor,
             retention_ms,
             retention_bytes,
+            min_insync_replicas,
         } => {
             client
-                .create_replicated_topic(
-                    name,
-                    *partitions,
-                    replication_factor.unwrap_or(0),
-                    retention_ms.unwrap_or_default(),
-                    retention_bytes.unwrap_or_default(),
-                )
+                .create_topic_with(CreateTopicRequest {
+                    topic: name.clone(),
+                    partitions: *partitions,
+                    retention_ms: retention_ms.unwrap_or_default(),
+                    retention_bytes: retention_bytes.unwrap_or_default(),
+                    segment_bytes: Setting::Default,
+                    replication_factor: replication_factor.unwrap_or(0),
+                    min_insync_replicas: min_insync_replicas
+                        .map_or(Setting::Default, |count| Setting::Value(u64::from(count))),
+                })
                 .await
                 .map_err(|error| crate::describe(&error))?;
             writeln!(out, "created topic {name} with {partitions} partitions")
@@ -391,20 +417,38 @@ pub async fn run(client: &Client, command: &TopicCommand) -> Result<(), String> 
             retention_ms,
             retention_bytes,
             segment_bytes,
+            min_insync_replicas,
         } => {
-            if retention_ms.is_none() && retention_bytes.is_none() && segment_bytes.is_none() {
+            if retention_ms.is_none()
+                && retention_bytes.is_none()
+                && segment_bytes.is_none()
+                && min_insync_replicas.is_none()
+            {
                 return Err(
-                    "nothing to change: give --retention-ms, --retention-bytes or --segment-bytes"
+                    "nothing to change: give --retention-ms, --retention-bytes, \
+                     --segment-bytes or --min-insync-replicas"
                         .into(),
                 );
             }
             let altered = client
-                .alter_topic(name, *retention_ms, *retention_bytes, *segment_bytes)
+                .alter_topic_with(AlterTopicRequest {
+                    topic: name.clone(),
+                    retention_ms: *retention_ms,
+                    retention_bytes: *retention_bytes,
+                    segment_bytes: *segment_bytes,
+                    min_insync_replicas: *min_insync_replicas,
+                    validate_only: false,
+                })
                 .await
                 .map_err(|error| crate::describe(&error))?;
+            let min_insync = match min_insync_replicas {
+                None => String::new(),
+                Some(Setting::Value(count)) => format!(", min_insync_replicas {count}"),
+                Some(_) => ", min_insync_replicas 1".to_owned(),
+            };
             writeln!(
                 out,
-                "topic {name}: retention_ms {}, retention_bytes {}, segment_bytes {}",
+                "topic {name}: retention_ms {}, retention_bytes {}, segment_bytes {}{min_insync}",
                 shown(altered.retention_ms),
                 shown(altered.retention_bytes),
                 shown(altered.segment_bytes)
@@ -477,12 +521,13 @@ pub async fn run(client: &Client, command: &TopicCommand) -> Result<(), String> 
                 .collect();
             writeln!(
                 out,
-                "topic {}: {} partitions, retention_ms {}, retention_bytes {}, segment_bytes {}, {} on disk",
+                "topic {}: {} partitions, retention_ms {}, retention_bytes {}, segment_bytes {}, min_insync_replicas {}, {} on disk",
                 topic.name,
                 topic.partitions.len(),
                 shown(topic.retention_ms),
                 shown(topic.retention_bytes),
                 shown(topic.segment_bytes),
+                shown(topic.min_insync_replicas),
                 human_bytes(total)
             )
             .and_then(|()| table(&mut out, &rows))
