@@ -3405,3 +3405,123 @@ async fn records_sent_while_a_partition_is_busy_join_one_batch() {
         "the first, five in flight, then the rest in one batch"
     );
 }
+
+/// `spate up --nodes 3` (built with the `cluster` feature; etcd from Debian's
+/// `etcd-server`): a cluster of three node processes on this machine behind one gateway.
+/// kcat (idempotent, acks=all) keeps producing while the leader of the topic's partition is
+/// killed with SIGKILL: every line arrives exactly once and in order, `spate up` reports the
+/// exit and carries on, and the whole cluster stops on SIGTERM and starts again from its data
+/// directory with every record.
+#[cfg(feature = "cluster-tests")]
+#[test]
+fn spate_up_runs_a_cluster_that_survives_kill_9_of_a_leader() {
+    let dir = data_dir("up-nodes");
+    let start = || {
+        let mut up = Process::spawn(
+            spate_command()
+                .args(["up", "--nodes", "3", "--gateway", "127.0.0.1:0"])
+                .args([
+                    "--kafka-listen",
+                    "127.0.0.1:0",
+                    "--session-timeout-ms",
+                    "3000",
+                ])
+                .arg("--data-dir")
+                .arg(dir.join("data")),
+            dir.join("up.log"),
+        );
+        let (gateway, cert) = parse_gateway_line(&up.line("gateway listening on "));
+        let broker = up
+            .line("kafka listening on ")
+            .strip_prefix("kafka listening on ")
+            .and_then(|rest| rest.split_once(' '))
+            .map(|(address, _)| address.to_owned())
+            .unwrap();
+        // `node I (pid P): shards on …`
+        let pids: Vec<u32> = (1..=3)
+            .map(|id| {
+                let line = up.line(&format!("node {id} (pid "));
+                line[format!("node {id} (pid ").len()..]
+                    .split(')')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        up.line("spate is up");
+        (up, broker, pids, Cli { gateway, cert })
+    };
+    let (mut up, broker, pids, cli) = start();
+    let status = cli.ok(&["cluster", "status"], "");
+    assert!(status.contains("3 members"), "{status}");
+    // Replicated on all three (the default replication factor of `spate up --nodes 3`).
+    cli.ok(&["topic", "create", "t", "--partitions", "1"], "");
+    let leads = |id: u32| {
+        std::fs::read_to_string(dir.join(format!("data/node-{id}.log")))
+            .unwrap_or_default()
+            .contains("leads a new epoch topic=t partition=0")
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let leader = loop {
+        if let Some(id) = (1..=3).find(|id| leads(*id)) {
+            break id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no leader of t-0 in the nodes' logs"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+
+    ensure_kcat();
+    let mut kcat = Command::new("kcat")
+        .args(["-P", "-b", &broker, "-t", "t", "-p", "0"])
+        .args([
+            "-X",
+            "enable.idempotence=true",
+            "-X",
+            "request.required.acks=-1",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = kcat.stdin.take().unwrap();
+    let lines: Vec<String> = (1..=300).map(|i| format!("line {i}")).collect();
+    for (index, line) in lines.iter().enumerate() {
+        if index == 100 {
+            let killed = Command::new("kill")
+                .args(["-KILL", &pids[leader as usize - 1].to_string()])
+                .status()
+                .unwrap();
+            assert!(killed.success());
+        }
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(stdin);
+    let produced = kcat.wait_with_output().unwrap();
+    assert!(
+        produced.status.success(),
+        "kcat: {}",
+        String::from_utf8_lossy(&produced.stderr)
+    );
+    let expected: String = lines.iter().map(|line| format!("{line}\n")).collect();
+    assert_eq!(cli.ok(&["consume", "t"], ""), expected);
+    let reported = std::fs::read_to_string(dir.join("up.log")).unwrap();
+    assert!(
+        reported.contains(&format!(
+            "node {leader} exited (signal: 9 (SIGKILL)); the others carry on"
+        )),
+        "{reported}"
+    );
+    assert!(up.terminate().success());
+
+    // Everything stopped with it; started again, the cluster serves every record.
+    let (mut up, _, _, cli) = start();
+    assert_eq!(cli.ok(&["consume", "t"], ""), expected);
+    assert!(up.terminate().success());
+}

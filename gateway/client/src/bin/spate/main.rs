@@ -4,6 +4,7 @@
 //! 1 on failure, 2 for unusable arguments; `produce` exits 130 after SIGINT or SIGTERM, once
 //! it has waited for the records in flight and printed what is stored.
 
+mod cluster_up;
 mod consume;
 mod group;
 mod produce;

@@ -1,6 +1,8 @@
 //! `spate up`: a node and a gateway in this process, with default settings (and automatic
-//! topic creation, as a development mode), a data directory and the development certificate, until Ctrl-C or SIGTERM; then the gateway closes and the
-//! node finishes its in-flight syncs before the process exits.
+//! topic creation, as a development mode), a data directory and the development certificate,
+//! until Ctrl-C or SIGTERM; then the gateway closes and the node finishes its in-flight syncs
+//! before the process exits. With `--nodes N`, a cluster on this machine instead: an etcd and
+//! N member processes (`cluster_up`), the gateway in this process in front of them.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,14 +13,14 @@ use clap::Args;
 pub struct UpArgs {
     /// Data directory of the node; the development certificate goes to its `tls/`.
     #[arg(long, value_name = "DIR", default_value = crate::DATA_DIR_DEFAULT)]
-    data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// Address of the node's first shard (port 0: every shard picks a free port). Only the
     /// gateway needs it.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:0")]
-    node_listen: String,
+    pub(crate) node_listen: String,
     /// Number of node shards. [default: one per available core]
     #[arg(long, value_name = "N")]
-    shards: Option<u32>,
+    pub(crate) shards: Option<u32>,
     /// TCP address for Kafka clients (kcat, librdkafka, kafka-python, ...).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
     kafka_listen: String,
@@ -29,6 +31,21 @@ pub struct UpArgs {
     /// Serve no Kafka listener.
     #[arg(long, conflicts_with_all = ["kafka_listen", "kafka_advertise"])]
     no_kafka: bool,
+    /// Run a cluster of this many nodes on this machine: an etcd (Debian's `etcd-server`)
+    /// and one process per node, each with its data in DIR/node-I, topics replicated on up
+    /// to 3 of them; needs a spate built with `--features cluster`. [default: 1, a single
+    /// node in this process]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub(crate) nodes: u32,
+    /// With --nodes: the endpoints of a running etcd (comma-separated URLs) instead of one
+    /// started here (in DIR/etcd).
+    #[arg(long, value_name = "URLS")]
+    pub(crate) etcd: Option<String>,
+    /// With --nodes: a node whose etcd lease is not renewed for this long is dead to the
+    /// cluster, and its partitions move to others (the failover time after `kill -9`), in
+    /// ms. [default: 10000]
+    #[arg(long, value_name = "MS")]
+    pub(crate) session_timeout_ms: Option<u64>,
 }
 
 fn failed(message: impl std::fmt::Display) -> ExitCode {
@@ -38,6 +55,9 @@ fn failed(message: impl std::fmt::Display) -> ExitCode {
 
 pub fn run(args: &UpArgs, gateway_listen: &str) -> ExitCode {
     spate_node::logging::init("info");
+    if args.nodes > 1 || args.etcd.is_some() {
+        return crate::cluster_up::run(args, gateway_listen);
+    }
     let flags = spate_node::Flags {
         data_dir: Some(args.data_dir.clone()),
         listen: Some(args.node_listen.clone()),
@@ -62,7 +82,19 @@ pub fn run(args: &UpArgs, gateway_listen: &str) -> ExitCode {
         Ok(node) => node,
         Err(error) => return failed(error),
     };
-    let outcome = runtime.block_on(serve(args, gateway_listen, &node.endpoints));
+    let shards: Vec<String> = node.endpoints.iter().map(ToString::to_string).collect();
+    let about = vec![format!(
+        "node shards on {}; data in {}",
+        shards.join(", "),
+        args.data_dir.display()
+    )];
+    let outcome = runtime.block_on(async {
+        let first = node
+            .endpoints
+            .first()
+            .ok_or_else(|| "the node started no shard".to_owned())?;
+        serve(args, gateway_listen, *first, &about, None).await
+    });
     tracing::info!("stopping the node: finishing in-flight syncs");
     node.shutdown();
     runtime.shutdown_background();
@@ -72,14 +104,16 @@ pub fn run(args: &UpArgs, gateway_listen: &str) -> ExitCode {
     }
 }
 
-async fn serve(
+/// Runs the gateway in front of the node whose first shard is `first` until Ctrl-C or
+/// SIGTERM, printing the lines scripts wait for (`about` after the listeners); with
+/// `members`, "spate is up" only once that many nodes are registered in the cluster.
+pub(crate) async fn serve(
     args: &UpArgs,
     gateway_listen: &str,
-    shards: &[std::net::SocketAddr],
+    first: std::net::SocketAddr,
+    about: &[String],
+    members: Option<usize>,
 ) -> Result<(), String> {
-    let first = shards
-        .first()
-        .ok_or_else(|| "the node started no shard".to_owned())?;
     let flags = spate_gateway::Flags {
         listen: Some(gateway_listen.to_owned()),
         node: Some(first.to_string()),
@@ -104,7 +138,9 @@ async fn serve(
         Ok(None) => {}
         Err(error) => tracing::warn!("cannot record the profile `local`: {error}"),
     }
-    let shards: Vec<String> = shards.iter().map(ToString::to_string).collect();
+    if let Some(expected) = members {
+        wait_for_members(&gateway, expected).await?;
+    }
     let certificate = gateway.cert_path.display();
     #[allow(clippy::print_stdout)]
     {
@@ -119,11 +155,9 @@ async fn serve(
                 kafka.local_addr, kafka.advertised
             );
         }
-        println!(
-            "node shards on {}; data in {}",
-            shards.join(", "),
-            args.data_dir.display()
-        );
+        for line in about {
+            println!("{line}");
+        }
         if gateway.cert_path != std::path::Path::new(crate::CA_CERT_DEFAULT) {
             println!("other spate commands need: --ca-cert {certificate} (or SPATE_CA_CERT)");
         }
@@ -137,4 +171,33 @@ async fn serve(
     // Bounded: clients stalled mid-frame must not hold `spate up` open.
     gateway.shutdown().await;
     Ok(())
+}
+
+/// How long `spate up --nodes N` waits for its nodes to register in the cluster.
+const MEMBERS_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Waits until the cluster behind the gateway has `expected` members registered (so topics
+/// created right after "spate is up" are placed over all of them).
+async fn wait_for_members(gateway: &spate_gateway::Gateway, expected: usize) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + MEMBERS_WAIT;
+    let mut seen = 0;
+    loop {
+        if let Ok(client) =
+            spate_client::Client::connect(gateway.local_addr, &gateway.cert_path, "localhost").await
+        {
+            if let Ok(cluster) = client.describe_cluster().await {
+                seen = cluster.members.len();
+                if seen >= expected && cluster.controller.is_some() {
+                    return Ok(());
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "{seen} of {expected} nodes registered in the cluster within {}s (see their logs)",
+                MEMBERS_WAIT.as_secs()
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
