@@ -509,7 +509,30 @@ impl Fetcher {
         let high_watermark = self.core.high_watermark();
         self.partition
             .with_log(|log| log.handle_replicated_high_watermark(high_watermark));
+        self.follow_log_start(Offset(answer.log_start_offset));
         Ok(None)
+    }
+
+    /// Moves this replica's log start to the leader's (its DeleteRecords, its retention), as
+    /// far as this replica holds committed records, so a record deleted on the leader is not
+    /// served again once this replica leads (Kafka's followers do the same with the
+    /// leader's log start offset). Durable as any DeleteRecords: the marker file first.
+    fn follow_log_start(&self, leader_start: Offset) {
+        let moved = self.partition.with_log(|log| {
+            let target = leader_start.min(log.high_watermark());
+            if target <= log.log_start() {
+                return Ok(false);
+            }
+            log.handle_delete_records(target).map(|_| true)
+        });
+        match moved {
+            Ok(true) => self.partition.ring(),
+            Ok(false) => {}
+            Err(refused) => {
+                let key = &self.partition.key;
+                tracing::warn!(topic = %key.topic, partition = key.partition, leader_start = leader_start.0, "the leader's log start not taken: {refused}");
+            }
+        }
     }
 
     /// The leader would have this replica drop what it must keep: one of the logs is damaged.

@@ -1108,8 +1108,17 @@ fn routed(
 }
 
 /// The records a fetch from offset 0 answers, as values.
+/// The values of a partition's records from its log start (batches of one record each).
 fn values_of(client: &mut NodeClient, topic: &str, partition: u32) -> Vec<Vec<u8>> {
-    match client.fetch(topic, partition, 0, 0) {
+    let start = match client.call(&Request::ListOffsets(spate_proto::ListOffsetsRequest {
+        topic: topic.into(),
+        partition: spate_proto::PartitionId(partition),
+        spec: spate_proto::OffsetSpec::Earliest,
+    })) {
+        Response::ListOffsets(listed) => listed.offset,
+        other => panic!("{other:?}"),
+    };
+    match client.fetch(topic, partition, start, 0) {
         Response::Fetch(fetched) => records(&fetched.records)
             .into_iter()
             .map(|(_, value)| value)
@@ -1801,6 +1810,25 @@ fn a_replicated_partition_keeps_its_acknowledged_records_when_its_leader_goes() 
     }
     // Both replicas stayed in sync.
     assert_eq!(isr_nodes(&state()).len(), 2);
+    // Records deleted on the leader (DeleteRecords) go on the follower too, durably: they do
+    // not come back when it leads.
+    assert!(matches!(
+        at_leader.call(&Request::DeleteRecords(spate_proto::DeleteRecordsRequest {
+            topic: "r".into(),
+            partition: spate_proto::PartitionId(0),
+            offset: 5,
+        })),
+        Response::DeleteRecords(_)
+    ));
+    let follower_marker = dirs[at(follower)]
+        .join("topics/r-0")
+        .join(format!("{:020}.start", 5));
+    wait_for(
+        "the follower's log start at 5",
+        Duration::from_secs(10),
+        || follower_marker.exists(),
+    );
+    written.drain(..5);
     // The leader goes: the follower leads the next epoch and serves every acknowledged record.
     nodes[at(leader)].take().unwrap().shutdown();
     wait_for("the follower leading", Duration::from_secs(15), || {
@@ -1840,7 +1868,7 @@ fn a_replicated_partition_keeps_its_acknowledged_records_when_its_leader_goes() 
     let mut again =
         NodeClient::connect(nodes[at(leader)].as_ref().unwrap().endpoints[shard_of(leader)]);
     wait_for("the old leader serving", Duration::from_secs(10), || {
-        matches!(again.fetch("r", 0, 0, 0), Response::Fetch(_))
+        matches!(again.fetch("r", 0, 5, 0), Response::Fetch(_))
     });
     assert_eq!(values_of(&mut again, "r", 0), written);
     for node in nodes.into_iter().flatten() {
