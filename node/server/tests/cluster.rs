@@ -2112,16 +2112,37 @@ fn a_follower_cuts_its_log_where_its_leader_says_it_diverges() {
 /// and, made the leader, serves its log from that start.
 #[test]
 fn a_follower_starts_over_at_its_leaders_log_start() {
-    // Member 161 is the test, alone in the ISR.
-    let leads = TestLeads::start("reset", 161, 162, 4, true);
-    let answer_records = |from: u64, values: &[&str], hw: u64| {
+    starts_over("reset", 161, 162, 10);
+}
+
+/// The same when the leader's log start lies inside a batch (DeleteRecords at a mid-batch
+/// offset): the follower's empty log takes that batch whole, from below its start, and its
+/// log start stays where the leader's is.
+#[test]
+fn a_follower_starts_over_inside_a_batch() {
+    starts_over("reset-mid", 163, 164, 11);
+}
+
+/// A follower (`follower`) of the test (`leader`) starts over at the leader's log start
+/// `log_start`, 10 or 11: the leader's records 10 and 11 are one batch.
+fn starts_over(name: &str, leader: u32, follower: u32, log_start: u64) {
+    // The test is the leader, alone in the ISR.
+    let leads = TestLeads::start(name, leader, follower, 4, true);
+    let answer_records = move |from: u64, values: &[&str], hw: u64| {
         let mut records = Vec::new();
-        for (n, value) in values.iter().enumerate() {
-            records.extend(stamped(from + n as u64, value));
+        if from >= 10 && !values.is_empty() {
+            // b10 and b11 in one batch at 10, whatever offset was asked.
+            let mut batch = common::batch(&[b"b10", b"b11"]).to_vec();
+            spate_format::stamp(&mut batch, spate_format::Offset(10), 1_765_000_000_000).unwrap();
+            records = batch;
+        } else {
+            for (n, value) in values.iter().enumerate() {
+                records.extend(stamped(from + n as u64, value));
+            }
         }
         Response::ReplicaFetch(spate_proto::ReplicaFetchResponse {
             high_watermark: hw,
-            log_start_offset: if from >= 10 { 10 } else { 0 },
+            log_start_offset: if from >= 10 { log_start } else { 0 },
             diverging: None,
             epochs: vec![spate_proto::EpochBoundary {
                 epoch: 4,
@@ -2131,7 +2152,7 @@ fn a_follower_starts_over_at_its_leaders_log_start() {
         })
     };
     let mut reset = false;
-    let leader = serve_as_leader(leads.listener.try_clone().unwrap(), move |fetch| {
+    let served = serve_as_leader(leads.listener.try_clone().unwrap(), move |fetch| {
         let answer = match (fetch.fetch_offset, fetch.last_fetched_epoch) {
             // Two records from the start, then the leader's retention passes them.
             (0, None) if !reset => answer_records(0, &["a0", "a1"], 2),
@@ -2141,15 +2162,15 @@ fn a_follower_starts_over_at_its_leaders_log_start() {
                     api_key: 14,
                     error: spate_proto::ErrorResponse::new(
                         ErrorCode::OffsetOutOfRange,
-                        "the leader's log starts at 10",
+                        format!("the leader's log starts at {log_start}"),
                     )
                     .with_detail(spate_proto::ErrorDetail::OffsetRange {
-                        log_start_offset: 10,
+                        log_start_offset: log_start,
                         high_watermark: 12,
                     }),
                 }
             }
-            (10, None) => answer_records(10, &["b10", "b11"], 12),
+            (offset, None) if offset == log_start => answer_records(log_start, &["b10", "b11"], 12),
             (12, Some(4)) => {
                 std::thread::sleep(Duration::from_millis(50));
                 answer_records(12, &[], 12)
@@ -2164,16 +2185,19 @@ fn a_follower_starts_over_at_its_leaders_log_start() {
         std::fs::read(&chain_path)
             .ok()
             .and_then(|bytes| spate_core::replica::LeaderEpochs::from_file(&bytes).ok())
-            .is_some_and(|chain| chain.entries().first().map(|entry| entry.start.0) == Some(10))
+            .is_some_and(|chain| {
+                chain.entries().first().map(|entry| entry.start.0) == Some(log_start)
+            })
     });
-    leads.follower_leads("s", 162, 5);
+    leads.follower_leads("s", follower, 5);
     let mut client = NodeClient::connect(leads.node.endpoints[0]);
     wait_for("the follower leading", Duration::from_secs(10), || {
-        matches!(client.fetch("s", 0, 10, 0), Response::Fetch(_))
+        matches!(client.fetch("s", 0, log_start, 0), Response::Fetch(_))
     });
-    match client.fetch("s", 0, 10, 0) {
+    match client.fetch("s", 0, log_start, 0) {
         Response::Fetch(fetched) => {
-            assert_eq!(fetched.log_start_offset, 10);
+            assert_eq!(fetched.log_start_offset, log_start);
+            // The batch holding the start, whole (a client skips what is below the start).
             assert_eq!(
                 records(&fetched.records),
                 vec![(10, b"b10".to_vec()), (11, b"b11".to_vec())]
@@ -2182,5 +2206,5 @@ fn a_follower_starts_over_at_its_leaders_log_start() {
         other => panic!("{other:?}"),
     }
     leads.node.shutdown();
-    drop(leader);
+    drop(served);
 }

@@ -3215,3 +3215,71 @@ fn a_reset_starts_the_log_over_at_the_leaders_log_start() {
         }
     }
 }
+
+/// A replica that started over at its leader's log start inside a batch (the leader's
+/// DeleteRecords at a mid-batch offset): its empty log takes that whole batch, which begins
+/// below its start, byte for byte at its offsets; the log start stays, and holds after a
+/// crash. A log that holds anything still refuses a batch that does not continue it.
+#[test]
+fn a_replica_started_over_inside_a_batch_takes_that_batch_whole() {
+    let mut leader = Harness::new(config());
+    leader.append(&batch(100, 3, T0), Durability::Fsync);
+    leader.append(&batch(100, 2, T0 + 1), Durability::Fsync);
+    leader.settle();
+    let end = leader.log.next_offset();
+    assert_eq!(end, Offset(5));
+    let stamped: Vec<Bytes> = all_batches(&mut leader)
+        .into_iter()
+        .map(|(_, bytes)| bytes)
+        .collect();
+    // The follower starts over at 1, inside the leader's first batch (0..3).
+    let start = Offset(1);
+    let mut image = Harness::new(config()).storage.crash(0);
+    let listing = image.list().unwrap();
+    let mut recovery = Recovery::resetting(config(), &listing, start);
+    let recovered = loop {
+        while let Some(request) = recovery.poll_io() {
+            image.submit(request);
+        }
+        if let Some(result) = recovery.poll_done() {
+            break result.unwrap();
+        }
+        assert!(image.complete_one(), "reset stuck");
+        while let Some(done) = image.poll_done() {
+            recovery.handle_io_done(done);
+        }
+    };
+    let mut follower = Harness::reopened(recovered.log, image, T0 + 1_000);
+    // A batch wholly below the start (0..1, of another leader's log) is not taken.
+    let mut other = Harness::new(config());
+    other.append(&batch(100, 1, T0), Durability::Fsync);
+    other.settle();
+    let below = all_batches(&mut other).remove(0).1;
+    assert!(matches!(
+        follower.log.handle_replicate(follower.now, &below),
+        Err(AppendError::NotContinuing { .. })
+    ));
+    for batch in &stamped {
+        follower.log.handle_replicate(follower.now, batch).unwrap();
+        follower.transfer();
+    }
+    // Taken once: the same batch again does not continue the log.
+    assert!(matches!(
+        follower.log.handle_replicate(follower.now, &stamped[0]),
+        Err(AppendError::NotContinuing { .. })
+    ));
+    follower.settle();
+    assert_eq!(follower.log.log_start(), start);
+    assert_eq!(follower.log.next_offset(), end);
+    assert_eq!(follower.log.durable_end(), end);
+    let copied: Vec<Bytes> = all_batches(&mut follower)
+        .into_iter()
+        .map(|(_, bytes)| bytes)
+        .collect();
+    assert_eq!(copied, stamped, "the same bytes at the same offsets");
+    let mut image = follower.storage.crash(1);
+    let again = recover(&mut image, config());
+    assert_eq!(again.report.corruption, None);
+    assert_eq!(again.log.log_start(), start);
+    assert_eq!(again.log.next_offset(), end);
+}

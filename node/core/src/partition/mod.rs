@@ -653,7 +653,11 @@ impl PartitionLog {
         }
         let parsed = BatchRef::parse_validated(batch)?;
         let base_offset = parsed.base_offset();
-        if base_offset != self.next_offset {
+        if base_offset != self.next_offset
+            && !(base_offset < self.next_offset
+                && parsed.last_offset() >= self.next_offset
+                && self.rebase_empty(base_offset))
+        {
             return Err(AppendError::NotContinuing {
                 base_offset,
                 next_offset: self.next_offset,
@@ -695,6 +699,36 @@ impl PartitionLog {
     /// Whether a batch of `len` bytes and `record_count` records at `base_offset` fits: the
     /// write buffer has room (back-pressure otherwise) and its offsets stay within
     /// `OFFSET_MAX`. Checked before anything changes.
+    /// A replica that holds no record (it started over at its leader's log start) and
+    /// must take a first batch beginning below that start — the leader's log start lies
+    /// inside the batch (DeleteRecords at a mid-batch offset) and batches are kept whole:
+    /// its one segment, empty and not yet created on disk, begins at the batch's base
+    /// instead, and its log start stays (the records below it are not read, as on the
+    /// leader). False, changing nothing, for a log that holds or wrote anything. Called only
+    /// with the batch appended right after.
+    fn rebase_empty(&mut self, base: Offset) -> bool {
+        let untouched = self.next_offset == self.log_start
+            && self.written == self.next_offset
+            && self.durable == self.next_offset
+            && self.round.is_none()
+            && self.segments.len() == 1
+            && self.segments.front().is_some_and(|segment| {
+                segment.size == 0 && matches!(segment.file, FileState::Missing)
+            });
+        if !untouched || base >= self.next_offset {
+            return false;
+        }
+        if let Some(segment) = self.segments.front_mut() {
+            segment.base = base;
+            segment.next_offset = base;
+            segment.last_batch_base = base;
+        }
+        // The written and durable ends stay at the log start: nothing below it is read, and
+        // the batch appended next carries them past it.
+        self.next_offset = base;
+        true
+    }
+
     fn check_fits(
         &self,
         len: u64,
