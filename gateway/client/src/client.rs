@@ -707,12 +707,16 @@ impl Client {
     }
 
     /// What the node behind the gateway knows of its cluster: the registered members (with
-    /// their shards), the elected controller, and the answering node's id. A single node (no
-    /// `--etcd`) answers with an empty cluster name and itself as the one member.
+    /// their shards), the elected controller, the answering node's id, and the partitions'
+    /// health (how many, which are under-replicated or offline; `None` from a node that
+    /// does not say). A single node (no `--etcd`) answers with an empty cluster name and
+    /// itself as the one member.
     pub async fn describe_cluster(
         &self,
     ) -> Result<spate_proto::DescribeClusterResponse, ClientError> {
-        match self.request(&Request::DescribeCluster).await? {
+        let request =
+            Request::DescribeCluster(spate_proto::DescribeClusterRequest { partitions: true });
+        match self.request(&request).await? {
             Response::DescribeCluster(cluster) => Ok(cluster),
             other => Err(unexpected(&other)),
         }

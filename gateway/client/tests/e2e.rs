@@ -530,8 +530,13 @@ fn cli_admin_produce_consume_across_shards() {
     );
     assert_eq!(
         shown.len(),
-        3,
-        "a heading, the columns, one member: {status}"
+        4,
+        "a heading, the columns, one member, the partitions: {status}"
+    );
+    assert!(
+        shown[3].starts_with("partitions: ")
+            && shown[3].ends_with(" 0 under-replicated, 0 offline"),
+        "{status}"
     );
     let us: Vec<&str> = shown[2].split_whitespace().collect();
     assert_eq!(us[1], "-", "no session without a cluster: {status}");
@@ -3511,6 +3516,26 @@ fn spate_up_runs_a_cluster_that_survives_kill_9_of_a_leader() {
     );
     let expected: String = lines.iter().map(|line| format!("{line}\n")).collect();
     assert_eq!(cli.ok(&["consume", "t"], ""), expected);
+    // The partition has two of its three replicas in sync: `spate cluster status` says so.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = cli.ok(&["cluster", "status"], "");
+        if status.contains("1 under-replicated, 0 offline") {
+            assert!(
+                status.lines().any(|line| {
+                    let row: Vec<&str> = line.split_whitespace().collect();
+                    let mut replicas: Vec<&str> =
+                        row.get(3).map_or(vec![], |ids| ids.split(',').collect());
+                    replicas.sort_unstable();
+                    row.len() == 5 && row[0] == "t" && row[1] == "0" && replicas == ["1", "2", "3"]
+                }),
+                "{status}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "not under-replicated: {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let reported = std::fs::read_to_string(dir.join("up.log")).unwrap();
     assert!(
         reported.contains(&format!(
@@ -3523,5 +3548,14 @@ fn spate_up_runs_a_cluster_that_survives_kill_9_of_a_leader() {
     // Everything stopped with it; started again, the cluster serves every record.
     let (mut up, _, _, cli) = start();
     assert_eq!(cli.ok(&["consume", "t"], ""), expected);
+    // The node killed before catches up and rejoins the ISR.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cli
+        .ok(&["cluster", "status"], "")
+        .contains("partitions: 1 in all, 0 under-replicated, 0 offline")
+    {
+        assert!(Instant::now() < deadline, "still under-replicated");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert!(up.terminate().success());
 }

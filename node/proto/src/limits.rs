@@ -90,13 +90,25 @@ pub const CLUSTER_ID_SIZE_MAX: u32 = 64;
 /// Bytes of a cluster's name (`--cluster-name`).
 pub const CLUSTER_NAME_SIZE_MAX: u32 = 255;
 
+/// Partitions a `DescribeCluster` answer lists by name (under-replicated ones first, then
+/// offline ones); the counts cover them all.
+pub const CLUSTER_PARTITIONS_LISTED_MAX: u32 = 100;
+
+/// Replicas (and in-sync replicas) of one listed partition.
+pub const CLUSTER_PARTITION_REPLICAS_MAX: u32 = 64;
+
 // The largest `DescribeCluster` answer fits a response: the name, every member's fixed
-// fields and ids, and every shard address at its largest.
+// fields and ids, every shard address at its largest, and the listed partitions (each its
+// name, number, leader and two lists at their largest).
 const _: () = assert!(
     2 + CLUSTER_NAME_SIZE_MAX as u64
         + 10
         + 4
         + CLUSTER_MEMBERS_MAX as u64 * (4 + 2 * (2 + CLUSTER_ID_SIZE_MAX as u64) + 8 + 4)
         + CLUSTER_SHARDS_MAX as u64 * (2 + ENDPOINT_SIZE_MAX as u64)
+        + 1
+        + 16
+        + CLUSTER_PARTITIONS_LISTED_MAX as u64
+            * (2 + 249 + 4 + 5 + 2 * (4 + 4 * CLUSTER_PARTITION_REPLICAS_MAX as u64))
         <= RESPONSE_SIZE_MAX as u64 - FRAME_HEADER_SIZE as u64
 );

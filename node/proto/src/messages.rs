@@ -11,10 +11,11 @@ use crate::error::{ErrorCode, ProtoError};
 use crate::frame::{Frame, FrameHead, FLAGS_KNOWN, FLAG_ERROR, FLAG_RESPONSE, VERSION};
 use crate::group::{GroupOp, GroupRequest, GroupResponse};
 use crate::limits::{
-    CLUSTER_ID_SIZE_MAX, CLUSTER_MEMBERS_MAX, CLUSTER_NAME_SIZE_MAX, CLUSTER_SHARDS_MAX,
-    ENDPOINT_SIZE_MAX, ERROR_MESSAGE_SIZE_MAX, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX,
-    FRAME_HEADER_SIZE, GROUP_SYNC_WAIT_MS_MAX, PRODUCER_IDS_PER_REQUEST_MAX, RESPONSE_SIZE_MAX,
-    SHARDS_MAX, TOPICS_PER_REQUEST_MAX, TOPICS_PER_RESPONSE_MAX,
+    CLUSTER_ID_SIZE_MAX, CLUSTER_MEMBERS_MAX, CLUSTER_NAME_SIZE_MAX, CLUSTER_PARTITIONS_LISTED_MAX,
+    CLUSTER_PARTITION_REPLICAS_MAX, CLUSTER_SHARDS_MAX, ENDPOINT_SIZE_MAX, ERROR_MESSAGE_SIZE_MAX,
+    FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, FRAME_HEADER_SIZE, GROUP_SYNC_WAIT_MS_MAX,
+    PRODUCER_IDS_PER_REQUEST_MAX, RESPONSE_SIZE_MAX, SHARDS_MAX, TOPICS_PER_REQUEST_MAX,
+    TOPICS_PER_RESPONSE_MAX,
 };
 use crate::replica::{ReplicaFetchRequest, ReplicaFetchResponse, ReplicaProgressRequest};
 use crate::{ApiKey, PartitionId, ShardId};
@@ -280,9 +281,44 @@ pub struct DescribePartitionResponse {
     pub fenced: String,
 }
 
-/// What a node knows of its cluster: the answer to `DescribeCluster` (whose request has no
-/// body). A single node (no `--etcd`) answers with an empty cluster name, no controller and
-/// itself as the one member.
+/// Asks what a node knows of its cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DescribeClusterRequest {
+    /// Ask for the partitions' health too (sent only when set: a `1`; older nodes take the
+    /// request without it and answer without partitions).
+    pub partitions: bool,
+}
+
+/// The partitions of a cluster as the answering node's map shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PartitionHealth {
+    /// Every partition of every topic.
+    pub total: u32,
+    /// Those led, whose ISR is smaller than their replica set.
+    pub under_replicated: u32,
+    /// Those without a leader (none elected, or its member gone).
+    pub offline: u32,
+    /// The under-replicated partitions, then the offline ones, at most
+    /// `CLUSTER_PARTITIONS_LISTED_MAX`.
+    pub listed: Vec<PartitionStatus>,
+}
+
+/// One partition of [`PartitionHealth::listed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionStatus {
+    pub topic: String,
+    pub partition: u32,
+    /// The leader's node id, if the partition has a live one.
+    pub leader: Option<u32>,
+    /// The assigned replicas' node ids, in preference order (at most
+    /// `CLUSTER_PARTITION_REPLICAS_MAX`).
+    pub replicas: Vec<u32>,
+    /// The in-sync replicas' node ids (at most `CLUSTER_PARTITION_REPLICAS_MAX`).
+    pub isr: Vec<u32>,
+}
+
+/// What a node knows of its cluster: the answer to `DescribeCluster`. A single node (no
+/// `--etcd`) answers with an empty cluster name, no controller and itself as the one member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DescribeClusterResponse {
     /// The cluster's name (`--cluster-name`); empty for a single node.
@@ -293,6 +329,9 @@ pub struct DescribeClusterResponse {
     pub controller: Option<u32>,
     /// The registered members, by node id.
     pub members: Vec<ClusterMember>,
+    /// The partitions' health, when the request asked for it (after the members: a `1`,
+    /// `total: u32`, `under_replicated: u32`, `offline: u32`, then the listed partitions).
+    pub partitions: Option<PartitionHealth>,
 }
 
 /// One member of a cluster, as it registered (docs/cluster.md, "Membership").
@@ -329,6 +368,16 @@ impl DescribeClusterResponse {
                 clamp(shard, ENDPOINT_SIZE_MAX);
             }
         }
+        if let Some(health) = &mut self.partitions {
+            health
+                .listed
+                .truncate(CLUSTER_PARTITIONS_LISTED_MAX as usize);
+            for status in &mut health.listed {
+                let max = CLUSTER_PARTITION_REPLICAS_MAX as usize;
+                status.replicas.truncate(max);
+                status.isr.truncate(max);
+            }
+        }
         self
     }
 
@@ -354,6 +403,26 @@ impl DescribeClusterResponse {
             w.u32(u32::try_from(member.shards.len()).unwrap_or(u32::MAX));
             for shard in &member.shards {
                 w.str16(shard);
+            }
+        }
+        if let Some(health) = &this.partitions {
+            w.u8(1);
+            w.u32(health.total);
+            w.u32(health.under_replicated);
+            w.u32(health.offline);
+            w.u32(u32::try_from(health.listed.len()).unwrap_or(u32::MAX));
+            let ids = |w: &mut Writer<'_, BytesMut>, ids: &[u32]| {
+                w.u32(u32::try_from(ids.len()).unwrap_or(u32::MAX));
+                for id in ids {
+                    w.u32(*id);
+                }
+            };
+            for status in &health.listed {
+                w.str16(&status.topic);
+                w.u32(status.partition);
+                optional(w, status.leader);
+                ids(w, &status.replicas);
+                ids(w, &status.isr);
             }
         }
     }
@@ -395,11 +464,53 @@ impl DescribeClusterResponse {
                 shards: endpoints,
             });
         }
+        // Present when the request asked for it.
+        let partitions = if reader.remaining() == 0 {
+            None
+        } else {
+            let marker = reader.u8("partitions")?;
+            if marker != 1 {
+                return Err(ProtoError::Value {
+                    field: "partitions",
+                    value: marker.into(),
+                });
+            }
+            let total = reader.u32("total")?;
+            let under_replicated = reader.u32("under_replicated")?;
+            let offline = reader.u32("offline")?;
+            // A listed partition takes at least its name, number, leader and two counts.
+            let count = reader.count(
+                "listed",
+                CLUSTER_PARTITIONS_LISTED_MAX,
+                TOPIC_SIZE_MIN + 4 + 1 + 4 + 4,
+            )?;
+            let ids = |reader: &mut Reader, field| -> Result<Vec<u32>, ProtoError> {
+                let count = reader.count(field, CLUSTER_PARTITION_REPLICAS_MAX, 4)?;
+                (0..count).map(|_| reader.u32(field)).collect()
+            };
+            let mut listed = Vec::with_capacity(count);
+            for _ in 0..count {
+                listed.push(PartitionStatus {
+                    topic: read_topic(reader)?,
+                    partition: reader.u32("partition")?,
+                    leader: optional(reader, "leader")?,
+                    replicas: ids(reader, "replicas")?,
+                    isr: ids(reader, "isr")?,
+                });
+            }
+            Some(PartitionHealth {
+                total,
+                under_replicated,
+                offline,
+                listed,
+            })
+        };
         Ok(DescribeClusterResponse {
             cluster,
             node,
             controller,
             members,
+            partitions,
         })
     }
 }
@@ -503,7 +614,7 @@ pub enum Request {
     FindRecord(FindRecordRequest),
     Group(GroupRequest),
     DescribePartition(DescribePartitionRequest),
-    DescribeCluster,
+    DescribeCluster(DescribeClusterRequest),
     ReplicaFetch(ReplicaFetchRequest),
     ReplicaProgress(ReplicaProgressRequest),
 }
@@ -735,7 +846,7 @@ impl Request {
             Request::FindRecord(_) => ApiKey::FindRecord,
             Request::Group(_) => ApiKey::Group,
             Request::DescribePartition(_) => ApiKey::DescribePartition,
-            Request::DescribeCluster => ApiKey::DescribeCluster,
+            Request::DescribeCluster(_) => ApiKey::DescribeCluster,
             Request::ReplicaFetch(_) => ApiKey::ReplicaFetch,
             Request::ReplicaProgress(_) => ApiKey::ReplicaProgress,
         }
@@ -816,7 +927,11 @@ impl Request {
                     w.str16(&request.topic);
                     w.u32(request.partition.0);
                 }
-                Request::DescribeCluster => {}
+                Request::DescribeCluster(request) => {
+                    if request.partitions {
+                        w.u8(1);
+                    }
+                }
                 Request::AutoCreateTopic(request) => w.str16(&request.topic),
                 Request::ReplicaFetch(request) => request.encode_body(w),
                 Request::ReplicaProgress(request) => request.encode_body(w),
@@ -995,7 +1110,22 @@ impl Request {
                 topic: read_topic(&mut reader)?,
                 partition: PartitionId(reader.u32("partition")?),
             }),
-            ApiKey::DescribeCluster => Request::DescribeCluster,
+            ApiKey::DescribeCluster => {
+                // Sent only when set.
+                let partitions = match reader.remaining() {
+                    0 => false,
+                    _ => match reader.u8("partitions")? {
+                        1 => true,
+                        other => {
+                            return Err(ProtoError::Value {
+                                field: "partitions",
+                                value: other.into(),
+                            })
+                        }
+                    },
+                };
+                Request::DescribeCluster(DescribeClusterRequest { partitions })
+            }
             ApiKey::Group => {
                 let topic = read_topic(&mut reader)?;
                 let partition = PartitionId(reader.u32("partition")?);

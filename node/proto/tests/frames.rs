@@ -39,11 +39,26 @@ fn a_describe_cluster_answer_beyond_the_limits_is_cut_to_them() {
     };
     let mut members = vec![member(0, 2_000)];
     members.extend((1..1_100).map(|node| member(node, 40)));
+    let listed = (0..200)
+        .map(|partition| PartitionStatus {
+            topic: "t".repeat(249),
+            partition,
+            leader: Some(1),
+            replicas: vec![7; 100],
+            isr: vec![7; 100],
+        })
+        .collect();
     let response = Response::DescribeCluster(DescribeClusterResponse {
         cluster: "c".repeat(1_000),
         node: Some(1),
         controller: None,
         members,
+        partitions: Some(PartitionHealth {
+            total: 1_000_000,
+            under_replicated: 200,
+            offline: 0,
+            listed,
+        }),
     });
     let bytes = response.to_frame(7);
     assert!(bytes.len() <= RESPONSE_SIZE_MAX as usize);
@@ -61,6 +76,19 @@ fn a_describe_cluster_answer_beyond_the_limits_is_cut_to_them() {
     assert_eq!(cut.members[0].shards[0].len(), ENDPOINT_SIZE_MAX as usize);
     let shards: usize = cut.members.iter().map(|member| member.shards.len()).sum();
     assert_eq!(shards, CLUSTER_SHARDS_MAX as usize);
+    let health = cut.partitions.unwrap();
+    assert_eq!(
+        health.under_replicated, 200,
+        "the counts cover every partition"
+    );
+    assert_eq!(
+        health.listed.len(),
+        limits::CLUSTER_PARTITIONS_LISTED_MAX as usize
+    );
+    assert_eq!(
+        health.listed[0].isr.len(),
+        limits::CLUSTER_PARTITION_REPLICAS_MAX as usize
+    );
 }
 
 #[test]
@@ -491,7 +519,8 @@ fn request() -> impl Strategy<Value = Request> {
         topic().prop_map(|topic| Request::DeleteTopic(DeleteTopicRequest { topic })),
         (proptest::collection::vec(topic(), 0..10), any::<bool>())
             .prop_map(|(topics, settings)| Request::Metadata(MetadataRequest { topics, settings })),
-        Just(Request::DescribeCluster),
+        any::<bool>()
+            .prop_map(|partitions| Request::DescribeCluster(DescribeClusterRequest { partitions })),
         (topic(), any::<u32>(), 0u8..3, some_bytes(300)).prop_map(
             |(topic, partition, durability, batch)| Request::Produce(ProduceRequest {
                 topic,
@@ -830,10 +859,44 @@ fn response() -> impl Strategy<Value = Response> {
                     proptest::collection::vec("[0-9a-z.:]{0,30}", 0..4)
                 ),
                 0..4
-            )
+            ),
+            proptest::option::of((
+                any::<u32>(),
+                any::<u32>(),
+                any::<u32>(),
+                proptest::collection::vec(
+                    (
+                        topic(),
+                        any::<u32>(),
+                        proptest::option::of(any::<u32>()),
+                        proptest::collection::vec(any::<u32>(), 0..4),
+                        proptest::collection::vec(any::<u32>(), 0..4),
+                    ),
+                    0..4
+                )
+            ))
         )
-            .prop_map(|(cluster, node, controller, members)| {
+            .prop_map(|(cluster, node, controller, members, partitions)| {
                 Response::DescribeCluster(DescribeClusterResponse {
+                    partitions: partitions.map(|(total, under_replicated, offline, listed)| {
+                        PartitionHealth {
+                            total,
+                            under_replicated,
+                            offline,
+                            listed: listed
+                                .into_iter()
+                                .map(
+                                    |(topic, partition, leader, replicas, isr)| PartitionStatus {
+                                        topic,
+                                        partition,
+                                        leader,
+                                        replicas,
+                                        isr,
+                                    },
+                                )
+                                .collect(),
+                        }
+                    }),
                     cluster,
                     node,
                     controller,

@@ -754,6 +754,7 @@ async fn describe_from(
         node: Some(settings.node_id),
         controller,
         members,
+        partitions: None,
     })
 }
 

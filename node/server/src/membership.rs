@@ -74,6 +74,7 @@ impl ClusterView {
                 since_ms: self.since_ms,
                 shards,
             }],
+            partitions: None,
         })
     }
 }

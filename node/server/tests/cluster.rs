@@ -113,7 +113,9 @@ fn storage_id(dir: &Path) -> String {
 
 /// What `node` answers to `DescribeCluster` (any shard answers).
 fn describe(node: &NodeHandle) -> Result<DescribeClusterResponse, spate_proto::ErrorResponse> {
-    match NodeClient::connect(node.endpoints[1]).call(&Request::DescribeCluster) {
+    match NodeClient::connect(node.endpoints[1]).call(&Request::DescribeCluster(
+        spate_proto::DescribeClusterRequest { partitions: true },
+    )) {
         Response::DescribeCluster(cluster) => Ok(cluster),
         Response::Error { error, .. } => Err(error),
         other => panic!("expected DescribeCluster, got {other:?}"),
@@ -1849,11 +1851,31 @@ fn a_replicated_partition_keeps_its_acknowledged_records_when_its_leader_goes() 
     });
     written.push(b"after".to_vec());
     assert_eq!(values_of(&mut at_follower, "r", 0), written);
+    // Led, with one of its two replicas in sync: under-replicated, as every node tells.
+    wait_for("r-0 under-replicated", Duration::from_secs(10), || {
+        describe(nodes[at(follower)].as_ref().unwrap())
+            .ok()
+            .and_then(|cluster| cluster.partitions)
+            .is_some_and(|health| {
+                health.under_replicated == 1
+                    && health.listed.iter().any(|status| {
+                        status.topic == "r"
+                            && status.leader == Some(follower)
+                            && status.isr == vec![follower]
+                    })
+            })
+    });
     // The old leader comes back: it follows, catches up, and rejoins the ISR.
     nodes[at(leader)] =
         Some(spate_node::start(config(&dirs[at(leader)], &etcd, leader, 3_000)).unwrap());
     wait_for("both in sync again", Duration::from_secs(20), || {
         isr_nodes(&state()).len() == 2
+    });
+    wait_for("none under-replicated", Duration::from_secs(10), || {
+        describe(nodes[at(follower)].as_ref().unwrap())
+            .ok()
+            .and_then(|cluster| cluster.partitions)
+            .is_some_and(|health| health.under_replicated == 0 && health.offline == 0)
     });
     // The new leader goes too: the old one leads again, with everything.
     nodes[at(follower)].take().unwrap().shutdown();

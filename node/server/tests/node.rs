@@ -142,7 +142,9 @@ fn a_request_for_another_shards_partition_names_the_owner() {
         }
     }
     // A single node describes itself as the one member of no cluster, with its shards.
-    match client.call(&Request::DescribeCluster) {
+    match client.call(&Request::DescribeCluster(DescribeClusterRequest {
+        partitions: true,
+    })) {
         Response::DescribeCluster(cluster) => {
             assert_eq!((cluster.cluster.as_str(), cluster.controller), ("", None));
             assert_eq!(cluster.members.len(), 1);
@@ -153,6 +155,10 @@ fn a_request_for_another_shards_partition_names_the_owner() {
             let shards: Vec<String> = node.endpoints.iter().map(ToString::to_string).collect();
             assert_eq!(me.shards, shards);
             assert!(me.since_ms > 1_700_000_000_000, "{me:?}");
+            // Its partitions (the offsets topic's at least), all served by it.
+            let health = cluster.partitions.unwrap();
+            assert!(health.total >= OFFSETS_PARTITIONS, "{health:?}");
+            assert_eq!((health.under_replicated, health.offline), (0, 0));
         }
         other => panic!("expected DescribeCluster, got {other:?}"),
     }

@@ -375,7 +375,7 @@ impl Shard {
                 return Ok(Resolved::Partition(partition, request));
             }
             Request::Metadata(_)
-            | Request::DescribeCluster
+            | Request::DescribeCluster(_)
             | Request::CreateTopic(_)
             | Request::DeleteTopic(_)
             | Request::AllocateProducerIds(_)
@@ -403,11 +403,32 @@ impl Shard {
                     Err(error) => fail(error),
                 })
             }
-            Resolved::Shard(Request::DescribeCluster) => {
+            Resolved::Shard(Request::DescribeCluster(request)) => {
                 let describe = self.cluster.clone().describe(self.endpoints.clone());
+                // The partitions as this node's map shows them (a single node's are all
+                // served by it).
+                let health = request.partitions.then(|| {
+                    let metadata = self.metadata();
+                    match &metadata.cluster {
+                        Some(routes) => routes.health.clone(),
+                        None => spate_proto::PartitionHealth {
+                            total: metadata
+                                .topics
+                                .values()
+                                .map(|topic| u32::try_from(topic.shards.len()).unwrap_or(0))
+                                .sum(),
+                            ..spate_proto::PartitionHealth::default()
+                        },
+                    }
+                });
                 Dispatched::Later(Box::pin(async move {
                     match describe.await {
-                        Ok(response) => Response::DescribeCluster(response),
+                        Ok(response) => {
+                            Response::DescribeCluster(spate_proto::DescribeClusterResponse {
+                                partitions: health,
+                                ..response
+                            })
+                        }
                         Err(error) => fail(error),
                     }
                 }))

@@ -96,8 +96,9 @@ enum ClusterCommand {
     /// Shards with their endpoints, partitions, bytes on disk, segments and fenced partitions.
     #[command(after_help = "Example:\n  spate cluster info")]
     Info,
-    /// The cluster's members (nodes registered in etcd, with their shards) and its elected
-    /// controller; a single node lists itself.
+    /// The cluster's members (nodes registered in etcd, with their shards), its elected
+    /// controller, and its partitions (how many; the under-replicated and offline ones with
+    /// their leader, replicas and ISR); a single node lists itself.
     #[command(after_help = "Example:\n  spate cluster status")]
     Status,
 }

@@ -349,8 +349,56 @@ pub async fn cluster_status(client: &Client) -> Result<(), String> {
             member.shards.join(","),
         ]);
     }
+    let mut partitions = Vec::new();
+    if let Some(health) = &cluster.partitions {
+        partitions.push(format!(
+            "partitions: {} in all, {} under-replicated, {} offline",
+            health.total, health.under_replicated, health.offline
+        ));
+        if !health.listed.is_empty() {
+            let ids = |ids: &[u32]| {
+                ids.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let mut listed = vec![["TOPIC", "PARTITION", "LEADER", "REPLICAS", "ISR"]
+                .map(str::to_owned)
+                .to_vec()];
+            for status in &health.listed {
+                listed.push(vec![
+                    status.topic.clone(),
+                    status.partition.to_string(),
+                    status
+                        .leader
+                        .map_or_else(|| "none (offline)".to_owned(), |node| node.to_string()),
+                    ids(&status.replicas),
+                    ids(&status.isr),
+                ]);
+            }
+            let shown = health.listed.len();
+            let all = u64::from(health.under_replicated) + u64::from(health.offline);
+            if all > shown as u64 {
+                partitions.push(format!("(the first {shown} of {all} are listed)"));
+            }
+            return writeln!(out, "{heading}")
+                .and_then(|()| table(&mut out, &rows))
+                .and_then(|()| {
+                    partitions
+                        .iter()
+                        .try_for_each(|line| writeln!(out, "{line}"))
+                })
+                .and_then(|()| table(&mut out, &listed))
+                .map_err(|error| format!("cannot write to stdout: {error}"));
+        }
+    }
     writeln!(out, "{heading}")
         .and_then(|()| table(&mut out, &rows))
+        .and_then(|()| {
+            partitions
+                .iter()
+                .try_for_each(|line| writeln!(out, "{line}"))
+        })
         .map_err(|error| format!("cannot write to stdout: {error}"))
 }
 
