@@ -2663,6 +2663,16 @@ fn kcat(args: &[&str], input: &str) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// The Kafka address `spate up` printed: `kafka listening on ADDRESS (advertised as
+/// HOST:PORT)`.
+fn kafka_address(up: &mut Process) -> String {
+    up.line("kafka listening on ")
+        .strip_prefix("kafka listening on ")
+        .and_then(|rest| rest.split_once(' '))
+        .map(|(address, _)| address.to_owned())
+        .unwrap()
+}
+
 /// `spate up` with `shards` shards and a Kafka listener on a free port; returns the process,
 /// the Kafka address and a CLI for its gateway.
 fn up_with_kafka(dir: &Path, shards: u32) -> (Process, String, Cli) {
@@ -2681,13 +2691,7 @@ fn up_with_kafka(dir: &Path, shards: u32) -> (Process, String, Cli) {
         dir.join("up.log"),
     );
     let (gateway, cert) = parse_gateway_line(&up.line("gateway listening on "));
-    // `kafka listening on ADDRESS (advertised as HOST:PORT)`
-    let broker = up
-        .line("kafka listening on ")
-        .strip_prefix("kafka listening on ")
-        .and_then(|rest| rest.split_once(' '))
-        .map(|(address, _)| address.to_owned())
-        .unwrap();
+    let broker = kafka_address(&mut up);
     up.line("spate is up");
     (up, broker, Cli { gateway, cert })
 }
@@ -3436,12 +3440,7 @@ fn spate_up_runs_a_cluster_that_survives_kill_9_of_a_leader() {
             dir.join("up.log"),
         );
         let (gateway, cert) = parse_gateway_line(&up.line("gateway listening on "));
-        let broker = up
-            .line("kafka listening on ")
-            .strip_prefix("kafka listening on ")
-            .and_then(|rest| rest.split_once(' '))
-            .map(|(address, _)| address.to_owned())
-            .unwrap();
+        let broker = kafka_address(&mut up);
         // `node I (pid P): shards on …`
         let pids: Vec<u32> = (1..=3)
             .map(|id| {

@@ -465,16 +465,9 @@ impl DescribeClusterResponse {
             });
         }
         // Present when the request asked for it.
-        let partitions = if reader.remaining() == 0 {
+        let partitions = if !trailing_flag(reader, "partitions")? {
             None
         } else {
-            let marker = reader.u8("partitions")?;
-            if marker != 1 {
-                return Err(ProtoError::Value {
-                    field: "partitions",
-                    value: marker.into(),
-                });
-            }
             let total = reader.u32("total")?;
             let under_replicated = reader.u32("under_replicated")?;
             let offline = reader.u32("offline")?;
@@ -782,6 +775,21 @@ fn read_optional_setting(
     }
 }
 
+/// A part added at the end of a message after its first version, sent only when present and
+/// then announced by a `1`: false when the body ended before it.
+fn trailing_flag(reader: &mut Reader, field: &'static str) -> Result<bool, ProtoError> {
+    if reader.remaining() == 0 {
+        return Ok(false);
+    }
+    match reader.u8(field)? {
+        1 => Ok(true),
+        other => Err(ProtoError::Value {
+            field,
+            value: other.into(),
+        }),
+    }
+}
+
 /// Smallest encoded topic name: its length and one character.
 const TOPIC_SIZE_MIN: usize = 3;
 
@@ -1000,19 +1008,7 @@ impl Request {
                 for _ in 0..count {
                     topics.push(read_topic(&mut reader)?);
                 }
-                // Sent only when set.
-                let settings = match reader.remaining() {
-                    0 => false,
-                    _ => match reader.u8("settings")? {
-                        1 => true,
-                        other => {
-                            return Err(ProtoError::Value {
-                                field: "settings",
-                                value: other.into(),
-                            })
-                        }
-                    },
-                };
+                let settings = trailing_flag(&mut reader, "settings")?;
                 Request::Metadata(MetadataRequest { topics, settings })
             }
             ApiKey::Produce => {
@@ -1111,19 +1107,7 @@ impl Request {
                 partition: PartitionId(reader.u32("partition")?),
             }),
             ApiKey::DescribeCluster => {
-                // Sent only when set.
-                let partitions = match reader.remaining() {
-                    0 => false,
-                    _ => match reader.u8("partitions")? {
-                        1 => true,
-                        other => {
-                            return Err(ProtoError::Value {
-                                field: "partitions",
-                                value: other.into(),
-                            })
-                        }
-                    },
-                };
+                let partitions = trailing_flag(&mut reader, "partitions")?;
                 Request::DescribeCluster(DescribeClusterRequest { partitions })
             }
             ApiKey::Group => {
@@ -1527,15 +1511,8 @@ impl Response {
                     });
                 }
                 // Present when the request asked for it.
-                let settings = reader.remaining() > 0;
+                let settings = trailing_flag(&mut reader, "settings")?;
                 if settings {
-                    let marker = reader.u8("settings")?;
-                    if marker != 1 {
-                        return Err(ProtoError::Value {
-                            field: "settings",
-                            value: marker.into(),
-                        });
-                    }
                     for topic in &mut topics {
                         topic.min_insync_replicas = reader.setting("min_insync_replicas")?;
                     }

@@ -40,14 +40,10 @@ pub fn run(args: &UpArgs, gateway_listen: &str) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            crate::report(format!("cannot start the async runtime: {error}"));
+        Err(message) => {
+            crate::report(message);
             return ExitCode::FAILURE;
         }
     };

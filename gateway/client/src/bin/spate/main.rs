@@ -180,6 +180,15 @@ pub fn push_escaped(characters: &mut std::str::Chars<'_>, out: &mut Vec<u8>) -> 
 }
 
 /// Prints one error line to stderr.
+/// The async runtime of every command (two worker threads: the CLI waits on the network).
+pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start the async runtime: {error}"))
+}
+
 pub fn report(message: impl std::fmt::Display) {
     #[allow(clippy::print_stderr)]
     {
@@ -292,14 +301,10 @@ fn main() -> ExitCode {
             }
         };
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            report(format!("cannot start the async runtime: {error}"));
+        Err(message) => {
+            report(message);
             return ExitCode::FAILURE;
         }
     };

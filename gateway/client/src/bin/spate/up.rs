@@ -70,13 +70,9 @@ pub fn run(args: &UpArgs, gateway_listen: &str) -> ExitCode {
         Ok(config) => config,
         Err(error) => return failed(error),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::runtime() {
         Ok(runtime) => runtime,
-        Err(error) => return failed(format!("cannot start the async runtime: {error}")),
+        Err(message) => return failed(message),
     };
     let node = match spate_node::start(config) {
         Ok(node) => node,
