@@ -569,6 +569,20 @@ impl Client {
         })
     }
 
+    /// Sends `ask(true)`, a request with a trailing part a node of before does not know (it
+    /// refuses the request as `Malformed`), and then `ask(false)`, the request of before.
+    async fn asking_for_more(
+        &self,
+        ask: impl Fn(bool) -> Request,
+    ) -> Result<Response, ClientError> {
+        match self.request(&ask(true)).await {
+            Err(ClientError::Server(refused)) if refused.code == ErrorCode::Malformed => {
+                self.request(&ask(false)).await
+            }
+            answer => answer,
+        }
+    }
+
     /// Sends a request and waits for its answer; an error answer becomes `ClientError::Server`.
     pub async fn request(&self, request: &Request) -> Result<Response, ClientError> {
         self.submit(request).await?.answer().await
@@ -689,11 +703,13 @@ impl Client {
     /// The partition maps of `topics`; of every topic when empty (the internal offsets
     /// topic only when named).
     pub async fn metadata(&self, topics: &[&str]) -> Result<MetadataResponse, ClientError> {
-        let request = Request::Metadata(MetadataRequest {
-            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
-            settings: true,
-        });
-        match self.request(&request).await? {
+        let ask = |settings| {
+            Request::Metadata(MetadataRequest {
+                topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+                settings,
+            })
+        };
+        match self.asking_for_more(ask).await? {
             Response::Metadata(mut metadata) => {
                 if topics.is_empty() {
                     metadata
@@ -714,9 +730,10 @@ impl Client {
     pub async fn describe_cluster(
         &self,
     ) -> Result<spate_proto::DescribeClusterResponse, ClientError> {
-        let request =
-            Request::DescribeCluster(spate_proto::DescribeClusterRequest { partitions: true });
-        match self.request(&request).await? {
+        let ask = |partitions| {
+            Request::DescribeCluster(spate_proto::DescribeClusterRequest { partitions })
+        };
+        match self.asking_for_more(ask).await? {
             Response::DescribeCluster(cluster) => Ok(cluster),
             other => Err(unexpected(&other)),
         }

@@ -17,18 +17,25 @@ use crate::router::Router;
 
 /// The node's whole Metadata answer (every topic: asking for named ones fails the whole
 /// request on the first unknown name).
+/// Asked with the later settings (`min.insync.replicas`); a node of before refuses that
+/// request as malformed and is asked again without them.
 async fn node_metadata(router: &Router) -> Result<MetadataResponse, ErrorResponse> {
-    let pending = send(
-        router,
-        &NodeRequest::Metadata(spate_proto::MetadataRequest {
+    let mut settings = true;
+    loop {
+        let request = NodeRequest::Metadata(spate_proto::MetadataRequest {
             topics: vec![],
-            settings: true,
-        }),
-    )
-    .await;
-    match router.response(pending).await {
-        Response::Metadata(map) => Ok(map),
-        other => Err(unexpected(other)),
+            settings,
+        });
+        let pending = send(router, &request).await;
+        match router.response(pending).await {
+            Response::Metadata(map) => return Ok(map),
+            Response::Error { error, .. }
+                if settings && error.code == spate_proto::ErrorCode::Malformed =>
+            {
+                settings = false;
+            }
+            other => return Err(unexpected(other)),
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //! matched to their callers. A broken link fails its callers and is replaced on next use.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -31,6 +31,9 @@ pub struct ShardLink {
     broken: Arc<AtomicBool>,
     /// The writer and reader tasks, stopped when the link is abandoned.
     tasks: [tokio::task::AbortHandle; 2],
+    /// When the link was opened, and when it last brought an answer (ms after that).
+    opened: std::time::Instant,
+    last_answer_ms: Arc<AtomicU64>,
 }
 
 /// Sets the correlation id of a frame's header, copying only the header.
@@ -80,12 +83,17 @@ impl ShardLink {
         });
         let reader_waiters = waiters.clone();
         let reader_broken = broken.clone();
+        let opened = std::time::Instant::now();
+        let last_answer_ms = Arc::new(AtomicU64::new(0));
+        let answered = last_answer_ms.clone();
         let reading = tokio::spawn(async move {
             let decoder = FrameDecoder::new(RESPONSE_SIZE_MAX);
             let mut buffer = BytesMut::with_capacity(LINK_READ_BYTES);
             loop {
                 match decoder.decode(&mut buffer) {
                     Ok(Some(frame)) => {
+                        let now = u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+                        answered.store(now, Ordering::Relaxed);
                         if let Some(waiter) = reader_waiters.take(frame.head.correlation_id) {
                             let _ = waiter.send(frame);
                         }
@@ -111,7 +119,21 @@ impl ShardLink {
             waiters,
             broken,
             tasks: [writing.abort_handle(), reading.abort_handle()],
+            opened,
+            last_answer_ms,
         })
+    }
+
+    /// How long the link has brought no answer (since it opened, if none yet).
+    pub fn silent_for(&self) -> std::time::Duration {
+        let last = std::time::Duration::from_millis(self.last_answer_ms.load(Ordering::Relaxed));
+        self.opened.elapsed().saturating_sub(last)
+    }
+
+    /// Drops the caller waiting under link id `id` (its request passed its deadline): an
+    /// answer that still comes is discarded.
+    pub fn forget(&self, id: u64) {
+        self.waiters.cancel(id);
     }
 
     pub fn is_broken(&self) -> bool {
@@ -132,7 +154,7 @@ impl ShardLink {
     /// Queues a whole frame (its correlation id rewritten; the body is not copied) and returns
     /// where its response will arrive (with the link's correlation id). Frames queued by one
     /// caller in order reach the shard in that order. `None` if the link is broken.
-    pub async fn send(&self, frame: &Bytes) -> Option<oneshot::Receiver<Frame>> {
+    pub async fn send(&self, frame: &Bytes) -> Option<(u64, oneshot::Receiver<Frame>)> {
         let (sender, receiver) = oneshot::channel();
         let id = self.waiters.register(sender)?;
         if self
@@ -144,6 +166,6 @@ impl ShardLink {
             self.waiters.cancel(id);
             return None;
         }
-        Some(receiver)
+        Some((id, receiver))
     }
 }

@@ -72,9 +72,11 @@ pub struct Router {
 pub enum Pending {
     /// The answer is ready (an error made by the gateway).
     Ready(Response),
-    /// The shard will answer on this receiver, by `deadline`, or its link is abandoned.
+    /// The shard will answer on this receiver (link id `id`) by `deadline`, or the request
+    /// is answered `Timeout`.
     Shard {
         receiver: oneshot::Receiver<Frame>,
+        id: u64,
         admin: bool,
         deadline: Instant,
         link: Arc<ShardLink>,
@@ -140,7 +142,7 @@ impl Router {
                     continue;
                 }
             };
-            let Some(receiver) = link.send(&request).await else {
+            let Some((id, receiver)) = link.send(&request).await else {
                 last_error = RefreshError::LinkBroke(address);
                 continue;
             };
@@ -151,7 +153,7 @@ impl Router {
                     continue;
                 }
                 Err(_) => {
-                    link.abandon();
+                    self.give_up(&link, id);
                     last_error = RefreshError::Silent {
                         address,
                         waited: self.answer_timeout,
@@ -268,8 +270,9 @@ impl Router {
         // answer timeout.
         let deadline = Instant::now() + self.answer_timeout + spate_proto::parked_wait(frame);
         match link.send(frame.bytes()).await {
-            Some(receiver) => Pending::Shard {
+            Some((id, receiver)) => Pending::Shard {
                 receiver,
+                id,
                 // Topic changes (create, delete, automatic creation) change the map.
                 admin: matches!(api_key, 1 | 2 | 8),
                 deadline,
@@ -294,10 +297,11 @@ impl Router {
             Pending::Ready(response) => split(response.to_frame(correlation_id)),
             Pending::Shard {
                 receiver,
+                id,
                 admin,
                 deadline,
                 link,
-            } => match self.within_deadline(receiver, deadline, &link).await {
+            } => match self.within_deadline(receiver, id, deadline, &link).await {
                 Ok(frame) => {
                     let stale = admin
                         || (frame.head.is_error()
@@ -326,12 +330,29 @@ impl Router {
         }
     }
 
+    /// A request on `link` (link id `id`) passed its deadline: a link that brought no answer
+    /// for the answer timeout is given up (the shard stopped answering without closing it:
+    /// every caller on it fails, the next request connects anew); on a link that answers
+    /// others, only this caller is dropped (a slow request does not fail the rest).
+    fn give_up(&self, link: &ShardLink, id: u64) {
+        if link.silent_for() >= self.answer_timeout {
+            link.abandon();
+            tracing::warn!(
+                node = %self.node,
+                timeout_ms = self.answer_timeout.as_millis(),
+                "a shard stopped answering; its link is reconnected"
+            );
+        } else {
+            link.forget(id);
+        }
+    }
+
     /// The shard's answer on `receiver`, or the error its absence gets: `OutcomeUnknown` when
-    /// the link broke, `Timeout` when `deadline` passed (the link is then abandoned: the
-    /// shard stopped answering without closing it). Either refreshes the map.
+    /// the link broke, `Timeout` when `deadline` passed (`give_up`). Either refreshes the map.
     async fn within_deadline(
         &self,
         receiver: oneshot::Receiver<Frame>,
+        id: u64,
         deadline: Instant,
         link: &ShardLink,
     ) -> Result<Frame, Box<ErrorResponse>> {
@@ -339,12 +360,7 @@ impl Router {
             Ok(Ok(frame)) => return Ok(frame),
             Ok(Err(_)) => ErrorResponse::new(ErrorCode::OutcomeUnknown, OUTCOME_UNKNOWN),
             Err(_) => {
-                link.abandon();
-                tracing::warn!(
-                    node = %self.node,
-                    timeout_ms = self.answer_timeout.as_millis(),
-                    "a shard did not answer in time; its link is reconnected"
-                );
+                self.give_up(link, id);
                 ErrorResponse::new(
                     ErrorCode::Timeout,
                     format!(
@@ -363,16 +379,17 @@ impl Router {
     /// such as the Kafka listener's); refreshes the partition map when the answer says it is
     /// stale, as [`Router::answer`] does.
     pub async fn response(&self, pending: Pending) -> Response {
-        let (receiver, admin, deadline, link) = match pending {
+        let (receiver, id, admin, deadline, link) = match pending {
             Pending::Ready(response) => return response,
             Pending::Shard {
                 receiver,
+                id,
                 admin,
                 deadline,
                 link,
-            } => (receiver, admin, deadline, link),
+            } => (receiver, id, admin, deadline, link),
         };
-        let frame = match self.within_deadline(receiver, deadline, &link).await {
+        let frame = match self.within_deadline(receiver, id, deadline, &link).await {
             Ok(frame) => frame,
             Err(error) => {
                 return Response::Error {

@@ -155,6 +155,19 @@ impl ApiKey {
         )
     }
 
+    /// Whether the request changes the node's topics or counters (the coordinator answers it,
+    /// in a cluster through etcd and the controller).
+    pub fn is_admin(self) -> bool {
+        matches!(
+            self,
+            ApiKey::CreateTopic
+                | ApiKey::DeleteTopic
+                | ApiKey::AlterTopic
+                | ApiKey::AutoCreateTopic
+                | ApiKey::AllocateProducerIds
+        )
+    }
+
     /// Whether only nodes speak the request to each other (replication): a gateway refuses
     /// it from clients rather than forward it.
     pub fn is_node_link_only(self) -> bool {

@@ -25,6 +25,11 @@ pub const FETCH_WAIT_MS_MAX: u32 = 60_000;
 /// and a gateway add it to their deadline for such a request).
 pub const GROUP_SYNC_WAIT_MS_MAX: u32 = 300_000;
 
+/// Longest a node may take over an admin request (`CreateTopic`, `DeleteTopic`, `AlterTopic`,
+/// `AutoCreateTopic`, `AllocateProducerIds`): in a cluster its change goes through etcd and
+/// the controller, then every shard applies it (each step bounded by the node, 10 to 30 s).
+pub const ADMIN_WAIT_MS_MAX: u32 = 60_000;
+
 /// Most topics named in one metadata request.
 pub const TOPICS_PER_REQUEST_MAX: u32 = 200;
 

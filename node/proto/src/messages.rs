@@ -11,11 +11,11 @@ use crate::error::{ErrorCode, ProtoError};
 use crate::frame::{Frame, FrameHead, FLAGS_KNOWN, FLAG_ERROR, FLAG_RESPONSE, VERSION};
 use crate::group::{GroupOp, GroupRequest, GroupResponse};
 use crate::limits::{
-    CLUSTER_ID_SIZE_MAX, CLUSTER_MEMBERS_MAX, CLUSTER_NAME_SIZE_MAX, CLUSTER_PARTITIONS_LISTED_MAX,
-    CLUSTER_PARTITION_REPLICAS_MAX, CLUSTER_SHARDS_MAX, ENDPOINT_SIZE_MAX, ERROR_MESSAGE_SIZE_MAX,
-    FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, FRAME_HEADER_SIZE, GROUP_SYNC_WAIT_MS_MAX,
-    PRODUCER_IDS_PER_REQUEST_MAX, RESPONSE_SIZE_MAX, SHARDS_MAX, TOPICS_PER_REQUEST_MAX,
-    TOPICS_PER_RESPONSE_MAX,
+    ADMIN_WAIT_MS_MAX, CLUSTER_ID_SIZE_MAX, CLUSTER_MEMBERS_MAX, CLUSTER_NAME_SIZE_MAX,
+    CLUSTER_PARTITIONS_LISTED_MAX, CLUSTER_PARTITION_REPLICAS_MAX, CLUSTER_SHARDS_MAX,
+    ENDPOINT_SIZE_MAX, ERROR_MESSAGE_SIZE_MAX, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX,
+    FRAME_HEADER_SIZE, GROUP_SYNC_WAIT_MS_MAX, PRODUCER_IDS_PER_REQUEST_MAX, RESPONSE_SIZE_MAX,
+    SHARDS_MAX, TOPICS_PER_REQUEST_MAX, TOPICS_PER_RESPONSE_MAX,
 };
 use crate::replica::{ReplicaFetchRequest, ReplicaFetchResponse, ReplicaProgressRequest};
 use crate::{ApiKey, PartitionId, ShardId};
@@ -813,6 +813,7 @@ pub fn parked_wait(frame: &Frame) -> Duration {
             Duration::from_millis(u64::from(wait.unwrap_or(0).min(FETCH_WAIT_MS_MAX)))
         }
         Ok(ApiKey::Group) => Request::decode(frame).map_or(Duration::ZERO, |r| r.parked_wait()),
+        Ok(api) if api.is_admin() => Duration::from_millis(u64::from(ADMIN_WAIT_MS_MAX)),
         _ => Duration::ZERO,
     }
 }
@@ -820,8 +821,9 @@ pub fn parked_wait(frame: &Frame) -> Duration {
 impl Request {
     /// How long the node may hold this request before it answers, by the request's own terms:
     /// a fetch's (or a replica fetch's) `max_wait_ms`, a JoinGroup's rebalance timeout, a
-    /// SyncGroup's wait for its leader (`GROUP_SYNC_WAIT_MS_MAX`); zero for the others. A
-    /// requester's deadline is its own allowance plus this.
+    /// SyncGroup's wait for its leader (`GROUP_SYNC_WAIT_MS_MAX`), an admin request's
+    /// `ADMIN_WAIT_MS_MAX`; zero for the others. A requester's deadline is its own allowance
+    /// plus this.
     pub fn parked_wait(&self) -> Duration {
         let millis = match self {
             Request::Fetch(fetch) => fetch.max_wait_ms.min(FETCH_WAIT_MS_MAX),
@@ -834,6 +836,7 @@ impl Request {
                 op: GroupOp::Sync { .. },
                 ..
             }) => GROUP_SYNC_WAIT_MS_MAX,
+            request if request.api_key().is_admin() => ADMIN_WAIT_MS_MAX,
             _ => 0,
         };
         Duration::from_millis(u64::from(millis))
@@ -992,11 +995,19 @@ impl Request {
                 } else {
                     reader.u16("replication_factor")?
                 },
-                // Sent only when not the default.
-                min_insync_replicas: if reader.remaining() == 0 {
-                    Setting::Default
-                } else {
-                    reader.setting("min_insync_replicas")?
+                // Sent only when not the default (an explicit default would not encode back to
+                // the same bytes).
+                min_insync_replicas: match reader.remaining() {
+                    0 => Setting::Default,
+                    _ => match reader.setting("min_insync_replicas")? {
+                        Setting::Default => {
+                            return Err(ProtoError::Value {
+                                field: "min_insync_replicas",
+                                value: 0,
+                            })
+                        }
+                        setting => setting,
+                    },
                 },
             }),
             ApiKey::DeleteTopic => Request::DeleteTopic(DeleteTopicRequest {
@@ -1166,11 +1177,11 @@ impl Request {
                 retention_ms: read_optional_setting(&mut reader, "retention_ms")?,
                 retention_bytes: read_optional_setting(&mut reader, "retention_bytes")?,
                 segment_bytes: read_optional_setting(&mut reader, "segment_bytes")?,
-                // Sent only when set.
-                min_insync_replicas: if reader.remaining() == 0 {
-                    None
+                // Sent only when set: a `1` and the setting.
+                min_insync_replicas: if trailing_flag(&mut reader, "min_insync_replicas")? {
+                    Some(reader.setting("min_insync_replicas")?)
                 } else {
-                    read_optional_setting(&mut reader, "min_insync_replicas")?
+                    None
                 },
             }),
         };

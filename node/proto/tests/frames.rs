@@ -1130,6 +1130,24 @@ fn min_insync_replicas_is_sent_only_to_peers_that_asked_for_it() {
     let plain = Request::AlterTopic(alter(None)).to_frame(1);
     let with = Request::AlterTopic(alter(Some(Setting::Value(2)))).to_frame(1);
     assert_eq!(with.len(), plain.len() + 10);
+    // Only the forms an encoder writes decode (each frame encodes back to its bytes): an
+    // explicit default at the end of a CreateTopic, an absent marker at the end of an
+    // AlterTopic are refused.
+    let longer = |frame: &Bytes, extra: &[u8]| {
+        let frame = decode_one(frame, REQUEST_SIZE_MAX);
+        let mut body = frame.body().to_vec();
+        body.extend_from_slice(extra);
+        let head = FrameHead {
+            body_length: u32::try_from(body.len()).unwrap(),
+            ..frame.head
+        };
+        let mut bytes = head.encode().to_vec();
+        bytes.extend_from_slice(&body);
+        Request::decode(&decode_one(&Bytes::from(bytes), REQUEST_SIZE_MAX))
+    };
+    let create_plain = Request::CreateTopic(create(Setting::Default)).to_frame(1);
+    assert!(longer(&create_plain, &[0; 9]).is_err());
+    assert!(longer(&plain, &[0]).is_err());
     for (frame, request) in [(plain, alter(None)), (with, alter(Some(Setting::Value(2))))] {
         let frame = decode_one(&frame, REQUEST_SIZE_MAX);
         assert_eq!(
@@ -1217,10 +1235,17 @@ fn a_frames_parked_wait_is_its_requests() {
         durability: Durability::Fsync,
         batch: Bytes::from_static(b"not looked at"),
     });
+    let delete = Request::DeleteTopic(DeleteTopicRequest {
+        topic: "clicks".into(),
+    });
     for (request, wait) in [
         (fetch, Duration::from_millis(1234)),
         (join, Duration::from_secs(45)),
         (produce, Duration::ZERO),
+        (
+            delete,
+            Duration::from_millis(u64::from(limits::ADMIN_WAIT_MS_MAX)),
+        ),
     ] {
         assert_eq!(request.parked_wait(), wait);
         let frame = decode_one(&request.to_frame(9), REQUEST_SIZE_MAX);

@@ -256,48 +256,6 @@ pub const NO_LEADER_SHARD: ShardId = ShardId(u16::MAX);
 /// The metadata of node `me` (with `shards` shards, registered under `session` while its
 /// lease holds) from `map`: every topic routed to its leaders' shards, the replicas `me`
 /// holds, and which of them it serves. `next_producer_id` is kept from the local metadata.
-/// Counts a partition in `health`: offline without a leader or with one whose member is gone,
-/// under-replicated when led with fewer in sync than assigned; either is listed while there
-/// is room.
-fn count_health(
-    health: &mut spate_proto::PartitionHealth,
-    map: &ClusterMap,
-    topic: &str,
-    number: u32,
-    partition: &MappedPartition,
-) {
-    health.total += 1;
-    let leader = partition
-        .state
-        .as_ref()
-        .and_then(|state| state.leader)
-        .map(|(leader, _)| leader.0)
-        .filter(|leader| map.members.contains_key(leader));
-    let isr: Vec<u32> = partition
-        .state
-        .as_ref()
-        .map(|state| state.isr.iter().map(|member| member.replica.0).collect())
-        .unwrap_or_default();
-    let offline = leader.is_none();
-    let under = !offline && isr.len() < partition.replicas.len();
-    if offline {
-        health.offline += 1;
-    } else if under {
-        health.under_replicated += 1;
-    } else {
-        return;
-    }
-    if health.listed.len() < spate_proto::limits::CLUSTER_PARTITIONS_LISTED_MAX as usize {
-        health.listed.push(spate_proto::PartitionStatus {
-            topic: topic.to_owned(),
-            partition: number,
-            leader,
-            replicas: partition.replicas.iter().map(|at| at.node).collect(),
-            isr,
-        });
-    }
-}
-
 pub fn metadata_from(
     map: &ClusterMap,
     me: u32,
@@ -344,7 +302,6 @@ pub fn metadata_from(
         let Some(topic) = topic else { continue };
         let mut owners = Vec::with_capacity(topic.partitions.len());
         for (number, partition) in (0u32..).zip(&topic.partitions) {
-            count_health(&mut routes.health, map, name, number, partition);
             let leader = partition
                 .state
                 .as_ref()
@@ -438,6 +395,54 @@ fn serving(state: &PartitionState, me: u32, session: Option<u64>) -> Serving {
             _ => "no leader: every in-sync replica is gone".into(),
         }),
     }
+}
+
+/// Every partition's health as `map` shows it (`DescribeCluster`, `spate cluster status`):
+/// offline without a leader or with one whose member is gone, under-replicated when led with
+/// fewer in sync than assigned; the under-replicated listed first, then the offline, while
+/// there is room (`CLUSTER_PARTITIONS_LISTED_MAX`).
+pub fn health_of(map: &ClusterMap) -> spate_proto::PartitionHealth {
+    let room = spate_proto::limits::CLUSTER_PARTITIONS_LISTED_MAX as usize;
+    let mut health = spate_proto::PartitionHealth::default();
+    let mut offline = Vec::new();
+    for (name, topic) in &map.topics {
+        let Some(topic) = topic else { continue };
+        for (number, partition) in (0u32..).zip(&topic.partitions) {
+            health.total += 1;
+            let leader = partition
+                .state
+                .as_ref()
+                .and_then(|state| state.leader)
+                .map(|(leader, _)| leader.0)
+                .filter(|leader| map.members.contains_key(leader));
+            let isr: Vec<u32> = partition
+                .state
+                .as_ref()
+                .map(|state| state.isr.iter().map(|member| member.replica.0).collect())
+                .unwrap_or_default();
+            let status = || spate_proto::PartitionStatus {
+                topic: name.clone(),
+                partition: number,
+                leader,
+                replicas: partition.replicas.iter().map(|at| at.node).collect(),
+                isr: isr.clone(),
+            };
+            if leader.is_none() {
+                health.offline += 1;
+                if offline.len() < room {
+                    offline.push(status());
+                }
+            } else if isr.len() < partition.replicas.len() {
+                health.under_replicated += 1;
+                if health.listed.len() < room {
+                    health.listed.push(status());
+                }
+            }
+        }
+    }
+    let left = room.saturating_sub(health.listed.len());
+    health.listed.extend(offline.into_iter().take(left));
+    health
 }
 
 #[cfg(test)]

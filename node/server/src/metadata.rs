@@ -90,9 +90,6 @@ pub struct ClusterRoutes {
     /// The cluster's id (`/spate/NAME/cluster-id`): replica directories name it, so those of
     /// another cluster (etcd replaced or emptied) are never taken or removed.
     pub cluster_id: String,
-    /// Every partition's health as the map shows it (`DescribeCluster`, `spate cluster
-    /// status`).
-    pub health: spate_proto::PartitionHealth,
 }
 
 /// A replica of a partition on this node.

@@ -964,14 +964,19 @@ fn a_cluster_serves_its_topics_across_its_nodes() {
         let value = format!("record {partition}");
         let leader = owner(&metadata, "spread", partition);
         let mut at_leader = NodeClient::connect(leader);
-        let offset = produced(at_leader.produce(
-            "spread",
-            partition,
-            &[value.as_bytes()],
-            Durability::Fsync,
-        ))
-        .unwrap();
-        assert_eq!(offset, 0);
+        // The creation is answered once this node applied it; the leader, on either node,
+        // may take its epoch a moment later (retriable `NotLeaderOrFollower` meanwhile).
+        let mut offset = Err(ErrorCode::NotLeaderOrFollower);
+        wait_for("the leader serving", Duration::from_secs(10), || {
+            offset = produced(at_leader.produce(
+                "spread",
+                partition,
+                &[value.as_bytes()],
+                Durability::Fsync,
+            ));
+            !matches!(offset, Err(code) if code.is_retriable())
+        });
+        assert_eq!(offset, Ok(0));
         match at_leader.fetch("spread", partition, 0, 0) {
             Response::Fetch(fetched) => {
                 assert_eq!(records(&fetched.records), [(0, value.into_bytes())]);

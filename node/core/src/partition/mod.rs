@@ -696,9 +696,6 @@ impl PartitionLog {
         Ok(self.next_offset)
     }
 
-    /// Whether a batch of `len` bytes and `record_count` records at `base_offset` fits: the
-    /// write buffer has room (back-pressure otherwise) and its offsets stay within
-    /// `OFFSET_MAX`. Checked before anything changes.
     /// A replica that holds no record (it started over at its leader's log start) and
     /// must take a first batch beginning below that start — the leader's log start lies
     /// inside the batch (DeleteRecords at a mid-batch offset) and batches are kept whole:
@@ -729,6 +726,9 @@ impl PartitionLog {
         true
     }
 
+    /// Whether a batch of `len` bytes and `record_count` records at `base_offset` fits: the
+    /// write buffer has room (back-pressure otherwise) and its offsets stay within
+    /// `OFFSET_MAX`. Checked before anything changes.
     fn check_fits(
         &self,
         len: u64,

@@ -410,7 +410,15 @@ impl Shard {
                 let health = request.partitions.then(|| {
                     let metadata = self.metadata();
                     match &metadata.cluster {
-                        Some(routes) => routes.health.clone(),
+                        #[cfg(feature = "cluster")]
+                        Some(_) => self
+                            .cluster
+                            .query()
+                            .map_or_else(spate_proto::PartitionHealth::default, |query| {
+                                crate::assignment::health_of(&query.map.borrow())
+                            }),
+                        #[cfg(not(feature = "cluster"))]
+                        Some(_) => spate_proto::PartitionHealth::default(),
                         None => spate_proto::PartitionHealth {
                             total: metadata
                                 .topics

@@ -49,7 +49,13 @@ pub fn run(args: &UpArgs, gateway_listen: &str) -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         let mut children = Vec::new();
-        let outcome = start_and_serve(args, gateway_listen, &mut children).await;
+        let outcome = match start(args, &mut children).await {
+            Ok((first, about)) => {
+                let members = usize::try_from(args.nodes).unwrap_or(usize::MAX);
+                crate::up::serve(args, gateway_listen, first, &about, Some(members)).await
+            }
+            Err(message) => Err(message),
+        };
         // Nodes first (newest first), etcd last: a node stopping deregisters from etcd.
         for child in children.into_iter().rev() {
             let _ = child.stop.send(());
@@ -67,11 +73,30 @@ pub fn run(args: &UpArgs, gateway_listen: &str) -> ExitCode {
     }
 }
 
-async fn start_and_serve(
+/// Starts etcd and the nodes (into `children`, which are stopped however this ends); a
+/// Ctrl-C or SIGTERM meanwhile stops the start. The children run in process groups of their
+/// own, so a terminal's Ctrl-C reaches `spate up` only, which stops them in order. Returns
+/// the first node's first shard and the lines that say what was started.
+async fn start(
     args: &UpArgs,
-    gateway_listen: &str,
     children: &mut Vec<Supervised>,
-) -> Result<(), String> {
+) -> Result<(SocketAddr, Vec<String>), String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())
+        .map_err(|error| format!("cannot install a SIGINT handler: {error}"))?;
+    let mut terminate = signal(SignalKind::terminate())
+        .map_err(|error| format!("cannot install a SIGTERM handler: {error}"))?;
+    tokio::select! {
+        started = start_children(args, children) => started,
+        _ = interrupt.recv() => Err("interrupted while starting".to_owned()),
+        _ = terminate.recv() => Err("terminated while starting".to_owned()),
+    }
+}
+
+async fn start_children(
+    args: &UpArgs,
+    children: &mut Vec<Supervised>,
+) -> Result<(SocketAddr, Vec<String>), String> {
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|error| format!("cannot create {}: {error}", args.data_dir.display()))?;
     let mut about = Vec::new();
@@ -117,8 +142,7 @@ async fn start_and_serve(
         children.push(supervise(format!("node {id}"), child, pid, again));
     }
     let first = first.ok_or_else(|| "no node started a shard".to_owned())?;
-    let members = usize::try_from(args.nodes).unwrap_or(usize::MAX);
-    crate::up::serve(args, gateway_listen, first, &about, Some(members)).await
+    Ok((first, about))
 }
 
 fn node_dir(args: &UpArgs, id: u32) -> PathBuf {
@@ -212,6 +236,7 @@ async fn start_etcd(dir: &Path) -> Result<(String, Child, u32), String> {
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(stderr)
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|error| match error.kind() {
@@ -261,6 +286,7 @@ async fn start_node(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|error| format!("cannot start node {id}: {error}"))?;

@@ -179,7 +179,6 @@ pub fn push_escaped(characters: &mut std::str::Chars<'_>, out: &mut Vec<u8>) -> 
     Ok(())
 }
 
-/// Prints one error line to stderr.
 /// The async runtime of every command (two worker threads: the CLI waits on the network).
 pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
@@ -189,6 +188,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|error| format!("cannot start the async runtime: {error}"))
 }
 
+/// Prints one error line to stderr.
 pub fn report(message: impl std::fmt::Display) {
     #[allow(clippy::print_stderr)]
     {
