@@ -221,9 +221,9 @@ async fn frames_reach_the_owning_shard_and_answers_keep_their_ids() {
     node.shutdown();
 }
 
-/// A "node" that answers `Metadata` (itself as shard 0 of topic `t`) and takes every other
-/// frame without ever answering, keeping its connections open; it counts the connections it
-/// accepted.
+/// A "node" that answers `Metadata` (itself as shard 0 of topic `t`, partitions 0 and 1) and
+/// produces to partition 0, and takes every other frame without ever answering, keeping its
+/// connections open; it counts the connections it accepted.
 fn silent_node() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -246,8 +246,8 @@ fn silent_node() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
                         }
                         continue;
                     };
-                    if let Ok(Request::Metadata(_)) = Request::decode(&frame) {
-                        let answer = Response::Metadata(MetadataResponse {
+                    let answer = match Request::decode(&frame) {
+                        Ok(Request::Metadata(_)) => Response::Metadata(MetadataResponse {
                             shards: vec![ShardInfo {
                                 shard: ShardId(0),
                                 endpoint: address.to_string(),
@@ -258,19 +258,29 @@ fn silent_node() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
                                 retention_bytes: Setting::Unlimited,
                                 segment_bytes: Setting::Value(1 << 30),
                                 min_insync_replicas: Setting::Default,
-                                partitions: vec![PartitionMetadata {
-                                    partition: PartitionId(0),
-                                    shard: ShardId(0),
-                                }],
+                                partitions: (0..2)
+                                    .map(|partition| PartitionMetadata {
+                                        partition: PartitionId(partition),
+                                        shard: ShardId(0),
+                                    })
+                                    .collect(),
                             }],
                             settings: false,
-                        });
-                        if stream
-                            .write_all(&answer.to_frame(frame.head.correlation_id))
-                            .is_err()
-                        {
-                            return;
+                        }),
+                        Ok(Request::Produce(produce)) if produce.partition.0 == 0 => {
+                            Response::Produce(ProduceResponse {
+                                base_offset: 0,
+                                append_time: 0,
+                                log_start_offset: 0,
+                            })
                         }
+                        _ => continue,
+                    };
+                    if stream
+                        .write_all(&answer.to_frame(frame.head.correlation_id))
+                        .is_err()
+                    {
+                        return;
                     }
                 }
             });
@@ -299,7 +309,7 @@ async fn a_shard_that_stops_answering_gets_timeouts_and_a_new_link() {
         .unwrap();
     let connection = connect(&gateway).await;
     let started = std::time::Instant::now();
-    let answers = exchange(&connection, &[produce("t", 0, b"lost?").to_frame(1)]).await;
+    let answers = exchange(&connection, &[produce("t", 1, b"lost?").to_frame(1)]).await;
     let waited = started.elapsed();
     match &answers[..] {
         [(1, Response::Error { error, .. })] => {
@@ -316,7 +326,7 @@ async fn a_shard_that_stops_answering_gets_timeouts_and_a_new_link() {
     // A fetch may wait at the shard as long as it asks (1 s here), then the timeout.
     let fetch = Request::Fetch(FetchRequest {
         topic: "t".into(),
-        partition: PartitionId(0),
+        partition: PartitionId(1),
         offset: 0,
         max_bytes: 1 << 20,
         max_wait_ms: 1000,
@@ -336,5 +346,55 @@ async fn a_shard_that_stops_answering_gets_timeouts_and_a_new_link() {
     // Every timeout gave its link up: the gateway connected again for the next request.
     let links = accepted.load(std::sync::atomic::Ordering::SeqCst);
     assert!(links >= 2, "{links} connections");
+    gateway.shutdown().await;
+}
+
+/// A request the shard does not answer in time on a link that answers others is answered
+/// `Timeout` alone: the link stays (no new connection), and the requests it answers meanwhile
+/// all get their answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_request_on_a_link_that_answers_others_fails_alone() {
+    let dir = data_dir("slow-request");
+    let (node, accepted) = silent_node();
+    let flags = Flags {
+        listen: Some("127.0.0.1:0".into()),
+        node: Some(node.to_string()),
+        dev_cert_dir: Some(dir.join("tls")),
+        shard_answer_timeout_ms: Some(400),
+        ..Flags::default()
+    };
+    let gateway = spate_gateway::start(GatewayConfig::resolve(flags).unwrap())
+        .await
+        .unwrap();
+    let connection = connect(&gateway).await;
+    let slow = {
+        let connection = connection.clone();
+        tokio::spawn(async move {
+            exchange(
+                &connection,
+                &[produce("t", 1, b"never answered").to_frame(1)],
+            )
+            .await
+        })
+    };
+    // Answered requests on the same link, every 50 ms, until after the slow one's deadline.
+    for id in 0..20u64 {
+        let answers = exchange(&connection, &[produce("t", 0, b"answered").to_frame(id)]).await;
+        assert!(
+            matches!(&answers[..], [(_, Response::Produce(_))]),
+            "{answers:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let answers = slow.await.unwrap();
+    assert!(
+        matches!(&answers[..], [(1, Response::Error { error, .. })] if error.code == ErrorCode::Timeout),
+        "{answers:?}"
+    );
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the link was kept"
+    );
     gateway.shutdown().await;
 }
