@@ -611,6 +611,7 @@ impl Client {
         retention_bytes: Setting,
     ) -> Result<(), ClientError> {
         self.create_topic_with(CreateTopicRequest {
+            legacy_layout: false,
             topic: topic.into(),
             partitions,
             retention_ms,

@@ -452,6 +452,7 @@ pub fn create_topic(
         ));
     }
     let mut request = spate_proto::CreateTopicRequest {
+        legacy_layout: false,
         topic: topic.name.0.to_string(),
         partitions,
         retention_ms: spate_proto::Setting::Default,

@@ -108,6 +108,7 @@ async fn frames_reach_the_owning_shard_and_answers_keep_their_ids() {
     let gateway = gateway(&dir, node.endpoints[0]).await;
     let connection = connect(&gateway).await;
     let create = Request::CreateTopic(CreateTopicRequest {
+        legacy_layout: false,
         min_insync_replicas: Setting::Default,
         topic: "g".into(),
         partitions: 4,

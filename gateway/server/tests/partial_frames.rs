@@ -226,6 +226,7 @@ async fn stalled_partial_frames_stay_within_the_budget_and_others_are_served() {
     let bound = BUDGET + quic + GATEWAY_BASE_RSS;
     let (_endpoint, client) = gateway.connect().await;
     let create = Request::CreateTopic(CreateTopicRequest {
+        legacy_layout: false,
         min_insync_replicas: Setting::Default,
         topic: "calm".into(),
         partitions: 1,

@@ -85,6 +85,11 @@ pub struct CreateTopicRequest {
     /// `min.insync.replicas`: an `fsync` produce is refused (`NotEnoughReplicas`) while
     /// fewer replicas are in sync. `Default` (1) is not sent, so older nodes take the request.
     pub min_insync_replicas: Setting,
+    /// The request as a client from before replication sends it: it ends after
+    /// `segment_bytes` (the factor is then the default and `min_insync_replicas` too). Set
+    /// by the decoder so the request encodes back to its own bytes; new requests leave it
+    /// false.
+    pub legacy_layout: bool,
 }
 
 /// Changes a topic's settings; `None` keeps a setting as it is. A new segment size applies
@@ -877,7 +882,12 @@ impl Request {
                     w.setting(request.retention_ms);
                     w.setting(request.retention_bytes);
                     w.setting(request.segment_bytes);
-                    w.u16(request.replication_factor);
+                    let legacy = request.legacy_layout
+                        && request.replication_factor == 0
+                        && request.min_insync_replicas == Setting::Default;
+                    if !legacy {
+                        w.u16(request.replication_factor);
+                    }
                     if request.min_insync_replicas != Setting::Default {
                         w.setting(request.min_insync_replicas);
                     }
@@ -990,6 +1000,7 @@ impl Request {
                 retention_bytes: reader.setting("retention_bytes")?,
                 segment_bytes: reader.setting("segment_bytes")?,
                 // Absent in requests of clients from before replication (their default).
+                legacy_layout: reader.remaining() == 0,
                 replication_factor: if reader.remaining() == 0 {
                     0
                 } else {

@@ -506,6 +506,7 @@ fn request() -> impl Strategy<Value = Request> {
             .prop_map(
                 |(topic, partitions, retention_ms, retention_bytes, segment_bytes, factor, min)| {
                     Request::CreateTopic(CreateTopicRequest {
+                        legacy_layout: false,
                         topic,
                         partitions,
                         retention_ms,
@@ -1059,6 +1060,7 @@ proptest! {
 #[test]
 fn a_create_topic_without_a_replication_factor_is_read_with_the_default() {
     let request = Request::CreateTopic(CreateTopicRequest {
+        legacy_layout: false,
         topic: "clicks".into(),
         partitions: 3,
         retention_ms: Setting::Default,
@@ -1085,6 +1087,12 @@ fn a_create_topic_without_a_replication_factor_is_read_with_the_default() {
     };
     assert_eq!(read.replication_factor, 0);
     assert_eq!(read.segment_bytes, Setting::Value(1 << 20));
+    // Read as the older layout, it encodes back to its own bytes.
+    assert!(read.legacy_layout);
+    assert_eq!(
+        Request::CreateTopic(read).to_frame(older.head.correlation_id),
+        older.bytes()
+    );
     let mut longer = body.to_vec();
     longer.push(0);
     assert!(Request::decode(&reframed(&longer)).is_err());
@@ -1098,6 +1106,7 @@ fn a_create_topic_without_a_replication_factor_is_read_with_the_default() {
 #[test]
 fn min_insync_replicas_is_sent_only_to_peers_that_asked_for_it() {
     let create = |min_insync_replicas| CreateTopicRequest {
+        legacy_layout: false,
         topic: "clicks".into(),
         partitions: 3,
         retention_ms: Setting::Default,

@@ -432,6 +432,7 @@ impl Coordinator {
                 };
                 // The same rules as at creation, for the settings as they would become.
                 let check = CreateTopicRequest {
+                    legacy_layout: false,
                     topic: alter.topic.clone(),
                     partitions: u32::try_from(topic.shards.len()).unwrap_or(u32::MAX),
                     retention_ms: alter.retention_ms.unwrap_or(topic.retention_ms),
@@ -552,6 +553,7 @@ fn auto_create_off(topic: &str) -> (ErrorCode, String) {
 /// default settings.
 fn auto_create(config: &crate::config::NodeConfig, topic: String) -> CreateTopicRequest {
     CreateTopicRequest {
+        legacy_layout: false,
         topic,
         partitions: config.auto_create_partitions,
         retention_ms: Setting::Default,

@@ -1007,6 +1007,7 @@ fn a_cluster_serves_its_topics_across_its_nodes() {
     // Two copies on two nodes: created and served by its leader (replicated to the other:
     // `a_replicated_partition_keeps_its_acknowledged_records_when_its_leader_goes`).
     let replicated = Request::CreateTopic(spate_proto::CreateTopicRequest {
+        legacy_layout: false,
         min_insync_replicas: spate_proto::Setting::Default,
         topic: "copies".into(),
         partitions: 1,
@@ -1786,6 +1787,7 @@ fn a_replicated_partition_keeps_its_acknowledged_records_when_its_leader_goes() 
     });
     let mut client = NodeClient::connect(nodes[0].as_ref().unwrap().endpoints[0]);
     let create = Request::CreateTopic(spate_proto::CreateTopicRequest {
+        legacy_layout: false,
         min_insync_replicas: spate_proto::Setting::Default,
         topic: "r".into(),
         partitions: 1,

@@ -469,6 +469,7 @@ fn offline_damage_truncates_a_garbage_tail_and_fences_only_the_corrupt_partition
     let mut client = Client::connect(node.endpoints[0]);
     assert!(matches!(
         client.call(&Request::CreateTopic(CreateTopicRequest {
+            legacy_layout: false,
             min_insync_replicas: Setting::Default,
             topic: "c".into(),
             partitions: 2,
@@ -569,6 +570,7 @@ fn retention_deletes_old_segments_on_its_schedule() {
     let mut client = Client::connect(node.endpoints[0]);
     assert!(matches!(
         client.call(&Request::CreateTopic(CreateTopicRequest {
+            legacy_layout: false,
             min_insync_replicas: Setting::Default,
             topic: "r".into(),
             partitions: 1,
@@ -675,6 +677,7 @@ fn delete_records_moves_the_log_start_durably_and_frees_whole_segments() {
     let mut client = Client::connect(node.endpoints[0]);
     assert!(matches!(
         client.call(&Request::CreateTopic(CreateTopicRequest {
+            legacy_layout: false,
             min_insync_replicas: Setting::Default,
             topic: "d".into(),
             partitions: 1,
@@ -1004,6 +1007,7 @@ fn min_insync_replicas_refuses_fsync_writes_a_single_node_cannot_replicate() {
     let mut client = Client::connect(node.endpoints[0]);
     let create = |min_insync_replicas| {
         Request::CreateTopic(CreateTopicRequest {
+            legacy_layout: false,
             topic: "t".into(),
             partitions: 1,
             retention_ms: Setting::Default,

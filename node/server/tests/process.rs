@@ -920,6 +920,7 @@ fn sighup_re_runs_recovery_of_fenced_partitions() {
 fn rolled_topic(client: &mut Client, partitions: u32) {
     assert!(matches!(
         client.call(&Request::CreateTopic(CreateTopicRequest {
+            legacy_layout: false,
             min_insync_replicas: Setting::Default,
             topic: "c".into(),
             partitions,

@@ -212,6 +212,7 @@ impl Coordinator {
                 let checked = alter.clone();
                 let change = move |settings: TopicSettings| {
                     let check = CreateTopicRequest {
+                        legacy_layout: false,
                         topic: checked.topic.clone(),
                         partitions,
                         retention_ms: checked

@@ -109,6 +109,7 @@ impl Client {
 
     pub fn create_topic(&mut self, topic: &str, partitions: u32) -> Response {
         self.call(&Request::CreateTopic(CreateTopicRequest {
+            legacy_layout: false,
             min_insync_replicas: Setting::Default,
             topic: topic.into(),
             partitions,

@@ -447,6 +447,7 @@ pub async fn run(client: &Client, command: &TopicCommand) -> Result<(), String> 
         } => {
             client
                 .create_topic_with(CreateTopicRequest {
+                    legacy_layout: false,
                     topic: name.clone(),
                     partitions: *partitions,
                     retention_ms: retention_ms.unwrap_or_default(),
