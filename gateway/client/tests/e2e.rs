@@ -3420,7 +3420,9 @@ async fn records_sent_while_a_partition_is_busy_join_one_batch() {
 /// kcat (idempotent, acks=all) keeps producing while the leader of the topic's partition is
 /// killed with SIGKILL: every line arrives exactly once and in order, `spate up` reports the
 /// exit and carries on, and the whole cluster stops on SIGTERM and starts again from its data
-/// directory with every record.
+/// directory with every record. Then a consumer group of librdkafka commits half of another
+/// topic, the node leading the group's offsets partition is killed with SIGKILL, and the
+/// group's next consumer reads exactly the other half (`confluent_group_failover.py`).
 #[cfg(feature = "cluster-tests")]
 #[test]
 fn spate_up_runs_a_cluster_that_survives_kill_9_of_a_leader() {
@@ -3545,7 +3547,7 @@ fn spate_up_runs_a_cluster_that_survives_kill_9_of_a_leader() {
     assert!(up.terminate().success());
 
     // Everything stopped with it; started again, the cluster serves every record.
-    let (mut up, _, _, cli) = start();
+    let (mut up, broker, pids, cli) = start();
     assert_eq!(cli.ok(&["consume", "t"], ""), expected);
     // The node killed before catches up and rejoins the ISR.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -3556,5 +3558,62 @@ fn spate_up_runs_a_cluster_that_survives_kill_9_of_a_leader() {
         assert!(Instant::now() < deadline, "still under-replicated");
         std::thread::sleep(Duration::from_millis(200));
     }
+
+    // A consumer group (librdkafka) commits half of a topic; the node leading the group's
+    // offsets partition is killed; the group's next consumer starts where it committed.
+    let python = python_with_kafka_clients();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/kafka_clients/confluent_group_failover.py");
+    let output = dir.join("failover.txt");
+    let run = |args: &[&str], what: &str| {
+        let ran = Command::new(&python)
+            .arg(&script)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            ran.status.success(),
+            "{what}:\n{}\n{}",
+            String::from_utf8_lossy(&ran.stdout),
+            String::from_utf8_lossy(&ran.stderr)
+        );
+    };
+    let out = output.to_str().unwrap();
+    run(&["produce", &broker, "events", "400"], "produce");
+    run(
+        &["consume", &broker, "events", "failover", "200", out],
+        "consume",
+    );
+    let offsets_partition = spate_proto::group::group_partition("failover").0;
+    let coordinates = |id: u32| {
+        std::fs::read_to_string(dir.join(format!("data/node-{id}.log")))
+            .unwrap_or_default()
+            .contains(&format!(
+                "leads a new epoch topic=__spate_offsets partition={offsets_partition} "
+            ))
+    };
+    let coordinator: Vec<u32> = (1..=3).filter(|id| coordinates(*id)).collect();
+    assert_eq!(coordinator.len(), 1, "one leader of the offsets partition");
+    let killed = Command::new("kill")
+        .args(["-KILL", &pids[coordinator[0] as usize - 1].to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    run(
+        &["consume", &broker, "events", "failover", "200", out],
+        "consume after the kill",
+    );
+    let mut read: Vec<String> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|line| line.splitn(3, ' ').nth(2).unwrap().to_owned())
+        .collect();
+    read.sort_unstable();
+    let mut all: Vec<String> = (0..400).map(|n| format!("record {n}")).collect();
+    all.sort_unstable();
+    assert_eq!(
+        read, all,
+        "every record read once, across the coordinator's loss"
+    );
     assert!(up.terminate().success());
 }

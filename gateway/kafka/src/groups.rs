@@ -54,8 +54,9 @@ fn optional(value: Option<&StrBytes>) -> Option<String> {
 
 /// The Kafka error of a group request's failure. A coordinator that cannot be reached,
 /// is stopping, moved, is fenced or failed its storage, or an answer that was lost, is
-/// COORDINATOR_NOT_AVAILABLE (the client finds the coordinator again and retries, as Kafka's
-/// clients do); the rest as for every request.
+/// COORDINATOR_NOT_AVAILABLE, and one whose node no longer leads the group's offsets
+/// partition NOT_COORDINATOR (either way the client finds the coordinator again and retries,
+/// as Kafka's clients do); the rest as for every request.
 fn code_of(error: &ErrorResponse) -> i16 {
     match error.code {
         ErrorCode::Unavailable
@@ -66,6 +67,9 @@ fn code_of(error: &ErrorResponse) -> i16 {
         | ErrorCode::Busy
         | ErrorCode::Timeout
         | ErrorCode::OutcomeUnknown => ResponseError::CoordinatorNotAvailable.code(),
+        // In a cluster the group's offsets partition is led elsewhere now: the client finds
+        // the coordinator again (this gateway routes it to the new leader).
+        ErrorCode::NotLeaderOrFollower => ResponseError::NotCoordinator.code(),
         code => kafka_error(code).code(),
     }
 }
@@ -709,6 +713,23 @@ mod tests {
             host: "gw.example".into(),
             port: 9092,
         }
+    }
+
+    #[test]
+    fn a_moved_coordinator_is_not_coordinator_and_a_loading_one_load_in_progress() {
+        let code = |code| code_of(&ErrorResponse::new(code, "refused"));
+        assert_eq!(
+            code(ErrorCode::NotLeaderOrFollower),
+            ResponseError::NotCoordinator.code()
+        );
+        assert_eq!(
+            code(ErrorCode::CoordinatorLoadInProgress),
+            ResponseError::CoordinatorLoadInProgress.code()
+        );
+        assert_eq!(
+            code(ErrorCode::Unavailable),
+            ResponseError::CoordinatorNotAvailable.code()
+        );
     }
 
     #[test]

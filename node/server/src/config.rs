@@ -108,6 +108,12 @@ spate_proto::settings! {
         /// [default: 1]
         #[arg(long, value_name = "N")]
         default_replication_factor: u16 = 1,
+        /// In a cluster, the copies of each partition of the offsets topic (committed offsets
+        /// of consumer groups), created at the first group request; 0: the smaller of 3 and
+        /// the members registered then (Kafka's `offsets.topic.replication.factor`).
+        /// [default: 0]
+        #[arg(long, value_name = "N")]
+        offsets_replication_factor: u16 = 0,
         /// Address of shard 0; shard i listens on port + i (port 0: every shard picks a free
         /// port). [default: 127.0.0.1:7460]
         #[arg(long, value_name = "HOST:PORT")]
@@ -357,6 +363,15 @@ impl NodeConfig {
                 format!(
                     "{} (valid: 1, or more in a cluster: --etcd)",
                     self.default_replication_factor
+                ),
+            ));
+        }
+        if self.offsets_replication_factor > 1 && self.etcd.is_none() {
+            return Err(invalid(
+                "offsets_replication_factor",
+                format!(
+                    "{} (valid: 0 or 1, or more in a cluster: --etcd)",
+                    self.offsets_replication_factor
                 ),
             ));
         }

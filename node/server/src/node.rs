@@ -352,10 +352,6 @@ fn prepare_data_dir(config: &NodeConfig) -> Result<DataDirLock, NodeError> {
     Ok(lock)
 }
 
-/// Segment size of the offsets topic's partitions: small, so that snapshots let old
-/// segments go soon.
-const OFFSETS_SEGMENT_BYTES: u64 = 16 << 20;
-
 /// The node's metadata, its partitions reassigned to the configured shard count (stored if
 /// that moved any), with the directories of deleted topics removed.
 fn load_metadata(config: &NodeConfig) -> Result<Metadata, NodeError> {
@@ -368,7 +364,9 @@ fn load_metadata(config: &NodeConfig) -> Result<Metadata, NodeError> {
             crate::metadata::Topic {
                 retention_ms: spate_proto::Setting::Unlimited,
                 retention_bytes: spate_proto::Setting::Unlimited,
-                segment_bytes: spate_proto::Setting::Value(OFFSETS_SEGMENT_BYTES),
+                segment_bytes: spate_proto::Setting::Value(
+                    crate::shard::groups::OFFSETS_SEGMENT_BYTES,
+                ),
                 min_insync_replicas: spate_proto::Setting::Default,
                 shards: (0..spate_proto::OFFSETS_PARTITIONS)
                     .map(|partition| {

@@ -2237,3 +2237,165 @@ fn starts_over(name: &str, leader: u32, follower: u32, log_start: u64) {
     leads.node.shutdown();
     drop(served);
 }
+
+/// Moves the leadership of `topic`/`partition` to `to` (a live member in its ISR) in the next
+/// epoch, by compare-and-swap, as the controller does when it elects a leader.
+fn move_leader(etcd: &Etcd, topic: &str, partition: u32, to: u32) {
+    let key = partition_key("spate", topic, partition);
+    let (value, revision) = etcd.run(async |client| {
+        let answer = client.get(key.clone(), None).await.unwrap();
+        let kv = answer.kvs().first().expect("the partition key exists");
+        (kv.value().to_vec(), kv.mod_revision())
+    });
+    let mut record: PartitionRecord = serde_json::from_slice(&value).unwrap();
+    record.leader = Some(LeaderRecord {
+        node: to,
+        session: etcd.member(to).unwrap().0.session,
+    });
+    record.epoch += 1;
+    record.partition_epoch += 1;
+    etcd.run(async |client| {
+        let txn = Txn::new()
+            .when([etcd_client::Compare::mod_revision(
+                key.clone(),
+                etcd_client::CompareOp::Equal,
+                revision,
+            )])
+            .and_then([TxnOp::put(
+                key.clone(),
+                serde_json::to_vec(&record).unwrap(),
+                None,
+            )]);
+        assert!(client.txn(txn).await.unwrap().succeeded());
+    });
+}
+
+/// The endpoint of the shard of `node` (handle `handle`) holding its replica of
+/// `topic`/`partition`, as the controller placed it.
+fn replica_endpoint(
+    etcd: &Etcd,
+    handle: &NodeHandle,
+    topic: &str,
+    partition: u32,
+    node: u32,
+) -> std::net::SocketAddr {
+    let (value, _) = etcd.get(&topic_key("spate", topic)).unwrap().unwrap();
+    let record: TopicRecord = serde_json::from_slice(&value).unwrap();
+    let placed = record.replicas[partition as usize]
+        .iter()
+        .find(|at| at.node == node)
+        .expect("a replica on the node");
+    handle.endpoints[usize::from(placed.shard) % handle.endpoints.len()]
+}
+
+/// Consumer groups in a cluster: the first group request has the offsets topic created
+/// through the controller (its partitions replicated over both members; meanwhile
+/// `CoordinatorLoadInProgress`), a commit is acknowledged by the leader of the group's
+/// offsets partition, and wherever that leadership goes — to the follower and back while both
+/// live, then to the follower when the leader stops — the new leader loads every acknowledged
+/// commit before it answers (a node that led before loads again: it does not answer from the
+/// groups of its earlier leadership), and a node that no longer leads answers
+/// `NotLeaderOrFollower`.
+#[test]
+fn committed_offsets_follow_the_leadership_of_their_offsets_partition() {
+    use spate_proto::group::group_partition;
+    use spate_proto::OFFSETS_TOPIC;
+    let etcd = Etcd::start("groups");
+    let dirs = [data_dir("member-141"), data_dir("member-142")];
+    let mut nodes = vec![
+        Some(spate_node::start(config(&dirs[0], &etcd, 141, 3_000)).unwrap()),
+        None,
+    ];
+    wait_for("a controller", Duration::from_secs(10), || {
+        nodes[0].as_ref().unwrap().is_controller()
+    });
+    nodes[1] = Some(spate_node::start(config(&dirs[1], &etcd, 142, 3_000)).unwrap());
+    wait_for("membership", Duration::from_secs(10), || {
+        etcd.member(142).is_some()
+    });
+    let at = |node: u32| usize::try_from(node - 141).unwrap();
+    let group = "g";
+    let p = group_partition(group).0;
+    // No offsets topic yet: the first group request has it created, with as many replicas as
+    // the node sees members (up to 3).
+    let mut first = NodeClient::connect(nodes[0].as_ref().unwrap().endpoints[0]);
+    wait_for(
+        "the first node seeing both",
+        Duration::from_secs(10),
+        || first.metadata().shards.len() == 4,
+    );
+    match first.call(&Request::Group(spate_proto::GroupRequest::new(
+        group,
+        spate_proto::GroupOp::FetchOffsets(None),
+    ))) {
+        Response::Error { error, .. } => {
+            assert_eq!(
+                error.code,
+                ErrorCode::CoordinatorLoadInProgress,
+                "{error:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    wait_for("the offsets topic", Duration::from_secs(20), || {
+        let partitions = partitions_of(&etcd, OFFSETS_TOPIC);
+        partitions.len() == spate_proto::OFFSETS_PARTITIONS as usize
+            && partitions
+                .iter()
+                .all(|record| record.leader.is_some() && isr_nodes(record).len() == 2)
+    });
+    let state = || partitions_of(&etcd, OFFSETS_TOPIC).remove(p as usize);
+    let leader = state().leader.unwrap().node;
+    let follower = if leader == 141 { 142 } else { 141 };
+    let client_at = |node: u32| {
+        let handle = nodes[at(node)].as_ref().unwrap();
+        NodeClient::connect(replica_endpoint(&etcd, handle, OFFSETS_TOPIC, p, node))
+    };
+    let mut at_leader = client_at(leader);
+    let fetch = spate_proto::GroupOp::FetchOffsets(None);
+    wait_for("the leader coordinating", Duration::from_secs(15), || {
+        matches!(at_leader.group_call(group, &fetch), Response::Group(_))
+    });
+    at_leader.commit(group, "t", 0, 42);
+    at_leader.commit(group, "t", 1, 7);
+    assert_eq!(at_leader.committed(group), vec![(0, 42), (1, 7)]);
+    // The leadership moves to the follower while both live: it loads the commits.
+    move_leader(&etcd, OFFSETS_TOPIC, p, follower);
+    let mut at_follower = client_at(follower);
+    wait_for("the follower coordinating", Duration::from_secs(15), || {
+        matches!(at_follower.group_call(group, &fetch), Response::Group(_))
+    });
+    assert_eq!(at_follower.committed(group), vec![(0, 42), (1, 7)]);
+    at_follower.commit(group, "t", 0, 50);
+    // The old leader tells where the group went.
+    wait_for("the old leader refusing", Duration::from_secs(10), || {
+        matches!(at_leader.group_call(group, &fetch), Response::Error { error, .. }
+            if error.code == ErrorCode::NotLeaderOrFollower)
+    });
+    // And back: the old leader loads again, and sees the commit made meanwhile.
+    move_leader(&etcd, OFFSETS_TOPIC, p, leader);
+    wait_for(
+        "the old leader coordinating",
+        Duration::from_secs(15),
+        || matches!(at_leader.group_call(group, &fetch), Response::Group(_)),
+    );
+    assert_eq!(at_leader.committed(group), vec![(0, 50), (1, 7)]);
+    at_leader.commit(group, "t", 1, 9);
+    // The leader stops: the controller elects the follower, which has every commit.
+    wait_for("both in sync", Duration::from_secs(10), || {
+        isr_nodes(&state()).len() == 2
+    });
+    nodes[at(leader)].take().unwrap().shutdown();
+    wait_for("the follower elected", Duration::from_secs(15), || {
+        state().leader.map(|elected| elected.node) == Some(follower)
+    });
+    wait_for(
+        "the follower coordinating again",
+        Duration::from_secs(15),
+        || matches!(at_follower.group_call(group, &fetch), Response::Group(_)),
+    );
+    assert_eq!(at_follower.committed(group), vec![(0, 50), (1, 9)]);
+    for node in nodes.into_iter().flatten() {
+        node.shutdown();
+    }
+}

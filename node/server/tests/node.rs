@@ -885,54 +885,6 @@ fn find_record_by_time_and_the_newest_time() {
     node.shutdown();
 }
 
-/// Sends a group request, retrying while the coordinator loads its offsets.
-fn group_call(client: &mut Client, group: &str, op: &GroupOp) -> Response {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let answer = client.call(&Request::Group(GroupRequest::new(group, op.clone())));
-        match &answer {
-            Response::Error { error, .. }
-                if error.code == ErrorCode::CoordinatorLoadInProgress
-                    && Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            _ => return answer,
-        }
-    }
-}
-
-fn commit(client: &mut Client, group: &str, partition: u32, offset: i64) {
-    let op = GroupOp::Commit {
-        member: group::MemberRef {
-            member_id: String::new(),
-            instance_id: None,
-            generation: -1,
-        },
-        offsets: vec![group::CommitOffset {
-            topic: "t".into(),
-            partition,
-            offset,
-            leader_epoch: -1,
-            metadata: String::new(),
-        }],
-    };
-    assert_eq!(
-        group_call(client, group, &op),
-        Response::Group(GroupResponse::Done)
-    );
-}
-
-fn committed(client: &mut Client, group: &str) -> Vec<(u32, i64)> {
-    match group_call(client, group, &GroupOp::FetchOffsets(None)) {
-        Response::Group(GroupResponse::Offsets(offsets)) => offsets
-            .into_iter()
-            .map(|offset| (offset.partition, offset.offset))
-            .collect(),
-        other => panic!("{other:?}"),
-    }
-}
-
 /// The offsets log stays bounded: once more than twice max(live offsets,
 /// `offsets_snapshot_records`) records were appended, the live offsets are written again and
 /// the log start moves to them; a restart replays only that and finds every commit.
@@ -950,10 +902,10 @@ fn the_offsets_log_is_compacted_by_snapshots_and_replays_after_a_restart() {
     let partition = group::group_partition("g").0;
     let mut client = Client::connect(owner(&metadata, OFFSETS_TOPIC, partition));
     for offset in 1..=200 {
-        commit(&mut client, "g", offset as u32 % 4, offset);
+        client.commit("g", "t", offset as u32 % 4, offset);
     }
     let expected = vec![(0, 200), (1, 197), (2, 198), (3, 199)];
-    assert_eq!(committed(&mut client, "g"), expected);
+    assert_eq!(client.committed("g"), expected);
     let log =
         |client: &mut Client, spec| match client.call(&Request::ListOffsets(ListOffsetsRequest {
             topic: OFFSETS_TOPIC.into(),
@@ -982,12 +934,12 @@ fn the_offsets_log_is_compacted_by_snapshots_and_replays_after_a_restart() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(committed(&mut client, "g"), expected);
+    assert_eq!(client.committed("g"), expected);
     node.shutdown();
     let node = spate_node::start(config()).unwrap();
     let metadata = Client::connect(node.endpoints[0]).metadata();
     let mut client = Client::connect(owner(&metadata, OFFSETS_TOPIC, partition));
-    assert_eq!(committed(&mut client, "g"), expected);
+    assert_eq!(client.committed("g"), expected);
     // Clients cannot write or trim the internal topic.
     assert!(matches!(
         client.produce(OFFSETS_TOPIC, partition, &[b"x"], Durability::Fsync),

@@ -13,7 +13,8 @@ use futures_lite::future;
 use glommio::channels::local_channel::LocalSender;
 use spate_proto::{
     AllocateProducerIdsResponse, AlterTopicResponse, CreateTopicRequest, CreateTopicResponse,
-    DeleteTopicResponse, ErrorCode, ErrorResponse, Request, Response,
+    DeleteTopicResponse, ErrorCode, ErrorResponse, Request, Response, Setting, OFFSETS_PARTITIONS,
+    OFFSETS_TOPIC,
 };
 
 use super::{auto_create, auto_create_off, validate_create, Coordinator, Work};
@@ -33,6 +34,29 @@ const CREATE_WAIT: Duration = Duration::from_secs(10);
 /// How long an answer waits for this node's map to show a change it made (and, for a new
 /// topic, for its partitions' first states).
 const MAP_WAIT: Duration = Duration::from_secs(10);
+
+/// The offsets topic of a cluster: `OFFSETS_PARTITIONS` partitions, no retention (a
+/// coordinator compacts it), small segments, `--offsets-replication-factor` copies (0: the
+/// smaller of 3 and the members registered now).
+fn offsets_topic(config: &crate::config::NodeConfig, query: &ClusterQuery) -> CreateTopicRequest {
+    let replication_factor = match config.offsets_replication_factor {
+        0 => {
+            let members = query.map.borrow().members.len();
+            u16::try_from(members.clamp(1, 3)).unwrap_or(1)
+        }
+        factor => factor,
+    };
+    CreateTopicRequest {
+        legacy_layout: false,
+        topic: OFFSETS_TOPIC.to_owned(),
+        partitions: OFFSETS_PARTITIONS,
+        retention_ms: Setting::Unlimited,
+        retention_bytes: Setting::Unlimited,
+        segment_bytes: Setting::Value(crate::shard::groups::OFFSETS_SEGMENT_BYTES),
+        replication_factor,
+        min_insync_replicas: Setting::Default,
+    }
+}
 
 /// How often the coordinator looks whether the node joined its cluster yet.
 const JOIN_CHECK: Duration = Duration::from_millis(20);
@@ -184,7 +208,12 @@ impl Coordinator {
                         topic: auto.topic,
                     });
                 }
-                if self.shard.config.auto_create_topics {
+                if auto.topic == OFFSETS_TOPIC {
+                    // Asked by this node's own shards at the first group request (clients
+                    // cannot name the internal topic).
+                    self.create(query, offsets_topic(&self.shard.config, query), true)
+                        .await
+                } else if self.shard.config.auto_create_topics {
                     let create = auto_create(&self.shard.config, auto.topic);
                     self.create(query, create, true).await
                 } else {

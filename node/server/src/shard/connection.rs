@@ -382,6 +382,13 @@ impl Shard {
             | Request::AutoCreateTopic(_)
             | Request::AlterTopic(_) => return Ok(Resolved::Shard(request)),
         };
+        if matches!(request, Request::Group(_)) && topic == OFFSETS_TOPIC {
+            let metadata = self.metadata();
+            if metadata.cluster.is_some() && !metadata.topics.contains_key(OFFSETS_TOPIC) {
+                // The cluster's first group request: the topic is created (`dispatch`).
+                return Ok(Resolved::Shard(request));
+            }
+        }
         let partition = self.owned(topic, partition)?;
         Ok(Resolved::Partition(partition, request))
     }
@@ -488,6 +495,9 @@ impl Shard {
                     Ok(()) => Response::ReplicaProgress,
                     Err(error) => fail(error),
                 })
+            }
+            Resolved::Shard(Request::Group(_)) => {
+                Dispatched::Now(fail(self.offsets_topic_missing()))
             }
             Resolved::Partition(partition, Request::Group(request)) => {
                 match self.group(&partition, request) {

@@ -24,17 +24,23 @@ use spate_proto::group::{
     OFFSETS_TOPIC, PROTOCOL_TYPE,
 };
 use spate_proto::{
-    Durability, ErrorCode, ErrorDetail, ErrorResponse, GroupOp, GroupRequest, GroupResponse,
-    ProduceRequest, Response,
+    ApiKey, AutoCreateTopicRequest, Durability, ErrorCode, ErrorDetail, ErrorResponse, GroupOp,
+    GroupRequest, GroupResponse, ProduceRequest, Request, Response,
 };
 
 use super::{error, Shard};
 use crate::partition::{now, Partition};
 
+/// Segment size of the offsets topic's partitions: small, so that snapshots let old
+/// segments go soon.
+pub(crate) const OFFSETS_SEGMENT_BYTES: u64 = 16 << 20;
 /// How often a coordinator lets time pass for its groups (sessions are seconds long).
 const TICK: Duration = Duration::from_millis(100);
 /// Bytes of offset records per appended batch (a batch is at most 1 MiB).
 const BATCH_BYTES: usize = 256 << 10;
+/// How often a coordinator of a new leader looks whether its partition's records are
+/// committed (its high watermark reached the epoch's start).
+const READY_CHECK: Duration = Duration::from_millis(20);
 /// Pause before a failed load of the offsets is tried again.
 const LOAD_RETRY: Duration = Duration::from_secs(1);
 /// Parked JoinGroup and SyncGroup answers per coordinator (more: Busy). They hold no
@@ -53,10 +59,15 @@ enum Load {
     Loading,
     Ready(GroupCoordinator),
     Failed(String),
+    /// Its partition closed or its leadership moved: the groups are another coordinator's.
+    Moved,
 }
 
 /// One partition's groups (see the module documentation).
 pub struct Coordinator {
+    /// The leadership of its partition it serves (`Shard::term`): a coordinator stops when
+    /// its node no longer leads that leadership, and the next leadership loads anew.
+    term: u64,
     state: RefCell<Load>,
     /// Parked JoinGroup and SyncGroup requests.
     waiting: RefCell<HashMap<Ticket, LocalSender<Answer>>>,
@@ -245,6 +256,10 @@ impl Coordinator {
                 ErrorCode::Storage,
                 format!("the group coordinator could not load its offsets: {why}"),
             )),
+            Load::Moved => Err(error(
+                ErrorCode::NotLeaderOrFollower,
+                "the group coordinator moved (its partition closed or is led elsewhere)",
+            )),
         }
     }
 
@@ -286,6 +301,15 @@ impl Coordinator {
     }
 }
 
+/// A shard's request for its cluster's offsets topic, made at the first group request that
+/// finds no such topic.
+#[derive(Debug, Default)]
+pub(crate) struct OffsetsCreation {
+    in_flight: bool,
+    /// Why the last request failed, told to clients until one succeeds.
+    refused: Option<String>,
+}
+
 /// What a group request gets: its answer now, or a wait for it.
 pub(super) enum GroupAnswer {
     Now(Answer),
@@ -294,12 +318,92 @@ pub(super) enum GroupAnswer {
 }
 
 impl Shard {
-    /// The coordinator of an offsets partition, set up (and its replay started) if new.
-    fn coordinator(self: &Rc<Self>, partition: &Rc<Partition>) -> Rc<Coordinator> {
+    /// The answer to a group request in a cluster whose offsets topic this node does not
+    /// know yet: the topic is created through the controller (by this node's coordinator;
+    /// one request per shard at a time) and the client told to retry meanwhile
+    /// (`CoordinatorLoadInProgress`, with the last failure if there was one).
+    pub(super) fn offsets_topic_missing(self: &Rc<Self>) -> ErrorResponse {
+        let refused = {
+            let mut creation = self.offsets_creation.borrow_mut();
+            if !creation.in_flight {
+                creation.in_flight = true;
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    let request = Request::AutoCreateTopic(AutoCreateTopicRequest {
+                        topic: OFFSETS_TOPIC.to_owned(),
+                    });
+                    let answer = shard
+                        .admin
+                        .call(request, ApiKey::AutoCreateTopic.to_u16())
+                        .await;
+                    let refused = match answer {
+                        Response::AutoCreateTopic(_) => None,
+                        Response::Error { error, .. } => {
+                            tracing::warn!("cannot create the offsets topic: {}", error.message);
+                            Some(error.message)
+                        }
+                        other => Some(format!("unexpected answer {other:?}")),
+                    };
+                    let mut creation = shard.offsets_creation.borrow_mut();
+                    creation.in_flight = false;
+                    creation.refused = refused;
+                })
+                .detach();
+            }
+            creation.refused.clone()
+        };
+        let message = match refused {
+            None => format!("the {OFFSETS_TOPIC} topic is being created through the controller; retry"),
+            Some(why) => format!(
+                "the {OFFSETS_TOPIC} topic is being created through the controller (the last try failed: {why}); retry"
+            ),
+        };
+        error(ErrorCode::CoordinatorLoadInProgress, message)
+    }
+
+    /// Which leadership of `partition` this node holds: on a single node always `Some(0)`;
+    /// in a cluster the leadership's instance while this node leads it, else `None`.
+    fn term(&self, partition: &Partition) -> Option<u64> {
+        if self.metadata().cluster.is_none() {
+            return Some(0);
+        }
+        partition
+            .leading
+            .borrow()
+            .as_ref()
+            .map(|leading| leading.instance)
+    }
+
+    /// Whether `coordinator` still serves `partition`: it is open and this node holds the
+    /// leadership the coordinator was made for.
+    fn serves(&self, partition: &Rc<Partition>, coordinator: &Coordinator) -> bool {
+        self.is_current(partition)
+            && !partition.is_stopped()
+            && self.term(partition) == Some(coordinator.term)
+    }
+
+    /// The coordinator of an offsets partition, set up (and its replay started) if new or if
+    /// the one there served an earlier leadership.
+    fn coordinator(
+        self: &Rc<Self>,
+        partition: &Rc<Partition>,
+    ) -> Result<Rc<Coordinator>, ErrorResponse> {
+        let Some(term) = self.term(partition) else {
+            return Err(error(
+                ErrorCode::NotLeaderOrFollower,
+                format!(
+                    "this node does not lead {}-{} (its group coordinator moved)",
+                    partition.key.topic, partition.key.partition
+                ),
+            ));
+        };
         if let Some(existing) = partition.groups.borrow().as_ref() {
-            return existing.clone();
+            if existing.term == term {
+                return Ok(existing.clone());
+            }
         }
         let coordinator = Rc::new(Coordinator {
+            term,
             state: RefCell::new(Load::Loading),
             waiting: RefCell::new(HashMap::new()),
             next_ticket: Cell::new(0),
@@ -311,7 +415,7 @@ impl Shard {
         let driven = coordinator.clone();
         glommio::spawn_local(async move { shard.drive_coordinator(partition, driven).await })
             .detach();
-        coordinator
+        Ok(coordinator)
     }
 
     /// Replays the partition's log, then lets time pass for the groups until the partition
@@ -330,6 +434,18 @@ impl Shard {
         // A load that fails (a read error, a record batch that does not read) is tried again
         // while the partition is open; clients meanwhile hear COORDINATOR_LOAD_IN_PROGRESS.
         let ready = loop {
+            if !self.serves(&partition, &coordinator) {
+                break Load::Moved;
+            }
+            if !partition.reads_ready() {
+                // A new leader: what it holds becomes committed (its high watermark reaches
+                // the epoch's start) once its in-sync followers have it, or they leave the
+                // ISR. Nothing is appended meanwhile (the coordinator appends only once
+                // loaded), so a replay to the high watermark then reads every commit an
+                // earlier leader acknowledged.
+                glommio::timer::sleep(READY_CHECK).await;
+                continue;
+            }
             match self.replay_offsets(&partition, config, nonce).await {
                 Ok((loaded, records)) => {
                     tracing::info!(
@@ -343,7 +459,7 @@ impl Shard {
                 }
                 Err(why) => {
                     tracing::error!(topic = %partition.key.topic, partition = partition.key.partition, "group coordinator cannot load its offsets (trying again in {} s): {why}", LOAD_RETRY.as_secs());
-                    if !self.is_current(&partition) || partition.is_stopped() {
+                    if !self.serves(&partition, &coordinator) {
                         break Load::Failed(why);
                     }
                     glommio::timer::sleep(LOAD_RETRY).await;
@@ -355,7 +471,7 @@ impl Shard {
         let retention_ms = i64::try_from(self.config.offsets_retention_ms).unwrap_or(i64::MAX);
         let maintenance = Duration::from_millis(self.config.retention_check_ms);
         let mut since_maintenance = Duration::ZERO;
-        while self.is_current(&partition) && !partition.is_stopped() {
+        while self.serves(&partition, &coordinator) {
             glommio::timer::sleep(TICK).await;
             since_maintenance += TICK;
             if let Load::Ready(groups) = &mut *coordinator.state.borrow_mut() {
@@ -380,7 +496,9 @@ impl Shard {
                 self.compact_offsets(&partition, &coordinator).await;
             }
         }
-        // The partition closed: parked requests are answered (their senders dropped).
+        // The partition closed or its leadership moved: parked requests are answered (their
+        // senders dropped), and requests still holding this coordinator are refused.
+        *coordinator.state.borrow_mut() = Load::Moved;
         coordinator.waiting.borrow_mut().clear();
     }
 
@@ -584,7 +702,10 @@ impl Shard {
                 ),
             )));
         }
-        let coordinator = self.coordinator(partition);
+        let coordinator = match self.coordinator(partition) {
+            Ok(coordinator) => coordinator,
+            Err(moved) => return GroupAnswer::Now(Err(moved)),
+        };
         let answer = self.group_op(partition, &coordinator, request);
         coordinator.deliver();
         answer

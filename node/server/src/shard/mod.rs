@@ -162,6 +162,8 @@ pub struct Shard {
     claims: RefCell<std::collections::HashMap<PartitionKey, ReplicaOf>>,
     /// Fetchers started on this shard (each one's generation).
     fetchers: std::cell::Cell<u64>,
+    /// In a cluster: this shard's request for the offsets topic (`groups`).
+    offsets_creation: RefCell<groups::OffsetsCreation>,
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> ErrorResponse {
@@ -201,6 +203,7 @@ impl Shard {
             cluster: Arc::default(),
             claims: RefCell::default(),
             fetchers: std::cell::Cell::new(0),
+            offsets_creation: RefCell::default(),
         }
     }
 

@@ -120,6 +120,57 @@ impl Client {
         }))
     }
 
+    /// Sends a group request, retrying while the coordinator loads its offsets (in a
+    /// cluster also while the offsets topic is created), for up to 30 s.
+    pub fn group_call(&mut self, group: &str, op: &GroupOp) -> Response {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let answer = self.call(&Request::Group(GroupRequest::new(group, op.clone())));
+            match &answer {
+                Response::Error { error, .. }
+                    if error.code == ErrorCode::CoordinatorLoadInProgress
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                _ => return answer,
+            }
+        }
+    }
+
+    /// Commits `offset` for `topic`'s `partition` as `group` (no member: a simple consumer).
+    pub fn commit(&mut self, group: &str, topic: &str, partition: u32, offset: i64) {
+        let op = GroupOp::Commit {
+            member: group::MemberRef {
+                member_id: String::new(),
+                instance_id: None,
+                generation: -1,
+            },
+            offsets: vec![group::CommitOffset {
+                topic: topic.into(),
+                partition,
+                offset,
+                leader_epoch: -1,
+                metadata: String::new(),
+            }],
+        };
+        assert_eq!(
+            self.group_call(group, &op),
+            Response::Group(GroupResponse::Done)
+        );
+    }
+
+    /// The offsets `group` committed, as (partition, offset).
+    pub fn committed(&mut self, group: &str) -> Vec<(u32, i64)> {
+        match self.group_call(group, &GroupOp::FetchOffsets(None)) {
+            Response::Group(GroupResponse::Offsets(offsets)) => offsets
+                .into_iter()
+                .map(|offset| (offset.partition, offset.offset))
+                .collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
     pub fn metadata(&mut self) -> MetadataResponse {
         match self.call(&Request::Metadata(MetadataRequest {
             settings: false,
