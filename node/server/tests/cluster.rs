@@ -1767,7 +1767,8 @@ fn a_leader_answers_its_followers_fetches() {
 /// Replication between two real nodes: a topic created with replication factor 2 has both
 /// replicas in its ISR; `fsync` produces to the leader are acknowledged once the follower
 /// (its fetcher) holds them durably; when the leader stops, the controller elects the
-/// follower, which serves every acknowledged record and takes new ones; the old leader,
+/// follower, which serves every acknowledged record, recognises an idempotent producer's
+/// resend of a batch the old leader acknowledged, and takes new ones; the old leader,
 /// started again, follows the new one, catches up and rejoins the ISR, and serves what was
 /// written meanwhile once it leads again.
 #[test]
@@ -1810,13 +1811,22 @@ fn a_replicated_partition_keeps_its_acknowledged_records_when_its_leader_goes() 
         produced(at_leader.produce("r", 0, &[b"record 0"], Durability::Fsync)) == Ok(0)
     });
     written.push(b"record 0".to_vec());
-    for n in 1..20u32 {
+    for n in 1..19u32 {
         let value = format!("record {n}");
         let offset = produced(at_leader.produce("r", 0, &[value.as_bytes()], Durability::Fsync))
             .unwrap_or_else(|code| panic!("produce {n}: {code:?}"));
         assert_eq!(offset, u64::from(n));
         written.push(value.into_bytes());
     }
+    // The last one from an idempotent producer: its state is replicated with its batch.
+    let idempotent = Request::Produce(spate_proto::ProduceRequest {
+        topic: "r".into(),
+        partition: spate_proto::PartitionId(0),
+        durability: Durability::Fsync,
+        batch: common::idempotent_batch(&[b"record 19"], 4_242, 0),
+    });
+    assert_eq!(produced(at_leader.call(&idempotent)), Ok(19));
+    written.push(b"record 19".to_vec());
     // Both replicas stayed in sync.
     assert_eq!(isr_nodes(&state()).len(), 2);
     // Records deleted on the leader (DeleteRecords) go on the follower too, durably: they do
@@ -1853,9 +1863,16 @@ fn a_replicated_partition_keeps_its_acknowledged_records_when_its_leader_goes() 
     };
     let mut at_follower =
         NodeClient::connect(nodes[at(follower)].as_ref().unwrap().endpoints[shard_of(follower)]);
+    // The producer did not hear its acknowledgement and sends the batch again, now to the
+    // new leader: recognised from the replicated batches, answered with its first offset,
+    // not stored twice.
     wait_for("the new leader serving", Duration::from_secs(10), || {
-        produced(at_follower.produce("r", 0, &[b"after"], Durability::Fsync)) == Ok(20)
+        produced(at_follower.call(&idempotent)) == Ok(19)
     });
+    assert_eq!(
+        produced(at_follower.produce("r", 0, &[b"after"], Durability::Fsync)),
+        Ok(20)
+    );
     written.push(b"after".to_vec());
     assert_eq!(values_of(&mut at_follower, "r", 0), written);
     // Led, with one of its two replicas in sync: under-replicated, as every node tells.

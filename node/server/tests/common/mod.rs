@@ -219,7 +219,20 @@ pub fn now_ms() -> i64 {
 }
 
 pub fn batch(values: &[&[u8]]) -> bytes::Bytes {
-    let mut builder = BatchBuilder::new();
+    batch_of(BatchBuilder::new(), values)
+}
+
+/// A batch of an idempotent producer: `producer` id, epoch 0, first sequence `sequence`.
+pub fn idempotent_batch(values: &[&[u8]], producer: i64, sequence: i32) -> bytes::Bytes {
+    let builder = BatchBuilder::new().producer(spate_format::ProducerFields {
+        producer_id: producer,
+        producer_epoch: 0,
+        base_sequence: sequence,
+    });
+    batch_of(builder, values)
+}
+
+fn batch_of(mut builder: BatchBuilder, values: &[&[u8]]) -> bytes::Bytes {
     let timestamp = now_ms();
     for value in values {
         builder
