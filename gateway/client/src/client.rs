@@ -706,6 +706,7 @@ impl Client {
     pub async fn metadata(&self, topics: &[&str]) -> Result<MetadataResponse, ClientError> {
         let ask = |settings| {
             Request::Metadata(MetadataRequest {
+                placement: false,
                 topics: topics.iter().map(|t| (*t).to_owned()).collect(),
                 settings,
             })

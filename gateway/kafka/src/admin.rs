@@ -590,9 +590,11 @@ mod tests {
 
     fn node_map() -> MetadataResponse {
         MetadataResponse {
+            members: None,
             settings: false,
             shards: vec![],
             topics: vec![TopicMetadata {
+                replicas: Vec::new(),
                 name: "clicks".into(),
                 retention_ms: Setting::Value(3_600_000),
                 retention_bytes: Setting::Unlimited,

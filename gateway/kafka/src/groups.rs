@@ -31,7 +31,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use spate_proto::group::{
-    CommitOffset, FetchedOffset, GroupInfo, JoinOp, MemberRef, OFFSET_METADATA_BYTES_MAX,
+    group_partition, CommitOffset, FetchedOffset, GroupInfo, JoinOp, MemberRef,
+    OFFSET_METADATA_BYTES_MAX,
 };
 use spate_proto::{
     ErrorCode, ErrorDetail, ErrorResponse, GroupOp, GroupRequest, GroupResponse, PartitionId,
@@ -98,19 +99,40 @@ fn wrong_answer(answer: &GroupResponse) -> ErrorResponse {
     )
 }
 
-/// FindCoordinator: groups are coordinated behind this gateway; transactions are not served.
+/// FindCoordinator: groups are coordinated behind any gateway (it routes each group request
+/// to the leader of the group's offsets partition). In a cluster of Kafka brokers
+/// ([`translate::cluster_brokers`]; `node` is the node's Metadata with placement) the answer
+/// is the broker of that leader, as Kafka's; otherwise, or while that partition has no leader
+/// (the offsets topic is created at the first group request), this gateway. Transactions are
+/// not served.
 pub fn find_coordinator(
     version: i16,
     request: &FindCoordinatorRequest,
     broker: &Broker,
+    node: Option<&spate_proto::MetadataResponse>,
 ) -> FindCoordinatorResponse {
+    let brokers = node.and_then(translate::cluster_brokers);
+    let offsets =
+        node.and_then(|node| node.topics.iter().find(|topic| topic.name == OFFSETS_TOPIC));
+    let coordinator_of = |group: &str| -> (i32, Broker) {
+        let leader = offsets
+            .and_then(|topic| topic.replicas.get(group_partition(group).0 as usize))
+            .and_then(|placed| placed.leader)
+            .and_then(|leader| i32::try_from(leader).ok());
+        brokers
+            .as_ref()
+            .zip(leader)
+            .and_then(|(brokers, leader)| brokers.iter().find(|(id, _)| *id == leader).cloned())
+            .unwrap_or_else(|| (BROKER_ID, broker.clone()))
+    };
     let found = |key: StrBytes| {
         if request.key_type == 0 {
+            let (id, at) = coordinator_of(key.as_str());
             Coordinator::default()
                 .with_key(key)
-                .with_node_id(BrokerId(BROKER_ID))
-                .with_host(text(&broker.host))
-                .with_port(broker.port)
+                .with_node_id(BrokerId(id))
+                .with_host(text(&at.host))
+                .with_port(at.port)
         } else {
             let (error, message) = translate::no_transaction_coordinator();
             Coordinator::default()
@@ -716,6 +738,57 @@ mod tests {
     }
 
     #[test]
+    fn in_a_cluster_of_kafka_addresses_the_coordinator_is_the_offsets_partitions_leader() {
+        use spate_proto::{MemberAddress, PartitionPlacement, TopicMetadata};
+        let group = "g";
+        let led = group_partition(group).0 as usize;
+        let mut replicas = vec![PartitionPlacement::default(); OFFSETS_PARTITIONS as usize];
+        replicas[led].leader = Some(7);
+        let node = spate_proto::MetadataResponse {
+            shards: vec![],
+            topics: vec![TopicMetadata {
+                name: OFFSETS_TOPIC.into(),
+                retention_ms: spate_proto::Setting::Unlimited,
+                retention_bytes: spate_proto::Setting::Unlimited,
+                segment_bytes: spate_proto::Setting::Value(1 << 24),
+                min_insync_replicas: spate_proto::Setting::Value(1),
+                partitions: (0..OFFSETS_PARTITIONS)
+                    .map(|partition| spate_proto::PartitionMetadata {
+                        partition: PartitionId(partition),
+                        shard: spate_proto::ShardId(0),
+                    })
+                    .collect(),
+                replicas,
+            }],
+            settings: true,
+            members: Some(vec![
+                MemberAddress {
+                    node: 7,
+                    kafka: "10.0.0.7:9092".into(),
+                },
+                MemberAddress {
+                    node: 8,
+                    kafka: "10.0.0.8:9092".into(),
+                },
+            ]),
+        };
+        let request = FindCoordinatorRequest::default().with_key(text(group));
+        let answer = find_coordinator(3, &request, &broker(), Some(&node));
+        assert_eq!(
+            (answer.node_id, answer.host.to_string(), answer.port),
+            (BrokerId(7), "10.0.0.7".to_owned(), 9092)
+        );
+        // A group whose offsets partition has no leader yet: this gateway.
+        let other = (0..)
+            .map(|n| format!("g{n}"))
+            .find(|name| group_partition(name).0 as usize != led)
+            .unwrap();
+        let request = FindCoordinatorRequest::default().with_key(text(&other));
+        let answer = find_coordinator(3, &request, &broker(), Some(&node));
+        assert_eq!(answer.host.as_str(), "gw.example");
+    }
+
+    #[test]
     fn a_moved_coordinator_is_not_coordinator_and_a_loading_one_load_in_progress() {
         let code = |code| code_of(&ErrorResponse::new(code, "refused"));
         assert_eq!(
@@ -738,7 +811,7 @@ mod tests {
             let request = FindCoordinatorRequest::default()
                 .with_key(text("g"))
                 .with_coordinator_keys(vec![text("g")]);
-            let answer = find_coordinator(version, &request, &broker());
+            let answer = find_coordinator(version, &request, &broker(), None);
             let (code, host, port) = if version >= 4 {
                 let one = &answer.coordinators[0];
                 (one.error_code, one.host.to_string(), one.port)
@@ -750,7 +823,10 @@ mod tests {
             answer.encode(&mut bytes, version).unwrap();
         }
         let transactional = FindCoordinatorRequest::default().with_key_type(1);
-        assert_ne!(find_coordinator(3, &transactional, &broker()).error_code, 0);
+        assert_ne!(
+            find_coordinator(3, &transactional, &broker(), None).error_code,
+            0
+        );
     }
 
     #[test]
@@ -769,7 +845,7 @@ mod tests {
         };
         assert!(join.require_known_member_id);
         assert_eq!(join.rebalance_timeout_ms, 60_000);
-        assert_eq!(node.partition, spate_proto::group::group_partition("g"));
+        assert_eq!(node.partition, group_partition("g"));
         let refused = ErrorResponse::new(ErrorCode::MemberIdRequired, "join again").with_detail(
             ErrorDetail::MemberId {
                 member_id: "client-1".into(),

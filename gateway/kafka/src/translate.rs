@@ -53,18 +53,68 @@ pub fn durability(acks: i16) -> Result<Durability, ResponseError> {
     }
 }
 
+/// A cluster's brokers, when the node's answer carries placement and every member publishes
+/// a Kafka address (`spate-node --kafka-address`): each member is a broker (broker id = node
+/// id) at that address. `None` otherwise: this gateway is then the one broker.
+pub fn cluster_brokers(node: &spate_proto::MetadataResponse) -> Option<Vec<(i32, Broker)>> {
+    let members = node.members.as_ref()?;
+    if members.is_empty() {
+        return None;
+    }
+    members
+        .iter()
+        .map(|member| {
+            let (host, port) = member.kafka.rsplit_once(':')?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let port = port.parse::<u16>().ok()?;
+            let id = i32::try_from(member.node).ok()?;
+            (!host.is_empty()).then(|| {
+                (
+                    id,
+                    Broker {
+                        host: host.to_owned(),
+                        port: i32::from(port),
+                    },
+                )
+            })
+        })
+        .collect()
+}
+
 /// The Metadata answer. `node` is the node's whole partition map (or why it could not be
-/// had). Every topic is asked for by `topics` null (v1+) or empty (v0).
+/// had). Every topic is asked for by `topics` null (v1+) or empty (v0). In a cluster whose
+/// members publish Kafka addresses ([`cluster_brokers`]) every member is a broker and each
+/// partition names its leader, replicas and ISR by node id (a partition without a leader:
+/// LEADER_NOT_AVAILABLE); otherwise this gateway is the one broker and leads everything.
+/// Leader epochs are not given (-1): clients then skip KIP-320's checks, which need
+/// OffsetForLeaderEpoch.
 pub fn metadata_response(
     version: i16,
     request: &MetadataRequest,
     node: Result<&spate_proto::MetadataResponse, &ErrorResponse>,
     broker: &Broker,
 ) -> MetadataResponse {
-    let brokers = vec![MetadataResponseBroker::default()
-        .with_node_id(BrokerId(BROKER_ID))
-        .with_host(StrBytes::from_string(broker.host.clone()))
-        .with_port(broker.port)];
+    let cluster = node.ok().and_then(cluster_brokers);
+    let listed = cluster
+        .clone()
+        .unwrap_or_else(|| vec![(BROKER_ID, broker.clone())]);
+    let controller = listed.first().map_or(BROKER_ID, |(id, _)| *id);
+    let brokers = listed
+        .iter()
+        .map(|(id, broker)| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(*id))
+                .with_host(StrBytes::from_string(broker.host.clone()))
+                .with_port(broker.port)
+        })
+        .collect();
+    let ids = |nodes: &[u32]| -> Vec<BrokerId> {
+        nodes
+            .iter()
+            .filter_map(|node| i32::try_from(*node).ok())
+            .map(BrokerId)
+            .collect()
+    };
     let known = |name: &str| match node {
         Ok(map) => map.topics.iter().find(|topic| topic.name == name),
         Err(_) => None,
@@ -77,15 +127,35 @@ pub fn metadata_response(
                 topic
                     .partitions
                     .iter()
-                    .map(|partition| {
-                        MetadataResponsePartition::default()
+                    .enumerate()
+                    .map(|(index, partition)| {
+                        let answer = MetadataResponsePartition::default()
                             .with_partition_index(
                                 i32::try_from(partition.partition.0).unwrap_or(i32::MAX),
                             )
-                            .with_leader_id(BrokerId(BROKER_ID))
-                            .with_leader_epoch(-1)
-                            .with_replica_nodes(vec![BrokerId(BROKER_ID)])
-                            .with_isr_nodes(vec![BrokerId(BROKER_ID)])
+                            .with_leader_epoch(-1);
+                        let placed = topic.replicas.get(index);
+                        match (&cluster, placed) {
+                            (Some(_), Some(placed)) => {
+                                let leader = placed
+                                    .leader
+                                    .and_then(|leader| i32::try_from(leader).ok())
+                                    .filter(|leader| listed.iter().any(|(id, _)| id == leader));
+                                let answer = answer
+                                    .with_replica_nodes(ids(&placed.replicas))
+                                    .with_isr_nodes(ids(&placed.isr));
+                                match leader {
+                                    Some(leader) => answer.with_leader_id(BrokerId(leader)),
+                                    None => answer
+                                        .with_leader_id(BrokerId(-1))
+                                        .with_error_code(ResponseError::LeaderNotAvailable.code()),
+                                }
+                            }
+                            _ => answer
+                                .with_leader_id(BrokerId(BROKER_ID))
+                                .with_replica_nodes(vec![BrokerId(BROKER_ID)])
+                                .with_isr_nodes(vec![BrokerId(BROKER_ID)]),
+                        }
                     })
                     .collect(),
             )
@@ -122,7 +192,7 @@ pub fn metadata_response(
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_static_str(CLUSTER_ID)))
-        .with_controller_id(BrokerId(BROKER_ID))
+        .with_controller_id(BrokerId(controller))
         .with_topics(topics)
 }
 
@@ -559,9 +629,11 @@ mod tests {
 
     fn node_map() -> spate_proto::MetadataResponse {
         spate_proto::MetadataResponse {
+            members: None,
             settings: false,
             shards: vec![],
             topics: vec![TopicMetadata {
+                replicas: Vec::new(),
                 min_insync_replicas: Setting::Default,
                 name: "clicks".into(),
                 retention_ms: Setting::Default,
@@ -630,6 +702,73 @@ mod tests {
             answer.topics[0].error_code,
             ResponseError::LeaderNotAvailable.code()
         );
+    }
+
+    #[test]
+    fn in_a_cluster_of_kafka_addresses_every_member_is_a_broker() {
+        use spate_proto::{MemberAddress, PartitionPlacement};
+        let mut map = node_map();
+        let placed = |leader: Option<u32>| PartitionPlacement {
+            leader,
+            epoch: 3,
+            replicas: vec![2, 1],
+            isr: vec![2],
+        };
+        map.settings = true;
+        map.topics[0].replicas = vec![placed(Some(2)), placed(None), placed(Some(1))];
+        map.members = Some(vec![
+            MemberAddress {
+                node: 1,
+                kafka: "10.0.0.1:9092".into(),
+            },
+            MemberAddress {
+                node: 2,
+                kafka: "[::1]:9093".into(),
+            },
+        ]);
+        let all = metadata_response(
+            9,
+            &MetadataRequest::default().with_topics(None),
+            Ok(&map),
+            &broker(),
+        );
+        let brokers: Vec<(i32, String, i32)> = all
+            .brokers
+            .iter()
+            .map(|broker| (broker.node_id.0, broker.host.to_string(), broker.port))
+            .collect();
+        assert_eq!(
+            brokers,
+            vec![(1, "10.0.0.1".into(), 9092), (2, "::1".into(), 9093)]
+        );
+        assert_eq!(all.controller_id, BrokerId(1));
+        let partitions = &all.topics[0].partitions;
+        assert_eq!(partitions[0].leader_id, BrokerId(2));
+        assert_eq!(partitions[0].replica_nodes, vec![BrokerId(2), BrokerId(1)]);
+        assert_eq!(partitions[0].isr_nodes, vec![BrokerId(2)]);
+        assert_eq!(partitions[0].error_code, 0);
+        assert_eq!(partitions[0].leader_epoch, -1);
+        // No leader: LEADER_NOT_AVAILABLE, and the client asks again.
+        assert_eq!(partitions[1].leader_id, BrokerId(-1));
+        assert_eq!(
+            partitions[1].error_code,
+            ResponseError::LeaderNotAvailable.code()
+        );
+        assert_eq!(partitions[2].leader_id, BrokerId(1));
+        // A member without a Kafka address: this gateway answers as the one broker.
+        map.members.as_mut().unwrap()[1].kafka = String::new();
+        let single = metadata_response(
+            9,
+            &MetadataRequest::default().with_topics(None),
+            Ok(&map),
+            &broker(),
+        );
+        assert_eq!(single.brokers.len(), 1);
+        assert_eq!(single.brokers[0].node_id, BrokerId(BROKER_ID));
+        assert!(single.topics[0]
+            .partitions
+            .iter()
+            .all(|partition| partition.leader_id == BrokerId(BROKER_ID)));
     }
 
     #[test]

@@ -522,9 +522,18 @@ async fn dispatch(context: &Arc<Context>, request: Request) -> Answer {
             })
         }
         RequestKind::FindCoordinator(request) => {
-            let answer = spate_kafka::groups::find_coordinator(version, &request, &context.broker);
-            let reply = respond(api, version, correlation_id, &answer);
-            Box::pin(async move { reply })
+            let context = context.clone();
+            Box::pin(async move {
+                // In a cluster of Kafka brokers, the leader of the group's offsets partition.
+                let node = node_metadata(&context).await.ok();
+                let answer = spate_kafka::groups::find_coordinator(
+                    version,
+                    &request,
+                    &context.broker,
+                    node.as_ref(),
+                );
+                respond(api, version, correlation_id, &answer)
+            })
         }
         RequestKind::JoinGroup(request) => {
             let client_id = header
@@ -640,20 +649,10 @@ async fn metadata(
     translate::metadata_response(version, request, node.as_ref(), &context.broker)
 }
 
-/// The node's whole partition map.
+/// The node's whole partition map, with placement (where each partition's replicas are, in
+/// a cluster).
 async fn node_metadata(context: &Context) -> Result<spate_proto::MetadataResponse, ErrorResponse> {
-    let pending = send(
-        &context.router,
-        &NodeRequest::Metadata(spate_proto::MetadataRequest {
-            topics: vec![],
-            settings: false,
-        }),
-    )
-    .await;
-    match context.router.response(pending).await {
-        NodeResponse::Metadata(map) => Ok(map),
-        other => Err(unexpected(other)),
-    }
+    crate::kafka_admin::node_metadata(&context.router, true).await
 }
 
 async fn create_topics(

@@ -16,23 +16,27 @@ use crate::kafka::{send, unexpected};
 use crate::router::Router;
 
 /// The node's whole Metadata answer (every topic: asking for named ones fails the whole
-/// request on the first unknown name).
-/// Asked with the later settings (`min.insync.replicas`); a node of before refuses that
-/// request as malformed and is asked again without them.
-async fn node_metadata(router: &Router) -> Result<MetadataResponse, ErrorResponse> {
-    let mut settings = true;
+/// request on the first unknown name), with the later settings (`min.insync.replicas`) and,
+/// if `placement`, where each partition's replicas are. A node of before refuses what it
+/// does not know as malformed and is asked again with less (placement, then the settings).
+pub(crate) async fn node_metadata(
+    router: &Router,
+    placement: bool,
+) -> Result<MetadataResponse, ErrorResponse> {
+    let mut asked = if placement { 2 } else { 1 };
     loop {
         let request = NodeRequest::Metadata(spate_proto::MetadataRequest {
             topics: vec![],
-            settings,
+            settings: asked >= 1,
+            placement: asked >= 2,
         });
         let pending = send(router, &request).await;
         match router.response(pending).await {
             Response::Metadata(map) => return Ok(map),
             Response::Error { error, .. }
-                if settings && error.code == spate_proto::ErrorCode::Malformed =>
+                if asked > 0 && error.code == spate_proto::ErrorCode::Malformed =>
             {
-                settings = false;
+                asked -= 1;
             }
             other => return Err(unexpected(other)),
         }
@@ -47,9 +51,10 @@ pub async fn describe_configs(
     request: &DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
     let node = if admin::asks_for_topics(request) {
-        node_metadata(router).await
+        node_metadata(router, false).await
     } else {
         Ok(MetadataResponse {
+            members: None,
             shards: vec![],
             topics: vec![],
             settings: true,
@@ -64,7 +69,7 @@ pub async fn create_partitions(
     router: &Router,
     request: &CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
-    let node = node_metadata(router).await;
+    let node = node_metadata(router, false).await;
     admin::create_partitions(request, node.as_ref())
 }
 

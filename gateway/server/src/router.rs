@@ -129,6 +129,7 @@ impl Router {
             candidates.insert(0, node);
         }
         let request = Request::Metadata(MetadataRequest {
+            placement: false,
             topics: vec![],
             settings: false,
         })

@@ -210,6 +210,7 @@ async fn frames_reach_the_owning_shard_and_answers_keep_their_ids() {
         other => panic!("{other:?}"),
     }
     let metadata = Request::Metadata(MetadataRequest {
+        placement: false,
         settings: false,
         topics: vec![],
     })
@@ -249,11 +250,13 @@ fn silent_node() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
                     };
                     let answer = match Request::decode(&frame) {
                         Ok(Request::Metadata(_)) => Response::Metadata(MetadataResponse {
+                            members: None,
                             shards: vec![ShardInfo {
                                 shard: ShardId(0),
                                 endpoint: address.to_string(),
                             }],
                             topics: vec![TopicMetadata {
+                                replicas: Vec::new(),
                                 name: "t".into(),
                                 retention_ms: Setting::Unlimited,
                                 retention_bytes: Setting::Unlimited,

@@ -458,6 +458,7 @@ async fn a_stalled_frame_is_answered_timeout_and_its_budget_freed() {
     // the stall timeout to free it.
     let (mut send, mut receive) = connection.open_bi().await.unwrap();
     let metadata = Request::Metadata(MetadataRequest {
+        placement: false,
         settings: false,
         topics: vec![],
     })

@@ -160,6 +160,10 @@ pub struct MetadataRequest {
     /// Ask for the settings added after the first version (`min_insync_replicas`); sent only
     /// when set, and answered only when asked, so older peers keep working on either side.
     pub settings: bool,
+    /// Ask also for where each partition's replicas are and the members' Kafka addresses
+    /// (`MetadataResponse::members`, `TopicMetadata::replicas`). Sent after `settings`, so
+    /// asking for it asks for the settings too.
+    pub placement: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,6 +189,33 @@ pub struct TopicMetadata {
     /// `Default` when the answer does not carry it (the request did not ask for settings).
     pub min_insync_replicas: Setting,
     pub partitions: Vec<PartitionMetadata>,
+    /// Per partition (in `partitions` order), where its replicas are; empty when the answer
+    /// does not carry placement (`MetadataResponse::members` is `None`).
+    pub replicas: Vec<PartitionPlacement>,
+}
+
+/// Where a partition's replicas are, in a cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartitionPlacement {
+    /// The leader's node id; `None` while the partition has no leader (offline, or being
+    /// created).
+    pub leader: Option<u32>,
+    /// The leader epoch (0 before the first leader).
+    pub epoch: u32,
+    /// The assigned replicas' node ids, in preference order (at most
+    /// `CLUSTER_PARTITION_REPLICAS_MAX`).
+    pub replicas: Vec<u32>,
+    /// The in-sync replicas' node ids (at most `CLUSTER_PARTITION_REPLICAS_MAX`).
+    pub isr: Vec<u32>,
+}
+
+/// A member of the cluster and the Kafka address it publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberAddress {
+    pub node: u32,
+    /// `host:port` of the Kafka listener in front of it (`spate-node --kafka-address`);
+    /// empty when it publishes none.
+    pub kafka: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,6 +225,11 @@ pub struct MetadataResponse {
     /// The answer carries the later settings (a `1`, then `min_insync_replicas` of each topic,
     /// after the topics): set when the request asked for them.
     pub settings: bool,
+    /// The cluster's members and their Kafka addresses, when the request asked for placement
+    /// and the node is in a cluster (after the settings: a `1`, the members, then each
+    /// partition's placement); `None` otherwise (a single node answers without it). Carried
+    /// only with `settings`.
+    pub members: Option<Vec<MemberAddress>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -387,13 +423,7 @@ impl DescribeClusterResponse {
     }
 
     fn encode_body(&self, w: &mut Writer<'_, BytesMut>) {
-        let optional = |w: &mut Writer<'_, BytesMut>, value: Option<u32>| match value {
-            None => w.u8(0),
-            Some(value) => {
-                w.u8(1);
-                w.u32(value);
-            }
-        };
+        let optional = write_optional_id;
         // Whatever built it, only what a decoder takes goes out.
         let this = self.clone().within_limits();
         w.str16(&this.cluster);
@@ -416,12 +446,7 @@ impl DescribeClusterResponse {
             w.u32(health.under_replicated);
             w.u32(health.offline);
             w.u32(u32::try_from(health.listed.len()).unwrap_or(u32::MAX));
-            let ids = |w: &mut Writer<'_, BytesMut>, ids: &[u32]| {
-                w.u32(u32::try_from(ids.len()).unwrap_or(u32::MAX));
-                for id in ids {
-                    w.u32(*id);
-                }
-            };
+            let ids = write_ids;
             for status in &health.listed {
                 w.str16(&status.topic);
                 w.u32(status.partition);
@@ -433,16 +458,7 @@ impl DescribeClusterResponse {
     }
 
     fn decode_body(reader: &mut Reader) -> Result<Self, ProtoError> {
-        fn optional(reader: &mut Reader, field: &'static str) -> Result<Option<u32>, ProtoError> {
-            match reader.u8(field)? {
-                0 => Ok(None),
-                1 => Ok(Some(reader.u32(field)?)),
-                other => Err(ProtoError::Value {
-                    field,
-                    value: other.into(),
-                }),
-            }
-        }
+        let optional = read_optional_id;
         let cluster = reader.string16("cluster", CLUSTER_NAME_SIZE_MAX)?;
         let node = optional(reader, "node")?;
         let controller = optional(reader, "controller")?;
@@ -482,10 +498,7 @@ impl DescribeClusterResponse {
                 CLUSTER_PARTITIONS_LISTED_MAX,
                 TOPIC_SIZE_MIN + 4 + 1 + 4 + 4,
             )?;
-            let ids = |reader: &mut Reader, field| -> Result<Vec<u32>, ProtoError> {
-                let count = reader.count(field, CLUSTER_PARTITION_REPLICAS_MAX, 4)?;
-                (0..count).map(|_| reader.u32(field)).collect()
-            };
+            let ids = read_ids;
             let mut listed = Vec::with_capacity(count);
             for _ in 0..count {
                 listed.push(PartitionStatus {
@@ -780,6 +793,41 @@ fn read_optional_setting(
     }
 }
 
+/// A node id that may be absent: `0`, or `1` and the id.
+fn write_optional_id(w: &mut Writer<'_, BytesMut>, value: Option<u32>) {
+    match value {
+        None => w.u8(0),
+        Some(value) => {
+            w.u8(1);
+            w.u32(value);
+        }
+    }
+}
+
+fn read_optional_id(reader: &mut Reader, field: &'static str) -> Result<Option<u32>, ProtoError> {
+    match reader.u8(field)? {
+        0 => Ok(None),
+        1 => Ok(Some(reader.u32(field)?)),
+        other => Err(ProtoError::Value {
+            field,
+            value: other.into(),
+        }),
+    }
+}
+
+/// Node ids (a partition's replicas or ISR): a count, then each.
+fn write_ids(w: &mut Writer<'_, BytesMut>, ids: &[u32]) {
+    w.u32(u32::try_from(ids.len()).unwrap_or(u32::MAX));
+    for id in ids {
+        w.u32(*id);
+    }
+}
+
+fn read_ids(reader: &mut Reader, field: &'static str) -> Result<Vec<u32>, ProtoError> {
+    let count = reader.count(field, CLUSTER_PARTITION_REPLICAS_MAX, 4)?;
+    (0..count).map(|_| reader.u32(field)).collect()
+}
+
 /// A part added at the end of a message after its first version, sent only when present and
 /// then announced by a `1`: false when the body ended before it.
 fn trailing_flag(reader: &mut Reader, field: &'static str) -> Result<bool, ProtoError> {
@@ -898,7 +946,10 @@ impl Request {
                     for topic in &request.topics {
                         w.str16(topic);
                     }
-                    if request.settings {
+                    if request.settings || request.placement {
+                        w.u8(1);
+                    }
+                    if request.placement {
                         w.u8(1);
                     }
                 }
@@ -1031,7 +1082,12 @@ impl Request {
                     topics.push(read_topic(&mut reader)?);
                 }
                 let settings = trailing_flag(&mut reader, "settings")?;
-                Request::Metadata(MetadataRequest { topics, settings })
+                let placement = settings && trailing_flag(&mut reader, "placement")?;
+                Request::Metadata(MetadataRequest {
+                    topics,
+                    settings,
+                    placement,
+                })
             }
             ApiKey::Produce => {
                 let topic = read_topic(&mut reader)?;
@@ -1280,6 +1336,24 @@ impl Response {
                     w.u8(1);
                     for topic in &response.topics {
                         w.setting(topic.min_insync_replicas);
+                    }
+                    if let Some(members) = &response.members {
+                        w.u8(1);
+                        w.u32(u32::try_from(members.len()).unwrap_or(u32::MAX));
+                        for member in members {
+                            w.u32(member.node);
+                            w.str16(&member.kafka);
+                        }
+                        let unplaced = PartitionPlacement::default();
+                        for topic in &response.topics {
+                            for index in 0..topic.partitions.len() {
+                                let placed = topic.replicas.get(index).unwrap_or(&unplaced);
+                                write_optional_id(w, placed.leader);
+                                w.u32(placed.epoch);
+                                write_ids(w, &placed.replicas);
+                                write_ids(w, &placed.isr);
+                            }
+                        }
                     }
                 }
             }
@@ -1530,6 +1604,7 @@ impl Response {
                         segment_bytes,
                         min_insync_replicas: Setting::Default,
                         partitions,
+                        replicas: Vec::new(),
                     });
                 }
                 // Present when the request asked for it.
@@ -1539,10 +1614,36 @@ impl Response {
                         topic.min_insync_replicas = reader.setting("min_insync_replicas")?;
                     }
                 }
+                let mut members = None;
+                if settings && trailing_flag(&mut reader, "placement")? {
+                    // A member takes at least its id and an empty address.
+                    let count = reader.count("members", CLUSTER_MEMBERS_MAX, 4 + 2)?;
+                    let mut listed = Vec::with_capacity(count);
+                    for _ in 0..count {
+                        listed.push(MemberAddress {
+                            node: reader.u32("member")?,
+                            kafka: reader.string16("kafka", ENDPOINT_SIZE_MAX)?,
+                        });
+                    }
+                    members = Some(listed);
+                    for topic in &mut topics {
+                        let mut replicas = Vec::with_capacity(topic.partitions.len());
+                        for _ in 0..topic.partitions.len() {
+                            replicas.push(PartitionPlacement {
+                                leader: read_optional_id(&mut reader, "leader")?,
+                                epoch: reader.u32("epoch")?,
+                                replicas: read_ids(&mut reader, "replicas")?,
+                                isr: read_ids(&mut reader, "isr")?,
+                            });
+                        }
+                        topic.replicas = replicas;
+                    }
+                }
                 Response::Metadata(MetadataResponse {
                     shards,
                     topics,
                     settings,
+                    members,
                 })
             }
             ApiKey::Produce => Response::Produce(ProduceResponse {

@@ -325,6 +325,7 @@ fn routing_reads_only_the_routing_fields() {
         })
     );
     let metadata = Request::Metadata(MetadataRequest {
+        placement: false,
         topics: vec![],
         settings: false,
     })
@@ -518,8 +519,19 @@ fn request() -> impl Strategy<Value = Request> {
                 }
             ),
         topic().prop_map(|topic| Request::DeleteTopic(DeleteTopicRequest { topic })),
-        (proptest::collection::vec(topic(), 0..10), any::<bool>())
-            .prop_map(|(topics, settings)| Request::Metadata(MetadataRequest { topics, settings })),
+        (
+            proptest::collection::vec(topic(), 0..10),
+            any::<bool>(),
+            any::<bool>()
+        )
+            .prop_map(
+                |(topics, settings, placement)| Request::Metadata(MetadataRequest {
+                    topics,
+                    // Asking for placement asks for the settings too.
+                    settings: settings || placement,
+                    placement,
+                })
+            ),
         any::<bool>()
             .prop_map(|partitions| Request::DescribeCluster(DescribeClusterRequest { partitions })),
         (topic(), any::<u32>(), 0u8..3, some_bytes(300)).prop_map(
@@ -733,10 +745,29 @@ fn response() -> impl Strategy<Value = Response> {
         setting(),
         setting(),
         setting(),
-        proptest::collection::vec((any::<u32>(), any::<u16>()), 0..10),
+        proptest::collection::vec(
+            (
+                any::<u32>(),
+                any::<u16>(),
+                proptest::option::of(any::<u32>()),
+                any::<u32>(),
+                proptest::collection::vec(any::<u32>(), 0..4),
+                proptest::collection::vec(any::<u32>(), 0..4),
+            ),
+            0..10,
+        ),
     )
         .prop_map(
             |(name, retention_ms, retention_bytes, segment_bytes, min, partitions)| TopicMetadata {
+                replicas: partitions
+                    .iter()
+                    .map(|(_, _, leader, epoch, replicas, isr)| PartitionPlacement {
+                        leader: *leader,
+                        epoch: *epoch,
+                        replicas: replicas.clone(),
+                        isr: isr.clone(),
+                    })
+                    .collect(),
                 name,
                 retention_ms,
                 retention_bytes,
@@ -744,7 +775,7 @@ fn response() -> impl Strategy<Value = Response> {
                 min_insync_replicas: min,
                 partitions: partitions
                     .into_iter()
-                    .map(|(partition, shard)| PartitionMetadata {
+                    .map(|(partition, shard, ..)| PartitionMetadata {
                         partition: PartitionId(partition),
                         shard: ShardId(shard),
                     })
@@ -772,16 +803,33 @@ fn response() -> impl Strategy<Value = Response> {
         (
             proptest::collection::vec((any::<u16>(), "[0-9a-z.:]{0,30}"), 0..5),
             proptest::collection::vec(topic_metadata, 0..5),
-            any::<bool>()
+            any::<bool>(),
+            proptest::option::of(proptest::collection::vec(
+                (any::<u32>(), "[0-9a-z.:]{0,30}"),
+                0..4
+            )),
         )
-            .prop_map(|(shards, mut topics, settings)| {
+            .prop_map(|(shards, mut topics, settings, members)| {
                 if !settings {
                     // Not carried: read back as the default.
                     for topic in &mut topics {
                         topic.min_insync_replicas = Setting::Default;
                     }
                 }
+                // Placement is carried only with the settings.
+                let members = members.filter(|_| settings).map(|members| {
+                    members
+                        .into_iter()
+                        .map(|(node, kafka)| MemberAddress { node, kafka })
+                        .collect::<Vec<_>>()
+                });
+                if members.is_none() {
+                    for topic in &mut topics {
+                        topic.replicas.clear();
+                    }
+                }
                 Response::Metadata(MetadataResponse {
+                    members,
                     shards: shards
                         .into_iter()
                         .map(|(shard, endpoint)| ShardInfo {
@@ -1166,8 +1214,10 @@ fn min_insync_replicas_is_sent_only_to_peers_that_asked_for_it() {
     }
 
     let answer = |settings| MetadataResponse {
+        members: None,
         shards: vec![],
         topics: vec![TopicMetadata {
+            replicas: Vec::new(),
             name: "clicks".into(),
             retention_ms: Setting::Value(1),
             retention_bytes: Setting::Unlimited,
@@ -1197,16 +1247,114 @@ fn min_insync_replicas_is_sent_only_to_peers_that_asked_for_it() {
         );
     }
     let asked = Request::Metadata(MetadataRequest {
+        placement: false,
         topics: vec![],
         settings: true,
     })
     .to_frame(1);
     let unasked = Request::Metadata(MetadataRequest {
+        placement: false,
         topics: vec![],
         settings: false,
     })
     .to_frame(1);
     assert_eq!(asked.len(), unasked.len() + 1);
+}
+
+/// Placement (where each partition's replicas are, the members' Kafka addresses) follows the
+/// settings at the end of a Metadata request and answer: asked with a second `1`, which asks
+/// for the settings too; answered after the settings; an answer without it (a single node, an
+/// older node) reads as `members: None`; a request asking for placement without its settings
+/// byte is not made by any encoder and reads as asking for the settings only.
+#[test]
+fn placement_follows_the_settings_and_is_carried_only_when_asked() {
+    let request = |settings, placement| {
+        Request::Metadata(MetadataRequest {
+            topics: vec![],
+            settings,
+            placement,
+        })
+        .to_frame(1)
+    };
+    let settings_only = request(true, false);
+    let placed = request(true, true);
+    assert_eq!(placed.len(), settings_only.len() + 1);
+    assert_eq!(placed[placed.len() - 2..], [1, 1]);
+    // Asking for placement alone still sends the settings byte before it.
+    assert_eq!(request(false, true), placed);
+    let frame = decode_one(&placed, REQUEST_SIZE_MAX);
+    assert_eq!(
+        Request::decode(&frame).unwrap(),
+        Request::Metadata(MetadataRequest {
+            topics: vec![],
+            settings: true,
+            placement: true,
+        })
+    );
+    let answer = |members: Option<Vec<MemberAddress>>| MetadataResponse {
+        shards: vec![],
+        topics: vec![TopicMetadata {
+            name: "clicks".into(),
+            retention_ms: Setting::Value(1),
+            retention_bytes: Setting::Unlimited,
+            segment_bytes: Setting::Value(1 << 20),
+            min_insync_replicas: Setting::Value(2),
+            partitions: vec![
+                PartitionMetadata {
+                    partition: PartitionId(0),
+                    shard: ShardId(0),
+                },
+                PartitionMetadata {
+                    partition: PartitionId(1),
+                    shard: ShardId(3),
+                },
+            ],
+            replicas: if members.is_some() {
+                vec![
+                    PartitionPlacement {
+                        leader: Some(2),
+                        epoch: 4,
+                        replicas: vec![2, 1, 3],
+                        isr: vec![2, 3],
+                    },
+                    PartitionPlacement {
+                        leader: None,
+                        epoch: 0,
+                        replicas: vec![1],
+                        isr: vec![],
+                    },
+                ]
+            } else {
+                vec![]
+            },
+        }],
+        settings: true,
+        members,
+    };
+    let members = vec![
+        MemberAddress {
+            node: 1,
+            kafka: "10.0.0.1:9092".into(),
+        },
+        MemberAddress {
+            node: 2,
+            kafka: String::new(),
+        },
+    ];
+    let without = Response::Metadata(answer(None)).to_frame(1);
+    let with = Response::Metadata(answer(Some(members.clone()))).to_frame(1);
+    assert_eq!(
+        &with[FRAME_HEADER_SIZE as usize..without.len()],
+        &without[FRAME_HEADER_SIZE as usize..],
+        "the answer with settings, then the placement"
+    );
+    for (frame, expected) in [(without, answer(None)), (with, answer(Some(members)))] {
+        let frame = decode_one(&frame, RESPONSE_SIZE_MAX);
+        assert_eq!(
+            Response::decode(&frame).unwrap(),
+            Response::Metadata(expected)
+        );
+    }
 }
 
 /// The wait a node may take before answering, read from a frame as a gateway does, is the

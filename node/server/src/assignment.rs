@@ -42,6 +42,8 @@ pub struct ClusterMap {
     pub revision: i64,
     /// The registered members (readable records) and their shard endpoints.
     pub members: BTreeMap<u32, Vec<String>>,
+    /// The members' Kafka addresses (`MemberRecord::kafka`), of those that publish one.
+    pub kafka: BTreeMap<u32, String>,
     /// The topics; `None`: a key this version cannot read.
     pub topics: BTreeMap<String, Option<MappedTopic>>,
     /// Whether every topic key was read and readable.
@@ -108,6 +110,12 @@ pub async fn read_map(
                     .iter()
                     .all(|endpoint| endpoint.len() <= ENDPOINT_SIZE_MAX as usize);
             if fits {
+                if let Some(kafka) = record
+                    .kafka
+                    .filter(|address| address.len() <= ENDPOINT_SIZE_MAX as usize)
+                {
+                    map.kafka.insert(record.node, kafka);
+                }
                 map.members.insert(record.node, record.shards);
             }
         }
@@ -397,6 +405,64 @@ fn serving(state: &PartitionState, me: u32, session: Option<u64>) -> Serving {
     }
 }
 
+/// A partition's live leader (a registered member) and its in-sync replicas, as `map` shows.
+fn leader_and_isr(map: &ClusterMap, partition: &MappedPartition) -> (Option<u32>, Vec<u32>) {
+    let leader = partition
+        .state
+        .as_ref()
+        .and_then(|state| state.leader)
+        .map(|(leader, _)| leader.0)
+        .filter(|leader| map.members.contains_key(leader));
+    let isr = partition
+        .state
+        .as_ref()
+        .map(|state| state.isr.iter().map(|member| member.replica.0).collect())
+        .unwrap_or_default();
+    (leader, isr)
+}
+
+/// The members of `map` with the Kafka address each publishes (empty when none).
+pub fn member_addresses(map: &ClusterMap) -> Vec<spate_proto::MemberAddress> {
+    map.members
+        .keys()
+        .map(|node| spate_proto::MemberAddress {
+            node: *node,
+            kafka: map.kafka.get(node).cloned().unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// Where the replicas of each of `partitions` partitions of topic `name` are, as `map` shows
+/// (a partition the map does not show: no leader, no replicas).
+pub fn placement_of(
+    map: &ClusterMap,
+    name: &str,
+    partitions: usize,
+) -> Vec<spate_proto::PartitionPlacement> {
+    let max = spate_proto::limits::CLUSTER_PARTITION_REPLICAS_MAX as usize;
+    let mapped = map.topics.get(name).and_then(Option::as_ref);
+    (0..partitions)
+        .map(|index| {
+            let Some(partition) = mapped.and_then(|topic| topic.partitions.get(index)) else {
+                return spate_proto::PartitionPlacement::default();
+            };
+            let (leader, mut isr) = leader_and_isr(map, partition);
+            isr.truncate(max);
+            spate_proto::PartitionPlacement {
+                leader,
+                epoch: partition.state.as_ref().map_or(0, |state| state.epoch.0),
+                replicas: partition
+                    .replicas
+                    .iter()
+                    .take(max)
+                    .map(|at| at.node)
+                    .collect(),
+                isr,
+            }
+        })
+        .collect()
+}
+
 /// Every partition's health as `map` shows it (`DescribeCluster`, `spate cluster status`):
 /// offline without a leader or with one whose member is gone, under-replicated when led with
 /// fewer in sync than assigned; the under-replicated listed first, then the offline, while
@@ -409,17 +475,7 @@ pub fn health_of(map: &ClusterMap) -> spate_proto::PartitionHealth {
         let Some(topic) = topic else { continue };
         for (number, partition) in (0u32..).zip(&topic.partitions) {
             health.total += 1;
-            let leader = partition
-                .state
-                .as_ref()
-                .and_then(|state| state.leader)
-                .map(|(leader, _)| leader.0)
-                .filter(|leader| map.members.contains_key(leader));
-            let isr: Vec<u32> = partition
-                .state
-                .as_ref()
-                .map(|state| state.isr.iter().map(|member| member.replica.0).collect())
-                .unwrap_or_default();
+            let (leader, isr) = leader_and_isr(map, partition);
             let status = || spate_proto::PartitionStatus {
                 topic: name.clone(),
                 partition: number,
@@ -474,6 +530,7 @@ mod tests {
         ClusterMap {
             revision: 9,
             members: [(1, endpoints(1)), (2, endpoints(2))].into(),
+            kafka: BTreeMap::new(),
             topics: [(
                 "t".to_owned(),
                 Some(MappedTopic {

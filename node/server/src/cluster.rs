@@ -44,6 +44,9 @@ pub struct ClusterSettings {
     pub cluster_name: String,
     pub node_id: u32,
     pub session_timeout: Duration,
+    /// The address Kafka clients reach this node's partitions at (its gateway's Kafka
+    /// listener), published in the member record.
+    pub kafka_address: Option<String>,
 }
 
 impl ClusterSettings {
@@ -69,6 +72,10 @@ pub struct MemberRecord {
     pub shards: Vec<String>,
     /// When this session registered (Unix time, ms).
     pub since_ms: u64,
+    /// The address of the Kafka listener that fronts this node (`--kafka-address`), listed
+    /// as its broker in Kafka Metadata; absent when not configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<String>,
 }
 
 /// The etcd election of `cluster`'s controller.
@@ -887,6 +894,7 @@ impl Member {
             storage: format!("{:016x}", self.identity.storage_id),
             shards: self.shards.clone(),
             since_ms: now_ms(),
+            kafka: self.settings.kafka_address.clone(),
         };
         let value = serde_json::to_vec(&record)
             .map_err(|error| ClusterError::Thread(format!("cannot encode the member: {error}")))?;

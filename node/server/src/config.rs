@@ -96,6 +96,13 @@ spate_proto::settings! {
         /// member of the cluster (needs --node-id). [default: none (a single node, no etcd)]
         #[arg(long, value_name = "URLS")]
         etcd: String,
+        /// In a cluster, the `host:port` of the Kafka listener (a gateway's) in front of this
+        /// node: published in its member record and listed as its broker (broker id = node
+        /// id) in every gateway's Kafka Metadata, so Kafka clients send each partition's
+        /// requests through its leader's gateway. Only when every member has one; otherwise
+        /// each gateway answers as the one broker. [default: none]
+        #[arg(long, value_name = "HOST:PORT")]
+        kafka_address: String,
         /// The cluster's name: its keys in etcd live under `/spate/NAME/`. [default: spate]
         #[arg(long, value_name = "NAME")]
         cluster_name: String = CLUSTER_NAME_DEFAULT.into(),
@@ -374,6 +381,18 @@ impl NodeConfig {
                     self.offsets_replication_factor
                 ),
             ));
+        }
+        if let Some(address) = &self.kafka_address {
+            let valid = address
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+                && address.len() <= spate_proto::limits::ENDPOINT_SIZE_MAX as usize;
+            if self.etcd.is_none() || !valid {
+                return Err(invalid(
+                    "kafka_address",
+                    format!("{address:?} (valid: HOST:PORT, in a cluster: --etcd)"),
+                ));
+            }
         }
         if self.etcd.is_some() && self.node_id.is_none() {
             return Err(invalid(

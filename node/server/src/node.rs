@@ -288,6 +288,7 @@ fn join_cluster(
         cluster_name: config.cluster_name.clone(),
         node_id,
         session_timeout: Duration::from_millis(config.session_timeout_ms),
+        kafka_address: config.kafka_address.clone(),
     };
     let shards = endpoints.iter().map(ToString::to_string).collect();
     Ok(Some(ClusterSession::join(

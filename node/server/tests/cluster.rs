@@ -1407,6 +1407,7 @@ fn register_test_member(etcd: &Etcd, node: u32, session: &str, storage: u64, end
     etcd.run(async |client| {
         let lease = client.lease_grant(120, None).await.unwrap().id();
         let record = MemberRecord {
+            kafka: None,
             v: 1,
             node,
             session: session.to_owned(),
@@ -1804,6 +1805,36 @@ fn a_replicated_partition_keeps_its_acknowledged_records_when_its_leader_goes() 
     let leader = first.leader.unwrap().node;
     let at = |node: u32| usize::try_from(node - 131).unwrap();
     let follower = if leader == 131 { 132 } else { 131 };
+    // Metadata with placement names the leader, its epoch, the replicas and the ISR by node
+    // id, and the members (without Kafka addresses here: none configured).
+    let (assigned, _) = etcd.get(&topic_key("spate", "r")).unwrap().unwrap();
+    let assigned: TopicRecord = serde_json::from_slice(&assigned).unwrap();
+    let placed = spate_proto::PartitionPlacement {
+        leader: Some(leader),
+        epoch: 1,
+        replicas: assigned.replicas[0].iter().map(|at| at.node).collect(),
+        isr: isr_nodes(&state()),
+    };
+    wait_for("the placement", Duration::from_secs(10), || {
+        let asked = Request::Metadata(spate_proto::MetadataRequest {
+            topics: vec!["r".into()],
+            settings: false,
+            placement: true,
+        });
+        match client.call(&asked) {
+            Response::Metadata(metadata) => {
+                let members: Vec<(u32, String)> = metadata
+                    .members
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|member| (member.node, member.kafka))
+                    .collect();
+                members == vec![(131, String::new()), (132, String::new())]
+                    && metadata.topics[0].replicas == vec![placed.clone()]
+            }
+            _ => false,
+        }
+    });
     // The leader's shard for the partition, once the leader took its epoch.
     let mut at_leader = NodeClient::connect(owner(&client.metadata(), "r", 0));
     let mut written = Vec::new();

@@ -986,6 +986,7 @@ fn min_insync_replicas_refuses_fsync_writes_a_single_node_cannot_replicate() {
         Response::CreateTopic(_)
     ));
     let shown = |client: &mut Client| match client.call(&Request::Metadata(MetadataRequest {
+        placement: false,
         topics: vec!["t".into()],
         settings: true,
     })) {

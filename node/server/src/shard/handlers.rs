@@ -70,6 +70,7 @@ impl Shard {
                 None => Setting::Unlimited,
             };
             topics.push(TopicMetadata {
+                replicas: Vec::new(),
                 name: name.clone(),
                 retention_ms: resolve(topic.retention_ms, Some(self.config.retention_ms)),
                 retention_bytes: resolve(topic.retention_bytes, self.config.retention_bytes),
@@ -77,7 +78,7 @@ impl Shard {
                     topic.segment_bytes,
                     Some(u64::from(self.config.segment_bytes)),
                 ),
-                min_insync_replicas: if request.settings {
+                min_insync_replicas: if request.settings || request.placement {
                     Setting::Value(u64::from(topic.min_insync()))
                 } else {
                     Setting::Default
@@ -93,10 +94,27 @@ impl Shard {
                     .collect(),
             });
         }
+        // In a cluster, placement when asked (a single node has none to tell).
+        #[cfg(feature = "cluster")]
+        let members = match (&metadata.cluster, self.cluster.query()) {
+            (Some(_), Some(query)) if request.placement => {
+                let map = query.map.borrow();
+                for topic in &mut topics {
+                    topic.replicas =
+                        crate::assignment::placement_of(&map, &topic.name, topic.partitions.len());
+                }
+                Some(crate::assignment::member_addresses(&map))
+            }
+            _ => None,
+        };
+        #[cfg(not(feature = "cluster"))]
+        let members = None;
         Ok(MetadataResponse {
+            members,
             shards,
             topics,
-            settings: request.settings,
+            // Placement is carried after the settings (asking for it asks for them).
+            settings: request.settings || request.placement,
         })
     }
 

@@ -173,6 +173,7 @@ impl Client {
 
     pub fn metadata(&mut self) -> MetadataResponse {
         match self.call(&Request::Metadata(MetadataRequest {
+            placement: false,
             settings: false,
             topics: vec![],
         })) {
