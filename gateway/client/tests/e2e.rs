@@ -3416,7 +3416,8 @@ async fn records_sent_while_a_partition_is_busy_join_one_batch() {
 }
 
 /// `spate up --nodes 3` (built with the `cluster` feature; etcd from Debian's
-/// `etcd-server`): a cluster of three node processes on this machine behind one gateway.
+/// `etcd-server`): a cluster of three node processes on this machine, a gateway for each;
+/// `kcat -L` lists the three nodes as brokers and the partition's leader among them.
 /// kcat (idempotent, acks=all) keeps producing while the leader of the topic's partition is
 /// killed with SIGKILL: every line arrives exactly once and in order, `spate up` reports the
 /// exit and carries on, and the whole cluster stops on SIGTERM and starts again from its data
@@ -3481,6 +3482,33 @@ fn spate_up_runs_a_cluster_that_survives_kill_9_of_a_leader() {
     };
 
     ensure_kcat();
+    // Every node is a Kafka broker (its own gateway, broker id = node id), and the topic's
+    // partition names its leader: a Kafka client sends its requests there itself.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed = Command::new("kcat")
+            .args(["-L", "-b", &broker, "-t", "t"])
+            .output()
+            .unwrap();
+        let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+        let brokers: Vec<&str> = listed
+            .lines()
+            .filter(|line| line.trim_start().starts_with("broker "))
+            .collect();
+        if listed.contains(" 3 brokers:")
+            && listed.contains(&format!("partition 0, leader {leader},"))
+        {
+            assert!(
+                (1..=3).all(|id| brokers
+                    .iter()
+                    .any(|line| line.trim_start().starts_with(&format!("broker {id} at ")))),
+                "{listed}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "kcat -L: {listed}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let mut kcat = Command::new("kcat")
         .args(["-P", "-b", &broker, "-t", "t", "-p", "0"])
         .args([

@@ -1,9 +1,10 @@
 //! `spate up --nodes N`: a Spate cluster on this machine for development and for watching
 //! failover. An etcd (started here from Debian's `etcd-server`, data in DIR/etcd, unless
 //! `--etcd` names a running one), N node processes (this binary's `spate node`, data in
-//! DIR/node-I, logs in DIR/node-I.log, default replication factor min(N, 3)), and the gateway
-//! in this process in front of them (QUIC and Kafka), until Ctrl-C or SIGTERM; then the
-//! gateway closes, the nodes stop gracefully (SIGTERM, as `spate-node` takes it) and etcd last.
+//! DIR/node-I, logs in DIR/node-I.log, default replication factor min(N, 3)), and a gateway per
+//! node in this process (QUIC and Kafka; each node publishes its gateway's Kafka address, so
+//! Kafka clients see every node as a broker), until Ctrl-C or SIGTERM; then the gateways
+//! close, the nodes stop gracefully (SIGTERM, as `spate-node` takes it) and etcd last.
 //! A node that exits meanwhile (`kill -9` to try failover) is reported with the command that
 //! starts it again; the others carry on.
 
@@ -50,10 +51,13 @@ pub fn run(args: &UpArgs, gateway_listen: &str) -> ExitCode {
     let outcome = runtime.block_on(async {
         let mut children = Vec::new();
         let outcome = match start(args, &mut children).await {
-            Ok((first, about)) => {
-                let members = usize::try_from(args.nodes).unwrap_or(usize::MAX);
-                crate::up::serve(args, gateway_listen, first, &about, Some(members)).await
-            }
+            Ok((nodes, about)) => match gateways(gateway_listen, nodes) {
+                Ok(gateways) => {
+                    let members = usize::try_from(args.nodes).unwrap_or(usize::MAX);
+                    crate::up::serve(args, gateways, &about, Some(members)).await
+                }
+                Err(message) => Err(message),
+            },
             Err(message) => Err(message),
         };
         // Nodes first (newest first), etcd last: a node stopping deregisters from etcd.
@@ -73,14 +77,84 @@ pub fn run(args: &UpArgs, gateway_listen: &str) -> ExitCode {
     }
 }
 
+/// A node as started: its id, its first shard, and its gateway's Kafka listener (listen,
+/// advertised; the advertised one is in the node's member record).
+struct Started {
+    id: u32,
+    first: SocketAddr,
+    kafka: Option<(String, String)>,
+}
+
+/// A gateway per node, each in front of its node's first shard: the first with QUIC on
+/// `gateway_listen` (the one `spate` commands use), the others on a free port of its host;
+/// each with the node's Kafka listener, so Kafka clients see every node as a broker.
+fn gateways(gateway_listen: &str, nodes: Vec<Started>) -> Result<Vec<crate::up::Gateway>, String> {
+    let quic: SocketAddr = gateway_listen
+        .parse()
+        .map_err(|error| format!("--gateway {gateway_listen}: {error}"))?;
+    Ok(nodes
+        .into_iter()
+        .enumerate()
+        .map(|(index, node)| crate::up::Gateway {
+            listen: if index == 0 {
+                gateway_listen.to_owned()
+            } else {
+                SocketAddr::new(quic.ip(), 0).to_string()
+            },
+            node: node.first,
+            kafka: node
+                .kafka
+                .map(|(listen, advertised)| (listen, Some(advertised))),
+            node_id: Some(node.id),
+        })
+        .collect())
+}
+
+/// The Kafka listener of node `id`'s gateway: (listen, advertised). On --kafka-listen's host
+/// at its port + id − 1 (port 0: a free port), advertised at --kafka-advertise's host and
+/// port + id − 1 when given, else where it listens. `None` with --no-kafka.
+fn kafka_of(args: &UpArgs, id: u32) -> Result<Option<(String, String)>, String> {
+    if args.no_kafka {
+        return Ok(None);
+    }
+    let offset = |address: &str, flag: &str| -> Result<(String, u16), String> {
+        let (host, port) = address
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{flag} {address}: not HOST:PORT"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|error| format!("{flag} {address}: {error}"))?;
+        let port = match port {
+            0 => 0,
+            port => u16::try_from(u32::from(port) + id - 1)
+                .map_err(|_| format!("{flag} {address}: node {id}'s port is past 65535"))?,
+        };
+        Ok((host.to_owned(), port))
+    };
+    let (host, port) = offset(&args.kafka_listen, "--kafka-listen")?;
+    let port = match port {
+        0 => free_port()?,
+        port => port,
+    };
+    let listen = format!("{host}:{port}");
+    let advertised = match &args.kafka_advertise {
+        Some(advertise) => {
+            let (host, port) = offset(advertise, "--kafka-advertise")?;
+            format!("{host}:{port}")
+        }
+        None => listen.clone(),
+    };
+    Ok(Some((listen, advertised)))
+}
+
 /// Starts etcd and the nodes (into `children`, which are stopped however this ends); a
 /// Ctrl-C or SIGTERM meanwhile stops the start. The children run in process groups of their
 /// own, so a terminal's Ctrl-C reaches `spate up` only, which stops them in order. Returns
-/// the first node's first shard and the lines that say what was started.
+/// the nodes as started and the lines that say what was started.
 async fn start(
     args: &UpArgs,
     children: &mut Vec<Supervised>,
-) -> Result<(SocketAddr, Vec<String>), String> {
+) -> Result<(Vec<Started>, Vec<String>), String> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut interrupt = signal(SignalKind::interrupt())
         .map_err(|error| format!("cannot install a SIGINT handler: {error}"))?;
@@ -96,7 +170,7 @@ async fn start(
 async fn start_children(
     args: &UpArgs,
     children: &mut Vec<Supervised>,
-) -> Result<(SocketAddr, Vec<String>), String> {
+) -> Result<(Vec<Started>, Vec<String>), String> {
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|error| format!("cannot create {}: {error}", args.data_dir.display()))?;
     let mut about = Vec::new();
@@ -118,11 +192,21 @@ async fn start_children(
     };
     let executable = std::env::current_exe()
         .map_err(|error| format!("cannot find this spate's executable: {error}"))?;
-    let mut first = None;
+    let mut started = Vec::new();
     for id in 1..=args.nodes {
-        let node_args = node_args(args, &etcd, id)?;
+        let kafka = kafka_of(args, id)?;
+        let node_args = node_args(
+            args,
+            &etcd,
+            id,
+            kafka.as_ref().map(|(_, advertised)| advertised.as_str()),
+        )?;
         let (child, pid, shards) = start_node(&executable, &node_args, args, id).await?;
-        first = first.or(shards.first().copied());
+        let first = shards
+            .first()
+            .copied()
+            .ok_or_else(|| format!("node {id} started no shard"))?;
+        started.push(Started { id, first, kafka });
         let shown: Vec<String> = shards.iter().map(ToString::to_string).collect();
         about.push(format!(
             "node {id} (pid {pid}): shards on {}; data in {}, log {}",
@@ -141,8 +225,7 @@ async fn start_children(
         );
         children.push(supervise(format!("node {id}"), child, pid, again));
     }
-    let first = first.ok_or_else(|| "no node started a shard".to_owned())?;
-    Ok((first, about))
+    Ok((started, about))
 }
 
 fn node_dir(args: &UpArgs, id: u32) -> PathBuf {
@@ -155,8 +238,14 @@ fn node_log(args: &UpArgs, id: u32) -> PathBuf {
 
 /// The flags of node `id`: its data directory, id and etcd; shard 0 on --node-listen's host,
 /// its port + 100 × (id − 1) (port 0: free ports); one shard unless --shards; automatic topic
-/// creation and a replication factor of min(N, 3), as a development cluster.
-fn node_args(args: &UpArgs, etcd: &str, id: u32) -> Result<Vec<std::ffi::OsString>, String> {
+/// creation and a replication factor of min(N, 3), as a development cluster; its gateway's
+/// advertised Kafka address (`kafka`).
+fn node_args(
+    args: &UpArgs,
+    etcd: &str,
+    id: u32,
+    kafka: Option<&str>,
+) -> Result<Vec<std::ffi::OsString>, String> {
     let listen: SocketAddr = args
         .node_listen
         .parse()
@@ -184,6 +273,10 @@ fn node_args(args: &UpArgs, etcd: &str, id: u32) -> Result<Vec<std::ffi::OsStrin
     if let Some(timeout) = args.session_timeout_ms {
         out.push("--session-timeout-ms".into());
         out.push(timeout.to_string().into());
+    }
+    if let Some(kafka) = kafka {
+        out.push("--kafka-address".into());
+        out.push(kafka.into());
     }
     Ok(out)
 }

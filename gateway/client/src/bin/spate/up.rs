@@ -23,14 +23,14 @@ pub struct UpArgs {
     pub(crate) shards: Option<u32>,
     /// TCP address for Kafka clients (kcat, librdkafka, kafka-python, ...).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
-    kafka_listen: String,
+    pub(crate) kafka_listen: String,
     /// The address Kafka clients are told to connect to, when it differs from
     /// --kafka-listen (containers, NAT). [default: the listen address]
     #[arg(long, value_name = "HOST:PORT")]
-    kafka_advertise: Option<String>,
+    pub(crate) kafka_advertise: Option<String>,
     /// Serve no Kafka listener.
     #[arg(long, conflicts_with_all = ["kafka_listen", "kafka_advertise"])]
-    no_kafka: bool,
+    pub(crate) no_kafka: bool,
     /// Run a cluster of this many nodes on this machine: an etcd (Debian's `etcd-server`)
     /// and one process per node, each with its data in DIR/node-I, topics replicated on up
     /// to 3 of them; needs a spate built with `--features cluster`. [default: 1, a single
@@ -89,7 +89,14 @@ pub fn run(args: &UpArgs, gateway_listen: &str) -> ExitCode {
             .endpoints
             .first()
             .ok_or_else(|| "the node started no shard".to_owned())?;
-        serve(args, gateway_listen, *first, &about, None).await
+        let gateway = Gateway {
+            listen: gateway_listen.to_owned(),
+            node: *first,
+            kafka: (!args.no_kafka)
+                .then(|| (args.kafka_listen.clone(), args.kafka_advertise.clone())),
+            node_id: None,
+        };
+        serve(args, vec![gateway], &about, None).await
     });
     tracing::info!("stopping the node: finishing in-flight syncs");
     node.shutdown();
@@ -100,28 +107,48 @@ pub fn run(args: &UpArgs, gateway_listen: &str) -> ExitCode {
     }
 }
 
-/// Runs the gateway in front of the node whose first shard is `first` until Ctrl-C or
-/// SIGTERM, printing the lines scripts wait for (`about` after the listeners); with
-/// `members`, "spate is up" only once that many nodes are registered in the cluster.
+/// A gateway `serve` starts: QUIC on `listen`, in front of the node shard `node`, Kafka on
+/// `kafka` (listen, advertised) unless `None`; `node_id`: the cluster member it fronts.
+pub(crate) struct Gateway {
+    pub(crate) listen: String,
+    pub(crate) node: std::net::SocketAddr,
+    pub(crate) kafka: Option<(String, Option<String>)>,
+    pub(crate) node_id: Option<u32>,
+}
+
+/// Runs `gateways` (the first is the one `spate` commands use) until Ctrl-C or SIGTERM,
+/// printing the lines scripts wait for (`about` after the listeners); with `members`, "spate
+/// is up" only once that many nodes are registered in the cluster.
 pub(crate) async fn serve(
     args: &UpArgs,
-    gateway_listen: &str,
-    first: std::net::SocketAddr,
+    gateways: Vec<Gateway>,
     about: &[String],
     members: Option<usize>,
 ) -> Result<(), String> {
-    let flags = spate_gateway::Flags {
-        listen: Some(gateway_listen.to_owned()),
-        node: Some(first.to_string()),
-        dev_cert_dir: Some(args.data_dir.join("tls")),
-        kafka_listen: (!args.no_kafka).then(|| args.kafka_listen.clone()),
-        kafka_advertise: args.kafka_advertise.clone(),
-        ..spate_gateway::Flags::default()
+    let mut started = Vec::with_capacity(gateways.len());
+    for gateway in &gateways {
+        let (kafka_listen, kafka_advertise) = match &gateway.kafka {
+            Some((listen, advertise)) => (Some(listen.clone()), advertise.clone()),
+            None => (None, None),
+        };
+        let flags = spate_gateway::Flags {
+            listen: Some(gateway.listen.clone()),
+            node: Some(gateway.node.to_string()),
+            dev_cert_dir: Some(args.data_dir.join("tls")),
+            kafka_listen,
+            kafka_advertise,
+            ..spate_gateway::Flags::default()
+        };
+        let config =
+            spate_gateway::GatewayConfig::resolve(flags).map_err(|error| error.to_string())?;
+        let running = spate_gateway::start(config)
+            .await
+            .map_err(|error| error.to_string())?;
+        started.push((running, gateway.node_id));
+    }
+    let Some((gateway, _)) = started.first() else {
+        return Err("no gateway to start".to_owned());
     };
-    let config = spate_gateway::GatewayConfig::resolve(flags).map_err(|error| error.to_string())?;
-    let gateway = spate_gateway::start(config)
-        .await
-        .map_err(|error| error.to_string())?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|error| format!("cannot install a SIGTERM handler: {error}"))?;
     // Later commands find this Spate from any directory (before "spate is up": a script
@@ -135,7 +162,7 @@ pub(crate) async fn serve(
         Err(error) => tracing::warn!("cannot record the profile `local`: {error}"),
     }
     if let Some(expected) = members {
-        wait_for_members(&gateway, expected).await?;
+        wait_for_members(gateway, expected).await?;
     }
     let certificate = gateway.cert_path.display();
     #[allow(clippy::print_stdout)]
@@ -151,6 +178,14 @@ pub(crate) async fn serve(
                 kafka.local_addr, kafka.advertised
             );
         }
+        for (other, node_id) in started.iter().skip(1) {
+            if let (Some(kafka), Some(node_id)) = (&other.kafka, node_id) {
+                println!(
+                    "kafka for node {node_id} listening on {} (advertised as {})",
+                    kafka.local_addr, kafka.advertised
+                );
+            }
+        }
         for line in about {
             println!("{line}");
         }
@@ -165,7 +200,9 @@ pub(crate) async fn serve(
     }
     tracing::info!("shutting down the gateway");
     // Bounded: clients stalled mid-frame must not hold `spate up` open.
-    gateway.shutdown().await;
+    for (gateway, _) in started {
+        gateway.shutdown().await;
+    }
     Ok(())
 }
 
