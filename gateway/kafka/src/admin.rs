@@ -23,7 +23,7 @@ use spate_proto::{ErrorResponse, MetadataResponse, Setting, TopicMetadata};
 
 use crate::batch::KAFKA_BATCH_SIZE_MAX;
 use crate::errors::kafka_error;
-use crate::translate::{Broker, BROKER_ID, CLUSTER_ID};
+use crate::translate::{self, Broker, BROKER_ID, CLUSTER_ID};
 
 /// DescribeConfigs resource types (Kafka's `ConfigResource.Type`).
 pub const RESOURCE_TOPIC: i8 = 2;
@@ -369,17 +369,24 @@ pub fn describe_configs(
     DescribeConfigsResponse::default().with_results(results)
 }
 
-/// The DescribeCluster answer: cluster `spate`, one broker (this gateway, id 0) which is
-/// also the controller. Asking for controllers (endpoint type 2, v1+) is refused as Kafka's
-/// brokers refuse it.
+/// The DescribeCluster answer: cluster `spate` and its brokers as Metadata lists them — in
+/// a cluster of Kafka brokers ([`translate::cluster_brokers`]; `node` is the node's Metadata
+/// with placement) every member, the first the controller; otherwise one broker, this
+/// gateway (id 0), also the controller. Asking for controllers (endpoint type 2, v1+) is
+/// refused as Kafka's brokers refuse it.
 pub fn describe_cluster(
     version: i16,
     request: &DescribeClusterRequest,
     broker: &Broker,
+    node: Option<&MetadataResponse>,
 ) -> DescribeClusterResponse {
+    let brokers = node
+        .and_then(translate::cluster_brokers)
+        .unwrap_or_else(|| vec![(BROKER_ID, broker.clone())]);
+    let controller = brokers.first().map_or(BROKER_ID, |(id, _)| *id);
     let answer = DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_static_str(CLUSTER_ID))
-        .with_controller_id(BrokerId(BROKER_ID));
+        .with_controller_id(BrokerId(controller));
     if version >= 1 && request.endpoint_type != ENDPOINT_TYPE_BROKERS {
         return answer
             .with_endpoint_type(request.endpoint_type)
@@ -396,10 +403,17 @@ pub fn describe_cluster(
         AUTHORIZED_OPERATIONS_OMITTED
     };
     answer
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(BROKER_ID))
-            .with_host(StrBytes::from_string(broker.host.clone()))
-            .with_port(broker.port)])
+        .with_brokers(
+            brokers
+                .into_iter()
+                .map(|(id, broker)| {
+                    DescribeClusterBroker::default()
+                        .with_broker_id(BrokerId(id))
+                        .with_host(StrBytes::from_string(broker.host))
+                        .with_port(broker.port)
+                })
+                .collect(),
+        )
         .with_cluster_authorized_operations(authorized)
 }
 
@@ -472,7 +486,7 @@ pub const OP_SUBTRACT: i8 = 3;
 pub fn alter_topic(
     resource: &kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource,
     validate_only: bool,
-) -> Result<spate_proto::AlterTopicRequest, crate::translate::Refusal> {
+) -> Result<spate_proto::AlterTopicRequest, translate::Refusal> {
     match resource.resource_type {
         RESOURCE_TOPIC => {}
         RESOURCE_BROKER => {
@@ -832,7 +846,8 @@ mod tests {
             for asked in [false, true] {
                 let request = DescribeClusterRequest::default()
                     .with_include_cluster_authorized_operations(asked);
-                let answer = round_trip(&describe_cluster(version, &request, &broker), version);
+                let answer =
+                    round_trip(&describe_cluster(version, &request, &broker, None), version);
                 assert_eq!(answer.error_code, 0);
                 assert_eq!(answer.cluster_id.as_str(), CLUSTER_ID);
                 assert_eq!(answer.controller_id, BrokerId(BROKER_ID));
@@ -850,7 +865,7 @@ mod tests {
             }
         }
         let controllers = DescribeClusterRequest::default().with_endpoint_type(2);
-        let answer = round_trip(&describe_cluster(1, &controllers, &broker), 1);
+        let answer = round_trip(&describe_cluster(1, &controllers, &broker, None), 1);
         assert_eq!(
             answer.error_code,
             ResponseError::UnsupportedEndpointType.code()
@@ -858,6 +873,31 @@ mod tests {
         assert!(answer.brokers.is_empty());
         // DescribeCluster v2 adds fenced brokers, not served.
         assert_eq!(supported(ApiKey::DescribeCluster), Some((0, 1)));
+        // In a cluster of Kafka brokers: every member, as Metadata lists them.
+        let mut node = node_map();
+        node.settings = true;
+        node.members = Some(vec![
+            spate_proto::MemberAddress {
+                node: 4,
+                kafka: "10.0.0.4:9092".into(),
+            },
+            spate_proto::MemberAddress {
+                node: 5,
+                kafka: "10.0.0.5:9092".into(),
+            },
+        ]);
+        let request = DescribeClusterRequest::default();
+        let answer = round_trip(&describe_cluster(1, &request, &broker, Some(&node)), 1);
+        let listed: Vec<(i32, String)> = answer
+            .brokers
+            .iter()
+            .map(|broker| (broker.broker_id.0, broker.host.to_string()))
+            .collect();
+        assert_eq!(
+            listed,
+            vec![(4, "10.0.0.4".to_owned()), (5, "10.0.0.5".to_owned())]
+        );
+        assert_eq!(answer.controller_id, BrokerId(4));
     }
 
     #[test]

@@ -502,9 +502,17 @@ async fn dispatch(context: &Arc<Context>, request: Request) -> Answer {
             })
         }
         RequestKind::DescribeCluster(request) => {
-            let answer = spate_kafka::admin::describe_cluster(version, &request, &context.broker);
-            let reply = respond(api, version, correlation_id, &answer);
-            Box::pin(async move { reply })
+            let context = context.clone();
+            Box::pin(async move {
+                let node = node_metadata(&context).await.ok();
+                let answer = spate_kafka::admin::describe_cluster(
+                    version,
+                    &request,
+                    &context.broker,
+                    node.as_ref(),
+                );
+                respond(api, version, correlation_id, &answer)
+            })
         }
         RequestKind::IncrementalAlterConfigs(request) => {
             let context = context.clone();
