@@ -490,12 +490,29 @@ impl Drop for Unanswered {
 }
 
 /// A producer id of its own from the node (`AllocateProducerIds`, one id).
+/// Tries of a producer id allocation that failed for a passing reason (a leader moving, an
+/// answer lost); an id whose answer was lost is never handed out again, so a retry is safe.
+const ALLOCATE_ATTEMPTS_MAX: u32 = 10;
+
 async fn allocate_producer_id(client: &Client) -> Result<i64, ClientError> {
     let request =
         spate_proto::Request::AllocateProducerIds(spate_proto::AllocateProducerIdsRequest {
             count: 1,
         });
-    match client.request(&request).await? {
+    let mut pause = Duration::from_millis(100);
+    let mut tries = 1;
+    let answer = loop {
+        match client.request(&request).await {
+            Err(error) if error.is_retriable() && tries < ALLOCATE_ATTEMPTS_MAX => {
+                tracing::debug!("producer id allocation retried: {error}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+                tries += 1;
+            }
+            answer => break answer?,
+        }
+    };
+    match answer {
         Response::AllocateProducerIds(block) if block.count >= 1 => i64::try_from(block.first)
             .map_err(|_| {
                 ClientError::InvalidAnswer(crate::client::InvalidAnswer::WrongKind {

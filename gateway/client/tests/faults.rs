@@ -1,0 +1,451 @@
+//! A fault-injection run against a real cluster, in the manner of Jepsen: a real etcd, three
+//! node processes (`spate node`) and a gateway, idempotent producers writing through the
+//! gateway with `fsync` (acks=all) to a topic of three partitions replicated on all three
+//! nodes, readers fetching what is visible all along, and a nemesis that kills a node with
+//! SIGKILL (and starts it again) or pauses it with SIGSTOP for longer than the session
+//! timeout (then SIGCONT), one fault at a time. Then every node runs again, and a checker
+//! reads every partition whole and reports acknowledged records lost or moved, records stored
+//! twice, records of a producer out of order, and offsets the readers saw holding another
+//! value than the log holds in the end. It must report nothing.
+//!
+//! Built with the `cluster-tests` feature. The short form runs in CI (40 s of faults); the
+//! long one is `SPATE_FAULT_SECONDS=1800 cargo test --release -p spate-client --features
+//! cluster-tests --test faults -- --nocapture` (docs/cluster.md).
+
+#![cfg(feature = "cluster-tests")]
+
+#[path = "../../../node/server/tests/common/etcd.rs"]
+mod etcd;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use etcd::EtcdProcess;
+use spate_client::{Client, Producer, ProducerConfig, ProducerRecord};
+use spate_proto::{FetchRequest, PartitionId, Setting};
+
+const NODES: u32 = 3;
+const PARTITIONS: u32 = 3;
+const PRODUCERS: usize = 2;
+const TOPIC: &str = "faults";
+/// The nodes' session timeout: a paused node is paused longer than this.
+const SESSION_TIMEOUT_MS: u64 = 3_000;
+
+fn data_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("faults-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A node process: started (again) by `start`, its first shard's address read from its
+/// stdout.
+struct Node {
+    id: u32,
+    dir: PathBuf,
+    etcd: String,
+    child: Option<Child>,
+    address: Option<std::net::SocketAddr>,
+}
+
+impl Node {
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("node-{}.log", self.id)))
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_spate"))
+            .arg("node")
+            .arg("--data-dir")
+            .arg(self.dir.join(format!("node-{}", self.id)))
+            .args(["--node-id", &self.id.to_string(), "--etcd", &self.etcd])
+            .args(["--listen", "127.0.0.1:0", "--shards", "1"])
+            .args(["--session-timeout-ms", &SESSION_TIMEOUT_MS.to_string()])
+            .args(["--default-replication-factor", "3"])
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = lines
+            .next()
+            .expect("the node says where it listens")
+            .unwrap();
+        // "shard 0 listening on HOST:PORT"
+        self.address = line
+            .rsplit_once(' ')
+            .and_then(|(_, address)| address.parse().ok());
+        assert!(self.address.is_some(), "node {}: {line}", self.id);
+        std::thread::spawn(move || for _ in lines {});
+        self.child = Some(child);
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        let sent = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(sent.success());
+    }
+
+    fn kill(&mut self) {
+        self.signal("-KILL");
+        let _ = self.child.take().unwrap().wait();
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// What the run saw: acknowledged records (partition, offset) → value, per producer the
+/// values in the order it sent them (partition, sequence), and what readers read.
+#[derive(Default)]
+struct History {
+    acknowledged: BTreeMap<(u32, u64), String>,
+    unknown: usize,
+    observed: HashMap<(u32, u64), String>,
+}
+
+/// Every record of `partition` from its start, as (offset, value).
+async fn read_all(client: &Client, partition: u32) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let fetched = client
+            .fetch(FetchRequest {
+                topic: TOPIC.into(),
+                partition: PartitionId(partition),
+                offset,
+                max_bytes: 1 << 20,
+                max_wait_ms: 0,
+                min_bytes: 0,
+            })
+            .await
+            .unwrap_or_else(|error| panic!("read {partition} at {offset}: {error}"));
+        let before = out.len();
+        for batch in spate_format::batches(&fetched.records) {
+            let batch = batch.unwrap();
+            let base = batch.base_offset().0;
+            for record in batch.records() {
+                let record = record.unwrap();
+                let at = base + u64::from(record.offset_delta);
+                if at >= offset {
+                    let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
+                    out.push((at, value));
+                    offset = at + 1;
+                }
+            }
+        }
+        if out.len() == before || offset >= fetched.high_watermark {
+            return out;
+        }
+    }
+}
+
+/// Writes `w{producer}-{n}` to partition n % PARTITIONS until `stop`, recording each answer.
+async fn produce(
+    client: Client,
+    producer: usize,
+    stop: Arc<AtomicBool>,
+    history: Arc<Mutex<History>>,
+) {
+    let config = ProducerConfig {
+        linger: Duration::from_millis(2),
+        delivery_timeout: Duration::from_secs(60),
+        ..ProducerConfig::default()
+    };
+    let writer = Producer::new(&client, TOPIC, config).await.unwrap();
+    let mut pending = std::collections::VecDeque::new();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let value = format!("w{producer}-{n}");
+        let partition = u32::try_from(n % u64::from(PARTITIONS)).unwrap();
+        let record = ProducerRecord::new(value.clone().into_bytes()).partition(partition);
+        let delivery = writer.send(record).await.unwrap();
+        pending.push_back((value, delivery));
+        n += 1;
+        while pending.len() > 64 {
+            let (value, delivery) = pending.pop_front().unwrap();
+            settle(&history, value, delivery.await);
+        }
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    for (value, delivery) in pending {
+        settle(&history, value, delivery.await);
+    }
+    let _ = writer.close().await;
+}
+
+fn settle(
+    history: &Mutex<History>,
+    value: String,
+    answer: Result<spate_client::RecordMetadata, spate_client::ClientError>,
+) {
+    let mut history = history.lock().unwrap();
+    match answer {
+        Ok(stored) => {
+            history
+                .acknowledged
+                .insert((stored.partition, stored.offset), value);
+        }
+        Err(_) => history.unknown += 1,
+    }
+}
+
+/// Reads every partition from where it left off until `stop`, recording each record seen.
+async fn observe(client: Client, stop: Arc<AtomicBool>, history: Arc<Mutex<History>>) {
+    let mut next = vec![0u64; PARTITIONS as usize];
+    while !stop.load(Ordering::Relaxed) {
+        for partition in 0..PARTITIONS {
+            let Ok(fetched) = client
+                .fetch(FetchRequest {
+                    topic: TOPIC.into(),
+                    partition: PartitionId(partition),
+                    offset: next[partition as usize],
+                    max_bytes: 256 << 10,
+                    max_wait_ms: 100,
+                    min_bytes: 1,
+                })
+                .await
+            else {
+                continue;
+            };
+            let mut history = history.lock().unwrap();
+            for batch in spate_format::batches(&fetched.records) {
+                let Ok(batch) = batch else { break };
+                let base = batch.base_offset().0;
+                for record in batch.records().flatten() {
+                    let at = base + u64::from(record.offset_delta);
+                    if at < next[partition as usize] {
+                        continue;
+                    }
+                    let value = String::from_utf8_lossy(record.value.unwrap_or_default());
+                    history.observed.insert((partition, at), value.into_owned());
+                    next[partition as usize] = at + 1;
+                }
+            }
+        }
+    }
+}
+
+/// The nemesis: one fault at a time, chosen in turn: SIGKILL of a node (started again 4 s
+/// later) or SIGSTOP of one for twice the session timeout (then SIGCONT); 3 s of calm after
+/// each.
+fn nemesis(nodes: &mut [Node], until: Instant, log: &Path) {
+    let mut round = 0usize;
+    let mut said = String::new();
+    while Instant::now() < until {
+        let victim = round % nodes.len();
+        let node = &mut nodes[victim];
+        if round % 2 == 0 {
+            said.push_str(&format!("kill -9 node {}\n", node.id));
+            node.kill();
+            std::thread::sleep(Duration::from_secs(4));
+            node.start();
+        } else {
+            said.push_str(&format!("SIGSTOP node {}\n", node.id));
+            node.signal("-STOP");
+            std::thread::sleep(Duration::from_millis(2 * SESSION_TIMEOUT_MS));
+            node.signal("-CONT");
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        round += 1;
+    }
+    std::fs::write(log, said).unwrap();
+}
+
+#[test]
+fn a_cluster_under_kills_and_pauses_loses_duplicates_and_reorders_nothing() {
+    let seconds: u64 = std::env::var("SPATE_FAULT_SECONDS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(40);
+    let dir = data_dir("run");
+    let mut etcd = EtcdProcess::spawn("faults", &dir);
+    etcd.wait_listening();
+    let mut nodes: Vec<Node> = (1..=NODES)
+        .map(|id| Node {
+            id,
+            dir: dir.clone(),
+            etcd: etcd.url.clone(),
+            child: None,
+            address: None,
+        })
+        .collect();
+    for node in &mut nodes {
+        node.start();
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let addresses: Vec<String> = nodes
+        .iter()
+        .map(|node| node.address.unwrap().to_string())
+        .collect();
+    let (gateway, client) = runtime.block_on(async {
+        let flags = spate_gateway::Flags {
+            listen: Some("127.0.0.1:0".into()),
+            // Any member: the gateway learns the others from its Metadata.
+            node: Some(addresses[0].clone()),
+            dev_cert_dir: Some(dir.join("tls")),
+            ..spate_gateway::Flags::default()
+        };
+        let gateway = spate_gateway::start(spate_gateway::GatewayConfig::resolve(flags).unwrap())
+            .await
+            .unwrap();
+        let client = Client::connect(gateway.local_addr, &gateway.cert_path, "localhost")
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !client.describe_cluster().await.is_ok_and(|cluster| {
+            cluster.members.len() == NODES as usize && cluster.controller.is_some()
+        }) {
+            assert!(Instant::now() < deadline, "three members");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let create = spate_client::CreateTopicRequest {
+            legacy_layout: false,
+            topic: TOPIC.into(),
+            partitions: PARTITIONS,
+            retention_ms: Setting::Default,
+            retention_bytes: Setting::Default,
+            segment_bytes: Setting::Default,
+            replication_factor: 3,
+            min_insync_replicas: Setting::Value(2),
+        };
+        client.create_topic_with(create).await.unwrap();
+        (gateway, client)
+    });
+    let history = Arc::new(Mutex::new(History::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for producer in 0..PRODUCERS {
+        tasks.push(runtime.spawn(produce(
+            client.clone(),
+            producer,
+            stop.clone(),
+            history.clone(),
+        )));
+    }
+    tasks.push(runtime.spawn(observe(client.clone(), stop.clone(), history.clone())));
+    nemesis(
+        &mut nodes,
+        Instant::now() + Duration::from_secs(seconds),
+        &dir.join("nemesis.txt"),
+    );
+    // Every node runs (and none is paused); the writers finish what they sent.
+    stop.store(true, Ordering::Relaxed);
+    runtime.block_on(async {
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+    let logs: Vec<Vec<(u64, String)>> = runtime.block_on(async {
+        let mut logs = Vec::new();
+        for partition in 0..PARTITIONS {
+            logs.push(read_all(&client, partition).await);
+        }
+        logs
+    });
+    let history = history.lock().unwrap();
+    let mut problems = Vec::new();
+    let stored: HashMap<(u32, u64), &str> = logs
+        .iter()
+        .enumerate()
+        .flat_map(|(partition, log)| {
+            let partition = u32::try_from(partition).unwrap();
+            log.iter()
+                .map(move |(offset, value)| ((partition, *offset), value.as_str()))
+        })
+        .collect();
+    for ((partition, offset), value) in &history.acknowledged {
+        match stored.get(&(*partition, *offset)) {
+            Some(found) if *found == value => {}
+            found => problems.push(format!(
+                "acknowledged {value} at {partition}/{offset}, the log holds {found:?}"
+            )),
+        }
+    }
+    let mut seen: HashMap<&str, (u32, u64)> = HashMap::new();
+    for (&(partition, offset), value) in &stored {
+        if let Some(first) = seen.insert(value, (partition, offset)) {
+            problems.push(format!(
+                "{value} stored twice: {}/{} and {partition}/{offset}",
+                first.0, first.1
+            ));
+        }
+    }
+    for (partition, log) in logs.iter().enumerate() {
+        let mut last: HashMap<&str, u64> = HashMap::new();
+        for (offset, value) in log {
+            let (producer, sequence) = value.split_once('-').unwrap();
+            let sequence: u64 = sequence.parse().unwrap();
+            if let Some(before) = last.insert(producer, sequence) {
+                if before >= sequence {
+                    problems.push(format!(
+                        "{value} at {partition}/{offset} after {producer}-{before}"
+                    ));
+                }
+            }
+        }
+    }
+    for ((partition, offset), value) in &history.observed {
+        match stored.get(&(*partition, *offset)) {
+            Some(found) if *found == value => {}
+            found => problems.push(format!(
+                "a reader saw {value} at {partition}/{offset}, the log holds {found:?}"
+            )),
+        }
+    }
+    let nemesis = std::fs::read_to_string(dir.join("nemesis.txt")).unwrap_or_default();
+    eprintln!(
+        "faults: {} s, {} faults, {} acknowledged, {} unanswered, {} stored, {} observed",
+        seconds,
+        nemesis.lines().count(),
+        history.acknowledged.len(),
+        history.unknown,
+        stored.len(),
+        history.observed.len()
+    );
+    assert!(
+        problems.is_empty(),
+        "{} problems (first 20):\n{}\nnemesis:\n{nemesis}",
+        problems.len(),
+        problems[..problems.len().min(20)].join("\n")
+    );
+    assert!(
+        history.acknowledged.len() > 100,
+        "too few writes were acknowledged to judge: {}",
+        history.acknowledged.len()
+    );
+    gateway.close();
+    for node in &mut nodes {
+        node.stop();
+    }
+    etcd.stop();
+}
