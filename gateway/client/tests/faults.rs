@@ -167,17 +167,11 @@ async fn read_all(client: &Client, partition: u32) -> Vec<(u64, String)> {
 
 /// Writes `w{producer}-{n}` to partition n % PARTITIONS until `stop`, recording each answer.
 async fn produce(
-    client: Client,
+    writer: Producer,
     producer: usize,
     stop: Arc<AtomicBool>,
     history: Arc<Mutex<History>>,
 ) {
-    let config = ProducerConfig {
-        linger: Duration::from_millis(2),
-        delivery_timeout: Duration::from_secs(60),
-        ..ProducerConfig::default()
-    };
-    let writer = Producer::new(&client, TOPIC, config).await.unwrap();
     let mut pending = std::collections::VecDeque::new();
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -189,12 +183,12 @@ async fn produce(
         n += 1;
         while pending.len() > 64 {
             let (value, delivery) = pending.pop_front().unwrap();
-            settle(&history, value, delivery.await);
+            settle(&history, value, &delivery.await);
         }
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
     for (value, delivery) in pending {
-        settle(&history, value, delivery.await);
+        settle(&history, value, &delivery.await);
     }
     let _ = writer.close().await;
 }
@@ -202,7 +196,7 @@ async fn produce(
 fn settle(
     history: &Mutex<History>,
     value: String,
-    answer: Result<spate_client::RecordMetadata, spate_client::ClientError>,
+    answer: &Result<spate_client::RecordMetadata, spate_client::ClientError>,
 ) {
     let mut history = history.lock().unwrap();
     match answer {
@@ -260,7 +254,7 @@ fn nemesis(nodes: &mut [Node], until: Instant, log: &Path) {
     while Instant::now() < until {
         let victim = round % nodes.len();
         let node = &mut nodes[victim];
-        if round % 2 == 0 {
+        if round.is_multiple_of(2) {
             said.push_str(&format!("kill -9 node {}\n", node.id));
             node.kill();
             std::thread::sleep(Duration::from_secs(4));
@@ -345,12 +339,16 @@ fn a_cluster_under_kills_and_pauses_loses_duplicates_and_reorders_nothing() {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for producer in 0..PRODUCERS {
-        tasks.push(runtime.spawn(produce(
-            client.clone(),
-            producer,
-            stop.clone(),
-            history.clone(),
-        )));
+        // Made before the faults start (each takes a producer id from the cluster).
+        let config = ProducerConfig {
+            linger: Duration::from_millis(2),
+            delivery_timeout: Duration::from_secs(60),
+            ..ProducerConfig::default()
+        };
+        let writer = runtime
+            .block_on(Producer::new(&client, TOPIC, config))
+            .unwrap();
+        tasks.push(runtime.spawn(produce(writer, producer, stop.clone(), history.clone())));
     }
     tasks.push(runtime.spawn(observe(client.clone(), stop.clone(), history.clone())));
     nemesis(
@@ -423,15 +421,18 @@ fn a_cluster_under_kills_and_pauses_loses_duplicates_and_reorders_nothing() {
         }
     }
     let nemesis = std::fs::read_to_string(dir.join("nemesis.txt")).unwrap_or_default();
-    eprintln!(
-        "faults: {} s, {} faults, {} acknowledged, {} unanswered, {} stored, {} observed",
-        seconds,
-        nemesis.lines().count(),
-        history.acknowledged.len(),
-        history.unknown,
-        stored.len(),
-        history.observed.len()
-    );
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!(
+            "faults: {} s, {} faults, {} acknowledged, {} unanswered, {} stored, {} observed",
+            seconds,
+            nemesis.lines().count(),
+            history.acknowledged.len(),
+            history.unknown,
+            stored.len(),
+            history.observed.len()
+        );
+    }
     assert!(
         problems.is_empty(),
         "{} problems (first 20):\n{}\nnemesis:\n{nemesis}",

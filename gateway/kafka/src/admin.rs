@@ -380,9 +380,7 @@ pub fn describe_cluster(
     broker: &Broker,
     node: Option<&MetadataResponse>,
 ) -> DescribeClusterResponse {
-    let brokers = node
-        .and_then(translate::cluster_brokers)
-        .unwrap_or_else(|| vec![(BROKER_ID, broker.clone())]);
+    let (brokers, _) = translate::brokers_and_own(node, broker);
     let controller = brokers.first().map_or(BROKER_ID, |(id, _)| *id);
     let answer = DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_static_str(CLUSTER_ID))

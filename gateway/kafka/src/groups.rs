@@ -40,7 +40,7 @@ use spate_proto::{
 };
 
 use crate::errors::kafka_error;
-use crate::translate::{self, Broker, BROKER_ID};
+use crate::translate::{self, Broker};
 
 /// A node's answer to a group request.
 pub type Answer = Result<GroupResponse, ErrorResponse>;
@@ -103,15 +103,15 @@ fn wrong_answer(answer: &GroupResponse) -> ErrorResponse {
 /// to the leader of the group's offsets partition). In a cluster of Kafka brokers
 /// ([`translate::cluster_brokers`]; `node` is the node's Metadata with placement) the answer
 /// is the broker of that leader, as Kafka's; otherwise, or while that partition has no leader
-/// (the offsets topic is created at the first group request), this gateway. Transactions are
-/// not served.
+/// (the offsets topic is created at the first group request), this gateway (in a cluster: the
+/// listed broker at its advertised address). Transactions are not served.
 pub fn find_coordinator(
     version: i16,
     request: &FindCoordinatorRequest,
     broker: &Broker,
     node: Option<&spate_proto::MetadataResponse>,
 ) -> FindCoordinatorResponse {
-    let brokers = node.and_then(translate::cluster_brokers);
+    let (brokers, own) = translate::brokers_and_own(node, broker);
     let offsets =
         node.and_then(|node| node.topics.iter().find(|topic| topic.name == OFFSETS_TOPIC));
     let coordinator_of = |group: &str| -> (i32, Broker) {
@@ -119,11 +119,9 @@ pub fn find_coordinator(
             .and_then(|topic| topic.replicas.get(group_partition(group).0 as usize))
             .and_then(|placed| placed.leader)
             .and_then(|leader| i32::try_from(leader).ok());
-        brokers
-            .as_ref()
-            .zip(leader)
-            .and_then(|(brokers, leader)| brokers.iter().find(|(id, _)| *id == leader).cloned())
-            .unwrap_or_else(|| (BROKER_ID, broker.clone()))
+        leader
+            .and_then(|leader| brokers.iter().find(|(id, _)| *id == leader).cloned())
+            .unwrap_or_else(|| own.clone())
     };
     let found = |key: StrBytes| {
         if request.key_type == 0 {
@@ -554,8 +552,34 @@ pub fn fetch_response_group(group: &GroupId, answer: Answer) -> OffsetFetchRespo
 }
 
 /// ListGroups asks every partition of the offsets topic.
-pub fn list_requests() -> Vec<GroupRequest> {
-    (0..OFFSETS_PARTITIONS)
+pub fn list_requests(
+    node: Option<&spate_proto::MetadataResponse>,
+    broker: &Broker,
+) -> Vec<GroupRequest> {
+    // In a cluster of Kafka brokers an admin client asks every broker and joins the answers:
+    // each lists the groups of the offsets partitions its node leads, as Kafka's brokers do.
+    let led: Option<Vec<u32>> = node.and_then(|node| {
+        translate::cluster_brokers(node)?;
+        let (_, (own, _)) = translate::brokers_and_own(Some(node), broker);
+        let offsets = node
+            .topics
+            .iter()
+            .find(|topic| topic.name == OFFSETS_TOPIC)?;
+        Some(
+            (0..OFFSETS_PARTITIONS)
+                .filter(|partition| {
+                    offsets
+                        .replicas
+                        .get(*partition as usize)
+                        .and_then(|placed| placed.leader)
+                        .and_then(|leader| i32::try_from(leader).ok())
+                        == Some(own)
+                })
+                .collect(),
+        )
+    });
+    led.unwrap_or_else(|| (0..OFFSETS_PARTITIONS).collect())
+        .into_iter()
         .map(|partition| GroupRequest {
             topic: OFFSETS_TOPIC.to_owned(),
             partition: PartitionId(partition),
@@ -785,7 +809,41 @@ mod tests {
             .unwrap();
         let request = FindCoordinatorRequest::default().with_key(text(&other));
         let answer = find_coordinator(3, &request, &broker(), Some(&node));
-        assert_eq!(answer.host.as_str(), "gw.example");
+        assert_eq!(
+            answer.host.as_str(),
+            "10.0.0.7",
+            "the first broker: this gateway is not listed"
+        );
+        let eight = Broker {
+            host: "10.0.0.8".into(),
+            port: 9092,
+        };
+        let answer = find_coordinator(3, &request, &eight, Some(&node));
+        assert_eq!(
+            (answer.node_id, answer.host.as_str()),
+            (BrokerId(8), "10.0.0.8"),
+            "this gateway's own broker"
+        );
+        // ListGroups asks only the offsets partitions this broker's node leads.
+        let seven = Broker {
+            host: "10.0.0.7".into(),
+            port: 9092,
+        };
+        let partitions = |broker: &Broker, node| -> Vec<u32> {
+            list_requests(node, broker)
+                .iter()
+                .map(|request| request.partition.0)
+                .collect()
+        };
+        assert_eq!(
+            partitions(&seven, Some(&node)),
+            vec![group_partition(group).0]
+        );
+        assert!(partitions(&eight, Some(&node)).is_empty());
+        assert_eq!(
+            partitions(&broker(), None).len(),
+            OFFSETS_PARTITIONS as usize
+        );
     }
 
     #[test]

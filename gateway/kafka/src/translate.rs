@@ -53,6 +53,18 @@ pub fn durability(acks: i16) -> Result<Durability, ResponseError> {
     }
 }
 
+/// Splits `HOST:PORT` (`[v6]:PORT` too) for Metadata answers; `None` for an empty host or
+/// port 0.
+pub fn host_port(address: &str) -> Option<Broker> {
+    let (host, port) = address.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port: u16 = port.parse().ok()?;
+    (!host.is_empty() && port != 0).then(|| Broker {
+        host: host.to_owned(),
+        port: i32::from(port),
+    })
+}
+
 /// A cluster's brokers, when the node's answer carries placement and every member publishes
 /// a Kafka address (`spate-node --kafka-address`): each member is a broker (broker id = node
 /// id) at that address. `None` otherwise: this gateway is then the one broker.
@@ -63,22 +75,27 @@ pub fn cluster_brokers(node: &spate_proto::MetadataResponse) -> Option<Vec<(i32,
     }
     members
         .iter()
-        .map(|member| {
-            let (host, port) = member.kafka.rsplit_once(':')?;
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            let port = port.parse::<u16>().ok()?;
-            let id = i32::try_from(member.node).ok()?;
-            (!host.is_empty()).then(|| {
-                (
-                    id,
-                    Broker {
-                        host: host.to_owned(),
-                        port: i32::from(port),
-                    },
-                )
-            })
-        })
+        .map(|member| Some((i32::try_from(member.node).ok()?, host_port(&member.kafka)?)))
         .collect()
+}
+
+/// The brokers a Kafka answer lists (the cluster's, or this gateway as broker 0) and the one
+/// that is this gateway: the listed broker at this gateway's advertised address, else the
+/// first (any gateway serves every request).
+pub fn brokers_and_own(
+    node: Option<&spate_proto::MetadataResponse>,
+    broker: &Broker,
+) -> (Vec<(i32, Broker)>, (i32, Broker)) {
+    let listed = node
+        .and_then(cluster_brokers)
+        .unwrap_or_else(|| vec![(BROKER_ID, broker.clone())]);
+    let own = listed
+        .iter()
+        .find(|(_, listed)| listed == broker)
+        .or_else(|| listed.first())
+        .cloned()
+        .unwrap_or_else(|| (BROKER_ID, broker.clone()));
+    (listed, own)
 }
 
 /// The Metadata answer. `node` is the node's whole partition map (or why it could not be
@@ -95,9 +112,7 @@ pub fn metadata_response(
     broker: &Broker,
 ) -> MetadataResponse {
     let cluster = node.ok().and_then(cluster_brokers);
-    let listed = cluster
-        .clone()
-        .unwrap_or_else(|| vec![(BROKER_ID, broker.clone())]);
+    let (listed, _) = brokers_and_own(node.ok(), broker);
     let controller = listed.first().map_or(BROKER_ID, |(id, _)| *id);
     let brokers = listed
         .iter()

@@ -158,17 +158,6 @@ impl KafkaListener {
     }
 }
 
-/// Splits `HOST:PORT` (`[v6]:PORT` too) for Metadata answers.
-fn host_port(address: &str) -> Option<Broker> {
-    let (host, port) = address.rsplit_once(':')?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port: u16 = port.parse().ok()?;
-    (!host.is_empty()).then(|| Broker {
-        host: host.to_owned(),
-        port: i32::from(port),
-    })
-}
-
 /// Why the Kafka listener cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
@@ -199,7 +188,7 @@ pub async fn start(
         .advertise
         .clone()
         .unwrap_or_else(|| local_addr.to_string());
-    let Some(broker) = host_port(&advertised) else {
+    let Some(broker) = translate::host_port(&advertised) else {
         return Err(ListenError::Advertise(advertised));
     };
     let (stop, stopped) = watch::channel(false);
@@ -532,8 +521,18 @@ async fn dispatch(context: &Arc<Context>, request: Request) -> Answer {
         RequestKind::FindCoordinator(request) => {
             let context = context.clone();
             Box::pin(async move {
-                // In a cluster of Kafka brokers, the leader of the group's offsets partition.
-                let node = node_metadata(&context).await.ok();
+                // In a cluster of Kafka brokers, the leader of the group's offsets partition:
+                // the offsets topic's placement only (the whole map before it exists).
+                let offsets = crate::kafka_admin::node_metadata_of(
+                    &context.router,
+                    &[spate_proto::OFFSETS_TOPIC],
+                    true,
+                )
+                .await;
+                let node = match offsets {
+                    Ok(node) => Some(node),
+                    Err(_) => node_metadata(&context).await.ok(),
+                };
                 let answer = spate_kafka::groups::find_coordinator(
                     version,
                     &request,
@@ -573,7 +572,7 @@ async fn dispatch(context: &Arc<Context>, request: Request) -> Answer {
             Box::pin(async move { respond(api, version, correlation_id, &answer.await) })
         }
         RequestKind::ListGroups(request) => {
-            let answer = kafka_groups::list(&context.router, request).await;
+            let answer = kafka_groups::list(&context.router, &context.broker, request).await;
             Box::pin(async move { respond(api, version, correlation_id, &answer.await) })
         }
         RequestKind::DescribeGroups(request) => {
@@ -1262,21 +1261,21 @@ mod tests {
     #[test]
     fn advertised_addresses_split_into_host_and_port() {
         assert_eq!(
-            host_port("kafka.example.org:9092"),
+            translate::host_port("kafka.example.org:9092"),
             Some(Broker {
                 host: "kafka.example.org".into(),
                 port: 9092
             })
         );
         assert_eq!(
-            host_port("[::1]:19092"),
+            translate::host_port("[::1]:19092"),
             Some(Broker {
                 host: "::1".into(),
                 port: 19092
             })
         );
-        assert_eq!(host_port("nohost"), None);
-        assert_eq!(host_port(":9092"), None);
-        assert_eq!(host_port("h:99999"), None);
+        assert_eq!(translate::host_port("nohost"), None);
+        assert_eq!(translate::host_port(":9092"), None);
+        assert_eq!(translate::host_port("h:99999"), None);
     }
 }

@@ -23,10 +23,19 @@ pub(crate) async fn node_metadata(
     router: &Router,
     placement: bool,
 ) -> Result<MetadataResponse, ErrorResponse> {
+    node_metadata_of(router, &[], placement).await
+}
+
+/// [`node_metadata`] for the `topics` named (all when none; an unknown one fails it).
+pub(crate) async fn node_metadata_of(
+    router: &Router,
+    topics: &[&str],
+    placement: bool,
+) -> Result<MetadataResponse, ErrorResponse> {
     let mut asked = if placement { 2 } else { 1 };
     loop {
         let request = NodeRequest::Metadata(spate_proto::MetadataRequest {
-            topics: vec![],
+            topics: topics.iter().map(|topic| (*topic).to_owned()).collect(),
             settings: asked >= 1,
             placement: asked >= 2,
         });

@@ -215,9 +215,13 @@ pub async fn fetch(
 
 pub async fn list(
     router: &Arc<Router>,
+    broker: &spate_kafka::translate::Broker,
     request: ListGroupsRequest,
 ) -> impl Future<Output = ListGroupsResponse> + Send + 'static {
-    let answers = send_all(router, groups::list_requests()).await;
+    let offsets =
+        crate::kafka_admin::node_metadata_of(router, &[spate_proto::OFFSETS_TOPIC], true).await;
+    let asked = groups::list_requests(offsets.as_ref().ok(), broker);
+    let answers = send_all(router, asked).await;
     async move { groups::list_response(&request, answers.await) }
 }
 

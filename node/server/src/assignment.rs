@@ -425,6 +425,7 @@ fn leader_and_isr(map: &ClusterMap, partition: &MappedPartition) -> (Option<u32>
 pub fn member_addresses(map: &ClusterMap) -> Vec<spate_proto::MemberAddress> {
     map.members
         .keys()
+        .take(spate_proto::limits::CLUSTER_MEMBERS_MAX as usize)
         .map(|node| spate_proto::MemberAddress {
             node: *node,
             kafka: map.kafka.get(node).cloned().unwrap_or_default(),

@@ -383,14 +383,19 @@ impl NodeConfig {
             ));
         }
         if let Some(address) = &self.kafka_address {
-            let valid = address
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
-                && address.len() <= spate_proto::limits::ENDPOINT_SIZE_MAX as usize;
+            let valid = address.rsplit_once(':').is_some_and(|(host, port)| {
+                !host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .is_empty()
+                    && port.parse::<u16>().is_ok_and(|port| port != 0)
+            }) && address.len() <= spate_proto::limits::ENDPOINT_SIZE_MAX as usize;
             if self.etcd.is_none() || !valid {
                 return Err(invalid(
                     "kafka_address",
-                    format!("{address:?} (valid: HOST:PORT, in a cluster: --etcd)"),
+                    format!(
+                        "{address:?} (valid: HOST:PORT with a port above 0, in a cluster: --etcd)"
+                    ),
                 ));
             }
         }

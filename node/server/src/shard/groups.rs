@@ -473,6 +473,9 @@ impl Shard {
         let mut since_maintenance = Duration::ZERO;
         while self.serves(&partition, &coordinator) {
             glommio::timer::sleep(TICK).await;
+            if !self.serves(&partition, &coordinator) {
+                break;
+            }
             since_maintenance += TICK;
             if let Load::Ready(groups) = &mut *coordinator.state.borrow_mut() {
                 groups.tick(now());
@@ -576,7 +579,7 @@ impl Shard {
         id: AppendId,
         records: &[OffsetRecord],
     ) -> impl std::future::Future<Output = Answer> + 'static {
-        let submitted = self.submit_offsets(partition, records);
+        let submitted = self.submit_offsets(partition, coordinator, records);
         let coordinator = coordinator.clone();
         async move {
             let outcome = match submitted {
@@ -603,8 +606,18 @@ impl Shard {
     fn submit_offsets(
         &self,
         partition: &Rc<Partition>,
+        coordinator: &Coordinator,
         records: &[OffsetRecord],
     ) -> Result<Vec<LocalReceiver<crate::partition::ProduceResult>>, ErrorResponse> {
+        // Only the coordinator of the leadership this node holds appends: one of an earlier
+        // leadership (its timer woke after the node led the partition again) would write
+        // records the current coordinator did not make.
+        if self.term(partition) != Some(coordinator.term) {
+            return Err(error(
+                ErrorCode::NotLeaderOrFollower,
+                "the group coordinator moved (its partition is led anew)",
+            ));
+        }
         let batches = batches_of(records, now().0)?;
         // All or nothing: a commit is never half in the log.
         let total: u64 = batches.iter().map(|batch| batch.len() as u64).sum();
@@ -659,6 +672,10 @@ impl Shard {
             .await
             .is_err()
         {
+            return;
+        }
+        if !self.serves(partition, coordinator) {
+            // Led anew meanwhile: the log start is the new coordinator's to move.
             return;
         }
         coordinator.snapshot_at.set(first.0);
