@@ -73,7 +73,9 @@ spate_proto::settings! {
         /// UDP address to listen on for QUIC. [default: 127.0.0.1:7447]
         #[arg(long, value_name = "HOST:PORT")]
         listen: String = LISTEN_DEFAULT.into(),
-        /// Address of any shard of the node. [default: 127.0.0.1:7460]
+        /// Address of any shard of the node; several, comma-separated, for a cluster (any one
+        /// that answers tells the gateway every member's shards, and the gateway asks the
+        /// others when one is gone). [default: 127.0.0.1:7460]
         #[arg(long, value_name = "HOST:PORT")]
         node: String = NODE_DEFAULT.into(),
         /// TLS certificate chain (PEM). Without it, a development certificate is used.

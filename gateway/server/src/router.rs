@@ -87,6 +87,16 @@ fn resolve(address: &str) -> Option<SocketAddr> {
     address.to_socket_addrs().ok()?.next()
 }
 
+/// The addresses `--node` names (comma-separated), in order, those that resolve.
+fn bootstrap(nodes: &str) -> Vec<SocketAddr> {
+    nodes
+        .split(',')
+        .map(str::trim)
+        .filter(|address| !address.is_empty())
+        .filter_map(resolve)
+        .collect()
+}
+
 impl Router {
     pub fn new(node: String, answer_timeout: Duration) -> Arc<Self> {
         Arc::new_cyclic(|me| Router {
@@ -124,9 +134,13 @@ impl Router {
     /// error is the last candidate's.
     pub async fn refresh(&self) -> Result<(), RefreshError> {
         let _one_at_a_time = self.refreshing.lock().await;
-        let mut candidates: Vec<SocketAddr> = self.routes().endpoints.clone();
-        if let Some(node) = resolve(&self.node) {
-            candidates.insert(0, node);
+        // The addresses it was given first (the nodes it fronts), then every shard of the
+        // last map: a gateway whose own node is gone still learns the map from another.
+        let mut candidates = bootstrap(&self.node);
+        for known in self.routes().endpoints.iter() {
+            if !candidates.contains(known) {
+                candidates.push(*known);
+            }
         }
         let request = Request::Metadata(MetadataRequest {
             placement: false,
@@ -211,7 +225,7 @@ impl Router {
                 .endpoints
                 .first()
                 .copied()
-                .or_else(|| resolve(&self.node)));
+                .or_else(|| bootstrap(&self.node).first().copied()));
         };
         for attempt in 0..2 {
             let routes = self.routes();
@@ -232,7 +246,7 @@ impl Router {
             .endpoints
             .first()
             .copied()
-            .or_else(|| resolve(&self.node)))
+            .or_else(|| bootstrap(&self.node).first().copied()))
     }
 
     /// Sends a client's frame towards its shard, in the caller's order. A frame that cannot

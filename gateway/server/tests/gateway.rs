@@ -293,6 +293,34 @@ fn silent_node() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
     (address, accepted)
 }
 
+/// A gateway given several node addresses (`--node A,B`) whose first is gone learns the map
+/// from the next one and serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_whose_first_node_is_gone_learns_the_map_from_the_next() {
+    let dir = data_dir("second-node");
+    let gone = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (node, _) = silent_node();
+    let flags = Flags {
+        listen: Some("127.0.0.1:0".into()),
+        node: Some(format!("{gone},{node}")),
+        dev_cert_dir: Some(dir.join("tls")),
+        ..Flags::default()
+    };
+    let gateway = spate_gateway::start(GatewayConfig::resolve(flags).unwrap())
+        .await
+        .unwrap();
+    let connection = connect(&gateway).await;
+    let answers = exchange(&connection, &[produce("t", 0, b"through B").to_frame(1)]).await;
+    assert!(
+        matches!(&answers[..], [(1, Response::Produce(_))]),
+        "{answers:?}"
+    );
+    gateway.shutdown().await;
+}
+
 /// A shard that stops answering without closing its connection: each request forwarded to it
 /// is answered `Timeout` once `--shard-answer-timeout-ms` has passed beyond the request's own
 /// wait (a fetch's `max_wait_ms`), and the gateway gives the link up and connects anew

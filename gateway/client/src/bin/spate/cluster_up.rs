@@ -85,13 +85,15 @@ struct Started {
     kafka: Option<(String, String)>,
 }
 
-/// A gateway per node, each in front of its node's first shard: the first with QUIC on
-/// `gateway_listen` (the one `spate` commands use), the others on a free port of its host;
-/// each with the node's Kafka listener, so Kafka clients see every node as a broker.
+/// A gateway per node, each in front of its node's first shard (and knowing the others'):
+/// the first with QUIC on `gateway_listen` (the one `spate` commands use), the others on a
+/// free port of its host; each with the node's Kafka listener, so Kafka clients see every
+/// node as a broker.
 fn gateways(gateway_listen: &str, nodes: Vec<Started>) -> Result<Vec<crate::up::Gateway>, String> {
     let quic: SocketAddr = gateway_listen
         .parse()
         .map_err(|error| format!("--gateway {gateway_listen}: {error}"))?;
+    let firsts: Vec<SocketAddr> = nodes.iter().map(|node| node.first).collect();
     Ok(nodes
         .into_iter()
         .enumerate()
@@ -101,7 +103,13 @@ fn gateways(gateway_listen: &str, nodes: Vec<Started>) -> Result<Vec<crate::up::
             } else {
                 SocketAddr::new(quic.ip(), 0).to_string()
             },
-            node: node.first,
+            // Its own node first, then the others: a gateway whose node is gone still learns
+            // the cluster's map.
+            node: std::iter::once(node.first)
+                .chain(firsts.iter().copied().filter(|first| *first != node.first))
+                .map(|first| first.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
             kafka: node
                 .kafka
                 .map(|(listen, advertised)| (listen, Some(advertised))),

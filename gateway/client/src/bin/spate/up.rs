@@ -91,7 +91,7 @@ pub fn run(args: &UpArgs, gateway_listen: &str) -> ExitCode {
             .ok_or_else(|| "the node started no shard".to_owned())?;
         let gateway = Gateway {
             listen: gateway_listen.to_owned(),
-            node: *first,
+            node: first.to_string(),
             kafka: (!args.no_kafka)
                 .then(|| (args.kafka_listen.clone(), args.kafka_advertise.clone())),
             node_id: None,
@@ -107,11 +107,12 @@ pub fn run(args: &UpArgs, gateway_listen: &str) -> ExitCode {
     }
 }
 
-/// A gateway `serve` starts: QUIC on `listen`, in front of the node shard `node`, Kafka on
-/// `kafka` (listen, advertised) unless `None`; `node_id`: the cluster member it fronts.
+/// A gateway `serve` starts: QUIC on `listen`, in front of the node shards `node` (its own
+/// first, comma-separated), Kafka on `kafka` (listen, advertised) unless `None`; `node_id`:
+/// the cluster member it fronts.
 pub(crate) struct Gateway {
     pub(crate) listen: String,
-    pub(crate) node: std::net::SocketAddr,
+    pub(crate) node: String,
     pub(crate) kafka: Option<(String, Option<String>)>,
     pub(crate) node_id: Option<u32>,
 }
@@ -133,7 +134,7 @@ pub(crate) async fn serve(
         };
         let flags = spate_gateway::Flags {
             listen: Some(gateway.listen.clone()),
-            node: Some(gateway.node.to_string()),
+            node: Some(gateway.node.clone()),
             dev_cert_dir: Some(args.data_dir.join("tls")),
             kafka_listen,
             kafka_advertise,
