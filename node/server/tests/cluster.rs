@@ -964,8 +964,10 @@ fn a_cluster_serves_its_topics_across_its_nodes() {
         let value = format!("record {partition}");
         let leader = owner(&metadata, "spread", partition);
         let mut at_leader = NodeClient::connect(leader);
-        // The creation is answered once this node applied it; the leader, on either node,
-        // may take its epoch a moment later (retriable `NotLeaderOrFollower` meanwhile).
+        // The creation is answered once this node applied it; the other node may show the
+        // topic a moment later (`UnknownTopic` meanwhile, as a Kafka broker's
+        // UNKNOWN_TOPIC_OR_PARTITION), and the leader, on either node, may take its epoch a
+        // moment later (retriable `NotLeaderOrFollower` meanwhile).
         let mut offset = Err(ErrorCode::NotLeaderOrFollower);
         wait_for("the leader serving", Duration::from_secs(10), || {
             offset = produced(at_leader.produce(
@@ -974,7 +976,7 @@ fn a_cluster_serves_its_topics_across_its_nodes() {
                 &[value.as_bytes()],
                 Durability::Fsync,
             ));
-            !matches!(offset, Err(code) if code.is_retriable())
+            !matches!(offset, Err(code) if code.is_retriable() || code == ErrorCode::UnknownTopic)
         });
         assert_eq!(offset, Ok(0));
         match at_leader.fetch("spread", partition, 0, 0) {
