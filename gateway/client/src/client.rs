@@ -184,6 +184,35 @@ pub enum InvalidAnswer {
     Records(RecordError),
 }
 
+/// Runs `attempt` again while it fails for a passing reason ([`ClientError::is_retriable`]),
+/// at most `retries` more times, pausing `first` (doubling up to `max`) between tries; `what`
+/// names it in the debug log.
+pub(crate) async fn retry_passing<T, F, Fut>(
+    what: &str,
+    retries: u32,
+    first: Duration,
+    max: Duration,
+    mut attempt: F,
+) -> Result<T, ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let mut pause = first;
+    let mut tries = 0;
+    loop {
+        match attempt().await {
+            Err(error) if error.is_retriable() && tries < retries => {
+                tries += 1;
+                tracing::debug!("{what} retried: {error}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(max);
+            }
+            other => return other,
+        }
+    }
+}
+
 impl ClientError {
     /// Whether sending the same request again later can succeed, and doing so is harmless for
     /// a request that only reads (fetch, list offsets, metadata).

@@ -122,19 +122,14 @@ async fn retrying(
     client: &Client,
     request: impl Fn() -> GroupRequest,
 ) -> Result<GroupResponse, ClientError> {
-    let mut pause = GROUP_RETRY_MIN;
-    let mut tries = 0;
-    loop {
-        match client.group(request()).await {
-            Err(error) if error.is_retriable() && tries < JOIN_ATTEMPTS_MAX => {
-                tries += 1;
-                tracing::debug!("group request retried: {error}");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(GROUP_RETRY_MAX);
-            }
-            other => return other,
-        }
-    }
+    crate::client::retry_passing(
+        "group request",
+        JOIN_ATTEMPTS_MAX,
+        GROUP_RETRY_MIN,
+        GROUP_RETRY_MAX,
+        || client.group(request()),
+    )
+    .await
 }
 
 fn unexpected(answer: &GroupResponse) -> ClientError {

@@ -499,19 +499,14 @@ async fn allocate_producer_id(client: &Client) -> Result<i64, ClientError> {
         spate_proto::Request::AllocateProducerIds(spate_proto::AllocateProducerIdsRequest {
             count: 1,
         });
-    let mut pause = Duration::from_millis(100);
-    let mut tries = 1;
-    let answer = loop {
-        match client.request(&request).await {
-            Err(error) if error.is_retriable() && tries < ALLOCATE_ATTEMPTS_MAX => {
-                tracing::debug!("producer id allocation retried: {error}");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
-                tries += 1;
-            }
-            answer => break answer?,
-        }
-    };
+    let answer = crate::client::retry_passing(
+        "producer id allocation",
+        ALLOCATE_ATTEMPTS_MAX - 1,
+        Duration::from_millis(100),
+        Duration::from_secs(2),
+        || client.request(&request),
+    )
+    .await?;
     match answer {
         Response::AllocateProducerIds(block) if block.count >= 1 => i64::try_from(block.first)
             .map_err(|_| {

@@ -31,10 +31,20 @@ fn node(dir: &std::path::Path) -> spate_node::NodeHandle {
 }
 
 async fn gateway(dir: &std::path::Path, node: SocketAddr) -> spate_gateway::Gateway {
+    gateway_with(dir, &node.to_string(), None).await
+}
+
+/// A gateway in front of `nodes` (its `--node`), with `--shard-answer-timeout-ms` if given.
+async fn gateway_with(
+    dir: &std::path::Path,
+    nodes: &str,
+    answer_timeout_ms: Option<u64>,
+) -> spate_gateway::Gateway {
     let flags = Flags {
         listen: Some("127.0.0.1:0".into()),
-        node: Some(node.to_string()),
+        node: Some(nodes.to_owned()),
         dev_cert_dir: Some(dir.join("tls")),
+        shard_answer_timeout_ms: answer_timeout_ms,
         ..Flags::default()
     };
     spate_gateway::start(GatewayConfig::resolve(flags).unwrap())
@@ -303,15 +313,7 @@ async fn a_gateway_whose_first_node_is_gone_learns_the_map_from_the_next() {
         .local_addr()
         .unwrap();
     let (node, _) = silent_node();
-    let flags = Flags {
-        listen: Some("127.0.0.1:0".into()),
-        node: Some(format!("{gone},{node}")),
-        dev_cert_dir: Some(dir.join("tls")),
-        ..Flags::default()
-    };
-    let gateway = spate_gateway::start(GatewayConfig::resolve(flags).unwrap())
-        .await
-        .unwrap();
+    let gateway = gateway_with(&dir, &format!("{gone},{node}"), None).await;
     let connection = connect(&gateway).await;
     let answers = exchange(&connection, &[produce("t", 0, b"through B").to_frame(1)]).await;
     assert!(
@@ -329,16 +331,7 @@ async fn a_gateway_whose_first_node_is_gone_learns_the_map_from_the_next() {
 async fn a_shard_that_stops_answering_gets_timeouts_and_a_new_link() {
     let dir = data_dir("silent-shard");
     let (node, accepted) = silent_node();
-    let flags = Flags {
-        listen: Some("127.0.0.1:0".into()),
-        node: Some(node.to_string()),
-        dev_cert_dir: Some(dir.join("tls")),
-        shard_answer_timeout_ms: Some(400),
-        ..Flags::default()
-    };
-    let gateway = spate_gateway::start(GatewayConfig::resolve(flags).unwrap())
-        .await
-        .unwrap();
+    let gateway = gateway_with(&dir, &node.to_string(), Some(400)).await;
     let connection = connect(&gateway).await;
     let started = std::time::Instant::now();
     let answers = exchange(&connection, &[produce("t", 1, b"lost?").to_frame(1)]).await;
@@ -388,16 +381,7 @@ async fn a_shard_that_stops_answering_gets_timeouts_and_a_new_link() {
 async fn a_slow_request_on_a_link_that_answers_others_fails_alone() {
     let dir = data_dir("slow-request");
     let (node, accepted) = silent_node();
-    let flags = Flags {
-        listen: Some("127.0.0.1:0".into()),
-        node: Some(node.to_string()),
-        dev_cert_dir: Some(dir.join("tls")),
-        shard_answer_timeout_ms: Some(400),
-        ..Flags::default()
-    };
-    let gateway = spate_gateway::start(GatewayConfig::resolve(flags).unwrap())
-        .await
-        .unwrap();
+    let gateway = gateway_with(&dir, &node.to_string(), Some(400)).await;
     let connection = connect(&gateway).await;
     let slow = {
         let connection = connection.clone();
