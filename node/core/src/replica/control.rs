@@ -101,6 +101,55 @@ pub fn decide(
     (next != *state).then_some(next)
 }
 
+/// Why a preferred-leader election changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PreferredRefusal {
+    #[error("node {0}, the preferred leader, leads already")]
+    NotNeeded(ReplicaId),
+    #[error("node {0}, the preferred leader, is not alive and in sync")]
+    NotAvailable(ReplicaId),
+    #[error("the partition has no replicas")]
+    NoReplicas,
+    #[error("the leader epoch cannot grow")]
+    EpochExhausted,
+}
+
+/// The state that makes the preferred replica (the first of `replicas`) the leader, in a new
+/// epoch, when it is alive and in the ISR (the ISR is kept as it is: every member of it holds
+/// every record the high watermark passed). A leadership moved while the old leader lives is
+/// as safe as an election after its loss: the old leader, deposed, answers what still waits
+/// for its high watermark and truncates to the new leader's log as a follower.
+pub fn elect_preferred(
+    state: &PartitionState,
+    replicas: &[ReplicaId],
+    members: &BTreeMap<ReplicaId, LiveMember>,
+) -> Result<PartitionState, PreferredRefusal> {
+    let preferred = *replicas.first().ok_or(PreferredRefusal::NoReplicas)?;
+    let live = members.get(&preferred);
+    if let (Some((leader, session)), Some(live)) = (state.leader, live) {
+        if leader == preferred && live.session == session {
+            return Err(PreferredRefusal::NotNeeded(preferred));
+        }
+    }
+    let in_sync = state
+        .isr
+        .iter()
+        .any(|member| member.replica == preferred && alive(members, member));
+    let (true, Some(live)) = (in_sync, live) else {
+        return Err(PreferredRefusal::NotAvailable(preferred));
+    };
+    let epoch = state
+        .epoch
+        .0
+        .checked_add(1)
+        .ok_or(PreferredRefusal::EpochExhausted)?;
+    Ok(PartitionState {
+        leader: Some((preferred, live.session)),
+        epoch: LeaderEpoch(epoch),
+        isr: state.isr.clone(),
+    })
+}
+
 /// What a node is for one partition it holds a replica of, by the partition's state in etcd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -254,6 +303,58 @@ mod tests {
         assert_eq!(
             (next.epoch, next.isr),
             (LeaderEpoch(u32::MAX), vec![member(1, 1)])
+        );
+    }
+
+    #[test]
+    fn the_preferred_replica_leads_when_it_is_alive_and_in_sync() {
+        let state = PartitionState {
+            leader: Some((ReplicaId(2), SessionId(20))),
+            epoch: LeaderEpoch(4),
+            isr: vec![member(2, 2), member(1, 1)],
+        };
+        let all = live(&[(1, 10, 1), (2, 20, 2), (3, 30, 3)]);
+        let next = elect_preferred(&state, &REPLICAS, &all).unwrap();
+        assert_eq!(next.leader, Some((ReplicaId(1), SessionId(10))));
+        assert_eq!(next.epoch, LeaderEpoch(5));
+        assert_eq!(next.isr, state.isr);
+        // It leads already.
+        assert_eq!(
+            elect_preferred(&next, &REPLICAS, &all),
+            Err(PreferredRefusal::NotNeeded(ReplicaId(1)))
+        );
+        // Leading under an old session is not leading: elected again.
+        let restarted = live(&[(1, 11, 1), (2, 20, 2)]);
+        assert_eq!(
+            elect_preferred(&next, &REPLICAS, &restarted).map(|state| state.leader),
+            Ok(Some((ReplicaId(1), SessionId(11))))
+        );
+        // Not in the ISR, gone, or with another data directory: refused.
+        let out = PartitionState {
+            isr: vec![member(2, 2)],
+            ..state.clone()
+        };
+        assert_eq!(
+            elect_preferred(&out, &REPLICAS, &all),
+            Err(PreferredRefusal::NotAvailable(ReplicaId(1)))
+        );
+        for members in [live(&[(2, 20, 2)]), live(&[(1, 10, 9), (2, 20, 2)])] {
+            assert_eq!(
+                elect_preferred(&state, &REPLICAS, &members),
+                Err(PreferredRefusal::NotAvailable(ReplicaId(1)))
+            );
+        }
+        assert_eq!(
+            elect_preferred(&state, &[], &all),
+            Err(PreferredRefusal::NoReplicas)
+        );
+        let last = PartitionState {
+            epoch: LeaderEpoch(u32::MAX),
+            ..state
+        };
+        assert_eq!(
+            elect_preferred(&last, &REPLICAS, &all),
+            Err(PreferredRefusal::EpochExhausted)
         );
     }
 

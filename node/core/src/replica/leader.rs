@@ -323,6 +323,32 @@ impl Leader {
         self.pending = None;
     }
 
+    /// The control plane's replicas for this epoch changed (a reassignment added or removed
+    /// some): a new follower gets `lag_max_ms` from `now` to show up and joins the ISR once
+    /// caught up; a removed one is no longer served, never joins, and leaves the ISR with the
+    /// next proposal (an ISR member without a follower entry counts as lagging).
+    pub fn handle_replicas_changed(&mut self, now: Millis, replicas: Vec<ReplicaId>) {
+        self.followers
+            .retain(|replica, _| replicas.contains(replica));
+        for &replica in &replicas {
+            if replica == self.me.replica || self.followers.contains_key(&replica) {
+                continue;
+            }
+            self.followers.insert(
+                replica,
+                Progress {
+                    storage: None,
+                    log_end: Offset(0),
+                    durable_end: Offset(0),
+                    last_caught_up: now,
+                    last_fetch: now,
+                    leader_end_at_last_fetch: self.log_end,
+                },
+            );
+        }
+        self.replicas = replicas;
+    }
+
     /// The ISR change to propose now, if any and none is in flight: first the removal of
     /// followers that lag (not caught up for `lag_max_ms`) or whose data directory changed,
     /// else the addition of one follower that has caught up (its durable end at or above the
@@ -706,6 +732,44 @@ mod tests {
         leader.handle_durable(Offset(30));
         fetch(&mut leader, 8, 2, 30, 30);
         assert_eq!(leader.high_watermark(), Offset(20));
+    }
+
+    /// A reassignment changes the replicas within an epoch: an added replica is served and
+    /// joins once caught up; a removed one is refused, leaves the ISR at the next proposal
+    /// and never joins again.
+    #[test]
+    fn replicas_added_and_removed_within_an_epoch() {
+        let mut leader = leader(&[1, 2, 3], 10, 10);
+        leader.handle_replicas_changed(
+            Millis(5),
+            vec![ReplicaId(1), ReplicaId(2), ReplicaId(3), ReplicaId(4)],
+        );
+        assert_eq!(leader.replicas().len(), 4);
+        assert!(leader.progress(ReplicaId(4)).is_some());
+        fetch(&mut leader, 6, 2, 10, 10);
+        fetch(&mut leader, 6, 3, 10, 10);
+        fetch(&mut leader, 6, 4, 10, 10);
+        let proposal = leader.poll_isr_change(Millis(7)).expect("an addition");
+        assert_eq!(proposal, vec![member(1), member(2), member(3), member(4)]);
+        leader.handle_isr_changed(proposal);
+        // Replica 3 removed: refused, and proposed out of the ISR at once.
+        leader.handle_replicas_changed(
+            Millis(8),
+            vec![ReplicaId(1), ReplicaId(2), ReplicaId(4)],
+        );
+        assert!(leader
+            .handle_fetch(
+                Millis(9),
+                ReplicaId(3),
+                member(3).storage,
+                Offset(10),
+                Offset(10)
+            )
+            .is_err());
+        let proposal = leader.poll_isr_change(Millis(9)).expect("a removal");
+        assert_eq!(proposal, vec![member(1), member(2), member(4)]);
+        leader.handle_isr_changed(proposal);
+        assert_eq!(leader.poll_isr_change(Millis(10)), None);
     }
 
     #[test]

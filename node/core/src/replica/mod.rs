@@ -11,10 +11,11 @@ pub mod epochs;
 pub mod follower;
 pub mod leader;
 pub mod reconcile;
+pub mod throttle;
 
 pub use control::{
-    decide, place, role, LiveMember, PartitionState, Placeable, Placement, PlacementError, Role,
-    SessionId,
+    decide, elect_preferred, place, role, LiveMember, PartitionState, Placeable, Placement,
+    PlacementError, PreferredRefusal, Role, SessionId,
 };
 pub use epochs::{
     check_agreement, truncation_point, Agreement, EpochEnd, EpochError, EpochStart, LeaderEpoch,
@@ -29,6 +30,7 @@ pub use reconcile::{
     reconcile, Action, ClusterRead, CreationRequest, Member, PartitionEntry, PartitionName,
     Refusal, TopicAssignment, TopicId,
 };
+pub use throttle::Throttle;
 
 /// A replica of a partition: the node that holds it (its node id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

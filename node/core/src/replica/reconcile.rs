@@ -17,13 +17,19 @@
 //! - a partition state whose topic is gone, was created again (another topic id) or has fewer
 //!   partitions is removed — only when every topic was read and its topic key was readable;
 //! - anything that names a member whose record cannot be read is left as it is (that member
-//!   is not known to be dead).
+//!   is not known to be dead);
+//! - a partition being moved (a reassignment's target, or replicas on a decommissioned node)
+//!   moves in steps, as in Kafka (KIP-455): the target's new replicas are added; once every
+//!   target replica is in the ISR, a leader outside the target hands over to the first
+//!   target replica in sync; then the replicas become the target and the ISR loses the
+//!   others, both in one transaction ([`reassign_step`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use spate_format::limits::PARTITIONS_PER_TOPIC_MAX;
 
 use super::control::{decide, place, LiveMember, PartitionState, Placeable, Placement};
+use super::LeaderEpoch;
 use super::{IsrMember, PlacementError, ReplicaId};
 
 /// A topic's identity: random, 128 bits, made when it is requested; tells a topic created
@@ -45,6 +51,10 @@ pub struct TopicAssignment {
     pub id: TopicId,
     /// Per partition, its replicas in preference order (the first is the preferred leader).
     pub replicas: Vec<Vec<Placement>>,
+    /// The replication factor it was created with (a decommission keeps this many).
+    pub factor: u32,
+    /// Reassignments in progress: partition → its target replicas, in preference order.
+    pub targets: BTreeMap<u32, Vec<ReplicaId>>,
 }
 
 /// A partition's state as its key holds it.
@@ -82,6 +92,9 @@ pub struct ClusterRead {
     /// no partition state: the key may exist among the others).
     pub partitions_complete: bool,
     pub requests: BTreeMap<String, Option<CreationRequest>>,
+    /// Decommissioned nodes: no new replicas go there, and the replicas they hold move to
+    /// other members.
+    pub excluded: BTreeSet<ReplicaId>,
 }
 
 /// Why a request to create a topic is refused.
@@ -119,6 +132,167 @@ pub enum Action {
     },
     /// Remove the state of a partition no topic has.
     Remove { partition: PartitionName },
+    /// A step of a move: the partition's replicas become `replicas` (in the topic key), with
+    /// the partition key changed to `state` in the same transaction when given; `finished`:
+    /// the reassignment's target is reached and its entry goes.
+    Reassign {
+        partition: PartitionName,
+        replicas: Vec<Placement>,
+        state: Option<PartitionState>,
+        finished: bool,
+    },
+}
+
+/// What a move does next for one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    /// Change the topic key (and the partition key with it).
+    Assign {
+        replicas: Vec<Placement>,
+        state: Option<PartitionState>,
+        finished: bool,
+    },
+    /// Move the leadership (the partition key only).
+    Lead(PartitionState),
+}
+
+/// The next step of moving a partition whose replicas are `current` (placements), in
+/// `state`, to `target` (node ids, in preference order): the target's missing replicas
+/// added (each on its node's emptiest shard; all of them alive with shards, else it waits);
+/// then, once every target replica is alive and in the ISR, a leader outside the target
+/// replaced by the first target replica in sync (a new epoch); then the replicas cut to the
+/// target and the ISR to its members. `None`: nothing to do now (waiting for replicas to
+/// catch up, for members, or for a live leader, which [`decide`] brings).
+fn reassign_step(
+    current: &[Placement],
+    state: &PartitionState,
+    target: &[ReplicaId],
+    members: &BTreeMap<ReplicaId, Member>,
+    load: &mut BTreeMap<Placement, u64>,
+) -> Option<Step> {
+    if target.is_empty() {
+        return None;
+    }
+    let nodes: Vec<ReplicaId> = current.iter().map(|at| at.node).collect();
+    if nodes == target {
+        return Some(Step::Assign {
+            replicas: current.to_vec(),
+            state: None,
+            finished: true,
+        });
+    }
+    let missing: Vec<ReplicaId> = target
+        .iter()
+        .filter(|node| !nodes.contains(node))
+        .copied()
+        .collect();
+    if !missing.is_empty() {
+        let mut replicas = current.to_vec();
+        for node in missing {
+            let shards = members.get(&node).map_or(0, |member| member.shards);
+            let shard = (0..shards).min_by_key(|&shard| {
+                let at = Placement { node, shard };
+                (load.get(&at).copied().unwrap_or(0), shard)
+            })?;
+            let at = Placement { node, shard };
+            *load.entry(at).or_insert(0) += 1;
+            replicas.push(at);
+        }
+        return Some(Step::Assign {
+            replicas,
+            state: None,
+            finished: false,
+        });
+    }
+    let in_sync = |node: &ReplicaId| {
+        state.isr.iter().any(|member| {
+            member.replica == *node
+                && members
+                    .get(node)
+                    .is_some_and(|live| live.live.storage == member.storage)
+        })
+    };
+    if !target.iter().all(in_sync) {
+        return None;
+    }
+    let (leader, session) = state.leader?;
+    if members.get(&leader).map(|member| member.live.session) != Some(session) {
+        return None;
+    }
+    if !target.contains(&leader) {
+        let next = target.iter().find(|node| in_sync(node))?;
+        let session = members.get(next)?.live.session;
+        return Some(Step::Lead(PartitionState {
+            leader: Some((*next, session)),
+            epoch: LeaderEpoch(state.epoch.0.checked_add(1)?),
+            isr: state.isr.clone(),
+        }));
+    }
+    let replicas: Vec<Placement> = target
+        .iter()
+        .filter_map(|node| current.iter().find(|at| at.node == *node).copied())
+        .collect();
+    let isr: Vec<_> = state
+        .isr
+        .iter()
+        .filter(|member| target.contains(&member.replica))
+        .copied()
+        .collect();
+    let state = (isr != state.isr).then(|| PartitionState {
+        isr,
+        ..state.clone()
+    });
+    Some(Step::Assign {
+        replicas,
+        state,
+        finished: true,
+    })
+}
+
+/// Where a partition with replicas on decommissioned nodes goes: the others kept in order,
+/// and as many live members that are neither decommissioned nor replicas already as the
+/// topic's replication factor needs, chosen by the fewest replicas held (then node id) and
+/// put where the decommissioned ones were. `None`: nothing to move, or not enough members.
+fn decommission_target(
+    current: &[Placement],
+    factor: u32,
+    read: &ClusterRead,
+    load: &BTreeMap<Placement, u64>,
+) -> Option<Vec<ReplicaId>> {
+    let excluded = |node: &ReplicaId| read.excluded.contains(node);
+    if !current.iter().any(|at| excluded(&at.node)) {
+        return None;
+    }
+    let keep = current.iter().filter(|at| !excluded(&at.node)).count();
+    let factor = usize::try_from(factor.max(1)).unwrap_or(usize::MAX);
+    let mut need = factor.saturating_sub(keep);
+    let mut candidates: Vec<(u64, ReplicaId)> = read
+        .members
+        .iter()
+        .filter(|(node, member)| {
+            member.shards > 0 && !excluded(node) && !current.iter().any(|at| at.node == **node)
+        })
+        .map(|(&node, _)| {
+            let held = load
+                .iter()
+                .filter(|(at, _)| at.node == node)
+                .map(|(_, count)| *count)
+                .sum();
+            (held, node)
+        })
+        .collect();
+    candidates.sort();
+    let mut candidates = candidates.into_iter().map(|(_, node)| node);
+    let mut target = Vec::with_capacity(current.len());
+    for at in current {
+        if !excluded(&at.node) {
+            target.push(at.node);
+        } else if need > 0 {
+            target.push(candidates.next()?);
+            need -= 1;
+        }
+    }
+    (need == 0).then_some(target)
 }
 
 /// The actions of one pass over `read`: acceptances and refusals first (in topic order),
@@ -143,6 +317,7 @@ pub fn reconcile(read: &ClusterRead) -> Vec<Action> {
     let placeable: Vec<Placeable> = read
         .members
         .iter()
+        .filter(|(node, _)| !read.excluded.contains(node))
         .map(|(&node, member)| Placeable {
             node,
             shards: member.shards,
@@ -231,6 +406,32 @@ pub fn reconcile(read: &ClusterRead) -> Vec<Action> {
                     }
                     if let Some(state) = decide(state, &ids, &live) {
                         actions.push(Action::Change { partition, state });
+                        continue;
+                    }
+                    let explicit = assignment.targets.get(&number);
+                    let target = match explicit {
+                        Some(target) => Some(target.clone()),
+                        None => decommission_target(replicas, assignment.factor, read, &load),
+                    };
+                    let Some(target) = target else { continue };
+                    if !target.iter().all(knows) {
+                        continue;
+                    }
+                    match reassign_step(replicas, state, &target, &read.members, &mut load) {
+                        None => {}
+                        Some(Step::Lead(state)) => {
+                            actions.push(Action::Change { partition, state });
+                        }
+                        Some(Step::Assign {
+                            replicas,
+                            state,
+                            finished,
+                        }) => actions.push(Action::Reassign {
+                            partition,
+                            replicas,
+                            state,
+                            finished: finished && explicit.is_some(),
+                        }),
                     }
                 }
             }
@@ -321,6 +522,8 @@ mod tests {
             Some(TopicAssignment {
                 id: TopicId(1),
                 replicas: vec![vec![at(1, 0), at(2, 0), at(3, 0)]],
+                factor: 1,
+                targets: BTreeMap::new(),
             }),
         );
         read.partitions.insert(
@@ -422,6 +625,8 @@ mod tests {
                     vec![at(2, 1)],
                     vec![at(3, 1), at(1, 1)],
                 ],
+                factor: 1,
+                targets: BTreeMap::new(),
             }),
         );
         let actions = reconcile(&read);
@@ -480,6 +685,8 @@ mod tests {
             Some(TopicAssignment {
                 id: TopicId(7),
                 replicas: vec![vec![at(1, 0)]],
+                factor: 1,
+                targets: BTreeMap::new(),
             }),
         );
         read.topics.insert("unreadable".into(), None);
@@ -493,6 +700,8 @@ mod tests {
             Some(TopicAssignment {
                 id: TopicId(8),
                 replicas: vec![vec![at(1, 0)]],
+                factor: 1,
+                targets: BTreeMap::new(),
             }),
         );
         // Of a deleted topic.
@@ -530,6 +739,8 @@ mod tests {
             Some(TopicAssignment {
                 id: TopicId(1),
                 replicas: vec![vec![at(1, 0), at(2, 0)]],
+                factor: 1,
+                targets: BTreeMap::new(),
             }),
         );
         read.partitions.insert(
@@ -555,6 +766,200 @@ mod tests {
             }]
         );
         read.unknown.insert(ReplicaId(1));
+        assert!(reconcile(&read).is_empty());
+    }
+
+    fn moving(read: &mut ClusterRead, replicas: Vec<Placement>, target: Option<&[u32]>) {
+        let targets = target
+            .map(|target| [(0, target.iter().map(|&node| ReplicaId(node)).collect())].into())
+            .unwrap_or_default();
+        read.topics.insert(
+            "t".into(),
+            Some(TopicAssignment {
+                id: TopicId(1),
+                replicas: vec![replicas],
+                factor: 2,
+                targets,
+            }),
+        );
+    }
+
+    fn state_of(read: &mut ClusterRead, leader: u32, session: u64, epoch: u32, in_sync: &[u32]) {
+        read.partitions.insert(
+            ("t".into(), 0),
+            Some(PartitionEntry {
+                topic_id: TopicId(1),
+                state: PartitionState {
+                    leader: Some((ReplicaId(leader), SessionId(session))),
+                    epoch: LeaderEpoch(epoch),
+                    isr: isr(in_sync),
+                },
+            }),
+        );
+    }
+
+    /// A reassignment from {1, 2} to {3, 2}: replica 3 is added; nothing happens until it
+    /// is in sync; then leader 1 hands over to 3 (the first target replica in sync); then
+    /// the replicas become the target and the ISR loses 1, in one action, and the entry goes.
+    #[test]
+    fn a_reassignment_adds_waits_hands_over_and_removes() {
+        let mut read = three_nodes();
+        moving(&mut read, vec![at(1, 0), at(2, 0)], Some(&[3, 2]));
+        state_of(&mut read, 1, 10, 4, &[1, 2]);
+        let added = vec![at(1, 0), at(2, 0), at(3, 0)];
+        assert_eq!(
+            reconcile(&read),
+            vec![Action::Reassign {
+                partition: ("t".into(), 0),
+                replicas: added.clone(),
+                state: None,
+                finished: false,
+            }]
+        );
+        moving(&mut read, added.clone(), Some(&[3, 2]));
+        assert!(reconcile(&read).is_empty(), "replica 3 is not in sync yet");
+        state_of(&mut read, 1, 10, 4, &[1, 2, 3]);
+        assert_eq!(
+            reconcile(&read),
+            vec![Action::Change {
+                partition: ("t".into(), 0),
+                state: PartitionState {
+                    leader: Some((ReplicaId(3), SessionId(30))),
+                    epoch: LeaderEpoch(5),
+                    isr: isr(&[1, 2, 3]),
+                },
+            }]
+        );
+        state_of(&mut read, 3, 30, 5, &[1, 2, 3]);
+        assert_eq!(
+            reconcile(&read),
+            vec![Action::Reassign {
+                partition: ("t".into(), 0),
+                replicas: vec![at(3, 0), at(2, 0)],
+                state: Some(PartitionState {
+                    leader: Some((ReplicaId(3), SessionId(30))),
+                    epoch: LeaderEpoch(5),
+                    isr: isr(&[2, 3]),
+                }),
+                finished: true,
+            }]
+        );
+        // Reached: only the entry goes.
+        moving(&mut read, vec![at(3, 0), at(2, 0)], Some(&[3, 2]));
+        state_of(&mut read, 3, 30, 5, &[2, 3]);
+        assert_eq!(
+            reconcile(&read),
+            vec![Action::Reassign {
+                partition: ("t".into(), 0),
+                replicas: vec![at(3, 0), at(2, 0)],
+                state: None,
+                finished: true,
+            }]
+        );
+    }
+
+    /// A move waits for a live leader (the election comes first), and for target members
+    /// that are gone (alive, with shards, to take a replica).
+    #[test]
+    fn a_move_waits_for_its_leader_and_its_members() {
+        let mut read = three_nodes();
+        moving(&mut read, vec![at(1, 0), at(2, 0)], Some(&[3, 2]));
+        state_of(&mut read, 1, 10, 4, &[1, 2]);
+        read.members.remove(&ReplicaId(3));
+        assert!(reconcile(&read).is_empty(), "node 3 is gone");
+        read = three_nodes();
+        moving(&mut read, vec![at(1, 0), at(2, 0), at(3, 0)], Some(&[3, 2]));
+        state_of(&mut read, 1, 10, 4, &[1, 2, 3]);
+        read.members.remove(&ReplicaId(1));
+        // The leader is gone: decide elects (2, first in the ISR by preference), no move.
+        let actions = reconcile(&read);
+        assert!(
+            matches!(&actions[..], [Action::Change { state, .. }] if state.leader.map(|l| l.0) == Some(ReplicaId(2))),
+            "{actions:?}"
+        );
+    }
+
+    /// A decommissioned node takes no new replicas, and its replicas move to the member
+    /// holding the fewest, keeping the replication factor; once moved, nothing more.
+    #[test]
+    fn a_decommissioned_node_is_emptied() {
+        let mut read = three_nodes();
+        read.members.extend([member(4, 40, 2)]);
+        read.excluded.insert(ReplicaId(1));
+        read.topics.insert(
+            "busy".into(),
+            Some(TopicAssignment {
+                id: TopicId(2),
+                replicas: vec![vec![at(3, 0)], vec![at(3, 1)]],
+                factor: 1,
+                targets: BTreeMap::new(),
+            }),
+        );
+        for number in 0..2 {
+            read.partitions.insert(
+                ("busy".into(), number),
+                Some(PartitionEntry {
+                    topic_id: TopicId(2),
+                    state: PartitionState {
+                        leader: Some((ReplicaId(3), SessionId(30))),
+                        epoch: LeaderEpoch(1),
+                        isr: isr(&[3]),
+                    },
+                }),
+            );
+        }
+        moving(&mut read, vec![at(1, 0), at(2, 0)], None);
+        state_of(&mut read, 1, 10, 4, &[1, 2]);
+        let actions = reconcile(&read);
+        assert_eq!(
+            actions,
+            vec![Action::Reassign {
+                partition: ("t".into(), 0),
+                replicas: vec![at(1, 0), at(2, 0), at(4, 0)],
+                state: None,
+                finished: false,
+            }]
+        );
+        moving(&mut read, vec![at(1, 0), at(2, 0), at(4, 0)], None);
+        state_of(&mut read, 1, 10, 4, &[1, 2, 4]);
+        assert!(matches!(&reconcile(&read)[..], [Action::Change { state, .. }]
+            if state.leader.map(|l| l.0) == Some(ReplicaId(2))));
+        state_of(&mut read, 2, 20, 5, &[1, 2, 4]);
+        assert_eq!(
+            reconcile(&read),
+            vec![Action::Reassign {
+                partition: ("t".into(), 0),
+                replicas: vec![at(2, 0), at(4, 0)],
+                state: Some(PartitionState {
+                    leader: Some((ReplicaId(2), SessionId(20))),
+                    epoch: LeaderEpoch(5),
+                    isr: isr(&[2, 4]),
+                }),
+                finished: false,
+            }]
+        );
+        moving(&mut read, vec![at(2, 0), at(4, 0)], None);
+        state_of(&mut read, 2, 20, 5, &[2, 4]);
+        assert!(reconcile(&read).is_empty());
+        // New topics are placed without it.
+        read.requests.insert("new".into(), request(0, 4, 1));
+        let placed: Vec<Placement> = reconcile(&read)
+            .into_iter()
+            .flat_map(|action| match action {
+                Action::Accept { replicas, .. } => replicas.into_iter().flatten().collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        assert_eq!(placed.len(), 4);
+        assert!(placed.iter().all(|at| at.node != ReplicaId(1)), "{placed:?}");
+        // Without a member to take its place, the replica stays.
+        read.members.remove(&ReplicaId(4));
+        read.members.remove(&ReplicaId(3));
+        read.requests.clear();
+        read.topics.remove("busy");
+        read.partitions.retain(|(topic, _), _| topic != "busy");
+        moving(&mut read, vec![at(1, 0), at(2, 0)], None);
+        state_of(&mut read, 1, 10, 4, &[1, 2]);
         assert!(reconcile(&read).is_empty());
     }
 }
