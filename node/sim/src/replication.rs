@@ -772,7 +772,7 @@ impl Run {
                 .map(|&node| Placement { node, shard: 0 })
                 .collect()],
             factor: u32::try_from(self.replicas.len()).unwrap_or(u32::MAX),
-            targets: std::collections::BTreeMap::new(),
+            targets: BTreeMap::new(),
         };
         let name = || String::from("t");
         let read = ClusterRead {
