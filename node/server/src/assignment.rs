@@ -21,7 +21,8 @@ use crate::metadata::{ClusterRoutes, Follows, Leads, LocalReplica, Metadata, Ser
 use crate::records::{
     cluster_id_key, min_insync_of, name_under, partition_under, partitions_prefix, read_partition,
     read_prefix, read_topic, setting_of, topic_id, topic_id_text, topics_prefix, Change, Changes,
-    ClusterIdRecord, ReplicaPlacement, TopicSettings, RECORD_VERSION,
+    ClusterIdRecord, ReassignmentRecord, ReplicaPlacement, TopicSettings, RECORD_VERSION,
+    decommissioned_of, decommissioned_prefix,
 };
 
 /// Keys of one kind a node reads for its map (as many as the controller acts on).
@@ -50,6 +51,8 @@ pub struct ClusterMap {
     pub complete: bool,
     /// The cluster's id, once a member wrote it (every member does at registration).
     pub cluster_id: Option<String>,
+    /// Decommissioned nodes, with the byte rate their replicas' successors catch up at.
+    pub decommissioned: BTreeMap<u32, Option<u64>>,
 }
 
 /// A topic and its partitions.
@@ -59,6 +62,8 @@ pub struct MappedTopic {
     pub id: String,
     pub settings: TopicSettings,
     pub partitions: Vec<MappedPartition>,
+    /// Reassignments in progress.
+    pub reassigning: Vec<ReassignmentRecord>,
 }
 
 /// A partition: its replicas and its state (`None` until the controller wrote it, or when its
@@ -82,6 +87,13 @@ pub async fn read_map(
         read_prefix(client, &topics_prefix(cluster), revision, MAP_KEYS_MAX).await?;
     let (partitions_read, _, _) =
         read_prefix(client, &partitions_prefix(cluster), revision, MAP_KEYS_MAX).await?;
+    let (decommissioned_read, _, _) = read_prefix(
+        client,
+        &decommissioned_prefix(cluster),
+        revision,
+        MAP_KEYS_MAX,
+    )
+    .await?;
     let id = client
         .get(
             cluster_id_key(cluster),
@@ -98,6 +110,7 @@ pub async fn read_map(
         revision,
         complete: !topics_more,
         cluster_id,
+        decommissioned: decommissioned_of(&decommissioned_read, cluster),
         ..ClusterMap::default()
     };
     for kv in &members_read {
@@ -130,6 +143,7 @@ pub async fn read_map(
             .map(|(_, record)| MappedTopic {
                 id: record.id,
                 settings: record.settings,
+                reassigning: record.reassigning,
                 partitions: record
                     .replicas
                     .into_iter()
@@ -177,6 +191,7 @@ pub async fn follow(settings: ClusterSettings, sender: watch::Sender<Arc<Cluster
         members_prefix(&cluster),
         topics_prefix(&cluster),
         partitions_prefix(&cluster),
+        decommissioned_prefix(&cluster),
     ];
     loop {
         // No per-request timeout (it would end the watch), but keep-alive pings and bounded
@@ -357,6 +372,9 @@ pub fn metadata_from(
                     endpoint: routes.shards.get(usize::from(shard.0))?.clone(),
                 })
             });
+            let throttle = follows
+                .as_ref()
+                .and_then(|_| move_throttle(map, topic, number, partition, me));
             routes.local.entry(name.clone()).or_default().insert(
                 number,
                 LocalReplica {
@@ -365,6 +383,7 @@ pub fn metadata_from(
                     serving,
                     leads,
                     follows,
+                    throttle,
                 },
             );
         }
@@ -384,6 +403,37 @@ pub fn metadata_from(
         next_producer_id,
         cluster: Some(Arc::new(routes)),
     }
+}
+
+/// The byte rate replica `me` of partition `number` catches up at: while it is not in sync
+/// and the partition moves (a reassignment's throttle, or a decommissioned replica's), the
+/// smallest such rate.
+fn move_throttle(
+    map: &ClusterMap,
+    topic: &MappedTopic,
+    number: u32,
+    partition: &MappedPartition,
+    me: u32,
+) -> Option<u64> {
+    let in_sync = partition.state.as_ref().is_some_and(|state| {
+        state
+            .isr
+            .iter()
+            .any(|member| member.replica == ReplicaId(me))
+    });
+    if in_sync {
+        return None;
+    }
+    let reassigning = topic
+        .reassigning
+        .iter()
+        .filter(|entry| entry.partition == number)
+        .filter_map(|entry| entry.throttle_bytes_per_s);
+    let decommissioning = partition
+        .replicas
+        .iter()
+        .filter_map(|at| *map.decommissioned.get(&at.node)?);
+    reassigning.chain(decommissioning).min()
 }
 
 /// Whether `me` serves a partition in `state`, and why not: it leads the current epoch

@@ -25,7 +25,7 @@ use spate_core::replica::{
 use crate::cluster::{member_node, member_record, members_prefix};
 use crate::records::{
     hex, json, name_under, partition_key, partition_under, partitions_prefix, read_partition,
-    read_prefix, read_topic, topic_id, topic_id_text, topic_key, topic_request_key,
+    read_prefix, read_topic, topic_id, decommissioned_of, decommissioned_prefix, topic_id_text, topic_key, topic_request_key,
     topic_requests_prefix, topics_prefix, Change, Changes, PartitionRecord, RefusedRecord,
     ReplicaPlacement, TopicRecord, TopicRequestRecord, RECORD_VERSION, TOPIC_RECORD_SIZE_MAX,
 };
@@ -125,6 +125,7 @@ async fn watch_from(
         topics_prefix(cluster),
         partitions_prefix(cluster),
         topic_requests_prefix(cluster),
+        decommissioned_prefix(cluster),
     ];
     let key = String::from_utf8_lossy(leader.key()).into_owned();
     Changes::open(client, &prefixes, &[key], revision).await
@@ -143,6 +144,8 @@ struct Read {
     partitions: BTreeMap<PartitionName, (i64, PartitionRecord)>,
     /// Topic name → (mod revision, request).
     requests: BTreeMap<String, (i64, TopicRequestRecord)>,
+    /// Topic name → (mod revision, record), of the topics it could read.
+    topics: BTreeMap<String, (i64, TopicRecord)>,
 }
 
 /// Reads everything at one revision into a [`Read`]; `None` if this node's election key is
@@ -189,6 +192,13 @@ async fn read_all(
         CONTROLLER_KEYS_MAX,
     )
     .await?;
+    let (decommissioned_read, _, _) = read_prefix(
+        client,
+        &decommissioned_prefix(cluster),
+        revision,
+        CONTROLLER_KEYS_MAX,
+    )
+    .await?;
     let mut undecodable = |key: &[u8], what: &str, error: &dyn std::fmt::Display| {
         bad.push((
             String::from_utf8_lossy(key).into_owned(),
@@ -226,6 +236,10 @@ async fn read_all(
         }
     }
     let mut read = Read::default();
+    read.cluster.excluded = decommissioned_of(&decommissioned_read, cluster)
+        .into_keys()
+        .map(ReplicaId)
+        .collect();
     // With more members than one pass reads, nobody is known to be dead: nothing is decided.
     if members_more {
         return Ok(Some((read, revision)));
@@ -268,22 +282,36 @@ async fn read_all(
             continue;
         };
         let assignment = match read_topic(name, kv.value()) {
-            Ok((id, record)) => Some(TopicAssignment {
-                id,
-                replicas: record
-                    .replicas
-                    .iter()
-                    .map(|replicas| {
-                        replicas
-                            .iter()
-                            .map(|at| Placement {
-                                node: ReplicaId(at.node),
-                                shard: at.shard,
-                            })
-                            .collect()
-                    })
-                    .collect(),
-            }),
+            Ok((id, record)) => {
+                let assignment = TopicAssignment {
+                    id,
+                    replicas: record
+                        .replicas
+                        .iter()
+                        .map(|replicas| {
+                            replicas
+                                .iter()
+                                .map(|at| Placement {
+                                    node: ReplicaId(at.node),
+                                    shard: at.shard,
+                                })
+                                .collect()
+                        })
+                        .collect(),
+                    factor: record.replication_factor,
+                    targets: record
+                        .reassigning
+                        .iter()
+                        .map(|entry| {
+                            let target = entry.target.iter().copied().map(ReplicaId).collect();
+                            (entry.partition, target)
+                        })
+                        .collect(),
+                };
+                read.topics
+                    .insert(name.to_owned(), (kv.mod_revision(), record));
+                Some(assignment)
+            }
             Err(error) => {
                 undecodable(kv.key(), "topic", &error);
                 None
@@ -379,6 +407,7 @@ async fn reconcile(
     };
     let guard = || Compare::create_revision(leader.key(), CompareOp::Equal, leader.rev());
     let mut batch = Batch::default();
+    let mut moves: BTreeMap<String, Vec<Move>> = BTreeMap::new();
     for action in reconcile_actions(&read.cluster) {
         match action {
             Action::Accept { topic, replicas } => {
@@ -403,6 +432,7 @@ async fn reconcile(
                         })
                         .collect(),
                     settings: request.settings,
+                    reassigning: Vec::new(),
                 };
                 let request_key = topic_request_key(cluster, &topic);
                 let value = json(&record);
@@ -509,6 +539,20 @@ async fn reconcile(
                     "the controller changed a partition"
                 );
             }
+            Action::Reassign {
+                partition,
+                replicas,
+                state,
+                finished,
+            } => {
+                let (topic, number) = partition;
+                moves.entry(topic).or_default().push(Move {
+                    partition: number,
+                    replicas,
+                    state,
+                    finished,
+                });
+            }
             Action::Remove { partition } => {
                 let Some((mod_revision, _)) = read.partitions.get(&partition) else {
                     continue;
@@ -529,8 +573,116 @@ async fn reconcile(
     if !batch.write(client, leader).await? {
         return Ok(Pass::Deposed);
     }
+    for (topic, moves) in moves {
+        if !move_partitions(client, cluster, leader, &read, &topic, moves).await? {
+            return Ok(Pass::Deposed);
+        }
+    }
     Ok(Pass::Done(revision))
 }
+
+/// A step of a partition's move ([`Action::Reassign`]).
+struct Move {
+    partition: u32,
+    replicas: Vec<Placement>,
+    state: Option<spate_core::replica::PartitionState>,
+    finished: bool,
+}
+
+/// Applies the steps of moving partitions of `topic`: its record with their new replicas
+/// (and finished reassignments' entries gone) and their partition keys whose ISR shrinks, in
+/// one transaction on the revisions read (at most [`TXN_KEYS_MAX`] keys: the rest wait for
+/// the next pass, which this write brings); `false` if this node is deposed.
+async fn move_partitions(
+    client: &mut Client,
+    cluster: &str,
+    leader: &LeaderKey,
+    read: &Read,
+    topic: &str,
+    moves: Vec<Move>,
+) -> Result<bool, etcd_client::Error> {
+    let Some((topic_revision, record)) = read.topics.get(topic) else {
+        return Ok(true);
+    };
+    let key = topic_key(cluster, topic);
+    let mut record = record.clone();
+    let mut compares = vec![
+        Compare::create_revision(leader.key(), CompareOp::Equal, leader.rev()),
+        Compare::mod_revision(key.clone(), CompareOp::Equal, *topic_revision),
+    ];
+    let mut ops = Vec::new();
+    let mut moved = Vec::new();
+    for step in moves {
+        if ops.len() + 2 > TXN_KEYS_MAX {
+            break;
+        }
+        let Some(slot) = usize::try_from(step.partition)
+            .ok()
+            .and_then(|index| record.replicas.get_mut(index))
+        else {
+            continue;
+        };
+        if let Some(state) = &step.state {
+            let name = (topic.to_owned(), step.partition);
+            let Some((revision, partition)) = read.partitions.get(&name) else {
+                continue;
+            };
+            let Some(written) = partition.with_state(state) else {
+                continue;
+            };
+            let partition_key = partition_key(cluster, topic, step.partition);
+            compares.push(Compare::mod_revision(
+                partition_key.clone(),
+                CompareOp::Equal,
+                *revision,
+            ));
+            ops.push(TxnOp::put(partition_key, json(&written), None));
+        }
+        *slot = step
+            .replicas
+            .iter()
+            .map(|at| ReplicaPlacement {
+                node: at.node.0,
+                shard: at.shard,
+            })
+            .collect();
+        if step.finished {
+            record
+                .reassigning
+                .retain(|entry| entry.partition != step.partition);
+        }
+        moved.push((step.partition, slot.iter().map(|at| at.node).collect::<Vec<_>>()));
+    }
+    let value = json(&record);
+    if value.len() > TOPIC_RECORD_SIZE_MAX {
+        tracing::warn!(
+            topic,
+            "moving partitions would make a topic record of {} bytes, more than the \
+             {TOPIC_RECORD_SIZE_MAX} a topic may have: not moved",
+            value.len()
+        );
+        return Ok(true);
+    }
+    ops.push(TxnOp::put(key, value, None));
+    let txn = Txn::new()
+        .when(compares)
+        .and_then(ops)
+        .or_else([TxnOp::get(leader.key(), None)]);
+    let answer = client.txn(txn).await?;
+    if answer.succeeded() {
+        for (partition, replicas) in moved {
+            tracing::info!(topic, partition, replicas = ?replicas, "the controller moved a partition a step");
+        }
+        return Ok(true);
+    }
+    // A compare failed: deposed, or a key changed since the read (the next pass, which that
+    // change brings, decides again).
+    Ok(answer.op_responses().into_iter().any(|response| {
+        matches!(response, etcd_client::TxnOpResponse::Get(get)
+            if get.kvs().iter().any(|kv| kv.create_revision() == leader.rev()))
+    }))
+}
+
 
 /// Partition keys created or removed together, in one transaction.
 #[derive(Default)]

@@ -20,7 +20,9 @@ use bytes::BytesMut;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::TcpStream;
-use spate_core::replica::{EpochEnd, EpochStart, Follower, LeaderEpoch, LeaderEpochs, ReplicaId};
+use spate_core::replica::{
+    EpochEnd, EpochStart, Follower, LeaderEpoch, LeaderEpochs, ReplicaId, Throttle,
+};
 use spate_core::{AppendError, PartitionLog};
 use spate_format::Offset;
 use spate_proto::limits::RESPONSE_SIZE_MAX;
@@ -51,6 +53,9 @@ const CONNECT_WAIT: Duration = Duration::from_secs(2);
 
 /// Frames waiting for the link's writer (a fetch and a progress report or two).
 const LINK_FRAMES_MAX: usize = 4;
+
+/// The longest a throttled fetcher sleeps before it looks whether it still follows.
+const PACE_SLICE: Duration = Duration::from_millis(100);
 
 /// How long a follower waits after the leader refused it for an epoch or a role (the map
 /// will bring the change).
@@ -149,6 +154,7 @@ pub async fn run(shard: Rc<Shard>, partition: Rc<Partition>, generation: u64) {
         stored: None,
         dir,
         next_id: 1,
+        throttle: None,
     };
     tracing::info!(topic = %key.topic, partition = key.partition, leader = following.leader, epoch = following.epoch, "following");
     let mut backoff = RECONNECT_FIRST;
@@ -191,6 +197,8 @@ struct Fetcher {
     stored: Option<LeaderEpochs>,
     dir: std::path::PathBuf,
     next_id: u64,
+    /// The pace of its fetches while its partition moves with a throttle.
+    throttle: Option<Throttle>,
 }
 
 impl Fetcher {
@@ -321,8 +329,12 @@ impl Fetcher {
             };
             match answer {
                 Response::ReplicaFetch(answer) => {
+                    let bytes = u64::try_from(answer.records.len()).unwrap_or(u64::MAX);
                     if let Some(stop) = self.take(fetch_offset, answer).await? {
                         return Ok(stop);
+                    }
+                    if !self.pace(bytes, following).await {
+                        return Ok(Stop::Done);
                     }
                 }
                 Response::Error { error, .. } => match error.code {
@@ -360,6 +372,40 @@ impl Fetcher {
                 }
             }
         }
+    }
+
+    /// Waits as the partition's move throttle says after an answer of `bytes` bytes (the
+    /// rate is read from the map each time: it ends when the replica is in sync or the move
+    /// is done); `false` if the role changed meanwhile.
+    async fn pace(&mut self, bytes: u64, following: &Following) -> bool {
+        let key = &self.partition.key;
+        let rate = self
+            .shard
+            .metadata()
+            .cluster
+            .as_ref()
+            .and_then(|routes| routes.replica(&key.topic, key.partition))
+            .and_then(|local| local.throttle);
+        let Some(rate) = rate else {
+            self.throttle = None;
+            return true;
+        };
+        let throttle = match &mut self.throttle {
+            Some(throttle) if throttle.rate() == rate => throttle,
+            slot => slot.insert(Throttle::new(rate)),
+        };
+        let mut wait = Duration::from_millis(throttle.take(now(), bytes));
+        // In slices, so a role change is not waited out.
+        while !wait.is_zero() {
+            if current(&self.shard, &self.partition, self.generation).as_ref() != Some(following)
+            {
+                return false;
+            }
+            let slice = wait.min(PACE_SLICE);
+            glommio::timer::sleep(slice).await;
+            wait -= slice;
+        }
+        true
     }
 
     /// The leader does not have this replica's position, `fetch_offset`: if its log starts

@@ -108,6 +108,9 @@ pub struct LocalReplica {
     pub leads: Option<Leads>,
     /// Whom it follows, when another member leads the partition's current epoch.
     pub follows: Option<Follows>,
+    /// The byte rate it catches up at while its partition moves (docs/cluster.md, "Moving
+    /// partitions"); `None`: unlimited.
+    pub throttle: Option<u64>,
 }
 
 /// The leader a replica fetches from.

@@ -30,6 +30,63 @@ pub struct TopicRecord {
     /// The topic's settings as its creator gave them.
     #[serde(flatten)]
     pub settings: TopicSettings,
+    /// Reassignments in progress, by partition (absent: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reassigning: Vec<ReassignmentRecord>,
+}
+
+/// A partition's reassignment in progress, in its topic's record (docs/cluster.md, "Moving
+/// partitions"): the controller moves the partition step by step to `target` and removes the
+/// entry once its replicas are the target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReassignmentRecord {
+    pub partition: u32,
+    /// The target replicas' node ids, in preference order.
+    pub target: Vec<u32>,
+    /// The replicas' node ids before the reassignment (a cancellation moves back to them).
+    pub original: Vec<u32>,
+    /// The byte rate the new replicas catch up at (absent: unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle_bytes_per_s: Option<u64>,
+}
+
+/// A decommissioned node: `/spate/<cluster>/decommissioned/<node>`. The controller places
+/// no new replicas there and moves the replicas it holds to other members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecommissionRecord {
+    /// The layout's version (1).
+    pub v: u32,
+    /// The byte rate the replicas taking its place catch up at (absent: unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle_bytes_per_s: Option<u64>,
+}
+
+/// The key marking node `node` of `cluster` decommissioned.
+pub fn decommissioned_key(cluster: &str, node: u32) -> String {
+    format!("{}{node}", decommissioned_prefix(cluster))
+}
+
+/// The prefix of the decommission marks of `cluster`.
+pub fn decommissioned_prefix(cluster: &str) -> String {
+    format!("/spate/{cluster}/decommissioned/")
+}
+
+/// The decommissioned nodes among `kvs` (keys under [`decommissioned_prefix`]) with their
+/// records; a mark whose value cannot be read still marks its node (with no throttle).
+pub(crate) fn decommissioned_of(
+    kvs: &[KeyValue],
+    cluster: &str,
+) -> std::collections::BTreeMap<u32, Option<u64>> {
+    let prefix = decommissioned_prefix(cluster);
+    kvs.iter()
+        .filter_map(|kv| {
+            let node = name_under(kv.key(), &prefix)?.parse::<u32>().ok()?;
+            let throttle = serde_json::from_slice::<DecommissionRecord>(kv.value())
+                .ok()
+                .and_then(|record| record.throttle_bytes_per_s);
+            Some((node, throttle))
+        })
+        .collect()
 }
 
 /// A topic's settings in its records: absent is the node's default, -1 unlimited (as

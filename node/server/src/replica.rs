@@ -166,6 +166,14 @@ impl Shard {
                     leading.revision = leads.revision;
                     leading.core.handle_isr_changed(leads.isr.clone());
                 }
+                // A move added or removed replicas (the topic key changed, not necessarily
+                // the partition key).
+                let replicas: Vec<ReplicaId> =
+                    leads.replicas.iter().copied().map(ReplicaId).collect();
+                if leading.core.replicas() != replicas.as_slice() {
+                    tracing::info!(topic = %partition.key.topic, partition = partition.key.partition, replicas = ?leads.replicas, "the partition's replicas changed");
+                    leading.core.handle_replicas_changed(now(), replicas);
+                }
             }
             drop(leading);
             if partition.sync_replication() {
