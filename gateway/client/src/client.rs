@@ -770,6 +770,54 @@ impl Client {
         }
     }
 
+    /// Moves partitions between the nodes of a cluster (docs/cluster.md, "Moving
+    /// partitions"): a reassignment or its cancellation, a preferred-leader election, a
+    /// decommission or its end. The answer counts the partitions changed and lists why the
+    /// others were not; a single node refuses (`InvalidRequest`).
+    pub async fn move_partitions(
+        &self,
+        change: spate_proto::PartitionMove,
+    ) -> Result<spate_proto::MovePartitionsResponse, ClientError> {
+        let request = Request::MovePartitions(spate_proto::MovePartitionsRequest { change });
+        match self.request(&request).await? {
+            Response::MovePartitions(answer) => Ok(answer),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Moves `partitions` of `topic` (all of them when empty) to `replicas` (node ids, the
+    /// first the preferred leader), the new replicas catching up at `throttle` bytes/s.
+    pub async fn reassign_partitions(
+        &self,
+        topic: &str,
+        partitions: &[u32],
+        replicas: &[u32],
+        throttle: Option<u64>,
+    ) -> Result<spate_proto::MovePartitionsResponse, ClientError> {
+        self.move_partitions(spate_proto::PartitionMove::Reassign {
+            topic: topic.to_owned(),
+            partitions: partitions.to_vec(),
+            replicas: replicas.to_vec(),
+            throttle,
+        })
+        .await
+    }
+
+    /// Makes each partition's preferred replica its leader where it is alive and in sync:
+    /// every partition of every topic (`topic` `None`), or of one topic (`partitions` empty),
+    /// or the ones named.
+    pub async fn elect_preferred_leaders(
+        &self,
+        topic: Option<&str>,
+        partitions: &[u32],
+    ) -> Result<spate_proto::MovePartitionsResponse, ClientError> {
+        self.move_partitions(spate_proto::PartitionMove::ElectPreferred {
+            topic: topic.map(str::to_owned),
+            partitions: partitions.to_vec(),
+        })
+        .await
+    }
+
     /// Sends a consumer-group request to the group's coordinator (through the gateway).
     pub async fn group(&self, request: GroupRequest) -> Result<GroupResponse, ClientError> {
         match self.request(&Request::Group(request)).await? {

@@ -22,6 +22,10 @@ pub fn kafka_error(code: ErrorCode) -> ResponseError {
         ErrorCode::ReplicaNotAvailable => ResponseError::ReplicaNotAvailable,
         ErrorCode::NotEnoughReplicas => ResponseError::NotEnoughReplicas,
         ErrorCode::NotEnoughReplicasAfterAppend => ResponseError::NotEnoughReplicasAfterAppend,
+        ErrorCode::InvalidReplicaAssignment => ResponseError::InvalidReplicaAssignment,
+        ErrorCode::NoReassignmentInProgress => ResponseError::NoReassignmentInProgress,
+        ErrorCode::ElectionNotNeeded => ResponseError::ElectionNotNeeded,
+        ErrorCode::PreferredLeaderNotAvailable => ResponseError::PreferredLeaderNotAvailable,
         // The shard (or the node) cannot be reached, or is stopping: retriable.
         ErrorCode::Unavailable | ErrorCode::ShuttingDown => ResponseError::LeaderNotAvailable,
         ErrorCode::OffsetOutOfRange => ResponseError::OffsetOutOfRange,

@@ -127,6 +127,16 @@ pub enum ErrorCode {
     /// shrunk below `min.insync.replicas` by then: the records are stored and will be read;
     /// sending them again duplicates them unless the producer is idempotent.
     NotEnoughReplicasAfterAppend,
+    /// A reassignment's target is not a valid replica set: empty, a node twice, too many, a
+    /// node that is not a member or is decommissioned.
+    InvalidReplicaAssignment,
+    /// A cancellation names a partition that is not being reassigned.
+    NoReassignmentInProgress,
+    /// A preferred-leader election names a partition its preferred replica leads already.
+    ElectionNotNeeded,
+    /// A preferred-leader election names a partition whose preferred replica is not alive
+    /// and in sync.
+    PreferredLeaderNotAvailable,
     Other(u16),
 }
 
@@ -177,6 +187,10 @@ impl ErrorCode {
             ErrorCode::ReplicaNotAvailable => 83,
             ErrorCode::NotEnoughReplicas => 84,
             ErrorCode::NotEnoughReplicasAfterAppend => 85,
+            ErrorCode::InvalidReplicaAssignment => 90,
+            ErrorCode::NoReassignmentInProgress => 91,
+            ErrorCode::ElectionNotNeeded => 92,
+            ErrorCode::PreferredLeaderNotAvailable => 93,
             ErrorCode::Other(code) => code,
         }
     }
@@ -227,6 +241,10 @@ impl ErrorCode {
             83 => ErrorCode::ReplicaNotAvailable,
             84 => ErrorCode::NotEnoughReplicas,
             85 => ErrorCode::NotEnoughReplicasAfterAppend,
+            90 => ErrorCode::InvalidReplicaAssignment,
+            91 => ErrorCode::NoReassignmentInProgress,
+            92 => ErrorCode::ElectionNotNeeded,
+            93 => ErrorCode::PreferredLeaderNotAvailable,
             other => ErrorCode::Other(other),
         }
     }

@@ -12,6 +12,7 @@ pub mod frame;
 pub mod group;
 pub mod limits;
 pub mod messages;
+pub mod moves;
 pub mod pipeline;
 pub mod replica;
 pub mod settings;
@@ -20,6 +21,10 @@ pub use error::{ErrorCode, FrameError, ProtoError};
 pub use frame::{peek_frame, route, Frame, FrameDecoder, FrameHead, Peek, Route, VERSION};
 pub use group::{GroupOp, GroupRequest, GroupResponse, OFFSETS_PARTITIONS, OFFSETS_TOPIC};
 pub use messages::*;
+pub use moves::{
+    MovePartitionsRequest, MovePartitionsResponse, MoveResult, MovesStatus, MovingPartition,
+    PartitionMove,
+};
 pub use pipeline::Pipeline;
 pub use replica::{
     DivergingEpoch, EpochBoundary, ReplicaFetchRequest, ReplicaFetchResponse,
@@ -71,10 +76,12 @@ pub enum ApiKey {
     ReplicaFetch,
     /// Node link only: a follower reporting its log end and durable end.
     ReplicaProgress,
+    /// Moving partitions between nodes: reassignment, preferred leaders, decommission.
+    MovePartitions,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 16] = [
+    pub const ALL: [ApiKey; 17] = [
         ApiKey::CreateTopic,
         ApiKey::DeleteTopic,
         ApiKey::Metadata,
@@ -91,6 +98,7 @@ impl ApiKey {
         ApiKey::DescribeCluster,
         ApiKey::ReplicaFetch,
         ApiKey::ReplicaProgress,
+        ApiKey::MovePartitions,
     ];
 
     pub fn to_u16(self) -> u16 {
@@ -111,6 +119,7 @@ impl ApiKey {
             ApiKey::ReplicaFetch => 14,
             ApiKey::ReplicaProgress => 15,
             ApiKey::DescribeCluster => 16,
+            ApiKey::MovePartitions => 17,
         }
     }
 
@@ -136,6 +145,7 @@ impl ApiKey {
             ApiKey::DescribeCluster => "DescribeCluster",
             ApiKey::ReplicaFetch => "ReplicaFetch",
             ApiKey::ReplicaProgress => "ReplicaProgress",
+            ApiKey::MovePartitions => "MovePartitions",
         }
     }
 
@@ -165,6 +175,7 @@ impl ApiKey {
                 | ApiKey::AlterTopic
                 | ApiKey::AutoCreateTopic
                 | ApiKey::AllocateProducerIds
+                | ApiKey::MovePartitions
         )
     }
 

@@ -99,6 +99,20 @@ pub const CLUSTER_NAME_SIZE_MAX: u32 = 255;
 /// offline ones); the counts cover them all.
 pub const CLUSTER_PARTITIONS_LISTED_MAX: u32 = 100;
 
+/// Bytes of the message of one `MovePartitions` outcome.
+pub const MOVE_MESSAGE_SIZE_MAX: u32 = 1024;
+
+// The largest `MovePartitions` answer and the moves a `DescribeCluster` answer lists fit a
+// response beside the rest (the listed partitions bounded as above).
+const _: () = assert!(
+    12 + CLUSTER_PARTITIONS_LISTED_MAX as u64 * (2 + 249 + 4 + 2 + 2 + MOVE_MESSAGE_SIZE_MAX as u64)
+        + 8
+        + 4 * CLUSTER_MEMBERS_MAX as u64
+        + CLUSTER_PARTITIONS_LISTED_MAX as u64
+            * (2 + 249 + 4 + 2 * (4 + 4 * CLUSTER_PARTITION_REPLICAS_MAX as u64) + 9)
+        <= (RESPONSE_SIZE_MAX as u64) / 4
+);
+
 /// Replicas (and in-sync replicas) of one listed partition.
 pub const CLUSTER_PARTITION_REPLICAS_MAX: u32 = 64;
 

@@ -373,6 +373,9 @@ pub struct DescribeClusterResponse {
     /// The partitions' health, when the request asked for it (after the members: a `1`,
     /// `total: u32`, `under_replicated: u32`, `offline: u32`, then the listed partitions).
     pub partitions: Option<PartitionHealth>,
+    /// The moves in progress (after the partitions' health, which it needs: a `1`, then
+    /// [`crate::MovesStatus`]); absent from older nodes.
+    pub moves: Option<crate::MovesStatus>,
 }
 
 /// One member of a cluster, as it registered (docs/cluster.md, "Membership").
@@ -454,6 +457,10 @@ impl DescribeClusterResponse {
                 ids(w, &status.replicas);
                 ids(w, &status.isr);
             }
+            if let Some(moves) = &this.moves {
+                w.u8(1);
+                moves.encode_body(w);
+            }
         }
     }
 
@@ -516,12 +523,18 @@ impl DescribeClusterResponse {
                 listed,
             })
         };
+        let moves = if partitions.is_some() && trailing_flag(reader, "moves")? {
+            Some(crate::MovesStatus::decode_body(reader)?)
+        } else {
+            None
+        };
         Ok(DescribeClusterResponse {
             cluster,
             node,
             controller,
             members,
             partitions,
+            moves,
         })
     }
 }
@@ -628,6 +641,7 @@ pub enum Request {
     DescribeCluster(DescribeClusterRequest),
     ReplicaFetch(ReplicaFetchRequest),
     ReplicaProgress(ReplicaProgressRequest),
+    MovePartitions(crate::MovePartitionsRequest),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -650,6 +664,7 @@ pub enum Response {
     ReplicaFetch(ReplicaFetchResponse),
     /// The leader took the report (an empty body).
     ReplicaProgress,
+    MovePartitions(crate::MovePartitionsResponse),
     /// An error answering a request with the raw api key `api_key`.
     Error {
         api_key: u16,
@@ -772,7 +787,7 @@ pub fn produce_frame_in_place(
     Bytes::from(buffer)
 }
 
-fn read_topic(reader: &mut Reader) -> Result<String, ProtoError> {
+pub(crate) fn read_topic(reader: &mut Reader) -> Result<String, ProtoError> {
     let topic = reader.str16("topic", TOPIC_NAME_LENGTH_MAX)?;
     spate_format::validate_topic_name(topic)?;
     Ok(topic.to_owned())
@@ -816,14 +831,14 @@ fn read_optional_id(reader: &mut Reader, field: &'static str) -> Result<Option<u
 }
 
 /// Node ids (a partition's replicas or ISR): a count, then each.
-fn write_ids(w: &mut Writer<'_, BytesMut>, ids: &[u32]) {
+pub(crate) fn write_ids(w: &mut Writer<'_, BytesMut>, ids: &[u32]) {
     w.u32(u32::try_from(ids.len()).unwrap_or(u32::MAX));
     for id in ids {
         w.u32(*id);
     }
 }
 
-fn read_ids(reader: &mut Reader, field: &'static str) -> Result<Vec<u32>, ProtoError> {
+pub(crate) fn read_ids(reader: &mut Reader, field: &'static str) -> Result<Vec<u32>, ProtoError> {
     let count = reader.count(field, CLUSTER_PARTITION_REPLICAS_MAX, 4)?;
     (0..count).map(|_| reader.u32(field)).collect()
 }
@@ -913,6 +928,7 @@ impl Request {
             Request::DescribeCluster(_) => ApiKey::DescribeCluster,
             Request::ReplicaFetch(_) => ApiKey::ReplicaFetch,
             Request::ReplicaProgress(_) => ApiKey::ReplicaProgress,
+            Request::MovePartitions(_) => ApiKey::MovePartitions,
         }
     }
 
@@ -1007,6 +1023,7 @@ impl Request {
                 Request::AutoCreateTopic(request) => w.str16(&request.topic),
                 Request::ReplicaFetch(request) => request.encode_body(w),
                 Request::ReplicaProgress(request) => request.encode_body(w),
+                Request::MovePartitions(request) => request.encode_body(w),
                 Request::AlterTopic(request) => {
                     w.str16(&request.topic);
                     w.u8(u8::from(request.validate_only));
@@ -1188,6 +1205,9 @@ impl Request {
                 let partitions = trailing_flag(&mut reader, "partitions")?;
                 Request::DescribeCluster(DescribeClusterRequest { partitions })
             }
+            ApiKey::MovePartitions => {
+                Request::MovePartitions(crate::MovePartitionsRequest::decode_body(&mut reader)?)
+            }
             ApiKey::Group => {
                 let topic = read_topic(&mut reader)?;
                 let partition = PartitionId(reader.u32("partition")?);
@@ -1290,6 +1310,7 @@ impl Response {
             Response::DescribeCluster(_) => ApiKey::DescribeCluster.to_u16(),
             Response::ReplicaFetch(_) => ApiKey::ReplicaFetch.to_u16(),
             Response::ReplicaProgress => ApiKey::ReplicaProgress.to_u16(),
+            Response::MovePartitions(_) => ApiKey::MovePartitions.to_u16(),
             Response::Error { api_key, .. } => *api_key,
         }
     }
@@ -1389,6 +1410,7 @@ impl Response {
                 w.str16(&fenced);
             }
             Response::DescribeCluster(response) => response.encode_body(w),
+            Response::MovePartitions(response) => response.encode_body(w),
             Response::FindRecord(response) => {
                 w.u64(response.offset);
                 w.i64(response.timestamp);
@@ -1551,6 +1573,9 @@ impl Response {
                 Response::ReplicaFetch(ReplicaFetchResponse::decode_body(&mut reader)?)
             }
             ApiKey::ReplicaProgress => Response::ReplicaProgress,
+            ApiKey::MovePartitions => {
+                Response::MovePartitions(crate::MovePartitionsResponse::decode_body(&mut reader)?)
+            }
             ApiKey::DescribeCluster => {
                 Response::DescribeCluster(DescribeClusterResponse::decode_body(&mut reader)?)
             }

@@ -424,6 +424,16 @@ fn move_throttle(
     if in_sync {
         return None;
     }
+    move_throttle_of(map, topic, number, partition)
+}
+
+/// The byte rate of partition `number`'s move, if it moves with a throttle.
+fn move_throttle_of(
+    map: &ClusterMap,
+    topic: &MappedTopic,
+    number: u32,
+    partition: &MappedPartition,
+) -> Option<u64> {
     let reassigning = topic
         .reassigning
         .iter()
@@ -550,6 +560,44 @@ pub fn health_of(map: &ClusterMap) -> spate_proto::PartitionHealth {
     let left = room.saturating_sub(health.listed.len());
     health.listed.extend(offline.into_iter().take(left));
     health
+}
+
+/// The moves in progress as `map` shows them (`DescribeCluster`): the decommissioned nodes,
+/// and the partitions with a reassignment or a replica on a decommissioned node, the first
+/// `CLUSTER_PARTITIONS_LISTED_MAX` listed.
+pub fn moves_of(map: &ClusterMap) -> spate_proto::MovesStatus {
+    let room = spate_proto::limits::CLUSTER_PARTITIONS_LISTED_MAX as usize;
+    let mut moves = spate_proto::MovesStatus {
+        decommissioned: map.decommissioned.keys().copied().collect(),
+        ..spate_proto::MovesStatus::default()
+    };
+    for (name, topic) in &map.topics {
+        let Some(topic) = topic else { continue };
+        for (number, partition) in (0u32..).zip(&topic.partitions) {
+            let entry = topic
+                .reassigning
+                .iter()
+                .find(|entry| entry.partition == number);
+            let leaving = partition
+                .replicas
+                .iter()
+                .any(|at| map.decommissioned.contains_key(&at.node));
+            if entry.is_none() && !leaving {
+                continue;
+            }
+            moves.moving += 1;
+            if moves.listed.len() < room {
+                moves.listed.push(spate_proto::MovingPartition {
+                    topic: name.clone(),
+                    partition: number,
+                    replicas: partition.replicas.iter().map(|at| at.node).collect(),
+                    target: entry.map(|entry| entry.target.clone()).unwrap_or_default(),
+                    throttle: move_throttle_of(map, topic, number, partition),
+                });
+            }
+        }
+    }
+    moves
 }
 
 #[cfg(test)]

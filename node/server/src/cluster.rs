@@ -334,6 +334,10 @@ pub type Refused = (spate_proto::ErrorCode, String);
 /// How long a change of the cluster's topics or producer ids may take on etcd.
 pub const CLUSTER_CHANGE_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a preferred-leader election over many partitions may take on etcd (two reads
+/// and a write per partition).
+const ELECTION_WAIT: Duration = Duration::from_secs(60);
+
 /// The key of the cluster's producer id counter.
 pub fn producer_ids_key(cluster: &str) -> String {
     format!("/spate/{cluster}/producer-ids")
@@ -514,6 +518,238 @@ impl ClusterQuery {
                     return Ok((settings, revision));
                 }
             }
+        })
+        .await
+    }
+
+    /// Changes topic `name`'s record with `change` (from the record it holds now, by
+    /// compare-and-swap, again if another change came between); `change` says what it did
+    /// and whether anything is to be written. The outcome, and the revision written at (0:
+    /// nothing written).
+    pub async fn change_topic_record<T: Send + 'static>(
+        &self,
+        name: String,
+        change: impl Fn(&mut crate::records::TopicRecord) -> Result<(bool, T), Refused>
+            + Send
+            + 'static,
+    ) -> Result<(T, i64), Refused> {
+        use spate_proto::ErrorCode;
+        let key = crate::records::topic_key(&self.settings.cluster_name, &name);
+        self.admin(CLUSTER_CHANGE_WAIT, move |mut client| async move {
+            loop {
+                let read = client
+                    .get(key.clone(), None)
+                    .await
+                    .map_err(|error| unavailable(&error))?;
+                let Some(kv) = read.kvs().first() else {
+                    return Err((ErrorCode::UnknownTopic, format!("unknown topic {name:?}")));
+                };
+                let (_, mut record) = crate::records::read_topic(&name, kv.value())
+                    .map_err(|problem| {
+                        (
+                            ErrorCode::InvalidRequest,
+                            format!("the record of topic {name:?} cannot be read: {problem}"),
+                        )
+                    })?;
+                let (write, outcome) = change(&mut record)?;
+                if !write {
+                    return Ok((outcome, 0));
+                }
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(
+                        key.clone(),
+                        CompareOp::Equal,
+                        kv.mod_revision(),
+                    )])
+                    .and_then([TxnOp::put(key.clone(), crate::records::json(&record), None)]);
+                let answer = client.txn(txn).await.map_err(|error| unavailable(&error))?;
+                if answer.succeeded() {
+                    let revision = answer
+                        .header()
+                        .map_or(0, etcd_client::ResponseHeader::revision);
+                    return Ok((outcome, revision));
+                }
+            }
+        })
+        .await
+    }
+
+    /// Makes each of `partitions` (topic, number) led by its preferred replica where it is
+    /// alive and in sync (`spate_core::replica::elect_preferred`), by compare-and-swap on the
+    /// partition key as read; the outcome of each and the last revision written (0: none).
+    pub async fn elect_preferred(
+        &self,
+        partitions: Vec<(String, u32)>,
+    ) -> Result<(Vec<spate_proto::MoveResult>, i64), Refused> {
+        use spate_core::replica::{LiveMember, PreferredRefusal, ReplicaId, SessionId, StorageId};
+        use spate_proto::ErrorCode;
+        let cluster = self.settings.cluster_name.clone();
+        self.admin(ELECTION_WAIT, move |mut client| async move {
+            let (kvs, _, _) = crate::records::read_prefix(
+                &mut client,
+                &members_prefix(&cluster),
+                0,
+                crate::controller::CONTROLLER_KEYS_MAX,
+            )
+            .await
+            .map_err(|error| unavailable(&error))?;
+            let members: std::collections::BTreeMap<ReplicaId, LiveMember> = kvs
+                .iter()
+                .filter_map(|kv| {
+                    let record = member_record(&cluster, kv.key(), kv.value()).ok()?;
+                    let live = LiveMember {
+                        session: SessionId(crate::records::hex(&record.session)?),
+                        storage: StorageId(crate::records::hex(&record.storage)?),
+                    };
+                    Some((ReplicaId(record.node), live))
+                })
+                .collect();
+            let mut topics: std::collections::BTreeMap<String, Option<Vec<ReplicaId>>> =
+                std::collections::BTreeMap::new();
+            let mut results = Vec::with_capacity(partitions.len());
+            let mut written = 0;
+            for (topic, number) in partitions {
+                let outcome = |error: Option<ErrorCode>, message: String| spate_proto::MoveResult {
+                    topic: topic.clone(),
+                    partition: number,
+                    error,
+                    message,
+                };
+                if !topics.contains_key(&topic) {
+                    let key = crate::records::topic_key(&cluster, &topic);
+                    let read = client
+                        .get(key, None)
+                        .await
+                        .map_err(|error| unavailable(&error))?;
+                    let record = read
+                        .kvs()
+                        .first()
+                        .and_then(|kv| crate::records::read_topic(&topic, kv.value()).ok());
+                    let replicas = record.map(|(_, record)| {
+                        record
+                            .replicas
+                            .iter()
+                            .map(|replicas| replicas.first().map_or(ReplicaId(u32::MAX), |at| ReplicaId(at.node)))
+                            .collect()
+                    });
+                    topics.insert(topic.clone(), replicas);
+                }
+                let preferred = topics
+                    .get(&topic)
+                    .and_then(Option::as_ref)
+                    .and_then(|firsts| firsts.get(usize::try_from(number).ok()?).copied());
+                let Some(preferred) = preferred else {
+                    results.push(outcome(
+                        Some(ErrorCode::UnknownPartition),
+                        format!("{topic}/{number} is not a partition of the cluster"),
+                    ));
+                    continue;
+                };
+                let key = crate::records::partition_key(&cluster, &topic, number);
+                let read = client
+                    .get(key.clone(), None)
+                    .await
+                    .map_err(|error| unavailable(&error))?;
+                let Some(kv) = read.kvs().first() else {
+                    results.push(outcome(
+                        Some(ErrorCode::PreferredLeaderNotAvailable),
+                        format!("{topic}/{number} has no state yet"),
+                    ));
+                    continue;
+                };
+                let Ok((_, state, record)) = crate::records::read_partition(kv.value()) else {
+                    results.push(outcome(
+                        Some(ErrorCode::Internal),
+                        format!("the state of {topic}/{number} cannot be read"),
+                    ));
+                    continue;
+                };
+                let next = match spate_core::replica::elect_preferred(&state, &[preferred], &members)
+                {
+                    Ok(next) => next,
+                    Err(refusal) => {
+                        let code = match refusal {
+                            PreferredRefusal::NotNeeded(_) => ErrorCode::ElectionNotNeeded,
+                            _ => ErrorCode::PreferredLeaderNotAvailable,
+                        };
+                        results.push(outcome(Some(code), refusal.to_string()));
+                        continue;
+                    }
+                };
+                let Some(changed) = record.with_state(&next) else {
+                    results.push(outcome(
+                        Some(ErrorCode::Internal),
+                        "the partition epoch cannot grow".into(),
+                    ));
+                    continue;
+                };
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(
+                        key.clone(),
+                        CompareOp::Equal,
+                        kv.mod_revision(),
+                    )])
+                    .and_then([TxnOp::put(key, crate::records::json(&changed), None)]);
+                let answer = client.txn(txn).await.map_err(|error| unavailable(&error))?;
+                if answer.succeeded() {
+                    written = answer
+                        .header()
+                        .map_or(written, etcd_client::ResponseHeader::revision);
+                    tracing::info!(topic = %topic, partition = number, leader = preferred.0, epoch = next.epoch.0, "the preferred replica was elected leader");
+                    results.push(outcome(
+                        None,
+                        format!("node {preferred} leads in epoch {}", next.epoch.0),
+                    ));
+                } else {
+                    results.push(outcome(
+                        Some(ErrorCode::NotLeaderOrFollower),
+                        "the partition changed meanwhile; try again".into(),
+                    ));
+                }
+            }
+            Ok((results, written))
+        })
+        .await
+    }
+
+    /// Marks node `node` decommissioned (with the rate its replicas' successors catch up at),
+    /// or takes the mark away (`decommission: false`); the revision written.
+    pub async fn decommission(
+        &self,
+        node: u32,
+        decommission: bool,
+        throttle: Option<u64>,
+    ) -> Result<i64, Refused> {
+        use spate_proto::ErrorCode;
+        let key = crate::records::decommissioned_key(&self.settings.cluster_name, node);
+        self.admin(CLUSTER_CHANGE_WAIT, move |mut client| async move {
+            let answer = if decommission {
+                let record = crate::records::DecommissionRecord {
+                    v: crate::records::RECORD_VERSION,
+                    throttle_bytes_per_s: throttle,
+                };
+                client
+                    .put(key, crate::records::json(&record), None)
+                    .await
+                    .map_err(|error| unavailable(&error))?
+                    .header()
+                    .map_or(0, etcd_client::ResponseHeader::revision)
+            } else {
+                let deleted = client
+                    .delete(key, None)
+                    .await
+                    .map_err(|error| unavailable(&error))?;
+                if deleted.deleted() == 0 {
+                    return Err((
+                        ErrorCode::InvalidRequest,
+                        format!("node {node} is not decommissioned"),
+                    ));
+                }
+                deleted
+                    .header()
+                    .map_or(0, etcd_client::ResponseHeader::revision)
+            };
+            Ok(answer)
         })
         .await
     }
@@ -762,6 +998,7 @@ async fn describe_from(
         controller,
         members,
         partitions: None,
+        moves: None,
     })
 }
 

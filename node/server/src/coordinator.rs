@@ -480,6 +480,14 @@ impl Coordinator {
                     count: allocate.count,
                 })
             }
+            Request::MovePartitions(_) => {
+                return fail(
+                    ErrorCode::InvalidRequest,
+                    "a single node holds one copy of each partition: moving partitions between \
+                     nodes needs a cluster (--etcd, docs/cluster.md)"
+                        .into(),
+                )
+            }
             _ => return fail(ErrorCode::InvalidRequest, "not an admin request".into()),
         };
         let dir = self.shard.config.data_dir.clone();

@@ -75,6 +75,7 @@ impl ClusterView {
                 shards,
             }],
             partitions: None,
+            moves: None,
         })
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures_lite::future;
 use glommio::channels::local_channel::LocalSender;
 use spate_proto::{
-    AllocateProducerIdsResponse, AlterTopicResponse, CreateTopicRequest, CreateTopicResponse,
+    MovePartitionsResponse, PartitionMove, AllocateProducerIdsResponse, AlterTopicResponse, CreateTopicRequest, CreateTopicResponse,
     DeleteTopicResponse, ErrorCode, ErrorResponse, Request, Response, Setting, OFFSETS_PARTITIONS,
     OFFSETS_TOPIC,
 };
@@ -313,6 +313,10 @@ impl Coordinator {
                         count: allocate.count,
                     })
                 }),
+            Request::MovePartitions(request) => self
+                .move_partitions(query, request.change)
+                .await
+                .map(Response::MovePartitions),
             _ => Err((ErrorCode::InvalidRequest, "not an admin request".into())),
         };
         answer.unwrap_or_else(|(code, message)| Response::Error {
@@ -389,4 +393,257 @@ impl Coordinator {
             Response::CreateTopic(response)
         })
     }
+}
+
+/// The checks of a reassignment's target `replicas` against `map`: not empty, no node twice,
+/// at most `CLUSTER_PARTITION_REPLICAS_MAX`, every node a registered member that is not
+/// decommissioned.
+fn check_target(map: &ClusterMap, replicas: &[u32]) -> Result<(), Refused> {
+    let invalid = |message: String| Err((ErrorCode::InvalidReplicaAssignment, message));
+    if replicas.is_empty() {
+        return invalid("a partition needs at least one replica".into());
+    }
+    if replicas.len() > spate_proto::limits::CLUSTER_PARTITION_REPLICAS_MAX as usize {
+        return invalid(format!(
+            "{} replicas; a partition has at most {}",
+            replicas.len(),
+            spate_proto::limits::CLUSTER_PARTITION_REPLICAS_MAX
+        ));
+    }
+    for (index, node) in replicas.iter().enumerate() {
+        if replicas[..index].contains(node) {
+            return invalid(format!("node {node} is named twice"));
+        }
+        if !map.members.contains_key(node) {
+            return invalid(format!("node {node} is not a member of the cluster"));
+        }
+        if map.decommissioned.contains_key(node) {
+            return invalid(format!("node {node} is decommissioned"));
+        }
+    }
+    Ok(())
+}
+
+/// The partitions a move names: `partitions` of `topic` as `map` shows it (all of them when
+/// none are named).
+fn named_partitions(
+    map: &ClusterMap,
+    topic: &str,
+    partitions: &[u32],
+) -> Result<Vec<u32>, Refused> {
+    let Some(Some(mapped)) = map.topics.get(topic) else {
+        return Err((ErrorCode::UnknownTopic, format!("unknown topic {topic:?}")));
+    };
+    let count = u32::try_from(mapped.partitions.len()).unwrap_or(u32::MAX);
+    if partitions.is_empty() {
+        return Ok((0..count).collect());
+    }
+    if let Some(missing) = partitions.iter().find(|number| **number >= count) {
+        return Err((
+            ErrorCode::UnknownPartition,
+            format!("topic {topic:?} has {count} partitions, not {missing}"),
+        ));
+    }
+    let mut named = partitions.to_vec();
+    named.sort_unstable();
+    named.dedup();
+    Ok(named)
+}
+
+/// The answer of a move: the outcomes, those left as they were first.
+fn move_answer(mut results: Vec<spate_proto::MoveResult>) -> MovePartitionsResponse {
+    let changed = results.iter().filter(|result| result.error.is_none()).count();
+    let unchanged = results.len() - changed;
+    results.sort_by_key(|result| result.error.is_none());
+    MovePartitionsResponse {
+        changed: u32::try_from(changed).unwrap_or(u32::MAX),
+        unchanged: u32::try_from(unchanged).unwrap_or(u32::MAX),
+        results,
+    }
+    .within_limits()
+}
+
+impl Coordinator {
+    /// `MovePartitions` in a cluster (docs/cluster.md, "Moving partitions"): a reassignment
+    /// or its cancellation written into the topic's record, a preferred-leader election by
+    /// compare-and-swap on each partition's key, a decommission mark written or removed; the
+    /// answer waits until this node's map shows the change.
+    async fn move_partitions(
+        &self,
+        query: &ClusterQuery,
+        change: PartitionMove,
+    ) -> Result<MovePartitionsResponse, Refused> {
+        let map = query.map.borrow().clone();
+        let (results, revision) = match change {
+            PartitionMove::Reassign {
+                topic,
+                partitions,
+                replicas,
+                throttle,
+            } => {
+                check_target(&map, &replicas)?;
+                let named = named_partitions(&map, &topic, &partitions)?;
+                let name = topic.clone();
+                query
+                    .change_topic_record(topic, move |record| {
+                        Ok(reassign_in(record, &name, &named, Some(&replicas), throttle))
+                    })
+                    .await?
+            }
+            PartitionMove::Cancel { topic, partitions } => {
+                let named = named_partitions(&map, &topic, &partitions)?;
+                let name = topic.clone();
+                query
+                    .change_topic_record(topic, move |record| {
+                        Ok(reassign_in(record, &name, &named, None, None))
+                    })
+                    .await?
+            }
+            PartitionMove::ElectPreferred { topic, partitions } => {
+                let named: Vec<(String, u32)> = match topic {
+                    Some(topic) => named_partitions(&map, &topic, &partitions)?
+                        .into_iter()
+                        .map(|number| (topic.clone(), number))
+                        .collect(),
+                    None => map
+                        .topics
+                        .iter()
+                        .filter_map(|(name, topic)| Some((name, topic.as_ref()?)))
+                        .flat_map(|(name, topic)| {
+                            (0u32..)
+                                .zip(&topic.partitions)
+                                .map(move |(number, _)| (name.clone(), number))
+                        })
+                        .collect(),
+                };
+                let (mut results, revision) = query.elect_preferred(named).await?;
+                if partitions.is_empty() {
+                    // Asked for every partition: those led as preferred already are no news.
+                    results.retain(|result| result.error != Some(ErrorCode::ElectionNotNeeded));
+                }
+                (results, revision)
+            }
+            PartitionMove::Decommission { node, throttle } => {
+                let holds = |map: &ClusterMap| -> Vec<spate_proto::MoveResult> {
+                    map.topics
+                        .iter()
+                        .filter_map(|(name, topic)| Some((name, topic.as_ref()?)))
+                        .flat_map(|(name, topic)| {
+                            (0u32..).zip(&topic.partitions).filter_map(move |(number, partition)| {
+                                partition.replicas.iter().any(|at| at.node == node).then(|| {
+                                    spate_proto::MoveResult {
+                                        topic: name.clone(),
+                                        partition: number,
+                                        error: None,
+                                        message: format!("moves off node {node}"),
+                                    }
+                                })
+                            })
+                        })
+                        .collect()
+                };
+                let held = holds(&map);
+                if !map.members.contains_key(&node) && held.is_empty() {
+                    return Err((
+                        ErrorCode::InvalidRequest,
+                        format!("node {node} is neither a member nor holds a replica"),
+                    ));
+                }
+                let revision = query.decommission(node, true, throttle).await?;
+                tracing::info!(node, partitions = held.len(), "decommissioned a node: its replicas move to other members");
+                (held, revision)
+            }
+            PartitionMove::Recommission { node } => {
+                let revision = query.decommission(node, false, None).await?;
+                tracing::info!(node, "took a decommissioned node back");
+                (Vec::new(), revision)
+            }
+        };
+        if revision > 0 {
+            self.await_map(query, revision, |_| true).await;
+        }
+        Ok(move_answer(results))
+    }
+}
+
+/// Writes into `record` (of topic `topic`) the reassignment of `partitions` to `target`
+/// (with `throttle`), or their cancellation (`target` `None`: back to the replicas before the
+/// reassignment); whether anything changed, and the outcome of each partition.
+fn reassign_in(
+    record: &mut crate::records::TopicRecord,
+    topic: &str,
+    partitions: &[u32],
+    target: Option<&[u32]>,
+    throttle: Option<u64>,
+) -> (bool, Vec<spate_proto::MoveResult>) {
+    let mut changed = false;
+    let mut results = Vec::with_capacity(partitions.len());
+    for &number in partitions {
+        let outcome = |error: Option<ErrorCode>, message: String| spate_proto::MoveResult {
+            topic: topic.to_owned(),
+            partition: number,
+            error,
+            message,
+        };
+        let Some(current) = usize::try_from(number)
+            .ok()
+            .and_then(|index| record.replicas.get(index))
+        else {
+            results.push(outcome(
+                Some(ErrorCode::UnknownPartition),
+                format!("{topic}/{number} does not exist"),
+            ));
+            continue;
+        };
+        let current: Vec<u32> = current.iter().map(|at| at.node).collect();
+        let entry = record
+            .reassigning
+            .iter()
+            .position(|entry| entry.partition == number);
+        match (target, entry) {
+            (None, None) => results.push(outcome(
+                Some(ErrorCode::NoReassignmentInProgress),
+                format!("{topic}/{number} is not being reassigned"),
+            )),
+            (None, Some(index)) => {
+                let entry = &mut record.reassigning[index];
+                entry.target = entry.original.clone();
+                entry.throttle_bytes_per_s = None;
+                changed = true;
+                results.push(outcome(
+                    None,
+                    format!("moves back to {:?}", entry.original),
+                ));
+            }
+            (Some(target), None) if target == current.as_slice() => results.push(outcome(
+                None,
+                format!("its replicas are {target:?} already"),
+            )),
+            (Some(target), None) => {
+                record.reassigning.push(crate::records::ReassignmentRecord {
+                    partition: number,
+                    target: target.to_vec(),
+                    original: current.clone(),
+                    throttle_bytes_per_s: throttle,
+                });
+                changed = true;
+                results.push(outcome(
+                    None,
+                    format!("moves from {current:?} to {target:?}"),
+                ));
+            }
+            (Some(target), Some(index)) => {
+                let entry = &mut record.reassigning[index];
+                entry.target = target.to_vec();
+                entry.throttle_bytes_per_s = throttle;
+                changed = true;
+                results.push(outcome(
+                    None,
+                    format!("now moves from {current:?} to {target:?}"),
+                ));
+            }
+        }
+    }
+    record.reassigning.sort_by_key(|entry| entry.partition);
+    (changed, results)
 }

@@ -380,7 +380,8 @@ impl Shard {
             | Request::DeleteTopic(_)
             | Request::AllocateProducerIds(_)
             | Request::AutoCreateTopic(_)
-            | Request::AlterTopic(_) => return Ok(Resolved::Shard(request)),
+            | Request::AlterTopic(_)
+            | Request::MovePartitions(_) => return Ok(Resolved::Shard(request)),
         };
         if matches!(request, Request::Group(_)) && topic == OFFSETS_TOPIC {
             let metadata = self.metadata();
@@ -414,6 +415,16 @@ impl Shard {
                 let describe = self.cluster.clone().describe(self.endpoints.clone());
                 // The partitions as this node's map shows them (a single node's are all
                 // served by it).
+                // The moves in progress, with the partitions (a cluster's only).
+                #[cfg(feature = "cluster")]
+                let moves = request
+                    .partitions
+                    .then(|| self.metadata().cluster.is_some())
+                    .filter(|cluster| *cluster)
+                    .and_then(|_| self.cluster.query())
+                    .map(|query| crate::assignment::moves_of(&query.map.borrow()));
+                #[cfg(not(feature = "cluster"))]
+                let moves = None;
                 let health = request.partitions.then(|| {
                     let metadata = self.metadata();
                     match &metadata.cluster {
@@ -441,6 +452,7 @@ impl Shard {
                         Ok(response) => {
                             Response::DescribeCluster(spate_proto::DescribeClusterResponse {
                                 partitions: health,
+                                moves,
                                 ..response
                             })
                         }
@@ -521,7 +533,8 @@ impl Shard {
                 | Request::DeleteTopic(_)
                 | Request::AllocateProducerIds(_)
                 | Request::AutoCreateTopic(_)
-                | Request::AlterTopic(_)),
+                | Request::AlterTopic(_)
+                | Request::MovePartitions(_)),
             ) => {
                 let admin = self.admin.clone();
                 Dispatched::Later(Box::pin(async move { admin.call(request, api_key).await }))

@@ -5,6 +5,7 @@
 //! it has waited for the records in flight and printed what is stored.
 
 mod cluster_up;
+mod moves;
 mod consume;
 mod group;
 mod produce;
@@ -101,6 +102,54 @@ enum ClusterCommand {
     /// their leader, replicas and ISR); a single node lists itself.
     #[command(after_help = "Example:\n  spate cluster status")]
     Status,
+    /// Move partitions of a topic to other nodes: new replicas are added and catch up, the
+    /// leadership moves if its node leaves, then the old replicas are removed. `spate cluster
+    /// status` shows the moves in progress.
+    #[command(
+        after_help = "Examples:\n  spate cluster reassign clicks --partitions 0,1 --replicas 2,3,4\n  spate cluster reassign clicks --replicas 4,5 --throttle 50MB   # every partition, new replicas at 50 MB/s\n  spate cluster reassign clicks --partitions 0 --cancel          # back to the replicas before"
+    )]
+    Reassign {
+        topic: String,
+        /// The partitions (default: all of the topic's).
+        #[arg(long, value_name = "N,…", value_delimiter = ',')]
+        partitions: Vec<u32>,
+        /// The new replicas' node ids, in preference order (the first is the preferred
+        /// leader).
+        #[arg(long, value_name = "NODE,…", value_delimiter = ',', required_unless_present = "cancel")]
+        replicas: Vec<u32>,
+        /// The byte rate the new replicas catch up at (bytes/s, or 50MB, 1GiB).
+        #[arg(long, value_name = "RATE", value_parser = moves::rate, conflicts_with = "cancel")]
+        throttle: Option<u64>,
+        /// Move the partitions back to the replicas they had before their reassignment.
+        #[arg(long, conflicts_with = "replicas")]
+        cancel: bool,
+    },
+    /// Make each partition's preferred replica (its first) the leader, where it is alive and
+    /// in sync: after a node came back, its leaderships return to it.
+    #[command(
+        after_help = "Examples:\n  spate cluster elect-preferred                          # every partition of every topic\n  spate cluster elect-preferred clicks --partitions 0,3"
+    )]
+    ElectPreferred {
+        /// Only this topic's partitions.
+        topic: Option<String>,
+        /// Only these partitions of the topic.
+        #[arg(long, value_name = "N,…", value_delimiter = ',', requires = "topic")]
+        partitions: Vec<u32>,
+    },
+    /// Empty a node before it is retired: no new replicas go there, and the controller
+    /// moves the ones it holds to other members (keeping each topic's replication factor).
+    /// Stop the node once `spate cluster status` lists no partition moving off it.
+    #[command(after_help = "Example:\n  spate cluster decommission 3 --throttle 100MB")]
+    Decommission {
+        node: u32,
+        /// The byte rate the replicas taking its place catch up at (bytes/s, or 100MB).
+        #[arg(long, value_name = "RATE", value_parser = moves::rate)]
+        throttle: Option<u64>,
+    },
+    /// Take a decommissioned node back: new replicas may go there again (replicas already
+    /// moved stay where they are; moves not finished still finish).
+    #[command(after_help = "Example:\n  spate cluster recommission 3")]
+    Recommission { node: u32 },
 }
 
 /// Exit status of unusable arguments (clap's).
@@ -316,6 +365,10 @@ fn main() -> ExitCode {
             Command::Group(command) => Ok(group::run(&client, command).await?),
             Command::Cluster(ClusterCommand::Info) => Ok(topic::cluster_info(&client).await?),
             Command::Cluster(ClusterCommand::Status) => Ok(topic::cluster_status(&client).await?),
+            Command::Cluster(command) => match move_of(command) {
+                Some(change) => Ok(moves::run(&client, change).await?),
+                None => Ok(()),
+            },
             Command::Produce(args) => produce::run(&client, args).await,
             Command::Consume(args) => Ok(consume::run(&client, args).await?),
         }
@@ -330,4 +383,42 @@ fn main() -> ExitCode {
         }
         Err(Failure::Interrupted) => ExitCode::from(EXIT_INTERRUPTED),
     }
+}
+
+/// The move a `spate cluster` command asks for.
+fn move_of(command: &ClusterCommand) -> Option<spate_proto::PartitionMove> {
+    use spate_proto::PartitionMove;
+    Some(match command {
+        ClusterCommand::Reassign {
+            topic,
+            partitions,
+            replicas,
+            throttle,
+            cancel,
+        } => {
+            if *cancel {
+                PartitionMove::Cancel {
+                    topic: topic.clone(),
+                    partitions: partitions.clone(),
+                }
+            } else {
+                PartitionMove::Reassign {
+                    topic: topic.clone(),
+                    partitions: partitions.clone(),
+                    replicas: replicas.clone(),
+                    throttle: *throttle,
+                }
+            }
+        }
+        ClusterCommand::ElectPreferred { topic, partitions } => PartitionMove::ElectPreferred {
+            topic: topic.clone(),
+            partitions: partitions.clone(),
+        },
+        ClusterCommand::Decommission { node, throttle } => PartitionMove::Decommission {
+            node: *node,
+            throttle: *throttle,
+        },
+        ClusterCommand::Recommission { node } => PartitionMove::Recommission { node: *node },
+        ClusterCommand::Info | ClusterCommand::Status => return None,
+    })
 }

@@ -150,7 +150,7 @@ fn duration_setting(text: &str) -> Result<Setting, String> {
 }
 
 /// A size in bytes: `1073741824`, or with a unit: `512KiB`, `100MB`, `1GiB`, `2TB`.
-fn size_setting(text: &str) -> Result<Setting, String> {
+pub(crate) fn size_setting(text: &str) -> Result<Setting, String> {
     const UNITS: [(&str, u64); 9] = [
         ("b", 1),
         ("kb", 1_000),
@@ -389,6 +389,7 @@ pub async fn cluster_status(client: &Client) -> Result<(), String> {
                         .try_for_each(|line| writeln!(out, "{line}"))
                 })
                 .and_then(|()| table(&mut out, &listed))
+                .and_then(|()| print_moves(&mut out, cluster.moves.as_ref()))
                 .map_err(|error| format!("cannot write to stdout: {error}"));
         }
     }
@@ -399,7 +400,50 @@ pub async fn cluster_status(client: &Client) -> Result<(), String> {
                 .iter()
                 .try_for_each(|line| writeln!(out, "{line}"))
         })
+        .and_then(|()| print_moves(&mut out, cluster.moves.as_ref()))
         .map_err(|error| format!("cannot write to stdout: {error}"))
+}
+
+/// The moves in progress (`spate cluster status`): decommissioned nodes and the partitions
+/// being moved, with their replicas, target and throttle.
+fn print_moves(out: &mut impl Write, moves: Option<&spate_proto::MovesStatus>) -> std::io::Result<()> {
+    let Some(moves) = moves else { return Ok(()) };
+    let ids = |ids: &[u32]| {
+        ids.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    if !moves.decommissioned.is_empty() {
+        writeln!(out, "decommissioned nodes: {}", ids(&moves.decommissioned))?;
+    }
+    if moves.moving == 0 {
+        return Ok(());
+    }
+    writeln!(out, "moving: {} partitions", moves.moving)?;
+    let mut rows = vec![["TOPIC", "PARTITION", "REPLICAS", "TARGET", "THROTTLE"]
+        .map(str::to_owned)
+        .to_vec()];
+    for moving in &moves.listed {
+        rows.push(vec![
+            moving.topic.clone(),
+            moving.partition.to_string(),
+            ids(&moving.replicas),
+            if moving.target.is_empty() {
+                "off decommissioned nodes".to_owned()
+            } else {
+                ids(&moving.target)
+            },
+            moving
+                .throttle
+                .map_or_else(|| "-".to_owned(), |rate| format!("{}/s", human_bytes(rate))),
+        ]);
+    }
+    table(out, &rows)?;
+    if u64::from(moves.moving) > moves.listed.len() as u64 {
+        writeln!(out, "(the first {} of {} are listed)", moves.listed.len(), moves.moving)?;
+    }
+    Ok(())
 }
 
 /// A Unix time in ms as UTC `YYYY-MM-DDTHH:MM:SSZ`; past the year 9999 (which RFC 3339
