@@ -48,7 +48,21 @@ fn a_describe_cluster_answer_beyond_the_limits_is_cut_to_them() {
             isr: vec![7; 100],
         })
         .collect();
+    let moving = (0..200)
+        .map(|partition| MovingPartition {
+            topic: "t".repeat(249),
+            partition,
+            replicas: vec![7; 100],
+            target: vec![8; 100],
+            throttle: Some(1),
+        })
+        .collect();
     let response = Response::DescribeCluster(DescribeClusterResponse {
+        moves: Some(MovesStatus {
+            decommissioned: (0..2_000).collect(),
+            moving: 5_000,
+            listed: moving,
+        }),
         cluster: "c".repeat(1_000),
         node: Some(1),
         controller: None,
@@ -88,6 +102,58 @@ fn a_describe_cluster_answer_beyond_the_limits_is_cut_to_them() {
     assert_eq!(
         health.listed[0].isr.len(),
         limits::CLUSTER_PARTITION_REPLICAS_MAX as usize
+    );
+    let moves = cut.moves.unwrap();
+    assert_eq!(moves.moving, 5_000, "the count covers every move");
+    assert_eq!(
+        moves.decommissioned.len(),
+        CLUSTER_MEMBERS_MAX as usize
+    );
+    assert_eq!(
+        moves.listed.len(),
+        limits::CLUSTER_PARTITIONS_LISTED_MAX as usize
+    );
+    assert_eq!(
+        moves.listed[0].target,
+        vec![8; limits::CLUSTER_PARTITION_REPLICAS_MAX as usize]
+    );
+}
+
+/// A `MovePartitions` answer over many partitions lists the first outcomes, each message
+/// cut on a character boundary; the counts cover them all.
+#[test]
+fn a_move_answer_beyond_the_limits_is_cut_to_them() {
+    let results = (0..500)
+        .map(|partition| MoveResult {
+            topic: "t".into(),
+            partition,
+            error: Some(ErrorCode::PreferredLeaderNotAvailable),
+            message: "é".repeat(5_000),
+        })
+        .collect();
+    let response = Response::MovePartitions(MovePartitionsResponse {
+        changed: 7,
+        unchanged: 500,
+        results,
+    });
+    let bytes = response.to_frame(3);
+    let Response::MovePartitions(cut) =
+        Response::decode(&decode_one(&bytes, RESPONSE_SIZE_MAX)).unwrap()
+    else {
+        panic!("not a MovePartitions answer")
+    };
+    assert_eq!((cut.changed, cut.unchanged), (7, 500));
+    assert_eq!(
+        cut.results.len(),
+        limits::CLUSTER_PARTITIONS_LISTED_MAX as usize
+    );
+    assert_eq!(
+        cut.results[0].message,
+        "é".repeat(limits::MOVE_MESSAGE_SIZE_MAX as usize / 2)
+    );
+    assert_eq!(
+        cut.results[0].error,
+        Some(ErrorCode::PreferredLeaderNotAvailable)
     );
 }
 
@@ -625,7 +691,102 @@ fn request() -> impl Strategy<Value = Request> {
             ),
         replica_fetch_request().prop_map(Request::ReplicaFetch),
         replica_progress_request().prop_map(Request::ReplicaProgress),
+        partition_move().prop_map(|change| Request::MovePartitions(MovePartitionsRequest {
+            change
+        })),
     ]
+}
+
+fn partitions() -> impl Strategy<Value = Vec<u32>> {
+    proptest::collection::vec(any::<u32>(), 0..5)
+}
+
+fn partition_move() -> impl Strategy<Value = PartitionMove> {
+    prop_oneof![
+        (
+            topic(),
+            partitions(),
+            proptest::collection::vec(any::<u32>(), 0..5),
+            proptest::option::of(any::<u64>())
+        )
+            .prop_map(|(topic, partitions, replicas, throttle)| {
+                PartitionMove::Reassign {
+                    topic,
+                    partitions,
+                    replicas,
+                    throttle,
+                }
+            }),
+        (topic(), partitions())
+            .prop_map(|(topic, partitions)| PartitionMove::Cancel { topic, partitions }),
+        (proptest::option::of(topic()), partitions())
+            .prop_map(|(topic, partitions)| PartitionMove::ElectPreferred { topic, partitions }),
+        (any::<u32>(), proptest::option::of(any::<u64>()))
+            .prop_map(|(node, throttle)| PartitionMove::Decommission { node, throttle }),
+        any::<u32>().prop_map(|node| PartitionMove::Recommission { node }),
+    ]
+}
+
+fn moves_status() -> impl Strategy<Value = MovesStatus> {
+    (
+        proptest::collection::vec(any::<u32>(), 0..4),
+        any::<u32>(),
+        proptest::collection::vec(
+            (
+                topic(),
+                any::<u32>(),
+                proptest::collection::vec(any::<u32>(), 0..4),
+                proptest::collection::vec(any::<u32>(), 0..4),
+                proptest::option::of(any::<u64>()),
+            ),
+            0..4,
+        ),
+    )
+        .prop_map(|(decommissioned, moving, listed)| MovesStatus {
+            decommissioned,
+            moving,
+            listed: listed
+                .into_iter()
+                .map(
+                    |(topic, partition, replicas, target, throttle)| MovingPartition {
+                        topic,
+                        partition,
+                        replicas,
+                        target,
+                        throttle,
+                    },
+                )
+                .collect(),
+        })
+}
+
+fn move_response() -> impl Strategy<Value = MovePartitionsResponse> {
+    (
+        any::<u32>(),
+        any::<u32>(),
+        proptest::collection::vec(
+            (
+                topic(),
+                any::<u32>(),
+                proptest::option::of((1u16..).prop_map(ErrorCode::from_u16)),
+                "\\PC{0,40}",
+            ),
+            0..4,
+        ),
+    )
+        .prop_map(|(changed, unchanged, results)| MovePartitionsResponse {
+            changed,
+            unchanged,
+            results: results
+                .into_iter()
+                .map(|(topic, partition, error, message)| MoveResult {
+                    topic,
+                    partition,
+                    error,
+                    message,
+                })
+                .collect(),
+        })
 }
 
 fn replica_fetch_request() -> impl Strategy<Value = ReplicaFetchRequest> {
@@ -925,8 +1086,11 @@ fn response() -> impl Strategy<Value = Response> {
                 )
             ))
         )
-            .prop_map(|(cluster, node, controller, members, partitions)| {
+            .prop_flat_map(|described| (Just(described), proptest::option::of(moves_status())))
+            .prop_map(|((cluster, node, controller, members, partitions), moves)| {
                 Response::DescribeCluster(DescribeClusterResponse {
+                    // Carried only with the partitions.
+                    moves: moves.filter(|_| partitions.is_some()),
                     partitions: partitions.map(|(total, under_replicated, offline, listed)| {
                         PartitionHealth {
                             total,
@@ -961,6 +1125,7 @@ fn response() -> impl Strategy<Value = Response> {
                         .collect(),
                 })
             }),
+        move_response().prop_map(Response::MovePartitions),
         (any::<u16>(), any::<u16>(), "\\PC{0,40}", detail).prop_map(
             |(api_key, code, message, detail)| Response::Error {
                 api_key,

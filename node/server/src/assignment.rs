@@ -630,10 +630,12 @@ mod tests {
             revision: 9,
             members: [(1, endpoints(1)), (2, endpoints(2))].into(),
             kafka: BTreeMap::new(),
+            decommissioned: BTreeMap::new(),
             topics: [(
                 "t".to_owned(),
                 Some(MappedTopic {
                     id: format!("{:032x}", 5),
+                    reassigning: Vec::new(),
                     settings: TopicSettings {
                         retention_ms: Some(-1),
                         segment_bytes: Some(1 << 20),

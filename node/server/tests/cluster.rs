@@ -478,6 +478,7 @@ fn the_controller_elects_leaders_from_the_isr_as_members_come_and_go() {
         storage: member(node).storage,
     };
     let topic = TopicRecord {
+        reassigning: Vec::new(),
         v: 1,
         id: format!("{:032x}", 7),
         partitions: 1,
@@ -606,6 +607,7 @@ fn the_controller_leaves_partitions_naming_an_unreadable_member_alone() {
     let (etcd, controller, member) = controller_and_member("unreadable", 61);
     let storage = |node: u32| etcd.member(node).unwrap().0.storage;
     let topic = TopicRecord {
+        reassigning: Vec::new(),
         v: 1,
         id: format!("{:032x}", 9),
         partitions: 1,
@@ -860,6 +862,7 @@ fn a_request_waits_for_a_controller_and_a_stale_refusal_is_replaced() {
 fn the_controller_reads_large_topics_in_pages() {
     let (etcd, controller, member) = controller_and_member("pages", 91);
     let big = TopicRecord {
+        reassigning: Vec::new(),
         v: 1,
         id: format!("{:032x}", 1),
         partitions: 10_000,
@@ -1360,6 +1363,7 @@ fn a_waiting_admin_request_holds_back_nothing_else() {
     // A topic the (absent) controller would have made, written by hand.
     let member = etcd.member(111).unwrap().0;
     let topic = TopicRecord {
+        reassigning: Vec::new(),
         v: 1,
         id: format!("{:032x}", 11),
         partitions: 1,
@@ -1431,6 +1435,7 @@ fn register_test_member(etcd: &Etcd, node: u32, session: &str, storage: u64, end
 /// A topic of one partition with topic id `id` on `first` and `second` (shard 0 each).
 fn two_replica_topic(id: u128, first: u32, second: u32) -> TopicRecord {
     TopicRecord {
+        reassigning: Vec::new(),
         v: 1,
         id: format!("{id:032x}"),
         partitions: 1,
@@ -1454,6 +1459,7 @@ fn two_replica_topic(id: u128, first: u32, second: u32) -> TopicRecord {
 fn write_led_topic(etcd: &Etcd, id: u128, replicas: &[u32], leader: u32, epoch: u32, isr: &[u32]) {
     let member = etcd.member(leader).unwrap().0;
     let topic = TopicRecord {
+        reassigning: Vec::new(),
         v: 1,
         id: format!("{id:032x}"),
         partitions: 1,
