@@ -257,7 +257,10 @@ impl Fetcher {
                 fetch_offset: fetch_offset.0,
                 last_fetched_epoch: self.epochs.latest_epoch().map(|epoch| epoch.0),
                 durable_end: durable_end.0,
-                max_bytes: REPLICA_FETCH_BYTES,
+                // Throttled, an answer holds about a second's worth (at least one batch).
+                max_bytes: self.throttle_rate().map_or(REPLICA_FETCH_BYTES, |rate| {
+                    u32::try_from(rate.min(u64::from(REPLICA_FETCH_BYTES))).unwrap_or(1)
+                }),
                 max_wait_ms: REPLICA_FETCH_WAIT_MS,
             });
             let id = self.next_id;
@@ -374,19 +377,22 @@ impl Fetcher {
         }
     }
 
-    /// Waits as the partition's move throttle says after an answer of `bytes` bytes (the
-    /// rate is read from the map each time: it ends when the replica is in sync or the move
-    /// is done); `false` if the role changed meanwhile.
-    async fn pace(&mut self, bytes: u64, following: &Following) -> bool {
+    /// The byte rate this replica catches up at now, as the map says.
+    fn throttle_rate(&self) -> Option<u64> {
         let key = &self.partition.key;
-        let rate = self
-            .shard
+        self.shard
             .metadata()
             .cluster
             .as_ref()
             .and_then(|routes| routes.replica(&key.topic, key.partition))
-            .and_then(|local| local.throttle);
-        let Some(rate) = rate else {
+            .and_then(|local| local.throttle)
+    }
+
+    /// Waits as the partition's move throttle says after an answer of `bytes` bytes (the
+    /// rate is read from the map each time: it ends when the replica is in sync or the move
+    /// is done); `false` if the role changed meanwhile.
+    async fn pace(&mut self, bytes: u64, following: &Following) -> bool {
+        let Some(rate) = self.throttle_rate() else {
             self.throttle = None;
             return true;
         };

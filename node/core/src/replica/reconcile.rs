@@ -174,13 +174,6 @@ fn reassign_step(
         return None;
     }
     let nodes: Vec<ReplicaId> = current.iter().map(|at| at.node).collect();
-    if nodes == target {
-        return Some(Step::Assign {
-            replicas: current.to_vec(),
-            state: None,
-            finished: true,
-        });
-    }
     let missing: Vec<ReplicaId> = target
         .iter()
         .filter(|node| !nodes.contains(node))
@@ -818,6 +811,10 @@ mod tests {
         );
         moving(&mut read, added.clone(), Some(&[3, 2]));
         assert!(reconcile(&read).is_empty(), "replica 3 is not in sync yet");
+        // A target that keeps every replica (here: {1, 2, 3}) also waits for the new one.
+        moving(&mut read, added.clone(), Some(&[1, 2, 3]));
+        assert!(reconcile(&read).is_empty(), "replica 3 is not in sync yet");
+        moving(&mut read, added.clone(), Some(&[3, 2]));
         state_of(&mut read, 1, 10, 4, &[1, 2, 3]);
         assert_eq!(
             reconcile(&read),
