@@ -305,9 +305,11 @@ async fn partitions_move_between_nodes_and_nothing_acknowledged_is_lost() {
         .await
         .unwrap();
     assert_eq!((answer.changed, answer.unchanged), (1, 0), "{answer:?}");
-    wait_for("the new replica added", Duration::from_secs(10), async || {
-        placement(&client, "moving").await.replicas == [home, others[0]]
-    })
+    wait_for(
+        "the new replica added",
+        Duration::from_secs(10),
+        async || placement(&client, "moving").await.replicas == [home, others[0]],
+    )
     .await;
     let status = moves(&client).await;
     assert_eq!(status.moving, 1, "{status:?}");
@@ -332,9 +334,11 @@ async fn partitions_move_between_nodes_and_nothing_acknowledged_is_lost() {
     })
     .await;
     assert_eq!(placement(&client, "moving").await.replicas, [home]);
-    wait_for("the added replica removed", Duration::from_secs(10), async || {
-        !dir_of(others[0]).exists()
-    })
+    wait_for(
+        "the added replica removed",
+        Duration::from_secs(10),
+        async || !dir_of(others[0]).exists(),
+    )
     .await;
     let again = client
         .move_partitions(spate_proto::PartitionMove::Cancel {
@@ -358,17 +362,21 @@ async fn partitions_move_between_nodes_and_nothing_acknowledged_is_lost() {
         assert_eq!(produce_to(&client, "moving", &value).await, n);
         written.push(value);
     }
-    wait_for("the move to the others", Duration::from_secs(20), async || {
-        moves(&client).await.moving == 0
-    })
+    wait_for(
+        "the move to the others",
+        Duration::from_secs(20),
+        async || moves(&client).await.moving == 0,
+    )
     .await;
     let moved = placement(&client, "moving").await;
     assert_eq!(moved.replicas, others);
     assert!(moved.leader.is_some_and(|leader| others.contains(&leader)));
     assert!(moved.epoch > first.epoch, "{moved:?}");
-    wait_for("the old replica removed", Duration::from_secs(10), async || {
-        !dir_of(home).exists()
-    })
+    wait_for(
+        "the old replica removed",
+        Duration::from_secs(10),
+        async || !dir_of(home).exists(),
+    )
     .await;
     assert_eq!(read_all(&client, "moving").await, written);
 
@@ -399,9 +407,11 @@ async fn partitions_move_between_nodes_and_nothing_acknowledged_is_lost() {
     } else {
         assert_eq!(elected.changed, 1, "{elected:?}");
     }
-    wait_for("the preferred leader", Duration::from_secs(10), async || {
-        placement(&client, "moving").await.leader == Some(others[1])
-    })
+    wait_for(
+        "the preferred leader",
+        Duration::from_secs(10),
+        async || placement(&client, "moving").await.leader == Some(others[1]),
+    )
     .await;
     let again = client
         .elect_preferred_leaders(Some("moving"), &[0])
@@ -434,7 +444,10 @@ async fn partitions_move_between_nodes_and_nothing_acknowledged_is_lost() {
     })
     .await;
     let left = placement(&client, "moving").await;
-    assert_eq!((left.replicas, left.leader), (vec![others[0]], Some(others[0])));
+    assert_eq!(
+        (left.replicas, left.leader),
+        (vec![others[0]], Some(others[0]))
+    );
     assert_eq!(read_all(&client, "moving").await, written);
     // A reassignment onto it is refused; taken back, it can hold replicas again.
     let refused = client

@@ -105,7 +105,8 @@ pub const MOVE_MESSAGE_SIZE_MAX: u32 = 1024;
 // The largest `MovePartitions` answer and the moves a `DescribeCluster` answer lists fit a
 // response beside the rest (the listed partitions bounded as above).
 const _: () = assert!(
-    12 + CLUSTER_PARTITIONS_LISTED_MAX as u64 * (2 + 249 + 4 + 2 + 2 + MOVE_MESSAGE_SIZE_MAX as u64)
+    12 + CLUSTER_PARTITIONS_LISTED_MAX as u64
+        * (2 + 249 + 4 + 2 + 2 + MOVE_MESSAGE_SIZE_MAX as u64)
         + 8
         + 4 * CLUSTER_MEMBERS_MAX as u64
         + CLUSTER_PARTITIONS_LISTED_MAX as u64

@@ -271,8 +271,7 @@ impl MovesStatus {
     /// The status cut to what a decoder takes.
     pub fn within_limits(mut self) -> Self {
         self.decommissioned.truncate(CLUSTER_MEMBERS_MAX as usize);
-        self.listed
-            .truncate(CLUSTER_PARTITIONS_LISTED_MAX as usize);
+        self.listed.truncate(CLUSTER_PARTITIONS_LISTED_MAX as usize);
         let max = CLUSTER_PARTITION_REPLICAS_MAX as usize;
         for moving in &mut self.listed {
             moving.replicas.truncate(max);

@@ -105,10 +105,7 @@ fn a_describe_cluster_answer_beyond_the_limits_is_cut_to_them() {
     );
     let moves = cut.moves.unwrap();
     assert_eq!(moves.moving, 5_000, "the count covers every move");
-    assert_eq!(
-        moves.decommissioned.len(),
-        CLUSTER_MEMBERS_MAX as usize
-    );
+    assert_eq!(moves.decommissioned.len(), CLUSTER_MEMBERS_MAX as usize);
     assert_eq!(
         moves.listed.len(),
         limits::CLUSTER_PARTITIONS_LISTED_MAX as usize
@@ -691,9 +688,8 @@ fn request() -> impl Strategy<Value = Request> {
             ),
         replica_fetch_request().prop_map(Request::ReplicaFetch),
         replica_progress_request().prop_map(Request::ReplicaProgress),
-        partition_move().prop_map(|change| Request::MovePartitions(MovePartitionsRequest {
-            change
-        })),
+        partition_move()
+            .prop_map(|change| Request::MovePartitions(MovePartitionsRequest { change })),
     ]
 }
 
@@ -1087,44 +1083,46 @@ fn response() -> impl Strategy<Value = Response> {
             ))
         )
             .prop_flat_map(|described| (Just(described), proptest::option::of(moves_status())))
-            .prop_map(|((cluster, node, controller, members, partitions), moves)| {
-                Response::DescribeCluster(DescribeClusterResponse {
-                    // Carried only with the partitions.
-                    moves: moves.filter(|_| partitions.is_some()),
-                    partitions: partitions.map(|(total, under_replicated, offline, listed)| {
-                        PartitionHealth {
-                            total,
-                            under_replicated,
-                            offline,
-                            listed: listed
-                                .into_iter()
-                                .map(
-                                    |(topic, partition, leader, replicas, isr)| PartitionStatus {
-                                        topic,
-                                        partition,
-                                        leader,
-                                        replicas,
-                                        isr,
-                                    },
-                                )
-                                .collect(),
-                        }
-                    }),
-                    cluster,
-                    node,
-                    controller,
-                    members: members
-                        .into_iter()
-                        .map(|(node, session, storage, since_ms, shards)| ClusterMember {
-                            node,
-                            session,
-                            storage,
-                            since_ms,
-                            shards,
-                        })
-                        .collect(),
-                })
-            }),
+            .prop_map(
+                |((cluster, node, controller, members, partitions), moves)| {
+                    Response::DescribeCluster(DescribeClusterResponse {
+                        // Carried only with the partitions.
+                        moves: moves.filter(|_| partitions.is_some()),
+                        partitions: partitions.map(|(total, under_replicated, offline, listed)| {
+                            PartitionHealth {
+                                total,
+                                under_replicated,
+                                offline,
+                                listed: listed
+                                    .into_iter()
+                                    .map(|(topic, partition, leader, replicas, isr)| {
+                                        PartitionStatus {
+                                            topic,
+                                            partition,
+                                            leader,
+                                            replicas,
+                                            isr,
+                                        }
+                                    })
+                                    .collect(),
+                            }
+                        }),
+                        cluster,
+                        node,
+                        controller,
+                        members: members
+                            .into_iter()
+                            .map(|(node, session, storage, since_ms, shards)| ClusterMember {
+                                node,
+                                session,
+                                storage,
+                                since_ms,
+                                shards,
+                            })
+                            .collect(),
+                    })
+                }
+            ),
         move_response().prop_map(Response::MovePartitions),
         (any::<u16>(), any::<u16>(), "\\PC{0,40}", detail).prop_map(
             |(api_key, code, message, detail)| Response::Error {

@@ -19,10 +19,10 @@ use tokio::sync::watch;
 use crate::cluster::{member_record, members_prefix, ClusterSettings};
 use crate::metadata::{ClusterRoutes, Follows, Leads, LocalReplica, Metadata, Serving, Topic};
 use crate::records::{
-    cluster_id_key, min_insync_of, name_under, partition_under, partitions_prefix, read_partition,
-    read_prefix, read_topic, setting_of, topic_id, topic_id_text, topics_prefix, Change, Changes,
-    ClusterIdRecord, ReassignmentRecord, ReplicaPlacement, TopicSettings, RECORD_VERSION,
-    decommissioned_of, decommissioned_prefix,
+    cluster_id_key, decommissioned_of, decommissioned_prefix, min_insync_of, name_under,
+    partition_under, partitions_prefix, read_partition, read_prefix, read_topic, setting_of,
+    topic_id, topic_id_text, topics_prefix, Change, Changes, ClusterIdRecord, ReassignmentRecord,
+    ReplicaPlacement, TopicSettings, RECORD_VERSION,
 };
 
 /// Keys of one kind a node reads for its map (as many as the controller acts on).

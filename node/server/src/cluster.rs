@@ -529,9 +529,7 @@ impl ClusterQuery {
     pub async fn change_topic_record<T: Send + 'static>(
         &self,
         name: String,
-        change: impl Fn(&mut crate::records::TopicRecord) -> Result<(bool, T), Refused>
-            + Send
-            + 'static,
+        change: impl Fn(&mut crate::records::TopicRecord) -> Result<(bool, T), Refused> + Send + 'static,
     ) -> Result<(T, i64), Refused> {
         use spate_proto::ErrorCode;
         let key = crate::records::topic_key(&self.settings.cluster_name, &name);
@@ -544,8 +542,8 @@ impl ClusterQuery {
                 let Some(kv) = read.kvs().first() else {
                     return Err((ErrorCode::UnknownTopic, format!("unknown topic {name:?}")));
                 };
-                let (_, mut record) = crate::records::read_topic(&name, kv.value())
-                    .map_err(|problem| {
+                let (_, mut record) =
+                    crate::records::read_topic(&name, kv.value()).map_err(|problem| {
                         (
                             ErrorCode::InvalidRequest,
                             format!("the record of topic {name:?} cannot be read: {problem}"),

@@ -24,10 +24,11 @@ use spate_core::replica::{
 
 use crate::cluster::{member_node, member_record, members_prefix};
 use crate::records::{
-    hex, json, name_under, partition_key, partition_under, partitions_prefix, read_partition,
-    read_prefix, read_topic, topic_id, decommissioned_of, decommissioned_prefix, topic_id_text, topic_key, topic_request_key,
-    topic_requests_prefix, topics_prefix, Change, Changes, PartitionRecord, RefusedRecord,
-    ReplicaPlacement, TopicRecord, TopicRequestRecord, RECORD_VERSION, TOPIC_RECORD_SIZE_MAX,
+    decommissioned_of, decommissioned_prefix, hex, json, name_under, partition_key,
+    partition_under, partitions_prefix, read_partition, read_prefix, read_topic, topic_id,
+    topic_id_text, topic_key, topic_request_key, topic_requests_prefix, topics_prefix, Change,
+    Changes, PartitionRecord, RefusedRecord, ReplicaPlacement, TopicRecord, TopicRequestRecord,
+    RECORD_VERSION, TOPIC_RECORD_SIZE_MAX,
 };
 
 /// How often the controller reads everything again without a change shown by its watch
@@ -651,7 +652,10 @@ async fn move_partitions(
                 .reassigning
                 .retain(|entry| entry.partition != step.partition);
         }
-        moved.push((step.partition, slot.iter().map(|at| at.node).collect::<Vec<_>>()));
+        moved.push((
+            step.partition,
+            slot.iter().map(|at| at.node).collect::<Vec<_>>(),
+        ));
     }
     let value = json(&record);
     if value.len() > TOPIC_RECORD_SIZE_MAX {
@@ -682,7 +686,6 @@ async fn move_partitions(
             if get.kvs().iter().any(|kv| kv.create_revision() == leader.rev()))
     }))
 }
-
 
 /// Partition keys created or removed together, in one transaction.
 #[derive(Default)]

@@ -403,8 +403,7 @@ impl Fetcher {
         let mut wait = Duration::from_millis(throttle.take(now(), bytes));
         // In slices, so a role change is not waited out.
         while !wait.is_zero() {
-            if current(&self.shard, &self.partition, self.generation).as_ref() != Some(following)
-            {
+            if current(&self.shard, &self.partition, self.generation).as_ref() != Some(following) {
                 return false;
             }
             let slice = wait.min(PACE_SLICE);

@@ -332,7 +332,7 @@ mod tests {
         // Not in the ISR, gone, or with another data directory: refused.
         let out = PartitionState {
             isr: vec![member(2, 2)],
-            ..state.clone()
+            ..state
         };
         assert_eq!(
             elect_preferred(&out, &REPLICAS, &all),

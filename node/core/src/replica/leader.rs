@@ -753,10 +753,7 @@ mod tests {
         assert_eq!(proposal, vec![member(1), member(2), member(3), member(4)]);
         leader.handle_isr_changed(proposal);
         // Replica 3 removed: refused, and proposed out of the ISR at once.
-        leader.handle_replicas_changed(
-            Millis(8),
-            vec![ReplicaId(1), ReplicaId(2), ReplicaId(4)],
-        );
+        leader.handle_replicas_changed(Millis(8), vec![ReplicaId(1), ReplicaId(2), ReplicaId(4)]);
         assert!(leader
             .handle_fetch(
                 Millis(9),

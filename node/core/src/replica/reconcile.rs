@@ -814,7 +814,7 @@ mod tests {
         // A target that keeps every replica (here: {1, 2, 3}) also waits for the new one.
         moving(&mut read, added.clone(), Some(&[1, 2, 3]));
         assert!(reconcile(&read).is_empty(), "replica 3 is not in sync yet");
-        moving(&mut read, added.clone(), Some(&[3, 2]));
+        moving(&mut read, added, Some(&[3, 2]));
         state_of(&mut read, 1, 10, 4, &[1, 2, 3]);
         assert_eq!(
             reconcile(&read),
@@ -919,8 +919,10 @@ mod tests {
         );
         moving(&mut read, vec![at(1, 0), at(2, 0), at(4, 0)], None);
         state_of(&mut read, 1, 10, 4, &[1, 2, 4]);
-        assert!(matches!(&reconcile(&read)[..], [Action::Change { state, .. }]
-            if state.leader.map(|l| l.0) == Some(ReplicaId(2))));
+        assert!(
+            matches!(&reconcile(&read)[..], [Action::Change { state, .. }]
+            if state.leader.map(|l| l.0) == Some(ReplicaId(2)))
+        );
         state_of(&mut read, 2, 20, 5, &[1, 2, 4]);
         assert_eq!(
             reconcile(&read),
@@ -948,7 +950,10 @@ mod tests {
             })
             .collect();
         assert_eq!(placed.len(), 4);
-        assert!(placed.iter().all(|at| at.node != ReplicaId(1)), "{placed:?}");
+        assert!(
+            placed.iter().all(|at| at.node != ReplicaId(1)),
+            "{placed:?}"
+        );
         // Without a member to take its place, the replica stays.
         read.members.remove(&ReplicaId(4));
         read.members.remove(&ReplicaId(3));

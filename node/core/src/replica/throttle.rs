@@ -57,6 +57,10 @@ mod tests {
         assert_eq!(Throttle::new(5).take(Millis(0), 0), 0);
         assert_eq!(Throttle::new(0).take(Millis(0), 1), 1_000);
         // Huge answers and times saturate rather than wrap.
-        assert!(Throttle::new(1).take(Millis(i64::MAX - 1), u64::MAX) <= u64::MAX);
+        assert_eq!(Throttle::new(1).take(Millis(i64::MAX - 1), u64::MAX), 1);
+        assert_eq!(
+            Throttle::new(1).take(Millis(0), u64::MAX),
+            i64::MAX.unsigned_abs()
+        );
     }
 }

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use futures_lite::future;
 use glommio::channels::local_channel::LocalSender;
 use spate_proto::{
-    MovePartitionsResponse, PartitionMove, AllocateProducerIdsResponse, AlterTopicResponse, CreateTopicRequest, CreateTopicResponse,
-    DeleteTopicResponse, ErrorCode, ErrorResponse, Request, Response, Setting, OFFSETS_PARTITIONS,
-    OFFSETS_TOPIC,
+    AllocateProducerIdsResponse, AlterTopicResponse, CreateTopicRequest, CreateTopicResponse,
+    DeleteTopicResponse, ErrorCode, ErrorResponse, MovePartitionsResponse, PartitionMove, Request,
+    Response, Setting, OFFSETS_PARTITIONS, OFFSETS_TOPIC,
 };
 
 use super::{auto_create, auto_create_off, validate_create, Coordinator, Work};
@@ -452,7 +452,10 @@ fn named_partitions(
 
 /// The answer of a move: the outcomes, those left as they were first.
 fn move_answer(mut results: Vec<spate_proto::MoveResult>) -> MovePartitionsResponse {
-    let changed = results.iter().filter(|result| result.error.is_none()).count();
+    let changed = results
+        .iter()
+        .filter(|result| result.error.is_none())
+        .count();
     let unchanged = results.len() - changed;
     results.sort_by_key(|result| result.error.is_none());
     MovePartitionsResponse {
@@ -486,7 +489,13 @@ impl Coordinator {
                 let name = topic.clone();
                 query
                     .change_topic_record(topic, move |record| {
-                        Ok(reassign_in(record, &name, &named, Some(&replicas), throttle))
+                        Ok(reassign_in(
+                            record,
+                            &name,
+                            &named,
+                            Some(&replicas),
+                            throttle,
+                        ))
                     })
                     .await?
             }
@@ -529,16 +538,17 @@ impl Coordinator {
                         .iter()
                         .filter_map(|(name, topic)| Some((name, topic.as_ref()?)))
                         .flat_map(|(name, topic)| {
-                            (0u32..).zip(&topic.partitions).filter_map(move |(number, partition)| {
-                                partition.replicas.iter().any(|at| at.node == node).then(|| {
-                                    spate_proto::MoveResult {
-                                        topic: name.clone(),
-                                        partition: number,
-                                        error: None,
-                                        message: format!("moves off node {node}"),
-                                    }
+                            (0u32..)
+                                .zip(&topic.partitions)
+                                .filter(move |(_, partition)| {
+                                    partition.replicas.iter().any(|at| at.node == node)
                                 })
-                            })
+                                .map(move |(number, _)| spate_proto::MoveResult {
+                                    topic: name.clone(),
+                                    partition: number,
+                                    error: None,
+                                    message: format!("moves off node {node}"),
+                                })
                         })
                         .collect()
                 };
@@ -550,7 +560,11 @@ impl Coordinator {
                     ));
                 }
                 let revision = query.decommission(node, true, throttle).await?;
-                tracing::info!(node, partitions = held.len(), "decommissioned a node: its replicas move to other members");
+                tracing::info!(
+                    node,
+                    partitions = held.len(),
+                    "decommissioned a node: its replicas move to other members"
+                );
                 (held, revision)
             }
             PartitionMove::Recommission { node } => {
@@ -610,10 +624,7 @@ fn reassign_in(
                 entry.target = entry.original.clone();
                 entry.throttle_bytes_per_s = None;
                 changed = true;
-                results.push(outcome(
-                    None,
-                    format!("moves back to {:?}", entry.original),
-                ));
+                results.push(outcome(None, format!("moves back to {:?}", entry.original)));
             }
             (Some(target), None) if target == current.as_slice() => results.push(outcome(
                 None,

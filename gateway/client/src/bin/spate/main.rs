@@ -5,9 +5,9 @@
 //! it has waited for the records in flight and printed what is stored.
 
 mod cluster_up;
-mod moves;
 mod consume;
 mod group;
+mod moves;
 mod produce;
 mod profile;
 mod topic;
@@ -115,7 +115,12 @@ enum ClusterCommand {
         partitions: Vec<u32>,
         /// The new replicas' node ids, in preference order (the first is the preferred
         /// leader).
-        #[arg(long, value_name = "NODE,…", value_delimiter = ',', required_unless_present = "cancel")]
+        #[arg(
+            long,
+            value_name = "NODE,…",
+            value_delimiter = ',',
+            required_unless_present = "cancel"
+        )]
         replicas: Vec<u32>,
         /// The byte rate the new replicas catch up at (bytes/s, or 50MB, 1GiB).
         #[arg(long, value_name = "RATE", value_parser = moves::rate, conflicts_with = "cancel")]

@@ -32,7 +32,9 @@ pub async fn run(client: &Client, change: PartitionMove) -> Result<(), String> {
 fn print(answer: &MovePartitionsResponse) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     if !answer.results.is_empty() {
-        let mut rows = vec![["TOPIC", "PARTITION", "OUTCOME"].map(str::to_owned).to_vec()];
+        let mut rows = vec![["TOPIC", "PARTITION", "OUTCOME"]
+            .map(str::to_owned)
+            .to_vec()];
         for result in &answer.results {
             let outcome = match result.error {
                 None => result.message.clone(),

@@ -406,7 +406,10 @@ pub async fn cluster_status(client: &Client) -> Result<(), String> {
 
 /// The moves in progress (`spate cluster status`): decommissioned nodes and the partitions
 /// being moved, with their replicas, target and throttle.
-fn print_moves(out: &mut impl Write, moves: Option<&spate_proto::MovesStatus>) -> std::io::Result<()> {
+fn print_moves(
+    out: &mut impl Write,
+    moves: Option<&spate_proto::MovesStatus>,
+) -> std::io::Result<()> {
     let Some(moves) = moves else { return Ok(()) };
     let ids = |ids: &[u32]| {
         ids.iter()
@@ -441,7 +444,12 @@ fn print_moves(out: &mut impl Write, moves: Option<&spate_proto::MovesStatus>) -
     }
     table(out, &rows)?;
     if u64::from(moves.moving) > moves.listed.len() as u64 {
-        writeln!(out, "(the first {} of {} are listed)", moves.listed.len(), moves.moving)?;
+        writeln!(
+            out,
+            "(the first {} of {} are listed)",
+            moves.listed.len(),
+            moves.moving
+        )?;
     }
     Ok(())
 }
