@@ -761,8 +761,11 @@ impl Client {
     pub async fn describe_cluster(
         &self,
     ) -> Result<spate_proto::DescribeClusterResponse, ClientError> {
-        let ask = |partitions| {
-            Request::DescribeCluster(spate_proto::DescribeClusterRequest { partitions })
+        let ask = |newer| {
+            Request::DescribeCluster(spate_proto::DescribeClusterRequest {
+                partitions: newer,
+                moves: newer,
+            })
         };
         match self.asking_for_more(ask).await? {
             Response::DescribeCluster(cluster) => Ok(cluster),

@@ -375,6 +375,18 @@ fn cli_admin_produce_consume_across_shards() {
     );
     assert!(stderr.contains("replication needs a cluster"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    // Nor can it move partitions between nodes.
+    for args in [
+        &["cluster", "reassign", "events", "--replicas", "1,2"][..],
+        &["cluster", "elect-preferred"],
+        &["cluster", "decommission", "3"],
+    ] {
+        let stderr = cli.fails(args, "");
+        assert!(
+            stderr.contains("moving partitions between nodes needs a cluster"),
+            "{args:?}: {stderr}"
+        );
+    }
     let listed = cli.ok(&["topic", "list"], "");
     let rows: Vec<Vec<&str>> = listed
         .lines()

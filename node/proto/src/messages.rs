@@ -328,6 +328,9 @@ pub struct DescribeClusterRequest {
     /// Ask for the partitions' health too (sent only when set: a `1`; older nodes take the
     /// request without it and answer without partitions).
     pub partitions: bool,
+    /// Ask for the moves in progress too (a second `1`, after `partitions`, which it
+    /// implies; an older node refuses it as `Malformed`).
+    pub moves: bool,
 }
 
 /// The partitions of a cluster as the answering node's map shows them.
@@ -1016,7 +1019,10 @@ impl Request {
                     w.u32(request.partition.0);
                 }
                 Request::DescribeCluster(request) => {
-                    if request.partitions {
+                    if request.partitions || request.moves {
+                        w.u8(1);
+                    }
+                    if request.moves {
                         w.u8(1);
                     }
                 }
@@ -1203,7 +1209,8 @@ impl Request {
             }),
             ApiKey::DescribeCluster => {
                 let partitions = trailing_flag(&mut reader, "partitions")?;
-                Request::DescribeCluster(DescribeClusterRequest { partitions })
+                let moves = partitions && trailing_flag(&mut reader, "moves")?;
+                Request::DescribeCluster(DescribeClusterRequest { partitions, moves })
             }
             ApiKey::MovePartitions => {
                 Request::MovePartitions(crate::MovePartitionsRequest::decode_body(&mut reader)?)

@@ -596,7 +596,14 @@ fn request() -> impl Strategy<Value = Request> {
                 })
             ),
         any::<bool>()
-            .prop_map(|partitions| Request::DescribeCluster(DescribeClusterRequest { partitions })),
+            .prop_flat_map(|partitions| (Just(partitions), any::<bool>()))
+            .prop_map(|(partitions, moves)| {
+                // Moves are asked only with the partitions (they imply them).
+                Request::DescribeCluster(DescribeClusterRequest {
+                    partitions: partitions || moves,
+                    moves,
+                })
+            }),
         (topic(), any::<u32>(), 0u8..3, some_bytes(300)).prop_map(
             |(topic, partition, durability, batch)| Request::Produce(ProduceRequest {
                 topic,

@@ -114,7 +114,10 @@ fn storage_id(dir: &Path) -> String {
 /// What `node` answers to `DescribeCluster` (any shard answers).
 fn describe(node: &NodeHandle) -> Result<DescribeClusterResponse, spate_proto::ErrorResponse> {
     match NodeClient::connect(node.endpoints[1]).call(&Request::DescribeCluster(
-        spate_proto::DescribeClusterRequest { partitions: true },
+        spate_proto::DescribeClusterRequest {
+            partitions: true,
+            moves: false,
+        },
     )) {
         Response::DescribeCluster(cluster) => Ok(cluster),
         Response::Error { error, .. } => Err(error),

@@ -144,6 +144,7 @@ fn a_request_for_another_shards_partition_names_the_owner() {
     // A single node describes itself as the one member of no cluster, with its shards.
     match client.call(&Request::DescribeCluster(DescribeClusterRequest {
         partitions: true,
+        moves: true,
     })) {
         Response::DescribeCluster(cluster) => {
             assert_eq!((cluster.cluster.as_str(), cluster.controller), ("", None));
@@ -159,6 +160,8 @@ fn a_request_for_another_shards_partition_names_the_owner() {
             let health = cluster.partitions.unwrap();
             assert!(health.total >= OFFSETS_PARTITIONS, "{health:?}");
             assert_eq!((health.under_replicated, health.offline), (0, 0));
+            // A single node moves nothing between nodes: no moves, even when asked.
+            assert_eq!(cluster.moves, None);
         }
         other => panic!("expected DescribeCluster, got {other:?}"),
     }

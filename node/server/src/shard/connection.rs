@@ -418,7 +418,7 @@ impl Shard {
                 // The moves in progress, with the partitions (a cluster's only).
                 #[cfg(feature = "cluster")]
                 let moves = request
-                    .partitions
+                    .moves
                     .then(|| self.metadata().cluster.is_some())
                     .filter(|cluster| *cluster)
                     .and_then(|_| self.cluster.query())
