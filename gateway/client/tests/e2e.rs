@@ -3599,9 +3599,24 @@ fn spate_up_runs_a_cluster_that_survives_kill_9_of_a_leader() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // Kafka admin clients move a partition to the two other nodes and elect its preferred
+    // leader (AlterPartitionReassignments, ListPartitionReassignments, ElectLeaders).
+    let python = python_with_kafka_clients();
+    let moves = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_clients/moves.py");
+    let ran = Command::new(&python)
+        .arg(&moves)
+        .args([broker.as_str(), "moves"])
+        .output()
+        .unwrap();
+    assert!(
+        ran.status.success(),
+        "moves.py:\n{}\n{}",
+        String::from_utf8_lossy(&ran.stdout),
+        String::from_utf8_lossy(&ran.stderr)
+    );
+
     // A consumer group (librdkafka) commits half of a topic; the node leading the group's
     // offsets partition is killed; the group's next consumer starts where it committed.
-    let python = python_with_kafka_clients();
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/kafka_clients/confluent_group_failover.py");
     let output = dir.join("failover.txt");

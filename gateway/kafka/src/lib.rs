@@ -13,6 +13,7 @@ pub mod errors;
 pub mod frame;
 pub mod groups;
 pub mod limits;
+pub mod moves;
 pub mod splice;
 pub mod translate;
 pub mod versions;

@@ -46,6 +46,11 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteRecords, 0, 2),
     // One broker (this gateway); v2 adds fenced brokers, which Spate does not have.
     (ApiKey::DescribeCluster, 0, 1),
+    // Moving partitions (`moves`, the node's MovePartitions): preferred elections only.
+    (ApiKey::ElectLeaders, 0, 2),
+    // v1 adds `allow_replication_factor_change` (KIP-860), which Spate does not check.
+    (ApiKey::AlterPartitionReassignments, 0, 0),
+    (ApiKey::ListPartitionReassignments, 0, 0),
 ];
 
 /// The range served for `key`, if it is served.

@@ -511,6 +511,31 @@ async fn dispatch(context: &Arc<Context>, request: Request) -> Answer {
                 respond(api, version, correlation_id, &answer)
             })
         }
+        RequestKind::ElectLeaders(request) => {
+            let context = context.clone();
+            Box::pin(async move {
+                let answer = crate::kafka_admin::elect_leaders(&context.router, &request).await;
+                respond(api, version, correlation_id, &answer)
+            })
+        }
+        RequestKind::AlterPartitionReassignments(request) => {
+            let context = context.clone();
+            Box::pin(async move {
+                let answer =
+                    crate::kafka_admin::alter_partition_reassignments(&context.router, &request)
+                        .await;
+                respond(api, version, correlation_id, &answer)
+            })
+        }
+        RequestKind::ListPartitionReassignments(request) => {
+            let context = context.clone();
+            Box::pin(async move {
+                let answer =
+                    crate::kafka_admin::list_partition_reassignments(&context.router, &request)
+                        .await;
+                respond(api, version, correlation_id, &answer)
+            })
+        }
         RequestKind::CreatePartitions(request) => {
             let context = context.clone();
             Box::pin(async move {

@@ -1,15 +1,23 @@
 //! The shell of the Kafka admin APIs answered in `spate_kafka::admin` (DescribeConfigs,
-//! CreatePartitions, IncrementalAlterConfigs; DescribeCluster needs nothing from the node):
+//! CreatePartitions, IncrementalAlterConfigs; DescribeCluster needs nothing from the node)
+//! and `spate_kafka::moves` (ElectLeaders, AlterPartitionReassignments,
+//! ListPartitionReassignments):
 //! it asks the node for its Metadata when an answer needs it, or sends it the AlterTopic
 //! requests, through the router like every Kafka request, and keeps nothing.
 
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse,
     CreatePartitionsRequest, CreatePartitionsResponse, DescribeConfigsRequest,
-    DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    DescribeConfigsResponse, ElectLeadersRequest, ElectLeadersResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 use spate_kafka::admin::{self, BrokerFacts};
+use spate_kafka::errors::kafka_error;
+use spate_kafka::moves;
 use spate_proto::{ErrorResponse, MetadataResponse, Request as NodeRequest, Response};
 
 use crate::kafka::{send, unexpected};
@@ -98,7 +106,7 @@ pub async fn incremental_alter_configs(
                     Response::AlterTopic(_) => Ok(()),
                     other => {
                         let error = unexpected(other);
-                        Err((spate_kafka::errors::kafka_error(error.code), error.message))
+                        Err((kafka_error(error.code), error.message))
                     }
                 }
             }
@@ -114,6 +122,73 @@ pub async fn incremental_alter_configs(
         });
     }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+/// Sends the node requests of `plan`, one after the other; the outcome of every partition,
+/// and the refusal of a request for every partition (which lists none).
+async fn run_plan(
+    router: &Router,
+    plan: moves::Plan,
+) -> (Vec<moves::Outcome>, Option<(ResponseError, String)>) {
+    let mut outcomes = plan.known;
+    let mut refused = None;
+    for (change, named) in plan.moves {
+        let request = NodeRequest::MovePartitions(spate_proto::MovePartitionsRequest { change });
+        let pending = send(router, &request).await;
+        let answer = match router.response(pending).await {
+            Response::MovePartitions(answer) => Ok(answer.results),
+            other => Err(unexpected(other)),
+        };
+        if let (true, Err(error)) = (named.is_empty(), &answer) {
+            refused = Some((kafka_error(error.code), error.message.clone()));
+        }
+        outcomes.extend(moves::outcomes(&named, answer));
+    }
+    (outcomes, refused)
+}
+
+/// ElectLeaders: preferred elections through the node's `MovePartitions`.
+pub async fn elect_leaders(router: &Router, request: &ElectLeadersRequest) -> ElectLeadersResponse {
+    match moves::elect_plan(request) {
+        Err(refused) => moves::elect_response(Vec::new(), Some(refused)),
+        Ok(plan) => {
+            let (outcomes, refused) = run_plan(router, plan).await;
+            moves::elect_response(outcomes, refused)
+        }
+    }
+}
+
+/// AlterPartitionReassignments: reassignments and cancellations through the node's
+/// `MovePartitions`.
+pub async fn alter_partition_reassignments(
+    router: &Router,
+    request: &AlterPartitionReassignmentsRequest,
+) -> AlterPartitionReassignmentsResponse {
+    let (outcomes, _) = run_plan(router, moves::alter_plan(request)).await;
+    moves::alter_response(outcomes)
+}
+
+/// ListPartitionReassignments: the moves the node's `DescribeCluster` lists.
+pub async fn list_partition_reassignments(
+    router: &Router,
+    request: &ListPartitionReassignmentsRequest,
+) -> ListPartitionReassignmentsResponse {
+    let describe = NodeRequest::DescribeCluster(spate_proto::DescribeClusterRequest {
+        partitions: true,
+        moves: true,
+    });
+    let pending = send(router, &describe).await;
+    match router.response(pending).await {
+        Response::DescribeCluster(cluster) => {
+            moves::list_response(request, &cluster.moves.unwrap_or_default())
+        }
+        other => {
+            let error = unexpected(other);
+            ListPartitionReassignmentsResponse::default()
+                .with_error_code(kafka_error(error.code).code())
+                .with_error_message(Some(StrBytes::from_string(error.message)))
+        }
+    }
 }
 
 #[cfg(test)]

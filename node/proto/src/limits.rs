@@ -110,7 +110,7 @@ const _: () = assert!(
         + 8
         + 4 * CLUSTER_MEMBERS_MAX as u64
         + CLUSTER_PARTITIONS_LISTED_MAX as u64
-            * (2 + 249 + 4 + 2 * (4 + 4 * CLUSTER_PARTITION_REPLICAS_MAX as u64) + 9)
+            * (2 + 249 + 4 + 3 * (4 + 4 * CLUSTER_PARTITION_REPLICAS_MAX as u64) + 9)
         <= (RESPONSE_SIZE_MAX as u64) / 4
 );
 

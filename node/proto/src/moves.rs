@@ -78,6 +78,8 @@ pub struct MovingPartition {
     pub replicas: Vec<u32>,
     /// Where it goes (empty: off decommissioned nodes, the controller choosing where).
     pub target: Vec<u32>,
+    /// Its replicas before the move (a decommission's: its replicas now).
+    pub original: Vec<u32>,
     /// The rate its new replicas catch up at, bytes/s.
     pub throttle: Option<u64>,
 }
@@ -276,6 +278,7 @@ impl MovesStatus {
         for moving in &mut self.listed {
             moving.replicas.truncate(max);
             moving.target.truncate(max);
+            moving.original.truncate(max);
         }
         self
     }
@@ -293,6 +296,7 @@ impl MovesStatus {
             w.u32(moving.partition);
             write_ids(w, &moving.replicas);
             write_ids(w, &moving.target);
+            write_ids(w, &moving.original);
             write_optional_u64(w, moving.throttle);
         }
     }
@@ -306,7 +310,7 @@ impl MovesStatus {
         let count = reader.count(
             "moving_listed",
             CLUSTER_PARTITIONS_LISTED_MAX,
-            2 + 1 + 4 + 4 + 4 + 1,
+            2 + 1 + 4 + 4 + 4 + 4 + 1,
         )?;
         let mut listed = Vec::with_capacity(count);
         for _ in 0..count {
@@ -315,6 +319,7 @@ impl MovesStatus {
                 partition: reader.u32("partition")?,
                 replicas: read_ids(reader, "replicas")?,
                 target: read_ids(reader, "target")?,
+                original: read_ids(reader, "original")?,
                 throttle: read_optional_u64(reader, "throttle")?,
             });
         }

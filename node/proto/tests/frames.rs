@@ -54,6 +54,7 @@ fn a_describe_cluster_answer_beyond_the_limits_is_cut_to_them() {
             partition,
             replicas: vec![7; 100],
             target: vec![8; 100],
+            original: vec![9; 100],
             throttle: Some(1),
         })
         .collect();
@@ -740,6 +741,7 @@ fn moves_status() -> impl Strategy<Value = MovesStatus> {
                 any::<u32>(),
                 proptest::collection::vec(any::<u32>(), 0..4),
                 proptest::collection::vec(any::<u32>(), 0..4),
+                proptest::collection::vec(any::<u32>(), 0..4),
                 proptest::option::of(any::<u64>()),
             ),
             0..4,
@@ -751,11 +753,12 @@ fn moves_status() -> impl Strategy<Value = MovesStatus> {
             listed: listed
                 .into_iter()
                 .map(
-                    |(topic, partition, replicas, target, throttle)| MovingPartition {
+                    |(topic, partition, replicas, target, original, throttle)| MovingPartition {
                         topic,
                         partition,
                         replicas,
                         target,
+                        original,
                         throttle,
                     },
                 )

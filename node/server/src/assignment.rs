@@ -592,6 +592,10 @@ pub fn moves_of(map: &ClusterMap) -> spate_proto::MovesStatus {
                     partition: number,
                     replicas: partition.replicas.iter().map(|at| at.node).collect(),
                     target: entry.map(|entry| entry.target.clone()).unwrap_or_default(),
+                    original: entry.map_or_else(
+                        || partition.replicas.iter().map(|at| at.node).collect(),
+                        |entry| entry.original.clone(),
+                    ),
                     throttle: move_throttle_of(map, topic, number, partition),
                 });
             }
