@@ -73,6 +73,11 @@ pub struct ReplicationReport {
     pub committed: u64,
     pub log_start_moves: u64,
     pub resets: u64,
+    /// Reassignments started (a target set), and those whose target was reached.
+    pub moves: u64,
+    pub moves_done: u64,
+    /// Replicas removed from their node (their log deleted).
+    pub replicas_removed: u64,
 }
 
 impl ReplicationReport {
@@ -91,6 +96,9 @@ impl ReplicationReport {
         self.committed += other.committed;
         self.log_start_moves += other.log_start_moves;
         self.resets += other.resets;
+        self.moves += other.moves;
+        self.moves_done += other.moves_done;
+        self.replicas_removed += other.replicas_removed;
     }
 }
 
@@ -405,13 +413,17 @@ fn write_of(batch: &spate_format::BatchRef<'_>) -> u64 {
     u64::try_from(batch.first_timestamp() - WRITE_TIME_BASE).unwrap_or(u64::MAX)
 }
 
-/// The partition's state in etcd.
+/// The partition's state in etcd, with its assignment (the topic key's part of it: its
+/// replicas change by the controller's move steps, without the partition key's revision).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PartitionState {
     leader: Option<(ReplicaId, u64)>,
     epoch: LeaderEpoch,
     isr: Vec<IsrMember>,
+    /// The partition key's revision (what a leader's ISR change compares).
     revision: u64,
+    /// The assigned replicas, in preference order.
+    replicas: Vec<ReplicaId>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -424,6 +436,8 @@ struct Member {
 struct Etcd {
     partition: PartitionState,
     members: BTreeMap<ReplicaId, Member>,
+    /// A reassignment in progress: its target and the replicas before it.
+    target: Option<(Vec<ReplicaId>, Vec<ReplicaId>)>,
 }
 
 enum Role {
@@ -514,7 +528,8 @@ struct Run {
     now: Millis,
     etcd: Etcd,
     nodes: Vec<Node>,
-    replicas: Vec<ReplicaId>,
+    /// The replication factor the topic was created with (a move may change the count).
+    factor: usize,
     config: LeaderConfig,
     links: Vec<Envelope>,
     committed: Vec<u64>,
@@ -556,7 +571,10 @@ impl Run {
         let count = small(rng.range(3, 5));
         let replicas: Vec<ReplicaId> = (1..=count).map(ReplicaId).collect();
         let min_insync = small(rng.range(1, u64::from(count.min(3))));
-        let nodes = replicas
+        // One node more than the partition's replicas: a move has somewhere to go.
+        let nodes = (1..=count + 1)
+            .map(ReplicaId)
+            .collect::<Vec<_>>()
             .iter()
             .map(|&id| Node {
                 id,
@@ -587,11 +605,13 @@ impl Run {
                     epoch: LeaderEpoch(0),
                     isr,
                     revision: 1,
+                    replicas: replicas.clone(),
                 },
                 members: BTreeMap::new(),
+                target: None,
             },
             nodes,
-            replicas,
+            factor: replicas.len(),
             config: LeaderConfig {
                 min_insync,
                 lag_max_ms: LAG_MAX_MS,
@@ -616,6 +636,9 @@ impl Run {
         self.now = Millis(self.now.0 + self.rng.range(1, 20) as i64);
         self.faults()?;
         self.etcd_tick();
+        if self.rng.chance(1, 300) {
+            self.operator();
+        }
         if self.rng.chance(1, 3) {
             self.controller();
         }
@@ -739,10 +762,35 @@ impl Run {
         }
     }
 
+    /// An operator moves the partition (a reassignment to 1 to `factor` nodes in a random
+    /// order), or cancels the move in progress (back to the replicas before it).
+    fn operator(&mut self) {
+        let nodes: Vec<ReplicaId> = self.nodes.iter().map(|node| node.id).collect();
+        match &mut self.etcd.target {
+            Some((target, original)) => {
+                if self.rng.chance(1, 3) {
+                    *target = original.clone();
+                }
+            }
+            None => {
+                let mut pool = nodes;
+                let mut target = Vec::new();
+                let size = self.rng.range(1, self.factor as u64) as usize;
+                while target.len() < size && !pool.is_empty() {
+                    target.push(pool.swap_remove(self.rng.index(pool.len())));
+                }
+                let original = self.etcd.partition.replicas.clone();
+                self.etcd.target = Some((target, original));
+                self.report.moves += 1;
+            }
+        }
+    }
+
     /// The controller (`spate_core::replica::reconcile`, over a read of the one topic and
     /// its partition, applied atomically: the model's controller reads and writes at one
-    /// revision): elects a leader from the live ISR when the leader's session is gone, and
-    /// removes dead members (keeping the last one).
+    /// revision): elects a leader from the live ISR when the leader's session is gone,
+    /// removes dead members (keeping the last one), and moves the partition a step towards a
+    /// reassignment's target.
     fn controller(&mut self) {
         let state = &self.etcd.partition;
         let current = ControlState {
@@ -766,13 +814,18 @@ impl Run {
             .collect();
         let topic = TopicAssignment {
             id: TopicId(1),
-            replicas: vec![self
+            replicas: vec![state
                 .replicas
                 .iter()
                 .map(|&node| Placement { node, shard: 0 })
                 .collect()],
-            factor: u32::try_from(self.replicas.len()).unwrap_or(u32::MAX),
-            targets: BTreeMap::new(),
+            factor: u32::try_from(self.factor).unwrap_or(u32::MAX),
+            targets: self
+                .etcd
+                .target
+                .iter()
+                .map(|(target, _)| (0, target.clone()))
+                .collect(),
         };
         let name = || String::from("t");
         let read = ClusterRead {
@@ -791,19 +844,33 @@ impl Run {
             ..ClusterRead::default()
         };
         for action in reconcile(&read) {
-            let Action::Change { state: next, .. } = action else {
-                panic!("the controller of one existing partition did {action:?}");
+            let (next, replicas, finished) = match action {
+                Action::Change { state, .. } => (Some(state), None, false),
+                Action::Reassign {
+                    replicas,
+                    state,
+                    finished,
+                    ..
+                } => (state, Some(replicas), finished),
+                other => panic!("the controller of one existing partition did {other:?}"),
             };
-            if next.epoch > current.epoch {
-                self.report.elections += 1;
+            if let Some(next) = next {
+                if next.epoch > current.epoch {
+                    self.report.elections += 1;
+                }
+                let partition = &mut self.etcd.partition;
+                partition.leader = next.leader.map(|(leader, session)| (leader, session.0));
+                partition.epoch = next.epoch;
+                partition.isr = next.isr;
+                partition.revision += 1;
             }
-            let revision = self.etcd.partition.revision + 1;
-            self.etcd.partition = PartitionState {
-                leader: next.leader.map(|(leader, session)| (leader, session.0)),
-                epoch: next.epoch,
-                isr: next.isr,
-                revision,
-            };
+            if let Some(replicas) = replicas {
+                self.etcd.partition.replicas = replicas.iter().map(|at| at.node).collect();
+            }
+            if finished {
+                self.etcd.target = None;
+                self.report.moves_done += 1;
+            }
         }
     }
 
@@ -963,6 +1030,18 @@ impl Run {
             self.step_down(index);
             return Ok(());
         }
+        if !view.replicas.contains(&node.id) {
+            // No longer a replica (a move removed it): it stops, and its log is deleted.
+            self.step_down(index);
+            let seed = self.rng.next_u64();
+            let node = &mut self.nodes[index];
+            if node.disk.end() > Offset(0) || node.disk.start() > Offset(0) {
+                node.disk = Disk::new(node.disk.storage, seed);
+                node.high_watermark = Offset(0);
+                self.report.replicas_removed += 1;
+            }
+            return Ok(());
+        }
         if current_epoch.is_some_and(|epoch| epoch > view.epoch) {
             return Ok(());
         }
@@ -978,6 +1057,10 @@ impl Run {
                         if view.revision > *revision {
                             *revision = view.revision;
                             core.handle_isr_changed(view.isr.clone());
+                        }
+                        // A move added or removed replicas within the epoch.
+                        if core.replicas() != view.replicas.as_slice() {
+                            core.handle_replicas_changed(now, view.replicas.clone());
                         }
                     }
                     return Ok(());
@@ -1011,7 +1094,7 @@ impl Run {
         self.step_down(index);
         let now = self.now;
         let config = self.config;
-        let replicas = self.replicas.clone();
+        let replicas = view.replicas.clone();
         let node = &mut self.nodes[index];
         if let Some(&other) = self.leaders_by_epoch.get(&view.epoch) {
             if other != node.id {
@@ -1160,7 +1243,10 @@ impl Run {
                         }
                         Agreement::Agrees => {
                             match core.handle_fetch(now, from, storage, fetch_offset, durable_end) {
-                                Err(ReplicaError::AboveLogEnd { .. }) => Some(Message::Refused),
+                                Err(
+                                    ReplicaError::AboveLogEnd { .. }
+                                    | ReplicaError::NotAssigned { .. },
+                                ) => Some(Message::Refused),
                                 Err(error) => return Err(format!("leader {id}: {error}")),
                                 Ok(_) => {
                                     let batches = node.disk.read_for_replica(now, fetch_offset)?;
@@ -1444,8 +1530,8 @@ impl Run {
     /// The state of every replica and of etcd, for a failure's message.
     fn describe(&self) -> String {
         let mut out = format!(
-            "\netcd: {:?}, members {:?}",
-            self.etcd.partition, self.etcd.members
+            "\netcd: {:?}, members {:?}, moving to {:?}",
+            self.etcd.partition, self.etcd.members, self.etcd.target
         );
         for node in &self.nodes {
             let role = match &node.role {
@@ -1456,7 +1542,7 @@ impl Run {
                     core.high_watermark(),
                     core.isr(),
                     core.pending_isr(),
-                    self.replicas.iter().map(|r| core.progress(*r).map(|p| (r.0, p.log_end.0, p.durable_end.0))).collect::<Vec<_>>()
+                    core.replicas().iter().map(|r| core.progress(*r).map(|p| (r.0, p.log_end.0, p.durable_end.0))).collect::<Vec<_>>()
                 ),
                 Role::Follower { core, .. } => format!("follower of {} in {}, HW {}", core.leader(), core.epoch(), core.high_watermark()),
             };

@@ -60,7 +60,9 @@ fn group_seeds_keep_every_promise() {
 }
 
 /// Replication (`spate_core::replica`) with three to five replicas, a model of etcd, lossy
-/// links, crashes, replaced disks and replicas cut from etcd (`docs/cluster.md`).
+/// links, crashes, replaced disks, replicas cut from etcd, and the partition moved between
+/// nodes (reassignments and their cancellations; removed replicas' logs deleted)
+/// (`docs/cluster.md`).
 #[test]
 fn replication_seeds_keep_every_promise() {
     match run_replication_seeds(0, 500, 2_000) {
@@ -82,6 +84,10 @@ fn replication_seeds_keep_every_promise() {
             );
             assert!(
                 total.log_start_moves > 1_000 && total.resets > 100,
+                "{total:?}"
+            );
+            assert!(
+                total.moves > 500 && total.moves_done > 500 && total.replicas_removed > 500,
                 "{total:?}"
             );
         }

@@ -157,12 +157,16 @@ enum Step {
 }
 
 /// The next step of moving a partition whose replicas are `current` (placements), in
-/// `state`, to `target` (node ids, in preference order): the target's missing replicas
-/// added (each on its node's emptiest shard; all of them alive with shards, else it waits);
-/// then, once every target replica is alive and in the ISR, a leader outside the target
-/// replaced by the first target replica in sync (a new epoch); then the replicas cut to the
-/// target and the ISR to its members. `None`: nothing to do now (waiting for replicas to
-/// catch up, for members, or for a live leader, which [`decide`] brings).
+/// `state`, to `target` (node ids, in preference order), each only under a live leader:
+/// the target's missing replicas added (each on its node's emptiest shard; all of them alive
+/// with shards, else it waits); then, once every target replica is alive and in the ISR, a
+/// leader outside the target replaced by the first target replica in sync; then the replicas
+/// cut to the target and the ISR to its members. Adding and removing replicas also starts a
+/// new leader epoch (the leader stays): the leader's view of its followers starts over, and
+/// anything a follower sent under the old replica set — a replica removed, its log deleted,
+/// and added again later, among them — is fenced by its epoch (Kafka bumps the epoch so
+/// too). `None`: nothing to do now (waiting for replicas to catch up, for members, or for a
+/// live leader, which [`decide`] brings).
 fn reassign_step(
     current: &[Placement],
     state: &PartitionState,
@@ -173,6 +177,11 @@ fn reassign_step(
     if target.is_empty() {
         return None;
     }
+    let (leader, session) = state.leader?;
+    if members.get(&leader).map(|member| member.live.session) != Some(session) {
+        return None;
+    }
+    let next_epoch = LeaderEpoch(state.epoch.0.checked_add(1)?);
     let nodes: Vec<ReplicaId> = current.iter().map(|at| at.node).collect();
     let missing: Vec<ReplicaId> = target
         .iter()
@@ -181,19 +190,32 @@ fn reassign_step(
         .collect();
     if !missing.is_empty() {
         let mut replicas = current.to_vec();
-        for node in missing {
-            let shards = members.get(&node).map_or(0, |member| member.shards);
+        let mut trial = load.clone();
+        for node in &missing {
+            let shards = members.get(node).map_or(0, |member| member.shards);
             let shard = (0..shards).min_by_key(|&shard| {
-                let at = Placement { node, shard };
-                (load.get(&at).copied().unwrap_or(0), shard)
+                let at = Placement { node: *node, shard };
+                (trial.get(&at).copied().unwrap_or(0), shard)
             })?;
-            let at = Placement { node, shard };
-            *load.entry(at).or_insert(0) += 1;
+            let at = Placement { node: *node, shard };
+            *trial.entry(at).or_insert(0) += 1;
             replicas.push(at);
         }
+        *load = trial;
+        // An added replica is not in sync until it caught up in the new epoch.
+        let isr = state
+            .isr
+            .iter()
+            .filter(|member| !missing.contains(&member.replica))
+            .copied()
+            .collect();
         return Some(Step::Assign {
             replicas,
-            state: None,
+            state: Some(PartitionState {
+                leader: state.leader,
+                epoch: next_epoch,
+                isr,
+            }),
             finished: false,
         });
     }
@@ -208,16 +230,12 @@ fn reassign_step(
     if !target.iter().all(in_sync) {
         return None;
     }
-    let (leader, session) = state.leader?;
-    if members.get(&leader).map(|member| member.live.session) != Some(session) {
-        return None;
-    }
     if !target.contains(&leader) {
         let next = target.iter().find(|node| in_sync(node))?;
         let session = members.get(next)?.live.session;
         return Some(Step::Lead(PartitionState {
             leader: Some((*next, session)),
-            epoch: LeaderEpoch(state.epoch.0.checked_add(1)?),
+            epoch: next_epoch,
             isr: state.isr.clone(),
         }));
     }
@@ -231,9 +249,11 @@ fn reassign_step(
         .filter(|member| target.contains(&member.replica))
         .copied()
         .collect();
-    let state = (isr != state.isr).then(|| PartitionState {
+    let removes = nodes.iter().any(|node| !target.contains(node));
+    let state = (removes || isr != state.isr).then_some(PartitionState {
+        leader: state.leader,
+        epoch: next_epoch,
         isr,
-        ..state.clone()
     });
     Some(Step::Assign {
         replicas,
@@ -805,7 +825,12 @@ mod tests {
             vec![Action::Reassign {
                 partition: ("t".into(), 0),
                 replicas: added.clone(),
-                state: None,
+                // A new epoch under the same leader: its followers start over.
+                state: Some(PartitionState {
+                    leader: Some((ReplicaId(1), SessionId(10))),
+                    epoch: LeaderEpoch(5),
+                    isr: isr(&[1, 2]),
+                }),
                 finished: false,
             }]
         );
@@ -835,7 +860,7 @@ mod tests {
                 replicas: vec![at(3, 0), at(2, 0)],
                 state: Some(PartitionState {
                     leader: Some((ReplicaId(3), SessionId(30))),
-                    epoch: LeaderEpoch(5),
+                    epoch: LeaderEpoch(6),
                     isr: isr(&[2, 3]),
                 }),
                 finished: true,
@@ -913,7 +938,11 @@ mod tests {
             vec![Action::Reassign {
                 partition: ("t".into(), 0),
                 replicas: vec![at(1, 0), at(2, 0), at(4, 0)],
-                state: None,
+                state: Some(PartitionState {
+                    leader: Some((ReplicaId(1), SessionId(10))),
+                    epoch: LeaderEpoch(5),
+                    isr: isr(&[1, 2]),
+                }),
                 finished: false,
             }]
         );
@@ -931,7 +960,7 @@ mod tests {
                 replicas: vec![at(2, 0), at(4, 0)],
                 state: Some(PartitionState {
                     leader: Some((ReplicaId(2), SessionId(20))),
-                    epoch: LeaderEpoch(5),
+                    epoch: LeaderEpoch(6),
                     isr: isr(&[2, 4]),
                 }),
                 finished: false,
