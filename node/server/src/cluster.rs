@@ -602,7 +602,19 @@ impl ClusterQuery {
                     Some((ReplicaId(record.node), live))
                 })
                 .collect();
-            let mut topics: std::collections::BTreeMap<String, Option<Vec<ReplicaId>>> =
+            let (marks, _, _) = crate::records::read_prefix(
+                &mut client,
+                &crate::records::decommissioned_prefix(&cluster),
+                0,
+                crate::controller::CONTROLLER_KEYS_MAX,
+            )
+            .await
+            .map_err(|error| unavailable(&error))?;
+            let decommissioned = crate::records::decommissioned_of(&marks, &cluster);
+            // Per topic: its id, each partition's preferred replica, and the partitions
+            // being reassigned.
+            type Preferred = (String, Vec<ReplicaId>, Vec<u32>);
+            let mut topics: std::collections::BTreeMap<String, Option<Preferred>> =
                 std::collections::BTreeMap::new();
             let mut results = Vec::with_capacity(partitions.len());
             let mut written = 0;
@@ -623,26 +635,49 @@ impl ClusterQuery {
                         .kvs()
                         .first()
                         .and_then(|kv| crate::records::read_topic(&topic, kv.value()).ok());
-                    let replicas = record.map(|(_, record)| {
-                        record
+                    let preferred = record.map(|(_, record)| {
+                        let firsts = record
                             .replicas
                             .iter()
-                            .map(|replicas| replicas.first().map_or(ReplicaId(u32::MAX), |at| ReplicaId(at.node)))
-                            .collect()
+                            .map(|replicas| {
+                                replicas
+                                    .first()
+                                    .map_or(ReplicaId(u32::MAX), |at| ReplicaId(at.node))
+                            })
+                            .collect();
+                        let moving = record
+                            .reassigning
+                            .iter()
+                            .map(|entry| entry.partition)
+                            .collect();
+                        (record.id, firsts, moving)
                     });
-                    topics.insert(topic.clone(), replicas);
+                    topics.insert(topic.clone(), preferred);
                 }
-                let preferred = topics
-                    .get(&topic)
-                    .and_then(Option::as_ref)
-                    .and_then(|firsts| firsts.get(usize::try_from(number).ok()?).copied());
-                let Some(preferred) = preferred else {
+                let known = topics.get(&topic).and_then(Option::as_ref);
+                let preferred = known.and_then(|(_, firsts, _)| {
+                    firsts.get(usize::try_from(number).ok()?).copied()
+                });
+                let (Some(preferred), Some((topic_id, _, moving))) = (preferred, known) else {
                     results.push(outcome(
                         Some(ErrorCode::UnknownPartition),
                         format!("{topic}/{number} is not a partition of the cluster"),
                     ));
                     continue;
                 };
+                // A partition being moved gets its leader from the move; a preferred replica
+                // on a decommissioned node would have to hand over again.
+                if moving.contains(&number) || decommissioned.contains_key(&preferred.0) {
+                    results.push(outcome(
+                        Some(ErrorCode::PreferredLeaderNotAvailable),
+                        format!(
+                            "{topic}/{number} is being moved, or its preferred replica (node \
+                             {preferred}) is decommissioned"
+                        ),
+                    ));
+                    continue;
+                }
+                let topic_id = topic_id.clone();
                 let key = crate::records::partition_key(&cluster, &topic, number);
                 let read = client
                     .get(key.clone(), None)
@@ -662,6 +697,13 @@ impl ClusterQuery {
                     ));
                     continue;
                 };
+                if record.topic_id != topic_id {
+                    results.push(outcome(
+                        Some(ErrorCode::UnknownPartition),
+                        format!("{topic}/{number} belongs to another topic of the name"),
+                    ));
+                    continue;
+                }
                 let next = match spate_core::replica::elect_preferred(&state, &[preferred], &members)
                 {
                     Ok(next) => next,

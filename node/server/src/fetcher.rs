@@ -259,7 +259,7 @@ impl Fetcher {
                 durable_end: durable_end.0,
                 // Throttled, an answer holds about a second's worth (at least one batch).
                 max_bytes: self.throttle_rate().map_or(REPLICA_FETCH_BYTES, |rate| {
-                    u32::try_from(rate.min(u64::from(REPLICA_FETCH_BYTES))).unwrap_or(1)
+                    u32::try_from(rate.clamp(1, u64::from(REPLICA_FETCH_BYTES))).unwrap_or(1)
                 }),
                 max_wait_ms: REPLICA_FETCH_WAIT_MS,
             });
@@ -401,10 +401,13 @@ impl Fetcher {
             slot => slot.insert(Throttle::new(rate)),
         };
         let mut wait = Duration::from_millis(throttle.take(now(), bytes));
-        // In slices, so a role change is not waited out.
+        // In slices, so a role change, the end of the move or a new rate is not waited out.
         while !wait.is_zero() {
             if current(&self.shard, &self.partition, self.generation).as_ref() != Some(following) {
                 return false;
+            }
+            if self.throttle_rate() != Some(rate) {
+                return true;
             }
             let slice = wait.min(PACE_SLICE);
             glommio::timer::sleep(slice).await;

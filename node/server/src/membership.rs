@@ -16,6 +16,9 @@ pub struct ClusterView {
     since_ms: u64,
     #[cfg(feature = "cluster")]
     query: std::sync::OnceLock<crate::cluster::ClusterQuery>,
+    /// Which shard holds each partition directory open (a replica moved to another shard of
+    /// this node by a reassignment opens there only once the old shard closed it).
+    held: std::sync::Mutex<std::collections::HashMap<(String, u32), u16>>,
 }
 
 impl ClusterView {
@@ -29,6 +32,35 @@ impl ClusterView {
             since_ms,
             #[cfg(feature = "cluster")]
             query: std::sync::OnceLock::new(),
+            held: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Takes partition `partition` of `topic` for `shard`: `false` while another shard holds
+    /// its directory.
+    pub fn hold(&self, topic: &str, partition: u32, shard: u16) -> bool {
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match held.get(&(topic.to_owned(), partition)) {
+            Some(holder) => *holder == shard,
+            None => {
+                held.insert((topic.to_owned(), partition), shard);
+                true
+            }
+        }
+    }
+
+    /// Gives partition `partition` of `topic` up, if `shard` holds it.
+    pub fn release(&self, topic: &str, partition: u32, shard: u16) {
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (topic.to_owned(), partition);
+        if held.get(&key) == Some(&shard) {
+            held.remove(&key);
         }
     }
 

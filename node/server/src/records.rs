@@ -122,6 +122,21 @@ pub(crate) fn read_topic(name: &str, value: &[u8]) -> Result<(TopicId, TopicReco
             record.partitions
         ));
     }
+    // Reassignments a request would have refused (written by hand, or damaged) are left out:
+    // a partition out of range or named twice, a target empty, too long or naming a node
+    // twice.
+    let mut record = record;
+    let mut seen = std::collections::BTreeSet::new();
+    record.reassigning.retain(|entry| {
+        let target_ok = !entry.target.is_empty()
+            && entry.target.len() <= spate_proto::limits::CLUSTER_PARTITION_REPLICAS_MAX as usize
+            && entry
+                .target
+                .iter()
+                .enumerate()
+                .all(|(index, node)| !entry.target[..index].contains(node));
+        (entry.partition as usize) < partitions && target_ok && seen.insert(entry.partition)
+    });
     Ok((id, record))
 }
 

@@ -424,6 +424,52 @@ fn check_target(map: &ClusterMap, replicas: &[u32]) -> Result<(), Refused> {
     Ok(())
 }
 
+/// A throttle is at least one byte per second (0 would let a replica catch up never).
+fn check_throttle(throttle: Option<u64>) -> Result<(), Refused> {
+    if throttle == Some(0) {
+        return Err((
+            ErrorCode::InvalidRequest,
+            "a throttle of 0 bytes/s would never let a replica catch up; give at least 1".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A topic record with reassignments must stay within `TOPIC_RECORD_SIZE_MAX` also once the
+/// controller added every target's new replicas (each written as a placement of at most
+/// `PLACEMENT_JSON_MAX` bytes), or the controller could never write its first step.
+fn check_record_size(record: &crate::records::TopicRecord) -> Result<(), Refused> {
+    const PLACEMENT_JSON_MAX: usize = r#"{"node":4294967295,"shard":65535},"#.len();
+    let added: usize = record
+        .reassigning
+        .iter()
+        .map(|entry| {
+            let current = usize::try_from(entry.partition)
+                .ok()
+                .and_then(|index| record.replicas.get(index));
+            entry
+                .target
+                .iter()
+                .filter(|node| {
+                    current.is_none_or(|replicas| !replicas.iter().any(|at| at.node == **node))
+                })
+                .count()
+        })
+        .sum();
+    let size = crate::records::json(record).len() + added * PLACEMENT_JSON_MAX;
+    if size > crate::records::TOPIC_RECORD_SIZE_MAX {
+        return Err((
+            ErrorCode::InvalidRequest,
+            format!(
+                "the topic's record would grow to about {size} bytes while its partitions move, \
+                 more than the {} a topic record may have: move fewer partitions at once",
+                crate::records::TOPIC_RECORD_SIZE_MAX
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The partitions a move names: `partitions` of `topic` as `map` shows it (all of them when
 /// none are named).
 fn named_partitions(
@@ -485,17 +531,14 @@ impl Coordinator {
                 throttle,
             } => {
                 check_target(&map, &replicas)?;
+                check_throttle(throttle)?;
                 let named = named_partitions(&map, &topic, &partitions)?;
                 let name = topic.clone();
                 query
                     .change_topic_record(topic, move |record| {
-                        Ok(reassign_in(
-                            record,
-                            &name,
-                            &named,
-                            Some(&replicas),
-                            throttle,
-                        ))
+                        let changed = reassign_in(record, &name, &named, Some(&replicas), throttle);
+                        check_record_size(record)?;
+                        Ok(changed)
                     })
                     .await?
             }
@@ -533,6 +576,7 @@ impl Coordinator {
                 (results, revision)
             }
             PartitionMove::Decommission { node, throttle } => {
+                check_throttle(throttle)?;
                 let holds = |map: &ClusterMap| -> Vec<spate_proto::MoveResult> {
                     map.topics
                         .iter()
@@ -657,4 +701,75 @@ fn reassign_in(
     }
     record.reassigning.sort_by_key(|entry| entry.partition);
     (changed, results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{ReplicaPlacement, TopicRecord, TopicSettings};
+
+    fn record(partitions: &[&[u32]]) -> TopicRecord {
+        TopicRecord {
+            v: RECORD_VERSION,
+            id: format!("{:032x}", 1),
+            partitions: u32::try_from(partitions.len()).unwrap(),
+            replication_factor: 2,
+            replicas: partitions
+                .iter()
+                .map(|nodes| {
+                    nodes
+                        .iter()
+                        .map(|&node| ReplicaPlacement { node, shard: 0 })
+                        .collect()
+                })
+                .collect(),
+            settings: TopicSettings::default(),
+            reassigning: Vec::new(),
+        }
+    }
+
+    /// A reassignment records its target and the replicas before it; a second one replaces
+    /// the target and keeps them; a cancellation moves back to them; cancelling what does
+    /// not move, or moving a partition to where it is, changes nothing.
+    #[test]
+    fn reassignments_are_written_replaced_and_cancelled_in_the_topic_record() {
+        let mut topic = record(&[&[1, 2], &[2, 3]]);
+        let (changed, results) = reassign_in(&mut topic, "t", &[0], Some(&[3, 4]), Some(9));
+        assert!(changed && results[0].error.is_none());
+        assert_eq!(topic.reassigning[0].target, [3, 4]);
+        assert_eq!(topic.reassigning[0].original, [1, 2]);
+        assert_eq!(topic.reassigning[0].throttle_bytes_per_s, Some(9));
+        let (changed, _) = reassign_in(&mut topic, "t", &[0], Some(&[4]), None);
+        assert!(changed);
+        assert_eq!(topic.reassigning[0].target, [4]);
+        assert_eq!(topic.reassigning[0].original, [1, 2]);
+        let (changed, _) = reassign_in(&mut topic, "t", &[0], None, None);
+        assert!(changed);
+        assert_eq!(topic.reassigning[0].target, [1, 2]);
+        let (changed, results) = reassign_in(&mut topic, "t", &[1], None, None);
+        assert!(!changed);
+        assert_eq!(results[0].error, Some(ErrorCode::NoReassignmentInProgress));
+        let (changed, results) = reassign_in(&mut topic, "t", &[1], Some(&[2, 3]), None);
+        assert!(!changed && results[0].error.is_none());
+        let (changed, results) = reassign_in(&mut topic, "t", &[7], Some(&[2]), None);
+        assert!(!changed);
+        assert_eq!(results[0].error, Some(ErrorCode::UnknownPartition));
+    }
+
+    /// A throttle of 0 is refused; a record that would outgrow its limit once the targets'
+    /// replicas are added is refused before it is written.
+    #[test]
+    fn throttles_and_record_sizes_are_checked() {
+        assert!(check_throttle(Some(0)).is_err());
+        assert!(check_throttle(Some(1)).is_ok() && check_throttle(None).is_ok());
+        let nodes: Vec<u32> = (1..=64).collect();
+        let partitions: Vec<&[u32]> = vec![&[1]; 10_000];
+        let mut topic = record(&partitions);
+        assert!(check_record_size(&topic).is_ok());
+        let all: Vec<u32> = (0..10_000).collect();
+        reassign_in(&mut topic, "t", &all, Some(&nodes), None);
+        let refused = check_record_size(&topic).unwrap_err();
+        assert_eq!(refused.0, ErrorCode::InvalidRequest);
+        assert!(refused.1.contains("move fewer partitions"), "{}", refused.1);
+    }
 }

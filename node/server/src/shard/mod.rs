@@ -11,7 +11,7 @@
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +42,12 @@ const RECOVERY_CONCURRENCY: u64 = 16;
 /// before its files close (what is not durable by then is not acknowledged).
 const CLOSE_SETTLE_CHECKS: u32 = 500;
 const CLOSE_SETTLE_CHECK: Duration = Duration::from_millis(10);
+
+/// How long a shard waits for another shard of its node to close a partition's directory
+/// (a replica moved between shards: the other closes it as it applies the same metadata),
+/// and how often it looks.
+const HOLD_WAIT: Duration = Duration::from_secs(60);
+const HOLD_CHECK: Duration = Duration::from_millis(20);
 
 /// The directory of a partition.
 pub fn partition_dir(data_dir: &std::path::Path, topic: &str, partition: u32) -> PathBuf {
@@ -309,8 +315,10 @@ impl Shard {
                         still && claim.as_ref().map(|claim| &claim.topic) != wanted_topic;
                     if recreated || !still {
                         // Files go only for what this cluster's complete map no longer
-                        // gives this node, or gives to another topic of the name.
-                        let keep = !(same_cluster && (recreated || routes.complete));
+                        // gives this node, or gives to another topic of the name — not for a
+                        // replica the map moved to another shard of this node.
+                        let elsewhere = !recreated && wanted_topic.is_some();
+                        let keep = elsewhere || !(same_cluster && (recreated || routes.complete));
                         self.close_partition(&key, keep).await;
                         self.claims.borrow_mut().remove(&key);
                     }
@@ -392,6 +400,7 @@ impl Shard {
                 }
             }
         }
+        self.cluster.release(&key.topic, key.partition, self.id.0);
     }
 
     /// Opens a partition unless it is being opened already (a metadata update and a retried
@@ -410,7 +419,22 @@ impl Shard {
         if !self.opening.borrow_mut().insert(key.clone()) {
             return;
         }
+        // Another shard of this node may still hold the directory (a replica moved between
+        // shards): it opens here once that one closed it.
+        let mut waited = Duration::ZERO;
+        while !self.cluster.hold(&key.topic, key.partition, self.id.0) {
+            if waited >= HOLD_WAIT || self.shutdown.load(Ordering::Relaxed) {
+                tracing::error!(topic = %key.topic, partition = key.partition, "not opened: another shard of this node still holds its directory");
+                self.opening.borrow_mut().remove(&key);
+                return;
+            }
+            glommio::timer::sleep(HOLD_CHECK).await;
+            waited += HOLD_CHECK;
+        }
         self.open_partition_once(key.clone(), config, reopen).await;
+        if !self.partitions.borrow().contains(&key) {
+            self.cluster.release(&key.topic, key.partition, self.id.0);
+        }
         self.opening.borrow_mut().remove(&key);
     }
 
