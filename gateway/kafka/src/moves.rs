@@ -170,12 +170,13 @@ pub fn elect_plan(request: &ElectLeadersRequest) -> Result<Plan, (ResponseError,
 }
 
 /// The ElectLeaders answer from the outcomes, grouped by topic (in order of first mention).
+/// `refused`: the error of the whole request (it has no message field).
 pub fn elect_response(
     outcomes: Vec<Outcome>,
-    refused: Option<(ResponseError, String)>,
+    refused: Option<ResponseError>,
 ) -> ElectLeadersResponse {
     let mut answer = ElectLeadersResponse::default();
-    if let Some((error, _)) = refused {
+    if let Some(error) = refused {
         return answer.with_error_code(error.code());
     }
     let mut topics: Vec<(String, Vec<PartitionResult>)> = Vec::new();
@@ -426,7 +427,7 @@ mod tests {
             [(PartitionMove::ElectPreferred { topic: None, .. }, _)]
         ));
         // Unclean: refused per partition, or as a whole.
-        let unclean = request.clone().with_election_type(1);
+        let unclean = request.with_election_type(1);
         let plan = elect_plan(&unclean).unwrap();
         assert!(plan.moves.is_empty());
         assert!(plan

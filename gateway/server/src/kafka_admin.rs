@@ -150,10 +150,13 @@ async fn run_plan(
 /// ElectLeaders: preferred elections through the node's `MovePartitions`.
 pub async fn elect_leaders(router: &Router, request: &ElectLeadersRequest) -> ElectLeadersResponse {
     match moves::elect_plan(request) {
-        Err(refused) => moves::elect_response(Vec::new(), Some(refused)),
+        Err((refused, message)) => {
+            tracing::debug!("ElectLeaders refused: {message}");
+            moves::elect_response(Vec::new(), Some(refused))
+        }
         Ok(plan) => {
             let (outcomes, refused) = run_plan(router, plan).await;
-            moves::elect_response(outcomes, refused)
+            moves::elect_response(outcomes, refused.map(|(error, _)| error))
         }
     }
 }

@@ -775,7 +775,8 @@ impl Run {
             None => {
                 let mut pool = nodes;
                 let mut target = Vec::new();
-                let size = self.rng.range(1, self.factor as u64) as usize;
+                let factor = u64::try_from(self.factor).unwrap_or(1);
+                let size = usize::try_from(self.rng.range(1, factor)).unwrap_or(1);
                 while target.len() < size && !pool.is_empty() {
                     target.push(pool.swap_remove(self.rng.index(pool.len())));
                 }
