@@ -3,16 +3,17 @@
 //! array-count abort of an unpatched kafka-protocol; its reproducers are among the seeds).
 //! What decodes is answered: encoding the ApiVersions answer for it must work too. A group
 //! request becomes the node's `Group` request: one that passes `check` must encode (the
-//! gateway encodes only such).
+//! gateway encodes only such). ElectLeaders and AlterPartitionReassignments become the node's
+//! `MovePartitions` requests, which must encode.
 
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use spate_kafka::frame::{decode_request, encode_response, request_size, Decoded};
-use spate_kafka::groups;
+use spate_kafka::{groups, moves};
 use spate_kafka::versions::api_versions_body;
-use spate_proto::{GroupRequest, Request as NodeRequest};
+use spate_proto::{GroupRequest, MovePartitionsRequest, Request as NodeRequest};
 
 use kafka_protocol::messages::RequestKind;
 
@@ -58,6 +59,15 @@ fuzz_target!(|data: &[u8]| {
                 if node.check().is_ok() {
                     assert!(!NodeRequest::Group(node).to_frame(0).is_empty());
                 }
+            }
+            let plan = match &request.body {
+                RequestKind::ElectLeaders(r) => moves::elect_plan(r).ok(),
+                RequestKind::AlterPartitionReassignments(r) => Some(moves::alter_plan(r)),
+                _ => None,
+            };
+            for (change, _) in plan.map(|plan| plan.moves).unwrap_or_default() {
+                let node = NodeRequest::MovePartitions(MovePartitionsRequest { change });
+                assert!(!node.to_frame(0).is_empty());
             }
         }
         Ok(Decoded::Answer(answer)) => assert!(answer.len() >= 8),
