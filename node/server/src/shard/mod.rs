@@ -470,8 +470,15 @@ impl Shard {
         let config = partition.log().config().clone();
         self.close_partition(&key, true).await;
         drop(turn);
-        self.open_partition_once(key.clone(), config, Some(how))
-            .await;
+        // Closing gave the directory up: it is this shard's again before it opens (another
+        // shard that took it meanwhile has the replica now).
+        if self.cluster.hold(&key.topic, key.partition, self.id.0) {
+            self.open_partition_once(key.clone(), config, Some(how))
+                .await;
+            if !self.partitions.borrow().contains(&key) {
+                self.cluster.release(&key.topic, key.partition, self.id.0);
+            }
+        }
         self.opening.borrow_mut().remove(&key);
     }
 
