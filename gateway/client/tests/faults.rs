@@ -1,9 +1,11 @@
-//! A fault-injection run against a real cluster, in the manner of Jepsen: a real etcd, three
-//! node processes (`spate node`) and a gateway, idempotent producers writing through the
-//! gateway with `fsync` (acks=all) to a topic of three partitions replicated on all three
-//! nodes, readers fetching what is visible all along, and a nemesis that kills a node with
-//! SIGKILL (and starts it again) or pauses it with SIGSTOP for longer than the session
-//! timeout (then SIGCONT), one fault at a time. Then every node runs again, and a checker
+//! A fault-injection run against a real cluster, in the manner of Jepsen: a real etcd cluster
+//! of three members, three node processes (`spate node`) and a gateway, idempotent producers
+//! writing through the gateway with `fsync` (acks=all) to a topic of three partitions
+//! replicated on all three nodes, readers fetching what is visible all along, and a nemesis
+//! that, one fault at a time, kills a node with SIGKILL (and starts it again), pauses one with
+//! SIGSTOP for longer than the session timeout (then SIGCONT), kills an etcd member with
+//! SIGKILL (and starts it again), or moves a partition (its replicas cut to two, then the
+//! third added back first, then its preferred leader elected). Then every node runs again, and a checker
 //! reads every partition whole and reports acknowledged records lost or moved, records stored
 //! twice, records of a producer out of order, and offsets the readers saw holding another
 //! value than the log holds in the end. It must report nothing.
@@ -25,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use etcd::EtcdProcess;
+use etcd::EtcdCluster;
 use spate_client::{Client, Producer, ProducerConfig, ProducerRecord};
 use spate_proto::{FetchRequest, PartitionId, Setting};
 
@@ -245,25 +247,95 @@ async fn observe(client: Client, stop: Arc<AtomicBool>, history: Arc<Mutex<Histo
     }
 }
 
+/// How long a move waits for each of its steps.
+const MOVE_STEP_WAIT: Duration = Duration::from_secs(15);
+
+/// Moves partition `round % PARTITIONS`: its replicas cut to two (one node left out, in
+/// turn), then the left-out node added back as the first replica (a replica removed, its log
+/// deleted, and added again), then its preferred leader elected; each step waited for (the
+/// moves listed done), bounded. What happened, for the nemesis's log.
+async fn move_partition(client: &Client, round: usize) -> String {
+    let partition = u32::try_from(round % PARTITIONS as usize).unwrap();
+    let left_out = u32::try_from(round / PARTITIONS as usize % NODES as usize).unwrap() + 1;
+    let kept: Vec<u32> = (1..=NODES).filter(|node| *node != left_out).collect();
+    let mut all = vec![left_out];
+    all.extend(&kept);
+    let mut said = format!("move {TOPIC}/{partition}:");
+    for (target, what) in [(&kept, "cut to"), (&all, "back to")] {
+        let answer = client
+            .reassign_partitions(TOPIC, &[partition], target, None)
+            .await;
+        said.push_str(&format!(" {what} {target:?}"));
+        if let Err(error) = answer {
+            said.push_str(&format!(" (refused: {error})"));
+            return said;
+        }
+        let deadline = Instant::now() + MOVE_STEP_WAIT;
+        loop {
+            let done = client
+                .describe_cluster()
+                .await
+                .is_ok_and(|cluster| cluster.moves.is_some_and(|moves| moves.moving == 0));
+            if done {
+                break;
+            }
+            if Instant::now() > deadline {
+                said.push_str(" (still moving)");
+                return said;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    match client
+        .elect_preferred_leaders(Some(TOPIC), &[partition])
+        .await
+    {
+        Ok(answer) => said.push_str(&format!(", elected: {} changed", answer.changed)),
+        Err(error) => said.push_str(&format!(", election refused: {error}")),
+    }
+    said
+}
+
 /// The nemesis: one fault at a time, chosen in turn: SIGKILL of a node (started again 4 s
-/// later) or SIGSTOP of one for twice the session timeout (then SIGCONT); 3 s of calm after
-/// each.
-fn nemesis(nodes: &mut [Node], until: Instant, log: &Path) {
+/// later), SIGSTOP of one for twice the session timeout (then SIGCONT), SIGKILL of an etcd
+/// member (started again 4 s later), or a partition moved (`mover`); 3 s of calm after each.
+fn nemesis(
+    nodes: &mut [Node],
+    etcd: &mut EtcdCluster,
+    mover: &dyn Fn(usize) -> String,
+    until: Instant,
+    log: &Path,
+) {
     let mut round = 0usize;
     let mut said = String::new();
     while Instant::now() < until {
-        let victim = round % nodes.len();
+        let victim = round / 4 % nodes.len();
         let node = &mut nodes[victim];
-        if round.is_multiple_of(2) {
-            said.push_str(&format!("kill -9 node {}\n", node.id));
-            node.kill();
-            std::thread::sleep(Duration::from_secs(4));
-            node.start();
-        } else {
-            said.push_str(&format!("SIGSTOP node {}\n", node.id));
-            node.signal("-STOP");
-            std::thread::sleep(Duration::from_millis(2 * SESSION_TIMEOUT_MS));
-            node.signal("-CONT");
+        match round % 4 {
+            0 => {
+                said.push_str(&format!("kill -9 node {}\n", node.id));
+                node.kill();
+                std::thread::sleep(Duration::from_secs(4));
+                node.start();
+            }
+            1 => {
+                said.push_str(&format!("SIGSTOP node {}\n", node.id));
+                node.signal("-STOP");
+                std::thread::sleep(Duration::from_millis(2 * SESSION_TIMEOUT_MS));
+                node.signal("-CONT");
+            }
+            2 => {
+                let member = round / 4 % etcd.len();
+                said.push_str(&format!("kill -9 etcd member {member}\n"));
+                etcd.kill(member);
+                std::thread::sleep(Duration::from_secs(4));
+                etcd.start(member);
+            }
+            _ => {
+                let moved = mover(round / 4);
+                said.push_str(&moved);
+                said.push('\n');
+            }
         }
         std::thread::sleep(Duration::from_secs(3));
         round += 1;
@@ -278,13 +350,13 @@ fn a_cluster_under_kills_and_pauses_loses_duplicates_and_reorders_nothing() {
         .and_then(|text| text.parse().ok())
         .unwrap_or(40);
     let dir = data_dir("run");
-    let mut etcd = EtcdProcess::spawn("faults", &dir);
+    let mut etcd = EtcdCluster::spawn("faults", &dir, 3);
     etcd.wait_listening();
     let mut nodes: Vec<Node> = (1..=NODES)
         .map(|id| Node {
             id,
             dir: dir.clone(),
-            etcd: etcd.url.clone(),
+            etcd: etcd.urls.clone(),
             child: None,
             address: None,
         })
@@ -351,8 +423,11 @@ fn a_cluster_under_kills_and_pauses_loses_duplicates_and_reorders_nothing() {
         tasks.push(runtime.spawn(produce(writer, producer, stop.clone(), history.clone())));
     }
     tasks.push(runtime.spawn(observe(client.clone(), stop.clone(), history.clone())));
+    let mover = |round: usize| runtime.block_on(move_partition(&client, round));
     nemesis(
         &mut nodes,
+        &mut etcd,
+        &mover,
         Instant::now() + Duration::from_secs(seconds),
         &dir.join("nemesis.txt"),
     );

@@ -46,6 +46,12 @@ pub struct Registration {
 }
 
 impl Registration {
+    /// The connection's number on its shard, in the order the shard accepted connections
+    /// (a replica's fetches over an older connection than its newest are stale).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Records that bytes arrived.
     pub fn touch(&self) {
         if let Some(entry) = self.connections.open.borrow_mut().get_mut(&self.id) {

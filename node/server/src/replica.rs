@@ -289,6 +289,7 @@ impl Shard {
         &self,
         partition: &Rc<Partition>,
         request: &ReplicaFetchRequest,
+        link: u64,
     ) -> Result<ReplicaFetchResponse, ErrorResponse> {
         let started = Instant::now();
         let max_wait = Duration::from_millis(u64::from(request.max_wait_ms));
@@ -340,6 +341,7 @@ impl Shard {
                     now(),
                     ReplicaId(request.replica),
                     storage,
+                    link,
                     offset,
                     durable,
                 ) {
@@ -425,6 +427,7 @@ impl Shard {
         &self,
         partition: &Rc<Partition>,
         request: &ReplicaProgressRequest,
+        link: u64,
     ) -> Result<(), ErrorResponse> {
         let name = format!("{}-{}", partition.key.topic, partition.key.partition);
         {
@@ -441,6 +444,7 @@ impl Shard {
                 .handle_progress(
                     ReplicaId(request.replica),
                     StorageId(request.storage_id),
+                    link,
                     Offset(request.log_end),
                     Offset(request.durable_end.min(request.log_end)),
                 )

@@ -78,6 +78,8 @@ pub struct ReplicationReport {
     pub moves_done: u64,
     /// Replicas removed from their node (their log deleted).
     pub replicas_removed: u64,
+    /// Nodes decommissioned or taken back.
+    pub decommissions: u64,
 }
 
 impl ReplicationReport {
@@ -99,6 +101,7 @@ impl ReplicationReport {
         self.moves += other.moves;
         self.moves_done += other.moves_done;
         self.replicas_removed += other.replicas_removed;
+        self.decommissions += other.decommissions;
     }
 }
 
@@ -438,6 +441,8 @@ struct Etcd {
     members: BTreeMap<ReplicaId, Member>,
     /// A reassignment in progress: its target and the replicas before it.
     target: Option<(Vec<ReplicaId>, Vec<ReplicaId>)>,
+    /// A decommissioned node (its replica moves to another node).
+    decommissioned: Option<ReplicaId>,
 }
 
 enum Role {
@@ -457,6 +462,9 @@ enum Role {
         /// The fetch in flight: sent at, its offset and last epoch.
         fetch: Option<(Millis, Offset, Option<LeaderEpoch>)>,
         durable_sent: Offset,
+        /// The link its messages go over: a new one whenever its log was opened again (a
+        /// cut, a start over), as the node's fetcher connects anew, numbered in order.
+        link: u64,
     },
 }
 
@@ -479,6 +487,7 @@ enum Message {
     Fetch {
         epoch: LeaderEpoch,
         storage: StorageId,
+        link: u64,
         fetch_offset: Offset,
         last_epoch: Option<LeaderEpoch>,
         durable_end: Offset,
@@ -486,6 +495,7 @@ enum Message {
     Progress {
         epoch: LeaderEpoch,
         storage: StorageId,
+        link: u64,
         log_end: Offset,
         durable_end: Offset,
     },
@@ -538,6 +548,8 @@ struct Run {
     next_write: u64,
     next_session: u64,
     next_storage: u64,
+    /// The next link a follower's messages go over (links are numbered in order).
+    next_link: u64,
     report: ReplicationReport,
 }
 
@@ -609,6 +621,7 @@ impl Run {
                 },
                 members: BTreeMap::new(),
                 target: None,
+                decommissioned: None,
             },
             nodes,
             factor: replicas.len(),
@@ -628,6 +641,7 @@ impl Run {
             next_write: 0,
             next_session: 1,
             next_storage: 1_000,
+            next_link: 1,
             report: ReplicationReport::default(),
         }
     }
@@ -766,6 +780,16 @@ impl Run {
     /// order), or cancels the move in progress (back to the replicas before it).
     fn operator(&mut self) {
         let nodes: Vec<ReplicaId> = self.nodes.iter().map(|node| node.id).collect();
+        // Now and then a node is decommissioned (or taken back): its replica moves to the
+        // node that has none, keeping the replication factor.
+        if self.rng.chance(1, 4) {
+            self.etcd.decommissioned = match self.etcd.decommissioned {
+                Some(_) => None,
+                None => Some(nodes[self.rng.index(nodes.len())]),
+            };
+            self.report.decommissions += 1;
+            return;
+        }
         match &mut self.etcd.target {
             Some((target, original)) => {
                 if self.rng.chance(1, 3) {
@@ -842,6 +866,7 @@ impl Run {
                 }),
             )]
             .into(),
+            excluded: self.etcd.decommissioned.into_iter().collect(),
             ..ClusterRead::default()
         };
         for action in reconcile(&read) {
@@ -958,7 +983,9 @@ impl Run {
                 core,
                 fetch,
                 durable_sent,
+                link,
             } => {
+                let link = *link;
                 let leader = core.leader();
                 let epoch = core.epoch();
                 let resend = fetch.is_none_or(|(sent, ..)| now.0 - sent.0 >= FETCH_RESEND_MS);
@@ -970,6 +997,7 @@ impl Run {
                         Message::Fetch {
                             epoch,
                             storage,
+                            link,
                             fetch_offset: log_end,
                             last_epoch,
                             durable_end: durable,
@@ -982,6 +1010,7 @@ impl Run {
                         Message::Progress {
                             epoch,
                             storage,
+                            link,
                             log_end,
                             durable_end: durable,
                         },
@@ -1076,11 +1105,14 @@ impl Run {
                     return Ok(());
                 }
                 self.step_down(index);
+                let link = self.next_link;
+                self.next_link += 1;
                 let node = &mut self.nodes[index];
                 node.role = Role::Follower {
                     core: Follower::new(leader, view.epoch, node.high_watermark),
                     fetch: None,
                     durable_sent: Offset(0),
+                    link,
                 };
                 Ok(())
             }
@@ -1213,6 +1245,7 @@ impl Run {
             Message::Fetch {
                 epoch,
                 storage,
+                link,
                 fetch_offset,
                 last_epoch,
                 durable_end,
@@ -1243,12 +1276,25 @@ impl Run {
                             })
                         }
                         Agreement::Agrees => {
-                            match core.handle_fetch(now, from, storage, fetch_offset, durable_end) {
+                            match core.handle_fetch(
+                                now,
+                                from,
+                                storage,
+                                link,
+                                fetch_offset,
+                                durable_end,
+                            ) {
                                 Err(
                                     ReplicaError::AboveLogEnd { .. }
                                     | ReplicaError::NotAssigned { .. },
                                 ) => Some(Message::Refused),
                                 Err(error) => return Err(format!("leader {id}: {error}")),
+                                // Past the leader's written end (a new leader whose last
+                                // records from its own leader are not written yet): the node
+                                // answers OffsetOutOfRange and the follower asks again.
+                                Ok(_) if fetch_offset > node.disk.plog.written_end() => {
+                                    Some(Message::Refused)
+                                }
                                 Ok(_) => {
                                     let batches = node.disk.read_for_replica(now, fetch_offset)?;
                                     let to = Offset(fetch_offset.0 + batches.len() as u64);
@@ -1270,12 +1316,13 @@ impl Run {
             Message::Progress {
                 epoch,
                 storage,
+                link,
                 log_end,
                 durable_end,
             } => {
                 if core.check_epoch(epoch).is_ok() {
                     // A report from before a crash may name more than the log now holds.
-                    let _ = core.handle_progress(from, storage, log_end, durable_end);
+                    let _ = core.handle_progress(from, storage, link, log_end, durable_end);
                 }
                 None
             }
@@ -1294,8 +1341,12 @@ impl Run {
         message: Message,
     ) -> Result<(), String> {
         let now = self.now;
+        let fresh_link = self.next_link;
         let node = &mut self.nodes[index];
-        let Role::Follower { core, fetch, .. } = &mut node.role else {
+        let Role::Follower {
+            core, fetch, link, ..
+        } = &mut node.role
+        else {
             return Ok(());
         };
         if core.leader() != from {
@@ -1352,6 +1403,8 @@ impl Run {
                     .map_err(|problem| format!("follower {}: {problem}", node.id))?;
                 self.report.truncations += 1;
                 *fetch = None;
+                *link = fresh_link;
+                self.next_link += 1;
             }
             Message::OutOfRange {
                 epoch,
@@ -1368,6 +1421,8 @@ impl Run {
                     .map_err(|problem| format!("follower {}: {problem}", node.id))?;
                 self.report.resets += 1;
                 *fetch = None;
+                *link = fresh_link;
+                self.next_link += 1;
             }
             _ => {
                 *fetch = None;

@@ -61,7 +61,8 @@ fn group_seeds_keep_every_promise() {
 
 /// Replication (`spate_core::replica`) with three to five replicas, a model of etcd, lossy
 /// links, crashes, replaced disks, replicas cut from etcd, and the partition moved between
-/// nodes (reassignments and their cancellations; removed replicas' logs deleted)
+/// nodes (reassignments, their cancellations and decommissions; removed replicas' logs
+/// deleted)
 /// (`docs/cluster.md`).
 #[test]
 fn replication_seeds_keep_every_promise() {
@@ -87,7 +88,10 @@ fn replication_seeds_keep_every_promise() {
                 "{total:?}"
             );
             assert!(
-                total.moves > 500 && total.moves_done > 500 && total.replicas_removed > 500,
+                total.moves > 500
+                    && total.moves_done > 500
+                    && total.replicas_removed > 500
+                    && total.decommissions > 200,
                 "{total:?}"
             );
         }

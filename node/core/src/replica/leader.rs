@@ -97,6 +97,10 @@ pub struct Progress {
     last_fetch: Millis,
     /// The leader's log end when the follower's previous fetch was answered.
     leader_end_at_last_fetch: Offset,
+    /// The newest link (connection) the follower's fetches came over: what came over an
+    /// older one is from before the follower last opened its log (a truncation, a start
+    /// over) and no longer says what it holds.
+    pub link: u64,
 }
 
 /// A partition leader's replica state (see the module documentation).
@@ -143,6 +147,7 @@ impl Leader {
                     last_caught_up: now,
                     last_fetch: now,
                     leader_end_at_last_fetch: log_end,
+                    link: 0,
                 };
                 (replica, progress)
             })
@@ -241,12 +246,17 @@ impl Leader {
     /// `fetch_offset` ([`super::check_agreement`]): records its progress. The follower is
     /// caught up if it asked for the leader's log end, or for at least what the leader's log
     /// end was when its previous fetch was answered (Kafka's rule: a write arriving just after
-    /// a fetch does not count against the follower). Returns whether the high watermark moved.
+    /// a fetch does not count against the follower). `link` numbers the connection it came
+    /// over, in the order the leader accepted them: a fetch over an older link than the
+    /// follower's newest is stale and changes nothing; one over a newer link starts the
+    /// follower's durable end over (its log may have been cut or emptied since). Returns
+    /// whether the high watermark moved.
     pub fn handle_fetch(
         &mut self,
         now: Millis,
         replica: ReplicaId,
         storage: StorageId,
+        link: u64,
         fetch_offset: Offset,
         durable_end: Offset,
     ) -> Result<bool, ReplicaError> {
@@ -261,9 +271,14 @@ impl Leader {
             .followers
             .get_mut(&replica)
             .ok_or(ReplicaError::NotAssigned { replica })?;
-        if progress.storage != Some(storage) {
-            // A first fetch, or a new data directory: nothing reported before counts.
+        if link < progress.link {
+            return Ok(false);
+        }
+        if progress.storage != Some(storage) || link > progress.link {
+            // A first fetch, a new data directory, or a new link: nothing reported before
+            // counts.
             progress.storage = Some(storage);
+            progress.link = link;
             progress.durable_end = Offset(0);
         }
         if fetch_offset >= log_end {
@@ -280,12 +295,14 @@ impl Leader {
         Ok(self.update_high_watermark())
     }
 
-    /// A follower's durable end moved between fetches (`ReplicaProgress`). Returns whether
-    /// the high watermark moved.
+    /// A follower's durable end moved between fetches (`ReplicaProgress`), over `link`: it
+    /// counts only over the link of the follower's last fetch. Returns whether the high
+    /// watermark moved.
     pub fn handle_progress(
         &mut self,
         replica: ReplicaId,
         storage: StorageId,
+        link: u64,
         log_end: Offset,
         durable_end: Offset,
     ) -> Result<bool, ReplicaError> {
@@ -299,8 +316,8 @@ impl Leader {
             .followers
             .get_mut(&replica)
             .ok_or(ReplicaError::NotAssigned { replica })?;
-        if progress.storage != Some(storage) {
-            // Progress counts only after a fetch checked this directory's log.
+        if progress.storage != Some(storage) || progress.link != link {
+            // Progress counts only after a fetch checked this directory's log over this link.
             return Ok(false);
         }
         progress.durable_end = progress.durable_end.max(durable_end.min(log_end));
@@ -343,6 +360,7 @@ impl Leader {
                     last_caught_up: now,
                     last_fetch: now,
                     leader_end_at_last_fetch: self.log_end,
+                    link: 0,
                 },
             );
         }
@@ -508,6 +526,7 @@ mod tests {
                 Millis(now),
                 ReplicaId(replica),
                 member(replica).storage,
+                1,
                 Offset(offset),
                 Offset(durable),
             )
@@ -598,7 +617,7 @@ mod tests {
         leader.handle_durable(Offset(20));
         fetch(&mut leader, 1, 3, 20, 20);
         assert_eq!(
-            leader.handle_progress(ReplicaId(2), member(2).storage, Offset(30), Offset(30)),
+            leader.handle_progress(ReplicaId(2), member(2).storage, 1, Offset(30), Offset(30)),
             Err(ReplicaError::AboveLogEnd {
                 offset: Offset(30),
                 log_end: Offset(20)
@@ -606,7 +625,7 @@ mod tests {
         );
         // Not fetched yet: a report changes nothing.
         assert_eq!(
-            leader.handle_progress(ReplicaId(2), member(2).storage, Offset(20), Offset(20)),
+            leader.handle_progress(ReplicaId(2), member(2).storage, 1, Offset(20), Offset(20)),
             Ok(false)
         );
         // Replica 2 comes back with a new disk: its fetch checks that directory, but the
@@ -616,6 +635,7 @@ mod tests {
                 Millis(2),
                 ReplicaId(2),
                 StorageId(999),
+                1,
                 Offset(20),
                 Offset(20),
             )
@@ -623,7 +643,7 @@ mod tests {
         assert!(!moved);
         assert_eq!(leader.high_watermark(), Offset(4));
         assert_eq!(
-            leader.handle_progress(ReplicaId(2), StorageId(999), Offset(15), Offset(15)),
+            leader.handle_progress(ReplicaId(2), StorageId(999), 1, Offset(15), Offset(15)),
             Ok(false),
             "below the leader's end, taken, but still not counted"
         );
@@ -649,7 +669,7 @@ mod tests {
         // Durability is what counts, not the fetch offset.
         assert!(!fetch(&mut leader, 3, 3, 20, 11));
         assert!(leader
-            .handle_progress(ReplicaId(3), member(3).storage, Offset(20), Offset(20))
+            .handle_progress(ReplicaId(3), member(3).storage, 1, Offset(20), Offset(20))
             .unwrap());
         assert_eq!(leader.high_watermark(), Offset(12));
         // A late, older report does not move it back.
@@ -696,7 +716,7 @@ mod tests {
         );
         // Until the removal commits, replica 3 still holds the high watermark…
         leader
-            .handle_progress(ReplicaId(2), member(2).storage, Offset(20), Offset(20))
+            .handle_progress(ReplicaId(2), member(2).storage, 1, Offset(20), Offset(20))
             .unwrap();
         assert_eq!(leader.high_watermark(), Offset(14));
         // …but it no longer counts for min.insync.replicas.
@@ -759,6 +779,7 @@ mod tests {
                 Millis(9),
                 ReplicaId(3),
                 member(3).storage,
+                1,
                 Offset(10),
                 Offset(10)
             )
@@ -769,12 +790,63 @@ mod tests {
         assert_eq!(leader.poll_isr_change(Millis(10)), None);
     }
 
+    /// A follower whose log was cut or emptied fetches over a new link: what it reported over
+    /// the old one (its durable end, a progress report arriving late) no longer counts, so
+    /// it cannot hold up, or be counted for, records it no longer has (found by the
+    /// simulator: a report from before a start-over let the high watermark pass it).
+    #[test]
+    fn reports_over_an_older_link_count_for_nothing() {
+        // Replica 3 (in the ISR, silent) keeps the high watermark where it is.
+        let mut leader = leader(&[1, 2, 3], 10, 10);
+        leader.handle_appended(Offset(20));
+        leader.handle_durable(Offset(20));
+        let storage = member(2).storage;
+        let fetch = |leader: &mut Leader, link, offset, durable| {
+            leader
+                .handle_fetch(
+                    Millis(1),
+                    ReplicaId(2),
+                    storage,
+                    link,
+                    Offset(offset),
+                    Offset(durable),
+                )
+                .unwrap()
+        };
+        fetch(&mut leader, 5, 15, 15);
+        // The follower starts over (its log emptied) and fetches over link 6.
+        fetch(&mut leader, 6, 10, 10);
+        assert_eq!(
+            leader.progress(ReplicaId(2)).unwrap().durable_end,
+            Offset(10)
+        );
+        // A report and a fetch from link 5, arriving late: nothing.
+        assert_eq!(
+            leader.handle_progress(ReplicaId(2), storage, 5, Offset(20), Offset(20)),
+            Ok(false)
+        );
+        assert!(!fetch(&mut leader, 5, 20, 20));
+        assert_eq!(
+            leader.progress(ReplicaId(2)).unwrap().durable_end,
+            Offset(10)
+        );
+        assert_eq!(leader.high_watermark(), Offset(10));
+        // Over link 6 it counts.
+        leader
+            .handle_progress(ReplicaId(2), storage, 6, Offset(20), Offset(20))
+            .unwrap();
+        assert_eq!(
+            leader.progress(ReplicaId(2)).unwrap().durable_end,
+            Offset(20)
+        );
+    }
+
     #[test]
     fn a_replaced_data_directory_leaves_the_isr_at_once() {
         let mut leader = leader(&[1, 2, 3], 10, 10);
         let wiped = StorageId(7);
         leader
-            .handle_fetch(Millis(1), ReplicaId(3), wiped, Offset(0), Offset(0))
+            .handle_fetch(Millis(1), ReplicaId(3), wiped, 1, Offset(0), Offset(0))
             .unwrap();
         // Its empty log must not hold the high watermark as if it were the old directory.
         fetch(&mut leader, 1, 2, 10, 10);
@@ -819,7 +891,14 @@ mod tests {
         ));
         assert_eq!(leader.check_epoch(LeaderEpoch(3)), Ok(()));
         assert_eq!(
-            leader.handle_fetch(Millis(1), ReplicaId(9), StorageId(9), Offset(0), Offset(0)),
+            leader.handle_fetch(
+                Millis(1),
+                ReplicaId(9),
+                StorageId(9),
+                1,
+                Offset(0),
+                Offset(0)
+            ),
             Err(ReplicaError::NotAssigned {
                 replica: ReplicaId(9)
             })
@@ -829,6 +908,7 @@ mod tests {
                 Millis(1),
                 ReplicaId(2),
                 StorageId(200),
+                1,
                 Offset(11),
                 Offset(0)
             ),

@@ -201,6 +201,7 @@ impl Shard {
         frame: &Frame,
         permit: StaticPermit,
         responses: &Rc<LocalSender<(Bytes, Bytes)>>,
+        link: u64,
     ) -> bool {
         let correlation = frame.head.correlation_id;
         let resolved = self.resolve(frame);
@@ -210,7 +211,7 @@ impl Shard {
             self.within_room(partition, produce.batch.len() as u64)
                 .await;
         }
-        match self.dispatch(frame.head.api_key, resolved) {
+        match self.dispatch(frame.head.api_key, resolved, link) {
             Dispatched::Now(response) => {
                 drop(permit);
                 responses
@@ -282,7 +283,10 @@ impl Shard {
                 let Ok(permit) = permits.clone().acquire_static_permit(1).await else {
                     break 'connection Ok(());
                 };
-                if !self.answer(&frame, permit, &responses).await {
+                if !self
+                    .answer(&frame, permit, &responses, registration.id())
+                    .await
+                {
                     break 'connection Ok(());
                 }
             }
@@ -394,10 +398,13 @@ impl Shard {
         Ok(Resolved::Partition(partition, request))
     }
 
+    /// `link`: the connection's number on this shard (a replica's fetches and reports carry
+    /// it to the leader's view of them).
     fn dispatch(
         self: &Rc<Self>,
         api_key: u16,
         resolved: Result<Resolved, ErrorResponse>,
+        link: u64,
     ) -> Dispatched {
         let resolved = match resolved {
             Ok(resolved) => resolved,
@@ -498,12 +505,12 @@ impl Shard {
                 let shard = self.clone();
                 later(
                     api_key,
-                    async move { shard.replica_fetch(&partition, &request).await },
+                    async move { shard.replica_fetch(&partition, &request, link).await },
                     Response::ReplicaFetch,
                 )
             }
             Resolved::Partition(partition, Request::ReplicaProgress(request)) => {
-                Dispatched::Now(match self.replica_progress(&partition, &request) {
+                Dispatched::Now(match self.replica_progress(&partition, &request, link) {
                     Ok(()) => Response::ReplicaProgress,
                     Err(error) => fail(error),
                 })

@@ -192,7 +192,8 @@ fn main() {
         "replication: {} writes ({} acknowledged, {} refused for min.insync.replicas), {} \
          records committed, {} elections, ISR {} shrinks and {} expansions, {} truncations, {} \
          crashes ({} with a replaced disk), {} replicas cut from etcd, {} consumer reads, {} \
-         log-start moves on leaders, {} followers started over at a leader's log start",
+         log-start moves on leaders, {} followers started over at a leader's log start, {} \
+         moves ({} done, {} replicas removed), {} decommissions or recommissions",
         replication.writes,
         replication.acknowledged,
         replication.refused_min_insync,
@@ -207,6 +208,10 @@ fn main() {
         replication.reads,
         replication.log_start_moves,
         replication.resets,
+        replication.moves,
+        replication.moves_done,
+        replication.replicas_removed,
+        replication.decommissions,
     );
 }
 

@@ -151,8 +151,9 @@ enum ClusterCommand {
         #[arg(long, value_name = "RATE", value_parser = moves::rate)]
         throttle: Option<u64>,
     },
-    /// Take a decommissioned node back: new replicas may go there again (replicas already
-    /// moved stay where they are; moves not finished still finish).
+    /// Take a decommissioned node back: new replicas may go there again. Replicas already
+    /// moved stay where they are; a partition caught mid-move keeps the replica added for it
+    /// (reassign it to the replicas wanted).
     #[command(after_help = "Example:\n  spate cluster recommission 3")]
     Recommission { node: u32 },
 }
