@@ -3614,6 +3614,23 @@ fn spate_up_runs_a_cluster_that_survives_kill_9_of_a_leader() {
         String::from_utf8_lossy(&ran.stdout),
         String::from_utf8_lossy(&ran.stderr)
     );
+    // The CLI: the moved partition's preferred replica leads already; nothing is moving; a
+    // node that is not in the cluster cannot be decommissioned.
+    let elected = cli.ok(
+        &["cluster", "elect-preferred", "moves", "--partitions", "0"],
+        "",
+    );
+    assert!(elected.contains("ElectionNotNeeded"), "{elected}");
+    assert!(
+        elected.ends_with("0 partitions changed, 1 left as they were\n"),
+        "{elected}"
+    );
+    assert!(!cli.ok(&["cluster", "status"], "").contains("moving:"));
+    let refused = cli.fails(&["cluster", "decommission", "99"], "");
+    assert!(
+        refused.contains("neither a member nor holds a replica"),
+        "{refused}"
+    );
 
     // A consumer group (librdkafka) commits half of a topic; the node leading the group's
     // offsets partition is killed; the group's next consumer starts where it committed.

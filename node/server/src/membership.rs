@@ -111,3 +111,23 @@ impl ClusterView {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A partition directory is held by one shard at a time: another shard gets it only once
+    /// the holder gave it up (a replica moved between shards of a node).
+    #[test]
+    fn one_shard_at_a_time_holds_a_partition_directory() {
+        let view = ClusterView::new(Some(1), 7, 0);
+        assert!(view.hold("t", 0, 0));
+        assert!(view.hold("t", 0, 0), "the holder again");
+        assert!(!view.hold("t", 0, 1));
+        assert!(view.hold("t", 1, 1), "another partition");
+        view.release("t", 0, 1);
+        assert!(!view.hold("t", 0, 1), "only the holder gives it up");
+        view.release("t", 0, 0);
+        assert!(view.hold("t", 0, 1));
+    }
+}
