@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use etcd::EtcdProcess;
-use spate_client::{Client, ClientError};
+use spate_client::Client;
 use spate_format::{BatchBuilder, Record};
 use spate_proto::{Durability, FetchRequest, PartitionId, Setting};
 
@@ -60,42 +60,33 @@ async fn wait_for(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bo
     }
 }
 
-/// Produces `value` with `fsync`, retrying what the client says may be retried (the
-/// leadership moving, the gateway's map being stale) for up to 20 s; the offset given.
-async fn produce(client: &Client, value: &str) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match client
-            .produce("events", 0, Durability::Fsync, batch(value))
+/// A gateway in front of the node at `endpoint` (it learns the others from the node's map),
+/// and a client of it that sees `members` members.
+async fn gateway_and_client(
+    dir: &std::path::Path,
+    endpoint: String,
+    members: usize,
+) -> (spate_gateway::Gateway, Client) {
+    let flags = spate_gateway::Flags {
+        listen: Some("127.0.0.1:0".into()),
+        node: Some(endpoint),
+        dev_cert_dir: Some(dir.join("tls")),
+        ..spate_gateway::Flags::default()
+    };
+    let gateway = spate_gateway::start(spate_gateway::GatewayConfig::resolve(flags).unwrap())
+        .await
+        .unwrap();
+    let client = Client::connect(gateway.local_addr, &gateway.cert_path, "localhost")
+        .await
+        .unwrap();
+    wait_for("every member", Duration::from_secs(10), async || {
+        client
+            .describe_cluster()
             .await
-        {
-            Ok(produced) => return produced.base_offset,
-            Err(error) if error.is_retriable() && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(error) => panic!("produce {value}: {error}"),
-        }
-    }
-}
-
-async fn values(client: &Client) -> Result<Vec<String>, ClientError> {
-    let fetched = client
-        .fetch(FetchRequest {
-            topic: "events".into(),
-            partition: PartitionId(0),
-            offset: 0,
-            max_bytes: 1 << 20,
-            max_wait_ms: 0,
-            min_bytes: 0,
-        })
-        .await?;
-    let mut out = Vec::new();
-    for batch in spate_format::batches(&fetched.records) {
-        for record in batch.unwrap().records() {
-            out.push(String::from_utf8(record.unwrap().value.unwrap().to_vec()).unwrap());
-        }
-    }
-    Ok(out)
+            .is_ok_and(|cluster| cluster.members.len() == members)
+    })
+    .await;
+    (gateway, client)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,25 +103,8 @@ async fn a_replicated_topic_keeps_serving_through_the_gateway_when_its_leader_st
     })
     .await;
     nodes.push(Some(node(&dir.join("142"), &etcd, 142)));
-    let flags = spate_gateway::Flags {
-        listen: Some("127.0.0.1:0".into()),
-        node: Some(nodes[1].as_ref().unwrap().endpoints[0].to_string()),
-        dev_cert_dir: Some(dir.join("tls")),
-        ..spate_gateway::Flags::default()
-    };
-    let gateway = spate_gateway::start(spate_gateway::GatewayConfig::resolve(flags).unwrap())
-        .await
-        .unwrap();
-    let client = Client::connect(gateway.local_addr, &gateway.cert_path, "localhost")
-        .await
-        .unwrap();
-    wait_for("both members", Duration::from_secs(10), async || {
-        client
-            .describe_cluster()
-            .await
-            .is_ok_and(|cluster| cluster.members.len() == 2)
-    })
-    .await;
+    let endpoint = nodes[1].as_ref().unwrap().endpoints[0].to_string();
+    let (gateway, client) = gateway_and_client(&dir, endpoint, 2).await;
     client
         .create_replicated_topic("events", 1, 2, Setting::Default, Setting::Default)
         .await
@@ -138,7 +112,7 @@ async fn a_replicated_topic_keeps_serving_through_the_gateway_when_its_leader_st
     let mut written = Vec::new();
     for n in 0..30 {
         let value = format!("before {n}");
-        assert_eq!(produce(&client, &value).await, n);
+        assert_eq!(produce_to(&client, "events", &value).await, n);
         written.push(value);
     }
     // The node leading the partition stops.
@@ -159,10 +133,10 @@ async fn a_replicated_topic_keeps_serving_through_the_gateway_when_its_leader_st
     // The other node leads; every acknowledged record is there, and new ones are taken.
     for n in 30..40 {
         let value = format!("after {n}");
-        assert_eq!(produce(&client, &value).await, n);
+        assert_eq!(produce_to(&client, "events", &value).await, n);
         written.push(value);
     }
-    assert_eq!(values(&client).await.unwrap(), written);
+    assert_eq!(read_all(&client, "events").await, written);
     gateway.close();
     for node in nodes.into_iter().flatten() {
         node.shutdown();
@@ -263,25 +237,7 @@ async fn partitions_move_between_nodes_and_nothing_acknowledged_is_lost() {
     .await;
     nodes.push(node(&dir.join("152"), &etcd, 152));
     nodes.push(node(&dir.join("153"), &etcd, 153));
-    let flags = spate_gateway::Flags {
-        listen: Some("127.0.0.1:0".into()),
-        node: Some(nodes[0].endpoints[0].to_string()),
-        dev_cert_dir: Some(dir.join("tls")),
-        ..spate_gateway::Flags::default()
-    };
-    let gateway = spate_gateway::start(spate_gateway::GatewayConfig::resolve(flags).unwrap())
-        .await
-        .unwrap();
-    let client = Client::connect(gateway.local_addr, &gateway.cert_path, "localhost")
-        .await
-        .unwrap();
-    wait_for("three members", Duration::from_secs(10), async || {
-        client
-            .describe_cluster()
-            .await
-            .is_ok_and(|cluster| cluster.members.len() == 3)
-    })
-    .await;
+    let (gateway, client) = gateway_and_client(&dir, nodes[0].endpoints[0].to_string(), 3).await;
     client
         .create_replicated_topic("moving", 1, 1, Setting::Default, Setting::Default)
         .await

@@ -94,6 +94,18 @@ pub fn outcomes(
     }
 }
 
+/// `items` grouped by topic, the topics in order of first mention.
+fn by_topic<T>(items: impl IntoIterator<Item = (String, T)>) -> Vec<(String, Vec<T>)> {
+    let mut topics: Vec<(String, Vec<T>)> = Vec::new();
+    for (topic, item) in items {
+        match topics.iter_mut().find(|(name, _)| *name == topic) {
+            Some((_, items)) => items.push(item),
+            None => topics.push((topic, vec![item])),
+        }
+    }
+    topics
+}
+
 fn refused(topic: &str, partition: i32, error: ResponseError, message: String) -> Outcome {
     (topic.to_owned(), partition, Some((error, message)))
 }
@@ -179,8 +191,7 @@ pub fn elect_response(
     if let Some(error) = refused {
         return answer.with_error_code(error.code());
     }
-    let mut topics: Vec<(String, Vec<PartitionResult>)> = Vec::new();
-    for (topic, partition, error) in outcomes {
+    let topics = by_topic(outcomes.into_iter().map(|(topic, partition, error)| {
         let result = match error {
             None => PartitionResult::default().with_partition_id(partition),
             Some((error, message)) => PartitionResult::default()
@@ -188,11 +199,8 @@ pub fn elect_response(
                 .with_error_code(error.code())
                 .with_error_message(Some(StrBytes::from_string(message))),
         };
-        match topics.iter_mut().find(|(name, _)| *name == topic) {
-            Some((_, results)) => results.push(result),
-            None => topics.push((topic, vec![result])),
-        }
-    }
+        (topic, result)
+    }));
     answer.replica_election_results = topics
         .into_iter()
         .map(|(topic, results)| {
@@ -274,8 +282,7 @@ pub fn alter_plan(request: &AlterPartitionReassignmentsRequest) -> Plan {
 
 /// The AlterPartitionReassignments answer from the outcomes, grouped by topic.
 pub fn alter_response(outcomes: Vec<Outcome>) -> AlterPartitionReassignmentsResponse {
-    let mut topics: Vec<(String, Vec<ReassignablePartitionResponse>)> = Vec::new();
-    for (topic, partition, error) in outcomes {
+    let topics = by_topic(outcomes.into_iter().map(|(topic, partition, error)| {
         let result = match error {
             None => ReassignablePartitionResponse::default().with_partition_index(partition),
             Some((error, message)) => ReassignablePartitionResponse::default()
@@ -283,11 +290,8 @@ pub fn alter_response(outcomes: Vec<Outcome>) -> AlterPartitionReassignmentsResp
                 .with_error_code(error.code())
                 .with_error_message(Some(StrBytes::from_string(message))),
         };
-        match topics.iter_mut().find(|(name, _)| *name == topic) {
-            Some((_, results)) => results.push(result),
-            None => topics.push((topic, vec![result])),
-        }
-    }
+        (topic, result)
+    }));
     AlterPartitionReassignmentsResponse::default().with_responses(
         topics
             .into_iter()
@@ -326,7 +330,7 @@ pub fn list_response(
             .map(|node| BrokerId(i32::try_from(*node).unwrap_or(i32::MAX)))
             .collect()
     };
-    let mut topics: Vec<(String, Vec<OngoingPartitionReassignment>)> = Vec::new();
+    let mut ongoing_moves = Vec::new();
     for moving in &moves.listed {
         if !asked(&moving.topic, moving.partition) {
             continue;
@@ -366,13 +370,10 @@ pub fn list_response(
             .with_replicas(ids(&replicas))
             .with_adding_replicas(ids(&adding))
             .with_removing_replicas(ids(&removing));
-        match topics.iter_mut().find(|(name, _)| *name == moving.topic) {
-            Some((_, partitions)) => partitions.push(ongoing),
-            None => topics.push((moving.topic.clone(), vec![ongoing])),
-        }
+        ongoing_moves.push((moving.topic.clone(), ongoing));
     }
     ListPartitionReassignmentsResponse::default().with_topics(
-        topics
+        by_topic(ongoing_moves)
             .into_iter()
             .map(|(topic, partitions)| {
                 OngoingTopicReassignment::default()

@@ -481,42 +481,11 @@ impl ClusterQuery {
             + Send
             + 'static,
     ) -> Result<(crate::records::TopicSettings, i64), Refused> {
-        use spate_proto::ErrorCode;
-        let key = crate::records::topic_key(&self.settings.cluster_name, &name);
-        self.admin(CLUSTER_CHANGE_WAIT, move |mut client| async move {
-            loop {
-                let read = client
-                    .get(key.clone(), None)
-                    .await
-                    .map_err(|error| unavailable(&error))?;
-                let Some(kv) = read.kvs().first() else {
-                    return Err((ErrorCode::UnknownTopic, format!("unknown topic {name:?}")));
-                };
-                let mut record: crate::records::TopicRecord = serde_json::from_slice(kv.value())
-                    .map_err(|error| {
-                        (
-                            ErrorCode::InvalidRequest,
-                            format!("the record of topic {name:?} cannot be read: {error}"),
-                        )
-                    })?;
-                let Some(settings) = change(record.settings)? else {
-                    return Ok((record.settings, 0));
-                };
+        self.change_topic_record(name, move |record| match change(record.settings)? {
+            None => Ok((false, record.settings)),
+            Some(settings) => {
                 record.settings = settings;
-                let txn = Txn::new()
-                    .when([Compare::mod_revision(
-                        key.clone(),
-                        CompareOp::Equal,
-                        kv.mod_revision(),
-                    )])
-                    .and_then([TxnOp::put(key.clone(), crate::records::json(&record), None)]);
-                let answer = client.txn(txn).await.map_err(|error| unavailable(&error))?;
-                if answer.succeeded() {
-                    let revision = answer
-                        .header()
-                        .map_or(0, etcd_client::ResponseHeader::revision);
-                    return Ok((settings, revision));
-                }
+                Ok((true, settings))
             }
         })
         .await
