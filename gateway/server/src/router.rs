@@ -41,6 +41,11 @@ pub enum RefreshError {
     },
     #[error("the shard at {address} answered the metadata request with api key {api_key}")]
     WrongAnswer { address: SocketAddr, api_key: u16 },
+    #[error(
+        "the shard at {0} lists no shards (its cluster map shows no members, as while etcd \
+         is out of reach): its map is not taken"
+    )]
+    NoShards(SocketAddr),
     #[error("the shard at {address} sent an invalid answer: {source}")]
     Invalid {
         address: SocketAddr,
@@ -177,6 +182,11 @@ impl Router {
                 }
             };
             match Response::decode(&frame) {
+                // A map without shards would leave the gateway nowhere to send anything, nor
+                // anyone to ask again but the addresses it started with.
+                Ok(Response::Metadata(metadata)) if metadata.shards.is_empty() => {
+                    last_error = RefreshError::NoShards(address);
+                }
                 Ok(Response::Metadata(metadata)) => {
                     let endpoints = metadata
                         .shards
@@ -270,7 +280,10 @@ impl Router {
         };
         let target = match self.target(frame).await {
             Ok(Some(target)) => target,
-            Ok(None) => return unavailable(format!("the node at {} is not reachable", self.node)),
+            Ok(None) => {
+                self.refresh_soon();
+                return unavailable(format!("the node at {} is not reachable", self.node));
+            }
             Err(response) => return Pending::Ready(response),
         };
         let link = match self.link(target).await {

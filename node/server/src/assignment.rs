@@ -199,7 +199,7 @@ pub async fn follow(settings: ClusterSettings, sender: watch::Sender<Arc<Cluster
         let options = ConnectOptions::new()
             .with_connect_timeout(settings.session_timeout)
             .with_keep_alive(Duration::from_secs(10), settings.session_timeout);
-        let mut client = match Client::connect(&settings.endpoints, Some(options)).await {
+        let mut client = match crate::cluster::connect_etcd(&settings.endpoints, options).await {
             Ok(client) => client,
             Err(error) => {
                 tracing::warn!("cannot connect to etcd for the cluster's map: {error}");

@@ -329,6 +329,50 @@ impl ClusterQuery {
 }
 
 /// A refusal of a change asked of the cluster: the error code and message for the client.
+/// Where the next connection to etcd starts trying (each try moves it on, so a member that
+/// went away is left for the next one).
+static NEXT_ENDPOINT: AtomicUsize = AtomicUsize::new(0);
+
+/// How long a new connection's first request may take before the next member is tried.
+const ENDPOINT_PROBE_WAIT: Duration = Duration::from_secs(2);
+
+/// A connection to one member of etcd among `endpoints`, each tried alone in turn (from a
+/// rotating start) and checked with a status request. The client's own balanced channel over
+/// several endpoints fails requests while one endpoint is down (etcdv3/etcd-client#39), which
+/// let a node's lease lapse whenever one member of three was gone; one member at a time, and
+/// the next after a failure, keeps the node working while a quorum is up.
+pub(crate) async fn connect_etcd(
+    endpoints: &[String],
+    options: ConnectOptions,
+) -> Result<Client, etcd_client::Error> {
+    let count = endpoints.len().max(1);
+    let start = NEXT_ENDPOINT.fetch_add(1, Ordering::Relaxed);
+    let mut last = None;
+    for step in 0..count {
+        let Some(endpoint) = endpoints.get(start.wrapping_add(step) % count) else {
+            break;
+        };
+        match Client::connect([endpoint.as_str()], Some(options.clone())).await {
+            Ok(mut client) => {
+                match tokio::time::timeout(ENDPOINT_PROBE_WAIT, client.status()).await {
+                    Ok(Ok(_)) => return Ok(client),
+                    Ok(Err(error)) => last = Some(error),
+                    Err(_) => {
+                        last = Some(etcd_client::Error::IoError(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("{endpoint} did not answer within {ENDPOINT_PROBE_WAIT:?}"),
+                        )));
+                    }
+                }
+            }
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        etcd_client::Error::InvalidArgs("no etcd endpoint is configured".into())
+    }))
+}
+
 pub type Refused = (spate_proto::ErrorCode, String);
 
 /// How long a change of the cluster's topics or producer ids may take on etcd.
@@ -380,14 +424,15 @@ impl ClusterQuery {
                         let options = ConnectOptions::new()
                             .with_connect_timeout(CLUSTER_QUERY_WAIT)
                             .with_keep_alive(ETCD_KEEPALIVE_INTERVAL, CLUSTER_QUERY_WAIT);
-                        let client = Client::connect(&settings.endpoints, Some(options))
-                            .await
-                            .map_err(|error| {
-                                (
-                                    ErrorCode::Unavailable,
-                                    format!("cannot reach etcd: {error}"),
-                                )
-                            })?;
+                        let client =
+                            connect_etcd(&settings.endpoints, options)
+                                .await
+                                .map_err(|error| {
+                                    (
+                                        ErrorCode::Unavailable,
+                                        format!("cannot reach etcd: {error}"),
+                                    )
+                                })?;
                         *slot.lock().await = Some(client.clone());
                         client
                     }
@@ -937,7 +982,7 @@ async fn read_cluster(
                     .with_connect_timeout(CLUSTER_QUERY_WAIT)
                     .with_timeout(CLUSTER_QUERY_WAIT)
                     .with_keep_alive(ETCD_KEEPALIVE_INTERVAL, CLUSTER_QUERY_WAIT);
-                let client = Client::connect(&settings.endpoints, Some(options))
+                let client = connect_etcd(&settings.endpoints, options)
                     .await
                     .map_err(|error| error.to_string())?;
                 *cached = Some(client.clone());
@@ -1071,12 +1116,7 @@ impl Member {
             endpoints: self.settings.endpoints.join(","),
             detail,
         };
-        match tokio::time::timeout(
-            timeout,
-            Client::connect(&self.settings.endpoints, Some(options)),
-        )
-        .await
-        {
+        match tokio::time::timeout(timeout, connect_etcd(&self.settings.endpoints, options)).await {
             Ok(Ok(client)) => Ok(client),
             Ok(Err(error)) => Err(unreachable(error.to_string())),
             Err(_) => Err(unreachable(format!("no answer within {timeout:?}"))),
@@ -1229,7 +1269,7 @@ impl Member {
                 let options = ConnectOptions::new()
                     .with_connect_timeout(connect_timeout)
                     .with_keep_alive(ETCD_KEEPALIVE_INTERVAL, connect_timeout);
-                let elected = match Client::connect(&endpoints, Some(options)).await {
+                let elected = match connect_etcd(&endpoints, options).await {
                     Ok(mut client) => client
                         .campaign(name.clone(), value.clone(), lease)
                         .await
