@@ -328,7 +328,6 @@ impl ClusterQuery {
     }
 }
 
-/// A refusal of a change asked of the cluster: the error code and message for the client.
 /// Where the next connection to etcd starts trying (each try moves it on, so a member that
 /// went away is left for the next one).
 static NEXT_ENDPOINT: AtomicUsize = AtomicUsize::new(0);
@@ -346,7 +345,10 @@ pub(crate) async fn connect_etcd(
     options: ConnectOptions,
 ) -> Result<Client, etcd_client::Error> {
     let count = endpoints.len().max(1);
-    let start = NEXT_ENDPOINT.fetch_add(1, Ordering::Relaxed);
+    // Each process starts elsewhere, so the nodes' leases do not all sit on the first member.
+    let start = NEXT_ENDPOINT
+        .fetch_add(1, Ordering::Relaxed)
+        .wrapping_add(std::process::id() as usize);
     let mut last = None;
     for step in 0..count {
         let Some(endpoint) = endpoints.get(start.wrapping_add(step) % count) else {
@@ -355,7 +357,13 @@ pub(crate) async fn connect_etcd(
         match Client::connect([endpoint.as_str()], Some(options.clone())).await {
             Ok(mut client) => {
                 match tokio::time::timeout(ENDPOINT_PROBE_WAIT, client.status()).await {
-                    Ok(Ok(_)) => return Ok(client),
+                    // A member cut off from the quorum answers too, without a leader.
+                    Ok(Ok(status)) if status.leader() != 0 => return Ok(client),
+                    Ok(Ok(_)) => {
+                        last = Some(etcd_client::Error::IoError(std::io::Error::other(format!(
+                            "{endpoint} has no leader (cut off from the quorum)"
+                        ))));
+                    }
                     Ok(Err(error)) => last = Some(error),
                     Err(_) => {
                         last = Some(etcd_client::Error::IoError(std::io::Error::new(
@@ -373,6 +381,7 @@ pub(crate) async fn connect_etcd(
     }))
 }
 
+/// A refusal of a change asked of the cluster: the error code and message for the client.
 pub type Refused = (spate_proto::ErrorCode, String);
 
 /// How long a change of the cluster's topics or producer ids may take on etcd.
@@ -1368,8 +1377,24 @@ impl Member {
                 Err(error) => {
                     tracing::warn!(
                         lease = registered.lease,
-                        "cannot renew this node's etcd lease: {error}"
+                        "cannot renew this node's etcd lease: {error}; keeping it alive through \
+                         another etcd member"
                     );
+                    // The member the keep-alive went to may be gone: the same lease, kept
+                    // alive through the next member that answers (the next interval renews).
+                    if let Ok(mut client) = self.connect().await {
+                        match client.lease_keep_alive(registered.lease).await {
+                            Ok((keeper, responses)) => {
+                                registered.keeper = keeper;
+                                registered.responses = responses;
+                                registered.client = client;
+                            }
+                            Err(error) => tracing::warn!(
+                                lease = registered.lease,
+                                "cannot keep the lease alive through another member: {error}"
+                            ),
+                        }
+                    }
                     // Leadership ends earlier, on its own clock (`withdraw_when_overdue`).
                     let renewed = self
                         .renewed

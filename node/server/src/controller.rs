@@ -44,6 +44,9 @@ pub const CONTROLLER_PASS_WAIT: Duration = Duration::from_secs(10);
 /// How long the controller waits after a failed read or write before it tries again.
 const CONTROLLER_RETRY: Duration = Duration::from_secs(1);
 
+/// Failed passes (or watches) in a row after which the controller reconnects to etcd.
+const CONTROLLER_FAILURES_MAX: u32 = 3;
+
 /// Keys of one kind (members, topics, partitions) a pass reads; past it, a pass acts on the
 /// first ones in key order and says so (an etcd answer holds at most 4 MiB, which about
 /// 14,000 partition records fill).
@@ -62,12 +65,24 @@ enum Pass {
 /// is aborted when the session goes.
 pub async fn lead(mut client: Client, cluster: String, leader: LeaderKey) {
     let mut warned = HashSet::new();
+    // Failures in a row over this connection: past `CONTROLLER_FAILURES_MAX` the controller
+    // returns, and the campaign reconnects (through another etcd member when this one is
+    // gone) and resumes its election key under the same lease.
+    let mut failures = 0u32;
     loop {
+        if failures >= CONTROLLER_FAILURES_MAX {
+            tracing::warn!(
+                "the controller's etcd connection keeps failing: reconnecting, through \
+                 another member if this one is gone"
+            );
+            return;
+        }
         let revision = match bounded(reconcile(&mut client, &cluster, &leader, &mut warned)).await {
             Ok(Pass::Done(revision)) => revision,
             Ok(Pass::Deposed) => return,
             Err(error) => {
                 tracing::warn!("the controller cannot apply its decisions: {error}");
+                failures += 1;
                 tokio::time::sleep(CONTROLLER_RETRY).await;
                 continue;
             }
@@ -77,10 +92,12 @@ pub async fn lead(mut client: Client, cluster: String, leader: LeaderKey) {
                 Ok(watch) => watch,
                 Err(error) => {
                     tracing::warn!("the controller cannot watch etcd: {error}");
+                    failures += 1;
                     tokio::time::sleep(CONTROLLER_RETRY).await;
                     continue;
                 }
             };
+        failures = 0;
         // Wait for a change (or the resync), then read everything again.
         loop {
             if let Change::Ended(why) = watch.next(CONTROLLER_RESYNC).await {
@@ -88,10 +105,14 @@ pub async fn lead(mut client: Client, cluster: String, leader: LeaderKey) {
                 break;
             }
             match bounded(reconcile(&mut client, &cluster, &leader, &mut warned)).await {
-                Ok(Pass::Done(_)) => {}
+                Ok(Pass::Done(_)) => failures = 0,
                 Ok(Pass::Deposed) => return,
                 Err(error) => {
                     tracing::warn!("the controller cannot apply its decisions: {error}");
+                    failures += 1;
+                    if failures >= CONTROLLER_FAILURES_MAX {
+                        break;
+                    }
                     tokio::time::sleep(CONTROLLER_RETRY).await;
                 }
             }

@@ -46,7 +46,7 @@ const CLOSE_SETTLE_CHECK: Duration = Duration::from_millis(10);
 /// How long a shard waits for another shard of its node to close a partition's directory
 /// (a replica moved between shards: the other closes it as it applies the same metadata),
 /// and how often it looks.
-const HOLD_WAIT: Duration = Duration::from_secs(60);
+const HOLD_WAIT: Duration = Duration::from_secs(15);
 const HOLD_CHECK: Duration = Duration::from_millis(20);
 
 /// The directory of a partition.
@@ -431,11 +431,24 @@ impl Shard {
             glommio::timer::sleep(HOLD_CHECK).await;
             waited += HOLD_CHECK;
         }
-        self.open_partition_once(key.clone(), config, reopen).await;
+        // The map may have moved it on meanwhile (to another shard, or off this node).
+        if self.placed_here(&key) {
+            self.open_partition_once(key.clone(), config, reopen).await;
+        }
         if !self.partitions.borrow().contains(&key) {
             self.cluster.release(&key.topic, key.partition, self.id.0);
         }
         self.opening.borrow_mut().remove(&key);
+    }
+
+    /// Whether the newest metadata puts `key` on this shard (a single node's: always).
+    fn placed_here(&self, key: &PartitionKey) -> bool {
+        match &self.metadata().cluster {
+            None => true,
+            Some(routes) => routes
+                .replica(&key.topic, key.partition)
+                .is_some_and(|local| local.shard == self.id),
+        }
     }
 
     /// A follower's replica whose log must be cut or started over (its fetcher of
@@ -472,7 +485,7 @@ impl Shard {
         drop(turn);
         // Closing gave the directory up: it is this shard's again before it opens (another
         // shard that took it meanwhile has the replica now).
-        if self.cluster.hold(&key.topic, key.partition, self.id.0) {
+        if self.placed_here(&key) && self.cluster.hold(&key.topic, key.partition, self.id.0) {
             self.open_partition_once(key.clone(), config, Some(how))
                 .await;
             if !self.partitions.borrow().contains(&key) {
