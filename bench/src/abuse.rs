@@ -77,14 +77,42 @@ pub struct AbuseArgs {
 }
 
 /// The gateway process under attack; killed when dropped.
-struct GatewayProcess {
+pub struct GatewayProcess {
     child: Child,
-    target: Target,
+    pub target: Target,
 }
 
 impl GatewayProcess {
     fn start(data_dir: &Path, node: SocketAddr, args: &AbuseArgs) -> Result<Self, String> {
-        let mut command = match &args.gateway_bin {
+        let mut flags = vec!["--node".to_owned(), node.to_string()];
+        let settings = [
+            ("--buffer-budget", args.buffer_budget),
+            ("--connection-buffer-budget", args.connection_buffer_budget),
+            ("--frame-stall-timeout-ms", args.frame_stall_timeout_ms),
+        ];
+        for (flag, value) in settings {
+            if let Some(value) = value {
+                flags.extend([flag.to_owned(), value.to_string()]);
+            }
+        }
+        GatewayProcess::spawn(
+            data_dir,
+            args.gateway_bin.as_deref(),
+            &flags,
+            &data_dir.join("abuse-gateway.log"),
+        )
+    }
+
+    /// Starts a gateway process (`binary`, or this binary's `gateway-process`) on a free
+    /// loopback port with the development certificate of `data_dir/tls` and `flags`, its log
+    /// in `log_path`; returns once it listens.
+    pub fn spawn(
+        data_dir: &Path,
+        binary: Option<&Path>,
+        flags: &[String],
+        log_path: &Path,
+    ) -> Result<Self, String> {
+        let mut command = match binary {
             Some(binary) => Command::new(binary),
             None => {
                 let me = std::env::current_exe()
@@ -95,21 +123,11 @@ impl GatewayProcess {
             }
         };
         command
-            .args(["--listen", "127.0.0.1:0", "--node", &node.to_string()])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(flags)
             .arg("--dev-cert-dir")
             .arg(data_dir.join("tls"));
-        let settings = [
-            ("--buffer-budget", args.buffer_budget),
-            ("--connection-buffer-budget", args.connection_buffer_budget),
-            ("--frame-stall-timeout-ms", args.frame_stall_timeout_ms),
-        ];
-        for (flag, value) in settings {
-            if let Some(value) = value {
-                command.args([flag, &value.to_string()]);
-            }
-        }
-        let log_path = data_dir.join("abuse-gateway.log");
-        let log = std::fs::File::create(&log_path)
+        let log = std::fs::File::create(log_path)
             .map_err(|error| format!("cannot create {}: {error}", log_path.display()))?;
         let mut child = command
             .env("RUST_LOG", "warn")
@@ -147,8 +165,13 @@ impl GatewayProcess {
                 cert,
                 server_name: "localhost".into(),
                 made: Default::default(),
+                replication_factor: 0,
             },
         })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends SIGTERM; returns how long the gateway took to exit.

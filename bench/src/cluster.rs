@@ -16,6 +16,8 @@ pub struct Target {
     /// The topics this benchmark made there (deleted at the end on a gateway the user gave,
     /// unless `--keep`).
     pub made: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    /// Copies of each partition of the topics it creates (0: the node's default).
+    pub replication_factor: u16,
 }
 
 /// A node and a gateway running in this process; stopped on drop.
@@ -97,6 +99,7 @@ impl Local {
                 cert: gateway.cert_path.clone(),
                 server_name: "localhost".into(),
                 made: Default::default(),
+                replication_factor: 0,
             },
             kafka: gateway.kafka.as_ref().map(|kafka| kafka.local_addr),
             node: Some(node),
@@ -133,7 +136,13 @@ impl Target {
             settle_filesystem();
         }
         client
-            .create_topic(topic, partitions, Setting::Unlimited, Setting::Unlimited)
+            .create_replicated_topic(
+                topic,
+                partitions,
+                self.replication_factor,
+                Setting::Unlimited,
+                Setting::Unlimited,
+            )
             .await
             .map_err(|error| format!("cannot create topic {topic}: {error}"))?;
         if let Ok(mut made) = self.made.lock() {

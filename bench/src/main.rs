@@ -11,6 +11,7 @@ mod cpu;
 mod disk;
 mod kafka;
 mod quic;
+mod replication;
 mod report;
 mod restart;
 mod scenarios;
@@ -28,6 +29,7 @@ use crate::cluster::{Local, Target};
 use crate::disk::DiskArgs;
 use crate::kafka::{Acks, Broker, Compression, KafkaConsumeArgs, KafkaProduceArgs};
 use crate::quic::QuicArgs;
+use crate::replication::{ConnectionsArgs, FailoverArgs, ReplicatedProduceArgs};
 use crate::report::{Report, Run};
 use crate::restart::RestartArgs;
 use crate::scenarios::{ConsumeArgs, DurabilityArg, ProduceArgs};
@@ -119,6 +121,18 @@ enum Command {
     /// many streams, against a gateway process: throughput ratio, the gateway's memory
     /// against its budget, after the attack, and its exit time after SIGTERM.
     Abuse(AbuseArgs),
+    /// A cluster of nodes on this machine (etcd and one process per node): produce at
+    /// replication factor 1 and 3 in the same run, with the ratios. Needs the `cluster`
+    /// feature and etcd.
+    ReplicatedProduce(ReplicatedProduceArgs),
+    /// A cluster of nodes with many replicated partitions; the controller's node killed with
+    /// SIGKILL: the times until a new controller, until every partition is led again and
+    /// until every partition took a write. Needs the `cluster` feature and etcd.
+    Failover(FailoverArgs),
+    /// Many producer connections through a gateway process per node of a cluster: memory
+    /// per connection, handshake rate, acknowledgement latency. Needs the `cluster` feature
+    /// and etcd.
+    Connections(ConnectionsArgs),
     /// A baseline alone.
     #[command(subcommand)]
     Baseline(Baseline),
@@ -220,6 +234,7 @@ impl Cli {
                     .unwrap_or_else(|| PathBuf::from("./spate-data/tls/cert.pem")),
                 server_name: "localhost".into(),
                 made: Default::default(),
+                replication_factor: 0,
             })),
             None => Local::start(&self.data_dir, None)
                 .await
@@ -249,6 +264,9 @@ enum Step {
     KafkaConsume(&'static str, KafkaConsumeArgs),
     Restart(&'static str, RestartArgs),
     Abuse(AbuseArgs),
+    ReplicatedProduce(ReplicatedProduceArgs),
+    Failover(&'static str, FailoverArgs),
+    Connections(&'static str, ConnectionsArgs),
 }
 
 impl Step {
@@ -264,8 +282,11 @@ impl Step {
             | Step::Tcp(name, _)
             | Step::KafkaProduce(name, _)
             | Step::KafkaConsume(name, _)
-            | Step::Restart(name, _) => name,
+            | Step::Restart(name, _)
+            | Step::Failover(name, _)
+            | Step::Connections(name, _) => name,
             Step::Abuse(_) => "abuse",
+            Step::ReplicatedProduce(_) => "replicated-produce",
         }
     }
 }
@@ -461,6 +482,33 @@ fn suite(quick: bool) -> Vec<Step> {
 /// The ratios the suite reports (those whose runs are present).
 fn ratios(report: &mut Report) {
     let mb = |run: &Run| Some(run.mb_per_s);
+    // Replication: each factor's run against the factor-1 run of the same durability.
+    let replicated: Vec<(String, String)> = report
+        .runs
+        .iter()
+        .filter(|run| run.scenario == "replicated-produce" && !run.name.ends_with("-rf1"))
+        .filter_map(|run| {
+            let (base, _) = run.name.rsplit_once("-rf")?;
+            Some((run.name.clone(), format!("{base}-rf1")))
+        })
+        .collect();
+    let p99 = |run: &Run| run.latency.first().map(|latency| latency.p("p99") as f64);
+    for (top, bottom) in replicated {
+        report.ratio(
+            &format!("{top} ÷ {bottom}"),
+            &top,
+            &bottom,
+            mb,
+            "produce throughput with replicas vs without, same cluster, same run",
+        );
+        report.ratio(
+            &format!("{top} ack p99 ÷ {bottom} ack p99"),
+            &top,
+            &bottom,
+            p99,
+            "acknowledgement p99 with replicas vs without (above 1: slower)",
+        );
+    }
     report.ratio(
         "storage fsync ÷ raw O_DIRECT+fdatasync",
         "storage-fsync",
@@ -673,6 +721,9 @@ impl Cli {
             Command::Restart(args) => vec![Step::Restart("restart", args.clone())],
             Command::Node(_) => Vec::new(),
             Command::Abuse(args) => vec![Step::Abuse(args.clone())],
+            Command::ReplicatedProduce(args) => vec![Step::ReplicatedProduce(args.clone())],
+            Command::Failover(args) => vec![Step::Failover("failover", args.clone())],
+            Command::Connections(args) => vec![Step::Connections("connections", args.clone())],
             Command::GatewayProcess(_) => Vec::new(),
         }
     }
@@ -753,6 +804,15 @@ fn execute(cli: &Cli) -> Result<Report, String> {
             Step::Restart(name, args) => {
                 vec![runtime.block_on(restart::run(&cli.data_dir, name, &args))?]
             }
+            Step::ReplicatedProduce(args) => {
+                runtime.block_on(replication::replicated_produce(&cli.data_dir, &args))?
+            }
+            Step::Failover(name, args) => {
+                vec![runtime.block_on(replication::failover(&cli.data_dir, name, &args))?]
+            }
+            Step::Connections(name, args) => {
+                vec![runtime.block_on(replication::connections(&cli.data_dir, name, &args))?]
+            }
         };
         for mut run in runs {
             count_stalls(&mut run);
@@ -785,7 +845,8 @@ fn execute(cli: &Cli) -> Result<Report, String> {
 /// ending just after 1 s still belongs to the start-up, when clients connect and learn
 /// metadata.)
 fn count_stalls(run: &mut Run) {
-    if run.kind != "spate" || run.timeline.is_empty() {
+    // Many small producers (`connections`) move too few bytes per interval for MB/s to show.
+    if run.kind != "spate" || run.timeline.is_empty() || run.scenario == "connections" {
         return;
     }
     let intervals = &run.timeline[..run.timeline.len() - 1];

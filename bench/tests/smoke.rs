@@ -280,3 +280,116 @@ fn the_kafka_scenarios_say_when_the_feature_is_off() {
     assert!(stderr.contains("--features kafka"), "{stderr}");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// The cluster scenarios (feature `cluster`; etcd from Debian's `etcd-server`, which `.ci/run`
+/// installs), each on a small cluster of three node processes: produce at replication factor
+/// 1 and 3 with the ratios, the controller's node killed under 60 partitions (every one led
+/// and written again), and 60 producer connections over three gateway processes.
+#[cfg(feature = "cluster")]
+#[test]
+fn the_cluster_scenarios_run_on_a_cluster_they_start() {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("bench-smoke-cluster-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let data = root.join("data");
+
+    let report = bench(
+        &root.join("replicated-produce"),
+        &data,
+        &[
+            "replicated-produce",
+            "--seconds",
+            "0.5",
+            "--warmup-seconds",
+            "0",
+        ],
+    );
+    assert_eq!(names(&report), ["produce-fsync-rf1", "produce-fsync-rf3"]);
+    for run in report["runs"].as_array().unwrap() {
+        assert!(run["operations"].as_u64().unwrap() > 0, "{run}");
+        assert_eq!(run["errors"].as_u64().unwrap(), 0, "{run}");
+        assert_eq!(run["params"]["nodes"], "3");
+    }
+    assert_eq!(report["runs"][1]["params"]["replication_factor"], "3");
+    let ratios: Vec<&str> = report["ratios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ratio| ratio["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ratios,
+        [
+            "produce-fsync-rf3 ÷ produce-fsync-rf1",
+            "produce-fsync-rf3 ack p99 ÷ produce-fsync-rf1 ack p99"
+        ]
+    );
+
+    let report = bench(
+        &root.join("failover"),
+        &data,
+        &["failover", "--partitions", "60"],
+    );
+    let failover = &report["runs"][0];
+    assert_eq!(failover["name"], "failover");
+    let figure = |name: &str| failover["figures"][name].as_f64().unwrap();
+    // A node is gone from the cluster only once its lease (3 s by default) lapsed.
+    assert!(figure("kill_to_lease_lapsed_seconds") >= 2.0);
+    assert!(figure("kill_to_new_controller_seconds") >= 2.0);
+    assert!(
+        figure("kill_to_every_partition_led_seconds") >= figure("kill_to_lease_lapsed_seconds")
+    );
+    assert!(
+        figure("kill_to_every_partition_written_seconds")
+            >= figure("kill_to_every_partition_led_seconds")
+    );
+    assert_eq!(failover["operations"].as_u64().unwrap(), 60);
+
+    let report = bench(
+        &root.join("connections"),
+        &data,
+        &[
+            "connections",
+            "--connections",
+            "60",
+            "--interval-ms",
+            "200",
+            "--seconds",
+            "1",
+        ],
+    );
+    let connections = &report["runs"][0];
+    assert_eq!(connections["params"]["gateways"], "3");
+    assert_eq!(connections["errors"].as_u64().unwrap(), 0);
+    // 60 connections, one record each every 200 ms for a second.
+    assert!(
+        connections["operations"].as_u64().unwrap() >= 240,
+        "{connections}"
+    );
+    assert!(
+        connections["figures"]["gateway_kib_per_connection"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Without the feature the cluster commands exist and say how to get them.
+#[cfg(not(feature = "cluster"))]
+#[test]
+fn the_cluster_scenarios_say_when_the_feature_is_off() {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("bench-smoke-no-cluster-{}", std::process::id()));
+    let output = Command::new(env!("CARGO_BIN_EXE_spate-bench"))
+        .args(["failover", "--partitions", "3", "--data-dir"])
+        .arg(root.join("data"))
+        .arg("--out")
+        .arg(root.join("out"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--features cluster"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -243,7 +243,12 @@ impl ClientError {
             ClientError::Connection(_) | ClientError::Timeout(_) | ClientError::MaybeStored(_) => {
                 true
             }
-            ClientError::Server(error) => error.code == ErrorCode::OutcomeUnknown,
+            // `Timeout`: the shard did not answer in time, or the controller did not (a topic
+            // may still be made); also a frame that stalled before it was forwarded, which
+            // is taken as unknown too (the safe side).
+            ClientError::Server(error) => {
+                matches!(error.code, ErrorCode::OutcomeUnknown | ErrorCode::Timeout)
+            }
             _ => false,
         }
     }
@@ -1046,5 +1051,20 @@ impl Submitted {
                 Err(ClientError::Timeout(self.timeout))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_that_did_not_come_in_time_is_an_unknown_outcome() {
+        let server = |code| ClientError::Server(ErrorResponse::new(code, "test"));
+        assert!(server(ErrorCode::OutcomeUnknown).outcome_unknown());
+        assert!(server(ErrorCode::Timeout).outcome_unknown());
+        assert!(ClientError::Timeout(Duration::from_secs(1)).outcome_unknown());
+        assert!(!server(ErrorCode::NotLeaderOrFollower).outcome_unknown());
+        assert!(!server(ErrorCode::UnknownTopic).outcome_unknown());
     }
 }
