@@ -5,8 +5,8 @@
 //! `leader-epochs` file (durably) before the records that carry them, and appends the
 //! leader's batches byte for byte through the log's group commit (`handle_replicate`). While
 //! its fetch is parked at the leader, it reports its durable end as it moves
-//! (`ReplicaProgress`), so an `acks=all` produce waits for the follower's `fdatasync`, not for
-//! its next fetch. A diverging answer cuts the log (`Recovery::truncating`) and an answer
+//! (`ReplicaProgress`, woken by the replica's own syncs), so an `acks=all` produce waits for
+//! the follower's `fdatasync`, not for its next fetch. A diverging answer cuts the log (`Recovery::truncating`) and an answer
 //! that the leader no longer has the follower's position starts it over there
 //! (`Recovery::resetting`): both close the partition and open it again, and a new fetcher
 //! takes over. The task ends when the replica's role changes.
@@ -295,12 +295,13 @@ impl Fetcher {
                 };
                 let reporting = async {
                     loop {
-                        self.shard.wait_for_progress().await;
                         let (log_end, durable) = {
                             let log = self.partition.log();
                             (log.next_offset(), log.durable_end())
                         };
                         if durable <= reported {
+                            // Woken by this partition's syncs, not by the whole shard's.
+                            self.partition.wait_durable_progress().await;
                             continue;
                         }
                         reported = durable;

@@ -40,6 +40,14 @@ const PROGRESS_RECHECK: Duration = Duration::from_millis(50);
 /// Senders kept for back-pressure waiters before all are woken (see `Budget::waiters`).
 const BUDGET_WAITERS_MAX: usize = 4096;
 
+/// Senders kept for a partition's durable-progress waiters (its fetcher's reporting; a
+/// fetcher of an older generation on its way out) before all are woken.
+const DURABLE_WAITERS_MAX: usize = 8;
+
+/// A durable-progress wait looks again at least this often (a safety net against a missed
+/// wake; the follower's next fetch reports its durable end anyway).
+const DURABLE_RECHECK: Duration = Duration::from_millis(500);
+
 /// The shard's unsynced-bytes budget, shared by its partitions, and the connections waiting
 /// for it (or for room in a partition's write buffer) to free up.
 #[derive(Debug)]
@@ -154,6 +162,10 @@ pub struct Partition {
     pub isr_written: RefCell<Option<(u32, i64, Vec<spate_core::replica::IsrMember>)>>,
     /// Leaderships taken, to tell an ISR change's answer from a later leadership's.
     pub leaderships: Cell<u64>,
+    /// Waiting for the log's durable end to move (a follower's fetcher, which reports it to
+    /// the leader): woken by this partition's syncs only, not by every partition of the
+    /// shard. At most `DURABLE_WAITERS_MAX`.
+    durable_waiters: RefCell<Vec<LocalSender<()>>>,
 }
 
 impl Partition {
@@ -188,6 +200,7 @@ impl Partition {
             replica_turn: Rc::new(glommio::sync::Semaphore::new(1)),
             isr_written: RefCell::new(None),
             leaderships: Cell::new(0),
+            durable_waiters: RefCell::new(Vec::new()),
         })
     }
 
@@ -233,6 +246,28 @@ impl Partition {
             budget.update_read_ahead(before, 0);
             drop(budget);
             self.budget.wake();
+        }
+    }
+
+    /// Waits until this partition's durable end may have moved (a sync completed, the log was
+    /// fenced, the driver stopped), or `DURABLE_RECHECK` passed. Registered before its first
+    /// await: a caller that looked at the durable end and found nothing new misses no wake.
+    pub async fn wait_durable_progress(&self) {
+        let (sender, receiver) = local_channel::new_bounded(1);
+        if self.durable_waiters.borrow().len() >= DURABLE_WAITERS_MAX {
+            self.wake_durable();
+        }
+        self.durable_waiters.borrow_mut().push(sender);
+        future::or(
+            async { receiver.recv().await.map_or((), |_| ()) },
+            glommio::timer::sleep(DURABLE_RECHECK),
+        )
+        .await;
+    }
+
+    fn wake_durable(&self) {
+        for waiter in self.durable_waiters.borrow_mut().drain(..) {
+            let _ = waiter.try_send(());
         }
     }
 
@@ -399,10 +434,15 @@ impl Partition {
 
     fn handle_event(&self, event: LogEvent) {
         match event {
-            LogEvent::Written { .. } | LogEvent::Durable { .. } => {
-                // Bytes left the write buffer or the unsynced budget: room for waiting
-                // produces.
+            LogEvent::Written { .. } => {
+                // Bytes left the write buffer: room for waiting produces.
                 self.budget.wake();
+            }
+            LogEvent::Durable { .. } => {
+                // Bytes left the unsynced budget: room for waiting produces; and a follower
+                // has a new durable end to report.
+                self.budget.wake();
+                self.wake_durable();
             }
             LogEvent::Acked { ticket } => {
                 let waiting = self.waiting.borrow_mut().remove(&ticket);
@@ -470,6 +510,7 @@ impl Partition {
                     "partition fenced: {reason}; writes are refused until its recovery runs again (by itself after ENOSPC once space is free, on SIGHUP, or at a restart)"
                 );
                 self.budget.wake();
+                self.wake_durable();
             }
             LogEvent::SegmentRolled { base } => {
                 tracing::debug!(topic = %self.key.topic, partition = self.key.partition, base = base.0, "segment rolled");
@@ -566,6 +607,7 @@ impl Partition {
             Self::answer_closed(waiting);
         }
         self.budget.wake();
+        self.wake_durable();
         let reader = self.storage.borrow().reader();
         reader.close().await;
     }

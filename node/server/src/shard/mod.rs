@@ -238,11 +238,6 @@ impl Shard {
         self.metadata.borrow().clone()
     }
 
-    /// Waits for the next write or sync progress of any of the shard's partitions.
-    pub(crate) async fn wait_for_progress(&self) {
-        self.budget.wait_for_progress().await;
-    }
-
     /// Waits until the shard's unsynced bytes are within its budget (back-pressure).
     pub(crate) async fn within_budget(&self) {
         self.budget.within().await;
