@@ -9,9 +9,8 @@
 //! - `failover`: a topic of `--partitions` (10,000) partitions of replication factor 3, one
 //!   record written into each; the controller's node is killed with SIGKILL; the times until
 //!   another controller is elected, until its lease lapsed, until every partition has a live
-//!   leader again, and until every partition took a new `fsync` write. The second write of
-//!   every partition must land right after the first (nothing acknowledged lost, no offset
-//!   re-issued).
+//!   leader again, and until every partition took a new `fsync` write. Then every partition
+//!   is read back: each acknowledged record at its offset, nothing else but resent copies.
 //! - `connections`: `--connections` (10,000) QUIC connections spread over one gateway process
 //!   per node, each producing one record every `--interval-ms`; the gateways' memory per
 //!   connection, the handshake rate, and the acknowledgement latency under that load.
@@ -29,8 +28,8 @@ use spate_client::{Client, Setting};
 use spate_format::{BatchBuilder, Record};
 use spate_proto::limits::RESPONSE_SIZE_MAX;
 use spate_proto::{
-    DescribeClusterResponse, Durability, FrameDecoder, PartitionId, ProduceRequest, Request,
-    Response,
+    DescribeClusterResponse, Durability, FetchRequest, FrameDecoder, PartitionId, ProduceRequest,
+    Request, Response,
 };
 
 use crate::abuse::GatewayProcess;
@@ -62,6 +61,14 @@ const HANDSHAKE_TRIES: u32 = 3;
 /// How long the gateways' memory is left to settle before it is read.
 const MEMORY_SETTLE: Duration = Duration::from_secs(2);
 
+/// A duration flag in seconds: finite and not negative.
+fn seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value.is_finite() && value >= 0.0 => Ok(value),
+        _ => Err(format!("{text}: not a number of seconds (0 or more)")),
+    }
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClusterArgs {
     /// Nodes of the cluster, each a process with its own data directory.
@@ -75,7 +82,7 @@ pub struct ClusterArgs {
     pub session_timeout_ms: u64,
     /// Longest wait for the cluster to reach a state (formed, every partition led, every
     /// partition written) before the run fails.
-    #[arg(long, default_value_t = 600.0)]
+    #[arg(long, default_value_t = 600.0, value_parser = seconds)]
     pub timeout_seconds: f64,
     /// Each node shard's connection limit (`spate-node --max-connections`). A follower opens
     /// one connection per replica it follows to its leader's shard (docs/cluster.md), so
@@ -144,7 +151,7 @@ pub struct ConnectionsArgs {
     #[arg(long, value_enum, default_value = "fsync")]
     pub durability: DurabilityArg,
     /// How long the connections produce after every one of them produced once.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, value_parser = seconds)]
     pub seconds: f64,
 }
 
@@ -179,11 +186,42 @@ fn raise_file_limit() {
     let _ = rlimit::utils::increase_nofile_limit(u64::MAX);
 }
 
-fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .map_err(|error| format!("no free port: {error}"))
+/// Two distinct free loopback ports (both held until both are known).
+fn free_ports() -> Result<(u16, u16), String> {
+    let bind = || {
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|error| format!("no free port: {error}"))
+    };
+    let (first, second) = (bind()?, bind()?);
+    let port = |listener: &std::net::TcpListener| {
+        listener
+            .local_addr()
+            .map(|address| address.port())
+            .map_err(|error| format!("no free port: {error}"))
+    };
+    Ok((port(&first)?, port(&second)?))
+}
+
+/// The shard addresses a node process prints (`shard N listening on ADDR`) until `ready`;
+/// `None` if it stopped first or did not get there within `START_WAIT`.
+fn read_ready(stdout: std::process::ChildStdout) -> Option<Vec<SocketAddr>> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut shards = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some((_, address)) = line.split_once(" listening on ") {
+                match address.parse() {
+                    Ok(address) => shards.push(address),
+                    Err(_) => break,
+                }
+            }
+            if line == "ready" {
+                let _ = sender.send(shards);
+                return;
+            }
+        }
+    });
+    receiver.recv_timeout(START_WAIT).ok()
 }
 
 fn log_file(path: &Path) -> Result<std::fs::File, String> {
@@ -215,8 +253,9 @@ impl LocalCluster {
         }
         std::fs::create_dir_all(dir)
             .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
-        let url = format!("http://127.0.0.1:{}", free_port()?);
-        let peer = format!("http://127.0.0.1:{}", free_port()?);
+        let (client_port, peer_port) = free_ports()?;
+        let url = format!("http://127.0.0.1:{client_port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
         let etcd = Command::new("etcd")
             .args(["--name", "bench", "--data-dir"])
             .arg(dir.join("etcd"))
@@ -270,29 +309,21 @@ impl LocalCluster {
                 .stderr(log_file(&dir.join(format!("node-{id}.log")))?)
                 .spawn()
                 .map_err(|error| format!("cannot start node {id}: {error}"))?;
-            let stdout = child.stdout.take().ok_or("no stdout")?;
-            let mut shards = Vec::new();
-            let mut ready = false;
-            for line in BufReader::new(stdout).lines() {
-                let line = line.map_err(|error| error.to_string())?;
-                if let Some((_, address)) = line.split_once(" listening on ") {
-                    shards.push(
-                        address
-                            .parse()
-                            .map_err(|error| format!("{line}: {error}"))?,
-                    );
-                }
-                if line == "ready" {
-                    ready = true;
-                    break;
-                }
-            }
-            cluster.members.push(Member { id, child, shards });
-            if !ready {
+            // Kept (and so killed when the cluster is dropped) before anything can fail.
+            let stdout = child.stdout.take();
+            cluster.members.push(Member {
+                id,
+                child,
+                shards: Vec::new(),
+            });
+            let Some(shards) = stdout.and_then(read_ready) else {
                 return Err(format!(
-                    "node {id} stopped before serving; see {}",
+                    "node {id} did not start serving within {START_WAIT:?}; see {}",
                     dir.join(format!("node-{id}.log")).display()
                 ));
+            };
+            if let Some(member) = cluster.members.last_mut() {
+                member.shards = shards;
             }
         }
         Ok(cluster)
@@ -428,7 +459,8 @@ fn durability_of(argument: DurabilityArg) -> Durability {
     }
 }
 
-fn batch_of(value: &[u8]) -> Result<Bytes, String> {
+/// A batch of one record holding `value`, stamped now.
+pub fn batch_of(value: &[u8]) -> Result<Bytes, String> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(0));
@@ -446,6 +478,76 @@ fn batch_of(value: &[u8]) -> Result<Bytes, String> {
         .map_err(|error| error.to_string())
 }
 
+/// The value written into `partition` in `round` (told apart when read back).
+fn round_value(partition: u32, round: u32) -> String {
+    format!("partition {partition} round {round}")
+}
+
+/// Reads `partition` whole and checks that each round's value is at the offset its write was
+/// acknowledged at, and that nothing else is there but copies of those values (a resend whose
+/// first try's answer was lost).
+async fn check_partition(
+    client: &Client,
+    topic: &str,
+    partition: u32,
+    acknowledged: &[Written],
+) -> Result<(), String> {
+    let mut found: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut offset = 0;
+    loop {
+        let answer = client
+            .fetch(FetchRequest {
+                topic: topic.to_owned(),
+                partition: PartitionId(partition),
+                offset,
+                max_bytes: 1 << 20,
+                max_wait_ms: 0,
+                min_bytes: 0,
+            })
+            .await
+            .map_err(|error| format!("partition {partition}: cannot read it back: {error}"))?;
+        let before = offset;
+        for batch in spate_format::batches(&answer.records) {
+            let batch = batch.map_err(|error| format!("partition {partition}: {error}"))?;
+            for record in batch.records() {
+                let record = record.map_err(|error| format!("partition {partition}: {error}"))?;
+                let at = batch.base_offset().0 + u64::from(record.offset_delta);
+                found.insert(at, record.value.unwrap_or_default().to_vec());
+            }
+            offset = batch.next_offset().0;
+        }
+        if offset >= answer.high_watermark || offset == before {
+            break;
+        }
+    }
+    let expected: Vec<String> = (1..=acknowledged.len())
+        .map(|round| round_value(partition, u32::try_from(round).unwrap_or(u32::MAX)))
+        .collect();
+    for (round, written) in acknowledged.iter().enumerate() {
+        if found.get(&written.offset).map(Vec::as_slice) != Some(expected[round].as_bytes()) {
+            return Err(format!(
+                "partition {partition}: the record of round {} acknowledged at offset {} is \
+                 not there (found {:?})",
+                round + 1,
+                written.offset,
+                found
+                    .get(&written.offset)
+                    .map(|value| String::from_utf8_lossy(value))
+            ));
+        }
+    }
+    if let Some((at, value)) = found
+        .iter()
+        .find(|(_, value)| !expected.iter().any(|e| e.as_bytes() == value.as_slice()))
+    {
+        return Err(format!(
+            "partition {partition}: offset {at} holds {:?}, written by no one",
+            String::from_utf8_lossy(value)
+        ));
+    }
+    Ok(())
+}
+
 /// Where one record written into a partition landed.
 #[derive(Debug, Clone, Copy)]
 struct Written {
@@ -461,6 +563,7 @@ async fn write_every_partition(
     client: &Arc<Client>,
     topic: &str,
     partitions: u32,
+    round: u32,
     limit: Duration,
 ) -> Result<Vec<Written>, String> {
     let permits = Arc::new(tokio::sync::Semaphore::new(WRITES_IN_FLIGHT));
@@ -474,7 +577,7 @@ async fn write_every_partition(
             .map_err(|error| error.to_string())?;
         let client = client.clone();
         let topic = topic.to_owned();
-        let batch = batch_of(format!("partition {partition}").as_bytes())?;
+        let batch = batch_of(round_value(partition, round).as_bytes())?;
         tasks.push(tokio::spawn(async move {
             let mut resent = false;
             let outcome = loop {
@@ -488,11 +591,18 @@ async fn write_every_partition(
                             resent,
                         })
                     }
+                    // The topic was just created: a node whose map does not show it yet
+                    // answers UnknownTopic.
                     Err(error)
-                        if (error.is_retriable() || error.outcome_unknown())
+                        if (error.is_retriable()
+                            || error.outcome_unknown()
+                            || error.code() == Some(spate_proto::ErrorCode::UnknownTopic))
                             && Instant::now() < deadline =>
                     {
-                        resent |= error.outcome_unknown();
+                        // A deposed leader answers the produces it held NotLeaderOrFollower:
+                        // those may be kept too.
+                        resent |= error.outcome_unknown()
+                            || error.code() == Some(spate_proto::ErrorCode::NotLeaderOrFollower);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                     Err(error) => break Err(format!("partition {partition}: {error}")),
@@ -577,7 +687,7 @@ async fn failover_on(
     let led_seconds = creating.elapsed().as_secs_f64();
     let writing = Instant::now();
     let client = Arc::new(client);
-    let first = write_every_partition(&client, topic, args.partitions, limit).await?;
+    let first = write_every_partition(&client, topic, args.partitions, 1, limit).await?;
     let write_seconds = writing.elapsed().as_secs_f64();
     let created_to_written = creating.elapsed().as_secs_f64();
     if let Some(partition) = first
@@ -635,21 +745,16 @@ async fn failover_on(
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
-    let second = write_every_partition(&client, topic, args.partitions, limit).await?;
+    let second = write_every_partition(&client, topic, args.partitions, 2, limit).await?;
     let serving = killed.elapsed();
-    // Right after the acknowledged record (further only past a resend's possible copy): a
-    // lower offset would re-issue an acknowledged one, a higher one without a resend would
-    // show a record from nowhere.
-    let wrong = first.iter().zip(&second).position(|(first, second)| {
-        second.offset <= first.offset || (second.offset > first.offset + 1 && !second.resent)
-    });
-    if let Some(partition) = wrong {
-        return Err(format!(
-            "partition {partition}: its record acknowledged before the kill at offset {}, the \
-             one after it at {}",
-            first[partition].offset, second[partition].offset
-        ));
+    // Every acknowledged record is read back at its offset (no offset re-issued, nothing
+    // lost), and nothing else is stored but resent copies.
+    let checking = Instant::now();
+    for partition in 0..args.partitions {
+        let index = partition as usize;
+        check_partition(&client, topic, partition, &[first[index], second[index]]).await?;
     }
+    let check_seconds = checking.elapsed().as_secs_f64();
     let resent = first.iter().chain(&second).filter(|w| w.resent).count();
     let seconds = |at: Option<Duration>| at.map_or(f64::NAN, |at| at.as_secs_f64());
     let gone = seconds(gone_at);
@@ -702,6 +807,7 @@ async fn failover_on(
         ),
         ("offline_partitions_peak".into(), f64::from(offline_peak)),
         ("writes_resent_after_a_lost_answer".into(), resent as f64),
+        ("read_back_check_seconds".into(), check_seconds),
     ]);
     crate::say(format!(
         "      after the lease lapsed, every partition led in {election:.2} s \
@@ -827,7 +933,7 @@ async fn connections_on(
     // Every gateway learns the topic and serves one write before its memory is read.
     for gateway in gateways {
         let client = Arc::new(gateway.target.client().await?);
-        write_every_partition(&client, topic, args.partitions, args.cluster.timeout()).await?;
+        write_every_partition(&client, topic, args.partitions, 1, args.cluster.timeout()).await?;
     }
     drop(client);
     tokio::time::sleep(MEMORY_SETTLE).await;
@@ -920,7 +1026,7 @@ async fn connections_on(
     let requests = Arc::new(requests);
     let latency = Arc::new(Mutex::new(histogram()));
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let meter = Arc::new(Meter::start(Duration::from_millis(250)));
+    let meter = Arc::new(std::sync::OnceLock::<Meter>::new());
     let (first_round_done, mut first_round) = tokio::sync::mpsc::channel::<()>(1024);
     let (go, start) = tokio::sync::watch::channel(None::<Instant>);
     let interval = Duration::from_millis(args.interval_ms.max(1));
@@ -939,6 +1045,7 @@ async fn connections_on(
             let request = &requests[index % requests.len()];
             let first = producer.produce(request).await;
             let _ = first_round_done.send(()).await;
+            drop(first_round_done);
             first?;
             let Ok(started) = start.wait_for(Option::is_some).await.map(|at| *at) else {
                 return Ok(producer.connection);
@@ -953,7 +1060,9 @@ async fn connections_on(
                 tokio::time::sleep_until(next.into()).await;
                 match producer.produce(request).await {
                     Ok(()) => {
-                        meter.add(1, message_size);
+                        if let Some(meter) = meter.get() {
+                            meter.add(1, message_size);
+                        }
                         if let Ok(mut latency) = latency.lock() {
                             let _ = latency.record(micros(next.elapsed()));
                         }
@@ -976,6 +1085,7 @@ async fn connections_on(
     tokio::time::sleep(MEMORY_SETTLE).await;
     let (gateways_loaded, nodes_loaded) = (total(&gateway_pids), total(&node_pids));
     let producing = Instant::now();
+    let _ = meter.set(Meter::start(Duration::from_millis(250)));
     let _ = go.send(Some(producing));
     let mut connections = Vec::with_capacity(tasks.len());
     let mut failed = None;
@@ -1000,7 +1110,7 @@ async fn connections_on(
     for endpoint in &endpoints {
         endpoint.wait_idle().await;
     }
-    let (operations, bytes, timeline) = meter.stop();
+    let (operations, bytes, timeline) = meter.get().map(Meter::stop).unwrap_or_default();
     let mut run = Run::new(
         name,
         "spate",

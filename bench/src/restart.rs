@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use spate_client::Setting;
-use spate_format::{BatchBuilder, Record};
 use spate_proto::Durability;
 
 use crate::report::{params, Run};
@@ -122,22 +121,7 @@ fn allocated(dir: &Path) -> u64 {
 }
 
 fn one_record_batch(partition: u32) -> Result<Bytes, String> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(0));
-    let value = format!("record of partition {partition}");
-    let mut builder = BatchBuilder::new();
-    builder
-        .push(&Record {
-            timestamp: now,
-            value: Some(value.as_bytes()),
-            ..Record::default()
-        })
-        .map_err(|error| error.to_string())?;
-    builder
-        .finish()
-        .map(Bytes::from)
-        .map_err(|error| error.to_string())
+    crate::replication::batch_of(format!("record of partition {partition}").as_bytes())
 }
 
 /// A gateway in this process in front of the node at `endpoint`.

@@ -6,10 +6,10 @@
 //! leader's batches byte for byte through the log's group commit (`handle_replicate`). While
 //! its fetch is parked at the leader, it reports its durable end as it moves
 //! (`ReplicaProgress`, woken by the replica's own syncs), so an `acks=all` produce waits for
-//! the follower's `fdatasync`, not for its next fetch. A diverging answer cuts the log (`Recovery::truncating`) and an answer
-//! that the leader no longer has the follower's position starts it over there
-//! (`Recovery::resetting`): both close the partition and open it again, and a new fetcher
-//! takes over. The task ends when the replica's role changes.
+//! the follower's `fdatasync`, not for its next fetch. A diverging answer cuts the log
+//! (`Recovery::truncating`) and an answer that the leader no longer has the follower's
+//! position starts it over there (`Recovery::resetting`): both close the partition and open
+//! it again, and a new fetcher takes over. The task ends when the replica's role changes.
 
 use std::net::SocketAddr;
 use std::rc::Rc;

@@ -48,21 +48,63 @@ const DURABLE_WAITERS_MAX: usize = 8;
 /// wake; the follower's next fetch reports its durable end anyway).
 const DURABLE_RECHECK: Duration = Duration::from_millis(500);
 
+/// Tasks waiting for something to happen, each woken once by the next `wake`, or by its own
+/// recheck timer (a safety net against a missed wake). At most `max` senders are kept: a
+/// waiter that gave up at its recheck leaves its sender behind until the next wake, and at
+/// the limit all are woken, which empties the list (a live waiter woken early looks again and
+/// waits anew).
+#[derive(Debug)]
+struct Wakers {
+    senders: RefCell<Vec<LocalSender<()>>>,
+    max: usize,
+    recheck: Duration,
+}
+
+impl Wakers {
+    fn new(max: usize, recheck: Duration) -> Self {
+        Wakers {
+            senders: RefCell::new(Vec::new()),
+            max,
+            recheck,
+        }
+    }
+
+    fn wake(&self) {
+        for waiter in self.senders.borrow_mut().drain(..) {
+            let _ = waiter.try_send(());
+        }
+    }
+
+    /// Registered before its first await: a caller that looked and found nothing new
+    /// misses no wake.
+    async fn wait(&self) {
+        let (sender, receiver) = local_channel::new_bounded(1);
+        if self.senders.borrow().len() >= self.max {
+            self.wake();
+        }
+        self.senders.borrow_mut().push(sender);
+        future::or(
+            async { receiver.recv().await.map_or((), |_| ()) },
+            glommio::timer::sleep(self.recheck),
+        )
+        .await;
+    }
+}
+
 /// The shard's unsynced-bytes budget, shared by its partitions, and the connections waiting
 /// for it (or for room in a partition's write buffer) to free up.
 #[derive(Debug)]
 pub struct Budget {
     bytes: RefCell<ShardBudget>,
-    /// At most `BUDGET_WAITERS_MAX`: a waiter that gives up at its recheck leaves its
-    /// sender behind until the next wake.
-    waiters: RefCell<Vec<LocalSender<()>>>,
+    /// At most `BUDGET_WAITERS_MAX`, rechecking every `PROGRESS_RECHECK`.
+    waiters: Wakers,
 }
 
 impl Budget {
     pub fn new(bytes: u64) -> Self {
         Budget {
             bytes: RefCell::new(ShardBudget::new(bytes)),
-            waiters: RefCell::new(Vec::new()),
+            waiters: Wakers::new(BUDGET_WAITERS_MAX, PROGRESS_RECHECK),
         }
     }
 
@@ -72,9 +114,7 @@ impl Budget {
 
     /// Wakes everyone waiting for progress (bytes were written or became durable).
     fn wake(&self) {
-        for waiter in self.waiters.borrow_mut().drain(..) {
-            let _ = waiter.try_send(());
-        }
+        self.waiters.wake();
     }
 
     /// Waits until the shard's unsynced bytes are within its budget (back-pressure).
@@ -86,18 +126,7 @@ impl Budget {
 
     /// Waits for the next write or sync progress of any partition of the shard.
     pub async fn wait_for_progress(&self) {
-        let (sender, receiver) = local_channel::new_bounded(1);
-        if self.waiters.borrow().len() >= BUDGET_WAITERS_MAX {
-            // Mostly senders whose waiter gave up at its recheck: waking them all empties
-            // the list (a live waiter woken early looks again and waits anew).
-            self.wake();
-        }
-        self.waiters.borrow_mut().push(sender);
-        future::or(
-            async { receiver.recv().await.map_or((), |_| ()) },
-            glommio::timer::sleep(PROGRESS_RECHECK),
-        )
-        .await;
+        self.waiters.wait().await;
     }
 }
 
@@ -164,8 +193,8 @@ pub struct Partition {
     pub leaderships: Cell<u64>,
     /// Waiting for the log's durable end to move (a follower's fetcher, which reports it to
     /// the leader): woken by this partition's syncs only, not by every partition of the
-    /// shard. At most `DURABLE_WAITERS_MAX`.
-    durable_waiters: RefCell<Vec<LocalSender<()>>>,
+    /// shard. At most `DURABLE_WAITERS_MAX`, rechecking every `DURABLE_RECHECK`.
+    durable_waiters: Wakers,
 }
 
 impl Partition {
@@ -200,7 +229,7 @@ impl Partition {
             replica_turn: Rc::new(glommio::sync::Semaphore::new(1)),
             isr_written: RefCell::new(None),
             leaderships: Cell::new(0),
-            durable_waiters: RefCell::new(Vec::new()),
+            durable_waiters: Wakers::new(DURABLE_WAITERS_MAX, DURABLE_RECHECK),
         })
     }
 
@@ -253,22 +282,11 @@ impl Partition {
     /// fenced, the driver stopped), or `DURABLE_RECHECK` passed. Registered before its first
     /// await: a caller that looked at the durable end and found nothing new misses no wake.
     pub async fn wait_durable_progress(&self) {
-        let (sender, receiver) = local_channel::new_bounded(1);
-        if self.durable_waiters.borrow().len() >= DURABLE_WAITERS_MAX {
-            self.wake_durable();
-        }
-        self.durable_waiters.borrow_mut().push(sender);
-        future::or(
-            async { receiver.recv().await.map_or((), |_| ()) },
-            glommio::timer::sleep(DURABLE_RECHECK),
-        )
-        .await;
+        self.durable_waiters.wait().await;
     }
 
     fn wake_durable(&self) {
-        for waiter in self.durable_waiters.borrow_mut().drain(..) {
-            let _ = waiter.try_send(());
-        }
+        self.durable_waiters.wake();
     }
 
     /// Wakes the driver (an append happened, time passed, shutdown).

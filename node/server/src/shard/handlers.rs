@@ -34,6 +34,14 @@ const FIND_STEP_BYTES: u32 = 1 << 20;
 use crate::metadata::{ClusterRoutes, Serving, Topic};
 use crate::partition::{now, DeleteRecordsResult, Partition, ProduceResult};
 
+/// The answer for a partition this shard should serve but could not open.
+fn could_not_open(topic: &str, partition: PartitionId) -> ErrorResponse {
+    error(
+        ErrorCode::Storage,
+        format!("partition {topic}-{partition} could not be opened on this node; see its log"),
+    )
+}
+
 impl Shard {
     pub(super) fn describe(
         &self,
@@ -165,14 +173,7 @@ impl Shard {
             .borrow()
             .get(topic, partition.0)
             .cloned()
-            .ok_or_else(|| {
-                error(
-                    ErrorCode::Storage,
-                    format!(
-                    "partition {topic}-{partition} could not be opened on this node; see its log"
-                ),
-                )
-            })
+            .ok_or_else(|| could_not_open(topic, partition))
     }
 
     /// In a cluster: the partition a follower's replica request names, if this shard holds
@@ -224,7 +225,26 @@ impl Shard {
         match routes.replica(topic, partition.0) {
             Some(local) if local.shard == self.id => match &local.serving {
                 Serving::Leader { epoch } => {
-                    let opened = self.opened(topic, partition)?;
+                    // Led here by the map but not open: refused or failed (`Storage`, the
+                    // log says why), or not opened yet (a new topic's replicas open one after
+                    // the other; clients try again).
+                    let opened = self.partitions.borrow().get(topic, partition.0).cloned();
+                    let Some(opened) = opened else {
+                        let key = spate_core::PartitionKey {
+                            topic: topic.to_owned(),
+                            partition: partition.0,
+                        };
+                        if self.not_opened.borrow().contains(&key) {
+                            return Err(could_not_open(topic, partition));
+                        }
+                        return Err(error(
+                            ErrorCode::NotLeaderOrFollower,
+                            format!(
+                                "partition {topic}-{partition}: this node leads it and is \
+                                 still opening it"
+                            ),
+                        ));
+                    };
                     if opened.leading_epoch() != Some(*epoch) {
                         return Err(error(
                             ErrorCode::NotLeaderOrFollower,

@@ -157,6 +157,11 @@ pub struct Shard {
     partitions: RefCell<PartitionTable>,
     /// Partitions being opened (recovering) right now.
     opening: RefCell<std::collections::HashSet<PartitionKey>>,
+    /// Partitions this shard should serve whose last opening failed or was refused (a
+    /// replica of another cluster, a failed recovery; their log says why): answered
+    /// `Storage`, where one not opened yet is answered `NotLeaderOrFollower`. An entry goes
+    /// when an opening starts again; at most one per partition ever placed on this shard.
+    pub(crate) not_opened: RefCell<std::collections::HashSet<PartitionKey>>,
     pub(crate) connections: Rc<Connections>,
     pub shutdown: Arc<AtomicBool>,
     admin: AdminClient,
@@ -202,6 +207,7 @@ impl Shard {
             budget: Rc::new(Budget::new(budget)),
             partitions: RefCell::new(PartitionTable::default()),
             opening: RefCell::new(std::collections::HashSet::new()),
+            not_opened: RefCell::new(std::collections::HashSet::new()),
             connections: Rc::new(Connections::default()),
             shutdown,
             admin,
@@ -414,6 +420,7 @@ impl Shard {
         if !self.opening.borrow_mut().insert(key.clone()) {
             return;
         }
+        self.not_opened.borrow_mut().remove(&key);
         // Another shard of this node may still hold the directory (a replica moved between
         // shards): it opens here once that one closed it.
         let mut waited = Duration::ZERO;
@@ -421,6 +428,7 @@ impl Shard {
             if waited >= HOLD_WAIT || self.shutdown.load(Ordering::Relaxed) {
                 tracing::error!(topic = %key.topic, partition = key.partition, "not opened: another shard of this node still holds its directory");
                 self.opening.borrow_mut().remove(&key);
+                self.not_opened.borrow_mut().insert(key);
                 return;
             }
             glommio::timer::sleep(HOLD_CHECK).await;
@@ -429,6 +437,9 @@ impl Shard {
         // The map may have moved it on meanwhile (to another shard, or off this node).
         if self.placed_here(&key) {
             self.open_partition_once(key.clone(), config, reopen).await;
+            if !self.partitions.borrow().contains(&key) {
+                self.not_opened.borrow_mut().insert(key.clone());
+            }
         }
         if !self.partitions.borrow().contains(&key) {
             self.cluster.release(&key.topic, key.partition, self.id.0);
@@ -475,6 +486,7 @@ impl Shard {
         if !still || !self.opening.borrow_mut().insert(key.clone()) {
             return;
         }
+        self.not_opened.borrow_mut().remove(&key);
         let config = partition.log().config().clone();
         self.close_partition(&key, true).await;
         drop(turn);
@@ -484,6 +496,7 @@ impl Shard {
             self.open_partition_once(key.clone(), config, Some(how))
                 .await;
             if !self.partitions.borrow().contains(&key) {
+                self.not_opened.borrow_mut().insert(key.clone());
                 self.cluster.release(&key.topic, key.partition, self.id.0);
             }
         }
