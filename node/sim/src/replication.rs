@@ -521,10 +521,26 @@ enum Message {
     Refused,
 }
 
+impl Message {
+    /// The follower's link a fetch or a report goes over (0 for the leader's answers, which
+    /// travel on their fetch's).
+    fn link(&self) -> u64 {
+        match self {
+            Message::Fetch { link, .. } | Message::Progress { link, .. } => *link,
+            _ => 0,
+        }
+    }
+}
+
 struct Envelope {
     at: Millis,
     from: ReplicaId,
     to: ReplicaId,
+    /// The follower's link the message travels on: its own for a fetch or a report, the
+    /// fetch's for an answer. As on the node, where an answer comes back only over the TCP
+    /// connection its fetch went out on and a follower that cut or reset its log fetches
+    /// anew over a new connection, a follower takes answers of its current link only.
+    link: u64,
     message: Message,
 }
 
@@ -1032,7 +1048,7 @@ impl Run {
             }
         }
         for (to, message) in outgoing {
-            self.send(id, to, &message);
+            self.send(id, to, message.link(), &message);
         }
         self.settle_acks(index)
     }
@@ -1181,7 +1197,7 @@ impl Run {
         node.role = Role::None;
     }
 
-    fn send(&mut self, from: ReplicaId, to: ReplicaId, message: &Message) {
+    fn send(&mut self, from: ReplicaId, to: ReplicaId, link: u64, message: &Message) {
         if self.rng.chance(1, 20) {
             return;
         }
@@ -1192,6 +1208,7 @@ impl Run {
                 at,
                 from,
                 to,
+                link,
                 message: message.clone(),
             });
         }
@@ -1220,7 +1237,7 @@ impl Run {
                 Message::Fetch { .. } | Message::Progress { .. } => {
                     self.leader_receives(to, envelope.from, &envelope.message)?;
                 }
-                _ => self.follower_receives(to, envelope.from, envelope.message)?,
+                _ => self.follower_receives(to, envelope.from, envelope.link, envelope.message)?,
             }
         }
         Ok(())
@@ -1237,7 +1254,7 @@ impl Run {
         let id = node.id;
         let Role::Leader { core, .. } = &mut node.role else {
             if matches!(message, Message::Fetch { .. }) {
-                self.send(id, from, &Message::Refused);
+                self.send(id, from, message.link(), &Message::Refused);
             }
             return Ok(());
         };
@@ -1329,7 +1346,7 @@ impl Run {
             _ => None,
         };
         if let Some(answer) = answer {
-            self.send(id, from, &answer);
+            self.send(id, from, message.link(), &answer);
         }
         self.settle_acks(index)
     }
@@ -1338,6 +1355,7 @@ impl Run {
         &mut self,
         index: usize,
         from: ReplicaId,
+        over: u64,
         message: Message,
     ) -> Result<(), String> {
         let now = self.now;
@@ -1349,7 +1367,7 @@ impl Run {
         else {
             return Ok(());
         };
-        if core.leader() != from {
+        if core.leader() != from || over != *link {
             return Ok(());
         }
         match message {
