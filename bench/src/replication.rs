@@ -62,7 +62,7 @@ const HANDSHAKE_TRIES: u32 = 3;
 const MEMORY_SETTLE: Duration = Duration::from_secs(2);
 
 /// A duration flag in seconds: finite and not negative.
-fn seconds(text: &str) -> Result<f64, String> {
+pub fn seconds(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(value) if value.is_finite() && value >= 0.0 => Ok(value),
         _ => Err(format!("{text}: not a number of seconds (0 or more)")),
@@ -550,7 +550,7 @@ async fn check_partition(
 
 /// Where one record written into a partition landed.
 #[derive(Debug, Clone, Copy)]
-struct Written {
+pub struct Written {
     offset: u64,
     /// Whether an earlier try's answer was lost (it may be stored too, before `offset`).
     resent: bool,
@@ -559,7 +559,7 @@ struct Written {
 /// Writes one `fsync` record into every partition of `topic`, trying again until `limit`
 /// while the cluster cannot take it yet (no leader serving, an answer lost); returns where
 /// each landed.
-async fn write_every_partition(
+pub async fn write_every_partition(
     client: &Arc<Client>,
     topic: &str,
     partitions: u32,

@@ -10,9 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use spate_client::Setting;
-use spate_proto::Durability;
 
 use crate::report::{params, Run};
 
@@ -21,9 +19,6 @@ use crate::report::{params, Run};
 const RESTART_SECONDS_GOAL: f64 = 10.0;
 const RSS_BYTES_GOAL: u64 = 1 << 30;
 const DISK_BYTES_GOAL: u64 = 2 << 30;
-
-/// Produce requests in flight while the records are written.
-const PRODUCES_IN_FLIGHT: usize = 256;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RestartArgs {
@@ -34,7 +29,7 @@ pub struct RestartArgs {
     #[arg(long)]
     pub shards: Option<u32>,
     /// Longest wait for the node to serve again before the run fails.
-    #[arg(long, default_value_t = 300.0)]
+    #[arg(long, default_value_t = 300.0, value_parser = crate::replication::seconds)]
     pub timeout_seconds: f64,
 }
 
@@ -120,10 +115,6 @@ fn allocated(dir: &Path) -> u64 {
     total
 }
 
-fn one_record_batch(partition: u32) -> Result<Bytes, String> {
-    crate::replication::batch_of(format!("record of partition {partition}").as_bytes())
-}
-
 /// A gateway in this process in front of the node at `endpoint`.
 async fn start_gateway(data_dir: &Path, endpoint: &str) -> Result<spate_gateway::Gateway, String> {
     let flags = spate_gateway::Flags {
@@ -162,29 +153,17 @@ pub async fn run(data_dir: &Path, name: &str, args: &RestartArgs) -> Result<Run,
         .await
         .map_err(|error| format!("cannot create the topic: {error}"))?;
     let writing = Instant::now();
-    let permits = Arc::new(tokio::sync::Semaphore::new(PRODUCES_IN_FLIGHT));
-    let mut tasks = Vec::new();
-    for partition in 0..args.partitions {
-        let permit = permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|error| error.to_string())?;
-        let client = client.clone();
-        let batch = one_record_batch(partition)?;
-        tasks.push(tokio::spawn(async move {
-            let result = client
-                .produce(topic, partition, Durability::Fsync, batch)
-                .await;
-            drop(permit);
-            result.map(|_| ()).map_err(|error| error.to_string())
-        }));
-    }
-    for task in tasks {
-        task.await
-            .map_err(|error| error.to_string())?
-            .map_err(|error| format!("produce failed: {error}"))?;
-    }
+    // Tried again only while the node cannot take it yet; a copy stored twice would show in
+    // the check after the restart (every partition must hold exactly one record).
+    crate::replication::write_every_partition(
+        &client,
+        topic,
+        args.partitions,
+        1,
+        Duration::from_secs_f64(args.timeout_seconds),
+    )
+    .await
+    .map_err(|error| format!("produce failed: {error}"))?;
     let write_seconds = writing.elapsed().as_secs_f64();
     let (rss_before, _) = node.memory();
     let disk_before = allocated(&dir);
