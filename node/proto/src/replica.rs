@@ -26,6 +26,11 @@ pub struct ReplicaFetchRequest {
     pub storage_id: u64,
     /// The leader epoch the follower believes current.
     pub leader_epoch: u32,
+    /// The follower's fetch session for this replica: a new, larger one each time the
+    /// follower opens the replica's log again (a cut, a start over) or loses its link. With
+    /// the number of the connection it came over, it orders what the follower said: a
+    /// session's reports count only until a newer one starts.
+    pub session: u64,
     /// The follower's log end: where the batches asked for start.
     pub fetch_offset: u64,
     /// The epoch of the last entry of the follower's `leader-epochs` file; `None` when it
@@ -82,6 +87,8 @@ pub struct ReplicaProgressRequest {
     pub replica: u32,
     pub storage_id: u64,
     pub leader_epoch: u32,
+    /// The fetch session the report belongs to (see [`ReplicaFetchRequest::session`]).
+    pub session: u64,
     pub log_end: u64,
     pub durable_end: u64,
 }
@@ -93,6 +100,7 @@ struct Sender {
     replica: u32,
     storage_id: u64,
     leader_epoch: u32,
+    session: u64,
 }
 
 impl Sender {
@@ -104,6 +112,7 @@ impl Sender {
         w.u32(self.replica);
         w.u64(self.storage_id);
         w.u32(self.leader_epoch);
+        w.u64(self.session);
     }
 
     /// Reads the sender's fields (after the routing fields, which the caller read).
@@ -115,6 +124,7 @@ impl Sender {
             replica: reader.u32("replica")?,
             storage_id: reader.u64("storage_id")?,
             leader_epoch: reader.u32("leader_epoch")?,
+            session: reader.u64("session")?,
         })
     }
 }
@@ -127,6 +137,7 @@ impl ReplicaFetchRequest {
             replica: self.replica,
             storage_id: self.storage_id,
             leader_epoch: self.leader_epoch,
+            session: self.session,
         };
         sender.write(w, &self.topic, self.partition);
         w.u64(self.fetch_offset);
@@ -156,6 +167,7 @@ impl ReplicaFetchRequest {
             replica: sender.replica,
             storage_id: sender.storage_id,
             leader_epoch: sender.leader_epoch,
+            session: sender.session,
             fetch_offset: reader.u64("fetch_offset")?,
             last_fetched_epoch: match reader.u8("last_fetched_epoch")? {
                 0 => None,
@@ -201,6 +213,7 @@ impl ReplicaProgressRequest {
             replica: self.replica,
             storage_id: self.storage_id,
             leader_epoch: self.leader_epoch,
+            session: self.session,
         };
         sender.write(w, &self.topic, self.partition);
         w.u64(self.log_end);
@@ -220,6 +233,7 @@ impl ReplicaProgressRequest {
             replica: sender.replica,
             storage_id: sender.storage_id,
             leader_epoch: sender.leader_epoch,
+            session: sender.session,
             log_end: reader.u64("log_end")?,
             durable_end: reader.u64("durable_end")?,
         };

@@ -411,6 +411,7 @@ fn replica_frames_refuse_what_no_replica_sends() {
         replica: 2,
         storage_id: 3,
         leader_epoch: 4,
+        session: 8,
         fetch_offset: 100,
         last_fetched_epoch: Some(4),
         durable_end: 100,
@@ -444,9 +445,9 @@ fn replica_frames_refuse_what_no_replica_sends() {
         "max_wait_ms"
     );
     // The presence byte of `last_fetched_epoch` (after topic, partition, topic id, replica,
-    // storage id, leader epoch, fetch offset) is 0 or 1.
+    // storage id, leader epoch, session, fetch offset) is 0 or 1.
     let mut bytes = BytesMut::from(&fine.to_frame(9)[..]);
-    let tag = FRAME_HEADER_SIZE as usize + 2 + 1 + 4 + 16 + 4 + 8 + 4 + 8;
+    let tag = FRAME_HEADER_SIZE as usize + 2 + 1 + 4 + 16 + 4 + 8 + 4 + 8 + 8;
     assert_eq!(bytes[tag], 1);
     bytes[tag] = 2;
     let frame = decode_one(&bytes.freeze(), REQUEST_SIZE_MAX);
@@ -458,6 +459,7 @@ fn replica_frames_refuse_what_no_replica_sends() {
         replica: 2,
         storage_id: 3,
         leader_epoch: 4,
+        session: 8,
         log_end: 10,
         durable_end: 11,
     };
@@ -803,6 +805,7 @@ fn replica_fetch_request() -> impl Strategy<Value = ReplicaFetchRequest> {
             any::<u128>(),
             any::<u32>(),
             any::<u64>(),
+            any::<u64>(),
         ),
         (
             any::<u32>(),
@@ -815,7 +818,7 @@ fn replica_fetch_request() -> impl Strategy<Value = ReplicaFetchRequest> {
     )
         .prop_map(
             |(
-                (topic, partition, topic_id, replica, storage_id),
+                (topic, partition, topic_id, replica, storage_id, session),
                 (leader_epoch, fetch_offset, last_fetched_epoch, durable, max_bytes, max_wait_ms),
             )| ReplicaFetchRequest {
                 topic,
@@ -824,6 +827,7 @@ fn replica_fetch_request() -> impl Strategy<Value = ReplicaFetchRequest> {
                 replica,
                 storage_id,
                 leader_epoch,
+                session,
                 fetch_offset,
                 last_fetched_epoch,
                 durable_end: durable % (fetch_offset.saturating_add(1)).max(1),
@@ -843,9 +847,20 @@ fn replica_progress_request() -> impl Strategy<Value = ReplicaProgressRequest> {
         any::<u32>(),
         any::<u64>(),
         any::<u64>(),
+        any::<u64>(),
     )
         .prop_map(
-            |(topic, partition, topic_id, replica, storage_id, leader_epoch, log_end, durable)| {
+            |(
+                topic,
+                partition,
+                topic_id,
+                replica,
+                storage_id,
+                leader_epoch,
+                session,
+                log_end,
+                durable,
+            )| {
                 ReplicaProgressRequest {
                     topic,
                     partition: PartitionId(partition),
@@ -853,6 +868,7 @@ fn replica_progress_request() -> impl Strategy<Value = ReplicaProgressRequest> {
                     replica,
                     storage_id,
                     leader_epoch,
+                    session,
                     log_end,
                     durable_end: durable.min(log_end),
                 }

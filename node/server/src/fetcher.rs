@@ -1,6 +1,7 @@
 //! A follower's fetcher (docs/cluster.md, "Roles" and "Truncation"): for each replica this
 //! node follows, a task on the replica's shard fetches from the leader's shard over the node
-//! link (TCP, the frames of docs/protocol.md), checks each answer with the pure
+//! link (TCP, the frames of docs/protocol.md; one connection per leader shard, shared by the
+//! replicas this shard follows there: `crate::links`), checks each answer with the pure
 //! `spate_core::replica::Follower`, enters new epoch boundaries in the replica's
 //! `leader-epochs` file (durably) before the records that carry them, and appends the
 //! leader's batches byte for byte through the log's group commit (`handle_replicate`). While
@@ -16,21 +17,18 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
-use glommio::channels::local_channel::{self, LocalSender};
-use glommio::net::TcpStream;
+use futures_lite::future;
 use spate_core::replica::{
     EpochEnd, EpochStart, Follower, LeaderEpoch, LeaderEpochs, ReplicaId, Throttle,
 };
 use spate_core::{AppendError, PartitionLog};
 use spate_format::Offset;
-use spate_proto::limits::RESPONSE_SIZE_MAX;
 use spate_proto::{
-    ErrorCode, ErrorDetail, FrameDecoder, ReplicaFetchRequest, ReplicaFetchResponse,
-    ReplicaProgressRequest, Request, Response,
+    ErrorCode, ErrorDetail, ReplicaFetchRequest, ReplicaFetchResponse, ReplicaProgressRequest,
+    Request, Response,
 };
 
+use crate::links::Link;
 use crate::partition::{now, Partition};
 use crate::replica::load_epochs;
 use crate::shard::{partition_dir, Shard};
@@ -47,12 +45,6 @@ const ANSWER_GRACE: Duration = Duration::from_secs(5);
 /// How long a follower waits before it connects again, at first and at most.
 const RECONNECT_FIRST: Duration = Duration::from_millis(50);
 const RECONNECT_MAX: Duration = Duration::from_secs(1);
-
-/// How long a follower's connection to its leader may take.
-const CONNECT_WAIT: Duration = Duration::from_secs(2);
-
-/// Frames waiting for the link's writer (a fetch and a progress report or two).
-const LINK_FRAMES_MAX: usize = 4;
 
 /// The longest a throttled fetcher sleeps before it looks whether it still follows.
 const PACE_SLICE: Duration = Duration::from_millis(100);
@@ -153,7 +145,6 @@ pub async fn run(shard: Rc<Shard>, partition: Rc<Partition>, generation: u64) {
         epochs,
         stored: None,
         dir,
-        next_id: 1,
         throttle: None,
     };
     tracing::info!(topic = %key.topic, partition = key.partition, leader = following.leader, epoch = following.epoch, "following");
@@ -162,22 +153,26 @@ pub async fn run(shard: Rc<Shard>, partition: Rc<Partition>, generation: u64) {
         let Some(following) = current(&shard, &partition, generation) else {
             break Stop::Done;
         };
-        let address: Option<SocketAddr> = following.endpoint.parse().ok();
-        let stream = match address {
-            Some(address) => TcpStream::connect_timeout(address, CONNECT_WAIT).await.ok(),
-            None => None,
+        let link = match following.endpoint.parse::<SocketAddr>() {
+            Ok(address) => shard.links.get(address).await,
+            Err(_) => Err(format!("the map names no address: {}", following.endpoint)),
         };
-        let Some(stream) = stream else {
-            glommio::timer::sleep(backoff).await;
-            backoff = (backoff * 2).min(RECONNECT_MAX);
-            continue;
+        let link = match link {
+            Ok(link) => link,
+            Err(problem) => {
+                tracing::debug!(topic = %key.topic, partition = key.partition, "no link to the leader: {problem}");
+                glommio::timer::sleep(backoff).await;
+                backoff = (backoff * 2).min(RECONNECT_MAX);
+                continue;
+            }
         };
-        let _ = stream.set_nodelay(true);
         backoff = RECONNECT_FIRST;
-        match fetcher.fetch_over(stream, &following).await {
+        // A new session on every start over: what an earlier one reported no longer counts.
+        let session = shard.links.new_session();
+        match fetcher.fetch_over(&link, session, &following).await {
             Ok(stop) => break stop,
             Err(problem) => {
-                tracing::debug!(topic = %key.topic, partition = key.partition, "the link to the leader failed: {problem}");
+                tracing::debug!(topic = %key.topic, partition = key.partition, "fetching from the leader failed: {problem}");
                 glommio::timer::sleep(backoff).await;
             }
         }
@@ -196,46 +191,20 @@ struct Fetcher {
     /// The chain as its file last held it (`None`: not written by this fetcher yet).
     stored: Option<LeaderEpochs>,
     dir: std::path::PathBuf,
-    next_id: u64,
     /// The pace of its fetches while its partition moves with a throttle.
     throttle: Option<Throttle>,
 }
 
 impl Fetcher {
-    /// Fetches over one connection until the role changes (`Ok`) or the link fails (`Err`).
+    /// Fetches over `link` in fetch session `session` until the role changes (`Ok`) or the
+    /// session fails (`Err`: the link failed, the leader did not answer in time — the link
+    /// is then closed for all its fetchers —, or the answer could not be taken).
     async fn fetch_over(
         &mut self,
-        stream: TcpStream,
+        link: &Link,
+        session: u64,
         following: &Following,
     ) -> Result<Stop, String> {
-        let (mut reader, mut writer) = futures_lite::io::split(stream);
-        // Frames go out whole, from a task of their own: a write interrupted halfway (a
-        // progress report when the fetch's answer arrived) would corrupt the link.
-        let (frames, outgoing) = local_channel::new_bounded::<bytes::Bytes>(LINK_FRAMES_MAX);
-        let writing = glommio::spawn_local(async move {
-            while let Some(frame) = outgoing.recv().await {
-                if writer.write_all(&frame).await.is_err() {
-                    return;
-                }
-            }
-            let _ = writer.close().await;
-        });
-        let result = self.fetch_frames(&mut reader, &frames, following).await;
-        drop(frames);
-        writing.await;
-        result
-    }
-
-    /// [`Fetcher::fetch_over`]'s loop: frames handed to `frames`, answers read from `reader`.
-    async fn fetch_frames(
-        &mut self,
-        reader: &mut futures_lite::io::ReadHalf<TcpStream>,
-        frames: &LocalSender<bytes::Bytes>,
-        following: &Following,
-    ) -> Result<Stop, String> {
-        let decoder = FrameDecoder::new(RESPONSE_SIZE_MAX);
-        let mut buffer = BytesMut::new();
-        let mut chunk = vec![0u8; 64 << 10];
         let storage_id = self.shard.cluster.storage_id();
         let me = self.shard.config.node_id.unwrap_or(0);
         let key = self.partition.key.clone();
@@ -254,6 +223,7 @@ impl Fetcher {
                 replica: me,
                 storage_id,
                 leader_epoch: following.epoch,
+                session,
                 fetch_offset: fetch_offset.0,
                 last_fetched_epoch: self.epochs.latest_epoch().map(|epoch| epoch.0),
                 durable_end: durable_end.0,
@@ -263,36 +233,9 @@ impl Fetcher {
                 }),
                 max_wait_ms: REPLICA_FETCH_WAIT_MS,
             });
-            let id = self.next_id;
-            self.next_id += 1;
-            frames
-                .send(request.to_frame(id))
-                .await
-                .map_err(|_| "the link's writer stopped".to_owned())?;
             let mut reported = durable_end;
             // While the fetch is parked, the durable end is reported as it moves.
             let answer = {
-                let answered = async {
-                    loop {
-                        if let Some(frame) = decoder
-                            .decode(&mut buffer)
-                            .map_err(|error| error.to_string())?
-                        {
-                            if frame.head.correlation_id != id {
-                                continue; // a progress report's empty answer
-                            }
-                            return Response::decode(&frame).map_err(|error| error.to_string());
-                        }
-                        let read = reader
-                            .read(&mut chunk)
-                            .await
-                            .map_err(|error| error.to_string())?;
-                        if read == 0 {
-                            return Err("the leader closed the link".to_owned());
-                        }
-                        buffer.extend_from_slice(&chunk[..read]);
-                    }
-                };
                 let reporting = async {
                     loop {
                         let (log_end, durable) = {
@@ -312,14 +255,11 @@ impl Fetcher {
                             replica: me,
                             storage_id,
                             leader_epoch: following.epoch,
+                            session,
                             log_end: log_end.0,
                             durable_end: durable.0,
                         });
-                        let id = self.next_id;
-                        self.next_id += 1;
-                        if frames.send(progress.to_frame(id)).await.is_err() {
-                            return Err("the link's writer stopped".to_owned());
-                        }
+                        link.send(&progress).await?;
                     }
                 };
                 let deadline = async {
@@ -327,9 +267,11 @@ impl Fetcher {
                         Duration::from_millis(u64::from(REPLICA_FETCH_WAIT_MS)) + ANSWER_GRACE,
                     )
                     .await;
+                    // The link may be half open: every fetcher on it connects again.
+                    link.close();
                     Err("the leader did not answer a fetch in time".to_owned())
                 };
-                future::or(answered, future::or(reporting, deadline)).await?
+                future::or(link.call(&request), future::or(reporting, deadline)).await?
             };
             match answer {
                 Response::ReplicaFetch(answer) => {

@@ -18,6 +18,7 @@ pub mod fence;
 pub mod fetcher;
 pub mod identity;
 pub mod inbound;
+pub mod links;
 pub mod lock;
 pub mod logging;
 pub mod membership;

@@ -289,7 +289,7 @@ impl Shard {
         &self,
         partition: &Rc<Partition>,
         request: &ReplicaFetchRequest,
-        link: u64,
+        link: u128,
     ) -> Result<ReplicaFetchResponse, ErrorResponse> {
         let started = Instant::now();
         let max_wait = Duration::from_millis(u64::from(request.max_wait_ms));
@@ -427,7 +427,7 @@ impl Shard {
         &self,
         partition: &Rc<Partition>,
         request: &ReplicaProgressRequest,
-        link: u64,
+        link: u128,
     ) -> Result<(), ErrorResponse> {
         let name = format!("{}-{}", partition.key.topic, partition.key.partition);
         {

@@ -1516,6 +1516,7 @@ fn replica_fetch(
         replica,
         storage_id: FOLLOWER_STORAGE.load(std::sync::atomic::Ordering::Relaxed),
         leader_epoch: epoch,
+        session: 1,
         fetch_offset,
         last_fetched_epoch,
         // Nothing synced yet: the follower joins the ISR only once it reports it (below).
@@ -1653,6 +1654,7 @@ fn a_leader_answers_its_followers_fetches() {
         replica: 122,
         storage_id: FOLLOWER_STORAGE.load(std::sync::atomic::Ordering::Relaxed),
         leader_epoch: 3,
+        session: 1,
         log_end: 3,
         durable_end: 0,
     });
@@ -2303,6 +2305,172 @@ fn starts_over(name: &str, leader: u32, follower: u32, log_start: u64) {
     }
     leads.node.shutdown();
     drop(served);
+}
+
+/// What the test, as the leader, saw of a follower's fetch: the connection it came over
+/// (numbered in accept order), its topic, session and offset.
+#[derive(Debug, Clone)]
+struct SeenFetch {
+    connection: usize,
+    topic: String,
+    session: u64,
+    fetch_offset: u64,
+}
+
+/// A follower shard fetches every replica it follows on one leader shard over one
+/// connection, each replica in a fetch session of its own; a replica that starts over (its
+/// leader's log start passed its end) goes on over the same connection in a newer session,
+/// so what it reported before counts for nothing at the leader.
+#[test]
+fn a_follower_fetches_all_its_replicas_of_a_leader_over_one_connection() {
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+    const TOPICS: usize = 8;
+    // Member 171 is the test, leading every partition alone in its ISR.
+    let leads = TestLeads::start("shared-link", 171, 172, 2, true);
+    let seen: Arc<Mutex<Vec<SeenFetch>>> = Arc::default();
+    let listener = leads.listener.try_clone().unwrap();
+    let log = seen.clone();
+    // Each connection is served by a thread of its own: a second one would be seen.
+    std::thread::spawn(move || {
+        for (connection, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { return };
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let decoder = spate_proto::FrameDecoder::new(1 << 24);
+                let mut buffer = bytes::BytesMut::new();
+                let mut chunk = vec![0u8; 1 << 16];
+                loop {
+                    let frame = match decoder.decode(&mut buffer) {
+                        Ok(Some(frame)) => frame,
+                        Ok(None) => match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(read) => {
+                                buffer.extend_from_slice(&chunk[..read]);
+                                continue;
+                            }
+                        },
+                        Err(_) => return,
+                    };
+                    let fetch = match Request::decode(&frame) {
+                        Ok(Request::ReplicaFetch(fetch)) => fetch,
+                        Ok(Request::ReplicaProgress(_)) => {
+                            let answer =
+                                Response::ReplicaProgress.to_frame(frame.head.correlation_id);
+                            if stream.write_all(&answer).is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                        other => panic!("a follower sent {other:?}"),
+                    };
+                    log.lock().unwrap().push(SeenFetch {
+                        connection,
+                        topic: fetch.topic.clone(),
+                        session: fetch.session,
+                        fetch_offset: fetch.fetch_offset,
+                    });
+                    let records = |from: u64, values: &[&str], hw: u64| {
+                        let mut records = Vec::new();
+                        for (n, value) in values.iter().enumerate() {
+                            records.extend(stamped(from + n as u64, value));
+                        }
+                        Response::ReplicaFetch(spate_proto::ReplicaFetchResponse {
+                            high_watermark: hw,
+                            log_start_offset: if from >= 10 { 10 } else { 0 },
+                            diverging: None,
+                            epochs: vec![spate_proto::EpochBoundary {
+                                epoch: 2,
+                                start_offset: from,
+                            }],
+                            records: records.into(),
+                        })
+                    };
+                    let answer = match (fetch.topic.as_str(), fetch.fetch_offset) {
+                        (_, 0) => records(0, &["a0", "a1"], 2),
+                        // The leader's log start passes l0's end: it starts over at 10.
+                        ("l0", 2) => Response::Error {
+                            api_key: 14,
+                            error: spate_proto::ErrorResponse::new(
+                                ErrorCode::OffsetOutOfRange,
+                                "the leader's log starts at 10",
+                            )
+                            .with_detail(
+                                spate_proto::ErrorDetail::OffsetRange {
+                                    log_start_offset: 10,
+                                    high_watermark: 10,
+                                },
+                            ),
+                        },
+                        (_, from) => {
+                            std::thread::sleep(Duration::from_millis(20));
+                            records(from, &[], from)
+                        }
+                    };
+                    if stream
+                        .write_all(&answer.to_frame(frame.head.correlation_id))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    for n in 0..TOPICS {
+        let id = 0x5A00 + n as u128;
+        let topic = TopicRecord {
+            id: format!("{id:032x}"),
+            ..leads.topic.clone()
+        };
+        let state = PartitionRecord {
+            topic_id: topic.id.clone(),
+            ..leads.led_by_test.clone()
+        };
+        write_topic_named(&leads.etcd, &format!("l{n}"), &topic, &state);
+    }
+    // Every replica caught up (fetching at its end again), l0 after starting over at 10.
+    let caught_up = |seen: &[SeenFetch], topic: &str, at: u64| {
+        seen.iter()
+            .filter(|fetch| fetch.topic == topic && fetch.fetch_offset == at)
+            .count()
+            >= 2
+    };
+    wait_for("every replica caught up", Duration::from_secs(20), || {
+        let seen = seen.lock().unwrap();
+        caught_up(&seen, "l0", 10) && (1..TOPICS).all(|n| caught_up(&seen, &format!("l{n}"), 2))
+    });
+    let seen = seen.lock().unwrap().clone();
+    let connections: std::collections::BTreeSet<usize> =
+        seen.iter().map(|fetch| fetch.connection).collect();
+    assert_eq!(connections.len(), 1, "{seen:?}");
+    // One session per replica, and a newer one for l0 once it started over.
+    let sessions = |topic: &str| -> std::collections::BTreeSet<u64> {
+        seen.iter()
+            .filter(|fetch| fetch.topic == topic)
+            .map(|fetch| fetch.session)
+            .collect()
+    };
+    let mut all = std::collections::BTreeSet::new();
+    for n in 1..TOPICS {
+        let own = sessions(&format!("l{n}"));
+        assert_eq!(own.len(), 1, "l{n}: {seen:?}");
+        all.extend(own);
+    }
+    assert_eq!(all.len(), TOPICS - 1, "{seen:?}");
+    let before = seen
+        .iter()
+        .find(|fetch| fetch.topic == "l0" && fetch.fetch_offset == 2)
+        .unwrap()
+        .session;
+    let after = seen
+        .iter()
+        .find(|fetch| fetch.topic == "l0" && fetch.fetch_offset == 10)
+        .unwrap()
+        .session;
+    assert!(after > before, "{seen:?}");
+    assert!(!all.contains(&before) && !all.contains(&after), "{seen:?}");
+    leads.node.shutdown();
 }
 
 /// Moves the leadership of `topic`/`partition` to `to` (a live member in its ISR) in the next

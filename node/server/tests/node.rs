@@ -116,6 +116,7 @@ fn a_request_for_another_shards_partition_names_the_owner() {
         replica: 2,
         storage_id: 3,
         leader_epoch: 1,
+        session: 1,
         fetch_offset: 0,
         last_fetched_epoch: None,
         durable_end: 0,
@@ -129,6 +130,7 @@ fn a_request_for_another_shards_partition_names_the_owner() {
         replica: 2,
         storage_id: 3,
         leader_epoch: 1,
+        session: 1,
         log_end: 0,
         durable_end: 0,
     });

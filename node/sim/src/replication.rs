@@ -463,7 +463,10 @@ enum Role {
         fetch: Option<(Millis, Offset, Option<LeaderEpoch>)>,
         durable_sent: Offset,
         /// The link its messages go over: a new one whenever its log was opened again (a
-        /// cut, a start over), as the node's fetcher connects anew, numbered in order.
+        /// cut, a start over), numbered in order. On the node this is the fetch session:
+        /// the follower starts a new one (a new fetcher, over the shared connection to the
+        /// leader's shard or a new one), ordered by the connection's number, then by the
+        /// follower's session number.
         link: u64,
     },
 }
@@ -537,9 +540,9 @@ struct Envelope {
     from: ReplicaId,
     to: ReplicaId,
     /// The follower's link the message travels on: its own for a fetch or a report, the
-    /// fetch's for an answer. As on the node, where an answer comes back only over the TCP
-    /// connection its fetch went out on and a follower that cut or reset its log fetches
-    /// anew over a new connection, a follower takes answers of its current link only.
+    /// fetch's for an answer. As on the node, where an answer comes back to the fetcher
+    /// that sent its fetch (by correlation id) and a follower that cut or reset its log
+    /// fetches anew in a new session, a follower takes answers of its current link only.
     link: u64,
     message: Message,
 }
@@ -1297,7 +1300,7 @@ impl Run {
                                 now,
                                 from,
                                 storage,
-                                link,
+                                u128::from(link),
                                 fetch_offset,
                                 durable_end,
                             ) {
@@ -1339,7 +1342,8 @@ impl Run {
             } => {
                 if core.check_epoch(epoch).is_ok() {
                     // A report from before a crash may name more than the log now holds.
-                    let _ = core.handle_progress(from, storage, link, log_end, durable_end);
+                    let _ =
+                        core.handle_progress(from, storage, u128::from(link), log_end, durable_end);
                 }
                 None
             }

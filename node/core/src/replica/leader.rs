@@ -97,10 +97,10 @@ pub struct Progress {
     last_fetch: Millis,
     /// The leader's log end when the follower's previous fetch was answered.
     leader_end_at_last_fetch: Offset,
-    /// The newest link (connection) the follower's fetches came over: what came over an
-    /// older one is from before the follower last opened its log (a truncation, a start
-    /// over) and no longer says what it holds.
-    pub link: u64,
+    /// The newest fetch session the follower's fetches came in: what came in an older one
+    /// is from before the follower last opened its log (a truncation, a start over) or
+    /// lost its link, and no longer says what it holds.
+    pub link: u128,
 }
 
 /// A partition leader's replica state (see the module documentation).
@@ -246,17 +246,19 @@ impl Leader {
     /// `fetch_offset` ([`super::check_agreement`]): records its progress. The follower is
     /// caught up if it asked for the leader's log end, or for at least what the leader's log
     /// end was when its previous fetch was answered (Kafka's rule: a write arriving just after
-    /// a fetch does not count against the follower). `link` numbers the connection it came
-    /// over, in the order the leader accepted them: a fetch over an older link than the
-    /// follower's newest is stale and changes nothing; one over a newer link starts the
-    /// follower's durable end over (its log may have been cut or emptied since). Returns
-    /// whether the high watermark moved.
+    /// a fetch does not count against the follower). `link` numbers the fetch session it
+    /// came in, in order: a follower starts a new session whenever it opens its log again or
+    /// loses its link (the node orders sessions by the number of the connection the leader
+    /// accepted, then by the follower's own session number). A fetch in an older session
+    /// than the follower's newest is stale and changes nothing; one in a newer session starts
+    /// the follower's durable end over (its log may have been cut or emptied since).
+    /// Returns whether the high watermark moved.
     pub fn handle_fetch(
         &mut self,
         now: Millis,
         replica: ReplicaId,
         storage: StorageId,
-        link: u64,
+        link: u128,
         fetch_offset: Offset,
         durable_end: Offset,
     ) -> Result<bool, ReplicaError> {
@@ -295,14 +297,14 @@ impl Leader {
         Ok(self.update_high_watermark())
     }
 
-    /// A follower's durable end moved between fetches (`ReplicaProgress`), over `link`: it
-    /// counts only over the link of the follower's last fetch. Returns whether the high
-    /// watermark moved.
+    /// A follower's durable end moved between fetches (`ReplicaProgress`), in session
+    /// `link`: it counts only in the session of the follower's last fetch. Returns whether
+    /// the high watermark moved.
     pub fn handle_progress(
         &mut self,
         replica: ReplicaId,
         storage: StorageId,
-        link: u64,
+        link: u128,
         log_end: Offset,
         durable_end: Offset,
     ) -> Result<bool, ReplicaError> {

@@ -47,6 +47,13 @@ enum Wake {
     Timer,
 }
 
+/// Followers' replica fetches one connection may have waiting at this shard at once: a
+/// follower's shard sends all its fetches from one leader shard over one connection, one
+/// per replica it follows there, and each may be parked for its wait (they give their
+/// in-flight slot back, so progress reports behind them are read at once). Past this, the
+/// connection is not read until one is answered.
+pub const REPLICA_FETCHES_PER_LINK_MAX: u32 = 16_384;
+
 /// A decoded request, with the partition it names when it names one (resolved once, at
 /// arrival, and carried to the answer).
 enum Resolved {
@@ -61,7 +68,8 @@ enum Dispatched {
     /// An answer that may wait for minutes (a JoinGroup or SyncGroup parked at its group's
     /// coordinator): it gives its in-flight slot back at once, so parked requests never stop
     /// a connection (a gateway's link, shared by its clients) from being read; the
-    /// coordinator bounds them instead (`groups::PARKED_MAX`).
+    /// coordinator bounds them instead (`groups::PARKED_MAX`). A follower's `ReplicaFetch`
+    /// parks so too, bounded per connection (`REPLICA_FETCHES_PER_LINK_MAX`).
     Parked(Pending),
 }
 
@@ -104,6 +112,13 @@ fn now_or_waited<T: 'static>(
         ),
         Err(error) => Dispatched::Now(Response::Error { api_key, error }),
     }
+}
+
+/// A replica's fetch session as the leader orders it: by the connection's number on this
+/// shard (a follower that lost its link or started again comes over a newer one), then by
+/// the follower's own session number (a new fetcher of the replica over the same one).
+fn fetch_session(link: u64, session: u64) -> u128 {
+    (u128::from(link) << 64) | u128::from(session)
 }
 
 /// The refusal of a client's write, deletion or change of the internal offsets topic.
@@ -202,14 +217,25 @@ impl Shard {
         permit: StaticPermit,
         responses: &Rc<LocalSender<(Bytes, Bytes)>>,
         link: u64,
+        replica_fetches: &Rc<Semaphore>,
     ) -> bool {
         let correlation = frame.head.correlation_id;
         let resolved = self.resolve(frame);
-        if let Ok(Resolved::Partition(partition, Request::Produce(produce))) = &resolved {
-            // Nothing awaits between this and the append below, so the room it found is
-            // still there.
-            self.within_room(partition, produce.batch.len() as u64)
-                .await;
+        let mut replica_fetch = None;
+        match &resolved {
+            Ok(Resolved::Partition(partition, Request::Produce(produce))) => {
+                // Nothing awaits between this and the append below, so the room it found is
+                // still there.
+                self.within_room(partition, produce.batch.len() as u64)
+                    .await;
+            }
+            Ok(Resolved::Partition(_, Request::ReplicaFetch(_))) => {
+                let Ok(slot) = replica_fetches.clone().acquire_static_permit(1).await else {
+                    return false;
+                };
+                replica_fetch = Some(slot);
+            }
+            _ => {}
         }
         match self.dispatch(frame.head.api_key, resolved, link) {
             Dispatched::Now(response) => {
@@ -238,6 +264,7 @@ impl Shard {
                     if let Some(responses) = responses.upgrade() {
                         let _ = responses.send(answer_frame(&response, correlation)).await;
                     }
+                    drop(replica_fetch);
                 })
                 .detach();
                 true
@@ -264,6 +291,7 @@ impl Shard {
             let _ = writer.close().await;
         });
         let permits = Rc::new(Semaphore::new(u64::from(self.config.frames_in_flight)));
+        let replica_fetches = Rc::new(Semaphore::new(u64::from(REPLICA_FETCHES_PER_LINK_MAX)));
         let decoder = FrameDecoder::new(self.config.frame_size_max);
         let mut inbound = Inbound::default();
         let mut last_read = Instant::now();
@@ -284,7 +312,13 @@ impl Shard {
                     break 'connection Ok(());
                 };
                 if !self
-                    .answer(&frame, permit, &responses, registration.id())
+                    .answer(
+                        &frame,
+                        permit,
+                        &responses,
+                        registration.id(),
+                        &replica_fetches,
+                    )
                     .await
                 {
                     break 'connection Ok(());
@@ -398,8 +432,8 @@ impl Shard {
         Ok(Resolved::Partition(partition, request))
     }
 
-    /// `link`: the connection's number on this shard (a replica's fetches and reports carry
-    /// it to the leader's view of them).
+    /// `link`: the connection's number on this shard (with the follower's session number, it
+    /// orders a replica's fetches and reports in the leader's view of them).
     fn dispatch(
         self: &Rc<Self>,
         api_key: u16,
@@ -502,15 +536,19 @@ impl Shard {
                 )))
             }
             Resolved::Partition(partition, Request::ReplicaFetch(request)) => {
+                // Parked apart from the in-flight slots (see `REPLICA_FETCHES_PER_LINK_MAX`).
                 let shard = self.clone();
-                later(
-                    api_key,
-                    async move { shard.replica_fetch(&partition, &request, link).await },
-                    Response::ReplicaFetch,
-                )
+                let session = fetch_session(link, request.session);
+                Dispatched::Parked(Box::pin(async move {
+                    match shard.replica_fetch(&partition, &request, session).await {
+                        Ok(answer) => Response::ReplicaFetch(answer),
+                        Err(error) => fail(error),
+                    }
+                }))
             }
             Resolved::Partition(partition, Request::ReplicaProgress(request)) => {
-                Dispatched::Now(match self.replica_progress(&partition, &request, link) {
+                let session = fetch_session(link, request.session);
+                Dispatched::Now(match self.replica_progress(&partition, &request, session) {
                     Ok(()) => Response::ReplicaProgress,
                     Err(error) => fail(error),
                 })

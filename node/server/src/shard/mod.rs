@@ -173,6 +173,8 @@ pub struct Shard {
     claims: RefCell<std::collections::HashMap<PartitionKey, ReplicaOf>>,
     /// Fetchers started on this shard (each one's generation).
     fetchers: std::cell::Cell<u64>,
+    /// The fetchers' links to their leaders' shards.
+    pub(crate) links: crate::links::Links,
     /// In a cluster: this shard's request for the offsets topic (`groups`).
     offsets_creation: RefCell<groups::OffsetsCreation>,
 }
@@ -215,6 +217,7 @@ impl Shard {
             cluster: Arc::default(),
             claims: RefCell::default(),
             fetchers: std::cell::Cell::new(0),
+            links: crate::links::Links::default(),
             offsets_creation: RefCell::default(),
         }
     }

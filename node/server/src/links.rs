@@ -1,0 +1,270 @@
+//! A follower shard's links to its leaders' shards (docs/cluster.md, "Roles"): one TCP
+//! connection per leader shard, shared by every replica this shard follows there (a node
+//! following thousands of partitions holds a handful of connections, not one per replica).
+//! Each replica's fetcher sends its frames through the link's writer task, whole and in
+//! order, and gets the answer to its fetch by correlation id from the link's reader task; a
+//! progress report's empty answer is dropped. A link that fails (the connection broke, a
+//! frame did not decode, or a fetcher gave up waiting for an answer) closes for all its
+//! fetchers, which connect again through [`Links::get`] in a new fetch session each.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalSender};
+use glommio::net::TcpStream;
+use glommio::sync::Semaphore;
+use spate_proto::limits::RESPONSE_SIZE_MAX;
+use spate_proto::{FrameDecoder, Request, Response};
+
+/// Frames waiting for a link's writer (fetches and progress reports of all the replicas
+/// followed over it); a fetcher waits for room past this.
+pub const LINK_FRAMES_MAX: usize = 1024;
+
+/// How long a connection to a leader's shard may take.
+const CONNECT_WAIT: Duration = Duration::from_secs(2);
+
+/// After a failed connection, fetchers asking for the same link within this are told at once
+/// (thousands of fetchers do not each wait out a connection to a node that is down).
+const CONNECT_RETRY: Duration = Duration::from_millis(200);
+
+/// A follower shard's links, one per leader shard address (at most one per shard of each
+/// node the map ever named as a leader's), and its fetch sessions' numbers.
+#[derive(Default)]
+pub struct Links {
+    slots: RefCell<HashMap<SocketAddr, Rc<Slot>>>,
+    sessions: Cell<u64>,
+}
+
+/// One leader shard's link, made by one fetcher at a time.
+struct Slot {
+    turn: Semaphore,
+    link: RefCell<Option<Rc<Link>>>,
+    failed: Cell<Option<Instant>>,
+}
+
+impl std::fmt::Debug for Links {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Links")
+            .field("links", &self.slots.borrow().len())
+            .field("sessions", &self.sessions.get())
+            .finish()
+    }
+}
+
+impl Links {
+    /// A new fetch session's number: larger than every earlier one of this shard (the leader
+    /// orders a replica's sessions by the connection's number first, so numbers starting
+    /// over after a restart come over a newer connection).
+    pub fn new_session(&self) -> u64 {
+        let session = self.sessions.get() + 1;
+        self.sessions.set(session);
+        session
+    }
+
+    /// The open link to `address`, connected now if there is none.
+    pub async fn get(&self, address: SocketAddr) -> Result<Rc<Link>, String> {
+        let slot = self
+            .slots
+            .borrow_mut()
+            .entry(address)
+            .or_insert_with(|| {
+                Rc::new(Slot {
+                    turn: Semaphore::new(1),
+                    link: RefCell::new(None),
+                    failed: Cell::new(None),
+                })
+            })
+            .clone();
+        let _turn = slot
+            .turn
+            .acquire_permit(1)
+            .await
+            .map_err(|_| "the link's turn closed".to_owned())?;
+        if let Some(link) = slot.link.borrow().as_ref().filter(|link| !link.is_closed()) {
+            return Ok(link.clone());
+        }
+        if slot
+            .failed
+            .get()
+            .is_some_and(|at| at.elapsed() < CONNECT_RETRY)
+        {
+            return Err(format!("{address} refused a connection just now"));
+        }
+        slot.link.borrow_mut().take();
+        match Link::open(address).await {
+            Ok(link) => {
+                slot.failed.set(None);
+                *slot.link.borrow_mut() = Some(link.clone());
+                Ok(link)
+            }
+            Err(problem) => {
+                slot.failed.set(Some(Instant::now()));
+                Err(format!("cannot connect to {address}: {problem}"))
+            }
+        }
+    }
+}
+
+/// One connection to a leader's shard (see the module documentation).
+pub struct Link {
+    frames: LocalSender<Bytes>,
+    /// The fetches waiting for their answer, by correlation id (at most one per replica
+    /// followed over the link).
+    waiting: RefCell<HashMap<u64, LocalSender<Response>>>,
+    next_id: Cell<u64>,
+    closed: Cell<bool>,
+    /// Stops the reader task.
+    stop: LocalSender<()>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("waiting", &self.waiting.borrow().len())
+            .field("closed", &self.closed.get())
+            .finish()
+    }
+}
+
+/// Takes a cancelled call's entry out of the link's waiting fetches.
+struct Forget<'a> {
+    link: &'a Link,
+    id: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.link.waiting.borrow_mut().remove(&self.id);
+    }
+}
+
+impl Link {
+    async fn open(address: SocketAddr) -> std::io::Result<Rc<Link>> {
+        let stream = TcpStream::connect_timeout(address, CONNECT_WAIT).await?;
+        stream.set_nodelay(true)?;
+        let (mut reader, mut writer) = futures_lite::io::split(stream);
+        let (frames, outgoing) = local_channel::new_bounded::<Bytes>(LINK_FRAMES_MAX);
+        let (stop, stopping) = local_channel::new_bounded::<()>(1);
+        let link = Rc::new(Link {
+            frames,
+            waiting: RefCell::new(HashMap::new()),
+            next_id: Cell::new(1),
+            closed: Cell::new(false),
+            stop,
+        });
+        // Frames go out whole, from a task of their own: a write interrupted halfway would
+        // corrupt the link for every replica on it. Ends once every holder of the link let
+        // it go.
+        let writing: Weak<Link> = Rc::downgrade(&link);
+        glommio::spawn_local(async move {
+            while let Some(frame) = outgoing.recv().await {
+                if writer.write_all(&frame).await.is_err() {
+                    if let Some(link) = writing.upgrade() {
+                        link.close();
+                    }
+                    break;
+                }
+            }
+            let _ = writer.close().await;
+        })
+        .detach();
+        let reading: Weak<Link> = Rc::downgrade(&link);
+        glommio::spawn_local(async move {
+            let decoder = FrameDecoder::new(RESPONSE_SIZE_MAX);
+            let mut buffer = BytesMut::new();
+            let mut chunk = vec![0u8; 64 << 10];
+            let problem = 'read: loop {
+                loop {
+                    let frame = match decoder.decode(&mut buffer) {
+                        Ok(Some(frame)) => frame,
+                        Ok(None) => break,
+                        Err(error) => break 'read error.to_string(),
+                    };
+                    let Some(link) = reading.upgrade() else {
+                        return;
+                    };
+                    let answer = match Response::decode(&frame) {
+                        Ok(answer) => answer,
+                        Err(error) => break 'read error.to_string(),
+                    };
+                    let waiter = link.waiting.borrow_mut().remove(&frame.head.correlation_id);
+                    // No waiter: a progress report's answer, or a fetch given up.
+                    if let Some(waiter) = waiter {
+                        let _ = waiter.try_send(answer);
+                    }
+                }
+                let read = future::or(async { Some(reader.read(&mut chunk).await) }, async {
+                    let _ = stopping.recv().await;
+                    None
+                })
+                .await;
+                match read {
+                    None => return,
+                    Some(Ok(0)) => break "the leader closed the link".to_owned(),
+                    Some(Ok(read)) => buffer.extend_from_slice(&chunk[..read]),
+                    Some(Err(error)) => break error.to_string(),
+                }
+            };
+            tracing::debug!(%address, "the link to a leader failed: {problem}");
+            if let Some(link) = reading.upgrade() {
+                link.close();
+            }
+        })
+        .detach();
+        Ok(link)
+    }
+
+    /// Whether the link failed or was closed (a new one is made for the next fetch).
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    /// Closes the link for all its fetchers: their waiting calls fail at once.
+    pub fn close(&self) {
+        self.closed.set(true);
+        self.waiting.borrow_mut().clear();
+        let _ = self.stop.try_send(());
+    }
+
+    fn next_id(&self) -> u64 {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        id
+    }
+
+    /// Sends `request` and waits for its answer (cancel-safe: a dropped call forgets it).
+    pub async fn call(&self, request: &Request) -> Result<Response, String> {
+        if self.is_closed() {
+            return Err("the link to the leader closed".to_owned());
+        }
+        let id = self.next_id();
+        let (answer, answered) = local_channel::new_bounded(1);
+        self.waiting.borrow_mut().insert(id, answer);
+        let _forget = Forget { link: self, id };
+        self.frames
+            .send(request.to_frame(id))
+            .await
+            .map_err(|_| "the link's writer stopped".to_owned())?;
+        answered
+            .recv()
+            .await
+            .ok_or_else(|| "the link to the leader closed".to_owned())
+    }
+
+    /// Sends `request` without waiting for its answer (a progress report).
+    pub async fn send(&self, request: &Request) -> Result<(), String> {
+        if self.is_closed() {
+            return Err("the link to the leader closed".to_owned());
+        }
+        let id = self.next_id();
+        self.frames
+            .send(request.to_frame(id))
+            .await
+            .map_err(|_| "the link's writer stopped".to_owned())
+    }
+}
