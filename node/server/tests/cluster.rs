@@ -1783,6 +1783,23 @@ fn a_leader_answers_its_followers_fetches() {
         produced(client.produce("t", 0, &[b"j"], Durability::Fsync)),
         Ok(8)
     );
+    // Parked replica fetches give their in-flight slot back (a follower shard sends all its
+    // fetches from this shard over one connection): more of them than a connection has
+    // slots (256) wait at its end, and a progress report sent behind them is answered at
+    // once, not after their wait.
+    let mut link = NodeClient::connect(endpoint);
+    for _ in 0..300 {
+        link.send(&replica_fetch(id, 122, 3, 9, Some(3), 5_000));
+    }
+    let sent = Instant::now();
+    let report = link.send(&progress);
+    let (first, answer) = link.receive().unwrap();
+    assert_eq!(first, report, "{answer:?}");
+    assert!(
+        sent.elapsed() < Duration::from_secs(3),
+        "the report waited {:?} behind parked fetches",
+        sent.elapsed()
+    );
     node.shutdown();
 }
 
