@@ -429,6 +429,7 @@ async fn reconcile(
     };
     let guard = || Compare::create_revision(leader.key(), CompareOp::Equal, leader.rev());
     let mut batch = Batch::default();
+    let mut changes = Vec::new();
     let mut moves: BTreeMap<String, Vec<Move>> = BTreeMap::new();
     for action in reconcile_actions(&read.cluster) {
         match action {
@@ -542,24 +543,16 @@ async fn reconcile(
                     tracing::warn!(partition = %key, "a partition's epoch cannot grow: left as it is");
                     continue;
                 };
-                let value = json(&written);
-                let txn = Txn::new()
-                    .when([
-                        guard(),
-                        Compare::mod_revision(key.clone(), CompareOp::Equal, *mod_revision),
-                    ])
-                    .and_then([TxnOp::put(key.clone(), value, None)])
-                    .or_else([TxnOp::get(leader.key(), None)]);
-                if !apply(client, leader, txn).await? {
+                changes.push(Changed {
+                    key,
+                    mod_revision: *mod_revision,
+                    record: written,
+                });
+                if changes.len() == TXN_KEYS_MAX
+                    && !write_changes(client, leader, &mut changes).await?
+                {
                     return Ok(Pass::Deposed);
                 }
-                tracing::info!(
-                    partition = %key,
-                    leader = ?written.leader.as_ref().map(|leader| leader.node),
-                    epoch = written.epoch,
-                    isr = ?written.isr.iter().map(|member| member.node).collect::<Vec<_>>(),
-                    "the controller changed a partition"
-                );
             }
             Action::Reassign {
                 partition,
@@ -592,7 +585,7 @@ async fn reconcile(
             }
         }
     }
-    if !batch.write(client, leader).await? {
+    if !batch.write(client, leader).await? || !write_changes(client, leader, &mut changes).await? {
         return Ok(Pass::Deposed);
     }
     for (topic, moves) in moves {
@@ -693,19 +686,82 @@ async fn move_partitions(
         .when(compares)
         .and_then(ops)
         .or_else([TxnOp::get(leader.key(), None)]);
-    let answer = client.txn(txn).await?;
-    if answer.succeeded() {
+    // A compare that failed otherwise than by deposition: a key changed since the read (the
+    // next pass, which that change brings, decides again).
+    let outcome = run_txn(client, leader, txn).await?;
+    if outcome == Outcome::Written {
         for (partition, replicas) in moved {
             tracing::info!(topic, partition, replicas = ?replicas, "the controller moved a partition a step");
         }
+    }
+    Ok(outcome != Outcome::Deposed)
+}
+
+/// A partition's new state, to be written if its key is still at the revision read.
+struct Changed {
+    key: String,
+    mod_revision: i64,
+    record: PartitionRecord,
+}
+
+/// Writes `changes` (then empty): together, in one transaction comparing every key's
+/// revision (the elections for a lost node's thousands of partitions take a few round trips,
+/// not one each); if a key changed since the read (a leader's own ISR change), one by one, so
+/// only the changed ones wait for the next pass, which their change brings. `false` if this
+/// node is deposed.
+async fn write_changes(
+    client: &mut Client,
+    leader: &LeaderKey,
+    changes: &mut Vec<Changed>,
+) -> Result<bool, etcd_client::Error> {
+    let changes = std::mem::take(changes);
+    if changes.is_empty() {
         return Ok(true);
     }
-    // A compare failed: deposed, or a key changed since the read (the next pass, which that
-    // change brings, decides again).
-    Ok(answer.op_responses().into_iter().any(|response| {
-        matches!(response, etcd_client::TxnOpResponse::Get(get)
-            if get.kvs().iter().any(|kv| kv.create_revision() == leader.rev()))
-    }))
+    let guard = || Compare::create_revision(leader.key(), CompareOp::Equal, leader.rev());
+    let txn_of = |changes: &[Changed]| {
+        let mut compares = vec![guard()];
+        let mut puts = Vec::with_capacity(changes.len());
+        for change in changes {
+            compares.push(Compare::mod_revision(
+                change.key.clone(),
+                CompareOp::Equal,
+                change.mod_revision,
+            ));
+            puts.push(TxnOp::put(change.key.clone(), json(&change.record), None));
+        }
+        Txn::new()
+            .when(compares)
+            .and_then(puts)
+            .or_else([TxnOp::get(leader.key(), None)])
+    };
+    let logged = |change: &Changed| {
+        let written = &change.record;
+        tracing::info!(
+            partition = %change.key,
+            leader = ?written.leader.as_ref().map(|leader| leader.node),
+            epoch = written.epoch,
+            isr = ?written.isr.iter().map(|member| member.node).collect::<Vec<_>>(),
+            "the controller changed a partition"
+        );
+    };
+    match run_txn(client, leader, txn_of(&changes)).await? {
+        Outcome::Written => {
+            changes.iter().for_each(logged);
+            return Ok(true);
+        }
+        Outcome::Deposed => return Ok(false),
+        Outcome::Stale if changes.len() == 1 => return Ok(true),
+        Outcome::Stale => {}
+    }
+    for change in &changes {
+        match run_txn(client, leader, txn_of(std::slice::from_ref(change))).await? {
+            Outcome::Written => logged(change),
+            Outcome::Stale => {}
+            Outcome::Deposed => return Ok(false),
+        }
+    }
+    Ok(true)
 }
 
 /// Partition keys created or removed together, in one transaction.
@@ -768,6 +824,38 @@ fn refusal_txn(
         .or_else([TxnOp::get(leader.key(), None)])
 }
 
+/// What a transaction guarded by this node's election key came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Written,
+    /// A key's compare failed (it changed since the read): left for the next pass, which
+    /// the change itself brings.
+    Stale,
+    /// The election key is gone.
+    Deposed,
+}
+
+/// Runs `txn`, whose failure branch reads this node's election key.
+async fn run_txn(
+    client: &mut Client,
+    leader: &LeaderKey,
+    txn: Txn,
+) -> Result<Outcome, etcd_client::Error> {
+    let answer = client.txn(txn).await?;
+    if answer.succeeded() {
+        return Ok(Outcome::Written);
+    }
+    let still_elected = answer.op_responses().into_iter().any(|response| {
+        matches!(response, etcd_client::TxnOpResponse::Get(get)
+            if get.kvs().iter().any(|kv| kv.create_revision() == leader.rev()))
+    });
+    if !still_elected {
+        tracing::warn!("this node's election key is gone: it is no longer the controller");
+        return Ok(Outcome::Deposed);
+    }
+    Ok(Outcome::Stale)
+}
+
 /// Runs `txn`, whose failure branch reads this node's election key; `false` if the key is
 /// gone (deposed). A compare that failed otherwise (a key changed since the read) is left for
 /// the next pass, which the change itself brings.
@@ -776,16 +864,5 @@ async fn apply(
     leader: &LeaderKey,
     txn: Txn,
 ) -> Result<bool, etcd_client::Error> {
-    let answer = client.txn(txn).await?;
-    if answer.succeeded() {
-        return Ok(true);
-    }
-    let still_elected = answer.op_responses().into_iter().any(|response| {
-        matches!(response, etcd_client::TxnOpResponse::Get(get)
-            if get.kvs().iter().any(|kv| kv.create_revision() == leader.rev()))
-    });
-    if !still_elected {
-        tracing::warn!("this node's election key is gone: it is no longer the controller");
-    }
-    Ok(still_elected)
+    Ok(run_txn(client, leader, txn).await? != Outcome::Deposed)
 }

@@ -550,6 +550,121 @@ fn the_controller_elects_leaders_from_the_isr_as_members_come_and_go() {
     third.shutdown();
 }
 
+/// The elections for a lost member's partitions are written together: its six partitions
+/// get their new leader in one transaction (one etcd revision), not one round trip each (at
+/// 10,000 partitions over three nodes that took 8.6 s; `spate-bench failover`).
+#[test]
+fn the_controller_elects_a_lost_members_partitions_in_one_transaction() {
+    const PARTITIONS: u32 = 6;
+    let etcd = Etcd::start("elections");
+    let dir = data_dir("member-211");
+    let controller = spate_node::start(config(&dir, &etcd, 211, 3_000)).unwrap();
+    wait_for("a controller", Duration::from_secs(10), || {
+        controller.is_controller()
+    });
+    // Members 212 and 213 are the test's.
+    for node in [212, 213] {
+        let session = format!("{node:016x}");
+        register_test_member(&etcd, node, &session, u64::from(node), "127.0.0.1:9");
+    }
+    let in_sync = |node: u32| IsrRecord {
+        node,
+        storage: format!("{:016x}", u64::from(node)),
+    };
+    let topic = TopicRecord {
+        reassigning: Vec::new(),
+        v: 1,
+        id: format!("{:032x}", 0x211),
+        partitions: PARTITIONS,
+        replication_factor: 2,
+        replicas: (0..PARTITIONS)
+            .map(|_| {
+                [212, 213]
+                    .iter()
+                    .map(|&node| ReplicaPlacement { node, shard: 0 })
+                    .collect()
+            })
+            .collect(),
+        settings: TopicSettings::default(),
+    };
+    let state = PartitionRecord {
+        v: 1,
+        topic_id: topic.id.clone(),
+        leader: Some(LeaderRecord {
+            node: 212,
+            session: format!("{:016x}", 212),
+        }),
+        epoch: 1,
+        isr: vec![in_sync(212), in_sync(213)],
+        partition_epoch: 1,
+    };
+    etcd.run(async |client| {
+        let mut puts = vec![TxnOp::put(
+            topic_key("spate", "m"),
+            serde_json::to_vec(&topic).unwrap(),
+            None,
+        )];
+        for partition in 0..PARTITIONS {
+            puts.push(TxnOp::put(
+                partition_key("spate", "m", partition),
+                serde_json::to_vec(&state).unwrap(),
+                None,
+            ));
+        }
+        assert!(client
+            .txn(Txn::new().and_then(puts))
+            .await
+            .unwrap()
+            .succeeded());
+    });
+    // Nothing to change while both live.
+    std::thread::sleep(Duration::from_millis(500));
+    let read = || {
+        etcd.run(async |client| {
+            let answer = client
+                .get(
+                    partitions_prefix("spate") + "m/",
+                    Some(GetOptions::new().with_prefix()),
+                )
+                .await
+                .unwrap();
+            answer
+                .kvs()
+                .iter()
+                .map(|kv| {
+                    let record: PartitionRecord = serde_json::from_slice(kv.value()).unwrap();
+                    (record, kv.mod_revision())
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    assert!(read().iter().all(|(record, _)| record == &state));
+    // 212 goes: every partition is led by 213 in epoch 2, with 213 alone in the ISR.
+    etcd.run(async |client| {
+        client.delete(member_key("spate", 212), None).await.unwrap();
+    });
+    wait_for(
+        "every partition led by 213",
+        Duration::from_secs(10),
+        || read().iter().all(|(record, _)| record.epoch == 2),
+    );
+    let elected = read();
+    assert_eq!(elected.len(), PARTITIONS as usize);
+    for (record, _) in &elected {
+        assert_eq!(record.leader.as_ref().unwrap().node, 213, "{record:?}");
+        assert_eq!(isr_nodes(record), vec![213], "{record:?}");
+    }
+    let revisions: std::collections::BTreeSet<i64> =
+        elected.iter().map(|(_, revision)| *revision).collect();
+    assert_eq!(
+        revisions.len(),
+        1,
+        "written in {} transactions",
+        revisions.len()
+    );
+    controller.shutdown();
+}
+
 /// An etcd, node `first` elected controller, then node `first + 1` in line behind it.
 fn controller_and_member(name: &str, first: u32) -> (Etcd, NodeHandle, NodeHandle) {
     let etcd = Etcd::start(name);
