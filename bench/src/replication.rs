@@ -84,9 +84,9 @@ pub struct ClusterArgs {
     /// partition written) before the run fails.
     #[arg(long, default_value_t = 600.0, value_parser = seconds)]
     pub timeout_seconds: f64,
-    /// Each node shard's connection limit (`spate-node --max-connections`). A follower opens
-    /// one connection per replica it follows to its leader's shard (docs/cluster.md), so
-    /// thousands of partitions need more than the node's default of 1,024.
+    /// Each node shard's connection limit (`spate-node --max-connections`; the node's
+    /// default, 1,024, when not given). A follower shard fetches over one connection per
+    /// leader shard, so the partition count does not need it raised (docs/cluster.md).
     #[arg(long)]
     pub node_max_connections: Option<u32>,
 }

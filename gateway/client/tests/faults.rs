@@ -4,13 +4,16 @@
 //! replicated on all three nodes, readers fetching what is visible all along, and a nemesis
 //! that, one fault at a time, kills a node with SIGKILL (and starts it again), pauses one with
 //! SIGSTOP for longer than the session timeout (then SIGCONT), kills an etcd member with
-//! SIGKILL (and starts it again), or moves a partition (its replicas cut to two, then the
-//! third added back first, then its preferred leader elected). Then every node runs again, and a checker
+//! SIGKILL (and starts it again), cuts a node off from the other nodes or from etcd (each
+//! node runs in a network namespace of its own: [`Network`]), or moves a partition (its
+//! replicas cut to two, then the third added back first, then its preferred leader
+//! elected). Then every node runs again, and a checker
 //! reads every partition whole and reports acknowledged records lost or moved, records stored
 //! twice, records of a producer out of order, and offsets the readers saw holding another
 //! value than the log holds in the end. It must report nothing.
 //!
-//! Built with the `cluster-tests` feature. The short form runs in CI (40 s of faults); the
+//! Built with the `cluster-tests` feature; needs root and `ip` (iproute2). The short form
+//! runs in CI (60 s of faults: each kind once); the
 //! long one is `SPATE_FAULT_SECONDS=1800 cargo test --release -p spate-client --features
 //! cluster-tests --test faults -- --nocapture` (docs/cluster.md).
 
@@ -38,6 +41,102 @@ const TOPIC: &str = "faults";
 /// The nodes' session timeout: a paused node is paused longer than this.
 const SESSION_TIMEOUT_MS: u64 = 3_000;
 
+/// The run's network: each node in a network namespace of its own, joined to this one by a
+/// veth on a bridge, so a fault can cut one node's traffic to another node or to etcd (a
+/// blackhole route in its namespace: packets silently dropped, as a real partition does).
+/// On the bridge, this namespace holds `.1` (the gateway's side) and `.2` (etcd's); node
+/// `i` is `.{10 + i}`. Removed when dropped. Needs root and `ip` (iproute2).
+struct Network {
+    bridge: String,
+    namespaces: Vec<String>,
+    subnet: String,
+}
+
+impl Network {
+    fn ip(arguments: &[&str]) {
+        let status = Command::new("ip")
+            .args(arguments)
+            .status()
+            .expect("ip (iproute2) must be installed; .ci/run installs it");
+        assert!(status.success(), "ip {}", arguments.join(" "));
+    }
+
+    fn create(nodes: u32) -> Network {
+        let tag = std::process::id() % 10_000;
+        let subnet = format!("10.{}.{}", 200 + tag % 50, tag % 250);
+        let network = Network {
+            bridge: format!("spbr{tag}"),
+            namespaces: (1..=nodes)
+                .map(|node| format!("spate-{tag}-{node}"))
+                .collect(),
+            subnet,
+        };
+        Network::ip(&["link", "add", &network.bridge, "type", "bridge"]);
+        for host in [1, 2] {
+            let address = format!("{}.{host}/24", network.subnet);
+            Network::ip(&["addr", "add", &address, "dev", &network.bridge]);
+        }
+        Network::ip(&["link", "set", &network.bridge, "up"]);
+        for (index, namespace) in network.namespaces.iter().enumerate() {
+            let outside = format!("spv{tag}o{index}");
+            let inside = format!("spv{tag}i{index}");
+            Network::ip(&["netns", "add", namespace]);
+            Network::ip(&[
+                "link", "add", &outside, "type", "veth", "peer", "name", &inside,
+            ]);
+            Network::ip(&["link", "set", &inside, "netns", namespace]);
+            Network::ip(&["link", "set", &outside, "master", &network.bridge, "up"]);
+            let address = format!("{}/24", network.node(index as u32 + 1));
+            Network::ip(&["-n", namespace, "addr", "add", &address, "dev", &inside]);
+            Network::ip(&["-n", namespace, "link", "set", &inside, "up"]);
+            Network::ip(&["-n", namespace, "link", "set", "lo", "up"]);
+        }
+        network
+    }
+
+    /// Node `node`'s address.
+    fn node(&self, node: u32) -> String {
+        format!("{}.{}", self.subnet, 10 + node)
+    }
+
+    /// The address etcd listens on.
+    fn etcd(&self) -> String {
+        format!("{}.2", self.subnet)
+    }
+
+    fn namespace(&self, node: u32) -> &str {
+        &self.namespaces[node as usize - 1]
+    }
+
+    /// Drops what node `node` sends to `to` (`true`), or lets it through again.
+    fn cut(&self, node: u32, to: &str, cut: bool) {
+        let route = format!("{to}/32");
+        let verb = if cut { "add" } else { "del" };
+        Network::ip(&[
+            "-n",
+            self.namespace(node),
+            "route",
+            verb,
+            "blackhole",
+            &route,
+        ]);
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        // A namespace's removal removes its veth pair.
+        for namespace in &self.namespaces {
+            let _ = Command::new("ip")
+                .args(["netns", "del", namespace])
+                .status();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
+    }
+}
+
 fn data_dir(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("faults-{name}-{}", std::process::id()));
@@ -52,6 +151,9 @@ struct Node {
     id: u32,
     dir: PathBuf,
     etcd: String,
+    /// Its network namespace and its address there.
+    namespace: String,
+    host: String,
     child: Option<Child>,
     address: Option<std::net::SocketAddr>,
 }
@@ -63,12 +165,19 @@ impl Node {
             .append(true)
             .open(self.dir.join(format!("node-{}.log", self.id)))
             .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_spate"))
+        // `ip netns exec` enters the namespace and execs the node: the child is the node.
+        let mut child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.namespace,
+                env!("CARGO_BIN_EXE_spate"),
+            ])
             .arg("node")
             .arg("--data-dir")
             .arg(self.dir.join(format!("node-{}", self.id)))
             .args(["--node-id", &self.id.to_string(), "--etcd", &self.etcd])
-            .args(["--listen", "127.0.0.1:0", "--shards", "1"])
+            .args(["--listen", &format!("{}:0", self.host), "--shards", "1"])
             .args(["--session-timeout-ms", &SESSION_TIMEOUT_MS.to_string()])
             .args(["--default-replication-factor", "3"])
             .stdout(Stdio::piped())
@@ -296,22 +405,34 @@ async fn move_partition(client: &Client, round: usize) -> String {
     said
 }
 
+/// How long a node is cut off from the other nodes: past `replica.lag.time.max` (10 s), so
+/// the leaders on both sides drop the unreachable followers from their ISRs.
+const CUT_FROM_NODES: Duration = Duration::from_secs(12);
+
 /// The nemesis: one fault at a time, chosen in turn: SIGKILL of a node (started again 4 s
 /// later), SIGSTOP of one for twice the session timeout (then SIGCONT), SIGKILL of an etcd
-/// member (started again 4 s later), or a partition moved (`mover`); 3 s of calm after each.
+/// member (started again 4 s later), a node cut off from the other nodes (both ways) for
+/// `CUT_FROM_NODES`, a node cut off from etcd for twice the session timeout (its lease
+/// lapses while it still reaches its peers and the gateway), or a partition moved (`mover`);
+/// 3 s of calm after each.
 fn nemesis(
     nodes: &mut [Node],
     etcd: &mut EtcdCluster,
+    network: &Network,
     mover: &dyn Fn(usize) -> String,
     until: Instant,
     log: &Path,
 ) {
     let mut round = 0usize;
     let mut said = String::new();
+    let hosts: Vec<(u32, String)> = nodes
+        .iter()
+        .map(|node| (node.id, node.host.clone()))
+        .collect();
     while Instant::now() < until {
-        let victim = round / 4 % nodes.len();
+        let victim = round / 6 % nodes.len();
         let node = &mut nodes[victim];
-        match round % 4 {
+        match round % 6 {
             0 => {
                 said.push_str(&format!("kill -9 node {}\n", node.id));
                 node.kill();
@@ -325,14 +446,34 @@ fn nemesis(
                 node.signal("-CONT");
             }
             2 => {
-                let member = round / 4 % etcd.len();
+                let member = round / 6 % etcd.len();
                 said.push_str(&format!("kill -9 etcd member {member}\n"));
                 etcd.kill(member);
                 std::thread::sleep(Duration::from_secs(4));
                 etcd.start(member);
             }
+            3 => {
+                said.push_str(&format!("node {} cut off from the other nodes\n", node.id));
+                let others: Vec<&(u32, String)> =
+                    hosts.iter().filter(|(id, _)| *id != node.id).collect();
+                for cut in [true, false] {
+                    for (other, host) in &others {
+                        network.cut(node.id, host, cut);
+                        network.cut(*other, &node.host, cut);
+                    }
+                    if cut {
+                        std::thread::sleep(CUT_FROM_NODES);
+                    }
+                }
+            }
+            4 => {
+                said.push_str(&format!("node {} cut off from etcd\n", node.id));
+                network.cut(node.id, &network.etcd(), true);
+                std::thread::sleep(Duration::from_millis(2 * SESSION_TIMEOUT_MS));
+                network.cut(node.id, &network.etcd(), false);
+            }
             _ => {
-                let moved = mover(round / 4);
+                let moved = mover(round / 6);
                 said.push_str(&moved);
                 said.push('\n');
             }
@@ -348,15 +489,19 @@ fn a_cluster_under_kills_and_pauses_loses_duplicates_and_reorders_nothing() {
     let seconds: u64 = std::env::var("SPATE_FAULT_SECONDS")
         .ok()
         .and_then(|text| text.parse().ok())
-        .unwrap_or(40);
+        .unwrap_or(60);
     let dir = data_dir("run");
-    let mut etcd = EtcdCluster::spawn("faults", &dir, 3);
+    // Dropped last: after the nodes and etcd.
+    let network = Network::create(NODES);
+    let mut etcd = EtcdCluster::spawn_on("faults", &dir, 3, &network.etcd());
     etcd.wait_listening();
     let mut nodes: Vec<Node> = (1..=NODES)
         .map(|id| Node {
             id,
             dir: dir.clone(),
             etcd: etcd.urls.clone(),
+            namespace: network.namespace(id).to_owned(),
+            host: network.node(id),
             child: None,
             address: None,
         })
@@ -427,6 +572,7 @@ fn a_cluster_under_kills_and_pauses_loses_duplicates_and_reorders_nothing() {
     nemesis(
         &mut nodes,
         &mut etcd,
+        &network,
         &mover,
         Instant::now() + Duration::from_secs(seconds),
         &dir.join("nemesis.txt"),

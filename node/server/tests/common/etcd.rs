@@ -15,7 +15,12 @@ pub struct EtcdProcess {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+    free_port_on("127.0.0.1")
+}
+
+/// A port free on `host` (an address of this machine) right now.
+fn free_port_on(host: &str) -> u16 {
+    TcpListener::bind((host, 0))
         .unwrap()
         .local_addr()
         .unwrap()
@@ -95,11 +100,16 @@ pub struct EtcdCluster {
 impl EtcdCluster {
     /// Starts `count` members named `{name}-{i}` under `dir` (not waited for).
     pub fn spawn(name: &str, dir: &Path, count: usize) -> EtcdCluster {
+        EtcdCluster::spawn_on(name, dir, count, "127.0.0.1")
+    }
+
+    /// [`EtcdCluster::spawn`] on `host`, an address of this machine.
+    pub fn spawn_on(name: &str, dir: &Path, count: usize, host: &str) -> EtcdCluster {
         let members: Vec<ClusterMember> = (0..count)
             .map(|index| ClusterMember {
                 name: format!("{name}-{index}"),
-                url: format!("http://127.0.0.1:{}", free_port()),
-                peer: format!("http://127.0.0.1:{}", free_port()),
+                url: format!("http://{host}:{}", free_port_on(host)),
+                peer: format!("http://{host}:{}", free_port_on(host)),
                 child: None,
             })
             .collect();
