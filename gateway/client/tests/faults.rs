@@ -77,7 +77,7 @@ impl Network {
             Network::ip(&["addr", "add", &address, "dev", &network.bridge]);
         }
         Network::ip(&["link", "set", &network.bridge, "up"]);
-        for (index, namespace) in network.namespaces.iter().enumerate() {
+        for ((index, namespace), node) in network.namespaces.iter().enumerate().zip(1..) {
             let outside = format!("spv{tag}o{index}");
             let inside = format!("spv{tag}i{index}");
             Network::ip(&["netns", "add", namespace]);
@@ -86,7 +86,7 @@ impl Network {
             ]);
             Network::ip(&["link", "set", &inside, "netns", namespace]);
             Network::ip(&["link", "set", &outside, "master", &network.bridge, "up"]);
-            let address = format!("{}/24", network.node(index as u32 + 1));
+            let address = format!("{}/24", network.node(node));
             Network::ip(&["-n", namespace, "addr", "add", &address, "dev", &inside]);
             Network::ip(&["-n", namespace, "link", "set", &inside, "up"]);
             Network::ip(&["-n", namespace, "link", "set", "lo", "up"]);
