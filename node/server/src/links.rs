@@ -118,8 +118,10 @@ pub struct Link {
     waiting: RefCell<HashMap<u64, LocalSender<Response>>>,
     next_id: Cell<u64>,
     closed: Cell<bool>,
-    /// Stops the reader task.
-    stop: LocalSender<()>,
+    /// Stop the reader and the writer task (a write to a peer that went silent may wait for
+    /// minutes: the connection goes with the link, not when TCP gives up).
+    stop_reading: LocalSender<()>,
+    stop_writing: LocalSender<()>,
 }
 
 impl std::fmt::Debug for Link {
@@ -149,28 +151,36 @@ impl Link {
         stream.set_nodelay(true)?;
         let (mut reader, mut writer) = futures_lite::io::split(stream);
         let (frames, outgoing) = local_channel::new_bounded::<Bytes>(LINK_FRAMES_MAX);
-        let (stop, stopping) = local_channel::new_bounded::<()>(1);
+        let (stop_reading, reading_stopped) = local_channel::new_bounded::<()>(1);
+        let (stop_writing, writing_stopped) = local_channel::new_bounded::<()>(1);
         let link = Rc::new(Link {
             frames,
             waiting: RefCell::new(HashMap::new()),
             next_id: Cell::new(1),
             closed: Cell::new(false),
-            stop,
+            stop_reading,
+            stop_writing,
         });
         // Frames go out whole, from a task of their own: a write interrupted halfway would
         // corrupt the link for every replica on it. Ends once every holder of the link let
         // it go.
         let writing: Weak<Link> = Rc::downgrade(&link);
         glommio::spawn_local(async move {
-            while let Some(frame) = outgoing.recv().await {
-                if writer.write_all(&frame).await.is_err() {
-                    if let Some(link) = writing.upgrade() {
-                        link.close();
+            let sending = async {
+                while let Some(frame) = outgoing.recv().await {
+                    if writer.write_all(&frame).await.is_err() {
+                        if let Some(link) = writing.upgrade() {
+                            link.close();
+                        }
+                        return;
                     }
-                    break;
                 }
-            }
-            let _ = writer.close().await;
+                let _ = writer.close().await;
+            };
+            future::or(sending, async {
+                let _ = writing_stopped.recv().await;
+            })
+            .await;
         })
         .detach();
         let reading: Weak<Link> = Rc::downgrade(&link);
@@ -199,7 +209,7 @@ impl Link {
                     }
                 }
                 let read = future::or(async { Some(reader.read(&mut chunk).await) }, async {
-                    let _ = stopping.recv().await;
+                    let _ = reading_stopped.recv().await;
                     None
                 })
                 .await;
@@ -228,7 +238,8 @@ impl Link {
     pub fn close(&self) {
         self.closed.set(true);
         self.waiting.borrow_mut().clear();
-        let _ = self.stop.try_send(());
+        let _ = self.stop_reading.try_send(());
+        let _ = self.stop_writing.try_send(());
     }
 
     fn next_id(&self) -> u64 {
