@@ -39,8 +39,17 @@ pub const REPLICA_FETCH_BYTES: u32 = 1 << 20;
 /// How long the leader may park a follower's fetch.
 const REPLICA_FETCH_WAIT_MS: u32 = 500;
 
-/// How long past its wait a fetch's answer may take before the link is dropped and made again.
+/// How long past its wait a fetch's answer may take while nothing at all comes over the link
+/// before the link is dropped and made again (answers of other replicas coming in keep it:
+/// this one may be queued behind them).
 const ANSWER_GRACE: Duration = Duration::from_secs(5);
+
+/// How often a waiting fetch looks at its link.
+const ANSWER_CHECK: Duration = Duration::from_secs(1);
+
+/// The longest a fetch waits for its answer over a link that still delivers others; then it
+/// is given up (its answer dropped when it comes) and asked again in a new session.
+const ANSWER_WAIT_MAX: Duration = Duration::from_secs(60);
 
 /// How long a follower waits before it connects again, at first and at most.
 const RECONNECT_FIRST: Duration = Duration::from_millis(50);
@@ -263,13 +272,22 @@ impl Fetcher {
                     }
                 };
                 let deadline = async {
-                    glommio::timer::sleep(
-                        Duration::from_millis(u64::from(REPLICA_FETCH_WAIT_MS)) + ANSWER_GRACE,
-                    )
-                    .await;
-                    // The link may be half open: every fetcher on it connects again.
-                    link.close();
-                    Err("the leader did not answer a fetch in time".to_owned())
+                    let asked = std::time::Instant::now();
+                    let due =
+                        Duration::from_millis(u64::from(REPLICA_FETCH_WAIT_MS)) + ANSWER_GRACE;
+                    loop {
+                        glommio::timer::sleep(ANSWER_CHECK).await;
+                        let waited = asked.elapsed();
+                        if waited >= due && link.silent_for() >= ANSWER_GRACE {
+                            // Half open or the leader stopped: every fetcher on it connects
+                            // again.
+                            link.close();
+                            return Err("the link to the leader went silent".to_owned());
+                        }
+                        if waited >= ANSWER_WAIT_MAX {
+                            return Err("the leader did not answer a fetch in time".to_owned());
+                        }
+                    }
                 };
                 future::or(link.call(&request), future::or(reporting, deadline)).await?
             };

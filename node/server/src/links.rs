@@ -4,8 +4,10 @@
 //! Each replica's fetcher sends its frames through the link's writer task, whole and in
 //! order, and gets the answer to its fetch by correlation id from the link's reader task; a
 //! progress report's empty answer is dropped. A link that fails (the connection broke, a
-//! frame did not decode, or a fetcher gave up waiting for an answer) closes for all its
-//! fetchers, which connect again through [`Links::get`] in a new fetch session each.
+//! frame did not decode, or it went silent while a fetch waited) closes for all its
+//! fetchers, which connect again through [`Links::get`] in a new fetch session each; a link
+//! that keeps delivering answers is not closed because one fetch's answer is slow to come
+//! behind the others.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -118,6 +120,8 @@ pub struct Link {
     waiting: RefCell<HashMap<u64, LocalSender<Response>>>,
     next_id: Cell<u64>,
     closed: Cell<bool>,
+    /// When bytes last came in (or the link was made).
+    last_read: Cell<Instant>,
     /// Stop the reader and the writer task (a write to a peer that went silent may wait for
     /// minutes: the connection goes with the link, not when TCP gives up).
     stop_reading: LocalSender<()>,
@@ -158,6 +162,7 @@ impl Link {
             waiting: RefCell::new(HashMap::new()),
             next_id: Cell::new(1),
             closed: Cell::new(false),
+            last_read: Cell::new(Instant::now()),
             stop_reading,
             stop_writing,
         });
@@ -216,7 +221,12 @@ impl Link {
                 match read {
                     None => return,
                     Some(Ok(0)) => break "the leader closed the link".to_owned(),
-                    Some(Ok(read)) => buffer.extend_from_slice(&chunk[..read]),
+                    Some(Ok(read)) => {
+                        buffer.extend_from_slice(&chunk[..read]);
+                        if let Some(link) = reading.upgrade() {
+                            link.last_read.set(Instant::now());
+                        }
+                    }
                     Some(Err(error)) => break error.to_string(),
                 }
             };
@@ -232,6 +242,11 @@ impl Link {
     /// Whether the link failed or was closed (a new one is made for the next fetch).
     pub fn is_closed(&self) -> bool {
         self.closed.get()
+    }
+
+    /// How long nothing came in over the link.
+    pub fn silent_for(&self) -> Duration {
+        self.last_read.get().elapsed()
     }
 
     /// Closes the link for all its fetchers: their waiting calls fail at once.

@@ -284,18 +284,26 @@ impl Shard {
         partition.ring();
     }
 
-    /// A follower's `ReplicaFetch` (docs/cluster.md, the checks in order).
+    /// A follower's `ReplicaFetch` (docs/cluster.md, the checks in order). Records are read
+    /// only with a slot of `answers` (the connection's answers holding records), which comes
+    /// back with the answer and is held until it is queued.
     pub(crate) async fn replica_fetch(
         &self,
         partition: &Rc<Partition>,
         request: &ReplicaFetchRequest,
         link: u128,
-    ) -> Result<ReplicaFetchResponse, ErrorResponse> {
+        answers: &Rc<glommio::sync::Semaphore>,
+    ) -> Result<(ReplicaFetchResponse, Option<glommio::sync::StaticPermit>), ErrorResponse> {
         let started = Instant::now();
         let max_wait = Duration::from_millis(u64::from(request.max_wait_ms));
         let offset = Offset(request.fetch_offset);
         let name = format!("{}-{}", partition.key.topic, partition.key.partition);
         loop {
+            // Taken before anything is checked or read (nothing else awaits until the read),
+            // given back before the fetch parks.
+            let Ok(slot) = answers.clone().acquire_static_permit(1).await else {
+                return Err(refused(ErrorCode::ShuttingDown, "the connection closed"));
+            };
             if partition.is_stopped() {
                 return Err(refused(ErrorCode::ShuttingDown, "the partition closed"));
             }
@@ -316,7 +324,7 @@ impl Shard {
                 let last = request.last_fetched_epoch.map(LeaderEpoch);
                 match check_agreement(&leading.epochs, log_end, offset, last) {
                     Agreement::Diverging(end) => {
-                        return Ok(ReplicaFetchResponse {
+                        let answer = ReplicaFetchResponse {
                             high_watermark: leading.core.high_watermark().0,
                             log_start_offset: log_start.0,
                             diverging: Some(DivergingEpoch {
@@ -325,7 +333,8 @@ impl Shard {
                             }),
                             epochs: Vec::new(),
                             records: Bytes::new(),
-                        });
+                        };
+                        return Ok((answer, None));
                     }
                     Agreement::StartOver => {
                         return Err(out_of_range(&name, offset, log_start, log_end));
@@ -378,14 +387,17 @@ impl Shard {
                     .as_ref()
                     .map_or(0, |leading| leading.core.high_watermark().0);
                 let (records, epochs) = with_boundaries(records, offset, &epochs);
-                return Ok(ReplicaFetchResponse {
+                let slot = (!records.is_empty()).then_some(slot);
+                let answer = ReplicaFetchResponse {
                     high_watermark,
                     log_start_offset: log_start.0,
                     diverging: None,
                     epochs,
                     records,
-                });
+                };
+                return Ok((answer, slot));
             }
+            drop(slot);
             // Nothing past the follower's end: parked until the written end moves.
             let remaining = max_wait.saturating_sub(waited);
             let remaining_ms = u32::try_from(remaining.as_millis())

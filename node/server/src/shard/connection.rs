@@ -54,6 +54,23 @@ enum Wake {
 /// connection is not read until one is answered.
 pub const REPLICA_FETCHES_PER_LINK_MAX: u32 = 16_384;
 
+/// Followers' replica fetches one connection may have answered with records and not yet
+/// written out: a fetch takes a slot before it reads its records and holds it until its
+/// answer is queued, so the records read ahead of the connection's writer stay within this
+/// many answers (each at most the fetch's `max_bytes`: 1 MiB from Spate's followers).
+pub const REPLICA_ANSWERS_PER_LINK_MAX: u64 = 32;
+
+/// A connection's bounds on the replica fetches it carries.
+pub(crate) struct ReplicaLink {
+    /// Fetches waiting (`REPLICA_FETCHES_PER_LINK_MAX`).
+    fetches: Rc<Semaphore>,
+    /// Answers holding records (`REPLICA_ANSWERS_PER_LINK_MAX`).
+    pub(crate) answers: Rc<Semaphore>,
+}
+
+/// A replica fetch's answer, with its records' slot (held until the answer is queued).
+type ReplicaPending = Pin<Box<dyn Future<Output = (Response, Option<StaticPermit>)>>>;
+
 /// A decoded request, with the partition it names when it names one (resolved once, at
 /// arrival, and carried to the answer).
 enum Resolved {
@@ -68,9 +85,11 @@ enum Dispatched {
     /// An answer that may wait for minutes (a JoinGroup or SyncGroup parked at its group's
     /// coordinator): it gives its in-flight slot back at once, so parked requests never stop
     /// a connection (a gateway's link, shared by its clients) from being read; the
-    /// coordinator bounds them instead (`groups::PARKED_MAX`). A follower's `ReplicaFetch`
-    /// parks so too, bounded per connection (`REPLICA_FETCHES_PER_LINK_MAX`).
+    /// coordinator bounds them instead (`groups::PARKED_MAX`).
     Parked(Pending),
+    /// A follower's `ReplicaFetch`: parked so too, bounded per connection
+    /// ([`ReplicaLink`]).
+    ReplicaFetch(ReplicaPending),
 }
 
 /// An answer that comes from `answer` (an async operation of the shard).
@@ -217,7 +236,7 @@ impl Shard {
         permit: StaticPermit,
         responses: &Rc<LocalSender<(Bytes, Bytes)>>,
         link: u64,
-        replica_fetches: &Rc<Semaphore>,
+        replica: &ReplicaLink,
     ) -> bool {
         let correlation = frame.head.correlation_id;
         let resolved = self.resolve(frame);
@@ -230,14 +249,27 @@ impl Shard {
                     .await;
             }
             Ok(Resolved::Partition(_, Request::ReplicaFetch(_))) => {
-                let Ok(slot) = replica_fetches.clone().acquire_static_permit(1).await else {
+                let Ok(slot) = replica.fetches.clone().acquire_static_permit(1).await else {
                     return false;
                 };
                 replica_fetch = Some(slot);
             }
             _ => {}
         }
-        match self.dispatch(frame.head.api_key, resolved, link) {
+        let progress = matches!(
+            &resolved,
+            Ok(Resolved::Partition(_, Request::ReplicaProgress(_)))
+        );
+        match self.dispatch(frame.head.api_key, resolved, link, replica) {
+            Dispatched::Now(response) if progress => {
+                // Taken already; the follower does not wait for its answer, which is dropped
+                // rather than hold the connection's reading up behind answers being written.
+                drop(permit);
+                match responses.try_send(answer_frame(&response, correlation)) {
+                    Ok(()) | Err(glommio::GlommioError::WouldBlock(_)) => true,
+                    Err(_) => false,
+                }
+            }
             Dispatched::Now(response) => {
                 drop(permit);
                 responses
@@ -264,6 +296,19 @@ impl Shard {
                     if let Some(responses) = responses.upgrade() {
                         let _ = responses.send(answer_frame(&response, correlation)).await;
                     }
+                })
+                .detach();
+                true
+            }
+            Dispatched::ReplicaFetch(pending) => {
+                drop(permit);
+                let responses = Rc::downgrade(responses);
+                glommio::spawn_local(async move {
+                    let (response, records_slot) = pending.await;
+                    if let Some(responses) = responses.upgrade() {
+                        let _ = responses.send(answer_frame(&response, correlation)).await;
+                    }
+                    drop(records_slot);
                     drop(replica_fetch);
                 })
                 .detach();
@@ -291,7 +336,10 @@ impl Shard {
             let _ = writer.close().await;
         });
         let permits = Rc::new(Semaphore::new(u64::from(self.config.frames_in_flight)));
-        let replica_fetches = Rc::new(Semaphore::new(u64::from(REPLICA_FETCHES_PER_LINK_MAX)));
+        let replica = ReplicaLink {
+            fetches: Rc::new(Semaphore::new(u64::from(REPLICA_FETCHES_PER_LINK_MAX))),
+            answers: Rc::new(Semaphore::new(REPLICA_ANSWERS_PER_LINK_MAX)),
+        };
         let decoder = FrameDecoder::new(self.config.frame_size_max);
         let mut inbound = Inbound::default();
         let mut last_read = Instant::now();
@@ -312,13 +360,7 @@ impl Shard {
                     break 'connection Ok(());
                 };
                 if !self
-                    .answer(
-                        &frame,
-                        permit,
-                        &responses,
-                        registration.id(),
-                        &replica_fetches,
-                    )
+                    .answer(&frame, permit, &responses, registration.id(), &replica)
                     .await
                 {
                     break 'connection Ok(());
@@ -439,6 +481,7 @@ impl Shard {
         api_key: u16,
         resolved: Result<Resolved, ErrorResponse>,
         link: u64,
+        replica: &ReplicaLink,
     ) -> Dispatched {
         let resolved = match resolved {
             Ok(resolved) => resolved,
@@ -539,10 +582,14 @@ impl Shard {
                 // Parked apart from the in-flight slots (see `REPLICA_FETCHES_PER_LINK_MAX`).
                 let shard = self.clone();
                 let session = fetch_session(link, request.session);
-                Dispatched::Parked(Box::pin(async move {
-                    match shard.replica_fetch(&partition, &request, session).await {
-                        Ok(answer) => Response::ReplicaFetch(answer),
-                        Err(error) => fail(error),
+                let answers = replica.answers.clone();
+                Dispatched::ReplicaFetch(Box::pin(async move {
+                    match shard
+                        .replica_fetch(&partition, &request, session, &answers)
+                        .await
+                    {
+                        Ok((answer, slot)) => (Response::ReplicaFetch(answer), slot),
+                        Err(error) => (fail(error), None),
                     }
                 }))
             }
