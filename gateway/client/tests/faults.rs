@@ -1,19 +1,22 @@
 //! A fault-injection run against a real cluster, in the manner of Jepsen: a real etcd cluster
 //! of three members, three node processes (`spate node`) and a gateway, idempotent producers
 //! writing through the gateway with `fsync` (acks=all) to a topic of three partitions
-//! replicated on all three nodes, readers fetching what is visible all along, and a nemesis
-//! that, one fault at a time, kills a node with SIGKILL (and starts it again), pauses one with
-//! SIGSTOP for longer than the session timeout (then SIGCONT), kills an etcd member with
-//! SIGKILL (and starts it again), cuts a node off from the other nodes or from etcd (each
-//! node runs in a network namespace of its own: [`Network`]), or moves a partition (its
-//! replicas cut to two, then the third added back first, then its preferred leader
-//! elected). Then every node runs again, and a checker
-//! reads every partition whole and reports acknowledged records lost or moved, records stored
-//! twice, records of a producer out of order, and offsets the readers saw holding another
-//! value than the log holds in the end. It must report nothing.
+//! replicated on all three nodes, a reader fetching what is visible all along and a member of
+//! a consumer group committing what it was handed, and a nemesis that, one fault at a time,
+//! kills a node with SIGKILL (and starts it again), pauses one with SIGSTOP for longer than
+//! the session timeout (then SIGCONT), kills an etcd member with SIGKILL (and starts it
+//! again), cuts a node off from the other nodes or from etcd (each node runs in a network
+//! namespace of its own: [`Network`]), takes the etcd quorum away (two members killed, then
+//! started again), or moves a partition (its replicas cut to two, then the third added back
+//! first, then its preferred leader elected). Then every node runs again, and a checker
+//! reads every partition whole and reports acknowledged records lost or moved, records
+//! stored twice, records of a producer out of order, offsets the reader or the group's
+//! member saw holding another value than the log holds in the end, and group commits that
+//! were acknowledged and then undone, or that pass the log's end or a record the member was
+//! not handed. It must report nothing.
 //!
 //! Built with the `cluster-tests` feature; needs root and `ip` (iproute2). The short form
-//! runs in CI (60 s of faults: each kind once); the
+//! runs in CI (75 s of faults: each kind once); the
 //! long one is `SPATE_FAULT_SECONDS=1800 cargo test --release -p spate-client --features
 //! cluster-tests --test faults -- --nocapture` (docs/cluster.md).
 
@@ -31,13 +34,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use etcd::EtcdCluster;
-use spate_client::{Client, Producer, ProducerConfig, ProducerRecord};
+use spate_client::{
+    Client, GroupConfig, GroupConsumer, Producer, ProducerConfig, ProducerRecord, Rebalance,
+};
 use spate_proto::{FetchRequest, PartitionId, Setting};
 
 const NODES: u32 = 3;
 const PARTITIONS: u32 = 3;
 const PRODUCERS: usize = 2;
 const TOPIC: &str = "faults";
+/// The consumer group reading the topic through the faults.
+const GROUP: &str = "faults-readers";
 /// The nodes' session timeout: a paused node is paused longer than this.
 const SESSION_TIMEOUT_MS: u64 = 3_000;
 
@@ -238,6 +245,12 @@ struct History {
     acknowledged: BTreeMap<(u32, u64), String>,
     unknown: usize,
     observed: HashMap<(u32, u64), String>,
+    /// What the group's member was handed.
+    group_seen: HashMap<(u32, u64), String>,
+    /// Per partition, the offset the latest commit the coordinator acknowledged set.
+    group_committed: BTreeMap<u32, u64>,
+    /// Commits and polls the group's member saw fail (retried).
+    group_errors: usize,
 }
 
 /// Every record of `partition` from its start, as (offset, value).
@@ -356,6 +369,86 @@ async fn observe(client: Client, stop: Arc<AtomicBool>, history: Arc<Mutex<Histo
     }
 }
 
+/// A member of consumer group `GROUP` reading the topic until `stop`: each record it is
+/// handed is recorded and marked processed, and what it processed is committed every
+/// second; each acknowledged commit is recorded with the offsets it set (the member's
+/// marks start over at every rebalance, as its commits do). One member: its commits only
+/// move forward, so an acknowledged one must never be found undone.
+async fn consume_in_group(client: Client, stop: Arc<AtomicBool>, history: Arc<Mutex<History>>) {
+    let config = GroupConfig {
+        manual_processing: true,
+        auto_commit_interval: None,
+        max_wait: Duration::from_millis(200),
+        ..GroupConfig::default()
+    };
+    let mut member = loop {
+        match GroupConsumer::join(&client, GROUP, TOPIC, config.clone()).await {
+            Ok(member) => break member,
+            Err(_) if !stop.load(Ordering::Relaxed) => {
+                history.lock().unwrap().group_errors += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => panic!("the group's member never joined: {error}"),
+        }
+    };
+    let rebalanced = Arc::new(AtomicBool::new(false));
+    let flag = rebalanced.clone();
+    member.on_rebalance(move |_: Rebalance| flag.store(true, Ordering::Relaxed));
+    let mut marked: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut last_commit = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let polled = member.poll(Duration::from_millis(200)).await;
+        if rebalanced.swap(false, Ordering::Relaxed) {
+            marked.clear();
+        }
+        match polled {
+            Ok(Some(record)) => {
+                let value = String::from_utf8_lossy(record.value.as_deref().unwrap_or_default())
+                    .into_owned();
+                history
+                    .lock()
+                    .unwrap()
+                    .group_seen
+                    .insert((record.partition, record.offset), value);
+                if member.assignment().contains(&record.partition) {
+                    member.mark_processed(record.partition, record.offset);
+                    let next = marked.entry(record.partition).or_insert(0);
+                    *next = (*next).max(record.offset + 1);
+                }
+            }
+            Ok(None) => {}
+            Err(_) => {
+                history.lock().unwrap().group_errors += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        if last_commit.elapsed() >= Duration::from_secs(1) {
+            last_commit = Instant::now();
+            let covered: Vec<(u32, u64)> = marked
+                .iter()
+                .filter(|(partition, _)| member.assignment().contains(partition))
+                .map(|(partition, next)| (*partition, *next))
+                .collect();
+            let committed = member.commit().await;
+            if rebalanced.swap(false, Ordering::Relaxed) {
+                marked.clear();
+                continue;
+            }
+            let mut history = history.lock().unwrap();
+            match committed {
+                Ok(()) => {
+                    for (partition, next) in covered {
+                        let at = history.group_committed.entry(partition).or_insert(0);
+                        *at = (*at).max(next);
+                    }
+                }
+                Err(_) => history.group_errors += 1,
+            }
+        }
+    }
+    let _ = member.close().await;
+}
+
 /// How long a move waits for each of its steps.
 const MOVE_STEP_WAIT: Duration = Duration::from_secs(15);
 
@@ -413,8 +506,9 @@ const CUT_FROM_NODES: Duration = Duration::from_secs(12);
 /// later), SIGSTOP of one for twice the session timeout (then SIGCONT), SIGKILL of an etcd
 /// member (started again 4 s later), a node cut off from the other nodes (both ways) for
 /// `CUT_FROM_NODES`, a node cut off from etcd for twice the session timeout (its lease
-/// lapses while it still reaches its peers and the gateway), or a partition moved (`mover`);
-/// 3 s of calm after each.
+/// lapses while it still reaches its peers and the gateway), two of the three etcd members
+/// killed for twice the session timeout (the quorum lost: no lease is renewed, and none
+/// expires, until they are back), or a partition moved (`mover`); 3 s of calm after each.
 fn nemesis(
     nodes: &mut [Node],
     etcd: &mut EtcdCluster,
@@ -430,9 +524,9 @@ fn nemesis(
         .map(|node| (node.id, node.host.clone()))
         .collect();
     while Instant::now() < until {
-        let victim = round / 6 % nodes.len();
+        let victim = round / 7 % nodes.len();
         let node = &mut nodes[victim];
-        match round % 6 {
+        match round % 7 {
             0 => {
                 said.push_str(&format!("kill -9 node {}\n", node.id));
                 node.kill();
@@ -446,7 +540,7 @@ fn nemesis(
                 node.signal("-CONT");
             }
             2 => {
-                let member = round / 6 % etcd.len();
+                let member = round / 7 % etcd.len();
                 said.push_str(&format!("kill -9 etcd member {member}\n"));
                 etcd.kill(member);
                 std::thread::sleep(Duration::from_secs(4));
@@ -472,8 +566,20 @@ fn nemesis(
                 std::thread::sleep(Duration::from_millis(2 * SESSION_TIMEOUT_MS));
                 network.cut(node.id, &network.etcd(), false);
             }
+            5 => {
+                let kept = round / 7 % etcd.len();
+                said.push_str(&format!("etcd quorum lost (only member {kept} left)\n"));
+                let killed: Vec<usize> = (0..etcd.len()).filter(|member| *member != kept).collect();
+                for member in &killed {
+                    etcd.kill(*member);
+                }
+                std::thread::sleep(Duration::from_millis(2 * SESSION_TIMEOUT_MS));
+                for member in &killed {
+                    etcd.start(*member);
+                }
+            }
             _ => {
-                let moved = mover(round / 6);
+                let moved = mover(round / 7);
                 said.push_str(&moved);
                 said.push('\n');
             }
@@ -489,7 +595,7 @@ fn a_cluster_under_kills_and_pauses_loses_duplicates_and_reorders_nothing() {
     let seconds: u64 = std::env::var("SPATE_FAULT_SECONDS")
         .ok()
         .and_then(|text| text.parse().ok())
-        .unwrap_or(60);
+        .unwrap_or(75);
     let dir = data_dir("run");
     // Dropped last: after the nodes and etcd.
     let network = Network::create(NODES);
@@ -568,6 +674,11 @@ fn a_cluster_under_kills_and_pauses_loses_duplicates_and_reorders_nothing() {
         tasks.push(runtime.spawn(produce(writer, producer, stop.clone(), history.clone())));
     }
     tasks.push(runtime.spawn(observe(client.clone(), stop.clone(), history.clone())));
+    tasks.push(runtime.spawn(consume_in_group(
+        client.clone(),
+        stop.clone(),
+        history.clone(),
+    )));
     let mover = |round: usize| runtime.block_on(move_partition(&client, round));
     nemesis(
         &mut nodes,
@@ -590,6 +701,16 @@ fn a_cluster_under_kills_and_pauses_loses_duplicates_and_reorders_nothing() {
             logs.push(read_all(&client, partition).await);
         }
         logs
+    });
+    let group_final: BTreeMap<u32, u64> = runtime.block_on(async {
+        client
+            .committed_offsets(GROUP, None)
+            .await
+            .unwrap_or_else(|error| panic!("the group's offsets: {error}"))
+            .into_iter()
+            .filter(|offset| offset.topic == TOPIC && offset.offset >= 0)
+            .map(|offset| (offset.partition, u64::try_from(offset.offset).unwrap()))
+            .collect()
     });
     let history = history.lock().unwrap();
     let mut problems = Vec::new();
@@ -641,17 +762,60 @@ fn a_cluster_under_kills_and_pauses_loses_duplicates_and_reorders_nothing() {
             )),
         }
     }
+    // The group: what its member was handed is what the log holds; an acknowledged commit is
+    // never undone; no commit passes the log's end or a record the member was not handed.
+    for ((partition, offset), value) in &history.group_seen {
+        match stored.get(&(*partition, *offset)) {
+            Some(found) if *found == value => {}
+            found => problems.push(format!(
+                "the group's member was handed {value} at {partition}/{offset}, the log holds \
+                 {found:?}"
+            )),
+        }
+    }
+    for (partition, log) in logs.iter().enumerate() {
+        let partition = u32::try_from(partition).unwrap();
+        let end = log.last().map_or(0, |(offset, _)| offset + 1);
+        let acknowledged = history.group_committed.get(&partition).copied();
+        let committed = group_final.get(&partition).copied();
+        if acknowledged > committed {
+            problems.push(format!(
+                "the group's commit of {acknowledged:?} for {partition} was acknowledged, \
+                 {committed:?} is committed in the end"
+            ));
+        }
+        let committed = committed.unwrap_or(0);
+        if committed > end {
+            problems.push(format!(
+                "the group committed {committed} for {partition}, past the log's end {end}"
+            ));
+        }
+        for (offset, _) in log.iter().filter(|(offset, _)| *offset < committed) {
+            if !history.group_seen.contains_key(&(partition, *offset)) {
+                problems.push(format!(
+                    "the group committed {committed} for {partition}, its member was never \
+                     handed {offset}"
+                ));
+                break;
+            }
+        }
+    }
     let nemesis = std::fs::read_to_string(dir.join("nemesis.txt")).unwrap_or_default();
     #[allow(clippy::print_stderr)]
     {
         eprintln!(
-            "faults: {} s, {} faults, {} acknowledged, {} unanswered, {} stored, {} observed",
+            "faults: {} s, {} faults, {} acknowledged, {} unanswered, {} stored, {} observed; \
+             the group: {} handed, committed {:?} (acknowledged {:?}), {} failed polls or commits",
             seconds,
             nemesis.lines().count(),
             history.acknowledged.len(),
             history.unknown,
             stored.len(),
-            history.observed.len()
+            history.observed.len(),
+            history.group_seen.len(),
+            group_final,
+            history.group_committed,
+            history.group_errors
         );
     }
     assert!(
@@ -664,6 +828,12 @@ fn a_cluster_under_kills_and_pauses_loses_duplicates_and_reorders_nothing() {
         history.acknowledged.len() > 100,
         "too few writes were acknowledged to judge: {}",
         history.acknowledged.len()
+    );
+    assert!(
+        history.group_seen.len() > 100 && !history.group_committed.is_empty(),
+        "the group's member read or committed too little to judge: {} handed, {:?} committed",
+        history.group_seen.len(),
+        history.group_committed
     );
     gateway.close();
     for node in &mut nodes {
