@@ -7,7 +7,8 @@
 //! the session timeout (then SIGCONT), kills an etcd member with SIGKILL (and starts it
 //! again), cuts a node off from the other nodes or from etcd (each node runs in a network
 //! namespace of its own: [`Network`]), takes the etcd quorum away (two members killed, then
-//! started again), or moves a partition (its replicas cut to two, then the third added back
+//! started again), fills a node's disk (each node has a file system of its own: [`Disks`]),
+//! or moves a partition (its replicas cut to two, then the third added back
 //! first, then its preferred leader elected). Then every node runs again, and a checker
 //! reads every partition whole and reports acknowledged records lost or moved, records
 //! stored twice, records of a producer out of order, offsets the reader or the group's
@@ -15,8 +16,9 @@
 //! were acknowledged and then undone, or that pass the log's end or a record the member was
 //! not handed. It must report nothing.
 //!
-//! Built with the `cluster-tests` feature; needs root and `ip` (iproute2). The short form
-//! runs in CI (75 s of faults: each kind once); the
+//! Built with the `cluster-tests` feature; needs root, `ip` (iproute2), `mount` and
+//! `mkfs.ext4`. The short form
+//! runs in CI (85 s of faults: each kind once); the
 //! long one is `SPATE_FAULT_SECONDS=1800 cargo test --release -p spate-client --features
 //! cluster-tests --test faults -- --nocapture` (docs/cluster.md).
 
@@ -144,6 +146,105 @@ impl Drop for Network {
     }
 }
 
+/// Each node's disk: an ext4 file system of its own (a sparse image on a loop device,
+/// without blocks reserved for root, since nodes run as root), so a fault can fill one
+/// node's disk. Unmounted and removed when dropped. Needs root, `mount` and `mkfs.ext4`.
+struct Disks {
+    mounts: Vec<PathBuf>,
+}
+
+impl Disks {
+    fn run(program: &str, arguments: &[&std::ffi::OsStr]) {
+        let status = Command::new(program)
+            .args(arguments)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap_or_else(|error| panic!("{program}: {error}"));
+        assert!(status.success(), "{program} {arguments:?}");
+    }
+
+    fn create(dir: &Path, nodes: u32) -> Disks {
+        let mut disks = Disks { mounts: Vec::new() };
+        for node in 1..=nodes {
+            let image = dir.join(format!("disk-{node}.img"));
+            let mount = dir.join(format!("disk-{node}"));
+            std::fs::create_dir_all(&mount).unwrap();
+            std::fs::File::create(&image)
+                .unwrap()
+                .set_len(4 << 30)
+                .unwrap();
+            Disks::run(
+                "mkfs.ext4",
+                &[
+                    "-q".as_ref(),
+                    "-F".as_ref(),
+                    "-m".as_ref(),
+                    "0".as_ref(),
+                    image.as_ref(),
+                ],
+            );
+            Disks::run(
+                "mount",
+                &[
+                    "-o".as_ref(),
+                    "loop".as_ref(),
+                    image.as_ref(),
+                    mount.as_ref(),
+                ],
+            );
+            disks.mounts.push(mount);
+        }
+        disks
+    }
+
+    /// Node `node`'s data directory, on its disk.
+    fn data(&self, node: u32) -> PathBuf {
+        self.mounts[node as usize - 1].join("data")
+    }
+
+    /// Fills node `node`'s disk (a preallocated ballast file, as near every free byte as
+    /// the file system takes), or empties it again.
+    fn fill(&self, node: u32, full: bool) {
+        let ballast = self.mounts[node as usize - 1].join("ballast");
+        if !full {
+            std::fs::remove_file(&ballast).unwrap();
+            return;
+        }
+        let free = Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(&self.mounts[node as usize - 1])
+            .output()
+            .unwrap();
+        let free: u64 = String::from_utf8_lossy(&free.stdout)
+            .lines()
+            .last()
+            .and_then(|line| line.trim().parse().ok())
+            .expect("df says what is free");
+        // The file system's own blocks for the file's extents come off the free space too.
+        for slack in 0..64u64 {
+            let length = free.saturating_sub(slack << 20).to_string();
+            let filled = Command::new("fallocate")
+                .args(["-l", &length])
+                .arg(&ballast)
+                .stderr(Stdio::null())
+                .status()
+                .unwrap();
+            if filled.success() {
+                return;
+            }
+        }
+        panic!("could not fill node {node}'s disk");
+    }
+}
+
+impl Drop for Disks {
+    fn drop(&mut self) {
+        for mount in &self.mounts {
+            let _ = Command::new("umount").arg("-l").arg(mount).status();
+        }
+    }
+}
+
 fn data_dir(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("faults-{name}-{}", std::process::id()));
@@ -156,7 +257,10 @@ fn data_dir(name: &str) -> PathBuf {
 /// stdout.
 struct Node {
     id: u32,
+    /// Where its log goes.
     dir: PathBuf,
+    /// Its data directory (on its own disk).
+    data: PathBuf,
     etcd: String,
     /// Its network namespace and its address there.
     namespace: String,
@@ -182,7 +286,7 @@ impl Node {
             ])
             .arg("node")
             .arg("--data-dir")
-            .arg(self.dir.join(format!("node-{}", self.id)))
+            .arg(&self.data)
             .args(["--node-id", &self.id.to_string(), "--etcd", &self.etcd])
             .args(["--listen", &format!("{}:0", self.host), "--shards", "1"])
             .args(["--session-timeout-ms", &SESSION_TIMEOUT_MS.to_string()])
@@ -508,11 +612,14 @@ const CUT_FROM_NODES: Duration = Duration::from_secs(12);
 /// `CUT_FROM_NODES`, a node cut off from etcd for twice the session timeout (its lease
 /// lapses while it still reaches its peers and the gateway), two of the three etcd members
 /// killed for twice the session timeout (the quorum lost: no lease is renewed, and none
-/// expires, until they are back), or a partition moved (`mover`); 3 s of calm after each.
+/// expires, until they are back), a node's disk full for twice the session timeout (its
+/// writes fail with ENOSPC: the partitions it holds fence, and recover once it has room), or
+/// a partition moved (`mover`); 3 s of calm after each.
 fn nemesis(
     nodes: &mut [Node],
     etcd: &mut EtcdCluster,
     network: &Network,
+    disks: &Disks,
     mover: &dyn Fn(usize) -> String,
     until: Instant,
     log: &Path,
@@ -524,9 +631,9 @@ fn nemesis(
         .map(|node| (node.id, node.host.clone()))
         .collect();
     while Instant::now() < until {
-        let victim = round / 7 % nodes.len();
+        let victim = round / 8 % nodes.len();
         let node = &mut nodes[victim];
-        match round % 7 {
+        match round % 8 {
             0 => {
                 said.push_str(&format!("kill -9 node {}\n", node.id));
                 node.kill();
@@ -540,7 +647,7 @@ fn nemesis(
                 node.signal("-CONT");
             }
             2 => {
-                let member = round / 7 % etcd.len();
+                let member = round / 8 % etcd.len();
                 said.push_str(&format!("kill -9 etcd member {member}\n"));
                 etcd.kill(member);
                 std::thread::sleep(Duration::from_secs(4));
@@ -567,7 +674,7 @@ fn nemesis(
                 network.cut(node.id, &network.etcd(), false);
             }
             5 => {
-                let kept = round / 7 % etcd.len();
+                let kept = round / 8 % etcd.len();
                 said.push_str(&format!("etcd quorum lost (only member {kept} left)\n"));
                 let killed: Vec<usize> = (0..etcd.len()).filter(|member| *member != kept).collect();
                 for member in &killed {
@@ -578,8 +685,14 @@ fn nemesis(
                     etcd.start(*member);
                 }
             }
+            6 => {
+                said.push_str(&format!("node {}'s disk full\n", node.id));
+                disks.fill(node.id, true);
+                std::thread::sleep(Duration::from_millis(2 * SESSION_TIMEOUT_MS));
+                disks.fill(node.id, false);
+            }
             _ => {
-                let moved = mover(round / 7);
+                let moved = mover(round / 8);
                 said.push_str(&moved);
                 said.push('\n');
             }
@@ -595,16 +708,18 @@ fn a_cluster_under_kills_and_pauses_loses_duplicates_and_reorders_nothing() {
     let seconds: u64 = std::env::var("SPATE_FAULT_SECONDS")
         .ok()
         .and_then(|text| text.parse().ok())
-        .unwrap_or(75);
+        .unwrap_or(85);
     let dir = data_dir("run");
     // Dropped last: after the nodes and etcd.
     let network = Network::create(NODES);
+    let disks = Disks::create(&dir, NODES);
     let mut etcd = EtcdCluster::spawn_on("faults", &dir, 3, &network.etcd());
     etcd.wait_listening();
     let mut nodes: Vec<Node> = (1..=NODES)
         .map(|id| Node {
             id,
             dir: dir.clone(),
+            data: disks.data(id),
             etcd: etcd.urls.clone(),
             namespace: network.namespace(id).to_owned(),
             host: network.node(id),
@@ -651,7 +766,10 @@ fn a_cluster_under_kills_and_pauses_loses_duplicates_and_reorders_nothing() {
             partitions: PARTITIONS,
             retention_ms: Setting::Default,
             retention_bytes: Setting::Default,
-            segment_bytes: Setting::Default,
+            // The smallest segments: logs roll (new files, new preallocations) every few
+            // seconds under the faults, so a full disk is met by writes, not only by the
+            // preallocated space of one large segment.
+            segment_bytes: Setting::Value(u64::from(spate_format::limits::SEGMENT_SIZE_MIN)),
             replication_factor: 3,
             min_insync_replicas: Setting::Value(2),
         };
@@ -684,6 +802,7 @@ fn a_cluster_under_kills_and_pauses_loses_duplicates_and_reorders_nothing() {
         &mut nodes,
         &mut etcd,
         &network,
+        &disks,
         &mover,
         Instant::now() + Duration::from_secs(seconds),
         &dir.join("nemesis.txt"),
