@@ -706,9 +706,10 @@ struct Changed {
 
 /// Writes `changes` (then empty): together, in one transaction comparing every key's
 /// revision (the elections for a lost node's thousands of partitions take a few round trips,
-/// not one each); if a key changed since the read (a leader's own ISR change), one by one, so
-/// only the changed ones wait for the next pass, which their change brings. `false` if this
-/// node is deposed.
+/// not one each); a batch that meets a key changed since the read (a leader's own ISR
+/// change), or that etcd refuses as too large, is split in halves until only the changed
+/// keys are left for the next pass, which their change brings. `false` if this node is
+/// deposed.
 async fn write_changes(
     client: &mut Client,
     leader: &LeaderKey,
@@ -745,23 +746,38 @@ async fn write_changes(
             "the controller changed a partition"
         );
     };
-    match run_txn(client, leader, txn_of(&changes)).await? {
-        Outcome::Written => {
-            changes.iter().for_each(logged);
-            return Ok(true);
-        }
-        Outcome::Deposed => return Ok(false),
-        Outcome::Stale if changes.len() == 1 => return Ok(true),
-        Outcome::Stale => {}
-    }
-    for change in &changes {
-        match run_txn(client, leader, txn_of(std::slice::from_ref(change))).await? {
-            Outcome::Written => logged(change),
-            Outcome::Stale => {}
-            Outcome::Deposed => return Ok(false),
+    // Parts still to write, each tried whole: one that meets a changed key, or that etcd
+    // refuses as too large, is split in halves (a changed key then costs a few round trips,
+    // not one per key of its batch).
+    let mut parts: Vec<&[Changed]> = vec![&changes];
+    while let Some(part) = parts.pop() {
+        match run_txn(client, leader, txn_of(part)).await {
+            Ok(Outcome::Written) => part.iter().for_each(logged),
+            Ok(Outcome::Deposed) => return Ok(false),
+            // Its key changed: the next pass, which the change brings, decides again.
+            Ok(Outcome::Stale) if part.len() == 1 => {}
+            Err(error) if part.len() == 1 || !too_large(&error) => return Err(error),
+            Ok(Outcome::Stale) | Err(_) => {
+                let (first, second) = part.split_at(part.len() / 2);
+                parts.push(second);
+                parts.push(first);
+            }
         }
     }
     Ok(true)
+}
+
+/// Whether etcd refused a transaction for its size: more operations than its
+/// `--max-txn-ops` (128 by default), or a request above its size limit.
+fn too_large(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => {
+            let message = status.message();
+            message.contains("too many operations in txn request")
+                || message.contains("request is too large")
+        }
+        _ => false,
+    }
 }
 
 /// Partition keys created or removed together, in one transaction.

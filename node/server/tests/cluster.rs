@@ -35,8 +35,13 @@ struct Etcd {
 
 impl Etcd {
     fn start(name: &str) -> Etcd {
+        Etcd::start_with(name, &[])
+    }
+
+    /// [`Etcd::start`] with more of etcd's flags.
+    fn start_with(name: &str, extra: &[&str]) -> Etcd {
         let dir = data_dir(&format!("etcd-{name}"));
-        let process = EtcdProcess::spawn(name, &dir);
+        let process = EtcdProcess::spawn_with(name, &dir, extra);
         process.wait_listening();
         let url = process.url.clone();
         let etcd = Etcd { process, url };
@@ -555,15 +560,34 @@ fn the_controller_elects_leaders_from_the_isr_as_members_come_and_go() {
 /// 10,000 partitions over three nodes that took 8.6 s; `spate-bench failover`).
 #[test]
 fn the_controller_elects_a_lost_members_partitions_in_one_transaction() {
+    assert_eq!(elect_a_lost_members_partitions("elections", 211, &[]), 1);
+}
+
+/// An etcd that takes fewer operations per transaction (`--max-txn-ops 4`) refuses the
+/// batch of six: the controller splits it in halves until etcd takes them (two
+/// transactions of three keys and four compares).
+#[test]
+fn the_controller_splits_a_batch_etcd_refuses_as_too_large() {
+    assert_eq!(
+        elect_a_lost_members_partitions("small-txns", 221, &["--max-txn-ops", "4"]),
+        2
+    );
+}
+
+/// A member (`controller`) and the test's members `controller + 1` and `controller + 2`
+/// (etcd started with `etcd_flags`); six partitions led by the first of the test's, which
+/// goes: every partition is led by the other, alone in the ISR. Returns in how many etcd
+/// transactions (revisions) the elections were written.
+fn elect_a_lost_members_partitions(name: &str, controller: u32, etcd_flags: &[&str]) -> usize {
     const PARTITIONS: u32 = 6;
-    let etcd = Etcd::start("elections");
-    let dir = data_dir("member-211");
-    let controller = spate_node::start(config(&dir, &etcd, 211, 3_000)).unwrap();
+    let (id, lost, kept) = (controller, controller + 1, controller + 2);
+    let etcd = Etcd::start_with(name, etcd_flags);
+    let dir = data_dir(&format!("member-{controller}"));
+    let controller = spate_node::start(config(&dir, &etcd, controller, 3_000)).unwrap();
     wait_for("a controller", Duration::from_secs(10), || {
         controller.is_controller()
     });
-    // Members 212 and 213 are the test's.
-    for node in [212, 213] {
+    for node in [lost, kept] {
         let session = format!("{node:016x}");
         register_test_member(&etcd, node, &session, u64::from(node), "127.0.0.1:9");
     }
@@ -574,12 +598,12 @@ fn the_controller_elects_a_lost_members_partitions_in_one_transaction() {
     let topic = TopicRecord {
         reassigning: Vec::new(),
         v: 1,
-        id: format!("{:032x}", 0x211),
+        id: format!("{id:032x}"),
         partitions: PARTITIONS,
         replication_factor: 2,
         replicas: (0..PARTITIONS)
             .map(|_| {
-                [212, 213]
+                [lost, kept]
                     .iter()
                     .map(|&node| ReplicaPlacement { node, shard: 0 })
                     .collect()
@@ -591,31 +615,34 @@ fn the_controller_elects_a_lost_members_partitions_in_one_transaction() {
         v: 1,
         topic_id: topic.id.clone(),
         leader: Some(LeaderRecord {
-            node: 212,
-            session: format!("{:016x}", 212),
+            node: lost,
+            session: format!("{lost:016x}"),
         }),
         epoch: 1,
-        isr: vec![in_sync(212), in_sync(213)],
+        isr: vec![in_sync(lost), in_sync(kept)],
         partition_epoch: 1,
     };
+    // The partition keys first, then the topic's (a few keys per transaction: the etcd may
+    // take few operations in one).
     etcd.run(async |client| {
-        let mut puts = vec![TxnOp::put(
+        let mut puts: Vec<TxnOp> = (0..PARTITIONS)
+            .map(|partition| {
+                TxnOp::put(
+                    partition_key("spate", "m", partition),
+                    serde_json::to_vec(&state).unwrap(),
+                    None,
+                )
+            })
+            .collect();
+        puts.push(TxnOp::put(
             topic_key("spate", "m"),
             serde_json::to_vec(&topic).unwrap(),
             None,
-        )];
-        for partition in 0..PARTITIONS {
-            puts.push(TxnOp::put(
-                partition_key("spate", "m", partition),
-                serde_json::to_vec(&state).unwrap(),
-                None,
-            ));
+        ));
+        for some in puts.chunks(3) {
+            let txn = Txn::new().and_then(some.to_vec());
+            assert!(client.txn(txn).await.unwrap().succeeded());
         }
-        assert!(client
-            .txn(Txn::new().and_then(puts))
-            .await
-            .unwrap()
-            .succeeded());
     });
     // Nothing to change while both live.
     std::thread::sleep(Duration::from_millis(500));
@@ -639,30 +666,26 @@ fn the_controller_elects_a_lost_members_partitions_in_one_transaction() {
         })
     };
     assert!(read().iter().all(|(record, _)| record == &state));
-    // 212 goes: every partition is led by 213 in epoch 2, with 213 alone in the ISR.
+    // The first goes: every partition is led by the other in epoch 2, alone in the ISR.
     etcd.run(async |client| {
-        client.delete(member_key("spate", 212), None).await.unwrap();
+        client
+            .delete(member_key("spate", lost), None)
+            .await
+            .unwrap();
     });
-    wait_for(
-        "every partition led by 213",
-        Duration::from_secs(10),
-        || read().iter().all(|(record, _)| record.epoch == 2),
-    );
+    wait_for("every partition led again", Duration::from_secs(10), || {
+        read().iter().all(|(record, _)| record.epoch == 2)
+    });
     let elected = read();
     assert_eq!(elected.len(), PARTITIONS as usize);
     for (record, _) in &elected {
-        assert_eq!(record.leader.as_ref().unwrap().node, 213, "{record:?}");
-        assert_eq!(isr_nodes(record), vec![213], "{record:?}");
+        assert_eq!(record.leader.as_ref().unwrap().node, kept, "{record:?}");
+        assert_eq!(isr_nodes(record), vec![kept], "{record:?}");
     }
     let revisions: std::collections::BTreeSet<i64> =
         elected.iter().map(|(_, revision)| *revision).collect();
-    assert_eq!(
-        revisions.len(),
-        1,
-        "written in {} transactions",
-        revisions.len()
-    );
     controller.shutdown();
+    revisions.len()
 }
 
 /// An etcd, node `first` elected controller, then node `first + 1` in line behind it.

@@ -31,6 +31,11 @@ impl EtcdProcess {
     /// Starts etcd named `name` with its data under `dir` (not waited for: the caller probes
     /// it).
     pub fn spawn(name: &str, dir: &Path) -> EtcdProcess {
+        EtcdProcess::spawn_with(name, dir, &[])
+    }
+
+    /// [`EtcdProcess::spawn`] with more of etcd's flags (`extra`).
+    pub fn spawn_with(name: &str, dir: &Path, extra: &[&str]) -> EtcdProcess {
         let url = format!("http://127.0.0.1:{}", free_port());
         let peer = format!("http://127.0.0.1:{}", free_port());
         let child = Command::new("etcd")
@@ -48,6 +53,7 @@ impl EtcdProcess {
                 "--initial-cluster",
                 &format!("{name}={peer}"),
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
