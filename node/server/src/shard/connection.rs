@@ -68,8 +68,8 @@ pub(crate) struct ReplicaLink {
     pub(crate) answers: Rc<Semaphore>,
 }
 
-/// A replica fetch's answer, with its records' slot (held until the answer is queued).
-type ReplicaPending = Pin<Box<dyn Future<Output = (Response, Option<StaticPermit>)>>>;
+/// A parked answer, with what it holds until it is queued (a replica fetch's records slot).
+type ParkedPending = Pin<Box<dyn Future<Output = (Response, Option<StaticPermit>)>>>;
 
 /// A decoded request, with the partition it names when it names one (resolved once, at
 /// arrival, and carried to the answer).
@@ -85,11 +85,10 @@ enum Dispatched {
     /// An answer that may wait for minutes (a JoinGroup or SyncGroup parked at its group's
     /// coordinator): it gives its in-flight slot back at once, so parked requests never stop
     /// a connection (a gateway's link, shared by its clients) from being read; the
-    /// coordinator bounds them instead (`groups::PARKED_MAX`).
-    Parked(Pending),
-    /// A follower's `ReplicaFetch`: parked so too, bounded per connection
-    /// ([`ReplicaLink`]).
-    ReplicaFetch(ReplicaPending),
+    /// coordinator bounds them instead (`groups::PARKED_MAX`). A follower's `ReplicaFetch`
+    /// parks so too, bounded per connection ([`ReplicaLink`]), its answer holding its
+    /// records' slot.
+    Parked(ParkedPending),
 }
 
 /// An answer that comes from `answer` (an async operation of the shard).
@@ -290,18 +289,6 @@ impl Shard {
             Dispatched::Parked(pending) => {
                 drop(permit);
                 // Weak: a connection that closes does not wait for its parked answers.
-                let responses = Rc::downgrade(responses);
-                glommio::spawn_local(async move {
-                    let response = pending.await;
-                    if let Some(responses) = responses.upgrade() {
-                        let _ = responses.send(answer_frame(&response, correlation)).await;
-                    }
-                })
-                .detach();
-                true
-            }
-            Dispatched::ReplicaFetch(pending) => {
-                drop(permit);
                 let responses = Rc::downgrade(responses);
                 glommio::spawn_local(async move {
                     let (response, records_slot) = pending.await;
@@ -583,7 +570,7 @@ impl Shard {
                 let shard = self.clone();
                 let session = fetch_session(link, request.session);
                 let answers = replica.answers.clone();
-                Dispatched::ReplicaFetch(Box::pin(async move {
+                Dispatched::Parked(Box::pin(async move {
                     match shard
                         .replica_fetch(&partition, &request, session, &answers)
                         .await
@@ -613,7 +600,7 @@ impl Shard {
                                 "the group coordinator closed",
                             ))
                         });
-                        groups::wrap(answer, api_key)
+                        (groups::wrap(answer, api_key), None)
                     })),
                     GroupAnswer::Appending(appending) => Dispatched::Later(Box::pin(async move {
                         groups::wrap(appending.await, api_key)
