@@ -503,6 +503,7 @@ async fn check_partition(
                 max_bytes: 1 << 20,
                 max_wait_ms: 0,
                 min_bytes: 0,
+                epochs: spate_proto::ReadEpochs::default(),
             })
             .await
             .map_err(|error| format!("partition {partition}: cannot read it back: {error}"))?;

@@ -19,8 +19,8 @@ use spate_proto::{
     DeleteTopicRequest, DescribePartitionRequest, DescribePartitionResponse, ErrorCode,
     ErrorResponse, FetchRequest, FetchResponse, FindRecordRequest, FrameDecoder, GroupRequest,
     GroupResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
-    OffsetSpec, PartitionId, Pipeline, ProduceRequest, ProduceResponse, RecordTarget, Request,
-    Response, Setting, TopicMetadata,
+    OffsetSpec, PartitionId, Pipeline, ProduceRequest, ProduceResponse, ReadEpochs, RecordTarget,
+    Request, Response, Setting, TopicMetadata,
 };
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
@@ -883,6 +883,7 @@ impl Client {
                 topic: name,
                 partition: id,
                 spec: OffsetSpec::Timestamp(minute_ago),
+                epochs: ReadEpochs::default(),
             });
             asked.push((
                 *partition,
@@ -1008,6 +1009,11 @@ impl Client {
             topic: topic.into(),
             partition: PartitionId(partition),
             spec,
+            // An epoch's end is answered with the epoch it names.
+            epochs: ReadEpochs {
+                answer: matches!(spec, OffsetSpec::EpochEnd(_)),
+                current: None,
+            },
         });
         match self.request(&request).await? {
             Response::ListOffsets(listed) => Ok(listed),

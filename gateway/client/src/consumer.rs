@@ -373,6 +373,7 @@ impl PartitionReader {
                 max_bytes: self.config.max_bytes,
                 max_wait_ms,
                 min_bytes: 1,
+                epochs: spate_proto::ReadEpochs::default(),
             };
             // `spate_format::batches` below checks each batch's CRCs before its records are
             // used; a damaged batch ends the partition as `Client::fetch` would.

@@ -111,6 +111,7 @@ async fn admin_produce_and_fetch_through_the_gateway() {
                 max_bytes: 1 << 20,
                 max_wait_ms: 0,
                 min_bytes: 0,
+                epochs: spate_proto::ReadEpochs::default(),
             })
             .await
             .unwrap();

@@ -194,6 +194,7 @@ async fn read_all(client: &Client, topic: &str) -> Vec<String> {
                 max_bytes: 1 << 20,
                 max_wait_ms: 0,
                 min_bytes: 0,
+                epochs: spate_proto::ReadEpochs::default(),
             })
             .await;
         match fetched {

@@ -3375,6 +3375,7 @@ async fn stored_batches(client: &Client, topic: &str, partition: u32) -> Vec<u32
                 max_bytes: 1 << 20,
                 max_wait_ms: 0,
                 min_bytes: 1,
+                epochs: spate_proto::ReadEpochs::default(),
             })
             .await
             .unwrap();

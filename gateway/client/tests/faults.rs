@@ -370,6 +370,7 @@ async fn read_all(client: &Client, partition: u32) -> Vec<(u64, String)> {
                 max_bytes: 1 << 20,
                 max_wait_ms: 0,
                 min_bytes: 0,
+                epochs: spate_proto::ReadEpochs::default(),
             })
             .await
             .unwrap_or_else(|error| panic!("read {partition} at {offset}: {error}"));
@@ -450,6 +451,7 @@ async fn observe(client: Client, stop: Arc<AtomicBool>, history: Arc<Mutex<Histo
                     max_bytes: 256 << 10,
                     max_wait_ms: 100,
                     min_bytes: 1,
+                    epochs: spate_proto::ReadEpochs::default(),
                 })
                 .await
             else {

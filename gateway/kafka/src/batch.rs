@@ -69,8 +69,8 @@ pub const KAFKA_ATTRIBUTE_CONTROL: u16 = 1 << 5;
 /// Kafka attribute bit 6: the log cleaner set a delete horizon (never set by producers).
 pub const KAFKA_ATTRIBUTE_DELETE_HORIZON: u16 = 1 << 6;
 
-/// Kafka's `partitionLeaderEpoch` when there is none. Spate has no leader epochs; Metadata
-/// answers -1 too, so clients skip epoch validation.
+/// Kafka's `partitionLeaderEpoch` when there is none: a single node has no leader epochs
+/// (its Metadata answers -1 too, so clients skip epoch validation).
 pub const NO_PARTITION_LEADER_EPOCH: i32 = -1;
 
 /// Bytes a Spate batch has more than the Kafka batch with the same records.
@@ -569,9 +569,23 @@ impl KafkaRecords {
 /// never sends one. The attributes are copied as they are: a compressed batch (format v2) has
 /// the same layout in both formats, its records section compressed as a whole.
 pub fn spate_to_kafka(records: &Bytes) -> Result<KafkaRecords, SpateBatchError> {
+    spate_to_kafka_with_epochs(records, &[])
+}
+
+/// [`spate_to_kafka`], each batch's `partitionLeaderEpoch` taken from the epoch boundaries
+/// of the node's answer (`spate_proto::FetchResponse::epochs`): the last boundary at or
+/// below the batch's base offset, the first one for a batch that starts below it (the
+/// answer's first batch holds the fetched offset, where the first boundary starts); -1
+/// without boundaries (KIP-320: clients validate positions with the epochs of the records
+/// they consumed).
+pub fn spate_to_kafka_with_epochs(
+    records: &Bytes,
+    epochs: &[spate_proto::EpochBoundary],
+) -> Result<KafkaRecords, SpateBatchError> {
     let mut out = KafkaRecords::default();
     let mut position = 0usize;
     let mut index = 0u32;
+    let mut boundary = 0usize;
     while position < records.len() {
         let batch = BatchRef::parse_prefix(&records[position..]).map_err(|error| {
             SpateBatchError::Batch {
@@ -582,7 +596,22 @@ pub fn spate_to_kafka(records: &Bytes) -> Result<KafkaRecords, SpateBatchError> 
         })?;
         let length = batch.as_bytes().len();
         let section = records.slice(position + BATCH_HEADER_SIZE as usize..position + length);
-        let kafka_header = kafka_header(&batch, &section);
+        let mut kafka_header = kafka_header(&batch, &section);
+        while epochs
+            .get(boundary + 1)
+            .is_some_and(|next| next.start_offset <= batch.base_offset().0)
+        {
+            boundary += 1;
+        }
+        if let Some(epoch) = epochs.get(boundary) {
+            // Outside the bytes the CRC covers. An epoch beyond Kafka's range is not given.
+            let epoch = i32::try_from(epoch.epoch).unwrap_or(NO_PARTITION_LEADER_EPOCH);
+            put_bytes(
+                &mut kafka_header,
+                kafka_offset::PARTITION_LEADER_EPOCH,
+                &epoch.to_be_bytes(),
+            );
+        }
         out.len += kafka_header.len() + section.len();
         out.parts.push(Bytes::copy_from_slice(&kafka_header));
         out.parts.push(section);

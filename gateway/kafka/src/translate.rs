@@ -14,13 +14,16 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
 use kafka_protocol::messages::{
     BrokerId, DeleteRecordsResponse, FetchResponse, ListOffsetsResponse, MetadataRequest,
-    MetadataResponse, TopicName,
+    MetadataResponse, OffsetForLeaderEpochResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use spate_proto::{Durability, ErrorResponse, OffsetSpec, RecordTarget};
+use spate_proto::{Durability, ErrorResponse, OffsetSpec, ReadEpochs, RecordTarget};
 
 use crate::batch::KafkaRecords;
 use crate::errors::kafka_error;
@@ -102,9 +105,10 @@ pub fn brokers_and_own(
 /// had). Every topic is asked for by `topics` null (v1+) or empty (v0). In a cluster whose
 /// members publish Kafka addresses ([`cluster_brokers`]) every member is a broker and each
 /// partition names its leader, replicas and ISR by node id (a partition without a leader:
-/// LEADER_NOT_AVAILABLE); otherwise this gateway is the one broker and leads everything.
-/// Leader epochs are not given (-1): clients then skip KIP-320's checks, which need
-/// OffsetForLeaderEpoch.
+/// LEADER_NOT_AVAILABLE) and its leader epoch (KIP-320: clients then send it with their
+/// fetches and validate their positions with OffsetForLeaderEpoch after a leader change);
+/// otherwise this gateway is the one broker and leads everything, without epochs (-1: a
+/// single node has none, and clients skip the checks).
 pub fn metadata_response(
     version: i16,
     request: &MetadataRequest,
@@ -157,6 +161,7 @@ pub fn metadata_response(
                                     .and_then(|leader| i32::try_from(leader).ok())
                                     .filter(|leader| listed.iter().any(|(id, _)| id == leader));
                                 let answer = answer
+                                    .with_leader_epoch(leader_epoch(placed.epoch))
                                     .with_replica_nodes(ids(&placed.replicas))
                                     .with_isr_nodes(ids(&placed.isr));
                                 match leader {
@@ -211,6 +216,31 @@ pub fn metadata_response(
         .with_topics(topics)
 }
 
+/// A Kafka leader epoch from the node's: 0 is "no leader yet" there, and Kafka's epochs are
+/// `i32`; either way -1, "unknown" (clients then skip KIP-320's checks).
+fn leader_epoch(epoch: u32) -> i32 {
+    i32::try_from(epoch)
+        .ok()
+        .filter(|epoch| *epoch > 0)
+        .unwrap_or(-1)
+}
+
+/// The epoch a Kafka request says the reader believes current (`current_leader_epoch`): none
+/// (nothing is checked) for -1 or a version without the field, and for 0, which librdkafka
+/// sends when it knows no epoch (Spate's epochs start at 1).
+pub fn current_epoch(epoch: i32) -> Option<u32> {
+    u32::try_from(epoch).ok().filter(|epoch| *epoch > 0)
+}
+
+/// What a partition read asks the node about epochs: always the epochs of the answer (a
+/// single node has none and answers without), and the reader's current epoch if it gave one.
+pub fn read_epochs(current_leader_epoch: i32) -> ReadEpochs {
+    ReadEpochs {
+        answer: true,
+        current: current_epoch(current_leader_epoch),
+    }
+}
+
 /// What a ListOffsets partition asks the node for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
@@ -241,6 +271,9 @@ pub struct Found {
     pub offset: u64,
     pub timestamp: i64,
     pub high_watermark: u64,
+    /// The epoch of the record at `offset` (the latest at the high watermark), when the node
+    /// has epochs.
+    pub leader_epoch: Option<u32>,
 }
 
 impl From<spate_proto::ListOffsetsResponse> for Found {
@@ -249,6 +282,7 @@ impl From<spate_proto::ListOffsetsResponse> for Found {
             offset: found.offset,
             timestamp: -1,
             high_watermark: found.high_watermark,
+            leader_epoch: found.leader_epoch,
         }
     }
 }
@@ -259,6 +293,7 @@ impl From<spate_proto::FindRecordResponse> for Found {
             offset: found.offset,
             timestamp: found.timestamp,
             high_watermark: found.high_watermark,
+            leader_epoch: None,
         }
     }
 }
@@ -310,8 +345,10 @@ pub fn delete_records_response(
 }
 
 /// One partition's ListOffsets answer from the node's. No record at or after a timestamp is
-/// offset -1 (Kafka's answer), where the node answers with the high watermark.
+/// offset -1 (Kafka's answer), where the node answers with the high watermark. The offset's
+/// leader epoch is given from v4 (before, the field does not exist).
 pub fn list_offsets_partition(
+    version: i16,
     index: i32,
     spec: Result<Lookup, ResponseError>,
     answer: Result<Found, ErrorResponse>,
@@ -333,11 +370,88 @@ pub fn list_offsets_partition(
             if searched && found.offset >= found.high_watermark {
                 return partition.with_offset(-1).with_timestamp(-1);
             }
+            let epoch = found
+                .leader_epoch
+                .filter(|_| version >= 4)
+                .and_then(|epoch| i32::try_from(epoch).ok())
+                .unwrap_or(-1);
             partition
                 .with_offset(offset)
                 .with_timestamp(found.timestamp)
+                .with_leader_epoch(epoch)
         }
     }
+}
+
+/// What an OffsetForLeaderEpoch partition asks the node: the end of its leader epoch (`None`
+/// for Kafka's undefined epoch, -1, whose answer is undefined too), checked against the
+/// reader's current epoch.
+pub type EpochLookup = (Option<u32>, ReadEpochs);
+
+/// The node request an OffsetForLeaderEpoch partition becomes: a ListOffsets of the epoch's
+/// end (`OffsetSpec::EpochEnd`), or of the latest offset for an undefined epoch (the reader's
+/// current epoch is still checked, as Kafka does).
+pub fn epoch_end_request(
+    topic: &TopicName,
+    partition: spate_proto::PartitionId,
+    (epoch, epochs): &EpochLookup,
+) -> spate_proto::ListOffsetsRequest {
+    spate_proto::ListOffsetsRequest {
+        topic: topic.0.to_string(),
+        partition,
+        spec: epoch.map_or(OffsetSpec::Latest, OffsetSpec::EpochEnd),
+        epochs: *epochs,
+    }
+}
+
+/// What an OffsetForLeaderEpoch partition asks (its `leader_epoch` and
+/// `current_leader_epoch`).
+pub fn epoch_lookup(leader_epoch: i32, current_leader_epoch: i32) -> EpochLookup {
+    (
+        u32::try_from(leader_epoch).ok(),
+        read_epochs(current_leader_epoch),
+    )
+}
+
+/// One partition's OffsetForLeaderEpoch answer (KIP-320) from the node's: the largest epoch
+/// of the leader's chain at or below the one asked about and where its records end, or -1
+/// and -1 when there is none (an epoch above the chain, an undefined one, a node without
+/// epochs), as Kafka's `LeaderEpochFileCache::endOffsetFor` answers.
+pub fn epoch_end_partition(
+    index: i32,
+    asked: &EpochLookup,
+    answer: Result<spate_proto::ListOffsetsResponse, ErrorResponse>,
+) -> EpochEndOffset {
+    let partition = EpochEndOffset::default()
+        .with_partition(index)
+        .with_leader_epoch(-1)
+        .with_end_offset(-1);
+    match answer {
+        Err(error) => partition.with_error_code(kafka_error(error.code).code()),
+        Ok(found) => match (asked.0, found.leader_epoch) {
+            (Some(_), Some(epoch)) => match (i32::try_from(epoch), i64::try_from(found.offset)) {
+                (Ok(epoch), Ok(end)) => partition.with_leader_epoch(epoch).with_end_offset(end),
+                _ => partition,
+            },
+            _ => partition,
+        },
+    }
+}
+
+/// Assembles OffsetForLeaderEpoch topics from per-partition answers in request order.
+pub fn offset_for_leader_epoch_response(
+    topics: Vec<(TopicName, Vec<EpochEndOffset>)>,
+) -> OffsetForLeaderEpochResponse {
+    OffsetForLeaderEpochResponse::default().with_topics(
+        topics
+            .into_iter()
+            .map(|(name, partitions)| {
+                OffsetForLeaderTopicResult::default()
+                    .with_topic(name)
+                    .with_partitions(partitions)
+            })
+            .collect(),
+    )
 }
 
 /// Assembles ListOffsets topics from per-partition answers in request order.
@@ -363,6 +477,8 @@ pub struct FetchPart {
     pub partition: i32,
     pub offset: i64,
     pub max_bytes: u32,
+    /// The epoch the client believes its leader is in (v9+; -1: none).
+    pub current_leader_epoch: i32,
 }
 
 /// Bytes of records one Fetch asks of the node over all its partitions (its `max_bytes`,
@@ -399,6 +515,7 @@ pub fn fetch_parts(
                 partition: partition.partition,
                 offset: partition.fetch_offset,
                 max_bytes,
+                current_leader_epoch: partition.current_leader_epoch,
             });
         }
     }
@@ -762,7 +879,8 @@ mod tests {
         assert_eq!(partitions[0].replica_nodes, vec![BrokerId(2), BrokerId(1)]);
         assert_eq!(partitions[0].isr_nodes, vec![BrokerId(2)]);
         assert_eq!(partitions[0].error_code, 0);
-        assert_eq!(partitions[0].leader_epoch, -1);
+        // KIP-320: each partition's leader epoch (clients send it with their fetches).
+        assert_eq!(partitions[0].leader_epoch, 3);
         // No leader: LEADER_NOT_AVAILABLE, and the client asks again.
         assert_eq!(partitions[1].leader_id, BrokerId(-1));
         assert_eq!(
@@ -783,7 +901,18 @@ mod tests {
         assert!(single.topics[0]
             .partitions
             .iter()
-            .all(|partition| partition.leader_id == BrokerId(BROKER_ID)));
+            .all(|partition| partition.leader_id == BrokerId(BROKER_ID)
+                && partition.leader_epoch == -1));
+        // Before its first leader a partition's epoch is 0 on the node: unknown to Kafka.
+        map.members.as_mut().unwrap()[1].kafka = "[::1]:9093".into();
+        map.topics[0].replicas[0].epoch = 0;
+        let first = metadata_response(
+            9,
+            &MetadataRequest::default().with_topics(None),
+            Ok(&map),
+            &broker(),
+        );
+        assert_eq!(first.topics[0].partitions[0].leader_epoch, -1);
     }
 
     #[test]
@@ -910,8 +1039,9 @@ mod tests {
             offset: 10,
             log_start_offset: 0,
             high_watermark: 10,
+            leader_epoch: Some(4),
         };
-        let by_time = list_offsets_partition(0, offset_spec(5), Ok(answer.into()));
+        let by_time = list_offsets_partition(7, 0, offset_spec(5), Ok(answer.into()));
         assert_eq!(by_time.offset, -1);
         // Found by time: the record's offset and its own timestamp.
         let record = spate_proto::FindRecordResponse {
@@ -920,12 +1050,16 @@ mod tests {
             log_start_offset: 0,
             high_watermark: 10,
         };
-        let by_time = list_offsets_partition(0, offset_spec(5), Ok(record.into()));
+        let by_time = list_offsets_partition(7, 0, offset_spec(5), Ok(record.into()));
         assert_eq!((by_time.offset, by_time.timestamp), (3, 77));
-        let latest = list_offsets_partition(0, offset_spec(-1), Ok(answer.into()));
+        let latest = list_offsets_partition(7, 0, offset_spec(-1), Ok(answer.into()));
         assert_eq!((latest.offset, latest.timestamp), (10, -1));
+        // The offset's leader epoch from v4 (KIP-320), where the field exists.
+        assert_eq!(latest.leader_epoch, 4);
+        let old = list_offsets_partition(3, 0, offset_spec(-1), Ok(answer.into()));
+        assert_eq!(old.leader_epoch, -1);
         assert_eq!(
-            list_offsets_partition(0, offset_spec(-4), Ok(answer.into())).error_code,
+            list_offsets_partition(7, 0, offset_spec(-4), Ok(answer.into())).error_code,
             ResponseError::InvalidRequest.code()
         );
         // The newest timestamp: its record's offset and time, or -1 on an empty partition.
@@ -936,7 +1070,7 @@ mod tests {
             log_start_offset: 0,
             high_watermark: 10,
         };
-        let found = list_offsets_partition(0, offset_spec(-3), Ok(newest.into()));
+        let found = list_offsets_partition(7, 0, offset_spec(-3), Ok(newest.into()));
         assert_eq!((found.offset, found.timestamp), (4, 1_700_000_000_000));
         let empty = spate_proto::FindRecordResponse {
             offset: 0,
@@ -944,8 +1078,54 @@ mod tests {
             log_start_offset: 0,
             high_watermark: 0,
         };
-        let none = list_offsets_partition(0, offset_spec(-3), Ok(empty.into()));
+        let none = list_offsets_partition(7, 0, offset_spec(-3), Ok(empty.into()));
         assert_eq!((none.offset, none.timestamp, none.error_code), (-1, -1, 0));
+    }
+
+    #[test]
+    fn offset_for_leader_epoch_answers_as_kafkas_epoch_cache_and_checks_the_current_epoch() {
+        let topic = TopicName(StrBytes::from_static_str("t"));
+        let found = |offset, leader_epoch| {
+            Ok(spate_proto::ListOffsetsResponse {
+                offset,
+                log_start_offset: 0,
+                high_watermark: 50,
+                leader_epoch,
+            })
+        };
+        // An epoch the leader's chain knows: where its records end, and the epoch.
+        let asked = epoch_lookup(3, 5);
+        let request = epoch_end_request(&topic, PartitionId(2), &asked);
+        assert_eq!(request.spec, OffsetSpec::EpochEnd(3));
+        assert_eq!(
+            request.epochs,
+            ReadEpochs {
+                answer: true,
+                current: Some(5)
+            }
+        );
+        let answer = epoch_end_partition(2, &asked, found(40, Some(3)));
+        assert_eq!(
+            (answer.error_code, answer.leader_epoch, answer.end_offset),
+            (0, 3, 40)
+        );
+        // One the node has no end for (above its chain, or no chain): -1 and -1, no error.
+        let answer = epoch_end_partition(2, &asked, found(50, None));
+        assert_eq!((answer.leader_epoch, answer.end_offset), (-1, -1));
+        // Kafka's undefined epoch: the current epoch is still checked, the answer undefined.
+        let undefined = epoch_lookup(-1, 5);
+        let request = epoch_end_request(&topic, PartitionId(2), &undefined);
+        assert_eq!(request.spec, OffsetSpec::Latest);
+        let answer = epoch_end_partition(2, &undefined, found(50, Some(5)));
+        assert_eq!((answer.leader_epoch, answer.end_offset), (-1, -1));
+        // A stale or early current epoch: the node's refusal as Kafka's code.
+        let fenced = ErrorResponse::new(ErrorCode::FencedLeaderEpoch, "stale");
+        let answer = epoch_end_partition(2, &asked, Err(fenced));
+        assert_eq!(answer.error_code, ResponseError::FencedLeaderEpoch.code());
+        // -1 and 0 (librdkafka's "no epoch known") check nothing; Spate's epochs start at 1.
+        assert_eq!(current_epoch(-1), None);
+        assert_eq!(current_epoch(0), None);
+        assert_eq!(current_epoch(7), Some(7));
     }
 
     #[test]
@@ -1042,6 +1222,7 @@ mod tests {
                 partition,
                 offset: 0,
                 max_bytes: 100,
+                current_leader_epoch: -1,
             })
             .collect();
         let data = |len: usize| Fetched::Data {

@@ -15,6 +15,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // v7 adds the newest timestamp (-3); v8+ are for tiered storage.
     (ApiKey::ListOffsets, 1, 7),
     (ApiKey::Metadata, 0, 12),
+    // KIP-320: where a leader epoch's records end, so consumers detect truncation after a
+    // leader change (librdkafka asks with v2 only).
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
     // Consumer groups (`groups`): the gateway is every group's coordinator; transactions
     // are refused.
     (ApiKey::FindCoordinator, 0, 4),

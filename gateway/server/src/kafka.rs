@@ -24,8 +24,8 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{
     ApiKey, CreateTopicsRequest, CreateTopicsResponse, DeleteRecordsRequest, DeleteTopicsRequest,
     DeleteTopicsResponse, FetchRequest, InitProducerIdRequest, InitProducerIdResponse,
-    ListOffsetsRequest, MetadataRequest, ProduceRequest, ProduceResponse, ProducerId, RequestKind,
-    TopicName,
+    ListOffsetsRequest, MetadataRequest, OffsetForLeaderEpochRequest, ProduceRequest,
+    ProduceResponse, ProducerId, RequestKind, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::ResponseError;
@@ -448,6 +448,9 @@ async fn dispatch(context: &Arc<Context>, request: Request) -> Answer {
             list_offsets(context, version, correlation_id, request).await
         }
         RequestKind::Fetch(request) => fetch(context, version, correlation_id, request).await,
+        RequestKind::OffsetForLeaderEpoch(request) => {
+            offset_for_leader_epoch(context, version, correlation_id, request).await
+        }
         RequestKind::DeleteRecords(request) => {
             delete_records(context, version, correlation_id, request).await
         }
@@ -1044,21 +1047,23 @@ async fn list_offsets(
                 .partitions
                 .iter()
                 .map(|partition| {
+                    let epochs = translate::read_epochs(partition.current_leader_epoch);
                     let spec = translate::offset_spec(partition.timestamp);
-                    (partition.partition_index, spec)
+                    (partition.partition_index, spec.map(|spec| (spec, epochs)))
                 })
                 .collect();
             (topic.name, partitions)
         })
         .collect();
-    let sent = send_each(context, asked, |topic, partition, lookup| {
+    let sent = send_each(context, asked, |topic, partition, &(lookup, epochs)| {
         let topic = topic.0.to_string();
-        match *lookup {
+        match lookup {
             translate::Lookup::Offsets(spec) => {
                 NodeRequest::ListOffsets(spate_proto::ListOffsetsRequest {
                     topic,
                     partition,
                     spec,
+                    epochs,
                 })
             }
             translate::Lookup::Record(target) => {
@@ -1079,11 +1084,69 @@ async fn list_offsets(
                 NodeResponse::FindRecord(found) => Ok(found.into()),
                 other => Err(unexpected(other)),
             });
-            translate::list_offsets_partition(index, spec, answer)
+            let spec = spec.map(|(spec, _)| spec);
+            translate::list_offsets_partition(version, index, spec, answer)
         })
         .await;
         let answer = translate::list_offsets_response(answered);
         respond(ApiKey::ListOffsets, version, correlation_id, &answer)
+    })
+}
+
+/// OffsetForLeaderEpoch (KIP-320): each partition's question goes to its leader's shard now
+/// as a ListOffsets of the epoch's end; the answer assembles once all are answered.
+async fn offset_for_leader_epoch(
+    context: &Arc<Context>,
+    version: i16,
+    correlation_id: i32,
+    request: OffsetForLeaderEpochRequest,
+) -> Answer {
+    let asked = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|partition| {
+                    let lookup = translate::epoch_lookup(
+                        partition.leader_epoch,
+                        partition.current_leader_epoch,
+                    );
+                    (partition.partition, Ok(lookup))
+                })
+                .collect();
+            (topic.topic, partitions)
+        })
+        .collect();
+    let sent = send_each(context, asked, |topic, partition, lookup| {
+        NodeRequest::ListOffsets(translate::epoch_end_request(topic, partition, lookup))
+    })
+    .await;
+    let context = context.clone();
+    Box::pin(async move {
+        let answered = gather(&context, sent, |index, lookup, response| {
+            let answer = response.and_then(|response| match response {
+                NodeResponse::ListOffsets(found) => Ok(found),
+                other => Err(unexpected(other)),
+            });
+            match lookup {
+                Ok(lookup) => translate::epoch_end_partition(index, &lookup, answer),
+                Err(error) => kafka_protocol::messages::offset_for_leader_epoch_response::EpochEndOffset::default()
+                    .with_partition(index)
+                    .with_error_code(error.code())
+                    .with_leader_epoch(-1)
+                    .with_end_offset(-1),
+            }
+        })
+        .await;
+        let answer = translate::offset_for_leader_epoch_response(answered);
+        respond(
+            ApiKey::OffsetForLeaderEpoch,
+            version,
+            correlation_id,
+            &answer,
+        )
     })
 }
 
@@ -1198,6 +1261,7 @@ fn fetch_request(part: &FetchPart, wait_ms: u32) -> Option<NodeRequest> {
             .clamp(1, translate::FETCH_PARTITION_BYTES_MAX),
         max_wait_ms: wait_ms,
         min_bytes: 1,
+        epochs: translate::read_epochs(part.current_leader_epoch),
     }))
 }
 
@@ -1260,18 +1324,20 @@ async fn long_poll(
 
 fn fetched_from(response: NodeResponse) -> Fetched {
     match response {
-        NodeResponse::Fetch(data) => match spate_kafka::batch::spate_to_kafka(&data.records) {
-            Ok(records) => Fetched::Data {
-                records,
-                high_watermark: data.high_watermark,
-                log_start_offset: data.log_start_offset,
-            },
-            Err(error) => {
-                // The node sends only whole, checked batches: damage on the way or a bug.
-                tracing::error!("a fetch answer from the node does not convert: {error}");
-                Fetched::Error(ResponseError::CorruptMessage)
+        NodeResponse::Fetch(data) => {
+            match spate_kafka::batch::spate_to_kafka_with_epochs(&data.records, &data.epochs) {
+                Ok(records) => Fetched::Data {
+                    records,
+                    high_watermark: data.high_watermark,
+                    log_start_offset: data.log_start_offset,
+                },
+                Err(error) => {
+                    // The node sends only whole, checked batches: damage on the way or a bug.
+                    tracing::error!("a fetch answer from the node does not convert: {error}");
+                    Fetched::Error(ResponseError::CorruptMessage)
+                }
             }
-        },
+        }
         other => {
             let error = unexpected(other);
             Fetched::Error(spate_kafka::errors::kafka_error(error.code))

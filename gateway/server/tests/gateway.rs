@@ -160,6 +160,7 @@ async fn frames_reach_the_owning_shard_and_answers_keep_their_ids() {
             max_bytes: 1 << 20,
             max_wait_ms: 0,
             min_bytes: 0,
+            epochs: ReadEpochs::default(),
         });
         let answers = exchange(&connection, &[fetch.to_frame(7)]).await;
         match &answers[0] {
@@ -357,6 +358,7 @@ async fn a_shard_that_stops_answering_gets_timeouts_and_a_new_link() {
         max_bytes: 1 << 20,
         max_wait_ms: 1000,
         min_bytes: 1,
+        epochs: ReadEpochs::default(),
     });
     let started = std::time::Instant::now();
     let answers = exchange(&connection, &[fetch.to_frame(2)]).await;

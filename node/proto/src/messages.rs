@@ -17,7 +17,10 @@ use crate::limits::{
     FRAME_HEADER_SIZE, GROUP_SYNC_WAIT_MS_MAX, PRODUCER_IDS_PER_REQUEST_MAX, RESPONSE_SIZE_MAX,
     SHARDS_MAX, TOPICS_PER_REQUEST_MAX, TOPICS_PER_RESPONSE_MAX,
 };
-use crate::replica::{ReplicaFetchRequest, ReplicaFetchResponse, ReplicaProgressRequest};
+use crate::replica::{
+    decode_boundaries, encode_boundaries, EpochBoundary, ReplicaFetchRequest, ReplicaFetchResponse,
+    ReplicaProgressRequest,
+};
 use crate::{ApiKey, PartitionId, ShardId};
 use spate_format::limits::{BATCH_SIZE_MAX, PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_LENGTH_MAX};
 
@@ -70,6 +73,77 @@ pub enum OffsetSpec {
     Latest,
     /// The first offset whose record timestamp is at least this (ms since the epoch).
     Timestamp(i64),
+    /// Where the records of this leader epoch end (Kafka's OffsetForLeaderEpoch, KIP-320):
+    /// the next epoch's start in the leader's chain, or its log end for its latest epoch.
+    /// The answer's `leader_epoch` is the largest epoch of the chain at or below this one
+    /// (this one when it precedes the whole chain, whose start is then the offset); `None`
+    /// when the node knows no such end (an epoch above its chain, a node without epochs).
+    /// Sent with `ReadEpochs::answer`.
+    EpochEnd(u32),
+}
+
+/// Kafka's leader epochs (KIP-320) in a partition read (`Fetch`, `ListOffsets`): whether the
+/// answer names the leader epochs of what it returns, and the epoch the reader believes its
+/// leader is in. A single node has no epochs: it answers without them and checks nothing.
+/// Sent after the request's other fields only when set (a byte of flags, then `current`), so
+/// older nodes take requests without it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReadEpochs {
+    /// Answer with the epochs (`FetchResponse::epochs`, `ListOffsetsResponse::leader_epoch`).
+    pub answer: bool,
+    /// Refused unless the partition's leader is in this epoch: `FencedLeaderEpoch` when the
+    /// leader's is newer (the reader's map is stale), `UnknownLeaderEpoch` when it is older
+    /// (this node has not taken that epoch yet).
+    pub current: Option<u32>,
+}
+
+/// `ReadEpochs` flag bits.
+const READ_EPOCHS_ANSWER: u8 = 1;
+const READ_EPOCHS_CURRENT: u8 = 2;
+
+impl ReadEpochs {
+    fn is_set(self) -> bool {
+        self.answer || self.current.is_some()
+    }
+
+    fn encode(self, w: &mut Writer<'_, BytesMut>) {
+        if !self.is_set() {
+            return;
+        }
+        let mut flags = 0;
+        if self.answer {
+            flags |= READ_EPOCHS_ANSWER;
+        }
+        if self.current.is_some() {
+            flags |= READ_EPOCHS_CURRENT;
+        }
+        w.u8(flags);
+        if let Some(current) = self.current {
+            w.u32(current);
+        }
+    }
+
+    fn decode(reader: &mut Reader) -> Result<Self, ProtoError> {
+        if reader.remaining() == 0 {
+            return Ok(Self::default());
+        }
+        let flags = reader.u8("epochs")?;
+        if flags == 0 || flags & !(READ_EPOCHS_ANSWER | READ_EPOCHS_CURRENT) != 0 {
+            return Err(ProtoError::Value {
+                field: "epochs",
+                value: flags.into(),
+            });
+        }
+        let current = if flags & READ_EPOCHS_CURRENT != 0 {
+            Some(reader.u32("current_leader_epoch")?)
+        } else {
+            None
+        };
+        Ok(Self {
+            answer: flags & READ_EPOCHS_ANSWER != 0,
+            current,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,6 +333,7 @@ pub struct FetchRequest {
     /// How long to wait for `min_bytes` to be available.
     pub max_wait_ms: u32,
     pub min_bytes: u32,
+    pub epochs: ReadEpochs,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -267,6 +342,23 @@ pub struct FetchResponse {
     pub log_start_offset: u64,
     /// Whole record batches back to back; the first holds the requested offset.
     pub records: Bytes,
+    /// When the request asked (`ReadEpochs::answer`) and the partition has leader epochs:
+    /// the epoch of the requested offset (starting there), then every epoch starting inside
+    /// the records, at most `REPLICA_FETCH_EPOCHS_MAX` (the records end before the boundary
+    /// past the limit). A batch's epoch is that of the last boundary at or below its base
+    /// offset (the first boundary for the first batch). After the records: a `1`, then the
+    /// list; nothing when empty.
+    pub epochs: Vec<EpochBoundary>,
+}
+
+impl FetchResponse {
+    /// What follows the records: a `1` and the epochs, or nothing without them.
+    fn encode_epochs(&self, w: &mut Writer<'_, BytesMut>) {
+        if !self.epochs.is_empty() {
+            w.u8(1);
+            encode_boundaries(w, &self.epochs);
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,6 +366,7 @@ pub struct ListOffsetsRequest {
     pub topic: String,
     pub partition: PartitionId,
     pub spec: OffsetSpec,
+    pub epochs: ReadEpochs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,6 +375,10 @@ pub struct ListOffsetsResponse {
     pub offset: u64,
     pub log_start_offset: u64,
     pub high_watermark: u64,
+    /// When the request asked (`ReadEpochs::answer`) and the partition has leader epochs: the
+    /// epoch of the record at `offset` (the latest epoch for the high watermark; for
+    /// `EpochEnd`, as that spec says). After the other fields: a `1`, then the epoch.
+    pub leader_epoch: Option<u32>,
 }
 
 /// Moves a partition's log start forward to `offset` (Kafka's DeleteRecords): the records
@@ -985,6 +1082,7 @@ impl Request {
                     w.u32(request.max_bytes);
                     w.u32(request.max_wait_ms);
                     w.u32(request.min_bytes);
+                    request.epochs.encode(w);
                 }
                 Request::ListOffsets(request) => {
                     w.str16(&request.topic);
@@ -993,9 +1091,11 @@ impl Request {
                         OffsetSpec::Earliest => (0, 0),
                         OffsetSpec::Latest => (1, 0),
                         OffsetSpec::Timestamp(timestamp) => (2, timestamp),
+                        OffsetSpec::EpochEnd(epoch) => (3, i64::from(epoch)),
                     };
                     w.u8(tag);
                     w.i64(timestamp);
+                    request.epochs.encode(w);
                 }
                 Request::DeleteRecords(request) => {
                     w.str16(&request.topic);
@@ -1136,6 +1236,7 @@ impl Request {
                     max_bytes: reader.u32("max_bytes")?,
                     max_wait_ms: reader.u32("max_wait_ms")?,
                     min_bytes: reader.u32("min_bytes")?,
+                    epochs: ReadEpochs::decode(&mut reader)?,
                 };
                 if request.max_bytes == 0 || request.max_bytes > FETCH_BYTES_MAX {
                     let value = request.max_bytes.into();
@@ -1169,6 +1270,15 @@ impl Request {
                     (0, 0) => OffsetSpec::Earliest,
                     (1, 0) => OffsetSpec::Latest,
                     (2, timestamp) => OffsetSpec::Timestamp(timestamp),
+                    (3, epoch) => match u32::try_from(epoch) {
+                        Ok(epoch) => OffsetSpec::EpochEnd(epoch),
+                        Err(_) => {
+                            return Err(ProtoError::Value {
+                                field: "leader_epoch",
+                                value: epoch.cast_unsigned(),
+                            })
+                        }
+                    },
                     _ => {
                         return Err(ProtoError::Value {
                             field: "spec",
@@ -1176,10 +1286,19 @@ impl Request {
                         })
                     }
                 };
+                let epochs = ReadEpochs::decode(&mut reader)?;
+                if matches!(spec, OffsetSpec::EpochEnd(_)) && !epochs.answer {
+                    // Its answer is an epoch: asking without epochs asks for nothing.
+                    return Err(ProtoError::Value {
+                        field: "epochs",
+                        value: 0,
+                    });
+                }
                 Request::ListOffsets(ListOffsetsRequest {
                     topic,
                     partition,
                     spec,
+                    epochs,
                 })
             }
             ApiKey::FindRecord => {
@@ -1394,11 +1513,16 @@ impl Response {
                 w.u64(response.high_watermark);
                 w.u64(response.log_start_offset);
                 w.bytes32(&response.records);
+                response.encode_epochs(w);
             }
             Response::ListOffsets(response) => {
                 w.u64(response.offset);
                 w.u64(response.log_start_offset);
                 w.u64(response.high_watermark);
+                if let Some(epoch) = response.leader_epoch {
+                    w.u8(1);
+                    w.u32(epoch);
+                }
             }
             Response::DeleteRecords(response) => w.u64(response.log_start_offset),
             Response::ReplicaFetch(response) => {
@@ -1465,27 +1589,29 @@ impl Response {
         });
     }
 
-    /// Encodes the response as a frame in two parts to be sent back to back: everything
-    /// before a fetch's records, then the records themselves, shared rather than copied (for
-    /// every other response the second part is empty). The parts joined are the bytes of
-    /// [`Response::to_frame`].
-    pub fn to_frame_parts(&self, correlation_id: u64) -> (Bytes, Bytes) {
+    /// Encodes the response as a frame in three parts to be sent back to back: everything
+    /// before a fetch's records, the records themselves, shared rather than copied, and what
+    /// follows them (a fetch's epochs; for every other response the last two parts are
+    /// empty). The parts joined are the bytes of [`Response::to_frame`].
+    pub fn to_frame_parts(&self, correlation_id: u64) -> (Bytes, Bytes, Bytes) {
         let mut head = BytesMut::with_capacity(RESPONSE_SIZE_SMALL);
         let records = match self {
             Response::Fetch(fetch) => {
+                let mut tail = BytesMut::new();
+                fetch.encode_epochs(&mut Writer::new(&mut tail));
                 encode_frame_before(
                     &mut head,
                     ApiKey::Fetch.to_u16(),
                     FLAG_RESPONSE,
                     correlation_id,
-                    fetch.records.len(),
+                    fetch.records.len() + tail.len(),
                     |w| {
                         w.u64(fetch.high_watermark);
                         w.u64(fetch.log_start_offset);
                         w.length32(&fetch.records);
                     },
                 );
-                &fetch.records
+                return (head.freeze(), fetch.records.clone(), tail.freeze());
             }
             Response::ReplicaFetch(fetch) => {
                 encode_frame_before(
@@ -1498,9 +1624,9 @@ impl Response {
                 );
                 &fetch.records
             }
-            _ => return (self.to_frame(correlation_id), Bytes::new()),
+            _ => return (self.to_frame(correlation_id), Bytes::new(), Bytes::new()),
         };
-        (head.freeze(), records.clone())
+        (head.freeze(), records.clone(), Bytes::new())
     }
 
     /// Encodes the response as a frame of its own, in a buffer sized for it up front (a
@@ -1509,7 +1635,7 @@ impl Response {
         // Everything but a fetch's records fits in a few hundred bytes; the encoder grows
         // the buffer if a metadata answer needs more.
         let records = match self {
-            Response::Fetch(fetch) => fetch.records.len(),
+            Response::Fetch(fetch) => fetch.records.len() + 12 * fetch.epochs.len(),
             Response::ReplicaFetch(fetch) => fetch.records.len() + 12 * fetch.epochs.len(),
             _ => 0,
         };
@@ -1683,15 +1809,39 @@ impl Response {
                 append_time: reader.i64("append_time")?,
                 log_start_offset: reader.u64("log_start_offset")?,
             }),
-            ApiKey::Fetch => Response::Fetch(FetchResponse {
-                high_watermark: reader.u64("high_watermark")?,
-                log_start_offset: reader.u64("log_start_offset")?,
-                records: reader.bytes32("records", RESPONSE_SIZE_MAX)?,
-            }),
+            ApiKey::Fetch => {
+                let high_watermark = reader.u64("high_watermark")?;
+                let log_start_offset = reader.u64("log_start_offset")?;
+                let records = reader.bytes32("records", RESPONSE_SIZE_MAX)?;
+                let epochs = if trailing_flag(&mut reader, "epochs")? {
+                    let epochs = decode_boundaries(&mut reader)?;
+                    if epochs.is_empty() {
+                        // An empty list is sent as nothing.
+                        return Err(ProtoError::Value {
+                            field: "epochs",
+                            value: 0,
+                        });
+                    }
+                    epochs
+                } else {
+                    Vec::new()
+                };
+                Response::Fetch(FetchResponse {
+                    high_watermark,
+                    log_start_offset,
+                    records,
+                    epochs,
+                })
+            }
             ApiKey::ListOffsets => Response::ListOffsets(ListOffsetsResponse {
                 offset: reader.u64("offset")?,
                 log_start_offset: reader.u64("log_start_offset")?,
                 high_watermark: reader.u64("high_watermark")?,
+                leader_epoch: if trailing_flag(&mut reader, "leader_epoch")? {
+                    Some(reader.u32("leader_epoch")?)
+                } else {
+                    None
+                },
             }),
             ApiKey::AllocateProducerIds => {
                 Response::AllocateProducerIds(AllocateProducerIdsResponse {

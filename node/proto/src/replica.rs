@@ -247,6 +247,39 @@ impl ReplicaProgressRequest {
     }
 }
 
+/// A list of epoch boundaries: a `u32` count (at most `REPLICA_FETCH_EPOCHS_MAX`, which
+/// the sender keeps to), then each boundary's epoch (`u32`) and start offset (`u64`).
+pub(crate) fn encode_boundaries(w: &mut Writer<'_, BytesMut>, epochs: &[EpochBoundary]) {
+    w.u32(u32::try_from(epochs.len()).unwrap_or(u32::MAX));
+    for boundary in epochs {
+        w.u32(boundary.epoch);
+        w.u64(boundary.start_offset);
+    }
+}
+
+/// The boundaries [`encode_boundaries`] wrote, refused unless they go up in both epoch and
+/// start offset (anything else is not a leader's chain).
+pub(crate) fn decode_boundaries(reader: &mut Reader) -> Result<Vec<EpochBoundary>, ProtoError> {
+    let count = reader.count("epochs", REPLICA_FETCH_EPOCHS_MAX, 12)?;
+    let mut epochs = Vec::with_capacity(count);
+    for _ in 0..count {
+        let boundary = EpochBoundary {
+            epoch: reader.u32("epoch")?,
+            start_offset: reader.u64("start_offset")?,
+        };
+        if epochs.last().is_some_and(|last: &EpochBoundary| {
+            boundary.epoch <= last.epoch || boundary.start_offset <= last.start_offset
+        }) {
+            return Err(ProtoError::Value {
+                field: "epochs",
+                value: boundary.epoch.into(),
+            });
+        }
+        epochs.push(boundary);
+    }
+    Ok(epochs)
+}
+
 impl ReplicaFetchResponse {
     /// The body before the records' bytes (which follow as `bytes32`'s content).
     pub(crate) fn encode_head(&self, w: &mut Writer<'_, BytesMut>) {
@@ -260,12 +293,7 @@ impl ReplicaFetchResponse {
                 w.u64(diverging.end_offset);
             }
         }
-        // The leader sends at most `REPLICA_FETCH_EPOCHS_MAX` (the decoder refuses more).
-        w.u32(u32::try_from(self.epochs.len()).unwrap_or(u32::MAX));
-        for boundary in &self.epochs {
-            w.u32(boundary.epoch);
-            w.u64(boundary.start_offset);
-        }
+        encode_boundaries(w, &self.epochs);
         w.length32(&self.records);
     }
 
@@ -285,24 +313,7 @@ impl ReplicaFetchResponse {
                 })
             }
         };
-        let count = reader.count("epochs", REPLICA_FETCH_EPOCHS_MAX, 12)?;
-        let mut epochs = Vec::with_capacity(count);
-        for _ in 0..count {
-            let boundary = EpochBoundary {
-                epoch: reader.u32("epoch")?,
-                start_offset: reader.u64("start_offset")?,
-            };
-            // A chain goes up in both: anything else is not a leader's chain.
-            if epochs.last().is_some_and(|last: &EpochBoundary| {
-                boundary.epoch <= last.epoch || boundary.start_offset <= last.start_offset
-            }) {
-                return Err(ProtoError::Value {
-                    field: "epochs",
-                    value: boundary.epoch.into(),
-                });
-            }
-            epochs.push(boundary);
-        }
+        let epochs = decode_boundaries(reader)?;
         let records = reader.bytes32("records", crate::limits::RESPONSE_SIZE_MAX)?;
         if diverging.is_some() && (!epochs.is_empty() || !records.is_empty()) {
             return Err(ProtoError::Value {

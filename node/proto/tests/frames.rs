@@ -164,6 +164,7 @@ fn golden_fetch_request_matches_the_doc() {
         max_bytes: 1 << 20,
         max_wait_ms: 500,
         min_bytes: 1,
+        epochs: ReadEpochs::default(),
     });
     let bytes = request.to_frame(7);
     let expected = concat!(
@@ -313,6 +314,7 @@ fn bad_headers_and_bodies_are_typed_errors() {
             max_bytes,
             max_wait_ms,
             min_bytes,
+            epochs: ReadEpochs::default(),
         });
         Request::decode(&decode_one(&request.to_frame(1), REQUEST_SIZE_MAX))
     };
@@ -559,6 +561,29 @@ fn some_bytes(max: usize) -> impl Strategy<Value = Bytes> {
     proptest::collection::vec(any::<u8>(), 0..max).prop_map(Bytes::from)
 }
 
+fn read_epochs() -> impl Strategy<Value = ReadEpochs> {
+    (any::<bool>(), proptest::option::of(any::<u32>()))
+        .prop_map(|(answer, current)| ReadEpochs { answer, current })
+}
+
+/// Epoch boundaries as a leader's chain has them: going up in epoch and start offset.
+fn boundaries() -> impl Strategy<Value = Vec<EpochBoundary>> {
+    proptest::collection::vec((1u32..1000, 1u64..1_000_000), 0..5).prop_map(|steps| {
+        let (mut epoch, mut start) = (0u32, 0u64);
+        steps
+            .into_iter()
+            .map(|(more_epochs, more_offsets)| {
+                epoch += more_epochs;
+                start += more_offsets;
+                EpochBoundary {
+                    epoch,
+                    start_offset: start,
+                }
+            })
+            .collect()
+    })
+}
+
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         (
@@ -621,10 +646,11 @@ fn request() -> impl Strategy<Value = Request> {
             any::<u64>(),
             1u32..=(8 << 20),
             0u32..=60_000,
-            any::<u32>()
+            any::<u32>(),
+            read_epochs(),
         )
             .prop_map(
-                |(topic, partition, offset, max_bytes, max_wait_ms, min_bytes)| {
+                |(topic, partition, offset, max_bytes, max_wait_ms, min_bytes, epochs)| {
                     Request::Fetch(FetchRequest {
                         topic,
                         partition: PartitionId(partition),
@@ -632,6 +658,7 @@ fn request() -> impl Strategy<Value = Request> {
                         max_bytes,
                         max_wait_ms,
                         min_bytes: min_bytes % (max_bytes + 1),
+                        epochs,
                     })
                 }
             ),
@@ -642,15 +669,20 @@ fn request() -> impl Strategy<Value = Request> {
                 Just(OffsetSpec::Earliest),
                 Just(OffsetSpec::Latest),
                 any::<i64>().prop_map(OffsetSpec::Timestamp),
-            ]
+                any::<u32>().prop_map(OffsetSpec::EpochEnd),
+            ],
+            read_epochs(),
         )
-            .prop_map(|(topic, partition, spec)| Request::ListOffsets(
-                ListOffsetsRequest {
+            .prop_map(|(topic, partition, spec, mut epochs)| {
+                // An epoch's end is asked only with epochs (the decoder refuses it without).
+                epochs.answer |= matches!(spec, OffsetSpec::EpochEnd(_));
+                Request::ListOffsets(ListOffsetsRequest {
                     topic,
                     partition: PartitionId(partition),
                     spec,
-                }
-            )),
+                    epochs,
+                })
+            }),
         (
             topic(),
             any::<u32>(),
@@ -1031,22 +1063,28 @@ fn response() -> impl Strategy<Value = Response> {
                 log_start_offset,
             })
         ),
-        (any::<u64>(), any::<u64>(), some_bytes(300)).prop_map(
-            |(high_watermark, log_start_offset, records)| Response::Fetch(FetchResponse {
+        (any::<u64>(), any::<u64>(), some_bytes(300), boundaries()).prop_map(
+            |(high_watermark, log_start_offset, records, epochs)| Response::Fetch(FetchResponse {
                 high_watermark,
                 log_start_offset,
                 records,
+                epochs,
             })
         ),
-        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
-            |(offset, log_start_offset, high_watermark)| Response::ListOffsets(
-                ListOffsetsResponse {
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            proptest::option::of(any::<u32>())
+        )
+            .prop_map(|(offset, log_start_offset, high_watermark, leader_epoch)| {
+                Response::ListOffsets(ListOffsetsResponse {
                     offset,
                     log_start_offset,
-                    high_watermark
-                }
-            )
-        ),
+                    high_watermark,
+                    leader_epoch,
+                })
+            }),
         (any::<u64>(), any::<i64>(), any::<u64>(), any::<u64>()).prop_map(
             |(offset, timestamp, log_start_offset, high_watermark)| Response::FindRecord(
                 FindRecordResponse {
@@ -1246,9 +1284,10 @@ proptest! {
         response in response(),
         correlation_id in any::<u64>(),
     ) {
-        let (head, rest) = response.to_frame_parts(correlation_id);
+        let (head, records, tail) = response.to_frame_parts(correlation_id);
         let mut joined = head.to_vec();
-        joined.extend_from_slice(&rest);
+        joined.extend_from_slice(&records);
+        joined.extend_from_slice(&tail);
         prop_assert_eq!(&joined[..], &response.to_frame(correlation_id)[..]);
     }
 
@@ -1559,6 +1598,7 @@ fn a_frames_parked_wait_is_its_requests() {
         max_bytes: 1 << 20,
         max_wait_ms: 1234,
         min_bytes: 1,
+        epochs: ReadEpochs::default(),
     });
     let join = Request::Group(GroupRequest {
         topic: OFFSETS_TOPIC.into(),

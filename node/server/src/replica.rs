@@ -21,8 +21,8 @@ use spate_core::{FetchError, FetchWaitError, PartitionLog};
 use spate_format::Offset;
 use spate_proto::limits::REPLICA_FETCH_EPOCHS_MAX;
 use spate_proto::{
-    DivergingEpoch, EpochBoundary, ErrorCode, ErrorDetail, ErrorResponse, ReplicaFetchRequest,
-    ReplicaFetchResponse, ReplicaProgressRequest,
+    DivergingEpoch, EpochBoundary, ErrorCode, ErrorDetail, ErrorResponse, ReadEpochs,
+    ReplicaFetchRequest, ReplicaFetchResponse, ReplicaProgressRequest,
 };
 
 use crate::metadata::Leads;
@@ -103,6 +103,73 @@ impl Partition {
             .borrow()
             .as_ref()
             .is_none_or(|leading| leading.core.is_ready())
+    }
+
+    /// Kafka's check of a reader's leader epoch (KIP-320) against the epoch this node leads:
+    /// an older one is fenced (the reader's map is stale), a newer one unknown (this node has
+    /// not taken it yet). A single node has no epochs and checks nothing.
+    pub fn check_read_epoch(&self, epochs: ReadEpochs) -> Result<(), ErrorResponse> {
+        let (Some(current), Some(leading)) = (epochs.current, self.leading_epoch()) else {
+            return Ok(());
+        };
+        let name = format!("partition {}-{}", self.key.topic, self.key.partition);
+        match current.cmp(&leading) {
+            std::cmp::Ordering::Equal => Ok(()),
+            std::cmp::Ordering::Less => Err(refused(
+                ErrorCode::FencedLeaderEpoch,
+                format!("{name}: leader epoch {current} is over, this node leads epoch {leading}"),
+            )),
+            std::cmp::Ordering::Greater => Err(refused(
+                ErrorCode::UnknownLeaderEpoch,
+                format!("{name}: this node leads epoch {leading}, not yet {current}"),
+            )),
+        }
+    }
+
+    /// A consumer's fetch answer from `from` on with the epoch boundaries of its records
+    /// (`FetchResponse::epochs`), when the reader asked and this node leads with epochs;
+    /// otherwise the records as they are and no boundaries.
+    pub fn read_boundaries(
+        &self,
+        epochs: ReadEpochs,
+        records: Bytes,
+        from: Offset,
+    ) -> (Bytes, Vec<EpochBoundary>) {
+        let leading = self.leading.borrow();
+        match leading.as_ref() {
+            Some(leading) if epochs.answer && !records.is_empty() => {
+                with_boundaries(records, from, &leading.epochs)
+            }
+            _ => (records, Vec::new()),
+        }
+    }
+
+    /// The epoch a `ListOffsets` answer names for `offset`: the latest (the one this node
+    /// leads) for the high watermark, as Kafka answers the latest offset, else the epoch of
+    /// the record there; `None` without epochs (a single node).
+    pub fn epoch_of(&self, offset: Offset, high_watermark: Offset) -> Option<u32> {
+        let leading = self.leading.borrow();
+        let chain = &leading.as_ref()?.epochs;
+        let epoch = if offset >= high_watermark {
+            chain.latest_epoch()
+        } else {
+            chain.epoch_at(offset).or_else(|| chain.latest_epoch())
+        };
+        epoch.map(|epoch| epoch.0)
+    }
+
+    /// Where the records of `epoch` end in this leader's log (Kafka's OffsetForLeaderEpoch):
+    /// the end and the epoch the answer names, `None` when there is none to give (an epoch
+    /// above the chain's latest, or no chain).
+    pub fn epoch_end(&self, epoch: u32) -> Option<(u64, u32)> {
+        let leading = self.leading.borrow();
+        let chain = &leading.as_ref()?.epochs;
+        if epoch > chain.latest_epoch()?.0 {
+            return None;
+        }
+        let log_end = self.with_log(|log| log.next_offset());
+        let end = chain.end_for(LeaderEpoch(epoch), log_end)?;
+        Some((end.end.0, end.epoch.map_or(epoch, |found| found.0)))
     }
 
     /// Feeds the log's ends to the leader and the leader's high watermark to the log (after

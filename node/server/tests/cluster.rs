@@ -25,7 +25,10 @@ use spate_node::records::{
     TopicRequestRecord, TopicSettings,
 };
 use spate_node::{Flags, NodeConfig, NodeError, NodeHandle};
-use spate_proto::{DescribeClusterResponse, Durability, ErrorCode, Request, Response};
+use spate_proto::{
+    DescribeClusterResponse, Durability, ErrorCode, FetchRequest, OffsetSpec, ReadEpochs, Request,
+    Response,
+};
 
 /// An etcd server of one member, stopped when dropped.
 struct Etcd {
@@ -1268,6 +1271,7 @@ fn values_of(client: &mut NodeClient, topic: &str, partition: u32) -> Vec<Vec<u8
         topic: topic.into(),
         partition: spate_proto::PartitionId(partition),
         spec: spate_proto::OffsetSpec::Earliest,
+        epochs: spate_proto::ReadEpochs::default(),
     })) {
         Response::ListOffsets(listed) => listed.offset,
         other => panic!("{other:?}"),
@@ -2124,6 +2128,73 @@ fn a_replicated_partition_keeps_its_acknowledged_records_when_its_leader_goes() 
         matches!(again.fetch("r", 0, 5, 0), Response::Fetch(_))
     });
     assert_eq!(values_of(&mut again, "r", 0), written);
+    // Kafka's leader epochs (KIP-320) as this leader's chain has them: epoch 1 from the log
+    // start (5), epoch 2 from 20, epoch 3 (this leadership, nothing written yet) from 21.
+    let fetch = |client: &mut NodeClient, epochs: ReadEpochs| {
+        client.call(&Request::Fetch(FetchRequest {
+            topic: "r".into(),
+            partition: spate_proto::PartitionId(0),
+            offset: 5,
+            max_bytes: 1 << 20,
+            max_wait_ms: 0,
+            min_bytes: 0,
+            epochs,
+        }))
+    };
+    let boundary = |epoch, start_offset| spate_proto::EpochBoundary {
+        epoch,
+        start_offset,
+    };
+    let asked = |current| ReadEpochs {
+        answer: true,
+        current,
+    };
+    match fetch(&mut again, asked(Some(3))) {
+        Response::Fetch(answer) => {
+            assert_eq!(answer.epochs, vec![boundary(1, 5), boundary(2, 20)]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Not asked: no epochs (what the SDK and older gateways get).
+    match fetch(&mut again, ReadEpochs::default()) {
+        Response::Fetch(answer) => assert!(answer.epochs.is_empty()),
+        other => panic!("{other:?}"),
+    }
+    // A reader with a stale epoch is fenced; one ahead of this node is told it is unknown.
+    let refused = |response: Response| match response {
+        Response::Error { error, .. } => error.code,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        refused(fetch(&mut again, asked(Some(2)))),
+        ErrorCode::FencedLeaderEpoch
+    );
+    assert_eq!(
+        refused(fetch(&mut again, asked(Some(4)))),
+        ErrorCode::UnknownLeaderEpoch
+    );
+    let list = |client: &mut NodeClient, spec| match client.call(&Request::ListOffsets(
+        spate_proto::ListOffsetsRequest {
+            topic: "r".into(),
+            partition: spate_proto::PartitionId(0),
+            spec,
+            epochs: asked(None),
+        },
+    )) {
+        Response::ListOffsets(found) => (found.offset, found.leader_epoch),
+        other => panic!("{other:?}"),
+    };
+    // Where each epoch's records end, as Kafka's OffsetForLeaderEpoch answers: the next
+    // epoch's start, the log end for the latest, nothing above the chain, and the chain's
+    // start for an epoch before it.
+    assert_eq!(list(&mut again, OffsetSpec::EpochEnd(1)), (20, Some(1)));
+    assert_eq!(list(&mut again, OffsetSpec::EpochEnd(2)), (21, Some(2)));
+    assert_eq!(list(&mut again, OffsetSpec::EpochEnd(3)), (21, Some(3)));
+    assert_eq!(list(&mut again, OffsetSpec::EpochEnd(4)).1, None);
+    assert_eq!(list(&mut again, OffsetSpec::EpochEnd(0)), (5, Some(0)));
+    // The epochs of the offsets ListOffsets finds: the latest for the high watermark.
+    assert_eq!(list(&mut again, OffsetSpec::Earliest), (5, Some(1)));
+    assert_eq!(list(&mut again, OffsetSpec::Latest), (21, Some(3)));
     for node in nodes.into_iter().flatten() {
         node.shutdown();
     }

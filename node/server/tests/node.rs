@@ -216,6 +216,7 @@ fn long_poll_wakes_on_append_and_times_out_at_max_wait() {
         max_bytes: 1 << 20,
         max_wait_ms: 30_000,
         min_bytes: 1,
+        epochs: ReadEpochs::default(),
     }));
     std::thread::sleep(Duration::from_millis(100));
     let started = Instant::now();
@@ -256,6 +257,7 @@ fn parked_fetches_beyond_the_limit_get_busy_and_the_rest_wake_together() {
             max_bytes: 1 << 20,
             max_wait_ms: 30_000,
             min_bytes: 1,
+            epochs: ReadEpochs::default(),
         }))
     };
     let mut parked: Vec<Client> = (0..2).map(|_| Client::connect(node.endpoints[0])).collect();
@@ -339,6 +341,7 @@ fn durability_levels_acknowledge_and_become_visible() {
             topic: "t".into(),
             partition: PartitionId(0),
             spec,
+            epochs: ReadEpochs::default(),
         })) {
             Response::ListOffsets(listed) => listed.offset,
             other => panic!("{other:?}"),
@@ -602,6 +605,7 @@ fn retention_deletes_old_segments_on_its_schedule() {
             topic: "r".into(),
             partition: PartitionId(0),
             spec: OffsetSpec::Earliest,
+            epochs: ReadEpochs::default(),
         }));
         let Response::ListOffsets(listed) = listed else {
             panic!("{listed:?}")
@@ -712,6 +716,7 @@ fn delete_records_moves_the_log_start_durably_and_frees_whole_segments() {
             topic: "d".into(),
             partition: PartitionId(0),
             spec: OffsetSpec::Earliest,
+            epochs: ReadEpochs::default(),
         })) {
             Response::ListOffsets(listed) => listed.offset,
             other => panic!("{other:?}"),
@@ -916,6 +921,7 @@ fn the_offsets_log_is_compacted_by_snapshots_and_replays_after_a_restart() {
             topic: OFFSETS_TOPIC.into(),
             partition: PartitionId(partition),
             spec,
+            epochs: ReadEpochs::default(),
         })) {
             Response::ListOffsets(listed) => listed.offset,
             other => panic!("{other:?}"),

@@ -151,13 +151,16 @@ fn internal_topic() -> ErrorResponse {
 /// answer's header (a second write); shorter ones are copied behind it (one write).
 const SHARED_ANSWER_BYTES_MIN: usize = 16 << 10;
 
-/// An answer's frame as the connection's writer sends it: a head and the records after it.
-fn answer_frame(response: &Response, correlation: u64) -> (Bytes, Bytes) {
+/// An answer's frame as the connection's writer sends it: a head, the records after it and
+/// what follows them (a fetch's epochs).
+type AnswerFrame = (Bytes, Bytes, Bytes);
+
+fn answer_frame(response: &Response, correlation: u64) -> AnswerFrame {
     match response {
         Response::Fetch(fetch) if fetch.records.len() >= SHARED_ANSWER_BYTES_MIN => {
             response.to_frame_parts(correlation)
         }
-        _ => (response.to_frame(correlation), Bytes::new()),
+        _ => (response.to_frame(correlation), Bytes::new(), Bytes::new()),
     }
 }
 
@@ -233,7 +236,7 @@ impl Shard {
         self: &Rc<Self>,
         frame: &Frame,
         permit: StaticPermit,
-        responses: &Rc<LocalSender<(Bytes, Bytes)>>,
+        responses: &Rc<LocalSender<AnswerFrame>>,
         link: u64,
         replica: &ReplicaLink,
     ) -> bool {
@@ -311,13 +314,14 @@ impl Shard {
     ) -> std::io::Result<()> {
         let (mut reader, mut writer) = futures_lite::io::split(stream);
         let in_flight = self.config.frames_in_flight as usize;
-        let (responses, outgoing) = local_channel::new_bounded::<(Bytes, Bytes)>(in_flight);
+        let (responses, outgoing) = local_channel::new_bounded::<AnswerFrame>(in_flight);
         let responses = Rc::new(responses);
         let writer_task = glommio::spawn_local(async move {
-            while let Some((head, rest)) = outgoing.recv().await {
-                if writer.write_all(&head).await.is_err() || writer.write_all(&rest).await.is_err()
-                {
-                    break;
+            'frames: while let Some((head, records, tail)) = outgoing.recv().await {
+                for part in [head, records, tail] {
+                    if !part.is_empty() && writer.write_all(&part).await.is_err() {
+                        break 'frames;
+                    }
                 }
             }
             let _ = writer.close().await;
@@ -338,7 +342,7 @@ impl Shard {
                     Err(frame_error) => {
                         // The stream cannot be resynchronised: answer and close.
                         let answer = Response::frame_error(inbound.buffered(), &frame_error);
-                        let _ = responses.send((answer, Bytes::new())).await;
+                        let _ = responses.send((answer, Bytes::new(), Bytes::new())).await;
                         break 'connection Ok(());
                     }
                 };

@@ -18,8 +18,8 @@ use spate_proto::{
     DeleteRecordsRequest, DeleteRecordsResponse, Durability, ErrorCode, ErrorDetail, ErrorResponse,
     FetchRequest, FetchResponse, FindRecordRequest, FindRecordResponse, ListOffsetsRequest,
     ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetSpec, PartitionId,
-    PartitionMetadata, ProduceRequest, ProduceResponse, RecordTarget, Setting, ShardId, ShardInfo,
-    TopicMetadata, DELETE_RECORDS_TO_HIGH_WATERMARK,
+    PartitionMetadata, ProduceRequest, ProduceResponse, ReadEpochs, RecordTarget, Setting, ShardId,
+    ShardInfo, TopicMetadata, DELETE_RECORDS_TO_HIGH_WATERMARK,
 };
 
 use super::{effective, error, Shard};
@@ -404,6 +404,7 @@ impl Shard {
         partition: &Rc<Partition>,
         request: &FetchRequest,
     ) -> Result<FetchResponse, ErrorResponse> {
+        partition.check_read_epoch(request.epochs)?;
         let started = Instant::now();
         let max_wait = Duration::from_millis(u64::from(request.max_wait_ms));
         let offset = Offset(request.offset);
@@ -430,11 +431,13 @@ impl Shard {
                 }
             })?;
             let records = self.fetch_records(partition, plan).await?;
+            let (records, epochs) = partition.read_boundaries(request.epochs, records, offset);
             let waited = started.elapsed();
             let answer = FetchResponse {
                 high_watermark: high_watermark.0,
                 log_start_offset: log_start.0,
                 records,
+                epochs,
             };
             if answer.records.len() >= request.min_bytes.max(1) as usize
                 || waited >= max_wait
@@ -524,6 +527,7 @@ impl Shard {
         partition: &Rc<Partition>,
         request: ListOffsetsRequest,
     ) -> Result<ListOffsetsResponse, ErrorResponse> {
+        partition.check_read_epoch(request.epochs)?;
         let (log_start, high_watermark, scan_from) = {
             let log = partition.log();
             let start = match request.spec {
@@ -533,6 +537,15 @@ impl Shard {
             (log.log_start(), log.high_watermark(), start)
         };
         let offset = match request.spec {
+            OffsetSpec::EpochEnd(epoch) => {
+                let (end, leader_epoch) = partition.epoch_end(epoch).unzip();
+                return Ok(ListOffsetsResponse {
+                    offset: end.unwrap_or(high_watermark.0),
+                    log_start_offset: log_start.0,
+                    high_watermark: high_watermark.0,
+                    leader_epoch,
+                });
+            }
             OffsetSpec::Earliest => log_start,
             OffsetSpec::Latest => high_watermark,
             OffsetSpec::Timestamp(timestamp) => match scan_from {
@@ -550,10 +563,16 @@ impl Shard {
                     .map_or(high_watermark, |(offset, _)| offset),
             },
         };
+        let leader_epoch = request
+            .epochs
+            .answer
+            .then(|| partition.epoch_of(offset, high_watermark))
+            .flatten();
         Ok(ListOffsetsResponse {
             offset: offset.0,
             log_start_offset: log_start.0,
             high_watermark: high_watermark.0,
+            leader_epoch,
         })
     }
 
@@ -581,6 +600,7 @@ impl Shard {
                 max_bytes: FIND_STEP_BYTES,
                 max_wait_ms: 0,
                 min_bytes: 0,
+                epochs: ReadEpochs::default(),
             };
             let fetched = match self.fetch(target, &request).await {
                 Ok(fetched) => fetched,

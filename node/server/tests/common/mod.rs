@@ -206,6 +206,7 @@ impl Client {
             max_bytes: 1 << 20,
             max_wait_ms,
             min_bytes: 1,
+            epochs: ReadEpochs::default(),
         }))
     }
 }
