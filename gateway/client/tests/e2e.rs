@@ -3434,7 +3434,9 @@ async fn records_sent_while_a_partition_is_busy_join_one_batch() {
 /// kcat (idempotent, acks=all) keeps producing while the leader of the topic's partition is
 /// killed with SIGKILL: every line arrives exactly once and in order, `spate up` reports the
 /// exit and carries on, and the whole cluster stops on SIGTERM and starts again from its data
-/// directory with every record. Then a consumer group of librdkafka commits half of another
+/// directory with every record. Kafka admin clients move a partition (`moves.py`), and
+/// librdkafka 2.16 reads across a leader change with leader epochs (`epochs.py`). Then a
+/// consumer group of librdkafka commits half of another
 /// topic, the node leading the group's offsets partition is killed with SIGKILL, and the
 /// group's next consumer reads exactly the other half (`confluent_group_failover.py`).
 #[cfg(feature = "cluster-tests")]
@@ -3612,6 +3614,21 @@ fn spate_up_runs_a_cluster_that_survives_kill_9_of_a_leader() {
     assert!(
         ran.status.success(),
         "moves.py:\n{}\n{}",
+        String::from_utf8_lossy(&ran.stdout),
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    // Kafka's leader epochs (KIP-320) with librdkafka 2.16: records carry their epoch, a
+    // consumer reads on across a leader change, and a position past the end of its epoch is
+    // found out through OffsetForLeaderEpoch.
+    let epochs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_clients/epochs.py");
+    let ran = Command::new(&python)
+        .arg(&epochs)
+        .args([broker.as_str(), "epochs"])
+        .output()
+        .unwrap();
+    assert!(
+        ran.status.success(),
+        "epochs.py:\n{}\n{}",
         String::from_utf8_lossy(&ran.stdout),
         String::from_utf8_lossy(&ran.stderr)
     );
