@@ -4,16 +4,19 @@
 //! What decodes is answered: encoding the ApiVersions answer for it must work too. A group
 //! request becomes the node's `Group` request: one that passes `check` must encode (the
 //! gateway encodes only such). ElectLeaders and AlterPartitionReassignments become the node's
-//! `MovePartitions` requests, which must encode.
+//! `MovePartitions` requests, which must encode. An OffsetForLeaderEpoch partition becomes the
+//! node's ListOffsets of an epoch's end, which must decode back to itself.
 
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use spate_kafka::frame::{decode_request, encode_response, request_size, Decoded};
-use spate_kafka::{groups, moves};
+use spate_kafka::{groups, moves, translate};
 use spate_kafka::versions::api_versions_body;
-use spate_proto::{GroupRequest, MovePartitionsRequest, Request as NodeRequest};
+use spate_proto::{
+    Frame, FrameDecoder, GroupRequest, MovePartitionsRequest, PartitionId, Request as NodeRequest,
+};
 
 use kafka_protocol::messages::RequestKind;
 
@@ -68,6 +71,33 @@ fuzz_target!(|data: &[u8]| {
             for (change, _) in plan.map(|plan| plan.moves).unwrap_or_default() {
                 let node = NodeRequest::MovePartitions(MovePartitionsRequest { change });
                 assert!(!node.to_frame(0).is_empty());
+            }
+            if let RequestKind::OffsetForLeaderEpoch(r) = &request.body {
+                for topic in &r.topics {
+                    for partition in &topic.partitions {
+                        let Ok(index) = u32::try_from(partition.partition) else {
+                            continue;
+                        };
+                        let lookup = translate::epoch_lookup(
+                            partition.leader_epoch,
+                            partition.current_leader_epoch,
+                        );
+                        let node = NodeRequest::ListOffsets(translate::epoch_end_request(
+                            &topic.topic,
+                            PartitionId(index),
+                            &lookup,
+                        ));
+                        if spate_format::validate_topic_name(topic.topic.as_str()).is_err() {
+                            continue;
+                        }
+                        let mut bytes = bytes::BytesMut::from(&node.to_frame(0)[..]);
+                        let frame: Frame = FrameDecoder::new(1 << 20)
+                            .decode(&mut bytes)
+                            .expect("a whole frame")
+                            .expect("complete");
+                        assert_eq!(NodeRequest::decode(&frame).expect("decodes"), node);
+                    }
+                }
             }
         }
         Ok(Decoded::Answer(answer)) => assert!(answer.len() >= 8),

@@ -47,6 +47,17 @@ pub struct ClusterSettings {
     /// The address Kafka clients reach this node's partitions at (its gateway's Kafka
     /// listener), published in the member record.
     pub kafka_address: Option<String>,
+    /// How the controller balances leaders back to preferred replicas; `None`: it does not.
+    pub leader_balance: Option<LeaderBalance>,
+}
+
+/// Automatic leader balancing (`--auto-leader-rebalance`): every `interval`, the preferred
+/// elections of the members whose preferred partitions are led elsewhere in more than
+/// `percent` percent (`spate_core::replica::rebalance_leaders`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaderBalance {
+    pub interval: Duration,
+    pub percent: u32,
 }
 
 impl ClusterSettings {
@@ -1267,6 +1278,7 @@ impl Member {
         let cluster = self.settings.cluster_name.clone();
         let endpoints = self.settings.endpoints.clone();
         let connect_timeout = self.settings.session_timeout;
+        let balance = self.settings.leader_balance;
         tokio::spawn(async move {
             let Ok(value) = serde_json::to_vec(&record) else {
                 return;
@@ -1298,7 +1310,7 @@ impl Member {
                             revision = leader.rev(),
                             "this node is the cluster's controller"
                         );
-                        crate::controller::lead(client, cluster.clone(), leader).await;
+                        crate::controller::lead(client, cluster.clone(), leader, balance).await;
                         controller.store(false, Ordering::Relaxed);
                         tracing::warn!(
                             node,

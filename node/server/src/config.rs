@@ -62,6 +62,12 @@ pub const CLUSTER_NAME_DEFAULT: &str = "spate";
 /// A node's etcd lease lives this long without renewal (Kafka's broker session timeout is
 /// 9 s with KRaft, 18 s with ZooKeeper).
 pub const SESSION_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// How often the controller checks the leaders' balance (Kafka's
+/// `leader.imbalance.check.interval.seconds`, 300).
+pub const LEADER_IMBALANCE_CHECK_MS_DEFAULT: u64 = 300_000;
+/// The share of a node's preferred partitions led elsewhere that starts a rebalance (Kafka's
+/// `leader.imbalance.per.broker.percentage`).
+pub const LEADER_IMBALANCE_PERCENT_DEFAULT: u32 = 10;
 /// Memory each shard registers with io_uring for I/O buffers. Small, so several shards run
 /// under the default locked-memory limit (`ulimit -l`, often 8 MiB or less).
 pub const IO_MEMORY_DEFAULT: usize = 512 << 10;
@@ -121,6 +127,22 @@ spate_proto::settings! {
         /// [default: 0]
         #[arg(long, value_name = "N")]
         offsets_replication_factor: u16 = 0,
+        /// In a cluster, the controller moves leaderships back to their preferred replicas
+        /// (the first replica of each partition) when more than --leader-imbalance-percent
+        /// of a node's preferred partitions are led by other nodes, checking every
+        /// --leader-imbalance-check-ms (Kafka's `auto.leader.rebalance.enable`). [default: true]
+        #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+        auto_leader_rebalance: bool = true,
+        /// How often (ms) the controller checks the leaders' balance (Kafka's
+        /// `leader.imbalance.check.interval.seconds`); the first check comes one interval after
+        /// a node becomes the controller. [default: 300000]
+        #[arg(long, value_name = "MS")]
+        leader_imbalance_check_ms: u64 = LEADER_IMBALANCE_CHECK_MS_DEFAULT,
+        /// The share of a node's preferred partitions (in percent, 0 to 100) that may be led
+        /// elsewhere before the controller moves them back (Kafka's
+        /// `leader.imbalance.per.broker.percentage`). [default: 10]
+        #[arg(long, value_name = "PERCENT")]
+        leader_imbalance_percent: u32 = LEADER_IMBALANCE_PERCENT_DEFAULT,
         /// Address of shard 0; shard i listens on port + i (port 0: every shard picks a free
         /// port). [default: 127.0.0.1:7460]
         #[arg(long, value_name = "HOST:PORT")]
@@ -412,6 +434,21 @@ impl NodeConfig {
             .is_some_and(|urls| urls.split(',').any(|url| url.trim().is_empty()))
         {
             return Err(invalid("etcd", "an empty endpoint in the list"));
+        }
+        if !(1_000..=86_400_000).contains(&self.leader_imbalance_check_ms) {
+            return Err(invalid(
+                "leader_imbalance_check_ms",
+                format!(
+                    "{} (valid: 1000 to 86400000)",
+                    self.leader_imbalance_check_ms
+                ),
+            ));
+        }
+        if self.leader_imbalance_percent > 100 {
+            return Err(invalid(
+                "leader_imbalance_percent",
+                format!("{} (valid: 0 to 100)", self.leader_imbalance_percent),
+            ));
         }
         if !(3_000..=300_000).contains(&self.session_timeout_ms) {
             return Err(invalid(

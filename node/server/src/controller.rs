@@ -12,17 +12,17 @@
 //! write; it notices at its next pass and returns.
 //! The records it reads and writes are in [`crate::records`].
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 use etcd_client::{Client, Compare, CompareOp, GetOptions, LeaderKey, Txn, TxnOp};
 use spate_core::replica::{
-    reconcile as reconcile_actions, Action, ClusterRead, CreationRequest, LiveMember, Member,
-    PartitionEntry, PartitionName, Placement, Refusal, ReplicaId, SessionId, StorageId,
-    TopicAssignment,
+    rebalance_leaders, reconcile as reconcile_actions, Action, ClusterRead, CreationRequest,
+    LiveMember, Member, PartitionEntry, PartitionName, Placement, Refusal, ReplicaId, SessionId,
+    StorageId, TopicAssignment,
 };
 
-use crate::cluster::{member_node, member_record, members_prefix};
+use crate::cluster::{member_node, member_record, members_prefix, LeaderBalance};
 use crate::records::{
     decommissioned_of, decommissioned_prefix, hex, json, name_under, partition_key,
     partition_under, partitions_prefix, read_partition, read_prefix, read_topic, topic_id,
@@ -62,9 +62,16 @@ enum Pass {
 
 /// Runs the controller's duties while `leader` (this node's won campaign) holds; returns when
 /// this node is deposed (its election key is gone while its lease lives). The task running it
-/// is aborted when the session goes.
-pub async fn lead(mut client: Client, cluster: String, leader: LeaderKey) {
+/// is aborted when the session goes. With `balance`, the first pass after each of its
+/// intervals also moves leaderships back to preferred replicas.
+pub async fn lead(
+    mut client: Client,
+    cluster: String,
+    leader: LeaderKey,
+    balance: Option<LeaderBalance>,
+) {
     let mut warned = HashSet::new();
+    let mut balancing = Balancing::new(balance);
     // Failures in a row over this connection: past `CONTROLLER_FAILURES_MAX` the controller
     // returns, and the campaign reconnects (through another etcd member when this one is
     // gone) and resumes its election key under the same lease.
@@ -77,8 +84,20 @@ pub async fn lead(mut client: Client, cluster: String, leader: LeaderKey) {
             );
             return;
         }
-        let revision = match bounded(reconcile(&mut client, &cluster, &leader, &mut warned)).await {
-            Ok(Pass::Done(revision)) => revision,
+        let percent = balancing.due();
+        let revision = match bounded(reconcile(
+            &mut client,
+            &cluster,
+            &leader,
+            &mut warned,
+            percent,
+        ))
+        .await
+        {
+            Ok(Pass::Done(revision)) => {
+                balancing.done(percent);
+                revision
+            }
             Ok(Pass::Deposed) => return,
             Err(error) => {
                 tracing::warn!("the controller cannot apply its decisions: {error}");
@@ -104,8 +123,20 @@ pub async fn lead(mut client: Client, cluster: String, leader: LeaderKey) {
                 tracing::warn!("the controller's watch ended ({why}); reading everything again");
                 break;
             }
-            match bounded(reconcile(&mut client, &cluster, &leader, &mut warned)).await {
-                Ok(Pass::Done(_)) => failures = 0,
+            let percent = balancing.due();
+            match bounded(reconcile(
+                &mut client,
+                &cluster,
+                &leader,
+                &mut warned,
+                percent,
+            ))
+            .await
+            {
+                Ok(Pass::Done(_)) => {
+                    balancing.done(percent);
+                    failures = 0;
+                }
                 Ok(Pass::Deposed) => return,
                 Err(error) => {
                     tracing::warn!("the controller cannot apply its decisions: {error}");
@@ -118,6 +149,35 @@ pub async fn lead(mut client: Client, cluster: String, leader: LeaderKey) {
             }
         }
         tokio::time::sleep(CONTROLLER_RETRY).await;
+    }
+}
+
+/// When the controller's next pass balances leaders (`--auto-leader-rebalance`).
+struct Balancing {
+    balance: Option<LeaderBalance>,
+    next: tokio::time::Instant,
+}
+
+impl Balancing {
+    fn new(balance: Option<LeaderBalance>) -> Self {
+        let interval = balance.map_or(Duration::ZERO, |balance| balance.interval);
+        Self {
+            balance,
+            next: tokio::time::Instant::now() + interval,
+        }
+    }
+
+    /// The imbalance allowed, in percent, when this pass is to balance.
+    fn due(&self) -> Option<u32> {
+        let balance = self.balance?;
+        (tokio::time::Instant::now() >= self.next).then_some(balance.percent)
+    }
+
+    /// A pass done: if it balanced, the next balancing is one interval on.
+    fn done(&mut self, balanced: Option<u32>) {
+        if let (Some(_), Some(balance)) = (balanced, self.balance) {
+            self.next = tokio::time::Instant::now() + balance.interval;
+        }
     }
 }
 
@@ -412,6 +472,7 @@ async fn reconcile(
     cluster: &str,
     leader: &LeaderKey,
     warned: &mut HashSet<String>,
+    balance: Option<u32>,
 ) -> Result<Pass, etcd_client::Error> {
     let mut bad = Vec::new();
     let read = read_all(client, cluster, leader, &mut bad).await?;
@@ -431,7 +492,29 @@ async fn reconcile(
     let mut batch = Batch::default();
     let mut changes = Vec::new();
     let mut moves: BTreeMap<String, Vec<Move>> = BTreeMap::new();
-    for action in reconcile_actions(&read.cluster) {
+    let mut actions = reconcile_actions(&read.cluster);
+    if let Some(percent) = balance {
+        let changed: BTreeSet<_> = actions
+            .iter()
+            .filter_map(|action| match action {
+                Action::Create { partition, .. }
+                | Action::Change { partition, .. }
+                | Action::Remove { partition }
+                | Action::Reassign { partition, .. } => Some(partition.clone()),
+                Action::Accept { .. } | Action::Refuse { .. } => None,
+            })
+            .collect();
+        let elections = rebalance_leaders(&read.cluster, percent, &changed);
+        if !elections.is_empty() {
+            tracing::info!(
+                partitions = elections.len(),
+                "the controller moves leaderships back to their preferred replicas (more than \
+                 {percent} % of a node's were led elsewhere)"
+            );
+        }
+        actions.extend(elections);
+    }
+    for action in actions {
         match action {
             Action::Accept { topic, replicas } => {
                 let Some((mod_revision, request)) = read.requests.get(&topic) else {

@@ -289,6 +289,12 @@ fn join_cluster(
         node_id,
         session_timeout: Duration::from_millis(config.session_timeout_ms),
         kafka_address: config.kafka_address.clone(),
+        leader_balance: config
+            .auto_leader_rebalance
+            .then_some(crate::cluster::LeaderBalance {
+                interval: Duration::from_millis(config.leader_imbalance_check_ms),
+                percent: config.leader_imbalance_percent,
+            }),
     };
     let shards = endpoints.iter().map(ToString::to_string).collect();
     Ok(Some(ClusterSession::join(

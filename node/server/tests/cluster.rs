@@ -2200,6 +2200,88 @@ fn a_replicated_partition_keeps_its_acknowledged_records_when_its_leader_goes() 
     }
 }
 
+/// Automatic leader balancing (Kafka's `auto.leader.rebalance.enable`): a node stops, the
+/// other leads its partitions; when it is back and in sync, the controller moves the
+/// leaderships of the partitions it prefers back to it within a check interval — and not at
+/// all with balancing off.
+#[test]
+fn leaderships_go_back_to_their_preferred_replicas() {
+    for balancing in [true, false] {
+        let etcd = Etcd::start(if balancing { "balanced" } else { "unbalanced" });
+        let base = if balancing { 141 } else { 151 };
+        let ids = [base, base + 1];
+        let dirs = ids.map(|id| data_dir(&format!("member-{id}")));
+        let start = |at: usize| {
+            let mut config = config(&dirs[at], &etcd, ids[at], 3_000);
+            config.auto_leader_rebalance = balancing;
+            config.leader_imbalance_check_ms = 1_000;
+            config.leader_imbalance_percent = 10;
+            spate_node::start(config).unwrap()
+        };
+        let mut nodes = [Some(start(0)), None];
+        wait_for("a controller", Duration::from_secs(10), || {
+            nodes[0].as_ref().unwrap().is_controller()
+        });
+        nodes[1] = Some(start(1));
+        wait_for("membership", Duration::from_secs(10), || {
+            etcd.member(ids[1]).is_some()
+        });
+        let mut client = NodeClient::connect(nodes[0].as_ref().unwrap().endpoints[0]);
+        let create = Request::CreateTopic(spate_proto::CreateTopicRequest {
+            legacy_layout: false,
+            min_insync_replicas: spate_proto::Setting::Default,
+            topic: "b".into(),
+            partitions: 4,
+            retention_ms: spate_proto::Setting::Default,
+            retention_bytes: spate_proto::Setting::Default,
+            segment_bytes: spate_proto::Setting::Default,
+            replication_factor: 2,
+        });
+        assert!(matches!(client.call(&create), Response::CreateTopic(_)));
+        let (assigned, _) = etcd.get(&topic_key("spate", "b")).unwrap().unwrap();
+        let assigned: TopicRecord = serde_json::from_slice(&assigned).unwrap();
+        let preferred: Vec<u32> = assigned.replicas.iter().map(|at| at[0].node).collect();
+        assert!(preferred.contains(&ids[1]), "{preferred:?}");
+        let leaders = || -> Vec<Option<u32>> {
+            partitions_of(&etcd, "b")
+                .iter()
+                .map(|state| state.leader.as_ref().map(|leader| leader.node))
+                .collect()
+        };
+        let all_in_sync = || partitions_of(&etcd, "b").iter().all(|p| p.isr.len() == 2);
+        let preferred_lead =
+            || leaders() == preferred.iter().map(|node| Some(*node)).collect::<Vec<_>>();
+        wait_for("the preferred leaders", Duration::from_secs(10), || {
+            preferred_lead() && all_in_sync()
+        });
+        // The second node goes: the first leads everything.
+        nodes[1].take().unwrap().shutdown();
+        wait_for("one leader for all", Duration::from_secs(15), || {
+            leaders().iter().all(|leader| *leader == Some(ids[0]))
+        });
+        // Back and in sync: with balancing, its partitions are led by it again.
+        nodes[1] = Some(start(1));
+        wait_for("both in sync again", Duration::from_secs(20), all_in_sync);
+        if balancing {
+            wait_for(
+                "the preferred leaders again",
+                Duration::from_secs(10),
+                preferred_lead,
+            );
+        } else {
+            std::thread::sleep(Duration::from_secs(4));
+            assert!(
+                leaders().iter().all(|leader| *leader == Some(ids[0])),
+                "{:?}",
+                leaders()
+            );
+        }
+        for node in nodes.into_iter().flatten() {
+            node.shutdown();
+        }
+    }
+}
+
 /// A real follower node and the test as its partition's leader: etcd, the test's listener
 /// (its one shard), the follower node, its data directory, topic `id` on both, and the
 /// partition led by the test in `epoch` (written by the caller when its leader side runs).

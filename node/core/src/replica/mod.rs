@@ -27,8 +27,8 @@ pub use leader::{
     REPLICA_LAG_MAX_MS_DEFAULT,
 };
 pub use reconcile::{
-    reconcile, Action, ClusterRead, CreationRequest, Member, PartitionEntry, PartitionName,
-    Refusal, TopicAssignment, TopicId,
+    rebalance_leaders, reconcile, Action, ClusterRead, CreationRequest, Member, PartitionEntry,
+    PartitionName, Refusal, TopicAssignment, TopicId,
 };
 pub use throttle::Throttle;
 

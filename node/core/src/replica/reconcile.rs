@@ -28,7 +28,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use spate_format::limits::PARTITIONS_PER_TOPIC_MAX;
 
-use super::control::{decide, place, LiveMember, PartitionState, Placeable, Placement};
+use super::control::{
+    decide, elect_preferred, place, LiveMember, PartitionState, Placeable, Placement,
+};
 use super::LeaderEpoch;
 use super::{IsrMember, PlacementError, ReplicaId};
 
@@ -474,10 +476,175 @@ pub fn reconcile(read: &ClusterRead) -> Vec<Action> {
     actions
 }
 
+/// Kafka's automatic leader balancing (`auto.leader.rebalance.enable`, with
+/// `leader.imbalance.per.broker.percentage`): for each member, the partitions whose preferred
+/// replica (the first) it is are counted, and those led by another node; where more than
+/// `percent` percent of them are led elsewhere, each of those whose preferred election can be
+/// made ([`elect_preferred`]: the member alive and in sync) gets it. Partitions being
+/// reassigned (their move decides the leader), whose preferred replica is decommissioned, of
+/// a stale topic id, or naming a member whose record could not be read are left alone, and so
+/// is every partition [`reconcile`] changes in the same pass (`skip`).
+pub fn rebalance_leaders(
+    read: &ClusterRead,
+    percent: u32,
+    skip: &BTreeSet<PartitionName>,
+) -> Vec<Action> {
+    let live: BTreeMap<ReplicaId, LiveMember> = read
+        .members
+        .iter()
+        .map(|(&replica, member)| (replica, member.live))
+        .collect();
+    let knows = |replica: &ReplicaId| !read.unknown.contains(replica);
+    // Per preferred member: its partitions, those led elsewhere, and the elections of those
+    // that can have one.
+    let mut preferred: BTreeMap<ReplicaId, (u64, u64, Vec<Action>)> = BTreeMap::new();
+    for (name, assignment) in &read.topics {
+        let Some(assignment) = assignment else {
+            continue;
+        };
+        for (number, replicas) in (0u32..).zip(&assignment.replicas) {
+            let Some(first) = replicas.first().map(|at| at.node) else {
+                continue;
+            };
+            let partition = (name.clone(), number);
+            let Some(Some(entry)) = read.partitions.get(&partition) else {
+                continue;
+            };
+            let ids: Vec<ReplicaId> = replicas.iter().map(|at| at.node).collect();
+            let names_unknown = !ids
+                .iter()
+                .chain(entry.state.leader.iter().map(|(leader, _)| leader))
+                .chain(entry.state.isr.iter().map(|member| &member.replica))
+                .all(knows);
+            if entry.topic_id != assignment.id
+                || assignment.targets.contains_key(&number)
+                || read.excluded.contains(&first)
+                || names_unknown
+            {
+                continue;
+            }
+            let counted = preferred.entry(first).or_default();
+            counted.0 += 1;
+            let led_elsewhere = entry
+                .state
+                .leader
+                .is_some_and(|(leader, _)| leader != first);
+            if !led_elsewhere {
+                continue;
+            }
+            counted.1 += 1;
+            if skip.contains(&partition) {
+                continue;
+            }
+            if let Ok(state) = elect_preferred(&entry.state, &ids, &live) {
+                counted.2.push(Action::Change { partition, state });
+            }
+        }
+    }
+    preferred
+        .into_values()
+        .filter(|(total, elsewhere, _)| {
+            elsewhere.saturating_mul(100) > u64::from(percent).saturating_mul(*total)
+        })
+        .flat_map(|(_, _, elections)| elections)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::replica::{LeaderEpoch, SessionId, StorageId};
+
+    #[test]
+    fn leaders_go_back_to_their_preferred_replicas_past_the_imbalance() {
+        let mut read = three_nodes();
+        // Ten partitions preferring node 1, four preferring node 2; all in sync on 1, 2, 3.
+        let replicas: Vec<Vec<Placement>> = (0..14)
+            .map(|n| {
+                if n < 10 {
+                    vec![at(1, 0), at(2, 0), at(3, 0)]
+                } else {
+                    vec![at(2, 0), at(3, 0), at(1, 0)]
+                }
+            })
+            .collect();
+        read.topics.insert(
+            "t".into(),
+            Some(TopicAssignment {
+                id: TopicId(7),
+                replicas,
+                factor: 3,
+                targets: BTreeMap::new(),
+            }),
+        );
+        // Node 1 leads 9 of its 10 (one led by 3: 10 %, not above it); node 2 leads 2 of its 4
+        // (50 % elsewhere: by 1 and by 3).
+        let leaders = [1, 1, 1, 1, 1, 1, 1, 1, 1, 3, 2, 2, 1, 3];
+        let sessions = |node: u32| SessionId(u64::from(node) * 10);
+        for (number, leader) in (0u32..).zip(leaders) {
+            read.partitions.insert(
+                ("t".into(), number),
+                Some(PartitionEntry {
+                    topic_id: TopicId(7),
+                    state: PartitionState {
+                        leader: Some((ReplicaId(leader), sessions(leader))),
+                        epoch: LeaderEpoch(4),
+                        isr: isr(&[1, 2, 3]),
+                    },
+                }),
+            );
+        }
+        let elected = |actions: Vec<Action>| -> Vec<(u32, u32, u32)> {
+            actions
+                .into_iter()
+                .map(|action| match action {
+                    Action::Change { partition, state } => {
+                        let (leader, _) = state.leader.unwrap();
+                        (partition.1, leader.0, state.epoch.0)
+                    }
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        let none = BTreeSet::new();
+        // Above 10 %: node 2's two partitions go back to it, each in a new epoch; node 1 at
+        // exactly 10 % keeps its balance as it is.
+        assert_eq!(
+            elected(rebalance_leaders(&read, 10, &none)),
+            vec![(12, 2, 5), (13, 2, 5)]
+        );
+        // At 5 %, node 1's partition too; at 50 %, nobody.
+        assert_eq!(
+            elected(rebalance_leaders(&read, 5, &none)),
+            vec![(9, 1, 5), (12, 2, 5), (13, 2, 5)]
+        );
+        assert_eq!(elected(rebalance_leaders(&read, 50, &none)), vec![]);
+        // A partition the pass changes anyway, one being moved, and one whose preferred
+        // replica fell out of the ISR are left alone (the others still count).
+        let skip: BTreeSet<PartitionName> = [("t".to_owned(), 12)].into();
+        if let Some(Some(TopicAssignment { targets, .. })) = read.topics.get_mut("t") {
+            targets.insert(9, vec![ReplicaId(1), ReplicaId(2), ReplicaId(3)]);
+        }
+        if let Some(Some(entry)) = read.partitions.get_mut(&("t".to_owned(), 13)) {
+            entry.state.isr = isr(&[1, 3]);
+        }
+        assert_eq!(elected(rebalance_leaders(&read, 5, &skip)), vec![]);
+        // A decommissioned preferred replica is not balanced back to.
+        let mut read = read;
+        read.excluded.insert(ReplicaId(2));
+        read.partitions.insert(
+            ("t".into(), 13),
+            Some(PartitionEntry {
+                topic_id: TopicId(7),
+                state: PartitionState {
+                    leader: Some((ReplicaId(3), sessions(3))),
+                    epoch: LeaderEpoch(4),
+                    isr: isr(&[1, 2, 3]),
+                },
+            }),
+        );
+        assert_eq!(elected(rebalance_leaders(&read, 0, &none)), vec![]);
+    }
 
     fn member(node: u32, session: u64, shards: u16) -> (ReplicaId, Member) {
         (
