@@ -741,6 +741,7 @@ impl Client {
         let ask = |settings| {
             Request::Metadata(MetadataRequest {
                 placement: false,
+                racks: false,
                 topics: topics.iter().map(|t| (*t).to_owned()).collect(),
                 settings,
             })

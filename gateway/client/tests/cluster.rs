@@ -150,6 +150,7 @@ async fn placement(client: &Client, topic: &str) -> spate_proto::PartitionPlacem
         topics: vec![topic.to_owned()],
         settings: true,
         placement: true,
+        racks: false,
     });
     match client.request(&request).await.unwrap() {
         spate_proto::Response::Metadata(mut metadata) => {

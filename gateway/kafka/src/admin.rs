@@ -185,8 +185,9 @@ fn topic_entries(topic: &TopicMetadata) -> Vec<Entry> {
     ]
 }
 
-/// Broker `0`'s entries: the gateway's own Kafka settings, fixed when it starts.
-fn broker_entries(facts: &BrokerFacts) -> Vec<Entry> {
+/// This gateway's broker entries (`id`: 0, or its node's id in a cluster of brokers): its own
+/// Kafka settings, fixed when it starts.
+fn broker_entries(facts: &BrokerFacts, id: i32) -> Vec<Entry> {
     let host = if facts.broker.host.contains(':') {
         format!("[{}]", facts.broker.host)
     } else {
@@ -203,10 +204,11 @@ fn broker_entries(facts: &BrokerFacts) -> Vec<Entry> {
     vec![
         entry(
             "broker.id",
-            BROKER_ID.to_string(),
+            id.to_string(),
             SOURCE_DEFAULT_CONFIG,
             TYPE_INT,
-            "Every Spate gateway is broker 0 to its Kafka clients.",
+            "A Spate gateway is broker 0 to its Kafka clients, or in a cluster of brokers the \
+             node id of the node it fronts.",
         ),
         entry(
             "advertised.listeners",
@@ -274,12 +276,17 @@ fn config_result(
     }
 }
 
-/// Whether a DescribeConfigs names a topic (then the node's Metadata is needed).
-pub fn asks_for_topics(request: &DescribeConfigsRequest) -> bool {
-    request
-        .resources
-        .iter()
-        .any(|resource| resource.resource_type == RESOURCE_TOPIC)
+/// Whether a DescribeConfigs needs the node's Metadata: it names a topic, or a broker other
+/// than broker 0 (in a cluster of brokers, this gateway's broker id is its node's, which the
+/// members with placement tell).
+pub fn needs_node_map(request: &DescribeConfigsRequest) -> bool {
+    request.resources.iter().any(|resource| {
+        let name = resource.resource_name.as_str();
+        resource.resource_type == RESOURCE_TOPIC
+            || (resource.resource_type == RESOURCE_BROKER
+                && !name.is_empty()
+                && name != BROKER_ID.to_string())
+    })
 }
 
 /// The DescribeConfigs answer, resource by resource in request order. `node` is the node's
@@ -292,6 +299,8 @@ pub fn describe_configs(
 ) -> DescribeConfigsResponse {
     // Documentation exists from v3; a v1/v2 request has no such flag (it decodes as false).
     let include_documentation = version >= 3 && request.include_documentation;
+    // This gateway's broker id: 0, or its node's id in a cluster of brokers.
+    let (_, (own, _)) = translate::brokers_and_own(node.ok(), &facts.broker);
     let results = request
         .resources
         .iter()
@@ -316,12 +325,19 @@ pub fn describe_configs(
                 // As Kafka: the empty name asks for the cluster-wide dynamic defaults
                 // (Spate has none), a broker id for that broker's settings.
                 RESOURCE_BROKER if name.is_empty() => Ok(Vec::new()),
-                RESOURCE_BROKER if name == BROKER_ID.to_string() => Ok(broker_entries(facts)),
+                RESOURCE_BROKER if name == own.to_string() => Ok(broker_entries(facts, own)),
+                // Without the node's map this gateway cannot tell its broker id in a cluster.
+                RESOURCE_BROKER if name != BROKER_ID.to_string() && node.is_err() => {
+                    Err(match node {
+                        Err(error) => (kafka_error(error.code), error.message.clone()),
+                        Ok(_) => (ResponseError::UnknownServerError, String::new()),
+                    })
+                }
                 RESOURCE_BROKER => Err((
                     ResponseError::InvalidRequest,
                     format!(
-                        "unexpected broker id {name:?}: this gateway is broker {BROKER_ID} \
-                             (or use the empty name)"
+                        "unexpected broker id {name:?}: this gateway is broker {own} (ask each \
+                         broker for its own settings, or use the empty name)"
                     ),
                 )),
                 other => Err((
@@ -409,6 +425,7 @@ pub fn describe_cluster(
                         .with_broker_id(BrokerId(id))
                         .with_host(StrBytes::from_string(broker.host))
                         .with_port(broker.port)
+                        .with_rack(translate::rack_of(node, id))
                 })
                 .collect(),
         )
@@ -603,6 +620,7 @@ mod tests {
     fn node_map() -> MetadataResponse {
         MetadataResponse {
             members: None,
+            racks: false,
             settings: false,
             shards: vec![],
             topics: vec![TopicMetadata {
@@ -789,10 +807,22 @@ mod tests {
             resource(RESOURCE_BROKER, "3"),
             resource(8, "0"),
         ]);
-        // No topic named: the node is not asked (an error there changes nothing).
-        assert!(!asks_for_topics(&request));
-        let down = ErrorResponse::new(ErrorCode::Unavailable, "down");
-        let answer = describe_configs(4, &request, Err(&down), &facts());
+        // Broker 3 is named: the node's map tells whether this gateway is broker 3.
+        assert!(needs_node_map(&request));
+        assert!(!needs_node_map(
+            &DescribeConfigsRequest::default().with_resources(vec![
+                resource(RESOURCE_BROKER, "0"),
+                resource(RESOURCE_BROKER, ""),
+            ])
+        ));
+        let single = MetadataResponse {
+            shards: vec![],
+            topics: vec![],
+            settings: true,
+            members: None,
+            racks: false,
+        };
+        let answer = describe_configs(4, &request, Ok(&single), &facts());
         let broker = &answer.results[0];
         assert_eq!(broker.error_code, 0);
         assert_eq!(value(broker, "broker.id"), Some("0"));
@@ -810,6 +840,38 @@ mod tests {
             assert!(refused.error_message.is_some());
             assert!(refused.configs.is_empty());
         }
+        // The node unreachable: broker 0 still answers, broker 3 gets the retriable error.
+        let down = ErrorResponse::new(ErrorCode::Unavailable, "down");
+        let answer = describe_configs(4, &request, Err(&down), &facts());
+        assert_eq!(answer.results[0].error_code, 0);
+        assert_eq!(
+            answer.results[2].error_code,
+            kafka_error(ErrorCode::Unavailable).code()
+        );
+        // In a cluster of brokers this gateway is its node's broker (the member at its
+        // advertised address), and only that broker's settings are its to state.
+        let cluster = MetadataResponse {
+            members: Some(vec![
+                spate_proto::MemberAddress {
+                    node: 2,
+                    kafka: "127.0.0.1:9092".into(),
+                    rack: String::new(),
+                },
+                spate_proto::MemberAddress {
+                    node: 3,
+                    kafka: "[::1]:19092".into(),
+                    rack: String::new(),
+                },
+            ]),
+            ..single
+        };
+        let answer = describe_configs(4, &request, Ok(&cluster), &facts());
+        assert_eq!(
+            answer.results[0].error_code,
+            ResponseError::InvalidRequest.code()
+        );
+        assert_eq!(answer.results[2].error_code, 0);
+        assert_eq!(value(&answer.results[2], "broker.id"), Some("3"));
     }
 
     #[test]
@@ -878,10 +940,12 @@ mod tests {
             spate_proto::MemberAddress {
                 node: 4,
                 kafka: "10.0.0.4:9092".into(),
+                rack: String::new(),
             },
             spate_proto::MemberAddress {
                 node: 5,
                 kafka: "10.0.0.5:9092".into(),
+                rack: String::new(),
             },
         ]);
         let request = DescribeClusterRequest::default();

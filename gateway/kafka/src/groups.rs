@@ -769,6 +769,7 @@ mod tests {
         let mut replicas = vec![PartitionPlacement::default(); OFFSETS_PARTITIONS as usize];
         replicas[led].leader = Some(7);
         let node = spate_proto::MetadataResponse {
+            racks: false,
             shards: vec![],
             topics: vec![TopicMetadata {
                 name: OFFSETS_TOPIC.into(),
@@ -789,10 +790,12 @@ mod tests {
                 MemberAddress {
                     node: 7,
                     kafka: "10.0.0.7:9092".into(),
+                    rack: String::new(),
                 },
                 MemberAddress {
                     node: 8,
                     kafka: "10.0.0.8:9092".into(),
+                    rack: String::new(),
                 },
             ]),
         };

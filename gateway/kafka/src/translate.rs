@@ -82,6 +82,18 @@ pub fn cluster_brokers(node: &spate_proto::MetadataResponse) -> Option<Vec<(i32,
         .collect()
 }
 
+/// The rack of broker `id` (a member's `--rack`, when the node's answer carries racks); `None`
+/// without one (Kafka's null rack).
+pub fn rack_of(node: Option<&spate_proto::MetadataResponse>, id: i32) -> Option<StrBytes> {
+    let id = u32::try_from(id).ok()?;
+    node?
+        .members
+        .as_ref()?
+        .iter()
+        .find(|member| member.node == id && !member.rack.is_empty())
+        .map(|member| StrBytes::from_string(member.rack.clone()))
+}
+
 /// The brokers a Kafka answer lists (the cluster's, or this gateway as broker 0) and the one
 /// that is this gateway: the listed broker at this gateway's advertised address, else the
 /// first (any gateway serves every request).
@@ -125,6 +137,7 @@ pub fn metadata_response(
                 .with_node_id(BrokerId(*id))
                 .with_host(StrBytes::from_string(broker.host.clone()))
                 .with_port(broker.port)
+                .with_rack(rack_of(node.ok(), *id))
         })
         .collect();
     let ids = |nodes: &[u32]| -> Vec<BrokerId> {
@@ -762,6 +775,7 @@ mod tests {
     fn node_map() -> spate_proto::MetadataResponse {
         spate_proto::MetadataResponse {
             members: None,
+            racks: false,
             settings: false,
             shards: vec![],
             topics: vec![TopicMetadata {
@@ -852,10 +866,12 @@ mod tests {
             MemberAddress {
                 node: 1,
                 kafka: "10.0.0.1:9092".into(),
+                rack: String::new(),
             },
             MemberAddress {
                 node: 2,
                 kafka: "[::1]:9093".into(),
+                rack: String::new(),
             },
         ]);
         let all = metadata_response(
@@ -881,6 +897,8 @@ mod tests {
         assert_eq!(partitions[0].error_code, 0);
         // KIP-320: each partition's leader epoch (clients send it with their fetches).
         assert_eq!(partitions[0].leader_epoch, 3);
+        // No racks carried: every broker's rack is null.
+        assert!(all.brokers.iter().all(|broker| broker.rack.is_none()));
         // No leader: LEADER_NOT_AVAILABLE, and the client asks again.
         assert_eq!(partitions[1].leader_id, BrokerId(-1));
         assert_eq!(
@@ -903,6 +921,22 @@ mod tests {
             .iter()
             .all(|partition| partition.leader_id == BrokerId(BROKER_ID)
                 && partition.leader_epoch == -1));
+        // A member's rack (`--rack`) goes with its broker.
+        map.racks = true;
+        map.members.as_mut().unwrap()[1].rack = "eu-west-1b".into();
+        map.members.as_mut().unwrap()[1].kafka = "[::1]:9093".into();
+        let racked = metadata_response(
+            9,
+            &MetadataRequest::default().with_topics(None),
+            Ok(&map),
+            &broker(),
+        );
+        let racks: Vec<Option<&str>> = racked
+            .brokers
+            .iter()
+            .map(|broker| broker.rack.as_ref().map(|rack| rack.as_str()))
+            .collect();
+        assert_eq!(racks, vec![None, Some("eu-west-1b")]);
         // Before its first leader a partition's epoch is 0 on the node: unknown to Kafka.
         map.members.as_mut().unwrap()[1].kafka = "[::1]:9093".into();
         map.topics[0].replicas[0].epoch = 0;

@@ -40,12 +40,15 @@ pub(crate) async fn node_metadata_of(
     topics: &[&str],
     placement: bool,
 ) -> Result<MetadataResponse, ErrorResponse> {
-    let mut asked = if placement { 2 } else { 1 };
+    // Placement comes with the members' racks; an older node refuses what it does not know
+    // (`Malformed`), and is asked again for less.
+    let mut asked = if placement { 3 } else { 1 };
     loop {
         let request = NodeRequest::Metadata(spate_proto::MetadataRequest {
             topics: topics.iter().map(|topic| (*topic).to_owned()).collect(),
             settings: asked >= 1,
             placement: asked >= 2,
+            racks: asked >= 3,
         });
         let pending = send(router, &request).await;
         match router.response(pending).await {
@@ -60,17 +63,18 @@ pub(crate) async fn node_metadata_of(
     }
 }
 
-/// DescribeConfigs: the node is asked only if a topic is named.
+/// DescribeConfigs: the node is asked only if a topic or a broker other than 0 is named.
 pub async fn describe_configs(
     router: &Router,
     facts: &BrokerFacts,
     version: i16,
     request: &DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
-    let node = if admin::asks_for_topics(request) {
-        node_metadata(router, false).await
+    let node = if admin::needs_node_map(request) {
+        node_metadata(router, true).await
     } else {
         Ok(MetadataResponse {
+            racks: false,
             members: None,
             shards: vec![],
             topics: vec![],

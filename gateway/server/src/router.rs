@@ -149,6 +149,7 @@ impl Router {
         }
         let request = Request::Metadata(MetadataRequest {
             placement: false,
+            racks: false,
             topics: vec![],
             settings: false,
         })

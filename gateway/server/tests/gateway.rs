@@ -225,6 +225,7 @@ async fn frames_reach_the_owning_shard_and_answers_keep_their_ids() {
         placement: false,
         settings: false,
         topics: vec![],
+        racks: false,
     })
     .to_frame(3);
     let answers = exchange(&connection, &[metadata]).await;
@@ -263,6 +264,7 @@ fn silent_node() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
                     let answer = match Request::decode(&frame) {
                         Ok(Request::Metadata(_)) => Response::Metadata(MetadataResponse {
                             members: None,
+                            racks: false,
                             shards: vec![ShardInfo {
                                 shard: ShardId(0),
                                 endpoint: address.to_string(),

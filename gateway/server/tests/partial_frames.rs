@@ -461,6 +461,7 @@ async fn a_stalled_frame_is_answered_timeout_and_its_budget_freed() {
         placement: false,
         settings: false,
         topics: vec![],
+        racks: false,
     })
     .to_frame(5);
     send.write_all(&metadata).await.unwrap();

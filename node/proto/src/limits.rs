@@ -39,6 +39,9 @@ pub const ERROR_MESSAGE_SIZE_MAX: u32 = 4096;
 /// Longest shard endpoint (`host:port`), in bytes.
 pub const ENDPOINT_SIZE_MAX: u32 = 256;
 
+/// Longest rack name a `Metadata` answer carries, in bytes (a node's `--rack` is at most 64).
+pub const RACK_SIZE_MAX: u32 = 64;
+
 /// Most shards one node may have: shard ids are `u16`, and one shard per core.
 pub const SHARDS_MAX: u32 = 1024;
 

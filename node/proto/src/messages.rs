@@ -14,8 +14,8 @@ use crate::limits::{
     ADMIN_WAIT_MS_MAX, CLUSTER_ID_SIZE_MAX, CLUSTER_MEMBERS_MAX, CLUSTER_NAME_SIZE_MAX,
     CLUSTER_PARTITIONS_LISTED_MAX, CLUSTER_PARTITION_REPLICAS_MAX, CLUSTER_SHARDS_MAX,
     ENDPOINT_SIZE_MAX, ERROR_MESSAGE_SIZE_MAX, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX,
-    FRAME_HEADER_SIZE, GROUP_SYNC_WAIT_MS_MAX, PRODUCER_IDS_PER_REQUEST_MAX, RESPONSE_SIZE_MAX,
-    SHARDS_MAX, TOPICS_PER_REQUEST_MAX, TOPICS_PER_RESPONSE_MAX,
+    FRAME_HEADER_SIZE, GROUP_SYNC_WAIT_MS_MAX, PRODUCER_IDS_PER_REQUEST_MAX, RACK_SIZE_MAX,
+    RESPONSE_SIZE_MAX, SHARDS_MAX, TOPICS_PER_REQUEST_MAX, TOPICS_PER_RESPONSE_MAX,
 };
 use crate::replica::{
     decode_boundaries, encode_boundaries, EpochBoundary, ReplicaFetchRequest, ReplicaFetchResponse,
@@ -238,6 +238,9 @@ pub struct MetadataRequest {
     /// (`MetadataResponse::members`, `TopicMetadata::replicas`). Sent after `settings`, so
     /// asking for it asks for the settings too.
     pub placement: bool,
+    /// Ask also for the members' racks (`MemberAddress::rack`). Sent after `placement`, which
+    /// it implies.
+    pub racks: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,6 +293,9 @@ pub struct MemberAddress {
     /// `host:port` of the Kafka listener in front of it (`spate-node --kafka-address`);
     /// empty when it publishes none.
     pub kafka: String,
+    /// Its rack (`spate-node --rack`); empty when it has none, or when the answer does not
+    /// carry racks (`MetadataResponse::racks`).
+    pub rack: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,6 +310,10 @@ pub struct MetadataResponse {
     /// partition's placement); `None` otherwise (a single node answers without it). Carried
     /// only with `settings`.
     pub members: Option<Vec<MemberAddress>>,
+    /// The answer carries the members' racks (after the placement: a `1`, then each member's
+    /// rack, `str16`, in `members` order): set when the request asked for them and the
+    /// answer has members.
+    pub racks: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1062,10 +1072,13 @@ impl Request {
                     for topic in &request.topics {
                         w.str16(topic);
                     }
-                    if request.settings || request.placement {
+                    if request.settings || request.placement || request.racks {
                         w.u8(1);
                     }
-                    if request.placement {
+                    if request.placement || request.racks {
+                        w.u8(1);
+                    }
+                    if request.racks {
                         w.u8(1);
                     }
                 }
@@ -1206,10 +1219,12 @@ impl Request {
                 }
                 let settings = trailing_flag(&mut reader, "settings")?;
                 let placement = settings && trailing_flag(&mut reader, "placement")?;
+                let racks = placement && trailing_flag(&mut reader, "racks")?;
                 Request::Metadata(MetadataRequest {
                     topics,
                     settings,
                     placement,
+                    racks,
                 })
             }
             ApiKey::Produce => {
@@ -1501,6 +1516,14 @@ impl Response {
                                 write_ids(w, &placed.isr);
                             }
                         }
+                        if response.racks {
+                            w.u8(1);
+                            for member in members {
+                                let mut rack = member.rack.clone();
+                                truncate_utf8(&mut rack, RACK_SIZE_MAX as usize);
+                                w.str16(&rack);
+                            }
+                        }
                     }
                 }
             }
@@ -1781,6 +1804,7 @@ impl Response {
                         listed.push(MemberAddress {
                             node: reader.u32("member")?,
                             kafka: reader.string16("kafka", ENDPOINT_SIZE_MAX)?,
+                            rack: String::new(),
                         });
                     }
                     members = Some(listed);
@@ -1797,11 +1821,21 @@ impl Response {
                         topic.replicas = replicas;
                     }
                 }
+                let mut racks = false;
+                if let Some(listed) = members.as_mut() {
+                    if trailing_flag(&mut reader, "racks")? {
+                        racks = true;
+                        for member in listed {
+                            member.rack = reader.string16("rack", RACK_SIZE_MAX)?;
+                        }
+                    }
+                }
                 Response::Metadata(MetadataResponse {
                     shards,
                     topics,
                     settings,
                     members,
+                    racks,
                 })
             }
             ApiKey::Produce => Response::Produce(ProduceResponse {

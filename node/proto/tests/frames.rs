@@ -394,6 +394,7 @@ fn routing_reads_only_the_routing_fields() {
         placement: false,
         topics: vec![],
         settings: false,
+        racks: false,
     })
     .to_frame(6);
     assert_eq!(
@@ -621,6 +622,7 @@ fn request() -> impl Strategy<Value = Request> {
                     // Asking for placement asks for the settings too.
                     settings: settings || placement,
                     placement,
+                    racks: false,
                 })
             ),
         any::<bool>()
@@ -1020,11 +1022,12 @@ fn response() -> impl Strategy<Value = Response> {
             proptest::collection::vec(topic_metadata, 0..5),
             any::<bool>(),
             proptest::option::of(proptest::collection::vec(
-                (any::<u32>(), "[0-9a-z.:]{0,30}"),
+                (any::<u32>(), "[0-9a-z.:]{0,30}", "[a-z0-9-]{0,12}"),
                 0..4
             )),
+            any::<bool>(),
         )
-            .prop_map(|(shards, mut topics, settings, members)| {
+            .prop_map(|(shards, mut topics, settings, members, racks)| {
                 if !settings {
                     // Not carried: read back as the default.
                     for topic in &mut topics {
@@ -1032,12 +1035,19 @@ fn response() -> impl Strategy<Value = Response> {
                     }
                 }
                 // Placement is carried only with the settings.
+                // Racks are carried only with placement; without them, read back empty.
+                let racks = racks && members.is_some();
                 let members = members.filter(|_| settings).map(|members| {
                     members
                         .into_iter()
-                        .map(|(node, kafka)| MemberAddress { node, kafka })
+                        .map(|(node, kafka, rack)| MemberAddress {
+                            node,
+                            kafka,
+                            rack: if racks { rack } else { String::new() },
+                        })
                         .collect::<Vec<_>>()
                 });
+                let racks = racks && members.is_some();
                 if members.is_none() {
                     for topic in &mut topics {
                         topic.replicas.clear();
@@ -1054,6 +1064,7 @@ fn response() -> impl Strategy<Value = Response> {
                         .collect(),
                     topics,
                     settings,
+                    racks,
                 })
             }),
         (any::<u64>(), any::<i64>(), any::<u64>()).prop_map(
@@ -1443,6 +1454,7 @@ fn min_insync_replicas_is_sent_only_to_peers_that_asked_for_it() {
 
     let answer = |settings| MetadataResponse {
         members: None,
+        racks: false,
         shards: vec![],
         topics: vec![TopicMetadata {
             replicas: Vec::new(),
@@ -1478,12 +1490,14 @@ fn min_insync_replicas_is_sent_only_to_peers_that_asked_for_it() {
         placement: false,
         topics: vec![],
         settings: true,
+        racks: false,
     })
     .to_frame(1);
     let unasked = Request::Metadata(MetadataRequest {
         placement: false,
         topics: vec![],
         settings: false,
+        racks: false,
     })
     .to_frame(1);
     assert_eq!(asked.len(), unasked.len() + 1);
@@ -1501,6 +1515,7 @@ fn placement_follows_the_settings_and_is_carried_only_when_asked() {
             topics: vec![],
             settings,
             placement,
+            racks: false,
         })
         .to_frame(1)
     };
@@ -1517,6 +1532,7 @@ fn placement_follows_the_settings_and_is_carried_only_when_asked() {
             topics: vec![],
             settings: true,
             placement: true,
+            racks: false,
         })
     );
     let answer = |members: Option<Vec<MemberAddress>>| MetadataResponse {
@@ -1558,15 +1574,18 @@ fn placement_follows_the_settings_and_is_carried_only_when_asked() {
         }],
         settings: true,
         members,
+        racks: false,
     };
     let members = vec![
         MemberAddress {
             node: 1,
             kafka: "10.0.0.1:9092".into(),
+            rack: String::new(),
         },
         MemberAddress {
             node: 2,
             kafka: String::new(),
+            rack: String::new(),
         },
     ];
     let without = Response::Metadata(answer(None)).to_frame(1);
@@ -1576,13 +1595,47 @@ fn placement_follows_the_settings_and_is_carried_only_when_asked() {
         &without[FRAME_HEADER_SIZE as usize..],
         "the answer with settings, then the placement"
     );
-    for (frame, expected) in [(without, answer(None)), (with, answer(Some(members)))] {
+    for (frame, expected) in [
+        (without, answer(None)),
+        (with, answer(Some(members.clone()))),
+    ] {
         let frame = decode_one(&frame, RESPONSE_SIZE_MAX);
         assert_eq!(
             Response::decode(&frame).unwrap(),
             Response::Metadata(expected)
         );
     }
+    // Racks: asked after placement (a third `1`), answered after the placement.
+    let asked = Request::Metadata(MetadataRequest {
+        topics: vec![],
+        settings: true,
+        placement: true,
+        racks: true,
+    })
+    .to_frame(1);
+    assert_eq!(asked[asked.len() - 3..], [1, 1, 1]);
+    let frame = decode_one(&asked, REQUEST_SIZE_MAX);
+    assert!(matches!(
+        Request::decode(&frame).unwrap(),
+        Request::Metadata(MetadataRequest { racks: true, .. })
+    ));
+    let mut racked = answer(Some(members.clone()));
+    racked.racks = true;
+    if let Some(members) = racked.members.as_mut() {
+        members[0].rack = "eu-west-1a".into();
+    }
+    let placed = Response::Metadata(answer(Some(members))).to_frame(1);
+    let with_racks = Response::Metadata(racked.clone()).to_frame(1);
+    assert_eq!(
+        &with_racks[FRAME_HEADER_SIZE as usize..placed.len()],
+        &placed[FRAME_HEADER_SIZE as usize..],
+        "the answer with placement, then the racks"
+    );
+    let frame = decode_one(&with_racks, RESPONSE_SIZE_MAX);
+    assert_eq!(
+        Response::decode(&frame).unwrap(),
+        Response::Metadata(racked)
+    );
 }
 
 /// The wait a node may take before answering, read from a frame as a gateway does, is the

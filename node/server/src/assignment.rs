@@ -45,6 +45,8 @@ pub struct ClusterMap {
     pub members: BTreeMap<u32, Vec<String>>,
     /// The members' Kafka addresses (`MemberRecord::kafka`), of those that publish one.
     pub kafka: BTreeMap<u32, String>,
+    /// The members' racks (`MemberRecord::rack`), of those that have one.
+    pub racks: BTreeMap<u32, String>,
     /// The topics; `None`: a key this version cannot read.
     pub topics: BTreeMap<String, Option<MappedTopic>>,
     /// Whether every topic key was read and readable.
@@ -128,6 +130,9 @@ pub async fn read_map(
                     .filter(|address| address.len() <= ENDPOINT_SIZE_MAX as usize)
                 {
                     map.kafka.insert(record.node, kafka);
+                }
+                if let Some(rack) = record.rack.filter(|rack| crate::config::valid_rack(rack)) {
+                    map.racks.insert(record.node, rack);
                 }
                 map.members.insert(record.node, record.shards);
             }
@@ -489,6 +494,7 @@ pub fn member_addresses(map: &ClusterMap) -> Vec<spate_proto::MemberAddress> {
         .map(|node| spate_proto::MemberAddress {
             node: *node,
             kafka: map.kafka.get(node).cloned().unwrap_or_default(),
+            rack: map.racks.get(node).cloned().unwrap_or_default(),
         })
         .collect()
 }
@@ -634,6 +640,7 @@ mod tests {
             revision: 9,
             members: [(1, endpoints(1)), (2, endpoints(2))].into(),
             kafka: BTreeMap::new(),
+            racks: BTreeMap::new(),
             decommissioned: BTreeMap::new(),
             topics: [(
                 "t".to_owned(),

@@ -49,6 +49,8 @@ pub struct ClusterSettings {
     pub kafka_address: Option<String>,
     /// How the controller balances leaders back to preferred replicas; `None`: it does not.
     pub leader_balance: Option<LeaderBalance>,
+    /// This node's rack (`--rack`), published in the member record.
+    pub rack: Option<String>,
 }
 
 /// Automatic leader balancing (`--auto-leader-rebalance`): every `interval`, the preferred
@@ -87,6 +89,10 @@ pub struct MemberRecord {
     /// as its broker in Kafka Metadata; absent when not configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka: Option<String>,
+    /// Its rack (`--rack`): the controller spreads each partition's replicas over racks, and
+    /// Kafka Metadata lists it with the broker; absent when not configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rack: Option<String>,
 }
 
 /// The etcd election of `cluster`'s controller.
@@ -1201,6 +1207,7 @@ impl Member {
             shards: self.shards.clone(),
             since_ms: now_ms(),
             kafka: self.settings.kafka_address.clone(),
+            rack: self.settings.rack.clone(),
         };
         let value = serde_json::to_vec(&record)
             .map_err(|error| ClusterError::Thread(format!("cannot encode the member: {error}")))?;

@@ -62,6 +62,19 @@ pub const CLUSTER_NAME_DEFAULT: &str = "spate";
 /// A node's etcd lease lives this long without renewal (Kafka's broker session timeout is
 /// 9 s with KRaft, 18 s with ZooKeeper).
 pub const SESSION_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Longest rack name (`--rack`).
+pub const RACK_LENGTH_MAX: usize = 64;
+
+/// Whether `rack` is a rack name a member record may carry: 1 to [`RACK_LENGTH_MAX`] bytes of
+/// `[A-Za-z0-9._:/-]`.
+pub fn valid_rack(rack: &str) -> bool {
+    !rack.is_empty()
+        && rack.len() <= RACK_LENGTH_MAX
+        && rack
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"._:/-".contains(&byte))
+}
+
 /// How often the controller checks the leaders' balance (Kafka's
 /// `leader.imbalance.check.interval.seconds`, 300).
 pub const LEADER_IMBALANCE_CHECK_MS_DEFAULT: u64 = 300_000;
@@ -109,6 +122,12 @@ spate_proto::settings! {
         /// each gateway answers as the one broker. [default: none]
         #[arg(long, value_name = "HOST:PORT")]
         kafka_address: String,
+        /// In a cluster, this node's rack (a failure domain: a rack, a room, an availability
+        /// zone; 1 to 64 characters of [A-Za-z0-9._:/-]): when every member has one, the
+        /// controller spreads each partition's replicas over racks (Kafka's `broker.rack`),
+        /// and Kafka Metadata lists it with the node's broker. [default: none]
+        #[arg(long, value_name = "NAME")]
+        rack: String,
         /// The cluster's name: its keys in etcd live under `/spate/NAME/`. [default: spate]
         #[arg(long, value_name = "NAME")]
         cluster_name: String = CLUSTER_NAME_DEFAULT.into(),
@@ -434,6 +453,14 @@ impl NodeConfig {
             .is_some_and(|urls| urls.split(',').any(|url| url.trim().is_empty()))
         {
             return Err(invalid("etcd", "an empty endpoint in the list"));
+        }
+        if let Some(rack) = &self.rack {
+            if !valid_rack(rack) {
+                return Err(invalid(
+                    "rack",
+                    format!("{rack:?} (valid: 1 to 64 characters of [A-Za-z0-9._:/-])"),
+                ));
+            }
         }
         if !(1_000..=86_400_000).contains(&self.leader_imbalance_check_ms) {
             return Err(invalid(

@@ -349,6 +349,9 @@ async fn read_all(
                 read.cluster
                     .members
                     .insert(ReplicaId(record.node), Member { live, shards });
+                if let Some(rack) = record.rack.filter(|rack| crate::config::valid_rack(rack)) {
+                    read.cluster.racks.insert(ReplicaId(record.node), rack);
+                }
             }
             _ => {
                 read.cluster.unknown.insert(ReplicaId(record.node));

@@ -289,6 +289,7 @@ fn join_cluster(
         node_id,
         session_timeout: Duration::from_millis(config.session_timeout_ms),
         kafka_address: config.kafka_address.clone(),
+        rack: config.rack.clone(),
         leader_balance: config
             .auto_leader_rebalance
             .then_some(crate::cluster::LeaderBalance {

@@ -1270,8 +1270,8 @@ fn values_of(client: &mut NodeClient, topic: &str, partition: u32) -> Vec<Vec<u8
     let start = match client.call(&Request::ListOffsets(spate_proto::ListOffsetsRequest {
         topic: topic.into(),
         partition: spate_proto::PartitionId(partition),
-        spec: spate_proto::OffsetSpec::Earliest,
-        epochs: spate_proto::ReadEpochs::default(),
+        spec: OffsetSpec::Earliest,
+        epochs: ReadEpochs::default(),
     })) {
         Response::ListOffsets(listed) => listed.offset,
         other => panic!("{other:?}"),
@@ -1559,6 +1559,7 @@ fn register_test_member(etcd: &Etcd, node: u32, session: &str, storage: u64, end
         let lease = client.lease_grant(120, None).await.unwrap().id();
         let record = MemberRecord {
             kafka: None,
+            rack: None,
             v: 1,
             node,
             session: session.to_owned(),
@@ -2000,6 +2001,7 @@ fn a_replicated_partition_keeps_its_acknowledged_records_when_its_leader_goes() 
             topics: vec!["r".into()],
             settings: false,
             placement: true,
+            racks: false,
         });
         match client.call(&asked) {
             Response::Metadata(metadata) => {
@@ -2196,6 +2198,75 @@ fn a_replicated_partition_keeps_its_acknowledged_records_when_its_leader_goes() 
     assert_eq!(list(&mut again, OffsetSpec::Earliest), (5, Some(1)));
     assert_eq!(list(&mut again, OffsetSpec::Latest), (21, Some(3)));
     for node in nodes.into_iter().flatten() {
+        node.shutdown();
+    }
+}
+
+/// Racks (`--rack`): each member publishes its rack, the controller puts every partition's
+/// replicas on different racks (here two nodes on rack `a`, one on `b`, two copies each: each
+/// partition has its copy on `b`), and the node's Metadata names the racks when asked.
+#[test]
+fn replicas_are_spread_over_racks() {
+    let etcd = Etcd::start("racks");
+    let racks = [(161, "a"), (162, "a"), (163, "b")];
+    let nodes: Vec<NodeHandle> = racks
+        .iter()
+        .map(|&(id, rack)| {
+            let mut config = config(&data_dir(&format!("member-{id}")), &etcd, id, 3_000);
+            config.rack = Some(rack.to_owned());
+            spate_node::start(config).unwrap()
+        })
+        .collect();
+    wait_for("three members", Duration::from_secs(10), || {
+        racks.iter().all(|&(id, _)| etcd.member(id).is_some())
+    });
+    assert_eq!(etcd.member(163).unwrap().0.rack.as_deref(), Some("b"));
+    let mut client = NodeClient::connect(nodes[0].endpoints[0]);
+    let create = Request::CreateTopic(spate_proto::CreateTopicRequest {
+        legacy_layout: false,
+        min_insync_replicas: spate_proto::Setting::Default,
+        topic: "racked".into(),
+        partitions: 6,
+        retention_ms: spate_proto::Setting::Default,
+        retention_bytes: spate_proto::Setting::Default,
+        segment_bytes: spate_proto::Setting::Default,
+        replication_factor: 2,
+    });
+    assert!(matches!(client.call(&create), Response::CreateTopic(_)));
+    let (assigned, _) = etcd.get(&topic_key("spate", "racked")).unwrap().unwrap();
+    let assigned: TopicRecord = serde_json::from_slice(&assigned).unwrap();
+    let mut leaders = std::collections::BTreeSet::new();
+    for replicas in &assigned.replicas {
+        let nodes: Vec<u32> = replicas.iter().map(|at| at.node).collect();
+        assert_eq!(nodes.len(), 2, "{nodes:?}");
+        assert!(nodes.contains(&163), "both copies on rack a: {nodes:?}");
+        leaders.insert(nodes[0]);
+    }
+    assert_eq!(leaders.len(), 3, "leaders spread over the nodes");
+    let asked = Request::Metadata(spate_proto::MetadataRequest {
+        topics: vec!["racked".into()],
+        settings: true,
+        placement: true,
+        racks: true,
+    });
+    match client.call(&asked) {
+        Response::Metadata(metadata) => {
+            assert!(metadata.racks);
+            let listed: Vec<(u32, String)> = metadata
+                .members
+                .unwrap()
+                .into_iter()
+                .map(|member| (member.node, member.rack))
+                .collect();
+            let expected: Vec<(u32, String)> = racks
+                .iter()
+                .map(|&(id, rack)| (id, rack.to_owned()))
+                .collect();
+            assert_eq!(listed, expected);
+        }
+        other => panic!("{other:?}"),
+    }
+    for node in nodes {
         node.shutdown();
     }
 }

@@ -1000,6 +1000,7 @@ fn min_insync_replicas_refuses_fsync_writes_a_single_node_cannot_replicate() {
         placement: false,
         topics: vec!["t".into()],
         settings: true,
+        racks: false,
     })) {
         Response::Metadata(metadata) => {
             assert!(metadata.settings);

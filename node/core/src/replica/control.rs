@@ -13,7 +13,7 @@
 //!   standing"), so the partition waits for it;
 //! - replicas of one partition are on distinct nodes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{IsrMember, LeaderEpoch, ReplicaId, StorageId};
 
@@ -190,6 +190,8 @@ pub fn role(state: &PartitionState, me: ReplicaId, session: Option<SessionId>) -
 pub struct Placeable {
     pub node: ReplicaId,
     pub shards: u16,
+    /// Its rack (`--rack`: a failure domain — a rack, a room, a zone), if it has one.
+    pub rack: Option<String>,
 }
 
 /// Where one replica goes: a node and one of its shards.
@@ -208,11 +210,46 @@ pub enum PlacementError {
     ZeroFactor,
 }
 
+/// Whether placement is rack-aware: every usable node has a rack, and there are at least two
+/// (Kafka's rule: racks on some brokers only are not a layout it can spread over).
+fn rack_aware(usable: &[&Placeable]) -> bool {
+    let racks: BTreeSet<&str> = usable
+        .iter()
+        .filter_map(|node| node.rack.as_deref())
+        .collect();
+    racks.len() >= 2 && usable.iter().all(|node| node.rack.is_some())
+}
+
+/// The nodes in Kafka's rack-alternated order (`getRackAlternatedBrokerList`): the first node
+/// of each rack (racks by name, nodes by id), then the second of each, and so on, so that
+/// consecutive nodes are on different racks as far as the racks' sizes allow.
+fn rack_alternated<'a>(usable: &[&'a Placeable]) -> Vec<&'a Placeable> {
+    let mut racks: BTreeMap<&str, Vec<&'a Placeable>> = BTreeMap::new();
+    for node in usable {
+        racks
+            .entry(node.rack.as_deref().unwrap_or(""))
+            .or_default()
+            .push(node);
+    }
+    let deepest = racks.values().map(Vec::len).max().unwrap_or(0);
+    (0..deepest)
+        .flat_map(|round| {
+            racks
+                .values()
+                .filter_map(move |nodes| nodes.get(round).copied())
+        })
+        .collect()
+}
+
 /// Replicas for `partitions` new partitions with `factor` copies each: partition `p`'s
 /// replicas are consecutive nodes (in node order, shards > 0 only) from `start + p`, so
 /// leaders (the first replica) spread over the nodes in turn; on each node, a replica goes to
 /// the shard holding the fewest replicas there (`load` counts the replicas each shard holds
-/// already, by node and shard — of every topic, or of this one — and is updated).
+/// already, by node and shard — of every topic, or of this one — and is updated). When every
+/// node has a rack and there are several, the nodes are taken in rack-alternated order and a
+/// node whose rack already holds a replica of the partition is passed over while a rack
+/// without one remains (Kafka's rack-aware assignment): with at least `factor` racks, every
+/// partition's replicas are on `factor` different racks.
 pub fn place(
     nodes: &[Placeable],
     partitions: u32,
@@ -232,12 +269,45 @@ pub fn place(
             nodes: usable.len(),
         });
     }
+    let racked = rack_aware(&usable);
+    if racked {
+        usable = rack_alternated(&usable);
+    }
+    let racks = usable
+        .iter()
+        .filter_map(|node| node.rack.as_deref())
+        .collect::<BTreeSet<_>>()
+        .len();
     let mut out = Vec::new();
     for partition in 0..partitions {
         let first = start.wrapping_add(partition as usize);
-        let replicas = (0..factor)
-            .map(|copy| {
-                let node = usable[first.wrapping_add(copy) % usable.len()];
+        // From `first` round the ring: nodes on racks not used yet (any node without racks),
+        // then, if that is not enough, the nodes passed over, in the same order.
+        let ring = (0..usable.len()).map(|step| usable[first.wrapping_add(step) % usable.len()]);
+        let mut chosen: Vec<&Placeable> = Vec::with_capacity(factor);
+        let mut used: BTreeSet<&str> = BTreeSet::new();
+        for node in ring.clone() {
+            if chosen.len() == factor {
+                break;
+            }
+            let rack = node.rack.as_deref().unwrap_or("");
+            if racked && used.contains(rack) && used.len() < racks {
+                continue;
+            }
+            used.insert(rack);
+            chosen.push(node);
+        }
+        for node in ring {
+            if chosen.len() == factor {
+                break;
+            }
+            if !chosen.iter().any(|taken| taken.node == node.node) {
+                chosen.push(node);
+            }
+        }
+        let replicas = chosen
+            .into_iter()
+            .map(|node| {
                 let shard = (0..node.shards)
                     .min_by_key(|&shard| {
                         let at = Placement {
@@ -468,18 +538,22 @@ mod tests {
             Placeable {
                 node: ReplicaId(3),
                 shards: 2,
+                rack: None,
             },
             Placeable {
                 node: ReplicaId(1),
                 shards: 2,
+                rack: None,
             },
             Placeable {
                 node: ReplicaId(2),
                 shards: 2,
+                rack: None,
             },
             Placeable {
                 node: ReplicaId(4),
                 shards: 0,
+                rack: None,
             },
         ];
         let mut load = BTreeMap::new();
@@ -507,6 +581,76 @@ mod tests {
         assert_eq!(
             place(&nodes, 1, 0, 0, &mut load),
             Err(PlacementError::ZeroFactor)
+        );
+    }
+
+    fn racked(entries: &[(u32, Option<&str>)]) -> Vec<Placeable> {
+        entries
+            .iter()
+            .map(|&(node, rack)| Placeable {
+                node: ReplicaId(node),
+                shards: 1,
+                rack: rack.map(str::to_owned),
+            })
+            .collect()
+    }
+
+    fn racks_of(placed: &[Vec<Placement>], nodes: &[Placeable]) -> Vec<Vec<String>> {
+        placed
+            .iter()
+            .map(|replicas| {
+                replicas
+                    .iter()
+                    .map(|at| {
+                        let node = nodes.iter().find(|node| node.node == at.node).unwrap();
+                        node.rack.clone().unwrap_or_default()
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn placement_spreads_each_partitions_replicas_over_racks() {
+        // Two nodes per rack, racks in node order a a b b c c: consecutive nodes would put
+        // two replicas on one rack; rack-aware, every partition has one replica per rack.
+        let nodes = racked(&[
+            (1, Some("a")),
+            (2, Some("a")),
+            (3, Some("b")),
+            (4, Some("b")),
+            (5, Some("c")),
+            (6, Some("c")),
+        ]);
+        let mut load = BTreeMap::new();
+        let placed = place(&nodes, 12, 3, 0, &mut load).unwrap();
+        let mut leaders = BTreeMap::new();
+        for (replicas, racks) in placed.iter().zip(racks_of(&placed, &nodes)) {
+            let mut distinct = racks.clone();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(distinct, ["a", "b", "c"], "{replicas:?}");
+            *leaders.entry(replicas[0].node).or_insert(0) += 1;
+        }
+        // Leaders still spread over all six nodes.
+        assert_eq!(leaders.values().copied().collect::<Vec<_>>(), vec![2; 6]);
+        // Fewer racks than copies: every rack holds one before any holds two.
+        let nodes = racked(&[
+            (1, Some("a")),
+            (2, Some("a")),
+            (3, Some("a")),
+            (4, Some("b")),
+        ]);
+        let placed = place(&nodes, 4, 3, 0, &mut BTreeMap::new()).unwrap();
+        for racks in racks_of(&placed, &nodes) {
+            assert!(racks.contains(&"b".to_owned()), "{racks:?}");
+        }
+        // Racks on some nodes only: placement as without racks (consecutive nodes).
+        let some = racked(&[(1, Some("a")), (2, None), (3, Some("b"))]);
+        let plain = racked(&[(1, None), (2, None), (3, None)]);
+        assert_eq!(
+            place(&some, 5, 2, 1, &mut BTreeMap::new()),
+            place(&plain, 5, 2, 1, &mut BTreeMap::new())
         );
     }
 }

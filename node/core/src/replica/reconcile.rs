@@ -97,6 +97,9 @@ pub struct ClusterRead {
     /// Decommissioned nodes: no new replicas go there, and the replicas they hold move to
     /// other members.
     pub excluded: BTreeSet<ReplicaId>,
+    /// The racks of the live members that have one (`--rack`): placement spreads each
+    /// partition's replicas over them.
+    pub racks: BTreeMap<ReplicaId, String>,
 }
 
 /// Why a request to create a topic is refused.
@@ -281,7 +284,25 @@ fn decommission_target(
     let keep = current.iter().filter(|at| !excluded(&at.node)).count();
     let factor = usize::try_from(factor.max(1)).unwrap_or(usize::MAX);
     let mut need = factor.saturating_sub(keep);
-    let mut candidates: Vec<(u64, ReplicaId)> = read
+    // With racks on every member, a replacement on a rack the kept replicas do not use comes
+    // first (as placement spreads a new partition's replicas).
+    let racked = read
+        .members
+        .keys()
+        .all(|node| read.racks.contains_key(node));
+    let kept_racks: BTreeSet<&String> = current
+        .iter()
+        .filter(|at| !excluded(&at.node))
+        .filter_map(|at| read.racks.get(&at.node))
+        .collect();
+    let rack_used = |node: &ReplicaId| {
+        racked
+            && read
+                .racks
+                .get(node)
+                .is_some_and(|rack| kept_racks.contains(rack))
+    };
+    let mut candidates: Vec<(bool, u64, ReplicaId)> = read
         .members
         .iter()
         .filter(|(node, member)| {
@@ -293,11 +314,11 @@ fn decommission_target(
                 .filter(|(at, _)| at.node == node)
                 .map(|(_, count)| *count)
                 .sum();
-            (held, node)
+            (rack_used(&node), held, node)
         })
         .collect();
     candidates.sort();
-    let mut candidates = candidates.into_iter().map(|(_, node)| node);
+    let mut candidates = candidates.into_iter().map(|(_, _, node)| node);
     let mut target = Vec::with_capacity(current.len());
     for at in current {
         if !excluded(&at.node) {
@@ -336,6 +357,7 @@ pub fn reconcile(read: &ClusterRead) -> Vec<Action> {
         .map(|(&node, member)| Placeable {
             node,
             shards: member.shards,
+            rack: read.racks.get(&node).cloned(),
         })
         .collect();
     for (topic, request) in &read.requests {
@@ -1159,5 +1181,26 @@ mod tests {
         moving(&mut read, vec![at(1, 0), at(2, 0)], None);
         state_of(&mut read, 1, 10, 4, &[1, 2]);
         assert!(reconcile(&read).is_empty());
+    }
+
+    #[test]
+    fn a_decommissioned_replica_is_replaced_on_a_rack_the_others_do_not_use() {
+        let added = |read: &ClusterRead| match &reconcile(read)[..] {
+            [Action::Reassign { replicas, .. }] => replicas.last().map(|at| at.node.0),
+            other => panic!("{other:?}"),
+        };
+        let mut read = three_nodes();
+        read.members.extend([member(4, 40, 2)]);
+        read.excluded.insert(ReplicaId(1));
+        moving(&mut read, vec![at(1, 0), at(2, 0)], None);
+        state_of(&mut read, 1, 10, 4, &[1, 2]);
+        // Without racks: the member holding the fewest replicas (3 and 4 hold none: 3).
+        assert_eq!(added(&read), Some(3));
+        // Node 2, kept, is on rack b with node 3: node 4 (rack a) is taken instead.
+        read.racks = [(1, "a"), (2, "b"), (3, "b"), (4, "a")]
+            .into_iter()
+            .map(|(node, rack)| (ReplicaId(node), rack.to_owned()))
+            .collect();
+        assert_eq!(added(&read), Some(4));
     }
 }

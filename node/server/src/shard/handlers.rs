@@ -118,6 +118,7 @@ impl Shard {
         #[cfg(not(feature = "cluster"))]
         let members = None;
         Ok(MetadataResponse {
+            racks: request.racks && members.is_some(),
             members,
             shards,
             topics,

@@ -176,6 +176,7 @@ impl Client {
             placement: false,
             settings: false,
             topics: vec![],
+            racks: false,
         })) {
             Response::Metadata(metadata) => metadata,
             other => panic!("metadata failed: {other:?}"),
