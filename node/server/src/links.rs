@@ -34,8 +34,9 @@ const CONNECT_WAIT: Duration = Duration::from_secs(2);
 /// (thousands of fetchers do not each wait out a connection to a node that is down).
 const CONNECT_RETRY: Duration = Duration::from_millis(200);
 
-/// A follower shard's links, one per leader shard address (at most one per shard of each
-/// node the map ever named as a leader's), and its fetch sessions' numbers.
+/// A follower shard's links, one per leader shard address, and its fetch sessions' numbers.
+/// Links no fetcher uses are closed and forgotten whenever a link to a new address is made,
+/// so a shard holds the links its fetchers use, plus at most the ones made since.
 #[derive(Default)]
 pub struct Links {
     slots: RefCell<HashMap<SocketAddr, Rc<Slot>>>,
@@ -68,8 +69,36 @@ impl Links {
         session
     }
 
+    /// How many leader shard addresses this shard has a link (or a link's slot) to.
+    pub fn count(&self) -> usize {
+        self.slots.borrow().len()
+    }
+
+    /// Closes and forgets the links no fetcher uses: none holds the link or waits for its
+    /// turn (a leader that moved away, a node that restarted on other ports).
+    fn sweep(&self) {
+        self.slots.borrow_mut().retain(|_, slot| {
+            let waited_for = Rc::strong_count(slot) > 1;
+            let held = slot
+                .link
+                .borrow()
+                .as_ref()
+                .is_some_and(|link| !link.is_closed() && Rc::strong_count(link) > 1);
+            if waited_for || held {
+                return true;
+            }
+            if let Some(link) = slot.link.borrow_mut().take() {
+                link.close();
+            }
+            false
+        });
+    }
+
     /// The open link to `address`, connected now if there is none.
     pub async fn get(&self, address: SocketAddr) -> Result<Rc<Link>, String> {
+        if !self.slots.borrow().contains_key(&address) {
+            self.sweep();
+        }
         let slot = self
             .slots
             .borrow_mut()
@@ -292,5 +321,41 @@ impl Link {
             .send(request.to_frame(id))
             .await
             .map_err(|_| "the link's writer stopped".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_no_fetcher_uses_are_closed_when_a_new_one_is_made() {
+        let listeners: Vec<std::net::TcpListener> = (0..3)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let addresses: Vec<SocketAddr> = listeners
+            .iter()
+            .map(|listener| listener.local_addr().unwrap())
+            .collect();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let links = Links::default();
+                let held = links.get(addresses[0]).await.unwrap();
+                let idle = links.get(addresses[1]).await.unwrap();
+                // The same address: the same link.
+                assert!(Rc::ptr_eq(&held, &links.get(addresses[0]).await.unwrap()));
+                drop(idle);
+                assert_eq!(links.count(), 2);
+                // A new address: the link nobody holds goes, the held one stays.
+                let _third = links.get(addresses[2]).await.unwrap();
+                assert_eq!(links.count(), 2);
+                assert!(!held.is_closed());
+                let again = links.get(addresses[1]).await.unwrap();
+                assert!(!again.is_closed());
+                drop(listeners);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }
