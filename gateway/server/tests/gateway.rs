@@ -191,6 +191,7 @@ async fn frames_reach_the_owning_shard_and_answers_keep_their_ids() {
         storage_id: 3,
         leader_epoch: 1,
         session: 1,
+        incarnation: 1,
         fetch_offset: 0,
         last_fetched_epoch: None,
         durable_end: 0,

@@ -27,10 +27,15 @@ pub struct ReplicaFetchRequest {
     /// The leader epoch the follower believes current.
     pub leader_epoch: u32,
     /// The follower's fetch session for this replica: a new, larger one each time the
-    /// follower opens the replica's log again (a cut, a start over) or loses its link. With
-    /// the number of the connection it came over, it orders what the follower said: a
-    /// session's reports count only until a newer one starts.
+    /// follower opens the replica's log again (a cut, a start over, a move to another of its
+    /// shards) or loses its link — numbered by the follower's process, whatever shard it
+    /// runs on. After `incarnation`, it orders what the follower said: a session's reports
+    /// count only until a newer one starts.
     pub session: u64,
+    /// The follower's incarnation: the etcd revision of its newest registration, larger for
+    /// every registration and across restarts (its session numbers start over with a new
+    /// process).
+    pub incarnation: u64,
     /// The follower's log end: where the batches asked for start.
     pub fetch_offset: u64,
     /// The epoch of the last entry of the follower's `leader-epochs` file; `None` when it
@@ -89,6 +94,8 @@ pub struct ReplicaProgressRequest {
     pub leader_epoch: u32,
     /// The fetch session the report belongs to (see [`ReplicaFetchRequest::session`]).
     pub session: u64,
+    /// See [`ReplicaFetchRequest::incarnation`].
+    pub incarnation: u64,
     pub log_end: u64,
     pub durable_end: u64,
 }
@@ -101,6 +108,7 @@ struct Sender {
     storage_id: u64,
     leader_epoch: u32,
     session: u64,
+    incarnation: u64,
 }
 
 impl Sender {
@@ -113,6 +121,7 @@ impl Sender {
         w.u64(self.storage_id);
         w.u32(self.leader_epoch);
         w.u64(self.session);
+        w.u64(self.incarnation);
     }
 
     /// Reads the sender's fields (after the routing fields, which the caller read).
@@ -125,6 +134,7 @@ impl Sender {
             storage_id: reader.u64("storage_id")?,
             leader_epoch: reader.u32("leader_epoch")?,
             session: reader.u64("session")?,
+            incarnation: reader.u64("incarnation")?,
         })
     }
 }
@@ -138,6 +148,7 @@ impl ReplicaFetchRequest {
             storage_id: self.storage_id,
             leader_epoch: self.leader_epoch,
             session: self.session,
+            incarnation: self.incarnation,
         };
         sender.write(w, &self.topic, self.partition);
         w.u64(self.fetch_offset);
@@ -168,6 +179,7 @@ impl ReplicaFetchRequest {
             storage_id: sender.storage_id,
             leader_epoch: sender.leader_epoch,
             session: sender.session,
+            incarnation: sender.incarnation,
             fetch_offset: reader.u64("fetch_offset")?,
             last_fetched_epoch: match reader.u8("last_fetched_epoch")? {
                 0 => None,
@@ -214,6 +226,7 @@ impl ReplicaProgressRequest {
             storage_id: self.storage_id,
             leader_epoch: self.leader_epoch,
             session: self.session,
+            incarnation: self.incarnation,
         };
         sender.write(w, &self.topic, self.partition);
         w.u64(self.log_end);
@@ -234,6 +247,7 @@ impl ReplicaProgressRequest {
             storage_id: sender.storage_id,
             leader_epoch: sender.leader_epoch,
             session: sender.session,
+            incarnation: sender.incarnation,
             log_end: reader.u64("log_end")?,
             durable_end: reader.u64("durable_end")?,
         };

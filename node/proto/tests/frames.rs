@@ -415,6 +415,7 @@ fn replica_frames_refuse_what_no_replica_sends() {
         storage_id: 3,
         leader_epoch: 4,
         session: 8,
+        incarnation: 9,
         fetch_offset: 100,
         last_fetched_epoch: Some(4),
         durable_end: 100,
@@ -448,9 +449,9 @@ fn replica_frames_refuse_what_no_replica_sends() {
         "max_wait_ms"
     );
     // The presence byte of `last_fetched_epoch` (after topic, partition, topic id, replica,
-    // storage id, leader epoch, session, fetch offset) is 0 or 1.
+    // storage id, leader epoch, session, incarnation, fetch offset) is 0 or 1.
     let mut bytes = BytesMut::from(&fine.to_frame(9)[..]);
-    let tag = FRAME_HEADER_SIZE as usize + 2 + 1 + 4 + 16 + 4 + 8 + 4 + 8 + 8;
+    let tag = FRAME_HEADER_SIZE as usize + 2 + 1 + 4 + 16 + 4 + 8 + 4 + 8 + 8 + 8;
     assert_eq!(bytes[tag], 1);
     bytes[tag] = 2;
     let frame = decode_one(&bytes.freeze(), REQUEST_SIZE_MAX);
@@ -463,6 +464,7 @@ fn replica_frames_refuse_what_no_replica_sends() {
         storage_id: 3,
         leader_epoch: 4,
         session: 8,
+        incarnation: 9,
         log_end: 10,
         durable_end: 11,
     };
@@ -862,6 +864,7 @@ fn replica_fetch_request() -> impl Strategy<Value = ReplicaFetchRequest> {
                 storage_id,
                 leader_epoch,
                 session,
+                incarnation: session.rotate_left(17),
                 fetch_offset,
                 last_fetched_epoch,
                 durable_end: durable % (fetch_offset.saturating_add(1)).max(1),
@@ -903,6 +906,7 @@ fn replica_progress_request() -> impl Strategy<Value = ReplicaProgressRequest> {
                     storage_id,
                     leader_epoch,
                     session,
+                    incarnation: session.rotate_left(17),
                     log_end,
                     durable_end: durable.min(log_end),
                 }

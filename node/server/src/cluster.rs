@@ -17,7 +17,7 @@
 //! shard's executor.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -170,6 +170,8 @@ impl ClusterSession {
         let elected = controller.clone();
         let (session_tx, session_rx) = watch::channel(None);
         let session_tx = Arc::new(session_tx);
+        let incarnation = Arc::new(AtomicU64::new(0));
+        let registered_at = incarnation.clone();
         let renewed = Arc::new(std::sync::Mutex::new(Instant::now()));
         let (map_tx, map_rx) = watch::channel(Arc::new(ClusterMap::default()));
         let mapped = settings.clone();
@@ -195,6 +197,7 @@ impl ClusterSession {
                         shards,
                         controller: elected,
                         session: session_tx.clone(),
+                        incarnation: registered_at,
                         renewed: renewed.clone(),
                     };
                     let registered = match member.register().await {
@@ -231,6 +234,7 @@ impl ClusterSession {
                     admin_client: Arc::default(),
                     map: map_rx,
                     session: session_rx,
+                    incarnation,
                 },
             }),
             Ok(Err(error)) => {
@@ -297,6 +301,9 @@ pub struct ClusterQuery {
     pub map: watch::Receiver<Arc<ClusterMap>>,
     /// The session this node may lead under (`None` while its lease may have lapsed).
     pub session: watch::Receiver<Option<u64>>,
+    /// The etcd revision of this node's newest registration (0 before the first): it only
+    /// grows, also across restarts, so it orders what this node's runs say.
+    incarnation: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for ClusterQuery {
@@ -309,6 +316,12 @@ impl std::fmt::Debug for ClusterQuery {
 }
 
 impl ClusterQuery {
+    /// The etcd revision at which this node registered last: larger for every registration,
+    /// across restarts too (a follower's fetch sessions are ordered by it first).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation.load(Ordering::Relaxed)
+    }
+
     /// The registered members (by node id) and the elected controller, read from etcd within
     /// [`CLUSTER_QUERY_WAIT`]; at most [`CLUSTER_QUERIES_MAX`] at once.
     pub async fn describe(&self) -> Result<spate_proto::DescribeClusterResponse, String> {
@@ -1111,6 +1124,8 @@ struct Member {
     /// The session whose lease holds (as far as this node can be sure), `None` while it may
     /// have lapsed: the node leads only under it.
     session: Arc<watch::Sender<Option<u64>>>,
+    /// The etcd revision of the newest registration ([`ClusterQuery::incarnation`]).
+    incarnation: Arc<AtomicU64>,
     /// When the last renewal etcd confirmed was sent (or the lease granted): etcd counts the
     /// lease from no earlier than that.
     renewed: Arc<std::sync::Mutex<Instant>>,
@@ -1221,6 +1236,9 @@ impl Member {
             )])
             .or_else([TxnOp::get(key.clone(), None)]);
         let answer = client.txn(txn).await.map_err(|error| etcd_error(&error))?;
+        let revision = answer
+            .header()
+            .map_or(0, etcd_client::ResponseHeader::revision);
         if !answer.succeeded() {
             let _ = client.lease_revoke(lease).await;
             let holder = answer
@@ -1249,6 +1267,8 @@ impl Member {
         if let Ok(mut renewed) = self.renewed.lock() {
             *renewed = asked;
         }
+        self.incarnation
+            .fetch_max(u64::try_from(revision).unwrap_or(0), Ordering::Relaxed);
         self.session.send_replace(Some(session));
         tracing::info!(
             node = self.settings.node_id,

@@ -28,7 +28,7 @@ use spate_proto::{
     Request, Response,
 };
 
-use crate::links::Link;
+use crate::links::{Link, Session};
 use crate::partition::{now, Partition};
 use crate::replica::load_epochs;
 use crate::shard::{partition_dir, Shard};
@@ -177,7 +177,7 @@ pub async fn run(shard: Rc<Shard>, partition: Rc<Partition>, generation: u64) {
         };
         backoff = RECONNECT_FIRST;
         // A new session on every start over: what an earlier one reported no longer counts.
-        let session = shard.links.new_session();
+        let session = shard.links.new_session(shard.cluster.incarnation());
         match fetcher.fetch_over(&link, session, &following).await {
             Ok(stop) => break stop,
             Err(problem) => {
@@ -211,7 +211,7 @@ impl Fetcher {
     async fn fetch_over(
         &mut self,
         link: &Link,
-        session: u64,
+        session: Session,
         following: &Following,
     ) -> Result<Stop, String> {
         let storage_id = self.shard.cluster.storage_id();
@@ -232,7 +232,8 @@ impl Fetcher {
                 replica: me,
                 storage_id,
                 leader_epoch: following.epoch,
-                session,
+                session: session.number,
+                incarnation: session.incarnation,
                 fetch_offset: fetch_offset.0,
                 last_fetched_epoch: self.epochs.latest_epoch().map(|epoch| epoch.0),
                 durable_end: durable_end.0,
@@ -264,7 +265,8 @@ impl Fetcher {
                             replica: me,
                             storage_id,
                             leader_epoch: following.epoch,
-                            session,
+                            session: session.number,
+                            incarnation: session.incarnation,
                             log_end: log_end.0,
                             durable_end: durable.0,
                         });

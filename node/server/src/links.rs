@@ -13,6 +13,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -40,7 +41,19 @@ const CONNECT_RETRY: Duration = Duration::from_millis(200);
 #[derive(Default)]
 pub struct Links {
     slots: RefCell<HashMap<SocketAddr, Rc<Slot>>>,
-    sessions: Cell<u64>,
+}
+
+/// The last fetch session number this process handed out, on any shard: a replica that
+/// moves to another shard of its node starts a session numbered after its old shard's.
+static SESSIONS: AtomicU64 = AtomicU64::new(0);
+
+/// A follower's fetch session, as the leader orders it: by the follower's incarnation (the
+/// etcd revision of its newest registration, which grows across restarts), then by its
+/// number (which grows within the process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Session {
+    pub incarnation: u64,
+    pub number: u64,
 }
 
 /// One leader shard's link, made by one fetcher at a time.
@@ -54,19 +67,18 @@ impl std::fmt::Debug for Links {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Links")
             .field("links", &self.slots.borrow().len())
-            .field("sessions", &self.sessions.get())
             .finish()
     }
 }
 
 impl Links {
-    /// A new fetch session's number: larger than every earlier one of this shard (the leader
-    /// orders a replica's sessions by the connection's number first, so numbers starting
-    /// over after a restart come over a newer connection).
-    pub fn new_session(&self) -> u64 {
-        let session = self.sessions.get() + 1;
-        self.sessions.set(session);
-        session
+    /// A new fetch session of a follower in `incarnation`: numbered after every earlier one
+    /// of this process, whatever its shard.
+    pub fn new_session(&self, incarnation: u64) -> Session {
+        Session {
+            incarnation,
+            number: SESSIONS.fetch_add(1, Ordering::Relaxed) + 1,
+        }
     }
 
     /// How many leader shard addresses this shard has a link (or a link's slot) to.

@@ -81,6 +81,16 @@ impl ClusterView {
         self.query.get()
     }
 
+    /// The etcd revision of this node's newest registration (0 before it registered, and
+    /// for a single node): it orders this node's fetch sessions across its restarts.
+    pub fn incarnation(&self) -> u64 {
+        #[cfg(feature = "cluster")]
+        if let Some(query) = self.query.get() {
+            return query.incarnation();
+        }
+        0
+    }
+
     /// The answer to `DescribeCluster`; `shards` are this node's shard addresses.
     pub async fn describe(
         self: Arc<Self>,

@@ -1660,6 +1660,7 @@ fn replica_fetch(
         storage_id: FOLLOWER_STORAGE.load(std::sync::atomic::Ordering::Relaxed),
         leader_epoch: epoch,
         session: 1,
+        incarnation: 1,
         fetch_offset,
         last_fetched_epoch,
         // Nothing synced yet: the follower joins the ISR only once it reports it (below).
@@ -1798,6 +1799,7 @@ fn a_leader_answers_its_followers_fetches() {
         storage_id: FOLLOWER_STORAGE.load(std::sync::atomic::Ordering::Relaxed),
         leader_epoch: 3,
         session: 1,
+        incarnation: 1,
         log_end: 3,
         durable_end: 0,
     });
@@ -1815,8 +1817,8 @@ fn a_leader_answers_its_followers_fetches() {
         produced(client.produce("t", 0, &[b"d"], Durability::Fsync)),
         Ok(3)
     );
-    // The follower's newest connection: its reports count over it only (what comes over an
-    // older one may be from before its log was cut).
+    // A second connection of the follower, in the same session: what it says counts there
+    // too (sessions, not connections, order what a follower says).
     let (answer, waited, mut follower) = parked.join().unwrap();
     assert!(waited < Duration::from_secs(10), "{waited:?}");
     assert_eq!(records(&answer.records), vec![(3, b"d".to_vec())]);
@@ -1860,8 +1862,19 @@ fn a_leader_answers_its_followers_fetches() {
         !waiting.is_finished(),
         "acknowledged before the follower held it"
     );
-    // The follower fetches both and reports them durable: the produce is acknowledged.
-    let answer = fetched(follower.call(&replica_fetch(id, 122, 3, 4, Some(3), 0)));
+    // The follower fetches both in a newer session, over its first connection (as a replica
+    // moved to another shard of its node fetches over that shard's link, which may be older):
+    // the newer session counts, whichever connection brings it…
+    let in_session = |request: Request, session| match request {
+        Request::ReplicaFetch(fetch) => {
+            Request::ReplicaFetch(spate_proto::ReplicaFetchRequest { session, ..fetch })
+        }
+        Request::ReplicaProgress(report) => {
+            Request::ReplicaProgress(spate_proto::ReplicaProgressRequest { session, ..report })
+        }
+        other => other,
+    };
+    let answer = fetched(client.call(&in_session(replica_fetch(id, 122, 3, 4, Some(3), 0), 2)));
     assert_eq!(answer.diverging, None);
     assert_eq!(records(&answer.records).len(), 2);
     let progress = Request::ReplicaProgress(spate_proto::ReplicaProgressRequest {
@@ -1872,8 +1885,20 @@ fn a_leader_answers_its_followers_fetches() {
             _ => unreachable!(),
         }
     });
+    // …and a report of the older session, even over the newer connection, counts for
+    // nothing: the produce still waits…
     assert!(matches!(
         follower.call(&progress),
+        Response::ReplicaProgress
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !waiting.is_finished(),
+        "a report of an older session counted"
+    );
+    // …until the newer session reports: the produce is acknowledged.
+    assert!(matches!(
+        follower.call(&in_session(progress.clone(), 2)),
         Response::ReplicaProgress
     ));
     assert_eq!(waiting.join().unwrap(), Ok(5));

@@ -117,6 +117,7 @@ fn a_request_for_another_shards_partition_names_the_owner() {
         storage_id: 3,
         leader_epoch: 1,
         session: 1,
+        incarnation: 1,
         fetch_offset: 0,
         last_fetched_epoch: None,
         durable_end: 0,
@@ -131,6 +132,7 @@ fn a_request_for_another_shards_partition_names_the_owner() {
         storage_id: 3,
         leader_epoch: 1,
         session: 1,
+        incarnation: 1,
         log_end: 0,
         durable_end: 0,
     });

@@ -652,7 +652,6 @@ mod tests {
         }
         assert_eq!(elected(rebalance_leaders(&read, 5, &skip)), vec![]);
         // A decommissioned preferred replica is not balanced back to.
-        let mut read = read;
         read.excluded.insert(ReplicaId(2));
         read.partitions.insert(
             ("t".into(), 13),

@@ -132,11 +132,14 @@ fn now_or_waited<T: 'static>(
     }
 }
 
-/// A replica's fetch session as the leader orders it: by the connection's number on this
-/// shard (a follower that lost its link or started again comes over a newer one), then by
-/// the follower's own session number (a new fetcher of the replica over the same one).
-fn fetch_session(link: u64, session: u64) -> u128 {
-    (u128::from(link) << 64) | u128::from(session)
+/// A replica's fetch session as the leader orders it: by the follower's incarnation (the etcd
+/// revision of its newest registration: a follower that restarted or registered again is in
+/// a newer one), then by the session's number (which the follower's process hands out in
+/// order, whichever of its shards the replica is on — a replica moved to another shard of
+/// its node, or a new fetcher after a cut, a start over or a lost link, is in a newer one).
+/// Which connection a fetch came over does not matter.
+fn fetch_session(incarnation: u64, session: u64) -> u128 {
+    (u128::from(incarnation) << 64) | u128::from(session)
 }
 
 /// The refusal of a client's write, deletion or change of the internal offsets topic.
@@ -237,7 +240,6 @@ impl Shard {
         frame: &Frame,
         permit: StaticPermit,
         responses: &Rc<LocalSender<AnswerFrame>>,
-        link: u64,
         replica: &ReplicaLink,
     ) -> bool {
         let correlation = frame.head.correlation_id;
@@ -262,7 +264,7 @@ impl Shard {
             &resolved,
             Ok(Resolved::Partition(_, Request::ReplicaProgress(_)))
         );
-        match self.dispatch(frame.head.api_key, resolved, link, replica) {
+        match self.dispatch(frame.head.api_key, resolved, replica) {
             Dispatched::Now(response) if progress => {
                 // Taken already; the follower does not wait for its answer, which is dropped
                 // rather than hold the connection's reading up behind answers being written.
@@ -350,10 +352,7 @@ impl Shard {
                 let Ok(permit) = permits.clone().acquire_static_permit(1).await else {
                     break 'connection Ok(());
                 };
-                if !self
-                    .answer(&frame, permit, &responses, registration.id(), &replica)
-                    .await
-                {
+                if !self.answer(&frame, permit, &responses, &replica).await {
                     break 'connection Ok(());
                 }
             }
@@ -465,13 +464,10 @@ impl Shard {
         Ok(Resolved::Partition(partition, request))
     }
 
-    /// `link`: the connection's number on this shard (with the follower's session number, it
-    /// orders a replica's fetches and reports in the leader's view of them).
     fn dispatch(
         self: &Rc<Self>,
         api_key: u16,
         resolved: Result<Resolved, ErrorResponse>,
-        link: u64,
         replica: &ReplicaLink,
     ) -> Dispatched {
         let resolved = match resolved {
@@ -572,7 +568,7 @@ impl Shard {
             Resolved::Partition(partition, Request::ReplicaFetch(request)) => {
                 // Parked apart from the in-flight slots (see `REPLICA_FETCHES_PER_LINK_MAX`).
                 let shard = self.clone();
-                let session = fetch_session(link, request.session);
+                let session = fetch_session(request.incarnation, request.session);
                 let answers = replica.answers.clone();
                 Dispatched::Parked(Box::pin(async move {
                     match shard
@@ -585,7 +581,7 @@ impl Shard {
                 }))
             }
             Resolved::Partition(partition, Request::ReplicaProgress(request)) => {
-                let session = fetch_session(link, request.session);
+                let session = fetch_session(request.incarnation, request.session);
                 Dispatched::Now(match self.replica_progress(&partition, &request, session) {
                     Ok(()) => Response::ReplicaProgress,
                     Err(error) => fail(error),
