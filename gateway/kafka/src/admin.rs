@@ -276,16 +276,14 @@ fn config_result(
     }
 }
 
-/// Whether a DescribeConfigs needs the node's Metadata: it names a topic, or a broker other
-/// than broker 0 (in a cluster of brokers, this gateway's broker id is its node's, which the
-/// members with placement tell).
+/// Whether a DescribeConfigs needs the node's Metadata: it names a topic, or a broker (in a
+/// cluster of brokers, this gateway's broker id is its node's, which the members with
+/// placement tell; only without them is it broker 0).
 pub fn needs_node_map(request: &DescribeConfigsRequest) -> bool {
     request.resources.iter().any(|resource| {
-        let name = resource.resource_name.as_str();
         resource.resource_type == RESOURCE_TOPIC
             || (resource.resource_type == RESOURCE_BROKER
-                && !name.is_empty()
-                && name != BROKER_ID.to_string())
+                && !resource.resource_name.as_str().is_empty())
     })
 }
 
@@ -326,7 +324,9 @@ pub fn describe_configs(
                 // (Spate has none), a broker id for that broker's settings.
                 RESOURCE_BROKER if name.is_empty() => Ok(Vec::new()),
                 RESOURCE_BROKER if name == own.to_string() => Ok(broker_entries(facts, own)),
-                // Without the node's map this gateway cannot tell its broker id in a cluster.
+                // Without the node's map this gateway cannot tell its broker id in a cluster
+                // (broker 0 is still this gateway when the node is unreachable: a single node
+                // or a cluster without Kafka addresses).
                 RESOURCE_BROKER if name != BROKER_ID.to_string() && node.is_err() => {
                     Err(match node {
                         Err(error) => (kafka_error(error.code), error.message.clone()),
@@ -807,13 +807,14 @@ mod tests {
             resource(RESOURCE_BROKER, "3"),
             resource(8, "0"),
         ]);
-        // Broker 3 is named: the node's map tells whether this gateway is broker 3.
+        // A broker is named: the node's map tells which broker this gateway is. Only the
+        // cluster-wide defaults (the empty name) need no map.
         assert!(needs_node_map(&request));
+        assert!(needs_node_map(
+            &DescribeConfigsRequest::default().with_resources(vec![resource(RESOURCE_BROKER, "0")])
+        ));
         assert!(!needs_node_map(
-            &DescribeConfigsRequest::default().with_resources(vec![
-                resource(RESOURCE_BROKER, "0"),
-                resource(RESOURCE_BROKER, ""),
-            ])
+            &DescribeConfigsRequest::default().with_resources(vec![resource(RESOURCE_BROKER, "")])
         ));
         let single = MetadataResponse {
             shards: vec![],

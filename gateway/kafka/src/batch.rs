@@ -574,10 +574,11 @@ pub fn spate_to_kafka(records: &Bytes) -> Result<KafkaRecords, SpateBatchError> 
 
 /// [`spate_to_kafka`], each batch's `partitionLeaderEpoch` taken from the epoch boundaries
 /// of the node's answer (`spate_proto::FetchResponse::epochs`): the last boundary at or
-/// below the batch's base offset, the first one for a batch that starts below it (the
-/// answer's first batch holds the fetched offset, where the first boundary starts); -1
-/// without boundaries (KIP-320: clients validate positions with the epochs of the records
-/// they consumed).
+/// below the batch's base offset, or the first one for a batch that starts below it and
+/// holds its start (the answer's first batch holds the fetched offset, where the first
+/// boundary starts); -1 for a batch wholly below the first boundary (records older than the
+/// leader's chain) and without boundaries (KIP-320: clients validate positions with the
+/// epochs of the records they consumed).
 pub fn spate_to_kafka_with_epochs(
     records: &Bytes,
     epochs: &[spate_proto::EpochBoundary],
@@ -603,7 +604,14 @@ pub fn spate_to_kafka_with_epochs(
         {
             boundary += 1;
         }
-        if let Some(epoch) = epochs.get(boundary) {
+        let last = batch
+            .base_offset()
+            .0
+            .saturating_add(u64::from(batch.header().last_offset_delta.get()));
+        if let Some(epoch) = epochs
+            .get(boundary)
+            .filter(|epoch| epoch.start_offset <= last)
+        {
             // Outside the bytes the CRC covers. An epoch beyond Kafka's range is not given.
             let epoch = i32::try_from(epoch.epoch).unwrap_or(NO_PARTITION_LEADER_EPOCH);
             put_bytes(

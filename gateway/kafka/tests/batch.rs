@@ -18,8 +18,8 @@ use spate_format::{
     stamp, BatchBuilder, BatchError, BatchRef, Offset, ProducerFields, Record, TimestampType,
 };
 use spate_kafka::batch::{
-    kafka_error_code, kafka_offset, kafka_to_spate, spate_to_kafka, KafkaBatchError,
-    SpateBatchError, KAFKA_BATCH_SIZE_MAX,
+    kafka_error_code, kafka_offset, kafka_to_spate, spate_to_kafka, spate_to_kafka_with_epochs,
+    KafkaBatchError, SpateBatchError, KAFKA_BATCH_SIZE_MAX,
 };
 
 const KEYS_HEADERS: &[u8] = include_bytes!("../testdata/kcat-keys-headers.bin");
@@ -365,6 +365,50 @@ fn several_batches_of_a_fetch_answer_convert_in_order() {
     let records = decode_kafka(&converted.to_contiguous());
     let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
     assert_eq!(offsets, (40..next as i64).collect::<Vec<_>>());
+}
+
+#[test]
+fn each_batch_carries_the_leader_epoch_that_appended_it() {
+    // Four batches of the golden ones, stamped from offset 0 on; the fetch asked for an
+    // offset inside the second, where the first boundary starts (epoch 3), and epoch 5
+    // starts with the fourth. The first batch is wholly below the first boundary.
+    let mut answer = Vec::new();
+    let mut bases = Vec::new();
+    let mut next = 0u64;
+    for golden in GOLDEN.iter().cycle().take(4) {
+        let mut spate = convert(golden).unwrap();
+        stamp(&mut spate, Offset(next), 1).unwrap();
+        bases.push(next);
+        next = BatchRef::parse(&spate).unwrap().next_offset().0;
+        answer.extend_from_slice(&spate);
+    }
+    let boundary = |epoch, start_offset| spate_proto::EpochBoundary {
+        epoch,
+        start_offset,
+    };
+    let epochs = [boundary(3, bases[2] - 1), boundary(5, bases[3])];
+    let converted = spate_to_kafka_with_epochs(&Bytes::from(answer.clone()), &epochs)
+        .unwrap()
+        .to_contiguous();
+    let mut stamped = Vec::new();
+    let mut at = 0usize;
+    while at < converted.len() {
+        let epoch = &converted[at + kafka_offset::PARTITION_LEADER_EPOCH..][..4];
+        stamped.push(i32::from_be_bytes(epoch.try_into().unwrap()));
+        let length = &converted[at + 8..at + 12];
+        at += 12 + usize::try_from(i32::from_be_bytes(length.try_into().unwrap())).unwrap();
+    }
+    assert_eq!(stamped, vec![-1, 3, 3, 5]);
+    // The records still read back (the epoch is outside the CRC).
+    assert_eq!(decode_kafka(&converted).len() as u64, next);
+    // Without boundaries (a single node): -1 everywhere.
+    let plain = spate_to_kafka(&Bytes::from(answer))
+        .unwrap()
+        .to_contiguous();
+    assert_eq!(
+        plain[kafka_offset::PARTITION_LEADER_EPOCH..][..4],
+        (-1i32).to_be_bytes()
+    );
 }
 
 #[test]

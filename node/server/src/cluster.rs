@@ -1307,6 +1307,7 @@ impl Member {
         let connect_timeout = self.settings.session_timeout;
         let balance = self.settings.leader_balance;
         tokio::spawn(async move {
+            let mut balancing = crate::controller::Balancing::new(balance);
             let Ok(value) = serde_json::to_vec(&record) else {
                 return;
             };
@@ -1337,7 +1338,8 @@ impl Member {
                             revision = leader.rev(),
                             "this node is the cluster's controller"
                         );
-                        crate::controller::lead(client, cluster.clone(), leader, balance).await;
+                        crate::controller::lead(client, cluster.clone(), leader, &mut balancing)
+                            .await;
                         controller.store(false, Ordering::Relaxed);
                         tracing::warn!(
                             node,

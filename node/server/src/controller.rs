@@ -62,16 +62,16 @@ enum Pass {
 
 /// Runs the controller's duties while `leader` (this node's won campaign) holds; returns when
 /// this node is deposed (its election key is gone while its lease lives). The task running it
-/// is aborted when the session goes. With `balance`, the first pass after each of its
-/// intervals also moves leaderships back to preferred replicas.
+/// is aborted when the session goes. The first pass after each of `balancing`'s intervals
+/// also moves leaderships back to preferred replicas (the interval counts across returns and
+/// new elections under the same session, so a flapping etcd does not put balancing off).
 pub async fn lead(
     mut client: Client,
     cluster: String,
     leader: LeaderKey,
-    balance: Option<LeaderBalance>,
+    balancing: &mut Balancing,
 ) {
     let mut warned = HashSet::new();
-    let mut balancing = Balancing::new(balance);
     // Failures in a row over this connection: past `CONTROLLER_FAILURES_MAX` the controller
     // returns, and the campaign reconnects (through another etcd member when this one is
     // gone) and resumes its election key under the same lease.
@@ -153,13 +153,15 @@ pub async fn lead(
 }
 
 /// When the controller's next pass balances leaders (`--auto-leader-rebalance`).
-struct Balancing {
+#[derive(Debug)]
+pub struct Balancing {
     balance: Option<LeaderBalance>,
     next: tokio::time::Instant,
 }
 
 impl Balancing {
-    fn new(balance: Option<LeaderBalance>) -> Self {
+    /// The first balancing one interval from now.
+    pub fn new(balance: Option<LeaderBalance>) -> Self {
         let interval = balance.map_or(Duration::ZERO, |balance| balance.interval);
         Self {
             balance,

@@ -284,25 +284,19 @@ fn decommission_target(
     let keep = current.iter().filter(|at| !excluded(&at.node)).count();
     let factor = usize::try_from(factor.max(1)).unwrap_or(usize::MAX);
     let mut need = factor.saturating_sub(keep);
-    // With racks on every member, a replacement on a rack the kept replicas do not use comes
-    // first (as placement spreads a new partition's replicas).
+    // With racks on every member, a replacement on a rack the partition's other replicas
+    // (kept, or chosen before it) do not use comes first (as placement spreads a new
+    // partition's replicas).
     let racked = read
         .members
         .keys()
         .all(|node| read.racks.contains_key(node));
-    let kept_racks: BTreeSet<&String> = current
+    let mut used_racks: BTreeSet<&String> = current
         .iter()
         .filter(|at| !excluded(&at.node))
         .filter_map(|at| read.racks.get(&at.node))
         .collect();
-    let rack_used = |node: &ReplicaId| {
-        racked
-            && read
-                .racks
-                .get(node)
-                .is_some_and(|rack| kept_racks.contains(rack))
-    };
-    let mut candidates: Vec<(bool, u64, ReplicaId)> = read
+    let mut candidates: Vec<(u64, ReplicaId)> = read
         .members
         .iter()
         .filter(|(node, member)| {
@@ -314,17 +308,28 @@ fn decommission_target(
                 .filter(|(at, _)| at.node == node)
                 .map(|(_, count)| *count)
                 .sum();
-            (rack_used(&node), held, node)
+            (held, node)
         })
         .collect();
-    candidates.sort();
-    let mut candidates = candidates.into_iter().map(|(_, _, node)| node);
     let mut target = Vec::with_capacity(current.len());
     for at in current {
         if !excluded(&at.node) {
             target.push(at.node);
         } else if need > 0 {
-            target.push(candidates.next()?);
+            let rack_used = |node: &ReplicaId| {
+                racked
+                    && read
+                        .racks
+                        .get(node)
+                        .is_some_and(|rack| used_racks.contains(rack))
+            };
+            let (index, _) = candidates
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, &(held, node))| (rack_used(&node), held, node))?;
+            let (_, chosen) = candidates.swap_remove(index);
+            used_racks.extend(read.racks.get(&chosen));
+            target.push(chosen);
             need -= 1;
         }
     }
@@ -1201,5 +1206,44 @@ mod tests {
             .map(|(node, rack)| (ReplicaId(node), rack.to_owned()))
             .collect();
         assert_eq!(added(&read), Some(4));
+        // Two replaced at once: each on a rack of its own. Node 3 (rack b) is the emptiest,
+        // node 4 (rack b) next, node 5 (rack c) holds the most: the second replacement goes
+        // to c, not to b again.
+        read.members.extend([member(5, 50, 2)]);
+        read.racks = [(1, "a"), (2, "a"), (3, "b"), (4, "b"), (5, "c"), (6, "a")]
+            .into_iter()
+            .map(|(node, rack)| (ReplicaId(node), rack.to_owned()))
+            .collect();
+        read.members.extend([member(6, 60, 2)]);
+        read.excluded.insert(ReplicaId(2));
+        read.topics.insert(
+            "busy".into(),
+            Some(TopicAssignment {
+                id: TopicId(2),
+                replicas: vec![vec![at(5, 0)], vec![at(5, 1)], vec![at(4, 0)]],
+                factor: 1,
+                targets: BTreeMap::new(),
+            }),
+        );
+        read.topics.insert(
+            "t".into(),
+            Some(TopicAssignment {
+                id: TopicId(1),
+                replicas: vec![vec![at(1, 0), at(2, 0), at(6, 0)]],
+                factor: 3,
+                targets: BTreeMap::new(),
+            }),
+        );
+        state_of(&mut read, 6, 60, 4, &[1, 2, 6]);
+        let moved: Vec<Vec<u32>> = reconcile(&read)
+            .into_iter()
+            .filter_map(|action| match action {
+                Action::Reassign { replicas, .. } => {
+                    Some(replicas.iter().map(|at| at.node.0).collect())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(moved, vec![vec![1, 2, 6, 3, 5]]);
     }
 }
