@@ -771,6 +771,7 @@ impl Client {
             Request::DescribeCluster(spate_proto::DescribeClusterRequest {
                 partitions: newer,
                 moves: newer,
+                racks: newer,
             })
         };
         match self.asking_for_more(ask).await? {

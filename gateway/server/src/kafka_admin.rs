@@ -183,6 +183,7 @@ pub async fn list_partition_reassignments(
     let describe = NodeRequest::DescribeCluster(spate_proto::DescribeClusterRequest {
         partitions: true,
         moves: true,
+        racks: false,
     });
     let pending = send(router, &describe).await;
     match router.response(pending).await {

@@ -438,6 +438,8 @@ pub struct DescribeClusterRequest {
     /// Ask for the moves in progress too (a second `1`, after `partitions`, which it
     /// implies; an older node refuses it as `Malformed`).
     pub moves: bool,
+    /// Ask for the members' racks too (a third `1`, after `moves`, which it implies).
+    pub racks: bool,
 }
 
 /// The partitions of a cluster as the answering node's map shows them.
@@ -486,6 +488,10 @@ pub struct DescribeClusterResponse {
     /// The moves in progress (after the partitions' health, which it needs: a `1`, then
     /// [`crate::MovesStatus`]); absent from older nodes.
     pub moves: Option<crate::MovesStatus>,
+    /// The answer carries the members' racks (`ClusterMember::rack`; after the moves, which
+    /// it needs: a `1`, then each member's rack, `str16`, in `members` order): set when the
+    /// request asked for them and the answer has the moves.
+    pub racks: bool,
 }
 
 /// One member of a cluster, as it registered (docs/cluster.md, "Membership").
@@ -500,6 +506,9 @@ pub struct ClusterMember {
     pub since_ms: u64,
     /// The address of each of its shards, by shard id.
     pub shards: Vec<String>,
+    /// Its rack (`spate-node --rack`); empty when it has none or the answer does not carry
+    /// racks (`DescribeClusterResponse::racks`).
+    pub rack: String,
 }
 
 impl DescribeClusterResponse {
@@ -514,6 +523,7 @@ impl DescribeClusterResponse {
         for member in &mut self.members {
             clamp(&mut member.session, CLUSTER_ID_SIZE_MAX);
             clamp(&mut member.storage, CLUSTER_ID_SIZE_MAX);
+            clamp(&mut member.rack, RACK_SIZE_MAX);
             member
                 .shards
                 .truncate((SHARDS_MAX as usize).min(shards_left));
@@ -570,6 +580,12 @@ impl DescribeClusterResponse {
             if let Some(moves) = &this.moves {
                 w.u8(1);
                 moves.encode_body(w);
+                if this.racks {
+                    w.u8(1);
+                    for member in &this.members {
+                        w.str16(&member.rack);
+                    }
+                }
             }
         }
     }
@@ -600,6 +616,7 @@ impl DescribeClusterResponse {
                 storage,
                 since_ms,
                 shards: endpoints,
+                rack: String::new(),
             });
         }
         // Present when the request asked for it.
@@ -638,6 +655,12 @@ impl DescribeClusterResponse {
         } else {
             None
         };
+        let racks = moves.is_some() && trailing_flag(reader, "racks")?;
+        if racks {
+            for member in &mut members {
+                member.rack = reader.string16("rack", RACK_SIZE_MAX)?;
+            }
+        }
         Ok(DescribeClusterResponse {
             cluster,
             node,
@@ -645,6 +668,7 @@ impl DescribeClusterResponse {
             members,
             partitions,
             moves,
+            racks,
         })
     }
 }
@@ -1132,10 +1156,13 @@ impl Request {
                     w.u32(request.partition.0);
                 }
                 Request::DescribeCluster(request) => {
-                    if request.partitions || request.moves {
+                    if request.partitions || request.moves || request.racks {
                         w.u8(1);
                     }
-                    if request.moves {
+                    if request.moves || request.racks {
+                        w.u8(1);
+                    }
+                    if request.racks {
                         w.u8(1);
                     }
                 }
@@ -1344,7 +1371,12 @@ impl Request {
             ApiKey::DescribeCluster => {
                 let partitions = trailing_flag(&mut reader, "partitions")?;
                 let moves = partitions && trailing_flag(&mut reader, "moves")?;
-                Request::DescribeCluster(DescribeClusterRequest { partitions, moves })
+                let racks = moves && trailing_flag(&mut reader, "racks")?;
+                Request::DescribeCluster(DescribeClusterRequest {
+                    partitions,
+                    moves,
+                    racks,
+                })
             }
             ApiKey::MovePartitions => {
                 Request::MovePartitions(crate::MovePartitionsRequest::decode_body(&mut reader)?)

@@ -28,7 +28,7 @@ fn decode_one(bytes: &Bytes, size_max: u32) -> Frame {
 fn a_describe_cluster_answer_beyond_the_limits_is_cut_to_them() {
     use spate_proto::limits::{
         CLUSTER_ID_SIZE_MAX, CLUSTER_MEMBERS_MAX, CLUSTER_NAME_SIZE_MAX, CLUSTER_SHARDS_MAX,
-        ENDPOINT_SIZE_MAX, SHARDS_MAX,
+        ENDPOINT_SIZE_MAX, RACK_SIZE_MAX, SHARDS_MAX,
     };
     let member = |node: u32, shards: usize| ClusterMember {
         node,
@@ -36,6 +36,7 @@ fn a_describe_cluster_answer_beyond_the_limits_is_cut_to_them() {
         storage: "é".repeat(100),
         since_ms: 1,
         shards: vec!["a".repeat(300); shards],
+        rack: "r".repeat(100),
     };
     let mut members = vec![member(0, 2_000)];
     members.extend((1..1_100).map(|node| member(node, 40)));
@@ -59,6 +60,7 @@ fn a_describe_cluster_answer_beyond_the_limits_is_cut_to_them() {
         })
         .collect();
     let response = Response::DescribeCluster(DescribeClusterResponse {
+        racks: true,
         moves: Some(MovesStatus {
             decommissioned: (0..2_000).collect(),
             moving: 5_000,
@@ -89,6 +91,7 @@ fn a_describe_cluster_answer_beyond_the_limits_is_cut_to_them() {
     // Cut on a character boundary: 32 two-byte characters.
     assert_eq!(cut.members[0].storage, "é".repeat(32));
     assert_eq!(cut.members[0].shards[0].len(), ENDPOINT_SIZE_MAX as usize);
+    assert_eq!(cut.members[0].rack.len(), RACK_SIZE_MAX as usize);
     let shards: usize = cut.members.iter().map(|member| member.shards.len()).sum();
     assert_eq!(shards, CLUSTER_SHARDS_MAX as usize);
     let health = cut.partitions.unwrap();
@@ -627,15 +630,15 @@ fn request() -> impl Strategy<Value = Request> {
                     racks: false,
                 })
             ),
-        any::<bool>()
-            .prop_flat_map(|partitions| (Just(partitions), any::<bool>()))
-            .prop_map(|(partitions, moves)| {
-                // Moves are asked only with the partitions (they imply them).
-                Request::DescribeCluster(DescribeClusterRequest {
-                    partitions: partitions || moves,
-                    moves,
-                })
-            }),
+        (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(partitions, moves, racks)| {
+            // Moves are asked only with the partitions, racks only with the moves (each
+            // implies the ones before).
+            Request::DescribeCluster(DescribeClusterRequest {
+                partitions: partitions || moves || racks,
+                moves: moves || racks,
+                racks,
+            })
+        }),
         (topic(), any::<u32>(), 0u8..3, some_bytes(300)).prop_map(
             |(topic, partition, durability, batch)| Request::Produce(ProduceRequest {
                 topic,
@@ -1161,12 +1164,19 @@ fn response() -> impl Strategy<Value = Response> {
                 )
             ))
         )
-            .prop_flat_map(|described| (Just(described), proptest::option::of(moves_status())))
+            .prop_flat_map(|described| (
+                Just(described),
+                proptest::option::of(moves_status()),
+                any::<bool>()
+            ))
             .prop_map(
-                |((cluster, node, controller, members, partitions), moves)| {
+                |((cluster, node, controller, members, partitions), moves, racks)| {
+                    // Carried only with the partitions; racks only with the moves.
+                    let moves = moves.filter(|_| partitions.is_some());
+                    let racks = racks && moves.is_some();
                     Response::DescribeCluster(DescribeClusterResponse {
-                        // Carried only with the partitions.
-                        moves: moves.filter(|_| partitions.is_some()),
+                        moves,
+                        racks,
                         partitions: partitions.map(|(total, under_replicated, offline, listed)| {
                             PartitionHealth {
                                 total,
@@ -1192,6 +1202,11 @@ fn response() -> impl Strategy<Value = Response> {
                         members: members
                             .into_iter()
                             .map(|(node, session, storage, since_ms, shards)| ClusterMember {
+                                rack: if racks {
+                                    format!("rack-{}", node % 7)
+                                } else {
+                                    String::new()
+                                },
                                 node,
                                 session,
                                 storage,

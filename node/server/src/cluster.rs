@@ -1063,6 +1063,7 @@ async fn describe_from(
                 storage: record.storage,
                 since_ms: record.since_ms,
                 shards: record.shards,
+                rack: record.rack.unwrap_or_default(),
             }),
             Err(error) => {
                 tracing::warn!(
@@ -1092,6 +1093,7 @@ async fn describe_from(
         members,
         partitions: None,
         moves: None,
+        racks: false,
     })
 }
 

@@ -115,9 +115,11 @@ impl ClusterView {
                 storage: self.storage.clone(),
                 since_ms: self.since_ms,
                 shards,
+                rack: String::new(),
             }],
             partitions: None,
             moves: None,
+            racks: false,
         })
     }
 }

@@ -125,6 +125,7 @@ fn describe(node: &NodeHandle) -> Result<DescribeClusterResponse, spate_proto::E
         spate_proto::DescribeClusterRequest {
             partitions: true,
             moves: false,
+            racks: false,
         },
     )) {
         Response::DescribeCluster(cluster) => Ok(cluster),
@@ -2288,6 +2289,24 @@ fn replicas_are_spread_over_racks() {
                 .map(|&(id, rack)| (id, rack.to_owned()))
                 .collect();
             assert_eq!(listed, expected);
+        }
+        other => panic!("{other:?}"),
+    }
+    // `DescribeCluster` (what `spate cluster status` shows) names them too, when asked.
+    let asked = Request::DescribeCluster(spate_proto::DescribeClusterRequest {
+        partitions: true,
+        moves: true,
+        racks: true,
+    });
+    match client.call(&asked) {
+        Response::DescribeCluster(cluster) => {
+            assert!(cluster.racks);
+            let listed: Vec<(u32, &str)> = cluster
+                .members
+                .iter()
+                .map(|member| (member.node, member.rack.as_str()))
+                .collect();
+            assert_eq!(listed, racks);
         }
         other => panic!("{other:?}"),
     }

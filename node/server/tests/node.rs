@@ -149,6 +149,7 @@ fn a_request_for_another_shards_partition_names_the_owner() {
     match client.call(&Request::DescribeCluster(DescribeClusterRequest {
         partitions: true,
         moves: true,
+        racks: true,
     })) {
         Response::DescribeCluster(cluster) => {
             assert_eq!((cluster.cluster.as_str(), cluster.controller), ("", None));

@@ -521,9 +521,12 @@ impl Shard {
                 Dispatched::Later(Box::pin(async move {
                     match describe.await {
                         Ok(response) => {
+                            // Racks go with the moves (a cluster's answer).
+                            let racks = request.racks && moves.is_some();
                             Response::DescribeCluster(spate_proto::DescribeClusterResponse {
                                 partitions: health,
                                 moves,
+                                racks,
                                 ..response
                             })
                         }

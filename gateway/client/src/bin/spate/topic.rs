@@ -328,16 +328,20 @@ pub async fn cluster_status(client: &Client) -> Result<(), String> {
                 .map_or_else(|| "none elected".to_owned(), |node| format!("node {node}"))
         )
     };
-    let mut rows = vec![["NODE", "SESSION", "STORAGE", "SINCE", "SHARDS"]
-        .map(str::to_owned)
-        .to_vec()];
+    // A RACK column when any member has one (`spate-node --rack`).
+    let racks = cluster.members.iter().any(|member| !member.rack.is_empty());
+    let mut heads = vec!["NODE", "SESSION", "STORAGE", "SINCE", "SHARDS"];
+    if racks {
+        heads.insert(4, "RACK");
+    }
+    let mut rows = vec![heads.into_iter().map(str::to_owned).collect::<Vec<_>>()];
     for member in &cluster.members {
         let controller = if cluster.controller == Some(member.node) {
             " (controller)"
         } else {
             ""
         };
-        rows.push(vec![
+        let mut row = vec![
             format!("{}{controller}", member.node),
             if member.session.is_empty() {
                 "-".to_owned()
@@ -347,7 +351,16 @@ pub async fn cluster_status(client: &Client) -> Result<(), String> {
             member.storage.clone(),
             since(member.since_ms),
             member.shards.join(","),
-        ]);
+        ];
+        if racks {
+            let rack = if member.rack.is_empty() {
+                "-".to_owned()
+            } else {
+                member.rack.clone()
+            };
+            row.insert(4, rack);
+        }
+        rows.push(row);
     }
     let mut partitions = Vec::new();
     if let Some(health) = &cluster.partitions {
