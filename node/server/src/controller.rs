@@ -84,28 +84,17 @@ pub async fn lead(
             );
             return;
         }
-        let percent = balancing.due();
-        let revision = match bounded(reconcile(
-            &mut client,
-            &cluster,
-            &leader,
-            &mut warned,
-            percent,
-        ))
-        .await
-        {
-            Ok(Pass::Done(revision)) => {
-                balancing.done(percent);
-                revision
-            }
-            Ok(Pass::Deposed) => return,
-            Err(error) => {
-                tracing::warn!("the controller cannot apply its decisions: {error}");
-                failures += 1;
-                tokio::time::sleep(CONTROLLER_RETRY).await;
-                continue;
-            }
-        };
+        let revision =
+            match balanced_pass(&mut client, &cluster, &leader, &mut warned, balancing).await {
+                Ok(Pass::Done(revision)) => revision,
+                Ok(Pass::Deposed) => return,
+                Err(error) => {
+                    tracing::warn!("the controller cannot apply its decisions: {error}");
+                    failures += 1;
+                    tokio::time::sleep(CONTROLLER_RETRY).await;
+                    continue;
+                }
+            };
         let mut watch =
             match bounded(watch_from(&mut client, &cluster, &leader, revision + 1)).await {
                 Ok(watch) => watch,
@@ -123,20 +112,8 @@ pub async fn lead(
                 tracing::warn!("the controller's watch ended ({why}); reading everything again");
                 break;
             }
-            let percent = balancing.due();
-            match bounded(reconcile(
-                &mut client,
-                &cluster,
-                &leader,
-                &mut warned,
-                percent,
-            ))
-            .await
-            {
-                Ok(Pass::Done(_)) => {
-                    balancing.done(percent);
-                    failures = 0;
-                }
+            match balanced_pass(&mut client, &cluster, &leader, &mut warned, balancing).await {
+                Ok(Pass::Done(_)) => failures = 0,
                 Ok(Pass::Deposed) => return,
                 Err(error) => {
                     tracing::warn!("the controller cannot apply its decisions: {error}");
@@ -150,6 +127,23 @@ pub async fn lead(
         }
         tokio::time::sleep(CONTROLLER_RETRY).await;
     }
+}
+
+/// One pass ([`reconcile`], within [`CONTROLLER_PASS_WAIT`]), balancing leaders when `balancing` says it is due; a
+/// pass that balanced and went through puts the next balancing one interval on.
+async fn balanced_pass(
+    client: &mut Client,
+    cluster: &str,
+    leader: &LeaderKey,
+    warned: &mut HashSet<String>,
+    balancing: &mut Balancing,
+) -> Result<Pass, String> {
+    let percent = balancing.due();
+    let pass = bounded(reconcile(client, cluster, leader, warned, percent)).await?;
+    if matches!(pass, Pass::Done(_)) {
+        balancing.done(percent);
+    }
+    Ok(pass)
 }
 
 /// When the controller's next pass balances leaders (`--auto-leader-rebalance`).

@@ -13,25 +13,16 @@ from confluent_kafka import Consumer, ElectionType, Producer, TopicPartition as 
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaAdminClient, TopicPartition
 
+from cluster_tools import placement_of, wait
+
 broker, topic = sys.argv[1], sys.argv[2]
 ck = AdminClient({"bootstrap.servers": broker})
 admin = KafkaAdminClient(bootstrap_servers=broker, request_timeout_ms=20000)
 
 
-def wait(what, check, seconds=30):
-    deadline = time.time() + seconds
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.time() < deadline, f"{what} within {seconds} s"
-        time.sleep(0.2)
-
-
 def placement():
     """(leader, replicas, isr) of partition 0, as Kafka Metadata says."""
-    partition = ck.list_topics(topic, timeout=10).topics[topic].partitions[0]
-    return partition.leader, list(partition.replicas), sorted(partition.isrs)
+    return placement_of(ck, topic)
 
 
 created = ck.create_topics([NewTopic(topic, 1, replication_factor=1)])
