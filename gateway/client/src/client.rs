@@ -875,11 +875,13 @@ impl Client {
                 topic: name.clone(),
                 partition: id,
                 target: RecordTarget::AtOrAfter(0),
+                epochs: ReadEpochs::default(),
             });
             let newest = Request::FindRecord(FindRecordRequest {
                 topic: name.clone(),
                 partition: id,
                 target: RecordTarget::Newest,
+                epochs: ReadEpochs::default(),
             });
             let recent = Request::ListOffsets(ListOffsetsRequest {
                 topic: name,

@@ -306,7 +306,7 @@ impl From<spate_proto::FindRecordResponse> for Found {
             offset: found.offset,
             timestamp: found.timestamp,
             high_watermark: found.high_watermark,
-            leader_epoch: None,
+            leader_epoch: found.leader_epoch,
         }
     }
 }
@@ -1083,9 +1083,12 @@ mod tests {
             timestamp: 77,
             log_start_offset: 0,
             high_watermark: 10,
+            leader_epoch: Some(2),
         };
         let by_time = list_offsets_partition(7, 0, offset_spec(5), Ok(record.into()));
         assert_eq!((by_time.offset, by_time.timestamp), (3, 77));
+        // With the epoch of the record found (KIP-320).
+        assert_eq!(by_time.leader_epoch, 2);
         let latest = list_offsets_partition(7, 0, offset_spec(-1), Ok(answer.into()));
         assert_eq!((latest.offset, latest.timestamp), (10, -1));
         // The offset's leader epoch from v4 (KIP-320), where the field exists.
@@ -1103,6 +1106,7 @@ mod tests {
             timestamp: 1_700_000_000_000,
             log_start_offset: 0,
             high_watermark: 10,
+            leader_epoch: None,
         };
         let found = list_offsets_partition(7, 0, offset_spec(-3), Ok(newest.into()));
         assert_eq!((found.offset, found.timestamp), (4, 1_700_000_000_000));
@@ -1111,9 +1115,12 @@ mod tests {
             timestamp: -1,
             log_start_offset: 0,
             high_watermark: 0,
+            leader_epoch: Some(4),
         };
         let none = list_offsets_partition(7, 0, offset_spec(-3), Ok(empty.into()));
         assert_eq!((none.offset, none.timestamp, none.error_code), (-1, -1, 0));
+        // No record: no epoch either, as Kafka answers.
+        assert_eq!(none.leader_epoch, -1);
     }
 
     #[test]

@@ -1071,6 +1071,7 @@ async fn list_offsets(
                     topic,
                     partition,
                     target,
+                    epochs,
                 })
             }
         }

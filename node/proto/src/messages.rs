@@ -689,6 +689,7 @@ pub struct FindRecordRequest {
     pub topic: String,
     pub partition: PartitionId,
     pub target: RecordTarget,
+    pub epochs: ReadEpochs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -699,6 +700,10 @@ pub struct FindRecordResponse {
     pub timestamp: i64,
     pub log_start_offset: u64,
     pub high_watermark: u64,
+    /// When the request asked (`ReadEpochs::answer`) and the partition has leader epochs: the
+    /// epoch of the record found (the latest when there is none). After the other fields: a
+    /// `1`, then the epoch.
+    pub leader_epoch: Option<u32>,
 }
 
 /// Machine-readable facts attached to an error.
@@ -1148,6 +1153,7 @@ impl Request {
                     };
                     w.u8(tag);
                     w.i64(timestamp);
+                    request.epochs.encode(w);
                 }
                 Request::AllocateProducerIds(request) => w.u32(request.count),
                 Request::Group(request) => request.encode_body(w),
@@ -1362,6 +1368,7 @@ impl Request {
                     topic,
                     partition,
                     target,
+                    epochs: ReadEpochs::decode(&mut reader)?,
                 })
             }
             ApiKey::DescribePartition => Request::DescribePartition(DescribePartitionRequest {
@@ -1602,6 +1609,10 @@ impl Response {
                 w.i64(response.timestamp);
                 w.u64(response.log_start_offset);
                 w.u64(response.high_watermark);
+                if let Some(epoch) = response.leader_epoch {
+                    w.u8(1);
+                    w.u32(epoch);
+                }
             }
             Response::AllocateProducerIds(response) => {
                 w.u64(response.first);
@@ -1782,6 +1793,11 @@ impl Response {
                 timestamp: reader.i64("timestamp")?,
                 log_start_offset: reader.u64("log_start_offset")?,
                 high_watermark: reader.u64("high_watermark")?,
+                leader_epoch: if trailing_flag(&mut reader, "leader_epoch")? {
+                    Some(reader.u32("leader_epoch")?)
+                } else {
+                    None
+                },
             }),
             ApiKey::Metadata => {
                 // A shard entry takes at least 4 bytes (id and an empty endpoint's length).

@@ -696,13 +696,15 @@ fn request() -> impl Strategy<Value = Request> {
             prop_oneof![
                 Just(RecordTarget::Newest),
                 any::<i64>().prop_map(RecordTarget::AtOrAfter),
-            ]
+            ],
+            read_epochs(),
         )
-            .prop_map(|(topic, partition, target)| {
+            .prop_map(|(topic, partition, target, epochs)| {
                 Request::FindRecord(FindRecordRequest {
                     topic,
                     partition: PartitionId(partition),
                     target,
+                    epochs,
                 })
             }),
         (topic(), any::<u32>(), any::<u64>()).prop_map(|(topic, partition, offset)| {
@@ -1103,16 +1105,24 @@ fn response() -> impl Strategy<Value = Response> {
                     leader_epoch,
                 })
             }),
-        (any::<u64>(), any::<i64>(), any::<u64>(), any::<u64>()).prop_map(
-            |(offset, timestamp, log_start_offset, high_watermark)| Response::FindRecord(
-                FindRecordResponse {
-                    offset,
-                    timestamp,
-                    log_start_offset,
-                    high_watermark,
+        (
+            any::<u64>(),
+            any::<i64>(),
+            any::<u64>(),
+            any::<u64>(),
+            proptest::option::of(any::<u32>())
+        )
+            .prop_map(
+                |(offset, timestamp, log_start_offset, high_watermark, leader_epoch)| {
+                    Response::FindRecord(FindRecordResponse {
+                        offset,
+                        timestamp,
+                        log_start_offset,
+                        high_watermark,
+                        leader_epoch,
+                    })
                 }
-            )
-        ),
+            ),
         any::<u64>().prop_map(
             |log_start_offset| Response::DeleteRecords(DeleteRecordsResponse { log_start_offset })
         ),

@@ -2223,6 +2223,24 @@ fn a_replicated_partition_keeps_its_acknowledged_records_when_its_leader_goes() 
     // The epochs of the offsets ListOffsets finds: the latest for the high watermark.
     assert_eq!(list(&mut again, OffsetSpec::Earliest), (5, Some(1)));
     assert_eq!(list(&mut again, OffsetSpec::Latest), (21, Some(3)));
+    // By time (Kafka's ListOffsets with a timestamp): the epoch of the record found, and the
+    // reader's epoch checked as for the others.
+    let find = |client: &mut NodeClient, epochs| {
+        client.call(&Request::FindRecord(spate_proto::FindRecordRequest {
+            topic: "r".into(),
+            partition: spate_proto::PartitionId(0),
+            target: spate_proto::RecordTarget::AtOrAfter(0),
+            epochs,
+        }))
+    };
+    match find(&mut again, asked(Some(3))) {
+        Response::FindRecord(found) => assert_eq!((found.offset, found.leader_epoch), (5, Some(1))),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        refused(find(&mut again, asked(Some(2)))),
+        ErrorCode::FencedLeaderEpoch
+    );
     for node in nodes.into_iter().flatten() {
         node.shutdown();
     }

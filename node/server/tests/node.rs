@@ -827,6 +827,7 @@ fn find_record_by_time_and_the_newest_time() {
             topic: "m".into(),
             partition: PartitionId(0),
             target,
+            epochs: ReadEpochs::default(),
         })) {
             Response::FindRecord(found) => (found.offset, found.timestamp),
             other => panic!("{other:?}"),

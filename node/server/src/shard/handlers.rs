@@ -664,6 +664,7 @@ impl Shard {
         partition: &Rc<Partition>,
         request: FindRecordRequest,
     ) -> Result<FindRecordResponse, ErrorResponse> {
+        partition.check_read_epoch(request.epochs)?;
         let (log_start, high_watermark, target) = {
             let log = partition.log();
             let target = match request.target {
@@ -691,11 +692,17 @@ impl Shard {
         let (offset, timestamp) = found.map_or((high_watermark.0, -1), |(offset, timestamp)| {
             (offset.0, timestamp)
         });
+        let leader_epoch = request
+            .epochs
+            .answer
+            .then(|| partition.epoch_of(Offset(offset), high_watermark))
+            .flatten();
         Ok(FindRecordResponse {
             offset,
             timestamp,
             log_start_offset: log_start.0,
             high_watermark: high_watermark.0,
+            leader_epoch,
         })
     }
 }
