@@ -429,16 +429,21 @@ pub fn epoch_lookup(leader_epoch: i32, current_leader_epoch: i32) -> EpochLookup
 /// One partition's OffsetForLeaderEpoch answer (KIP-320) from the node's: the largest epoch
 /// of the leader's chain at or below the one asked about and where its records end, or -1
 /// and -1 when there is none (an epoch above the chain, an undefined one, a node without
-/// epochs), as Kafka's `LeaderEpochFileCache::endOffsetFor` answers.
+/// epochs), as Kafka's `LeaderEpochFileCache::endOffsetFor` answers. `asked` is what the
+/// partition asked (`Err`: refused without the node).
 pub fn epoch_end_partition(
     index: i32,
-    asked: &EpochLookup,
+    asked: Result<EpochLookup, ResponseError>,
     answer: Result<spate_proto::ListOffsetsResponse, ErrorResponse>,
 ) -> EpochEndOffset {
     let partition = EpochEndOffset::default()
         .with_partition(index)
         .with_leader_epoch(-1)
         .with_end_offset(-1);
+    let asked = match asked {
+        Ok(asked) => asked,
+        Err(error) => return partition.with_error_code(error.code()),
+    };
     match answer {
         Err(error) => partition.with_error_code(kafka_error(error.code).code()),
         Ok(found) => match (asked.0, found.leader_epoch) {
@@ -1145,23 +1150,23 @@ mod tests {
                 current: Some(5)
             }
         );
-        let answer = epoch_end_partition(2, &asked, found(40, Some(3)));
+        let answer = epoch_end_partition(2, Ok(asked), found(40, Some(3)));
         assert_eq!(
             (answer.error_code, answer.leader_epoch, answer.end_offset),
             (0, 3, 40)
         );
         // One the node has no end for (above its chain, or no chain): -1 and -1, no error.
-        let answer = epoch_end_partition(2, &asked, found(50, None));
+        let answer = epoch_end_partition(2, Ok(asked), found(50, None));
         assert_eq!((answer.leader_epoch, answer.end_offset), (-1, -1));
         // Kafka's undefined epoch: the current epoch is still checked, the answer undefined.
         let undefined = epoch_lookup(-1, 5);
         let request = epoch_end_request(&topic, PartitionId(2), &undefined);
         assert_eq!(request.spec, OffsetSpec::Latest);
-        let answer = epoch_end_partition(2, &undefined, found(50, Some(5)));
+        let answer = epoch_end_partition(2, Ok(undefined), found(50, Some(5)));
         assert_eq!((answer.leader_epoch, answer.end_offset), (-1, -1));
         // A stale or early current epoch: the node's refusal as Kafka's code.
         let fenced = ErrorResponse::new(ErrorCode::FencedLeaderEpoch, "stale");
-        let answer = epoch_end_partition(2, &asked, Err(fenced));
+        let answer = epoch_end_partition(2, Ok(asked), Err(fenced));
         assert_eq!(answer.error_code, ResponseError::FencedLeaderEpoch.code());
         // -1 and 0 (librdkafka's "no epoch known") check nothing; Spate's epochs start at 1.
         assert_eq!(current_epoch(-1), None);

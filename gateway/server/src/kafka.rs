@@ -1131,14 +1131,7 @@ async fn offset_for_leader_epoch(
                 NodeResponse::ListOffsets(found) => Ok(found),
                 other => Err(unexpected(other)),
             });
-            match lookup {
-                Ok(lookup) => translate::epoch_end_partition(index, &lookup, answer),
-                Err(error) => kafka_protocol::messages::offset_for_leader_epoch_response::EpochEndOffset::default()
-                    .with_partition(index)
-                    .with_error_code(error.code())
-                    .with_leader_epoch(-1)
-                    .with_end_offset(-1),
-            }
+            translate::epoch_end_partition(index, lookup, answer)
         })
         .await;
         let answer = translate::offset_for_leader_epoch_response(answered);

@@ -461,6 +461,24 @@ pub fn validate_records_section(
     Ok(max_timestamp)
 }
 
+/// The headers of batches back to back in `bytes`, each with the offset it starts at, read
+/// without checking either CRC: for bytes already checked (a log's own reads and answers),
+/// where only the batches' bounds and offsets are wanted. It stops at a header that does not
+/// fit, a zero length, or a batch that runs past the end.
+pub fn batch_headers(bytes: &[u8]) -> impl Iterator<Item = (usize, &BatchHeader)> {
+    let mut at = 0usize;
+    core::iter::from_fn(move || {
+        let (header, _) = BatchHeader::ref_from_prefix(bytes.get(at..)?).ok()?;
+        let len = header.batch_length.get() as usize;
+        let end = at
+            .checked_add(len)
+            .filter(|end| len > 0 && *end <= bytes.len())?;
+        let start = at;
+        at = end;
+        Some((start, header))
+    })
+}
+
 /// Iterator over concatenated whole batches, as in a fetch response or a segment. It stops at
 /// the first invalid batch and yields that error.
 #[derive(Debug, Clone)]

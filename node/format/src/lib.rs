@@ -19,7 +19,7 @@ pub mod segment;
 pub mod varint;
 
 pub use batch::{
-    batches, stamp, BatchBuilder, BatchHeader, BatchRef, Header, HeaderRef, Headers,
+    batch_headers, batches, stamp, BatchBuilder, BatchHeader, BatchRef, Header, HeaderRef, Headers,
     ProducerFields, Record, RecordRef, TimestampType,
 };
 pub use compression::{Compression, DecompressError};

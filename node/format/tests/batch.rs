@@ -7,8 +7,8 @@ use spate_format::limits::{
     BATCH_HEADER_SIZE, BATCH_SIZE_MAX, DECOMPRESSED_SIZE_MAX, RECORDS_PER_BATCH_MAX,
 };
 use spate_format::{
-    batches, stamp, BatchBuilder, BatchError, BatchRef, BuildError, Compression, DecompressError,
-    Header, Offset, Record, RecordError,
+    batch_headers, batches, stamp, BatchBuilder, BatchError, BatchRef, BuildError, Compression,
+    DecompressError, Header, Offset, Record, RecordError,
 };
 
 /// An owned record, for comparisons.
@@ -262,6 +262,28 @@ fn batches_iterates_concatenated_batches_and_stops_at_damage() {
     let results: Vec<_> = batches(&joined[..cut]).collect();
     assert_eq!(results.len(), 3);
     assert!(matches!(results[2], Err(BatchError::Truncated { .. })));
+}
+
+#[test]
+fn batch_headers_walk_whole_batches_without_their_crcs() {
+    let mut joined = Vec::new();
+    for base in [0u64, 2, 4] {
+        let mut bytes = build(&golden_records());
+        stamp(&mut bytes, Offset(base), 0).unwrap();
+        joined.extend_from_slice(&bytes);
+    }
+    let len = joined.len() / 3;
+    let walked: Vec<(usize, u64)> = batch_headers(&joined)
+        .map(|(at, header)| (at, header.base_offset.get()))
+        .collect();
+    assert_eq!(walked, vec![(0, 0), (len, 2), (2 * len, 4)]);
+    // A record byte flipped: the headers still walk (no CRC is read)…
+    joined[len + BATCH_HEADER_SIZE as usize] ^= 1;
+    assert_eq!(batch_headers(&joined).count(), 3);
+    // …a batch running past the end, or a zero length, ends the walk.
+    assert_eq!(batch_headers(&joined[..joined.len() - 1]).count(), 2);
+    joined[len + 24..len + 28].copy_from_slice(&0u32.to_le_bytes());
+    assert_eq!(batch_headers(&joined).count(), 1);
 }
 
 #[test]

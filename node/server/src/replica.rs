@@ -694,26 +694,30 @@ fn with_boundaries(
     from: Offset,
     epochs: &LeaderEpochs,
 ) -> (Bytes, Vec<EpochBoundary>) {
-    let mut end = from;
-    for batch in spate_format::batches(&records) {
-        match batch {
-            Ok(batch) => end = batch.next_offset(),
-            Err(_) => break,
-        }
-    }
+    // The records are the log's own, checked when read: their headers give the bounds (no
+    // second pass over the bytes for their CRCs).
+    let next_of = |header: &spate_format::BatchHeader| {
+        header
+            .base_offset
+            .get()
+            .saturating_add(u64::from(header.last_offset_delta.get()))
+            .saturating_add(1)
+    };
+    let end = spate_format::batch_headers(&records)
+        .last()
+        .map_or(from, |(_, header)| Offset(next_of(header)));
     let mut boundaries = epochs.boundaries(from, end.max(Offset(from.0 + 1)));
     let limit = REPLICA_FETCH_EPOCHS_MAX as usize;
     let mut records = records;
     if boundaries.len() > limit {
         let cut_at = boundaries[limit].start;
         boundaries.truncate(limit);
-        let mut keep = 0;
-        for batch in spate_format::batches(&records) {
-            match batch {
-                Ok(batch) if batch.base_offset() < cut_at => keep += batch.as_bytes().len(),
-                _ => break,
-            }
-        }
+        let keep = spate_format::batch_headers(&records)
+            .take_while(|(_, header)| header.base_offset.get() < cut_at.0)
+            .last()
+            .map_or(0, |(start, header)| {
+                start + header.batch_length.get() as usize
+            });
         records = records.slice(..keep);
     }
     let boundaries = boundaries

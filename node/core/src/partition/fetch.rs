@@ -14,7 +14,6 @@ use spate_format::limits::{BATCH_HEADER_SIZE, BATCH_SIZE_MAX, INDEX_INTERVAL_BYT
 use spate_format::segment::{EndReason, ScanEnd, SegmentScanner};
 use spate_format::{BatchError, Offset};
 use thiserror::Error;
-use zerocopy::FromBytes;
 
 use crate::storage::{align_down, align_up, FileRef};
 use crate::Millis;
@@ -457,16 +456,16 @@ impl PartitionLog {
 /// always a batch boundary, so the batch holding a fetch's offset below it is kept whole.
 fn cap_at(bytes: Bytes, end: Offset) -> Bytes {
     let mut at = 0usize;
-    while let Some((header, _)) = bytes
-        .get(at..)
-        .and_then(|rest| spate_format::BatchHeader::ref_from_prefix(rest).ok())
-    {
-        let next = header.base_offset.get() + u64::from(header.last_offset_delta.get()) + 1;
-        let len = header.batch_length.get() as usize;
-        if next > end.0 || len == 0 || at + len > bytes.len() {
+    for (start, header) in spate_format::batch_headers(&bytes) {
+        let next = header
+            .base_offset
+            .get()
+            .saturating_add(u64::from(header.last_offset_delta.get()))
+            .saturating_add(1);
+        if next > end.0 {
             break;
         }
-        at += len;
+        at = start + header.batch_length.get() as usize;
     }
     if at == bytes.len() {
         bytes
