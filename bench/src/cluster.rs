@@ -50,8 +50,15 @@ impl Drop for Local {
 
 impl Local {
     /// Starts a node (one shard per core unless `shards`) on `data_dir/node` (emptied first)
-    /// and a gateway in front of it, serving QUIC and Kafka on loopback ports of its choice.
-    pub async fn start(data_dir: &Path, shards: Option<u32>) -> Result<Local, String> {
+    /// and a gateway in front of it, serving QUIC and Kafka on loopback ports of its choice;
+    /// both count metrics (served nowhere) unless `metrics` is false, as with
+    /// `--metrics-listen none`.
+    pub async fn start(
+        data_dir: &Path,
+        shards: Option<u32>,
+        metrics: bool,
+    ) -> Result<Local, String> {
+        let metrics_listen = (!metrics).then(|| "none".to_owned());
         let node_dir = data_dir.join("node");
         if std::fs::remove_dir_all(&node_dir).is_ok() {
             // A previous run's gigabytes: see `settle_filesystem`.
@@ -61,6 +68,7 @@ impl Local {
             data_dir: Some(node_dir),
             listen: Some("127.0.0.1:0".into()),
             shards,
+            metrics_listen: metrics_listen.clone(),
             ..spate_node::Flags::default()
         };
         let config = spate_node::NodeConfig::resolve(flags).map_err(|error| error.to_string())?;
@@ -70,6 +78,7 @@ impl Local {
             node: Some(node.endpoints[0].to_string()),
             dev_cert_dir: Some(data_dir.join("tls")),
             kafka_listen: Some("127.0.0.1:0".into()),
+            metrics_listen,
             ..spate_gateway::Flags::default()
         };
         let config =

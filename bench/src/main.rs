@@ -236,7 +236,7 @@ impl Cli {
                 made: Default::default(),
                 replication_factor: 0,
             })),
-            None => Local::start(&self.data_dir, None)
+            None => Local::start(&self.data_dir, None, true)
                 .await
                 .map(|local| Under::Local(Box::new(local))),
         }
@@ -257,6 +257,9 @@ enum Step {
     Storage(&'static str, StorageArgs),
     Quic(&'static str, QuicArgs),
     Produce(&'static str, ProduceArgs),
+    /// A produce run against a node and gateway of its own, started for it and stopped after
+    /// it, counting metrics or not (the cost of metrics: the same run both ways).
+    ProduceAlone(&'static str, ProduceArgs, bool),
     E2e(&'static str, ProduceArgs),
     Consume(&'static str, ConsumeArgs),
     Tcp(&'static str, TcpArgs),
@@ -277,6 +280,7 @@ impl Step {
             | Step::Storage(name, _)
             | Step::Quic(name, _)
             | Step::Produce(name, _)
+            | Step::ProduceAlone(name, _, _)
             | Step::E2e(name, _)
             | Step::Consume(name, _)
             | Step::Tcp(name, _)
@@ -315,6 +319,7 @@ fn storage_args(seconds: f64, durability: DurabilityArg) -> StorageArgs {
         in_flight: 8,
         durability,
         seconds,
+        metrics: true,
     }
 }
 
@@ -468,6 +473,24 @@ fn suite(quick: bool) -> Vec<Step> {
                     ..produce_args(10.0, 16, DurabilityArg::Fsync)
                 },
             ),
+            // What metrics cost: the same runs counting nothing (`--metrics-listen none`).
+            Step::Storage(
+                "storage-fsync-nometrics",
+                StorageArgs {
+                    metrics: false,
+                    ..storage_args(seconds, DurabilityArg::Fsync)
+                },
+            ),
+            Step::ProduceAlone(
+                "produce-fsync-4p-metrics",
+                produce_args(10.0, 4, DurabilityArg::Fsync),
+                true,
+            ),
+            Step::ProduceAlone(
+                "produce-fsync-4p-nometrics",
+                produce_args(10.0, 4, DurabilityArg::Fsync),
+                false,
+            ),
             // The first pair again: how much the same run varies.
             Step::Disk("disk-odirect-fdatasync-2", disk_args(seconds, true)),
             Step::Storage(
@@ -509,6 +532,20 @@ fn ratios(report: &mut Report) {
             "acknowledgement p99 with replicas vs without (above 1: slower)",
         );
     }
+    report.ratio(
+        "storage fsync ÷ storage fsync without metrics",
+        "storage-fsync",
+        "storage-fsync-nometrics",
+        mb,
+        "what counting metrics costs durable appends (goal: at least 0.98)",
+    );
+    report.ratio(
+        "produce fsync 4p ÷ the same without metrics",
+        "produce-fsync-4p-metrics",
+        "produce-fsync-4p-nometrics",
+        mb,
+        "what counting metrics costs durable produce through the gateway, each on a fresh node and gateway (goal: at least 0.98)",
+    );
     report.ratio(
         "storage fsync ÷ raw O_DIRECT+fdatasync",
         "storage-fsync",
@@ -781,6 +818,20 @@ fn execute(cli: &Cli) -> Result<Report, String> {
                 name,
                 &args,
             ))?],
+            Step::ProduceAlone(name, args, metrics) => {
+                let dir = cli.data_dir.join("alone");
+                let run = runtime.block_on(async {
+                    let local = Local::start(&dir, None, metrics).await?;
+                    let run = scenarios::produce(&local.target, name, &args).await;
+                    local.stop().await;
+                    run
+                });
+                let _ = std::fs::remove_dir_all(&dir);
+                cluster::settle_filesystem();
+                let mut run = run?;
+                run.params.insert("metrics".to_owned(), metrics.to_string());
+                vec![run]
+            }
             Step::E2e(name, args) => vec![runtime.block_on(scenarios::e2e(
                 target.ok_or_else(no_target)?,
                 name,

@@ -30,6 +30,9 @@ pub struct StorageArgs {
     pub durability: DurabilityArg,
     #[arg(long, default_value = "10")]
     pub seconds: f64,
+    /// Count the node's metrics, as a node does unless `--metrics-listen none`.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub metrics: bool,
 }
 
 /// A batch of `message_size` records filling about `batch_bytes`; returns it and its value
@@ -95,6 +98,7 @@ pub fn run(data_dir: &std::path::Path, name: &str, args: &StorageArgs) -> Result
             ("in_flight", args.in_flight.to_string()),
             ("durability", args.durability.name().to_owned()),
             ("seconds", args.seconds.to_string()),
+            ("metrics", args.metrics.to_string()),
         ]),
     );
     let args = args.clone();
@@ -106,6 +110,12 @@ pub fn run(data_dir: &std::path::Path, name: &str, args: &StorageArgs) -> Result
         .name("bench-storage")
         .io_memory(io_memory)
         .spawn(move || async move {
+            if args.metrics {
+                // The shard's counters, as a node's shard installs them.
+                spate_node::metrics::install(std::sync::Arc::new(
+                    spate_node::metrics::ShardMetrics::new(0),
+                ));
+            }
             let engine =
                 match spate_node::engine::Engine::open(config, "bench", args.partitions).await {
                     Ok(engine) => Rc::new(engine),

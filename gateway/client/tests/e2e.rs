@@ -47,8 +47,15 @@ fn binary(name: &str) -> PathBuf {
 
 /// The `spate` binary with a config file of the tests' own (`spate up` records a profile;
 /// the user's ~/.config/spate stays untouched and unread).
+/// `spate up`'s metrics listeners on free ports (tests never take the default ports).
+const METRICS_ON_FREE_PORTS: [(&str, &str); 2] = [
+    ("SPATE_METRICS_LISTEN", "127.0.0.1:0"),
+    ("SPATE_GATEWAY_METRICS_LISTEN", "127.0.0.1:0"),
+];
+
 fn spate_command() -> Command {
     let mut command = Command::new(binary("spate"));
+    command.envs(METRICS_ON_FREE_PORTS);
     command.env(
         "SPATE_CONFIG",
         PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
@@ -172,12 +179,15 @@ fn free_ports(count: u16) -> u16 {
 struct Node {
     process: Process,
     endpoints: Vec<SocketAddr>,
+    /// Where it serves `/metrics`, `/healthz` and `/readyz`.
+    metrics: SocketAddr,
 }
 
 impl Node {
     fn start(dir: &Path, shards: u32, port: u16) -> Node {
         let mut process = Process::spawn(
             Command::new(binary("spate-node"))
+                .args(["--metrics-listen", "127.0.0.1:0"])
                 .arg("--data-dir")
                 .arg(dir.join("node"))
                 .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -190,7 +200,13 @@ impl Node {
                 line.rsplit(' ').next().unwrap().parse().unwrap()
             })
             .collect();
-        Node { process, endpoints }
+        let metrics = process.line("metrics listening on ");
+        let metrics = metrics.rsplit(' ').next().unwrap().parse().unwrap();
+        Node {
+            process,
+            endpoints,
+            metrics,
+        }
     }
 }
 
@@ -198,12 +214,15 @@ struct Gateway {
     process: Process,
     address: SocketAddr,
     cert: PathBuf,
+    /// Where it serves `/metrics`, `/healthz` and `/readyz`.
+    metrics: SocketAddr,
 }
 
 impl Gateway {
     fn start(dir: &Path, node: SocketAddr, listen: &str) -> Gateway {
         let mut process = Process::spawn(
             Command::new(binary("spate-gateway"))
+                .args(["--metrics-listen", "127.0.0.1:0"])
                 .args(["--listen", listen])
                 .args(["--node", &node.to_string()])
                 .arg("--dev-cert-dir")
@@ -212,10 +231,13 @@ impl Gateway {
             dir.join("gateway.log"),
         );
         let (address, cert) = parse_gateway_line(&process.line("gateway listening on "));
+        let metrics = process.line("metrics listening on ");
+        let metrics = metrics.rsplit(' ').next().unwrap().parse().unwrap();
         Gateway {
             process,
             address,
             cert,
+            metrics,
         }
     }
 
@@ -1264,6 +1286,7 @@ fn a_certificate_made_as_documented_is_served_trusted_and_reloaded() {
     let node = Node::start(&dir, 1, 0);
     let mut gateway = Process::spawn(
         Command::new(binary("spate-gateway"))
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .args(["--listen", "127.0.0.1:0"])
             .args(["--node", &node.endpoints[0].to_string()])
             .arg("--tls-cert")
@@ -1348,6 +1371,7 @@ fn a_certificate_made_as_documented_is_served_trusted_and_reloaded() {
     assert!(made.status.success());
     let mut wrong = Process::spawn(
         Command::new(binary("spate-gateway"))
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .args(["--listen", "127.0.0.1:0"])
             .args(["--node", &node.endpoints[0].to_string()])
             .arg("--tls-cert")
@@ -1410,6 +1434,7 @@ fn profiles_follow_the_user_and_spate_up_records_itself() {
     let mut up = Process::spawn(
         Command::new(binary("spate"))
             .env("SPATE_CONFIG", &config)
+            .envs(METRICS_ON_FREE_PORTS)
             .current_dir(&here)
             .args([
                 "up",
@@ -1470,6 +1495,7 @@ fn profiles_follow_the_user_and_spate_up_records_itself() {
     let mut up = Process::spawn(
         Command::new(binary("spate"))
             .env("SPATE_CONFIG", &config)
+            .envs(METRICS_ON_FREE_PORTS)
             .current_dir(&here)
             .args([
                 "up",
@@ -1900,6 +1926,7 @@ fn a_gateway_port_clash_names_the_address() {
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let address = taken.local_addr().unwrap();
     let output = Command::new(binary("spate-gateway"))
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .args(["--listen", &address.to_string()])
         .args(["--node", "127.0.0.1:9"])
         .arg("--dev-cert-dir")
@@ -1959,6 +1986,7 @@ fn an_encrypted_key_is_named_as_such_by_the_gateway() {
         "cert.pem",
     ]);
     let output = Command::new(binary("spate-gateway"))
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .args(["--listen", "127.0.0.1:0", "--node", "127.0.0.1:9"])
         .arg("--tls-cert")
         .arg(dir.join("cert.pem"))
@@ -2625,29 +2653,35 @@ const KCAT_PACKAGE: &str = "kcat=1.7.1-2";
 /// test process, so `cargo test --workspace` runs on a fresh machine.
 fn ensure_kcat() {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
-    INSTALLED.call_once(|| {
-        let present = Command::new("kcat")
-            .arg("-V")
-            .output()
-            .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains("1.7.1"));
-        if present {
-            return;
+    INSTALLED.call_once(|| ensure_package("kcat", "-V", "1.7.1", KCAT_PACKAGE));
+}
+
+/// Installs Debian's `package` with apt unless `command version_flag` prints `version`.
+fn ensure_package(command: &str, version_flag: &str, version: &str, package: &str) {
+    let present = Command::new(command)
+        .arg(version_flag)
+        .output()
+        .is_ok_and(|output| {
+            String::from_utf8_lossy(&output.stdout).contains(version)
+                || String::from_utf8_lossy(&output.stderr).contains(version)
+        });
+    if present {
+        return;
+    }
+    let install = |update: bool| {
+        if update {
+            let _ = Command::new("apt-get").arg("update").status();
         }
-        let install = |update: bool| {
-            if update {
-                let _ = Command::new("apt-get").arg("update").status();
-            }
-            Command::new("apt-get")
-                .args(["install", "-y", "--no-install-recommends", KCAT_PACKAGE])
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .status()
-                .is_ok_and(|status| status.success())
-        };
-        assert!(
-            install(false) || install(true),
-            "cannot install {KCAT_PACKAGE} with apt-get (needs root and the Debian archive)"
-        );
-    });
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", package])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    assert!(
+        install(false) || install(true),
+        "cannot install {package} with apt-get (needs root and the Debian archive)"
+    );
 }
 
 /// Runs `kcat` with `input` on stdin; returns stdout, panicking with stderr on failure.
@@ -3000,6 +3034,7 @@ fn kafka_gateway_restart_under_a_running_librdkafka_producer() {
     let start_gateway = || {
         let mut process = Process::spawn(
             Command::new(binary("spate-gateway"))
+                .args(["--metrics-listen", "127.0.0.1:0"])
                 .args(["--listen", &format!("127.0.0.1:{ports}")])
                 .args(["--kafka-listen", &format!("127.0.0.1:{}", ports + 1)])
                 .args(["--node", &node.endpoints[0].to_string()])
@@ -3055,6 +3090,7 @@ fn an_idempotent_kafka_producer_stores_each_record_once_across_kills() {
     let start_gateway = |node: &Node| {
         let mut process = Process::spawn(
             Command::new(binary("spate-gateway"))
+                .args(["--metrics-listen", "127.0.0.1:0"])
                 .args(["--listen", &format!("127.0.0.1:{}", ports + 1)])
                 .args(["--kafka-listen", &format!("127.0.0.1:{}", ports + 2)])
                 .args(["--node", &node.endpoints[0].to_string()])
@@ -3706,4 +3742,325 @@ fn spate_up_runs_a_cluster_that_survives_kill_9_of_a_leader() {
         "every record read once, across the coordinator's loss"
     );
     assert!(up.terminate().success());
+}
+
+// ---------------------------------------------------------------------------------------
+// Operations: a real Prometheus scraping a real node and gateway (docs/operations.md,
+// "Metrics"; docs/deploy.md).
+
+/// Debian 12's Prometheus (with `promtool`), as `.ci/run` installs it.
+const PROMETHEUS_PACKAGE: &str = "prometheus=2.42.0+ds-5+b6";
+
+fn ensure_prometheus() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| ensure_package("prometheus", "--version", "2.42.0", PROMETHEUS_PACKAGE));
+}
+
+/// A GET over HTTP/1.0 (the test's own client, so nothing but the servers under test is
+/// involved): the status and the body.
+fn http_get(address: SocketAddr, path_and_query: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path_and_query} HTTP/1.0\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+/// `text` percent-encoded for a URL's query.
+fn url_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (byte as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// The value of an instant PromQL query that gives one sample, if it gives one.
+fn prometheus_value(prometheus: SocketAddr, query: &str) -> Option<f64> {
+    let (status, body) = http_get(
+        prometheus,
+        &format!("/api/v1/query?query={}", url_encoded(query)),
+    );
+    assert_eq!(status, 200, "{query}: {body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["status"], "success", "{query}: {body}");
+    let result = answer["data"]["result"].as_array()?;
+    let sample = result.first()?;
+    sample["value"][1].as_str()?.parse().ok()
+}
+
+/// `promtool check metrics` on a scrape: the exposition follows Prometheus' rules.
+fn promtool_check_metrics(scrape: &str, what: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed with Debian's prometheus");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics on the {what}'s scrape:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The metric names a document uses: `spate_…` and `process_…` words, with a histogram's
+/// `_bucket`, `_sum` and `_count` series named by their family.
+fn metric_names(document: &str) -> HashSet<String> {
+    let mut names = HashSet::new();
+    let bytes = document.as_bytes();
+    let mut at = 0;
+    while at < bytes.len() {
+        let rest = &document[at..];
+        let starts = (rest.starts_with("spate_") || rest.starts_with("process_"))
+            && (at == 0 || !(bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_'));
+        if !starts {
+            at += 1;
+            continue;
+        }
+        let length = rest
+            .bytes()
+            .take_while(|byte| byte.is_ascii_alphanumeric() || *byte == b'_')
+            .count();
+        let name = &rest[..length];
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
+        names.insert(family.to_owned());
+        at += length;
+    }
+    names
+}
+
+/// A batch of `values` (records without keys), stamped now.
+fn batch(values: &[&str]) -> Vec<u8> {
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let mut builder = spate_format::BatchBuilder::new();
+    for value in values {
+        builder
+            .push(&spate_format::Record {
+                timestamp: now,
+                value: Some(value.as_bytes()),
+                ..spate_format::Record::default()
+            })
+            .unwrap();
+    }
+    builder.finish().unwrap()
+}
+
+/// The families a scrape exposes (from its `# TYPE` lines).
+fn families(scrape: &str) -> HashSet<String> {
+    scrape
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|line| line.split(' ').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_a_node_and_a_gateway_under_load() {
+    ensure_prometheus();
+    let dir = data_dir("prometheus");
+    let (node, gateway, client) = cluster(&dir, 2, 0, "metered", 4).await;
+    let deploy = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/deploy");
+
+    // Health: the processes serve and are ready (the gateway once it has the map).
+    assert_eq!(http_get(node.metrics, "/healthz").0, 200);
+    let (status, body) = http_get(node.metrics, "/readyz");
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    while http_get(gateway.metrics, "/readyz").0 != 200 {
+        assert!(Instant::now() < deadline, "the gateway never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(http_get(node.metrics, "/nothing").0, 404);
+
+    // A group with committed offsets, so the lag families have series.
+    client
+        .produce(
+            "metered",
+            0,
+            Durability::Fsync,
+            Bytes::from(batch(&["a", "b"])),
+        )
+        .await
+        .unwrap();
+    client
+        .commit_offsets("metered-readers", vec![("metered".to_owned(), 0, 1)])
+        .await
+        .unwrap();
+
+    // Prometheus scraping both every second, with the deployment kit's alert rules.
+    let prometheus_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let prometheus: SocketAddr = format!("127.0.0.1:{prometheus_port}").parse().unwrap();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             rule_files:\n  - {rules}\n\
+             scrape_configs:\n  - job_name: spate-node\n    static_configs:\n      - targets: ['{node}']\n\
+             \x20 - job_name: spate-gateway\n    static_configs:\n      - targets: ['{gateway}']\n",
+            rules = deploy.join("alerts.yml").display(),
+            node = node.metrics,
+            gateway = gateway.metrics,
+        ),
+    )
+    .unwrap();
+    let mut prometheus_process = Process::spawn(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("prometheus-data").display()
+            ))
+            .arg(format!("--web.listen-address={prometheus}")),
+        dir.join("prometheus.log"),
+    );
+
+    // Load: durable appends on every partition until Prometheus has seen enough.
+    let loading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let load = {
+        let client = client.clone();
+        let loading = loading.clone();
+        tokio::spawn(async move {
+            let mut appended = 0u64;
+            while loading.load(std::sync::atomic::Ordering::Relaxed) {
+                for partition in 0..4 {
+                    client
+                        .produce(
+                            "metered",
+                            partition,
+                            Durability::Fsync,
+                            Bytes::from(batch(&["x"; 20])),
+                        )
+                        .await
+                        .unwrap();
+                    appended += 20;
+                }
+            }
+            appended
+        })
+    };
+
+    // Both targets up, the append rate and the fsync p99 sane.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (rate, fsync_p99) = loop {
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus saw no sane rates in time; its log:\n{}",
+            std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let ready = http_get(prometheus, "/-/ready");
+        if ready.0 != 200 {
+            continue;
+        }
+        let up = prometheus_value(prometheus, "sum(up)");
+        let rate = prometheus_value(prometheus, "sum(rate(spate_append_records_total[5s]))");
+        let fsync_p99 = prometheus_value(
+            prometheus,
+            "histogram_quantile(0.99, sum by (le) (rate(spate_fdatasync_duration_seconds_bucket[5s])))",
+        );
+        match (up, rate, fsync_p99) {
+            (Some(up), Some(rate), Some(p99)) if up == 2.0 && rate > 0.0 && p99.is_finite() => {
+                break (rate, p99)
+            }
+            _ => continue,
+        }
+    };
+    loading.store(false, std::sync::atomic::Ordering::Relaxed);
+    let appended = load.await.unwrap();
+    println!("Prometheus: {rate:.0} records/s appended, fsync p99 {fsync_p99:.6} s ({appended} records in the run)");
+    // Sane: records went in, and an fdatasync takes more than nothing and less than the
+    // histogram's largest finite bound.
+    assert!(rate > 0.0 && rate < 10_000_000.0, "{rate}");
+    assert!(fsync_p99 > 0.0 && fsync_p99 <= 10.0, "{fsync_p99}");
+    // The lag of the group: every record appended after its commit at offset 1.
+    let lag = prometheus_value(
+        prometheus,
+        "sum(spate_consumer_group_lag{group=\"metered-readers\",topic=\"metered\",partition=\"0\"})",
+    );
+    assert!(lag.is_some_and(|lag| lag >= 1.0), "{lag:?}");
+    assert_eq!(
+        prometheus_value(prometheus, "min(spate_gateway_link_up)"),
+        Some(1.0)
+    );
+    // Prometheus took the deployment kit's alert rules.
+    let (status, rules) = http_get(prometheus, "/api/v1/rules");
+    assert_eq!(status, 200);
+    let rules: serde_json::Value = serde_json::from_str(&rules).unwrap();
+    let loaded = rules["data"]["groups"]
+        .as_array()
+        .map_or(0, |groups| groups.len());
+    assert!(loaded > 0, "no rule group loaded: {rules}");
+    prometheus_process.kill();
+
+    // The expositions pass promtool, and so do the alert rules.
+    let node_scrape = http_get(node.metrics, "/metrics").1;
+    let gateway_scrape = http_get(gateway.metrics, "/metrics").1;
+    promtool_check_metrics(&node_scrape, "node");
+    promtool_check_metrics(&gateway_scrape, "gateway");
+    let checked = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(deploy.join("alerts.yml"))
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stdout)
+    );
+
+    // Every metric the dashboard and the alert rules use exists in a scrape.
+    let mut exposed = families(&node_scrape);
+    exposed.extend(families(&gateway_scrape));
+    for document in ["grafana-dashboard.json", "alerts.yml"] {
+        let text = std::fs::read_to_string(deploy.join(document)).unwrap();
+        let used = metric_names(&text);
+        assert!(!used.is_empty(), "{document} uses no metric");
+        let missing: Vec<&String> = used
+            .iter()
+            .filter(|name| !exposed.contains(*name))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{document} uses metrics no scrape has: {missing:?}"
+        );
+    }
+    drop((node, gateway));
 }

@@ -11,6 +11,8 @@ use thiserror::Error;
 use crate::budget::BUDGET_RESERVE_DIVISOR;
 
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:7447";
+/// Default address of the metrics listener.
+pub const METRICS_LISTEN_DEFAULT: &str = "127.0.0.1:9645";
 pub const NODE_DEFAULT: &str = "127.0.0.1:7460";
 pub const DEV_CERT_DIR_DEFAULT: &str = "./spate-data/tls";
 /// QUIC connections accepted at once: with the default windows, at most 16 GiB of unread
@@ -70,6 +72,19 @@ spate_proto::settings! {
     /// The resolved configuration of a gateway: every setting, with its default where none
     /// was given.
     pub struct GatewayConfig {
+        /// Where the gateway serves Prometheus metrics (`/metrics`), `/healthz` and
+        /// `/readyz` over HTTP (docs/operations.md, "Metrics"); `none` turns metrics off
+        /// (nothing is counted). [default: 127.0.0.1:9645]
+        #[arg(long, value_name = "HOST:PORT|none")]
+        metrics_listen: String = METRICS_LISTEN_DEFAULT.into(),
+        /// How log lines are written: `text` or `json` (one object per line). [default: text]
+        #[arg(long, value_name = "FORMAT")]
+        log_format: String = "text".into(),
+        /// What is logged: a level (`error`, `warn`, `info`, `debug`, `trace`) or `tracing`
+        /// directives (`info,spate_gateway::kafka=debug`); `RUST_LOG` wins when set.
+        /// [default: info]
+        #[arg(long, value_name = "LEVEL")]
+        log_level: String = "info".into(),
         /// UDP address to listen on for QUIC. [default: 127.0.0.1:7447]
         #[arg(long, value_name = "HOST:PORT")]
         listen: String = LISTEN_DEFAULT.into(),
@@ -204,6 +219,16 @@ pub enum ConfigError {
 }
 
 impl GatewayConfig {
+    /// Whether the gateway counts and serves metrics (`--metrics-listen` is not `none`).
+    pub fn metrics_on(&self) -> bool {
+        self.metrics_listen != spate_ops::METRICS_OFF
+    }
+
+    /// Installs logging as configured (`--log-format`, `--log-level`, `RUST_LOG`).
+    pub fn init_logging(&self) {
+        spate_ops::logging::init(self.log_format.parse().unwrap_or_default(), &self.log_level);
+    }
+
     /// Resolves flags over the file (if any) over defaults, and checks every setting.
     pub fn resolve(flags: Flags) -> Result<GatewayConfig, ConfigError> {
         let file = match &flags.config {
@@ -227,6 +252,18 @@ impl GatewayConfig {
 
     /// Checks each setting against its valid range. Each failure names the setting.
     fn check(&self) -> Result<(), ConfigError> {
+        if let Err(error) = self.log_format.parse::<spate_ops::LogFormat>() {
+            return Err(ConfigError::Invalid {
+                field: "log_format",
+                message: error.to_string(),
+            });
+        }
+        if let Err(error) = spate_ops::logging::check_level(&self.log_level) {
+            return Err(ConfigError::Invalid {
+                field: "log_level",
+                message: error.to_string(),
+            });
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError::Invalid {
                 field: "tls_cert",

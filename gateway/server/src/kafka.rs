@@ -45,6 +45,7 @@ use tokio::task::JoinHandle;
 use crate::budget::Budget;
 use crate::config::KafkaConfig;
 use crate::kafka_groups;
+use crate::metrics::{GatewayMetrics, Protocol, Refusal};
 use crate::router::{Pending, Router};
 
 /// Topics one Metadata request may have created automatically (the rest stay unknown and the
@@ -133,6 +134,7 @@ struct Context {
     closed_log: Throttled,
     /// The rest of the block of producer ids taken from the node.
     producer_ids: tokio::sync::Mutex<std::ops::Range<u64>>,
+    metrics: Option<Arc<GatewayMetrics>>,
 }
 
 /// A running Kafka listener.
@@ -175,6 +177,7 @@ pub async fn start(
     config: KafkaConfig,
     router: Arc<Router>,
     stall_timeout: Duration,
+    metrics: Option<Arc<GatewayMetrics>>,
 ) -> Result<KafkaListener, ListenError> {
     let listen_error = |source| ListenError::Listen {
         address: config.listen.clone(),
@@ -201,6 +204,7 @@ pub async fn start(
         refused_log: Throttled::new(),
         closed_log: Throttled::new(),
         producer_ids: tokio::sync::Mutex::new(0..0),
+        metrics,
     });
     let accept = tokio::spawn(accept(listener, context, stopped));
     Ok(KafkaListener {
@@ -231,6 +235,9 @@ async fn accept(listener: TcpListener, context: Arc<Context>, mut stopped: watch
             }
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
+            if let Some(metrics) = &context.metrics {
+                metrics.refused(Protocol::Kafka, Refusal::ConnectionLimit);
+            }
             if context.refused_log.allow() {
                 tracing::warn!(
                     %peer,
@@ -242,9 +249,14 @@ async fn accept(listener: TcpListener, context: Arc<Context>, mut stopped: watch
         };
         let context = context.clone();
         let stopped = stopped.clone();
+        let counted = context
+            .metrics
+            .as_ref()
+            .map(|metrics| metrics.connection(Protocol::Kafka));
         open.spawn(async move {
             serve(socket, peer, context, stopped).await;
             drop(permit);
+            drop(counted);
         });
         // Reap finished connections so the set stays as large as the open ones.
         while open.try_join_next().is_some() {}
@@ -272,11 +284,23 @@ async fn serve(
     let _ = socket.set_nodelay(true);
     let (mut reader, mut writer) = socket.into_split();
     let in_flight = context.config.in_flight as usize;
-    let (replies, mut pending) = mpsc::channel::<JoinHandle<Reply>>(in_flight);
+    // Each answer with its request's api key (-1: answered by the decoder).
+    let (replies, mut pending) = mpsc::channel::<(i16, JoinHandle<Reply>)>(in_flight);
     let (closed_tx, mut closed) = watch::channel(false);
+    let metrics = context.metrics.clone();
     let writer_task = tokio::spawn(async move {
-        while let Some(reply) = pending.recv().await {
-            match reply.await {
+        while let Some((api_key, reply)) = pending.recv().await {
+            let reply = reply.await;
+            if let Some(metrics) = &metrics {
+                metrics.kafka_request(api_key, matches!(reply, Ok(Reply::Close(_)) | Err(_)));
+                let written = match &reply {
+                    Ok(Reply::Bytes(bytes)) => bytes.len(),
+                    Ok(Reply::Pieces(pieces)) => pieces.iter().map(Bytes::len).sum(),
+                    _ => 0,
+                };
+                metrics.sent(Protocol::Kafka, written);
+            }
+            match reply {
                 Ok(Reply::Bytes(bytes)) => {
                     if writer.write_all(&bytes).await.is_err() {
                         break;
@@ -332,11 +356,15 @@ async fn serve(
             );
             break;
         };
+        if let Some(metrics) = &context.metrics {
+            metrics.received(Protocol::Kafka, size + 4);
+        }
         let reply = match decode_request(frame) {
-            Ok(Decoded::Answer(bytes)) => tokio::spawn(async move { Reply::Bytes(bytes) }),
+            Ok(Decoded::Answer(bytes)) => (-1, tokio::spawn(async move { Reply::Bytes(bytes) })),
             Ok(Decoded::Request(request)) => {
+                let api_key = request.api as i16;
                 let answer = dispatch(&context, *request).await;
-                tokio::spawn(answer)
+                (api_key, tokio::spawn(answer))
             }
             Err(error) => {
                 closing(&context, peer, &error.to_string());
@@ -928,6 +956,9 @@ async fn produce(
                     }
                 }
             };
+            if let Some(metrics) = &context.metrics {
+                metrics.kafka_partition_error(ApiKey::Produce as i16, answer.error_code);
+            }
             if answer.error_code != 0 && failed.is_none() {
                 failed = Some(format!(
                     "acks=0 produce to {}-{index} failed with error {}",
@@ -1232,6 +1263,15 @@ async fn fetch(
             fetched = long_poll(&context, &parts, fetched, wait_ms, remaining).await;
         }
         let (answer, records) = translate::fetch_response(&parts, fetched, request.max_bytes);
+        if let Some(metrics) = &context.metrics {
+            for partition in answer
+                .responses
+                .iter()
+                .flat_map(|topic| topic.partitions.iter())
+            {
+                metrics.kafka_partition_error(ApiKey::Fetch as i16, partition.error_code);
+            }
+        }
         // The records go to the socket as slices of the node's answers; the response is
         // written around them.
         match spate_kafka::splice::encode_fetch_response(version, correlation_id, &answer, &records)

@@ -10,6 +10,7 @@ pub mod kafka;
 pub mod kafka_admin;
 pub mod kafka_groups;
 pub mod link;
+pub mod metrics;
 pub mod router;
 pub mod server;
 pub mod tls;
@@ -24,6 +25,7 @@ use std::process::ExitCode;
 /// closes gracefully on SIGTERM or Ctrl-C. (A library function so that tools can run the same gateway in a process of
 /// their own.)
 pub async fn run(config: GatewayConfig) -> ExitCode {
+    let metrics_listen = config.metrics_listen.clone();
     let gateway = match start(config).await {
         Ok(gateway) => gateway,
         Err(error) => {
@@ -31,21 +33,36 @@ pub async fn run(config: GatewayConfig) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let listener = match &gateway.metrics {
+        None => None,
+        Some(metrics) => match spate_ops::serve(&metrics_listen, metrics.clone()) {
+            Ok(listener) => {
+                tracing::info!(address = %listener.address, "serving metrics, /healthz and /readyz");
+                Some(listener)
+            }
+            Err(error) => {
+                tracing::error!("{error} (--metrics-listen; `none` turns metrics off)");
+                gateway.shutdown().await;
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     // The contract scripts rely on: one line on stdout once the gateway serves.
-    #[allow(clippy::print_stdout)]
-    {
-        println!(
-            "gateway listening on {} (certificate {})",
-            gateway.local_addr,
-            gateway.cert_path.display()
-        );
-        if let Some(kafka) = &gateway.kafka {
-            println!(
-                "kafka listening on {} (advertised as {})",
-                kafka.local_addr, kafka.advertised
-            );
-        }
+    spate_ops::announce(&format!(
+        "gateway listening on {} (certificate {})",
+        gateway.local_addr,
+        gateway.cert_path.display()
+    ));
+    if let Some(kafka) = &gateway.kafka {
+        spate_ops::announce(&format!(
+            "kafka listening on {} (advertised as {})",
+            kafka.local_addr, kafka.advertised
+        ));
     }
+    if let Some(listener) = &listener {
+        spate_ops::announce(&format!("metrics listening on {}", listener.address));
+    }
+    spate_ops::notify::ready();
     let mut terminate =
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(signal) => signal,
@@ -77,6 +94,8 @@ pub async fn run(config: GatewayConfig) -> ExitCode {
         }
     }
     tracing::info!("shutting down");
+    spate_ops::notify::stopping();
     gateway.shutdown().await;
+    drop(listener);
     ExitCode::SUCCESS
 }

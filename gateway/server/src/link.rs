@@ -34,6 +34,8 @@ pub struct ShardLink {
     /// When the link was opened, and when it last brought an answer (ms after that).
     opened: std::time::Instant,
     last_answer_ms: Arc<AtomicU64>,
+    /// Where the time to each answer is counted (metrics), shared by the shard's links.
+    forward_latency: Option<Arc<spate_ops::Histogram>>,
 }
 
 /// Sets the correlation id of a frame's header, copying only the header.
@@ -121,7 +123,21 @@ impl ShardLink {
             tasks: [writing.abort_handle(), reading.abort_handle()],
             opened,
             last_answer_ms,
+            forward_latency: None,
         })
+    }
+
+    /// Counts the time to each answer on this link in `histogram`.
+    pub fn with_forward_latency(mut self, histogram: Option<Arc<spate_ops::Histogram>>) -> Self {
+        self.forward_latency = histogram;
+        self
+    }
+
+    /// A request sent at `sent` was answered now (metrics).
+    pub fn answered_after(&self, sent: std::time::Instant) {
+        if let Some(histogram) = &self.forward_latency {
+            histogram.observe_shared(sent.elapsed().as_secs_f64());
+        }
     }
 
     /// How long the link has brought no answer (since it opened, if none yet).

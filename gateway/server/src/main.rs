@@ -27,14 +27,15 @@ fn return_freed_memory_in_background() -> Result<(), tikv_jemalloc_ctl::Error> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let config = match GatewayConfig::resolve(Flags::parse()) {
+        Ok(config) => config,
+        Err(error) => {
+            spate_ops::logging::init(spate_ops::LogFormat::Text, "info");
+            tracing::error!("{error}");
+            return ExitCode::from(2);
+        }
+    };
+    config.init_logging();
     #[cfg(not(target_env = "msvc"))]
     if let Err(error) = return_freed_memory_in_background() {
         tracing::warn!(
@@ -42,12 +43,5 @@ async fn main() -> ExitCode {
              the system only while the gateway allocates"
         );
     }
-    let config = match GatewayConfig::resolve(Flags::parse()) {
-        Ok(config) => config,
-        Err(error) => {
-            tracing::error!("{error}");
-            return ExitCode::from(2);
-        }
-    };
     spate_gateway::run(config).await
 }

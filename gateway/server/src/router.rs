@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,8 @@ use thiserror::Error;
 use tokio::sync::oneshot;
 
 use crate::link::ShardLink;
+use spate_ops::cells::DURATION_BOUNDS;
+use spate_ops::Histogram;
 
 /// Why the partition map could not be refreshed.
 #[derive(Debug, Error)]
@@ -70,6 +73,24 @@ pub struct Router {
     refreshing: tokio::sync::Mutex<()>,
     /// This router, for background refreshes started from `&self`.
     me: Weak<Router>,
+    /// Forwarding latency by shard address, kept across reconnects (metrics); at most
+    /// `FORWARD_HISTOGRAMS_MAX` shards.
+    forwarding: Mutex<HashMap<SocketAddr, Arc<Histogram>>>,
+    /// Partition maps learnt (metrics).
+    refreshes: AtomicU64,
+}
+
+/// Shards whose forwarding latency is kept: more than any cluster's shards (addresses a
+/// gateway saw come and go with restarts included).
+const FORWARD_HISTOGRAMS_MAX: usize = 4096;
+
+/// A shard link as the metrics show it.
+#[derive(Debug, Clone)]
+pub struct LinkState {
+    pub address: SocketAddr,
+    pub up: bool,
+    /// Forwarding latency to the shard.
+    pub forward: spate_ops::HistogramSnapshot,
 }
 
 /// Where a forwarded frame's answer comes from.
@@ -85,6 +106,8 @@ pub enum Pending {
         admin: bool,
         deadline: Instant,
         link: Arc<ShardLink>,
+        /// When the request was handed to the shard's link (metrics).
+        sent: Instant,
     },
 }
 
@@ -111,7 +134,64 @@ impl Router {
             links: Mutex::new(HashMap::new()),
             refreshing: tokio::sync::Mutex::new(()),
             me: me.clone(),
+            forwarding: Mutex::new(HashMap::new()),
+            refreshes: AtomicU64::new(0),
         })
+    }
+
+    /// Partition maps learnt since the start.
+    pub fn refreshes(&self) -> u64 {
+        self.refreshes.load(Ordering::Relaxed)
+    }
+
+    /// Whether the router has learnt a partition map (it can route).
+    pub fn has_map(&self) -> bool {
+        !self.routes().endpoints.is_empty()
+    }
+
+    /// Every shard link, with its forwarding latency.
+    pub fn link_states(&self) -> Vec<LinkState> {
+        let links: Vec<(SocketAddr, bool)> = self.links.lock().map_or_else(
+            |_| Vec::new(),
+            |links| {
+                links
+                    .iter()
+                    .map(|(address, link)| (*address, !link.is_broken()))
+                    .collect()
+            },
+        );
+        let forwarding = self.forwarding.lock().ok();
+        let mut states: Vec<LinkState> = links
+            .into_iter()
+            .map(|(address, up)| LinkState {
+                address,
+                up,
+                forward: forwarding
+                    .as_ref()
+                    .and_then(|forwarding| forwarding.get(&address))
+                    .map_or_else(
+                        || spate_ops::HistogramSnapshot::empty(DURATION_BOUNDS),
+                        |histogram| histogram.snapshot(),
+                    ),
+            })
+            .collect();
+        states.sort_by_key(|state| state.address);
+        states
+    }
+
+    /// The forwarding-latency histogram of the shard at `address` (taken when a link to it
+    /// opens, so requests find it on their link without a lookup).
+    fn forward_histogram(&self, address: SocketAddr) -> Option<Arc<Histogram>> {
+        let mut forwarding = self.forwarding.lock().ok()?;
+        if let Some(histogram) = forwarding.get(&address) {
+            return Some(histogram.clone());
+        }
+        if forwarding.len() >= FORWARD_HISTOGRAMS_MAX {
+            return None;
+        }
+        let histogram = Arc::new(Histogram::new(DURATION_BOUNDS));
+        forwarding.insert(address, histogram.clone());
+        Some(histogram)
     }
 
     fn routes(&self) -> Arc<Routes> {
@@ -128,7 +208,11 @@ impl Router {
                 return Ok(link.clone());
             }
         }
-        let link = Arc::new(ShardLink::connect(address).await?);
+        let link = Arc::new(
+            ShardLink::connect(address)
+                .await?
+                .with_forward_latency(self.forward_histogram(address)),
+        );
         if let Ok(mut links) = self.links.lock() {
             links.insert(address, link.clone());
         }
@@ -207,6 +291,7 @@ impl Router {
                     if let Ok(mut routes) = self.routes.write() {
                         *routes = Arc::new(Routes { endpoints, topics });
                     }
+                    self.refreshes.fetch_add(1, Ordering::Relaxed);
                     return Ok(());
                 }
                 Ok(Response::Error { error, .. }) => {
@@ -297,7 +382,8 @@ impl Router {
         };
         // The request's own wait (a fetch's, a group's) is the shard's to take, plus the
         // answer timeout.
-        let deadline = Instant::now() + self.answer_timeout + spate_proto::parked_wait(frame);
+        let sent = Instant::now();
+        let deadline = sent + self.answer_timeout + spate_proto::parked_wait(frame);
         match link.send(frame.bytes()).await {
             Some((id, receiver)) => Pending::Shard {
                 receiver,
@@ -306,6 +392,7 @@ impl Router {
                 admin: matches!(api_key, 1 | 2 | 8),
                 deadline,
                 link,
+                sent,
             },
             None => unavailable(format!("the connection to the shard at {target} broke")),
         }
@@ -330,8 +417,10 @@ impl Router {
                 admin,
                 deadline,
                 link,
+                sent,
             } => match self.within_deadline(receiver, id, deadline, &link).await {
                 Ok(frame) => {
+                    link.answered_after(sent);
                     let stale = admin
                         || (frame.head.is_error()
                             && matches!(
@@ -408,7 +497,7 @@ impl Router {
     /// such as the Kafka listener's); refreshes the partition map when the answer says it is
     /// stale, as [`Router::answer`] does.
     pub async fn response(&self, pending: Pending) -> Response {
-        let (receiver, id, admin, deadline, link) = match pending {
+        let (receiver, id, admin, deadline, link, sent) = match pending {
             Pending::Ready(response) => return response,
             Pending::Shard {
                 receiver,
@@ -416,10 +505,14 @@ impl Router {
                 admin,
                 deadline,
                 link,
-            } => (receiver, id, admin, deadline, link),
+                sent,
+            } => (receiver, id, admin, deadline, link, sent),
         };
         let frame = match self.within_deadline(receiver, id, deadline, &link).await {
-            Ok(frame) => frame,
+            Ok(frame) => {
+                link.answered_after(sent);
+                frame
+            }
             Err(error) => {
                 return Response::Error {
                     api_key: 0,

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::budget::{Budget, Charge};
 use crate::config::GatewayConfig;
+use crate::metrics::{GatewayMetrics, Protocol, Refusal};
 use crate::router::Router;
 use crate::tls;
 
@@ -63,6 +64,8 @@ pub struct Gateway {
     /// [`Gateway::reload_tls`].
     key_path: PathBuf,
     transport: Arc<TransportConfig>,
+    /// What the gateway counts, for a metrics listener (`None` with `--metrics-listen none`).
+    pub metrics: Option<Arc<GatewayMetrics>>,
 }
 
 impl Gateway {
@@ -235,6 +238,11 @@ pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
     .map_err(endpoint_error)?;
     let local_addr = endpoint.local_addr().map_err(endpoint_error)?;
     let router = Router::new(config.node.clone(), config.shard_answer_timeout());
+    let metrics = config.metrics_on().then(|| {
+        let metrics = GatewayMetrics::new();
+        metrics.attach(router.clone());
+        metrics
+    });
     if let Err(error) = router.refresh().await {
         tracing::warn!(node = %config.node, "cannot reach the node yet: {error}; will retry");
     }
@@ -259,9 +267,15 @@ pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
     let budget = Budget::new(config.budget_limits());
     let kafka = match config.kafka() {
         None => None,
-        Some(kafka) => {
-            Some(crate::kafka::start(kafka, router.clone(), config.frame_stall_timeout()).await?)
-        }
+        Some(kafka) => Some(
+            crate::kafka::start(
+                kafka,
+                router.clone(),
+                config.frame_stall_timeout(),
+                metrics.clone(),
+            )
+            .await?,
+        ),
     };
     let config = Arc::new(config);
     tokio::spawn(accept(
@@ -269,7 +283,13 @@ pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
         router.clone(),
         config,
         budget.clone(),
+        metrics.clone(),
     ));
+    if let Some(metrics) = &metrics {
+        metrics
+            .listening
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     Ok(Gateway {
         local_addr,
         cert_path: cert,
@@ -279,6 +299,7 @@ pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
         kafka,
         key_path: key,
         transport: transport_config,
+        metrics,
     })
 }
 
@@ -287,10 +308,14 @@ async fn accept(
     router: Arc<Router>,
     config: Arc<GatewayConfig>,
     budget: Arc<Budget>,
+    metrics: Option<Arc<GatewayMetrics>>,
 ) {
     while let Some(incoming) = endpoint.accept().await {
         let open = endpoint.open_connections();
         if open >= config.max_connections as usize {
+            if let Some(metrics) = &metrics {
+                metrics.refused(Protocol::Quic, Refusal::ConnectionLimit);
+            }
             incoming.refuse();
             continue;
         }
@@ -302,10 +327,17 @@ async fn accept(
         let router = router.clone();
         let config = config.clone();
         let connection_budget = budget.connection();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let Ok(connection) = incoming.await else {
+                if let Some(metrics) = &metrics {
+                    metrics.refused(Protocol::Quic, Refusal::Handshake);
+                }
                 return;
             };
+            let _open = metrics
+                .as_ref()
+                .map(|metrics| metrics.connection(Protocol::Quic));
             let permits = Arc::new(Semaphore::new(config.frames_per_connection as usize));
             while let Ok((send, receive)) = connection.accept_bi().await {
                 let stream = Stream {
@@ -314,8 +346,11 @@ async fn accept(
                     connection_permits: permits.clone(),
                     charge: connection_budget.charge(),
                     connection: connection.clone(),
+                    metrics: metrics.clone(),
                 };
+                let open = metrics.as_ref().map(GatewayMetrics::stream);
                 tokio::spawn(async move {
+                    let _open = open;
                     if let Err(error) = stream.serve(send, receive).await {
                         tracing::debug!("stream closed: {error}");
                     }
@@ -356,6 +391,7 @@ struct Stream {
     /// The budget bytes this stream holds: always at least the bytes in its frame buffer.
     charge: Charge,
     connection: quinn::Connection,
+    metrics: Option<Arc<GatewayMetrics>>,
 }
 
 impl Stream {
@@ -414,6 +450,9 @@ impl Stream {
             match decoder.decode(&mut buffer) {
                 Ok(Some(frame)) => {
                     let size = frame.bytes().len() as u64;
+                    if let Some(metrics) = &self.metrics {
+                        metrics.received(Protocol::Quic, frame.bytes().len());
+                    }
                     self.forward(frame, answers, stream_permits).await?;
                     self.charge.release(size);
                     continue;
@@ -493,8 +532,13 @@ impl Stream {
         let pending = self.router.send(&frame).await;
         let router = self.router.clone();
         let answers = answers.clone();
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
             let answer = router.answer(pending, api_key, correlation_id).await;
+            if let Some(metrics) = &metrics {
+                metrics.quic_request(api_key, FrameHeader::error_code_of(&answer.0, &answer.1));
+                metrics.sent(Protocol::Quic, answer.0.len() + answer.1.len());
+            }
             let _ = answers.send(answer).await;
             drop((stream_permit, connection_permit));
         });

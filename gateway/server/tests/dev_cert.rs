@@ -17,6 +17,7 @@ fn empty_development_certificate_files_are_replaced_at_start() {
     std::fs::write(tls.join("cert.pem"), b"").unwrap();
     std::fs::write(tls.join("key.pem"), b"").unwrap();
     let mut gateway = Command::new(env!("CARGO_BIN_EXE_spate-gateway"))
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .args([
             "--listen",
             "127.0.0.1:0",

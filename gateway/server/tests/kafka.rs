@@ -50,6 +50,7 @@ impl Gateway {
     fn start(dir: &Path, node: SocketAddr, flags: &[&str]) -> Gateway {
         let log = std::fs::File::create(dir.join("gateway.log")).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_spate-gateway"))
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .args(["--listen", "127.0.0.1:0", "--node", &node.to_string()])
             .args(["--kafka-listen", "127.0.0.1:0"])
             .arg("--dev-cert-dir")

@@ -59,6 +59,7 @@ impl GatewayProcess {
     fn start(dir: &Path, node: SocketAddr, flags: &[&str]) -> GatewayProcess {
         let log = std::fs::File::create(dir.join("gateway.log")).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_spate-gateway"))
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .args(["--listen", "127.0.0.1:0", "--node", &node.to_string()])
             .arg("--dev-cert-dir")
             .arg(dir.join("tls"))

@@ -370,6 +370,24 @@ impl GroupCoordinator {
         names.into_iter().map(|name| self.describe(name)).collect()
     }
 
+    /// Every group this coordinator knows (with members, or with committed offsets), with
+    /// its members' count and generation (0 without members in memory).
+    pub fn group_summaries(&self) -> Vec<(&str, usize, i32)> {
+        let names: BTreeSet<&str> = self
+            .groups
+            .keys()
+            .map(String::as_str)
+            .chain(self.offsets.groups())
+            .collect();
+        names
+            .into_iter()
+            .map(|name| match self.groups.get(name) {
+                Some(group) => (name, group.members().count(), group.generation()),
+                None => (name, 0, 0),
+            })
+            .collect()
+    }
+
     /// A DescribeGroups of one group (`Dead` when unknown).
     pub fn describe(&self, group: &str) -> DescribedGroup {
         match self.groups.get(group) {

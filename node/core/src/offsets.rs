@@ -254,6 +254,15 @@ impl OffsetStore {
         self.groups.keys().map(String::as_str)
     }
 
+    /// The committed offsets of `group`: (topic, partition, offset).
+    pub fn committed(&self, group: &str) -> impl Iterator<Item = (&str, u32, &Committed)> {
+        self.groups
+            .get(group)
+            .into_iter()
+            .flatten()
+            .map(|((topic, partition), committed)| (topic.as_str(), *partition, committed))
+    }
+
     /// Whether `group` has committed offsets.
     pub fn has_group(&self, group: &str) -> bool {
         self.groups.contains_key(group)

@@ -46,6 +46,7 @@ const _: () = assert!(size_of::<FrameHeader>() == FRAME_HEADER_SIZE as usize);
 /// bytes for code that edits or reads a header it has not decoded (a gateway rewriting
 /// correlation ids, an error answering a frame whose header is only partly there).
 const API_KEY_AT: usize = offset_of!(FrameHeader, api_key);
+const FLAGS_AT: usize = offset_of!(FrameHeader, flags);
 const CORRELATION_ID_AT: usize = offset_of!(FrameHeader, correlation_id);
 
 impl FrameHeader {
@@ -61,6 +62,20 @@ impl FrameHeader {
             Some(bytes) => u16::from_le_bytes([bytes[0], bytes[1]]),
             None => 0,
         }
+    }
+
+    /// The error code of an answer given as its header and body: `None` for an answer that
+    /// is not an error. An error's body starts with its code (u16, docs/protocol.md); a body
+    /// too short for it reads as [`ErrorCode::Malformed`].
+    pub fn error_code_of(header: &[u8], body: &[u8]) -> Option<crate::ErrorCode> {
+        let flags = header.get(FLAGS_AT)?;
+        if flags & FLAG_ERROR == 0 {
+            return None;
+        }
+        Some(match body.get(..2) {
+            Some(code) => crate::ErrorCode::from_u16(u16::from_le_bytes([code[0], code[1]])),
+            None => crate::ErrorCode::Malformed,
+        })
     }
 
     /// The correlation id of a header that may be partial (0 when it has not arrived).
@@ -322,4 +337,29 @@ pub fn route<'a>(head: &FrameHead, body: &'a [u8]) -> Result<Option<Route<'a>>, 
         topic,
         partition: PartitionId(u32::from_le_bytes(*partition)),
     }))
+}
+
+#[cfg(test)]
+mod error_code_tests {
+    use crate::{ErrorCode, Response};
+
+    #[test]
+    fn an_answers_error_code_is_read_from_its_header_and_body() {
+        let split = |frame: bytes::Bytes| {
+            let at = crate::limits::FRAME_HEADER_SIZE as usize;
+            (frame.slice(..at), frame.slice(at..))
+        };
+        let (header, body) = split(Response::error(4, ErrorCode::NotOwner, "moved").to_frame(7));
+        assert_eq!(
+            super::FrameHeader::error_code_of(&header, &body),
+            Some(ErrorCode::NotOwner)
+        );
+        let (header, body) = split(Response::ReplicaProgress.to_frame(7));
+        assert_eq!(super::FrameHeader::error_code_of(&header, &body), None);
+        assert_eq!(
+            super::FrameHeader::error_code_of(&header[..4], &body),
+            None,
+            "a partial header is no error"
+        );
+    }
 }

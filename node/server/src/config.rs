@@ -14,6 +14,8 @@ use thiserror::Error;
 
 /// Default data directory.
 pub const DATA_DIR_DEFAULT: &str = "./spate-data";
+/// Default address of the metrics listener.
+pub const METRICS_LISTEN_DEFAULT: &str = "127.0.0.1:9644";
 /// Default listen address of shard 0 (shard i listens on port + i).
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:7460";
 /// Connections one shard accepts at once.
@@ -162,6 +164,23 @@ spate_proto::settings! {
         /// `leader.imbalance.per.broker.percentage`). [default: 10]
         #[arg(long, value_name = "PERCENT")]
         leader_imbalance_percent: u32 = LEADER_IMBALANCE_PERCENT_DEFAULT,
+        /// Where the node serves Prometheus metrics (`/metrics`), `/healthz` and `/readyz`
+        /// over HTTP (docs/operations.md, "Metrics"); `none` turns metrics off (nothing is
+        /// counted). [default: 127.0.0.1:9644]
+        #[arg(long, value_name = "HOST:PORT|none")]
+        metrics_listen: String = METRICS_LISTEN_DEFAULT.into(),
+        /// Sum the partition metrics per topic instead of one series per partition (for
+        /// nodes with many partitions; above 10,000 partitions they are summed anyway).
+        #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+        metrics_per_topic: bool = false,
+        /// How log lines are written: `text` or `json` (one object per line). [default: text]
+        #[arg(long, value_name = "FORMAT")]
+        log_format: String = "text".into(),
+        /// What is logged: a level (`error`, `warn`, `info`, `debug`, `trace`) or `tracing`
+        /// directives (`info,spate_node::storage=debug`); `RUST_LOG` wins when set.
+        /// [default: info]
+        #[arg(long, value_name = "LEVEL")]
+        log_level: String = "info".into(),
         /// Address of shard 0; shard i listens on port + i (port 0: every shard picks a free
         /// port). [default: 127.0.0.1:7460]
         #[arg(long, value_name = "HOST:PORT")]
@@ -341,6 +360,16 @@ pub fn parse_cpu_list(list: &str) -> Result<Vec<usize>, ConfigError> {
 }
 
 impl NodeConfig {
+    /// Whether the node counts and serves metrics (`--metrics-listen` is not `none`).
+    pub fn metrics_on(&self) -> bool {
+        self.metrics_listen != spate_ops::METRICS_OFF
+    }
+
+    /// Installs logging as configured (`--log-format`, `--log-level`, `RUST_LOG`).
+    pub fn init_logging(&self) {
+        spate_ops::logging::init(self.log_format.parse().unwrap_or_default(), &self.log_level);
+    }
+
     /// Resolves flags over the file (if any) over defaults, and checks every setting.
     pub fn resolve(flags: Flags) -> Result<NodeConfig, ConfigError> {
         let file = match &flags.config {
@@ -354,6 +383,12 @@ impl NodeConfig {
 
     /// Checks each setting against its valid range. Each failure names the setting.
     fn check(&self) -> Result<(), ConfigError> {
+        if let Err(error) = self.log_format.parse::<spate_ops::LogFormat>() {
+            return Err(invalid("log_format", error.to_string()));
+        }
+        if let Err(error) = spate_ops::logging::check_level(&self.log_level) {
+            return Err(invalid("log_level", error.to_string()));
+        }
         if self.shards == 0 || self.shards > SHARDS_MAX {
             return Err(invalid(
                 "shards",

@@ -23,6 +23,7 @@ pub mod lock;
 pub mod logging;
 pub mod membership;
 pub mod metadata;
+pub mod metrics;
 pub mod node;
 pub mod ownership;
 pub mod partition;
@@ -35,4 +36,4 @@ pub mod storage;
 pub mod verify;
 
 pub use config::{Flags, NodeCommand, NodeConfig};
-pub use node::{start, NodeError, NodeHandle};
+pub use node::{start, start_observed, NodeError, NodeHandle};

@@ -6,6 +6,5 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    spate_node::logging::init("info");
     spate_node::process::run(spate_node::Flags::parse())
 }

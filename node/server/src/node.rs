@@ -21,6 +21,7 @@ use crate::coordinator::{self, Coordinator, ToCoordinator, ToShard};
 use crate::identity::IdentityLoadError;
 use crate::lock::{DataDirLock, LockError};
 use crate::metadata::{Metadata, MetadataError};
+use crate::metrics::{NodeMetrics, ShardMetrics};
 use crate::shard::Shard;
 use crate::storage::probe_direct_io;
 
@@ -83,6 +84,8 @@ pub struct NodeHandle {
     executors: Vec<glommio::ExecutorJoinHandle<()>>,
     /// The node's membership in a cluster (`--etcd`); left first on shutdown.
     cluster: Option<Membership>,
+    /// What the shards count, for a metrics listener (`None` with `--metrics-listen none`).
+    pub metrics: Option<Arc<NodeMetrics>>,
     /// Held until every shard stopped: dropped last, after `executors` were joined.
     _lock: DataDirLock,
 }
@@ -176,6 +179,22 @@ fn remove_orphans(config: &NodeConfig, metadata: &Metadata) {
 /// executor per shard started (each binds its listener, connects its coordinator channels,
 /// recovers its partitions and serves), and the call returns once every shard serves.
 pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
+    let metrics = config.metrics_on().then(|| {
+        NodeMetrics::new(
+            config.shards,
+            config.data_dir.clone(),
+            config.metrics_per_topic,
+        )
+    });
+    start_observed(config, metrics)
+}
+
+/// [`start`], counting into `metrics` (made by the caller, who may serve it before the
+/// shards recovered: `/readyz` then answers 503 until they serve); `None` counts nothing.
+pub fn start_observed(
+    config: NodeConfig,
+    metrics: Option<Arc<NodeMetrics>>,
+) -> Result<NodeHandle, NodeError> {
     let lock = prepare_data_dir(&config)?;
     let identity = crate::identity::load_or_create(&config.data_dir, config.node_id)?;
     let storage_id = format!("{:016x}", identity.storage_id);
@@ -227,6 +246,7 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             ready: ready_tx.clone(),
             channels: channels.take(index),
             cluster: cluster_view.clone(),
+            metrics: metrics.as_ref().and_then(|metrics| metrics.shard(index)),
         };
         match spawn_shard(start) {
             Ok(handle) => executors.push(handle),
@@ -260,6 +280,7 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         retry_fenced,
         executors,
         cluster,
+        metrics,
         _lock: lock,
     })
 }
@@ -472,6 +493,8 @@ struct ShardStart {
     ready: mpsc::Sender<(usize, Result<(), String>)>,
     channels: ShardEnds,
     cluster: Arc<crate::membership::ClusterView>,
+    /// This shard's metrics, installed in its thread (`None`: metrics off).
+    metrics: Option<Arc<ShardMetrics>>,
 }
 
 /// Starts one shard's executor.
@@ -536,7 +559,11 @@ async fn run_shard(start: ShardStart) {
         ready,
         channels,
         cluster,
+        metrics,
     } = start;
+    if let Some(metrics) = metrics.clone() {
+        crate::metrics::install(metrics);
+    }
     let listener = match TcpListener::bind(address) {
         Ok(listener) => listener,
         Err(error) => {
@@ -577,8 +604,22 @@ async fn run_shard(start: ShardStart) {
         let _ = ready.send((index, Err(reason)));
         return;
     }
+    let recovering = std::time::Instant::now();
     shard.apply_metadata(metadata).await;
-    tracing::debug!(shard = index, "partitions recovered");
+    let took = recovering.elapsed();
+    tracing::info!(
+        shard = index,
+        partitions = shard.partition_count(),
+        took_ms = took.as_millis(),
+        "partitions recovered"
+    );
+    if let Some(metrics) = &metrics {
+        metrics
+            .recovery_micros
+            .set(i64::try_from(took.as_micros()).unwrap_or(i64::MAX));
+        metrics.publish(shard.sample_metrics());
+        metrics.ready.store(true, Ordering::Relaxed);
+    }
     let _ = ready.send((index, Ok(())));
     let accepting = glommio::spawn_local(shard.clone().accept(listener));
     match role {
@@ -684,6 +725,17 @@ fn spawn_maintenance(shard: &Rc<Shard>, retry_fenced: Arc<AtomicU64>) {
     })
     .detach();
     glommio::spawn_local(crate::verify::run(shard.clone())).detach();
+    if crate::metrics::enabled() {
+        let sampled = shard.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(crate::metrics::SAMPLE_INTERVAL).await;
+                let sample = sampled.sample_metrics();
+                crate::metrics::with(|metrics| metrics.publish(sample));
+            }
+        })
+        .detach();
+    }
     #[cfg(feature = "cluster")]
     if shard.config.etcd.is_some() {
         glommio::spawn_local(crate::replica::propose_isr_changes(shard.clone())).detach();

@@ -7,12 +7,15 @@
 use std::cell::{Cell, Ref, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::future;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use spate_core::replica::NotEnoughReplicas;
-use spate_core::{LogEvent, Millis, PartitionKey, PartitionLog, ShardBudget, Storage, Ticket};
+use spate_core::{
+    IoRequest, LogEvent, Millis, PartitionKey, PartitionLog, ShardBudget, Storage, Ticket,
+};
+use spate_format::Offset;
 use spate_proto::{DeleteRecordsResponse, ErrorCode, ErrorResponse, ProduceResponse};
 
 use crate::storage::DmaStorage;
@@ -112,6 +115,12 @@ impl Budget {
         self.bytes.borrow().over_budget()
     }
 
+    /// The shard's unsynced bytes and its budget for them.
+    pub fn unsynced(&self) -> (u64, u64) {
+        let bytes = self.bytes.borrow();
+        (bytes.unsynced_bytes(), bytes.budget())
+    }
+
     /// Wakes everyone waiting for progress (bytes were written or became durable).
     fn wake(&self) {
         self.waiters.wake();
@@ -119,6 +128,9 @@ impl Budget {
 
     /// Waits until the shard's unsynced bytes are within its budget (back-pressure).
     pub async fn within(&self) {
+        if self.over_budget() {
+            crate::metrics::with(|metrics| metrics.backpressure_waits.add(1));
+        }
         while self.over_budget() {
             self.wait_for_progress().await;
         }
@@ -195,6 +207,19 @@ pub struct Partition {
     /// the leader): woken by this partition's syncs only, not by every partition of the
     /// shard. At most `DURABLE_WAITERS_MAX`, rechecking every `DURABLE_RECHECK`.
     durable_waiters: Wakers,
+    /// Records and bytes appended by produce requests since the partition opened (metrics).
+    appended: Cell<(u64, u64)>,
+    /// The write round under way (metrics): when its first write was submitted, its bytes,
+    /// and the durable end it started from.
+    round: Cell<Option<WriteRound>>,
+}
+
+/// A partition's writes up to the sync that makes them durable, as the metrics see it.
+#[derive(Debug, Clone, Copy)]
+struct WriteRound {
+    started: Instant,
+    bytes: u64,
+    from: Offset,
 }
 
 impl Partition {
@@ -230,6 +255,8 @@ impl Partition {
             isr_written: RefCell::new(None),
             leaderships: Cell::new(0),
             durable_waiters: Wakers::new(DURABLE_WAITERS_MAX, DURABLE_RECHECK),
+            appended: Cell::new((0, 0)),
+            round: Cell::new(None),
         })
     }
 
@@ -456,11 +483,12 @@ impl Partition {
                 // Bytes left the write buffer: room for waiting produces.
                 self.budget.wake();
             }
-            LogEvent::Durable { .. } => {
+            LogEvent::Durable { up_to } => {
                 // Bytes left the unsynced budget: room for waiting produces; and a follower
                 // has a new durable end to report.
                 self.budget.wake();
                 self.wake_durable();
+                self.round_done(up_to);
             }
             LogEvent::Acked { ticket } => {
                 let waiting = self.waiting.borrow_mut().remove(&ticket);
@@ -559,6 +587,82 @@ impl Partition {
         }
     }
 
+    /// Counts a produce's appended batch (metrics).
+    pub fn count_append(&self, records: u64, bytes: u64) {
+        let (appended_records, appended_bytes) = self.appended.get();
+        self.appended
+            .set((appended_records + records, appended_bytes + bytes));
+    }
+
+    /// A write of `bytes` went to the device: it opens a write round or joins the open one.
+    fn round_wrote(&self, bytes: u64) {
+        if !crate::metrics::enabled() {
+            return;
+        }
+        let round = match self.round.get() {
+            Some(mut round) => {
+                round.bytes += bytes;
+                round
+            }
+            None => WriteRound {
+                started: Instant::now(),
+                bytes,
+                from: self.log.borrow().durable_end(),
+            },
+        };
+        self.round.set(Some(round));
+    }
+
+    /// The log is durable up to `up_to`: the open write round, if it made records durable,
+    /// is done.
+    fn round_done(&self, up_to: Offset) {
+        let Some(round) = self.round.get() else {
+            return;
+        };
+        let Some(records) = up_to
+            .0
+            .checked_sub(round.from.0)
+            .filter(|&records| records > 0)
+        else {
+            return;
+        };
+        self.round.set(None);
+        crate::metrics::with(|metrics| {
+            #[allow(clippy::cast_precision_loss)]
+            {
+                metrics.write_round_bytes.observe(round.bytes as f64);
+                metrics.write_round_records.observe(records as f64);
+            }
+            metrics
+                .write_round_seconds
+                .observe(round.started.elapsed().as_secs_f64());
+        });
+    }
+
+    /// The partition's states for the metrics.
+    pub fn sample(&self) -> crate::metrics::PartitionSample {
+        let log = self.log.borrow();
+        let (appended_records, appended_bytes) = self.appended.get();
+        crate::metrics::PartitionSample {
+            topic: self.key.topic.clone(),
+            partition: self.key.partition,
+            high_watermark: log.high_watermark().0,
+            log_start: log.log_start().0,
+            log_end: log.next_offset().0,
+            size_bytes: log.size_bytes(),
+            segments: log.segment_count() as u64,
+            fenced: log.fenced().map(ToString::to_string),
+            producers: log.producers().len() as u64,
+            appended_records,
+            appended_bytes,
+        }
+    }
+
+    /// Parked long-poll fetches on this partition.
+    pub fn fetches_parked(&self) -> usize {
+        self.log.borrow().fetches_parked()
+    }
+
     /// Moves requests to the disk and completions and events back until nothing moves.
     fn pump(&self) {
         loop {
@@ -570,6 +674,9 @@ impl Partition {
                 moved = true;
             }
             while let Some(request) = self.with_log(PartitionLog::poll_io) {
+                if let IoRequest::Write { data, .. } = &request {
+                    self.round_wrote(data.len());
+                }
                 self.storage.borrow_mut().submit(request);
                 moved = true;
             }

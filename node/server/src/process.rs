@@ -10,6 +10,7 @@ use crate::{Flags, NodeCommand, NodeConfig};
 /// recovery of fenced partitions on SIGHUP, and shut down gracefully on SIGTERM or Ctrl-C.
 pub fn run(flags: Flags) -> ExitCode {
     if let Some(NodeCommand::Check { data_dir }) = &flags.command {
+        crate::logging::init("info");
         let dir = data_dir
             .clone()
             .unwrap_or_else(|| crate::config::DATA_DIR_DEFAULT.into());
@@ -36,10 +37,12 @@ pub fn run(flags: Flags) -> ExitCode {
     let config = match NodeConfig::resolve(flags) {
         Ok(config) => config,
         Err(error) => {
+            crate::logging::init("info");
             tracing::error!("{error}");
             return ExitCode::from(2);
         }
     };
+    config.init_logging();
     // SIGTERM and SIGINT start a graceful shutdown instead of killing the process mid-sync.
     let mut signals = match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
@@ -52,7 +55,28 @@ pub fn run(flags: Flags) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let node = match crate::start(config.clone()) {
+    // The metrics listener starts first: `/readyz` answers 503 while the shards recover.
+    let metrics = config.metrics_on().then(|| {
+        crate::metrics::NodeMetrics::new(
+            config.shards,
+            config.data_dir.clone(),
+            config.metrics_per_topic,
+        )
+    });
+    let listener = match &metrics {
+        None => None,
+        Some(metrics) => match spate_ops::serve(&config.metrics_listen, metrics.clone()) {
+            Ok(listener) => {
+                tracing::info!(address = %listener.address, "serving metrics, /healthz and /readyz");
+                Some(listener)
+            }
+            Err(error) => {
+                tracing::error!("{error} (--metrics-listen; `none` turns metrics off)");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let node = match crate::start_observed(config.clone(), metrics) {
         Ok(node) => node,
         Err(error) => {
             tracing::error!("{error}");
@@ -61,12 +85,14 @@ pub fn run(flags: Flags) -> ExitCode {
     };
     for (shard, endpoint) in node.endpoints.iter().enumerate() {
         // The contract scripts and tests rely on: one line per shard on stdout.
-        #[allow(clippy::print_stdout)]
-        {
-            println!("shard {shard} listening on {endpoint}");
-        }
+        spate_ops::announce(&format!("shard {shard} listening on {endpoint}"));
+    }
+    if let Some(listener) = &listener {
+        // After the shard lines, which scripts read by count.
+        spate_ops::announce(&format!("metrics listening on {}", listener.address));
     }
     tracing::info!(shards = node.endpoints.len(), data_dir = %config.data_dir.display(), "spate-node ready");
+    spate_ops::notify::ready();
     // SIGHUP: re-run recovery of fenced partitions (the operator fixed the disk).
     let mut signal = 0;
     for received in signals.forever() {
@@ -79,7 +105,9 @@ pub fn run(flags: Flags) -> ExitCode {
         break;
     }
     tracing::info!(signal, "shutting down: finishing in-flight syncs");
+    spate_ops::notify::stopping();
     node.shutdown();
+    drop(listener);
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

@@ -423,9 +423,12 @@ async fn execute(
         }
         IoRequest::Sync { file, .. } => {
             let dma = open(&files, dir, file).await?;
+            let started = std::time::Instant::now();
             dma.fdatasync()
                 .await
                 .map_err(|error| storage_error("fdatasync", &file.file_name(), error))?;
+            let took = started.elapsed().as_secs_f64();
+            crate::metrics::with(|metrics| metrics.fdatasync_seconds.observe(took));
             Ok(IoOutcome::Done)
         }
         IoRequest::SyncDir { .. } => {

@@ -252,6 +252,7 @@ fn a_lapsed_lease_is_answered_by_a_new_session() {
 
 fn spawn_node(dir: &Path, etcd: &Etcd, node: u32, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_spate-node"))
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(dir)
         .args([
@@ -318,6 +319,7 @@ fn a_killed_node_registers_again_at_once() {
     assert_eq!(etcd.member(3), None);
     // A node of a cluster needs its id.
     let refused = Command::new(env!("CARGO_BIN_EXE_spate-node"))
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(&dir)
         .args(["--etcd", &etcd.url])
@@ -1429,6 +1431,7 @@ fn spawn_listening(
 ) -> (Child, std::net::SocketAddr) {
     use std::io::BufRead;
     let mut child = Command::new(env!("CARGO_BIN_EXE_spate-node"))
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(dir)
         .args(["--listen", "127.0.0.1:0", "--etcd", &etcd.url])

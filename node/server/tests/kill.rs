@@ -39,6 +39,7 @@ impl Rng {
 
 fn spawn(dir: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_spate-node"))
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .args([
             "--data-dir",
             dir.to_str().unwrap(),

@@ -10,8 +10,11 @@ use std::process::{Command, Stdio};
 use common::{data_dir, records, Client};
 use spate_proto::*;
 
+/// `spate-node`, its metrics on a free port (tests never take the default ports).
 fn binary() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_spate-node"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_spate-node"));
+    command.args(["--metrics-listen", "127.0.0.1:0"]);
+    command
 }
 
 #[test]
@@ -38,6 +41,10 @@ fn help_documents_every_option() {
         "--retention-check-ms",
         "--io-memory",
         "--tail-cache-bytes",
+        "--metrics-listen",
+        "--metrics-per-topic",
+        "--log-format",
+        "--log-level",
         "--preallocate-bytes",
         "--frame-timeout-ms",
         "--idle-timeout-ms",

@@ -158,7 +158,15 @@ const SHARED_ANSWER_BYTES_MIN: usize = 16 << 10;
 /// what follows them (a fetch's epochs).
 type AnswerFrame = (Bytes, Bytes, Bytes);
 
+/// An answer's frame, counted in the shard's metrics by request and outcome.
 fn answer_frame(response: &Response, correlation: u64) -> AnswerFrame {
+    crate::metrics::with(|metrics| {
+        let error = match response {
+            Response::Error { error, .. } => Some(error.code),
+            _ => None,
+        };
+        metrics.count_answer(response.api_key(), error);
+    });
     match response {
         Response::Fetch(fetch) if fetch.records.len() >= SHARED_ANSWER_BYTES_MIN => {
             response.to_frame_parts(correlation)
@@ -208,6 +216,7 @@ impl Shard {
                         "connection limit reached and every connection is active; refusing connections"
                     );
                 }
+                crate::metrics::with(|metrics| metrics.connections_refused.add(1));
                 let mut stream = stream;
                 let refusal =
                     Response::error(0, ErrorCode::Busy, "connection limit reached").to_frame(0);
@@ -215,6 +224,7 @@ impl Shard {
                 continue;
             }
             let _ = stream.set_nodelay(true);
+            crate::metrics::with(|metrics| metrics.connections_accepted.add(1));
             let registration = self.connections.register();
             let shard = self.clone();
             glommio::spawn_local(async move {

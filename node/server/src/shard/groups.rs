@@ -82,6 +82,30 @@ impl std::fmt::Debug for Coordinator {
     }
 }
 
+impl Coordinator {
+    /// Adds the groups this coordinator serves to `out` (metrics); nothing while it loads.
+    pub fn sample(&self, out: &mut Vec<crate::metrics::GroupSample>) {
+        let state = self.state.borrow();
+        let Load::Ready(coordinator) = &*state else {
+            return;
+        };
+        for (group, members, generation) in coordinator.group_summaries() {
+            out.push(crate::metrics::GroupSample {
+                group: group.to_owned(),
+                members: members as u64,
+                generation: i64::from(generation),
+                committed: coordinator
+                    .offsets()
+                    .committed(group)
+                    .map(|(topic, partition, committed)| {
+                        (topic.to_owned(), partition, committed.offset)
+                    })
+                    .collect(),
+            });
+        }
+    }
+}
+
 fn refusal(refused: CoordinatorError) -> ErrorResponse {
     let message = refused.to_string();
     let code = match refused {

@@ -322,6 +322,12 @@ impl Shard {
                 format!("partition {}-{}: {refused}", key.topic, key.partition),
             )
         })?;
+        if !ticket.duplicate {
+            partition.count_append(
+                ticket.last_offset.0 - ticket.base_offset.0 + 1,
+                request.batch.len() as u64,
+            );
+        }
         let response = ProduceResponse {
             base_offset: ticket.base_offset.0,
             append_time: ticket.append_time.0,

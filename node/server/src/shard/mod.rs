@@ -247,6 +247,38 @@ impl Shard {
         self.metadata.borrow().clone()
     }
 
+    /// Partitions open on the shard.
+    pub fn partition_count(&self) -> usize {
+        self.partitions.borrow().len()
+    }
+
+    /// The shard's states for the metrics (`crate::metrics`, once per sample interval).
+    pub fn sample_metrics(&self) -> crate::metrics::ShardSample {
+        let (unsynced_bytes, unsynced_bytes_limit) = self.budget.unsynced();
+        let partitions: Vec<Rc<Partition>> =
+            self.partitions.borrow().partitions().cloned().collect();
+        let mut groups = Vec::new();
+        let mut fetch_waiters = 0;
+        for partition in &partitions {
+            fetch_waiters += partition.fetches_parked() as u64;
+            let coordinator = partition.groups.borrow().clone();
+            if let Some(coordinator) = coordinator {
+                coordinator.sample(&mut groups);
+            }
+        }
+        crate::metrics::ShardSample {
+            unsynced_bytes,
+            unsynced_bytes_limit,
+            fetch_waiters,
+            connections: self.connections.len() as u64,
+            partitions: partitions
+                .iter()
+                .map(|partition| partition.sample())
+                .collect(),
+            groups,
+        }
+    }
+
     /// Waits until the shard's unsynced bytes are within its budget (back-pressure).
     pub(crate) async fn within_budget(&self) {
         self.budget.within().await;
@@ -261,6 +293,9 @@ impl Shard {
         let Ok(_turn) = partition.room_gate.clone().acquire_static_permit(1).await else {
             return;
         };
+        if !partition.log().has_room(len) {
+            crate::metrics::with(|metrics| metrics.backpressure_waits.add(1));
+        }
         while !partition.log().has_room(len) && !partition.is_closing() {
             self.budget.wait_for_progress().await;
         }
@@ -579,6 +614,15 @@ impl Shard {
             }
         };
         let report = &recovered.report;
+        crate::metrics::with(|metrics| {
+            metrics.recovered_partitions.add(1);
+            metrics
+                .torn_tails
+                .add(u64::from(report.torn_tail.is_some()));
+            metrics
+                .corruptions
+                .add(u64::from(report.corruption.is_some()));
+        });
         if let Some(torn) = &report.torn_tail {
             tracing::warn!(
                 topic = %key.topic,

@@ -83,6 +83,8 @@ struct Started {
     id: u32,
     first: SocketAddr,
     kafka: Option<(String, String)>,
+    /// Where its gateway serves metrics.
+    gateway_metrics: String,
 }
 
 /// A gateway per node, each in front of its node's first shard (and knowing the others'):
@@ -114,8 +116,27 @@ fn gateways(gateway_listen: &str, nodes: Vec<Started>) -> Result<Vec<crate::up::
                 .kafka
                 .map(|(listen, advertised)| (listen, Some(advertised))),
             node_id: Some(node.id),
+            metrics_listen: node.gateway_metrics,
         })
         .collect())
+}
+
+/// Where node `id` (or its gateway) serves metrics: `listen` at its port + 2 × (id − 1), so
+/// nodes and gateways started from the default ports (9644 and 9645) interleave; port 0
+/// stays 0 (a free port) and `none` stays off.
+fn metrics_of(listen: &str, flag: &str, id: u32) -> Result<String, String> {
+    if listen == "none" {
+        return Ok(listen.to_owned());
+    }
+    let address: SocketAddr = listen
+        .parse()
+        .map_err(|error| format!("{flag} {listen}: {error}"))?;
+    let port = match address.port() {
+        0 => 0,
+        port => u16::try_from(u32::from(port) + 2 * (id - 1))
+            .map_err(|_| format!("{flag} {listen}: node {id}'s port is past 65535"))?,
+    };
+    Ok(SocketAddr::new(address.ip(), port).to_string())
 }
 
 /// The Kafka listener of node `id`'s gateway: (listen, advertised). On --kafka-listen's host
@@ -214,7 +235,16 @@ async fn start_children(
             .first()
             .copied()
             .ok_or_else(|| format!("node {id} started no shard"))?;
-        started.push(Started { id, first, kafka });
+        started.push(Started {
+            id,
+            first,
+            kafka,
+            gateway_metrics: metrics_of(
+                &args.gateway_metrics_listen,
+                "--gateway-metrics-listen",
+                id,
+            )?,
+        });
         let shown: Vec<String> = shards.iter().map(ToString::to_string).collect();
         about.push(format!(
             "node {id} (pid {pid}): shards on {}; data in {}, log {}",
@@ -278,6 +308,8 @@ fn node_args(
         "--default-replication-factor".into(),
         args.nodes.min(REPLICATION_FACTOR_MAX).to_string().into(),
     ];
+    out.push("--metrics-listen".into());
+    out.push(metrics_of(&args.metrics_listen, "--metrics-listen", id)?.into());
     if let Some(timeout) = args.session_timeout_ms {
         out.push("--session-timeout-ms".into());
         out.push(timeout.to_string().into());

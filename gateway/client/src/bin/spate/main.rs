@@ -52,6 +52,20 @@ struct Cli {
     /// (~/.config/spate/config.toml, or SPATE_CONFIG). [default: the file's current one]
     #[arg(long, global = true, env = "SPATE_PROFILE", value_name = "NAME")]
     profile: Option<String>,
+    /// How log lines are written to stderr: `text` or `json` (one object per line); given
+    /// before the command (`spate --log-format json up`). [default: text]
+    #[arg(
+        long,
+        env = "SPATE_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    log_format: spate_ops::LogFormat,
+    /// What is logged: a level (`error`, `warn`, `info`, `debug`, `trace`) or `tracing`
+    /// directives; `RUST_LOG` wins when set. [default: info for `up`, nothing for the other
+    /// commands, which report failures in their own words]
+    #[arg(long, env = "SPATE_LOG_LEVEL", value_name = "LEVEL")]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -336,9 +350,19 @@ fn main() -> ExitCode {
         }
     };
     if let Command::Node(flags) = &cli.command {
-        spate_node::logging::init("info");
         return spate_node::process::run((**flags).clone());
     }
+    let default_level = if matches!(cli.command, Command::Up(_)) {
+        "info"
+    } else {
+        "off"
+    };
+    let level = cli.log_level.as_deref().unwrap_or(default_level);
+    if let Err(error) = spate_ops::logging::check_level(level) {
+        report(error);
+        return ExitCode::from(EXIT_USAGE);
+    }
+    spate_ops::logging::init(cli.log_format, level);
     if let Command::Up(args) = &cli.command {
         return up::run(args, cli.gateway.as_deref().unwrap_or(GATEWAY_DEFAULT));
     }

@@ -28,6 +28,24 @@ pub struct UpArgs {
     /// --kafka-listen (containers, NAT). [default: the listen address]
     #[arg(long, value_name = "HOST:PORT")]
     pub(crate) kafka_advertise: Option<String>,
+    /// Where the node serves Prometheus metrics, /healthz and /readyz (`none`: off); with
+    /// --nodes, node I at this port + 2 × (I − 1) (port 0: a free port).
+    #[arg(
+        long,
+        env = "SPATE_METRICS_LISTEN",
+        value_name = "HOST:PORT|none",
+        default_value = "127.0.0.1:9644"
+    )]
+    pub(crate) metrics_listen: String,
+    /// Where the gateway serves Prometheus metrics, /healthz and /readyz (`none`: off); with
+    /// --nodes, node I's gateway at this port + 2 × (I − 1).
+    #[arg(
+        long,
+        env = "SPATE_GATEWAY_METRICS_LISTEN",
+        value_name = "HOST:PORT|none",
+        default_value = "127.0.0.1:9645"
+    )]
+    pub(crate) gateway_metrics_listen: String,
     /// Serve no Kafka listener.
     #[arg(long, conflicts_with_all = ["kafka_listen", "kafka_advertise"])]
     pub(crate) no_kafka: bool,
@@ -54,7 +72,6 @@ fn failed(message: impl std::fmt::Display) -> ExitCode {
 }
 
 pub fn run(args: &UpArgs, gateway_listen: &str) -> ExitCode {
-    spate_node::logging::init("info");
     if args.nodes > 1 || args.etcd.is_some() {
         return crate::cluster_up::run(args, gateway_listen);
     }
@@ -64,6 +81,7 @@ pub fn run(args: &UpArgs, gateway_listen: &str) -> ExitCode {
         shards: args.shards,
         // Development mode: a Kafka client naming a new topic creates it (as kcat -P does).
         auto_create_topics: Some(true),
+        metrics_listen: Some(args.metrics_listen.clone()),
         ..spate_node::Flags::default()
     };
     let config = match spate_node::NodeConfig::resolve(flags) {
@@ -74,16 +92,38 @@ pub fn run(args: &UpArgs, gateway_listen: &str) -> ExitCode {
         Ok(runtime) => runtime,
         Err(message) => return failed(message),
     };
-    let node = match spate_node::start(config) {
+    // The node's metrics listener first: `/readyz` answers 503 while it recovers.
+    let metrics = config.metrics_on().then(|| {
+        spate_node::metrics::NodeMetrics::new(
+            config.shards,
+            config.data_dir.clone(),
+            config.metrics_per_topic,
+        )
+    });
+    let listener = match &metrics {
+        None => None,
+        Some(metrics) => match spate_ops::serve(&config.metrics_listen, metrics.clone()) {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                return failed(format!(
+                    "{error} (--metrics-listen; `none` turns metrics off)"
+                ))
+            }
+        },
+    };
+    let node = match spate_node::start_observed(config, metrics) {
         Ok(node) => node,
         Err(error) => return failed(error),
     };
     let shards: Vec<String> = node.endpoints.iter().map(ToString::to_string).collect();
-    let about = vec![format!(
+    let mut about = vec![format!(
         "node shards on {}; data in {}",
         shards.join(", "),
         args.data_dir.display()
     )];
+    if let Some(listener) = &listener {
+        about.push(format!("node metrics listening on {}", listener.address));
+    }
     let outcome = runtime.block_on(async {
         let first = node
             .endpoints
@@ -95,11 +135,13 @@ pub fn run(args: &UpArgs, gateway_listen: &str) -> ExitCode {
             kafka: (!args.no_kafka)
                 .then(|| (args.kafka_listen.clone(), args.kafka_advertise.clone())),
             node_id: None,
+            metrics_listen: args.gateway_metrics_listen.clone(),
         };
         serve(args, vec![gateway], &about, None).await
     });
     tracing::info!("stopping the node: finishing in-flight syncs");
     node.shutdown();
+    drop(listener);
     runtime.shutdown_background();
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -115,6 +157,8 @@ pub(crate) struct Gateway {
     pub(crate) node: String,
     pub(crate) kafka: Option<(String, Option<String>)>,
     pub(crate) node_id: Option<u32>,
+    /// Where its metrics are served (`none`: off).
+    pub(crate) metrics_listen: String,
 }
 
 /// Runs `gateways` (the first is the one `spate` commands use) until Ctrl-C or SIGTERM,
@@ -127,6 +171,7 @@ pub(crate) async fn serve(
     members: Option<usize>,
 ) -> Result<(), String> {
     let mut started = Vec::with_capacity(gateways.len());
+    let mut metrics_listeners = Vec::new();
     for gateway in &gateways {
         let (kafka_listen, kafka_advertise) = match &gateway.kafka {
             Some((listen, advertise)) => (Some(listen.clone()), advertise.clone()),
@@ -138,6 +183,7 @@ pub(crate) async fn serve(
             dev_cert_dir: Some(args.data_dir.join("tls")),
             kafka_listen,
             kafka_advertise,
+            metrics_listen: Some(gateway.metrics_listen.clone()),
             ..spate_gateway::Flags::default()
         };
         let config =
@@ -145,6 +191,13 @@ pub(crate) async fn serve(
         let running = spate_gateway::start(config)
             .await
             .map_err(|error| error.to_string())?;
+        if let Some(metrics) = &running.metrics {
+            let listener =
+                spate_ops::serve(&gateway.metrics_listen, metrics.clone()).map_err(|error| {
+                    format!("{error} (--gateway-metrics-listen; `none` turns metrics off)")
+                })?;
+            metrics_listeners.push((listener, gateway.node_id));
+        }
         started.push((running, gateway.node_id));
     }
     let Some((gateway, _)) = started.first() else {
@@ -166,44 +219,55 @@ pub(crate) async fn serve(
         wait_for_members(gateway, expected).await?;
     }
     let certificate = gateway.cert_path.display();
-    #[allow(clippy::print_stdout)]
-    {
-        // The first line is the same contract as spate-gateway's.
-        println!(
-            "gateway listening on {} (certificate {certificate})",
-            gateway.local_addr
-        );
-        if let Some(kafka) = &gateway.kafka {
-            println!(
-                "kafka listening on {} (advertised as {})",
-                kafka.local_addr, kafka.advertised
-            );
-        }
-        for (other, node_id) in started.iter().skip(1) {
-            if let (Some(kafka), Some(node_id)) = (&other.kafka, node_id) {
-                println!(
-                    "kafka for node {node_id} listening on {} (advertised as {})",
-                    kafka.local_addr, kafka.advertised
-                );
-            }
-        }
-        for line in about {
-            println!("{line}");
-        }
-        if gateway.cert_path != std::path::Path::new(crate::CA_CERT_DEFAULT) {
-            println!("other spate commands need: --ca-cert {certificate} (or SPATE_CA_CERT)");
-        }
-        println!("spate is up; Ctrl-C stops it");
+    // The first line is the same contract as spate-gateway's.
+    spate_ops::announce(&format!(
+        "gateway listening on {} (certificate {certificate})",
+        gateway.local_addr
+    ));
+    if let Some(kafka) = &gateway.kafka {
+        spate_ops::announce(&format!(
+            "kafka listening on {} (advertised as {})",
+            kafka.local_addr, kafka.advertised
+        ));
     }
+    for (other, node_id) in started.iter().skip(1) {
+        if let (Some(kafka), Some(node_id)) = (&other.kafka, node_id) {
+            spate_ops::announce(&format!(
+                "kafka for node {node_id} listening on {} (advertised as {})",
+                kafka.local_addr, kafka.advertised
+            ));
+        }
+    }
+    for (listener, node_id) in &metrics_listeners {
+        spate_ops::announce(&match node_id {
+            Some(node_id) => format!(
+                "gateway metrics for node {node_id} listening on {}",
+                listener.address
+            ),
+            None => format!("gateway metrics listening on {}", listener.address),
+        });
+    }
+    for line in about {
+        spate_ops::announce(line);
+    }
+    if gateway.cert_path != std::path::Path::new(crate::CA_CERT_DEFAULT) {
+        spate_ops::announce(&format!(
+            "other spate commands need: --ca-cert {certificate} (or SPATE_CA_CERT)"
+        ));
+    }
+    spate_ops::announce("spate is up; Ctrl-C stops it");
+    spate_ops::notify::ready();
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
     }
     tracing::info!("shutting down the gateway");
+    spate_ops::notify::stopping();
     // Bounded: clients stalled mid-frame must not hold `spate up` open.
     for (gateway, _) in started {
         gateway.shutdown().await;
     }
+    drop(metrics_listeners);
     Ok(())
 }
 
