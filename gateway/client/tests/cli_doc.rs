@@ -18,6 +18,11 @@ fn help(args: &[&str]) -> String {
         .env_remove("SPATE_CA_CERT")
         .env_remove("SPATE_SERVER_NAME")
         .env_remove("SPATE_PROFILE")
+        .env_remove("SPATE_LOG_FORMAT")
+        .env_remove("SPATE_LOG_LEVEL")
+        .env_remove("SPATE_METRICS")
+        .env_remove("SPATE_METRICS_LISTEN")
+        .env_remove("SPATE_GATEWAY_METRICS_LISTEN")
         .env_remove("COLUMNS")
         .output()
         .expect("spate runs");

@@ -4003,6 +4003,27 @@ async fn prometheus_scrapes_a_node_and_a_gateway_under_load() {
             _ => continue,
         }
     };
+    // `spate top` shows the same: the topic's ingest rate, the lag and no fence.
+    let top = Command::new(binary("spate"))
+        .args(["top", "--once", "--interval", "1", "--metrics"])
+        .arg(format!("{},{}", node.metrics, gateway.metrics))
+        .output()
+        .unwrap();
+    let view = String::from_utf8_lossy(&top.stdout);
+    assert!(
+        top.status.success(),
+        "{view}{}",
+        String::from_utf8_lossy(&top.stderr)
+    );
+    let metered = view
+        .lines()
+        .find(|line| line.starts_with("metered "))
+        .unwrap_or_else(|| panic!("no line for the topic:\n{view}"));
+    let records_per_second: f64 = metered.split_whitespace().nth(4).unwrap().parse().unwrap();
+    assert!(records_per_second > 0.0, "{view}");
+    assert!(view.contains("metered-readers"), "{view}");
+    assert!(view.contains("fenced partitions: none"), "{view}");
+    println!("{view}");
     loading.store(false, std::sync::atomic::Ordering::Relaxed);
     let appended = load.await.unwrap();
     println!("Prometheus: {rate:.0} records/s appended, fsync p99 {fsync_p99:.6} s ({appended} records in the run)");

@@ -152,6 +152,8 @@ pub struct PartitionSample {
     /// Records and bytes appended by produce requests since the partition opened.
     pub appended_records: u64,
     pub appended_bytes: u64,
+    /// Record bytes answered to consumers' fetches since the partition opened.
+    pub fetched_bytes: u64,
 }
 
 /// One consumer group the shard coordinates.
@@ -440,6 +442,7 @@ impl NodeMetrics {
                     row.producers += sample.producers;
                     row.appended_records += sample.appended_records;
                     row.appended_bytes += sample.appended_bytes;
+                    row.fetched_bytes += sample.fetched_bytes;
                     // Summed per topic, the fenced gauge counts fenced partitions (below).
                     if row.fenced.is_none() {
                         row.fenced.clone_from(&sample.fenced);
@@ -521,7 +524,7 @@ impl NodeMetrics {
             "1 when the partition is fenced (writes refused; the reason is logged and in /readyz); summed per topic, the fenced partitions.",
             &fenced,
         )?;
-        let counters: [Value<PartitionSample>; 2] = [
+        let counters: [Value<PartitionSample>; 3] = [
             (
                 "spate_append_records_total",
                 "Records appended by produce requests.",
@@ -531,6 +534,11 @@ impl NodeMetrics {
                 "spate_append_bytes_total",
                 "Bytes of record batches appended by produce requests.",
                 |row| row.appended_bytes,
+            ),
+            (
+                "spate_fetch_bytes_total",
+                "Record bytes answered to consumers' fetches (replication not included).",
+                |row| row.fetched_bytes,
             ),
         ];
         for (name, help, value) in counters {

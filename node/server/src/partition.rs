@@ -209,6 +209,8 @@ pub struct Partition {
     durable_waiters: Wakers,
     /// Records and bytes appended by produce requests since the partition opened (metrics).
     appended: Cell<(u64, u64)>,
+    /// Record bytes answered to consumers' fetches since the partition opened (metrics).
+    fetched: Cell<u64>,
     /// The write round under way (metrics): when its first write was submitted, its bytes,
     /// and the durable end it started from.
     round: Cell<Option<WriteRound>>,
@@ -256,6 +258,7 @@ impl Partition {
             leaderships: Cell::new(0),
             durable_waiters: Wakers::new(DURABLE_WAITERS_MAX, DURABLE_RECHECK),
             appended: Cell::new((0, 0)),
+            fetched: Cell::new(0),
             round: Cell::new(None),
         })
     }
@@ -594,6 +597,11 @@ impl Partition {
             .set((appended_records + records, appended_bytes + bytes));
     }
 
+    /// Counts the record bytes of a fetch's answer (metrics).
+    pub fn count_fetch(&self, bytes: u64) {
+        self.fetched.set(self.fetched.get() + bytes);
+    }
+
     /// A write of `bytes` went to the device: it opens a write round or joins the open one.
     fn round_wrote(&self, bytes: u64) {
         if !crate::metrics::enabled() {
@@ -655,6 +663,7 @@ impl Partition {
             producers: log.producers().len() as u64,
             appended_records,
             appended_bytes,
+            fetched_bytes: self.fetched.get(),
         }
     }
 

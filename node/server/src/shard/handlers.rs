@@ -450,6 +450,7 @@ impl Shard {
                 || waited >= max_wait
                 || self.shutdown.load(Ordering::Relaxed)
             {
+                partition.count_fetch(answer.records.len() as u64);
                 return Ok(answer);
             }
             // Park until the high watermark moves or the wait is over (the log decides).
@@ -462,7 +463,10 @@ impl Shard {
             let ticket = match parked {
                 Ok(ticket) => ticket,
                 // Nothing more will become visible: what was found is the answer.
-                Err(FetchWaitError::Fenced) => return Ok(answer),
+                Err(FetchWaitError::Fenced) => {
+                    partition.count_fetch(answer.records.len() as u64);
+                    return Ok(answer);
+                }
                 Err(refused) => {
                     return Err(error(
                         ErrorCode::from(&refused),

@@ -10,6 +10,7 @@ mod group;
 mod moves;
 mod produce;
 mod profile;
+mod top;
 mod topic;
 mod up;
 
@@ -99,6 +100,13 @@ enum Command {
     /// Save where gateways are (address, CA, server name) as named profiles.
     #[command(subcommand)]
     Profile(profile::ProfileCommand),
+    /// A live view of a running Spate from its metrics endpoints (like `top`): ingest and
+    /// reads per topic, fsync latency, connections, requests, consumer lag, fenced
+    /// partitions.
+    #[command(
+        after_help = "Examples:\n  spate top                                   # the node and gateway of `spate up` (127.0.0.1:9644, :9645)\n  spate top --metrics 10.0.0.5:9644,10.0.0.5:9645 --interval 5\n  spate top --once                            # one view, for scripts and logs"
+    )]
+    Top(top::TopArgs),
     /// Print records of a topic to stdout, one per line.
     #[command(
         after_help = "Examples:\n  spate consume clicks                       # everything stored, then stop\n  spate consume clicks --follow              # and keep printing new records\n  spate consume clicks --from latest --follow\n  spate consume clicks --from @1767225600000 --count 10   # from a time (ms)\n  spate consume clicks --format json         # key, value, headers, offset, timestamp\n  spate consume clicks --group billing       # share the partitions with the group's other members"
@@ -363,6 +371,9 @@ fn main() -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     }
     spate_ops::logging::init(cli.log_format, level);
+    if let Command::Top(args) = &cli.command {
+        return top::run(args);
+    }
     if let Command::Up(args) = &cli.command {
         return up::run(args, cli.gateway.as_deref().unwrap_or(GATEWAY_DEFAULT));
     }
@@ -390,7 +401,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         let client = cli.connect().await?;
         match &cli.command {
-            Command::Up(_) | Command::Profile(_) | Command::Node(_) => Ok(()),
+            Command::Up(_) | Command::Profile(_) | Command::Node(_) | Command::Top(_) => Ok(()),
             Command::Topic(command) => Ok(topic::run(&client, command).await?),
             Command::Group(command) => Ok(group::run(&client, command).await?),
             Command::Cluster(ClusterCommand::Info) => Ok(topic::cluster_info(&client).await?),
