@@ -40,6 +40,14 @@ use crate::tcp::TcpArgs;
 #[derive(Debug, Parser)]
 #[command(name = "spate-bench", version, about, long_about = None)]
 struct Cli {
+    /// How log lines are written to stderr: `text` or `json`; given before the command.
+    /// [default: text]
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    log_format: spate_ops::LogFormat,
+    /// What the node and gateway under test log: a level or `tracing` directives; `RUST_LOG`
+    /// wins when set. [default: warn]
+    #[arg(long, value_name = "LEVEL", default_value = "warn")]
+    log_level: String,
     /// Where report.json, throughput.svg and latency.svg go. [default:
     /// ./bench-results/UNIX_TIME]
     #[arg(long, global = true, value_name = "DIR")]
@@ -257,9 +265,12 @@ enum Step {
     Storage(&'static str, StorageArgs),
     Quic(&'static str, QuicArgs),
     Produce(&'static str, ProduceArgs),
-    /// A produce run against a node and gateway of its own, started for it and stopped after
-    /// it, counting metrics or not (the cost of metrics: the same run both ways).
-    ProduceAlone(&'static str, ProduceArgs, bool),
+    /// What counting metrics costs: storage and produce runs alternating with metrics on and
+    /// off (`pairs` of each), reported as two runs per kind, each the median of its side.
+    MetricsCost {
+        pairs: u32,
+        seconds: f64,
+    },
     E2e(&'static str, ProduceArgs),
     Consume(&'static str, ConsumeArgs),
     Tcp(&'static str, TcpArgs),
@@ -280,7 +291,6 @@ impl Step {
             | Step::Storage(name, _)
             | Step::Quic(name, _)
             | Step::Produce(name, _)
-            | Step::ProduceAlone(name, _, _)
             | Step::E2e(name, _)
             | Step::Consume(name, _)
             | Step::Tcp(name, _)
@@ -290,6 +300,7 @@ impl Step {
             | Step::Failover(name, _)
             | Step::Connections(name, _) => name,
             Step::Abuse(_) => "abuse",
+            Step::MetricsCost { .. } => "metrics-cost",
             Step::ReplicatedProduce(_) => "replicated-produce",
         }
     }
@@ -473,24 +484,12 @@ fn suite(quick: bool) -> Vec<Step> {
                     ..produce_args(10.0, 16, DurabilityArg::Fsync)
                 },
             ),
-            // What metrics cost: the same runs counting nothing (`--metrics-listen none`).
-            Step::Storage(
-                "storage-fsync-nometrics",
-                StorageArgs {
-                    metrics: false,
-                    ..storage_args(seconds, DurabilityArg::Fsync)
-                },
-            ),
-            Step::ProduceAlone(
-                "produce-fsync-4p-metrics",
-                produce_args(10.0, 4, DurabilityArg::Fsync),
-                true,
-            ),
-            Step::ProduceAlone(
-                "produce-fsync-4p-nometrics",
-                produce_args(10.0, 4, DurabilityArg::Fsync),
-                false,
-            ),
+            // What metrics cost: the same runs counting nothing (`--metrics-listen none`),
+            // alternating, since one pair differs by more than the cost from run to run.
+            Step::MetricsCost {
+                pairs: 4,
+                seconds: 5.0,
+            },
             // The first pair again: how much the same run varies.
             Step::Disk("disk-odirect-fdatasync-2", disk_args(seconds, true)),
             Step::Storage(
@@ -500,6 +499,110 @@ fn suite(quick: bool) -> Vec<Step> {
         ]);
     }
     steps
+}
+
+/// What counting metrics costs: `pairs` storage runs (`fsync`, as `storage-fsync`) and
+/// `pairs` produce runs (as `produce-fsync-4p`, each against a node and gateway started for
+/// it) with metrics, and as many without, alternating in the order on, off, off, on, … so a
+/// drift of the machine weighs on both sides alike. Returns four runs, each the median run
+/// of its side: `storage-fsync-metrics-on`/`-off`, `produce-fsync-4p-metrics-on`/`-off`,
+/// with the ratio of each adjacent pair in the figures (`pair_ratio_median`,
+/// `pair_ratio_min`, `pair_ratio_max`) of the `-on` run.
+fn metrics_cost(
+    runtime: &tokio::runtime::Runtime,
+    data_dir: &Path,
+    pairs: u32,
+    seconds: f64,
+) -> Result<Vec<Run>, String> {
+    fn median_run(mut runs: Vec<Run>, name: &str) -> Option<Run> {
+        runs.sort_by(|a, b| a.mb_per_s.total_cmp(&b.mb_per_s));
+        let mut median = runs.get(runs.len() / 2)?.clone();
+        median.name = name.to_owned();
+        median
+            .params
+            .insert("runs".to_owned(), runs.len().to_string());
+        Some(median)
+    }
+    fn with_pairs(mut run: Run, on: &[f64], off: &[f64]) -> Run {
+        let mut ratios: Vec<f64> = on.iter().zip(off).map(|(on, off)| on / off).collect();
+        ratios.sort_by(f64::total_cmp);
+        if let (Some(min), Some(max)) = (ratios.first(), ratios.last()) {
+            run.figures
+                .insert("pair_ratio_median".to_owned(), ratios[ratios.len() / 2]);
+            run.figures.insert("pair_ratio_min".to_owned(), *min);
+            run.figures.insert("pair_ratio_max".to_owned(), *max);
+        }
+        run
+    }
+    let order = |pair: u32| -> [bool; 2] {
+        if pair.is_multiple_of(2) {
+            [true, false]
+        } else {
+            [false, true]
+        }
+    };
+    let shown = |metrics: bool, run: &Run| {
+        say(format!(
+            "      metrics {}: {:.1} MB/s",
+            if metrics { "on " } else { "off" },
+            run.mb_per_s
+        ));
+    };
+    let (mut storage_on, mut storage_off) = (Vec::new(), Vec::new());
+    for pair in 0..pairs {
+        for metrics in order(pair) {
+            let args = StorageArgs {
+                metrics,
+                ..storage_args(seconds, DurabilityArg::Fsync)
+            };
+            let run = storage::run(data_dir, "storage-fsync-metrics", &args)?;
+            shown(metrics, &run);
+            if metrics {
+                storage_on.push(run);
+            } else {
+                storage_off.push(run);
+            }
+        }
+    }
+    let (mut produce_on, mut produce_off) = (Vec::new(), Vec::new());
+    let dir = data_dir.join("metrics-cost");
+    for pair in 0..pairs {
+        for metrics in order(pair) {
+            let args = produce_args(seconds, 4, DurabilityArg::Fsync);
+            let run = runtime.block_on(async {
+                let local = Local::start(&dir, None, metrics).await?;
+                let run =
+                    scenarios::produce(&local.target, "produce-fsync-4p-metrics", &args).await;
+                local.stop().await;
+                run
+            });
+            let _ = std::fs::remove_dir_all(&dir);
+            cluster::settle_filesystem();
+            let mut run = run?;
+            run.params.insert("metrics".to_owned(), metrics.to_string());
+            shown(metrics, &run);
+            if metrics {
+                produce_on.push(run);
+            } else {
+                produce_off.push(run);
+            }
+        }
+    }
+    let rates = |runs: &[Run]| runs.iter().map(|run| run.mb_per_s).collect::<Vec<_>>();
+    let mut out = Vec::new();
+    for (on, off, name) in [
+        (storage_on, storage_off, "storage-fsync-metrics"),
+        (produce_on, produce_off, "produce-fsync-4p-metrics"),
+    ] {
+        let (on_rates, off_rates) = (rates(&on), rates(&off));
+        if let Some(run) = median_run(on, &format!("{name}-on")) {
+            out.push(with_pairs(run, &on_rates, &off_rates));
+        }
+        if let Some(run) = median_run(off, &format!("{name}-off")) {
+            out.push(run);
+        }
+    }
+    Ok(out)
 }
 
 /// The ratios the suite reports (those whose runs are present).
@@ -533,18 +636,18 @@ fn ratios(report: &mut Report) {
         );
     }
     report.ratio(
-        "storage fsync ÷ storage fsync without metrics",
-        "storage-fsync",
-        "storage-fsync-nometrics",
+        "storage fsync with metrics ÷ without",
+        "storage-fsync-metrics-on",
+        "storage-fsync-metrics-off",
         mb,
-        "what counting metrics costs durable appends (goal: at least 0.98)",
+        "what counting metrics costs durable appends: medians of alternating runs (goal: at least 0.98)",
     );
     report.ratio(
-        "produce fsync 4p ÷ the same without metrics",
-        "produce-fsync-4p-metrics",
-        "produce-fsync-4p-nometrics",
+        "produce fsync 4p with metrics ÷ without",
+        "produce-fsync-4p-metrics-on",
+        "produce-fsync-4p-metrics-off",
         mb,
-        "what counting metrics costs durable produce through the gateway, each on a fresh node and gateway (goal: at least 0.98)",
+        "what counting metrics costs durable produce through gateway and node, each run on a node and gateway of its own: medians of alternating runs (goal: at least 0.98)",
     );
     report.ratio(
         "storage fsync ÷ raw O_DIRECT+fdatasync",
@@ -818,19 +921,8 @@ fn execute(cli: &Cli) -> Result<Report, String> {
                 name,
                 &args,
             ))?],
-            Step::ProduceAlone(name, args, metrics) => {
-                let dir = cli.data_dir.join("alone");
-                let run = runtime.block_on(async {
-                    let local = Local::start(&dir, None, metrics).await?;
-                    let run = scenarios::produce(&local.target, name, &args).await;
-                    local.stop().await;
-                    run
-                });
-                let _ = std::fs::remove_dir_all(&dir);
-                cluster::settle_filesystem();
-                let mut run = run?;
-                run.params.insert("metrics".to_owned(), metrics.to_string());
-                vec![run]
+            Step::MetricsCost { pairs, seconds } => {
+                metrics_cost(&runtime, &cli.data_dir, pairs, seconds)?
             }
             Step::E2e(name, args) => vec![runtime.block_on(scenarios::e2e(
                 target.ok_or_else(no_target)?,
@@ -932,9 +1024,13 @@ fn gateway_process(flags: spate_gateway::Flags) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    // The node and the gateway under test log their warnings (RUST_LOG for more).
-    spate_node::logging::init("warn");
     let cli = Cli::parse();
+    // The node and the gateway under test log their warnings (RUST_LOG for more).
+    if let Err(error) = spate_ops::logging::check_level(&cli.log_level) {
+        say(format!("spate-bench: error: {error}"));
+        return ExitCode::from(2);
+    }
+    spate_ops::logging::init(cli.log_format, &cli.log_level);
     if let Command::Node(flags) = cli.command {
         return match restart::serve(*flags) {
             Ok(()) => ExitCode::SUCCESS,

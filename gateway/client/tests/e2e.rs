@@ -4051,21 +4051,11 @@ async fn prometheus_scrapes_a_node_and_a_gateway_under_load() {
     assert!(loaded > 0, "no rule group loaded: {rules}");
     prometheus_process.kill();
 
-    // The expositions pass promtool, and so do the alert rules.
+    // The expositions pass promtool (the rules: `the_deployment_kit_verifies`).
     let node_scrape = http_get(node.metrics, "/metrics").1;
     let gateway_scrape = http_get(gateway.metrics, "/metrics").1;
     promtool_check_metrics(&node_scrape, "node");
     promtool_check_metrics(&gateway_scrape, "gateway");
-    let checked = Command::new("promtool")
-        .args(["check", "rules"])
-        .arg(deploy.join("alerts.yml"))
-        .output()
-        .unwrap();
-    assert!(
-        checked.status.success(),
-        "{}",
-        String::from_utf8_lossy(&checked.stdout)
-    );
 
     // Every metric the dashboard and the alert rules use exists in a scrape.
     let mut exposed = families(&node_scrape);
@@ -4084,4 +4074,57 @@ async fn prometheus_scrapes_a_node_and_a_gateway_under_load() {
         );
     }
     drop((node, gateway));
+}
+
+/// Runs `command` with `args` in `dir`; panics with its output unless it succeeds.
+fn succeeds(dir: &Path, command: &str, args: &[&str]) -> String {
+    let output = Command::new(command)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|error| panic!("{command}: {error}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{command} {args:?}:\n{text}");
+    text
+}
+
+/// The deployment kit of docs/deploy.md: the alert rules load and pass their unit tests, the
+/// Prometheus configuration loads, and systemd accepts both units (with `ExecStart` pointing
+/// at the binaries built here, as they would be installed in /usr/local/bin).
+#[test]
+fn the_deployment_kit_verifies() {
+    ensure_prometheus();
+    let deploy = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/deploy");
+    succeeds(&deploy, "promtool", &["check", "rules", "alerts.yml"]);
+    succeeds(&deploy, "promtool", &["test", "rules", "alerts-test.yml"]);
+    succeeds(&deploy, "promtool", &["check", "config", "prometheus.yml"]);
+    ensure_package("systemd-analyze", "--version", "systemd", "systemd");
+    let dir = data_dir("units");
+    let mut units = Vec::new();
+    for (unit, binary_name) in [
+        ("spate-node.service", "spate-node"),
+        ("spate-gateway.service", "spate-gateway"),
+    ] {
+        let text = std::fs::read_to_string(deploy.join(unit)).unwrap();
+        let installed = format!("/usr/local/bin/{binary_name}");
+        assert!(text.contains(&installed), "{unit} runs {installed}");
+        let built = binary(binary_name);
+        std::fs::write(
+            dir.join(unit),
+            text.replace(&installed, &built.display().to_string()),
+        )
+        .unwrap();
+        units.push(unit);
+    }
+    let mut args = vec!["verify"];
+    args.extend(units.iter().copied());
+    let said = succeeds(&dir, "systemd-analyze", &args);
+    assert!(
+        !said.contains("spate-"),
+        "systemd-analyze verify warns about the units:\n{said}"
+    );
 }

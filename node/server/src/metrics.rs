@@ -130,6 +130,8 @@ pub struct ShardSample {
     pub unsynced_bytes_limit: u64,
     /// Long-poll fetches parked on the shard's partitions.
     pub fetch_waiters: u64,
+    /// Segment and index files the shard's partitions hold open.
+    pub open_files: u64,
     pub connections: u64,
     pub partitions: Vec<PartitionSample>,
     pub groups: Vec<GroupSample>,
@@ -345,7 +347,7 @@ impl NodeMetrics {
             "How long the shard's start-up recovery took.",
             &recovery,
         )?;
-        let sampled: [Value<ShardSample>; 4] = [
+        let sampled: [Value<ShardSample>; 5] = [
             (
                 "spate_shard_unsynced_bytes",
                 "Bytes appended but not yet durable on the shard.",
@@ -365,6 +367,11 @@ impl NodeMetrics {
                 "spate_node_connections",
                 "Open connections of the shard.",
                 |sample| sample.connections,
+            ),
+            (
+                "spate_shard_open_files",
+                "Segment files the shard's partitions hold open (process_open_fds counts every descriptor).",
+                |sample| sample.open_files,
             ),
         ];
         for (name, help, value) in sampled {

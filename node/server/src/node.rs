@@ -815,10 +815,21 @@ fn stop_started(
 ) -> Result<NodeHandle, NodeError> {
     shutdown.store(true, Ordering::Relaxed);
     drop(endpoint_senders);
+    // An executor that could not start (io_uring refused its rings or buffers under a low
+    // locked-memory limit, say) says why only here: the reason goes into the failure.
+    let mut causes = Vec::new();
     for executor in executors {
-        let _ = executor.join();
+        if let Err(error) = executor.join() {
+            causes.push(error.to_string());
+        }
     }
-    Err(failure)
+    match failure {
+        NodeError::Shard { shard, reason } if !causes.is_empty() => Err(NodeError::Shard {
+            shard,
+            reason: format!("{reason}: {}", causes.join("; ")),
+        }),
+        failure => Err(failure),
+    }
 }
 
 enum Role {

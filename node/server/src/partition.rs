@@ -667,6 +667,11 @@ impl Partition {
         }
     }
 
+    /// Files of the partition open now.
+    pub fn open_files(&self) -> usize {
+        self.storage.borrow().open_files()
+    }
+
     /// Parked long-poll fetches on this partition.
     pub fn fetches_parked(&self) -> usize {
         self.log.borrow().fetches_parked()

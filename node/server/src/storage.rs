@@ -254,6 +254,11 @@ impl DmaStorage {
         &self.dir
     }
 
+    /// Files of the partition open now (metrics).
+    pub fn open_files(&self) -> usize {
+        self.files.borrow().open.len()
+    }
+
     /// A handle for fetch reads and closing, usable without holding this storage borrowed
     /// across an await.
     pub fn reader(&self) -> DmaReader {

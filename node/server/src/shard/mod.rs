@@ -259,8 +259,10 @@ impl Shard {
             self.partitions.borrow().partitions().cloned().collect();
         let mut groups = Vec::new();
         let mut fetch_waiters = 0;
+        let mut open_files = 0;
         for partition in &partitions {
             fetch_waiters += partition.fetches_parked() as u64;
+            open_files += partition.open_files() as u64;
             let coordinator = partition.groups.borrow().clone();
             if let Some(coordinator) = coordinator {
                 coordinator.sample(&mut groups);
@@ -270,6 +272,7 @@ impl Shard {
             unsynced_bytes,
             unsynced_bytes_limit,
             fetch_waiters,
+            open_files,
             connections: self.connections.len() as u64,
             partitions: partitions
                 .iter()
