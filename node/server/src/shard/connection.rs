@@ -178,22 +178,38 @@ fn answer_frame(response: &Response, correlation: u64) -> AnswerFrame {
 impl Shard {
     /// Accepts connections until shutdown.
     pub async fn accept(self: Rc<Self>, listener: TcpListener) {
-        // One accept in flight, kept across the shutdown checks: an accept dropped by the
-        // timer after the kernel completed it would leave that connection open and never
-        // read (its client waits forever; this was seen in the cluster tests, where
-        // clients connect often).
-        let mut accepting = Box::pin(listener.accept());
+        // The accepts run in a task of their own, polled only when one completes, and hand
+        // each connection over through a channel. Two things rule out simpler shapes:
+        // - an accept dropped by the shutdown timer after the kernel completed it would leave
+        //   that connection open and never read (its client waits forever; seen in the
+        //   cluster tests, where clients connect often), so one accept stays in flight;
+        // - polling that one accept again at every shutdown check adds a clone of the task's
+        //   waker to its source each time (glommio's `collect_rw` keeps every waker it is
+        //   given until the accept completes): a listener that took no new connection for
+        //   about 14 minutes overflowed the task's waker count, a panic that aborts the
+        //   node.
+        // At shutdown the acceptor is cancelled with its accept: a connection the kernel
+        // completed in that instant is closed, as the listener is.
+        let (handing, accepted_connections) =
+            local_channel::new_bounded::<std::io::Result<TcpStream>>(1);
+        let acceptor = glommio::spawn_local(async move {
+            loop {
+                let accepted = listener.accept().await.map_err(std::io::Error::from);
+                if handing.send(accepted).await.is_err() {
+                    return;
+                }
+            }
+        });
         loop {
-            let accepted = future::or(async { Some(accepting.as_mut().await) }, async {
+            let accepted = future::or(async { accepted_connections.recv().await }, async {
                 glommio::timer::sleep(ACCEPT_POLL).await;
                 None
             })
             .await;
             if self.shutdown.load(Ordering::Relaxed) {
+                drop(accepted_connections);
+                let _ = acceptor.cancel().await;
                 return;
-            }
-            if accepted.is_some() {
-                accepting = Box::pin(listener.accept());
             }
             let stream = match accepted {
                 None => continue,
