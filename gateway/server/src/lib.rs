@@ -62,7 +62,6 @@ pub async fn run(config: GatewayConfig) -> ExitCode {
     if let Some(listener) = &listener {
         spate_ops::announce(&format!("metrics listening on {}", listener.address));
     }
-    spate_ops::notify::ready();
     let mut terminate =
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(signal) => signal,
@@ -78,6 +77,8 @@ pub async fn run(config: GatewayConfig) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Ready only now: a SIGTERM right after READY=1 finds its handler.
+    spate_ops::notify::ready();
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
