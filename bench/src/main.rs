@@ -488,7 +488,7 @@ fn suite(quick: bool) -> Vec<Step> {
             // alternating, since one pair differs by more than the cost from run to run.
             Step::MetricsCost {
                 pairs: 4,
-                seconds: 5.0,
+                seconds: 10.0,
             },
             // The first pair again: how much the same run varies.
             Step::Disk("disk-odirect-fdatasync-2", disk_args(seconds, true)),
@@ -543,9 +543,13 @@ fn metrics_cost(
     };
     let shown = |metrics: bool, run: &Run| {
         say(format!(
-            "      metrics {}: {:.1} MB/s",
+            "      metrics {}: {:.1} MB/s, {:.3} CPU s/GB",
             if metrics { "on " } else { "off" },
-            run.mb_per_s
+            run.mb_per_s,
+            run.figures
+                .get("cpu_seconds_per_gb")
+                .copied()
+                .unwrap_or(f64::NAN)
         ));
     };
     let (mut storage_on, mut storage_off) = (Vec::new(), Vec::new());
