@@ -218,10 +218,7 @@ fn protocol_label(protocol: Protocol) -> Labels {
 }
 
 fn quic_api_name(api: usize) -> String {
-    u16::try_from(api)
-        .ok()
-        .and_then(ApiKey::from_u16)
-        .map_or_else(|| "unknown".to_owned(), |api| api.name().to_owned())
+    ApiKey::label_of(u16::try_from(api).unwrap_or(u16::MAX)).to_owned()
 }
 
 fn kafka_api_name(api: usize) -> String {
@@ -238,10 +235,7 @@ fn quic_error_name(code: usize) -> String {
     if code == QUIC_CODE_SLOTS - 1 {
         return "other".to_owned();
     }
-    match ErrorCode::from_u16(u16::try_from(code).unwrap_or(u16::MAX)) {
-        ErrorCode::Other(raw) => format!("code_{raw}"),
-        known => format!("{known:?}"),
-    }
+    ErrorCode::from_u16(u16::try_from(code).unwrap_or(u16::MAX)).label()
 }
 
 fn kafka_error_name(slot: usize) -> String {

@@ -359,27 +359,28 @@ impl GroupCoordinator {
         self.offsets.fetch(group, partitions)
     }
 
-    /// Every group this coordinator knows: with members, or with committed offsets.
-    pub fn list(&self) -> Vec<DescribedGroup> {
-        let names: BTreeSet<&str> = self
-            .groups
+    /// The names of every group this coordinator knows: with members, or with committed
+    /// offsets.
+    fn group_names(&self) -> BTreeSet<&str> {
+        self.groups
             .keys()
             .map(String::as_str)
             .chain(self.offsets.groups())
-            .collect();
-        names.into_iter().map(|name| self.describe(name)).collect()
+            .collect()
+    }
+
+    /// Every group this coordinator knows: with members, or with committed offsets.
+    pub fn list(&self) -> Vec<DescribedGroup> {
+        self.group_names()
+            .into_iter()
+            .map(|name| self.describe(name))
+            .collect()
     }
 
     /// Every group this coordinator knows (with members, or with committed offsets), with
     /// its members' count and generation (0 without members in memory).
     pub fn group_summaries(&self) -> Vec<(&str, usize, i32)> {
-        let names: BTreeSet<&str> = self
-            .groups
-            .keys()
-            .map(String::as_str)
-            .chain(self.offsets.groups())
-            .collect();
-        names
+        self.group_names()
             .into_iter()
             .map(|name| match self.groups.get(name) {
                 Some(group) => (name, group.members().count(), group.generation()),

@@ -141,6 +141,15 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The code's name as metrics label it (`NotOwner`; `code_N` for a code this version
+    /// does not know).
+    pub fn label(self) -> String {
+        match self {
+            ErrorCode::Other(raw) => format!("code_{raw}"),
+            known => format!("{known:?}"),
+        }
+    }
+
     pub fn to_u16(self) -> u16 {
         match self {
             ErrorCode::Internal => 1,

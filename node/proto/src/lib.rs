@@ -127,6 +127,12 @@ impl ApiKey {
         ApiKey::ALL.into_iter().find(|api| api.to_u16() == value)
     }
 
+    /// The name of raw api key `value` as metrics label it (`unknown` for one this version
+    /// does not know).
+    pub fn label_of(value: u16) -> &'static str {
+        ApiKey::from_u16(value).map_or("unknown", ApiKey::name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ApiKey::CreateTopic => "CreateTopic",

@@ -194,6 +194,27 @@ pub fn enabled() -> bool {
     SHARD.with(|slot| slot.borrow().is_some())
 }
 
+/// The metrics a node started with `config` counts, served on its metrics listener, or
+/// `None` with `--metrics-listen none`. Made before the node starts, so `/readyz` answers
+/// (503) while its shards recover; the message names the setting when the address cannot be
+/// served.
+pub fn serve(
+    config: &crate::NodeConfig,
+) -> Result<Option<(Arc<NodeMetrics>, spate_ops::MetricsListener)>, String> {
+    if !config.metrics_on() {
+        return Ok(None);
+    }
+    let metrics = NodeMetrics::new(
+        config.shards,
+        config.data_dir.clone(),
+        config.metrics_per_topic,
+    );
+    let listener = spate_ops::serve(&config.metrics_listen, metrics.clone())
+        .map_err(|error| format!("{error} (--metrics-listen; `none` turns metrics off)"))?;
+    tracing::info!(address = %listener.address, "serving metrics, /healthz and /readyz");
+    Ok(Some((metrics, listener)))
+}
+
 /// Everything a node exposes: every shard's metrics and the data directory's filesystem.
 #[derive(Debug)]
 pub struct NodeMetrics {
@@ -233,22 +254,16 @@ fn shard_label(shard: u16) -> Labels {
     vec![("shard", shard.to_string())]
 }
 
-fn error_name(code: usize) -> String {
-    if code == CODE_SLOTS - 1 {
+/// The label of an outcome slot: an error's name, or `other` for the last slot.
+pub(crate) fn error_name(code: usize, slots: usize) -> String {
+    if code == slots - 1 {
         return "other".into();
     }
-    let code = ErrorCode::from_u16(u16::try_from(code).unwrap_or(u16::MAX));
-    match code {
-        ErrorCode::Other(raw) => format!("code_{raw}"),
-        known => format!("{known:?}"),
-    }
+    ErrorCode::from_u16(u16::try_from(code).unwrap_or(u16::MAX)).label()
 }
 
 fn api_name(api: usize) -> String {
-    u16::try_from(api)
-        .ok()
-        .and_then(ApiKey::from_u16)
-        .map_or_else(|| "unknown".to_owned(), |api| api.name().to_owned())
+    ApiKey::label_of(u16::try_from(api).unwrap_or(u16::MAX)).to_owned()
 }
 
 #[allow(clippy::cast_precision_loss)]
@@ -395,7 +410,7 @@ impl NodeMetrics {
                     let outcome = if code == 0 {
                         "ok".to_owned()
                     } else {
-                        error_name(code)
+                        error_name(code, CODE_SLOTS)
                     };
                     requests.push((
                         vec![("request", api_name(api)), ("outcome", outcome)],

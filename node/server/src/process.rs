@@ -56,25 +56,13 @@ pub fn run(flags: Flags) -> ExitCode {
         }
     };
     // The metrics listener starts first: `/readyz` answers 503 while the shards recover.
-    let metrics = config.metrics_on().then(|| {
-        crate::metrics::NodeMetrics::new(
-            config.shards,
-            config.data_dir.clone(),
-            config.metrics_per_topic,
-        )
-    });
-    let listener = match &metrics {
-        None => None,
-        Some(metrics) => match spate_ops::serve(&config.metrics_listen, metrics.clone()) {
-            Ok(listener) => {
-                tracing::info!(address = %listener.address, "serving metrics, /healthz and /readyz");
-                Some(listener)
-            }
-            Err(error) => {
-                tracing::error!("{error} (--metrics-listen; `none` turns metrics off)");
-                return ExitCode::FAILURE;
-            }
-        },
+    let (metrics, listener) = match crate::metrics::serve(&config) {
+        Ok(Some((metrics, listener))) => (Some(metrics), Some(listener)),
+        Ok(None) => (None, None),
+        Err(error) => {
+            tracing::error!("{error}");
+            return ExitCode::FAILURE;
+        }
     };
     let node = match crate::start_observed(config.clone(), metrics) {
         Ok(node) => node,

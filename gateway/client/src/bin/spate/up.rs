@@ -93,23 +93,10 @@ pub fn run(args: &UpArgs, gateway_listen: &str) -> ExitCode {
         Err(message) => return failed(message),
     };
     // The node's metrics listener first: `/readyz` answers 503 while it recovers.
-    let metrics = config.metrics_on().then(|| {
-        spate_node::metrics::NodeMetrics::new(
-            config.shards,
-            config.data_dir.clone(),
-            config.metrics_per_topic,
-        )
-    });
-    let listener = match &metrics {
-        None => None,
-        Some(metrics) => match spate_ops::serve(&config.metrics_listen, metrics.clone()) {
-            Ok(listener) => Some(listener),
-            Err(error) => {
-                return failed(format!(
-                    "{error} (--metrics-listen; `none` turns metrics off)"
-                ))
-            }
-        },
+    let (metrics, listener) = match spate_node::metrics::serve(&config) {
+        Ok(Some((metrics, listener))) => (Some(metrics), Some(listener)),
+        Ok(None) => (None, None),
+        Err(error) => return failed(error),
     };
     let node = match spate_node::start_observed(config, metrics) {
         Ok(node) => node,
