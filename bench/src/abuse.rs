@@ -122,8 +122,9 @@ impl GatewayProcess {
                 command
             }
         };
+        // Several gateway processes run at once (`connections`): metrics on free ports.
         command
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
             .args(flags)
             .arg("--dev-cert-dir")
             .arg(data_dir.join("tls"));

@@ -289,6 +289,7 @@ impl Node {
             .arg(&self.data)
             .args(["--node-id", &self.id.to_string(), "--etcd", &self.etcd])
             .args(["--listen", &format!("{}:0", self.host), "--shards", "1"])
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .args(["--session-timeout-ms", &SESSION_TIMEOUT_MS.to_string()])
             .args(["--default-replication-factor", "3"])
             .stdout(Stdio::piped())
