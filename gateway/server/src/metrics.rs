@@ -256,16 +256,7 @@ fn float(value: i64) -> f64 {
 
 impl Exposition for GatewayMetrics {
     fn encode(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
-        let version = vec![
-            ("version", env!("CARGO_PKG_VERSION").to_owned()),
-            ("process", "gateway".to_owned()),
-        ];
-        gauge(
-            encoder,
-            "spate_build_info",
-            "The running Spate version (always 1).",
-            &[(version, 1.0)],
-        )?;
+        spate_ops::expose::build_info(encoder, "gateway")?;
         let per_protocol = |cells: &[Level; 2]| -> Vec<(Labels, f64)> {
             Protocol::ALL
                 .iter()

@@ -197,7 +197,14 @@ fn answer(
         );
     }
     match request.uri().path() {
-        "/metrics" => text(StatusCode::OK, scrape(registry), SCRAPE_CONTENT_TYPE),
+        "/metrics" => match scrape(registry) {
+            Ok(body) => text(StatusCode::OK, body, SCRAPE_CONTENT_TYPE),
+            Err(_) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the metrics could not be encoded\n".into(),
+                PLAIN,
+            ),
+        },
         "/healthz" => text(StatusCode::OK, "ok\n".into(), PLAIN),
         "/readyz" => {
             let readiness = exposition.readiness();

@@ -39,6 +39,7 @@ pub fn counter(
     help: &str,
     series: &[(Labels, u64)],
 ) -> fmt::Result {
+    // Names are literals of the callers; one without `_total` is a bug (an assertion).
     let base = name
         .strip_suffix("_total")
         .expect("a counter's name ends in _total");
@@ -110,13 +111,28 @@ pub fn registry(exposition: std::sync::Arc<dyn Exposition>) -> Registry {
     registry
 }
 
-/// One scrape in Prometheus text format 0.0.4.
-pub fn scrape(registry: &Registry) -> String {
+/// One scrape in Prometheus text format 0.0.4. Writing into a `String` cannot fail, so an
+/// error is the encoder refusing a family: answered as such, never a panic on the metrics
+/// thread.
+pub fn scrape(registry: &Registry) -> Result<String, fmt::Error> {
     let mut text = String::with_capacity(64 << 10);
-    // Writing into a String cannot fail; an encoder error would be a bug in a family.
-    prometheus_client::encoding::prometheus_text::encode(&mut text, registry)
-        .expect("encoding a scrape into a String");
-    text
+    prometheus_client::encoding::prometheus_text::encode(&mut text, registry)?;
+    Ok(text)
+}
+
+/// The `spate_build_info` family every process writes first: its version, and `process`
+/// (`node`, `gateway`).
+pub fn build_info(encoder: &mut DescriptorEncoder<'_>, process: &str) -> fmt::Result {
+    let labels = vec![
+        ("version", env!("CARGO_PKG_VERSION").to_owned()),
+        ("process", process.to_owned()),
+    ];
+    gauge(
+        encoder,
+        "spate_build_info",
+        "The running Spate version (always 1).",
+        &[(labels, 1.0)],
+    )
 }
 
 #[cfg(test)]
@@ -157,7 +173,7 @@ mod tests {
 
     #[test]
     fn families_are_written_in_prometheus_text_format() {
-        let text = scrape(&registry(std::sync::Arc::new(Fixed)));
+        let text = scrape(&registry(std::sync::Arc::new(Fixed))).unwrap();
         for line in [
             "# TYPE spate_things_total counter",
             "spate_things_total{topic=\"a\\\"b\"} 3",

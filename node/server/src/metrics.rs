@@ -673,16 +673,7 @@ impl Exposition for NodeMetrics {
     fn encode(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
         let samples: Vec<Arc<ShardSample>> =
             self.shards.iter().map(|shard| shard.latest()).collect();
-        let version = vec![
-            ("version", env!("CARGO_PKG_VERSION").to_owned()),
-            ("process", "node".to_owned()),
-        ];
-        gauge(
-            encoder,
-            "spate_build_info",
-            "The running Spate version (always 1).",
-            &[(version, 1.0)],
-        )?;
+        spate_ops::expose::build_info(encoder, "node")?;
         self.encode_shards(encoder, &samples)?;
         self.encode_partitions(encoder, &samples)?;
         self.encode_groups(encoder, &samples)?;
