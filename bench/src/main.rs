@@ -141,6 +141,17 @@ enum Command {
     /// per connection, handshake rate, acknowledgement latency. Needs the `cluster` feature
     /// and etcd.
     Connections(ConnectionsArgs),
+    /// What counting metrics costs, as the suite measures it: a storage engine run whose
+    /// counting is switched on and off every second, and produce runs through a node and a
+    /// gateway of their own, alternating with and without metrics, with the ratios.
+    MetricsCost {
+        /// Produce runs of each side, and storage runs of `2 × seconds` (each switching
+        /// its counting every second).
+        #[arg(long, default_value = "4")]
+        pairs: u32,
+        #[arg(long, default_value = "10")]
+        seconds: f64,
+    },
     /// A baseline alone.
     #[command(subcommand)]
     Baseline(Baseline),
@@ -484,8 +495,9 @@ fn suite(quick: bool) -> Vec<Step> {
                     ..produce_args(10.0, 16, DurabilityArg::Fsync)
                 },
             ),
-            // What metrics cost: the same runs counting nothing (`--metrics-listen none`),
-            // alternating, since one pair differs by more than the cost from run to run.
+            // What metrics cost: storage runs switching their counting every second, and
+            // produce runs alternating with runs counting nothing (`--metrics-listen none`),
+            // since one pair of whole runs differs by more than the cost from run to run.
             Step::MetricsCost {
                 pairs: 4,
                 seconds: 10.0,
@@ -501,13 +513,20 @@ fn suite(quick: bool) -> Vec<Step> {
     steps
 }
 
-/// What counting metrics costs: `pairs` storage runs (`fsync`, as `storage-fsync`) and
-/// `pairs` produce runs (as `produce-fsync-4p`, each against a node and gateway started for
-/// it) with metrics, and as many without, alternating in the order on, off, off, on, … so a
-/// drift of the machine weighs on both sides alike. Returns four runs, each the median run
-/// of its side: `storage-fsync-metrics-on`/`-off`, `produce-fsync-4p-metrics-on`/`-off`,
-/// with the ratio of each adjacent pair in the figures (`pair_ratio_median`,
-/// `pair_ratio_min`, `pair_ratio_max`) of the `-on` run.
+/// How long each slice of the storage engine's alternating run lasts (`metrics_cost`).
+const STORAGE_SLICE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What counting metrics costs.
+/// - Storage: `pairs` engine runs (`fsync`, as `storage-fsync`) of `2 × seconds` each, their
+///   counting switched on and off every `STORAGE_SLICE` (`storage::alternating`), reported
+///   as `storage-fsync-metrics-on`/`-off`, the two sides' totals.
+/// - Produce: `pairs` produce runs (as `produce-fsync-4p`, each against a node and gateway
+///   started for it) with metrics and as many with `--metrics-listen none`, alternating in
+///   the order on, off, off, on, … so a drift of the machine weighs on both sides alike,
+///   reported as `produce-fsync-4p-metrics-on`/`-off`, each the median run of its side.
+///
+/// The `-on` runs carry the ratio of each adjacent on/off pair in their figures
+/// (`pair_ratio_median`, `pair_ratio_min`, `pair_ratio_max`).
 fn metrics_cost(
     runtime: &tokio::runtime::Runtime,
     data_dir: &Path,
@@ -552,22 +571,38 @@ fn metrics_cost(
                 .unwrap_or(f64::NAN)
         ));
     };
-    let (mut storage_on, mut storage_off) = (Vec::new(), Vec::new());
-    for pair in 0..pairs {
-        for metrics in order(pair) {
-            let args = StorageArgs {
-                metrics,
-                ..storage_args(seconds, DurabilityArg::Fsync)
-            };
-            let run = storage::run(data_dir, "storage-fsync-metrics", &args)?;
-            shown(metrics, &run);
-            if metrics {
-                storage_on.push(run);
-            } else {
-                storage_off.push(run);
-            }
-        }
-    }
+    // Storage: engine runs whose counting is switched every second, so that each pair of
+    // slices meets the same disk state (whole runs differ by more than the cost).
+    let storage_seconds = 2.0 * seconds + STORAGE_SLICE.as_secs_f64();
+    let (storage_on, storage_off) = storage::alternating(
+        data_dir,
+        "storage-fsync-metrics",
+        &storage_args(storage_seconds, DurabilityArg::Fsync),
+        STORAGE_SLICE,
+        pairs,
+    )?;
+    shown(true, &storage_on);
+    shown(false, &storage_off);
+    say(format!(
+        "      storage, {} pairs of {} s slices: on ÷ off median {:.3} (min {:.3}, max {:.3})",
+        storage_on.figures.get("pairs").copied().unwrap_or(0.0),
+        STORAGE_SLICE.as_secs_f64(),
+        storage_on
+            .figures
+            .get("pair_ratio_median")
+            .copied()
+            .unwrap_or(f64::NAN),
+        storage_on
+            .figures
+            .get("pair_ratio_min")
+            .copied()
+            .unwrap_or(f64::NAN),
+        storage_on
+            .figures
+            .get("pair_ratio_max")
+            .copied()
+            .unwrap_or(f64::NAN),
+    ));
     let (mut produce_on, mut produce_off) = (Vec::new(), Vec::new());
     let dir = data_dir.join("metrics-cost");
     for pair in 0..pairs {
@@ -593,18 +628,14 @@ fn metrics_cost(
         }
     }
     let rates = |runs: &[Run]| runs.iter().map(|run| run.mb_per_s).collect::<Vec<_>>();
-    let mut out = Vec::new();
-    for (on, off, name) in [
-        (storage_on, storage_off, "storage-fsync-metrics"),
-        (produce_on, produce_off, "produce-fsync-4p-metrics"),
-    ] {
-        let (on_rates, off_rates) = (rates(&on), rates(&off));
-        if let Some(run) = median_run(on, &format!("{name}-on")) {
-            out.push(with_pairs(run, &on_rates, &off_rates));
-        }
-        if let Some(run) = median_run(off, &format!("{name}-off")) {
-            out.push(run);
-        }
+    let mut out = vec![storage_on, storage_off];
+    let (on_rates, off_rates) = (rates(&produce_on), rates(&produce_off));
+    let name = "produce-fsync-4p-metrics";
+    if let Some(run) = median_run(produce_on, &format!("{name}-on")) {
+        out.push(with_pairs(run, &on_rates, &off_rates));
+    }
+    if let Some(run) = median_run(produce_off, &format!("{name}-off")) {
+        out.push(run);
     }
     Ok(out)
 }
@@ -644,7 +675,7 @@ fn ratios(report: &mut Report) {
         "storage-fsync-metrics-on",
         "storage-fsync-metrics-off",
         mb,
-        "what counting metrics costs durable appends: medians of alternating runs (goal: at least 0.98)",
+        "what counting metrics costs durable appends: the two sides of engine runs whose counting is switched on and off every second (goal: at least 0.98)",
     );
     report.ratio(
         "produce fsync 4p with metrics ÷ without",
@@ -862,6 +893,10 @@ impl Cli {
             Command::Baseline(Baseline::Quic(args)) => vec![Step::Quic("quic-raw", args.clone())],
             Command::Baseline(Baseline::Tcp(args)) => vec![Step::Tcp("tcp-raw", args.clone())],
             Command::Suite { quick } => suite(*quick),
+            Command::MetricsCost { pairs, seconds } => vec![Step::MetricsCost {
+                pairs: *pairs,
+                seconds: *seconds,
+            }],
             Command::Restart(args) => vec![Step::Restart("restart", args.clone())],
             Command::Node(_) => Vec::new(),
             Command::Abuse(args) => vec![Step::Abuse(args.clone())],

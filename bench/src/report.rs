@@ -182,6 +182,14 @@ impl Meter {
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// The (operations, bytes) counted so far.
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.operations.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+
     /// Stops sampling; returns (operations, bytes, timeline).
     pub fn stop(&self) -> (u64, u64, Vec<(f64, f64)>) {
         self.running.store(false, Ordering::Relaxed);

@@ -68,7 +68,165 @@ fn batch(batch_bytes: u32, message_size: usize) -> Result<(Bytes, u64), String> 
     Ok((Bytes::from(bytes), payload))
 }
 
+/// How the engine counts its metrics during a run.
+#[derive(Debug, Clone, Copy)]
+enum Counting {
+    /// As `--metrics` says, the whole run.
+    AsArgs,
+    /// On for a first `slice` (warm-up, not counted), then switched every `slice` in the
+    /// order on, off, off, on, on, off, … so that a drift of the disk or the machine weighs
+    /// on both sides alike.
+    Alternating { slice: Duration },
+}
+
+/// One slice of an alternating run: what the appenders moved while counting was on or off.
+#[derive(Debug, Clone, Copy)]
+struct Slice {
+    metrics: bool,
+    seconds: f64,
+    operations: u64,
+    bytes: u64,
+    cpu_seconds: f64,
+}
+
+/// What one engine run measured.
+struct Driven {
+    /// Batch acknowledgement latency with counting off (`[0]`) and on (`[1]`).
+    latency: [hdrhistogram::Histogram<u64>; 2],
+    errors: u64,
+    elapsed: Duration,
+    operations: u64,
+    bytes: u64,
+    timeline: Vec<(f64, f64)>,
+    cpu: crate::cpu::CpuTime,
+    slices: Vec<Slice>,
+}
+
+fn params_of(args: &StorageArgs, batch_bytes: usize) -> std::collections::BTreeMap<String, String> {
+    params([
+        ("partitions", args.partitions.to_string()),
+        ("batch_bytes", batch_bytes.to_string()),
+        ("message_size", args.message_size.to_string()),
+        ("in_flight", args.in_flight.to_string()),
+        ("durability", args.durability.name().to_owned()),
+        ("seconds", args.seconds.to_string()),
+        ("metrics", args.metrics.to_string()),
+    ])
+}
+
 pub fn run(data_dir: &std::path::Path, name: &str, args: &StorageArgs) -> Result<Run, String> {
+    let (driven, batch_bytes) = drive(data_dir, args, Counting::AsArgs)?;
+    let mut run = Run::new(name, "spate", "storage", params_of(args, batch_bytes));
+    run.finish(driven.elapsed, driven.operations, driven.bytes);
+    driven.cpu.record_total(&mut run);
+    run.errors = driven.errors;
+    run.timeline = driven.timeline;
+    let latency = &driven.latency[usize::from(args.metrics)];
+    run.latency
+        .push(Latency::from_histogram("batch ack", latency));
+    Ok(run)
+}
+
+/// `runs` engine runs of `args.seconds` each (each from an empty directory: a long run
+/// would fill the disk), whose counting of metrics is switched on and off every `slice`
+/// (see `Counting::Alternating`). Returns the two sides as runs named `{name}-on` and
+/// `{name}-off` (bytes, time and CPU time of their slices; the timeline of the first run
+/// goes with `-on`), the `-on` run carrying the ratio of each adjacent
+/// on/off pair of slices in its figures (`pair_ratio_median`, `pair_ratio_min`,
+/// `pair_ratio_max`, `pairs`).
+pub fn alternating(
+    data_dir: &std::path::Path,
+    name: &str,
+    args: &StorageArgs,
+    slice: Duration,
+    runs: u32,
+) -> Result<(Run, Run), String> {
+    let args = StorageArgs {
+        metrics: true,
+        ..args.clone()
+    };
+    let rate = |slice: &Slice| slice.bytes as f64 / slice.seconds.max(1e-9);
+    let mut driven: Option<Driven> = None;
+    let mut batch_bytes = 0;
+    // The ratio of each pair of adjacent slices of a run (on, off or off, on).
+    let mut ratios = Vec::new();
+    for _ in 0..runs.max(1) {
+        let (more, bytes) = drive(data_dir, &args, Counting::Alternating { slice })?;
+        batch_bytes = bytes;
+        ratios.extend(more.slices.chunks_exact(2).map(|pair| {
+            let (on, off) = if pair[0].metrics {
+                (&pair[0], &pair[1])
+            } else {
+                (&pair[1], &pair[0])
+            };
+            rate(on) / rate(off).max(1e-9)
+        }));
+        driven = Some(match driven {
+            None => more,
+            Some(mut all) => {
+                for (side, histogram) in all.latency.iter_mut().zip(&more.latency) {
+                    let _ = side.add(histogram);
+                }
+                all.errors += more.errors;
+                all.slices.extend(more.slices);
+                all
+            }
+        });
+    }
+    let Some(driven) = driven else {
+        return Err("no storage run".to_owned());
+    };
+    let mut params = params_of(&args, batch_bytes);
+    params.insert("slice_seconds".to_owned(), slice.as_secs_f64().to_string());
+    let side = |metrics: bool| {
+        let mut params = params.clone();
+        params.insert("metrics".to_owned(), metrics.to_string());
+        let on_side = || driven.slices.iter().filter(move |s| s.metrics == metrics);
+        let mut run = Run::new(
+            format!("{name}-{}", if metrics { "on" } else { "off" }),
+            "spate",
+            "storage",
+            params,
+        );
+        run.finish(
+            Duration::from_secs_f64(on_side().map(|s| s.seconds).sum()),
+            on_side().map(|s| s.operations).sum(),
+            on_side().map(|s| s.bytes).sum(),
+        );
+        let cpu: f64 = on_side().map(|s| s.cpu_seconds).sum();
+        if run.bytes > 0 {
+            run.figures.insert(
+                "cpu_seconds_per_gb".to_owned(),
+                cpu / (run.bytes as f64 / 1e9),
+            );
+        }
+        run.latency.push(Latency::from_histogram(
+            "batch ack",
+            &driven.latency[usize::from(metrics)],
+        ));
+        run
+    };
+    let (mut on, off) = (side(true), side(false));
+    on.errors = driven.errors;
+    on.timeline = driven.timeline.clone();
+    ratios.sort_by(f64::total_cmp);
+    if let (Some(min), Some(max)) = (ratios.first(), ratios.last()) {
+        on.figures
+            .insert("pair_ratio_median".to_owned(), ratios[ratios.len() / 2]);
+        on.figures.insert("pair_ratio_min".to_owned(), *min);
+        on.figures.insert("pair_ratio_max".to_owned(), *max);
+        #[allow(clippy::cast_precision_loss)]
+        on.figures.insert("pairs".to_owned(), ratios.len() as f64);
+    }
+    Ok((on, off))
+}
+
+/// Runs the engine as `args` say; returns what it measured and the batch's size.
+fn drive(
+    data_dir: &std::path::Path,
+    args: &StorageArgs,
+    counting: Counting,
+) -> Result<(Driven, usize), String> {
     let dir = data_dir.join("storage");
     let _ = std::fs::remove_dir_all(&dir);
     let flags = spate_node::Flags {
@@ -82,24 +240,11 @@ pub fn run(data_dir: &std::path::Path, name: &str, args: &StorageArgs) -> Result
     spate_node::storage::probe_direct_io(&dir)
         .map_err(|error| format!("{}: no O_DIRECT: {error}", dir.display()))?;
     let (batch, payload) = batch(args.batch_bytes, args.message_size)?;
+    let batch_bytes = batch.len();
     let records = u64::from(
         spate_format::BatchRef::parse(&batch)
             .map_err(|error| error.to_string())?
             .record_count(),
-    );
-    let mut run = Run::new(
-        name,
-        "spate",
-        "storage",
-        params([
-            ("partitions", args.partitions.to_string()),
-            ("batch_bytes", batch.len().to_string()),
-            ("message_size", args.message_size.to_string()),
-            ("in_flight", args.in_flight.to_string()),
-            ("durability", args.durability.name().to_owned()),
-            ("seconds", args.seconds.to_string()),
-            ("metrics", args.metrics.to_string()),
-        ]),
     );
     let args = args.clone();
     let meter = Meter::start(TIMELINE_INTERVAL);
@@ -121,10 +266,12 @@ pub fn run(data_dir: &std::path::Path, name: &str, args: &StorageArgs) -> Result
                     Ok(engine) => Rc::new(engine),
                     Err(error) => return Err(format!("cannot open the engine: {error}")),
                 };
-            let latency = Rc::new(RefCell::new(histogram()));
+            let latency = Rc::new(RefCell::new([histogram(), histogram()]));
             let errors = Rc::new(RefCell::new(0u64));
             let started = Instant::now();
             let deadline = started + Duration::from_secs_f64(args.seconds);
+            let controller =
+                glommio::spawn_local(switch_counting(counting, task_meter.clone(), deadline));
             let mut tasks = Vec::new();
             for partition in 0..args.partitions {
                 for _ in 0..args.in_flight.max(1) {
@@ -139,7 +286,9 @@ pub fn run(data_dir: &std::path::Path, name: &str, args: &StorageArgs) -> Result
                             let start = Instant::now();
                             match engine.append(partition, durability, batch.clone()).await {
                                 Ok(_) => {
-                                    let _ = latency.borrow_mut().record(micros(start.elapsed()));
+                                    let side = usize::from(spate_node::metrics::enabled());
+                                    let _ =
+                                        latency.borrow_mut()[side].record(micros(start.elapsed()));
                                     meter.add(records, payload);
                                 }
                                 Err(_) => *errors.borrow_mut() += 1,
@@ -151,24 +300,71 @@ pub fn run(data_dir: &std::path::Path, name: &str, args: &StorageArgs) -> Result
             for task in tasks {
                 task.await;
             }
+            let slices = controller.await;
             let elapsed = started.elapsed();
             engine.close().await;
             let latency = latency.borrow().clone();
             let errors = *errors.borrow();
-            Ok((latency, errors, elapsed))
+            Ok((latency, errors, elapsed, slices))
         })
         .map_err(|error| format!("cannot start the glommio executor: {error}"))?;
-    let (latency, errors, elapsed) = executor
+    let (latency, errors, elapsed, slices) = executor
         .join()
         .map_err(|error| format!("the storage executor failed: {error}"))??;
     let (operations, bytes, timeline) = meter.stop();
-    run.finish(elapsed, operations, bytes);
-    crate::cpu::CpuTime::since(cpu).record_total(&mut run);
-    run.errors = errors;
-    run.timeline = timeline;
-    run.latency
-        .push(Latency::from_histogram("batch ack", &latency));
+    let cpu = crate::cpu::CpuTime::since(cpu);
     let _ = std::fs::remove_dir_all(&dir);
     crate::cluster::settle_filesystem();
-    Ok(run)
+    Ok((
+        Driven {
+            latency,
+            errors,
+            elapsed,
+            operations,
+            bytes,
+            timeline,
+            cpu,
+            slices,
+        },
+        batch_bytes,
+    ))
+}
+
+/// Switches the shard's counting as `counting` says until `deadline`; returns the slices
+/// it measured (none for `Counting::AsArgs`). Runs on the engine's executor.
+async fn switch_counting(counting: Counting, meter: Meter, deadline: Instant) -> Vec<Slice> {
+    let Counting::Alternating { slice } = counting else {
+        return Vec::new();
+    };
+    let mut slices = Vec::new();
+    glommio::timer::sleep(slice).await;
+    let mut stashed = None;
+    let mut index = 0u32;
+    while Instant::now() + slice <= deadline {
+        let metrics = matches!(index % 4, 0 | 3);
+        if metrics {
+            if let Some(shard) = stashed.take() {
+                spate_node::metrics::install(shard);
+            }
+        } else if stashed.is_none() {
+            stashed = spate_node::metrics::uninstall();
+        }
+        let (operations, bytes) = meter.totals();
+        let cpu = crate::cpu::CpuTime::now().total();
+        let started = Instant::now();
+        glommio::timer::sleep(slice).await;
+        let (operations_after, bytes_after) = meter.totals();
+        slices.push(Slice {
+            metrics,
+            seconds: started.elapsed().as_secs_f64(),
+            operations: operations_after - operations,
+            bytes: bytes_after - bytes,
+            cpu_seconds: crate::cpu::CpuTime::now().total() - cpu,
+        });
+        index += 1;
+    }
+    if let Some(shard) = stashed {
+        spate_node::metrics::install(shard);
+    }
+    slices
 }

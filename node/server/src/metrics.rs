@@ -179,6 +179,12 @@ pub fn install(metrics: Arc<ShardMetrics>) {
     SHARD.with(|slot| *slot.borrow_mut() = Some(metrics));
 }
 
+/// Stops this thread's counting; returns the shard metrics it had, to `install` again
+/// (the benchmark measures what counting costs by switching it on and off in one run).
+pub fn uninstall() -> Option<Arc<ShardMetrics>> {
+    SHARD.with(|slot| slot.borrow_mut().take())
+}
+
 /// Runs `f` on this thread's shard metrics; nothing when metrics are off.
 #[inline]
 pub fn with(f: impl FnOnce(&ShardMetrics)) {
