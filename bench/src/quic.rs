@@ -59,7 +59,7 @@ pub async fn run(data_dir: &std::path::Path, name: &str, args: &QuicArgs) -> Res
     let transport =
         spate_gateway::server::transport(&gateway).map_err(|error| error.to_string())?;
     let crypto =
-        spate_gateway::tls::server_config(&cert, &key).map_err(|error| error.to_string())?;
+        spate_gateway::tls::server_config(&cert, &key, None).map_err(|error| error.to_string())?;
     let crypto = QuicServerConfig::try_from(crypto).map_err(|error| error.to_string())?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(transport));

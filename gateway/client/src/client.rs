@@ -78,8 +78,17 @@ pub enum ClientError {
         path: PathBuf,
         source: CertificateError,
     },
+    #[error("cannot use the client certificate {}: {source}", path.display())]
+    Identity {
+        path: PathBuf,
+        source: CertificateError,
+    },
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
+    /// The gateway ended the TLS handshake: it wants a client certificate this client did not
+    /// give, or does not accept the one given. Not worth a retry.
+    #[error("the gateway at {address} refused this client: {reason}")]
+    Refused { address: SocketAddr, reason: String },
     #[error("cannot connect to the gateway at {address}: {source}")]
     Connect {
         address: SocketAddr,
@@ -140,6 +149,14 @@ pub enum CertificateError {
     Pem(Arc<std::io::Error>),
     #[error("no PEM certificate in the file")]
     Empty,
+    #[error("no PEM private key in the file")]
+    NoKey,
+    #[error(
+        "an encrypted private key, which the SDK cannot use: give it the key unencrypted \
+         (`openssl pkey -in FILE -out key.pem` asks for the passphrase once) and protect that \
+         file with its permissions (chmod 600)"
+    )]
+    EncryptedKey,
     /// `system`: the operating system's trusted CAs could not be loaded.
     #[error("the system's trusted certificates cannot be loaded: {0}")]
     System(String),
@@ -211,6 +228,92 @@ where
             other => return other,
         }
     }
+}
+
+/// A client certificate and its private key (PEM files, the key unencrypted), presented to a
+/// gateway that asks for one (mutual TLS, docs/security.md). The certificate file may hold
+/// the chain: the client's certificate first, then intermediate CAs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl ClientIdentity {
+    /// The certificate chain and key, read from their files.
+    fn load(
+        &self,
+    ) -> Result<
+        (
+            Vec<rustls::pki_types::CertificateDer<'static>>,
+            rustls::pki_types::PrivateKeyDer<'static>,
+        ),
+        ClientError,
+    > {
+        let cert_error = |source: CertificateError| ClientError::Identity {
+            path: self.cert.clone(),
+            source,
+        };
+        let key_error = |source: CertificateError| ClientError::Identity {
+            path: self.key.clone(),
+            source,
+        };
+        let bytes = std::fs::read(&self.cert)
+            .map_err(|error| cert_error(CertificateError::Read(error.into())))?;
+        let chain = rustls_pemfile::certs(&mut bytes.as_slice())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| cert_error(CertificateError::Pem(error.into())))?;
+        if chain.is_empty() {
+            return Err(cert_error(CertificateError::Empty));
+        }
+        let bytes = std::fs::read(&self.key)
+            .map_err(|error| key_error(CertificateError::Read(error.into())))?;
+        let encrypted = [
+            b"-----BEGIN ENCRYPTED PRIVATE KEY-----".as_slice(),
+            b"Proc-Type: 4,ENCRYPTED".as_slice(),
+        ]
+        .iter()
+        .any(|marker| bytes.windows(marker.len()).any(|window| window == *marker));
+        if encrypted {
+            return Err(key_error(CertificateError::EncryptedKey));
+        }
+        let key = rustls_pemfile::private_key(&mut bytes.as_slice())
+            .map_err(|error| key_error(CertificateError::Pem(error.into())))?
+            .ok_or_else(|| key_error(CertificateError::NoKey))?;
+        Ok((chain, key))
+    }
+}
+
+/// What the TLS alert with which a gateway closed a connection during the handshake says
+/// about this client, if the connection was closed so (QUIC carries the alert as crypto
+/// error 0x100 + alert).
+fn refusal(address: SocketAddr, reason: Option<&quinn::ConnectionError>) -> Option<ClientError> {
+    let quinn::ConnectionError::ConnectionClosed(close) = reason? else {
+        return None;
+    };
+    let code = u64::from(close.error_code);
+    if !(0x100..0x200).contains(&code) {
+        return None;
+    }
+    let reason = match code & 0xff {
+        116 => "it requires a client certificate (give one: --client-cert and --client-key, \
+                or a ClientIdentity in the SDK)"
+            .to_owned(),
+        48 => "it does not trust the client certificate's issuer (unknown CA: is the \
+               certificate signed by a CA in the gateway's --client-ca?)"
+            .to_owned(),
+        51 => "it does not trust the client certificate: its signature does not verify with \
+               the gateway's --client-ca (did another CA of the same name sign it?)"
+            .to_owned(),
+        44 => "the client certificate is revoked".to_owned(),
+        45 => "the client certificate has expired (or is not valid yet)".to_owned(),
+        43 => "the client certificate is not made for client authentication (it needs \
+               extendedKeyUsage clientAuth, or none)"
+            .to_owned(),
+        42 => "the client certificate is invalid (bad certificate)".to_owned(),
+        alert => format!("TLS handshake failed (alert {alert}: {close})"),
+    };
+    Some(ClientError::Refused { address, reason })
 }
 
 impl ClientError {
@@ -336,6 +439,14 @@ fn now_ms() -> i64 {
 /// ALPN `spate/1`, keep-alives, and receive windows sized for fetch answers. Public for tools
 /// that speak the frames themselves (benchmarks, tests).
 pub fn quic_client_config(ca: &Path) -> Result<quinn::ClientConfig, ClientError> {
+    quic_client_config_as(ca, None)
+}
+
+/// [`quic_client_config`] presenting `identity`'s certificate to a gateway that asks for one.
+pub fn quic_client_config_as(
+    ca: &Path,
+    identity: Option<&ClientIdentity>,
+) -> Result<quinn::ClientConfig, ClientError> {
     let certificate_error = |source: CertificateError| ClientError::Certificate {
         path: ca.to_owned(),
         source,
@@ -371,10 +482,21 @@ pub fn quic_client_config(ca: &Path) -> Result<quinn::ClientConfig, ClientError>
         return Err(certificate_error(CertificateError::Empty));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut crypto = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut crypto = match identity {
+        None => builder.with_no_client_auth(),
+        Some(identity) => {
+            let (chain, key) = identity.load()?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|error| ClientError::Identity {
+                    path: identity.key.clone(),
+                    source: CertificateError::Rejected(error),
+                })?
+        }
+    };
     crypto.alpn_protocols = vec![ALPN.to_vec()];
     // Fails only for a crypto provider without TLS 1.3's initial cipher suite; ring has it.
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
@@ -451,6 +573,18 @@ impl Client {
         ca_cert: &Path,
         server_name: &str,
     ) -> Result<Client, ClientError> {
+        Client::connect_as(address, ca_cert, server_name, None).await
+    }
+
+    /// [`Client::connect`], presenting `identity`'s certificate to a gateway that asks for
+    /// client certificates (`--client-ca`); the gateway's principal for this client is the
+    /// certificate's (docs/security.md).
+    pub async fn connect_as(
+        address: SocketAddr,
+        ca_cert: &Path,
+        server_name: &str,
+        identity: Option<&ClientIdentity>,
+    ) -> Result<Client, ClientError> {
         let connect_error = |source: ConnectError| ClientError::Connect { address, source };
         let bind: SocketAddr = if address.is_ipv6() {
             SocketAddr::from(([0u16; 8], 0))
@@ -467,7 +601,7 @@ impl Client {
         let mut endpoint =
             quinn::Endpoint::new(endpoint_config, None, socket, Arc::new(quinn::TokioRuntime))
                 .map_err(socket_error)?;
-        endpoint.set_default_client_config(quic_client_config(ca_cert)?);
+        endpoint.set_default_client_config(quic_client_config_as(ca_cert, identity)?);
         let client = Client {
             shared: Arc::new(Shared {
                 address,
@@ -504,15 +638,18 @@ impl Client {
         let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
             .map_err(|_| connect_error(ConnectError::HandshakeTimeout(CONNECT_TIMEOUT)))?
-            .map_err(|error| connect_error(ConnectError::Handshake(error)))?;
+            .map_err(|error| {
+                refusal(address, Some(&error))
+                    .unwrap_or_else(|| connect_error(ConnectError::Handshake(error)))
+            })?;
         let waiters: Waiters = Arc::default();
         let broken = Arc::new(AtomicBool::new(false));
         let mut lanes = Vec::new();
         for _ in 0..=FETCH_LANES {
-            let (mut send, receive) = connection
-                .open_bi()
-                .await
-                .map_err(|error| connect_error(ConnectError::Handshake(error)))?;
+            let (mut send, receive) = connection.open_bi().await.map_err(|error| {
+                refusal(address, Some(&error))
+                    .unwrap_or_else(|| connect_error(ConnectError::Handshake(error)))
+            })?;
             let (lane, mut queue) = mpsc::channel::<Bytes>(LANE_QUEUE_MAX);
             let writer_broken = broken.clone();
             tokio::spawn(async move {
@@ -1055,7 +1192,16 @@ impl Submitted {
         match tokio::time::timeout_at(self.deadline, &mut self.receiver).await {
             Ok(Ok(Response::Error { error, .. })) => Err(ClientError::Server(error)),
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(_)) => Err(ClientError::Connection(ConnectionLost::NoAnswer)),
+            Ok(Err(_)) => {
+                // A gateway that refuses the client's certificate closes the connection just
+                // after the client finished its side of the handshake: say so.
+                let connection = &self.session.connection;
+                Err(refusal(
+                    connection.remote_address(),
+                    connection.close_reason().as_ref(),
+                )
+                .unwrap_or(ClientError::Connection(ConnectionLost::NoAnswer)))
+            }
             Err(_) => {
                 self.session.waiters.cancel(self.id);
                 Err(ClientError::Timeout(self.timeout))

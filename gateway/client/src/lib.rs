@@ -21,10 +21,11 @@ mod group;
 mod producer;
 
 pub use client::{
-    quic_client_config, quic_socket, CertificateError, Client, ClientError, ConnectError,
-    ConnectionLost, InvalidAnswer, PartitionDescription, TopicDescription, ALPN, CONNECTION_WINDOW,
-    CONNECT_TIMEOUT, FETCH_LANES, IDLE_TIMEOUT_MS, KEEP_ALIVE_INTERVAL, LANE_QUEUE_MAX,
-    REQUEST_TIMEOUT, STREAM_WINDOW, SYSTEM_CA, UDP_PAYLOAD_MAX,
+    quic_client_config, quic_client_config_as, quic_socket, CertificateError, Client, ClientError,
+    ClientIdentity, ConnectError, ConnectionLost, InvalidAnswer, PartitionDescription,
+    TopicDescription, ALPN, CONNECTION_WINDOW, CONNECT_TIMEOUT, FETCH_LANES, IDLE_TIMEOUT_MS,
+    KEEP_ALIVE_INTERVAL, LANE_QUEUE_MAX, REQUEST_TIMEOUT, STREAM_WINDOW, SYSTEM_CA,
+    UDP_PAYLOAD_MAX,
 };
 pub use consumer::{
     ConsumedRecord, Consumer, ConsumerConfig, EndPosition, OffsetReset, StartPosition,

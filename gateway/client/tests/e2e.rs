@@ -1240,30 +1240,212 @@ fn records_in_full_round_trip_through_templates_and_json() {
     .is_empty());
 }
 
-/// Runs the openssl block of docs/tls.md in `dir` for `name` and `ip`.
-fn make_certificates_as_documented(dir: &Path, name: &str, ip: &str) {
-    let doc =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/tls.md"))
-            .unwrap();
-    let block = doc
-        .split_once("<!-- tls-howto:")
+/// `args` as the `&str`s `Cli` takes.
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// Runs the shell block of `docs/{doc}` that follows the comment starting `<!-- {marker}:`
+/// in `dir`, with `env`.
+fn run_documented(doc: &str, marker: &str, dir: &Path, env: &[(&str, &str)]) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs")
+        .join(doc);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let block = text
+        .split_once(&format!("<!-- {marker}:"))
         .and_then(|(_, rest)| rest.split_once("```sh\n"))
         .and_then(|(_, rest)| rest.split_once("```"))
         .map(|(block, _)| block.to_owned())
-        .expect("docs/tls.md has the how-to block");
+        .unwrap_or_else(|| panic!("docs/{doc} has the {marker} block"));
     std::fs::create_dir_all(dir).unwrap();
     let output = Command::new("bash")
         .args(["-e", "-c", &block])
         .current_dir(dir)
-        .env("GATEWAY_NAME", name)
-        .env("GATEWAY_IP", ip)
+        .envs(env.iter().copied())
         .output()
         .expect("bash runs");
     assert!(
         output.status.success(),
-        "the how-to of docs/tls.md failed: {}",
+        "the {marker} block of docs/{doc} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// Runs the openssl block of docs/tls.md in `dir` for `name` and `ip`.
+fn make_certificates_as_documented(dir: &Path, name: &str, ip: &str) {
+    run_documented(
+        "tls.md",
+        "tls-howto",
+        dir,
+        &[("GATEWAY_NAME", name), ("GATEWAY_IP", ip)],
+    );
+}
+
+/// A CA, the gateway's certificate for localhost/127.0.0.1 (docs/tls.md) and a client
+/// certificate for `principal` (docs/security.md), all in `dir`.
+fn make_client_certificates_as_documented(dir: &Path, principal: &str) {
+    make_certificates_as_documented(dir, "localhost", "127.0.0.1");
+    run_documented(
+        "security.md",
+        "client-cert-howto",
+        dir,
+        &[("CLIENT_NAME", principal)],
+    );
+}
+
+/// Issue 16: mutual TLS on QUIC, set up as docs/security.md says. With `--client-ca`, the
+/// CLI (flags, then environment variables) and the SDK with a client certificate are
+/// admitted, and the gateway logs their principal; without a certificate, or with one
+/// another CA issued, they are refused with `ClientError::Refused` and a message saying
+/// why. With `--client-auth optional` and the CRL made as documented, a client without a
+/// certificate is admitted (anonymous) and the revoked certificate is refused.
+#[test]
+fn mutual_tls_as_documented_admits_and_refuses_clients() {
+    let dir = data_dir("mtls");
+    let certs = dir.join("certs");
+    let other = dir.join("other");
+    make_client_certificates_as_documented(&certs, "writer");
+    make_client_certificates_as_documented(&other, "stranger");
+    let node = Node::start(&dir, 1, 0);
+    let gateway_with = |extra: &[&str], log: &str| {
+        Process::spawn(
+            Command::new(binary("spate-gateway"))
+                .args(["--metrics-listen", "127.0.0.1:0"])
+                .args(["--listen", "127.0.0.1:0"])
+                .args(["--node", &node.endpoints[0].to_string()])
+                .arg("--tls-cert")
+                .arg(certs.join("gateway.pem"))
+                .arg("--tls-key")
+                .arg(certs.join("gateway.key"))
+                .arg("--client-ca")
+                .arg(certs.join("ca.pem"))
+                .args(["--log-level", "info,spate_gateway=debug"])
+                .args(extra),
+            dir.join(log),
+        )
+    };
+    let mut gateway = gateway_with(&[], "gateway.log");
+    let (address, _) = parse_gateway_line(&gateway.line("gateway listening on "));
+    let cli = Cli {
+        gateway: address,
+        cert: certs.join("ca.pem"),
+    };
+    let path = |dir: &Path, file: &str| dir.join(file).to_string_lossy().into_owned();
+    let as_writer = [
+        "--client-cert".to_owned(),
+        path(&certs, "client.pem"),
+        "--client-key".to_owned(),
+        path(&certs, "client.key"),
+    ];
+    let as_stranger = [
+        "--client-cert".to_owned(),
+        path(&other, "client.pem"),
+        "--client-key".to_owned(),
+        path(&other, "client.key"),
+    ];
+    let with = |identity: &[String], args: &[&str]| -> Vec<String> {
+        identity
+            .iter()
+            .cloned()
+            .chain(args.iter().map(|arg| (*arg).to_owned()))
+            .collect()
+    };
+    let ok = |args: Vec<String>, input: &str| cli.ok(&strs(&args), input);
+    let fails = |args: Vec<String>| cli.fails(&strs(&args), "");
+    ok(
+        with(
+            &as_writer,
+            &["topic", "create", "mtls", "--partitions", "1"],
+        ),
+        "",
+    );
+    ok(with(&as_writer, &["produce", "mtls"]), "one\ntwo\n");
+    // The same identity from the environment.
+    let listed = cli
+        .command(&["topic", "list"])
+        .env("SPATE_CLIENT_CERT", certs.join("client.pem"))
+        .env("SPATE_CLIENT_KEY", certs.join("client.key"))
+        .output()
+        .unwrap();
+    assert!(
+        listed.status.success() && String::from_utf8_lossy(&listed.stdout).contains("mtls"),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let anonymous = fails(with(&[], &["topic", "list"]));
+    assert!(
+        anonymous.contains("refused this client")
+            && anonymous.contains("requires a client certificate"),
+        "{anonymous}"
+    );
+    let stranger = fails(with(&as_stranger, &["topic", "list"]));
+    assert!(
+        stranger.contains("refused this client: it does not trust the client certificate"),
+        "{stranger}"
+    );
+    // The SDK, with and without an identity.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let identity = spate_client::ClientIdentity {
+        cert: certs.join("client.pem"),
+        key: certs.join("client.key"),
+    };
+    let topics = runtime
+        .block_on(async {
+            Client::connect_as(address, &certs.join("ca.pem"), "localhost", Some(&identity))
+                .await?
+                .list_topics()
+                .await
+        })
+        .unwrap();
+    assert!(topics.iter().any(|topic| topic.name == "mtls"));
+    let refused = runtime
+        .block_on(async {
+            Client::connect(address, &certs.join("ca.pem"), "localhost")
+                .await?
+                .list_topics()
+                .await
+        })
+        .unwrap_err();
+    assert!(
+        matches!(refused, ClientError::Refused { .. }) && !refused.is_retriable(),
+        "{refused:?}"
+    );
+    // The principal, in the gateway's debug log.
+    let log = std::fs::read_to_string(dir.join("gateway.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|line| line.contains("QUIC client connected") && line.contains("writer")),
+        "{log}"
+    );
+    drop(gateway);
+
+    // Revocation, as documented, and optional client certificates.
+    run_documented("security.md", "crl-howto", &certs, &[]);
+    let crl = path(&certs, "crl.pem");
+    let mut gateway = gateway_with(
+        &["--client-auth", "optional", "--client-crl", &crl],
+        "gateway-optional.log",
+    );
+    let (address, _) = parse_gateway_line(&gateway.line("gateway listening on "));
+    let cli = Cli {
+        gateway: address,
+        cert: certs.join("ca.pem"),
+    };
+    let ok = |args: Vec<String>| cli.ok(&strs(&args), "");
+    let fails = |args: Vec<String>| cli.fails(&strs(&args), "");
+    assert!(ok(with(&[], &["topic", "list"])).contains("mtls"));
+    let revoked = fails(with(&as_writer, &["topic", "list"]));
+    assert!(
+        revoked.contains("the client certificate is revoked"),
+        "{revoked}"
+    );
+    let stranger = fails(with(&as_stranger, &["topic", "list"]));
+    assert!(
+        stranger.contains("it does not trust the client certificate"),
+        "{stranger}"
+    );
+    drop(gateway);
 }
 
 /// Issue 18, point 9: the CA and leaf made with the commands of docs/tls.md are served by a
@@ -3273,6 +3455,7 @@ fn kafkajs_dir() -> PathBuf {
             "package-lock.json",
             "kafkajs.js",
             "kafkajs_group.js",
+            "kafkajs_tls.js",
         ] {
             std::fs::copy(source.join(file), dir.join(file)).unwrap();
         }
@@ -3302,6 +3485,161 @@ fn kafkajs_administers_and_produces() {
         "js-topic",
     );
     assert!(up.terminate().success());
+}
+
+/// Issue 16: TLS with client certificates on the Kafka listener (`--kafka-tls-cert`,
+/// `--kafka-client-ca`), certificates made as docs/tls.md and docs/security.md say. kcat
+/// produces and consumes over TLS; confluent-kafka, kafka-python and kafkajs produce and read
+/// back (`tls_clients.py`, `kafkajs_tls.js`); a plaintext client, a client without a
+/// certificate and one with another CA's certificate are refused, and the refusals counted.
+#[test]
+fn kafka_clients_speak_tls_with_client_certificates() {
+    let python = python_with_kafka_clients();
+    let kafkajs = kafkajs_dir();
+    let dir = data_dir("kafka-tls");
+    let certs = dir.join("certs");
+    let other = dir.join("other");
+    make_client_certificates_as_documented(&certs, "writer");
+    make_client_certificates_as_documented(&other, "stranger");
+    let node = Node::start(&dir, 2, 0);
+    let mut gateway = Process::spawn(
+        Command::new(binary("spate-gateway"))
+            .args(["--metrics-listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(["--node", &node.endpoints[0].to_string()])
+            .arg("--dev-cert-dir")
+            .arg(dir.join("tls"))
+            .args(["--kafka-listen", "127.0.0.1:0"])
+            .arg("--kafka-tls-cert")
+            .arg(certs.join("gateway.pem"))
+            .arg("--kafka-tls-key")
+            .arg(certs.join("gateway.key"))
+            .arg("--kafka-client-ca")
+            .arg(certs.join("ca.pem")),
+        dir.join("gateway.log"),
+    );
+    let (address, dev_cert) = parse_gateway_line(&gateway.line("gateway listening on "));
+    Cli {
+        gateway: address,
+        cert: dev_cert,
+    }
+    .ok(&["topic", "create", "tls-kcat", "--partitions", "1"], "");
+    let broker = gateway
+        .line("kafka listening on ")
+        .strip_prefix("kafka listening on ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let metrics: SocketAddr = gateway
+        .line("metrics listening on ")
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let file = |dir: &Path, name: &str| dir.join(name).to_string_lossy().into_owned();
+    let ssl = |dir: &Path, certificate: bool| {
+        let mut args = vec![
+            "-X".to_owned(),
+            "security.protocol=SSL".to_owned(),
+            "-X".to_owned(),
+            format!("ssl.ca.location={}", file(&certs, "ca.pem")),
+        ];
+        if certificate {
+            args.extend([
+                "-X".to_owned(),
+                format!("ssl.certificate.location={}", file(dir, "client.pem")),
+                "-X".to_owned(),
+                format!("ssl.key.location={}", file(dir, "client.key")),
+            ]);
+        }
+        args
+    };
+    let kcat_args = |settings: &[String], rest: &[&str]| -> Vec<String> {
+        ["-b", broker.as_str()]
+            .iter()
+            .map(|arg| (*arg).to_owned())
+            .chain(settings.iter().cloned())
+            .chain(rest.iter().map(|arg| (*arg).to_owned()))
+            .collect()
+    };
+    let writer = ssl(&certs, true);
+    let produce = kcat_args(&writer, &["-t", "tls-kcat", "-P"]);
+    kcat(
+        &produce.iter().map(String::as_str).collect::<Vec<_>>(),
+        "one\ntwo\nthree\n",
+    );
+    let consume = kcat_args(
+        &writer,
+        &[
+            "-C",
+            "-t",
+            "tls-kcat",
+            "-o",
+            "beginning",
+            "-e",
+            "-f",
+            "%s\n",
+        ],
+    );
+    let consumed = kcat(&consume.iter().map(String::as_str).collect::<Vec<_>>(), "");
+    assert_eq!(consumed, "one\ntwo\nthree\n");
+    // Refused: plaintext, no client certificate, another CA's certificate.
+    ensure_kcat();
+    for (what, settings) in [
+        ("plaintext", Vec::new()),
+        ("no client certificate", ssl(&certs, false)),
+        ("another CA's certificate", ssl(&other, true)),
+    ] {
+        let listed = Command::new("kcat")
+            .args(kcat_args(&settings, &["-L", "-m", "3"]))
+            .output()
+            .unwrap();
+        assert!(
+            !listed.status.success(),
+            "kcat with {what} was admitted: {}",
+            String::from_utf8_lossy(&listed.stdout)
+        );
+    }
+    let output = Command::new(&python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_clients/tls_clients.py"))
+        .args([&broker, "tls-python"])
+        .arg(&certs)
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "tls_clients.py:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = Command::new("node")
+        .arg(kafkajs.join("kafkajs_tls.js"))
+        .args([&broker, "tls-kafkajs"])
+        .arg(&certs)
+        .env("KAFKAJS_NO_PARTITIONER_WARNING", "1")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "kafkajs_tls.js:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let scraped = http_get(metrics, "/metrics").1;
+    let refused = scraped
+        .lines()
+        .find(|line| {
+            line.starts_with("spate_gateway_connections_refused_total")
+                && line.contains("protocol=\"kafka\"")
+                && line.contains("reason=\"handshake_failed\"")
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(refused >= 3.0, "{scraped}");
+    drop(gateway);
 }
 
 #[test]

@@ -75,6 +75,8 @@ pub struct BrokerFacts {
     pub request_bytes_max: u32,
     /// `--kafka-max-connections`.
     pub max_connections: u32,
+    /// Whether the listener takes TLS (`--kafka-tls-cert`): the listener is then `SSL`.
+    pub tls: bool,
 }
 
 /// One configuration entry as Spate states it.
@@ -212,10 +214,15 @@ fn broker_entries(facts: &BrokerFacts, id: i32) -> Vec<Entry> {
         ),
         entry(
             "advertised.listeners",
-            format!("PLAINTEXT://{host}:{}", facts.broker.port),
+            format!(
+                "{}://{host}:{}",
+                if facts.tls { "SSL" } else { "PLAINTEXT" },
+                facts.broker.port
+            ),
             SOURCE_STATIC_BROKER_CONFIG,
             TYPE_STRING,
-            "The address Metadata answers name (--kafka-advertise, else the listen address).",
+            "The address Metadata answers name (--kafka-advertise, else the listen address), \
+             SSL:// with --kafka-tls-cert.",
         ),
         entry(
             "message.max.bytes",
@@ -648,6 +655,7 @@ mod tests {
             },
             request_bytes_max: 100 << 20,
             max_connections: 1024,
+            tls: false,
         }
     }
 

@@ -99,6 +99,20 @@ spate_proto::settings! {
         /// TLS private key (PEM), with --tls-cert.
         #[arg(long, value_name = "FILE")]
         tls_key: PathBuf,
+        /// CA certificates (PEM) whose client certificates the QUIC listener accepts: mutual
+        /// TLS, each client's principal taken from its certificate (docs/security.md).
+        /// [default: no client certificates]
+        #[arg(long, value_name = "FILE")]
+        client_ca: PathBuf,
+        /// Whether QUIC clients must present a certificate signed by --client-ca: `required`,
+        /// `optional` (a client without one connects anonymously), or `none`. [default:
+        /// required with --client-ca, none without]
+        #[arg(long, value_name = "MODE")]
+        client_auth: String,
+        /// Certificate revocation lists (PEM) of the --client-ca CAs: a revoked client
+        /// certificate fails the handshake. Reloaded with the certificate on SIGHUP.
+        #[arg(long, value_name = "FILE")]
+        client_crl: PathBuf,
         /// Where the development certificate for localhost/127.0.0.1 is kept (created on first
         /// start when no --tls-cert is given). [default: ./spate-data/tls]
         #[arg(long, value_name = "DIR")]
@@ -157,6 +171,25 @@ spate_proto::settings! {
         /// from --kafka-listen (containers, NAT). [default: the listen address]
         #[arg(long, value_name = "HOST:PORT")]
         kafka_advertise: String,
+        /// TLS certificate chain (PEM) of the Kafka listener: with it (and --kafka-tls-key),
+        /// Kafka clients connect with `security.protocol=SSL`. [default: plaintext]
+        #[arg(long, value_name = "FILE")]
+        kafka_tls_cert: PathBuf,
+        /// TLS private key (PEM) of the Kafka listener, with --kafka-tls-cert.
+        #[arg(long, value_name = "FILE")]
+        kafka_tls_key: PathBuf,
+        /// CA certificates (PEM) whose client certificates the Kafka listener accepts (Kafka's
+        /// `ssl.client.auth`), with --kafka-tls-cert. [default: no client certificates]
+        #[arg(long, value_name = "FILE")]
+        kafka_client_ca: PathBuf,
+        /// Whether Kafka clients must present a certificate signed by --kafka-client-ca:
+        /// `required`, `optional` or `none`. [default: required with --kafka-client-ca, none
+        /// without]
+        #[arg(long, value_name = "MODE")]
+        kafka_client_auth: String,
+        /// Certificate revocation lists (PEM) of the --kafka-client-ca CAs.
+        #[arg(long, value_name = "FILE")]
+        kafka_client_crl: PathBuf,
         /// Largest Kafka request in bytes (Kafka's socket.request.max.bytes), checked before
         /// anything is allocated. [default: 104857600 (100 MiB)]
         #[arg(long, value_name = "BYTES")]
@@ -176,6 +209,36 @@ spate_proto::settings! {
     }
 }
 
+/// The client certificate checks that `ca`, `crl` and `auth` (`none|optional|required`,
+/// `required` by default with a CA) describe; an error names what is wrong.
+fn client_trust(
+    ca: Option<&PathBuf>,
+    crl: Option<&PathBuf>,
+    auth: Option<&str>,
+) -> Result<Option<crate::tls::ClientTrust>, String> {
+    use crate::tls::ClientAuth;
+    let auth = match auth {
+        Some(auth) => auth.parse::<ClientAuth>()?,
+        None if ca.is_some() => ClientAuth::Required,
+        None => ClientAuth::None,
+    };
+    match (ca, auth) {
+        (_, ClientAuth::None) if crl.is_some() => Err(
+            "a revocation list needs client certificates (a CA and an auth mode other than none)"
+                .into(),
+        ),
+        (_, ClientAuth::None) => Ok(None),
+        (None, _) => {
+            Err("optional or required client certificates need the CAs that issue them".into())
+        }
+        (Some(ca), auth) => Ok(Some(crate::tls::ClientTrust {
+            ca: ca.clone(),
+            crl: crl.cloned(),
+            auth,
+        })),
+    }
+}
+
 /// The Kafka listener's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaConfig {
@@ -186,6 +249,17 @@ pub struct KafkaConfig {
     pub in_flight: u32,
     pub max_connections: u32,
     pub buffer_budget: u64,
+    /// TLS on the listener: (certificate chain, key) files, and how client certificates are
+    /// checked.
+    pub tls: Option<KafkaTls>,
+}
+
+/// TLS on the Kafka listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client: Option<crate::tls::ClientTrust>,
 }
 
 impl KafkaConfig {
@@ -270,6 +344,49 @@ impl GatewayConfig {
                 message: "--tls-cert and --tls-key go together".into(),
             });
         }
+        if let Err(message) = client_trust(
+            self.client_ca.as_ref(),
+            self.client_crl.as_ref(),
+            self.client_auth.as_deref(),
+        ) {
+            return Err(ConfigError::Invalid {
+                field: "client_auth",
+                message,
+            });
+        }
+        if self.kafka_tls_cert.is_some() != self.kafka_tls_key.is_some() {
+            return Err(ConfigError::Invalid {
+                field: "kafka_tls_cert",
+                message: "--kafka-tls-cert and --kafka-tls-key go together".into(),
+            });
+        }
+        let kafka_client = (
+            self.kafka_client_ca.as_ref(),
+            self.kafka_client_crl.as_ref(),
+            self.kafka_client_auth.as_deref(),
+        );
+        if let Err(message) = client_trust(kafka_client.0, kafka_client.1, kafka_client.2) {
+            return Err(ConfigError::Invalid {
+                field: "kafka_client_auth",
+                message,
+            });
+        }
+        let kafka_client_given =
+            kafka_client.0.is_some() || kafka_client.1.is_some() || kafka_client.2.is_some();
+        if kafka_client_given && self.kafka_tls_cert.is_none() {
+            return Err(ConfigError::Invalid {
+                field: "kafka_client_ca",
+                message: "client certificates on the Kafka listener need TLS there \
+                          (--kafka-tls-cert and --kafka-tls-key)"
+                    .into(),
+            });
+        }
+        if self.kafka_tls_cert.is_some() && self.kafka_listen.is_none() {
+            return Err(ConfigError::Invalid {
+                field: "kafka_tls_cert",
+                message: "TLS for Kafka needs a Kafka listener (--kafka-listen)".into(),
+            });
+        }
         if !(4096..=REQUEST_SIZE_MAX).contains(&self.frame_size_max) {
             return Err(ConfigError::Invalid {
                 field: "frame_size_max",
@@ -325,7 +442,32 @@ impl GatewayConfig {
             in_flight: self.kafka_in_flight,
             max_connections: self.kafka_max_connections,
             buffer_budget: self.kafka_buffer_budget,
+            tls: match (&self.kafka_tls_cert, &self.kafka_tls_key) {
+                (Some(cert), Some(key)) => Some(KafkaTls {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client: client_trust(
+                        self.kafka_client_ca.as_ref(),
+                        self.kafka_client_crl.as_ref(),
+                        self.kafka_client_auth.as_deref(),
+                    )
+                    .ok()
+                    .flatten(),
+                }),
+                _ => None,
+            },
         })
+    }
+
+    /// How the QUIC listener checks client certificates (`None`: it asks for none).
+    pub fn client_trust(&self) -> Option<crate::tls::ClientTrust> {
+        client_trust(
+            self.client_ca.as_ref(),
+            self.client_crl.as_ref(),
+            self.client_auth.as_deref(),
+        )
+        .ok()
+        .flatten()
     }
 
     /// A QUIC connection with no packet for this long is closed.
@@ -453,6 +595,67 @@ mod tests {
         let config = GatewayConfig::resolve(Flags::default()).unwrap();
         assert_eq!(config.buffer_budget, BUFFER_BUDGET_DEFAULT);
         assert!(u64::from(config.frame_size_max) <= config.connection_buffer_budget);
+    }
+
+    #[test]
+    fn client_certificate_settings_are_checked() {
+        // Required client certificates need the CAs that issue them.
+        assert_eq!(
+            field_of(Flags {
+                client_auth: Some("required".into()),
+                ..Flags::default()
+            }),
+            "client_auth"
+        );
+        assert_eq!(
+            field_of(Flags {
+                client_ca: Some("ca.pem".into()),
+                client_auth: Some("sometimes".into()),
+                ..Flags::default()
+            }),
+            "client_auth"
+        );
+        // A CA alone means required.
+        let config = GatewayConfig::resolve(Flags {
+            client_ca: Some("ca.pem".into()),
+            ..Flags::default()
+        })
+        .unwrap();
+        assert_eq!(
+            config.client_trust().map(|trust| trust.auth),
+            Some(crate::tls::ClientAuth::Required)
+        );
+        // Kafka client certificates need TLS on a Kafka listener.
+        assert_eq!(
+            field_of(Flags {
+                kafka_listen: Some("127.0.0.1:0".into()),
+                kafka_client_ca: Some("ca.pem".into()),
+                ..Flags::default()
+            }),
+            "kafka_client_ca"
+        );
+        assert_eq!(
+            field_of(Flags {
+                kafka_tls_cert: Some("cert.pem".into()),
+                kafka_tls_key: Some("key.pem".into()),
+                ..Flags::default()
+            }),
+            "kafka_tls_cert"
+        );
+        let config = GatewayConfig::resolve(Flags {
+            kafka_listen: Some("127.0.0.1:0".into()),
+            kafka_tls_cert: Some("cert.pem".into()),
+            kafka_tls_key: Some("key.pem".into()),
+            kafka_client_ca: Some("ca.pem".into()),
+            kafka_client_auth: Some("optional".into()),
+            ..Flags::default()
+        })
+        .unwrap();
+        let tls = config.kafka().and_then(|kafka| kafka.tls).unwrap();
+        assert_eq!(
+            tls.client.map(|trust| trust.auth),
+            Some(crate::tls::ClientAuth::Optional)
+        );
     }
 
     #[test]

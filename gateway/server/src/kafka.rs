@@ -37,16 +37,17 @@ use spate_kafka::versions::api_versions_body;
 use spate_proto::{
     ErrorCode, ErrorResponse, Frame, PartitionId, Request as NodeRequest, Response as NodeResponse,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::budget::Budget;
-use crate::config::KafkaConfig;
+use crate::config::{KafkaConfig, KafkaTls};
 use crate::kafka_groups;
 use crate::metrics::{GatewayMetrics, Protocol, Refusal};
 use crate::router::{Pending, Router};
+use crate::tls::{self, TlsError};
 
 /// Topics one Metadata request may have created automatically (the rest stay unknown and the
 /// client asks again).
@@ -96,20 +97,20 @@ type Answer = Pin<Box<dyn std::future::Future<Output = Reply> + Send>>;
 
 /// A rate-limited log line.
 #[derive(Debug)]
-struct Throttled {
+pub(crate) struct Throttled {
     started: Instant,
     last: AtomicU64,
 }
 
 impl Throttled {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Throttled {
             started: Instant::now(),
             last: AtomicU64::new(0),
         }
     }
 
-    fn allow(&self) -> bool {
+    pub(crate) fn allow(&self) -> bool {
         let now = u64::try_from(self.started.elapsed().as_millis())
             .unwrap_or(u64::MAX)
             .saturating_add(1);
@@ -135,6 +136,36 @@ struct Context {
     /// The rest of the block of producer ids taken from the node.
     producer_ids: tokio::sync::Mutex<std::ops::Range<u64>>,
     metrics: Option<Arc<GatewayMetrics>>,
+    /// TLS on the listener (`--kafka-tls-cert`), if configured.
+    tls: Option<Arc<TlsState>>,
+}
+
+/// The Kafka listener's TLS: its files, and the acceptor made of them (replaced on reload).
+struct TlsState {
+    files: KafkaTls,
+    acceptor: std::sync::RwLock<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for TlsState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsState")
+            .field("files", &self.files)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsState {
+    fn load(files: &KafkaTls) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+        let config = tls::kafka_server_config(&files.cert, &files.key, files.client.as_ref())?;
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    }
+
+    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        match self.acceptor.read() {
+            Ok(acceptor) => acceptor.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
 }
 
 /// A running Kafka listener.
@@ -145,9 +176,29 @@ pub struct KafkaListener {
     pub advertised: String,
     stop: watch::Sender<bool>,
     accept: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    tls: Option<Arc<TlsState>>,
 }
 
 impl KafkaListener {
+    /// Whether clients connect with TLS (`security.protocol=SSL`).
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Reads the listener's certificate, key, client CAs and revocation lists again for new
+    /// connections (SIGHUP); on an error the ones in use stay.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        let Some(state) = &self.tls else {
+            return Ok(());
+        };
+        let acceptor = TlsState::load(&state.files)?;
+        match state.acceptor.write() {
+            Ok(mut current) => *current = acceptor,
+            Err(poisoned) => *poisoned.into_inner() = acceptor,
+        }
+        Ok(())
+    }
+
     /// Stops accepting and reading requests, writes the answers of the requests already
     /// forwarded (for at most [`SHUTDOWN_DRAIN_MAX`]), and closes every Kafka connection.
     /// Requests not read yet were never forwarded: clients send them again after they
@@ -170,6 +221,8 @@ pub enum ListenError {
     },
     #[error("invalid Kafka advertised address {0}: HOST:PORT expected")]
     Advertise(String),
+    #[error("Kafka listener TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// Binds the Kafka listener and starts accepting.
@@ -194,6 +247,13 @@ pub async fn start(
     let Some(broker) = translate::host_port(&advertised) else {
         return Err(ListenError::Advertise(advertised));
     };
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(TlsState {
+            acceptor: std::sync::RwLock::new(TlsState::load(files)?),
+            files: files.clone(),
+        })),
+        None => None,
+    };
     let (stop, stopped) = watch::channel(false);
     let context = Arc::new(Context {
         router,
@@ -205,6 +265,7 @@ pub async fn start(
         closed_log: Throttled::new(),
         producer_ids: tokio::sync::Mutex::new(0..0),
         metrics,
+        tls: tls.clone(),
     });
     let accept = tokio::spawn(accept(listener, context, stopped));
     Ok(KafkaListener {
@@ -212,6 +273,7 @@ pub async fn start(
         advertised,
         stop,
         accept: tokio::sync::Mutex::new(Some(accept)),
+        tls,
     })
 }
 
@@ -254,7 +316,45 @@ async fn accept(listener: TcpListener, context: Arc<Context>, mut stopped: watch
             .as_ref()
             .map(|metrics| metrics.connection(Protocol::Kafka));
         open.spawn(async move {
-            serve(socket, peer, context, stopped).await;
+            let _ = socket.set_nodelay(true);
+            match context.tls.as_ref().map(|tls| tls.acceptor()) {
+                None => {
+                    let (reader, writer) = socket.into_split();
+                    serve(reader, writer, peer, context, stopped).await;
+                }
+                Some(acceptor) => {
+                    // The handshake is bounded like a request's bytes: a client that starts
+                    // one and goes quiet does not keep its connection slot.
+                    let handshake =
+                        tokio::time::timeout(context.stall_timeout, acceptor.accept(socket)).await;
+                    match handshake {
+                        Ok(Ok(stream)) => {
+                            if let Some(trust) = context
+                                .tls
+                                .as_ref()
+                                .and_then(|tls| tls.files.client.as_ref())
+                            {
+                                let principal = stream
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|chain| chain.first())
+                                    .and_then(tls::principal_of);
+                                tracing::debug!(
+                                    %peer,
+                                    auth = ?trust.auth,
+                                    principal = principal.as_deref().unwrap_or("ANONYMOUS"),
+                                    "Kafka TLS client connected"
+                                );
+                            }
+                            let (reader, writer) = tokio::io::split(stream);
+                            serve(reader, writer, peer, context, stopped).await;
+                        }
+                        Ok(Err(error)) => handshake_failed(&context, peer, &error.to_string()),
+                        Err(_) => handshake_failed(&context, peer, "no TLS handshake in time"),
+                    }
+                }
+            }
             drop(permit);
             drop(counted);
         });
@@ -274,15 +374,30 @@ async fn accept(listener: TcpListener, context: Arc<Context>, mut stopped: watch
     open.shutdown().await;
 }
 
-/// Serves one connection until the client closes it, it breaks a rule, or shutdown.
-async fn serve(
-    socket: TcpStream,
+/// A TLS handshake on the Kafka listener failed (a plaintext client, an untrusted or missing
+/// client certificate, a client that went quiet): counted, and logged at most once per
+/// `LOG_INTERVAL`.
+fn handshake_failed(context: &Context, peer: SocketAddr, reason: &str) {
+    if let Some(metrics) = &context.metrics {
+        metrics.refused(Protocol::Kafka, Refusal::Handshake);
+    }
+    if context.refused_log.allow() {
+        tracing::info!(%peer, "Kafka TLS handshake failed: {reason}");
+    }
+}
+
+/// Serves one connection (its two halves: a TCP socket's, or a TLS stream's) until the
+/// client closes it, it breaks a rule, or shutdown.
+async fn serve<R, W>(
+    mut reader: R,
+    mut writer: W,
     peer: SocketAddr,
     context: Arc<Context>,
     mut stopped: watch::Receiver<bool>,
-) {
-    let _ = socket.set_nodelay(true);
-    let (mut reader, mut writer) = socket.into_split();
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let in_flight = context.config.in_flight as usize;
     // Each answer with its request's api key (-1: answered by the decoder).
     let (replies, mut pending) = mpsc::channel::<(i16, JoinHandle<Reply>)>(in_flight);
@@ -397,8 +512,8 @@ fn closing(context: &Context, peer: SocketAddr, reason: &str) {
 
 /// Reads exactly `size` bytes; `None` if the client leaves or stops sending for longer than
 /// `stall` in the middle of the request.
-async fn read_body(
-    reader: &mut tokio::net::tcp::OwnedReadHalf,
+async fn read_body<R: AsyncRead + Unpin>(
+    reader: &mut R,
     size: usize,
     stall: Duration,
 ) -> Option<Bytes> {
@@ -414,8 +529,8 @@ async fn read_body(
 }
 
 /// Writes `pieces` back to back, several per call (vectored).
-async fn write_pieces(
-    writer: &mut tokio::net::tcp::OwnedWriteHalf,
+async fn write_pieces<W: AsyncWrite + Unpin>(
+    writer: &mut W,
     pieces: &[Bytes],
 ) -> std::io::Result<()> {
     let mut index = 0;
@@ -510,6 +625,7 @@ async fn dispatch(context: &Arc<Context>, request: Request) -> Answer {
                     broker: context.broker.clone(),
                     request_bytes_max: context.config.request_bytes_max,
                     max_connections: context.config.max_connections,
+                    tls: context.tls.is_some(),
                 };
                 let answer = crate::kafka_admin::describe_configs(
                     &context.router,

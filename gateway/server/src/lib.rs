@@ -58,6 +58,9 @@ pub async fn run(config: GatewayConfig) -> ExitCode {
             "kafka listening on {} (advertised as {})",
             kafka.local_addr, kafka.advertised
         ));
+        if kafka.tls() {
+            tracing::info!("the Kafka listener takes TLS clients only (security.protocol=SSL)");
+        }
     }
     if let Some(listener) = &listener {
         spate_ops::announce(&format!("metrics listening on {}", listener.address));

@@ -63,6 +63,8 @@ pub struct Gateway {
     /// The private key beside `cert_path`, and the transport settings, for
     /// [`Gateway::reload_tls`].
     key_path: PathBuf,
+    /// How client certificates are checked (`--client-ca`), read again on reload.
+    client_trust: Option<tls::ClientTrust>,
     transport: Arc<TransportConfig>,
     /// What the gateway counts, for a metrics listener (`None` with `--metrics-listen none`).
     pub metrics: Option<Arc<GatewayMetrics>>,
@@ -70,10 +72,15 @@ pub struct Gateway {
 
 impl Gateway {
     /// Reads the certificate chain and key files again and serves them to new connections
-    /// (SIGHUP); connections already open keep theirs. On an error the files in use stay.
-    /// The stateless-reset key stays the one derived at start.
+    /// (SIGHUP), with the client CAs and revocation lists; connections already open keep
+    /// theirs. On an error the files in use stay. The stateless-reset key stays the one
+    /// derived at start. The Kafka listener's files are reloaded too.
     pub fn reload_tls(&self) -> Result<(), GatewayError> {
-        let crypto = tls::server_config(&self.cert_path, &self.key_path)?;
+        if let Some(kafka) = &self.kafka {
+            kafka.reload_tls()?;
+        }
+        let crypto =
+            tls::server_config(&self.cert_path, &self.key_path, self.client_trust.as_ref())?;
         let crypto = QuicServerConfig::try_from(crypto)?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server.transport_config(self.transport.clone());
@@ -216,7 +223,8 @@ pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
             (cert, key)
         }
     };
-    let crypto = tls::server_config(&cert, &key)?;
+    let client_trust = config.client_trust();
+    let crypto = tls::server_config(&cert, &key, client_trust.as_ref())?;
     let crypto = QuicServerConfig::try_from(crypto)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let transport_config = Arc::new(transport(&config)?);
@@ -298,6 +306,7 @@ pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
         budget,
         kafka,
         key_path: key,
+        client_trust,
         transport: transport_config,
         metrics,
     })
@@ -310,6 +319,7 @@ async fn accept(
     budget: Arc<Budget>,
     metrics: Option<Arc<GatewayMetrics>>,
 ) {
+    let refused_log = Arc::new(crate::kafka::Throttled::new());
     while let Some(incoming) = endpoint.accept().await {
         let open = endpoint.open_connections();
         if open >= config.max_connections as usize {
@@ -328,13 +338,29 @@ async fn accept(
         let config = config.clone();
         let connection_budget = budget.connection();
         let metrics = metrics.clone();
+        let refused_log = refused_log.clone();
         tokio::spawn(async move {
-            let Ok(connection) = incoming.await else {
-                if let Some(metrics) = &metrics {
-                    metrics.refused(Protocol::Quic, Refusal::Handshake);
+            let peer = incoming.remote_address();
+            let connection = match incoming.await {
+                Ok(connection) => connection,
+                Err(error) => {
+                    if let Some(metrics) = &metrics {
+                        metrics.refused(Protocol::Quic, Refusal::Handshake);
+                    }
+                    // A refused client certificate among them: worth a line, not a flood.
+                    if refused_log.allow() {
+                        tracing::info!(%peer, "QUIC handshake failed: {error}");
+                    }
+                    return;
                 }
-                return;
             };
+            if config.client_ca.is_some() {
+                tracing::debug!(
+                    %peer,
+                    principal = principal(&connection).as_deref().unwrap_or("ANONYMOUS"),
+                    "QUIC client connected"
+                );
+            }
             let _open = metrics
                 .as_ref()
                 .map(|metrics| metrics.connection(Protocol::Quic));
@@ -358,6 +384,16 @@ async fn accept(
             }
         });
     }
+}
+
+/// The principal of a connection's client certificate (`tls::principal_of`), `None` for a
+/// client that presented none.
+pub fn principal(connection: &quinn::Connection) -> Option<String> {
+    let identity = connection.peer_identity()?;
+    let chain = identity
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    tls::principal_of(chain.first()?)
 }
 
 /// Bytes asked of QUIC per read: large enough to move a frame in a few calls.

@@ -1,5 +1,7 @@
-//! TLS for the QUIC endpoint: the operator's certificate and key from PEM files, or a
-//! development certificate for `localhost`/`127.0.0.1` created on first start.
+//! TLS for the QUIC endpoint and the Kafka listener: the operator's certificate and key from
+//! PEM files, or a development certificate for `localhost`/`127.0.0.1` created on first start;
+//! client certificates checked against the operator's CAs (mutual TLS), and the principal a
+//! client certificate names.
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -40,6 +42,139 @@ pub enum TlsError {
     Generate(String),
     #[error("invalid TLS setup: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("cannot use the client CA certificates of {}: {source}", path.display())]
+    ClientCa {
+        path: PathBuf,
+        source: rustls::server::VerifierBuilderError,
+    },
+    #[error("{} holds no certificate revocation list (PEM `X509 CRL`)", path.display())]
+    NoCrl { path: PathBuf },
+}
+
+/// Whether clients must present a certificate (`--client-auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// No client certificate is asked for.
+    None,
+    /// A client may present a certificate, which must then be valid; one without connects
+    /// anonymously.
+    Optional,
+    /// Every client presents a valid certificate, or the handshake fails.
+    Required,
+}
+
+impl std::str::FromStr for ClientAuth {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "none" => Ok(ClientAuth::None),
+            "optional" => Ok(ClientAuth::Optional),
+            "required" => Ok(ClientAuth::Required),
+            other => Err(format!("{other} (valid: none, optional, required)")),
+        }
+    }
+}
+
+/// How a listener checks client certificates: the CAs that issue them, the revocation lists
+/// of those CAs, and whether one is required.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTrust {
+    /// PEM file of the CA certificates that issue client certificates.
+    pub ca: PathBuf,
+    /// PEM file of certificate revocation lists (`X509 CRL`), if any.
+    pub crl: Option<PathBuf>,
+    /// `Optional` or `Required` (with `None` there is no `ClientTrust`).
+    pub auth: ClientAuth,
+}
+
+/// Reads the CRLs in `path` (PEM).
+fn read_crls(
+    path: &Path,
+) -> Result<Vec<rustls::pki_types::CertificateRevocationListDer<'static>>, TlsError> {
+    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let crls: Vec<_> = rustls_pemfile::crls(&mut bytes.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|source| TlsError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+    if crls.is_empty() {
+        return Err(TlsError::NoCrl {
+            path: path.to_owned(),
+        });
+    }
+    Ok(crls)
+}
+
+/// The verifier of client certificates `trust` describes (webpki: chain to one of the CAs,
+/// valid now, for client authentication, not revoked by the CRLs given).
+fn client_verifier(
+    trust: &ClientTrust,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in read_certs(&trust.ca)? {
+        roots.add(cert)?;
+    }
+    let mut builder =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    if let Some(crl) = &trust.crl {
+        // A CRL revokes what its CA issued: the client's own certificate is checked against
+        // the CRL of its issuer; clients of a CA whose CRL is not in the file are not
+        // checked (operators may list CRLs for some CAs of the bundle only).
+        builder = builder
+            .with_crls(read_crls(crl)?)
+            .only_check_end_entity_revocation()
+            .allow_unknown_revocation_status();
+    }
+    if trust.auth == ClientAuth::Optional {
+        builder = builder.allow_unauthenticated();
+    }
+    builder.build().map_err(|source| TlsError::ClientCa {
+        path: trust.ca.clone(),
+        source,
+    })
+}
+
+/// The principal a client certificate names: its subject's common name (CN), or, without
+/// one, its first subject alternative name (a DNS name, then an e-mail address, then a URI).
+/// `None` for a certificate that names none of them (or cannot be parsed; webpki accepted
+/// it, so this does not happen with a certificate the handshake let through).
+pub fn principal_of(cert: &CertificateDer<'_>) -> Option<String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let common_name = parsed
+        .subject()
+        .iter_common_name()
+        .find_map(|name| name.as_str().ok().map(str::to_owned))
+        .filter(|name| !name.is_empty());
+    if common_name.is_some() {
+        return common_name;
+    }
+    let names = parsed.subject_alternative_name().ok().flatten()?;
+    let pick = |wanted: fn(&GeneralName<'_>) -> Option<String>| {
+        names.value.general_names.iter().find_map(wanted)
+    };
+    pick(|name| match name {
+        GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+        _ => None,
+    })
+    .or_else(|| {
+        pick(|name| match name {
+            GeneralName::RFC822Name(mail) => Some((*mail).to_owned()),
+            _ => None,
+        })
+    })
+    .or_else(|| {
+        pick(|name| match name {
+            GeneralName::URI(uri) => Some((*uri).to_owned()),
+            _ => None,
+        })
+    })
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -199,7 +334,7 @@ pub fn ensure_dev_cert_for(dir: &Path, extra: &[String]) -> Result<(PathBuf, Pat
         // A certificate from before the names file names the defaults.
         let issued_for =
             std::fs::read_to_string(&names_file).unwrap_or_else(|_| DEV_NAMES.join("\n") + "\n");
-        match server_config(&cert, &key) {
+        match server_config(&cert, &key, None) {
             Ok(_) if issued_for == listed => return Ok((cert, key)),
             Ok(_) => tracing::info!(
                 dir = %dir.display(),
@@ -257,17 +392,49 @@ fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError
     })
 }
 
-/// The TLS 1.3 server configuration for the QUIC endpoint: ALPN `spate/1`, no 0-RTT.
-pub fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
-        .with_single_cert(read_certs(cert)?, read_key(key)?)?;
+/// The TLS 1.3 server configuration for the QUIC endpoint: ALPN `spate/1`, no 0-RTT, client
+/// certificates checked as `client` says (none asked for without it).
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client: Option<&ClientTrust>,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let mut config = tls_server_config(cert, key, client, &[&rustls::version::TLS13])?;
     config.alpn_protocols = vec![ALPN.to_vec()];
     // No request is ever accepted as 0-RTT data: it could be replayed.
     config.max_early_data_size = 0;
     Ok(config)
+}
+
+/// The TLS server configuration of the Kafka listener: TLS 1.2 and 1.3 (Kafka clients speak
+/// either), no ALPN, client certificates checked as `client` says.
+pub fn kafka_server_config(
+    cert: &Path,
+    key: &Path,
+    client: Option<&ClientTrust>,
+) -> Result<rustls::ServerConfig, TlsError> {
+    tls_server_config(
+        cert,
+        key,
+        client,
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+    )
+}
+
+fn tls_server_config(
+    cert: &Path,
+    key: &Path,
+    client: Option<&ClientTrust>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<rustls::ServerConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)?;
+    let builder = match client {
+        Some(trust) => builder.with_client_cert_verifier(client_verifier(trust, provider)?),
+        None => builder.with_no_client_auth(),
+    };
+    Ok(builder.with_single_cert(read_certs(cert)?, read_key(key)?)?)
 }
 
 /// A TLS 1.3 client configuration trusting the certificate(s) in `ca` (for tests and tools).
@@ -288,6 +455,56 @@ pub fn client_config(ca: &Path) -> Result<rustls::ClientConfig, TlsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn certificate(common_name: Option<&str>, alternative: &[&str]) -> CertificateDer<'static> {
+        let mut params = rcgen::CertificateParams::new(
+            alternative
+                .iter()
+                .map(|name| (*name).to_owned())
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        if let Some(name) = common_name {
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn the_principal_is_the_common_name_else_the_first_alternative_name() {
+        assert_eq!(
+            principal_of(&certificate(Some("writer"), &["writer.example.com"])).as_deref(),
+            Some("writer")
+        );
+        assert_eq!(
+            principal_of(&certificate(
+                None,
+                &["ingest.example.com", "other.example.com"]
+            ))
+            .as_deref(),
+            Some("ingest.example.com")
+        );
+        assert_eq!(principal_of(&certificate(None, &[])), None);
+        assert_eq!(
+            principal_of(&CertificateDer::from(vec![0x30, 0x03, 1, 2, 3])),
+            None
+        );
+    }
+
+    #[test]
+    fn client_auth_modes_parse() {
+        assert_eq!("required".parse(), Ok(ClientAuth::Required));
+        assert_eq!("optional".parse(), Ok(ClientAuth::Optional));
+        assert_eq!("none".parse(), Ok(ClientAuth::None));
+        assert!("always"
+            .parse::<ClientAuth>()
+            .unwrap_err()
+            .contains("valid: none"));
+    }
 
     #[test]
     fn an_encrypted_key_is_reported_as_such() {

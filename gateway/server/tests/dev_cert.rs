@@ -42,7 +42,7 @@ fn empty_development_certificate_files_are_replaced_at_start() {
     assert!(stderr.contains("does not load"), "{stderr}");
     let cert = tls.join("cert.pem");
     let key = tls.join("key.pem");
-    spate_gateway::tls::server_config(&cert, &key).unwrap();
+    spate_gateway::tls::server_config(&cert, &key, None).unwrap();
     let mut names: Vec<String> = std::fs::read_dir(&tls)
         .unwrap()
         .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())

@@ -45,6 +45,13 @@ struct Cli {
     /// certificate `spate up` writes]
     #[arg(long, global = true, env = "SPATE_CA_CERT", value_name = "PATH")]
     ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) to present to a gateway that asks for one (mutual TLS,
+    /// docs/security.md), with --client-key. [default: the profile's, else none]
+    #[arg(long, global = true, env = "SPATE_CLIENT_CERT", value_name = "PATH")]
+    client_cert: Option<PathBuf>,
+    /// Private key (PEM, unencrypted) of --client-cert. [default: the profile's]
+    #[arg(long, global = true, env = "SPATE_CLIENT_KEY", value_name = "PATH")]
+    client_key: Option<PathBuf>,
     /// Name to verify in the gateway's certificate. [default: the profile's, else the host of
     /// --gateway]
     #[arg(long, global = true, env = "SPATE_SERVER_NAME", value_name = "NAME")]
@@ -327,7 +334,16 @@ impl Cli {
             .clone()
             .or(profile.server_name)
             .unwrap_or_else(|| host.to_owned());
-        Client::connect(address, &ca_cert, &server_name)
+        let identity = match (
+            self.client_cert.clone().or(profile.client_cert),
+            self.client_key.clone().or(profile.client_key),
+        ) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(spate_client::ClientIdentity { cert, key }),
+            (Some(_), None) => return Err("--client-cert needs its --client-key".to_owned()),
+            (None, Some(_)) => return Err("--client-key needs its --client-cert".to_owned()),
+        };
+        Client::connect_as(address, &ca_cert, &server_name, identity.as_ref())
             .await
             .map_err(|error| match error {
                 ClientError::Certificate { .. } if chosen_ca.is_none() => format!(
@@ -382,6 +398,8 @@ fn main() -> ExitCode {
             gateway: cli.gateway.clone(),
             ca_cert: cli.ca_cert.clone(),
             server_name: cli.server_name.clone(),
+            client_cert: cli.client_cert.clone(),
+            client_key: cli.client_key.clone(),
         };
         return match profile::run(command, &given) {
             Ok(()) => ExitCode::SUCCESS,

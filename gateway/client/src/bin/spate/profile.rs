@@ -24,6 +24,11 @@ pub struct Profile {
     pub ca_cert: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
+    /// The client certificate and key presented to a gateway that asks for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
 }
 
 /// The config file.
@@ -45,9 +50,10 @@ pub enum ProfileCommand {
     /// Make NAME the current profile.
     #[command(after_help = "Example:\n  spate profile use prod")]
     Use { name: String },
-    /// Create or change NAME with the given --gateway, --ca-cert and --server-name.
+    /// Create or change NAME with the given --gateway, --ca-cert, --server-name,
+    /// --client-cert and --client-key.
     #[command(
-        after_help = "Example:\n  spate profile set prod --gateway gw.example.com:7447 --ca-cert /etc/spate/ca.pem\n  spate profile use prod"
+        after_help = "Example:\n  spate profile set prod --gateway gw.example.com:7447 --ca-cert /etc/spate/ca.pem\n  spate profile set prod --client-cert /etc/spate/me.pem --client-key /etc/spate/me.key\n  spate profile use prod"
     )]
     Set { name: String },
     /// Delete NAME.
@@ -100,9 +106,16 @@ pub fn run(command: &ProfileCommand, given: &Profile) -> Result<(), String> {
     let mut config = load(&path)?;
     match command {
         ProfileCommand::List => {
-            let mut rows = vec![["CURRENT", "NAME", "GATEWAY", "CA_CERT", "SERVER_NAME"]
-                .map(str::to_owned)
-                .to_vec()];
+            let mut rows = vec![[
+                "CURRENT",
+                "NAME",
+                "GATEWAY",
+                "CA_CERT",
+                "SERVER_NAME",
+                "CLIENT_CERT",
+            ]
+            .map(str::to_owned)
+            .to_vec()];
             for (name, profile) in &config.profiles {
                 let current = if config.profile.as_deref() == Some(name) {
                     "*"
@@ -121,6 +134,10 @@ pub fn run(command: &ProfileCommand, given: &Profile) -> Result<(), String> {
                         .server_name
                         .clone()
                         .unwrap_or_else(|| "-".to_owned()),
+                    profile
+                        .client_cert
+                        .as_ref()
+                        .map_or_else(|| "-".to_owned(), |path| path.display().to_string()),
                 ]);
             }
             return crate::topic::table(&mut std::io::stdout().lock(), &rows)
@@ -147,6 +164,14 @@ pub fn run(command: &ProfileCommand, given: &Profile) -> Result<(), String> {
             }
             if given.server_name.is_some() {
                 profile.server_name.clone_from(&given.server_name);
+            }
+            // Absolute, so the profile works from any directory.
+            let absolute = |path: &PathBuf| std::path::absolute(path).unwrap_or(path.clone());
+            if let Some(cert) = &given.client_cert {
+                profile.client_cert = Some(absolute(cert));
+            }
+            if let Some(key) = &given.client_key {
+                profile.client_key = Some(absolute(key));
             }
             config.profile.get_or_insert_with(|| name.clone());
         }
@@ -184,6 +209,8 @@ pub fn record_local(
             gateway: Some(reach.to_string()),
             ca_cert: Some(std::path::absolute(certificate).unwrap_or(certificate.to_owned())),
             server_name: None,
+            client_cert: None,
+            client_key: None,
         },
     );
     let previous = config
