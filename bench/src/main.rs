@@ -21,6 +21,7 @@ mod tcp;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
@@ -30,7 +31,7 @@ use crate::disk::DiskArgs;
 use crate::kafka::{Acks, Broker, Compression, KafkaConsumeArgs, KafkaProduceArgs};
 use crate::quic::QuicArgs;
 use crate::replication::{ConnectionsArgs, FailoverArgs, ReplicatedProduceArgs};
-use crate::report::{Report, Run};
+use crate::report::{pair_ratios, sides, switch_counting, Meter, Report, Run};
 use crate::restart::RestartArgs;
 use crate::scenarios::{ConsumeArgs, DurabilityArg, ProduceArgs};
 use crate::storage::StorageArgs;
@@ -141,12 +142,12 @@ enum Command {
     /// per connection, handshake rate, acknowledgement latency. Needs the `cluster` feature
     /// and etcd.
     Connections(ConnectionsArgs),
-    /// What counting metrics costs, as the suite measures it: a storage engine run whose
-    /// counting is switched on and off every second, and produce runs through a node and a
-    /// gateway of their own, alternating with and without metrics, with the ratios.
+    /// What counting metrics costs, as the suite measures it: storage engine runs and produce
+    /// runs (through a node and a gateway) whose counting is switched on and off every
+    /// second, with the ratios.
     MetricsCost {
-        /// Produce runs of each side, and storage runs of `2 × seconds` (each switching
-        /// its counting every second).
+        /// Storage runs and produce runs of `2 × seconds` each (each switching its counting
+        /// every second).
         #[arg(long, default_value = "4")]
         pairs: u32,
         #[arg(long, default_value = "10")]
@@ -495,9 +496,9 @@ fn suite(quick: bool) -> Vec<Step> {
                     ..produce_args(10.0, 16, DurabilityArg::Fsync)
                 },
             ),
-            // What metrics cost: storage runs switching their counting every second, and
-            // produce runs alternating with runs counting nothing (`--metrics-listen none`),
-            // since one pair of whole runs differs by more than the cost from run to run.
+            // What metrics cost: storage and produce runs switching their counting every
+            // second, since one pair of whole runs differs by more than the cost from run to
+            // run.
             Step::MetricsCost {
                 pairs: 4,
                 seconds: 10.0,
@@ -513,53 +514,32 @@ fn suite(quick: bool) -> Vec<Step> {
     steps
 }
 
-/// How long each slice of the storage engine's alternating run lasts (`metrics_cost`).
-const STORAGE_SLICE: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long each slice of the alternating runs lasts (`metrics_cost`).
+const STORAGE_SLICE: Duration = Duration::from_secs(1);
 
-/// What counting metrics costs.
-/// - Storage: `pairs` engine runs (`fsync`, as `storage-fsync`) of `2 × seconds` each, their
-///   counting switched on and off every `STORAGE_SLICE` (`storage::alternating`), reported
-///   as `storage-fsync-metrics-on`/`-off`, the two sides' totals.
-/// - Produce: `pairs` produce runs (as `produce-fsync-4p`, each against a node and gateway
-///   started for it) with metrics and as many with `--metrics-listen none`, alternating in
-///   the order on, off, off, on, … so a drift of the machine weighs on both sides alike,
-///   reported as `produce-fsync-4p-metrics-on`/`-off`, each the median run of its side.
+/// What a produce run of `metrics_cost` gets before its counting is first switched: the
+/// producer's setup and its warm-up second.
+const PRODUCE_SETTLE: Duration = Duration::from_secs(2);
+
+/// What counting metrics costs, measured by switching it on and off every `STORAGE_SLICE`
+/// within runs (whole runs, alternating, differ from one another by more than the cost):
+/// - storage: `pairs` engine runs (`fsync`, as `storage-fsync`) of `2 × seconds` each, the
+///   shard's metrics uninstalled and installed again (`storage::alternating`);
+/// - produce: `pairs` produce runs (as `produce-fsync-4p`) of `2 × seconds` after
+///   `PRODUCE_SETTLE`, each through a node and a gateway started for it in this process,
+///   their counting paused and resumed (`spate_node::metrics::pause`,
+///   `spate_gateway::metrics::pause`).
 ///
-/// The `-on` runs carry the ratio of each adjacent on/off pair in their figures
-/// (`pair_ratio_median`, `pair_ratio_min`, `pair_ratio_max`).
+/// Reported as `storage-fsync-metrics-on`/`-off` and `produce-fsync-4p-metrics-on`/`-off`,
+/// the totals of each side's slices; the `-on` runs carry the ratio of the pairs of adjacent
+/// slices in their figures (`pair_ratio_median`, `pair_ratio_min`, `pair_ratio_max`,
+/// `pairs`).
 fn metrics_cost(
     runtime: &tokio::runtime::Runtime,
     data_dir: &Path,
     pairs: u32,
     seconds: f64,
 ) -> Result<Vec<Run>, String> {
-    fn median_run(mut runs: Vec<Run>, name: &str) -> Option<Run> {
-        runs.sort_by(|a, b| a.mb_per_s.total_cmp(&b.mb_per_s));
-        let mut median = runs.get(runs.len() / 2)?.clone();
-        median.name = name.to_owned();
-        median
-            .params
-            .insert("runs".to_owned(), runs.len().to_string());
-        Some(median)
-    }
-    fn with_pairs(mut run: Run, on: &[f64], off: &[f64]) -> Run {
-        let mut ratios: Vec<f64> = on.iter().zip(off).map(|(on, off)| on / off).collect();
-        ratios.sort_by(f64::total_cmp);
-        if let (Some(min), Some(max)) = (ratios.first(), ratios.last()) {
-            run.figures
-                .insert("pair_ratio_median".to_owned(), ratios[ratios.len() / 2]);
-            run.figures.insert("pair_ratio_min".to_owned(), *min);
-            run.figures.insert("pair_ratio_max".to_owned(), *max);
-        }
-        run
-    }
-    let order = |pair: u32| -> [bool; 2] {
-        if pair.is_multiple_of(2) {
-            [true, false]
-        } else {
-            [false, true]
-        }
-    };
     let shown = |metrics: bool, run: &Run| {
         say(format!(
             "      metrics {}: {:.1} MB/s, {:.3} CPU s/GB",
@@ -603,41 +583,73 @@ fn metrics_cost(
             .copied()
             .unwrap_or(f64::NAN),
     ));
-    let (mut produce_on, mut produce_off) = (Vec::new(), Vec::new());
+    // Produce: runs through a node and a gateway (in this process) whose counting is paused
+    // and resumed every `STORAGE_SLICE` (`spate_node::metrics::pause`,
+    // `spate_gateway::metrics::pause`), each from a fresh node.
     let dir = data_dir.join("metrics-cost");
-    for pair in 0..pairs {
-        for metrics in order(pair) {
-            let args = produce_args(seconds, 4, DurabilityArg::Fsync);
-            let run = runtime.block_on(async {
-                let local = Local::start(&dir, None, metrics).await?;
-                let run =
-                    scenarios::produce(&local.target, "produce-fsync-4p-metrics", &args).await;
-                local.stop().await;
-                run
-            });
-            let _ = std::fs::remove_dir_all(&dir);
-            cluster::settle_filesystem();
-            let mut run = run?;
-            run.params.insert("metrics".to_owned(), metrics.to_string());
-            shown(metrics, &run);
-            if metrics {
-                produce_on.push(run);
-            } else {
-                produce_off.push(run);
-            }
+    let args = produce_args(
+        2.0 * seconds + PRODUCE_SETTLE.as_secs_f64(),
+        4,
+        DurabilityArg::Fsync,
+    );
+    let mut slices = Vec::new();
+    let mut ratios = Vec::new();
+    for _ in 0..pairs.max(1) {
+        let run = runtime.block_on(async {
+            let local = Local::start(&dir, None, true).await?;
+            let meter = Meter::start(scenarios::TIMELINE_INTERVAL);
+            let deadline = Instant::now() + Duration::from_secs_f64(args.seconds);
+            let switching = async {
+                // The producer's setup and warm-up, counting.
+                tokio::time::sleep(PRODUCE_SETTLE).await;
+                switch_counting(
+                    &meter,
+                    STORAGE_SLICE,
+                    deadline,
+                    |counting| {
+                        spate_node::metrics::pause(!counting);
+                        spate_gateway::metrics::pause(!counting);
+                    },
+                    tokio::time::sleep,
+                )
+                .await
+            };
+            let (run, switched) = tokio::join!(
+                scenarios::produce_metered(
+                    &local.target,
+                    "produce-fsync-4p-metrics",
+                    &args,
+                    meter.clone()
+                ),
+                switching
+            );
+            local.stop().await;
+            run.map(|run| (run, switched))
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+        cluster::settle_filesystem();
+        let (run, switched) = run?;
+        ratios.extend(pair_ratios(&switched));
+        slices.extend(switched);
+        if run.errors > 0 {
+            return Err(format!("the produce run met {} errors", run.errors));
         }
     }
-    let rates = |runs: &[Run]| runs.iter().map(|run| run.mb_per_s).collect::<Vec<_>>();
-    let mut out = vec![storage_on, storage_off];
-    let (on_rates, off_rates) = (rates(&produce_on), rates(&produce_off));
-    let name = "produce-fsync-4p-metrics";
-    if let Some(run) = median_run(produce_on, &format!("{name}-on")) {
-        out.push(with_pairs(run, &on_rates, &off_rates));
-    }
-    if let Some(run) = median_run(produce_off, &format!("{name}-off")) {
-        out.push(run);
-    }
-    Ok(out)
+    let mut params = args.params();
+    params.insert(
+        "slice_seconds".to_owned(),
+        STORAGE_SLICE.as_secs_f64().to_string(),
+    );
+    let (produce_on, produce_off) = sides(
+        "produce-fsync-4p-metrics",
+        "produce",
+        &params,
+        &slices,
+        &ratios,
+    );
+    shown(true, &produce_on);
+    shown(false, &produce_off);
+    Ok(vec![storage_on, storage_off, produce_on, produce_off])
 }
 
 /// The ratios the suite reports (those whose runs are present).
@@ -682,7 +694,7 @@ fn ratios(report: &mut Report) {
         "produce-fsync-4p-metrics-on",
         "produce-fsync-4p-metrics-off",
         mb,
-        "what counting metrics costs durable produce through gateway and node, each run on a node and gateway of its own: medians of alternating runs (goal: at least 0.98)",
+        "what counting metrics costs durable produce through gateway and node: the two sides of runs whose counting is paused and resumed every second (goal: at least 0.98)",
     );
     report.ratio(
         "storage fsync ÷ raw O_DIRECT+fdatasync",

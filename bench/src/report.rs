@@ -401,3 +401,120 @@ impl Report {
         out
     }
 }
+
+/// One slice of a run whose counting of metrics is switched on and off: what it moved while
+/// counting was on or off.
+#[derive(Debug, Clone, Copy)]
+pub struct Slice {
+    pub metrics: bool,
+    pub seconds: f64,
+    pub operations: u64,
+    pub bytes: u64,
+    /// The process's CPU time in the slice.
+    pub cpu_seconds: f64,
+}
+
+/// Switches counting with `set` (`true`: counting) every `slice` after a first slice of
+/// counting (warm-up, not measured), in the order on, off, off, on, on, off, … so that a drift
+/// of the machine weighs on both sides alike, until a slice would end past `deadline`;
+/// returns each slice with what `meter` counted in it. Counting is left on. `sleep` is the
+/// runtime's timer (glommio's or tokio's).
+pub async fn switch_counting<S, F>(
+    meter: &Meter,
+    slice: Duration,
+    deadline: Instant,
+    mut set: impl FnMut(bool),
+    sleep: S,
+) -> Vec<Slice>
+where
+    S: Fn(Duration) -> F,
+    F: std::future::Future,
+{
+    let mut slices = Vec::new();
+    set(true);
+    sleep(slice).await;
+    let mut index = 0u32;
+    while Instant::now() + slice <= deadline {
+        let metrics = matches!(index % 4, 0 | 3);
+        set(metrics);
+        let (operations, bytes) = meter.totals();
+        let cpu = crate::cpu::CpuTime::now().total();
+        let started = Instant::now();
+        sleep(slice).await;
+        let (operations_after, bytes_after) = meter.totals();
+        slices.push(Slice {
+            metrics,
+            seconds: started.elapsed().as_secs_f64(),
+            operations: operations_after - operations,
+            bytes: bytes_after - bytes,
+            cpu_seconds: crate::cpu::CpuTime::now().total() - cpu,
+        });
+        index += 1;
+    }
+    set(true);
+    slices
+}
+
+/// The ratio (on ÷ off) of the rates of each pair of adjacent slices of one run.
+pub fn pair_ratios(slices: &[Slice]) -> Vec<f64> {
+    let rate = |slice: &Slice| slice.bytes as f64 / slice.seconds.max(1e-9);
+    slices
+        .chunks_exact(2)
+        .map(|pair| {
+            let (on, off) = if pair[0].metrics {
+                (&pair[0], &pair[1])
+            } else {
+                (&pair[1], &pair[0])
+            };
+            rate(on) / rate(off).max(1e-9)
+        })
+        .collect()
+}
+
+/// The two sides of slices as runs `{name}-on` and `{name}-off` (bytes, time and CPU time of
+/// their slices), the `-on` run carrying the median, lowest and highest of `ratios` and their
+/// number in its figures (`pair_ratio_median`, `pair_ratio_min`, `pair_ratio_max`, `pairs`).
+pub fn sides(
+    name: &str,
+    scenario: &str,
+    params: &BTreeMap<String, String>,
+    slices: &[Slice],
+    ratios: &[f64],
+) -> (Run, Run) {
+    let side = |metrics: bool| {
+        let mut params = params.clone();
+        params.insert("metrics".to_owned(), metrics.to_string());
+        let on_side = || slices.iter().filter(move |slice| slice.metrics == metrics);
+        let mut run = Run::new(
+            format!("{name}-{}", if metrics { "on" } else { "off" }),
+            "spate",
+            scenario,
+            params,
+        );
+        run.finish(
+            Duration::from_secs_f64(on_side().map(|slice| slice.seconds).sum()),
+            on_side().map(|slice| slice.operations).sum(),
+            on_side().map(|slice| slice.bytes).sum(),
+        );
+        let cpu: f64 = on_side().map(|slice| slice.cpu_seconds).sum();
+        if run.bytes > 0 {
+            run.figures.insert(
+                "cpu_seconds_per_gb".to_owned(),
+                cpu / (run.bytes as f64 / 1e9),
+            );
+        }
+        run
+    };
+    let mut on = side(true);
+    let mut ratios = ratios.to_vec();
+    ratios.sort_by(f64::total_cmp);
+    if let (Some(min), Some(max)) = (ratios.first(), ratios.last()) {
+        on.figures
+            .insert("pair_ratio_median".to_owned(), ratios[ratios.len() / 2]);
+        on.figures.insert("pair_ratio_min".to_owned(), *min);
+        on.figures.insert("pair_ratio_max".to_owned(), *max);
+        #[allow(clippy::cast_precision_loss)]
+        on.figures.insert("pairs".to_owned(), ratios.len() as f64);
+    }
+    (on, side(false))
+}

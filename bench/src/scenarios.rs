@@ -98,7 +98,7 @@ pub struct ProduceArgs {
 }
 
 impl ProduceArgs {
-    fn params(&self) -> std::collections::BTreeMap<String, String> {
+    pub fn params(&self) -> std::collections::BTreeMap<String, String> {
         params([
             ("producers", self.producers.to_string()),
             ("partitions", self.partitions.to_string()),
@@ -352,10 +352,20 @@ async fn run_producers(
 
 /// `produce`: throughput and acknowledgement latency.
 pub async fn produce(target: &Target, name: &str, args: &ProduceArgs) -> Result<Run, String> {
+    produce_metered(target, name, args, Meter::start(TIMELINE_INTERVAL)).await
+}
+
+/// [`produce`], counting the acknowledged records on `meter` (which someone else may read
+/// meanwhile: `metrics_cost` reads it at each switch of counting).
+pub async fn produce_metered(
+    target: &Target,
+    name: &str,
+    args: &ProduceArgs,
+    meter: Meter,
+) -> Result<Run, String> {
     let topic = "bench-produce";
     target.fresh_topic(topic, args.partitions).await?;
     let mut run = Run::new(name, "spate", "produce", args.params());
-    let meter = Meter::start(TIMELINE_INTERVAL);
     let cpu = CpuTime::now();
     let started = Instant::now();
     let (latency, _, errors, startup) =

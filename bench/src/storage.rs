@@ -11,7 +11,9 @@ use bytes::Bytes;
 use clap::Args;
 use spate_format::{BatchBuilder, Record};
 
-use crate::report::{histogram, micros, params, Latency, Meter, Run};
+use crate::report::{
+    histogram, micros, pair_ratios, params, sides, switch_counting, Latency, Meter, Run, Slice,
+};
 use crate::scenarios::{DurabilityArg, TIMELINE_INTERVAL};
 
 #[derive(Debug, Clone, Args)]
@@ -79,16 +81,6 @@ enum Counting {
     Alternating { slice: Duration },
 }
 
-/// One slice of an alternating run: what the appenders moved while counting was on or off.
-#[derive(Debug, Clone, Copy)]
-struct Slice {
-    metrics: bool,
-    seconds: f64,
-    operations: u64,
-    bytes: u64,
-    cpu_seconds: f64,
-}
-
 /// What one engine run measured.
 struct Driven {
     /// Batch acknowledgement latency with counting off (`[0]`) and on (`[1]`).
@@ -145,7 +137,6 @@ pub fn alternating(
         metrics: true,
         ..args.clone()
     };
-    let rate = |slice: &Slice| slice.bytes as f64 / slice.seconds.max(1e-9);
     let mut driven: Option<Driven> = None;
     let mut batch_bytes = 0;
     // The ratio of each pair of adjacent slices of a run (on, off or off, on).
@@ -153,14 +144,7 @@ pub fn alternating(
     for _ in 0..runs.max(1) {
         let (more, bytes) = drive(data_dir, &args, Counting::Alternating { slice })?;
         batch_bytes = bytes;
-        ratios.extend(more.slices.chunks_exact(2).map(|pair| {
-            let (on, off) = if pair[0].metrics {
-                (&pair[0], &pair[1])
-            } else {
-                (&pair[1], &pair[0])
-            };
-            rate(on) / rate(off).max(1e-9)
-        }));
+        ratios.extend(pair_ratios(&more.slices));
         driven = Some(match driven {
             None => more,
             Some(mut all) => {
@@ -178,46 +162,16 @@ pub fn alternating(
     };
     let mut params = params_of(&args, batch_bytes);
     params.insert("slice_seconds".to_owned(), slice.as_secs_f64().to_string());
-    let side = |metrics: bool| {
-        let mut params = params.clone();
-        params.insert("metrics".to_owned(), metrics.to_string());
-        let on_side = || driven.slices.iter().filter(move |s| s.metrics == metrics);
-        let mut run = Run::new(
-            format!("{name}-{}", if metrics { "on" } else { "off" }),
-            "spate",
-            "storage",
-            params,
-        );
-        run.finish(
-            Duration::from_secs_f64(on_side().map(|s| s.seconds).sum()),
-            on_side().map(|s| s.operations).sum(),
-            on_side().map(|s| s.bytes).sum(),
-        );
-        let cpu: f64 = on_side().map(|s| s.cpu_seconds).sum();
-        if run.bytes > 0 {
-            run.figures.insert(
-                "cpu_seconds_per_gb".to_owned(),
-                cpu / (run.bytes as f64 / 1e9),
-            );
-        }
-        run.latency.push(Latency::from_histogram(
-            "batch ack",
-            &driven.latency[usize::from(metrics)],
-        ));
-        run
-    };
-    let (mut on, off) = (side(true), side(false));
-    on.errors = driven.errors;
-    on.timeline = driven.timeline.clone();
-    ratios.sort_by(f64::total_cmp);
-    if let (Some(min), Some(max)) = (ratios.first(), ratios.last()) {
-        on.figures
-            .insert("pair_ratio_median".to_owned(), ratios[ratios.len() / 2]);
-        on.figures.insert("pair_ratio_min".to_owned(), *min);
-        on.figures.insert("pair_ratio_max".to_owned(), *max);
-        #[allow(clippy::cast_precision_loss)]
-        on.figures.insert("pairs".to_owned(), ratios.len() as f64);
+    let (mut on, mut off) = sides(name, "storage", &params, &driven.slices, &ratios);
+    for (run, latency) in [
+        (&mut off, &driven.latency[0]),
+        (&mut on, &driven.latency[1]),
+    ] {
+        run.latency
+            .push(Latency::from_histogram("batch ack", latency));
     }
+    on.errors = driven.errors;
+    on.timeline = driven.timeline;
     Ok((on, off))
 }
 
@@ -271,7 +225,7 @@ fn drive(
             let started = Instant::now();
             let deadline = started + Duration::from_secs_f64(args.seconds);
             let controller =
-                glommio::spawn_local(switch_counting(counting, task_meter.clone(), deadline));
+                glommio::spawn_local(shard_counting(counting, task_meter.clone(), deadline));
             let mut tasks = Vec::new();
             for partition in 0..args.partitions {
                 for _ in 0..args.in_flight.max(1) {
@@ -330,40 +284,31 @@ fn drive(
     ))
 }
 
-/// Switches the shard's counting as `counting` says until `deadline`; returns the slices
-/// it measured (none for `Counting::AsArgs`). Runs on the engine's executor.
-async fn switch_counting(counting: Counting, meter: Meter, deadline: Instant) -> Vec<Slice> {
+/// Switches the shard's counting as `counting` says until `deadline` (`switch_counting`, its
+/// metrics uninstalled and installed again); returns the slices it measured (none for
+/// `Counting::AsArgs`). Runs on the engine's executor.
+async fn shard_counting(counting: Counting, meter: Meter, deadline: Instant) -> Vec<Slice> {
     let Counting::Alternating { slice } = counting else {
         return Vec::new();
     };
-    let mut slices = Vec::new();
-    glommio::timer::sleep(slice).await;
-    let mut stashed = None;
-    let mut index = 0u32;
-    while Instant::now() + slice <= deadline {
-        let metrics = matches!(index % 4, 0 | 3);
-        if metrics {
-            if let Some(shard) = stashed.take() {
-                spate_node::metrics::install(shard);
+    let stashed = RefCell::new(None);
+    let slices = switch_counting(
+        &meter,
+        slice,
+        deadline,
+        |counting| {
+            if counting {
+                if let Some(shard) = stashed.borrow_mut().take() {
+                    spate_node::metrics::install(shard);
+                }
+            } else if stashed.borrow().is_none() {
+                *stashed.borrow_mut() = spate_node::metrics::uninstall();
             }
-        } else if stashed.is_none() {
-            stashed = spate_node::metrics::uninstall();
-        }
-        let (operations, bytes) = meter.totals();
-        let cpu = crate::cpu::CpuTime::now().total();
-        let started = Instant::now();
-        glommio::timer::sleep(slice).await;
-        let (operations_after, bytes_after) = meter.totals();
-        slices.push(Slice {
-            metrics,
-            seconds: started.elapsed().as_secs_f64(),
-            operations: operations_after - operations,
-            bytes: bytes_after - bytes,
-            cpu_seconds: crate::cpu::CpuTime::now().total() - cpu,
-        });
-        index += 1;
-    }
-    if let Some(shard) = stashed {
+        },
+        glommio::timer::sleep,
+    )
+    .await;
+    if let Some(shard) = stashed.take() {
         spate_node::metrics::install(shard);
     }
     slices

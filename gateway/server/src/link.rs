@@ -135,6 +135,9 @@ impl ShardLink {
 
     /// A request sent at `sent` was answered now (metrics).
     pub fn answered_after(&self, sent: std::time::Instant) {
+        if crate::metrics::paused() {
+            return;
+        }
         if let Some(histogram) = &self.forward_latency {
             histogram.observe_shared(sent.elapsed().as_secs_f64());
         }

@@ -142,6 +142,21 @@ impl Drop for OpenStream {
     }
 }
 
+/// Counting of requests and bytes paused, metrics on or not: what the benchmark switches to
+/// measure what counting costs (`spate-bench metrics-cost`); never set by a gateway.
+static PAUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Pauses (`true`) or resumes the counting of requests, bytes and forwarding latency in this
+/// process (connections and streams are still counted: they are not per request).
+pub fn pause(paused: bool) {
+    PAUSED.store(paused, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether counting is paused ([`pause`]).
+pub fn paused() -> bool {
+    PAUSED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 impl GatewayMetrics {
     pub fn new() -> Arc<Self> {
         Arc::new(GatewayMetrics::default())
@@ -163,6 +178,9 @@ impl GatewayMetrics {
     }
 
     pub fn refused(&self, protocol: Protocol, why: Refusal) {
+        if paused() {
+            return;
+        }
         self.refused[protocol.index()][why.index()].add_shared(1);
     }
 
@@ -173,15 +191,24 @@ impl GatewayMetrics {
     }
 
     pub fn received(&self, protocol: Protocol, bytes: usize) {
+        if paused() {
+            return;
+        }
         self.received[protocol.index()].add_shared(bytes as u64);
     }
 
     pub fn sent(&self, protocol: Protocol, bytes: usize) {
+        if paused() {
+            return;
+        }
         self.sent[protocol.index()].add_shared(bytes as u64);
     }
 
     /// Counts a Spate request answered with `error` (`None`: success).
     pub fn quic_request(&self, api_key: u16, error: Option<ErrorCode>) {
+        if paused() {
+            return;
+        }
         let api = usize::from(api_key).min(QUIC_API_SLOTS - 1);
         let code = error.map_or(0, |code| {
             usize::from(code.to_u16()).clamp(1, QUIC_CODE_SLOTS - 1)
@@ -197,11 +224,17 @@ impl GatewayMetrics {
 
     /// Counts a Kafka request: answered, or ended by closing the connection.
     pub fn kafka_request(&self, api_key: i16, closed: bool) {
+        if paused() {
+            return;
+        }
         self.kafka_requests[Self::kafka_api(api_key)][usize::from(closed)].add_shared(1);
     }
 
     /// Counts a partition's error code in a Kafka answer (0 is not counted).
     pub fn kafka_partition_error(&self, api_key: i16, code: i16) {
+        if paused() {
+            return;
+        }
         if code == 0 {
             return;
         }

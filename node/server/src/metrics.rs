@@ -185,9 +185,26 @@ pub fn uninstall() -> Option<Arc<ShardMetrics>> {
     SHARD.with(|slot| slot.borrow_mut().take())
 }
 
-/// Runs `f` on this thread's shard metrics; nothing when metrics are off.
+/// Counting paused in every shard of the process, metrics installed or not: what the
+/// benchmark switches to measure what counting costs (`spate-bench metrics-cost`); never set
+/// by a node. Only read on the data path (a cache line no shard writes).
+static PAUSED: AtomicBool = AtomicBool::new(false);
+
+/// Pauses (`true`) or resumes counting in every shard of this process.
+pub fn pause(paused: bool) {
+    PAUSED.store(paused, Ordering::Relaxed);
+}
+
+fn paused() -> bool {
+    PAUSED.load(Ordering::Relaxed)
+}
+
+/// Runs `f` on this thread's shard metrics; nothing when metrics are off or paused.
 #[inline]
 pub fn with(f: impl FnOnce(&ShardMetrics)) {
+    if paused() {
+        return;
+    }
     SHARD.with(|slot| {
         if let Some(metrics) = slot.borrow().as_ref() {
             f(metrics);
@@ -195,9 +212,9 @@ pub fn with(f: impl FnOnce(&ShardMetrics)) {
     });
 }
 
-/// Whether this thread's shard counts metrics.
+/// Whether this thread's shard counts metrics (installed, and not paused).
 pub fn enabled() -> bool {
-    SHARD.with(|slot| slot.borrow().is_some())
+    !paused() && SHARD.with(|slot| slot.borrow().is_some())
 }
 
 /// The metrics a node started with `config` counts, served on its metrics listener, or
