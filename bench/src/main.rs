@@ -146,8 +146,8 @@ enum Command {
     /// runs (through a node and a gateway) whose counting is switched on and off every
     /// second, with the ratios.
     MetricsCost {
-        /// Storage runs and produce runs of `2 × seconds` each (each switching its counting
-        /// every second).
+        /// `2 × pairs` storage runs of `seconds` and `pairs` produce runs of `2 × seconds`
+        /// (each switching its counting every second).
         #[arg(long, default_value = "4")]
         pairs: u32,
         #[arg(long, default_value = "10")]
@@ -523,8 +523,9 @@ const PRODUCE_SETTLE: Duration = Duration::from_secs(2);
 
 /// What counting metrics costs, measured by switching it on and off every `STORAGE_SLICE`
 /// within runs (whole runs, alternating, differ from one another by more than the cost):
-/// - storage: `pairs` engine runs (`fsync`, as `storage-fsync`) of `2 × seconds` each, the
-///   shard's metrics uninstalled and installed again (`storage::alternating`);
+/// - storage: `2 × pairs` engine runs (`fsync`, as `storage-fsync`) of `seconds` each after
+///   the warm-up slice, the shard's metrics uninstalled and installed again
+///   (`storage::alternating`);
 /// - produce: `pairs` produce runs (as `produce-fsync-4p`) of `2 × seconds` after
 ///   `PRODUCE_SETTLE`, each through a node and a gateway started for it in this process,
 ///   their counting paused and resumed (`spate_node::metrics::pause`,
@@ -553,13 +554,15 @@ fn metrics_cost(
     };
     // Storage: engine runs whose counting is switched every second, so that each pair of
     // slices meets the same disk state (whole runs differ by more than the cost).
-    let storage_seconds = 2.0 * seconds + STORAGE_SLICE.as_secs_f64();
+    // Runs of `seconds` (and the warm-up slice), twice as many: one run writes up to 2 GB/s
+    // that stays on disk until it ends.
+    let storage_seconds = seconds + STORAGE_SLICE.as_secs_f64();
     let (storage_on, storage_off) = storage::alternating(
         data_dir,
         "storage-fsync-metrics",
         &storage_args(storage_seconds, DurabilityArg::Fsync),
         STORAGE_SLICE,
-        pairs,
+        2 * pairs,
     )?;
     shown(true, &storage_on);
     shown(false, &storage_off);

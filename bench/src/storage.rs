@@ -143,6 +143,14 @@ pub fn alternating(
     let mut ratios = Vec::new();
     for _ in 0..runs.max(1) {
         let (more, bytes) = drive(data_dir, &args, Counting::Alternating { slice })?;
+        if more.errors > 0 {
+            // A fenced partition (a full disk) makes slices of nothing: no figure at all is
+            // better than a wrong one.
+            return Err(format!(
+                "the storage run met {} failed appends (see the log above)",
+                more.errors
+            ));
+        }
         batch_bytes = bytes;
         ratios.extend(pair_ratios(&more.slices));
         driven = Some(match driven {
