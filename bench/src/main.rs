@@ -597,7 +597,8 @@ fn metrics_cost(
     );
     let mut slices = Vec::new();
     let mut ratios = Vec::new();
-    for _ in 0..pairs.max(1) {
+    for run in 0..pairs.max(1) {
+        let phase = run % 2 == 1;
         let run = runtime.block_on(async {
             let local = Local::start(&dir, None, true).await?;
             let meter = Meter::start(scenarios::TIMELINE_INTERVAL);
@@ -609,6 +610,7 @@ fn metrics_cost(
                     &meter,
                     STORAGE_SLICE,
                     deadline,
+                    phase,
                     |counting| {
                         spate_node::metrics::pause(!counting);
                         spate_gateway::metrics::pause(!counting);

@@ -415,14 +415,17 @@ pub struct Slice {
 }
 
 /// Switches counting with `set` (`true`: counting) every `slice` after a first slice of
-/// counting (warm-up, not measured), in the order on, off, off, on, on, off, … so that a drift
-/// of the machine weighs on both sides alike, until a slice would end past `deadline`;
-/// returns each slice with what `meter` counted in it. Counting is left on. `sleep` is the
-/// runtime's timer (glommio's or tokio's).
+/// counting (warm-up, not measured), in the order on, off, off, on, on, off, … (`phase`
+/// false) or off, on, on, off, … (`phase` true) so that a drift of the machine weighs on both
+/// sides alike, until a slice would end past `deadline`; returns each slice with what
+/// `meter` counted in it. Counting is left on. Runs of a set alternate their phase, so the
+/// first measured slice of a run (which may differ from the others) falls on each side as
+/// often. `sleep` is the runtime's timer (glommio's or tokio's).
 pub async fn switch_counting<S, F>(
     meter: &Meter,
     slice: Duration,
     deadline: Instant,
+    phase: bool,
     mut set: impl FnMut(bool),
     sleep: S,
 ) -> Vec<Slice>
@@ -435,7 +438,7 @@ where
     sleep(slice).await;
     let mut index = 0u32;
     while Instant::now() + slice <= deadline {
-        let metrics = matches!(index % 4, 0 | 3);
+        let metrics = matches!(index % 4, 0 | 3) != phase;
         set(metrics);
         let (operations, bytes) = meter.totals();
         let cpu = crate::cpu::CpuTime::now().total();

@@ -76,9 +76,9 @@ enum Counting {
     /// As `--metrics` says, the whole run.
     AsArgs,
     /// On for a first `slice` (warm-up, not counted), then switched every `slice` in the
-    /// order on, off, off, on, on, off, … so that a drift of the disk or the machine weighs
-    /// on both sides alike.
-    Alternating { slice: Duration },
+    /// order on, off, off, on, on, off, … (or, with `phase`, off, on, on, off, …) so that a
+    /// drift of the disk or the machine weighs on both sides alike (`switch_counting`).
+    Alternating { slice: Duration, phase: bool },
 }
 
 /// What one engine run measured.
@@ -141,8 +141,9 @@ pub fn alternating(
     let mut batch_bytes = 0;
     // The ratio of each pair of adjacent slices of a run (on, off or off, on).
     let mut ratios = Vec::new();
-    for _ in 0..runs.max(1) {
-        let (more, bytes) = drive(data_dir, &args, Counting::Alternating { slice })?;
+    for run in 0..runs.max(1) {
+        let phase = run % 2 == 1;
+        let (more, bytes) = drive(data_dir, &args, Counting::Alternating { slice, phase })?;
         if more.errors > 0 {
             // A fenced partition (a full disk) makes slices of nothing: no figure at all is
             // better than a wrong one.
@@ -296,7 +297,7 @@ fn drive(
 /// metrics uninstalled and installed again); returns the slices it measured (none for
 /// `Counting::AsArgs`). Runs on the engine's executor.
 async fn shard_counting(counting: Counting, meter: Meter, deadline: Instant) -> Vec<Slice> {
-    let Counting::Alternating { slice } = counting else {
+    let Counting::Alternating { slice, phase } = counting else {
         return Vec::new();
     };
     let stashed = RefCell::new(None);
@@ -304,6 +305,7 @@ async fn shard_counting(counting: Counting, meter: Meter, deadline: Instant) -> 
         &meter,
         slice,
         deadline,
+        phase,
         |counting| {
             if counting {
                 if let Some(shard) = stashed.borrow_mut().take() {
