@@ -47,8 +47,6 @@ pub enum TlsError {
         path: PathBuf,
         source: rustls::server::VerifierBuilderError,
     },
-    #[error("{} holds no certificate revocation list (PEM `X509 CRL`)", path.display())]
-    NoCrl { path: PathBuf },
 }
 
 /// Whether clients must present a certificate (`--client-auth`).
@@ -92,22 +90,11 @@ pub struct ClientTrust {
 fn read_crls(
     path: &Path,
 ) -> Result<Vec<rustls::pki_types::CertificateRevocationListDer<'static>>, TlsError> {
-    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let crls: Vec<_> = rustls_pemfile::crls(&mut bytes.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|source| TlsError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-    if crls.is_empty() {
-        return Err(TlsError::NoCrl {
-            path: path.to_owned(),
-        });
-    }
-    Ok(crls)
+    read_pem(
+        path,
+        "certificate revocation list (PEM `X509 CRL`)",
+        |bytes| rustls_pemfile::crls(bytes).collect(),
+    )
 }
 
 /// The verifier of client certificates `trust` describes (webpki: chain to one of the CAs,
@@ -178,23 +165,33 @@ pub fn principal_of(cert: &CertificateDer<'_>) -> Option<String> {
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    read_pem(path, "certificate", |bytes| {
+        rustls_pemfile::certs(bytes).collect()
+    })
+}
+
+/// The items `parse` finds in the PEM file at `path`; `Missing` (naming `what`) when there
+/// are none.
+fn read_pem<T>(
+    path: &Path,
+    what: &'static str,
+    parse: impl FnOnce(&mut &[u8]) -> Result<Vec<T>, std::io::Error>,
+) -> Result<Vec<T>, TlsError> {
     let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
         path: path.to_owned(),
         source,
     })?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut bytes.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|source| TlsError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-    if certs.is_empty() {
+    let items = parse(&mut bytes.as_slice()).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    if items.is_empty() {
         return Err(TlsError::Missing {
             path: path.to_owned(),
-            what: "certificate",
+            what,
         });
     }
-    Ok(certs)
+    Ok(items)
 }
 
 /// Markers of an encrypted private key in PEM: PKCS#8 (`openssl genpkey -aes256`) and the
