@@ -515,17 +515,16 @@ fn suite(quick: bool) -> Vec<Step> {
 }
 
 /// How long each slice of the alternating runs lasts (`metrics_cost`).
-const STORAGE_SLICE: Duration = Duration::from_secs(1);
+const SLICE: Duration = Duration::from_secs(1);
 
 /// What a produce run of `metrics_cost` gets before its counting is first switched: the
 /// producer's setup and its warm-up second.
 const PRODUCE_SETTLE: Duration = Duration::from_secs(2);
 
-/// What counting metrics costs, measured by switching it on and off every `STORAGE_SLICE`
+/// What counting metrics costs, measured by switching it on and off every `SLICE`
 /// within runs (whole runs, alternating, differ from one another by more than the cost):
 /// - storage: `2 × pairs` engine runs (`fsync`, as `storage-fsync`) of `seconds` each after
-///   the warm-up slice, the shard's metrics uninstalled and installed again
-///   (`storage::alternating`);
+///   the warm-up slice, the shard's counting paused and resumed (`storage::alternating`);
 /// - produce: `pairs` produce runs (as `produce-fsync-4p`) of `2 × seconds` after
 ///   `PRODUCE_SETTLE`, each through a node and a gateway started for it in this process,
 ///   their counting paused and resumed (`spate_node::metrics::pause`,
@@ -541,53 +540,42 @@ fn metrics_cost(
     pairs: u32,
     seconds: f64,
 ) -> Result<Vec<Run>, String> {
+    // Each side's totals; with the `-on` side, the pairs of slices.
     let shown = |metrics: bool, run: &Run| {
+        let figure = |name: &str| run.figures.get(name).copied().unwrap_or(f64::NAN);
         say(format!(
             "      metrics {}: {:.1} MB/s, {:.3} CPU s/GB",
             if metrics { "on " } else { "off" },
             run.mb_per_s,
-            run.figures
-                .get("cpu_seconds_per_gb")
-                .copied()
-                .unwrap_or(f64::NAN)
+            figure("cpu_seconds_per_gb")
         ));
+        if metrics {
+            say(format!(
+                "      {:.0} pairs of {} s slices: on ÷ off median {:.3} (min {:.3}, max {:.3})",
+                figure("pairs"),
+                SLICE.as_secs_f64(),
+                figure("pair_ratio_median"),
+                figure("pair_ratio_min"),
+                figure("pair_ratio_max"),
+            ));
+        }
     };
     // Storage: engine runs whose counting is switched every second, so that each pair of
     // slices meets the same disk state (whole runs differ by more than the cost).
     // Runs of `seconds` (and the warm-up slice), twice as many: one run writes up to 2 GB/s
     // that stays on disk until it ends.
-    let storage_seconds = seconds + STORAGE_SLICE.as_secs_f64();
+    let storage_seconds = seconds + SLICE.as_secs_f64();
     let (storage_on, storage_off) = storage::alternating(
         data_dir,
         "storage-fsync-metrics",
         &storage_args(storage_seconds, DurabilityArg::Fsync),
-        STORAGE_SLICE,
+        SLICE,
         2 * pairs,
     )?;
     shown(true, &storage_on);
     shown(false, &storage_off);
-    say(format!(
-        "      storage, {} pairs of {} s slices: on ÷ off median {:.3} (min {:.3}, max {:.3})",
-        storage_on.figures.get("pairs").copied().unwrap_or(0.0),
-        STORAGE_SLICE.as_secs_f64(),
-        storage_on
-            .figures
-            .get("pair_ratio_median")
-            .copied()
-            .unwrap_or(f64::NAN),
-        storage_on
-            .figures
-            .get("pair_ratio_min")
-            .copied()
-            .unwrap_or(f64::NAN),
-        storage_on
-            .figures
-            .get("pair_ratio_max")
-            .copied()
-            .unwrap_or(f64::NAN),
-    ));
     // Produce: runs through a node and a gateway (in this process) whose counting is paused
-    // and resumed every `STORAGE_SLICE` (`spate_node::metrics::pause`,
+    // and resumed every `SLICE` (`spate_node::metrics::pause`,
     // `spate_gateway::metrics::pause`), each from a fresh node.
     let dir = data_dir.join("metrics-cost");
     let args = produce_args(
@@ -608,7 +596,7 @@ fn metrics_cost(
                 tokio::time::sleep(PRODUCE_SETTLE).await;
                 switch_counting(
                     &meter,
-                    STORAGE_SLICE,
+                    SLICE,
                     deadline,
                     phase,
                     |counting| {
@@ -641,10 +629,7 @@ fn metrics_cost(
         }
     }
     let mut params = args.params();
-    params.insert(
-        "slice_seconds".to_owned(),
-        STORAGE_SLICE.as_secs_f64().to_string(),
-    );
+    params.insert("slice_seconds".to_owned(), SLICE.as_secs_f64().to_string());
     let (produce_on, produce_off) = sides(
         "produce-fsync-4p-metrics",
         "produce",

@@ -293,33 +293,20 @@ fn drive(
     ))
 }
 
-/// Switches the shard's counting as `counting` says until `deadline` (`switch_counting`, its
-/// metrics uninstalled and installed again); returns the slices it measured (none for
+/// Switches the shard's counting as `counting` says until `deadline` (`switch_counting`,
+/// through `spate_node::metrics::pause`); returns the slices it measured (none for
 /// `Counting::AsArgs`). Runs on the engine's executor.
 async fn shard_counting(counting: Counting, meter: Meter, deadline: Instant) -> Vec<Slice> {
     let Counting::Alternating { slice, phase } = counting else {
         return Vec::new();
     };
-    let stashed = RefCell::new(None);
-    let slices = switch_counting(
+    switch_counting(
         &meter,
         slice,
         deadline,
         phase,
-        |counting| {
-            if counting {
-                if let Some(shard) = stashed.borrow_mut().take() {
-                    spate_node::metrics::install(shard);
-                }
-            } else if stashed.borrow().is_none() {
-                *stashed.borrow_mut() = spate_node::metrics::uninstall();
-            }
-        },
+        |counting| spate_node::metrics::pause(!counting),
         glommio::timer::sleep,
     )
-    .await;
-    if let Some(shard) = stashed.take() {
-        spate_node::metrics::install(shard);
-    }
-    slices
+    .await
 }

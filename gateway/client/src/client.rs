@@ -258,14 +258,7 @@ impl ClientIdentity {
             path: self.key.clone(),
             source,
         };
-        let bytes = std::fs::read(&self.cert)
-            .map_err(|error| cert_error(CertificateError::Read(error.into())))?;
-        let chain = rustls_pemfile::certs(&mut bytes.as_slice())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| cert_error(CertificateError::Pem(error.into())))?;
-        if chain.is_empty() {
-            return Err(cert_error(CertificateError::Empty));
-        }
+        let chain = read_certs(&self.cert).map_err(cert_error)?;
         let bytes = std::fs::read(&self.key)
             .map_err(|error| key_error(CertificateError::Read(error.into())))?;
         let encrypted = [
@@ -282,6 +275,20 @@ impl ClientIdentity {
             .ok_or_else(|| key_error(CertificateError::NoKey))?;
         Ok((chain, key))
     }
+}
+
+/// The PEM certificates in the file at `path` (at least one).
+fn read_certs(
+    path: &Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, CertificateError> {
+    let bytes = std::fs::read(path).map_err(|error| CertificateError::Read(error.into()))?;
+    let certs = rustls_pemfile::certs(&mut bytes.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| CertificateError::Pem(error.into()))?;
+    if certs.is_empty() {
+        return Err(CertificateError::Empty);
+    }
+    Ok(certs)
 }
 
 /// What the TLS alert with which a gateway closed a connection during the handshake says
@@ -468,11 +475,7 @@ pub fn quic_client_config_as(
             )));
         }
     } else {
-        let bytes = std::fs::read(ca)
-            .map_err(|error| certificate_error(CertificateError::Read(error.into())))?;
-        for cert in rustls_pemfile::certs(&mut bytes.as_slice()) {
-            let cert =
-                cert.map_err(|error| certificate_error(CertificateError::Pem(error.into())))?;
+        for cert in read_certs(ca).map_err(certificate_error)? {
             roots
                 .add(cert)
                 .map_err(|error| certificate_error(CertificateError::Rejected(error)))?;

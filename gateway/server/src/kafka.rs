@@ -329,11 +329,14 @@ async fn accept(listener: TcpListener, context: Arc<Context>, mut stopped: watch
                         tokio::time::timeout(context.stall_timeout, acceptor.accept(socket)).await;
                     match handshake {
                         Ok(Ok(stream)) => {
-                            if let Some(trust) = context
+                            // The principal is parsed from the certificate only for the
+                            // debug line (nothing else uses it yet).
+                            let client = context
                                 .tls
                                 .as_ref()
                                 .and_then(|tls| tls.files.client.as_ref())
-                            {
+                                .filter(|_| tracing::enabled!(tracing::Level::DEBUG));
+                            if let Some(trust) = client {
                                 let principal = stream
                                     .get_ref()
                                     .1

@@ -179,12 +179,6 @@ pub fn install(metrics: Arc<ShardMetrics>) {
     SHARD.with(|slot| *slot.borrow_mut() = Some(metrics));
 }
 
-/// Stops this thread's counting; returns the shard metrics it had, to `install` again
-/// (the benchmark measures what counting costs by switching it on and off in one run).
-pub fn uninstall() -> Option<Arc<ShardMetrics>> {
-    SHARD.with(|slot| slot.borrow_mut().take())
-}
-
 /// Counting paused in every shard of the process, metrics installed or not: what the
 /// benchmark switches to measure what counting costs (`spate-bench metrics-cost`); never set
 /// by a node. Only read on the data path (a cache line no shard writes).
